@@ -1,0 +1,1 @@
+"""Board targets for clln bitstreams (``clln.boards``)."""

@@ -1,0 +1,152 @@
+"""The ``clln`` command line: ties config, golden models, gateware and boards together."""
+
+import argparse
+import json
+import re
+import sys
+
+import numpy as np
+
+from . import config as config_mod
+from .errors import CllnError, ConfigError
+
+MODELS = ("quasistatic", "dynamic", "fixed")
+
+
+def _seed_range(text):
+    m = re.fullmatch(r"(\d+)-(\d+)", text)
+    if not m or int(m[1]) > int(m[2]):
+        raise argparse.ArgumentTypeError(f"expected A-B with A <= B (e.g. 0-9), got {text!r}")
+    return list(range(int(m[1]), int(m[2]) + 1))
+
+
+def _non_negative(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _progress(total, enabled, desc):
+    """A tqdm bar on stderr, or a no-op when disabled."""
+    if not enabled or total == 0:
+        return None, lambda n: None
+    from tqdm import tqdm
+    bar = tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False,
+               mininterval=0.5)
+    return bar, bar.update
+
+
+def _check_writable(path, flag):
+    from pathlib import Path
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise ConfigError(flag, "", f"cannot write {path}: folder {parent} does not exist")
+
+
+def _seed_report(history, i, target):
+    return {
+        "seed": history.seeds[i],
+        "mse_initial": float(history.mse_initial[i]),
+        "mse_final": float(history.mse_final[i]),
+        "reached_target": bool(history.mse_final[i] <= target),
+        "outputs_final": history.outputs_final[i].tolist(),
+        "gates_final": history.gates_final[i].tolist(),
+        "mse_per_epoch": history.mse_curve[i].tolist(),
+        "saturated": bool(history.saturated[i]),
+    }
+
+
+def cmd_train(args):
+    """Train a config with a golden model and report the result."""
+    from .sim.training import make_model, train
+    cfg = config_mod.load(args.config)
+    seeds = args.seeds if args.seeds is not None else [
+        args.seed if args.seed is not None else cfg.learning.seed]
+    epochs = args.epochs if args.epochs is not None else cfg.learning.epochs
+    model = make_model(cfg, args.model, seeds)
+    if args.plot:
+        _check_writable(args.plot, "--plot")
+    bar, update = _progress(epochs, not args.json, f"{cfg.name} ({args.model})")
+    try:
+        history = train(model, epochs, update)
+    finally:
+        if bar is not None:
+            bar.close()
+    target = cfg.task.mse_target
+    reports = [_seed_report(history, i, target) for i in range(len(seeds))]
+    reached = sum(r["reached_target"] for r in reports)
+    if args.plot:
+        from .plot import plot_training
+        plot_training(cfg, history, args.plot)
+    if args.json:
+        out = {"config": cfg.name, "model": args.model, "epochs": epochs,
+               "mse_target": target, "seconds": history.seconds, "targets": cfg.task.y.tolist()}
+        if len(seeds) == 1:
+            out.update(reports[0])
+        else:
+            out.update({k: [r[k] for r in reports] for k in reports[0]})
+            out["reached"] = reached
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(f"{cfg.name}: {args.model} model, {epochs} epochs, {len(seeds)} seed(s), "
+              f"{history.seconds:.2f} s")
+        print(f"{'seed':>6} {'mse_initial':>12} {'mse_final':>12}  target {target:g} V^2")
+        for r in reports:
+            mark = "reached" if r["reached_target"] else "missed"
+            sat = "  (saturated)" if r["saturated"] else ""
+            print(f"{r['seed']:>6} {r['mse_initial']:>12.3e} {r['mse_final']:>12.3e}  {mark}{sat}")
+        print(f"{reached} of {len(seeds)} seed(s) reached the error target")
+        if len(seeds) == 1:
+            outs = np.array(reports[0]["outputs_final"])
+            for i, (o, y) in enumerate(zip(outs, cfg.task.y)):
+                print(f"  example {i}: output {np.array2string(o, precision=4)} V, "
+                      f"target {np.array2string(y, precision=4)} V")
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="clln", description="FPGA digital twins of self-learning analog networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a network with a golden model",
+                       description="Train CONFIG (a TOML path or a built-in name: "
+                       f"{', '.join(config_mod.builtin_names())}) with a golden model.")
+    p.add_argument("config")
+    p.add_argument("--model", choices=MODELS, default="quasistatic")
+    p.add_argument("--epochs", type=_non_negative, help="override learning.epochs")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=_non_negative, help="override learning.seed")
+    seeds.add_argument("--seeds", type=_seed_range, metavar="A-B",
+                       help="train seeds A to B at once")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG of the run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_train)
+
+    from . import cli_hdl
+    cli_hdl.add_parsers(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CllnError as e:
+        print(f"clln: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clln: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

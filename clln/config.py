@@ -1,0 +1,487 @@
+"""The network config: a TOML file, validated on load into frozen dataclasses.
+
+Every key is documented in ``docs/config.md``. A bad value raises
+:class:`~clln.errors.ConfigError` naming the file, the key and the reason.
+The config core imports neither the golden models nor the gateware.
+"""
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import datasets
+from .errors import ConfigError
+
+#: Full scale of the paper's 8-bit DACs, volts: the default input range.
+PAPER_FULL_SCALE = 0.4532
+
+
+@dataclass(frozen=True)
+class Network:
+    """The graph: ``edges[e] = (a, b)``; current is counted positive from a to b."""
+    topology: str
+    n_nodes: int
+    edges: np.ndarray = field(repr=False)
+    rows: int = 0
+    cols: int = 0
+
+    @property
+    def n_edges(self):
+        return len(self.edges)
+
+    def degrees(self):
+        """Number of edges at each node."""
+        return np.bincount(self.edges.ravel(), minlength=self.n_nodes)
+
+    def positions(self):
+        """(x, y) drawing position of every node: the lattice, or a circle."""
+        if self.rows:
+            r, c = np.divmod(np.arange(self.n_nodes), self.cols)
+            return np.stack([c, -r], axis=1).astype(float)
+        phi = 2 * np.pi * np.arange(self.n_nodes) / self.n_nodes
+        return np.stack([np.cos(phi), np.sin(phi)], axis=1)
+
+
+@dataclass(frozen=True)
+class Device:
+    """Square-law transistor: threshold ``vt`` (V), gain ``k`` (A/V^2), leak ``gmin`` (A/V)."""
+    vt: float
+    k: float
+    gmin: float
+
+
+@dataclass(frozen=True)
+class IO:
+    """Driven nodes and outputs; ``outputs[i] = (plus, minus)``, minus is -1 if single-ended."""
+    inputs: tuple
+    rails: tuple
+    outputs: tuple
+    v_min: float
+    v_max: float
+
+    @property
+    def differential(self):
+        return np.array([m >= 0 for _, m in self.outputs])
+
+
+@dataclass(frozen=True)
+class Learning:
+    """Coupled-learning parameters; ``gate_init`` is resolved per seed by :meth:`initial_gates`."""
+    eta: float
+    alpha: float
+    gate_init: object
+    gate_min: float
+    gate_max: float
+    epochs: int
+    seed: int
+
+    def initial_gates(self, n_edges, seed):
+        """Gate voltages (V) of every edge for ``seed``."""
+        init = self.gate_init
+        if isinstance(init, float):
+            return np.full(n_edges, init)
+        if isinstance(init, tuple):
+            return np.random.default_rng(seed).uniform(init[0], init[1], n_edges)
+        return np.array(init, dtype=float)
+
+
+@dataclass(frozen=True)
+class Task:
+    """The dataset: ``x`` (examples, inputs) and ``y`` (examples, outputs), volts."""
+    dataset: str
+    x: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    mse_target: float = 1e-4
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Tick models: ticks per example with learning off, then on; node update scale (1/V)."""
+    settle_ticks: int
+    learn_ticks: int
+    kappa: float
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Widths (bits, signed two's complement) and fractional bits of the fixed-point model."""
+    v_frac: int = 16
+    v_bits: int = 18
+    g_frac: int = 24
+    g_bits: int = 28
+    term_bits: int = 40
+    acc_bits: int = 42
+    dv_bits: int = 18
+    dg_bits: int = 28
+    kappa_bits: int = 4
+    lr_bits: int = 4
+    eta_frac: int = 8
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """Gateware folding: ``edge_units`` of 0 means one unit per edge."""
+    edge_units: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """One network and its experiment."""
+    name: str
+    source: str
+    network: Network
+    device: Device
+    io: IO
+    learning: Learning
+    task: Task
+    schedule: Schedule
+    fixed: Fixed
+    fabric: Fabric
+    has_fabric: bool = False
+
+    def driven_nodes(self):
+        """All nodes held by a source (inputs, then rails)."""
+        return list(self.io.inputs) + [n for n, _ in self.io.rails]
+
+
+class _Table:
+    """A TOML table being read: tracks which keys were used, names keys in errors."""
+
+    def __init__(self, data, source, prefix):
+        self.data, self.source, self.prefix, self.used = data, source, prefix, set()
+
+    def key(self, name):
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name, why):
+        return ConfigError(self.source, self.key(name), why)
+
+    def get(self, name, default=...):
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "missing")
+            return default
+        return self.data[name]
+
+    def number(self, name, default=..., lo=None, hi=None, lo_open=False, hi_open=False):
+        v = self.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.error(name, f"must be a finite number, got {v!r}")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise self.error(name, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
+        if hi is not None and (v > hi or (hi_open and v == hi)):
+            raise self.error(name, f"must be {'<' if hi_open else '<='} {hi}, got {v}")
+        return float(v)
+
+    def integer(self, name, default=..., lo=None, hi=None):
+        v = self.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.error(name, f"must be an integer, got {v!r}")
+        if lo is not None and v < lo:
+            raise self.error(name, f"must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise self.error(name, f"must be <= {hi}, got {v}")
+        return v
+
+    def table(self, name, required=True):
+        v = self.get(name, ... if required else {})
+        if not isinstance(v, dict):
+            raise self.error(name, "must be a table ([section])")
+        return _Table(v, self.source, self.key(name))
+
+    def finish(self):
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key" + (
+                f" (known: {', '.join(sorted(self.used))})" if self.used else ""))
+
+
+def _lattice(rows, cols, periodic):
+    """Edges of a rows x cols lattice: horizontal edges row-major, then vertical ones."""
+    node = np.arange(rows * cols).reshape(rows, cols)
+    if periodic:
+        right, down = np.roll(node, -1, axis=1), np.roll(node, -1, axis=0)
+        h = np.stack([node.ravel(), right.ravel()], axis=1)
+        v = np.stack([node.ravel(), down.ravel()], axis=1)
+    else:
+        h = np.stack([node[:, :-1].ravel(), node[:, 1:].ravel()], axis=1)
+        v = np.stack([node[:-1, :].ravel(), node[1:, :].ravel()], axis=1)
+    return np.concatenate([h, v]).astype(np.int64)
+
+
+def _connected(n_nodes, edges):
+    parent = list(range(n_nodes))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in edges:
+        parent[root(int(a))] = root(int(b))
+    return len({root(i) for i in range(n_nodes)}) == 1
+
+
+def _network(t):
+    topology = t.get("topology")
+    if topology in ("torus", "grid"):
+        lo = 3 if topology == "torus" else 1
+        rows, cols = t.integer("rows", lo=lo), t.integer("cols", lo=lo)
+        if rows * cols < 2:
+            raise t.error("rows", "a network needs at least two nodes")
+        edges = _lattice(rows, cols, topology == "torus")
+        net = Network(topology, rows * cols, edges, rows, cols)
+    elif topology == "edges":
+        n = t.integer("nodes", lo=2)
+        raw = t.get("edges")
+        if (not isinstance(raw, list) or not raw or not all(
+                isinstance(e, list) and len(e) == 2 and all(
+                    isinstance(i, int) and not isinstance(i, bool) for i in e) for e in raw)):
+            raise t.error("edges", "must be a non-empty list of [a, b] node pairs")
+        edges = np.array(raw, dtype=np.int64)
+        bad = np.flatnonzero((edges < 0).any(1) | (edges >= n).any(1))
+        if bad.size:
+            raise t.error("edges", f"edge {bad[0]} {raw[bad[0]]}: node out of range 0..{n - 1}")
+        loops = np.flatnonzero(edges[:, 0] == edges[:, 1])
+        if loops.size:
+            raise t.error("edges", f"edge {loops[0]} {raw[loops[0]]} joins a node to itself")
+        seen = {}
+        for i, (a, b) in enumerate(edges.tolist()):
+            k = (min(a, b), max(a, b))
+            if k in seen:
+                raise t.error("edges", f"edges {seen[k]} and {i} both join nodes {a} and {b}")
+            seen[k] = i
+        net = Network("edges", n, edges)
+    else:
+        raise t.error("topology", f'must be "torus", "grid" or "edges", got {topology!r}')
+    if not _connected(net.n_nodes, net.edges):
+        raise t.error("topology", "the graph is not connected")
+    t.finish()
+    return net
+
+
+def _node(t, name, value, n_nodes, where):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise t.error(name, f"{where}: node must be an integer, got {value!r}")
+    if not 0 <= value < n_nodes:
+        raise t.error(name, f"{where}: node {value} out of range 0..{n_nodes - 1}")
+    return value
+
+
+def _io(t, n_nodes):
+    v_min = t.number("v_min", 0.0)
+    v_max = t.number("v_max", PAPER_FULL_SCALE)
+    if v_min >= v_max:
+        raise t.error("v_min", f"must be below io.v_max ({v_max}), got {v_min}")
+    inputs = t.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise t.error("inputs", "must be a non-empty list of nodes")
+    inputs = tuple(_node(t, "inputs", v, n_nodes, f"entry {i}") for i, v in enumerate(inputs))
+    rails_raw = t.get("rails", [])
+    if not isinstance(rails_raw, list):
+        raise t.error("rails", "must be a list of [node, volts]")
+    rails = []
+    for i, r in enumerate(rails_raw):
+        if not isinstance(r, list) or len(r) != 2:
+            raise t.error("rails", f"entry {i}: must be [node, volts], got {r!r}")
+        node = _node(t, "rails", r[0], n_nodes, f"entry {i}")
+        volts = r[1]
+        if isinstance(volts, bool) or not isinstance(volts, (int, float)):
+            raise t.error("rails", f"entry {i}: volts must be a number, got {volts!r}")
+        if not v_min <= volts <= v_max:
+            raise t.error("rails", f"entry {i}: {volts} V outside the node range "
+                          f"[{v_min}, {v_max}] (io.v_min, io.v_max)")
+        rails.append((node, float(volts)))
+    outputs_raw = t.get("outputs")
+    if not isinstance(outputs_raw, list) or not outputs_raw:
+        raise t.error("outputs", "must be a non-empty list of nodes or [plus, minus] pairs")
+    outputs = []
+    for i, o in enumerate(outputs_raw):
+        if isinstance(o, list):
+            if len(o) != 2:
+                raise t.error("outputs", f"entry {i}: a differential output is [plus, minus]")
+            outputs.append(tuple(_node(t, "outputs", v, n_nodes, f"entry {i}") for v in o))
+        else:
+            outputs.append((_node(t, "outputs", o, n_nodes, f"entry {i}"), -1))
+    used = {}
+    for role, nodes in (("inputs", inputs), ("rails", [n for n, _ in rails]),
+                        ("outputs", [n for o in outputs for n in o if n >= 0])):
+        for n in nodes:
+            if n in used:
+                raise t.error(role, f"node {n} is used twice (also in io.{used[n]})")
+            used[n] = role
+    if len(used) >= n_nodes:
+        raise t.error("outputs", "no node is left free to settle: every node is driven or read")
+    t.finish()
+    return IO(inputs, tuple(rails), tuple(outputs), v_min, v_max)
+
+
+def _learning(t, n_edges):
+    eta = t.number("eta", lo=0.0, hi=1.0, lo_open=True)
+    alpha = t.number("alpha", lo=0.0, lo_open=True)
+    gate_min = t.number("gate_min")
+    gate_max = t.number("gate_max")
+    if gate_min >= gate_max:
+        raise t.error("gate_min", f"must be below learning.gate_max ({gate_max}), got {gate_min}")
+    raw = t.get("gate_init")
+
+    def in_bounds(v, what):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise t.error("gate_init", f"{what} must be a number, got {v!r}")
+        if not gate_min <= v <= gate_max:
+            raise t.error("gate_init", f"{what} {v} V is outside [gate_min, gate_max] = "
+                          f"[{gate_min}, {gate_max}]")
+        return float(v)
+
+    if isinstance(raw, list) and len(raw) == 2 and n_edges != 2:
+        lo, hi = in_bounds(raw[0], "lower bound"), in_bounds(raw[1], "upper bound")
+        if lo > hi:
+            raise t.error("gate_init", f"range [{lo}, {hi}] is empty")
+        gate_init = (lo, hi)
+    elif isinstance(raw, list):
+        if len(raw) != n_edges:
+            raise t.error("gate_init", f"{len(raw)} values for {n_edges} edges "
+                          "(give one number, [lo, hi], or one value per edge)")
+        gate_init = tuple(in_bounds(v, f"entry {i}") for i, v in enumerate(raw))
+    else:
+        gate_init = in_bounds(raw, "value")
+    learning = Learning(eta, alpha, gate_init, gate_min, gate_max,
+                        t.integer("epochs", lo=0), t.integer("seed", 0, lo=0))
+    t.finish()
+    return learning
+
+
+def _task(t, io, base_dir):
+    name = t.get("dataset")
+    if not isinstance(name, str) or not name:
+        raise t.error("dataset", "must be a built-in name or a CSV path")
+    if name in datasets.BUILTIN:
+        x, y = datasets.BUILTIN[name]()
+    else:
+        path = Path(name) if Path(name).is_absolute() else base_dir / name
+        if not path.exists():
+            raise t.error("dataset", f"{name!r} is neither a built-in dataset "
+                          f"({', '.join(datasets.BUILTIN)}) nor an existing file ({path})")
+        x, y = datasets.load_csv(path, t.source, t.key("dataset"))
+    if x.shape[1] != len(io.inputs):
+        raise t.error("dataset", f"{x.shape[1]} input columns for {len(io.inputs)} io.inputs")
+    if y.shape[1] != len(io.outputs):
+        raise t.error("dataset", f"{y.shape[1]} target columns for {len(io.outputs)} io.outputs")
+    bad = np.argwhere((x < io.v_min) | (x > io.v_max))
+    if bad.size:
+        i, j = bad[0]
+        raise t.error("dataset", f"example {i}, input x{j + 1} = {x[i, j]} V is outside the node "
+                      f"range [{io.v_min}, {io.v_max}] V (io.v_min, io.v_max)")
+    # Node voltages obey a maximum principle (every edge current rises with its own
+    # terminal voltage), so outputs stay within the span of the driven voltages.
+    rails = np.array([v for _, v in io.rails])
+    for i in range(len(x)):
+        driven = np.concatenate([x[i], rails])
+        lo, hi = driven.min(), driven.max()
+        for j, (_, minus) in enumerate(io.outputs):
+            target = y[i, j]
+            ok = abs(target) <= hi - lo if minus >= 0 else lo <= target <= hi
+            if not ok:
+                span = f"|O| <= {hi - lo:.4g}" if minus >= 0 else f"[{lo:.4g}, {hi:.4g}]"
+                raise t.error("dataset", f"example {i}, target y{j + 1} = {target} V cannot be "
+                              f"reached: driven voltages bound that output to {span} V")
+    mse_target = t.number("mse_target", 1e-4, lo=0.0, lo_open=True)
+    t.finish()
+    return Task(name, x, y, mse_target)
+
+
+def _schedule(t):
+    s = Schedule(t.integer("settle_ticks", 600, lo=0), t.integer("learn_ticks", 50, lo=0),
+                 t.number("kappa", 0.025, lo=0.0, lo_open=True))
+    if s.settle_ticks + s.learn_ticks == 0:
+        raise t.error("settle_ticks", "an example needs at least one tick "
+                      "(settle_ticks + learn_ticks >= 1)")
+    t.finish()
+    return s
+
+
+def _fixed(t):
+    defaults = Fixed()
+    values = {}
+    for name in Fixed.__dataclass_fields__:
+        values[name] = t.integer(name, getattr(defaults, name), lo=1, hi=62)
+    f = Fixed(**values)
+    if f.g_frac < f.v_frac:
+        raise t.error("g_frac", f"must be >= fixed.v_frac ({f.v_frac}), got {f.g_frac}")
+    if f.v_frac >= f.v_bits:
+        raise t.error("v_frac", f"must be below fixed.v_bits ({f.v_bits}), got {f.v_frac}")
+    t.finish()
+    return f
+
+
+def _fabric(t, n_edges):
+    fab = Fabric(t.integer("edge_units", 0, lo=0, hi=n_edges))
+    t.finish()
+    return fab
+
+
+def builtin_names():
+    """Names of the example configs shipped with the package."""
+    return sorted(p.name[:-5] for p in resources.files("clln.configs").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def resolve(name_or_path):
+    """Path of a config given as a file path or as a built-in name."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    builtin = resources.files("clln.configs") / f"{name_or_path}.toml"
+    if builtin.is_file():
+        return Path(str(builtin))
+    raise ConfigError(name_or_path, "", "no such file, and not a built-in config "
+                      f"({', '.join(builtin_names())})")
+
+
+def load(name_or_path):
+    """Load and validate a config given as a path or a built-in name.
+
+    Raises
+    ------
+    ConfigError
+        For a missing file, bad TOML or any invalid value.
+    """
+    path = resolve(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"not valid TOML: {e}") from None
+    return parse(data, str(path), path.parent)
+
+
+def parse(data, source="<config>", base_dir=Path(".")):
+    """Validate a config already parsed from TOML into a dict."""
+    root = _Table(data, source, "")
+    name = root.get("name")
+    if not isinstance(name, str) or not name:
+        raise root.error("name", "must be a non-empty string")
+    network = _network(root.table("network"))
+    device_t = root.table("device")
+    device = Device(device_t.number("vt"), device_t.number("k", lo=0.0, lo_open=True),
+                    device_t.number("gmin", 1e-10, lo=0.0, lo_open=True))
+    device_t.finish()
+    io = _io(root.table("io"), network.n_nodes)
+    learning = _learning(root.table("learning"), network.n_edges)
+    task = _task(root.table("task"), io, Path(base_dir))
+    schedule = _schedule(root.table("schedule", required=False))
+    fixed = _fixed(root.table("fixed", required=False))
+    has_fabric = "fabric" in data
+    fabric = _fabric(root.table("fabric", required=False), network.n_edges)
+    root.finish()
+    return Config(name, source, network, device, io, learning, task, schedule, fixed, fabric,
+                  has_fabric)

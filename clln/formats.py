@@ -1,0 +1,191 @@
+"""Fixed-point number formats: quantised constants and format checks.
+
+Everything the fixed-point golden model and the gateware share about numbers
+lives here, derived from a :class:`~clln.config.Config`; ``docs/semantics.md``
+defines how they are used in one tick.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def mantissa_shift(value, bits):
+    """Approximate ``value > 0`` as ``mul * 2**-shift`` with ``mul`` of ``bits`` bits.
+
+    The largest ``shift`` is chosen so that ``mul = round(value * 2**shift)``
+    still fits in ``bits`` unsigned bits: the most precise representation.
+    """
+    shift = math.floor(math.log2((2 ** bits - 0.5) / value))
+    mul = round(value * 2.0 ** shift)
+    while mul >= 2 ** bits:
+        shift -= 1
+        mul = round(value * 2.0 ** shift)
+    return int(mul), int(shift)
+
+
+@dataclass(frozen=True)
+class Formats:
+    """Integer constants of the fixed-point model, and conversions to and from volts.
+
+    Attributes
+    ----------
+    v_frac, g_frac : int
+        Fractional bits of node voltages and gates (LSB = 2**-frac volts).
+    v_bits, g_bits, term_bits, acc_bits, dv_bits, dg_bits : int
+        Signed widths; every value saturates to its width.
+    kappa_mul, kappa_shift : int
+        Node update scale per tick, ``kappa ~= kappa_mul * 2**-kappa_shift`` (1/V).
+    lr_mul, lr_shift : int
+        Learning rate per learning tick, ``alpha / (eta * learn_ticks)``, same form (1/V).
+    eta_q, eta_frac : int
+        Nudge amplitude ``eta ~= eta_q * 2**-eta_frac``.
+    vt_q : ndarray
+        Threshold of every edge in voltage LSBs.
+    gate_min_q, gate_max_q : int
+        Gate bounds in gate LSBs.
+    """
+    v_frac: int
+    v_bits: int
+    g_frac: int
+    g_bits: int
+    term_bits: int
+    acc_bits: int
+    dv_bits: int
+    dg_bits: int
+    kappa_mul: int
+    kappa_shift: int
+    lr_mul: int
+    lr_shift: int
+    eta_q: int
+    eta_frac: int
+    vt_q: np.ndarray
+    gate_min_q: int
+    gate_max_q: int
+
+    @classmethod
+    def from_config(cls, cfg):
+        """Quantise a config's constants and check that its formats can hold its values.
+
+        Raises
+        ------
+        ConfigError
+            When a value does not fit its format or a shift would be negative.
+        """
+        f, src = cfg.fixed, cfg.source
+        kappa_mul, kappa_shift = mantissa_shift(cfg.schedule.kappa, f.kappa_bits)
+        learn_ticks = max(cfg.schedule.learn_ticks, 1)
+        lr = cfg.learning.alpha / (cfg.learning.eta * learn_ticks)
+        lr_mul, lr_shift = mantissa_shift(lr, f.lr_bits)
+        eta_q = round(cfg.learning.eta * 2 ** f.eta_frac)
+        if eta_q < 1:
+            raise ConfigError(src, "fixed.eta_frac", f"{f.eta_frac} fractional bits cannot "
+                              f"hold learning.eta = {cfg.learning.eta}")
+        fmt = cls(
+            f.v_frac, f.v_bits, f.g_frac, f.g_bits, f.term_bits, f.acc_bits, f.dv_bits,
+            f.dg_bits, kappa_mul, kappa_shift, lr_mul, lr_shift, eta_q, f.eta_frac,
+            np.full(cfg.network.n_edges, round(cfg.device.vt * 2 ** f.v_frac), np.int64),
+            round(cfg.learning.gate_min * 2 ** f.g_frac),
+            round(cfg.learning.gate_max * 2 ** f.g_frac))
+        fmt._check(cfg)
+        return fmt
+
+    def _check(self, cfg):
+        src = cfg.source
+        if self.kappa_shift < 1:
+            raise ConfigError(src, "schedule.kappa", f"{cfg.schedule.kappa} is too large for a "
+                              "right shift (must be below 2**(fixed.kappa_bits - 1))")
+        if self.learn_shift < 1:
+            raise ConfigError(src, "learning.alpha", "the learning rate per tick "
+                              f"{self.lr:.4g} is too large for fixed.g_frac = {self.g_frac} "
+                              f"and fixed.v_frac = {self.v_frac} (shift {self.learn_shift})")
+        v_limit = 2 ** (self.v_bits - 1 - self.v_frac)
+        for key, v in (("io.v_min", cfg.io.v_min), ("io.v_max", cfg.io.v_max),
+                       ("device.vt", cfg.device.vt)):
+            if not -v_limit <= v < v_limit:
+                raise ConfigError(src, key, f"{v} V does not fit fixed.v_bits = {self.v_bits} "
+                                  f"with fixed.v_frac = {self.v_frac} (range +-{v_limit} V)")
+        g_limit = 2 ** (self.g_bits - 1 - self.g_frac)
+        if not (-g_limit <= cfg.learning.gate_min and cfg.learning.gate_max < g_limit):
+            raise ConfigError(src, "learning.gate_max", f"gates up to {cfg.learning.gate_max} V "
+                              f"do not fit fixed.g_bits = {self.g_bits} with fixed.g_frac = "
+                              f"{self.g_frac} (range +-{g_limit} V)")
+        if self.dg_bits > self.g_bits:
+            raise ConfigError(src, "fixed.dg_bits", f"must be <= fixed.g_bits ({self.g_bits})")
+        # A full-scale drop that changes by one voltage LSB must move the gate by at
+        # least half a gate LSB, or learning rounds away the finest errors it can see.
+        full_scale = cfg.io.v_max - min(cfg.io.v_min, 0.0)
+        finest_step = self.lr * 2 * full_scale * 2.0 ** -self.v_frac
+        if finest_step < 2.0 ** -(self.g_frac + 1):
+            raise ConfigError(src, "fixed.g_frac", f"gate LSB 2**-{self.g_frac} V cannot hold "
+                              f"the learning step {finest_step:.3g} V of a one-LSB error; "
+                              "raise fixed.g_frac")
+        # int64 safety of the golden model: widest products stay below 2**62.
+        widest = max(self.term_bits + 0, self.acc_bits + cfg.fixed.kappa_bits,
+                     2 * (self.v_bits + 2) + cfg.fixed.lr_bits,
+                     2 * (self.g_bits + 2))
+        if widest > 62:
+            raise ConfigError(src, "fixed", f"intermediate products need {widest} bits; "
+                              "the model computes in 62: narrow the widths")
+
+    @property
+    def kappa(self):
+        """The node update scale the fixed-point model really uses (1/V)."""
+        return self.kappa_mul * 2.0 ** -self.kappa_shift
+
+    @property
+    def lr(self):
+        """The learning rate per tick the fixed-point model really uses (1/V)."""
+        return self.lr_mul * 2.0 ** -self.lr_shift
+
+    @property
+    def eta(self):
+        return self.eta_q * 2.0 ** -self.eta_frac
+
+    @property
+    def node_shift(self):
+        """Right shift of ``acc * kappa_mul`` to a node step in voltage LSBs."""
+        return self.v_frac + self.kappa_shift
+
+    @property
+    def learn_shift(self):
+        """Right shift of ``q * lr_mul`` to a gate step in gate LSBs."""
+        return 2 * self.v_frac - self.g_frac + self.lr_shift
+
+    @property
+    def gate_shift(self):
+        """Right shift from a gate to a voltage (0 when both have the same LSB)."""
+        return self.g_frac - self.v_frac
+
+    def volts_to_v(self, volts):
+        """Node voltages (V) to integers, rounded to nearest."""
+        return np.round(np.asarray(volts) * 2.0 ** self.v_frac).astype(np.int64)
+
+    def volts_to_g(self, volts):
+        """Gates (V) to integers, rounded to nearest and kept within the gate bounds."""
+        q = np.round(np.asarray(volts) * 2.0 ** self.g_frac).astype(np.int64)
+        return np.clip(q, self.gate_min_q, self.gate_max_q)
+
+    def v_to_volts(self, q):
+        return np.asarray(q) * 2.0 ** -self.v_frac
+
+    def g_to_volts(self, q):
+        return np.asarray(q) * 2.0 ** -self.g_frac
+
+
+def check_tick_stability(cfg, kappa):
+    """Refuse a node update scale that can make the explicit tick unstable.
+
+    The tick is an explicit Euler step of ``dV/dt = -kappa * J V``; by Gershgorin the
+    eigenvalues of J are below twice the largest weighted degree, each edge weighing
+    ``2 * (gate_max - vt - min(v_min, 0))`` (V). Stability needs ``kappa * lambda < 2``.
+    """
+    overdrive = cfg.learning.gate_max - cfg.device.vt - min(cfg.io.v_min, 0.0)
+    lam = 2 * cfg.network.degrees().max() * 2 * max(overdrive, 0.0)
+    if kappa * lam >= 2:
+        raise ConfigError(cfg.source, "schedule.kappa", f"{kappa:.4g} /V can make the tick "
+                          f"unstable at gate_max = {cfg.learning.gate_max} V (needs kappa < "
+                          f"{2 / lam:.4g} /V for max degree {cfg.network.degrees().max()})")

@@ -1,0 +1,1 @@
+"""Gateware of the clln fabric, in Amaranth (``clln.gateware``)."""

@@ -1,0 +1,266 @@
+"""Quasi-static model: the physics truth, as the papers solve it.
+
+Each network is solved for its steady state by Newton's method on Kirchhoff's current
+law with the analytic Jacobian; learning follows the paper's locked-step protocol
+(free solve, clamp, clamped solve, one gate update per example). The kernels are
+compiled with numba and loop over a batch of seeds.
+"""
+
+import numpy as np
+from numba import njit
+
+from clln.errors import SolverError
+
+from .problem import Problem
+
+#: Newton stops when no node moves by more than this (V).
+NEWTON_TOL = 1e-11
+NEWTON_MAX_ITER = 200
+#: ... or when no node's net current exceeds this (units of K/2, V^2; about 4e-17 A
+#: for the paper's K): below it, only the leak can still move a floating node.
+RESIDUAL_TOL = 1e-13
+
+
+@njit(cache=True)
+def _lu_solve(jac, rhs):
+    """Solve ``jac @ x = rhs`` in place (Gaussian elimination, partial pivoting)."""
+    n = len(rhs)
+    for col in range(n):
+        piv = col
+        for r in range(col + 1, n):
+            if abs(jac[r, col]) > abs(jac[piv, col]):
+                piv = r
+        if piv != col:
+            for c in range(n):
+                jac[col, c], jac[piv, c] = jac[piv, c], jac[col, c]
+            rhs[col], rhs[piv] = rhs[piv], rhs[col]
+        d = jac[col, col]
+        for r in range(col + 1, n):
+            f = jac[r, col] / d
+            if f != 0.0:
+                for c in range(col, n):
+                    jac[r, c] -= f * jac[col, c]
+                rhs[r] -= f * rhs[col]
+    for r in range(n - 1, -1, -1):
+        acc = rhs[r]
+        for c in range(r + 1, n):
+            acc -= jac[r, c] * rhs[c]
+        rhs[r] = acc / jac[r, r]
+
+
+@njit(cache=True)
+def _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac, with_jacobian):
+    """Net current into every free node (units of K/2) and, if asked, its Jacobian.
+
+    Returns the squared norm of the residual over the free nodes.
+    """
+    res[:] = 0.0
+    if with_jacobian:
+        jac[:, :] = 0.0
+    for e in range(len(edge_a)):
+        a, b = edge_a[e], edge_b[e]
+        ov = gate[e] - vt[e]
+        ua = max(ov - v[a], 0.0)
+        ub = max(ov - v[b], 0.0)
+        s = ub * ub - ua * ua + leak * (v[a] - v[b])
+        res[a] -= s
+        res[b] += s
+        if with_jacobian:
+            ds_a = 2.0 * ua + leak
+            ds_b = -2.0 * ub - leak
+            jac[a, a] -= ds_a
+            jac[a, b] -= ds_b
+            jac[b, a] += ds_a
+            jac[b, b] += ds_b
+    norm = 0.0
+    for i in range(len(v)):
+        if held[i]:
+            res[i] = 0.0
+            if with_jacobian:
+                jac[i, :] = 0.0
+                jac[i, i] = 1.0
+        norm += res[i] * res[i]
+    return norm
+
+
+@njit(cache=True)
+def solve_network(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
+    """Newton solve of one network in place; ``v`` holds the guess and the held values.
+
+    Parameters
+    ----------
+    v : (nodes,) float
+        Initial guess; held nodes keep their values.
+    gate, vt : (edges,) float
+        Gate voltage and threshold of every edge.
+    leak : float
+        Linear conductance across every edge, in units of K/2 (SPICE's gmin).
+    held : (nodes,) bool
+        Nodes held by a source.
+    jac, res : scratch arrays (nodes, nodes) and (nodes,).
+
+    Returns
+    -------
+    int
+        Iterations used, or -1 if Newton did not converge.
+
+    Notes
+    -----
+    Every edge current rises with its own terminal voltage, so the solution lies
+    between the lowest and highest held voltage (a maximum principle): iterates are
+    projected into that box. Where edges saturate or cut off the Jacobian can be nearly
+    singular (a node whose edges all saturate does not feel its own voltage); a step
+    that does not lower the residual is retried with ``J - lambda I`` (Levenberg-
+    Marquardt), which tends to the physical relaxation direction as lambda grows.
+    Convergence is declared only on a pure Newton step (lambda = 0).
+    """
+    n = len(v)
+    lo, hi = np.inf, -np.inf
+    for i in range(n):
+        if held[i]:
+            lo, hi = min(lo, v[i]), max(hi, v[i])
+    for i in range(n):
+        if not held[i]:
+            v[i] = min(max(v[i], lo), hi)
+    trial = np.empty(n)
+    step = np.empty(n)
+    scratch = np.empty(n)
+    jac0 = np.empty((n, n))
+    norm = _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac0, True)
+    lam = 0.0
+    for it in range(NEWTON_MAX_ITER):
+        worst = 0.0
+        for i in range(n):
+            worst = max(worst, abs(res[i]))
+        if worst < RESIDUAL_TOL:
+            return it
+        jac[:, :] = jac0
+        for i in range(n):
+            step[i] = -res[i]
+            if not held[i]:
+                jac[i, i] -= lam
+        _lu_solve(jac, step)
+        scale = 1.0
+        accepted = False
+        for _ in range(8):
+            moved = 0.0
+            for i in range(n):
+                trial[i] = min(max(v[i] + scale * step[i], lo), hi)
+                moved = max(moved, abs(trial[i] - v[i]))
+            if lam == 0.0 and scale == 1.0 and moved < NEWTON_TOL:
+                for i in range(n):
+                    v[i] = trial[i]
+                return it + 1
+            trial_norm = _residual(trial, gate, vt, leak, edge_a, edge_b, held, scratch, jac,
+                                   False)
+            if trial_norm < norm:
+                accepted = True
+                break
+            scale *= 0.5
+        if accepted:
+            for i in range(n):
+                v[i] = trial[i]
+            norm = _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac0, True)
+            lam = 0.0 if lam < 1e-6 else lam * 0.25
+        else:
+            lam = max(4.0 * lam, 1e-6)
+    return -1
+
+
+@njit(cache=True)
+def _present(gates, vt, leak, edge_a, edge_b, driven, clamped, drive, out_plus, out_minus,
+             target, eta, rate, gate_min, gate_max, learn, warm_free, warm_clamped, observed):
+    """Present one example to every seed: free solve, and if ``learn`` the update.
+
+    Returns the index of a seed whose solve failed, or -1.
+    """
+    n_seeds, n = warm_free.shape
+    jac = np.empty((n, n))
+    res = np.empty(n)
+    for s in range(n_seeds):
+        vf = warm_free[s]
+        for i in range(n):
+            if driven[i]:
+                vf[i] = drive[i]
+        if solve_network(vf, gates[s], vt, leak, edge_a, edge_b, driven, jac, res) < 0:
+            return s
+        for k in range(len(out_plus)):
+            p, m = out_plus[k], out_minus[k]
+            observed[s, k] = vf[p] - (vf[m] if m >= 0 else 0.0)
+        if not learn:
+            continue
+        vc = warm_clamped[s]
+        vc[:] = vf
+        for k in range(len(out_plus)):
+            p, m = out_plus[k], out_minus[k]
+            if m < 0:
+                vc[p] = vf[p] + eta * (target[k] - vf[p])
+            else:
+                half = 0.5 * eta * (target[k] - observed[s, k])
+                vc[p] = vf[p] + half
+                vc[m] = vf[m] - half
+        if solve_network(vc, gates[s], vt, leak, edge_a, edge_b, clamped, jac, res) < 0:
+            return s
+        for e in range(len(edge_a)):
+            df = vf[edge_a[e]] - vf[edge_b[e]]
+            dc = vc[edge_a[e]] - vc[edge_b[e]]
+            g = gates[s, e] + rate * (df * df - dc * dc)
+            gates[s, e] = min(max(g, gate_min), gate_max)
+    return -1
+
+
+class QuasiStaticModel:
+    """Quasi-static coupled learning for a batch of seeds of one config.
+
+    Parameters
+    ----------
+    cfg : clln.config.Config
+    seeds : sequence of int
+        One independent network per seed (the seed draws the initial gates).
+    """
+
+    name = "quasistatic"
+
+    def __init__(self, cfg, seeds):
+        self.cfg = cfg
+        self.problem = Problem.from_config(cfg)
+        p = self.problem
+        self.seeds = list(seeds)
+        self.gates = np.stack([cfg.learning.initial_gates(p.n_edges, s) for s in self.seeds])
+        self.vt = np.full(p.n_edges, cfg.device.vt)
+        self.leak = 2 * cfg.device.gmin / cfg.device.k
+        start = np.mean(p.drive[:, p.driven])
+        shape = (p.n_examples, len(self.seeds), p.n_nodes)
+        self._warm_free = np.full(shape, start)
+        self._warm_clamped = np.full(shape, start)
+
+    def present(self, example, learn):
+        """Solve the free network for ``example``; learn from it if asked.
+
+        Returns
+        -------
+        ndarray (seeds, outputs)
+            Free outputs (V), observed before the update.
+        """
+        p, cfg = self.problem, self.cfg
+        observed = np.empty((len(self.seeds), len(p.out_plus)))
+        failed = _present(
+            self.gates, self.vt, self.leak, p.edge_a, p.edge_b, p.driven, p.clamped,
+            p.drive[example], p.out_plus, p.out_minus, p.targets[example], cfg.learning.eta,
+            cfg.learning.alpha / cfg.learning.eta, cfg.learning.gate_min, cfg.learning.gate_max,
+            learn, self._warm_free[example], self._warm_clamped[example], observed)
+        if failed >= 0:
+            raise SolverError(f"Newton did not converge in {NEWTON_MAX_ITER} iterations "
+                              f"(seed {self.seeds[failed]}, example {example})")
+        return observed
+
+    def evaluate(self):
+        """Free outputs (seeds, examples, outputs) of every example, with no learning."""
+        return np.stack([self.present(i, False) for i in range(self.problem.n_examples)], 1)
+
+    def gates_volts(self):
+        return self.gates.copy()
+
+    def free_state(self, example):
+        """Node voltages (seeds, nodes) of the last free solve of ``example``."""
+        return self._warm_free[example].copy()

@@ -1,0 +1,136 @@
+"""Training loop shared by every golden model, and the error measures it reports."""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+MODELS = ("quasistatic", "dynamic", "fixed")
+
+
+def make_model(cfg, name, seeds):
+    """Build the golden model ``name`` for a batch of ``seeds``."""
+    if name == "quasistatic":
+        from .quasistatic import QuasiStaticModel
+        return QuasiStaticModel(cfg, seeds)
+    if name == "dynamic":
+        from .dynamic import DynamicModel
+        return DynamicModel(cfg, seeds)
+    if name == "fixed":
+        from .fixed import FixedPointModel
+        return FixedPointModel(cfg, seeds)
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+
+
+def mse(outputs, targets):
+    """Mean squared error (V^2) over examples and outputs; ``outputs`` is (..., examples, outputs)."""
+    return np.mean((outputs - targets) ** 2, axis=(-2, -1))
+
+
+@dataclass
+class History:
+    """What a training run produced, per seed.
+
+    Attributes
+    ----------
+    seeds : list of int
+    observed : ndarray (seeds, epochs, examples, outputs)
+        Free outputs seen by the learning rule during training (V).
+    outputs_initial, outputs_final : ndarray (seeds, examples, outputs)
+        Outputs evaluated with learning off, before and after training (V).
+    gates_initial, gates_final : ndarray (seeds, edges)
+        Gate voltages (V).
+    targets : ndarray (examples, outputs)
+    seconds : float
+        Wall time of the training loop (evaluations included).
+    saturated : ndarray of bool (seeds,)
+        A fixed-point value was clipped to its width at least once.
+    """
+    model: str
+    seeds: list
+    observed: np.ndarray
+    outputs_initial: np.ndarray
+    outputs_final: np.ndarray
+    gates_initial: np.ndarray
+    gates_final: np.ndarray
+    targets: np.ndarray
+    seconds: float
+    saturated: np.ndarray
+
+    @property
+    def epochs(self):
+        return self.observed.shape[1]
+
+    @property
+    def mse_curve(self):
+        """(seeds, epochs): error of the outputs observed during each epoch."""
+        return mse(self.observed, self.targets)
+
+    @property
+    def mse_initial(self):
+        return mse(self.outputs_initial, self.targets)
+
+    @property
+    def mse_final(self):
+        return mse(self.outputs_final, self.targets)
+
+
+def train(model, epochs, progress=None):
+    """Present the dataset ``epochs`` times in order, learning on every example.
+
+    Parameters
+    ----------
+    model : a golden model (quasi-static, dynamic or fixed)
+    epochs : int
+    progress : callable(int) or None
+        Called with the number of epochs just finished.
+    """
+    start = time.perf_counter()
+    targets = model.problem.targets
+    n_examples = model.problem.n_examples
+    gates_initial = model.gates_volts()
+    outputs_initial = model.evaluate()
+    observed = np.empty((len(model.seeds), epochs, n_examples, targets.shape[1]))
+    for epoch in range(epochs):
+        for i in range(n_examples):
+            observed[:, epoch, i] = model.present(i, True)
+        if progress is not None:
+            progress(1)
+    outputs_final = model.evaluate()
+    flags = getattr(model, "flags", np.zeros(len(model.seeds), np.int64))
+    return History(model.name, list(model.seeds), observed, outputs_initial, outputs_final,
+                   gates_initial, model.gates_volts(), targets, time.perf_counter() - start,
+                   flags != 0)
+
+
+def mode_basis(x, n_modes=3):
+    """Orthonormal discrete polynomial modes (mean, slope, curvature, ...) over inputs ``x``.
+
+    Returns (n_modes, examples): rows are orthonormal with respect to the mean over
+    examples, so a projection measures each mode's share of the RMS error.
+    """
+    x = np.asarray(x, dtype=float)
+    t = (x - x.mean()) / (np.ptp(x) or 1.0)
+    vander = np.vander(t, n_modes, increasing=True)
+    q, r = np.linalg.qr(vander)
+    q = q * np.sign(np.diag(r))
+    return q.T * np.sqrt(len(x))
+
+
+def mode_errors(history, x):
+    """Error projected on the mean, slope and curvature modes, per epoch.
+
+    Parameters
+    ----------
+    history : History
+    x : ndarray (examples,)
+        The input the modes are polynomials of (a single-input task).
+
+    Returns
+    -------
+    ndarray (seeds, epochs, 3)
+        Projection of the first output's error on each mode (V).
+    """
+    basis = mode_basis(x)
+    err = history.observed[..., 0] - history.targets[:, 0]
+    return err @ basis.T / len(x)
