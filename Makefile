@@ -1,0 +1,31 @@
+# clln: `make demo` and `make test` set everything up on a fresh Debian/Ubuntu machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null 2>&1 || { \
+	    echo "installing Icarus Verilog (apt)"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iverilog; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/clln train paper-xor
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/golden_models.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,88 @@
+"""Verilog export of the fabric, with a JSON manifest of its ports and constants."""
+
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
+
+from amaranth.back import verilog
+from amaranth.lib.wiring import Flow
+
+from clln.formats import Formats, check_tick_stability
+
+from .fabric import Fabric
+
+__all__ = ["top_name", "generate", "manifest"]
+
+
+def top_name(cfg):
+    """Verilog module name of a config's fabric (``clln_`` + the name, made an identifier)."""
+    return "clln_" + re.sub(r"\W", "_", cfg.name)
+
+
+def manifest(cfg, fabric):
+    """What a controller or a bench needs to know about a generated fabric (a dict)."""
+    fmt = fabric.fmt
+    ports = {}
+    for name, member in fabric.signature.members.items():
+        ports[name] = {"dir": "in" if member.flow == Flow.In else "out",
+                       "width": int(member.shape.size if hasattr(member.shape, "size")
+                                    else len(getattr(fabric, name)))}
+    formats = {}
+    for fld in fields(Formats):
+        value = getattr(fmt, fld.name)
+        formats[fld.name] = value.tolist() if hasattr(value, "tolist") else int(value)
+    formats.update(node_shift=fmt.node_shift, learn_shift=fmt.learn_shift,
+                   gate_shift=fmt.gate_shift)
+    return {
+        "config": cfg.name,
+        "top": top_name(cfg),
+        "clock": "clk", "reset": "rst",
+        "nodes": fabric.n_nodes, "edges": fabric.n_edges,
+        "outputs": [list(o) for o in cfg.io.outputs],
+        "driven_nodes": fabric.driven_nodes,
+        "sample_addresses": {"drive": [0, len(fabric.driven_nodes)],
+                             "target": [len(fabric.driven_nodes), fabric.n_samples]},
+        "edge_units": fabric.edge_units,
+        "cycles_per_tick": fabric.cycles_per_tick,
+        "gate_init": [int(v) for v in fabric.gate_init],
+        "ports": ports,
+        "formats": formats,
+        "flags": {"term": 1, "acc": 2, "dv": 4, "v": 8, "dg": 16},
+    }
+
+
+def generate(cfg, out_dir, seed=None):
+    """Write ``<name>.v`` and ``manifest.json`` for a config into ``out_dir``.
+
+    Parameters
+    ----------
+    cfg : clln.config.Config
+    out_dir : str or Path
+        Created if missing.
+    seed : int, optional
+        Seed of the initial gates (reset values); defaults to ``learning.seed``.
+
+    Returns
+    -------
+    dict
+        ``verilog`` and ``manifest`` paths, and the manifest itself.
+
+    Raises
+    ------
+    clln.errors.ConfigError
+        When the config's formats or its ``kappa`` are unusable.
+    """
+    fmt = Formats.from_config(cfg)
+    check_tick_stability(cfg, fmt.kappa)
+    fabric = Fabric(cfg, fmt, seed=seed)
+    text = verilog.convert(fabric, name=top_name(cfg))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    v_path = out / f"{cfg.name}.v"
+    v_path.write_text(text)
+    info = manifest(cfg, fabric)
+    info["verilog"] = v_path.name
+    m_path = out / "manifest.json"
+    m_path.write_text(json.dumps(info, indent=1) + "\n")
+    return {"verilog": v_path, "manifest": m_path, "info": info}

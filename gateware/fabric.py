@@ -1,0 +1,407 @@
+"""The clln fabric: a twin (free + clamped) transistor network in Amaranth.
+
+One tick of ``docs/semantics.md`` per ``cycles_per_tick`` clock cycles while ``run`` is
+high. With ``[fabric] edge_units = 0`` every edge has its own cell and a tick takes one
+cycle; with ``edge_units = P`` the P edge cells take turns over ``ceil(E / P)`` cycles,
+node accumulators collect the edge terms, and the node state commits on the last cycle
+of the tick (so the bits are the same as the parallel fabric's).
+
+This module imports only the config and the number formats, never golden models or
+board code.
+"""
+
+import math
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from clln.formats import Formats
+
+__all__ = ["EdgeCell", "NodeCell", "Fabric", "SAT_TERM", "SAT_ACC", "SAT_DV", "SAT_V",
+           "SAT_DG", "TICKS_BITS", "round_shift", "saturate"]
+
+#: Bits of the sticky saturation flags (as in ``docs/semantics.md``).
+SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = 1, 2, 4, 8, 16
+#: Width of the tick counter (wraps).
+TICKS_BITS = 32
+
+
+def round_shift(x, s):
+    """``x * 2**-s`` rounded to nearest, halves toward +infinity (an expression)."""
+    if s == 0:
+        return x
+    return (x + (1 << (s - 1))) >> s
+
+
+def saturate(m, x, bits, name):
+    """Clip expression ``x`` to ``signed(bits)``.
+
+    Returns
+    -------
+    value : Signal
+        The clipped value, ``signed(bits)``.
+    clipped : Signal
+        High when ``x`` was out of range.
+    """
+    hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
+    value = Signal(signed(bits), name=name)
+    clipped = Signal(name=f"{name}_sat")
+    over, under = x > hi, x < lo
+    m.d.comb += [value.eq(Mux(over, hi, Mux(under, lo, x))), clipped.eq(over | under)]
+    return value, clipped
+
+
+def _tree_sum(terms):
+    """Balanced adder tree of expressions (exact: Amaranth widens every sum)."""
+    terms = list(terms)
+    if not terms:
+        return 0
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+class EdgeCell(wiring.Component):
+    """Combinational twin edge cell: both networks' edge terms and the gate update.
+
+    Parameters
+    ----------
+    fmt : clln.formats.Formats
+
+    Notes
+    -----
+    ``s_f``/``s_c`` are the currents a -> b (``u_b**2 - u_a**2``) of the free and the
+    clamped transistor; ``g_next`` is the gate after this tick.
+    """
+
+    def __init__(self, fmt):
+        self.fmt = fmt
+        v, g = signed(fmt.v_bits), signed(fmt.g_bits)
+        super().__init__({
+            "va_f": In(v), "vb_f": In(v), "va_c": In(v), "vb_c": In(v),
+            "g": In(g), "vt": In(v), "learn": In(1),
+            "s_f": Out(signed(fmt.term_bits)), "s_c": Out(signed(fmt.term_bits)),
+            "g_next": Out(g), "sat_term": Out(1), "sat_dg": Out(1),
+        })
+
+    def elaborate(self, platform):
+        f = self.fmt
+        m = Module()
+        ov = Signal(signed(max(f.g_bits - f.gate_shift + 1, f.v_bits) + 1))
+        m.d.comb += ov.eq(round_shift(self.g, f.gate_shift) - self.vt)
+        flags = []
+        for tag, va, vb, out in (("f", self.va_f, self.vb_f, self.s_f),
+                                 ("c", self.va_c, self.vb_c, self.s_c)):
+            u_shape = signed(max(len(ov), f.v_bits) + 1)
+            ua, ub = Signal(u_shape, name=f"ua_{tag}"), Signal(u_shape, name=f"ub_{tag}")
+            da, db = ov - va, ov - vb
+            m.d.comb += [ua.eq(Mux(da < 0, 0, da)), ub.eq(Mux(db < 0, 0, db))]
+            s, clipped = saturate(m, (ub - ua) * (ub + ua), f.term_bits, f"s_{tag}")
+            m.d.comb += out.eq(s)
+            flags.append(clipped)
+        m.d.comb += self.sat_term.eq(flags[0] | flags[1])
+
+        d_f = Signal(signed(f.v_bits + 1))
+        d_c = Signal(signed(f.v_bits + 1))
+        m.d.comb += [d_f.eq(self.va_f - self.vb_f), d_c.eq(self.va_c - self.vb_c)]
+        q = (d_f - d_c) * (d_f + d_c) * f.lr_mul
+        dg, dg_clipped = saturate(m, round_shift(q, f.learn_shift), f.dg_bits, "dg")
+        g_sum = self.g + dg
+        clipped = Mux(g_sum < f.gate_min_q, f.gate_min_q,
+                      Mux(g_sum > f.gate_max_q, f.gate_max_q, g_sum))
+        m.d.comb += [
+            self.g_next.eq(Mux(self.learn, clipped, self.g)),
+            self.sat_dg.eq(self.learn & dg_clipped),
+        ]
+        return m
+
+
+class NodeCell(wiring.Component):
+    """Combinational node cell of a settling node, for both networks.
+
+    Parameters
+    ----------
+    fmt : clln.formats.Formats
+    acc_width : int
+        Width of the exact sums of edge terms at this node.
+    """
+
+    def __init__(self, fmt, acc_width):
+        self.fmt = fmt
+        v = signed(fmt.v_bits)
+        super().__init__({
+            "v_f": In(v), "v_c": In(v),
+            "acc_f": In(signed(acc_width)), "acc_c": In(signed(acc_width)),
+            "v_f_next": Out(v), "v_c_next": Out(v), "flags": Out(5),
+        })
+
+    def elaborate(self, platform):
+        f = self.fmt
+        m = Module()
+        flags = []
+        for tag, v, acc, out in (("f", self.v_f, self.acc_f, self.v_f_next),
+                                 ("c", self.v_c, self.acc_c, self.v_c_next)):
+            a, s1 = saturate(m, acc, f.acc_bits, f"acc_{tag}")
+            dv, s2 = saturate(m, round_shift(a * f.kappa_mul, f.node_shift), f.dv_bits,
+                              f"dv_{tag}")
+            vn, s3 = saturate(m, v + dv, f.v_bits, f"v_{tag}")
+            m.d.comb += out.eq(vn)
+            flags.append(Cat(Const(0, 1), s1, s2, s3, Const(0, 1)))
+        m.d.comb += self.flags.eq(flags[0] | flags[1])
+        return m
+
+
+class Fabric(wiring.Component):
+    """The whole fabric of one network pair (one seed).
+
+    Parameters
+    ----------
+    cfg : clln.config.Config
+    fmt : clln.formats.Formats, optional
+        Defaults to ``Formats.from_config(cfg)``.
+    seed : int, optional
+        Seed of the initial gates (reset values); defaults to ``learning.seed``.
+
+    Attributes
+    ----------
+    cycles_per_tick : int
+        ``ceil(E / edge_units)``, 1 when every edge has its own cell.
+    edge_units : int
+        Number of edge cells.
+    driven_nodes : list of int
+        Node of every drive register (sample address i < len(driven_nodes)).
+
+    Notes
+    -----
+    Ports (``sync`` domain, so ``clk`` and ``rst`` in Verilog):
+
+    - ``run``: tick while high (a folded tick pauses when low);
+    - ``learn``: learning on for the tick (sampled on the tick's first cycle);
+    - ``sample_we/addr/data``: write a drive value (addresses ``0 .. D-1``, in
+      ``cfg.driven_nodes()`` order) or a target (addresses ``D .. D+K-1``); drive and
+      target registers are read when the tick commits;
+    - ``gate_we/addr/data``: overwrite a gate (wins over a same-cycle update);
+    - ``clear_flags``: clear the sticky saturation flags;
+    - ``v_free``, ``v_clamped``, ``gates``: flat arrays of the state, element 0 in the
+      low bits; ``outputs``: free outputs (``VF[p]`` or ``VF[p] - VF[m]``);
+    - ``ticks``: committed ticks; ``tick_done``: high in the cycle a tick commits;
+      ``sat_flags``/``saturated``: sticky saturation flags.
+    """
+
+    def __init__(self, cfg, fmt=None, seed=None):
+        self.cfg = cfg
+        self.fmt = fmt = fmt if fmt is not None else Formats.from_config(cfg)
+        net = cfg.network
+        self.n_nodes, self.n_edges = net.n_nodes, net.n_edges
+        self.edge_units = cfg.fabric.edge_units or self.n_edges
+        self.cycles_per_tick = -(-self.n_edges // self.edge_units)
+        self.driven_nodes = list(cfg.driven_nodes())
+        self.n_outputs = len(cfg.io.outputs)
+        seed = cfg.learning.seed if seed is None else seed
+        self.gate_init = fmt.volts_to_g(cfg.learning.initial_gates(self.n_edges, seed))
+        self.drive_init = [int(fmt.volts_to_v(0.0)) for _ in cfg.io.inputs] + \
+            [int(fmt.volts_to_v(v)) for _, v in cfg.io.rails]
+        self.n_samples = len(self.driven_nodes) + self.n_outputs
+        degree = int(net.degrees().max())
+        self.acc_width = fmt.term_bits + max(1, math.ceil(math.log2(degree))) + 1
+        v, g = signed(fmt.v_bits), signed(fmt.g_bits)
+        super().__init__({
+            "run": In(1),
+            "learn": In(1),
+            "sample_we": In(1),
+            "sample_addr": In(range(max(self.n_samples, 2))),
+            "sample_data": In(v),
+            "gate_we": In(1),
+            "gate_addr": In(range(max(self.n_edges, 2))),
+            "gate_data": In(g),
+            "clear_flags": In(1),
+            "v_free": Out(data.ArrayLayout(v, self.n_nodes)),
+            "v_clamped": Out(data.ArrayLayout(v, self.n_nodes)),
+            "gates": Out(data.ArrayLayout(g, self.n_edges)),
+            "outputs": Out(data.ArrayLayout(signed(fmt.v_bits + 1), self.n_outputs)),
+            "ticks": Out(TICKS_BITS),
+            "tick_done": Out(1),
+            "sat_flags": Out(5),
+            "saturated": Out(1),
+        })
+
+    def elaborate(self, platform):
+        f, cfg = self.fmt, self.cfg
+        m = Module()
+        N, E, P, C = self.n_nodes, self.n_edges, self.edge_units, self.cycles_per_tick
+        edges = np.asarray(cfg.network.edges)
+
+        # State registers.
+        vf = [Signal(signed(f.v_bits), name=f"vf{n}") for n in range(N)]
+        vc = [Signal(signed(f.v_bits), name=f"vc{n}") for n in range(N)]
+        g = [Signal(signed(f.g_bits), name=f"g{e}", init=int(self.gate_init[e]))
+             for e in range(E)]
+        drive = [Signal(signed(f.v_bits), name=f"drive{i}", init=self.drive_init[i])
+                 for i in range(len(self.driven_nodes))]
+        target = [Signal(signed(f.v_bits), name=f"target{k}") for k in range(self.n_outputs)]
+        flags = Signal(5)
+        ticks = Signal(TICKS_BITS)
+
+        # Sequencing: phase c of C handles edges c*P .. c*P+P-1.
+        if C > 1:
+            phase = Signal(range(C))
+            learn_q = Signal()
+            learn = Mux(phase == 0, self.learn, learn_q)
+            last = phase == C - 1
+            with m.If(self.run):
+                m.d.sync += phase.eq(Mux(last, 0, phase + 1))
+                with m.If(phase == 0):
+                    m.d.sync += learn_q.eq(self.learn)
+        else:
+            learn, last = self.learn, 1
+        commit = Signal()
+        m.d.comb += commit.eq(self.run & last)
+
+        # Edge cells; unit u in phase c works on edge c*P + u.
+        cells = []
+        term_flags, dg_flags = [], []
+        for u in range(P):
+            cell = EdgeCell(f)
+            m.submodules[f"edge{u}"] = cell
+            cells.append(cell)
+            my_edges = [(c, c * P + u) for c in range(C) if c * P + u < E]
+
+            def connect(e, cell=cell):
+                a, b = edges[e]
+                return [cell.va_f.eq(vf[a]), cell.vb_f.eq(vf[b]), cell.va_c.eq(vc[a]),
+                        cell.vb_c.eq(vc[b]), cell.g.eq(g[e]), cell.vt.eq(int(f.vt_q[e]))]
+            m.d.comb += cell.learn.eq(learn)
+            if C == 1:
+                m.d.comb += connect(my_edges[0][1])
+                valid = 1
+            else:
+                valid = Signal(name=f"valid{u}")
+                with m.Switch(phase):
+                    for c, e in my_edges:
+                        with m.Case(c):
+                            m.d.comb += connect(e) + [valid.eq(1)]
+            term_flags.append(cell.sat_term & valid)
+            dg_flags.append(cell.sat_dg & valid)
+            with m.If(self.run):
+                if C == 1:
+                    m.d.sync += g[my_edges[0][1]].eq(cell.g_next)
+                else:
+                    with m.Switch(phase):
+                        for c, e in my_edges:
+                            with m.Case(c):
+                                m.d.sync += g[e].eq(cell.g_next)
+
+        # Node sums: signed edge terms of the current phase, plus the accumulators.
+        def phase_sum(n, c, tag):
+            terms = []
+            for u in range(P):
+                e = c * P + u
+                if e >= E:
+                    continue
+                s = cells[u].s_f if tag == "f" else cells[u].s_c
+                if edges[e][1] == n:
+                    terms.append(s)
+                if edges[e][0] == n:
+                    terms.append(-s)
+            return _tree_sum(terms)
+
+        driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
+        node_flags = []
+        vf_next, vc_next = list(vf), list(vc)
+        for n in range(N):
+            if n in driven_index:
+                vf_next[n] = vc_next[n] = drive[driven_index[n]]
+                continue
+            sums = []
+            for tag in ("f", "c"):
+                total = Signal(signed(self.acc_width), name=f"acc{tag}{n}")
+                if C == 1:
+                    m.d.comb += total.eq(phase_sum(n, 0, tag))
+                else:
+                    part = Signal(signed(self.acc_width), name=f"part{tag}{n}")
+                    acc = Signal(signed(self.acc_width), name=f"accq{tag}{n}")
+                    with m.Switch(phase):
+                        for c in range(C):
+                            with m.Case(c):
+                                m.d.comb += part.eq(phase_sum(n, c, tag))
+                    m.d.comb += total.eq(acc + part)
+                    with m.If(self.run):
+                        m.d.sync += acc.eq(Mux(last, 0, total))
+                sums.append(total)
+            cell = NodeCell(f, self.acc_width)
+            m.submodules[f"node{n}"] = cell
+            m.d.comb += [cell.v_f.eq(vf[n]), cell.v_c.eq(vc[n]),
+                         cell.acc_f.eq(sums[0]), cell.acc_c.eq(sums[1])]
+            vf_next[n], vc_next[n] = cell.v_f_next, cell.v_c_next
+            node_flags.append(cell.flags)
+
+        # Clamp of the clamped network's outputs, from the free outputs at t.
+        clamp_flags = []
+        out_values = []
+        for k, (p, mi) in enumerate(cfg.io.outputs):
+            if mi < 0:
+                nudge = round_shift(f.eta_q * (target[k] - vf[p]), f.eta_frac)
+                vc_next[p], s = saturate(m, vf[p] + nudge, f.v_bits, f"clamp{k}")
+                clamp_flags.append(s)
+                out_values.append(vf[p])
+            else:
+                half = Signal(signed(f.v_bits + 2 + f.eta_frac), name=f"half{k}")
+                m.d.comb += half.eq(round_shift(f.eta_q * (target[k] - (vf[p] - vf[mi])),
+                                                f.eta_frac + 1))
+                vc_next[p], sp = saturate(m, vf[p] + half, f.v_bits, f"clamp{k}p")
+                vc_next[mi], sm = saturate(m, vf[mi] - half, f.v_bits, f"clamp{k}m")
+                clamp_flags += [sp, sm]
+                out_values.append(vf[p] - vf[mi])
+
+        # Commit.
+        tick_flags = Signal(5)
+        m.d.comb += tick_flags.eq(
+            Cat(_bit(_or(term_flags)), Const(0, 3), _bit(_or(dg_flags)))
+            | Mux(last, _or(node_flags)
+                  | Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1)), 0))
+        with m.If(self.run):
+            m.d.sync += flags.eq(flags | tick_flags)
+        with m.If(self.clear_flags):
+            m.d.sync += flags.eq(0)
+        with m.If(commit):
+            m.d.sync += [vf[n].eq(vf_next[n]) for n in range(N)]
+            m.d.sync += [vc[n].eq(vc_next[n]) for n in range(N)]
+            m.d.sync += ticks.eq(ticks + 1)
+
+        # Controller writes (after the updates: a write wins).
+        with m.If(self.sample_we):
+            with m.Switch(self.sample_addr):
+                for i, reg in enumerate(drive + target):
+                    with m.Case(i):
+                        m.d.sync += reg.eq(self.sample_data)
+        with m.If(self.gate_we):
+            with m.Switch(self.gate_addr):
+                for e in range(E):
+                    with m.Case(e):
+                        m.d.sync += g[e].eq(self.gate_data)
+
+        # Readback.
+        m.d.comb += [self.v_free[n].eq(vf[n]) for n in range(N)]
+        m.d.comb += [self.v_clamped[n].eq(vc[n]) for n in range(N)]
+        m.d.comb += [self.gates[e].eq(g[e]) for e in range(E)]
+        m.d.comb += [self.outputs[k].eq(o) for k, o in enumerate(out_values)]
+        m.d.comb += [self.ticks.eq(ticks), self.tick_done.eq(commit),
+                     self.sat_flags.eq(flags), self.saturated.eq(flags.any())]
+        return m
+
+
+def _or(values):
+    """OR of a list of 1-bit or 5-bit values (0 when empty)."""
+    out = 0
+    for v in values:
+        out = out | v
+    return out
+
+
+
+def _bit(value):
+    """A 1-bit value (``0`` becomes ``Const(0, 1)``)."""
+    return Const(0, 1) if isinstance(value, int) else value[0]
