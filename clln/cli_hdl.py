@@ -1,5 +1,74 @@
 """CLI commands of the gateware layer: ``clln generate`` and ``clln verify``."""
 
+import json
+import sys
+
+from . import config as config_mod
+from .errors import ConfigError
+
+
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise ConfigError("--ticks", "", f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise ConfigError("--ticks", "", f"must be >= 1, got {v}")
+    return v
+
+
+def cmd_generate(args):
+    """Write the fabric's Verilog and manifest for a config."""
+    from .gateware.export import generate
+    cfg = config_mod.load(args.config)
+    out = generate(cfg, args.output)
+    info = out["info"]
+    print(f"{cfg.name}: wrote {out['verilog']} (top {info['top']}, {info['nodes']} nodes, "
+          f"{info['edges']} edges, {info['edge_units']} edge units, "
+          f"{info['cycles_per_tick']} cycle(s) per tick) and {out['manifest']}")
+    return 0
+
+
+def cmd_verify(args):
+    """Compare the fabric in a Verilog simulator with the fixed-point model."""
+    from .sim.benches.runner import verify
+    cfg = config_mod.load(args.config)
+    ticks = _positive(args.ticks)
+    res = verify(cfg, sim=args.sim, ticks=ticks, waves=args.waves, build_dir=args.build_dir)
+    if args.json:
+        json.dump(res, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        rate = res["ticks_per_s"]
+        print(f"{cfg.name}: {res['sim']}, {res['ticks']} ticks "
+              f"({res['cycles_per_tick']} cycle(s) per tick, {rate:.0f} ticks/s), "
+              f"{res['compared']} values compared, {res['mismatches']} mismatches")
+        first = res["first_mismatch"]
+        if first:
+            print(f"first mismatch: tick {first['tick']}, {first['signal']}: expected "
+                  f"{first['expected']}, got {first['got']}")
+        if args.waves:
+            print(f"waves in {res['build_dir']}")
+    return 1 if res["mismatches"] else 0
+
 
 def add_parsers(sub):
     """Add the gateware subcommands to the ``clln`` argument parser."""
+    p = sub.add_parser("generate", help="write the fabric's Verilog and manifest",
+                       description="Write <name>.v and manifest.json of CONFIG's fabric.")
+    p.add_argument("config")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("verify", help="compare the fabric in a simulator with the model",
+                       description="Run CONFIG's fabric in a Verilog simulator (cocotb) and "
+                       "compare every node voltage and gate with the fixed-point model at "
+                       "every tick. Exits with 1 on a mismatch.")
+    p.add_argument("config")
+    p.add_argument("--sim", choices=("icarus", "verilator"), default="icarus")
+    p.add_argument("--ticks", default="1000", help="ticks to run (default 1000)")
+    p.add_argument("--waves", action="store_true", help="dump waveforms")
+    p.add_argument("--build-dir", metavar="DIR",
+                   help="build folder (default build/verify/<name>/<sim>)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_verify)

