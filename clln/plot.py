@@ -9,7 +9,7 @@ def _gates_panel(ax, cfg, gates):
     import matplotlib as mpl
     net = cfg.network
     pos = net.positions()
-    norm = mpl.colors.Normalize(cfg.learning.gate_min, cfg.learning.gate_max)
+    norm = mpl.colors.Normalize(cfg.learning.gate_min, max(gates.max(), cfg.learning.gate_min + 0.1))
     cmap = mpl.colormaps["viridis"]
     for (a, b), g in zip(net.edges, gates):
         pa, pb = pos[a], pos[b]
