@@ -124,9 +124,9 @@ class Formats:
                               f"the learning step {finest_step:.3g} V of a one-LSB error; "
                               "raise fixed.g_frac")
         # int64 safety of the golden model: widest products stay below 2**62.
-        widest = max(self.term_bits + 0, self.acc_bits + cfg.fixed.kappa_bits,
-                     2 * (self.v_bits + 2) + cfg.fixed.lr_bits,
-                     2 * (self.g_bits + 2))
+        widest = max(self.term_bits, self.acc_bits + cfg.fixed.kappa_bits,
+                     2 * (self.v_bits + 2) + cfg.fixed.lr_bits, self.g_bits + 1,
+                     self.v_bits + self.eta_frac + 2)
         if widest > 62:
             raise ConfigError(src, "fixed", f"intermediate products need {widest} bits; "
                               "the model computes in 62: narrow the widths")

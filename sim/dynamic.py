@@ -58,16 +58,20 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_
               out_minus, target, kappa, lr, eta, gate_min, gate_max):
     """Run ``n_ticks`` float ticks on every seed (rows of ``vf, vc, g``) in place."""
     n_seeds, n = vf.shape
-    vf_new, vc_new, g_new = np.empty(n), np.empty(n), np.empty(g.shape[1])
     acc_f, acc_c = np.empty(n), np.empty(n)
     for s in range(n_seeds):
+        vf_a, vc_a, g_a = vf[s].copy(), vc[s].copy(), g[s].copy()
+        vf_b, vc_b, g_b = np.empty_like(vf_a), np.empty_like(vc_a), np.empty_like(g_a)
         for _ in range(n_ticks):
-            tick(vf[s], vc[s], g[s], learn, edge_a, edge_b, vt, driven, drive, out_plus,
-                 out_minus, target, kappa, lr, eta, gate_min, gate_max, vf_new, vc_new, g_new,
+            tick(vf_a, vc_a, g_a, learn, edge_a, edge_b, vt, driven, drive, out_plus,
+                 out_minus, target, kappa, lr, eta, gate_min, gate_max, vf_b, vc_b, g_b,
                  acc_f, acc_c)
-            vf[s] = vf_new
-            vc[s] = vc_new
-            g[s] = g_new
+            vf_a, vf_b = vf_b, vf_a
+            vc_a, vc_b = vc_b, vc_a
+            g_a, g_b = g_b, g_a
+        vf[s] = vf_a
+        vc[s] = vc_a
+        g[s] = g_a
 
 
 class DynamicModel(TickModel):

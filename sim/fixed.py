@@ -131,19 +131,21 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_
     ``flags[s]`` accumulates (OR) the saturation flags of seed s.
     """
     n_seeds, n = vf.shape
-    vf_new = np.empty(n, np.int64)
-    vc_new = np.empty(n, np.int64)
-    g_new = np.empty(g.shape[1], np.int64)
     acc_f = np.empty(n, np.int64)
     acc_c = np.empty(n, np.int64)
     for s in range(n_seeds):
+        # Ping-pong buffers: the state at t and t+1 swap roles every tick.
+        vf_a, vc_a, g_a = vf[s].copy(), vc[s].copy(), g[s].copy()
+        vf_b, vc_b, g_b = np.empty_like(vf_a), np.empty_like(vc_a), np.empty_like(g_a)
         for _ in range(n_ticks):
-            flags[s] |= tick(vf[s], vc[s], g[s], learn, edge_a, edge_b, vt, driven, drive,
-                             out_plus, out_minus, target, c, vf_new, vc_new, g_new, acc_f,
-                             acc_c)
-            vf[s] = vf_new
-            vc[s] = vc_new
-            g[s] = g_new
+            flags[s] |= tick(vf_a, vc_a, g_a, learn, edge_a, edge_b, vt, driven, drive,
+                             out_plus, out_minus, target, c, vf_b, vc_b, g_b, acc_f, acc_c)
+            vf_a, vf_b = vf_b, vf_a
+            vc_a, vc_b = vc_b, vc_a
+            g_a, g_b = g_b, g_a
+        vf[s] = vf_a
+        vc[s] = vc_a
+        g[s] = g_a
 
 
 class FixedPointModel(TickModel):
