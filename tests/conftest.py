@@ -18,3 +18,8 @@ def xor_dict():
 @pytest.fixture
 def regression_dict():
     return copy.deepcopy(builtin_dict("paper-regression"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow_build: board builds for ULX3S / Tang Nano 9K, "
+                            "skipped unless CLLN_SLOW_BUILDS=1")

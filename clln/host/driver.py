@@ -1,0 +1,233 @@
+"""Device driver: speaks the link protocol (``docs/protocol.md``) over a transport."""
+
+import time
+
+import numpy as np
+
+from . import protocol as p
+from .protocol import Command, FrameError, ProtocolError, Status
+
+
+class DeviceError(ProtocolError):
+    """The device answered with an error status.
+
+    Attributes
+    ----------
+    status : Status
+    command : int
+    """
+
+    def __init__(self, status, command, detail=""):
+        self.status, self.command = Status(status), command
+        name = Command(command).name if command in Command._value2member_map_ else hex(command)
+        super().__init__(f"device refused {name}: {self.status.name}"
+                         + (f" ({detail})" if detail else ""))
+
+
+class LinkTimeout(ProtocolError):
+    """No valid reply arrived in time."""
+
+
+class Transport:
+    """A byte pipe to the device. Subclasses implement :meth:`write` and :meth:`read`."""
+
+    def write(self, data):
+        """Send ``data`` (bytes)."""
+        raise NotImplementedError
+
+    def read(self, timeout):
+        """Return the bytes received within ``timeout`` seconds (may be empty)."""
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SerialTransport(Transport):
+    """A serial port (pyserial), 8N1.
+
+    Parameters
+    ----------
+    port : str
+        Device name, e.g. ``/dev/ttyUSB1``.
+    baud : int
+    """
+
+    def __init__(self, port, baud=115200):
+        import serial
+        self.port = serial.Serial(port, baud, timeout=0)
+        self.port.reset_input_buffer()
+
+    def write(self, data):
+        self.port.write(data)
+        self.port.flush()
+
+    def read(self, timeout):
+        self.port.timeout = timeout
+        first = self.port.read(1)
+        if not first:
+            return b""
+        self.port.timeout = 0
+        return first + self.port.read(self.port.in_waiting or 0)
+
+    def close(self):
+        self.port.close()
+
+
+class LoopbackTransport(Transport):
+    """A transport answered by a Python callable (a model or a simulation of the device).
+
+    Parameters
+    ----------
+    respond : callable
+        Takes the bytes written, returns the bytes the device sends back (may be empty).
+    """
+
+    def __init__(self, respond):
+        self.respond, self.pending = respond, bytearray()
+
+    def write(self, data):
+        self.pending += self.respond(bytes(data))
+
+    def read(self, timeout):
+        data, self.pending = bytes(self.pending), bytearray()
+        return data
+
+
+class Device:
+    """A clln bitstream on a board, seen through a :class:`Transport`.
+
+    Parameters
+    ----------
+    transport : Transport
+    timeout : float
+        Seconds to wait for each reply.
+    """
+
+    def __init__(self, transport, timeout=1.0):
+        self.transport, self.timeout = transport, timeout
+        self.reader = p.FrameReader(p.parse_reply)
+        self.next_id = 0
+        self._identity = None
+
+    def request(self, command, payload=b""):
+        """Send one request and return the payload of its OK reply.
+
+        Raises
+        ------
+        DeviceError
+            On an error reply (a frame-level error reply is taken for this request
+            whatever its request id, since the device could not read the id).
+        LinkTimeout
+            If no reply arrives within ``timeout``.
+        """
+        rid = self.next_id
+        self.next_id = (self.next_id + 1) & 0xFF
+        self.transport.write(p.encode_request(rid, command, payload))
+        deadline = time.monotonic() + self.timeout
+        garbled = 0
+        while True:
+            left = deadline - time.monotonic()
+            data = self.transport.read(max(left, 0.0))
+            for item in self.reader.feed(data):
+                if isinstance(item, FrameError):
+                    garbled += 1
+                    continue
+                if item.status in p.FRAME_STATUSES:
+                    raise DeviceError(item.status, command, "the request was damaged in transit")
+                if item.request_id != rid:
+                    continue  # stale reply of an earlier, timed-out request
+                if item.command != command:
+                    raise ProtocolError(f"reply to {Command(command).name} names command "
+                                        f"0x{item.command:02x}")
+                if item.status != Status.OK:
+                    raise DeviceError(item.status, command)
+                return item.payload
+            if left <= 0:
+                raise LinkTimeout(f"no reply to {Command(command).name} within {self.timeout} s"
+                                  + (f" ({garbled} damaged frames received)" if garbled else ""))
+
+    def identify(self):
+        """The :class:`~clln.host.protocol.Identity` of the bitstream (cached)."""
+        self._identity = p.Identity.unpack(self.request(Command.IDENTIFY))
+        if self._identity.protocol_version != p.PROTOCOL_VERSION:
+            raise ProtocolError(f"device speaks protocol {self._identity.protocol_version}, "
+                                f"this host {p.PROTOCOL_VERSION}")
+        return self._identity
+
+    @property
+    def identity(self):
+        return self._identity or self.identify()
+
+    def write_dataset(self, drives, targets, first=0):
+        """Write examples (drive values and targets, voltage LSBs), several per frame."""
+        drives = np.asarray(drives, np.int64).reshape(len(drives), -1)
+        targets = np.asarray(targets, np.int64).reshape(len(targets), -1)
+        per = (p.MAX_PAYLOAD - 3) // self.identity.example_bytes
+        for i in range(0, len(drives), per):
+            self.request(Command.WRITE_DATASET, p.pack_write_dataset(
+                first + i, drives[i:i + per], targets[i:i + per]))
+
+    def write_schedule(self, params):
+        """Write a :class:`~clln.host.protocol.ScheduleParams`."""
+        self.request(Command.WRITE_SCHEDULE, params.pack())
+
+    def read_gates(self, first=0, count=None):
+        """Gates (gate LSBs) of edges ``first .. first + count - 1`` (default: all)."""
+        count = self.identity.n_edges - first if count is None else count
+        out = []
+        for i in range(first, first + count, p.MAX_PAYLOAD // 4):
+            n = min(p.MAX_PAYLOAD // 4, first + count - i)
+            out.append(p.unpack_values(self.request(Command.READ_GATES, p.pack_range(i, n)), n))
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def write_gates(self, gates, first=0):
+        """Write gates (gate LSBs) from edge ``first`` on."""
+        gates = np.asarray(gates, np.int64).ravel()
+        per = (p.MAX_PAYLOAD - 3) // 4
+        for i in range(0, len(gates), per):
+            self.request(Command.WRITE_GATES, p.pack_write_gates(first + i, gates[i:i + per]))
+
+    def start(self):
+        """Train for the scheduled number of epochs."""
+        self.request(Command.START)
+
+    def stop(self):
+        """Stop at the end of the current tick."""
+        self.request(Command.STOP)
+
+    def run_epochs(self, epochs, learn=True):
+        """Run ``epochs`` epochs, learning (``learn``) or evaluating."""
+        self.request(Command.RUN_EPOCHS, p.pack_run(epochs, learn))
+
+    def status(self):
+        """The :class:`~clln.host.protocol.DeviceStatus`."""
+        return p.DeviceStatus.unpack(self.request(Command.READ_STATUS))
+
+    def read_outputs(self, first=0, count=1):
+        """Free outputs (voltage LSBs) of examples ``first ..``, shape (count, n_outputs)."""
+        n_out = self.identity.n_outputs
+        per = p.MAX_PAYLOAD // (4 * n_out)
+        rows = []
+        for i in range(first, first + count, per):
+            n = min(per, first + count - i)
+            payload = self.request(Command.READ_OUTPUTS, p.pack_range(i, n))
+            rows.append(p.unpack_values(payload, n * n_out).reshape(n, n_out))
+        return np.concatenate(rows)
+
+    def wait_idle(self, timeout=60.0, poll=0.05):
+        """Poll READ_STATUS until the mode is IDLE; return the last status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if st.mode == p.Mode.IDLE:
+                return st
+            if time.monotonic() > deadline:
+                raise LinkTimeout(f"device still {st.mode.name} after {timeout} s")
+            time.sleep(poll)

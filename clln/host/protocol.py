@@ -1,0 +1,715 @@
+"""Host link protocol, and the golden models of the link gateware.
+
+A packet travels as one COBS-encoded frame ended by a 0x00 byte. Decoded, a request is
+``[version][request id][command][payload...][crc16]`` and a reply is
+``[version][request id][command][status][payload...][crc16]``; the CRC is
+CRC-16/CCITT-FALSE of everything before it, big-endian. ``docs/protocol.md`` is the
+specification; this module is its code.
+
+The classes :class:`UartRxModel`, :class:`UartTxModel`, :class:`CobsDecoderModel`,
+:class:`CrcCheckerModel` and the functions :func:`crc16`, :func:`cobs_encode` are the
+cycle- or byte-exact models the gateware in ``clln.gateware.uart`` and
+``clln.gateware.framing`` is tested against.
+"""
+
+import enum
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CllnError
+
+PROTOCOL_VERSION = 1
+DELIMITER = 0x00
+#: Largest payload of a request or a reply, bytes.
+MAX_PAYLOAD = 256
+REQUEST_HEADER = 3
+REPLY_HEADER = 4
+CRC_BYTES = 2
+#: Decoded length bounds of a request (header + payload + CRC).
+MIN_REQUEST = REQUEST_HEADER + CRC_BYTES
+MAX_REQUEST = REQUEST_HEADER + MAX_PAYLOAD + CRC_BYTES
+MIN_REPLY = REPLY_HEADER + CRC_BYTES
+MAX_REPLY = REPLY_HEADER + MAX_PAYLOAD + CRC_BYTES
+
+
+class Status(enum.IntEnum):
+    """Status byte of a reply (and the end-of-frame status of the link gateware)."""
+    OK = 0
+    BAD_CRC = 1
+    TRUNCATED = 2
+    BAD_COBS = 3
+    LINE_ERROR = 4
+    TOO_LONG = 5
+    BAD_VERSION = 6
+    UNKNOWN_COMMAND = 7
+    BAD_LENGTH = 8
+    OUT_OF_RANGE = 9
+    BUSY = 10
+
+
+#: Statuses found before the header is read: the request id of such a reply is unreliable.
+FRAME_STATUSES = frozenset({Status.BAD_CRC, Status.TRUNCATED, Status.BAD_COBS,
+                            Status.LINE_ERROR, Status.TOO_LONG})
+
+
+class Command(enum.IntEnum):
+    """Command codes."""
+    IDENTIFY = 0x01
+    WRITE_DATASET = 0x02
+    WRITE_SCHEDULE = 0x03
+    READ_GATES = 0x04
+    WRITE_GATES = 0x05
+    START = 0x06
+    STOP = 0x07
+    RUN_EPOCHS = 0x08
+    READ_STATUS = 0x09
+    READ_OUTPUTS = 0x0A
+
+
+class Order(enum.IntEnum):
+    """Order in which an epoch visits the examples."""
+    CYCLIC = 0
+    LFSR = 1
+
+
+class Mode(enum.IntEnum):
+    """Controller mode reported by READ_STATUS."""
+    IDLE = 0
+    TRAINING = 1
+    EVALUATING = 2
+
+
+class ProtocolError(CllnError):
+    """Base class of every link error."""
+
+
+class FrameError(ProtocolError):
+    """A frame or request that must be refused; ``status`` is the reply status it earns."""
+
+    def __init__(self, status, why=""):
+        self.status = Status(status)
+        super().__init__(f"{self.status.name}" + (f": {why}" if why else ""))
+
+
+# --------------------------------------------------------------------------- CRC, COBS
+
+def crc16_byte(crc, byte):
+    """One byte of CRC-16/CCITT-FALSE (poly 0x1021, MSB first): the gateware's update."""
+    crc ^= byte << 8
+    for _ in range(8):
+        crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        crc &= 0xFFFF
+    return crc
+
+
+def crc16(data, crc=0xFFFF):
+    """CRC-16/CCITT-FALSE of ``data`` (init 0xFFFF, no reflection, no final XOR)."""
+    for b in data:
+        crc = crc16_byte(crc, b)
+    return crc
+
+
+def cobs_encode(data):
+    """COBS-encode ``data`` (no delimiter appended); a final full block gets no 0x01 after it."""
+    out = bytearray()
+    block = bytearray()
+    ended_full = False
+    for b in data:
+        ended_full = False
+        if b == 0:
+            out += bytes([len(block) + 1]) + block
+            block.clear()
+        else:
+            block.append(b)
+            if len(block) == 254:
+                out += b"\xff" + block
+                block.clear()
+                ended_full = True
+    if not ended_full:
+        out += bytes([len(block) + 1]) + block
+    return bytes(out)
+
+
+class CobsDecoderModel:
+    """Byte-exact model of ``COBSDecoder``: feed encoded bytes, get data and end tokens.
+
+    :meth:`feed` returns a list of ``("data", byte)`` and ``("end", Status)`` tokens.
+    An empty frame (two delimiters in a row) yields nothing. A line error
+    (:meth:`line_error`) turns the end status of the current frame into LINE_ERROR.
+    """
+
+    def __init__(self):
+        self.remaining, self.pending_zero, self.in_frame, self.line_err = 0, False, False, False
+
+    def line_error(self):
+        self.line_err = self.in_frame = True
+
+    def feed(self, byte):
+        if byte == DELIMITER:
+            tokens = []
+            if self.in_frame:
+                status = (Status.LINE_ERROR if self.line_err else
+                          Status.BAD_COBS if self.remaining else Status.OK)
+                tokens.append(("end", status))
+            self.__init__()
+            return tokens
+        self.in_frame = True
+        if self.remaining == 0:
+            tokens = [("data", 0)] if self.pending_zero else []
+            self.remaining, self.pending_zero = byte - 1, byte != 0xFF
+            return tokens
+        self.remaining -= 1
+        return [("data", byte)]
+
+
+def cobs_decode(encoded):
+    """Decode one COBS frame (without its delimiter).
+
+    Raises
+    ------
+    FrameError
+        BAD_COBS if the frame contains 0x00 or ends inside a block.
+    """
+    if DELIMITER in encoded:
+        raise FrameError(Status.BAD_COBS, "0x00 inside a frame")
+    dec = CobsDecoderModel()
+    out = bytearray()
+    for b in bytes(encoded) + b"\x00":
+        for kind, v in dec.feed(b):
+            if kind == "data":
+                out.append(v)
+            elif v != Status.OK:
+                raise FrameError(v, "frame ends inside a COBS block")
+    return bytes(out)
+
+
+class CrcCheckerModel:
+    """Byte-exact model of ``CRCChecker``: strips and checks the CRC, bounds the length.
+
+    Consumes the tokens of :class:`CobsDecoderModel`; emits the frame's bytes without the
+    two CRC bytes, then ``("end", status)``.
+    """
+
+    def __init__(self, min_length=MIN_REQUEST, max_length=MAX_REQUEST):
+        self.min_length, self.max_length = min_length, max_length
+        self._reset()
+
+    def _reset(self):
+        self.crc, self.count, self.delay = 0xFFFF, 0, []
+
+    def feed(self, token):
+        kind, v = token
+        if kind == "end":
+            if v != Status.OK:
+                status = v
+            elif self.count < self.min_length:
+                status = Status.TRUNCATED
+            elif self.count > self.max_length:
+                status = Status.TOO_LONG
+            elif self.crc != 0:
+                status = Status.BAD_CRC
+            else:
+                status = Status.OK
+            self._reset()
+            return [("end", status)]
+        self.crc = crc16_byte(self.crc, v)
+        self.count = min(self.count + 1, self.max_length + 1)
+        self.delay.append(v)
+        return [("data", self.delay.pop(0))] if len(self.delay) > 2 else []
+
+
+def check_frame(encoded, min_length, max_length):
+    """Decode and check one frame (without delimiter); return its bytes without the CRC.
+
+    Raises
+    ------
+    FrameError
+        BAD_COBS, TRUNCATED, TOO_LONG or BAD_CRC, in that order of precedence.
+    """
+    if DELIMITER in encoded:
+        raise FrameError(Status.BAD_COBS, "0x00 inside a frame")
+    dec, chk = CobsDecoderModel(), CrcCheckerModel(min_length, max_length)
+    out = bytearray()
+    for b in bytes(encoded) + b"\x00":
+        for tok in dec.feed(b):
+            for kind, v in chk.feed(tok):
+                if kind == "data":
+                    out.append(v)
+                elif v != Status.OK:
+                    raise FrameError(v)
+    return bytes(out)
+
+
+def frame(body):
+    """Append the CRC to ``body``, COBS-encode it and append the delimiter."""
+    body = bytes(body)
+    return cobs_encode(body + crc16(body).to_bytes(2, "big")) + b"\x00"
+
+
+# --------------------------------------------------------------------------- packets
+
+@dataclass(frozen=True)
+class Packet:
+    """A decoded request (``status`` None) or reply."""
+    request_id: int
+    command: int
+    payload: bytes
+    status: Status | None = None
+    version: int = PROTOCOL_VERSION
+
+
+def encode_request(request_id, command, payload=b"", version=PROTOCOL_VERSION):
+    """Framed bytes of a request, delimiter included."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    return frame(bytes([version, request_id & 0xFF, command]) + bytes(payload))
+
+
+def encode_reply(request_id, command, status, payload=b"", version=PROTOCOL_VERSION):
+    """Framed bytes of a reply, delimiter included."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    return frame(bytes([version, request_id & 0xFF, command, status]) + bytes(payload))
+
+
+def parse_request(encoded):
+    """Parse one request frame (without delimiter).
+
+    Raises
+    ------
+    FrameError
+        Frame statuses as in :func:`check_frame`, then BAD_VERSION, UNKNOWN_COMMAND.
+    """
+    body = check_frame(encoded, MIN_REQUEST, MAX_REQUEST)
+    if body[0] != PROTOCOL_VERSION:
+        raise FrameError(Status.BAD_VERSION, f"version {body[0]}, expected {PROTOCOL_VERSION}")
+    if body[2] not in Command._value2member_map_:
+        raise FrameError(Status.UNKNOWN_COMMAND, f"command 0x{body[2]:02x}")
+    return Packet(body[1], Command(body[2]), body[3:])
+
+
+def parse_reply(encoded):
+    """Parse one reply frame (without delimiter).
+
+    Raises
+    ------
+    FrameError
+        Frame statuses as in :func:`check_frame`, then BAD_VERSION, then OUT_OF_RANGE for
+        a status byte outside :class:`Status`.
+    """
+    body = check_frame(encoded, MIN_REPLY, MAX_REPLY)
+    if body[0] != PROTOCOL_VERSION:
+        raise FrameError(Status.BAD_VERSION, f"version {body[0]}, expected {PROTOCOL_VERSION}")
+    if body[3] not in Status._value2member_map_:
+        raise FrameError(Status.OUT_OF_RANGE, f"unknown status byte {body[3]}")
+    return Packet(body[1], body[2], body[4:], Status(body[3]))
+
+
+class FrameReader:
+    """Split a byte stream into frames at 0x00 and parse each one.
+
+    Parameters
+    ----------
+    parse : callable
+        :func:`parse_reply` (host side) or :func:`parse_request` (device side).
+    max_encoded : int
+        Bytes kept per frame; a longer frame is consumed and reported as TOO_LONG.
+    """
+
+    def __init__(self, parse=parse_reply, max_encoded=2 * MAX_REPLY):
+        self.parse, self.max_encoded = parse, max_encoded
+        self.buf, self.overflow = bytearray(), False
+
+    def feed(self, data):
+        """Return a list with a :class:`Packet` or a :class:`FrameError` per completed frame."""
+        results = []
+        for b in bytes(data):
+            if b != DELIMITER:
+                if len(self.buf) < self.max_encoded:
+                    self.buf.append(b)
+                else:
+                    self.overflow = True
+                continue
+            if self.overflow:
+                results.append(FrameError(Status.TOO_LONG, "frame exceeds the buffer"))
+            elif self.buf:
+                try:
+                    results.append(self.parse(bytes(self.buf)))
+                except FrameError as e:
+                    results.append(e)
+            self.buf.clear()
+            self.overflow = False
+        return results
+
+
+# --------------------------------------------------------------------------- UART models
+
+def uart_divisor(clk_hz, baud, tolerance=0.02):
+    """Clock cycles per bit, rounded; raises ValueError beyond ``tolerance`` baud error."""
+    div = round(clk_hz / baud)
+    if div < 4:
+        raise ValueError(f"{clk_hz} Hz is too slow for {baud} baud (needs 4 cycles per bit)")
+    err = abs(clk_hz / div - baud) / baud
+    if err > tolerance:
+        raise ValueError(f"{clk_hz} Hz / {div} misses {baud} baud by {100 * err:.1f}%")
+    return div
+
+
+class UartTxModel:
+    """Cycle-exact model of ``UARTTx``; :meth:`step` takes the inputs of one cycle.
+
+    Returns ``(ready, tx)`` as seen during that cycle, then advances the state.
+    """
+
+    def __init__(self, divisor):
+        self.div, self.shreg, self.cnt, self.bits, self.busy = divisor, 0x3FF, 0, 0, False
+
+    def step(self, valid, data):
+        ready, tx = not self.busy, self.shreg & 1
+        if not self.busy:
+            if valid:
+                self.shreg, self.cnt, self.bits, self.busy = (
+                    0x200 | (data << 1), self.div - 1, 9, True)
+        elif self.cnt == 0:
+            self.shreg = (self.shreg >> 1) | 0x200
+            self.cnt = self.div - 1
+            if self.bits == 0:
+                self.busy = False
+            else:
+                self.bits -= 1
+        else:
+            self.cnt -= 1
+        return int(ready), tx
+
+
+class UartRxModel:
+    """Cycle-exact model of ``UARTRx`` (2-flop synchroniser, mid-bit sampling).
+
+    :meth:`step` takes ``(rx, ready)`` of one cycle and returns
+    ``(valid, data, framing_error, overrun)`` as seen during that cycle.
+    """
+
+    IDLE, START, DATA, STOP, BREAK = range(5)
+
+    def __init__(self, divisor):
+        self.div = divisor
+        self.sync = [1, 1]
+        self.state, self.cnt, self.bit, self.shreg = self.IDLE, 0, 0, 0
+        self.valid, self.data, self.ferr, self.ovr = 0, 0, 0, 0
+
+    def step(self, rx, ready):
+        out = (self.valid, self.data, self.ferr, self.ovr)
+        s = self.sync[1]
+        self.sync = [rx, self.sync[0]]
+        self.ferr = self.ovr = 0
+        deliver = False
+        if self.state == self.IDLE:
+            if s == 0:
+                self.cnt, self.state = self.div // 2 - 1, self.START
+        elif self.state == self.START:
+            if self.cnt == 0:
+                self.state = self.DATA if s == 0 else self.IDLE
+                self.cnt, self.bit = self.div - 1, 0
+            else:
+                self.cnt -= 1
+        elif self.state == self.DATA:
+            if self.cnt == 0:
+                self.shreg = (self.shreg >> 1) | (s << 7)
+                self.cnt = self.div - 1
+                if self.bit == 7:
+                    self.state = self.STOP
+                self.bit = (self.bit + 1) & 7
+            else:
+                self.cnt -= 1
+        elif self.state == self.STOP:
+            if self.cnt == 0:
+                if s:
+                    deliver, self.state = True, self.IDLE
+                else:
+                    self.ferr, self.state = 1, self.BREAK
+            else:
+                self.cnt -= 1
+        elif s:
+            self.state = self.IDLE
+        if deliver:
+            if self.valid and not ready:
+                self.ovr = 1
+            else:
+                self.valid, self.data = 1, self.shreg
+        elif self.valid and ready:
+            self.valid = 0
+        return out
+
+
+def uart_line(data, divisor, idle=0):
+    """Line levels, one per clock cycle, of ``data`` sent 8N1 with ``idle`` cycles between bytes."""
+    line = []
+    for b in data:
+        bits = [0] + [(b >> i) & 1 for i in range(8)] + [1]
+        for bit in bits:
+            line += [bit] * divisor
+        line += [1] * idle
+    return line
+
+
+# --------------------------------------------------------------------------- LFSR order
+
+#: Taps (1-based bit positions) of a maximal-length Fibonacci LFSR for each width.
+LFSR_TAPS = {2: (2, 1), 3: (3, 2), 4: (4, 3), 5: (5, 3), 6: (6, 5), 7: (7, 6),
+             8: (8, 6, 5, 4), 9: (9, 5), 10: (10, 7), 11: (11, 9), 12: (12, 6, 4, 1),
+             13: (13, 4, 3, 1), 14: (14, 5, 3, 1), 15: (15, 14), 16: (16, 15, 13, 4)}
+
+
+def lfsr_step(state, width):
+    """One step of the width-bit Fibonacci LFSR: shift left, feed back the XOR of the taps."""
+    fb = 0
+    for t in LFSR_TAPS[width]:
+        fb ^= (state >> (t - 1)) & 1
+    return ((state << 1) | fb) & ((1 << width) - 1)
+
+
+def lfsr_order(n_examples, seed, epochs):
+    """Example indices visited in ``epochs`` epochs with order LFSR (see docs/protocol.md).
+
+    The LFSR has ``w = max(2, bit_length(n_examples))`` bits and starts at
+    ``seed mod (2**w - 1) + 1``; each epoch takes the next states, skipping those above
+    ``n_examples``, until every example was visited once; index = state - 1.
+    """
+    w = max(2, n_examples.bit_length())
+    state = seed % ((1 << w) - 1) + 1
+    order = []
+    for _ in range(epochs):
+        epoch = []
+        while len(epoch) < n_examples:
+            if state <= n_examples:
+                epoch.append(state - 1)
+            state = lfsr_step(state, w)
+        order.append(epoch)
+    return order
+
+
+# --------------------------------------------------------------------------- payloads
+
+def _u(fmt, payload, command):
+    if len(payload) != struct.calcsize(fmt):
+        raise FrameError(Status.BAD_LENGTH, f"{Command(command).name} takes "
+                         f"{struct.calcsize(fmt)} payload bytes, got {len(payload)}")
+    return struct.unpack(fmt, payload)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Reply of IDENTIFY: what the bitstream was built for."""
+    protocol_version: int
+    config_hash: int
+    v_bits: int
+    v_frac: int
+    g_bits: int
+    g_frac: int
+    n_nodes: int
+    n_edges: int
+    n_inputs: int
+    n_outputs: int
+    max_examples: int
+    gate_min_q: int
+    gate_max_q: int
+
+    FORMAT = ">BIBBBBHHBBHii"
+
+    def pack(self):
+        return struct.pack(self.FORMAT, *(getattr(self, f) for f in self.__dataclass_fields__))
+
+    @classmethod
+    def unpack(cls, payload):
+        return cls(*_u(cls.FORMAT, payload, Command.IDENTIFY))
+
+    @property
+    def n_driven(self):
+        """Drive values per example (inputs only; rails are fixed in the bitstream)."""
+        return self.n_inputs
+
+    @property
+    def example_bytes(self):
+        return 4 * (self.n_inputs + self.n_outputs)
+
+    @classmethod
+    def from_config(cls, cfg, fmt, max_examples):
+        """The identity a bitstream built from ``cfg`` and ``fmt`` must report."""
+        return cls(PROTOCOL_VERSION, config_hash(cfg), fmt.v_bits, fmt.v_frac, fmt.g_bits,
+                   fmt.g_frac, cfg.network.n_nodes, cfg.network.n_edges, len(cfg.io.inputs),
+                   len(cfg.io.outputs), max_examples, fmt.gate_min_q, fmt.gate_max_q)
+
+
+def config_hash(cfg):
+    """32-bit hash of what a bitstream depends on: graph, I/O, device, learning, widths.
+
+    The first four bytes (big-endian) of SHA-256 over a canonical JSON of those values.
+    """
+    doc = {
+        "nodes": cfg.network.n_nodes, "edges": np.asarray(cfg.network.edges).tolist(),
+        "inputs": list(cfg.io.inputs), "rails": [list(r) for r in cfg.io.rails],
+        "outputs": [list(o) for o in cfg.io.outputs],
+        "vt": cfg.device.vt, "eta": cfg.learning.eta, "alpha": cfg.learning.alpha,
+        "gate_min": cfg.learning.gate_min, "gate_max": cfg.learning.gate_max,
+        "kappa": cfg.schedule.kappa, "learn_ticks": cfg.schedule.learn_ticks,
+        "fixed": {k: getattr(cfg.fixed, k) for k in cfg.fixed.__dataclass_fields__},
+        "edge_units": cfg.fabric.edge_units,
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def _check_signed(values, bits, what):
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    bad = [v for v in values if not lo <= v <= hi]
+    if bad:
+        raise FrameError(Status.OUT_OF_RANGE, f"{what} {bad[0]} outside [{lo}, {hi}]")
+
+
+def _block(first, count, limit, what):
+    if count == 0 or first + count > limit:
+        raise FrameError(Status.OUT_OF_RANGE, f"{what} {first}..{first + count - 1} outside "
+                         f"0..{limit - 1}")
+
+
+def pack_write_dataset(first, drives, targets):
+    """Payload of WRITE_DATASET: ``first`` u16, count u8, then per example the drive
+    values then the targets, each i32 in voltage LSBs."""
+    drives, targets = np.asarray(drives, np.int64), np.asarray(targets, np.int64)
+    rows = np.concatenate([drives, targets], axis=1)
+    return struct.pack(">HB", first, len(rows)) + b"".join(
+        struct.pack(f">{rows.shape[1]}i", *map(int, r)) for r in rows)
+
+
+def unpack_write_dataset(payload, ident):
+    """``(first, drives, targets)`` of a WRITE_DATASET payload, validated against ``ident``."""
+    if len(payload) < 3:
+        raise FrameError(Status.BAD_LENGTH, "WRITE_DATASET needs at least 3 bytes")
+    first, count = struct.unpack(">HB", payload[:3])
+    if len(payload) != 3 + count * ident.example_bytes:
+        raise FrameError(Status.BAD_LENGTH, f"{count} examples need "
+                         f"{3 + count * ident.example_bytes} bytes, got {len(payload)}")
+    _block(first, count, ident.max_examples, "examples")
+    k = ident.n_inputs + ident.n_outputs
+    vals = np.array(struct.unpack(f">{count * k}i", payload[3:]), np.int64).reshape(count, k)
+    _check_signed(vals.ravel().tolist(), ident.v_bits, "value")
+    return first, vals[:, :ident.n_inputs], vals[:, ident.n_inputs:]
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    """Payload of WRITE_SCHEDULE."""
+    settle_ticks: int
+    learn_ticks: int
+    epochs: int
+    n_examples: int
+    order: Order = Order.CYCLIC
+    seed: int = 1
+
+    FORMAT = ">IIIHBI"
+
+    def pack(self):
+        return struct.pack(self.FORMAT, self.settle_ticks, self.learn_ticks, self.epochs,
+                           self.n_examples, self.order, self.seed)
+
+    @classmethod
+    def unpack(cls, payload, ident):
+        """Decode and validate against ``ident``."""
+        s, lt, ep, n, order, seed = _u(cls.FORMAT, payload, Command.WRITE_SCHEDULE)
+        if s + lt == 0:
+            raise FrameError(Status.OUT_OF_RANGE, "settle_ticks + learn_ticks must be >= 1")
+        if not 1 <= n <= ident.max_examples:
+            raise FrameError(Status.OUT_OF_RANGE, f"n_examples {n} outside "
+                             f"1..{ident.max_examples}")
+        if order not in Order._value2member_map_:
+            raise FrameError(Status.OUT_OF_RANGE, f"order {order}")
+        return cls(s, lt, ep, n, Order(order), seed)
+
+
+def pack_range(first, count):
+    """Payload of READ_GATES and READ_OUTPUTS: first u16, count u8."""
+    return struct.pack(">HB", first, count)
+
+
+def unpack_range(payload, limit, command):
+    first, count = _u(">HB", payload, command)
+    _block(first, count, limit, "index")
+    return first, count
+
+
+def pack_values(values):
+    """Concatenated i32 big-endian values (gates, outputs)."""
+    values = [int(v) for v in np.asarray(values).ravel()]
+    return struct.pack(f">{len(values)}i", *values)
+
+
+def unpack_values(payload, count=None):
+    if len(payload) % 4 or (count is not None and len(payload) != 4 * count):
+        raise FrameError(Status.BAD_LENGTH, f"{len(payload)} bytes of i32 values"
+                         + (f", expected {count}" if count is not None else ""))
+    return np.array(struct.unpack(f">{len(payload) // 4}i", payload), np.int64)
+
+
+def pack_write_gates(first, gates):
+    """Payload of WRITE_GATES: first u16, count u8, count gates i32 in gate LSBs."""
+    return struct.pack(">HB", first, len(gates)) + pack_values(gates)
+
+
+def unpack_write_gates(payload, ident):
+    """``(first, gates)`` of a WRITE_GATES payload, validated against ``ident``."""
+    if len(payload) < 3:
+        raise FrameError(Status.BAD_LENGTH, "WRITE_GATES needs at least 3 bytes")
+    first, count = struct.unpack(">HB", payload[:3])
+    gates = unpack_values(payload[3:], count)
+    _block(first, count, ident.n_edges, "edges")
+    bad = [g for g in gates.tolist() if not ident.gate_min_q <= g <= ident.gate_max_q]
+    if bad:
+        raise FrameError(Status.OUT_OF_RANGE, f"gate {bad[0]} outside "
+                         f"[{ident.gate_min_q}, {ident.gate_max_q}]")
+    return first, gates
+
+
+def pack_run(epochs, learn=True):
+    """Payload of RUN_EPOCHS: epochs u32, learn u8 (1 train, 0 evaluate)."""
+    return struct.pack(">IB", epochs, int(learn))
+
+
+def unpack_run(payload):
+    epochs, learn = _u(">IB", payload, Command.RUN_EPOCHS)
+    if learn > 1:
+        raise FrameError(Status.OUT_OF_RANGE, f"learn flag {learn}")
+    return epochs, bool(learn)
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """Reply of READ_STATUS."""
+    mode: Mode
+    epoch: int
+    example: int
+    ticks: int
+    error_sum: int
+    saturation: int
+
+    FORMAT = ">BIHQQB"
+
+    def pack(self):
+        return struct.pack(self.FORMAT, self.mode, self.epoch, self.example, self.ticks,
+                           self.error_sum, self.saturation)
+
+    @classmethod
+    def unpack(cls, payload):
+        mode, *rest = _u(cls.FORMAT, payload, Command.READ_STATUS)
+        if mode not in Mode._value2member_map_:
+            raise FrameError(Status.OUT_OF_RANGE, f"mode {mode}")
+        return cls(Mode(mode), *rest)
+
+
+#: Exact payload lengths of the fixed-size requests.
+REQUEST_LENGTHS = {Command.IDENTIFY: 0, Command.WRITE_SCHEDULE: struct.calcsize(
+    ScheduleParams.FORMAT), Command.READ_GATES: 3, Command.START: 0, Command.STOP: 0,
+    Command.RUN_EPOCHS: 5, Command.READ_STATUS: 0, Command.READ_OUTPUTS: 3}

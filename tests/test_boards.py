@@ -1,0 +1,115 @@
+"""Board builds and the link-only demo design (simulated end to end, built for iCEBreaker)."""
+
+import os
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from clln import config, formats
+from clln.boards.demo import LinkDemo, demo_response
+from clln.boards.targets import (TARGETS, BuildError, build, ecp5_pll_params,
+                                 ice40_pll_params, parse_report)
+from clln.host import protocol as p
+from clln.host.protocol import Command, Status
+
+slow_build = pytest.mark.skipif(os.environ.get("CLLN_SLOW_BUILDS") != "1",
+                                reason="set CLLN_SLOW_BUILDS=1 to build for ULX3S / Tang Nano 9K")
+BUILD_ROOT = "build/tests"          # relative: the YoWASP sandbox hides /tmp
+
+
+def identity():
+    cfg = config.load("paper-xor")
+    return p.Identity.from_config(cfg, formats.Formats.from_config(cfg), 64)
+
+
+def test_pll_parameters():
+    divr, divf, divq, filt, f = ice40_pll_params(12, 48)
+    assert f == 48 and 533 <= 12 / (divr + 1) * (divf + 1) <= 1066
+    assert f == 12 / (divr + 1) * (divf + 1) / 2 ** divq
+    clki, fb, op, f = ecp5_pll_params(25, 100)
+    assert f == 100 and f == 25 * fb / clki and 400 <= f * op <= 800
+    assert ice40_pll_params(12, 1000)[4] <= 275       # nearest the PLL can make
+    with pytest.raises(BuildError):
+        ice40_pll_params(5, 48)                         # PFD below 10 MHz
+
+
+def test_parse_report():
+    rep = {"utilization": {"ICESTORM_LC": {"used": 10, "available": 5280},
+                           "ICESTORM_DSP": {"used": 2, "available": 8},
+                           "ICESTORM_RAM": {"used": 3, "available": 30}},
+           "fmax": {"a": {"achieved": 50.5, "constraint": 12}, "b": {"achieved": 40.0,
+                                                                     "constraint": 12}}}
+    assert parse_report(rep, "ice40")[:4] == (40.0, 10, 2, 3)
+
+
+def test_link_demo_in_simulation():
+    """Requests go in on the UART line, replies come out exactly as demo_response says."""
+    ident, div = identity(), 4
+    rng = random.Random(0)
+    good = p.encode_request(7, Command.IDENTIFY)
+    requests = [good, p.encode_request(8, Command.START), p.encode_request(9, 0x7E),
+                p.encode_request(10, Command.IDENTIFY, b"\x01"),
+                p.encode_request(11, Command.IDENTIFY, version=3),
+                good[:3] + bytes([good[3] ^ 4]) + good[4:], good[:-3] + b"\x00",
+                b"\x02\x01\x00", p.encode_request(12, Command.IDENTIFY)]
+    line = [1] * 20
+    for r in requests:
+        line += p.uart_line(r, div, idle=rng.choice([0, 3]))
+    # a framing error (stop bit low) inside a frame, then the frame's end
+    bad = p.uart_line(b"\x03\x41", div)
+    bad[9 * div:10 * div] = [0] * div
+    line += bad + [1] * 3 * div + p.uart_line(b"\x42\x00", div)
+    expected = b"".join(demo_response(r[:-1], ident) for r in requests)
+    expected += p.encode_reply(0, 0, Status.LINE_ERROR)
+    dut = LinkDemo(div, ident)
+    tx = []
+
+    async def tb(ctx):
+        for level in line + [1] * (len(expected) * 10 * div + 4000):
+            ctx.set(dut.rx, level)
+            tx.append(ctx.get(dut.tx))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    rx = p.UartRxModel(div)
+    got = bytes(o[1] for o in (rx.step(v, 1) for v in tx) if o[0])
+    assert got == expected
+    replies = p.FrameReader(p.parse_reply).feed(got)
+    assert [r.status for r in replies] == [
+        Status.OK, Status.UNKNOWN_COMMAND, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH,
+        Status.BAD_VERSION, Status.BAD_CRC, Status.BAD_COBS, Status.TRUNCATED, Status.OK,
+        Status.LINE_ERROR]
+    assert p.Identity.unpack(replies[0].payload) == ident
+
+
+def demo_factory(clk_hz):
+    from clln.boards.demo import BoardLinkDemo
+    return BoardLinkDemo(clk_hz, identity())
+
+
+def test_build_icebreaker():
+    rep = build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker")
+    assert rep.bitstream.exists() and rep.bitstream.stat().st_size > 100_000
+    assert rep.clock_mhz == 12.0 and rep.fmax_mhz > 12.0
+    assert 200 < rep.lut < TARGETS["icebreaker"].luts
+    assert rep.bram == 2 and rep.dsp == 0          # COBS encoder buffer, receive FIFO
+
+
+def test_build_timing_failure_says_by_how_much():
+    with pytest.raises(BuildError, match=r"timing failed: fmax [\d.]+ MHz is [\d.]+ MHz "):
+        build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker-fast", clock_mhz=120)
+
+
+@slow_build
+@pytest.mark.slow_build
+@pytest.mark.parametrize("board,clock", [("ulx3s-85f", None), ("ulx3s-85f", 90),
+                                         ("ulx3s-12f", None), ("tangnano9k", None)])
+def test_build_slow_boards(board, clock):
+    rep = build(demo_factory, board, f"{BUILD_ROOT}/{board}-{clock}", clock_mhz=clock)
+    assert rep.bitstream.exists() and rep.fmax_mhz >= rep.clock_mhz
+    assert 200 < rep.lut < TARGETS[board].luts
+    print(rep)

@@ -1,0 +1,247 @@
+"""Host protocol: CRC, COBS, frames, payloads, malformed input, and the driver."""
+
+import random
+
+import numpy as np
+import pytest
+
+from clln import config, formats
+from clln.host import protocol as p
+from clln.host.driver import Device, DeviceError, LinkTimeout, LoopbackTransport
+from clln.host.protocol import Command, FrameError, Status
+
+
+def identity():
+    cfg = config.load("paper-xor")
+    return p.Identity.from_config(cfg, formats.Formats.from_config(cfg), 64)
+
+
+def test_crc_and_cobs_known_values():
+    assert p.crc16(b"123456789") == 0x29B1
+    body = b"\x01\x07\x09"
+    assert p.crc16(body + p.crc16(body).to_bytes(2, "big")) == 0   # residue of a good frame
+    assert p.cobs_encode(b"") == b"\x01"
+    assert p.cobs_encode(b"\x00") == b"\x01\x01"
+    assert p.cobs_encode(b"\x11\x22\x00\x33") == b"\x03\x11\x22\x02\x33"
+    assert p.cobs_encode(bytes(range(1, 255))) == b"\xff" + bytes(range(1, 255))
+    assert p.cobs_encode(bytes(range(256))) == (b"\x01\xff" + bytes(range(1, 255))
+                                                + b"\x02\xff")
+    rng = random.Random(0)
+    for n in [0, 1, 253, 254, 255, 508, 509, 1000]:
+        data = bytes(rng.choice([0, 1, 255, rng.randrange(256)]) for _ in range(n))
+        enc = p.cobs_encode(data)
+        assert 0 not in enc and p.cobs_decode(enc) == data
+
+
+def test_request_round_trip():
+    wire = p.encode_request(42, Command.READ_GATES, p.pack_range(3, 5))
+    assert wire[-1] == 0 and 0 not in wire[:-1]
+    pk = p.parse_request(wire[:-1])
+    assert (pk.request_id, pk.command, pk.payload) == (42, Command.READ_GATES, b"\x00\x03\x05")
+    reply = p.parse_reply(p.encode_reply(42, Command.READ_GATES, Status.OK, b"xy")[:-1])
+    assert (reply.request_id, reply.status, reply.payload) == (42, Status.OK, b"xy")
+
+
+@pytest.mark.parametrize("frame,status", [
+    (b"\x05\x01\x02", Status.BAD_COBS),                  # block runs past the end
+    (b"\x03\x01\x01", Status.TRUNCATED),                 # 2 bytes < header + CRC
+    (p.cobs_encode(b"\x01\x00\x01\x00\x00"), Status.BAD_CRC),
+    (p.encode_request(1, 0x55)[:-1], Status.UNKNOWN_COMMAND),
+    (p.encode_request(1, Command.STOP, version=2)[:-1], Status.BAD_VERSION),
+    (p.cobs_encode(bytes(300)), Status.TOO_LONG),
+])
+def test_parse_request_errors(frame, status):
+    with pytest.raises(FrameError) as e:
+        p.parse_request(frame)
+    assert e.value.status == status
+
+
+def test_malformed_frames_are_rejected_with_the_right_error():
+    """Thousands of damaged frames: each is refused with its status, nothing else escapes."""
+    rng = random.Random(1)
+    seen = {}
+    for trial in range(3000):
+        payload = bytes(rng.choice([0, 0xFF, rng.randrange(256)])
+                        for _ in range(rng.randrange(0, p.MAX_PAYLOAD + 1)))
+        good = p.encode_request(rng.randrange(256), rng.choice(list(Command)), payload)[:-1]
+        body = p.cobs_decode(good)
+        kind = trial % 4
+        if kind == 0:                                  # a data bit flipped
+            code_pos, pos = set(), 0
+            while pos < len(good):
+                code_pos.add(pos)
+                pos += good[pos]
+            data_pos = [i for i in range(len(good)) if i not in code_pos]
+            if not data_pos:
+                continue
+            i = rng.choice(data_pos)
+            bad = bytearray(good)
+            bad[i] ^= 1 << rng.randrange(8)
+            if bad[i] == 0:
+                continue
+            expect = {Status.BAD_CRC}
+        elif kind == 1:                                # cut short
+            cut = rng.randrange(1, len(good))
+            bad = good[:cut]
+            # the CRC of a prefix is wrong; a prefix shorter than 5 decoded bytes is truncated
+            expect = {Status.BAD_COBS, Status.TRUNCATED, Status.BAD_CRC}
+        elif kind == 2:                                # random bytes, no delimiter
+            bad = bytes(rng.randrange(1, 256) for _ in range(rng.randrange(1, 400)))
+            expect = {Status.BAD_COBS, Status.TRUNCATED, Status.BAD_CRC, Status.TOO_LONG}
+        else:                                          # any bit flipped (code bytes too)
+            bad = bytearray(good)
+            i = rng.randrange(len(bad))
+            bad[i] ^= 1 << rng.randrange(8)
+            expect = {Status.BAD_COBS, Status.TRUNCATED, Status.BAD_CRC, Status.TOO_LONG}
+        bad = bytes(bad)
+        results = p.FrameReader(p.parse_request).feed(bad + b"\x00")
+        if 0 in bad:        # a flip made a delimiter: two frames, both refused
+            assert len(results) >= 1
+        else:
+            assert len(results) == 1
+        for r in results:
+            assert isinstance(r, FrameError), f"trial {trial}: accepted {bad.hex()}"
+            assert r.status in expect, f"trial {trial}: {r.status!r} for {bad.hex()}"
+            seen[r.status] = seen.get(r.status, 0) + 1
+        if kind == 1 and len(results) == 1:
+            if p.CobsDecoderModel and len(bad) < len(good):
+                try:
+                    dec = p.cobs_decode(bad)
+                except FrameError:
+                    assert results[0].status == Status.BAD_COBS
+                else:
+                    want = Status.TRUNCATED if len(dec) < p.MIN_REQUEST else Status.BAD_CRC
+                    assert results[0].status == want and dec == body[:len(dec)]
+    assert {Status.BAD_CRC, Status.BAD_COBS, Status.TRUNCATED, Status.TOO_LONG} <= set(seen)
+
+
+def test_frame_reader_back_to_back_and_garbage():
+    frames = [p.encode_request(i, Command.IDENTIFY) for i in range(5)]
+    stream = b"\x00\x00" + frames[0] + frames[1] + b"\x07\x07\x00" + frames[2] + frames[3]
+    reader = p.FrameReader(p.parse_request, max_encoded=50)
+    out = reader.feed(stream[:7]) + reader.feed(stream[7:]) + reader.feed(
+        bytes(range(1, 200)) + b"\x00" + frames[4])
+    kinds = [r.status if isinstance(r, FrameError) else r.request_id for r in out]
+    assert kinds == [0, 1, Status.BAD_COBS, 2, 3, Status.TOO_LONG, 4]
+
+
+def test_payload_layouts_and_range_checks():
+    ident = identity()
+    assert p.Identity.unpack(ident.pack()) == ident
+    assert ident.n_edges == 32 and len(ident.pack()) == 25
+    drives, targets = np.array([[1, -2], [3, 4]]), np.array([[5], [-6]])
+    first, d, t = p.unpack_write_dataset(p.pack_write_dataset(7, drives, targets), ident)
+    assert first == 7 and (d == drives).all() and (t == targets).all()
+    with pytest.raises(FrameError) as e:
+        p.unpack_write_dataset(p.pack_write_dataset(0, [[1 << 17, 0]], [[0]]), ident)
+    assert e.value.status == Status.OUT_OF_RANGE
+    with pytest.raises(FrameError) as e:
+        p.unpack_write_dataset(p.pack_write_dataset(63, drives, targets), ident)
+    assert e.value.status == Status.OUT_OF_RANGE
+    with pytest.raises(FrameError) as e:
+        p.unpack_write_dataset(p.pack_write_dataset(0, drives, targets)[:-1], ident)
+    assert e.value.status == Status.BAD_LENGTH
+    sched = p.ScheduleParams(600, 50, 100, 4, p.Order.LFSR, 9)
+    assert p.ScheduleParams.unpack(sched.pack(), ident) == sched
+    for bad in [p.ScheduleParams(0, 0, 1, 4), p.ScheduleParams(1, 1, 1, 65)]:
+        with pytest.raises(FrameError) as e:
+            p.ScheduleParams.unpack(bad.pack(), ident)
+        assert e.value.status == Status.OUT_OF_RANGE
+    gates = [ident.gate_min_q, ident.gate_max_q]
+    assert p.unpack_write_gates(p.pack_write_gates(14, gates), ident)[1].tolist() == gates
+    with pytest.raises(FrameError) as e:
+        p.unpack_write_gates(p.pack_write_gates(31, gates), ident)
+    assert e.value.status == Status.OUT_OF_RANGE
+    with pytest.raises(FrameError) as e:
+        p.unpack_write_gates(p.pack_write_gates(0, [ident.gate_max_q + 1]), ident)
+    assert e.value.status == Status.OUT_OF_RANGE
+    st = p.DeviceStatus(p.Mode.TRAINING, 3, 1, 2 ** 40, 12345, 0b10010)
+    assert p.DeviceStatus.unpack(st.pack()) == st
+    assert p.unpack_run(p.pack_run(10, False)) == (10, False)
+
+
+def test_lfsr_order_is_a_permutation_per_epoch():
+    for w, taps in p.LFSR_TAPS.items():          # every tap set is maximal-length
+        state, seen = 1, set()
+        while state not in seen:
+            seen.add(state)
+            state = p.lfsr_step(state, w)
+        assert len(seen) == 2 ** w - 1, w
+    for n in [1, 2, 3, 7, 8, 100]:
+        order = p.lfsr_order(n, 12345, 3)
+        assert all(sorted(e) == list(range(n)) for e in order)
+    assert p.lfsr_order(5, 1, 2) != p.lfsr_order(5, 2, 2)
+
+
+class FakeDevice:
+    """A protocol responder for driver tests (stores gates, answers status)."""
+
+    def __init__(self, ident, corrupt=0):
+        self.ident, self.gates, self.corrupt = ident, [0] * ident.n_edges, corrupt
+        self.reader = p.FrameReader(p.parse_request, max_encoded=2 * p.MAX_REQUEST)
+
+    def __call__(self, data):
+        out = b""
+        for req in self.reader.feed(data):
+            if isinstance(req, FrameError):
+                out += p.encode_reply(0, 0, req.status)
+                continue
+            try:
+                payload = self.handle(req)
+                reply = p.encode_reply(req.request_id, req.command, Status.OK, payload)
+            except FrameError as e:
+                reply = p.encode_reply(req.request_id, req.command, e.status)
+            if self.corrupt:
+                self.corrupt -= 1
+                reply = b"\x05\x01\x00" + p.encode_reply(req.request_id ^ 1, req.command,
+                                                        Status.OK) + reply
+            out += reply
+        return out
+
+    def handle(self, req):
+        if req.command == Command.IDENTIFY:
+            return self.ident.pack()
+        if req.command == Command.WRITE_GATES:
+            first, g = p.unpack_write_gates(req.payload, self.ident)
+            self.gates[first:first + len(g)] = g.tolist()
+            return b""
+        if req.command == Command.READ_GATES:
+            first, n = p.unpack_range(req.payload, self.ident.n_edges, req.command)
+            return p.pack_values(self.gates[first:first + n])
+        if req.command == Command.READ_STATUS:
+            return p.DeviceStatus(p.Mode.IDLE, 5, 0, 99, 7, 0).pack()
+        raise FrameError(Status.UNKNOWN_COMMAND)
+
+
+def test_driver_round_trips_and_errors():
+    ident = identity()
+    fake = FakeDevice(ident, corrupt=2)
+    dev = Device(LoopbackTransport(fake), timeout=0.05)
+    assert dev.identify() == ident                      # despite garbage and a stale reply
+    gates = np.linspace(ident.gate_min_q, ident.gate_max_q, ident.n_edges).astype(int)
+    dev.write_gates(gates)
+    assert (dev.read_gates() == gates).all()
+    assert dev.status().ticks == 99
+    with pytest.raises(DeviceError) as e:
+        dev.write_gates([ident.gate_max_q + 1], first=3)
+    assert e.value.status == Status.OUT_OF_RANGE and "WRITE_GATES" in str(e.value)
+    with pytest.raises(DeviceError) as e:
+        dev.start()
+    assert e.value.status == Status.UNKNOWN_COMMAND
+
+
+def test_driver_timeout_and_damaged_request():
+    silent = Device(LoopbackTransport(lambda data: b""), timeout=0.02)
+    with pytest.raises(LinkTimeout, match="IDENTIFY"):
+        silent.identify()
+    fake = FakeDevice(identity())
+
+    def flip(data):                                      # the line damages every request
+        data = bytearray(data)
+        data[2] ^= 0x10
+        return fake(bytes(data))
+
+    dev = Device(LoopbackTransport(flip), timeout=0.02)
+    with pytest.raises(DeviceError) as e:
+        dev.request(Command.READ_STATUS)
+    assert e.value.status in p.FRAME_STATUSES
