@@ -21,7 +21,7 @@ def cmd_generate(args):
     """Write the fabric's Verilog and manifest for a config."""
     from .gateware.export import generate
     cfg = config_mod.load(args.config)
-    out = generate(cfg, args.output)
+    out = generate(cfg, args.output, flat=args.flat)
     info = out["info"]
     print(f"{cfg.name}: wrote {out['verilog']} (top {info['top']}, {info['nodes']} nodes, "
           f"{info['edges']} edges, {info['edge_units']} edge units, "
@@ -34,7 +34,8 @@ def cmd_verify(args):
     from .sim.benches.runner import verify
     cfg = config_mod.load(args.config)
     ticks = _positive(args.ticks)
-    res = verify(cfg, sim=args.sim, ticks=ticks, waves=args.waves, build_dir=args.build_dir)
+    res = verify(cfg, sim=args.sim, ticks=ticks, waves=args.waves, build_dir=args.build_dir,
+                 flat=args.netlist == "flat")
     if args.json:
         json.dump(res, sys.stdout)
         sys.stdout.write("\n")
@@ -58,6 +59,8 @@ def add_parsers(sub):
                        description="Write <name>.v and manifest.json of CONFIG's fabric.")
     p.add_argument("config")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--flat", action="store_true",
+                   help="write one flattened, optimised module (faster to simulate)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("verify", help="compare the fabric in a simulator with the model",
@@ -68,6 +71,9 @@ def add_parsers(sub):
     p.add_argument("--sim", choices=("icarus", "verilator"), default="icarus")
     p.add_argument("--ticks", default="1000", help="ticks to run (default 1000)")
     p.add_argument("--waves", action="store_true", help="dump waveforms")
+    p.add_argument("--netlist", choices=("flat", "hierarchical"), default="flat",
+                   help="simulate the flattened netlist (default, faster) or the "
+                   "hierarchical one of amaranth.back.verilog")
     p.add_argument("--build-dir", metavar="DIR",
                    help="build folder (default build/verify/<name>/<sim>)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -5,7 +5,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 from amaranth.lib.wiring import Flow
 
 from clln.formats import Formats, check_tick_stability
@@ -52,7 +52,24 @@ def manifest(cfg, fabric):
     }
 
 
-def generate(cfg, out_dir, seed=None):
+#: Yosys passes of the flat netlist (``generate(..., flat=True)``).
+FLAT_SCRIPT = "proc; flatten; opt -full; opt_clean -purge"
+
+
+def flat_verilog(fabric, name):
+    """Verilog of ``fabric`` flattened and optimised by Amaranth's built-in Yosys.
+
+    Same logic as :func:`amaranth.back.verilog.convert`, in one module without internal
+    names; about three times faster in Icarus and quicker to build in Verilator.
+    """
+    from amaranth._toolchain.yosys import find_yosys
+    text = rtlil.convert(fabric, name=name)
+    yosys = find_yosys(lambda ver: ver >= (0, 40))
+    script = f"read_rtlil <<rtlil\n{text}\nrtlil\n{FLAT_SCRIPT}\nwrite_verilog -noattr\n"
+    return yosys.run(["-q", "-"], script, ignore_warnings=True)
+
+
+def generate(cfg, out_dir, seed=None, flat=False):
     """Write ``<name>.v`` and ``manifest.json`` for a config into ``out_dir``.
 
     Parameters
@@ -62,6 +79,9 @@ def generate(cfg, out_dir, seed=None):
         Created if missing.
     seed : int, optional
         Seed of the initial gates (reset values); defaults to ``learning.seed``.
+    flat : bool
+        Write the flattened, optimised netlist of :func:`flat_verilog` instead of
+        :func:`amaranth.back.verilog.convert`'s hierarchical one.
 
     Returns
     -------
@@ -76,13 +96,15 @@ def generate(cfg, out_dir, seed=None):
     fmt = Formats.from_config(cfg)
     check_tick_stability(cfg, fmt.kappa)
     fabric = Fabric(cfg, fmt, seed=seed)
-    text = verilog.convert(fabric, name=top_name(cfg))
+    name = top_name(cfg)
+    text = flat_verilog(fabric, name) if flat else verilog.convert(fabric, name=name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     v_path = out / f"{cfg.name}.v"
     v_path.write_text(text)
     info = manifest(cfg, fabric)
     info["verilog"] = v_path.name
+    info["netlist"] = "flat" if flat else "hierarchical"
     m_path = out / "manifest.json"
     m_path.write_text(json.dumps(info, indent=1) + "\n")
     return {"verilog": v_path, "manifest": m_path, "info": info}

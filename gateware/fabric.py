@@ -13,7 +13,7 @@ board code.
 import math
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,11 +46,31 @@ def saturate(m, x, bits, name):
         High when ``x`` was out of range.
     """
     hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
+    exact = _wire(m, x, f"{name}_exact")
     value = Signal(signed(bits), name=name)
     clipped = Signal(name=f"{name}_sat")
-    over, under = x > hi, x < lo
-    m.d.comb += [value.eq(Mux(over, hi, Mux(under, lo, x))), clipped.eq(over | under)]
+    over, under = exact > hi, exact < lo
+    m.d.comb += [value.eq(Mux(over, hi, Mux(under, lo, exact))), clipped.eq(over | under)]
     return value, clipped
+
+
+def _wire(m, x, name):
+    """A signal of ``x``'s own (exact) shape driven by ``x``: computes ``x`` once."""
+    x = Value.cast(x)
+    w = Signal(x.shape(), name=name)
+    m.d.comb += w.eq(x)
+    return w
+
+
+def _select(sel, cases):
+    """``cases[sel]`` as a chain of ``Mux`` (0 for a missing case; no ``sel``: the only case)."""
+    if sel is None:
+        (value,) = cases.values()
+        return value
+    out = 0
+    for c, value in cases.items():
+        out = Mux(sel == c, value, out)
+    return out
 
 
 def _tree_sum(terms):
@@ -97,7 +117,7 @@ class EdgeCell(wiring.Component):
                                  ("c", self.va_c, self.vb_c, self.s_c)):
             u_shape = signed(max(len(ov), f.v_bits) + 1)
             ua, ub = Signal(u_shape, name=f"ua_{tag}"), Signal(u_shape, name=f"ub_{tag}")
-            da, db = ov - va, ov - vb
+            da, db = _wire(m, ov - va, f"da_{tag}"), _wire(m, ov - vb, f"db_{tag}")
             m.d.comb += [ua.eq(Mux(da < 0, 0, da)), ub.eq(Mux(db < 0, 0, db))]
             s, clipped = saturate(m, (ub - ua) * (ub + ua), f.term_bits, f"s_{tag}")
             m.d.comb += out.eq(s)
@@ -109,7 +129,7 @@ class EdgeCell(wiring.Component):
         m.d.comb += [d_f.eq(self.va_f - self.vb_f), d_c.eq(self.va_c - self.vb_c)]
         q = (d_f - d_c) * (d_f + d_c) * f.lr_mul
         dg, dg_clipped = saturate(m, round_shift(q, f.learn_shift), f.dg_bits, "dg")
-        g_sum = self.g + dg
+        g_sum = _wire(m, self.g + dg, "g_sum")
         clipped = Mux(g_sum < f.gate_min_q, f.gate_min_q,
                       Mux(g_sum > f.gate_max_q, f.gate_max_q, g_sum))
         m.d.comb += [
@@ -269,20 +289,23 @@ class Fabric(wiring.Component):
             cells.append(cell)
             my_edges = [(c, c * P + u) for c in range(C) if c * P + u < E]
 
-            def connect(e, cell=cell):
-                a, b = edges[e]
-                return [cell.va_f.eq(vf[a]), cell.vb_f.eq(vf[b]), cell.va_c.eq(vc[a]),
-                        cell.vb_c.eq(vc[b]), cell.g.eq(g[e]), cell.vt.eq(int(f.vt_q[e]))]
+            # Multiplexers are Mux chains (continuous assignments in Verilog): a comb
+            # Switch becomes an ``always @*`` that Icarus may never run when its inputs
+            # do not change after time 0.
+            sources = [
+                (cell.va_f, lambda e: vf[edges[e][0]]), (cell.vb_f, lambda e: vf[edges[e][1]]),
+                (cell.va_c, lambda e: vc[edges[e][0]]), (cell.vb_c, lambda e: vc[edges[e][1]]),
+                (cell.g, lambda e: g[e]), (cell.vt, lambda e: int(f.vt_q[e])),
+            ]
+            for port, source in sources:
+                m.d.comb += port.eq(_select(phase if C > 1 else None,
+                                            {c: source(e) for c, e in my_edges}))
             m.d.comb += cell.learn.eq(learn)
             if C == 1:
-                m.d.comb += connect(my_edges[0][1])
                 valid = 1
             else:
                 valid = Signal(name=f"valid{u}")
-                with m.Switch(phase):
-                    for c, e in my_edges:
-                        with m.Case(c):
-                            m.d.comb += connect(e) + [valid.eq(1)]
+                m.d.comb += valid.eq(_select(phase, {c: 1 for c, _ in my_edges}))
             term_flags.append(cell.sat_term & valid)
             dg_flags.append(cell.sat_dg & valid)
             with m.If(self.run):
@@ -323,10 +346,8 @@ class Fabric(wiring.Component):
                 else:
                     part = Signal(signed(self.acc_width), name=f"part{tag}{n}")
                     acc = Signal(signed(self.acc_width), name=f"accq{tag}{n}")
-                    with m.Switch(phase):
-                        for c in range(C):
-                            with m.Case(c):
-                                m.d.comb += part.eq(phase_sum(n, c, tag))
+                    m.d.comb += part.eq(_select(phase, {c: phase_sum(n, c, tag)
+                                                        for c in range(C)}))
                     m.d.comb += total.eq(acc + part)
                     with m.If(self.run):
                         m.d.sync += acc.eq(Mux(last, 0, total))
