@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(VENV)/bin/clln train paper-xor
+	$(VENV)/bin/clln generate paper-xor -o build/demo/paper-xor
+	$(VENV)/bin/clln verify paper-xor --sim icarus --ticks 2000
 
 test: setup
 	$(PY) -m pytest

@@ -47,6 +47,9 @@ class Formats:
         Threshold of every edge in voltage LSBs.
     gate_min_q, gate_max_q : int
         Gate bounds in gate LSBs.
+    leak_q : int
+        Leak across every edge, ``round(2 * gmin / k * 2**v_frac)``: an edge term gains
+        ``leak_q * (Va - Vb)`` (0: no leak).
     """
     v_frac: int
     v_bits: int
@@ -65,6 +68,7 @@ class Formats:
     vt_q: np.ndarray
     gate_min_q: int
     gate_max_q: int
+    leak_q: int = 0
 
     @classmethod
     def from_config(cls, cfg):
@@ -89,7 +93,8 @@ class Formats:
             f.dg_bits, kappa_mul, kappa_shift, lr_mul, lr_shift, eta_q, f.eta_frac,
             np.full(cfg.network.n_edges, round(cfg.device.vt * 2 ** f.v_frac), np.int64),
             round(cfg.learning.gate_min * 2 ** f.g_frac),
-            round(cfg.learning.gate_max * 2 ** f.g_frac))
+            round(cfg.learning.gate_max * 2 ** f.g_frac),
+            round(edge_leak(cfg) * 2 ** f.v_frac))
         fmt._check(cfg)
         return fmt
 
@@ -126,7 +131,8 @@ class Formats:
         # int64 safety of the golden model: widest products stay below 2**62.
         widest = max(self.term_bits, self.acc_bits + cfg.fixed.kappa_bits,
                      2 * (self.v_bits + 2) + cfg.fixed.lr_bits, self.g_bits + 1,
-                     self.v_bits + self.eta_frac + 2)
+                     self.v_bits + self.eta_frac + 2,
+                     self.v_bits + 2 + max(self.leak_q, 1).bit_length())
         if widest > 62:
             raise ConfigError(src, "fixed", f"intermediate products need {widest} bits; "
                               "the model computes in 62: narrow the widths")
@@ -176,15 +182,21 @@ class Formats:
         return np.asarray(q) * 2.0 ** -self.g_frac
 
 
+def edge_leak(cfg):
+    """Linear leak across every edge in units of K/2 (V): ``2 * gmin / k``."""
+    return 2 * cfg.device.gmin / cfg.device.k
+
+
 def check_tick_stability(cfg, kappa):
     """Refuse a node update scale that can make the explicit tick unstable.
 
     The tick is an explicit Euler step of ``dV/dt = -kappa * J V``; by Gershgorin the
     eigenvalues of J are below twice the largest weighted degree, each edge weighing
-    ``2 * (gate_max - vt - min(v_min, 0))`` (V). Stability needs ``kappa * lambda < 2``.
+    ``2 * (gate_max - vt - min(v_min, 0))`` plus the leak (V). Stability needs
+    ``kappa * lambda < 2``.
     """
     overdrive = cfg.learning.gate_max - cfg.device.vt - min(cfg.io.v_min, 0.0)
-    lam = 2 * cfg.network.degrees().max() * 2 * max(overdrive, 0.0)
+    lam = 2 * cfg.network.degrees().max() * (2 * max(overdrive, 0.0) + edge_leak(cfg))
     if kappa * lam >= 2:
         raise ConfigError(cfg.source, "schedule.kappa", f"{kappa:.4g} /V can make the tick "
                           f"unstable at gate_max = {cfg.learning.gate_max} V (needs kappa < "

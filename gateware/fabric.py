@@ -93,8 +93,8 @@ class EdgeCell(wiring.Component):
 
     Notes
     -----
-    ``s_f``/``s_c`` are the currents a -> b (``u_b**2 - u_a**2``) of the free and the
-    clamped transistor; ``g_next`` is the gate after this tick.
+    ``s_f``/``s_c`` are the currents a -> b (``u_b**2 - u_a**2 + leak_q (va - vb)``) of
+    the free and the clamped transistor; ``g_next`` is the gate after this tick.
     """
 
     def __init__(self, fmt):
@@ -119,7 +119,8 @@ class EdgeCell(wiring.Component):
             ua, ub = Signal(u_shape, name=f"ua_{tag}"), Signal(u_shape, name=f"ub_{tag}")
             da, db = _wire(m, ov - va, f"da_{tag}"), _wire(m, ov - vb, f"db_{tag}")
             m.d.comb += [ua.eq(Mux(da < 0, 0, da)), ub.eq(Mux(db < 0, 0, db))]
-            s, clipped = saturate(m, (ub - ua) * (ub + ua), f.term_bits, f"s_{tag}")
+            s, clipped = saturate(m, (ub - ua) * (ub + ua) + (va - vb) * f.leak_q, f.term_bits,
+                                  f"s_{tag}")
             m.d.comb += out.eq(s)
             flags.append(clipped)
         m.d.comb += self.sat_term.eq(flags[0] | flags[1])

@@ -10,12 +10,14 @@ solution.
 import numpy as np
 from numba import njit
 
+from clln.formats import edge_leak
+
 from .ticks import TickModel
 
 
 @njit(cache=True)
 def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minus, target,
-         kappa, lr, eta, gate_min, gate_max, vf_new, vc_new, g_new, acc_f, acc_c):
+         kappa, lr, eta, gate_min, gate_max, leak, vf_new, vc_new, g_new, acc_f, acc_c):
     """One synchronous float tick; reads state at t, writes state at t+1."""
     acc_f[:] = 0.0
     acc_c[:] = 0.0
@@ -23,11 +25,11 @@ def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minu
         a, b = edge_a[e], edge_b[e]
         ov = g[e] - vt[e]
         ua, ub = max(ov - vf[a], 0.0), max(ov - vf[b], 0.0)
-        s = (ub - ua) * (ub + ua)
+        s = (ub - ua) * (ub + ua) + leak * (vf[a] - vf[b])
         acc_f[a] -= s
         acc_f[b] += s
         ua, ub = max(ov - vc[a], 0.0), max(ov - vc[b], 0.0)
-        s = (ub - ua) * (ub + ua)
+        s = (ub - ua) * (ub + ua) + leak * (vc[a] - vc[b])
         acc_c[a] -= s
         acc_c[b] += s
         if learn:
@@ -55,7 +57,7 @@ def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minu
 
 @njit(cache=True)
 def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_plus,
-              out_minus, target, kappa, lr, eta, gate_min, gate_max):
+              out_minus, target, kappa, lr, eta, gate_min, gate_max, leak):
     """Run ``n_ticks`` float ticks on every seed (rows of ``vf, vc, g``) in place."""
     n_seeds, n = vf.shape
     acc_f, acc_c = np.empty(n), np.empty(n)
@@ -64,7 +66,7 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_
         vf_b, vc_b, g_b = np.empty_like(vf_a), np.empty_like(vc_a), np.empty_like(g_a)
         for _ in range(n_ticks):
             tick(vf_a, vc_a, g_a, learn, edge_a, edge_b, vt, driven, drive, out_plus,
-                 out_minus, target, kappa, lr, eta, gate_min, gate_max, vf_b, vc_b, g_b,
+                 out_minus, target, kappa, lr, eta, gate_min, gate_max, leak, vf_b, vc_b, g_b,
                  acc_f, acc_c)
             vf_a, vf_b = vf_b, vf_a
             vc_a, vc_b = vc_b, vc_a
@@ -102,4 +104,4 @@ class DynamicModel(TickModel):
         run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
                   np.full(p.n_edges, self.cfg.device.vt), p.driven, self._drive[example],
                   p.out_plus, p.out_minus, self._targets[example], self.kappa, lr, lrn.eta,
-                  lrn.gate_min, lrn.gate_max)
+                  lrn.gate_min, lrn.gate_max, edge_leak(self.cfg))

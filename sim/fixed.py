@@ -19,7 +19,8 @@ from .ticks import TickModel
 #: Integer constants of one tick, in the order the kernel takes them.
 TickConstants = namedtuple("TickConstants", [
     "gate_shift", "term_bits", "acc_bits", "dv_bits", "v_bits", "dg_bits", "kappa_mul",
-    "node_shift", "lr_mul", "learn_shift", "eta_q", "eta_frac", "gate_min", "gate_max"])
+    "node_shift", "lr_mul", "learn_shift", "eta_q", "eta_frac", "gate_min", "gate_max",
+    "leak_q"])
 
 #: Bits of the saturation flags returned by :func:`tick`.
 SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = 1, 2, 4, 8, 16
@@ -29,7 +30,7 @@ def tick_constants(fmt):
     """The :class:`TickConstants` of a :class:`~clln.formats.Formats`."""
     return TickConstants(fmt.gate_shift, fmt.term_bits, fmt.acc_bits, fmt.dv_bits, fmt.v_bits,
                          fmt.dg_bits, fmt.kappa_mul, fmt.node_shift, fmt.lr_mul, fmt.learn_shift,
-                         fmt.eta_q, fmt.eta_frac, fmt.gate_min_q, fmt.gate_max_q)
+                         fmt.eta_q, fmt.eta_frac, fmt.gate_min_q, fmt.gate_max_q, fmt.leak_q)
 
 
 @njit(cache=True, inline="always")
@@ -53,11 +54,11 @@ def saturate(x, bits):
 
 
 @njit(cache=True, inline="always")
-def edge_term(overdrive, v_a, v_b, bits):
-    """``relu(ov - vb)**2 - relu(ov - va)**2`` as one product, saturated to ``bits``."""
+def edge_term(overdrive, v_a, v_b, leak, bits):
+    """``relu(ov - vb)**2 - relu(ov - va)**2 + leak (va - vb)``, saturated to ``bits``."""
     u_a = max(overdrive - v_a, 0)
     u_b = max(overdrive - v_b, 0)
-    return saturate((u_b - u_a) * (u_b + u_a), bits)
+    return saturate((u_b - u_a) * (u_b + u_a) + leak * (v_a - v_b), bits)
 
 
 @njit(cache=True, inline="always")
@@ -83,10 +84,10 @@ def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minu
     for e in range(len(edge_a)):
         a, b = edge_a[e], edge_b[e]
         ov = round_shift(g[e], c.gate_shift) - vt[e]
-        s, sat_f = edge_term(ov, vf[a], vf[b], c.term_bits)
+        s, sat_f = edge_term(ov, vf[a], vf[b], c.leak_q, c.term_bits)
         acc_f[a] -= s
         acc_f[b] += s
-        s, sat_c = edge_term(ov, vc[a], vc[b], c.term_bits)
+        s, sat_c = edge_term(ov, vc[a], vc[b], c.leak_q, c.term_bits)
         acc_c[a] -= s
         acc_c[b] += s
         if sat_f or sat_c:

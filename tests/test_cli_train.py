@@ -80,3 +80,11 @@ def test_fixed_point_learns_paper_regression():
     h = train(make_model(cfg, "fixed", [cfg.learning.seed]), cfg.learning.epochs)
     assert h.mse_final[0] <= 1e-4, h.mse_final
     assert not h.saturated[0]
+
+
+def test_fixed_point_learns_paper_xor():
+    cfg = config.load("paper-xor")
+    h = train(make_model(cfg, "fixed", list(range(5))), cfg.learning.epochs)
+    solved = int((h.mse_final <= cfg.task.mse_target).sum())
+    assert solved >= 4, h.mse_final
+    assert not h.saturated.any()

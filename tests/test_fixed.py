@@ -28,7 +28,7 @@ def reference_tick(fmt, p, vf, vc, g, learn, drive, target):
     accs = []
     for v in (vf, vc):
         ua, ub = np.maximum(ov - v[a], 0), np.maximum(ov - v[b], 0)
-        s, sat = _sat((ub - ua) * (ub + ua), fmt.term_bits)
+        s, sat = _sat((ub - ua) * (ub + ua) + fmt.leak_q * (v[a] - v[b]), fmt.term_bits)
         flags |= 1 if sat.any() else 0
         acc = np.zeros(len(v), np.int64)
         np.add.at(acc, b, s)
@@ -76,6 +76,7 @@ def _random_graph_dict(xor_dict, rng):
     xor_dict["io"] = {"inputs": [0, 1], "rails": [[2, 0.1]], "outputs": [[3, 4], 5]}
     xor_dict["learning"]["gate_init"] = [0.75, 3.0]
     xor_dict["learning"]["gate_max"] = 4.0
+    xor_dict["schedule"]["kappa"] = 0.02
     xor_dict["task"]["dataset"] = "two.csv"
     return xor_dict
 
@@ -129,15 +130,18 @@ def test_constants_are_quantised_as_documented():
     assert mantissa_shift(0.025, 4) == (13, 9)
     assert mantissa_shift(0.5, 1) == (1, 1)
     fmt = Formats.from_config(config.load("paper-xor"))
-    assert abs(fmt.kappa - 0.025) / 0.025 < 0.02
+    assert abs(fmt.kappa - 0.05) / 0.05 < 0.02
     assert fmt.vt_q[0] == round(0.62 * 2 ** 16)
-    assert fmt.gate_max_q == 5 * 2 ** 24
+    assert fmt.gate_max_q == 3 * 2 ** 24
+    assert fmt.leak_q == 2 ** 9        # 2 gmin / k = 2**-7 V, times 2**16
     c = tick_constants(fmt)
     assert c.learn_shift == 2 * 16 - 24 + fmt.lr_shift
 
 
 def test_formats_that_cannot_hold_the_values_are_refused(xor_dict):
     xor_dict["fixed"] = {"g_frac": 16, "g_bits": 20, "dg_bits": 20}
+    xor_dict["learning"]["alpha"] = 0.01
+    xor_dict["schedule"]["learn_ticks"] = 50
     with pytest.raises(ConfigError, match="learning step"):
         Formats.from_config(config.parse(xor_dict))
     xor_dict["fixed"] = {"g_bits": 26}

@@ -160,7 +160,8 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     assert info["ports"]["gates"] == {"dir": "out", "width": 32 * 28}
     assert info["ports"]["sample_addr"]["width"] == 3          # 4 drives + 1 target
     assert info["formats"]["kappa_mul"] * 2.0 ** -info["formats"]["kappa_shift"] == \
-        pytest.approx(0.025, rel=0.05)
+        pytest.approx(cfg.schedule.kappa, rel=0.05)
+    assert info["formats"]["leak_q"] == 512
     assert info["driven_nodes"] == [15, 13, 5, 7]
 
 
