@@ -189,7 +189,7 @@ def test_fixed_steady_state_vs_quasistatic_in_lsb():
         worst.append(diff.max())
     # A node stops moving once kappa * net current rounds to zero: a dead band of a few
     # LSB divided by the node's total conductance.
-    assert max(worst) <= 32, worst   # measured: 16 to 23 LSB (0.36 mV)
+    assert max(worst) <= 16, worst   # measured: 3.6 to 10.5 LSB (0.16 mV)
     assert min(worst) >= 0
 
 
