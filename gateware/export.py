@@ -63,7 +63,7 @@ def flat_verilog(fabric, name):
     names; about three times faster in Icarus and quicker to build in Verilator.
     """
     from amaranth._toolchain.yosys import find_yosys
-    text = rtlil.convert(fabric, name=name)
+    text = rtlil.convert(fabric, name=name, emit_src=False)
     yosys = find_yosys(lambda ver: ver >= (0, 40))
     script = f"read_rtlil <<rtlil\n{text}\nrtlil\n{FLAT_SCRIPT}\nwrite_verilog -noattr\n"
     return yosys.run(["-q", "-"], script, ignore_warnings=True)
@@ -97,7 +97,9 @@ def generate(cfg, out_dir, seed=None, flat=False):
     check_tick_stability(cfg, fmt.kappa)
     fabric = Fabric(cfg, fmt, seed=seed)
     name = top_name(cfg)
-    text = flat_verilog(fabric, name) if flat else verilog.convert(fabric, name=name)
+    # No source locations: the output must not depend on where clln is installed.
+    text = (flat_verilog(fabric, name) if flat
+            else verilog.convert(fabric, name=name, emit_src=False))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     v_path = out / f"{cfg.name}.v"
