@@ -206,6 +206,11 @@ class Device:
         """Run ``epochs`` epochs, learning (``learn``) or evaluating."""
         self.request(Command.RUN_EPOCHS, p.pack_run(epochs, learn))
 
+    def reset(self):
+        """Reset the fabric (node voltages 0, the bitstream's initial gates, flags and the
+        tick counter cleared) and the controller's counters; dataset and schedule stay."""
+        self.request(Command.RESET)
+
     def status(self):
         """The :class:`~clln.host.protocol.DeviceStatus`."""
         return p.DeviceStatus.unpack(self.request(Command.READ_STATUS))

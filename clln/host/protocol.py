@@ -68,6 +68,7 @@ class Command(enum.IntEnum):
     RUN_EPOCHS = 0x08
     READ_STATUS = 0x09
     READ_OUTPUTS = 0x0A
+    RESET = 0x0B
 
 
 class Order(enum.IntEnum):
@@ -712,4 +713,4 @@ class DeviceStatus:
 #: Exact payload lengths of the fixed-size requests.
 REQUEST_LENGTHS = {Command.IDENTIFY: 0, Command.WRITE_SCHEDULE: struct.calcsize(
     ScheduleParams.FORMAT), Command.READ_GATES: 3, Command.START: 0, Command.STOP: 0,
-    Command.RUN_EPOCHS: 5, Command.READ_STATUS: 0, Command.READ_OUTPUTS: 3}
+    Command.RUN_EPOCHS: 5, Command.READ_STATUS: 0, Command.READ_OUTPUTS: 3, Command.RESET: 0}

@@ -1,0 +1,213 @@
+"""The training system on a board: :class:`~clln.gateware.controller.System` on its UART,
+and the search for the largest fold (``edge_units``) that fits a board.
+"""
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+from amaranth.hdl import Module
+from amaranth.lib import io, wiring
+
+from ..gateware.controller import System
+from ..host import protocol as p
+from .targets import BuildError, _target, build
+
+
+class BoardSystem(wiring.Component):
+    """:class:`System` wired to the board's ``uart`` resource (for :func:`build`).
+
+    Parameters
+    ----------
+    cfg : clln.config.Config
+    clk_hz : float
+    baud : int
+    max_examples : int, optional
+    """
+
+    def __init__(self, cfg, clk_hz, baud=115200, max_examples=None):
+        self.system = System(cfg, p.uart_divisor(clk_hz, baud), max_examples=max_examples)
+        super().__init__({})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.system = sysm = self.system
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [sysm.rx.eq(rx_buf.i), tx_buf.o.eq(sysm.tx)]
+        return m
+
+
+def with_edge_units(cfg, units):
+    """``cfg`` with ``[fabric] edge_units = units``."""
+    return dataclasses.replace(cfg, fabric=dataclasses.replace(cfg.fabric, edge_units=units),
+                               has_fabric=True)
+
+
+@dataclasses.dataclass
+class Attempt:
+    """One build tried by :func:`build_fitting`."""
+    edge_units: int
+    ok: bool
+    why: str
+    seconds: float
+
+
+def _fits(rep, t):
+    over = []
+    if t.luts and rep.lut > t.luts:
+        over.append(f"{rep.lut} logic cells > {t.luts}")
+    if t.dsps and rep.dsp > t.dsps:
+        over.append(f"{rep.dsp} multipliers > {t.dsps}")
+    if t.brams and rep.bram > t.brams:
+        over.append(f"{rep.bram} block RAMs > {t.brams}")
+    return over
+
+
+def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_examples=None):
+    """Build ``cfg``'s system for ``board``.
+
+    With ``clock_mhz`` None the board oscillator is tried first; if timing fails there
+    (the fabric computes a whole edge-and-node path per cycle, so fmax is often below the
+    oscillator), the build is repeated once at 95% of the reported fmax through the PLL
+    (iCE40, ECP5). An explicit ``clock_mhz`` is built as given and must meet timing.
+
+    Returns
+    -------
+    (BuildReport, edge_units, cycles_per_tick)
+    """
+    import json
+    from .targets import _target, achieved_clock_mhz, parse_report
+    units = cfg.fabric.edge_units or cfg.network.n_edges
+    cpt = math.ceil(cfg.network.n_edges / units)
+
+    def go(clk):
+        return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples), board,
+                     build_dir, clock_mhz=clk)
+
+    if clock_mhz is not None:
+        return go(clock_mhz), units, cpt
+    try:
+        return go(None), units, cpt
+    except BuildError as e:
+        report = Path(build_dir) / "top.report.json"
+        t = _target(board)
+        if "timing failed" not in str(e) or not report.exists() or t.family == "gowin":
+            raise
+        fmax = parse_report(json.loads(report.read_text()), t.family)[0]
+        clk = math.floor(fmax * 0.95 * 10) / 10
+        while clk > 1 and achieved_clock_mhz(board, clk) > 0.95 * fmax:
+            clk = round(clk - 0.1, 1)          # the PLL's nearest may lie above the request
+        try:
+            return go(clk), units, cpt
+        except BuildError as e2:
+            raise BuildError(f"{e}; at {clk} MHz (95% of that fmax): {e2}") from None
+
+
+def utilization_from_log(path):
+    """``{cell type: (used, available)}`` from a nextpnr log (also of a failed build)."""
+    import re
+    out = {}
+    path = Path(path)
+    if not path.exists():
+        return out
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", path.read_text(), re.M):
+        out[m[1]] = (int(m[2]), int(m[3]))
+    return out
+
+
+def _predict(u_lo, p_lo, u_hi, p_hi, margin=0.97):
+    """Largest P in [p_lo, p_hi) whose linearly interpolated use fits every resource."""
+    best = p_lo
+    for p in range(p_lo, p_hi):
+        ok = True
+        for k, (hi_used, avail) in u_hi.items():
+            lo_used = u_lo.get(k, (0, avail))[0]
+            est = lo_used + (hi_used - lo_used) * (p - p_lo) / max(p_hi - p_lo, 1)
+            if avail and est > margin * avail:
+                ok = False
+        if ok:
+            best = p
+    return best
+
+
+def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_examples=None,
+                  log=None):
+    """Build with the largest ``edge_units`` that places, routes and meets timing.
+
+    Tries the fully parallel fabric (E units), then one unit; between them, predicts the
+    largest fold from the two builds' resource use (linear in the number of units), builds
+    it, then walks up one unit while that fits, or bisects downwards when it did not.
+
+    Returns
+    -------
+    (BuildReport, edge_units, cycles_per_tick, attempts)
+
+    Raises
+    ------
+    BuildError
+        When not even ``edge_units = 1`` fits; the message gives the resource use.
+    """
+    E = cfg.network.n_edges
+    attempts = []
+    results = {}
+
+    def attempt(units):
+        if units in results:
+            return results[units]
+        t0 = time.monotonic()
+        folder = Path(build_dir) / f"p{units}"
+        try:
+            rep, u, c = build_system(with_edge_units(cfg, units), board, folder, clock_mhz, baud,
+                                     max_examples)
+        except BuildError as e:
+            why = str(e).splitlines()[0]
+            use = utilization_from_log(folder / "top.tim")
+            over = [f"{k} {a}/{b}" for k, (a, b) in use.items() if b and a > b]
+            if over:
+                why = "needs " + ", ".join(over)
+            attempts.append(Attempt(units, False, why, time.monotonic() - t0))
+            if log:
+                log(f"edge_units {units}: does not fit ({why}, {attempts[-1].seconds:.0f} s)")
+            results[units] = (None, use)
+            return results[units]
+        attempts.append(Attempt(units, True, f"{rep.lut} LC, {rep.dsp} DSP, {rep.bram} BRAM, "
+                                f"fmax {rep.fmax_mhz:.1f} MHz", time.monotonic() - t0))
+        if log:
+            log(f"edge_units {units}: fits ({attempts[-1].why}, {attempts[-1].seconds:.0f} s)")
+        results[units] = ((rep, u, c), utilization_from_log(folder / "top.tim"))
+        return results[units]
+
+    res_hi, use_hi = attempt(E)
+    if res_hi:
+        return (*res_hi, attempts)
+    res_lo, use_lo = attempt(1) if E > 1 else (None, use_hi)
+    if not res_lo:
+        raise BuildError(f"{cfg.name} does not fit {board} even with one edge unit "
+                         f"({attempts[-1].why}); fully parallel: {attempts[0].why}")
+    good, bad = 1, E
+    p = _predict(use_lo, 1, use_hi, E)
+    if p > 1:
+        if attempt(p)[0] is not None:
+            good = p
+            while good + 1 < bad and attempt(good + 1)[0] is not None:
+                good += 1
+            bad = min(bad, good + 1)
+        else:
+            bad = p
+    while bad - good > 1:                # bisect when the prediction was too optimistic
+        mid = (good + bad) // 2
+        if attempt(mid)[0] is not None:
+            good = mid
+        else:
+            bad = mid
+    return (*results[good][0], attempts)
+
+
+def target_budget(board):
+    """``(luts, dsps, brams)`` of a board (for messages)."""
+    t = _target(board)
+    return t.luts, t.dsps, t.brams
+

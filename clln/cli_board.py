@@ -1,0 +1,299 @@
+"""CLI commands of the board layer: ``clln build`` and ``clln run``."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import config as config_mod
+from .errors import CllnError, ConfigError
+
+BOARDS = ("icebreaker", "ulx3s-85f", "tangnano9k")
+
+
+def _whole(flag, lo=0):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise ConfigError(flag, "", f"expected a whole number, got {text!r}") from None
+        if v < lo:
+            raise ConfigError(flag, "", f"must be >= {lo}, got {v}")
+        return v
+    return parse
+
+
+def _progress(total, enabled, desc):
+    """A tqdm bar on stderr (or None)."""
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False,
+                mininterval=0.2)
+
+
+# --------------------------------------------------------------------------- build
+
+def cmd_build(args):
+    """Build a bitstream of the training system for a board."""
+    from .boards.system import build_fitting, build_system
+    cfg = config_mod.load(args.config)
+    build_dir = Path(args.build_dir or f"build/boards/{cfg.name}-{args.board}")
+    if build_dir.is_absolute():
+        try:
+            build_dir = build_dir.relative_to(Path.cwd())
+        except ValueError:
+            raise ConfigError("--build-dir", "", "must be inside the current folder (the "
+                              "YoWASP tools cannot see other folders)") from None
+    log = (lambda msg: print(msg, file=sys.stderr)) if not args.json else None
+    t0 = time.monotonic()
+    attempts = []
+    if cfg.has_fabric:
+        rep, units, cpt = build_system(cfg, args.board, build_dir, args.clock, args.baud,
+                                       args.max_examples)
+    else:
+        rep, units, cpt, attempts = build_fitting(cfg, args.board, build_dir, args.clock,
+                                                  args.baud, args.max_examples, log)
+    seconds = time.monotonic() - t0
+    out = {"config": cfg.name, "board": args.board, "bitstream": str(rep.bitstream),
+           "clock_mhz": rep.clock_mhz, "fmax_mhz": rep.fmax_mhz, "lut": rep.lut,
+           "dsp": rep.dsp, "bram": rep.bram, "edge_units": units, "cycles_per_tick": cpt,
+           "ticks_per_second": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
+           "attempts": [a.__dict__ for a in attempts]}
+    if args.program:
+        _program(args.board, rep.bitstream)
+        out["programmed"] = True
+    if args.json:
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(f"{cfg.name} on {args.board}: {rep.bitstream} ({units} edge units, {cpt} "
+              f"cycle(s) per tick, {out['ticks_per_second']:.3g} ticks/s at "
+              f"{rep.clock_mhz:g} MHz; fmax {rep.fmax_mhz:.1f} MHz; {rep.lut} LC, {rep.dsp} "
+              f"DSP, {rep.bram} BRAM; {seconds:.0f} s)")
+    return 0
+
+
+def _program(board, bitstream):
+    import shutil
+    import subprocess
+    from .boards.targets import BuildError
+    tool = {"icebreaker": ["iceprog"], "ulx3s-85f": ["openFPGALoader", "-b", "ulx3s"],
+            "tangnano9k": ["openFPGALoader", "-b", "tangnano9k"]}[board]
+    if not shutil.which(tool[0]):
+        raise BuildError(f"{tool[0]} is not installed: cannot program {board}")
+    res = subprocess.run(tool + [str(bitstream)])
+    if res.returncode:
+        raise BuildError(f"{tool[0]} failed with exit code {res.returncode}")
+
+
+# --------------------------------------------------------------------------- run
+
+def _open_device(cfg, args, seed):
+    from .host.driver import Device, SerialTransport
+    if args.sim:
+        from .sim.benches.board import SimBoardTransport
+        transport = SimBoardTransport(cfg, build_dir=args.build_dir, seed=seed,
+                                      opt=args.sim_opt)
+        return Device(transport, timeout=60.0), transport
+    try:
+        transport = SerialTransport(args.port, args.baud)
+    except Exception as e:          # serial.SerialException and OSError
+        raise CllnError(f"cannot open {args.port}: {e}") from None
+    return Device(transport, timeout=args.timeout), transport
+
+
+def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
+    """Reset the device, load ``cfg``'s dataset, schedule and seed's gates, train epoch by
+    epoch, run one inference pass and read gates and outputs back.
+
+    Parameters
+    ----------
+    dev : clln.host.driver.Device
+    cfg : clln.config.Config
+    epochs : int
+    seed : int
+        Initial gates ``learning.initial_gates(E, seed)`` and LFSR seed.
+    order : {"cyclic", "lfsr"}
+    progress : callable(epoch, mse) or None
+
+    Returns
+    -------
+    dict
+        ``error_sums`` (per epoch, LSB^2), ``mse_per_epoch`` (V^2), ``gates`` (LSBs),
+        ``outputs`` (LSBs, [example][output]), ``eval_error_sum``, ``status``.
+    """
+    from .formats import Formats
+    from .host import protocol as p
+    fmt = Formats.from_config(cfg)
+    ident = dev.identify()
+    want = p.config_hash(cfg)
+    if ident.config_hash != want:
+        raise CllnError(f"the device runs another config (hash {ident.config_hash:08x}, "
+                        f"{cfg.name} has {want:08x}): build and load its bitstream first")
+    x, y = fmt.volts_to_v(cfg.task.x), fmt.volts_to_v(cfg.task.y)
+    n = len(x)
+    if n > ident.max_examples:
+        raise CllnError(f"{n} examples do not fit the device's {ident.max_examples}")
+    if dev.status().mode != p.Mode.IDLE:
+        dev.stop()
+        dev.wait_idle()
+    dev.reset()                 # node voltages 0, as at the start of `clln train`
+    dev.write_dataset(x, y)
+    sch = cfg.schedule
+    dev.write_schedule(p.ScheduleParams(sch.settle_ticks, sch.learn_ticks, epochs, n,
+                                        p.Order.LFSR if order == "lfsr" else p.Order.CYCLIC,
+                                        seed))
+    dev.write_gates(fmt.volts_to_g(cfg.learning.initial_gates(cfg.network.n_edges, seed)))
+    scale = 2.0 ** (-2 * fmt.v_frac) / (n * len(cfg.io.outputs))
+    sums = []
+    for e in range(epochs):
+        dev.run_epochs(1, True)
+        st = dev.wait_idle(timeout=3600, poll=0.01)
+        sums.append(st.error_sum)
+        if progress:
+            progress(e + 1, st.error_sum * scale)
+    gates = dev.read_gates()
+    dev.run_epochs(1, False)
+    st = dev.wait_idle(timeout=3600, poll=0.01)
+    outputs = dev.read_outputs(0, n)
+    return {"error_sums": sums, "mse_per_epoch": [s * scale for s in sums], "gates": gates,
+            "outputs": outputs, "eval_error_sum": st.error_sum,
+            "mse_final": st.error_sum * scale, "status": st}
+
+
+def _plot(path, cfg, res, fmt):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    curve = np.maximum(np.array(res["mse_per_epoch"]), 1e-12)
+    a1.semilogy(np.arange(1, len(curve) + 1), curve)
+    a1.axhline(cfg.task.mse_target, color="gray", ls=":", label="target")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("on-chip MSE (V$^2$)")
+    a1.set_title(f"{cfg.name}: training on the board")
+    a1.legend()
+    out = fmt.v_to_volts(res["outputs"])
+    idx = np.arange(len(out))
+    for k in range(out.shape[1]):
+        a2.plot(idx, cfg.task.y[:, k], "o", mfc="none", label=f"target {k}")
+        a2.plot(idx, out[:, k], "x", label=f"output {k}")
+    a2.set_xlabel("example")
+    a2.set_ylabel("V")
+    a2.set_title("outputs after training (inference pass)")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cmd_run(args):
+    """Train a config on a board (or the simulated board) and read the result back."""
+    from .formats import Formats
+    cfg = config_mod.load(args.config)
+    fmt = Formats.from_config(cfg)
+    seed = args.seed if args.seed is not None else cfg.learning.seed
+    epochs = args.epochs if args.epochs is not None else cfg.learning.epochs
+    ckpt = Path(args.checkpoint or f"build/checkpoints/{cfg.name}-seed{seed}.json")
+    for path, flag in ((args.plot, "--plot"), (ckpt, "--checkpoint")):
+        if path and not Path(path).resolve().parent.is_dir():
+            if flag == "--checkpoint" and not args.checkpoint:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            else:
+                raise ConfigError(flag, "", f"cannot write {path}: its folder does not exist")
+    t0 = time.monotonic()
+    dev, transport = _open_device(cfg, args, seed)
+    setup = time.monotonic() - t0
+    bar = _progress(epochs, not args.json, f"{cfg.name} ({'sim' if args.sim else args.port})")
+
+    def progress(e, mse):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(mse=f"{mse:.3e}")
+
+    t1 = time.monotonic()
+    try:
+        res = run_on_device(dev, cfg, epochs, seed, args.order, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+        transport.close()
+    seconds = time.monotonic() - t1
+    st = res["status"]
+    gates_v = fmt.g_to_volts(res["gates"])
+    outputs_v = fmt.v_to_volts(res["outputs"])
+    ckpt.write_text(json.dumps({"config": cfg.name, "seed": seed, "epochs": epochs,
+                                "gates_q": res["gates"].tolist(),
+                                "gates_final": gates_v.tolist()}) + "\n")
+    if args.plot:
+        _plot(args.plot, cfg, res, fmt)
+    out = {"config": cfg.name, "device": "sim" if args.sim else args.port, "epochs": epochs,
+           "seed": seed, "order": args.order, "mse_per_epoch": res["mse_per_epoch"],
+           "error_sums": res["error_sums"], "mse_final": res["mse_final"],
+           "outputs_final": outputs_v.tolist(), "gates_final": gates_v.tolist(),
+           "targets": cfg.task.y.tolist(), "saturated": bool(st.saturation),
+           "ticks": st.ticks, "seconds": seconds, "setup_seconds": setup,
+           "ticks_per_second": st.ticks / seconds if seconds else None,
+           "checkpoint": str(ckpt)}
+    if args.json:
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(f"{cfg.name}: {epochs} epochs on {out['device']} in {seconds:.1f} s "
+              f"({st.ticks} ticks), seed {seed}, {args.order} order")
+        for e, m in enumerate(res["mse_per_epoch"]):
+            if e < 5 or e == epochs - 1 or (e + 1) % max(1, epochs // 10) == 0:
+                print(f"  epoch {e + 1:>6}: mse {m:.3e} V^2")
+        print(f"final (inference pass): mse {res['mse_final']:.3e} V^2"
+              + ("  (saturated)" if st.saturation else ""))
+        for i, (o, y) in enumerate(zip(outputs_v, cfg.task.y)):
+            print(f"  example {i}: output {np.array2string(o, precision=4)} V, "
+                  f"target {np.array2string(y, precision=4)} V")
+        print(f"gates saved to {ckpt}" + (f"; plot written to {args.plot}" if args.plot
+                                           else ""))
+    return 0
+
+
+def add_parsers(sub):
+    """Add ``build`` and ``run`` to the ``clln`` argument parser."""
+    p = sub.add_parser("build", help="build a bitstream of the training system for a board",
+                       description="Build CONFIG's training system (UART, command handler, "
+                       "controller, fabric) for a board with the YoWASP tools. Without a "
+                       "[fabric] section the largest edge_units that fits is searched.")
+    p.add_argument("config")
+    p.add_argument("--board", choices=BOARDS, required=True)
+    p.add_argument("--clock", type=float, metavar="MHZ",
+                   help="clock (PLL); default the board oscillator")
+    p.add_argument("--baud", type=_whole("--baud", 1), default=115200)
+    p.add_argument("--max-examples", type=_whole("--max-examples", 1),
+                   help="dataset capacity (default: the dataset, at least 16)")
+    p.add_argument("--build-dir", metavar="DIR", help="default build/boards/<name>-<board>")
+    p.add_argument("--program", action="store_true", help="program the board afterwards")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("run", help="train on a board (or the simulated board)",
+                       description="Load CONFIG's dataset, schedule and initial gates into "
+                       "a board running its bitstream (or into the Verilated system with "
+                       "--sim), train epoch by epoch, then read the gates and the outputs "
+                       "of an inference pass back.")
+    p.add_argument("config")
+    dev = p.add_mutually_exclusive_group(required=True)
+    dev.add_argument("--port", metavar="DEV", help="serial port of the board")
+    dev.add_argument("--sim", action="store_true", help="simulate the board (Verilator)")
+    p.add_argument("--epochs", type=_whole("--epochs"), help="override learning.epochs")
+    p.add_argument("--seed", type=_whole("--seed"), help="override learning.seed")
+    p.add_argument("--order", choices=("cyclic", "lfsr"), default="cyclic")
+    p.add_argument("--baud", type=_whole("--baud", 1), default=115200)
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")
+    p.add_argument("--build-dir", metavar="DIR", help="--sim build folder")
+    p.add_argument("--sim-opt", default=None, help="C++ optimisation of the simulated "
+                   "board (default -Os; -O0 builds faster and runs slower)")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="gates JSON (default build/checkpoints/<name>-seed<S>.json)")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG of the run")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_run)

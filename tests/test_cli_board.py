@@ -1,0 +1,167 @@
+"""``clln run`` and ``clln build`` (clln.cli_board) with the golden model as the device."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from clln import cli, cli_board
+from clln import config as config_mod
+from clln.errors import CllnError
+from clln.host.driver import Device, LoopbackTransport
+from clln.sim.system import SystemModel
+
+
+def board_cli(argv):
+    parser = argparse.ArgumentParser(prog="clln")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cli_board.add_parsers(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture
+def short_xor(tmp_path):
+    text = config_mod.resolve("paper-xor").read_text()
+    text = text.replace("settle_ticks = 3000", "settle_ticks = 25").replace(
+        'name = "paper-xor"', 'name = "short-xor"')
+    path = tmp_path / "short-xor.toml"
+    path.write_text(text)
+    return path
+
+
+def model_device(monkeypatch, devices):
+    def open_device(cfg, args, seed):
+        model = SystemModel(devices.get("cfg", cfg))
+        devices["model"] = model
+        t = LoopbackTransport(model.respond)
+        return Device(t), t
+    monkeypatch.setattr(cli_board, "_open_device", open_device)
+
+
+def test_run_json_matches_clln_train(short_xor, tmp_path, monkeypatch, capsys):
+    model_device(monkeypatch, {})
+    ckpt, plot = tmp_path / "gates.json", tmp_path / "run.png"
+    assert board_cli(["run", str(short_xor), "--sim", "--epochs", "4", "--seed", "3",
+                      "--json", "--checkpoint", str(ckpt), "--plot", str(plot)]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert cli.main(["train", str(short_xor), "--model", "fixed", "--epochs", "4",
+                     "--seed", "3", "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    assert run["gates_final"] == ref["gates_final"]
+    assert run["outputs_final"] == ref["outputs_final"]
+    assert len(run["mse_per_epoch"]) == 4
+    np.testing.assert_allclose(run["mse_per_epoch"], ref["mse_per_epoch"], rtol=2e-3)
+    assert run["ticks"] == 4 * 4 * 26 + 4 * 26
+    assert json.loads(ckpt.read_text())["gates_final"] == ref["gates_final"]
+    assert plot.stat().st_size > 10000
+
+
+def test_run_refuses_another_bitstream(short_xor, monkeypatch, capsys):
+    model_device(monkeypatch, {"cfg": config_mod.load("paper-regression")})
+    with pytest.raises(CllnError, match="another config"):
+        board_cli(["run", str(short_xor), "--sim", "--epochs", "1"])
+
+
+def test_run_text_output(short_xor, tmp_path, monkeypatch, capsys):
+    model_device(monkeypatch, {})
+    assert board_cli(["run", str(short_xor), "--sim", "--epochs", "2",
+                      "--checkpoint", str(tmp_path / "g.json"), "--order", "lfsr"]) == 0
+    out = capsys.readouterr().out
+    assert "2 epochs on sim" in out and "epoch      2: mse" in out and "example 3" in out
+
+
+# -- fold search (fake builds) -----------------------------------------------------------
+
+def fake_builds(monkeypatch, tmp_path, lut_of, budget=6000, fmax_of=lambda p: 50.0):
+    from clln.boards import system as bs
+    from clln.boards.targets import BuildError, BuildReport
+    tried = []
+
+    def build_system(cfg, board, folder, *args):
+        p_units = cfg.fabric.edge_units
+        tried.append(p_units)
+        folder.mkdir(parents=True, exist_ok=True)
+        lut = lut_of(p_units)
+        (folder / "top.tim").write_text(f"Info: \t  TRELLIS_COMB:  {lut}/ {budget}  50%\n")
+        if lut > budget:
+            raise BuildError(f"{board} build failed: placement")
+        if fmax_of(p_units) < 25:
+            raise BuildError(f"{board}: timing failed: fmax")
+        rep = BuildReport(board, folder / "top.bit", 25.0, fmax_of(p_units), lut, 0, 2, 1.0, {})
+        return rep, p_units, -(-32 // p_units)
+
+    monkeypatch.setattr(bs, "build_system", build_system)
+    return tried
+
+
+def test_fold_search_finds_largest_fit(monkeypatch, tmp_path):
+    from clln.boards.system import build_fitting
+    tried = fake_builds(monkeypatch, tmp_path, lambda p: 1000 + 500 * p)
+    rep, units, cpt, attempts = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f",
+                                              tmp_path)
+    assert (units, cpt, rep.lut) == (10, 4, 6000)
+    assert tried[:2] == [32, 1] and 11 in tried and len(tried) <= 6
+    assert [a.ok for a in attempts if a.edge_units == 11] == [False]
+    assert "TRELLIS_COMB 6500/6000" in [a.why for a in attempts if a.edge_units == 11][0]
+
+
+def test_fold_search_timing_and_nothing_fits(monkeypatch, tmp_path):
+    from clln.boards.system import build_fitting
+    from clln.boards.targets import BuildError
+    fake_builds(monkeypatch, tmp_path, lambda p: 1000 + 100 * p,
+                fmax_of=lambda p: 60.0 - 3 * p)            # timing fails above 11 units
+    _, units, _, _ = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f", tmp_path / "a")
+    assert units == 11
+    fake_builds(monkeypatch, tmp_path, lambda p: 7000 + 100 * p)
+    with pytest.raises(BuildError, match=r"even with one edge unit.*TRELLIS_COMB 7100/6000"):
+        build_fitting(config_mod.load("paper-xor"), "ulx3s-85f", tmp_path / "b")
+
+
+TINY = """name = "tiny"
+[network]
+topology = "edges"
+nodes = 6
+edges = [[0, 2], [2, 3], [3, 1], [2, 4], [4, 5], [5, 3], [1, 4]]
+[device]
+vt = 0.62
+k = 8.5e-4
+[io]
+inputs = [0]
+rails = [[1, 0.45]]
+outputs = [[4, 5]]
+[learning]
+eta = 0.5
+alpha = 40.0
+gate_init = [1.0, 2.5]
+gate_min = 0.7
+gate_max = 4.0
+epochs = 2
+seed = 3
+[task]
+dataset = "tiny.csv"
+[schedule]
+settle_ticks = 6
+learn_ticks = 2
+kappa = 0.02
+[fabric]
+edge_units = 1
+"""
+
+
+@pytest.mark.skipif(__import__("os").environ.get("CLLN_SLOW_BUILDS") != "1",
+                    reason="set CLLN_SLOW_BUILDS=1 to build the training system for a board")
+@pytest.mark.slow_build
+def test_build_tiny_system_ulx3s(tmp_path, capsys):
+    """A real bitstream (about 4-8 minutes on 2 cores): 25 MHz fails timing, the PLL retry
+    at 95% of fmax meets it."""
+    (tmp_path / "tiny.csv").write_text("x1,y1\n0.0,0.05\n0.3,-0.04\n")
+    (tmp_path / "tiny.toml").write_text(TINY)
+    assert board_cli(["build", str(tmp_path / "tiny.toml"), "--board", "ulx3s-85f", "--json",
+                      "--build-dir", "build/tests/system-tiny-ulx3s"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["edge_units"] == 1 and out["cycles_per_tick"] == 7
+    assert out["fmax_mhz"] >= out["clock_mhz"] > 5
+    assert 0 < out["dsp"] <= 156 and 1000 < out["lut"] < 83640 and out["bram"] >= 1
+    assert out["ticks_per_second"] == pytest.approx(out["clock_mhz"] * 1e6 / 7)

@@ -1,0 +1,220 @@
+"""Training controller (amaranth.sim) against its golden model ``clln.sim.system``."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.sim import Simulator
+
+from clln import config as config_mod
+from clln.gateware.controller import Controller, MODE_IDLE
+from clln.gateware.fabric import Fabric
+from clln.host import protocol as p
+from clln.sim.system import SystemModel
+
+
+def tiny_config(tmp_path, units=2, settle=6, learn=2, two_outputs=False):
+    """A 6-node, 7-edge network: one input, one rail, one differential output (and a
+    single-ended one at node 2 with ``two_outputs``)."""
+    if two_outputs:
+        (tmp_path / "tiny.csv").write_text(
+            "x1,y1,y2\n0.0,0.05,0.2\n0.3,-0.04,0.35\n0.15,0.02,0.25\n0.45,0.0,0.45\n"
+            "0.1,0.03,0.2\n")
+    else:
+        (tmp_path / "tiny.csv").write_text(
+            "x1,y1\n0.0,0.05\n0.3,-0.04\n0.15,0.02\n0.45,0.0\n0.1,0.03\n")
+    data = {
+        "name": "tiny",
+        "network": {"topology": "edges", "nodes": 6,
+                    "edges": [[0, 2], [2, 3], [3, 1], [2, 4], [4, 5], [5, 3], [1, 4]]},
+        "device": {"vt": 0.62, "k": 8.5e-4},
+        "io": {"inputs": [0], "rails": [[1, 0.45]],
+               "outputs": [[4, 5], 2] if two_outputs else [[4, 5]]},
+        "learning": {"eta": 0.5, "alpha": 40.0, "gate_init": [1.0, 2.5], "gate_min": 0.7,
+                     "gate_max": 4.0, "epochs": 2, "seed": 3},
+        "task": {"dataset": "tiny.csv"},
+        "schedule": {"settle_ticks": settle, "learn_ticks": learn, "kappa": 0.02},
+        "fabric": {"edge_units": units},
+    }
+    return config_mod.parse(data, "<tiny>", tmp_path)
+
+
+class Harness:
+    """Fabric + controller wired as in ``System``, driven port by port."""
+
+    def __init__(self, cfg, max_examples=8):
+        self.fabric = Fabric(cfg)
+        self.ctrl = Controller(cfg, self.fabric.fmt, max_examples)
+        m = self.m = Module()
+        m.submodules.fabric, m.submodules.ctrl = fab, ctrl = self.fabric, self.ctrl
+        m.d.comb += [fab.run.eq(ctrl.f_run), fab.learn.eq(ctrl.f_learn),
+                     fab.sample_we.eq(ctrl.f_sample_we), fab.sample_addr.eq(ctrl.f_sample_addr),
+                     fab.sample_data.eq(ctrl.f_sample_data), ctrl.f_tick_done.eq(fab.tick_done),
+                     ctrl.f_outputs.eq(fab.outputs)]
+
+
+def run_harness(h, script):
+    sim = Simulator(h.m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(script)
+    sim.run()
+
+
+async def write_schedule(ctx, c, params):
+    for port, value in ((c.sched_settle, params.settle_ticks), (c.sched_learn, params.learn_ticks),
+                        (c.sched_epochs, params.epochs), (c.sched_n, params.n_examples),
+                        (c.sched_order, int(params.order)), (c.sched_seed, params.seed)):
+        ctx.set(port, value)
+    ctx.set(c.sched_we, 1)
+    await ctx.tick()
+    ctx.set(c.sched_we, 0)
+    while ctx.get(c.busy):
+        await ctx.tick()
+
+
+async def run_epochs(ctx, c, epochs, learn):
+    ctx.set(c.start_epochs, epochs)
+    ctx.set(c.start_learn, int(learn))
+    ctx.set(c.start, 1)
+    await ctx.tick()
+    ctx.set(c.start, 0)
+    assert ctx.get(c.busy)
+    n = 0
+    while ctx.get(c.busy):
+        await ctx.tick()
+        n += 1
+    return n
+
+
+async def read_outputs(ctx, c, n_examples, n_outputs):
+    out = np.zeros((n_examples, n_outputs), np.int64)
+    for e in range(n_examples):
+        for k in range(n_outputs):
+            ctx.set(c.out_example, e)
+            ctx.set(c.out_index, k)
+            await ctx.tick()
+            out[e, k] = ctx.get(c.out_data)
+    return out
+
+
+def gates_of(ctx, fab):
+    return np.array([ctx.get(fab.gates[e]) for e in range(fab.n_edges)], np.int64)
+
+
+@pytest.mark.parametrize("units,order,settle,learn,k", [
+    (2, p.Order.CYCLIC, 6, 2, 1), (0, p.Order.LFSR, 6, 2, 1), (3, p.Order.LFSR, 0, 3, 2),
+    (7, p.Order.CYCLIC, 5, 0, 1), (4, p.Order.LFSR, 4, 2, 2)])
+def test_controller_matches_model(tmp_path, units, order, settle, learn, k):
+    cfg = tiny_config(tmp_path, units, settle, learn, two_outputs=k == 2)
+    h = Harness(cfg)
+    model = SystemModel(cfg, max_examples=8)
+    c, fab = h.ctrl, h.fabric
+    rng = np.random.default_rng(units)
+    extra = rng.integers(-20000, 20000, (2, 1 + k))     # two more examples, rows 5 and 6
+    results = {}
+
+    async def script(ctx):
+        for i, row in enumerate(extra):
+            for j, v in enumerate(row):
+                ctx.set(c.ds_we, 1)
+                ctx.set(c.ds_example, 5 + i)
+                ctx.set(c.ds_index, j)
+                ctx.set(c.ds_data, int(v))
+                await ctx.tick()
+        ctx.set(c.ds_we, 0)
+        await write_schedule(ctx, c, p.ScheduleParams(settle, learn, 3, 7, order, 11))
+        cycles = await run_epochs(ctx, c, 3, True)
+        results["train"] = dict(gates=gates_of(ctx, fab), err=ctx.get(c.error_sum),
+                                epoch=ctx.get(c.epoch), ticks=ctx.get(c.ticks),
+                                example=ctx.get(c.example), mode=ctx.get(c.mode),
+                                cycles=cycles, flags=ctx.get(fab.sat_flags))
+        await run_epochs(ctx, c, 1, False)
+        results["eval"] = dict(out=await read_outputs(ctx, c, 7, k), err=ctx.get(c.error_sum),
+                               ticks=ctx.get(c.ticks))
+
+    run_harness(h, script)
+    model.write_dataset(5, extra[:, :1], extra[:, 1:])
+    model.write_schedule(p.ScheduleParams(settle, learn, 3, 7, order, 11))
+    model.run(3, True)
+    tr = results["train"]
+    np.testing.assert_array_equal(tr["gates"], model.gates)
+    assert tr["err"] == model.error_sum and model.error_sum > 0
+    assert (tr["epoch"], tr["ticks"], tr["example"], tr["mode"]) == (
+        3, model.twin.ticks, model.example, MODE_IDLE)
+    assert tr["flags"] == int(model.twin.flags[0])
+    assert model.twin.ticks == 3 * 7 * (settle + learn)
+    assert not np.array_equal(model.gates, SystemModel(cfg, 8).gates) or learn == 0
+    model.run(1, False)
+    ev = results["eval"]
+    np.testing.assert_array_equal(ev["out"], model.outputs[:7])
+    assert ev["err"] == model.error_sum
+    assert ev["ticks"] == model.twin.ticks
+
+
+def test_lfsr_order_model_matches_protocol(tmp_path):
+    cfg = tiny_config(tmp_path)
+    model = SystemModel(cfg, max_examples=8)
+    model.write_schedule(p.ScheduleParams(2, 1, 4, 5, p.Order.LFSR, 1234))
+    seen = []
+    for _ in range(3):
+        seen.append([model._select(i) for i in range(5)])
+    assert seen == p.lfsr_order(5, 1234, 3)
+    assert sorted(seen[0]) == list(range(5)) and seen[0] != list(range(5))
+
+
+def test_system_over_uart_two_outputs_amaranth_sim(tmp_path):
+    """Whole System (UART bit by bit) with two outputs, against SystemModel byte for byte."""
+    from clln.gateware.controller import System
+    cfg = tiny_config(tmp_path, units=2, settle=4, learn=2, two_outputs=True)
+    div = 4
+    dut = System(cfg, div, max_examples=8)
+    model = SystemModel(cfg, max_examples=8)
+    requests = [
+        p.encode_request(1, p.Command.WRITE_SCHEDULE,
+                         p.ScheduleParams(4, 2, 2, 5, p.Order.LFSR, 9).pack()),
+        p.encode_request(2, p.Command.WRITE_DATASET,
+                         p.pack_write_dataset(5, [[-7000]], [[1234, -4321]])),
+        p.encode_request(3, p.Command.WRITE_SCHEDULE,
+                         p.ScheduleParams(4, 2, 2, 6, p.Order.LFSR, 9).pack()),
+        p.encode_request(4, p.Command.RUN_EPOCHS, p.pack_run(2, True)),
+        p.encode_request(5, p.Command.READ_GATES, p.pack_range(0, 7)),
+        p.encode_request(6, p.Command.RUN_EPOCHS, p.pack_run(1, False)),
+        p.encode_request(7, p.Command.READ_OUTPUTS, p.pack_range(0, 6)),
+        p.encode_request(8, p.Command.READ_OUTPUTS, p.pack_range(1, 33)),   # 66 words: refused
+        p.encode_request(9, p.Command.READ_STATUS),
+        p.encode_request(10, p.Command.IDENTIFY),
+    ]
+    replies = []
+
+    async def tb(ctx):
+        await ctx.tick().repeat(3)
+        for raw in requests:
+            for b in raw:
+                for bit in [0] + [(b >> i) & 1 for i in range(8)] + [1]:
+                    ctx.set(dut.rx, bit)
+                    await ctx.tick().repeat(div)
+            frame, cycles = bytearray(), 0
+            while not frame or frame[-1] != 0:       # decode tx: start edge, mid-bit samples
+                await ctx.tick()
+                cycles += 1
+                assert cycles < 200000
+                if ctx.get(dut.tx) == 0:
+                    await ctx.tick().repeat(div // 2 + div)
+                    value = 0
+                    for i in range(8):
+                        value |= ctx.get(dut.tx) << i
+                        await ctx.tick().repeat(div)
+                    frame.append(value)
+            replies.append(bytes(frame))
+            while not ctx.get(dut.idle):
+                await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    want = [model.respond(raw) for raw in requests]
+    assert replies == want
+    statuses = [p.parse_reply(r[:-1]).status for r in replies]
+    assert statuses == [p.Status.OK] * 7 + [p.Status.OUT_OF_RANGE] + [p.Status.OK] * 2
+    outs = p.unpack_values(p.parse_reply(replies[6][:-1]).payload).reshape(6, 2)
+    assert np.all(outs != 0) and model.status().ticks == 3 * 6 * 6

@@ -1,0 +1,252 @@
+"""The board system end to end: host driver -> simulated UART -> System (Verilator).
+
+One Verilator build (module fixture) of paper-xor with a short schedule and a folded
+fabric serves every test; the golden model ``clln.sim.system.SystemModel`` answers the
+same requests through a loopback transport.
+"""
+
+import dataclasses
+import random
+import struct
+
+import numpy as np
+import pytest
+
+from clln import config as config_mod
+from clln.host import protocol as p
+from clln.host.driver import Device, DeviceError, LoopbackTransport
+from clln.host.protocol import Command, Status
+from clln.sim.benches.board import SimBoardTransport
+from clln.sim.fixed import FixedPointModel
+from clln.sim.system import SystemModel
+from clln.sim.training import train
+
+SETTLE, LEARN = 30, 2
+
+
+def small_xor():
+    cfg = config_mod.load("paper-xor")
+    return dataclasses.replace(
+        cfg, schedule=dataclasses.replace(cfg.schedule, settle_ticks=SETTLE, learn_ticks=LEARN),
+        fabric=dataclasses.replace(cfg.fabric, edge_units=8), has_fabric=True)
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    cfg = small_xor()
+    tr = SimBoardTransport(cfg, build_dir=tmp_path_factory.mktemp("simboard"), opt="-O0")
+    yield cfg, tr
+    tr.close()
+
+
+def fresh(board):
+    """The simulated device after RESET, and a new golden model with its driver."""
+    cfg, tr = board
+    dev = Device(tr, timeout=30)
+    dev.reset()
+    model = SystemModel(cfg)
+    mdev = Device(LoopbackTransport(model.respond))
+    return cfg, dev, model, mdev
+
+
+def exchange(transport, raw, timeout=10.0):
+    """Send raw bytes; return the reply bytes up to and including the first delimiter."""
+    transport.write(raw)
+    out = bytearray()
+    import time
+    deadline = time.monotonic() + timeout
+    while p.DELIMITER not in out:
+        out += transport.read(max(0.0, deadline - time.monotonic()))
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no reply to {raw.hex()}")
+    return bytes(out)
+
+
+def session(dev, cfg, seed, epochs, order, rng):
+    """What a host does; returns everything it read back."""
+    fmt = FixedPointModel(cfg, [0]).formats
+    x = fmt.volts_to_v(cfg.task.x)
+    y = fmt.volts_to_v(cfg.task.y)
+    extra_x = rng.integers(0, int(0.45 * 2 ** fmt.v_frac), (2, x.shape[1]))
+    extra_y = rng.integers(-3000, 3000, (2, y.shape[1]))
+    dev.write_dataset(np.concatenate([x, extra_x]), np.concatenate([y, extra_y]))
+    n = len(x) + 2
+    dev.write_schedule(p.ScheduleParams(SETTLE, LEARN, epochs, n, order, seed))
+    dev.write_gates(fmt.volts_to_g(cfg.learning.initial_gates(cfg.network.n_edges, seed)))
+    rec = {"status": [], "gates": []}
+    for _ in range(2):
+        dev.run_epochs(epochs, True)
+        rec["status"].append(dev.wait_idle(timeout=120, poll=0.01))
+        rec["gates"].append(dev.read_gates())
+    dev.run_epochs(1, False)
+    rec["status"].append(dev.wait_idle(timeout=120, poll=0.01))
+    rec["outputs"] = dev.read_outputs(0, n)
+    rec["gates"].append(dev.read_gates(3, 7))
+    return rec
+
+
+@pytest.mark.parametrize("order,seed", [(p.Order.LFSR, 77), (p.Order.CYCLIC, 4)])
+def test_driver_over_simulated_uart_matches_golden_model(board, order, seed):
+    cfg, dev, model, mdev = fresh(board)
+    got = session(dev, cfg, seed, 2, order, np.random.default_rng(seed))
+    want = session(mdev, cfg, seed, 2, order, np.random.default_rng(seed))
+    for g, w in zip(got["gates"], want["gates"]):
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(got["outputs"], want["outputs"])
+    assert got["status"] == want["status"]
+    assert got["status"][1].ticks == 2 * 2 * 6 * (SETTLE + LEARN)
+    assert got["status"][0].error_sum > 0
+    assert not np.array_equal(got["gates"][0], got["gates"][1])
+
+
+def test_cyclic_training_equals_clln_train(board):
+    """Same gates and final outputs as ``train(FixedPointModel)`` (clln train --model fixed)."""
+    cfg, dev, _, _ = fresh(board)
+    from clln.cli_board import run_on_device
+    seed, epochs = 5, 3
+    res = run_on_device(dev, cfg, epochs, seed)
+    hist = train(FixedPointModel(cfg, [seed]), epochs)
+    fmt = FixedPointModel(cfg, [seed]).formats
+    np.testing.assert_array_equal(fmt.g_to_volts(res["gates"]), hist.gates_final[0])
+    np.testing.assert_array_equal(fmt.v_to_volts(res["outputs"]), hist.outputs_final[0])
+    # the on-chip error is the golden curve with targets rounded to the voltage LSB
+    np.testing.assert_allclose(res["mse_per_epoch"], hist.mse_curve[0], rtol=2e-3)
+
+
+def malformed_frames(ident, rng):
+    """(name, raw bytes) of requests every one of which must be refused."""
+    def req(cmd, payload=b"", version=1, rid=9):
+        return p.encode_request(rid, cmd, payload, version)
+
+    good = req(Command.READ_STATUS)
+    body = bytes([1, 9, Command.READ_GATES]) + p.pack_range(0, 2)
+    crc = p.crc16(body).to_bytes(2, "big")
+    ex_bytes = ident.example_bytes
+    frames = [
+        ("bad crc", p.cobs_encode(body + bytes([crc[0] ^ 1, crc[1]])) + b"\0"),
+        ("truncated", p.cobs_encode(b"\x01\x02") + b"\0"),
+        ("one byte", b"\x05\0"),
+        ("bad cobs", b"\x05\x01\x02\0"),
+        ("too long", p.frame(bytes([1, 3, 2]) + bytes(300))),
+        ("bad version", req(Command.IDENTIFY, version=2)),
+        ("unknown 0", req(0)), ("unknown 0x0c", req(0x0C)), ("unknown 0xff", req(0xFF)),
+        ("identify len", req(Command.IDENTIFY, b"\0")),
+        ("start len", req(Command.START, b"\0\0")),
+        ("stop len", req(Command.STOP, b"x")),
+        ("status len", req(Command.READ_STATUS, b"\0")),
+        ("schedule len", req(Command.WRITE_SCHEDULE, bytes(18))),
+        ("read gates len", req(Command.READ_GATES, bytes(4))),
+        ("run len", req(Command.RUN_EPOCHS, bytes(4))),
+        ("outputs len", req(Command.READ_OUTPUTS, bytes(2))),
+        ("dataset short", req(Command.WRITE_DATASET, b"\0\0")),
+        ("dataset len", req(Command.WRITE_DATASET, struct.pack(">HB", 0, 2) + bytes(ex_bytes))),
+        ("gates len", req(Command.WRITE_GATES, struct.pack(">HB", 0, 1) + bytes(5))),
+        ("dataset count 0", req(Command.WRITE_DATASET, struct.pack(">HB", 0, 0))),
+        ("dataset past end", req(Command.WRITE_DATASET, p.pack_write_dataset(
+            ident.max_examples - 1, [[0, 0]] * 2, [[0]] * 2))),
+        ("dataset value", req(Command.WRITE_DATASET, p.pack_write_dataset(
+            1, [[5, 6], [7, 1 << (ident.v_bits - 1)]], [[1], [2]]))),
+        ("dataset negative", req(Command.WRITE_DATASET, p.pack_write_dataset(
+            0, [[5, 6]], [[-(1 << (ident.v_bits - 1)) - 1]]))),
+        ("gates count 0", req(Command.WRITE_GATES, struct.pack(">HB", 3, 0))),
+        ("gates past end", req(Command.WRITE_GATES, p.pack_write_gates(
+            ident.n_edges - 1, [ident.gate_min_q] * 2))),
+        ("gate low", req(Command.WRITE_GATES, p.pack_write_gates(
+            4, [ident.gate_min_q, ident.gate_min_q - 1]))),
+        ("gate high", req(Command.WRITE_GATES, p.pack_write_gates(0, [ident.gate_max_q + 1]))),
+        ("gate negative", req(Command.WRITE_GATES, p.pack_write_gates(0, [-5]))),
+        ("read gates 0", req(Command.READ_GATES, p.pack_range(0, 0))),
+        ("read gates end", req(Command.READ_GATES, p.pack_range(ident.n_edges - 3, 4))),
+        ("outputs end", req(Command.READ_OUTPUTS, p.pack_range(ident.max_examples, 1))),
+        ("outputs 0", req(Command.READ_OUTPUTS, p.pack_range(2, 0))),
+        ("schedule zero ticks", req(Command.WRITE_SCHEDULE, p.ScheduleParams(0, 0, 1, 4).pack())),
+        ("schedule n 0", req(Command.WRITE_SCHEDULE, p.ScheduleParams(3, 1, 1, 0).pack())),
+        ("schedule n big", req(Command.WRITE_SCHEDULE,
+                               p.ScheduleParams(3, 1, 1, ident.max_examples + 1).pack())),
+        ("schedule order", req(Command.WRITE_SCHEDULE, struct.pack(">IIIHBI", 3, 1, 1, 4, 2, 0))),
+        ("run learn 2", req(Command.RUN_EPOCHS, struct.pack(">IB", 1, 2))),
+    ]
+    # random damage to valid requests (never a start or a run: they would take long)
+    valid = [req(Command.WRITE_GATES, p.pack_write_gates(2, [ident.gate_min_q + 99] * 3)),
+             req(Command.READ_GATES, p.pack_range(1, 5)), good,
+             req(Command.WRITE_SCHEDULE, p.ScheduleParams(7, 1, 2, 3, p.Order.LFSR, 5).pack()),
+             req(Command.WRITE_DATASET, p.pack_write_dataset(2, [[1, 2]], [[3]]))]
+    for i in range(60):
+        raw = bytearray(rng.choice(valid)[:-1])
+        for _ in range(rng.randint(1, 3)):
+            kind = rng.random()
+            pos = rng.randrange(len(raw))
+            if kind < 0.5:
+                raw[pos] = rng.randrange(1, 256)
+            elif kind < 0.8:
+                del raw[pos]
+            else:
+                raw.insert(pos, rng.randrange(1, 256))
+        try:
+            body = p.cobs_decode(bytes(raw))
+            if len(body) >= 3 and body[2] in (Command.START, Command.RUN_EPOCHS):
+                continue
+        except p.FrameError:
+            pass
+        frames.append((f"random {i}", bytes(raw) + b"\0"))
+    return frames
+
+
+def test_malformed_frames_get_error_replies_and_change_nothing(board):
+    cfg, dev, model, mdev = fresh(board)
+    ident = dev.identify()
+    assert ident == model.identity
+    seed = 2
+    fmt = FixedPointModel(cfg, [0]).formats
+    gates0 = fmt.volts_to_g(cfg.learning.initial_gates(cfg.network.n_edges, seed))
+    for d in (dev, mdev):
+        d.write_gates(gates0)
+        d.write_schedule(p.ScheduleParams(SETTLE, LEARN, 1, 4, p.Order.CYCLIC, 3))
+        d.write_dataset(fmt.volts_to_v(cfg.task.x), fmt.volts_to_v(cfg.task.y))
+    frames = malformed_frames(ident, random.Random(1))
+    statuses = set()
+    refused = 0
+    for name, raw in frames:
+        got = exchange(dev.transport, raw)
+        want = model.respond(raw)
+        assert got == want, name
+        reply = p.parse_reply(got[:-1])
+        statuses.add(reply.status)
+        if not name.startswith("random"):
+            assert reply.status != Status.OK, name
+            refused += 1
+    assert refused >= 38
+    assert {Status.BAD_CRC, Status.TRUNCATED, Status.BAD_COBS, Status.TOO_LONG,
+            Status.BAD_VERSION, Status.UNKNOWN_COMMAND, Status.BAD_LENGTH,
+            Status.OUT_OF_RANGE} <= statuses
+    # same state: gates, status, and a training epoch from it
+    np.testing.assert_array_equal(dev.read_gates(), mdev.read_gates())
+    assert dev.status() == mdev.status()
+    for d in (dev, mdev):
+        d.run_epochs(1, True)
+    sg, sm = dev.wait_idle(poll=0.01), mdev.wait_idle()
+    assert (sg.epoch, sg.error_sum, sg.example) == (sm.epoch, sm.error_sum, sm.example)
+    np.testing.assert_array_equal(dev.read_gates(), mdev.read_gates())
+    np.testing.assert_array_equal(dev.read_outputs(0, 5), mdev.read_outputs(0, 5))
+
+
+def test_busy_and_stop(board):
+    cfg, dev, model, mdev = fresh(board)
+    gates = dev.read_gates()
+    dev.run_epochs(0, False)             # inference until stopped: gates stay
+    st = dev.status()
+    assert st.mode == p.Mode.EVALUATING
+    for call in (lambda: dev.write_gates([gates[0]]), dev.start,
+                 lambda: dev.run_epochs(1), lambda: dev.write_dataset([[0, 0]], [[0]]),
+                 lambda: dev.write_schedule(p.ScheduleParams(1, 1, 1, 1))):
+        with pytest.raises(DeviceError) as e:
+            call()
+        assert e.value.status == Status.BUSY
+    assert dev.status().ticks > st.ticks
+    dev.stop()
+    st = dev.wait_idle(poll=0.01)
+    assert st.mode == p.Mode.IDLE
+    np.testing.assert_array_equal(dev.read_gates(), gates)
+    dev.reset()
+    assert dev.status() == model.status()           # RESET clears the counters
+    np.testing.assert_array_equal(dev.read_gates(), model.gates)
