@@ -8,9 +8,9 @@ import sys
 import numpy as np
 
 from . import config as config_mod
+from .cli_common import progress_bar, whole_number
 from .errors import CllnError, ConfigError
-
-MODELS = ("quasistatic", "dynamic", "fixed")
+from .sim.training import MODELS
 
 
 def _seed_range(text):
@@ -18,26 +18,6 @@ def _seed_range(text):
     if not m or int(m[1]) > int(m[2]):
         raise argparse.ArgumentTypeError(f"expected A-B with A <= B (e.g. 0-9), got {text!r}")
     return list(range(int(m[1]), int(m[2]) + 1))
-
-
-def _non_negative(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _progress(total, enabled, desc):
-    """A tqdm bar on stderr, or a no-op when disabled."""
-    if not enabled or total == 0:
-        return None, lambda n: None
-    from tqdm import tqdm
-    bar = tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False,
-               mininterval=0.5)
-    return bar, bar.update
 
 
 def _check_writable(path, flag):
@@ -70,9 +50,9 @@ def cmd_train(args):
     model = make_model(cfg, args.model, seeds)
     if args.plot:
         _check_writable(args.plot, "--plot")
-    bar, update = _progress(epochs, not args.json, f"{cfg.name} ({args.model})")
+    bar = progress_bar(epochs, not args.json, f"{cfg.name} ({args.model})")
     try:
-        history = train(model, epochs, update)
+        history = train(model, epochs, bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
@@ -121,9 +101,9 @@ def build_parser():
                        f"{', '.join(config_mod.builtin_names())}) with a golden model.")
     p.add_argument("config")
     p.add_argument("--model", choices=MODELS, default="quasistatic")
-    p.add_argument("--epochs", type=_non_negative, help="override learning.epochs")
+    p.add_argument("--epochs", type=whole_number(), help="override learning.epochs")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=_non_negative, help="override learning.seed")
+    seeds.add_argument("--seed", type=whole_number(), help="override learning.seed")
     seeds.add_argument("--seeds", type=_seed_range, metavar="A-B",
                        help="train seeds A to B at once")
     p.add_argument("--plot", metavar="FILE", help="write a PNG of the run")

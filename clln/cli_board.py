@@ -8,30 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from . import config as config_mod
+from .cli_common import progress_bar, whole_number
 from .errors import CllnError, ConfigError
 
 BOARDS = ("icebreaker", "ulx3s-85f", "tangnano9k")
-
-
-def _whole(flag, lo=0):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise ConfigError(flag, "", f"expected a whole number, got {text!r}") from None
-        if v < lo:
-            raise ConfigError(flag, "", f"must be >= {lo}, got {v}")
-        return v
-    return parse
-
-
-def _progress(total, enabled, desc):
-    """A tqdm bar on stderr (or None)."""
-    if not enabled or total == 0:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False,
-                mininterval=0.2)
 
 
 # --------------------------------------------------------------------------- build
@@ -207,7 +187,7 @@ def cmd_run(args):
     t0 = time.monotonic()
     dev, transport = _open_device(cfg, args, seed)
     setup = time.monotonic() - t0
-    bar = _progress(epochs, not args.json, f"{cfg.name} ({'sim' if args.sim else args.port})")
+    bar = progress_bar(epochs, not args.json, f"{cfg.name} ({'sim' if args.sim else args.port})")
 
     def progress(e, mse):
         if bar is not None:
@@ -267,8 +247,8 @@ def add_parsers(sub):
     p.add_argument("--board", choices=BOARDS, required=True)
     p.add_argument("--clock", type=float, metavar="MHZ",
                    help="clock (PLL); default the board oscillator")
-    p.add_argument("--baud", type=_whole("--baud", 1), default=115200)
-    p.add_argument("--max-examples", type=_whole("--max-examples", 1),
+    p.add_argument("--baud", type=whole_number(1), default=115200)
+    p.add_argument("--max-examples", type=whole_number(1),
                    help="dataset capacity (default: the dataset, at least 16)")
     p.add_argument("--build-dir", metavar="DIR", help="default build/boards/<name>-<board>")
     p.add_argument("--program", action="store_true", help="program the board afterwards")
@@ -284,10 +264,10 @@ def add_parsers(sub):
     dev = p.add_mutually_exclusive_group(required=True)
     dev.add_argument("--port", metavar="DEV", help="serial port of the board")
     dev.add_argument("--sim", action="store_true", help="simulate the board (Verilator)")
-    p.add_argument("--epochs", type=_whole("--epochs"), help="override learning.epochs")
-    p.add_argument("--seed", type=_whole("--seed"), help="override learning.seed")
+    p.add_argument("--epochs", type=whole_number(), help="override learning.epochs")
+    p.add_argument("--seed", type=whole_number(), help="override learning.seed")
     p.add_argument("--order", choices=("cyclic", "lfsr"), default="cyclic")
-    p.add_argument("--baud", type=_whole("--baud", 1), default=115200)
+    p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")
     p.add_argument("--build-dir", metavar="DIR", help="--sim build folder")
     p.add_argument("--sim-opt", default=None, help="C++ optimisation of the simulated "

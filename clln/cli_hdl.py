@@ -4,17 +4,7 @@ import json
 import sys
 
 from . import config as config_mod
-from .errors import ConfigError
-
-
-def _positive(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise ConfigError("--ticks", "", f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise ConfigError("--ticks", "", f"must be >= 1, got {v}")
-    return v
+from .cli_common import whole_number
 
 
 def cmd_generate(args):
@@ -33,8 +23,7 @@ def cmd_verify(args):
     """Compare the fabric in a Verilog simulator with the fixed-point model."""
     from .sim.benches.runner import verify
     cfg = config_mod.load(args.config)
-    ticks = _positive(args.ticks)
-    res = verify(cfg, sim=args.sim, ticks=ticks, waves=args.waves, build_dir=args.build_dir,
+    res = verify(cfg, sim=args.sim, ticks=args.ticks, waves=args.waves, build_dir=args.build_dir,
                  flat=args.netlist == "flat")
     if args.json:
         json.dump(res, sys.stdout)
@@ -69,7 +58,8 @@ def add_parsers(sub):
                        "every tick. Exits with 1 on a mismatch.")
     p.add_argument("config")
     p.add_argument("--sim", choices=("icarus", "verilator"), default="icarus")
-    p.add_argument("--ticks", default="1000", help="ticks to run (default 1000)")
+    p.add_argument("--ticks", type=whole_number(1), default=1000,
+                   help="ticks to run (default 1000)")
     p.add_argument("--waves", action="store_true", help="dump waveforms")
     p.add_argument("--netlist", choices=("flat", "hierarchical"), default="flat",
                    help="simulate the flattened netlist (default, faster) or the "

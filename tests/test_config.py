@@ -119,7 +119,10 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
     bad.write_text(open(config.resolve("paper-xor")).read().replace("eta = 0.3", "eta = 2.0"))
     for args in (["train", str(bad)], ["train", str(tmp_path / "missing.toml")],
                  ["train", "no-such-builtin"], ["train", "paper-xor", "--epochs", "-3"],
-                 ["train", "paper-xor", "--seeds", "5-2"], ["train", "paper-xor", "--model", "x"]):
+                 ["train", "paper-xor", "--seeds", "5-2"], ["train", "paper-xor", "--model", "x"],
+                 ["run", "paper-xor", "--sim", "--epochs", "-3"],
+                 ["build", "paper-xor", "--board", "icebreaker", "--baud", "x"],
+                 ["verify", "paper-xor", "--ticks", "0"]):
         r = subprocess.run([sys.executable, "-m", "clln.cli", *args], capture_output=True,
                            text=True)
         assert r.returncode != 0, args

@@ -265,7 +265,9 @@ def test_cli_verify_json(tmp_path, capsys):
 
 
 def test_cli_verify_errors(capsys):
-    assert cli.main(["verify", "paper-xor", "--ticks", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["verify", "paper-xor", "--ticks", "0"])
+    assert exit_info.value.code == 2
     assert "--ticks: must be >= 1" in capsys.readouterr().err
     assert cli.main(["generate", "no-such-config", "-o", "x"]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -1,0 +1,26 @@
+"""Pieces every ``clln`` subcommand module shares: argument types and the progress bar."""
+
+import argparse
+import sys
+
+
+def whole_number(lo=0):
+    """An argparse type: an integer ``>= lo``; bad text becomes a usage error (exit 2)."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+    return parse
+
+
+def progress_bar(total, enabled, desc):
+    """A tqdm bar of ``total`` epochs on stderr, or None when disabled or empty."""
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False,
+                mininterval=0.2)
