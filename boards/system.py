@@ -121,15 +121,15 @@ def utilization_from_log(path):
 def _predict(u_lo, p_lo, u_hi, p_hi, margin=0.97):
     """Largest P in [p_lo, p_hi) whose linearly interpolated use fits every resource."""
     best = p_lo
-    for p in range(p_lo, p_hi):
+    for units in range(p_lo, p_hi):
         ok = True
         for k, (hi_used, avail) in u_hi.items():
             lo_used = u_lo.get(k, (0, avail))[0]
-            est = lo_used + (hi_used - lo_used) * (p - p_lo) / max(p_hi - p_lo, 1)
+            est = lo_used + (hi_used - lo_used) * (units - p_lo) / max(p_hi - p_lo, 1)
             if avail and est > margin * avail:
                 ok = False
         if ok:
-            best = p
+            best = units
     return best
 
 

@@ -11,7 +11,6 @@ import os
 import shutil
 import sysconfig
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Mo
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
+from ..environment import patched_environ
 from ..errors import CllnError
 
 
@@ -203,21 +203,12 @@ TOOL_ENV = {
 }
 
 
-@contextmanager
 def _tool_environment():
+    """The YoWASP tools for Amaranth's build scripts, while a build runs."""
     env = {k: _tool(v) for k, v in TOOL_ENV.items()}
     env["AMARANTH_USE_YOSYS"] = "builtin"
-    env.setdefault("OPENFPGALOADER", os.environ.get("OPENFPGALOADER", "true"))
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    env["OPENFPGALOADER"] = os.environ.get("OPENFPGALOADER", "true")
+    return patched_environ(env)
 
 
 def parse_report(report, family):

