@@ -4,14 +4,12 @@ It exercises the whole host link (UART, COBS, CRC, replies) on a board before an
 exists; :func:`demo_response` is its golden model.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Const, Module, Mux, Signal
 from amaranth.lib import io, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..gateware.framing import (Byte, COBSDecoder, COBSEncoder, CRCChecker, CRCGenerator,
-                                Token)
-from ..gateware.uart import UARTRx, UARTTx
+from ..gateware.framing import Byte, Token
+from ..gateware.link import HostLink
 from ..host import protocol as p
 from ..host.protocol import Command, Status
 
@@ -123,29 +121,11 @@ class LinkDemo(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.urx = urx = UARTRx(self.divisor)
-        m.submodules.dec = dec = COBSDecoder()
-        m.submodules.chk = chk = CRCChecker(p.MIN_REQUEST, p.MAX_REQUEST)
+        m.submodules.link = link = HostLink(self.divisor, self.fifo_depth)
         m.submodules.resp = resp = IdentifyResponder(self.identity)
-        m.submodules.gen = gen = CRCGenerator()
-        m.submodules.enc = enc = COBSEncoder()
-        m.submodules.utx = utx = UARTTx(self.divisor)
-        # requests arriving while a reply goes out wait here instead of overrunning the UART;
-        # line errors travel in band (bit 8) so they stay with the bytes of their frame
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=9, depth=self.fifo_depth)
-        err = urx.framing_error | urx.overrun
-        m.d.comb += [fifo.w_data.eq(Cat(urx.o.payload, err)), fifo.w_en.eq(urx.o.valid | err),
-                     urx.o.ready.eq(fifo.w_rdy & ~err)]
-        is_err = fifo.r_data[8]
-        m.d.comb += [dec.i.payload.eq(fifo.r_data[:8]), dec.i.valid.eq(fifo.r_rdy & ~is_err),
-                     dec.line_error.eq(fifo.r_rdy & is_err),
-                     fifo.r_en.eq(Mux(is_err, 1, dec.i.ready))]
-        wiring.connect(m, dec.o, chk.i)
-        wiring.connect(m, chk.o, resp.i)
-        wiring.connect(m, resp.o, gen.i)
-        wiring.connect(m, gen.o, enc.i)
-        wiring.connect(m, enc.o, utx.i)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+        wiring.connect(m, link.requests, resp.i)
+        wiring.connect(m, resp.o, link.replies)
+        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         return m
 
 

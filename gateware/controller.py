@@ -15,7 +15,6 @@ The golden model of all three is :class:`clln.sim.system.SystemModel`
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -24,8 +23,8 @@ from clln.formats import Formats
 from ..host import protocol as p
 from ..host.protocol import Command, Status
 from .fabric import Fabric
-from .framing import Byte, COBSDecoder, COBSEncoder, CRCChecker, CRCGenerator, Token
-from .uart import UARTRx, UARTTx
+from .framing import Byte, Token
+from .link import HostLink
 
 __all__ = ["Controller", "CommandHandler", "System", "lfsr_widths", "MODE_IDLE",
            "MODE_TRAIN", "MODE_EVAL"]
@@ -686,33 +685,16 @@ class System(wiring.Component):
         m.submodules.ctrl = ctrl = Controller(self.cfg, self.fmt, self.max_examples)
         m.submodules.fabric = ResetInserter(ctrl.fabric_reset)(fab)
         m.submodules.handler = hnd = CommandHandler(self.identity, ctrl, fab)
-        m.submodules.urx = urx = UARTRx(self.divisor)
-        m.submodules.dec = dec = COBSDecoder()
-        m.submodules.chk = chk = CRCChecker(p.MIN_REQUEST, p.MAX_REQUEST)
-        m.submodules.gen = gen = CRCGenerator()
-        m.submodules.enc = enc = COBSEncoder()
-        m.submodules.utx = utx = UARTTx(self.divisor)
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=9, depth=self.fifo_depth)
-        err = urx.framing_error | urx.overrun
-        m.d.comb += [fifo.w_data.eq(Cat(urx.o.payload, err)), fifo.w_en.eq(urx.o.valid | err),
-                     urx.o.ready.eq(fifo.w_rdy & ~err)]
-        is_err = fifo.r_data[8]
-        m.d.comb += [dec.i.payload.eq(fifo.r_data[:8]), dec.i.valid.eq(fifo.r_rdy & ~is_err),
-                     dec.line_error.eq(fifo.r_rdy & is_err),
-                     fifo.r_en.eq(Mux(is_err, 1, dec.i.ready))]
-        wiring.connect(m, dec.o, chk.i)
-        wiring.connect(m, chk.o, hnd.i)
-        wiring.connect(m, hnd.o, gen.i)
-        wiring.connect(m, gen.o, enc.i)
-        wiring.connect(m, enc.o, utx.i)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+        m.submodules.link = link = HostLink(self.divisor, self.fifo_depth)
+        wiring.connect(m, link.requests, hnd.i)
+        wiring.connect(m, hnd.o, link.replies)
+        m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
         m.d.comb += [fab.run.eq(ctrl.f_run), fab.learn.eq(ctrl.f_learn),
                      fab.sample_we.eq(ctrl.f_sample_we), fab.sample_addr.eq(ctrl.f_sample_addr),
                      fab.sample_data.eq(ctrl.f_sample_data), ctrl.f_tick_done.eq(fab.tick_done),
                      ctrl.f_outputs.eq(fab.outputs)]
         quiet = Signal(range(65))
-        active = (ctrl.busy | hnd.busy | fifo.r_rdy | ~utx.i.ready | enc.o.valid |
-                  dec.o.valid | chk.o.valid | hnd.o.valid | gen.o.valid | ~self.rx)
+        active = ctrl.busy | hnd.busy | link.busy
         with m.If(active):
             m.d.sync += quiet.eq(0)
         with m.Elif(quiet != 64):
