@@ -52,6 +52,16 @@ def _lu_solve(jac, rhs):
 
 
 @njit(cache=True)
+def _held_range(v, held):
+    """Lowest and highest held voltage: the box every node's solution lies in."""
+    lo, hi = np.inf, -np.inf
+    for i in range(len(v)):
+        if held[i]:
+            lo, hi = min(lo, v[i]), max(hi, v[i])
+    return lo, hi
+
+
+@njit(cache=True)
 def _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac, with_jacobian):
     """Net current into every free node (units of K/2) and, if asked, its Jacobian.
 
@@ -118,10 +128,7 @@ def _newton(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
     Convergence is declared only on a pure Newton step (lambda = 0).
     """
     n = len(v)
-    lo, hi = np.inf, -np.inf
-    for i in range(n):
-        if held[i]:
-            lo, hi = min(lo, v[i]), max(hi, v[i])
+    lo, hi = _held_range(v, held)
     for i in range(n):
         if not held[i]:
             v[i] = min(max(v[i], lo), hi)
@@ -179,10 +186,7 @@ def _relax(v, gate, vt, leak, edge_a, edge_b, held, res, jac, n_steps):
 
     ``dt`` is set from the largest conductance so that each step is stable.
     """
-    lo, hi = np.inf, -np.inf
-    for i in range(len(v)):
-        if held[i]:
-            lo, hi = min(lo, v[i]), max(hi, v[i])
+    lo, hi = _held_range(v, held)
     for _ in range(n_steps):
         _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac, True)
         diag = 1e-12
