@@ -124,8 +124,10 @@ class Fixed:
 
 @dataclass(frozen=True)
 class Fabric:
-    """Gateware folding: ``edge_units`` of 0 means one unit per edge."""
+    """Gateware folding: ``edge_units`` of 0 means one unit per edge; ``serial`` folds the
+    whole tick (edges and nodes) onto one edge unit and one node unit."""
     edge_units: int = 0
+    serial: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,12 @@ class _Table:
             raise self.error(name, f"must be >= {lo}, got {v}")
         if hi is not None and v > hi:
             raise self.error(name, f"must be <= {hi}, got {v}")
+        return v
+
+    def boolean(self, name, default=...):
+        v = self.get(name, default)
+        if not isinstance(v, bool):
+            raise self.error(name, f"must be true or false, got {v!r}")
         return v
 
     def table(self, name, required=True):
@@ -421,7 +429,9 @@ def _fixed(t):
 
 
 def _fabric(t, n_edges):
-    fab = Fabric(t.integer("edge_units", 0, lo=0, hi=n_edges))
+    fab = Fabric(t.integer("edge_units", 0, lo=0, hi=n_edges), t.boolean("serial", False))
+    if fab.serial and fab.edge_units:
+        raise t.error("serial", "the serial fabric has one edge unit: leave out edge_units")
     t.finish()
     return fab
 

@@ -22,7 +22,7 @@ from clln.formats import Formats
 
 from ..host import protocol as p
 from ..host.protocol import Command, Status
-from .fabric import Fabric
+from .fabric import make_fabric
 from .framing import Byte, Token
 from .link import HostLink
 
@@ -681,7 +681,7 @@ class System(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        fab = Fabric(self.cfg, self.fmt, seed=self.seed)
+        fab = make_fabric(self.cfg, self.fmt, seed=self.seed)
         m.submodules.ctrl = ctrl = Controller(self.cfg, self.fmt, self.max_examples)
         m.submodules.fabric = ResetInserter(ctrl.fabric_reset)(fab)
         m.submodules.handler = hnd = CommandHandler(self.identity, ctrl, fab)

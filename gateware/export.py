@@ -10,7 +10,7 @@ from amaranth.lib.wiring import Flow
 
 from clln.formats import Formats, check_tick_stability
 
-from .fabric import Fabric
+from .fabric import make_fabric
 
 __all__ = ["top_name", "generate", "manifest"]
 
@@ -44,6 +44,7 @@ def manifest(cfg, fabric):
         "sample_addresses": {"drive": [0, len(fabric.driven_nodes)],
                              "target": [len(fabric.driven_nodes), fabric.n_samples]},
         "edge_units": fabric.edge_units,
+        "serial": bool(cfg.fabric.serial),
         "cycles_per_tick": fabric.cycles_per_tick,
         "gate_init": [int(v) for v in fabric.gate_init],
         "ports": ports,
@@ -95,7 +96,7 @@ def generate(cfg, out_dir, seed=None, flat=False):
     """
     fmt = Formats.from_config(cfg)
     check_tick_stability(cfg, fmt.kappa)
-    fabric = Fabric(cfg, fmt, seed=seed)
+    fabric = make_fabric(cfg, fmt, seed=seed)
     name = top_name(cfg)
     # No source locations: the output must not depend on where clln is installed.
     text = (flat_verilog(fabric, name) if flat

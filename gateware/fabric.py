@@ -11,6 +11,7 @@ board code.
 """
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
@@ -19,8 +20,9 @@ from amaranth.lib.wiring import In, Out
 
 from clln.formats import Formats
 
-__all__ = ["EdgeCell", "NodeCell", "Fabric", "SAT_TERM", "SAT_ACC", "SAT_DV", "SAT_V",
-           "SAT_DG", "TICKS_BITS", "round_shift", "saturate"]
+__all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "const_mul", "overdrive", "edge_term",
+           "gate_step", "node_step", "SAT_TERM", "SAT_ACC", "SAT_DV", "SAT_V",
+           "SAT_DG", "TICKS_BITS", "round_shift", "saturate", "mux_tree"]
 
 #: Bits of the sticky saturation flags (as in ``docs/semantics.md``).
 SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = 1, 2, 4, 8, 16
@@ -73,6 +75,16 @@ def _select(sel, cases):
     return out
 
 
+def mux_tree(sel, values):
+    """``values[sel]`` as a balanced tree of ``Mux`` on the bits of ``sel``."""
+    values, bit = list(values), 0
+    while len(values) > 1:
+        values = [Mux(sel[bit], values[i + 1], values[i]) if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+        bit += 1
+    return values[0]
+
+
 def _tree_sum(terms):
     """Balanced adder tree of expressions (exact: Amaranth widens every sum)."""
     terms = list(terms)
@@ -82,6 +94,66 @@ def _tree_sum(terms):
         terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
                  for i in range(0, len(terms), 2)]
     return terms[0]
+
+
+def const_mul(x, k):
+    """``x * k`` for a constant ``k >= 0`` as shifts and adds (keeps DSP blocks free)."""
+    x = Value.cast(x)
+    terms = [x << i for i in range(int(k).bit_length()) if (int(k) >> i) & 1]
+    return _tree_sum(terms) if terms else Const(0, 1)
+
+
+def overdrive(m, f, g, vt, name="ov"):
+    """``round_shift(g, gate_shift) - vt`` of an edge (a signal)."""
+    ov = Signal(signed(max(f.g_bits - f.gate_shift + 1, f.v_bits) + 1), name=name)
+    m.d.comb += ov.eq(round_shift(g, f.gate_shift) - vt)
+    return ov
+
+
+def edge_term(m, f, ov, va, vb, tag):
+    """Current a -> b of one transistor, ``u_b**2 - u_a**2 + leak_q (va - vb)``, saturated.
+
+    Returns
+    -------
+    (value, clipped) : (Signal, Signal)
+    """
+    u_shape = signed(max(len(ov), f.v_bits) + 1)
+    ua, ub = Signal(u_shape, name=f"ua_{tag}"), Signal(u_shape, name=f"ub_{tag}")
+    da, db = _wire(m, ov - va, f"da_{tag}"), _wire(m, ov - vb, f"db_{tag}")
+    m.d.comb += [ua.eq(Mux(da < 0, 0, da)), ub.eq(Mux(db < 0, 0, db))]
+    return saturate(m, (ub - ua) * (ub + ua) + const_mul(va - vb, f.leak_q), f.term_bits,
+                    f"s_{tag}")
+
+
+def gate_step(m, f, g, d_f, d_c, tag="dg"):
+    """Gate after one learning tick from the free and clamped drops ``d_f``, ``d_c``.
+
+    Returns
+    -------
+    (g_next, clipped) : (Value, Signal)
+        The gate kept within ``[gate_min, gate_max]``; ``clipped`` when ``dg`` saturated.
+    """
+    d_f, d_c = _wire(m, d_f, f"{tag}_df"), _wire(m, d_c, f"{tag}_dc")
+    q = const_mul((d_f - d_c) * (d_f + d_c), f.lr_mul)
+    dg, clipped = saturate(m, round_shift(q, f.learn_shift), f.dg_bits, tag)
+    g_sum = _wire(m, g + dg, f"{tag}_sum")
+    return (Mux(g_sum < f.gate_min_q, f.gate_min_q,
+                Mux(g_sum > f.gate_max_q, f.gate_max_q, g_sum)), clipped)
+
+
+def node_step(m, f, v, acc, tag):
+    """New voltage of a settling node, ``v + kappa * acc`` rounded and saturated.
+
+    Returns
+    -------
+    (v_next, flags) : (Signal, Value)
+        ``flags`` has the acc, dv and v bits of the saturation flags.
+    """
+    a, s1 = saturate(m, acc, f.acc_bits, f"acc_{tag}")
+    dv, s2 = saturate(m, round_shift(const_mul(a, f.kappa_mul), f.node_shift), f.dv_bits,
+                      f"dv_{tag}")
+    vn, s3 = saturate(m, v + dv, f.v_bits, f"v_{tag}")
+    return vn, Cat(Const(0, 1), s1, s2, s3, Const(0, 1))
 
 
 class EdgeCell(wiring.Component):
@@ -110,31 +182,14 @@ class EdgeCell(wiring.Component):
     def elaborate(self, platform):
         f = self.fmt
         m = Module()
-        ov = Signal(signed(max(f.g_bits - f.gate_shift + 1, f.v_bits) + 1))
-        m.d.comb += ov.eq(round_shift(self.g, f.gate_shift) - self.vt)
-        flags = []
-        for tag, va, vb, out in (("f", self.va_f, self.vb_f, self.s_f),
-                                 ("c", self.va_c, self.vb_c, self.s_c)):
-            u_shape = signed(max(len(ov), f.v_bits) + 1)
-            ua, ub = Signal(u_shape, name=f"ua_{tag}"), Signal(u_shape, name=f"ub_{tag}")
-            da, db = _wire(m, ov - va, f"da_{tag}"), _wire(m, ov - vb, f"db_{tag}")
-            m.d.comb += [ua.eq(Mux(da < 0, 0, da)), ub.eq(Mux(db < 0, 0, db))]
-            s, clipped = saturate(m, (ub - ua) * (ub + ua) + (va - vb) * f.leak_q, f.term_bits,
-                                  f"s_{tag}")
-            m.d.comb += out.eq(s)
-            flags.append(clipped)
-        m.d.comb += self.sat_term.eq(flags[0] | flags[1])
-
-        d_f = Signal(signed(f.v_bits + 1))
-        d_c = Signal(signed(f.v_bits + 1))
-        m.d.comb += [d_f.eq(self.va_f - self.vb_f), d_c.eq(self.va_c - self.vb_c)]
-        q = (d_f - d_c) * (d_f + d_c) * f.lr_mul
-        dg, dg_clipped = saturate(m, round_shift(q, f.learn_shift), f.dg_bits, "dg")
-        g_sum = _wire(m, self.g + dg, "g_sum")
-        clipped = Mux(g_sum < f.gate_min_q, f.gate_min_q,
-                      Mux(g_sum > f.gate_max_q, f.gate_max_q, g_sum))
+        ov = overdrive(m, f, self.g, self.vt)
+        s_f, sat_f = edge_term(m, f, ov, self.va_f, self.vb_f, "f")
+        s_c, sat_c = edge_term(m, f, ov, self.va_c, self.vb_c, "c")
+        g_next, dg_clipped = gate_step(m, f, self.g, self.va_f - self.vb_f,
+                                       self.va_c - self.vb_c)
         m.d.comb += [
-            self.g_next.eq(Mux(self.learn, clipped, self.g)),
+            self.s_f.eq(s_f), self.s_c.eq(s_c), self.sat_term.eq(sat_f | sat_c),
+            self.g_next.eq(Mux(self.learn, g_next, self.g)),
             self.sat_dg.eq(self.learn & dg_clipped),
         ]
         return m
@@ -160,18 +215,11 @@ class NodeCell(wiring.Component):
         })
 
     def elaborate(self, platform):
-        f = self.fmt
         m = Module()
-        flags = []
-        for tag, v, acc, out in (("f", self.v_f, self.acc_f, self.v_f_next),
-                                 ("c", self.v_c, self.acc_c, self.v_c_next)):
-            a, s1 = saturate(m, acc, f.acc_bits, f"acc_{tag}")
-            dv, s2 = saturate(m, round_shift(a * f.kappa_mul, f.node_shift), f.dv_bits,
-                              f"dv_{tag}")
-            vn, s3 = saturate(m, v + dv, f.v_bits, f"v_{tag}")
-            m.d.comb += out.eq(vn)
-            flags.append(Cat(Const(0, 1), s1, s2, s3, Const(0, 1)))
-        m.d.comb += self.flags.eq(flags[0] | flags[1])
+        vf, flags_f = node_step(m, self.fmt, self.v_f, self.acc_f, "f")
+        vc, flags_c = node_step(m, self.fmt, self.v_c, self.acc_c, "c")
+        m.d.comb += [self.v_f_next.eq(vf), self.v_c_next.eq(vc),
+                     self.flags.eq(flags_f | flags_c)]
         return m
 
 
@@ -205,6 +253,8 @@ class Fabric(wiring.Component):
       ``cfg.driven_nodes()`` order) or a target (addresses ``D .. D+K-1``); drive and
       target registers are read when the tick commits;
     - ``gate_we/addr/data``: overwrite a gate (wins over a same-cycle update);
+    - ``gate_raddr/rdata``: read a gate; ``gate_rdata`` is the gate at ``gate_raddr``
+      one cycle earlier (a registered read, as from block RAM);
     - ``clear_flags``: clear the sticky saturation flags;
     - ``v_free``, ``v_clamped``, ``gates``: flat arrays of the state, element 0 in the
       low bits; ``outputs``: free outputs (``VF[p]`` or ``VF[p] - VF[m]``);
@@ -238,6 +288,8 @@ class Fabric(wiring.Component):
             "gate_we": In(1),
             "gate_addr": In(range(max(self.n_edges, 2))),
             "gate_data": In(g),
+            "gate_raddr": In(range(max(self.n_edges, 2))),
+            "gate_rdata": Out(g),
             "clear_flags": In(1),
             "v_free": Out(data.ArrayLayout(v, self.n_nodes)),
             "v_clamped": Out(data.ArrayLayout(v, self.n_nodes)),
@@ -249,22 +301,92 @@ class Fabric(wiring.Component):
             "saturated": Out(1),
         })
 
+    def _state(self, m):
+        """The state, drive and target registers, flags and tick counter."""
+        f = self.fmt
+        N, E = self.n_nodes, self.n_edges
+        return SimpleNamespace(
+            vf=[Signal(signed(f.v_bits), name=f"vf{n}") for n in range(N)],
+            vc=[Signal(signed(f.v_bits), name=f"vc{n}") for n in range(N)],
+            g=[Signal(signed(f.g_bits), name=f"g{e}", init=int(self.gate_init[e]))
+               for e in range(E)],
+            drive=[Signal(signed(f.v_bits), name=f"drive{i}", init=self.drive_init[i])
+                   for i in range(len(self.driven_nodes))],
+            target=[Signal(signed(f.v_bits), name=f"target{k}")
+                    for k in range(self.n_outputs)],
+            flags=Signal(5), ticks=Signal(TICKS_BITS))
+
+    def _clamp(self, m, st, vc_next):
+        """Override the clamped outputs in ``vc_next`` from the free outputs at t.
+
+        Returns
+        -------
+        (flags, outputs) : (list of Signal, list of Value)
+            Saturation of each clamped value; the free output of each output.
+        """
+        f = self.fmt
+        vf, target = st.vf, st.target
+        clamp_flags, out_values = [], []
+        for k, (p, mi) in enumerate(self.cfg.io.outputs):
+            if mi < 0:
+                nudge = round_shift(const_mul(target[k] - vf[p], f.eta_q), f.eta_frac)
+                vc_next[p], s = saturate(m, vf[p] + nudge, f.v_bits, f"clamp{k}")
+                clamp_flags.append(s)
+                out_values.append(vf[p])
+            else:
+                half = Signal(signed(f.v_bits + 2 + f.eta_frac), name=f"half{k}")
+                m.d.comb += half.eq(round_shift(const_mul(target[k] - (vf[p] - vf[mi]),
+                                                          f.eta_q), f.eta_frac + 1))
+                vc_next[p], sp = saturate(m, vf[p] + half, f.v_bits, f"clamp{k}p")
+                vc_next[mi], sm = saturate(m, vf[mi] - half, f.v_bits, f"clamp{k}m")
+                clamp_flags += [sp, sm]
+                out_values.append(vf[p] - vf[mi])
+        return clamp_flags, out_values
+
+    def _finish(self, m, st, commit, tick_flags, vf_next, vc_next, out_values):
+        """Commit, sticky flags, controller writes and readback (shared by every fabric).
+
+        ``tick_flags`` are ORed into the sticky flags on every running cycle; on
+        ``commit`` the node state takes ``vf_next``/``vc_next``.
+        """
+        N, E = self.n_nodes, self.n_edges
+        with m.If(self.run):
+            m.d.sync += st.flags.eq(st.flags | tick_flags)
+        with m.If(self.clear_flags):
+            m.d.sync += st.flags.eq(0)
+        with m.If(commit):
+            m.d.sync += [st.vf[n].eq(vf_next[n]) for n in range(N)]
+            m.d.sync += [st.vc[n].eq(vc_next[n]) for n in range(N)]
+            m.d.sync += st.ticks.eq(st.ticks + 1)
+
+        # Controller writes (after the updates: a write wins).
+        with m.If(self.sample_we):
+            with m.Switch(self.sample_addr):
+                for i, reg in enumerate(st.drive + st.target):
+                    with m.Case(i):
+                        m.d.sync += reg.eq(self.sample_data)
+        with m.If(self.gate_we):
+            with m.Switch(self.gate_addr):
+                for e in range(E):
+                    with m.Case(e):
+                        m.d.sync += st.g[e].eq(self.gate_data)
+
+        # Readback.
+        m.d.sync += self.gate_rdata.eq(mux_tree(self.gate_raddr, st.g))
+        m.d.comb += [self.v_free[n].eq(st.vf[n]) for n in range(N)]
+        m.d.comb += [self.v_clamped[n].eq(st.vc[n]) for n in range(N)]
+        m.d.comb += [self.gates[e].eq(st.g[e]) for e in range(E)]
+        m.d.comb += [self.outputs[k].eq(o) for k, o in enumerate(out_values)]
+        m.d.comb += [self.ticks.eq(st.ticks), self.tick_done.eq(commit),
+                     self.sat_flags.eq(st.flags), self.saturated.eq(st.flags.any())]
+
     def elaborate(self, platform):
         f, cfg = self.fmt, self.cfg
         m = Module()
         N, E, P, C = self.n_nodes, self.n_edges, self.edge_units, self.cycles_per_tick
         edges = np.asarray(cfg.network.edges)
-
-        # State registers.
-        vf = [Signal(signed(f.v_bits), name=f"vf{n}") for n in range(N)]
-        vc = [Signal(signed(f.v_bits), name=f"vc{n}") for n in range(N)]
-        g = [Signal(signed(f.g_bits), name=f"g{e}", init=int(self.gate_init[e]))
-             for e in range(E)]
-        drive = [Signal(signed(f.v_bits), name=f"drive{i}", init=self.drive_init[i])
-                 for i in range(len(self.driven_nodes))]
-        target = [Signal(signed(f.v_bits), name=f"target{k}") for k in range(self.n_outputs)]
-        flags = Signal(5)
-        ticks = Signal(TICKS_BITS)
+        st = self._state(m)
+        vf, vc, g = st.vf, st.vc, st.g
 
         # Sequencing: phase c of C handles edges c*P .. c*P+P-1.
         if C > 1:
@@ -337,7 +459,7 @@ class Fabric(wiring.Component):
         vf_next, vc_next = list(vf), list(vc)
         for n in range(N):
             if n in driven_index:
-                vf_next[n] = vc_next[n] = drive[driven_index[n]]
+                vf_next[n] = vc_next[n] = st.drive[driven_index[n]]
                 continue
             sums = []
             for tag in ("f", "c"):
@@ -360,59 +482,22 @@ class Fabric(wiring.Component):
             vf_next[n], vc_next[n] = cell.v_f_next, cell.v_c_next
             node_flags.append(cell.flags)
 
-        # Clamp of the clamped network's outputs, from the free outputs at t.
-        clamp_flags = []
-        out_values = []
-        for k, (p, mi) in enumerate(cfg.io.outputs):
-            if mi < 0:
-                nudge = round_shift(f.eta_q * (target[k] - vf[p]), f.eta_frac)
-                vc_next[p], s = saturate(m, vf[p] + nudge, f.v_bits, f"clamp{k}")
-                clamp_flags.append(s)
-                out_values.append(vf[p])
-            else:
-                half = Signal(signed(f.v_bits + 2 + f.eta_frac), name=f"half{k}")
-                m.d.comb += half.eq(round_shift(f.eta_q * (target[k] - (vf[p] - vf[mi])),
-                                                f.eta_frac + 1))
-                vc_next[p], sp = saturate(m, vf[p] + half, f.v_bits, f"clamp{k}p")
-                vc_next[mi], sm = saturate(m, vf[mi] - half, f.v_bits, f"clamp{k}m")
-                clamp_flags += [sp, sm]
-                out_values.append(vf[p] - vf[mi])
-
-        # Commit.
+        clamp_flags, out_values = self._clamp(m, st, vc_next)
         tick_flags = Signal(5)
         m.d.comb += tick_flags.eq(
             Cat(_bit(_or(term_flags)), Const(0, 3), _bit(_or(dg_flags)))
             | Mux(last, _or(node_flags)
                   | Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1)), 0))
-        with m.If(self.run):
-            m.d.sync += flags.eq(flags | tick_flags)
-        with m.If(self.clear_flags):
-            m.d.sync += flags.eq(0)
-        with m.If(commit):
-            m.d.sync += [vf[n].eq(vf_next[n]) for n in range(N)]
-            m.d.sync += [vc[n].eq(vc_next[n]) for n in range(N)]
-            m.d.sync += ticks.eq(ticks + 1)
-
-        # Controller writes (after the updates: a write wins).
-        with m.If(self.sample_we):
-            with m.Switch(self.sample_addr):
-                for i, reg in enumerate(drive + target):
-                    with m.Case(i):
-                        m.d.sync += reg.eq(self.sample_data)
-        with m.If(self.gate_we):
-            with m.Switch(self.gate_addr):
-                for e in range(E):
-                    with m.Case(e):
-                        m.d.sync += g[e].eq(self.gate_data)
-
-        # Readback.
-        m.d.comb += [self.v_free[n].eq(vf[n]) for n in range(N)]
-        m.d.comb += [self.v_clamped[n].eq(vc[n]) for n in range(N)]
-        m.d.comb += [self.gates[e].eq(g[e]) for e in range(E)]
-        m.d.comb += [self.outputs[k].eq(o) for k, o in enumerate(out_values)]
-        m.d.comb += [self.ticks.eq(ticks), self.tick_done.eq(commit),
-                     self.sat_flags.eq(flags), self.saturated.eq(flags.any())]
+        self._finish(m, st, commit, tick_flags, vf_next, vc_next, out_values)
         return m
+
+
+def make_fabric(cfg, fmt=None, seed=None):
+    """The fabric ``cfg`` asks for: :class:`Fabric`, or the serial one (``[fabric] serial``)."""
+    if cfg.fabric.serial:
+        from .serial import SerialFabric
+        return SerialFabric(cfg, fmt, seed)
+    return Fabric(cfg, fmt, seed)
 
 
 def _or(values):

@@ -55,6 +55,8 @@ def _expect(data, key, fragment):
     ("schedule", "kappa", 0.2, "schedule.kappa", "unstable"),
     ("fixed", "g_frac", 8, "fixed.g_frac", ">= fixed.v_frac"),
     ("device", "k", -1.0, "device.k", "> 0.0"),
+    ("fabric", "serial", 1, "fabric.serial", "true or false"),
+    ("fabric", "edge_units", 40, "fabric.edge_units", "<= 32"),
 ])
 def test_bad_values_are_named(xor_dict, section, key, value, where, fragment):
     xor_dict.setdefault(section, {})[key] = value
@@ -66,6 +68,14 @@ def test_bad_values_are_named(xor_dict, section, key, value, where, fragment):
         assert info.value.key == where and fragment in info.value.why
         return
     _expect(xor_dict, where, fragment)
+
+
+def test_serial_fabric_key(xor_dict):
+    xor_dict["fabric"] = {"serial": True}
+    cfg = config.parse(xor_dict)
+    assert cfg.fabric.serial and cfg.fabric.edge_units == 0 and cfg.has_fabric
+    xor_dict["fabric"]["edge_units"] = 4
+    _expect(xor_dict, "fabric.serial", "leave out edge_units")
 
 
 def test_disconnected_graph(xor_dict):

@@ -1,5 +1,6 @@
 """Gateware: the Amaranth fabric against the fixed-point model, export, cocotb benches."""
 
+import collections
 import dataclasses
 import json
 import tomllib
@@ -12,7 +13,8 @@ from clln import cli
 from clln import config as config_mod
 from clln.errors import ConfigError
 from clln.gateware.export import generate, top_name
-from clln.gateware.fabric import Fabric
+from clln.gateware.fabric import Fabric, make_fabric
+from clln.gateware.serial import serial_schedule
 from clln.sim.benches.runner import verify
 from clln.sim.benches.stimulus import unpack
 from clln.sim.fixed import FixedPointModel
@@ -24,11 +26,17 @@ def builtin_dict(name):
 
 
 def with_edge_units(cfg, units):
-    return dataclasses.replace(cfg, fabric=dataclasses.replace(cfg.fabric, edge_units=units))
+    """``cfg`` with ``units`` edge units, or the serial fabric for ``units == "serial"``."""
+    fab = (dataclasses.replace(cfg.fabric, edge_units=0, serial=True) if units == "serial"
+           else dataclasses.replace(cfg.fabric, edge_units=units, serial=False))
+    return dataclasses.replace(cfg, fabric=fab)
 
 
-def random_graph_config(tmp_path, seed=3):
-    """A random connected 9-node graph, one single-ended and one differential output."""
+def random_graph_config(tmp_path, seed=3, extra_edges=()):
+    """A random connected 9-node graph, one single-ended and one differential output.
+
+    ``extra_edges`` are added as given (e.g. an edge between two driven nodes).
+    """
     rng = np.random.default_rng(seed)
     n = 9
     order = rng.permutation(n)
@@ -37,6 +45,7 @@ def random_graph_config(tmp_path, seed=3):
         a, b = (int(v) for v in rng.choice(n, 2, replace=False))
         edges.add((min(a, b), max(a, b)))
     edges = [[a, b] if rng.random() < 0.5 else [b, a] for a, b in sorted(edges)]
+    edges += [list(e) for e in extra_edges]
     (tmp_path / "data.csv").write_text(
         "x1,x2,y1,y2\n0.0,0.45,0.2,-0.05\n0.45,0.1,0.3,0.08\n0.2,0.2,0.15,0.0\n")
     data = {
@@ -63,7 +72,7 @@ def narrow_config():
 
 def amaranth_run(cfg, ticks, switch=7):
     """Run the fabric in amaranth.sim; return (dut states, model states) per tick."""
-    dut = Fabric(cfg)
+    dut = make_fabric(cfg)
     model = FixedPointModel(cfg, seeds=[cfg.learning.seed])
     fmt = model.formats
     from clln.sim.problem import Problem
@@ -101,11 +110,16 @@ def amaranth_run(cfg, ticks, switch=7):
 
 # -- amaranth.sim unit checks ---------------------------------------------------------------
 
-@pytest.mark.parametrize("units", [0, 1, 5, 31])
+@pytest.mark.parametrize("units", [0, 1, 5, 31, "serial"])
 def test_amaranth_fabric_matches_model(units):
     cfg = with_edge_units(config_mod.load("paper-xor"), units)
     got, exp, dut = amaranth_run(cfg, 30 if units else 60)
-    assert dut.cycles_per_tick == (-(-32 // units) if units else 1)
+    # serial: 12 settling nodes x 2 networks x 4 edges, the 16 edges at the 4 driven
+    # nodes are seen from one end only, plus the commit cycle
+    if units == "serial":
+        assert dut.cycles_per_tick == 12 * 2 * 4 + 1
+    else:
+        assert dut.cycles_per_tick == (-(-32 // units) if units else 1)
     assert got.shape == exp.shape and got.shape[1] == 16 + 16 + 32 + 1
     np.testing.assert_array_equal(got, exp)
     assert got[-1, -1] == (30 if units else 60)
@@ -114,7 +128,7 @@ def test_amaranth_fabric_matches_model(units):
 
 def test_amaranth_gate_restore_and_flags():
     cfg = config_mod.load("paper-regression")
-    dut = Fabric(cfg)
+    dut = make_fabric(cfg)
 
     async def bench(ctx):
         assert ctx.get(dut.gates[3]) == int(dut.gate_init[3])
@@ -124,6 +138,11 @@ def test_amaranth_gate_restore_and_flags():
         await ctx.tick()
         ctx.set(dut.gate_we, 0)
         assert ctx.get(dut.gates[3]) == 12345678
+        for e in (3, 4, 3):                          # registered read port
+            ctx.set(dut.gate_raddr, e)
+            await ctx.tick()
+            assert ctx.get(dut.gate_rdata) == ctx.get(dut.gates[e])
+        assert ctx.get(dut.gate_rdata) == 12345678
         assert ctx.get(dut.ticks) == 0
         assert ctx.get(dut.saturated) == 0
         assert ctx.get(dut.v_free[7]) == 0           # rail register not applied yet
@@ -183,6 +202,40 @@ def test_generate_refuses_unstable_kappa(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def driven_pair_config(tmp_path):
+    """The random graph plus an edge between two driven nodes, and that edge."""
+    base = random_graph_config(tmp_path)
+    have = {frozenset(e) for e in np.asarray(base.network.edges).tolist()}
+    pair = next((a, b) for a in base.driven_nodes() for b in base.driven_nodes()
+                if a < b and frozenset((a, b)) not in have)
+    return random_graph_config(tmp_path, extra_edges=[pair]), pair
+
+
+def test_serial_schedule_visits_every_edge_term_and_gate_once(tmp_path):
+    cfg, pair = driven_pair_config(tmp_path)
+    schedule = serial_schedule(cfg)
+    driven = set(cfg.driven_nodes())
+    edges = [tuple(e) for e in np.asarray(cfg.network.edges).tolist()]
+    terms = collections.Counter((v.node, v.net, v.edge) for v in schedule if v.term)
+    expected = {(n, net, e) for e, ab in enumerate(edges) for n in ab if n not in driven
+                for net in (0, 1)}
+    assert set(terms) == expected and set(terms.values()) == {1}
+    assert sorted(v.edge for v in schedule if v.gate) == list(range(len(edges)))
+    gate_only = [v for v in schedule if not v.term]
+    both_driven = [e for e, (a, b) in enumerate(edges) if {a, b} <= driven]
+    assert [v.edge for v in gate_only] == both_driven and edges.index(pair) in both_driven
+    assert all(v.gate for v in gate_only)
+    for i, v in enumerate(schedule):
+        if v.term:
+            a, b = edges[v.edge]
+            assert (v.node, v.other) == ((b, a) if v.plus else (a, b))
+            # no later visit reads a gate once it has been updated
+            assert not (v.gate and any(w.edge == v.edge for w in schedule[i + 1:]))
+    groups = [(v.node, v.net) for v in schedule if v.first]
+    assert groups == [(v.node, v.net) for v in schedule if v.last]
+    assert len(groups) == len(set(groups)) == 2 * len(set(n for n, _ in groups))
+
+
 # -- cocotb benches ------------------------------------------------------------------------
 
 def check(res, sim, ticks, n_values):
@@ -224,6 +277,15 @@ def test_cocotb_paper_regression(sim, tmp_path):
 def test_cocotb_narrow_formats(sim, tmp_path):
     res = verify(narrow_config(), sim=sim, ticks=300, build_dir=tmp_path, flat=False)
     check(res, sim, 300, 16 * 2 + 32)
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_serial_random_graph(sim, tmp_path):
+    cfg = with_edge_units(driven_pair_config(tmp_path)[0], "serial")
+    res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build", flat=sim == "icarus")
+    check(res, sim, 150, 9 * 2 + 17)
+    assert res["edge_units"] == 1
+    assert res["cycles_per_tick"] == len(serial_schedule(cfg)) + 1
 
 
 @pytest.mark.parametrize("flat", [True, False])

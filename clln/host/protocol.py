@@ -560,6 +560,8 @@ def config_hash(cfg):
         "fixed": {k: getattr(cfg.fixed, k) for k in cfg.fixed.__dataclass_fields__},
         "edge_units": cfg.fabric.edge_units,
     }
+    if cfg.fabric.serial:
+        doc["serial"] = True
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 

@@ -6,32 +6,32 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [40:0] \$1 ;
   wire [41:0] \$10 ;
-  wire [27:0] \$100 ;
-  wire \$101 ;
-  wire \$102 ;
-  wire [28:0] \$103 ;
-  wire [28:0] \$104 ;
-  wire \$105 ;
-  wire \$106 ;
-  wire \$107 ;
-  wire \$108 ;
-  wire [28:0] \$109 ;
+  wire [18:0] \$100 ;
+  wire [19:0] \$101 ;
+  wire [22:0] \$102 ;
+  wire [23:0] \$103 ;
+  wire [18:0] \$104 ;
+  wire [19:0] \$105 ;
+  wire [22:0] \$106 ;
+  wire [18:0] \$107 ;
+  wire [19:0] \$108 ;
+  wire [26:0] \$109 ;
   wire [40:0] \$11 ;
-  wire [28:0] \$110 ;
-  wire \$111 ;
-  wire \$112 ;
-  wire \$113 ;
+  wire [27:0] \$110 ;
+  wire [28:0] \$111 ;
+  wire [29:0] \$112 ;
+  wire [29:0] \$113 ;
   wire \$114 ;
   wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
+  wire [28:0] \$116 ;
+  wire [28:0] \$117 ;
   wire \$118 ;
   wire \$119 ;
   wire [41:0] \$12 ;
   wire \$120 ;
   wire \$121 ;
-  wire \$122 ;
-  wire \$123 ;
+  wire [28:0] \$122 ;
+  wire [28:0] \$123 ;
   wire \$124 ;
   wire \$125 ;
   wire \$126 ;
@@ -162,40 +162,40 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire \$239 ;
   wire [41:0] \$24 ;
   wire \$240 ;
-  wire [4:0] \$241 ;
-  wire [4:0] \$242 ;
-  wire [4:0] \$243 ;
-  wire [4:0] \$244 ;
-  wire [4:0] \$245 ;
-  wire [4:0] \$246 ;
-  wire [4:0] \$247 ;
-  wire [4:0] \$248 ;
-  wire [4:0] \$249 ;
+  wire \$241 ;
+  wire \$242 ;
+  wire \$243 ;
+  wire \$244 ;
+  wire \$245 ;
+  wire \$246 ;
+  wire \$247 ;
+  wire \$248 ;
+  wire \$249 ;
   wire [40:0] \$25 ;
-  wire [4:0] \$250 ;
-  wire [4:0] \$251 ;
-  wire [4:0] \$252 ;
+  wire \$250 ;
+  wire \$251 ;
+  wire \$252 ;
   wire \$253 ;
-  wire \$254 ;
+  wire [4:0] \$254 ;
   wire [4:0] \$255 ;
   wire [4:0] \$256 ;
   wire [4:0] \$257 ;
-  wire [32:0] \$258 ;
-  reg [27:0] \$259 ;
+  wire [4:0] \$258 ;
+  wire [4:0] \$259 ;
   wire [41:0] \$26 ;
-  reg [27:0] \$260 ;
-  reg [27:0] \$261 ;
-  reg [27:0] \$262 ;
-  reg [27:0] \$263 ;
-  reg [27:0] \$264 ;
-  reg [27:0] \$265 ;
-  reg [27:0] \$266 ;
-  reg [27:0] \$267 ;
-  reg [27:0] \$268 ;
-  reg [27:0] \$269 ;
+  wire [4:0] \$260 ;
+  wire [4:0] \$261 ;
+  wire [4:0] \$262 ;
+  wire [4:0] \$263 ;
+  wire [4:0] \$264 ;
+  wire [4:0] \$265 ;
+  wire \$266 ;
+  wire \$267 ;
+  wire [4:0] \$268 ;
+  wire [4:0] \$269 ;
   wire [40:0] \$27 ;
-  reg [27:0] \$270 ;
-  reg [27:0] \$271 ;
+  wire [4:0] \$270 ;
+  wire [32:0] \$271 ;
   reg [27:0] \$272 ;
   reg [27:0] \$273 ;
   reg [27:0] \$274 ;
@@ -217,22 +217,22 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   reg [27:0] \$289 ;
   wire [40:0] \$29 ;
   reg [27:0] \$290 ;
-  reg [4:0] \$291 ;
-  reg [17:0] \$292 ;
-  reg [17:0] \$293 ;
-  reg [17:0] \$294 ;
-  reg [17:0] \$295 ;
-  reg [17:0] \$296 ;
-  reg [17:0] \$297 ;
-  reg [17:0] \$298 ;
-  reg [17:0] \$299 ;
+  reg [27:0] \$291 ;
+  reg [27:0] \$292 ;
+  reg [27:0] \$293 ;
+  reg [27:0] \$294 ;
+  reg [27:0] \$295 ;
+  reg [27:0] \$296 ;
+  reg [27:0] \$297 ;
+  reg [27:0] \$298 ;
+  reg [27:0] \$299 ;
   wire [40:0] \$3 ;
   wire [41:0] \$30 ;
-  reg [17:0] \$300 ;
-  reg [17:0] \$301 ;
-  reg [17:0] \$302 ;
-  reg [17:0] \$303 ;
-  reg [17:0] \$304 ;
+  reg [27:0] \$300 ;
+  reg [27:0] \$301 ;
+  reg [27:0] \$302 ;
+  reg [27:0] \$303 ;
+  reg [4:0] \$304 ;
   reg [17:0] \$305 ;
   reg [17:0] \$306 ;
   reg [17:0] \$307 ;
@@ -254,14 +254,27 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   reg [17:0] \$321 ;
   reg [17:0] \$322 ;
   reg [17:0] \$323 ;
-  reg [31:0] \$324 ;
+  reg [17:0] \$324 ;
   reg [17:0] \$325 ;
   reg [17:0] \$326 ;
   reg [17:0] \$327 ;
   reg [17:0] \$328 ;
   reg [17:0] \$329 ;
   wire [40:0] \$33 ;
+  reg [17:0] \$330 ;
+  reg [17:0] \$331 ;
+  reg [17:0] \$332 ;
+  reg [17:0] \$333 ;
+  reg [17:0] \$334 ;
+  reg [17:0] \$335 ;
+  reg [17:0] \$336 ;
+  reg [31:0] \$337 ;
+  reg [17:0] \$338 ;
+  reg [17:0] \$339 ;
   wire [41:0] \$34 ;
+  reg [17:0] \$340 ;
+  reg [17:0] \$341 ;
+  reg [17:0] \$342 ;
   wire [40:0] \$35 ;
   wire [41:0] \$36 ;
   wire [40:0] \$37 ;
@@ -332,7 +345,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [41:0] \$96 ;
   wire [18:0] \$97 ;
   wire [19:0] \$98 ;
-  wire [26:0] \$99 ;
+  wire [20:0] \$99 ;
+  (* init = 32'd0 *)
+  wire [31:0] \$signal ;
+  (* init = 5'h00 *)
+  wire [4:0] \$signal$530 ;
   wire [42:0] acc_c;
   wire [42:0] \acc_c$333 ;
   wire [42:0] \acc_c$345 ;
@@ -408,8 +425,6 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [4:0] \flags$526 ;
   wire [4:0] \flags$527 ;
   wire [4:0] \flags$528 ;
-  (* init = 5'h00 *)
-  wire [4:0] \flags$530 ;
   reg [27:0] g = 28'h1a30fec;
   reg [27:0] \g$108  = 28'h18b2b02;
   reg [27:0] \g$118  = 28'h1ef60e8;
@@ -764,8 +779,6 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [4:0] tick_flags;
   output [31:0] ticks;
   reg [31:0] ticks = 32'd0;
-  (* init = 32'd0 *)
-  wire [31:0] \ticks$529 ;
   (* init = 18'h00000 *)
   wire [17:0] v_c;
   (* init = 18'h00000 *)
@@ -1314,246 +1327,254 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign accc14 = $signed(\$94 ) + $signed(\$96 );
   assign \$97  = $signed(\vb_f$113 ) - $signed(va_f);
   assign \$98  = $signed(target0) - $signed(\$97 );
-  assign \$99  = $signed(8'h4d) * $signed(\$98 );
-  assign \$100  = $signed(\$99 ) + $signed(10'h100);
-  assign clamp0p_exact = $signed(\vb_f$113 ) + $signed(half0);
-  assign \$101  = $signed(clamp0p_exact) > $signed(18'h1ffff);
-  assign \$102  = $signed(clamp0p_exact) < $signed(18'h20000);
-  assign \$103  = \$102  ? 29'h1ffe0000 : clamp0p_exact;
-  assign \$104  = \$101  ? 29'h0001ffff : \$103 ;
-  assign \$105  = $signed(clamp0p_exact) > $signed(18'h1ffff);
-  assign \$106  = $signed(clamp0p_exact) < $signed(18'h20000);
-  assign clamp0p_sat = \$105  | \$106 ;
-  assign clamp0m_exact = $signed(va_f) - $signed(half0);
-  assign \$107  = $signed(clamp0m_exact) > $signed(18'h1ffff);
-  assign \$108  = $signed(clamp0m_exact) < $signed(18'h20000);
-  assign \$109  = \$108  ? 29'h1ffe0000 : clamp0m_exact;
-  assign \$110  = \$107  ? 29'h0001ffff : \$109 ;
-  assign \$111  = $signed(clamp0m_exact) > $signed(18'h1ffff);
-  assign \$112  = $signed(clamp0m_exact) < $signed(18'h20000);
-  assign clamp0m_sat = \$111  | \$112 ;
-  assign \$116  = \$114  | \$115 ;
-  assign \$118  = \$116  | \$117 ;
-  assign \$120  = \$118  | \$119 ;
-  assign \$122  = \$120  | \$121 ;
-  assign \$124  = \$122  | \$123 ;
-  assign \$126  = \$124  | \$125 ;
-  assign \$128  = \$126  | \$127 ;
-  assign \$130  = \$128  | \$129 ;
-  assign \$132  = \$130  | \$131 ;
-  assign \$134  = \$132  | \$133 ;
-  assign \$136  = \$134  | \$135 ;
-  assign \$138  = \$136  | \$137 ;
-  assign \$140  = \$138  | \$139 ;
-  assign \$142  = \$140  | \$141 ;
-  assign \$144  = \$142  | \$143 ;
-  assign \$146  = \$144  | \$145 ;
-  assign \$148  = \$146  | \$147 ;
-  assign \$150  = \$148  | \$149 ;
-  assign \$152  = \$150  | \$151 ;
-  assign \$154  = \$152  | \$153 ;
-  assign \$156  = \$154  | \$155 ;
-  assign \$158  = \$156  | \$157 ;
-  assign \$160  = \$158  | \$159 ;
-  assign \$162  = \$160  | \$161 ;
-  assign \$164  = \$162  | \$163 ;
-  assign \$166  = \$164  | \$165 ;
-  assign \$168  = \$166  | \$167 ;
-  assign \$170  = \$168  | \$169 ;
-  assign \$172  = \$170  | \$171 ;
-  assign \$174  = \$172  | \$173 ;
-  assign \$176  = \$174  | \$175 ;
-  assign \$180  = \$178  | \$179 ;
-  assign \$182  = \$180  | \$181 ;
-  assign \$184  = \$182  | \$183 ;
-  assign \$186  = \$184  | \$185 ;
-  assign \$188  = \$186  | \$187 ;
-  assign \$190  = \$188  | \$189 ;
-  assign \$192  = \$190  | \$191 ;
-  assign \$194  = \$192  | \$193 ;
-  assign \$196  = \$194  | \$195 ;
-  assign \$198  = \$196  | \$197 ;
-  assign \$200  = \$198  | \$199 ;
-  assign \$202  = \$200  | \$201 ;
-  assign \$204  = \$202  | \$203 ;
-  assign \$206  = \$204  | \$205 ;
-  assign \$208  = \$206  | \$207 ;
-  assign \$210  = \$208  | \$209 ;
-  assign \$212  = \$210  | \$211 ;
-  assign \$214  = \$212  | \$213 ;
-  assign \$216  = \$214  | \$215 ;
-  assign \$218  = \$216  | \$217 ;
-  assign \$220  = \$218  | \$219 ;
-  assign \$222  = \$220  | \$221 ;
-  assign \$224  = \$222  | \$223 ;
-  assign \$226  = \$224  | \$225 ;
-  assign \$228  = \$226  | \$227 ;
-  assign \$230  = \$228  | \$229 ;
-  assign \$232  = \$230  | \$231 ;
-  assign \$234  = \$232  | \$233 ;
-  assign \$236  = \$234  | \$235 ;
-  assign \$238  = \$236  | \$237 ;
-  assign \$240  = \$238  | \$239 ;
-  assign \$242  = \$241  | \flags$518 ;
-  assign \$243  = \$242  | \flags$519 ;
-  assign \$244  = \$243  | \flags$520 ;
-  assign \$245  = \$244  | \flags$521 ;
-  assign \$246  = \$245  | \flags$522 ;
-  assign \$247  = \$246  | \flags$523 ;
-  assign \$248  = \$247  | \flags$524 ;
-  assign \$249  = \$248  | \flags$525 ;
-  assign \$250  = \$249  | \flags$526 ;
-  assign \$251  = \$250  | \flags$527 ;
-  assign \$252  = \$251  | \flags$528 ;
-  assign \$254  = \$253  | clamp0m_sat;
-  assign \$255  = \$252  | { 1'h0, \$254 , 3'h0 };
-  assign tick_flags = { \$240 , 3'h0, \$176  } | \$256 ;
+  assign \$100  = $signed(\vb_f$113 ) - $signed(va_f);
+  assign \$101  = $signed(target0) - $signed(\$100 );
+  assign \$103  = $signed(\$99 ) + $signed(\$102 );
+  assign \$104  = $signed(\vb_f$113 ) - $signed(va_f);
+  assign \$105  = $signed(target0) - $signed(\$104 );
+  assign \$107  = $signed(\vb_f$113 ) - $signed(va_f);
+  assign \$108  = $signed(target0) - $signed(\$107 );
+  assign \$110  = $signed(\$106 ) + $signed(\$109 );
+  assign \$111  = $signed(\$103 ) + $signed(\$110 );
+  assign \$112  = $signed(\$111 ) + $signed(10'h100);
+  assign clamp0p_exact = $signed(\vb_f$113 ) + $signed(\$113 [27:0]);
+  assign \$114  = $signed(clamp0p_exact) > $signed(18'h1ffff);
+  assign \$115  = $signed(clamp0p_exact) < $signed(18'h20000);
+  assign \$116  = \$115  ? 29'h1ffe0000 : clamp0p_exact;
+  assign \$117  = \$114  ? 29'h0001ffff : \$116 ;
+  assign \$118  = $signed(clamp0p_exact) > $signed(18'h1ffff);
+  assign \$119  = $signed(clamp0p_exact) < $signed(18'h20000);
+  assign clamp0p_sat = \$118  | \$119 ;
+  assign clamp0m_exact = $signed(va_f) - $signed(\$113 [27:0]);
+  assign \$120  = $signed(clamp0m_exact) > $signed(18'h1ffff);
+  assign \$121  = $signed(clamp0m_exact) < $signed(18'h20000);
+  assign \$122  = \$121  ? 29'h1ffe0000 : clamp0m_exact;
+  assign \$123  = \$120  ? 29'h0001ffff : \$122 ;
+  assign \$124  = $signed(clamp0m_exact) > $signed(18'h1ffff);
+  assign \$125  = $signed(clamp0m_exact) < $signed(18'h20000);
+  assign clamp0m_sat = \$124  | \$125 ;
+  assign \$129  = \$127  | \$128 ;
+  assign \$131  = \$129  | \$130 ;
+  assign \$133  = \$131  | \$132 ;
+  assign \$135  = \$133  | \$134 ;
+  assign \$137  = \$135  | \$136 ;
+  assign \$139  = \$137  | \$138 ;
+  assign \$141  = \$139  | \$140 ;
+  assign \$143  = \$141  | \$142 ;
+  assign \$145  = \$143  | \$144 ;
+  assign \$147  = \$145  | \$146 ;
+  assign \$149  = \$147  | \$148 ;
+  assign \$151  = \$149  | \$150 ;
+  assign \$153  = \$151  | \$152 ;
+  assign \$155  = \$153  | \$154 ;
+  assign \$157  = \$155  | \$156 ;
+  assign \$159  = \$157  | \$158 ;
+  assign \$161  = \$159  | \$160 ;
+  assign \$163  = \$161  | \$162 ;
+  assign \$165  = \$163  | \$164 ;
+  assign \$167  = \$165  | \$166 ;
+  assign \$169  = \$167  | \$168 ;
+  assign \$171  = \$169  | \$170 ;
+  assign \$173  = \$171  | \$172 ;
+  assign \$175  = \$173  | \$174 ;
+  assign \$177  = \$175  | \$176 ;
+  assign \$179  = \$177  | \$178 ;
+  assign \$181  = \$179  | \$180 ;
+  assign \$183  = \$181  | \$182 ;
+  assign \$185  = \$183  | \$184 ;
+  assign \$187  = \$185  | \$186 ;
+  assign \$189  = \$187  | \$188 ;
+  assign \$193  = \$191  | \$192 ;
+  assign \$195  = \$193  | \$194 ;
+  assign \$197  = \$195  | \$196 ;
+  assign \$199  = \$197  | \$198 ;
+  assign \$201  = \$199  | \$200 ;
+  assign \$203  = \$201  | \$202 ;
+  assign \$205  = \$203  | \$204 ;
+  assign \$207  = \$205  | \$206 ;
+  assign \$209  = \$207  | \$208 ;
+  assign \$211  = \$209  | \$210 ;
+  assign \$213  = \$211  | \$212 ;
+  assign \$215  = \$213  | \$214 ;
+  assign \$217  = \$215  | \$216 ;
+  assign \$219  = \$217  | \$218 ;
+  assign \$221  = \$219  | \$220 ;
+  assign \$223  = \$221  | \$222 ;
+  assign \$225  = \$223  | \$224 ;
+  assign \$227  = \$225  | \$226 ;
+  assign \$229  = \$227  | \$228 ;
+  assign \$231  = \$229  | \$230 ;
+  assign \$233  = \$231  | \$232 ;
+  assign \$235  = \$233  | \$234 ;
+  assign \$237  = \$235  | \$236 ;
+  assign \$239  = \$237  | \$238 ;
+  assign \$241  = \$239  | \$240 ;
+  assign \$243  = \$241  | \$242 ;
+  assign \$245  = \$243  | \$244 ;
+  assign \$247  = \$245  | \$246 ;
+  assign \$249  = \$247  | \$248 ;
+  assign \$251  = \$249  | \$250 ;
+  assign \$253  = \$251  | \$252 ;
+  assign \$255  = \$254  | \flags$518 ;
+  assign \$256  = \$255  | \flags$519 ;
+  assign \$257  = \$256  | \flags$520 ;
+  assign \$258  = \$257  | \flags$521 ;
+  assign \$259  = \$258  | \flags$522 ;
+  assign \$260  = \$259  | \flags$523 ;
+  assign \$261  = \$260  | \flags$524 ;
+  assign \$262  = \$261  | \flags$525 ;
+  assign \$263  = \$262  | \flags$526 ;
+  assign \$264  = \$263  | \flags$527 ;
+  assign \$265  = \$264  | \flags$528 ;
+  assign \$267  = \$266  | clamp0m_sat;
+  assign \$268  = \$265  | { 1'h0, \$267 , 3'h0 };
+  assign tick_flags = { \$253 , 3'h0, \$189  } | \$269 ;
   assign outputs = $signed(\vb_f$113 ) - $signed(va_f);
   assign saturated = | sat_flags;
-  assign \$257  = sat_flags | tick_flags;
-  assign \$258  = ticks + 1'h1;
+  assign \$270  = sat_flags | tick_flags;
+  assign \$271  = ticks + 1'h1;
   always @(posedge clk)
-    g <= \$259 ;
+    g <= \$272 ;
   always @(posedge clk)
-    \g$38  <= \$260 ;
+    \g$38  <= \$273 ;
   always @(posedge clk)
-    \g$48  <= \$261 ;
+    \g$48  <= \$274 ;
   always @(posedge clk)
-    \g$56  <= \$262 ;
+    \g$56  <= \$275 ;
   always @(posedge clk)
-    \g$68  <= \$263 ;
+    \g$68  <= \$276 ;
   always @(posedge clk)
-    \g$78  <= \$264 ;
+    \g$78  <= \$277 ;
   always @(posedge clk)
-    \g$88  <= \$265 ;
+    \g$88  <= \$278 ;
   always @(posedge clk)
-    \g$96  <= \$266 ;
+    \g$96  <= \$279 ;
   always @(posedge clk)
-    \g$108  <= \$267 ;
+    \g$108  <= \$280 ;
   always @(posedge clk)
-    \g$118  <= \$268 ;
+    \g$118  <= \$281 ;
   always @(posedge clk)
-    \g$128  <= \$269 ;
+    \g$128  <= \$282 ;
   always @(posedge clk)
-    \g$136  <= \$270 ;
+    \g$136  <= \$283 ;
   always @(posedge clk)
-    \g$148  <= \$271 ;
+    \g$148  <= \$284 ;
   always @(posedge clk)
-    \g$158  <= \$272 ;
+    \g$158  <= \$285 ;
   always @(posedge clk)
-    \g$168  <= \$273 ;
+    \g$168  <= \$286 ;
   always @(posedge clk)
-    \g$176  <= \$274 ;
+    \g$176  <= \$287 ;
   always @(posedge clk)
-    \g$184  <= \$275 ;
+    \g$184  <= \$288 ;
   always @(posedge clk)
-    \g$192  <= \$276 ;
+    \g$192  <= \$289 ;
   always @(posedge clk)
-    \g$200  <= \$277 ;
+    \g$200  <= \$290 ;
   always @(posedge clk)
-    \g$208  <= \$278 ;
+    \g$208  <= \$291 ;
   always @(posedge clk)
-    \g$216  <= \$279 ;
+    \g$216  <= \$292 ;
   always @(posedge clk)
-    \g$224  <= \$280 ;
+    \g$224  <= \$293 ;
   always @(posedge clk)
-    \g$232  <= \$281 ;
+    \g$232  <= \$294 ;
   always @(posedge clk)
-    \g$240  <= \$282 ;
+    \g$240  <= \$295 ;
   always @(posedge clk)
-    \g$248  <= \$283 ;
+    \g$248  <= \$296 ;
   always @(posedge clk)
-    \g$256  <= \$284 ;
+    \g$256  <= \$297 ;
   always @(posedge clk)
-    \g$264  <= \$285 ;
+    \g$264  <= \$298 ;
   always @(posedge clk)
-    \g$272  <= \$286 ;
+    \g$272  <= \$299 ;
   always @(posedge clk)
-    \g$280  <= \$287 ;
+    \g$280  <= \$300 ;
   always @(posedge clk)
-    \g$288  <= \$288 ;
+    \g$288  <= \$301 ;
   always @(posedge clk)
-    \g$296  <= \$289 ;
+    \g$296  <= \$302 ;
   always @(posedge clk)
-    \g$304  <= \$290 ;
+    \g$304  <= \$303 ;
   always @(posedge clk)
-    sat_flags <= \$291 ;
+    sat_flags <= \$304 ;
   always @(posedge clk)
-    va_f <= \$292 ;
+    va_f <= \$305 ;
   always @(posedge clk)
-    vb_f <= \$293 ;
+    vb_f <= \$306 ;
   always @(posedge clk)
-    \vb_f$33  <= \$294 ;
+    \vb_f$33  <= \$307 ;
   always @(posedge clk)
-    \vb_f$43  <= \$295 ;
+    \vb_f$43  <= \$308 ;
   always @(posedge clk)
-    \va_f$60  <= \$296 ;
+    \va_f$60  <= \$309 ;
   always @(posedge clk)
-    \vb_f$62  <= \$297 ;
+    \vb_f$62  <= \$310 ;
   always @(posedge clk)
-    \vb_f$73  <= \$298 ;
+    \vb_f$73  <= \$311 ;
   always @(posedge clk)
-    \vb_f$83  <= \$299 ;
+    \vb_f$83  <= \$312 ;
   always @(posedge clk)
-    \va_f$100  <= \$300 ;
+    \va_f$100  <= \$313 ;
   always @(posedge clk)
-    \vb_f$102  <= \$301 ;
+    \vb_f$102  <= \$314 ;
   always @(posedge clk)
-    \vb_f$113  <= \$302 ;
+    \vb_f$113  <= \$315 ;
   always @(posedge clk)
-    \vb_f$123  <= \$303 ;
+    \vb_f$123  <= \$316 ;
   always @(posedge clk)
-    \va_f$140  <= \$304 ;
+    \va_f$140  <= \$317 ;
   always @(posedge clk)
-    \vb_f$142  <= \$305 ;
+    \vb_f$142  <= \$318 ;
   always @(posedge clk)
-    \vb_f$153  <= \$306 ;
+    \vb_f$153  <= \$319 ;
   always @(posedge clk)
-    \vb_f$163  <= \$307 ;
+    \vb_f$163  <= \$320 ;
   always @(posedge clk)
-    va_c <= \$308 ;
+    va_c <= \$321 ;
   always @(posedge clk)
-    vb_c <= \$309 ;
+    vb_c <= \$322 ;
   always @(posedge clk)
-    \vb_c$36  <= \$310 ;
+    \vb_c$36  <= \$323 ;
   always @(posedge clk)
-    \vb_c$46  <= \$311 ;
+    \vb_c$46  <= \$324 ;
   always @(posedge clk)
-    \va_c$64  <= \$312 ;
+    \va_c$64  <= \$325 ;
   always @(posedge clk)
-    \vb_c$66  <= \$313 ;
+    \vb_c$66  <= \$326 ;
   always @(posedge clk)
-    \vb_c$76  <= \$314 ;
+    \vb_c$76  <= \$327 ;
   always @(posedge clk)
-    \vb_c$86  <= \$315 ;
+    \vb_c$86  <= \$328 ;
   always @(posedge clk)
-    \va_c$104  <= \$316 ;
+    \va_c$104  <= \$329 ;
   always @(posedge clk)
-    \vb_c$106  <= \$317 ;
+    \vb_c$106  <= \$330 ;
   always @(posedge clk)
-    \vb_c$116  <= \$318 ;
+    \vb_c$116  <= \$331 ;
   always @(posedge clk)
-    \vb_c$126  <= \$319 ;
+    \vb_c$126  <= \$332 ;
   always @(posedge clk)
-    \va_c$144  <= \$320 ;
+    \va_c$144  <= \$333 ;
   always @(posedge clk)
-    \vb_c$146  <= \$321 ;
+    \vb_c$146  <= \$334 ;
   always @(posedge clk)
-    \vb_c$156  <= \$322 ;
+    \vb_c$156  <= \$335 ;
   always @(posedge clk)
-    \vb_c$166  <= \$323 ;
+    \vb_c$166  <= \$336 ;
   always @(posedge clk)
-    ticks <= \$324 ;
+    ticks <= \$337 ;
   always @(posedge clk)
-    drive0 <= \$325 ;
+    drive0 <= \$338 ;
   always @(posedge clk)
-    drive1 <= \$326 ;
+    drive1 <= \$339 ;
   always @(posedge clk)
-    drive2 <= \$327 ;
+    drive2 <= \$340 ;
   always @(posedge clk)
-    drive3 <= \$328 ;
+    drive3 <= \$341 ;
   always @(posedge clk)
-    target0 <= \$329 ;
+    target0 <= \$342 ;
   \clln_paper_xor.edge0  edge0 (
     .g(g),
     .g_next(g_next),
@@ -1983,7 +2004,7 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf1),
     .flags(\flags$518 ),
     .v_c(vb_c),
-    .\v_c$21 (v_c_next),
+    .\v_c$20 (v_c_next),
     .v_f(vb_f),
     .\v_f$9 (\v_f_next$564 )
   );
@@ -2000,7 +2021,7 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf11),
     .flags(\flags$526 ),
     .v_c(\vb_c$126 ),
-    .\v_c$21 (\v_c_next$586 ),
+    .\v_c$20 (\v_c_next$586 ),
     .v_f(\vb_f$123 ),
     .\v_f$9 (\v_f_next$574 )
   );
@@ -2009,7 +2030,7 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf12),
     .flags(\flags$527 ),
     .v_c(\va_c$144 ),
-    .\v_c$21 (\v_c_next$587 ),
+    .\v_c$20 (\v_c_next$587 ),
     .v_f(\va_f$140 ),
     .\v_f$9 (\v_f_next$575 )
   );
@@ -2018,7 +2039,7 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf14),
     .flags(\flags$528 ),
     .v_c(\vb_c$156 ),
-    .\v_c$21 (\v_c_next$588 ),
+    .\v_c$20 (\v_c_next$588 ),
     .v_f(\vb_f$153 ),
     .\v_f$9 (\v_f_next$577 )
   );
@@ -2027,7 +2048,7 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf2),
     .flags(\flags$519 ),
     .v_c(\vb_c$36 ),
-    .\v_c$21 (\v_c_next$580 ),
+    .\v_c$20 (\v_c_next$580 ),
     .v_f(\vb_f$33 ),
     .\v_f$9 (\v_f_next$565 )
   );
@@ -2036,7 +2057,7 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf3),
     .flags(\flags$520 ),
     .v_c(\vb_c$46 ),
-    .\v_c$21 (\v_c_next$581 ),
+    .\v_c$20 (\v_c_next$581 ),
     .v_f(\vb_f$43 ),
     .\v_f$9 (\v_f_next$566 )
   );
@@ -2045,7 +2066,7 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf4),
     .flags(\flags$521 ),
     .v_c(\va_c$64 ),
-    .\v_c$21 (\v_c_next$582 ),
+    .\v_c$20 (\v_c_next$582 ),
     .v_f(\va_f$60 ),
     .\v_f$9 (\v_f_next$567 )
   );
@@ -2054,7 +2075,7 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf6),
     .flags(\flags$522 ),
     .v_c(\vb_c$76 ),
-    .\v_c$21 (\v_c_next$583 ),
+    .\v_c$20 (\v_c_next$583 ),
     .v_f(\vb_f$73 ),
     .\v_f$9 (\v_f_next$569 )
   );
@@ -2063,7 +2084,7 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf8),
     .flags(\flags$523 ),
     .v_c(\va_c$104 ),
-    .\v_c$21 (\v_c_next$584 ),
+    .\v_c$20 (\v_c_next$584 ),
     .v_f(\va_f$100 ),
     .\v_f$9 (\v_f_next$571 )
   );
@@ -2072,49 +2093,49 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .acc_f_exact(accf9),
     .flags(\flags$524 ),
     .v_c(\vb_c$106 ),
-    .\v_c$21 (\v_c_next$585 ),
+    .\v_c$20 (\v_c_next$585 ),
     .v_f(\vb_f$102 ),
     .\v_f$9 (\v_f_next$572 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$259  = g;
+    \$272  = g;
     if (run) begin
-      \$259  = g_next;
+      \$272  = g_next;
     end
     if (gate_we) begin
       casez (gate_addr)
         5'h00:
-            \$259  = gate_data;
+            \$272  = gate_data;
       endcase
     end
     if (rst) begin
-      \$259  = 28'h1a30fec;
+      \$272  = 28'h1a30fec;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$260  = \g$38 ;
+    \$273  = \g$38 ;
     if (run) begin
-      \$260  = \g_next$532 ;
+      \$273  = \g_next$532 ;
     end
     if (gate_we) begin
       casez (gate_addr)
         5'h00:
             /* empty */;
         5'h01:
-            \$260  = gate_data;
+            \$273  = gate_data;
       endcase
     end
     if (rst) begin
-      \$260  = 28'h14510be;
+      \$273  = 28'h14510be;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = \g$48 ;
+    \$274  = \g$48 ;
     if (run) begin
-      \$261  = \g_next$533 ;
+      \$274  = \g_next$533 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2123,18 +2144,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h01:
             /* empty */;
         5'h02:
-            \$261  = gate_data;
+            \$274  = gate_data;
       endcase
     end
     if (rst) begin
-      \$261  = 28'h10a7d3e;
+      \$274  = 28'h10a7d3e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = \g$56 ;
+    \$275  = \g$56 ;
     if (run) begin
-      \$262  = \g_next$534 ;
+      \$275  = \g_next$534 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2145,18 +2166,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h02:
             /* empty */;
         5'h03:
-            \$262  = gate_data;
+            \$275  = gate_data;
       endcase
     end
     if (rst) begin
-      \$262  = 28'h1043b28;
+      \$275  = 28'h1043b28;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = \g$68 ;
+    \$276  = \g$68 ;
     if (run) begin
-      \$263  = \g_next$535 ;
+      \$276  = \g_next$535 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2169,18 +2190,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h03:
             /* empty */;
         5'h04:
-            \$263  = gate_data;
+            \$276  = gate_data;
       endcase
     end
     if (rst) begin
-      \$263  = 28'h1d0327a;
+      \$276  = 28'h1d0327a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$264  = \g$78 ;
+    \$277  = \g$78 ;
     if (run) begin
-      \$264  = \g_next$536 ;
+      \$277  = \g_next$536 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2195,18 +2216,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h04:
             /* empty */;
         5'h05:
-            \$264  = gate_data;
+            \$277  = gate_data;
       endcase
     end
     if (rst) begin
-      \$264  = 28'h1e9aa59;
+      \$277  = 28'h1e9aa59;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$265  = \g$88 ;
+    \$278  = \g$88 ;
     if (run) begin
-      \$265  = \g_next$537 ;
+      \$278  = \g_next$537 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2223,18 +2244,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h05:
             /* empty */;
         5'h06:
-            \$265  = gate_data;
+            \$278  = gate_data;
       endcase
     end
     if (rst) begin
-      \$265  = 28'h19b4c7b;
+      \$278  = 28'h19b4c7b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$266  = \g$96 ;
+    \$279  = \g$96 ;
     if (run) begin
-      \$266  = \g_next$538 ;
+      \$279  = \g_next$538 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2253,18 +2274,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h06:
             /* empty */;
         5'h07:
-            \$266  = gate_data;
+            \$279  = gate_data;
       endcase
     end
     if (rst) begin
-      \$266  = 28'h1bac049;
+      \$279  = 28'h1bac049;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$267  = \g$108 ;
+    \$280  = \g$108 ;
     if (run) begin
-      \$267  = \g_next$539 ;
+      \$280  = \g_next$539 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2285,18 +2306,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h07:
             /* empty */;
         5'h08:
-            \$267  = gate_data;
+            \$280  = gate_data;
       endcase
     end
     if (rst) begin
-      \$267  = 28'h18b2b02;
+      \$280  = 28'h18b2b02;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$268  = \g$118 ;
+    \$281  = \g$118 ;
     if (run) begin
-      \$268  = \g_next$540 ;
+      \$281  = \g_next$540 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2319,18 +2340,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h08:
             /* empty */;
         5'h09:
-            \$268  = gate_data;
+            \$281  = gate_data;
       endcase
     end
     if (rst) begin
-      \$268  = 28'h1ef60e8;
+      \$281  = 28'h1ef60e8;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$269  = \g$128 ;
+    \$282  = \g$128 ;
     if (run) begin
-      \$269  = \g_next$541 ;
+      \$282  = \g_next$541 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2355,18 +2376,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h09:
             /* empty */;
         5'h0a:
-            \$269  = gate_data;
+            \$282  = gate_data;
       endcase
     end
     if (rst) begin
-      \$269  = 28'h1d0dbc7;
+      \$282  = 28'h1d0dbc7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$270  = \g$136 ;
+    \$283  = \g$136 ;
     if (run) begin
-      \$270  = \g_next$542 ;
+      \$283  = \g_next$542 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2393,18 +2414,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0a:
             /* empty */;
         5'h0b:
-            \$270  = gate_data;
+            \$283  = gate_data;
       endcase
     end
     if (rst) begin
-      \$270  = 28'h100b378;
+      \$283  = 28'h100b378;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$271  = \g$148 ;
+    \$284  = \g$148 ;
     if (run) begin
-      \$271  = \g_next$543 ;
+      \$284  = \g_next$543 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2433,18 +2454,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0b:
             /* empty */;
         5'h0c:
-            \$271  = gate_data;
+            \$284  = gate_data;
       endcase
     end
     if (rst) begin
-      \$271  = 28'h1db7ed9;
+      \$284  = 28'h1db7ed9;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$272  = \g$158 ;
+    \$285  = \g$158 ;
     if (run) begin
-      \$272  = \g_next$544 ;
+      \$285  = \g_next$544 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2475,18 +2496,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0c:
             /* empty */;
         5'h0d:
-            \$272  = gate_data;
+            \$285  = gate_data;
       endcase
     end
     if (rst) begin
-      \$272  = 28'h1089910;
+      \$285  = 28'h1089910;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$273  = \g$168 ;
+    \$286  = \g$168 ;
     if (run) begin
-      \$273  = \g_next$545 ;
+      \$286  = \g_next$545 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2519,18 +2540,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0d:
             /* empty */;
         5'h0e:
-            \$273  = gate_data;
+            \$286  = gate_data;
       endcase
     end
     if (rst) begin
-      \$273  = 28'h1bacab3;
+      \$286  = 28'h1bacab3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$274  = \g$176 ;
+    \$287  = \g$176 ;
     if (run) begin
-      \$274  = \g_next$546 ;
+      \$287  = \g_next$546 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2565,18 +2586,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0e:
             /* empty */;
         5'h0f:
-            \$274  = gate_data;
+            \$287  = gate_data;
       endcase
     end
     if (rst) begin
-      \$274  = 28'h12cf7c4;
+      \$287  = 28'h12cf7c4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$275  = \g$184 ;
+    \$288  = \g$184 ;
     if (run) begin
-      \$275  = \g_next$547 ;
+      \$288  = \g_next$547 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2613,18 +2634,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0f:
             /* empty */;
         5'h10:
-            \$275  = gate_data;
+            \$288  = gate_data;
       endcase
     end
     if (rst) begin
-      \$275  = 28'h1dcf94b;
+      \$288  = 28'h1dcf94b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$276  = \g$192 ;
+    \$289  = \g$192 ;
     if (run) begin
-      \$276  = \g_next$548 ;
+      \$289  = \g_next$548 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2663,18 +2684,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h10:
             /* empty */;
         5'h11:
-            \$276  = gate_data;
+            \$289  = gate_data;
       endcase
     end
     if (rst) begin
-      \$276  = 28'h18a9d34;
+      \$289  = 28'h18a9d34;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$277  = \g$200 ;
+    \$290  = \g$200 ;
     if (run) begin
-      \$277  = \g_next$549 ;
+      \$290  = \g_next$549 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2715,18 +2736,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h11:
             /* empty */;
         5'h12:
-            \$277  = gate_data;
+            \$290  = gate_data;
       endcase
     end
     if (rst) begin
-      \$277  = 28'h14cb9eb;
+      \$290  = 28'h14cb9eb;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$278  = \g$208 ;
+    \$291  = \g$208 ;
     if (run) begin
-      \$278  = \g_next$550 ;
+      \$291  = \g_next$550 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2769,18 +2790,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h12:
             /* empty */;
         5'h13:
-            \$278  = gate_data;
+            \$291  = gate_data;
       endcase
     end
     if (rst) begin
-      \$278  = 28'h16c353b;
+      \$291  = 28'h16c353b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$279  = \g$216 ;
+    \$292  = \g$216 ;
     if (run) begin
-      \$279  = \g_next$551 ;
+      \$292  = \g_next$551 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2825,18 +2846,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h13:
             /* empty */;
         5'h14:
-            \$279  = gate_data;
+            \$292  = gate_data;
       endcase
     end
     if (rst) begin
-      \$279  = 28'h1073ff5;
+      \$292  = 28'h1073ff5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$280  = \g$224 ;
+    \$293  = \g$224 ;
     if (run) begin
-      \$280  = \g_next$552 ;
+      \$293  = \g_next$552 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2883,18 +2904,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h14:
             /* empty */;
         5'h15:
-            \$280  = gate_data;
+            \$293  = gate_data;
       endcase
     end
     if (rst) begin
-      \$280  = 28'h11fd107;
+      \$293  = 28'h11fd107;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$281  = \g$232 ;
+    \$294  = \g$232 ;
     if (run) begin
-      \$281  = \g_next$553 ;
+      \$294  = \g_next$553 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2943,18 +2964,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h15:
             /* empty */;
         5'h16:
-            \$281  = gate_data;
+            \$294  = gate_data;
       endcase
     end
     if (rst) begin
-      \$281  = 28'h1abae0b;
+      \$294  = 28'h1abae0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$282  = \g$240 ;
+    \$295  = \g$240 ;
     if (run) begin
-      \$282  = \g_next$554 ;
+      \$295  = \g_next$554 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3005,18 +3026,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h16:
             /* empty */;
         5'h17:
-            \$282  = gate_data;
+            \$295  = gate_data;
       endcase
     end
     if (rst) begin
-      \$282  = 28'h1a5ae36;
+      \$295  = 28'h1a5ae36;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$283  = \g$248 ;
+    \$296  = \g$248 ;
     if (run) begin
-      \$283  = \g_next$555 ;
+      \$296  = \g_next$555 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3069,18 +3090,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h17:
             /* empty */;
         5'h18:
-            \$283  = gate_data;
+            \$296  = gate_data;
       endcase
     end
     if (rst) begin
-      \$283  = 28'h19d89e1;
+      \$296  = 28'h19d89e1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$284  = \g$256 ;
+    \$297  = \g$256 ;
     if (run) begin
-      \$284  = \g_next$556 ;
+      \$297  = \g_next$556 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3135,18 +3156,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h18:
             /* empty */;
         5'h19:
-            \$284  = gate_data;
+            \$297  = gate_data;
       endcase
     end
     if (rst) begin
-      \$284  = 28'h16238b1;
+      \$297  = 28'h16238b1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$285  = \g$264 ;
+    \$298  = \g$264 ;
     if (run) begin
-      \$285  = \g_next$557 ;
+      \$298  = \g_next$557 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3203,18 +3224,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h19:
             /* empty */;
         5'h1a:
-            \$285  = gate_data;
+            \$298  = gate_data;
       endcase
     end
     if (rst) begin
-      \$285  = 28'h1ff4926;
+      \$298  = 28'h1ff4926;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$286  = \g$272 ;
+    \$299  = \g$272 ;
     if (run) begin
-      \$286  = \g_next$558 ;
+      \$299  = \g_next$558 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3273,18 +3294,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1a:
             /* empty */;
         5'h1b:
-            \$286  = gate_data;
+            \$299  = gate_data;
       endcase
     end
     if (rst) begin
-      \$286  = 28'h1fb1806;
+      \$299  = 28'h1fb1806;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$287  = \g$280 ;
+    \$300  = \g$280 ;
     if (run) begin
-      \$287  = \g_next$559 ;
+      \$300  = \g_next$559 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3345,18 +3366,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1b:
             /* empty */;
         5'h1c:
-            \$287  = gate_data;
+            \$300  = gate_data;
       endcase
     end
     if (rst) begin
-      \$287  = 28'h1af7fae;
+      \$300  = 28'h1af7fae;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$288  = \g$288 ;
+    \$301  = \g$288 ;
     if (run) begin
-      \$288  = \g_next$560 ;
+      \$301  = \g_next$560 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3419,18 +3440,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1c:
             /* empty */;
         5'h1d:
-            \$288  = gate_data;
+            \$301  = gate_data;
       endcase
     end
     if (rst) begin
-      \$288  = 28'h1a68480;
+      \$301  = 28'h1a68480;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$289  = \g$296 ;
+    \$302  = \g$296 ;
     if (run) begin
-      \$289  = \g_next$561 ;
+      \$302  = \g_next$561 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3495,18 +3516,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1d:
             /* empty */;
         5'h1e:
-            \$289  = gate_data;
+            \$302  = gate_data;
       endcase
     end
     if (rst) begin
-      \$289  = 28'h1b03e0c;
+      \$302  = 28'h1b03e0c;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$290  = \g$304 ;
+    \$303  = \g$304 ;
     if (run) begin
-      \$290  = \g_next$562 ;
+      \$303  = \g_next$562 ;
     end
     if (gate_we) begin
       (* full_case = 32'd1 *)
@@ -3574,161 +3595,31 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1e:
             /* empty */;
         5'h1f:
-            \$290  = gate_data;
+            \$303  = gate_data;
       endcase
     end
     if (rst) begin
-      \$290  = 28'h163905b;
+      \$303  = 28'h163905b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$291  = sat_flags;
+    \$304  = sat_flags;
     if (run) begin
-      \$291  = \$257 ;
+      \$304  = \$270 ;
     end
     if (clear_flags) begin
-      \$291  = 5'h00;
+      \$304  = 5'h00;
     end
     if (rst) begin
-      \$291  = 5'h00;
+      \$304  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$292  = va_f;
+    \$305  = va_f;
     if (tick_done) begin
-      \$292  = v_f_next;
-    end
-    if (rst) begin
-      \$292  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$293  = vb_f;
-    if (tick_done) begin
-      \$293  = \v_f_next$564 ;
-    end
-    if (rst) begin
-      \$293  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$294  = \vb_f$33 ;
-    if (tick_done) begin
-      \$294  = \v_f_next$565 ;
-    end
-    if (rst) begin
-      \$294  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$295  = \vb_f$43 ;
-    if (tick_done) begin
-      \$295  = \v_f_next$566 ;
-    end
-    if (rst) begin
-      \$295  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$296  = \va_f$60 ;
-    if (tick_done) begin
-      \$296  = \v_f_next$567 ;
-    end
-    if (rst) begin
-      \$296  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$297  = \vb_f$62 ;
-    if (tick_done) begin
-      \$297  = drive2;
-    end
-    if (rst) begin
-      \$297  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$298  = \vb_f$73 ;
-    if (tick_done) begin
-      \$298  = \v_f_next$569 ;
-    end
-    if (rst) begin
-      \$298  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$299  = \vb_f$83 ;
-    if (tick_done) begin
-      \$299  = drive3;
-    end
-    if (rst) begin
-      \$299  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$300  = \va_f$100 ;
-    if (tick_done) begin
-      \$300  = \v_f_next$571 ;
-    end
-    if (rst) begin
-      \$300  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$301  = \vb_f$102 ;
-    if (tick_done) begin
-      \$301  = \v_f_next$572 ;
-    end
-    if (rst) begin
-      \$301  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$302  = \vb_f$113 ;
-    if (tick_done) begin
-      \$302  = \v_f_next$573 ;
-    end
-    if (rst) begin
-      \$302  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$303  = \vb_f$123 ;
-    if (tick_done) begin
-      \$303  = \v_f_next$574 ;
-    end
-    if (rst) begin
-      \$303  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$304  = \va_f$140 ;
-    if (tick_done) begin
-      \$304  = \v_f_next$575 ;
-    end
-    if (rst) begin
-      \$304  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$305  = \vb_f$142 ;
-    if (tick_done) begin
-      \$305  = drive1;
+      \$305  = v_f_next;
     end
     if (rst) begin
       \$305  = 18'h00000;
@@ -3736,9 +3627,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$306  = \vb_f$153 ;
+    \$306  = vb_f;
     if (tick_done) begin
-      \$306  = \v_f_next$577 ;
+      \$306  = \v_f_next$564 ;
     end
     if (rst) begin
       \$306  = 18'h00000;
@@ -3746,9 +3637,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$307  = \vb_f$163 ;
+    \$307  = \vb_f$33 ;
     if (tick_done) begin
-      \$307  = drive0;
+      \$307  = \v_f_next$565 ;
     end
     if (rst) begin
       \$307  = 18'h00000;
@@ -3756,9 +3647,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$308  = va_c;
+    \$308  = \vb_f$43 ;
     if (tick_done) begin
-      \$308  = \$110 [17:0];
+      \$308  = \v_f_next$566 ;
     end
     if (rst) begin
       \$308  = 18'h00000;
@@ -3766,9 +3657,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$309  = vb_c;
+    \$309  = \va_f$60 ;
     if (tick_done) begin
-      \$309  = v_c_next;
+      \$309  = \v_f_next$567 ;
     end
     if (rst) begin
       \$309  = 18'h00000;
@@ -3776,9 +3667,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$310  = \vb_c$36 ;
+    \$310  = \vb_f$62 ;
     if (tick_done) begin
-      \$310  = \v_c_next$580 ;
+      \$310  = drive2;
     end
     if (rst) begin
       \$310  = 18'h00000;
@@ -3786,9 +3677,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$311  = \vb_c$46 ;
+    \$311  = \vb_f$73 ;
     if (tick_done) begin
-      \$311  = \v_c_next$581 ;
+      \$311  = \v_f_next$569 ;
     end
     if (rst) begin
       \$311  = 18'h00000;
@@ -3796,9 +3687,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$312  = \va_c$64 ;
+    \$312  = \vb_f$83 ;
     if (tick_done) begin
-      \$312  = \v_c_next$582 ;
+      \$312  = drive3;
     end
     if (rst) begin
       \$312  = 18'h00000;
@@ -3806,9 +3697,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$313  = \vb_c$66 ;
+    \$313  = \va_f$100 ;
     if (tick_done) begin
-      \$313  = drive2;
+      \$313  = \v_f_next$571 ;
     end
     if (rst) begin
       \$313  = 18'h00000;
@@ -3816,9 +3707,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$314  = \vb_c$76 ;
+    \$314  = \vb_f$102 ;
     if (tick_done) begin
-      \$314  = \v_c_next$583 ;
+      \$314  = \v_f_next$572 ;
     end
     if (rst) begin
       \$314  = 18'h00000;
@@ -3826,9 +3717,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$315  = \vb_c$86 ;
+    \$315  = \vb_f$113 ;
     if (tick_done) begin
-      \$315  = drive3;
+      \$315  = \v_f_next$573 ;
     end
     if (rst) begin
       \$315  = 18'h00000;
@@ -3836,9 +3727,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$316  = \va_c$104 ;
+    \$316  = \vb_f$123 ;
     if (tick_done) begin
-      \$316  = \v_c_next$584 ;
+      \$316  = \v_f_next$574 ;
     end
     if (rst) begin
       \$316  = 18'h00000;
@@ -3846,9 +3737,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$317  = \vb_c$106 ;
+    \$317  = \va_f$140 ;
     if (tick_done) begin
-      \$317  = \v_c_next$585 ;
+      \$317  = \v_f_next$575 ;
     end
     if (rst) begin
       \$317  = 18'h00000;
@@ -3856,9 +3747,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$318  = \vb_c$116 ;
+    \$318  = \vb_f$142 ;
     if (tick_done) begin
-      \$318  = \$104 [17:0];
+      \$318  = drive1;
     end
     if (rst) begin
       \$318  = 18'h00000;
@@ -3866,9 +3757,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = \vb_c$126 ;
+    \$319  = \vb_f$153 ;
     if (tick_done) begin
-      \$319  = \v_c_next$586 ;
+      \$319  = \v_f_next$577 ;
     end
     if (rst) begin
       \$319  = 18'h00000;
@@ -3876,9 +3767,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = \va_c$144 ;
+    \$320  = \vb_f$163 ;
     if (tick_done) begin
-      \$320  = \v_c_next$587 ;
+      \$320  = drive0;
     end
     if (rst) begin
       \$320  = 18'h00000;
@@ -3886,9 +3777,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = \vb_c$146 ;
+    \$321  = va_c;
     if (tick_done) begin
-      \$321  = drive1;
+      \$321  = \$123 [17:0];
     end
     if (rst) begin
       \$321  = 18'h00000;
@@ -3896,9 +3787,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$322  = \vb_c$156 ;
+    \$322  = vb_c;
     if (tick_done) begin
-      \$322  = \v_c_next$588 ;
+      \$322  = v_c_next;
     end
     if (rst) begin
       \$322  = 18'h00000;
@@ -3906,9 +3797,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = \vb_c$166 ;
+    \$323  = \vb_c$36 ;
     if (tick_done) begin
-      \$323  = drive0;
+      \$323  = \v_c_next$580 ;
     end
     if (rst) begin
       \$323  = 18'h00000;
@@ -3916,22 +3807,19 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$324  = ticks;
+    \$324  = \vb_c$46 ;
     if (tick_done) begin
-      \$324  = \$258 [31:0];
+      \$324  = \v_c_next$581 ;
     end
     if (rst) begin
-      \$324  = 32'd0;
+      \$324  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$325  = drive0;
-    if (sample_we) begin
-      casez (sample_addr)
-        3'h0:
-            \$325  = sample_data;
-      endcase
+    \$325  = \va_c$64 ;
+    if (tick_done) begin
+      \$325  = \v_c_next$582 ;
     end
     if (rst) begin
       \$325  = 18'h00000;
@@ -3939,14 +3827,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$326  = drive1;
-    if (sample_we) begin
-      casez (sample_addr)
-        3'h0:
-            /* empty */;
-        3'h1:
-            \$326  = sample_data;
-      endcase
+    \$326  = \vb_c$66 ;
+    if (tick_done) begin
+      \$326  = drive2;
     end
     if (rst) begin
       \$326  = 18'h00000;
@@ -3954,7 +3837,145 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = drive2;
+    \$327  = \vb_c$76 ;
+    if (tick_done) begin
+      \$327  = \v_c_next$583 ;
+    end
+    if (rst) begin
+      \$327  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$328  = \vb_c$86 ;
+    if (tick_done) begin
+      \$328  = drive3;
+    end
+    if (rst) begin
+      \$328  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$329  = \va_c$104 ;
+    if (tick_done) begin
+      \$329  = \v_c_next$584 ;
+    end
+    if (rst) begin
+      \$329  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$330  = \vb_c$106 ;
+    if (tick_done) begin
+      \$330  = \v_c_next$585 ;
+    end
+    if (rst) begin
+      \$330  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$331  = \vb_c$116 ;
+    if (tick_done) begin
+      \$331  = \$117 [17:0];
+    end
+    if (rst) begin
+      \$331  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$332  = \vb_c$126 ;
+    if (tick_done) begin
+      \$332  = \v_c_next$586 ;
+    end
+    if (rst) begin
+      \$332  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$333  = \va_c$144 ;
+    if (tick_done) begin
+      \$333  = \v_c_next$587 ;
+    end
+    if (rst) begin
+      \$333  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$334  = \vb_c$146 ;
+    if (tick_done) begin
+      \$334  = drive1;
+    end
+    if (rst) begin
+      \$334  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$335  = \vb_c$156 ;
+    if (tick_done) begin
+      \$335  = \v_c_next$588 ;
+    end
+    if (rst) begin
+      \$335  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$336  = \vb_c$166 ;
+    if (tick_done) begin
+      \$336  = drive0;
+    end
+    if (rst) begin
+      \$336  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$337  = ticks;
+    if (tick_done) begin
+      \$337  = \$271 [31:0];
+    end
+    if (rst) begin
+      \$337  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$338  = drive0;
+    if (sample_we) begin
+      casez (sample_addr)
+        3'h0:
+            \$338  = sample_data;
+      endcase
+    end
+    if (rst) begin
+      \$338  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$339  = drive1;
+    if (sample_we) begin
+      casez (sample_addr)
+        3'h0:
+            /* empty */;
+        3'h1:
+            \$339  = sample_data;
+      endcase
+    end
+    if (rst) begin
+      \$339  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$340  = drive2;
     if (sample_we) begin
       casez (sample_addr)
         3'h0:
@@ -3962,16 +3983,16 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         3'h1:
             /* empty */;
         3'h2:
-            \$327  = sample_data;
+            \$340  = sample_data;
       endcase
     end
     if (rst) begin
-      \$327  = 18'h01c29;
+      \$340  = 18'h01c29;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$328  = drive3;
+    \$341  = drive3;
     if (sample_we) begin
       casez (sample_addr)
         3'h0:
@@ -3981,16 +4002,16 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         3'h2:
             /* empty */;
         3'h3:
-            \$328  = sample_data;
+            \$341  = sample_data;
       endcase
     end
     if (rst) begin
-      \$328  = 18'h0547b;
+      \$341  = 18'h0547b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$329  = target0;
+    \$342  = target0;
     if (sample_we) begin
       casez (sample_addr)
         3'h0:
@@ -4002,11 +4023,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         3'h3:
             /* empty */;
         3'h4:
-            \$329  = sample_data;
+            \$342  = sample_data;
       endcase
     end
     if (rst) begin
-      \$329  = 18'h00000;
+      \$342  = 18'h00000;
     end
   end
   assign commit = tick_done;
@@ -4282,10 +4303,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign \v_c$441  = \vb_c$156 ;
   assign \acc_f$442  = accf14;
   assign \acc_c$443  = accc14;
-  assign clamp0p = \$104 [17:0];
-  assign clamp0m = \$110 [17:0];
-  assign \ticks$529  = ticks;
-  assign \flags$530  = sat_flags;
+  assign half0 = \$113 [27:0];
+  assign clamp0p = \$117 [17:0];
+  assign clamp0m = \$123 [17:0];
+  assign \$signal  = ticks;
+  assign \$signal$530  = sat_flags;
   assign \v_free[0]  = v_free[17:0];
   assign \v_free[1]  = v_free[35:18];
   assign \v_free[2]  = v_free[53:36];
@@ -4416,82 +4438,86 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign v_free[35:18] = vb_f;
   assign v_free[17:0] = va_f;
   assign tick_done = run;
-  assign half0 = { \$100 [27], \$100 [27], \$100 [27], \$100 [27], \$100 [27], \$100 [27], \$100 [27], \$100 [27], \$100 [27], \$100 [27:9] };
-  assign \$113  = sat_term;
-  assign \$114  = sat_term;
-  assign \$115  = \sat_term$454 ;
-  assign \$117  = \sat_term$455 ;
-  assign \$119  = \sat_term$456 ;
-  assign \$121  = \sat_term$457 ;
-  assign \$123  = \sat_term$458 ;
-  assign \$125  = \sat_term$459 ;
-  assign \$127  = \sat_term$460 ;
-  assign \$129  = \sat_term$461 ;
-  assign \$131  = \sat_term$462 ;
-  assign \$133  = \sat_term$463 ;
-  assign \$135  = \sat_term$464 ;
-  assign \$137  = \sat_term$465 ;
-  assign \$139  = \sat_term$466 ;
-  assign \$141  = \sat_term$467 ;
-  assign \$143  = \sat_term$468 ;
-  assign \$145  = \sat_term$469 ;
-  assign \$147  = \sat_term$470 ;
-  assign \$149  = \sat_term$471 ;
-  assign \$151  = \sat_term$472 ;
-  assign \$153  = \sat_term$473 ;
-  assign \$155  = \sat_term$474 ;
-  assign \$157  = \sat_term$475 ;
-  assign \$159  = \sat_term$476 ;
-  assign \$161  = \sat_term$477 ;
-  assign \$163  = \sat_term$478 ;
-  assign \$165  = \sat_term$479 ;
-  assign \$167  = \sat_term$480 ;
-  assign \$169  = \sat_term$481 ;
-  assign \$171  = \sat_term$482 ;
-  assign \$173  = \sat_term$483 ;
-  assign \$175  = \sat_term$484 ;
-  assign \$177  = sat_dg;
-  assign \$178  = sat_dg;
-  assign \$179  = \sat_dg$486 ;
-  assign \$181  = \sat_dg$487 ;
-  assign \$183  = \sat_dg$488 ;
-  assign \$185  = \sat_dg$489 ;
-  assign \$187  = \sat_dg$490 ;
-  assign \$189  = \sat_dg$491 ;
-  assign \$191  = \sat_dg$492 ;
-  assign \$193  = \sat_dg$493 ;
-  assign \$195  = \sat_dg$494 ;
-  assign \$197  = \sat_dg$495 ;
-  assign \$199  = \sat_dg$496 ;
-  assign \$201  = \sat_dg$497 ;
-  assign \$203  = \sat_dg$498 ;
-  assign \$205  = \sat_dg$499 ;
-  assign \$207  = \sat_dg$500 ;
-  assign \$209  = \sat_dg$501 ;
-  assign \$211  = \sat_dg$502 ;
-  assign \$213  = \sat_dg$503 ;
-  assign \$215  = \sat_dg$504 ;
-  assign \$217  = \sat_dg$505 ;
-  assign \$219  = \sat_dg$506 ;
-  assign \$221  = \sat_dg$507 ;
-  assign \$223  = \sat_dg$508 ;
-  assign \$225  = \sat_dg$509 ;
-  assign \$227  = \sat_dg$510 ;
-  assign \$229  = \sat_dg$511 ;
-  assign \$231  = \sat_dg$512 ;
-  assign \$233  = \sat_dg$513 ;
-  assign \$235  = \sat_dg$514 ;
-  assign \$237  = \sat_dg$515 ;
-  assign \$239  = \sat_dg$516 ;
-  assign \$241  = flags;
-  assign \$253  = clamp0p_sat;
-  assign \$256  = \$255 ;
+  assign \$99  = { \$98 [19], \$98  };
+  assign \$102  = { \$101 [19], \$101 , 2'h0 };
+  assign \$106  = { \$105 , 3'h0 };
+  assign \$109  = { \$108 [19], \$108 , 6'h00 };
+  assign \$113  = { \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29:9] };
+  assign \$126  = sat_term;
+  assign \$127  = sat_term;
+  assign \$128  = \sat_term$454 ;
+  assign \$130  = \sat_term$455 ;
+  assign \$132  = \sat_term$456 ;
+  assign \$134  = \sat_term$457 ;
+  assign \$136  = \sat_term$458 ;
+  assign \$138  = \sat_term$459 ;
+  assign \$140  = \sat_term$460 ;
+  assign \$142  = \sat_term$461 ;
+  assign \$144  = \sat_term$462 ;
+  assign \$146  = \sat_term$463 ;
+  assign \$148  = \sat_term$464 ;
+  assign \$150  = \sat_term$465 ;
+  assign \$152  = \sat_term$466 ;
+  assign \$154  = \sat_term$467 ;
+  assign \$156  = \sat_term$468 ;
+  assign \$158  = \sat_term$469 ;
+  assign \$160  = \sat_term$470 ;
+  assign \$162  = \sat_term$471 ;
+  assign \$164  = \sat_term$472 ;
+  assign \$166  = \sat_term$473 ;
+  assign \$168  = \sat_term$474 ;
+  assign \$170  = \sat_term$475 ;
+  assign \$172  = \sat_term$476 ;
+  assign \$174  = \sat_term$477 ;
+  assign \$176  = \sat_term$478 ;
+  assign \$178  = \sat_term$479 ;
+  assign \$180  = \sat_term$480 ;
+  assign \$182  = \sat_term$481 ;
+  assign \$184  = \sat_term$482 ;
+  assign \$186  = \sat_term$483 ;
+  assign \$188  = \sat_term$484 ;
+  assign \$190  = sat_dg;
+  assign \$191  = sat_dg;
+  assign \$192  = \sat_dg$486 ;
+  assign \$194  = \sat_dg$487 ;
+  assign \$196  = \sat_dg$488 ;
+  assign \$198  = \sat_dg$489 ;
+  assign \$200  = \sat_dg$490 ;
+  assign \$202  = \sat_dg$491 ;
+  assign \$204  = \sat_dg$492 ;
+  assign \$206  = \sat_dg$493 ;
+  assign \$208  = \sat_dg$494 ;
+  assign \$210  = \sat_dg$495 ;
+  assign \$212  = \sat_dg$496 ;
+  assign \$214  = \sat_dg$497 ;
+  assign \$216  = \sat_dg$498 ;
+  assign \$218  = \sat_dg$499 ;
+  assign \$220  = \sat_dg$500 ;
+  assign \$222  = \sat_dg$501 ;
+  assign \$224  = \sat_dg$502 ;
+  assign \$226  = \sat_dg$503 ;
+  assign \$228  = \sat_dg$504 ;
+  assign \$230  = \sat_dg$505 ;
+  assign \$232  = \sat_dg$506 ;
+  assign \$234  = \sat_dg$507 ;
+  assign \$236  = \sat_dg$508 ;
+  assign \$238  = \sat_dg$509 ;
+  assign \$240  = \sat_dg$510 ;
+  assign \$242  = \sat_dg$511 ;
+  assign \$244  = \sat_dg$512 ;
+  assign \$246  = \sat_dg$513 ;
+  assign \$248  = \sat_dg$514 ;
+  assign \$250  = \sat_dg$515 ;
+  assign \$252  = \sat_dg$516 ;
+  assign \$254  = flags;
+  assign \$266  = clamp0p_sat;
+  assign \$269  = \$268 ;
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge0 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -4505,7 +4531,7 @@ module \clln_paper_xor.edge0 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -4516,50 +4542,60 @@ module \clln_paper_xor.edge0 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -4579,15 +4615,31 @@ module \clln_paper_xor.edge0 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -4601,7 +4653,6 @@ module \clln_paper_xor.edge0 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -4620,7 +4671,6 @@ module \clln_paper_xor.edge0 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -4629,34 +4679,30 @@ module \clln_paper_xor.edge0 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge1 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -4670,7 +4716,7 @@ module \clln_paper_xor.edge1 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -4681,50 +4727,60 @@ module \clln_paper_xor.edge1 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -4744,15 +4800,31 @@ module \clln_paper_xor.edge1 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -4766,7 +4838,6 @@ module \clln_paper_xor.edge1 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -4785,7 +4856,6 @@ module \clln_paper_xor.edge1 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -4794,34 +4864,30 @@ module \clln_paper_xor.edge1 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge10 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -4835,7 +4901,7 @@ module \clln_paper_xor.edge10 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -4846,50 +4912,60 @@ module \clln_paper_xor.edge10 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -4909,15 +4985,31 @@ module \clln_paper_xor.edge10 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -4931,7 +5023,6 @@ module \clln_paper_xor.edge10 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -4950,7 +5041,6 @@ module \clln_paper_xor.edge10 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -4959,34 +5049,30 @@ module \clln_paper_xor.edge10 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge11 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -5000,7 +5086,7 @@ module \clln_paper_xor.edge11 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -5011,50 +5097,60 @@ module \clln_paper_xor.edge11 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -5074,15 +5170,31 @@ module \clln_paper_xor.edge11 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -5096,7 +5208,6 @@ module \clln_paper_xor.edge11 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -5115,7 +5226,6 @@ module \clln_paper_xor.edge11 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -5124,34 +5234,30 @@ module \clln_paper_xor.edge11 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge12 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -5165,7 +5271,7 @@ module \clln_paper_xor.edge12 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -5176,50 +5282,60 @@ module \clln_paper_xor.edge12 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -5239,15 +5355,31 @@ module \clln_paper_xor.edge12 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -5261,7 +5393,6 @@ module \clln_paper_xor.edge12 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -5280,7 +5411,6 @@ module \clln_paper_xor.edge12 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -5289,34 +5419,30 @@ module \clln_paper_xor.edge12 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge13 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -5330,7 +5456,7 @@ module \clln_paper_xor.edge13 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -5341,50 +5467,60 @@ module \clln_paper_xor.edge13 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -5404,15 +5540,31 @@ module \clln_paper_xor.edge13 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -5426,7 +5578,6 @@ module \clln_paper_xor.edge13 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -5445,7 +5596,6 @@ module \clln_paper_xor.edge13 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -5454,34 +5604,30 @@ module \clln_paper_xor.edge13 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge14 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -5495,7 +5641,7 @@ module \clln_paper_xor.edge14 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -5506,50 +5652,60 @@ module \clln_paper_xor.edge14 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -5569,15 +5725,31 @@ module \clln_paper_xor.edge14 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -5591,7 +5763,6 @@ module \clln_paper_xor.edge14 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -5610,7 +5781,6 @@ module \clln_paper_xor.edge14 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -5619,34 +5789,30 @@ module \clln_paper_xor.edge14 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge15 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -5660,7 +5826,7 @@ module \clln_paper_xor.edge15 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -5671,50 +5837,60 @@ module \clln_paper_xor.edge15 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -5734,15 +5910,31 @@ module \clln_paper_xor.edge15 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -5756,7 +5948,6 @@ module \clln_paper_xor.edge15 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -5775,7 +5966,6 @@ module \clln_paper_xor.edge15 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -5784,34 +5974,30 @@ module \clln_paper_xor.edge15 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge16 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -5825,7 +6011,7 @@ module \clln_paper_xor.edge16 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -5836,50 +6022,60 @@ module \clln_paper_xor.edge16 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -5899,15 +6095,31 @@ module \clln_paper_xor.edge16 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -5921,7 +6133,6 @@ module \clln_paper_xor.edge16 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -5940,7 +6151,6 @@ module \clln_paper_xor.edge16 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -5949,34 +6159,30 @@ module \clln_paper_xor.edge16 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge17 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -5990,7 +6196,7 @@ module \clln_paper_xor.edge17 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -6001,50 +6207,60 @@ module \clln_paper_xor.edge17 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -6064,15 +6280,31 @@ module \clln_paper_xor.edge17 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -6086,7 +6318,6 @@ module \clln_paper_xor.edge17 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -6105,7 +6336,6 @@ module \clln_paper_xor.edge17 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -6114,34 +6344,30 @@ module \clln_paper_xor.edge17 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge18 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -6155,7 +6381,7 @@ module \clln_paper_xor.edge18 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -6166,50 +6392,60 @@ module \clln_paper_xor.edge18 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -6229,15 +6465,31 @@ module \clln_paper_xor.edge18 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -6251,7 +6503,6 @@ module \clln_paper_xor.edge18 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -6270,7 +6521,6 @@ module \clln_paper_xor.edge18 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -6279,34 +6529,30 @@ module \clln_paper_xor.edge18 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge19 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -6320,7 +6566,7 @@ module \clln_paper_xor.edge19 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -6331,50 +6577,60 @@ module \clln_paper_xor.edge19 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -6394,15 +6650,31 @@ module \clln_paper_xor.edge19 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -6416,7 +6688,6 @@ module \clln_paper_xor.edge19 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -6435,7 +6706,6 @@ module \clln_paper_xor.edge19 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -6444,34 +6714,30 @@ module \clln_paper_xor.edge19 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge2 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -6485,7 +6751,7 @@ module \clln_paper_xor.edge2 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -6496,50 +6762,60 @@ module \clln_paper_xor.edge2 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -6559,15 +6835,31 @@ module \clln_paper_xor.edge2 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -6581,7 +6873,6 @@ module \clln_paper_xor.edge2 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -6600,7 +6891,6 @@ module \clln_paper_xor.edge2 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -6609,34 +6899,30 @@ module \clln_paper_xor.edge2 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge20 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -6650,7 +6936,7 @@ module \clln_paper_xor.edge20 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -6661,50 +6947,60 @@ module \clln_paper_xor.edge20 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -6724,15 +7020,31 @@ module \clln_paper_xor.edge20 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -6746,7 +7058,6 @@ module \clln_paper_xor.edge20 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -6765,7 +7076,6 @@ module \clln_paper_xor.edge20 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -6774,34 +7084,30 @@ module \clln_paper_xor.edge20 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge21 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -6815,7 +7121,7 @@ module \clln_paper_xor.edge21 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -6826,50 +7132,60 @@ module \clln_paper_xor.edge21 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -6889,15 +7205,31 @@ module \clln_paper_xor.edge21 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -6911,7 +7243,6 @@ module \clln_paper_xor.edge21 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -6930,7 +7261,6 @@ module \clln_paper_xor.edge21 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -6939,34 +7269,30 @@ module \clln_paper_xor.edge21 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge22 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -6980,7 +7306,7 @@ module \clln_paper_xor.edge22 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -6991,50 +7317,60 @@ module \clln_paper_xor.edge22 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -7054,15 +7390,31 @@ module \clln_paper_xor.edge22 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -7076,7 +7428,6 @@ module \clln_paper_xor.edge22 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -7095,7 +7446,6 @@ module \clln_paper_xor.edge22 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -7104,34 +7454,30 @@ module \clln_paper_xor.edge22 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge23 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -7145,7 +7491,7 @@ module \clln_paper_xor.edge23 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -7156,50 +7502,60 @@ module \clln_paper_xor.edge23 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -7219,15 +7575,31 @@ module \clln_paper_xor.edge23 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -7241,7 +7613,6 @@ module \clln_paper_xor.edge23 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -7260,7 +7631,6 @@ module \clln_paper_xor.edge23 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -7269,34 +7639,30 @@ module \clln_paper_xor.edge23 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge24 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -7310,7 +7676,7 @@ module \clln_paper_xor.edge24 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -7321,50 +7687,60 @@ module \clln_paper_xor.edge24 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -7384,15 +7760,31 @@ module \clln_paper_xor.edge24 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -7406,7 +7798,6 @@ module \clln_paper_xor.edge24 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -7425,7 +7816,6 @@ module \clln_paper_xor.edge24 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -7434,34 +7824,30 @@ module \clln_paper_xor.edge24 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge25 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -7475,7 +7861,7 @@ module \clln_paper_xor.edge25 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -7486,50 +7872,60 @@ module \clln_paper_xor.edge25 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -7549,15 +7945,31 @@ module \clln_paper_xor.edge25 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -7571,7 +7983,6 @@ module \clln_paper_xor.edge25 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -7590,7 +8001,6 @@ module \clln_paper_xor.edge25 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -7599,34 +8009,30 @@ module \clln_paper_xor.edge25 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge26 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -7640,7 +8046,7 @@ module \clln_paper_xor.edge26 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -7651,50 +8057,60 @@ module \clln_paper_xor.edge26 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -7714,15 +8130,31 @@ module \clln_paper_xor.edge26 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -7736,7 +8168,6 @@ module \clln_paper_xor.edge26 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -7755,7 +8186,6 @@ module \clln_paper_xor.edge26 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -7764,34 +8194,30 @@ module \clln_paper_xor.edge26 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge27 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -7805,7 +8231,7 @@ module \clln_paper_xor.edge27 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -7816,50 +8242,60 @@ module \clln_paper_xor.edge27 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -7879,15 +8315,31 @@ module \clln_paper_xor.edge27 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -7901,7 +8353,6 @@ module \clln_paper_xor.edge27 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -7920,7 +8371,6 @@ module \clln_paper_xor.edge27 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -7929,34 +8379,30 @@ module \clln_paper_xor.edge27 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge28 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -7970,7 +8416,7 @@ module \clln_paper_xor.edge28 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -7981,50 +8427,60 @@ module \clln_paper_xor.edge28 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -8044,15 +8500,31 @@ module \clln_paper_xor.edge28 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -8066,7 +8538,6 @@ module \clln_paper_xor.edge28 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -8085,7 +8556,6 @@ module \clln_paper_xor.edge28 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -8094,34 +8564,30 @@ module \clln_paper_xor.edge28 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge29 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -8135,7 +8601,7 @@ module \clln_paper_xor.edge29 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -8146,50 +8612,60 @@ module \clln_paper_xor.edge29 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -8209,15 +8685,31 @@ module \clln_paper_xor.edge29 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -8231,7 +8723,6 @@ module \clln_paper_xor.edge29 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -8250,7 +8741,6 @@ module \clln_paper_xor.edge29 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -8259,34 +8749,30 @@ module \clln_paper_xor.edge29 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge3 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -8300,7 +8786,7 @@ module \clln_paper_xor.edge3 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -8311,50 +8797,60 @@ module \clln_paper_xor.edge3 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -8374,15 +8870,31 @@ module \clln_paper_xor.edge3 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -8396,7 +8908,6 @@ module \clln_paper_xor.edge3 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -8415,7 +8926,6 @@ module \clln_paper_xor.edge3 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -8424,34 +8934,30 @@ module \clln_paper_xor.edge3 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge30 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -8465,7 +8971,7 @@ module \clln_paper_xor.edge30 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -8476,50 +8982,60 @@ module \clln_paper_xor.edge30 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -8539,15 +9055,31 @@ module \clln_paper_xor.edge30 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -8561,7 +9093,6 @@ module \clln_paper_xor.edge30 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -8580,7 +9111,6 @@ module \clln_paper_xor.edge30 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -8589,34 +9119,30 @@ module \clln_paper_xor.edge30 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge31 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -8630,7 +9156,7 @@ module \clln_paper_xor.edge31 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -8641,50 +9167,60 @@ module \clln_paper_xor.edge31 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -8704,15 +9240,31 @@ module \clln_paper_xor.edge31 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -8726,7 +9278,6 @@ module \clln_paper_xor.edge31 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -8745,7 +9296,6 @@ module \clln_paper_xor.edge31 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -8754,34 +9304,30 @@ module \clln_paper_xor.edge31 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge4 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -8795,7 +9341,7 @@ module \clln_paper_xor.edge4 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -8806,50 +9352,60 @@ module \clln_paper_xor.edge4 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -8869,15 +9425,31 @@ module \clln_paper_xor.edge4 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -8891,7 +9463,6 @@ module \clln_paper_xor.edge4 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -8910,7 +9481,6 @@ module \clln_paper_xor.edge4 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -8919,34 +9489,30 @@ module \clln_paper_xor.edge4 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge5 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -8960,7 +9526,7 @@ module \clln_paper_xor.edge5 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -8971,50 +9537,60 @@ module \clln_paper_xor.edge5 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -9034,15 +9610,31 @@ module \clln_paper_xor.edge5 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -9056,7 +9648,6 @@ module \clln_paper_xor.edge5 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -9075,7 +9666,6 @@ module \clln_paper_xor.edge5 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -9084,34 +9674,30 @@ module \clln_paper_xor.edge5 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge6 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -9125,7 +9711,7 @@ module \clln_paper_xor.edge6 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -9136,50 +9722,60 @@ module \clln_paper_xor.edge6 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -9199,15 +9795,31 @@ module \clln_paper_xor.edge6 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -9221,7 +9833,6 @@ module \clln_paper_xor.edge6 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -9240,7 +9851,6 @@ module \clln_paper_xor.edge6 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -9249,34 +9859,30 @@ module \clln_paper_xor.edge6 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge7 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -9290,7 +9896,7 @@ module \clln_paper_xor.edge7 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -9301,50 +9907,60 @@ module \clln_paper_xor.edge7 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -9364,15 +9980,31 @@ module \clln_paper_xor.edge7 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -9386,7 +10018,6 @@ module \clln_paper_xor.edge7 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -9405,7 +10036,6 @@ module \clln_paper_xor.edge7 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -9414,34 +10044,30 @@ module \clln_paper_xor.edge7 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge8 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -9455,7 +10081,7 @@ module \clln_paper_xor.edge8 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -9466,50 +10092,60 @@ module \clln_paper_xor.edge8 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -9529,15 +10165,31 @@ module \clln_paper_xor.edge8 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -9551,7 +10203,6 @@ module \clln_paper_xor.edge8 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -9570,7 +10221,6 @@ module \clln_paper_xor.edge8 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -9579,34 +10229,30 @@ module \clln_paper_xor.edge8 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.edge9 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [28:0] \$1 ;
-  wire [28:0] \$10 ;
+  wire [33:0] \$10 ;
   wire \$11 ;
   wire \$12 ;
   wire [48:0] \$13 ;
@@ -9620,7 +10266,7 @@ module \clln_paper_xor.edge9 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [23:0] \$20 ;
   wire [47:0] \$21 ;
   wire [18:0] \$22 ;
-  wire [28:0] \$23 ;
+  wire [33:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire [48:0] \$26 ;
@@ -9631,50 +10277,60 @@ module \clln_paper_xor.edge9 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [19:0] \$30 ;
   wire [19:0] \$31 ;
   wire [39:0] \$32 ;
-  wire [43:0] \$33 ;
-  wire [44:0] \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [44:0] \$37 ;
-  wire [44:0] \$38 ;
-  wire \$39 ;
+  wire [40:0] \$33 ;
+  wire [19:0] \$34 ;
+  wire [19:0] \$35 ;
+  wire [39:0] \$36 ;
+  wire [42:0] \$37 ;
+  wire [43:0] \$38 ;
+  wire [19:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire \$42 ;
-  wire [28:0] \$43 ;
-  wire [28:0] \$44 ;
-  wire [28:0] \$45 ;
+  wire [19:0] \$40 ;
+  wire [39:0] \$41 ;
+  wire [42:0] \$42 ;
+  wire [44:0] \$43 ;
+  wire [45:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [45:0] \$47 ;
+  wire [45:0] \$48 ;
+  wire \$49 ;
   wire \$5 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire [28:0] \$53 ;
+  wire [28:0] \$54 ;
+  wire [28:0] \$55 ;
   wire [23:0] \$6 ;
   wire [23:0] \$7 ;
   wire [47:0] \$8 ;
   wire [18:0] \$9 ;
-  wire [18:0] d_c;
-  wire [18:0] d_f;
   wire [22:0] da_c;
   wire [22:0] da_f;
   wire [22:0] db_c;
   wire [22:0] db_f;
   wire [27:0] dg;
-  wire [44:0] dg_exact;
+  wire [18:0] dg_dc;
+  wire [18:0] dg_df;
+  wire [45:0] dg_exact;
   wire dg_sat;
+  wire [28:0] dg_sum;
   input [27:0] g;
   wire [27:0] g;
   output [27:0] g_next;
   wire [27:0] g_next;
-  wire [28:0] g_sum;
   input learn;
   wire learn;
   wire [21:0] ov;
   output [39:0] s_c;
   wire [39:0] s_c;
-  wire [39:0] \s_c$22 ;
+  wire [39:0] \s_c$28 ;
   wire [48:0] s_c_exact;
   wire s_c_sat;
   output [39:0] s_f;
   wire [39:0] s_f;
-  wire [39:0] \s_f$12 ;
+  wire [39:0] \s_f$27 ;
   wire [48:0] s_f_exact;
   wire s_f_sat;
   output sat_dg;
@@ -9694,15 +10350,31 @@ module \clln_paper_xor.edge9 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   input [17:0] vb_f;
   wire [17:0] vb_f;
   wire [17:0] vt;
-  assign \$39  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$40  = $signed(dg_exact) < $signed(28'h8000000);
-  assign dg_sat = \$39  | \$40 ;
-  assign g_sum = $signed(g) + $signed(\$38 [27:0]);
-  assign \$41  = $signed(g_sum) < $signed(25'h0c00000);
-  assign \$42  = $signed(g_sum) > $signed(27'h3000000);
-  assign \$43  = \$42  ? 29'h03000000 : g_sum;
-  assign \$44  = \$41  ? 29'h00c00000 : \$43 ;
-  assign \$45  = learn ? \$44  : { g[27], g };
+  assign \$31  = $signed(dg_df) + $signed(dg_dc);
+  assign \$32  = $signed(\$30 ) * $signed(\$31 );
+  assign \$34  = $signed(dg_df) - $signed(dg_dc);
+  assign \$35  = $signed(dg_df) + $signed(dg_dc);
+  assign \$36  = $signed(\$34 ) * $signed(\$35 );
+  assign \$38  = $signed(\$33 ) + $signed(\$37 );
+  assign \$39  = $signed(dg_df) - $signed(dg_dc);
+  assign \$40  = $signed(dg_df) + $signed(dg_dc);
+  assign \$41  = $signed(\$39 ) * $signed(\$40 );
+  assign \$43  = $signed(\$38 ) + $signed(\$42 );
+  assign \$44  = $signed(\$43 ) + $signed(10'h100);
+  assign \$45  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$46  = $signed(dg_exact) < $signed(28'h8000000);
+  assign \$47  = \$46  ? 46'h3ffff8000000 : dg_exact;
+  assign \$48  = \$45  ? 46'h000007ffffff : \$47 ;
+  assign \$49  = $signed(dg_exact) > $signed(28'h7ffffff);
+  assign \$50  = $signed(dg_exact) < $signed(28'h8000000);
+  assign dg_sat = \$49  | \$50 ;
+  assign dg_sum = $signed(g) + $signed(\$48 [27:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$51  = $signed(dg_sum) < $signed(25'h0c00000);
+  assign \$52  = $signed(dg_sum) > $signed(27'h3000000);
+  assign \$53  = \$52  ? 29'h03000000 : dg_sum;
+  assign \$54  = \$51  ? 29'h00c00000 : \$53 ;
+  assign \$55  = learn ? \$54  : { g[27], g };
   assign sat_dg = learn & dg_sat;
   assign \$1  = $signed(g) + $signed(9'h080);
   assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
@@ -9716,7 +10388,6 @@ module \clln_paper_xor.edge9 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$7  = $signed(ub_f) + $signed(ua_f);
   assign \$8  = $signed(\$6 ) * $signed(\$7 );
   assign \$9  = $signed(va_f) - $signed(vb_f);
-  assign \$10  = $signed(\$9 ) * $signed(11'h200);
   assign s_f_exact = $signed(\$8 ) + $signed(\$10 );
   assign \$11  = $signed(s_f_exact) > $signed(40'h7fffffffff);
   assign \$12  = $signed(s_f_exact) < $signed(40'h8000000000);
@@ -9735,7 +10406,6 @@ module \clln_paper_xor.edge9 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$20  = $signed(ub_c) + $signed(ua_c);
   assign \$21  = $signed(\$19 ) * $signed(\$20 );
   assign \$22  = $signed(va_c) - $signed(vb_c);
-  assign \$23  = $signed(\$22 ) * $signed(11'h200);
   assign s_c_exact = $signed(\$21 ) + $signed(\$23 );
   assign \$24  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$25  = $signed(s_c_exact) < $signed(40'h8000000000);
@@ -9744,74 +10414,78 @@ module \clln_paper_xor.edge9 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   assign \$28  = $signed(s_c_exact) > $signed(40'h7fffffffff);
   assign \$29  = $signed(s_c_exact) < $signed(40'h8000000000);
   assign s_c_sat = \$28  | \$29 ;
-  assign sat_term = s_f_sat | s_c_sat;
-  assign d_f = $signed(va_f) - $signed(vb_f);
-  assign d_c = $signed(va_c) - $signed(vb_c);
-  assign \$30  = $signed(d_f) - $signed(d_c);
-  assign \$31  = $signed(d_f) + $signed(d_c);
-  assign \$32  = $signed(\$30 ) * $signed(\$31 );
-  assign \$33  = $signed(\$32 ) * $signed(5'h0d);
-  assign \$34  = $signed(\$33 ) + $signed(10'h100);
-  assign \$35  = $signed(dg_exact) > $signed(28'h7ffffff);
-  assign \$36  = $signed(dg_exact) < $signed(28'h8000000);
-  assign \$37  = \$36  ? 45'h1ffff8000000 : dg_exact;
-  assign \$38  = \$35  ? 45'h000007ffffff : \$37 ;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign \$30  = $signed(dg_df) - $signed(dg_dc);
   assign ov = \$3 [21:0];
   assign vt = 18'h09eb8;
-  assign \s_f$12  = \$14 [39:0];
-  assign \s_c$22  = \$27 [39:0];
-  assign dg = \$38 [27:0];
+  assign dg = \$48 [27:0];
+  assign \s_f$27  = \$14 [39:0];
+  assign \s_c$28  = \$27 [39:0];
   assign s_f = \$14 [39:0];
   assign s_c = \$27 [39:0];
-  assign g_next = \$45 [27:0];
+  assign g_next = \$55 [27:0];
   assign \$2  = { \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28], \$1 [28:8] };
-  assign dg_exact = { \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44], \$34 [44:9] };
+  assign \$10  = { \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 [18], \$9 , 9'h000 };
+  assign \$23  = { \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 [18], \$22 , 9'h000 };
+  assign \$33  = { \$32 [39], \$32  };
+  assign \$37  = { \$36 [39], \$36 , 2'h0 };
+  assign \$42  = { \$41 , 3'h0 };
+  assign dg_exact = { \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45], \$44 [45:9] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.node0 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -9821,16 +10495,16 @@ module \clln_paper_xor.node0 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exact
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  wire [17:0] \v_c$21 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -9841,6 +10515,14 @@ module \clln_paper_xor.node0 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exact
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -9848,106 +10530,114 @@ module \clln_paper_xor.node0 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exact
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node1 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node1 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -9957,17 +10647,17 @@ module \clln_paper_xor.node1 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -9978,6 +10668,14 @@ module \clln_paper_xor.node1 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -9985,106 +10683,114 @@ module \clln_paper_xor.node1 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \clln_paper_xor.node10 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -10094,16 +10800,16 @@ module \clln_paper_xor.node10 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exac
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  wire [17:0] \v_c$21 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -10114,6 +10820,14 @@ module \clln_paper_xor.node10 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exac
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -10121,106 +10835,114 @@ module \clln_paper_xor.node10 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exac
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node11 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node11 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -10230,17 +10952,17 @@ module \clln_paper_xor.node11 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, 
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -10251,6 +10973,14 @@ module \clln_paper_xor.node11 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, 
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -10258,106 +10988,114 @@ module \clln_paper_xor.node11 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, 
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node12 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node12 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -10367,17 +11105,17 @@ module \clln_paper_xor.node12 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, 
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -10388,6 +11126,14 @@ module \clln_paper_xor.node12 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, 
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -10395,106 +11141,114 @@ module \clln_paper_xor.node12 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, 
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node14 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node14 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -10504,17 +11258,17 @@ module \clln_paper_xor.node14 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, 
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -10525,6 +11279,14 @@ module \clln_paper_xor.node14 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, 
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -10532,106 +11294,114 @@ module \clln_paper_xor.node14 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, 
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node2 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node2 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -10641,17 +11411,17 @@ module \clln_paper_xor.node2 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -10662,6 +11432,14 @@ module \clln_paper_xor.node2 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -10669,106 +11447,114 @@ module \clln_paper_xor.node2 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node3 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node3 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -10778,17 +11564,17 @@ module \clln_paper_xor.node3 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -10799,6 +11585,14 @@ module \clln_paper_xor.node3 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -10806,106 +11600,114 @@ module \clln_paper_xor.node3 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node4 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node4 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -10915,17 +11717,17 @@ module \clln_paper_xor.node4 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -10936,6 +11738,14 @@ module \clln_paper_xor.node4 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -10943,106 +11753,114 @@ module \clln_paper_xor.node4 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node6 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node6 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -11052,17 +11870,17 @@ module \clln_paper_xor.node6 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -11073,6 +11891,14 @@ module \clln_paper_xor.node6 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -11080,106 +11906,114 @@ module \clln_paper_xor.node6 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node8 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node8 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -11189,17 +12023,17 @@ module \clln_paper_xor.node8 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -11210,6 +12044,14 @@ module \clln_paper_xor.node8 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -11217,106 +12059,114 @@ module \clln_paper_xor.node8 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node9 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node9 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
-  wire \$10 ;
+  wire [44:0] \$10 ;
   wire [46:0] \$11 ;
-  wire [46:0] \$12 ;
+  wire [47:0] \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [18:0] \$17 ;
-  wire [18:0] \$18 ;
+  wire [47:0] \$15 ;
+  wire [47:0] \$16 ;
+  wire \$17 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire [42:0] \$23 ;
-  wire [42:0] \$24 ;
+  wire [18:0] \$21 ;
+  wire [18:0] \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [45:0] \$27 ;
-  wire [46:0] \$28 ;
+  wire [42:0] \$27 ;
+  wire [42:0] \$28 ;
   wire \$29 ;
   wire [42:0] \$3 ;
   wire \$30 ;
-  wire [46:0] \$31 ;
-  wire [46:0] \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire [18:0] \$37 ;
-  wire [18:0] \$38 ;
-  wire \$39 ;
+  wire [42:0] \$31 ;
+  wire [44:0] \$32 ;
+  wire [45:0] \$33 ;
+  wire [44:0] \$34 ;
+  wire [46:0] \$35 ;
+  wire [47:0] \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire [47:0] \$39 ;
   wire [42:0] \$4 ;
-  wire \$40 ;
+  wire [47:0] \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [18:0] \$45 ;
+  wire [18:0] \$46 ;
+  wire \$47 ;
+  wire \$48 ;
   wire \$5 ;
   wire \$6 ;
-  wire [45:0] \$7 ;
-  wire [46:0] \$8 ;
-  wire \$9 ;
+  wire [42:0] \$7 ;
+  wire [44:0] \$8 ;
+  wire [45:0] \$9 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$14 ;
+  wire [41:0] \acc_c$13 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -11326,17 +12176,17 @@ module \clln_paper_xor.node9 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [42:0] acc_f_exact;
   wire acc_f_sat;
   wire [17:0] dv_c;
-  wire [46:0] dv_c_exact;
+  wire [47:0] dv_c_exact;
   wire dv_c_sat;
   wire [17:0] dv_f;
-  wire [46:0] dv_f_exact;
+  wire [47:0] dv_f_exact;
   wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$21 ;
-  wire [17:0] \v_c$21 ;
+  output [17:0] \v_c$20 ;
+  wire [17:0] \v_c$20 ;
   wire [18:0] v_c_exact;
   wire [17:0] v_c_next;
   wire v_c_sat;
@@ -11347,6 +12197,14 @@ module \clln_paper_xor.node9 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   wire [18:0] v_f_exact;
   wire [17:0] v_f_next;
   wire v_f_sat;
+  assign \$43  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$44  = $signed(v_c_exact) < $signed(18'h20000);
+  assign \$45  = \$44  ? 19'h60000 : v_c_exact;
+  assign \$46  = \$43  ? 19'h1ffff : \$45 ;
+  assign \$47  = $signed(v_c_exact) > $signed(18'h1ffff);
+  assign \$48  = $signed(v_c_exact) < $signed(18'h20000);
+  assign v_c_sat = \$47  | \$48 ;
+  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
   assign \$1  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$2  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign \$3  = \$2  ? 43'h60000000000 : acc_f_exact;
@@ -11354,58 +12212,58 @@ module \clln_paper_xor.node9 (acc_c_exact, \v_f$9 , \v_c$21 , flags, v_f, v_c, a
   assign \$5  = $signed(acc_f_exact) > $signed(42'h1ffffffffff);
   assign \$6  = $signed(acc_f_exact) < $signed(42'h20000000000);
   assign acc_f_sat = \$5  | \$6 ;
-  assign \$7  = $signed(\$4 [41:0]) * $signed(5'h0d);
-  assign \$8  = $signed(\$7 ) + $signed(25'h0800000);
-  assign \$9  = $signed(dv_f_exact) > $signed(18'h1ffff);
-  assign \$10  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign \$11  = \$10  ? 47'h7ffffffe0000 : dv_f_exact;
-  assign \$12  = \$9  ? 47'h00000001ffff : \$11 ;
+  assign \$9  = $signed(\$7 ) + $signed(\$8 );
+  assign \$11  = $signed(\$9 ) + $signed(\$10 );
+  assign \$12  = $signed(\$11 ) + $signed(25'h0800000);
   assign \$13  = $signed(dv_f_exact) > $signed(18'h1ffff);
   assign \$14  = $signed(dv_f_exact) < $signed(18'h20000);
-  assign dv_f_sat = \$13  | \$14 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$12 [17:0]);
-  assign \$15  = $signed(v_f_exact) > $signed(18'h1ffff);
-  assign \$16  = $signed(v_f_exact) < $signed(18'h20000);
-  assign \$17  = \$16  ? 19'h60000 : v_f_exact;
-  assign \$18  = \$15  ? 19'h1ffff : \$17 ;
+  assign \$15  = \$14  ? 48'hfffffffe0000 : dv_f_exact;
+  assign \$16  = \$13  ? 48'h00000001ffff : \$15 ;
+  assign \$17  = $signed(dv_f_exact) > $signed(18'h1ffff);
+  assign \$18  = $signed(dv_f_exact) < $signed(18'h20000);
+  assign dv_f_sat = \$17  | \$18 ;
+  assign v_f_exact = $signed(v_f) + $signed(\$16 [17:0]);
   assign \$19  = $signed(v_f_exact) > $signed(18'h1ffff);
   assign \$20  = $signed(v_f_exact) < $signed(18'h20000);
-  assign v_f_sat = \$19  | \$20 ;
-  assign \$21  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
-  assign \$22  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign \$23  = \$22  ? 43'h60000000000 : acc_c_exact;
-  assign \$24  = \$21  ? 43'h1ffffffffff : \$23 ;
+  assign \$21  = \$20  ? 19'h60000 : v_f_exact;
+  assign \$22  = \$19  ? 19'h1ffff : \$21 ;
+  assign \$23  = $signed(v_f_exact) > $signed(18'h1ffff);
+  assign \$24  = $signed(v_f_exact) < $signed(18'h20000);
+  assign v_f_sat = \$23  | \$24 ;
   assign \$25  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
   assign \$26  = $signed(acc_c_exact) < $signed(42'h20000000000);
-  assign acc_c_sat = \$25  | \$26 ;
-  assign \$27  = $signed(\$24 [41:0]) * $signed(5'h0d);
-  assign \$28  = $signed(\$27 ) + $signed(25'h0800000);
-  assign \$29  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$30  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign \$31  = \$30  ? 47'h7ffffffe0000 : dv_c_exact;
-  assign \$32  = \$29  ? 47'h00000001ffff : \$31 ;
-  assign \$33  = $signed(dv_c_exact) > $signed(18'h1ffff);
-  assign \$34  = $signed(dv_c_exact) < $signed(18'h20000);
-  assign dv_c_sat = \$33  | \$34 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$32 [17:0]);
-  assign \$35  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$36  = $signed(v_c_exact) < $signed(18'h20000);
-  assign \$37  = \$36  ? 19'h60000 : v_c_exact;
-  assign \$38  = \$35  ? 19'h1ffff : \$37 ;
-  assign \$39  = $signed(v_c_exact) > $signed(18'h1ffff);
-  assign \$40  = $signed(v_c_exact) < $signed(18'h20000);
-  assign v_c_sat = \$39  | \$40 ;
-  assign flags = { 1'h0, v_f_sat, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_c_sat, dv_c_sat, acc_c_sat, 1'h0 };
+  assign \$27  = \$26  ? 43'h60000000000 : acc_c_exact;
+  assign \$28  = \$25  ? 43'h1ffffffffff : \$27 ;
+  assign \$29  = $signed(acc_c_exact) > $signed(42'h1ffffffffff);
+  assign \$30  = $signed(acc_c_exact) < $signed(42'h20000000000);
+  assign acc_c_sat = \$29  | \$30 ;
+  assign \$33  = $signed(\$31 ) + $signed(\$32 );
+  assign \$35  = $signed(\$33 ) + $signed(\$34 );
+  assign \$36  = $signed(\$35 ) + $signed(25'h0800000);
+  assign \$37  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$38  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign \$39  = \$38  ? 48'hfffffffe0000 : dv_c_exact;
+  assign \$40  = \$37  ? 48'h00000001ffff : \$39 ;
+  assign \$41  = $signed(dv_c_exact) > $signed(18'h1ffff);
+  assign \$42  = $signed(dv_c_exact) < $signed(18'h20000);
+  assign dv_c_sat = \$41  | \$42 ;
+  assign v_c_exact = $signed(v_c) + $signed(\$40 [17:0]);
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$4 [41:0];
-  assign dv_f = \$12 [17:0];
-  assign v_f_next = \$18 [17:0];
+  assign dv_f = \$16 [17:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$14  = \$24 [41:0];
-  assign dv_c = \$32 [17:0];
-  assign v_c_next = \$38 [17:0];
-  assign \v_f$9  = \$18 [17:0];
-  assign \v_c$21  = \$38 [17:0];
-  assign dv_f_exact = { \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46], \$8 [46:24] };
-  assign dv_c_exact = { \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46], \$28 [46:24] };
+  assign \acc_c$13  = \$28 [41:0];
+  assign dv_c = \$40 [17:0];
+  assign v_f_next = \$22 [17:0];
+  assign v_c_next = \$46 [17:0];
+  assign \v_f$9  = \$22 [17:0];
+  assign \v_c$20  = \$46 [17:0];
+  assign \$7  = { \$4 [41], \$4 [41:0] };
+  assign \$8  = { \$4 [41], \$4 [41:0], 2'h0 };
+  assign \$10  = { \$4 [41:0], 3'h0 };
+  assign dv_f_exact = { \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47], \$12 [47:24] };
+  assign \$31  = { \$28 [41], \$28 [41:0] };
+  assign \$32  = { \$28 [41], \$28 [41:0], 2'h0 };
+  assign \$34  = { \$28 [41:0], 3'h0 };
+  assign dv_c_exact = { \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47], \$36 [47:24] };
 endmodule
