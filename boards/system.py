@@ -11,6 +11,7 @@ from amaranth.hdl import Module
 from amaranth.lib import io, wiring
 
 from ..gateware.controller import System
+from ..gateware.fabric import make_fabric
 from ..host import protocol as p
 from .targets import BuildError, _target, build
 
@@ -41,18 +42,20 @@ class BoardSystem(wiring.Component):
 
 
 def with_edge_units(cfg, units):
-    """``cfg`` with ``[fabric] edge_units = units``."""
-    return dataclasses.replace(cfg, fabric=dataclasses.replace(cfg.fabric, edge_units=units),
-                               has_fabric=True)
+    """``cfg`` with ``[fabric] edge_units = units``, or the serial fabric for ``"serial"``."""
+    fab = (dataclasses.replace(cfg.fabric, edge_units=0, serial=True) if units == "serial"
+           else dataclasses.replace(cfg.fabric, edge_units=units, serial=False))
+    return dataclasses.replace(cfg, fabric=fab, has_fabric=True)
 
 
 @dataclasses.dataclass
 class Attempt:
-    """One build tried by :func:`build_fitting`."""
+    """One build tried by :func:`build_fitting` (``edge_units`` is 1 for the serial fabric)."""
     edge_units: int
     ok: bool
     why: str
     seconds: float
+    serial: bool = False
 
 
 def _fits(rep, t):
@@ -80,8 +83,8 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     """
     import json
     from .targets import _target, achieved_clock_mhz, parse_report
-    units = cfg.fabric.edge_units or cfg.network.n_edges
-    cpt = math.ceil(cfg.network.n_edges / units)
+    fabric = make_fabric(cfg)
+    units, cpt = fabric.edge_units, fabric.cycles_per_tick
 
     def go(clk):
         return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples), board,
@@ -140,6 +143,7 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
     Tries the fully parallel fabric (E units), then one unit; between them, predicts the
     largest fold from the two builds' resource use (linear in the number of units), builds
     it, then walks up one unit while that fits, or bisects downwards when it did not.
+    When not even one edge unit fits, tries the serial fabric (``[fabric] serial``).
 
     Returns
     -------
@@ -148,7 +152,7 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
     Raises
     ------
     BuildError
-        When not even ``edge_units = 1`` fits; the message gives the resource use.
+        When not even the serial fabric fits; the message gives the resource use.
     """
     E = cfg.network.n_edges
     attempts = []
@@ -158,7 +162,9 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         if units in results:
             return results[units]
         t0 = time.monotonic()
-        folder = Path(build_dir) / f"p{units}"
+        serial = units == "serial"
+        folder = Path(build_dir) / ("serial" if serial else f"p{units}")
+        label = "serial fabric" if serial else f"edge_units {units}"
         try:
             rep, u, c = build_system(with_edge_units(cfg, units), board, folder, clock_mhz, baud,
                                      max_examples)
@@ -168,15 +174,17 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
             over = [f"{k} {a}/{b}" for k, (a, b) in use.items() if b and a > b]
             if over:
                 why = "needs " + ", ".join(over)
-            attempts.append(Attempt(units, False, why, time.monotonic() - t0))
+            attempts.append(Attempt(1 if serial else units, False, why, time.monotonic() - t0,
+                                    serial))
             if log:
-                log(f"edge_units {units}: does not fit ({why}, {attempts[-1].seconds:.0f} s)")
+                log(f"{label}: does not fit ({why}, {attempts[-1].seconds:.0f} s)")
             results[units] = (None, use)
             return results[units]
-        attempts.append(Attempt(units, True, f"{rep.lut} LC, {rep.dsp} DSP, {rep.bram} BRAM, "
-                                f"fmax {rep.fmax_mhz:.1f} MHz", time.monotonic() - t0))
+        attempts.append(Attempt(1 if serial else units, True,
+                                f"{rep.lut} LC, {rep.dsp} DSP, {rep.bram} BRAM, "
+                                f"fmax {rep.fmax_mhz:.1f} MHz", time.monotonic() - t0, serial))
         if log:
-            log(f"edge_units {units}: fits ({attempts[-1].why}, {attempts[-1].seconds:.0f} s)")
+            log(f"{label}: fits ({attempts[-1].why}, {attempts[-1].seconds:.0f} s)")
         results[units] = ((rep, u, c), utilization_from_log(folder / "top.tim"))
         return results[units]
 
@@ -185,8 +193,12 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         return (*res_hi, attempts)
     res_lo, use_lo = attempt(1) if E > 1 else (None, use_hi)
     if not res_lo:
-        raise BuildError(f"{cfg.name} does not fit {board} even with one edge unit "
-                         f"({attempts[-1].why}); fully parallel: {attempts[0].why}")
+        res_serial, _ = attempt("serial")
+        if res_serial:
+            return (*res_serial, attempts)
+        raise BuildError(f"{cfg.name} does not fit {board} even as the serial fabric "
+                         f"({attempts[-1].why}); with one edge unit: {attempts[-2].why}; "
+                         f"fully parallel: {attempts[0].why}")
     good, bad = 1, E
     p = _predict(use_lo, 1, use_hi, E)
     if p > 1:

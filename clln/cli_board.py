@@ -40,6 +40,8 @@ def cmd_build(args):
     out = {"config": cfg.name, "board": args.board, "bitstream": str(rep.bitstream),
            "clock_mhz": rep.clock_mhz, "fmax_mhz": rep.fmax_mhz, "lut": rep.lut,
            "dsp": rep.dsp, "bram": rep.bram, "edge_units": units, "cycles_per_tick": cpt,
+           "serial": cfg.fabric.serial if cfg.has_fabric else any(a.serial and a.ok
+                                                                  for a in attempts),
            "ticks_per_second": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
            "attempts": [a.__dict__ for a in attempts]}
     if args.program:
@@ -49,7 +51,8 @@ def cmd_build(args):
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(f"{cfg.name} on {args.board}: {rep.bitstream} ({units} edge units, {cpt} "
+        kind = "serial fabric" if out["serial"] else f"{units} edge units"
+        print(f"{cfg.name} on {args.board}: {rep.bitstream} ({kind}, {cpt} "
               f"cycle(s) per tick, {out['ticks_per_second']:.3g} ticks/s at "
               f"{rep.clock_mhz:g} MHz; fmax {rep.fmax_mhz:.1f} MHz; {rep.lut} LC, {rep.dsp} "
               f"DSP, {rep.bram} BRAM; {seconds:.0f} s)")

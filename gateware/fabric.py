@@ -20,9 +20,10 @@ from amaranth.lib.wiring import In, Out
 
 from clln.formats import Formats
 
-__all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "const_mul", "overdrive", "edge_term",
-           "gate_step", "node_step", "SAT_TERM", "SAT_ACC", "SAT_DV", "SAT_V",
-           "SAT_DG", "TICKS_BITS", "round_shift", "saturate", "mux_tree"]
+__all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "const_mul", "overdrive",
+           "edge_term", "gate_step", "gate_delta", "gate_apply", "node_step", "SAT_TERM",
+           "SAT_ACC", "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
+           "mux_tree"]
 
 #: Bits of the sticky saturation flags (as in ``docs/semantics.md``).
 SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = 1, 2, 4, 8, 16
@@ -125,20 +126,37 @@ def edge_term(m, f, ov, va, vb, tag):
                     f"s_{tag}")
 
 
+def gate_delta(m, f, d_f, d_c, tag="dg"):
+    """Gate step of one learning tick from the free and clamped drops ``d_f``, ``d_c``.
+
+    Returns
+    -------
+    (dg, clipped) : (Signal, Signal)
+        ``sat(round_shift((d_f - d_c)(d_f + d_c) lr_mul, learn_shift), dg_bits)`` and
+        whether it saturated.
+    """
+    d_f, d_c = _wire(m, d_f, f"{tag}_df"), _wire(m, d_c, f"{tag}_dc")
+    q = const_mul((d_f - d_c) * (d_f + d_c), f.lr_mul)
+    return saturate(m, round_shift(q, f.learn_shift), f.dg_bits, tag)
+
+
+def gate_apply(m, f, g, dg, tag="dg"):
+    """``g + dg`` kept within ``[gate_min, gate_max]`` (the learning rule's bounds)."""
+    g_sum = _wire(m, g + dg, f"{tag}_sum")
+    return Mux(g_sum < f.gate_min_q, f.gate_min_q,
+               Mux(g_sum > f.gate_max_q, f.gate_max_q, g_sum))
+
+
 def gate_step(m, f, g, d_f, d_c, tag="dg"):
-    """Gate after one learning tick from the free and clamped drops ``d_f``, ``d_c``.
+    """Gate after one learning tick: :func:`gate_delta` then :func:`gate_apply`.
 
     Returns
     -------
     (g_next, clipped) : (Value, Signal)
         The gate kept within ``[gate_min, gate_max]``; ``clipped`` when ``dg`` saturated.
     """
-    d_f, d_c = _wire(m, d_f, f"{tag}_df"), _wire(m, d_c, f"{tag}_dc")
-    q = const_mul((d_f - d_c) * (d_f + d_c), f.lr_mul)
-    dg, clipped = saturate(m, round_shift(q, f.learn_shift), f.dg_bits, tag)
-    g_sum = _wire(m, g + dg, f"{tag}_sum")
-    return (Mux(g_sum < f.gate_min_q, f.gate_min_q,
-                Mux(g_sum > f.gate_max_q, f.gate_max_q, g_sum)), clipped)
+    dg, clipped = gate_delta(m, f, d_f, d_c, tag)
+    return gate_apply(m, f, g, dg, tag), clipped
 
 
 def node_step(m, f, v, acc, tag):

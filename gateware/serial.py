@@ -6,18 +6,22 @@ each network, the terms of n's edges are summed into one accumulator, and on the
 them the node unit writes n's new voltage into a register of the next state. Every edge is
 so visited once from each settling end (its term is computed twice, which costs cycles but
 no per-node accumulators); its gate is updated on its last visit, after which no visit of
-the tick reads it. A final cycle commits the next state, the drives and the clamp, so a
-tick has the same bits as the parallel fabric's (``docs/semantics.md``).
+the tick reads it. A visit takes two pipeline stages: the edge unit (operands, edge term,
+gate step) and the node unit (sum, node update, new gate). After the last visit one cycle
+drains the pipeline and one commits the next state, the drives and the clamp, so a tick
+has the same bits as the parallel fabric's (``docs/semantics.md``).
 
 State stays in registers, so the ports are those of :class:`~.fabric.Fabric`.
 """
 
 from collections import namedtuple
+from types import SimpleNamespace
 
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data
 
-from .fabric import Fabric, _or, edge_term, gate_step, mux_tree, node_step, overdrive
+from .fabric import (Fabric, _or, edge_term, gate_apply, gate_delta, mux_tree, node_step,
+                     overdrive)
 
 __all__ = ["SerialFabric", "Visit", "serial_schedule"]
 
@@ -30,7 +34,7 @@ Visit = namedtuple("Visit", "node other edge net plus first last gate term")
 
 
 def serial_schedule(cfg):
-    """The visits of one tick, in order (the commit cycle that follows is not listed).
+    """The visits of one tick, in order (the drain and commit cycles are not listed).
 
     Parameters
     ----------
@@ -73,14 +77,14 @@ class SerialFabric(Fabric):
     Attributes
     ----------
     schedule : list of Visit
-        The visits of one tick; ``cycles_per_tick = len(schedule) + 1``.
+        The visits of one tick; ``cycles_per_tick = len(schedule) + 2``.
     """
 
     def __init__(self, cfg, fmt=None, seed=None):
         super().__init__(cfg, fmt, seed)
         self.schedule = serial_schedule(cfg)
         self.edge_units = 1
-        self.cycles_per_tick = len(self.schedule) + 1
+        self.cycles_per_tick = len(self.schedule) + 2
 
     def elaborate(self, platform):
         f = self.fmt
@@ -94,8 +98,9 @@ class SerialFabric(Fabric):
             "node": range(N), "other": range(N), "edge": range(E), "net": 1, "plus": 1,
             "first": 1, "last": 1, "gate": 1, "term": 1, "vt": signed(f.v_bits)})
         rows = [dict(v._asdict(), vt=int(f.vt_q[v.edge])) for v in self.schedule]
-        rows.append({"node": 0, "other": 0, "edge": 0, "net": 0, "plus": 0, "first": 0,
-                     "last": 0, "gate": 0, "term": 0, "vt": 0})         # the commit cycle
+        idle = {"node": 0, "other": 0, "edge": 0, "net": 0, "plus": 0, "first": 0,
+                "last": 0, "gate": 0, "term": 0, "vt": 0}
+        rows += [idle, idle]                        # drain the pipeline, then commit
         step = Signal(range(S))
         cur = Signal(layout, init=rows[0])
         end = step == S - 1
@@ -111,7 +116,7 @@ class SerialFabric(Fabric):
                     with m.Case(i):
                         m.d.sync += cur.eq(layout.const(row))
 
-        # Edge unit: the term of one edge in one network.
+        # Stage 1, edge unit: the term of one edge in one network, and its gate step.
         vn_f, vo_f = mux_tree(cur.node, vf), mux_tree(cur.other, vf)
         vn_c, vo_c = mux_tree(cur.node, vc), mux_tree(cur.other, vc)
         g_e = Signal(signed(f.g_bits))
@@ -121,35 +126,51 @@ class SerialFabric(Fabric):
         m.d.comb += [vn.eq(Mux(cur.net, vn_c, vn_f)), vo.eq(Mux(cur.net, vo_c, vo_f))]
         ov = overdrive(m, f, g_e, cur.vt)
         s, s_clipped = edge_term(m, f, ov, Mux(cur.plus, vo, vn), Mux(cur.plus, vn, vo), "x")
+        dg, dg_clipped = gate_delta(m, f, Mux(cur.plus, vo_f - vn_f, vn_f - vo_f),
+                                    Mux(cur.plus, vo_c - vn_c, vn_c - vo_c))
 
-        # Node unit: the running sum of the node's terms and, on its last term, its update.
+        # Pipeline registers between the stages (they hold while ``run`` is low).
+        q = SimpleNamespace(
+            s=Signal(signed(f.term_bits), name="q_s"), plus=Signal(name="q_plus"),
+            first=Signal(name="q_first"), last=Signal(name="q_last"),
+            node=Signal(range(N), name="q_node"), net=Signal(name="q_net"),
+            vn=Signal(signed(f.v_bits), name="q_vn"), gate=Signal(name="q_gate"),
+            edge=Signal(range(E), name="q_edge"), g=Signal(signed(f.g_bits), name="q_g"),
+            dg=Signal(signed(f.dg_bits), name="q_dg"), flags=Signal(5, name="q_flags"))
+        with m.If(self.run):
+            m.d.sync += [
+                q.s.eq(s), q.plus.eq(cur.plus), q.first.eq(cur.first), q.last.eq(cur.last),
+                q.node.eq(cur.node), q.net.eq(cur.net), q.vn.eq(vn),
+                q.gate.eq(cur.gate & learn), q.edge.eq(cur.edge), q.g.eq(g_e), q.dg.eq(dg),
+                q.flags.eq(Mux(s_clipped & cur.term, 1, 0)
+                           | Mux(cur.gate & learn & dg_clipped, 16, 0)),
+            ]
+
+        # Stage 2, node unit: the running sum of the node's terms and, on its last term,
+        # its update; the new gate of the visited edge.
         acc = Signal(signed(self.acc_width))
         total = Signal(signed(self.acc_width))
-        m.d.comb += total.eq(Mux(cur.first, 0, acc) + Mux(cur.plus, s, -s))
-        v_new, node_flags = node_step(m, f, vn, total, "x")
+        m.d.comb += total.eq(Mux(q.first, 0, acc) + Mux(q.plus, q.s, -q.s))
+        v_new, node_flags = node_step(m, f, q.vn, total, "x")
         settling = sorted({v.node for v in self.schedule if v.term})
         nf = {n: Signal(signed(f.v_bits), name=f"vf_next{n}") for n in settling}
         nc = {n: Signal(signed(f.v_bits), name=f"vc_next{n}") for n in settling}
+        g_next = gate_apply(m, f, q.g, q.dg)
         with m.If(self.run):
             m.d.sync += acc.eq(total)
-            with m.If(cur.last):
-                with m.Switch(cur.node):
+            with m.If(q.last):
+                with m.Switch(q.node):
                     for n in settling:
                         with m.Case(n):
-                            with m.If(cur.net):
+                            with m.If(q.net):
                                 m.d.sync += nc[n].eq(v_new)
                             with m.Else():
                                 m.d.sync += nf[n].eq(v_new)
-
-        # The gate of the visited edge (drops a - b of both networks at t).
-        d_f = Mux(cur.plus, vo_f - vn_f, vn_f - vo_f)
-        d_c = Mux(cur.plus, vo_c - vn_c, vn_c - vo_c)
-        g_next, dg_clipped = gate_step(m, f, g_e, d_f, d_c)
-        with m.If(self.run & cur.gate & learn):
-            with m.Switch(cur.edge):
-                for e in range(E):
-                    with m.Case(e):
-                        m.d.sync += g[e].eq(g_next)
+            with m.If(q.gate):
+                with m.Switch(q.edge):
+                    for e in range(E):
+                        with m.Case(e):
+                            m.d.sync += g[e].eq(g_next)
 
         # Commit: next state of the settling nodes, drives, then the clamp.
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
@@ -163,10 +184,7 @@ class SerialFabric(Fabric):
         commit = Signal()
         m.d.comb += commit.eq(self.run & end)
         tick_flags = Signal(5)
-        m.d.comb += tick_flags.eq(
-            (s_clipped & cur.term)
-            | Mux(cur.last, node_flags, 0)
-            | Mux(end & _or(clamp_flags), 8, 0)
-            | Mux(cur.gate & learn & dg_clipped, 16, 0))
+        m.d.comb += tick_flags.eq(q.flags | Mux(q.last, node_flags, 0)
+                                  | Mux(end & _or(clamp_flags), 8, 0))
         self._finish(m, st, commit, tick_flags, vf_next, vc_next, out_values)
         return m

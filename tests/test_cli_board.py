@@ -80,7 +80,7 @@ def fake_builds(monkeypatch, tmp_path, lut_of, budget=6000, fmax_of=lambda p: 50
     tried = []
 
     def build_system(cfg, board, folder, *args):
-        p_units = cfg.fabric.edge_units
+        p_units = "serial" if cfg.fabric.serial else cfg.fabric.edge_units
         tried.append(p_units)
         folder.mkdir(parents=True, exist_ok=True)
         lut = lut_of(p_units)
@@ -90,6 +90,8 @@ def fake_builds(monkeypatch, tmp_path, lut_of, budget=6000, fmax_of=lambda p: 50
         if fmax_of(p_units) < 25:
             raise BuildError(f"{board}: timing failed: fmax")
         rep = BuildReport(board, folder / "top.bit", 25.0, fmax_of(p_units), lut, 0, 2, 1.0, {})
+        if p_units == "serial":
+            return rep, 1, 98
         return rep, p_units, -(-32 // p_units)
 
     monkeypatch.setattr(bs, "build_system", build_system)
@@ -114,9 +116,22 @@ def test_fold_search_timing_and_nothing_fits(monkeypatch, tmp_path):
                 fmax_of=lambda p: 60.0 - 3 * p)            # timing fails above 11 units
     _, units, _, _ = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f", tmp_path / "a")
     assert units == 11
-    fake_builds(monkeypatch, tmp_path, lambda p: 7000 + 100 * p)
-    with pytest.raises(BuildError, match=r"even with one edge unit.*TRELLIS_COMB 7100/6000"):
+    tried = fake_builds(monkeypatch, tmp_path,
+                        lambda p: 6500 if p == "serial" else 7000 + 100 * p)
+    with pytest.raises(BuildError, match=r"even as the serial fabric \(needs TRELLIS_COMB "
+                       r"6500/6000\); with one edge unit: needs TRELLIS_COMB 7100/6000"):
         build_fitting(config_mod.load("paper-xor"), "ulx3s-85f", tmp_path / "b")
+    assert tried[-3:] == [32, 1, "serial"]
+
+
+def test_fold_search_falls_back_to_serial(monkeypatch, tmp_path):
+    from clln.boards.system import build_fitting
+    tried = fake_builds(monkeypatch, tmp_path,
+                        lambda p: 5000 if p == "serial" else 7000 + 100 * p)
+    rep, units, cpt, attempts = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f",
+                                              tmp_path)
+    assert tried == [32, 1, "serial"] and (units, cpt, rep.lut) == (1, 98, 5000)
+    assert [(a.serial, a.ok) for a in attempts] == [(False, False), (False, False), (True, True)]
 
 
 TINY = """name = "tiny"

@@ -2,7 +2,8 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we, gate_addr, gate_data, clear_flags, clk, rst, v_free, v_clamped, gates, outputs, ticks, tick_done, sat_flags, saturated, run);
+module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we, gate_addr, gate_data, gate_raddr, clear_flags, clk, rst, gate_rdata, v_free, v_clamped, gates, outputs, ticks, tick_done, sat_flags, saturated, run
+);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [40:0] \$1 ;
   wire [41:0] \$10 ;
@@ -184,87 +185,119 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [4:0] \$259 ;
   wire [41:0] \$26 ;
   wire [32:0] \$260 ;
-  reg [27:0] \$261 ;
-  reg [27:0] \$262 ;
-  reg [27:0] \$263 ;
-  reg [27:0] \$264 ;
-  reg [27:0] \$265 ;
-  reg [27:0] \$266 ;
-  reg [27:0] \$267 ;
-  reg [27:0] \$268 ;
-  reg [27:0] \$269 ;
+  wire [27:0] \$261 ;
+  wire [27:0] \$262 ;
+  wire [27:0] \$263 ;
+  wire [27:0] \$264 ;
+  wire [27:0] \$265 ;
+  wire [27:0] \$266 ;
+  wire [27:0] \$267 ;
+  wire [27:0] \$268 ;
+  wire [27:0] \$269 ;
   wire [40:0] \$27 ;
-  reg [27:0] \$270 ;
-  reg [27:0] \$271 ;
-  reg [27:0] \$272 ;
-  reg [27:0] \$273 ;
-  reg [27:0] \$274 ;
-  reg [27:0] \$275 ;
-  reg [27:0] \$276 ;
-  reg [27:0] \$277 ;
-  reg [27:0] \$278 ;
-  reg [27:0] \$279 ;
+  wire [27:0] \$270 ;
+  wire [27:0] \$271 ;
+  wire [27:0] \$272 ;
+  wire [27:0] \$273 ;
+  wire [27:0] \$274 ;
+  wire [27:0] \$275 ;
+  wire [27:0] \$276 ;
+  wire [27:0] \$277 ;
+  wire [27:0] \$278 ;
+  wire [27:0] \$279 ;
   wire [41:0] \$28 ;
-  reg [27:0] \$280 ;
-  reg [27:0] \$281 ;
-  reg [27:0] \$282 ;
-  reg [27:0] \$283 ;
-  reg [27:0] \$284 ;
-  reg [27:0] \$285 ;
-  reg [27:0] \$286 ;
-  reg [27:0] \$287 ;
-  reg [27:0] \$288 ;
-  reg [27:0] \$289 ;
+  wire [27:0] \$280 ;
+  wire [27:0] \$281 ;
+  wire [27:0] \$282 ;
+  wire [27:0] \$283 ;
+  wire [27:0] \$284 ;
+  wire [27:0] \$285 ;
+  wire [27:0] \$286 ;
+  wire [27:0] \$287 ;
+  wire [27:0] \$288 ;
+  wire [27:0] \$289 ;
   wire [40:0] \$29 ;
-  reg [27:0] \$290 ;
-  reg [27:0] \$291 ;
+  wire [27:0] \$290 ;
+  wire [27:0] \$291 ;
   reg [27:0] \$292 ;
-  reg [4:0] \$293 ;
-  reg [17:0] \$294 ;
-  reg [17:0] \$295 ;
-  reg [17:0] \$296 ;
-  reg [17:0] \$297 ;
-  reg [17:0] \$298 ;
-  reg [17:0] \$299 ;
+  reg [27:0] \$293 ;
+  reg [27:0] \$294 ;
+  reg [27:0] \$295 ;
+  reg [27:0] \$296 ;
+  reg [27:0] \$297 ;
+  reg [27:0] \$298 ;
+  reg [27:0] \$299 ;
   wire [40:0] \$3 ;
   wire [41:0] \$30 ;
-  reg [17:0] \$300 ;
-  reg [17:0] \$301 ;
-  reg [17:0] \$302 ;
-  reg [17:0] \$303 ;
-  reg [17:0] \$304 ;
-  reg [17:0] \$305 ;
-  reg [17:0] \$306 ;
-  reg [17:0] \$307 ;
-  reg [17:0] \$308 ;
-  reg [17:0] \$309 ;
+  reg [27:0] \$300 ;
+  reg [27:0] \$301 ;
+  reg [27:0] \$302 ;
+  reg [27:0] \$303 ;
+  reg [27:0] \$304 ;
+  reg [27:0] \$305 ;
+  reg [27:0] \$306 ;
+  reg [27:0] \$307 ;
+  reg [27:0] \$308 ;
+  reg [27:0] \$309 ;
   wire [40:0] \$31 ;
-  reg [17:0] \$310 ;
-  reg [17:0] \$311 ;
-  reg [17:0] \$312 ;
-  reg [17:0] \$313 ;
-  reg [17:0] \$314 ;
-  reg [17:0] \$315 ;
-  reg [17:0] \$316 ;
-  reg [17:0] \$317 ;
-  reg [17:0] \$318 ;
-  reg [17:0] \$319 ;
+  reg [27:0] \$310 ;
+  reg [27:0] \$311 ;
+  reg [27:0] \$312 ;
+  reg [27:0] \$313 ;
+  reg [27:0] \$314 ;
+  reg [27:0] \$315 ;
+  reg [27:0] \$316 ;
+  reg [27:0] \$317 ;
+  reg [27:0] \$318 ;
+  reg [27:0] \$319 ;
   wire [41:0] \$32 ;
-  reg [17:0] \$320 ;
-  reg [17:0] \$321 ;
-  reg [17:0] \$322 ;
-  reg [17:0] \$323 ;
-  reg [17:0] \$324 ;
+  reg [27:0] \$320 ;
+  reg [27:0] \$321 ;
+  reg [27:0] \$322 ;
+  reg [27:0] \$323 ;
+  reg [4:0] \$324 ;
   reg [17:0] \$325 ;
-  reg [31:0] \$326 ;
+  reg [17:0] \$326 ;
   reg [17:0] \$327 ;
   reg [17:0] \$328 ;
   reg [17:0] \$329 ;
   wire [40:0] \$33 ;
   reg [17:0] \$330 ;
+  reg [17:0] \$331 ;
+  reg [17:0] \$332 ;
+  reg [17:0] \$333 ;
+  reg [17:0] \$334 ;
+  reg [17:0] \$335 ;
+  reg [17:0] \$336 ;
+  reg [17:0] \$337 ;
+  reg [17:0] \$338 ;
+  reg [17:0] \$339 ;
   wire [41:0] \$34 ;
+  reg [17:0] \$340 ;
+  reg [17:0] \$341 ;
+  reg [17:0] \$342 ;
+  reg [17:0] \$343 ;
+  reg [17:0] \$344 ;
+  reg [17:0] \$345 ;
+  reg [17:0] \$346 ;
+  reg [17:0] \$347 ;
+  reg [17:0] \$348 ;
+  reg [17:0] \$349 ;
   wire [40:0] \$35 ;
+  reg [17:0] \$350 ;
+  reg [17:0] \$351 ;
+  reg [17:0] \$352 ;
+  reg [17:0] \$353 ;
+  reg [17:0] \$354 ;
+  reg [17:0] \$355 ;
+  reg [17:0] \$356 ;
+  reg [31:0] \$357 ;
+  reg [17:0] \$358 ;
+  reg [17:0] \$359 ;
   wire [41:0] \$36 ;
+  reg [17:0] \$360 ;
+  reg [17:0] \$361 ;
+  reg [27:0] \$362 ;
   wire [40:0] \$37 ;
   wire [41:0] \$38 ;
   wire [40:0] \$39 ;
@@ -337,33 +370,33 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   (* init = 32'd0 *)
   wire [31:0] \$signal ;
   (* init = 5'h00 *)
-  wire [4:0] \$signal$533 ;
+  wire [4:0] \$signal$535 ;
   wire [42:0] acc_c;
-  wire [42:0] \acc_c$333 ;
-  wire [42:0] \acc_c$345 ;
-  wire [42:0] \acc_c$355 ;
-  wire [42:0] \acc_c$367 ;
-  wire [42:0] \acc_c$379 ;
-  wire [42:0] \acc_c$391 ;
-  wire [42:0] \acc_c$403 ;
-  wire [42:0] \acc_c$413 ;
-  wire [42:0] \acc_c$423 ;
-  wire [42:0] \acc_c$433 ;
-  wire [42:0] \acc_c$441 ;
-  wire [42:0] \acc_c$449 ;
+  wire [42:0] \acc_c$335 ;
+  wire [42:0] \acc_c$347 ;
+  wire [42:0] \acc_c$357 ;
+  wire [42:0] \acc_c$369 ;
+  wire [42:0] \acc_c$381 ;
+  wire [42:0] \acc_c$393 ;
+  wire [42:0] \acc_c$405 ;
+  wire [42:0] \acc_c$415 ;
+  wire [42:0] \acc_c$425 ;
+  wire [42:0] \acc_c$435 ;
+  wire [42:0] \acc_c$443 ;
+  wire [42:0] \acc_c$451 ;
   wire [42:0] acc_f;
-  wire [42:0] \acc_f$332 ;
-  wire [42:0] \acc_f$344 ;
-  wire [42:0] \acc_f$354 ;
-  wire [42:0] \acc_f$366 ;
-  wire [42:0] \acc_f$378 ;
-  wire [42:0] \acc_f$390 ;
-  wire [42:0] \acc_f$402 ;
-  wire [42:0] \acc_f$412 ;
-  wire [42:0] \acc_f$422 ;
-  wire [42:0] \acc_f$432 ;
-  wire [42:0] \acc_f$440 ;
-  wire [42:0] \acc_f$448 ;
+  wire [42:0] \acc_f$334 ;
+  wire [42:0] \acc_f$346 ;
+  wire [42:0] \acc_f$356 ;
+  wire [42:0] \acc_f$368 ;
+  wire [42:0] \acc_f$380 ;
+  wire [42:0] \acc_f$392 ;
+  wire [42:0] \acc_f$404 ;
+  wire [42:0] \acc_f$414 ;
+  wire [42:0] \acc_f$424 ;
+  wire [42:0] \acc_f$434 ;
+  wire [42:0] \acc_f$442 ;
+  wire [42:0] \acc_f$450 ;
   wire [42:0] accc0;
   wire [42:0] accc1;
   wire [42:0] accc10;
@@ -402,8 +435,6 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   reg [17:0] drive1 = 18'h00000;
   reg [17:0] drive2 = 18'h07333;
   wire [4:0] flags;
-  wire [4:0] \flags$520 ;
-  wire [4:0] \flags$521 ;
   wire [4:0] \flags$522 ;
   wire [4:0] \flags$523 ;
   wire [4:0] \flags$524 ;
@@ -414,38 +445,40 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [4:0] \flags$529 ;
   wire [4:0] \flags$530 ;
   wire [4:0] \flags$531 ;
+  wire [4:0] \flags$532 ;
+  wire [4:0] \flags$533 ;
   reg [27:0] g = 28'h13ef18b;
-  reg [27:0] \g$108  = 28'h12e37b5;
-  reg [27:0] \g$118  = 28'h1745d6f;
-  reg [27:0] \g$128  = 28'h15f003f;
-  reg [27:0] \g$136  = 28'h0cd4a6e;
-  reg [27:0] \g$148  = 28'h1667265;
-  reg [27:0] \g$158  = 28'h0d2d18c;
-  reg [27:0] \g$168  = 28'h14f8de4;
-  reg [27:0] \g$176  = 28'h0ec4709;
-  reg [27:0] \g$184  = 28'h1677b4e;
-  reg [27:0] \g$192  = 28'h12dd471;
-  reg [27:0] \g$200  = 28'h1028225;
-  reg [27:0] \g$208  = 28'h1188ba9;
-  reg [27:0] \g$216  = 28'h0d1dff8;
-  reg [27:0] \g$224  = 28'h0e31252;
-  reg [27:0] \g$232  = 28'h144f9d4;
-  reg [27:0] \g$240  = 28'h140c6c0;
-  reg [27:0] \g$248  = 28'h13b13b7;
-  reg [27:0] \g$256  = 28'h1118e16;
-  reg [27:0] \g$264  = 28'h17f8001;
-  reg [27:0] \g$272  = 28'h17c90d1;
-  reg [27:0] \g$280  = 28'h147a62d;
-  reg [27:0] \g$288  = 28'h1415cc0;
-  reg [27:0] \g$296  = 28'h1482b6e;
-  reg [27:0] \g$304  = 28'h1127ea6;
-  reg [27:0] \g$38  = 28'h0fd2552;
-  reg [27:0] \g$48  = 28'h0d42478;
-  reg [27:0] \g$56  = 28'h0cfc302;
-  reg [27:0] \g$68  = 28'h15e89bc;
-  reg [27:0] \g$78  = 28'h1705da5;
-  reg [27:0] \g$88  = 28'h1398256;
-  reg [27:0] \g$96  = 28'h14f869a;
+  reg [27:0] \g$110  = 28'h12e37b5;
+  reg [27:0] \g$120  = 28'h1745d6f;
+  reg [27:0] \g$130  = 28'h15f003f;
+  reg [27:0] \g$138  = 28'h0cd4a6e;
+  reg [27:0] \g$150  = 28'h1667265;
+  reg [27:0] \g$160  = 28'h0d2d18c;
+  reg [27:0] \g$170  = 28'h14f8de4;
+  reg [27:0] \g$178  = 28'h0ec4709;
+  reg [27:0] \g$186  = 28'h1677b4e;
+  reg [27:0] \g$194  = 28'h12dd471;
+  reg [27:0] \g$202  = 28'h1028225;
+  reg [27:0] \g$210  = 28'h1188ba9;
+  reg [27:0] \g$218  = 28'h0d1dff8;
+  reg [27:0] \g$226  = 28'h0e31252;
+  reg [27:0] \g$234  = 28'h144f9d4;
+  reg [27:0] \g$242  = 28'h140c6c0;
+  reg [27:0] \g$250  = 28'h13b13b7;
+  reg [27:0] \g$258  = 28'h1118e16;
+  reg [27:0] \g$266  = 28'h17f8001;
+  reg [27:0] \g$274  = 28'h17c90d1;
+  reg [27:0] \g$282  = 28'h147a62d;
+  reg [27:0] \g$290  = 28'h1415cc0;
+  reg [27:0] \g$298  = 28'h1482b6e;
+  reg [27:0] \g$306  = 28'h1127ea6;
+  reg [27:0] \g$40  = 28'h0fd2552;
+  reg [27:0] \g$50  = 28'h0d42478;
+  reg [27:0] \g$58  = 28'h0cfc302;
+  reg [27:0] \g$70  = 28'h15e89bc;
+  reg [27:0] \g$80  = 28'h1705da5;
+  reg [27:0] \g$90  = 28'h1398256;
+  reg [27:0] \g$98  = 28'h14f869a;
   (* init = 28'h13ef18b *)
   wire [27:0] g0;
   (* init = 28'h0fd2552 *)
@@ -511,8 +544,6 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   (* init = 28'h1745d6f *)
   wire [27:0] g9;
   wire [27:0] g_next;
-  wire [27:0] \g_next$535 ;
-  wire [27:0] \g_next$536 ;
   wire [27:0] \g_next$537 ;
   wire [27:0] \g_next$538 ;
   wire [27:0] \g_next$539 ;
@@ -542,10 +573,16 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [27:0] \g_next$563 ;
   wire [27:0] \g_next$564 ;
   wire [27:0] \g_next$565 ;
+  wire [27:0] \g_next$566 ;
+  wire [27:0] \g_next$567 ;
   input [4:0] gate_addr;
   wire [4:0] gate_addr;
   input [27:0] gate_data;
   wire [27:0] gate_data;
+  input [4:0] gate_raddr;
+  wire [4:0] gate_raddr;
+  output [27:0] gate_rdata;
+  reg [27:0] gate_rdata = 28'h0000000;
   input gate_we;
   wire gate_we;
   output [895:0] gates;
@@ -584,38 +621,38 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [27:0] \gates[9] ;
   input learn;
   wire learn;
-  wire \learn$111 ;
-  wire \learn$121 ;
-  wire \learn$131 ;
-  wire \learn$139 ;
-  wire \learn$151 ;
-  wire \learn$161 ;
-  wire \learn$171 ;
-  wire \learn$179 ;
-  wire \learn$187 ;
-  wire \learn$195 ;
-  wire \learn$203 ;
-  wire \learn$211 ;
-  wire \learn$219 ;
-  wire \learn$227 ;
-  wire \learn$235 ;
-  wire \learn$243 ;
-  wire \learn$251 ;
-  wire \learn$259 ;
-  wire \learn$267 ;
-  wire \learn$275 ;
-  wire \learn$283 ;
-  wire \learn$291 ;
-  wire \learn$299 ;
-  wire \learn$307 ;
-  wire \learn$31 ;
-  wire \learn$41 ;
-  wire \learn$51 ;
-  wire \learn$59 ;
-  wire \learn$71 ;
-  wire \learn$81 ;
-  wire \learn$91 ;
-  wire \learn$99 ;
+  wire \learn$101 ;
+  wire \learn$113 ;
+  wire \learn$123 ;
+  wire \learn$133 ;
+  wire \learn$141 ;
+  wire \learn$153 ;
+  wire \learn$163 ;
+  wire \learn$173 ;
+  wire \learn$181 ;
+  wire \learn$189 ;
+  wire \learn$197 ;
+  wire \learn$205 ;
+  wire \learn$213 ;
+  wire \learn$221 ;
+  wire \learn$229 ;
+  wire \learn$237 ;
+  wire \learn$245 ;
+  wire \learn$253 ;
+  wire \learn$261 ;
+  wire \learn$269 ;
+  wire \learn$277 ;
+  wire \learn$285 ;
+  wire \learn$293 ;
+  wire \learn$301 ;
+  wire \learn$309 ;
+  wire \learn$33 ;
+  wire \learn$43 ;
+  wire \learn$53 ;
+  wire \learn$61 ;
+  wire \learn$73 ;
+  wire \learn$83 ;
+  wire \learn$93 ;
   output [18:0] outputs;
   wire [18:0] outputs;
   wire [18:0] \outputs[0] ;
@@ -624,69 +661,69 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   input run;
   wire run;
   wire [39:0] s_c;
-  wire [39:0] \s_c$315 ;
-  wire [39:0] \s_c$316 ;
   wire [39:0] \s_c$317 ;
-  wire [39:0] \s_c$327 ;
-  wire [39:0] \s_c$328 ;
+  wire [39:0] \s_c$318 ;
+  wire [39:0] \s_c$319 ;
   wire [39:0] \s_c$329 ;
-  wire [39:0] \s_c$339 ;
-  wire [39:0] \s_c$340 ;
+  wire [39:0] \s_c$330 ;
+  wire [39:0] \s_c$331 ;
   wire [39:0] \s_c$341 ;
-  wire [39:0] \s_c$350 ;
-  wire [39:0] \s_c$351 ;
-  wire [39:0] \s_c$361 ;
-  wire [39:0] \s_c$362 ;
+  wire [39:0] \s_c$342 ;
+  wire [39:0] \s_c$343 ;
+  wire [39:0] \s_c$352 ;
+  wire [39:0] \s_c$353 ;
   wire [39:0] \s_c$363 ;
-  wire [39:0] \s_c$373 ;
-  wire [39:0] \s_c$374 ;
+  wire [39:0] \s_c$364 ;
+  wire [39:0] \s_c$365 ;
   wire [39:0] \s_c$375 ;
-  wire [39:0] \s_c$385 ;
-  wire [39:0] \s_c$386 ;
+  wire [39:0] \s_c$376 ;
+  wire [39:0] \s_c$377 ;
   wire [39:0] \s_c$387 ;
-  wire [39:0] \s_c$397 ;
-  wire [39:0] \s_c$398 ;
+  wire [39:0] \s_c$388 ;
+  wire [39:0] \s_c$389 ;
   wire [39:0] \s_c$399 ;
-  wire [39:0] \s_c$408 ;
-  wire [39:0] \s_c$409 ;
-  wire [39:0] \s_c$418 ;
-  wire [39:0] \s_c$419 ;
-  wire [39:0] \s_c$428 ;
-  wire [39:0] \s_c$429 ;
-  wire [39:0] \s_c$437 ;
-  wire [39:0] \s_c$445 ;
+  wire [39:0] \s_c$400 ;
+  wire [39:0] \s_c$401 ;
+  wire [39:0] \s_c$410 ;
+  wire [39:0] \s_c$411 ;
+  wire [39:0] \s_c$420 ;
+  wire [39:0] \s_c$421 ;
+  wire [39:0] \s_c$430 ;
+  wire [39:0] \s_c$431 ;
+  wire [39:0] \s_c$439 ;
+  wire [39:0] \s_c$447 ;
   wire [39:0] s_f;
-  wire [39:0] \s_f$310 ;
-  wire [39:0] \s_f$311 ;
   wire [39:0] \s_f$312 ;
-  wire [39:0] \s_f$323 ;
-  wire [39:0] \s_f$324 ;
+  wire [39:0] \s_f$313 ;
+  wire [39:0] \s_f$314 ;
   wire [39:0] \s_f$325 ;
-  wire [39:0] \s_f$335 ;
-  wire [39:0] \s_f$336 ;
+  wire [39:0] \s_f$326 ;
+  wire [39:0] \s_f$327 ;
   wire [39:0] \s_f$337 ;
-  wire [39:0] \s_f$347 ;
-  wire [39:0] \s_f$348 ;
-  wire [39:0] \s_f$357 ;
-  wire [39:0] \s_f$358 ;
+  wire [39:0] \s_f$338 ;
+  wire [39:0] \s_f$339 ;
+  wire [39:0] \s_f$349 ;
+  wire [39:0] \s_f$350 ;
   wire [39:0] \s_f$359 ;
-  wire [39:0] \s_f$369 ;
-  wire [39:0] \s_f$370 ;
+  wire [39:0] \s_f$360 ;
+  wire [39:0] \s_f$361 ;
   wire [39:0] \s_f$371 ;
-  wire [39:0] \s_f$381 ;
-  wire [39:0] \s_f$382 ;
+  wire [39:0] \s_f$372 ;
+  wire [39:0] \s_f$373 ;
   wire [39:0] \s_f$383 ;
-  wire [39:0] \s_f$393 ;
-  wire [39:0] \s_f$394 ;
+  wire [39:0] \s_f$384 ;
+  wire [39:0] \s_f$385 ;
   wire [39:0] \s_f$395 ;
-  wire [39:0] \s_f$405 ;
-  wire [39:0] \s_f$406 ;
-  wire [39:0] \s_f$415 ;
-  wire [39:0] \s_f$416 ;
-  wire [39:0] \s_f$425 ;
-  wire [39:0] \s_f$426 ;
-  wire [39:0] \s_f$435 ;
-  wire [39:0] \s_f$443 ;
+  wire [39:0] \s_f$396 ;
+  wire [39:0] \s_f$397 ;
+  wire [39:0] \s_f$407 ;
+  wire [39:0] \s_f$408 ;
+  wire [39:0] \s_f$417 ;
+  wire [39:0] \s_f$418 ;
+  wire [39:0] \s_f$427 ;
+  wire [39:0] \s_f$428 ;
+  wire [39:0] \s_f$437 ;
+  wire [39:0] \s_f$445 ;
   input [1:0] sample_addr;
   wire [1:0] sample_addr;
   input [17:0] sample_data;
@@ -694,8 +731,6 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   input sample_we;
   wire sample_we;
   wire sat_dg;
-  wire \sat_dg$488 ;
-  wire \sat_dg$489 ;
   wire \sat_dg$490 ;
   wire \sat_dg$491 ;
   wire \sat_dg$492 ;
@@ -725,11 +760,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire \sat_dg$516 ;
   wire \sat_dg$517 ;
   wire \sat_dg$518 ;
+  wire \sat_dg$519 ;
+  wire \sat_dg$520 ;
   output [4:0] sat_flags;
   reg [4:0] sat_flags = 5'h00;
   wire sat_term;
-  wire \sat_term$456 ;
-  wire \sat_term$457 ;
   wire \sat_term$458 ;
   wire \sat_term$459 ;
   wire \sat_term$460 ;
@@ -759,6 +794,8 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire \sat_term$484 ;
   wire \sat_term$485 ;
   wire \sat_term$486 ;
+  wire \sat_term$487 ;
+  wire \sat_term$488 ;
   output saturated;
   wire saturated;
   reg [17:0] target0 = 18'h00000;
@@ -770,32 +807,30 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   (* init = 18'h00000 *)
   wire [17:0] v_c;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$331 ;
+  wire [17:0] \v_c$333 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$343 ;
+  wire [17:0] \v_c$345 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$353 ;
+  wire [17:0] \v_c$355 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$365 ;
+  wire [17:0] \v_c$367 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$377 ;
+  wire [17:0] \v_c$379 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$389 ;
+  wire [17:0] \v_c$391 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$401 ;
+  wire [17:0] \v_c$403 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$411 ;
+  wire [17:0] \v_c$413 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$421 ;
+  wire [17:0] \v_c$423 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$431 ;
+  wire [17:0] \v_c$433 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$439 ;
+  wire [17:0] \v_c$441 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$447 ;
+  wire [17:0] \v_c$449 ;
   wire [17:0] v_c_next;
-  wire [17:0] \v_c_next$583 ;
-  wire [17:0] \v_c_next$584 ;
   wire [17:0] \v_c_next$585 ;
   wire [17:0] \v_c_next$586 ;
   wire [17:0] \v_c_next$587 ;
@@ -805,6 +840,8 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [17:0] \v_c_next$591 ;
   wire [17:0] \v_c_next$592 ;
   wire [17:0] \v_c_next$593 ;
+  wire [17:0] \v_c_next$594 ;
+  wire [17:0] \v_c_next$595 ;
   output [287:0] v_clamped;
   wire [287:0] v_clamped;
   wire [17:0] \v_clamped[0] ;
@@ -826,42 +863,42 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   (* init = 18'h00000 *)
   wire [17:0] v_f;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$330 ;
+  wire [17:0] \v_f$332 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$342 ;
+  wire [17:0] \v_f$344 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$352 ;
+  wire [17:0] \v_f$354 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$364 ;
+  wire [17:0] \v_f$366 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$376 ;
+  wire [17:0] \v_f$378 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$388 ;
+  wire [17:0] \v_f$390 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$400 ;
+  wire [17:0] \v_f$402 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$410 ;
+  wire [17:0] \v_f$412 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$420 ;
+  wire [17:0] \v_f$422 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$430 ;
+  wire [17:0] \v_f$432 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$438 ;
+  wire [17:0] \v_f$440 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$446 ;
+  wire [17:0] \v_f$448 ;
   wire [17:0] v_f_next;
-  wire [17:0] \v_f_next$567 ;
-  wire [17:0] \v_f_next$568 ;
   wire [17:0] \v_f_next$569 ;
   wire [17:0] \v_f_next$570 ;
+  wire [17:0] \v_f_next$571 ;
   wire [17:0] \v_f_next$572 ;
   wire [17:0] \v_f_next$574 ;
-  wire [17:0] \v_f_next$575 ;
   wire [17:0] \v_f_next$576 ;
   wire [17:0] \v_f_next$577 ;
   wire [17:0] \v_f_next$578 ;
   wire [17:0] \v_f_next$579 ;
   wire [17:0] \v_f_next$580 ;
+  wire [17:0] \v_f_next$581 ;
+  wire [17:0] \v_f_next$582 ;
   output [287:0] v_free;
   wire [287:0] v_free;
   wire [17:0] \v_free[0] ;
@@ -881,229 +918,229 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [17:0] \v_free[8] ;
   wire [17:0] \v_free[9] ;
   reg [17:0] va_c = 18'h00000;
-  reg [17:0] \va_c$104  = 18'h00000;
+  reg [17:0] \va_c$106  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$115 ;
+  wire [17:0] \va_c$117 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$125 ;
+  wire [17:0] \va_c$127 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$134 ;
-  reg [17:0] \va_c$144  = 18'h00000;
+  wire [17:0] \va_c$136 ;
+  reg [17:0] \va_c$146  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$155 ;
+  wire [17:0] \va_c$157 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$165 ;
+  wire [17:0] \va_c$167 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$174 ;
+  wire [17:0] \va_c$176 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$182 ;
+  wire [17:0] \va_c$184 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$190 ;
+  wire [17:0] \va_c$192 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$198 ;
+  wire [17:0] \va_c$200 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$206 ;
+  wire [17:0] \va_c$208 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$214 ;
+  wire [17:0] \va_c$216 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$222 ;
+  wire [17:0] \va_c$224 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$230 ;
+  wire [17:0] \va_c$232 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$238 ;
+  wire [17:0] \va_c$240 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$246 ;
+  wire [17:0] \va_c$248 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$254 ;
+  wire [17:0] \va_c$256 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$262 ;
+  wire [17:0] \va_c$264 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$270 ;
+  wire [17:0] \va_c$272 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$278 ;
+  wire [17:0] \va_c$280 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$286 ;
+  wire [17:0] \va_c$288 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$294 ;
+  wire [17:0] \va_c$296 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$302 ;
+  wire [17:0] \va_c$304 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$35 ;
+  wire [17:0] \va_c$37 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$45 ;
+  wire [17:0] \va_c$47 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$54 ;
-  reg [17:0] \va_c$64  = 18'h00000;
+  wire [17:0] \va_c$56 ;
+  reg [17:0] \va_c$66  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$75 ;
+  wire [17:0] \va_c$77 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$85 ;
+  wire [17:0] \va_c$87 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$94 ;
+  wire [17:0] \va_c$96 ;
   reg [17:0] va_f = 18'h00000;
-  reg [17:0] \va_f$100  = 18'h00000;
+  reg [17:0] \va_f$102  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$112 ;
+  wire [17:0] \va_f$114 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$122 ;
+  wire [17:0] \va_f$124 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$132 ;
-  reg [17:0] \va_f$140  = 18'h00000;
+  wire [17:0] \va_f$134 ;
+  reg [17:0] \va_f$142  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$152 ;
+  wire [17:0] \va_f$154 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$162 ;
+  wire [17:0] \va_f$164 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$172 ;
+  wire [17:0] \va_f$174 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$180 ;
+  wire [17:0] \va_f$182 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$188 ;
+  wire [17:0] \va_f$190 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$196 ;
+  wire [17:0] \va_f$198 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$204 ;
+  wire [17:0] \va_f$206 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$212 ;
+  wire [17:0] \va_f$214 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$220 ;
+  wire [17:0] \va_f$222 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$228 ;
+  wire [17:0] \va_f$230 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$236 ;
+  wire [17:0] \va_f$238 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$244 ;
+  wire [17:0] \va_f$246 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$252 ;
+  wire [17:0] \va_f$254 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$260 ;
+  wire [17:0] \va_f$262 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$268 ;
+  wire [17:0] \va_f$270 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$276 ;
+  wire [17:0] \va_f$278 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$284 ;
+  wire [17:0] \va_f$286 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$292 ;
+  wire [17:0] \va_f$294 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$300 ;
+  wire [17:0] \va_f$302 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$32 ;
+  wire [17:0] \va_f$34 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$42 ;
+  wire [17:0] \va_f$44 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$52 ;
-  reg [17:0] \va_f$60  = 18'h00000;
+  wire [17:0] \va_f$54 ;
+  reg [17:0] \va_f$62  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$72 ;
+  wire [17:0] \va_f$74 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$82 ;
+  wire [17:0] \va_f$84 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$92 ;
+  wire [17:0] \va_f$94 ;
   reg [17:0] vb_c = 18'h00000;
-  reg [17:0] \vb_c$106  = 18'h00000;
-  reg [17:0] \vb_c$116  = 18'h00000;
-  reg [17:0] \vb_c$126  = 18'h00000;
+  reg [17:0] \vb_c$108  = 18'h00000;
+  reg [17:0] \vb_c$118  = 18'h00000;
+  reg [17:0] \vb_c$128  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$135 ;
-  reg [17:0] \vb_c$146  = 18'h00000;
-  reg [17:0] \vb_c$156  = 18'h00000;
-  reg [17:0] \vb_c$166  = 18'h00000;
+  wire [17:0] \vb_c$137 ;
+  reg [17:0] \vb_c$148  = 18'h00000;
+  reg [17:0] \vb_c$158  = 18'h00000;
+  reg [17:0] \vb_c$168  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$175 ;
+  wire [17:0] \vb_c$177 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$183 ;
+  wire [17:0] \vb_c$185 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$191 ;
+  wire [17:0] \vb_c$193 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$199 ;
+  wire [17:0] \vb_c$201 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$207 ;
+  wire [17:0] \vb_c$209 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$215 ;
+  wire [17:0] \vb_c$217 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$223 ;
+  wire [17:0] \vb_c$225 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$231 ;
+  wire [17:0] \vb_c$233 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$239 ;
+  wire [17:0] \vb_c$241 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$247 ;
+  wire [17:0] \vb_c$249 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$255 ;
+  wire [17:0] \vb_c$257 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$263 ;
+  wire [17:0] \vb_c$265 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$271 ;
+  wire [17:0] \vb_c$273 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$279 ;
+  wire [17:0] \vb_c$281 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$287 ;
+  wire [17:0] \vb_c$289 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$295 ;
+  wire [17:0] \vb_c$297 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$303 ;
-  reg [17:0] \vb_c$36  = 18'h00000;
-  reg [17:0] \vb_c$46  = 18'h00000;
+  wire [17:0] \vb_c$305 ;
+  reg [17:0] \vb_c$38  = 18'h00000;
+  reg [17:0] \vb_c$48  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$55 ;
-  reg [17:0] \vb_c$66  = 18'h00000;
-  reg [17:0] \vb_c$76  = 18'h00000;
-  reg [17:0] \vb_c$86  = 18'h00000;
+  wire [17:0] \vb_c$57 ;
+  reg [17:0] \vb_c$68  = 18'h00000;
+  reg [17:0] \vb_c$78  = 18'h00000;
+  reg [17:0] \vb_c$88  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$95 ;
+  wire [17:0] \vb_c$97 ;
   reg [17:0] vb_f = 18'h00000;
-  reg [17:0] \vb_f$102  = 18'h00000;
-  reg [17:0] \vb_f$113  = 18'h00000;
-  reg [17:0] \vb_f$123  = 18'h00000;
+  reg [17:0] \vb_f$104  = 18'h00000;
+  reg [17:0] \vb_f$115  = 18'h00000;
+  reg [17:0] \vb_f$125  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$133 ;
-  reg [17:0] \vb_f$142  = 18'h00000;
-  reg [17:0] \vb_f$153  = 18'h00000;
-  reg [17:0] \vb_f$163  = 18'h00000;
+  wire [17:0] \vb_f$135 ;
+  reg [17:0] \vb_f$144  = 18'h00000;
+  reg [17:0] \vb_f$155  = 18'h00000;
+  reg [17:0] \vb_f$165  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$173 ;
+  wire [17:0] \vb_f$175 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$181 ;
+  wire [17:0] \vb_f$183 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$189 ;
+  wire [17:0] \vb_f$191 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$197 ;
+  wire [17:0] \vb_f$199 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$205 ;
+  wire [17:0] \vb_f$207 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$213 ;
+  wire [17:0] \vb_f$215 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$221 ;
+  wire [17:0] \vb_f$223 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$229 ;
+  wire [17:0] \vb_f$231 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$237 ;
+  wire [17:0] \vb_f$239 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$245 ;
+  wire [17:0] \vb_f$247 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$253 ;
+  wire [17:0] \vb_f$255 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$261 ;
+  wire [17:0] \vb_f$263 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$269 ;
+  wire [17:0] \vb_f$271 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$277 ;
+  wire [17:0] \vb_f$279 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$285 ;
+  wire [17:0] \vb_f$287 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$293 ;
+  wire [17:0] \vb_f$295 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$301 ;
-  reg [17:0] \vb_f$33  = 18'h00000;
-  reg [17:0] \vb_f$43  = 18'h00000;
+  wire [17:0] \vb_f$303 ;
+  reg [17:0] \vb_f$35  = 18'h00000;
+  reg [17:0] \vb_f$45  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$53 ;
-  reg [17:0] \vb_f$62  = 18'h00000;
-  reg [17:0] \vb_f$73  = 18'h00000;
-  reg [17:0] \vb_f$83  = 18'h00000;
+  wire [17:0] \vb_f$55 ;
+  reg [17:0] \vb_f$64  = 18'h00000;
+  reg [17:0] \vb_f$75  = 18'h00000;
+  reg [17:0] \vb_f$85  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$93 ;
+  wire [17:0] \vb_f$95 ;
   (* init = 18'h00000 *)
   wire [17:0] vc0;
   (* init = 18'h00000 *)
@@ -1169,170 +1206,170 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   (* init = 18'h00000 *)
   wire [17:0] vf9;
   wire [17:0] vt;
-  wire [17:0] \vt$110 ;
-  wire [17:0] \vt$120 ;
-  wire [17:0] \vt$130 ;
-  wire [17:0] \vt$138 ;
-  wire [17:0] \vt$150 ;
-  wire [17:0] \vt$160 ;
-  wire [17:0] \vt$170 ;
-  wire [17:0] \vt$178 ;
-  wire [17:0] \vt$186 ;
-  wire [17:0] \vt$194 ;
-  wire [17:0] \vt$202 ;
-  wire [17:0] \vt$210 ;
-  wire [17:0] \vt$218 ;
-  wire [17:0] \vt$226 ;
-  wire [17:0] \vt$234 ;
-  wire [17:0] \vt$242 ;
-  wire [17:0] \vt$250 ;
-  wire [17:0] \vt$258 ;
-  wire [17:0] \vt$266 ;
-  wire [17:0] \vt$274 ;
-  wire [17:0] \vt$282 ;
-  wire [17:0] \vt$290 ;
-  wire [17:0] \vt$298 ;
-  wire [17:0] \vt$306 ;
-  wire [17:0] \vt$40 ;
-  wire [17:0] \vt$50 ;
-  wire [17:0] \vt$58 ;
-  wire [17:0] \vt$70 ;
-  wire [17:0] \vt$80 ;
-  wire [17:0] \vt$90 ;
-  wire [17:0] \vt$98 ;
+  wire [17:0] \vt$100 ;
+  wire [17:0] \vt$112 ;
+  wire [17:0] \vt$122 ;
+  wire [17:0] \vt$132 ;
+  wire [17:0] \vt$140 ;
+  wire [17:0] \vt$152 ;
+  wire [17:0] \vt$162 ;
+  wire [17:0] \vt$172 ;
+  wire [17:0] \vt$180 ;
+  wire [17:0] \vt$188 ;
+  wire [17:0] \vt$196 ;
+  wire [17:0] \vt$204 ;
+  wire [17:0] \vt$212 ;
+  wire [17:0] \vt$220 ;
+  wire [17:0] \vt$228 ;
+  wire [17:0] \vt$236 ;
+  wire [17:0] \vt$244 ;
+  wire [17:0] \vt$252 ;
+  wire [17:0] \vt$260 ;
+  wire [17:0] \vt$268 ;
+  wire [17:0] \vt$276 ;
+  wire [17:0] \vt$284 ;
+  wire [17:0] \vt$292 ;
+  wire [17:0] \vt$300 ;
+  wire [17:0] \vt$308 ;
+  wire [17:0] \vt$42 ;
+  wire [17:0] \vt$52 ;
+  wire [17:0] \vt$60 ;
+  wire [17:0] \vt$72 ;
+  wire [17:0] \vt$82 ;
+  wire [17:0] \vt$92 ;
   assign \$1  = - $signed(s_f);
-  assign \$2  = $signed(\$1 ) + $signed(\s_f$310 );
-  assign \$3  = - $signed(\s_f$311 );
-  assign \$4  = $signed(\$3 ) + $signed(\s_f$312 );
+  assign \$2  = $signed(\$1 ) + $signed(\s_f$312 );
+  assign \$3  = - $signed(\s_f$313 );
+  assign \$4  = $signed(\$3 ) + $signed(\s_f$314 );
   assign accf0 = $signed(\$2 ) + $signed(\$4 );
   assign \$5  = - $signed(s_c);
-  assign \$6  = $signed(\$5 ) + $signed(\s_c$315 );
-  assign \$7  = - $signed(\s_c$316 );
-  assign \$8  = $signed(\$7 ) + $signed(\s_c$317 );
+  assign \$6  = $signed(\$5 ) + $signed(\s_c$317 );
+  assign \$7  = - $signed(\s_c$318 );
+  assign \$8  = $signed(\$7 ) + $signed(\s_c$319 );
   assign accc0 = $signed(\$6 ) + $signed(\$8 );
-  assign \$9  = - $signed(\s_f$323 );
+  assign \$9  = - $signed(\s_f$325 );
   assign \$10  = $signed(s_f) + $signed(\$9 );
-  assign \$11  = - $signed(\s_f$324 );
-  assign \$12  = $signed(\$11 ) + $signed(\s_f$325 );
+  assign \$11  = - $signed(\s_f$326 );
+  assign \$12  = $signed(\$11 ) + $signed(\s_f$327 );
   assign accf1 = $signed(\$10 ) + $signed(\$12 );
-  assign \$13  = - $signed(\s_c$327 );
+  assign \$13  = - $signed(\s_c$329 );
   assign \$14  = $signed(s_c) + $signed(\$13 );
-  assign \$15  = - $signed(\s_c$328 );
-  assign \$16  = $signed(\$15 ) + $signed(\s_c$329 );
+  assign \$15  = - $signed(\s_c$330 );
+  assign \$16  = $signed(\$15 ) + $signed(\s_c$331 );
   assign accc1 = $signed(\$14 ) + $signed(\$16 );
-  assign \$17  = - $signed(\s_f$335 );
-  assign \$18  = $signed(\s_f$323 ) + $signed(\$17 );
-  assign \$19  = - $signed(\s_f$336 );
-  assign \$20  = $signed(\$19 ) + $signed(\s_f$337 );
+  assign \$17  = - $signed(\s_f$337 );
+  assign \$18  = $signed(\s_f$325 ) + $signed(\$17 );
+  assign \$19  = - $signed(\s_f$338 );
+  assign \$20  = $signed(\$19 ) + $signed(\s_f$339 );
   assign accf2 = $signed(\$18 ) + $signed(\$20 );
-  assign \$21  = - $signed(\s_c$339 );
-  assign \$22  = $signed(\s_c$327 ) + $signed(\$21 );
-  assign \$23  = - $signed(\s_c$340 );
-  assign \$24  = $signed(\$23 ) + $signed(\s_c$341 );
+  assign \$21  = - $signed(\s_c$341 );
+  assign \$22  = $signed(\s_c$329 ) + $signed(\$21 );
+  assign \$23  = - $signed(\s_c$342 );
+  assign \$24  = $signed(\$23 ) + $signed(\s_c$343 );
   assign accc2 = $signed(\$22 ) + $signed(\$24 );
-  assign \$25  = - $signed(\s_f$310 );
-  assign \$26  = $signed(\s_f$335 ) + $signed(\$25 );
-  assign \$27  = - $signed(\s_f$347 );
-  assign \$28  = $signed(\$27 ) + $signed(\s_f$348 );
+  assign \$25  = - $signed(\s_f$312 );
+  assign \$26  = $signed(\s_f$337 ) + $signed(\$25 );
+  assign \$27  = - $signed(\s_f$349 );
+  assign \$28  = $signed(\$27 ) + $signed(\s_f$350 );
   assign accf3 = $signed(\$26 ) + $signed(\$28 );
-  assign \$29  = - $signed(\s_c$315 );
-  assign \$30  = $signed(\s_c$339 ) + $signed(\$29 );
-  assign \$31  = - $signed(\s_c$350 );
-  assign \$32  = $signed(\$31 ) + $signed(\s_c$351 );
+  assign \$29  = - $signed(\s_c$317 );
+  assign \$30  = $signed(\s_c$341 ) + $signed(\$29 );
+  assign \$31  = - $signed(\s_c$352 );
+  assign \$32  = $signed(\$31 ) + $signed(\s_c$353 );
   assign accc3 = $signed(\$30 ) + $signed(\$32 );
-  assign \$33  = - $signed(\s_f$357 );
-  assign \$34  = $signed(\$33 ) + $signed(\s_f$358 );
-  assign \$35  = - $signed(\s_f$359 );
-  assign \$36  = $signed(\s_f$311 ) + $signed(\$35 );
+  assign \$33  = - $signed(\s_f$359 );
+  assign \$34  = $signed(\$33 ) + $signed(\s_f$360 );
+  assign \$35  = - $signed(\s_f$361 );
+  assign \$36  = $signed(\s_f$313 ) + $signed(\$35 );
   assign accf4 = $signed(\$34 ) + $signed(\$36 );
-  assign \$37  = - $signed(\s_c$361 );
-  assign \$38  = $signed(\$37 ) + $signed(\s_c$362 );
-  assign \$39  = - $signed(\s_c$363 );
-  assign \$40  = $signed(\s_c$316 ) + $signed(\$39 );
+  assign \$37  = - $signed(\s_c$363 );
+  assign \$38  = $signed(\$37 ) + $signed(\s_c$364 );
+  assign \$39  = - $signed(\s_c$365 );
+  assign \$40  = $signed(\s_c$318 ) + $signed(\$39 );
   assign accc4 = $signed(\$38 ) + $signed(\$40 );
-  assign \$41  = - $signed(\s_f$370 );
-  assign \$42  = $signed(\s_f$369 ) + $signed(\$41 );
-  assign \$43  = - $signed(\s_f$371 );
-  assign \$44  = $signed(\s_f$336 ) + $signed(\$43 );
+  assign \$41  = - $signed(\s_f$372 );
+  assign \$42  = $signed(\s_f$371 ) + $signed(\$41 );
+  assign \$43  = - $signed(\s_f$373 );
+  assign \$44  = $signed(\s_f$338 ) + $signed(\$43 );
   assign accf6 = $signed(\$42 ) + $signed(\$44 );
-  assign \$45  = - $signed(\s_c$374 );
-  assign \$46  = $signed(\s_c$373 ) + $signed(\$45 );
-  assign \$47  = - $signed(\s_c$375 );
-  assign \$48  = $signed(\s_c$340 ) + $signed(\$47 );
+  assign \$45  = - $signed(\s_c$376 );
+  assign \$46  = $signed(\s_c$375 ) + $signed(\$45 );
+  assign \$47  = - $signed(\s_c$377 );
+  assign \$48  = $signed(\s_c$342 ) + $signed(\$47 );
   assign accc6 = $signed(\$46 ) + $signed(\$48 );
-  assign \$49  = - $signed(\s_f$381 );
-  assign \$50  = $signed(\$49 ) + $signed(\s_f$382 );
-  assign \$51  = - $signed(\s_f$383 );
-  assign \$52  = $signed(\s_f$359 ) + $signed(\$51 );
+  assign \$49  = - $signed(\s_f$383 );
+  assign \$50  = $signed(\$49 ) + $signed(\s_f$384 );
+  assign \$51  = - $signed(\s_f$385 );
+  assign \$52  = $signed(\s_f$361 ) + $signed(\$51 );
   assign accf8 = $signed(\$50 ) + $signed(\$52 );
-  assign \$53  = - $signed(\s_c$385 );
-  assign \$54  = $signed(\$53 ) + $signed(\s_c$386 );
-  assign \$55  = - $signed(\s_c$387 );
-  assign \$56  = $signed(\s_c$363 ) + $signed(\$55 );
+  assign \$53  = - $signed(\s_c$387 );
+  assign \$54  = $signed(\$53 ) + $signed(\s_c$388 );
+  assign \$55  = - $signed(\s_c$389 );
+  assign \$56  = $signed(\s_c$365 ) + $signed(\$55 );
   assign accc8 = $signed(\$54 ) + $signed(\$56 );
-  assign \$57  = - $signed(\s_f$393 );
-  assign \$58  = $signed(\s_f$381 ) + $signed(\$57 );
-  assign \$59  = - $signed(\s_f$395 );
-  assign \$60  = $signed(\s_f$394 ) + $signed(\$59 );
+  assign \$57  = - $signed(\s_f$395 );
+  assign \$58  = $signed(\s_f$383 ) + $signed(\$57 );
+  assign \$59  = - $signed(\s_f$397 );
+  assign \$60  = $signed(\s_f$396 ) + $signed(\$59 );
   assign accf9 = $signed(\$58 ) + $signed(\$60 );
-  assign \$61  = - $signed(\s_c$397 );
-  assign \$62  = $signed(\s_c$385 ) + $signed(\$61 );
-  assign \$63  = - $signed(\s_c$399 );
-  assign \$64  = $signed(\s_c$398 ) + $signed(\$63 );
+  assign \$61  = - $signed(\s_c$399 );
+  assign \$62  = $signed(\s_c$387 ) + $signed(\$61 );
+  assign \$63  = - $signed(\s_c$401 );
+  assign \$64  = $signed(\s_c$400 ) + $signed(\$63 );
   assign accc9 = $signed(\$62 ) + $signed(\$64 );
-  assign \$65  = - $signed(\s_f$405 );
-  assign \$66  = $signed(\s_f$393 ) + $signed(\$65 );
-  assign \$67  = - $signed(\s_f$406 );
-  assign \$68  = $signed(\s_f$371 ) + $signed(\$67 );
+  assign \$65  = - $signed(\s_f$407 );
+  assign \$66  = $signed(\s_f$395 ) + $signed(\$65 );
+  assign \$67  = - $signed(\s_f$408 );
+  assign \$68  = $signed(\s_f$373 ) + $signed(\$67 );
   assign accf10 = $signed(\$66 ) + $signed(\$68 );
-  assign \$69  = - $signed(\s_c$408 );
-  assign \$70  = $signed(\s_c$397 ) + $signed(\$69 );
-  assign \$71  = - $signed(\s_c$409 );
-  assign \$72  = $signed(\s_c$375 ) + $signed(\$71 );
+  assign \$69  = - $signed(\s_c$410 );
+  assign \$70  = $signed(\s_c$399 ) + $signed(\$69 );
+  assign \$71  = - $signed(\s_c$411 );
+  assign \$72  = $signed(\s_c$377 ) + $signed(\$71 );
   assign accc10 = $signed(\$70 ) + $signed(\$72 );
-  assign \$73  = - $signed(\s_f$382 );
-  assign \$74  = $signed(\s_f$405 ) + $signed(\$73 );
-  assign \$75  = - $signed(\s_f$416 );
-  assign \$76  = $signed(\s_f$415 ) + $signed(\$75 );
+  assign \$73  = - $signed(\s_f$384 );
+  assign \$74  = $signed(\s_f$407 ) + $signed(\$73 );
+  assign \$75  = - $signed(\s_f$418 );
+  assign \$76  = $signed(\s_f$417 ) + $signed(\$75 );
   assign accf11 = $signed(\$74 ) + $signed(\$76 );
-  assign \$77  = - $signed(\s_c$386 );
-  assign \$78  = $signed(\s_c$408 ) + $signed(\$77 );
-  assign \$79  = - $signed(\s_c$419 );
-  assign \$80  = $signed(\s_c$418 ) + $signed(\$79 );
+  assign \$77  = - $signed(\s_c$388 );
+  assign \$78  = $signed(\s_c$410 ) + $signed(\$77 );
+  assign \$79  = - $signed(\s_c$421 );
+  assign \$80  = $signed(\s_c$420 ) + $signed(\$79 );
   assign accc11 = $signed(\$78 ) + $signed(\$80 );
-  assign \$81  = - $signed(\s_f$425 );
-  assign \$82  = $signed(\$81 ) + $signed(\s_f$426 );
-  assign \$83  = - $signed(\s_f$312 );
-  assign \$84  = $signed(\s_f$383 ) + $signed(\$83 );
+  assign \$81  = - $signed(\s_f$427 );
+  assign \$82  = $signed(\$81 ) + $signed(\s_f$428 );
+  assign \$83  = - $signed(\s_f$314 );
+  assign \$84  = $signed(\s_f$385 ) + $signed(\$83 );
   assign accf12 = $signed(\$82 ) + $signed(\$84 );
-  assign \$85  = - $signed(\s_c$428 );
-  assign \$86  = $signed(\$85 ) + $signed(\s_c$429 );
-  assign \$87  = - $signed(\s_c$317 );
-  assign \$88  = $signed(\s_c$387 ) + $signed(\$87 );
+  assign \$85  = - $signed(\s_c$430 );
+  assign \$86  = $signed(\$85 ) + $signed(\s_c$431 );
+  assign \$87  = - $signed(\s_c$319 );
+  assign \$88  = $signed(\s_c$389 ) + $signed(\$87 );
   assign accc12 = $signed(\$86 ) + $signed(\$88 );
-  assign \$89  = - $signed(\s_f$435 );
-  assign \$90  = $signed(\s_f$425 ) + $signed(\$89 );
-  assign \$91  = - $signed(\s_f$325 );
-  assign \$92  = $signed(\s_f$395 ) + $signed(\$91 );
+  assign \$89  = - $signed(\s_f$437 );
+  assign \$90  = $signed(\s_f$427 ) + $signed(\$89 );
+  assign \$91  = - $signed(\s_f$327 );
+  assign \$92  = $signed(\s_f$397 ) + $signed(\$91 );
   assign accf13 = $signed(\$90 ) + $signed(\$92 );
-  assign \$93  = - $signed(\s_c$437 );
-  assign \$94  = $signed(\s_c$428 ) + $signed(\$93 );
-  assign \$95  = - $signed(\s_c$329 );
-  assign \$96  = $signed(\s_c$399 ) + $signed(\$95 );
+  assign \$93  = - $signed(\s_c$439 );
+  assign \$94  = $signed(\s_c$430 ) + $signed(\$93 );
+  assign \$95  = - $signed(\s_c$331 );
+  assign \$96  = $signed(\s_c$401 ) + $signed(\$95 );
   assign accc13 = $signed(\$94 ) + $signed(\$96 );
-  assign \$97  = - $signed(\s_f$443 );
-  assign \$98  = $signed(\s_f$435 ) + $signed(\$97 );
-  assign \$99  = - $signed(\s_f$337 );
-  assign \$100  = $signed(\s_f$406 ) + $signed(\$99 );
+  assign \$97  = - $signed(\s_f$445 );
+  assign \$98  = $signed(\s_f$437 ) + $signed(\$97 );
+  assign \$99  = - $signed(\s_f$339 );
+  assign \$100  = $signed(\s_f$408 ) + $signed(\$99 );
   assign accf14 = $signed(\$98 ) + $signed(\$100 );
-  assign \$101  = - $signed(\s_c$445 );
-  assign \$102  = $signed(\s_c$437 ) + $signed(\$101 );
-  assign \$103  = - $signed(\s_c$341 );
-  assign \$104  = $signed(\s_c$409 ) + $signed(\$103 );
+  assign \$101  = - $signed(\s_c$447 );
+  assign \$102  = $signed(\s_c$439 ) + $signed(\$101 );
+  assign \$103  = - $signed(\s_c$343 );
+  assign \$104  = $signed(\s_c$411 ) + $signed(\$103 );
   assign accc14 = $signed(\$102 ) + $signed(\$104 );
-  assign \$105  = $signed(target0) - $signed(\vb_f$113 );
+  assign \$105  = $signed(target0) - $signed(\vb_f$115 );
   assign \$107  = $signed(\$106 ) + $signed(9'h080);
-  assign clamp0_exact = $signed(\vb_f$113 ) + $signed(\$108 );
+  assign clamp0_exact = $signed(\vb_f$115 ) + $signed(\$108 );
   assign \$109  = $signed(clamp0_exact) > $signed(18'h1ffff);
   assign \$110  = $signed(clamp0_exact) < $signed(18'h20000);
   assign \$111  = \$110  ? 36'hffffe0000 : clamp0_exact;
@@ -1402,163 +1439,196 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   assign \$238  = \$236  | \$237 ;
   assign \$240  = \$238  | \$239 ;
   assign \$242  = \$240  | \$241 ;
-  assign \$244  = \$243  | \flags$520 ;
-  assign \$245  = \$244  | \flags$521 ;
-  assign \$246  = \$245  | \flags$522 ;
-  assign \$247  = \$246  | \flags$523 ;
-  assign \$248  = \$247  | \flags$524 ;
-  assign \$249  = \$248  | \flags$525 ;
-  assign \$250  = \$249  | \flags$526 ;
-  assign \$251  = \$250  | \flags$527 ;
-  assign \$252  = \$251  | \flags$528 ;
-  assign \$253  = \$252  | \flags$529 ;
-  assign \$254  = \$253  | \flags$530 ;
-  assign \$255  = \$254  | \flags$531 ;
+  assign \$244  = \$243  | \flags$522 ;
+  assign \$245  = \$244  | \flags$523 ;
+  assign \$246  = \$245  | \flags$524 ;
+  assign \$247  = \$246  | \flags$525 ;
+  assign \$248  = \$247  | \flags$526 ;
+  assign \$249  = \$248  | \flags$527 ;
+  assign \$250  = \$249  | \flags$528 ;
+  assign \$251  = \$250  | \flags$529 ;
+  assign \$252  = \$251  | \flags$530 ;
+  assign \$253  = \$252  | \flags$531 ;
+  assign \$254  = \$253  | \flags$532 ;
+  assign \$255  = \$254  | \flags$533 ;
   assign \$257  = \$255  | { 1'h0, \$256 , 3'h0 };
   assign tick_flags = { \$242 , 3'h0, \$178  } | \$258 ;
   assign saturated = | sat_flags;
   assign \$259  = sat_flags | tick_flags;
   assign \$260  = ticks + 1'h1;
+  assign \$261  = gate_raddr[0] ? \g$306  : \g$298 ;
+  assign \$262  = gate_raddr[0] ? \g$290  : \g$282 ;
+  assign \$263  = gate_raddr[1] ? \$261  : \$262 ;
+  assign \$264  = gate_raddr[0] ? \g$274  : \g$266 ;
+  assign \$265  = gate_raddr[0] ? \g$258  : \g$250 ;
+  assign \$266  = gate_raddr[1] ? \$264  : \$265 ;
+  assign \$267  = gate_raddr[2] ? \$263  : \$266 ;
+  assign \$268  = gate_raddr[0] ? \g$242  : \g$234 ;
+  assign \$269  = gate_raddr[0] ? \g$226  : \g$218 ;
+  assign \$270  = gate_raddr[1] ? \$268  : \$269 ;
+  assign \$271  = gate_raddr[0] ? \g$210  : \g$202 ;
+  assign \$272  = gate_raddr[0] ? \g$194  : \g$186 ;
+  assign \$273  = gate_raddr[1] ? \$271  : \$272 ;
+  assign \$274  = gate_raddr[2] ? \$270  : \$273 ;
+  assign \$275  = gate_raddr[3] ? \$267  : \$274 ;
+  assign \$276  = gate_raddr[0] ? \g$178  : \g$170 ;
+  assign \$277  = gate_raddr[0] ? \g$160  : \g$150 ;
+  assign \$278  = gate_raddr[1] ? \$276  : \$277 ;
+  assign \$279  = gate_raddr[0] ? \g$138  : \g$130 ;
+  assign \$280  = gate_raddr[0] ? \g$120  : \g$110 ;
+  assign \$281  = gate_raddr[1] ? \$279  : \$280 ;
+  assign \$282  = gate_raddr[2] ? \$278  : \$281 ;
+  assign \$283  = gate_raddr[0] ? \g$98  : \g$90 ;
+  assign \$284  = gate_raddr[0] ? \g$80  : \g$70 ;
+  assign \$285  = gate_raddr[1] ? \$283  : \$284 ;
+  assign \$286  = gate_raddr[0] ? \g$58  : \g$50 ;
+  assign \$287  = gate_raddr[0] ? \g$40  : g;
+  assign \$288  = gate_raddr[1] ? \$286  : \$287 ;
+  assign \$289  = gate_raddr[2] ? \$285  : \$288 ;
+  assign \$290  = gate_raddr[3] ? \$282  : \$289 ;
+  assign \$291  = gate_raddr[4] ? \$275  : \$290 ;
   always @(posedge clk)
-    g <= \$261 ;
+    g <= \$292 ;
   always @(posedge clk)
-    \g$38  <= \$262 ;
+    \g$40  <= \$293 ;
   always @(posedge clk)
-    \g$48  <= \$263 ;
+    \g$50  <= \$294 ;
   always @(posedge clk)
-    \g$56  <= \$264 ;
+    \g$58  <= \$295 ;
   always @(posedge clk)
-    \g$68  <= \$265 ;
+    \g$70  <= \$296 ;
   always @(posedge clk)
-    \g$78  <= \$266 ;
+    \g$80  <= \$297 ;
   always @(posedge clk)
-    \g$88  <= \$267 ;
+    \g$90  <= \$298 ;
   always @(posedge clk)
-    \g$96  <= \$268 ;
+    \g$98  <= \$299 ;
   always @(posedge clk)
-    \g$108  <= \$269 ;
+    \g$110  <= \$300 ;
   always @(posedge clk)
-    \g$118  <= \$270 ;
+    \g$120  <= \$301 ;
   always @(posedge clk)
-    \g$128  <= \$271 ;
+    \g$130  <= \$302 ;
   always @(posedge clk)
-    \g$136  <= \$272 ;
+    \g$138  <= \$303 ;
   always @(posedge clk)
-    \g$148  <= \$273 ;
+    \g$150  <= \$304 ;
   always @(posedge clk)
-    \g$158  <= \$274 ;
+    \g$160  <= \$305 ;
   always @(posedge clk)
-    \g$168  <= \$275 ;
+    \g$170  <= \$306 ;
   always @(posedge clk)
-    \g$176  <= \$276 ;
+    \g$178  <= \$307 ;
   always @(posedge clk)
-    \g$184  <= \$277 ;
+    \g$186  <= \$308 ;
   always @(posedge clk)
-    \g$192  <= \$278 ;
+    \g$194  <= \$309 ;
   always @(posedge clk)
-    \g$200  <= \$279 ;
+    \g$202  <= \$310 ;
   always @(posedge clk)
-    \g$208  <= \$280 ;
+    \g$210  <= \$311 ;
   always @(posedge clk)
-    \g$216  <= \$281 ;
+    \g$218  <= \$312 ;
   always @(posedge clk)
-    \g$224  <= \$282 ;
+    \g$226  <= \$313 ;
   always @(posedge clk)
-    \g$232  <= \$283 ;
+    \g$234  <= \$314 ;
   always @(posedge clk)
-    \g$240  <= \$284 ;
+    \g$242  <= \$315 ;
   always @(posedge clk)
-    \g$248  <= \$285 ;
+    \g$250  <= \$316 ;
   always @(posedge clk)
-    \g$256  <= \$286 ;
+    \g$258  <= \$317 ;
   always @(posedge clk)
-    \g$264  <= \$287 ;
+    \g$266  <= \$318 ;
   always @(posedge clk)
-    \g$272  <= \$288 ;
+    \g$274  <= \$319 ;
   always @(posedge clk)
-    \g$280  <= \$289 ;
+    \g$282  <= \$320 ;
   always @(posedge clk)
-    \g$288  <= \$290 ;
+    \g$290  <= \$321 ;
   always @(posedge clk)
-    \g$296  <= \$291 ;
+    \g$298  <= \$322 ;
   always @(posedge clk)
-    \g$304  <= \$292 ;
+    \g$306  <= \$323 ;
   always @(posedge clk)
-    sat_flags <= \$293 ;
+    sat_flags <= \$324 ;
   always @(posedge clk)
-    va_f <= \$294 ;
+    va_f <= \$325 ;
   always @(posedge clk)
-    vb_f <= \$295 ;
+    vb_f <= \$326 ;
   always @(posedge clk)
-    \vb_f$33  <= \$296 ;
+    \vb_f$35  <= \$327 ;
   always @(posedge clk)
-    \vb_f$43  <= \$297 ;
+    \vb_f$45  <= \$328 ;
   always @(posedge clk)
-    \va_f$60  <= \$298 ;
+    \va_f$62  <= \$329 ;
   always @(posedge clk)
-    \vb_f$62  <= \$299 ;
+    \vb_f$64  <= \$330 ;
   always @(posedge clk)
-    \vb_f$73  <= \$300 ;
+    \vb_f$75  <= \$331 ;
   always @(posedge clk)
-    \vb_f$83  <= \$301 ;
+    \vb_f$85  <= \$332 ;
   always @(posedge clk)
-    \va_f$100  <= \$302 ;
+    \va_f$102  <= \$333 ;
   always @(posedge clk)
-    \vb_f$102  <= \$303 ;
+    \vb_f$104  <= \$334 ;
   always @(posedge clk)
-    \vb_f$113  <= \$304 ;
+    \vb_f$115  <= \$335 ;
   always @(posedge clk)
-    \vb_f$123  <= \$305 ;
+    \vb_f$125  <= \$336 ;
   always @(posedge clk)
-    \va_f$140  <= \$306 ;
+    \va_f$142  <= \$337 ;
   always @(posedge clk)
-    \vb_f$142  <= \$307 ;
+    \vb_f$144  <= \$338 ;
   always @(posedge clk)
-    \vb_f$153  <= \$308 ;
+    \vb_f$155  <= \$339 ;
   always @(posedge clk)
-    \vb_f$163  <= \$309 ;
+    \vb_f$165  <= \$340 ;
   always @(posedge clk)
-    va_c <= \$310 ;
+    va_c <= \$341 ;
   always @(posedge clk)
-    vb_c <= \$311 ;
+    vb_c <= \$342 ;
   always @(posedge clk)
-    \vb_c$36  <= \$312 ;
+    \vb_c$38  <= \$343 ;
   always @(posedge clk)
-    \vb_c$46  <= \$313 ;
+    \vb_c$48  <= \$344 ;
   always @(posedge clk)
-    \va_c$64  <= \$314 ;
+    \va_c$66  <= \$345 ;
   always @(posedge clk)
-    \vb_c$66  <= \$315 ;
+    \vb_c$68  <= \$346 ;
   always @(posedge clk)
-    \vb_c$76  <= \$316 ;
+    \vb_c$78  <= \$347 ;
   always @(posedge clk)
-    \vb_c$86  <= \$317 ;
+    \vb_c$88  <= \$348 ;
   always @(posedge clk)
-    \va_c$104  <= \$318 ;
+    \va_c$106  <= \$349 ;
   always @(posedge clk)
-    \vb_c$106  <= \$319 ;
+    \vb_c$108  <= \$350 ;
   always @(posedge clk)
-    \vb_c$116  <= \$320 ;
+    \vb_c$118  <= \$351 ;
   always @(posedge clk)
-    \vb_c$126  <= \$321 ;
+    \vb_c$128  <= \$352 ;
   always @(posedge clk)
-    \va_c$144  <= \$322 ;
+    \va_c$146  <= \$353 ;
   always @(posedge clk)
-    \vb_c$146  <= \$323 ;
+    \vb_c$148  <= \$354 ;
   always @(posedge clk)
-    \vb_c$156  <= \$324 ;
+    \vb_c$158  <= \$355 ;
   always @(posedge clk)
-    \vb_c$166  <= \$325 ;
+    \vb_c$168  <= \$356 ;
   always @(posedge clk)
-    ticks <= \$326 ;
+    ticks <= \$357 ;
   always @(posedge clk)
-    drive0 <= \$327 ;
+    drive0 <= \$358 ;
   always @(posedge clk)
-    drive1 <= \$328 ;
+    drive1 <= \$359 ;
   always @(posedge clk)
-    drive2 <= \$329 ;
+    drive2 <= \$360 ;
   always @(posedge clk)
-    target0 <= \$330 ;
+    target0 <= \$361 ;
+  always @(posedge clk)
+    gate_rdata <= \$362 ;
   \clln_paper_regression.edge0  edge0 (
     .g(g),
     .g_next(g_next),
@@ -1573,407 +1643,407 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
     .vb_f(vb_f)
   );
   \clln_paper_regression.edge1  edge1 (
-    .g(\g$38 ),
-    .g_next(\g_next$535 ),
+    .g(\g$40 ),
+    .g_next(\g_next$537 ),
     .learn(learn),
-    .s_c(\s_c$327 ),
-    .s_f(\s_f$323 ),
-    .sat_dg(\sat_dg$488 ),
-    .sat_term(\sat_term$456 ),
+    .s_c(\s_c$329 ),
+    .s_f(\s_f$325 ),
+    .sat_dg(\sat_dg$490 ),
+    .sat_term(\sat_term$458 ),
     .va_c(vb_c),
     .va_f(vb_f),
-    .vb_c(\vb_c$36 ),
-    .vb_f(\vb_f$33 )
+    .vb_c(\vb_c$38 ),
+    .vb_f(\vb_f$35 )
   );
   \clln_paper_regression.edge10  edge10 (
-    .g(\g$128 ),
-    .g_next(\g_next$544 ),
-    .learn(learn),
-    .s_c(\s_c$408 ),
-    .s_f(\s_f$405 ),
-    .sat_dg(\sat_dg$497 ),
-    .sat_term(\sat_term$465 ),
-    .va_c(\vb_c$116 ),
-    .va_f(\vb_f$113 ),
-    .vb_c(\vb_c$126 ),
-    .vb_f(\vb_f$123 )
-  );
-  \clln_paper_regression.edge11  edge11 (
-    .g(\g$136 ),
-    .g_next(\g_next$545 ),
-    .learn(learn),
-    .s_c(\s_c$386 ),
-    .s_f(\s_f$382 ),
-    .sat_dg(\sat_dg$498 ),
-    .sat_term(\sat_term$466 ),
-    .va_c(\vb_c$126 ),
-    .va_f(\vb_f$123 ),
-    .vb_c(\va_c$104 ),
-    .vb_f(\va_f$100 )
-  );
-  \clln_paper_regression.edge12  edge12 (
-    .g(\g$148 ),
+    .g(\g$130 ),
     .g_next(\g_next$546 ),
     .learn(learn),
-    .s_c(\s_c$428 ),
-    .s_f(\s_f$425 ),
+    .s_c(\s_c$410 ),
+    .s_f(\s_f$407 ),
     .sat_dg(\sat_dg$499 ),
     .sat_term(\sat_term$467 ),
-    .va_c(\va_c$144 ),
-    .va_f(\va_f$140 ),
-    .vb_c(\vb_c$146 ),
-    .vb_f(\vb_f$142 )
+    .va_c(\vb_c$118 ),
+    .va_f(\vb_f$115 ),
+    .vb_c(\vb_c$128 ),
+    .vb_f(\vb_f$125 )
   );
-  \clln_paper_regression.edge13  edge13 (
-    .g(\g$158 ),
+  \clln_paper_regression.edge11  edge11 (
+    .g(\g$138 ),
     .g_next(\g_next$547 ),
     .learn(learn),
-    .s_c(\s_c$437 ),
-    .s_f(\s_f$435 ),
+    .s_c(\s_c$388 ),
+    .s_f(\s_f$384 ),
     .sat_dg(\sat_dg$500 ),
     .sat_term(\sat_term$468 ),
-    .va_c(\vb_c$146 ),
-    .va_f(\vb_f$142 ),
-    .vb_c(\vb_c$156 ),
-    .vb_f(\vb_f$153 )
+    .va_c(\vb_c$128 ),
+    .va_f(\vb_f$125 ),
+    .vb_c(\va_c$106 ),
+    .vb_f(\va_f$102 )
   );
-  \clln_paper_regression.edge14  edge14 (
-    .g(\g$168 ),
+  \clln_paper_regression.edge12  edge12 (
+    .g(\g$150 ),
     .g_next(\g_next$548 ),
     .learn(learn),
-    .s_c(\s_c$445 ),
-    .s_f(\s_f$443 ),
+    .s_c(\s_c$430 ),
+    .s_f(\s_f$427 ),
     .sat_dg(\sat_dg$501 ),
     .sat_term(\sat_term$469 ),
-    .va_c(\vb_c$156 ),
-    .va_f(\vb_f$153 ),
-    .vb_c(\vb_c$166 ),
-    .vb_f(\vb_f$163 )
+    .va_c(\va_c$146 ),
+    .va_f(\va_f$142 ),
+    .vb_c(\vb_c$148 ),
+    .vb_f(\vb_f$144 )
   );
-  \clln_paper_regression.edge15  edge15 (
-    .g(\g$176 ),
+  \clln_paper_regression.edge13  edge13 (
+    .g(\g$160 ),
     .g_next(\g_next$549 ),
     .learn(learn),
-    .s_c(\s_c$429 ),
-    .s_f(\s_f$426 ),
+    .s_c(\s_c$439 ),
+    .s_f(\s_f$437 ),
     .sat_dg(\sat_dg$502 ),
     .sat_term(\sat_term$470 ),
-    .va_c(\vb_c$166 ),
-    .va_f(\vb_f$163 ),
-    .vb_c(\va_c$144 ),
-    .vb_f(\va_f$140 )
+    .va_c(\vb_c$148 ),
+    .va_f(\vb_f$144 ),
+    .vb_c(\vb_c$158 ),
+    .vb_f(\vb_f$155 )
   );
-  \clln_paper_regression.edge16  edge16 (
-    .g(\g$184 ),
+  \clln_paper_regression.edge14  edge14 (
+    .g(\g$170 ),
     .g_next(\g_next$550 ),
     .learn(learn),
-    .s_c(\s_c$316 ),
-    .s_f(\s_f$311 ),
+    .s_c(\s_c$447 ),
+    .s_f(\s_f$445 ),
     .sat_dg(\sat_dg$503 ),
     .sat_term(\sat_term$471 ),
-    .va_c(va_c),
-    .va_f(va_f),
-    .vb_c(\va_c$64 ),
-    .vb_f(\va_f$60 )
+    .va_c(\vb_c$158 ),
+    .va_f(\vb_f$155 ),
+    .vb_c(\vb_c$168 ),
+    .vb_f(\vb_f$165 )
   );
-  \clln_paper_regression.edge17  edge17 (
-    .g(\g$192 ),
+  \clln_paper_regression.edge15  edge15 (
+    .g(\g$178 ),
     .g_next(\g_next$551 ),
     .learn(learn),
-    .s_c(\s_c$328 ),
-    .s_f(\s_f$324 ),
+    .s_c(\s_c$431 ),
+    .s_f(\s_f$428 ),
     .sat_dg(\sat_dg$504 ),
     .sat_term(\sat_term$472 ),
-    .va_c(vb_c),
-    .va_f(vb_f),
-    .vb_c(\vb_c$66 ),
-    .vb_f(\vb_f$62 )
+    .va_c(\vb_c$168 ),
+    .va_f(\vb_f$165 ),
+    .vb_c(\va_c$146 ),
+    .vb_f(\va_f$142 )
   );
-  \clln_paper_regression.edge18  edge18 (
-    .g(\g$200 ),
+  \clln_paper_regression.edge16  edge16 (
+    .g(\g$186 ),
     .g_next(\g_next$552 ),
     .learn(learn),
-    .s_c(\s_c$340 ),
-    .s_f(\s_f$336 ),
+    .s_c(\s_c$318 ),
+    .s_f(\s_f$313 ),
     .sat_dg(\sat_dg$505 ),
     .sat_term(\sat_term$473 ),
-    .va_c(\vb_c$36 ),
-    .va_f(\vb_f$33 ),
-    .vb_c(\vb_c$76 ),
-    .vb_f(\vb_f$73 )
+    .va_c(va_c),
+    .va_f(va_f),
+    .vb_c(\va_c$66 ),
+    .vb_f(\va_f$62 )
   );
-  \clln_paper_regression.edge19  edge19 (
-    .g(\g$208 ),
+  \clln_paper_regression.edge17  edge17 (
+    .g(\g$194 ),
     .g_next(\g_next$553 ),
     .learn(learn),
-    .s_c(\s_c$350 ),
-    .s_f(\s_f$347 ),
+    .s_c(\s_c$330 ),
+    .s_f(\s_f$326 ),
     .sat_dg(\sat_dg$506 ),
     .sat_term(\sat_term$474 ),
-    .va_c(\vb_c$46 ),
-    .va_f(\vb_f$43 ),
-    .vb_c(\vb_c$86 ),
-    .vb_f(\vb_f$83 )
+    .va_c(vb_c),
+    .va_f(vb_f),
+    .vb_c(\vb_c$68 ),
+    .vb_f(\vb_f$64 )
   );
-  \clln_paper_regression.edge2  edge2 (
-    .g(\g$48 ),
-    .g_next(\g_next$536 ),
-    .learn(learn),
-    .s_c(\s_c$339 ),
-    .s_f(\s_f$335 ),
-    .sat_dg(\sat_dg$489 ),
-    .sat_term(\sat_term$457 ),
-    .va_c(\vb_c$36 ),
-    .va_f(\vb_f$33 ),
-    .vb_c(\vb_c$46 ),
-    .vb_f(\vb_f$43 )
-  );
-  \clln_paper_regression.edge20  edge20 (
-    .g(\g$216 ),
+  \clln_paper_regression.edge18  edge18 (
+    .g(\g$202 ),
     .g_next(\g_next$554 ),
     .learn(learn),
-    .s_c(\s_c$363 ),
-    .s_f(\s_f$359 ),
+    .s_c(\s_c$342 ),
+    .s_f(\s_f$338 ),
     .sat_dg(\sat_dg$507 ),
     .sat_term(\sat_term$475 ),
-    .va_c(\va_c$64 ),
-    .va_f(\va_f$60 ),
-    .vb_c(\va_c$104 ),
-    .vb_f(\va_f$100 )
+    .va_c(\vb_c$38 ),
+    .va_f(\vb_f$35 ),
+    .vb_c(\vb_c$78 ),
+    .vb_f(\vb_f$75 )
   );
-  \clln_paper_regression.edge21  edge21 (
-    .g(\g$224 ),
+  \clln_paper_regression.edge19  edge19 (
+    .g(\g$210 ),
     .g_next(\g_next$555 ),
     .learn(learn),
-    .s_c(\s_c$398 ),
-    .s_f(\s_f$394 ),
+    .s_c(\s_c$352 ),
+    .s_f(\s_f$349 ),
     .sat_dg(\sat_dg$508 ),
     .sat_term(\sat_term$476 ),
-    .va_c(\vb_c$66 ),
-    .va_f(\vb_f$62 ),
-    .vb_c(\vb_c$106 ),
-    .vb_f(\vb_f$102 )
+    .va_c(\vb_c$48 ),
+    .va_f(\vb_f$45 ),
+    .vb_c(\vb_c$88 ),
+    .vb_f(\vb_f$85 )
   );
-  \clln_paper_regression.edge22  edge22 (
-    .g(\g$232 ),
+  \clln_paper_regression.edge2  edge2 (
+    .g(\g$50 ),
+    .g_next(\g_next$538 ),
+    .learn(learn),
+    .s_c(\s_c$341 ),
+    .s_f(\s_f$337 ),
+    .sat_dg(\sat_dg$491 ),
+    .sat_term(\sat_term$459 ),
+    .va_c(\vb_c$38 ),
+    .va_f(\vb_f$35 ),
+    .vb_c(\vb_c$48 ),
+    .vb_f(\vb_f$45 )
+  );
+  \clln_paper_regression.edge20  edge20 (
+    .g(\g$218 ),
     .g_next(\g_next$556 ),
     .learn(learn),
-    .s_c(\s_c$375 ),
-    .s_f(\s_f$371 ),
+    .s_c(\s_c$365 ),
+    .s_f(\s_f$361 ),
     .sat_dg(\sat_dg$509 ),
     .sat_term(\sat_term$477 ),
-    .va_c(\vb_c$76 ),
-    .va_f(\vb_f$73 ),
-    .vb_c(\vb_c$116 ),
-    .vb_f(\vb_f$113 )
+    .va_c(\va_c$66 ),
+    .va_f(\va_f$62 ),
+    .vb_c(\va_c$106 ),
+    .vb_f(\va_f$102 )
   );
-  \clln_paper_regression.edge23  edge23 (
-    .g(\g$240 ),
+  \clln_paper_regression.edge21  edge21 (
+    .g(\g$226 ),
     .g_next(\g_next$557 ),
     .learn(learn),
-    .s_c(\s_c$418 ),
-    .s_f(\s_f$415 ),
+    .s_c(\s_c$400 ),
+    .s_f(\s_f$396 ),
     .sat_dg(\sat_dg$510 ),
     .sat_term(\sat_term$478 ),
-    .va_c(\vb_c$86 ),
-    .va_f(\vb_f$83 ),
-    .vb_c(\vb_c$126 ),
-    .vb_f(\vb_f$123 )
+    .va_c(\vb_c$68 ),
+    .va_f(\vb_f$64 ),
+    .vb_c(\vb_c$108 ),
+    .vb_f(\vb_f$104 )
   );
-  \clln_paper_regression.edge24  edge24 (
-    .g(\g$248 ),
+  \clln_paper_regression.edge22  edge22 (
+    .g(\g$234 ),
     .g_next(\g_next$558 ),
     .learn(learn),
-    .s_c(\s_c$387 ),
-    .s_f(\s_f$383 ),
+    .s_c(\s_c$377 ),
+    .s_f(\s_f$373 ),
     .sat_dg(\sat_dg$511 ),
     .sat_term(\sat_term$479 ),
-    .va_c(\va_c$104 ),
-    .va_f(\va_f$100 ),
-    .vb_c(\va_c$144 ),
-    .vb_f(\va_f$140 )
+    .va_c(\vb_c$78 ),
+    .va_f(\vb_f$75 ),
+    .vb_c(\vb_c$118 ),
+    .vb_f(\vb_f$115 )
   );
-  \clln_paper_regression.edge25  edge25 (
-    .g(\g$256 ),
+  \clln_paper_regression.edge23  edge23 (
+    .g(\g$242 ),
     .g_next(\g_next$559 ),
     .learn(learn),
-    .s_c(\s_c$399 ),
-    .s_f(\s_f$395 ),
+    .s_c(\s_c$420 ),
+    .s_f(\s_f$417 ),
     .sat_dg(\sat_dg$512 ),
     .sat_term(\sat_term$480 ),
-    .va_c(\vb_c$106 ),
-    .va_f(\vb_f$102 ),
-    .vb_c(\vb_c$146 ),
-    .vb_f(\vb_f$142 )
+    .va_c(\vb_c$88 ),
+    .va_f(\vb_f$85 ),
+    .vb_c(\vb_c$128 ),
+    .vb_f(\vb_f$125 )
   );
-  \clln_paper_regression.edge26  edge26 (
-    .g(\g$264 ),
+  \clln_paper_regression.edge24  edge24 (
+    .g(\g$250 ),
     .g_next(\g_next$560 ),
     .learn(learn),
-    .s_c(\s_c$409 ),
-    .s_f(\s_f$406 ),
+    .s_c(\s_c$389 ),
+    .s_f(\s_f$385 ),
     .sat_dg(\sat_dg$513 ),
     .sat_term(\sat_term$481 ),
-    .va_c(\vb_c$116 ),
-    .va_f(\vb_f$113 ),
-    .vb_c(\vb_c$156 ),
-    .vb_f(\vb_f$153 )
+    .va_c(\va_c$106 ),
+    .va_f(\va_f$102 ),
+    .vb_c(\va_c$146 ),
+    .vb_f(\va_f$142 )
   );
-  \clln_paper_regression.edge27  edge27 (
-    .g(\g$272 ),
+  \clln_paper_regression.edge25  edge25 (
+    .g(\g$258 ),
     .g_next(\g_next$561 ),
     .learn(learn),
-    .s_c(\s_c$419 ),
-    .s_f(\s_f$416 ),
+    .s_c(\s_c$401 ),
+    .s_f(\s_f$397 ),
     .sat_dg(\sat_dg$514 ),
     .sat_term(\sat_term$482 ),
-    .va_c(\vb_c$126 ),
-    .va_f(\vb_f$123 ),
-    .vb_c(\vb_c$166 ),
-    .vb_f(\vb_f$163 )
+    .va_c(\vb_c$108 ),
+    .va_f(\vb_f$104 ),
+    .vb_c(\vb_c$148 ),
+    .vb_f(\vb_f$144 )
   );
-  \clln_paper_regression.edge28  edge28 (
-    .g(\g$280 ),
+  \clln_paper_regression.edge26  edge26 (
+    .g(\g$266 ),
     .g_next(\g_next$562 ),
     .learn(learn),
-    .s_c(\s_c$317 ),
-    .s_f(\s_f$312 ),
+    .s_c(\s_c$411 ),
+    .s_f(\s_f$408 ),
     .sat_dg(\sat_dg$515 ),
     .sat_term(\sat_term$483 ),
-    .va_c(\va_c$144 ),
-    .va_f(\va_f$140 ),
+    .va_c(\vb_c$118 ),
+    .va_f(\vb_f$115 ),
+    .vb_c(\vb_c$158 ),
+    .vb_f(\vb_f$155 )
+  );
+  \clln_paper_regression.edge27  edge27 (
+    .g(\g$274 ),
+    .g_next(\g_next$563 ),
+    .learn(learn),
+    .s_c(\s_c$421 ),
+    .s_f(\s_f$418 ),
+    .sat_dg(\sat_dg$516 ),
+    .sat_term(\sat_term$484 ),
+    .va_c(\vb_c$128 ),
+    .va_f(\vb_f$125 ),
+    .vb_c(\vb_c$168 ),
+    .vb_f(\vb_f$165 )
+  );
+  \clln_paper_regression.edge28  edge28 (
+    .g(\g$282 ),
+    .g_next(\g_next$564 ),
+    .learn(learn),
+    .s_c(\s_c$319 ),
+    .s_f(\s_f$314 ),
+    .sat_dg(\sat_dg$517 ),
+    .sat_term(\sat_term$485 ),
+    .va_c(\va_c$146 ),
+    .va_f(\va_f$142 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_regression.edge29  edge29 (
-    .g(\g$288 ),
-    .g_next(\g_next$563 ),
+    .g(\g$290 ),
+    .g_next(\g_next$565 ),
     .learn(learn),
-    .s_c(\s_c$329 ),
-    .s_f(\s_f$325 ),
-    .sat_dg(\sat_dg$516 ),
-    .sat_term(\sat_term$484 ),
-    .va_c(\vb_c$146 ),
-    .va_f(\vb_f$142 ),
+    .s_c(\s_c$331 ),
+    .s_f(\s_f$327 ),
+    .sat_dg(\sat_dg$518 ),
+    .sat_term(\sat_term$486 ),
+    .va_c(\vb_c$148 ),
+    .va_f(\vb_f$144 ),
     .vb_c(vb_c),
     .vb_f(vb_f)
   );
   \clln_paper_regression.edge3  edge3 (
-    .g(\g$56 ),
-    .g_next(\g_next$537 ),
+    .g(\g$58 ),
+    .g_next(\g_next$539 ),
     .learn(learn),
-    .s_c(\s_c$315 ),
-    .s_f(\s_f$310 ),
-    .sat_dg(\sat_dg$490 ),
-    .sat_term(\sat_term$458 ),
-    .va_c(\vb_c$46 ),
-    .va_f(\vb_f$43 ),
+    .s_c(\s_c$317 ),
+    .s_f(\s_f$312 ),
+    .sat_dg(\sat_dg$492 ),
+    .sat_term(\sat_term$460 ),
+    .va_c(\vb_c$48 ),
+    .va_f(\vb_f$45 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_regression.edge30  edge30 (
-    .g(\g$296 ),
-    .g_next(\g_next$564 ),
+    .g(\g$298 ),
+    .g_next(\g_next$566 ),
     .learn(learn),
-    .s_c(\s_c$341 ),
-    .s_f(\s_f$337 ),
-    .sat_dg(\sat_dg$517 ),
-    .sat_term(\sat_term$485 ),
-    .va_c(\vb_c$156 ),
-    .va_f(\vb_f$153 ),
-    .vb_c(\vb_c$36 ),
-    .vb_f(\vb_f$33 )
+    .s_c(\s_c$343 ),
+    .s_f(\s_f$339 ),
+    .sat_dg(\sat_dg$519 ),
+    .sat_term(\sat_term$487 ),
+    .va_c(\vb_c$158 ),
+    .va_f(\vb_f$155 ),
+    .vb_c(\vb_c$38 ),
+    .vb_f(\vb_f$35 )
   );
   \clln_paper_regression.edge31  edge31 (
-    .g(\g$304 ),
-    .g_next(\g_next$565 ),
+    .g(\g$306 ),
+    .g_next(\g_next$567 ),
     .learn(learn),
-    .s_c(\s_c$351 ),
-    .s_f(\s_f$348 ),
-    .sat_dg(\sat_dg$518 ),
-    .sat_term(\sat_term$486 ),
-    .va_c(\vb_c$166 ),
-    .va_f(\vb_f$163 ),
-    .vb_c(\vb_c$46 ),
-    .vb_f(\vb_f$43 )
+    .s_c(\s_c$353 ),
+    .s_f(\s_f$350 ),
+    .sat_dg(\sat_dg$520 ),
+    .sat_term(\sat_term$488 ),
+    .va_c(\vb_c$168 ),
+    .va_f(\vb_f$165 ),
+    .vb_c(\vb_c$48 ),
+    .vb_f(\vb_f$45 )
   );
   \clln_paper_regression.edge4  edge4 (
-    .g(\g$68 ),
-    .g_next(\g_next$538 ),
-    .learn(learn),
-    .s_c(\s_c$361 ),
-    .s_f(\s_f$357 ),
-    .sat_dg(\sat_dg$491 ),
-    .sat_term(\sat_term$459 ),
-    .va_c(\va_c$64 ),
-    .va_f(\va_f$60 ),
-    .vb_c(\vb_c$66 ),
-    .vb_f(\vb_f$62 )
-  );
-  \clln_paper_regression.edge5  edge5 (
-    .g(\g$78 ),
-    .g_next(\g_next$539 ),
-    .learn(learn),
-    .s_c(\s_c$373 ),
-    .s_f(\s_f$369 ),
-    .sat_dg(\sat_dg$492 ),
-    .sat_term(\sat_term$460 ),
-    .va_c(\vb_c$66 ),
-    .va_f(\vb_f$62 ),
-    .vb_c(\vb_c$76 ),
-    .vb_f(\vb_f$73 )
-  );
-  \clln_paper_regression.edge6  edge6 (
-    .g(\g$88 ),
+    .g(\g$70 ),
     .g_next(\g_next$540 ),
     .learn(learn),
-    .s_c(\s_c$374 ),
-    .s_f(\s_f$370 ),
+    .s_c(\s_c$363 ),
+    .s_f(\s_f$359 ),
     .sat_dg(\sat_dg$493 ),
     .sat_term(\sat_term$461 ),
-    .va_c(\vb_c$76 ),
-    .va_f(\vb_f$73 ),
-    .vb_c(\vb_c$86 ),
-    .vb_f(\vb_f$83 )
+    .va_c(\va_c$66 ),
+    .va_f(\va_f$62 ),
+    .vb_c(\vb_c$68 ),
+    .vb_f(\vb_f$64 )
   );
-  \clln_paper_regression.edge7  edge7 (
-    .g(\g$96 ),
+  \clln_paper_regression.edge5  edge5 (
+    .g(\g$80 ),
     .g_next(\g_next$541 ),
     .learn(learn),
-    .s_c(\s_c$362 ),
-    .s_f(\s_f$358 ),
+    .s_c(\s_c$375 ),
+    .s_f(\s_f$371 ),
     .sat_dg(\sat_dg$494 ),
     .sat_term(\sat_term$462 ),
-    .va_c(\vb_c$86 ),
-    .va_f(\vb_f$83 ),
-    .vb_c(\va_c$64 ),
-    .vb_f(\va_f$60 )
+    .va_c(\vb_c$68 ),
+    .va_f(\vb_f$64 ),
+    .vb_c(\vb_c$78 ),
+    .vb_f(\vb_f$75 )
   );
-  \clln_paper_regression.edge8  edge8 (
-    .g(\g$108 ),
+  \clln_paper_regression.edge6  edge6 (
+    .g(\g$90 ),
     .g_next(\g_next$542 ),
     .learn(learn),
-    .s_c(\s_c$385 ),
-    .s_f(\s_f$381 ),
+    .s_c(\s_c$376 ),
+    .s_f(\s_f$372 ),
     .sat_dg(\sat_dg$495 ),
     .sat_term(\sat_term$463 ),
-    .va_c(\va_c$104 ),
-    .va_f(\va_f$100 ),
-    .vb_c(\vb_c$106 ),
-    .vb_f(\vb_f$102 )
+    .va_c(\vb_c$78 ),
+    .va_f(\vb_f$75 ),
+    .vb_c(\vb_c$88 ),
+    .vb_f(\vb_f$85 )
   );
-  \clln_paper_regression.edge9  edge9 (
-    .g(\g$118 ),
+  \clln_paper_regression.edge7  edge7 (
+    .g(\g$98 ),
     .g_next(\g_next$543 ),
     .learn(learn),
-    .s_c(\s_c$397 ),
-    .s_f(\s_f$393 ),
+    .s_c(\s_c$364 ),
+    .s_f(\s_f$360 ),
     .sat_dg(\sat_dg$496 ),
     .sat_term(\sat_term$464 ),
-    .va_c(\vb_c$106 ),
-    .va_f(\vb_f$102 ),
-    .vb_c(\vb_c$116 ),
-    .vb_f(\vb_f$113 )
+    .va_c(\vb_c$88 ),
+    .va_f(\vb_f$85 ),
+    .vb_c(\va_c$66 ),
+    .vb_f(\va_f$62 )
+  );
+  \clln_paper_regression.edge8  edge8 (
+    .g(\g$110 ),
+    .g_next(\g_next$544 ),
+    .learn(learn),
+    .s_c(\s_c$387 ),
+    .s_f(\s_f$383 ),
+    .sat_dg(\sat_dg$497 ),
+    .sat_term(\sat_term$465 ),
+    .va_c(\va_c$106 ),
+    .va_f(\va_f$102 ),
+    .vb_c(\vb_c$108 ),
+    .vb_f(\vb_f$104 )
+  );
+  \clln_paper_regression.edge9  edge9 (
+    .g(\g$120 ),
+    .g_next(\g_next$545 ),
+    .learn(learn),
+    .s_c(\s_c$399 ),
+    .s_f(\s_f$395 ),
+    .sat_dg(\sat_dg$498 ),
+    .sat_term(\sat_term$466 ),
+    .va_c(\vb_c$108 ),
+    .va_f(\vb_f$104 ),
+    .vb_c(\vb_c$118 ),
+    .vb_f(\vb_f$115 )
   );
   \clln_paper_regression.node0  node0 (
     .acc_c_exact(accc0),
@@ -1987,149 +2057,149 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   \clln_paper_regression.node1  node1 (
     .acc_c_exact(accc1),
     .acc_f_exact(accf1),
-    .flags(\flags$520 ),
+    .flags(\flags$522 ),
     .v_c(vb_c),
-    .\v_c$20 (\v_c_next$583 ),
+    .\v_c$20 (\v_c_next$585 ),
     .v_f(vb_f),
-    .\v_f$9 (\v_f_next$567 )
+    .\v_f$9 (\v_f_next$569 )
   );
   \clln_paper_regression.node10  node10 (
     .acc_c_exact(accc10),
     .acc_f_exact(accf10),
-    .flags(\flags$527 ),
-    .v_c(\vb_c$116 ),
-    .v_f(\vb_f$113 ),
-    .\v_f$9 (\v_f_next$576 )
+    .flags(\flags$529 ),
+    .v_c(\vb_c$118 ),
+    .v_f(\vb_f$115 ),
+    .\v_f$9 (\v_f_next$578 )
   );
   \clln_paper_regression.node11  node11 (
     .acc_c_exact(accc11),
     .acc_f_exact(accf11),
-    .flags(\flags$528 ),
-    .v_c(\vb_c$126 ),
-    .\v_c$20 (\v_c_next$590 ),
-    .v_f(\vb_f$123 ),
-    .\v_f$9 (\v_f_next$577 )
+    .flags(\flags$530 ),
+    .v_c(\vb_c$128 ),
+    .\v_c$20 (\v_c_next$592 ),
+    .v_f(\vb_f$125 ),
+    .\v_f$9 (\v_f_next$579 )
   );
   \clln_paper_regression.node12  node12 (
     .acc_c_exact(accc12),
     .acc_f_exact(accf12),
-    .flags(\flags$529 ),
-    .v_c(\va_c$144 ),
-    .\v_c$20 (\v_c_next$591 ),
-    .v_f(\va_f$140 ),
-    .\v_f$9 (\v_f_next$578 )
+    .flags(\flags$531 ),
+    .v_c(\va_c$146 ),
+    .\v_c$20 (\v_c_next$593 ),
+    .v_f(\va_f$142 ),
+    .\v_f$9 (\v_f_next$580 )
   );
   \clln_paper_regression.node13  node13 (
     .acc_c_exact(accc13),
     .acc_f_exact(accf13),
-    .flags(\flags$530 ),
-    .v_c(\vb_c$146 ),
-    .\v_c$20 (\v_c_next$592 ),
-    .v_f(\vb_f$142 ),
-    .\v_f$9 (\v_f_next$579 )
+    .flags(\flags$532 ),
+    .v_c(\vb_c$148 ),
+    .\v_c$20 (\v_c_next$594 ),
+    .v_f(\vb_f$144 ),
+    .\v_f$9 (\v_f_next$581 )
   );
   \clln_paper_regression.node14  node14 (
     .acc_c_exact(accc14),
     .acc_f_exact(accf14),
-    .flags(\flags$531 ),
-    .v_c(\vb_c$156 ),
-    .\v_c$20 (\v_c_next$593 ),
-    .v_f(\vb_f$153 ),
-    .\v_f$9 (\v_f_next$580 )
+    .flags(\flags$533 ),
+    .v_c(\vb_c$158 ),
+    .\v_c$20 (\v_c_next$595 ),
+    .v_f(\vb_f$155 ),
+    .\v_f$9 (\v_f_next$582 )
   );
   \clln_paper_regression.node2  node2 (
     .acc_c_exact(accc2),
     .acc_f_exact(accf2),
-    .flags(\flags$521 ),
-    .v_c(\vb_c$36 ),
-    .\v_c$20 (\v_c_next$584 ),
-    .v_f(\vb_f$33 ),
-    .\v_f$9 (\v_f_next$568 )
+    .flags(\flags$523 ),
+    .v_c(\vb_c$38 ),
+    .\v_c$20 (\v_c_next$586 ),
+    .v_f(\vb_f$35 ),
+    .\v_f$9 (\v_f_next$570 )
   );
   \clln_paper_regression.node3  node3 (
     .acc_c_exact(accc3),
     .acc_f_exact(accf3),
-    .flags(\flags$522 ),
-    .v_c(\vb_c$46 ),
-    .\v_c$20 (\v_c_next$585 ),
-    .v_f(\vb_f$43 ),
-    .\v_f$9 (\v_f_next$569 )
+    .flags(\flags$524 ),
+    .v_c(\vb_c$48 ),
+    .\v_c$20 (\v_c_next$587 ),
+    .v_f(\vb_f$45 ),
+    .\v_f$9 (\v_f_next$571 )
   );
   \clln_paper_regression.node4  node4 (
     .acc_c_exact(accc4),
     .acc_f_exact(accf4),
-    .flags(\flags$523 ),
-    .v_c(\va_c$64 ),
-    .\v_c$20 (\v_c_next$586 ),
-    .v_f(\va_f$60 ),
-    .\v_f$9 (\v_f_next$570 )
+    .flags(\flags$525 ),
+    .v_c(\va_c$66 ),
+    .\v_c$20 (\v_c_next$588 ),
+    .v_f(\va_f$62 ),
+    .\v_f$9 (\v_f_next$572 )
   );
   \clln_paper_regression.node6  node6 (
     .acc_c_exact(accc6),
     .acc_f_exact(accf6),
-    .flags(\flags$524 ),
-    .v_c(\vb_c$76 ),
-    .\v_c$20 (\v_c_next$587 ),
-    .v_f(\vb_f$73 ),
-    .\v_f$9 (\v_f_next$572 )
+    .flags(\flags$526 ),
+    .v_c(\vb_c$78 ),
+    .\v_c$20 (\v_c_next$589 ),
+    .v_f(\vb_f$75 ),
+    .\v_f$9 (\v_f_next$574 )
   );
   \clln_paper_regression.node8  node8 (
     .acc_c_exact(accc8),
     .acc_f_exact(accf8),
-    .flags(\flags$525 ),
-    .v_c(\va_c$104 ),
-    .\v_c$20 (\v_c_next$588 ),
-    .v_f(\va_f$100 ),
-    .\v_f$9 (\v_f_next$574 )
+    .flags(\flags$527 ),
+    .v_c(\va_c$106 ),
+    .\v_c$20 (\v_c_next$590 ),
+    .v_f(\va_f$102 ),
+    .\v_f$9 (\v_f_next$576 )
   );
   \clln_paper_regression.node9  node9 (
     .acc_c_exact(accc9),
     .acc_f_exact(accf9),
-    .flags(\flags$526 ),
-    .v_c(\vb_c$106 ),
-    .\v_c$20 (\v_c_next$589 ),
-    .v_f(\vb_f$102 ),
-    .\v_f$9 (\v_f_next$575 )
+    .flags(\flags$528 ),
+    .v_c(\vb_c$108 ),
+    .\v_c$20 (\v_c_next$591 ),
+    .v_f(\vb_f$104 ),
+    .\v_f$9 (\v_f_next$577 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$261  = g;
+    \$292  = g;
     if (run) begin
-      \$261  = g_next;
+      \$292  = g_next;
     end
     if (gate_we) begin
       casez (gate_addr)
         5'h00:
-            \$261  = gate_data;
+            \$292  = gate_data;
       endcase
     end
     if (rst) begin
-      \$261  = 28'h13ef18b;
+      \$292  = 28'h13ef18b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$262  = \g$38 ;
+    \$293  = \g$40 ;
     if (run) begin
-      \$262  = \g_next$535 ;
+      \$293  = \g_next$537 ;
     end
     if (gate_we) begin
       casez (gate_addr)
         5'h00:
             /* empty */;
         5'h01:
-            \$262  = gate_data;
+            \$293  = gate_data;
       endcase
     end
     if (rst) begin
-      \$262  = 28'h0fd2552;
+      \$293  = 28'h0fd2552;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$263  = \g$48 ;
+    \$294  = \g$50 ;
     if (run) begin
-      \$263  = \g_next$536 ;
+      \$294  = \g_next$538 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2138,18 +2208,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h01:
             /* empty */;
         5'h02:
-            \$263  = gate_data;
+            \$294  = gate_data;
       endcase
     end
     if (rst) begin
-      \$263  = 28'h0d42478;
+      \$294  = 28'h0d42478;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$264  = \g$56 ;
+    \$295  = \g$58 ;
     if (run) begin
-      \$264  = \g_next$537 ;
+      \$295  = \g_next$539 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2160,18 +2230,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h02:
             /* empty */;
         5'h03:
-            \$264  = gate_data;
+            \$295  = gate_data;
       endcase
     end
     if (rst) begin
-      \$264  = 28'h0cfc302;
+      \$295  = 28'h0cfc302;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$265  = \g$68 ;
+    \$296  = \g$70 ;
     if (run) begin
-      \$265  = \g_next$538 ;
+      \$296  = \g_next$540 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2184,18 +2254,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h03:
             /* empty */;
         5'h04:
-            \$265  = gate_data;
+            \$296  = gate_data;
       endcase
     end
     if (rst) begin
-      \$265  = 28'h15e89bc;
+      \$296  = 28'h15e89bc;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$266  = \g$78 ;
+    \$297  = \g$80 ;
     if (run) begin
-      \$266  = \g_next$539 ;
+      \$297  = \g_next$541 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2210,18 +2280,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h04:
             /* empty */;
         5'h05:
-            \$266  = gate_data;
+            \$297  = gate_data;
       endcase
     end
     if (rst) begin
-      \$266  = 28'h1705da5;
+      \$297  = 28'h1705da5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$267  = \g$88 ;
+    \$298  = \g$90 ;
     if (run) begin
-      \$267  = \g_next$540 ;
+      \$298  = \g_next$542 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2238,18 +2308,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h05:
             /* empty */;
         5'h06:
-            \$267  = gate_data;
+            \$298  = gate_data;
       endcase
     end
     if (rst) begin
-      \$267  = 28'h1398256;
+      \$298  = 28'h1398256;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$268  = \g$96 ;
+    \$299  = \g$98 ;
     if (run) begin
-      \$268  = \g_next$541 ;
+      \$299  = \g_next$543 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2268,18 +2338,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h06:
             /* empty */;
         5'h07:
-            \$268  = gate_data;
+            \$299  = gate_data;
       endcase
     end
     if (rst) begin
-      \$268  = 28'h14f869a;
+      \$299  = 28'h14f869a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$269  = \g$108 ;
+    \$300  = \g$110 ;
     if (run) begin
-      \$269  = \g_next$542 ;
+      \$300  = \g_next$544 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2300,18 +2370,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h07:
             /* empty */;
         5'h08:
-            \$269  = gate_data;
+            \$300  = gate_data;
       endcase
     end
     if (rst) begin
-      \$269  = 28'h12e37b5;
+      \$300  = 28'h12e37b5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$270  = \g$118 ;
+    \$301  = \g$120 ;
     if (run) begin
-      \$270  = \g_next$543 ;
+      \$301  = \g_next$545 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2334,18 +2404,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h08:
             /* empty */;
         5'h09:
-            \$270  = gate_data;
+            \$301  = gate_data;
       endcase
     end
     if (rst) begin
-      \$270  = 28'h1745d6f;
+      \$301  = 28'h1745d6f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$271  = \g$128 ;
+    \$302  = \g$130 ;
     if (run) begin
-      \$271  = \g_next$544 ;
+      \$302  = \g_next$546 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2370,18 +2440,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h09:
             /* empty */;
         5'h0a:
-            \$271  = gate_data;
+            \$302  = gate_data;
       endcase
     end
     if (rst) begin
-      \$271  = 28'h15f003f;
+      \$302  = 28'h15f003f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$272  = \g$136 ;
+    \$303  = \g$138 ;
     if (run) begin
-      \$272  = \g_next$545 ;
+      \$303  = \g_next$547 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2408,18 +2478,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0a:
             /* empty */;
         5'h0b:
-            \$272  = gate_data;
+            \$303  = gate_data;
       endcase
     end
     if (rst) begin
-      \$272  = 28'h0cd4a6e;
+      \$303  = 28'h0cd4a6e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$273  = \g$148 ;
+    \$304  = \g$150 ;
     if (run) begin
-      \$273  = \g_next$546 ;
+      \$304  = \g_next$548 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2448,18 +2518,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0b:
             /* empty */;
         5'h0c:
-            \$273  = gate_data;
+            \$304  = gate_data;
       endcase
     end
     if (rst) begin
-      \$273  = 28'h1667265;
+      \$304  = 28'h1667265;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$274  = \g$158 ;
+    \$305  = \g$160 ;
     if (run) begin
-      \$274  = \g_next$547 ;
+      \$305  = \g_next$549 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2490,18 +2560,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0c:
             /* empty */;
         5'h0d:
-            \$274  = gate_data;
+            \$305  = gate_data;
       endcase
     end
     if (rst) begin
-      \$274  = 28'h0d2d18c;
+      \$305  = 28'h0d2d18c;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$275  = \g$168 ;
+    \$306  = \g$170 ;
     if (run) begin
-      \$275  = \g_next$548 ;
+      \$306  = \g_next$550 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2534,18 +2604,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0d:
             /* empty */;
         5'h0e:
-            \$275  = gate_data;
+            \$306  = gate_data;
       endcase
     end
     if (rst) begin
-      \$275  = 28'h14f8de4;
+      \$306  = 28'h14f8de4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$276  = \g$176 ;
+    \$307  = \g$178 ;
     if (run) begin
-      \$276  = \g_next$549 ;
+      \$307  = \g_next$551 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2580,18 +2650,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0e:
             /* empty */;
         5'h0f:
-            \$276  = gate_data;
+            \$307  = gate_data;
       endcase
     end
     if (rst) begin
-      \$276  = 28'h0ec4709;
+      \$307  = 28'h0ec4709;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$277  = \g$184 ;
+    \$308  = \g$186 ;
     if (run) begin
-      \$277  = \g_next$550 ;
+      \$308  = \g_next$552 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2628,18 +2698,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0f:
             /* empty */;
         5'h10:
-            \$277  = gate_data;
+            \$308  = gate_data;
       endcase
     end
     if (rst) begin
-      \$277  = 28'h1677b4e;
+      \$308  = 28'h1677b4e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$278  = \g$192 ;
+    \$309  = \g$194 ;
     if (run) begin
-      \$278  = \g_next$551 ;
+      \$309  = \g_next$553 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2678,18 +2748,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h10:
             /* empty */;
         5'h11:
-            \$278  = gate_data;
+            \$309  = gate_data;
       endcase
     end
     if (rst) begin
-      \$278  = 28'h12dd471;
+      \$309  = 28'h12dd471;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$279  = \g$200 ;
+    \$310  = \g$202 ;
     if (run) begin
-      \$279  = \g_next$552 ;
+      \$310  = \g_next$554 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2730,18 +2800,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h11:
             /* empty */;
         5'h12:
-            \$279  = gate_data;
+            \$310  = gate_data;
       endcase
     end
     if (rst) begin
-      \$279  = 28'h1028225;
+      \$310  = 28'h1028225;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$280  = \g$208 ;
+    \$311  = \g$210 ;
     if (run) begin
-      \$280  = \g_next$553 ;
+      \$311  = \g_next$555 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2784,18 +2854,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h12:
             /* empty */;
         5'h13:
-            \$280  = gate_data;
+            \$311  = gate_data;
       endcase
     end
     if (rst) begin
-      \$280  = 28'h1188ba9;
+      \$311  = 28'h1188ba9;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$281  = \g$216 ;
+    \$312  = \g$218 ;
     if (run) begin
-      \$281  = \g_next$554 ;
+      \$312  = \g_next$556 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2840,18 +2910,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h13:
             /* empty */;
         5'h14:
-            \$281  = gate_data;
+            \$312  = gate_data;
       endcase
     end
     if (rst) begin
-      \$281  = 28'h0d1dff8;
+      \$312  = 28'h0d1dff8;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$282  = \g$224 ;
+    \$313  = \g$226 ;
     if (run) begin
-      \$282  = \g_next$555 ;
+      \$313  = \g_next$557 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2898,18 +2968,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h14:
             /* empty */;
         5'h15:
-            \$282  = gate_data;
+            \$313  = gate_data;
       endcase
     end
     if (rst) begin
-      \$282  = 28'h0e31252;
+      \$313  = 28'h0e31252;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$283  = \g$232 ;
+    \$314  = \g$234 ;
     if (run) begin
-      \$283  = \g_next$556 ;
+      \$314  = \g_next$558 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2958,18 +3028,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h15:
             /* empty */;
         5'h16:
-            \$283  = gate_data;
+            \$314  = gate_data;
       endcase
     end
     if (rst) begin
-      \$283  = 28'h144f9d4;
+      \$314  = 28'h144f9d4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$284  = \g$240 ;
+    \$315  = \g$242 ;
     if (run) begin
-      \$284  = \g_next$557 ;
+      \$315  = \g_next$559 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3020,18 +3090,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h16:
             /* empty */;
         5'h17:
-            \$284  = gate_data;
+            \$315  = gate_data;
       endcase
     end
     if (rst) begin
-      \$284  = 28'h140c6c0;
+      \$315  = 28'h140c6c0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$285  = \g$248 ;
+    \$316  = \g$250 ;
     if (run) begin
-      \$285  = \g_next$558 ;
+      \$316  = \g_next$560 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3084,18 +3154,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h17:
             /* empty */;
         5'h18:
-            \$285  = gate_data;
+            \$316  = gate_data;
       endcase
     end
     if (rst) begin
-      \$285  = 28'h13b13b7;
+      \$316  = 28'h13b13b7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$286  = \g$256 ;
+    \$317  = \g$258 ;
     if (run) begin
-      \$286  = \g_next$559 ;
+      \$317  = \g_next$561 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3150,18 +3220,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h18:
             /* empty */;
         5'h19:
-            \$286  = gate_data;
+            \$317  = gate_data;
       endcase
     end
     if (rst) begin
-      \$286  = 28'h1118e16;
+      \$317  = 28'h1118e16;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$287  = \g$264 ;
+    \$318  = \g$266 ;
     if (run) begin
-      \$287  = \g_next$560 ;
+      \$318  = \g_next$562 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3218,18 +3288,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h19:
             /* empty */;
         5'h1a:
-            \$287  = gate_data;
+            \$318  = gate_data;
       endcase
     end
     if (rst) begin
-      \$287  = 28'h17f8001;
+      \$318  = 28'h17f8001;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$288  = \g$272 ;
+    \$319  = \g$274 ;
     if (run) begin
-      \$288  = \g_next$561 ;
+      \$319  = \g_next$563 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3288,18 +3358,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1a:
             /* empty */;
         5'h1b:
-            \$288  = gate_data;
+            \$319  = gate_data;
       endcase
     end
     if (rst) begin
-      \$288  = 28'h17c90d1;
+      \$319  = 28'h17c90d1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$289  = \g$280 ;
+    \$320  = \g$282 ;
     if (run) begin
-      \$289  = \g_next$562 ;
+      \$320  = \g_next$564 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3360,18 +3430,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1b:
             /* empty */;
         5'h1c:
-            \$289  = gate_data;
+            \$320  = gate_data;
       endcase
     end
     if (rst) begin
-      \$289  = 28'h147a62d;
+      \$320  = 28'h147a62d;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$290  = \g$288 ;
+    \$321  = \g$290 ;
     if (run) begin
-      \$290  = \g_next$563 ;
+      \$321  = \g_next$565 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3434,18 +3504,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1c:
             /* empty */;
         5'h1d:
-            \$290  = gate_data;
+            \$321  = gate_data;
       endcase
     end
     if (rst) begin
-      \$290  = 28'h1415cc0;
+      \$321  = 28'h1415cc0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$291  = \g$296 ;
+    \$322  = \g$298 ;
     if (run) begin
-      \$291  = \g_next$564 ;
+      \$322  = \g_next$566 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3510,18 +3580,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1d:
             /* empty */;
         5'h1e:
-            \$291  = gate_data;
+            \$322  = gate_data;
       endcase
     end
     if (rst) begin
-      \$291  = 28'h1482b6e;
+      \$322  = 28'h1482b6e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$292  = \g$304 ;
+    \$323  = \g$306 ;
     if (run) begin
-      \$292  = \g_next$565 ;
+      \$323  = \g_next$567 ;
     end
     if (gate_we) begin
       (* full_case = 32'd1 *)
@@ -3589,341 +3659,31 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1e:
             /* empty */;
         5'h1f:
-            \$292  = gate_data;
+            \$323  = gate_data;
       endcase
     end
     if (rst) begin
-      \$292  = 28'h1127ea6;
+      \$323  = 28'h1127ea6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$293  = sat_flags;
+    \$324  = sat_flags;
     if (run) begin
-      \$293  = \$259 ;
+      \$324  = \$259 ;
     end
     if (clear_flags) begin
-      \$293  = 5'h00;
+      \$324  = 5'h00;
     end
     if (rst) begin
-      \$293  = 5'h00;
+      \$324  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$294  = va_f;
+    \$325  = va_f;
     if (tick_done) begin
-      \$294  = v_f_next;
-    end
-    if (rst) begin
-      \$294  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$295  = vb_f;
-    if (tick_done) begin
-      \$295  = \v_f_next$567 ;
-    end
-    if (rst) begin
-      \$295  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$296  = \vb_f$33 ;
-    if (tick_done) begin
-      \$296  = \v_f_next$568 ;
-    end
-    if (rst) begin
-      \$296  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$297  = \vb_f$43 ;
-    if (tick_done) begin
-      \$297  = \v_f_next$569 ;
-    end
-    if (rst) begin
-      \$297  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$298  = \va_f$60 ;
-    if (tick_done) begin
-      \$298  = \v_f_next$570 ;
-    end
-    if (rst) begin
-      \$298  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$299  = \vb_f$62 ;
-    if (tick_done) begin
-      \$299  = drive1;
-    end
-    if (rst) begin
-      \$299  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$300  = \vb_f$73 ;
-    if (tick_done) begin
-      \$300  = \v_f_next$572 ;
-    end
-    if (rst) begin
-      \$300  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$301  = \vb_f$83 ;
-    if (tick_done) begin
-      \$301  = drive2;
-    end
-    if (rst) begin
-      \$301  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$302  = \va_f$100 ;
-    if (tick_done) begin
-      \$302  = \v_f_next$574 ;
-    end
-    if (rst) begin
-      \$302  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$303  = \vb_f$102 ;
-    if (tick_done) begin
-      \$303  = \v_f_next$575 ;
-    end
-    if (rst) begin
-      \$303  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$304  = \vb_f$113 ;
-    if (tick_done) begin
-      \$304  = \v_f_next$576 ;
-    end
-    if (rst) begin
-      \$304  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$305  = \vb_f$123 ;
-    if (tick_done) begin
-      \$305  = \v_f_next$577 ;
-    end
-    if (rst) begin
-      \$305  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$306  = \va_f$140 ;
-    if (tick_done) begin
-      \$306  = \v_f_next$578 ;
-    end
-    if (rst) begin
-      \$306  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$307  = \vb_f$142 ;
-    if (tick_done) begin
-      \$307  = \v_f_next$579 ;
-    end
-    if (rst) begin
-      \$307  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$308  = \vb_f$153 ;
-    if (tick_done) begin
-      \$308  = \v_f_next$580 ;
-    end
-    if (rst) begin
-      \$308  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$309  = \vb_f$163 ;
-    if (tick_done) begin
-      \$309  = drive0;
-    end
-    if (rst) begin
-      \$309  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$310  = va_c;
-    if (tick_done) begin
-      \$310  = v_c_next;
-    end
-    if (rst) begin
-      \$310  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$311  = vb_c;
-    if (tick_done) begin
-      \$311  = \v_c_next$583 ;
-    end
-    if (rst) begin
-      \$311  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$312  = \vb_c$36 ;
-    if (tick_done) begin
-      \$312  = \v_c_next$584 ;
-    end
-    if (rst) begin
-      \$312  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$313  = \vb_c$46 ;
-    if (tick_done) begin
-      \$313  = \v_c_next$585 ;
-    end
-    if (rst) begin
-      \$313  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$314  = \va_c$64 ;
-    if (tick_done) begin
-      \$314  = \v_c_next$586 ;
-    end
-    if (rst) begin
-      \$314  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$315  = \vb_c$66 ;
-    if (tick_done) begin
-      \$315  = drive1;
-    end
-    if (rst) begin
-      \$315  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$316  = \vb_c$76 ;
-    if (tick_done) begin
-      \$316  = \v_c_next$587 ;
-    end
-    if (rst) begin
-      \$316  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$317  = \vb_c$86 ;
-    if (tick_done) begin
-      \$317  = drive2;
-    end
-    if (rst) begin
-      \$317  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$318  = \va_c$104 ;
-    if (tick_done) begin
-      \$318  = \v_c_next$588 ;
-    end
-    if (rst) begin
-      \$318  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = \vb_c$106 ;
-    if (tick_done) begin
-      \$319  = \v_c_next$589 ;
-    end
-    if (rst) begin
-      \$319  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = \vb_c$116 ;
-    if (tick_done) begin
-      \$320  = \$112 [17:0];
-    end
-    if (rst) begin
-      \$320  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = \vb_c$126 ;
-    if (tick_done) begin
-      \$321  = \v_c_next$590 ;
-    end
-    if (rst) begin
-      \$321  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$322  = \va_c$144 ;
-    if (tick_done) begin
-      \$322  = \v_c_next$591 ;
-    end
-    if (rst) begin
-      \$322  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = \vb_c$146 ;
-    if (tick_done) begin
-      \$323  = \v_c_next$592 ;
-    end
-    if (rst) begin
-      \$323  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$324  = \vb_c$156 ;
-    if (tick_done) begin
-      \$324  = \v_c_next$593 ;
-    end
-    if (rst) begin
-      \$324  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$325  = \vb_c$166 ;
-    if (tick_done) begin
-      \$325  = drive0;
+      \$325  = v_f_next;
     end
     if (rst) begin
       \$325  = 18'h00000;
@@ -3931,22 +3691,19 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$326  = ticks;
+    \$326  = vb_f;
     if (tick_done) begin
-      \$326  = \$260 [31:0];
+      \$326  = \v_f_next$569 ;
     end
     if (rst) begin
-      \$326  = 32'd0;
+      \$326  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = drive0;
-    if (sample_we) begin
-      casez (sample_addr)
-        2'h0:
-            \$327  = sample_data;
-      endcase
+    \$327  = \vb_f$35 ;
+    if (tick_done) begin
+      \$327  = \v_f_next$570 ;
     end
     if (rst) begin
       \$327  = 18'h00000;
@@ -3954,14 +3711,9 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$328  = drive1;
-    if (sample_we) begin
-      casez (sample_addr)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$328  = sample_data;
-      endcase
+    \$328  = \vb_f$45 ;
+    if (tick_done) begin
+      \$328  = \v_f_next$571 ;
     end
     if (rst) begin
       \$328  = 18'h00000;
@@ -3969,7 +3721,325 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$329  = drive2;
+    \$329  = \va_f$62 ;
+    if (tick_done) begin
+      \$329  = \v_f_next$572 ;
+    end
+    if (rst) begin
+      \$329  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$330  = \vb_f$64 ;
+    if (tick_done) begin
+      \$330  = drive1;
+    end
+    if (rst) begin
+      \$330  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$331  = \vb_f$75 ;
+    if (tick_done) begin
+      \$331  = \v_f_next$574 ;
+    end
+    if (rst) begin
+      \$331  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$332  = \vb_f$85 ;
+    if (tick_done) begin
+      \$332  = drive2;
+    end
+    if (rst) begin
+      \$332  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$333  = \va_f$102 ;
+    if (tick_done) begin
+      \$333  = \v_f_next$576 ;
+    end
+    if (rst) begin
+      \$333  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$334  = \vb_f$104 ;
+    if (tick_done) begin
+      \$334  = \v_f_next$577 ;
+    end
+    if (rst) begin
+      \$334  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$335  = \vb_f$115 ;
+    if (tick_done) begin
+      \$335  = \v_f_next$578 ;
+    end
+    if (rst) begin
+      \$335  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$336  = \vb_f$125 ;
+    if (tick_done) begin
+      \$336  = \v_f_next$579 ;
+    end
+    if (rst) begin
+      \$336  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$337  = \va_f$142 ;
+    if (tick_done) begin
+      \$337  = \v_f_next$580 ;
+    end
+    if (rst) begin
+      \$337  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$338  = \vb_f$144 ;
+    if (tick_done) begin
+      \$338  = \v_f_next$581 ;
+    end
+    if (rst) begin
+      \$338  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$339  = \vb_f$155 ;
+    if (tick_done) begin
+      \$339  = \v_f_next$582 ;
+    end
+    if (rst) begin
+      \$339  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$340  = \vb_f$165 ;
+    if (tick_done) begin
+      \$340  = drive0;
+    end
+    if (rst) begin
+      \$340  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$341  = va_c;
+    if (tick_done) begin
+      \$341  = v_c_next;
+    end
+    if (rst) begin
+      \$341  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$342  = vb_c;
+    if (tick_done) begin
+      \$342  = \v_c_next$585 ;
+    end
+    if (rst) begin
+      \$342  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$343  = \vb_c$38 ;
+    if (tick_done) begin
+      \$343  = \v_c_next$586 ;
+    end
+    if (rst) begin
+      \$343  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$344  = \vb_c$48 ;
+    if (tick_done) begin
+      \$344  = \v_c_next$587 ;
+    end
+    if (rst) begin
+      \$344  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$345  = \va_c$66 ;
+    if (tick_done) begin
+      \$345  = \v_c_next$588 ;
+    end
+    if (rst) begin
+      \$345  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$346  = \vb_c$68 ;
+    if (tick_done) begin
+      \$346  = drive1;
+    end
+    if (rst) begin
+      \$346  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$347  = \vb_c$78 ;
+    if (tick_done) begin
+      \$347  = \v_c_next$589 ;
+    end
+    if (rst) begin
+      \$347  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$348  = \vb_c$88 ;
+    if (tick_done) begin
+      \$348  = drive2;
+    end
+    if (rst) begin
+      \$348  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$349  = \va_c$106 ;
+    if (tick_done) begin
+      \$349  = \v_c_next$590 ;
+    end
+    if (rst) begin
+      \$349  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$350  = \vb_c$108 ;
+    if (tick_done) begin
+      \$350  = \v_c_next$591 ;
+    end
+    if (rst) begin
+      \$350  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$351  = \vb_c$118 ;
+    if (tick_done) begin
+      \$351  = \$112 [17:0];
+    end
+    if (rst) begin
+      \$351  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$352  = \vb_c$128 ;
+    if (tick_done) begin
+      \$352  = \v_c_next$592 ;
+    end
+    if (rst) begin
+      \$352  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$353  = \va_c$146 ;
+    if (tick_done) begin
+      \$353  = \v_c_next$593 ;
+    end
+    if (rst) begin
+      \$353  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$354  = \vb_c$148 ;
+    if (tick_done) begin
+      \$354  = \v_c_next$594 ;
+    end
+    if (rst) begin
+      \$354  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$355  = \vb_c$158 ;
+    if (tick_done) begin
+      \$355  = \v_c_next$595 ;
+    end
+    if (rst) begin
+      \$355  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$356  = \vb_c$168 ;
+    if (tick_done) begin
+      \$356  = drive0;
+    end
+    if (rst) begin
+      \$356  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$357  = ticks;
+    if (tick_done) begin
+      \$357  = \$260 [31:0];
+    end
+    if (rst) begin
+      \$357  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$358  = drive0;
+    if (sample_we) begin
+      casez (sample_addr)
+        2'h0:
+            \$358  = sample_data;
+      endcase
+    end
+    if (rst) begin
+      \$358  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$359  = drive1;
+    if (sample_we) begin
+      casez (sample_addr)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$359  = sample_data;
+      endcase
+    end
+    if (rst) begin
+      \$359  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$360  = drive2;
     if (sample_we) begin
       casez (sample_addr)
         2'h0:
@@ -3977,16 +4047,16 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         2'h1:
             /* empty */;
         2'h2:
-            \$329  = sample_data;
+            \$360  = sample_data;
       endcase
     end
     if (rst) begin
-      \$329  = 18'h07333;
+      \$360  = 18'h07333;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$330  = target0;
+    \$361  = target0;
     if (sample_we) begin
       (* full_case = 32'd1 *)
       casez (sample_addr)
@@ -3997,11 +4067,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         2'h2:
             /* empty */;
         2'h3:
-            \$330  = sample_data;
+            \$361  = sample_data;
       endcase
     end
     if (rst) begin
-      \$330  = 18'h00000;
+      \$361  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$362  = \$291 ;
+    if (rst) begin
+      \$362  = 28'h0000000;
     end
   end
   assign commit = tick_done;
@@ -4011,280 +4088,280 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   assign vc1 = vb_c;
   assign g0 = g;
   assign vt = 18'h09eb8;
-  assign \learn$31  = learn;
-  assign \va_f$32  = vb_f;
-  assign vf2 = \vb_f$33 ;
-  assign \va_c$35  = vb_c;
-  assign vc2 = \vb_c$36 ;
-  assign g1 = \g$38 ;
-  assign \vt$40  = 18'h09eb8;
-  assign \learn$41  = learn;
-  assign \va_f$42  = \vb_f$33 ;
-  assign vf3 = \vb_f$43 ;
-  assign \va_c$45  = \vb_c$36 ;
-  assign vc3 = \vb_c$46 ;
-  assign g2 = \g$48 ;
-  assign \vt$50  = 18'h09eb8;
-  assign \learn$51  = learn;
-  assign \va_f$52  = \vb_f$43 ;
-  assign \vb_f$53  = va_f;
-  assign \va_c$54  = \vb_c$46 ;
-  assign \vb_c$55  = va_c;
-  assign g3 = \g$56 ;
-  assign \vt$58  = 18'h09eb8;
-  assign \learn$59  = learn;
-  assign vf4 = \va_f$60 ;
-  assign vf5 = \vb_f$62 ;
-  assign vc4 = \va_c$64 ;
-  assign vc5 = \vb_c$66 ;
-  assign g4 = \g$68 ;
-  assign \vt$70  = 18'h09eb8;
-  assign \learn$71  = learn;
-  assign \va_f$72  = \vb_f$62 ;
-  assign vf6 = \vb_f$73 ;
-  assign \va_c$75  = \vb_c$66 ;
-  assign vc6 = \vb_c$76 ;
-  assign g5 = \g$78 ;
-  assign \vt$80  = 18'h09eb8;
-  assign \learn$81  = learn;
-  assign \va_f$82  = \vb_f$73 ;
-  assign vf7 = \vb_f$83 ;
-  assign \va_c$85  = \vb_c$76 ;
-  assign vc7 = \vb_c$86 ;
-  assign g6 = \g$88 ;
-  assign \vt$90  = 18'h09eb8;
-  assign \learn$91  = learn;
-  assign \va_f$92  = \vb_f$83 ;
-  assign \vb_f$93  = \va_f$60 ;
-  assign \va_c$94  = \vb_c$86 ;
-  assign \vb_c$95  = \va_c$64 ;
-  assign g7 = \g$96 ;
-  assign \vt$98  = 18'h09eb8;
-  assign \learn$99  = learn;
-  assign vf8 = \va_f$100 ;
-  assign vf9 = \vb_f$102 ;
-  assign vc8 = \va_c$104 ;
-  assign vc9 = \vb_c$106 ;
-  assign g8 = \g$108 ;
-  assign \vt$110  = 18'h09eb8;
-  assign \learn$111  = learn;
-  assign \va_f$112  = \vb_f$102 ;
-  assign vf10 = \vb_f$113 ;
-  assign \va_c$115  = \vb_c$106 ;
-  assign vc10 = \vb_c$116 ;
-  assign g9 = \g$118 ;
-  assign \vt$120  = 18'h09eb8;
-  assign \learn$121  = learn;
-  assign \va_f$122  = \vb_f$113 ;
-  assign vf11 = \vb_f$123 ;
-  assign \va_c$125  = \vb_c$116 ;
-  assign vc11 = \vb_c$126 ;
-  assign g10 = \g$128 ;
-  assign \vt$130  = 18'h09eb8;
-  assign \learn$131  = learn;
-  assign \va_f$132  = \vb_f$123 ;
-  assign \vb_f$133  = \va_f$100 ;
-  assign \va_c$134  = \vb_c$126 ;
-  assign \vb_c$135  = \va_c$104 ;
-  assign g11 = \g$136 ;
-  assign \vt$138  = 18'h09eb8;
-  assign \learn$139  = learn;
-  assign vf12 = \va_f$140 ;
-  assign vf13 = \vb_f$142 ;
-  assign vc12 = \va_c$144 ;
-  assign vc13 = \vb_c$146 ;
-  assign g12 = \g$148 ;
-  assign \vt$150  = 18'h09eb8;
-  assign \learn$151  = learn;
-  assign \va_f$152  = \vb_f$142 ;
-  assign vf14 = \vb_f$153 ;
-  assign \va_c$155  = \vb_c$146 ;
-  assign vc14 = \vb_c$156 ;
-  assign g13 = \g$158 ;
-  assign \vt$160  = 18'h09eb8;
-  assign \learn$161  = learn;
-  assign \va_f$162  = \vb_f$153 ;
-  assign vf15 = \vb_f$163 ;
-  assign \va_c$165  = \vb_c$156 ;
-  assign vc15 = \vb_c$166 ;
-  assign g14 = \g$168 ;
-  assign \vt$170  = 18'h09eb8;
-  assign \learn$171  = learn;
-  assign \va_f$172  = \vb_f$163 ;
-  assign \vb_f$173  = \va_f$140 ;
-  assign \va_c$174  = \vb_c$166 ;
-  assign \vb_c$175  = \va_c$144 ;
-  assign g15 = \g$176 ;
-  assign \vt$178  = 18'h09eb8;
-  assign \learn$179  = learn;
-  assign \va_f$180  = va_f;
-  assign \vb_f$181  = \va_f$60 ;
-  assign \va_c$182  = va_c;
-  assign \vb_c$183  = \va_c$64 ;
-  assign g16 = \g$184 ;
-  assign \vt$186  = 18'h09eb8;
-  assign \learn$187  = learn;
-  assign \va_f$188  = vb_f;
-  assign \vb_f$189  = \vb_f$62 ;
-  assign \va_c$190  = vb_c;
-  assign \vb_c$191  = \vb_c$66 ;
-  assign g17 = \g$192 ;
-  assign \vt$194  = 18'h09eb8;
-  assign \learn$195  = learn;
-  assign \va_f$196  = \vb_f$33 ;
-  assign \vb_f$197  = \vb_f$73 ;
-  assign \va_c$198  = \vb_c$36 ;
-  assign \vb_c$199  = \vb_c$76 ;
-  assign g18 = \g$200 ;
-  assign \vt$202  = 18'h09eb8;
-  assign \learn$203  = learn;
-  assign \va_f$204  = \vb_f$43 ;
-  assign \vb_f$205  = \vb_f$83 ;
-  assign \va_c$206  = \vb_c$46 ;
-  assign \vb_c$207  = \vb_c$86 ;
-  assign g19 = \g$208 ;
-  assign \vt$210  = 18'h09eb8;
-  assign \learn$211  = learn;
-  assign \va_f$212  = \va_f$60 ;
-  assign \vb_f$213  = \va_f$100 ;
-  assign \va_c$214  = \va_c$64 ;
-  assign \vb_c$215  = \va_c$104 ;
-  assign g20 = \g$216 ;
-  assign \vt$218  = 18'h09eb8;
-  assign \learn$219  = learn;
-  assign \va_f$220  = \vb_f$62 ;
-  assign \vb_f$221  = \vb_f$102 ;
-  assign \va_c$222  = \vb_c$66 ;
-  assign \vb_c$223  = \vb_c$106 ;
-  assign g21 = \g$224 ;
-  assign \vt$226  = 18'h09eb8;
-  assign \learn$227  = learn;
-  assign \va_f$228  = \vb_f$73 ;
-  assign \vb_f$229  = \vb_f$113 ;
-  assign \va_c$230  = \vb_c$76 ;
-  assign \vb_c$231  = \vb_c$116 ;
-  assign g22 = \g$232 ;
-  assign \vt$234  = 18'h09eb8;
-  assign \learn$235  = learn;
-  assign \va_f$236  = \vb_f$83 ;
-  assign \vb_f$237  = \vb_f$123 ;
-  assign \va_c$238  = \vb_c$86 ;
-  assign \vb_c$239  = \vb_c$126 ;
-  assign g23 = \g$240 ;
-  assign \vt$242  = 18'h09eb8;
-  assign \learn$243  = learn;
-  assign \va_f$244  = \va_f$100 ;
-  assign \vb_f$245  = \va_f$140 ;
-  assign \va_c$246  = \va_c$104 ;
-  assign \vb_c$247  = \va_c$144 ;
-  assign g24 = \g$248 ;
-  assign \vt$250  = 18'h09eb8;
-  assign \learn$251  = learn;
-  assign \va_f$252  = \vb_f$102 ;
-  assign \vb_f$253  = \vb_f$142 ;
-  assign \va_c$254  = \vb_c$106 ;
-  assign \vb_c$255  = \vb_c$146 ;
-  assign g25 = \g$256 ;
-  assign \vt$258  = 18'h09eb8;
-  assign \learn$259  = learn;
-  assign \va_f$260  = \vb_f$113 ;
-  assign \vb_f$261  = \vb_f$153 ;
-  assign \va_c$262  = \vb_c$116 ;
-  assign \vb_c$263  = \vb_c$156 ;
-  assign g26 = \g$264 ;
-  assign \vt$266  = 18'h09eb8;
-  assign \learn$267  = learn;
-  assign \va_f$268  = \vb_f$123 ;
-  assign \vb_f$269  = \vb_f$163 ;
-  assign \va_c$270  = \vb_c$126 ;
-  assign \vb_c$271  = \vb_c$166 ;
-  assign g27 = \g$272 ;
-  assign \vt$274  = 18'h09eb8;
-  assign \learn$275  = learn;
-  assign \va_f$276  = \va_f$140 ;
-  assign \vb_f$277  = va_f;
-  assign \va_c$278  = \va_c$144 ;
-  assign \vb_c$279  = va_c;
-  assign g28 = \g$280 ;
-  assign \vt$282  = 18'h09eb8;
-  assign \learn$283  = learn;
-  assign \va_f$284  = \vb_f$142 ;
-  assign \vb_f$285  = vb_f;
-  assign \va_c$286  = \vb_c$146 ;
-  assign \vb_c$287  = vb_c;
-  assign g29 = \g$288 ;
-  assign \vt$290  = 18'h09eb8;
-  assign \learn$291  = learn;
-  assign \va_f$292  = \vb_f$153 ;
-  assign \vb_f$293  = \vb_f$33 ;
-  assign \va_c$294  = \vb_c$156 ;
-  assign \vb_c$295  = \vb_c$36 ;
-  assign g30 = \g$296 ;
-  assign \vt$298  = 18'h09eb8;
-  assign \learn$299  = learn;
-  assign \va_f$300  = \vb_f$163 ;
-  assign \vb_f$301  = \vb_f$43 ;
-  assign \va_c$302  = \vb_c$166 ;
-  assign \vb_c$303  = \vb_c$46 ;
-  assign g31 = \g$304 ;
-  assign \vt$306  = 18'h09eb8;
-  assign \learn$307  = learn;
+  assign \learn$33  = learn;
+  assign \va_f$34  = vb_f;
+  assign vf2 = \vb_f$35 ;
+  assign \va_c$37  = vb_c;
+  assign vc2 = \vb_c$38 ;
+  assign g1 = \g$40 ;
+  assign \vt$42  = 18'h09eb8;
+  assign \learn$43  = learn;
+  assign \va_f$44  = \vb_f$35 ;
+  assign vf3 = \vb_f$45 ;
+  assign \va_c$47  = \vb_c$38 ;
+  assign vc3 = \vb_c$48 ;
+  assign g2 = \g$50 ;
+  assign \vt$52  = 18'h09eb8;
+  assign \learn$53  = learn;
+  assign \va_f$54  = \vb_f$45 ;
+  assign \vb_f$55  = va_f;
+  assign \va_c$56  = \vb_c$48 ;
+  assign \vb_c$57  = va_c;
+  assign g3 = \g$58 ;
+  assign \vt$60  = 18'h09eb8;
+  assign \learn$61  = learn;
+  assign vf4 = \va_f$62 ;
+  assign vf5 = \vb_f$64 ;
+  assign vc4 = \va_c$66 ;
+  assign vc5 = \vb_c$68 ;
+  assign g4 = \g$70 ;
+  assign \vt$72  = 18'h09eb8;
+  assign \learn$73  = learn;
+  assign \va_f$74  = \vb_f$64 ;
+  assign vf6 = \vb_f$75 ;
+  assign \va_c$77  = \vb_c$68 ;
+  assign vc6 = \vb_c$78 ;
+  assign g5 = \g$80 ;
+  assign \vt$82  = 18'h09eb8;
+  assign \learn$83  = learn;
+  assign \va_f$84  = \vb_f$75 ;
+  assign vf7 = \vb_f$85 ;
+  assign \va_c$87  = \vb_c$78 ;
+  assign vc7 = \vb_c$88 ;
+  assign g6 = \g$90 ;
+  assign \vt$92  = 18'h09eb8;
+  assign \learn$93  = learn;
+  assign \va_f$94  = \vb_f$85 ;
+  assign \vb_f$95  = \va_f$62 ;
+  assign \va_c$96  = \vb_c$88 ;
+  assign \vb_c$97  = \va_c$66 ;
+  assign g7 = \g$98 ;
+  assign \vt$100  = 18'h09eb8;
+  assign \learn$101  = learn;
+  assign vf8 = \va_f$102 ;
+  assign vf9 = \vb_f$104 ;
+  assign vc8 = \va_c$106 ;
+  assign vc9 = \vb_c$108 ;
+  assign g8 = \g$110 ;
+  assign \vt$112  = 18'h09eb8;
+  assign \learn$113  = learn;
+  assign \va_f$114  = \vb_f$104 ;
+  assign vf10 = \vb_f$115 ;
+  assign \va_c$117  = \vb_c$108 ;
+  assign vc10 = \vb_c$118 ;
+  assign g9 = \g$120 ;
+  assign \vt$122  = 18'h09eb8;
+  assign \learn$123  = learn;
+  assign \va_f$124  = \vb_f$115 ;
+  assign vf11 = \vb_f$125 ;
+  assign \va_c$127  = \vb_c$118 ;
+  assign vc11 = \vb_c$128 ;
+  assign g10 = \g$130 ;
+  assign \vt$132  = 18'h09eb8;
+  assign \learn$133  = learn;
+  assign \va_f$134  = \vb_f$125 ;
+  assign \vb_f$135  = \va_f$102 ;
+  assign \va_c$136  = \vb_c$128 ;
+  assign \vb_c$137  = \va_c$106 ;
+  assign g11 = \g$138 ;
+  assign \vt$140  = 18'h09eb8;
+  assign \learn$141  = learn;
+  assign vf12 = \va_f$142 ;
+  assign vf13 = \vb_f$144 ;
+  assign vc12 = \va_c$146 ;
+  assign vc13 = \vb_c$148 ;
+  assign g12 = \g$150 ;
+  assign \vt$152  = 18'h09eb8;
+  assign \learn$153  = learn;
+  assign \va_f$154  = \vb_f$144 ;
+  assign vf14 = \vb_f$155 ;
+  assign \va_c$157  = \vb_c$148 ;
+  assign vc14 = \vb_c$158 ;
+  assign g13 = \g$160 ;
+  assign \vt$162  = 18'h09eb8;
+  assign \learn$163  = learn;
+  assign \va_f$164  = \vb_f$155 ;
+  assign vf15 = \vb_f$165 ;
+  assign \va_c$167  = \vb_c$158 ;
+  assign vc15 = \vb_c$168 ;
+  assign g14 = \g$170 ;
+  assign \vt$172  = 18'h09eb8;
+  assign \learn$173  = learn;
+  assign \va_f$174  = \vb_f$165 ;
+  assign \vb_f$175  = \va_f$142 ;
+  assign \va_c$176  = \vb_c$168 ;
+  assign \vb_c$177  = \va_c$146 ;
+  assign g15 = \g$178 ;
+  assign \vt$180  = 18'h09eb8;
+  assign \learn$181  = learn;
+  assign \va_f$182  = va_f;
+  assign \vb_f$183  = \va_f$62 ;
+  assign \va_c$184  = va_c;
+  assign \vb_c$185  = \va_c$66 ;
+  assign g16 = \g$186 ;
+  assign \vt$188  = 18'h09eb8;
+  assign \learn$189  = learn;
+  assign \va_f$190  = vb_f;
+  assign \vb_f$191  = \vb_f$64 ;
+  assign \va_c$192  = vb_c;
+  assign \vb_c$193  = \vb_c$68 ;
+  assign g17 = \g$194 ;
+  assign \vt$196  = 18'h09eb8;
+  assign \learn$197  = learn;
+  assign \va_f$198  = \vb_f$35 ;
+  assign \vb_f$199  = \vb_f$75 ;
+  assign \va_c$200  = \vb_c$38 ;
+  assign \vb_c$201  = \vb_c$78 ;
+  assign g18 = \g$202 ;
+  assign \vt$204  = 18'h09eb8;
+  assign \learn$205  = learn;
+  assign \va_f$206  = \vb_f$45 ;
+  assign \vb_f$207  = \vb_f$85 ;
+  assign \va_c$208  = \vb_c$48 ;
+  assign \vb_c$209  = \vb_c$88 ;
+  assign g19 = \g$210 ;
+  assign \vt$212  = 18'h09eb8;
+  assign \learn$213  = learn;
+  assign \va_f$214  = \va_f$62 ;
+  assign \vb_f$215  = \va_f$102 ;
+  assign \va_c$216  = \va_c$66 ;
+  assign \vb_c$217  = \va_c$106 ;
+  assign g20 = \g$218 ;
+  assign \vt$220  = 18'h09eb8;
+  assign \learn$221  = learn;
+  assign \va_f$222  = \vb_f$64 ;
+  assign \vb_f$223  = \vb_f$104 ;
+  assign \va_c$224  = \vb_c$68 ;
+  assign \vb_c$225  = \vb_c$108 ;
+  assign g21 = \g$226 ;
+  assign \vt$228  = 18'h09eb8;
+  assign \learn$229  = learn;
+  assign \va_f$230  = \vb_f$75 ;
+  assign \vb_f$231  = \vb_f$115 ;
+  assign \va_c$232  = \vb_c$78 ;
+  assign \vb_c$233  = \vb_c$118 ;
+  assign g22 = \g$234 ;
+  assign \vt$236  = 18'h09eb8;
+  assign \learn$237  = learn;
+  assign \va_f$238  = \vb_f$85 ;
+  assign \vb_f$239  = \vb_f$125 ;
+  assign \va_c$240  = \vb_c$88 ;
+  assign \vb_c$241  = \vb_c$128 ;
+  assign g23 = \g$242 ;
+  assign \vt$244  = 18'h09eb8;
+  assign \learn$245  = learn;
+  assign \va_f$246  = \va_f$102 ;
+  assign \vb_f$247  = \va_f$142 ;
+  assign \va_c$248  = \va_c$106 ;
+  assign \vb_c$249  = \va_c$146 ;
+  assign g24 = \g$250 ;
+  assign \vt$252  = 18'h09eb8;
+  assign \learn$253  = learn;
+  assign \va_f$254  = \vb_f$104 ;
+  assign \vb_f$255  = \vb_f$144 ;
+  assign \va_c$256  = \vb_c$108 ;
+  assign \vb_c$257  = \vb_c$148 ;
+  assign g25 = \g$258 ;
+  assign \vt$260  = 18'h09eb8;
+  assign \learn$261  = learn;
+  assign \va_f$262  = \vb_f$115 ;
+  assign \vb_f$263  = \vb_f$155 ;
+  assign \va_c$264  = \vb_c$118 ;
+  assign \vb_c$265  = \vb_c$158 ;
+  assign g26 = \g$266 ;
+  assign \vt$268  = 18'h09eb8;
+  assign \learn$269  = learn;
+  assign \va_f$270  = \vb_f$125 ;
+  assign \vb_f$271  = \vb_f$165 ;
+  assign \va_c$272  = \vb_c$128 ;
+  assign \vb_c$273  = \vb_c$168 ;
+  assign g27 = \g$274 ;
+  assign \vt$276  = 18'h09eb8;
+  assign \learn$277  = learn;
+  assign \va_f$278  = \va_f$142 ;
+  assign \vb_f$279  = va_f;
+  assign \va_c$280  = \va_c$146 ;
+  assign \vb_c$281  = va_c;
+  assign g28 = \g$282 ;
+  assign \vt$284  = 18'h09eb8;
+  assign \learn$285  = learn;
+  assign \va_f$286  = \vb_f$144 ;
+  assign \vb_f$287  = vb_f;
+  assign \va_c$288  = \vb_c$148 ;
+  assign \vb_c$289  = vb_c;
+  assign g29 = \g$290 ;
+  assign \vt$292  = 18'h09eb8;
+  assign \learn$293  = learn;
+  assign \va_f$294  = \vb_f$155 ;
+  assign \vb_f$295  = \vb_f$35 ;
+  assign \va_c$296  = \vb_c$158 ;
+  assign \vb_c$297  = \vb_c$38 ;
+  assign g30 = \g$298 ;
+  assign \vt$300  = 18'h09eb8;
+  assign \learn$301  = learn;
+  assign \va_f$302  = \vb_f$165 ;
+  assign \vb_f$303  = \vb_f$45 ;
+  assign \va_c$304  = \vb_c$168 ;
+  assign \vb_c$305  = \vb_c$48 ;
+  assign g31 = \g$306 ;
+  assign \vt$308  = 18'h09eb8;
+  assign \learn$309  = learn;
   assign v_f = va_f;
   assign v_c = va_c;
   assign acc_f = accf0;
   assign acc_c = accc0;
-  assign \v_f$330  = vb_f;
-  assign \v_c$331  = vb_c;
-  assign \acc_f$332  = accf1;
-  assign \acc_c$333  = accc1;
-  assign \v_f$342  = \vb_f$33 ;
-  assign \v_c$343  = \vb_c$36 ;
-  assign \acc_f$344  = accf2;
-  assign \acc_c$345  = accc2;
-  assign \v_f$352  = \vb_f$43 ;
-  assign \v_c$353  = \vb_c$46 ;
-  assign \acc_f$354  = accf3;
-  assign \acc_c$355  = accc3;
-  assign \v_f$364  = \va_f$60 ;
-  assign \v_c$365  = \va_c$64 ;
-  assign \acc_f$366  = accf4;
-  assign \acc_c$367  = accc4;
-  assign \v_f$376  = \vb_f$73 ;
-  assign \v_c$377  = \vb_c$76 ;
-  assign \acc_f$378  = accf6;
-  assign \acc_c$379  = accc6;
-  assign \v_f$388  = \va_f$100 ;
-  assign \v_c$389  = \va_c$104 ;
-  assign \acc_f$390  = accf8;
-  assign \acc_c$391  = accc8;
-  assign \v_f$400  = \vb_f$102 ;
-  assign \v_c$401  = \vb_c$106 ;
-  assign \acc_f$402  = accf9;
-  assign \acc_c$403  = accc9;
-  assign \v_f$410  = \vb_f$113 ;
-  assign \v_c$411  = \vb_c$116 ;
-  assign \acc_f$412  = accf10;
-  assign \acc_c$413  = accc10;
-  assign \v_f$420  = \vb_f$123 ;
-  assign \v_c$421  = \vb_c$126 ;
-  assign \acc_f$422  = accf11;
-  assign \acc_c$423  = accc11;
-  assign \v_f$430  = \va_f$140 ;
-  assign \v_c$431  = \va_c$144 ;
-  assign \acc_f$432  = accf12;
-  assign \acc_c$433  = accc12;
-  assign \v_f$438  = \vb_f$142 ;
-  assign \v_c$439  = \vb_c$146 ;
-  assign \acc_f$440  = accf13;
-  assign \acc_c$441  = accc13;
-  assign \v_f$446  = \vb_f$153 ;
-  assign \v_c$447  = \vb_c$156 ;
-  assign \acc_f$448  = accf14;
-  assign \acc_c$449  = accc14;
+  assign \v_f$332  = vb_f;
+  assign \v_c$333  = vb_c;
+  assign \acc_f$334  = accf1;
+  assign \acc_c$335  = accc1;
+  assign \v_f$344  = \vb_f$35 ;
+  assign \v_c$345  = \vb_c$38 ;
+  assign \acc_f$346  = accf2;
+  assign \acc_c$347  = accc2;
+  assign \v_f$354  = \vb_f$45 ;
+  assign \v_c$355  = \vb_c$48 ;
+  assign \acc_f$356  = accf3;
+  assign \acc_c$357  = accc3;
+  assign \v_f$366  = \va_f$62 ;
+  assign \v_c$367  = \va_c$66 ;
+  assign \acc_f$368  = accf4;
+  assign \acc_c$369  = accc4;
+  assign \v_f$378  = \vb_f$75 ;
+  assign \v_c$379  = \vb_c$78 ;
+  assign \acc_f$380  = accf6;
+  assign \acc_c$381  = accc6;
+  assign \v_f$390  = \va_f$102 ;
+  assign \v_c$391  = \va_c$106 ;
+  assign \acc_f$392  = accf8;
+  assign \acc_c$393  = accc8;
+  assign \v_f$402  = \vb_f$104 ;
+  assign \v_c$403  = \vb_c$108 ;
+  assign \acc_f$404  = accf9;
+  assign \acc_c$405  = accc9;
+  assign \v_f$412  = \vb_f$115 ;
+  assign \v_c$413  = \vb_c$118 ;
+  assign \acc_f$414  = accf10;
+  assign \acc_c$415  = accc10;
+  assign \v_f$422  = \vb_f$125 ;
+  assign \v_c$423  = \vb_c$128 ;
+  assign \acc_f$424  = accf11;
+  assign \acc_c$425  = accc11;
+  assign \v_f$432  = \va_f$142 ;
+  assign \v_c$433  = \va_c$146 ;
+  assign \acc_f$434  = accf12;
+  assign \acc_c$435  = accc12;
+  assign \v_f$440  = \vb_f$144 ;
+  assign \v_c$441  = \vb_c$148 ;
+  assign \acc_f$442  = accf13;
+  assign \acc_c$443  = accc13;
+  assign \v_f$448  = \vb_f$155 ;
+  assign \v_c$449  = \vb_c$158 ;
+  assign \acc_f$450  = accf14;
+  assign \acc_c$451  = accc14;
   assign clamp0 = \$112 [17:0];
   assign \$signal  = ticks;
-  assign \$signal$533  = sat_flags;
-  assign outputs = { \vb_f$113 [17], \vb_f$113  };
+  assign \$signal$535  = sat_flags;
+  assign outputs = { \vb_f$115 [17], \vb_f$115  };
   assign \v_free[0]  = v_free[17:0];
   assign \v_free[1]  = v_free[35:18];
   assign \v_free[2]  = v_free[53:36];
@@ -4349,69 +4426,69 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   assign \gates[29]  = gates[839:812];
   assign \gates[30]  = gates[867:840];
   assign \gates[31]  = gates[895:868];
-  assign \outputs[0]  = { \vb_f$113 [17], \vb_f$113  };
-  assign gates[895:868] = \g$304 ;
-  assign gates[867:840] = \g$296 ;
-  assign gates[839:812] = \g$288 ;
-  assign gates[811:784] = \g$280 ;
-  assign gates[783:756] = \g$272 ;
-  assign gates[755:728] = \g$264 ;
-  assign gates[727:700] = \g$256 ;
-  assign gates[699:672] = \g$248 ;
-  assign gates[671:644] = \g$240 ;
-  assign gates[643:616] = \g$232 ;
-  assign gates[615:588] = \g$224 ;
-  assign gates[587:560] = \g$216 ;
-  assign gates[559:532] = \g$208 ;
-  assign gates[531:504] = \g$200 ;
-  assign gates[503:476] = \g$192 ;
-  assign gates[475:448] = \g$184 ;
-  assign gates[447:420] = \g$176 ;
-  assign gates[419:392] = \g$168 ;
-  assign gates[391:364] = \g$158 ;
-  assign gates[363:336] = \g$148 ;
-  assign gates[335:308] = \g$136 ;
-  assign gates[307:280] = \g$128 ;
-  assign gates[279:252] = \g$118 ;
-  assign gates[251:224] = \g$108 ;
-  assign gates[223:196] = \g$96 ;
-  assign gates[195:168] = \g$88 ;
-  assign gates[167:140] = \g$78 ;
-  assign gates[139:112] = \g$68 ;
-  assign gates[111:84] = \g$56 ;
-  assign gates[83:56] = \g$48 ;
-  assign gates[55:28] = \g$38 ;
+  assign \outputs[0]  = { \vb_f$115 [17], \vb_f$115  };
+  assign gates[895:868] = \g$306 ;
+  assign gates[867:840] = \g$298 ;
+  assign gates[839:812] = \g$290 ;
+  assign gates[811:784] = \g$282 ;
+  assign gates[783:756] = \g$274 ;
+  assign gates[755:728] = \g$266 ;
+  assign gates[727:700] = \g$258 ;
+  assign gates[699:672] = \g$250 ;
+  assign gates[671:644] = \g$242 ;
+  assign gates[643:616] = \g$234 ;
+  assign gates[615:588] = \g$226 ;
+  assign gates[587:560] = \g$218 ;
+  assign gates[559:532] = \g$210 ;
+  assign gates[531:504] = \g$202 ;
+  assign gates[503:476] = \g$194 ;
+  assign gates[475:448] = \g$186 ;
+  assign gates[447:420] = \g$178 ;
+  assign gates[419:392] = \g$170 ;
+  assign gates[391:364] = \g$160 ;
+  assign gates[363:336] = \g$150 ;
+  assign gates[335:308] = \g$138 ;
+  assign gates[307:280] = \g$130 ;
+  assign gates[279:252] = \g$120 ;
+  assign gates[251:224] = \g$110 ;
+  assign gates[223:196] = \g$98 ;
+  assign gates[195:168] = \g$90 ;
+  assign gates[167:140] = \g$80 ;
+  assign gates[139:112] = \g$70 ;
+  assign gates[111:84] = \g$58 ;
+  assign gates[83:56] = \g$50 ;
+  assign gates[55:28] = \g$40 ;
   assign gates[27:0] = g;
-  assign v_clamped[287:270] = \vb_c$166 ;
-  assign v_clamped[269:252] = \vb_c$156 ;
-  assign v_clamped[251:234] = \vb_c$146 ;
-  assign v_clamped[233:216] = \va_c$144 ;
-  assign v_clamped[215:198] = \vb_c$126 ;
-  assign v_clamped[197:180] = \vb_c$116 ;
-  assign v_clamped[179:162] = \vb_c$106 ;
-  assign v_clamped[161:144] = \va_c$104 ;
-  assign v_clamped[143:126] = \vb_c$86 ;
-  assign v_clamped[125:108] = \vb_c$76 ;
-  assign v_clamped[107:90] = \vb_c$66 ;
-  assign v_clamped[89:72] = \va_c$64 ;
-  assign v_clamped[71:54] = \vb_c$46 ;
-  assign v_clamped[53:36] = \vb_c$36 ;
+  assign v_clamped[287:270] = \vb_c$168 ;
+  assign v_clamped[269:252] = \vb_c$158 ;
+  assign v_clamped[251:234] = \vb_c$148 ;
+  assign v_clamped[233:216] = \va_c$146 ;
+  assign v_clamped[215:198] = \vb_c$128 ;
+  assign v_clamped[197:180] = \vb_c$118 ;
+  assign v_clamped[179:162] = \vb_c$108 ;
+  assign v_clamped[161:144] = \va_c$106 ;
+  assign v_clamped[143:126] = \vb_c$88 ;
+  assign v_clamped[125:108] = \vb_c$78 ;
+  assign v_clamped[107:90] = \vb_c$68 ;
+  assign v_clamped[89:72] = \va_c$66 ;
+  assign v_clamped[71:54] = \vb_c$48 ;
+  assign v_clamped[53:36] = \vb_c$38 ;
   assign v_clamped[35:18] = vb_c;
   assign v_clamped[17:0] = va_c;
-  assign v_free[287:270] = \vb_f$163 ;
-  assign v_free[269:252] = \vb_f$153 ;
-  assign v_free[251:234] = \vb_f$142 ;
-  assign v_free[233:216] = \va_f$140 ;
-  assign v_free[215:198] = \vb_f$123 ;
-  assign v_free[197:180] = \vb_f$113 ;
-  assign v_free[179:162] = \vb_f$102 ;
-  assign v_free[161:144] = \va_f$100 ;
-  assign v_free[143:126] = \vb_f$83 ;
-  assign v_free[125:108] = \vb_f$73 ;
-  assign v_free[107:90] = \vb_f$62 ;
-  assign v_free[89:72] = \va_f$60 ;
-  assign v_free[71:54] = \vb_f$43 ;
-  assign v_free[53:36] = \vb_f$33 ;
+  assign v_free[287:270] = \vb_f$165 ;
+  assign v_free[269:252] = \vb_f$155 ;
+  assign v_free[251:234] = \vb_f$144 ;
+  assign v_free[233:216] = \va_f$142 ;
+  assign v_free[215:198] = \vb_f$125 ;
+  assign v_free[197:180] = \vb_f$115 ;
+  assign v_free[179:162] = \vb_f$104 ;
+  assign v_free[161:144] = \va_f$102 ;
+  assign v_free[143:126] = \vb_f$85 ;
+  assign v_free[125:108] = \vb_f$75 ;
+  assign v_free[107:90] = \vb_f$64 ;
+  assign v_free[89:72] = \va_f$62 ;
+  assign v_free[71:54] = \vb_f$45 ;
+  assign v_free[53:36] = \vb_f$35 ;
   assign v_free[35:18] = vb_f;
   assign v_free[17:0] = va_f;
   assign tick_done = run;
@@ -4419,70 +4496,70 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   assign \$108  = { \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34:8] };
   assign \$115  = sat_term;
   assign \$116  = sat_term;
-  assign \$117  = \sat_term$456 ;
-  assign \$119  = \sat_term$457 ;
-  assign \$121  = \sat_term$458 ;
-  assign \$123  = \sat_term$459 ;
-  assign \$125  = \sat_term$460 ;
-  assign \$127  = \sat_term$461 ;
-  assign \$129  = \sat_term$462 ;
-  assign \$131  = \sat_term$463 ;
-  assign \$133  = \sat_term$464 ;
-  assign \$135  = \sat_term$465 ;
-  assign \$137  = \sat_term$466 ;
-  assign \$139  = \sat_term$467 ;
-  assign \$141  = \sat_term$468 ;
-  assign \$143  = \sat_term$469 ;
-  assign \$145  = \sat_term$470 ;
-  assign \$147  = \sat_term$471 ;
-  assign \$149  = \sat_term$472 ;
-  assign \$151  = \sat_term$473 ;
-  assign \$153  = \sat_term$474 ;
-  assign \$155  = \sat_term$475 ;
-  assign \$157  = \sat_term$476 ;
-  assign \$159  = \sat_term$477 ;
-  assign \$161  = \sat_term$478 ;
-  assign \$163  = \sat_term$479 ;
-  assign \$165  = \sat_term$480 ;
-  assign \$167  = \sat_term$481 ;
-  assign \$169  = \sat_term$482 ;
-  assign \$171  = \sat_term$483 ;
-  assign \$173  = \sat_term$484 ;
-  assign \$175  = \sat_term$485 ;
-  assign \$177  = \sat_term$486 ;
+  assign \$117  = \sat_term$458 ;
+  assign \$119  = \sat_term$459 ;
+  assign \$121  = \sat_term$460 ;
+  assign \$123  = \sat_term$461 ;
+  assign \$125  = \sat_term$462 ;
+  assign \$127  = \sat_term$463 ;
+  assign \$129  = \sat_term$464 ;
+  assign \$131  = \sat_term$465 ;
+  assign \$133  = \sat_term$466 ;
+  assign \$135  = \sat_term$467 ;
+  assign \$137  = \sat_term$468 ;
+  assign \$139  = \sat_term$469 ;
+  assign \$141  = \sat_term$470 ;
+  assign \$143  = \sat_term$471 ;
+  assign \$145  = \sat_term$472 ;
+  assign \$147  = \sat_term$473 ;
+  assign \$149  = \sat_term$474 ;
+  assign \$151  = \sat_term$475 ;
+  assign \$153  = \sat_term$476 ;
+  assign \$155  = \sat_term$477 ;
+  assign \$157  = \sat_term$478 ;
+  assign \$159  = \sat_term$479 ;
+  assign \$161  = \sat_term$480 ;
+  assign \$163  = \sat_term$481 ;
+  assign \$165  = \sat_term$482 ;
+  assign \$167  = \sat_term$483 ;
+  assign \$169  = \sat_term$484 ;
+  assign \$171  = \sat_term$485 ;
+  assign \$173  = \sat_term$486 ;
+  assign \$175  = \sat_term$487 ;
+  assign \$177  = \sat_term$488 ;
   assign \$179  = sat_dg;
   assign \$180  = sat_dg;
-  assign \$181  = \sat_dg$488 ;
-  assign \$183  = \sat_dg$489 ;
-  assign \$185  = \sat_dg$490 ;
-  assign \$187  = \sat_dg$491 ;
-  assign \$189  = \sat_dg$492 ;
-  assign \$191  = \sat_dg$493 ;
-  assign \$193  = \sat_dg$494 ;
-  assign \$195  = \sat_dg$495 ;
-  assign \$197  = \sat_dg$496 ;
-  assign \$199  = \sat_dg$497 ;
-  assign \$201  = \sat_dg$498 ;
-  assign \$203  = \sat_dg$499 ;
-  assign \$205  = \sat_dg$500 ;
-  assign \$207  = \sat_dg$501 ;
-  assign \$209  = \sat_dg$502 ;
-  assign \$211  = \sat_dg$503 ;
-  assign \$213  = \sat_dg$504 ;
-  assign \$215  = \sat_dg$505 ;
-  assign \$217  = \sat_dg$506 ;
-  assign \$219  = \sat_dg$507 ;
-  assign \$221  = \sat_dg$508 ;
-  assign \$223  = \sat_dg$509 ;
-  assign \$225  = \sat_dg$510 ;
-  assign \$227  = \sat_dg$511 ;
-  assign \$229  = \sat_dg$512 ;
-  assign \$231  = \sat_dg$513 ;
-  assign \$233  = \sat_dg$514 ;
-  assign \$235  = \sat_dg$515 ;
-  assign \$237  = \sat_dg$516 ;
-  assign \$239  = \sat_dg$517 ;
-  assign \$241  = \sat_dg$518 ;
+  assign \$181  = \sat_dg$490 ;
+  assign \$183  = \sat_dg$491 ;
+  assign \$185  = \sat_dg$492 ;
+  assign \$187  = \sat_dg$493 ;
+  assign \$189  = \sat_dg$494 ;
+  assign \$191  = \sat_dg$495 ;
+  assign \$193  = \sat_dg$496 ;
+  assign \$195  = \sat_dg$497 ;
+  assign \$197  = \sat_dg$498 ;
+  assign \$199  = \sat_dg$499 ;
+  assign \$201  = \sat_dg$500 ;
+  assign \$203  = \sat_dg$501 ;
+  assign \$205  = \sat_dg$502 ;
+  assign \$207  = \sat_dg$503 ;
+  assign \$209  = \sat_dg$504 ;
+  assign \$211  = \sat_dg$505 ;
+  assign \$213  = \sat_dg$506 ;
+  assign \$215  = \sat_dg$507 ;
+  assign \$217  = \sat_dg$508 ;
+  assign \$219  = \sat_dg$509 ;
+  assign \$221  = \sat_dg$510 ;
+  assign \$223  = \sat_dg$511 ;
+  assign \$225  = \sat_dg$512 ;
+  assign \$227  = \sat_dg$513 ;
+  assign \$229  = \sat_dg$514 ;
+  assign \$231  = \sat_dg$515 ;
+  assign \$233  = \sat_dg$516 ;
+  assign \$235  = \sat_dg$517 ;
+  assign \$237  = \sat_dg$518 ;
+  assign \$239  = \sat_dg$519 ;
+  assign \$241  = \sat_dg$520 ;
   assign \$243  = flags;
   assign \$256  = clamp0_sat;
   assign \$258  = \$257 ;

@@ -2,7 +2,8 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_addr, gate_data, clear_flags, clk, rst, v_free, v_clamped, gates, outputs, ticks, tick_done, sat_flags, saturated, run);
+module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_addr, gate_data, gate_raddr, clear_flags, clk, rst, gate_rdata, v_free, v_clamped, gates, outputs, ticks, tick_done, sat_flags, saturated, run
+);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [40:0] \$1 ;
   wire [41:0] \$10 ;
@@ -196,88 +197,120 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [40:0] \$27 ;
   wire [4:0] \$270 ;
   wire [32:0] \$271 ;
-  reg [27:0] \$272 ;
-  reg [27:0] \$273 ;
-  reg [27:0] \$274 ;
-  reg [27:0] \$275 ;
-  reg [27:0] \$276 ;
-  reg [27:0] \$277 ;
-  reg [27:0] \$278 ;
-  reg [27:0] \$279 ;
+  wire [27:0] \$272 ;
+  wire [27:0] \$273 ;
+  wire [27:0] \$274 ;
+  wire [27:0] \$275 ;
+  wire [27:0] \$276 ;
+  wire [27:0] \$277 ;
+  wire [27:0] \$278 ;
+  wire [27:0] \$279 ;
   wire [41:0] \$28 ;
-  reg [27:0] \$280 ;
-  reg [27:0] \$281 ;
-  reg [27:0] \$282 ;
-  reg [27:0] \$283 ;
-  reg [27:0] \$284 ;
-  reg [27:0] \$285 ;
-  reg [27:0] \$286 ;
-  reg [27:0] \$287 ;
-  reg [27:0] \$288 ;
-  reg [27:0] \$289 ;
+  wire [27:0] \$280 ;
+  wire [27:0] \$281 ;
+  wire [27:0] \$282 ;
+  wire [27:0] \$283 ;
+  wire [27:0] \$284 ;
+  wire [27:0] \$285 ;
+  wire [27:0] \$286 ;
+  wire [27:0] \$287 ;
+  wire [27:0] \$288 ;
+  wire [27:0] \$289 ;
   wire [40:0] \$29 ;
-  reg [27:0] \$290 ;
-  reg [27:0] \$291 ;
-  reg [27:0] \$292 ;
-  reg [27:0] \$293 ;
-  reg [27:0] \$294 ;
-  reg [27:0] \$295 ;
-  reg [27:0] \$296 ;
-  reg [27:0] \$297 ;
-  reg [27:0] \$298 ;
-  reg [27:0] \$299 ;
+  wire [27:0] \$290 ;
+  wire [27:0] \$291 ;
+  wire [27:0] \$292 ;
+  wire [27:0] \$293 ;
+  wire [27:0] \$294 ;
+  wire [27:0] \$295 ;
+  wire [27:0] \$296 ;
+  wire [27:0] \$297 ;
+  wire [27:0] \$298 ;
+  wire [27:0] \$299 ;
   wire [40:0] \$3 ;
   wire [41:0] \$30 ;
-  reg [27:0] \$300 ;
-  reg [27:0] \$301 ;
-  reg [27:0] \$302 ;
+  wire [27:0] \$300 ;
+  wire [27:0] \$301 ;
+  wire [27:0] \$302 ;
   reg [27:0] \$303 ;
-  reg [4:0] \$304 ;
-  reg [17:0] \$305 ;
-  reg [17:0] \$306 ;
-  reg [17:0] \$307 ;
-  reg [17:0] \$308 ;
-  reg [17:0] \$309 ;
+  reg [27:0] \$304 ;
+  reg [27:0] \$305 ;
+  reg [27:0] \$306 ;
+  reg [27:0] \$307 ;
+  reg [27:0] \$308 ;
+  reg [27:0] \$309 ;
   wire [40:0] \$31 ;
-  reg [17:0] \$310 ;
-  reg [17:0] \$311 ;
-  reg [17:0] \$312 ;
-  reg [17:0] \$313 ;
-  reg [17:0] \$314 ;
-  reg [17:0] \$315 ;
-  reg [17:0] \$316 ;
-  reg [17:0] \$317 ;
-  reg [17:0] \$318 ;
-  reg [17:0] \$319 ;
+  reg [27:0] \$310 ;
+  reg [27:0] \$311 ;
+  reg [27:0] \$312 ;
+  reg [27:0] \$313 ;
+  reg [27:0] \$314 ;
+  reg [27:0] \$315 ;
+  reg [27:0] \$316 ;
+  reg [27:0] \$317 ;
+  reg [27:0] \$318 ;
+  reg [27:0] \$319 ;
   wire [41:0] \$32 ;
-  reg [17:0] \$320 ;
-  reg [17:0] \$321 ;
-  reg [17:0] \$322 ;
-  reg [17:0] \$323 ;
-  reg [17:0] \$324 ;
-  reg [17:0] \$325 ;
-  reg [17:0] \$326 ;
-  reg [17:0] \$327 ;
-  reg [17:0] \$328 ;
-  reg [17:0] \$329 ;
+  reg [27:0] \$320 ;
+  reg [27:0] \$321 ;
+  reg [27:0] \$322 ;
+  reg [27:0] \$323 ;
+  reg [27:0] \$324 ;
+  reg [27:0] \$325 ;
+  reg [27:0] \$326 ;
+  reg [27:0] \$327 ;
+  reg [27:0] \$328 ;
+  reg [27:0] \$329 ;
   wire [40:0] \$33 ;
-  reg [17:0] \$330 ;
-  reg [17:0] \$331 ;
-  reg [17:0] \$332 ;
-  reg [17:0] \$333 ;
-  reg [17:0] \$334 ;
-  reg [17:0] \$335 ;
+  reg [27:0] \$330 ;
+  reg [27:0] \$331 ;
+  reg [27:0] \$332 ;
+  reg [27:0] \$333 ;
+  reg [27:0] \$334 ;
+  reg [4:0] \$335 ;
   reg [17:0] \$336 ;
-  reg [31:0] \$337 ;
+  reg [17:0] \$337 ;
   reg [17:0] \$338 ;
   reg [17:0] \$339 ;
   wire [41:0] \$34 ;
   reg [17:0] \$340 ;
   reg [17:0] \$341 ;
   reg [17:0] \$342 ;
+  reg [17:0] \$343 ;
+  reg [17:0] \$344 ;
+  reg [17:0] \$345 ;
+  reg [17:0] \$346 ;
+  reg [17:0] \$347 ;
+  reg [17:0] \$348 ;
+  reg [17:0] \$349 ;
   wire [40:0] \$35 ;
+  reg [17:0] \$350 ;
+  reg [17:0] \$351 ;
+  reg [17:0] \$352 ;
+  reg [17:0] \$353 ;
+  reg [17:0] \$354 ;
+  reg [17:0] \$355 ;
+  reg [17:0] \$356 ;
+  reg [17:0] \$357 ;
+  reg [17:0] \$358 ;
+  reg [17:0] \$359 ;
   wire [41:0] \$36 ;
+  reg [17:0] \$360 ;
+  reg [17:0] \$361 ;
+  reg [17:0] \$362 ;
+  reg [17:0] \$363 ;
+  reg [17:0] \$364 ;
+  reg [17:0] \$365 ;
+  reg [17:0] \$366 ;
+  reg [17:0] \$367 ;
+  reg [31:0] \$368 ;
+  reg [17:0] \$369 ;
   wire [40:0] \$37 ;
+  reg [17:0] \$370 ;
+  reg [17:0] \$371 ;
+  reg [17:0] \$372 ;
+  reg [17:0] \$373 ;
+  reg [27:0] \$374 ;
   wire [41:0] \$38 ;
   wire [40:0] \$39 ;
   wire [41:0] \$4 ;
@@ -349,31 +382,31 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   (* init = 32'd0 *)
   wire [31:0] \$signal ;
   (* init = 5'h00 *)
-  wire [4:0] \$signal$530 ;
+  wire [4:0] \$signal$532 ;
   wire [42:0] acc_c;
-  wire [42:0] \acc_c$333 ;
-  wire [42:0] \acc_c$345 ;
-  wire [42:0] \acc_c$355 ;
-  wire [42:0] \acc_c$367 ;
-  wire [42:0] \acc_c$379 ;
-  wire [42:0] \acc_c$391 ;
-  wire [42:0] \acc_c$403 ;
-  wire [42:0] \acc_c$413 ;
-  wire [42:0] \acc_c$423 ;
-  wire [42:0] \acc_c$433 ;
-  wire [42:0] \acc_c$443 ;
+  wire [42:0] \acc_c$335 ;
+  wire [42:0] \acc_c$347 ;
+  wire [42:0] \acc_c$357 ;
+  wire [42:0] \acc_c$369 ;
+  wire [42:0] \acc_c$381 ;
+  wire [42:0] \acc_c$393 ;
+  wire [42:0] \acc_c$405 ;
+  wire [42:0] \acc_c$415 ;
+  wire [42:0] \acc_c$425 ;
+  wire [42:0] \acc_c$435 ;
+  wire [42:0] \acc_c$445 ;
   wire [42:0] acc_f;
-  wire [42:0] \acc_f$332 ;
-  wire [42:0] \acc_f$344 ;
-  wire [42:0] \acc_f$354 ;
-  wire [42:0] \acc_f$366 ;
-  wire [42:0] \acc_f$378 ;
-  wire [42:0] \acc_f$390 ;
-  wire [42:0] \acc_f$402 ;
-  wire [42:0] \acc_f$412 ;
-  wire [42:0] \acc_f$422 ;
-  wire [42:0] \acc_f$432 ;
-  wire [42:0] \acc_f$442 ;
+  wire [42:0] \acc_f$334 ;
+  wire [42:0] \acc_f$346 ;
+  wire [42:0] \acc_f$356 ;
+  wire [42:0] \acc_f$368 ;
+  wire [42:0] \acc_f$380 ;
+  wire [42:0] \acc_f$392 ;
+  wire [42:0] \acc_f$404 ;
+  wire [42:0] \acc_f$414 ;
+  wire [42:0] \acc_f$424 ;
+  wire [42:0] \acc_f$434 ;
+  wire [42:0] \acc_f$444 ;
   wire [42:0] accc0;
   wire [42:0] accc1;
   wire [42:0] accc10;
@@ -414,8 +447,6 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   reg [17:0] drive2 = 18'h01c29;
   reg [17:0] drive3 = 18'h0547b;
   wire [4:0] flags;
-  wire [4:0] \flags$518 ;
-  wire [4:0] \flags$519 ;
   wire [4:0] \flags$520 ;
   wire [4:0] \flags$521 ;
   wire [4:0] \flags$522 ;
@@ -425,38 +456,40 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [4:0] \flags$526 ;
   wire [4:0] \flags$527 ;
   wire [4:0] \flags$528 ;
+  wire [4:0] \flags$529 ;
+  wire [4:0] \flags$530 ;
   reg [27:0] g = 28'h1a30fec;
-  reg [27:0] \g$108  = 28'h18b2b02;
-  reg [27:0] \g$118  = 28'h1ef60e8;
-  reg [27:0] \g$128  = 28'h1d0dbc7;
-  reg [27:0] \g$136  = 28'h100b378;
-  reg [27:0] \g$148  = 28'h1db7ed9;
-  reg [27:0] \g$158  = 28'h1089910;
-  reg [27:0] \g$168  = 28'h1bacab3;
-  reg [27:0] \g$176  = 28'h12cf7c4;
-  reg [27:0] \g$184  = 28'h1dcf94b;
-  reg [27:0] \g$192  = 28'h18a9d34;
-  reg [27:0] \g$200  = 28'h14cb9eb;
-  reg [27:0] \g$208  = 28'h16c353b;
-  reg [27:0] \g$216  = 28'h1073ff5;
-  reg [27:0] \g$224  = 28'h11fd107;
-  reg [27:0] \g$232  = 28'h1abae0b;
-  reg [27:0] \g$240  = 28'h1a5ae36;
-  reg [27:0] \g$248  = 28'h19d89e1;
-  reg [27:0] \g$256  = 28'h16238b1;
-  reg [27:0] \g$264  = 28'h1ff4926;
-  reg [27:0] \g$272  = 28'h1fb1806;
-  reg [27:0] \g$280  = 28'h1af7fae;
-  reg [27:0] \g$288  = 28'h1a68480;
-  reg [27:0] \g$296  = 28'h1b03e0c;
-  reg [27:0] \g$304  = 28'h163905b;
-  reg [27:0] \g$38  = 28'h14510be;
-  reg [27:0] \g$48  = 28'h10a7d3e;
-  reg [27:0] \g$56  = 28'h1043b28;
-  reg [27:0] \g$68  = 28'h1d0327a;
-  reg [27:0] \g$78  = 28'h1e9aa59;
-  reg [27:0] \g$88  = 28'h19b4c7b;
-  reg [27:0] \g$96  = 28'h1bac049;
+  reg [27:0] \g$110  = 28'h18b2b02;
+  reg [27:0] \g$120  = 28'h1ef60e8;
+  reg [27:0] \g$130  = 28'h1d0dbc7;
+  reg [27:0] \g$138  = 28'h100b378;
+  reg [27:0] \g$150  = 28'h1db7ed9;
+  reg [27:0] \g$160  = 28'h1089910;
+  reg [27:0] \g$170  = 28'h1bacab3;
+  reg [27:0] \g$178  = 28'h12cf7c4;
+  reg [27:0] \g$186  = 28'h1dcf94b;
+  reg [27:0] \g$194  = 28'h18a9d34;
+  reg [27:0] \g$202  = 28'h14cb9eb;
+  reg [27:0] \g$210  = 28'h16c353b;
+  reg [27:0] \g$218  = 28'h1073ff5;
+  reg [27:0] \g$226  = 28'h11fd107;
+  reg [27:0] \g$234  = 28'h1abae0b;
+  reg [27:0] \g$242  = 28'h1a5ae36;
+  reg [27:0] \g$250  = 28'h19d89e1;
+  reg [27:0] \g$258  = 28'h16238b1;
+  reg [27:0] \g$266  = 28'h1ff4926;
+  reg [27:0] \g$274  = 28'h1fb1806;
+  reg [27:0] \g$282  = 28'h1af7fae;
+  reg [27:0] \g$290  = 28'h1a68480;
+  reg [27:0] \g$298  = 28'h1b03e0c;
+  reg [27:0] \g$306  = 28'h163905b;
+  reg [27:0] \g$40  = 28'h14510be;
+  reg [27:0] \g$50  = 28'h10a7d3e;
+  reg [27:0] \g$58  = 28'h1043b28;
+  reg [27:0] \g$70  = 28'h1d0327a;
+  reg [27:0] \g$80  = 28'h1e9aa59;
+  reg [27:0] \g$90  = 28'h19b4c7b;
+  reg [27:0] \g$98  = 28'h1bac049;
   (* init = 28'h1a30fec *)
   wire [27:0] g0;
   (* init = 28'h14510be *)
@@ -522,8 +555,6 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   (* init = 28'h1ef60e8 *)
   wire [27:0] g9;
   wire [27:0] g_next;
-  wire [27:0] \g_next$532 ;
-  wire [27:0] \g_next$533 ;
   wire [27:0] \g_next$534 ;
   wire [27:0] \g_next$535 ;
   wire [27:0] \g_next$536 ;
@@ -553,10 +584,16 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [27:0] \g_next$560 ;
   wire [27:0] \g_next$561 ;
   wire [27:0] \g_next$562 ;
+  wire [27:0] \g_next$563 ;
+  wire [27:0] \g_next$564 ;
   input [4:0] gate_addr;
   wire [4:0] gate_addr;
   input [27:0] gate_data;
   wire [27:0] gate_data;
+  input [4:0] gate_raddr;
+  wire [4:0] gate_raddr;
+  output [27:0] gate_rdata;
+  reg [27:0] gate_rdata = 28'h0000000;
   input gate_we;
   wire gate_we;
   output [895:0] gates;
@@ -596,38 +633,38 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [27:0] half0;
   input learn;
   wire learn;
-  wire \learn$111 ;
-  wire \learn$121 ;
-  wire \learn$131 ;
-  wire \learn$139 ;
-  wire \learn$151 ;
-  wire \learn$161 ;
-  wire \learn$171 ;
-  wire \learn$179 ;
-  wire \learn$187 ;
-  wire \learn$195 ;
-  wire \learn$203 ;
-  wire \learn$211 ;
-  wire \learn$219 ;
-  wire \learn$227 ;
-  wire \learn$235 ;
-  wire \learn$243 ;
-  wire \learn$251 ;
-  wire \learn$259 ;
-  wire \learn$267 ;
-  wire \learn$275 ;
-  wire \learn$283 ;
-  wire \learn$291 ;
-  wire \learn$299 ;
-  wire \learn$307 ;
-  wire \learn$31 ;
-  wire \learn$41 ;
-  wire \learn$51 ;
-  wire \learn$59 ;
-  wire \learn$71 ;
-  wire \learn$81 ;
-  wire \learn$91 ;
-  wire \learn$99 ;
+  wire \learn$101 ;
+  wire \learn$113 ;
+  wire \learn$123 ;
+  wire \learn$133 ;
+  wire \learn$141 ;
+  wire \learn$153 ;
+  wire \learn$163 ;
+  wire \learn$173 ;
+  wire \learn$181 ;
+  wire \learn$189 ;
+  wire \learn$197 ;
+  wire \learn$205 ;
+  wire \learn$213 ;
+  wire \learn$221 ;
+  wire \learn$229 ;
+  wire \learn$237 ;
+  wire \learn$245 ;
+  wire \learn$253 ;
+  wire \learn$261 ;
+  wire \learn$269 ;
+  wire \learn$277 ;
+  wire \learn$285 ;
+  wire \learn$293 ;
+  wire \learn$301 ;
+  wire \learn$309 ;
+  wire \learn$33 ;
+  wire \learn$43 ;
+  wire \learn$53 ;
+  wire \learn$61 ;
+  wire \learn$73 ;
+  wire \learn$83 ;
+  wire \learn$93 ;
   output [18:0] outputs;
   wire [18:0] outputs;
   wire [18:0] \outputs[0] ;
@@ -636,69 +673,69 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   input run;
   wire run;
   wire [39:0] s_c;
-  wire [39:0] \s_c$315 ;
-  wire [39:0] \s_c$316 ;
   wire [39:0] \s_c$317 ;
-  wire [39:0] \s_c$327 ;
-  wire [39:0] \s_c$328 ;
+  wire [39:0] \s_c$318 ;
+  wire [39:0] \s_c$319 ;
   wire [39:0] \s_c$329 ;
-  wire [39:0] \s_c$339 ;
-  wire [39:0] \s_c$340 ;
+  wire [39:0] \s_c$330 ;
+  wire [39:0] \s_c$331 ;
   wire [39:0] \s_c$341 ;
-  wire [39:0] \s_c$350 ;
-  wire [39:0] \s_c$351 ;
-  wire [39:0] \s_c$361 ;
-  wire [39:0] \s_c$362 ;
+  wire [39:0] \s_c$342 ;
+  wire [39:0] \s_c$343 ;
+  wire [39:0] \s_c$352 ;
+  wire [39:0] \s_c$353 ;
   wire [39:0] \s_c$363 ;
-  wire [39:0] \s_c$373 ;
-  wire [39:0] \s_c$374 ;
+  wire [39:0] \s_c$364 ;
+  wire [39:0] \s_c$365 ;
   wire [39:0] \s_c$375 ;
-  wire [39:0] \s_c$385 ;
-  wire [39:0] \s_c$386 ;
+  wire [39:0] \s_c$376 ;
+  wire [39:0] \s_c$377 ;
   wire [39:0] \s_c$387 ;
-  wire [39:0] \s_c$397 ;
-  wire [39:0] \s_c$398 ;
+  wire [39:0] \s_c$388 ;
+  wire [39:0] \s_c$389 ;
   wire [39:0] \s_c$399 ;
-  wire [39:0] \s_c$408 ;
-  wire [39:0] \s_c$409 ;
-  wire [39:0] \s_c$418 ;
-  wire [39:0] \s_c$419 ;
-  wire [39:0] \s_c$428 ;
-  wire [39:0] \s_c$429 ;
-  wire [39:0] \s_c$438 ;
-  wire [39:0] \s_c$439 ;
+  wire [39:0] \s_c$400 ;
+  wire [39:0] \s_c$401 ;
+  wire [39:0] \s_c$410 ;
+  wire [39:0] \s_c$411 ;
+  wire [39:0] \s_c$420 ;
+  wire [39:0] \s_c$421 ;
+  wire [39:0] \s_c$430 ;
+  wire [39:0] \s_c$431 ;
+  wire [39:0] \s_c$440 ;
+  wire [39:0] \s_c$441 ;
   wire [39:0] s_f;
-  wire [39:0] \s_f$310 ;
-  wire [39:0] \s_f$311 ;
   wire [39:0] \s_f$312 ;
-  wire [39:0] \s_f$323 ;
-  wire [39:0] \s_f$324 ;
+  wire [39:0] \s_f$313 ;
+  wire [39:0] \s_f$314 ;
   wire [39:0] \s_f$325 ;
-  wire [39:0] \s_f$335 ;
-  wire [39:0] \s_f$336 ;
+  wire [39:0] \s_f$326 ;
+  wire [39:0] \s_f$327 ;
   wire [39:0] \s_f$337 ;
-  wire [39:0] \s_f$347 ;
-  wire [39:0] \s_f$348 ;
-  wire [39:0] \s_f$357 ;
-  wire [39:0] \s_f$358 ;
+  wire [39:0] \s_f$338 ;
+  wire [39:0] \s_f$339 ;
+  wire [39:0] \s_f$349 ;
+  wire [39:0] \s_f$350 ;
   wire [39:0] \s_f$359 ;
-  wire [39:0] \s_f$369 ;
-  wire [39:0] \s_f$370 ;
+  wire [39:0] \s_f$360 ;
+  wire [39:0] \s_f$361 ;
   wire [39:0] \s_f$371 ;
-  wire [39:0] \s_f$381 ;
-  wire [39:0] \s_f$382 ;
+  wire [39:0] \s_f$372 ;
+  wire [39:0] \s_f$373 ;
   wire [39:0] \s_f$383 ;
-  wire [39:0] \s_f$393 ;
-  wire [39:0] \s_f$394 ;
+  wire [39:0] \s_f$384 ;
+  wire [39:0] \s_f$385 ;
   wire [39:0] \s_f$395 ;
-  wire [39:0] \s_f$405 ;
-  wire [39:0] \s_f$406 ;
-  wire [39:0] \s_f$415 ;
-  wire [39:0] \s_f$416 ;
-  wire [39:0] \s_f$425 ;
-  wire [39:0] \s_f$426 ;
-  wire [39:0] \s_f$435 ;
-  wire [39:0] \s_f$436 ;
+  wire [39:0] \s_f$396 ;
+  wire [39:0] \s_f$397 ;
+  wire [39:0] \s_f$407 ;
+  wire [39:0] \s_f$408 ;
+  wire [39:0] \s_f$417 ;
+  wire [39:0] \s_f$418 ;
+  wire [39:0] \s_f$427 ;
+  wire [39:0] \s_f$428 ;
+  wire [39:0] \s_f$437 ;
+  wire [39:0] \s_f$438 ;
   input [2:0] sample_addr;
   wire [2:0] sample_addr;
   input [17:0] sample_data;
@@ -706,8 +743,6 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   input sample_we;
   wire sample_we;
   wire sat_dg;
-  wire \sat_dg$486 ;
-  wire \sat_dg$487 ;
   wire \sat_dg$488 ;
   wire \sat_dg$489 ;
   wire \sat_dg$490 ;
@@ -737,11 +772,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire \sat_dg$514 ;
   wire \sat_dg$515 ;
   wire \sat_dg$516 ;
+  wire \sat_dg$517 ;
+  wire \sat_dg$518 ;
   output [4:0] sat_flags;
   reg [4:0] sat_flags = 5'h00;
   wire sat_term;
-  wire \sat_term$454 ;
-  wire \sat_term$455 ;
   wire \sat_term$456 ;
   wire \sat_term$457 ;
   wire \sat_term$458 ;
@@ -771,6 +806,8 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire \sat_term$482 ;
   wire \sat_term$483 ;
   wire \sat_term$484 ;
+  wire \sat_term$485 ;
+  wire \sat_term$486 ;
   output saturated;
   wire saturated;
   reg [17:0] target0 = 18'h00000;
@@ -782,30 +819,28 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   (* init = 18'h00000 *)
   wire [17:0] v_c;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$331 ;
+  wire [17:0] \v_c$333 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$343 ;
+  wire [17:0] \v_c$345 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$353 ;
+  wire [17:0] \v_c$355 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$365 ;
+  wire [17:0] \v_c$367 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$377 ;
+  wire [17:0] \v_c$379 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$389 ;
+  wire [17:0] \v_c$391 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$401 ;
+  wire [17:0] \v_c$403 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$411 ;
+  wire [17:0] \v_c$413 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$421 ;
+  wire [17:0] \v_c$423 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$431 ;
+  wire [17:0] \v_c$433 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$441 ;
+  wire [17:0] \v_c$443 ;
   wire [17:0] v_c_next;
-  wire [17:0] \v_c_next$580 ;
-  wire [17:0] \v_c_next$581 ;
   wire [17:0] \v_c_next$582 ;
   wire [17:0] \v_c_next$583 ;
   wire [17:0] \v_c_next$584 ;
@@ -813,6 +848,8 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [17:0] \v_c_next$586 ;
   wire [17:0] \v_c_next$587 ;
   wire [17:0] \v_c_next$588 ;
+  wire [17:0] \v_c_next$589 ;
+  wire [17:0] \v_c_next$590 ;
   output [287:0] v_clamped;
   wire [287:0] v_clamped;
   wire [17:0] \v_clamped[0] ;
@@ -834,39 +871,39 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   (* init = 18'h00000 *)
   wire [17:0] v_f;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$330 ;
+  wire [17:0] \v_f$332 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$342 ;
+  wire [17:0] \v_f$344 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$352 ;
+  wire [17:0] \v_f$354 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$364 ;
+  wire [17:0] \v_f$366 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$376 ;
+  wire [17:0] \v_f$378 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$388 ;
+  wire [17:0] \v_f$390 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$400 ;
+  wire [17:0] \v_f$402 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$410 ;
+  wire [17:0] \v_f$412 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$420 ;
+  wire [17:0] \v_f$422 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$430 ;
+  wire [17:0] \v_f$432 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$440 ;
+  wire [17:0] \v_f$442 ;
   wire [17:0] v_f_next;
-  wire [17:0] \v_f_next$564 ;
-  wire [17:0] \v_f_next$565 ;
   wire [17:0] \v_f_next$566 ;
   wire [17:0] \v_f_next$567 ;
+  wire [17:0] \v_f_next$568 ;
   wire [17:0] \v_f_next$569 ;
   wire [17:0] \v_f_next$571 ;
-  wire [17:0] \v_f_next$572 ;
   wire [17:0] \v_f_next$573 ;
   wire [17:0] \v_f_next$574 ;
   wire [17:0] \v_f_next$575 ;
+  wire [17:0] \v_f_next$576 ;
   wire [17:0] \v_f_next$577 ;
+  wire [17:0] \v_f_next$579 ;
   output [287:0] v_free;
   wire [287:0] v_free;
   wire [17:0] \v_free[0] ;
@@ -886,229 +923,229 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [17:0] \v_free[8] ;
   wire [17:0] \v_free[9] ;
   reg [17:0] va_c = 18'h00000;
-  reg [17:0] \va_c$104  = 18'h00000;
+  reg [17:0] \va_c$106  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$115 ;
+  wire [17:0] \va_c$117 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$125 ;
+  wire [17:0] \va_c$127 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$134 ;
-  reg [17:0] \va_c$144  = 18'h00000;
+  wire [17:0] \va_c$136 ;
+  reg [17:0] \va_c$146  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$155 ;
+  wire [17:0] \va_c$157 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$165 ;
+  wire [17:0] \va_c$167 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$174 ;
+  wire [17:0] \va_c$176 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$182 ;
+  wire [17:0] \va_c$184 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$190 ;
+  wire [17:0] \va_c$192 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$198 ;
+  wire [17:0] \va_c$200 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$206 ;
+  wire [17:0] \va_c$208 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$214 ;
+  wire [17:0] \va_c$216 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$222 ;
+  wire [17:0] \va_c$224 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$230 ;
+  wire [17:0] \va_c$232 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$238 ;
+  wire [17:0] \va_c$240 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$246 ;
+  wire [17:0] \va_c$248 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$254 ;
+  wire [17:0] \va_c$256 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$262 ;
+  wire [17:0] \va_c$264 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$270 ;
+  wire [17:0] \va_c$272 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$278 ;
+  wire [17:0] \va_c$280 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$286 ;
+  wire [17:0] \va_c$288 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$294 ;
+  wire [17:0] \va_c$296 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$302 ;
+  wire [17:0] \va_c$304 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$35 ;
+  wire [17:0] \va_c$37 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$45 ;
+  wire [17:0] \va_c$47 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$54 ;
-  reg [17:0] \va_c$64  = 18'h00000;
+  wire [17:0] \va_c$56 ;
+  reg [17:0] \va_c$66  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$75 ;
+  wire [17:0] \va_c$77 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$85 ;
+  wire [17:0] \va_c$87 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$94 ;
+  wire [17:0] \va_c$96 ;
   reg [17:0] va_f = 18'h00000;
-  reg [17:0] \va_f$100  = 18'h00000;
+  reg [17:0] \va_f$102  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$112 ;
+  wire [17:0] \va_f$114 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$122 ;
+  wire [17:0] \va_f$124 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$132 ;
-  reg [17:0] \va_f$140  = 18'h00000;
+  wire [17:0] \va_f$134 ;
+  reg [17:0] \va_f$142  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$152 ;
+  wire [17:0] \va_f$154 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$162 ;
+  wire [17:0] \va_f$164 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$172 ;
+  wire [17:0] \va_f$174 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$180 ;
+  wire [17:0] \va_f$182 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$188 ;
+  wire [17:0] \va_f$190 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$196 ;
+  wire [17:0] \va_f$198 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$204 ;
+  wire [17:0] \va_f$206 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$212 ;
+  wire [17:0] \va_f$214 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$220 ;
+  wire [17:0] \va_f$222 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$228 ;
+  wire [17:0] \va_f$230 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$236 ;
+  wire [17:0] \va_f$238 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$244 ;
+  wire [17:0] \va_f$246 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$252 ;
+  wire [17:0] \va_f$254 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$260 ;
+  wire [17:0] \va_f$262 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$268 ;
+  wire [17:0] \va_f$270 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$276 ;
+  wire [17:0] \va_f$278 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$284 ;
+  wire [17:0] \va_f$286 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$292 ;
+  wire [17:0] \va_f$294 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$300 ;
+  wire [17:0] \va_f$302 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$32 ;
+  wire [17:0] \va_f$34 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$42 ;
+  wire [17:0] \va_f$44 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$52 ;
-  reg [17:0] \va_f$60  = 18'h00000;
+  wire [17:0] \va_f$54 ;
+  reg [17:0] \va_f$62  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$72 ;
+  wire [17:0] \va_f$74 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$82 ;
+  wire [17:0] \va_f$84 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$92 ;
+  wire [17:0] \va_f$94 ;
   reg [17:0] vb_c = 18'h00000;
-  reg [17:0] \vb_c$106  = 18'h00000;
-  reg [17:0] \vb_c$116  = 18'h00000;
-  reg [17:0] \vb_c$126  = 18'h00000;
+  reg [17:0] \vb_c$108  = 18'h00000;
+  reg [17:0] \vb_c$118  = 18'h00000;
+  reg [17:0] \vb_c$128  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$135 ;
-  reg [17:0] \vb_c$146  = 18'h00000;
-  reg [17:0] \vb_c$156  = 18'h00000;
-  reg [17:0] \vb_c$166  = 18'h00000;
+  wire [17:0] \vb_c$137 ;
+  reg [17:0] \vb_c$148  = 18'h00000;
+  reg [17:0] \vb_c$158  = 18'h00000;
+  reg [17:0] \vb_c$168  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$175 ;
+  wire [17:0] \vb_c$177 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$183 ;
+  wire [17:0] \vb_c$185 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$191 ;
+  wire [17:0] \vb_c$193 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$199 ;
+  wire [17:0] \vb_c$201 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$207 ;
+  wire [17:0] \vb_c$209 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$215 ;
+  wire [17:0] \vb_c$217 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$223 ;
+  wire [17:0] \vb_c$225 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$231 ;
+  wire [17:0] \vb_c$233 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$239 ;
+  wire [17:0] \vb_c$241 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$247 ;
+  wire [17:0] \vb_c$249 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$255 ;
+  wire [17:0] \vb_c$257 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$263 ;
+  wire [17:0] \vb_c$265 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$271 ;
+  wire [17:0] \vb_c$273 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$279 ;
+  wire [17:0] \vb_c$281 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$287 ;
+  wire [17:0] \vb_c$289 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$295 ;
+  wire [17:0] \vb_c$297 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$303 ;
-  reg [17:0] \vb_c$36  = 18'h00000;
-  reg [17:0] \vb_c$46  = 18'h00000;
+  wire [17:0] \vb_c$305 ;
+  reg [17:0] \vb_c$38  = 18'h00000;
+  reg [17:0] \vb_c$48  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$55 ;
-  reg [17:0] \vb_c$66  = 18'h00000;
-  reg [17:0] \vb_c$76  = 18'h00000;
-  reg [17:0] \vb_c$86  = 18'h00000;
+  wire [17:0] \vb_c$57 ;
+  reg [17:0] \vb_c$68  = 18'h00000;
+  reg [17:0] \vb_c$78  = 18'h00000;
+  reg [17:0] \vb_c$88  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$95 ;
+  wire [17:0] \vb_c$97 ;
   reg [17:0] vb_f = 18'h00000;
-  reg [17:0] \vb_f$102  = 18'h00000;
-  reg [17:0] \vb_f$113  = 18'h00000;
-  reg [17:0] \vb_f$123  = 18'h00000;
+  reg [17:0] \vb_f$104  = 18'h00000;
+  reg [17:0] \vb_f$115  = 18'h00000;
+  reg [17:0] \vb_f$125  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$133 ;
-  reg [17:0] \vb_f$142  = 18'h00000;
-  reg [17:0] \vb_f$153  = 18'h00000;
-  reg [17:0] \vb_f$163  = 18'h00000;
+  wire [17:0] \vb_f$135 ;
+  reg [17:0] \vb_f$144  = 18'h00000;
+  reg [17:0] \vb_f$155  = 18'h00000;
+  reg [17:0] \vb_f$165  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$173 ;
+  wire [17:0] \vb_f$175 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$181 ;
+  wire [17:0] \vb_f$183 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$189 ;
+  wire [17:0] \vb_f$191 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$197 ;
+  wire [17:0] \vb_f$199 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$205 ;
+  wire [17:0] \vb_f$207 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$213 ;
+  wire [17:0] \vb_f$215 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$221 ;
+  wire [17:0] \vb_f$223 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$229 ;
+  wire [17:0] \vb_f$231 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$237 ;
+  wire [17:0] \vb_f$239 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$245 ;
+  wire [17:0] \vb_f$247 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$253 ;
+  wire [17:0] \vb_f$255 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$261 ;
+  wire [17:0] \vb_f$263 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$269 ;
+  wire [17:0] \vb_f$271 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$277 ;
+  wire [17:0] \vb_f$279 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$285 ;
+  wire [17:0] \vb_f$287 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$293 ;
+  wire [17:0] \vb_f$295 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$301 ;
-  reg [17:0] \vb_f$33  = 18'h00000;
-  reg [17:0] \vb_f$43  = 18'h00000;
+  wire [17:0] \vb_f$303 ;
+  reg [17:0] \vb_f$35  = 18'h00000;
+  reg [17:0] \vb_f$45  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$53 ;
-  reg [17:0] \vb_f$62  = 18'h00000;
-  reg [17:0] \vb_f$73  = 18'h00000;
-  reg [17:0] \vb_f$83  = 18'h00000;
+  wire [17:0] \vb_f$55 ;
+  reg [17:0] \vb_f$64  = 18'h00000;
+  reg [17:0] \vb_f$75  = 18'h00000;
+  reg [17:0] \vb_f$85  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$93 ;
+  wire [17:0] \vb_f$95 ;
   (* init = 18'h00000 *)
   wire [17:0] vc0;
   (* init = 18'h00000 *)
@@ -1174,170 +1211,170 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   (* init = 18'h00000 *)
   wire [17:0] vf9;
   wire [17:0] vt;
-  wire [17:0] \vt$110 ;
-  wire [17:0] \vt$120 ;
-  wire [17:0] \vt$130 ;
-  wire [17:0] \vt$138 ;
-  wire [17:0] \vt$150 ;
-  wire [17:0] \vt$160 ;
-  wire [17:0] \vt$170 ;
-  wire [17:0] \vt$178 ;
-  wire [17:0] \vt$186 ;
-  wire [17:0] \vt$194 ;
-  wire [17:0] \vt$202 ;
-  wire [17:0] \vt$210 ;
-  wire [17:0] \vt$218 ;
-  wire [17:0] \vt$226 ;
-  wire [17:0] \vt$234 ;
-  wire [17:0] \vt$242 ;
-  wire [17:0] \vt$250 ;
-  wire [17:0] \vt$258 ;
-  wire [17:0] \vt$266 ;
-  wire [17:0] \vt$274 ;
-  wire [17:0] \vt$282 ;
-  wire [17:0] \vt$290 ;
-  wire [17:0] \vt$298 ;
-  wire [17:0] \vt$306 ;
-  wire [17:0] \vt$40 ;
-  wire [17:0] \vt$50 ;
-  wire [17:0] \vt$58 ;
-  wire [17:0] \vt$70 ;
-  wire [17:0] \vt$80 ;
-  wire [17:0] \vt$90 ;
-  wire [17:0] \vt$98 ;
+  wire [17:0] \vt$100 ;
+  wire [17:0] \vt$112 ;
+  wire [17:0] \vt$122 ;
+  wire [17:0] \vt$132 ;
+  wire [17:0] \vt$140 ;
+  wire [17:0] \vt$152 ;
+  wire [17:0] \vt$162 ;
+  wire [17:0] \vt$172 ;
+  wire [17:0] \vt$180 ;
+  wire [17:0] \vt$188 ;
+  wire [17:0] \vt$196 ;
+  wire [17:0] \vt$204 ;
+  wire [17:0] \vt$212 ;
+  wire [17:0] \vt$220 ;
+  wire [17:0] \vt$228 ;
+  wire [17:0] \vt$236 ;
+  wire [17:0] \vt$244 ;
+  wire [17:0] \vt$252 ;
+  wire [17:0] \vt$260 ;
+  wire [17:0] \vt$268 ;
+  wire [17:0] \vt$276 ;
+  wire [17:0] \vt$284 ;
+  wire [17:0] \vt$292 ;
+  wire [17:0] \vt$300 ;
+  wire [17:0] \vt$308 ;
+  wire [17:0] \vt$42 ;
+  wire [17:0] \vt$52 ;
+  wire [17:0] \vt$60 ;
+  wire [17:0] \vt$72 ;
+  wire [17:0] \vt$82 ;
+  wire [17:0] \vt$92 ;
   assign \$1  = - $signed(s_f);
-  assign \$2  = $signed(\$1 ) + $signed(\s_f$310 );
-  assign \$3  = - $signed(\s_f$311 );
-  assign \$4  = $signed(\$3 ) + $signed(\s_f$312 );
+  assign \$2  = $signed(\$1 ) + $signed(\s_f$312 );
+  assign \$3  = - $signed(\s_f$313 );
+  assign \$4  = $signed(\$3 ) + $signed(\s_f$314 );
   assign accf0 = $signed(\$2 ) + $signed(\$4 );
   assign \$5  = - $signed(s_c);
-  assign \$6  = $signed(\$5 ) + $signed(\s_c$315 );
-  assign \$7  = - $signed(\s_c$316 );
-  assign \$8  = $signed(\$7 ) + $signed(\s_c$317 );
+  assign \$6  = $signed(\$5 ) + $signed(\s_c$317 );
+  assign \$7  = - $signed(\s_c$318 );
+  assign \$8  = $signed(\$7 ) + $signed(\s_c$319 );
   assign accc0 = $signed(\$6 ) + $signed(\$8 );
-  assign \$9  = - $signed(\s_f$323 );
+  assign \$9  = - $signed(\s_f$325 );
   assign \$10  = $signed(s_f) + $signed(\$9 );
-  assign \$11  = - $signed(\s_f$324 );
-  assign \$12  = $signed(\$11 ) + $signed(\s_f$325 );
+  assign \$11  = - $signed(\s_f$326 );
+  assign \$12  = $signed(\$11 ) + $signed(\s_f$327 );
   assign accf1 = $signed(\$10 ) + $signed(\$12 );
-  assign \$13  = - $signed(\s_c$327 );
+  assign \$13  = - $signed(\s_c$329 );
   assign \$14  = $signed(s_c) + $signed(\$13 );
-  assign \$15  = - $signed(\s_c$328 );
-  assign \$16  = $signed(\$15 ) + $signed(\s_c$329 );
+  assign \$15  = - $signed(\s_c$330 );
+  assign \$16  = $signed(\$15 ) + $signed(\s_c$331 );
   assign accc1 = $signed(\$14 ) + $signed(\$16 );
-  assign \$17  = - $signed(\s_f$335 );
-  assign \$18  = $signed(\s_f$323 ) + $signed(\$17 );
-  assign \$19  = - $signed(\s_f$336 );
-  assign \$20  = $signed(\$19 ) + $signed(\s_f$337 );
+  assign \$17  = - $signed(\s_f$337 );
+  assign \$18  = $signed(\s_f$325 ) + $signed(\$17 );
+  assign \$19  = - $signed(\s_f$338 );
+  assign \$20  = $signed(\$19 ) + $signed(\s_f$339 );
   assign accf2 = $signed(\$18 ) + $signed(\$20 );
-  assign \$21  = - $signed(\s_c$339 );
-  assign \$22  = $signed(\s_c$327 ) + $signed(\$21 );
-  assign \$23  = - $signed(\s_c$340 );
-  assign \$24  = $signed(\$23 ) + $signed(\s_c$341 );
+  assign \$21  = - $signed(\s_c$341 );
+  assign \$22  = $signed(\s_c$329 ) + $signed(\$21 );
+  assign \$23  = - $signed(\s_c$342 );
+  assign \$24  = $signed(\$23 ) + $signed(\s_c$343 );
   assign accc2 = $signed(\$22 ) + $signed(\$24 );
-  assign \$25  = - $signed(\s_f$310 );
-  assign \$26  = $signed(\s_f$335 ) + $signed(\$25 );
-  assign \$27  = - $signed(\s_f$347 );
-  assign \$28  = $signed(\$27 ) + $signed(\s_f$348 );
+  assign \$25  = - $signed(\s_f$312 );
+  assign \$26  = $signed(\s_f$337 ) + $signed(\$25 );
+  assign \$27  = - $signed(\s_f$349 );
+  assign \$28  = $signed(\$27 ) + $signed(\s_f$350 );
   assign accf3 = $signed(\$26 ) + $signed(\$28 );
-  assign \$29  = - $signed(\s_c$315 );
-  assign \$30  = $signed(\s_c$339 ) + $signed(\$29 );
-  assign \$31  = - $signed(\s_c$350 );
-  assign \$32  = $signed(\$31 ) + $signed(\s_c$351 );
+  assign \$29  = - $signed(\s_c$317 );
+  assign \$30  = $signed(\s_c$341 ) + $signed(\$29 );
+  assign \$31  = - $signed(\s_c$352 );
+  assign \$32  = $signed(\$31 ) + $signed(\s_c$353 );
   assign accc3 = $signed(\$30 ) + $signed(\$32 );
-  assign \$33  = - $signed(\s_f$357 );
-  assign \$34  = $signed(\$33 ) + $signed(\s_f$358 );
-  assign \$35  = - $signed(\s_f$359 );
-  assign \$36  = $signed(\s_f$311 ) + $signed(\$35 );
+  assign \$33  = - $signed(\s_f$359 );
+  assign \$34  = $signed(\$33 ) + $signed(\s_f$360 );
+  assign \$35  = - $signed(\s_f$361 );
+  assign \$36  = $signed(\s_f$313 ) + $signed(\$35 );
   assign accf4 = $signed(\$34 ) + $signed(\$36 );
-  assign \$37  = - $signed(\s_c$361 );
-  assign \$38  = $signed(\$37 ) + $signed(\s_c$362 );
-  assign \$39  = - $signed(\s_c$363 );
-  assign \$40  = $signed(\s_c$316 ) + $signed(\$39 );
+  assign \$37  = - $signed(\s_c$363 );
+  assign \$38  = $signed(\$37 ) + $signed(\s_c$364 );
+  assign \$39  = - $signed(\s_c$365 );
+  assign \$40  = $signed(\s_c$318 ) + $signed(\$39 );
   assign accc4 = $signed(\$38 ) + $signed(\$40 );
-  assign \$41  = - $signed(\s_f$370 );
-  assign \$42  = $signed(\s_f$369 ) + $signed(\$41 );
-  assign \$43  = - $signed(\s_f$371 );
-  assign \$44  = $signed(\s_f$336 ) + $signed(\$43 );
+  assign \$41  = - $signed(\s_f$372 );
+  assign \$42  = $signed(\s_f$371 ) + $signed(\$41 );
+  assign \$43  = - $signed(\s_f$373 );
+  assign \$44  = $signed(\s_f$338 ) + $signed(\$43 );
   assign accf6 = $signed(\$42 ) + $signed(\$44 );
-  assign \$45  = - $signed(\s_c$374 );
-  assign \$46  = $signed(\s_c$373 ) + $signed(\$45 );
-  assign \$47  = - $signed(\s_c$375 );
-  assign \$48  = $signed(\s_c$340 ) + $signed(\$47 );
+  assign \$45  = - $signed(\s_c$376 );
+  assign \$46  = $signed(\s_c$375 ) + $signed(\$45 );
+  assign \$47  = - $signed(\s_c$377 );
+  assign \$48  = $signed(\s_c$342 ) + $signed(\$47 );
   assign accc6 = $signed(\$46 ) + $signed(\$48 );
-  assign \$49  = - $signed(\s_f$381 );
-  assign \$50  = $signed(\$49 ) + $signed(\s_f$382 );
-  assign \$51  = - $signed(\s_f$383 );
-  assign \$52  = $signed(\s_f$359 ) + $signed(\$51 );
+  assign \$49  = - $signed(\s_f$383 );
+  assign \$50  = $signed(\$49 ) + $signed(\s_f$384 );
+  assign \$51  = - $signed(\s_f$385 );
+  assign \$52  = $signed(\s_f$361 ) + $signed(\$51 );
   assign accf8 = $signed(\$50 ) + $signed(\$52 );
-  assign \$53  = - $signed(\s_c$385 );
-  assign \$54  = $signed(\$53 ) + $signed(\s_c$386 );
-  assign \$55  = - $signed(\s_c$387 );
-  assign \$56  = $signed(\s_c$363 ) + $signed(\$55 );
+  assign \$53  = - $signed(\s_c$387 );
+  assign \$54  = $signed(\$53 ) + $signed(\s_c$388 );
+  assign \$55  = - $signed(\s_c$389 );
+  assign \$56  = $signed(\s_c$365 ) + $signed(\$55 );
   assign accc8 = $signed(\$54 ) + $signed(\$56 );
-  assign \$57  = - $signed(\s_f$393 );
-  assign \$58  = $signed(\s_f$381 ) + $signed(\$57 );
-  assign \$59  = - $signed(\s_f$395 );
-  assign \$60  = $signed(\s_f$394 ) + $signed(\$59 );
+  assign \$57  = - $signed(\s_f$395 );
+  assign \$58  = $signed(\s_f$383 ) + $signed(\$57 );
+  assign \$59  = - $signed(\s_f$397 );
+  assign \$60  = $signed(\s_f$396 ) + $signed(\$59 );
   assign accf9 = $signed(\$58 ) + $signed(\$60 );
-  assign \$61  = - $signed(\s_c$397 );
-  assign \$62  = $signed(\s_c$385 ) + $signed(\$61 );
-  assign \$63  = - $signed(\s_c$399 );
-  assign \$64  = $signed(\s_c$398 ) + $signed(\$63 );
+  assign \$61  = - $signed(\s_c$399 );
+  assign \$62  = $signed(\s_c$387 ) + $signed(\$61 );
+  assign \$63  = - $signed(\s_c$401 );
+  assign \$64  = $signed(\s_c$400 ) + $signed(\$63 );
   assign accc9 = $signed(\$62 ) + $signed(\$64 );
-  assign \$65  = - $signed(\s_f$405 );
-  assign \$66  = $signed(\s_f$393 ) + $signed(\$65 );
-  assign \$67  = - $signed(\s_f$406 );
-  assign \$68  = $signed(\s_f$371 ) + $signed(\$67 );
+  assign \$65  = - $signed(\s_f$407 );
+  assign \$66  = $signed(\s_f$395 ) + $signed(\$65 );
+  assign \$67  = - $signed(\s_f$408 );
+  assign \$68  = $signed(\s_f$373 ) + $signed(\$67 );
   assign accf10 = $signed(\$66 ) + $signed(\$68 );
-  assign \$69  = - $signed(\s_c$408 );
-  assign \$70  = $signed(\s_c$397 ) + $signed(\$69 );
-  assign \$71  = - $signed(\s_c$409 );
-  assign \$72  = $signed(\s_c$375 ) + $signed(\$71 );
+  assign \$69  = - $signed(\s_c$410 );
+  assign \$70  = $signed(\s_c$399 ) + $signed(\$69 );
+  assign \$71  = - $signed(\s_c$411 );
+  assign \$72  = $signed(\s_c$377 ) + $signed(\$71 );
   assign accc10 = $signed(\$70 ) + $signed(\$72 );
-  assign \$73  = - $signed(\s_f$382 );
-  assign \$74  = $signed(\s_f$405 ) + $signed(\$73 );
-  assign \$75  = - $signed(\s_f$416 );
-  assign \$76  = $signed(\s_f$415 ) + $signed(\$75 );
+  assign \$73  = - $signed(\s_f$384 );
+  assign \$74  = $signed(\s_f$407 ) + $signed(\$73 );
+  assign \$75  = - $signed(\s_f$418 );
+  assign \$76  = $signed(\s_f$417 ) + $signed(\$75 );
   assign accf11 = $signed(\$74 ) + $signed(\$76 );
-  assign \$77  = - $signed(\s_c$386 );
-  assign \$78  = $signed(\s_c$408 ) + $signed(\$77 );
-  assign \$79  = - $signed(\s_c$419 );
-  assign \$80  = $signed(\s_c$418 ) + $signed(\$79 );
+  assign \$77  = - $signed(\s_c$388 );
+  assign \$78  = $signed(\s_c$410 ) + $signed(\$77 );
+  assign \$79  = - $signed(\s_c$421 );
+  assign \$80  = $signed(\s_c$420 ) + $signed(\$79 );
   assign accc11 = $signed(\$78 ) + $signed(\$80 );
-  assign \$81  = - $signed(\s_f$425 );
-  assign \$82  = $signed(\$81 ) + $signed(\s_f$426 );
-  assign \$83  = - $signed(\s_f$312 );
-  assign \$84  = $signed(\s_f$383 ) + $signed(\$83 );
+  assign \$81  = - $signed(\s_f$427 );
+  assign \$82  = $signed(\$81 ) + $signed(\s_f$428 );
+  assign \$83  = - $signed(\s_f$314 );
+  assign \$84  = $signed(\s_f$385 ) + $signed(\$83 );
   assign accf12 = $signed(\$82 ) + $signed(\$84 );
-  assign \$85  = - $signed(\s_c$428 );
-  assign \$86  = $signed(\$85 ) + $signed(\s_c$429 );
-  assign \$87  = - $signed(\s_c$317 );
-  assign \$88  = $signed(\s_c$387 ) + $signed(\$87 );
+  assign \$85  = - $signed(\s_c$430 );
+  assign \$86  = $signed(\$85 ) + $signed(\s_c$431 );
+  assign \$87  = - $signed(\s_c$319 );
+  assign \$88  = $signed(\s_c$389 ) + $signed(\$87 );
   assign accc12 = $signed(\$86 ) + $signed(\$88 );
-  assign \$89  = - $signed(\s_f$436 );
-  assign \$90  = $signed(\s_f$435 ) + $signed(\$89 );
-  assign \$91  = - $signed(\s_f$337 );
-  assign \$92  = $signed(\s_f$406 ) + $signed(\$91 );
+  assign \$89  = - $signed(\s_f$438 );
+  assign \$90  = $signed(\s_f$437 ) + $signed(\$89 );
+  assign \$91  = - $signed(\s_f$339 );
+  assign \$92  = $signed(\s_f$408 ) + $signed(\$91 );
   assign accf14 = $signed(\$90 ) + $signed(\$92 );
-  assign \$93  = - $signed(\s_c$439 );
-  assign \$94  = $signed(\s_c$438 ) + $signed(\$93 );
-  assign \$95  = - $signed(\s_c$341 );
-  assign \$96  = $signed(\s_c$409 ) + $signed(\$95 );
+  assign \$93  = - $signed(\s_c$441 );
+  assign \$94  = $signed(\s_c$440 ) + $signed(\$93 );
+  assign \$95  = - $signed(\s_c$343 );
+  assign \$96  = $signed(\s_c$411 ) + $signed(\$95 );
   assign accc14 = $signed(\$94 ) + $signed(\$96 );
-  assign \$97  = $signed(\vb_f$113 ) - $signed(va_f);
+  assign \$97  = $signed(\vb_f$115 ) - $signed(va_f);
   assign \$98  = $signed(target0) - $signed(\$97 );
-  assign \$100  = $signed(\vb_f$113 ) - $signed(va_f);
+  assign \$100  = $signed(\vb_f$115 ) - $signed(va_f);
   assign \$101  = $signed(target0) - $signed(\$100 );
   assign \$103  = $signed(\$99 ) + $signed(\$102 );
-  assign \$104  = $signed(\vb_f$113 ) - $signed(va_f);
+  assign \$104  = $signed(\vb_f$115 ) - $signed(va_f);
   assign \$105  = $signed(target0) - $signed(\$104 );
-  assign \$107  = $signed(\vb_f$113 ) - $signed(va_f);
+  assign \$107  = $signed(\vb_f$115 ) - $signed(va_f);
   assign \$108  = $signed(target0) - $signed(\$107 );
   assign \$110  = $signed(\$106 ) + $signed(\$109 );
   assign \$111  = $signed(\$103 ) + $signed(\$110 );
   assign \$112  = $signed(\$111 ) + $signed(10'h100);
-  assign clamp0p_exact = $signed(\vb_f$113 ) + $signed(\$113 [27:0]);
+  assign clamp0p_exact = $signed(\vb_f$115 ) + $signed(\$113 [27:0]);
   assign \$114  = $signed(clamp0p_exact) > $signed(18'h1ffff);
   assign \$115  = $signed(clamp0p_exact) < $signed(18'h20000);
   assign \$116  = \$115  ? 29'h1ffe0000 : clamp0p_exact;
@@ -1415,166 +1452,199 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign \$249  = \$247  | \$248 ;
   assign \$251  = \$249  | \$250 ;
   assign \$253  = \$251  | \$252 ;
-  assign \$255  = \$254  | \flags$518 ;
-  assign \$256  = \$255  | \flags$519 ;
-  assign \$257  = \$256  | \flags$520 ;
-  assign \$258  = \$257  | \flags$521 ;
-  assign \$259  = \$258  | \flags$522 ;
-  assign \$260  = \$259  | \flags$523 ;
-  assign \$261  = \$260  | \flags$524 ;
-  assign \$262  = \$261  | \flags$525 ;
-  assign \$263  = \$262  | \flags$526 ;
-  assign \$264  = \$263  | \flags$527 ;
-  assign \$265  = \$264  | \flags$528 ;
+  assign \$255  = \$254  | \flags$520 ;
+  assign \$256  = \$255  | \flags$521 ;
+  assign \$257  = \$256  | \flags$522 ;
+  assign \$258  = \$257  | \flags$523 ;
+  assign \$259  = \$258  | \flags$524 ;
+  assign \$260  = \$259  | \flags$525 ;
+  assign \$261  = \$260  | \flags$526 ;
+  assign \$262  = \$261  | \flags$527 ;
+  assign \$263  = \$262  | \flags$528 ;
+  assign \$264  = \$263  | \flags$529 ;
+  assign \$265  = \$264  | \flags$530 ;
   assign \$267  = \$266  | clamp0m_sat;
   assign \$268  = \$265  | { 1'h0, \$267 , 3'h0 };
   assign tick_flags = { \$253 , 3'h0, \$189  } | \$269 ;
-  assign outputs = $signed(\vb_f$113 ) - $signed(va_f);
+  assign outputs = $signed(\vb_f$115 ) - $signed(va_f);
   assign saturated = | sat_flags;
   assign \$270  = sat_flags | tick_flags;
   assign \$271  = ticks + 1'h1;
+  assign \$272  = gate_raddr[0] ? \g$306  : \g$298 ;
+  assign \$273  = gate_raddr[0] ? \g$290  : \g$282 ;
+  assign \$274  = gate_raddr[1] ? \$272  : \$273 ;
+  assign \$275  = gate_raddr[0] ? \g$274  : \g$266 ;
+  assign \$276  = gate_raddr[0] ? \g$258  : \g$250 ;
+  assign \$277  = gate_raddr[1] ? \$275  : \$276 ;
+  assign \$278  = gate_raddr[2] ? \$274  : \$277 ;
+  assign \$279  = gate_raddr[0] ? \g$242  : \g$234 ;
+  assign \$280  = gate_raddr[0] ? \g$226  : \g$218 ;
+  assign \$281  = gate_raddr[1] ? \$279  : \$280 ;
+  assign \$282  = gate_raddr[0] ? \g$210  : \g$202 ;
+  assign \$283  = gate_raddr[0] ? \g$194  : \g$186 ;
+  assign \$284  = gate_raddr[1] ? \$282  : \$283 ;
+  assign \$285  = gate_raddr[2] ? \$281  : \$284 ;
+  assign \$286  = gate_raddr[3] ? \$278  : \$285 ;
+  assign \$287  = gate_raddr[0] ? \g$178  : \g$170 ;
+  assign \$288  = gate_raddr[0] ? \g$160  : \g$150 ;
+  assign \$289  = gate_raddr[1] ? \$287  : \$288 ;
+  assign \$290  = gate_raddr[0] ? \g$138  : \g$130 ;
+  assign \$291  = gate_raddr[0] ? \g$120  : \g$110 ;
+  assign \$292  = gate_raddr[1] ? \$290  : \$291 ;
+  assign \$293  = gate_raddr[2] ? \$289  : \$292 ;
+  assign \$294  = gate_raddr[0] ? \g$98  : \g$90 ;
+  assign \$295  = gate_raddr[0] ? \g$80  : \g$70 ;
+  assign \$296  = gate_raddr[1] ? \$294  : \$295 ;
+  assign \$297  = gate_raddr[0] ? \g$58  : \g$50 ;
+  assign \$298  = gate_raddr[0] ? \g$40  : g;
+  assign \$299  = gate_raddr[1] ? \$297  : \$298 ;
+  assign \$300  = gate_raddr[2] ? \$296  : \$299 ;
+  assign \$301  = gate_raddr[3] ? \$293  : \$300 ;
+  assign \$302  = gate_raddr[4] ? \$286  : \$301 ;
   always @(posedge clk)
-    g <= \$272 ;
+    g <= \$303 ;
   always @(posedge clk)
-    \g$38  <= \$273 ;
+    \g$40  <= \$304 ;
   always @(posedge clk)
-    \g$48  <= \$274 ;
+    \g$50  <= \$305 ;
   always @(posedge clk)
-    \g$56  <= \$275 ;
+    \g$58  <= \$306 ;
   always @(posedge clk)
-    \g$68  <= \$276 ;
+    \g$70  <= \$307 ;
   always @(posedge clk)
-    \g$78  <= \$277 ;
+    \g$80  <= \$308 ;
   always @(posedge clk)
-    \g$88  <= \$278 ;
+    \g$90  <= \$309 ;
   always @(posedge clk)
-    \g$96  <= \$279 ;
+    \g$98  <= \$310 ;
   always @(posedge clk)
-    \g$108  <= \$280 ;
+    \g$110  <= \$311 ;
   always @(posedge clk)
-    \g$118  <= \$281 ;
+    \g$120  <= \$312 ;
   always @(posedge clk)
-    \g$128  <= \$282 ;
+    \g$130  <= \$313 ;
   always @(posedge clk)
-    \g$136  <= \$283 ;
+    \g$138  <= \$314 ;
   always @(posedge clk)
-    \g$148  <= \$284 ;
+    \g$150  <= \$315 ;
   always @(posedge clk)
-    \g$158  <= \$285 ;
+    \g$160  <= \$316 ;
   always @(posedge clk)
-    \g$168  <= \$286 ;
+    \g$170  <= \$317 ;
   always @(posedge clk)
-    \g$176  <= \$287 ;
+    \g$178  <= \$318 ;
   always @(posedge clk)
-    \g$184  <= \$288 ;
+    \g$186  <= \$319 ;
   always @(posedge clk)
-    \g$192  <= \$289 ;
+    \g$194  <= \$320 ;
   always @(posedge clk)
-    \g$200  <= \$290 ;
+    \g$202  <= \$321 ;
   always @(posedge clk)
-    \g$208  <= \$291 ;
+    \g$210  <= \$322 ;
   always @(posedge clk)
-    \g$216  <= \$292 ;
+    \g$218  <= \$323 ;
   always @(posedge clk)
-    \g$224  <= \$293 ;
+    \g$226  <= \$324 ;
   always @(posedge clk)
-    \g$232  <= \$294 ;
+    \g$234  <= \$325 ;
   always @(posedge clk)
-    \g$240  <= \$295 ;
+    \g$242  <= \$326 ;
   always @(posedge clk)
-    \g$248  <= \$296 ;
+    \g$250  <= \$327 ;
   always @(posedge clk)
-    \g$256  <= \$297 ;
+    \g$258  <= \$328 ;
   always @(posedge clk)
-    \g$264  <= \$298 ;
+    \g$266  <= \$329 ;
   always @(posedge clk)
-    \g$272  <= \$299 ;
+    \g$274  <= \$330 ;
   always @(posedge clk)
-    \g$280  <= \$300 ;
+    \g$282  <= \$331 ;
   always @(posedge clk)
-    \g$288  <= \$301 ;
+    \g$290  <= \$332 ;
   always @(posedge clk)
-    \g$296  <= \$302 ;
+    \g$298  <= \$333 ;
   always @(posedge clk)
-    \g$304  <= \$303 ;
+    \g$306  <= \$334 ;
   always @(posedge clk)
-    sat_flags <= \$304 ;
+    sat_flags <= \$335 ;
   always @(posedge clk)
-    va_f <= \$305 ;
+    va_f <= \$336 ;
   always @(posedge clk)
-    vb_f <= \$306 ;
+    vb_f <= \$337 ;
   always @(posedge clk)
-    \vb_f$33  <= \$307 ;
+    \vb_f$35  <= \$338 ;
   always @(posedge clk)
-    \vb_f$43  <= \$308 ;
+    \vb_f$45  <= \$339 ;
   always @(posedge clk)
-    \va_f$60  <= \$309 ;
+    \va_f$62  <= \$340 ;
   always @(posedge clk)
-    \vb_f$62  <= \$310 ;
+    \vb_f$64  <= \$341 ;
   always @(posedge clk)
-    \vb_f$73  <= \$311 ;
+    \vb_f$75  <= \$342 ;
   always @(posedge clk)
-    \vb_f$83  <= \$312 ;
+    \vb_f$85  <= \$343 ;
   always @(posedge clk)
-    \va_f$100  <= \$313 ;
+    \va_f$102  <= \$344 ;
   always @(posedge clk)
-    \vb_f$102  <= \$314 ;
+    \vb_f$104  <= \$345 ;
   always @(posedge clk)
-    \vb_f$113  <= \$315 ;
+    \vb_f$115  <= \$346 ;
   always @(posedge clk)
-    \vb_f$123  <= \$316 ;
+    \vb_f$125  <= \$347 ;
   always @(posedge clk)
-    \va_f$140  <= \$317 ;
+    \va_f$142  <= \$348 ;
   always @(posedge clk)
-    \vb_f$142  <= \$318 ;
+    \vb_f$144  <= \$349 ;
   always @(posedge clk)
-    \vb_f$153  <= \$319 ;
+    \vb_f$155  <= \$350 ;
   always @(posedge clk)
-    \vb_f$163  <= \$320 ;
+    \vb_f$165  <= \$351 ;
   always @(posedge clk)
-    va_c <= \$321 ;
+    va_c <= \$352 ;
   always @(posedge clk)
-    vb_c <= \$322 ;
+    vb_c <= \$353 ;
   always @(posedge clk)
-    \vb_c$36  <= \$323 ;
+    \vb_c$38  <= \$354 ;
   always @(posedge clk)
-    \vb_c$46  <= \$324 ;
+    \vb_c$48  <= \$355 ;
   always @(posedge clk)
-    \va_c$64  <= \$325 ;
+    \va_c$66  <= \$356 ;
   always @(posedge clk)
-    \vb_c$66  <= \$326 ;
+    \vb_c$68  <= \$357 ;
   always @(posedge clk)
-    \vb_c$76  <= \$327 ;
+    \vb_c$78  <= \$358 ;
   always @(posedge clk)
-    \vb_c$86  <= \$328 ;
+    \vb_c$88  <= \$359 ;
   always @(posedge clk)
-    \va_c$104  <= \$329 ;
+    \va_c$106  <= \$360 ;
   always @(posedge clk)
-    \vb_c$106  <= \$330 ;
+    \vb_c$108  <= \$361 ;
   always @(posedge clk)
-    \vb_c$116  <= \$331 ;
+    \vb_c$118  <= \$362 ;
   always @(posedge clk)
-    \vb_c$126  <= \$332 ;
+    \vb_c$128  <= \$363 ;
   always @(posedge clk)
-    \va_c$144  <= \$333 ;
+    \va_c$146  <= \$364 ;
   always @(posedge clk)
-    \vb_c$146  <= \$334 ;
+    \vb_c$148  <= \$365 ;
   always @(posedge clk)
-    \vb_c$156  <= \$335 ;
+    \vb_c$158  <= \$366 ;
   always @(posedge clk)
-    \vb_c$166  <= \$336 ;
+    \vb_c$168  <= \$367 ;
   always @(posedge clk)
-    ticks <= \$337 ;
+    ticks <= \$368 ;
   always @(posedge clk)
-    drive0 <= \$338 ;
+    drive0 <= \$369 ;
   always @(posedge clk)
-    drive1 <= \$339 ;
+    drive1 <= \$370 ;
   always @(posedge clk)
-    drive2 <= \$340 ;
+    drive2 <= \$371 ;
   always @(posedge clk)
-    drive3 <= \$341 ;
+    drive3 <= \$372 ;
   always @(posedge clk)
-    target0 <= \$342 ;
+    target0 <= \$373 ;
+  always @(posedge clk)
+    gate_rdata <= \$374 ;
   \clln_paper_xor.edge0  edge0 (
     .g(g),
     .g_next(g_next),
@@ -1589,407 +1659,407 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .vb_f(vb_f)
   );
   \clln_paper_xor.edge1  edge1 (
-    .g(\g$38 ),
-    .g_next(\g_next$532 ),
+    .g(\g$40 ),
+    .g_next(\g_next$534 ),
     .learn(learn),
-    .s_c(\s_c$327 ),
-    .s_f(\s_f$323 ),
-    .sat_dg(\sat_dg$486 ),
-    .sat_term(\sat_term$454 ),
+    .s_c(\s_c$329 ),
+    .s_f(\s_f$325 ),
+    .sat_dg(\sat_dg$488 ),
+    .sat_term(\sat_term$456 ),
     .va_c(vb_c),
     .va_f(vb_f),
-    .vb_c(\vb_c$36 ),
-    .vb_f(\vb_f$33 )
+    .vb_c(\vb_c$38 ),
+    .vb_f(\vb_f$35 )
   );
   \clln_paper_xor.edge10  edge10 (
-    .g(\g$128 ),
-    .g_next(\g_next$541 ),
-    .learn(learn),
-    .s_c(\s_c$408 ),
-    .s_f(\s_f$405 ),
-    .sat_dg(\sat_dg$495 ),
-    .sat_term(\sat_term$463 ),
-    .va_c(\vb_c$116 ),
-    .va_f(\vb_f$113 ),
-    .vb_c(\vb_c$126 ),
-    .vb_f(\vb_f$123 )
-  );
-  \clln_paper_xor.edge11  edge11 (
-    .g(\g$136 ),
-    .g_next(\g_next$542 ),
-    .learn(learn),
-    .s_c(\s_c$386 ),
-    .s_f(\s_f$382 ),
-    .sat_dg(\sat_dg$496 ),
-    .sat_term(\sat_term$464 ),
-    .va_c(\vb_c$126 ),
-    .va_f(\vb_f$123 ),
-    .vb_c(\va_c$104 ),
-    .vb_f(\va_f$100 )
-  );
-  \clln_paper_xor.edge12  edge12 (
-    .g(\g$148 ),
+    .g(\g$130 ),
     .g_next(\g_next$543 ),
     .learn(learn),
-    .s_c(\s_c$428 ),
-    .s_f(\s_f$425 ),
+    .s_c(\s_c$410 ),
+    .s_f(\s_f$407 ),
     .sat_dg(\sat_dg$497 ),
     .sat_term(\sat_term$465 ),
-    .va_c(\va_c$144 ),
-    .va_f(\va_f$140 ),
-    .vb_c(\vb_c$146 ),
-    .vb_f(\vb_f$142 )
+    .va_c(\vb_c$118 ),
+    .va_f(\vb_f$115 ),
+    .vb_c(\vb_c$128 ),
+    .vb_f(\vb_f$125 )
   );
-  \clln_paper_xor.edge13  edge13 (
-    .g(\g$158 ),
+  \clln_paper_xor.edge11  edge11 (
+    .g(\g$138 ),
     .g_next(\g_next$544 ),
     .learn(learn),
-    .s_c(\s_c$438 ),
-    .s_f(\s_f$435 ),
+    .s_c(\s_c$388 ),
+    .s_f(\s_f$384 ),
     .sat_dg(\sat_dg$498 ),
     .sat_term(\sat_term$466 ),
-    .va_c(\vb_c$146 ),
-    .va_f(\vb_f$142 ),
-    .vb_c(\vb_c$156 ),
-    .vb_f(\vb_f$153 )
+    .va_c(\vb_c$128 ),
+    .va_f(\vb_f$125 ),
+    .vb_c(\va_c$106 ),
+    .vb_f(\va_f$102 )
   );
-  \clln_paper_xor.edge14  edge14 (
-    .g(\g$168 ),
+  \clln_paper_xor.edge12  edge12 (
+    .g(\g$150 ),
     .g_next(\g_next$545 ),
     .learn(learn),
-    .s_c(\s_c$439 ),
-    .s_f(\s_f$436 ),
+    .s_c(\s_c$430 ),
+    .s_f(\s_f$427 ),
     .sat_dg(\sat_dg$499 ),
     .sat_term(\sat_term$467 ),
-    .va_c(\vb_c$156 ),
-    .va_f(\vb_f$153 ),
-    .vb_c(\vb_c$166 ),
-    .vb_f(\vb_f$163 )
+    .va_c(\va_c$146 ),
+    .va_f(\va_f$142 ),
+    .vb_c(\vb_c$148 ),
+    .vb_f(\vb_f$144 )
   );
-  \clln_paper_xor.edge15  edge15 (
-    .g(\g$176 ),
+  \clln_paper_xor.edge13  edge13 (
+    .g(\g$160 ),
     .g_next(\g_next$546 ),
     .learn(learn),
-    .s_c(\s_c$429 ),
-    .s_f(\s_f$426 ),
+    .s_c(\s_c$440 ),
+    .s_f(\s_f$437 ),
     .sat_dg(\sat_dg$500 ),
     .sat_term(\sat_term$468 ),
-    .va_c(\vb_c$166 ),
-    .va_f(\vb_f$163 ),
-    .vb_c(\va_c$144 ),
-    .vb_f(\va_f$140 )
+    .va_c(\vb_c$148 ),
+    .va_f(\vb_f$144 ),
+    .vb_c(\vb_c$158 ),
+    .vb_f(\vb_f$155 )
   );
-  \clln_paper_xor.edge16  edge16 (
-    .g(\g$184 ),
+  \clln_paper_xor.edge14  edge14 (
+    .g(\g$170 ),
     .g_next(\g_next$547 ),
     .learn(learn),
-    .s_c(\s_c$316 ),
-    .s_f(\s_f$311 ),
+    .s_c(\s_c$441 ),
+    .s_f(\s_f$438 ),
     .sat_dg(\sat_dg$501 ),
     .sat_term(\sat_term$469 ),
-    .va_c(va_c),
-    .va_f(va_f),
-    .vb_c(\va_c$64 ),
-    .vb_f(\va_f$60 )
+    .va_c(\vb_c$158 ),
+    .va_f(\vb_f$155 ),
+    .vb_c(\vb_c$168 ),
+    .vb_f(\vb_f$165 )
   );
-  \clln_paper_xor.edge17  edge17 (
-    .g(\g$192 ),
+  \clln_paper_xor.edge15  edge15 (
+    .g(\g$178 ),
     .g_next(\g_next$548 ),
     .learn(learn),
-    .s_c(\s_c$328 ),
-    .s_f(\s_f$324 ),
+    .s_c(\s_c$431 ),
+    .s_f(\s_f$428 ),
     .sat_dg(\sat_dg$502 ),
     .sat_term(\sat_term$470 ),
-    .va_c(vb_c),
-    .va_f(vb_f),
-    .vb_c(\vb_c$66 ),
-    .vb_f(\vb_f$62 )
+    .va_c(\vb_c$168 ),
+    .va_f(\vb_f$165 ),
+    .vb_c(\va_c$146 ),
+    .vb_f(\va_f$142 )
   );
-  \clln_paper_xor.edge18  edge18 (
-    .g(\g$200 ),
+  \clln_paper_xor.edge16  edge16 (
+    .g(\g$186 ),
     .g_next(\g_next$549 ),
     .learn(learn),
-    .s_c(\s_c$340 ),
-    .s_f(\s_f$336 ),
+    .s_c(\s_c$318 ),
+    .s_f(\s_f$313 ),
     .sat_dg(\sat_dg$503 ),
     .sat_term(\sat_term$471 ),
-    .va_c(\vb_c$36 ),
-    .va_f(\vb_f$33 ),
-    .vb_c(\vb_c$76 ),
-    .vb_f(\vb_f$73 )
+    .va_c(va_c),
+    .va_f(va_f),
+    .vb_c(\va_c$66 ),
+    .vb_f(\va_f$62 )
   );
-  \clln_paper_xor.edge19  edge19 (
-    .g(\g$208 ),
+  \clln_paper_xor.edge17  edge17 (
+    .g(\g$194 ),
     .g_next(\g_next$550 ),
     .learn(learn),
-    .s_c(\s_c$350 ),
-    .s_f(\s_f$347 ),
+    .s_c(\s_c$330 ),
+    .s_f(\s_f$326 ),
     .sat_dg(\sat_dg$504 ),
     .sat_term(\sat_term$472 ),
-    .va_c(\vb_c$46 ),
-    .va_f(\vb_f$43 ),
-    .vb_c(\vb_c$86 ),
-    .vb_f(\vb_f$83 )
+    .va_c(vb_c),
+    .va_f(vb_f),
+    .vb_c(\vb_c$68 ),
+    .vb_f(\vb_f$64 )
   );
-  \clln_paper_xor.edge2  edge2 (
-    .g(\g$48 ),
-    .g_next(\g_next$533 ),
-    .learn(learn),
-    .s_c(\s_c$339 ),
-    .s_f(\s_f$335 ),
-    .sat_dg(\sat_dg$487 ),
-    .sat_term(\sat_term$455 ),
-    .va_c(\vb_c$36 ),
-    .va_f(\vb_f$33 ),
-    .vb_c(\vb_c$46 ),
-    .vb_f(\vb_f$43 )
-  );
-  \clln_paper_xor.edge20  edge20 (
-    .g(\g$216 ),
+  \clln_paper_xor.edge18  edge18 (
+    .g(\g$202 ),
     .g_next(\g_next$551 ),
     .learn(learn),
-    .s_c(\s_c$363 ),
-    .s_f(\s_f$359 ),
+    .s_c(\s_c$342 ),
+    .s_f(\s_f$338 ),
     .sat_dg(\sat_dg$505 ),
     .sat_term(\sat_term$473 ),
-    .va_c(\va_c$64 ),
-    .va_f(\va_f$60 ),
-    .vb_c(\va_c$104 ),
-    .vb_f(\va_f$100 )
+    .va_c(\vb_c$38 ),
+    .va_f(\vb_f$35 ),
+    .vb_c(\vb_c$78 ),
+    .vb_f(\vb_f$75 )
   );
-  \clln_paper_xor.edge21  edge21 (
-    .g(\g$224 ),
+  \clln_paper_xor.edge19  edge19 (
+    .g(\g$210 ),
     .g_next(\g_next$552 ),
     .learn(learn),
-    .s_c(\s_c$398 ),
-    .s_f(\s_f$394 ),
+    .s_c(\s_c$352 ),
+    .s_f(\s_f$349 ),
     .sat_dg(\sat_dg$506 ),
     .sat_term(\sat_term$474 ),
-    .va_c(\vb_c$66 ),
-    .va_f(\vb_f$62 ),
-    .vb_c(\vb_c$106 ),
-    .vb_f(\vb_f$102 )
+    .va_c(\vb_c$48 ),
+    .va_f(\vb_f$45 ),
+    .vb_c(\vb_c$88 ),
+    .vb_f(\vb_f$85 )
   );
-  \clln_paper_xor.edge22  edge22 (
-    .g(\g$232 ),
+  \clln_paper_xor.edge2  edge2 (
+    .g(\g$50 ),
+    .g_next(\g_next$535 ),
+    .learn(learn),
+    .s_c(\s_c$341 ),
+    .s_f(\s_f$337 ),
+    .sat_dg(\sat_dg$489 ),
+    .sat_term(\sat_term$457 ),
+    .va_c(\vb_c$38 ),
+    .va_f(\vb_f$35 ),
+    .vb_c(\vb_c$48 ),
+    .vb_f(\vb_f$45 )
+  );
+  \clln_paper_xor.edge20  edge20 (
+    .g(\g$218 ),
     .g_next(\g_next$553 ),
     .learn(learn),
-    .s_c(\s_c$375 ),
-    .s_f(\s_f$371 ),
+    .s_c(\s_c$365 ),
+    .s_f(\s_f$361 ),
     .sat_dg(\sat_dg$507 ),
     .sat_term(\sat_term$475 ),
-    .va_c(\vb_c$76 ),
-    .va_f(\vb_f$73 ),
-    .vb_c(\vb_c$116 ),
-    .vb_f(\vb_f$113 )
+    .va_c(\va_c$66 ),
+    .va_f(\va_f$62 ),
+    .vb_c(\va_c$106 ),
+    .vb_f(\va_f$102 )
   );
-  \clln_paper_xor.edge23  edge23 (
-    .g(\g$240 ),
+  \clln_paper_xor.edge21  edge21 (
+    .g(\g$226 ),
     .g_next(\g_next$554 ),
     .learn(learn),
-    .s_c(\s_c$418 ),
-    .s_f(\s_f$415 ),
+    .s_c(\s_c$400 ),
+    .s_f(\s_f$396 ),
     .sat_dg(\sat_dg$508 ),
     .sat_term(\sat_term$476 ),
-    .va_c(\vb_c$86 ),
-    .va_f(\vb_f$83 ),
-    .vb_c(\vb_c$126 ),
-    .vb_f(\vb_f$123 )
+    .va_c(\vb_c$68 ),
+    .va_f(\vb_f$64 ),
+    .vb_c(\vb_c$108 ),
+    .vb_f(\vb_f$104 )
   );
-  \clln_paper_xor.edge24  edge24 (
-    .g(\g$248 ),
+  \clln_paper_xor.edge22  edge22 (
+    .g(\g$234 ),
     .g_next(\g_next$555 ),
     .learn(learn),
-    .s_c(\s_c$387 ),
-    .s_f(\s_f$383 ),
+    .s_c(\s_c$377 ),
+    .s_f(\s_f$373 ),
     .sat_dg(\sat_dg$509 ),
     .sat_term(\sat_term$477 ),
-    .va_c(\va_c$104 ),
-    .va_f(\va_f$100 ),
-    .vb_c(\va_c$144 ),
-    .vb_f(\va_f$140 )
+    .va_c(\vb_c$78 ),
+    .va_f(\vb_f$75 ),
+    .vb_c(\vb_c$118 ),
+    .vb_f(\vb_f$115 )
   );
-  \clln_paper_xor.edge25  edge25 (
-    .g(\g$256 ),
+  \clln_paper_xor.edge23  edge23 (
+    .g(\g$242 ),
     .g_next(\g_next$556 ),
     .learn(learn),
-    .s_c(\s_c$399 ),
-    .s_f(\s_f$395 ),
+    .s_c(\s_c$420 ),
+    .s_f(\s_f$417 ),
     .sat_dg(\sat_dg$510 ),
     .sat_term(\sat_term$478 ),
-    .va_c(\vb_c$106 ),
-    .va_f(\vb_f$102 ),
-    .vb_c(\vb_c$146 ),
-    .vb_f(\vb_f$142 )
+    .va_c(\vb_c$88 ),
+    .va_f(\vb_f$85 ),
+    .vb_c(\vb_c$128 ),
+    .vb_f(\vb_f$125 )
   );
-  \clln_paper_xor.edge26  edge26 (
-    .g(\g$264 ),
+  \clln_paper_xor.edge24  edge24 (
+    .g(\g$250 ),
     .g_next(\g_next$557 ),
     .learn(learn),
-    .s_c(\s_c$409 ),
-    .s_f(\s_f$406 ),
+    .s_c(\s_c$389 ),
+    .s_f(\s_f$385 ),
     .sat_dg(\sat_dg$511 ),
     .sat_term(\sat_term$479 ),
-    .va_c(\vb_c$116 ),
-    .va_f(\vb_f$113 ),
-    .vb_c(\vb_c$156 ),
-    .vb_f(\vb_f$153 )
+    .va_c(\va_c$106 ),
+    .va_f(\va_f$102 ),
+    .vb_c(\va_c$146 ),
+    .vb_f(\va_f$142 )
   );
-  \clln_paper_xor.edge27  edge27 (
-    .g(\g$272 ),
+  \clln_paper_xor.edge25  edge25 (
+    .g(\g$258 ),
     .g_next(\g_next$558 ),
     .learn(learn),
-    .s_c(\s_c$419 ),
-    .s_f(\s_f$416 ),
+    .s_c(\s_c$401 ),
+    .s_f(\s_f$397 ),
     .sat_dg(\sat_dg$512 ),
     .sat_term(\sat_term$480 ),
-    .va_c(\vb_c$126 ),
-    .va_f(\vb_f$123 ),
-    .vb_c(\vb_c$166 ),
-    .vb_f(\vb_f$163 )
+    .va_c(\vb_c$108 ),
+    .va_f(\vb_f$104 ),
+    .vb_c(\vb_c$148 ),
+    .vb_f(\vb_f$144 )
   );
-  \clln_paper_xor.edge28  edge28 (
-    .g(\g$280 ),
+  \clln_paper_xor.edge26  edge26 (
+    .g(\g$266 ),
     .g_next(\g_next$559 ),
     .learn(learn),
-    .s_c(\s_c$317 ),
-    .s_f(\s_f$312 ),
+    .s_c(\s_c$411 ),
+    .s_f(\s_f$408 ),
     .sat_dg(\sat_dg$513 ),
     .sat_term(\sat_term$481 ),
-    .va_c(\va_c$144 ),
-    .va_f(\va_f$140 ),
+    .va_c(\vb_c$118 ),
+    .va_f(\vb_f$115 ),
+    .vb_c(\vb_c$158 ),
+    .vb_f(\vb_f$155 )
+  );
+  \clln_paper_xor.edge27  edge27 (
+    .g(\g$274 ),
+    .g_next(\g_next$560 ),
+    .learn(learn),
+    .s_c(\s_c$421 ),
+    .s_f(\s_f$418 ),
+    .sat_dg(\sat_dg$514 ),
+    .sat_term(\sat_term$482 ),
+    .va_c(\vb_c$128 ),
+    .va_f(\vb_f$125 ),
+    .vb_c(\vb_c$168 ),
+    .vb_f(\vb_f$165 )
+  );
+  \clln_paper_xor.edge28  edge28 (
+    .g(\g$282 ),
+    .g_next(\g_next$561 ),
+    .learn(learn),
+    .s_c(\s_c$319 ),
+    .s_f(\s_f$314 ),
+    .sat_dg(\sat_dg$515 ),
+    .sat_term(\sat_term$483 ),
+    .va_c(\va_c$146 ),
+    .va_f(\va_f$142 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_xor.edge29  edge29 (
-    .g(\g$288 ),
-    .g_next(\g_next$560 ),
+    .g(\g$290 ),
+    .g_next(\g_next$562 ),
     .learn(learn),
-    .s_c(\s_c$329 ),
-    .s_f(\s_f$325 ),
-    .sat_dg(\sat_dg$514 ),
-    .sat_term(\sat_term$482 ),
-    .va_c(\vb_c$146 ),
-    .va_f(\vb_f$142 ),
+    .s_c(\s_c$331 ),
+    .s_f(\s_f$327 ),
+    .sat_dg(\sat_dg$516 ),
+    .sat_term(\sat_term$484 ),
+    .va_c(\vb_c$148 ),
+    .va_f(\vb_f$144 ),
     .vb_c(vb_c),
     .vb_f(vb_f)
   );
   \clln_paper_xor.edge3  edge3 (
-    .g(\g$56 ),
-    .g_next(\g_next$534 ),
+    .g(\g$58 ),
+    .g_next(\g_next$536 ),
     .learn(learn),
-    .s_c(\s_c$315 ),
-    .s_f(\s_f$310 ),
-    .sat_dg(\sat_dg$488 ),
-    .sat_term(\sat_term$456 ),
-    .va_c(\vb_c$46 ),
-    .va_f(\vb_f$43 ),
+    .s_c(\s_c$317 ),
+    .s_f(\s_f$312 ),
+    .sat_dg(\sat_dg$490 ),
+    .sat_term(\sat_term$458 ),
+    .va_c(\vb_c$48 ),
+    .va_f(\vb_f$45 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_xor.edge30  edge30 (
-    .g(\g$296 ),
-    .g_next(\g_next$561 ),
+    .g(\g$298 ),
+    .g_next(\g_next$563 ),
     .learn(learn),
-    .s_c(\s_c$341 ),
-    .s_f(\s_f$337 ),
-    .sat_dg(\sat_dg$515 ),
-    .sat_term(\sat_term$483 ),
-    .va_c(\vb_c$156 ),
-    .va_f(\vb_f$153 ),
-    .vb_c(\vb_c$36 ),
-    .vb_f(\vb_f$33 )
+    .s_c(\s_c$343 ),
+    .s_f(\s_f$339 ),
+    .sat_dg(\sat_dg$517 ),
+    .sat_term(\sat_term$485 ),
+    .va_c(\vb_c$158 ),
+    .va_f(\vb_f$155 ),
+    .vb_c(\vb_c$38 ),
+    .vb_f(\vb_f$35 )
   );
   \clln_paper_xor.edge31  edge31 (
-    .g(\g$304 ),
-    .g_next(\g_next$562 ),
+    .g(\g$306 ),
+    .g_next(\g_next$564 ),
     .learn(learn),
-    .s_c(\s_c$351 ),
-    .s_f(\s_f$348 ),
-    .sat_dg(\sat_dg$516 ),
-    .sat_term(\sat_term$484 ),
-    .va_c(\vb_c$166 ),
-    .va_f(\vb_f$163 ),
-    .vb_c(\vb_c$46 ),
-    .vb_f(\vb_f$43 )
+    .s_c(\s_c$353 ),
+    .s_f(\s_f$350 ),
+    .sat_dg(\sat_dg$518 ),
+    .sat_term(\sat_term$486 ),
+    .va_c(\vb_c$168 ),
+    .va_f(\vb_f$165 ),
+    .vb_c(\vb_c$48 ),
+    .vb_f(\vb_f$45 )
   );
   \clln_paper_xor.edge4  edge4 (
-    .g(\g$68 ),
-    .g_next(\g_next$535 ),
-    .learn(learn),
-    .s_c(\s_c$361 ),
-    .s_f(\s_f$357 ),
-    .sat_dg(\sat_dg$489 ),
-    .sat_term(\sat_term$457 ),
-    .va_c(\va_c$64 ),
-    .va_f(\va_f$60 ),
-    .vb_c(\vb_c$66 ),
-    .vb_f(\vb_f$62 )
-  );
-  \clln_paper_xor.edge5  edge5 (
-    .g(\g$78 ),
-    .g_next(\g_next$536 ),
-    .learn(learn),
-    .s_c(\s_c$373 ),
-    .s_f(\s_f$369 ),
-    .sat_dg(\sat_dg$490 ),
-    .sat_term(\sat_term$458 ),
-    .va_c(\vb_c$66 ),
-    .va_f(\vb_f$62 ),
-    .vb_c(\vb_c$76 ),
-    .vb_f(\vb_f$73 )
-  );
-  \clln_paper_xor.edge6  edge6 (
-    .g(\g$88 ),
+    .g(\g$70 ),
     .g_next(\g_next$537 ),
     .learn(learn),
-    .s_c(\s_c$374 ),
-    .s_f(\s_f$370 ),
+    .s_c(\s_c$363 ),
+    .s_f(\s_f$359 ),
     .sat_dg(\sat_dg$491 ),
     .sat_term(\sat_term$459 ),
-    .va_c(\vb_c$76 ),
-    .va_f(\vb_f$73 ),
-    .vb_c(\vb_c$86 ),
-    .vb_f(\vb_f$83 )
+    .va_c(\va_c$66 ),
+    .va_f(\va_f$62 ),
+    .vb_c(\vb_c$68 ),
+    .vb_f(\vb_f$64 )
   );
-  \clln_paper_xor.edge7  edge7 (
-    .g(\g$96 ),
+  \clln_paper_xor.edge5  edge5 (
+    .g(\g$80 ),
     .g_next(\g_next$538 ),
     .learn(learn),
-    .s_c(\s_c$362 ),
-    .s_f(\s_f$358 ),
+    .s_c(\s_c$375 ),
+    .s_f(\s_f$371 ),
     .sat_dg(\sat_dg$492 ),
     .sat_term(\sat_term$460 ),
-    .va_c(\vb_c$86 ),
-    .va_f(\vb_f$83 ),
-    .vb_c(\va_c$64 ),
-    .vb_f(\va_f$60 )
+    .va_c(\vb_c$68 ),
+    .va_f(\vb_f$64 ),
+    .vb_c(\vb_c$78 ),
+    .vb_f(\vb_f$75 )
   );
-  \clln_paper_xor.edge8  edge8 (
-    .g(\g$108 ),
+  \clln_paper_xor.edge6  edge6 (
+    .g(\g$90 ),
     .g_next(\g_next$539 ),
     .learn(learn),
-    .s_c(\s_c$385 ),
-    .s_f(\s_f$381 ),
+    .s_c(\s_c$376 ),
+    .s_f(\s_f$372 ),
     .sat_dg(\sat_dg$493 ),
     .sat_term(\sat_term$461 ),
-    .va_c(\va_c$104 ),
-    .va_f(\va_f$100 ),
-    .vb_c(\vb_c$106 ),
-    .vb_f(\vb_f$102 )
+    .va_c(\vb_c$78 ),
+    .va_f(\vb_f$75 ),
+    .vb_c(\vb_c$88 ),
+    .vb_f(\vb_f$85 )
   );
-  \clln_paper_xor.edge9  edge9 (
-    .g(\g$118 ),
+  \clln_paper_xor.edge7  edge7 (
+    .g(\g$98 ),
     .g_next(\g_next$540 ),
     .learn(learn),
-    .s_c(\s_c$397 ),
-    .s_f(\s_f$393 ),
+    .s_c(\s_c$364 ),
+    .s_f(\s_f$360 ),
     .sat_dg(\sat_dg$494 ),
     .sat_term(\sat_term$462 ),
-    .va_c(\vb_c$106 ),
-    .va_f(\vb_f$102 ),
-    .vb_c(\vb_c$116 ),
-    .vb_f(\vb_f$113 )
+    .va_c(\vb_c$88 ),
+    .va_f(\vb_f$85 ),
+    .vb_c(\va_c$66 ),
+    .vb_f(\va_f$62 )
+  );
+  \clln_paper_xor.edge8  edge8 (
+    .g(\g$110 ),
+    .g_next(\g_next$541 ),
+    .learn(learn),
+    .s_c(\s_c$387 ),
+    .s_f(\s_f$383 ),
+    .sat_dg(\sat_dg$495 ),
+    .sat_term(\sat_term$463 ),
+    .va_c(\va_c$106 ),
+    .va_f(\va_f$102 ),
+    .vb_c(\vb_c$108 ),
+    .vb_f(\vb_f$104 )
+  );
+  \clln_paper_xor.edge9  edge9 (
+    .g(\g$120 ),
+    .g_next(\g_next$542 ),
+    .learn(learn),
+    .s_c(\s_c$399 ),
+    .s_f(\s_f$395 ),
+    .sat_dg(\sat_dg$496 ),
+    .sat_term(\sat_term$464 ),
+    .va_c(\vb_c$108 ),
+    .va_f(\vb_f$104 ),
+    .vb_c(\vb_c$118 ),
+    .vb_f(\vb_f$115 )
   );
   \clln_paper_xor.node0  node0 (
     .acc_c_exact(accc0),
@@ -2002,140 +2072,140 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   \clln_paper_xor.node1  node1 (
     .acc_c_exact(accc1),
     .acc_f_exact(accf1),
-    .flags(\flags$518 ),
+    .flags(\flags$520 ),
     .v_c(vb_c),
     .\v_c$20 (v_c_next),
     .v_f(vb_f),
-    .\v_f$9 (\v_f_next$564 )
+    .\v_f$9 (\v_f_next$566 )
   );
   \clln_paper_xor.node10  node10 (
     .acc_c_exact(accc10),
     .acc_f_exact(accf10),
-    .flags(\flags$525 ),
-    .v_c(\vb_c$116 ),
-    .v_f(\vb_f$113 ),
-    .\v_f$9 (\v_f_next$573 )
+    .flags(\flags$527 ),
+    .v_c(\vb_c$118 ),
+    .v_f(\vb_f$115 ),
+    .\v_f$9 (\v_f_next$575 )
   );
   \clln_paper_xor.node11  node11 (
     .acc_c_exact(accc11),
     .acc_f_exact(accf11),
-    .flags(\flags$526 ),
-    .v_c(\vb_c$126 ),
-    .\v_c$20 (\v_c_next$586 ),
-    .v_f(\vb_f$123 ),
-    .\v_f$9 (\v_f_next$574 )
+    .flags(\flags$528 ),
+    .v_c(\vb_c$128 ),
+    .\v_c$20 (\v_c_next$588 ),
+    .v_f(\vb_f$125 ),
+    .\v_f$9 (\v_f_next$576 )
   );
   \clln_paper_xor.node12  node12 (
     .acc_c_exact(accc12),
     .acc_f_exact(accf12),
-    .flags(\flags$527 ),
-    .v_c(\va_c$144 ),
-    .\v_c$20 (\v_c_next$587 ),
-    .v_f(\va_f$140 ),
-    .\v_f$9 (\v_f_next$575 )
+    .flags(\flags$529 ),
+    .v_c(\va_c$146 ),
+    .\v_c$20 (\v_c_next$589 ),
+    .v_f(\va_f$142 ),
+    .\v_f$9 (\v_f_next$577 )
   );
   \clln_paper_xor.node14  node14 (
     .acc_c_exact(accc14),
     .acc_f_exact(accf14),
-    .flags(\flags$528 ),
-    .v_c(\vb_c$156 ),
-    .\v_c$20 (\v_c_next$588 ),
-    .v_f(\vb_f$153 ),
-    .\v_f$9 (\v_f_next$577 )
+    .flags(\flags$530 ),
+    .v_c(\vb_c$158 ),
+    .\v_c$20 (\v_c_next$590 ),
+    .v_f(\vb_f$155 ),
+    .\v_f$9 (\v_f_next$579 )
   );
   \clln_paper_xor.node2  node2 (
     .acc_c_exact(accc2),
     .acc_f_exact(accf2),
-    .flags(\flags$519 ),
-    .v_c(\vb_c$36 ),
-    .\v_c$20 (\v_c_next$580 ),
-    .v_f(\vb_f$33 ),
-    .\v_f$9 (\v_f_next$565 )
+    .flags(\flags$521 ),
+    .v_c(\vb_c$38 ),
+    .\v_c$20 (\v_c_next$582 ),
+    .v_f(\vb_f$35 ),
+    .\v_f$9 (\v_f_next$567 )
   );
   \clln_paper_xor.node3  node3 (
     .acc_c_exact(accc3),
     .acc_f_exact(accf3),
-    .flags(\flags$520 ),
-    .v_c(\vb_c$46 ),
-    .\v_c$20 (\v_c_next$581 ),
-    .v_f(\vb_f$43 ),
-    .\v_f$9 (\v_f_next$566 )
+    .flags(\flags$522 ),
+    .v_c(\vb_c$48 ),
+    .\v_c$20 (\v_c_next$583 ),
+    .v_f(\vb_f$45 ),
+    .\v_f$9 (\v_f_next$568 )
   );
   \clln_paper_xor.node4  node4 (
     .acc_c_exact(accc4),
     .acc_f_exact(accf4),
-    .flags(\flags$521 ),
-    .v_c(\va_c$64 ),
-    .\v_c$20 (\v_c_next$582 ),
-    .v_f(\va_f$60 ),
-    .\v_f$9 (\v_f_next$567 )
+    .flags(\flags$523 ),
+    .v_c(\va_c$66 ),
+    .\v_c$20 (\v_c_next$584 ),
+    .v_f(\va_f$62 ),
+    .\v_f$9 (\v_f_next$569 )
   );
   \clln_paper_xor.node6  node6 (
     .acc_c_exact(accc6),
     .acc_f_exact(accf6),
-    .flags(\flags$522 ),
-    .v_c(\vb_c$76 ),
-    .\v_c$20 (\v_c_next$583 ),
-    .v_f(\vb_f$73 ),
-    .\v_f$9 (\v_f_next$569 )
+    .flags(\flags$524 ),
+    .v_c(\vb_c$78 ),
+    .\v_c$20 (\v_c_next$585 ),
+    .v_f(\vb_f$75 ),
+    .\v_f$9 (\v_f_next$571 )
   );
   \clln_paper_xor.node8  node8 (
     .acc_c_exact(accc8),
     .acc_f_exact(accf8),
-    .flags(\flags$523 ),
-    .v_c(\va_c$104 ),
-    .\v_c$20 (\v_c_next$584 ),
-    .v_f(\va_f$100 ),
-    .\v_f$9 (\v_f_next$571 )
+    .flags(\flags$525 ),
+    .v_c(\va_c$106 ),
+    .\v_c$20 (\v_c_next$586 ),
+    .v_f(\va_f$102 ),
+    .\v_f$9 (\v_f_next$573 )
   );
   \clln_paper_xor.node9  node9 (
     .acc_c_exact(accc9),
     .acc_f_exact(accf9),
-    .flags(\flags$524 ),
-    .v_c(\vb_c$106 ),
-    .\v_c$20 (\v_c_next$585 ),
-    .v_f(\vb_f$102 ),
-    .\v_f$9 (\v_f_next$572 )
+    .flags(\flags$526 ),
+    .v_c(\vb_c$108 ),
+    .\v_c$20 (\v_c_next$587 ),
+    .v_f(\vb_f$104 ),
+    .\v_f$9 (\v_f_next$574 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$272  = g;
+    \$303  = g;
     if (run) begin
-      \$272  = g_next;
+      \$303  = g_next;
     end
     if (gate_we) begin
       casez (gate_addr)
         5'h00:
-            \$272  = gate_data;
+            \$303  = gate_data;
       endcase
     end
     if (rst) begin
-      \$272  = 28'h1a30fec;
+      \$303  = 28'h1a30fec;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$273  = \g$38 ;
+    \$304  = \g$40 ;
     if (run) begin
-      \$273  = \g_next$532 ;
+      \$304  = \g_next$534 ;
     end
     if (gate_we) begin
       casez (gate_addr)
         5'h00:
             /* empty */;
         5'h01:
-            \$273  = gate_data;
+            \$304  = gate_data;
       endcase
     end
     if (rst) begin
-      \$273  = 28'h14510be;
+      \$304  = 28'h14510be;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$274  = \g$48 ;
+    \$305  = \g$50 ;
     if (run) begin
-      \$274  = \g_next$533 ;
+      \$305  = \g_next$535 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2144,18 +2214,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h01:
             /* empty */;
         5'h02:
-            \$274  = gate_data;
+            \$305  = gate_data;
       endcase
     end
     if (rst) begin
-      \$274  = 28'h10a7d3e;
+      \$305  = 28'h10a7d3e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$275  = \g$56 ;
+    \$306  = \g$58 ;
     if (run) begin
-      \$275  = \g_next$534 ;
+      \$306  = \g_next$536 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2166,18 +2236,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h02:
             /* empty */;
         5'h03:
-            \$275  = gate_data;
+            \$306  = gate_data;
       endcase
     end
     if (rst) begin
-      \$275  = 28'h1043b28;
+      \$306  = 28'h1043b28;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$276  = \g$68 ;
+    \$307  = \g$70 ;
     if (run) begin
-      \$276  = \g_next$535 ;
+      \$307  = \g_next$537 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2190,18 +2260,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h03:
             /* empty */;
         5'h04:
-            \$276  = gate_data;
+            \$307  = gate_data;
       endcase
     end
     if (rst) begin
-      \$276  = 28'h1d0327a;
+      \$307  = 28'h1d0327a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$277  = \g$78 ;
+    \$308  = \g$80 ;
     if (run) begin
-      \$277  = \g_next$536 ;
+      \$308  = \g_next$538 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2216,18 +2286,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h04:
             /* empty */;
         5'h05:
-            \$277  = gate_data;
+            \$308  = gate_data;
       endcase
     end
     if (rst) begin
-      \$277  = 28'h1e9aa59;
+      \$308  = 28'h1e9aa59;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$278  = \g$88 ;
+    \$309  = \g$90 ;
     if (run) begin
-      \$278  = \g_next$537 ;
+      \$309  = \g_next$539 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2244,18 +2314,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h05:
             /* empty */;
         5'h06:
-            \$278  = gate_data;
+            \$309  = gate_data;
       endcase
     end
     if (rst) begin
-      \$278  = 28'h19b4c7b;
+      \$309  = 28'h19b4c7b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$279  = \g$96 ;
+    \$310  = \g$98 ;
     if (run) begin
-      \$279  = \g_next$538 ;
+      \$310  = \g_next$540 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2274,18 +2344,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h06:
             /* empty */;
         5'h07:
-            \$279  = gate_data;
+            \$310  = gate_data;
       endcase
     end
     if (rst) begin
-      \$279  = 28'h1bac049;
+      \$310  = 28'h1bac049;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$280  = \g$108 ;
+    \$311  = \g$110 ;
     if (run) begin
-      \$280  = \g_next$539 ;
+      \$311  = \g_next$541 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2306,18 +2376,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h07:
             /* empty */;
         5'h08:
-            \$280  = gate_data;
+            \$311  = gate_data;
       endcase
     end
     if (rst) begin
-      \$280  = 28'h18b2b02;
+      \$311  = 28'h18b2b02;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$281  = \g$118 ;
+    \$312  = \g$120 ;
     if (run) begin
-      \$281  = \g_next$540 ;
+      \$312  = \g_next$542 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2340,18 +2410,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h08:
             /* empty */;
         5'h09:
-            \$281  = gate_data;
+            \$312  = gate_data;
       endcase
     end
     if (rst) begin
-      \$281  = 28'h1ef60e8;
+      \$312  = 28'h1ef60e8;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$282  = \g$128 ;
+    \$313  = \g$130 ;
     if (run) begin
-      \$282  = \g_next$541 ;
+      \$313  = \g_next$543 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2376,18 +2446,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h09:
             /* empty */;
         5'h0a:
-            \$282  = gate_data;
+            \$313  = gate_data;
       endcase
     end
     if (rst) begin
-      \$282  = 28'h1d0dbc7;
+      \$313  = 28'h1d0dbc7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$283  = \g$136 ;
+    \$314  = \g$138 ;
     if (run) begin
-      \$283  = \g_next$542 ;
+      \$314  = \g_next$544 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2414,18 +2484,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0a:
             /* empty */;
         5'h0b:
-            \$283  = gate_data;
+            \$314  = gate_data;
       endcase
     end
     if (rst) begin
-      \$283  = 28'h100b378;
+      \$314  = 28'h100b378;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$284  = \g$148 ;
+    \$315  = \g$150 ;
     if (run) begin
-      \$284  = \g_next$543 ;
+      \$315  = \g_next$545 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2454,18 +2524,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0b:
             /* empty */;
         5'h0c:
-            \$284  = gate_data;
+            \$315  = gate_data;
       endcase
     end
     if (rst) begin
-      \$284  = 28'h1db7ed9;
+      \$315  = 28'h1db7ed9;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$285  = \g$158 ;
+    \$316  = \g$160 ;
     if (run) begin
-      \$285  = \g_next$544 ;
+      \$316  = \g_next$546 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2496,18 +2566,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0c:
             /* empty */;
         5'h0d:
-            \$285  = gate_data;
+            \$316  = gate_data;
       endcase
     end
     if (rst) begin
-      \$285  = 28'h1089910;
+      \$316  = 28'h1089910;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$286  = \g$168 ;
+    \$317  = \g$170 ;
     if (run) begin
-      \$286  = \g_next$545 ;
+      \$317  = \g_next$547 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2540,18 +2610,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0d:
             /* empty */;
         5'h0e:
-            \$286  = gate_data;
+            \$317  = gate_data;
       endcase
     end
     if (rst) begin
-      \$286  = 28'h1bacab3;
+      \$317  = 28'h1bacab3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$287  = \g$176 ;
+    \$318  = \g$178 ;
     if (run) begin
-      \$287  = \g_next$546 ;
+      \$318  = \g_next$548 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2586,18 +2656,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0e:
             /* empty */;
         5'h0f:
-            \$287  = gate_data;
+            \$318  = gate_data;
       endcase
     end
     if (rst) begin
-      \$287  = 28'h12cf7c4;
+      \$318  = 28'h12cf7c4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$288  = \g$184 ;
+    \$319  = \g$186 ;
     if (run) begin
-      \$288  = \g_next$547 ;
+      \$319  = \g_next$549 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2634,18 +2704,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0f:
             /* empty */;
         5'h10:
-            \$288  = gate_data;
+            \$319  = gate_data;
       endcase
     end
     if (rst) begin
-      \$288  = 28'h1dcf94b;
+      \$319  = 28'h1dcf94b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$289  = \g$192 ;
+    \$320  = \g$194 ;
     if (run) begin
-      \$289  = \g_next$548 ;
+      \$320  = \g_next$550 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2684,18 +2754,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h10:
             /* empty */;
         5'h11:
-            \$289  = gate_data;
+            \$320  = gate_data;
       endcase
     end
     if (rst) begin
-      \$289  = 28'h18a9d34;
+      \$320  = 28'h18a9d34;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$290  = \g$200 ;
+    \$321  = \g$202 ;
     if (run) begin
-      \$290  = \g_next$549 ;
+      \$321  = \g_next$551 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2736,18 +2806,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h11:
             /* empty */;
         5'h12:
-            \$290  = gate_data;
+            \$321  = gate_data;
       endcase
     end
     if (rst) begin
-      \$290  = 28'h14cb9eb;
+      \$321  = 28'h14cb9eb;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$291  = \g$208 ;
+    \$322  = \g$210 ;
     if (run) begin
-      \$291  = \g_next$550 ;
+      \$322  = \g_next$552 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2790,18 +2860,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h12:
             /* empty */;
         5'h13:
-            \$291  = gate_data;
+            \$322  = gate_data;
       endcase
     end
     if (rst) begin
-      \$291  = 28'h16c353b;
+      \$322  = 28'h16c353b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$292  = \g$216 ;
+    \$323  = \g$218 ;
     if (run) begin
-      \$292  = \g_next$551 ;
+      \$323  = \g_next$553 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2846,18 +2916,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h13:
             /* empty */;
         5'h14:
-            \$292  = gate_data;
+            \$323  = gate_data;
       endcase
     end
     if (rst) begin
-      \$292  = 28'h1073ff5;
+      \$323  = 28'h1073ff5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$293  = \g$224 ;
+    \$324  = \g$226 ;
     if (run) begin
-      \$293  = \g_next$552 ;
+      \$324  = \g_next$554 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2904,18 +2974,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h14:
             /* empty */;
         5'h15:
-            \$293  = gate_data;
+            \$324  = gate_data;
       endcase
     end
     if (rst) begin
-      \$293  = 28'h11fd107;
+      \$324  = 28'h11fd107;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$294  = \g$232 ;
+    \$325  = \g$234 ;
     if (run) begin
-      \$294  = \g_next$553 ;
+      \$325  = \g_next$555 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -2964,18 +3034,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h15:
             /* empty */;
         5'h16:
-            \$294  = gate_data;
+            \$325  = gate_data;
       endcase
     end
     if (rst) begin
-      \$294  = 28'h1abae0b;
+      \$325  = 28'h1abae0b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$295  = \g$240 ;
+    \$326  = \g$242 ;
     if (run) begin
-      \$295  = \g_next$554 ;
+      \$326  = \g_next$556 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3026,18 +3096,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h16:
             /* empty */;
         5'h17:
-            \$295  = gate_data;
+            \$326  = gate_data;
       endcase
     end
     if (rst) begin
-      \$295  = 28'h1a5ae36;
+      \$326  = 28'h1a5ae36;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$296  = \g$248 ;
+    \$327  = \g$250 ;
     if (run) begin
-      \$296  = \g_next$555 ;
+      \$327  = \g_next$557 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3090,18 +3160,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h17:
             /* empty */;
         5'h18:
-            \$296  = gate_data;
+            \$327  = gate_data;
       endcase
     end
     if (rst) begin
-      \$296  = 28'h19d89e1;
+      \$327  = 28'h19d89e1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$297  = \g$256 ;
+    \$328  = \g$258 ;
     if (run) begin
-      \$297  = \g_next$556 ;
+      \$328  = \g_next$558 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3156,18 +3226,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h18:
             /* empty */;
         5'h19:
-            \$297  = gate_data;
+            \$328  = gate_data;
       endcase
     end
     if (rst) begin
-      \$297  = 28'h16238b1;
+      \$328  = 28'h16238b1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$298  = \g$264 ;
+    \$329  = \g$266 ;
     if (run) begin
-      \$298  = \g_next$557 ;
+      \$329  = \g_next$559 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3224,18 +3294,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h19:
             /* empty */;
         5'h1a:
-            \$298  = gate_data;
+            \$329  = gate_data;
       endcase
     end
     if (rst) begin
-      \$298  = 28'h1ff4926;
+      \$329  = 28'h1ff4926;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$299  = \g$272 ;
+    \$330  = \g$274 ;
     if (run) begin
-      \$299  = \g_next$558 ;
+      \$330  = \g_next$560 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3294,18 +3364,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1a:
             /* empty */;
         5'h1b:
-            \$299  = gate_data;
+            \$330  = gate_data;
       endcase
     end
     if (rst) begin
-      \$299  = 28'h1fb1806;
+      \$330  = 28'h1fb1806;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$300  = \g$280 ;
+    \$331  = \g$282 ;
     if (run) begin
-      \$300  = \g_next$559 ;
+      \$331  = \g_next$561 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3366,18 +3436,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1b:
             /* empty */;
         5'h1c:
-            \$300  = gate_data;
+            \$331  = gate_data;
       endcase
     end
     if (rst) begin
-      \$300  = 28'h1af7fae;
+      \$331  = 28'h1af7fae;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$301  = \g$288 ;
+    \$332  = \g$290 ;
     if (run) begin
-      \$301  = \g_next$560 ;
+      \$332  = \g_next$562 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3440,18 +3510,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1c:
             /* empty */;
         5'h1d:
-            \$301  = gate_data;
+            \$332  = gate_data;
       endcase
     end
     if (rst) begin
-      \$301  = 28'h1a68480;
+      \$332  = 28'h1a68480;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$302  = \g$296 ;
+    \$333  = \g$298 ;
     if (run) begin
-      \$302  = \g_next$561 ;
+      \$333  = \g_next$563 ;
     end
     if (gate_we) begin
       casez (gate_addr)
@@ -3516,18 +3586,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1d:
             /* empty */;
         5'h1e:
-            \$302  = gate_data;
+            \$333  = gate_data;
       endcase
     end
     if (rst) begin
-      \$302  = 28'h1b03e0c;
+      \$333  = 28'h1b03e0c;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$303  = \g$304 ;
+    \$334  = \g$306 ;
     if (run) begin
-      \$303  = \g_next$562 ;
+      \$334  = \g_next$564 ;
     end
     if (gate_we) begin
       (* full_case = 32'd1 *)
@@ -3595,341 +3665,31 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1e:
             /* empty */;
         5'h1f:
-            \$303  = gate_data;
+            \$334  = gate_data;
       endcase
     end
     if (rst) begin
-      \$303  = 28'h163905b;
+      \$334  = 28'h163905b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$304  = sat_flags;
+    \$335  = sat_flags;
     if (run) begin
-      \$304  = \$270 ;
+      \$335  = \$270 ;
     end
     if (clear_flags) begin
-      \$304  = 5'h00;
+      \$335  = 5'h00;
     end
     if (rst) begin
-      \$304  = 5'h00;
+      \$335  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$305  = va_f;
+    \$336  = va_f;
     if (tick_done) begin
-      \$305  = v_f_next;
-    end
-    if (rst) begin
-      \$305  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$306  = vb_f;
-    if (tick_done) begin
-      \$306  = \v_f_next$564 ;
-    end
-    if (rst) begin
-      \$306  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$307  = \vb_f$33 ;
-    if (tick_done) begin
-      \$307  = \v_f_next$565 ;
-    end
-    if (rst) begin
-      \$307  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$308  = \vb_f$43 ;
-    if (tick_done) begin
-      \$308  = \v_f_next$566 ;
-    end
-    if (rst) begin
-      \$308  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$309  = \va_f$60 ;
-    if (tick_done) begin
-      \$309  = \v_f_next$567 ;
-    end
-    if (rst) begin
-      \$309  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$310  = \vb_f$62 ;
-    if (tick_done) begin
-      \$310  = drive2;
-    end
-    if (rst) begin
-      \$310  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$311  = \vb_f$73 ;
-    if (tick_done) begin
-      \$311  = \v_f_next$569 ;
-    end
-    if (rst) begin
-      \$311  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$312  = \vb_f$83 ;
-    if (tick_done) begin
-      \$312  = drive3;
-    end
-    if (rst) begin
-      \$312  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$313  = \va_f$100 ;
-    if (tick_done) begin
-      \$313  = \v_f_next$571 ;
-    end
-    if (rst) begin
-      \$313  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$314  = \vb_f$102 ;
-    if (tick_done) begin
-      \$314  = \v_f_next$572 ;
-    end
-    if (rst) begin
-      \$314  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$315  = \vb_f$113 ;
-    if (tick_done) begin
-      \$315  = \v_f_next$573 ;
-    end
-    if (rst) begin
-      \$315  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$316  = \vb_f$123 ;
-    if (tick_done) begin
-      \$316  = \v_f_next$574 ;
-    end
-    if (rst) begin
-      \$316  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$317  = \va_f$140 ;
-    if (tick_done) begin
-      \$317  = \v_f_next$575 ;
-    end
-    if (rst) begin
-      \$317  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$318  = \vb_f$142 ;
-    if (tick_done) begin
-      \$318  = drive1;
-    end
-    if (rst) begin
-      \$318  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = \vb_f$153 ;
-    if (tick_done) begin
-      \$319  = \v_f_next$577 ;
-    end
-    if (rst) begin
-      \$319  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = \vb_f$163 ;
-    if (tick_done) begin
-      \$320  = drive0;
-    end
-    if (rst) begin
-      \$320  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = va_c;
-    if (tick_done) begin
-      \$321  = \$123 [17:0];
-    end
-    if (rst) begin
-      \$321  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$322  = vb_c;
-    if (tick_done) begin
-      \$322  = v_c_next;
-    end
-    if (rst) begin
-      \$322  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = \vb_c$36 ;
-    if (tick_done) begin
-      \$323  = \v_c_next$580 ;
-    end
-    if (rst) begin
-      \$323  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$324  = \vb_c$46 ;
-    if (tick_done) begin
-      \$324  = \v_c_next$581 ;
-    end
-    if (rst) begin
-      \$324  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$325  = \va_c$64 ;
-    if (tick_done) begin
-      \$325  = \v_c_next$582 ;
-    end
-    if (rst) begin
-      \$325  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$326  = \vb_c$66 ;
-    if (tick_done) begin
-      \$326  = drive2;
-    end
-    if (rst) begin
-      \$326  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = \vb_c$76 ;
-    if (tick_done) begin
-      \$327  = \v_c_next$583 ;
-    end
-    if (rst) begin
-      \$327  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$328  = \vb_c$86 ;
-    if (tick_done) begin
-      \$328  = drive3;
-    end
-    if (rst) begin
-      \$328  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$329  = \va_c$104 ;
-    if (tick_done) begin
-      \$329  = \v_c_next$584 ;
-    end
-    if (rst) begin
-      \$329  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$330  = \vb_c$106 ;
-    if (tick_done) begin
-      \$330  = \v_c_next$585 ;
-    end
-    if (rst) begin
-      \$330  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$331  = \vb_c$116 ;
-    if (tick_done) begin
-      \$331  = \$117 [17:0];
-    end
-    if (rst) begin
-      \$331  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$332  = \vb_c$126 ;
-    if (tick_done) begin
-      \$332  = \v_c_next$586 ;
-    end
-    if (rst) begin
-      \$332  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$333  = \va_c$144 ;
-    if (tick_done) begin
-      \$333  = \v_c_next$587 ;
-    end
-    if (rst) begin
-      \$333  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$334  = \vb_c$146 ;
-    if (tick_done) begin
-      \$334  = drive1;
-    end
-    if (rst) begin
-      \$334  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$335  = \vb_c$156 ;
-    if (tick_done) begin
-      \$335  = \v_c_next$588 ;
-    end
-    if (rst) begin
-      \$335  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$336  = \vb_c$166 ;
-    if (tick_done) begin
-      \$336  = drive0;
+      \$336  = v_f_next;
     end
     if (rst) begin
       \$336  = 18'h00000;
@@ -3937,22 +3697,19 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$337  = ticks;
+    \$337  = vb_f;
     if (tick_done) begin
-      \$337  = \$271 [31:0];
+      \$337  = \v_f_next$566 ;
     end
     if (rst) begin
-      \$337  = 32'd0;
+      \$337  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$338  = drive0;
-    if (sample_we) begin
-      casez (sample_addr)
-        3'h0:
-            \$338  = sample_data;
-      endcase
+    \$338  = \vb_f$35 ;
+    if (tick_done) begin
+      \$338  = \v_f_next$567 ;
     end
     if (rst) begin
       \$338  = 18'h00000;
@@ -3960,14 +3717,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$339  = drive1;
-    if (sample_we) begin
-      casez (sample_addr)
-        3'h0:
-            /* empty */;
-        3'h1:
-            \$339  = sample_data;
-      endcase
+    \$339  = \vb_f$45 ;
+    if (tick_done) begin
+      \$339  = \v_f_next$568 ;
     end
     if (rst) begin
       \$339  = 18'h00000;
@@ -3975,7 +3727,325 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$340  = drive2;
+    \$340  = \va_f$62 ;
+    if (tick_done) begin
+      \$340  = \v_f_next$569 ;
+    end
+    if (rst) begin
+      \$340  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$341  = \vb_f$64 ;
+    if (tick_done) begin
+      \$341  = drive2;
+    end
+    if (rst) begin
+      \$341  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$342  = \vb_f$75 ;
+    if (tick_done) begin
+      \$342  = \v_f_next$571 ;
+    end
+    if (rst) begin
+      \$342  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$343  = \vb_f$85 ;
+    if (tick_done) begin
+      \$343  = drive3;
+    end
+    if (rst) begin
+      \$343  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$344  = \va_f$102 ;
+    if (tick_done) begin
+      \$344  = \v_f_next$573 ;
+    end
+    if (rst) begin
+      \$344  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$345  = \vb_f$104 ;
+    if (tick_done) begin
+      \$345  = \v_f_next$574 ;
+    end
+    if (rst) begin
+      \$345  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$346  = \vb_f$115 ;
+    if (tick_done) begin
+      \$346  = \v_f_next$575 ;
+    end
+    if (rst) begin
+      \$346  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$347  = \vb_f$125 ;
+    if (tick_done) begin
+      \$347  = \v_f_next$576 ;
+    end
+    if (rst) begin
+      \$347  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$348  = \va_f$142 ;
+    if (tick_done) begin
+      \$348  = \v_f_next$577 ;
+    end
+    if (rst) begin
+      \$348  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$349  = \vb_f$144 ;
+    if (tick_done) begin
+      \$349  = drive1;
+    end
+    if (rst) begin
+      \$349  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$350  = \vb_f$155 ;
+    if (tick_done) begin
+      \$350  = \v_f_next$579 ;
+    end
+    if (rst) begin
+      \$350  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$351  = \vb_f$165 ;
+    if (tick_done) begin
+      \$351  = drive0;
+    end
+    if (rst) begin
+      \$351  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$352  = va_c;
+    if (tick_done) begin
+      \$352  = \$123 [17:0];
+    end
+    if (rst) begin
+      \$352  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$353  = vb_c;
+    if (tick_done) begin
+      \$353  = v_c_next;
+    end
+    if (rst) begin
+      \$353  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$354  = \vb_c$38 ;
+    if (tick_done) begin
+      \$354  = \v_c_next$582 ;
+    end
+    if (rst) begin
+      \$354  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$355  = \vb_c$48 ;
+    if (tick_done) begin
+      \$355  = \v_c_next$583 ;
+    end
+    if (rst) begin
+      \$355  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$356  = \va_c$66 ;
+    if (tick_done) begin
+      \$356  = \v_c_next$584 ;
+    end
+    if (rst) begin
+      \$356  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$357  = \vb_c$68 ;
+    if (tick_done) begin
+      \$357  = drive2;
+    end
+    if (rst) begin
+      \$357  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$358  = \vb_c$78 ;
+    if (tick_done) begin
+      \$358  = \v_c_next$585 ;
+    end
+    if (rst) begin
+      \$358  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$359  = \vb_c$88 ;
+    if (tick_done) begin
+      \$359  = drive3;
+    end
+    if (rst) begin
+      \$359  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$360  = \va_c$106 ;
+    if (tick_done) begin
+      \$360  = \v_c_next$586 ;
+    end
+    if (rst) begin
+      \$360  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$361  = \vb_c$108 ;
+    if (tick_done) begin
+      \$361  = \v_c_next$587 ;
+    end
+    if (rst) begin
+      \$361  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$362  = \vb_c$118 ;
+    if (tick_done) begin
+      \$362  = \$117 [17:0];
+    end
+    if (rst) begin
+      \$362  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$363  = \vb_c$128 ;
+    if (tick_done) begin
+      \$363  = \v_c_next$588 ;
+    end
+    if (rst) begin
+      \$363  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$364  = \va_c$146 ;
+    if (tick_done) begin
+      \$364  = \v_c_next$589 ;
+    end
+    if (rst) begin
+      \$364  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$365  = \vb_c$148 ;
+    if (tick_done) begin
+      \$365  = drive1;
+    end
+    if (rst) begin
+      \$365  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$366  = \vb_c$158 ;
+    if (tick_done) begin
+      \$366  = \v_c_next$590 ;
+    end
+    if (rst) begin
+      \$366  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$367  = \vb_c$168 ;
+    if (tick_done) begin
+      \$367  = drive0;
+    end
+    if (rst) begin
+      \$367  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$368  = ticks;
+    if (tick_done) begin
+      \$368  = \$271 [31:0];
+    end
+    if (rst) begin
+      \$368  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$369  = drive0;
+    if (sample_we) begin
+      casez (sample_addr)
+        3'h0:
+            \$369  = sample_data;
+      endcase
+    end
+    if (rst) begin
+      \$369  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$370  = drive1;
+    if (sample_we) begin
+      casez (sample_addr)
+        3'h0:
+            /* empty */;
+        3'h1:
+            \$370  = sample_data;
+      endcase
+    end
+    if (rst) begin
+      \$370  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$371  = drive2;
     if (sample_we) begin
       casez (sample_addr)
         3'h0:
@@ -3983,16 +4053,16 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         3'h1:
             /* empty */;
         3'h2:
-            \$340  = sample_data;
+            \$371  = sample_data;
       endcase
     end
     if (rst) begin
-      \$340  = 18'h01c29;
+      \$371  = 18'h01c29;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$341  = drive3;
+    \$372  = drive3;
     if (sample_we) begin
       casez (sample_addr)
         3'h0:
@@ -4002,16 +4072,16 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         3'h2:
             /* empty */;
         3'h3:
-            \$341  = sample_data;
+            \$372  = sample_data;
       endcase
     end
     if (rst) begin
-      \$341  = 18'h0547b;
+      \$372  = 18'h0547b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$342  = target0;
+    \$373  = target0;
     if (sample_we) begin
       casez (sample_addr)
         3'h0:
@@ -4023,11 +4093,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         3'h3:
             /* empty */;
         3'h4:
-            \$342  = sample_data;
+            \$373  = sample_data;
       endcase
     end
     if (rst) begin
-      \$342  = 18'h00000;
+      \$373  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$374  = \$302 ;
+    if (rst) begin
+      \$374  = 28'h0000000;
     end
   end
   assign commit = tick_done;
@@ -4037,277 +4114,277 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign vc1 = vb_c;
   assign g0 = g;
   assign vt = 18'h09eb8;
-  assign \learn$31  = learn;
-  assign \va_f$32  = vb_f;
-  assign vf2 = \vb_f$33 ;
-  assign \va_c$35  = vb_c;
-  assign vc2 = \vb_c$36 ;
-  assign g1 = \g$38 ;
-  assign \vt$40  = 18'h09eb8;
-  assign \learn$41  = learn;
-  assign \va_f$42  = \vb_f$33 ;
-  assign vf3 = \vb_f$43 ;
-  assign \va_c$45  = \vb_c$36 ;
-  assign vc3 = \vb_c$46 ;
-  assign g2 = \g$48 ;
-  assign \vt$50  = 18'h09eb8;
-  assign \learn$51  = learn;
-  assign \va_f$52  = \vb_f$43 ;
-  assign \vb_f$53  = va_f;
-  assign \va_c$54  = \vb_c$46 ;
-  assign \vb_c$55  = va_c;
-  assign g3 = \g$56 ;
-  assign \vt$58  = 18'h09eb8;
-  assign \learn$59  = learn;
-  assign vf4 = \va_f$60 ;
-  assign vf5 = \vb_f$62 ;
-  assign vc4 = \va_c$64 ;
-  assign vc5 = \vb_c$66 ;
-  assign g4 = \g$68 ;
-  assign \vt$70  = 18'h09eb8;
-  assign \learn$71  = learn;
-  assign \va_f$72  = \vb_f$62 ;
-  assign vf6 = \vb_f$73 ;
-  assign \va_c$75  = \vb_c$66 ;
-  assign vc6 = \vb_c$76 ;
-  assign g5 = \g$78 ;
-  assign \vt$80  = 18'h09eb8;
-  assign \learn$81  = learn;
-  assign \va_f$82  = \vb_f$73 ;
-  assign vf7 = \vb_f$83 ;
-  assign \va_c$85  = \vb_c$76 ;
-  assign vc7 = \vb_c$86 ;
-  assign g6 = \g$88 ;
-  assign \vt$90  = 18'h09eb8;
-  assign \learn$91  = learn;
-  assign \va_f$92  = \vb_f$83 ;
-  assign \vb_f$93  = \va_f$60 ;
-  assign \va_c$94  = \vb_c$86 ;
-  assign \vb_c$95  = \va_c$64 ;
-  assign g7 = \g$96 ;
-  assign \vt$98  = 18'h09eb8;
-  assign \learn$99  = learn;
-  assign vf8 = \va_f$100 ;
-  assign vf9 = \vb_f$102 ;
-  assign vc8 = \va_c$104 ;
-  assign vc9 = \vb_c$106 ;
-  assign g8 = \g$108 ;
-  assign \vt$110  = 18'h09eb8;
-  assign \learn$111  = learn;
-  assign \va_f$112  = \vb_f$102 ;
-  assign vf10 = \vb_f$113 ;
-  assign \va_c$115  = \vb_c$106 ;
-  assign vc10 = \vb_c$116 ;
-  assign g9 = \g$118 ;
-  assign \vt$120  = 18'h09eb8;
-  assign \learn$121  = learn;
-  assign \va_f$122  = \vb_f$113 ;
-  assign vf11 = \vb_f$123 ;
-  assign \va_c$125  = \vb_c$116 ;
-  assign vc11 = \vb_c$126 ;
-  assign g10 = \g$128 ;
-  assign \vt$130  = 18'h09eb8;
-  assign \learn$131  = learn;
-  assign \va_f$132  = \vb_f$123 ;
-  assign \vb_f$133  = \va_f$100 ;
-  assign \va_c$134  = \vb_c$126 ;
-  assign \vb_c$135  = \va_c$104 ;
-  assign g11 = \g$136 ;
-  assign \vt$138  = 18'h09eb8;
-  assign \learn$139  = learn;
-  assign vf12 = \va_f$140 ;
-  assign vf13 = \vb_f$142 ;
-  assign vc12 = \va_c$144 ;
-  assign vc13 = \vb_c$146 ;
-  assign g12 = \g$148 ;
-  assign \vt$150  = 18'h09eb8;
-  assign \learn$151  = learn;
-  assign \va_f$152  = \vb_f$142 ;
-  assign vf14 = \vb_f$153 ;
-  assign \va_c$155  = \vb_c$146 ;
-  assign vc14 = \vb_c$156 ;
-  assign g13 = \g$158 ;
-  assign \vt$160  = 18'h09eb8;
-  assign \learn$161  = learn;
-  assign \va_f$162  = \vb_f$153 ;
-  assign vf15 = \vb_f$163 ;
-  assign \va_c$165  = \vb_c$156 ;
-  assign vc15 = \vb_c$166 ;
-  assign g14 = \g$168 ;
-  assign \vt$170  = 18'h09eb8;
-  assign \learn$171  = learn;
-  assign \va_f$172  = \vb_f$163 ;
-  assign \vb_f$173  = \va_f$140 ;
-  assign \va_c$174  = \vb_c$166 ;
-  assign \vb_c$175  = \va_c$144 ;
-  assign g15 = \g$176 ;
-  assign \vt$178  = 18'h09eb8;
-  assign \learn$179  = learn;
-  assign \va_f$180  = va_f;
-  assign \vb_f$181  = \va_f$60 ;
-  assign \va_c$182  = va_c;
-  assign \vb_c$183  = \va_c$64 ;
-  assign g16 = \g$184 ;
-  assign \vt$186  = 18'h09eb8;
-  assign \learn$187  = learn;
-  assign \va_f$188  = vb_f;
-  assign \vb_f$189  = \vb_f$62 ;
-  assign \va_c$190  = vb_c;
-  assign \vb_c$191  = \vb_c$66 ;
-  assign g17 = \g$192 ;
-  assign \vt$194  = 18'h09eb8;
-  assign \learn$195  = learn;
-  assign \va_f$196  = \vb_f$33 ;
-  assign \vb_f$197  = \vb_f$73 ;
-  assign \va_c$198  = \vb_c$36 ;
-  assign \vb_c$199  = \vb_c$76 ;
-  assign g18 = \g$200 ;
-  assign \vt$202  = 18'h09eb8;
-  assign \learn$203  = learn;
-  assign \va_f$204  = \vb_f$43 ;
-  assign \vb_f$205  = \vb_f$83 ;
-  assign \va_c$206  = \vb_c$46 ;
-  assign \vb_c$207  = \vb_c$86 ;
-  assign g19 = \g$208 ;
-  assign \vt$210  = 18'h09eb8;
-  assign \learn$211  = learn;
-  assign \va_f$212  = \va_f$60 ;
-  assign \vb_f$213  = \va_f$100 ;
-  assign \va_c$214  = \va_c$64 ;
-  assign \vb_c$215  = \va_c$104 ;
-  assign g20 = \g$216 ;
-  assign \vt$218  = 18'h09eb8;
-  assign \learn$219  = learn;
-  assign \va_f$220  = \vb_f$62 ;
-  assign \vb_f$221  = \vb_f$102 ;
-  assign \va_c$222  = \vb_c$66 ;
-  assign \vb_c$223  = \vb_c$106 ;
-  assign g21 = \g$224 ;
-  assign \vt$226  = 18'h09eb8;
-  assign \learn$227  = learn;
-  assign \va_f$228  = \vb_f$73 ;
-  assign \vb_f$229  = \vb_f$113 ;
-  assign \va_c$230  = \vb_c$76 ;
-  assign \vb_c$231  = \vb_c$116 ;
-  assign g22 = \g$232 ;
-  assign \vt$234  = 18'h09eb8;
-  assign \learn$235  = learn;
-  assign \va_f$236  = \vb_f$83 ;
-  assign \vb_f$237  = \vb_f$123 ;
-  assign \va_c$238  = \vb_c$86 ;
-  assign \vb_c$239  = \vb_c$126 ;
-  assign g23 = \g$240 ;
-  assign \vt$242  = 18'h09eb8;
-  assign \learn$243  = learn;
-  assign \va_f$244  = \va_f$100 ;
-  assign \vb_f$245  = \va_f$140 ;
-  assign \va_c$246  = \va_c$104 ;
-  assign \vb_c$247  = \va_c$144 ;
-  assign g24 = \g$248 ;
-  assign \vt$250  = 18'h09eb8;
-  assign \learn$251  = learn;
-  assign \va_f$252  = \vb_f$102 ;
-  assign \vb_f$253  = \vb_f$142 ;
-  assign \va_c$254  = \vb_c$106 ;
-  assign \vb_c$255  = \vb_c$146 ;
-  assign g25 = \g$256 ;
-  assign \vt$258  = 18'h09eb8;
-  assign \learn$259  = learn;
-  assign \va_f$260  = \vb_f$113 ;
-  assign \vb_f$261  = \vb_f$153 ;
-  assign \va_c$262  = \vb_c$116 ;
-  assign \vb_c$263  = \vb_c$156 ;
-  assign g26 = \g$264 ;
-  assign \vt$266  = 18'h09eb8;
-  assign \learn$267  = learn;
-  assign \va_f$268  = \vb_f$123 ;
-  assign \vb_f$269  = \vb_f$163 ;
-  assign \va_c$270  = \vb_c$126 ;
-  assign \vb_c$271  = \vb_c$166 ;
-  assign g27 = \g$272 ;
-  assign \vt$274  = 18'h09eb8;
-  assign \learn$275  = learn;
-  assign \va_f$276  = \va_f$140 ;
-  assign \vb_f$277  = va_f;
-  assign \va_c$278  = \va_c$144 ;
-  assign \vb_c$279  = va_c;
-  assign g28 = \g$280 ;
-  assign \vt$282  = 18'h09eb8;
-  assign \learn$283  = learn;
-  assign \va_f$284  = \vb_f$142 ;
-  assign \vb_f$285  = vb_f;
-  assign \va_c$286  = \vb_c$146 ;
-  assign \vb_c$287  = vb_c;
-  assign g29 = \g$288 ;
-  assign \vt$290  = 18'h09eb8;
-  assign \learn$291  = learn;
-  assign \va_f$292  = \vb_f$153 ;
-  assign \vb_f$293  = \vb_f$33 ;
-  assign \va_c$294  = \vb_c$156 ;
-  assign \vb_c$295  = \vb_c$36 ;
-  assign g30 = \g$296 ;
-  assign \vt$298  = 18'h09eb8;
-  assign \learn$299  = learn;
-  assign \va_f$300  = \vb_f$163 ;
-  assign \vb_f$301  = \vb_f$43 ;
-  assign \va_c$302  = \vb_c$166 ;
-  assign \vb_c$303  = \vb_c$46 ;
-  assign g31 = \g$304 ;
-  assign \vt$306  = 18'h09eb8;
-  assign \learn$307  = learn;
+  assign \learn$33  = learn;
+  assign \va_f$34  = vb_f;
+  assign vf2 = \vb_f$35 ;
+  assign \va_c$37  = vb_c;
+  assign vc2 = \vb_c$38 ;
+  assign g1 = \g$40 ;
+  assign \vt$42  = 18'h09eb8;
+  assign \learn$43  = learn;
+  assign \va_f$44  = \vb_f$35 ;
+  assign vf3 = \vb_f$45 ;
+  assign \va_c$47  = \vb_c$38 ;
+  assign vc3 = \vb_c$48 ;
+  assign g2 = \g$50 ;
+  assign \vt$52  = 18'h09eb8;
+  assign \learn$53  = learn;
+  assign \va_f$54  = \vb_f$45 ;
+  assign \vb_f$55  = va_f;
+  assign \va_c$56  = \vb_c$48 ;
+  assign \vb_c$57  = va_c;
+  assign g3 = \g$58 ;
+  assign \vt$60  = 18'h09eb8;
+  assign \learn$61  = learn;
+  assign vf4 = \va_f$62 ;
+  assign vf5 = \vb_f$64 ;
+  assign vc4 = \va_c$66 ;
+  assign vc5 = \vb_c$68 ;
+  assign g4 = \g$70 ;
+  assign \vt$72  = 18'h09eb8;
+  assign \learn$73  = learn;
+  assign \va_f$74  = \vb_f$64 ;
+  assign vf6 = \vb_f$75 ;
+  assign \va_c$77  = \vb_c$68 ;
+  assign vc6 = \vb_c$78 ;
+  assign g5 = \g$80 ;
+  assign \vt$82  = 18'h09eb8;
+  assign \learn$83  = learn;
+  assign \va_f$84  = \vb_f$75 ;
+  assign vf7 = \vb_f$85 ;
+  assign \va_c$87  = \vb_c$78 ;
+  assign vc7 = \vb_c$88 ;
+  assign g6 = \g$90 ;
+  assign \vt$92  = 18'h09eb8;
+  assign \learn$93  = learn;
+  assign \va_f$94  = \vb_f$85 ;
+  assign \vb_f$95  = \va_f$62 ;
+  assign \va_c$96  = \vb_c$88 ;
+  assign \vb_c$97  = \va_c$66 ;
+  assign g7 = \g$98 ;
+  assign \vt$100  = 18'h09eb8;
+  assign \learn$101  = learn;
+  assign vf8 = \va_f$102 ;
+  assign vf9 = \vb_f$104 ;
+  assign vc8 = \va_c$106 ;
+  assign vc9 = \vb_c$108 ;
+  assign g8 = \g$110 ;
+  assign \vt$112  = 18'h09eb8;
+  assign \learn$113  = learn;
+  assign \va_f$114  = \vb_f$104 ;
+  assign vf10 = \vb_f$115 ;
+  assign \va_c$117  = \vb_c$108 ;
+  assign vc10 = \vb_c$118 ;
+  assign g9 = \g$120 ;
+  assign \vt$122  = 18'h09eb8;
+  assign \learn$123  = learn;
+  assign \va_f$124  = \vb_f$115 ;
+  assign vf11 = \vb_f$125 ;
+  assign \va_c$127  = \vb_c$118 ;
+  assign vc11 = \vb_c$128 ;
+  assign g10 = \g$130 ;
+  assign \vt$132  = 18'h09eb8;
+  assign \learn$133  = learn;
+  assign \va_f$134  = \vb_f$125 ;
+  assign \vb_f$135  = \va_f$102 ;
+  assign \va_c$136  = \vb_c$128 ;
+  assign \vb_c$137  = \va_c$106 ;
+  assign g11 = \g$138 ;
+  assign \vt$140  = 18'h09eb8;
+  assign \learn$141  = learn;
+  assign vf12 = \va_f$142 ;
+  assign vf13 = \vb_f$144 ;
+  assign vc12 = \va_c$146 ;
+  assign vc13 = \vb_c$148 ;
+  assign g12 = \g$150 ;
+  assign \vt$152  = 18'h09eb8;
+  assign \learn$153  = learn;
+  assign \va_f$154  = \vb_f$144 ;
+  assign vf14 = \vb_f$155 ;
+  assign \va_c$157  = \vb_c$148 ;
+  assign vc14 = \vb_c$158 ;
+  assign g13 = \g$160 ;
+  assign \vt$162  = 18'h09eb8;
+  assign \learn$163  = learn;
+  assign \va_f$164  = \vb_f$155 ;
+  assign vf15 = \vb_f$165 ;
+  assign \va_c$167  = \vb_c$158 ;
+  assign vc15 = \vb_c$168 ;
+  assign g14 = \g$170 ;
+  assign \vt$172  = 18'h09eb8;
+  assign \learn$173  = learn;
+  assign \va_f$174  = \vb_f$165 ;
+  assign \vb_f$175  = \va_f$142 ;
+  assign \va_c$176  = \vb_c$168 ;
+  assign \vb_c$177  = \va_c$146 ;
+  assign g15 = \g$178 ;
+  assign \vt$180  = 18'h09eb8;
+  assign \learn$181  = learn;
+  assign \va_f$182  = va_f;
+  assign \vb_f$183  = \va_f$62 ;
+  assign \va_c$184  = va_c;
+  assign \vb_c$185  = \va_c$66 ;
+  assign g16 = \g$186 ;
+  assign \vt$188  = 18'h09eb8;
+  assign \learn$189  = learn;
+  assign \va_f$190  = vb_f;
+  assign \vb_f$191  = \vb_f$64 ;
+  assign \va_c$192  = vb_c;
+  assign \vb_c$193  = \vb_c$68 ;
+  assign g17 = \g$194 ;
+  assign \vt$196  = 18'h09eb8;
+  assign \learn$197  = learn;
+  assign \va_f$198  = \vb_f$35 ;
+  assign \vb_f$199  = \vb_f$75 ;
+  assign \va_c$200  = \vb_c$38 ;
+  assign \vb_c$201  = \vb_c$78 ;
+  assign g18 = \g$202 ;
+  assign \vt$204  = 18'h09eb8;
+  assign \learn$205  = learn;
+  assign \va_f$206  = \vb_f$45 ;
+  assign \vb_f$207  = \vb_f$85 ;
+  assign \va_c$208  = \vb_c$48 ;
+  assign \vb_c$209  = \vb_c$88 ;
+  assign g19 = \g$210 ;
+  assign \vt$212  = 18'h09eb8;
+  assign \learn$213  = learn;
+  assign \va_f$214  = \va_f$62 ;
+  assign \vb_f$215  = \va_f$102 ;
+  assign \va_c$216  = \va_c$66 ;
+  assign \vb_c$217  = \va_c$106 ;
+  assign g20 = \g$218 ;
+  assign \vt$220  = 18'h09eb8;
+  assign \learn$221  = learn;
+  assign \va_f$222  = \vb_f$64 ;
+  assign \vb_f$223  = \vb_f$104 ;
+  assign \va_c$224  = \vb_c$68 ;
+  assign \vb_c$225  = \vb_c$108 ;
+  assign g21 = \g$226 ;
+  assign \vt$228  = 18'h09eb8;
+  assign \learn$229  = learn;
+  assign \va_f$230  = \vb_f$75 ;
+  assign \vb_f$231  = \vb_f$115 ;
+  assign \va_c$232  = \vb_c$78 ;
+  assign \vb_c$233  = \vb_c$118 ;
+  assign g22 = \g$234 ;
+  assign \vt$236  = 18'h09eb8;
+  assign \learn$237  = learn;
+  assign \va_f$238  = \vb_f$85 ;
+  assign \vb_f$239  = \vb_f$125 ;
+  assign \va_c$240  = \vb_c$88 ;
+  assign \vb_c$241  = \vb_c$128 ;
+  assign g23 = \g$242 ;
+  assign \vt$244  = 18'h09eb8;
+  assign \learn$245  = learn;
+  assign \va_f$246  = \va_f$102 ;
+  assign \vb_f$247  = \va_f$142 ;
+  assign \va_c$248  = \va_c$106 ;
+  assign \vb_c$249  = \va_c$146 ;
+  assign g24 = \g$250 ;
+  assign \vt$252  = 18'h09eb8;
+  assign \learn$253  = learn;
+  assign \va_f$254  = \vb_f$104 ;
+  assign \vb_f$255  = \vb_f$144 ;
+  assign \va_c$256  = \vb_c$108 ;
+  assign \vb_c$257  = \vb_c$148 ;
+  assign g25 = \g$258 ;
+  assign \vt$260  = 18'h09eb8;
+  assign \learn$261  = learn;
+  assign \va_f$262  = \vb_f$115 ;
+  assign \vb_f$263  = \vb_f$155 ;
+  assign \va_c$264  = \vb_c$118 ;
+  assign \vb_c$265  = \vb_c$158 ;
+  assign g26 = \g$266 ;
+  assign \vt$268  = 18'h09eb8;
+  assign \learn$269  = learn;
+  assign \va_f$270  = \vb_f$125 ;
+  assign \vb_f$271  = \vb_f$165 ;
+  assign \va_c$272  = \vb_c$128 ;
+  assign \vb_c$273  = \vb_c$168 ;
+  assign g27 = \g$274 ;
+  assign \vt$276  = 18'h09eb8;
+  assign \learn$277  = learn;
+  assign \va_f$278  = \va_f$142 ;
+  assign \vb_f$279  = va_f;
+  assign \va_c$280  = \va_c$146 ;
+  assign \vb_c$281  = va_c;
+  assign g28 = \g$282 ;
+  assign \vt$284  = 18'h09eb8;
+  assign \learn$285  = learn;
+  assign \va_f$286  = \vb_f$144 ;
+  assign \vb_f$287  = vb_f;
+  assign \va_c$288  = \vb_c$148 ;
+  assign \vb_c$289  = vb_c;
+  assign g29 = \g$290 ;
+  assign \vt$292  = 18'h09eb8;
+  assign \learn$293  = learn;
+  assign \va_f$294  = \vb_f$155 ;
+  assign \vb_f$295  = \vb_f$35 ;
+  assign \va_c$296  = \vb_c$158 ;
+  assign \vb_c$297  = \vb_c$38 ;
+  assign g30 = \g$298 ;
+  assign \vt$300  = 18'h09eb8;
+  assign \learn$301  = learn;
+  assign \va_f$302  = \vb_f$165 ;
+  assign \vb_f$303  = \vb_f$45 ;
+  assign \va_c$304  = \vb_c$168 ;
+  assign \vb_c$305  = \vb_c$48 ;
+  assign g31 = \g$306 ;
+  assign \vt$308  = 18'h09eb8;
+  assign \learn$309  = learn;
   assign v_f = va_f;
   assign v_c = va_c;
   assign acc_f = accf0;
   assign acc_c = accc0;
-  assign \v_f$330  = vb_f;
-  assign \v_c$331  = vb_c;
-  assign \acc_f$332  = accf1;
-  assign \acc_c$333  = accc1;
-  assign \v_f$342  = \vb_f$33 ;
-  assign \v_c$343  = \vb_c$36 ;
-  assign \acc_f$344  = accf2;
-  assign \acc_c$345  = accc2;
-  assign \v_f$352  = \vb_f$43 ;
-  assign \v_c$353  = \vb_c$46 ;
-  assign \acc_f$354  = accf3;
-  assign \acc_c$355  = accc3;
-  assign \v_f$364  = \va_f$60 ;
-  assign \v_c$365  = \va_c$64 ;
-  assign \acc_f$366  = accf4;
-  assign \acc_c$367  = accc4;
-  assign \v_f$376  = \vb_f$73 ;
-  assign \v_c$377  = \vb_c$76 ;
-  assign \acc_f$378  = accf6;
-  assign \acc_c$379  = accc6;
-  assign \v_f$388  = \va_f$100 ;
-  assign \v_c$389  = \va_c$104 ;
-  assign \acc_f$390  = accf8;
-  assign \acc_c$391  = accc8;
-  assign \v_f$400  = \vb_f$102 ;
-  assign \v_c$401  = \vb_c$106 ;
-  assign \acc_f$402  = accf9;
-  assign \acc_c$403  = accc9;
-  assign \v_f$410  = \vb_f$113 ;
-  assign \v_c$411  = \vb_c$116 ;
-  assign \acc_f$412  = accf10;
-  assign \acc_c$413  = accc10;
-  assign \v_f$420  = \vb_f$123 ;
-  assign \v_c$421  = \vb_c$126 ;
-  assign \acc_f$422  = accf11;
-  assign \acc_c$423  = accc11;
-  assign \v_f$430  = \va_f$140 ;
-  assign \v_c$431  = \va_c$144 ;
-  assign \acc_f$432  = accf12;
-  assign \acc_c$433  = accc12;
-  assign \v_f$440  = \vb_f$153 ;
-  assign \v_c$441  = \vb_c$156 ;
-  assign \acc_f$442  = accf14;
-  assign \acc_c$443  = accc14;
+  assign \v_f$332  = vb_f;
+  assign \v_c$333  = vb_c;
+  assign \acc_f$334  = accf1;
+  assign \acc_c$335  = accc1;
+  assign \v_f$344  = \vb_f$35 ;
+  assign \v_c$345  = \vb_c$38 ;
+  assign \acc_f$346  = accf2;
+  assign \acc_c$347  = accc2;
+  assign \v_f$354  = \vb_f$45 ;
+  assign \v_c$355  = \vb_c$48 ;
+  assign \acc_f$356  = accf3;
+  assign \acc_c$357  = accc3;
+  assign \v_f$366  = \va_f$62 ;
+  assign \v_c$367  = \va_c$66 ;
+  assign \acc_f$368  = accf4;
+  assign \acc_c$369  = accc4;
+  assign \v_f$378  = \vb_f$75 ;
+  assign \v_c$379  = \vb_c$78 ;
+  assign \acc_f$380  = accf6;
+  assign \acc_c$381  = accc6;
+  assign \v_f$390  = \va_f$102 ;
+  assign \v_c$391  = \va_c$106 ;
+  assign \acc_f$392  = accf8;
+  assign \acc_c$393  = accc8;
+  assign \v_f$402  = \vb_f$104 ;
+  assign \v_c$403  = \vb_c$108 ;
+  assign \acc_f$404  = accf9;
+  assign \acc_c$405  = accc9;
+  assign \v_f$412  = \vb_f$115 ;
+  assign \v_c$413  = \vb_c$118 ;
+  assign \acc_f$414  = accf10;
+  assign \acc_c$415  = accc10;
+  assign \v_f$422  = \vb_f$125 ;
+  assign \v_c$423  = \vb_c$128 ;
+  assign \acc_f$424  = accf11;
+  assign \acc_c$425  = accc11;
+  assign \v_f$432  = \va_f$142 ;
+  assign \v_c$433  = \va_c$146 ;
+  assign \acc_f$434  = accf12;
+  assign \acc_c$435  = accc12;
+  assign \v_f$442  = \vb_f$155 ;
+  assign \v_c$443  = \vb_c$158 ;
+  assign \acc_f$444  = accf14;
+  assign \acc_c$445  = accc14;
   assign half0 = \$113 [27:0];
   assign clamp0p = \$117 [17:0];
   assign clamp0m = \$123 [17:0];
   assign \$signal  = ticks;
-  assign \$signal$530  = sat_flags;
+  assign \$signal$532  = sat_flags;
   assign \v_free[0]  = v_free[17:0];
   assign \v_free[1]  = v_free[35:18];
   assign \v_free[2]  = v_free[53:36];
@@ -4373,68 +4450,68 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign \gates[30]  = gates[867:840];
   assign \gates[31]  = gates[895:868];
   assign \outputs[0]  = outputs;
-  assign gates[895:868] = \g$304 ;
-  assign gates[867:840] = \g$296 ;
-  assign gates[839:812] = \g$288 ;
-  assign gates[811:784] = \g$280 ;
-  assign gates[783:756] = \g$272 ;
-  assign gates[755:728] = \g$264 ;
-  assign gates[727:700] = \g$256 ;
-  assign gates[699:672] = \g$248 ;
-  assign gates[671:644] = \g$240 ;
-  assign gates[643:616] = \g$232 ;
-  assign gates[615:588] = \g$224 ;
-  assign gates[587:560] = \g$216 ;
-  assign gates[559:532] = \g$208 ;
-  assign gates[531:504] = \g$200 ;
-  assign gates[503:476] = \g$192 ;
-  assign gates[475:448] = \g$184 ;
-  assign gates[447:420] = \g$176 ;
-  assign gates[419:392] = \g$168 ;
-  assign gates[391:364] = \g$158 ;
-  assign gates[363:336] = \g$148 ;
-  assign gates[335:308] = \g$136 ;
-  assign gates[307:280] = \g$128 ;
-  assign gates[279:252] = \g$118 ;
-  assign gates[251:224] = \g$108 ;
-  assign gates[223:196] = \g$96 ;
-  assign gates[195:168] = \g$88 ;
-  assign gates[167:140] = \g$78 ;
-  assign gates[139:112] = \g$68 ;
-  assign gates[111:84] = \g$56 ;
-  assign gates[83:56] = \g$48 ;
-  assign gates[55:28] = \g$38 ;
+  assign gates[895:868] = \g$306 ;
+  assign gates[867:840] = \g$298 ;
+  assign gates[839:812] = \g$290 ;
+  assign gates[811:784] = \g$282 ;
+  assign gates[783:756] = \g$274 ;
+  assign gates[755:728] = \g$266 ;
+  assign gates[727:700] = \g$258 ;
+  assign gates[699:672] = \g$250 ;
+  assign gates[671:644] = \g$242 ;
+  assign gates[643:616] = \g$234 ;
+  assign gates[615:588] = \g$226 ;
+  assign gates[587:560] = \g$218 ;
+  assign gates[559:532] = \g$210 ;
+  assign gates[531:504] = \g$202 ;
+  assign gates[503:476] = \g$194 ;
+  assign gates[475:448] = \g$186 ;
+  assign gates[447:420] = \g$178 ;
+  assign gates[419:392] = \g$170 ;
+  assign gates[391:364] = \g$160 ;
+  assign gates[363:336] = \g$150 ;
+  assign gates[335:308] = \g$138 ;
+  assign gates[307:280] = \g$130 ;
+  assign gates[279:252] = \g$120 ;
+  assign gates[251:224] = \g$110 ;
+  assign gates[223:196] = \g$98 ;
+  assign gates[195:168] = \g$90 ;
+  assign gates[167:140] = \g$80 ;
+  assign gates[139:112] = \g$70 ;
+  assign gates[111:84] = \g$58 ;
+  assign gates[83:56] = \g$50 ;
+  assign gates[55:28] = \g$40 ;
   assign gates[27:0] = g;
-  assign v_clamped[287:270] = \vb_c$166 ;
-  assign v_clamped[269:252] = \vb_c$156 ;
-  assign v_clamped[251:234] = \vb_c$146 ;
-  assign v_clamped[233:216] = \va_c$144 ;
-  assign v_clamped[215:198] = \vb_c$126 ;
-  assign v_clamped[197:180] = \vb_c$116 ;
-  assign v_clamped[179:162] = \vb_c$106 ;
-  assign v_clamped[161:144] = \va_c$104 ;
-  assign v_clamped[143:126] = \vb_c$86 ;
-  assign v_clamped[125:108] = \vb_c$76 ;
-  assign v_clamped[107:90] = \vb_c$66 ;
-  assign v_clamped[89:72] = \va_c$64 ;
-  assign v_clamped[71:54] = \vb_c$46 ;
-  assign v_clamped[53:36] = \vb_c$36 ;
+  assign v_clamped[287:270] = \vb_c$168 ;
+  assign v_clamped[269:252] = \vb_c$158 ;
+  assign v_clamped[251:234] = \vb_c$148 ;
+  assign v_clamped[233:216] = \va_c$146 ;
+  assign v_clamped[215:198] = \vb_c$128 ;
+  assign v_clamped[197:180] = \vb_c$118 ;
+  assign v_clamped[179:162] = \vb_c$108 ;
+  assign v_clamped[161:144] = \va_c$106 ;
+  assign v_clamped[143:126] = \vb_c$88 ;
+  assign v_clamped[125:108] = \vb_c$78 ;
+  assign v_clamped[107:90] = \vb_c$68 ;
+  assign v_clamped[89:72] = \va_c$66 ;
+  assign v_clamped[71:54] = \vb_c$48 ;
+  assign v_clamped[53:36] = \vb_c$38 ;
   assign v_clamped[35:18] = vb_c;
   assign v_clamped[17:0] = va_c;
-  assign v_free[287:270] = \vb_f$163 ;
-  assign v_free[269:252] = \vb_f$153 ;
-  assign v_free[251:234] = \vb_f$142 ;
-  assign v_free[233:216] = \va_f$140 ;
-  assign v_free[215:198] = \vb_f$123 ;
-  assign v_free[197:180] = \vb_f$113 ;
-  assign v_free[179:162] = \vb_f$102 ;
-  assign v_free[161:144] = \va_f$100 ;
-  assign v_free[143:126] = \vb_f$83 ;
-  assign v_free[125:108] = \vb_f$73 ;
-  assign v_free[107:90] = \vb_f$62 ;
-  assign v_free[89:72] = \va_f$60 ;
-  assign v_free[71:54] = \vb_f$43 ;
-  assign v_free[53:36] = \vb_f$33 ;
+  assign v_free[287:270] = \vb_f$165 ;
+  assign v_free[269:252] = \vb_f$155 ;
+  assign v_free[251:234] = \vb_f$144 ;
+  assign v_free[233:216] = \va_f$142 ;
+  assign v_free[215:198] = \vb_f$125 ;
+  assign v_free[197:180] = \vb_f$115 ;
+  assign v_free[179:162] = \vb_f$104 ;
+  assign v_free[161:144] = \va_f$102 ;
+  assign v_free[143:126] = \vb_f$85 ;
+  assign v_free[125:108] = \vb_f$75 ;
+  assign v_free[107:90] = \vb_f$64 ;
+  assign v_free[89:72] = \va_f$62 ;
+  assign v_free[71:54] = \vb_f$45 ;
+  assign v_free[53:36] = \vb_f$35 ;
   assign v_free[35:18] = vb_f;
   assign v_free[17:0] = va_f;
   assign tick_done = run;
@@ -4445,70 +4522,70 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign \$113  = { \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29], \$112 [29:9] };
   assign \$126  = sat_term;
   assign \$127  = sat_term;
-  assign \$128  = \sat_term$454 ;
-  assign \$130  = \sat_term$455 ;
-  assign \$132  = \sat_term$456 ;
-  assign \$134  = \sat_term$457 ;
-  assign \$136  = \sat_term$458 ;
-  assign \$138  = \sat_term$459 ;
-  assign \$140  = \sat_term$460 ;
-  assign \$142  = \sat_term$461 ;
-  assign \$144  = \sat_term$462 ;
-  assign \$146  = \sat_term$463 ;
-  assign \$148  = \sat_term$464 ;
-  assign \$150  = \sat_term$465 ;
-  assign \$152  = \sat_term$466 ;
-  assign \$154  = \sat_term$467 ;
-  assign \$156  = \sat_term$468 ;
-  assign \$158  = \sat_term$469 ;
-  assign \$160  = \sat_term$470 ;
-  assign \$162  = \sat_term$471 ;
-  assign \$164  = \sat_term$472 ;
-  assign \$166  = \sat_term$473 ;
-  assign \$168  = \sat_term$474 ;
-  assign \$170  = \sat_term$475 ;
-  assign \$172  = \sat_term$476 ;
-  assign \$174  = \sat_term$477 ;
-  assign \$176  = \sat_term$478 ;
-  assign \$178  = \sat_term$479 ;
-  assign \$180  = \sat_term$480 ;
-  assign \$182  = \sat_term$481 ;
-  assign \$184  = \sat_term$482 ;
-  assign \$186  = \sat_term$483 ;
-  assign \$188  = \sat_term$484 ;
+  assign \$128  = \sat_term$456 ;
+  assign \$130  = \sat_term$457 ;
+  assign \$132  = \sat_term$458 ;
+  assign \$134  = \sat_term$459 ;
+  assign \$136  = \sat_term$460 ;
+  assign \$138  = \sat_term$461 ;
+  assign \$140  = \sat_term$462 ;
+  assign \$142  = \sat_term$463 ;
+  assign \$144  = \sat_term$464 ;
+  assign \$146  = \sat_term$465 ;
+  assign \$148  = \sat_term$466 ;
+  assign \$150  = \sat_term$467 ;
+  assign \$152  = \sat_term$468 ;
+  assign \$154  = \sat_term$469 ;
+  assign \$156  = \sat_term$470 ;
+  assign \$158  = \sat_term$471 ;
+  assign \$160  = \sat_term$472 ;
+  assign \$162  = \sat_term$473 ;
+  assign \$164  = \sat_term$474 ;
+  assign \$166  = \sat_term$475 ;
+  assign \$168  = \sat_term$476 ;
+  assign \$170  = \sat_term$477 ;
+  assign \$172  = \sat_term$478 ;
+  assign \$174  = \sat_term$479 ;
+  assign \$176  = \sat_term$480 ;
+  assign \$178  = \sat_term$481 ;
+  assign \$180  = \sat_term$482 ;
+  assign \$182  = \sat_term$483 ;
+  assign \$184  = \sat_term$484 ;
+  assign \$186  = \sat_term$485 ;
+  assign \$188  = \sat_term$486 ;
   assign \$190  = sat_dg;
   assign \$191  = sat_dg;
-  assign \$192  = \sat_dg$486 ;
-  assign \$194  = \sat_dg$487 ;
-  assign \$196  = \sat_dg$488 ;
-  assign \$198  = \sat_dg$489 ;
-  assign \$200  = \sat_dg$490 ;
-  assign \$202  = \sat_dg$491 ;
-  assign \$204  = \sat_dg$492 ;
-  assign \$206  = \sat_dg$493 ;
-  assign \$208  = \sat_dg$494 ;
-  assign \$210  = \sat_dg$495 ;
-  assign \$212  = \sat_dg$496 ;
-  assign \$214  = \sat_dg$497 ;
-  assign \$216  = \sat_dg$498 ;
-  assign \$218  = \sat_dg$499 ;
-  assign \$220  = \sat_dg$500 ;
-  assign \$222  = \sat_dg$501 ;
-  assign \$224  = \sat_dg$502 ;
-  assign \$226  = \sat_dg$503 ;
-  assign \$228  = \sat_dg$504 ;
-  assign \$230  = \sat_dg$505 ;
-  assign \$232  = \sat_dg$506 ;
-  assign \$234  = \sat_dg$507 ;
-  assign \$236  = \sat_dg$508 ;
-  assign \$238  = \sat_dg$509 ;
-  assign \$240  = \sat_dg$510 ;
-  assign \$242  = \sat_dg$511 ;
-  assign \$244  = \sat_dg$512 ;
-  assign \$246  = \sat_dg$513 ;
-  assign \$248  = \sat_dg$514 ;
-  assign \$250  = \sat_dg$515 ;
-  assign \$252  = \sat_dg$516 ;
+  assign \$192  = \sat_dg$488 ;
+  assign \$194  = \sat_dg$489 ;
+  assign \$196  = \sat_dg$490 ;
+  assign \$198  = \sat_dg$491 ;
+  assign \$200  = \sat_dg$492 ;
+  assign \$202  = \sat_dg$493 ;
+  assign \$204  = \sat_dg$494 ;
+  assign \$206  = \sat_dg$495 ;
+  assign \$208  = \sat_dg$496 ;
+  assign \$210  = \sat_dg$497 ;
+  assign \$212  = \sat_dg$498 ;
+  assign \$214  = \sat_dg$499 ;
+  assign \$216  = \sat_dg$500 ;
+  assign \$218  = \sat_dg$501 ;
+  assign \$220  = \sat_dg$502 ;
+  assign \$222  = \sat_dg$503 ;
+  assign \$224  = \sat_dg$504 ;
+  assign \$226  = \sat_dg$505 ;
+  assign \$228  = \sat_dg$506 ;
+  assign \$230  = \sat_dg$507 ;
+  assign \$232  = \sat_dg$508 ;
+  assign \$234  = \sat_dg$509 ;
+  assign \$236  = \sat_dg$510 ;
+  assign \$238  = \sat_dg$511 ;
+  assign \$240  = \sat_dg$512 ;
+  assign \$242  = \sat_dg$513 ;
+  assign \$244  = \sat_dg$514 ;
+  assign \$246  = \sat_dg$515 ;
+  assign \$248  = \sat_dg$516 ;
+  assign \$250  = \sat_dg$517 ;
+  assign \$252  = \sat_dg$518 ;
   assign \$254  = flags;
   assign \$266  = clamp0p_sat;
   assign \$269  = \$268 ;
