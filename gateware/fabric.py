@@ -296,8 +296,22 @@ class Fabric(wiring.Component):
         self.n_samples = len(self.driven_nodes) + self.n_outputs
         degree = int(net.degrees().max())
         self.acc_width = fmt.term_bits + max(1, math.ceil(math.log2(degree))) + 1
-        v, g = signed(fmt.v_bits), signed(fmt.g_bits)
-        super().__init__({
+        super().__init__(self._members())
+
+    def _members(self):
+        """The signature's members (a dict)."""
+        v, g = signed(self.fmt.v_bits), signed(self.fmt.g_bits)
+        return {
+            **self._control_members(),
+            "v_free": Out(data.ArrayLayout(v, self.n_nodes)),
+            "v_clamped": Out(data.ArrayLayout(v, self.n_nodes)),
+            "gates": Out(data.ArrayLayout(g, self.n_edges)),
+        }
+
+    def _control_members(self):
+        """Members every fabric has: run, samples, gate writes and reads, status."""
+        v, g = signed(self.fmt.v_bits), signed(self.fmt.g_bits)
+        return {
             "run": In(1),
             "learn": In(1),
             "sample_we": In(1),
@@ -309,18 +323,15 @@ class Fabric(wiring.Component):
             "gate_raddr": In(range(max(self.n_edges, 2))),
             "gate_rdata": Out(g),
             "clear_flags": In(1),
-            "v_free": Out(data.ArrayLayout(v, self.n_nodes)),
-            "v_clamped": Out(data.ArrayLayout(v, self.n_nodes)),
-            "gates": Out(data.ArrayLayout(g, self.n_edges)),
-            "outputs": Out(data.ArrayLayout(signed(fmt.v_bits + 1), self.n_outputs)),
+            "outputs": Out(data.ArrayLayout(signed(self.fmt.v_bits + 1), self.n_outputs)),
             "ticks": Out(TICKS_BITS),
             "tick_done": Out(1),
             "sat_flags": Out(5),
             "saturated": Out(1),
-        })
+        }
 
     def _state(self, m):
-        """The state, drive and target registers, flags and tick counter."""
+        """The state registers, plus those of :meth:`_io_registers`."""
         f = self.fmt
         N, E = self.n_nodes, self.n_edges
         return SimpleNamespace(
@@ -328,6 +339,12 @@ class Fabric(wiring.Component):
             vc=[Signal(signed(f.v_bits), name=f"vc{n}") for n in range(N)],
             g=[Signal(signed(f.g_bits), name=f"g{e}", init=int(self.gate_init[e]))
                for e in range(E)],
+            **self._io_registers())
+
+    def _io_registers(self):
+        """Drive and target registers, sticky flags and the tick counter (a dict)."""
+        f = self.fmt
+        return dict(
             drive=[Signal(signed(f.v_bits), name=f"drive{i}", init=self.drive_init[i])
                    for i in range(len(self.driven_nodes))],
             target=[Signal(signed(f.v_bits), name=f"target{k}")
@@ -336,6 +353,9 @@ class Fabric(wiring.Component):
 
     def _clamp(self, m, st, vc_next):
         """Override the clamped outputs in ``vc_next`` from the free outputs at t.
+
+        ``st.vf`` maps (at least) every output node to its free voltage at t, and
+        ``vc_next`` is a list or dict indexed by node.
 
         Returns
         -------
@@ -368,21 +388,12 @@ class Fabric(wiring.Component):
         ``commit`` the node state takes ``vf_next``/``vc_next``.
         """
         N, E = self.n_nodes, self.n_edges
-        with m.If(self.run):
-            m.d.sync += st.flags.eq(st.flags | tick_flags)
-        with m.If(self.clear_flags):
-            m.d.sync += st.flags.eq(0)
         with m.If(commit):
             m.d.sync += [st.vf[n].eq(vf_next[n]) for n in range(N)]
             m.d.sync += [st.vc[n].eq(vc_next[n]) for n in range(N)]
-            m.d.sync += st.ticks.eq(st.ticks + 1)
+        self._status_and_samples(m, st, commit, tick_flags, out_values)
 
         # Controller writes (after the updates: a write wins).
-        with m.If(self.sample_we):
-            with m.Switch(self.sample_addr):
-                for i, reg in enumerate(st.drive + st.target):
-                    with m.Case(i):
-                        m.d.sync += reg.eq(self.sample_data)
         with m.If(self.gate_we):
             with m.Switch(self.gate_addr):
                 for e in range(E):
@@ -394,6 +405,20 @@ class Fabric(wiring.Component):
         m.d.comb += [self.v_free[n].eq(st.vf[n]) for n in range(N)]
         m.d.comb += [self.v_clamped[n].eq(st.vc[n]) for n in range(N)]
         m.d.comb += [self.gates[e].eq(st.g[e]) for e in range(E)]
+
+    def _status_and_samples(self, m, st, commit, tick_flags, out_values):
+        """Sticky flags, tick counter, sample writes and the output/status ports."""
+        with m.If(self.run):
+            m.d.sync += st.flags.eq(st.flags | tick_flags)
+        with m.If(self.clear_flags):
+            m.d.sync += st.flags.eq(0)
+        with m.If(commit):
+            m.d.sync += st.ticks.eq(st.ticks + 1)
+        with m.If(self.sample_we):           # after the commit: a write wins
+            with m.Switch(self.sample_addr):
+                for i, reg in enumerate(st.drive + st.target):
+                    with m.Case(i):
+                        m.d.sync += reg.eq(self.sample_data)
         m.d.comb += [self.outputs[k].eq(o) for k, o in enumerate(out_values)]
         m.d.comb += [self.ticks.eq(st.ticks), self.tick_done.eq(commit),
                      self.sat_flags.eq(st.flags), self.saturated.eq(st.flags.any())]

@@ -11,17 +11,21 @@ gate step) and the node unit (sum, node update, new gate). After the last visit 
 drains the pipeline and one commits the next state, the drives and the clamp, so a tick
 has the same bits as the parallel fabric's (``docs/semantics.md``).
 
-State stays in registers, so the ports are those of :class:`~.fabric.Fabric`.
+Node voltages (two halves: the state at t and the next state, swapped on commit) and gates
+live in memories, which synthesis maps to block RAM; only the driven nodes and the free
+outputs are registers.
 """
 
 from collections import namedtuple
 from types import SimpleNamespace
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
-from .fabric import (Fabric, _or, edge_term, gate_apply, gate_delta, mux_tree, node_step,
-                     overdrive)
+from .fabric import (Fabric, _or, _select, edge_term, gate_apply, gate_delta, mux_tree,
+                     node_step, overdrive)
 
 __all__ = ["SerialFabric", "Visit", "serial_schedule"]
 
@@ -70,7 +74,7 @@ def serial_schedule(cfg):
 
 
 class SerialFabric(Fabric):
-    """A :class:`~.fabric.Fabric` with one edge unit and one node unit.
+    """A fabric with one edge unit and one node unit; its state lives in block RAM.
 
     Parameters are those of :class:`~.fabric.Fabric`.
 
@@ -78,6 +82,14 @@ class SerialFabric(Fabric):
     ----------
     schedule : list of Visit
         The visits of one tick; ``cycles_per_tick = len(schedule) + 2``.
+
+    Notes
+    -----
+    The ports are those of :class:`~.fabric.Fabric` except the flat state vectors:
+    node voltages are read through ``node_raddr`` (``v_free_rdata``/``v_clamped_rdata``
+    are the voltages of that node one cycle later), gates through ``gate_raddr``. Node
+    voltages and gates are kept in memories (block RAM), which ``rst`` does not clear:
+    they start at 0 V and at the initial gates when the FPGA is configured.
     """
 
     def __init__(self, cfg, fmt=None, seed=None):
@@ -86,43 +98,97 @@ class SerialFabric(Fabric):
         self.edge_units = 1
         self.cycles_per_tick = len(self.schedule) + 2
 
+    def _members(self):
+        v = signed(self.fmt.v_bits)
+        return {**self._control_members(), "node_raddr": In(range(max(self.n_nodes, 2))),
+                "v_free_rdata": Out(v), "v_clamped_rdata": Out(v)}
+
     def elaborate(self, platform):
         f = self.fmt
         m = Module()
         N, E, S = self.n_nodes, self.n_edges, self.cycles_per_tick
-        st = self._state(m)
-        vf, vc, g = st.vf, st.vc, st.g
+        st = SimpleNamespace(**self._io_registers())
+        v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
+        driven = {n: i for i, n in enumerate(self.driven_nodes)}
+        # A driven node's state (the same in both networks) is a register; so is the
+        # free voltage of every output node, which the clamp and ``outputs`` read.
+        vd = [Signal(v_shape, name=f"vd{n}") for n in self.driven_nodes]
+        out_nodes = sorted({n for p, q in self.cfg.io.outputs for n in (p, q) if n >= 0})
+        vf_out = {n: Signal(v_shape, name=f"vf_out{n}") for n in out_nodes}
+        vf_out_next = {n: Signal(v_shape, name=f"vf_out_next{n}") for n in out_nodes}
 
-        # The schedule as registered fields: ``cur`` holds the visit of cycle ``step``.
+        # The clamped voltage of each clamped output node, from the free outputs at t.
+        clamp_values = {}
+        clamp_flags, out_values = self._clamp(m, SimpleNamespace(vf=vf_out, target=st.target),
+                                              clamp_values)
+        clamp_nodes = sorted(clamp_values)
+
+        # The schedule as registered fields: ``cur`` is the visit in stage 1, ``pre`` the
+        # next one (whose memory reads are issued one cycle ahead).
         layout = data.StructLayout({
             "node": range(N), "other": range(N), "edge": range(E), "net": 1, "plus": 1,
-            "first": 1, "last": 1, "gate": 1, "term": 1, "vt": signed(f.v_bits)})
-        rows = [dict(v._asdict(), vt=int(f.vt_q[v.edge])) for v in self.schedule]
-        idle = {"node": 0, "other": 0, "edge": 0, "net": 0, "plus": 0, "first": 0,
-                "last": 0, "gate": 0, "term": 0, "vt": 0}
+            "first": 1, "last": 1, "gate": 1, "term": 1, "vt": v_shape,
+            "node_driven": 1, "other_driven": 1, "clamp": range(len(clamp_nodes) + 1)})
+        rows = [dict(v._asdict(), vt=int(f.vt_q[v.edge]), node_driven=int(v.node in driven),
+                     other_driven=int(v.other in driven),
+                     clamp=clamp_nodes.index(v.node) + 1 if v.net and v.node in clamp_values
+                     else 0)
+                for v in self.schedule]
+        idle = dict.fromkeys(layout.members, 0)
         rows += [idle, idle]                        # drain the pipeline, then commit
         step = Signal(range(S))
         cur = Signal(layout, init=rows[0])
+        pre = Signal(layout, init=rows[1 % S])
         end = step == S - 1
-        nxt = Mux(end, 0, step + 1)
         learn_q = Signal()
         learn = Mux(step == 0, self.learn, learn_q)
+        bank = Signal()                             # memory half that holds the state at t
+        commit = Signal()
+        m.d.comb += commit.eq(self.run & end)
         with m.If(self.run):
-            m.d.sync += step.eq(nxt)
+            m.d.sync += [step.eq(Mux(end, 0, step + 1)), cur.eq(pre)]
             with m.If(step == 0):
                 m.d.sync += learn_q.eq(self.learn)
-            with m.Switch(nxt):
-                for i, row in enumerate(rows):
+            with m.Switch(step):
+                for i in range(S):
                     with m.Case(i):
-                        m.d.sync += cur.eq(layout.const(row))
+                        m.d.sync += pre.eq(layout.const(rows[(i + 2) % S]))
+
+        # Memories: node voltages at {bank, node}, gates at edge. Running, the engine
+        # reads ``pre``'s operands; paused, ``cur``'s, so a gate written meanwhile is seen.
+        node_bits = max(1, (N - 1).bit_length())
+        mems = {}
+        for name, shape, depth, init in (("vf", v_shape, 2 << node_bits, []),
+                                         ("vc", v_shape, 2 << node_bits, []),
+                                         ("g", g_shape, E, [int(x) for x in self.gate_init])):
+            mem = Memory(shape=shape, depth=depth, init=init)
+            m.submodules[f"{name}_mem"] = mem
+            wr = mem.write_port()
+            mems[name] = (mem, wr)
+        at = SimpleNamespace(**{k: Mux(self.run, getattr(pre, k), getattr(cur, k))
+                                for k in ("node", "other", "edge")})
+        read_bank = Mux(commit, ~bank, bank)
+
+        def engine_read(name, addr):
+            mem, wr = mems[name]
+            port = mem.read_port(transparent_for=(wr,))
+            m.d.comb += port.addr.eq(addr)
+            return port.data
+
+        def node_value(name, addr, is_driven, node):
+            ram = engine_read(name, Cat(addr, read_bank))
+            return Mux(is_driven, mux_tree(node, [vd[driven[n]] if n in driven else 0
+                                                  for n in range(N)]), ram)
+
+        vn_f = node_value("vf", at.node, cur.node_driven, cur.node)
+        vo_f = node_value("vf", at.other, cur.other_driven, cur.other)
+        vn_c = node_value("vc", at.node, cur.node_driven, cur.node)
+        vo_c = node_value("vc", at.other, cur.other_driven, cur.other)
+        g_e = engine_read("g", at.edge)
 
         # Stage 1, edge unit: the term of one edge in one network, and its gate step.
-        vn_f, vo_f = mux_tree(cur.node, vf), mux_tree(cur.other, vf)
-        vn_c, vo_c = mux_tree(cur.node, vc), mux_tree(cur.other, vc)
-        g_e = Signal(signed(f.g_bits))
-        m.d.comb += g_e.eq(mux_tree(cur.edge, g))
-        vn = Signal(signed(f.v_bits))
-        vo = Signal(signed(f.v_bits))
+        vn = Signal(v_shape)
+        vo = Signal(v_shape)
         m.d.comb += [vn.eq(Mux(cur.net, vn_c, vn_f)), vo.eq(Mux(cur.net, vo_c, vo_f))]
         ov = overdrive(m, f, g_e, cur.vt)
         s, s_clipped = edge_term(m, f, ov, Mux(cur.plus, vo, vn), Mux(cur.plus, vn, vo), "x")
@@ -134,57 +200,70 @@ class SerialFabric(Fabric):
             s=Signal(signed(f.term_bits), name="q_s"), plus=Signal(name="q_plus"),
             first=Signal(name="q_first"), last=Signal(name="q_last"),
             node=Signal(range(N), name="q_node"), net=Signal(name="q_net"),
-            vn=Signal(signed(f.v_bits), name="q_vn"), gate=Signal(name="q_gate"),
-            edge=Signal(range(E), name="q_edge"), g=Signal(signed(f.g_bits), name="q_g"),
-            dg=Signal(signed(f.dg_bits), name="q_dg"), flags=Signal(5, name="q_flags"))
+            vn=Signal(v_shape, name="q_vn"), gate=Signal(name="q_gate"),
+            edge=Signal(range(E), name="q_edge"), g=Signal(g_shape, name="q_g"),
+            dg=Signal(signed(f.dg_bits), name="q_dg"), flags=Signal(5, name="q_flags"),
+            clamp=Signal(range(len(clamp_nodes) + 1), name="q_clamp"))
         with m.If(self.run):
             m.d.sync += [
                 q.s.eq(s), q.plus.eq(cur.plus), q.first.eq(cur.first), q.last.eq(cur.last),
-                q.node.eq(cur.node), q.net.eq(cur.net), q.vn.eq(vn),
+                q.node.eq(cur.node), q.net.eq(cur.net), q.vn.eq(vn), q.clamp.eq(cur.clamp),
                 q.gate.eq(cur.gate & learn), q.edge.eq(cur.edge), q.g.eq(g_e), q.dg.eq(dg),
                 q.flags.eq(Mux(s_clipped & cur.term, 1, 0)
                            | Mux(cur.gate & learn & dg_clipped, 16, 0)),
             ]
 
         # Stage 2, node unit: the running sum of the node's terms and, on its last term,
-        # its update; the new gate of the visited edge.
+        # its new voltage (or the clamp) into the other half of the memory; the new gate.
         acc = Signal(signed(self.acc_width))
         total = Signal(signed(self.acc_width))
         m.d.comb += total.eq(Mux(q.first, 0, acc) + Mux(q.plus, q.s, -q.s))
         v_new, node_flags = node_step(m, f, q.vn, total, "x")
-        settling = sorted({v.node for v in self.schedule if v.term})
-        nf = {n: Signal(signed(f.v_bits), name=f"vf_next{n}") for n in settling}
-        nc = {n: Signal(signed(f.v_bits), name=f"vc_next{n}") for n in settling}
-        g_next = gate_apply(m, f, q.g, q.dg)
+        clamped = _select(q.clamp, {i + 1: clamp_values[n] for i, n in enumerate(clamp_nodes)})
+        _, vf_wr = mems["vf"]
+        _, vc_wr = mems["vc"]
+        m.d.comb += [
+            vf_wr.addr.eq(Cat(q.node, ~bank)), vf_wr.data.eq(v_new),
+            vf_wr.en.eq(self.run & q.last & ~q.net),
+            vc_wr.addr.eq(Cat(q.node, ~bank)),
+            vc_wr.data.eq(Mux(q.clamp != 0, clamped, v_new)),
+            vc_wr.en.eq(self.run & q.last & q.net),
+        ]
         with m.If(self.run):
             m.d.sync += acc.eq(total)
-            with m.If(q.last):
-                with m.Switch(q.node):
-                    for n in settling:
-                        with m.Case(n):
-                            with m.If(q.net):
-                                m.d.sync += nc[n].eq(v_new)
-                            with m.Else():
-                                m.d.sync += nf[n].eq(v_new)
-            with m.If(q.gate):
-                with m.Switch(q.edge):
-                    for e in range(E):
-                        with m.Case(e):
-                            m.d.sync += g[e].eq(g_next)
+        with m.If(self.run & q.last & ~q.net):
+            with m.Switch(q.node):
+                for n in out_nodes:
+                    with m.Case(n):
+                        m.d.sync += vf_out_next[n].eq(v_new)
+        _, g_wr = mems["g"]
+        m.d.comb += [                                   # a controller write wins
+            g_wr.addr.eq(Mux(self.gate_we, self.gate_addr, q.edge)),
+            g_wr.data.eq(Mux(self.gate_we, self.gate_data, gate_apply(m, f, q.g, q.dg))),
+            g_wr.en.eq(self.gate_we | (self.run & q.gate)),
+        ]
 
-        # Commit: next state of the settling nodes, drives, then the clamp.
-        driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
-        vf_next, vc_next = list(vf), list(vc)
-        for n in range(N):
-            if n in driven_index:
-                vf_next[n] = vc_next[n] = st.drive[driven_index[n]]
-            elif n in nf:
-                vf_next[n], vc_next[n] = nf[n], nc[n]
-        clamp_flags, out_values = self._clamp(m, st, vc_next)
-        commit = Signal()
-        m.d.comb += commit.eq(self.run & end)
+        # Commit: the other half of the memory becomes the state; drives; free outputs.
+        with m.If(commit):
+            m.d.sync += [bank.eq(~bank), *[vd[i].eq(st.drive[i]) for i in range(len(vd))],
+                         *[vf_out[n].eq(vf_out_next[n]) for n in out_nodes]]
         tick_flags = Signal(5)
         m.d.comb += tick_flags.eq(q.flags | Mux(q.last, node_flags, 0)
                                   | Mux(end & _or(clamp_flags), 8, 0))
-        self._finish(m, st, commit, tick_flags, vf_next, vc_next, out_values)
+        self._status_and_samples(m, st, commit, tick_flags, out_values)
+
+        # Readback of the state at t (registered reads, as the memories give them).
+        g_mem, g_wr = mems["g"]
+        g_rd = g_mem.read_port(transparent_for=(g_wr,))
+        m.d.comb += [g_rd.addr.eq(self.gate_raddr), self.gate_rdata.eq(g_rd.data)]
+        node_q = Signal(range(max(N, 2)))
+        m.d.sync += node_q.eq(self.node_raddr)
+        for name, out in (("vf", self.v_free_rdata), ("vc", self.v_clamped_rdata)):
+            mem, wr = mems[name]
+            rd = mem.read_port(transparent_for=(wr,))
+            m.d.comb += [rd.addr.eq(Cat(self.node_raddr, bank)),
+                         out.eq(Mux(_select(node_q, {n: 1 for n in driven}),
+                                    mux_tree(node_q, [vd[driven[n]] if n in driven else 0
+                                                      for n in range(N)]), rd.data))]
         return m
+

@@ -70,6 +70,24 @@ def narrow_config():
     return config_mod.parse(data, "<narrow>")
 
 
+async def read_state(ctx, dut):
+    """Free and clamped node voltages and gates of a paused fabric (flat or through the
+    read ports of the serial fabric)."""
+    if hasattr(dut, "v_free"):
+        return ctx.get(dut.v_free), ctx.get(dut.v_clamped), ctx.get(dut.gates)
+    vf, vc, g = [], [], []
+    for i in range(max(dut.n_nodes, dut.n_edges)):
+        ctx.set(dut.node_raddr, min(i, dut.n_nodes - 1))
+        ctx.set(dut.gate_raddr, min(i, dut.n_edges - 1))
+        await ctx.tick()
+        if i < dut.n_nodes:
+            vf.append(ctx.get(dut.v_free_rdata))
+            vc.append(ctx.get(dut.v_clamped_rdata))
+        if i < dut.n_edges:
+            g.append(ctx.get(dut.gate_rdata))
+    return vf, vc, g
+
+
 def amaranth_run(cfg, ticks, switch=7):
     """Run the fabric in amaranth.sim; return (dut states, model states) per tick."""
     dut = make_fabric(cfg)
@@ -96,8 +114,7 @@ def amaranth_run(cfg, ticks, switch=7):
             await ctx.tick().repeat(dut.cycles_per_tick)
             ctx.set(dut.run, 0)
             model.run(1, ex, learn)
-            got.append(np.concatenate([ctx.get(dut.v_free), ctx.get(dut.v_clamped),
-                                       ctx.get(dut.gates), [ctx.get(dut.ticks)]]))
+            got.append(np.concatenate([*(await read_state(ctx, dut)), [ctx.get(dut.ticks)]]))
             exp.append(np.concatenate([model.v_free[0], model.v_clamped[0], model.gates[0],
                                        [t + 1]]))
 

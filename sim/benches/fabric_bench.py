@@ -5,7 +5,7 @@ parameters in the ``CLLN_BENCH`` environment variable (JSON, see
 :func:`~clln.sim.benches.runner.load_bench_config`). Three parts, as in cocotb's examples:
 
 - :class:`FabricDriver` writes samples and gates and runs ticks on the DUT, and records
-  the DUT's flat state vectors after every tick;
+  the DUT's state after every tick (flat vectors, or the serial fabric's read ports);
 - :class:`ModelRun` runs the same stimulus on :class:`~clln.sim.fixed.FixedPointModel`;
 - :class:`Checker` compares every node voltage of both networks, every gate, the tick
   counter and the saturation flags, at every tick (vectorised, after the run).
@@ -77,12 +77,32 @@ class FabricDriver:
         for _ in range(self.info["cycles_per_tick"]):
             await FallingEdge(d.clk)
 
-    def sample(self):
-        """Record the DUT's state vectors as raw integers (decoded later)."""
+    async def sample(self):
+        """Record the DUT's state as raw flat integers (decoded later).
+
+        A fabric without flat state ports (the serial one) is read through its
+        registered read ports, one node and one edge per cycle, while paused.
+        """
         d, raw = self.dut, self.raw
-        raw["v_free"].append(d.v_free.value.to_unsigned())
-        raw["v_clamped"].append(d.v_clamped.value.to_unsigned())
-        raw["gates"].append(d.gates.value.to_unsigned())
+        if hasattr(d, "v_free"):
+            for name in ("v_free", "v_clamped", "gates"):
+                raw[name].append(getattr(d, name).value.to_unsigned())
+        else:
+            n, e = self.info["nodes"], self.info["edges"]
+            wv, wg = self.info["widths"]["v"], self.info["widths"]["g"]
+            flat = {"v_free": 0, "v_clamped": 0, "gates": 0}
+            d.run.value = 0
+            for i in range(max(n, e)):
+                d.node_raddr.value = min(i, n - 1)
+                d.gate_raddr.value = min(i, e - 1)
+                await FallingEdge(d.clk)
+                if i < n:
+                    flat["v_free"] |= d.v_free_rdata.value.to_unsigned() << (i * wv)
+                    flat["v_clamped"] |= d.v_clamped_rdata.value.to_unsigned() << (i * wv)
+                if i < e:
+                    flat["gates"] |= d.gate_rdata.value.to_unsigned() << (i * wg)
+            for name, value in flat.items():
+                raw[name].append(value)
         raw["ticks"].append(d.ticks.value.to_unsigned())
         raw["sat_flags"].append(d.sat_flags.value.to_unsigned())
 
@@ -148,7 +168,8 @@ async def fabric_matches_golden_model(dut):
     cfg, params = bench["cfg"], bench["params"]
     model = make_model(cfg, params)
     stim = Stimulus(cfg, model, params["ticks"])
-    info = {"cycles_per_tick": params["cycles_per_tick"]}
+    info = {"cycles_per_tick": params["cycles_per_tick"], "widths": params["widths"],
+            "nodes": cfg.network.n_nodes, "edges": cfg.network.n_edges}
     widths = params["widths"]
 
     t0 = time.perf_counter()
@@ -161,7 +182,7 @@ async def fabric_matches_golden_model(dut):
     t0 = time.perf_counter()
     cycles0 = get_sim_time(unit="ns")
     await drv.write_sample(stim.drive[stim.example[0]], stim.target[stim.example[0]])
-    drv.sample()
+    await drv.sample()
     for t in range(stim.ticks):
         if t in stim.restores:
             await drv.write_gate(*stim.restores[t])
@@ -169,7 +190,7 @@ async def fabric_matches_golden_model(dut):
             ex = stim.example[t]
             await drv.write_sample(stim.drive[ex], stim.target[ex])
         await drv.tick(stim.learn[t])
-        drv.sample()
+        await drv.sample()
     dut.run.value = 0
     seconds = time.perf_counter() - t0
     cycles = (get_sim_time(unit="ns") - cycles0) / 10
