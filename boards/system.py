@@ -11,7 +11,7 @@ from amaranth.hdl import Module
 from amaranth.lib import io, wiring
 
 from ..gateware.controller import System
-from ..gateware.fabric import make_fabric
+from ..gateware.fabric import fabric_shape
 from ..host import protocol as p
 from .targets import BuildError, _target, build
 
@@ -83,8 +83,7 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     """
     import json
     from .targets import _target, achieved_clock_mhz, parse_report
-    fabric = make_fabric(cfg)
-    units, cpt = fabric.edge_units, fabric.cycles_per_tick
+    units, cpt = fabric_shape(cfg)
 
     def go(clk):
         return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples), board,

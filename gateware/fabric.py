@@ -10,6 +10,7 @@ This module imports only the config and the number formats, never golden models 
 board code.
 """
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -20,8 +21,8 @@ from amaranth.lib.wiring import In, Out
 
 from clln.formats import Formats
 
-__all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "const_mul", "overdrive",
-           "edge_term", "gate_step", "gate_delta", "gate_apply", "node_step", "SAT_TERM",
+__all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "fabric_shape", "const_mul",
+           "overdrive", "edge_term", "gate_step", "gate_delta", "gate_apply", "node_step", "SAT_TERM",
            "SAT_ACC", "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
            "mux_tree"]
 
@@ -285,8 +286,8 @@ class Fabric(wiring.Component):
         self.fmt = fmt = fmt if fmt is not None else Formats.from_config(cfg)
         net = cfg.network
         self.n_nodes, self.n_edges = net.n_nodes, net.n_edges
-        self.edge_units = cfg.fabric.edge_units or self.n_edges
-        self.cycles_per_tick = -(-self.n_edges // self.edge_units)
+        self.edge_units, self.cycles_per_tick = fabric_shape(
+            dataclasses.replace(cfg, fabric=dataclasses.replace(cfg.fabric, serial=False)))
         self.driven_nodes = list(cfg.driven_nodes())
         self.n_outputs = len(cfg.io.outputs)
         seed = cfg.learning.seed if seed is None else seed
@@ -533,6 +534,15 @@ class Fabric(wiring.Component):
                   | Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1)), 0))
         self._finish(m, st, commit, tick_flags, vf_next, vc_next, out_values)
         return m
+
+
+def fabric_shape(cfg):
+    """``(edge_units, cycles_per_tick)`` of the fabric ``cfg`` asks for, without building it."""
+    if cfg.fabric.serial:
+        from .serial import serial_cycles_per_tick
+        return 1, serial_cycles_per_tick(cfg)
+    units = cfg.fabric.edge_units or cfg.network.n_edges
+    return units, -(-cfg.network.n_edges // units)
 
 
 def make_fabric(cfg, fmt=None, seed=None):

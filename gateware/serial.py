@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from .fabric import (Fabric, _or, _select, edge_term, gate_apply, gate_delta, mux_tree,
                      node_step, overdrive)
 
-__all__ = ["SerialFabric", "Visit", "serial_schedule"]
+__all__ = ["SerialFabric", "Visit", "serial_schedule", "serial_cycles_per_tick"]
 
 #: One cycle of the serial schedule: accumulate the term of ``edge`` into ``node`` in
 #: network ``net`` (0 free, 1 clamped); ``other`` is the edge's other end, ``plus`` is 1
@@ -35,6 +35,15 @@ __all__ = ["SerialFabric", "Visit", "serial_schedule"]
 #: open and close a node's sum; ``gate`` updates the edge's gate (when learning); ``term``
 #: is 0 for a gate-only visit (an edge with no settling end).
 Visit = namedtuple("Visit", "node other edge net plus first last gate term")
+
+
+#: Cycles of a tick beyond its visits: one drains the pipeline, one commits.
+PIPELINE_CYCLES = 2
+
+
+def serial_cycles_per_tick(cfg):
+    """Clock cycles of one tick of ``cfg``'s serial fabric."""
+    return len(serial_schedule(cfg)) + PIPELINE_CYCLES
 
 
 def serial_schedule(cfg):
@@ -96,7 +105,7 @@ class SerialFabric(Fabric):
         super().__init__(cfg, fmt, seed)
         self.schedule = serial_schedule(cfg)
         self.edge_units = 1
-        self.cycles_per_tick = len(self.schedule) + 2
+        self.cycles_per_tick = len(self.schedule) + PIPELINE_CYCLES
 
     def _members(self):
         v = signed(self.fmt.v_bits)
