@@ -11,7 +11,8 @@ from amaranth.hdl import Module
 from amaranth.lib import io, wiring
 
 from ..gateware.controller import System
-from ..gateware.fabric import fabric_shape
+from ..formats import Formats
+from ..gateware.fabric import fabric_shape, product_operand_bits
 from ..host import protocol as p
 from .targets import BuildError, _target, build
 
@@ -142,7 +143,9 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
     Tries the fully parallel fabric (E units), then one unit; between them, predicts the
     largest fold from the two builds' resource use (linear in the number of units), builds
     it, then walks up one unit while that fits, or bisects downwards when it did not.
-    When not even one edge unit fits, tries the serial fabric (``[fabric] serial``).
+    Folds whose estimated multiplier blocks (:func:`multiplier_blocks`) exceed the
+    board's are skipped without a build. When not even one edge unit fits, tries the
+    serial fabric (``[fabric] serial``).
 
     Returns
     -------
@@ -187,19 +190,38 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         results[units] = ((rep, u, c), utilization_from_log(folder / "top.tim"))
         return results[units]
 
-    res_hi, use_hi = attempt(E)
+    # Candidates whose multipliers cannot fit are not built: the top of the search is the
+    # largest fold whose estimated multiplier blocks fit the board.
+    t = _target(board)
+    top = E
+    while top >= 1 and not _multipliers_fit(cfg, top, t):
+        top -= 1
+    if top < E:
+        need = multiplier_blocks(cfg, E, t.mult_bits)
+        attempts.append(Attempt(E, False, f"skipped: about {need} multiplier blocks > "
+                                f"{t.dsps}", 0.0))
+        if log:
+            log(f"edge_units {E}: skipped (about {need} multiplier blocks > {t.dsps}); "
+                f"largest fold within the multipliers: {top}")
+    res_hi, use_hi = attempt(top) if top >= 1 else (None, {})
     if res_hi:
         return (*res_hi, attempts)
-    res_lo, use_lo = attempt(1) if E > 1 else (None, use_hi)
+    res_lo, use_lo = attempt(1) if top > 1 else (None, use_hi)
     if not res_lo:
+        if not _multipliers_fit(cfg, "serial", t):
+            need = multiplier_blocks(cfg, "serial", t.mult_bits)
+            raise BuildError(f"{cfg.name} does not fit {board}: even the serial fabric needs "
+                             f"about {need} multiplier blocks (of {t.dsps}); narrow the "
+                             f"[fixed] widths")
         res_serial, _ = attempt("serial")
         if res_serial:
             return (*res_serial, attempts)
+        tried = "; ".join(f"{'serial fabric' if a.serial else f'edge_units {a.edge_units}'}: "
+                          f"{a.why}" for a in reversed(attempts[:-1]))
         raise BuildError(f"{cfg.name} does not fit {board} even as the serial fabric "
-                         f"({attempts[-1].why}); with one edge unit: {attempts[-2].why}; "
-                         f"fully parallel: {attempts[0].why}")
-    good, bad = 1, E
-    p = _predict(use_lo, 1, use_hi, E)
+                         f"({attempts[-1].why}); {tried}")
+    good, bad = 1, top
+    p = _predict(use_lo, 1, use_hi, top)
     if p > 1:
         if attempt(p)[0] is not None:
             good = p
@@ -215,6 +237,27 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         else:
             bad = mid
     return (*results[good][0], attempts)
+
+
+def multiplier_blocks(cfg, units, mult_bits):
+    """Estimated multiplier blocks of ``cfg``'s fabric with ``units`` edge units.
+
+    ``units == "serial"`` is the serial fabric (one edge term and one gate step). Each
+    product of ``a x b`` signed bits is counted as ``ceil(a / mult_bits) * ceil(b /
+    mult_bits)`` blocks of ``mult_bits x mult_bits``; Yosys sometimes does a little better.
+    """
+    ops = product_operand_bits(Formats.from_config(cfg))
+
+    def blocks(a, b):
+        return math.ceil(a / mult_bits) * math.ceil(b / mult_bits)
+    term, learn = blocks(*ops["term"]), blocks(*ops["learn"])
+    return term + learn if units == "serial" else units * (2 * term + learn)
+
+
+def _multipliers_fit(cfg, units, target):
+    if not target.mult_bits or not target.dsps:
+        return True
+    return multiplier_blocks(cfg, units, target.mult_bits) <= target.dsps
 
 
 def target_budget(board):

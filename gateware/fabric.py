@@ -22,6 +22,7 @@ from amaranth.lib.wiring import In, Out
 from clln.formats import Formats
 
 __all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "fabric_shape", "const_mul",
+           "product_operand_bits",
            "overdrive", "edge_term", "gate_step", "gate_delta", "gate_apply", "node_step", "SAT_TERM",
            "SAT_ACC", "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
            "mux_tree"]
@@ -105,9 +106,27 @@ def const_mul(x, k):
     return _tree_sum(terms) if terms else Const(0, 1)
 
 
+def _overdrive_bits(f):
+    return max(f.g_bits - f.gate_shift + 1, f.v_bits) + 1
+
+
+def product_operand_bits(f):
+    """Operand widths (signed bits) of the two variable products of an edge unit.
+
+    Returns
+    -------
+    dict
+        ``term``: ``(u_b - u_a, u_b + u_a)`` of one transistor; ``learn``:
+        ``(d_F - d_C, d_F + d_C)`` of the gate step. Products by constants are shifts
+        and adds (:func:`const_mul`) and use no multiplier block.
+    """
+    u = max(_overdrive_bits(f), f.v_bits) + 1
+    return {"term": (u + 1, u + 1), "learn": (f.v_bits + 2, f.v_bits + 2)}
+
+
 def overdrive(m, f, g, vt, name="ov"):
     """``round_shift(g, gate_shift) - vt`` of an edge (a signal)."""
-    ov = Signal(signed(max(f.g_bits - f.gate_shift + 1, f.v_bits) + 1), name=name)
+    ov = Signal(signed(_overdrive_bits(f)), name=name)
     m.d.comb += ov.eq(round_shift(g, f.gate_shift) - vt)
     return ov
 

@@ -1,6 +1,7 @@
 """``clln run`` and ``clln build`` (clln.cli_board) with the golden model as the device."""
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from clln import config as config_mod
 from clln.errors import CllnError
 from clln.host.driver import Device, LoopbackTransport
 from clln.sim.system import SystemModel
+
 
 
 def board_cli(argv):
@@ -104,7 +106,9 @@ def test_fold_search_finds_largest_fit(monkeypatch, tmp_path):
     rep, units, cpt, attempts = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f",
                                               tmp_path)
     assert (units, cpt, rep.lut) == (10, 4, 6000)
-    assert tried[:2] == [32, 1] and 11 in tried and len(tried) <= 6
+    # 32 units would need about 384 multiplier blocks (156 on the board): never built
+    assert tried[:2] == [13, 1] and 11 in tried and len(tried) <= 6
+    assert attempts[0].edge_units == 32 and attempts[0].why.startswith("skipped: about 384")
     assert [a.ok for a in attempts if a.edge_units == 11] == [False]
     assert "TRELLIS_COMB 6500/6000" in [a.why for a in attempts if a.edge_units == 11][0]
 
@@ -119,9 +123,10 @@ def test_fold_search_timing_and_nothing_fits(monkeypatch, tmp_path):
     tried = fake_builds(monkeypatch, tmp_path,
                         lambda p: 6500 if p == "serial" else 7000 + 100 * p)
     with pytest.raises(BuildError, match=r"even as the serial fabric \(needs TRELLIS_COMB "
-                       r"6500/6000\); with one edge unit: needs TRELLIS_COMB 7100/6000"):
+                       r"6500/6000\); edge_units 1: needs TRELLIS_COMB 7100/6000; "
+                       r"edge_units 13: needs TRELLIS_COMB 8300/6000; edge_units 32: skipped"):
         build_fitting(config_mod.load("paper-xor"), "ulx3s-85f", tmp_path / "b")
-    assert tried[-3:] == [32, 1, "serial"]
+    assert tried[-3:] == [13, 1, "serial"]
 
 
 def test_fold_search_falls_back_to_serial(monkeypatch, tmp_path):
@@ -130,8 +135,28 @@ def test_fold_search_falls_back_to_serial(monkeypatch, tmp_path):
                         lambda p: 5000 if p == "serial" else 7000 + 100 * p)
     rep, units, cpt, attempts = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f",
                                               tmp_path)
-    assert tried == [32, 1, "serial"] and (units, cpt, rep.lut) == (1, 98, 5000)
-    assert [(a.serial, a.ok) for a in attempts] == [(False, False), (False, False), (True, True)]
+    assert tried == [13, 1, "serial"] and (units, cpt, rep.lut) == (1, 98, 5000)
+    assert [(a.serial, a.ok) for a in attempts] == [(False, False), (False, False),
+                                                    (False, False), (True, True)]
+
+
+def test_fold_search_skips_folds_beyond_the_multipliers(monkeypatch, tmp_path):
+    from clln.boards.system import build_fitting, multiplier_blocks
+    from clln.boards.targets import BuildError
+    cfg = config_mod.load("paper-xor")
+    # iCE40UP5K: 8 DSPs; one edge unit needs 2 edge terms of 24 x 24 bits (4 blocks each)
+    # and a learning product of 20 x 20 bits (4 blocks); the serial fabric one of each
+    assert [multiplier_blocks(cfg, u, 16) for u in (1, 2, "serial")] == [12, 24, 8]
+    tried = fake_builds(monkeypatch, tmp_path, lambda p: 3000, budget=5280)
+    rep, units, cpt, attempts = build_fitting(cfg, "icebreaker", tmp_path / "a")
+    assert tried == ["serial"] and (units, cpt) == (1, 98)
+    from clln.boards import system as bs
+    from clln.boards.targets import TARGETS
+    small = dataclasses.replace(TARGETS["icebreaker"], dsps=4)    # a smaller part
+    monkeypatch.setattr(bs, "_target", lambda board: small)
+    with pytest.raises(BuildError, match=r"even the serial fabric needs about 8 multiplier "
+                                         r"blocks \(of 4\)"):
+        build_fitting(cfg, "icebreaker", tmp_path / "b")
 
 
 TINY = """name = "tiny"
