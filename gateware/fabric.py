@@ -426,9 +426,13 @@ class Fabric(wiring.Component):
         m.d.comb += [self.v_clamped[n].eq(st.vc[n]) for n in range(N)]
         m.d.comb += [self.gates[e].eq(st.g[e]) for e in range(E)]
 
-    def _status_and_samples(self, m, st, commit, tick_flags, out_values):
-        """Sticky flags, tick counter, sample writes and the output/status ports."""
-        with m.If(self.run):
+    def _status_and_samples(self, m, st, commit, tick_flags, out_values, run=None):
+        """Sticky flags, tick counter, sample writes and the output/status ports.
+
+        ``tick_flags`` are ORed into the sticky flags on every cycle of ``run`` (default
+        the ``run`` port).
+        """
+        with m.If(self.run if run is None else run):
             m.d.sync += st.flags.eq(st.flags | tick_flags)
         with m.If(self.clear_flags):
             m.d.sync += st.flags.eq(0)

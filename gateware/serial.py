@@ -97,8 +97,9 @@ class SerialFabric(Fabric):
     The ports are those of :class:`~.fabric.Fabric` except the flat state vectors:
     node voltages are read through ``node_raddr`` (``v_free_rdata``/``v_clamped_rdata``
     are the voltages of that node one cycle later), gates through ``gate_raddr``. Node
-    voltages and gates are kept in memories (block RAM), which ``rst`` does not clear:
-    they start at 0 V and at the initial gates when the FPGA is configured.
+    voltages and gates are kept in memories (block RAM). After a reset (and at start) the
+    fabric clears them, one address per cycle (``max(2 * 2**ceil(log2 N), E) + 1``
+    cycles), with ``busy`` high; ``run`` waits until it is done.
     """
 
     def __init__(self, cfg, fmt=None, seed=None):
@@ -110,7 +111,7 @@ class SerialFabric(Fabric):
     def _members(self):
         v = signed(self.fmt.v_bits)
         return {**self._control_members(), "node_raddr": In(range(max(self.n_nodes, 2))),
-                "v_free_rdata": Out(v), "v_clamped_rdata": Out(v)}
+                "v_free_rdata": Out(v), "v_clamped_rdata": Out(v), "busy": Out(1)}
 
     def elaborate(self, platform):
         f = self.fmt
@@ -151,10 +152,11 @@ class SerialFabric(Fabric):
         end = step == S - 1
         learn_q = Signal()
         learn = Mux(step == 0, self.learn, learn_q)
+        run = Signal()                              # ``run`` unless clearing (below)
         bank = Signal()                             # memory half that holds the state at t
         commit = Signal()
-        m.d.comb += commit.eq(self.run & end)
-        with m.If(self.run):
+        m.d.comb += commit.eq(run & end)
+        with m.If(run):
             m.d.sync += [step.eq(Mux(end, 0, step + 1)), cur.eq(pre)]
             with m.If(step == 0):
                 m.d.sync += learn_q.eq(self.learn)
@@ -174,7 +176,21 @@ class SerialFabric(Fabric):
             m.submodules[f"{name}_mem"] = mem
             wr = mem.write_port()
             mems[name] = (mem, wr)
-        at = SimpleNamespace(**{k: Mux(self.run, getattr(pre, k), getattr(cur, k))
+        # After a reset the memories are cleared (node voltages 0, the initial gates from
+        # a ROM), one address per cycle; meanwhile ``busy`` is high and ``run`` is ignored.
+        node_depth = 2 << node_bits
+        clear_len = max(node_depth, E)
+        clear = Signal(range(clear_len + 2))
+        busy = Signal()
+        m.d.comb += [busy.eq(clear != clear_len + 1), self.busy.eq(busy)]
+        with m.If(busy):
+            m.d.sync += clear.eq(clear + 1)
+        m.submodules.gate_rom = gate_rom = Memory(shape=g_shape, depth=E,
+                                               init=[int(x) for x in self.gate_init])
+        rom_rd = gate_rom.read_port()
+        m.d.comb += [rom_rd.addr.eq(clear), run.eq(self.run & ~busy)]
+
+        at = SimpleNamespace(**{k: Mux(run, getattr(pre, k), getattr(cur, k))
                                 for k in ("node", "other", "edge")})
         read_bank = Mux(commit, ~bank, bank)
 
@@ -213,7 +229,7 @@ class SerialFabric(Fabric):
             edge=Signal(range(E), name="q_edge"), g=Signal(g_shape, name="q_g"),
             dg=Signal(signed(f.dg_bits), name="q_dg"), flags=Signal(5, name="q_flags"),
             clamp=Signal(range(len(clamp_nodes) + 1), name="q_clamp"))
-        with m.If(self.run):
+        with m.If(run):
             m.d.sync += [
                 q.s.eq(s), q.plus.eq(cur.plus), q.first.eq(cur.first), q.last.eq(cur.last),
                 q.node.eq(cur.node), q.net.eq(cur.net), q.vn.eq(vn), q.clamp.eq(cur.clamp),
@@ -231,25 +247,29 @@ class SerialFabric(Fabric):
         clamped = _select(q.clamp, {i + 1: clamp_values[n] for i, n in enumerate(clamp_nodes)})
         _, vf_wr = mems["vf"]
         _, vc_wr = mems["vc"]
+        clearing_nodes = busy & (clear < node_depth)
         m.d.comb += [
-            vf_wr.addr.eq(Cat(q.node, ~bank)), vf_wr.data.eq(v_new),
-            vf_wr.en.eq(self.run & q.last & ~q.net),
-            vc_wr.addr.eq(Cat(q.node, ~bank)),
-            vc_wr.data.eq(Mux(q.clamp != 0, clamped, v_new)),
-            vc_wr.en.eq(self.run & q.last & q.net),
+            vf_wr.addr.eq(Mux(busy, clear, Cat(q.node, ~bank))),
+            vf_wr.data.eq(Mux(busy, 0, v_new)),
+            vf_wr.en.eq(clearing_nodes | (run & q.last & ~q.net)),
+            vc_wr.addr.eq(Mux(busy, clear, Cat(q.node, ~bank))),
+            vc_wr.data.eq(Mux(busy, 0, Mux(q.clamp != 0, clamped, v_new))),
+            vc_wr.en.eq(clearing_nodes | (run & q.last & q.net)),
         ]
-        with m.If(self.run):
+        with m.If(run):
             m.d.sync += acc.eq(total)
-        with m.If(self.run & q.last & ~q.net):
+        with m.If(run & q.last & ~q.net):
             with m.Switch(q.node):
                 for n in out_nodes:
                     with m.Case(n):
                         m.d.sync += vf_out_next[n].eq(v_new)
         _, g_wr = mems["g"]
+        restoring = busy & (clear >= 1) & (clear <= E)      # the ROM read takes a cycle
         m.d.comb += [                                   # a controller write wins
-            g_wr.addr.eq(Mux(self.gate_we, self.gate_addr, q.edge)),
-            g_wr.data.eq(Mux(self.gate_we, self.gate_data, gate_apply(m, f, q.g, q.dg))),
-            g_wr.en.eq(self.gate_we | (self.run & q.gate)),
+            g_wr.addr.eq(Mux(self.gate_we, self.gate_addr, Mux(busy, clear - 1, q.edge))),
+            g_wr.data.eq(Mux(self.gate_we, self.gate_data,
+                             Mux(busy, rom_rd.data, gate_apply(m, f, q.g, q.dg)))),
+            g_wr.en.eq(self.gate_we | restoring | (run & q.gate)),
         ]
 
         # Commit: the other half of the memory becomes the state; drives; free outputs.
@@ -259,7 +279,7 @@ class SerialFabric(Fabric):
         tick_flags = Signal(5)
         m.d.comb += tick_flags.eq(q.flags | Mux(q.last, node_flags, 0)
                                   | Mux(end & _or(clamp_flags), 8, 0))
-        self._status_and_samples(m, st, commit, tick_flags, out_values)
+        self._status_and_samples(m, st, commit, tick_flags, out_values, run)
 
         # Readback of the state at t (registered reads, as the memories give them).
         g_mem, g_wr = mems["g"]

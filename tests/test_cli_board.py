@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,6 +189,25 @@ kappa = 0.02
 [fabric]
 edge_units = 1
 """
+
+
+def test_build_paper_xor_icebreaker(capsys):
+    """The paper network's training system as an iCEBreaker bitstream (a few minutes).
+
+    Without a ``[fabric]`` section the search skips the folds whose multipliers cannot fit
+    the 8 DSPs and builds the serial fabric; the build must meet timing at its clock.
+    """
+    assert board_cli(["build", "paper-xor", "--board", "icebreaker", "--json",
+                      "--build-dir", "build/tests/system-paper-xor-icebreaker"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["serial"] and out["edge_units"] == 1 and out["cycles_per_tick"] == 98
+    assert out["fmax_mhz"] >= out["clock_mhz"] >= 6
+    assert out["lut"] <= 5280 and out["dsp"] <= 8 and 0 < out["bram"] <= 30
+    assert out["ticks_per_second"] == pytest.approx(out["clock_mhz"] * 1e6 / 98)
+    bitstream = Path(out["bitstream"])
+    assert bitstream.exists() and bitstream.stat().st_size > 100_000
+    assert [a["ok"] for a in out["attempts"]] == [False, True]   # 32 skipped, then serial
+    print(json.dumps(out))
 
 
 @pytest.mark.skipif(__import__("os").environ.get("CLLN_SLOW_BUILDS") != "1",

@@ -7,6 +7,7 @@ import tomllib
 
 import numpy as np
 import pytest
+from amaranth.hdl import Signal
 from amaranth.sim import Simulator
 
 from clln import cli
@@ -100,6 +101,8 @@ def amaranth_run(cfg, ticks, switch=7):
     got, exp = [], []
 
     async def bench(ctx):
+        while hasattr(dut, "busy") and ctx.get(dut.busy):     # serial: clearing its RAM
+            await ctx.tick()
         for t in range(ticks):
             ex, learn = (t // switch) % p.n_examples, (t // 3) % 2 == 1
             if t % switch == 0:
@@ -141,6 +144,43 @@ def test_amaranth_fabric_matches_model(units):
     np.testing.assert_array_equal(got, exp)
     assert got[-1, -1] == (30 if units else 60)
     assert np.any(got[-1, 32:64] != got[0, 32:64])        # gates learned something
+
+
+def test_serial_fabric_reset_clears_its_memories():
+    from amaranth.hdl import ResetInserter
+    cfg = with_edge_units(config_mod.load("paper-xor"), "serial")
+    dut = make_fabric(cfg)
+    reset = Signal()
+    top = ResetInserter(reset)(dut)
+
+    async def bench(ctx):
+        while ctx.get(dut.busy):
+            await ctx.tick()
+        ctx.set(dut.run, 1)
+        ctx.set(dut.learn, 1)
+        await ctx.tick().repeat(5 * dut.cycles_per_tick)
+        ctx.set(dut.run, 0)
+        vf, vc, g = await read_state(ctx, dut)
+        assert any(vf) and any(vc) and list(g) != list(dut.gate_init)
+        ctx.set(dut.run, 1)                  # asked to run on: waits for the clearing
+        ctx.set(reset, 1)
+        await ctx.tick()
+        ctx.set(reset, 0)
+        cycles = 0
+        while ctx.get(dut.busy):
+            assert ctx.get(dut.ticks) == 0
+            await ctx.tick()
+            cycles += 1
+        assert cycles == 2 * 16 + 1
+        ctx.set(dut.run, 0)
+        vf, vc, g = await read_state(ctx, dut)
+        assert not any(vf) and not any(vc) and list(g) == list(dut.gate_init)
+        assert ctx.get(dut.ticks) == 0
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 def test_amaranth_gate_restore_and_flags():

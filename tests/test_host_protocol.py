@@ -245,3 +245,15 @@ def test_driver_timeout_and_damaged_request():
     with pytest.raises(DeviceError) as e:
         dev.request(Command.READ_STATUS)
     assert e.value.status in p.FRAME_STATUSES
+
+
+def test_config_hash_ignores_the_fold_but_not_the_formats():
+    import dataclasses
+    from clln import config
+    from clln.host.protocol import config_hash
+    cfg = config.load("paper-xor")
+    folds = [dataclasses.replace(cfg.fabric, edge_units=4),
+             dataclasses.replace(cfg.fabric, serial=True)]
+    assert {config_hash(dataclasses.replace(cfg, fabric=f)) for f in folds} == {config_hash(cfg)}
+    narrow = dataclasses.replace(cfg, fixed=dataclasses.replace(cfg.fixed, g_bits=27))
+    assert config_hash(narrow) != config_hash(cfg)

@@ -548,6 +548,9 @@ class Identity:
 def config_hash(cfg):
     """32-bit hash of what a bitstream depends on: graph, I/O, device, learning, widths.
 
+    The fabric's folding (``[fabric]``) is left out: every fold computes the same bits, so
+    a bitstream whose fold was chosen by ``clln build`` serves the config it was built from.
+
     The first four bytes (big-endian) of SHA-256 over a canonical JSON of those values.
     """
     doc = {
@@ -558,10 +561,7 @@ def config_hash(cfg):
         "gate_min": cfg.learning.gate_min, "gate_max": cfg.learning.gate_max,
         "kappa": cfg.schedule.kappa, "learn_ticks": cfg.schedule.learn_ticks,
         "fixed": {k: getattr(cfg.fixed, k) for k in cfg.fixed.__dataclass_fields__},
-        "edge_units": cfg.fabric.edge_units,
     }
-    if cfg.fabric.serial:
-        doc["serial"] = True
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 

@@ -47,6 +47,9 @@ class FabricDriver:
         for _ in range(2):
             await FallingEdge(d.clk)
         d.rst.value = 0
+        await FallingEdge(d.clk)
+        while hasattr(d, "busy") and d.busy.value:        # the serial fabric clears its RAM
+            await FallingEdge(d.clk)
 
     async def write_sample(self, drive, target):
         """Write every drive register and target (the tick is paused meanwhile)."""
