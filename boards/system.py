@@ -11,6 +11,7 @@ from amaranth.hdl import Module
 from amaranth.lib import io, wiring
 
 from ..gateware.controller import System
+from ..config import refold
 from ..formats import Formats
 from ..gateware.fabric import fabric_shape, product_operand_bits
 from ..host import protocol as p
@@ -40,13 +41,6 @@ class BoardSystem(wiring.Component):
         m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
         m.d.comb += [sysm.rx.eq(rx_buf.i), tx_buf.o.eq(sysm.tx)]
         return m
-
-
-def with_edge_units(cfg, units):
-    """``cfg`` with ``[fabric] edge_units = units``, or the serial fabric for ``"serial"``."""
-    fab = (dataclasses.replace(cfg.fabric, edge_units=0, serial=True) if units == "serial"
-           else dataclasses.replace(cfg.fabric, edge_units=units, serial=False))
-    return dataclasses.replace(cfg, fabric=fab, has_fabric=True)
 
 
 @dataclasses.dataclass
@@ -168,7 +162,7 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         folder = Path(build_dir) / ("serial" if serial else f"p{units}")
         label = "serial fabric" if serial else f"edge_units {units}"
         try:
-            rep, u, c = build_system(with_edge_units(cfg, units), board, folder, clock_mhz, baud,
+            rep, u, c = build_system(refold(cfg, units), board, folder, clock_mhz, baud,
                                      max_examples)
         except BuildError as e:
             why = str(e).splitlines()[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config as config_mod
-from .cli_common import progress_bar, whole_number
+from .cli_common import fold_arg, progress_bar, whole_number
 from .errors import CllnError, ConfigError
 
 BOARDS = ("icebreaker", "ulx3s-85f", "tangnano9k")
@@ -20,6 +20,8 @@ def cmd_build(args):
     """Build a bitstream of the training system for a board."""
     from .boards.system import build_fitting, build_system
     cfg = config_mod.load(args.config)
+    if args.fabric is not None:
+        cfg = config_mod.refold(cfg, args.fabric)
     build_dir = Path(args.build_dir or f"build/boards/{cfg.name}-{args.board}")
     if build_dir.is_absolute():
         try:
@@ -177,6 +179,11 @@ def cmd_run(args):
     """Train a config on a board (or the simulated board) and read the result back."""
     from .formats import Formats
     cfg = config_mod.load(args.config)
+    if args.fabric is not None:
+        if not args.sim:
+            raise ConfigError("--fabric", "", "only with --sim (a board runs the fabric it "
+                              "was built with)")
+        cfg = config_mod.refold(cfg, args.fabric)
     fmt = Formats.from_config(cfg)
     seed = args.seed if args.seed is not None else cfg.learning.seed
     epochs = args.epochs if args.epochs is not None else cfg.learning.epochs
@@ -253,6 +260,8 @@ def add_parsers(sub):
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--max-examples", type=whole_number(1),
                    help="dataset capacity (default: the dataset, at least 16)")
+    p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
+                   help="override [fabric]: edge units (0 = one per edge) or 'serial'")
     p.add_argument("--build-dir", metavar="DIR", help="default build/boards/<name>-<board>")
     p.add_argument("--program", action="store_true", help="program the board afterwards")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -272,6 +281,8 @@ def add_parsers(sub):
     p.add_argument("--order", choices=("cyclic", "lfsr"), default="cyclic")
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")
+    p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
+                   help="with --sim: the simulated board's fabric (edge units or 'serial')")
     p.add_argument("--build-dir", metavar="DIR", help="--sim build folder")
     p.add_argument("--sim-opt", default=None, help="C++ optimisation of the simulated "
                    "board (default -Os; -O0 builds faster and runs slower)")

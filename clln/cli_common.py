@@ -24,3 +24,13 @@ def progress_bar(total, enabled, desc):
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False,
                 mininterval=0.2)
+
+
+def fold_arg(text):
+    """A ``--fabric`` value: a whole number of edge units (0 = one per edge) or ``serial``."""
+    if text == "serial":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of edge units or 'serial', "
+                                         f"got {text!r}")
+    return int(text)

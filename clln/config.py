@@ -7,6 +7,7 @@ The config core imports neither the golden models nor the gateware.
 
 import math
 import tomllib
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -434,6 +435,16 @@ def _fabric(t, n_edges):
         raise t.error("serial", "the serial fabric has one edge unit: leave out edge_units")
     t.finish()
     return fab
+
+
+def refold(cfg, fold):
+    """``cfg`` with another fabric: ``fold`` is a number of edge units (0: one per edge)
+    or ``"serial"``. Folding never changes the bits a fabric computes."""
+    fab = (Fabric(0, True) if fold == "serial" else Fabric(int(fold), False))
+    if not fab.serial and not 0 <= fab.edge_units <= cfg.network.n_edges:
+        raise ConfigError(cfg.source, "fabric.edge_units",
+                          f"must be 0..{cfg.network.n_edges}, got {fab.edge_units}")
+    return dataclasses.replace(cfg, fabric=fab, has_fabric=True)
 
 
 def builtin_names():

@@ -225,3 +225,17 @@ def test_build_tiny_system_ulx3s(tmp_path, capsys):
     assert out["fmax_mhz"] >= out["clock_mhz"] > 5
     assert 0 < out["dsp"] <= 156 and 1000 < out["lut"] < 83640 and out["bram"] >= 1
     assert out["ticks_per_second"] == pytest.approx(out["clock_mhz"] * 1e6 / 7)
+
+
+def test_fabric_flag_is_checked(capsys):
+    from clln.errors import ConfigError
+    with pytest.raises(SystemExit) as info:
+        board_cli(["build", "paper-xor", "--board", "icebreaker", "--fabric", "many"])
+    assert info.value.code == 2
+    assert "expected a number of edge units or 'serial'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="fabric.edge_units: must be 0..32, got 40"):
+        board_cli(["build", "paper-xor", "--board", "icebreaker", "--fabric", "40"])
+    with pytest.raises(ConfigError, match="--fabric.*only with --sim"):
+        board_cli(["run", "paper-xor", "--port", "/dev/null", "--fabric", "serial"])
+    cfg = config_mod.refold(config_mod.load("paper-xor"), "serial")
+    assert cfg.fabric.serial and cfg.has_fabric
