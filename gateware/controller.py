@@ -22,7 +22,7 @@ from clln.formats import Formats
 
 from ..host import protocol as p
 from ..host.protocol import Command, Status
-from .fabric import make_fabric
+from .fabric import const_mul, make_fabric
 from .framing import Byte, Token
 from .link import HostLink
 
@@ -51,10 +51,31 @@ def _lfsr_next(state, width):
 
 
 def _big_endian(value, n):
-    """The n bytes of unsigned ``value`` (zero-extended), most significant byte first
-    (byte 0 in the low bits of the result)."""
+    """The n bytes of unsigned ``value`` (zero-extended), most significant byte first."""
     wide = Cat(value, Const(0, 8 * n - len(value))) if len(value) < 8 * n else value
-    return Cat(*[wide[8 * (n - 1 - b):8 * (n - b)] for b in range(n)])
+    return [wide[8 * (n - 1 - b):8 * (n - b)] for b in range(n)]
+
+
+class _ReadPort:
+    """``addr`` and one cycle later ``data``, like a synchronous read port."""
+
+    def __init__(self, addr, data):
+        self.addr, self.data = addr, data
+
+
+def _read_port(m, memory, name):
+    """A synchronous read port of ``memory`` that needs no read/write collision logic.
+
+    A combinational port and a reset-less register, which yosys merges into the block
+    RAM's read port; with the memory's ``no_rw_check`` attribute it adds no logic for a
+    read of the address written in the same cycle (old data in simulation). Only for
+    memories never read there when it matters.
+    """
+    memory.attrs["no_rw_check"] = 1
+    port = memory.read_port(domain="comb")
+    data = Signal.like(port.data, name=f"{name}_rdata", reset_less=True)
+    m.d.sync += data.eq(port.data)
+    return _ReadPort(port.addr, data)
 
 
 class Controller(wiring.Component):
@@ -67,17 +88,27 @@ class Controller(wiring.Component):
     max_examples : int
         Rows of the dataset memory (and of the outputs memory).
 
+    Attributes
+    ----------
+    error_bits : int
+        Width of the error sums. An epoch's sum has at most ``max_examples * n_outputs``
+        squares of an error below ``3 * 2**(v_bits - 1)``, so the sum saturates at
+        ``2**64 - 1`` only when that bound does not fit 64 bits.
+
     Notes
     -----
     Ports: dataset writes (``ds_*``, one value per cycle: ``index`` < n_inputs is a
-    drive value, then the targets), schedule writes (``sched_*`` latched by ``sched_we``,
-    which also reloads the LFSR from the seed), ``start`` (with ``start_epochs``, 0 =
-    until stopped, and ``start_learn``), ``stop`` (honoured at the next tick boundary),
-    ``clear`` (idle only: pulses ``fabric_reset``, with which the system resets the
-    fabric, clears the tick counter, epoch, example, error sums and outputs memory and
-    reloads the LFSR), the outputs memory read port (``out_*``, one cycle of latency)
-    and status. ``f_*`` connect to the fabric. The dataset memory starts with the
-    config's dataset and the schedule registers with the config's schedule.
+    drive value, then the targets; only while idle), schedule writes (``sched_*`` latched
+    by ``sched_we``, which also reloads the LFSR from the seed: ``sched_seed`` is read
+    bit by bit until ``busy`` falls; ``sched_n`` must be ``1 .. max_examples`` and
+    ``sched_settle + sched_learn >= 1``, as the command handler checks), ``start`` (with
+    ``start_epochs``, 0 = until stopped, and ``start_learn``), ``stop`` (honoured at the
+    next tick boundary), ``clear`` (idle only: pulses ``fabric_reset``, with which the
+    system resets the fabric, clears the tick counter, epoch, example, error sums and
+    outputs memory and reloads the LFSR), the outputs memory read port (``out_*``, one
+    cycle of latency) and status. ``f_*`` connect to the fabric (``f_sample_data`` is
+    valid only with ``f_sample_we``). The dataset memory starts with the config's dataset
+    and the schedule registers with the config's schedule.
     """
 
     def __init__(self, cfg, fmt, max_examples):
@@ -93,6 +124,10 @@ class Controller(wiring.Component):
         if n_ex < 1:
             raise ValueError("the dataset has no example")
         self.default_n = n_ex
+        # |output - target| of a signed(v_bits + 1) output and a signed(v_bits) target
+        self.diff_max = (3 << (fmt.v_bits - 1)) - 1
+        self.error_bound = max_examples * self.n_outputs * self.diff_max ** 2
+        self.error_bits = min(64, self.error_bound.bit_length())
         v = signed(fmt.v_bits)
         ex_shape = range(max(max_examples, 2))
         super().__init__({
@@ -105,9 +140,9 @@ class Controller(wiring.Component):
             "clear": In(1), "fabric_reset": Out(1),
             "out_example": In(ex_shape), "out_index": In(range(max(self.n_outputs, 2))),
             "out_data": Out(signed(fmt.v_bits + 1)),
-            "busy": Out(1), "mode": Out(2), "epoch": Out(32), "example": Out(16),
-            "ticks": Out(64), "error_sum": Out(64), "settle": Out(32), "learn_ticks": Out(32),
-            "epochs": Out(32),
+            "busy": Out(1), "mode": Out(2), "epoch": Out(32), "example": Out(ex_shape),
+            "ticks": Out(64), "error_sum": Out(self.error_bits), "settle": Out(32),
+            "learn_ticks": Out(32), "epochs": Out(32),
             "f_run": Out(1), "f_learn": Out(1), "f_sample_we": Out(1),
             "f_sample_addr": Out(range(max(self.n_driven + self.n_outputs, 2))),
             "f_sample_data": Out(v), "f_tick_done": In(1),
@@ -129,12 +164,13 @@ class Controller(wiring.Component):
         cfg, fmt = self.cfg, self.fmt
         K, n_in, W = self.n_outputs, self.n_inputs, self.row
         v = signed(fmt.v_bits)
+        ex_shape = range(max(self.max_examples, 2))
 
         m.submodules.dataset = ds = Memory(shape=v, depth=self.max_examples * self.row_stride,
                                            init=self._dataset_init())
         m.submodules.outmem = om = Memory(shape=signed(fmt.v_bits + 1),
                                           depth=self.max_examples * self.out_stride, init=[])
-        ds_w, ds_r = ds.write_port(), ds.read_port()
+        ds_w, ds_r = ds.write_port(), _read_port(m, ds, "ds")
         om_w, om_r = om.write_port(), om.read_port()
         rs, os_ = self.row_stride.bit_length() - 1, self.out_stride.bit_length() - 1
         m.d.comb += [ds_w.en.eq(self.ds_we), ds_w.data.eq(self.ds_data),
@@ -147,62 +183,72 @@ class Controller(wiring.Component):
         settle = Signal(32, init=sch.settle_ticks)
         learn_t = Signal(32, init=sch.learn_ticks)
         epochs = Signal(32, init=cfg.learning.epochs)
-        n_ex = Signal(16, init=self.default_n)
+        n_ex = Signal(range(self.max_examples + 1), init=self.default_n)
         order = Signal()
         widths = lfsr_widths(self.max_examples)
         wmax = widths[-1]
         w0 = max(2, self.default_n.bit_length())
         seed0 = cfg.learning.seed
         lfsr = Signal(wmax, init=seed0 % ((1 << w0) - 1) + 1)
-        lfsr_w = Signal(range(wmax + 1), init=w0)
-        seed = Signal(32, init=seed0)
-        wipe = Signal(range(self.max_examples * self.out_stride))
+        # seed reduction: rem = seed mod (2^w - 1) by restoring division, kept for RESET
+        rem = Signal(wmax, init=seed0 % ((1 << w0) - 1))
+        reseed = Signal()               # SEED divides sched_seed (else only waits)
+        n_out = self.max_examples * self.out_stride
+        steps = Signal(range(max(33, n_out)))      # WIPE: the address (down to 0); SEED
         m.d.comb += [self.settle.eq(settle), self.learn_ticks.eq(learn_t),
                      self.epochs.eq(epochs)]
 
+        # The LFSR's width w = max(2, bit_length(n_ex)) and modulus 2**w - 1.
         lfsr_next = Signal(wmax)
-        m.d.comb += lfsr_next.eq(lfsr)
-        for w in widths:
-            with m.If(lfsr_w == w):
-                m.d.comb += lfsr_next.eq(_lfsr_next(lfsr[:w], w))
+        modulus = Signal(wmax)
+        m.d.comb += [lfsr_next.eq(_lfsr_next(lfsr, wmax)), modulus.eq((1 << wmax) - 1)]
+        for w in reversed(widths[:-1]):
+            with m.If(n_ex < (1 << w)):
+                m.d.comb += [lfsr_next.eq(_lfsr_next(lfsr[:w], w)), modulus.eq((1 << w) - 1)]
 
         # Run state.
         mode = Signal(2)
+        training = mode == MODE_TRAIN
         epoch = Signal(32)
         run_epochs = Signal(32)
-        training = Signal()
-        ex = Signal(16)           # example being presented
-        ex_count = Signal(16)     # examples done in this epoch
+        ex = Signal(ex_shape)           # example being presented
+        ex_count = Signal(ex_shape)     # examples done in this epoch
         j = Signal(range(W + 1))
-        remaining = Signal(33)
+        # An example's ticks come in two phases, settle_ticks then learn_ticks (learning on
+        # when training; inference runs both with learning off, then observes).
+        elapsed = Signal(32)            # ticks done in this phase
         learn_phase = Signal()
         observed = Signal()
         stop_req = Signal()
         ticks = Signal(64)
-        err_acc = Signal(64)
-        last_err = Signal(64)
-        targets = [Signal(v, name=f"tgt{k}") for k in range(K)]
-        k = Signal(range(max(K, 2)))
-        diff_abs = Signal(fmt.v_bits + 2)
-        mcand = Signal(2 * (fmt.v_bits + 2))
-        mplier = Signal(fmt.v_bits + 2)
-        sq = Signal(2 * (fmt.v_bits + 2))
-        # seed reduction: lfsr = seed mod (2^w - 1) + 1, by restoring division
-        seed_sr = Signal(32)
-        rem = Signal(wmax + 1)
-        modulus = Signal(wmax + 1)
-        bitn = Signal(range(33))
-
-        eff_settle = Mux(training, settle, settle + learn_t)
-        eff_learn = Mux(training, learn_t, 0)
+        err_acc = Signal(self.error_bits)
+        last_err = Signal(self.error_bits)
+        k = Signal(range(max(K, 2)))    # output being observed; 0 outside OBS_*
+        # squarer: mcand = |d| << i, mplier = |d| >> i
+        mag_bits = self.diff_max.bit_length()
+        mcand = Signal(2 * mag_bits - 1)
+        mplier = Signal(mag_bits)
 
         m.d.comb += [self.mode.eq(mode), self.epoch.eq(epoch), self.example.eq(ex),
                      self.ticks.eq(ticks), self.error_sum.eq(last_err)]
+
+        starting = Signal()
+        epoch_done = Signal()
+        phase_end = Signal()            # this tick ends the phase
+        m.d.comb += phase_end.eq(elapsed + 1 == Mux(learn_phase, learn_t, settle))
 
         with m.If(self.f_tick_done):
             m.d.sync += ticks.eq(ticks + 1)
         with m.If(self.stop):
             m.d.sync += stop_req.eq(1)
+
+        # Dataset reads: the row of the example while loading it, else the target of the
+        # output observed next (read one cycle ahead), so no target is kept in registers.
+        in_obs_sq = Signal()
+        prev = j - 1
+        m.d.comb += [ds_r.addr.eq((ex << rs) | (n_in + k + in_obs_sq)),
+                     self.f_sample_data.eq(ds_r.data),
+                     self.f_sample_addr.eq(Mux(prev < n_in, prev, prev - n_in + self.n_driven))]
 
         def begin_example(m):
             m.d.sync += j.eq(0)
@@ -212,41 +258,36 @@ class Controller(wiring.Component):
             with m.State("IDLE"):
                 m.d.sync += stop_req.eq(0)
                 with m.If(self.sched_we):
-                    w = Signal(range(wmax + 1))
-                    m.d.comb += w.eq(wmax)
-                    for ww in reversed(widths):
-                        with m.If(self.sched_n < (1 << ww)):
-                            m.d.comb += w.eq(ww)
                     m.d.sync += [settle.eq(self.sched_settle), learn_t.eq(self.sched_learn),
                                  epochs.eq(self.sched_epochs), n_ex.eq(self.sched_n),
-                                 order.eq(self.sched_order), lfsr_w.eq(w),
-                                 modulus.eq((1 << w) - 1), seed_sr.eq(self.sched_seed),
-                                 seed.eq(self.sched_seed), rem.eq(0), bitn.eq(32)]
+                                 order.eq(self.sched_order), rem.eq(0), reseed.eq(1),
+                                 steps.eq(32)]
                     m.next = "SEED"
                 with m.Elif(self.clear):
                     m.d.comb += self.fabric_reset.eq(1)
-                    m.d.sync += [ticks.eq(0), epoch.eq(0), ex.eq(0), last_err.eq(0),
-                                 err_acc.eq(0), modulus.eq((1 << lfsr_w) - 1), seed_sr.eq(seed),
-                                 rem.eq(0), bitn.eq(32), wipe.eq(0)]
+                    m.d.sync += [reseed.eq(0), steps.eq(n_out - 1)]
                     m.next = "WIPE"
                 with m.Elif(self.start):
+                    m.d.comb += starting.eq(1)
                     m.d.sync += [mode.eq(Mux(self.start_learn, MODE_TRAIN, MODE_EVAL)),
-                                 training.eq(self.start_learn), run_epochs.eq(self.start_epochs),
-                                 epoch.eq(0), ex_count.eq(0), err_acc.eq(0)]
+                                 run_epochs.eq(self.start_epochs), ex_count.eq(0)]
                     begin_example(m)
             with m.State("WIPE"):
-                m.d.comb += [om_w.en.eq(1), om_w.addr.eq(wipe), om_w.data.eq(0)]
-                m.d.sync += wipe.eq(wipe + 1)
-                with m.If(wipe == self.max_examples * self.out_stride - 1):
+                m.d.comb += [om_w.en.eq(1), om_w.addr.eq(steps), om_w.data.eq(0)]
+                m.d.sync += steps.eq(steps - 1)
+                with m.If(steps == 0):
+                    m.d.sync += steps.eq(32)
                     m.next = "SEED"
             with m.State("SEED"):
-                with m.If(bitn == 0):
+                # 32 steps, sched_seed's bit steps - 1 at step steps
+                with m.If(steps == 0):
                     m.d.sync += lfsr.eq(rem + 1)
                     m.next = "IDLE"
                 with m.Else():
-                    shifted = Cat(seed_sr[31], rem[:wmax])
-                    m.d.sync += [rem.eq(Mux(shifted >= modulus, shifted - modulus, shifted)),
-                                 seed_sr.eq(seed_sr << 1), bitn.eq(bitn - 1)]
+                    shifted = Cat(Cat(Const(0, 1), self.sched_seed).bit_select(steps, 1), rem)
+                    m.d.sync += steps.eq(steps - 1)
+                    with m.If(reseed):
+                        m.d.sync += rem.eq(Mux(shifted >= modulus, shifted - modulus, shifted))
             with m.State("SELECT"):
                 with m.If(stop_req):
                     m.d.sync += mode.eq(MODE_IDLE)
@@ -262,69 +303,63 @@ class Controller(wiring.Component):
             with m.State("LOAD"):
                 m.d.comb += ds_r.addr.eq((ex << rs) | j)
                 with m.If(j != 0):
-                    prev = j - 1
-                    m.d.comb += [self.f_sample_we.eq(1), self.f_sample_data.eq(ds_r.data),
-                                 self.f_sample_addr.eq(Mux(prev < n_in, prev,
-                                                           prev - n_in + self.n_driven))]
-                    for kk in range(K):
-                        with m.If(prev == n_in + kk):
-                            m.d.sync += targets[kk].eq(ds_r.data)
+                    m.d.comb += self.f_sample_we.eq(1)
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == W):
-                    m.d.sync += observed.eq(0)
-                    with m.If(eff_settle != 0):
-                        m.d.sync += [remaining.eq(eff_settle), learn_phase.eq(0)]
-                    with m.Else():
-                        m.d.sync += [remaining.eq(eff_learn), learn_phase.eq(1)]
+                    m.d.sync += [observed.eq(0), elapsed.eq(0), learn_phase.eq(settle == 0)]
                     m.next = "TICKS"
             with m.State("TICKS"):
                 m.d.comb += [self.f_run.eq(1), self.f_learn.eq(learn_phase & training)]
                 with m.If(self.f_tick_done):
-                    m.d.sync += remaining.eq(remaining - 1)
+                    m.d.sync += elapsed.eq(elapsed + 1)
                     with m.If(stop_req):
                         m.d.sync += mode.eq(MODE_IDLE)
                         m.next = "IDLE"
-                    with m.Elif(remaining == 1):
-                        with m.If(observed):
+                    with m.Elif(phase_end):
+                        with m.If(~learn_phase & ~training & (learn_t != 0)):
+                            # inference: the learn ticks follow, learning off
+                            m.d.sync += [elapsed.eq(0), learn_phase.eq(1)]
+                        with m.Elif(observed):
                             m.next = "END"
                         with m.Else():
-                            m.d.sync += k.eq(0)
                             m.next = "OBS_DIFF"
             with m.State("OBS_DIFF"):
                 out_k = Signal(signed(fmt.v_bits + 1))
-                tgt_k = Signal(v)
-                m.d.comb += [out_k.eq(self.f_outputs[k] if K > 1 else self.f_outputs[0]),
-                             tgt_k.eq(Array(targets)[k] if K > 1 else targets[0])]
+                m.d.comb += out_k.eq(self.f_outputs[k] if K > 1 else self.f_outputs[0])
                 d = Signal(signed(fmt.v_bits + 2))
-                m.d.comb += [d.eq(out_k - tgt_k),
+                m.d.comb += [d.eq(out_k - ds_r.data),
                              om_w.en.eq(1), om_w.addr.eq((ex << os_) | k), om_w.data.eq(out_k)]
-                m.d.sync += [diff_abs.eq(Mux(d < 0, -d, d)), mcand.eq(Mux(d < 0, -d, d)),
-                             mplier.eq(Mux(d < 0, -d, d)), sq.eq(0)]
+                mag = Mux(d < 0, -d, d)[:mag_bits]      # |d| <= diff_max
+                m.d.sync += [mcand.eq(mag), mplier.eq(mag)]
                 m.next = "OBS_SQ"
             with m.State("OBS_SQ"):
+                # serial shift-add square, summed straight into the epoch's error
+                m.d.comb += in_obs_sq.eq(1)
                 with m.If(mplier == 0):
-                    total = Signal(65)
-                    m.d.comb += total.eq(err_acc + sq)
-                    m.d.sync += err_acc.eq(Mux(total[64], (1 << 64) - 1, total[:64]))
                     with m.If(k == K - 1):
-                        m.d.sync += observed.eq(1)
-                        with m.If(learn_phase | (eff_learn == 0)):
+                        m.d.sync += [observed.eq(1), k.eq(0)]
+                        with m.If(learn_phase | ~training | (learn_t == 0)):
                             m.next = "END"
                         with m.Else():
-                            m.d.sync += [remaining.eq(eff_learn), learn_phase.eq(1)]
+                            m.d.sync += [elapsed.eq(0), learn_phase.eq(1)]
                             m.next = "TICKS"
                     with m.Else():
                         m.d.sync += k.eq(k + 1)
                         m.next = "OBS_DIFF"
                 with m.Else():
                     with m.If(mplier[0]):
-                        m.d.sync += sq.eq(sq + mcand)
+                        if self.error_bound >> 64:
+                            total = Signal(65)
+                            m.d.comb += total.eq(err_acc + mcand)
+                            m.d.sync += err_acc.eq(Mux(total[64], (1 << 64) - 1, total[:64]))
+                        else:
+                            m.d.sync += err_acc.eq(err_acc + mcand)
                     m.d.sync += [mcand.eq(mcand << 1), mplier.eq(mplier >> 1)]
             with m.State("END"):
                 last_ex = ex_count + 1 == n_ex
                 with m.If(last_ex):
-                    m.d.sync += [last_err.eq(err_acc), err_acc.eq(0), ex_count.eq(0),
-                                 epoch.eq(epoch + 1)]
+                    m.d.comb += epoch_done.eq(1)
+                    m.d.sync += [last_err.eq(err_acc), ex_count.eq(0), epoch.eq(epoch + 1)]
                 with m.Else():
                     m.d.sync += ex_count.eq(ex_count + 1)
                 with m.If(stop_req | (last_ex & (run_epochs != 0) & (epoch + 1 == run_epochs))):
@@ -332,6 +367,14 @@ class Controller(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     begin_example(m)
+
+        # Clears come last and alone, so that they map onto the flip-flops' reset.
+        with m.If(self.fabric_reset):
+            m.d.sync += [ticks.eq(0), ex.eq(0), last_err.eq(0)]
+        with m.If(self.fabric_reset | starting):
+            m.d.sync += epoch.eq(0)
+        with m.If(self.fabric_reset | starting | epoch_done):
+            m.d.sync += err_acc.eq(0)
         m.d.comb += self.busy.eq((mode != MODE_IDLE) | fsm.ongoing("SEED") |
                                  fsm.ongoing("WIPE"))
         return m
@@ -346,7 +389,7 @@ class CommandHandler(wiring.Component):
     ctrl : Controller
     fabric : clln.gateware.fabric.Fabric
         The handler drives ``ctrl``'s dataset, schedule, start and stop inputs and the
-        outputs read port, and ``fabric``'s gate write port and ``clear_flags``.
+        outputs read port, and ``fabric``'s gate write and read ports.
 
     Members
     -------
@@ -355,14 +398,19 @@ class CommandHandler(wiring.Component):
 
     Notes
     -----
-    A request is buffered whole (payload in a 256-byte memory), checked (frame status,
-    version, command, length, ranges and every value, busy) and only then executed, so an
-    error reply changes no state.
+    A request is buffered whole (payload in a 256-byte memory, its first 19 bytes also in
+    registers), checked (frame status, version, command, length, ranges and every value,
+    busy) and only then executed, so an error reply changes no state. The data inputs of
+    ``ctrl`` and ``fabric`` carry the request's fields at all times; only the strobes
+    (``sched_we``, ``start``, ``ds_we``, ``gate_we``, ...) are decoded.
     """
 
     i: In(stream.Signature(Token))
     o: Out(stream.Signature(Byte))
     busy: Out(1)
+
+    #: Payload bytes kept in registers (the longest fixed payload, WRITE_SCHEDULE's).
+    HEADER_BYTES = 19
 
     def __init__(self, identity, ctrl, fabric):
         self.identity, self.ctrl, self.fabric = identity, ctrl, fabric
@@ -371,66 +419,99 @@ class CommandHandler(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ident, ctrl, fab = self.identity, self.ctrl, self.fabric
-        fmt = ctrl.fmt
-        K = ctrl.n_outputs
+        K, W = ctrl.n_outputs, ctrl.row
         E = fab.n_edges
         maxex = ctrl.max_examples
         ex_bytes = ident.example_bytes
+        vb = ctrl.fmt.v_bits
 
         m.submodules.buf = buf = Memory(shape=8, depth=p.MAX_PAYLOAD, init=[])
-        bw, br = buf.write_port(), buf.read_port()
+        bw, br = buf.write_port(), _read_port(m, buf, "buf")
 
         count = Signal(range(p.MAX_REQUEST + 2))
-        version, rid, cmd, status, fstatus = (Signal(8, name=n) for n in
-                                              ("version", "rid", "cmd", "status", "fstatus"))
-        hdr = [Signal(8, name=f"hdr{i}") for i in range(19)]
+        version_ok = Signal()
+        rid, cmd = Signal(8), Signal(8)
+        status = Signal(4)              # the frame's status (end token), then the reply's
+
+        # READ_STATUS has no payload: its snapshot, taken when the request is checked,
+        # shares the registers of the payload's first bytes.
+        status_fields = [(ctrl.mode, 1), (ctrl.epoch, 4), (ctrl.example, 2), (ctrl.ticks, 8),
+                         (ctrl.error_sum, 8), (fab.sat_flags, 1)]
+        snap_value = Cat(*(value for value, _ in status_fields))
+        hold = Signal(max(8 * self.HEADER_BYTES, len(snap_value)))
+        hdr = [hold[8 * i:8 * i + 8] for i in range(self.HEADER_BYTES)]
+        status_bytes, at = [], 0
+        for value, n in status_fields:
+            status_bytes += _big_endian(hold[at:at + len(value)], n)
+            at += len(value)
 
         def u(lo, n):
             """Big-endian unsigned field of the payload bytes lo .. lo+n-1."""
             return Cat(*reversed(hdr[lo:lo + n]))
 
-        plen = Signal(range(p.MAX_REQUEST + 2))
-        m.d.comb += plen.eq(count - 3)
+        def payload_is(n):
+            """The payload has n bytes (count includes the 3 header bytes)."""
+            return count == 3 + n
+
         first, cnt = u(0, 2), u(2, 1)
-
-        # Word loop (validate / execute / reply): word index wi of n_words.
-        wi = Signal(16)
-        n_words = Signal(16)
-        wb = Signal(3)
-        word = Signal(32)
-        ex_i = Signal(16)
-        col = Signal(range(max(ctrl.row, K, 2) + 1))
-        executing = Signal()
-        idx = Signal(range(64))
-        snapshot = Signal(24 * 8)
-
         tok = self.i.payload
         is_cmd = {c: cmd == c for c in Command}
 
-        # Reply payload sizes (bytes) of the fixed replies.
+        # Word loop (validate / execute / reply): word wi of n_words, at column col of
+        # the row of example (or gate) pos.
+        wi = Signal(range(p.MAX_PAYLOAD // 4 + 1))
+        n_words = Signal(range(p.MAX_PAYLOAD // 4 + 1))     # as checked: fits
+        word = Signal(32)
+        pos = Signal(range(max(maxex, E, 2)))
+        col = Signal(range(max(W, K, 2)))
+        last_col = Signal()
+        executing = Signal()
         ident_bytes = list(ident.pack())
-        status_fields = [(ctrl.mode, 1), (ctrl.epoch, 4), (ctrl.example, 2), (ctrl.ticks, 8),
-                         (ctrl.error_sum, 8), (fab.sat_flags, 1)]
-        snap_value = Cat(*[_big_endian(f, n) for f, n in status_fields])
+        idx = Signal(range(max(len(ident_bytes), len(status_bytes)) + 1))   # byte index
+        with m.Switch(cmd):
+            with m.Case(Command.WRITE_DATASET):
+                m.d.comb += [n_words.eq(const_mul(cnt, W)), last_col.eq(col == W - 1)]
+            with m.Case(Command.READ_OUTPUTS):
+                m.d.comb += [n_words.eq(const_mul(cnt, K)), last_col.eq(col == K - 1)]
+            with m.Default():
+                m.d.comb += [n_words.eq(cnt), last_col.eq(1)]
+
+        def next_column(m):
+            with m.If(last_col):
+                m.d.sync += [col.eq(0), pos.eq(pos + 1)]
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+
+        def rewind(m):
+            m.d.sync += [wi.eq(0), pos.eq(first), col.eq(0)]
 
         value_s = word.as_signed()
-        v_lo, v_hi = -(1 << (fmt.v_bits - 1)), (1 << (fmt.v_bits - 1)) - 1
+        m.d.comb += [
+            ctrl.ds_example.eq(pos), ctrl.ds_index.eq(col), ctrl.ds_data.eq(word),
+            fab.gate_addr.eq(pos), fab.gate_data.eq(word), fab.gate_raddr.eq(pos),
+            ctrl.out_example.eq(pos), ctrl.out_index.eq(col),
+            ctrl.sched_settle.eq(u(0, 4)), ctrl.sched_learn.eq(u(4, 4)),
+            ctrl.sched_epochs.eq(u(8, 4)), ctrl.sched_n.eq(u(12, 2)),
+            ctrl.sched_order.eq(hdr[14]), ctrl.sched_seed.eq(u(15, 4)),
+            ctrl.start_epochs.eq(Mux(is_cmd[Command.RUN_EPOCHS], u(0, 4), ctrl.epochs)),
+            ctrl.start_learn.eq(~is_cmd[Command.RUN_EPOCHS] | hdr[4][0]),
+        ]
 
         with m.FSM(name="cmd") as fsm:
             with m.State("RECV"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid & tok.end):
-                    m.d.sync += fstatus.eq(tok.data)
+                    m.d.sync += status.eq(tok.data)     # a frame status: below 16
                     m.next = "CHECK"
                 with m.Elif(self.i.valid):
                     with m.Switch(count):
                         with m.Case(0):
-                            m.d.sync += version.eq(tok.data)
+                            m.d.sync += version_ok.eq(tok.data == p.PROTOCOL_VERSION)
                         with m.Case(1):
                             m.d.sync += rid.eq(tok.data)
                         with m.Case(2):
                             m.d.sync += cmd.eq(tok.data)
-                        for i in range(19):
+                        for i in range(self.HEADER_BYTES):
                             with m.Case(3 + i):
                                 m.d.sync += hdr[i].eq(tok.data)
                     with m.If((count >= 3) & (count < 3 + p.MAX_PAYLOAD)):
@@ -439,8 +520,10 @@ class CommandHandler(wiring.Component):
                         m.d.sync += count.eq(count + 1)
 
             with m.State("CHECK"):
-                m.d.sync += [snapshot.eq(snap_value), wi.eq(0), wb.eq(0), ex_i.eq(0),
-                             col.eq(0), idx.eq(0), executing.eq(0)]
+                rewind(m)
+                m.d.sync += [idx.eq(0), executing.eq(0)]
+                with m.If(is_cmd[Command.READ_STATUS]):
+                    m.d.sync += hold[:len(snap_value)].eq(snap_value)
 
                 def reply(st):
                     m.d.sync += status.eq(st)
@@ -453,43 +536,39 @@ class CommandHandler(wiring.Component):
                 with m.Switch(cmd):
                     with m.Case(Command.IDENTIFY, Command.START, Command.STOP,
                                 Command.READ_STATUS, Command.RESET):
-                        m.d.comb += bad_len.eq(plen != 0)
+                        m.d.comb += bad_len.eq(~payload_is(0))
                     with m.Case(Command.WRITE_DATASET):
-                        m.d.comb += [bad_len.eq((plen < 3) | (plen != 3 + cnt * ex_bytes)),
+                        m.d.comb += [bad_len.eq(~payload_is(3 + const_mul(cnt, ex_bytes))),
                                      bad_range.eq((cnt == 0) | (first + cnt > maxex)),
                                      validate.eq(1)]
-                        m.d.sync += n_words.eq(cnt * (ctrl.row))
                     with m.Case(Command.WRITE_SCHEDULE):
                         n = u(12, 2)
-                        m.d.comb += [bad_len.eq(plen != 19),
+                        m.d.comb += [bad_len.eq(~payload_is(19)),
                                      bad_range.eq(((u(0, 4) == 0) & (u(4, 4) == 0)) |
                                                   (n == 0) | (n > maxex) | (hdr[14] > 1))]
                     with m.Case(Command.READ_GATES):
-                        m.d.comb += [bad_len.eq(plen != 3),
+                        m.d.comb += [bad_len.eq(~payload_is(3)),
                                      bad_range.eq((cnt == 0) | (first + cnt > E) |
                                                   (cnt > p.MAX_PAYLOAD // 4))]
-                        m.d.sync += n_words.eq(cnt)
                     with m.Case(Command.WRITE_GATES):
-                        m.d.comb += [bad_len.eq((plen < 3) | (plen != 3 + cnt * 4)),
+                        m.d.comb += [bad_len.eq(~payload_is(3 + (cnt << 2))),
                                      bad_range.eq((cnt == 0) | (first + cnt > E)),
                                      validate.eq(1)]
-                        m.d.sync += n_words.eq(cnt)
                     with m.Case(Command.RUN_EPOCHS):
-                        m.d.comb += [bad_len.eq(plen != 5), bad_range.eq(hdr[4] > 1)]
+                        m.d.comb += [bad_len.eq(~payload_is(5)), bad_range.eq(hdr[4] > 1)]
                     with m.Case(Command.READ_OUTPUTS):
-                        m.d.comb += [bad_len.eq(plen != 3),
+                        m.d.comb += [bad_len.eq(~payload_is(3)),
                                      bad_range.eq((cnt == 0) | (first + cnt > maxex) |
-                                                  (cnt * K > p.MAX_PAYLOAD // 4))]
-                        m.d.sync += n_words.eq(cnt * K)
+                                                  (const_mul(cnt, K) > p.MAX_PAYLOAD // 4))]
                 m.d.comb += needs_idle.eq(
                     is_cmd[Command.WRITE_DATASET] | is_cmd[Command.WRITE_SCHEDULE] |
                     is_cmd[Command.WRITE_GATES] | is_cmd[Command.START] |
                     is_cmd[Command.RUN_EPOCHS] | is_cmd[Command.RESET])
                 known = (cmd >= min(Command)) & (cmd <= max(Command))
-                with m.If(fstatus != Status.OK):
+                with m.If(status != Status.OK):
                     m.d.sync += [rid.eq(0), cmd.eq(0)]
-                    reply(fstatus)
-                with m.Elif(version != p.PROTOCOL_VERSION):
+                    m.next = "REPLY"
+                with m.Elif(~version_ok):
                     reply(Status.BAD_VERSION)
                 with m.Elif(~known):
                     reply(Status.UNKNOWN_COMMAND)
@@ -507,30 +586,27 @@ class CommandHandler(wiring.Component):
             # Read the payload's i32 values (after first u16, count u8) one by one; the
             # first pass validates every value, the second executes.
             with m.State("WORDS"):
-                m.d.comb += br.addr.eq(3 + (wi << 2) + wb)
-                with m.If(wb != 0):
+                # idx: the byte read (0 .. 3), one cycle before it arrives
+                m.d.comb += br.addr.eq(3 + Cat(idx[:2], wi))
+                with m.If(idx != 0):
                     m.d.sync += word.eq(Cat(br.data, word[:24]))
-                m.d.sync += wb.eq(wb + 1)
-                with m.If(wb == 4):
-                    m.d.sync += wb.eq(0)
+                m.d.sync += idx.eq(idx + 1)
+                with m.If(idx == 4):
+                    m.d.sync += idx.eq(0)
                     m.next = "WORD"
             with m.State("WORD"):
                 is_ds = is_cmd[Command.WRITE_DATASET]
-                ok = Mux(is_ds, (value_s >= v_lo) & (value_s <= v_hi),
+                fits_v = word[vb - 1:].all() | ~word[vb - 1:].any()     # signed(v_bits)
+                ok = Mux(is_ds, fits_v,
                          (value_s >= ident.gate_min_q) & (value_s <= ident.gate_max_q))
                 done = wi + 1 == n_words
-                m.d.sync += wi.eq(wi + 1)
                 with m.If(executing):
+                    m.d.sync += wi.eq(wi + 1)
+                    next_column(m)
                     with m.If(is_ds):
-                        m.d.comb += [ctrl.ds_we.eq(1), ctrl.ds_example.eq(first + ex_i),
-                                     ctrl.ds_index.eq(col), ctrl.ds_data.eq(word)]
-                        with m.If(col == ctrl.row - 1):
-                            m.d.sync += [col.eq(0), ex_i.eq(ex_i + 1)]
-                        with m.Else():
-                            m.d.sync += col.eq(col + 1)
+                        m.d.comb += ctrl.ds_we.eq(1)
                     with m.Else():
-                        m.d.comb += [fab.gate_we.eq(1), fab.gate_addr.eq(first + wi),
-                                     fab.gate_data.eq(word)]
+                        m.d.comb += fab.gate_we.eq(1)
                     with m.If(done):
                         m.d.sync += status.eq(Status.OK)
                         m.next = "REPLY"
@@ -540,7 +616,7 @@ class CommandHandler(wiring.Component):
                     m.d.sync += status.eq(Status.OUT_OF_RANGE)
                     m.next = "REPLY"
                 with m.Elif(done):
-                    m.d.sync += wi.eq(0)
+                    rewind(m)
                     with m.If(ctrl.busy):
                         m.d.sync += status.eq(Status.BUSY)
                         m.next = "REPLY"
@@ -548,22 +624,16 @@ class CommandHandler(wiring.Component):
                         m.d.sync += executing.eq(1)
                         m.next = "WORDS"
                 with m.Else():
+                    m.d.sync += wi.eq(wi + 1)
                     m.next = "WORDS"
 
             with m.State("EXEC"):
                 m.d.sync += status.eq(Status.OK)
                 with m.Switch(cmd):
                     with m.Case(Command.WRITE_SCHEDULE):
-                        m.d.comb += [ctrl.sched_we.eq(1), ctrl.sched_settle.eq(u(0, 4)),
-                                     ctrl.sched_learn.eq(u(4, 4)), ctrl.sched_epochs.eq(u(8, 4)),
-                                     ctrl.sched_n.eq(u(12, 2)), ctrl.sched_order.eq(hdr[14]),
-                                     ctrl.sched_seed.eq(u(15, 4))]
-                    with m.Case(Command.START):
-                        m.d.comb += [ctrl.start.eq(1), ctrl.start_epochs.eq(ctrl.epochs),
-                                     ctrl.start_learn.eq(1)]
-                    with m.Case(Command.RUN_EPOCHS):
-                        m.d.comb += [ctrl.start.eq(1), ctrl.start_epochs.eq(u(0, 4)),
-                                     ctrl.start_learn.eq(hdr[4][0])]
+                        m.d.comb += ctrl.sched_we.eq(1)
+                    with m.Case(Command.START, Command.RUN_EPOCHS):
+                        m.d.comb += ctrl.start.eq(1)
                     with m.Case(Command.STOP):
                         m.d.comb += ctrl.stop.eq(1)
                     with m.Case(Command.RESET):
@@ -576,6 +646,8 @@ class CommandHandler(wiring.Component):
                                          is_cmd[Command.RESET])):
                     m.next = "REPLY"
 
+            # Replies: the header, then constants (IDENTIFY), the snapshot (READ_STATUS)
+            # or words (READ_GATES, READ_OUTPUTS; wi, pos and col as CHECK left them).
             with m.State("REPLY"):
                 header = Array([Const(p.PROTOCOL_VERSION, 8), rid, cmd, status])
                 ok = status == Status.OK
@@ -587,7 +659,7 @@ class CommandHandler(wiring.Component):
                 with m.If(self.o.ready):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 3):
-                        m.d.sync += [idx.eq(0), wi.eq(0), ex_i.eq(0), col.eq(0)]
+                        m.d.sync += idx.eq(0)
                         with m.If(has_fixed):
                             m.next = "FIXED"
                         with m.Elif(has_words):
@@ -595,31 +667,27 @@ class CommandHandler(wiring.Component):
                         with m.Else():
                             m.next = "DONE"
             with m.State("FIXED"):
-                ib = Array(Const(b, 8) for b in ident_bytes)
-                sb = Array(snapshot[8 * i:8 * i + 8] for i in range(24))
+                ib = Array(Const(b, 8) for b in ident_bytes)[idx]
+                sb = 0          # an OR of masked bytes takes fewer LUTs than an Array here
+                for i, b in enumerate(status_bytes):
+                    sb = sb | Mux(idx == i, b, 0)
                 is_id = is_cmd[Command.IDENTIFY]
-                n = Mux(is_id, len(ident_bytes), 24)
+                n = Mux(is_id, len(ident_bytes), len(status_bytes))
                 last = idx == n - 1
                 m.d.comb += [self.o.valid.eq(1),
-                             self.o.payload.data.eq(Mux(is_id, ib[idx], sb[idx])),
+                             self.o.payload.data.eq(Mux(is_id, ib, sb)),
                              self.o.payload.last.eq(last)]
                 with m.If(self.o.ready):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(last):
                         m.next = "DONE"
             with m.State("FETCH"):
-                m.d.comb += [ctrl.out_example.eq(first + ex_i), ctrl.out_index.eq(col)]
+                # gate_raddr / out_* follow pos and col; the read takes one cycle
                 m.next = "LATCH"
             with m.State("LATCH"):
-                m.d.comb += [ctrl.out_example.eq(first + ex_i), ctrl.out_index.eq(col)]
-                gate = Signal(signed(fmt.g_bits))
-                m.d.comb += gate.eq(fab.gates[first + wi])
-                m.d.sync += [word.eq(Mux(is_cmd[Command.READ_GATES], gate, ctrl.out_data)),
-                             idx.eq(0)]
-                with m.If(col == K - 1):
-                    m.d.sync += [col.eq(0), ex_i.eq(ex_i + 1)]
-                with m.Else():
-                    m.d.sync += col.eq(col + 1)
+                m.d.sync += [word.eq(Mux(is_cmd[Command.READ_GATES], fab.gate_rdata,
+                                         ctrl.out_data)), idx.eq(0)]
+                next_column(m)
                 m.next = "SEND"
             with m.State("SEND"):
                 last = (idx == 3) & (wi + 1 == n_words)

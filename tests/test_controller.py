@@ -182,6 +182,10 @@ def test_system_over_uart_two_outputs_amaranth_sim(tmp_path):
         p.encode_request(8, p.Command.READ_OUTPUTS, p.pack_range(1, 33)),   # 66 words: refused
         p.encode_request(9, p.Command.READ_STATUS),
         p.encode_request(10, p.Command.IDENTIFY),
+        p.encode_request(11, p.Command.RESET),          # reloads the LFSR from the seed
+        p.encode_request(12, p.Command.RUN_EPOCHS, p.pack_run(1, True)),
+        p.encode_request(13, p.Command.READ_GATES, p.pack_range(0, 7)),
+        p.encode_request(14, p.Command.READ_STATUS),
     ]
     replies = []
 
@@ -215,6 +219,8 @@ def test_system_over_uart_two_outputs_amaranth_sim(tmp_path):
     want = [model.respond(raw) for raw in requests]
     assert replies == want
     statuses = [p.parse_reply(r[:-1]).status for r in replies]
-    assert statuses == [p.Status.OK] * 7 + [p.Status.OUT_OF_RANGE] + [p.Status.OK] * 2
+    assert statuses == [p.Status.OK] * 7 + [p.Status.OUT_OF_RANGE] + [p.Status.OK] * 6
     outs = p.unpack_values(p.parse_reply(replies[6][:-1]).payload).reshape(6, 2)
-    assert np.all(outs != 0) and model.status().ticks == 3 * 6 * 6
+    status = [p.DeviceStatus.unpack(p.parse_reply(replies[i][:-1]).payload) for i in (8, 13)]
+    assert np.all(outs != 0) and status[0].ticks == 3 * 6 * 6
+    assert (status[1].ticks, status[1].epoch) == (6 * 6, 1)
