@@ -23,7 +23,8 @@ from clln.formats import Formats
 
 __all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "fabric_shape", "const_mul",
            "product_operand_bits",
-           "overdrive", "edge_term", "gate_step", "gate_delta", "gate_apply", "node_step", "SAT_TERM",
+           "overdrive", "edge_term", "edge_operands", "edge_product", "gate_operands",
+           "gate_product", "gate_step", "gate_delta", "gate_apply", "node_step", "SAT_TERM",
            "SAT_ACC", "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
            "mux_tree"]
 
@@ -131,6 +132,26 @@ def overdrive(m, f, g, vt, name="ov"):
     return ov
 
 
+def edge_operands(m, f, ov, va, vb, tag):
+    """The factors of an edge term: ``(u_b - u_a, u_b + u_a, va - vb)`` (signals)."""
+    u_shape = signed(max(len(ov), f.v_bits) + 1)
+    ua, ub = Signal(u_shape, name=f"ua_{tag}"), Signal(u_shape, name=f"ub_{tag}")
+    da, db = _wire(m, ov - va, f"da_{tag}"), _wire(m, ov - vb, f"db_{tag}")
+    m.d.comb += [ua.eq(Mux(da < 0, 0, da)), ub.eq(Mux(db < 0, 0, db))]
+    return (_wire(m, ub - ua, f"udiff_{tag}"), _wire(m, ub + ua, f"usum_{tag}"),
+            _wire(m, va - vb, f"vdiff_{tag}"))
+
+
+def edge_product(m, f, udiff, usum, vdiff, tag):
+    """``sat(udiff * usum + leak_q * vdiff, term_bits)``: the edge term from its factors.
+
+    Returns
+    -------
+    (value, clipped) : (Signal, Signal)
+    """
+    return saturate(m, udiff * usum + const_mul(vdiff, f.leak_q), f.term_bits, f"s_{tag}")
+
+
 def edge_term(m, f, ov, va, vb, tag):
     """Current a -> b of one transistor, ``u_b**2 - u_a**2 + leak_q (va - vb)``, saturated.
 
@@ -138,12 +159,20 @@ def edge_term(m, f, ov, va, vb, tag):
     -------
     (value, clipped) : (Signal, Signal)
     """
-    u_shape = signed(max(len(ov), f.v_bits) + 1)
-    ua, ub = Signal(u_shape, name=f"ua_{tag}"), Signal(u_shape, name=f"ub_{tag}")
-    da, db = _wire(m, ov - va, f"da_{tag}"), _wire(m, ov - vb, f"db_{tag}")
-    m.d.comb += [ua.eq(Mux(da < 0, 0, da)), ub.eq(Mux(db < 0, 0, db))]
-    return saturate(m, (ub - ua) * (ub + ua) + const_mul(va - vb, f.leak_q), f.term_bits,
-                    f"s_{tag}")
+    return edge_product(m, f, *edge_operands(m, f, ov, va, vb, tag), tag)
+
+
+def gate_operands(m, f, d_f, d_c, tag="dg"):
+    """The factors of a gate step: ``(d_f - d_c, d_f + d_c)`` (signals)."""
+    d_f, d_c = _wire(m, d_f, f"{tag}_df"), _wire(m, d_c, f"{tag}_dc")
+    return _wire(m, d_f - d_c, f"{tag}_minus"), _wire(m, d_f + d_c, f"{tag}_plus")
+
+
+def gate_product(m, f, minus, plus, tag="dg"):
+    """``sat(round_shift(minus * plus * lr_mul, learn_shift), dg_bits)`` and whether it
+    saturated."""
+    q = const_mul(minus * plus, f.lr_mul)
+    return saturate(m, round_shift(q, f.learn_shift), f.dg_bits, tag)
 
 
 def gate_delta(m, f, d_f, d_c, tag="dg"):
@@ -155,9 +184,7 @@ def gate_delta(m, f, d_f, d_c, tag="dg"):
         ``sat(round_shift((d_f - d_c)(d_f + d_c) lr_mul, learn_shift), dg_bits)`` and
         whether it saturated.
     """
-    d_f, d_c = _wire(m, d_f, f"{tag}_df"), _wire(m, d_c, f"{tag}_dc")
-    q = const_mul((d_f - d_c) * (d_f + d_c), f.lr_mul)
-    return saturate(m, round_shift(q, f.learn_shift), f.dg_bits, tag)
+    return gate_product(m, f, *gate_operands(m, f, d_f, d_c, tag), tag)
 
 
 def gate_apply(m, f, g, dg, tag="dg"):

@@ -6,10 +6,11 @@ each network, the terms of n's edges are summed into one accumulator, and on the
 them the node unit writes n's new voltage into a register of the next state. Every edge is
 so visited once from each settling end (its term is computed twice, which costs cycles but
 no per-node accumulators); its gate is updated on its last visit, after which no visit of
-the tick reads it. A visit takes two pipeline stages: the edge unit (operands, edge term,
-gate step) and the node unit (sum, node update, new gate). After the last visit one cycle
-drains the pipeline and one commits the next state, the drives and the clamp, so a tick
-has the same bits as the parallel fabric's (``docs/semantics.md``).
+the tick reads it. A visit takes three pipeline stages: operands (memory reads, overdrive,
+the factors of the edge term and the gate step), products, and the node unit (sum, node
+update, new gate). After the last visit two cycles drain the pipeline and one commits the
+next state, the drives and the clamp, so a tick has the same bits as the parallel
+fabric's (``docs/semantics.md``).
 
 Node voltages (two halves: the state at t and the next state, swapped on commit) and gates
 live in memories, which synthesis maps to block RAM; only the driven nodes and the free
@@ -24,8 +25,8 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .fabric import (Fabric, _or, _select, edge_term, gate_apply, gate_delta, mux_tree,
-                     node_step, overdrive)
+from .fabric import (Fabric, _or, _select, edge_operands, edge_product, gate_apply,
+                     gate_operands, gate_product, mux_tree, node_step, overdrive)
 
 __all__ = ["SerialFabric", "Visit", "serial_schedule", "serial_cycles_per_tick"]
 
@@ -37,8 +38,8 @@ __all__ = ["SerialFabric", "Visit", "serial_schedule", "serial_cycles_per_tick"]
 Visit = namedtuple("Visit", "node other edge net plus first last gate term")
 
 
-#: Cycles of a tick beyond its visits: one drains the pipeline, one commits.
-PIPELINE_CYCLES = 2
+#: Cycles of a tick beyond its visits: two drain the pipeline, one commits.
+PIPELINE_CYCLES = 3
 
 
 def serial_cycles_per_tick(cfg):
@@ -90,7 +91,7 @@ class SerialFabric(Fabric):
     Attributes
     ----------
     schedule : list of Visit
-        The visits of one tick; ``cycles_per_tick = len(schedule) + 2``.
+        The visits of one tick; ``cycles_per_tick = len(schedule) + PIPELINE_CYCLES``.
 
     Notes
     -----
@@ -145,7 +146,7 @@ class SerialFabric(Fabric):
                      else 0)
                 for v in self.schedule]
         idle = dict.fromkeys(layout.members, 0)
-        rows += [idle, idle]                        # drain the pipeline, then commit
+        rows += [idle] * PIPELINE_CYCLES            # drain the pipeline, then commit
         step = Signal(range(S))
         cur = Signal(layout, init=rows[0])
         pre = Signal(layout, init=rows[1 % S])
@@ -211,34 +212,46 @@ class SerialFabric(Fabric):
         vo_c = node_value("vc", at.other, cur.other_driven, cur.other)
         g_e = engine_read("g", at.edge)
 
-        # Stage 1, edge unit: the term of one edge in one network, and its gate step.
+        # Stage 1, operands: the factors of one edge's term in one network and of its
+        # gate step.
         vn = Signal(v_shape)
         vo = Signal(v_shape)
         m.d.comb += [vn.eq(Mux(cur.net, vn_c, vn_f)), vo.eq(Mux(cur.net, vo_c, vo_f))]
         ov = overdrive(m, f, g_e, cur.vt)
-        s, s_clipped = edge_term(m, f, ov, Mux(cur.plus, vo, vn), Mux(cur.plus, vn, vo), "x")
-        dg, dg_clipped = gate_delta(m, f, Mux(cur.plus, vo_f - vn_f, vn_f - vo_f),
-                                    Mux(cur.plus, vo_c - vn_c, vn_c - vo_c))
+        factors = (*edge_operands(m, f, ov, Mux(cur.plus, vo, vn), Mux(cur.plus, vn, vo), "x"),
+                   *gate_operands(m, f, Mux(cur.plus, vo_f - vn_f, vn_f - vo_f),
+                                  Mux(cur.plus, vo_c - vn_c, vn_c - vo_c)))
 
-        # Pipeline registers between the stages (they hold while ``run`` is low).
-        q = SimpleNamespace(
-            s=Signal(signed(f.term_bits), name="q_s"), plus=Signal(name="q_plus"),
-            first=Signal(name="q_first"), last=Signal(name="q_last"),
-            node=Signal(range(N), name="q_node"), net=Signal(name="q_net"),
-            vn=Signal(v_shape, name="q_vn"), gate=Signal(name="q_gate"),
-            edge=Signal(range(E), name="q_edge"), g=Signal(g_shape, name="q_g"),
-            dg=Signal(signed(f.dg_bits), name="q_dg"), flags=Signal(5, name="q_flags"),
-            clamp=Signal(range(len(clamp_nodes) + 1), name="q_clamp"))
-        with m.If(run):
-            m.d.sync += [
-                q.s.eq(s), q.plus.eq(cur.plus), q.first.eq(cur.first), q.last.eq(cur.last),
-                q.node.eq(cur.node), q.net.eq(cur.net), q.vn.eq(vn), q.clamp.eq(cur.clamp),
-                q.gate.eq(cur.gate & learn), q.edge.eq(cur.edge), q.g.eq(g_e), q.dg.eq(dg),
-                q.flags.eq(Mux(s_clipped & cur.term, 1, 0)
-                           | Mux(cur.gate & learn & dg_clipped, 16, 0)),
-            ]
+        # Pipeline registers (they hold while ``run`` is low): what the later stages need
+        # of the visit, and the stage's results.
+        control = {"plus": 1, "first": 1, "last": 1, "node": range(N), "net": 1, "term": 1,
+                   "vn": v_shape, "gate": 1, "edge": range(E), "g": g_shape,
+                   "clamp": range(len(clamp_nodes) + 1)}
 
-        # Stage 2, node unit: the running sum of the node's terms and, on its last term,
+        def stage_registers(tag, values, results):
+            regs = SimpleNamespace(**{k: Signal(shape, name=f"{tag}_{k}")
+                                      for k, shape in control.items()})
+            regs.results = [Signal(r.shape(), name=f"{tag}_r{i}") for i, r in enumerate(results)]
+            with m.If(run):
+                m.d.sync += [getattr(regs, k).eq(v) for k, v in values.items()]
+                m.d.sync += [r.eq(v) for r, v in zip(regs.results, results)]
+            return regs
+
+        p = stage_registers("p", {
+            "plus": cur.plus, "first": cur.first, "last": cur.last, "node": cur.node,
+            "net": cur.net, "term": cur.term, "vn": vn, "gate": cur.gate & learn,
+            "edge": cur.edge, "g": g_e, "clamp": cur.clamp}, factors)
+
+        # Stage 2, products: the edge term and the gate step.
+        udiff, usum, vdiff, gminus, gplus = p.results
+        s, s_clipped = edge_product(m, f, udiff, usum, vdiff, "x")
+        dg, dg_clipped = gate_product(m, f, gminus, gplus)
+        flags = Signal(5)
+        m.d.comb += flags.eq(Mux(s_clipped & p.term, 1, 0) | Mux(p.gate & dg_clipped, 16, 0))
+        q = stage_registers("q", {k: getattr(p, k) for k in control}, [s, dg, flags])
+        q.s, q.dg, q.flags = q.results
+
+        # Stage 3, node unit: the running sum of the node's terms and, on its last term,
         # its new voltage (or the clamp) into the other half of the memory; the new gate.
         acc = Signal(signed(self.acc_width))
         total = Signal(signed(self.acc_width))

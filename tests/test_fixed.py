@@ -76,6 +76,7 @@ def _random_graph_dict(xor_dict, rng):
     xor_dict["io"] = {"inputs": [0, 1], "rails": [[2, 0.1]], "outputs": [[3, 4], 5]}
     xor_dict["learning"]["gate_init"] = [0.75, 3.0]
     xor_dict["learning"]["gate_max"] = 4.0
+    xor_dict.pop("fixed", None)          # the default widths (gates up to 4 V)
     xor_dict["schedule"]["kappa"] = 0.02
     xor_dict["task"]["dataset"] = "two.csv"
     return xor_dict
@@ -132,10 +133,10 @@ def test_constants_are_quantised_as_documented():
     fmt = Formats.from_config(config.load("paper-xor"))
     assert abs(fmt.kappa - 0.05) / 0.05 < 0.02
     assert fmt.vt_q[0] == round(0.62 * 2 ** 16)
-    assert fmt.gate_max_q == 3 * 2 ** 24
+    assert fmt.gate_max_q == 3 * 2 ** 20     # paper-xor: g_frac = 20
     assert fmt.leak_q == 2 ** 9        # 2 gmin / k = 2**-7 V, times 2**16
     c = tick_constants(fmt)
-    assert c.learn_shift == 2 * 16 - 24 + fmt.lr_shift
+    assert c.learn_shift == 2 * 16 - 20 + fmt.lr_shift
 
 
 def test_formats_that_cannot_hold_the_values_are_refused(xor_dict):
