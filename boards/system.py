@@ -97,6 +97,9 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
         clk = math.floor(fmax * 0.95 * 10) / 10
         while clk > 1 and achieved_clock_mhz(board, clk) > 0.95 * fmax:
             clk = round(clk - 0.1, 1)          # the PLL's nearest may lie above the request
+        if achieved_clock_mhz(board, clk) > 0.95 * fmax:
+            raise BuildError(f"{e}; the PLL cannot make a clock below "
+                             f"{achieved_clock_mhz(board, clk):.1f} MHz") from None
         try:
             return go(clk), units, cpt
         except BuildError as e2:

@@ -239,3 +239,26 @@ def test_fabric_flag_is_checked(capsys):
         board_cli(["run", "paper-xor", "--port", "/dev/null", "--fabric", "serial"])
     cfg = config_mod.refold(config_mod.load("paper-xor"), "serial")
     assert cfg.fabric.serial and cfg.has_fabric
+
+
+def test_timing_retry_stops_at_the_pll_floor(monkeypatch, tmp_path):
+    """iCE40: the PLL makes 16 MHz at least, so a design slower than the 12 MHz oscillator
+    cannot be rescued by the PLL; the error says so (no retry at a nonsense clock)."""
+    from clln.boards import system as bs
+    from clln.boards import targets
+    from clln.boards.targets import BuildError
+    calls = []
+
+    def fake_build(factory, board, folder, clock_mhz=None):
+        calls.append(clock_mhz)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "top.report.json").write_text("{}")
+        raise BuildError(f"{board}: timing failed: fmax 11.00 MHz is 1.00 MHz below")
+
+    monkeypatch.setattr(bs, "build", fake_build)
+    monkeypatch.setattr(targets, "parse_report", lambda report, family: (11.0,))
+    with pytest.raises(BuildError, match=r"fmax 11.00 MHz .*the PLL cannot make a clock "
+                                         r"below 16\.\d MHz"):
+        bs.build_system(config_mod.refold(config_mod.load("paper-xor"), "serial"),
+                        "icebreaker", tmp_path)
+    assert calls == [None]
