@@ -23,7 +23,7 @@ demo: setup
 	$(VENV)/bin/clln generate paper-xor -o build/demo/paper-xor
 	$(VENV)/bin/clln verify paper-xor --sim icarus --ticks 2000
 	$(VENV)/bin/clln build paper-xor --board icebreaker --build-dir build/demo/icebreaker
-	$(VENV)/bin/clln run paper-xor --sim --epochs 20 --seed 1
+	$(VENV)/bin/clln run paper-xor --sim --fabric serial --epochs 20 --seed 1
 
 test: setup
 	$(PY) -m pytest

@@ -24,16 +24,15 @@ from clln.sim.training import train
 SETTLE, LEARN = 30, 2
 
 
-def small_xor():
-    cfg = config_mod.load("paper-xor")
+def small_xor(fold=8):
+    cfg = config_mod.refold(config_mod.load("paper-xor"), fold)
     return dataclasses.replace(
-        cfg, schedule=dataclasses.replace(cfg.schedule, settle_ticks=SETTLE, learn_ticks=LEARN),
-        fabric=dataclasses.replace(cfg.fabric, edge_units=8), has_fabric=True)
+        cfg, schedule=dataclasses.replace(cfg.schedule, settle_ticks=SETTLE, learn_ticks=LEARN))
 
 
-@pytest.fixture(scope="module")
-def board(tmp_path_factory):
-    cfg = small_xor()
+@pytest.fixture(scope="module", params=[8, "serial"], ids=["8-units", "serial"])
+def board(tmp_path_factory, request):
+    cfg = small_xor(request.param)
     tr = SimBoardTransport(cfg, build_dir=tmp_path_factory.mktemp("simboard"), opt="-O0")
     yield cfg, tr
     tr.close()
