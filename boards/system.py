@@ -198,8 +198,10 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         attempts.append(Attempt(E, False, f"skipped: about {need} multiplier blocks > "
                                 f"{t.dsps}", 0.0))
         if log:
+            within = (f"largest fold within them: {top} edge units" if top else
+                      "not even one edge unit fits them")
             log(f"edge_units {E}: skipped (about {need} multiplier blocks > {t.dsps}); "
-                f"largest fold within the multipliers: {top}")
+                f"{within}")
     res_hi, use_hi = attempt(top) if top >= 1 else (None, {})
     if res_hi:
         return (*res_hi, attempts)
