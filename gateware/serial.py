@@ -6,11 +6,11 @@ each network, the terms of n's edges are summed into one accumulator, and on the
 them the node unit writes n's new voltage into a register of the next state. Every edge is
 so visited once from each settling end (its term is computed twice, which costs cycles but
 no per-node accumulators); its gate is updated on its last visit, after which no visit of
-the tick reads it. A visit takes three pipeline stages: operands (memory reads, overdrive,
-the factors of the edge term and the gate step), products, and the node unit (sum, node
-update, new gate). After the last visit two cycles drain the pipeline and one commits the
-next state, the drives and the clamp, so a tick has the same bits as the parallel
-fabric's (``docs/semantics.md``).
+the tick reads it. A visit takes four pipeline stages: operands (memory reads, overdrive,
+the factors of the edge term and the gate step), products, the sum (and the new gate),
+and the node unit (node update on a node's last term). After the last visit three cycles
+drain the pipeline and one commits the next state, the drives and the clamp, so a tick
+has the same bits as the parallel fabric's (``docs/semantics.md``).
 
 Node voltages (two halves: the state at t and the next state, swapped on commit) and gates
 live in memories, which synthesis maps to block RAM; only the driven nodes and the free
@@ -38,8 +38,8 @@ __all__ = ["SerialFabric", "Visit", "serial_schedule", "serial_cycles_per_tick"]
 Visit = namedtuple("Visit", "node other edge net plus first last gate term")
 
 
-#: Cycles of a tick beyond its visits: two drain the pipeline, one commits.
-PIPELINE_CYCLES = 3
+#: Cycles of a tick beyond its visits: three drain the pipeline, one commits.
+PIPELINE_CYCLES = 4
 
 
 def serial_cycles_per_tick(cfg):
@@ -251,28 +251,37 @@ class SerialFabric(Fabric):
         q = stage_registers("q", {k: getattr(p, k) for k in control}, [s, dg, flags])
         q.s, q.dg, q.flags = q.results
 
-        # Stage 3, node unit: the running sum of the node's terms and, on its last term,
-        # its new voltage (or the clamp) into the other half of the memory; the new gate.
+        # Stage 3, sum: the running sum of the node's terms; the new gate (below).
         acc = Signal(signed(self.acc_width))
         total = Signal(signed(self.acc_width))
         m.d.comb += total.eq(Mux(q.first, 0, acc) + Mux(q.plus, q.s, -q.s))
-        v_new, node_flags = node_step(m, f, q.vn, total, "x")
-        clamped = _select(q.clamp, {i + 1: clamp_values[n] for i, n in enumerate(clamp_nodes)})
+        with m.If(run):
+            m.d.sync += acc.eq(total)
+        r = SimpleNamespace(last=Signal(name="r_last"), node=Signal(range(N), name="r_node"),
+                            net=Signal(name="r_net"), vn=Signal(v_shape, name="r_vn"),
+                            clamp=Signal(range(len(clamp_nodes) + 1), name="r_clamp"),
+                            total=Signal(signed(self.acc_width), name="r_total"))
+        with m.If(run):
+            m.d.sync += [r.last.eq(q.last), r.node.eq(q.node), r.net.eq(q.net),
+                         r.vn.eq(q.vn), r.clamp.eq(q.clamp), r.total.eq(total)]
+
+        # Stage 4, node unit: after a node's last term, its new voltage (or the clamp)
+        # into the other half of the memory.
+        v_new, node_flags = node_step(m, f, r.vn, r.total, "x")
+        clamped = _select(r.clamp, {i + 1: clamp_values[n] for i, n in enumerate(clamp_nodes)})
         _, vf_wr = mems["vf"]
         _, vc_wr = mems["vc"]
         clearing_nodes = busy & (clear < node_depth)
         m.d.comb += [
-            vf_wr.addr.eq(Mux(busy, clear, Cat(q.node, ~bank))),
+            vf_wr.addr.eq(Mux(busy, clear, Cat(r.node, ~bank))),
             vf_wr.data.eq(Mux(busy, 0, v_new)),
-            vf_wr.en.eq(clearing_nodes | (run & q.last & ~q.net)),
-            vc_wr.addr.eq(Mux(busy, clear, Cat(q.node, ~bank))),
-            vc_wr.data.eq(Mux(busy, 0, Mux(q.clamp != 0, clamped, v_new))),
-            vc_wr.en.eq(clearing_nodes | (run & q.last & q.net)),
+            vf_wr.en.eq(clearing_nodes | (run & r.last & ~r.net)),
+            vc_wr.addr.eq(Mux(busy, clear, Cat(r.node, ~bank))),
+            vc_wr.data.eq(Mux(busy, 0, Mux(r.clamp != 0, clamped, v_new))),
+            vc_wr.en.eq(clearing_nodes | (run & r.last & r.net)),
         ]
-        with m.If(run):
-            m.d.sync += acc.eq(total)
-        with m.If(run & q.last & ~q.net):
-            with m.Switch(q.node):
+        with m.If(run & r.last & ~r.net):
+            with m.Switch(r.node):
                 for n in out_nodes:
                     with m.Case(n):
                         m.d.sync += vf_out_next[n].eq(v_new)
@@ -290,7 +299,7 @@ class SerialFabric(Fabric):
             m.d.sync += [bank.eq(~bank), *[vd[i].eq(st.drive[i]) for i in range(len(vd))],
                          *[vf_out[n].eq(vf_out_next[n]) for n in out_nodes]]
         tick_flags = Signal(5)
-        m.d.comb += tick_flags.eq(q.flags | Mux(q.last, node_flags, 0)
+        m.d.comb += tick_flags.eq(q.flags | Mux(r.last, node_flags, 0)
                                   | Mux(end & _or(clamp_flags), 8, 0))
         self._status_and_samples(m, st, commit, tick_flags, out_values, run)
 

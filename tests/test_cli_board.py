@@ -94,7 +94,7 @@ def fake_builds(monkeypatch, tmp_path, lut_of, budget=6000, fmax_of=lambda p: 50
             raise BuildError(f"{board}: timing failed: fmax")
         rep = BuildReport(board, folder / "top.bit", 25.0, fmax_of(p_units), lut, 0, 2, 1.0, {})
         if p_units == "serial":
-            return rep, 1, 99
+            return rep, 1, 100
         return rep, p_units, -(-32 // p_units)
 
     monkeypatch.setattr(bs, "build_system", build_system)
@@ -136,7 +136,7 @@ def test_fold_search_falls_back_to_serial(monkeypatch, tmp_path):
                         lambda p: 5000 if p == "serial" else 7000 + 100 * p)
     rep, units, cpt, attempts = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f",
                                               tmp_path)
-    assert tried == [13, 1, "serial"] and (units, cpt, rep.lut) == (1, 99, 5000)
+    assert tried == [13, 1, "serial"] and (units, cpt, rep.lut) == (1, 100, 5000)
     assert [(a.serial, a.ok) for a in attempts] == [(False, False), (False, False),
                                                     (False, False), (True, True)]
 
@@ -150,7 +150,7 @@ def test_fold_search_skips_folds_beyond_the_multipliers(monkeypatch, tmp_path):
     assert [multiplier_blocks(cfg, u, 16) for u in (1, 2, "serial")] == [12, 24, 8]
     tried = fake_builds(monkeypatch, tmp_path, lambda p: 3000, budget=5280)
     rep, units, cpt, attempts = build_fitting(cfg, "icebreaker", tmp_path / "a")
-    assert tried == ["serial"] and (units, cpt) == (1, 99)
+    assert tried == ["serial"] and (units, cpt) == (1, 100)
     from clln.boards import system as bs
     from clln.boards.targets import TARGETS
     small = dataclasses.replace(TARGETS["icebreaker"], dsps=4)    # a smaller part
@@ -200,10 +200,10 @@ def test_build_paper_xor_icebreaker(capsys):
     assert board_cli(["build", "paper-xor", "--board", "icebreaker", "--json",
                       "--build-dir", "build/tests/system-paper-xor-icebreaker"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["serial"] and out["edge_units"] == 1 and out["cycles_per_tick"] == 99
+    assert out["serial"] and out["edge_units"] == 1 and out["cycles_per_tick"] == 100
     assert out["fmax_mhz"] >= out["clock_mhz"] >= 6
     assert out["lut"] <= 5280 and out["dsp"] <= 8 and 0 < out["bram"] <= 30
-    assert out["ticks_per_second"] == pytest.approx(out["clock_mhz"] * 1e6 / 99)
+    assert out["ticks_per_second"] == pytest.approx(out["clock_mhz"] * 1e6 / 100)
     bitstream = Path(out["bitstream"])
     assert bitstream.exists() and bitstream.stat().st_size > 100_000
     assert [a["ok"] for a in out["attempts"]] == [False, True]   # 32 skipped, then serial

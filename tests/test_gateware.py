@@ -135,9 +135,9 @@ def test_amaranth_fabric_matches_model(units):
     cfg = with_edge_units(config_mod.load("paper-xor"), units)
     got, exp, dut = amaranth_run(cfg, 30 if units else 60)
     # serial: 12 settling nodes x 2 networks x 4 edges, the 16 edges at the 4 driven
-    # nodes are seen from one end only, plus two cycles to drain the pipeline and a commit
+    # nodes are seen from one end only, plus three cycles to drain the pipeline and a commit
     if units == "serial":
-        assert dut.cycles_per_tick == 12 * 2 * 4 + 3
+        assert dut.cycles_per_tick == 12 * 2 * 4 + 4
     else:
         assert dut.cycles_per_tick == (-(-32 // units) if units else 1)
     assert got.shape == exp.shape and got.shape[1] == 16 + 16 + 32 + 1
@@ -342,7 +342,7 @@ def test_cocotb_serial_random_graph(sim, tmp_path):
     res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build", flat=sim == "icarus")
     check(res, sim, 150, 9 * 2 + 17)
     assert res["edge_units"] == 1
-    assert res["cycles_per_tick"] == len(serial_schedule(cfg)) + 3
+    assert res["cycles_per_tick"] == len(serial_schedule(cfg)) + 4
 
 
 @pytest.mark.parametrize("flat", [True, False])
