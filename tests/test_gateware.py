@@ -232,8 +232,8 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     assert info["top"] == "clln_paper_xor"
     assert (info["nodes"], info["edges"], info["edge_units"], info["cycles_per_tick"]) == \
         (16, 32, 6, 6)
-    assert info["ports"]["v_free"] == {"dir": "out", "width": 16 * 18}
-    assert info["ports"]["gates"] == {"dir": "out", "width": 32 * 28}
+    assert info["ports"]["v_free"] == {"dir": "out", "width": 16 * 17}     # v_bits 17
+    assert info["ports"]["gates"] == {"dir": "out", "width": 32 * 23}      # g_bits 23
     assert info["ports"]["sample_addr"]["width"] == 3          # 4 drives + 1 target
     assert info["formats"]["kappa_mul"] * 2.0 ** -info["formats"]["kappa_shift"] == \
         pytest.approx(cfg.schedule.kappa, rel=0.05)
