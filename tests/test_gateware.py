@@ -1,7 +1,6 @@
 """Gateware: the Amaranth fabric against the fixed-point model, export, cocotb benches."""
 
 import collections
-import dataclasses
 import json
 import tomllib
 
@@ -14,7 +13,7 @@ from clln import cli
 from clln import config as config_mod
 from clln.errors import ConfigError
 from clln.gateware.export import generate, top_name
-from clln.gateware.fabric import Fabric, make_fabric
+from clln.gateware.fabric import make_fabric
 from clln.gateware.serial import serial_schedule
 from clln.sim.benches.runner import verify
 from clln.sim.benches.stimulus import unpack
@@ -24,13 +23,6 @@ from clln.sim.fixed import FixedPointModel
 def builtin_dict(name):
     """A built-in config as the dict ``config.parse`` takes."""
     return tomllib.loads(config_mod.resolve(name).read_text())
-
-
-def with_edge_units(cfg, units):
-    """``cfg`` with ``units`` edge units, or the serial fabric for ``units == "serial"``."""
-    fab = (dataclasses.replace(cfg.fabric, edge_units=0, serial=True) if units == "serial"
-           else dataclasses.replace(cfg.fabric, edge_units=units, serial=False))
-    return dataclasses.replace(cfg, fabric=fab)
 
 
 def random_graph_config(tmp_path, seed=3, extra_edges=()):
@@ -132,7 +124,7 @@ def amaranth_run(cfg, ticks, switch=7):
 
 @pytest.mark.parametrize("units", [0, 1, 5, 31, "serial"])
 def test_amaranth_fabric_matches_model(units):
-    cfg = with_edge_units(config_mod.load("paper-xor"), units)
+    cfg = config_mod.refold(config_mod.load("paper-xor"), units)
     got, exp, dut = amaranth_run(cfg, 30 if units else 60)
     # serial: 12 settling nodes x 2 networks x 4 edges, the 16 edges at the 4 driven
     # nodes are seen from one end only, plus three cycles to drain the pipeline and a commit
@@ -148,7 +140,7 @@ def test_amaranth_fabric_matches_model(units):
 
 def test_serial_fabric_reset_clears_its_memories():
     from amaranth.hdl import ResetInserter
-    cfg = with_edge_units(config_mod.load("paper-xor"), "serial")
+    cfg = config_mod.refold(config_mod.load("paper-xor"), "serial")
     dut = make_fabric(cfg)
     reset = Signal()
     top = ResetInserter(reset)(dut)
@@ -223,7 +215,7 @@ def test_unpack_signed_vectors():
 # -- export -------------------------------------------------------------------------------
 
 def test_generate_writes_verilog_and_manifest(tmp_path):
-    cfg = with_edge_units(config_mod.load("paper-xor"), 6)
+    cfg = config_mod.refold(config_mod.load("paper-xor"), 6)
     out = generate(cfg, tmp_path / "hdl")
     text = (tmp_path / "hdl" / "paper-xor.v").read_text()
     assert f"module {top_name(cfg)}(" in text
@@ -338,7 +330,7 @@ def test_cocotb_narrow_formats(sim, tmp_path):
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_cocotb_serial_random_graph(sim, tmp_path):
-    cfg = with_edge_units(driven_pair_config(tmp_path)[0], "serial")
+    cfg = config_mod.refold(driven_pair_config(tmp_path)[0], "serial")
     res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build", flat=sim == "icarus")
     check(res, sim, 150, 9 * 2 + 17)
     assert res["edge_units"] == 1
@@ -347,7 +339,7 @@ def test_cocotb_serial_random_graph(sim, tmp_path):
 
 @pytest.mark.parametrize("flat", [True, False])
 def test_cocotb_folded_icarus(flat, tmp_path):
-    cfg = with_edge_units(config_mod.load("paper-xor"), 7)
+    cfg = config_mod.refold(config_mod.load("paper-xor"), 7)
     res = verify(cfg, ticks=120, build_dir=tmp_path, flat=flat)
     check(res, "icarus", 120, 16 * 2 + 32)
     assert (res["edge_units"], res["cycles_per_tick"]) == (7, 5)
