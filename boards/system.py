@@ -52,6 +52,11 @@ class Attempt:
     seconds: float
     serial: bool = False
 
+    @property
+    def label(self):
+        """``serial fabric`` or ``edge_units P`` (for messages)."""
+        return "serial fabric" if self.serial else f"edge_units {self.edge_units}"
+
 
 def _fits(rep, t):
     over = []
@@ -163,7 +168,6 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         t0 = time.monotonic()
         serial = units == "serial"
         folder = Path(build_dir) / ("serial" if serial else f"p{units}")
-        label = "serial fabric" if serial else f"edge_units {units}"
         try:
             rep, u, c = build_system(refold(cfg, units), board, folder, clock_mhz, baud,
                                      max_examples)
@@ -176,14 +180,14 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
             attempts.append(Attempt(1 if serial else units, False, why, time.monotonic() - t0,
                                     serial))
             if log:
-                log(f"{label}: does not fit ({why}, {attempts[-1].seconds:.0f} s)")
+                log(f"{attempts[-1].label}: does not fit ({why}, {attempts[-1].seconds:.0f} s)")
             results[units] = (None, use)
             return results[units]
         attempts.append(Attempt(1 if serial else units, True,
                                 f"{rep.lut} LC, {rep.dsp} DSP, {rep.bram} BRAM, "
                                 f"fmax {rep.fmax_mhz:.1f} MHz", time.monotonic() - t0, serial))
         if log:
-            log(f"{label}: fits ({attempts[-1].why}, {attempts[-1].seconds:.0f} s)")
+            log(f"{attempts[-1].label}: fits ({attempts[-1].why}, {attempts[-1].seconds:.0f} s)")
         results[units] = ((rep, u, c), utilization_from_log(folder / "top.tim"))
         return results[units]
 
@@ -215,8 +219,7 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         res_serial, _ = attempt("serial")
         if res_serial:
             return (*res_serial, attempts)
-        tried = "; ".join(f"{'serial fabric' if a.serial else f'edge_units {a.edge_units}'}: "
-                          f"{a.why}" for a in reversed(attempts[:-1]))
+        tried = "; ".join(f"{a.label}: {a.why}" for a in reversed(attempts[:-1]))
         raise BuildError(f"{cfg.name} does not fit {board} even as the serial fabric "
                          f"({attempts[-1].why}); {tried}")
     good, bad = 1, top

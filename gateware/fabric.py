@@ -10,7 +10,6 @@ This module imports only the config and the number formats, never golden models 
 board code.
 """
 
-import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -332,8 +331,7 @@ class Fabric(wiring.Component):
         self.fmt = fmt = fmt if fmt is not None else Formats.from_config(cfg)
         net = cfg.network
         self.n_nodes, self.n_edges = net.n_nodes, net.n_edges
-        self.edge_units, self.cycles_per_tick = fabric_shape(
-            dataclasses.replace(cfg, fabric=dataclasses.replace(cfg.fabric, serial=False)))
+        self.edge_units, self.cycles_per_tick = _folded_shape(cfg)
         self.driven_nodes = list(cfg.driven_nodes())
         self.n_outputs = len(cfg.io.outputs)
         seed = cfg.learning.seed if seed is None else seed
@@ -591,6 +589,11 @@ def fabric_shape(cfg):
     if cfg.fabric.serial:
         from .serial import serial_cycles_per_tick
         return 1, serial_cycles_per_tick(cfg)
+    return _folded_shape(cfg)
+
+
+def _folded_shape(cfg):
+    """``(edge_units, cycles_per_tick)`` of :class:`Fabric` (edge cells taking turns)."""
     units = cfg.fabric.edge_units or cfg.network.n_edges
     return units, -(-cfg.network.n_edges // units)
 

@@ -169,10 +169,11 @@ class SerialFabric(Fabric):
         # Memories: node voltages at {bank, node}, gates at edge. Running, the engine
         # reads ``pre``'s operands; paused, ``cur``'s, so a gate written meanwhile is seen.
         node_bits = max(1, (N - 1).bit_length())
+        gate_init = [int(x) for x in self.gate_init]
         mems = {}
         for name, shape, depth, init in (("vf", v_shape, 2 << node_bits, []),
                                          ("vc", v_shape, 2 << node_bits, []),
-                                         ("g", g_shape, E, [int(x) for x in self.gate_init])):
+                                         ("g", g_shape, E, gate_init)):
             mem = Memory(shape=shape, depth=depth, init=init)
             m.submodules[f"{name}_mem"] = mem
             wr = mem.write_port()
@@ -186,8 +187,7 @@ class SerialFabric(Fabric):
         m.d.comb += [busy.eq(clear != clear_len + 1), self.busy.eq(busy)]
         with m.If(busy):
             m.d.sync += clear.eq(clear + 1)
-        m.submodules.gate_rom = gate_rom = Memory(shape=g_shape, depth=E,
-                                               init=[int(x) for x in self.gate_init])
+        m.submodules.gate_rom = gate_rom = Memory(shape=g_shape, depth=E, init=gate_init)
         rom_rd = gate_rom.read_port()
         m.d.comb += [rom_rd.addr.eq(clear), run.eq(self.run & ~busy)]
 
@@ -201,15 +201,17 @@ class SerialFabric(Fabric):
             m.d.comb += port.addr.eq(addr)
             return port.data
 
-        def node_value(name, addr, is_driven, node):
-            ram = engine_read(name, Cat(addr, read_bank))
-            return Mux(is_driven, mux_tree(node, [vd[driven[n]] if n in driven else 0
-                                                  for n in range(N)]), ram)
+        # A driven node's voltage comes from its register (the same in both networks).
+        vd_by_node = [vd[driven[n]] if n in driven else 0 for n in range(N)]
+        vd_node, vd_other = mux_tree(cur.node, vd_by_node), mux_tree(cur.other, vd_by_node)
 
-        vn_f = node_value("vf", at.node, cur.node_driven, cur.node)
-        vo_f = node_value("vf", at.other, cur.other_driven, cur.other)
-        vn_c = node_value("vc", at.node, cur.node_driven, cur.node)
-        vo_c = node_value("vc", at.other, cur.other_driven, cur.other)
+        def node_value(name, addr, is_driven, from_register):
+            return Mux(is_driven, from_register, engine_read(name, Cat(addr, read_bank)))
+
+        vn_f = node_value("vf", at.node, cur.node_driven, vd_node)
+        vo_f = node_value("vf", at.other, cur.other_driven, vd_other)
+        vn_c = node_value("vc", at.node, cur.node_driven, vd_node)
+        vo_c = node_value("vc", at.other, cur.other_driven, vd_other)
         g_e = engine_read("g", at.edge)
 
         # Stage 1, operands: the factors of one edge's term in one network and of its
@@ -314,7 +316,6 @@ class SerialFabric(Fabric):
             rd = mem.read_port(transparent_for=(wr,))
             m.d.comb += [rd.addr.eq(Cat(self.node_raddr, bank)),
                          out.eq(Mux(_select(node_q, {n: 1 for n in driven}),
-                                    mux_tree(node_q, [vd[driven[n]] if n in driven else 0
-                                                      for n in range(N)]), rd.data))]
+                                    mux_tree(node_q, vd_by_node), rd.data))]
         return m
 
