@@ -10,7 +10,22 @@ from amaranth.lib.wiring import In, Out
 from ..host.protocol import uart_divisor
 
 
-class UARTTx(wiring.Component):
+class _BitTimed(wiring.Component):
+    """A UART half: ``divisor`` clock cycles per bit."""
+
+    def __init__(self, divisor):
+        if divisor < 4:
+            raise ValueError(f"divisor must be >= 4, got {divisor}")
+        self.divisor = divisor
+        super().__init__()
+
+    @classmethod
+    def for_baud(cls, clk_hz, baud):
+        """One for ``baud`` on a ``clk_hz`` clock."""
+        return cls(uart_divisor(clk_hz, baud))
+
+
+class UARTTx(_BitTimed):
     """8N1 transmitter: one start bit, eight data bits LSB first, one stop bit.
 
     Parameters
@@ -28,17 +43,6 @@ class UARTTx(wiring.Component):
 
     i: In(stream.Signature(8))
     tx: Out(1, init=1)
-
-    def __init__(self, divisor):
-        if divisor < 4:
-            raise ValueError(f"divisor must be >= 4, got {divisor}")
-        self.divisor = divisor
-        super().__init__()
-
-    @classmethod
-    def for_baud(cls, clk_hz, baud):
-        """A transmitter for ``baud`` on a ``clk_hz`` clock."""
-        return cls(uart_divisor(clk_hz, baud))
 
     def elaborate(self, platform):
         m = Module()
@@ -62,7 +66,7 @@ class UARTTx(wiring.Component):
         return m
 
 
-class UARTRx(wiring.Component):
+class UARTRx(_BitTimed):
     """8N1 receiver: 2-flop synchroniser, samples each bit in its middle.
 
     A low start bit that is high again at its middle is ignored. A low stop bit drops the
@@ -88,17 +92,6 @@ class UARTRx(wiring.Component):
     o: Out(stream.Signature(8))
     framing_error: Out(1)
     overrun: Out(1)
-
-    def __init__(self, divisor):
-        if divisor < 4:
-            raise ValueError(f"divisor must be >= 4, got {divisor}")
-        self.divisor = divisor
-        super().__init__()
-
-    @classmethod
-    def for_baud(cls, clk_hz, baud):
-        """A receiver for ``baud`` on a ``clk_hz`` clock."""
-        return cls(uart_divisor(clk_hz, baud))
 
     def elaborate(self, platform):
         m = Module()
