@@ -27,10 +27,14 @@ class BoardSystem(wiring.Component):
     clk_hz : float
     baud : int
     max_examples : int, optional
+    mult_bits : int, optional
+        Operand bits of the board's multiplier blocks when each product is to take one
+        (``gateware.fabric.split_mul``).
     """
 
-    def __init__(self, cfg, clk_hz, baud=115200, max_examples=None):
-        self.system = System(cfg, p.uart_divisor(clk_hz, baud), max_examples=max_examples)
+    def __init__(self, cfg, clk_hz, baud=115200, max_examples=None, mult_bits=None):
+        self.system = System(cfg, p.uart_divisor(clk_hz, baud), max_examples=max_examples,
+                             mult_bits=mult_bits)
         super().__init__({})
 
     def elaborate(self, platform):
@@ -75,7 +79,10 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     With ``clock_mhz`` None the board oscillator is tried first; if timing fails there
     (the fabric computes a whole edge-and-node path per cycle, so fmax is often below the
     oscillator), the build is repeated once at 95% of the reported fmax through the PLL
-    (iCE40, ECP5). An explicit ``clock_mhz`` is built as given and must meet timing.
+    (iCE40, ECP5). With ``clock_mhz="max"`` a build that meets timing at the oscillator
+    with room to spare is also repeated there, in ``build_dir/max``; if that one fails,
+    the oscillator's build stands. An explicit ``clock_mhz`` is built as given and must
+    meet timing.
 
     Returns
     -------
@@ -84,24 +91,30 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     import json
     from .targets import _target, achieved_clock_mhz, parse_report
     units, cpt = fabric_shape(cfg)
+    t = _target(board)
+    mult_bits = t.mult_bits if t.split_products else None
 
     def go(clk):
-        return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples), board,
-                     build_dir, clock_mhz=clk)
+        return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples, mult_bits),
+                     board, build_dir, clock_mhz=clk)
 
-    if clock_mhz is not None:
-        return go(clock_mhz), units, cpt
-    try:
-        return go(None), units, cpt
-    except BuildError as e:
-        report = Path(build_dir) / "top.report.json"
-        t = _target(board)
-        if "timing failed" not in str(e) or not report.exists() or t.family == "gowin":
-            raise
-        fmax = parse_report(json.loads(report.read_text()), t.family)[0]
+    def pll_clock(fmax):
+        """The highest clock the PLL makes at or below 95% of ``fmax``."""
         clk = math.floor(fmax * 0.95 * 10) / 10
         while clk > 1 and achieved_clock_mhz(board, clk) > 0.95 * fmax:
             clk = round(clk - 0.1, 1)          # the PLL's nearest may lie above the request
+        return clk
+
+    if clock_mhz not in (None, "max"):
+        return go(clock_mhz), units, cpt
+    try:
+        rep = go(None)
+    except BuildError as e:
+        report = Path(build_dir) / "top.report.json"
+        if "timing failed" not in str(e) or not report.exists() or t.family == "gowin":
+            raise
+        fmax = parse_report(json.loads(report.read_text()), t.family)[0]
+        clk = pll_clock(fmax)
         if achieved_clock_mhz(board, clk) > 0.95 * fmax:
             raise BuildError(f"{e}; the PLL cannot make a clock below "
                              f"{achieved_clock_mhz(board, clk):.1f} MHz") from None
@@ -109,6 +122,15 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
             return go(clk), units, cpt
         except BuildError as e2:
             raise BuildError(f"{e}; at {clk} MHz (95% of that fmax): {e2}") from None
+    clk = pll_clock(rep.fmax_mhz)
+    if clock_mhz != "max" or t.family == "gowin" or achieved_clock_mhz(board, clk) <= \
+            1.05 * rep.clock_mhz:
+        return rep, units, cpt
+    try:
+        return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples, mult_bits),
+                     board, Path(build_dir) / "max", clock_mhz=clk), units, cpt
+    except BuildError:
+        return rep, units, cpt
 
 
 def utilization_from_log(path):
@@ -198,7 +220,7 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
     while top >= 1 and not _multipliers_fit(cfg, top, t):
         top -= 1
     if top < E:
-        need = multiplier_blocks(cfg, E, t.mult_bits)
+        need = multiplier_blocks(cfg, E, t.mult_bits, t.split_products)
         attempts.append(Attempt(E, False, f"skipped: about {need} multiplier blocks > "
                                 f"{t.dsps}", 0.0))
         if log:
@@ -212,7 +234,7 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
     res_lo, use_lo = attempt(1) if top > 1 else (None, use_hi)
     if not res_lo:
         if not _multipliers_fit(cfg, "serial", t):
-            need = multiplier_blocks(cfg, "serial", t.mult_bits)
+            need = multiplier_blocks(cfg, "serial", t.mult_bits, t.split_products)
             raise BuildError(f"{cfg.name} does not fit {board}: even the serial fabric needs "
                              f"about {need} multiplier blocks (of {t.dsps}); narrow the "
                              f"[fixed] widths")
@@ -241,16 +263,19 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
     return (*results[good][0], attempts)
 
 
-def multiplier_blocks(cfg, units, mult_bits):
+def multiplier_blocks(cfg, units, mult_bits, split=False):
     """Estimated multiplier blocks of ``cfg``'s fabric with ``units`` edge units.
 
     ``units == "serial"`` is the serial fabric (one edge term and one gate step). Each
     product of ``a x b`` signed bits is counted as ``ceil(a / mult_bits) * ceil(b /
-    mult_bits)`` blocks of ``mult_bits x mult_bits``; Yosys sometimes does a little better.
+    mult_bits)`` blocks of ``mult_bits x mult_bits`` (Yosys sometimes does a little
+    better), or as one block with ``split`` (``gateware.fabric.split_mul``).
     """
     ops = product_operand_bits(Formats.from_config(cfg))
 
     def blocks(a, b):
+        if split:
+            return 1
         return math.ceil(a / mult_bits) * math.ceil(b / mult_bits)
     term, learn = blocks(*ops["term"]), blocks(*ops["learn"])
     return term + learn if units == "serial" else units * (2 * term + learn)
@@ -259,7 +284,8 @@ def multiplier_blocks(cfg, units, mult_bits):
 def _multipliers_fit(cfg, units, target):
     if not target.mult_bits or not target.dsps:
         return True
-    return multiplier_blocks(cfg, units, target.mult_bits) <= target.dsps
+    return multiplier_blocks(cfg, units, target.mult_bits,
+                             target.split_products) <= target.dsps
 
 
 def target_budget(board):

@@ -38,6 +38,7 @@ class Target:
     dsps: int = 0
     brams: int = 0
     mult_bits: int = 0      # operand bits of a multiplier block; 0: multipliers in logic
+    split_products: bool = False    # one block per product (gateware.fabric.split_mul)
 
     def make_platform(self):
         import importlib
@@ -48,10 +49,10 @@ class Target:
 TARGETS = {t.name: t for t in [
     Target("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 12.0, "-dsp",
            5280, 8, 30, 16),
-    Target("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 25.0, "", 12288, 28, 56, 18),
-    Target("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "ecp5", 25.0, "", 24288, 28, 56, 18),
-    Target("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "ecp5", 25.0, "", 43848, 72, 108, 18),
-    Target("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "", 83640, 156, 208, 18),
+    Target("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 25.0, "", 12288, 28, 56, 18, True),
+    Target("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "ecp5", 25.0, "", 24288, 28, 56, 18, True),
+    Target("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "ecp5", 25.0, "", 43848, 72, 108, 18, True),
+    Target("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "", 83640, 156, 208, 18, True),
     Target("tangnano9k", "tang_nano_9k:TangNano9kPlatform", "gowin", 27.0, "-nodsp -nobram",
            8640, 20, 26),
 ]}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config as config_mod
-from .cli_common import fold_arg, progress_bar, whole_number
+from .cli_common import clock_arg, fold_arg, progress_bar, whole_number
 from .errors import CllnError, ConfigError
 
 BOARDS = ("icebreaker", "ulx3s-85f", "tangnano9k")
@@ -39,12 +39,16 @@ def cmd_build(args):
         rep, units, cpt, attempts = build_fitting(cfg, args.board, build_dir, args.clock,
                                                   args.baud, args.max_examples, log)
     seconds = time.monotonic() - t0
+    streams = cfg.fabric.streams
     out = {"config": cfg.name, "board": args.board, "bitstream": str(rep.bitstream),
            "clock_mhz": rep.clock_mhz, "fmax_mhz": rep.fmax_mhz, "lut": rep.lut,
            "dsp": rep.dsp, "bram": rep.bram, "edge_units": units, "cycles_per_tick": cpt,
            "serial": cfg.fabric.serial if cfg.has_fabric else any(a.serial and a.ok
                                                                   for a in attempts),
-           "ticks_per_second": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
+           "streams": streams,
+           # every stream ticks once per cycles_per_tick cycles
+           "ticks_per_second": streams * rep.clock_mhz * 1e6 / cpt,
+           "ticks_per_second_per_stream": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
            "attempts": [a.__dict__ for a in attempts]}
     if args.program:
         _program(args.board, rep.bitstream)
@@ -54,6 +58,9 @@ def cmd_build(args):
         sys.stdout.write("\n")
     else:
         kind = "serial fabric" if out["serial"] else f"{units} edge units"
+        if streams > 1:
+            kind += (f", {streams} networks pipelined, "
+                     f"{out['ticks_per_second_per_stream']:.3g} ticks/s each")
         print(f"{cfg.name} on {args.board}: {rep.bitstream} ({kind}, {cpt} "
               f"cycle(s) per tick, {out['ticks_per_second']:.3g} ticks/s at "
               f"{rep.clock_mhz:g} MHz; fmax {rep.fmax_mhz:.1f} MHz; {rep.lut} LC, {rep.dsp} "
@@ -91,7 +98,7 @@ def _open_device(cfg, args, seed):
 
 
 def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
-    """Reset the device, load ``cfg``'s dataset, schedule and seed's gates, train epoch by
+    """Reset the device, load ``cfg``'s dataset, schedule and seeds' gates, train epoch by
     epoch, run one inference pass and read gates and outputs back.
 
     Parameters
@@ -100,15 +107,20 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
     cfg : clln.config.Config
     epochs : int
     seed : int
-        Initial gates ``learning.initial_gates(E, seed)`` and LFSR seed.
+        LFSR seed, and initial gates ``learning.initial_gates(E, seed + s)`` of stream s
+        (a device reports its number of streams in IDENTIFY).
     order : {"cyclic", "lfsr"}
     progress : callable(epoch, mse) or None
+        Called after each epoch with stream 0's error.
 
     Returns
     -------
     dict
-        ``error_sums`` (per epoch, LSB^2), ``mse_per_epoch`` (V^2), ``gates`` (LSBs),
-        ``outputs`` (LSBs, [example][output]), ``eval_error_sum``, ``status``.
+        ``streams``: per stream a dict of ``seed``, ``error_sums`` (per epoch, LSB^2),
+        ``mse_per_epoch`` (V^2), ``gates`` (LSBs), ``outputs`` (LSBs,
+        [example][output]), ``eval_error_sum`` and ``mse_final`` (inference pass); the
+        same keys of stream 0 at the top level; and ``status`` (the last
+        :class:`~clln.host.protocol.DeviceStatus`).
     """
     from .formats import Formats
     from .host import protocol as p
@@ -131,31 +143,38 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
     dev.write_schedule(p.ScheduleParams(sch.settle_ticks, sch.learn_ticks, epochs, n,
                                         p.Order.LFSR if order == "lfsr" else p.Order.CYCLIC,
                                         seed))
-    dev.write_gates(fmt.volts_to_g(cfg.learning.initial_gates(cfg.network.n_edges, seed)))
-    scale = 2.0 ** (-2 * fmt.v_frac) / (n * len(cfg.io.outputs))
+    seeds = [seed + s for s in range(ident.streams)]
+    n_edges, n_out = cfg.network.n_edges, len(cfg.io.outputs)
+    dev.write_gates(np.concatenate([fmt.volts_to_g(cfg.learning.initial_gates(n_edges, s))
+                                    for s in seeds]))
+    scale = 2.0 ** (-2 * fmt.v_frac) / (n * n_out)
     sums = []
     for e in range(epochs):
         dev.run_epochs(1, True)
         st = dev.wait_idle(timeout=3600, poll=0.01)
-        sums.append(st.error_sum)
+        sums.append(st.error_sums)
         if progress:
             progress(e + 1, st.error_sum * scale)
-    gates = dev.read_gates()
+    gates = dev.read_gates().reshape(len(seeds), n_edges)
     dev.run_epochs(1, False)
     st = dev.wait_idle(timeout=3600, poll=0.01)
-    outputs = dev.read_outputs(0, n)
-    return {"error_sums": sums, "mse_per_epoch": [s * scale for s in sums], "gates": gates,
-            "outputs": outputs, "eval_error_sum": st.error_sum,
-            "mse_final": st.error_sum * scale, "status": st}
+    outputs = dev.read_outputs(0, n).reshape(n, len(seeds), n_out)
+    streams = [{"seed": sd, "error_sums": [e[s] for e in sums],
+                "mse_per_epoch": [e[s] * scale for e in sums], "gates": gates[s],
+                "outputs": outputs[:, s], "eval_error_sum": st.error_sums[s],
+                "mse_final": st.error_sums[s] * scale} for s, sd in enumerate(seeds)]
+    return dict(streams[0], streams=streams, status=st)
 
 
 def _plot(path, cfg, res, fmt):
+    """PNG of a run: the on-chip error curve of each stream, and stream 0's outputs."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    curve = np.maximum(np.array(res["mse_per_epoch"]), 1e-12)
-    a1.semilogy(np.arange(1, len(curve) + 1), curve)
+    for r in res["streams"]:
+        curve = np.maximum(np.array(r["mse_per_epoch"]), 1e-12)
+        a1.semilogy(np.arange(1, len(curve) + 1), curve, label=f"seed {r['seed']}")
     a1.axhline(cfg.task.mse_target, color="gray", ls=":", label="target")
     a1.set_xlabel("epoch")
     a1.set_ylabel("on-chip MSE (V$^2$)")
@@ -168,7 +187,7 @@ def _plot(path, cfg, res, fmt):
         a2.plot(idx, out[:, k], "x", label=f"output {k}")
     a2.set_xlabel("example")
     a2.set_ylabel("V")
-    a2.set_title("outputs after training (inference pass)")
+    a2.set_title(f"outputs after training (inference pass, seed {res['seed']})")
     a2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -213,34 +232,47 @@ def cmd_run(args):
         transport.close()
     seconds = time.monotonic() - t1
     st = res["status"]
-    gates_v = fmt.g_to_volts(res["gates"])
-    outputs_v = fmt.v_to_volts(res["outputs"])
+    streams = [{"seed": r["seed"], "mse_per_epoch": r["mse_per_epoch"],
+                "error_sums": r["error_sums"], "mse_final": r["mse_final"],
+                "outputs_final": fmt.v_to_volts(r["outputs"]).tolist(),
+                "gates_final": fmt.g_to_volts(r["gates"]).tolist()} for r in res["streams"]]
+    gates = [{"seed": r["seed"], "gates_q": r["gates"].tolist(),
+              "gates_final": sr["gates_final"]} for r, sr in zip(res["streams"], streams)]
     ckpt.write_text(json.dumps({"config": cfg.name, "seed": seed, "epochs": epochs,
-                                "gates_q": res["gates"].tolist(),
-                                "gates_final": gates_v.tolist()}) + "\n")
+                                "gates_q": gates[0]["gates_q"],
+                                "gates_final": gates[0]["gates_final"],
+                                "streams": gates}) + "\n")
     if args.plot:
         _plot(args.plot, cfg, res, fmt)
     out = {"config": cfg.name, "device": "sim" if args.sim else args.port, "epochs": epochs,
            "seed": seed, "order": args.order, "mse_per_epoch": res["mse_per_epoch"],
            "error_sums": res["error_sums"], "mse_final": res["mse_final"],
-           "outputs_final": outputs_v.tolist(), "gates_final": gates_v.tolist(),
+           "outputs_final": streams[0]["outputs_final"],
+           "gates_final": streams[0]["gates_final"],
            "targets": cfg.task.y.tolist(), "saturated": bool(st.saturation),
            "ticks": st.ticks, "seconds": seconds, "setup_seconds": setup,
            "ticks_per_second": st.ticks / seconds if seconds else None,
-           "checkpoint": str(ckpt)}
+           "checkpoint": str(ckpt), "streams": streams}
     if args.json:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
     else:
+        # one column per stream, in seed order
+        seeds = ", ".join(str(r["seed"]) for r in streams)
         print(f"{cfg.name}: {epochs} epochs on {out['device']} in {seconds:.1f} s "
-              f"({st.ticks} ticks), seed {seed}, {args.order} order")
-        for e, m in enumerate(res["mse_per_epoch"]):
+              f"({st.ticks} ticks), seed{'s' if len(streams) > 1 else ''} {seeds}, "
+              f"{args.order} order")
+        for e in range(epochs):
             if e < 5 or e == epochs - 1 or (e + 1) % max(1, epochs // 10) == 0:
-                print(f"  epoch {e + 1:>6}: mse {m:.3e} V^2")
-        print(f"final (inference pass): mse {res['mse_final']:.3e} V^2"
+                mses = " ".join(f"{r['mse_per_epoch'][e]:.3e}" for r in streams)
+                print(f"  epoch {e + 1:>6}: mse {mses} V^2")
+        mses = " ".join(f"{r['mse_final']:.3e}" for r in streams)
+        print(f"final (inference pass): mse {mses} V^2"
               + ("  (saturated)" if st.saturation else ""))
-        for i, (o, y) in enumerate(zip(outputs_v, cfg.task.y)):
-            print(f"  example {i}: output {np.array2string(o, precision=4)} V, "
+        for i, y in enumerate(cfg.task.y):
+            outs = " ".join(np.array2string(np.array(r["outputs_final"][i]), precision=4)
+                            for r in streams)
+            print(f"  example {i}: output {outs} V, "
                   f"target {np.array2string(y, precision=4)} V")
         print(f"gates saved to {ckpt}" + (f"; plot written to {args.plot}" if args.plot
                                            else ""))
@@ -255,13 +287,16 @@ def add_parsers(sub):
                        "[fabric] section the largest edge_units that fits is searched.")
     p.add_argument("config")
     p.add_argument("--board", choices=BOARDS, required=True)
-    p.add_argument("--clock", type=float, metavar="MHZ",
-                   help="clock (PLL); default the board oscillator")
+    p.add_argument("--clock", type=clock_arg, metavar="MHZ",
+                   help="clock (PLL), or 'max': the oscillator, then again at 95%% of "
+                   "its fmax when that is faster; default the board oscillator (or 95%% "
+                   "of fmax when timing fails there)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--max-examples", type=whole_number(1),
                    help="dataset capacity (default: the dataset, at least 16)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
-                   help="override [fabric]: edge units (0 = one per edge) or 'serial'")
+                   help="override [fabric]: edge units (0 = one per edge), 'serial' or "
+                   "'streams:C' (C networks pipelined)")
     p.add_argument("--build-dir", metavar="DIR", help="default build/boards/<name>-<board>")
     p.add_argument("--program", action="store_true", help="program the board afterwards")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -277,7 +312,8 @@ def add_parsers(sub):
     dev.add_argument("--port", metavar="DEV", help="serial port of the board")
     dev.add_argument("--sim", action="store_true", help="simulate the board (Verilator)")
     p.add_argument("--epochs", type=whole_number(), help="override learning.epochs")
-    p.add_argument("--seed", type=whole_number(), help="override learning.seed")
+    p.add_argument("--seed", type=whole_number(), help="override learning.seed (stream s "
+                   "of a fabric of several networks starts from the gates of seed + s)")
     p.add_argument("--order", choices=("cyclic", "lfsr"), default="cyclic")
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")

@@ -27,10 +27,24 @@ def progress_bar(total, enabled, desc):
 
 
 def fold_arg(text):
-    """A ``--fabric`` value: a whole number of edge units (0 = one per edge) or ``serial``."""
-    if text == "serial":
+    """A ``--fabric`` value: a whole number of edge units (0 = one per edge), ``serial``
+    or ``streams:C`` (C interleaved networks)."""
+    if text == "serial" or (text.startswith("streams:") and text[8:].isdigit()):
         return text
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a number of edge units or 'serial', "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of edge units, 'serial' or "
+                                         f"'streams:C', got {text!r}")
     return int(text)
+
+
+def clock_arg(text):
+    """A ``--clock`` value: MHz above 0, or ``max``."""
+    if text == "max":
+        return text
+    try:
+        mhz = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MHz or 'max', got {text!r}") from None
+    if not mhz > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 MHz, got {text}")
+    return mhz

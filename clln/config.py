@@ -123,12 +123,19 @@ class Fixed:
     eta_frac: int = 8
 
 
+#: Most networks a pipelined fabric interleaves (its pipeline has this many stages).
+MAX_STREAMS = 5
+
+
 @dataclass(frozen=True)
 class Fabric:
     """Gateware folding: ``edge_units`` of 0 means one unit per edge; ``serial`` folds the
-    whole tick (edges and nodes) onto one edge unit and one node unit."""
+    whole tick (edges and nodes) onto one edge unit and one node unit; ``streams`` > 1
+    interleaves that many independent networks (seeds ``learning.seed`` and on) in a
+    pipelined, fully parallel fabric."""
     edge_units: int = 0
     serial: bool = False
+    streams: int = 1
 
 
 @dataclass(frozen=True)
@@ -430,17 +437,28 @@ def _fixed(t):
 
 
 def _fabric(t, n_edges):
-    fab = Fabric(t.integer("edge_units", 0, lo=0, hi=n_edges), t.boolean("serial", False))
+    fab = Fabric(t.integer("edge_units", 0, lo=0, hi=n_edges), t.boolean("serial", False),
+                 t.integer("streams", 1, lo=1, hi=MAX_STREAMS))
     if fab.serial and fab.edge_units:
         raise t.error("serial", "the serial fabric has one edge unit: leave out edge_units")
+    if fab.streams > 1 and (fab.serial or fab.edge_units):
+        raise t.error("streams", "streams need the fully parallel fabric: leave out "
+                      "edge_units and serial")
     t.finish()
     return fab
 
 
 def refold(cfg, fold):
-    """``cfg`` with another fabric: ``fold`` is a number of edge units (0: one per edge)
-    or ``"serial"``. Folding never changes the bits a fabric computes."""
-    data = {"serial": True} if fold == "serial" else {"edge_units": fold}
+    """``cfg`` with another fabric: ``fold`` is a number of edge units (0: one per edge),
+    ``"serial"``, or ``"streams:C"`` (C interleaved networks). Folding never changes the
+    bits a fabric computes; streams add networks of the next seeds."""
+    if fold == "serial":
+        data = {"serial": True}
+    elif isinstance(fold, str) and fold.startswith("streams:"):
+        count = fold.split(":", 1)[1]
+        data = {"streams": int(count) if count.isdigit() else count}
+    else:
+        data = {"edge_units": fold}
     fab = _fabric(_Table(data, cfg.source, "fabric"), cfg.network.n_edges)
     return dataclasses.replace(cfg, fabric=fab, has_fabric=True)
 

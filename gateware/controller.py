@@ -117,9 +117,10 @@ class Controller(wiring.Component):
         self.n_inputs = len(cfg.io.inputs)
         self.n_outputs = len(cfg.io.outputs)
         self.n_driven = len(cfg.driven_nodes())
+        self.streams = cfg.fabric.streams
         self.row = self.n_inputs + self.n_outputs
         self.row_stride = _pow2(self.row)
-        self.out_stride = _pow2(self.n_outputs)
+        self.out_stride = _pow2(self.streams * self.n_outputs)
         n_ex = min(len(cfg.task.x), max_examples)
         if n_ex < 1:
             raise ValueError("the dataset has no example")
@@ -138,15 +139,18 @@ class Controller(wiring.Component):
             "sched_seed": In(32),
             "start": In(1), "start_epochs": In(32), "start_learn": In(1), "stop": In(1),
             "clear": In(1), "fabric_reset": Out(1),
-            "out_example": In(ex_shape), "out_index": In(range(max(self.n_outputs, 2))),
+            "out_example": In(ex_shape),
+            "out_index": In(range(max(self.streams * self.n_outputs, 2))),
             "out_data": Out(signed(fmt.v_bits + 1)),
             "busy": Out(1), "mode": Out(2), "epoch": Out(32), "example": Out(ex_shape),
-            "ticks": Out(64), "error_sum": Out(self.error_bits), "settle": Out(32),
+            "ticks": Out(64), "error_sum": Out(data.ArrayLayout(self.error_bits, self.streams)),
+            "settle": Out(32),
             "learn_ticks": Out(32), "epochs": Out(32),
             "f_run": Out(1), "f_learn": Out(1), "f_sample_we": Out(1),
             "f_sample_addr": Out(range(max(self.n_driven + self.n_outputs, 2))),
-            "f_sample_data": Out(v), "f_tick_done": In(1),
-            "f_outputs": In(data.ArrayLayout(signed(fmt.v_bits + 1), self.n_outputs)),
+            "f_sample_data": Out(v), "f_tick_done": In(1), "f_busy": In(1),
+            "f_outputs": In(data.ArrayLayout(signed(fmt.v_bits + 1),
+                                             self.streams * self.n_outputs)),
         })
 
     def _dataset_init(self):
@@ -162,7 +166,7 @@ class Controller(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, fmt = self.cfg, self.fmt
-        K, n_in, W = self.n_outputs, self.n_inputs, self.row
+        K, n_in, W, C = self.n_outputs, self.n_inputs, self.row, self.streams
         v = signed(fmt.v_bits)
         ex_shape = range(max(self.max_examples, 2))
 
@@ -221,16 +225,21 @@ class Controller(wiring.Component):
         observed = Signal()
         stop_req = Signal()
         ticks = Signal(64)
-        err_acc = Signal(self.error_bits)
-        last_err = Signal(self.error_bits)
-        k = Signal(range(max(K, 2)))    # output being observed; 0 outside OBS_*
+        # per stream: the epoch's error so far, the last epoch's
+        err_acc = [Signal(self.error_bits, name=f"err_acc{i}") for i in range(C)]
+        last_err = [Signal(self.error_bits, name=f"last_err{i}") for i in range(C)]
+        # Output being observed (0 outside OBS_*): output k of stream si, flat index kf.
+        k = Signal(range(max(K, 2)))
+        si = Signal(range(max(C, 2)))
+        kf = Signal(range(max(K * C, 2)))
         # squarer: mcand = |d| << i, mplier = |d| >> i
         mag_bits = self.diff_max.bit_length()
         mcand = Signal(2 * mag_bits - 1)
         mplier = Signal(mag_bits)
 
         m.d.comb += [self.mode.eq(mode), self.epoch.eq(epoch), self.example.eq(ex),
-                     self.ticks.eq(ticks), self.error_sum.eq(last_err)]
+                     self.ticks.eq(ticks)]
+        m.d.comb += [self.error_sum[i].eq(last_err[i]) for i in range(C)]
 
         starting = Signal()
         epoch_done = Signal()
@@ -246,7 +255,8 @@ class Controller(wiring.Component):
         # output observed next (read one cycle ahead), so no target is kept in registers.
         in_obs_sq = Signal()
         prev = j - 1
-        m.d.comb += [ds_r.addr.eq((ex << rs) | (n_in + k + in_obs_sq)),
+        k_next = Mux(k == K - 1, 0, k + 1)
+        m.d.comb += [ds_r.addr.eq((ex << rs) | (n_in + Mux(in_obs_sq, k_next, k))),
                      self.f_sample_data.eq(ds_r.data),
                      self.f_sample_addr.eq(Mux(prev < n_in, prev, prev - n_in + self.n_driven))]
 
@@ -301,13 +311,16 @@ class Controller(wiring.Component):
                         m.d.sync += ex.eq(lfsr - 1)
                         m.next = "LOAD"
             with m.State("LOAD"):
+                # a pipelined fabric reads the drives until its last tick has left
                 m.d.comb += ds_r.addr.eq((ex << rs) | j)
-                with m.If(j != 0):
-                    m.d.comb += self.f_sample_we.eq(1)
-                m.d.sync += j.eq(j + 1)
-                with m.If(j == W):
-                    m.d.sync += [observed.eq(0), elapsed.eq(0), learn_phase.eq(settle == 0)]
-                    m.next = "TICKS"
+                with m.If(~self.f_busy):
+                    with m.If(j != 0):
+                        m.d.comb += self.f_sample_we.eq(1)
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(j == W):
+                        m.d.sync += [observed.eq(0), elapsed.eq(0),
+                                     learn_phase.eq(settle == 0)]
+                        m.next = "TICKS"
             with m.State("TICKS"):
                 m.d.comb += [self.f_run.eq(1), self.f_learn.eq(learn_phase & training)]
                 with m.If(self.f_tick_done):
@@ -325,41 +338,48 @@ class Controller(wiring.Component):
                             m.next = "OBS_DIFF"
             with m.State("OBS_DIFF"):
                 out_k = Signal(signed(fmt.v_bits + 1))
-                m.d.comb += out_k.eq(self.f_outputs[k] if K > 1 else self.f_outputs[0])
+                m.d.comb += out_k.eq(self.f_outputs[kf] if K * C > 1 else self.f_outputs[0])
                 d = Signal(signed(fmt.v_bits + 2))
-                m.d.comb += [d.eq(out_k - ds_r.data),
-                             om_w.en.eq(1), om_w.addr.eq((ex << os_) | k), om_w.data.eq(out_k)]
+                m.d.comb += [d.eq(out_k - ds_r.data), om_w.addr.eq((ex << os_) | kf),
+                             om_w.data.eq(out_k)]
                 mag = Mux(d < 0, -d, d)[:mag_bits]      # |d| <= diff_max
-                m.d.sync += [mcand.eq(mag), mplier.eq(mag)]
-                m.next = "OBS_SQ"
+                with m.If(~self.f_busy):                # the outputs once the ticks are out
+                    m.d.comb += om_w.en.eq(1)
+                    m.d.sync += [mcand.eq(mag), mplier.eq(mag)]
+                    m.next = "OBS_SQ"
             with m.State("OBS_SQ"):
                 # serial shift-add square, summed straight into the epoch's error
                 m.d.comb += in_obs_sq.eq(1)
                 with m.If(mplier == 0):
-                    with m.If(k == K - 1):
-                        m.d.sync += [observed.eq(1), k.eq(0)]
+                    with m.If(kf == K * C - 1):
+                        m.d.sync += [observed.eq(1), k.eq(0), si.eq(0), kf.eq(0)]
                         with m.If(learn_phase | ~training | (learn_t == 0)):
                             m.next = "END"
                         with m.Else():
                             m.d.sync += [elapsed.eq(0), learn_phase.eq(1)]
                             m.next = "TICKS"
                     with m.Else():
-                        m.d.sync += k.eq(k + 1)
+                        m.d.sync += [k.eq(k_next), kf.eq(kf + 1)]
+                        with m.If(k == K - 1):
+                            m.d.sync += si.eq(si + 1)
                         m.next = "OBS_DIFF"
                 with m.Else():
                     with m.If(mplier[0]):
+                        total = Signal(self.error_bits + 1)
+                        m.d.comb += total.eq(Array(err_acc)[si] + mcand)
                         if self.error_bound >> 64:
-                            total = Signal(65)
-                            m.d.comb += total.eq(err_acc + mcand)
-                            m.d.sync += err_acc.eq(Mux(total[64], (1 << 64) - 1, total[:64]))
-                        else:
-                            m.d.sync += err_acc.eq(err_acc + mcand)
+                            total = Mux(total[64], (1 << 64) - 1, total[:64])
+                        with m.Switch(si):
+                            for i in range(C):
+                                with m.Case(i):
+                                    m.d.sync += err_acc[i].eq(total)
                     m.d.sync += [mcand.eq(mcand << 1), mplier.eq(mplier >> 1)]
             with m.State("END"):
                 last_ex = ex_count + 1 == n_ex
                 with m.If(last_ex):
                     m.d.comb += epoch_done.eq(1)
-                    m.d.sync += [last_err.eq(err_acc), ex_count.eq(0), epoch.eq(epoch + 1)]
+                    m.d.sync += [last.eq(acc) for last, acc in zip(last_err, err_acc)]
+                    m.d.sync += [ex_count.eq(0), epoch.eq(epoch + 1)]
                 with m.Else():
                     m.d.sync += ex_count.eq(ex_count + 1)
                 with m.If(stop_req | (last_ex & (run_epochs != 0) & (epoch + 1 == run_epochs))):
@@ -370,13 +390,13 @@ class Controller(wiring.Component):
 
         # Clears come last and alone, so that they map onto the flip-flops' reset.
         with m.If(self.fabric_reset):
-            m.d.sync += [ticks.eq(0), ex.eq(0), last_err.eq(0)]
+            m.d.sync += [ticks.eq(0), ex.eq(0)] + [last.eq(0) for last in last_err]
         with m.If(self.fabric_reset | starting):
             m.d.sync += epoch.eq(0)
         with m.If(self.fabric_reset | starting | epoch_done):
-            m.d.sync += err_acc.eq(0)
+            m.d.sync += [acc.eq(0) for acc in err_acc]
         m.d.comb += self.busy.eq((mode != MODE_IDLE) | fsm.ongoing("SEED") |
-                                 fsm.ongoing("WIPE"))
+                                 fsm.ongoing("WIPE") | self.f_busy)
         return m
 
 
@@ -419,8 +439,9 @@ class CommandHandler(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ident, ctrl, fab = self.identity, self.ctrl, self.fabric
-        K, W = ctrl.n_outputs, ctrl.row
-        E = fab.n_edges
+        W = ctrl.row
+        K = ctrl.n_outputs * ctrl.streams     # output values per example
+        E = fab.n_edges * fab.streams         # gates
         maxex = ctrl.max_examples
         ex_bytes = ident.example_bytes
         vb = ctrl.fmt.v_bits
@@ -436,7 +457,8 @@ class CommandHandler(wiring.Component):
         # READ_STATUS has no payload: its snapshot, taken when the request is checked,
         # shares the registers of the payload's first bytes.
         status_fields = [(ctrl.mode, 1), (ctrl.epoch, 4), (ctrl.example, 2), (ctrl.ticks, 8),
-                         (ctrl.error_sum, 8), (fab.sat_flags, 1)]
+                         *((ctrl.error_sum[i], 8) for i in range(ctrl.streams)),
+                         (fab.sat_flags, 1)]
         snap_value = Cat(*(value for value, _ in status_fields))
         hold = Signal(max(8 * self.HEADER_BYTES, len(snap_value)))
         hdr = [hold[8 * i:8 * i + 8] for i in range(self.HEADER_BYTES)]
@@ -723,6 +745,8 @@ class System(wiring.Component):
     fmt : clln.formats.Formats, optional
     fifo_depth : int
         Receive FIFO in bytes.
+    mult_bits : int, optional
+        Operand bits of the target's multiplier blocks (see ``make_fabric``).
 
     Members
     -------
@@ -737,8 +761,10 @@ class System(wiring.Component):
     tx: Out(1, init=1)
     idle: Out(1)
 
-    def __init__(self, cfg, divisor, max_examples=None, seed=None, fmt=None, fifo_depth=512):
+    def __init__(self, cfg, divisor, max_examples=None, seed=None, fmt=None, fifo_depth=512,
+                 mult_bits=None):
         self.cfg = cfg
+        self.mult_bits = mult_bits
         self.fmt = fmt if fmt is not None else Formats.from_config(cfg)
         self.divisor = divisor
         self.max_examples = max_examples or max(16, len(cfg.task.x))
@@ -749,7 +775,7 @@ class System(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        fab = make_fabric(self.cfg, self.fmt, seed=self.seed)
+        fab = make_fabric(self.cfg, self.fmt, seed=self.seed, mult_bits=self.mult_bits)
         m.submodules.ctrl = ctrl = Controller(self.cfg, self.fmt, self.max_examples)
         m.submodules.fabric = ResetInserter(ctrl.fabric_reset)(fab)
         m.submodules.handler = hnd = CommandHandler(self.identity, ctrl, fab)
@@ -760,7 +786,8 @@ class System(wiring.Component):
         m.d.comb += [fab.run.eq(ctrl.f_run), fab.learn.eq(ctrl.f_learn),
                      fab.sample_we.eq(ctrl.f_sample_we), fab.sample_addr.eq(ctrl.f_sample_addr),
                      fab.sample_data.eq(ctrl.f_sample_data), ctrl.f_tick_done.eq(fab.tick_done),
-                     ctrl.f_outputs.eq(fab.outputs)]
+                     ctrl.f_outputs.eq(fab.outputs),
+                     ctrl.f_busy.eq(fab.busy if hasattr(fab, "busy") else 0)]
         quiet = Signal(range(65))
         active = ctrl.busy | hnd.busy | link.busy
         with m.If(active):

@@ -23,7 +23,8 @@ from clln.formats import Formats
 __all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "fabric_shape", "const_mul",
            "product_operand_bits",
            "overdrive", "edge_term", "edge_operands", "edge_product", "gate_operands",
-           "gate_product", "gate_step", "gate_delta", "gate_apply", "node_step", "SAT_TERM",
+           "gate_product", "gate_step", "gate_delta", "gate_apply", "node_step", "node_delta",
+           "node_apply", "split_mul", "SAT_TERM",
            "SAT_ACC", "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
            "mux_tree"]
 
@@ -141,24 +142,51 @@ def edge_operands(m, f, ov, va, vb, tag):
             _wire(m, va - vb, f"vdiff_{tag}"))
 
 
-def edge_product(m, f, udiff, usum, vdiff, tag):
+def split_mul(a, b, mult_bits):
+    """``a * b`` exactly, with one ``mult_bits x mult_bits`` signed multiplication.
+
+    The low bits of an operand wider than ``mult_bits`` become shift-and-add rows in logic:
+    with ``a = a_hi 2**ka + a_lo`` and ``b = b_hi 2**kb + b_lo`` (``a_lo``, ``b_lo``
+    unsigned), ``a b = a_hi b_hi 2**(ka+kb) + a_hi b_lo 2**ka + a_lo b``. So each product
+    takes one multiplier block, whatever its operands' widths. ``mult_bits=None``: a plain
+    ``a * b`` (synthesis splits it over as many blocks as it needs).
+    """
+    a, b = Value.cast(a), Value.cast(b)
+    if mult_bits is None:
+        return a * b
+    ka, kb = max(0, len(a) - mult_bits), max(0, len(b) - mult_bits)
+    a_hi, b_hi = a[ka:].as_signed(), b[kb:].as_signed()
+    rows = [(a_hi * b_hi) << (ka + kb)]
+    rows += [Mux(b[i], a_hi << (ka + i), 0) for i in range(kb)]
+    rows += [Mux(a[i], b << i, 0) for i in range(ka)]
+    return _tree_sum(rows)
+
+
+def edge_product(m, f, udiff, usum, vdiff, tag, mult_bits=None):
     """``sat(udiff * usum + leak_q * vdiff, term_bits)``: the edge term from its factors.
+
+    With ``mult_bits``, ``udiff`` is narrowed to ``v_bits + 1`` bits first, which holds it:
+    ``|u_b - u_a| <= |v_a - v_b|`` (a ReLU moves no two points further apart), and the
+    product takes one multiplier block (:func:`split_mul`).
 
     Returns
     -------
     (value, clipped) : (Signal, Signal)
     """
-    return saturate(m, udiff * usum + const_mul(vdiff, f.leak_q), f.term_bits, f"s_{tag}")
+    if mult_bits is not None:
+        udiff = Value.cast(udiff)[:f.v_bits + 1].as_signed()
+    return saturate(m, split_mul(udiff, usum, mult_bits) + const_mul(vdiff, f.leak_q),
+                    f.term_bits, f"s_{tag}")
 
 
-def edge_term(m, f, ov, va, vb, tag):
+def edge_term(m, f, ov, va, vb, tag, mult_bits=None):
     """Current a -> b of one transistor, ``u_b**2 - u_a**2 + leak_q (va - vb)``, saturated.
 
     Returns
     -------
     (value, clipped) : (Signal, Signal)
     """
-    return edge_product(m, f, *edge_operands(m, f, ov, va, vb, tag), tag)
+    return edge_product(m, f, *edge_operands(m, f, ov, va, vb, tag), tag, mult_bits)
 
 
 def gate_operands(m, f, d_f, d_c, tag="dg"):
@@ -167,14 +195,14 @@ def gate_operands(m, f, d_f, d_c, tag="dg"):
     return _wire(m, d_f - d_c, f"{tag}_minus"), _wire(m, d_f + d_c, f"{tag}_plus")
 
 
-def gate_product(m, f, minus, plus, tag="dg"):
+def gate_product(m, f, minus, plus, tag="dg", mult_bits=None):
     """``sat(round_shift(minus * plus * lr_mul, learn_shift), dg_bits)`` and whether it
-    saturated."""
-    q = const_mul(minus * plus, f.lr_mul)
+    saturated (``mult_bits``: see :func:`split_mul`)."""
+    q = const_mul(split_mul(minus, plus, mult_bits), f.lr_mul)
     return saturate(m, round_shift(q, f.learn_shift), f.dg_bits, tag)
 
 
-def gate_delta(m, f, d_f, d_c, tag="dg"):
+def gate_delta(m, f, d_f, d_c, tag="dg", mult_bits=None):
     """Gate step of one learning tick from the free and clamped drops ``d_f``, ``d_c``.
 
     Returns
@@ -183,7 +211,7 @@ def gate_delta(m, f, d_f, d_c, tag="dg"):
         ``sat(round_shift((d_f - d_c)(d_f + d_c) lr_mul, learn_shift), dg_bits)`` and
         whether it saturated.
     """
-    return gate_product(m, f, *gate_operands(m, f, d_f, d_c, tag), tag)
+    return gate_product(m, f, *gate_operands(m, f, d_f, d_c, tag), tag, mult_bits)
 
 
 def gate_apply(m, f, g, dg, tag="dg"):
@@ -193,7 +221,7 @@ def gate_apply(m, f, g, dg, tag="dg"):
                Mux(g_sum > f.gate_max_q, f.gate_max_q, g_sum))
 
 
-def gate_step(m, f, g, d_f, d_c, tag="dg"):
+def gate_step(m, f, g, d_f, d_c, tag="dg", mult_bits=None):
     """Gate after one learning tick: :func:`gate_delta` then :func:`gate_apply`.
 
     Returns
@@ -201,8 +229,28 @@ def gate_step(m, f, g, d_f, d_c, tag="dg"):
     (g_next, clipped) : (Value, Signal)
         The gate kept within ``[gate_min, gate_max]``; ``clipped`` when ``dg`` saturated.
     """
-    dg, clipped = gate_delta(m, f, d_f, d_c, tag)
+    dg, clipped = gate_delta(m, f, d_f, d_c, tag, mult_bits)
     return gate_apply(m, f, g, dg, tag), clipped
+
+
+def node_delta(m, f, acc, tag):
+    """Step of a settling node, ``kappa * acc`` rounded and saturated.
+
+    Returns
+    -------
+    (dv, flags) : (Signal, Value)
+        ``flags`` has the acc and dv bits of the saturation flags.
+    """
+    a, s1 = saturate(m, acc, f.acc_bits, f"acc_{tag}")
+    dv, s2 = saturate(m, round_shift(const_mul(a, f.kappa_mul), f.node_shift), f.dv_bits,
+                      f"dv_{tag}")
+    return dv, Cat(Const(0, 1), s1, s2, Const(0, 2))
+
+
+def node_apply(m, f, v, dv, tag):
+    """``v + dv`` saturated, and its bit of the saturation flags (a 5-bit value)."""
+    vn, s3 = saturate(m, v + dv, f.v_bits, f"v_{tag}")
+    return vn, Cat(Const(0, 3), s3, Const(0, 1))
 
 
 def node_step(m, f, v, acc, tag):
@@ -213,11 +261,9 @@ def node_step(m, f, v, acc, tag):
     (v_next, flags) : (Signal, Value)
         ``flags`` has the acc, dv and v bits of the saturation flags.
     """
-    a, s1 = saturate(m, acc, f.acc_bits, f"acc_{tag}")
-    dv, s2 = saturate(m, round_shift(const_mul(a, f.kappa_mul), f.node_shift), f.dv_bits,
-                      f"dv_{tag}")
-    vn, s3 = saturate(m, v + dv, f.v_bits, f"v_{tag}")
-    return vn, Cat(Const(0, 1), s1, s2, s3, Const(0, 1))
+    dv, flags_dv = node_delta(m, f, acc, tag)
+    vn, flags_v = node_apply(m, f, v, dv, tag)
+    return vn, flags_dv | flags_v
 
 
 class EdgeCell(wiring.Component):
@@ -233,8 +279,8 @@ class EdgeCell(wiring.Component):
     the free and the clamped transistor; ``g_next`` is the gate after this tick.
     """
 
-    def __init__(self, fmt):
-        self.fmt = fmt
+    def __init__(self, fmt, mult_bits=None):
+        self.fmt, self.mult_bits = fmt, mult_bits
         v, g = signed(fmt.v_bits), signed(fmt.g_bits)
         super().__init__({
             "va_f": In(v), "vb_f": In(v), "va_c": In(v), "vb_c": In(v),
@@ -247,10 +293,10 @@ class EdgeCell(wiring.Component):
         f = self.fmt
         m = Module()
         ov = overdrive(m, f, self.g, self.vt)
-        s_f, sat_f = edge_term(m, f, ov, self.va_f, self.vb_f, "f")
-        s_c, sat_c = edge_term(m, f, ov, self.va_c, self.vb_c, "c")
+        s_f, sat_f = edge_term(m, f, ov, self.va_f, self.vb_f, "f", self.mult_bits)
+        s_c, sat_c = edge_term(m, f, ov, self.va_c, self.vb_c, "c", self.mult_bits)
         g_next, dg_clipped = gate_step(m, f, self.g, self.va_f - self.vb_f,
-                                       self.va_c - self.vb_c)
+                                       self.va_c - self.vb_c, mult_bits=self.mult_bits)
         m.d.comb += [
             self.s_f.eq(s_f), self.s_c.eq(s_c), self.sat_term.eq(sat_f | sat_c),
             self.g_next.eq(Mux(self.learn, g_next, self.g)),
@@ -297,6 +343,9 @@ class Fabric(wiring.Component):
         Defaults to ``Formats.from_config(cfg)``.
     seed : int, optional
         Seed of the initial gates (reset values); defaults to ``learning.seed``.
+    mult_bits : int, optional
+        Operand bits of the target's multiplier blocks: each variable product then takes
+        one block (:func:`split_mul`). None: plain products.
 
     Attributes
     ----------
@@ -326,8 +375,12 @@ class Fabric(wiring.Component):
       ``sat_flags``/``saturated``: sticky saturation flags.
     """
 
-    def __init__(self, cfg, fmt=None, seed=None):
+    #: Networks the fabric holds (:class:`~.streams.StreamFabric` interleaves several).
+    streams = 1
+
+    def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         self.cfg = cfg
+        self.mult_bits = mult_bits
         self.fmt = fmt = fmt if fmt is not None else Formats.from_config(cfg)
         net = cfg.network
         self.n_nodes, self.n_edges = net.n_nodes, net.n_edges
@@ -363,12 +416,13 @@ class Fabric(wiring.Component):
             "sample_addr": In(range(max(self.n_samples, 2))),
             "sample_data": In(v),
             "gate_we": In(1),
-            "gate_addr": In(range(max(self.n_edges, 2))),
+            "gate_addr": In(range(max(self.streams * self.n_edges, 2))),
             "gate_data": In(g),
-            "gate_raddr": In(range(max(self.n_edges, 2))),
+            "gate_raddr": In(range(max(self.streams * self.n_edges, 2))),
             "gate_rdata": Out(g),
             "clear_flags": In(1),
-            "outputs": Out(data.ArrayLayout(signed(self.fmt.v_bits + 1), self.n_outputs)),
+            "outputs": Out(data.ArrayLayout(signed(self.fmt.v_bits + 1),
+                                            self.streams * self.n_outputs)),
             "ticks": Out(TICKS_BITS),
             "tick_done": Out(1),
             "sat_flags": Out(5),
@@ -499,7 +553,7 @@ class Fabric(wiring.Component):
         cells = []
         term_flags, dg_flags = [], []
         for u in range(P):
-            cell = EdgeCell(f)
+            cell = EdgeCell(f, self.mult_bits)
             m.submodules[f"edge{u}"] = cell
             cells.append(cell)
             my_edges = [(c, c * P + u) for c in range(C) if c * P + u < E]
@@ -585,7 +639,12 @@ class Fabric(wiring.Component):
 
 
 def fabric_shape(cfg):
-    """``(edge_units, cycles_per_tick)`` of the fabric ``cfg`` asks for, without building it."""
+    """``(edge_units, cycles_per_tick)`` of the fabric ``cfg`` asks for, without building it.
+
+    A tick is one network's: a fabric of ``cfg.fabric.streams`` networks completes that
+    many ticks every ``cycles_per_tick`` cycles."""
+    if cfg.fabric.streams > 1:
+        return cfg.network.n_edges, cfg.fabric.streams
     if cfg.fabric.serial:
         from .serial import serial_cycles_per_tick
         return 1, serial_cycles_per_tick(cfg)
@@ -598,12 +657,16 @@ def _folded_shape(cfg):
     return units, -(-cfg.network.n_edges // units)
 
 
-def make_fabric(cfg, fmt=None, seed=None):
-    """The fabric ``cfg`` asks for: :class:`Fabric`, or the serial one (``[fabric] serial``)."""
+def make_fabric(cfg, fmt=None, seed=None, mult_bits=None):
+    """The fabric ``cfg`` asks for: :class:`Fabric`, the serial one (``[fabric] serial``)
+    or the pipelined one of several networks (``[fabric] streams``)."""
+    if cfg.fabric.streams > 1:
+        from .streams import StreamFabric
+        return StreamFabric(cfg, fmt, seed, mult_bits)
     if cfg.fabric.serial:
         from .serial import SerialFabric
         return SerialFabric(cfg, fmt, seed)
-    return Fabric(cfg, fmt, seed)
+    return Fabric(cfg, fmt, seed, mult_bits)
 
 
 def _or(values):

@@ -5,6 +5,11 @@
 keeps the controller's state: dataset, schedule, LFSR, error sums, recorded outputs,
 and a :class:`~clln.sim.fixed.FixedPointModel` for the fabric. It imports no gateware.
 
+Streams: a fabric built with ``[fabric] streams = C`` holds C networks, one per seed
+``seed .. seed + C - 1``, which share the dataset, the schedule and the drive and
+target registers and differ only by their gates. The model runs them as the C seeds of
+one :class:`~clln.sim.fixed.FixedPointModel`; gates and recorded outputs are stream-major.
+
 Node state: the fabric has no node write port, so nothing ever restores node voltages.
 Every pass (training or inference) starts from the node state the previous pass left,
 unlike :meth:`clln.sim.ticks.TickModel.evaluate`, which restores it.
@@ -28,7 +33,14 @@ def default_max_examples(cfg):
 
 
 class TwinModel(FixedPointModel):
-    """One seed of :class:`FixedPointModel` whose drive and target come from registers.
+    """:class:`FixedPointModel` whose drive and target come from registers shared by all
+    its seeds (the streams of the fabric).
+
+    Parameters
+    ----------
+    cfg : clln.config.Config
+    seeds : sequence of int
+        One network (stream) per seed.
 
     Attributes
     ----------
@@ -37,8 +49,8 @@ class TwinModel(FixedPointModel):
     target : ndarray of int64 (outputs,)
     """
 
-    def __init__(self, cfg, seed):
-        super().__init__(cfg, [seed])
+    def __init__(self, cfg, seeds):
+        super().__init__(cfg, seeds)
         fmt = self.formats
         self.drive = np.zeros(self.problem.n_nodes, np.int64)
         for node, volts in cfg.io.rails:
@@ -52,10 +64,11 @@ class TwinModel(FixedPointModel):
                   self.target, self.constants, self.flags)
 
     def outputs_q(self):
-        """Free outputs in voltage LSBs (``VF[p]`` or ``VF[p] - VF[m]``), int64."""
-        pr, vf = self.problem, self.v_free[0]
-        minus = np.where(pr.out_minus >= 0, vf[np.maximum(pr.out_minus, 0)], 0)
-        return vf[pr.out_plus] - minus
+        """Free outputs in voltage LSBs (``VF[p]`` or ``VF[p] - VF[m]``), int64
+        (seeds, outputs)."""
+        pr, vf = self.problem, self.v_free
+        minus = np.where(pr.out_minus >= 0, vf[:, np.maximum(pr.out_minus, 0)], 0)
+        return vf[:, pr.out_plus] - minus
 
 
 class SystemModel:
@@ -67,14 +80,25 @@ class SystemModel:
     max_examples : int, optional
         Dataset capacity (default :func:`default_max_examples`).
     seed : int, optional
-        Seed of the reset gates (default ``learning.seed``).
+        Seed of the reset gates of stream 0 (default ``learning.seed``); stream s has
+        those of ``seed + s`` (``cfg.fabric.streams`` streams).
+
+    Attributes
+    ----------
+    seeds : list of int
+        Seed of the reset gates of each stream.
+    outputs : ndarray of int64 (max_examples, streams * outputs)
+        Recorded free outputs, column ``s * n_outputs + k``.
+    error_sums : list of int
+        Last epoch error sum of each stream (LSB^2, saturating at 2**64 - 1).
     """
 
     def __init__(self, cfg, max_examples=None, seed=None):
         self.cfg = cfg
         self.max_examples = max_examples or default_max_examples(cfg)
         self.build_seed = cfg.learning.seed if seed is None else seed
-        self.twin = TwinModel(cfg, self.build_seed)
+        self.seeds = [self.build_seed + s for s in range(cfg.fabric.streams)]
+        self.twin = TwinModel(cfg, self.seeds)
         fmt = self.fmt = self.twin.formats
         self.identity = p.Identity.from_config(cfg, fmt, self.max_examples)
         self.n_inputs, self.n_outputs = len(cfg.io.inputs), len(cfg.io.outputs)
@@ -87,8 +111,9 @@ class SystemModel:
         self.schedule = p.ScheduleParams(sch.settle_ticks, sch.learn_ticks, cfg.learning.epochs,
                                          n, Order.CYCLIC, cfg.learning.seed)
         self._reload_lfsr()
-        self.outputs = np.zeros((self.max_examples, self.n_outputs), np.int64)
-        self.mode, self.epoch, self.example, self.error_sum = Mode.IDLE, 0, 0, 0
+        self.outputs = np.zeros((self.max_examples, self.identity.n_output_values), np.int64)
+        self.mode, self.epoch, self.example = Mode.IDLE, 0, 0
+        self.error_sums = [0] * len(self.seeds)
         self._rx = bytearray()
 
     # -- controller ---------------------------------------------------------------------
@@ -131,7 +156,7 @@ class SystemModel:
         lticks = sch.learn_ticks if learn else 0
         n_in = self.n_inputs
         for _ in range(epochs):
-            err = 0
+            err = [0] * len(self.seeds)
             for ex_count in range(sch.n_examples):
                 ex = self.example = self._select(ex_count)
                 row = self.dataset[ex]
@@ -144,16 +169,22 @@ class SystemModel:
                 else:
                     tw.run(lticks, 0, learn)
                     err = self._observe(ex, err)
-            self.error_sum = err
+            self.error_sums = err
             self.epoch += 1
         self.mode = Mode.IDLE
 
     def _observe(self, ex, err):
+        """Record example ``ex``'s outputs; return the error sums ``err`` (one per stream)
+        with its squared errors added."""
         out = self.twin.outputs_q()
-        self.outputs[ex] = out
-        for o, t in zip(out.tolist(), self.twin.target.tolist()):
-            err = min(err + (o - t) ** 2, U64)
-        return err
+        self.outputs[ex] = out.ravel()
+        target = self.twin.target.tolist()
+        sums = []
+        for e, row in zip(err, out.tolist()):
+            for o, t in zip(row, target):
+                e = min(e + (o - t) ** 2, U64)
+            sums.append(e)
+        return sums
 
     def stop(self):
         self.mode = Mode.IDLE
@@ -161,8 +192,9 @@ class SystemModel:
     def reset(self):
         """RESET: a new fabric (bitstream's gates, nodes 0), counters and outputs cleared,
         LFSR reloaded."""
-        self.twin = TwinModel(self.cfg, self.build_seed)
-        self.epoch, self.example, self.error_sum = 0, 0, 0
+        self.twin = TwinModel(self.cfg, self.seeds)
+        self.epoch, self.example = 0, 0
+        self.error_sums = [0] * len(self.seeds)
         self.outputs[:] = 0
         self._reload_lfsr()
 
@@ -172,13 +204,14 @@ class SystemModel:
 
     @property
     def gates(self):
-        """Gates (gate LSBs), int64 (edges,)."""
-        return self.twin.gates[0]
+        """Gates (gate LSBs) of all streams, int64 (streams * edges,), index
+        ``s * n_edges + e``."""
+        return self.twin.gates.ravel()
 
     def status(self):
         """The :class:`~clln.host.protocol.DeviceStatus` READ_STATUS reports."""
         return p.DeviceStatus(self.mode, self.epoch, self.example, self.twin.ticks,
-                              self.error_sum, int(self.twin.flags[0]))
+                              tuple(self.error_sums), int(np.bitwise_or.reduce(self.twin.flags)))
 
     # -- command handler ----------------------------------------------------------------
     def respond(self, data):
@@ -255,16 +288,16 @@ class SystemModel:
         if cmd == Command.WRITE_GATES:
             first, gates = p.unpack_write_gates(payload, ident)
             idle()
-            self.twin.gates[0, first:first + len(gates)] = gates
+            self.twin.gates.flat[first:first + len(gates)] = gates
             return b""
         if cmd == Command.READ_GATES:
-            first, count = p.unpack_range(payload, ident.n_edges, cmd)
+            first, count = p.unpack_range(payload, ident.n_gates, cmd)
             if count > p.MAX_PAYLOAD // 4:
                 raise FrameError(Status.OUT_OF_RANGE)
             return p.pack_values(self.gates[first:first + count])
         if cmd == Command.READ_OUTPUTS:
             first, count = p.unpack_range(payload, ident.max_examples, cmd)
-            if count * self.n_outputs > p.MAX_PAYLOAD // 4:
+            if count * ident.n_output_values > p.MAX_PAYLOAD // 4:
                 raise FrameError(Status.OUT_OF_RANGE)
             return p.pack_values(self.outputs[first:first + count])
         raise FrameError(Status.UNKNOWN_COMMAND)  # pragma: no cover

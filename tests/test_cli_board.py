@@ -59,6 +59,68 @@ def test_run_json_matches_clln_train(short_xor, tmp_path, monkeypatch, capsys):
     assert run["ticks"] == 4 * 4 * 26 + 4 * 26
     assert json.loads(ckpt.read_text())["gates_final"] == ref["gates_final"]
     assert plot.stat().st_size > 10000
+    assert run["streams"] == [{"seed": 3, **{k: run[k] for k in (
+        "mse_per_epoch", "error_sums", "mse_final", "outputs_final", "gates_final")}}]
+
+
+def test_run_with_streams_matches_clln_train_of_each_seed(short_xor, tmp_path, monkeypatch,
+                                                         capsys):
+    """A fabric of 3 networks: stream s is ``clln train --model fixed --seed 3 + s``."""
+    import matplotlib.figure
+    devices = {}
+    model_device(monkeypatch, devices)
+    curves, savefig = [], matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        curves.extend(line.get_label() for line in fig.axes[0].get_lines())
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    ckpt, plot = tmp_path / "gates.json", tmp_path / "run.png"
+    assert board_cli(["run", str(short_xor), "--sim", "--fabric", "streams:3", "--epochs", "4",
+                      "--seed", "3", "--json", "--checkpoint", str(ckpt), "--plot",
+                      str(plot)]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert devices["model"].identity.streams == 3
+    assert cli.main(["train", str(short_xor), "--model", "fixed", "--epochs", "4",
+                     "--seeds", "3-5", "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    assert [r["seed"] for r in run["streams"]] == [3, 4, 5]
+    for s, r in enumerate(run["streams"]):
+        assert r["gates_final"] == ref["gates_final"][s]
+        assert r["outputs_final"] == ref["outputs_final"][s]
+        np.testing.assert_allclose(r["mse_per_epoch"], ref["mse_per_epoch"][s], rtol=2e-3)
+        np.testing.assert_allclose(r["mse_final"], ref["mse_final"][s], rtol=2e-3)
+    assert len({r["mse_final"] for r in run["streams"]}) == 3
+    for key in ("mse_per_epoch", "error_sums", "mse_final", "outputs_final", "gates_final"):
+        assert run[key] == run["streams"][0][key], key
+    assert run["seed"] == 3 and run["ticks"] == 4 * 4 * 26 + 4 * 26     # ticks of one stream
+    saved = json.loads(ckpt.read_text())
+    assert saved["gates_final"] == ref["gates_final"][0]
+    assert [g["seed"] for g in saved["streams"]] == [3, 4, 5]
+    assert [g["gates_final"] for g in saved["streams"]] == ref["gates_final"]
+    fmt = devices["model"].fmt
+    assert [g["gates_q"] for g in saved["streams"]] == [
+        fmt.volts_to_g(np.array(g)).tolist() for g in ref["gates_final"]]
+    assert [c for c in curves if c.startswith("seed")] == ["seed 3", "seed 4", "seed 5"]
+    assert plot.stat().st_size > 10000
+
+
+def test_run_text_output_with_streams(short_xor, tmp_path, monkeypatch, capsys):
+    model_device(monkeypatch, {})
+    argv = ["run", str(short_xor), "--sim", "--fabric", "streams:2", "--epochs", "2",
+            "--seed", "6", "--checkpoint", str(tmp_path / "g.json")]
+    assert board_cli(argv + ["--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert board_cli(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 epochs on sim" in out and "seeds 6, 7, cyclic order" in out
+    final = " ".join(f"{r['mse_final']:.3e}" for r in run["streams"])
+    assert f"final (inference pass): mse {final} V^2" in out
+    second = " ".join(f"{r['mse_per_epoch'][1]:.3e}" for r in run["streams"])
+    assert f"epoch      2: mse {second} V^2" in out
+    o = [np.array2string(np.array(r["outputs_final"][3]), precision=4) for r in run["streams"]]
+    assert f"example 3: output {o[0]} {o[1]} V, target" in out
 
 
 def test_run_refuses_another_bitstream(short_xor, monkeypatch, capsys):
@@ -101,8 +163,18 @@ def fake_builds(monkeypatch, tmp_path, lut_of, budget=6000, fmax_of=lambda p: 50
     return tried
 
 
+def unsplit_ulx3s(monkeypatch):
+    """The ULX3S-85F with products split over several multiplier blocks (as Yosys does):
+    paper-xor's fully parallel fabric then needs more blocks than the part has."""
+    from clln.boards import system as bs
+    from clln.boards.targets import TARGETS
+    plain = dataclasses.replace(TARGETS["ulx3s-85f"], split_products=False)
+    monkeypatch.setattr(bs, "_target", lambda board: plain)
+
+
 def test_fold_search_finds_largest_fit(monkeypatch, tmp_path):
     from clln.boards.system import build_fitting
+    unsplit_ulx3s(monkeypatch)
     tried = fake_builds(monkeypatch, tmp_path, lambda p: 1000 + 500 * p)
     rep, units, cpt, attempts = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f",
                                               tmp_path)
@@ -117,6 +189,7 @@ def test_fold_search_finds_largest_fit(monkeypatch, tmp_path):
 def test_fold_search_timing_and_nothing_fits(monkeypatch, tmp_path):
     from clln.boards.system import build_fitting
     from clln.boards.targets import BuildError
+    unsplit_ulx3s(monkeypatch)
     fake_builds(monkeypatch, tmp_path, lambda p: 1000 + 100 * p,
                 fmax_of=lambda p: 60.0 - 3 * p)            # timing fails above 11 units
     _, units, _, _ = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f", tmp_path / "a")
@@ -132,6 +205,7 @@ def test_fold_search_timing_and_nothing_fits(monkeypatch, tmp_path):
 
 def test_fold_search_falls_back_to_serial(monkeypatch, tmp_path):
     from clln.boards.system import build_fitting
+    unsplit_ulx3s(monkeypatch)
     tried = fake_builds(monkeypatch, tmp_path,
                         lambda p: 5000 if p == "serial" else 7000 + 100 * p)
     rep, units, cpt, attempts = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f",
@@ -141,6 +215,16 @@ def test_fold_search_falls_back_to_serial(monkeypatch, tmp_path):
                                                     (False, False), (True, True)]
 
 
+def test_fold_search_on_ulx3s_starts_fully_parallel(monkeypatch, tmp_path):
+    """With one multiplier block per product, paper-xor's 96 products fit the ECP5-85F's
+    156 blocks: the search builds the fully parallel fabric first."""
+    from clln.boards.system import build_fitting
+    tried = fake_builds(monkeypatch, tmp_path, lambda p: 1000 + 100 * p)
+    rep, units, cpt, attempts = build_fitting(config_mod.load("paper-xor"), "ulx3s-85f",
+                                              tmp_path)
+    assert tried == [32] and (units, cpt) == (32, 1) and len(attempts) == 1
+
+
 def test_fold_search_skips_folds_beyond_the_multipliers(monkeypatch, tmp_path):
     from clln.boards.system import build_fitting, multiplier_blocks
     from clln.boards.targets import BuildError
@@ -148,6 +232,8 @@ def test_fold_search_skips_folds_beyond_the_multipliers(monkeypatch, tmp_path):
     # iCE40UP5K: 8 DSPs; one edge unit needs 2 edge terms of 24 x 24 bits (4 blocks each)
     # and a learning product of 20 x 20 bits (4 blocks); the serial fabric one of each
     assert [multiplier_blocks(cfg, u, 16) for u in (1, 2, "serial")] == [12, 24, 8]
+    # split (ECP5): one block per product, 3 per edge unit
+    assert [multiplier_blocks(cfg, u, 18, split=True) for u in (32, "serial")] == [96, 2]
     tried = fake_builds(monkeypatch, tmp_path, lambda p: 3000, budget=5280)
     rep, units, cpt, attempts = build_fitting(cfg, "icebreaker", tmp_path / "a")
     assert tried == ["serial"] and (units, cpt) == (1, 100)
@@ -232,7 +318,7 @@ def test_fabric_flag_is_checked(capsys):
     with pytest.raises(SystemExit) as info:
         board_cli(["build", "paper-xor", "--board", "icebreaker", "--fabric", "many"])
     assert info.value.code == 2
-    assert "expected a number of edge units or 'serial'" in capsys.readouterr().err
+    assert "expected a number of edge units, 'serial' or 'streams:C'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="fabric.edge_units: must be <= 32, got 40"):
         board_cli(["build", "paper-xor", "--board", "icebreaker", "--fabric", "40"])
     with pytest.raises(ConfigError, match="--fabric.*only with --sim"):

@@ -57,6 +57,9 @@ def _expect(data, key, fragment):
     ("device", "k", -1.0, "device.k", "> 0.0"),
     ("fabric", "serial", 1, "fabric.serial", "true or false"),
     ("fabric", "edge_units", 40, "fabric.edge_units", "<= 32"),
+    ("fabric", "streams", 6, "fabric.streams", "<= 5"),
+    ("fabric", "streams", 0, "fabric.streams", ">= 1"),
+    ("fabric", "streams", "4", "fabric.streams", "an integer"),
 ])
 def test_bad_values_are_named(xor_dict, section, key, value, where, fragment):
     xor_dict.setdefault(section, {})[key] = value
@@ -76,6 +79,19 @@ def test_serial_fabric_key(xor_dict):
     assert cfg.fabric.serial and cfg.fabric.edge_units == 0 and cfg.has_fabric
     xor_dict["fabric"]["edge_units"] = 4
     _expect(xor_dict, "fabric.serial", "leave out edge_units")
+
+
+def test_streams_fabric_key(xor_dict):
+    xor_dict["fabric"] = {"streams": 4}
+    cfg = config.parse(xor_dict)
+    assert cfg.fabric.streams == 4 and not cfg.fabric.serial and cfg.fabric.edge_units == 0
+    assert config.refold(cfg, "streams:3").fabric.streams == 3
+    assert config.refold(cfg, 8).fabric == config.Fabric(edge_units=8)
+    for clash in ({"edge_units": 4}, {"serial": True}):
+        xor_dict["fabric"] = {"streams": 2, **clash}
+        _expect(xor_dict, "fabric.streams", "fully parallel")
+    with pytest.raises(ConfigError, match="must be an integer"):
+        config.refold(cfg, "streams:x")
 
 
 def test_disconnected_graph(xor_dict):

@@ -7,14 +7,15 @@ from amaranth.sim import Simulator
 
 from clln import config as config_mod
 from clln.gateware.controller import Controller, MODE_IDLE
-from clln.gateware.fabric import Fabric
+from clln.gateware.fabric import make_fabric
 from clln.host import protocol as p
 from clln.sim.system import SystemModel
 
 
 def tiny_config(tmp_path, units=2, settle=6, learn=2, two_outputs=False):
     """A 6-node, 7-edge network: one input, one rail, one differential output (and a
-    single-ended one at node 2 with ``two_outputs``)."""
+    single-ended one at node 2 with ``two_outputs``). ``units`` is a fold: a number of
+    edge units or ``"streams:C"``."""
     if two_outputs:
         (tmp_path / "tiny.csv").write_text(
             "x1,y1,y2\n0.0,0.05,0.2\n0.3,-0.04,0.35\n0.15,0.02,0.25\n0.45,0.0,0.45\n"
@@ -33,23 +34,23 @@ def tiny_config(tmp_path, units=2, settle=6, learn=2, two_outputs=False):
                      "gate_max": 4.0, "epochs": 2, "seed": 3},
         "task": {"dataset": "tiny.csv"},
         "schedule": {"settle_ticks": settle, "learn_ticks": learn, "kappa": 0.02},
-        "fabric": {"edge_units": units},
     }
-    return config_mod.parse(data, "<tiny>", tmp_path)
+    return config_mod.refold(config_mod.parse(data, "<tiny>", tmp_path), units)
 
 
 class Harness:
     """Fabric + controller wired as in ``System``, driven port by port."""
 
     def __init__(self, cfg, max_examples=8):
-        self.fabric = Fabric(cfg)
+        self.fabric = make_fabric(cfg)
         self.ctrl = Controller(cfg, self.fabric.fmt, max_examples)
         m = self.m = Module()
         m.submodules.fabric, m.submodules.ctrl = fab, ctrl = self.fabric, self.ctrl
         m.d.comb += [fab.run.eq(ctrl.f_run), fab.learn.eq(ctrl.f_learn),
                      fab.sample_we.eq(ctrl.f_sample_we), fab.sample_addr.eq(ctrl.f_sample_addr),
                      fab.sample_data.eq(ctrl.f_sample_data), ctrl.f_tick_done.eq(fab.tick_done),
-                     ctrl.f_outputs.eq(fab.outputs)]
+                     ctrl.f_outputs.eq(fab.outputs),
+                     ctrl.f_busy.eq(fab.busy if hasattr(fab, "busy") else 0)]
 
 
 def run_harness(h, script):
@@ -97,18 +98,20 @@ async def read_outputs(ctx, c, n_examples, n_outputs):
 
 
 def gates_of(ctx, fab):
-    return np.array([ctx.get(fab.gates[e]) for e in range(fab.n_edges)], np.int64)
+    return np.array([ctx.get(fab.gates[e]) for e in range(fab.streams * fab.n_edges)],
+                    np.int64)
 
 
 @pytest.mark.parametrize("units,order,settle,learn,k", [
     (2, p.Order.CYCLIC, 6, 2, 1), (0, p.Order.LFSR, 6, 2, 1), (3, p.Order.LFSR, 0, 3, 2),
-    (7, p.Order.CYCLIC, 5, 0, 1), (4, p.Order.LFSR, 4, 2, 2)])
+    (7, p.Order.CYCLIC, 5, 0, 1), (4, p.Order.LFSR, 4, 2, 2), ("streams:2", p.Order.LFSR, 6, 2, 2),
+    ("streams:3", p.Order.CYCLIC, 0, 3, 1), ("streams:5", p.Order.LFSR, 4, 1, 2)])
 def test_controller_matches_model(tmp_path, units, order, settle, learn, k):
     cfg = tiny_config(tmp_path, units, settle, learn, two_outputs=k == 2)
     h = Harness(cfg)
     model = SystemModel(cfg, max_examples=8)
     c, fab = h.ctrl, h.fabric
-    rng = np.random.default_rng(units)
+    rng = np.random.default_rng(units if isinstance(units, int) else 100 + fab.streams)
     extra = rng.integers(-20000, 20000, (2, 1 + k))     # two more examples, rows 5 and 6
     results = {}
 
@@ -123,12 +126,13 @@ def test_controller_matches_model(tmp_path, units, order, settle, learn, k):
         ctx.set(c.ds_we, 0)
         await write_schedule(ctx, c, p.ScheduleParams(settle, learn, 3, 7, order, 11))
         cycles = await run_epochs(ctx, c, 3, True)
-        results["train"] = dict(gates=gates_of(ctx, fab), err=ctx.get(c.error_sum),
+        results["train"] = dict(gates=gates_of(ctx, fab), err=list(ctx.get(c.error_sum)),
                                 epoch=ctx.get(c.epoch), ticks=ctx.get(c.ticks),
                                 example=ctx.get(c.example), mode=ctx.get(c.mode),
                                 cycles=cycles, flags=ctx.get(fab.sat_flags))
         await run_epochs(ctx, c, 1, False)
-        results["eval"] = dict(out=await read_outputs(ctx, c, 7, k), err=ctx.get(c.error_sum),
+        results["eval"] = dict(out=await read_outputs(ctx, c, 7, k * fab.streams),
+                               err=list(ctx.get(c.error_sum)),
                                ticks=ctx.get(c.ticks))
 
     run_harness(h, script)
@@ -137,16 +141,16 @@ def test_controller_matches_model(tmp_path, units, order, settle, learn, k):
     model.run(3, True)
     tr = results["train"]
     np.testing.assert_array_equal(tr["gates"], model.gates)
-    assert tr["err"] == model.error_sum and model.error_sum > 0
+    assert tr["err"] == list(model.error_sums) and min(model.error_sums) > 0
     assert (tr["epoch"], tr["ticks"], tr["example"], tr["mode"]) == (
         3, model.twin.ticks, model.example, MODE_IDLE)
-    assert tr["flags"] == int(model.twin.flags[0])
+    assert tr["flags"] == int(np.bitwise_or.reduce(model.twin.flags))
     assert model.twin.ticks == 3 * 7 * (settle + learn)
     assert not np.array_equal(model.gates, SystemModel(cfg, 8).gates) or learn == 0
     model.run(1, False)
     ev = results["eval"]
     np.testing.assert_array_equal(ev["out"], model.outputs[:7])
-    assert ev["err"] == model.error_sum
+    assert ev["err"] == list(model.error_sums)
     assert ev["ticks"] == model.twin.ticks
 
 

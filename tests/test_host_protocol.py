@@ -11,8 +11,10 @@ from clln.host.driver import Device, DeviceError, LinkTimeout, LoopbackTransport
 from clln.host.protocol import Command, FrameError, Status
 
 
-def identity():
+def identity(streams=1):
     cfg = config.load("paper-xor")
+    if streams > 1:
+        cfg = config.refold(cfg, f"streams:{streams}")
     return p.Identity.from_config(cfg, formats.Formats.from_config(cfg), 64)
 
 
@@ -47,7 +49,7 @@ def test_request_round_trip():
     (b"\x03\x01\x01", Status.TRUNCATED),                 # 2 bytes < header + CRC
     (p.cobs_encode(b"\x01\x00\x01\x00\x00"), Status.BAD_CRC),
     (p.encode_request(1, 0x55)[:-1], Status.UNKNOWN_COMMAND),
-    (p.encode_request(1, Command.STOP, version=2)[:-1], Status.BAD_VERSION),
+    (p.encode_request(1, Command.STOP, version=1)[:-1], Status.BAD_VERSION),
     (p.cobs_encode(bytes(300)), Status.TOO_LONG),
 ])
 def test_parse_request_errors(frame, status):
@@ -128,7 +130,7 @@ def test_frame_reader_back_to_back_and_garbage():
 def test_payload_layouts_and_range_checks():
     ident = identity()
     assert p.Identity.unpack(ident.pack()) == ident
-    assert ident.n_edges == 32 and len(ident.pack()) == 25
+    assert ident.n_edges == ident.n_gates == 32 and len(ident.pack()) == 26
     drives, targets = np.array([[1, -2], [3, 4]]), np.array([[5], [-6]])
     first, d, t = p.unpack_write_dataset(p.pack_write_dataset(7, drives, targets), ident)
     assert first == 7 and (d == drives).all() and (t == targets).all()
@@ -155,9 +157,60 @@ def test_payload_layouts_and_range_checks():
     with pytest.raises(FrameError) as e:
         p.unpack_write_gates(p.pack_write_gates(0, [ident.gate_max_q + 1]), ident)
     assert e.value.status == Status.OUT_OF_RANGE
-    st = p.DeviceStatus(p.Mode.TRAINING, 3, 1, 2 ** 40, 12345, 0b10010)
-    assert p.DeviceStatus.unpack(st.pack()) == st
+    st = p.DeviceStatus(p.Mode.TRAINING, 3, 1, 2 ** 40, (12345,), 0b10010)
+    assert len(st.pack()) == 24 and p.DeviceStatus.unpack(st.pack()) == st
     assert p.unpack_run(p.pack_run(10, False)) == (10, False)
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_identity_and_status_with_streams(streams):
+    ident = identity(streams)
+    payload = ident.pack()
+    assert len(payload) == 26 and payload[-1] == streams and payload[0] == 2
+    assert p.Identity.unpack(payload) == ident and ident.streams == streams
+    assert (ident.n_edges, ident.n_gates) == (32, 32 * streams)
+    assert (ident.n_outputs, ident.n_output_values) == (1, streams)
+    with pytest.raises(FrameError) as e:
+        p.Identity.unpack(payload[:-1])
+    assert e.value.status == Status.BAD_LENGTH
+    sums = tuple(range(7, 7 + streams))[:-1] + ((1 << 64) - 1,)
+    st = p.DeviceStatus(p.Mode.EVALUATING, 4, 2, 2 ** 33 + 5, sums, 0b01001)
+    payload = st.pack()
+    assert len(payload) == 16 + 8 * streams
+    assert payload[15:15 + 8 * streams] == b"".join(v.to_bytes(8, "big") for v in sums)
+    back = p.DeviceStatus.unpack(payload, streams)
+    assert back == st and back.error_sums == sums and back.error_sum == sums[0]
+    assert (back.mode, back.ticks, back.saturation) == (p.Mode.EVALUATING, 2 ** 33 + 5, 0b01001)
+    for wrong in {1, 2, 3} - {streams}:           # another stream count: another length
+        with pytest.raises(FrameError) as e:
+            p.DeviceStatus.unpack(payload, wrong)
+        assert e.value.status == Status.BAD_LENGTH
+    with pytest.raises(FrameError) as e:
+        p.DeviceStatus.unpack(b"\x03" + payload[1:], streams)
+    assert e.value.status == Status.OUT_OF_RANGE
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_gate_index_range_spans_every_stream(streams):
+    ident = identity(streams)
+    g = ident.gate_min_q + 5
+    # the first gate of stream 1 exists only with several streams
+    for first, count, ok in [(0, 1, True), (ident.n_gates - 2, 2, True),
+                             (ident.n_gates - 1, 2, False), (ident.n_gates, 1, False),
+                             (32, 1, streams > 1), (60, 8, streams > 1)]:
+        payload = p.pack_write_gates(first, [g] * count)
+        if ok:
+            got_first, gates = p.unpack_write_gates(payload, ident)
+            assert got_first == first and gates.tolist() == [g] * count
+            assert p.unpack_range(p.pack_range(first, count), ident.n_gates,
+                                  Command.READ_GATES) == (first, count)
+        else:
+            with pytest.raises(FrameError) as e:
+                p.unpack_write_gates(payload, ident)
+            assert e.value.status == Status.OUT_OF_RANGE
+            with pytest.raises(FrameError) as e:
+                p.unpack_range(p.pack_range(first, count), ident.n_gates, Command.READ_GATES)
+            assert e.value.status == Status.OUT_OF_RANGE
 
 
 def test_lfsr_order_is_a_permutation_per_epoch():
@@ -174,11 +227,15 @@ def test_lfsr_order_is_a_permutation_per_epoch():
 
 
 class FakeDevice:
-    """A protocol responder for driver tests (stores gates, answers status)."""
+    """A protocol responder for driver tests (stores gates and outputs, answers status)."""
 
     def __init__(self, ident, corrupt=0):
-        self.ident, self.gates, self.corrupt = ident, [0] * ident.n_edges, corrupt
+        self.ident, self.gates, self.corrupt = ident, [0] * ident.n_gates, corrupt
+        # outputs of example i, value j (stream-major): 1000 * i + j
+        self.outputs = 1000 * np.arange(ident.max_examples)[:, None] + np.arange(
+            ident.n_output_values)
         self.reader = p.FrameReader(p.parse_request, max_encoded=2 * p.MAX_REQUEST)
+        self.requests = []
 
     def __call__(self, data):
         out = b""
@@ -186,6 +243,7 @@ class FakeDevice:
             if isinstance(req, FrameError):
                 out += p.encode_reply(0, 0, req.status)
                 continue
+            self.requests.append(req)
             try:
                 payload = self.handle(req)
                 reply = p.encode_reply(req.request_id, req.command, Status.OK, payload)
@@ -206,10 +264,16 @@ class FakeDevice:
             self.gates[first:first + len(g)] = g.tolist()
             return b""
         if req.command == Command.READ_GATES:
-            first, n = p.unpack_range(req.payload, self.ident.n_edges, req.command)
+            first, n = p.unpack_range(req.payload, self.ident.n_gates, req.command)
             return p.pack_values(self.gates[first:first + n])
+        if req.command == Command.READ_OUTPUTS:
+            first, n = p.unpack_range(req.payload, self.ident.max_examples, req.command)
+            if n * self.ident.n_output_values > p.MAX_PAYLOAD // 4:
+                raise FrameError(Status.OUT_OF_RANGE)
+            return p.pack_values(self.outputs[first:first + n])
         if req.command == Command.READ_STATUS:
-            return p.DeviceStatus(p.Mode.IDLE, 5, 0, 99, 7, 0).pack()
+            sums = tuple(7 + s for s in range(self.ident.streams))
+            return p.DeviceStatus(p.Mode.IDLE, 5, 0, 99, sums, 0).pack()
         raise FrameError(Status.UNKNOWN_COMMAND)
 
 
@@ -221,13 +285,43 @@ def test_driver_round_trips_and_errors():
     gates = np.linspace(ident.gate_min_q, ident.gate_max_q, ident.n_edges).astype(int)
     dev.write_gates(gates)
     assert (dev.read_gates() == gates).all()
-    assert dev.status().ticks == 99
+    st = dev.status()
+    assert st.ticks == 99 and st.error_sums == (7,) and st.error_sum == 7
     with pytest.raises(DeviceError) as e:
         dev.write_gates([ident.gate_max_q + 1], first=3)
     assert e.value.status == Status.OUT_OF_RANGE and "WRITE_GATES" in str(e.value)
     with pytest.raises(DeviceError) as e:
         dev.start()
     assert e.value.status == Status.UNKNOWN_COMMAND
+
+
+def test_driver_with_streams():
+    """Gates of all streams (96 > 64 per reply), outputs and error sums of all streams."""
+    ident = identity(3)
+    fake = FakeDevice(ident)
+    dev = Device(LoopbackTransport(fake), timeout=0.05)
+    gates = ident.gate_min_q + 7 * np.arange(ident.n_gates)
+    dev.write_gates(gates)
+    assert fake.gates == gates.tolist()
+    got = dev.read_gates()
+    assert got.shape == (96,) and (got == gates).all()
+    assert dev.read_gates(30, 5).tolist() == gates[30:35].tolist()   # across streams 0, 1
+    dev.write_gates([ident.gate_max_q] * 2, first=94)                 # the last of stream 2
+    assert fake.gates[94:] == [ident.gate_max_q] * 2
+    with pytest.raises(DeviceError) as e:
+        dev.write_gates([ident.gate_max_q] * 2, first=95)
+    assert e.value.status == Status.OUT_OF_RANGE
+    st = dev.status()
+    assert st.error_sums == (7, 8, 9) and st.error_sum == 7 and st.ticks == 99
+    fake.requests.clear()
+    out = dev.read_outputs(2, 30)                       # 21 examples of 3 values per reply
+    assert out.shape == (30, 3)
+    assert out.tolist() == [[1000 * i + j for j in range(3)] for i in range(2, 32)]
+    assert [p.unpack_range(r.payload, 64, r.command) for r in fake.requests] == [(2, 21),
+                                                                                (23, 9)]
+    with pytest.raises(DeviceError) as e:              # 22 x 3 values exceed a reply
+        dev.request(Command.READ_OUTPUTS, p.pack_range(0, 22))
+    assert e.value.status == Status.OUT_OF_RANGE
 
 
 def test_driver_timeout_and_damaged_request():

@@ -30,7 +30,8 @@ def small_xor(fold=8):
         cfg, schedule=dataclasses.replace(cfg.schedule, settle_ticks=SETTLE, learn_ticks=LEARN))
 
 
-@pytest.fixture(scope="module", params=[8, "serial"], ids=["8-units", "serial"])
+@pytest.fixture(scope="module", params=[8, "serial", "streams:3"],
+                ids=["8-units", "serial", "3-streams"])
 def board(tmp_path_factory, request):
     cfg = small_xor(request.param)
     tr = SimBoardTransport(cfg, build_dir=tmp_path_factory.mktemp("simboard"), opt="-O0")
@@ -114,11 +115,11 @@ def test_cyclic_training_equals_clln_train(board):
 
 def malformed_frames(ident, rng):
     """(name, raw bytes) of requests every one of which must be refused."""
-    def req(cmd, payload=b"", version=1, rid=9):
+    def req(cmd, payload=b"", version=p.PROTOCOL_VERSION, rid=9):
         return p.encode_request(rid, cmd, payload, version)
 
     good = req(Command.READ_STATUS)
-    body = bytes([1, 9, Command.READ_GATES]) + p.pack_range(0, 2)
+    body = bytes([p.PROTOCOL_VERSION, 9, Command.READ_GATES]) + p.pack_range(0, 2)
     crc = p.crc16(body).to_bytes(2, "big")
     ex_bytes = ident.example_bytes
     frames = [
@@ -126,8 +127,8 @@ def malformed_frames(ident, rng):
         ("truncated", p.cobs_encode(b"\x01\x02") + b"\0"),
         ("one byte", b"\x05\0"),
         ("bad cobs", b"\x05\x01\x02\0"),
-        ("too long", p.frame(bytes([1, 3, 2]) + bytes(300))),
-        ("bad version", req(Command.IDENTIFY, version=2)),
+        ("too long", p.frame(bytes([p.PROTOCOL_VERSION, 3, 2]) + bytes(300))),
+        ("bad version", req(Command.IDENTIFY, version=p.PROTOCOL_VERSION + 1)),
         ("unknown 0", req(0)), ("unknown 0x0c", req(0x0C)), ("unknown 0xff", req(0xFF)),
         ("identify len", req(Command.IDENTIFY, b"\0")),
         ("start len", req(Command.START, b"\0\0")),
@@ -149,13 +150,13 @@ def malformed_frames(ident, rng):
             0, [[5, 6]], [[-(1 << (ident.v_bits - 1)) - 1]]))),
         ("gates count 0", req(Command.WRITE_GATES, struct.pack(">HB", 3, 0))),
         ("gates past end", req(Command.WRITE_GATES, p.pack_write_gates(
-            ident.n_edges - 1, [ident.gate_min_q] * 2))),
+            ident.n_gates - 1, [ident.gate_min_q] * 2))),
         ("gate low", req(Command.WRITE_GATES, p.pack_write_gates(
             4, [ident.gate_min_q, ident.gate_min_q - 1]))),
         ("gate high", req(Command.WRITE_GATES, p.pack_write_gates(0, [ident.gate_max_q + 1]))),
         ("gate negative", req(Command.WRITE_GATES, p.pack_write_gates(0, [-5]))),
         ("read gates 0", req(Command.READ_GATES, p.pack_range(0, 0))),
-        ("read gates end", req(Command.READ_GATES, p.pack_range(ident.n_edges - 3, 4))),
+        ("read gates end", req(Command.READ_GATES, p.pack_range(ident.n_gates - 3, 4))),
         ("outputs end", req(Command.READ_OUTPUTS, p.pack_range(ident.max_examples, 1))),
         ("outputs 0", req(Command.READ_OUTPUTS, p.pack_range(2, 0))),
         ("schedule zero ticks", req(Command.WRITE_SCHEDULE, p.ScheduleParams(0, 0, 1, 4).pack())),
@@ -224,7 +225,7 @@ def test_malformed_frames_get_error_replies_and_change_nothing(board):
     for d in (dev, mdev):
         d.run_epochs(1, True)
     sg, sm = dev.wait_idle(poll=0.01), mdev.wait_idle()
-    assert (sg.epoch, sg.error_sum, sg.example) == (sm.epoch, sm.error_sum, sm.example)
+    assert (sg.epoch, sg.error_sums, sg.example) == (sm.epoch, sm.error_sums, sm.example)
     np.testing.assert_array_equal(dev.read_gates(), mdev.read_gates())
     np.testing.assert_array_equal(dev.read_outputs(0, 5), mdev.read_outputs(0, 5))
 

@@ -179,8 +179,9 @@ class Device:
         self.request(Command.WRITE_SCHEDULE, params.pack())
 
     def read_gates(self, first=0, count=None):
-        """Gates (gate LSBs) of edges ``first .. first + count - 1`` (default: all)."""
-        count = self.identity.n_edges - first if count is None else count
+        """Gates (gate LSBs) ``first .. first + count - 1`` (default: all) of the table of
+        all streams, stream-major (index ``s * n_edges + e``)."""
+        count = self.identity.n_gates - first if count is None else count
         out = []
         for i in range(first, first + count, p.MAX_PAYLOAD // 4):
             n = min(p.MAX_PAYLOAD // 4, first + count - i)
@@ -188,7 +189,7 @@ class Device:
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     def write_gates(self, gates, first=0):
-        """Write gates (gate LSBs) from edge ``first`` on."""
+        """Write gates (gate LSBs) from index ``first`` (``s * n_edges + e``) on."""
         gates = np.asarray(gates, np.int64).ravel()
         per = (p.MAX_PAYLOAD - 3) // 4
         for i in range(0, len(gates), per):
@@ -213,11 +214,13 @@ class Device:
 
     def status(self):
         """The :class:`~clln.host.protocol.DeviceStatus`."""
-        return p.DeviceStatus.unpack(self.request(Command.READ_STATUS))
+        return p.DeviceStatus.unpack(self.request(Command.READ_STATUS),
+                                     self.identity.streams)
 
     def read_outputs(self, first=0, count=1):
-        """Free outputs (voltage LSBs) of examples ``first ..``, shape (count, n_outputs)."""
-        n_out = self.identity.n_outputs
+        """Free outputs (voltage LSBs) of examples ``first ..``, shape (count,
+        n_output_values): column ``s * n_outputs + k`` is output k of stream s."""
+        n_out = self.identity.n_output_values
         per = p.MAX_PAYLOAD // (4 * n_out)
         rows = []
         for i in range(first, first + count, per):

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import CllnError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 DELIMITER = 0x00
 #: Largest payload of a request or a reply, bytes.
 MAX_PAYLOAD = 256
@@ -504,7 +504,12 @@ def _u(fmt, payload, command):
 
 @dataclass(frozen=True)
 class Identity:
-    """Reply of IDENTIFY: what the bitstream was built for."""
+    """Reply of IDENTIFY: what the bitstream was built for.
+
+    ``n_edges`` and ``n_outputs`` are those of one network; the fabric holds ``streams``
+    networks, so the gate table has :attr:`n_gates` entries and an example
+    :attr:`n_output_values` recorded outputs, both stream-major.
+    """
     protocol_version: int
     config_hash: int
     v_bits: int
@@ -518,8 +523,9 @@ class Identity:
     max_examples: int
     gate_min_q: int
     gate_max_q: int
+    streams: int
 
-    FORMAT = ">BIBBBBHHBBHii"
+    FORMAT = ">BIBBBBHHBBHiiB"
 
     def pack(self):
         return struct.pack(self.FORMAT, *(getattr(self, f) for f in self.__dataclass_fields__))
@@ -537,12 +543,23 @@ class Identity:
     def example_bytes(self):
         return 4 * (self.n_inputs + self.n_outputs)
 
+    @property
+    def n_gates(self):
+        """Gates of all streams (READ_GATES / WRITE_GATES index ``s * n_edges + e``)."""
+        return self.n_edges * self.streams
+
+    @property
+    def n_output_values(self):
+        """Recorded outputs per example, all streams (index ``s * n_outputs + k``)."""
+        return self.n_outputs * self.streams
+
     @classmethod
     def from_config(cls, cfg, fmt, max_examples):
         """The identity a bitstream built from ``cfg`` and ``fmt`` must report."""
         return cls(PROTOCOL_VERSION, config_hash(cfg), fmt.v_bits, fmt.v_frac, fmt.g_bits,
                    fmt.g_frac, cfg.network.n_nodes, cfg.network.n_edges, len(cfg.io.inputs),
-                   len(cfg.io.outputs), max_examples, fmt.gate_min_q, fmt.gate_max_q)
+                   len(cfg.io.outputs), max_examples, fmt.gate_min_q, fmt.gate_max_q,
+                   cfg.fabric.streams)
 
 
 def config_hash(cfg):
@@ -663,12 +680,13 @@ def pack_write_gates(first, gates):
 
 
 def unpack_write_gates(payload, ident):
-    """``(first, gates)`` of a WRITE_GATES payload, validated against ``ident``."""
+    """``(first, gates)`` of a WRITE_GATES payload, validated against ``ident``; ``first``
+    indexes the gates of all streams (``s * n_edges + e``)."""
     if len(payload) < 3:
         raise FrameError(Status.BAD_LENGTH, "WRITE_GATES needs at least 3 bytes")
     first, count = struct.unpack(">HB", payload[:3])
     gates = unpack_values(payload[3:], count)
-    _block(first, count, ident.n_edges, "edges")
+    _block(first, count, ident.n_gates, "gates")
     bad = [g for g in gates.tolist() if not ident.gate_min_q <= g <= ident.gate_max_q]
     if bad:
         raise FrameError(Status.OUT_OF_RANGE, f"gate {bad[0]} outside "
@@ -690,26 +708,48 @@ def unpack_run(payload):
 
 @dataclass(frozen=True)
 class DeviceStatus:
-    """Reply of READ_STATUS."""
+    """Reply of READ_STATUS.
+
+    Attributes
+    ----------
+    mode : Mode
+    epoch, example : int
+    ticks : int
+        Ticks of each stream since reset or RESET (the streams tick together).
+    error_sums : tuple of int
+        Last epoch error sum of each stream (LSB^2, saturating at 2**64 - 1).
+    saturation : int
+        Sticky saturation flags, OR of all streams.
+    """
     mode: Mode
     epoch: int
     example: int
     ticks: int
-    error_sum: int
+    error_sums: tuple
     saturation: int
 
-    FORMAT = ">BIHQQB"
+    @staticmethod
+    def format(streams):
+        """``struct`` format of the payload for ``streams`` networks."""
+        return ">BIHQ" + "Q" * streams + "B"
+
+    @property
+    def error_sum(self):
+        """Error sum of stream 0 (the only one of a single-network fabric)."""
+        return self.error_sums[0]
 
     def pack(self):
-        return struct.pack(self.FORMAT, self.mode, self.epoch, self.example, self.ticks,
-                           self.error_sum, self.saturation)
+        return struct.pack(self.format(len(self.error_sums)), self.mode, self.epoch,
+                           self.example, self.ticks, *self.error_sums, self.saturation)
 
     @classmethod
-    def unpack(cls, payload):
-        mode, *rest = _u(cls.FORMAT, payload, Command.READ_STATUS)
+    def unpack(cls, payload, streams=1):
+        """Decode a READ_STATUS payload of a fabric of ``streams`` networks."""
+        mode, epoch, example, ticks, *sums, sat = _u(cls.format(streams), payload,
+                                                     Command.READ_STATUS)
         if mode not in Mode._value2member_map_:
             raise FrameError(Status.OUT_OF_RANGE, f"mode {mode}")
-        return cls(Mode(mode), *rest)
+        return cls(Mode(mode), epoch, example, ticks, tuple(sums), sat)
 
 
 #: Exact payload lengths of the fixed-size requests.

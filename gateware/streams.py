@@ -1,0 +1,272 @@
+"""The pipelined fabric: several independent networks interleaved, one tick per cycle.
+
+A tick of a fully parallel fabric is one long combinational loop (node voltages ->
+edge terms -> node sums -> new voltages), which no register can cut without changing
+the dynamics. ``[fabric] streams = C`` instead cuts it with ``C - 1`` pipeline registers
+and fills the pipeline with ``C`` independent networks (streams), as C-slow retiming
+does: stream ``s`` starts from the gates of seed ``learning.seed + s``, and all streams see
+the same drives, targets and learning switch. Every clock cycle one stream's tick enters
+the pipeline and another's leaves it, so the fabric makes ``C`` ticks every ``C`` cycles
+at a clock about ``C`` times faster than the one-cycle tick's; each stream's bits are
+those of :class:`~.fabric.Fabric` (``docs/semantics.md``) for its seed.
+
+The state of every stream (node voltages of both networks, gates) rests in a bank of
+registers between its ticks; a tick reads its stream's bank and writes it back ``C``
+cycles later.
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import data
+from amaranth.lib.wiring import Out
+
+from .fabric import (Fabric, _or, _tree_sum, edge_operands, edge_product, gate_apply,
+                     gate_operands, gate_product, mux_tree, node_apply, node_delta,
+                     overdrive, SAT_DG, SAT_TERM)
+
+__all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
+
+#: Places a pipeline register can cut the tick, in the order they are used: after the
+#: products (edge terms and gate steps), after the node steps ``kappa * sum``, after the
+#: operands (overdrives and the factors of the products), after the node sums.
+CUTS = ("products", "steps", "operands", "sums")
+
+
+def pipeline_cuts(streams):
+    """The cuts (a set of names from :data:`CUTS`) of a fabric of ``streams`` networks."""
+    if not 1 <= streams <= len(CUTS) + 1:
+        raise ValueError(f"a pipelined fabric has 1 to {len(CUTS) + 1} streams, got {streams}")
+    return set(CUTS[:streams - 1])
+
+
+class StreamFabric(Fabric):
+    """``cfg.fabric.streams`` networks in one pipelined, fully parallel fabric.
+
+    Parameters are those of :class:`~.fabric.Fabric`; ``seed`` is stream 0's.
+
+    Attributes
+    ----------
+    streams : int
+        Number of networks, ``C``; also the pipeline's depth and ``cycles_per_tick``.
+    seeds : list of int
+        Seed of each stream's initial gates.
+
+    Notes
+    -----
+    The ports are those of :class:`~.fabric.Fabric`, for ``C`` networks:
+
+    - ``run``/``learn``: sampled when a round begins; a round issues one tick of every
+      stream, stream ``s`` in its ``s``-th cycle, and always completes. ``tick_done`` is
+      high in a round's last cycle and ``ticks`` counts rounds (ticks of each stream).
+    - ``busy``: high while a tick is in the pipeline. Drive and target registers are
+      read by the ticks in flight, so change them (and read ``outputs`` or the state)
+      only while ``busy`` is low.
+    - ``gate_addr``/``gate_raddr`` address ``s * E + e``; ``outputs`` has ``s * K + k``;
+      ``v_free``, ``v_clamped`` and ``gates`` hold stream after stream. A gate write wins
+      over a tick writing back the same stream.
+    - ``sat_flags``: sticky flags of all streams together.
+    """
+
+    def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
+        self.streams = cfg.fabric.streams
+        self.cuts = pipeline_cuts(self.streams)
+        super().__init__(cfg, fmt, seed, mult_bits)
+        seed = cfg.learning.seed if seed is None else seed
+        self.seeds = [seed + s for s in range(self.streams)]
+        self.stream_gate_init = [self.fmt.volts_to_g(cfg.learning.initial_gates(self.n_edges, s))
+                                 for s in self.seeds]
+        self.edge_units, self.cycles_per_tick = self.n_edges, self.streams
+
+    def _members(self):
+        v, g = signed(self.fmt.v_bits), signed(self.fmt.g_bits)
+        C, N, E = self.streams, self.n_nodes, self.n_edges
+        return {
+            **self._control_members(),
+            "busy": Out(1),
+            "v_free": Out(data.ArrayLayout(v, C * N)),
+            "v_clamped": Out(data.ArrayLayout(v, C * N)),
+            "gates": Out(data.ArrayLayout(g, C * E)),
+        }
+
+    def elaborate(self, platform):
+        f, cfg = self.fmt, self.cfg
+        m = Module()
+        C, N, E, K = self.streams, self.n_nodes, self.n_edges, self.n_outputs
+        edges = [tuple(int(x) for x in e) for e in np.asarray(cfg.network.edges)]
+        io = SimpleNamespace(**self._io_registers())
+        v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
+        bank = [SimpleNamespace(
+            vf=[Signal(v_shape, name=f"s{s}_vf{n}") for n in range(N)],
+            vc=[Signal(v_shape, name=f"s{s}_vc{n}") for n in range(N)],
+            g=[Signal(g_shape, name=f"s{s}_g{e}", init=int(self.stream_gate_init[s][e]))
+               for e in range(E)]) for s in range(C)]
+
+        # Issue: a round takes C cycles, stream s in cycle s.
+        issue = Signal(range(C))
+        learn_q = Signal()
+        first = issue == 0
+        valid = Signal()
+        learn = Signal()
+        m.d.comb += [valid.eq(Mux(first, self.run, 1)),
+                     learn.eq(Mux(first, self.learn, learn_q))]
+        with m.If(valid):
+            m.d.sync += issue.eq(Mux(issue == C - 1, 0, issue + 1))
+            with m.If(first):
+                m.d.sync += learn_q.eq(self.learn)
+        tick_done = Signal()
+        m.d.comb += tick_done.eq(valid & (issue == C - 1))
+
+        # Pipeline: ``carry`` travels with each tick; ``stage`` registers it at a cut.
+        valids = []
+
+        def stage(cut, values):
+            """``values`` (a dict of values or lists of values), registered at ``cut``."""
+            if cut not in self.cuts:
+                return values
+            out = {}
+            for key, value in values.items():
+                if isinstance(value, list):
+                    out[key] = [_register(m, x, f"{cut}_{key}{i}") for i, x in enumerate(value)]
+                else:
+                    out[key] = _register(m, value, f"{cut}_{key}")
+            valids.append(out["valid"])
+            return out
+
+        vf = [mux_tree(issue, [bank[s].vf[n] for s in range(C)]) for n in range(N)]
+        vc = [mux_tree(issue, [bank[s].vc[n] for s in range(C)]) for n in range(N)]
+        g = [mux_tree(issue, [bank[s].g[e] for s in range(C)]) for e in range(E)]
+        vf = [_wire(m, x, f"i_vf{n}", v_shape) for n, x in enumerate(vf)]
+        vc = [_wire(m, x, f"i_vc{n}", v_shape) for n, x in enumerate(vc)]
+        g = [_wire(m, x, f"i_g{e}", g_shape) for e, x in enumerate(g)]
+
+        # Operands; the clamped outputs come from the free outputs at t, so they are
+        # computed here and carried.
+        udiff_f, usum_f, vdiff_f, udiff_c, usum_c, vdiff_c, minus, plus = ([] for _ in range(8))
+        for e, (a, b) in enumerate(edges):
+            ov = overdrive(m, f, g[e], int(f.vt_q[e]), name=f"ov{e}")
+            for tag, v, ud, us, vd in (("f", vf, udiff_f, usum_f, vdiff_f),
+                                       ("c", vc, udiff_c, usum_c, vdiff_c)):
+                x, y, z = edge_operands(m, f, ov, v[a], v[b], f"{tag}{e}")
+                ud.append(x), us.append(y), vd.append(z)
+            mi, pl = gate_operands(m, f, vdiff_f[e], vdiff_c[e], f"dg{e}")
+            minus.append(mi), plus.append(pl)
+        clamp = {}
+        clamp_flags, _ = self._clamp(m, SimpleNamespace(vf=vf, target=io.target), clamp)
+        clamp_nodes = sorted(clamp)
+        flags = Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1))
+        carry = dict(valid=valid, stream=issue, learn=learn, vf=vf, vc=vc, g=g,
+                     clamp=[clamp[n] for n in clamp_nodes], flags=flags)
+
+        x = stage("operands", {**carry, "udiff_f": udiff_f, "usum_f": usum_f,
+                               "vdiff_f": vdiff_f, "udiff_c": udiff_c, "usum_c": usum_c,
+                               "vdiff_c": vdiff_c, "minus": minus, "plus": plus})
+
+        # Products.
+        s_f, s_c, dg, term_sat, dg_sat = [], [], [], [], []
+        for e in range(E):
+            t_f, sat_f = edge_product(m, f, x["udiff_f"][e], x["usum_f"][e], x["vdiff_f"][e],
+                                      f"f{e}", self.mult_bits)
+            t_c, sat_c = edge_product(m, f, x["udiff_c"][e], x["usum_c"][e], x["vdiff_c"][e],
+                                      f"c{e}", self.mult_bits)
+            d, sat_d = gate_product(m, f, x["minus"][e], x["plus"][e], f"dg{e}", self.mult_bits)
+            s_f.append(t_f), s_c.append(t_c), dg.append(d)
+            term_sat += [sat_f, sat_c]
+            dg_sat.append(sat_d)
+        flags = (x["flags"] | Mux(_or(term_sat), SAT_TERM, 0)
+                 | Mux(x["learn"] & _or(dg_sat), SAT_DG, 0))
+        carry = {k: x[k] for k in ("valid", "stream", "learn", "vf", "vc", "g", "clamp")}
+        x = stage("products", {**carry, "flags": flags, "s_f": s_f, "s_c": s_c, "dg": dg})
+
+        # Node sums (exact) of the settling nodes.
+        settling = [n for n in range(N) if n not in self.driven_nodes]
+        acc = {}
+        for tag in ("f", "c"):
+            for n in settling:
+                terms = []
+                for e, (a, b) in enumerate(edges):
+                    s = x[f"s_{tag}"][e]
+                    if b == n:
+                        terms.append(s)
+                    if a == n:
+                        terms.append(-s)
+                acc[tag, n] = _wire(m, _tree_sum(terms), f"acc{tag}{n}",
+                                    signed(self.acc_width))
+        carry = {k: x[k] for k in ("valid", "stream", "learn", "vf", "vc", "g", "clamp",
+                                   "flags", "dg")}
+        x = stage("sums", {**carry, "acc": [acc[key] for key in sorted(acc)]})
+        acc = dict(zip(sorted(acc), x["acc"]))
+
+        # Node steps.
+        flags, dv = x["flags"], {}
+        for key in sorted(acc):
+            dv[key], fl = node_delta(m, f, acc[key], f"{key[0]}{key[1]}")
+            flags = flags | fl
+        carry = {k: x[k] for k in ("valid", "stream", "learn", "vf", "vc", "g", "clamp", "dg")}
+        x = stage("steps", {**carry, "flags": flags, "dv": [dv[key] for key in sorted(dv)]})
+        dv = dict(zip(sorted(dv), x["dv"]))
+
+        # New state of the stream, written back to its bank.
+        flags = x["flags"]
+        vf_next, vc_next = {}, {}
+        driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
+        for n in range(N):
+            if n in driven_index:
+                vf_next[n] = vc_next[n] = io.drive[driven_index[n]]
+                continue
+            vf_next[n], fl_f = node_apply(m, f, x["vf"][n], dv["f", n], f"f{n}")
+            vc_next[n], fl_c = node_apply(m, f, x["vc"][n], dv["c", n], f"c{n}")
+            flags = flags | fl_f | fl_c
+        for n, value in zip(clamp_nodes, x["clamp"]):
+            vc_next[n] = value
+        g_next = [Mux(x["learn"], gate_apply(m, f, x["g"][e], x["dg"][e], f"dg{e}"), x["g"][e])
+                  for e in range(E)]
+        with m.If(x["valid"]):
+            with m.Switch(x["stream"]):
+                for s in range(C):
+                    with m.Case(s):
+                        m.d.sync += [bank[s].vf[n].eq(vf_next[n]) for n in range(N)]
+                        m.d.sync += [bank[s].vc[n].eq(vc_next[n]) for n in range(N)]
+                        m.d.sync += [bank[s].g[e].eq(g_next[e]) for e in range(E)]
+
+        # Status, samples, outputs of every stream (from its bank).
+        out_values = []
+        for s in range(C):
+            for p, mi in cfg.io.outputs:
+                out_values.append(bank[s].vf[p] - bank[s].vf[mi] if mi >= 0 else bank[s].vf[p])
+        self._status_and_samples(m, io, tick_done, flags, out_values, run=x["valid"])
+        m.d.comb += self.busy.eq((issue != 0) | _or(valids))
+
+        # Gate writes (a write wins) and reads, stream-major.
+        flat_g = [bank[s].g[e] for s in range(C) for e in range(E)]
+        with m.If(self.gate_we):
+            with m.Switch(self.gate_addr):
+                for i, reg in enumerate(flat_g):
+                    with m.Case(i):
+                        m.d.sync += reg.eq(self.gate_data)
+        m.d.sync += self.gate_rdata.eq(mux_tree(self.gate_raddr, flat_g))
+        m.d.comb += [self.v_free[s * N + n].eq(bank[s].vf[n]) for s in range(C) for n in range(N)]
+        m.d.comb += [self.v_clamped[s * N + n].eq(bank[s].vc[n])
+                     for s in range(C) for n in range(N)]
+        m.d.comb += [self.gates[i].eq(reg) for i, reg in enumerate(flat_g)]
+        return m
+
+
+def _wire(m, x, name, shape):
+    """A signal of ``shape`` driven by ``x``."""
+    w = Signal(shape, name=name)
+    m.d.comb += w.eq(x)
+    return w
+
+
+def _register(m, x, name):
+    """A register of ``x``'s shape that takes ``x`` every cycle (a pipeline stage)."""
+    x = Value.cast(x)
+    r = Signal(x.shape(), name=name)
+    m.d.sync += r.eq(x)
+    return r
+
+
+def _bit(value):
+    return Const(0, 1) if isinstance(value, int) else Value.cast(value)[0]
