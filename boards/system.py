@@ -93,10 +93,12 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     units, cpt = fabric_shape(cfg)
     t = _target(board)
     mult_bits = t.mult_bits if t.split_products else None
+    # Yosys 0.70's ABC9 fails on the pipelined fabric (targets.ECP5_CLASSIC_ABC)
+    classic_abc = cfg.fabric.streams > 1 and t.family == "ecp5"
 
-    def go(clk):
+    def go(clk, folder=build_dir):
         return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples, mult_bits),
-                     board, build_dir, clock_mhz=clk)
+                     board, folder, clock_mhz=clk, classic_abc=classic_abc)
 
     def pll_clock(fmax):
         """The highest clock the PLL makes at or below 95% of ``fmax``."""
@@ -127,8 +129,7 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
             1.05 * rep.clock_mhz:
         return rep, units, cpt
     try:
-        return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples, mult_bits),
-                     board, Path(build_dir) / "max", clock_mhz=clk), units, cpt
+        return go(clk, Path(build_dir) / "max"), units, cpt
     except BuildError:
         return rep, units, cpt
 

@@ -229,7 +229,17 @@ def parse_report(report, family):
             sum(util.get(n, 0) for n in names[2]), util)
 
 
-def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top"):
+#: ECP5 synthesis with ABC's classic LUT mapping instead of ABC9: Yosys 0.70 stops with
+#: ``Assert count_id(wire->name) == 0`` in ABC9's reintegration on some designs (the
+#: pipelined fabric of ``gateware/streams.py``); the classic flow maps them.
+ECP5_CLASSIC_ABC = dict(
+    synth_opts="-run :map_luts",
+    script_after_synth="techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
+                       "synth_ecp5 -top top -run map_cells:check")
+
+
+def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
+          classic_abc=False):
     """Build a bitstream of a design for a board with the YoWASP tools.
 
     Parameters
@@ -245,6 +255,8 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top"):
     clock_mhz : float, optional
         Clock of ``sync``; default the board oscillator, else made by a PLL (iCE40, ECP5)
         at the nearest frequency it can make.
+    classic_abc : bool
+        ECP5 only: map LUTs with ABC's classic flow (:data:`ECP5_CLASSIC_ABC`).
 
     Returns
     -------
@@ -262,11 +274,17 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top"):
     build_dir = Path(build_dir)
     report_file = build_dir / f"{name}.report.json"
     report_file.unlink(missing_ok=True)
+    synth = {"synth_opts": t.synth_opts}
+    if classic_abc:
+        if t.family != "ecp5":
+            raise BuildError(f"{board}: the classic ABC flow is for ECP5 only")
+        synth = {"synth_opts": f"{t.synth_opts} {ECP5_CLASSIC_ABC['synth_opts']}".strip(),
+                 "script_after_synth": ECP5_CLASSIC_ABC["script_after_synth"]}
     start = time.monotonic()
     with _tool_environment():
         try:
             platform.build(_Top(t, design, clk), name=name, build_dir=str(build_dir),
-                           do_program=False, synth_opts=t.synth_opts,
+                           do_program=False, **synth,
                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail")
         except Exception as e:          # Amaranth raises a bare subprocess error
             log = build_dir / f"{name}.tim"

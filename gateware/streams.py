@@ -60,9 +60,10 @@ class StreamFabric(Fabric):
     - ``run``/``learn``: sampled when a round begins; a round issues one tick of every
       stream, stream ``s`` in its ``s``-th cycle, and always completes. ``tick_done`` is
       high in a round's last cycle and ``ticks`` counts rounds (ticks of each stream).
-    - ``busy``: high while a tick is in the pipeline. Drive and target registers are
-      read by the ticks in flight, so change them (and read ``outputs`` or the state)
-      only while ``busy`` is low.
+    - ``busy``: high while a tick is in the pipeline (and for the cycle after its last
+      write, while ``outputs`` follow). Drive and target registers are read by the ticks
+      in flight, so change them (and read ``outputs`` or the state) only while ``busy``
+      is low.
     - ``gate_addr``/``gate_raddr`` address ``s * E + e``; ``outputs`` has ``s * K + k``;
       ``v_free``, ``v_clamped`` and ``gates`` hold stream after stream. A gate write wins
       over a tick writing back the same stream.
@@ -230,13 +231,21 @@ class StreamFabric(Fabric):
                         m.d.sync += [bank[s].vc[n].eq(vc_next[n]) for n in range(N)]
                         m.d.sync += [bank[s].g[e].eq(g_next[e]) for e in range(E)]
 
-        # Status, samples, outputs of every stream (from its bank).
+        # Status, samples, outputs of every stream, registered from its bank: one cycle
+        # behind the bank, so ``busy`` lasts a cycle longer. (A port driven by logic would
+        # also meet a Yosys 0.70 bug: ABC9 names bit i of ``outputs`` ``outputs[i]``,
+        # which clashes with the name of the array's element i.)
         out_values = []
         for s in range(C):
-            for p, mi in cfg.io.outputs:
-                out_values.append(bank[s].vf[p] - bank[s].vf[mi] if mi >= 0 else bank[s].vf[p])
+            for k, (p, mi) in enumerate(cfg.io.outputs):
+                reg = Signal(signed(f.v_bits + 1), name=f"s{s}_out{k}")
+                m.d.sync += reg.eq(bank[s].vf[p] - bank[s].vf[mi] if mi >= 0
+                                   else bank[s].vf[p])
+                out_values.append(reg)
         self._status_and_samples(m, io, tick_done, flags, out_values, run=x["valid"])
-        m.d.comb += self.busy.eq((issue != 0) | _or(valids))
+        written = Signal()
+        m.d.sync += written.eq(x["valid"])
+        m.d.comb += self.busy.eq((issue != 0) | _or(valids) | written)
 
         # Gate writes (a write wins) and reads, stream-major.
         flat_g = [bank[s].g[e] for s in range(C) for e in range(E)]

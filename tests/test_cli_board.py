@@ -335,7 +335,7 @@ def test_timing_retry_stops_at_the_pll_floor(monkeypatch, tmp_path):
     from clln.boards.targets import BuildError
     calls = []
 
-    def fake_build(factory, board, folder, clock_mhz=None):
+    def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False):
         calls.append(clock_mhz)
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "top.report.json").write_text("{}")
@@ -348,3 +348,35 @@ def test_timing_retry_stops_at_the_pll_floor(monkeypatch, tmp_path):
         bs.build_system(config_mod.refold(config_mod.load("paper-xor"), "serial"),
                         "icebreaker", tmp_path)
     assert calls == [None]
+
+
+@pytest.mark.parametrize("second_fails", [False, True])
+def test_clock_max_rebuilds_faster(monkeypatch, tmp_path, second_fails):
+    """``--clock max``: a build with timing to spare at the oscillator is built again
+    through the PLL at 95% of its fmax (in ``build_dir/max``); if that fails, the
+    oscillator's build stands."""
+    from clln.boards import system as bs
+    from clln.boards.targets import BuildError, BuildReport, achieved_clock_mhz
+    calls = []
+
+    def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False):
+        assert classic_abc               # the pipelined fabric on ECP5
+        calls.append((clock_mhz, Path(folder).name))
+        if clock_mhz is not None and second_fails:
+            raise BuildError(f"{board}: timing failed: fmax 60.00 MHz is 2 MHz below")
+        clk = achieved_clock_mhz(board, clock_mhz)
+        return BuildReport(board, Path(folder) / "top.bit", clk, 64.0, 1000, 96, 3, 1.0, {})
+
+    monkeypatch.setattr(bs, "build", fake_build)
+    cfg = config_mod.refold(config_mod.load("paper-xor"), "streams:4")
+    rep, units, cpt = bs.build_system(cfg, "ulx3s-85f", tmp_path / "b", clock_mhz="max")
+    assert calls[0] == (None, "b") and calls[1][1] == "max"
+    assert 55 < calls[1][0] <= 0.95 * 64.0
+    assert (units, cpt) == (32, 4)
+    if second_fails:
+        assert rep.clock_mhz == 25.0
+    else:
+        assert rep.clock_mhz == achieved_clock_mhz("ulx3s-85f", calls[1][0]) > 55
+    calls.clear()
+    bs.build_system(cfg, "ulx3s-85f", tmp_path / "c")            # no --clock: one build
+    assert calls == [(None, "c")]
