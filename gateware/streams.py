@@ -231,10 +231,9 @@ class StreamFabric(Fabric):
                         m.d.sync += [bank[s].vc[n].eq(vc_next[n]) for n in range(N)]
                         m.d.sync += [bank[s].g[e].eq(g_next[e]) for e in range(E)]
 
-        # Status, samples, outputs of every stream, registered from its bank: one cycle
-        # behind the bank, so ``busy`` lasts a cycle longer. (A port driven by logic would
-        # also meet a Yosys 0.70 bug: ABC9 names bit i of ``outputs`` ``outputs[i]``,
-        # which clashes with the name of the array's element i.)
+        # Status, samples, outputs of every stream, registered from its bank (the
+        # controller's error path then starts at a register): one cycle behind the bank,
+        # so ``busy`` lasts a cycle longer.
         out_values = []
         for s in range(C):
             for k, (p, mi) in enumerate(cfg.io.outputs):
