@@ -13,9 +13,10 @@ def cmd_generate(args):
     cfg = config_mod.load(args.config)
     out = generate(cfg, args.output, flat=args.flat)
     info = out["info"]
+    streams = f", {info['streams']} streams (seeds {info['seeds']})" if "streams" in info else ""
     print(f"{cfg.name}: wrote {out['verilog']} (top {info['top']}, {info['nodes']} nodes, "
           f"{info['edges']} edges, {info['edge_units']} edge units, "
-          f"{info['cycles_per_tick']} cycle(s) per tick) and {out['manifest']}")
+          f"{info['cycles_per_tick']} cycle(s) per tick{streams}) and {out['manifest']}")
     return 0
 
 
@@ -30,12 +31,16 @@ def cmd_verify(args):
         sys.stdout.write("\n")
     else:
         rate = res["ticks_per_s"]
-        print(f"{cfg.name}: {res['sim']}, {res['ticks']} ticks "
-              f"({res['cycles_per_tick']} cycle(s) per tick, {rate:.0f} ticks/s), "
-              f"{res['compared']} values compared, {res['mismatches']} mismatches")
+        streams = f", {res['streams']} streams" if res["streams"] > 1 else ""
+        print(f"{cfg.name}: {res['sim']}, {res['ticks']} ticks + {res['free_rounds']} "
+              f"free-running ({res['cycles_per_tick']} cycle(s) per tick{streams}, "
+              f"{rate:.0f} ticks/s), {res['compared']} values compared, "
+              f"{res['mismatches']} mismatches")
         first = res["first_mismatch"]
         if first:
-            print(f"first mismatch: tick {first['tick']}, {first['signal']}: expected "
+            where = (f" (stream {first['stream']}, element {first['element']})"
+                     if "stream" in first else "")
+            print(f"first mismatch: tick {first['tick']}, {first['signal']}{where}: expected "
                   f"{first['expected']}, got {first['got']}")
         if args.waves:
             print(f"waves in {res['build_dir']}")

@@ -34,7 +34,7 @@ def manifest(cfg, fabric):
         formats[fld.name] = value.tolist() if hasattr(value, "tolist") else int(value)
     formats.update(node_shift=fmt.node_shift, learn_shift=fmt.learn_shift,
                    gate_shift=fmt.gate_shift)
-    return {
+    info = {
         "config": cfg.name,
         "top": top_name(cfg),
         "clock": "clk", "reset": "rst",
@@ -51,6 +51,12 @@ def manifest(cfg, fabric):
         "formats": formats,
         "flags": {"term": 1, "acc": 2, "dv": 4, "v": 8, "dg": 16},
     }
+    if fabric.streams > 1:
+        # Several networks (``[fabric] streams``): the flat state ports, ``outputs`` and the
+        # gate addresses hold stream after stream; stream s has the gates of seeds[s].
+        info.update(streams=fabric.streams, seeds=[int(s) for s in fabric.seeds],
+                    stream_gate_init=[[int(v) for v in g] for g in fabric.stream_gate_init])
+    return info
 
 
 #: Yosys passes of the flat netlist (``generate(..., flat=True)``).

@@ -55,7 +55,13 @@ def saturate(m, x, bits, name):
     exact = _wire(m, x, f"{name}_exact")
     value = Signal(signed(bits), name=name)
     clipped = Signal(name=f"{name}_sat")
-    over, under = exact > hi, exact < lo
+    if len(exact) <= bits or not exact.shape().signed:
+        over, under = exact > hi, exact < lo
+    else:
+        # out of range <=> the bits from bits - 1 up are not all copies of the sign: a
+        # few LUTs instead of two comparators as wide as ``exact``
+        top, sign = exact[bits - 1:], exact[-1]
+        over, under = ~sign & top.any(), sign & ~top.all()
     m.d.comb += [value.eq(Mux(over, hi, Mux(under, lo, exact))), clipped.eq(over | under)]
     return value, clipped
 
@@ -154,6 +160,8 @@ def split_mul(a, b, mult_bits):
     a, b = Value.cast(a), Value.cast(b)
     if mult_bits is None:
         return a * b
+    # an unsigned operand gains a 0 sign bit, so that its top bit is not read as a sign
+    a, b = (x if x.shape().signed else Cat(x, Const(0, 1)).as_signed() for x in (a, b))
     ka, kb = max(0, len(a) - mult_bits), max(0, len(b) - mult_bits)
     a_hi, b_hi = a[ka:].as_signed(), b[kb:].as_signed()
     rows = [(a_hi * b_hi) << (ka + kb)]
@@ -665,7 +673,7 @@ def make_fabric(cfg, fmt=None, seed=None, mult_bits=None):
         return StreamFabric(cfg, fmt, seed, mult_bits)
     if cfg.fabric.serial:
         from .serial import SerialFabric
-        return SerialFabric(cfg, fmt, seed)
+        return SerialFabric(cfg, fmt, seed, mult_bits)
     return Fabric(cfg, fmt, seed, mult_bits)
 
 

@@ -103,8 +103,8 @@ class SerialFabric(Fabric):
     cycles), with ``busy`` high; ``run`` waits until it is done.
     """
 
-    def __init__(self, cfg, fmt=None, seed=None):
-        super().__init__(cfg, fmt, seed)
+    def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
+        super().__init__(cfg, fmt, seed, mult_bits)
         self.schedule = serial_schedule(cfg)
         self.edge_units = 1
         self.cycles_per_tick = len(self.schedule) + PIPELINE_CYCLES
@@ -246,8 +246,8 @@ class SerialFabric(Fabric):
 
         # Stage 2, products: the edge term and the gate step.
         udiff, usum, vdiff, gminus, gplus = p.results
-        s, s_clipped = edge_product(m, f, udiff, usum, vdiff, "x")
-        dg, dg_clipped = gate_product(m, f, gminus, gplus)
+        s, s_clipped = edge_product(m, f, udiff, usum, vdiff, "x", self.mult_bits)
+        dg, dg_clipped = gate_product(m, f, gminus, gplus, mult_bits=self.mult_bits)
         flags = Signal(5)
         m.d.comb += flags.eq(Mux(s_clipped & p.term, 1, 0) | Mux(p.gate & dg_clipped, 16, 0))
         q = stage_registers("q", {k: getattr(p, k) for k in control}, [s, dg, flags])

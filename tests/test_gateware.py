@@ -6,14 +6,16 @@ import tomllib
 
 import numpy as np
 import pytest
-from amaranth.hdl import Signal
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from clln import cli
 from clln import config as config_mod
 from clln.errors import ConfigError
 from clln.gateware.export import generate, top_name
-from clln.gateware.fabric import make_fabric
+from clln.formats import Formats
+from clln.gateware import fabric as fabric_mod
+from clln.gateware.fabric import make_fabric, product_operand_bits
 from clln.gateware.serial import serial_schedule
 from clln.sim.benches.runner import verify
 from clln.sim.benches.stimulus import unpack
@@ -25,10 +27,11 @@ def builtin_dict(name):
     return tomllib.loads(config_mod.resolve(name).read_text())
 
 
-def random_graph_config(tmp_path, seed=3, extra_edges=()):
+def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None):
     """A random connected 9-node graph, one single-ended and one differential output.
 
-    ``extra_edges`` are added as given (e.g. an edge between two driven nodes).
+    ``extra_edges`` are added as given (e.g. an edge between two driven nodes); ``fixed``
+    is an optional ``[fixed]`` table.
     """
     rng = np.random.default_rng(seed)
     n = 9
@@ -51,6 +54,8 @@ def random_graph_config(tmp_path, seed=3, extra_edges=()):
         "task": {"dataset": "data.csv"},
         "schedule": {"settle_ticks": 30, "learn_ticks": 10, "kappa": 0.02},
     }
+    if fixed:
+        data["fixed"] = dict(fixed)
     return config_mod.parse(data, "<random>", tmp_path)
 
 
@@ -81,10 +86,16 @@ async def read_state(ctx, dut):
     return vf, vc, g
 
 
-def amaranth_run(cfg, ticks, switch=7):
-    """Run the fabric in amaranth.sim; return (dut states, model states) per tick."""
-    dut = make_fabric(cfg)
-    model = FixedPointModel(cfg, seeds=[cfg.learning.seed])
+def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
+    """Run the fabric in amaranth.sim; return (dut states, model states, dut).
+
+    A state row is ``v_free, v_clamped, gates, outputs`` (every stream's, stream after
+    stream) and the tick counter, after every tick; then, after ``free`` more ticks run back to
+    back with ``run`` held high (``learn`` switching between them, and the opposite of
+    its value on all but a tick's first cycle), a last row.
+    """
+    dut = make_fabric(cfg, mult_bits=mult_bits)
+    model = FixedPointModel(cfg, seeds=getattr(dut, "seeds", [cfg.learning.seed]))
     fmt = model.formats
     from clln.sim.problem import Problem
     p = Problem.from_config(cfg)
@@ -92,26 +103,53 @@ def amaranth_run(cfg, ticks, switch=7):
     targets = fmt.volts_to_v(p.targets)
     got, exp = [], []
 
+    async def write_sample(ctx, ex):
+        ctx.set(dut.sample_we, 1)
+        for addr, v in enumerate(list(drive[ex]) + list(targets[ex])):
+            ctx.set(dut.sample_addr, addr)
+            ctx.set(dut.sample_data, int(v))
+            await ctx.tick()
+        ctx.set(dut.sample_we, 0)
+
+    plus, minus = p.out_plus, p.out_minus
+
+    async def record(ctx, ticks):
+        got.append(np.concatenate([*(await read_state(ctx, dut)), ctx.get(dut.outputs),
+                                   [ctx.get(dut.ticks)]]))
+        vf = model.v_free
+        outputs = vf[:, plus] - np.where(minus >= 0, vf[:, minus], 0)
+        exp.append(np.concatenate([vf.ravel(), model.v_clamped.ravel(),
+                                   model.gates.ravel(), outputs.ravel(), [ticks]]))
+
     async def bench(ctx):
         while hasattr(dut, "busy") and ctx.get(dut.busy):     # serial: clearing its RAM
             await ctx.tick()
         for t in range(ticks):
             ex, learn = (t // switch) % p.n_examples, (t // 3) % 2 == 1
             if t % switch == 0:
-                ctx.set(dut.sample_we, 1)
-                for addr, v in enumerate(list(drive[ex]) + list(targets[ex])):
-                    ctx.set(dut.sample_addr, addr)
-                    ctx.set(dut.sample_data, int(v))
-                    await ctx.tick()
-                ctx.set(dut.sample_we, 0)
+                await write_sample(ctx, ex)
             ctx.set(dut.run, 1)
             ctx.set(dut.learn, learn)
             await ctx.tick().repeat(dut.cycles_per_tick)
             ctx.set(dut.run, 0)
+            while dut.streams > 1 and ctx.get(dut.busy):      # ticks still in the pipeline
+                await ctx.tick()
             model.run(1, ex, learn)
-            got.append(np.concatenate([*(await read_state(ctx, dut)), [ctx.get(dut.ticks)]]))
-            exp.append(np.concatenate([model.v_free[0], model.v_clamped[0], model.gates[0],
-                                       [t + 1]]))
+            await record(ctx, t + 1)
+        if free:
+            ex = (ticks // switch + 1) % p.n_examples
+            await write_sample(ctx, ex)
+            ctx.set(dut.run, 1)
+            for r in range(free):
+                learn = r % 3 != 0
+                for c in range(dut.cycles_per_tick):
+                    ctx.set(dut.learn, learn if c == 0 else not learn)
+                    await ctx.tick()
+                model.run(1, ex, learn)
+            ctx.set(dut.run, 0)
+            while hasattr(dut, "busy") and ctx.get(dut.busy):
+                await ctx.tick()
+            await record(ctx, ticks + free)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -122,20 +160,164 @@ def amaranth_run(cfg, ticks, switch=7):
 
 # -- amaranth.sim unit checks ---------------------------------------------------------------
 
-@pytest.mark.parametrize("units", [0, 1, 5, 31, "serial"])
+@pytest.mark.parametrize("units", [0, 1, 5, 31, "serial", "streams:2", "streams:5"])
 def test_amaranth_fabric_matches_model(units):
     cfg = config_mod.refold(config_mod.load("paper-xor"), units)
-    got, exp, dut = amaranth_run(cfg, 30 if units else 60)
+    streams = int(units.split(":")[1]) if str(units).startswith("streams") else 1
+    ticks = 30 if units else 60
+    got, exp, dut = amaranth_run(cfg, ticks)
     # serial: 12 settling nodes x 2 networks x 4 edges, the 16 edges at the 4 driven
     # nodes are seen from one end only, plus three cycles to drain the pipeline and a commit
     if units == "serial":
         assert dut.cycles_per_tick == 12 * 2 * 4 + 4
+    elif streams > 1:
+        assert (dut.streams, dut.cycles_per_tick) == (streams, streams)
+        assert dut.seeds == [cfg.learning.seed + s for s in range(streams)]
     else:
         assert dut.cycles_per_tick == (-(-32 // units) if units else 1)
-    assert got.shape == exp.shape and got.shape[1] == 16 + 16 + 32 + 1
+    N, E = 16, 32
+    assert got.shape == exp.shape and got.shape[1] == streams * (2 * N + E + 1) + 1
     np.testing.assert_array_equal(got, exp)
-    assert got[-1, -1] == (30 if units else 60)
-    assert np.any(got[-1, 32:64] != got[0, 32:64])        # gates learned something
+    assert got[-2, -1] == ticks and got[-1, -1] == ticks + 6
+    gates = slice(2 * streams * N, streams * (2 * N + E))
+    assert np.any(got[-1, gates] != got[0, gates])        # gates learned something
+    g0 = got[0, gates].reshape(streams, E)
+    assert len({tuple(g) for g in g0}) == streams          # every stream has its own seed
+
+
+@pytest.mark.parametrize("name, fold, mult_bits", [
+    ("paper-xor", 0, 18), ("paper-xor", 0, 16), ("narrow", 0, 18), ("narrow", 0, 16),
+    ("narrow", 5, 16), ("paper-xor", "streams:3", 16)])
+def test_amaranth_split_products_match_model(name, fold, mult_bits):
+    """With ``mult_bits``, every variable product is one mult_bits x mult_bits product plus
+    shift-and-add rows, and the bits stay the model's."""
+    cfg = config_mod.refold(narrow_config() if name == "narrow" else config_mod.load(name),
+                            fold)
+    bits = product_operand_bits(Formats.from_config(cfg))
+    assert max(bits["term"]) > mult_bits               # the edge terms are split
+    got, exp, dut = amaranth_run(cfg, 24, mult_bits=mult_bits)
+    assert dut.mult_bits == mult_bits
+    np.testing.assert_array_equal(got, exp)
+    assert np.any(got[-1] != got[0])
+    # two edge terms and a gate step per edge unit, each one multiplier block
+    for mb in (mult_bits, None):
+        muls = design_multiplications(make_fabric(cfg, mult_bits=mb))
+        assert len(muls) == 3 * dut.edge_units
+        assert (max(max(w) for w in muls) <= mult_bits) == (mb is not None)
+
+
+#: (a bits, b bits, mult_bits) of the split_mul check: no split, one operand split, both,
+#: much wider than the multiplier, tiny multipliers.
+SPLIT_WIDTHS = [(18, 18, 18), (17, 12, 18), (19, 18, 18), (18, 23, 18), (23, 23, 18),
+                (23, 23, 16), (20, 17, 16), (40, 12, 18), (12, 40, 18), (36, 36, 18),
+                (9, 30, 4), (7, 6, 1), (2, 2, 1)]
+
+
+def multiplications(value, found=None):
+    """Operand widths of every variable multiplication in an expression, by the
+    multiplication's identity (a value used twice is built once: Amaranth caches it)."""
+    from amaranth.hdl import _ast
+    found = {} if found is None else found
+    if isinstance(value, _ast.Operator):
+        if value.operator == "*":
+            found[id(value)] = tuple(len(x) for x in value.operands)
+        for x in value.operands:
+            multiplications(x, found)
+    elif isinstance(value, (_ast.Slice, _ast.Part)):
+        multiplications(value.value, found)
+    elif isinstance(value, _ast.Concat):
+        for x in value.parts:
+            multiplications(x, found)
+    elif isinstance(value, _ast.SwitchValue):
+        multiplications(value.test, found)
+        for _, x in value.cases:
+            multiplications(x, found)
+    else:
+        assert isinstance(value, (_ast.Signal, _ast.Const)), type(value)
+    return found
+
+
+def design_multiplications(fabric):
+    """Operand widths of every variable multiplication of an elaborated design."""
+    from amaranth.hdl import Fragment, _ast
+    found = {}
+
+    def statements(stmts):
+        for st in stmts:
+            if isinstance(st, _ast.Assign):
+                multiplications(st.rhs, found)
+            elif isinstance(st, _ast.Switch):
+                multiplications(st.test, found)
+                for case in st.cases:
+                    statements(case[1])
+
+    def fragment(frag):
+        for stmts in frag.statements.values():
+            statements(stmts)
+        for sub, *_ in frag.subfragments:
+            fragment(sub)
+
+    fragment(Fragment.get(fabric, None))
+    return list(found.values())
+
+
+def test_split_mul_is_exact():
+    """``split_mul`` is ``a * b`` for signed operands, with one multiplication of at most
+    ``mult_bits x mult_bits`` bits."""
+    rng = np.random.default_rng(5)
+    for wa, wb, mult_bits in SPLIT_WIDTHS:
+        a, b = Signal(signed(wa), name="a"), Signal(signed(wb), name="b")
+        product = fabric_mod.split_mul(a, b, mult_bits)
+        assert list(multiplications(product).values()) == [(min(wa, mult_bits),
+                                                             min(wb, mult_bits))]
+        out = Signal(product.shape(), name="out")      # the expression's own width
+        m = Module()
+        m.d.comb += out.eq(product)
+
+        def extremes(w):
+            lo, hi = -(1 << (w - 1)), (1 << (w - 1)) - 1
+            return sorted(x for x in {lo, lo + 1, -1, 0, 1, hi - 1, hi} if lo <= x <= hi)
+
+        pairs = [(x, y) for x in extremes(wa) for y in extremes(wb)]
+        pairs += [(int(rng.integers(-(1 << (wa - 1)), 1 << (wa - 1))),
+                   int(rng.integers(-(1 << (wb - 1)), 1 << (wb - 1)))) for _ in range(60)]
+        bad = []
+
+        async def bench(ctx):
+            for x, y in pairs:
+                ctx.set(a, x)
+                ctx.set(b, y)
+                if ctx.get(out) != x * y:
+                    bad.append((x, y, ctx.get(out)))
+
+        sim = Simulator(m)
+        sim.add_testbench(bench)
+        sim.run()
+        assert not bad, f"{wa} x {wb} bits, mult_bits {mult_bits}: (a, b, got) {bad[:5]}"
+
+
+@pytest.mark.parametrize("wa, wb, mult_bits", [(8, 3, 18), (18, 18, 18), (22, 18, 18),
+                                               (20, 21, 16)])
+def test_split_mul_unsigned_operand(wa, wb, mult_bits):
+    """An unsigned operand's top bit is a value bit, not a sign (``a`` unsigned)."""
+    a, b = Signal(unsigned(wa), name="a"), Signal(signed(wb), name="b")
+    out = Signal(signed(wa + wb + 2), name="out")
+    m = Module()
+    m.d.comb += out.eq(fabric_mod.split_mul(a, b, mult_bits))
+    pairs = [((1 << wa) - 1, -(1 << (wb - 1))), ((1 << wa) - 1, (1 << (wb - 1)) - 1),
+             (1 << (wa - 1), -1), (200 % (1 << wa), 3), (0, 5)]
+    got = []
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            got.append(ctx.get(out))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [x * y for x, y in pairs]
 
 
 def test_serial_fabric_reset_clears_its_memories():
@@ -233,6 +415,22 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     assert info["driven_nodes"] == [15, 13, 5, 7]
 
 
+def test_generate_streams_manifest(tmp_path):
+    cfg = config_mod.refold(config_mod.load("paper-xor"), "streams:2")
+    info = generate(cfg, tmp_path)["info"]
+    assert (info["streams"], info["seeds"], info["cycles_per_tick"]) == (2, [0, 1], 2)
+    assert info["stream_gate_init"][0] == info["gate_init"]
+    assert info["stream_gate_init"][1] != info["gate_init"]
+    ports = info["ports"]
+    assert ports["busy"] == {"dir": "out", "width": 1}
+    assert ports["v_free"]["width"] == ports["v_clamped"]["width"] == 2 * 16 * 17
+    assert ports["gates"]["width"] == 2 * 32 * 23
+    assert ports["outputs"]["width"] == 2 * 18
+    assert ports["gate_addr"]["width"] == ports["gate_raddr"]["width"] == 6    # 64 gates
+    assert "busy" in (tmp_path / "paper-xor.v").read_text()
+    # a fabric of one network has no streams keys (tests/test_hdl_checked_in.py)
+
+
 def test_generate_flat_netlist(tmp_path):
     cfg = config_mod.load("paper-regression")
     out = generate(cfg, tmp_path, flat=True)
@@ -288,9 +486,11 @@ def test_serial_schedule_visits_every_edge_term_and_gate_once(tmp_path):
 # -- cocotb benches ------------------------------------------------------------------------
 
 def check(res, sim, ticks, n_values):
+    """A clean result; ``n_values``: node voltages, gates and outputs of every stream."""
     assert res["sim"] == sim
     assert res["ticks"] == ticks
-    assert res["compared"] == (ticks + 1) * (n_values + 2)
+    assert res["free_rounds"] == 20                    # a last row after free running
+    assert res["compared"] == (ticks + 2) * (n_values + 2)
     assert res["mismatches"] == 0, res["first_mismatch"]
     assert res["first_mismatch"] is None
 
@@ -304,7 +504,7 @@ def quick_verilator_build(monkeypatch):
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_cocotb_paper_xor(sim, tmp_path):
     res = verify(config_mod.load("paper-xor"), sim=sim, ticks=300, build_dir=tmp_path)
-    check(res, sim, 300, 16 * 2 + 32)
+    check(res, sim, 300, 16 * 2 + 32 + 1)
     assert res["cycles_per_tick"] == 1
 
 
@@ -312,36 +512,51 @@ def test_cocotb_paper_xor(sim, tmp_path):
 def test_cocotb_random_graph(sim, tmp_path):
     cfg = random_graph_config(tmp_path)
     res = verify(cfg, sim=sim, ticks=250, build_dir=tmp_path / "build", flat=False)
-    check(res, sim, 250, 9 * 2 + 16)
+    check(res, sim, 250, 9 * 2 + 16 + 2)
 
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_cocotb_paper_regression(sim, tmp_path):
     res = verify(config_mod.load("paper-regression"), sim=sim, ticks=300, build_dir=tmp_path,
                  flat=False)
-    check(res, sim, 300, 16 * 2 + 32)
+    check(res, sim, 300, 16 * 2 + 32 + 1)
 
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_cocotb_narrow_formats(sim, tmp_path):
     res = verify(narrow_config(), sim=sim, ticks=300, build_dir=tmp_path, flat=False)
-    check(res, sim, 300, 16 * 2 + 32)
+    check(res, sim, 300, 16 * 2 + 32 + 1)
 
 
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 def test_cocotb_serial_random_graph(sim, tmp_path):
     cfg = config_mod.refold(driven_pair_config(tmp_path)[0], "serial")
     res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build", flat=sim == "icarus")
-    check(res, sim, 150, 9 * 2 + 17)
+    check(res, sim, 150, 9 * 2 + 17 + 2)
     assert res["edge_units"] == 1
     assert res["cycles_per_tick"] == len(serial_schedule(cfg)) + 4
+
+
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_streams_random_graph(sim, tmp_path):
+    # dg_bits 21: streams 1 and 2 saturate their gate steps at tick 13, stream 0 at 52,
+    # so the flags (ORed over the streams) differ from any single stream's.
+    cfg = config_mod.refold(random_graph_config(tmp_path, fixed={"dg_bits": 21}), "streams:3")
+    ticks = 150 if sim == "icarus" else 300
+    res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path / "build",
+                 flat=sim == "verilator")
+    check(res, sim, ticks, 3 * (9 * 2 + 16 + 2))
+    assert (res["streams"], res["seeds"], res["cycles_per_tick"]) == (3, [1, 2, 3], 3)
+    assert res["drain_cycles"] >= 2                    # busy covers the two pipeline stages
+    assert res["saturated"]
+    assert res["cycles"] >= ticks * 3
 
 
 @pytest.mark.parametrize("flat", [True, False])
 def test_cocotb_folded_icarus(flat, tmp_path):
     cfg = config_mod.refold(config_mod.load("paper-xor"), 7)
     res = verify(cfg, ticks=120, build_dir=tmp_path, flat=flat)
-    check(res, "icarus", 120, 16 * 2 + 32)
+    check(res, "icarus", 120, 16 * 2 + 32 + 1)
     assert (res["edge_units"], res["cycles_per_tick"]) == (7, 5)
     assert res["cycles"] >= 120 * 5
     assert res["netlist"] == ("flat" if flat else "hierarchical")
@@ -367,12 +582,17 @@ def test_cli_generate(tmp_path, capsys):
 
 
 def test_cli_verify_json(tmp_path, capsys):
-    code = cli.main(["verify", "paper-xor", "--ticks", "50", "--json",
+    # a fabric of two streams (paper-xor networks of seeds 0 and 1)
+    toml = config_mod.resolve("paper-xor").read_text() + "\n[fabric]\nstreams = 2\n"
+    (tmp_path / "xor2.toml").write_text(toml)
+    code = cli.main(["verify", str(tmp_path / "xor2.toml"), "--ticks", "50", "--json",
                      "--netlist", "hierarchical",
-                     "--build-dir", str(tmp_path)])
+                     "--build-dir", str(tmp_path / "build")])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert (out["ticks"], out["mismatches"], out["first_mismatch"]) == (50, 0, None)
+    assert (out["streams"], out["seeds"], out["cycles_per_tick"]) == (2, [0, 1], 2)
+    assert out["compared"] == 52 * (2 * (16 * 2 + 32 + 1) + 2)
 
 
 def test_cli_verify_errors(capsys):

@@ -6,9 +6,16 @@ parameters in the ``CLLN_BENCH`` environment variable (JSON, see
 
 - :class:`FabricDriver` writes samples and gates and runs ticks on the DUT, and records
   the DUT's state after every tick (flat vectors, or the serial fabric's read ports);
-- :class:`ModelRun` runs the same stimulus on :class:`~clln.sim.fixed.FixedPointModel`;
-- :class:`Checker` compares every node voltage of both networks, every gate, the tick
-  counter and the saturation flags, at every tick (vectorised, after the run).
+- :class:`ModelRun` runs the same stimulus on :class:`~clln.sim.fixed.FixedPointModel`
+  (one seed per stream of a pipelined fabric);
+- :class:`Checker` compares every node voltage of both networks, every gate, the free
+  outputs, the tick counter and the saturation flags, at every tick (vectorised, after
+  the run).
+
+The run has two parts: tick by tick (``run`` drops after every tick, or round of ticks of
+a pipelined fabric, and the state is read once ``busy`` is low), then free running: a
+few ticks back to back with ``run`` held high and ``learn`` switching between them, as
+the hardware runs, compared once at the end.
 """
 
 import json
@@ -22,7 +29,7 @@ from cocotb.triggers import FallingEdge
 from cocotb.utils import get_sim_time
 
 from .runner import ENV, load_bench_config
-from .stimulus import Stimulus, make_model, unpack
+from .stimulus import FREE_RUN, Stimulus, make_model, restore, unpack
 
 
 class FabricDriver:
@@ -32,12 +39,20 @@ class FabricDriver:
     ----------
     dut : cocotb handle of the fabric's top level
     info : dict
-        Sizes of the fabric (``n_driven``, ``cycles_per_tick``).
+        Sizes of the fabric (``cycles_per_tick``, ``streams``, ``nodes``, ``edges``,
+        ``widths``).
+
+    Notes
+    -----
+    ``learn`` holds its value on a tick's first cycle only (the fabric samples it there)
+    and the opposite one on the others, which a fabric that reads it later gets wrong.
     """
 
     def __init__(self, dut, info):
         self.dut, self.info = dut, info
-        self.raw = {"v_free": [], "v_clamped": [], "gates": [], "ticks": [], "sat_flags": []}
+        self.drain_cycles = 0       # the most cycles ``busy`` stayed high after a tick
+        self.raw = {"v_free": [], "v_clamped": [], "gates": [], "outputs": [], "ticks": [],
+                    "sat_flags": []}
 
     async def reset(self):
         d = self.dut
@@ -62,23 +77,56 @@ class FabricDriver:
             await FallingEdge(d.clk)
         d.sample_we.value = 0
 
-    async def write_gate(self, edge, value):
-        """Overwrite (restore) one gate."""
+    async def write_gate(self, index, value):
+        """Overwrite (restore) one gate; ``index`` is ``stream * E + edge``."""
         d = self.dut
         d.run.value = 0
         d.gate_we.value = 1
-        d.gate_addr.value = int(edge)
+        d.gate_addr.value = int(index)
         d.gate_data.value = int(value)
         await FallingEdge(d.clk)
         d.gate_we.value = 0
 
     async def tick(self, learn):
-        """Run one tick (``cycles_per_tick`` cycles) with ``learn``."""
+        """Run one tick (``cycles_per_tick`` cycles) with ``learn``.
+
+        A pipelined fabric (several streams) then stops and drains: ``run`` drops and the
+        call returns once ``busy`` is low, when every stream's tick has been written back.
+        Other fabrics keep ``run`` high (the next call continues without a pause).
+        """
         d = self.dut
-        d.learn.value = int(learn)
         d.run.value = 1
-        for _ in range(self.info["cycles_per_tick"]):
+        await self.cycles(learn)
+        if self.info["streams"] > 1:
+            await self.drain()
+
+    async def cycles(self, learn):
+        """The cycles of one tick (``run`` high), ``learn`` valid on the first one only."""
+        d = self.dut
+        for c in range(self.info["cycles_per_tick"]):
+            d.learn.value = int(learn) if c == 0 else int(not learn)
             await FallingEdge(d.clk)
+
+    async def drain(self):
+        """Drop ``run`` and wait until no tick is in flight (``busy`` low)."""
+        d = self.dut
+        d.run.value = 0
+        cycles = 0
+        while d.busy.value:
+            await FallingEdge(d.clk)
+            cycles += 1
+        self.drain_cycles = max(self.drain_cycles, cycles)
+
+    async def free_run(self, learns):
+        """Run ``len(learns)`` ticks back to back with ``run`` held high (as the hardware
+        does), then stop and drain."""
+        d = self.dut
+        d.run.value = 1
+        for learn in learns:
+            await self.cycles(learn)
+        d.run.value = 0
+        if hasattr(d, "busy"):
+            await self.drain()
 
     async def sample(self):
         """Record the DUT's state as raw flat integers (decoded later).
@@ -106,6 +154,7 @@ class FabricDriver:
                     flat["gates"] |= d.gate_rdata.value.to_unsigned() << (i * wg)
             for name, value in flat.items():
                 raw[name].append(value)
+        raw["outputs"].append(d.outputs.value.to_unsigned())
         raw["ticks"].append(d.ticks.value.to_unsigned())
         raw["sat_flags"].append(d.sat_flags.value.to_unsigned())
 
@@ -116,33 +165,59 @@ class ModelRun:
     Attributes
     ----------
     expected : dict of ndarray
-        ``v_free``, ``v_clamped`` (ticks + 1, nodes), ``gates`` (ticks + 1, edges),
-        ``ticks`` and ``sat_flags`` (ticks + 1,): the state before tick 0 and after
-        every tick.
+        ``v_free``, ``v_clamped`` (rows, streams * nodes), ``gates`` (rows, streams *
+        edges), ``outputs`` (rows, streams * outputs: ``VF[p]`` or ``VF[p] - VF[m]``),
+        stream after stream as in the DUT's flat ports, ``ticks`` and
+        ``sat_flags`` (rows,; the flags of all streams ORed): the state before tick 0,
+        after every tick, and (a last row when there is a free-running part) after it.
+    labels : ndarray of int (rows,)
+        The tick count of every row.
     """
 
-    def __init__(self, model, stim):
+    def __init__(self, model, stim, outputs):
         self.model = model
-        exp = {"v_free": [model.v_free[0].copy()], "v_clamped": [model.v_clamped[0].copy()],
-               "gates": [model.gates[0].copy()], "ticks": [0], "sat_flags": [0]}
+        exp = {name: [] for name in ("v_free", "v_clamped", "gates", "outputs", "ticks",
+                                     "sat_flags")}
+        plus = [p for p, _ in outputs]
+        minus = [mi for _, mi in outputs]
+
+        def record(ticks):
+            vf = model.v_free
+            out = vf[:, plus] - np.where(np.array(minus) >= 0, vf[:, minus], 0)
+            exp["outputs"].append(out.ravel())
+            exp["v_free"].append(model.v_free.ravel().copy())
+            exp["v_clamped"].append(model.v_clamped.ravel().copy())
+            exp["gates"].append(model.gates.ravel().copy())
+            exp["ticks"].append(ticks)
+            exp["sat_flags"].append(int(np.bitwise_or.reduce(model.flags)))
+
+        record(0)
         for t in range(stim.ticks):
             if t in stim.restores:
-                edge, value = stim.restores[t]
-                model.gates[0, edge] = value
+                restore(model, *stim.restores[t])
             model.run(1, int(stim.example[t]), bool(stim.learn[t]))
-            exp["v_free"].append(model.v_free[0].copy())
-            exp["v_clamped"].append(model.v_clamped[0].copy())
-            exp["gates"].append(model.gates[0].copy())
-            exp["ticks"].append(t + 1)
-            exp["sat_flags"].append(int(model.flags[0]))
+            record(t + 1)
+        for learn in stim.free_learn:
+            model.run(1, stim.free_example, bool(learn))
+        if len(stim.free_learn):
+            record(stim.ticks + len(stim.free_learn))
         self.expected = {k: np.array(v, np.int64) for k, v in exp.items()}
+        self.labels = self.expected["ticks"].copy()
 
 
 class Checker:
-    """Compares the recorded DUT state with the model's, value by value."""
+    """Compares the recorded DUT state with the model's, value by value.
 
-    def __init__(self, expected, got):
+    ``labels`` are the tick counts of the rows (default 0, 1, ...); ``sizes`` maps a
+    flat state vector's name to its elements per stream (``nodes`` or ``edges``): a
+    mismatch there also names its stream and element.
+    """
+
+    def __init__(self, expected, got, labels=None, sizes=None):
         self.expected, self.got = expected, got
+        rows = len(next(iter(expected.values())))
+        self.labels = np.arange(rows) if labels is None else np.asarray(labels)
+        self.sizes = sizes or {}
 
     def report(self):
         """``compared``, ``mismatches`` and ``first_mismatch`` (or None)."""
@@ -150,6 +225,8 @@ class Checker:
         first = None
         for name, exp in self.expected.items():
             got = self.got[name]
+            if got.shape != exp.shape:
+                raise AssertionError(f"{name}: got shape {got.shape}, expected {exp.shape}")
             exp2, got2 = exp.reshape(len(exp), -1), got.reshape(len(got), -1)
             bad = exp2 != got2
             compared += bad.size
@@ -157,8 +234,11 @@ class Checker:
             if bad.any():
                 t, i = np.argwhere(bad)[0]
                 signal = f"{name}[{i}]" if exp.ndim > 1 else name
-                cand = {"tick": int(t), "signal": signal, "expected": int(exp2[t, i]),
-                        "got": int(got2[t, i])}
+                cand = {"tick": int(self.labels[t]), "signal": signal,
+                        "expected": int(exp2[t, i]), "got": int(got2[t, i])}
+                if name in self.sizes and exp2.shape[1] > self.sizes[name]:
+                    cand["stream"], cand["element"] = (int(x) for x in
+                                                       divmod(i, self.sizes[name]))
                 if first is None or cand["tick"] < first["tick"]:
                     first = cand
         return {"compared": compared, "mismatches": mismatches, "first_mismatch": first}
@@ -166,17 +246,20 @@ class Checker:
 
 @cocotb.test()
 async def fabric_matches_golden_model(dut):
-    """Every node voltage and gate of the DUT equals the golden model's at every tick."""
+    """Every node voltage, gate and output of the DUT (of every stream) equals the golden
+    model's at every tick, and after the free-running ticks."""
     bench = load_bench_config(os.environ[ENV])
     cfg, params = bench["cfg"], bench["params"]
     model = make_model(cfg, params)
-    stim = Stimulus(cfg, model, params["ticks"])
+    stim = Stimulus(cfg, model, params["ticks"], params.get("free_rounds", len(FREE_RUN)))
+    streams = stim.streams
     info = {"cycles_per_tick": params["cycles_per_tick"], "widths": params["widths"],
-            "nodes": cfg.network.n_nodes, "edges": cfg.network.n_edges}
+            "nodes": cfg.network.n_nodes, "edges": cfg.network.n_edges, "streams": streams}
     widths = params["widths"]
 
     t0 = time.perf_counter()
-    expected = ModelRun(model, stim).expected
+    model_run = ModelRun(model, stim, [tuple(o) for o in cfg.io.outputs])
+    expected = model_run.expected
     t_model = time.perf_counter() - t0
 
     Clock(dut.clk, 10, unit="ns").start(start_high=False)
@@ -195,19 +278,30 @@ async def fabric_matches_golden_model(dut):
         await drv.tick(stim.learn[t])
         await drv.sample()
     dut.run.value = 0
+    if len(stim.free_learn):
+        ex = stim.free_example
+        await drv.write_sample(stim.drive[ex], stim.target[ex])
+        await drv.free_run(stim.free_learn)
+        await drv.sample()
     seconds = time.perf_counter() - t0
     cycles = (get_sim_time(unit="ns") - cycles0) / 10
 
+    n, e, k = cfg.network.n_nodes, cfg.network.n_edges, len(cfg.io.outputs)
     got = {
-        "v_free": unpack(drv.raw["v_free"], widths["v"], cfg.network.n_nodes),
-        "v_clamped": unpack(drv.raw["v_clamped"], widths["v"], cfg.network.n_nodes),
-        "gates": unpack(drv.raw["gates"], widths["g"], cfg.network.n_edges),
+        "v_free": unpack(drv.raw["v_free"], widths["v"], streams * n),
+        "v_clamped": unpack(drv.raw["v_clamped"], widths["v"], streams * n),
+        "gates": unpack(drv.raw["gates"], widths["g"], streams * e),
+        "outputs": unpack(drv.raw["outputs"], widths["v"] + 1, streams * k),
         "ticks": np.array(drv.raw["ticks"], np.int64),
         "sat_flags": np.array(drv.raw["sat_flags"], np.int64),
     }
-    result = Checker(expected, got).report()
-    result.update(ticks=stim.ticks, cycles=int(cycles), seconds=seconds,
-                  ticks_per_s=stim.ticks / seconds if seconds else None,
+    result = Checker(expected, got, model_run.labels,
+                     {"v_free": n, "v_clamped": n, "gates": e, "outputs": k}).report()
+    result.update(ticks=stim.ticks, free_rounds=len(stim.free_learn), streams=streams,
+                  seeds=[int(x) for x in model.seeds], drain_cycles=drv.drain_cycles,
+                  cycles=int(cycles), seconds=seconds,
+                  ticks_per_s=(stim.ticks + len(stim.free_learn)) / seconds
+                  if seconds else None,
                   cycles_per_s=cycles / seconds if seconds else None, model_seconds=t_model,
                   saturated=bool(expected["sat_flags"][-1]))
     with open(params["result"], "w") as fh:

@@ -80,7 +80,7 @@ def simulator_env(sim, opt=None):
 
 
 def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None, seed=None,
-           flat=True):
+           flat=True, free_rounds=None):
     """Compare the fabric in a Verilog simulator with the fixed-point model.
 
     Parameters
@@ -89,7 +89,8 @@ def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None
     sim : {"icarus", "verilator"}
     ticks : int
         Ticks to run; every node voltage (both networks) and every gate is compared
-        after every tick.
+        after every tick. A fabric of several streams (``[fabric] streams = C``) runs
+        rounds (a tick of every stream) and the model runs every stream's seed.
     waves : bool
         Dump waveforms (into the simulator's build folder).
     build_dir : str or Path, optional
@@ -97,17 +98,23 @@ def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None
     patch : dict, optional
         Deliberate error of the golden model (``{"lr_mul": 1}``), to test the bench.
     seed : int, optional
-        Seed of the initial gates; defaults to ``learning.seed``.
+        Seed of the initial gates (of stream 0); defaults to ``learning.seed``.
     flat : bool
         Simulate the flattened netlist (``generate(..., flat=True)``, faster) rather than
         the hierarchical one of ``amaranth.back.verilog``.
+    free_rounds : int, optional
+        Ticks of the free-running part after the tick-by-tick one (``run`` held high,
+        compared once at the end); default
+        ``len(clln.sim.benches.stimulus.FREE_RUN)``, 0 leaves it out.
 
     Returns
     -------
     dict
         ``sim, ticks, compared, mismatches, first_mismatch`` (``tick, signal, expected,
-        got`` or None), and ``cycles``, ``ticks_per_s``, ``cycles_per_s``,
-        ``cycles_per_tick``, ``edge_units``, ``build_seconds``, ``saturated``.
+        got``, and ``stream``, ``element`` for a fabric of several streams; or None),
+        ``free_rounds``, ``streams``, ``seeds``, and ``cycles``, ``ticks_per_s``,
+        ``cycles_per_s``, ``cycles_per_tick``, ``edge_units``, ``build_seconds``,
+        ``saturated``, ``netlist``, ``build_dir``.
 
     Raises
     ------
@@ -120,12 +127,15 @@ def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None
 
     from clln.gateware.export import generate
 
-    from .stimulus import widths
+    from .stimulus import FREE_RUN, widths
 
     if sim not in SIMULATORS:
         raise ConfigError("--sim", "", f"unknown simulator {sim!r} (use {', '.join(SIMULATORS)})")
     if ticks < 1:
         raise ConfigError("--ticks", "", f"must be >= 1, got {ticks}")
+    free_rounds = len(FREE_RUN) if free_rounds is None else int(free_rounds)
+    if free_rounds < 0:
+        raise ConfigError("free_rounds", "", f"must be >= 0, got {free_rounds}")
     fmt = Formats.from_config(cfg)
     check_tick_stability(cfg, fmt.kappa)
     build = Path(build_dir) if build_dir is not None else Path("build/verify") / cfg.name / sim
@@ -138,10 +148,10 @@ def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None
     cfg_path.write_bytes(pickle.dumps(cfg))
     result_path = build / "result.json"
     result_path.unlink(missing_ok=True)
+    seeds = info.get("seeds", [cfg.learning.seed if seed is None else int(seed)])
     params = {"ticks": int(ticks), "result": str(result_path), "patch": patch or {},
-              "cycles_per_tick": info["cycles_per_tick"], "widths": widths(cfg)}
-    if seed is not None:
-        params["seed"] = int(seed)
+              "cycles_per_tick": info["cycles_per_tick"], "widths": widths(cfg),
+              "seeds": seeds, "free_rounds": free_rounds}
     env = {ENV: json.dumps({"pickle": str(cfg_path), "params": params})}
     with simulator_env(sim):
         runner = get_runner(sim)
@@ -166,6 +176,8 @@ def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None
     res = json.loads(result_path.read_text())
     return {"sim": sim, "ticks": res["ticks"], "compared": res["compared"],
             "mismatches": res["mismatches"], "first_mismatch": res["first_mismatch"],
+            "free_rounds": res["free_rounds"], "streams": res["streams"],
+            "seeds": res["seeds"], "drain_cycles": res["drain_cycles"],
             "cycles": res["cycles"], "ticks_per_s": res["ticks_per_s"],
             "cycles_per_s": res["cycles_per_s"], "cycles_per_tick": info["cycles_per_tick"],
             "edge_units": info["edge_units"], "build_seconds": build_seconds,
