@@ -235,7 +235,7 @@ def parse_report(report, family):
 ECP5_CLASSIC_ABC = dict(
     synth_opts="-run :map_luts",
     script_after_synth="techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
-                       "synth_ecp5 -top top -run map_cells:check")
+                       "synth_ecp5 -top top -run map_cells:")
 
 
 def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
