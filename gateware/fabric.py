@@ -24,7 +24,7 @@ __all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "fabric_shape", "con
            "product_operand_bits",
            "overdrive", "edge_term", "edge_operands", "edge_product", "gate_operands",
            "gate_product", "gate_step", "gate_delta", "gate_apply", "node_step", "node_delta",
-           "node_apply", "split_mul", "SAT_TERM",
+           "node_apply", "split_mul", "bounded_usum_bits", "SAT_TERM",
            "SAT_ACC", "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
            "mux_tree"]
 
@@ -170,17 +170,35 @@ def split_mul(a, b, mult_bits):
     return _tree_sum(rows)
 
 
-def edge_product(m, f, udiff, usum, vdiff, tag, mult_bits=None):
+def bounded_usum_bits(f):
+    """Signed bits that hold ``u_b + u_a`` while every gate is within ``[gate_min,
+    gate_max]``: the overdrive is then at most ``gate_max - min(vt)`` and a node voltage
+    at least ``-2**(v_bits - 1)`` LSBs."""
+    ov_max = round_int_shift(f.gate_max_q, f.gate_shift) - int(np.min(f.vt_q))
+    u_max = max(ov_max + (1 << (f.v_bits - 1)), 0)
+    return (2 * u_max).bit_length() + 1
+
+
+def round_int_shift(x, s):
+    """:func:`round_shift` of a Python integer."""
+    return x if s == 0 else (x + (1 << (s - 1))) >> s
+
+
+def edge_product(m, f, udiff, usum, vdiff, tag, mult_bits=None, usum_bits=None):
     """``sat(udiff * usum + leak_q * vdiff, term_bits)``: the edge term from its factors.
 
     With ``mult_bits``, ``udiff`` is narrowed to ``v_bits + 1`` bits first, which holds it:
     ``|u_b - u_a| <= |v_a - v_b|`` (a ReLU moves no two points further apart), and the
-    product takes one multiplier block (:func:`split_mul`).
+    product takes one multiplier block (:func:`split_mul`). ``usum_bits`` narrows
+    ``usum`` too, for a fabric whose gates stay within their bounds
+    (:func:`bounded_usum_bits`).
 
     Returns
     -------
     (value, clipped) : (Signal, Signal)
     """
+    if usum_bits is not None:
+        usum = Value.cast(usum)[:usum_bits].as_signed()
     if mult_bits is not None:
         udiff = Value.cast(udiff)[:f.v_bits + 1].as_signed()
     return saturate(m, split_mul(udiff, usum, mult_bits) + const_mul(vdiff, f.leak_q),

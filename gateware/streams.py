@@ -22,7 +22,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
-from .fabric import (Fabric, _or, _tree_sum, edge_operands, edge_product, gate_apply,
+from .fabric import (Fabric, _or, _tree_sum, bounded_usum_bits, edge_operands, edge_product,
+                     gate_apply,
                      gate_operands, gate_product, mux_tree, node_apply, node_delta,
                      overdrive, SAT_DG, SAT_TERM)
 
@@ -66,7 +67,10 @@ class StreamFabric(Fabric):
       is low.
     - ``gate_addr``/``gate_raddr`` address ``s * E + e``; ``outputs`` has ``s * K + k``;
       ``v_free``, ``v_clamped`` and ``gates`` hold stream after stream. A gate write wins
-      over a tick writing back the same stream.
+      over a tick writing back the same stream; it is kept within ``[gate_min,
+      gate_max]``, as learning keeps gates, so that every gate always is (which bounds
+      the edge terms' factors, see ``bounded_usum_bits``; the protocol refuses other
+      gates anyway).
     - ``sat_flags``: sticky flags of all streams together.
     """
 
@@ -165,12 +169,13 @@ class StreamFabric(Fabric):
                                "vdiff_c": vdiff_c, "minus": minus, "plus": plus})
 
         # Products.
+        usum_bits = bounded_usum_bits(f)
         s_f, s_c, dg, term_sat, dg_sat = [], [], [], [], []
         for e in range(E):
             t_f, sat_f = edge_product(m, f, x["udiff_f"][e], x["usum_f"][e], x["vdiff_f"][e],
-                                      f"f{e}", self.mult_bits)
+                                      f"f{e}", self.mult_bits, usum_bits)
             t_c, sat_c = edge_product(m, f, x["udiff_c"][e], x["usum_c"][e], x["vdiff_c"][e],
-                                      f"c{e}", self.mult_bits)
+                                      f"c{e}", self.mult_bits, usum_bits)
             d, sat_d = gate_product(m, f, x["minus"][e], x["plus"][e], f"dg{e}", self.mult_bits)
             s_f.append(t_f), s_c.append(t_c), dg.append(d)
             term_sat += [sat_f, sat_c]
@@ -248,11 +253,15 @@ class StreamFabric(Fabric):
 
         # Gate writes (a write wins) and reads, stream-major.
         flat_g = [bank[s].g[e] for s in range(C) for e in range(E)]
+        written_gate = Signal(g_shape)
+        m.d.comb += written_gate.eq(Mux(self.gate_data < f.gate_min_q, f.gate_min_q,
+                                        Mux(self.gate_data > f.gate_max_q, f.gate_max_q,
+                                            self.gate_data)))
         with m.If(self.gate_we):
             with m.Switch(self.gate_addr):
                 for i, reg in enumerate(flat_g):
                     with m.Case(i):
-                        m.d.sync += reg.eq(self.gate_data)
+                        m.d.sync += reg.eq(written_gate)
         m.d.sync += self.gate_rdata.eq(mux_tree(self.gate_raddr, flat_g))
         m.d.comb += [self.v_free[s * N + n].eq(bank[s].vf[n]) for s in range(C) for n in range(N)]
         m.d.comb += [self.v_clamped[s * N + n].eq(bank[s].vc[n])
