@@ -22,7 +22,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
-from .fabric import (Fabric, _or, _tree_sum, bounded_usum_bits, edge_operands, edge_product,
+from .fabric import (Fabric, _bit, _or, _tree_sum, bounded_usum_bits, edge_operands, edge_product,
                      gate_apply,
                      gate_operands, gate_product, mux_tree, node_apply, node_delta,
                      overdrive, SAT_DG, SAT_TERM)
@@ -98,7 +98,7 @@ class StreamFabric(Fabric):
     def elaborate(self, platform):
         f, cfg = self.fmt, self.cfg
         m = Module()
-        C, N, E, K = self.streams, self.n_nodes, self.n_edges, self.n_outputs
+        C, N, E = self.streams, self.n_nodes, self.n_edges
         edges = [tuple(int(x) for x in e) for e in np.asarray(cfg.network.edges)]
         io = SimpleNamespace(**self._io_registers())
         v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
@@ -284,6 +284,3 @@ def _register(m, x, name):
     m.d.sync += r.eq(x)
     return r
 
-
-def _bit(value):
-    return Const(0, 1) if isinstance(value, int) else Value.cast(value)[0]
