@@ -124,7 +124,7 @@ class Fixed:
 
 
 #: Most networks a pipelined fabric interleaves (its pipeline has this many stages).
-MAX_STREAMS = 5
+MAX_STREAMS = 8
 
 
 @dataclass(frozen=True)

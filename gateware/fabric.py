@@ -24,7 +24,8 @@ __all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "fabric_shape", "con
            "product_operand_bits",
            "overdrive", "edge_term", "edge_operands", "edge_product", "gate_operands",
            "gate_product", "gate_step", "gate_delta", "gate_apply", "node_step", "node_delta",
-           "node_apply", "split_mul", "bounded_usum_bits", "SAT_TERM",
+           "node_apply", "split_mul", "bounded_usum_bits", "edge_raw_product", "edge_finish",
+           "gate_finish", "SAT_TERM",
            "SAT_ACC", "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
            "mux_tree"]
 
@@ -185,24 +186,36 @@ def round_int_shift(x, s):
 
 
 def edge_product(m, f, udiff, usum, vdiff, tag, mult_bits=None, usum_bits=None):
-    """``sat(udiff * usum + leak_q * vdiff, term_bits)``: the edge term from its factors.
+    """``sat(udiff * usum + leak_q * vdiff, term_bits)``: the edge term from its factors
+    (:func:`edge_raw_product` then :func:`edge_finish`).
+
+    Returns
+    -------
+    (value, clipped) : (Signal, Signal)
+    """
+    return edge_finish(m, f, edge_raw_product(udiff, usum, f, mult_bits, usum_bits), vdiff,
+                       tag)
+
+
+def edge_raw_product(udiff, usum, f, mult_bits=None, usum_bits=None):
+    """``udiff * usum`` (an expression).
 
     With ``mult_bits``, ``udiff`` is narrowed to ``v_bits + 1`` bits first, which holds it:
     ``|u_b - u_a| <= |v_a - v_b|`` (a ReLU moves no two points further apart), and the
     product takes one multiplier block (:func:`split_mul`). ``usum_bits`` narrows
     ``usum`` too, for a fabric whose gates stay within their bounds
     (:func:`bounded_usum_bits`).
-
-    Returns
-    -------
-    (value, clipped) : (Signal, Signal)
     """
     if usum_bits is not None:
         usum = Value.cast(usum)[:usum_bits].as_signed()
     if mult_bits is not None:
         udiff = Value.cast(udiff)[:f.v_bits + 1].as_signed()
-    return saturate(m, split_mul(udiff, usum, mult_bits) + const_mul(vdiff, f.leak_q),
-                    f.term_bits, f"s_{tag}")
+    return split_mul(udiff, usum, mult_bits)
+
+
+def edge_finish(m, f, product, vdiff, tag):
+    """``sat(product + leak_q * vdiff, term_bits)`` and whether it saturated."""
+    return saturate(m, product + const_mul(vdiff, f.leak_q), f.term_bits, f"s_{tag}")
 
 
 def edge_term(m, f, ov, va, vb, tag, mult_bits=None):
@@ -224,8 +237,14 @@ def gate_operands(m, f, d_f, d_c, tag="dg"):
 def gate_product(m, f, minus, plus, tag="dg", mult_bits=None):
     """``sat(round_shift(minus * plus * lr_mul, learn_shift), dg_bits)`` and whether it
     saturated (``mult_bits``: see :func:`split_mul`)."""
-    q = const_mul(split_mul(minus, plus, mult_bits), f.lr_mul)
-    return saturate(m, round_shift(q, f.learn_shift), f.dg_bits, tag)
+    return gate_finish(m, f, split_mul(minus, plus, mult_bits), tag)
+
+
+def gate_finish(m, f, product, tag="dg"):
+    """``sat(round_shift(product * lr_mul, learn_shift), dg_bits)`` and whether it
+    saturated."""
+    return saturate(m, round_shift(const_mul(product, f.lr_mul), f.learn_shift), f.dg_bits,
+                    tag)
 
 
 def gate_delta(m, f, d_f, d_c, tag="dg", mult_bits=None):

@@ -22,17 +22,18 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
-from .fabric import (Fabric, _bit, _or, _tree_sum, bounded_usum_bits, edge_operands, edge_product,
-                     gate_apply,
-                     gate_operands, gate_product, mux_tree, node_apply, node_delta,
-                     overdrive, SAT_DG, SAT_TERM)
+from .fabric import (Fabric, _bit, _or, _tree_sum, bounded_usum_bits, edge_finish,
+                     edge_operands, edge_raw_product, gate_apply, gate_finish, gate_operands,
+                     mux_tree, node_apply, node_delta, overdrive, split_mul, SAT_DG, SAT_TERM)
 
 __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 
 #: Places a pipeline register can cut the tick, in the order they are used: after the
-#: products (edge terms and gate steps), after the node steps ``kappa * sum``, after the
-#: operands (overdrives and the factors of the products), after the node sums.
-CUTS = ("products", "steps", "operands", "sums")
+#: edge terms and gate steps, after the node steps ``kappa * sum``, after the operands
+#: (the factors of the products), after the products, after the node sums, after the
+#: overdrives, after the read of the stream's state. With 6 streams the stages are of
+#: similar length; more cut the first one.
+CUTS = ("terms", "steps", "operands", "products", "sums", "overdrive", "state")
 
 
 def pipeline_cuts(streams):
@@ -145,45 +146,58 @@ class StreamFabric(Fabric):
         vf = [_wire(m, x, f"i_vf{n}", v_shape) for n, x in enumerate(vf)]
         vc = [_wire(m, x, f"i_vc{n}", v_shape) for n, x in enumerate(vc)]
         g = [_wire(m, x, f"i_g{e}", g_shape) for e, x in enumerate(g)]
+        state = ("valid", "stream", "learn", "vf", "vc", "g")
+        x = stage("state", dict(zip(state, (valid, issue, learn, vf, vc, g))))
 
-        # Operands; the clamped outputs come from the free outputs at t, so they are
+        # Overdrives; the clamped outputs come from the free outputs at t, so they are
         # computed here and carried.
-        udiff_f, usum_f, vdiff_f, udiff_c, usum_c, vdiff_c, minus, plus = ([] for _ in range(8))
-        for e, (a, b) in enumerate(edges):
-            ov = overdrive(m, f, g[e], int(f.vt_q[e]), name=f"ov{e}")
-            for tag, v, ud, us, vd in (("f", vf, udiff_f, usum_f, vdiff_f),
-                                       ("c", vc, udiff_c, usum_c, vdiff_c)):
-                x, y, z = edge_operands(m, f, ov, v[a], v[b], f"{tag}{e}")
-                ud.append(x), us.append(y), vd.append(z)
-            mi, pl = gate_operands(m, f, vdiff_f[e], vdiff_c[e], f"dg{e}")
-            minus.append(mi), plus.append(pl)
+        ov = [overdrive(m, f, x["g"][e], int(f.vt_q[e]), name=f"ov{e}") for e in range(E)]
         clamp = {}
-        clamp_flags, _ = self._clamp(m, SimpleNamespace(vf=vf, target=io.target), clamp)
+        clamp_flags, _ = self._clamp(m, SimpleNamespace(vf=x["vf"], target=io.target), clamp)
         clamp_nodes = sorted(clamp)
         flags = Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1))
-        carry = dict(valid=valid, stream=issue, learn=learn, vf=vf, vc=vc, g=g,
-                     clamp=[clamp[n] for n in clamp_nodes], flags=flags)
+        carry = {**{k: x[k] for k in state}, "clamp": [clamp[n] for n in clamp_nodes],
+                 "flags": flags}
+        state += ("clamp", "flags")
+        x = stage("overdrive", {**carry, "ov": ov})
 
-        x = stage("operands", {**carry, "udiff_f": udiff_f, "usum_f": usum_f,
-                               "vdiff_f": vdiff_f, "udiff_c": udiff_c, "usum_c": usum_c,
-                               "vdiff_c": vdiff_c, "minus": minus, "plus": plus})
+        # Operands.
+        udiff_f, usum_f, vdiff_f, udiff_c, usum_c, vdiff_c, minus, plus = ([] for _ in range(8))
+        for e, (a, b) in enumerate(edges):
+            for tag, v, ud, us, vd in (("f", x["vf"], udiff_f, usum_f, vdiff_f),
+                                       ("c", x["vc"], udiff_c, usum_c, vdiff_c)):
+                o1, o2, o3 = edge_operands(m, f, x["ov"][e], v[a], v[b], f"{tag}{e}")
+                ud.append(o1), us.append(o2), vd.append(o3)
+            mi, pl = gate_operands(m, f, vdiff_f[e], vdiff_c[e], f"dg{e}")
+            minus.append(mi), plus.append(pl)
+        x = stage("operands", {**{k: x[k] for k in state}, "udiff_f": udiff_f,
+                               "usum_f": usum_f, "vdiff_f": vdiff_f, "udiff_c": udiff_c,
+                               "usum_c": usum_c, "vdiff_c": vdiff_c, "minus": minus,
+                               "plus": plus})
 
-        # Products.
+        # Products (a multiplier block each with ``mult_bits``), then the edge terms and
+        # gate steps.
         usum_bits = bounded_usum_bits(f)
+        products = {
+            "p_f": [edge_raw_product(x["udiff_f"][e], x["usum_f"][e], f, self.mult_bits,
+                                     usum_bits) for e in range(E)],
+            "p_c": [edge_raw_product(x["udiff_c"][e], x["usum_c"][e], f, self.mult_bits,
+                                     usum_bits) for e in range(E)],
+            "q": [split_mul(x["minus"][e], x["plus"][e], self.mult_bits) for e in range(E)]}
+        x = stage("products", {**{k: x[k] for k in state}, **products,
+                               "vdiff_f": x["vdiff_f"], "vdiff_c": x["vdiff_c"]})
         s_f, s_c, dg, term_sat, dg_sat = [], [], [], [], []
         for e in range(E):
-            t_f, sat_f = edge_product(m, f, x["udiff_f"][e], x["usum_f"][e], x["vdiff_f"][e],
-                                      f"f{e}", self.mult_bits, usum_bits)
-            t_c, sat_c = edge_product(m, f, x["udiff_c"][e], x["usum_c"][e], x["vdiff_c"][e],
-                                      f"c{e}", self.mult_bits, usum_bits)
-            d, sat_d = gate_product(m, f, x["minus"][e], x["plus"][e], f"dg{e}", self.mult_bits)
+            t_f, sat_f = edge_finish(m, f, x["p_f"][e], x["vdiff_f"][e], f"f{e}")
+            t_c, sat_c = edge_finish(m, f, x["p_c"][e], x["vdiff_c"][e], f"c{e}")
+            d, sat_d = gate_finish(m, f, x["q"][e], f"dg{e}")
             s_f.append(t_f), s_c.append(t_c), dg.append(d)
             term_sat += [sat_f, sat_c]
             dg_sat.append(sat_d)
         flags = (x["flags"] | Mux(_or(term_sat), SAT_TERM, 0)
                  | Mux(x["learn"] & _or(dg_sat), SAT_DG, 0))
         carry = {k: x[k] for k in ("valid", "stream", "learn", "vf", "vc", "g", "clamp")}
-        x = stage("products", {**carry, "flags": flags, "s_f": s_f, "s_c": s_c, "dg": dg})
+        x = stage("terms", {**carry, "flags": flags, "s_f": s_f, "s_c": s_c, "dg": dg})
 
         # Node sums (exact) of the settling nodes.
         settling = [n for n in range(N) if n not in self.driven_nodes]

@@ -57,7 +57,7 @@ def _expect(data, key, fragment):
     ("device", "k", -1.0, "device.k", "> 0.0"),
     ("fabric", "serial", 1, "fabric.serial", "true or false"),
     ("fabric", "edge_units", 40, "fabric.edge_units", "<= 32"),
-    ("fabric", "streams", 6, "fabric.streams", "<= 5"),
+    ("fabric", "streams", 9, "fabric.streams", "<= 8"),
     ("fabric", "streams", 0, "fabric.streams", ">= 1"),
     ("fabric", "streams", "4", "fabric.streams", "an integer"),
 ])

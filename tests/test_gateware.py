@@ -160,7 +160,7 @@ def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
 
 # -- amaranth.sim unit checks ---------------------------------------------------------------
 
-@pytest.mark.parametrize("units", [0, 1, 5, 31, "serial", "streams:2", "streams:5"])
+@pytest.mark.parametrize("units", [0, 1, 5, 31, "serial", "streams:2", "streams:5", "streams:8"])
 def test_amaranth_fabric_matches_model(units):
     cfg = config_mod.refold(config_mod.load("paper-xor"), units)
     streams = int(units.split(":")[1]) if str(units).startswith("streams") else 1
