@@ -313,24 +313,6 @@ def test_build_tiny_system_ulx3s(tmp_path, capsys):
     assert out["ticks_per_second"] == pytest.approx(out["clock_mhz"] * 1e6 / 7)
 
 
-@pytest.mark.skipif(__import__("os").environ.get("CLLN_SLOW_BUILDS") != "1",
-                    reason="set CLLN_SLOW_BUILDS=1 to build the training system for a board")
-@pytest.mark.slow_build
-def test_build_paper_xor_pipelined_ulx3s(capsys):
-    """The paper network fully parallel, pipelined with 4 streams, at 50 MHz on the
-    ULX3S-85F: 5e7 network ticks per second (about 25-35 minutes on 2 cores)."""
-    assert board_cli(["build", "paper-xor", "--board", "ulx3s-85f", "--fabric", "streams:4",
-                      "--clock", "50", "--json",
-                      "--build-dir", "build/tests/system-paper-xor-ulx3s-streams"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert (out["streams"], out["edge_units"], out["cycles_per_tick"]) == (4, 32, 4)
-    assert out["fmax_mhz"] >= out["clock_mhz"] == 50
-    assert out["dsp"] == 96 and out["lut"] <= 83640
-    assert out["ticks_per_second"] == pytest.approx(5e7)
-    assert out["ticks_per_second_per_stream"] == pytest.approx(1.25e7)
-    print(json.dumps(out))
-
-
 def test_fabric_flag_is_checked(capsys):
     from clln.errors import ConfigError
     with pytest.raises(SystemExit) as info:
