@@ -369,10 +369,7 @@ class Controller(wiring.Component):
                         m.d.comb += total.eq(Array(err_acc)[si] + mcand)
                         if self.error_bound >> 64:
                             total = Mux(total[64], (1 << 64) - 1, total[:64])
-                        with m.Switch(si):
-                            for i in range(C):
-                                with m.Case(i):
-                                    m.d.sync += err_acc[i].eq(total)
+                        m.d.sync += Array(err_acc)[si].eq(total)
                     m.d.sync += [mcand.eq(mcand << 1), mplier.eq(mplier >> 1)]
             with m.State("END"):
                 last_ex = ex_count + 1 == n_ex

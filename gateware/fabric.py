@@ -21,13 +21,11 @@ from amaranth.lib.wiring import In, Out
 from clln.formats import Formats
 
 __all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "fabric_shape", "const_mul",
-           "product_operand_bits",
-           "overdrive", "edge_term", "edge_operands", "edge_product", "gate_operands",
-           "gate_product", "gate_step", "gate_delta", "gate_apply", "node_step", "node_delta",
-           "node_apply", "split_mul", "bounded_usum_bits", "edge_raw_product", "edge_finish",
-           "gate_finish", "SAT_TERM",
-           "SAT_ACC", "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
-           "mux_tree"]
+           "product_operand_bits", "overdrive", "edge_term", "edge_operands", "edge_product",
+           "edge_raw_product", "edge_finish", "gate_operands", "gate_product", "gate_finish",
+           "gate_step", "gate_delta", "gate_apply", "gate_clamp", "node_sum", "node_step",
+           "node_delta", "node_apply", "split_mul", "bounded_usum_bits", "SAT_TERM", "SAT_ACC",
+           "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate", "mux_tree"]
 
 #: Bits of the sticky saturation flags (as in ``docs/semantics.md``).
 SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = 1, 2, 4, 8, 16
@@ -67,10 +65,11 @@ def saturate(m, x, bits, name):
     return value, clipped
 
 
-def _wire(m, x, name):
-    """A signal of ``x``'s own (exact) shape driven by ``x``: computes ``x`` once."""
+def _wire(m, x, name, shape=None):
+    """A signal driven by ``x``, of ``x``'s own (exact) shape unless ``shape`` is given:
+    computes ``x`` once."""
     x = Value.cast(x)
-    w = Signal(x.shape(), name=name)
+    w = Signal(x.shape() if shape is None else shape, name=name)
     m.d.comb += w.eq(x)
     return w
 
@@ -94,6 +93,25 @@ def mux_tree(sel, values):
                   for i in range(0, len(values), 2)]
         bit += 1
     return values[0]
+
+
+def node_sum(edges, n, terms):
+    """Sum of the edge terms (currents a -> b) flowing into node ``n``.
+
+    Parameters
+    ----------
+    edges : sequence of (a, b)
+    n : int
+    terms : dict
+        Edge index -> its term; edges not in it are left out.
+    """
+    signed_terms = []
+    for e, s in terms.items():
+        if edges[e][1] == n:
+            signed_terms.append(s)
+        if edges[e][0] == n:
+            signed_terms.append(-s)
+    return _tree_sum(signed_terms)
 
 
 def _tree_sum(terms):
@@ -175,14 +193,9 @@ def bounded_usum_bits(f):
     """Signed bits that hold ``u_b + u_a`` while every gate is within ``[gate_min,
     gate_max]``: the overdrive is then at most ``gate_max - min(vt)`` and a node voltage
     at least ``-2**(v_bits - 1)`` LSBs."""
-    ov_max = round_int_shift(f.gate_max_q, f.gate_shift) - int(np.min(f.vt_q))
+    ov_max = round_shift(f.gate_max_q, f.gate_shift) - int(np.min(f.vt_q))
     u_max = max(ov_max + (1 << (f.v_bits - 1)), 0)
     return (2 * u_max).bit_length() + 1
-
-
-def round_int_shift(x, s):
-    """:func:`round_shift` of a Python integer."""
-    return x if s == 0 else (x + (1 << (s - 1))) >> s
 
 
 def edge_product(m, f, udiff, usum, vdiff, tag, mult_bits=None, usum_bits=None):
@@ -261,9 +274,12 @@ def gate_delta(m, f, d_f, d_c, tag="dg", mult_bits=None):
 
 def gate_apply(m, f, g, dg, tag="dg"):
     """``g + dg`` kept within ``[gate_min, gate_max]`` (the learning rule's bounds)."""
-    g_sum = _wire(m, g + dg, f"{tag}_sum")
-    return Mux(g_sum < f.gate_min_q, f.gate_min_q,
-               Mux(g_sum > f.gate_max_q, f.gate_max_q, g_sum))
+    return gate_clamp(f, _wire(m, g + dg, f"{tag}_sum"))
+
+
+def gate_clamp(f, g):
+    """``g`` kept within ``[gate_min, gate_max]`` (an expression)."""
+    return Mux(g < f.gate_min_q, f.gate_min_q, Mux(g > f.gate_max_q, f.gate_max_q, g))
 
 
 def gate_step(m, f, g, d_f, d_c, tag="dg", mult_bits=None):
@@ -633,17 +649,8 @@ class Fabric(wiring.Component):
 
         # Node sums: signed edge terms of the current phase, plus the accumulators.
         def phase_sum(n, c, tag):
-            terms = []
-            for u in range(P):
-                e = c * P + u
-                if e >= E:
-                    continue
-                s = cells[u].s_f if tag == "f" else cells[u].s_c
-                if edges[e][1] == n:
-                    terms.append(s)
-                if edges[e][0] == n:
-                    terms.append(-s)
-            return _tree_sum(terms)
+            return node_sum(edges, n, {c * P + u: cells[u].s_f if tag == "f" else cells[u].s_c
+                                       for u in range(P) if c * P + u < E})
 
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
         node_flags = []

@@ -22,9 +22,10 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
-from .fabric import (Fabric, _bit, _or, _tree_sum, bounded_usum_bits, edge_finish,
-                     edge_operands, edge_raw_product, gate_apply, gate_finish, gate_operands,
-                     mux_tree, node_apply, node_delta, overdrive, split_mul, SAT_DG, SAT_TERM)
+from .fabric import (Fabric, _bit, _or, _wire, bounded_usum_bits, edge_finish,
+                     edge_operands, edge_raw_product, gate_apply, gate_clamp, gate_finish,
+                     gate_operands, mux_tree, node_apply, node_delta, node_sum, overdrive,
+                     split_mul, SAT_DG, SAT_TERM)
 
 __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 
@@ -201,18 +202,9 @@ class StreamFabric(Fabric):
 
         # Node sums (exact) of the settling nodes.
         settling = [n for n in range(N) if n not in self.driven_nodes]
-        acc = {}
-        for tag in ("f", "c"):
-            for n in settling:
-                terms = []
-                for e, (a, b) in enumerate(edges):
-                    s = x[f"s_{tag}"][e]
-                    if b == n:
-                        terms.append(s)
-                    if a == n:
-                        terms.append(-s)
-                acc[tag, n] = _wire(m, _tree_sum(terms), f"acc{tag}{n}",
-                                    signed(self.acc_width))
+        acc = {(tag, n): _wire(m, node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))),
+                               f"acc{tag}{n}", signed(self.acc_width))
+               for tag in ("f", "c") for n in settling}
         carry = {k: x[k] for k in ("valid", "stream", "learn", "vf", "vc", "g", "clamp",
                                    "flags", "dg")}
         x = stage("sums", {**carry, "acc": [acc[key] for key in sorted(acc)]})
@@ -267,10 +259,7 @@ class StreamFabric(Fabric):
 
         # Gate writes (a write wins) and reads, stream-major.
         flat_g = [bank[s].g[e] for s in range(C) for e in range(E)]
-        written_gate = Signal(g_shape)
-        m.d.comb += written_gate.eq(Mux(self.gate_data < f.gate_min_q, f.gate_min_q,
-                                        Mux(self.gate_data > f.gate_max_q, f.gate_max_q,
-                                            self.gate_data)))
+        written_gate = _wire(m, gate_clamp(f, self.gate_data), "written_gate", g_shape)
         with m.If(self.gate_we):
             with m.Switch(self.gate_addr):
                 for i, reg in enumerate(flat_g):
@@ -282,13 +271,6 @@ class StreamFabric(Fabric):
                      for s in range(C) for n in range(N)]
         m.d.comb += [self.gates[i].eq(reg) for i, reg in enumerate(flat_g)]
         return m
-
-
-def _wire(m, x, name, shape):
-    """A signal of ``shape`` driven by ``x``."""
-    w = Signal(shape, name=name)
-    m.d.comb += w.eq(x)
-    return w
 
 
 def _register(m, x, name):
