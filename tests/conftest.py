@@ -1,8 +1,16 @@
+"""Fixtures and config builders shared by the tests (``from conftest import ...``)."""
+
 import copy
+import dataclasses
 import tomllib
 from importlib import resources
 
 import pytest
+
+from clln import config as config_mod
+
+#: Settle and learn ticks of :func:`small_xor`'s short schedule.
+SETTLE, LEARN = 30, 2
 
 
 def builtin_dict(name):
@@ -18,6 +26,43 @@ def xor_dict():
 @pytest.fixture
 def regression_dict():
     return copy.deepcopy(builtin_dict("paper-regression"))
+
+
+def small_xor(fold=None):
+    """paper-xor with a short schedule (:data:`SETTLE`, :data:`LEARN`), refolded to
+    ``fold`` (see ``config.refold``) unless None."""
+    cfg = config_mod.load("paper-xor")
+    if fold is not None:
+        cfg = config_mod.refold(cfg, fold)
+    return dataclasses.replace(
+        cfg, schedule=dataclasses.replace(cfg.schedule, settle_ticks=SETTLE, learn_ticks=LEARN))
+
+
+def tiny_config(tmp_path, units=2, settle=6, learn=2, two_outputs=False):
+    """A 6-node, 7-edge network: one input, one rail, one differential output (and a
+    single-ended one at node 2 with ``two_outputs``). ``units`` is a fold: a number of
+    edge units or ``"streams:C"``."""
+    if two_outputs:
+        (tmp_path / "tiny.csv").write_text(
+            "x1,y1,y2\n0.0,0.05,0.2\n0.3,-0.04,0.35\n0.15,0.02,0.25\n0.45,0.0,0.45\n"
+            "0.1,0.03,0.2\n")
+    else:
+        (tmp_path / "tiny.csv").write_text(
+            "x1,y1\n0.0,0.05\n0.3,-0.04\n0.15,0.02\n0.45,0.0\n0.1,0.03\n")
+    data = {
+        "name": "tiny",
+        "network": {"topology": "edges", "nodes": 6,
+                    "edges": [[0, 2], [2, 3], [3, 1], [2, 4], [4, 5], [5, 3], [1, 4]]},
+        "device": {"vt": 0.62, "k": 8.5e-4},
+        "io": {"inputs": [0], "rails": [[1, 0.45]],
+               "outputs": [[4, 5], 2] if two_outputs else [[4, 5]]},
+        "learning": {"eta": 0.5, "alpha": 40.0, "gate_init": [1.0, 2.5], "gate_min": 0.7,
+                     "gate_max": 4.0, "epochs": 2, "seed": 3},
+        "task": {"dataset": "tiny.csv"},
+        "schedule": {"settle_ticks": settle, "learn_ticks": learn, "kappa": 0.02},
+    }
+    return config_mod.refold(config_mod.parse(data, "<tiny>", tmp_path), units)
+
 
 
 def pytest_configure(config):

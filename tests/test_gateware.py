@@ -2,7 +2,6 @@
 
 import collections
 import json
-import tomllib
 
 import numpy as np
 import pytest
@@ -20,11 +19,7 @@ from clln.gateware.serial import serial_schedule
 from clln.sim.benches.runner import verify
 from clln.sim.benches.stimulus import unpack
 from clln.sim.fixed import FixedPointModel
-
-
-def builtin_dict(name):
-    """A built-in config as the dict ``config.parse`` takes."""
-    return tomllib.loads(config_mod.resolve(name).read_text())
+from conftest import builtin_dict
 
 
 def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None):
@@ -386,6 +381,17 @@ def test_amaranth_gate_restore_and_flags():
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_every_allowed_streams_count_has_its_cuts():
+    """``[fabric] streams`` allows 1 .. MAX_STREAMS; the pipeline has a cut for each."""
+    from clln.config import MAX_STREAMS
+    from clln.gateware.streams import CUTS, pipeline_cuts
+    assert [len(pipeline_cuts(c)) for c in range(1, MAX_STREAMS + 1)] == \
+        list(range(MAX_STREAMS))
+    assert len(CUTS) == MAX_STREAMS - 1
+    with pytest.raises(ValueError):
+        pipeline_cuts(MAX_STREAMS + 1)
 
 
 def test_streams_fabric_keeps_gate_writes_within_bounds():

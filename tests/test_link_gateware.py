@@ -312,8 +312,8 @@ def test_transmit_chain_round_trip():
             return m
 
     rng = random.Random(4)
-    replies = [bytes([p.PROTOCOL_VERSION, i, 0x09, 0]) + bytes(rng.randrange(256) for _ in range(i * 9))
-               for i in range(0, 29, 4)]
+    replies = [bytes([p.PROTOCOL_VERSION, i, 0x09, 0])
+               + bytes(rng.randrange(256) for _ in range(i * 9)) for i in range(0, 29, 4)]
     got = stream_through(Chain(), packets_as_bytes(replies),
                          lambda t: {"data": t[0], "last": t[1]}, int, rng)
     parsed = p.FrameReader(p.parse_reply).feed(bytes(got))

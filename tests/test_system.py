@@ -5,14 +5,12 @@ fabric serves every test; the golden model ``clln.sim.system.SystemModel`` answe
 same requests through a loopback transport.
 """
 
-import dataclasses
 import random
 import struct
 
 import numpy as np
 import pytest
 
-from clln import config as config_mod
 from clln.host import protocol as p
 from clln.host.driver import Device, DeviceError, LoopbackTransport
 from clln.host.protocol import Command, Status
@@ -20,14 +18,8 @@ from clln.sim.benches.board import SimBoardTransport
 from clln.sim.fixed import FixedPointModel
 from clln.sim.system import SystemModel
 from clln.sim.training import train
+from conftest import LEARN, SETTLE, small_xor
 
-SETTLE, LEARN = 30, 2
-
-
-def small_xor(fold=8):
-    cfg = config_mod.refold(config_mod.load("paper-xor"), fold)
-    return dataclasses.replace(
-        cfg, schedule=dataclasses.replace(cfg.schedule, settle_ticks=SETTLE, learn_ticks=LEARN))
 
 
 @pytest.fixture(scope="module", params=[8, "serial", "streams:3"],

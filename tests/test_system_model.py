@@ -1,30 +1,19 @@
 """The golden model of the board system (``clln.sim.system.SystemModel``) with several
 streams: each stream must be the single-network system of its seed, bit for bit."""
 
-import dataclasses
 
 import numpy as np
 import pytest
 
-from clln import config as config_mod
 from clln.host import protocol as p
 from clln.host.driver import Device, LoopbackTransport
 from clln.host.protocol import Command, Status
 from clln.sim.fixed import SAT_DG, SAT_V, FixedPointModel
 from clln.sim.system import SystemModel
 from clln.sim.training import train
+from conftest import LEARN, SETTLE, small_xor, tiny_config
 
-SETTLE, LEARN = 30, 2
 E = 32                                      # edges of paper-xor
-
-
-def small_xor(streams=1):
-    """paper-xor with a short schedule, on a fabric of ``streams`` networks."""
-    cfg = config_mod.load("paper-xor")
-    if streams > 1:
-        cfg = config_mod.refold(cfg, f"streams:{streams}")
-    return dataclasses.replace(
-        cfg, schedule=dataclasses.replace(cfg.schedule, settle_ticks=SETTLE, learn_ticks=LEARN))
 
 
 def ask(model, command, payload=b""):
@@ -59,12 +48,13 @@ def session(dev, cfg, seed, gate_seed, order, rng):
 
 @pytest.mark.parametrize("order,seed", [(p.Order.LFSR, 77), (p.Order.CYCLIC, 4)])
 def test_streams_are_the_single_network_systems_of_their_seeds(order, seed):
-    model = SystemModel(small_xor(3), seed=10)
+    model = SystemModel(small_xor("streams:3"), seed=10)
     assert model.seeds == [10, 11, 12] and model.identity.streams == 3
     dev = Device(LoopbackTransport(model.respond))
-    got = session(dev, small_xor(3), seed, 2 * seed, order, np.random.default_rng(seed))
-    want = [session(Device(LoopbackTransport(SystemModel(small_xor(1), seed=10 + s).respond)),
-                    small_xor(1), seed, 2 * seed + s, order, np.random.default_rng(seed))
+    got = session(dev, small_xor("streams:3"), seed, 2 * seed, order,
+                  np.random.default_rng(seed))
+    want = [session(Device(LoopbackTransport(SystemModel(small_xor(), seed=10 + s).respond)),
+                    small_xor(), seed, 2 * seed + s, order, np.random.default_rng(seed))
             for s in range(3)]
     for i in range(2):
         np.testing.assert_array_equal(got["gates"][i],
@@ -86,7 +76,7 @@ def test_streams_are_the_single_network_systems_of_their_seeds(order, seed):
 def test_streams_train_like_the_fixed_point_model():
     """Cyclic training from reset: stream s is ``train(FixedPointModel(cfg, [10 + s]))``:
     same gates, same final outputs, and error sums of its observed outputs."""
-    cfg, epochs = small_xor(3), 3
+    cfg, epochs = small_xor("streams:3"), 3
     model = SystemModel(cfg, seed=10)
     model.run(epochs, True)
     gates, sums = model.gates.reshape(3, E).copy(), list(model.error_sums)
@@ -105,7 +95,8 @@ def test_streams_train_like_the_fixed_point_model():
 
 @pytest.mark.parametrize("streams", [1, 3])
 def test_gate_table_outputs_status_and_reset(streams):
-    model = SystemModel(small_xor(streams), max_examples=70)
+    fold = f"streams:{streams}" if streams > 1 else None
+    model = SystemModel(small_xor(fold), max_examples=70)
     ident = model.identity
     assert (ident.streams, ident.n_gates, ident.n_output_values) == (streams, streams * E,
                                                                      streams)
@@ -157,29 +148,10 @@ def test_gate_table_outputs_status_and_reset(streams):
     assert not model.outputs.any() and not model.twin.flags.any()
 
 
-def tiny_two_outputs(tmp_path, streams):
-    """A 6-node network with a differential and a single-ended output."""
-    (tmp_path / "tiny.csv").write_text(
-        "x1,y1,y2\n0.0,0.05,0.2\n0.3,-0.04,0.35\n0.15,0.02,0.25\n0.45,0.0,0.45\n")
-    data = {
-        "name": "tiny",
-        "network": {"topology": "edges", "nodes": 6,
-                    "edges": [[0, 2], [2, 3], [3, 1], [2, 4], [4, 5], [5, 3], [1, 4]]},
-        "device": {"vt": 0.62, "k": 8.5e-4},
-        "io": {"inputs": [0], "rails": [[1, 0.45]], "outputs": [[4, 5], 2]},
-        "learning": {"eta": 0.5, "alpha": 40.0, "gate_init": [1.0, 2.5], "gate_min": 0.7,
-                     "gate_max": 4.0, "epochs": 2, "seed": 3},
-        "task": {"dataset": "tiny.csv"},
-        "schedule": {"settle_ticks": 6, "learn_ticks": 2, "kappa": 0.02},
-        "fabric": {"streams": streams},
-    }
-    return config_mod.parse(data, "<tiny>", tmp_path)
-
-
 def test_outputs_of_two_outputs_are_stream_major(tmp_path):
     """Column ``s * n_outputs + k`` is output k of stream s; a reply holds 64 values."""
-    model = SystemModel(tiny_two_outputs(tmp_path, 3), max_examples=16)
-    singles = [SystemModel(tiny_two_outputs(tmp_path, 1), max_examples=16, seed=3 + s)
+    model = SystemModel(tiny_config(tmp_path, "streams:3", two_outputs=True), max_examples=16)
+    singles = [SystemModel(tiny_config(tmp_path, 0, two_outputs=True), max_examples=16, seed=3 + s)
                for s in range(3)]
     for m in [model] + singles:
         m.write_schedule(p.ScheduleParams(6, 2, 2, 4, p.Order.LFSR, 9))
