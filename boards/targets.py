@@ -239,7 +239,7 @@ ECP5_CLASSIC_ABC = dict(
 
 
 def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
-          classic_abc=False):
+          classic_abc=False, router=None):
     """Build a bitstream of a design for a board with the YoWASP tools.
 
     Parameters
@@ -257,6 +257,8 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
         at the nearest frequency it can make.
     classic_abc : bool
         ECP5 only: map LUTs with ABC's classic flow (:data:`ECP5_CLASSIC_ABC`).
+    router : str, optional
+        nextpnr's router (``"router1"``, ``"router2"``); default nextpnr's own.
 
     Returns
     -------
@@ -285,7 +287,8 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
         try:
             platform.build(_Top(t, design, clk), name=name, build_dir=str(build_dir),
                            do_program=False, **synth,
-                           nextpnr_opts=f"--report {name}.report.json --timing-allow-fail")
+                           nextpnr_opts=f"--report {name}.report.json --timing-allow-fail"
+                                        + (f" --router {router}" if router else ""))
         except Exception as e:          # Amaranth raises a bare subprocess error
             log = build_dir / f"{name}.tim"
             tail = log.read_text().splitlines()[-15:] if log.exists() else []

@@ -21,11 +21,14 @@ from amaranth.lib.wiring import In, Out
 from clln.formats import Formats
 
 __all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "fabric_shape", "const_mul",
-           "product_operand_bits", "overdrive", "edge_term", "edge_operands", "edge_product",
-           "edge_raw_product", "edge_finish", "gate_operands", "gate_product", "gate_finish",
-           "gate_step", "gate_delta", "gate_apply", "gate_clamp", "node_sum", "node_step",
-           "node_delta", "node_apply", "split_mul", "bounded_usum_bits", "SAT_TERM", "SAT_ACC",
-           "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate", "mux_tree"]
+           "product_operand_bits", "overdrive", "edge_term", "edge_operands",
+           "edge_product", "edge_raw_product", "edge_finish", "gate_operands",
+           "gate_product", "gate_finish", "gate_scale", "gate_round", "gate_step",
+           "gate_delta", "gate_apply", "gate_clamp", "node_sum", "node_step", "node_delta",
+           "node_scale", "node_round", "node_apply", "clamp_errors", "clamp_scale",
+           "clamp_finish", "split_mul", "bounded_usum_bits", "SAT_TERM", "SAT_ACC",
+           "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
+           "mux_tree"]
 
 #: Bits of the sticky saturation flags (as in ``docs/semantics.md``).
 SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = 1, 2, 4, 8, 16
@@ -112,6 +115,45 @@ def node_sum(edges, n, terms):
         if edges[e][0] == n:
             signed_terms.append(-s)
     return _tree_sum(signed_terms)
+
+
+def clamp_errors(outputs, target, vf):
+    """``target[k] - out_k`` of every output ``(p, m)`` (``out = vf[p] - vf[m]``, or
+    ``vf[p]`` when ``m < 0``): expressions."""
+    return [target[k] - (vf[p] - vf[mi] if mi >= 0 else vf[p])
+            for k, (p, mi) in enumerate(outputs)]
+
+
+def clamp_scale(f, error):
+    """``error * eta_q`` (an expression of shifts and adds)."""
+    return const_mul(error, f.eta_q)
+
+
+def clamp_finish(m, f, outputs, vf, scaled, vc_next):
+    """Set the clamped outputs in ``vc_next`` (a list or dict by node): the free outputs
+    nudged by ``eta (target - out)``, from the scaled errors (:func:`clamp_scale`).
+
+    A single-ended output moves by all of the nudge, a differential one's nodes by half
+    each, in opposite directions.
+
+    Returns
+    -------
+    list of Signal
+        Saturation of each clamped value.
+    """
+    clamp_flags = []
+    for k, ((p, mi), sc) in enumerate(zip(outputs, scaled)):
+        if mi < 0:
+            nudge = round_shift(sc, f.eta_frac)
+            vc_next[p], s = saturate(m, vf[p] + nudge, f.v_bits, f"clamp{k}")
+            clamp_flags.append(s)
+        else:
+            half = Signal(signed(f.v_bits + 2 + f.eta_frac), name=f"half{k}")
+            m.d.comb += half.eq(round_shift(sc, f.eta_frac + 1))
+            vc_next[p], sp = saturate(m, vf[p] + half, f.v_bits, f"clamp{k}p")
+            vc_next[mi], sm = saturate(m, vf[mi] - half, f.v_bits, f"clamp{k}m")
+            clamp_flags += [sp, sm]
+    return clamp_flags
 
 
 def _tree_sum(terms):
@@ -255,9 +297,18 @@ def gate_product(m, f, minus, plus, tag="dg", mult_bits=None):
 
 def gate_finish(m, f, product, tag="dg"):
     """``sat(round_shift(product * lr_mul, learn_shift), dg_bits)`` and whether it
-    saturated."""
-    return saturate(m, round_shift(const_mul(product, f.lr_mul), f.learn_shift), f.dg_bits,
-                    tag)
+    saturated (:func:`gate_scale` then :func:`gate_round`)."""
+    return gate_round(m, f, gate_scale(f, product), tag)
+
+
+def gate_scale(f, product):
+    """``product * lr_mul`` (an expression of shifts and adds)."""
+    return const_mul(product, f.lr_mul)
+
+
+def gate_round(m, f, scaled, tag="dg"):
+    """``sat(round_shift(scaled, learn_shift), dg_bits)`` and whether it saturated."""
+    return saturate(m, round_shift(scaled, f.learn_shift), f.dg_bits, tag)
 
 
 def gate_delta(m, f, d_f, d_c, tag="dg", mult_bits=None):
@@ -302,10 +353,20 @@ def node_delta(m, f, acc, tag):
     (dv, flags) : (Signal, Value)
         ``flags`` has the acc and dv bits of the saturation flags.
     """
-    a, s1 = saturate(m, acc, f.acc_bits, f"acc_{tag}")
-    dv, s2 = saturate(m, round_shift(const_mul(a, f.kappa_mul), f.node_shift), f.dv_bits,
-                      f"dv_{tag}")
+    scaled, s1 = node_scale(m, f, acc, tag)
+    dv, s2 = node_round(m, f, scaled, tag)
     return dv, Cat(Const(0, 1), s1, s2, Const(0, 2))
+
+
+def node_scale(m, f, acc, tag):
+    """``sat(acc, acc_bits) * kappa_mul`` (an expression) and whether ``acc`` saturated."""
+    a, clipped = saturate(m, acc, f.acc_bits, f"acc_{tag}")
+    return const_mul(a, f.kappa_mul), clipped
+
+
+def node_round(m, f, scaled, tag):
+    """``sat(round_shift(scaled, node_shift), dv_bits)`` and whether it saturated."""
+    return saturate(m, round_shift(scaled, f.node_shift), f.dv_bits, f"dv_{tag}")
 
 
 def node_apply(m, f, v, dv, tag):
@@ -522,23 +583,11 @@ class Fabric(wiring.Component):
         (flags, outputs) : (list of Signal, list of Value)
             Saturation of each clamped value; the free output of each output.
         """
-        f = self.fmt
-        vf, target = st.vf, st.target
-        clamp_flags, out_values = [], []
-        for k, (p, mi) in enumerate(self.cfg.io.outputs):
-            if mi < 0:
-                nudge = round_shift(const_mul(target[k] - vf[p], f.eta_q), f.eta_frac)
-                vc_next[p], s = saturate(m, vf[p] + nudge, f.v_bits, f"clamp{k}")
-                clamp_flags.append(s)
-                out_values.append(vf[p])
-            else:
-                half = Signal(signed(f.v_bits + 2 + f.eta_frac), name=f"half{k}")
-                m.d.comb += half.eq(round_shift(const_mul(target[k] - (vf[p] - vf[mi]),
-                                                          f.eta_q), f.eta_frac + 1))
-                vc_next[p], sp = saturate(m, vf[p] + half, f.v_bits, f"clamp{k}p")
-                vc_next[mi], sm = saturate(m, vf[mi] - half, f.v_bits, f"clamp{k}m")
-                clamp_flags += [sp, sm]
-                out_values.append(vf[p] - vf[mi])
+        outputs = self.cfg.io.outputs
+        errors = clamp_errors(outputs, st.target, st.vf)
+        scaled = [clamp_scale(self.fmt, err) for err in errors]
+        clamp_flags = clamp_finish(m, self.fmt, outputs, st.vf, scaled, vc_next)
+        out_values = [st.vf[p] - st.vf[mi] if mi >= 0 else st.vf[p] for p, mi in outputs]
         return clamp_flags, out_values
 
     def _finish(self, m, st, commit, tick_flags, vf_next, vc_next, out_values):

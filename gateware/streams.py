@@ -22,19 +22,21 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
-from .fabric import (Fabric, _bit, _or, _wire, bounded_usum_bits, edge_finish,
-                     edge_operands, edge_raw_product, gate_apply, gate_clamp, gate_finish,
-                     gate_operands, mux_tree, node_apply, node_delta, node_sum, overdrive,
-                     split_mul, SAT_DG, SAT_TERM)
+from .fabric import (Fabric, _bit, _or, _wire, bounded_usum_bits, clamp_errors,
+                     clamp_finish, clamp_scale, edge_finish, edge_operands, edge_raw_product,
+                     gate_apply, gate_clamp, gate_operands, gate_round, gate_scale, mux_tree,
+                     node_apply, node_round, node_scale, node_sum, overdrive, split_mul,
+                     SAT_ACC, SAT_DG, SAT_DV, SAT_TERM)
 
 __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 
 #: Places a pipeline register can cut the tick, in the order they are used: after the
-#: edge terms and gate steps, after the node steps ``kappa * sum``, after the operands
-#: (the factors of the products), after the products, after the node sums, after the
-#: overdrives, after the read of the stream's state. With 6 streams the stages are of
-#: similar length; more cut the first one.
-CUTS = ("terms", "steps", "operands", "products", "sums", "overdrive", "state")
+#: edge terms (beside them, the gate steps and the output errors scaled by their
+#: constants), after the node steps, after the operands (the factors of the products),
+#: after the products, after the node sums (beside them, the rounded gate steps and the
+#: clamped outputs), after the overdrives, after ``kappa * sum``. With all seven (8
+#: streams) no stage has more than about three adders in a row.
+CUTS = ("terms", "steps", "operands", "products", "sums", "overdrive", "kappa")
 
 
 def pipeline_cuts(streams):
@@ -68,11 +70,12 @@ class StreamFabric(Fabric):
       in flight, so change them (and read ``outputs`` or the state) only while ``busy``
       is low.
     - ``gate_addr``/``gate_raddr`` address ``s * E + e``; ``outputs`` has ``s * K + k``;
-      ``v_free``, ``v_clamped`` and ``gates`` hold stream after stream. A gate write wins
-      over a tick writing back the same stream; it is kept within ``[gate_min,
-      gate_max]``, as learning keeps gates, so that every gate always is (which bounds
-      the edge terms' factors, see ``bounded_usum_bits``; the protocol refuses other
-      gates anyway).
+      ``v_free``, ``v_clamped`` and ``gates`` hold stream after stream. Write gates only
+      while ``busy`` is low: a write in a cycle that writes a tick back drops that
+      tick's gate steps (every write-back shares one data path per gate). A written
+      gate is kept within ``[gate_min, gate_max]``, as learning keeps gates, so that
+      every gate always is (which bounds the edge terms' factors, see
+      ``bounded_usum_bits``; the protocol refuses other gates anyway).
     - ``sat_flags``: sticky flags of all streams together.
     """
 
@@ -147,20 +150,16 @@ class StreamFabric(Fabric):
         vf = [_wire(m, x, f"i_vf{n}", v_shape) for n, x in enumerate(vf)]
         vc = [_wire(m, x, f"i_vc{n}", v_shape) for n, x in enumerate(vc)]
         g = [_wire(m, x, f"i_g{e}", g_shape) for e, x in enumerate(g)]
-        state = ("valid", "stream", "learn", "vf", "vc", "g")
-        x = stage("state", dict(zip(state, (valid, issue, learn, vf, vc, g))))
+        # ``carry`` names what travels with a tick to its write-back.
+        carry = ("valid", "stream", "learn", "vf", "vc", "g")
+        x = dict(zip(carry, (valid, issue, learn, vf, vc, g)))
 
-        # Overdrives; the clamped outputs come from the free outputs at t, so they are
-        # computed here and carried.
+        def keep(*names):
+            return {k: x[k] for k in carry + names}
+
+        # Overdrives.
         ov = [overdrive(m, f, x["g"][e], int(f.vt_q[e]), name=f"ov{e}") for e in range(E)]
-        clamp = {}
-        clamp_flags, _ = self._clamp(m, SimpleNamespace(vf=x["vf"], target=io.target), clamp)
-        clamp_nodes = sorted(clamp)
-        flags = Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1))
-        carry = {**{k: x[k] for k in state}, "clamp": [clamp[n] for n in clamp_nodes],
-                 "flags": flags}
-        state += ("clamp", "flags")
-        x = stage("overdrive", {**carry, "ov": ov})
+        x = stage("overdrive", {**keep(), "ov": ov})
 
         # Operands.
         udiff_f, usum_f, vdiff_f, udiff_c, usum_c, vdiff_c, minus, plus = ([] for _ in range(8))
@@ -171,52 +170,75 @@ class StreamFabric(Fabric):
                 ud.append(o1), us.append(o2), vd.append(o3)
             mi, pl = gate_operands(m, f, vdiff_f[e], vdiff_c[e], f"dg{e}")
             minus.append(mi), plus.append(pl)
-        x = stage("operands", {**{k: x[k] for k in state}, "udiff_f": udiff_f,
-                               "usum_f": usum_f, "vdiff_f": vdiff_f, "udiff_c": udiff_c,
-                               "usum_c": usum_c, "vdiff_c": vdiff_c, "minus": minus,
-                               "plus": plus})
+        x = stage("operands", {**keep(), "udiff_f": udiff_f, "usum_f": usum_f,
+                               "vdiff_f": vdiff_f, "udiff_c": udiff_c, "usum_c": usum_c,
+                               "vdiff_c": vdiff_c, "minus": minus, "plus": plus})
 
-        # Products (a multiplier block each with ``mult_bits``), then the edge terms and
-        # gate steps.
+        # Products (a multiplier block each with ``mult_bits``); beside them, the errors
+        # of the free outputs (the clamped outputs come from the free outputs at t; the
+        # clamp is spread over three stages that have time to spare).
         usum_bits = bounded_usum_bits(f)
+        outputs = cfg.io.outputs
         products = {
             "p_f": [edge_raw_product(x["udiff_f"][e], x["usum_f"][e], f, self.mult_bits,
                                      usum_bits) for e in range(E)],
             "p_c": [edge_raw_product(x["udiff_c"][e], x["usum_c"][e], f, self.mult_bits,
                                      usum_bits) for e in range(E)],
             "q": [split_mul(x["minus"][e], x["plus"][e], self.mult_bits) for e in range(E)]}
-        x = stage("products", {**{k: x[k] for k in state}, **products,
-                               "vdiff_f": x["vdiff_f"], "vdiff_c": x["vdiff_c"]})
-        s_f, s_c, dg, term_sat, dg_sat = [], [], [], [], []
+        errors = [_wire(m, err, f"cl_err{k}")
+                  for k, err in enumerate(clamp_errors(outputs, io.target, x["vf"]))]
+        x = stage("products", {**keep(), **products, "vdiff_f": x["vdiff_f"],
+                               "vdiff_c": x["vdiff_c"], "cl_err": errors})
+
+        # Edge terms; the gate products and the output errors scaled by their constants.
+        s_f, s_c, term_sat = [], [], []
         for e in range(E):
             t_f, sat_f = edge_finish(m, f, x["p_f"][e], x["vdiff_f"][e], f"f{e}")
             t_c, sat_c = edge_finish(m, f, x["p_c"][e], x["vdiff_c"][e], f"c{e}")
-            d, sat_d = gate_finish(m, f, x["q"][e], f"dg{e}")
-            s_f.append(t_f), s_c.append(t_c), dg.append(d)
+            s_f.append(t_f), s_c.append(t_c)
             term_sat += [sat_f, sat_c]
-            dg_sat.append(sat_d)
-        flags = (x["flags"] | Mux(_or(term_sat), SAT_TERM, 0)
-                 | Mux(x["learn"] & _or(dg_sat), SAT_DG, 0))
-        carry = {k: x[k] for k in ("valid", "stream", "learn", "vf", "vc", "g", "clamp")}
-        x = stage("terms", {**carry, "flags": flags, "s_f": s_f, "s_c": s_c, "dg": dg})
+        flags = Mux(_or(term_sat), SAT_TERM, 0)
+        dg_scaled = [_wire(m, gate_scale(f, x["q"][e]), f"dg_scaled{e}") for e in range(E)]
+        cl_scaled = [_wire(m, clamp_scale(f, err), f"cl_scaled{k}")
+                     for k, err in enumerate(x["cl_err"])]
+        x = stage("terms", {**keep(), "flags": flags, "s_f": s_f, "s_c": s_c,
+                            "dg_scaled": dg_scaled, "cl_scaled": cl_scaled})
+        carry += ("flags",)
 
-        # Node sums (exact) of the settling nodes.
+        # Node sums (exact) of the settling nodes; the gate steps and the clamped outputs.
         settling = [n for n in range(N) if n not in self.driven_nodes]
         acc = {(tag, n): _wire(m, node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))),
                                f"acc{tag}{n}", signed(self.acc_width))
                for tag in ("f", "c") for n in settling}
-        carry = {k: x[k] for k in ("valid", "stream", "learn", "vf", "vc", "g", "clamp",
-                                   "flags", "dg")}
-        x = stage("sums", {**carry, "acc": [acc[key] for key in sorted(acc)]})
+        dg, dg_sat = [], []
+        for e in range(E):
+            d, sat_d = gate_round(m, f, x["dg_scaled"][e], f"dg{e}")
+            dg.append(d), dg_sat.append(sat_d)
+        clamp = {}
+        clamp_flags = clamp_finish(m, f, outputs, x["vf"], x["cl_scaled"], clamp)
+        clamp_nodes = sorted(clamp)
+        flags = (x["flags"] | Mux(x["learn"] & _or(dg_sat), SAT_DG, 0)
+                 | Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1)))
+        x = stage("sums", {**keep(), "flags": flags, "dg": dg,
+                           "clamp": [clamp[n] for n in clamp_nodes],
+                           "acc": [acc[key] for key in sorted(acc)]})
+        carry += ("dg", "clamp")
         acc = dict(zip(sorted(acc), x["acc"]))
 
-        # Node steps.
-        flags, dv = x["flags"], {}
+        # Node steps: ``kappa * acc``, then rounded.
+        flags, scaled = x["flags"], {}
         for key in sorted(acc):
-            dv[key], fl = node_delta(m, f, acc[key], f"{key[0]}{key[1]}")
-            flags = flags | fl
-        carry = {k: x[k] for k in ("valid", "stream", "learn", "vf", "vc", "g", "clamp", "dg")}
-        x = stage("steps", {**carry, "flags": flags, "dv": [dv[key] for key in sorted(dv)]})
+            sc, sat_acc = node_scale(m, f, acc[key], f"{key[0]}{key[1]}")
+            scaled[key] = _wire(m, sc, f"scaled{key[0]}{key[1]}")
+            flags = flags | Mux(sat_acc, SAT_ACC, 0)
+        x = stage("kappa", {**keep(), "flags": flags,
+                            "scaled": [scaled[key] for key in sorted(scaled)]})
+        scaled = dict(zip(sorted(scaled), x["scaled"]))
+        flags, dv = x["flags"], {}
+        for key in sorted(scaled):
+            dv[key], sat_dv = node_round(m, f, scaled[key], f"{key[0]}{key[1]}")
+            flags = flags | Mux(sat_dv, SAT_DV, 0)
+        x = stage("steps", {**keep(), "flags": flags, "dv": [dv[key] for key in sorted(dv)]})
         dv = dict(zip(sorted(dv), x["dv"]))
 
         # New state of the stream, written back to its bank.
@@ -234,13 +256,20 @@ class StreamFabric(Fabric):
             vc_next[n] = value
         g_next = [Mux(x["learn"], gate_apply(m, f, x["g"][e], x["dg"][e], f"dg{e}"), x["g"][e])
                   for e in range(E)]
-        with m.If(x["valid"]):
-            with m.Switch(x["stream"]):
-                for s in range(C):
-                    with m.Case(s):
-                        m.d.sync += [bank[s].vf[n].eq(vf_next[n]) for n in range(N)]
-                        m.d.sync += [bank[s].vc[n].eq(vc_next[n]) for n in range(N)]
-                        m.d.sync += [bank[s].g[e].eq(g_next[e]) for e in range(E)]
+        # A gate write shares the write-back's data path: gate e of every stream takes
+        # ``g_in[e]`` (one multiplexer per gate, not one per gate and stream); the
+        # controller writes only while ``busy`` is low.
+        written_gate = _wire(m, gate_clamp(f, self.gate_data), "written_gate", g_shape)
+        g_in = [_wire(m, Mux(self.gate_we, written_gate, g_next[e]), f"g_in{e}", g_shape)
+                for e in range(E)]
+        for s in range(C):
+            back = _wire(m, x["valid"] & (x["stream"] == s), f"s{s}_back")
+            with m.If(back):
+                m.d.sync += [bank[s].vf[n].eq(vf_next[n]) for n in range(N)]
+                m.d.sync += [bank[s].vc[n].eq(vc_next[n]) for n in range(N)]
+            for e in range(E):
+                with m.If(Mux(self.gate_we, self.gate_addr == s * E + e, back)):
+                    m.d.sync += bank[s].g[e].eq(g_in[e])
 
         # Status, samples, outputs of every stream, registered from its bank (the
         # controller's error path then starts at a register): one cycle behind the bank,
@@ -257,14 +286,8 @@ class StreamFabric(Fabric):
         m.d.sync += written.eq(x["valid"])
         m.d.comb += self.busy.eq((issue != 0) | _or(valids) | written)
 
-        # Gate writes (a write wins) and reads, stream-major.
+        # Gate reads, stream-major.
         flat_g = [bank[s].g[e] for s in range(C) for e in range(E)]
-        written_gate = _wire(m, gate_clamp(f, self.gate_data), "written_gate", g_shape)
-        with m.If(self.gate_we):
-            with m.Switch(self.gate_addr):
-                for i, reg in enumerate(flat_g):
-                    with m.Case(i):
-                        m.d.sync += reg.eq(written_gate)
         m.d.sync += self.gate_rdata.eq(mux_tree(self.gate_raddr, flat_g))
         m.d.comb += [self.v_free[s * N + n].eq(bank[s].vf[n]) for s in range(C) for n in range(N)]
         m.d.comb += [self.v_clamped[s * N + n].eq(bank[s].vc[n])
