@@ -63,6 +63,16 @@ def narrow_config():
     return config_mod.parse(data, "<narrow>")
 
 
+def saturating_config():
+    """paper-xor with widths so narrow that edge terms, node sums, node steps and gate
+    steps saturate within a few dozen ticks."""
+    data = builtin_dict("paper-xor")
+    data["fixed"] = {"v_frac": 12, "v_bits": 15, "g_frac": 18, "g_bits": 22, "term_bits": 24,
+                     "acc_bits": 25, "dv_bits": 7, "dg_bits": 12, "kappa_bits": 5,
+                     "lr_bits": 6, "eta_frac": 6}
+    return config_mod.parse(data, "<saturating>")
+
+
 async def read_state(ctx, dut):
     """Free and clamped node voltages and gates of a paused fabric (flat or through the
     read ports of the serial fabric)."""
@@ -85,7 +95,7 @@ def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
     """Run the fabric in amaranth.sim; return (dut states, model states, dut).
 
     A state row is ``v_free, v_clamped, gates, outputs`` (every stream's, stream after
-    stream) and the tick counter, after every tick; then, after ``free`` more ticks run back to
+    stream), the sticky saturation flags (of all streams) and the tick counter, after every tick; then, after ``free`` more ticks run back to
     back with ``run`` held high (``learn`` switching between them, and the opposite of
     its value on all but a tick's first cycle), a last row.
     """
@@ -110,11 +120,12 @@ def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
 
     async def record(ctx, ticks):
         got.append(np.concatenate([*(await read_state(ctx, dut)), ctx.get(dut.outputs),
-                                   [ctx.get(dut.ticks)]]))
+                                   [ctx.get(dut.sat_flags), ctx.get(dut.ticks)]]))
         vf = model.v_free
         outputs = vf[:, plus] - np.where(minus >= 0, vf[:, minus], 0)
         exp.append(np.concatenate([vf.ravel(), model.v_clamped.ravel(),
-                                   model.gates.ravel(), outputs.ravel(), [ticks]]))
+                                   model.gates.ravel(), outputs.ravel(),
+                                   [np.bitwise_or.reduce(model.flags), ticks]]))
 
     async def bench(ctx):
         while hasattr(dut, "busy") and ctx.get(dut.busy):     # serial: clearing its RAM
@@ -171,7 +182,7 @@ def test_amaranth_fabric_matches_model(units):
     else:
         assert dut.cycles_per_tick == (-(-32 // units) if units else 1)
     N, E = 16, 32
-    assert got.shape == exp.shape and got.shape[1] == streams * (2 * N + E + 1) + 1
+    assert got.shape == exp.shape and got.shape[1] == streams * (2 * N + E + 1) + 2
     np.testing.assert_array_equal(got, exp)
     assert got[-2, -1] == ticks and got[-1, -1] == ticks + 6
     gates = slice(2 * streams * N, streams * (2 * N + E))
@@ -199,6 +210,18 @@ def test_amaranth_split_products_match_model(name, fold, mult_bits):
         muls = design_multiplications(make_fabric(cfg, mult_bits=mb))
         assert len(muls) == 3 * dut.edge_units
         assert (max(max(w) for w in muls) <= mult_bits) == (mb is not None)
+
+
+def test_amaranth_streams_saturation_flags_match_model():
+    """Every saturation flag of the pipelined fabric comes from its own stage: with all
+    seven cuts, the flags after each tick are the model's (ORed over the streams)."""
+    from clln.gateware.fabric import SAT_ACC, SAT_DG, SAT_DV, SAT_TERM
+    cfg = config_mod.refold(saturating_config(), "streams:8")
+    got, exp, dut = amaranth_run(cfg, 24, mult_bits=18)
+    np.testing.assert_array_equal(got, exp)
+    flags = [int(x) for x in got[:, -2]]
+    assert flags[0] == 0 and flags[1] == SAT_TERM | SAT_DV
+    assert flags[-1] == SAT_TERM | SAT_ACC | SAT_DV | SAT_DG
 
 
 #: (a bits, b bits, mult_bits) of the split_mul check: no split, one operand split, both,
