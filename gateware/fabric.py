@@ -167,11 +167,20 @@ def _tree_sum(terms):
     return terms[0]
 
 
-def const_mul(x, k):
-    """``x * k`` for a constant ``k >= 0`` as shifts and adds (keeps DSP blocks free)."""
+def const_mul(x, k, plus=0):
+    """``x * k + plus`` for constants ``k, plus >= 0`` as shifts and adds (keeps DSP blocks
+    free); ``plus`` is one more term of the adder tree, which makes a rounding constant
+    cost no adder in a row."""
     x = Value.cast(x)
     terms = [x << i for i in range(int(k).bit_length()) if (int(k) >> i) & 1]
+    if plus:
+        terms.append(Const(plus))
     return _tree_sum(terms) if terms else Const(0, 1)
+
+
+def _half(s):
+    """The rounding constant of a shift by ``s`` (see :func:`round_shift`)."""
+    return 1 << (s - 1) if s else 0
 
 
 def _overdrive_bits(f):
@@ -193,9 +202,15 @@ def product_operand_bits(f):
 
 
 def overdrive(m, f, g, vt, name="ov"):
-    """``round_shift(g, gate_shift) - vt`` of an edge (a signal)."""
+    """``round_shift(g, gate_shift) - vt`` of an edge (a signal). A constant ``vt`` costs
+    no adder: ``floor(a / 2**s) - vt == floor((a - vt 2**s) / 2**s)`` for an integer
+    ``vt``."""
     ov = Signal(signed(_overdrive_bits(f)), name=name)
-    m.d.comb += ov.eq(round_shift(g, f.gate_shift) - vt)
+    s = f.gate_shift
+    if isinstance(vt, int):
+        m.d.comb += ov.eq((g + (_half(s) - (vt << s))) >> s)
+    else:
+        m.d.comb += ov.eq(round_shift(g, s) - vt)
     return ov
 
 
@@ -225,10 +240,10 @@ def split_mul(a, b, mult_bits):
     a, b = (x if x.shape().signed else Cat(x, Const(0, 1)).as_signed() for x in (a, b))
     ka, kb = max(0, len(a) - mult_bits), max(0, len(b) - mult_bits)
     a_hi, b_hi = a[ka:].as_signed(), b[kb:].as_signed()
-    rows = [(a_hi * b_hi) << (ka + kb)]
-    rows += [Mux(b[i], a_hi << (ka + i), 0) for i in range(kb)]
+    rows = [Mux(b[i], a_hi << (ka + i), 0) for i in range(kb)]
     rows += [Mux(a[i], b << i, 0) for i in range(ka)]
-    return _tree_sum(rows)
+    # the block's product last: the rows add up while the block multiplies
+    return _tree_sum(rows + [(a_hi * b_hi) << (ka + kb)])
 
 
 def bounded_usum_bits(f):
@@ -302,13 +317,15 @@ def gate_finish(m, f, product, tag="dg"):
 
 
 def gate_scale(f, product):
-    """``product * lr_mul`` (an expression of shifts and adds)."""
-    return const_mul(product, f.lr_mul)
+    """``product * lr_mul`` plus the rounding constant of :func:`gate_round` (an expression
+    of shifts and adds)."""
+    return const_mul(product, f.lr_mul, _half(f.learn_shift))
 
 
 def gate_round(m, f, scaled, tag="dg"):
-    """``sat(round_shift(scaled, learn_shift), dg_bits)`` and whether it saturated."""
-    return saturate(m, round_shift(scaled, f.learn_shift), f.dg_bits, tag)
+    """``sat(scaled >> learn_shift, dg_bits)`` (rounded: :func:`gate_scale` added the
+    constant) and whether it saturated."""
+    return saturate(m, scaled >> f.learn_shift, f.dg_bits, tag)
 
 
 def gate_delta(m, f, d_f, d_c, tag="dg", mult_bits=None):
@@ -359,14 +376,16 @@ def node_delta(m, f, acc, tag):
 
 
 def node_scale(m, f, acc, tag):
-    """``sat(acc, acc_bits) * kappa_mul`` (an expression) and whether ``acc`` saturated."""
+    """``sat(acc, acc_bits) * kappa_mul`` plus the rounding constant of :func:`node_round`
+    (an expression) and whether ``acc`` saturated."""
     a, clipped = saturate(m, acc, f.acc_bits, f"acc_{tag}")
-    return const_mul(a, f.kappa_mul), clipped
+    return const_mul(a, f.kappa_mul, _half(f.node_shift)), clipped
 
 
 def node_round(m, f, scaled, tag):
-    """``sat(round_shift(scaled, node_shift), dv_bits)`` and whether it saturated."""
-    return saturate(m, round_shift(scaled, f.node_shift), f.dv_bits, f"dv_{tag}")
+    """``sat(scaled >> node_shift, dv_bits)`` (rounded: :func:`node_scale` added the
+    constant) and whether it saturated."""
+    return saturate(m, scaled >> f.node_shift, f.dv_bits, f"dv_{tag}")
 
 
 def node_apply(m, f, v, dv, tag):

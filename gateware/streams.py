@@ -31,12 +31,13 @@ from .fabric import (Fabric, _bit, _or, _wire, bounded_usum_bits, clamp_errors,
 __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 
 #: Places a pipeline register can cut the tick, in the order they are used: after the
-#: edge terms (beside them, the gate steps and the output errors scaled by their
-#: constants), after the node steps, after the operands (the factors of the products),
-#: after the products, after the node sums (beside them, the rounded gate steps and the
-#: clamped outputs), after the overdrives, after ``kappa * sum``. With all seven (8
-#: streams) no stage has more than about three adders in a row.
-CUTS = ("terms", "steps", "operands", "products", "sums", "overdrive", "kappa")
+#: edge terms (beside them, the gate steps times lr and the clamped outputs), after
+#: ``kappa * sum``, after the operands (beside them, the output errors), after the
+#: products (beside them, the errors times eta), after the node sums (beside them, the
+#: gate steps rounded), after the overdrives, after the new state (node steps rounded
+#: and applied, gates stepped). With all seven (8 streams) no stage has more than about
+#: two adders in a row.
+CUTS = ("terms", "kappa", "operands", "products", "sums", "overdrive", "steps")
 
 
 def pipeline_cuts(streams):
@@ -161,7 +162,8 @@ class StreamFabric(Fabric):
         ov = [overdrive(m, f, x["g"][e], int(f.vt_q[e]), name=f"ov{e}") for e in range(E)]
         x = stage("overdrive", {**keep(), "ov": ov})
 
-        # Operands.
+        # Operands; beside them, the errors of the free outputs (the clamped outputs come
+        # from the free outputs at t; the clamp is spread over stages with time to spare).
         udiff_f, usum_f, vdiff_f, udiff_c, usum_c, vdiff_c, minus, plus = ([] for _ in range(8))
         for e, (a, b) in enumerate(edges):
             for tag, v, ud, us, vd in (("f", x["vf"], udiff_f, usum_f, vdiff_f),
@@ -170,42 +172,45 @@ class StreamFabric(Fabric):
                 ud.append(o1), us.append(o2), vd.append(o3)
             mi, pl = gate_operands(m, f, vdiff_f[e], vdiff_c[e], f"dg{e}")
             minus.append(mi), plus.append(pl)
+        outputs = cfg.io.outputs
+        errors = [_wire(m, err, f"cl_err{k}")
+                  for k, err in enumerate(clamp_errors(outputs, io.target, x["vf"]))]
         x = stage("operands", {**keep(), "udiff_f": udiff_f, "usum_f": usum_f,
                                "vdiff_f": vdiff_f, "udiff_c": udiff_c, "usum_c": usum_c,
-                               "vdiff_c": vdiff_c, "minus": minus, "plus": plus})
+                               "vdiff_c": vdiff_c, "minus": minus, "plus": plus,
+                               "cl_err": errors})
 
-        # Products (a multiplier block each with ``mult_bits``); beside them, the errors
-        # of the free outputs (the clamped outputs come from the free outputs at t; the
-        # clamp is spread over three stages that have time to spare).
+        # Products (a multiplier block each with ``mult_bits``); the errors times eta.
         usum_bits = bounded_usum_bits(f)
-        outputs = cfg.io.outputs
         products = {
             "p_f": [edge_raw_product(x["udiff_f"][e], x["usum_f"][e], f, self.mult_bits,
                                      usum_bits) for e in range(E)],
             "p_c": [edge_raw_product(x["udiff_c"][e], x["usum_c"][e], f, self.mult_bits,
                                      usum_bits) for e in range(E)],
             "q": [split_mul(x["minus"][e], x["plus"][e], self.mult_bits) for e in range(E)]}
-        errors = [_wire(m, err, f"cl_err{k}")
-                  for k, err in enumerate(clamp_errors(outputs, io.target, x["vf"]))]
+        cl_scaled = [_wire(m, clamp_scale(f, err), f"cl_scaled{k}")
+                     for k, err in enumerate(x["cl_err"])]
         x = stage("products", {**keep(), **products, "vdiff_f": x["vdiff_f"],
-                               "vdiff_c": x["vdiff_c"], "cl_err": errors})
+                               "vdiff_c": x["vdiff_c"], "cl_scaled": cl_scaled})
 
-        # Edge terms; the gate products and the output errors scaled by their constants.
+        # Edge terms; the gate products times lr; the clamped outputs.
         s_f, s_c, term_sat = [], [], []
         for e in range(E):
             t_f, sat_f = edge_finish(m, f, x["p_f"][e], x["vdiff_f"][e], f"f{e}")
             t_c, sat_c = edge_finish(m, f, x["p_c"][e], x["vdiff_c"][e], f"c{e}")
             s_f.append(t_f), s_c.append(t_c)
             term_sat += [sat_f, sat_c]
-        flags = Mux(_or(term_sat), SAT_TERM, 0)
         dg_scaled = [_wire(m, gate_scale(f, x["q"][e]), f"dg_scaled{e}") for e in range(E)]
-        cl_scaled = [_wire(m, clamp_scale(f, err), f"cl_scaled{k}")
-                     for k, err in enumerate(x["cl_err"])]
+        clamp = {}
+        clamp_flags = clamp_finish(m, f, outputs, x["vf"], x["cl_scaled"], clamp)
+        clamp_nodes = sorted(clamp)
+        flags = (Mux(_or(term_sat), SAT_TERM, 0)
+                 | Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1)))
         x = stage("terms", {**keep(), "flags": flags, "s_f": s_f, "s_c": s_c,
-                            "dg_scaled": dg_scaled, "cl_scaled": cl_scaled})
-        carry += ("flags",)
+                            "dg_scaled": dg_scaled, "clamp": [clamp[n] for n in clamp_nodes]})
+        carry += ("flags", "clamp")
 
-        # Node sums (exact) of the settling nodes; the gate steps and the clamped outputs.
+        # Node sums (exact) of the settling nodes; the gate steps rounded.
         settling = [n for n in range(N) if n not in self.driven_nodes]
         acc = {(tag, n): _wire(m, node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))),
                                f"acc{tag}{n}", signed(self.acc_width))
@@ -214,18 +219,13 @@ class StreamFabric(Fabric):
         for e in range(E):
             d, sat_d = gate_round(m, f, x["dg_scaled"][e], f"dg{e}")
             dg.append(d), dg_sat.append(sat_d)
-        clamp = {}
-        clamp_flags = clamp_finish(m, f, outputs, x["vf"], x["cl_scaled"], clamp)
-        clamp_nodes = sorted(clamp)
-        flags = (x["flags"] | Mux(x["learn"] & _or(dg_sat), SAT_DG, 0)
-                 | Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1)))
+        flags = x["flags"] | Mux(x["learn"] & _or(dg_sat), SAT_DG, 0)
         x = stage("sums", {**keep(), "flags": flags, "dg": dg,
-                           "clamp": [clamp[n] for n in clamp_nodes],
                            "acc": [acc[key] for key in sorted(acc)]})
-        carry += ("dg", "clamp")
+        carry += ("dg",)
         acc = dict(zip(sorted(acc), x["acc"]))
 
-        # Node steps: ``kappa * acc``, then rounded.
+        # Node steps: ``kappa * acc`` (and the rounding constant).
         flags, scaled = x["flags"], {}
         for key in sorted(acc):
             sc, sat_acc = node_scale(m, f, acc[key], f"{key[0]}{key[1]}")
@@ -233,15 +233,9 @@ class StreamFabric(Fabric):
             flags = flags | Mux(sat_acc, SAT_ACC, 0)
         x = stage("kappa", {**keep(), "flags": flags,
                             "scaled": [scaled[key] for key in sorted(scaled)]})
-        scaled = dict(zip(sorted(scaled), x["scaled"]))
-        flags, dv = x["flags"], {}
-        for key in sorted(scaled):
-            dv[key], sat_dv = node_round(m, f, scaled[key], f"{key[0]}{key[1]}")
-            flags = flags | Mux(sat_dv, SAT_DV, 0)
-        x = stage("steps", {**keep(), "flags": flags, "dv": [dv[key] for key in sorted(dv)]})
-        dv = dict(zip(sorted(dv), x["dv"]))
 
-        # New state of the stream, written back to its bank.
+        # The stream's new state: node steps rounded and applied, gates stepped.
+        scaled = dict(zip(sorted(scaled), x["scaled"]))
         flags = x["flags"]
         vf_next, vc_next = {}, {}
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
@@ -249,13 +243,23 @@ class StreamFabric(Fabric):
             if n in driven_index:
                 vf_next[n] = vc_next[n] = io.drive[driven_index[n]]
                 continue
-            vf_next[n], fl_f = node_apply(m, f, x["vf"][n], dv["f", n], f"f{n}")
-            vc_next[n], fl_c = node_apply(m, f, x["vc"][n], dv["c", n], f"c{n}")
-            flags = flags | fl_f | fl_c
+            for tag, v, v_next in (("f", x["vf"], vf_next), ("c", x["vc"], vc_next)):
+                dv, sat_dv = node_round(m, f, scaled[tag, n], f"{tag}{n}")
+                v_next[n], fl = node_apply(m, f, v[n], dv, f"{tag}{n}")
+                flags = flags | Mux(sat_dv, SAT_DV, 0) | fl
         for n, value in zip(clamp_nodes, x["clamp"]):
             vc_next[n] = value
-        g_next = [Mux(x["learn"], gate_apply(m, f, x["g"][e], x["dg"][e], f"dg{e}"), x["g"][e])
-                  for e in range(E)]
+        g_next = [_wire(m, Mux(x["learn"], gate_apply(m, f, x["g"][e], x["dg"][e], f"dg{e}"),
+                               x["g"][e]), f"g_next{e}", g_shape) for e in range(E)]
+        x = stage("steps", {"valid": x["valid"], "stream": x["stream"], "flags": flags,
+                            "vf": [_wire(m, vf_next[n], f"vf_next{n}", v_shape)
+                                   for n in range(N)],
+                            "vc": [_wire(m, vc_next[n], f"vc_next{n}", v_shape)
+                                   for n in range(N)],
+                            "g": g_next})
+
+        # Written back to the stream's bank.
+        flags, vf_next, vc_next, g_next = x["flags"], x["vf"], x["vc"], x["g"]
         # A gate write shares the write-back's data path: gate e of every stream takes
         # ``g_in[e]`` (one multiplexer per gate, not one per gate and stream); the
         # controller writes only while ``busy`` is low.
