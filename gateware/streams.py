@@ -145,21 +145,9 @@ class StreamFabric(Fabric):
             valids.append(out["valid"])
             return out
 
-        def issue_copy(name):
-            """A counter equal to ``issue`` at all times. Each state word's read
-            multiplexer has its own, so no select line fans out to thousands of LUTs
-            (routing congestion); they have their own feedback, so synthesis keeps them."""
-            copy = Signal(range(C), name=name)
-            with m.If(Mux(copy == 0, self.run, 1)):
-                m.d.sync += copy.eq(Mux(copy == C - 1, 0, copy + 1))
-            return copy
-
-        vf = [mux_tree(issue_copy(f"issue_vf{n}"), [bank[s].vf[n] for s in range(C)])
-              for n in range(N)]
-        vc = [mux_tree(issue_copy(f"issue_vc{n}"), [bank[s].vc[n] for s in range(C)])
-              for n in range(N)]
-        g = [mux_tree(issue_copy(f"issue_g{e}"), [bank[s].g[e] for s in range(C)])
-             for e in range(E)]
+        vf = [mux_tree(issue, [bank[s].vf[n] for s in range(C)]) for n in range(N)]
+        vc = [mux_tree(issue, [bank[s].vc[n] for s in range(C)]) for n in range(N)]
+        g = [mux_tree(issue, [bank[s].g[e] for s in range(C)]) for e in range(E)]
         vf = [_wire(m, x, f"i_vf{n}", v_shape) for n, x in enumerate(vf)]
         vc = [_wire(m, x, f"i_vc{n}", v_shape) for n, x in enumerate(vc)]
         g = [_wire(m, x, f"i_g{e}", g_shape) for e, x in enumerate(g)]
