@@ -25,9 +25,9 @@ __all__ = ["EdgeCell", "NodeCell", "Fabric", "make_fabric", "fabric_shape", "con
            "edge_product", "edge_raw_product", "edge_finish", "gate_operands",
            "gate_product", "gate_finish", "gate_scale", "gate_round", "gate_step",
            "gate_delta", "gate_apply", "gate_clamp", "node_sum", "node_step", "node_delta",
-           "node_scale", "node_round", "node_apply", "clamp_errors", "clamp_scale",
-           "clamp_finish", "split_mul", "bounded_usum_bits", "SAT_TERM", "SAT_ACC",
-           "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
+           "node_scale", "node_round", "node_apply", "output_value", "clamp_errors",
+           "clamp_scale", "clamp_finish", "split_mul", "bounded_usum_bits", "SAT_TERM",
+           "SAT_ACC", "SAT_DV", "SAT_V", "SAT_DG", "TICKS_BITS", "round_shift", "saturate",
            "mux_tree"]
 
 #: Bits of the sticky saturation flags (as in ``docs/semantics.md``).
@@ -40,7 +40,12 @@ def round_shift(x, s):
     """``x * 2**-s`` rounded to nearest, halves toward +infinity (an expression)."""
     if s == 0:
         return x
-    return (x + (1 << (s - 1))) >> s
+    return (x + _half(s)) >> s
+
+
+def _half(s):
+    """The rounding constant of a shift by ``s`` (see :func:`round_shift`)."""
+    return 1 << (s - 1) if s else 0
 
 
 def saturate(m, x, bits, name):
@@ -117,11 +122,15 @@ def node_sum(edges, n, terms):
     return _tree_sum(signed_terms)
 
 
+def output_value(vf, p, mi):
+    """An output ``(p, m)`` of node voltages ``vf``: ``vf[p] - vf[m]``, or ``vf[p]`` when
+    ``m < 0`` (an expression)."""
+    return vf[p] - vf[mi] if mi >= 0 else vf[p]
+
+
 def clamp_errors(outputs, target, vf):
-    """``target[k] - out_k`` of every output ``(p, m)`` (``out = vf[p] - vf[m]``, or
-    ``vf[p]`` when ``m < 0``): expressions."""
-    return [target[k] - (vf[p] - vf[mi] if mi >= 0 else vf[p])
-            for k, (p, mi) in enumerate(outputs)]
+    """``target[k] - out_k`` of every output (:func:`output_value`): expressions."""
+    return [target[k] - output_value(vf, p, mi) for k, (p, mi) in enumerate(outputs)]
 
 
 def clamp_scale(f, error):
@@ -176,11 +185,6 @@ def const_mul(x, k, plus=0):
     if plus:
         terms.append(Const(plus))
     return _tree_sum(terms) if terms else Const(0, 1)
-
-
-def _half(s):
-    """The rounding constant of a shift by ``s`` (see :func:`round_shift`)."""
-    return 1 << (s - 1) if s else 0
 
 
 def _overdrive_bits(f):
@@ -606,7 +610,7 @@ class Fabric(wiring.Component):
         errors = clamp_errors(outputs, st.target, st.vf)
         scaled = [clamp_scale(self.fmt, err) for err in errors]
         clamp_flags = clamp_finish(m, self.fmt, outputs, st.vf, scaled, vc_next)
-        out_values = [st.vf[p] - st.vf[mi] if mi >= 0 else st.vf[p] for p, mi in outputs]
+        out_values = [output_value(st.vf, p, mi) for p, mi in outputs]
         return clamp_flags, out_values
 
     def _finish(self, m, st, commit, tick_flags, vf_next, vc_next, out_values):

@@ -25,8 +25,8 @@ from amaranth.lib.wiring import Out
 from .fabric import (Fabric, _bit, _or, _wire, bounded_usum_bits, clamp_errors,
                      clamp_finish, clamp_scale, edge_finish, edge_operands, edge_raw_product,
                      gate_apply, gate_clamp, gate_operands, gate_round, gate_scale, mux_tree,
-                     node_apply, node_round, node_scale, node_sum, overdrive, split_mul,
-                     SAT_ACC, SAT_DG, SAT_DV, SAT_TERM)
+                     node_apply, node_round, node_scale, node_sum, output_value, overdrive,
+                     split_mul, SAT_ACC, SAT_DG, SAT_DV, SAT_TERM)
 
 __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 
@@ -282,8 +282,7 @@ class StreamFabric(Fabric):
         for s in range(C):
             for k, (p, mi) in enumerate(cfg.io.outputs):
                 reg = Signal(signed(f.v_bits + 1), name=f"s{s}_out{k}")
-                m.d.sync += reg.eq(bank[s].vf[p] - bank[s].vf[mi] if mi >= 0
-                                   else bank[s].vf[p])
+                m.d.sync += reg.eq(output_value(bank[s].vf, p, mi))
                 out_values.append(reg)
         self._status_and_samples(m, io, tick_done, flags, out_values, run=x["valid"])
         written = Signal()
