@@ -447,6 +447,7 @@ class CommandHandler(wiring.Component):
         bw, br = buf.write_port(), _read_port(m, buf, "buf")
 
         count = Signal(range(p.MAX_REQUEST + 2))
+        fetch_wait = Signal(range(fab.gate_read_latency))
         version_ok = Signal()
         rid, cmd = Signal(8), Signal(8)
         status = Signal(4)              # the frame's status (end token), then the reply's
@@ -620,17 +621,19 @@ class CommandHandler(wiring.Component):
                          (value_s >= ident.gate_min_q) & (value_s <= ident.gate_max_q))
                 done = wi + 1 == n_words
                 with m.If(executing):
-                    m.d.sync += wi.eq(wi + 1)
-                    next_column(m)
-                    with m.If(is_ds):
-                        m.d.comb += ctrl.ds_we.eq(1)
-                    with m.Else():
-                        m.d.comb += fab.gate_we.eq(1)
-                    with m.If(done):
-                        m.d.sync += status.eq(Status.OK)
-                        m.next = "REPLY"
-                    with m.Else():
-                        m.next = "WORDS"
+                    # a pipelined fabric is busy until its last gate write has landed
+                    with m.If(is_ds | ~ctrl.busy):
+                        m.d.sync += wi.eq(wi + 1)
+                        next_column(m)
+                        with m.If(is_ds):
+                            m.d.comb += ctrl.ds_we.eq(1)
+                        with m.Else():
+                            m.d.comb += fab.gate_we.eq(1)
+                        with m.If(done):
+                            m.d.sync += status.eq(Status.OK)
+                            m.next = "WAIT"
+                        with m.Else():
+                            m.next = "WORDS"
                 with m.Elif(~ok):
                     m.d.sync += status.eq(Status.OUT_OF_RANGE)
                     m.next = "REPLY"
@@ -659,10 +662,11 @@ class CommandHandler(wiring.Component):
                         m.d.comb += ctrl.clear.eq(1)
                 m.next = "WAIT"
             with m.State("WAIT"):
-                # a schedule write reduces the seed in the controller: reply once it is idle
-                # again (a start makes it busy on purpose)
+                # a schedule write reduces the seed in the controller, a pipelined fabric
+                # lands the last gate written: reply once idle again (a start makes it
+                # busy on purpose)
                 with m.If(~ctrl.busy | ~(is_cmd[Command.WRITE_SCHEDULE] |
-                                         is_cmd[Command.RESET])):
+                                         is_cmd[Command.RESET] | is_cmd[Command.WRITE_GATES])):
                     m.next = "REPLY"
 
             # Replies: the header, then constants (IDENTIFY), the snapshot (READ_STATUS)
@@ -701,8 +705,13 @@ class CommandHandler(wiring.Component):
                     with m.If(last):
                         m.next = "DONE"
             with m.State("FETCH"):
-                # gate_raddr / out_* follow pos and col; the read takes one cycle
-                m.next = "LATCH"
+                # gate_raddr / out_* follow pos and col; a gate read takes the fabric's
+                # gate_read_latency cycles (the outputs, one)
+                with m.If(fetch_wait == fab.gate_read_latency - 1):
+                    m.d.sync += fetch_wait.eq(0)
+                    m.next = "LATCH"
+                with m.Else():
+                    m.d.sync += fetch_wait.eq(fetch_wait + 1)
             with m.State("LATCH"):
                 m.d.sync += [word.eq(Mux(is_cmd[Command.READ_GATES], fab.gate_rdata,
                                          ctrl.out_data)), idx.eq(0)]

@@ -46,6 +46,7 @@ def manifest(cfg, fabric):
         "edge_units": fabric.edge_units,
         "serial": bool(cfg.fabric.serial),
         "cycles_per_tick": fabric.cycles_per_tick,
+        "gate_read_latency": fabric.gate_read_latency,
         "gate_init": [int(v) for v in fabric.gate_init],
         "ports": ports,
         "formats": formats,

@@ -522,6 +522,8 @@ class Fabric(wiring.Component):
 
     #: Networks the fabric holds (:class:`~.streams.StreamFabric` interleaves several).
     streams = 1
+    #: Cycles from a ``gate_raddr`` to its gate on ``gate_rdata``.
+    gate_read_latency = 1
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         self.cfg = cfg

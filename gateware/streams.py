@@ -10,9 +10,12 @@ the pipeline and another's leaves it, so the fabric makes ``C`` ticks every ``C`
 at a clock about ``C`` times faster than the one-cycle tick's; each stream's bits are
 those of :class:`~.fabric.Fabric` (``docs/semantics.md``) for its seed.
 
-The state of every stream (node voltages of both networks, gates) rests in a bank of
-registers between its ticks; a tick reads its stream's bank and writes it back ``C``
-cycles later.
+The state of every stream (node voltages of both networks, gates) lives in the ring
+itself: a state register closes the loop behind the last cut, so the ring holds ``C``
+slots, one per stream, and turns by one slot every cycle whether ticks run or not. A
+slot with no tick passes its state unchanged; there is no bank of registers, no read
+multiplexer and no clock enable on the state. Gate writes and gate reads wait for
+their stream's slot to pass the state register.
 """
 
 from types import SimpleNamespace
@@ -22,7 +25,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
-from .fabric import (Fabric, _bit, _or, _wire, bounded_usum_bits, clamp_errors,
+from .fabric import (Fabric, _bit, _or, _wire, bounded_usum_bits, clamp_errors, const_mul,
                      clamp_finish, clamp_scale, edge_finish, edge_operands, edge_raw_product,
                      gate_apply, gate_clamp, gate_operands, gate_round, gate_scale, mux_tree,
                      node_apply, node_round, node_scale, node_sum, output_value, overdrive,
@@ -38,6 +41,8 @@ __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 #: and applied, gates stepped). With all seven (8 streams) no stage has more than about
 #: two adders in a row.
 CUTS = ("terms", "kappa", "operands", "products", "sums", "overdrive", "steps")
+#: The cuts in the order a tick passes them, after the state register.
+PIPELINE_ORDER = ("overdrive", "operands", "products", "terms", "sums", "kappa", "steps")
 
 
 def pipeline_cuts(streams):
@@ -64,19 +69,26 @@ class StreamFabric(Fabric):
     The ports are those of :class:`~.fabric.Fabric`, for ``C`` networks:
 
     - ``run``/``learn``: sampled when a round begins; a round issues one tick of every
-      stream, stream ``s`` in its ``s``-th cycle, and always completes. ``tick_done`` is
-      high in a round's last cycle and ``ticks`` counts rounds (ticks of each stream).
-    - ``busy``: high while a tick is in the pipeline (and for the cycle after its last
-      write, while ``outputs`` follow). Drive and target registers are read by the ticks
-      in flight, so change them (and read ``outputs`` or the state) only while ``busy``
-      is low.
+      stream, one per cycle (beginning with whichever stream's slot is at the state
+      register: the streams are independent, so the order is free), and always
+      completes. ``tick_done`` is high in a round's last cycle and ``ticks`` counts rounds
+      (ticks of each stream).
+    - ``busy``: high while a tick is in the pipeline, while a gate write waits for its
+      stream's slot, and for a cycle after the last write-back, while the copies behind
+      ``outputs`` and the state ports follow. Drive and target registers are read by the
+      ticks in flight, so change them (and read ``outputs`` or the state) only while
+      ``busy`` is low.
     - ``gate_addr``/``gate_raddr`` address ``s * E + e``; ``outputs`` has ``s * K + k``;
-      ``v_free``, ``v_clamped`` and ``gates`` hold stream after stream. Write gates only
-      while ``busy`` is low: a write in a cycle that writes a tick back drops that
-      tick's gate steps (every write-back shares one data path per gate). A written
-      gate is kept within ``[gate_min, gate_max]``, as learning keeps gates, so that
-      every gate always is (which bounds the edge terms' factors, see
+      ``v_free``, ``v_clamped`` and ``gates`` hold stream after stream (copies, taken as
+      each slot passes the state register; a board build that does not read them has
+      none). Write a gate only while ``busy`` is low: the write waits (``busy``) until
+      its stream's slot comes round, at most ``C + 1`` cycles, and replaces that slot's
+      new value of the gate (so it would drop a running tick's step of that gate). A
+      written gate is kept within ``[gate_min, gate_max]``, as learning keeps gates, so
+      that every gate always is (which bounds the edge terms' factors, see
       ``bounded_usum_bits``; the protocol refuses other gates anyway).
+    - ``gate_rdata`` is the gate at ``gate_raddr`` ``gate_read_latency`` (``C + 1``)
+      cycles earlier: the address is registered, then the stream's slot comes round.
     - ``sat_flags``: sticky flags of all streams together.
     """
 
@@ -89,6 +101,8 @@ class StreamFabric(Fabric):
         self.stream_gate_init = [self.fmt.volts_to_g(cfg.learning.initial_gates(self.n_edges, s))
                                  for s in self.seeds]
         self.edge_units, self.cycles_per_tick = self.n_edges, self.streams
+        # the address is registered, then the stream's slot comes round (C cycles at most)
+        self.gate_read_latency = self.streams + 1
 
     def _members(self):
         v, g = signed(self.fmt.v_bits), signed(self.fmt.g_bits)
@@ -108,52 +122,57 @@ class StreamFabric(Fabric):
         edges = [tuple(int(x) for x in e) for e in np.asarray(cfg.network.edges)]
         io = SimpleNamespace(**self._io_registers())
         v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
-        bank = [SimpleNamespace(
-            vf=[Signal(v_shape, name=f"s{s}_vf{n}") for n in range(N)],
-            vc=[Signal(v_shape, name=f"s{s}_vc{n}") for n in range(N)],
-            g=[Signal(g_shape, name=f"s{s}_g{e}", init=int(self.stream_gate_init[s][e]))
-               for e in range(E)]) for s in range(C)]
+        # The ring: the state register, then the cuts in pipeline order; the slot in the
+        # k-th register after the state register holds stream ``phase - k`` (mod C).
+        ring = [cut for cut in PIPELINE_ORDER if cut in self.cuts]
+        state = SimpleNamespace(
+            vf=[Signal(v_shape, name=f"state_vf{n}") for n in range(N)],
+            vc=[Signal(v_shape, name=f"state_vc{n}") for n in range(N)],
+            g=[Signal(g_shape, name=f"state_g{e}", init=int(self.stream_gate_init[0][e]))
+               for e in range(E)])
+        phase = Signal(range(C))         # the stream in the state register
+        m.d.sync += phase.eq(_next_stream(phase, 1, C))
 
-        # Issue: a round takes C cycles, stream s in cycle s.
-        issue = Signal(range(C))
+        # Issue: a round takes C cycles, one tick of every stream, beginning with the
+        # stream in the state register (the streams are independent: order is free).
+        count = Signal(range(C))
         learn_q = Signal()
-        first = issue == 0
+        first = count == 0
         valid = Signal()
         learn = Signal()
         m.d.comb += [valid.eq(Mux(first, self.run, 1)),
                      learn.eq(Mux(first, self.learn, learn_q))]
         with m.If(valid):
-            m.d.sync += issue.eq(Mux(issue == C - 1, 0, issue + 1))
+            m.d.sync += count.eq(Mux(count == C - 1, 0, count + 1))
             with m.If(first):
                 m.d.sync += learn_q.eq(self.learn)
         tick_done = Signal()
-        m.d.comb += tick_done.eq(valid & (issue == C - 1))
+        m.d.comb += tick_done.eq(valid & (count == C - 1))
 
-        # Pipeline: ``carry`` travels with each tick; ``stage`` registers it at a cut.
+        # Pipeline: ``carry`` travels with each slot; ``stage`` registers it at a cut.
         valids = []
 
         def stage(cut, values):
             """``values`` (a dict of values or lists of values), registered at ``cut``."""
             if cut not in self.cuts:
                 return values
+            behind = (C - 1 - ring.index(cut)) % C      # the stream it holds after reset
             out = {}
             for key, value in values.items():
-                if isinstance(value, list):
+                if key == "g":
+                    out[key] = [_register(m, x, f"{cut}_g{i}",
+                                          int(self.stream_gate_init[behind][i]))
+                                for i, x in enumerate(value)]
+                elif isinstance(value, list):
                     out[key] = [_register(m, x, f"{cut}_{key}{i}") for i, x in enumerate(value)]
                 else:
                     out[key] = _register(m, value, f"{cut}_{key}")
             valids.append(out["valid"])
             return out
 
-        vf = [mux_tree(issue, [bank[s].vf[n] for s in range(C)]) for n in range(N)]
-        vc = [mux_tree(issue, [bank[s].vc[n] for s in range(C)]) for n in range(N)]
-        g = [mux_tree(issue, [bank[s].g[e] for s in range(C)]) for e in range(E)]
-        vf = [_wire(m, x, f"i_vf{n}", v_shape) for n, x in enumerate(vf)]
-        vc = [_wire(m, x, f"i_vc{n}", v_shape) for n, x in enumerate(vc)]
-        g = [_wire(m, x, f"i_g{e}", g_shape) for e, x in enumerate(g)]
-        # ``carry`` names what travels with a tick to its write-back.
-        carry = ("valid", "stream", "learn", "vf", "vc", "g")
-        x = dict(zip(carry, (valid, issue, learn, vf, vc, g)))
+        # ``carry`` names what travels with a slot around the ring.
+        carry = ("valid", "learn", "vf", "vc", "g")
+        x = dict(zip(carry, (valid, learn, state.vf, state.vc, state.g)))
 
         def keep(*names):
             return {k: x[k] for k in carry + names}
@@ -234,9 +253,10 @@ class StreamFabric(Fabric):
         x = stage("kappa", {**keep(), "flags": flags,
                             "scaled": [scaled[key] for key in sorted(scaled)]})
 
-        # The stream's new state: node steps rounded and applied, gates stepped.
+        # The stream's new state: node steps rounded and applied, gates stepped; a slot
+        # with no tick (``valid`` low) keeps its state.
         scaled = dict(zip(sorted(scaled), x["scaled"]))
-        flags = x["flags"]
+        flags, ticking = x["flags"], x["valid"]
         vf_next, vc_next = {}, {}
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
         for n in range(N):
@@ -249,60 +269,117 @@ class StreamFabric(Fabric):
                 flags = flags | Mux(sat_dv, SAT_DV, 0) | fl
         for n, value in zip(clamp_nodes, x["clamp"]):
             vc_next[n] = value
-        g_next = [_wire(m, Mux(x["learn"], gate_apply(m, f, x["g"][e], x["dg"][e], f"dg{e}"),
-                               x["g"][e]), f"g_next{e}", g_shape) for e in range(E)]
-        x = stage("steps", {"valid": x["valid"], "stream": x["stream"], "flags": flags,
-                            "vf": [_wire(m, vf_next[n], f"vf_next{n}", v_shape)
-                                   for n in range(N)],
-                            "vc": [_wire(m, vc_next[n], f"vc_next{n}", v_shape)
-                                   for n in range(N)],
+        vf_next = [_wire(m, Mux(ticking, vf_next[n], x["vf"][n]), f"vf_next{n}", v_shape)
+                   for n in range(N)]
+        vc_next = [_wire(m, Mux(ticking, vc_next[n], x["vc"][n]), f"vc_next{n}", v_shape)
+                   for n in range(N)]
+        g_next = [_wire(m, Mux(ticking & x["learn"],
+                               gate_apply(m, f, x["g"][e], x["dg"][e], f"dg{e}"), x["g"][e]),
+                        f"g_next{e}", g_shape) for e in range(E)]
+        x = stage("steps", {"valid": x["valid"], "flags": flags, "vf": vf_next, "vc": vc_next,
                             "g": g_next})
 
-        # Written back to the stream's bank.
-        flags, vf_next, vc_next, g_next = x["flags"], x["vf"], x["vc"], x["g"]
-        # A gate write shares the write-back's data path: gate e of every stream takes
-        # ``g_in[e]`` (one multiplexer per gate, not one per gate and stream); the
-        # controller writes only while ``busy`` is low.
-        written_gate = _wire(m, gate_clamp(f, self.gate_data), "written_gate", g_shape)
-        g_in = [_wire(m, Mux(self.gate_we, written_gate, g_next[e]), f"g_in{e}", g_shape)
-                for e in range(E)]
-        for s in range(C):
-            back = _wire(m, x["valid"] & (x["stream"] == s), f"s{s}_back")
-            with m.If(back):
-                m.d.sync += [bank[s].vf[n].eq(vf_next[n]) for n in range(N)]
-                m.d.sync += [bank[s].vc[n].eq(vc_next[n]) for n in range(N)]
-            for e in range(E):
-                with m.If(Mux(self.gate_we, self.gate_addr == s * E + e, back)):
-                    m.d.sync += bank[s].g[e].eq(g_in[e])
+        # Back into the state register; a gate write waits for its stream's slot and
+        # takes the place of that gate's new value.
+        wr = self._gate_writes(m, phase)
+        m.d.sync += [state.vf[n].eq(x["vf"][n]) for n in range(N)]
+        m.d.sync += [state.vc[n].eq(x["vc"][n]) for n in range(N)]
+        m.d.sync += [state.g[e].eq(Mux(wr.en[e], wr.data, x["g"][e])) for e in range(E)]
 
-        # Status, samples, outputs of every stream, registered from its bank (the
-        # controller's error path then starts at a register): one cycle behind the bank,
-        # so ``busy`` lasts a cycle longer.
-        out_values = []
+        # Outputs and the state ports of every stream, copied as its slot leaves the
+        # state register (the controller's error path then starts at a register): one
+        # cycle behind the write-back, so ``busy`` lasts a cycle longer.
+        out_values, mirror = [], []
         for s in range(C):
-            for k, (p, mi) in enumerate(cfg.io.outputs):
-                reg = Signal(signed(f.v_bits + 1), name=f"s{s}_out{k}")
-                m.d.sync += reg.eq(output_value(bank[s].vf, p, mi))
-                out_values.append(reg)
-        self._status_and_samples(m, io, tick_done, flags, out_values, run=x["valid"])
+            here = _wire(m, phase == s, f"s{s}_here")
+            regs = [Signal(signed(f.v_bits + 1), name=f"s{s}_out{k}")
+                    for k in range(len(cfg.io.outputs))]
+            with m.If(here):
+                m.d.sync += [reg.eq(output_value(state.vf, p, mi))
+                             for reg, (p, mi) in zip(regs, cfg.io.outputs)]
+            out_values += regs
+            copy = SimpleNamespace(
+                vf=[Signal(v_shape, name=f"s{s}_vf{n}") for n in range(N)],
+                vc=[Signal(v_shape, name=f"s{s}_vc{n}") for n in range(N)],
+                g=[Signal(g_shape, name=f"s{s}_g{e}", init=int(self.stream_gate_init[s][e]))
+                   for e in range(E)])
+            with m.If(here):
+                for name in ("vf", "vc", "g"):
+                    m.d.sync += [a.eq(b) for a, b in zip(getattr(copy, name),
+                                                         getattr(state, name))]
+            mirror.append(copy)
+        self._status_and_samples(m, io, tick_done, x["flags"], out_values, run=x["valid"])
         written = Signal()
-        m.d.sync += written.eq(x["valid"])
-        m.d.comb += self.busy.eq((issue != 0) | _or(valids) | written)
+        m.d.sync += written.eq(x["valid"] | wr.en.any())
+        m.d.comb += self.busy.eq((count != 0) | _or(valids) | written | wr.pending |
+                                 wr.en.any())
 
-        # Gate reads, stream-major.
-        flat_g = [bank[s].g[e] for s in range(C) for e in range(E)]
-        m.d.sync += self.gate_rdata.eq(mux_tree(self.gate_raddr, flat_g))
-        m.d.comb += [self.v_free[s * N + n].eq(bank[s].vf[n]) for s in range(C) for n in range(N)]
-        m.d.comb += [self.v_clamped[s * N + n].eq(bank[s].vc[n])
+        # Gate reads: captured as the addressed stream's slot leaves the state register.
+        rd_stream = Signal(range(C), name="rd_stream")
+        rd_edge = Signal(range(max(E, 2)), name="rd_edge")
+        m.d.sync += [rd_stream.eq(_stream_of(self.gate_raddr, E, C)),
+                     rd_edge.eq(_edge_of(self.gate_raddr, E, C))]
+        with m.If(phase == rd_stream):
+            m.d.sync += self.gate_rdata.eq(mux_tree(rd_edge, state.g))
+        m.d.comb += [self.v_free[s * N + n].eq(mirror[s].vf[n])
                      for s in range(C) for n in range(N)]
-        m.d.comb += [self.gates[i].eq(reg) for i, reg in enumerate(flat_g)]
+        m.d.comb += [self.v_clamped[s * N + n].eq(mirror[s].vc[n])
+                     for s in range(C) for n in range(N)]
+        m.d.comb += [self.gates[s * E + e].eq(mirror[s].g[e])
+                     for s in range(C) for e in range(E)]
         return m
 
+    def _gate_writes(self, m, phase):
+        """The pending gate write: accepted from ``gate_we``, fired (``en``, one bit per
+        edge, registered) in the cycle its stream's slot enters the state register."""
+        C, E = self.streams, self.n_edges
+        wr = SimpleNamespace(pending=Signal(name="wr_pending"),
+                             stream=Signal(range(C), name="wr_stream"),
+                             edge=Signal(E, name="wr_edge"),
+                             data=Signal(signed(self.fmt.g_bits), name="wr_data"),
+                             en=Signal(E, name="wr_en"))
+        # the slot entering the state register in the next cycle holds stream phase + 2
+        fire = wr.pending & ~wr.en.any() & (wr.stream == _next_stream(phase, 2, C))
+        m.d.sync += wr.en.eq(Mux(fire, wr.edge, 0))
+        with m.If(wr.en.any()):
+            m.d.sync += wr.pending.eq(0)
+        with m.If(self.gate_we):
+            edge = _edge_of(self.gate_addr, E, C)
+            m.d.sync += [wr.pending.eq(1), wr.stream.eq(_stream_of(self.gate_addr, E, C)),
+                         wr.edge.eq(Cat(edge == e for e in range(E))),
+                         wr.data.eq(gate_clamp(self.fmt, self.gate_data))]
+        return wr
 
-def _register(m, x, name):
+
+def _next_stream(phase, k, streams):
+    """``(phase + k) % streams`` (an expression; ``phase < streams``)."""
+    k %= streams
+    if k == 0:
+        return phase
+    return Mux(phase >= streams - k, phase - (streams - k), phase + k)
+
+
+def _stream_of(addr, edges, streams):
+    """Stream ``addr // edges`` of a gate address ``stream * edges + edge`` (an expression)."""
+    return _count([addr >= s * edges for s in range(1, streams)])
+
+
+def _edge_of(addr, edges, streams):
+    """Edge ``addr % edges`` of a gate address (an expression)."""
+    return addr - const_mul(_stream_of(addr, edges, streams), edges)
+
+
+def _count(bits):
+    """The number of high ``bits`` (an expression)."""
+    total = Const(0, 1)
+    for b in bits:
+        total = total + b
+    return total
+
+
+def _register(m, x, name, init=0):
     """A register of ``x``'s shape that takes ``x`` every cycle (a pipeline stage)."""
     x = Value.cast(x)
-    r = Signal(x.shape(), name=name)
+    r = Signal(x.shape(), name=name, init=init)
     m.d.sync += r.eq(x)
     return r
-

@@ -420,7 +420,9 @@ def test_every_allowed_streams_count_has_its_cuts():
 def test_streams_fabric_keeps_gate_writes_within_bounds():
     """The pipelined fabric keeps written gates within [gate_min, gate_max], as learning
     does, so its narrowed products hold (``bounded_usum_bits``); in-range writes land as
-    they are, in the addressed stream."""
+    they are, in the addressed stream, once that stream's slot passes (``busy`` until
+    then); the read port gives any stream's gate ``gate_read_latency`` cycles after its
+    address."""
     cfg = config_mod.refold(config_mod.load("paper-xor"), "streams:3")
     dut = make_fabric(cfg, mult_bits=18)
     f, E = dut.fmt, dut.n_edges
@@ -429,14 +431,25 @@ def test_streams_fabric_keeps_gate_writes_within_bounds():
     want = [f.gate_max_q, f.gate_min_q, f.gate_min_q, f.gate_min_q + 77]
 
     async def bench(ctx):
+        await ctx.tick().repeat(2)                      # any phase of the ring
         for addr, value in writes:
             ctx.set(dut.gate_we, 1)
             ctx.set(dut.gate_addr, addr)
             ctx.set(dut.gate_data, value)
             await ctx.tick()
-        ctx.set(dut.gate_we, 0)
+            ctx.set(dut.gate_we, 0)
+            waited = 0
+            while ctx.get(dut.busy):                    # until it has reached its stream
+                await ctx.tick()
+                waited += 1
+            assert 1 <= waited <= dut.streams + 2
         assert [ctx.get(dut.gates[a]) for a, _ in writes] == want
         assert ctx.get(dut.gates[3]) == int(dut.stream_gate_init[0][3])
+        # reads: every gate of every stream, gate_read_latency cycles after its address
+        for addr in [E + 3, 0, 2 * E + 1, 3 * E - 1, 5, E + 4]:
+            ctx.set(dut.gate_raddr, addr)
+            await ctx.tick().repeat(dut.gate_read_latency)
+            assert ctx.get(dut.gate_rdata) == ctx.get(dut.gates[addr])
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -462,6 +475,7 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     assert info["top"] == "clln_paper_xor"
     assert (info["nodes"], info["edges"], info["edge_units"], info["cycles_per_tick"]) == \
         (16, 32, 6, 6)
+    assert info["gate_read_latency"] == 1
     assert info["ports"]["v_free"] == {"dir": "out", "width": 16 * 17}     # v_bits 17
     assert info["ports"]["gates"] == {"dir": "out", "width": 32 * 23}      # g_bits 23
     assert info["ports"]["sample_addr"]["width"] == 3          # 4 drives + 1 target
@@ -475,6 +489,7 @@ def test_generate_streams_manifest(tmp_path):
     cfg = config_mod.refold(config_mod.load("paper-xor"), "streams:2")
     info = generate(cfg, tmp_path)["info"]
     assert (info["streams"], info["seeds"], info["cycles_per_tick"]) == (2, [0, 1], 2)
+    assert info["gate_read_latency"] == 3
     assert info["stream_gate_init"][0] == info["gate_init"]
     assert info["stream_gate_init"][1] != info["gate_init"]
     ports = info["ports"]

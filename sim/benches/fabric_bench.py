@@ -78,7 +78,11 @@ class FabricDriver:
         d.sample_we.value = 0
 
     async def write_gate(self, index, value):
-        """Overwrite (restore) one gate; ``index`` is ``stream * E + edge``."""
+        """Overwrite (restore) one gate; ``index`` is ``stream * E + edge``.
+
+        A pipelined fabric takes the write when that stream's slot comes round: ``busy``
+        until then.
+        """
         d = self.dut
         d.run.value = 0
         d.gate_we.value = 1
@@ -86,6 +90,8 @@ class FabricDriver:
         d.gate_data.value = int(value)
         await FallingEdge(d.clk)
         d.gate_we.value = 0
+        while self.info["streams"] > 1 and d.busy.value:   # until it reaches its stream
+            await FallingEdge(d.clk)
 
     async def tick(self, learn):
         """Run one tick (``cycles_per_tick`` cycles) with ``learn``.
