@@ -202,3 +202,47 @@ def test_system_over_uart_two_outputs_amaranth_sim(tmp_path):
     status = [p.DeviceStatus.unpack(p.parse_reply(replies[i][:-1]).payload) for i in (8, 13)]
     assert np.all(outs != 0) and status[0].ticks == 3 * 6 * 6
     assert (status[1].ticks, status[1].epoch) == (6 * 6, 1)
+
+
+def test_handler_writes_and_reads_every_gate_of_eight_streams(tmp_path):
+    """WRITE_GATES then READ_GATES of all gates of an 8-stream fabric, straight into the
+    command handler with the reply always accepted (no UART to hide latencies): the
+    handler waits for each write to land and for the fabric's gate read latency."""
+    from clln.gateware.controller import CommandHandler
+    cfg = tiny_config(tmp_path, units="streams:8")
+    h = Harness(cfg)
+    fab = h.fabric
+    ident = p.Identity.from_config(cfg, fab.fmt, 8)
+    h.m.submodules.handler = hnd = CommandHandler(ident, h.ctrl, fab)
+    n = fab.streams * fab.n_edges
+    rng = np.random.default_rng(8)
+    written = rng.integers(ident.gate_min_q, ident.gate_max_q + 1, n)
+    requests = [(1, p.Command.WRITE_GATES, p.pack_write_gates(0, written)),
+                (2, p.Command.READ_GATES, p.pack_range(0, n)),
+                (3, p.Command.READ_GATES, p.pack_range(n - 3, 3))]
+    replies = []
+
+    async def script(ctx):
+        ctx.set(hnd.o.ready, 1)
+        for rid, cmd, payload in requests:
+            body = bytes([p.PROTOCOL_VERSION, rid, cmd]) + payload
+            for token in [(b, 0) for b in body] + [(int(p.Status.OK), 1)]:
+                ctx.set(hnd.i.payload, {"data": token[0], "end": token[1]})
+                ctx.set(hnd.i.valid, 1)
+                await ctx.tick().until(hnd.i.ready)
+            ctx.set(hnd.i.valid, 0)
+            reply = bytearray()
+            while True:
+                await ctx.tick()
+                if ctx.get(hnd.o.valid):
+                    reply.append(ctx.get(hnd.o.payload.data))
+                    if ctx.get(hnd.o.payload.last):
+                        break
+            replies.append(bytes(reply))
+            if cmd == p.Command.WRITE_GATES:
+                np.testing.assert_array_equal(gates_of(ctx, fab), written)
+
+    run_harness(h, script)
+    assert [r[3] for r in replies] == [p.Status.OK] * 3
+    np.testing.assert_array_equal(p.unpack_values(replies[1][4:]), written)
+    np.testing.assert_array_equal(p.unpack_values(replies[2][4:]), written[-3:])
