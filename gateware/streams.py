@@ -25,7 +25,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
-from .fabric import (Fabric, _bit, _or, _wire, bounded_usum_bits, clamp_errors, const_mul,
+from .fabric import (Fabric, _bit, _or, _tree_sum, _wire, bounded_usum_bits, clamp_errors, const_mul,
                      clamp_finish, clamp_scale, edge_finish, edge_operands, edge_raw_product,
                      gate_apply, gate_clamp, gate_operands, gate_round, gate_scale, mux_tree,
                      node_apply, node_round, node_scale, node_sum, output_value, overdrive,
@@ -294,19 +294,18 @@ class StreamFabric(Fabric):
             here = _wire(m, phase == s, f"s{s}_here")
             regs = [Signal(signed(f.v_bits + 1), name=f"s{s}_out{k}")
                     for k in range(len(cfg.io.outputs))]
-            with m.If(here):
-                m.d.sync += [reg.eq(output_value(state.vf, p, mi))
-                             for reg, (p, mi) in zip(regs, cfg.io.outputs)]
-            out_values += regs
             copy = SimpleNamespace(
                 vf=[Signal(v_shape, name=f"s{s}_vf{n}") for n in range(N)],
                 vc=[Signal(v_shape, name=f"s{s}_vc{n}") for n in range(N)],
                 g=[Signal(g_shape, name=f"s{s}_g{e}", init=int(self.stream_gate_init[s][e]))
                    for e in range(E)])
             with m.If(here):
+                m.d.sync += [reg.eq(output_value(state.vf, p, mi))
+                             for reg, (p, mi) in zip(regs, cfg.io.outputs)]
                 for name in ("vf", "vc", "g"):
                     m.d.sync += [a.eq(b) for a, b in zip(getattr(copy, name),
                                                          getattr(state, name))]
+            out_values += regs
             mirror.append(copy)
         self._status_and_samples(m, io, tick_done, x["flags"], out_values, run=x["valid"])
         written = Signal()
@@ -317,8 +316,8 @@ class StreamFabric(Fabric):
         # Gate reads: captured as the addressed stream's slot leaves the state register.
         rd_stream = Signal(range(C), name="rd_stream")
         rd_edge = Signal(range(max(E, 2)), name="rd_edge")
-        m.d.sync += [rd_stream.eq(_stream_of(self.gate_raddr, E, C)),
-                     rd_edge.eq(_edge_of(self.gate_raddr, E, C))]
+        stream, edge = _split_address(self.gate_raddr, E, C)
+        m.d.sync += [rd_stream.eq(stream), rd_edge.eq(edge)]
         with m.If(phase == rd_stream):
             m.d.sync += self.gate_rdata.eq(mux_tree(rd_edge, state.g))
         m.d.comb += [self.v_free[s * N + n].eq(mirror[s].vf[n])
@@ -344,8 +343,8 @@ class StreamFabric(Fabric):
         with m.If(wr.en.any()):
             m.d.sync += wr.pending.eq(0)
         with m.If(self.gate_we):
-            edge = _edge_of(self.gate_addr, E, C)
-            m.d.sync += [wr.pending.eq(1), wr.stream.eq(_stream_of(self.gate_addr, E, C)),
+            stream, edge = _split_address(self.gate_addr, E, C)
+            m.d.sync += [wr.pending.eq(1), wr.stream.eq(stream),
                          wr.edge.eq(Cat(edge == e for e in range(E))),
                          wr.data.eq(gate_clamp(self.fmt, self.gate_data))]
         return wr
@@ -359,22 +358,11 @@ def _next_stream(phase, k, streams):
     return Mux(phase >= streams - k, phase - (streams - k), phase + k)
 
 
-def _stream_of(addr, edges, streams):
-    """Stream ``addr // edges`` of a gate address ``stream * edges + edge`` (an expression)."""
-    return _count([addr >= s * edges for s in range(1, streams)])
-
-
-def _edge_of(addr, edges, streams):
-    """Edge ``addr % edges`` of a gate address (an expression)."""
-    return addr - const_mul(_stream_of(addr, edges, streams), edges)
-
-
-def _count(bits):
-    """The number of high ``bits`` (an expression)."""
-    total = Const(0, 1)
-    for b in bits:
-        total = total + b
-    return total
+def _split_address(addr, edges, streams):
+    """``(addr // edges, addr % edges)`` of a gate address ``stream * edges + edge``
+    (expressions; ``addr < streams * edges``)."""
+    stream = _tree_sum([addr >= s * edges for s in range(1, streams)])
+    return stream, addr - const_mul(stream, edges)
 
 
 def _register(m, x, name, init=0):
