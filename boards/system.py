@@ -95,13 +95,15 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     mult_bits = t.mult_bits if t.split_products else None
     # Yosys 0.70's ABC9 fails on the pipelined fabric (targets.ECP5_CLASSIC_ABC)
     classic_abc = cfg.fabric.streams > 1 and t.family == "ecp5"
-    # router2 routes the large pipelined builds where router1 stalls on congestion
+    # router2 routes the large pipelined builds where router1 stalls on congestion, and
+    # after the electrostatic placer (static) better than after the default (heap)
     router = "router2" if classic_abc else None
+    placer = "static" if classic_abc else None
 
     def go(clk, folder=build_dir):
         return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples, mult_bits),
                      board, folder, clock_mhz=clk, classic_abc=classic_abc,
-                     router=router)
+                     router=router, placer=placer)
 
     def pll_clock(fmax):
         """The highest clock the PLL makes at or below 95% of ``fmax``."""

@@ -239,7 +239,7 @@ ECP5_CLASSIC_ABC = dict(
 
 
 def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
-          classic_abc=False, router=None):
+          classic_abc=False, router=None, placer=None):
     """Build a bitstream of a design for a board with the YoWASP tools.
 
     Parameters
@@ -259,6 +259,8 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
         ECP5 only: map LUTs with ABC's classic flow (:data:`ECP5_CLASSIC_ABC`).
     router : str, optional
         nextpnr's router (``"router1"``, ``"router2"``); default nextpnr's own.
+    placer : str, optional
+        nextpnr's placer (``"heap"``, ``"static"``); default nextpnr's own.
 
     Returns
     -------
@@ -288,7 +290,8 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
             platform.build(_Top(t, design, clk), name=name, build_dir=str(build_dir),
                            do_program=False, **synth,
                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail"
-                                        + (f" --router {router}" if router else ""))
+                                        + (f" --router {router}" if router else "")
+                                        + (f" --placer {placer}" if placer else ""))
         except Exception as e:          # Amaranth raises a bare subprocess error
             log = build_dir / f"{name}.tim"
             tail = log.read_text().splitlines()[-15:] if log.exists() else []

@@ -25,9 +25,9 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
-from .fabric import (Fabric, _bit, _or, _tree_sum, _wire, bounded_usum_bits, clamp_errors, const_mul,
+from .fabric import (Fabric, _or, _tree_sum, _wire, bounded_usum_bits, clamp_errors, const_mul,
                      clamp_finish, clamp_scale, edge_finish, edge_operands, edge_raw_product,
-                     gate_apply, gate_clamp, gate_operands, gate_round, gate_scale, mux_tree,
+                     gate_clamp, gate_operands, gate_round, gate_scale, mux_tree,
                      node_apply, node_round, node_scale, node_sum, output_value, overdrive,
                      split_mul, SAT_ACC, SAT_DG, SAT_DV, SAT_TERM)
 
@@ -82,13 +82,14 @@ class StreamFabric(Fabric):
       ``v_free``, ``v_clamped`` and ``gates`` hold stream after stream (copies, taken as
       each slot passes the state register; a board build that does not read them has
       none). Write a gate only while ``busy`` is low: the write waits (``busy``) until
-      its stream's slot comes round, at most ``C + 1`` cycles, and replaces that slot's
+      its stream's slot comes round, at most ``C + 3`` cycles, and replaces that slot's
       new value of the gate (so it would drop a running tick's step of that gate). A
       written gate is kept within ``[gate_min, gate_max]``, as learning keeps gates, so
       that every gate always is (which bounds the edge terms' factors, see
       ``bounded_usum_bits``; the protocol refuses other gates anyway).
-    - ``gate_rdata`` is the gate at ``gate_raddr`` ``gate_read_latency`` (``C + 1``)
-      cycles earlier: the address is registered, then the stream's slot comes round.
+    - ``gate_rdata`` is the gate at ``gate_raddr`` ``gate_read_latency`` (``C + 2``)
+      cycles earlier: the address is registered, then split into stream and edge, then
+      the stream's slot comes round.
     - ``sat_flags``: sticky flags of all streams together.
     """
 
@@ -101,8 +102,9 @@ class StreamFabric(Fabric):
         self.stream_gate_init = [self.fmt.volts_to_g(cfg.learning.initial_gates(self.n_edges, s))
                                  for s in self.seeds]
         self.edge_units, self.cycles_per_tick = self.n_edges, self.streams
-        # the address is registered, then the stream's slot comes round (C cycles at most)
-        self.gate_read_latency = self.streams + 1
+        # the address is registered, then split, then the stream's slot comes round (C
+        # cycles at most)
+        self.gate_read_latency = self.streams + 2
 
     def _members(self):
         v, g = signed(self.fmt.v_bits), signed(self.fmt.g_bits)
@@ -223,61 +225,68 @@ class StreamFabric(Fabric):
         clamp = {}
         clamp_flags = clamp_finish(m, f, outputs, x["vf"], x["cl_scaled"], clamp)
         clamp_nodes = sorted(clamp)
-        flags = (Mux(_or(term_sat), SAT_TERM, 0)
-                 | Cat(Const(0, 3), _bit(_or(clamp_flags)), Const(0, 1)))
-        x = stage("terms", {**keep(), "flags": flags, "s_f": s_f, "s_c": s_c,
-                            "dg_scaled": dg_scaled, "clamp": [clamp[n] for n in clamp_nodes]})
+        # saturation bits are registered one by one and ORed into ``flags`` by the next
+        # stage, so no stage gathers bits from all over the datapath into one register
+        sat = ([Mux(s, SAT_TERM, 0) for s in term_sat]
+               + [Cat(Const(0, 3), s, Const(0, 1)) for s in clamp_flags])
+        x = stage("terms", {**keep(), "flags": Const(0, 5), "sat": sat, "s_f": s_f,
+                            "s_c": s_c, "dg_scaled": dg_scaled,
+                            "clamp": [clamp[n] for n in clamp_nodes]})
         carry += ("flags", "clamp")
 
-        # Node sums (exact) of the settling nodes; the gate steps rounded.
+        # Node sums (exact) of the settling nodes; the gate steps rounded. A slot with no
+        # tick gets sums and gate steps of 0 (a reset of their registers), so that its
+        # state passes the last stages unchanged with no multiplexer there: the new
+        # voltage ``v + round(kappa 0)`` is ``v``, the new gate ``clamp(g + 0)`` is ``g``
+        # (gates always are within their bounds).
         settling = [n for n in range(N) if n not in self.driven_nodes]
-        acc = {(tag, n): _wire(m, node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))),
+        ticking = x["valid"]
+        learning = _wire(m, ticking & x["learn"], "sums_learning")
+        acc = {(tag, n): _wire(m, Mux(ticking,
+                                      node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))), 0),
                                f"acc{tag}{n}", signed(self.acc_width))
                for tag in ("f", "c") for n in settling}
-        dg, dg_sat = [], []
+        dg, sat = [], []
         for e in range(E):
             d, sat_d = gate_round(m, f, x["dg_scaled"][e], f"dg{e}")
-            dg.append(d), dg_sat.append(sat_d)
-        flags = x["flags"] | Mux(x["learn"] & _or(dg_sat), SAT_DG, 0)
-        x = stage("sums", {**keep(), "flags": flags, "dg": dg,
-                           "acc": [acc[key] for key in sorted(acc)]})
-        carry += ("dg",)
+            dg.append(Mux(learning, d, 0)), sat.append(Mux(x["learn"] & sat_d, SAT_DG, 0))
+        x = stage("sums", {**keep(), "flags": x["flags"] | _or(x["sat"]), "sat": sat,
+                           "dg": dg, "acc": [acc[key] for key in sorted(acc)]})
         acc = dict(zip(sorted(acc), x["acc"]))
 
-        # Node steps: ``kappa * acc`` (and the rounding constant).
-        flags, scaled = x["flags"], {}
+        # Node steps: ``kappa * acc`` (and the rounding constant); the gates stepped.
+        sat, scaled = [], {}
         for key in sorted(acc):
             sc, sat_acc = node_scale(m, f, acc[key], f"{key[0]}{key[1]}")
             scaled[key] = _wire(m, sc, f"scaled{key[0]}{key[1]}")
-            flags = flags | Mux(sat_acc, SAT_ACC, 0)
-        x = stage("kappa", {**keep(), "flags": flags,
-                            "scaled": [scaled[key] for key in sorted(scaled)]})
+            sat.append(Mux(sat_acc, SAT_ACC, 0))
+        g_sum = [_wire(m, x["g"][e] + x["dg"][e], f"g_sum{e}") for e in range(E)]
+        x = stage("kappa", {**keep(), "g": g_sum, "flags": x["flags"] | _or(x["sat"]),
+                            "sat": sat, "scaled": [scaled[key] for key in sorted(scaled)]})
 
-        # The stream's new state: node steps rounded and applied, gates stepped; a slot
-        # with no tick (``valid`` low) keeps its state.
+        # The stream's new state: node steps rounded and applied, gates kept within their
+        # bounds; a slot with no tick (``valid`` low) keeps its state (the driven and
+        # clamped nodes through a multiplexer, the others by their steps of 0).
         scaled = dict(zip(sorted(scaled), x["scaled"]))
-        flags, ticking = x["flags"], x["valid"]
+        sat, ticking = [], x["valid"]
         vf_next, vc_next = {}, {}
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
         for n in range(N):
             if n in driven_index:
-                vf_next[n] = vc_next[n] = io.drive[driven_index[n]]
+                vf_next[n] = Mux(ticking, io.drive[driven_index[n]], x["vf"][n])
+                vc_next[n] = Mux(ticking, io.drive[driven_index[n]], x["vc"][n])
                 continue
             for tag, v, v_next in (("f", x["vf"], vf_next), ("c", x["vc"], vc_next)):
                 dv, sat_dv = node_round(m, f, scaled[tag, n], f"{tag}{n}")
                 v_next[n], fl = node_apply(m, f, v[n], dv, f"{tag}{n}")
-                flags = flags | Mux(sat_dv, SAT_DV, 0) | fl
+                sat.append(Mux(sat_dv, SAT_DV, 0) | fl)
         for n, value in zip(clamp_nodes, x["clamp"]):
-            vc_next[n] = value
-        vf_next = [_wire(m, Mux(ticking, vf_next[n], x["vf"][n]), f"vf_next{n}", v_shape)
-                   for n in range(N)]
-        vc_next = [_wire(m, Mux(ticking, vc_next[n], x["vc"][n]), f"vc_next{n}", v_shape)
-                   for n in range(N)]
-        g_next = [_wire(m, Mux(ticking & x["learn"],
-                               gate_apply(m, f, x["g"][e], x["dg"][e], f"dg{e}"), x["g"][e]),
-                        f"g_next{e}", g_shape) for e in range(E)]
-        x = stage("steps", {"valid": x["valid"], "flags": flags, "vf": vf_next, "vc": vc_next,
-                            "g": g_next})
+            vc_next[n] = Mux(ticking, value, x["vc"][n])
+        vf_next = [_wire(m, vf_next[n], f"vf_next{n}", v_shape) for n in range(N)]
+        vc_next = [_wire(m, vc_next[n], f"vc_next{n}", v_shape) for n in range(N)]
+        g_next = [_wire(m, gate_clamp(f, x["g"][e]), f"g_next{e}", g_shape) for e in range(E)]
+        x = stage("steps", {"valid": x["valid"], "flags": x["flags"] | _or(x["sat"]),
+                            "sat": sat, "vf": vf_next, "vc": vc_next, "g": g_next})
 
         # Back into the state register; a gate write waits for its stream's slot and
         # takes the place of that gate's new value.
@@ -307,17 +316,20 @@ class StreamFabric(Fabric):
                                                          getattr(state, name))]
             out_values += regs
             mirror.append(copy)
-        self._status_and_samples(m, io, tick_done, x["flags"], out_values, run=x["valid"])
+        self._status_and_samples(m, io, tick_done, x["flags"] | _or(x["sat"]), out_values,
+                                 run=x["valid"])
         written = Signal()
         m.d.sync += written.eq(x["valid"] | wr.en.any())
-        m.d.comb += self.busy.eq((count != 0) | _or(valids) | written | wr.pending |
-                                 wr.en.any())
+        m.d.comb += self.busy.eq((count != 0) | _or(valids) | written | wr.accepted |
+                                 wr.pending | wr.en.any())
 
-        # Gate reads: captured as the addressed stream's slot leaves the state register.
+        # Gate reads: the address registered, then split into stream and edge, then the
+        # gate captured as the addressed stream's slot leaves the state register.
+        rd_addr = Signal.like(self.gate_raddr, name="rd_addr")
         rd_stream = Signal(range(C), name="rd_stream")
         rd_edge = Signal(range(max(E, 2)), name="rd_edge")
-        stream, edge = _split_address(self.gate_raddr, E, C)
-        m.d.sync += [rd_stream.eq(stream), rd_edge.eq(edge)]
+        stream, edge = _split_address(rd_addr, E, C)
+        m.d.sync += [rd_addr.eq(self.gate_raddr), rd_stream.eq(stream), rd_edge.eq(edge)]
         with m.If(phase == rd_stream):
             m.d.sync += self.gate_rdata.eq(mux_tree(rd_edge, state.g))
         m.d.comb += [self.v_free[s * N + n].eq(mirror[s].vf[n])
@@ -329,10 +341,14 @@ class StreamFabric(Fabric):
         return m
 
     def _gate_writes(self, m, phase):
-        """The pending gate write: accepted from ``gate_we``, fired (``en``, one bit per
-        edge, registered) in the cycle its stream's slot enters the state register."""
+        """The pending gate write: accepted from ``gate_we`` (address and value
+        registered), its address split into stream and edge in the next cycle, then fired
+        (``en``, one bit per edge, registered) in the cycle its stream's slot enters the
+        state register."""
         C, E = self.streams, self.n_edges
-        wr = SimpleNamespace(pending=Signal(name="wr_pending"),
+        wr = SimpleNamespace(accepted=Signal(name="wr_accepted"),
+                             addr=Signal.like(self.gate_addr, name="wr_addr"),
+                             pending=Signal(name="wr_pending"),
                              stream=Signal(range(C), name="wr_stream"),
                              edge=Signal(E, name="wr_edge"),
                              data=Signal(signed(self.fmt.g_bits), name="wr_data"),
@@ -342,10 +358,12 @@ class StreamFabric(Fabric):
         m.d.sync += wr.en.eq(Mux(fire, wr.edge, 0))
         with m.If(wr.en.any()):
             m.d.sync += wr.pending.eq(0)
+        with m.If(wr.accepted):
+            stream, edge = _split_address(wr.addr, E, C)
+            m.d.sync += [wr.accepted.eq(0), wr.pending.eq(1), wr.stream.eq(stream),
+                         wr.edge.eq(Cat(edge == e for e in range(E)))]
         with m.If(self.gate_we):
-            stream, edge = _split_address(self.gate_addr, E, C)
-            m.d.sync += [wr.pending.eq(1), wr.stream.eq(stream),
-                         wr.edge.eq(Cat(edge == e for e in range(E))),
+            m.d.sync += [wr.accepted.eq(1), wr.addr.eq(self.gate_addr),
                          wr.data.eq(gate_clamp(self.fmt, self.gate_data))]
         return wr
 

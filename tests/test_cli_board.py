@@ -335,7 +335,8 @@ def test_timing_retry_stops_at_the_pll_floor(monkeypatch, tmp_path):
     from clln.boards.targets import BuildError
     calls = []
 
-    def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False, router=None):
+    def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False, router=None,
+                   placer=None):
         calls.append(clock_mhz)
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "top.report.json").write_text("{}")
@@ -359,9 +360,11 @@ def test_clock_max_rebuilds_faster(monkeypatch, tmp_path, second_fails):
     from clln.boards.targets import BuildError, BuildReport, achieved_clock_mhz
     calls = []
 
-    def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False, router=None):
-        # the pipelined fabric on ECP5: ABC's classic flow, nextpnr's router2
-        assert classic_abc and router == "router2"
+    def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False, router=None,
+                   placer=None):
+        # the pipelined fabric on ECP5: ABC's classic flow, nextpnr's static placer and
+        # router2
+        assert classic_abc and router == "router2" and placer == "static"
         calls.append((clock_mhz, Path(folder).name))
         if clock_mhz is not None and second_fails:
             raise BuildError(f"{board}: timing failed: fmax 60.00 MHz is 2 MHz below")

@@ -442,7 +442,7 @@ def test_streams_fabric_keeps_gate_writes_within_bounds():
             while ctx.get(dut.busy):                    # until it has reached its stream
                 await ctx.tick()
                 waited += 1
-            assert 1 <= waited <= dut.streams + 2
+            assert 1 <= waited <= dut.streams + 3
         assert [ctx.get(dut.gates[a]) for a, _ in writes] == want
         assert ctx.get(dut.gates[3]) == int(dut.stream_gate_init[0][3])
         # reads: every gate of every stream, gate_read_latency cycles after its address
@@ -489,7 +489,7 @@ def test_generate_streams_manifest(tmp_path):
     cfg = config_mod.refold(config_mod.load("paper-xor"), "streams:2")
     info = generate(cfg, tmp_path)["info"]
     assert (info["streams"], info["seeds"], info["cycles_per_tick"]) == (2, [0, 1], 2)
-    assert info["gate_read_latency"] == 3
+    assert info["gate_read_latency"] == 4
     assert info["stream_gate_init"][0] == info["gate_init"]
     assert info["stream_gate_init"][1] != info["gate_init"]
     ports = info["ports"]
