@@ -783,7 +783,12 @@ class System(wiring.Component):
         m = Module()
         fab = make_fabric(self.cfg, self.fmt, seed=self.seed, mult_bits=self.mult_bits)
         m.submodules.ctrl = ctrl = Controller(self.cfg, self.fmt, self.max_examples)
-        m.submodules.fabric = ResetInserter(ctrl.fabric_reset)(fab)
+        if hasattr(fab, "clear"):
+            # the pipelined fabric clears itself, with no reset net on its datapath
+            m.submodules.fabric = fab
+            m.d.comb += fab.clear.eq(ctrl.fabric_reset)
+        else:
+            m.submodules.fabric = ResetInserter(ctrl.fabric_reset)(fab)
         m.submodules.handler = hnd = CommandHandler(self.identity, ctrl, fab)
         m.submodules.link = link = HostLink(self.divisor, self.fifo_depth)
         wiring.connect(m, link.requests, hnd.i)

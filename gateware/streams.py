@@ -21,9 +21,9 @@ their stream's slot to pass the state register.
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, Value, signed
 from amaranth.lib import data
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from .fabric import (Fabric, _or, _tree_sum, _wire, bounded_usum_bits, clamp_errors, const_mul,
                      clamp_finish, clamp_scale, edge_finish, edge_operands, edge_raw_product,
@@ -91,6 +91,9 @@ class StreamFabric(Fabric):
       cycles earlier: the address is registered, then split into stream and edge, then
       the stream's slot comes round.
     - ``sat_flags``: sticky flags of all streams together.
+    - ``clear`` (as the domain's reset) restores every stream; the ring has no reset,
+      so ticks in flight are dropped and each slot is wiped as it enters the state
+      register (``busy`` for those ``C`` cycles).
     """
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
@@ -112,6 +115,7 @@ class StreamFabric(Fabric):
         return {
             **self._control_members(),
             "busy": Out(1),
+            "clear": In(1),
             "v_free": Out(data.ArrayLayout(v, C * N)),
             "v_clamped": Out(data.ArrayLayout(v, C * N)),
             "gates": Out(data.ArrayLayout(g, C * E)),
@@ -127,13 +131,24 @@ class StreamFabric(Fabric):
         # The ring: the state register, then the cuts in pipeline order; the slot in the
         # k-th register after the state register holds stream ``phase - k`` (mod C).
         ring = [cut for cut in PIPELINE_ORDER if cut in self.cuts]
+        # The ring's registers (state, pipeline, ``phase``) have no reset: a clear
+        # (``clear`` or the domain's reset) instead wipes each slot as it enters the
+        # state register, over one turn of the ring (``wipe``). So no reset net reaches
+        # the tens of thousands of flip-flops of the datapath.
         state = SimpleNamespace(
-            vf=[Signal(v_shape, name=f"state_vf{n}") for n in range(N)],
-            vc=[Signal(v_shape, name=f"state_vc{n}") for n in range(N)],
-            g=[Signal(g_shape, name=f"state_g{e}", init=int(self.stream_gate_init[0][e]))
-               for e in range(E)])
-        phase = Signal(range(C))         # the stream in the state register
+            vf=[Signal(v_shape, name=f"state_vf{n}", reset_less=True) for n in range(N)],
+            vc=[Signal(v_shape, name=f"state_vc{n}", reset_less=True) for n in range(N)],
+            g=[Signal(g_shape, name=f"state_g{e}", init=int(self.stream_gate_init[0][e]),
+                      reset_less=True) for e in range(E)])
+        phase = Signal(range(C), reset_less=True)   # the stream in the state register
         m.d.sync += phase.eq(_next_stream(phase, 1, C))
+        restart = _wire(m, self.clear | ResetSignal(), "restart")
+        wiping = Signal(range(C), reset_less=True)  # cycles of the turn left after this
+        with m.If(restart):
+            m.d.sync += wiping.eq(C - 1)
+        with m.Elif(wiping != 0):
+            m.d.sync += wiping.eq(wiping - 1)
+        wipe = _wire(m, restart | (wiping != 0), "wipe")
 
         # Issue: a round takes C cycles, one tick of every stream, beginning with the
         # stream in the state register (the streams are independent: order is free).
@@ -142,7 +157,7 @@ class StreamFabric(Fabric):
         first = count == 0
         valid = Signal()
         learn = Signal()
-        m.d.comb += [valid.eq(Mux(first, self.run, 1)),
+        m.d.comb += [valid.eq(Mux(first, self.run & ~wipe, 1)),
                      learn.eq(Mux(first, self.learn, learn_q))]
         with m.If(valid):
             m.d.sync += count.eq(Mux(count == C - 1, 0, count + 1))
@@ -168,7 +183,8 @@ class StreamFabric(Fabric):
                 elif isinstance(value, list):
                     out[key] = [_register(m, x, f"{cut}_{key}{i}") for i, x in enumerate(value)]
                 else:
-                    out[key] = _register(m, value, f"{cut}_{key}")
+                    # ``valid`` is reset: a clear drops the ticks in flight
+                    out[key] = _register(m, value, f"{cut}_{key}", reset_less=key != "valid")
             valids.append(out["valid"])
             return out
 
@@ -234,33 +250,35 @@ class StreamFabric(Fabric):
                             "clamp": [clamp[n] for n in clamp_nodes]})
         carry += ("flags", "clamp")
 
-        # Node sums (exact) of the settling nodes; the gate steps rounded. A slot with no
-        # tick gets sums and gate steps of 0 (a reset of their registers), so that its
-        # state passes the last stages unchanged with no multiplexer there: the new
-        # voltage ``v + round(kappa 0)`` is ``v``, the new gate ``clamp(g + 0)`` is ``g``
-        # (gates always are within their bounds).
+        # Node sums (exact) of the settling nodes; the gate steps rounded.
         settling = [n for n in range(N) if n not in self.driven_nodes]
-        ticking = x["valid"]
-        learning = _wire(m, ticking & x["learn"], "sums_learning")
-        acc = {(tag, n): _wire(m, Mux(ticking,
-                                      node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))), 0),
+        acc = {(tag, n): _wire(m, node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))),
                                f"acc{tag}{n}", signed(self.acc_width))
                for tag in ("f", "c") for n in settling}
         dg, sat = [], []
         for e in range(E):
             d, sat_d = gate_round(m, f, x["dg_scaled"][e], f"dg{e}")
-            dg.append(Mux(learning, d, 0)), sat.append(Mux(x["learn"] & sat_d, SAT_DG, 0))
+            dg.append(d), sat.append(Mux(x["learn"] & sat_d, SAT_DG, 0))
         x = stage("sums", {**keep(), "flags": x["flags"] | _or(x["sat"]), "sat": sat,
-                           "dg": dg, "acc": [acc[key] for key in sorted(acc)]})
+                           "dg": dg, "acc": [acc[key] for key in sorted(acc)],
+                           "learning": x["valid"] & x["learn"]})
         acc = dict(zip(sorted(acc), x["acc"]))
 
-        # Node steps: ``kappa * acc`` (and the rounding constant); the gates stepped.
+        # Node steps: ``kappa * acc`` (and the rounding constant); the gates stepped. A
+        # slot with no tick takes sums and gate steps of 0, so that its state passes the
+        # last stage unchanged with no multiplexer there: the new voltage
+        # ``v + round(kappa 0)`` is ``v``, the new gate ``clamp(g + 0)`` is ``g`` (gates
+        # always are within their bounds). (The zeros come before the adders: zeros
+        # straight into a register would become its synchronous reset, a control signal
+        # that ECP5 slices share, which hampers their packing.)
         sat, scaled = [], {}
         for key in sorted(acc):
-            sc, sat_acc = node_scale(m, f, acc[key], f"{key[0]}{key[1]}")
+            sc, sat_acc = node_scale(m, f, Mux(x["valid"], acc[key], 0),
+                                     f"{key[0]}{key[1]}")
             scaled[key] = _wire(m, sc, f"scaled{key[0]}{key[1]}")
             sat.append(Mux(sat_acc, SAT_ACC, 0))
-        g_sum = [_wire(m, x["g"][e] + x["dg"][e], f"g_sum{e}") for e in range(E)]
+        g_sum = [_wire(m, x["g"][e] + Mux(x["learning"], x["dg"][e], 0), f"g_sum{e}")
+                 for e in range(E)]
         x = stage("kappa", {**keep(), "g": g_sum, "flags": x["flags"] | _or(x["sat"]),
                             "sat": sat, "scaled": [scaled[key] for key in sorted(scaled)]})
 
@@ -291,9 +309,14 @@ class StreamFabric(Fabric):
         # Back into the state register; a gate write waits for its stream's slot and
         # takes the place of that gate's new value.
         wr = self._gate_writes(m, phase)
-        m.d.sync += [state.vf[n].eq(x["vf"][n]) for n in range(N)]
-        m.d.sync += [state.vc[n].eq(x["vc"][n]) for n in range(N)]
-        m.d.sync += [state.g[e].eq(Mux(wr.en[e], wr.data, x["g"][e])) for e in range(E)]
+        # A wipe gives the slot entering (stream ``phase + 1``) its initial state.
+        entering = _next_stream(phase, 1, C)
+        m.d.sync += [state.vf[n].eq(Mux(wipe, 0, x["vf"][n])) for n in range(N)]
+        m.d.sync += [state.vc[n].eq(Mux(wipe, 0, x["vc"][n])) for n in range(N)]
+        m.d.sync += [state.g[e].eq(Mux(wipe, mux_tree(entering, [int(init[e]) for init in
+                                                                  self.stream_gate_init]),
+                                       Mux(wr.en[e], wr.data, x["g"][e])))
+                     for e in range(E)]
 
         # Outputs and the state ports of every stream, copied as its slot leaves the
         # state register (the controller's error path then starts at a register): one
@@ -319,9 +342,17 @@ class StreamFabric(Fabric):
         self._status_and_samples(m, io, tick_done, x["flags"] | _or(x["sat"]), out_values,
                                  run=x["valid"])
         written = Signal()
-        m.d.sync += written.eq(x["valid"] | wr.en.any())
+        m.d.sync += written.eq(x["valid"] | wr.en.any() | wipe)
         m.d.comb += self.busy.eq((count != 0) | _or(valids) | written | wr.accepted |
-                                 wr.pending | wr.en.any())
+                                 wr.pending | wr.en.any() | wipe)
+
+        # ``clear`` restores what the domain's reset does (last: it wins); the state
+        # follows over the turn of the wipe.
+        with m.If(self.clear):
+            resets = [count, learn_q, written, wr.accepted, wr.pending, wr.en, io.flags,
+                      io.ticks, *valids, *io.drive, *io.target, *out_values,
+                      *(r for copy in mirror for r in copy.vf + copy.vc + copy.g)]
+            m.d.sync += [r.eq(r.init) for r in resets]
 
         # Gate reads: the address registered, then split into stream and edge, then the
         # gate captured as the addressed stream's slot leaves the state register.
@@ -383,9 +414,9 @@ def _split_address(addr, edges, streams):
     return stream, addr - const_mul(stream, edges)
 
 
-def _register(m, x, name, init=0):
+def _register(m, x, name, init=0, reset_less=True):
     """A register of ``x``'s shape that takes ``x`` every cycle (a pipeline stage)."""
     x = Value.cast(x)
-    r = Signal(x.shape(), name=name, init=init)
+    r = Signal(x.shape(), name=name, init=init, reset_less=reset_less)
     m.d.sync += r.eq(x)
     return r

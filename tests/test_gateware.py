@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, signed, unsigned
-from amaranth.sim import Simulator
+from amaranth.hdl import ClockDomain, Module, Signal, signed, unsigned
+from amaranth.sim import DomainReset, Simulator
 
 from clln import cli
 from clln import config as config_mod
@@ -251,7 +251,7 @@ def multiplications(value, found=None):
         for _, x in value.cases:
             multiplications(x, found)
     else:
-        assert isinstance(value, (_ast.Signal, _ast.Const)), type(value)
+        assert isinstance(value, (_ast.Signal, _ast.Const, _ast.ResetSignal)), type(value)
     return found
 
 
@@ -452,6 +452,85 @@ def test_streams_fabric_keeps_gate_writes_within_bounds():
             assert ctx.get(dut.gate_rdata) == ctx.get(dut.gates[addr])
 
     sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("streams,use_clear", [(3, True), (5, True), (4, False)])
+def test_streams_fabric_clear_wipes_the_ring(streams, use_clear):
+    """``clear`` (or the domain's reset) restores every stream of the pipelined fabric,
+    whose ring has no reset: ticks in flight are dropped, each slot is wiped as it enters
+    the state register (``busy`` for that turn), and the slots keep their streams, so the
+    same ticks after the clear give the same bits as from power-up."""
+    cfg = config_mod.refold(config_mod.load("paper-xor"), f"streams:{streams}")
+    dut = make_fabric(cfg, mult_bits=18)
+    C, N, E = dut.streams, dut.n_nodes, dut.n_edges
+    f = dut.fmt
+    drive = [int(f.volts_to_v(v)) for v in (0.45, 0.0, 0.11, 0.33)]
+    target = int(f.volts_to_v(-0.087))
+
+    def snapshot(ctx):
+        return ([ctx.get(dut.v_free[i]) for i in range(C * N)],
+                [ctx.get(dut.v_clamped[i]) for i in range(C * N)],
+                [ctx.get(dut.gates[i]) for i in range(C * E)],
+                [ctx.get(dut.outputs[i]) for i in range(C * dut.n_outputs)],
+                ctx.get(dut.ticks), ctx.get(dut.sat_flags))
+
+    async def settle(ctx):
+        while ctx.get(dut.busy):
+            await ctx.tick()
+
+    async def train(ctx, rounds):
+        for i, value in enumerate(drive + [target]):
+            ctx.set(dut.sample_we, 1)
+            ctx.set(dut.sample_addr, i)
+            ctx.set(dut.sample_data, value)
+            await ctx.tick()
+        ctx.set(dut.sample_we, 0)
+        ctx.set(dut.run, 1)
+        for r in range(rounds):
+            ctx.set(dut.learn, r % 3 == 2)
+            await ctx.tick().repeat(C)
+        ctx.set(dut.run, 0)
+        await settle(ctx)
+        return snapshot(ctx)
+
+    top = Module()
+    top.submodules.dut = dut
+    top.domains.sync = domain = ClockDomain("sync")
+
+    async def restore(ctx):
+        signal = dut.clear if use_clear else domain.rst
+        ctx.set(signal, 1)
+        for _ in range(1 if use_clear else 2):
+            try:
+                await ctx.tick()
+            except DomainReset:                         # the wait ends in the reset
+                pass
+        ctx.set(signal, 0)
+        waited = 0
+        while ctx.get(dut.busy):
+            await ctx.tick()
+            waited += 1
+        assert waited <= C + 1
+
+    async def bench(ctx):
+        await ctx.tick().repeat(3)
+        power_up = snapshot(ctx)
+        first = await train(ctx, 12)
+        assert first[2] != power_up[2] and first[0] != power_up[0]
+        for extra in range(C + 1):                     # a clear at every phase of the ring
+            for _ in range(extra):
+                await ctx.tick()
+            ctx.set(dut.run, 1)                         # with ticks in flight
+            await ctx.tick().repeat(extra % C + 1)
+            ctx.set(dut.run, 0)
+            await restore(ctx)
+            assert snapshot(ctx) == power_up, extra
+            assert await train(ctx, 12) == first, extra
+
+    sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()

@@ -56,8 +56,9 @@ class FabricDriver:
 
     async def reset(self):
         d = self.dut
-        for name in ("run", "learn", "sample_we", "gate_we", "clear_flags"):
-            getattr(d, name).value = 0
+        for name in ("run", "learn", "sample_we", "gate_we", "clear_flags", "clear"):
+            if hasattr(d, name):                         # ``clear``: pipelined fabrics
+                getattr(d, name).value = 0
         d.rst.value = 1
         for _ in range(2):
             await FallingEdge(d.clk)
