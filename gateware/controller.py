@@ -236,6 +236,7 @@ class Controller(wiring.Component):
         mag_bits = self.diff_max.bit_length()
         mcand = Signal(2 * mag_bits - 1)
         mplier = Signal(mag_bits)
+        out_q = Signal(signed(fmt.v_bits + 1))      # the output observed
 
         m.d.comb += [self.mode.eq(mode), self.epoch.eq(epoch), self.example.eq(ex),
                      self.ticks.eq(ticks)]
@@ -337,16 +338,22 @@ class Controller(wiring.Component):
                         with m.Else():
                             m.next = "OBS_DIFF"
             with m.State("OBS_DIFF"):
+                # the output is recorded and registered, its error taken in OBS_ABS: the
+                # output multiplexer and the error's adders in one cycle were the longest
+                # path of the 8-stream board system
                 out_k = Signal(signed(fmt.v_bits + 1))
                 m.d.comb += out_k.eq(self.f_outputs[kf] if K * C > 1 else self.f_outputs[0])
-                d = Signal(signed(fmt.v_bits + 2))
-                m.d.comb += [d.eq(out_k - ds_r.data), om_w.addr.eq((ex << os_) | kf),
-                             om_w.data.eq(out_k)]
-                mag = Mux(d < 0, -d, d)[:mag_bits]      # |d| <= diff_max
+                m.d.comb += [om_w.addr.eq((ex << os_) | kf), om_w.data.eq(out_k)]
                 with m.If(~self.f_busy):                # the outputs once the ticks are out
                     m.d.comb += om_w.en.eq(1)
-                    m.d.sync += [mcand.eq(mag), mplier.eq(mag)]
-                    m.next = "OBS_SQ"
+                    m.d.sync += out_q.eq(out_k)
+                    m.next = "OBS_ABS"
+            with m.State("OBS_ABS"):
+                d = Signal(signed(fmt.v_bits + 2))
+                m.d.comb += d.eq(out_q - ds_r.data)
+                mag = Mux(d < 0, -d, d)[:mag_bits]      # |d| <= diff_max
+                m.d.sync += [mcand.eq(mag), mplier.eq(mag)]
+                m.next = "OBS_SQ"
             with m.State("OBS_SQ"):
                 # serial shift-add square, summed straight into the epoch's error
                 m.d.comb += in_obs_sq.eq(1)

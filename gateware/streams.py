@@ -91,9 +91,9 @@ class StreamFabric(Fabric):
       cycles earlier: the address is registered, then split into stream and edge, then
       the stream's slot comes round.
     - ``sat_flags``: sticky flags of all streams together.
-    - ``clear`` (as the domain's reset) restores every stream; the ring has no reset,
-      so ticks in flight are dropped and each slot is wiped as it enters the state
-      register (``busy`` for those ``C`` cycles).
+    - ``clear`` (as the domain's reset) restores every stream from the next cycle on;
+      the ring has no reset, so ticks in flight are dropped and each slot is wiped as it
+      enters the state register (``busy`` for those ``C`` cycles).
     """
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
@@ -142,7 +142,11 @@ class StreamFabric(Fabric):
                       reset_less=True) for e in range(E)])
         phase = Signal(range(C), reset_less=True)   # the stream in the state register
         m.d.sync += phase.eq(_next_stream(phase, 1, C))
-        restart = _wire(m, self.clear | ResetSignal(), "restart")
+        # ``clear`` is registered first: it comes from the controller's logic and would
+        # otherwise reach the whole ring in the same cycle
+        clear = Signal(name="clear_q")
+        m.d.sync += clear.eq(self.clear)
+        restart = _wire(m, clear | ResetSignal(), "restart")
         wiping = Signal(range(C), reset_less=True)  # cycles of the turn left after this
         with m.If(restart):
             m.d.sync += wiping.eq(C - 1)
@@ -346,9 +350,9 @@ class StreamFabric(Fabric):
         m.d.comb += self.busy.eq((count != 0) | _or(valids) | written | wr.accepted |
                                  wr.pending | wr.en.any() | wipe)
 
-        # ``clear`` restores what the domain's reset does (last: it wins); the state
+        # A clear restores what the domain's reset does (last: it wins); the state
         # follows over the turn of the wipe.
-        with m.If(self.clear):
+        with m.If(clear):
             resets = [count, learn_q, written, wr.accepted, wr.pending, wr.en, io.flags,
                       io.ticks, *valids, *io.drive, *io.target, *out_values,
                       *(r for copy in mirror for r in copy.vf + copy.vc + copy.g)]

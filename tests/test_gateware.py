@@ -509,6 +509,8 @@ def test_streams_fabric_clear_wipes_the_ring(streams, use_clear):
             except DomainReset:                         # the wait ends in the reset
                 pass
         ctx.set(signal, 0)
+        if use_clear:                                   # registered first
+            await ctx.tick()
         waited = 0
         while ctx.get(dut.busy):
             await ctx.tick()
