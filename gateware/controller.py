@@ -221,6 +221,10 @@ class Controller(wiring.Component):
         # An example's ticks come in two phases, settle_ticks then learn_ticks (learning on
         # when training; inference runs both with learning off, then observes).
         elapsed = Signal(32)            # ticks done in this phase
+        # the phase's length minus 1, set with ``learn_phase``: ``phase_end`` is then an
+        # equality, with no adder in front of it (-1 for a phase of 0 ticks: never ends,
+        # as ``elapsed + 1 == 0`` never holds)
+        phase_last = Signal(signed(33))
         learn_phase = Signal()
         observed = Signal()
         stop_req = Signal()
@@ -245,7 +249,13 @@ class Controller(wiring.Component):
         starting = Signal()
         epoch_done = Signal()
         phase_end = Signal()            # this tick ends the phase
-        m.d.comb += phase_end.eq(elapsed + 1 == Mux(learn_phase, learn_t, settle))
+        m.d.comb += phase_end.eq(elapsed == phase_last)
+
+        def begin_phase(m, learning):
+            """Start a phase (``elapsed`` 0) of settle ticks or, ``learning``, of learn
+            ticks."""
+            m.d.sync += [elapsed.eq(0), learn_phase.eq(learning),
+                         phase_last.eq(Mux(learning, learn_t, settle) - 1)]
 
         with m.If(self.f_tick_done):
             m.d.sync += ticks.eq(ticks + 1)
@@ -319,8 +329,8 @@ class Controller(wiring.Component):
                         m.d.comb += self.f_sample_we.eq(1)
                     m.d.sync += j.eq(j + 1)
                     with m.If(j == W):
-                        m.d.sync += [observed.eq(0), elapsed.eq(0),
-                                     learn_phase.eq(settle == 0)]
+                        m.d.sync += observed.eq(0)
+                        begin_phase(m, settle == 0)
                         m.next = "TICKS"
             with m.State("TICKS"):
                 m.d.comb += [self.f_run.eq(1), self.f_learn.eq(learn_phase & training)]
@@ -332,7 +342,7 @@ class Controller(wiring.Component):
                     with m.Elif(phase_end):
                         with m.If(~learn_phase & ~training & (learn_t != 0)):
                             # inference: the learn ticks follow, learning off
-                            m.d.sync += [elapsed.eq(0), learn_phase.eq(1)]
+                            begin_phase(m, 1)
                         with m.Elif(observed):
                             m.next = "END"
                         with m.Else():
@@ -363,7 +373,7 @@ class Controller(wiring.Component):
                         with m.If(learn_phase | ~training | (learn_t == 0)):
                             m.next = "END"
                         with m.Else():
-                            m.d.sync += [elapsed.eq(0), learn_phase.eq(1)]
+                            begin_phase(m, 1)
                             m.next = "TICKS"
                     with m.Else():
                         m.d.sync += [k.eq(k_next), kf.eq(kf + 1)]
