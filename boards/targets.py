@@ -229,6 +229,11 @@ def parse_report(report, family):
             sum(util.get(n, 0) for n in names[2]), util)
 
 
+#: Yosys commands after reading the design: a register whose signal has the ``keep``
+#: attribute stays a flip-flop of its own (Yosys would merge copies of one value; the
+#: gateware replicates a few high-fanout registers so that each copy sits near its loads).
+KEEP_REGISTERS = "setattr -set keep 1 a:keep %ci1:+$dff[Q]"
+
 #: ECP5 synthesis with ABC's classic LUT mapping instead of ABC9: Yosys 0.70 stops with
 #: ``Assert count_id(wire->name) == 0`` in ABC9's reintegration on some designs (the
 #: pipelined fabric of ``gateware/streams.py``); the classic flow maps them.
@@ -288,7 +293,7 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
     with _tool_environment():
         try:
             platform.build(_Top(t, design, clk), name=name, build_dir=str(build_dir),
-                           do_program=False, **synth,
+                           do_program=False, script_after_read=KEEP_REGISTERS, **synth,
                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail"
                                         + (f" --router {router}" if router else "")
                                         + (f" --placer {placer}" if placer else ""))

@@ -143,16 +143,23 @@ class StreamFabric(Fabric):
         phase = Signal(range(C), reset_less=True)   # the stream in the state register
         m.d.sync += phase.eq(_next_stream(phase, 1, C))
         # ``clear`` is registered first: it comes from the controller's logic and would
-        # otherwise reach the whole ring in the same cycle
-        clear = Signal(name="clear_q")
-        m.d.sync += clear.eq(self.clear)
-        restart = _wire(m, clear | ResetSignal(), "restart")
-        wiping = Signal(range(C), reset_less=True)  # cycles of the turn left after this
+        # otherwise reach across the ring in the same cycle. The turn of the wipe begins
+        # a cycle later, with the restore of the control registers (``clear``).
+        clear_q = Signal(name="clear_q")
+        m.d.sync += clear_q.eq(self.clear)
+        clear = Signal(name="clear_qq")
+        m.d.sync += clear.eq(clear_q)
+        restart = _wire(m, clear_q | ResetSignal(), "restart")
+        wiping = Signal(range(C), reset_less=True)  # cycles of the turn left after next
         with m.If(restart):
             m.d.sync += wiping.eq(C - 1)
         with m.Elif(wiping != 0):
             m.d.sync += wiping.eq(wiping - 1)
-        wipe = _wire(m, restart | (wiping != 0), "wipe")
+        wipe_next = _wire(m, restart | (wiping != 0), "wipe_next")
+        # the wipe in one register per node and per edge of the state (kept apart: one
+        # flip-flop for all would drive its 1,800 loads across the chip)
+        wipe_v = _replicas(m, wipe_next, "wipe_v", N)
+        wipe_g = _replicas(m, wipe_next, "wipe_g", E)
 
         # Issue: a round takes C cycles, one tick of every stream, beginning with the
         # stream in the state register (the streams are independent: order is free).
@@ -161,7 +168,7 @@ class StreamFabric(Fabric):
         first = count == 0
         valid = Signal()
         learn = Signal()
-        m.d.comb += [valid.eq(Mux(first, self.run & ~wipe, 1)),
+        m.d.comb += [valid.eq(Mux(first, self.run & ~wipe_next, 1)),
                      learn.eq(Mux(first, self.learn, learn_q))]
         with m.If(valid):
             m.d.sync += count.eq(Mux(count == C - 1, 0, count + 1))
@@ -179,7 +186,12 @@ class StreamFabric(Fabric):
                 return values
             behind = (C - 1 - ring.index(cut)) % C      # the stream it holds after reset
             out = {}
+            # ``*_each``: lists of one value, registered in as many kept-apart copies
+            replicated = {key: value[0] for key, value in values.items()
+                          if key.endswith("_each")}
             for key, value in values.items():
+                if key in replicated:
+                    continue
                 if key == "g":
                     out[key] = [_register(m, x, f"{cut}_g{i}",
                                           int(self.stream_gate_init[behind][i]))
@@ -189,6 +201,8 @@ class StreamFabric(Fabric):
                 else:
                     # ``valid`` is reset: a clear drops the ticks in flight
                     out[key] = _register(m, value, f"{cut}_{key}", reset_less=key != "valid")
+            for key, value in replicated.items():
+                out[key] = _replicas(m, value, f"{cut}_{key}", len(values[key]))
             valids.append(out["valid"])
             return out
 
@@ -265,7 +279,9 @@ class StreamFabric(Fabric):
             dg.append(d), sat.append(Mux(x["learn"] & sat_d, SAT_DG, 0))
         x = stage("sums", {**keep(), "flags": x["flags"] | _or(x["sat"]), "sat": sat,
                            "dg": dg, "acc": [acc[key] for key in sorted(acc)],
-                           "learning": x["valid"] & x["learn"]})
+                           # a copy of valid per node sum and of valid & learn per edge
+                           "valid_each": [x["valid"]] * len(acc),
+                           "learning_each": [x["valid"] & x["learn"]] * E})
         acc = dict(zip(sorted(acc), x["acc"]))
 
         # Node steps: ``kappa * acc`` (and the rounding constant); the gates stepped. A
@@ -276,12 +292,12 @@ class StreamFabric(Fabric):
         # straight into a register would become its synchronous reset, a control signal
         # that ECP5 slices share, which hampers their packing.)
         sat, scaled = [], {}
-        for key in sorted(acc):
-            sc, sat_acc = node_scale(m, f, Mux(x["valid"], acc[key], 0),
+        for key, valid_copy in zip(sorted(acc), x["valid_each"]):
+            sc, sat_acc = node_scale(m, f, Mux(valid_copy, acc[key], 0),
                                      f"{key[0]}{key[1]}")
             scaled[key] = _wire(m, sc, f"scaled{key[0]}{key[1]}")
             sat.append(Mux(sat_acc, SAT_ACC, 0))
-        g_sum = [_wire(m, x["g"][e] + Mux(x["learning"], x["dg"][e], 0), f"g_sum{e}")
+        g_sum = [_wire(m, x["g"][e] + Mux(x["learning_each"][e], x["dg"][e], 0), f"g_sum{e}")
                  for e in range(E)]
         x = stage("kappa", {**keep(), "g": g_sum, "flags": x["flags"] | _or(x["sat"]),
                             "sat": sat, "scaled": [scaled[key] for key in sorted(scaled)]})
@@ -315,10 +331,10 @@ class StreamFabric(Fabric):
         wr = self._gate_writes(m, phase)
         # A wipe gives the slot entering (stream ``phase + 1``) its initial state.
         entering = _next_stream(phase, 1, C)
-        m.d.sync += [state.vf[n].eq(Mux(wipe, 0, x["vf"][n])) for n in range(N)]
-        m.d.sync += [state.vc[n].eq(Mux(wipe, 0, x["vc"][n])) for n in range(N)]
-        m.d.sync += [state.g[e].eq(Mux(wipe, mux_tree(entering, [int(init[e]) for init in
-                                                                  self.stream_gate_init]),
+        m.d.sync += [state.vf[n].eq(Mux(wipe_v[n], 0, x["vf"][n])) for n in range(N)]
+        m.d.sync += [state.vc[n].eq(Mux(wipe_v[n], 0, x["vc"][n])) for n in range(N)]
+        m.d.sync += [state.g[e].eq(Mux(wipe_g[e], mux_tree(entering, [int(init[e]) for init in
+                                                                      self.stream_gate_init]),
                                        Mux(wr.en[e], wr.data, x["g"][e])))
                      for e in range(E)]
 
@@ -346,9 +362,9 @@ class StreamFabric(Fabric):
         self._status_and_samples(m, io, tick_done, x["flags"] | _or(x["sat"]), out_values,
                                  run=x["valid"])
         written = Signal()
-        m.d.sync += written.eq(x["valid"] | wr.en.any() | wipe)
+        m.d.sync += written.eq(x["valid"] | wr.en.any() | wipe_g[0])
         m.d.comb += self.busy.eq((count != 0) | _or(valids) | written | wr.accepted |
-                                 wr.pending | wr.en.any() | wipe)
+                                 wr.pending | wr.en.any() | wipe_next)
 
         # A clear restores what the domain's reset does (last: it wins); the state
         # follows over the turn of the wipe.
@@ -416,6 +432,16 @@ def _split_address(addr, edges, streams):
     (expressions; ``addr < streams * edges``)."""
     stream = _tree_sum([addr >= s * edges for s in range(1, streams)])
     return stream, addr - const_mul(stream, edges)
+
+
+def _replicas(m, x, name, count):
+    """``count`` registers of ``x``, each kept as a flip-flop of its own (``keep``: the
+    board build tells Yosys not to merge them), so that each can sit near its loads."""
+    x = Value.cast(x)
+    copies = [Signal(x.shape(), name=f"{name}{i}", reset_less=True, attrs={"keep": 1})
+              for i in range(count)]
+    m.d.sync += [c.eq(x) for c in copies]
+    return copies
 
 
 def _register(m, x, name, init=0, reset_less=True):
