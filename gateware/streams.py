@@ -329,12 +329,13 @@ class StreamFabric(Fabric):
         # Back into the state register; a gate write waits for its stream's slot and
         # takes the place of that gate's new value.
         wr = self._gate_writes(m, phase)
-        # A wipe gives the slot entering (stream ``phase + 1``) its initial state.
-        entering = _next_stream(phase, 1, C)
+        # A wipe gives the slot entering (stream ``phase + 1``) its initial state; that
+        # stream in a copy per edge, taken a cycle ahead.
+        entering = _replicas(m, _next_stream(phase, 2, C), "entering", E, init=1 % C)
         m.d.sync += [state.vf[n].eq(Mux(wipe_v[n], 0, x["vf"][n])) for n in range(N)]
         m.d.sync += [state.vc[n].eq(Mux(wipe_v[n], 0, x["vc"][n])) for n in range(N)]
-        m.d.sync += [state.g[e].eq(Mux(wipe_g[e], mux_tree(entering, [int(init[e]) for init in
-                                                                      self.stream_gate_init]),
+        m.d.sync += [state.g[e].eq(Mux(wipe_g[e], mux_tree(entering[e], [int(init[e]) for init
+                                                                         in self.stream_gate_init]),
                                        Mux(wr.en[e], wr.data, x["g"][e])))
                      for e in range(E)]
 
@@ -434,12 +435,12 @@ def _split_address(addr, edges, streams):
     return stream, addr - const_mul(stream, edges)
 
 
-def _replicas(m, x, name, count):
+def _replicas(m, x, name, count, init=0):
     """``count`` registers of ``x``, each kept as a flip-flop of its own (``keep``: the
     board build tells Yosys not to merge them), so that each can sit near its loads."""
     x = Value.cast(x)
-    copies = [Signal(x.shape(), name=f"{name}{i}", reset_less=True, attrs={"keep": 1})
-              for i in range(count)]
+    copies = [Signal(x.shape(), name=f"{name}{i}", init=init, reset_less=True,
+                     attrs={"keep": 1}) for i in range(count)]
     m.d.sync += [c.eq(x) for c in copies]
     return copies
 
