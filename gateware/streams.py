@@ -91,9 +91,10 @@ class StreamFabric(Fabric):
       cycles earlier: the address is registered, then split into stream and edge, then
       the stream's slot comes round.
     - ``sat_flags``: sticky flags of all streams together.
-    - ``clear`` (as the domain's reset) restores every stream from the next cycle on;
-      the ring has no reset, so ticks in flight are dropped and each slot is wiped as it
-      enters the state register (``busy`` for those ``C`` cycles).
+    - ``clear`` (as the domain's reset) restores every stream: registered twice, it
+      restores the control registers and drops the ticks in flight; the ring has no
+      reset, so each slot is wiped as it enters the state register over the next ``C``
+      cycles (``busy`` from the cycle after ``clear`` until the turn is done).
     """
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
@@ -184,7 +185,7 @@ class StreamFabric(Fabric):
             """``values`` (a dict of values or lists of values), registered at ``cut``."""
             if cut not in self.cuts:
                 return values
-            behind = (C - 1 - ring.index(cut)) % C      # the stream it holds after reset
+            behind = (C - 1 - ring.index(cut)) % C      # the stream it holds at power-up
             out = {}
             # ``*_each``: lists of one value, registered in as many kept-apart copies
             replicated = {key: value[0] for key, value in values.items()
