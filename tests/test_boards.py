@@ -2,14 +2,20 @@
 
 import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.sim import Simulator
 
 from clln import config, formats
 from clln.boards.demo import LinkDemo, demo_response
 from clln.boards.targets import (KEEP_REGISTERS, TARGETS, BuildError, build, ecp5_pll_params,
                                  ice40_pll_params, parse_report)
+from clln.gateware.streams import _replicas
 from clln.host import protocol as p
 from clln.host.protocol import Command, Status
 
@@ -119,12 +125,6 @@ def test_keep_registers_stay_apart(tmp_path):
     """Register copies of one value marked ``keep`` (the pipelined fabric's fan-out
     copies, ``streams._replicas``) stay apart through ECP5 synthesis with
     ``KEEP_REGISTERS``; without it Yosys merges them into one flip-flop."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    from amaranth.back import rtlil
-    from amaranth.hdl import Cat, Module, Signal
-    from clln.gateware.streams import _replicas
     m = Module()
     a, b, x, out = Signal(), Signal(), Signal(4), Signal(4)
     copies = _replicas(m, a & b, "copy", 4)
