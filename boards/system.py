@@ -15,7 +15,7 @@ from ..config import refold
 from ..formats import Formats
 from ..gateware.fabric import fabric_shape, product_operand_bits
 from ..host import protocol as p
-from .targets import BuildError, _target, build
+from .targets import BuildError, _target, build, overused, utilization_from_log
 
 
 class BoardSystem(wiring.Component):
@@ -78,8 +78,8 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
 
     With ``clock_mhz`` None the board oscillator is tried first; if timing fails there
     (the fabric computes a whole edge-and-node path per cycle, so fmax is often below the
-    oscillator), the build is repeated once at 95% of the reported fmax through the PLL
-    (iCE40, ECP5). With ``clock_mhz="max"`` a build that meets timing at the oscillator
+    oscillator), the build is repeated once at 95% of the reported fmax through the PLL.
+    With ``clock_mhz="max"`` a build that meets timing at the oscillator
     with room to spare is also repeated there, in ``build_dir/max``; if that one fails,
     the oscillator's build stands. An explicit ``clock_mhz`` is built as given and must
     meet timing.
@@ -118,7 +118,7 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
         rep = go(None)
     except BuildError as e:
         report = Path(build_dir) / "top.report.json"
-        if "timing failed" not in str(e) or not report.exists() or t.family == "gowin":
+        if "timing failed" not in str(e) or not report.exists():
             raise
         fmax = parse_report(json.loads(report.read_text()), t.family)[0]
         clk = pll_clock(fmax)
@@ -130,25 +130,13 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
         except BuildError as e2:
             raise BuildError(f"{e}; at {clk} MHz (95% of that fmax): {e2}") from None
     clk = pll_clock(rep.fmax_mhz)
-    if clock_mhz != "max" or t.family == "gowin" or achieved_clock_mhz(board, clk) <= \
+    if clock_mhz != "max" or achieved_clock_mhz(board, clk) <= \
             1.05 * rep.clock_mhz:
         return rep, units, cpt
     try:
         return go(clk, Path(build_dir) / "max"), units, cpt
     except BuildError:
         return rep, units, cpt
-
-
-def utilization_from_log(path):
-    """``{cell type: (used, available)}`` from a nextpnr log (also of a failed build)."""
-    import re
-    out = {}
-    path = Path(path)
-    if not path.exists():
-        return out
-    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", path.read_text(), re.M):
-        out[m[1]] = (int(m[2]), int(m[3]))
-    return out
 
 
 def _predict(u_lo, p_lo, u_hi, p_hi, margin=0.97):
@@ -202,7 +190,7 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         except BuildError as e:
             why = str(e).splitlines()[0]
             use = utilization_from_log(folder / "top.tim")
-            over = [f"{k} {a}/{b}" for k, (a, b) in use.items() if b and a > b]
+            over = overused(use)
             if over:
                 why = "needs " + ", ".join(over)
             attempts.append(Attempt(1 if serial else units, False, why, time.monotonic() - t0,

