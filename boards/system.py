@@ -73,7 +73,8 @@ def _fits(rep, t):
     return over
 
 
-def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_examples=None):
+def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_examples=None,
+                 pnr_clock_mhz=None):
     """Build ``cfg``'s system for ``board``.
 
     With ``clock_mhz`` None the board oscillator is tried first; if timing fails there
@@ -82,7 +83,8 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     With ``clock_mhz="max"`` a build that meets timing at the oscillator
     with room to spare is also repeated there, in ``build_dir/max``; if that one fails,
     the oscillator's build stands. An explicit ``clock_mhz`` is built as given and must
-    meet timing.
+    meet timing; with ``pnr_clock_mhz`` nextpnr places and routes for that clock instead
+    (``targets.build``).
 
     Returns
     -------
@@ -100,10 +102,13 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     router = "router2" if classic_abc else None
     placer = "static" if classic_abc else None
 
+    if pnr_clock_mhz is not None and clock_mhz in (None, "max"):
+        raise BuildError("a place-and-route clock needs an explicit clock (MHz)")
+
     def go(clk, folder=build_dir):
         return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples, mult_bits),
                      board, folder, clock_mhz=clk, classic_abc=classic_abc,
-                     router=router, placer=placer)
+                     router=router, placer=placer, pnr_clock_mhz=pnr_clock_mhz)
 
     def pll_clock(fmax):
         """The highest clock the PLL makes at or below 95% of ``fmax``."""
@@ -155,7 +160,7 @@ def _predict(u_lo, p_lo, u_hi, p_hi, margin=0.97):
 
 
 def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_examples=None,
-                  log=None):
+                  log=None, pnr_clock_mhz=None):
     """Build with the largest ``edge_units`` that places, routes and meets timing.
 
     Tries the fully parallel fabric (E units), then one unit; between them, predicts the
@@ -186,7 +191,7 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         folder = Path(build_dir) / ("serial" if serial else f"p{units}")
         try:
             rep, u, c = build_system(refold(cfg, units), board, folder, clock_mhz, baud,
-                                     max_examples)
+                                     max_examples, pnr_clock_mhz)
         except BuildError as e:
             why = str(e).splitlines()[0]
             use = utilization_from_log(folder / "top.tim")

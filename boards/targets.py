@@ -192,8 +192,9 @@ def gowin_pll_params(fin, fout):
 class _Top(Elaboratable):
     """The board top level: the ``sync`` domain (PLL if needed) and the design under it."""
 
-    def __init__(self, target, design, clock_mhz):
+    def __init__(self, target, design, clock_mhz, pnr_clock_mhz=None):
         self.target, self.design, self.clock_mhz = target, design, clock_mhz
+        self.pnr_clock_mhz = pnr_clock_mhz or clock_mhz
 
     def elaborate(self, platform):
         m = Module()
@@ -239,7 +240,7 @@ class _Top(Elaboratable):
                 i_ODSEL=Const(0, 6), i_PSDA=Const(0, 4), i_DUTYDA=Const(0, 4),
                 i_FDLY=Const(0, 4), o_CLKOUT=clk, o_LOCK=locked)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
-        platform.add_clock_constraint(clk, self.clock_mhz * 1e6)
+        platform.add_clock_constraint(clk, self.pnr_clock_mhz * 1e6)
         return m
 
 
@@ -380,7 +381,7 @@ ECP5_CLASSIC_ABC = dict(
 
 
 def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
-          classic_abc=False, router=None, placer=None):
+          classic_abc=False, router=None, placer=None, pnr_clock_mhz=None):
     """Build a bitstream of a design for a board with the YoWASP tools.
 
     Parameters
@@ -402,6 +403,10 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
         nextpnr's router (``"router1"``, ``"router2"``); default nextpnr's own.
     placer : str, optional
         nextpnr's placer (``"heap"``, ``"static"``); default nextpnr's own.
+    pnr_clock_mhz : float, optional
+        Place and route as a build at this clock would (nextpnr's timing constraint is
+        the PLL's nearest to it); the bitstream runs at ``clock_mhz`` and its routed fmax
+        must still reach that. Default ``clock_mhz``. Needs a PLL clock.
 
     Returns
     -------
@@ -414,6 +419,10 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
     """
     t = _target(board)
     clk = achieved_clock_mhz(board, clock_mhz)
+    pnr_clk = clk if pnr_clock_mhz is None else achieved_clock_mhz(board, pnr_clock_mhz)
+    if pnr_clk != clk and clk == t.osc_mhz:
+        raise BuildError(f"{board}: a place-and-route clock other than the clock needs a "
+                         f"clock through the PLL, not the oscillator's {t.osc_mhz} MHz")
     design = elaboratable_factory(clk * 1e6)
     platform = t.make_platform()
     build_dir = Path(build_dir)
@@ -429,13 +438,13 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
     log.unlink(missing_ok=True)
     start = time.monotonic()
     with _tool_environment():
-        plan = platform.build(_Top(t, design, clk), name=name, do_build=False,
+        plan = platform.build(_Top(t, design, clk, pnr_clk), name=name, do_build=False,
                               do_program=False, script_after_read=KEEP_REGISTERS, **synth,
                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail"
                                         + (f" --router {router}" if router else "")
                                         + (f" --placer {placer}" if placer else "")
                                         # Amaranth writes no clock constraint for Gowin
-                                        + (f" --freq {clk}" if t.family == "gowin" else ""))
+                                        + (f" --freq {pnr_clk}" if t.family == "gowin" else ""))
         plan.extract(str(build_dir))
         run_build_script(build_dir, plan.script, log, board)
     seconds = time.monotonic() - start

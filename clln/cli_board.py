@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import config as config_mod
-from .cli_common import clock_arg, fold_arg, progress_bar, whole_number
+from .cli_common import clock_arg, fold_arg, positive_mhz, progress_bar, whole_number
 from .errors import CllnError, ConfigError
 
 BOARDS = ("icebreaker", "ulx3s-85f", "tangnano9k")
@@ -32,12 +32,16 @@ def cmd_build(args):
     log = (lambda msg: print(msg, file=sys.stderr)) if not args.json else None
     t0 = time.monotonic()
     attempts = []
+    if args.pnr_clock is not None and args.clock in (None, "max"):
+        raise ConfigError("--pnr-clock", "", "needs --clock MHZ (the clock the "
+                          "bitstream runs at)")
     if cfg.has_fabric:
         rep, units, cpt = build_system(cfg, args.board, build_dir, args.clock, args.baud,
-                                       args.max_examples)
+                                       args.max_examples, args.pnr_clock)
     else:
         rep, units, cpt, attempts = build_fitting(cfg, args.board, build_dir, args.clock,
-                                                  args.baud, args.max_examples, log)
+                                                  args.baud, args.max_examples, log,
+                                                  args.pnr_clock)
     seconds = time.monotonic() - t0
     streams = cfg.fabric.streams
     out = {"config": cfg.name, "board": args.board, "bitstream": str(rep.bitstream),
@@ -291,6 +295,10 @@ def add_parsers(sub):
                    help="clock (PLL), or 'max': the oscillator, then again at 95%% of "
                    "its fmax when that is faster; default the board oscillator (or 95%% "
                    "of fmax when timing fails there)")
+    p.add_argument("--pnr-clock", type=positive_mhz, metavar="MHZ",
+                   help="place and route as a build at this clock would (nextpnr's timing "
+                   "constraint); the bitstream runs at --clock, whose timing it must still "
+                   "meet (for designs that route at a relaxed constraint only)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--max-examples", type=whole_number(1),
                    help="dataset capacity (default: the dataset, at least 16)")
@@ -315,6 +323,10 @@ def add_parsers(sub):
     p.add_argument("--seed", type=whole_number(), help="override learning.seed (stream s "
                    "of a fabric of several networks starts from the gates of seed + s)")
     p.add_argument("--order", choices=("cyclic", "lfsr"), default="cyclic")
+    p.add_argument("--pnr-clock", type=positive_mhz, metavar="MHZ",
+                   help="place and route as a build at this clock would (nextpnr's timing "
+                   "constraint); the bitstream runs at --clock, whose timing it must still "
+                   "meet (for designs that route at a relaxed constraint only)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",

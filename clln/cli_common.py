@@ -41,10 +41,15 @@ def clock_arg(text):
     """A ``--clock`` value: MHz above 0, or ``max``."""
     if text == "max":
         return text
+    return positive_mhz(text, "MHz or 'max'")
+
+
+def positive_mhz(text, expected="MHz"):
+    """A frequency in MHz above 0."""
     try:
         mhz = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MHz or 'max', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
     if not mhz > 0:
         raise argparse.ArgumentTypeError(f"must be > 0 MHz, got {text}")
     return mhz

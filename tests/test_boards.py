@@ -1,5 +1,6 @@
 """Board builds and the link-only demo design (simulated end to end, built for iCEBreaker)."""
 
+import json
 import os
 import random
 import subprocess
@@ -139,6 +140,23 @@ def test_build_icebreaker():
     assert rep.clock_mhz == 12.0 and rep.fmax_mhz > 12.0
     assert 200 < rep.lut < TARGETS["icebreaker"].luts
     assert rep.bram == 2 and rep.dsp == 0          # COBS encoder buffer, receive FIFO
+
+
+def test_build_places_and_routes_for_another_clock():
+    """``pnr_clock_mhz``: nextpnr's constraint is the PLL's nearest to it, the PLL makes
+    the clock, and the routed fmax is checked against the clock."""
+    rep = build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker-pnr", clock_mhz=30,
+                pnr_clock_mhz=20)
+    constraints = [c["constraint"] for c in json.loads(
+        (rep.bitstream.parent / "top.report.json").read_text())["fmax"].values()]
+    assert constraints == [pytest.approx(ice40_pll_params(12, 20)[4], rel=1e-4)]   # in ps
+    assert rep.clock_mhz == ice40_pll_params(12, 30)[4] and rep.fmax_mhz >= rep.clock_mhz
+    with pytest.raises(BuildError, match="timing failed: fmax [\\d.]+ MHz is [\\d.]+ MHz "
+                                         "\\([\\d.]+%\\) below the 100.50 MHz clock"):
+        build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker-pnr-fast",
+              clock_mhz=100, pnr_clock_mhz=20)
+    with pytest.raises(BuildError, match="needs a clock through the PLL"):
+        build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker-pnr-osc", pnr_clock_mhz=20)
 
 
 def test_build_timing_failure_says_by_how_much():

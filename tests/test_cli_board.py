@@ -346,6 +346,12 @@ def test_fabric_flag_is_checked(capsys):
     assert "expected a number of edge units, 'serial' or 'streams:C'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="fabric.edge_units: must be <= 32, got 40"):
         board_cli(["build", "paper-xor", "--board", "icebreaker", "--fabric", "40"])
+    with pytest.raises(ConfigError, match="--pnr-clock.*needs --clock MHZ"):
+        board_cli(["build", "paper-xor", "--board", "ulx3s-85f", "--pnr-clock", "36"])
+    with pytest.raises(SystemExit) as info:
+        board_cli(["build", "paper-xor", "--board", "ulx3s-85f", "--clock", "50",
+                   "--pnr-clock", "-3"])
+    assert info.value.code == 2 and "must be > 0 MHz, got -3" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--fabric.*only with --sim"):
         board_cli(["run", "paper-xor", "--port", "/dev/null", "--fabric", "serial"])
     cfg = config_mod.refold(config_mod.load("paper-xor"), "serial")
@@ -361,7 +367,7 @@ def test_timing_retry_stops_at_the_pll_floor(monkeypatch, tmp_path):
     calls = []
 
     def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False, router=None,
-                   placer=None):
+                   placer=None, pnr_clock_mhz=None):
         calls.append(clock_mhz)
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "top.report.json").write_text("{}")
@@ -383,15 +389,16 @@ def test_clock_max_rebuilds_faster(monkeypatch, tmp_path, second_fails):
     oscillator's build stands."""
     from clln.boards import system as bs
     from clln.boards.targets import BuildError, BuildReport, achieved_clock_mhz
-    calls = []
+    calls, pnr = [], []
 
     def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False, router=None,
-                   placer=None):
+                   placer=None, pnr_clock_mhz=None):
         # the pipelined fabric on ECP5: ABC's classic flow, nextpnr's static placer and
         # router2
         assert classic_abc and router == "router2" and placer == "static"
         calls.append((clock_mhz, Path(folder).name))
-        if clock_mhz is not None and second_fails:
+        pnr.append(pnr_clock_mhz)
+        if Path(folder).name == "max" and second_fails:
             raise BuildError(f"{board}: timing failed: fmax 60.00 MHz is 2 MHz below")
         clk = achieved_clock_mhz(board, clock_mhz)
         return BuildReport(board, Path(folder) / "top.bit", clk, 64.0, 1000, 96, 3, 1.0, {})
@@ -408,4 +415,9 @@ def test_clock_max_rebuilds_faster(monkeypatch, tmp_path, second_fails):
         assert rep.clock_mhz == achieved_clock_mhz("ulx3s-85f", calls[1][0]) > 55
     calls.clear()
     bs.build_system(cfg, "ulx3s-85f", tmp_path / "c")            # no --clock: one build
-    assert calls == [(None, "c")]
+    assert calls == [(None, "c")] and set(pnr) == {None}
+    calls.clear()
+    bs.build_system(cfg, "ulx3s-85f", tmp_path / "d", clock_mhz=50, pnr_clock_mhz=36)
+    assert calls == [(50, "d")] and pnr[-1] == 36        # placed and routed for 36 MHz
+    with pytest.raises(BuildError, match="needs an explicit clock"):
+        bs.build_system(cfg, "ulx3s-85f", tmp_path / "e", clock_mhz="max", pnr_clock_mhz=36)
