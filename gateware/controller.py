@@ -505,6 +505,7 @@ class CommandHandler(wiring.Component):
         executing = Signal()
         ident_bytes = list(ident.pack())
         idx = Signal(range(max(len(ident_bytes), len(status_bytes)) + 1))   # byte index
+        fixed_byte, fixed_ready = Signal(8), Signal()    # FIXED's byte at idx, registered
         with m.Switch(cmd):
             with m.Case(Command.WRITE_DATASET):
                 m.d.comb += [n_words.eq(const_mul(cnt, W)), last_col.eq(col == W - 1)]
@@ -707,6 +708,9 @@ class CommandHandler(wiring.Component):
                         with m.Else():
                             m.next = "DONE"
             with m.State("FIXED"):
+                # The byte at idx is selected from up to 80 (with 8 streams' error sums)
+                # into a register, and offered the cycle after: 2 cycles a byte, and no
+                # long path from idx through that selection into the link's CRC.
                 ib = Array(Const(b, 8) for b in ident_bytes)[idx]
                 sb = 0          # an OR of masked bytes takes fewer LUTs than an Array here
                 for i, b in enumerate(status_bytes):
@@ -714,11 +718,12 @@ class CommandHandler(wiring.Component):
                 is_id = is_cmd[Command.IDENTIFY]
                 n = Mux(is_id, len(ident_bytes), len(status_bytes))
                 last = idx == n - 1
-                m.d.comb += [self.o.valid.eq(1),
-                             self.o.payload.data.eq(Mux(is_id, ib, sb)),
+                m.d.sync += [fixed_byte.eq(Mux(is_id, ib, sb)), fixed_ready.eq(1)]
+                m.d.comb += [self.o.valid.eq(fixed_ready),
+                             self.o.payload.data.eq(fixed_byte),
                              self.o.payload.last.eq(last)]
-                with m.If(self.o.ready):
-                    m.d.sync += idx.eq(idx + 1)
+                with m.If(self.o.ready & fixed_ready):
+                    m.d.sync += [idx.eq(idx + 1), fixed_ready.eq(0)]
                     with m.If(last):
                         m.next = "DONE"
             with m.State("FETCH"):
