@@ -45,6 +45,11 @@ CUTS = ("terms", "kappa", "operands", "products", "sums", "overdrive", "steps")
 PIPELINE_ORDER = ("overdrive", "operands", "products", "terms", "sums", "kappa", "steps")
 
 
+#: Edges per group of the gate readout (a power of two): each group picks its gate into a
+#: register, then the addressed group's is taken.
+READ_GROUP = 8
+
+
 def pipeline_cuts(streams):
     """The cuts (a set of names from :data:`CUTS`) of a fabric of ``streams`` networks."""
     if not 1 <= streams <= len(CUTS) + 1:
@@ -87,9 +92,9 @@ class StreamFabric(Fabric):
       written gate is kept within ``[gate_min, gate_max]``, as learning keeps gates, so
       that every gate always is (which bounds the edge terms' factors, see
       ``bounded_usum_bits``; the protocol refuses other gates anyway).
-    - ``gate_rdata`` is the gate at ``gate_raddr`` ``gate_read_latency`` (``C + 2``)
+    - ``gate_rdata`` is the gate at ``gate_raddr`` ``gate_read_latency`` (``C + 3``)
       cycles earlier: the address is registered, then split into stream and edge, then
-      the stream's slot comes round.
+      the stream's slot comes round, then its group's gate is selected.
     - ``sat_flags``: sticky flags of all streams together.
     - ``clear`` (as the domain's reset) restores every stream: registered twice, it
       restores the control registers and drops the ticks in flight; the ring has no
@@ -108,7 +113,7 @@ class StreamFabric(Fabric):
         self.edge_units, self.cycles_per_tick = self.n_edges, self.streams
         # the address is registered, then split, then the stream's slot comes round (C
         # cycles at most)
-        self.gate_read_latency = self.streams + 2
+        self.gate_read_latency = self.streams + 3
 
     def _members(self):
         v, g = signed(self.fmt.v_bits), signed(self.fmt.g_bits)
@@ -376,15 +381,22 @@ class StreamFabric(Fabric):
                       *(r for copy in mirror for r in copy.vf + copy.vc + copy.g)]
             m.d.sync += [r.eq(r.init) for r in resets]
 
-        # Gate reads: the address registered, then split into stream and edge, then the
-        # gate captured as the addressed stream's slot leaves the state register.
+        # Gate reads: the address registered, then split into stream and edge; each
+        # group of READ_GROUP edges selects its gate of the slot in the state register
+        # (with a copy of the edge of its own: the gates lie all over the part), and the
+        # addressed group's gate is captured a cycle later if that slot was the stream's.
         rd_addr = Signal.like(self.gate_raddr, name="rd_addr")
         rd_stream = Signal(range(C), name="rd_stream")
-        rd_edge = Signal(range(max(E, 2)), name="rd_edge")
         stream, edge = _split_address(rd_addr, E, C)
-        m.d.sync += [rd_addr.eq(self.gate_raddr), rd_stream.eq(stream), rd_edge.eq(edge)]
-        with m.If(phase == rd_stream):
-            m.d.sync += self.gate_rdata.eq(mux_tree(rd_edge, state.g))
+        m.d.sync += [rd_addr.eq(self.gate_raddr), rd_stream.eq(stream)]
+        groups = [state.g[i:i + READ_GROUP] for i in range(0, E, READ_GROUP)]
+        rd_edge = _replicas(m, edge, "rd_edge", len(groups) + 1)
+        low = READ_GROUP.bit_length() - 1
+        picked = [_register(m, mux_tree(rd_edge[k][:low], group), f"rd_group{k}")
+                  for k, group in enumerate(groups)]
+        picked_stream = _register(m, phase, "rd_group_stream")
+        with m.If(picked_stream == rd_stream):
+            m.d.sync += self.gate_rdata.eq(mux_tree(rd_edge[-1][low:], picked))
         m.d.comb += [self.v_free[s * N + n].eq(mirror[s].vf[n])
                      for s in range(C) for n in range(N)]
         m.d.comb += [self.v_clamped[s * N + n].eq(mirror[s].vc[n])

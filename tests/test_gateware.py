@@ -570,7 +570,7 @@ def test_generate_streams_manifest(tmp_path):
     cfg = config_mod.refold(config_mod.load("paper-xor"), "streams:2")
     info = generate(cfg, tmp_path)["info"]
     assert (info["streams"], info["seeds"], info["cycles_per_tick"]) == (2, [0, 1], 2)
-    assert info["gate_read_latency"] == 4
+    assert info["gate_read_latency"] == 5
     assert info["stream_gate_init"][0] == info["gate_init"]
     assert info["stream_gate_init"][1] != info["gate_init"]
     ports = info["ports"]
