@@ -343,15 +343,20 @@ def run_build_script(build_dir, script, log, board, poll_seconds=2.0):
     windows = sys.platform.startswith("win32")
     command = ["cmd", "/c", f"call {script}.bat"] if windows else ["sh", f"{script}.sh"]
     proc = subprocess.Popen(command, cwd=build_dir, start_new_session=not windows)
-    while True:
-        try:
-            code = proc.wait(timeout=poll_seconds)
-            break
-        except subprocess.TimeoutExpired:
-            over = overused(utilization_from_log(log))
-            if over:
-                _stop(proc, windows)
-                raise BuildError(f"{board}: does not fit: needs {', '.join(over)}") from None
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=poll_seconds)
+                break
+            except subprocess.TimeoutExpired:
+                over = overused(utilization_from_log(log))
+                if over:
+                    raise BuildError(f"{board}: does not fit: needs {', '.join(over)}") \
+                        from None
+    finally:
+        # the tools run in a session of their own: stop them on any way out (Ctrl-C too)
+        if proc.poll() is None:
+            _stop(proc, windows)
     if code:
         tail = Path(log).read_text().splitlines()[-15:] if Path(log).exists() else []
         raise BuildError(f"{board} build failed: {script} exited with {code}\n"

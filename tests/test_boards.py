@@ -5,6 +5,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def test_build_script_stops_when_the_design_does_not_fit(tmp_path, luts, code, e
     """A build whose nextpnr log shows more cells of a kind than the device has is stopped
     there (nextpnr's placers would search on for a long time); others run to their end."""
     (tmp_path / "build_top.sh").write_text(
-        f"printf '{UTILISATION.format(luts)}' > top.tim\nsleep 3\ntouch finished\nexit {code}\n")
+        f"printf '{UTILISATION.format(luts)}' > top.tim\nsleep 1\ntouch finished\nexit {code}\n")
     run = lambda: run_build_script(tmp_path, "build_top", tmp_path / "top.tim", "tangnano9k",
                                    poll_seconds=0.2)
     if error is None:
@@ -83,7 +84,24 @@ def test_build_script_stops_when_the_design_does_not_fit(tmp_path, luts, code, e
     else:
         with pytest.raises(BuildError, match=error):
             run()
+    time.sleep(1.5)                 # a script left running would have finished by now
     assert (tmp_path / "finished").exists() == (luts <= 8640)
+
+
+def test_build_script_stops_when_interrupted(tmp_path, monkeypatch):
+    """Ctrl-C while the tools run (they run in a session of their own, which the terminal's
+    interrupt does not reach) stops them too."""
+    from clln.boards import targets
+
+    def interrupt(log):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(targets, "utilization_from_log", interrupt)
+    (tmp_path / "build_top.sh").write_text("sleep 1\ntouch finished\n")
+    with pytest.raises(KeyboardInterrupt):
+        run_build_script(tmp_path, "build_top", tmp_path / "top.tim", "icebreaker",
+                         poll_seconds=0.2)
+    time.sleep(1.5)
+    assert not (tmp_path / "finished").exists()
 
 
 def test_link_demo_in_simulation():
