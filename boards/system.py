@@ -74,7 +74,7 @@ def _fits(rep, t):
 
 
 def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_examples=None,
-                 pnr_clock_mhz=None):
+                 pnr_clock_mhz=None, pnr_seed=None):
     """Build ``cfg``'s system for ``board``.
 
     With ``clock_mhz`` None the board oscillator is tried first; if timing fails there
@@ -83,8 +83,8 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     With ``clock_mhz="max"`` a build that meets timing at the oscillator
     with room to spare is also repeated there, in ``build_dir/max``; if that one fails,
     the oscillator's build stands. An explicit ``clock_mhz`` is built as given and must
-    meet timing; with ``pnr_clock_mhz`` nextpnr places and routes for that clock instead
-    (``targets.build``).
+    meet timing; with ``pnr_clock_mhz`` nextpnr places and routes for that clock instead,
+    with ``pnr_seed`` from that seed (``targets.build``).
 
     Returns
     -------
@@ -108,7 +108,8 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     def go(clk, folder=build_dir):
         return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples, mult_bits),
                      board, folder, clock_mhz=clk, classic_abc=classic_abc,
-                     router=router, placer=placer, pnr_clock_mhz=pnr_clock_mhz)
+                     router=router, placer=placer, pnr_clock_mhz=pnr_clock_mhz,
+                     pnr_seed=pnr_seed)
 
     def pll_clock(fmax):
         """The highest clock the PLL makes at or below 95% of ``fmax``."""
@@ -160,7 +161,7 @@ def _predict(u_lo, p_lo, u_hi, p_hi, margin=0.97):
 
 
 def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_examples=None,
-                  log=None, pnr_clock_mhz=None):
+                  log=None, pnr_clock_mhz=None, pnr_seed=None):
     """Build with the largest ``edge_units`` that places, routes and meets timing.
 
     Tries the fully parallel fabric (E units), then one unit; between them, predicts the
@@ -191,7 +192,7 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         folder = Path(build_dir) / ("serial" if serial else f"p{units}")
         try:
             rep, u, c = build_system(refold(cfg, units), board, folder, clock_mhz, baud,
-                                     max_examples, pnr_clock_mhz)
+                                     max_examples, pnr_clock_mhz, pnr_seed)
         except BuildError as e:
             why = str(e).splitlines()[0]
             use = utilization_from_log(folder / "top.tim")

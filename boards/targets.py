@@ -386,7 +386,7 @@ ECP5_CLASSIC_ABC = dict(
 
 
 def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
-          classic_abc=False, router=None, placer=None, pnr_clock_mhz=None):
+          classic_abc=False, router=None, placer=None, pnr_clock_mhz=None, pnr_seed=None):
     """Build a bitstream of a design for a board with the YoWASP tools.
 
     Parameters
@@ -412,6 +412,9 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
         Place and route as a build at this clock would (nextpnr's timing constraint is
         the PLL's nearest to it); the bitstream runs at ``clock_mhz`` and its routed fmax
         must still reach that. Default ``clock_mhz``. Needs a PLL clock.
+    pnr_seed : int, optional
+        nextpnr's random seed (``--seed``); its placements, and so whether a congested
+        design routes, differ from seed to seed, and each is reproducible.
 
     Returns
     -------
@@ -448,6 +451,8 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail"
                                         + (f" --router {router}" if router else "")
                                         + (f" --placer {placer}" if placer else "")
+                                        + (f" --seed {pnr_seed}" if pnr_seed is not None
+                                           else "")
                                         # Amaranth writes no clock constraint for Gowin
                                         + (f" --freq {pnr_clk}" if t.family == "gowin" else ""))
         plan.extract(str(build_dir))

@@ -37,11 +37,11 @@ def cmd_build(args):
                           "bitstream runs at)")
     if cfg.has_fabric:
         rep, units, cpt = build_system(cfg, args.board, build_dir, args.clock, args.baud,
-                                       args.max_examples, args.pnr_clock)
+                                       args.max_examples, args.pnr_clock, args.pnr_seed)
     else:
         rep, units, cpt, attempts = build_fitting(cfg, args.board, build_dir, args.clock,
                                                   args.baud, args.max_examples, log,
-                                                  args.pnr_clock)
+                                                  args.pnr_clock, args.pnr_seed)
     seconds = time.monotonic() - t0
     streams = cfg.fabric.streams
     out = {"config": cfg.name, "board": args.board, "bitstream": str(rep.bitstream),
@@ -299,6 +299,9 @@ def add_parsers(sub):
                    help="place and route as a build at this clock would (nextpnr's timing "
                    "constraint); the bitstream runs at --clock, whose timing it must still "
                    "meet (for designs that route at a relaxed constraint only)")
+    p.add_argument("--pnr-seed", type=whole_number(0), metavar="N",
+                   help="nextpnr's random seed (placements differ by seed; each is "
+                   "reproducible)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--max-examples", type=whole_number(1),
                    help="dataset capacity (default: the dataset, at least 16)")
@@ -327,6 +330,9 @@ def add_parsers(sub):
                    help="place and route as a build at this clock would (nextpnr's timing "
                    "constraint); the bitstream runs at --clock, whose timing it must still "
                    "meet (for designs that route at a relaxed constraint only)")
+    p.add_argument("--pnr-seed", type=whole_number(0), metavar="N",
+                   help="nextpnr's random seed (placements differ by seed; each is "
+                   "reproducible)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",

@@ -162,9 +162,11 @@ def test_build_icebreaker():
 
 def test_build_places_and_routes_for_another_clock():
     """``pnr_clock_mhz``: nextpnr's constraint is the PLL's nearest to it, the PLL makes
-    the clock, and the routed fmax is checked against the clock."""
+    the clock, and the routed fmax is checked against the clock; ``pnr_seed`` is
+    nextpnr's seed."""
     rep = build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker-pnr", clock_mhz=30,
-                pnr_clock_mhz=20)
+                pnr_clock_mhz=20, pnr_seed=7)
+    assert " --seed 7 " in (rep.bitstream.parent / "build_top.sh").read_text()
     constraints = [c["constraint"] for c in json.loads(
         (rep.bitstream.parent / "top.report.json").read_text())["fmax"].values()]
     assert constraints == [pytest.approx(ice40_pll_params(12, 20)[4], rel=1e-4)]   # in ps

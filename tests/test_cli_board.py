@@ -352,6 +352,10 @@ def test_fabric_flag_is_checked(capsys):
         board_cli(["build", "paper-xor", "--board", "ulx3s-85f", "--clock", "50",
                    "--pnr-clock", "-3"])
     assert info.value.code == 2 and "must be > 0 MHz, got -3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        board_cli(["build", "paper-xor", "--board", "ulx3s-85f", "--pnr-seed", "x"])
+    assert info.value.code == 2 and "expected a whole number, got 'x'" in \
+        capsys.readouterr().err
     with pytest.raises(ConfigError, match="--fabric.*only with --sim"):
         board_cli(["run", "paper-xor", "--port", "/dev/null", "--fabric", "serial"])
     cfg = config_mod.refold(config_mod.load("paper-xor"), "serial")
@@ -367,7 +371,7 @@ def test_timing_retry_stops_at_the_pll_floor(monkeypatch, tmp_path):
     calls = []
 
     def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False, router=None,
-                   placer=None, pnr_clock_mhz=None):
+                   placer=None, pnr_clock_mhz=None, pnr_seed=None):
         calls.append(clock_mhz)
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "top.report.json").write_text("{}")
@@ -392,12 +396,12 @@ def test_clock_max_rebuilds_faster(monkeypatch, tmp_path, second_fails):
     calls, pnr = [], []
 
     def fake_build(factory, board, folder, clock_mhz=None, classic_abc=False, router=None,
-                   placer=None, pnr_clock_mhz=None):
+                   placer=None, pnr_clock_mhz=None, pnr_seed=None):
         # the pipelined fabric on ECP5: ABC's classic flow, nextpnr's static placer and
         # router2
         assert classic_abc and router == "router2" and placer == "static"
         calls.append((clock_mhz, Path(folder).name))
-        pnr.append(pnr_clock_mhz)
+        pnr.append((pnr_clock_mhz, pnr_seed))
         if Path(folder).name == "max" and second_fails:
             raise BuildError(f"{board}: timing failed: fmax 60.00 MHz is 2 MHz below")
         clk = achieved_clock_mhz(board, clock_mhz)
@@ -415,9 +419,10 @@ def test_clock_max_rebuilds_faster(monkeypatch, tmp_path, second_fails):
         assert rep.clock_mhz == achieved_clock_mhz("ulx3s-85f", calls[1][0]) > 55
     calls.clear()
     bs.build_system(cfg, "ulx3s-85f", tmp_path / "c")            # no --clock: one build
-    assert calls == [(None, "c")] and set(pnr) == {None}
+    assert calls == [(None, "c")] and set(pnr) == {(None, None)}
     calls.clear()
-    bs.build_system(cfg, "ulx3s-85f", tmp_path / "d", clock_mhz=50, pnr_clock_mhz=36)
-    assert calls == [(50, "d")] and pnr[-1] == 36        # placed and routed for 36 MHz
+    bs.build_system(cfg, "ulx3s-85f", tmp_path / "d", clock_mhz=50, pnr_clock_mhz=36,
+                    pnr_seed=3)
+    assert calls == [(50, "d")] and pnr[-1] == (36, 3)   # placed and routed for 36 MHz
     with pytest.raises(BuildError, match="needs an explicit clock"):
         bs.build_system(cfg, "ulx3s-85f", tmp_path / "e", clock_mhz="max", pnr_clock_mhz=36)
