@@ -104,7 +104,7 @@ class BuildReport:
     """What a build produced: the bitstream, its clock, its timing and its resources.
 
     ``lut`` counts logic cells (iCE40 ``ICESTORM_LC`` and ECP5 ``TRELLIS_COMB``, a LUT4 and
-    its flip-flop; Gowin ``LUT4``), ``dsp`` multiplier blocks (Gowin: 18 x 18
+    its flip-flop; Gowin ``LUT4`` and ``ALU``), ``dsp`` multiplier blocks (Gowin: 18 x 18
     multipliers, :data:`GOWIN_MULTIPLIERS`), ``bram`` block RAMs.
     """
     board: str
@@ -295,14 +295,15 @@ def parse_report(report, family):
     fmax is the lowest achieved frequency over the constrained clocks.
     """
     util = {k: v["used"] for k, v in report.get("utilization", {}).items()}
-    lut, dsp, bram = {"ice40": ("ICESTORM_LC", {"ICESTORM_DSP": 1}, "ICESTORM_RAM"),
-                      "ecp5": ("TRELLIS_COMB", {"MULT18X18D": 1}, "DP16KD"),
-                      "gowin": ("LUT4", GOWIN_MULTIPLIERS, "BSRAM")}[family]
+    # a Gowin ALU (adder) cell takes the place of a LUT4
+    lut, dsp, bram = {"ice40": (("ICESTORM_LC",), {"ICESTORM_DSP": 1}, "ICESTORM_RAM"),
+                      "ecp5": (("TRELLIS_COMB",), {"MULT18X18D": 1}, "DP16KD"),
+                      "gowin": (("LUT4", "ALU"), GOWIN_MULTIPLIERS, "BSRAM")}[family]
     fmax = [c["achieved"] for c in report.get("fmax", {}).values()]
     if not fmax:
         raise BuildError("nextpnr reported no clock frequency")
-    return (min(fmax), util.get(lut, 0), sum(n * util.get(k, 0) for k, n in dsp.items()),
-            util.get(bram, 0), util)
+    return (min(fmax), sum(util.get(k, 0) for k in lut),
+            sum(n * util.get(k, 0) for k, n in dsp.items()), util.get(bram, 0), util)
 
 
 #: Gowin multiplier cells in 18 x 18 multipliers of the DSP blocks (a GW1NR-9 has 20)

@@ -57,11 +57,13 @@ def test_parse_report():
                                                                      "constraint": 12}}}
     assert parse_report(rep, "ice40")[:4] == (40.0, 10, 2, 3)
     gowin = {"utilization": {"LUT4": {"used": 4142, "available": 8640},
+                             "ALU": {"used": 1510, "available": 6480},
                              "MULT18X18": {"used": 1, "available": 20},
                              "MULT36X36": {"used": 1, "available": 5},
                              "BSRAM": {"used": 3, "available": 26}},
              "fmax": {"clk": {"achieved": 55.5, "constraint": 27}}}
-    assert parse_report(gowin, "gowin")[:4] == (55.5, 4142, 5, 3)   # a 36 x 36 is 4 blocks
+    # an ALU takes a LUT's place; a 36 x 36 multiplier is 4 blocks
+    assert parse_report(gowin, "gowin")[:4] == (55.5, 4142 + 1510, 5, 3)
 
 
 UTILISATION = ("Info: Device utilisation:\nInfo: \t                LUT4:   {}/   8640   99%%\n"
