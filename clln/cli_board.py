@@ -326,13 +326,6 @@ def add_parsers(sub):
     p.add_argument("--seed", type=whole_number(), help="override learning.seed (stream s "
                    "of a fabric of several networks starts from the gates of seed + s)")
     p.add_argument("--order", choices=("cyclic", "lfsr"), default="cyclic")
-    p.add_argument("--pnr-clock", type=positive_mhz, metavar="MHZ",
-                   help="place and route as a build at this clock would (nextpnr's timing "
-                   "constraint); the bitstream runs at --clock, whose timing it must still "
-                   "meet (for designs that route at a relaxed constraint only)")
-    p.add_argument("--pnr-seed", type=whole_number(0), metavar="N",
-                   help="nextpnr's random seed (placements differ by seed; each is "
-                   "reproducible)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",

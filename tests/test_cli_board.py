@@ -379,6 +379,10 @@ def test_fabric_flag_is_checked(capsys):
         board_cli(["build", "paper-xor", "--board", "ulx3s-85f", "--pnr-seed", "x"])
     assert info.value.code == 2 and "expected a whole number, got 'x'" in \
         capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:                 # a build option only
+        board_cli(["run", "paper-xor", "--sim", "--pnr-clock", "36"])
+    assert info.value.code == 2 and "unrecognized arguments: --pnr-clock 36" in \
+        capsys.readouterr().err
     with pytest.raises(ConfigError, match="--fabric.*only with --sim"):
         board_cli(["run", "paper-xor", "--port", "/dev/null", "--fabric", "serial"])
     cfg = config_mod.refold(config_mod.load("paper-xor"), "serial")
