@@ -8,10 +8,11 @@ from amaranth import Array, Const, Module, Mux, Signal
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from clln import protocol as p
+from clln.protocol import Command, Status
+
 from ..gateware.framing import Byte, Token
 from ..gateware.link import HostLink
-from ..host import protocol as p
-from ..host.protocol import Command, Status
 
 
 def demo_response(encoded, identity):

@@ -1,4 +1,4 @@
-"""The training system on a board: :class:`~clln.gateware.controller.System` on its UART,
+"""The training system on a board: :class:`~clln.gateware.system.System` on its UART,
 and the search for the largest fold (``edge_units``) that fits a board.
 """
 
@@ -10,11 +10,13 @@ from pathlib import Path
 from amaranth.hdl import Module
 from amaranth.lib import io, wiring
 
-from ..gateware.controller import System
+from clln import protocol as p
+
 from ..config import refold
 from ..formats import Formats
-from ..gateware.fabric import fabric_shape, product_operand_bits
-from ..host import protocol as p
+from ..gateware.fabric import fabric_shape
+from ..gateware.fabric.cells import product_operand_bits
+from ..gateware.system import System
 from .targets import BuildError, _target, build, overused, utilization_from_log
 
 
@@ -29,7 +31,7 @@ class BoardSystem(wiring.Component):
     max_examples : int, optional
     mult_bits : int, optional
         Operand bits of the board's multiplier blocks when each product is to take one
-        (``gateware.fabric.split_mul``).
+        (``gateware.fabric.arith.split_mul``).
     """
 
     def __init__(self, cfg, clk_hz, baud=115200, max_examples=None, mult_bits=None):
@@ -91,6 +93,7 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     (BuildReport, edge_units, cycles_per_tick)
     """
     import json
+
     from .targets import _target, achieved_clock_mhz, parse_report
     units, cpt = fabric_shape(cfg)
     t = _target(board)
@@ -269,7 +272,7 @@ def multiplier_blocks(cfg, units, mult_bits, split=False):
     ``units == "serial"`` is the serial fabric (one edge term and one gate step). Each
     product of ``a x b`` signed bits is counted as ``ceil(a / mult_bits) * ceil(b /
     mult_bits)`` blocks of ``mult_bits x mult_bits`` (Yosys sometimes does a little
-    better), or as one block with ``split`` (``gateware.fabric.split_mul``).
+    better), or as one block with ``split`` (``gateware.fabric.arith.split_mul``).
     """
     ops = product_operand_bits(Formats.from_config(cfg))
 

@@ -18,7 +18,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth import (
+    ClockDomain,
+    ClockSignal,
+    Const,
+    Elaboratable,
+    Instance,
+    Module,
+    Signal,
+)
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
@@ -42,7 +50,7 @@ class Target:
     dsps: int = 0
     brams: int = 0
     mult_bits: int = 0      # operand bits of a multiplier block; 0: multipliers in logic
-    split_products: bool = False    # one block per product (gateware.fabric.split_mul)
+    split_products: bool = False    # one block per product (gateware.fabric.arith.split_mul)
 
     def make_platform(self):
         import importlib

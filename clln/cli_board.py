@@ -75,6 +75,7 @@ def cmd_build(args):
 def _program(board, bitstream):
     import shutil
     import subprocess
+
     from .boards.targets import BuildError
     tool = {"icebreaker": ["iceprog"], "ulx3s-85f": ["openFPGALoader", "-b", "ulx3s"],
             "tangnano9k": ["openFPGALoader", "-b", "tangnano9k"]}[board]
@@ -90,9 +91,8 @@ def _program(board, bitstream):
 def _open_device(cfg, args, seed):
     from .host.driver import Device, SerialTransport
     if args.sim:
-        from .sim.benches.board import SimBoardTransport
-        transport = SimBoardTransport(cfg, build_dir=args.build_dir, seed=seed,
-                                      opt=args.sim_opt)
+        from .flows import sim_board
+        transport = sim_board(cfg, build_dir=args.build_dir, seed=seed, opt=args.sim_opt)
         return Device(transport, timeout=60.0), transport
     try:
         transport = SerialTransport(args.port, args.baud)
@@ -126,8 +126,8 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
         same keys of stream 0 at the top level; and ``status`` (the last
         :class:`~clln.host.protocol.DeviceStatus`).
     """
+    from . import protocol as p
     from .formats import Formats
-    from .host import protocol as p
     fmt = Formats.from_config(cfg)
     ident = dev.identify()
     want = p.config_hash(cfg)

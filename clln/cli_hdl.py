@@ -22,7 +22,7 @@ def cmd_generate(args):
 
 def cmd_verify(args):
     """Compare the fabric in a Verilog simulator with the fixed-point model."""
-    from .sim.benches.runner import verify
+    from .flows import verify
     cfg = config_mod.load(args.config)
     res = verify(cfg, sim=args.sim, ticks=args.ticks, waves=args.waves, build_dir=args.build_dir,
                  flat=args.netlist == "flat")

@@ -11,8 +11,9 @@ from amaranth.lib.wiring import Flow
 from clln.formats import Formats, check_tick_stability
 
 from .fabric import make_fabric
+from .system import System
 
-__all__ = ["top_name", "generate", "manifest"]
+__all__ = ["top_name", "generate", "generate_system", "manifest"]
 
 
 def top_name(cfg):
@@ -116,5 +117,32 @@ def generate(cfg, out_dir, seed=None, flat=False):
     info["verilog"] = v_path.name
     info["netlist"] = "flat" if flat else "hierarchical"
     m_path = out / "manifest.json"
+    m_path.write_text(json.dumps(info, indent=1) + "\n")
+    return {"verilog": v_path, "manifest": m_path, "info": info}
+
+
+#: Verilog module name of the board system (:func:`generate_system`).
+SYSTEM_TOP = "clln_system"
+
+
+def generate_system(cfg, out_dir, divisor=4, max_examples=None, seed=None):
+    """Write ``clln_system.v`` and ``system.json`` (top, UART divisor, identity) for a
+    config's whole board system (:class:`~clln.gateware.system.System`) into ``out_dir``.
+
+    Returns
+    -------
+    dict
+        ``verilog`` and ``manifest`` paths, and the manifest itself.
+    """
+    fmt = Formats.from_config(cfg)
+    check_tick_stability(cfg, fmt.kappa)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    system = System(cfg, divisor, max_examples=max_examples, seed=seed, fmt=fmt)
+    v_path = out / f"{SYSTEM_TOP}.v"
+    v_path.write_text(verilog.convert(system, name=SYSTEM_TOP, emit_src=False))
+    info = {"config": cfg.name, "top": SYSTEM_TOP, "verilog": v_path.name,
+            "divisor": divisor, "identity": system.identity.pack().hex()}
+    m_path = out / "system.json"
     m_path.write_text(json.dumps(info, indent=1) + "\n")
     return {"verilog": v_path, "manifest": m_path, "info": info}

@@ -14,7 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..host.protocol import MAX_REQUEST, MIN_REQUEST, Status, crc16_byte
+from clln.protocol import MAX_REQUEST, MIN_REQUEST, Status, crc16_byte
 
 #: A decoded frame byte (``end`` = 0), or the end of a frame (``end`` = 1, ``data`` = status).
 Token = data.StructLayout({"data": 8, "end": 1})

@@ -9,7 +9,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..host.protocol import MAX_REQUEST, MIN_REQUEST
+from clln.protocol import MAX_REQUEST, MIN_REQUEST
+
 from .framing import Byte, COBSDecoder, COBSEncoder, CRCChecker, CRCGenerator, Token
 from .uart import UARTRx, UARTTx
 

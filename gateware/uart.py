@@ -7,7 +7,7 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..host.protocol import uart_divisor
+from clln.protocol import uart_divisor
 
 
 class _BitTimed(wiring.Component):

@@ -1,7 +1,7 @@
 """Golden model of the board system: command handler, training controller and fabric.
 
 :class:`SystemModel` answers request bytes with reply bytes exactly as
-``clln.gateware.controller.System`` does after its UART (``docs/controller.md``), and
+``clln.gateware.system.System`` does after its UART (``docs/controller.md``), and
 keeps the controller's state: dataset, schedule, LFSR, error sums, recorded outputs,
 and a :class:`~clln.sim.fixed.FixedPointModel` for the fabric. It imports no gateware.
 
@@ -17,8 +17,8 @@ unlike :meth:`clln.sim.ticks.TickModel.evaluate`, which restores it.
 
 import numpy as np
 
-from clln.host import protocol as p
-from clln.host.protocol import Command, FrameError, Mode, Order, Status
+from clln import protocol as p
+from clln.protocol import Command, FrameError, Mode, Order, Status
 
 from .fixed import FixedPointModel, run_ticks
 

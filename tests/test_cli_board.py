@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clln.sim.system import SystemModel
 
 from clln import cli, cli_board
 from clln import config as config_mod
 from clln.errors import CllnError
 from clln.host.driver import Device, LoopbackTransport
-from clln.sim.system import SystemModel
-
 
 
 def board_cli(argv):

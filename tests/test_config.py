@@ -5,11 +5,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import builtin_dict
 
 from clln import config
 from clln.errors import ConfigError
-
-from conftest import builtin_dict
 
 
 def test_paper_xor_layout():

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
-
-from clln.gateware.controller import Controller, MODE_IDLE
+from clln.gateware.controller import MODE_IDLE, Controller
 from clln.gateware.fabric import make_fabric
-from clln.host import protocol as p
 from clln.sim.system import SystemModel
 from conftest import tiny_config
+
+from clln import protocol as p
 
 
 class Harness:
@@ -141,7 +141,7 @@ def test_lfsr_order_model_matches_protocol(tmp_path):
 
 def test_system_over_uart_two_outputs_amaranth_sim(tmp_path):
     """Whole System (UART bit by bit) with two outputs, against SystemModel byte for byte."""
-    from clln.gateware.controller import System
+    from clln.gateware.system import System
     cfg = tiny_config(tmp_path, units=2, settle=4, learn=2, two_outputs=True)
     div = 4
     dut = System(cfg, div, max_examples=8)
@@ -208,7 +208,7 @@ def test_handler_writes_and_reads_every_gate_of_eight_streams(tmp_path):
     """WRITE_GATES then READ_GATES of all gates of an 8-stream fabric, straight into the
     command handler with the reply always accepted (no UART to hide latencies): the
     handler waits for each write to land and for the fabric's gate read latency."""
-    from clln.gateware.controller import CommandHandler
+    from clln.gateware.handler import CommandHandler
     cfg = tiny_config(tmp_path, units="streams:8")
     h = Harness(cfg)
     fab = h.fabric

@@ -7,19 +7,20 @@ import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module, Signal, signed, unsigned
 from amaranth.sim import DomainReset, Simulator
+from clln.gateware import fabric as fabric_mod
+from clln.gateware.export import generate, top_name
+from clln.gateware.fabric import make_fabric
+from clln.gateware.fabric.cells import product_operand_bits
+from clln.gateware.fabric.serial import serial_schedule
+from clln.sim.benches.stimulus import unpack
+from clln.sim.fixed import FixedPointModel
+from conftest import builtin_dict
 
 from clln import cli
 from clln import config as config_mod
 from clln.errors import ConfigError
-from clln.gateware.export import generate, top_name
+from clln.flows import verify
 from clln.formats import Formats
-from clln.gateware import fabric as fabric_mod
-from clln.gateware.fabric import make_fabric, product_operand_bits
-from clln.gateware.serial import serial_schedule
-from clln.sim.benches.runner import verify
-from clln.sim.benches.stimulus import unpack
-from clln.sim.fixed import FixedPointModel
-from conftest import builtin_dict
 
 
 def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None):
@@ -215,7 +216,7 @@ def test_amaranth_split_products_match_model(name, fold, mult_bits):
 def test_amaranth_streams_saturation_flags_match_model():
     """Every saturation flag of the pipelined fabric comes from its own stage: with all
     seven cuts, the flags after each tick are the model's (ORed over the streams)."""
-    from clln.gateware.fabric import SAT_ACC, SAT_DG, SAT_DV, SAT_TERM
+    from clln.gateware.fabric.cells import SAT_ACC, SAT_DG, SAT_DV, SAT_TERM
     cfg = config_mod.refold(saturating_config(), "streams:8")
     got, exp, dut = amaranth_run(cfg, 24, mult_bits=18)
     np.testing.assert_array_equal(got, exp)
@@ -408,8 +409,9 @@ def test_amaranth_gate_restore_and_flags():
 
 def test_every_allowed_streams_count_has_its_cuts():
     """``[fabric] streams`` allows 1 .. MAX_STREAMS; the pipeline has a cut for each."""
+    from clln.gateware.fabric.streams import CUTS, pipeline_cuts
+
     from clln.config import MAX_STREAMS
-    from clln.gateware.streams import CUTS, pipeline_cuts
     assert [len(pipeline_cuts(c)) for c in range(1, MAX_STREAMS + 1)] == \
         list(range(MAX_STREAMS))
     assert len(CUTS) == MAX_STREAMS - 1

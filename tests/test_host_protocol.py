@@ -4,11 +4,12 @@ import random
 
 import numpy as np
 import pytest
+from clln.sim import link as link_model
 
 from clln import config, formats
-from clln.host import protocol as p
+from clln import protocol as p
 from clln.host.driver import Device, DeviceError, LinkTimeout, LoopbackTransport
-from clln.host.protocol import Command, FrameError, Status
+from clln.protocol import Command, FrameError, Status
 
 
 def identity(streams=1):
@@ -106,7 +107,7 @@ def test_malformed_frames_are_rejected_with_the_right_error():
             assert r.status in expect, f"trial {trial}: {r.status!r} for {bad.hex()}"
             seen[r.status] = seen.get(r.status, 0) + 1
         if kind == 1 and len(results) == 1:
-            if p.CobsDecoderModel and len(bad) < len(good):
+            if link_model.CobsDecoderModel and len(bad) < len(good):
                 try:
                     dec = p.cobs_decode(bad)
                 except FrameError:
@@ -343,8 +344,9 @@ def test_driver_timeout_and_damaged_request():
 
 def test_config_hash_ignores_the_fold_but_not_the_formats():
     import dataclasses
+
     from clln import config
-    from clln.host.protocol import config_hash
+    from clln.protocol import config_hash
     cfg = config.load("paper-xor")
     folds = [dataclasses.replace(cfg.fabric, edge_units=4),
              dataclasses.replace(cfg.fabric, serial=True)]

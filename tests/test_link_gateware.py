@@ -4,11 +4,18 @@ import random
 
 import pytest
 from amaranth.sim import Simulator
-
-from clln.gateware.framing import Byte, COBSDecoder, COBSEncoder, CRCChecker, CRCGenerator
+from clln.gateware.framing import (
+    Byte,
+    COBSDecoder,
+    COBSEncoder,
+    CRCChecker,
+    CRCGenerator,
+)
 from clln.gateware.uart import UARTRx, UARTTx
-from clln.host import protocol as p
-from clln.host.protocol import Status
+from clln.sim import link as link_model
+
+from clln import protocol as p
+from clln.protocol import Status
 
 
 def run(dut, testbench):
@@ -51,7 +58,7 @@ def stream_through(dut, items, to_payload, from_payload, rng, p_valid=0.7, p_rea
 @pytest.mark.parametrize("divisor", [4, 5, 7, 16])
 def test_uart_tx_cycle_exact(divisor):
     rng = random.Random(divisor)
-    dut, model = UARTTx(divisor), p.UartTxModel(divisor)
+    dut, model = UARTTx(divisor), link_model.UartTxModel(divisor)
     data = [0x00, 0xFF, 0x55, 0xAA] + [rng.randrange(256) for _ in range(20)]
     line = []
 
@@ -73,7 +80,7 @@ def test_uart_tx_cycle_exact(divisor):
 
     run(dut, tb)
     # the line decodes back to the bytes through the receiver model
-    rx = p.UartRxModel(divisor)
+    rx = link_model.UartRxModel(divisor)
     got = [o[1] for o in (rx.step(v, 1) for v in line + [1] * 40) if o[0]]
     assert got == data
 
@@ -105,7 +112,7 @@ def noisy_line(rng, divisor, n_bytes):
 def test_uart_rx_cycle_exact(divisor, seed):
     rng = random.Random(seed)
     line = noisy_line(rng, divisor, 60)
-    dut, model = UARTRx(divisor), p.UartRxModel(divisor)
+    dut, model = UARTRx(divisor), link_model.UartRxModel(divisor)
     counts = {"bytes": 0, "ferr": 0, "ovr": 0}
 
     async def tb(ctx):
@@ -128,8 +135,8 @@ def test_uart_rx_cycle_exact(divisor, seed):
 
 def test_uart_rx_clean_bytes():
     data = list(range(256))
-    line = [1] * 8 + p.uart_line(data, 6, idle=1)
-    rx = p.UartRxModel(6)
+    line = [1] * 8 + link_model.uart_line(data, 6, idle=1)
+    rx = link_model.UartRxModel(6)
     dut = UARTRx(6)
     got = []
 
@@ -162,7 +169,7 @@ def test_uart_divisor():
 
 def model_tokens(stream_items):
     """Tokens of the decoder model for bytes and ``"E"`` (line error) markers."""
-    dec, out = p.CobsDecoderModel(), []
+    dec, out = link_model.CobsDecoderModel(), []
     for item in stream_items:
         if item == "E":
             dec.line_error()
@@ -220,7 +227,7 @@ def test_crc_checker_matches_model(seed):
     rng = random.Random(seed)
     tokens = model_tokens(malformed_stream(rng, 25))
     tokens += [(1, Status.LINE_ERROR), (0, 7), (1, Status.OK)]
-    model = p.CrcCheckerModel(p.MIN_REQUEST, p.MAX_REQUEST)
+    model = link_model.CrcCheckerModel(p.MIN_REQUEST, p.MAX_REQUEST)
     want = []
     for end, v in tokens:
         want += [(1 if k == "end" else 0, int(x)) for k, x in model.feed(

@@ -10,23 +10,22 @@ import struct
 
 import numpy as np
 import pytest
-
-from clln.host import protocol as p
-from clln.host.driver import Device, DeviceError, LoopbackTransport
-from clln.host.protocol import Command, Status
-from clln.sim.benches.board import SimBoardTransport
 from clln.sim.fixed import FixedPointModel
 from clln.sim.system import SystemModel
 from clln.sim.training import train
 from conftest import LEARN, SETTLE, small_xor
 
+from clln import protocol as p
+from clln.flows import sim_board
+from clln.host.driver import Device, DeviceError, LoopbackTransport
+from clln.protocol import Command, Status
 
 
 @pytest.fixture(scope="module", params=[8, "serial", "streams:3"],
                 ids=["8-units", "serial", "3-streams"])
 def board(tmp_path_factory, request):
     cfg = small_xor(request.param)
-    tr = SimBoardTransport(cfg, build_dir=tmp_path_factory.mktemp("simboard"), opt="-O0")
+    tr = sim_board(cfg, build_dir=tmp_path_factory.mktemp("simboard"), opt="-O0")
     yield cfg, tr
     tr.close()
 

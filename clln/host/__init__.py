@@ -1,5 +1,4 @@
-"""Host side of the board link: frame protocol and device driver (``clln.host``).
+"""Host side of the board link: the device driver and its transports (``clln.host``).
 
-``protocol`` is also the golden model of the link gateware (UART, COBS, CRC);
-see ``docs/protocol.md``.
+The protocol it speaks is specified in :mod:`clln.protocol`; see ``docs/protocol.md``.
 """

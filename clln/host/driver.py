@@ -4,8 +4,8 @@ import time
 
 import numpy as np
 
-from . import protocol as p
-from .protocol import Command, FrameError, ProtocolError, Status
+from .. import protocol as p
+from ..protocol import Command, FrameError, ProtocolError, Status, Transport
 
 
 class DeviceError(ProtocolError):
@@ -26,27 +26,6 @@ class DeviceError(ProtocolError):
 
 class LinkTimeout(ProtocolError):
     """No valid reply arrived in time."""
-
-
-class Transport:
-    """A byte pipe to the device. Subclasses implement :meth:`write` and :meth:`read`."""
-
-    def write(self, data):
-        """Send ``data`` (bytes)."""
-        raise NotImplementedError
-
-    def read(self, timeout):
-        """Return the bytes received within ``timeout`` seconds (may be empty)."""
-        raise NotImplementedError
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class SerialTransport(Transport):

@@ -1,4 +1,4 @@
-"""A simulated board: :class:`~clln.gateware.controller.System` under cocotb + Verilator.
+"""A simulated board: :class:`~clln.gateware.system.System` under cocotb + Verilator.
 
 :class:`SimBoardTransport` is a :class:`clln.host.driver.Transport`: the same
 :class:`~clln.host.driver.Device` code that talks to a serial port talks to the Verilated
@@ -17,33 +17,15 @@ import threading
 import time
 from pathlib import Path
 
-from amaranth.back import verilog
-
 from clln.errors import CllnError
-from clln.formats import Formats, check_tick_stability
-from clln.host.driver import Transport
+from clln.protocol import Identity, Transport
 
 from .runner import simulator_env
 
 #: Environment variable that carries the bench's parameters (JSON).
 ENV = "CLLN_BOARD"
-TOP = "clln_system"
 #: Clock period of the simulation, ns (the clock rate only scales simulated time).
 PERIOD_NS = 10
-
-
-def export_system(cfg, out_dir, divisor=4, max_examples=None, seed=None):
-    """Write the Verilog of ``System`` for ``cfg``; return ``(path, system)``."""
-    from clln.gateware.controller import System
-    fmt = Formats.from_config(cfg)
-    check_tick_stability(cfg, fmt.kappa)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    system = System(cfg, divisor, max_examples=max_examples, seed=seed, fmt=fmt)
-    text = verilog.convert(system, name=TOP, emit_src=False)
-    path = out_dir / f"{TOP}.v"
-    path.write_text(text)
-    return path, system
 
 
 class SimBoardTransport(Transport):
@@ -51,13 +33,11 @@ class SimBoardTransport(Transport):
 
     Parameters
     ----------
-    cfg : clln.config.Config
+    system : dict
+        What ``clln.gateware.export.generate_system`` returned: the paths of the system's
+        Verilog and of its manifest (top, UART divisor, identity).
     build_dir : str or Path, optional
-        Default ``build/simboard/<name>``.
-    divisor : int
-        UART clock cycles per bit of the simulated system (>= 4; small is fast).
-    max_examples, seed : int, optional
-        As for :class:`~clln.gateware.controller.System`.
+        Where Verilator builds and runs; default beside the Verilog.
     opt : str, optional
         C++ optimisation of the Verilated model (``-O0`` builds faster, runs ~5x slower).
     chunk : int
@@ -66,24 +46,24 @@ class SimBoardTransport(Transport):
     Attributes
     ----------
     build_seconds : float
-    identity : clln.host.protocol.Identity
+    identity : clln.protocol.Identity
         What the simulated system answers to IDENTIFY.
     """
 
-    def __init__(self, cfg, build_dir=None, divisor=4, max_examples=None, seed=None, opt=None,
-                 chunk=4096, start_timeout=120.0):
+    def __init__(self, system, build_dir=None, opt=None, chunk=4096, start_timeout=120.0):
         from cocotb_tools.runner import get_runner
-        self.cfg = cfg
-        build = Path(build_dir) if build_dir else Path("build/simboard") / cfg.name
-        build = self.build_dir = build.resolve()
+        path = Path(system["verilog"]).resolve()
+        info = json.loads(Path(system["manifest"]).read_text())
+        top, divisor = info["top"], info["divisor"]
+        self.identity = Identity.unpack(bytes.fromhex(info["identity"]))
+        build = Path(build_dir).resolve() if build_dir else path.parent
+        build = self.build_dir = build
         build.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        path, system = export_system(cfg, build / "hdl", divisor, max_examples, seed)
-        self.identity = system.identity
         with simulator_env("verilator", opt=opt):
             runner = get_runner("verilator")
             try:
-                runner.build(sources=[path], hdl_toplevel=TOP, build_dir=build / "sim_build",
+                runner.build(sources=[path], hdl_toplevel=top, build_dir=build / "sim_build",
                              build_args=["-Wno-fatal"], always=True,
                              timescale=("1ns", "1ps"), log_file=build / "build.log")
             except Exception as e:
@@ -101,7 +81,7 @@ class SimBoardTransport(Transport):
 
         def run():
             try:
-                runner.test(test_module="clln.sim.benches.system_bench", hdl_toplevel=TOP,
+                runner.test(test_module="clln.sim.benches.system_bench", hdl_toplevel=top,
                             extra_env=env, build_dir=build / "sim_build", test_dir=build,
                             results_xml=str(build / "results.xml"), log_file=build / "test.log",
                             timescale=("1ns", "1ps"))

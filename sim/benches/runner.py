@@ -9,7 +9,6 @@ from pathlib import Path
 from clln import config as config_mod
 from clln.environment import patched_environ
 from clln.errors import CllnError, ConfigError
-from clln.formats import Formats, check_tick_stability
 
 SIMULATORS = ("icarus", "verilator")
 #: Environment variable that carries the bench's config and parameters (JSON).
@@ -79,13 +78,32 @@ def simulator_env(sim, opt=None):
                             "VERILATOR_ROOT": None, "MAKEFLAGS": flags.strip()})
 
 
-def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None, seed=None,
-           flat=True, free_rounds=None):
-    """Compare the fabric in a Verilog simulator with the fixed-point model.
+def check_bench_args(sim, ticks, free_rounds=None):
+    """Refuse an unknown simulator, ``ticks < 1`` or ``free_rounds < 0`` (ConfigError);
+    return ``free_rounds`` with its default filled in."""
+    from .stimulus import FREE_RUN
+    if sim not in SIMULATORS:
+        raise ConfigError("--sim", "", f"unknown simulator {sim!r} (use {', '.join(SIMULATORS)})")
+    if ticks < 1:
+        raise ConfigError("--ticks", "", f"must be >= 1, got {ticks}")
+    free_rounds = len(FREE_RUN) if free_rounds is None else int(free_rounds)
+    if free_rounds < 0:
+        raise ConfigError("free_rounds", "", f"must be >= 0, got {free_rounds}")
+    return free_rounds
+
+
+def run_fabric_bench(cfg, fabric, build_dir, sim="icarus", ticks=300, waves=False, patch=None,
+                     seed=None, free_rounds=None):
+    """Compare a generated fabric in a Verilog simulator with the fixed-point model.
 
     Parameters
     ----------
     cfg : clln.config.Config
+    fabric : dict
+        What ``clln.gateware.export.generate`` returned for ``cfg``: the Verilog's path
+        (``verilog``) and the manifest (``info``).
+    build_dir : str or Path
+        Where the simulator builds and runs.
     sim : {"icarus", "verilator"}
     ticks : int
         Ticks to run; every node voltage (both networks) and every gate is compared
@@ -93,15 +111,10 @@ def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None
         rounds (a tick of every stream) and the model runs every stream's seed.
     waves : bool
         Dump waveforms (into the simulator's build folder).
-    build_dir : str or Path, optional
-        Defaults to ``build/verify/<name>/<sim>`` (relative to the current folder).
     patch : dict, optional
         Deliberate error of the golden model (``{"lr_mul": 1}``), to test the bench.
     seed : int, optional
-        Seed of the initial gates (of stream 0); defaults to ``learning.seed``.
-    flat : bool
-        Simulate the flattened netlist (``generate(..., flat=True)``, faster) rather than
-        the hierarchical one of ``amaranth.back.verilog``.
+        Seed the fabric was generated with (of stream 0); defaults to ``learning.seed``.
     free_rounds : int, optional
         Ticks of the free-running part after the tick-by-tick one (``run`` held high,
         compared once at the end); default
@@ -125,25 +138,13 @@ def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None
     """
     from cocotb_tools.runner import get_runner
 
-    from clln.gateware.export import generate
+    from .stimulus import widths
 
-    from .stimulus import FREE_RUN, widths
-
-    if sim not in SIMULATORS:
-        raise ConfigError("--sim", "", f"unknown simulator {sim!r} (use {', '.join(SIMULATORS)})")
-    if ticks < 1:
-        raise ConfigError("--ticks", "", f"must be >= 1, got {ticks}")
-    free_rounds = len(FREE_RUN) if free_rounds is None else int(free_rounds)
-    if free_rounds < 0:
-        raise ConfigError("free_rounds", "", f"must be >= 0, got {free_rounds}")
-    fmt = Formats.from_config(cfg)
-    check_tick_stability(cfg, fmt.kappa)
-    build = Path(build_dir) if build_dir is not None else Path("build/verify") / cfg.name / sim
-    build = build.resolve()
+    free_rounds = check_bench_args(sim, ticks, free_rounds)
+    build = Path(build_dir).resolve()
     build.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    gen = generate(cfg, build / "hdl", seed=seed, flat=flat)
-    info = gen["info"]
+    gen, info = fabric, fabric["info"]
     cfg_path = build / "config.pkl"
     cfg_path.write_bytes(pickle.dumps(cfg))
     result_path = build / "result.json"

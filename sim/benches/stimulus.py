@@ -3,10 +3,10 @@
 import dataclasses
 
 import numpy as np
-
-from clln.formats import Formats
 from clln.sim.fixed import FixedPointModel, tick_constants
 from clln.sim.problem import Problem
+
+from clln.formats import Formats
 
 #: Ticks an example stays applied before the bench moves to the next one.
 EXAMPLE_TICKS = 40

@@ -25,8 +25,17 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .fabric import (Fabric, _or, _select, edge_operands, edge_product, gate_apply,
-                     gate_operands, gate_product, mux_tree, node_step, overdrive)
+from .arith import any_of, mux_tree, select
+from .cells import (
+    edge_operands,
+    edge_product,
+    gate_apply,
+    gate_operands,
+    gate_product,
+    node_step,
+    overdrive,
+)
+from .parallel import Fabric
 
 __all__ = ["SerialFabric", "Visit", "serial_schedule", "serial_cycles_per_tick"]
 
@@ -270,7 +279,7 @@ class SerialFabric(Fabric):
         # Stage 4, node unit: after a node's last term, its new voltage (or the clamp)
         # into the other half of the memory.
         v_new, node_flags = node_step(m, f, r.vn, r.total, "x")
-        clamped = _select(r.clamp, {i + 1: clamp_values[n] for i, n in enumerate(clamp_nodes)})
+        clamped = select(r.clamp, {i + 1: clamp_values[n] for i, n in enumerate(clamp_nodes)})
         _, vf_wr = mems["vf"]
         _, vc_wr = mems["vc"]
         clearing_nodes = busy & (clear < node_depth)
@@ -302,7 +311,7 @@ class SerialFabric(Fabric):
                          *[vf_out[n].eq(vf_out_next[n]) for n in out_nodes]]
         tick_flags = Signal(5)
         m.d.comb += tick_flags.eq(q.flags | Mux(r.last, node_flags, 0)
-                                  | Mux(end & _or(clamp_flags), 8, 0))
+                                  | Mux(end & any_of(clamp_flags), 8, 0))
         self._status_and_samples(m, st, commit, tick_flags, out_values, run)
 
         # Readback of the state at t (registered reads, as the memories give them).
@@ -315,7 +324,7 @@ class SerialFabric(Fabric):
             mem, wr = mems[name]
             rd = mem.read_port(transparent_for=(wr,))
             m.d.comb += [rd.addr.eq(Cat(self.node_raddr, bank)),
-                         out.eq(Mux(_select(node_q, {n: 1 for n in driven}),
+                         out.eq(Mux(select(node_q, {n: 1 for n in driven}),
                                     mux_tree(node_q, vd_by_node), rd.data))]
         return m
 

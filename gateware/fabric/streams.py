@@ -21,15 +21,44 @@ their stream's slot to pass the state register.
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
-from .fabric import (Fabric, _or, _tree_sum, _wire, bounded_usum_bits, clamp_errors, const_mul,
-                     clamp_finish, clamp_scale, edge_finish, edge_operands, edge_raw_product,
-                     gate_clamp, gate_operands, gate_round, gate_scale, mux_tree,
-                     node_apply, node_round, node_scale, node_sum, output_value, overdrive,
-                     split_mul, SAT_ACC, SAT_DG, SAT_DV, SAT_TERM)
+from .arith import (
+    any_of,
+    const_mul,
+    mux_tree,
+    register,
+    replicas,
+    split_mul,
+    tree_sum,
+    wire,
+)
+from .cells import (
+    SAT_ACC,
+    SAT_DG,
+    SAT_DV,
+    SAT_TERM,
+    bounded_usum_bits,
+    clamp_errors,
+    clamp_finish,
+    clamp_scale,
+    edge_finish,
+    edge_operands,
+    edge_raw_product,
+    gate_clamp,
+    gate_operands,
+    gate_round,
+    gate_scale,
+    node_apply,
+    node_round,
+    node_scale,
+    node_sum,
+    output_value,
+    overdrive,
+)
+from .parallel import Fabric
 
 __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 
@@ -155,17 +184,17 @@ class StreamFabric(Fabric):
         m.d.sync += clear_q.eq(self.clear)
         clear = Signal(name="clear_qq")
         m.d.sync += clear.eq(clear_q)
-        restart = _wire(m, clear_q | ResetSignal(), "restart")
+        restart = wire(m, clear_q | ResetSignal(), "restart")
         wiping = Signal(range(C), reset_less=True)  # cycles of the turn left after next
         with m.If(restart):
             m.d.sync += wiping.eq(C - 1)
         with m.Elif(wiping != 0):
             m.d.sync += wiping.eq(wiping - 1)
-        wipe_next = _wire(m, restart | (wiping != 0), "wipe_next")
+        wipe_next = wire(m, restart | (wiping != 0), "wipe_next")
         # the wipe in one register per node and per edge of the state (kept apart: one
         # flip-flop for all would drive its 1,800 loads across the chip)
-        wipe_v = _replicas(m, wipe_next, "wipe_v", N)
-        wipe_g = _replicas(m, wipe_next, "wipe_g", E)
+        wipe_v = replicas(m, wipe_next, "wipe_v", N)
+        wipe_g = replicas(m, wipe_next, "wipe_g", E)
 
         # Issue: a round takes C cycles, one tick of every stream, beginning with the
         # stream in the state register (the streams are independent: order is free).
@@ -199,16 +228,16 @@ class StreamFabric(Fabric):
                 if key in replicated:
                     continue
                 if key == "g":
-                    out[key] = [_register(m, x, f"{cut}_g{i}",
+                    out[key] = [register(m, x, f"{cut}_g{i}",
                                           int(self.stream_gate_init[behind][i]))
                                 for i, x in enumerate(value)]
                 elif isinstance(value, list):
-                    out[key] = [_register(m, x, f"{cut}_{key}{i}") for i, x in enumerate(value)]
+                    out[key] = [register(m, x, f"{cut}_{key}{i}") for i, x in enumerate(value)]
                 else:
                     # ``valid`` is reset: a clear drops the ticks in flight
-                    out[key] = _register(m, value, f"{cut}_{key}", reset_less=key != "valid")
+                    out[key] = register(m, value, f"{cut}_{key}", reset_less=key != "valid")
             for key, value in replicated.items():
-                out[key] = _replicas(m, value, f"{cut}_{key}", len(values[key]))
+                out[key] = replicas(m, value, f"{cut}_{key}", len(values[key]))
             valids.append(out["valid"])
             return out
 
@@ -234,7 +263,7 @@ class StreamFabric(Fabric):
             mi, pl = gate_operands(m, f, vdiff_f[e], vdiff_c[e], f"dg{e}")
             minus.append(mi), plus.append(pl)
         outputs = cfg.io.outputs
-        errors = [_wire(m, err, f"cl_err{k}")
+        errors = [wire(m, err, f"cl_err{k}")
                   for k, err in enumerate(clamp_errors(outputs, io.target, x["vf"]))]
         x = stage("operands", {**keep(), "udiff_f": udiff_f, "usum_f": usum_f,
                                "vdiff_f": vdiff_f, "udiff_c": udiff_c, "usum_c": usum_c,
@@ -249,7 +278,7 @@ class StreamFabric(Fabric):
             "p_c": [edge_raw_product(x["udiff_c"][e], x["usum_c"][e], f, self.mult_bits,
                                      usum_bits) for e in range(E)],
             "q": [split_mul(x["minus"][e], x["plus"][e], self.mult_bits) for e in range(E)]}
-        cl_scaled = [_wire(m, clamp_scale(f, err), f"cl_scaled{k}")
+        cl_scaled = [wire(m, clamp_scale(f, err), f"cl_scaled{k}")
                      for k, err in enumerate(x["cl_err"])]
         x = stage("products", {**keep(), **products, "vdiff_f": x["vdiff_f"],
                                "vdiff_c": x["vdiff_c"], "cl_scaled": cl_scaled})
@@ -261,7 +290,7 @@ class StreamFabric(Fabric):
             t_c, sat_c = edge_finish(m, f, x["p_c"][e], x["vdiff_c"][e], f"c{e}")
             s_f.append(t_f), s_c.append(t_c)
             term_sat += [sat_f, sat_c]
-        dg_scaled = [_wire(m, gate_scale(f, x["q"][e]), f"dg_scaled{e}") for e in range(E)]
+        dg_scaled = [wire(m, gate_scale(f, x["q"][e]), f"dg_scaled{e}") for e in range(E)]
         clamp = {}
         clamp_flags = clamp_finish(m, f, outputs, x["vf"], x["cl_scaled"], clamp)
         clamp_nodes = sorted(clamp)
@@ -276,14 +305,14 @@ class StreamFabric(Fabric):
 
         # Node sums (exact) of the settling nodes; the gate steps rounded.
         settling = [n for n in range(N) if n not in self.driven_nodes]
-        acc = {(tag, n): _wire(m, node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))),
+        acc = {(tag, n): wire(m, node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))),
                                f"acc{tag}{n}", signed(self.acc_width))
                for tag in ("f", "c") for n in settling}
         dg, sat = [], []
         for e in range(E):
             d, sat_d = gate_round(m, f, x["dg_scaled"][e], f"dg{e}")
             dg.append(d), sat.append(Mux(x["learn"] & sat_d, SAT_DG, 0))
-        x = stage("sums", {**keep(), "flags": x["flags"] | _or(x["sat"]), "sat": sat,
+        x = stage("sums", {**keep(), "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
                            "dg": dg, "acc": [acc[key] for key in sorted(acc)],
                            # a copy of valid per node sum and of valid & learn per edge
                            "valid_each": [x["valid"]] * len(acc),
@@ -301,11 +330,11 @@ class StreamFabric(Fabric):
         for key, valid_copy in zip(sorted(acc), x["valid_each"]):
             sc, sat_acc = node_scale(m, f, Mux(valid_copy, acc[key], 0),
                                      f"{key[0]}{key[1]}")
-            scaled[key] = _wire(m, sc, f"scaled{key[0]}{key[1]}")
+            scaled[key] = wire(m, sc, f"scaled{key[0]}{key[1]}")
             sat.append(Mux(sat_acc, SAT_ACC, 0))
-        g_sum = [_wire(m, x["g"][e] + Mux(x["learning_each"][e], x["dg"][e], 0), f"g_sum{e}")
+        g_sum = [wire(m, x["g"][e] + Mux(x["learning_each"][e], x["dg"][e], 0), f"g_sum{e}")
                  for e in range(E)]
-        x = stage("kappa", {**keep(), "g": g_sum, "flags": x["flags"] | _or(x["sat"]),
+        x = stage("kappa", {**keep(), "g": g_sum, "flags": x["flags"] | any_of(x["sat"]),
                             "sat": sat, "scaled": [scaled[key] for key in sorted(scaled)]})
 
         # The stream's new state: node steps rounded and applied, gates kept within their
@@ -326,10 +355,10 @@ class StreamFabric(Fabric):
                 sat.append(Mux(sat_dv, SAT_DV, 0) | fl)
         for n, value in zip(clamp_nodes, x["clamp"]):
             vc_next[n] = Mux(ticking, value, x["vc"][n])
-        vf_next = [_wire(m, vf_next[n], f"vf_next{n}", v_shape) for n in range(N)]
-        vc_next = [_wire(m, vc_next[n], f"vc_next{n}", v_shape) for n in range(N)]
-        g_next = [_wire(m, gate_clamp(f, x["g"][e]), f"g_next{e}", g_shape) for e in range(E)]
-        x = stage("steps", {"valid": x["valid"], "flags": x["flags"] | _or(x["sat"]),
+        vf_next = [wire(m, vf_next[n], f"vf_next{n}", v_shape) for n in range(N)]
+        vc_next = [wire(m, vc_next[n], f"vc_next{n}", v_shape) for n in range(N)]
+        g_next = [wire(m, gate_clamp(f, x["g"][e]), f"g_next{e}", g_shape) for e in range(E)]
+        x = stage("steps", {"valid": x["valid"], "flags": x["flags"] | any_of(x["sat"]),
                             "sat": sat, "vf": vf_next, "vc": vc_next, "g": g_next})
 
         # Back into the state register; a gate write waits for its stream's slot and
@@ -337,7 +366,7 @@ class StreamFabric(Fabric):
         wr = self._gate_writes(m, phase)
         # A wipe gives the slot entering (stream ``phase + 1``) its initial state; that
         # stream in a copy per edge, taken a cycle ahead.
-        entering = _replicas(m, _next_stream(phase, 2, C), "entering", E, init=1 % C)
+        entering = replicas(m, _next_stream(phase, 2, C), "entering", E, init=1 % C)
         m.d.sync += [state.vf[n].eq(Mux(wipe_v[n], 0, x["vf"][n])) for n in range(N)]
         m.d.sync += [state.vc[n].eq(Mux(wipe_v[n], 0, x["vc"][n])) for n in range(N)]
         m.d.sync += [state.g[e].eq(Mux(wipe_g[e], mux_tree(entering[e], [int(init[e]) for init
@@ -350,7 +379,7 @@ class StreamFabric(Fabric):
         # cycle behind the write-back, so ``busy`` lasts a cycle longer.
         out_values, mirror = [], []
         for s in range(C):
-            here = _wire(m, phase == s, f"s{s}_here")
+            here = wire(m, phase == s, f"s{s}_here")
             regs = [Signal(signed(f.v_bits + 1), name=f"s{s}_out{k}")
                     for k in range(len(cfg.io.outputs))]
             copy = SimpleNamespace(
@@ -366,11 +395,11 @@ class StreamFabric(Fabric):
                                                          getattr(state, name))]
             out_values += regs
             mirror.append(copy)
-        self._status_and_samples(m, io, tick_done, x["flags"] | _or(x["sat"]), out_values,
+        self._status_and_samples(m, io, tick_done, x["flags"] | any_of(x["sat"]), out_values,
                                  run=x["valid"])
         written = Signal()
         m.d.sync += written.eq(x["valid"] | wr.en.any() | wipe_g[0])
-        m.d.comb += self.busy.eq((count != 0) | _or(valids) | written | wr.accepted |
+        m.d.comb += self.busy.eq((count != 0) | any_of(valids) | written | wr.accepted |
                                  wr.pending | wr.en.any() | wipe_next)
 
         # A clear restores what the domain's reset does (last: it wins); the state
@@ -390,11 +419,11 @@ class StreamFabric(Fabric):
         stream, edge = _split_address(rd_addr, E, C)
         m.d.sync += [rd_addr.eq(self.gate_raddr), rd_stream.eq(stream)]
         groups = [state.g[i:i + READ_GROUP] for i in range(0, E, READ_GROUP)]
-        rd_edge = _replicas(m, edge, "rd_edge", len(groups) + 1)
+        rd_edge = replicas(m, edge, "rd_edge", len(groups) + 1)
         low = READ_GROUP.bit_length() - 1
-        picked = [_register(m, mux_tree(rd_edge[k][:low], group), f"rd_group{k}")
+        picked = [register(m, mux_tree(rd_edge[k][:low], group), f"rd_group{k}")
                   for k, group in enumerate(groups)]
-        picked_stream = _register(m, phase, "rd_group_stream")
+        picked_stream = register(m, phase, "rd_group_stream")
         with m.If(picked_stream == rd_stream):
             m.d.sync += self.gate_rdata.eq(mux_tree(rd_edge[-1][low:], picked))
         m.d.comb += [self.v_free[s * N + n].eq(mirror[s].vf[n])
@@ -444,23 +473,5 @@ def _next_stream(phase, k, streams):
 def _split_address(addr, edges, streams):
     """``(addr // edges, addr % edges)`` of a gate address ``stream * edges + edge``
     (expressions; ``addr < streams * edges``)."""
-    stream = _tree_sum([addr >= s * edges for s in range(1, streams)])
+    stream = tree_sum([addr >= s * edges for s in range(1, streams)])
     return stream, addr - const_mul(stream, edges)
-
-
-def _replicas(m, x, name, count, init=0):
-    """``count`` registers of ``x``, each kept as a flip-flop of its own (``keep``: the
-    board build tells Yosys not to merge them), so that each can sit near its loads."""
-    x = Value.cast(x)
-    copies = [Signal(x.shape(), name=f"{name}{i}", init=init, reset_less=True,
-                     attrs={"keep": 1}) for i in range(count)]
-    m.d.sync += [c.eq(x) for c in copies]
-    return copies
-
-
-def _register(m, x, name, init=0, reset_less=True):
-    """A register of ``x``'s shape that takes ``x`` every cycle (a pipeline stage)."""
-    x = Value.cast(x)
-    r = Signal(x.shape(), name=name, init=init, reset_less=reset_less)
-    m.d.sync += r.eq(x)
-    return r

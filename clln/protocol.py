@@ -1,15 +1,12 @@
-"""Host link protocol, and the golden models of the link gateware.
+"""The board link's wire protocol: the specification shared by every layer (core).
 
 A packet travels as one COBS-encoded frame ended by a 0x00 byte. Decoded, a request is
 ``[version][request id][command][payload...][crc16]`` and a reply is
 ``[version][request id][command][status][payload...][crc16]``; the CRC is
 CRC-16/CCITT-FALSE of everything before it, big-endian. ``docs/protocol.md`` is the
-specification; this module is its code.
-
-The classes :class:`UartRxModel`, :class:`UartTxModel`, :class:`CobsDecoderModel`,
-:class:`CrcCheckerModel` and the functions :func:`crc16`, :func:`cobs_encode` are the
-cycle- or byte-exact models the gateware in ``clln.gateware.uart`` and
-``clln.gateware.framing`` is tested against.
+specification; this module is its code: commands, status codes, payload layouts, CRC
+parameters, LFSR taps, the identity and the config hash. The gateware, the golden
+models (``clln.sim.link``, ``clln.sim.system``) and the host driver all take them from here.
 """
 
 import enum
@@ -18,9 +15,11 @@ import json
 import struct
 from dataclasses import dataclass
 
+import crc as crc_lib
 import numpy as np
+from cobs import cobs
 
-from ..errors import CllnError
+from .errors import CllnError
 
 PROTOCOL_VERSION = 2
 DELIMITER = 0x00
@@ -98,73 +97,30 @@ class FrameError(ProtocolError):
 
 # --------------------------------------------------------------------------- CRC, COBS
 
+#: CRC-16/CCITT-FALSE: polynomial, initial value (no reflection, no final XOR).
+CRC_POLY, CRC_INIT = 0x1021, 0xFFFF
+_CRC16 = crc_lib.Calculator(crc_lib.Configuration(
+    width=16, polynomial=CRC_POLY, init_value=CRC_INIT, final_xor_value=0,
+    reverse_input=False, reverse_output=False), optimized=True)
+
+
 def crc16_byte(crc, byte):
-    """One byte of CRC-16/CCITT-FALSE (poly 0x1021, MSB first): the gateware's update."""
+    """One byte of the CRC (MSB first): the update the gateware and the link models make."""
     crc ^= byte << 8
     for _ in range(8):
-        crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        crc = ((crc << 1) ^ CRC_POLY) if crc & 0x8000 else crc << 1
         crc &= 0xFFFF
     return crc
 
 
-def crc16(data, crc=0xFFFF):
-    """CRC-16/CCITT-FALSE of ``data`` (init 0xFFFF, no reflection, no final XOR)."""
-    for b in data:
-        crc = crc16_byte(crc, b)
-    return crc
+def crc16(data):
+    """CRC-16/CCITT-FALSE of ``data`` (0 over a frame with its CRC appended)."""
+    return _CRC16.checksum(bytes(data))
 
 
 def cobs_encode(data):
     """COBS-encode ``data`` (no delimiter appended); a final full block gets no 0x01 after it."""
-    out = bytearray()
-    block = bytearray()
-    ended_full = False
-    for b in data:
-        ended_full = False
-        if b == 0:
-            out += bytes([len(block) + 1]) + block
-            block.clear()
-        else:
-            block.append(b)
-            if len(block) == 254:
-                out += b"\xff" + block
-                block.clear()
-                ended_full = True
-    if not ended_full:
-        out += bytes([len(block) + 1]) + block
-    return bytes(out)
-
-
-class CobsDecoderModel:
-    """Byte-exact model of ``COBSDecoder``: feed encoded bytes, get data and end tokens.
-
-    :meth:`feed` returns a list of ``("data", byte)`` and ``("end", Status)`` tokens.
-    An empty frame (two delimiters in a row) yields nothing. A line error
-    (:meth:`line_error`) turns the end status of the current frame into LINE_ERROR.
-    """
-
-    def __init__(self):
-        self.remaining, self.pending_zero, self.in_frame, self.line_err = 0, False, False, False
-
-    def line_error(self):
-        self.line_err = self.in_frame = True
-
-    def feed(self, byte):
-        if byte == DELIMITER:
-            tokens = []
-            if self.in_frame:
-                status = (Status.LINE_ERROR if self.line_err else
-                          Status.BAD_COBS if self.remaining else Status.OK)
-                tokens.append(("end", status))
-            self.__init__()
-            return tokens
-        self.in_frame = True
-        if self.remaining == 0:
-            tokens = [("data", 0)] if self.pending_zero else []
-            self.remaining, self.pending_zero = byte - 1, byte != 0xFF
-            return tokens
-        self.remaining -= 1
-        return [("data", byte)]
+    return cobs.encode(bytes(data))
 
 
 def cobs_decode(encoded):
@@ -177,50 +133,10 @@ def cobs_decode(encoded):
     """
     if DELIMITER in encoded:
         raise FrameError(Status.BAD_COBS, "0x00 inside a frame")
-    dec = CobsDecoderModel()
-    out = bytearray()
-    for b in bytes(encoded) + b"\x00":
-        for kind, v in dec.feed(b):
-            if kind == "data":
-                out.append(v)
-            elif v != Status.OK:
-                raise FrameError(v, "frame ends inside a COBS block")
-    return bytes(out)
-
-
-class CrcCheckerModel:
-    """Byte-exact model of ``CRCChecker``: strips and checks the CRC, bounds the length.
-
-    Consumes the tokens of :class:`CobsDecoderModel`; emits the frame's bytes without the
-    two CRC bytes, then ``("end", status)``.
-    """
-
-    def __init__(self, min_length=MIN_REQUEST, max_length=MAX_REQUEST):
-        self.min_length, self.max_length = min_length, max_length
-        self._reset()
-
-    def _reset(self):
-        self.crc, self.count, self.delay = 0xFFFF, 0, []
-
-    def feed(self, token):
-        kind, v = token
-        if kind == "end":
-            if v != Status.OK:
-                status = v
-            elif self.count < self.min_length:
-                status = Status.TRUNCATED
-            elif self.count > self.max_length:
-                status = Status.TOO_LONG
-            elif self.crc != 0:
-                status = Status.BAD_CRC
-            else:
-                status = Status.OK
-            self._reset()
-            return [("end", status)]
-        self.crc = crc16_byte(self.crc, v)
-        self.count = min(self.count + 1, self.max_length + 1)
-        self.delay.append(v)
-        return [("data", self.delay.pop(0))] if len(self.delay) > 2 else []
+    try:
+        return cobs.decode(bytes(encoded))
+    except cobs.DecodeError:
+        raise FrameError(Status.BAD_COBS, "frame ends inside a COBS block") from None
 
 
 def check_frame(encoded, min_length, max_length):
@@ -231,18 +147,14 @@ def check_frame(encoded, min_length, max_length):
     FrameError
         BAD_COBS, TRUNCATED, TOO_LONG or BAD_CRC, in that order of precedence.
     """
-    if DELIMITER in encoded:
-        raise FrameError(Status.BAD_COBS, "0x00 inside a frame")
-    dec, chk = CobsDecoderModel(), CrcCheckerModel(min_length, max_length)
-    out = bytearray()
-    for b in bytes(encoded) + b"\x00":
-        for tok in dec.feed(b):
-            for kind, v in chk.feed(tok):
-                if kind == "data":
-                    out.append(v)
-                elif v != Status.OK:
-                    raise FrameError(v)
-    return bytes(out)
+    body = cobs_decode(encoded)
+    if len(body) < min_length:
+        raise FrameError(Status.TRUNCATED)
+    if len(body) > max_length:
+        raise FrameError(Status.TOO_LONG)
+    if crc16(body) != 0:
+        raise FrameError(Status.BAD_CRC)
+    return body[:-CRC_BYTES]
 
 
 def frame(body):
@@ -347,7 +259,33 @@ class FrameReader:
         return results
 
 
-# --------------------------------------------------------------------------- UART models
+# --------------------------------------------------------------------------- transport
+
+class Transport:
+    """A byte pipe to a device: a serial port (``clln.host.driver``), a simulated board
+    (``clln.sim.benches.board``) or a model. Subclasses implement :meth:`write` and
+    :meth:`read`."""
+
+    def write(self, data):
+        """Send ``data`` (bytes)."""
+        raise NotImplementedError
+
+    def read(self, timeout):
+        """Return the bytes received within ``timeout`` seconds (may be empty)."""
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+
+# --------------------------------------------------------------------------- UART
 
 def uart_divisor(clk_hz, baud, tolerance=0.02):
     """Clock cycles per bit, rounded; raises ValueError beyond ``tolerance`` baud error."""
@@ -358,103 +296,6 @@ def uart_divisor(clk_hz, baud, tolerance=0.02):
     if err > tolerance:
         raise ValueError(f"{clk_hz} Hz / {div} misses {baud} baud by {100 * err:.1f}%")
     return div
-
-
-class UartTxModel:
-    """Cycle-exact model of ``UARTTx``; :meth:`step` takes the inputs of one cycle.
-
-    Returns ``(ready, tx)`` as seen during that cycle, then advances the state.
-    """
-
-    def __init__(self, divisor):
-        self.div, self.shreg, self.cnt, self.bits, self.busy = divisor, 0x3FF, 0, 0, False
-
-    def step(self, valid, data):
-        ready, tx = not self.busy, self.shreg & 1
-        if not self.busy:
-            if valid:
-                self.shreg, self.cnt, self.bits, self.busy = (
-                    0x200 | (data << 1), self.div - 1, 9, True)
-        elif self.cnt == 0:
-            self.shreg = (self.shreg >> 1) | 0x200
-            self.cnt = self.div - 1
-            if self.bits == 0:
-                self.busy = False
-            else:
-                self.bits -= 1
-        else:
-            self.cnt -= 1
-        return int(ready), tx
-
-
-class UartRxModel:
-    """Cycle-exact model of ``UARTRx`` (2-flop synchroniser, mid-bit sampling).
-
-    :meth:`step` takes ``(rx, ready)`` of one cycle and returns
-    ``(valid, data, framing_error, overrun)`` as seen during that cycle.
-    """
-
-    IDLE, START, DATA, STOP, BREAK = range(5)
-
-    def __init__(self, divisor):
-        self.div = divisor
-        self.sync = [1, 1]
-        self.state, self.cnt, self.bit, self.shreg = self.IDLE, 0, 0, 0
-        self.valid, self.data, self.ferr, self.ovr = 0, 0, 0, 0
-
-    def step(self, rx, ready):
-        out = (self.valid, self.data, self.ferr, self.ovr)
-        s = self.sync[1]
-        self.sync = [rx, self.sync[0]]
-        self.ferr = self.ovr = 0
-        deliver = False
-        if self.state == self.IDLE:
-            if s == 0:
-                self.cnt, self.state = self.div // 2 - 1, self.START
-        elif self.state == self.START:
-            if self.cnt == 0:
-                self.state = self.DATA if s == 0 else self.IDLE
-                self.cnt, self.bit = self.div - 1, 0
-            else:
-                self.cnt -= 1
-        elif self.state == self.DATA:
-            if self.cnt == 0:
-                self.shreg = (self.shreg >> 1) | (s << 7)
-                self.cnt = self.div - 1
-                if self.bit == 7:
-                    self.state = self.STOP
-                self.bit = (self.bit + 1) & 7
-            else:
-                self.cnt -= 1
-        elif self.state == self.STOP:
-            if self.cnt == 0:
-                if s:
-                    deliver, self.state = True, self.IDLE
-                else:
-                    self.ferr, self.state = 1, self.BREAK
-            else:
-                self.cnt -= 1
-        elif s:
-            self.state = self.IDLE
-        if deliver:
-            if self.valid and not ready:
-                self.ovr = 1
-            else:
-                self.valid, self.data = 1, self.shreg
-        elif self.valid and ready:
-            self.valid = 0
-        return out
-
-
-def uart_line(data, divisor, idle=0):
-    """Line levels, one per clock cycle, of ``data`` sent 8N1 with ``idle`` cycles between bytes."""
-    line = []
-    for b in data:
-        bits = [0] + [(b >> i) & 1 for i in range(8)] + [1]
-        for bit in bits:
-            line += [bit] * divisor
-        line += [1] * idle
-    return line
 
 
 # --------------------------------------------------------------------------- LFSR order

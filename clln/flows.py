@@ -1,0 +1,71 @@
+"""Flows that join the layers: generate gateware, then run it in a bench.
+
+The cocotb benches (``clln.sim.benches``) take Verilog and a manifest and never import
+gateware; these functions build the design (``clln.gateware.export``) and hand it over.
+They sit above every layer, beside the CLI that calls them.
+"""
+
+import time
+from pathlib import Path
+
+from .formats import Formats, check_tick_stability
+from .gateware.export import generate, generate_system
+from .sim.benches.board import SimBoardTransport
+from .sim.benches.runner import check_bench_args, run_fabric_bench
+
+__all__ = ["verify", "sim_board"]
+
+
+def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None, seed=None,
+           flat=True, free_rounds=None):
+    """Generate the fabric of ``cfg`` and compare it in a Verilog simulator with the
+    fixed-point model.
+
+    Parameters
+    ----------
+    cfg : clln.config.Config
+    sim, ticks, waves, patch, free_rounds
+        As for :func:`clln.sim.benches.runner.run_fabric_bench`.
+    build_dir : str or Path, optional
+        Defaults to ``build/verify/<name>/<sim>`` (relative to the current folder).
+    seed : int, optional
+        Seed of the initial gates (of stream 0); defaults to ``learning.seed``.
+    flat : bool
+        Simulate the flattened netlist (``generate(..., flat=True)``, faster) rather than
+        the hierarchical one of ``amaranth.back.verilog``.
+
+    Returns
+    -------
+    dict
+        As :func:`~clln.sim.benches.runner.run_fabric_bench`; ``build_seconds`` includes
+        the Verilog's generation.
+    """
+    free_rounds = check_bench_args(sim, ticks, free_rounds)
+    check_tick_stability(cfg, Formats.from_config(cfg).kappa)
+    build = Path(build_dir) if build_dir is not None else Path("build/verify") / cfg.name / sim
+    build = build.resolve()
+    t0 = time.perf_counter()
+    fabric = generate(cfg, build / "hdl", seed=seed, flat=flat)
+    generate_seconds = time.perf_counter() - t0
+    res = run_fabric_bench(cfg, fabric, build, sim=sim, ticks=ticks, waves=waves, patch=patch,
+                           seed=seed, free_rounds=free_rounds)
+    res["build_seconds"] += generate_seconds
+    return res
+
+
+def sim_board(cfg, build_dir=None, seed=None, opt=None, divisor=4, max_examples=None):
+    """The board system of ``cfg`` Verilated, as a :class:`~clln.protocol.Transport`.
+
+    Parameters
+    ----------
+    build_dir : str or Path, optional
+        Default ``build/simboard/<name>``; the Verilog goes into its ``hdl`` folder.
+    seed, divisor, max_examples
+        As for :class:`~clln.gateware.system.System`.
+    opt : str, optional
+        C++ optimisation of the Verilated model (``-O0`` builds faster, runs ~5x slower).
+    """
+    build = Path(build_dir) if build_dir else Path("build/simboard") / cfg.name
+    system = generate_system(cfg, build / "hdl", divisor=divisor, max_examples=max_examples,
+                             seed=seed)
+    return SimBoardTransport(system, build_dir=build, opt=opt)

@@ -1,0 +1,40 @@
+"""The clln fabric: a twin (free + clamped) transistor network in Amaranth (``clln.gateware.fabric``).
+
+- :mod:`.arith`: rounding, saturation, selection, adder trees and products;
+- :mod:`.cells`: the edge, gate and node steps of ``docs/semantics.md``;
+- :mod:`.parallel`: the parallel and folded fabric (:class:`Fabric`), base of the others;
+- :mod:`.serial`: one edge term per cycle, state in block RAM;
+- :mod:`.streams`: every edge its own cell, the tick cut into a C-slow pipeline ring.
+
+The package imports only the config and the number formats, never golden models or
+board code.
+"""
+
+from .parallel import Fabric, folded_shape
+from .serial import SerialFabric, serial_cycles_per_tick
+from .streams import StreamFabric
+
+__all__ = ["Fabric", "SerialFabric", "StreamFabric", "fabric_shape", "make_fabric"]
+
+
+def fabric_shape(cfg):
+    """``(edge_units, cycles_per_tick)`` of the fabric ``cfg`` asks for, without building it.
+
+    A tick is one network's: a fabric of ``cfg.fabric.streams`` networks completes that
+    many ticks every ``cycles_per_tick`` cycles."""
+    if cfg.fabric.streams > 1:
+        return cfg.network.n_edges, cfg.fabric.streams
+    if cfg.fabric.serial:
+        return 1, serial_cycles_per_tick(cfg)
+    return folded_shape(cfg)
+
+
+def make_fabric(cfg, fmt=None, seed=None, mult_bits=None):
+    """The fabric ``cfg`` asks for: :class:`Fabric`, the serial one (``[fabric] serial``)
+    or the pipelined one of several networks (``[fabric] streams``)."""
+    if cfg.fabric.streams > 1:
+        return StreamFabric(cfg, fmt, seed, mult_bits)
+    if cfg.fabric.serial:
+        return SerialFabric(cfg, fmt, seed, mult_bits)
+    return Fabric(cfg, fmt, seed, mult_bits)
+

@@ -1,0 +1,355 @@
+"""The twin edge, gate and node steps of ``docs/semantics.md`` as Amaranth expressions,
+and the combinational edge and node cells built from them."""
+
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .arith import (
+    const_mul,
+    round_half,
+    round_shift,
+    saturate,
+    split_mul,
+    tree_sum,
+    wire,
+)
+
+#: Bits of the sticky saturation flags (as in ``docs/semantics.md``).
+SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = 1, 2, 4, 8, 16
+#: Width of the tick counter (wraps).
+TICKS_BITS = 32
+
+
+def node_sum(edges, n, terms):
+    """Sum of the edge terms (currents a -> b) flowing into node ``n``.
+
+    Parameters
+    ----------
+    edges : sequence of (a, b)
+    n : int
+    terms : dict
+        Edge index -> its term; edges not in it are left out.
+    """
+    signed_terms = []
+    for e, s in terms.items():
+        if edges[e][1] == n:
+            signed_terms.append(s)
+        if edges[e][0] == n:
+            signed_terms.append(-s)
+    return tree_sum(signed_terms)
+
+
+def output_value(vf, p, mi):
+    """An output ``(p, m)`` of node voltages ``vf``: ``vf[p] - vf[m]``, or ``vf[p]`` when
+    ``m < 0`` (an expression)."""
+    return vf[p] - vf[mi] if mi >= 0 else vf[p]
+
+
+def clamp_errors(outputs, target, vf):
+    """``target[k] - out_k`` of every output (:func:`output_value`): expressions."""
+    return [target[k] - output_value(vf, p, mi) for k, (p, mi) in enumerate(outputs)]
+
+
+def clamp_scale(f, error):
+    """``error * eta_q`` (an expression of shifts and adds)."""
+    return const_mul(error, f.eta_q)
+
+
+def clamp_finish(m, f, outputs, vf, scaled, vc_next):
+    """Set the clamped outputs in ``vc_next`` (a list or dict by node): the free outputs
+    nudged by ``eta (target - out)``, from the scaled errors (:func:`clamp_scale`).
+
+    A single-ended output moves by all of the nudge, a differential one's nodes by half
+    each, in opposite directions.
+
+    Returns
+    -------
+    list of Signal
+        Saturation of each clamped value.
+    """
+    clamp_flags = []
+    for k, ((p, mi), sc) in enumerate(zip(outputs, scaled)):
+        if mi < 0:
+            nudge = round_shift(sc, f.eta_frac)
+            vc_next[p], s = saturate(m, vf[p] + nudge, f.v_bits, f"clamp{k}")
+            clamp_flags.append(s)
+        else:
+            half = Signal(signed(f.v_bits + 2 + f.eta_frac), name=f"half{k}")
+            m.d.comb += half.eq(round_shift(sc, f.eta_frac + 1))
+            vc_next[p], sp = saturate(m, vf[p] + half, f.v_bits, f"clamp{k}p")
+            vc_next[mi], sm = saturate(m, vf[mi] - half, f.v_bits, f"clamp{k}m")
+            clamp_flags += [sp, sm]
+    return clamp_flags
+
+
+def _overdrive_bits(f):
+    return max(f.g_bits - f.gate_shift + 1, f.v_bits) + 1
+
+
+def product_operand_bits(f):
+    """Operand widths (signed bits) of the two variable products of an edge unit.
+
+    Returns
+    -------
+    dict
+        ``term``: ``(u_b - u_a, u_b + u_a)`` of one transistor; ``learn``:
+        ``(d_F - d_C, d_F + d_C)`` of the gate step. Products by constants are shifts
+        and adds (:func:`const_mul`) and use no multiplier block.
+    """
+    u = max(_overdrive_bits(f), f.v_bits) + 1
+    return {"term": (u + 1, u + 1), "learn": (f.v_bits + 2, f.v_bits + 2)}
+
+
+def overdrive(m, f, g, vt, name="ov"):
+    """``round_shift(g, gate_shift) - vt`` of an edge (a signal). A constant ``vt`` costs
+    no adder: ``floor(a / 2**s) - vt == floor((a - vt 2**s) / 2**s)`` for an integer
+    ``vt``."""
+    ov = Signal(signed(_overdrive_bits(f)), name=name)
+    s = f.gate_shift
+    if isinstance(vt, int):
+        m.d.comb += ov.eq((g + (round_half(s) - (vt << s))) >> s)
+    else:
+        m.d.comb += ov.eq(round_shift(g, s) - vt)
+    return ov
+
+
+def edge_operands(m, f, ov, va, vb, tag):
+    """The factors of an edge term: ``(u_b - u_a, u_b + u_a, va - vb)`` (signals)."""
+    u_shape = signed(max(len(ov), f.v_bits) + 1)
+    ua, ub = Signal(u_shape, name=f"ua_{tag}"), Signal(u_shape, name=f"ub_{tag}")
+    da, db = wire(m, ov - va, f"da_{tag}"), wire(m, ov - vb, f"db_{tag}")
+    m.d.comb += [ua.eq(Mux(da < 0, 0, da)), ub.eq(Mux(db < 0, 0, db))]
+    return (wire(m, ub - ua, f"udiff_{tag}"), wire(m, ub + ua, f"usum_{tag}"),
+            wire(m, va - vb, f"vdiff_{tag}"))
+
+
+def bounded_usum_bits(f):
+    """Signed bits that hold ``u_b + u_a`` while every gate is within ``[gate_min,
+    gate_max]``: the overdrive is then at most ``gate_max - min(vt)`` and a node voltage
+    at least ``-2**(v_bits - 1)`` LSBs."""
+    ov_max = round_shift(f.gate_max_q, f.gate_shift) - int(np.min(f.vt_q))
+    u_max = max(ov_max + (1 << (f.v_bits - 1)), 0)
+    return (2 * u_max).bit_length() + 1
+
+
+def edge_product(m, f, udiff, usum, vdiff, tag, mult_bits=None, usum_bits=None):
+    """``sat(udiff * usum + leak_q * vdiff, term_bits)``: the edge term from its factors
+    (:func:`edge_raw_product` then :func:`edge_finish`).
+
+    Returns
+    -------
+    (value, clipped) : (Signal, Signal)
+    """
+    return edge_finish(m, f, edge_raw_product(udiff, usum, f, mult_bits, usum_bits), vdiff,
+                       tag)
+
+
+def edge_raw_product(udiff, usum, f, mult_bits=None, usum_bits=None):
+    """``udiff * usum`` (an expression).
+
+    With ``mult_bits``, ``udiff`` is narrowed to ``v_bits + 1`` bits first, which holds it:
+    ``|u_b - u_a| <= |v_a - v_b|`` (a ReLU moves no two points further apart), and the
+    product takes one multiplier block (:func:`split_mul`). ``usum_bits`` narrows
+    ``usum`` too, for a fabric whose gates stay within their bounds
+    (:func:`bounded_usum_bits`).
+    """
+    if usum_bits is not None:
+        usum = Value.cast(usum)[:usum_bits].as_signed()
+    if mult_bits is not None:
+        udiff = Value.cast(udiff)[:f.v_bits + 1].as_signed()
+    return split_mul(udiff, usum, mult_bits)
+
+
+def edge_finish(m, f, product, vdiff, tag):
+    """``sat(product + leak_q * vdiff, term_bits)`` and whether it saturated."""
+    return saturate(m, product + const_mul(vdiff, f.leak_q), f.term_bits, f"s_{tag}")
+
+
+def edge_term(m, f, ov, va, vb, tag, mult_bits=None):
+    """Current a -> b of one transistor, ``u_b**2 - u_a**2 + leak_q (va - vb)``, saturated.
+
+    Returns
+    -------
+    (value, clipped) : (Signal, Signal)
+    """
+    return edge_product(m, f, *edge_operands(m, f, ov, va, vb, tag), tag, mult_bits)
+
+
+def gate_operands(m, f, d_f, d_c, tag="dg"):
+    """The factors of a gate step: ``(d_f - d_c, d_f + d_c)`` (signals)."""
+    d_f, d_c = wire(m, d_f, f"{tag}_df"), wire(m, d_c, f"{tag}_dc")
+    return wire(m, d_f - d_c, f"{tag}_minus"), wire(m, d_f + d_c, f"{tag}_plus")
+
+
+def gate_product(m, f, minus, plus, tag="dg", mult_bits=None):
+    """``sat(round_shift(minus * plus * lr_mul, learn_shift), dg_bits)`` and whether it
+    saturated (``mult_bits``: see :func:`split_mul`)."""
+    return gate_finish(m, f, split_mul(minus, plus, mult_bits), tag)
+
+
+def gate_finish(m, f, product, tag="dg"):
+    """``sat(round_shift(product * lr_mul, learn_shift), dg_bits)`` and whether it
+    saturated (:func:`gate_scale` then :func:`gate_round`)."""
+    return gate_round(m, f, gate_scale(f, product), tag)
+
+
+def gate_scale(f, product):
+    """``product * lr_mul`` plus the rounding constant of :func:`gate_round` (an expression
+    of shifts and adds)."""
+    return const_mul(product, f.lr_mul, round_half(f.learn_shift))
+
+
+def gate_round(m, f, scaled, tag="dg"):
+    """``sat(scaled >> learn_shift, dg_bits)`` (rounded: :func:`gate_scale` added the
+    constant) and whether it saturated."""
+    return saturate(m, scaled >> f.learn_shift, f.dg_bits, tag)
+
+
+def gate_delta(m, f, d_f, d_c, tag="dg", mult_bits=None):
+    """Gate step of one learning tick from the free and clamped drops ``d_f``, ``d_c``.
+
+    Returns
+    -------
+    (dg, clipped) : (Signal, Signal)
+        ``sat(round_shift((d_f - d_c)(d_f + d_c) lr_mul, learn_shift), dg_bits)`` and
+        whether it saturated.
+    """
+    return gate_product(m, f, *gate_operands(m, f, d_f, d_c, tag), tag, mult_bits)
+
+
+def gate_apply(m, f, g, dg, tag="dg"):
+    """``g + dg`` kept within ``[gate_min, gate_max]`` (the learning rule's bounds)."""
+    return gate_clamp(f, wire(m, g + dg, f"{tag}_sum"))
+
+
+def gate_clamp(f, g):
+    """``g`` kept within ``[gate_min, gate_max]`` (an expression)."""
+    return Mux(g < f.gate_min_q, f.gate_min_q, Mux(g > f.gate_max_q, f.gate_max_q, g))
+
+
+def gate_step(m, f, g, d_f, d_c, tag="dg", mult_bits=None):
+    """Gate after one learning tick: :func:`gate_delta` then :func:`gate_apply`.
+
+    Returns
+    -------
+    (g_next, clipped) : (Value, Signal)
+        The gate kept within ``[gate_min, gate_max]``; ``clipped`` when ``dg`` saturated.
+    """
+    dg, clipped = gate_delta(m, f, d_f, d_c, tag, mult_bits)
+    return gate_apply(m, f, g, dg, tag), clipped
+
+
+def node_delta(m, f, acc, tag):
+    """Step of a settling node, ``kappa * acc`` rounded and saturated.
+
+    Returns
+    -------
+    (dv, flags) : (Signal, Value)
+        ``flags`` has the acc and dv bits of the saturation flags.
+    """
+    scaled, s1 = node_scale(m, f, acc, tag)
+    dv, s2 = node_round(m, f, scaled, tag)
+    return dv, Cat(Const(0, 1), s1, s2, Const(0, 2))
+
+
+def node_scale(m, f, acc, tag):
+    """``sat(acc, acc_bits) * kappa_mul`` plus the rounding constant of :func:`node_round`
+    (an expression) and whether ``acc`` saturated."""
+    a, clipped = saturate(m, acc, f.acc_bits, f"acc_{tag}")
+    return const_mul(a, f.kappa_mul, round_half(f.node_shift)), clipped
+
+
+def node_round(m, f, scaled, tag):
+    """``sat(scaled >> node_shift, dv_bits)`` (rounded: :func:`node_scale` added the
+    constant) and whether it saturated."""
+    return saturate(m, scaled >> f.node_shift, f.dv_bits, f"dv_{tag}")
+
+
+def node_apply(m, f, v, dv, tag):
+    """``v + dv`` saturated, and its bit of the saturation flags (a 5-bit value)."""
+    vn, s3 = saturate(m, v + dv, f.v_bits, f"v_{tag}")
+    return vn, Cat(Const(0, 3), s3, Const(0, 1))
+
+
+def node_step(m, f, v, acc, tag):
+    """New voltage of a settling node, ``v + kappa * acc`` rounded and saturated.
+
+    Returns
+    -------
+    (v_next, flags) : (Signal, Value)
+        ``flags`` has the acc, dv and v bits of the saturation flags.
+    """
+    dv, flags_dv = node_delta(m, f, acc, tag)
+    vn, flags_v = node_apply(m, f, v, dv, tag)
+    return vn, flags_dv | flags_v
+
+
+class EdgeCell(wiring.Component):
+    """Combinational twin edge cell: both networks' edge terms and the gate update.
+
+    Parameters
+    ----------
+    fmt : clln.formats.Formats
+
+    Notes
+    -----
+    ``s_f``/``s_c`` are the currents a -> b (``u_b**2 - u_a**2 + leak_q (va - vb)``) of
+    the free and the clamped transistor; ``g_next`` is the gate after this tick.
+    """
+
+    def __init__(self, fmt, mult_bits=None):
+        self.fmt, self.mult_bits = fmt, mult_bits
+        v, g = signed(fmt.v_bits), signed(fmt.g_bits)
+        super().__init__({
+            "va_f": In(v), "vb_f": In(v), "va_c": In(v), "vb_c": In(v),
+            "g": In(g), "vt": In(v), "learn": In(1),
+            "s_f": Out(signed(fmt.term_bits)), "s_c": Out(signed(fmt.term_bits)),
+            "g_next": Out(g), "sat_term": Out(1), "sat_dg": Out(1),
+        })
+
+    def elaborate(self, platform):
+        f = self.fmt
+        m = Module()
+        ov = overdrive(m, f, self.g, self.vt)
+        s_f, sat_f = edge_term(m, f, ov, self.va_f, self.vb_f, "f", self.mult_bits)
+        s_c, sat_c = edge_term(m, f, ov, self.va_c, self.vb_c, "c", self.mult_bits)
+        g_next, dg_clipped = gate_step(m, f, self.g, self.va_f - self.vb_f,
+                                       self.va_c - self.vb_c, mult_bits=self.mult_bits)
+        m.d.comb += [
+            self.s_f.eq(s_f), self.s_c.eq(s_c), self.sat_term.eq(sat_f | sat_c),
+            self.g_next.eq(Mux(self.learn, g_next, self.g)),
+            self.sat_dg.eq(self.learn & dg_clipped),
+        ]
+        return m
+
+
+class NodeCell(wiring.Component):
+    """Combinational node cell of a settling node, for both networks.
+
+    Parameters
+    ----------
+    fmt : clln.formats.Formats
+    acc_width : int
+        Width of the exact sums of edge terms at this node.
+    """
+
+    def __init__(self, fmt, acc_width):
+        self.fmt = fmt
+        v = signed(fmt.v_bits)
+        super().__init__({
+            "v_f": In(v), "v_c": In(v),
+            "acc_f": In(signed(acc_width)), "acc_c": In(signed(acc_width)),
+            "v_f_next": Out(v), "v_c_next": Out(v), "flags": Out(5),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        vf, flags_f = node_step(m, self.fmt, self.v_f, self.acc_f, "f")
+        vc, flags_c = node_step(m, self.fmt, self.v_c, self.acc_c, "c")
+        m.d.comb += [self.v_f_next.eq(vf), self.v_c_next.eq(vc),
+                     self.flags.eq(flags_f | flags_c)]
+        return m
+
