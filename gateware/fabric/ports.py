@@ -1,0 +1,114 @@
+"""The fabric's seams: the signatures every fabric exposes, and its saturation flags.
+
+- :class:`ControlSignature`: run, learn, clear, the sample writes, and what a tick gives
+  back (``tick_done``, the free ``outputs``, ``busy``); the controller drives it.
+- :class:`GatePortSignature`: gate writes and a registered gate read; the command
+  handler drives it.
+- :class:`StatusSignature`: tick count and sticky saturation flags, cleared on request.
+
+Each is written from the side that drives it (the controller or the handler has it as
+``Out``, the fabric as ``In``; the status the other way round), so a system joins the
+parts with :func:`amaranth.lib.wiring.connect`. Members a fabric does not use are tied
+off inside it.
+"""
+
+from amaranth.hdl import signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SatFlags", "TICKS_BITS", "ControlSignature", "GatePortSignature",
+           "StatusSignature"]
+
+#: Sticky saturation flags (``docs/semantics.md``): bit 0 ``term`` .. bit 4 ``dg``.
+SatFlags = data.StructLayout({"term": 1, "acc": 1, "dv": 1, "v": 1, "dg": 1})
+#: Width of the tick counter (wraps).
+TICKS_BITS = 32
+
+
+class ControlSignature(wiring.Signature):
+    """Run, learn, clear and sample writes to a fabric; tick results back.
+
+    Parameters
+    ----------
+    n_samples : int
+        Drive plus target registers (sample addresses ``0 .. n_samples - 1``).
+    v_bits : int
+        Node voltage bits (samples are node voltages).
+    n_outputs : int
+        Output values of all streams (``streams * len(io.outputs)``).
+    """
+
+    def __init__(self, n_samples, v_bits, n_outputs):
+        self.n_samples, self.v_bits, self.n_outputs = n_samples, v_bits, n_outputs
+        super().__init__({
+            "run": Out(1),
+            "learn": Out(1),
+            "clear": Out(1),
+            "sample_we": Out(1),
+            "sample_addr": Out(range(max(n_samples, 2))),
+            "sample_data": Out(signed(v_bits)),
+            "tick_done": In(1),
+            "outputs": In(data.ArrayLayout(signed(v_bits + 1), n_outputs)),
+            "busy": In(1),
+        })
+
+    def __eq__(self, other):
+        return (isinstance(other, ControlSignature) and
+                (self.n_samples, self.v_bits, self.n_outputs)
+                == (other.n_samples, other.v_bits, other.n_outputs))
+
+    def __hash__(self):
+        return hash((ControlSignature, self.n_samples, self.v_bits, self.n_outputs))
+
+    def __repr__(self):
+        return f"ControlSignature({self.n_samples}, {self.v_bits}, {self.n_outputs})"
+
+
+class GatePortSignature(wiring.Signature):
+    """Gate writes and a registered gate read (``rdata`` follows ``raddr`` by the
+    fabric's ``gate_read_latency`` cycles).
+
+    Parameters
+    ----------
+    n_gates : int
+        Gates of all streams (addresses ``0 .. n_gates - 1``).
+    g_bits : int
+    """
+
+    def __init__(self, n_gates, g_bits):
+        self.n_gates, self.g_bits = n_gates, g_bits
+        super().__init__({
+            "we": Out(1),
+            "addr": Out(range(max(n_gates, 2))),
+            "data": Out(signed(g_bits)),
+            "raddr": Out(range(max(n_gates, 2))),
+            "rdata": In(signed(g_bits)),
+        })
+
+    def __eq__(self, other):
+        return (isinstance(other, GatePortSignature) and
+                (self.n_gates, self.g_bits) == (other.n_gates, other.g_bits))
+
+    def __hash__(self):
+        return hash((GatePortSignature, self.n_gates, self.g_bits))
+
+    def __repr__(self):
+        return f"GatePortSignature({self.n_gates}, {self.g_bits})"
+
+
+class StatusSignature(wiring.Signature):
+    """Committed ticks and sticky saturation flags from a fabric; ``clear_flags`` back."""
+
+    def __init__(self):
+        super().__init__({
+            "ticks": Out(TICKS_BITS),
+            "sat_flags": Out(SatFlags),
+            "saturated": Out(1),
+            "clear_flags": In(1),
+        })
+
+    def __eq__(self, other):
+        return isinstance(other, StatusSignature)
+
+    def __hash__(self):
+        return hash(StatusSignature)
