@@ -17,7 +17,7 @@ from ..formats import Formats
 from ..gateware.fabric import fabric_shape
 from ..gateware.fabric.cells import product_operand_bits
 from ..gateware.system import System
-from .targets import BuildError, _target, build, overused, utilization_from_log
+from .targets import BuildError, build, overused, target, utilization_from_log
 
 
 class BoardSystem(wiring.Component):
@@ -94,9 +94,9 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     """
     import json
 
-    from .targets import _target, achieved_clock_mhz, parse_report
+    from .targets import achieved_clock_mhz, parse_report
     units, cpt = fabric_shape(cfg)
-    t = _target(board)
+    t = target(board)
     mult_bits = t.mult_bits if t.split_products else None
     # Yosys 0.70's ABC9 fails on the pipelined fabric (targets.ECP5_CLASSIC_ABC)
     classic_abc = cfg.fabric.streams > 1 and t.family == "ecp5"
@@ -183,7 +183,6 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
     BuildError
         When not even the serial fabric fits; the message gives the resource use.
     """
-    E = cfg.network.n_edges
     attempts = []
     results = {}
 
@@ -216,21 +215,8 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         results[units] = ((rep, u, c), utilization_from_log(folder / "top.tim"))
         return results[units]
 
-    # Candidates whose multipliers cannot fit are not built: the top of the search is the
-    # largest fold whose estimated multiplier blocks fit the board.
-    t = _target(board)
-    top = E
-    while top >= 1 and not _multipliers_fit(cfg, top, t):
-        top -= 1
-    if top < E:
-        need = multiplier_blocks(cfg, E, t.mult_bits, t.split_products)
-        attempts.append(Attempt(E, False, f"skipped: about {need} multiplier blocks > "
-                                f"{t.dsps}", 0.0))
-        if log:
-            within = (f"largest fold within them: {top} edge units" if top else
-                      "not even one edge unit fits them")
-            log(f"edge_units {E}: skipped (about {need} multiplier blocks > {t.dsps}); "
-                f"{within}")
+    t = target(board)
+    top = _largest_multiplier_fold(cfg, t, attempts, log)
     res_hi, use_hi = attempt(top) if top >= 1 else (None, {})
     if res_hi:
         return (*res_hi, attempts)
@@ -247,23 +233,53 @@ def build_fitting(cfg, board, build_dir, clock_mhz=None, baud=115200, max_exampl
         tried = "; ".join(f"{a.label}: {a.why}" for a in reversed(attempts[:-1]))
         raise BuildError(f"{cfg.name} does not fit {board} even as the serial fabric "
                          f"({attempts[-1].why}); {tried}")
+    good = _search_fold(lambda units: attempt(units)[0] is not None,
+                        _predict(use_lo, 1, use_hi, top), top)
+    return (*results[good][0], attempts)
+
+
+def _largest_multiplier_fold(cfg, t, attempts, log):
+    """The largest fold whose estimated multiplier blocks fit target ``t`` (0: none).
+
+    Candidates whose multipliers cannot fit are not built: this is the top of the search.
+    A skipped fully parallel fabric is recorded in ``attempts``.
+    """
+    E = cfg.network.n_edges
+    top = E
+    while top >= 1 and not _multipliers_fit(cfg, top, t):
+        top -= 1
+    if top < E:
+        need = multiplier_blocks(cfg, E, t.mult_bits, t.split_products)
+        attempts.append(Attempt(E, False, f"skipped: about {need} multiplier blocks > "
+                                f"{t.dsps}", 0.0))
+        if log:
+            within = (f"largest fold within them: {top} edge units" if top else
+                      "not even one edge unit fits them")
+            log(f"edge_units {E}: skipped (about {need} multiplier blocks > {t.dsps}); "
+                f"{within}")
+    return top
+
+
+def _search_fold(fits, predicted, top):
+    """The largest fold in ``1 .. top - 1`` for which ``fits(units)`` holds, given that 1
+    fits and ``top`` does not: build the prediction, walk up one unit while that fits,
+    or bisect downwards when it did not."""
     good, bad = 1, top
-    p = _predict(use_lo, 1, use_hi, top)
-    if p > 1:
-        if attempt(p)[0] is not None:
-            good = p
-            while good + 1 < bad and attempt(good + 1)[0] is not None:
+    if predicted > 1:
+        if fits(predicted):
+            good = predicted
+            while good + 1 < bad and fits(good + 1):
                 good += 1
             bad = min(bad, good + 1)
         else:
-            bad = p
+            bad = predicted
     while bad - good > 1:                # bisect when the prediction was too optimistic
         mid = (good + bad) // 2
-        if attempt(mid)[0] is not None:
+        if fits(mid):
             good = mid
         else:
             bad = mid
-    return (*results[good][0], attempts)
+    return good
 
 
 def multiplier_blocks(cfg, units, mult_bits, split=False):
@@ -284,15 +300,8 @@ def multiplier_blocks(cfg, units, mult_bits, split=False):
     return term + learn if units == "serial" else units * (2 * term + learn)
 
 
-def _multipliers_fit(cfg, units, target):
-    if not target.mult_bits or not target.dsps:
+def _multipliers_fit(cfg, units, board):
+    if not board.mult_bits or not board.dsps:
         return True
-    return multiplier_blocks(cfg, units, target.mult_bits,
-                             target.split_products) <= target.dsps
-
-
-def target_budget(board):
-    """``(luts, dsps, brams)`` of a board (for messages)."""
-    t = _target(board)
-    return t.luts, t.dsps, t.brams
-
+    return multiplier_blocks(cfg, units, board.mult_bits,
+                             board.split_products) <= board.dsps

@@ -6,6 +6,7 @@ with the YoWASP Yosys and nextpnr, and reads resource counts and fmax from nextp
 report.
 """
 
+import importlib
 import json
 import os
 import re
@@ -32,33 +33,20 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from ..environment import patched_environ
 from ..errors import CllnError
+from .catalog import TARGETS
 
 
 class BuildError(CllnError):
     """A bitstream build failed, or its timing did not close."""
 
 
-@dataclass(frozen=True)
-class Target:
-    """A board: its Amaranth platform, FPGA family, oscillator and synthesis options."""
-    name: str
-    platform: str           # "module:Class" in amaranth_boards
-    family: str             # ice40, ecp5, gowin
-    osc_mhz: float
-    synth_opts: str = ""
-    luts: int = 0           # logic budget, for the report
-    dsps: int = 0
-    brams: int = 0
-    mult_bits: int = 0      # operand bits of a multiplier block; 0: multipliers in logic
-    split_products: bool = False    # one block per product (gateware.fabric.arith.split_mul)
-
-    def make_platform(self):
-        import importlib
-        mod, cls = self.platform.split(":")
-        platform_cls = getattr(importlib.import_module(f"amaranth_boards.{mod}"), cls)
-        if self.family == "gowin":
-            platform_cls = _himbaechel_gowin(platform_cls)
-        return platform_cls()
+def make_platform(target):
+    """The Amaranth platform of a :class:`~clln.boards.catalog.Target`."""
+    mod, cls = target.platform.split(":")
+    platform_cls = getattr(importlib.import_module(f"amaranth_boards.{mod}"), cls)
+    if target.family == "gowin":
+        platform_cls = _himbaechel_gowin(platform_cls)
+    return platform_cls()
 
 
 def _himbaechel_gowin(platform_cls):
@@ -78,6 +66,13 @@ def _himbaechel_gowin(platform_cls):
             synthesize, _, pack = super().command_templates
             return [synthesize, HIMBAECHEL_GOWIN_COMMAND, pack]
 
+        @property
+        def chipdb_family(self):
+            """nextpnr's chip database name: a GW1NR part uses its GW1N die's."""
+            if self.series == "GW1NR":
+                return f"GW1N-{self.size}{self.subseries_f}"
+            return self.family
+
     HimbaechelPlatform.__name__ = f"Himbaechel{platform_cls.__name__}"
     return HimbaechelPlatform
 
@@ -88,23 +83,13 @@ HIMBAECHEL_GOWIN_COMMAND = r"""
         {{get_override("nextpnr_opts")|options}}
         --log {{name}}.tim
         --device {{platform.part}}
-        --vopt family={{platform._chipdb_device}}
+        --vopt family={{platform.chipdb_family}}
         --vopt cst={{name}}.cst
         --json {{name}}.syn.json
         --write {{name}}.pnr.json
 """
 
 
-TARGETS = {t.name: t for t in [
-    Target("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 12.0, "-dsp",
-           5280, 8, 30, 16),
-    Target("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 25.0, "", 12288, 28, 56, 18, True),
-    Target("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "ecp5", 25.0, "", 24288, 28, 56, 18, True),
-    Target("ulx3s-45f", "ulx3s:ULX3S_45F_Platform", "ecp5", 25.0, "", 43848, 72, 108, 18, True),
-    Target("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", 25.0, "", 83640, 156, 208, 18, True),
-    Target("tangnano9k", "tang_nano_9k:TangNano9kPlatform", "gowin", 27.0, "",
-           8640, 20, 26, 18),
-]}
 
 
 @dataclass(frozen=True)
@@ -254,7 +239,7 @@ class _Top(Elaboratable):
 
 def achieved_clock_mhz(board, clock_mhz=None):
     """The clock a build of ``board`` at ``clock_mhz`` really gets (the PLL's nearest)."""
-    t = _target(board)
+    t = target(board)
     if clock_mhz is None or clock_mhz == t.osc_mhz:
         return t.osc_mhz
     if t.family == "ice40":
@@ -266,7 +251,8 @@ def achieved_clock_mhz(board, clock_mhz=None):
 
 # --------------------------------------------------------------------------- build
 
-def _target(board):
+def target(board):
+    """The :class:`~clln.boards.catalog.Target` named ``board`` (BuildError if unknown)."""
     if board not in TARGETS:
         raise BuildError(f"unknown board {board!r} (known: {', '.join(TARGETS)})")
     return TARGETS[board]
@@ -434,14 +420,14 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
     BuildError
         When a tool fails, or when fmax is below the clock (the message says by how much).
     """
-    t = _target(board)
+    t = target(board)
     clk = achieved_clock_mhz(board, clock_mhz)
     pnr_clk = clk if pnr_clock_mhz is None else achieved_clock_mhz(board, pnr_clock_mhz)
     if pnr_clk != clk and clk == t.osc_mhz:
         raise BuildError(f"{board}: a place-and-route clock other than the clock needs a "
                          f"clock through the PLL, not the oscillator's {t.osc_mhz} MHz")
     design = elaboratable_factory(clk * 1e6)
-    platform = t.make_platform()
+    platform = make_platform(t)
     build_dir = Path(build_dir)
     report_file = build_dir / f"{name}.report.json"
     report_file.unlink(missing_ok=True)

@@ -8,11 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from . import config as config_mod
+from .boards.catalog import OFFERED, TARGETS
 from .cli_common import clock_arg, fold_arg, positive_mhz, progress_bar, whole_number
 from .errors import CllnError, ConfigError
-
-BOARDS = ("icebreaker", "ulx3s-85f", "tangnano9k")
-
 
 # --------------------------------------------------------------------------- build
 
@@ -77,8 +75,7 @@ def _program(board, bitstream):
     import subprocess
 
     from .boards.targets import BuildError
-    tool = {"icebreaker": ["iceprog"], "ulx3s-85f": ["openFPGALoader", "-b", "ulx3s"],
-            "tangnano9k": ["openFPGALoader", "-b", "tangnano9k"]}[board]
+    tool = list(TARGETS[board].programmer)
     if not shutil.which(tool[0]):
         raise BuildError(f"{tool[0]} is not installed: cannot program {board}")
     res = subprocess.run(tool + [str(bitstream)])
@@ -290,7 +287,7 @@ def add_parsers(sub):
                        "controller, fabric) for a board with the YoWASP tools. Without a "
                        "[fabric] section the largest edge_units that fits is searched.")
     p.add_argument("config")
-    p.add_argument("--board", choices=BOARDS, required=True)
+    p.add_argument("--board", choices=OFFERED, required=True)
     p.add_argument("--clock", type=clock_arg, metavar="MHZ",
                    help="clock (PLL), or 'max': the oscillator, then again at 95%% of "
                    "its fmax when that is faster; default the board oscillator (or 95%% "

@@ -48,7 +48,7 @@ class Network:
 
 
 @dataclass(frozen=True)
-class Device:
+class DevicePhysics:
     """Square-law transistor: threshold ``vt`` (V), gain ``k`` (A/V^2), leak ``gmin`` (A/V)."""
     vt: float
     k: float
@@ -128,7 +128,7 @@ MAX_STREAMS = 8
 
 
 @dataclass(frozen=True)
-class Fabric:
+class FabricFold:
     """Gateware folding: ``edge_units`` of 0 means one unit per edge; ``serial`` folds the
     whole tick (edges and nodes) onto one edge unit and one node unit; ``streams`` > 1
     interleaves that many independent networks (seeds ``learning.seed`` and on) in a
@@ -144,13 +144,13 @@ class Config:
     name: str
     source: str
     network: Network
-    device: Device
+    device: DevicePhysics
     io: IO
     learning: Learning
     task: Task
     schedule: Schedule
     fixed: Fixed
-    fabric: Fabric
+    fabric: FabricFold
     has_fabric: bool = False
 
     def driven_nodes(self):
@@ -437,7 +437,7 @@ def _fixed(t):
 
 
 def _fabric(t, n_edges):
-    fab = Fabric(t.integer("edge_units", 0, lo=0, hi=n_edges), t.boolean("serial", False),
+    fab = FabricFold(t.integer("edge_units", 0, lo=0, hi=n_edges), t.boolean("serial", False),
                  t.integer("streams", 1, lo=1, hi=MAX_STREAMS))
     if fab.serial and fab.edge_units:
         raise t.error("serial", "the serial fabric has one edge unit: leave out edge_units")
@@ -509,7 +509,7 @@ def parse(data, source="<config>", base_dir=Path(".")):
         raise root.error("name", "must be a non-empty string")
     network = _network(root.table("network"))
     device_t = root.table("device")
-    device = Device(device_t.number("vt"), device_t.number("k", lo=0.0, lo_open=True),
+    device = DevicePhysics(device_t.number("vt"), device_t.number("k", lo=0.0, lo_open=True),
                     device_t.number("gmin", 1e-10, lo=0.0, lo_open=True))
     device_t.finish()
     io = _io(root.table("io"), network.n_nodes)

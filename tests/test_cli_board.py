@@ -168,7 +168,7 @@ def unsplit_ulx3s(monkeypatch):
     from clln.boards import system as bs
     from clln.boards.targets import TARGETS
     plain = dataclasses.replace(TARGETS["ulx3s-85f"], split_products=False)
-    monkeypatch.setattr(bs, "_target", lambda board: plain)
+    monkeypatch.setattr(bs, "target", lambda board: plain)
 
 
 def test_fold_search_finds_largest_fit(monkeypatch, tmp_path):
@@ -239,7 +239,7 @@ def test_fold_search_skips_folds_beyond_the_multipliers(monkeypatch, tmp_path):
     from clln.boards import system as bs
     from clln.boards.targets import TARGETS
     small = dataclasses.replace(TARGETS["icebreaker"], dsps=4)    # a smaller part
-    monkeypatch.setattr(bs, "_target", lambda board: small)
+    monkeypatch.setattr(bs, "target", lambda board: small)
     with pytest.raises(BuildError, match=r"even the serial fabric needs about 8 multiplier "
                                          r"blocks \(of 4\)"):
         build_fitting(cfg, "icebreaker", tmp_path / "b")

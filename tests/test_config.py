@@ -85,7 +85,7 @@ def test_streams_fabric_key(xor_dict):
     cfg = config.parse(xor_dict)
     assert cfg.fabric.streams == 4 and not cfg.fabric.serial and cfg.fabric.edge_units == 0
     assert config.refold(cfg, "streams:3").fabric.streams == 3
-    assert config.refold(cfg, 8).fabric == config.Fabric(edge_units=8)
+    assert config.refold(cfg, 8).fabric == config.FabricFold(edge_units=8)
     for clash in ({"edge_units": 4}, {"serial": True}):
         xor_dict["fabric"] = {"streams": 2, **clash}
         _expect(xor_dict, "fabric.streams", "fully parallel")
