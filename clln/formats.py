@@ -12,6 +12,12 @@ import numpy as np
 
 from .errors import ConfigError
 
+#: The sticky saturation flags of one tick (``docs/semantics.md``), bit 0 first: an edge
+#: term, a node accumulator, a node step, a node voltage, a gate step clipped.
+SATURATION_FLAGS = ("term", "acc", "dv", "v", "dg")
+#: Bit masks of :data:`SATURATION_FLAGS`, as the fixed-point model returns them.
+SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = (1 << i for i in range(len(SATURATION_FLAGS)))
+
 
 def mantissa_shift(value, bits):
     """Approximate ``value > 0`` as ``mul * 2**-shift`` with ``mul`` of ``bits`` bits.

@@ -12,7 +12,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from clln.formats import Formats
+from clln.formats import SAT_ACC, SAT_DG, SAT_DV, SAT_TERM, SAT_V, Formats
 
 from .ticks import TickModel
 
@@ -22,8 +22,6 @@ TickConstants = namedtuple("TickConstants", [
     "node_shift", "lr_mul", "learn_shift", "eta_q", "eta_frac", "gate_min", "gate_max",
     "leak_q"])
 
-#: Bits of the saturation flags returned by :func:`tick`.
-SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = 1, 2, 4, 8, 16
 
 
 def tick_constants(fmt):
