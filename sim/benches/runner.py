@@ -136,15 +136,13 @@ def run_fabric_bench(cfg, fabric, build_dir, sim="icarus", ticks=300, waves=Fals
     clln.errors.CllnError
         When the simulation does not produce a result.
     """
-    from cocotb_tools.runner import get_runner
-
     from .stimulus import widths
 
     free_rounds = check_bench_args(sim, ticks, free_rounds)
     build = Path(build_dir).resolve()
     build.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    gen, info = fabric, fabric["info"]
+    info = fabric["info"]
     cfg_path = build / "config.pkl"
     cfg_path.write_bytes(pickle.dumps(cfg))
     result_path = build / "result.json"
@@ -154,24 +152,7 @@ def run_fabric_bench(cfg, fabric, build_dir, sim="icarus", ticks=300, waves=Fals
               "cycles_per_tick": info["cycles_per_tick"], "widths": widths(cfg),
               "seeds": seeds, "free_rounds": free_rounds}
     env = {ENV: json.dumps({"pickle": str(cfg_path), "params": params})}
-    with simulator_env(sim):
-        runner = get_runner(sim)
-        build_args = ["-Wno-fatal"] if sim == "verilator" else []
-        try:
-            runner.build(sources=[gen["verilog"]], hdl_toplevel=info["top"],
-                         build_dir=build / "sim_build", build_args=build_args, always=True,
-                         waves=waves, timescale=("1ns", "1ps"), log_file=build / "build.log")
-        except Exception as e:  # the runner raises plain errors for failed tools
-            raise CllnError(f"{sim} build failed ({e}); see {build / 'build.log'}") from None
-        build_seconds = time.perf_counter() - t0
-        try:
-            runner.test(test_module="clln.sim.benches.fabric_bench",
-                        hdl_toplevel=info["top"], extra_env=env, waves=waves,
-                        build_dir=build / "sim_build", test_dir=build,
-                        results_xml=str(build / "results.xml"), log_file=build / "test.log",
-                        timescale=("1ns", "1ps"))
-        except (Exception, SystemExit):
-            pass  # a failed cocotb test exits; its result file says why (or is missing)
+    build_seconds = _build_and_run(sim, fabric["verilog"], info["top"], build, env, waves, t0)
     if not result_path.exists():
         raise CllnError(f"{sim}: the bench produced no result; see {build / 'test.log'}")
     res = json.loads(result_path.read_text())
@@ -184,3 +165,29 @@ def run_fabric_bench(cfg, fabric, build_dir, sim="icarus", ticks=300, waves=Fals
             "edge_units": info["edge_units"], "build_seconds": build_seconds,
             "saturated": res["saturated"], "netlist": info["netlist"],
             "build_dir": str(build)}
+
+
+def _build_and_run(sim, verilog, top, build, env, waves, t0):
+    """Build ``verilog`` in ``sim`` and run the fabric bench on it; return the seconds from
+    ``t0`` to the end of the build. A failed bench leaves its result file to say why."""
+    from cocotb_tools.runner import get_runner
+
+    with simulator_env(sim):
+        runner = get_runner(sim)
+        build_args = ["-Wno-fatal"] if sim == "verilator" else []
+        try:
+            runner.build(sources=[verilog], hdl_toplevel=top,
+                         build_dir=build / "sim_build", build_args=build_args, always=True,
+                         waves=waves, timescale=("1ns", "1ps"), log_file=build / "build.log")
+        except Exception as e:  # the runner raises plain errors for failed tools
+            raise CllnError(f"{sim} build failed ({e}); see {build / 'build.log'}") from None
+        build_seconds = time.perf_counter() - t0
+        try:
+            runner.test(test_module="clln.sim.benches.fabric_bench",
+                        hdl_toplevel=top, extra_env=env, waves=waves,
+                        build_dir=build / "sim_build", test_dir=build,
+                        results_xml=str(build / "results.xml"), log_file=build / "test.log",
+                        timescale=("1ns", "1ps"))
+        except (Exception, SystemExit):
+            pass  # a failed cocotb test exits; its result file says why (or is missing)
+    return build_seconds
