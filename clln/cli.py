@@ -83,7 +83,7 @@ def cmd_train(args):
         print(f"{reached} of {len(seeds)} seed(s) reached the error target")
         if len(seeds) == 1:
             outs = np.array(reports[0]["outputs_final"])
-            for i, (o, y) in enumerate(zip(outs, cfg.task.y)):
+            for i, (o, y) in enumerate(zip(outs, cfg.task.y, strict=True)):
                 print(f"  example {i}: output {np.array2string(o, precision=4)} V, "
                       f"target {np.array2string(y, precision=4)} V")
         if args.plot:

@@ -238,7 +238,8 @@ def cmd_run(args):
                 "outputs_final": fmt.v_to_volts(r["outputs"]).tolist(),
                 "gates_final": fmt.g_to_volts(r["gates"]).tolist()} for r in res["streams"]]
     gates = [{"seed": r["seed"], "gates_q": r["gates"].tolist(),
-              "gates_final": sr["gates_final"]} for r, sr in zip(res["streams"], streams)]
+              "gates_final": sr["gates_final"]}
+             for r, sr in zip(res["streams"], streams, strict=True)]
     ckpt.write_text(json.dumps({"config": cfg.name, "seed": seed, "epochs": epochs,
                                 "gates_q": gates[0]["gates_q"],
                                 "gates_final": gates[0]["gates_final"],

@@ -9,9 +9,10 @@ def _gates_panel(ax, cfg, gates):
     import matplotlib as mpl
     net = cfg.network
     pos = net.positions()
-    norm = mpl.colors.Normalize(cfg.learning.gate_min, max(gates.max(), cfg.learning.gate_min + 0.1))
+    lo = cfg.learning.gate_min
+    norm = mpl.colors.Normalize(lo, max(gates.max(), lo + 0.1))
     cmap = mpl.colormaps["viridis"]
-    for (a, b), g in zip(net.edges, gates):
+    for (a, b), g in zip(net.edges, gates, strict=True):
         pa, pb = pos[a], pos[b]
         if net.topology == "torus" and np.abs(pa - pb).max() > 1.5:
             # A wrap-around edge: draw a stub out of each end, towards the far side.

@@ -23,7 +23,10 @@ def make_model(cfg, name, seeds):
 
 
 def mse(outputs, targets):
-    """Mean squared error (V^2) over examples and outputs; ``outputs`` is (..., examples, outputs)."""
+    """Mean squared error (V^2) over examples and outputs.
+
+    ``outputs`` is (..., examples, outputs).
+    """
     return np.mean((outputs - targets) ** 2, axis=(-2, -1))
 
 

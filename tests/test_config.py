@@ -95,7 +95,8 @@ def test_streams_fabric_key(xor_dict):
 
 def test_disconnected_graph(xor_dict):
     xor_dict["network"] = {"topology": "edges", "nodes": 16,
-                           "edges": [[i, i + 1] for i in range(7)] + [[8 + i, 9 + i] for i in range(7)]}
+                           "edges": [[i, i + 1] for i in range(7)]
+                           + [[8 + i, 9 + i] for i in range(7)]}
     _expect(xor_dict, "network.topology", "not connected")
 
 

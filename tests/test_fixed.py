@@ -42,7 +42,7 @@ def reference_tick(fmt, p, vf, vc, g, learn, drive, target):
     else:
         g_new = g.copy()
     new = []
-    for v, acc in zip((vf, vc), accs):
+    for v, acc in zip((vf, vc), accs, strict=True):
         acc, s1 = _sat(acc, fmt.acc_bits)
         dv, s2 = _sat(_rs(acc * fmt.kappa_mul, fmt.node_shift), fmt.dv_bits)
         vn, s3 = _sat(v + dv, fmt.v_bits)
@@ -52,7 +52,7 @@ def reference_tick(fmt, p, vf, vc, g, learn, drive, target):
         vn = np.where(p.driven, drive, vn)
         new.append(vn)
     vf_new, vc_new = new
-    for k, (pl, mi) in enumerate(zip(p.out_plus, p.out_minus)):
+    for k, (pl, mi) in enumerate(zip(p.out_plus, p.out_minus, strict=True)):
         if mi < 0:
             x, s = _sat(vf[pl] + _rs(fmt.eta_q * (target[k] - vf[pl]), fmt.eta_frac), fmt.v_bits)
             vc_new[pl] = x
@@ -164,7 +164,7 @@ def test_fixed_tracks_dynamic(xor_dict):
     cfg = _exact_constants(xor_dict)
     fixed, dyn = FixedPointModel(cfg, [0, 1]), DynamicModel(cfg, [0, 1])
     np.testing.assert_allclose(fixed.formats.kappa, dyn.kappa)
-    for epoch in range(20):
+    for _epoch in range(20):
         for i in range(4):
             fixed.present(i, True)
             dyn.present(i, True)

@@ -215,7 +215,7 @@ def test_gate_index_range_spans_every_stream(streams):
 
 
 def test_lfsr_order_is_a_permutation_per_epoch():
-    for w, taps in p.LFSR_TAPS.items():          # every tap set is maximal-length
+    for w in p.LFSR_TAPS:          # every tap set is maximal-length
         state, seen = 1, set()
         while state not in seen:
             seen.add(state)
