@@ -597,3 +597,32 @@ class DeviceStatus:
 REQUEST_LENGTHS = {Command.IDENTIFY: 0, Command.WRITE_SCHEDULE: struct.calcsize(
     ScheduleParams.FORMAT), Command.READ_GATES: 3, Command.START: 0, Command.STOP: 0,
     Command.RUN_EPOCHS: 5, Command.READ_STATUS: 0, Command.READ_OUTPUTS: 3, Command.RESET: 0}
+
+#: Commands refused with BUSY unless the controller is idle (the handler and the golden
+#: model take them from here).
+IDLE_ONLY = frozenset({Command.WRITE_DATASET, Command.WRITE_SCHEDULE, Command.WRITE_GATES,
+                       Command.START, Command.RUN_EPOCHS, Command.RESET})
+
+#: The ``first`` u16, ``count`` u8 prefix of WRITE_DATASET, WRITE_GATES, READ_GATES and
+#: READ_OUTPUTS (:func:`pack_range`).
+RANGE_FORMAT = ">HB"
+#: RUN_EPOCHS' payload (:func:`pack_run`): epochs u32, learn u8.
+RUN_FORMAT = ">IB"
+
+
+def struct_fields(fmt, names):
+    """``{name: (offset, size)}`` of the fields of a big-endian struct format with one
+    code per field (``">IIIHBI"``), from ``struct.calcsize`` of its prefixes."""
+    order, codes = fmt[0], fmt[1:]
+    if len(codes) != len(names):
+        raise ValueError(f"{fmt!r} has {len(codes)} fields, not {len(names)}")
+    return {name: (struct.calcsize(order + codes[:i]), struct.calcsize(order + code))
+            for i, (name, code) in enumerate(zip(names, codes, strict=True))}
+
+
+#: Byte offset and size of each field of WRITE_SCHEDULE's payload.
+SCHEDULE_FIELDS = struct_fields(ScheduleParams.FORMAT, list(ScheduleParams.__dataclass_fields__))
+#: Byte offset and size of ``first`` and ``count`` in a range payload.
+RANGE_FIELDS = struct_fields(RANGE_FORMAT, ["first", "count"])
+#: Byte offset and size of ``epochs`` and ``learn`` in RUN_EPOCHS' payload.
+RUN_FIELDS = struct_fields(RUN_FORMAT, ["epochs", "learn"])

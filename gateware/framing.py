@@ -9,12 +9,13 @@ is a :class:`~clln.host.protocol.Status`. Send path: :data:`Byte` stream (``last
 the end of a packet) -> :class:`CRCGenerator` -> :class:`COBSEncoder` -> bytes.
 """
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Module, Mux, Signal
+from amaranth.lib import crc as crc_lib
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from clln.protocol import MAX_REQUEST, MIN_REQUEST, Status, crc16_byte
+from clln.protocol import CRC_INIT, CRC_POLY, MAX_REQUEST, MIN_REQUEST, Status
 
 #: A decoded frame byte (``end`` = 0), or the end of a frame (``end`` = 1, ``data`` = status).
 Token = data.StructLayout({"data": 8, "end": 1})
@@ -22,22 +23,11 @@ Token = data.StructLayout({"data": 8, "end": 1})
 Byte = data.StructLayout({"data": 8, "last": 1})
 
 
-def crc16_next(crc, byte):
-    """Amaranth expression of :func:`clln.host.protocol.crc16_byte` (CCITT, poly 0x1021).
-
-    Eight shift steps are linear over GF(2): each output bit is the XOR of the bits of
-    ``crc ^ (byte << 8)`` picked by the columns of that map, computed with the model.
-    """
-    c = crc ^ (byte << 8)
-    cols = [crc16_byte(1 << j, 0) for j in range(16)]
-    bits = []
-    for i in range(16):
-        terms = [c[j] for j in range(16) if cols[j] >> i & 1]
-        x = terms[0]
-        for t in terms[1:]:
-            x = x ^ t
-        bits.append(x)
-    return Cat(*bits)
+#: CRC-16/CCITT-FALSE (:func:`clln.protocol.crc16`) over bytes, for
+#: :mod:`amaranth.lib.crc`: MSB first, no reflection, no final XOR.
+CRC16 = crc_lib.Algorithm(crc_width=16, polynomial=CRC_POLY, initial_crc=CRC_INIT,
+                          reflect_input=False, reflect_output=False,
+                          xor_output=0)(data_width=8)
 
 
 class _Output:
@@ -136,23 +126,25 @@ class CRCChecker(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        crc = Signal(16, init=0xFFFF)
+        m.submodules.crc = crc = CRC16.create()
         count = Signal(range(self.max_length + 2))
         older, newer = Signal(8), Signal(8)
         out = _Output(m, self.o)
         m.d.comb += self.i.ready.eq(out.free)
         tok = self.i.payload
+        m.d.comb += crc.data.eq(tok.data)
         with m.If(self.i.valid & self.i.ready):
             with m.If(tok.end):
                 status = Mux(tok.data != Status.OK, tok.data,
                              Mux(count < self.min_length, Status.TRUNCATED,
                                  Mux(count > self.max_length, Status.TOO_LONG,
-                                     Mux(crc != 0, Status.BAD_CRC, Status.OK))))
+                                     Mux(crc.crc != 0, Status.BAD_CRC, Status.OK))))
                 out.put(data=status, end=1)
-                m.d.sync += [crc.eq(0xFFFF), count.eq(0)]
+                m.d.comb += crc.start.eq(1)
+                m.d.sync += count.eq(0)
             with m.Else():
-                m.d.sync += [crc.eq(crc16_next(crc, tok.data)), older.eq(newer),
-                             newer.eq(tok.data)]
+                m.d.comb += crc.valid.eq(1)
+                m.d.sync += [older.eq(newer), newer.eq(tok.data)]
                 with m.If(count != self.max_length + 1):
                     m.d.sync += count.eq(count + 1)
                 with m.If(count >= 2):
@@ -175,24 +167,25 @@ class CRCGenerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        crc = Signal(16, init=0xFFFF)
+        m.submodules.crc = crc = CRC16.create()
         out = _Output(m, self.o)
+        m.d.comb += crc.data.eq(self.i.payload.data)
         with m.FSM():
             with m.State("PASS"):
                 m.d.comb += self.i.ready.eq(out.free)
                 with m.If(self.i.valid & self.i.ready):
                     out.put(data=self.i.payload.data, last=0)
-                    m.d.sync += crc.eq(crc16_next(crc, self.i.payload.data))
+                    m.d.comb += crc.valid.eq(1)
                     with m.If(self.i.payload.last):
                         m.next = "HIGH"
             with m.State("HIGH"):
                 with m.If(out.free):
-                    out.put(data=crc[8:], last=0)
+                    out.put(data=crc.crc[8:], last=0)
                     m.next = "LOW"
             with m.State("LOW"):
                 with m.If(out.free):
-                    out.put(data=crc[:8], last=1)
-                    m.d.sync += crc.eq(0xFFFF)
+                    out.put(data=crc.crc[:8], last=1)
+                    m.d.comb += crc.start.eq(1)
                     m.next = "PASS"
         return m
 

@@ -7,8 +7,6 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from clln.protocol import uart_divisor
-
 
 class _BitTimed(wiring.Component):
     """A UART half: ``divisor`` clock cycles per bit."""
@@ -19,11 +17,6 @@ class _BitTimed(wiring.Component):
         self.divisor = divisor
         super().__init__()
 
-    @classmethod
-    def for_baud(cls, clk_hz, baud):
-        """One for ``baud`` on a ``clk_hz`` clock."""
-        return cls(uart_divisor(clk_hz, baud))
-
 
 class UARTTx(_BitTimed):
     """8N1 transmitter: one start bit, eight data bits LSB first, one stop bit.
@@ -31,7 +24,7 @@ class UARTTx(_BitTimed):
     Parameters
     ----------
     divisor : int
-        Clock cycles per bit (>= 4); see :func:`clln.host.protocol.uart_divisor`.
+        Clock cycles per bit (>= 4); see :func:`clln.protocol.uart_divisor`.
 
     Members
     -------

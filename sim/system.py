@@ -247,9 +247,7 @@ class SystemModel:
         ident = self.identity
         if cmd in p.REQUEST_LENGTHS and p.REQUEST_LENGTHS[cmd] == 0 and payload:
             raise FrameError(Status.BAD_LENGTH)
-        needs_idle = cmd in (Command.WRITE_DATASET, Command.WRITE_SCHEDULE,
-                             Command.WRITE_GATES, Command.START, Command.RUN_EPOCHS,
-                             Command.RESET)
+        needs_idle = cmd in p.IDLE_ONLY
 
         def idle():
             if needs_idle and self.busy:

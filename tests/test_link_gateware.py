@@ -5,6 +5,7 @@ import random
 import pytest
 from amaranth.sim import Simulator
 from clln.gateware.framing import (
+    CRC16,
     Byte,
     COBSDecoder,
     COBSEncoder,
@@ -287,6 +288,40 @@ def test_crc_generator_matches_model():
     want = packets_as_bytes([pk + p.crc16(pk).to_bytes(2, "big") for pk in packets])
     assert got == want
     assert p.crc16(b"123456789") == 0x29B1          # the CCITT-FALSE check value
+
+
+def test_amaranth_crc_is_the_protocols_crc():
+    """framing.CRC16 (amaranth.lib.crc) against clln.protocol.crc16 and the byte update
+    of the link model (clln.protocol.crc16_byte, as CrcCheckerModel runs it), in
+    simulation and through amaranth's own software model."""
+    rng = random.Random(7)
+    messages = [b"", b"123456789", bytes(range(256)),
+                *(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
+                  for _ in range(8))]
+    assert (CRC16.algorithm.crc_width, CRC16.algorithm.polynomial,
+            CRC16.algorithm.initial_crc) == (16, p.CRC_POLY, p.CRC_INIT)
+    dut = CRC16.create()
+    got = []
+
+    async def tb(ctx):
+        for msg in messages:
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            for b in msg:
+                ctx.set(dut.data, b)
+                ctx.set(dut.valid, 1)
+                await ctx.tick()
+            ctx.set(dut.valid, 0)
+            got.append(ctx.get(dut.crc))
+
+    run(dut, tb)
+    for msg, crc in zip(messages, got, strict=True):
+        model = link_model.CrcCheckerModel()
+        for b in msg:
+            model.feed(("data", b))
+        assert crc == p.crc16(msg) == model.crc == CRC16.compute(msg), msg
+    assert got[1] == 0x29B1                         # the CCITT-FALSE check value
 
 
 def test_cobs_encoder_matches_model():
