@@ -8,19 +8,20 @@ every example. Its golden model is :class:`clln.sim.system.SystemModel`
 (``docs/controller.md``).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from clln import protocol as p
+from clln.protocol import Mode
 
+from .fabric.ports import ControlSignature
 from .memory import sync_read_port
 
-__all__ = ["Controller", "lfsr_widths", "MODE_IDLE",
-           "MODE_TRAIN", "MODE_EVAL"]
-
-MODE_IDLE, MODE_TRAIN, MODE_EVAL = 0, 1, 2
+__all__ = ["CommandSignature", "Controller", "lfsr_widths"]
 
 
 def _pow2(n):
@@ -41,6 +42,57 @@ def _lfsr_next(state, width):
     return Cat(fb, state[:width - 1])
 
 
+class CommandSignature(wiring.Signature):
+    """What the command handler drives on the controller, and what it reads back.
+
+    Written from the handler's side (``Out`` there, ``In`` on the :class:`Controller`).
+    Dataset writes (``ds_*``), schedule writes (``sched_*`` latched by ``sched_we``),
+    ``start`` (with ``start_epochs`` and ``start_learn``), ``stop``, ``clear``, the
+    outputs memory read port (``out_*``, one cycle of latency); back: ``busy``, the run
+    state and the schedule registers (see :class:`Controller`).
+
+    Parameters
+    ----------
+    max_examples : int
+    row : int
+        Values of a dataset row (inputs then targets).
+    n_values : int
+        Output values of an example (``streams * n_outputs``).
+    v_bits : int
+    streams : int
+    error_bits : int
+    """
+
+    def __init__(self, max_examples, row, n_values, v_bits, streams, error_bits):
+        self.params = (max_examples, row, n_values, v_bits, streams, error_bits)
+        (self.max_examples, self.row, self.n_values, self.v_bits, self.streams,
+         self.error_bits) = self.params
+        ex_shape = range(max(max_examples, 2))
+        super().__init__({
+            "ds_we": Out(1), "ds_example": Out(ex_shape), "ds_index": Out(range(max(row, 2))),
+            "ds_data": Out(signed(v_bits)),
+            "sched_we": Out(1), "sched_settle": Out(32), "sched_learn": Out(32),
+            "sched_epochs": Out(32), "sched_n": Out(16), "sched_order": Out(1),
+            "sched_seed": Out(32),
+            "start": Out(1), "start_epochs": Out(32), "start_learn": Out(1), "stop": Out(1),
+            "clear": Out(1),
+            "out_example": Out(ex_shape), "out_index": Out(range(max(n_values, 2))),
+            "out_data": In(signed(v_bits + 1)),
+            "busy": In(1), "mode": In(2), "epoch": In(32), "example": In(ex_shape),
+            "ticks": In(64), "error_sum": In(data.ArrayLayout(error_bits, streams)),
+            "settle": In(32), "learn_ticks": In(32), "epochs": In(32),
+        })
+
+    def __eq__(self, other):
+        return isinstance(other, CommandSignature) and self.params == other.params
+
+    def __hash__(self):
+        return hash((CommandSignature, self.params))
+
+    def __repr__(self):
+        return f"CommandSignature{self.params}"
+
+
 class Controller(wiring.Component):
     """Runs the schedule on the fabric, from a dataset in block RAM.
 
@@ -58,20 +110,24 @@ class Controller(wiring.Component):
         squares of an error below ``3 * 2**(v_bits - 1)``, so the sum saturates at
         ``2**64 - 1`` only when that bound does not fit 64 bits.
 
-    Notes
-    -----
-    Ports: dataset writes (``ds_*``, one value per cycle: ``index`` < n_inputs is a
-    drive value, then the targets; only while idle), schedule writes (``sched_*`` latched
-    by ``sched_we``, which also reloads the LFSR from the seed: ``sched_seed`` is read
-    bit by bit until ``busy`` falls; ``sched_n`` must be ``1 .. max_examples`` and
-    ``sched_settle + sched_learn >= 1``, as the command handler checks), ``start`` (with
-    ``start_epochs``, 0 = until stopped, and ``start_learn``), ``stop`` (honoured at the
-    next tick boundary), ``clear`` (idle only: pulses ``fabric_reset``, with which the
-    system resets the fabric, clears the tick counter, epoch, example, error sums and
-    outputs memory and reloads the LFSR), the outputs memory read port (``out_*``, one
-    cycle of latency) and status. ``f_*`` connect to the fabric (``f_sample_data`` is
-    valid only with ``f_sample_we``). The dataset memory starts with the config's dataset
-    and the schedule registers with the config's schedule.
+    Members
+    -------
+    command : In(CommandSignature(...))
+        From the command handler: dataset writes (``ds_*``, one value per cycle:
+        ``index`` < n_inputs is a drive value, then the targets; only while idle),
+        schedule writes (``sched_*`` latched by ``sched_we``, which also reloads the LFSR
+        from the seed: ``sched_seed`` is read bit by bit until ``busy`` falls;
+        ``sched_n`` must be ``1 .. max_examples`` and ``sched_settle + sched_learn >= 1``,
+        as the command handler checks), ``start`` (with ``start_epochs``, 0 = until
+        stopped, and ``start_learn``), ``stop`` (honoured at the next tick boundary),
+        ``clear`` (idle only: pulses ``fabric.clear``, clears the tick counter, epoch,
+        example, error sums and outputs memory and reloads the LFSR), the outputs memory
+        read port (``out_*``, one cycle of latency) and status.
+    fabric : Out(ControlSignature(...))
+        To the fabric (``sample_data`` is valid only with ``sample_we``).
+
+    The dataset memory starts with the config's dataset and the schedule registers with
+    the config's schedule.
     """
 
     def __init__(self, cfg, fmt, max_examples):
@@ -92,28 +148,14 @@ class Controller(wiring.Component):
         self.diff_max = (3 << (fmt.v_bits - 1)) - 1
         self.error_bound = max_examples * self.n_outputs * self.diff_max ** 2
         self.error_bits = min(64, self.error_bound.bit_length())
-        v = signed(fmt.v_bits)
-        ex_shape = range(max(max_examples, 2))
+        self.command_signature = CommandSignature(
+            max_examples, self.row, self.streams * self.n_outputs, fmt.v_bits, self.streams,
+            self.error_bits)
+        self.control_signature = ControlSignature(
+            self.n_driven + self.n_outputs, fmt.v_bits, self.streams * self.n_outputs)
         super().__init__({
-            "ds_we": In(1), "ds_example": In(ex_shape), "ds_index": In(range(max(self.row, 2))),
-            "ds_data": In(v),
-            "sched_we": In(1), "sched_settle": In(32), "sched_learn": In(32),
-            "sched_epochs": In(32), "sched_n": In(16), "sched_order": In(1),
-            "sched_seed": In(32),
-            "start": In(1), "start_epochs": In(32), "start_learn": In(1), "stop": In(1),
-            "clear": In(1), "fabric_reset": Out(1),
-            "out_example": In(ex_shape),
-            "out_index": In(range(max(self.streams * self.n_outputs, 2))),
-            "out_data": Out(signed(fmt.v_bits + 1)),
-            "busy": Out(1), "mode": Out(2), "epoch": Out(32), "example": Out(ex_shape),
-            "ticks": Out(64), "error_sum": Out(data.ArrayLayout(self.error_bits, self.streams)),
-            "settle": Out(32),
-            "learn_ticks": Out(32), "epochs": Out(32),
-            "f_run": Out(1), "f_learn": Out(1), "f_sample_we": Out(1),
-            "f_sample_addr": Out(range(max(self.n_driven + self.n_outputs, 2))),
-            "f_sample_data": Out(v), "f_tick_done": In(1), "f_busy": In(1),
-            "f_outputs": In(data.ArrayLayout(signed(fmt.v_bits + 1),
-                                             self.streams * self.n_outputs)),
+            "command": In(self.command_signature),
+            "fabric": Out(self.control_signature),
         })
 
     def _dataset_init(self):
@@ -128,250 +170,321 @@ class Controller(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, fmt = self.cfg, self.fmt
-        K, n_in, W, C = self.n_outputs, self.n_inputs, self.row, self.streams
-        v = signed(fmt.v_bits)
-        ex_shape = range(max(self.max_examples, 2))
+        s = SimpleNamespace()
+        self._memories(m, s)
+        self._schedule_registers(m, s)
+        self._lfsr_order(m, s)
+        self._run_state(m, s)
+        self._dataset_reads(m, s)
+        with m.FSM(name="ctrl") as fsm:
+            with m.State("IDLE"):
+                self._idle(m, s)
+            with m.State("WIPE"):
+                self._wipe(m, s)
+            with m.State("SEED"):
+                self._seed(m, s)
+            with m.State("SELECT"):
+                self._select(m, s)
+            with m.State("LOAD"):
+                self._load(m, s)
+            with m.State("TICKS"):
+                self._ticks(m, s)
+            with m.State("OBS_DIFF"):
+                self._observe_diff(m, s)
+            with m.State("OBS_ABS"):
+                self._observe_abs(m, s)
+            with m.State("OBS_SQ"):
+                self._observe_square(m, s)
+            with m.State("END"):
+                self._end_example(m, s)
+        self._clears(m, s)
+        m.d.comb += self.command.busy.eq((s.mode != Mode.IDLE) | fsm.ongoing("SEED") |
+                                         fsm.ongoing("WIPE") | self.fabric.busy)
+        return m
 
+    # ---------------------------------------------------------------- parts
+
+    def _memories(self, m, s):
+        """The dataset memory (written by the handler) and the outputs memory (read by it)."""
+        fmt, cmd = self.fmt, self.command
+        v = signed(fmt.v_bits)
         m.submodules.dataset = ds = Memory(shape=v, depth=self.max_examples * self.row_stride,
                                            init=self._dataset_init())
         m.submodules.outmem = om = Memory(shape=signed(fmt.v_bits + 1),
                                           depth=self.max_examples * self.out_stride, init=[])
-        ds_w, ds_r = ds.write_port(), sync_read_port(m, ds, "ds")
-        om_w, om_r = om.write_port(), om.read_port()
-        rs, os_ = self.row_stride.bit_length() - 1, self.out_stride.bit_length() - 1
-        m.d.comb += [ds_w.en.eq(self.ds_we), ds_w.data.eq(self.ds_data),
-                     ds_w.addr.eq((self.ds_example << rs) | self.ds_index),
-                     om_r.addr.eq((self.out_example << os_) | self.out_index),
-                     self.out_data.eq(om_r.data)]
+        s.ds_w, s.ds_r = ds.write_port(), sync_read_port(m, ds, "ds")
+        s.om_w, om_r = om.write_port(), om.read_port()
+        s.rs, s.os_ = self.row_stride.bit_length() - 1, self.out_stride.bit_length() - 1
+        m.d.comb += [s.ds_w.en.eq(cmd.ds_we), s.ds_w.data.eq(cmd.ds_data),
+                     s.ds_w.addr.eq((cmd.ds_example << s.rs) | cmd.ds_index),
+                     om_r.addr.eq((cmd.out_example << s.os_) | cmd.out_index),
+                     cmd.out_data.eq(om_r.data)]
 
-        # Schedule registers (reset: the config's schedule).
+    def _schedule_registers(self, m, s):
+        """Schedule registers (reset: the config's schedule) and the seed's reduction."""
+        cfg = self.cfg
         sch = cfg.schedule
-        settle = Signal(32, init=sch.settle_ticks)
-        learn_t = Signal(32, init=sch.learn_ticks)
-        epochs = Signal(32, init=cfg.learning.epochs)
-        n_ex = Signal(range(self.max_examples + 1), init=self.default_n)
-        order = Signal()
-        widths = lfsr_widths(self.max_examples)
-        wmax = widths[-1]
+        s.settle = Signal(32, init=sch.settle_ticks, name="settle")
+        s.learn_t = Signal(32, init=sch.learn_ticks, name="learn_t")
+        s.epochs = Signal(32, init=cfg.learning.epochs, name="epochs")
+        s.n_ex = Signal(range(self.max_examples + 1), init=self.default_n, name="n_ex")
+        s.order = Signal(name="order")
+        s.widths = lfsr_widths(self.max_examples)
+        s.wmax = s.widths[-1]
         w0 = max(2, self.default_n.bit_length())
         seed0 = cfg.learning.seed
-        lfsr = Signal(wmax, init=seed0 % ((1 << w0) - 1) + 1)
+        s.lfsr = Signal(s.wmax, init=seed0 % ((1 << w0) - 1) + 1, name="lfsr")
         # seed reduction: rem = seed mod (2^w - 1) by restoring division, kept for RESET
-        rem = Signal(wmax, init=seed0 % ((1 << w0) - 1))
-        reseed = Signal()               # SEED divides sched_seed (else only waits)
-        n_out = self.max_examples * self.out_stride
-        steps = Signal(range(max(33, n_out)))      # WIPE: the address (down to 0); SEED
-        m.d.comb += [self.settle.eq(settle), self.learn_ticks.eq(learn_t),
-                     self.epochs.eq(epochs)]
+        s.rem = Signal(s.wmax, init=seed0 % ((1 << w0) - 1), name="rem")
+        s.reseed = Signal(name="reseed")    # SEED divides sched_seed (else only waits)
+        s.n_out = self.max_examples * self.out_stride
+        # WIPE: the address (down to 0); SEED
+        s.steps = Signal(range(max(33, s.n_out)), name="steps")
+        m.d.comb += [self.command.settle.eq(s.settle), self.command.learn_ticks.eq(s.learn_t),
+                     self.command.epochs.eq(s.epochs)]
 
-        # The LFSR's width w = max(2, bit_length(n_ex)) and modulus 2**w - 1.
-        lfsr_next = Signal(wmax)
-        modulus = Signal(wmax)
-        m.d.comb += [lfsr_next.eq(_lfsr_next(lfsr, wmax)), modulus.eq((1 << wmax) - 1)]
-        for w in reversed(widths[:-1]):
-            with m.If(n_ex < (1 << w)):
-                m.d.comb += [lfsr_next.eq(_lfsr_next(lfsr[:w], w)), modulus.eq((1 << w) - 1)]
+    def _lfsr_order(self, m, s):
+        """The LFSR's width w = max(2, bit_length(n_ex)) and modulus 2**w - 1."""
+        s.lfsr_next = Signal(s.wmax, name="lfsr_next")
+        s.modulus = Signal(s.wmax, name="modulus")
+        m.d.comb += [s.lfsr_next.eq(_lfsr_next(s.lfsr, s.wmax)),
+                     s.modulus.eq((1 << s.wmax) - 1)]
+        for w in reversed(s.widths[:-1]):
+            with m.If(s.n_ex < (1 << w)):
+                m.d.comb += [s.lfsr_next.eq(_lfsr_next(s.lfsr[:w], w)),
+                             s.modulus.eq((1 << w) - 1)]
 
-        # Run state.
-        mode = Signal(2)
-        training = mode == MODE_TRAIN
-        epoch = Signal(32)
-        run_epochs = Signal(32)
-        ex = Signal(ex_shape)           # example being presented
-        ex_count = Signal(ex_shape)     # examples done in this epoch
-        j = Signal(range(W + 1))
+    def _run_state(self, m, s):
+        """Run state: mode, epoch, example, phase, error sums, observation and squarer."""
+        K, C, cmd = self.n_outputs, self.streams, self.command
+        ex_shape = range(max(self.max_examples, 2))
+        s.mode = Signal(2, name="mode")
+        s.training = s.mode == Mode.TRAINING
+        s.epoch = Signal(32, name="epoch")
+        s.run_epochs = Signal(32, name="run_epochs")
+        s.ex = Signal(ex_shape, name="ex")              # example being presented
+        s.ex_count = Signal(ex_shape, name="ex_count")  # examples done in this epoch
+        s.j = Signal(range(self.row + 1), name="j")
         # An example's ticks come in two phases, settle_ticks then learn_ticks (learning on
         # when training; inference runs both with learning off, then observes).
-        elapsed = Signal(32)            # ticks done in this phase
+        s.elapsed = Signal(32, name="elapsed")          # ticks done in this phase
         # the phase's length minus 1, set with ``learn_phase``: ``phase_end`` is then an
         # equality, with no adder in front of it (-1 for a phase of 0 ticks: never ends,
         # as ``elapsed + 1 == 0`` never holds)
-        phase_last = Signal(signed(33))
-        learn_phase = Signal()
-        observed = Signal()
-        stop_req = Signal()
-        ticks = Signal(64)
+        s.phase_last = Signal(signed(33), name="phase_last")
+        s.learn_phase = Signal(name="learn_phase")
+        s.observed = Signal(name="observed")
+        s.stop_req = Signal(name="stop_req")
+        s.ticks = Signal(64, name="ticks")
         # per stream: the epoch's error so far, the last epoch's
-        err_acc = [Signal(self.error_bits, name=f"err_acc{i}") for i in range(C)]
-        last_err = [Signal(self.error_bits, name=f"last_err{i}") for i in range(C)]
+        s.err_acc = [Signal(self.error_bits, name=f"err_acc{i}") for i in range(C)]
+        s.last_err = [Signal(self.error_bits, name=f"last_err{i}") for i in range(C)]
         # Output being observed (0 outside OBS_*): output k of stream si, flat index kf.
-        k = Signal(range(max(K, 2)))
-        si = Signal(range(max(C, 2)))
-        kf = Signal(range(max(K * C, 2)))
+        s.k = Signal(range(max(K, 2)), name="k")
+        s.si = Signal(range(max(C, 2)), name="si")
+        s.kf = Signal(range(max(K * C, 2)), name="kf")
         # squarer: mcand = |d| << i, mplier = |d| >> i
-        mag_bits = self.diff_max.bit_length()
-        mcand = Signal(2 * mag_bits - 1)
-        mplier = Signal(mag_bits)
-        out_q = Signal(signed(fmt.v_bits + 1))      # the output observed
+        s.mag_bits = self.diff_max.bit_length()
+        s.mcand = Signal(2 * s.mag_bits - 1, name="mcand")
+        s.mplier = Signal(s.mag_bits, name="mplier")
+        s.out_q = Signal(signed(self.fmt.v_bits + 1), name="out_q")     # the output observed
 
-        m.d.comb += [self.mode.eq(mode), self.epoch.eq(epoch), self.example.eq(ex),
-                     self.ticks.eq(ticks)]
-        m.d.comb += [self.error_sum[i].eq(last_err[i]) for i in range(C)]
+        m.d.comb += [cmd.mode.eq(s.mode), cmd.epoch.eq(s.epoch), cmd.example.eq(s.ex),
+                     cmd.ticks.eq(s.ticks)]
+        m.d.comb += [cmd.error_sum[i].eq(s.last_err[i]) for i in range(C)]
 
-        starting = Signal()
-        epoch_done = Signal()
-        phase_end = Signal()            # this tick ends the phase
-        m.d.comb += phase_end.eq(elapsed == phase_last)
+        s.starting = Signal(name="starting")
+        s.epoch_done = Signal(name="epoch_done")
+        s.phase_end = Signal(name="phase_end")      # this tick ends the phase
+        m.d.comb += s.phase_end.eq(s.elapsed == s.phase_last)
 
-        def begin_phase(m, learning):
-            """Start a phase (``elapsed`` 0) of settle ticks or, ``learning``, of learn
-            ticks."""
-            m.d.sync += [elapsed.eq(0), learn_phase.eq(learning),
-                         phase_last.eq(Mux(learning, learn_t, settle) - 1)]
+        with m.If(self.fabric.tick_done):
+            m.d.sync += s.ticks.eq(s.ticks + 1)
+        with m.If(cmd.stop):
+            m.d.sync += s.stop_req.eq(1)
 
-        with m.If(self.f_tick_done):
-            m.d.sync += ticks.eq(ticks + 1)
-        with m.If(self.stop):
-            m.d.sync += stop_req.eq(1)
+    def _dataset_reads(self, m, s):
+        """Dataset reads: the row of the example while loading it, else the target of the
+        output observed next (read one cycle ahead), so no target is kept in registers."""
+        K, n_in, fab = self.n_outputs, self.n_inputs, self.fabric
+        s.in_obs_sq = Signal(name="in_obs_sq")
+        prev = s.j - 1
+        s.k_next = Mux(s.k == K - 1, 0, s.k + 1)
+        m.d.comb += [s.ds_r.addr.eq((s.ex << s.rs) | (n_in + Mux(s.in_obs_sq, s.k_next, s.k))),
+                     fab.sample_data.eq(s.ds_r.data),
+                     fab.sample_addr.eq(Mux(prev < n_in, prev, prev - n_in + self.n_driven))]
 
-        # Dataset reads: the row of the example while loading it, else the target of the
-        # output observed next (read one cycle ahead), so no target is kept in registers.
-        in_obs_sq = Signal()
-        prev = j - 1
-        k_next = Mux(k == K - 1, 0, k + 1)
-        m.d.comb += [ds_r.addr.eq((ex << rs) | (n_in + Mux(in_obs_sq, k_next, k))),
-                     self.f_sample_data.eq(ds_r.data),
-                     self.f_sample_addr.eq(Mux(prev < n_in, prev, prev - n_in + self.n_driven))]
+    @staticmethod
+    def _begin_phase(m, s, learning):
+        """Start a phase (``elapsed`` 0) of settle ticks or, ``learning``, of learn ticks."""
+        m.d.sync += [s.elapsed.eq(0), s.learn_phase.eq(learning),
+                     s.phase_last.eq(Mux(learning, s.learn_t, s.settle) - 1)]
 
-        def begin_example(m):
-            m.d.sync += j.eq(0)
-            m.next = "SELECT"
+    @staticmethod
+    def _begin_example(m, s):
+        m.d.sync += s.j.eq(0)
+        m.next = "SELECT"
 
-        with m.FSM(name="ctrl") as fsm:
-            with m.State("IDLE"):
-                m.d.sync += stop_req.eq(0)
-                with m.If(self.sched_we):
-                    m.d.sync += [settle.eq(self.sched_settle), learn_t.eq(self.sched_learn),
-                                 epochs.eq(self.sched_epochs), n_ex.eq(self.sched_n),
-                                 order.eq(self.sched_order), rem.eq(0), reseed.eq(1),
-                                 steps.eq(32)]
-                    m.next = "SEED"
-                with m.Elif(self.clear):
-                    m.d.comb += self.fabric_reset.eq(1)
-                    m.d.sync += [reseed.eq(0), steps.eq(n_out - 1)]
-                    m.next = "WIPE"
-                with m.Elif(self.start):
-                    m.d.comb += starting.eq(1)
-                    m.d.sync += [mode.eq(Mux(self.start_learn, MODE_TRAIN, MODE_EVAL)),
-                                 run_epochs.eq(self.start_epochs), ex_count.eq(0)]
-                    begin_example(m)
-            with m.State("WIPE"):
-                m.d.comb += [om_w.en.eq(1), om_w.addr.eq(steps), om_w.data.eq(0)]
-                m.d.sync += steps.eq(steps - 1)
-                with m.If(steps == 0):
-                    m.d.sync += steps.eq(32)
-                    m.next = "SEED"
-            with m.State("SEED"):
-                # 32 steps, sched_seed's bit steps - 1 at step steps
-                with m.If(steps == 0):
-                    m.d.sync += lfsr.eq(rem + 1)
-                    m.next = "IDLE"
+    # ---------------------------------------------------------------- schedule phases
+
+    def _idle(self, m, s):
+        """Idle: take a schedule write, a clear or a start."""
+        cmd = self.command
+        m.d.sync += s.stop_req.eq(0)
+        with m.If(cmd.sched_we):
+            m.d.sync += [s.settle.eq(cmd.sched_settle), s.learn_t.eq(cmd.sched_learn),
+                         s.epochs.eq(cmd.sched_epochs), s.n_ex.eq(cmd.sched_n),
+                         s.order.eq(cmd.sched_order), s.rem.eq(0), s.reseed.eq(1),
+                         s.steps.eq(32)]
+            m.next = "SEED"
+        with m.Elif(cmd.clear):
+            m.d.comb += self.fabric.clear.eq(1)
+            m.d.sync += [s.reseed.eq(0), s.steps.eq(s.n_out - 1)]
+            m.next = "WIPE"
+        with m.Elif(cmd.start):
+            m.d.comb += s.starting.eq(1)
+            m.d.sync += [s.mode.eq(Mux(cmd.start_learn, Mode.TRAINING, Mode.EVALUATING)),
+                         s.run_epochs.eq(cmd.start_epochs), s.ex_count.eq(0)]
+            self._begin_example(m, s)
+
+    def _wipe(self, m, s):
+        """Clear: zero the outputs memory, address ``steps`` down to 0."""
+        m.d.comb += [s.om_w.en.eq(1), s.om_w.addr.eq(s.steps), s.om_w.data.eq(0)]
+        m.d.sync += s.steps.eq(s.steps - 1)
+        with m.If(s.steps == 0):
+            m.d.sync += s.steps.eq(32)
+            m.next = "SEED"
+
+    def _seed(self, m, s):
+        """32 steps, sched_seed's bit steps - 1 at step steps (reduced if ``reseed``)."""
+        with m.If(s.steps == 0):
+            m.d.sync += s.lfsr.eq(s.rem + 1)
+            m.next = "IDLE"
+        with m.Else():
+            shifted = Cat(Cat(Const(0, 1), self.command.sched_seed).bit_select(s.steps, 1),
+                          s.rem)
+            m.d.sync += s.steps.eq(s.steps - 1)
+            with m.If(s.reseed):
+                m.d.sync += s.rem.eq(Mux(shifted >= s.modulus, shifted - s.modulus, shifted))
+
+    def _select(self, m, s):
+        """The next example: cyclic, or the LFSR's next state within ``1 .. n_ex``."""
+        with m.If(s.stop_req):
+            m.d.sync += s.mode.eq(Mode.IDLE)
+            m.next = "IDLE"
+        with m.Elif(s.order == 0):
+            m.d.sync += s.ex.eq(s.ex_count)
+            m.next = "LOAD"
+        with m.Else():
+            m.d.sync += s.lfsr.eq(s.lfsr_next)
+            with m.If(s.lfsr <= s.n_ex):
+                m.d.sync += s.ex.eq(s.lfsr - 1)
+                m.next = "LOAD"
+
+    def _load(self, m, s):
+        """Write the example's row into the fabric's sample registers."""
+        # a pipelined fabric reads the drives until its last tick has left
+        m.d.comb += s.ds_r.addr.eq((s.ex << s.rs) | s.j)
+        with m.If(~self.fabric.busy):
+            with m.If(s.j != 0):
+                m.d.comb += self.fabric.sample_we.eq(1)
+            m.d.sync += s.j.eq(s.j + 1)
+            with m.If(s.j == self.row):
+                m.d.sync += s.observed.eq(0)
+                self._begin_phase(m, s, s.settle == 0)
+                m.next = "TICKS"
+
+    def _ticks(self, m, s):
+        """Run the phase's ticks; then the next phase, the observation or the end."""
+        fab = self.fabric
+        m.d.comb += [fab.run.eq(1), fab.learn.eq(s.learn_phase & s.training)]
+        with m.If(fab.tick_done):
+            m.d.sync += s.elapsed.eq(s.elapsed + 1)
+            with m.If(s.stop_req):
+                m.d.sync += s.mode.eq(Mode.IDLE)
+                m.next = "IDLE"
+            with m.Elif(s.phase_end):
+                with m.If(~s.learn_phase & ~s.training & (s.learn_t != 0)):
+                    # inference: the learn ticks follow, learning off
+                    self._begin_phase(m, s, 1)
+                with m.Elif(s.observed):
+                    m.next = "END"
                 with m.Else():
-                    shifted = Cat(Cat(Const(0, 1), self.sched_seed).bit_select(steps, 1), rem)
-                    m.d.sync += steps.eq(steps - 1)
-                    with m.If(reseed):
-                        m.d.sync += rem.eq(Mux(shifted >= modulus, shifted - modulus, shifted))
-            with m.State("SELECT"):
-                with m.If(stop_req):
-                    m.d.sync += mode.eq(MODE_IDLE)
-                    m.next = "IDLE"
-                with m.Elif(order == 0):
-                    m.d.sync += ex.eq(ex_count)
-                    m.next = "LOAD"
-                with m.Else():
-                    m.d.sync += lfsr.eq(lfsr_next)
-                    with m.If(lfsr <= n_ex):
-                        m.d.sync += ex.eq(lfsr - 1)
-                        m.next = "LOAD"
-            with m.State("LOAD"):
-                # a pipelined fabric reads the drives until its last tick has left
-                m.d.comb += ds_r.addr.eq((ex << rs) | j)
-                with m.If(~self.f_busy):
-                    with m.If(j != 0):
-                        m.d.comb += self.f_sample_we.eq(1)
-                    m.d.sync += j.eq(j + 1)
-                    with m.If(j == W):
-                        m.d.sync += observed.eq(0)
-                        begin_phase(m, settle == 0)
-                        m.next = "TICKS"
-            with m.State("TICKS"):
-                m.d.comb += [self.f_run.eq(1), self.f_learn.eq(learn_phase & training)]
-                with m.If(self.f_tick_done):
-                    m.d.sync += elapsed.eq(elapsed + 1)
-                    with m.If(stop_req):
-                        m.d.sync += mode.eq(MODE_IDLE)
-                        m.next = "IDLE"
-                    with m.Elif(phase_end):
-                        with m.If(~learn_phase & ~training & (learn_t != 0)):
-                            # inference: the learn ticks follow, learning off
-                            begin_phase(m, 1)
-                        with m.Elif(observed):
-                            m.next = "END"
-                        with m.Else():
-                            m.next = "OBS_DIFF"
-            with m.State("OBS_DIFF"):
-                # the output is recorded and registered, its error taken in OBS_ABS: the
-                # output multiplexer and the error's adders in one cycle were the longest
-                # path of the 8-stream board system
-                out_k = Signal(signed(fmt.v_bits + 1))
-                m.d.comb += out_k.eq(self.f_outputs[kf] if K * C > 1 else self.f_outputs[0])
-                m.d.comb += [om_w.addr.eq((ex << os_) | kf), om_w.data.eq(out_k)]
-                with m.If(~self.f_busy):                # the outputs once the ticks are out
-                    m.d.comb += om_w.en.eq(1)
-                    m.d.sync += out_q.eq(out_k)
-                    m.next = "OBS_ABS"
-            with m.State("OBS_ABS"):
-                d = Signal(signed(fmt.v_bits + 2))
-                m.d.comb += d.eq(out_q - ds_r.data)
-                mag = Mux(d < 0, -d, d)[:mag_bits]      # |d| <= diff_max
-                m.d.sync += [mcand.eq(mag), mplier.eq(mag)]
-                m.next = "OBS_SQ"
-            with m.State("OBS_SQ"):
-                # serial shift-add square, summed straight into the epoch's error
-                m.d.comb += in_obs_sq.eq(1)
-                with m.If(mplier == 0):
-                    with m.If(kf == K * C - 1):
-                        m.d.sync += [observed.eq(1), k.eq(0), si.eq(0), kf.eq(0)]
-                        with m.If(learn_phase | ~training | (learn_t == 0)):
-                            m.next = "END"
-                        with m.Else():
-                            begin_phase(m, 1)
-                            m.next = "TICKS"
-                    with m.Else():
-                        m.d.sync += [k.eq(k_next), kf.eq(kf + 1)]
-                        with m.If(k == K - 1):
-                            m.d.sync += si.eq(si + 1)
-                        m.next = "OBS_DIFF"
-                with m.Else():
-                    with m.If(mplier[0]):
-                        total = Signal(self.error_bits + 1)
-                        m.d.comb += total.eq(Array(err_acc)[si] + mcand)
-                        if self.error_bound >> 64:
-                            total = Mux(total[64], (1 << 64) - 1, total[:64])
-                        m.d.sync += Array(err_acc)[si].eq(total)
-                    m.d.sync += [mcand.eq(mcand << 1), mplier.eq(mplier >> 1)]
-            with m.State("END"):
-                last_ex = ex_count + 1 == n_ex
-                with m.If(last_ex):
-                    m.d.comb += epoch_done.eq(1)
-                    m.d.sync += [last.eq(acc) for last, acc in zip(last_err, err_acc)]
-                    m.d.sync += [ex_count.eq(0), epoch.eq(epoch + 1)]
-                with m.Else():
-                    m.d.sync += ex_count.eq(ex_count + 1)
-                with m.If(stop_req | (last_ex & (run_epochs != 0) & (epoch + 1 == run_epochs))):
-                    m.d.sync += mode.eq(MODE_IDLE)
-                    m.next = "IDLE"
-                with m.Else():
-                    begin_example(m)
+                    m.next = "OBS_DIFF"
 
-        # Clears come last and alone, so that they map onto the flip-flops' reset.
-        with m.If(self.fabric_reset):
-            m.d.sync += [ticks.eq(0), ex.eq(0)] + [last.eq(0) for last in last_err]
-        with m.If(self.fabric_reset | starting):
-            m.d.sync += epoch.eq(0)
-        with m.If(self.fabric_reset | starting | epoch_done):
-            m.d.sync += [acc.eq(0) for acc in err_acc]
-        m.d.comb += self.busy.eq((mode != MODE_IDLE) | fsm.ongoing("SEED") |
-                                 fsm.ongoing("WIPE") | self.f_busy)
-        return m
+    # ---------------------------------------------------------------- error accumulation
+
+    def _observe_diff(self, m, s):
+        """Record output kf in the outputs memory and register it."""
+        # the output is recorded and registered, its error taken in OBS_ABS: the output
+        # multiplexer and the error's adders in one cycle were the longest path of the
+        # 8-stream board system
+        fab, K, C = self.fabric, self.n_outputs, self.streams
+        out_k = Signal(signed(self.fmt.v_bits + 1))
+        m.d.comb += out_k.eq(fab.outputs[s.kf] if K * C > 1 else fab.outputs[0])
+        m.d.comb += [s.om_w.addr.eq((s.ex << s.os_) | s.kf), s.om_w.data.eq(out_k)]
+        with m.If(~fab.busy):                   # the outputs once the ticks are out
+            m.d.comb += s.om_w.en.eq(1)
+            m.d.sync += s.out_q.eq(out_k)
+            m.next = "OBS_ABS"
+
+    def _observe_abs(self, m, s):
+        """|output - target| into the squarer."""
+        d = Signal(signed(self.fmt.v_bits + 2))
+        m.d.comb += d.eq(s.out_q - s.ds_r.data)
+        mag = Mux(d < 0, -d, d)[:s.mag_bits]        # |d| <= diff_max
+        m.d.sync += [s.mcand.eq(mag), s.mplier.eq(mag)]
+        m.next = "OBS_SQ"
+
+    def _observe_square(self, m, s):
+        """Serial shift-add square, summed straight into the epoch's error; then the next
+        output, the learn phase or the end of the example."""
+        K, C = self.n_outputs, self.streams
+        m.d.comb += s.in_obs_sq.eq(1)
+        with m.If(s.mplier == 0):
+            with m.If(s.kf == K * C - 1):
+                m.d.sync += [s.observed.eq(1), s.k.eq(0), s.si.eq(0), s.kf.eq(0)]
+                with m.If(s.learn_phase | ~s.training | (s.learn_t == 0)):
+                    m.next = "END"
+                with m.Else():
+                    self._begin_phase(m, s, 1)
+                    m.next = "TICKS"
+            with m.Else():
+                m.d.sync += [s.k.eq(s.k_next), s.kf.eq(s.kf + 1)]
+                with m.If(s.k == K - 1):
+                    m.d.sync += s.si.eq(s.si + 1)
+                m.next = "OBS_DIFF"
+        with m.Else():
+            with m.If(s.mplier[0]):
+                total = Signal(self.error_bits + 1)
+                m.d.comb += total.eq(Array(s.err_acc)[s.si] + s.mcand)
+                if self.error_bound >> 64:
+                    total = Mux(total[64], (1 << 64) - 1, total[:64])
+                m.d.sync += Array(s.err_acc)[s.si].eq(total)
+            m.d.sync += [s.mcand.eq(s.mcand << 1), s.mplier.eq(s.mplier >> 1)]
+
+    def _end_example(self, m, s):
+        """Count the example (and the epoch); stop, or begin the next example."""
+        last_ex = s.ex_count + 1 == s.n_ex
+        with m.If(last_ex):
+            m.d.comb += s.epoch_done.eq(1)
+            m.d.sync += [last.eq(acc) for last, acc in zip(s.last_err, s.err_acc)]
+            m.d.sync += [s.ex_count.eq(0), s.epoch.eq(s.epoch + 1)]
+        with m.Else():
+            m.d.sync += s.ex_count.eq(s.ex_count + 1)
+        with m.If(s.stop_req | (last_ex & (s.run_epochs != 0) &
+                                (s.epoch + 1 == s.run_epochs))):
+            m.d.sync += s.mode.eq(Mode.IDLE)
+            m.next = "IDLE"
+        with m.Else():
+            self._begin_example(m, s)
+
+    def _clears(self, m, s):
+        """Clears come last and alone, so that they map onto the flip-flops' reset."""
+        clear = self.fabric.clear
+        with m.If(clear):
+            m.d.sync += [s.ticks.eq(0), s.ex.eq(0)] + [last.eq(0) for last in s.last_err]
+        with m.If(clear | s.starting):
+            m.d.sync += s.epoch.eq(0)
+        with m.If(clear | s.starting | s.epoch_done):
+            m.d.sync += [acc.eq(0) for acc in s.err_acc]

@@ -1,7 +1,10 @@
 """Command handler (:class:`CommandHandler`): the commands of ``docs/protocol.md`` on the
 frame tokens of :class:`~clln.gateware.framing.CRCChecker`, driving the controller and
-the fabric. Its golden model is :class:`clln.sim.system.SystemModel`.
+the fabric's gate port. Its golden model is :class:`clln.sim.system.SystemModel`.
 """
+
+import struct
+from types import SimpleNamespace
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
@@ -12,8 +15,16 @@ from clln import protocol as p
 from clln.protocol import Command, Status
 
 from .fabric.arith import const_mul
+from .fabric.ports import StatusSignature
 from .framing import Byte, Token
 from .memory import sync_read_port
+
+__all__ = ["CommandHandler", "big_endian"]
+
+#: Bytes of the ``first`` u16, ``count`` u8 prefix of a range payload.
+RANGE_BYTES = struct.calcsize(p.RANGE_FORMAT)
+#: Bytes of a request's header (version, request id, command).
+REQUEST_HEADER = 3
 
 
 def big_endian(value, n):
@@ -27,340 +38,435 @@ class CommandHandler(wiring.Component):
 
     Parameters
     ----------
-    identity : clln.host.protocol.Identity
-    ctrl : Controller
-    fabric : clln.gateware.fabric.Fabric
-        The handler drives ``ctrl``'s dataset, schedule, start and stop inputs and the
-        outputs read port, and ``fabric``'s gate write and read ports.
+    identity : clln.protocol.Identity
+    command : clln.gateware.controller.CommandSignature
+        The controller's command port (:attr:`Controller.command_signature`).
+    gates : clln.gateware.fabric.ports.GatePortSignature
+        The fabric's gate port.
+    gate_read_latency : int
+        Cycles from ``gates.raddr`` to ``gates.rdata`` (the fabric's).
 
     Members
     -------
     i : In(stream.Signature(Token))
     o : Out(stream.Signature(Byte))
+    busy : Out(1)
+    ctrl : Out(command)
+        Drives the controller's dataset, schedule, start, stop and clear inputs and the
+        outputs read port; reads its status.
+    gates : Out(gates)
+        The fabric's gate write and read ports.
+    fabric_status : In(StatusSignature())
+        The fabric's saturation flags (for READ_STATUS); ``clear_flags`` is held at 0
+        (RESET clears the fabric through the controller).
 
     Notes
     -----
-    A request is buffered whole (payload in a 256-byte memory, its first 19 bytes also in
-    registers), checked (frame status, version, command, length, ranges and every value,
-    busy) and only then executed, so an error reply changes no state. The data inputs of
-    ``ctrl`` and ``fabric`` carry the request's fields at all times; only the strobes
-    (``sched_we``, ``start``, ``ds_we``, ``gate_we``, ...) are decoded.
+    A request is buffered whole (payload in a 256-byte memory, its first bytes, up to the
+    longest fixed payload, also in registers), checked (frame status, version, command,
+    length, ranges and every value, busy) and only then executed, so an error reply
+    changes no state. The data inputs of the controller and the gate port carry the
+    request's fields at all times; only the strobes (``sched_we``, ``start``, ``ds_we``,
+    ``gates.we``, ...) are decoded.
     """
 
-    i: In(stream.Signature(Token))
-    o: Out(stream.Signature(Byte))
-    busy: Out(1)
-
     #: Payload bytes kept in registers (the longest fixed payload, WRITE_SCHEDULE's).
-    HEADER_BYTES = 19
+    HEADER_BYTES = max(p.REQUEST_LENGTHS.values())
 
-    def __init__(self, identity, ctrl, fabric):
-        self.identity, self.ctrl, self.fabric = identity, ctrl, fabric
-        super().__init__()
+    def __init__(self, identity, command, gates, gate_read_latency):
+        self.identity = identity
+        self.command_signature, self.gate_signature = command, gates
+        self.gate_read_latency = gate_read_latency
+        super().__init__({
+            "i": In(stream.Signature(Token)),
+            "o": Out(stream.Signature(Byte)),
+            "busy": Out(1),
+            "ctrl": Out(command),
+            "gates": Out(gates),
+            "fabric_status": In(StatusSignature()),
+        })
 
     def elaborate(self, platform):
         m = Module()
-        ident, ctrl, fab = self.identity, self.ctrl, self.fabric
-        W = ctrl.row
-        K = ctrl.n_outputs * ctrl.streams     # output values per example
-        E = fab.n_edges * fab.streams         # gates
-        maxex = ctrl.max_examples
-        ex_bytes = ident.example_bytes
-        vb = ctrl.fmt.v_bits
-
-        m.submodules.buf = buf = Memory(shape=8, depth=p.MAX_PAYLOAD, init=[])
-        bw, br = buf.write_port(), sync_read_port(m, buf, "buf")
-
-        count = Signal(range(p.MAX_REQUEST + 2))
-        fetch_wait = Signal(range(fab.gate_read_latency))
-        version_ok = Signal()
-        rid, cmd = Signal(8), Signal(8)
-        status = Signal(4)              # the frame's status (end token), then the reply's
-
-        # READ_STATUS has no payload: its snapshot, taken when the request is checked,
-        # shares the registers of the payload's first bytes.
-        status_fields = [(ctrl.mode, 1), (ctrl.epoch, 4), (ctrl.example, 2), (ctrl.ticks, 8),
-                         *((ctrl.error_sum[i], 8) for i in range(ctrl.streams)),
-                         (fab.sat_flags, 1)]
-        snap_value = Cat(*(value for value, _ in status_fields))
-        hold = Signal(max(8 * self.HEADER_BYTES, len(snap_value)))
-        hdr = [hold[8 * i:8 * i + 8] for i in range(self.HEADER_BYTES)]
-        status_bytes, at = [], 0
-        for value, n in status_fields:
-            status_bytes += big_endian(hold[at:at + len(value)], n)
-            at += len(value)
-
-        def u(lo, n):
-            """Big-endian unsigned field of the payload bytes lo .. lo+n-1."""
-            return Cat(*reversed(hdr[lo:lo + n]))
-
-        def payload_is(n):
-            """The payload has n bytes (count includes the 3 header bytes)."""
-            return count == 3 + n
-
-        first, cnt = u(0, 2), u(2, 1)
-        tok = self.i.payload
-        is_cmd = {c: cmd == c for c in Command}
-
-        # Word loop (validate / execute / reply): word wi of n_words, at column col of
-        # the row of example (or gate) pos.
-        wi = Signal(range(p.MAX_PAYLOAD // 4 + 1))
-        n_words = Signal(range(p.MAX_PAYLOAD // 4 + 1))     # as checked: fits
-        word = Signal(32)
-        pos = Signal(range(max(maxex, E, 2)))
-        col = Signal(range(max(W, K, 2)))
-        last_col = Signal()
-        executing = Signal()
-        ident_bytes = list(ident.pack())
-        idx = Signal(range(max(len(ident_bytes), len(status_bytes)) + 1))   # byte index
-        fixed_byte, fixed_ready = Signal(8), Signal()    # FIXED's byte at idx, registered
-        with m.Switch(cmd):
-            with m.Case(Command.WRITE_DATASET):
-                m.d.comb += [n_words.eq(const_mul(cnt, W)), last_col.eq(col == W - 1)]
-            with m.Case(Command.READ_OUTPUTS):
-                m.d.comb += [n_words.eq(const_mul(cnt, K)), last_col.eq(col == K - 1)]
-            with m.Default():
-                m.d.comb += [n_words.eq(cnt), last_col.eq(1)]
-
-        def next_column(m):
-            with m.If(last_col):
-                m.d.sync += [col.eq(0), pos.eq(pos + 1)]
-            with m.Else():
-                m.d.sync += col.eq(col + 1)
-
-        def rewind(m):
-            m.d.sync += [wi.eq(0), pos.eq(first), col.eq(0)]
-
-        value_s = word.as_signed()
-        m.d.comb += [
-            ctrl.ds_example.eq(pos), ctrl.ds_index.eq(col), ctrl.ds_data.eq(word),
-            fab.gate_addr.eq(pos), fab.gate_data.eq(word), fab.gate_raddr.eq(pos),
-            ctrl.out_example.eq(pos), ctrl.out_index.eq(col),
-            ctrl.sched_settle.eq(u(0, 4)), ctrl.sched_learn.eq(u(4, 4)),
-            ctrl.sched_epochs.eq(u(8, 4)), ctrl.sched_n.eq(u(12, 2)),
-            ctrl.sched_order.eq(hdr[14]), ctrl.sched_seed.eq(u(15, 4)),
-            ctrl.start_epochs.eq(Mux(is_cmd[Command.RUN_EPOCHS], u(0, 4), ctrl.epochs)),
-            ctrl.start_learn.eq(~is_cmd[Command.RUN_EPOCHS] | hdr[4][0]),
-        ]
-
+        s = SimpleNamespace()
+        self._request_registers(m, s)
+        self._status_snapshot(m, s)
+        self._payload_fields(m, s)
+        self._word_loop(m, s)
+        self._drive_ports(m, s)
         with m.FSM(name="cmd") as fsm:
             with m.State("RECV"):
-                m.d.comb += self.i.ready.eq(1)
-                with m.If(self.i.valid & tok.end):
-                    m.d.sync += status.eq(tok.data)     # a frame status: below 16
-                    m.next = "CHECK"
-                with m.Elif(self.i.valid):
-                    with m.Switch(count):
-                        with m.Case(0):
-                            m.d.sync += version_ok.eq(tok.data == p.PROTOCOL_VERSION)
-                        with m.Case(1):
-                            m.d.sync += rid.eq(tok.data)
-                        with m.Case(2):
-                            m.d.sync += cmd.eq(tok.data)
-                        for i in range(self.HEADER_BYTES):
-                            with m.Case(3 + i):
-                                m.d.sync += hdr[i].eq(tok.data)
-                    with m.If((count >= 3) & (count < 3 + p.MAX_PAYLOAD)):
-                        m.d.comb += [bw.en.eq(1), bw.addr.eq(count - 3), bw.data.eq(tok.data)]
-                    with m.If(count != p.MAX_REQUEST + 1):
-                        m.d.sync += count.eq(count + 1)
-
+                self._receive(m, s)
             with m.State("CHECK"):
-                rewind(m)
-                m.d.sync += [idx.eq(0), executing.eq(0)]
-                with m.If(is_cmd[Command.READ_STATUS]):
-                    m.d.sync += hold[:len(snap_value)].eq(snap_value)
-
-                def reply(st):
-                    m.d.sync += status.eq(st)
-                    m.next = "REPLY"
-
-                bad_len = Signal()
-                bad_range = Signal()
-                validate = Signal()
-                needs_idle = Signal()
-                with m.Switch(cmd):
-                    with m.Case(Command.IDENTIFY, Command.START, Command.STOP,
-                                Command.READ_STATUS, Command.RESET):
-                        m.d.comb += bad_len.eq(~payload_is(0))
-                    with m.Case(Command.WRITE_DATASET):
-                        m.d.comb += [bad_len.eq(~payload_is(3 + const_mul(cnt, ex_bytes))),
-                                     bad_range.eq((cnt == 0) | (first + cnt > maxex)),
-                                     validate.eq(1)]
-                    with m.Case(Command.WRITE_SCHEDULE):
-                        n = u(12, 2)
-                        m.d.comb += [bad_len.eq(~payload_is(19)),
-                                     bad_range.eq(((u(0, 4) == 0) & (u(4, 4) == 0)) |
-                                                  (n == 0) | (n > maxex) | (hdr[14] > 1))]
-                    with m.Case(Command.READ_GATES):
-                        m.d.comb += [bad_len.eq(~payload_is(3)),
-                                     bad_range.eq((cnt == 0) | (first + cnt > E) |
-                                                  (cnt > p.MAX_PAYLOAD // 4))]
-                    with m.Case(Command.WRITE_GATES):
-                        m.d.comb += [bad_len.eq(~payload_is(3 + (cnt << 2))),
-                                     bad_range.eq((cnt == 0) | (first + cnt > E)),
-                                     validate.eq(1)]
-                    with m.Case(Command.RUN_EPOCHS):
-                        m.d.comb += [bad_len.eq(~payload_is(5)), bad_range.eq(hdr[4] > 1)]
-                    with m.Case(Command.READ_OUTPUTS):
-                        m.d.comb += [bad_len.eq(~payload_is(3)),
-                                     bad_range.eq((cnt == 0) | (first + cnt > maxex) |
-                                                  (const_mul(cnt, K) > p.MAX_PAYLOAD // 4))]
-                m.d.comb += needs_idle.eq(
-                    is_cmd[Command.WRITE_DATASET] | is_cmd[Command.WRITE_SCHEDULE] |
-                    is_cmd[Command.WRITE_GATES] | is_cmd[Command.START] |
-                    is_cmd[Command.RUN_EPOCHS] | is_cmd[Command.RESET])
-                known = (cmd >= min(Command)) & (cmd <= max(Command))
-                with m.If(status != Status.OK):
-                    m.d.sync += [rid.eq(0), cmd.eq(0)]
-                    m.next = "REPLY"
-                with m.Elif(~version_ok):
-                    reply(Status.BAD_VERSION)
-                with m.Elif(~known):
-                    reply(Status.UNKNOWN_COMMAND)
-                with m.Elif(bad_len):
-                    reply(Status.BAD_LENGTH)
-                with m.Elif(bad_range):
-                    reply(Status.OUT_OF_RANGE)
-                with m.Elif(validate):
-                    m.next = "WORDS"
-                with m.Elif(needs_idle & ctrl.busy):
-                    reply(Status.BUSY)
-                with m.Else():
-                    m.next = "EXEC"
-
-            # Read the payload's i32 values (after first u16, count u8) one by one; the
-            # first pass validates every value, the second executes.
+                self._check(m, s)
             with m.State("WORDS"):
-                # idx: the byte read (0 .. 3), one cycle before it arrives
-                m.d.comb += br.addr.eq(3 + Cat(idx[:2], wi))
-                with m.If(idx != 0):
-                    m.d.sync += word.eq(Cat(br.data, word[:24]))
-                m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == 4):
-                    m.d.sync += idx.eq(0)
-                    m.next = "WORD"
+                self._read_word(m, s)
             with m.State("WORD"):
-                is_ds = is_cmd[Command.WRITE_DATASET]
-                fits_v = word[vb - 1:].all() | ~word[vb - 1:].any()     # signed(v_bits)
-                ok = Mux(is_ds, fits_v,
-                         (value_s >= ident.gate_min_q) & (value_s <= ident.gate_max_q))
-                done = wi + 1 == n_words
-                with m.If(executing):
-                    # a pipelined fabric is busy until its last gate write has landed
-                    with m.If(is_ds | ~ctrl.busy):
-                        m.d.sync += wi.eq(wi + 1)
-                        next_column(m)
-                        with m.If(is_ds):
-                            m.d.comb += ctrl.ds_we.eq(1)
-                        with m.Else():
-                            m.d.comb += fab.gate_we.eq(1)
-                        with m.If(done):
-                            m.d.sync += status.eq(Status.OK)
-                            m.next = "WAIT"
-                        with m.Else():
-                            m.next = "WORDS"
-                with m.Elif(~ok):
-                    m.d.sync += status.eq(Status.OUT_OF_RANGE)
-                    m.next = "REPLY"
-                with m.Elif(done):
-                    rewind(m)
-                    with m.If(ctrl.busy):
-                        m.d.sync += status.eq(Status.BUSY)
-                        m.next = "REPLY"
-                    with m.Else():
-                        m.d.sync += executing.eq(1)
-                        m.next = "WORDS"
-                with m.Else():
-                    m.d.sync += wi.eq(wi + 1)
-                    m.next = "WORDS"
-
+                self._validate_or_write_word(m, s)
             with m.State("EXEC"):
-                m.d.sync += status.eq(Status.OK)
-                with m.Switch(cmd):
-                    with m.Case(Command.WRITE_SCHEDULE):
-                        m.d.comb += ctrl.sched_we.eq(1)
-                    with m.Case(Command.START, Command.RUN_EPOCHS):
-                        m.d.comb += ctrl.start.eq(1)
-                    with m.Case(Command.STOP):
-                        m.d.comb += ctrl.stop.eq(1)
-                    with m.Case(Command.RESET):
-                        m.d.comb += ctrl.clear.eq(1)
-                m.next = "WAIT"
+                self._execute(m, s)
             with m.State("WAIT"):
-                # a schedule write reduces the seed in the controller, a pipelined fabric
-                # lands the last gate written: reply once idle again (a start makes it
-                # busy on purpose)
-                with m.If(~ctrl.busy | ~(is_cmd[Command.WRITE_SCHEDULE] |
-                                         is_cmd[Command.RESET] | is_cmd[Command.WRITE_GATES])):
-                    m.next = "REPLY"
-
-            # Replies: the header, then constants (IDENTIFY), the snapshot (READ_STATUS)
-            # or words (READ_GATES, READ_OUTPUTS; wi, pos and col as CHECK left them).
+                self._wait_until_landed(m, s)
             with m.State("REPLY"):
-                header = Array([Const(p.PROTOCOL_VERSION, 8), rid, cmd, status])
-                ok = status == Status.OK
-                has_fixed = ok & (is_cmd[Command.IDENTIFY] | is_cmd[Command.READ_STATUS])
-                has_words = ok & (is_cmd[Command.READ_GATES] | is_cmd[Command.READ_OUTPUTS])
-                last = (idx == 3) & ~has_fixed & ~has_words
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(header[idx[:2]]),
-                             self.o.payload.last.eq(last)]
-                with m.If(self.o.ready):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 3):
-                        m.d.sync += idx.eq(0)
-                        with m.If(has_fixed):
-                            m.next = "FIXED"
-                        with m.Elif(has_words):
-                            m.next = "FETCH"
-                        with m.Else():
-                            m.next = "DONE"
+                self._reply_header(m, s)
             with m.State("FIXED"):
-                # The byte at idx is selected from up to 80 (with 8 streams' error sums)
-                # into a register, and offered the cycle after: 2 cycles a byte, and no
-                # long path from idx through that selection into the link's CRC.
-                ib = Array(Const(b, 8) for b in ident_bytes)[idx]
-                sb = 0          # an OR of masked bytes takes fewer LUTs than an Array here
-                for i, b in enumerate(status_bytes):
-                    sb = sb | Mux(idx == i, b, 0)
-                is_id = is_cmd[Command.IDENTIFY]
-                n = Mux(is_id, len(ident_bytes), len(status_bytes))
-                last = idx == n - 1
-                m.d.sync += [fixed_byte.eq(Mux(is_id, ib, sb)), fixed_ready.eq(1)]
-                m.d.comb += [self.o.valid.eq(fixed_ready),
-                             self.o.payload.data.eq(fixed_byte),
-                             self.o.payload.last.eq(last)]
-                with m.If(self.o.ready & fixed_ready):
-                    m.d.sync += [idx.eq(idx + 1), fixed_ready.eq(0)]
-                    with m.If(last):
-                        m.next = "DONE"
+                self._reply_fixed(m, s)
             with m.State("FETCH"):
-                # gate_raddr / out_* follow pos and col; a gate read takes the fabric's
-                # gate_read_latency cycles (the outputs, one)
-                with m.If(fetch_wait == fab.gate_read_latency - 1):
-                    m.d.sync += fetch_wait.eq(0)
-                    m.next = "LATCH"
-                with m.Else():
-                    m.d.sync += fetch_wait.eq(fetch_wait + 1)
+                self._fetch_wait(m, s)
             with m.State("LATCH"):
-                m.d.sync += [word.eq(Mux(is_cmd[Command.READ_GATES], fab.gate_rdata,
-                                         ctrl.out_data)), idx.eq(0)]
-                next_column(m)
-                m.next = "SEND"
+                self._latch_word(m, s)
             with m.State("SEND"):
-                last = (idx == 3) & (wi + 1 == n_words)
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(word[24:]),
-                             self.o.payload.last.eq(last)]
-                with m.If(self.o.ready):
-                    m.d.sync += [idx.eq(idx + 1), word.eq(word << 8)]
-                    with m.If(idx == 3):
-                        m.d.sync += wi.eq(wi + 1)
-                        with m.If(last):
-                            m.next = "DONE"
-                        with m.Else():
-                            m.next = "FETCH"
+                self._send_word(m, s)
             with m.State("DONE"):
-                m.d.sync += [count.eq(0), idx.eq(0)]
+                m.d.sync += [s.count.eq(0), s.idx.eq(0)]
                 m.next = "RECV"
-        m.d.comb += self.busy.eq(~fsm.ongoing("RECV") | (count != 0))
+        m.d.comb += self.busy.eq(~fsm.ongoing("RECV") | (s.count != 0))
         return m
+
+    # ---------------------------------------------------------------- registers
+
+    def _request_registers(self, m, s):
+        """The payload buffer and the request's header registers."""
+        m.submodules.buf = buf = Memory(shape=8, depth=p.MAX_PAYLOAD, init=[])
+        s.bw, s.br = buf.write_port(), sync_read_port(m, buf, "buf")
+        s.count = Signal(range(p.MAX_REQUEST + 2), name="count")
+        s.fetch_wait = Signal(range(self.gate_read_latency), name="fetch_wait")
+        s.version_ok = Signal(name="version_ok")
+        s.rid, s.cmd = Signal(8, name="rid"), Signal(8, name="cmd")
+        # the frame's status (end token), then the reply's
+        s.status = Signal(4, name="status")
+        s.is_cmd = {c: s.cmd == c for c in Command}
+
+    def _status_snapshot(self, m, s):
+        """READ_STATUS has no payload: its snapshot, taken when the request is checked,
+        shares the registers of the payload's first bytes."""
+        ctrl = self.ctrl
+        s.status_fields = [(ctrl.mode, 1), (ctrl.epoch, 4), (ctrl.example, 2),
+                           (ctrl.ticks, 8),
+                           *((ctrl.error_sum[i], 8) for i in range(self.command_signature.streams)),
+                           (self.fabric_status.sat_flags.as_value(), 1)]
+        s.snap_value = Cat(*(value for value, _ in s.status_fields))
+        s.hold = Signal(max(8 * self.HEADER_BYTES, len(s.snap_value)), name="hold")
+        s.hdr = [s.hold[8 * i:8 * i + 8] for i in range(self.HEADER_BYTES)]
+        s.status_bytes, at = [], 0
+        for value, n in s.status_fields:
+            s.status_bytes += big_endian(s.hold[at:at + len(value)], n)
+            at += len(value)
+
+    def _payload_fields(self, m, s):
+        """The payload's fields in the header registers, at the protocol's offsets."""
+        def u(lo, n):
+            """Big-endian unsigned field of the payload bytes lo .. lo+n-1."""
+            return Cat(*reversed(s.hdr[lo:lo + n]))
+
+        s.u = u
+        s.first, s.cnt = (u(*p.RANGE_FIELDS[name]) for name in ("first", "count"))
+        s.sched = {name: u(*at) for name, at in p.SCHEDULE_FIELDS.items()}
+        s.run = {name: u(*at) for name, at in p.RUN_FIELDS.items()}
+
+    def _word_loop(self, m, s):
+        """Word loop (validate / execute / reply): word wi of n_words, at column col of
+        the row of example (or gate) pos."""
+        W, K = self.command_signature.row, self.command_signature.n_values
+        E, maxex = self.gate_signature.n_gates, self.command_signature.max_examples
+        s.wi = Signal(range(p.MAX_PAYLOAD // 4 + 1), name="wi")
+        s.n_words = Signal(range(p.MAX_PAYLOAD // 4 + 1), name="n_words")  # as checked: fits
+        s.word = Signal(32, name="word")
+        s.pos = Signal(range(max(maxex, E, 2)), name="pos")
+        s.col = Signal(range(max(W, K, 2)), name="col")
+        s.last_col = Signal(name="last_col")
+        s.executing = Signal(name="executing")
+        s.ident_bytes = list(self.identity.pack())
+        s.idx = Signal(range(max(len(s.ident_bytes), len(s.status_bytes)) + 1),
+                       name="idx")                                      # byte index
+        # FIXED's byte at idx, registered
+        s.fixed_byte, s.fixed_ready = Signal(8, name="fixed_byte"), Signal(name="fixed_ready")
+        with m.Switch(s.cmd):
+            with m.Case(Command.WRITE_DATASET):
+                m.d.comb += [s.n_words.eq(const_mul(s.cnt, W)), s.last_col.eq(s.col == W - 1)]
+            with m.Case(Command.READ_OUTPUTS):
+                m.d.comb += [s.n_words.eq(const_mul(s.cnt, K)), s.last_col.eq(s.col == K - 1)]
+            with m.Default():
+                m.d.comb += [s.n_words.eq(s.cnt), s.last_col.eq(1)]
+
+    @staticmethod
+    def _next_column(m, s):
+        with m.If(s.last_col):
+            m.d.sync += [s.col.eq(0), s.pos.eq(s.pos + 1)]
+        with m.Else():
+            m.d.sync += s.col.eq(s.col + 1)
+
+    @staticmethod
+    def _rewind(m, s):
+        m.d.sync += [s.wi.eq(0), s.pos.eq(s.first), s.col.eq(0)]
+
+    def _drive_ports(self, m, s):
+        """The data inputs of the controller and the gate port: the request's fields."""
+        ctrl, gates, sched, run = self.ctrl, self.gates, s.sched, s.run
+        is_run = s.is_cmd[Command.RUN_EPOCHS]
+        m.d.comb += [
+            ctrl.ds_example.eq(s.pos), ctrl.ds_index.eq(s.col), ctrl.ds_data.eq(s.word),
+            gates.addr.eq(s.pos), gates.data.eq(s.word), gates.raddr.eq(s.pos),
+            ctrl.out_example.eq(s.pos), ctrl.out_index.eq(s.col),
+            ctrl.sched_settle.eq(sched["settle_ticks"]),
+            ctrl.sched_learn.eq(sched["learn_ticks"]),
+            ctrl.sched_epochs.eq(sched["epochs"]), ctrl.sched_n.eq(sched["n_examples"]),
+            ctrl.sched_order.eq(sched["order"]), ctrl.sched_seed.eq(sched["seed"]),
+            ctrl.start_epochs.eq(Mux(is_run, run["epochs"], ctrl.epochs)),
+            ctrl.start_learn.eq(~is_run | run["learn"][0]),
+            self.fabric_status.clear_flags.eq(0),
+        ]
+
+    # ---------------------------------------------------------------- receive and check
+
+    def _receive(self, m, s):
+        """Take the request's tokens: header bytes, payload into the buffer (its first
+        bytes also into registers), then the end token with the frame's status."""
+        tok = self.i.payload
+        m.d.comb += self.i.ready.eq(1)
+        with m.If(self.i.valid & tok.end):
+            m.d.sync += s.status.eq(tok.data)     # a frame status: below 16
+            m.next = "CHECK"
+        with m.Elif(self.i.valid):
+            with m.Switch(s.count):
+                with m.Case(0):
+                    m.d.sync += s.version_ok.eq(tok.data == p.PROTOCOL_VERSION)
+                with m.Case(1):
+                    m.d.sync += s.rid.eq(tok.data)
+                with m.Case(2):
+                    m.d.sync += s.cmd.eq(tok.data)
+                for i in range(self.HEADER_BYTES):
+                    with m.Case(REQUEST_HEADER + i):
+                        m.d.sync += s.hdr[i].eq(tok.data)
+            with m.If((s.count >= REQUEST_HEADER) &
+                      (s.count < REQUEST_HEADER + p.MAX_PAYLOAD)):
+                m.d.comb += [s.bw.en.eq(1), s.bw.addr.eq(s.count - REQUEST_HEADER),
+                             s.bw.data.eq(tok.data)]
+            with m.If(s.count != p.MAX_REQUEST + 1):
+                m.d.sync += s.count.eq(s.count + 1)
+
+    def _length_and_range_checks(self, m, s, bad_len, bad_range, validate):
+        """Per command: a wrong payload length, a range out of bounds, values to check."""
+        cs = self.command_signature
+        maxex, K, E = cs.max_examples, cs.n_values, self.gate_signature.n_gates
+        first, cnt, sched, run = s.first, s.cnt, s.sched, s.run
+
+        def payload_is(n):
+            """The payload has n bytes (count includes the request's header bytes)."""
+            return s.count == REQUEST_HEADER + n
+
+        fixed = p.REQUEST_LENGTHS
+        with m.Switch(s.cmd):
+            with m.Case(*(c for c, n in fixed.items() if n == 0)):
+                m.d.comb += bad_len.eq(~payload_is(0))
+            with m.Case(Command.WRITE_DATASET):
+                m.d.comb += [bad_len.eq(~payload_is(
+                                 RANGE_BYTES + const_mul(cnt, self.identity.example_bytes))),
+                             bad_range.eq((cnt == 0) | (first + cnt > maxex)),
+                             validate.eq(1)]
+            with m.Case(Command.WRITE_SCHEDULE):
+                n = sched["n_examples"]
+                m.d.comb += [bad_len.eq(~payload_is(fixed[Command.WRITE_SCHEDULE])),
+                             bad_range.eq(((sched["settle_ticks"] == 0) &
+                                           (sched["learn_ticks"] == 0)) |
+                                          (n == 0) | (n > maxex) | (sched["order"] > 1))]
+            with m.Case(Command.READ_GATES):
+                m.d.comb += [bad_len.eq(~payload_is(fixed[Command.READ_GATES])),
+                             bad_range.eq((cnt == 0) | (first + cnt > E) |
+                                          (cnt > p.MAX_PAYLOAD // 4))]
+            with m.Case(Command.WRITE_GATES):
+                m.d.comb += [bad_len.eq(~payload_is(RANGE_BYTES + (cnt << 2))),
+                             bad_range.eq((cnt == 0) | (first + cnt > E)),
+                             validate.eq(1)]
+            with m.Case(Command.RUN_EPOCHS):
+                m.d.comb += [bad_len.eq(~payload_is(fixed[Command.RUN_EPOCHS])),
+                             bad_range.eq(run["learn"] > 1)]
+            with m.Case(Command.READ_OUTPUTS):
+                m.d.comb += [bad_len.eq(~payload_is(fixed[Command.READ_OUTPUTS])),
+                             bad_range.eq((cnt == 0) | (first + cnt > maxex) |
+                                          (const_mul(cnt, K) > p.MAX_PAYLOAD // 4))]
+
+    def _check(self, m, s):
+        """Check the request (frame status, version, command, length, range, busy); on
+        to the values' check, the execution or the error reply."""
+        self._rewind(m, s)
+        m.d.sync += [s.idx.eq(0), s.executing.eq(0)]
+        with m.If(s.is_cmd[Command.READ_STATUS]):
+            m.d.sync += s.hold[:len(s.snap_value)].eq(s.snap_value)
+
+        def reply(st):
+            m.d.sync += s.status.eq(st)
+            m.next = "REPLY"
+
+        bad_len, bad_range = Signal(name="bad_len"), Signal(name="bad_range")
+        validate, needs_idle = Signal(name="validate"), Signal(name="needs_idle")
+        self._length_and_range_checks(m, s, bad_len, bad_range, validate)
+        m.d.comb += needs_idle.eq(Cat(*(s.is_cmd[c] for c in sorted(p.IDLE_ONLY))).any())
+        known = (s.cmd >= min(Command)) & (s.cmd <= max(Command))
+        with m.If(s.status != Status.OK):
+            m.d.sync += [s.rid.eq(0), s.cmd.eq(0)]
+            m.next = "REPLY"
+        with m.Elif(~s.version_ok):
+            reply(Status.BAD_VERSION)
+        with m.Elif(~known):
+            reply(Status.UNKNOWN_COMMAND)
+        with m.Elif(bad_len):
+            reply(Status.BAD_LENGTH)
+        with m.Elif(bad_range):
+            reply(Status.OUT_OF_RANGE)
+        with m.Elif(validate):
+            m.next = "WORDS"
+        with m.Elif(needs_idle & self.ctrl.busy):
+            reply(Status.BUSY)
+        with m.Else():
+            m.next = "EXEC"
+
+    # ---------------------------------------------------------------- commands
+
+    def _read_word(self, m, s):
+        """Read the payload's i32 value wi (after the range prefix) from the buffer; the
+        first pass validates every value, the second executes."""
+        # idx: the byte read (0 .. 3), one cycle before it arrives
+        m.d.comb += s.br.addr.eq(RANGE_BYTES + Cat(s.idx[:2], s.wi))
+        with m.If(s.idx != 0):
+            m.d.sync += s.word.eq(Cat(s.br.data, s.word[:24]))
+        m.d.sync += s.idx.eq(s.idx + 1)
+        with m.If(s.idx == 4):
+            m.d.sync += s.idx.eq(0)
+            m.next = "WORD"
+
+    def _validate_or_write_word(self, m, s):
+        """WRITE_DATASET / WRITE_GATES: check the word (first pass) or write it."""
+        vb, word = self.command_signature.v_bits, s.word
+        value_s = word.as_signed()
+        is_ds = s.is_cmd[Command.WRITE_DATASET]
+        fits_v = word[vb - 1:].all() | ~word[vb - 1:].any()     # signed(v_bits)
+        ok = Mux(is_ds, fits_v, (value_s >= self.identity.gate_min_q) &
+                 (value_s <= self.identity.gate_max_q))
+        done = s.wi + 1 == s.n_words
+        with m.If(s.executing):
+            # a pipelined fabric is busy until its last gate write has landed
+            with m.If(is_ds | ~self.ctrl.busy):
+                m.d.sync += s.wi.eq(s.wi + 1)
+                self._next_column(m, s)
+                with m.If(is_ds):
+                    m.d.comb += self.ctrl.ds_we.eq(1)
+                with m.Else():
+                    m.d.comb += self.gates.we.eq(1)
+                with m.If(done):
+                    m.d.sync += s.status.eq(Status.OK)
+                    m.next = "WAIT"
+                with m.Else():
+                    m.next = "WORDS"
+        with m.Elif(~ok):
+            m.d.sync += s.status.eq(Status.OUT_OF_RANGE)
+            m.next = "REPLY"
+        with m.Elif(done):
+            self._rewind(m, s)
+            with m.If(self.ctrl.busy):
+                m.d.sync += s.status.eq(Status.BUSY)
+                m.next = "REPLY"
+            with m.Else():
+                m.d.sync += s.executing.eq(1)
+                m.next = "WORDS"
+        with m.Else():
+            m.d.sync += s.wi.eq(s.wi + 1)
+            m.next = "WORDS"
+
+    def _execute(self, m, s):
+        """The strobe of a command without values."""
+        ctrl = self.ctrl
+        m.d.sync += s.status.eq(Status.OK)
+        with m.Switch(s.cmd):
+            with m.Case(Command.WRITE_SCHEDULE):
+                m.d.comb += ctrl.sched_we.eq(1)
+            with m.Case(Command.START, Command.RUN_EPOCHS):
+                m.d.comb += ctrl.start.eq(1)
+            with m.Case(Command.STOP):
+                m.d.comb += ctrl.stop.eq(1)
+            with m.Case(Command.RESET):
+                m.d.comb += ctrl.clear.eq(1)
+        m.next = "WAIT"
+
+    def _wait_until_landed(self, m, s):
+        """A schedule write reduces the seed in the controller, a pipelined fabric lands
+        the last gate written: reply once idle again (a start makes it busy on purpose)."""
+        is_cmd = s.is_cmd
+        with m.If(~self.ctrl.busy | ~(is_cmd[Command.WRITE_SCHEDULE] |
+                                      is_cmd[Command.RESET] | is_cmd[Command.WRITE_GATES])):
+            m.next = "REPLY"
+
+    # ---------------------------------------------------------------- reply
+
+    def _reply_header(self, m, s):
+        """Replies: the header, then constants (IDENTIFY), the snapshot (READ_STATUS) or
+        words (READ_GATES, READ_OUTPUTS; wi, pos and col as CHECK left them)."""
+        idx, is_cmd = s.idx, s.is_cmd
+        header = Array([Const(p.PROTOCOL_VERSION, 8), s.rid, s.cmd, s.status])
+        ok = s.status == Status.OK
+        has_fixed = ok & (is_cmd[Command.IDENTIFY] | is_cmd[Command.READ_STATUS])
+        has_words = ok & (is_cmd[Command.READ_GATES] | is_cmd[Command.READ_OUTPUTS])
+        last = (idx == 3) & ~has_fixed & ~has_words
+        m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(header[idx[:2]]),
+                     self.o.payload.last.eq(last)]
+        with m.If(self.o.ready):
+            m.d.sync += idx.eq(idx + 1)
+            with m.If(idx == 3):
+                m.d.sync += idx.eq(0)
+                with m.If(has_fixed):
+                    m.next = "FIXED"
+                with m.Elif(has_words):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.next = "DONE"
+
+    def _reply_fixed(self, m, s):
+        """IDENTIFY's constants or READ_STATUS' snapshot, a byte every 2 cycles."""
+        # The byte at idx is selected from up to 80 (with 8 streams' error sums) into a
+        # register, and offered the cycle after: 2 cycles a byte, and no long path from
+        # idx through that selection into the link's CRC.
+        idx = s.idx
+        ib = Array(Const(b, 8) for b in s.ident_bytes)[idx]
+        sb = 0          # an OR of masked bytes takes fewer LUTs than an Array here
+        for i, b in enumerate(s.status_bytes):
+            sb = sb | Mux(idx == i, b, 0)
+        is_id = s.is_cmd[Command.IDENTIFY]
+        n = Mux(is_id, len(s.ident_bytes), len(s.status_bytes))
+        last = idx == n - 1
+        m.d.sync += [s.fixed_byte.eq(Mux(is_id, ib, sb)), s.fixed_ready.eq(1)]
+        m.d.comb += [self.o.valid.eq(s.fixed_ready), self.o.payload.data.eq(s.fixed_byte),
+                     self.o.payload.last.eq(last)]
+        with m.If(self.o.ready & s.fixed_ready):
+            m.d.sync += [idx.eq(idx + 1), s.fixed_ready.eq(0)]
+            with m.If(last):
+                m.next = "DONE"
+
+    def _fetch_wait(self, m, s):
+        """gates.raddr / out_* follow pos and col; a gate read takes gate_read_latency
+        cycles (the outputs, one)."""
+        with m.If(s.fetch_wait == self.gate_read_latency - 1):
+            m.d.sync += s.fetch_wait.eq(0)
+            m.next = "LATCH"
+        with m.Else():
+            m.d.sync += s.fetch_wait.eq(s.fetch_wait + 1)
+
+    def _latch_word(self, m, s):
+        m.d.sync += [s.word.eq(Mux(s.is_cmd[Command.READ_GATES], self.gates.rdata,
+                                   self.ctrl.out_data)), s.idx.eq(0)]
+        self._next_column(m, s)
+        m.next = "SEND"
+
+    def _send_word(self, m, s):
+        """The word's 4 bytes, most significant first; then the next word or the end."""
+        idx = s.idx
+        last = (idx == 3) & (s.wi + 1 == s.n_words)
+        m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(s.word[24:]),
+                     self.o.payload.last.eq(last)]
+        with m.If(self.o.ready):
+            m.d.sync += [idx.eq(idx + 1), s.word.eq(s.word << 8)]
+            with m.If(idx == 3):
+                m.d.sync += s.wi.eq(s.wi + 1)
+                with m.If(last):
+                    m.next = "DONE"
+                with m.Else():
+                    m.next = "FETCH"

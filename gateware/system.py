@@ -3,7 +3,7 @@ controller + fabric. Its golden model is :class:`clln.sim.system.SystemModel`
 (``docs/controller.md``).
 """
 
-from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -61,26 +61,22 @@ class System(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        fab = make_fabric(self.cfg, self.fmt, seed=self.seed, mult_bits=self.mult_bits)
+        m.submodules.fabric = fab = make_fabric(self.cfg, self.fmt, seed=self.seed,
+                                                mult_bits=self.mult_bits)
         m.submodules.ctrl = ctrl = Controller(self.cfg, self.fmt, self.max_examples)
-        if hasattr(fab, "clear"):
-            # the pipelined fabric clears itself, with no reset net on its datapath
-            m.submodules.fabric = fab
-            m.d.comb += fab.clear.eq(ctrl.fabric_reset)
-        else:
-            m.submodules.fabric = ResetInserter(ctrl.fabric_reset)(fab)
-        m.submodules.handler = hnd = CommandHandler(self.identity, ctrl, fab)
+        m.submodules.handler = hnd = CommandHandler(
+            self.identity, ctrl.command_signature, fab.gate.signature.flip(),
+            fab.gate_read_latency)
         m.submodules.link = link = HostLink(self.divisor, self.fifo_depth)
         wiring.connect(m, link.requests, hnd.i)
         wiring.connect(m, hnd.o, link.replies)
+        wiring.connect(m, hnd.ctrl, ctrl.command)
+        wiring.connect(m, ctrl.fabric, fab.control)
+        wiring.connect(m, hnd.gates, fab.gate)
+        wiring.connect(m, fab.status, hnd.fabric_status)
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]
-        m.d.comb += [fab.run.eq(ctrl.f_run), fab.learn.eq(ctrl.f_learn),
-                     fab.sample_we.eq(ctrl.f_sample_we), fab.sample_addr.eq(ctrl.f_sample_addr),
-                     fab.sample_data.eq(ctrl.f_sample_data), ctrl.f_tick_done.eq(fab.tick_done),
-                     ctrl.f_outputs.eq(fab.outputs),
-                     ctrl.f_busy.eq(fab.busy if hasattr(fab, "busy") else 0)]
         quiet = Signal(range(65))
-        active = ctrl.busy | hnd.busy | link.busy
+        active = ctrl.command.busy | hnd.busy | link.busy
         with m.If(active):
             m.d.sync += quiet.eq(0)
         with m.Elif(quiet != 64):

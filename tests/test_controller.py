@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 from amaranth.hdl import Module
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
-from clln.gateware.controller import MODE_IDLE, Controller
+from clln.gateware.controller import Controller
 from clln.gateware.fabric import make_fabric
 from clln.sim.system import SystemModel
 from conftest import tiny_config
@@ -20,11 +21,7 @@ class Harness:
         self.ctrl = Controller(cfg, self.fabric.fmt, max_examples)
         m = self.m = Module()
         m.submodules.fabric, m.submodules.ctrl = fab, ctrl = self.fabric, self.ctrl
-        m.d.comb += [fab.run.eq(ctrl.f_run), fab.learn.eq(ctrl.f_learn),
-                     fab.sample_we.eq(ctrl.f_sample_we), fab.sample_addr.eq(ctrl.f_sample_addr),
-                     fab.sample_data.eq(ctrl.f_sample_data), ctrl.f_tick_done.eq(fab.tick_done),
-                     ctrl.f_outputs.eq(fab.outputs),
-                     ctrl.f_busy.eq(fab.busy if hasattr(fab, "busy") else 0)]
+        wiring.connect(m, ctrl.fabric, fab.control)
 
 
 def run_harness(h, script):
@@ -84,7 +81,7 @@ def test_controller_matches_model(tmp_path, units, order, settle, learn, k):
     cfg = tiny_config(tmp_path, units, settle, learn, two_outputs=k == 2)
     h = Harness(cfg)
     model = SystemModel(cfg, max_examples=8)
-    c, fab = h.ctrl, h.fabric
+    c, fab = h.ctrl.command, h.fabric
     rng = np.random.default_rng(units if isinstance(units, int) else 100 + fab.streams)
     extra = rng.integers(-20000, 20000, (2, 1 + k))     # two more examples, rows 5 and 6
     results = {}
@@ -103,7 +100,7 @@ def test_controller_matches_model(tmp_path, units, order, settle, learn, k):
         results["train"] = dict(gates=gates_of(ctx, fab), err=list(ctx.get(c.error_sum)),
                                 epoch=ctx.get(c.epoch), ticks=ctx.get(c.ticks),
                                 example=ctx.get(c.example), mode=ctx.get(c.mode),
-                                cycles=cycles, flags=ctx.get(fab.sat_flags))
+                                cycles=cycles, flags=ctx.get(fab.status.sat_flags.as_value()))
         await run_epochs(ctx, c, 1, False)
         results["eval"] = dict(out=await read_outputs(ctx, c, 7, k * fab.streams),
                                err=list(ctx.get(c.error_sum)),
@@ -117,7 +114,7 @@ def test_controller_matches_model(tmp_path, units, order, settle, learn, k):
     np.testing.assert_array_equal(tr["gates"], model.gates)
     assert tr["err"] == list(model.error_sums) and min(model.error_sums) > 0
     assert (tr["epoch"], tr["ticks"], tr["example"], tr["mode"]) == (
-        3, model.twin.ticks, model.example, MODE_IDLE)
+        3, model.twin.ticks, model.example, p.Mode.IDLE)
     assert tr["flags"] == int(np.bitwise_or.reduce(model.twin.flags))
     assert model.twin.ticks == 3 * 7 * (settle + learn)
     assert not np.array_equal(model.gates, SystemModel(cfg, 8).gates) or learn == 0
@@ -213,7 +210,11 @@ def test_handler_writes_and_reads_every_gate_of_eight_streams(tmp_path):
     h = Harness(cfg)
     fab = h.fabric
     ident = p.Identity.from_config(cfg, fab.fmt, 8)
-    h.m.submodules.handler = hnd = CommandHandler(ident, h.ctrl, fab)
+    h.m.submodules.handler = hnd = CommandHandler(
+        ident, h.ctrl.command_signature, fab.gate.signature.flip(), fab.gate_read_latency)
+    wiring.connect(h.m, hnd.ctrl, h.ctrl.command)
+    wiring.connect(h.m, hnd.gates, fab.gate)
+    wiring.connect(h.m, fab.status, hnd.fabric_status)
     n = fab.streams * fab.n_edges
     rng = np.random.default_rng(8)
     written = rng.integers(ident.gate_min_q, ident.gate_max_q + 1, n)
