@@ -5,17 +5,17 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@command -v iverilog >/dev/null 2>&1 || { \
 	    echo "installing Icarus Verilog (apt)"; \
 	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iverilog; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[all,test]'
 	@touch $(STAMP)
 
 demo: setup
@@ -27,6 +27,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# no simulators, no board builds (tiers: markers in tests/conftest.py)
+test-fast: setup
+	$(PY) -m pytest -m "not sim and not build and not slow_build"
+
+lint: setup
+	$(VENV)/bin/ruff check
 
 bench: setup
 	$(PY) bench/golden_models.py

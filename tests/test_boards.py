@@ -1,7 +1,6 @@
 """Board builds and the link-only demo design (simulated end to end, built for iCEBreaker)."""
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -31,8 +30,6 @@ from clln import config, formats
 from clln import protocol as p
 from clln.protocol import Command, Status
 
-slow_build = pytest.mark.skipif(os.environ.get("CLLN_SLOW_BUILDS") != "1",
-                                reason="set CLLN_SLOW_BUILDS=1 to build for ULX3S")
 BUILD_ROOT = "build/tests"          # relative: the YoWASP sandbox hides /tmp
 
 
@@ -206,7 +203,6 @@ def test_build_tangnano9k(clock, plls):
     assert rep.bram == 2 and rep.dsp == 0 and rep.utilization["rPLL"] == plls
 
 
-@slow_build
 @pytest.mark.slow_build
 @pytest.mark.parametrize("board,clock", [("ulx3s-85f", None), ("ulx3s-85f", 90),
                                          ("ulx3s-12f", None)])

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clln.sim.system import SystemModel
 
 from clln import cli, cli_board
 from clln import config as config_mod
 from clln.errors import CllnError
 from clln.host.driver import Device, LoopbackTransport
+from clln.sim.system import SystemModel
 
 
 def board_cli(argv):
@@ -295,8 +295,6 @@ def test_build_paper_xor_icebreaker(capsys):
     print(json.dumps(out))
 
 
-@pytest.mark.skipif(__import__("os").environ.get("CLLN_SLOW_BUILDS") != "1",
-                    reason="set CLLN_SLOW_BUILDS=1 to build the training system for a board")
 @pytest.mark.slow_build
 def test_build_paper_xor_tangnano9k(capsys):
     """The paper network's training system on the Tang Nano 9K (about 10 minutes).
@@ -320,8 +318,6 @@ def test_build_paper_xor_tangnano9k(capsys):
     print(json.dumps(out))
 
 
-@pytest.mark.skipif(__import__("os").environ.get("CLLN_SLOW_BUILDS") != "1",
-                    reason="set CLLN_SLOW_BUILDS=1 to build the training system for a board")
 @pytest.mark.slow_build
 def test_build_paper_xor_ulx3s_streams8(capsys):
     """The paper network fully parallel, 8 networks pipelined, at 50 MHz on the ULX3S-85F:
@@ -343,8 +339,6 @@ def test_build_paper_xor_ulx3s_streams8(capsys):
     print(json.dumps(out))
 
 
-@pytest.mark.skipif(__import__("os").environ.get("CLLN_SLOW_BUILDS") != "1",
-                    reason="set CLLN_SLOW_BUILDS=1 to build the training system for a board")
 @pytest.mark.slow_build
 def test_build_tiny_system_ulx3s(tmp_path, capsys):
     """A real bitstream (about 4-8 minutes on 2 cores): 25 MHz fails timing, the PLL retry

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import numpy as np
-from clln.sim.training import make_model, mode_errors, train
 
 from clln import config
+from clln.sim.training import make_model, mode_errors, train
 
 
 def run_clln(*args, cwd=None):
