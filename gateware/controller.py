@@ -468,7 +468,7 @@ class Controller(wiring.Component):
         last_ex = s.ex_count + 1 == s.n_ex
         with m.If(last_ex):
             m.d.comb += s.epoch_done.eq(1)
-            m.d.sync += [last.eq(acc) for last, acc in zip(s.last_err, s.err_acc)]
+            m.d.sync += [last.eq(acc) for last, acc in zip(s.last_err, s.err_acc, strict=True)]
             m.d.sync += [s.ex_count.eq(0), s.epoch.eq(s.epoch + 1)]
         with m.Else():
             m.d.sync += s.ex_count.eq(s.ex_count + 1)

@@ -5,12 +5,12 @@ import pytest
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
-from clln.gateware.controller import Controller
-from clln.gateware.fabric import make_fabric
-from clln.sim.system import SystemModel
 from conftest import tiny_config
 
 from clln import protocol as p
+from clln.gateware.controller import Controller
+from clln.gateware.fabric import make_fabric
+from clln.sim.system import SystemModel
 
 
 class Harness:

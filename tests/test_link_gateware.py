@@ -4,6 +4,8 @@ import random
 
 import pytest
 from amaranth.sim import Simulator
+
+from clln import protocol as p
 from clln.gateware.framing import (
     CRC16,
     Byte,
@@ -13,10 +15,8 @@ from clln.gateware.framing import (
     CRCGenerator,
 )
 from clln.gateware.uart import UARTRx, UARTTx
-from clln.sim import link as link_model
-
-from clln import protocol as p
 from clln.protocol import Status
+from clln.sim import link as link_model
 
 
 def run(dut, testbench):
@@ -257,7 +257,7 @@ def test_receive_chain_agrees_with_frame_parser():
         else:
             body.append(v)
     assert len(results) == len(frames)
-    for enc, (status, body) in zip(frames, results):
+    for enc, (status, body) in zip(frames, results, strict=True):
         try:
             want = (Status.OK, p.check_frame(enc, p.MIN_REQUEST, p.MAX_REQUEST))
         except p.FrameError as e:
