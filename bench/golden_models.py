@@ -14,9 +14,8 @@ import time
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
-from clln.sim.training import make_model  # noqa: E402
-
 from clln import config  # noqa: E402
+from clln.sim.training import make_model  # noqa: E402
 
 
 def _epochs(model, n):

@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+from clln import config
 from clln.boards.targets import ECP5_CLASSIC_ABC, KEEP_REGISTERS
+from clln.cli_common import fold_arg
 from clln.gateware.export import generate, top_name  # noqa: E402
 from clln.gateware.fabric import make_fabric
-
-from clln import config
-from clln.cli_common import fold_arg
 
 FAMILIES = {
     "ecp5": ("synth_ecp5", {"lut": ["LUT4"], "carry": ["CCU2C"], "mult": ["MULT18X18D"],

@@ -180,8 +180,8 @@ class SystemModel:
         self.outputs[ex] = out.ravel()
         target = self.twin.target.tolist()
         sums = []
-        for e, row in zip(err, out.tolist()):
-            for o, t in zip(row, target):
+        for e, row in zip(err, out.tolist(), strict=True):
+            for o, t in zip(row, target, strict=True):
                 e = min(e + (o - t) ** 2, U64)
             sums.append(e)
         return sums

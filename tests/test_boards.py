@@ -11,6 +11,9 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.sim import Simulator
+
+from clln import config, formats
+from clln import protocol as p
 from clln.boards.demo import LinkDemo, demo_response
 from clln.boards.targets import (
     KEEP_REGISTERS,
@@ -24,11 +27,8 @@ from clln.boards.targets import (
     run_build_script,
 )
 from clln.gateware.fabric.arith import replicas
-from clln.sim import link as link_model
-
-from clln import config, formats
-from clln import protocol as p
 from clln.protocol import Command, Status
+from clln.sim import link as link_model
 
 BUILD_ROOT = "build/tests"          # relative: the YoWASP sandbox hides /tmp
 
@@ -85,8 +85,9 @@ def test_build_script_stops_when_the_design_does_not_fit(tmp_path, luts, code, e
     there (nextpnr's placers would search on for a long time); others run to their end."""
     (tmp_path / "build_top.sh").write_text(
         f"printf '{UTILISATION.format(luts)}' > top.tim\nsleep 1\ntouch finished\nexit {code}\n")
-    run = lambda: run_build_script(tmp_path, "build_top", tmp_path / "top.tim", "tangnano9k",
-                                   poll_seconds=0.2)
+    def run():
+        return run_build_script(tmp_path, "build_top", tmp_path / "top.tim", "tangnano9k",
+                                       poll_seconds=0.2)
     if error is None:
         run()
     else:

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from clln.sim.dynamic import DynamicModel
-from clln.sim.fixed import FixedPointModel, tick_constants
-from clln.sim.quasistatic import QuasiStaticModel
 
 from clln import config
 from clln.errors import ConfigError
 from clln.formats import Formats, mantissa_shift
+from clln.sim.dynamic import DynamicModel
+from clln.sim.fixed import FixedPointModel, tick_constants
+from clln.sim.quasistatic import QuasiStaticModel
 
 
 def _rs(x, s):

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-from clln.gateware.export import generate
 
 from clln import config
+from clln.gateware.export import generate
 
 HDL = Path(__file__).resolve().parents[1] / "hdl"
 

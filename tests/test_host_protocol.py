@@ -4,12 +4,12 @@ import random
 
 import numpy as np
 import pytest
-from clln.sim import link as link_model
 
 from clln import config, formats
 from clln import protocol as p
 from clln.host.driver import Device, DeviceError, LinkTimeout, LoopbackTransport
 from clln.protocol import Command, FrameError, Status
+from clln.sim import link as link_model
 
 
 def identity(streams=1):

@@ -1,9 +1,10 @@
 """Properties of the square-law edge current."""
 
 import numpy as np
-from clln.sim.physics import edge_current, edge_term
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from clln.sim.physics import edge_current, edge_term
 
 volts = st.floats(-1.0, 1.0, allow_nan=False)
 gates = st.floats(0.0, 6.0, allow_nan=False)

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from clln.sim import physics
-from clln.sim.quasistatic import QuasiStaticModel, solve_network
 
 from clln import config
 from clln.errors import SolverError
+from clln.sim import physics
+from clln.sim.quasistatic import QuasiStaticModel, solve_network
 
 
 def _bisect(f, lo, hi, n=200):

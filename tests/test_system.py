@@ -10,15 +10,15 @@ import struct
 
 import numpy as np
 import pytest
-from clln.sim.fixed import FixedPointModel
-from clln.sim.system import SystemModel
-from clln.sim.training import train
 from conftest import LEARN, SETTLE, small_xor
 
 from clln import protocol as p
 from clln.flows import sim_board
 from clln.host.driver import Device, DeviceError, LoopbackTransport
 from clln.protocol import Command, Status
+from clln.sim.fixed import FixedPointModel
+from clln.sim.system import SystemModel
+from clln.sim.training import train
 
 
 @pytest.fixture(scope="module", params=[8, "serial", "streams:3"],
@@ -81,7 +81,7 @@ def test_driver_over_simulated_uart_matches_golden_model(board, order, seed):
     cfg, dev, model, mdev = fresh(board)
     got = session(dev, cfg, seed, 2, order, np.random.default_rng(seed))
     want = session(mdev, cfg, seed, 2, order, np.random.default_rng(seed))
-    for g, w in zip(got["gates"], want["gates"]):
+    for g, w in zip(got["gates"], want["gates"], strict=True):
         np.testing.assert_array_equal(g, w)
     np.testing.assert_array_equal(got["outputs"], want["outputs"])
     assert got["status"] == want["status"]

@@ -4,15 +4,15 @@ streams: each stream must be the single-network system of its seed, bit for bit.
 
 import numpy as np
 import pytest
-from clln.sim.fixed import FixedPointModel
-from clln.sim.system import SystemModel
-from clln.sim.training import train
 from conftest import LEARN, SETTLE, small_xor, tiny_config
 
 from clln import protocol as p
 from clln.formats import SAT_DG, SAT_V
 from clln.host.driver import Device, LoopbackTransport
 from clln.protocol import Command, Status
+from clln.sim.fixed import FixedPointModel
+from clln.sim.system import SystemModel
+from clln.sim.training import train
 
 E = 32                                      # edges of paper-xor
 
