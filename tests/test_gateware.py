@@ -82,13 +82,13 @@ async def read_state(ctx, dut):
     vf, vc, g = [], [], []
     for i in range(max(dut.n_nodes, dut.n_edges)):
         ctx.set(dut.node_raddr, min(i, dut.n_nodes - 1))
-        ctx.set(dut.gate_raddr, min(i, dut.n_edges - 1))
+        ctx.set(dut.gate.raddr, min(i, dut.n_edges - 1))
         await ctx.tick()
         if i < dut.n_nodes:
             vf.append(ctx.get(dut.v_free_rdata))
             vc.append(ctx.get(dut.v_clamped_rdata))
         if i < dut.n_edges:
-            g.append(ctx.get(dut.gate_rdata))
+            g.append(ctx.get(dut.gate.rdata))
     return vf, vc, g
 
 
@@ -110,18 +110,19 @@ def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
     got, exp = [], []
 
     async def write_sample(ctx, ex):
-        ctx.set(dut.sample_we, 1)
+        ctx.set(dut.control.sample_we, 1)
         for addr, v in enumerate(list(drive[ex]) + list(targets[ex])):
-            ctx.set(dut.sample_addr, addr)
-            ctx.set(dut.sample_data, int(v))
+            ctx.set(dut.control.sample_addr, addr)
+            ctx.set(dut.control.sample_data, int(v))
             await ctx.tick()
-        ctx.set(dut.sample_we, 0)
+        ctx.set(dut.control.sample_we, 0)
 
     plus, minus = p.out_plus, p.out_minus
 
     async def record(ctx, ticks):
-        got.append(np.concatenate([*(await read_state(ctx, dut)), ctx.get(dut.outputs),
-                                   [ctx.get(dut.sat_flags), ctx.get(dut.ticks)]]))
+        got.append(np.concatenate([*(await read_state(ctx, dut)), ctx.get(dut.control.outputs),
+                                   [ctx.get(dut.status.sat_flags.as_value()),
+                                    ctx.get(dut.status.ticks)]]))
         vf = model.v_free
         outputs = vf[:, plus] - np.where(minus >= 0, vf[:, minus], 0)
         exp.append(np.concatenate([vf.ravel(), model.v_clamped.ravel(),
@@ -129,32 +130,32 @@ def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
                                    [np.bitwise_or.reduce(model.flags), ticks]]))
 
     async def bench(ctx):
-        while hasattr(dut, "busy") and ctx.get(dut.busy):     # serial: clearing its RAM
+        while ctx.get(dut.control.busy):     # serial: clearing its RAM
             await ctx.tick()
         for t in range(ticks):
             ex, learn = (t // switch) % p.n_examples, (t // 3) % 2 == 1
             if t % switch == 0:
                 await write_sample(ctx, ex)
-            ctx.set(dut.run, 1)
-            ctx.set(dut.learn, learn)
+            ctx.set(dut.control.run, 1)
+            ctx.set(dut.control.learn, learn)
             await ctx.tick().repeat(dut.cycles_per_tick)
-            ctx.set(dut.run, 0)
-            while dut.streams > 1 and ctx.get(dut.busy):      # ticks still in the pipeline
+            ctx.set(dut.control.run, 0)
+            while ctx.get(dut.control.busy):      # ticks still in the pipeline
                 await ctx.tick()
             model.run(1, ex, learn)
             await record(ctx, t + 1)
         if free:
             ex = (ticks // switch + 1) % p.n_examples
             await write_sample(ctx, ex)
-            ctx.set(dut.run, 1)
+            ctx.set(dut.control.run, 1)
             for r in range(free):
                 learn = r % 3 != 0
                 for c in range(dut.cycles_per_tick):
-                    ctx.set(dut.learn, learn if c == 0 else not learn)
+                    ctx.set(dut.control.learn, learn if c == 0 else not learn)
                     await ctx.tick()
                 model.run(1, ex, learn)
-            ctx.set(dut.run, 0)
-            while hasattr(dut, "busy") and ctx.get(dut.busy):
+            ctx.set(dut.control.run, 0)
+            while ctx.get(dut.control.busy):
                 await ctx.tick()
             await record(ctx, ticks + free)
 
@@ -216,13 +217,13 @@ def test_amaranth_split_products_match_model(name, fold, mult_bits):
 def test_amaranth_streams_saturation_flags_match_model():
     """Every saturation flag of the pipelined fabric comes from its own stage: with all
     seven cuts, the flags after each tick are the model's (ORed over the streams)."""
-    from clln.gateware.fabric.cells import SAT_ACC, SAT_DG, SAT_DV, SAT_TERM
+    from clln.gateware.fabric.ports import SAT_MASK
     cfg = config_mod.refold(saturating_config(), "streams:8")
     got, exp, dut = amaranth_run(cfg, 24, mult_bits=18)
     np.testing.assert_array_equal(got, exp)
     flags = [int(x) for x in got[:, -2]]
-    assert flags[0] == 0 and flags[1] == SAT_TERM | SAT_DV
-    assert flags[-1] == SAT_TERM | SAT_ACC | SAT_DV | SAT_DG
+    assert flags[0] == 0 and flags[1] == SAT_MASK["term"] | SAT_MASK["dv"]
+    assert flags[-1] == SAT_MASK["term"] | SAT_MASK["acc"] | SAT_MASK["dv"] | SAT_MASK["dg"]
 
 
 #: (a bits, b bits, mult_bits) of the split_mul check: no split, one operand split, both,
@@ -286,7 +287,7 @@ def test_split_mul_is_exact():
     rng = np.random.default_rng(5)
     for wa, wb, mult_bits in SPLIT_WIDTHS:
         a, b = Signal(signed(wa), name="a"), Signal(signed(wb), name="b")
-        product = fabric_mod.split_mul(a, b, mult_bits)
+        product = fabric_mod.arith.split_mul(a, b, mult_bits)
         assert list(multiplications(product).values()) == [(min(wa, mult_bits),
                                                              min(wb, mult_bits))]
         out = Signal(product.shape(), name="out")      # the expression's own width
@@ -322,7 +323,7 @@ def test_split_mul_unsigned_operand(wa, wb, mult_bits):
     a, b = Signal(unsigned(wa), name="a"), Signal(signed(wb), name="b")
     out = Signal(signed(wa + wb + 2), name="out")
     m = Module()
-    m.d.comb += out.eq(fabric_mod.split_mul(a, b, mult_bits))
+    m.d.comb += out.eq(fabric_mod.arith.split_mul(a, b, mult_bits))
     pairs = [((1 << wa) - 1, -(1 << (wb - 1))), ((1 << wa) - 1, (1 << (wb - 1)) - 1),
              (1 << (wa - 1), -1), (200 % (1 << wa), 3), (0, 5)]
     got = []
@@ -339,36 +340,35 @@ def test_split_mul_unsigned_operand(wa, wb, mult_bits):
     assert got == [x * y for x, y in pairs]
 
 
-def test_serial_fabric_reset_clears_its_memories():
-    from amaranth.hdl import ResetInserter
+def test_serial_fabric_clear_clears_its_memories():
     cfg = config_mod.refold(config_mod.load("paper-xor"), "serial")
     dut = make_fabric(cfg)
-    reset = Signal()
-    top = ResetInserter(reset)(dut)
+    reset = dut.control.clear
+    top = dut
 
     async def bench(ctx):
-        while ctx.get(dut.busy):
+        while ctx.get(dut.control.busy):
             await ctx.tick()
-        ctx.set(dut.run, 1)
-        ctx.set(dut.learn, 1)
+        ctx.set(dut.control.run, 1)
+        ctx.set(dut.control.learn, 1)
         await ctx.tick().repeat(5 * dut.cycles_per_tick)
-        ctx.set(dut.run, 0)
+        ctx.set(dut.control.run, 0)
         vf, vc, g = await read_state(ctx, dut)
         assert any(vf) and any(vc) and list(g) != list(dut.gate_init)
-        ctx.set(dut.run, 1)                  # asked to run on: waits for the clearing
+        ctx.set(dut.control.run, 1)                  # asked to run on: waits for the clearing
         ctx.set(reset, 1)
         await ctx.tick()
         ctx.set(reset, 0)
         cycles = 0
-        while ctx.get(dut.busy):
-            assert ctx.get(dut.ticks) == 0
+        while ctx.get(dut.control.busy):
+            assert ctx.get(dut.status.ticks) == 0
             await ctx.tick()
             cycles += 1
         assert cycles == 2 * 16 + 1
-        ctx.set(dut.run, 0)
+        ctx.set(dut.control.run, 0)
         vf, vc, g = await read_state(ctx, dut)
         assert not any(vf) and not any(vc) and list(g) == list(dut.gate_init)
-        assert ctx.get(dut.ticks) == 0
+        assert ctx.get(dut.status.ticks) == 0
 
     sim = Simulator(top)
     sim.add_clock(1e-8)
@@ -382,23 +382,23 @@ def test_amaranth_gate_restore_and_flags():
 
     async def bench(ctx):
         assert ctx.get(dut.gates[3]) == int(dut.gate_init[3])
-        ctx.set(dut.gate_we, 1)
-        ctx.set(dut.gate_addr, 3)
-        ctx.set(dut.gate_data, 12345678)
+        ctx.set(dut.gate.we, 1)
+        ctx.set(dut.gate.addr, 3)
+        ctx.set(dut.gate.data, 12345678)
         await ctx.tick()
-        ctx.set(dut.gate_we, 0)
+        ctx.set(dut.gate.we, 0)
         assert ctx.get(dut.gates[3]) == 12345678
         for e in (3, 4, 3):                          # registered read port
-            ctx.set(dut.gate_raddr, e)
+            ctx.set(dut.gate.raddr, e)
             await ctx.tick()
-            assert ctx.get(dut.gate_rdata) == ctx.get(dut.gates[e])
-        assert ctx.get(dut.gate_rdata) == 12345678
-        assert ctx.get(dut.ticks) == 0
-        assert ctx.get(dut.saturated) == 0
+            assert ctx.get(dut.gate.rdata) == ctx.get(dut.gates[e])
+        assert ctx.get(dut.gate.rdata) == 12345678
+        assert ctx.get(dut.status.ticks) == 0
+        assert ctx.get(dut.status.saturated) == 0
         assert ctx.get(dut.v_free[7]) == 0           # rail register not applied yet
-        ctx.set(dut.run, 1)
+        ctx.set(dut.control.run, 1)
         await ctx.tick().repeat(3)
-        assert ctx.get(dut.ticks) == 3
+        assert ctx.get(dut.status.ticks) == 3
         assert ctx.get(dut.v_free[7]) == round(0.45 * 2 ** 16)   # rail held at 0.45 V
 
     sim = Simulator(dut)
@@ -435,13 +435,13 @@ def test_streams_fabric_keeps_gate_writes_within_bounds():
     async def bench(ctx):
         await ctx.tick().repeat(2)                      # any phase of the ring
         for addr, value in writes:
-            ctx.set(dut.gate_we, 1)
-            ctx.set(dut.gate_addr, addr)
-            ctx.set(dut.gate_data, value)
+            ctx.set(dut.gate.we, 1)
+            ctx.set(dut.gate.addr, addr)
+            ctx.set(dut.gate.data, value)
             await ctx.tick()
-            ctx.set(dut.gate_we, 0)
+            ctx.set(dut.gate.we, 0)
             waited = 0
-            while ctx.get(dut.busy):                    # until it has reached its stream
+            while ctx.get(dut.control.busy):            # until it has reached its stream
                 await ctx.tick()
                 waited += 1
             assert 1 <= waited <= dut.streams + 3
@@ -449,9 +449,9 @@ def test_streams_fabric_keeps_gate_writes_within_bounds():
         assert ctx.get(dut.gates[3]) == int(dut.stream_gate_init[0][3])
         # reads: every gate of every stream, gate_read_latency cycles after its address
         for addr in [E + 3, 0, 2 * E + 1, 3 * E - 1, 5, E + 4]:
-            ctx.set(dut.gate_raddr, addr)
+            ctx.set(dut.gate.raddr, addr)
             await ctx.tick().repeat(dut.gate_read_latency)
-            assert ctx.get(dut.gate_rdata) == ctx.get(dut.gates[addr])
+            assert ctx.get(dut.gate.rdata) == ctx.get(dut.gates[addr])
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -476,25 +476,25 @@ def test_streams_fabric_clear_wipes_the_ring(streams, use_clear):
         return ([ctx.get(dut.v_free[i]) for i in range(C * N)],
                 [ctx.get(dut.v_clamped[i]) for i in range(C * N)],
                 [ctx.get(dut.gates[i]) for i in range(C * E)],
-                [ctx.get(dut.outputs[i]) for i in range(C * dut.n_outputs)],
-                ctx.get(dut.ticks), ctx.get(dut.sat_flags))
+                [ctx.get(dut.control.outputs[i]) for i in range(C * dut.n_outputs)],
+                ctx.get(dut.status.ticks), ctx.get(dut.status.sat_flags.as_value()))
 
     async def settle(ctx):
-        while ctx.get(dut.busy):
+        while ctx.get(dut.control.busy):
             await ctx.tick()
 
     async def train(ctx, rounds):
         for i, value in enumerate(drive + [target]):
-            ctx.set(dut.sample_we, 1)
-            ctx.set(dut.sample_addr, i)
-            ctx.set(dut.sample_data, value)
+            ctx.set(dut.control.sample_we, 1)
+            ctx.set(dut.control.sample_addr, i)
+            ctx.set(dut.control.sample_data, value)
             await ctx.tick()
-        ctx.set(dut.sample_we, 0)
-        ctx.set(dut.run, 1)
+        ctx.set(dut.control.sample_we, 0)
+        ctx.set(dut.control.run, 1)
         for r in range(rounds):
-            ctx.set(dut.learn, r % 3 == 2)
+            ctx.set(dut.control.learn, r % 3 == 2)
             await ctx.tick().repeat(C)
-        ctx.set(dut.run, 0)
+        ctx.set(dut.control.run, 0)
         await settle(ctx)
         return snapshot(ctx)
 
@@ -503,7 +503,7 @@ def test_streams_fabric_clear_wipes_the_ring(streams, use_clear):
     top.domains.sync = domain = ClockDomain("sync")
 
     async def restore(ctx):
-        signal = dut.clear if use_clear else domain.rst
+        signal = dut.control.clear if use_clear else domain.rst
         ctx.set(signal, 1)
         for _ in range(1 if use_clear else 2):
             try:
@@ -514,7 +514,7 @@ def test_streams_fabric_clear_wipes_the_ring(streams, use_clear):
         if use_clear:                                   # registered first
             await ctx.tick()
         waited = 0
-        while ctx.get(dut.busy):
+        while ctx.get(dut.control.busy):
             await ctx.tick()
             waited += 1
         assert waited <= C + 1
@@ -527,9 +527,9 @@ def test_streams_fabric_clear_wipes_the_ring(streams, use_clear):
         for extra in range(C + 1):                     # a clear at every phase of the ring
             for _ in range(extra):
                 await ctx.tick()
-            ctx.set(dut.run, 1)                         # with ticks in flight
+            ctx.set(dut.control.run, 1)                         # with ticks in flight
             await ctx.tick().repeat(extra % C + 1)
-            ctx.set(dut.run, 0)
+            ctx.set(dut.control.run, 0)
             await restore(ctx)
             assert snapshot(ctx) == power_up, extra
             assert await train(ctx, 12) == first, extra
@@ -559,9 +559,14 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     assert (info["nodes"], info["edges"], info["edge_units"], info["cycles_per_tick"]) == \
         (16, 32, 6, 6)
     assert info["gate_read_latency"] == 1
-    assert info["ports"]["v_free"] == {"dir": "out", "width": 16 * 17}     # v_bits 17
-    assert info["ports"]["gates"] == {"dir": "out", "width": 32 * 23}      # g_bits 23
-    assert info["ports"]["sample_addr"]["width"] == 3          # 4 drives + 1 target
+    assert info["ports"]["v_free"] == {"dir": "out", "width": 16 * 17,      # v_bits 17
+                                        "member": "v_free"}
+    assert info["ports"]["gates"] == {"dir": "out", "width": 32 * 23,       # g_bits 23
+                                       "member": "gates"}
+    assert info["ports"]["control__sample_addr"]["width"] == 3          # 4 drives + 1 target
+    assert info["ports"]["status__sat_flags"] == {"dir": "out", "width": 5,
+                                                  "member": "status.sat_flags"}
+    assert info["flags"] == {"term": 1, "acc": 2, "dv": 4, "v": 8, "dg": 16}
     assert info["formats"]["kappa_mul"] * 2.0 ** -info["formats"]["kappa_shift"] == \
         pytest.approx(cfg.schedule.kappa, rel=0.05)
     assert info["formats"]["leak_q"] == 512
@@ -576,11 +581,11 @@ def test_generate_streams_manifest(tmp_path):
     assert info["stream_gate_init"][0] == info["gate_init"]
     assert info["stream_gate_init"][1] != info["gate_init"]
     ports = info["ports"]
-    assert ports["busy"] == {"dir": "out", "width": 1}
+    assert ports["control__busy"] == {"dir": "out", "width": 1, "member": "control.busy"}
     assert ports["v_free"]["width"] == ports["v_clamped"]["width"] == 2 * 16 * 17
     assert ports["gates"]["width"] == 2 * 32 * 23
-    assert ports["outputs"]["width"] == 2 * 18
-    assert ports["gate_addr"]["width"] == ports["gate_raddr"]["width"] == 6    # 64 gates
+    assert ports["control__outputs"]["width"] == 2 * 18
+    assert ports["gate__addr"]["width"] == ports["gate__raddr"]["width"] == 6    # 64 gates
     assert "busy" in (tmp_path / "paper-xor.v").read_text()
     # a fabric of one network has no streams keys (tests/test_hdl_checked_in.py)
 
@@ -591,7 +596,8 @@ def test_generate_flat_netlist(tmp_path):
     text = (tmp_path / "paper-regression.v").read_text()
     assert text.count("\nmodule ") == 1 and "module clln_paper_regression(" in text
     assert out["info"]["netlist"] == "flat"
-    assert out["info"]["ports"]["outputs"] == {"dir": "out", "width": 19}
+    assert out["info"]["ports"]["control__outputs"] == {"dir": "out", "width": 19,
+                                                       "member": "control.outputs"}
 
 
 def test_generate_refuses_unstable_kappa(tmp_path):

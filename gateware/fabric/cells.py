@@ -3,7 +3,7 @@ and the combinational edge and node cells built from them."""
 
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,11 +16,7 @@ from .arith import (
     tree_sum,
     wire,
 )
-
-#: Bits of the sticky saturation flags (as in ``docs/semantics.md``).
-SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = 1, 2, 4, 8, 16
-#: Width of the tick counter (wraps).
-TICKS_BITS = 32
+from .ports import SatFlags, sat_bits
 
 
 def node_sum(edges, n, terms):
@@ -252,7 +248,7 @@ def node_delta(m, f, acc, tag):
     """
     scaled, s1 = node_scale(m, f, acc, tag)
     dv, s2 = node_round(m, f, scaled, tag)
-    return dv, Cat(Const(0, 1), s1, s2, Const(0, 2))
+    return dv, sat_bits(acc=s1, dv=s2)
 
 
 def node_scale(m, f, acc, tag):
@@ -271,7 +267,7 @@ def node_round(m, f, scaled, tag):
 def node_apply(m, f, v, dv, tag):
     """``v + dv`` saturated, and its bit of the saturation flags (a 5-bit value)."""
     vn, s3 = saturate(m, v + dv, f.v_bits, f"v_{tag}")
-    return vn, Cat(Const(0, 3), s3, Const(0, 1))
+    return vn, sat_bits(v=s3)
 
 
 def node_step(m, f, v, acc, tag):
@@ -342,7 +338,7 @@ class NodeCell(wiring.Component):
         super().__init__({
             "v_f": In(v), "v_c": In(v),
             "acc_f": In(signed(acc_width)), "acc_c": In(signed(acc_width)),
-            "v_f_next": Out(v), "v_c_next": Out(v), "flags": Out(5),
+            "v_f_next": Out(v), "v_c_next": Out(v), "flags": Out(SatFlags.size),
         })
 
     def elaborate(self, platform):

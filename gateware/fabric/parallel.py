@@ -11,7 +11,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,7 +19,6 @@ from clln.formats import Formats
 
 from .arith import any_of, as_bit, mux_tree, select
 from .cells import (
-    TICKS_BITS,
     EdgeCell,
     NodeCell,
     clamp_errors,
@@ -27,6 +26,14 @@ from .cells import (
     clamp_scale,
     node_sum,
     output_value,
+)
+from .ports import (
+    TICKS_BITS,
+    ControlSignature,
+    GatePortSignature,
+    SatFlags,
+    StatusSignature,
+    sat_bits,
 )
 
 
@@ -55,26 +62,29 @@ class Fabric(wiring.Component):
 
     Notes
     -----
-    Ports (``sync`` domain, so ``clk`` and ``rst`` in Verilog):
+    Members (``sync`` domain, so ``clk`` and ``rst`` in Verilog; a nested member is the
+    Verilog port ``control__run`` etc.), the signatures of :mod:`.ports`:
 
-    - ``run``: tick while high (a folded tick pauses when low);
-    - ``learn``: learning on for the tick (sampled on the tick's first cycle);
-    - ``sample_we/addr/data``: write a drive value (addresses ``0 .. D-1``, in
-      ``cfg.driven_nodes()`` order) or a target (addresses ``D .. D+K-1``); drive and
-      target registers are read when the tick commits;
-    - ``gate_we/addr/data``: overwrite a gate (wins over a same-cycle update);
-    - ``gate_raddr/rdata``: read a gate; ``gate_rdata`` is the gate at ``gate_raddr``
-      one cycle earlier (a registered read, as from block RAM);
-    - ``clear_flags``: clear the sticky saturation flags;
+    - ``control`` (:class:`~.ports.ControlSignature`): ``run``, tick while high (a folded
+      tick pauses when low); ``learn``, learning on for the tick (sampled on the tick's
+      first cycle); ``clear``, restore the power-up state (as the domain's reset does);
+      ``sample_we/addr/data``, write a drive value (addresses ``0 .. D-1``, in
+      ``cfg.driven_nodes()`` order) or a target (addresses ``D .. D+K-1``), read when
+      the tick commits; ``tick_done``, high in the cycle a tick commits; ``outputs``,
+      the free outputs (``VF[p]`` or ``VF[p] - VF[m]``); ``busy`` (0 here);
+    - ``gate`` (:class:`~.ports.GatePortSignature`): ``we/addr/data`` overwrite a gate
+      (wins over a same-cycle update); ``rdata`` is the gate at ``raddr`` one cycle
+      earlier (a registered read, as from block RAM);
+    - ``status`` (:class:`~.ports.StatusSignature`): ``ticks``, committed ticks;
+      ``sat_flags`` (:data:`~.ports.SatFlags`)/``saturated``, sticky saturation flags;
+      ``clear_flags`` clears them;
     - ``v_free``, ``v_clamped``, ``gates``: flat arrays of the state, element 0 in the
-      low bits; ``outputs``: free outputs (``VF[p]`` or ``VF[p] - VF[m]``);
-    - ``ticks``: committed ticks; ``tick_done``: high in the cycle a tick commits;
-      ``sat_flags``/``saturated``: sticky saturation flags.
+      low bits.
     """
 
     #: Networks the fabric holds (:class:`~.streams.StreamFabric` interleaves several).
     streams = 1
-    #: Cycles from a ``gate_raddr`` to its gate on ``gate_rdata``.
+    #: Cycles from a ``gate.raddr`` to its gate on ``gate.rdata``.
     gate_read_latency = 1
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
@@ -99,33 +109,20 @@ class Fabric(wiring.Component):
         """The signature's members (a dict)."""
         v, g = signed(self.fmt.v_bits), signed(self.fmt.g_bits)
         return {
-            **self._control_members(),
+            **self._seam_members(),
             "v_free": Out(data.ArrayLayout(v, self.n_nodes)),
             "v_clamped": Out(data.ArrayLayout(v, self.n_nodes)),
             "gates": Out(data.ArrayLayout(g, self.n_edges)),
         }
 
-    def _control_members(self):
-        """Members every fabric has: run, samples, gate writes and reads, status."""
-        v, g = signed(self.fmt.v_bits), signed(self.fmt.g_bits)
+    def _seam_members(self):
+        """Members every fabric has (:mod:`.ports`): ``control``, ``gate``, ``status``."""
+        f = self.fmt
         return {
-            "run": In(1),
-            "learn": In(1),
-            "sample_we": In(1),
-            "sample_addr": In(range(max(self.n_samples, 2))),
-            "sample_data": In(v),
-            "gate_we": In(1),
-            "gate_addr": In(range(max(self.streams * self.n_edges, 2))),
-            "gate_data": In(g),
-            "gate_raddr": In(range(max(self.streams * self.n_edges, 2))),
-            "gate_rdata": Out(g),
-            "clear_flags": In(1),
-            "outputs": Out(data.ArrayLayout(signed(self.fmt.v_bits + 1),
-                                            self.streams * self.n_outputs)),
-            "ticks": Out(TICKS_BITS),
-            "tick_done": Out(1),
-            "sat_flags": Out(5),
-            "saturated": Out(1),
+            "control": In(ControlSignature(self.n_samples, f.v_bits,
+                                           self.streams * self.n_outputs)),
+            "gate": In(GatePortSignature(self.streams * self.n_edges, f.g_bits)),
+            "status": Out(StatusSignature()),
         }
 
     def _state(self, m):
@@ -147,7 +144,7 @@ class Fabric(wiring.Component):
                    for i in range(len(self.driven_nodes))],
             target=[Signal(signed(f.v_bits), name=f"target{k}")
                     for k in range(self.n_outputs)],
-            flags=Signal(5), ticks=Signal(TICKS_BITS))
+            flags=Signal(SatFlags.size), ticks=Signal(TICKS_BITS))
 
     def _clamp(self, m, st, vc_next):
         """Override the clamped outputs in ``vc_next`` from the free outputs at t.
@@ -180,14 +177,14 @@ class Fabric(wiring.Component):
         self._status_and_samples(m, st, commit, tick_flags, out_values)
 
         # Controller writes (after the updates: a write wins).
-        with m.If(self.gate_we):
-            with m.Switch(self.gate_addr):
+        with m.If(self.gate.we):
+            with m.Switch(self.gate.addr):
                 for e in range(E):
                     with m.Case(e):
-                        m.d.sync += st.g[e].eq(self.gate_data)
+                        m.d.sync += st.g[e].eq(self.gate.data)
 
         # Readback.
-        m.d.sync += self.gate_rdata.eq(mux_tree(self.gate_raddr, st.g))
+        m.d.sync += self.gate.rdata.eq(mux_tree(self.gate.raddr, st.g))
         m.d.comb += [self.v_free[n].eq(st.vf[n]) for n in range(N)]
         m.d.comb += [self.v_clamped[n].eq(st.vc[n]) for n in range(N)]
         m.d.comb += [self.gates[e].eq(st.g[e]) for e in range(E)]
@@ -196,47 +193,76 @@ class Fabric(wiring.Component):
         """Sticky flags, tick counter, sample writes and the output/status ports.
 
         ``tick_flags`` are ORed into the sticky flags on every cycle of ``run`` (default
-        the ``run`` port).
+        ``control.run``).
         """
-        with m.If(self.run if run is None else run):
+        ctl, status = self.control, self.status
+        with m.If(ctl.run if run is None else run):
             m.d.sync += st.flags.eq(st.flags | tick_flags)
-        with m.If(self.clear_flags):
+        with m.If(status.clear_flags):
             m.d.sync += st.flags.eq(0)
         with m.If(commit):
             m.d.sync += st.ticks.eq(st.ticks + 1)
-        with m.If(self.sample_we):           # after the commit: a write wins
-            with m.Switch(self.sample_addr):
+        with m.If(ctl.sample_we):            # after the commit: a write wins
+            with m.Switch(ctl.sample_addr):
                 for i, reg in enumerate(st.drive + st.target):
                     with m.Case(i):
-                        m.d.sync += reg.eq(self.sample_data)
-        m.d.comb += [self.outputs[k].eq(o) for k, o in enumerate(out_values)]
-        m.d.comb += [self.ticks.eq(st.ticks), self.tick_done.eq(commit),
-                     self.sat_flags.eq(st.flags), self.saturated.eq(st.flags.any())]
+                        m.d.sync += reg.eq(ctl.sample_data)
+        m.d.comb += [ctl.outputs[k].eq(o) for k, o in enumerate(out_values)]
+        m.d.comb += [status.ticks.eq(st.ticks), ctl.tick_done.eq(commit),
+                     status.sat_flags.eq(st.flags), status.saturated.eq(st.flags.any())]
 
     def elaborate(self, platform):
-        f, cfg = self.fmt, self.cfg
         m = Module()
-        N, E, P, C = self.n_nodes, self.n_edges, self.edge_units, self.cycles_per_tick
-        edges = np.asarray(cfg.network.edges)
+        edges = np.asarray(self.cfg.network.edges)
         st = self._state(m)
-        vf, vc, g = st.vf, st.vc, st.g
+        seq = self._sequencer(m)
+        cells, term_flags, dg_flags = self._edge_cells(m, st, seq, edges)
+        vf_next, vc_next, node_flags = self._node_cells(m, st, seq, cells, edges)
+        clamp_flags, out_values = self._clamp(m, st, vc_next)
+        tick_flags = Signal(SatFlags.size)
+        m.d.comb += tick_flags.eq(
+            sat_bits(term=as_bit(any_of(term_flags)), dg=as_bit(any_of(dg_flags)))
+            | Mux(seq.last, any_of(node_flags) | sat_bits(v=as_bit(any_of(clamp_flags))), 0))
+        self._finish(m, st, seq.commit, tick_flags, vf_next, vc_next, out_values)
+        m.d.comb += self.control.busy.eq(0)          # a tick never outlasts ``run``
+        # ``control.clear`` restores what the domain's reset does
+        return ResetInserter({"sync": self.control.clear})(m)
 
-        # Sequencing: phase c of C handles edges c*P .. c*P+P-1.
+    def _sequencer(self, m):
+        """The phase of a folded tick: phase c of C handles edges ``c*P .. c*P+P-1``.
+
+        Returns
+        -------
+        SimpleNamespace
+            ``phase`` (None when C is 1), ``learn`` (sampled on the tick's first cycle),
+            ``last`` (the tick's last cycle) and ``commit`` (``run`` and ``last``).
+        """
+        C, ctl = self.cycles_per_tick, self.control
         if C > 1:
             phase = Signal(range(C))
             learn_q = Signal()
-            learn = Mux(phase == 0, self.learn, learn_q)
+            learn = Mux(phase == 0, ctl.learn, learn_q)
             last = phase == C - 1
-            with m.If(self.run):
+            with m.If(ctl.run):
                 m.d.sync += phase.eq(Mux(last, 0, phase + 1))
                 with m.If(phase == 0):
-                    m.d.sync += learn_q.eq(self.learn)
+                    m.d.sync += learn_q.eq(ctl.learn)
         else:
-            learn, last = self.learn, 1
+            phase, learn, last = None, ctl.learn, 1
         commit = Signal()
-        m.d.comb += commit.eq(self.run & last)
+        m.d.comb += commit.eq(ctl.run & last)
+        return SimpleNamespace(phase=phase, learn=learn, last=last, commit=commit)
 
-        # Edge cells; unit u in phase c works on edge c*P + u.
+    def _edge_cells(self, m, st, seq, edges):
+        """The edge cells; unit u in phase c works on edge ``c*P + u`` and updates its gate.
+
+        Returns
+        -------
+        (cells, term_flags, dg_flags)
+            The cells, and their saturation bits of this cycle (valid units only).
+        """
+        f, E, P, C = self.fmt, self.n_edges, self.edge_units, self.cycles_per_tick
+        vf, vc, g = st.vf, st.vc, st.g
         cells = []
         term_flags, dg_flags = [], []
         for u in range(P):
@@ -254,66 +280,74 @@ class Fabric(wiring.Component):
                 (cell.g, lambda e: g[e]), (cell.vt, lambda e: int(f.vt_q[e])),
             ]
             for port, source in sources:
-                m.d.comb += port.eq(select(phase if C > 1 else None,
-                                            {c: source(e) for c, e in my_edges}))
-            m.d.comb += cell.learn.eq(learn)
+                m.d.comb += port.eq(select(seq.phase, {c: source(e) for c, e in my_edges}))
+            m.d.comb += cell.learn.eq(seq.learn)
             if C == 1:
                 valid = 1
             else:
                 valid = Signal(name=f"valid{u}")
-                m.d.comb += valid.eq(select(phase, {c: 1 for c, _ in my_edges}))
+                m.d.comb += valid.eq(select(seq.phase, {c: 1 for c, _ in my_edges}))
             term_flags.append(cell.sat_term & valid)
             dg_flags.append(cell.sat_dg & valid)
-            with m.If(self.run):
-                if C == 1:
-                    m.d.sync += g[my_edges[0][1]].eq(cell.g_next)
-                else:
-                    with m.Switch(phase):
-                        for c, e in my_edges:
-                            with m.Case(c):
-                                m.d.sync += g[e].eq(cell.g_next)
+            self._gate_updates(m, g, seq, cell, my_edges)
+        return cells, term_flags, dg_flags
 
-        # Node sums: signed edge terms of the current phase, plus the accumulators.
-        def phase_sum(n, c, tag):
-            return node_sum(edges, n, {c * P + u: cells[u].s_f if tag == "f" else cells[u].s_c
-                                       for u in range(P) if c * P + u < E})
+    def _gate_updates(self, m, g, seq, cell, my_edges):
+        """Each running cycle, the gate of the cell's edge of this phase takes ``g_next``."""
+        with m.If(self.control.run):
+            if self.cycles_per_tick == 1:
+                m.d.sync += g[my_edges[0][1]].eq(cell.g_next)
+            else:
+                with m.Switch(seq.phase):
+                    for c, e in my_edges:
+                        with m.Case(c):
+                            m.d.sync += g[e].eq(cell.g_next)
 
+    def _node_cells(self, m, st, seq, cells, edges):
+        """Node sums (this phase's signed edge terms plus the accumulators) and the node
+        cells; a driven node's next state is its drive register.
+
+        Returns
+        -------
+        (vf_next, vc_next, node_flags)
+        """
+        f, N = self.fmt, self.n_nodes
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
         node_flags = []
-        vf_next, vc_next = list(vf), list(vc)
+        vf_next, vc_next = list(st.vf), list(st.vc)
         for n in range(N):
             if n in driven_index:
                 vf_next[n] = vc_next[n] = st.drive[driven_index[n]]
                 continue
-            sums = []
-            for tag in ("f", "c"):
-                total = Signal(signed(self.acc_width), name=f"acc{tag}{n}")
-                if C == 1:
-                    m.d.comb += total.eq(phase_sum(n, 0, tag))
-                else:
-                    part = Signal(signed(self.acc_width), name=f"part{tag}{n}")
-                    acc = Signal(signed(self.acc_width), name=f"accq{tag}{n}")
-                    m.d.comb += part.eq(select(phase, {c: phase_sum(n, c, tag)
-                                                        for c in range(C)}))
-                    m.d.comb += total.eq(acc + part)
-                    with m.If(self.run):
-                        m.d.sync += acc.eq(Mux(last, 0, total))
-                sums.append(total)
+            sums = [self._node_total(m, seq, cells, edges, n, tag) for tag in ("f", "c")]
             cell = NodeCell(f, self.acc_width)
             m.submodules[f"node{n}"] = cell
-            m.d.comb += [cell.v_f.eq(vf[n]), cell.v_c.eq(vc[n]),
+            m.d.comb += [cell.v_f.eq(st.vf[n]), cell.v_c.eq(st.vc[n]),
                          cell.acc_f.eq(sums[0]), cell.acc_c.eq(sums[1])]
             vf_next[n], vc_next[n] = cell.v_f_next, cell.v_c_next
             node_flags.append(cell.flags)
+        return vf_next, vc_next, node_flags
 
-        clamp_flags, out_values = self._clamp(m, st, vc_next)
-        tick_flags = Signal(5)
-        m.d.comb += tick_flags.eq(
-            Cat(as_bit(any_of(term_flags)), Const(0, 3), as_bit(any_of(dg_flags)))
-            | Mux(last, any_of(node_flags)
-                  | Cat(Const(0, 3), as_bit(any_of(clamp_flags)), Const(0, 1)), 0))
-        self._finish(m, st, commit, tick_flags, vf_next, vc_next, out_values)
-        return m
+    def _node_total(self, m, seq, cells, edges, n, tag):
+        """The sum of node ``n``'s edge terms of the tick so far in network ``tag`` ("f"
+        or "c"): this phase's terms plus the accumulator of the earlier phases."""
+        E, P, C = self.n_edges, self.edge_units, self.cycles_per_tick
+
+        def phase_sum(c):
+            return node_sum(edges, n, {c * P + u: cells[u].s_f if tag == "f" else cells[u].s_c
+                                       for u in range(P) if c * P + u < E})
+
+        total = Signal(signed(self.acc_width), name=f"acc{tag}{n}")
+        if C == 1:
+            m.d.comb += total.eq(phase_sum(0))
+        else:
+            part = Signal(signed(self.acc_width), name=f"part{tag}{n}")
+            acc = Signal(signed(self.acc_width), name=f"accq{tag}{n}")
+            m.d.comb += part.eq(select(seq.phase, {c: phase_sum(c) for c in range(C)}))
+            m.d.comb += total.eq(acc + part)
+            with m.If(self.control.run):
+                m.d.sync += acc.eq(Mux(seq.last, 0, total))
+        return total
 
 
 def folded_shape(cfg):

@@ -12,15 +12,30 @@ parts with :func:`amaranth.lib.wiring.connect`. Members a fabric does not use ar
 off inside it.
 """
 
-from amaranth.hdl import signed
+from amaranth.hdl import Cat, Const, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SatFlags", "TICKS_BITS", "ControlSignature", "GatePortSignature",
-           "StatusSignature"]
+from clln.formats import SATURATION_FLAGS
 
-#: Sticky saturation flags (``docs/semantics.md``): bit 0 ``term`` .. bit 4 ``dg``.
-SatFlags = data.StructLayout({"term": 1, "acc": 1, "dv": 1, "v": 1, "dg": 1})
+__all__ = ["SatFlags", "SAT_MASK", "sat_bits", "TICKS_BITS", "ControlSignature",
+           "GatePortSignature", "StatusSignature"]
+
+#: Sticky saturation flags (``docs/semantics.md``, names from
+#: :data:`clln.formats.SATURATION_FLAGS`): bit 0 ``term`` .. bit 4 ``dg``.
+SatFlags = data.StructLayout({name: 1 for name in SATURATION_FLAGS})
+#: Bit mask of each flag in a value of :data:`SatFlags` (from the layout's offsets).
+SAT_MASK = {name: 1 << field.offset for name, field in SatFlags}
+
+
+def sat_bits(**bits):
+    """A value of :data:`SatFlags`' width: each named flag from its 1-bit value
+    (``sat_bits(v=clipped)``), the others 0."""
+    unknown = set(bits) - set(SAT_MASK)
+    if unknown:
+        raise ValueError(f"no such saturation flags: {sorted(unknown)}")
+    return Cat(*(bits.get(name, Const(0, 1)) for name, _ in
+                 sorted(SatFlags, key=lambda item: item[1].offset)))
 #: Width of the tick counter (wraps).
 TICKS_BITS = 32
 

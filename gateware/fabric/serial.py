@@ -20,7 +20,7 @@ outputs are registers.
 from collections import namedtuple
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -36,6 +36,7 @@ from .cells import (
     overdrive,
 )
 from .parallel import Fabric
+from .ports import SAT_MASK, SatFlags
 
 __all__ = ["SerialFabric", "Visit", "serial_schedule", "serial_cycles_per_tick"]
 
@@ -106,10 +107,11 @@ class SerialFabric(Fabric):
     -----
     The ports are those of :class:`~.fabric.Fabric` except the flat state vectors:
     node voltages are read through ``node_raddr`` (``v_free_rdata``/``v_clamped_rdata``
-    are the voltages of that node one cycle later), gates through ``gate_raddr``. Node
+    are the voltages of that node one cycle later), gates through ``gate.raddr``. Node
     voltages and gates are kept in memories (block RAM). After a reset (and at start) the
     fabric clears them, one address per cycle (``max(2 * 2**ceil(log2 N), E) + 1``
-    cycles), with ``busy`` high; ``run`` waits until it is done.
+    cycles), with ``control.busy`` high; ``control.run`` waits until it is done
+    (``control.clear`` starts it again, as a reset does).
     """
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
@@ -120,99 +122,139 @@ class SerialFabric(Fabric):
 
     def _members(self):
         v = signed(self.fmt.v_bits)
-        return {**self._control_members(), "node_raddr": In(range(max(self.n_nodes, 2))),
-                "v_free_rdata": Out(v), "v_clamped_rdata": Out(v), "busy": Out(1)}
+        return {**self._seam_members(), "node_raddr": In(range(max(self.n_nodes, 2))),
+                "v_free_rdata": Out(v), "v_clamped_rdata": Out(v)}
 
     def elaborate(self, platform):
-        f = self.fmt
         m = Module()
-        N, E, S = self.n_nodes, self.n_edges, self.cycles_per_tick
-        st = SimpleNamespace(**self._io_registers())
-        v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
-        driven = {n: i for i, n in enumerate(self.driven_nodes)}
+        x = self._registers(m)
+        self._sequencer(m, x)
+        self._memories(m, x)
+        p = self._operand_stage(m, x)
+        q = self._product_stage(m, x, p)
+        r = self._sum_stage(m, x, q)
+        node_flags = self._node_stage(m, x, q, r)
+        self._commit(m, x, q, r, node_flags)
+        self._readback(m, x)
+        # ``control.clear`` restores what the domain's reset does (and so clears the
+        # memories again)
+        return ResetInserter({"sync": self.control.clear})(m)
+
+    def _registers(self, m):
+        """The elaboration's namespace, with the registers outside the memories: drives,
+        targets, flags, ticks; the driven nodes' state and the output nodes' free
+        voltages; and the clamp, from the free outputs at t."""
+        f = self.fmt
+        v_shape = signed(f.v_bits)
+        x = SimpleNamespace(st=SimpleNamespace(**self._io_registers()),
+                            driven={n: i for i, n in enumerate(self.driven_nodes)})
         # A driven node's state (the same in both networks) is a register; so is the
         # free voltage of every output node, which the clamp and ``outputs`` read.
-        vd = [Signal(v_shape, name=f"vd{n}") for n in self.driven_nodes]
-        out_nodes = sorted({n for p, q in self.cfg.io.outputs for n in (p, q) if n >= 0})
-        vf_out = {n: Signal(v_shape, name=f"vf_out{n}") for n in out_nodes}
-        vf_out_next = {n: Signal(v_shape, name=f"vf_out_next{n}") for n in out_nodes}
+        x.vd = [Signal(v_shape, name=f"vd{n}") for n in self.driven_nodes]
+        x.out_nodes = sorted({n for p, q in self.cfg.io.outputs for n in (p, q) if n >= 0})
+        x.vf_out = {n: Signal(v_shape, name=f"vf_out{n}") for n in x.out_nodes}
+        x.vf_out_next = {n: Signal(v_shape, name=f"vf_out_next{n}") for n in x.out_nodes}
 
         # The clamped voltage of each clamped output node, from the free outputs at t.
-        clamp_values = {}
-        clamp_flags, out_values = self._clamp(m, SimpleNamespace(vf=vf_out, target=st.target),
-                                              clamp_values)
-        clamp_nodes = sorted(clamp_values)
+        x.clamp_values = {}
+        x.clamp_flags, x.out_values = self._clamp(
+            m, SimpleNamespace(vf=x.vf_out, target=x.st.target), x.clamp_values)
+        x.clamp_nodes = sorted(x.clamp_values)
+        return x
 
-        # The schedule as registered fields: ``cur`` is the visit in stage 1, ``pre`` the
-        # next one (whose memory reads are issued one cycle ahead).
+    def _schedule_rows(self, x):
+        """The schedule as rows of registered fields (a layout and a list of dicts), the
+        drain and commit cycles last."""
+        f, N, E = self.fmt, self.n_nodes, self.n_edges
         layout = data.StructLayout({
             "node": range(N), "other": range(N), "edge": range(E), "net": 1, "plus": 1,
-            "first": 1, "last": 1, "gate": 1, "term": 1, "vt": v_shape,
-            "node_driven": 1, "other_driven": 1, "clamp": range(len(clamp_nodes) + 1)})
-        rows = [dict(v._asdict(), vt=int(f.vt_q[v.edge]), node_driven=int(v.node in driven),
-                     other_driven=int(v.other in driven),
-                     clamp=clamp_nodes.index(v.node) + 1 if v.net and v.node in clamp_values
-                     else 0)
+            "first": 1, "last": 1, "gate": 1, "term": 1, "vt": signed(f.v_bits),
+            "node_driven": 1, "other_driven": 1, "clamp": range(len(x.clamp_nodes) + 1)})
+        rows = [dict(v._asdict(), vt=int(f.vt_q[v.edge]), node_driven=int(v.node in x.driven),
+                     other_driven=int(v.other in x.driven),
+                     clamp=x.clamp_nodes.index(v.node) + 1
+                     if v.net and v.node in x.clamp_values else 0)
                 for v in self.schedule]
         idle = dict.fromkeys(layout.members, 0)
         rows += [idle] * PIPELINE_CYCLES            # drain the pipeline, then commit
+        return layout, rows
+
+    def _sequencer(self, m, x):
+        """The step through the schedule: ``cur`` is the visit in stage 1, ``pre`` the next
+        one (whose memory reads are issued one cycle ahead); ``learn`` sampled on the
+        first step, ``run`` (driven by :meth:`_memories`), ``bank``, ``commit``."""
+        S, ctl = self.cycles_per_tick, self.control
+        layout, rows = self._schedule_rows(x)
         step = Signal(range(S))
-        cur = Signal(layout, init=rows[0])
+        x.cur = cur = Signal(layout, init=rows[0])
         pre = Signal(layout, init=rows[1 % S])
-        end = step == S - 1
+        x.pre, x.end = pre, step == S - 1
         learn_q = Signal()
-        learn = Mux(step == 0, self.learn, learn_q)
-        run = Signal()                              # ``run`` unless clearing (below)
-        bank = Signal()                             # memory half that holds the state at t
-        commit = Signal()
-        m.d.comb += commit.eq(run & end)
-        with m.If(run):
-            m.d.sync += [step.eq(Mux(end, 0, step + 1)), cur.eq(pre)]
+        x.learn = Mux(step == 0, ctl.learn, learn_q)
+        x.run = Signal()                            # ``run`` unless clearing (below)
+        x.bank = Signal()                           # memory half that holds the state at t
+        x.commit = Signal()
+        m.d.comb += x.commit.eq(x.run & x.end)
+        with m.If(x.run):
+            m.d.sync += [step.eq(Mux(x.end, 0, step + 1)), cur.eq(pre)]
             with m.If(step == 0):
-                m.d.sync += learn_q.eq(self.learn)
+                m.d.sync += learn_q.eq(ctl.learn)
             with m.Switch(step):
                 for i in range(S):
                     with m.Case(i):
                         m.d.sync += pre.eq(layout.const(rows[(i + 2) % S]))
 
-        # Memories: node voltages at {bank, node}, gates at edge. Running, the engine
-        # reads ``pre``'s operands; paused, ``cur``'s, so a gate written meanwhile is seen.
+    def _memories(self, m, x):
+        """Node voltages at {bank, node}, gates at edge; the clearing after a reset."""
+        f, N, E = self.fmt, self.n_nodes, self.n_edges
+        v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
         node_bits = max(1, (N - 1).bit_length())
-        gate_init = [int(x) for x in self.gate_init]
-        mems = {}
+        gate_init = [int(v) for v in self.gate_init]
+        x.mems = {}
         for name, shape, depth, init in (("vf", v_shape, 2 << node_bits, []),
                                          ("vc", v_shape, 2 << node_bits, []),
                                          ("g", g_shape, E, gate_init)):
             mem = Memory(shape=shape, depth=depth, init=init)
             m.submodules[f"{name}_mem"] = mem
             wr = mem.write_port()
-            mems[name] = (mem, wr)
+            x.mems[name] = (mem, wr)
         # After a reset the memories are cleared (node voltages 0, the initial gates from
         # a ROM), one address per cycle; meanwhile ``busy`` is high and ``run`` is ignored.
-        node_depth = 2 << node_bits
-        clear_len = max(node_depth, E)
-        clear = Signal(range(clear_len + 2))
-        busy = Signal()
-        m.d.comb += [busy.eq(clear != clear_len + 1), self.busy.eq(busy)]
-        with m.If(busy):
-            m.d.sync += clear.eq(clear + 1)
+        x.node_depth = 2 << node_bits
+        clear_len = max(x.node_depth, E)
+        x.clear = Signal(range(clear_len + 2))
+        x.busy = Signal()
+        m.d.comb += [x.busy.eq(x.clear != clear_len + 1), self.control.busy.eq(x.busy)]
+        with m.If(x.busy):
+            m.d.sync += x.clear.eq(x.clear + 1)
         m.submodules.gate_rom = gate_rom = Memory(shape=g_shape, depth=E, init=gate_init)
-        rom_rd = gate_rom.read_port()
-        m.d.comb += [rom_rd.addr.eq(clear), run.eq(self.run & ~busy)]
+        x.rom_rd = gate_rom.read_port()
+        m.d.comb += [x.rom_rd.addr.eq(x.clear), x.run.eq(self.control.run & ~x.busy)]
 
-        at = SimpleNamespace(**{k: Mux(run, getattr(pre, k), getattr(cur, k))
+    def _engine_reads(self, m, x):
+        """The operands' memory reads: running, the engine reads ``pre``'s operands;
+        paused, ``cur``'s, so a gate written meanwhile is seen. A driven node's voltage
+        comes from its register (the same in both networks).
+
+        Returns
+        -------
+        (vn_f, vo_f, vn_c, vo_c, g_e)
+            The visit's node and other end in both networks, and the edge's gate.
+        """
+        N, cur, pre = self.n_nodes, x.cur, x.pre
+        at = SimpleNamespace(**{k: Mux(x.run, getattr(pre, k), getattr(cur, k))
                                 for k in ("node", "other", "edge")})
-        read_bank = Mux(commit, ~bank, bank)
+        read_bank = Mux(x.commit, ~x.bank, x.bank)
 
         def engine_read(name, addr):
-            mem, wr = mems[name]
+            mem, wr = x.mems[name]
             port = mem.read_port(transparent_for=(wr,))
             m.d.comb += port.addr.eq(addr)
             return port.data
 
-        # A driven node's voltage comes from its register (the same in both networks).
-        vd_by_node = [vd[driven[n]] if n in driven else 0 for n in range(N)]
-        vd_node, vd_other = mux_tree(cur.node, vd_by_node), mux_tree(cur.other, vd_by_node)
+        x.vd_by_node = [x.vd[x.driven[n]] if n in x.driven else 0 for n in range(N)]
+        vd_node = mux_tree(cur.node, x.vd_by_node)
+        vd_other = mux_tree(cur.other, x.vd_by_node)
 
         def node_value(name, addr, is_driven, from_register):
             return Mux(is_driven, from_register, engine_read(name, Cat(addr, read_bank)))
@@ -221,110 +263,133 @@ class SerialFabric(Fabric):
         vo_f = node_value("vf", at.other, cur.other_driven, vd_other)
         vn_c = node_value("vc", at.node, cur.node_driven, vd_node)
         vo_c = node_value("vc", at.other, cur.other_driven, vd_other)
-        g_e = engine_read("g", at.edge)
+        return vn_f, vo_f, vn_c, vo_c, engine_read("g", at.edge)
 
-        # Stage 1, operands: the factors of one edge's term in one network and of its
-        # gate step.
-        vn = Signal(v_shape)
-        vo = Signal(v_shape)
+    def _stage_registers(self, m, x, tag, values, results):
+        """Pipeline registers (they hold while ``run`` is low): what the later stages need
+        of the visit (``values``, by the fields of :meth:`_visit_fields`), and the
+        stage's ``results`` (``regs.results``)."""
+        regs = SimpleNamespace(**{k: Signal(shape, name=f"{tag}_{k}")
+                                  for k, shape in self._visit_fields(x).items()})
+        regs.results = [Signal(r.shape(), name=f"{tag}_r{i}") for i, r in enumerate(results)]
+        with m.If(x.run):
+            m.d.sync += [getattr(regs, k).eq(v) for k, v in values.items()]
+            m.d.sync += [r.eq(v) for r, v in zip(regs.results, results)]
+        return regs
+
+    def _visit_fields(self, x):
+        """The fields of a visit the pipeline registers carry (name -> shape)."""
+        N, E = self.n_nodes, self.n_edges
+        return {"plus": 1, "first": 1, "last": 1, "node": range(N), "net": 1, "term": 1,
+                "vn": signed(self.fmt.v_bits), "gate": 1, "edge": range(E),
+                "g": signed(self.fmt.g_bits), "clamp": range(len(x.clamp_nodes) + 1)}
+
+    def _operand_stage(self, m, x):
+        """Stage 1, operands: the factors of one edge's term in one network and of its
+        gate step; returns the stage's registers."""
+        f, cur = self.fmt, x.cur
+        vn_f, vo_f, vn_c, vo_c, g_e = self._engine_reads(m, x)
+        vn = Signal(signed(f.v_bits))
+        vo = Signal(signed(f.v_bits))
         m.d.comb += [vn.eq(Mux(cur.net, vn_c, vn_f)), vo.eq(Mux(cur.net, vo_c, vo_f))]
         ov = overdrive(m, f, g_e, cur.vt)
         factors = (*edge_operands(m, f, ov, Mux(cur.plus, vo, vn), Mux(cur.plus, vn, vo), "x"),
                    *gate_operands(m, f, Mux(cur.plus, vo_f - vn_f, vn_f - vo_f),
                                   Mux(cur.plus, vo_c - vn_c, vn_c - vo_c)))
-
-        # Pipeline registers (they hold while ``run`` is low): what the later stages need
-        # of the visit, and the stage's results.
-        control = {"plus": 1, "first": 1, "last": 1, "node": range(N), "net": 1, "term": 1,
-                   "vn": v_shape, "gate": 1, "edge": range(E), "g": g_shape,
-                   "clamp": range(len(clamp_nodes) + 1)}
-
-        def stage_registers(tag, values, results):
-            regs = SimpleNamespace(**{k: Signal(shape, name=f"{tag}_{k}")
-                                      for k, shape in control.items()})
-            regs.results = [Signal(r.shape(), name=f"{tag}_r{i}") for i, r in enumerate(results)]
-            with m.If(run):
-                m.d.sync += [getattr(regs, k).eq(v) for k, v in values.items()]
-                m.d.sync += [r.eq(v) for r, v in zip(regs.results, results)]
-            return regs
-
-        p = stage_registers("p", {
+        return self._stage_registers(m, x, "p", {
             "plus": cur.plus, "first": cur.first, "last": cur.last, "node": cur.node,
-            "net": cur.net, "term": cur.term, "vn": vn, "gate": cur.gate & learn,
+            "net": cur.net, "term": cur.term, "vn": vn, "gate": cur.gate & x.learn,
             "edge": cur.edge, "g": g_e, "clamp": cur.clamp}, factors)
 
-        # Stage 2, products: the edge term and the gate step.
+    def _product_stage(self, m, x, p):
+        """Stage 2, products: the edge term and the gate step, and their saturation."""
+        f = self.fmt
         udiff, usum, vdiff, gminus, gplus = p.results
         s, s_clipped = edge_product(m, f, udiff, usum, vdiff, "x", self.mult_bits)
         dg, dg_clipped = gate_product(m, f, gminus, gplus, mult_bits=self.mult_bits)
-        flags = Signal(5)
-        m.d.comb += flags.eq(Mux(s_clipped & p.term, 1, 0) | Mux(p.gate & dg_clipped, 16, 0))
-        q = stage_registers("q", {k: getattr(p, k) for k in control}, [s, dg, flags])
+        flags = Signal(SatFlags.size)
+        m.d.comb += flags.eq(Mux(s_clipped & p.term, SAT_MASK["term"], 0)
+                             | Mux(p.gate & dg_clipped, SAT_MASK["dg"], 0))
+        q = self._stage_registers(m, x, "q", {k: getattr(p, k) for k in self._visit_fields(x)},
+                                  [s, dg, flags])
         q.s, q.dg, q.flags = q.results
+        return q
 
-        # Stage 3, sum: the running sum of the node's terms; the new gate (below).
-        acc = Signal(signed(self.acc_width))
-        total = Signal(signed(self.acc_width))
+    def _sum_stage(self, m, x, q):
+        """Stage 3, sum: the running sum of the node's terms (the new gate is written by
+        :meth:`_commit`); returns the stage's registers."""
+        N, v_shape, acc_shape = self.n_nodes, signed(self.fmt.v_bits), signed(self.acc_width)
+        acc = Signal(acc_shape)
+        total = Signal(acc_shape)
         m.d.comb += total.eq(Mux(q.first, 0, acc) + Mux(q.plus, q.s, -q.s))
-        with m.If(run):
+        with m.If(x.run):
             m.d.sync += acc.eq(total)
         r = SimpleNamespace(last=Signal(name="r_last"), node=Signal(range(N), name="r_node"),
                             net=Signal(name="r_net"), vn=Signal(v_shape, name="r_vn"),
-                            clamp=Signal(range(len(clamp_nodes) + 1), name="r_clamp"),
-                            total=Signal(signed(self.acc_width), name="r_total"))
-        with m.If(run):
+                            clamp=Signal(range(len(x.clamp_nodes) + 1), name="r_clamp"),
+                            total=Signal(acc_shape, name="r_total"))
+        with m.If(x.run):
             m.d.sync += [r.last.eq(q.last), r.node.eq(q.node), r.net.eq(q.net),
                          r.vn.eq(q.vn), r.clamp.eq(q.clamp), r.total.eq(total)]
+        return r
 
-        # Stage 4, node unit: after a node's last term, its new voltage (or the clamp)
-        # into the other half of the memory.
+    def _node_stage(self, m, x, q, r):
+        """Stage 4, node unit: after a node's last term, its new voltage (or the clamp)
+        into the other half of the memory; the new gate; returns the node's flags."""
+        f, E, busy, clear, bank = self.fmt, self.n_edges, x.busy, x.clear, x.bank
         v_new, node_flags = node_step(m, f, r.vn, r.total, "x")
-        clamped = select(r.clamp, {i + 1: clamp_values[n] for i, n in enumerate(clamp_nodes)})
-        _, vf_wr = mems["vf"]
-        _, vc_wr = mems["vc"]
-        clearing_nodes = busy & (clear < node_depth)
+        clamped = select(r.clamp, {i + 1: x.clamp_values[n]
+                                   for i, n in enumerate(x.clamp_nodes)})
+        _, vf_wr = x.mems["vf"]
+        _, vc_wr = x.mems["vc"]
+        clearing_nodes = busy & (clear < x.node_depth)
         m.d.comb += [
             vf_wr.addr.eq(Mux(busy, clear, Cat(r.node, ~bank))),
             vf_wr.data.eq(Mux(busy, 0, v_new)),
-            vf_wr.en.eq(clearing_nodes | (run & r.last & ~r.net)),
+            vf_wr.en.eq(clearing_nodes | (x.run & r.last & ~r.net)),
             vc_wr.addr.eq(Mux(busy, clear, Cat(r.node, ~bank))),
             vc_wr.data.eq(Mux(busy, 0, Mux(r.clamp != 0, clamped, v_new))),
-            vc_wr.en.eq(clearing_nodes | (run & r.last & r.net)),
+            vc_wr.en.eq(clearing_nodes | (x.run & r.last & r.net)),
         ]
-        with m.If(run & r.last & ~r.net):
+        with m.If(x.run & r.last & ~r.net):
             with m.Switch(r.node):
-                for n in out_nodes:
+                for n in x.out_nodes:
                     with m.Case(n):
-                        m.d.sync += vf_out_next[n].eq(v_new)
-        _, g_wr = mems["g"]
+                        m.d.sync += x.vf_out_next[n].eq(v_new)
+        _, g_wr = x.mems["g"]
+        gate = self.gate
         restoring = busy & (clear >= 1) & (clear <= E)      # the ROM read takes a cycle
         m.d.comb += [                                   # a controller write wins
-            g_wr.addr.eq(Mux(self.gate_we, self.gate_addr, Mux(busy, clear - 1, q.edge))),
-            g_wr.data.eq(Mux(self.gate_we, self.gate_data,
-                             Mux(busy, rom_rd.data, gate_apply(m, f, q.g, q.dg)))),
-            g_wr.en.eq(self.gate_we | restoring | (run & q.gate)),
+            g_wr.addr.eq(Mux(gate.we, gate.addr, Mux(busy, clear - 1, q.edge))),
+            g_wr.data.eq(Mux(gate.we, gate.data,
+                             Mux(busy, x.rom_rd.data, gate_apply(m, f, q.g, q.dg)))),
+            g_wr.en.eq(gate.we | restoring | (x.run & q.gate)),
         ]
+        return node_flags
 
-        # Commit: the other half of the memory becomes the state; drives; free outputs.
-        with m.If(commit):
-            m.d.sync += [bank.eq(~bank), *[vd[i].eq(st.drive[i]) for i in range(len(vd))],
-                         *[vf_out[n].eq(vf_out_next[n]) for n in out_nodes]]
-        tick_flags = Signal(5)
+    def _commit(self, m, x, q, r, node_flags):
+        """Commit: the other half of the memory becomes the state; drives; free outputs;
+        then the flags, ticks and samples."""
+        st = x.st
+        with m.If(x.commit):
+            m.d.sync += [x.bank.eq(~x.bank), *[x.vd[i].eq(st.drive[i]) for i in range(len(x.vd))],
+                         *[x.vf_out[n].eq(x.vf_out_next[n]) for n in x.out_nodes]]
+        tick_flags = Signal(SatFlags.size)
         m.d.comb += tick_flags.eq(q.flags | Mux(r.last, node_flags, 0)
-                                  | Mux(end & any_of(clamp_flags), 8, 0))
-        self._status_and_samples(m, st, commit, tick_flags, out_values, run)
+                                  | Mux(x.end & any_of(x.clamp_flags), SAT_MASK["v"], 0))
+        self._status_and_samples(m, st, x.commit, tick_flags, x.out_values, x.run)
 
-        # Readback of the state at t (registered reads, as the memories give them).
-        g_mem, g_wr = mems["g"]
+    def _readback(self, m, x):
+        """Readback of the state at t (registered reads, as the memories give them)."""
+        N = self.n_nodes
+        g_mem, g_wr = x.mems["g"]
         g_rd = g_mem.read_port(transparent_for=(g_wr,))
-        m.d.comb += [g_rd.addr.eq(self.gate_raddr), self.gate_rdata.eq(g_rd.data)]
+        m.d.comb += [g_rd.addr.eq(self.gate.raddr), self.gate.rdata.eq(g_rd.data)]
         node_q = Signal(range(max(N, 2)))
         m.d.sync += node_q.eq(self.node_raddr)
         for name, out in (("vf", self.v_free_rdata), ("vc", self.v_clamped_rdata)):
-            mem, wr = mems[name]
+            mem, wr = x.mems[name]
             rd = mem.read_port(transparent_for=(wr,))
-            m.d.comb += [rd.addr.eq(Cat(self.node_raddr, bank)),
-                         out.eq(Mux(select(node_q, {n: 1 for n in driven}),
-                                    mux_tree(node_q, vd_by_node), rd.data))]
-        return m
-
+            m.d.comb += [rd.addr.eq(Cat(self.node_raddr, x.bank)),
+                         out.eq(Mux(select(node_q, {n: 1 for n in x.driven}),
+                                    mux_tree(node_q, x.vd_by_node), rd.data))]

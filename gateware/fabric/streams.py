@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import data
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from .arith import (
     any_of,
@@ -36,10 +36,6 @@ from .arith import (
     wire,
 )
 from .cells import (
-    SAT_ACC,
-    SAT_DG,
-    SAT_DV,
-    SAT_TERM,
     bounded_usum_bits,
     clamp_errors,
     clamp_finish,
@@ -59,6 +55,7 @@ from .cells import (
     overdrive,
 )
 from .parallel import Fabric
+from .ports import SAT_MASK, SatFlags, sat_bits
 
 __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 
@@ -100,7 +97,8 @@ class StreamFabric(Fabric):
 
     Notes
     -----
-    The ports are those of :class:`~.fabric.Fabric`, for ``C`` networks:
+    The members are those of :class:`~.parallel.Fabric`, for ``C`` networks (``run``,
+    ``busy`` ... are ``control``'s, ``sat_flags`` ``status``'s):
 
     - ``run``/``learn``: sampled when a round begins; a round issues one tick of every
       stream, one per cycle (beginning with whichever stream's slot is at the state
@@ -112,7 +110,7 @@ class StreamFabric(Fabric):
       ``outputs`` and the state ports follow. Drive and target registers are read by the
       ticks in flight, so change them (and read ``outputs`` or the state) only while
       ``busy`` is low.
-    - ``gate_addr``/``gate_raddr`` address ``s * E + e``; ``outputs`` has ``s * K + k``;
+    - ``gate.addr``/``gate.raddr`` address ``s * E + e``; ``outputs`` has ``s * K + k``;
       ``v_free``, ``v_clamped`` and ``gates`` hold stream after stream (copies, taken as
       each slot passes the state register; a board build that does not read them has
       none). Write a gate only while ``busy`` is low: the write waits (``busy``) until
@@ -121,11 +119,11 @@ class StreamFabric(Fabric):
       written gate is kept within ``[gate_min, gate_max]``, as learning keeps gates, so
       that every gate always is (which bounds the edge terms' factors, see
       ``bounded_usum_bits``; the protocol refuses other gates anyway).
-    - ``gate_rdata`` is the gate at ``gate_raddr`` ``gate_read_latency`` (``C + 3``)
+    - ``gate.rdata`` is the gate at ``gate.raddr`` ``gate_read_latency`` (``C + 3``)
       cycles earlier: the address is registered, then split into stream and edge, then
       the stream's slot comes round, then its group's gate is selected.
     - ``sat_flags``: sticky flags of all streams together.
-    - ``clear`` (as the domain's reset) restores every stream: registered twice, it
+    - ``control.clear`` (as the domain's reset) restores every stream: registered twice, it
       restores the control registers and drops the ticks in flight; the ring has no
       reset, so each slot is wiped as it enters the state register over the next ``C``
       cycles (``busy`` from the cycle after ``clear`` until the turn is done).
@@ -148,142 +146,193 @@ class StreamFabric(Fabric):
         v, g = signed(self.fmt.v_bits), signed(self.fmt.g_bits)
         C, N, E = self.streams, self.n_nodes, self.n_edges
         return {
-            **self._control_members(),
-            "busy": Out(1),
-            "clear": In(1),
+            **self._seam_members(),
             "v_free": Out(data.ArrayLayout(v, C * N)),
             "v_clamped": Out(data.ArrayLayout(v, C * N)),
             "gates": Out(data.ArrayLayout(g, C * E)),
         }
 
     def elaborate(self, platform):
-        f, cfg = self.fmt, self.cfg
         m = Module()
-        C, N, E = self.streams, self.n_nodes, self.n_edges
-        edges = [tuple(int(x) for x in e) for e in np.asarray(cfg.network.edges)]
-        io = SimpleNamespace(**self._io_registers())
+        ctx = self._ring(m)
+        self._clear_and_wipe(m, ctx)
+        self._issue(m, ctx)
+        x = dict(zip(ctx.carry, (ctx.valid, ctx.learn, ctx.state.vf, ctx.state.vc,
+                                 ctx.state.g)))
+        x = self._overdrive_stage(m, ctx, x)
+        x = self._operand_stage(m, ctx, x)
+        x = self._product_stage(m, ctx, x)
+        x = self._term_stage(m, ctx, x)
+        x = self._sum_stage(m, ctx, x)
+        x = self._kappa_stage(m, ctx, x)
+        x = self._step_stage(m, ctx, x)
+        wr = self._write_back(m, ctx, x)
+        out_values, mirror = self._stream_copies(m, ctx)
+        self._status_and_samples(m, ctx.io, ctx.tick_done, x["flags"] | any_of(x["sat"]),
+                                 out_values, run=x["valid"])
+        written = Signal()
+        m.d.sync += written.eq(x["valid"] | wr.en.any() | ctx.wipe_g[0])
+        m.d.comb += self.control.busy.eq(
+            (ctx.count != 0) | any_of(ctx.valids) | written | wr.accepted | wr.pending
+            | wr.en.any() | ctx.wipe_next)
+
+        # A clear restores what the domain's reset does (last: it wins); the state
+        # follows over the turn of the wipe.
+        with m.If(ctx.clear):
+            io = ctx.io
+            resets = [ctx.count, ctx.learn_q, written, wr.accepted, wr.pending, wr.en,
+                      io.flags, io.ticks, *ctx.valids, *io.drive, *io.target, *out_values,
+                      *(r for copy in mirror for r in copy.vf + copy.vc + copy.g)]
+            m.d.sync += [r.eq(r.init) for r in resets]
+        self._gate_reads(m, ctx)
+        self._state_ports(m, mirror)
+        return m
+
+    def _ring(self, m):
+        """The elaboration's namespace, with the ring's state register and ``phase``.
+
+        The ring: the state register, then the cuts in pipeline order; the slot in the
+        k-th register after the state register holds stream ``phase - k`` (mod C). The
+        ring's registers (state, pipeline, ``phase``) have no reset: a clear
+        (``control.clear`` or the domain's reset) instead wipes each slot as it enters
+        the state register, over one turn of the ring (:meth:`_clear_and_wipe`). So no
+        reset net reaches the tens of thousands of flip-flops of the datapath.
+        """
+        f, C, N, E = self.fmt, self.streams, self.n_nodes, self.n_edges
         v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
-        # The ring: the state register, then the cuts in pipeline order; the slot in the
-        # k-th register after the state register holds stream ``phase - k`` (mod C).
-        ring = [cut for cut in PIPELINE_ORDER if cut in self.cuts]
-        # The ring's registers (state, pipeline, ``phase``) have no reset: a clear
-        # (``clear`` or the domain's reset) instead wipes each slot as it enters the
-        # state register, over one turn of the ring (``wipe``). So no reset net reaches
-        # the tens of thousands of flip-flops of the datapath.
-        state = SimpleNamespace(
+        ctx = SimpleNamespace(
+            edges=[tuple(int(v) for v in e) for e in np.asarray(self.cfg.network.edges)],
+            io=SimpleNamespace(**self._io_registers()),
+            ring=[cut for cut in PIPELINE_ORDER if cut in self.cuts],
+            valids=[],
+            # ``carry`` names what travels with a slot around the ring
+            carry=("valid", "learn", "vf", "vc", "g"))
+        ctx.state = SimpleNamespace(
             vf=[Signal(v_shape, name=f"state_vf{n}", reset_less=True) for n in range(N)],
             vc=[Signal(v_shape, name=f"state_vc{n}", reset_less=True) for n in range(N)],
             g=[Signal(g_shape, name=f"state_g{e}", init=int(self.stream_gate_init[0][e]),
                       reset_less=True) for e in range(E)])
-        phase = Signal(range(C), reset_less=True)   # the stream in the state register
-        m.d.sync += phase.eq(_next_stream(phase, 1, C))
+        ctx.phase = Signal(range(C), reset_less=True)   # the stream in the state register
+        m.d.sync += ctx.phase.eq(_next_stream(ctx.phase, 1, C))
+        return ctx
+
+    def _clear_and_wipe(self, m, ctx):
+        """``control.clear`` registered twice (``ctx.clear``), and the wipe of one turn of
+        the ring after it or the domain's reset (``wipe_next``, ``wipe_v``, ``wipe_g``)."""
+        C, N, E = self.streams, self.n_nodes, self.n_edges
         # ``clear`` is registered first: it comes from the controller's logic and would
         # otherwise reach across the ring in the same cycle. The turn of the wipe begins
         # a cycle later, with the restore of the control registers (``clear``).
         clear_q = Signal(name="clear_q")
-        m.d.sync += clear_q.eq(self.clear)
-        clear = Signal(name="clear_qq")
-        m.d.sync += clear.eq(clear_q)
+        m.d.sync += clear_q.eq(self.control.clear)
+        ctx.clear = Signal(name="clear_qq")
+        m.d.sync += ctx.clear.eq(clear_q)
         restart = wire(m, clear_q | ResetSignal(), "restart")
         wiping = Signal(range(C), reset_less=True)  # cycles of the turn left after next
         with m.If(restart):
             m.d.sync += wiping.eq(C - 1)
         with m.Elif(wiping != 0):
             m.d.sync += wiping.eq(wiping - 1)
-        wipe_next = wire(m, restart | (wiping != 0), "wipe_next")
+        ctx.wipe_next = wire(m, restart | (wiping != 0), "wipe_next")
         # the wipe in one register per node and per edge of the state (kept apart: one
         # flip-flop for all would drive its 1,800 loads across the chip)
-        wipe_v = replicas(m, wipe_next, "wipe_v", N)
-        wipe_g = replicas(m, wipe_next, "wipe_g", E)
+        ctx.wipe_v = replicas(m, ctx.wipe_next, "wipe_v", N)
+        ctx.wipe_g = replicas(m, ctx.wipe_next, "wipe_g", E)
 
-        # Issue: a round takes C cycles, one tick of every stream, beginning with the
-        # stream in the state register (the streams are independent: order is free).
-        count = Signal(range(C))
-        learn_q = Signal()
+    def _issue(self, m, ctx):
+        """Issue: a round takes C cycles, one tick of every stream, beginning with the
+        stream in the state register (the streams are independent: order is free)."""
+        C, ctl = self.streams, self.control
+        ctx.count = count = Signal(range(C))
+        ctx.learn_q = Signal()
         first = count == 0
-        valid = Signal()
-        learn = Signal()
-        m.d.comb += [valid.eq(Mux(first, self.run & ~wipe_next, 1)),
-                     learn.eq(Mux(first, self.learn, learn_q))]
-        with m.If(valid):
+        ctx.valid = Signal()
+        ctx.learn = Signal()
+        m.d.comb += [ctx.valid.eq(Mux(first, ctl.run & ~ctx.wipe_next, 1)),
+                     ctx.learn.eq(Mux(first, ctl.learn, ctx.learn_q))]
+        with m.If(ctx.valid):
             m.d.sync += count.eq(Mux(count == C - 1, 0, count + 1))
             with m.If(first):
-                m.d.sync += learn_q.eq(self.learn)
-        tick_done = Signal()
-        m.d.comb += tick_done.eq(valid & (count == C - 1))
+                m.d.sync += ctx.learn_q.eq(ctl.learn)
+        ctx.tick_done = Signal()
+        m.d.comb += ctx.tick_done.eq(ctx.valid & (count == C - 1))
 
-        # Pipeline: ``carry`` travels with each slot; ``stage`` registers it at a cut.
-        valids = []
+    def _stage(self, m, ctx, cut, values):
+        """``values`` (a dict of values or lists of values), registered at ``cut`` (if the
+        fabric has that cut)."""
+        if cut not in self.cuts:
+            return values
+        behind = (self.streams - 1 - ctx.ring.index(cut)) % self.streams  # at power-up
+        out = {}
+        # ``*_each``: lists of one value, registered in as many kept-apart copies
+        replicated = {key: value[0] for key, value in values.items() if key.endswith("_each")}
+        for key, value in values.items():
+            if key in replicated:
+                continue
+            if key == "g":
+                out[key] = [register(m, v, f"{cut}_g{i}", int(self.stream_gate_init[behind][i]))
+                            for i, v in enumerate(value)]
+            elif isinstance(value, list):
+                out[key] = [register(m, v, f"{cut}_{key}{i}") for i, v in enumerate(value)]
+            else:
+                # ``valid`` is reset: a clear drops the ticks in flight
+                out[key] = register(m, value, f"{cut}_{key}", reset_less=key != "valid")
+        for key, value in replicated.items():
+            out[key] = replicas(m, value, f"{cut}_{key}", len(values[key]))
+        ctx.valids.append(out["valid"])
+        return out
 
-        def stage(cut, values):
-            """``values`` (a dict of values or lists of values), registered at ``cut``."""
-            if cut not in self.cuts:
-                return values
-            behind = (C - 1 - ring.index(cut)) % C      # the stream it holds at power-up
-            out = {}
-            # ``*_each``: lists of one value, registered in as many kept-apart copies
-            replicated = {key: value[0] for key, value in values.items()
-                          if key.endswith("_each")}
-            for key, value in values.items():
-                if key in replicated:
-                    continue
-                if key == "g":
-                    out[key] = [register(m, x, f"{cut}_g{i}",
-                                          int(self.stream_gate_init[behind][i]))
-                                for i, x in enumerate(value)]
-                elif isinstance(value, list):
-                    out[key] = [register(m, x, f"{cut}_{key}{i}") for i, x in enumerate(value)]
-                else:
-                    # ``valid`` is reset: a clear drops the ticks in flight
-                    out[key] = register(m, value, f"{cut}_{key}", reset_less=key != "valid")
-            for key, value in replicated.items():
-                out[key] = replicas(m, value, f"{cut}_{key}", len(values[key]))
-            valids.append(out["valid"])
-            return out
+    @staticmethod
+    def _keep(ctx, x, *names):
+        """What of ``x`` travels on: the ``carry`` and ``names``."""
+        return {k: x[k] for k in ctx.carry + names}
 
-        # ``carry`` names what travels with a slot around the ring.
-        carry = ("valid", "learn", "vf", "vc", "g")
-        x = dict(zip(carry, (valid, learn, state.vf, state.vc, state.g)))
+    def _overdrive_stage(self, m, ctx, x):
+        """Overdrives."""
+        f = self.fmt
+        ov = [overdrive(m, f, x["g"][e], int(f.vt_q[e]), name=f"ov{e}")
+              for e in range(self.n_edges)]
+        return self._stage(m, ctx, "overdrive", {**self._keep(ctx, x), "ov": ov})
 
-        def keep(*names):
-            return {k: x[k] for k in carry + names}
-
-        # Overdrives.
-        ov = [overdrive(m, f, x["g"][e], int(f.vt_q[e]), name=f"ov{e}") for e in range(E)]
-        x = stage("overdrive", {**keep(), "ov": ov})
-
-        # Operands; beside them, the errors of the free outputs (the clamped outputs come
-        # from the free outputs at t; the clamp is spread over stages with time to spare).
+    def _operand_stage(self, m, ctx, x):
+        """Operands; beside them, the errors of the free outputs (the clamped outputs come
+        from the free outputs at t; the clamp is spread over stages with time to spare)."""
+        f = self.fmt
         udiff_f, usum_f, vdiff_f, udiff_c, usum_c, vdiff_c, minus, plus = ([] for _ in range(8))
-        for e, (a, b) in enumerate(edges):
+        for e, (a, b) in enumerate(ctx.edges):
             for tag, v, ud, us, vd in (("f", x["vf"], udiff_f, usum_f, vdiff_f),
                                        ("c", x["vc"], udiff_c, usum_c, vdiff_c)):
                 o1, o2, o3 = edge_operands(m, f, x["ov"][e], v[a], v[b], f"{tag}{e}")
                 ud.append(o1), us.append(o2), vd.append(o3)
             mi, pl = gate_operands(m, f, vdiff_f[e], vdiff_c[e], f"dg{e}")
             minus.append(mi), plus.append(pl)
-        outputs = cfg.io.outputs
-        errors = [wire(m, err, f"cl_err{k}")
-                  for k, err in enumerate(clamp_errors(outputs, io.target, x["vf"]))]
-        x = stage("operands", {**keep(), "udiff_f": udiff_f, "usum_f": usum_f,
-                               "vdiff_f": vdiff_f, "udiff_c": udiff_c, "usum_c": usum_c,
-                               "vdiff_c": vdiff_c, "minus": minus, "plus": plus,
-                               "cl_err": errors})
+        errors = [wire(m, err, f"cl_err{k}") for k, err in
+                  enumerate(clamp_errors(self.cfg.io.outputs, ctx.io.target, x["vf"]))]
+        return self._stage(m, ctx, "operands", {
+            **self._keep(ctx, x), "udiff_f": udiff_f, "usum_f": usum_f, "vdiff_f": vdiff_f,
+            "udiff_c": udiff_c, "usum_c": usum_c, "vdiff_c": vdiff_c, "minus": minus,
+            "plus": plus, "cl_err": errors})
 
-        # Products (a multiplier block each with ``mult_bits``); the errors times eta.
+    def _product_stage(self, m, ctx, x):
+        """Products (a multiplier block each with ``mult_bits``); the errors times eta."""
+        f, E, mb = self.fmt, self.n_edges, self.mult_bits
         usum_bits = bounded_usum_bits(f)
         products = {
-            "p_f": [edge_raw_product(x["udiff_f"][e], x["usum_f"][e], f, self.mult_bits,
-                                     usum_bits) for e in range(E)],
-            "p_c": [edge_raw_product(x["udiff_c"][e], x["usum_c"][e], f, self.mult_bits,
-                                     usum_bits) for e in range(E)],
-            "q": [split_mul(x["minus"][e], x["plus"][e], self.mult_bits) for e in range(E)]}
+            "p_f": [edge_raw_product(x["udiff_f"][e], x["usum_f"][e], f, mb, usum_bits)
+                    for e in range(E)],
+            "p_c": [edge_raw_product(x["udiff_c"][e], x["usum_c"][e], f, mb, usum_bits)
+                    for e in range(E)],
+            "q": [split_mul(x["minus"][e], x["plus"][e], mb) for e in range(E)]}
         cl_scaled = [wire(m, clamp_scale(f, err), f"cl_scaled{k}")
                      for k, err in enumerate(x["cl_err"])]
-        x = stage("products", {**keep(), **products, "vdiff_f": x["vdiff_f"],
-                               "vdiff_c": x["vdiff_c"], "cl_scaled": cl_scaled})
+        return self._stage(m, ctx, "products", {
+            **self._keep(ctx, x), **products, "vdiff_f": x["vdiff_f"],
+            "vdiff_c": x["vdiff_c"], "cl_scaled": cl_scaled})
 
-        # Edge terms; the gate products times lr; the clamped outputs.
+    def _term_stage(self, m, ctx, x):
+        """Edge terms; the gate products times lr; the clamped outputs (``ctx.clamp_nodes``
+        in ``x["clamp"]``, which travels on with the ``flags``)."""
+        f, E = self.fmt, self.n_edges
         s_f, s_c, term_sat = [], [], []
         for e in range(E):
             t_f, sat_f = edge_finish(m, f, x["p_f"][e], x["vdiff_f"][e], f"f{e}")
@@ -292,101 +341,128 @@ class StreamFabric(Fabric):
             term_sat += [sat_f, sat_c]
         dg_scaled = [wire(m, gate_scale(f, x["q"][e]), f"dg_scaled{e}") for e in range(E)]
         clamp = {}
-        clamp_flags = clamp_finish(m, f, outputs, x["vf"], x["cl_scaled"], clamp)
-        clamp_nodes = sorted(clamp)
+        clamp_flags = clamp_finish(m, f, self.cfg.io.outputs, x["vf"], x["cl_scaled"], clamp)
+        ctx.clamp_nodes = sorted(clamp)
         # saturation bits are registered one by one and ORed into ``flags`` by the next
         # stage, so no stage gathers bits from all over the datapath into one register
-        sat = ([Mux(s, SAT_TERM, 0) for s in term_sat]
-               + [Cat(Const(0, 3), s, Const(0, 1)) for s in clamp_flags])
-        x = stage("terms", {**keep(), "flags": Const(0, 5), "sat": sat, "s_f": s_f,
-                            "s_c": s_c, "dg_scaled": dg_scaled,
-                            "clamp": [clamp[n] for n in clamp_nodes]})
-        carry += ("flags", "clamp")
+        sat = ([Mux(s, SAT_MASK["term"], 0) for s in term_sat]
+               + [sat_bits(v=s) for s in clamp_flags])
+        x = self._stage(m, ctx, "terms", {
+            **self._keep(ctx, x), "flags": Const(0, SatFlags.size), "sat": sat, "s_f": s_f,
+            "s_c": s_c, "dg_scaled": dg_scaled, "clamp": [clamp[n] for n in ctx.clamp_nodes]})
+        ctx.carry += ("flags", "clamp")
+        return x
 
-        # Node sums (exact) of the settling nodes; the gate steps rounded.
-        settling = [n for n in range(N) if n not in self.driven_nodes]
-        acc = {(tag, n): wire(m, node_sum(edges, n, dict(enumerate(x[f"s_{tag}"]))),
+    def _sum_stage(self, m, ctx, x):
+        """Node sums (exact) of the settling nodes (keys ``ctx.acc_keys``); the gate steps
+        rounded."""
+        f, E = self.fmt, self.n_edges
+        settling = [n for n in range(self.n_nodes) if n not in self.driven_nodes]
+        acc = {(tag, n): wire(m, node_sum(ctx.edges, n, dict(enumerate(x[f"s_{tag}"]))),
                                f"acc{tag}{n}", signed(self.acc_width))
                for tag in ("f", "c") for n in settling}
+        ctx.acc_keys = sorted(acc)
         dg, sat = [], []
         for e in range(E):
             d, sat_d = gate_round(m, f, x["dg_scaled"][e], f"dg{e}")
-            dg.append(d), sat.append(Mux(x["learn"] & sat_d, SAT_DG, 0))
-        x = stage("sums", {**keep(), "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
-                           "dg": dg, "acc": [acc[key] for key in sorted(acc)],
-                           # a copy of valid per node sum and of valid & learn per edge
-                           "valid_each": [x["valid"]] * len(acc),
-                           "learning_each": [x["valid"] & x["learn"]] * E})
-        acc = dict(zip(sorted(acc), x["acc"]))
+            dg.append(d), sat.append(Mux(x["learn"] & sat_d, SAT_MASK["dg"], 0))
+        return self._stage(m, ctx, "sums", {
+            **self._keep(ctx, x), "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
+            "dg": dg, "acc": [acc[key] for key in ctx.acc_keys],
+            # a copy of valid per node sum and of valid & learn per edge
+            "valid_each": [x["valid"]] * len(acc),
+            "learning_each": [x["valid"] & x["learn"]] * E})
 
-        # Node steps: ``kappa * acc`` (and the rounding constant); the gates stepped. A
-        # slot with no tick takes sums and gate steps of 0, so that its state passes the
-        # last stage unchanged with no multiplexer there: the new voltage
-        # ``v + round(kappa 0)`` is ``v``, the new gate ``clamp(g + 0)`` is ``g`` (gates
-        # always are within their bounds). (The zeros come before the adders: zeros
-        # straight into a register would become its synchronous reset, a control signal
-        # that ECP5 slices share, which hampers their packing.)
-        sat, scaled = [], {}
-        for key, valid_copy in zip(sorted(acc), x["valid_each"]):
-            sc, sat_acc = node_scale(m, f, Mux(valid_copy, acc[key], 0),
-                                     f"{key[0]}{key[1]}")
-            scaled[key] = wire(m, sc, f"scaled{key[0]}{key[1]}")
-            sat.append(Mux(sat_acc, SAT_ACC, 0))
+    def _kappa_stage(self, m, ctx, x):
+        """Node steps: ``kappa * acc`` (and the rounding constant); the gates stepped.
+
+        A slot with no tick takes sums and gate steps of 0, so that its state passes the
+        last stage unchanged with no multiplexer there: the new voltage
+        ``v + round(kappa 0)`` is ``v``, the new gate ``clamp(g + 0)`` is ``g`` (gates
+        always are within their bounds). (The zeros come before the adders: zeros
+        straight into a register would become its synchronous reset, a control signal
+        that ECP5 slices share, which hampers their packing.)
+        """
+        f = self.fmt
+        sat, scaled = [], []
+        for key, acc, valid_copy in zip(ctx.acc_keys, x["acc"], x["valid_each"]):
+            sc, sat_acc = node_scale(m, f, Mux(valid_copy, acc, 0), f"{key[0]}{key[1]}")
+            scaled.append(wire(m, sc, f"scaled{key[0]}{key[1]}"))
+            sat.append(Mux(sat_acc, SAT_MASK["acc"], 0))
         g_sum = [wire(m, x["g"][e] + Mux(x["learning_each"][e], x["dg"][e], 0), f"g_sum{e}")
-                 for e in range(E)]
-        x = stage("kappa", {**keep(), "g": g_sum, "flags": x["flags"] | any_of(x["sat"]),
-                            "sat": sat, "scaled": [scaled[key] for key in sorted(scaled)]})
+                 for e in range(self.n_edges)]
+        return self._stage(m, ctx, "kappa", {
+            **self._keep(ctx, x), "g": g_sum, "flags": x["flags"] | any_of(x["sat"]),
+            "sat": sat, "scaled": scaled})
 
-        # The stream's new state: node steps rounded and applied, gates kept within their
-        # bounds; a slot with no tick (``valid`` low) keeps its state (the driven and
-        # clamped nodes through a multiplexer, the others by their steps of 0).
-        scaled = dict(zip(sorted(scaled), x["scaled"]))
+    def _step_stage(self, m, ctx, x):
+        """The stream's new state: node steps rounded and applied, gates kept within their
+        bounds; a slot with no tick (``valid`` low) keeps its state (the driven and
+        clamped nodes through a multiplexer, the others by their steps of 0)."""
+        f, N, E = self.fmt, self.n_nodes, self.n_edges
+        v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
+        scaled = dict(zip(ctx.acc_keys, x["scaled"]))
         sat, ticking = [], x["valid"]
         vf_next, vc_next = {}, {}
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
         for n in range(N):
             if n in driven_index:
-                vf_next[n] = Mux(ticking, io.drive[driven_index[n]], x["vf"][n])
-                vc_next[n] = Mux(ticking, io.drive[driven_index[n]], x["vc"][n])
+                vf_next[n] = Mux(ticking, ctx.io.drive[driven_index[n]], x["vf"][n])
+                vc_next[n] = Mux(ticking, ctx.io.drive[driven_index[n]], x["vc"][n])
                 continue
             for tag, v, v_next in (("f", x["vf"], vf_next), ("c", x["vc"], vc_next)):
                 dv, sat_dv = node_round(m, f, scaled[tag, n], f"{tag}{n}")
                 v_next[n], fl = node_apply(m, f, v[n], dv, f"{tag}{n}")
-                sat.append(Mux(sat_dv, SAT_DV, 0) | fl)
-        for n, value in zip(clamp_nodes, x["clamp"]):
+                sat.append(Mux(sat_dv, SAT_MASK["dv"], 0) | fl)
+        for n, value in zip(ctx.clamp_nodes, x["clamp"]):
             vc_next[n] = Mux(ticking, value, x["vc"][n])
         vf_next = [wire(m, vf_next[n], f"vf_next{n}", v_shape) for n in range(N)]
         vc_next = [wire(m, vc_next[n], f"vc_next{n}", v_shape) for n in range(N)]
         g_next = [wire(m, gate_clamp(f, x["g"][e]), f"g_next{e}", g_shape) for e in range(E)]
-        x = stage("steps", {"valid": x["valid"], "flags": x["flags"] | any_of(x["sat"]),
-                            "sat": sat, "vf": vf_next, "vc": vc_next, "g": g_next})
+        return self._stage(m, ctx, "steps", {
+            "valid": x["valid"], "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
+            "vf": vf_next, "vc": vc_next, "g": g_next})
 
-        # Back into the state register; a gate write waits for its stream's slot and
-        # takes the place of that gate's new value.
-        wr = self._gate_writes(m, phase)
+    def _write_back(self, m, ctx, x):
+        """Back into the state register; a gate write waits for its stream's slot and
+        takes the place of that gate's new value. Returns the gate write
+        (:meth:`_gate_writes`)."""
+        C, N, E, state = self.streams, self.n_nodes, self.n_edges, ctx.state
+        wr = self._gate_writes(m, ctx.phase)
         # A wipe gives the slot entering (stream ``phase + 1``) its initial state; that
         # stream in a copy per edge, taken a cycle ahead.
-        entering = replicas(m, _next_stream(phase, 2, C), "entering", E, init=1 % C)
-        m.d.sync += [state.vf[n].eq(Mux(wipe_v[n], 0, x["vf"][n])) for n in range(N)]
-        m.d.sync += [state.vc[n].eq(Mux(wipe_v[n], 0, x["vc"][n])) for n in range(N)]
-        m.d.sync += [state.g[e].eq(Mux(wipe_g[e], mux_tree(entering[e], [int(init[e]) for init
-                                                                         in self.stream_gate_init]),
+        entering = replicas(m, _next_stream(ctx.phase, 2, C), "entering", E, init=1 % C)
+        m.d.sync += [state.vf[n].eq(Mux(ctx.wipe_v[n], 0, x["vf"][n])) for n in range(N)]
+        m.d.sync += [state.vc[n].eq(Mux(ctx.wipe_v[n], 0, x["vc"][n])) for n in range(N)]
+        m.d.sync += [state.g[e].eq(Mux(ctx.wipe_g[e],
+                                       mux_tree(entering[e], [int(init[e]) for init
+                                                              in self.stream_gate_init]),
                                        Mux(wr.en[e], wr.data, x["g"][e])))
                      for e in range(E)]
+        return wr
 
-        # Outputs and the state ports of every stream, copied as its slot leaves the
-        # state register (the controller's error path then starts at a register): one
-        # cycle behind the write-back, so ``busy`` lasts a cycle longer.
+    def _stream_copies(self, m, ctx):
+        """Outputs and the state of every stream, copied as its slot leaves the state
+        register (the controller's error path then starts at a register): one cycle
+        behind the write-back, so ``busy`` lasts a cycle longer.
+
+        Returns
+        -------
+        (out_values, mirror)
+            The output registers of all streams; each stream's copy (``vf``, ``vc``, ``g``).
+        """
+        f, cfg, state = self.fmt, self.cfg, ctx.state
+        v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
         out_values, mirror = [], []
-        for s in range(C):
-            here = wire(m, phase == s, f"s{s}_here")
+        for s in range(self.streams):
+            here = wire(m, ctx.phase == s, f"s{s}_here")
             regs = [Signal(signed(f.v_bits + 1), name=f"s{s}_out{k}")
                     for k in range(len(cfg.io.outputs))]
             copy = SimpleNamespace(
-                vf=[Signal(v_shape, name=f"s{s}_vf{n}") for n in range(N)],
-                vc=[Signal(v_shape, name=f"s{s}_vc{n}") for n in range(N)],
+                vf=[Signal(v_shape, name=f"s{s}_vf{n}") for n in range(self.n_nodes)],
+                vc=[Signal(v_shape, name=f"s{s}_vc{n}") for n in range(self.n_nodes)],
                 g=[Signal(g_shape, name=f"s{s}_g{e}", init=int(self.stream_gate_init[s][e]))
-                   for e in range(E)])
+                   for e in range(self.n_edges)])
             with m.If(here):
                 m.d.sync += [reg.eq(output_value(state.vf, p, mi))
                              for reg, (p, mi) in zip(regs, cfg.io.outputs)]
@@ -395,53 +471,45 @@ class StreamFabric(Fabric):
                                                          getattr(state, name))]
             out_values += regs
             mirror.append(copy)
-        self._status_and_samples(m, io, tick_done, x["flags"] | any_of(x["sat"]), out_values,
-                                 run=x["valid"])
-        written = Signal()
-        m.d.sync += written.eq(x["valid"] | wr.en.any() | wipe_g[0])
-        m.d.comb += self.busy.eq((count != 0) | any_of(valids) | written | wr.accepted |
-                                 wr.pending | wr.en.any() | wipe_next)
+        return out_values, mirror
 
-        # A clear restores what the domain's reset does (last: it wins); the state
-        # follows over the turn of the wipe.
-        with m.If(clear):
-            resets = [count, learn_q, written, wr.accepted, wr.pending, wr.en, io.flags,
-                      io.ticks, *valids, *io.drive, *io.target, *out_values,
-                      *(r for copy in mirror for r in copy.vf + copy.vc + copy.g)]
-            m.d.sync += [r.eq(r.init) for r in resets]
-
-        # Gate reads: the address registered, then split into stream and edge; each
-        # group of READ_GROUP edges selects its gate of the slot in the state register
-        # (with a copy of the edge of its own: the gates lie all over the part), and the
-        # addressed group's gate is captured a cycle later if that slot was the stream's.
-        rd_addr = Signal.like(self.gate_raddr, name="rd_addr")
+    def _gate_reads(self, m, ctx):
+        """Gate reads: the address registered, then split into stream and edge; each
+        group of READ_GROUP edges selects its gate of the slot in the state register
+        (with a copy of the edge of its own: the gates lie all over the part), and the
+        addressed group's gate is captured a cycle later if that slot was the stream's."""
+        C, E = self.streams, self.n_edges
+        rd_addr = Signal.like(self.gate.raddr, name="rd_addr")
         rd_stream = Signal(range(C), name="rd_stream")
         stream, edge = _split_address(rd_addr, E, C)
-        m.d.sync += [rd_addr.eq(self.gate_raddr), rd_stream.eq(stream)]
-        groups = [state.g[i:i + READ_GROUP] for i in range(0, E, READ_GROUP)]
+        m.d.sync += [rd_addr.eq(self.gate.raddr), rd_stream.eq(stream)]
+        groups = [ctx.state.g[i:i + READ_GROUP] for i in range(0, E, READ_GROUP)]
         rd_edge = replicas(m, edge, "rd_edge", len(groups) + 1)
         low = READ_GROUP.bit_length() - 1
         picked = [register(m, mux_tree(rd_edge[k][:low], group), f"rd_group{k}")
                   for k, group in enumerate(groups)]
-        picked_stream = register(m, phase, "rd_group_stream")
+        picked_stream = register(m, ctx.phase, "rd_group_stream")
         with m.If(picked_stream == rd_stream):
-            m.d.sync += self.gate_rdata.eq(mux_tree(rd_edge[-1][low:], picked))
+            m.d.sync += self.gate.rdata.eq(mux_tree(rd_edge[-1][low:], picked))
+
+    def _state_ports(self, m, mirror):
+        """``v_free``, ``v_clamped``, ``gates``: the copies, stream after stream."""
+        C, N, E = self.streams, self.n_nodes, self.n_edges
         m.d.comb += [self.v_free[s * N + n].eq(mirror[s].vf[n])
                      for s in range(C) for n in range(N)]
         m.d.comb += [self.v_clamped[s * N + n].eq(mirror[s].vc[n])
                      for s in range(C) for n in range(N)]
         m.d.comb += [self.gates[s * E + e].eq(mirror[s].g[e])
                      for s in range(C) for e in range(E)]
-        return m
 
     def _gate_writes(self, m, phase):
-        """The pending gate write: accepted from ``gate_we`` (address and value
+        """The pending gate write: accepted from ``gate.we`` (address and value
         registered), its address split into stream and edge in the next cycle, then fired
         (``en``, one bit per edge, registered) in the cycle its stream's slot enters the
         state register."""
         C, E = self.streams, self.n_edges
         wr = SimpleNamespace(accepted=Signal(name="wr_accepted"),
-                             addr=Signal.like(self.gate_addr, name="wr_addr"),
+                             addr=Signal.like(self.gate.addr, name="wr_addr"),
                              pending=Signal(name="wr_pending"),
                              stream=Signal(range(C), name="wr_stream"),
                              edge=Signal(E, name="wr_edge"),
@@ -456,9 +524,9 @@ class StreamFabric(Fabric):
             stream, edge = _split_address(wr.addr, E, C)
             m.d.sync += [wr.accepted.eq(0), wr.pending.eq(1), wr.stream.eq(stream),
                          wr.edge.eq(Cat(edge == e for e in range(E)))]
-        with m.If(self.gate_we):
-            m.d.sync += [wr.accepted.eq(1), wr.addr.eq(self.gate_addr),
-                         wr.data.eq(gate_clamp(self.fmt, self.gate_data))]
+        with m.If(self.gate.we):
+            m.d.sync += [wr.accepted.eq(1), wr.addr.eq(self.gate.addr),
+                         wr.data.eq(gate_clamp(self.fmt, self.gate.data))]
         return wr
 
 

@@ -2,8 +2,8 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we, gate_addr, gate_data, gate_raddr, clear_flags, clk, rst, gate_rdata, outputs, ticks, tick_done, sat_flags, saturated, v_free, v_clamped, gates, run
-);
+module clln_paper_regression(control__learn, control__clear, control__sample_we, control__sample_addr, control__sample_data, gate__we, gate__addr, gate__data, gate__raddr, status__clear_flags, clk, rst, control__tick_done, control__outputs, control__busy, gate__rdata, status__ticks, status__sat_flags, status__saturated, v_free, v_clamped
+, gates, control__run);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [40:0] \$1 ;
   wire [41:0] \$10 ;
@@ -378,33 +378,33 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   (* init = 32'd0 *)
   wire [31:0] \$signal ;
   (* init = 5'h00 *)
-  wire [4:0] \$signal$535 ;
+  wire [4:0] \$signal$537 ;
   wire [42:0] acc_c;
-  wire [42:0] \acc_c$335 ;
-  wire [42:0] \acc_c$347 ;
-  wire [42:0] \acc_c$357 ;
-  wire [42:0] \acc_c$369 ;
-  wire [42:0] \acc_c$381 ;
-  wire [42:0] \acc_c$393 ;
-  wire [42:0] \acc_c$405 ;
-  wire [42:0] \acc_c$415 ;
-  wire [42:0] \acc_c$425 ;
-  wire [42:0] \acc_c$435 ;
-  wire [42:0] \acc_c$443 ;
-  wire [42:0] \acc_c$451 ;
+  wire [42:0] \acc_c$337 ;
+  wire [42:0] \acc_c$349 ;
+  wire [42:0] \acc_c$359 ;
+  wire [42:0] \acc_c$371 ;
+  wire [42:0] \acc_c$383 ;
+  wire [42:0] \acc_c$395 ;
+  wire [42:0] \acc_c$407 ;
+  wire [42:0] \acc_c$417 ;
+  wire [42:0] \acc_c$427 ;
+  wire [42:0] \acc_c$437 ;
+  wire [42:0] \acc_c$445 ;
+  wire [42:0] \acc_c$453 ;
   wire [42:0] acc_f;
-  wire [42:0] \acc_f$334 ;
-  wire [42:0] \acc_f$346 ;
-  wire [42:0] \acc_f$356 ;
-  wire [42:0] \acc_f$368 ;
-  wire [42:0] \acc_f$380 ;
-  wire [42:0] \acc_f$392 ;
-  wire [42:0] \acc_f$404 ;
-  wire [42:0] \acc_f$414 ;
-  wire [42:0] \acc_f$424 ;
-  wire [42:0] \acc_f$434 ;
-  wire [42:0] \acc_f$442 ;
-  wire [42:0] \acc_f$450 ;
+  wire [42:0] \acc_f$336 ;
+  wire [42:0] \acc_f$348 ;
+  wire [42:0] \acc_f$358 ;
+  wire [42:0] \acc_f$370 ;
+  wire [42:0] \acc_f$382 ;
+  wire [42:0] \acc_f$394 ;
+  wire [42:0] \acc_f$406 ;
+  wire [42:0] \acc_f$416 ;
+  wire [42:0] \acc_f$426 ;
+  wire [42:0] \acc_f$436 ;
+  wire [42:0] \acc_f$444 ;
+  wire [42:0] \acc_f$452 ;
   wire [42:0] accc0;
   wire [42:0] accc1;
   wire [42:0] accc10;
@@ -434,17 +434,32 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [17:0] clamp0;
   wire [35:0] clamp0_exact;
   wire clamp0_sat;
-  input clear_flags;
-  wire clear_flags;
   input clk;
   wire clk;
   wire commit;
+  output control__busy;
+  wire control__busy;
+  input control__clear;
+  wire control__clear;
+  input control__learn;
+  wire control__learn;
+  output [18:0] control__outputs;
+  wire [18:0] control__outputs;
+  wire [18:0] \control__outputs[0] ;
+  input control__run;
+  wire control__run;
+  input [1:0] control__sample_addr;
+  wire [1:0] control__sample_addr;
+  input [17:0] control__sample_data;
+  wire [17:0] control__sample_data;
+  input control__sample_we;
+  wire control__sample_we;
+  output control__tick_done;
+  wire control__tick_done;
   reg [17:0] drive0 = 18'h00000;
   reg [17:0] drive1 = 18'h00000;
   reg [17:0] drive2 = 18'h07333;
   wire [4:0] flags;
-  wire [4:0] \flags$522 ;
-  wire [4:0] \flags$523 ;
   wire [4:0] \flags$524 ;
   wire [4:0] \flags$525 ;
   wire [4:0] \flags$526 ;
@@ -455,38 +470,40 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [4:0] \flags$531 ;
   wire [4:0] \flags$532 ;
   wire [4:0] \flags$533 ;
+  wire [4:0] \flags$534 ;
+  wire [4:0] \flags$535 ;
   reg [27:0] g = 28'h13ef18b;
-  reg [27:0] \g$110  = 28'h12e37b5;
-  reg [27:0] \g$120  = 28'h1745d6f;
-  reg [27:0] \g$130  = 28'h15f003f;
-  reg [27:0] \g$138  = 28'h0cd4a6e;
-  reg [27:0] \g$150  = 28'h1667265;
-  reg [27:0] \g$160  = 28'h0d2d18c;
-  reg [27:0] \g$170  = 28'h14f8de4;
-  reg [27:0] \g$178  = 28'h0ec4709;
-  reg [27:0] \g$186  = 28'h1677b4e;
-  reg [27:0] \g$194  = 28'h12dd471;
-  reg [27:0] \g$202  = 28'h1028225;
-  reg [27:0] \g$210  = 28'h1188ba9;
-  reg [27:0] \g$218  = 28'h0d1dff8;
-  reg [27:0] \g$226  = 28'h0e31252;
-  reg [27:0] \g$234  = 28'h144f9d4;
-  reg [27:0] \g$242  = 28'h140c6c0;
-  reg [27:0] \g$250  = 28'h13b13b7;
-  reg [27:0] \g$258  = 28'h1118e16;
-  reg [27:0] \g$266  = 28'h17f8001;
-  reg [27:0] \g$274  = 28'h17c90d1;
-  reg [27:0] \g$282  = 28'h147a62d;
-  reg [27:0] \g$290  = 28'h1415cc0;
-  reg [27:0] \g$298  = 28'h1482b6e;
-  reg [27:0] \g$306  = 28'h1127ea6;
-  reg [27:0] \g$40  = 28'h0fd2552;
-  reg [27:0] \g$50  = 28'h0d42478;
-  reg [27:0] \g$58  = 28'h0cfc302;
-  reg [27:0] \g$70  = 28'h15e89bc;
-  reg [27:0] \g$80  = 28'h1705da5;
-  reg [27:0] \g$90  = 28'h1398256;
-  reg [27:0] \g$98  = 28'h14f869a;
+  reg [27:0] \g$100  = 28'h14f869a;
+  reg [27:0] \g$112  = 28'h12e37b5;
+  reg [27:0] \g$122  = 28'h1745d6f;
+  reg [27:0] \g$132  = 28'h15f003f;
+  reg [27:0] \g$140  = 28'h0cd4a6e;
+  reg [27:0] \g$152  = 28'h1667265;
+  reg [27:0] \g$162  = 28'h0d2d18c;
+  reg [27:0] \g$172  = 28'h14f8de4;
+  reg [27:0] \g$180  = 28'h0ec4709;
+  reg [27:0] \g$188  = 28'h1677b4e;
+  reg [27:0] \g$196  = 28'h12dd471;
+  reg [27:0] \g$204  = 28'h1028225;
+  reg [27:0] \g$212  = 28'h1188ba9;
+  reg [27:0] \g$220  = 28'h0d1dff8;
+  reg [27:0] \g$228  = 28'h0e31252;
+  reg [27:0] \g$236  = 28'h144f9d4;
+  reg [27:0] \g$244  = 28'h140c6c0;
+  reg [27:0] \g$252  = 28'h13b13b7;
+  reg [27:0] \g$260  = 28'h1118e16;
+  reg [27:0] \g$268  = 28'h17f8001;
+  reg [27:0] \g$276  = 28'h17c90d1;
+  reg [27:0] \g$284  = 28'h147a62d;
+  reg [27:0] \g$292  = 28'h1415cc0;
+  reg [27:0] \g$300  = 28'h1482b6e;
+  reg [27:0] \g$308  = 28'h1127ea6;
+  reg [27:0] \g$42  = 28'h0fd2552;
+  reg [27:0] \g$52  = 28'h0d42478;
+  reg [27:0] \g$60  = 28'h0cfc302;
+  reg [27:0] \g$72  = 28'h15e89bc;
+  reg [27:0] \g$82  = 28'h1705da5;
+  reg [27:0] \g$92  = 28'h1398256;
   (* init = 28'h13ef18b *)
   wire [27:0] g0;
   (* init = 28'h0fd2552 *)
@@ -552,8 +569,6 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   (* init = 28'h1745d6f *)
   wire [27:0] g9;
   wire [27:0] g_next;
-  wire [27:0] \g_next$537 ;
-  wire [27:0] \g_next$538 ;
   wire [27:0] \g_next$539 ;
   wire [27:0] \g_next$540 ;
   wire [27:0] \g_next$541 ;
@@ -583,16 +598,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [27:0] \g_next$565 ;
   wire [27:0] \g_next$566 ;
   wire [27:0] \g_next$567 ;
-  input [4:0] gate_addr;
-  wire [4:0] gate_addr;
-  input [27:0] gate_data;
-  wire [27:0] gate_data;
-  input [4:0] gate_raddr;
-  wire [4:0] gate_raddr;
-  output [27:0] gate_rdata;
-  reg [27:0] gate_rdata = 28'h0000000;
-  input gate_we;
-  wire gate_we;
+  wire [27:0] \g_next$568 ;
+  wire [27:0] \g_next$569 ;
+  input [4:0] gate__addr;
+  wire [4:0] gate__addr;
+  input [27:0] gate__data;
+  wire [27:0] gate__data;
+  input [4:0] gate__raddr;
+  wire [4:0] gate__raddr;
+  output [27:0] gate__rdata;
+  reg [27:0] gate__rdata = 28'h0000000;
+  input gate__we;
+  wire gate__we;
   output [895:0] gates;
   wire [895:0] gates;
   wire [27:0] \gates[0] ;
@@ -627,120 +644,105 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [27:0] \gates[7] ;
   wire [27:0] \gates[8] ;
   wire [27:0] \gates[9] ;
-  input learn;
   wire learn;
-  wire \learn$101 ;
-  wire \learn$113 ;
-  wire \learn$123 ;
-  wire \learn$133 ;
-  wire \learn$141 ;
-  wire \learn$153 ;
-  wire \learn$163 ;
-  wire \learn$173 ;
-  wire \learn$181 ;
-  wire \learn$189 ;
-  wire \learn$197 ;
-  wire \learn$205 ;
-  wire \learn$213 ;
-  wire \learn$221 ;
-  wire \learn$229 ;
-  wire \learn$237 ;
-  wire \learn$245 ;
-  wire \learn$253 ;
-  wire \learn$261 ;
-  wire \learn$269 ;
-  wire \learn$277 ;
-  wire \learn$285 ;
-  wire \learn$293 ;
-  wire \learn$301 ;
-  wire \learn$309 ;
-  wire \learn$33 ;
-  wire \learn$43 ;
-  wire \learn$53 ;
-  wire \learn$61 ;
-  wire \learn$73 ;
-  wire \learn$83 ;
-  wire \learn$93 ;
-  output [18:0] outputs;
-  wire [18:0] outputs;
-  wire [18:0] \outputs[0] ;
+  wire \learn$103 ;
+  wire \learn$115 ;
+  wire \learn$125 ;
+  wire \learn$135 ;
+  wire \learn$143 ;
+  wire \learn$155 ;
+  wire \learn$165 ;
+  wire \learn$175 ;
+  wire \learn$183 ;
+  wire \learn$191 ;
+  wire \learn$199 ;
+  wire \learn$207 ;
+  wire \learn$215 ;
+  wire \learn$223 ;
+  wire \learn$231 ;
+  wire \learn$239 ;
+  wire \learn$247 ;
+  wire \learn$255 ;
+  wire \learn$263 ;
+  wire \learn$271 ;
+  wire \learn$279 ;
+  wire \learn$287 ;
+  wire \learn$295 ;
+  wire \learn$303 ;
+  wire \learn$311 ;
+  wire \learn$45 ;
+  wire \learn$55 ;
+  wire \learn$63 ;
+  wire \learn$75 ;
+  wire \learn$85 ;
+  wire \learn$95 ;
   input rst;
   wire rst;
-  input run;
-  wire run;
   wire [39:0] s_c;
-  wire [39:0] \s_c$317 ;
-  wire [39:0] \s_c$318 ;
   wire [39:0] \s_c$319 ;
-  wire [39:0] \s_c$329 ;
-  wire [39:0] \s_c$330 ;
+  wire [39:0] \s_c$320 ;
+  wire [39:0] \s_c$321 ;
   wire [39:0] \s_c$331 ;
-  wire [39:0] \s_c$341 ;
-  wire [39:0] \s_c$342 ;
+  wire [39:0] \s_c$332 ;
+  wire [39:0] \s_c$333 ;
   wire [39:0] \s_c$343 ;
-  wire [39:0] \s_c$352 ;
-  wire [39:0] \s_c$353 ;
-  wire [39:0] \s_c$363 ;
-  wire [39:0] \s_c$364 ;
+  wire [39:0] \s_c$344 ;
+  wire [39:0] \s_c$345 ;
+  wire [39:0] \s_c$354 ;
+  wire [39:0] \s_c$355 ;
   wire [39:0] \s_c$365 ;
-  wire [39:0] \s_c$375 ;
-  wire [39:0] \s_c$376 ;
+  wire [39:0] \s_c$366 ;
+  wire [39:0] \s_c$367 ;
   wire [39:0] \s_c$377 ;
-  wire [39:0] \s_c$387 ;
-  wire [39:0] \s_c$388 ;
+  wire [39:0] \s_c$378 ;
+  wire [39:0] \s_c$379 ;
   wire [39:0] \s_c$389 ;
-  wire [39:0] \s_c$399 ;
-  wire [39:0] \s_c$400 ;
+  wire [39:0] \s_c$390 ;
+  wire [39:0] \s_c$391 ;
   wire [39:0] \s_c$401 ;
-  wire [39:0] \s_c$410 ;
-  wire [39:0] \s_c$411 ;
-  wire [39:0] \s_c$420 ;
-  wire [39:0] \s_c$421 ;
-  wire [39:0] \s_c$430 ;
-  wire [39:0] \s_c$431 ;
-  wire [39:0] \s_c$439 ;
-  wire [39:0] \s_c$447 ;
+  wire [39:0] \s_c$402 ;
+  wire [39:0] \s_c$403 ;
+  wire [39:0] \s_c$412 ;
+  wire [39:0] \s_c$413 ;
+  wire [39:0] \s_c$422 ;
+  wire [39:0] \s_c$423 ;
+  wire [39:0] \s_c$432 ;
+  wire [39:0] \s_c$433 ;
+  wire [39:0] \s_c$441 ;
+  wire [39:0] \s_c$449 ;
   wire [39:0] s_f;
-  wire [39:0] \s_f$312 ;
-  wire [39:0] \s_f$313 ;
   wire [39:0] \s_f$314 ;
-  wire [39:0] \s_f$325 ;
-  wire [39:0] \s_f$326 ;
+  wire [39:0] \s_f$315 ;
+  wire [39:0] \s_f$316 ;
   wire [39:0] \s_f$327 ;
-  wire [39:0] \s_f$337 ;
-  wire [39:0] \s_f$338 ;
+  wire [39:0] \s_f$328 ;
+  wire [39:0] \s_f$329 ;
   wire [39:0] \s_f$339 ;
-  wire [39:0] \s_f$349 ;
-  wire [39:0] \s_f$350 ;
-  wire [39:0] \s_f$359 ;
-  wire [39:0] \s_f$360 ;
+  wire [39:0] \s_f$340 ;
+  wire [39:0] \s_f$341 ;
+  wire [39:0] \s_f$351 ;
+  wire [39:0] \s_f$352 ;
   wire [39:0] \s_f$361 ;
-  wire [39:0] \s_f$371 ;
-  wire [39:0] \s_f$372 ;
+  wire [39:0] \s_f$362 ;
+  wire [39:0] \s_f$363 ;
   wire [39:0] \s_f$373 ;
-  wire [39:0] \s_f$383 ;
-  wire [39:0] \s_f$384 ;
+  wire [39:0] \s_f$374 ;
+  wire [39:0] \s_f$375 ;
   wire [39:0] \s_f$385 ;
-  wire [39:0] \s_f$395 ;
-  wire [39:0] \s_f$396 ;
+  wire [39:0] \s_f$386 ;
+  wire [39:0] \s_f$387 ;
   wire [39:0] \s_f$397 ;
-  wire [39:0] \s_f$407 ;
-  wire [39:0] \s_f$408 ;
-  wire [39:0] \s_f$417 ;
-  wire [39:0] \s_f$418 ;
-  wire [39:0] \s_f$427 ;
-  wire [39:0] \s_f$428 ;
-  wire [39:0] \s_f$437 ;
-  wire [39:0] \s_f$445 ;
-  input [1:0] sample_addr;
-  wire [1:0] sample_addr;
-  input [17:0] sample_data;
-  wire [17:0] sample_data;
-  input sample_we;
-  wire sample_we;
+  wire [39:0] \s_f$398 ;
+  wire [39:0] \s_f$399 ;
+  wire [39:0] \s_f$409 ;
+  wire [39:0] \s_f$410 ;
+  wire [39:0] \s_f$419 ;
+  wire [39:0] \s_f$420 ;
+  wire [39:0] \s_f$429 ;
+  wire [39:0] \s_f$430 ;
+  wire [39:0] \s_f$439 ;
+  wire [39:0] \s_f$447 ;
   wire sat_dg;
-  wire \sat_dg$490 ;
-  wire \sat_dg$491 ;
   wire \sat_dg$492 ;
   wire \sat_dg$493 ;
   wire \sat_dg$494 ;
@@ -770,11 +772,9 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire \sat_dg$518 ;
   wire \sat_dg$519 ;
   wire \sat_dg$520 ;
-  output [4:0] sat_flags;
-  reg [4:0] sat_flags = 5'h00;
+  wire \sat_dg$521 ;
+  wire \sat_dg$522 ;
   wire sat_term;
-  wire \sat_term$458 ;
-  wire \sat_term$459 ;
   wire \sat_term$460 ;
   wire \sat_term$461 ;
   wire \sat_term$462 ;
@@ -804,43 +804,50 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire \sat_term$486 ;
   wire \sat_term$487 ;
   wire \sat_term$488 ;
-  output saturated;
-  wire saturated;
+  wire \sat_term$489 ;
+  wire \sat_term$490 ;
+  input status__clear_flags;
+  wire status__clear_flags;
+  output [4:0] status__sat_flags;
+  reg [4:0] status__sat_flags = 5'h00;
+  wire \status__sat_flags.acc ;
+  wire \status__sat_flags.dg ;
+  wire \status__sat_flags.dv ;
+  wire \status__sat_flags.term ;
+  wire \status__sat_flags.v ;
+  output status__saturated;
+  wire status__saturated;
+  output [31:0] status__ticks;
+  reg [31:0] status__ticks = 32'd0;
   reg [17:0] target0 = 18'h00000;
-  output tick_done;
-  wire tick_done;
   wire [4:0] tick_flags;
-  output [31:0] ticks;
-  reg [31:0] ticks = 32'd0;
   (* init = 18'h00000 *)
   wire [17:0] v_c;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$333 ;
+  wire [17:0] \v_c$335 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$345 ;
+  wire [17:0] \v_c$347 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$355 ;
+  wire [17:0] \v_c$357 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$367 ;
+  wire [17:0] \v_c$369 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$379 ;
+  wire [17:0] \v_c$381 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$391 ;
+  wire [17:0] \v_c$393 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$403 ;
+  wire [17:0] \v_c$405 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$413 ;
+  wire [17:0] \v_c$415 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$423 ;
+  wire [17:0] \v_c$425 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$433 ;
+  wire [17:0] \v_c$435 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$441 ;
+  wire [17:0] \v_c$443 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$449 ;
+  wire [17:0] \v_c$451 ;
   wire [17:0] v_c_next;
-  wire [17:0] \v_c_next$585 ;
-  wire [17:0] \v_c_next$586 ;
   wire [17:0] \v_c_next$587 ;
   wire [17:0] \v_c_next$588 ;
   wire [17:0] \v_c_next$589 ;
@@ -850,6 +857,8 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [17:0] \v_c_next$593 ;
   wire [17:0] \v_c_next$594 ;
   wire [17:0] \v_c_next$595 ;
+  wire [17:0] \v_c_next$596 ;
+  wire [17:0] \v_c_next$597 ;
   output [287:0] v_clamped;
   wire [287:0] v_clamped;
   wire [17:0] \v_clamped[0] ;
@@ -871,42 +880,42 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   (* init = 18'h00000 *)
   wire [17:0] v_f;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$332 ;
+  wire [17:0] \v_f$334 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$344 ;
+  wire [17:0] \v_f$346 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$354 ;
+  wire [17:0] \v_f$356 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$366 ;
+  wire [17:0] \v_f$368 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$378 ;
+  wire [17:0] \v_f$380 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$390 ;
+  wire [17:0] \v_f$392 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$402 ;
+  wire [17:0] \v_f$404 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$412 ;
+  wire [17:0] \v_f$414 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$422 ;
+  wire [17:0] \v_f$424 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$432 ;
+  wire [17:0] \v_f$434 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$440 ;
+  wire [17:0] \v_f$442 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$448 ;
+  wire [17:0] \v_f$450 ;
   wire [17:0] v_f_next;
-  wire [17:0] \v_f_next$569 ;
-  wire [17:0] \v_f_next$570 ;
   wire [17:0] \v_f_next$571 ;
   wire [17:0] \v_f_next$572 ;
+  wire [17:0] \v_f_next$573 ;
   wire [17:0] \v_f_next$574 ;
   wire [17:0] \v_f_next$576 ;
-  wire [17:0] \v_f_next$577 ;
   wire [17:0] \v_f_next$578 ;
   wire [17:0] \v_f_next$579 ;
   wire [17:0] \v_f_next$580 ;
   wire [17:0] \v_f_next$581 ;
   wire [17:0] \v_f_next$582 ;
+  wire [17:0] \v_f_next$583 ;
+  wire [17:0] \v_f_next$584 ;
   output [287:0] v_free;
   wire [287:0] v_free;
   wire [17:0] \v_free[0] ;
@@ -926,229 +935,229 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   wire [17:0] \v_free[8] ;
   wire [17:0] \v_free[9] ;
   reg [17:0] va_c = 18'h00000;
-  reg [17:0] \va_c$106  = 18'h00000;
+  reg [17:0] \va_c$108  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$117 ;
+  wire [17:0] \va_c$119 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$127 ;
+  wire [17:0] \va_c$129 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$136 ;
-  reg [17:0] \va_c$146  = 18'h00000;
+  wire [17:0] \va_c$138 ;
+  reg [17:0] \va_c$148  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$157 ;
+  wire [17:0] \va_c$159 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$167 ;
+  wire [17:0] \va_c$169 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$176 ;
+  wire [17:0] \va_c$178 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$184 ;
+  wire [17:0] \va_c$186 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$192 ;
+  wire [17:0] \va_c$194 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$200 ;
+  wire [17:0] \va_c$202 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$208 ;
+  wire [17:0] \va_c$210 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$216 ;
+  wire [17:0] \va_c$218 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$224 ;
+  wire [17:0] \va_c$226 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$232 ;
+  wire [17:0] \va_c$234 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$240 ;
+  wire [17:0] \va_c$242 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$248 ;
+  wire [17:0] \va_c$250 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$256 ;
+  wire [17:0] \va_c$258 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$264 ;
+  wire [17:0] \va_c$266 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$272 ;
+  wire [17:0] \va_c$274 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$280 ;
+  wire [17:0] \va_c$282 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$288 ;
+  wire [17:0] \va_c$290 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$296 ;
+  wire [17:0] \va_c$298 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$304 ;
+  wire [17:0] \va_c$306 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$37 ;
+  wire [17:0] \va_c$39 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$47 ;
+  wire [17:0] \va_c$49 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$56 ;
-  reg [17:0] \va_c$66  = 18'h00000;
+  wire [17:0] \va_c$58 ;
+  reg [17:0] \va_c$68  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$77 ;
+  wire [17:0] \va_c$79 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$87 ;
+  wire [17:0] \va_c$89 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$96 ;
+  wire [17:0] \va_c$98 ;
   reg [17:0] va_f = 18'h00000;
-  reg [17:0] \va_f$102  = 18'h00000;
+  reg [17:0] \va_f$104  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$114 ;
+  wire [17:0] \va_f$116 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$124 ;
+  wire [17:0] \va_f$126 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$134 ;
-  reg [17:0] \va_f$142  = 18'h00000;
+  wire [17:0] \va_f$136 ;
+  reg [17:0] \va_f$144  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$154 ;
+  wire [17:0] \va_f$156 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$164 ;
+  wire [17:0] \va_f$166 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$174 ;
+  wire [17:0] \va_f$176 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$182 ;
+  wire [17:0] \va_f$184 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$190 ;
+  wire [17:0] \va_f$192 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$198 ;
+  wire [17:0] \va_f$200 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$206 ;
+  wire [17:0] \va_f$208 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$214 ;
+  wire [17:0] \va_f$216 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$222 ;
+  wire [17:0] \va_f$224 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$230 ;
+  wire [17:0] \va_f$232 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$238 ;
+  wire [17:0] \va_f$240 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$246 ;
+  wire [17:0] \va_f$248 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$254 ;
+  wire [17:0] \va_f$256 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$262 ;
+  wire [17:0] \va_f$264 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$270 ;
+  wire [17:0] \va_f$272 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$278 ;
+  wire [17:0] \va_f$280 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$286 ;
+  wire [17:0] \va_f$288 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$294 ;
+  wire [17:0] \va_f$296 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$302 ;
+  wire [17:0] \va_f$304 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$34 ;
+  wire [17:0] \va_f$36 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$44 ;
+  wire [17:0] \va_f$46 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$54 ;
-  reg [17:0] \va_f$62  = 18'h00000;
+  wire [17:0] \va_f$56 ;
+  reg [17:0] \va_f$64  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$74 ;
+  wire [17:0] \va_f$76 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$84 ;
+  wire [17:0] \va_f$86 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$94 ;
+  wire [17:0] \va_f$96 ;
   reg [17:0] vb_c = 18'h00000;
-  reg [17:0] \vb_c$108  = 18'h00000;
-  reg [17:0] \vb_c$118  = 18'h00000;
-  reg [17:0] \vb_c$128  = 18'h00000;
+  reg [17:0] \vb_c$110  = 18'h00000;
+  reg [17:0] \vb_c$120  = 18'h00000;
+  reg [17:0] \vb_c$130  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$137 ;
-  reg [17:0] \vb_c$148  = 18'h00000;
-  reg [17:0] \vb_c$158  = 18'h00000;
-  reg [17:0] \vb_c$168  = 18'h00000;
+  wire [17:0] \vb_c$139 ;
+  reg [17:0] \vb_c$150  = 18'h00000;
+  reg [17:0] \vb_c$160  = 18'h00000;
+  reg [17:0] \vb_c$170  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$177 ;
+  wire [17:0] \vb_c$179 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$185 ;
+  wire [17:0] \vb_c$187 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$193 ;
+  wire [17:0] \vb_c$195 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$201 ;
+  wire [17:0] \vb_c$203 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$209 ;
+  wire [17:0] \vb_c$211 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$217 ;
+  wire [17:0] \vb_c$219 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$225 ;
+  wire [17:0] \vb_c$227 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$233 ;
+  wire [17:0] \vb_c$235 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$241 ;
+  wire [17:0] \vb_c$243 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$249 ;
+  wire [17:0] \vb_c$251 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$257 ;
+  wire [17:0] \vb_c$259 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$265 ;
+  wire [17:0] \vb_c$267 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$273 ;
+  wire [17:0] \vb_c$275 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$281 ;
+  wire [17:0] \vb_c$283 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$289 ;
+  wire [17:0] \vb_c$291 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$297 ;
+  wire [17:0] \vb_c$299 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$305 ;
-  reg [17:0] \vb_c$38  = 18'h00000;
-  reg [17:0] \vb_c$48  = 18'h00000;
+  wire [17:0] \vb_c$307 ;
+  reg [17:0] \vb_c$40  = 18'h00000;
+  reg [17:0] \vb_c$50  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$57 ;
-  reg [17:0] \vb_c$68  = 18'h00000;
-  reg [17:0] \vb_c$78  = 18'h00000;
-  reg [17:0] \vb_c$88  = 18'h00000;
+  wire [17:0] \vb_c$59 ;
+  reg [17:0] \vb_c$70  = 18'h00000;
+  reg [17:0] \vb_c$80  = 18'h00000;
+  reg [17:0] \vb_c$90  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$97 ;
+  wire [17:0] \vb_c$99 ;
   reg [17:0] vb_f = 18'h00000;
-  reg [17:0] \vb_f$104  = 18'h00000;
-  reg [17:0] \vb_f$115  = 18'h00000;
-  reg [17:0] \vb_f$125  = 18'h00000;
+  reg [17:0] \vb_f$106  = 18'h00000;
+  reg [17:0] \vb_f$117  = 18'h00000;
+  reg [17:0] \vb_f$127  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$135 ;
-  reg [17:0] \vb_f$144  = 18'h00000;
-  reg [17:0] \vb_f$155  = 18'h00000;
-  reg [17:0] \vb_f$165  = 18'h00000;
+  wire [17:0] \vb_f$137 ;
+  reg [17:0] \vb_f$146  = 18'h00000;
+  reg [17:0] \vb_f$157  = 18'h00000;
+  reg [17:0] \vb_f$167  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$175 ;
+  wire [17:0] \vb_f$177 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$183 ;
+  wire [17:0] \vb_f$185 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$191 ;
+  wire [17:0] \vb_f$193 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$199 ;
+  wire [17:0] \vb_f$201 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$207 ;
+  wire [17:0] \vb_f$209 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$215 ;
+  wire [17:0] \vb_f$217 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$223 ;
+  wire [17:0] \vb_f$225 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$231 ;
+  wire [17:0] \vb_f$233 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$239 ;
+  wire [17:0] \vb_f$241 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$247 ;
+  wire [17:0] \vb_f$249 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$255 ;
+  wire [17:0] \vb_f$257 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$263 ;
+  wire [17:0] \vb_f$265 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$271 ;
+  wire [17:0] \vb_f$273 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$279 ;
+  wire [17:0] \vb_f$281 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$287 ;
+  wire [17:0] \vb_f$289 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$295 ;
+  wire [17:0] \vb_f$297 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$303 ;
-  reg [17:0] \vb_f$35  = 18'h00000;
-  reg [17:0] \vb_f$45  = 18'h00000;
+  wire [17:0] \vb_f$305 ;
+  reg [17:0] \vb_f$37  = 18'h00000;
+  reg [17:0] \vb_f$47  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$55 ;
-  reg [17:0] \vb_f$64  = 18'h00000;
-  reg [17:0] \vb_f$75  = 18'h00000;
-  reg [17:0] \vb_f$85  = 18'h00000;
+  wire [17:0] \vb_f$57 ;
+  reg [17:0] \vb_f$66  = 18'h00000;
+  reg [17:0] \vb_f$77  = 18'h00000;
+  reg [17:0] \vb_f$87  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$95 ;
+  wire [17:0] \vb_f$97 ;
   (* init = 18'h00000 *)
   wire [17:0] vc0;
   (* init = 18'h00000 *)
@@ -1214,170 +1223,170 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   (* init = 18'h00000 *)
   wire [17:0] vf9;
   wire [17:0] vt;
-  wire [17:0] \vt$100 ;
-  wire [17:0] \vt$112 ;
-  wire [17:0] \vt$122 ;
-  wire [17:0] \vt$132 ;
-  wire [17:0] \vt$140 ;
-  wire [17:0] \vt$152 ;
-  wire [17:0] \vt$162 ;
-  wire [17:0] \vt$172 ;
-  wire [17:0] \vt$180 ;
-  wire [17:0] \vt$188 ;
-  wire [17:0] \vt$196 ;
-  wire [17:0] \vt$204 ;
-  wire [17:0] \vt$212 ;
-  wire [17:0] \vt$220 ;
-  wire [17:0] \vt$228 ;
-  wire [17:0] \vt$236 ;
-  wire [17:0] \vt$244 ;
-  wire [17:0] \vt$252 ;
-  wire [17:0] \vt$260 ;
-  wire [17:0] \vt$268 ;
-  wire [17:0] \vt$276 ;
-  wire [17:0] \vt$284 ;
-  wire [17:0] \vt$292 ;
-  wire [17:0] \vt$300 ;
-  wire [17:0] \vt$308 ;
-  wire [17:0] \vt$42 ;
-  wire [17:0] \vt$52 ;
-  wire [17:0] \vt$60 ;
-  wire [17:0] \vt$72 ;
-  wire [17:0] \vt$82 ;
-  wire [17:0] \vt$92 ;
+  wire [17:0] \vt$102 ;
+  wire [17:0] \vt$114 ;
+  wire [17:0] \vt$124 ;
+  wire [17:0] \vt$134 ;
+  wire [17:0] \vt$142 ;
+  wire [17:0] \vt$154 ;
+  wire [17:0] \vt$164 ;
+  wire [17:0] \vt$174 ;
+  wire [17:0] \vt$182 ;
+  wire [17:0] \vt$190 ;
+  wire [17:0] \vt$198 ;
+  wire [17:0] \vt$206 ;
+  wire [17:0] \vt$214 ;
+  wire [17:0] \vt$222 ;
+  wire [17:0] \vt$230 ;
+  wire [17:0] \vt$238 ;
+  wire [17:0] \vt$246 ;
+  wire [17:0] \vt$254 ;
+  wire [17:0] \vt$262 ;
+  wire [17:0] \vt$270 ;
+  wire [17:0] \vt$278 ;
+  wire [17:0] \vt$286 ;
+  wire [17:0] \vt$294 ;
+  wire [17:0] \vt$302 ;
+  wire [17:0] \vt$310 ;
+  wire [17:0] \vt$44 ;
+  wire [17:0] \vt$54 ;
+  wire [17:0] \vt$62 ;
+  wire [17:0] \vt$74 ;
+  wire [17:0] \vt$84 ;
+  wire [17:0] \vt$94 ;
   assign \$1  = - $signed(s_f);
-  assign \$2  = $signed(\$1 ) + $signed(\s_f$312 );
-  assign \$3  = - $signed(\s_f$313 );
-  assign \$4  = $signed(\$3 ) + $signed(\s_f$314 );
+  assign \$2  = $signed(\$1 ) + $signed(\s_f$314 );
+  assign \$3  = - $signed(\s_f$315 );
+  assign \$4  = $signed(\$3 ) + $signed(\s_f$316 );
   assign accf0 = $signed(\$2 ) + $signed(\$4 );
   assign \$5  = - $signed(s_c);
-  assign \$6  = $signed(\$5 ) + $signed(\s_c$317 );
-  assign \$7  = - $signed(\s_c$318 );
-  assign \$8  = $signed(\$7 ) + $signed(\s_c$319 );
+  assign \$6  = $signed(\$5 ) + $signed(\s_c$319 );
+  assign \$7  = - $signed(\s_c$320 );
+  assign \$8  = $signed(\$7 ) + $signed(\s_c$321 );
   assign accc0 = $signed(\$6 ) + $signed(\$8 );
-  assign \$9  = - $signed(\s_f$325 );
+  assign \$9  = - $signed(\s_f$327 );
   assign \$10  = $signed(s_f) + $signed(\$9 );
-  assign \$11  = - $signed(\s_f$326 );
-  assign \$12  = $signed(\$11 ) + $signed(\s_f$327 );
+  assign \$11  = - $signed(\s_f$328 );
+  assign \$12  = $signed(\$11 ) + $signed(\s_f$329 );
   assign accf1 = $signed(\$10 ) + $signed(\$12 );
-  assign \$13  = - $signed(\s_c$329 );
+  assign \$13  = - $signed(\s_c$331 );
   assign \$14  = $signed(s_c) + $signed(\$13 );
-  assign \$15  = - $signed(\s_c$330 );
-  assign \$16  = $signed(\$15 ) + $signed(\s_c$331 );
+  assign \$15  = - $signed(\s_c$332 );
+  assign \$16  = $signed(\$15 ) + $signed(\s_c$333 );
   assign accc1 = $signed(\$14 ) + $signed(\$16 );
-  assign \$17  = - $signed(\s_f$337 );
-  assign \$18  = $signed(\s_f$325 ) + $signed(\$17 );
-  assign \$19  = - $signed(\s_f$338 );
-  assign \$20  = $signed(\$19 ) + $signed(\s_f$339 );
+  assign \$17  = - $signed(\s_f$339 );
+  assign \$18  = $signed(\s_f$327 ) + $signed(\$17 );
+  assign \$19  = - $signed(\s_f$340 );
+  assign \$20  = $signed(\$19 ) + $signed(\s_f$341 );
   assign accf2 = $signed(\$18 ) + $signed(\$20 );
-  assign \$21  = - $signed(\s_c$341 );
-  assign \$22  = $signed(\s_c$329 ) + $signed(\$21 );
-  assign \$23  = - $signed(\s_c$342 );
-  assign \$24  = $signed(\$23 ) + $signed(\s_c$343 );
+  assign \$21  = - $signed(\s_c$343 );
+  assign \$22  = $signed(\s_c$331 ) + $signed(\$21 );
+  assign \$23  = - $signed(\s_c$344 );
+  assign \$24  = $signed(\$23 ) + $signed(\s_c$345 );
   assign accc2 = $signed(\$22 ) + $signed(\$24 );
-  assign \$25  = - $signed(\s_f$312 );
-  assign \$26  = $signed(\s_f$337 ) + $signed(\$25 );
-  assign \$27  = - $signed(\s_f$349 );
-  assign \$28  = $signed(\$27 ) + $signed(\s_f$350 );
+  assign \$25  = - $signed(\s_f$314 );
+  assign \$26  = $signed(\s_f$339 ) + $signed(\$25 );
+  assign \$27  = - $signed(\s_f$351 );
+  assign \$28  = $signed(\$27 ) + $signed(\s_f$352 );
   assign accf3 = $signed(\$26 ) + $signed(\$28 );
-  assign \$29  = - $signed(\s_c$317 );
-  assign \$30  = $signed(\s_c$341 ) + $signed(\$29 );
-  assign \$31  = - $signed(\s_c$352 );
-  assign \$32  = $signed(\$31 ) + $signed(\s_c$353 );
+  assign \$29  = - $signed(\s_c$319 );
+  assign \$30  = $signed(\s_c$343 ) + $signed(\$29 );
+  assign \$31  = - $signed(\s_c$354 );
+  assign \$32  = $signed(\$31 ) + $signed(\s_c$355 );
   assign accc3 = $signed(\$30 ) + $signed(\$32 );
-  assign \$33  = - $signed(\s_f$359 );
-  assign \$34  = $signed(\$33 ) + $signed(\s_f$360 );
-  assign \$35  = - $signed(\s_f$361 );
-  assign \$36  = $signed(\s_f$313 ) + $signed(\$35 );
+  assign \$33  = - $signed(\s_f$361 );
+  assign \$34  = $signed(\$33 ) + $signed(\s_f$362 );
+  assign \$35  = - $signed(\s_f$363 );
+  assign \$36  = $signed(\s_f$315 ) + $signed(\$35 );
   assign accf4 = $signed(\$34 ) + $signed(\$36 );
-  assign \$37  = - $signed(\s_c$363 );
-  assign \$38  = $signed(\$37 ) + $signed(\s_c$364 );
-  assign \$39  = - $signed(\s_c$365 );
-  assign \$40  = $signed(\s_c$318 ) + $signed(\$39 );
+  assign \$37  = - $signed(\s_c$365 );
+  assign \$38  = $signed(\$37 ) + $signed(\s_c$366 );
+  assign \$39  = - $signed(\s_c$367 );
+  assign \$40  = $signed(\s_c$320 ) + $signed(\$39 );
   assign accc4 = $signed(\$38 ) + $signed(\$40 );
-  assign \$41  = - $signed(\s_f$372 );
-  assign \$42  = $signed(\s_f$371 ) + $signed(\$41 );
-  assign \$43  = - $signed(\s_f$373 );
-  assign \$44  = $signed(\s_f$338 ) + $signed(\$43 );
+  assign \$41  = - $signed(\s_f$374 );
+  assign \$42  = $signed(\s_f$373 ) + $signed(\$41 );
+  assign \$43  = - $signed(\s_f$375 );
+  assign \$44  = $signed(\s_f$340 ) + $signed(\$43 );
   assign accf6 = $signed(\$42 ) + $signed(\$44 );
-  assign \$45  = - $signed(\s_c$376 );
-  assign \$46  = $signed(\s_c$375 ) + $signed(\$45 );
-  assign \$47  = - $signed(\s_c$377 );
-  assign \$48  = $signed(\s_c$342 ) + $signed(\$47 );
+  assign \$45  = - $signed(\s_c$378 );
+  assign \$46  = $signed(\s_c$377 ) + $signed(\$45 );
+  assign \$47  = - $signed(\s_c$379 );
+  assign \$48  = $signed(\s_c$344 ) + $signed(\$47 );
   assign accc6 = $signed(\$46 ) + $signed(\$48 );
-  assign \$49  = - $signed(\s_f$383 );
-  assign \$50  = $signed(\$49 ) + $signed(\s_f$384 );
-  assign \$51  = - $signed(\s_f$385 );
-  assign \$52  = $signed(\s_f$361 ) + $signed(\$51 );
+  assign \$49  = - $signed(\s_f$385 );
+  assign \$50  = $signed(\$49 ) + $signed(\s_f$386 );
+  assign \$51  = - $signed(\s_f$387 );
+  assign \$52  = $signed(\s_f$363 ) + $signed(\$51 );
   assign accf8 = $signed(\$50 ) + $signed(\$52 );
-  assign \$53  = - $signed(\s_c$387 );
-  assign \$54  = $signed(\$53 ) + $signed(\s_c$388 );
-  assign \$55  = - $signed(\s_c$389 );
-  assign \$56  = $signed(\s_c$365 ) + $signed(\$55 );
+  assign \$53  = - $signed(\s_c$389 );
+  assign \$54  = $signed(\$53 ) + $signed(\s_c$390 );
+  assign \$55  = - $signed(\s_c$391 );
+  assign \$56  = $signed(\s_c$367 ) + $signed(\$55 );
   assign accc8 = $signed(\$54 ) + $signed(\$56 );
-  assign \$57  = - $signed(\s_f$395 );
-  assign \$58  = $signed(\s_f$383 ) + $signed(\$57 );
-  assign \$59  = - $signed(\s_f$397 );
-  assign \$60  = $signed(\s_f$396 ) + $signed(\$59 );
+  assign \$57  = - $signed(\s_f$397 );
+  assign \$58  = $signed(\s_f$385 ) + $signed(\$57 );
+  assign \$59  = - $signed(\s_f$399 );
+  assign \$60  = $signed(\s_f$398 ) + $signed(\$59 );
   assign accf9 = $signed(\$58 ) + $signed(\$60 );
-  assign \$61  = - $signed(\s_c$399 );
-  assign \$62  = $signed(\s_c$387 ) + $signed(\$61 );
-  assign \$63  = - $signed(\s_c$401 );
-  assign \$64  = $signed(\s_c$400 ) + $signed(\$63 );
+  assign \$61  = - $signed(\s_c$401 );
+  assign \$62  = $signed(\s_c$389 ) + $signed(\$61 );
+  assign \$63  = - $signed(\s_c$403 );
+  assign \$64  = $signed(\s_c$402 ) + $signed(\$63 );
   assign accc9 = $signed(\$62 ) + $signed(\$64 );
-  assign \$65  = - $signed(\s_f$407 );
-  assign \$66  = $signed(\s_f$395 ) + $signed(\$65 );
-  assign \$67  = - $signed(\s_f$408 );
-  assign \$68  = $signed(\s_f$373 ) + $signed(\$67 );
+  assign \$65  = - $signed(\s_f$409 );
+  assign \$66  = $signed(\s_f$397 ) + $signed(\$65 );
+  assign \$67  = - $signed(\s_f$410 );
+  assign \$68  = $signed(\s_f$375 ) + $signed(\$67 );
   assign accf10 = $signed(\$66 ) + $signed(\$68 );
-  assign \$69  = - $signed(\s_c$410 );
-  assign \$70  = $signed(\s_c$399 ) + $signed(\$69 );
-  assign \$71  = - $signed(\s_c$411 );
-  assign \$72  = $signed(\s_c$377 ) + $signed(\$71 );
+  assign \$69  = - $signed(\s_c$412 );
+  assign \$70  = $signed(\s_c$401 ) + $signed(\$69 );
+  assign \$71  = - $signed(\s_c$413 );
+  assign \$72  = $signed(\s_c$379 ) + $signed(\$71 );
   assign accc10 = $signed(\$70 ) + $signed(\$72 );
-  assign \$73  = - $signed(\s_f$384 );
-  assign \$74  = $signed(\s_f$407 ) + $signed(\$73 );
-  assign \$75  = - $signed(\s_f$418 );
-  assign \$76  = $signed(\s_f$417 ) + $signed(\$75 );
+  assign \$73  = - $signed(\s_f$386 );
+  assign \$74  = $signed(\s_f$409 ) + $signed(\$73 );
+  assign \$75  = - $signed(\s_f$420 );
+  assign \$76  = $signed(\s_f$419 ) + $signed(\$75 );
   assign accf11 = $signed(\$74 ) + $signed(\$76 );
-  assign \$77  = - $signed(\s_c$388 );
-  assign \$78  = $signed(\s_c$410 ) + $signed(\$77 );
-  assign \$79  = - $signed(\s_c$421 );
-  assign \$80  = $signed(\s_c$420 ) + $signed(\$79 );
+  assign \$77  = - $signed(\s_c$390 );
+  assign \$78  = $signed(\s_c$412 ) + $signed(\$77 );
+  assign \$79  = - $signed(\s_c$423 );
+  assign \$80  = $signed(\s_c$422 ) + $signed(\$79 );
   assign accc11 = $signed(\$78 ) + $signed(\$80 );
-  assign \$81  = - $signed(\s_f$427 );
-  assign \$82  = $signed(\$81 ) + $signed(\s_f$428 );
-  assign \$83  = - $signed(\s_f$314 );
-  assign \$84  = $signed(\s_f$385 ) + $signed(\$83 );
+  assign \$81  = - $signed(\s_f$429 );
+  assign \$82  = $signed(\$81 ) + $signed(\s_f$430 );
+  assign \$83  = - $signed(\s_f$316 );
+  assign \$84  = $signed(\s_f$387 ) + $signed(\$83 );
   assign accf12 = $signed(\$82 ) + $signed(\$84 );
-  assign \$85  = - $signed(\s_c$430 );
-  assign \$86  = $signed(\$85 ) + $signed(\s_c$431 );
-  assign \$87  = - $signed(\s_c$319 );
-  assign \$88  = $signed(\s_c$389 ) + $signed(\$87 );
+  assign \$85  = - $signed(\s_c$432 );
+  assign \$86  = $signed(\$85 ) + $signed(\s_c$433 );
+  assign \$87  = - $signed(\s_c$321 );
+  assign \$88  = $signed(\s_c$391 ) + $signed(\$87 );
   assign accc12 = $signed(\$86 ) + $signed(\$88 );
-  assign \$89  = - $signed(\s_f$437 );
-  assign \$90  = $signed(\s_f$427 ) + $signed(\$89 );
-  assign \$91  = - $signed(\s_f$327 );
-  assign \$92  = $signed(\s_f$397 ) + $signed(\$91 );
+  assign \$89  = - $signed(\s_f$439 );
+  assign \$90  = $signed(\s_f$429 ) + $signed(\$89 );
+  assign \$91  = - $signed(\s_f$329 );
+  assign \$92  = $signed(\s_f$399 ) + $signed(\$91 );
   assign accf13 = $signed(\$90 ) + $signed(\$92 );
-  assign \$93  = - $signed(\s_c$439 );
-  assign \$94  = $signed(\s_c$430 ) + $signed(\$93 );
-  assign \$95  = - $signed(\s_c$331 );
-  assign \$96  = $signed(\s_c$401 ) + $signed(\$95 );
+  assign \$93  = - $signed(\s_c$441 );
+  assign \$94  = $signed(\s_c$432 ) + $signed(\$93 );
+  assign \$95  = - $signed(\s_c$333 );
+  assign \$96  = $signed(\s_c$403 ) + $signed(\$95 );
   assign accc13 = $signed(\$94 ) + $signed(\$96 );
-  assign \$97  = - $signed(\s_f$445 );
-  assign \$98  = $signed(\s_f$437 ) + $signed(\$97 );
-  assign \$99  = - $signed(\s_f$339 );
-  assign \$100  = $signed(\s_f$408 ) + $signed(\$99 );
+  assign \$97  = - $signed(\s_f$447 );
+  assign \$98  = $signed(\s_f$439 ) + $signed(\$97 );
+  assign \$99  = - $signed(\s_f$341 );
+  assign \$100  = $signed(\s_f$410 ) + $signed(\$99 );
   assign accf14 = $signed(\$98 ) + $signed(\$100 );
-  assign \$101  = - $signed(\s_c$447 );
-  assign \$102  = $signed(\s_c$439 ) + $signed(\$101 );
-  assign \$103  = - $signed(\s_c$343 );
-  assign \$104  = $signed(\s_c$411 ) + $signed(\$103 );
+  assign \$101  = - $signed(\s_c$449 );
+  assign \$102  = $signed(\s_c$441 ) + $signed(\$101 );
+  assign \$103  = - $signed(\s_c$345 );
+  assign \$104  = $signed(\s_c$413 ) + $signed(\$103 );
   assign accc14 = $signed(\$102 ) + $signed(\$104 );
-  assign \$105  = $signed(target0) - $signed(\vb_f$115 );
+  assign \$105  = $signed(target0) - $signed(\vb_f$117 );
   assign \$107  = $signed(\$106 ) + $signed(9'h080);
-  assign clamp0_exact = $signed(\vb_f$115 ) + $signed(\$108 );
+  assign clamp0_exact = $signed(\vb_f$117 ) + $signed(\$108 );
   assign \$109  = ~ clamp0_exact[35];
   assign \$110  = | clamp0_exact[35:17];
   assign \$111  = \$109  & \$110 ;
@@ -1455,186 +1464,186 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   assign \$246  = \$244  | \$245 ;
   assign \$248  = \$246  | \$247 ;
   assign \$250  = \$248  | \$249 ;
-  assign \$252  = \$251  | \flags$522 ;
-  assign \$253  = \$252  | \flags$523 ;
-  assign \$254  = \$253  | \flags$524 ;
-  assign \$255  = \$254  | \flags$525 ;
-  assign \$256  = \$255  | \flags$526 ;
-  assign \$257  = \$256  | \flags$527 ;
-  assign \$258  = \$257  | \flags$528 ;
-  assign \$259  = \$258  | \flags$529 ;
-  assign \$260  = \$259  | \flags$530 ;
-  assign \$261  = \$260  | \flags$531 ;
-  assign \$262  = \$261  | \flags$532 ;
-  assign \$263  = \$262  | \flags$533 ;
+  assign \$252  = \$251  | \flags$524 ;
+  assign \$253  = \$252  | \flags$525 ;
+  assign \$254  = \$253  | \flags$526 ;
+  assign \$255  = \$254  | \flags$527 ;
+  assign \$256  = \$255  | \flags$528 ;
+  assign \$257  = \$256  | \flags$529 ;
+  assign \$258  = \$257  | \flags$530 ;
+  assign \$259  = \$258  | \flags$531 ;
+  assign \$260  = \$259  | \flags$532 ;
+  assign \$261  = \$260  | \flags$533 ;
+  assign \$262  = \$261  | \flags$534 ;
+  assign \$263  = \$262  | \flags$535 ;
   assign \$265  = \$263  | { 1'h0, \$264 , 3'h0 };
   assign tick_flags = { \$250 , 3'h0, \$186  } | \$266 ;
-  assign saturated = | sat_flags;
-  assign \$267  = sat_flags | tick_flags;
-  assign \$268  = ticks + 1'h1;
-  assign \$269  = gate_raddr[0] ? \g$306  : \g$298 ;
-  assign \$270  = gate_raddr[0] ? \g$290  : \g$282 ;
-  assign \$271  = gate_raddr[1] ? \$269  : \$270 ;
-  assign \$272  = gate_raddr[0] ? \g$274  : \g$266 ;
-  assign \$273  = gate_raddr[0] ? \g$258  : \g$250 ;
-  assign \$274  = gate_raddr[1] ? \$272  : \$273 ;
-  assign \$275  = gate_raddr[2] ? \$271  : \$274 ;
-  assign \$276  = gate_raddr[0] ? \g$242  : \g$234 ;
-  assign \$277  = gate_raddr[0] ? \g$226  : \g$218 ;
-  assign \$278  = gate_raddr[1] ? \$276  : \$277 ;
-  assign \$279  = gate_raddr[0] ? \g$210  : \g$202 ;
-  assign \$280  = gate_raddr[0] ? \g$194  : \g$186 ;
-  assign \$281  = gate_raddr[1] ? \$279  : \$280 ;
-  assign \$282  = gate_raddr[2] ? \$278  : \$281 ;
-  assign \$283  = gate_raddr[3] ? \$275  : \$282 ;
-  assign \$284  = gate_raddr[0] ? \g$178  : \g$170 ;
-  assign \$285  = gate_raddr[0] ? \g$160  : \g$150 ;
-  assign \$286  = gate_raddr[1] ? \$284  : \$285 ;
-  assign \$287  = gate_raddr[0] ? \g$138  : \g$130 ;
-  assign \$288  = gate_raddr[0] ? \g$120  : \g$110 ;
-  assign \$289  = gate_raddr[1] ? \$287  : \$288 ;
-  assign \$290  = gate_raddr[2] ? \$286  : \$289 ;
-  assign \$291  = gate_raddr[0] ? \g$98  : \g$90 ;
-  assign \$292  = gate_raddr[0] ? \g$80  : \g$70 ;
-  assign \$293  = gate_raddr[1] ? \$291  : \$292 ;
-  assign \$294  = gate_raddr[0] ? \g$58  : \g$50 ;
-  assign \$295  = gate_raddr[0] ? \g$40  : g;
-  assign \$296  = gate_raddr[1] ? \$294  : \$295 ;
-  assign \$297  = gate_raddr[2] ? \$293  : \$296 ;
-  assign \$298  = gate_raddr[3] ? \$290  : \$297 ;
-  assign \$299  = gate_raddr[4] ? \$283  : \$298 ;
+  assign status__saturated = | status__sat_flags;
+  assign \$267  = status__sat_flags | tick_flags;
+  assign \$268  = status__ticks + 1'h1;
+  assign \$269  = gate__raddr[0] ? \g$308  : \g$300 ;
+  assign \$270  = gate__raddr[0] ? \g$292  : \g$284 ;
+  assign \$271  = gate__raddr[1] ? \$269  : \$270 ;
+  assign \$272  = gate__raddr[0] ? \g$276  : \g$268 ;
+  assign \$273  = gate__raddr[0] ? \g$260  : \g$252 ;
+  assign \$274  = gate__raddr[1] ? \$272  : \$273 ;
+  assign \$275  = gate__raddr[2] ? \$271  : \$274 ;
+  assign \$276  = gate__raddr[0] ? \g$244  : \g$236 ;
+  assign \$277  = gate__raddr[0] ? \g$228  : \g$220 ;
+  assign \$278  = gate__raddr[1] ? \$276  : \$277 ;
+  assign \$279  = gate__raddr[0] ? \g$212  : \g$204 ;
+  assign \$280  = gate__raddr[0] ? \g$196  : \g$188 ;
+  assign \$281  = gate__raddr[1] ? \$279  : \$280 ;
+  assign \$282  = gate__raddr[2] ? \$278  : \$281 ;
+  assign \$283  = gate__raddr[3] ? \$275  : \$282 ;
+  assign \$284  = gate__raddr[0] ? \g$180  : \g$172 ;
+  assign \$285  = gate__raddr[0] ? \g$162  : \g$152 ;
+  assign \$286  = gate__raddr[1] ? \$284  : \$285 ;
+  assign \$287  = gate__raddr[0] ? \g$140  : \g$132 ;
+  assign \$288  = gate__raddr[0] ? \g$122  : \g$112 ;
+  assign \$289  = gate__raddr[1] ? \$287  : \$288 ;
+  assign \$290  = gate__raddr[2] ? \$286  : \$289 ;
+  assign \$291  = gate__raddr[0] ? \g$100  : \g$92 ;
+  assign \$292  = gate__raddr[0] ? \g$82  : \g$72 ;
+  assign \$293  = gate__raddr[1] ? \$291  : \$292 ;
+  assign \$294  = gate__raddr[0] ? \g$60  : \g$52 ;
+  assign \$295  = gate__raddr[0] ? \g$42  : g;
+  assign \$296  = gate__raddr[1] ? \$294  : \$295 ;
+  assign \$297  = gate__raddr[2] ? \$293  : \$296 ;
+  assign \$298  = gate__raddr[3] ? \$290  : \$297 ;
+  assign \$299  = gate__raddr[4] ? \$283  : \$298 ;
   always @(posedge clk)
     g <= \$300 ;
   always @(posedge clk)
-    \g$40  <= \$301 ;
+    \g$42  <= \$301 ;
   always @(posedge clk)
-    \g$50  <= \$302 ;
+    \g$52  <= \$302 ;
   always @(posedge clk)
-    \g$58  <= \$303 ;
+    \g$60  <= \$303 ;
   always @(posedge clk)
-    \g$70  <= \$304 ;
+    \g$72  <= \$304 ;
   always @(posedge clk)
-    \g$80  <= \$305 ;
+    \g$82  <= \$305 ;
   always @(posedge clk)
-    \g$90  <= \$306 ;
+    \g$92  <= \$306 ;
   always @(posedge clk)
-    \g$98  <= \$307 ;
+    \g$100  <= \$307 ;
   always @(posedge clk)
-    \g$110  <= \$308 ;
+    \g$112  <= \$308 ;
   always @(posedge clk)
-    \g$120  <= \$309 ;
+    \g$122  <= \$309 ;
   always @(posedge clk)
-    \g$130  <= \$310 ;
+    \g$132  <= \$310 ;
   always @(posedge clk)
-    \g$138  <= \$311 ;
+    \g$140  <= \$311 ;
   always @(posedge clk)
-    \g$150  <= \$312 ;
+    \g$152  <= \$312 ;
   always @(posedge clk)
-    \g$160  <= \$313 ;
+    \g$162  <= \$313 ;
   always @(posedge clk)
-    \g$170  <= \$314 ;
+    \g$172  <= \$314 ;
   always @(posedge clk)
-    \g$178  <= \$315 ;
+    \g$180  <= \$315 ;
   always @(posedge clk)
-    \g$186  <= \$316 ;
+    \g$188  <= \$316 ;
   always @(posedge clk)
-    \g$194  <= \$317 ;
+    \g$196  <= \$317 ;
   always @(posedge clk)
-    \g$202  <= \$318 ;
+    \g$204  <= \$318 ;
   always @(posedge clk)
-    \g$210  <= \$319 ;
+    \g$212  <= \$319 ;
   always @(posedge clk)
-    \g$218  <= \$320 ;
+    \g$220  <= \$320 ;
   always @(posedge clk)
-    \g$226  <= \$321 ;
+    \g$228  <= \$321 ;
   always @(posedge clk)
-    \g$234  <= \$322 ;
+    \g$236  <= \$322 ;
   always @(posedge clk)
-    \g$242  <= \$323 ;
+    \g$244  <= \$323 ;
   always @(posedge clk)
-    \g$250  <= \$324 ;
+    \g$252  <= \$324 ;
   always @(posedge clk)
-    \g$258  <= \$325 ;
+    \g$260  <= \$325 ;
   always @(posedge clk)
-    \g$266  <= \$326 ;
+    \g$268  <= \$326 ;
   always @(posedge clk)
-    \g$274  <= \$327 ;
+    \g$276  <= \$327 ;
   always @(posedge clk)
-    \g$282  <= \$328 ;
+    \g$284  <= \$328 ;
   always @(posedge clk)
-    \g$290  <= \$329 ;
+    \g$292  <= \$329 ;
   always @(posedge clk)
-    \g$298  <= \$330 ;
+    \g$300  <= \$330 ;
   always @(posedge clk)
-    \g$306  <= \$331 ;
+    \g$308  <= \$331 ;
   always @(posedge clk)
     va_f <= \$332 ;
   always @(posedge clk)
     vb_f <= \$333 ;
   always @(posedge clk)
-    \vb_f$35  <= \$334 ;
+    \vb_f$37  <= \$334 ;
   always @(posedge clk)
-    \vb_f$45  <= \$335 ;
+    \vb_f$47  <= \$335 ;
   always @(posedge clk)
-    \va_f$62  <= \$336 ;
+    \va_f$64  <= \$336 ;
   always @(posedge clk)
-    \vb_f$64  <= \$337 ;
+    \vb_f$66  <= \$337 ;
   always @(posedge clk)
-    \vb_f$75  <= \$338 ;
+    \vb_f$77  <= \$338 ;
   always @(posedge clk)
-    \vb_f$85  <= \$339 ;
+    \vb_f$87  <= \$339 ;
   always @(posedge clk)
-    \va_f$102  <= \$340 ;
+    \va_f$104  <= \$340 ;
   always @(posedge clk)
-    \vb_f$104  <= \$341 ;
+    \vb_f$106  <= \$341 ;
   always @(posedge clk)
-    \vb_f$115  <= \$342 ;
+    \vb_f$117  <= \$342 ;
   always @(posedge clk)
-    \vb_f$125  <= \$343 ;
+    \vb_f$127  <= \$343 ;
   always @(posedge clk)
-    \va_f$142  <= \$344 ;
+    \va_f$144  <= \$344 ;
   always @(posedge clk)
-    \vb_f$144  <= \$345 ;
+    \vb_f$146  <= \$345 ;
   always @(posedge clk)
-    \vb_f$155  <= \$346 ;
+    \vb_f$157  <= \$346 ;
   always @(posedge clk)
-    \vb_f$165  <= \$347 ;
+    \vb_f$167  <= \$347 ;
   always @(posedge clk)
     va_c <= \$348 ;
   always @(posedge clk)
     vb_c <= \$349 ;
   always @(posedge clk)
-    \vb_c$38  <= \$350 ;
+    \vb_c$40  <= \$350 ;
   always @(posedge clk)
-    \vb_c$48  <= \$351 ;
+    \vb_c$50  <= \$351 ;
   always @(posedge clk)
-    \va_c$66  <= \$352 ;
+    \va_c$68  <= \$352 ;
   always @(posedge clk)
-    \vb_c$68  <= \$353 ;
+    \vb_c$70  <= \$353 ;
   always @(posedge clk)
-    \vb_c$78  <= \$354 ;
+    \vb_c$80  <= \$354 ;
   always @(posedge clk)
-    \vb_c$88  <= \$355 ;
+    \vb_c$90  <= \$355 ;
   always @(posedge clk)
-    \va_c$106  <= \$356 ;
+    \va_c$108  <= \$356 ;
   always @(posedge clk)
-    \vb_c$108  <= \$357 ;
+    \vb_c$110  <= \$357 ;
   always @(posedge clk)
-    \vb_c$118  <= \$358 ;
+    \vb_c$120  <= \$358 ;
   always @(posedge clk)
-    \vb_c$128  <= \$359 ;
+    \vb_c$130  <= \$359 ;
   always @(posedge clk)
-    \va_c$146  <= \$360 ;
+    \va_c$148  <= \$360 ;
   always @(posedge clk)
-    \vb_c$148  <= \$361 ;
+    \vb_c$150  <= \$361 ;
   always @(posedge clk)
-    \vb_c$158  <= \$362 ;
+    \vb_c$160  <= \$362 ;
   always @(posedge clk)
-    \vb_c$168  <= \$363 ;
+    \vb_c$170  <= \$363 ;
   always @(posedge clk)
-    sat_flags <= \$364 ;
+    status__sat_flags <= \$364 ;
   always @(posedge clk)
-    ticks <= \$365 ;
+    status__ticks <= \$365 ;
   always @(posedge clk)
     drive0 <= \$366 ;
   always @(posedge clk)
@@ -1644,11 +1653,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @(posedge clk)
     target0 <= \$369 ;
   always @(posedge clk)
-    gate_rdata <= \$370 ;
+    gate__rdata <= \$370 ;
   \clln_paper_regression.edge0  edge0 (
     .g(g),
     .g_next(g_next),
-    .learn(learn),
+    .learn(control__learn),
     .s_c(s_c),
     .s_f(s_f),
     .sat_dg(sat_dg),
@@ -1659,407 +1668,407 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
     .vb_f(vb_f)
   );
   \clln_paper_regression.edge1  edge1 (
-    .g(\g$40 ),
-    .g_next(\g_next$537 ),
-    .learn(learn),
-    .s_c(\s_c$329 ),
-    .s_f(\s_f$325 ),
-    .sat_dg(\sat_dg$490 ),
-    .sat_term(\sat_term$458 ),
+    .g(\g$42 ),
+    .g_next(\g_next$539 ),
+    .learn(control__learn),
+    .s_c(\s_c$331 ),
+    .s_f(\s_f$327 ),
+    .sat_dg(\sat_dg$492 ),
+    .sat_term(\sat_term$460 ),
     .va_c(vb_c),
     .va_f(vb_f),
-    .vb_c(\vb_c$38 ),
-    .vb_f(\vb_f$35 )
+    .vb_c(\vb_c$40 ),
+    .vb_f(\vb_f$37 )
   );
   \clln_paper_regression.edge10  edge10 (
-    .g(\g$130 ),
-    .g_next(\g_next$546 ),
-    .learn(learn),
-    .s_c(\s_c$410 ),
-    .s_f(\s_f$407 ),
-    .sat_dg(\sat_dg$499 ),
-    .sat_term(\sat_term$467 ),
-    .va_c(\vb_c$118 ),
-    .va_f(\vb_f$115 ),
-    .vb_c(\vb_c$128 ),
-    .vb_f(\vb_f$125 )
-  );
-  \clln_paper_regression.edge11  edge11 (
-    .g(\g$138 ),
-    .g_next(\g_next$547 ),
-    .learn(learn),
-    .s_c(\s_c$388 ),
-    .s_f(\s_f$384 ),
-    .sat_dg(\sat_dg$500 ),
-    .sat_term(\sat_term$468 ),
-    .va_c(\vb_c$128 ),
-    .va_f(\vb_f$125 ),
-    .vb_c(\va_c$106 ),
-    .vb_f(\va_f$102 )
-  );
-  \clln_paper_regression.edge12  edge12 (
-    .g(\g$150 ),
+    .g(\g$132 ),
     .g_next(\g_next$548 ),
-    .learn(learn),
-    .s_c(\s_c$430 ),
-    .s_f(\s_f$427 ),
+    .learn(control__learn),
+    .s_c(\s_c$412 ),
+    .s_f(\s_f$409 ),
     .sat_dg(\sat_dg$501 ),
     .sat_term(\sat_term$469 ),
-    .va_c(\va_c$146 ),
-    .va_f(\va_f$142 ),
-    .vb_c(\vb_c$148 ),
-    .vb_f(\vb_f$144 )
+    .va_c(\vb_c$120 ),
+    .va_f(\vb_f$117 ),
+    .vb_c(\vb_c$130 ),
+    .vb_f(\vb_f$127 )
   );
-  \clln_paper_regression.edge13  edge13 (
-    .g(\g$160 ),
+  \clln_paper_regression.edge11  edge11 (
+    .g(\g$140 ),
     .g_next(\g_next$549 ),
-    .learn(learn),
-    .s_c(\s_c$439 ),
-    .s_f(\s_f$437 ),
+    .learn(control__learn),
+    .s_c(\s_c$390 ),
+    .s_f(\s_f$386 ),
     .sat_dg(\sat_dg$502 ),
     .sat_term(\sat_term$470 ),
-    .va_c(\vb_c$148 ),
-    .va_f(\vb_f$144 ),
-    .vb_c(\vb_c$158 ),
-    .vb_f(\vb_f$155 )
+    .va_c(\vb_c$130 ),
+    .va_f(\vb_f$127 ),
+    .vb_c(\va_c$108 ),
+    .vb_f(\va_f$104 )
   );
-  \clln_paper_regression.edge14  edge14 (
-    .g(\g$170 ),
+  \clln_paper_regression.edge12  edge12 (
+    .g(\g$152 ),
     .g_next(\g_next$550 ),
-    .learn(learn),
-    .s_c(\s_c$447 ),
-    .s_f(\s_f$445 ),
+    .learn(control__learn),
+    .s_c(\s_c$432 ),
+    .s_f(\s_f$429 ),
     .sat_dg(\sat_dg$503 ),
     .sat_term(\sat_term$471 ),
-    .va_c(\vb_c$158 ),
-    .va_f(\vb_f$155 ),
-    .vb_c(\vb_c$168 ),
-    .vb_f(\vb_f$165 )
+    .va_c(\va_c$148 ),
+    .va_f(\va_f$144 ),
+    .vb_c(\vb_c$150 ),
+    .vb_f(\vb_f$146 )
   );
-  \clln_paper_regression.edge15  edge15 (
-    .g(\g$178 ),
+  \clln_paper_regression.edge13  edge13 (
+    .g(\g$162 ),
     .g_next(\g_next$551 ),
-    .learn(learn),
-    .s_c(\s_c$431 ),
-    .s_f(\s_f$428 ),
+    .learn(control__learn),
+    .s_c(\s_c$441 ),
+    .s_f(\s_f$439 ),
     .sat_dg(\sat_dg$504 ),
     .sat_term(\sat_term$472 ),
-    .va_c(\vb_c$168 ),
-    .va_f(\vb_f$165 ),
-    .vb_c(\va_c$146 ),
-    .vb_f(\va_f$142 )
+    .va_c(\vb_c$150 ),
+    .va_f(\vb_f$146 ),
+    .vb_c(\vb_c$160 ),
+    .vb_f(\vb_f$157 )
   );
-  \clln_paper_regression.edge16  edge16 (
-    .g(\g$186 ),
+  \clln_paper_regression.edge14  edge14 (
+    .g(\g$172 ),
     .g_next(\g_next$552 ),
-    .learn(learn),
-    .s_c(\s_c$318 ),
-    .s_f(\s_f$313 ),
+    .learn(control__learn),
+    .s_c(\s_c$449 ),
+    .s_f(\s_f$447 ),
     .sat_dg(\sat_dg$505 ),
     .sat_term(\sat_term$473 ),
-    .va_c(va_c),
-    .va_f(va_f),
-    .vb_c(\va_c$66 ),
-    .vb_f(\va_f$62 )
+    .va_c(\vb_c$160 ),
+    .va_f(\vb_f$157 ),
+    .vb_c(\vb_c$170 ),
+    .vb_f(\vb_f$167 )
   );
-  \clln_paper_regression.edge17  edge17 (
-    .g(\g$194 ),
+  \clln_paper_regression.edge15  edge15 (
+    .g(\g$180 ),
     .g_next(\g_next$553 ),
-    .learn(learn),
-    .s_c(\s_c$330 ),
-    .s_f(\s_f$326 ),
+    .learn(control__learn),
+    .s_c(\s_c$433 ),
+    .s_f(\s_f$430 ),
     .sat_dg(\sat_dg$506 ),
     .sat_term(\sat_term$474 ),
-    .va_c(vb_c),
-    .va_f(vb_f),
-    .vb_c(\vb_c$68 ),
-    .vb_f(\vb_f$64 )
+    .va_c(\vb_c$170 ),
+    .va_f(\vb_f$167 ),
+    .vb_c(\va_c$148 ),
+    .vb_f(\va_f$144 )
   );
-  \clln_paper_regression.edge18  edge18 (
-    .g(\g$202 ),
+  \clln_paper_regression.edge16  edge16 (
+    .g(\g$188 ),
     .g_next(\g_next$554 ),
-    .learn(learn),
-    .s_c(\s_c$342 ),
-    .s_f(\s_f$338 ),
+    .learn(control__learn),
+    .s_c(\s_c$320 ),
+    .s_f(\s_f$315 ),
     .sat_dg(\sat_dg$507 ),
     .sat_term(\sat_term$475 ),
-    .va_c(\vb_c$38 ),
-    .va_f(\vb_f$35 ),
-    .vb_c(\vb_c$78 ),
-    .vb_f(\vb_f$75 )
+    .va_c(va_c),
+    .va_f(va_f),
+    .vb_c(\va_c$68 ),
+    .vb_f(\va_f$64 )
   );
-  \clln_paper_regression.edge19  edge19 (
-    .g(\g$210 ),
+  \clln_paper_regression.edge17  edge17 (
+    .g(\g$196 ),
     .g_next(\g_next$555 ),
-    .learn(learn),
-    .s_c(\s_c$352 ),
-    .s_f(\s_f$349 ),
+    .learn(control__learn),
+    .s_c(\s_c$332 ),
+    .s_f(\s_f$328 ),
     .sat_dg(\sat_dg$508 ),
     .sat_term(\sat_term$476 ),
-    .va_c(\vb_c$48 ),
-    .va_f(\vb_f$45 ),
-    .vb_c(\vb_c$88 ),
-    .vb_f(\vb_f$85 )
+    .va_c(vb_c),
+    .va_f(vb_f),
+    .vb_c(\vb_c$70 ),
+    .vb_f(\vb_f$66 )
   );
-  \clln_paper_regression.edge2  edge2 (
-    .g(\g$50 ),
-    .g_next(\g_next$538 ),
-    .learn(learn),
-    .s_c(\s_c$341 ),
-    .s_f(\s_f$337 ),
-    .sat_dg(\sat_dg$491 ),
-    .sat_term(\sat_term$459 ),
-    .va_c(\vb_c$38 ),
-    .va_f(\vb_f$35 ),
-    .vb_c(\vb_c$48 ),
-    .vb_f(\vb_f$45 )
-  );
-  \clln_paper_regression.edge20  edge20 (
-    .g(\g$218 ),
+  \clln_paper_regression.edge18  edge18 (
+    .g(\g$204 ),
     .g_next(\g_next$556 ),
-    .learn(learn),
-    .s_c(\s_c$365 ),
-    .s_f(\s_f$361 ),
+    .learn(control__learn),
+    .s_c(\s_c$344 ),
+    .s_f(\s_f$340 ),
     .sat_dg(\sat_dg$509 ),
     .sat_term(\sat_term$477 ),
-    .va_c(\va_c$66 ),
-    .va_f(\va_f$62 ),
-    .vb_c(\va_c$106 ),
-    .vb_f(\va_f$102 )
+    .va_c(\vb_c$40 ),
+    .va_f(\vb_f$37 ),
+    .vb_c(\vb_c$80 ),
+    .vb_f(\vb_f$77 )
   );
-  \clln_paper_regression.edge21  edge21 (
-    .g(\g$226 ),
+  \clln_paper_regression.edge19  edge19 (
+    .g(\g$212 ),
     .g_next(\g_next$557 ),
-    .learn(learn),
-    .s_c(\s_c$400 ),
-    .s_f(\s_f$396 ),
+    .learn(control__learn),
+    .s_c(\s_c$354 ),
+    .s_f(\s_f$351 ),
     .sat_dg(\sat_dg$510 ),
     .sat_term(\sat_term$478 ),
-    .va_c(\vb_c$68 ),
-    .va_f(\vb_f$64 ),
-    .vb_c(\vb_c$108 ),
-    .vb_f(\vb_f$104 )
+    .va_c(\vb_c$50 ),
+    .va_f(\vb_f$47 ),
+    .vb_c(\vb_c$90 ),
+    .vb_f(\vb_f$87 )
   );
-  \clln_paper_regression.edge22  edge22 (
-    .g(\g$234 ),
+  \clln_paper_regression.edge2  edge2 (
+    .g(\g$52 ),
+    .g_next(\g_next$540 ),
+    .learn(control__learn),
+    .s_c(\s_c$343 ),
+    .s_f(\s_f$339 ),
+    .sat_dg(\sat_dg$493 ),
+    .sat_term(\sat_term$461 ),
+    .va_c(\vb_c$40 ),
+    .va_f(\vb_f$37 ),
+    .vb_c(\vb_c$50 ),
+    .vb_f(\vb_f$47 )
+  );
+  \clln_paper_regression.edge20  edge20 (
+    .g(\g$220 ),
     .g_next(\g_next$558 ),
-    .learn(learn),
-    .s_c(\s_c$377 ),
-    .s_f(\s_f$373 ),
+    .learn(control__learn),
+    .s_c(\s_c$367 ),
+    .s_f(\s_f$363 ),
     .sat_dg(\sat_dg$511 ),
     .sat_term(\sat_term$479 ),
-    .va_c(\vb_c$78 ),
-    .va_f(\vb_f$75 ),
-    .vb_c(\vb_c$118 ),
-    .vb_f(\vb_f$115 )
+    .va_c(\va_c$68 ),
+    .va_f(\va_f$64 ),
+    .vb_c(\va_c$108 ),
+    .vb_f(\va_f$104 )
   );
-  \clln_paper_regression.edge23  edge23 (
-    .g(\g$242 ),
+  \clln_paper_regression.edge21  edge21 (
+    .g(\g$228 ),
     .g_next(\g_next$559 ),
-    .learn(learn),
-    .s_c(\s_c$420 ),
-    .s_f(\s_f$417 ),
+    .learn(control__learn),
+    .s_c(\s_c$402 ),
+    .s_f(\s_f$398 ),
     .sat_dg(\sat_dg$512 ),
     .sat_term(\sat_term$480 ),
-    .va_c(\vb_c$88 ),
-    .va_f(\vb_f$85 ),
-    .vb_c(\vb_c$128 ),
-    .vb_f(\vb_f$125 )
+    .va_c(\vb_c$70 ),
+    .va_f(\vb_f$66 ),
+    .vb_c(\vb_c$110 ),
+    .vb_f(\vb_f$106 )
   );
-  \clln_paper_regression.edge24  edge24 (
-    .g(\g$250 ),
+  \clln_paper_regression.edge22  edge22 (
+    .g(\g$236 ),
     .g_next(\g_next$560 ),
-    .learn(learn),
-    .s_c(\s_c$389 ),
-    .s_f(\s_f$385 ),
+    .learn(control__learn),
+    .s_c(\s_c$379 ),
+    .s_f(\s_f$375 ),
     .sat_dg(\sat_dg$513 ),
     .sat_term(\sat_term$481 ),
-    .va_c(\va_c$106 ),
-    .va_f(\va_f$102 ),
-    .vb_c(\va_c$146 ),
-    .vb_f(\va_f$142 )
+    .va_c(\vb_c$80 ),
+    .va_f(\vb_f$77 ),
+    .vb_c(\vb_c$120 ),
+    .vb_f(\vb_f$117 )
   );
-  \clln_paper_regression.edge25  edge25 (
-    .g(\g$258 ),
+  \clln_paper_regression.edge23  edge23 (
+    .g(\g$244 ),
     .g_next(\g_next$561 ),
-    .learn(learn),
-    .s_c(\s_c$401 ),
-    .s_f(\s_f$397 ),
+    .learn(control__learn),
+    .s_c(\s_c$422 ),
+    .s_f(\s_f$419 ),
     .sat_dg(\sat_dg$514 ),
     .sat_term(\sat_term$482 ),
-    .va_c(\vb_c$108 ),
-    .va_f(\vb_f$104 ),
-    .vb_c(\vb_c$148 ),
-    .vb_f(\vb_f$144 )
+    .va_c(\vb_c$90 ),
+    .va_f(\vb_f$87 ),
+    .vb_c(\vb_c$130 ),
+    .vb_f(\vb_f$127 )
   );
-  \clln_paper_regression.edge26  edge26 (
-    .g(\g$266 ),
+  \clln_paper_regression.edge24  edge24 (
+    .g(\g$252 ),
     .g_next(\g_next$562 ),
-    .learn(learn),
-    .s_c(\s_c$411 ),
-    .s_f(\s_f$408 ),
+    .learn(control__learn),
+    .s_c(\s_c$391 ),
+    .s_f(\s_f$387 ),
     .sat_dg(\sat_dg$515 ),
     .sat_term(\sat_term$483 ),
-    .va_c(\vb_c$118 ),
-    .va_f(\vb_f$115 ),
-    .vb_c(\vb_c$158 ),
-    .vb_f(\vb_f$155 )
+    .va_c(\va_c$108 ),
+    .va_f(\va_f$104 ),
+    .vb_c(\va_c$148 ),
+    .vb_f(\va_f$144 )
   );
-  \clln_paper_regression.edge27  edge27 (
-    .g(\g$274 ),
+  \clln_paper_regression.edge25  edge25 (
+    .g(\g$260 ),
     .g_next(\g_next$563 ),
-    .learn(learn),
-    .s_c(\s_c$421 ),
-    .s_f(\s_f$418 ),
+    .learn(control__learn),
+    .s_c(\s_c$403 ),
+    .s_f(\s_f$399 ),
     .sat_dg(\sat_dg$516 ),
     .sat_term(\sat_term$484 ),
-    .va_c(\vb_c$128 ),
-    .va_f(\vb_f$125 ),
-    .vb_c(\vb_c$168 ),
-    .vb_f(\vb_f$165 )
+    .va_c(\vb_c$110 ),
+    .va_f(\vb_f$106 ),
+    .vb_c(\vb_c$150 ),
+    .vb_f(\vb_f$146 )
   );
-  \clln_paper_regression.edge28  edge28 (
-    .g(\g$282 ),
+  \clln_paper_regression.edge26  edge26 (
+    .g(\g$268 ),
     .g_next(\g_next$564 ),
-    .learn(learn),
-    .s_c(\s_c$319 ),
-    .s_f(\s_f$314 ),
+    .learn(control__learn),
+    .s_c(\s_c$413 ),
+    .s_f(\s_f$410 ),
     .sat_dg(\sat_dg$517 ),
     .sat_term(\sat_term$485 ),
-    .va_c(\va_c$146 ),
-    .va_f(\va_f$142 ),
+    .va_c(\vb_c$120 ),
+    .va_f(\vb_f$117 ),
+    .vb_c(\vb_c$160 ),
+    .vb_f(\vb_f$157 )
+  );
+  \clln_paper_regression.edge27  edge27 (
+    .g(\g$276 ),
+    .g_next(\g_next$565 ),
+    .learn(control__learn),
+    .s_c(\s_c$423 ),
+    .s_f(\s_f$420 ),
+    .sat_dg(\sat_dg$518 ),
+    .sat_term(\sat_term$486 ),
+    .va_c(\vb_c$130 ),
+    .va_f(\vb_f$127 ),
+    .vb_c(\vb_c$170 ),
+    .vb_f(\vb_f$167 )
+  );
+  \clln_paper_regression.edge28  edge28 (
+    .g(\g$284 ),
+    .g_next(\g_next$566 ),
+    .learn(control__learn),
+    .s_c(\s_c$321 ),
+    .s_f(\s_f$316 ),
+    .sat_dg(\sat_dg$519 ),
+    .sat_term(\sat_term$487 ),
+    .va_c(\va_c$148 ),
+    .va_f(\va_f$144 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_regression.edge29  edge29 (
-    .g(\g$290 ),
-    .g_next(\g_next$565 ),
-    .learn(learn),
-    .s_c(\s_c$331 ),
-    .s_f(\s_f$327 ),
-    .sat_dg(\sat_dg$518 ),
-    .sat_term(\sat_term$486 ),
-    .va_c(\vb_c$148 ),
-    .va_f(\vb_f$144 ),
+    .g(\g$292 ),
+    .g_next(\g_next$567 ),
+    .learn(control__learn),
+    .s_c(\s_c$333 ),
+    .s_f(\s_f$329 ),
+    .sat_dg(\sat_dg$520 ),
+    .sat_term(\sat_term$488 ),
+    .va_c(\vb_c$150 ),
+    .va_f(\vb_f$146 ),
     .vb_c(vb_c),
     .vb_f(vb_f)
   );
   \clln_paper_regression.edge3  edge3 (
-    .g(\g$58 ),
-    .g_next(\g_next$539 ),
-    .learn(learn),
-    .s_c(\s_c$317 ),
-    .s_f(\s_f$312 ),
-    .sat_dg(\sat_dg$492 ),
-    .sat_term(\sat_term$460 ),
-    .va_c(\vb_c$48 ),
-    .va_f(\vb_f$45 ),
+    .g(\g$60 ),
+    .g_next(\g_next$541 ),
+    .learn(control__learn),
+    .s_c(\s_c$319 ),
+    .s_f(\s_f$314 ),
+    .sat_dg(\sat_dg$494 ),
+    .sat_term(\sat_term$462 ),
+    .va_c(\vb_c$50 ),
+    .va_f(\vb_f$47 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_regression.edge30  edge30 (
-    .g(\g$298 ),
-    .g_next(\g_next$566 ),
-    .learn(learn),
-    .s_c(\s_c$343 ),
-    .s_f(\s_f$339 ),
-    .sat_dg(\sat_dg$519 ),
-    .sat_term(\sat_term$487 ),
-    .va_c(\vb_c$158 ),
-    .va_f(\vb_f$155 ),
-    .vb_c(\vb_c$38 ),
-    .vb_f(\vb_f$35 )
+    .g(\g$300 ),
+    .g_next(\g_next$568 ),
+    .learn(control__learn),
+    .s_c(\s_c$345 ),
+    .s_f(\s_f$341 ),
+    .sat_dg(\sat_dg$521 ),
+    .sat_term(\sat_term$489 ),
+    .va_c(\vb_c$160 ),
+    .va_f(\vb_f$157 ),
+    .vb_c(\vb_c$40 ),
+    .vb_f(\vb_f$37 )
   );
   \clln_paper_regression.edge31  edge31 (
-    .g(\g$306 ),
-    .g_next(\g_next$567 ),
-    .learn(learn),
-    .s_c(\s_c$353 ),
-    .s_f(\s_f$350 ),
-    .sat_dg(\sat_dg$520 ),
-    .sat_term(\sat_term$488 ),
-    .va_c(\vb_c$168 ),
-    .va_f(\vb_f$165 ),
-    .vb_c(\vb_c$48 ),
-    .vb_f(\vb_f$45 )
+    .g(\g$308 ),
+    .g_next(\g_next$569 ),
+    .learn(control__learn),
+    .s_c(\s_c$355 ),
+    .s_f(\s_f$352 ),
+    .sat_dg(\sat_dg$522 ),
+    .sat_term(\sat_term$490 ),
+    .va_c(\vb_c$170 ),
+    .va_f(\vb_f$167 ),
+    .vb_c(\vb_c$50 ),
+    .vb_f(\vb_f$47 )
   );
   \clln_paper_regression.edge4  edge4 (
-    .g(\g$70 ),
-    .g_next(\g_next$540 ),
-    .learn(learn),
-    .s_c(\s_c$363 ),
-    .s_f(\s_f$359 ),
-    .sat_dg(\sat_dg$493 ),
-    .sat_term(\sat_term$461 ),
-    .va_c(\va_c$66 ),
-    .va_f(\va_f$62 ),
-    .vb_c(\vb_c$68 ),
-    .vb_f(\vb_f$64 )
-  );
-  \clln_paper_regression.edge5  edge5 (
-    .g(\g$80 ),
-    .g_next(\g_next$541 ),
-    .learn(learn),
-    .s_c(\s_c$375 ),
-    .s_f(\s_f$371 ),
-    .sat_dg(\sat_dg$494 ),
-    .sat_term(\sat_term$462 ),
-    .va_c(\vb_c$68 ),
-    .va_f(\vb_f$64 ),
-    .vb_c(\vb_c$78 ),
-    .vb_f(\vb_f$75 )
-  );
-  \clln_paper_regression.edge6  edge6 (
-    .g(\g$90 ),
+    .g(\g$72 ),
     .g_next(\g_next$542 ),
-    .learn(learn),
-    .s_c(\s_c$376 ),
-    .s_f(\s_f$372 ),
+    .learn(control__learn),
+    .s_c(\s_c$365 ),
+    .s_f(\s_f$361 ),
     .sat_dg(\sat_dg$495 ),
     .sat_term(\sat_term$463 ),
-    .va_c(\vb_c$78 ),
-    .va_f(\vb_f$75 ),
-    .vb_c(\vb_c$88 ),
-    .vb_f(\vb_f$85 )
+    .va_c(\va_c$68 ),
+    .va_f(\va_f$64 ),
+    .vb_c(\vb_c$70 ),
+    .vb_f(\vb_f$66 )
   );
-  \clln_paper_regression.edge7  edge7 (
-    .g(\g$98 ),
+  \clln_paper_regression.edge5  edge5 (
+    .g(\g$82 ),
     .g_next(\g_next$543 ),
-    .learn(learn),
-    .s_c(\s_c$364 ),
-    .s_f(\s_f$360 ),
+    .learn(control__learn),
+    .s_c(\s_c$377 ),
+    .s_f(\s_f$373 ),
     .sat_dg(\sat_dg$496 ),
     .sat_term(\sat_term$464 ),
-    .va_c(\vb_c$88 ),
-    .va_f(\vb_f$85 ),
-    .vb_c(\va_c$66 ),
-    .vb_f(\va_f$62 )
+    .va_c(\vb_c$70 ),
+    .va_f(\vb_f$66 ),
+    .vb_c(\vb_c$80 ),
+    .vb_f(\vb_f$77 )
   );
-  \clln_paper_regression.edge8  edge8 (
-    .g(\g$110 ),
+  \clln_paper_regression.edge6  edge6 (
+    .g(\g$92 ),
     .g_next(\g_next$544 ),
-    .learn(learn),
-    .s_c(\s_c$387 ),
-    .s_f(\s_f$383 ),
+    .learn(control__learn),
+    .s_c(\s_c$378 ),
+    .s_f(\s_f$374 ),
     .sat_dg(\sat_dg$497 ),
     .sat_term(\sat_term$465 ),
-    .va_c(\va_c$106 ),
-    .va_f(\va_f$102 ),
-    .vb_c(\vb_c$108 ),
-    .vb_f(\vb_f$104 )
+    .va_c(\vb_c$80 ),
+    .va_f(\vb_f$77 ),
+    .vb_c(\vb_c$90 ),
+    .vb_f(\vb_f$87 )
   );
-  \clln_paper_regression.edge9  edge9 (
-    .g(\g$120 ),
+  \clln_paper_regression.edge7  edge7 (
+    .g(\g$100 ),
     .g_next(\g_next$545 ),
-    .learn(learn),
-    .s_c(\s_c$399 ),
-    .s_f(\s_f$395 ),
+    .learn(control__learn),
+    .s_c(\s_c$366 ),
+    .s_f(\s_f$362 ),
     .sat_dg(\sat_dg$498 ),
     .sat_term(\sat_term$466 ),
-    .va_c(\vb_c$108 ),
-    .va_f(\vb_f$104 ),
-    .vb_c(\vb_c$118 ),
-    .vb_f(\vb_f$115 )
+    .va_c(\vb_c$90 ),
+    .va_f(\vb_f$87 ),
+    .vb_c(\va_c$68 ),
+    .vb_f(\va_f$64 )
+  );
+  \clln_paper_regression.edge8  edge8 (
+    .g(\g$112 ),
+    .g_next(\g_next$546 ),
+    .learn(control__learn),
+    .s_c(\s_c$389 ),
+    .s_f(\s_f$385 ),
+    .sat_dg(\sat_dg$499 ),
+    .sat_term(\sat_term$467 ),
+    .va_c(\va_c$108 ),
+    .va_f(\va_f$104 ),
+    .vb_c(\vb_c$110 ),
+    .vb_f(\vb_f$106 )
+  );
+  \clln_paper_regression.edge9  edge9 (
+    .g(\g$122 ),
+    .g_next(\g_next$547 ),
+    .learn(control__learn),
+    .s_c(\s_c$401 ),
+    .s_f(\s_f$397 ),
+    .sat_dg(\sat_dg$500 ),
+    .sat_term(\sat_term$468 ),
+    .va_c(\vb_c$110 ),
+    .va_f(\vb_f$106 ),
+    .vb_c(\vb_c$120 ),
+    .vb_f(\vb_f$117 )
   );
   \clln_paper_regression.node0  node0 (
     .acc_c_exact(accc0),
@@ -2073,121 +2082,124 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   \clln_paper_regression.node1  node1 (
     .acc_c_exact(accc1),
     .acc_f_exact(accf1),
-    .flags(\flags$522 ),
+    .flags(\flags$524 ),
     .v_c(vb_c),
-    .\v_c$20 (\v_c_next$585 ),
+    .\v_c$20 (\v_c_next$587 ),
     .v_f(vb_f),
-    .\v_f$9 (\v_f_next$569 )
+    .\v_f$9 (\v_f_next$571 )
   );
   \clln_paper_regression.node10  node10 (
     .acc_c_exact(accc10),
     .acc_f_exact(accf10),
-    .flags(\flags$529 ),
-    .v_c(\vb_c$118 ),
-    .v_f(\vb_f$115 ),
-    .\v_f$9 (\v_f_next$578 )
+    .flags(\flags$531 ),
+    .v_c(\vb_c$120 ),
+    .v_f(\vb_f$117 ),
+    .\v_f$9 (\v_f_next$580 )
   );
   \clln_paper_regression.node11  node11 (
     .acc_c_exact(accc11),
     .acc_f_exact(accf11),
-    .flags(\flags$530 ),
-    .v_c(\vb_c$128 ),
-    .\v_c$20 (\v_c_next$592 ),
-    .v_f(\vb_f$125 ),
-    .\v_f$9 (\v_f_next$579 )
+    .flags(\flags$532 ),
+    .v_c(\vb_c$130 ),
+    .\v_c$20 (\v_c_next$594 ),
+    .v_f(\vb_f$127 ),
+    .\v_f$9 (\v_f_next$581 )
   );
   \clln_paper_regression.node12  node12 (
     .acc_c_exact(accc12),
     .acc_f_exact(accf12),
-    .flags(\flags$531 ),
-    .v_c(\va_c$146 ),
-    .\v_c$20 (\v_c_next$593 ),
-    .v_f(\va_f$142 ),
-    .\v_f$9 (\v_f_next$580 )
+    .flags(\flags$533 ),
+    .v_c(\va_c$148 ),
+    .\v_c$20 (\v_c_next$595 ),
+    .v_f(\va_f$144 ),
+    .\v_f$9 (\v_f_next$582 )
   );
   \clln_paper_regression.node13  node13 (
     .acc_c_exact(accc13),
     .acc_f_exact(accf13),
-    .flags(\flags$532 ),
-    .v_c(\vb_c$148 ),
-    .\v_c$20 (\v_c_next$594 ),
-    .v_f(\vb_f$144 ),
-    .\v_f$9 (\v_f_next$581 )
+    .flags(\flags$534 ),
+    .v_c(\vb_c$150 ),
+    .\v_c$20 (\v_c_next$596 ),
+    .v_f(\vb_f$146 ),
+    .\v_f$9 (\v_f_next$583 )
   );
   \clln_paper_regression.node14  node14 (
     .acc_c_exact(accc14),
     .acc_f_exact(accf14),
-    .flags(\flags$533 ),
-    .v_c(\vb_c$158 ),
-    .\v_c$20 (\v_c_next$595 ),
-    .v_f(\vb_f$155 ),
-    .\v_f$9 (\v_f_next$582 )
+    .flags(\flags$535 ),
+    .v_c(\vb_c$160 ),
+    .\v_c$20 (\v_c_next$597 ),
+    .v_f(\vb_f$157 ),
+    .\v_f$9 (\v_f_next$584 )
   );
   \clln_paper_regression.node2  node2 (
     .acc_c_exact(accc2),
     .acc_f_exact(accf2),
-    .flags(\flags$523 ),
-    .v_c(\vb_c$38 ),
-    .\v_c$20 (\v_c_next$586 ),
-    .v_f(\vb_f$35 ),
-    .\v_f$9 (\v_f_next$570 )
+    .flags(\flags$525 ),
+    .v_c(\vb_c$40 ),
+    .\v_c$20 (\v_c_next$588 ),
+    .v_f(\vb_f$37 ),
+    .\v_f$9 (\v_f_next$572 )
   );
   \clln_paper_regression.node3  node3 (
     .acc_c_exact(accc3),
     .acc_f_exact(accf3),
-    .flags(\flags$524 ),
-    .v_c(\vb_c$48 ),
-    .\v_c$20 (\v_c_next$587 ),
-    .v_f(\vb_f$45 ),
-    .\v_f$9 (\v_f_next$571 )
+    .flags(\flags$526 ),
+    .v_c(\vb_c$50 ),
+    .\v_c$20 (\v_c_next$589 ),
+    .v_f(\vb_f$47 ),
+    .\v_f$9 (\v_f_next$573 )
   );
   \clln_paper_regression.node4  node4 (
     .acc_c_exact(accc4),
     .acc_f_exact(accf4),
-    .flags(\flags$525 ),
-    .v_c(\va_c$66 ),
-    .\v_c$20 (\v_c_next$588 ),
-    .v_f(\va_f$62 ),
-    .\v_f$9 (\v_f_next$572 )
+    .flags(\flags$527 ),
+    .v_c(\va_c$68 ),
+    .\v_c$20 (\v_c_next$590 ),
+    .v_f(\va_f$64 ),
+    .\v_f$9 (\v_f_next$574 )
   );
   \clln_paper_regression.node6  node6 (
     .acc_c_exact(accc6),
     .acc_f_exact(accf6),
-    .flags(\flags$526 ),
-    .v_c(\vb_c$78 ),
-    .\v_c$20 (\v_c_next$589 ),
-    .v_f(\vb_f$75 ),
-    .\v_f$9 (\v_f_next$574 )
+    .flags(\flags$528 ),
+    .v_c(\vb_c$80 ),
+    .\v_c$20 (\v_c_next$591 ),
+    .v_f(\vb_f$77 ),
+    .\v_f$9 (\v_f_next$576 )
   );
   \clln_paper_regression.node8  node8 (
     .acc_c_exact(accc8),
     .acc_f_exact(accf8),
-    .flags(\flags$527 ),
-    .v_c(\va_c$106 ),
-    .\v_c$20 (\v_c_next$590 ),
-    .v_f(\va_f$102 ),
-    .\v_f$9 (\v_f_next$576 )
+    .flags(\flags$529 ),
+    .v_c(\va_c$108 ),
+    .\v_c$20 (\v_c_next$592 ),
+    .v_f(\va_f$104 ),
+    .\v_f$9 (\v_f_next$578 )
   );
   \clln_paper_regression.node9  node9 (
     .acc_c_exact(accc9),
     .acc_f_exact(accf9),
-    .flags(\flags$528 ),
-    .v_c(\vb_c$108 ),
-    .\v_c$20 (\v_c_next$591 ),
-    .v_f(\vb_f$104 ),
-    .\v_f$9 (\v_f_next$577 )
+    .flags(\flags$530 ),
+    .v_c(\vb_c$110 ),
+    .\v_c$20 (\v_c_next$593 ),
+    .v_f(\vb_f$106 ),
+    .\v_f$9 (\v_f_next$579 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$300  = g;
-    if (run) begin
+    if (control__run) begin
       \$300  = g_next;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
-            \$300  = gate_data;
+            \$300  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$300  = 28'h13ef18b;
     end
     if (rst) begin
       \$300  = 28'h13ef18b;
@@ -2195,17 +2207,20 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$301  = \g$40 ;
-    if (run) begin
-      \$301  = \g_next$537 ;
+    \$301  = \g$42 ;
+    if (control__run) begin
+      \$301  = \g_next$539 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
-            \$301  = gate_data;
+            \$301  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$301  = 28'h0fd2552;
     end
     if (rst) begin
       \$301  = 28'h0fd2552;
@@ -2213,19 +2228,22 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$302  = \g$50 ;
-    if (run) begin
-      \$302  = \g_next$538 ;
+    \$302  = \g$52 ;
+    if (control__run) begin
+      \$302  = \g_next$540 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
             /* empty */;
         5'h02:
-            \$302  = gate_data;
+            \$302  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$302  = 28'h0d42478;
     end
     if (rst) begin
       \$302  = 28'h0d42478;
@@ -2233,12 +2251,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$303  = \g$58 ;
-    if (run) begin
-      \$303  = \g_next$539 ;
+    \$303  = \g$60 ;
+    if (control__run) begin
+      \$303  = \g_next$541 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2246,8 +2264,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h02:
             /* empty */;
         5'h03:
-            \$303  = gate_data;
+            \$303  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$303  = 28'h0cfc302;
     end
     if (rst) begin
       \$303  = 28'h0cfc302;
@@ -2255,12 +2276,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$304  = \g$70 ;
-    if (run) begin
-      \$304  = \g_next$540 ;
+    \$304  = \g$72 ;
+    if (control__run) begin
+      \$304  = \g_next$542 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2270,8 +2291,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h03:
             /* empty */;
         5'h04:
-            \$304  = gate_data;
+            \$304  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$304  = 28'h15e89bc;
     end
     if (rst) begin
       \$304  = 28'h15e89bc;
@@ -2279,12 +2303,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$305  = \g$80 ;
-    if (run) begin
-      \$305  = \g_next$541 ;
+    \$305  = \g$82 ;
+    if (control__run) begin
+      \$305  = \g_next$543 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2296,8 +2320,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h04:
             /* empty */;
         5'h05:
-            \$305  = gate_data;
+            \$305  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$305  = 28'h1705da5;
     end
     if (rst) begin
       \$305  = 28'h1705da5;
@@ -2305,12 +2332,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$306  = \g$90 ;
-    if (run) begin
-      \$306  = \g_next$542 ;
+    \$306  = \g$92 ;
+    if (control__run) begin
+      \$306  = \g_next$544 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2324,8 +2351,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h05:
             /* empty */;
         5'h06:
-            \$306  = gate_data;
+            \$306  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$306  = 28'h1398256;
     end
     if (rst) begin
       \$306  = 28'h1398256;
@@ -2333,12 +2363,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$307  = \g$98 ;
-    if (run) begin
-      \$307  = \g_next$543 ;
+    \$307  = \g$100 ;
+    if (control__run) begin
+      \$307  = \g_next$545 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2354,8 +2384,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h06:
             /* empty */;
         5'h07:
-            \$307  = gate_data;
+            \$307  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$307  = 28'h14f869a;
     end
     if (rst) begin
       \$307  = 28'h14f869a;
@@ -2363,12 +2396,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$308  = \g$110 ;
-    if (run) begin
-      \$308  = \g_next$544 ;
+    \$308  = \g$112 ;
+    if (control__run) begin
+      \$308  = \g_next$546 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2386,8 +2419,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h07:
             /* empty */;
         5'h08:
-            \$308  = gate_data;
+            \$308  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$308  = 28'h12e37b5;
     end
     if (rst) begin
       \$308  = 28'h12e37b5;
@@ -2395,12 +2431,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$309  = \g$120 ;
-    if (run) begin
-      \$309  = \g_next$545 ;
+    \$309  = \g$122 ;
+    if (control__run) begin
+      \$309  = \g_next$547 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2420,8 +2456,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h08:
             /* empty */;
         5'h09:
-            \$309  = gate_data;
+            \$309  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$309  = 28'h1745d6f;
     end
     if (rst) begin
       \$309  = 28'h1745d6f;
@@ -2429,12 +2468,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$310  = \g$130 ;
-    if (run) begin
-      \$310  = \g_next$546 ;
+    \$310  = \g$132 ;
+    if (control__run) begin
+      \$310  = \g_next$548 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2456,8 +2495,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h09:
             /* empty */;
         5'h0a:
-            \$310  = gate_data;
+            \$310  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$310  = 28'h15f003f;
     end
     if (rst) begin
       \$310  = 28'h15f003f;
@@ -2465,12 +2507,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$311  = \g$138 ;
-    if (run) begin
-      \$311  = \g_next$547 ;
+    \$311  = \g$140 ;
+    if (control__run) begin
+      \$311  = \g_next$549 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2494,8 +2536,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0a:
             /* empty */;
         5'h0b:
-            \$311  = gate_data;
+            \$311  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$311  = 28'h0cd4a6e;
     end
     if (rst) begin
       \$311  = 28'h0cd4a6e;
@@ -2503,12 +2548,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$312  = \g$150 ;
-    if (run) begin
-      \$312  = \g_next$548 ;
+    \$312  = \g$152 ;
+    if (control__run) begin
+      \$312  = \g_next$550 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2534,8 +2579,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0b:
             /* empty */;
         5'h0c:
-            \$312  = gate_data;
+            \$312  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$312  = 28'h1667265;
     end
     if (rst) begin
       \$312  = 28'h1667265;
@@ -2543,12 +2591,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$313  = \g$160 ;
-    if (run) begin
-      \$313  = \g_next$549 ;
+    \$313  = \g$162 ;
+    if (control__run) begin
+      \$313  = \g_next$551 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2576,8 +2624,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0c:
             /* empty */;
         5'h0d:
-            \$313  = gate_data;
+            \$313  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$313  = 28'h0d2d18c;
     end
     if (rst) begin
       \$313  = 28'h0d2d18c;
@@ -2585,12 +2636,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$314  = \g$170 ;
-    if (run) begin
-      \$314  = \g_next$550 ;
+    \$314  = \g$172 ;
+    if (control__run) begin
+      \$314  = \g_next$552 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2620,8 +2671,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0d:
             /* empty */;
         5'h0e:
-            \$314  = gate_data;
+            \$314  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$314  = 28'h14f8de4;
     end
     if (rst) begin
       \$314  = 28'h14f8de4;
@@ -2629,12 +2683,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$315  = \g$178 ;
-    if (run) begin
-      \$315  = \g_next$551 ;
+    \$315  = \g$180 ;
+    if (control__run) begin
+      \$315  = \g_next$553 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2666,8 +2720,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0e:
             /* empty */;
         5'h0f:
-            \$315  = gate_data;
+            \$315  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$315  = 28'h0ec4709;
     end
     if (rst) begin
       \$315  = 28'h0ec4709;
@@ -2675,12 +2732,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$316  = \g$186 ;
-    if (run) begin
-      \$316  = \g_next$552 ;
+    \$316  = \g$188 ;
+    if (control__run) begin
+      \$316  = \g_next$554 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2714,8 +2771,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h0f:
             /* empty */;
         5'h10:
-            \$316  = gate_data;
+            \$316  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$316  = 28'h1677b4e;
     end
     if (rst) begin
       \$316  = 28'h1677b4e;
@@ -2723,12 +2783,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$317  = \g$194 ;
-    if (run) begin
-      \$317  = \g_next$553 ;
+    \$317  = \g$196 ;
+    if (control__run) begin
+      \$317  = \g_next$555 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2764,8 +2824,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h10:
             /* empty */;
         5'h11:
-            \$317  = gate_data;
+            \$317  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$317  = 28'h12dd471;
     end
     if (rst) begin
       \$317  = 28'h12dd471;
@@ -2773,12 +2836,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$318  = \g$202 ;
-    if (run) begin
-      \$318  = \g_next$554 ;
+    \$318  = \g$204 ;
+    if (control__run) begin
+      \$318  = \g_next$556 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2816,8 +2879,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h11:
             /* empty */;
         5'h12:
-            \$318  = gate_data;
+            \$318  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$318  = 28'h1028225;
     end
     if (rst) begin
       \$318  = 28'h1028225;
@@ -2825,12 +2891,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = \g$210 ;
-    if (run) begin
-      \$319  = \g_next$555 ;
+    \$319  = \g$212 ;
+    if (control__run) begin
+      \$319  = \g_next$557 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2870,8 +2936,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h12:
             /* empty */;
         5'h13:
-            \$319  = gate_data;
+            \$319  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$319  = 28'h1188ba9;
     end
     if (rst) begin
       \$319  = 28'h1188ba9;
@@ -2879,12 +2948,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = \g$218 ;
-    if (run) begin
-      \$320  = \g_next$556 ;
+    \$320  = \g$220 ;
+    if (control__run) begin
+      \$320  = \g_next$558 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2926,8 +2995,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h13:
             /* empty */;
         5'h14:
-            \$320  = gate_data;
+            \$320  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$320  = 28'h0d1dff8;
     end
     if (rst) begin
       \$320  = 28'h0d1dff8;
@@ -2935,12 +3007,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = \g$226 ;
-    if (run) begin
-      \$321  = \g_next$557 ;
+    \$321  = \g$228 ;
+    if (control__run) begin
+      \$321  = \g_next$559 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2984,8 +3056,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h14:
             /* empty */;
         5'h15:
-            \$321  = gate_data;
+            \$321  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$321  = 28'h0e31252;
     end
     if (rst) begin
       \$321  = 28'h0e31252;
@@ -2993,12 +3068,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$322  = \g$234 ;
-    if (run) begin
-      \$322  = \g_next$558 ;
+    \$322  = \g$236 ;
+    if (control__run) begin
+      \$322  = \g_next$560 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3044,8 +3119,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h15:
             /* empty */;
         5'h16:
-            \$322  = gate_data;
+            \$322  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$322  = 28'h144f9d4;
     end
     if (rst) begin
       \$322  = 28'h144f9d4;
@@ -3053,12 +3131,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = \g$242 ;
-    if (run) begin
-      \$323  = \g_next$559 ;
+    \$323  = \g$244 ;
+    if (control__run) begin
+      \$323  = \g_next$561 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3106,8 +3184,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h16:
             /* empty */;
         5'h17:
-            \$323  = gate_data;
+            \$323  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$323  = 28'h140c6c0;
     end
     if (rst) begin
       \$323  = 28'h140c6c0;
@@ -3115,12 +3196,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$324  = \g$250 ;
-    if (run) begin
-      \$324  = \g_next$560 ;
+    \$324  = \g$252 ;
+    if (control__run) begin
+      \$324  = \g_next$562 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3170,8 +3251,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h17:
             /* empty */;
         5'h18:
-            \$324  = gate_data;
+            \$324  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$324  = 28'h13b13b7;
     end
     if (rst) begin
       \$324  = 28'h13b13b7;
@@ -3179,12 +3263,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$325  = \g$258 ;
-    if (run) begin
-      \$325  = \g_next$561 ;
+    \$325  = \g$260 ;
+    if (control__run) begin
+      \$325  = \g_next$563 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3236,8 +3320,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h18:
             /* empty */;
         5'h19:
-            \$325  = gate_data;
+            \$325  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$325  = 28'h1118e16;
     end
     if (rst) begin
       \$325  = 28'h1118e16;
@@ -3245,12 +3332,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$326  = \g$266 ;
-    if (run) begin
-      \$326  = \g_next$562 ;
+    \$326  = \g$268 ;
+    if (control__run) begin
+      \$326  = \g_next$564 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3304,8 +3391,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h19:
             /* empty */;
         5'h1a:
-            \$326  = gate_data;
+            \$326  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$326  = 28'h17f8001;
     end
     if (rst) begin
       \$326  = 28'h17f8001;
@@ -3313,12 +3403,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = \g$274 ;
-    if (run) begin
-      \$327  = \g_next$563 ;
+    \$327  = \g$276 ;
+    if (control__run) begin
+      \$327  = \g_next$565 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3374,8 +3464,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1a:
             /* empty */;
         5'h1b:
-            \$327  = gate_data;
+            \$327  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$327  = 28'h17c90d1;
     end
     if (rst) begin
       \$327  = 28'h17c90d1;
@@ -3383,12 +3476,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$328  = \g$282 ;
-    if (run) begin
-      \$328  = \g_next$564 ;
+    \$328  = \g$284 ;
+    if (control__run) begin
+      \$328  = \g_next$566 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3446,8 +3539,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1b:
             /* empty */;
         5'h1c:
-            \$328  = gate_data;
+            \$328  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$328  = 28'h147a62d;
     end
     if (rst) begin
       \$328  = 28'h147a62d;
@@ -3455,12 +3551,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$329  = \g$290 ;
-    if (run) begin
-      \$329  = \g_next$565 ;
+    \$329  = \g$292 ;
+    if (control__run) begin
+      \$329  = \g_next$567 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3520,8 +3616,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1c:
             /* empty */;
         5'h1d:
-            \$329  = gate_data;
+            \$329  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$329  = 28'h1415cc0;
     end
     if (rst) begin
       \$329  = 28'h1415cc0;
@@ -3529,12 +3628,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$330  = \g$298 ;
-    if (run) begin
-      \$330  = \g_next$566 ;
+    \$330  = \g$300 ;
+    if (control__run) begin
+      \$330  = \g_next$568 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3596,8 +3695,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1d:
             /* empty */;
         5'h1e:
-            \$330  = gate_data;
+            \$330  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$330  = 28'h1482b6e;
     end
     if (rst) begin
       \$330  = 28'h1482b6e;
@@ -3605,13 +3707,13 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$331  = \g$306 ;
-    if (run) begin
-      \$331  = \g_next$567 ;
+    \$331  = \g$308 ;
+    if (control__run) begin
+      \$331  = \g_next$569 ;
     end
-    if (gate_we) begin
+    if (gate__we) begin
       (* full_case = 32'd1 *)
-      casez (gate_addr)
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3675,8 +3777,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         5'h1e:
             /* empty */;
         5'h1f:
-            \$331  = gate_data;
+            \$331  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$331  = 28'h1127ea6;
     end
     if (rst) begin
       \$331  = 28'h1127ea6;
@@ -3685,8 +3790,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$332  = va_f;
-    if (tick_done) begin
+    if (control__tick_done) begin
       \$332  = v_f_next;
+    end
+    if (control__clear) begin
+      \$332  = 18'h00000;
     end
     if (rst) begin
       \$332  = 18'h00000;
@@ -3695,8 +3803,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$333  = vb_f;
-    if (tick_done) begin
-      \$333  = \v_f_next$569 ;
+    if (control__tick_done) begin
+      \$333  = \v_f_next$571 ;
+    end
+    if (control__clear) begin
+      \$333  = 18'h00000;
     end
     if (rst) begin
       \$333  = 18'h00000;
@@ -3704,9 +3815,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$334  = \vb_f$35 ;
-    if (tick_done) begin
-      \$334  = \v_f_next$570 ;
+    \$334  = \vb_f$37 ;
+    if (control__tick_done) begin
+      \$334  = \v_f_next$572 ;
+    end
+    if (control__clear) begin
+      \$334  = 18'h00000;
     end
     if (rst) begin
       \$334  = 18'h00000;
@@ -3714,9 +3828,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$335  = \vb_f$45 ;
-    if (tick_done) begin
-      \$335  = \v_f_next$571 ;
+    \$335  = \vb_f$47 ;
+    if (control__tick_done) begin
+      \$335  = \v_f_next$573 ;
+    end
+    if (control__clear) begin
+      \$335  = 18'h00000;
     end
     if (rst) begin
       \$335  = 18'h00000;
@@ -3724,9 +3841,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$336  = \va_f$62 ;
-    if (tick_done) begin
-      \$336  = \v_f_next$572 ;
+    \$336  = \va_f$64 ;
+    if (control__tick_done) begin
+      \$336  = \v_f_next$574 ;
+    end
+    if (control__clear) begin
+      \$336  = 18'h00000;
     end
     if (rst) begin
       \$336  = 18'h00000;
@@ -3734,9 +3854,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$337  = \vb_f$64 ;
-    if (tick_done) begin
+    \$337  = \vb_f$66 ;
+    if (control__tick_done) begin
       \$337  = drive1;
+    end
+    if (control__clear) begin
+      \$337  = 18'h00000;
     end
     if (rst) begin
       \$337  = 18'h00000;
@@ -3744,9 +3867,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$338  = \vb_f$75 ;
-    if (tick_done) begin
-      \$338  = \v_f_next$574 ;
+    \$338  = \vb_f$77 ;
+    if (control__tick_done) begin
+      \$338  = \v_f_next$576 ;
+    end
+    if (control__clear) begin
+      \$338  = 18'h00000;
     end
     if (rst) begin
       \$338  = 18'h00000;
@@ -3754,9 +3880,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$339  = \vb_f$85 ;
-    if (tick_done) begin
+    \$339  = \vb_f$87 ;
+    if (control__tick_done) begin
       \$339  = drive2;
+    end
+    if (control__clear) begin
+      \$339  = 18'h00000;
     end
     if (rst) begin
       \$339  = 18'h00000;
@@ -3764,9 +3893,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$340  = \va_f$102 ;
-    if (tick_done) begin
-      \$340  = \v_f_next$576 ;
+    \$340  = \va_f$104 ;
+    if (control__tick_done) begin
+      \$340  = \v_f_next$578 ;
+    end
+    if (control__clear) begin
+      \$340  = 18'h00000;
     end
     if (rst) begin
       \$340  = 18'h00000;
@@ -3774,9 +3906,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$341  = \vb_f$104 ;
-    if (tick_done) begin
-      \$341  = \v_f_next$577 ;
+    \$341  = \vb_f$106 ;
+    if (control__tick_done) begin
+      \$341  = \v_f_next$579 ;
+    end
+    if (control__clear) begin
+      \$341  = 18'h00000;
     end
     if (rst) begin
       \$341  = 18'h00000;
@@ -3784,9 +3919,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$342  = \vb_f$115 ;
-    if (tick_done) begin
-      \$342  = \v_f_next$578 ;
+    \$342  = \vb_f$117 ;
+    if (control__tick_done) begin
+      \$342  = \v_f_next$580 ;
+    end
+    if (control__clear) begin
+      \$342  = 18'h00000;
     end
     if (rst) begin
       \$342  = 18'h00000;
@@ -3794,9 +3932,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$343  = \vb_f$125 ;
-    if (tick_done) begin
-      \$343  = \v_f_next$579 ;
+    \$343  = \vb_f$127 ;
+    if (control__tick_done) begin
+      \$343  = \v_f_next$581 ;
+    end
+    if (control__clear) begin
+      \$343  = 18'h00000;
     end
     if (rst) begin
       \$343  = 18'h00000;
@@ -3804,9 +3945,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$344  = \va_f$142 ;
-    if (tick_done) begin
-      \$344  = \v_f_next$580 ;
+    \$344  = \va_f$144 ;
+    if (control__tick_done) begin
+      \$344  = \v_f_next$582 ;
+    end
+    if (control__clear) begin
+      \$344  = 18'h00000;
     end
     if (rst) begin
       \$344  = 18'h00000;
@@ -3814,9 +3958,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$345  = \vb_f$144 ;
-    if (tick_done) begin
-      \$345  = \v_f_next$581 ;
+    \$345  = \vb_f$146 ;
+    if (control__tick_done) begin
+      \$345  = \v_f_next$583 ;
+    end
+    if (control__clear) begin
+      \$345  = 18'h00000;
     end
     if (rst) begin
       \$345  = 18'h00000;
@@ -3824,9 +3971,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$346  = \vb_f$155 ;
-    if (tick_done) begin
-      \$346  = \v_f_next$582 ;
+    \$346  = \vb_f$157 ;
+    if (control__tick_done) begin
+      \$346  = \v_f_next$584 ;
+    end
+    if (control__clear) begin
+      \$346  = 18'h00000;
     end
     if (rst) begin
       \$346  = 18'h00000;
@@ -3834,9 +3984,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$347  = \vb_f$165 ;
-    if (tick_done) begin
+    \$347  = \vb_f$167 ;
+    if (control__tick_done) begin
       \$347  = drive0;
+    end
+    if (control__clear) begin
+      \$347  = 18'h00000;
     end
     if (rst) begin
       \$347  = 18'h00000;
@@ -3845,8 +3998,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$348  = va_c;
-    if (tick_done) begin
+    if (control__tick_done) begin
       \$348  = v_c_next;
+    end
+    if (control__clear) begin
+      \$348  = 18'h00000;
     end
     if (rst) begin
       \$348  = 18'h00000;
@@ -3855,8 +4011,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$349  = vb_c;
-    if (tick_done) begin
-      \$349  = \v_c_next$585 ;
+    if (control__tick_done) begin
+      \$349  = \v_c_next$587 ;
+    end
+    if (control__clear) begin
+      \$349  = 18'h00000;
     end
     if (rst) begin
       \$349  = 18'h00000;
@@ -3864,9 +4023,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$350  = \vb_c$38 ;
-    if (tick_done) begin
-      \$350  = \v_c_next$586 ;
+    \$350  = \vb_c$40 ;
+    if (control__tick_done) begin
+      \$350  = \v_c_next$588 ;
+    end
+    if (control__clear) begin
+      \$350  = 18'h00000;
     end
     if (rst) begin
       \$350  = 18'h00000;
@@ -3874,9 +4036,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$351  = \vb_c$48 ;
-    if (tick_done) begin
-      \$351  = \v_c_next$587 ;
+    \$351  = \vb_c$50 ;
+    if (control__tick_done) begin
+      \$351  = \v_c_next$589 ;
+    end
+    if (control__clear) begin
+      \$351  = 18'h00000;
     end
     if (rst) begin
       \$351  = 18'h00000;
@@ -3884,9 +4049,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$352  = \va_c$66 ;
-    if (tick_done) begin
-      \$352  = \v_c_next$588 ;
+    \$352  = \va_c$68 ;
+    if (control__tick_done) begin
+      \$352  = \v_c_next$590 ;
+    end
+    if (control__clear) begin
+      \$352  = 18'h00000;
     end
     if (rst) begin
       \$352  = 18'h00000;
@@ -3894,9 +4062,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$353  = \vb_c$68 ;
-    if (tick_done) begin
+    \$353  = \vb_c$70 ;
+    if (control__tick_done) begin
       \$353  = drive1;
+    end
+    if (control__clear) begin
+      \$353  = 18'h00000;
     end
     if (rst) begin
       \$353  = 18'h00000;
@@ -3904,9 +4075,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$354  = \vb_c$78 ;
-    if (tick_done) begin
-      \$354  = \v_c_next$589 ;
+    \$354  = \vb_c$80 ;
+    if (control__tick_done) begin
+      \$354  = \v_c_next$591 ;
+    end
+    if (control__clear) begin
+      \$354  = 18'h00000;
     end
     if (rst) begin
       \$354  = 18'h00000;
@@ -3914,9 +4088,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$355  = \vb_c$88 ;
-    if (tick_done) begin
+    \$355  = \vb_c$90 ;
+    if (control__tick_done) begin
       \$355  = drive2;
+    end
+    if (control__clear) begin
+      \$355  = 18'h00000;
     end
     if (rst) begin
       \$355  = 18'h00000;
@@ -3924,9 +4101,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$356  = \va_c$106 ;
-    if (tick_done) begin
-      \$356  = \v_c_next$590 ;
+    \$356  = \va_c$108 ;
+    if (control__tick_done) begin
+      \$356  = \v_c_next$592 ;
+    end
+    if (control__clear) begin
+      \$356  = 18'h00000;
     end
     if (rst) begin
       \$356  = 18'h00000;
@@ -3934,9 +4114,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$357  = \vb_c$108 ;
-    if (tick_done) begin
-      \$357  = \v_c_next$591 ;
+    \$357  = \vb_c$110 ;
+    if (control__tick_done) begin
+      \$357  = \v_c_next$593 ;
+    end
+    if (control__clear) begin
+      \$357  = 18'h00000;
     end
     if (rst) begin
       \$357  = 18'h00000;
@@ -3944,9 +4127,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$358  = \vb_c$118 ;
-    if (tick_done) begin
+    \$358  = \vb_c$120 ;
+    if (control__tick_done) begin
       \$358  = \$116 [17:0];
+    end
+    if (control__clear) begin
+      \$358  = 18'h00000;
     end
     if (rst) begin
       \$358  = 18'h00000;
@@ -3954,9 +4140,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$359  = \vb_c$128 ;
-    if (tick_done) begin
-      \$359  = \v_c_next$592 ;
+    \$359  = \vb_c$130 ;
+    if (control__tick_done) begin
+      \$359  = \v_c_next$594 ;
+    end
+    if (control__clear) begin
+      \$359  = 18'h00000;
     end
     if (rst) begin
       \$359  = 18'h00000;
@@ -3964,9 +4153,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$360  = \va_c$146 ;
-    if (tick_done) begin
-      \$360  = \v_c_next$593 ;
+    \$360  = \va_c$148 ;
+    if (control__tick_done) begin
+      \$360  = \v_c_next$595 ;
+    end
+    if (control__clear) begin
+      \$360  = 18'h00000;
     end
     if (rst) begin
       \$360  = 18'h00000;
@@ -3974,9 +4166,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$361  = \vb_c$148 ;
-    if (tick_done) begin
-      \$361  = \v_c_next$594 ;
+    \$361  = \vb_c$150 ;
+    if (control__tick_done) begin
+      \$361  = \v_c_next$596 ;
+    end
+    if (control__clear) begin
+      \$361  = 18'h00000;
     end
     if (rst) begin
       \$361  = 18'h00000;
@@ -3984,9 +4179,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$362  = \vb_c$158 ;
-    if (tick_done) begin
-      \$362  = \v_c_next$595 ;
+    \$362  = \vb_c$160 ;
+    if (control__tick_done) begin
+      \$362  = \v_c_next$597 ;
+    end
+    if (control__clear) begin
+      \$362  = 18'h00000;
     end
     if (rst) begin
       \$362  = 18'h00000;
@@ -3994,9 +4192,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$363  = \vb_c$168 ;
-    if (tick_done) begin
+    \$363  = \vb_c$170 ;
+    if (control__tick_done) begin
       \$363  = drive0;
+    end
+    if (control__clear) begin
+      \$363  = 18'h00000;
     end
     if (rst) begin
       \$363  = 18'h00000;
@@ -4004,11 +4205,14 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$364  = sat_flags;
-    if (run) begin
+    \$364  = status__sat_flags;
+    if (control__run) begin
       \$364  = \$267 ;
     end
-    if (clear_flags) begin
+    if (status__clear_flags) begin
+      \$364  = 5'h00;
+    end
+    if (control__clear) begin
       \$364  = 5'h00;
     end
     if (rst) begin
@@ -4017,9 +4221,12 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$365  = ticks;
-    if (tick_done) begin
+    \$365  = status__ticks;
+    if (control__tick_done) begin
       \$365  = \$268 [31:0];
+    end
+    if (control__clear) begin
+      \$365  = 32'd0;
     end
     if (rst) begin
       \$365  = 32'd0;
@@ -4028,11 +4235,14 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$366  = drive0;
-    if (sample_we) begin
-      casez (sample_addr)
+    if (control__sample_we) begin
+      casez (control__sample_addr)
         2'h0:
-            \$366  = sample_data;
+            \$366  = control__sample_data;
       endcase
+    end
+    if (control__clear) begin
+      \$366  = 18'h00000;
     end
     if (rst) begin
       \$366  = 18'h00000;
@@ -4041,13 +4251,16 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$367  = drive1;
-    if (sample_we) begin
-      casez (sample_addr)
+    if (control__sample_we) begin
+      casez (control__sample_addr)
         2'h0:
             /* empty */;
         2'h1:
-            \$367  = sample_data;
+            \$367  = control__sample_data;
       endcase
+    end
+    if (control__clear) begin
+      \$367  = 18'h00000;
     end
     if (rst) begin
       \$367  = 18'h00000;
@@ -4056,15 +4269,18 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$368  = drive2;
-    if (sample_we) begin
-      casez (sample_addr)
+    if (control__sample_we) begin
+      casez (control__sample_addr)
         2'h0:
             /* empty */;
         2'h1:
             /* empty */;
         2'h2:
-            \$368  = sample_data;
+            \$368  = control__sample_data;
       endcase
+    end
+    if (control__clear) begin
+      \$368  = 18'h07333;
     end
     if (rst) begin
       \$368  = 18'h07333;
@@ -4073,9 +4289,9 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$369  = target0;
-    if (sample_we) begin
+    if (control__sample_we) begin
       (* full_case = 32'd1 *)
-      casez (sample_addr)
+      casez (control__sample_addr)
         2'h0:
             /* empty */;
         2'h1:
@@ -4083,8 +4299,11 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
         2'h2:
             /* empty */;
         2'h3:
-            \$369  = sample_data;
+            \$369  = control__sample_data;
       endcase
+    end
+    if (control__clear) begin
+      \$369  = 18'h00000;
     end
     if (rst) begin
       \$369  = 18'h00000;
@@ -4093,292 +4312,301 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$370  = \$299 ;
+    if (control__clear) begin
+      \$370  = 28'h0000000;
+    end
     if (rst) begin
       \$370  = 28'h0000000;
     end
   end
-  assign commit = tick_done;
+  assign commit = control__tick_done;
   assign vf0 = va_f;
   assign vf1 = vb_f;
   assign vc0 = va_c;
   assign vc1 = vb_c;
   assign g0 = g;
   assign vt = 18'h09eb8;
-  assign \learn$33  = learn;
-  assign \va_f$34  = vb_f;
-  assign vf2 = \vb_f$35 ;
-  assign \va_c$37  = vb_c;
-  assign vc2 = \vb_c$38 ;
-  assign g1 = \g$40 ;
-  assign \vt$42  = 18'h09eb8;
-  assign \learn$43  = learn;
-  assign \va_f$44  = \vb_f$35 ;
-  assign vf3 = \vb_f$45 ;
-  assign \va_c$47  = \vb_c$38 ;
-  assign vc3 = \vb_c$48 ;
-  assign g2 = \g$50 ;
-  assign \vt$52  = 18'h09eb8;
-  assign \learn$53  = learn;
-  assign \va_f$54  = \vb_f$45 ;
-  assign \vb_f$55  = va_f;
-  assign \va_c$56  = \vb_c$48 ;
-  assign \vb_c$57  = va_c;
-  assign g3 = \g$58 ;
-  assign \vt$60  = 18'h09eb8;
-  assign \learn$61  = learn;
-  assign vf4 = \va_f$62 ;
-  assign vf5 = \vb_f$64 ;
-  assign vc4 = \va_c$66 ;
-  assign vc5 = \vb_c$68 ;
-  assign g4 = \g$70 ;
-  assign \vt$72  = 18'h09eb8;
-  assign \learn$73  = learn;
-  assign \va_f$74  = \vb_f$64 ;
-  assign vf6 = \vb_f$75 ;
-  assign \va_c$77  = \vb_c$68 ;
-  assign vc6 = \vb_c$78 ;
-  assign g5 = \g$80 ;
-  assign \vt$82  = 18'h09eb8;
-  assign \learn$83  = learn;
-  assign \va_f$84  = \vb_f$75 ;
-  assign vf7 = \vb_f$85 ;
-  assign \va_c$87  = \vb_c$78 ;
-  assign vc7 = \vb_c$88 ;
-  assign g6 = \g$90 ;
-  assign \vt$92  = 18'h09eb8;
-  assign \learn$93  = learn;
-  assign \va_f$94  = \vb_f$85 ;
-  assign \vb_f$95  = \va_f$62 ;
-  assign \va_c$96  = \vb_c$88 ;
-  assign \vb_c$97  = \va_c$66 ;
-  assign g7 = \g$98 ;
-  assign \vt$100  = 18'h09eb8;
-  assign \learn$101  = learn;
-  assign vf8 = \va_f$102 ;
-  assign vf9 = \vb_f$104 ;
-  assign vc8 = \va_c$106 ;
-  assign vc9 = \vb_c$108 ;
-  assign g8 = \g$110 ;
-  assign \vt$112  = 18'h09eb8;
-  assign \learn$113  = learn;
-  assign \va_f$114  = \vb_f$104 ;
-  assign vf10 = \vb_f$115 ;
-  assign \va_c$117  = \vb_c$108 ;
-  assign vc10 = \vb_c$118 ;
-  assign g9 = \g$120 ;
-  assign \vt$122  = 18'h09eb8;
-  assign \learn$123  = learn;
-  assign \va_f$124  = \vb_f$115 ;
-  assign vf11 = \vb_f$125 ;
-  assign \va_c$127  = \vb_c$118 ;
-  assign vc11 = \vb_c$128 ;
-  assign g10 = \g$130 ;
-  assign \vt$132  = 18'h09eb8;
-  assign \learn$133  = learn;
-  assign \va_f$134  = \vb_f$125 ;
-  assign \vb_f$135  = \va_f$102 ;
-  assign \va_c$136  = \vb_c$128 ;
-  assign \vb_c$137  = \va_c$106 ;
-  assign g11 = \g$138 ;
-  assign \vt$140  = 18'h09eb8;
-  assign \learn$141  = learn;
-  assign vf12 = \va_f$142 ;
-  assign vf13 = \vb_f$144 ;
-  assign vc12 = \va_c$146 ;
-  assign vc13 = \vb_c$148 ;
-  assign g12 = \g$150 ;
-  assign \vt$152  = 18'h09eb8;
-  assign \learn$153  = learn;
-  assign \va_f$154  = \vb_f$144 ;
-  assign vf14 = \vb_f$155 ;
-  assign \va_c$157  = \vb_c$148 ;
-  assign vc14 = \vb_c$158 ;
-  assign g13 = \g$160 ;
-  assign \vt$162  = 18'h09eb8;
-  assign \learn$163  = learn;
-  assign \va_f$164  = \vb_f$155 ;
-  assign vf15 = \vb_f$165 ;
-  assign \va_c$167  = \vb_c$158 ;
-  assign vc15 = \vb_c$168 ;
-  assign g14 = \g$170 ;
-  assign \vt$172  = 18'h09eb8;
-  assign \learn$173  = learn;
-  assign \va_f$174  = \vb_f$165 ;
-  assign \vb_f$175  = \va_f$142 ;
-  assign \va_c$176  = \vb_c$168 ;
-  assign \vb_c$177  = \va_c$146 ;
-  assign g15 = \g$178 ;
-  assign \vt$180  = 18'h09eb8;
-  assign \learn$181  = learn;
-  assign \va_f$182  = va_f;
-  assign \vb_f$183  = \va_f$62 ;
-  assign \va_c$184  = va_c;
-  assign \vb_c$185  = \va_c$66 ;
-  assign g16 = \g$186 ;
-  assign \vt$188  = 18'h09eb8;
-  assign \learn$189  = learn;
-  assign \va_f$190  = vb_f;
-  assign \vb_f$191  = \vb_f$64 ;
-  assign \va_c$192  = vb_c;
-  assign \vb_c$193  = \vb_c$68 ;
-  assign g17 = \g$194 ;
-  assign \vt$196  = 18'h09eb8;
-  assign \learn$197  = learn;
-  assign \va_f$198  = \vb_f$35 ;
-  assign \vb_f$199  = \vb_f$75 ;
-  assign \va_c$200  = \vb_c$38 ;
-  assign \vb_c$201  = \vb_c$78 ;
-  assign g18 = \g$202 ;
-  assign \vt$204  = 18'h09eb8;
-  assign \learn$205  = learn;
-  assign \va_f$206  = \vb_f$45 ;
-  assign \vb_f$207  = \vb_f$85 ;
-  assign \va_c$208  = \vb_c$48 ;
-  assign \vb_c$209  = \vb_c$88 ;
-  assign g19 = \g$210 ;
-  assign \vt$212  = 18'h09eb8;
-  assign \learn$213  = learn;
-  assign \va_f$214  = \va_f$62 ;
-  assign \vb_f$215  = \va_f$102 ;
-  assign \va_c$216  = \va_c$66 ;
-  assign \vb_c$217  = \va_c$106 ;
-  assign g20 = \g$218 ;
-  assign \vt$220  = 18'h09eb8;
-  assign \learn$221  = learn;
-  assign \va_f$222  = \vb_f$64 ;
-  assign \vb_f$223  = \vb_f$104 ;
-  assign \va_c$224  = \vb_c$68 ;
-  assign \vb_c$225  = \vb_c$108 ;
-  assign g21 = \g$226 ;
-  assign \vt$228  = 18'h09eb8;
-  assign \learn$229  = learn;
-  assign \va_f$230  = \vb_f$75 ;
-  assign \vb_f$231  = \vb_f$115 ;
-  assign \va_c$232  = \vb_c$78 ;
-  assign \vb_c$233  = \vb_c$118 ;
-  assign g22 = \g$234 ;
-  assign \vt$236  = 18'h09eb8;
-  assign \learn$237  = learn;
-  assign \va_f$238  = \vb_f$85 ;
-  assign \vb_f$239  = \vb_f$125 ;
-  assign \va_c$240  = \vb_c$88 ;
-  assign \vb_c$241  = \vb_c$128 ;
-  assign g23 = \g$242 ;
-  assign \vt$244  = 18'h09eb8;
-  assign \learn$245  = learn;
-  assign \va_f$246  = \va_f$102 ;
-  assign \vb_f$247  = \va_f$142 ;
-  assign \va_c$248  = \va_c$106 ;
-  assign \vb_c$249  = \va_c$146 ;
-  assign g24 = \g$250 ;
-  assign \vt$252  = 18'h09eb8;
-  assign \learn$253  = learn;
-  assign \va_f$254  = \vb_f$104 ;
-  assign \vb_f$255  = \vb_f$144 ;
-  assign \va_c$256  = \vb_c$108 ;
-  assign \vb_c$257  = \vb_c$148 ;
-  assign g25 = \g$258 ;
-  assign \vt$260  = 18'h09eb8;
-  assign \learn$261  = learn;
-  assign \va_f$262  = \vb_f$115 ;
-  assign \vb_f$263  = \vb_f$155 ;
-  assign \va_c$264  = \vb_c$118 ;
-  assign \vb_c$265  = \vb_c$158 ;
-  assign g26 = \g$266 ;
-  assign \vt$268  = 18'h09eb8;
-  assign \learn$269  = learn;
-  assign \va_f$270  = \vb_f$125 ;
-  assign \vb_f$271  = \vb_f$165 ;
-  assign \va_c$272  = \vb_c$128 ;
-  assign \vb_c$273  = \vb_c$168 ;
-  assign g27 = \g$274 ;
-  assign \vt$276  = 18'h09eb8;
-  assign \learn$277  = learn;
-  assign \va_f$278  = \va_f$142 ;
-  assign \vb_f$279  = va_f;
-  assign \va_c$280  = \va_c$146 ;
-  assign \vb_c$281  = va_c;
-  assign g28 = \g$282 ;
-  assign \vt$284  = 18'h09eb8;
-  assign \learn$285  = learn;
-  assign \va_f$286  = \vb_f$144 ;
-  assign \vb_f$287  = vb_f;
-  assign \va_c$288  = \vb_c$148 ;
-  assign \vb_c$289  = vb_c;
-  assign g29 = \g$290 ;
-  assign \vt$292  = 18'h09eb8;
-  assign \learn$293  = learn;
-  assign \va_f$294  = \vb_f$155 ;
-  assign \vb_f$295  = \vb_f$35 ;
-  assign \va_c$296  = \vb_c$158 ;
-  assign \vb_c$297  = \vb_c$38 ;
-  assign g30 = \g$298 ;
-  assign \vt$300  = 18'h09eb8;
-  assign \learn$301  = learn;
-  assign \va_f$302  = \vb_f$165 ;
-  assign \vb_f$303  = \vb_f$45 ;
-  assign \va_c$304  = \vb_c$168 ;
-  assign \vb_c$305  = \vb_c$48 ;
-  assign g31 = \g$306 ;
-  assign \vt$308  = 18'h09eb8;
-  assign \learn$309  = learn;
+  assign learn = control__learn;
+  assign \va_f$36  = vb_f;
+  assign vf2 = \vb_f$37 ;
+  assign \va_c$39  = vb_c;
+  assign vc2 = \vb_c$40 ;
+  assign g1 = \g$42 ;
+  assign \vt$44  = 18'h09eb8;
+  assign \learn$45  = control__learn;
+  assign \va_f$46  = \vb_f$37 ;
+  assign vf3 = \vb_f$47 ;
+  assign \va_c$49  = \vb_c$40 ;
+  assign vc3 = \vb_c$50 ;
+  assign g2 = \g$52 ;
+  assign \vt$54  = 18'h09eb8;
+  assign \learn$55  = control__learn;
+  assign \va_f$56  = \vb_f$47 ;
+  assign \vb_f$57  = va_f;
+  assign \va_c$58  = \vb_c$50 ;
+  assign \vb_c$59  = va_c;
+  assign g3 = \g$60 ;
+  assign \vt$62  = 18'h09eb8;
+  assign \learn$63  = control__learn;
+  assign vf4 = \va_f$64 ;
+  assign vf5 = \vb_f$66 ;
+  assign vc4 = \va_c$68 ;
+  assign vc5 = \vb_c$70 ;
+  assign g4 = \g$72 ;
+  assign \vt$74  = 18'h09eb8;
+  assign \learn$75  = control__learn;
+  assign \va_f$76  = \vb_f$66 ;
+  assign vf6 = \vb_f$77 ;
+  assign \va_c$79  = \vb_c$70 ;
+  assign vc6 = \vb_c$80 ;
+  assign g5 = \g$82 ;
+  assign \vt$84  = 18'h09eb8;
+  assign \learn$85  = control__learn;
+  assign \va_f$86  = \vb_f$77 ;
+  assign vf7 = \vb_f$87 ;
+  assign \va_c$89  = \vb_c$80 ;
+  assign vc7 = \vb_c$90 ;
+  assign g6 = \g$92 ;
+  assign \vt$94  = 18'h09eb8;
+  assign \learn$95  = control__learn;
+  assign \va_f$96  = \vb_f$87 ;
+  assign \vb_f$97  = \va_f$64 ;
+  assign \va_c$98  = \vb_c$90 ;
+  assign \vb_c$99  = \va_c$68 ;
+  assign g7 = \g$100 ;
+  assign \vt$102  = 18'h09eb8;
+  assign \learn$103  = control__learn;
+  assign vf8 = \va_f$104 ;
+  assign vf9 = \vb_f$106 ;
+  assign vc8 = \va_c$108 ;
+  assign vc9 = \vb_c$110 ;
+  assign g8 = \g$112 ;
+  assign \vt$114  = 18'h09eb8;
+  assign \learn$115  = control__learn;
+  assign \va_f$116  = \vb_f$106 ;
+  assign vf10 = \vb_f$117 ;
+  assign \va_c$119  = \vb_c$110 ;
+  assign vc10 = \vb_c$120 ;
+  assign g9 = \g$122 ;
+  assign \vt$124  = 18'h09eb8;
+  assign \learn$125  = control__learn;
+  assign \va_f$126  = \vb_f$117 ;
+  assign vf11 = \vb_f$127 ;
+  assign \va_c$129  = \vb_c$120 ;
+  assign vc11 = \vb_c$130 ;
+  assign g10 = \g$132 ;
+  assign \vt$134  = 18'h09eb8;
+  assign \learn$135  = control__learn;
+  assign \va_f$136  = \vb_f$127 ;
+  assign \vb_f$137  = \va_f$104 ;
+  assign \va_c$138  = \vb_c$130 ;
+  assign \vb_c$139  = \va_c$108 ;
+  assign g11 = \g$140 ;
+  assign \vt$142  = 18'h09eb8;
+  assign \learn$143  = control__learn;
+  assign vf12 = \va_f$144 ;
+  assign vf13 = \vb_f$146 ;
+  assign vc12 = \va_c$148 ;
+  assign vc13 = \vb_c$150 ;
+  assign g12 = \g$152 ;
+  assign \vt$154  = 18'h09eb8;
+  assign \learn$155  = control__learn;
+  assign \va_f$156  = \vb_f$146 ;
+  assign vf14 = \vb_f$157 ;
+  assign \va_c$159  = \vb_c$150 ;
+  assign vc14 = \vb_c$160 ;
+  assign g13 = \g$162 ;
+  assign \vt$164  = 18'h09eb8;
+  assign \learn$165  = control__learn;
+  assign \va_f$166  = \vb_f$157 ;
+  assign vf15 = \vb_f$167 ;
+  assign \va_c$169  = \vb_c$160 ;
+  assign vc15 = \vb_c$170 ;
+  assign g14 = \g$172 ;
+  assign \vt$174  = 18'h09eb8;
+  assign \learn$175  = control__learn;
+  assign \va_f$176  = \vb_f$167 ;
+  assign \vb_f$177  = \va_f$144 ;
+  assign \va_c$178  = \vb_c$170 ;
+  assign \vb_c$179  = \va_c$148 ;
+  assign g15 = \g$180 ;
+  assign \vt$182  = 18'h09eb8;
+  assign \learn$183  = control__learn;
+  assign \va_f$184  = va_f;
+  assign \vb_f$185  = \va_f$64 ;
+  assign \va_c$186  = va_c;
+  assign \vb_c$187  = \va_c$68 ;
+  assign g16 = \g$188 ;
+  assign \vt$190  = 18'h09eb8;
+  assign \learn$191  = control__learn;
+  assign \va_f$192  = vb_f;
+  assign \vb_f$193  = \vb_f$66 ;
+  assign \va_c$194  = vb_c;
+  assign \vb_c$195  = \vb_c$70 ;
+  assign g17 = \g$196 ;
+  assign \vt$198  = 18'h09eb8;
+  assign \learn$199  = control__learn;
+  assign \va_f$200  = \vb_f$37 ;
+  assign \vb_f$201  = \vb_f$77 ;
+  assign \va_c$202  = \vb_c$40 ;
+  assign \vb_c$203  = \vb_c$80 ;
+  assign g18 = \g$204 ;
+  assign \vt$206  = 18'h09eb8;
+  assign \learn$207  = control__learn;
+  assign \va_f$208  = \vb_f$47 ;
+  assign \vb_f$209  = \vb_f$87 ;
+  assign \va_c$210  = \vb_c$50 ;
+  assign \vb_c$211  = \vb_c$90 ;
+  assign g19 = \g$212 ;
+  assign \vt$214  = 18'h09eb8;
+  assign \learn$215  = control__learn;
+  assign \va_f$216  = \va_f$64 ;
+  assign \vb_f$217  = \va_f$104 ;
+  assign \va_c$218  = \va_c$68 ;
+  assign \vb_c$219  = \va_c$108 ;
+  assign g20 = \g$220 ;
+  assign \vt$222  = 18'h09eb8;
+  assign \learn$223  = control__learn;
+  assign \va_f$224  = \vb_f$66 ;
+  assign \vb_f$225  = \vb_f$106 ;
+  assign \va_c$226  = \vb_c$70 ;
+  assign \vb_c$227  = \vb_c$110 ;
+  assign g21 = \g$228 ;
+  assign \vt$230  = 18'h09eb8;
+  assign \learn$231  = control__learn;
+  assign \va_f$232  = \vb_f$77 ;
+  assign \vb_f$233  = \vb_f$117 ;
+  assign \va_c$234  = \vb_c$80 ;
+  assign \vb_c$235  = \vb_c$120 ;
+  assign g22 = \g$236 ;
+  assign \vt$238  = 18'h09eb8;
+  assign \learn$239  = control__learn;
+  assign \va_f$240  = \vb_f$87 ;
+  assign \vb_f$241  = \vb_f$127 ;
+  assign \va_c$242  = \vb_c$90 ;
+  assign \vb_c$243  = \vb_c$130 ;
+  assign g23 = \g$244 ;
+  assign \vt$246  = 18'h09eb8;
+  assign \learn$247  = control__learn;
+  assign \va_f$248  = \va_f$104 ;
+  assign \vb_f$249  = \va_f$144 ;
+  assign \va_c$250  = \va_c$108 ;
+  assign \vb_c$251  = \va_c$148 ;
+  assign g24 = \g$252 ;
+  assign \vt$254  = 18'h09eb8;
+  assign \learn$255  = control__learn;
+  assign \va_f$256  = \vb_f$106 ;
+  assign \vb_f$257  = \vb_f$146 ;
+  assign \va_c$258  = \vb_c$110 ;
+  assign \vb_c$259  = \vb_c$150 ;
+  assign g25 = \g$260 ;
+  assign \vt$262  = 18'h09eb8;
+  assign \learn$263  = control__learn;
+  assign \va_f$264  = \vb_f$117 ;
+  assign \vb_f$265  = \vb_f$157 ;
+  assign \va_c$266  = \vb_c$120 ;
+  assign \vb_c$267  = \vb_c$160 ;
+  assign g26 = \g$268 ;
+  assign \vt$270  = 18'h09eb8;
+  assign \learn$271  = control__learn;
+  assign \va_f$272  = \vb_f$127 ;
+  assign \vb_f$273  = \vb_f$167 ;
+  assign \va_c$274  = \vb_c$130 ;
+  assign \vb_c$275  = \vb_c$170 ;
+  assign g27 = \g$276 ;
+  assign \vt$278  = 18'h09eb8;
+  assign \learn$279  = control__learn;
+  assign \va_f$280  = \va_f$144 ;
+  assign \vb_f$281  = va_f;
+  assign \va_c$282  = \va_c$148 ;
+  assign \vb_c$283  = va_c;
+  assign g28 = \g$284 ;
+  assign \vt$286  = 18'h09eb8;
+  assign \learn$287  = control__learn;
+  assign \va_f$288  = \vb_f$146 ;
+  assign \vb_f$289  = vb_f;
+  assign \va_c$290  = \vb_c$150 ;
+  assign \vb_c$291  = vb_c;
+  assign g29 = \g$292 ;
+  assign \vt$294  = 18'h09eb8;
+  assign \learn$295  = control__learn;
+  assign \va_f$296  = \vb_f$157 ;
+  assign \vb_f$297  = \vb_f$37 ;
+  assign \va_c$298  = \vb_c$160 ;
+  assign \vb_c$299  = \vb_c$40 ;
+  assign g30 = \g$300 ;
+  assign \vt$302  = 18'h09eb8;
+  assign \learn$303  = control__learn;
+  assign \va_f$304  = \vb_f$167 ;
+  assign \vb_f$305  = \vb_f$47 ;
+  assign \va_c$306  = \vb_c$170 ;
+  assign \vb_c$307  = \vb_c$50 ;
+  assign g31 = \g$308 ;
+  assign \vt$310  = 18'h09eb8;
+  assign \learn$311  = control__learn;
   assign v_f = va_f;
   assign v_c = va_c;
   assign acc_f = accf0;
   assign acc_c = accc0;
-  assign \v_f$332  = vb_f;
-  assign \v_c$333  = vb_c;
-  assign \acc_f$334  = accf1;
-  assign \acc_c$335  = accc1;
-  assign \v_f$344  = \vb_f$35 ;
-  assign \v_c$345  = \vb_c$38 ;
-  assign \acc_f$346  = accf2;
-  assign \acc_c$347  = accc2;
-  assign \v_f$354  = \vb_f$45 ;
-  assign \v_c$355  = \vb_c$48 ;
-  assign \acc_f$356  = accf3;
-  assign \acc_c$357  = accc3;
-  assign \v_f$366  = \va_f$62 ;
-  assign \v_c$367  = \va_c$66 ;
-  assign \acc_f$368  = accf4;
-  assign \acc_c$369  = accc4;
-  assign \v_f$378  = \vb_f$75 ;
-  assign \v_c$379  = \vb_c$78 ;
-  assign \acc_f$380  = accf6;
-  assign \acc_c$381  = accc6;
-  assign \v_f$390  = \va_f$102 ;
-  assign \v_c$391  = \va_c$106 ;
-  assign \acc_f$392  = accf8;
-  assign \acc_c$393  = accc8;
-  assign \v_f$402  = \vb_f$104 ;
-  assign \v_c$403  = \vb_c$108 ;
-  assign \acc_f$404  = accf9;
-  assign \acc_c$405  = accc9;
-  assign \v_f$412  = \vb_f$115 ;
-  assign \v_c$413  = \vb_c$118 ;
-  assign \acc_f$414  = accf10;
-  assign \acc_c$415  = accc10;
-  assign \v_f$422  = \vb_f$125 ;
-  assign \v_c$423  = \vb_c$128 ;
-  assign \acc_f$424  = accf11;
-  assign \acc_c$425  = accc11;
-  assign \v_f$432  = \va_f$142 ;
-  assign \v_c$433  = \va_c$146 ;
-  assign \acc_f$434  = accf12;
-  assign \acc_c$435  = accc12;
-  assign \v_f$440  = \vb_f$144 ;
-  assign \v_c$441  = \vb_c$148 ;
-  assign \acc_f$442  = accf13;
-  assign \acc_c$443  = accc13;
-  assign \v_f$448  = \vb_f$155 ;
-  assign \v_c$449  = \vb_c$158 ;
-  assign \acc_f$450  = accf14;
-  assign \acc_c$451  = accc14;
+  assign \v_f$334  = vb_f;
+  assign \v_c$335  = vb_c;
+  assign \acc_f$336  = accf1;
+  assign \acc_c$337  = accc1;
+  assign \v_f$346  = \vb_f$37 ;
+  assign \v_c$347  = \vb_c$40 ;
+  assign \acc_f$348  = accf2;
+  assign \acc_c$349  = accc2;
+  assign \v_f$356  = \vb_f$47 ;
+  assign \v_c$357  = \vb_c$50 ;
+  assign \acc_f$358  = accf3;
+  assign \acc_c$359  = accc3;
+  assign \v_f$368  = \va_f$64 ;
+  assign \v_c$369  = \va_c$68 ;
+  assign \acc_f$370  = accf4;
+  assign \acc_c$371  = accc4;
+  assign \v_f$380  = \vb_f$77 ;
+  assign \v_c$381  = \vb_c$80 ;
+  assign \acc_f$382  = accf6;
+  assign \acc_c$383  = accc6;
+  assign \v_f$392  = \va_f$104 ;
+  assign \v_c$393  = \va_c$108 ;
+  assign \acc_f$394  = accf8;
+  assign \acc_c$395  = accc8;
+  assign \v_f$404  = \vb_f$106 ;
+  assign \v_c$405  = \vb_c$110 ;
+  assign \acc_f$406  = accf9;
+  assign \acc_c$407  = accc9;
+  assign \v_f$414  = \vb_f$117 ;
+  assign \v_c$415  = \vb_c$120 ;
+  assign \acc_f$416  = accf10;
+  assign \acc_c$417  = accc10;
+  assign \v_f$424  = \vb_f$127 ;
+  assign \v_c$425  = \vb_c$130 ;
+  assign \acc_f$426  = accf11;
+  assign \acc_c$427  = accc11;
+  assign \v_f$434  = \va_f$144 ;
+  assign \v_c$435  = \va_c$148 ;
+  assign \acc_f$436  = accf12;
+  assign \acc_c$437  = accc12;
+  assign \v_f$442  = \vb_f$146 ;
+  assign \v_c$443  = \vb_c$150 ;
+  assign \acc_f$444  = accf13;
+  assign \acc_c$445  = accc13;
+  assign \v_f$450  = \vb_f$157 ;
+  assign \v_c$451  = \vb_c$160 ;
+  assign \acc_f$452  = accf14;
+  assign \acc_c$453  = accc14;
   assign clamp0 = \$116 [17:0];
-  assign \$signal  = ticks;
-  assign \$signal$535  = sat_flags;
-  assign outputs = { \vb_f$115 [17], \vb_f$115  };
-  assign \outputs[0]  = { \vb_f$115 [17], \vb_f$115  };
+  assign \$signal  = status__ticks;
+  assign \$signal$537  = status__sat_flags;
+  assign control__outputs = { \vb_f$117 [17], \vb_f$117  };
+  assign control__busy = 1'h0;
+  assign \control__outputs[0]  = { \vb_f$117 [17], \vb_f$117  };
+  assign \status__sat_flags.term  = status__sat_flags[0];
+  assign \status__sat_flags.acc  = status__sat_flags[1];
+  assign \status__sat_flags.dv  = status__sat_flags[2];
+  assign \status__sat_flags.v  = status__sat_flags[3];
+  assign \status__sat_flags.dg  = status__sat_flags[4];
   assign \v_free[0]  = v_free[17:0];
   assign \v_free[1]  = v_free[35:18];
   assign \v_free[2]  = v_free[53:36];
@@ -4443,139 +4671,139 @@ module clln_paper_regression(learn, sample_we, sample_addr, sample_data, gate_we
   assign \gates[29]  = gates[839:812];
   assign \gates[30]  = gates[867:840];
   assign \gates[31]  = gates[895:868];
-  assign gates[895:868] = \g$306 ;
-  assign gates[867:840] = \g$298 ;
-  assign gates[839:812] = \g$290 ;
-  assign gates[811:784] = \g$282 ;
-  assign gates[783:756] = \g$274 ;
-  assign gates[755:728] = \g$266 ;
-  assign gates[727:700] = \g$258 ;
-  assign gates[699:672] = \g$250 ;
-  assign gates[671:644] = \g$242 ;
-  assign gates[643:616] = \g$234 ;
-  assign gates[615:588] = \g$226 ;
-  assign gates[587:560] = \g$218 ;
-  assign gates[559:532] = \g$210 ;
-  assign gates[531:504] = \g$202 ;
-  assign gates[503:476] = \g$194 ;
-  assign gates[475:448] = \g$186 ;
-  assign gates[447:420] = \g$178 ;
-  assign gates[419:392] = \g$170 ;
-  assign gates[391:364] = \g$160 ;
-  assign gates[363:336] = \g$150 ;
-  assign gates[335:308] = \g$138 ;
-  assign gates[307:280] = \g$130 ;
-  assign gates[279:252] = \g$120 ;
-  assign gates[251:224] = \g$110 ;
-  assign gates[223:196] = \g$98 ;
-  assign gates[195:168] = \g$90 ;
-  assign gates[167:140] = \g$80 ;
-  assign gates[139:112] = \g$70 ;
-  assign gates[111:84] = \g$58 ;
-  assign gates[83:56] = \g$50 ;
-  assign gates[55:28] = \g$40 ;
+  assign gates[895:868] = \g$308 ;
+  assign gates[867:840] = \g$300 ;
+  assign gates[839:812] = \g$292 ;
+  assign gates[811:784] = \g$284 ;
+  assign gates[783:756] = \g$276 ;
+  assign gates[755:728] = \g$268 ;
+  assign gates[727:700] = \g$260 ;
+  assign gates[699:672] = \g$252 ;
+  assign gates[671:644] = \g$244 ;
+  assign gates[643:616] = \g$236 ;
+  assign gates[615:588] = \g$228 ;
+  assign gates[587:560] = \g$220 ;
+  assign gates[559:532] = \g$212 ;
+  assign gates[531:504] = \g$204 ;
+  assign gates[503:476] = \g$196 ;
+  assign gates[475:448] = \g$188 ;
+  assign gates[447:420] = \g$180 ;
+  assign gates[419:392] = \g$172 ;
+  assign gates[391:364] = \g$162 ;
+  assign gates[363:336] = \g$152 ;
+  assign gates[335:308] = \g$140 ;
+  assign gates[307:280] = \g$132 ;
+  assign gates[279:252] = \g$122 ;
+  assign gates[251:224] = \g$112 ;
+  assign gates[223:196] = \g$100 ;
+  assign gates[195:168] = \g$92 ;
+  assign gates[167:140] = \g$82 ;
+  assign gates[139:112] = \g$72 ;
+  assign gates[111:84] = \g$60 ;
+  assign gates[83:56] = \g$52 ;
+  assign gates[55:28] = \g$42 ;
   assign gates[27:0] = g;
-  assign v_clamped[287:270] = \vb_c$168 ;
-  assign v_clamped[269:252] = \vb_c$158 ;
-  assign v_clamped[251:234] = \vb_c$148 ;
-  assign v_clamped[233:216] = \va_c$146 ;
-  assign v_clamped[215:198] = \vb_c$128 ;
-  assign v_clamped[197:180] = \vb_c$118 ;
-  assign v_clamped[179:162] = \vb_c$108 ;
-  assign v_clamped[161:144] = \va_c$106 ;
-  assign v_clamped[143:126] = \vb_c$88 ;
-  assign v_clamped[125:108] = \vb_c$78 ;
-  assign v_clamped[107:90] = \vb_c$68 ;
-  assign v_clamped[89:72] = \va_c$66 ;
-  assign v_clamped[71:54] = \vb_c$48 ;
-  assign v_clamped[53:36] = \vb_c$38 ;
+  assign v_clamped[287:270] = \vb_c$170 ;
+  assign v_clamped[269:252] = \vb_c$160 ;
+  assign v_clamped[251:234] = \vb_c$150 ;
+  assign v_clamped[233:216] = \va_c$148 ;
+  assign v_clamped[215:198] = \vb_c$130 ;
+  assign v_clamped[197:180] = \vb_c$120 ;
+  assign v_clamped[179:162] = \vb_c$110 ;
+  assign v_clamped[161:144] = \va_c$108 ;
+  assign v_clamped[143:126] = \vb_c$90 ;
+  assign v_clamped[125:108] = \vb_c$80 ;
+  assign v_clamped[107:90] = \vb_c$70 ;
+  assign v_clamped[89:72] = \va_c$68 ;
+  assign v_clamped[71:54] = \vb_c$50 ;
+  assign v_clamped[53:36] = \vb_c$40 ;
   assign v_clamped[35:18] = vb_c;
   assign v_clamped[17:0] = va_c;
-  assign v_free[287:270] = \vb_f$165 ;
-  assign v_free[269:252] = \vb_f$155 ;
-  assign v_free[251:234] = \vb_f$144 ;
-  assign v_free[233:216] = \va_f$142 ;
-  assign v_free[215:198] = \vb_f$125 ;
-  assign v_free[197:180] = \vb_f$115 ;
-  assign v_free[179:162] = \vb_f$104 ;
-  assign v_free[161:144] = \va_f$102 ;
-  assign v_free[143:126] = \vb_f$85 ;
-  assign v_free[125:108] = \vb_f$75 ;
-  assign v_free[107:90] = \vb_f$64 ;
-  assign v_free[89:72] = \va_f$62 ;
-  assign v_free[71:54] = \vb_f$45 ;
-  assign v_free[53:36] = \vb_f$35 ;
+  assign v_free[287:270] = \vb_f$167 ;
+  assign v_free[269:252] = \vb_f$157 ;
+  assign v_free[251:234] = \vb_f$146 ;
+  assign v_free[233:216] = \va_f$144 ;
+  assign v_free[215:198] = \vb_f$127 ;
+  assign v_free[197:180] = \vb_f$117 ;
+  assign v_free[179:162] = \vb_f$106 ;
+  assign v_free[161:144] = \va_f$104 ;
+  assign v_free[143:126] = \vb_f$87 ;
+  assign v_free[125:108] = \vb_f$77 ;
+  assign v_free[107:90] = \vb_f$66 ;
+  assign v_free[89:72] = \va_f$64 ;
+  assign v_free[71:54] = \vb_f$47 ;
+  assign v_free[53:36] = \vb_f$37 ;
   assign v_free[35:18] = vb_f;
   assign v_free[17:0] = va_f;
-  assign tick_done = run;
+  assign control__tick_done = control__run;
   assign \$106  = { \$105 [18], \$105 [18], \$105 [18], \$105 [18], \$105 [18], \$105 [18], \$105 [18], \$105 , 8'h00 };
   assign \$108  = { \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34:8] };
   assign \$123  = sat_term;
   assign \$124  = sat_term;
-  assign \$125  = \sat_term$458 ;
-  assign \$127  = \sat_term$459 ;
-  assign \$129  = \sat_term$460 ;
-  assign \$131  = \sat_term$461 ;
-  assign \$133  = \sat_term$462 ;
-  assign \$135  = \sat_term$463 ;
-  assign \$137  = \sat_term$464 ;
-  assign \$139  = \sat_term$465 ;
-  assign \$141  = \sat_term$466 ;
-  assign \$143  = \sat_term$467 ;
-  assign \$145  = \sat_term$468 ;
-  assign \$147  = \sat_term$469 ;
-  assign \$149  = \sat_term$470 ;
-  assign \$151  = \sat_term$471 ;
-  assign \$153  = \sat_term$472 ;
-  assign \$155  = \sat_term$473 ;
-  assign \$157  = \sat_term$474 ;
-  assign \$159  = \sat_term$475 ;
-  assign \$161  = \sat_term$476 ;
-  assign \$163  = \sat_term$477 ;
-  assign \$165  = \sat_term$478 ;
-  assign \$167  = \sat_term$479 ;
-  assign \$169  = \sat_term$480 ;
-  assign \$171  = \sat_term$481 ;
-  assign \$173  = \sat_term$482 ;
-  assign \$175  = \sat_term$483 ;
-  assign \$177  = \sat_term$484 ;
-  assign \$179  = \sat_term$485 ;
-  assign \$181  = \sat_term$486 ;
-  assign \$183  = \sat_term$487 ;
-  assign \$185  = \sat_term$488 ;
+  assign \$125  = \sat_term$460 ;
+  assign \$127  = \sat_term$461 ;
+  assign \$129  = \sat_term$462 ;
+  assign \$131  = \sat_term$463 ;
+  assign \$133  = \sat_term$464 ;
+  assign \$135  = \sat_term$465 ;
+  assign \$137  = \sat_term$466 ;
+  assign \$139  = \sat_term$467 ;
+  assign \$141  = \sat_term$468 ;
+  assign \$143  = \sat_term$469 ;
+  assign \$145  = \sat_term$470 ;
+  assign \$147  = \sat_term$471 ;
+  assign \$149  = \sat_term$472 ;
+  assign \$151  = \sat_term$473 ;
+  assign \$153  = \sat_term$474 ;
+  assign \$155  = \sat_term$475 ;
+  assign \$157  = \sat_term$476 ;
+  assign \$159  = \sat_term$477 ;
+  assign \$161  = \sat_term$478 ;
+  assign \$163  = \sat_term$479 ;
+  assign \$165  = \sat_term$480 ;
+  assign \$167  = \sat_term$481 ;
+  assign \$169  = \sat_term$482 ;
+  assign \$171  = \sat_term$483 ;
+  assign \$173  = \sat_term$484 ;
+  assign \$175  = \sat_term$485 ;
+  assign \$177  = \sat_term$486 ;
+  assign \$179  = \sat_term$487 ;
+  assign \$181  = \sat_term$488 ;
+  assign \$183  = \sat_term$489 ;
+  assign \$185  = \sat_term$490 ;
   assign \$187  = sat_dg;
   assign \$188  = sat_dg;
-  assign \$189  = \sat_dg$490 ;
-  assign \$191  = \sat_dg$491 ;
-  assign \$193  = \sat_dg$492 ;
-  assign \$195  = \sat_dg$493 ;
-  assign \$197  = \sat_dg$494 ;
-  assign \$199  = \sat_dg$495 ;
-  assign \$201  = \sat_dg$496 ;
-  assign \$203  = \sat_dg$497 ;
-  assign \$205  = \sat_dg$498 ;
-  assign \$207  = \sat_dg$499 ;
-  assign \$209  = \sat_dg$500 ;
-  assign \$211  = \sat_dg$501 ;
-  assign \$213  = \sat_dg$502 ;
-  assign \$215  = \sat_dg$503 ;
-  assign \$217  = \sat_dg$504 ;
-  assign \$219  = \sat_dg$505 ;
-  assign \$221  = \sat_dg$506 ;
-  assign \$223  = \sat_dg$507 ;
-  assign \$225  = \sat_dg$508 ;
-  assign \$227  = \sat_dg$509 ;
-  assign \$229  = \sat_dg$510 ;
-  assign \$231  = \sat_dg$511 ;
-  assign \$233  = \sat_dg$512 ;
-  assign \$235  = \sat_dg$513 ;
-  assign \$237  = \sat_dg$514 ;
-  assign \$239  = \sat_dg$515 ;
-  assign \$241  = \sat_dg$516 ;
-  assign \$243  = \sat_dg$517 ;
-  assign \$245  = \sat_dg$518 ;
-  assign \$247  = \sat_dg$519 ;
-  assign \$249  = \sat_dg$520 ;
+  assign \$189  = \sat_dg$492 ;
+  assign \$191  = \sat_dg$493 ;
+  assign \$193  = \sat_dg$494 ;
+  assign \$195  = \sat_dg$495 ;
+  assign \$197  = \sat_dg$496 ;
+  assign \$199  = \sat_dg$497 ;
+  assign \$201  = \sat_dg$498 ;
+  assign \$203  = \sat_dg$499 ;
+  assign \$205  = \sat_dg$500 ;
+  assign \$207  = \sat_dg$501 ;
+  assign \$209  = \sat_dg$502 ;
+  assign \$211  = \sat_dg$503 ;
+  assign \$213  = \sat_dg$504 ;
+  assign \$215  = \sat_dg$505 ;
+  assign \$217  = \sat_dg$506 ;
+  assign \$219  = \sat_dg$507 ;
+  assign \$221  = \sat_dg$508 ;
+  assign \$223  = \sat_dg$509 ;
+  assign \$225  = \sat_dg$510 ;
+  assign \$227  = \sat_dg$511 ;
+  assign \$229  = \sat_dg$512 ;
+  assign \$231  = \sat_dg$513 ;
+  assign \$233  = \sat_dg$514 ;
+  assign \$235  = \sat_dg$515 ;
+  assign \$237  = \sat_dg$516 ;
+  assign \$239  = \sat_dg$517 ;
+  assign \$241  = \sat_dg$518 ;
+  assign \$243  = \sat_dg$519 ;
+  assign \$245  = \sat_dg$520 ;
+  assign \$247  = \sat_dg$521 ;
+  assign \$249  = \sat_dg$522 ;
   assign \$251  = flags;
   assign \$264  = clamp0_sat;
   assign \$266  = \$265 ;

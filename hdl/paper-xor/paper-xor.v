@@ -2,8 +2,8 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_addr, gate_data, gate_raddr, clear_flags, clk, rst, gate_rdata, outputs, ticks, tick_done, sat_flags, saturated, v_free, v_clamped, gates, run
-);
+module clln_paper_xor(control__learn, control__clear, control__sample_we, control__sample_addr, control__sample_data, gate__we, gate__addr, gate__data, gate__raddr, status__clear_flags, clk, rst, control__tick_done, control__outputs, control__busy, gate__rdata, status__ticks, status__sat_flags, status__saturated, v_free, v_clamped
+, gates, control__run);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [35:0] \$1 ;
   wire [36:0] \$10 ;
@@ -398,31 +398,31 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   (* init = 32'd0 *)
   wire [31:0] \$signal ;
   (* init = 5'h00 *)
-  wire [4:0] \$signal$532 ;
+  wire [4:0] \$signal$534 ;
   wire [37:0] acc_c;
-  wire [37:0] \acc_c$335 ;
-  wire [37:0] \acc_c$347 ;
-  wire [37:0] \acc_c$357 ;
-  wire [37:0] \acc_c$369 ;
-  wire [37:0] \acc_c$381 ;
-  wire [37:0] \acc_c$393 ;
-  wire [37:0] \acc_c$405 ;
-  wire [37:0] \acc_c$415 ;
-  wire [37:0] \acc_c$425 ;
-  wire [37:0] \acc_c$435 ;
-  wire [37:0] \acc_c$445 ;
+  wire [37:0] \acc_c$337 ;
+  wire [37:0] \acc_c$349 ;
+  wire [37:0] \acc_c$359 ;
+  wire [37:0] \acc_c$371 ;
+  wire [37:0] \acc_c$383 ;
+  wire [37:0] \acc_c$395 ;
+  wire [37:0] \acc_c$407 ;
+  wire [37:0] \acc_c$417 ;
+  wire [37:0] \acc_c$427 ;
+  wire [37:0] \acc_c$437 ;
+  wire [37:0] \acc_c$447 ;
   wire [37:0] acc_f;
-  wire [37:0] \acc_f$334 ;
-  wire [37:0] \acc_f$346 ;
-  wire [37:0] \acc_f$356 ;
-  wire [37:0] \acc_f$368 ;
-  wire [37:0] \acc_f$380 ;
-  wire [37:0] \acc_f$392 ;
-  wire [37:0] \acc_f$404 ;
-  wire [37:0] \acc_f$414 ;
-  wire [37:0] \acc_f$424 ;
-  wire [37:0] \acc_f$434 ;
-  wire [37:0] \acc_f$444 ;
+  wire [37:0] \acc_f$336 ;
+  wire [37:0] \acc_f$348 ;
+  wire [37:0] \acc_f$358 ;
+  wire [37:0] \acc_f$370 ;
+  wire [37:0] \acc_f$382 ;
+  wire [37:0] \acc_f$394 ;
+  wire [37:0] \acc_f$406 ;
+  wire [37:0] \acc_f$416 ;
+  wire [37:0] \acc_f$426 ;
+  wire [37:0] \acc_f$436 ;
+  wire [37:0] \acc_f$446 ;
   wire [37:0] accc0;
   wire [37:0] accc1;
   wire [37:0] accc10;
@@ -453,18 +453,33 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [16:0] clamp0p;
   wire [27:0] clamp0p_exact;
   wire clamp0p_sat;
-  input clear_flags;
-  wire clear_flags;
   input clk;
   wire clk;
   wire commit;
+  output control__busy;
+  wire control__busy;
+  input control__clear;
+  wire control__clear;
+  input control__learn;
+  wire control__learn;
+  output [17:0] control__outputs;
+  wire [17:0] control__outputs;
+  wire [17:0] \control__outputs[0] ;
+  input control__run;
+  wire control__run;
+  input [2:0] control__sample_addr;
+  wire [2:0] control__sample_addr;
+  input [16:0] control__sample_data;
+  wire [16:0] control__sample_data;
+  input control__sample_we;
+  wire control__sample_we;
+  output control__tick_done;
+  wire control__tick_done;
   reg [16:0] drive0 = 17'h00000;
   reg [16:0] drive1 = 17'h00000;
   reg [16:0] drive2 = 17'h01c29;
   reg [16:0] drive3 = 17'h0547b;
   wire [4:0] flags;
-  wire [4:0] \flags$520 ;
-  wire [4:0] \flags$521 ;
   wire [4:0] \flags$522 ;
   wire [4:0] \flags$523 ;
   wire [4:0] \flags$524 ;
@@ -474,38 +489,40 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [4:0] \flags$528 ;
   wire [4:0] \flags$529 ;
   wire [4:0] \flags$530 ;
+  wire [4:0] \flags$531 ;
+  wire [4:0] \flags$532 ;
   reg [22:0] g = 23'h1a30ff;
-  reg [22:0] \g$110  = 23'h18b2b0;
-  reg [22:0] \g$120  = 23'h1ef60f;
-  reg [22:0] \g$130  = 23'h1d0dbc;
-  reg [22:0] \g$138  = 23'h100b38;
-  reg [22:0] \g$150  = 23'h1db7ee;
-  reg [22:0] \g$160  = 23'h108991;
-  reg [22:0] \g$170  = 23'h1bacab;
-  reg [22:0] \g$178  = 23'h12cf7c;
-  reg [22:0] \g$186  = 23'h1dcf95;
-  reg [22:0] \g$194  = 23'h18a9d3;
-  reg [22:0] \g$202  = 23'h14cb9f;
-  reg [22:0] \g$210  = 23'h16c354;
-  reg [22:0] \g$218  = 23'h1073ff;
-  reg [22:0] \g$226  = 23'h11fd10;
-  reg [22:0] \g$234  = 23'h1abae1;
-  reg [22:0] \g$242  = 23'h1a5ae3;
-  reg [22:0] \g$250  = 23'h19d89e;
-  reg [22:0] \g$258  = 23'h16238b;
-  reg [22:0] \g$266  = 23'h1ff492;
-  reg [22:0] \g$274  = 23'h1fb180;
-  reg [22:0] \g$282  = 23'h1af7fb;
-  reg [22:0] \g$290  = 23'h1a6848;
-  reg [22:0] \g$298  = 23'h1b03e1;
-  reg [22:0] \g$306  = 23'h163906;
-  reg [22:0] \g$40  = 23'h14510c;
-  reg [22:0] \g$50  = 23'h10a7d4;
-  reg [22:0] \g$58  = 23'h1043b2;
-  reg [22:0] \g$70  = 23'h1d0328;
-  reg [22:0] \g$80  = 23'h1e9aa6;
-  reg [22:0] \g$90  = 23'h19b4c8;
-  reg [22:0] \g$98  = 23'h1bac05;
+  reg [22:0] \g$100  = 23'h1bac05;
+  reg [22:0] \g$112  = 23'h18b2b0;
+  reg [22:0] \g$122  = 23'h1ef60f;
+  reg [22:0] \g$132  = 23'h1d0dbc;
+  reg [22:0] \g$140  = 23'h100b38;
+  reg [22:0] \g$152  = 23'h1db7ee;
+  reg [22:0] \g$162  = 23'h108991;
+  reg [22:0] \g$172  = 23'h1bacab;
+  reg [22:0] \g$180  = 23'h12cf7c;
+  reg [22:0] \g$188  = 23'h1dcf95;
+  reg [22:0] \g$196  = 23'h18a9d3;
+  reg [22:0] \g$204  = 23'h14cb9f;
+  reg [22:0] \g$212  = 23'h16c354;
+  reg [22:0] \g$220  = 23'h1073ff;
+  reg [22:0] \g$228  = 23'h11fd10;
+  reg [22:0] \g$236  = 23'h1abae1;
+  reg [22:0] \g$244  = 23'h1a5ae3;
+  reg [22:0] \g$252  = 23'h19d89e;
+  reg [22:0] \g$260  = 23'h16238b;
+  reg [22:0] \g$268  = 23'h1ff492;
+  reg [22:0] \g$276  = 23'h1fb180;
+  reg [22:0] \g$284  = 23'h1af7fb;
+  reg [22:0] \g$292  = 23'h1a6848;
+  reg [22:0] \g$300  = 23'h1b03e1;
+  reg [22:0] \g$308  = 23'h163906;
+  reg [22:0] \g$42  = 23'h14510c;
+  reg [22:0] \g$52  = 23'h10a7d4;
+  reg [22:0] \g$60  = 23'h1043b2;
+  reg [22:0] \g$72  = 23'h1d0328;
+  reg [22:0] \g$82  = 23'h1e9aa6;
+  reg [22:0] \g$92  = 23'h19b4c8;
   (* init = 23'h1a30ff *)
   wire [22:0] g0;
   (* init = 23'h14510c *)
@@ -571,8 +588,6 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   (* init = 23'h1ef60f *)
   wire [22:0] g9;
   wire [22:0] g_next;
-  wire [22:0] \g_next$534 ;
-  wire [22:0] \g_next$535 ;
   wire [22:0] \g_next$536 ;
   wire [22:0] \g_next$537 ;
   wire [22:0] \g_next$538 ;
@@ -602,16 +617,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [22:0] \g_next$562 ;
   wire [22:0] \g_next$563 ;
   wire [22:0] \g_next$564 ;
-  input [4:0] gate_addr;
-  wire [4:0] gate_addr;
-  input [22:0] gate_data;
-  wire [22:0] gate_data;
-  input [4:0] gate_raddr;
-  wire [4:0] gate_raddr;
-  output [22:0] gate_rdata;
-  reg [22:0] gate_rdata = 23'h000000;
-  input gate_we;
-  wire gate_we;
+  wire [22:0] \g_next$565 ;
+  wire [22:0] \g_next$566 ;
+  input [4:0] gate__addr;
+  wire [4:0] gate__addr;
+  input [22:0] gate__data;
+  wire [22:0] gate__data;
+  input [4:0] gate__raddr;
+  wire [4:0] gate__raddr;
+  output [22:0] gate__rdata;
+  reg [22:0] gate__rdata = 23'h000000;
+  input gate__we;
+  wire gate__we;
   output [735:0] gates;
   wire [735:0] gates;
   wire [22:0] \gates[0] ;
@@ -647,120 +664,105 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [22:0] \gates[8] ;
   wire [22:0] \gates[9] ;
   wire [26:0] half0;
-  input learn;
   wire learn;
-  wire \learn$101 ;
-  wire \learn$113 ;
-  wire \learn$123 ;
-  wire \learn$133 ;
-  wire \learn$141 ;
-  wire \learn$153 ;
-  wire \learn$163 ;
-  wire \learn$173 ;
-  wire \learn$181 ;
-  wire \learn$189 ;
-  wire \learn$197 ;
-  wire \learn$205 ;
-  wire \learn$213 ;
-  wire \learn$221 ;
-  wire \learn$229 ;
-  wire \learn$237 ;
-  wire \learn$245 ;
-  wire \learn$253 ;
-  wire \learn$261 ;
-  wire \learn$269 ;
-  wire \learn$277 ;
-  wire \learn$285 ;
-  wire \learn$293 ;
-  wire \learn$301 ;
-  wire \learn$309 ;
-  wire \learn$33 ;
-  wire \learn$43 ;
-  wire \learn$53 ;
-  wire \learn$61 ;
-  wire \learn$73 ;
-  wire \learn$83 ;
-  wire \learn$93 ;
-  output [17:0] outputs;
-  wire [17:0] outputs;
-  wire [17:0] \outputs[0] ;
+  wire \learn$103 ;
+  wire \learn$115 ;
+  wire \learn$125 ;
+  wire \learn$135 ;
+  wire \learn$143 ;
+  wire \learn$155 ;
+  wire \learn$165 ;
+  wire \learn$175 ;
+  wire \learn$183 ;
+  wire \learn$191 ;
+  wire \learn$199 ;
+  wire \learn$207 ;
+  wire \learn$215 ;
+  wire \learn$223 ;
+  wire \learn$231 ;
+  wire \learn$239 ;
+  wire \learn$247 ;
+  wire \learn$255 ;
+  wire \learn$263 ;
+  wire \learn$271 ;
+  wire \learn$279 ;
+  wire \learn$287 ;
+  wire \learn$295 ;
+  wire \learn$303 ;
+  wire \learn$311 ;
+  wire \learn$45 ;
+  wire \learn$55 ;
+  wire \learn$63 ;
+  wire \learn$75 ;
+  wire \learn$85 ;
+  wire \learn$95 ;
   input rst;
   wire rst;
-  input run;
-  wire run;
   wire [34:0] s_c;
-  wire [34:0] \s_c$317 ;
-  wire [34:0] \s_c$318 ;
   wire [34:0] \s_c$319 ;
-  wire [34:0] \s_c$329 ;
-  wire [34:0] \s_c$330 ;
+  wire [34:0] \s_c$320 ;
+  wire [34:0] \s_c$321 ;
   wire [34:0] \s_c$331 ;
-  wire [34:0] \s_c$341 ;
-  wire [34:0] \s_c$342 ;
+  wire [34:0] \s_c$332 ;
+  wire [34:0] \s_c$333 ;
   wire [34:0] \s_c$343 ;
-  wire [34:0] \s_c$352 ;
-  wire [34:0] \s_c$353 ;
-  wire [34:0] \s_c$363 ;
-  wire [34:0] \s_c$364 ;
+  wire [34:0] \s_c$344 ;
+  wire [34:0] \s_c$345 ;
+  wire [34:0] \s_c$354 ;
+  wire [34:0] \s_c$355 ;
   wire [34:0] \s_c$365 ;
-  wire [34:0] \s_c$375 ;
-  wire [34:0] \s_c$376 ;
+  wire [34:0] \s_c$366 ;
+  wire [34:0] \s_c$367 ;
   wire [34:0] \s_c$377 ;
-  wire [34:0] \s_c$387 ;
-  wire [34:0] \s_c$388 ;
+  wire [34:0] \s_c$378 ;
+  wire [34:0] \s_c$379 ;
   wire [34:0] \s_c$389 ;
-  wire [34:0] \s_c$399 ;
-  wire [34:0] \s_c$400 ;
+  wire [34:0] \s_c$390 ;
+  wire [34:0] \s_c$391 ;
   wire [34:0] \s_c$401 ;
-  wire [34:0] \s_c$410 ;
-  wire [34:0] \s_c$411 ;
-  wire [34:0] \s_c$420 ;
-  wire [34:0] \s_c$421 ;
-  wire [34:0] \s_c$430 ;
-  wire [34:0] \s_c$431 ;
-  wire [34:0] \s_c$440 ;
-  wire [34:0] \s_c$441 ;
+  wire [34:0] \s_c$402 ;
+  wire [34:0] \s_c$403 ;
+  wire [34:0] \s_c$412 ;
+  wire [34:0] \s_c$413 ;
+  wire [34:0] \s_c$422 ;
+  wire [34:0] \s_c$423 ;
+  wire [34:0] \s_c$432 ;
+  wire [34:0] \s_c$433 ;
+  wire [34:0] \s_c$442 ;
+  wire [34:0] \s_c$443 ;
   wire [34:0] s_f;
-  wire [34:0] \s_f$312 ;
-  wire [34:0] \s_f$313 ;
   wire [34:0] \s_f$314 ;
-  wire [34:0] \s_f$325 ;
-  wire [34:0] \s_f$326 ;
+  wire [34:0] \s_f$315 ;
+  wire [34:0] \s_f$316 ;
   wire [34:0] \s_f$327 ;
-  wire [34:0] \s_f$337 ;
-  wire [34:0] \s_f$338 ;
+  wire [34:0] \s_f$328 ;
+  wire [34:0] \s_f$329 ;
   wire [34:0] \s_f$339 ;
-  wire [34:0] \s_f$349 ;
-  wire [34:0] \s_f$350 ;
-  wire [34:0] \s_f$359 ;
-  wire [34:0] \s_f$360 ;
+  wire [34:0] \s_f$340 ;
+  wire [34:0] \s_f$341 ;
+  wire [34:0] \s_f$351 ;
+  wire [34:0] \s_f$352 ;
   wire [34:0] \s_f$361 ;
-  wire [34:0] \s_f$371 ;
-  wire [34:0] \s_f$372 ;
+  wire [34:0] \s_f$362 ;
+  wire [34:0] \s_f$363 ;
   wire [34:0] \s_f$373 ;
-  wire [34:0] \s_f$383 ;
-  wire [34:0] \s_f$384 ;
+  wire [34:0] \s_f$374 ;
+  wire [34:0] \s_f$375 ;
   wire [34:0] \s_f$385 ;
-  wire [34:0] \s_f$395 ;
-  wire [34:0] \s_f$396 ;
+  wire [34:0] \s_f$386 ;
+  wire [34:0] \s_f$387 ;
   wire [34:0] \s_f$397 ;
-  wire [34:0] \s_f$407 ;
-  wire [34:0] \s_f$408 ;
-  wire [34:0] \s_f$417 ;
-  wire [34:0] \s_f$418 ;
-  wire [34:0] \s_f$427 ;
-  wire [34:0] \s_f$428 ;
-  wire [34:0] \s_f$437 ;
-  wire [34:0] \s_f$438 ;
-  input [2:0] sample_addr;
-  wire [2:0] sample_addr;
-  input [16:0] sample_data;
-  wire [16:0] sample_data;
-  input sample_we;
-  wire sample_we;
+  wire [34:0] \s_f$398 ;
+  wire [34:0] \s_f$399 ;
+  wire [34:0] \s_f$409 ;
+  wire [34:0] \s_f$410 ;
+  wire [34:0] \s_f$419 ;
+  wire [34:0] \s_f$420 ;
+  wire [34:0] \s_f$429 ;
+  wire [34:0] \s_f$430 ;
+  wire [34:0] \s_f$439 ;
+  wire [34:0] \s_f$440 ;
   wire sat_dg;
-  wire \sat_dg$488 ;
-  wire \sat_dg$489 ;
   wire \sat_dg$490 ;
   wire \sat_dg$491 ;
   wire \sat_dg$492 ;
@@ -790,11 +792,9 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire \sat_dg$516 ;
   wire \sat_dg$517 ;
   wire \sat_dg$518 ;
-  output [4:0] sat_flags;
-  reg [4:0] sat_flags = 5'h00;
+  wire \sat_dg$519 ;
+  wire \sat_dg$520 ;
   wire sat_term;
-  wire \sat_term$456 ;
-  wire \sat_term$457 ;
   wire \sat_term$458 ;
   wire \sat_term$459 ;
   wire \sat_term$460 ;
@@ -824,41 +824,48 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire \sat_term$484 ;
   wire \sat_term$485 ;
   wire \sat_term$486 ;
-  output saturated;
-  wire saturated;
+  wire \sat_term$487 ;
+  wire \sat_term$488 ;
+  input status__clear_flags;
+  wire status__clear_flags;
+  output [4:0] status__sat_flags;
+  reg [4:0] status__sat_flags = 5'h00;
+  wire \status__sat_flags.acc ;
+  wire \status__sat_flags.dg ;
+  wire \status__sat_flags.dv ;
+  wire \status__sat_flags.term ;
+  wire \status__sat_flags.v ;
+  output status__saturated;
+  wire status__saturated;
+  output [31:0] status__ticks;
+  reg [31:0] status__ticks = 32'd0;
   reg [16:0] target0 = 17'h00000;
-  output tick_done;
-  wire tick_done;
   wire [4:0] tick_flags;
-  output [31:0] ticks;
-  reg [31:0] ticks = 32'd0;
   (* init = 17'h00000 *)
   wire [16:0] v_c;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$333 ;
+  wire [16:0] \v_c$335 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$345 ;
+  wire [16:0] \v_c$347 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$355 ;
+  wire [16:0] \v_c$357 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$367 ;
+  wire [16:0] \v_c$369 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$379 ;
+  wire [16:0] \v_c$381 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$391 ;
+  wire [16:0] \v_c$393 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$403 ;
+  wire [16:0] \v_c$405 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$413 ;
+  wire [16:0] \v_c$415 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$423 ;
+  wire [16:0] \v_c$425 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$433 ;
+  wire [16:0] \v_c$435 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$443 ;
+  wire [16:0] \v_c$445 ;
   wire [16:0] v_c_next;
-  wire [16:0] \v_c_next$582 ;
-  wire [16:0] \v_c_next$583 ;
   wire [16:0] \v_c_next$584 ;
   wire [16:0] \v_c_next$585 ;
   wire [16:0] \v_c_next$586 ;
@@ -866,6 +873,8 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [16:0] \v_c_next$588 ;
   wire [16:0] \v_c_next$589 ;
   wire [16:0] \v_c_next$590 ;
+  wire [16:0] \v_c_next$591 ;
+  wire [16:0] \v_c_next$592 ;
   output [271:0] v_clamped;
   wire [271:0] v_clamped;
   wire [16:0] \v_clamped[0] ;
@@ -887,39 +896,39 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   (* init = 17'h00000 *)
   wire [16:0] v_f;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$332 ;
+  wire [16:0] \v_f$334 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$344 ;
+  wire [16:0] \v_f$346 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$354 ;
+  wire [16:0] \v_f$356 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$366 ;
+  wire [16:0] \v_f$368 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$378 ;
+  wire [16:0] \v_f$380 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$390 ;
+  wire [16:0] \v_f$392 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$402 ;
+  wire [16:0] \v_f$404 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$412 ;
+  wire [16:0] \v_f$414 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$422 ;
+  wire [16:0] \v_f$424 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$432 ;
+  wire [16:0] \v_f$434 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$442 ;
+  wire [16:0] \v_f$444 ;
   wire [16:0] v_f_next;
-  wire [16:0] \v_f_next$566 ;
-  wire [16:0] \v_f_next$567 ;
   wire [16:0] \v_f_next$568 ;
   wire [16:0] \v_f_next$569 ;
+  wire [16:0] \v_f_next$570 ;
   wire [16:0] \v_f_next$571 ;
   wire [16:0] \v_f_next$573 ;
-  wire [16:0] \v_f_next$574 ;
   wire [16:0] \v_f_next$575 ;
   wire [16:0] \v_f_next$576 ;
   wire [16:0] \v_f_next$577 ;
+  wire [16:0] \v_f_next$578 ;
   wire [16:0] \v_f_next$579 ;
+  wire [16:0] \v_f_next$581 ;
   output [271:0] v_free;
   wire [271:0] v_free;
   wire [16:0] \v_free[0] ;
@@ -939,229 +948,229 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   wire [16:0] \v_free[8] ;
   wire [16:0] \v_free[9] ;
   reg [16:0] va_c = 17'h00000;
-  reg [16:0] \va_c$106  = 17'h00000;
+  reg [16:0] \va_c$108  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$117 ;
+  wire [16:0] \va_c$119 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$127 ;
+  wire [16:0] \va_c$129 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$136 ;
-  reg [16:0] \va_c$146  = 17'h00000;
+  wire [16:0] \va_c$138 ;
+  reg [16:0] \va_c$148  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$157 ;
+  wire [16:0] \va_c$159 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$167 ;
+  wire [16:0] \va_c$169 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$176 ;
+  wire [16:0] \va_c$178 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$184 ;
+  wire [16:0] \va_c$186 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$192 ;
+  wire [16:0] \va_c$194 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$200 ;
+  wire [16:0] \va_c$202 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$208 ;
+  wire [16:0] \va_c$210 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$216 ;
+  wire [16:0] \va_c$218 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$224 ;
+  wire [16:0] \va_c$226 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$232 ;
+  wire [16:0] \va_c$234 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$240 ;
+  wire [16:0] \va_c$242 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$248 ;
+  wire [16:0] \va_c$250 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$256 ;
+  wire [16:0] \va_c$258 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$264 ;
+  wire [16:0] \va_c$266 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$272 ;
+  wire [16:0] \va_c$274 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$280 ;
+  wire [16:0] \va_c$282 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$288 ;
+  wire [16:0] \va_c$290 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$296 ;
+  wire [16:0] \va_c$298 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$304 ;
+  wire [16:0] \va_c$306 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$37 ;
+  wire [16:0] \va_c$39 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$47 ;
+  wire [16:0] \va_c$49 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$56 ;
-  reg [16:0] \va_c$66  = 17'h00000;
+  wire [16:0] \va_c$58 ;
+  reg [16:0] \va_c$68  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$77 ;
+  wire [16:0] \va_c$79 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$87 ;
+  wire [16:0] \va_c$89 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$96 ;
+  wire [16:0] \va_c$98 ;
   reg [16:0] va_f = 17'h00000;
-  reg [16:0] \va_f$102  = 17'h00000;
+  reg [16:0] \va_f$104  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$114 ;
+  wire [16:0] \va_f$116 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$124 ;
+  wire [16:0] \va_f$126 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$134 ;
-  reg [16:0] \va_f$142  = 17'h00000;
+  wire [16:0] \va_f$136 ;
+  reg [16:0] \va_f$144  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$154 ;
+  wire [16:0] \va_f$156 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$164 ;
+  wire [16:0] \va_f$166 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$174 ;
+  wire [16:0] \va_f$176 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$182 ;
+  wire [16:0] \va_f$184 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$190 ;
+  wire [16:0] \va_f$192 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$198 ;
+  wire [16:0] \va_f$200 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$206 ;
+  wire [16:0] \va_f$208 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$214 ;
+  wire [16:0] \va_f$216 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$222 ;
+  wire [16:0] \va_f$224 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$230 ;
+  wire [16:0] \va_f$232 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$238 ;
+  wire [16:0] \va_f$240 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$246 ;
+  wire [16:0] \va_f$248 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$254 ;
+  wire [16:0] \va_f$256 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$262 ;
+  wire [16:0] \va_f$264 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$270 ;
+  wire [16:0] \va_f$272 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$278 ;
+  wire [16:0] \va_f$280 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$286 ;
+  wire [16:0] \va_f$288 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$294 ;
+  wire [16:0] \va_f$296 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$302 ;
+  wire [16:0] \va_f$304 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$34 ;
+  wire [16:0] \va_f$36 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$44 ;
+  wire [16:0] \va_f$46 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$54 ;
-  reg [16:0] \va_f$62  = 17'h00000;
+  wire [16:0] \va_f$56 ;
+  reg [16:0] \va_f$64  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$74 ;
+  wire [16:0] \va_f$76 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$84 ;
+  wire [16:0] \va_f$86 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$94 ;
+  wire [16:0] \va_f$96 ;
   reg [16:0] vb_c = 17'h00000;
-  reg [16:0] \vb_c$108  = 17'h00000;
-  reg [16:0] \vb_c$118  = 17'h00000;
-  reg [16:0] \vb_c$128  = 17'h00000;
+  reg [16:0] \vb_c$110  = 17'h00000;
+  reg [16:0] \vb_c$120  = 17'h00000;
+  reg [16:0] \vb_c$130  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$137 ;
-  reg [16:0] \vb_c$148  = 17'h00000;
-  reg [16:0] \vb_c$158  = 17'h00000;
-  reg [16:0] \vb_c$168  = 17'h00000;
+  wire [16:0] \vb_c$139 ;
+  reg [16:0] \vb_c$150  = 17'h00000;
+  reg [16:0] \vb_c$160  = 17'h00000;
+  reg [16:0] \vb_c$170  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$177 ;
+  wire [16:0] \vb_c$179 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$185 ;
+  wire [16:0] \vb_c$187 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$193 ;
+  wire [16:0] \vb_c$195 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$201 ;
+  wire [16:0] \vb_c$203 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$209 ;
+  wire [16:0] \vb_c$211 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$217 ;
+  wire [16:0] \vb_c$219 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$225 ;
+  wire [16:0] \vb_c$227 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$233 ;
+  wire [16:0] \vb_c$235 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$241 ;
+  wire [16:0] \vb_c$243 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$249 ;
+  wire [16:0] \vb_c$251 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$257 ;
+  wire [16:0] \vb_c$259 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$265 ;
+  wire [16:0] \vb_c$267 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$273 ;
+  wire [16:0] \vb_c$275 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$281 ;
+  wire [16:0] \vb_c$283 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$289 ;
+  wire [16:0] \vb_c$291 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$297 ;
+  wire [16:0] \vb_c$299 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$305 ;
-  reg [16:0] \vb_c$38  = 17'h00000;
-  reg [16:0] \vb_c$48  = 17'h00000;
+  wire [16:0] \vb_c$307 ;
+  reg [16:0] \vb_c$40  = 17'h00000;
+  reg [16:0] \vb_c$50  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$57 ;
-  reg [16:0] \vb_c$68  = 17'h00000;
-  reg [16:0] \vb_c$78  = 17'h00000;
-  reg [16:0] \vb_c$88  = 17'h00000;
+  wire [16:0] \vb_c$59 ;
+  reg [16:0] \vb_c$70  = 17'h00000;
+  reg [16:0] \vb_c$80  = 17'h00000;
+  reg [16:0] \vb_c$90  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$97 ;
+  wire [16:0] \vb_c$99 ;
   reg [16:0] vb_f = 17'h00000;
-  reg [16:0] \vb_f$104  = 17'h00000;
-  reg [16:0] \vb_f$115  = 17'h00000;
-  reg [16:0] \vb_f$125  = 17'h00000;
+  reg [16:0] \vb_f$106  = 17'h00000;
+  reg [16:0] \vb_f$117  = 17'h00000;
+  reg [16:0] \vb_f$127  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$135 ;
-  reg [16:0] \vb_f$144  = 17'h00000;
-  reg [16:0] \vb_f$155  = 17'h00000;
-  reg [16:0] \vb_f$165  = 17'h00000;
+  wire [16:0] \vb_f$137 ;
+  reg [16:0] \vb_f$146  = 17'h00000;
+  reg [16:0] \vb_f$157  = 17'h00000;
+  reg [16:0] \vb_f$167  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$175 ;
+  wire [16:0] \vb_f$177 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$183 ;
+  wire [16:0] \vb_f$185 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$191 ;
+  wire [16:0] \vb_f$193 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$199 ;
+  wire [16:0] \vb_f$201 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$207 ;
+  wire [16:0] \vb_f$209 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$215 ;
+  wire [16:0] \vb_f$217 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$223 ;
+  wire [16:0] \vb_f$225 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$231 ;
+  wire [16:0] \vb_f$233 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$239 ;
+  wire [16:0] \vb_f$241 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$247 ;
+  wire [16:0] \vb_f$249 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$255 ;
+  wire [16:0] \vb_f$257 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$263 ;
+  wire [16:0] \vb_f$265 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$271 ;
+  wire [16:0] \vb_f$273 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$279 ;
+  wire [16:0] \vb_f$281 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$287 ;
+  wire [16:0] \vb_f$289 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$295 ;
+  wire [16:0] \vb_f$297 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$303 ;
-  reg [16:0] \vb_f$35  = 17'h00000;
-  reg [16:0] \vb_f$45  = 17'h00000;
+  wire [16:0] \vb_f$305 ;
+  reg [16:0] \vb_f$37  = 17'h00000;
+  reg [16:0] \vb_f$47  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$55 ;
-  reg [16:0] \vb_f$64  = 17'h00000;
-  reg [16:0] \vb_f$75  = 17'h00000;
-  reg [16:0] \vb_f$85  = 17'h00000;
+  wire [16:0] \vb_f$57 ;
+  reg [16:0] \vb_f$66  = 17'h00000;
+  reg [16:0] \vb_f$77  = 17'h00000;
+  reg [16:0] \vb_f$87  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$95 ;
+  wire [16:0] \vb_f$97 ;
   (* init = 17'h00000 *)
   wire [16:0] vc0;
   (* init = 17'h00000 *)
@@ -1227,170 +1236,170 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   (* init = 17'h00000 *)
   wire [16:0] vf9;
   wire [16:0] vt;
-  wire [16:0] \vt$100 ;
-  wire [16:0] \vt$112 ;
-  wire [16:0] \vt$122 ;
-  wire [16:0] \vt$132 ;
-  wire [16:0] \vt$140 ;
-  wire [16:0] \vt$152 ;
-  wire [16:0] \vt$162 ;
-  wire [16:0] \vt$172 ;
-  wire [16:0] \vt$180 ;
-  wire [16:0] \vt$188 ;
-  wire [16:0] \vt$196 ;
-  wire [16:0] \vt$204 ;
-  wire [16:0] \vt$212 ;
-  wire [16:0] \vt$220 ;
-  wire [16:0] \vt$228 ;
-  wire [16:0] \vt$236 ;
-  wire [16:0] \vt$244 ;
-  wire [16:0] \vt$252 ;
-  wire [16:0] \vt$260 ;
-  wire [16:0] \vt$268 ;
-  wire [16:0] \vt$276 ;
-  wire [16:0] \vt$284 ;
-  wire [16:0] \vt$292 ;
-  wire [16:0] \vt$300 ;
-  wire [16:0] \vt$308 ;
-  wire [16:0] \vt$42 ;
-  wire [16:0] \vt$52 ;
-  wire [16:0] \vt$60 ;
-  wire [16:0] \vt$72 ;
-  wire [16:0] \vt$82 ;
-  wire [16:0] \vt$92 ;
+  wire [16:0] \vt$102 ;
+  wire [16:0] \vt$114 ;
+  wire [16:0] \vt$124 ;
+  wire [16:0] \vt$134 ;
+  wire [16:0] \vt$142 ;
+  wire [16:0] \vt$154 ;
+  wire [16:0] \vt$164 ;
+  wire [16:0] \vt$174 ;
+  wire [16:0] \vt$182 ;
+  wire [16:0] \vt$190 ;
+  wire [16:0] \vt$198 ;
+  wire [16:0] \vt$206 ;
+  wire [16:0] \vt$214 ;
+  wire [16:0] \vt$222 ;
+  wire [16:0] \vt$230 ;
+  wire [16:0] \vt$238 ;
+  wire [16:0] \vt$246 ;
+  wire [16:0] \vt$254 ;
+  wire [16:0] \vt$262 ;
+  wire [16:0] \vt$270 ;
+  wire [16:0] \vt$278 ;
+  wire [16:0] \vt$286 ;
+  wire [16:0] \vt$294 ;
+  wire [16:0] \vt$302 ;
+  wire [16:0] \vt$310 ;
+  wire [16:0] \vt$44 ;
+  wire [16:0] \vt$54 ;
+  wire [16:0] \vt$62 ;
+  wire [16:0] \vt$74 ;
+  wire [16:0] \vt$84 ;
+  wire [16:0] \vt$94 ;
   assign \$1  = - $signed(s_f);
-  assign \$2  = $signed(\$1 ) + $signed(\s_f$312 );
-  assign \$3  = - $signed(\s_f$313 );
-  assign \$4  = $signed(\$3 ) + $signed(\s_f$314 );
+  assign \$2  = $signed(\$1 ) + $signed(\s_f$314 );
+  assign \$3  = - $signed(\s_f$315 );
+  assign \$4  = $signed(\$3 ) + $signed(\s_f$316 );
   assign accf0 = $signed(\$2 ) + $signed(\$4 );
   assign \$5  = - $signed(s_c);
-  assign \$6  = $signed(\$5 ) + $signed(\s_c$317 );
-  assign \$7  = - $signed(\s_c$318 );
-  assign \$8  = $signed(\$7 ) + $signed(\s_c$319 );
+  assign \$6  = $signed(\$5 ) + $signed(\s_c$319 );
+  assign \$7  = - $signed(\s_c$320 );
+  assign \$8  = $signed(\$7 ) + $signed(\s_c$321 );
   assign accc0 = $signed(\$6 ) + $signed(\$8 );
-  assign \$9  = - $signed(\s_f$325 );
+  assign \$9  = - $signed(\s_f$327 );
   assign \$10  = $signed(s_f) + $signed(\$9 );
-  assign \$11  = - $signed(\s_f$326 );
-  assign \$12  = $signed(\$11 ) + $signed(\s_f$327 );
+  assign \$11  = - $signed(\s_f$328 );
+  assign \$12  = $signed(\$11 ) + $signed(\s_f$329 );
   assign accf1 = $signed(\$10 ) + $signed(\$12 );
-  assign \$13  = - $signed(\s_c$329 );
+  assign \$13  = - $signed(\s_c$331 );
   assign \$14  = $signed(s_c) + $signed(\$13 );
-  assign \$15  = - $signed(\s_c$330 );
-  assign \$16  = $signed(\$15 ) + $signed(\s_c$331 );
+  assign \$15  = - $signed(\s_c$332 );
+  assign \$16  = $signed(\$15 ) + $signed(\s_c$333 );
   assign accc1 = $signed(\$14 ) + $signed(\$16 );
-  assign \$17  = - $signed(\s_f$337 );
-  assign \$18  = $signed(\s_f$325 ) + $signed(\$17 );
-  assign \$19  = - $signed(\s_f$338 );
-  assign \$20  = $signed(\$19 ) + $signed(\s_f$339 );
+  assign \$17  = - $signed(\s_f$339 );
+  assign \$18  = $signed(\s_f$327 ) + $signed(\$17 );
+  assign \$19  = - $signed(\s_f$340 );
+  assign \$20  = $signed(\$19 ) + $signed(\s_f$341 );
   assign accf2 = $signed(\$18 ) + $signed(\$20 );
-  assign \$21  = - $signed(\s_c$341 );
-  assign \$22  = $signed(\s_c$329 ) + $signed(\$21 );
-  assign \$23  = - $signed(\s_c$342 );
-  assign \$24  = $signed(\$23 ) + $signed(\s_c$343 );
+  assign \$21  = - $signed(\s_c$343 );
+  assign \$22  = $signed(\s_c$331 ) + $signed(\$21 );
+  assign \$23  = - $signed(\s_c$344 );
+  assign \$24  = $signed(\$23 ) + $signed(\s_c$345 );
   assign accc2 = $signed(\$22 ) + $signed(\$24 );
-  assign \$25  = - $signed(\s_f$312 );
-  assign \$26  = $signed(\s_f$337 ) + $signed(\$25 );
-  assign \$27  = - $signed(\s_f$349 );
-  assign \$28  = $signed(\$27 ) + $signed(\s_f$350 );
+  assign \$25  = - $signed(\s_f$314 );
+  assign \$26  = $signed(\s_f$339 ) + $signed(\$25 );
+  assign \$27  = - $signed(\s_f$351 );
+  assign \$28  = $signed(\$27 ) + $signed(\s_f$352 );
   assign accf3 = $signed(\$26 ) + $signed(\$28 );
-  assign \$29  = - $signed(\s_c$317 );
-  assign \$30  = $signed(\s_c$341 ) + $signed(\$29 );
-  assign \$31  = - $signed(\s_c$352 );
-  assign \$32  = $signed(\$31 ) + $signed(\s_c$353 );
+  assign \$29  = - $signed(\s_c$319 );
+  assign \$30  = $signed(\s_c$343 ) + $signed(\$29 );
+  assign \$31  = - $signed(\s_c$354 );
+  assign \$32  = $signed(\$31 ) + $signed(\s_c$355 );
   assign accc3 = $signed(\$30 ) + $signed(\$32 );
-  assign \$33  = - $signed(\s_f$359 );
-  assign \$34  = $signed(\$33 ) + $signed(\s_f$360 );
-  assign \$35  = - $signed(\s_f$361 );
-  assign \$36  = $signed(\s_f$313 ) + $signed(\$35 );
+  assign \$33  = - $signed(\s_f$361 );
+  assign \$34  = $signed(\$33 ) + $signed(\s_f$362 );
+  assign \$35  = - $signed(\s_f$363 );
+  assign \$36  = $signed(\s_f$315 ) + $signed(\$35 );
   assign accf4 = $signed(\$34 ) + $signed(\$36 );
-  assign \$37  = - $signed(\s_c$363 );
-  assign \$38  = $signed(\$37 ) + $signed(\s_c$364 );
-  assign \$39  = - $signed(\s_c$365 );
-  assign \$40  = $signed(\s_c$318 ) + $signed(\$39 );
+  assign \$37  = - $signed(\s_c$365 );
+  assign \$38  = $signed(\$37 ) + $signed(\s_c$366 );
+  assign \$39  = - $signed(\s_c$367 );
+  assign \$40  = $signed(\s_c$320 ) + $signed(\$39 );
   assign accc4 = $signed(\$38 ) + $signed(\$40 );
-  assign \$41  = - $signed(\s_f$372 );
-  assign \$42  = $signed(\s_f$371 ) + $signed(\$41 );
-  assign \$43  = - $signed(\s_f$373 );
-  assign \$44  = $signed(\s_f$338 ) + $signed(\$43 );
+  assign \$41  = - $signed(\s_f$374 );
+  assign \$42  = $signed(\s_f$373 ) + $signed(\$41 );
+  assign \$43  = - $signed(\s_f$375 );
+  assign \$44  = $signed(\s_f$340 ) + $signed(\$43 );
   assign accf6 = $signed(\$42 ) + $signed(\$44 );
-  assign \$45  = - $signed(\s_c$376 );
-  assign \$46  = $signed(\s_c$375 ) + $signed(\$45 );
-  assign \$47  = - $signed(\s_c$377 );
-  assign \$48  = $signed(\s_c$342 ) + $signed(\$47 );
+  assign \$45  = - $signed(\s_c$378 );
+  assign \$46  = $signed(\s_c$377 ) + $signed(\$45 );
+  assign \$47  = - $signed(\s_c$379 );
+  assign \$48  = $signed(\s_c$344 ) + $signed(\$47 );
   assign accc6 = $signed(\$46 ) + $signed(\$48 );
-  assign \$49  = - $signed(\s_f$383 );
-  assign \$50  = $signed(\$49 ) + $signed(\s_f$384 );
-  assign \$51  = - $signed(\s_f$385 );
-  assign \$52  = $signed(\s_f$361 ) + $signed(\$51 );
+  assign \$49  = - $signed(\s_f$385 );
+  assign \$50  = $signed(\$49 ) + $signed(\s_f$386 );
+  assign \$51  = - $signed(\s_f$387 );
+  assign \$52  = $signed(\s_f$363 ) + $signed(\$51 );
   assign accf8 = $signed(\$50 ) + $signed(\$52 );
-  assign \$53  = - $signed(\s_c$387 );
-  assign \$54  = $signed(\$53 ) + $signed(\s_c$388 );
-  assign \$55  = - $signed(\s_c$389 );
-  assign \$56  = $signed(\s_c$365 ) + $signed(\$55 );
+  assign \$53  = - $signed(\s_c$389 );
+  assign \$54  = $signed(\$53 ) + $signed(\s_c$390 );
+  assign \$55  = - $signed(\s_c$391 );
+  assign \$56  = $signed(\s_c$367 ) + $signed(\$55 );
   assign accc8 = $signed(\$54 ) + $signed(\$56 );
-  assign \$57  = - $signed(\s_f$395 );
-  assign \$58  = $signed(\s_f$383 ) + $signed(\$57 );
-  assign \$59  = - $signed(\s_f$397 );
-  assign \$60  = $signed(\s_f$396 ) + $signed(\$59 );
+  assign \$57  = - $signed(\s_f$397 );
+  assign \$58  = $signed(\s_f$385 ) + $signed(\$57 );
+  assign \$59  = - $signed(\s_f$399 );
+  assign \$60  = $signed(\s_f$398 ) + $signed(\$59 );
   assign accf9 = $signed(\$58 ) + $signed(\$60 );
-  assign \$61  = - $signed(\s_c$399 );
-  assign \$62  = $signed(\s_c$387 ) + $signed(\$61 );
-  assign \$63  = - $signed(\s_c$401 );
-  assign \$64  = $signed(\s_c$400 ) + $signed(\$63 );
+  assign \$61  = - $signed(\s_c$401 );
+  assign \$62  = $signed(\s_c$389 ) + $signed(\$61 );
+  assign \$63  = - $signed(\s_c$403 );
+  assign \$64  = $signed(\s_c$402 ) + $signed(\$63 );
   assign accc9 = $signed(\$62 ) + $signed(\$64 );
-  assign \$65  = - $signed(\s_f$407 );
-  assign \$66  = $signed(\s_f$395 ) + $signed(\$65 );
-  assign \$67  = - $signed(\s_f$408 );
-  assign \$68  = $signed(\s_f$373 ) + $signed(\$67 );
+  assign \$65  = - $signed(\s_f$409 );
+  assign \$66  = $signed(\s_f$397 ) + $signed(\$65 );
+  assign \$67  = - $signed(\s_f$410 );
+  assign \$68  = $signed(\s_f$375 ) + $signed(\$67 );
   assign accf10 = $signed(\$66 ) + $signed(\$68 );
-  assign \$69  = - $signed(\s_c$410 );
-  assign \$70  = $signed(\s_c$399 ) + $signed(\$69 );
-  assign \$71  = - $signed(\s_c$411 );
-  assign \$72  = $signed(\s_c$377 ) + $signed(\$71 );
+  assign \$69  = - $signed(\s_c$412 );
+  assign \$70  = $signed(\s_c$401 ) + $signed(\$69 );
+  assign \$71  = - $signed(\s_c$413 );
+  assign \$72  = $signed(\s_c$379 ) + $signed(\$71 );
   assign accc10 = $signed(\$70 ) + $signed(\$72 );
-  assign \$73  = - $signed(\s_f$384 );
-  assign \$74  = $signed(\s_f$407 ) + $signed(\$73 );
-  assign \$75  = - $signed(\s_f$418 );
-  assign \$76  = $signed(\s_f$417 ) + $signed(\$75 );
+  assign \$73  = - $signed(\s_f$386 );
+  assign \$74  = $signed(\s_f$409 ) + $signed(\$73 );
+  assign \$75  = - $signed(\s_f$420 );
+  assign \$76  = $signed(\s_f$419 ) + $signed(\$75 );
   assign accf11 = $signed(\$74 ) + $signed(\$76 );
-  assign \$77  = - $signed(\s_c$388 );
-  assign \$78  = $signed(\s_c$410 ) + $signed(\$77 );
-  assign \$79  = - $signed(\s_c$421 );
-  assign \$80  = $signed(\s_c$420 ) + $signed(\$79 );
+  assign \$77  = - $signed(\s_c$390 );
+  assign \$78  = $signed(\s_c$412 ) + $signed(\$77 );
+  assign \$79  = - $signed(\s_c$423 );
+  assign \$80  = $signed(\s_c$422 ) + $signed(\$79 );
   assign accc11 = $signed(\$78 ) + $signed(\$80 );
-  assign \$81  = - $signed(\s_f$427 );
-  assign \$82  = $signed(\$81 ) + $signed(\s_f$428 );
-  assign \$83  = - $signed(\s_f$314 );
-  assign \$84  = $signed(\s_f$385 ) + $signed(\$83 );
+  assign \$81  = - $signed(\s_f$429 );
+  assign \$82  = $signed(\$81 ) + $signed(\s_f$430 );
+  assign \$83  = - $signed(\s_f$316 );
+  assign \$84  = $signed(\s_f$387 ) + $signed(\$83 );
   assign accf12 = $signed(\$82 ) + $signed(\$84 );
-  assign \$85  = - $signed(\s_c$430 );
-  assign \$86  = $signed(\$85 ) + $signed(\s_c$431 );
-  assign \$87  = - $signed(\s_c$319 );
-  assign \$88  = $signed(\s_c$389 ) + $signed(\$87 );
+  assign \$85  = - $signed(\s_c$432 );
+  assign \$86  = $signed(\$85 ) + $signed(\s_c$433 );
+  assign \$87  = - $signed(\s_c$321 );
+  assign \$88  = $signed(\s_c$391 ) + $signed(\$87 );
   assign accc12 = $signed(\$86 ) + $signed(\$88 );
-  assign \$89  = - $signed(\s_f$438 );
-  assign \$90  = $signed(\s_f$437 ) + $signed(\$89 );
-  assign \$91  = - $signed(\s_f$339 );
-  assign \$92  = $signed(\s_f$408 ) + $signed(\$91 );
+  assign \$89  = - $signed(\s_f$440 );
+  assign \$90  = $signed(\s_f$439 ) + $signed(\$89 );
+  assign \$91  = - $signed(\s_f$341 );
+  assign \$92  = $signed(\s_f$410 ) + $signed(\$91 );
   assign accf14 = $signed(\$90 ) + $signed(\$92 );
-  assign \$93  = - $signed(\s_c$441 );
-  assign \$94  = $signed(\s_c$440 ) + $signed(\$93 );
-  assign \$95  = - $signed(\s_c$343 );
-  assign \$96  = $signed(\s_c$411 ) + $signed(\$95 );
+  assign \$93  = - $signed(\s_c$443 );
+  assign \$94  = $signed(\s_c$442 ) + $signed(\$93 );
+  assign \$95  = - $signed(\s_c$345 );
+  assign \$96  = $signed(\s_c$413 ) + $signed(\$95 );
   assign accc14 = $signed(\$94 ) + $signed(\$96 );
-  assign \$97  = $signed(\vb_f$115 ) - $signed(va_f);
+  assign \$97  = $signed(\vb_f$117 ) - $signed(va_f);
   assign \$98  = $signed(target0) - $signed(\$97 );
-  assign \$100  = $signed(\vb_f$115 ) - $signed(va_f);
+  assign \$100  = $signed(\vb_f$117 ) - $signed(va_f);
   assign \$101  = $signed(target0) - $signed(\$100 );
   assign \$103  = $signed(\$99 ) + $signed(\$102 );
-  assign \$104  = $signed(\vb_f$115 ) - $signed(va_f);
+  assign \$104  = $signed(\vb_f$117 ) - $signed(va_f);
   assign \$105  = $signed(target0) - $signed(\$104 );
-  assign \$107  = $signed(\vb_f$115 ) - $signed(va_f);
+  assign \$107  = $signed(\vb_f$117 ) - $signed(va_f);
   assign \$108  = $signed(target0) - $signed(\$107 );
   assign \$110  = $signed(\$106 ) + $signed(\$109 );
   assign \$111  = $signed(\$103 ) + $signed(\$110 );
   assign \$112  = $signed(\$111 ) + $signed(10'h100);
-  assign clamp0p_exact = $signed(\vb_f$115 ) + $signed(\$113 [26:0]);
+  assign clamp0p_exact = $signed(\vb_f$117 ) + $signed(\$113 [26:0]);
   assign \$114  = ~ clamp0p_exact[27];
   assign \$115  = | clamp0p_exact[27:16];
   assign \$116  = \$114  & \$115 ;
@@ -1484,187 +1493,187 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign \$265  = \$263  | \$264 ;
   assign \$267  = \$265  | \$266 ;
   assign \$269  = \$267  | \$268 ;
-  assign \$271  = \$270  | \flags$520 ;
-  assign \$272  = \$271  | \flags$521 ;
-  assign \$273  = \$272  | \flags$522 ;
-  assign \$274  = \$273  | \flags$523 ;
-  assign \$275  = \$274  | \flags$524 ;
-  assign \$276  = \$275  | \flags$525 ;
-  assign \$277  = \$276  | \flags$526 ;
-  assign \$278  = \$277  | \flags$527 ;
-  assign \$279  = \$278  | \flags$528 ;
-  assign \$280  = \$279  | \flags$529 ;
-  assign \$281  = \$280  | \flags$530 ;
+  assign \$271  = \$270  | \flags$522 ;
+  assign \$272  = \$271  | \flags$523 ;
+  assign \$273  = \$272  | \flags$524 ;
+  assign \$274  = \$273  | \flags$525 ;
+  assign \$275  = \$274  | \flags$526 ;
+  assign \$276  = \$275  | \flags$527 ;
+  assign \$277  = \$276  | \flags$528 ;
+  assign \$278  = \$277  | \flags$529 ;
+  assign \$279  = \$278  | \flags$530 ;
+  assign \$280  = \$279  | \flags$531 ;
+  assign \$281  = \$280  | \flags$532 ;
   assign \$283  = \$282  | clamp0m_sat;
   assign \$284  = \$281  | { 1'h0, \$283 , 3'h0 };
   assign tick_flags = { \$269 , 3'h0, \$205  } | \$285 ;
-  assign outputs = $signed(\vb_f$115 ) - $signed(va_f);
-  assign saturated = | sat_flags;
-  assign \$286  = sat_flags | tick_flags;
-  assign \$287  = ticks + 1'h1;
-  assign \$288  = gate_raddr[0] ? \g$306  : \g$298 ;
-  assign \$289  = gate_raddr[0] ? \g$290  : \g$282 ;
-  assign \$290  = gate_raddr[1] ? \$288  : \$289 ;
-  assign \$291  = gate_raddr[0] ? \g$274  : \g$266 ;
-  assign \$292  = gate_raddr[0] ? \g$258  : \g$250 ;
-  assign \$293  = gate_raddr[1] ? \$291  : \$292 ;
-  assign \$294  = gate_raddr[2] ? \$290  : \$293 ;
-  assign \$295  = gate_raddr[0] ? \g$242  : \g$234 ;
-  assign \$296  = gate_raddr[0] ? \g$226  : \g$218 ;
-  assign \$297  = gate_raddr[1] ? \$295  : \$296 ;
-  assign \$298  = gate_raddr[0] ? \g$210  : \g$202 ;
-  assign \$299  = gate_raddr[0] ? \g$194  : \g$186 ;
-  assign \$300  = gate_raddr[1] ? \$298  : \$299 ;
-  assign \$301  = gate_raddr[2] ? \$297  : \$300 ;
-  assign \$302  = gate_raddr[3] ? \$294  : \$301 ;
-  assign \$303  = gate_raddr[0] ? \g$178  : \g$170 ;
-  assign \$304  = gate_raddr[0] ? \g$160  : \g$150 ;
-  assign \$305  = gate_raddr[1] ? \$303  : \$304 ;
-  assign \$306  = gate_raddr[0] ? \g$138  : \g$130 ;
-  assign \$307  = gate_raddr[0] ? \g$120  : \g$110 ;
-  assign \$308  = gate_raddr[1] ? \$306  : \$307 ;
-  assign \$309  = gate_raddr[2] ? \$305  : \$308 ;
-  assign \$310  = gate_raddr[0] ? \g$98  : \g$90 ;
-  assign \$311  = gate_raddr[0] ? \g$80  : \g$70 ;
-  assign \$312  = gate_raddr[1] ? \$310  : \$311 ;
-  assign \$313  = gate_raddr[0] ? \g$58  : \g$50 ;
-  assign \$314  = gate_raddr[0] ? \g$40  : g;
-  assign \$315  = gate_raddr[1] ? \$313  : \$314 ;
-  assign \$316  = gate_raddr[2] ? \$312  : \$315 ;
-  assign \$317  = gate_raddr[3] ? \$309  : \$316 ;
-  assign \$318  = gate_raddr[4] ? \$302  : \$317 ;
+  assign control__outputs = $signed(\vb_f$117 ) - $signed(va_f);
+  assign status__saturated = | status__sat_flags;
+  assign \$286  = status__sat_flags | tick_flags;
+  assign \$287  = status__ticks + 1'h1;
+  assign \$288  = gate__raddr[0] ? \g$308  : \g$300 ;
+  assign \$289  = gate__raddr[0] ? \g$292  : \g$284 ;
+  assign \$290  = gate__raddr[1] ? \$288  : \$289 ;
+  assign \$291  = gate__raddr[0] ? \g$276  : \g$268 ;
+  assign \$292  = gate__raddr[0] ? \g$260  : \g$252 ;
+  assign \$293  = gate__raddr[1] ? \$291  : \$292 ;
+  assign \$294  = gate__raddr[2] ? \$290  : \$293 ;
+  assign \$295  = gate__raddr[0] ? \g$244  : \g$236 ;
+  assign \$296  = gate__raddr[0] ? \g$228  : \g$220 ;
+  assign \$297  = gate__raddr[1] ? \$295  : \$296 ;
+  assign \$298  = gate__raddr[0] ? \g$212  : \g$204 ;
+  assign \$299  = gate__raddr[0] ? \g$196  : \g$188 ;
+  assign \$300  = gate__raddr[1] ? \$298  : \$299 ;
+  assign \$301  = gate__raddr[2] ? \$297  : \$300 ;
+  assign \$302  = gate__raddr[3] ? \$294  : \$301 ;
+  assign \$303  = gate__raddr[0] ? \g$180  : \g$172 ;
+  assign \$304  = gate__raddr[0] ? \g$162  : \g$152 ;
+  assign \$305  = gate__raddr[1] ? \$303  : \$304 ;
+  assign \$306  = gate__raddr[0] ? \g$140  : \g$132 ;
+  assign \$307  = gate__raddr[0] ? \g$122  : \g$112 ;
+  assign \$308  = gate__raddr[1] ? \$306  : \$307 ;
+  assign \$309  = gate__raddr[2] ? \$305  : \$308 ;
+  assign \$310  = gate__raddr[0] ? \g$100  : \g$92 ;
+  assign \$311  = gate__raddr[0] ? \g$82  : \g$72 ;
+  assign \$312  = gate__raddr[1] ? \$310  : \$311 ;
+  assign \$313  = gate__raddr[0] ? \g$60  : \g$52 ;
+  assign \$314  = gate__raddr[0] ? \g$42  : g;
+  assign \$315  = gate__raddr[1] ? \$313  : \$314 ;
+  assign \$316  = gate__raddr[2] ? \$312  : \$315 ;
+  assign \$317  = gate__raddr[3] ? \$309  : \$316 ;
+  assign \$318  = gate__raddr[4] ? \$302  : \$317 ;
   always @(posedge clk)
     g <= \$319 ;
   always @(posedge clk)
-    \g$40  <= \$320 ;
+    \g$42  <= \$320 ;
   always @(posedge clk)
-    \g$50  <= \$321 ;
+    \g$52  <= \$321 ;
   always @(posedge clk)
-    \g$58  <= \$322 ;
+    \g$60  <= \$322 ;
   always @(posedge clk)
-    \g$70  <= \$323 ;
+    \g$72  <= \$323 ;
   always @(posedge clk)
-    \g$80  <= \$324 ;
+    \g$82  <= \$324 ;
   always @(posedge clk)
-    \g$90  <= \$325 ;
+    \g$92  <= \$325 ;
   always @(posedge clk)
-    \g$98  <= \$326 ;
+    \g$100  <= \$326 ;
   always @(posedge clk)
-    \g$110  <= \$327 ;
+    \g$112  <= \$327 ;
   always @(posedge clk)
-    \g$120  <= \$328 ;
+    \g$122  <= \$328 ;
   always @(posedge clk)
-    \g$130  <= \$329 ;
+    \g$132  <= \$329 ;
   always @(posedge clk)
-    \g$138  <= \$330 ;
+    \g$140  <= \$330 ;
   always @(posedge clk)
-    \g$150  <= \$331 ;
+    \g$152  <= \$331 ;
   always @(posedge clk)
-    \g$160  <= \$332 ;
+    \g$162  <= \$332 ;
   always @(posedge clk)
-    \g$170  <= \$333 ;
+    \g$172  <= \$333 ;
   always @(posedge clk)
-    \g$178  <= \$334 ;
+    \g$180  <= \$334 ;
   always @(posedge clk)
-    \g$186  <= \$335 ;
+    \g$188  <= \$335 ;
   always @(posedge clk)
-    \g$194  <= \$336 ;
+    \g$196  <= \$336 ;
   always @(posedge clk)
-    \g$202  <= \$337 ;
+    \g$204  <= \$337 ;
   always @(posedge clk)
-    \g$210  <= \$338 ;
+    \g$212  <= \$338 ;
   always @(posedge clk)
-    \g$218  <= \$339 ;
+    \g$220  <= \$339 ;
   always @(posedge clk)
-    \g$226  <= \$340 ;
+    \g$228  <= \$340 ;
   always @(posedge clk)
-    \g$234  <= \$341 ;
+    \g$236  <= \$341 ;
   always @(posedge clk)
-    \g$242  <= \$342 ;
+    \g$244  <= \$342 ;
   always @(posedge clk)
-    \g$250  <= \$343 ;
+    \g$252  <= \$343 ;
   always @(posedge clk)
-    \g$258  <= \$344 ;
+    \g$260  <= \$344 ;
   always @(posedge clk)
-    \g$266  <= \$345 ;
+    \g$268  <= \$345 ;
   always @(posedge clk)
-    \g$274  <= \$346 ;
+    \g$276  <= \$346 ;
   always @(posedge clk)
-    \g$282  <= \$347 ;
+    \g$284  <= \$347 ;
   always @(posedge clk)
-    \g$290  <= \$348 ;
+    \g$292  <= \$348 ;
   always @(posedge clk)
-    \g$298  <= \$349 ;
+    \g$300  <= \$349 ;
   always @(posedge clk)
-    \g$306  <= \$350 ;
+    \g$308  <= \$350 ;
   always @(posedge clk)
     va_f <= \$351 ;
   always @(posedge clk)
     vb_f <= \$352 ;
   always @(posedge clk)
-    \vb_f$35  <= \$353 ;
+    \vb_f$37  <= \$353 ;
   always @(posedge clk)
-    \vb_f$45  <= \$354 ;
+    \vb_f$47  <= \$354 ;
   always @(posedge clk)
-    \va_f$62  <= \$355 ;
+    \va_f$64  <= \$355 ;
   always @(posedge clk)
-    \vb_f$64  <= \$356 ;
+    \vb_f$66  <= \$356 ;
   always @(posedge clk)
-    \vb_f$75  <= \$357 ;
+    \vb_f$77  <= \$357 ;
   always @(posedge clk)
-    \vb_f$85  <= \$358 ;
+    \vb_f$87  <= \$358 ;
   always @(posedge clk)
-    \va_f$102  <= \$359 ;
+    \va_f$104  <= \$359 ;
   always @(posedge clk)
-    \vb_f$104  <= \$360 ;
+    \vb_f$106  <= \$360 ;
   always @(posedge clk)
-    \vb_f$115  <= \$361 ;
+    \vb_f$117  <= \$361 ;
   always @(posedge clk)
-    \vb_f$125  <= \$362 ;
+    \vb_f$127  <= \$362 ;
   always @(posedge clk)
-    \va_f$142  <= \$363 ;
+    \va_f$144  <= \$363 ;
   always @(posedge clk)
-    \vb_f$144  <= \$364 ;
+    \vb_f$146  <= \$364 ;
   always @(posedge clk)
-    \vb_f$155  <= \$365 ;
+    \vb_f$157  <= \$365 ;
   always @(posedge clk)
-    \vb_f$165  <= \$366 ;
+    \vb_f$167  <= \$366 ;
   always @(posedge clk)
     va_c <= \$367 ;
   always @(posedge clk)
     vb_c <= \$368 ;
   always @(posedge clk)
-    \vb_c$38  <= \$369 ;
+    \vb_c$40  <= \$369 ;
   always @(posedge clk)
-    \vb_c$48  <= \$370 ;
+    \vb_c$50  <= \$370 ;
   always @(posedge clk)
-    \va_c$66  <= \$371 ;
+    \va_c$68  <= \$371 ;
   always @(posedge clk)
-    \vb_c$68  <= \$372 ;
+    \vb_c$70  <= \$372 ;
   always @(posedge clk)
-    \vb_c$78  <= \$373 ;
+    \vb_c$80  <= \$373 ;
   always @(posedge clk)
-    \vb_c$88  <= \$374 ;
+    \vb_c$90  <= \$374 ;
   always @(posedge clk)
-    \va_c$106  <= \$375 ;
+    \va_c$108  <= \$375 ;
   always @(posedge clk)
-    \vb_c$108  <= \$376 ;
+    \vb_c$110  <= \$376 ;
   always @(posedge clk)
-    \vb_c$118  <= \$377 ;
+    \vb_c$120  <= \$377 ;
   always @(posedge clk)
-    \vb_c$128  <= \$378 ;
+    \vb_c$130  <= \$378 ;
   always @(posedge clk)
-    \va_c$146  <= \$379 ;
+    \va_c$148  <= \$379 ;
   always @(posedge clk)
-    \vb_c$148  <= \$380 ;
+    \vb_c$150  <= \$380 ;
   always @(posedge clk)
-    \vb_c$158  <= \$381 ;
+    \vb_c$160  <= \$381 ;
   always @(posedge clk)
-    \vb_c$168  <= \$382 ;
+    \vb_c$170  <= \$382 ;
   always @(posedge clk)
-    sat_flags <= \$383 ;
+    status__sat_flags <= \$383 ;
   always @(posedge clk)
-    ticks <= \$384 ;
+    status__ticks <= \$384 ;
   always @(posedge clk)
     drive0 <= \$385 ;
   always @(posedge clk)
@@ -1676,11 +1685,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @(posedge clk)
     target0 <= \$389 ;
   always @(posedge clk)
-    gate_rdata <= \$390 ;
+    gate__rdata <= \$390 ;
   \clln_paper_xor.edge0  edge0 (
     .g(g),
     .g_next(g_next),
-    .learn(learn),
+    .learn(control__learn),
     .s_c(s_c),
     .s_f(s_f),
     .sat_dg(sat_dg),
@@ -1691,407 +1700,407 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
     .vb_f(vb_f)
   );
   \clln_paper_xor.edge1  edge1 (
-    .g(\g$40 ),
-    .g_next(\g_next$534 ),
-    .learn(learn),
-    .s_c(\s_c$329 ),
-    .s_f(\s_f$325 ),
-    .sat_dg(\sat_dg$488 ),
-    .sat_term(\sat_term$456 ),
+    .g(\g$42 ),
+    .g_next(\g_next$536 ),
+    .learn(control__learn),
+    .s_c(\s_c$331 ),
+    .s_f(\s_f$327 ),
+    .sat_dg(\sat_dg$490 ),
+    .sat_term(\sat_term$458 ),
     .va_c(vb_c),
     .va_f(vb_f),
-    .vb_c(\vb_c$38 ),
-    .vb_f(\vb_f$35 )
+    .vb_c(\vb_c$40 ),
+    .vb_f(\vb_f$37 )
   );
   \clln_paper_xor.edge10  edge10 (
-    .g(\g$130 ),
-    .g_next(\g_next$543 ),
-    .learn(learn),
-    .s_c(\s_c$410 ),
-    .s_f(\s_f$407 ),
-    .sat_dg(\sat_dg$497 ),
-    .sat_term(\sat_term$465 ),
-    .va_c(\vb_c$118 ),
-    .va_f(\vb_f$115 ),
-    .vb_c(\vb_c$128 ),
-    .vb_f(\vb_f$125 )
-  );
-  \clln_paper_xor.edge11  edge11 (
-    .g(\g$138 ),
-    .g_next(\g_next$544 ),
-    .learn(learn),
-    .s_c(\s_c$388 ),
-    .s_f(\s_f$384 ),
-    .sat_dg(\sat_dg$498 ),
-    .sat_term(\sat_term$466 ),
-    .va_c(\vb_c$128 ),
-    .va_f(\vb_f$125 ),
-    .vb_c(\va_c$106 ),
-    .vb_f(\va_f$102 )
-  );
-  \clln_paper_xor.edge12  edge12 (
-    .g(\g$150 ),
+    .g(\g$132 ),
     .g_next(\g_next$545 ),
-    .learn(learn),
-    .s_c(\s_c$430 ),
-    .s_f(\s_f$427 ),
+    .learn(control__learn),
+    .s_c(\s_c$412 ),
+    .s_f(\s_f$409 ),
     .sat_dg(\sat_dg$499 ),
     .sat_term(\sat_term$467 ),
-    .va_c(\va_c$146 ),
-    .va_f(\va_f$142 ),
-    .vb_c(\vb_c$148 ),
-    .vb_f(\vb_f$144 )
+    .va_c(\vb_c$120 ),
+    .va_f(\vb_f$117 ),
+    .vb_c(\vb_c$130 ),
+    .vb_f(\vb_f$127 )
   );
-  \clln_paper_xor.edge13  edge13 (
-    .g(\g$160 ),
+  \clln_paper_xor.edge11  edge11 (
+    .g(\g$140 ),
     .g_next(\g_next$546 ),
-    .learn(learn),
-    .s_c(\s_c$440 ),
-    .s_f(\s_f$437 ),
+    .learn(control__learn),
+    .s_c(\s_c$390 ),
+    .s_f(\s_f$386 ),
     .sat_dg(\sat_dg$500 ),
     .sat_term(\sat_term$468 ),
-    .va_c(\vb_c$148 ),
-    .va_f(\vb_f$144 ),
-    .vb_c(\vb_c$158 ),
-    .vb_f(\vb_f$155 )
+    .va_c(\vb_c$130 ),
+    .va_f(\vb_f$127 ),
+    .vb_c(\va_c$108 ),
+    .vb_f(\va_f$104 )
   );
-  \clln_paper_xor.edge14  edge14 (
-    .g(\g$170 ),
+  \clln_paper_xor.edge12  edge12 (
+    .g(\g$152 ),
     .g_next(\g_next$547 ),
-    .learn(learn),
-    .s_c(\s_c$441 ),
-    .s_f(\s_f$438 ),
+    .learn(control__learn),
+    .s_c(\s_c$432 ),
+    .s_f(\s_f$429 ),
     .sat_dg(\sat_dg$501 ),
     .sat_term(\sat_term$469 ),
-    .va_c(\vb_c$158 ),
-    .va_f(\vb_f$155 ),
-    .vb_c(\vb_c$168 ),
-    .vb_f(\vb_f$165 )
+    .va_c(\va_c$148 ),
+    .va_f(\va_f$144 ),
+    .vb_c(\vb_c$150 ),
+    .vb_f(\vb_f$146 )
   );
-  \clln_paper_xor.edge15  edge15 (
-    .g(\g$178 ),
+  \clln_paper_xor.edge13  edge13 (
+    .g(\g$162 ),
     .g_next(\g_next$548 ),
-    .learn(learn),
-    .s_c(\s_c$431 ),
-    .s_f(\s_f$428 ),
+    .learn(control__learn),
+    .s_c(\s_c$442 ),
+    .s_f(\s_f$439 ),
     .sat_dg(\sat_dg$502 ),
     .sat_term(\sat_term$470 ),
-    .va_c(\vb_c$168 ),
-    .va_f(\vb_f$165 ),
-    .vb_c(\va_c$146 ),
-    .vb_f(\va_f$142 )
+    .va_c(\vb_c$150 ),
+    .va_f(\vb_f$146 ),
+    .vb_c(\vb_c$160 ),
+    .vb_f(\vb_f$157 )
   );
-  \clln_paper_xor.edge16  edge16 (
-    .g(\g$186 ),
+  \clln_paper_xor.edge14  edge14 (
+    .g(\g$172 ),
     .g_next(\g_next$549 ),
-    .learn(learn),
-    .s_c(\s_c$318 ),
-    .s_f(\s_f$313 ),
+    .learn(control__learn),
+    .s_c(\s_c$443 ),
+    .s_f(\s_f$440 ),
     .sat_dg(\sat_dg$503 ),
     .sat_term(\sat_term$471 ),
-    .va_c(va_c),
-    .va_f(va_f),
-    .vb_c(\va_c$66 ),
-    .vb_f(\va_f$62 )
+    .va_c(\vb_c$160 ),
+    .va_f(\vb_f$157 ),
+    .vb_c(\vb_c$170 ),
+    .vb_f(\vb_f$167 )
   );
-  \clln_paper_xor.edge17  edge17 (
-    .g(\g$194 ),
+  \clln_paper_xor.edge15  edge15 (
+    .g(\g$180 ),
     .g_next(\g_next$550 ),
-    .learn(learn),
-    .s_c(\s_c$330 ),
-    .s_f(\s_f$326 ),
+    .learn(control__learn),
+    .s_c(\s_c$433 ),
+    .s_f(\s_f$430 ),
     .sat_dg(\sat_dg$504 ),
     .sat_term(\sat_term$472 ),
-    .va_c(vb_c),
-    .va_f(vb_f),
-    .vb_c(\vb_c$68 ),
-    .vb_f(\vb_f$64 )
+    .va_c(\vb_c$170 ),
+    .va_f(\vb_f$167 ),
+    .vb_c(\va_c$148 ),
+    .vb_f(\va_f$144 )
   );
-  \clln_paper_xor.edge18  edge18 (
-    .g(\g$202 ),
+  \clln_paper_xor.edge16  edge16 (
+    .g(\g$188 ),
     .g_next(\g_next$551 ),
-    .learn(learn),
-    .s_c(\s_c$342 ),
-    .s_f(\s_f$338 ),
+    .learn(control__learn),
+    .s_c(\s_c$320 ),
+    .s_f(\s_f$315 ),
     .sat_dg(\sat_dg$505 ),
     .sat_term(\sat_term$473 ),
-    .va_c(\vb_c$38 ),
-    .va_f(\vb_f$35 ),
-    .vb_c(\vb_c$78 ),
-    .vb_f(\vb_f$75 )
+    .va_c(va_c),
+    .va_f(va_f),
+    .vb_c(\va_c$68 ),
+    .vb_f(\va_f$64 )
   );
-  \clln_paper_xor.edge19  edge19 (
-    .g(\g$210 ),
+  \clln_paper_xor.edge17  edge17 (
+    .g(\g$196 ),
     .g_next(\g_next$552 ),
-    .learn(learn),
-    .s_c(\s_c$352 ),
-    .s_f(\s_f$349 ),
+    .learn(control__learn),
+    .s_c(\s_c$332 ),
+    .s_f(\s_f$328 ),
     .sat_dg(\sat_dg$506 ),
     .sat_term(\sat_term$474 ),
-    .va_c(\vb_c$48 ),
-    .va_f(\vb_f$45 ),
-    .vb_c(\vb_c$88 ),
-    .vb_f(\vb_f$85 )
+    .va_c(vb_c),
+    .va_f(vb_f),
+    .vb_c(\vb_c$70 ),
+    .vb_f(\vb_f$66 )
   );
-  \clln_paper_xor.edge2  edge2 (
-    .g(\g$50 ),
-    .g_next(\g_next$535 ),
-    .learn(learn),
-    .s_c(\s_c$341 ),
-    .s_f(\s_f$337 ),
-    .sat_dg(\sat_dg$489 ),
-    .sat_term(\sat_term$457 ),
-    .va_c(\vb_c$38 ),
-    .va_f(\vb_f$35 ),
-    .vb_c(\vb_c$48 ),
-    .vb_f(\vb_f$45 )
-  );
-  \clln_paper_xor.edge20  edge20 (
-    .g(\g$218 ),
+  \clln_paper_xor.edge18  edge18 (
+    .g(\g$204 ),
     .g_next(\g_next$553 ),
-    .learn(learn),
-    .s_c(\s_c$365 ),
-    .s_f(\s_f$361 ),
+    .learn(control__learn),
+    .s_c(\s_c$344 ),
+    .s_f(\s_f$340 ),
     .sat_dg(\sat_dg$507 ),
     .sat_term(\sat_term$475 ),
-    .va_c(\va_c$66 ),
-    .va_f(\va_f$62 ),
-    .vb_c(\va_c$106 ),
-    .vb_f(\va_f$102 )
+    .va_c(\vb_c$40 ),
+    .va_f(\vb_f$37 ),
+    .vb_c(\vb_c$80 ),
+    .vb_f(\vb_f$77 )
   );
-  \clln_paper_xor.edge21  edge21 (
-    .g(\g$226 ),
+  \clln_paper_xor.edge19  edge19 (
+    .g(\g$212 ),
     .g_next(\g_next$554 ),
-    .learn(learn),
-    .s_c(\s_c$400 ),
-    .s_f(\s_f$396 ),
+    .learn(control__learn),
+    .s_c(\s_c$354 ),
+    .s_f(\s_f$351 ),
     .sat_dg(\sat_dg$508 ),
     .sat_term(\sat_term$476 ),
-    .va_c(\vb_c$68 ),
-    .va_f(\vb_f$64 ),
-    .vb_c(\vb_c$108 ),
-    .vb_f(\vb_f$104 )
+    .va_c(\vb_c$50 ),
+    .va_f(\vb_f$47 ),
+    .vb_c(\vb_c$90 ),
+    .vb_f(\vb_f$87 )
   );
-  \clln_paper_xor.edge22  edge22 (
-    .g(\g$234 ),
+  \clln_paper_xor.edge2  edge2 (
+    .g(\g$52 ),
+    .g_next(\g_next$537 ),
+    .learn(control__learn),
+    .s_c(\s_c$343 ),
+    .s_f(\s_f$339 ),
+    .sat_dg(\sat_dg$491 ),
+    .sat_term(\sat_term$459 ),
+    .va_c(\vb_c$40 ),
+    .va_f(\vb_f$37 ),
+    .vb_c(\vb_c$50 ),
+    .vb_f(\vb_f$47 )
+  );
+  \clln_paper_xor.edge20  edge20 (
+    .g(\g$220 ),
     .g_next(\g_next$555 ),
-    .learn(learn),
-    .s_c(\s_c$377 ),
-    .s_f(\s_f$373 ),
+    .learn(control__learn),
+    .s_c(\s_c$367 ),
+    .s_f(\s_f$363 ),
     .sat_dg(\sat_dg$509 ),
     .sat_term(\sat_term$477 ),
-    .va_c(\vb_c$78 ),
-    .va_f(\vb_f$75 ),
-    .vb_c(\vb_c$118 ),
-    .vb_f(\vb_f$115 )
+    .va_c(\va_c$68 ),
+    .va_f(\va_f$64 ),
+    .vb_c(\va_c$108 ),
+    .vb_f(\va_f$104 )
   );
-  \clln_paper_xor.edge23  edge23 (
-    .g(\g$242 ),
+  \clln_paper_xor.edge21  edge21 (
+    .g(\g$228 ),
     .g_next(\g_next$556 ),
-    .learn(learn),
-    .s_c(\s_c$420 ),
-    .s_f(\s_f$417 ),
+    .learn(control__learn),
+    .s_c(\s_c$402 ),
+    .s_f(\s_f$398 ),
     .sat_dg(\sat_dg$510 ),
     .sat_term(\sat_term$478 ),
-    .va_c(\vb_c$88 ),
-    .va_f(\vb_f$85 ),
-    .vb_c(\vb_c$128 ),
-    .vb_f(\vb_f$125 )
+    .va_c(\vb_c$70 ),
+    .va_f(\vb_f$66 ),
+    .vb_c(\vb_c$110 ),
+    .vb_f(\vb_f$106 )
   );
-  \clln_paper_xor.edge24  edge24 (
-    .g(\g$250 ),
+  \clln_paper_xor.edge22  edge22 (
+    .g(\g$236 ),
     .g_next(\g_next$557 ),
-    .learn(learn),
-    .s_c(\s_c$389 ),
-    .s_f(\s_f$385 ),
+    .learn(control__learn),
+    .s_c(\s_c$379 ),
+    .s_f(\s_f$375 ),
     .sat_dg(\sat_dg$511 ),
     .sat_term(\sat_term$479 ),
-    .va_c(\va_c$106 ),
-    .va_f(\va_f$102 ),
-    .vb_c(\va_c$146 ),
-    .vb_f(\va_f$142 )
+    .va_c(\vb_c$80 ),
+    .va_f(\vb_f$77 ),
+    .vb_c(\vb_c$120 ),
+    .vb_f(\vb_f$117 )
   );
-  \clln_paper_xor.edge25  edge25 (
-    .g(\g$258 ),
+  \clln_paper_xor.edge23  edge23 (
+    .g(\g$244 ),
     .g_next(\g_next$558 ),
-    .learn(learn),
-    .s_c(\s_c$401 ),
-    .s_f(\s_f$397 ),
+    .learn(control__learn),
+    .s_c(\s_c$422 ),
+    .s_f(\s_f$419 ),
     .sat_dg(\sat_dg$512 ),
     .sat_term(\sat_term$480 ),
-    .va_c(\vb_c$108 ),
-    .va_f(\vb_f$104 ),
-    .vb_c(\vb_c$148 ),
-    .vb_f(\vb_f$144 )
+    .va_c(\vb_c$90 ),
+    .va_f(\vb_f$87 ),
+    .vb_c(\vb_c$130 ),
+    .vb_f(\vb_f$127 )
   );
-  \clln_paper_xor.edge26  edge26 (
-    .g(\g$266 ),
+  \clln_paper_xor.edge24  edge24 (
+    .g(\g$252 ),
     .g_next(\g_next$559 ),
-    .learn(learn),
-    .s_c(\s_c$411 ),
-    .s_f(\s_f$408 ),
+    .learn(control__learn),
+    .s_c(\s_c$391 ),
+    .s_f(\s_f$387 ),
     .sat_dg(\sat_dg$513 ),
     .sat_term(\sat_term$481 ),
-    .va_c(\vb_c$118 ),
-    .va_f(\vb_f$115 ),
-    .vb_c(\vb_c$158 ),
-    .vb_f(\vb_f$155 )
+    .va_c(\va_c$108 ),
+    .va_f(\va_f$104 ),
+    .vb_c(\va_c$148 ),
+    .vb_f(\va_f$144 )
   );
-  \clln_paper_xor.edge27  edge27 (
-    .g(\g$274 ),
+  \clln_paper_xor.edge25  edge25 (
+    .g(\g$260 ),
     .g_next(\g_next$560 ),
-    .learn(learn),
-    .s_c(\s_c$421 ),
-    .s_f(\s_f$418 ),
+    .learn(control__learn),
+    .s_c(\s_c$403 ),
+    .s_f(\s_f$399 ),
     .sat_dg(\sat_dg$514 ),
     .sat_term(\sat_term$482 ),
-    .va_c(\vb_c$128 ),
-    .va_f(\vb_f$125 ),
-    .vb_c(\vb_c$168 ),
-    .vb_f(\vb_f$165 )
+    .va_c(\vb_c$110 ),
+    .va_f(\vb_f$106 ),
+    .vb_c(\vb_c$150 ),
+    .vb_f(\vb_f$146 )
   );
-  \clln_paper_xor.edge28  edge28 (
-    .g(\g$282 ),
+  \clln_paper_xor.edge26  edge26 (
+    .g(\g$268 ),
     .g_next(\g_next$561 ),
-    .learn(learn),
-    .s_c(\s_c$319 ),
-    .s_f(\s_f$314 ),
+    .learn(control__learn),
+    .s_c(\s_c$413 ),
+    .s_f(\s_f$410 ),
     .sat_dg(\sat_dg$515 ),
     .sat_term(\sat_term$483 ),
-    .va_c(\va_c$146 ),
-    .va_f(\va_f$142 ),
+    .va_c(\vb_c$120 ),
+    .va_f(\vb_f$117 ),
+    .vb_c(\vb_c$160 ),
+    .vb_f(\vb_f$157 )
+  );
+  \clln_paper_xor.edge27  edge27 (
+    .g(\g$276 ),
+    .g_next(\g_next$562 ),
+    .learn(control__learn),
+    .s_c(\s_c$423 ),
+    .s_f(\s_f$420 ),
+    .sat_dg(\sat_dg$516 ),
+    .sat_term(\sat_term$484 ),
+    .va_c(\vb_c$130 ),
+    .va_f(\vb_f$127 ),
+    .vb_c(\vb_c$170 ),
+    .vb_f(\vb_f$167 )
+  );
+  \clln_paper_xor.edge28  edge28 (
+    .g(\g$284 ),
+    .g_next(\g_next$563 ),
+    .learn(control__learn),
+    .s_c(\s_c$321 ),
+    .s_f(\s_f$316 ),
+    .sat_dg(\sat_dg$517 ),
+    .sat_term(\sat_term$485 ),
+    .va_c(\va_c$148 ),
+    .va_f(\va_f$144 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_xor.edge29  edge29 (
-    .g(\g$290 ),
-    .g_next(\g_next$562 ),
-    .learn(learn),
-    .s_c(\s_c$331 ),
-    .s_f(\s_f$327 ),
-    .sat_dg(\sat_dg$516 ),
-    .sat_term(\sat_term$484 ),
-    .va_c(\vb_c$148 ),
-    .va_f(\vb_f$144 ),
+    .g(\g$292 ),
+    .g_next(\g_next$564 ),
+    .learn(control__learn),
+    .s_c(\s_c$333 ),
+    .s_f(\s_f$329 ),
+    .sat_dg(\sat_dg$518 ),
+    .sat_term(\sat_term$486 ),
+    .va_c(\vb_c$150 ),
+    .va_f(\vb_f$146 ),
     .vb_c(vb_c),
     .vb_f(vb_f)
   );
   \clln_paper_xor.edge3  edge3 (
-    .g(\g$58 ),
-    .g_next(\g_next$536 ),
-    .learn(learn),
-    .s_c(\s_c$317 ),
-    .s_f(\s_f$312 ),
-    .sat_dg(\sat_dg$490 ),
-    .sat_term(\sat_term$458 ),
-    .va_c(\vb_c$48 ),
-    .va_f(\vb_f$45 ),
+    .g(\g$60 ),
+    .g_next(\g_next$538 ),
+    .learn(control__learn),
+    .s_c(\s_c$319 ),
+    .s_f(\s_f$314 ),
+    .sat_dg(\sat_dg$492 ),
+    .sat_term(\sat_term$460 ),
+    .va_c(\vb_c$50 ),
+    .va_f(\vb_f$47 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_xor.edge30  edge30 (
-    .g(\g$298 ),
-    .g_next(\g_next$563 ),
-    .learn(learn),
-    .s_c(\s_c$343 ),
-    .s_f(\s_f$339 ),
-    .sat_dg(\sat_dg$517 ),
-    .sat_term(\sat_term$485 ),
-    .va_c(\vb_c$158 ),
-    .va_f(\vb_f$155 ),
-    .vb_c(\vb_c$38 ),
-    .vb_f(\vb_f$35 )
+    .g(\g$300 ),
+    .g_next(\g_next$565 ),
+    .learn(control__learn),
+    .s_c(\s_c$345 ),
+    .s_f(\s_f$341 ),
+    .sat_dg(\sat_dg$519 ),
+    .sat_term(\sat_term$487 ),
+    .va_c(\vb_c$160 ),
+    .va_f(\vb_f$157 ),
+    .vb_c(\vb_c$40 ),
+    .vb_f(\vb_f$37 )
   );
   \clln_paper_xor.edge31  edge31 (
-    .g(\g$306 ),
-    .g_next(\g_next$564 ),
-    .learn(learn),
-    .s_c(\s_c$353 ),
-    .s_f(\s_f$350 ),
-    .sat_dg(\sat_dg$518 ),
-    .sat_term(\sat_term$486 ),
-    .va_c(\vb_c$168 ),
-    .va_f(\vb_f$165 ),
-    .vb_c(\vb_c$48 ),
-    .vb_f(\vb_f$45 )
+    .g(\g$308 ),
+    .g_next(\g_next$566 ),
+    .learn(control__learn),
+    .s_c(\s_c$355 ),
+    .s_f(\s_f$352 ),
+    .sat_dg(\sat_dg$520 ),
+    .sat_term(\sat_term$488 ),
+    .va_c(\vb_c$170 ),
+    .va_f(\vb_f$167 ),
+    .vb_c(\vb_c$50 ),
+    .vb_f(\vb_f$47 )
   );
   \clln_paper_xor.edge4  edge4 (
-    .g(\g$70 ),
-    .g_next(\g_next$537 ),
-    .learn(learn),
-    .s_c(\s_c$363 ),
-    .s_f(\s_f$359 ),
-    .sat_dg(\sat_dg$491 ),
-    .sat_term(\sat_term$459 ),
-    .va_c(\va_c$66 ),
-    .va_f(\va_f$62 ),
-    .vb_c(\vb_c$68 ),
-    .vb_f(\vb_f$64 )
-  );
-  \clln_paper_xor.edge5  edge5 (
-    .g(\g$80 ),
-    .g_next(\g_next$538 ),
-    .learn(learn),
-    .s_c(\s_c$375 ),
-    .s_f(\s_f$371 ),
-    .sat_dg(\sat_dg$492 ),
-    .sat_term(\sat_term$460 ),
-    .va_c(\vb_c$68 ),
-    .va_f(\vb_f$64 ),
-    .vb_c(\vb_c$78 ),
-    .vb_f(\vb_f$75 )
-  );
-  \clln_paper_xor.edge6  edge6 (
-    .g(\g$90 ),
+    .g(\g$72 ),
     .g_next(\g_next$539 ),
-    .learn(learn),
-    .s_c(\s_c$376 ),
-    .s_f(\s_f$372 ),
+    .learn(control__learn),
+    .s_c(\s_c$365 ),
+    .s_f(\s_f$361 ),
     .sat_dg(\sat_dg$493 ),
     .sat_term(\sat_term$461 ),
-    .va_c(\vb_c$78 ),
-    .va_f(\vb_f$75 ),
-    .vb_c(\vb_c$88 ),
-    .vb_f(\vb_f$85 )
+    .va_c(\va_c$68 ),
+    .va_f(\va_f$64 ),
+    .vb_c(\vb_c$70 ),
+    .vb_f(\vb_f$66 )
   );
-  \clln_paper_xor.edge7  edge7 (
-    .g(\g$98 ),
+  \clln_paper_xor.edge5  edge5 (
+    .g(\g$82 ),
     .g_next(\g_next$540 ),
-    .learn(learn),
-    .s_c(\s_c$364 ),
-    .s_f(\s_f$360 ),
+    .learn(control__learn),
+    .s_c(\s_c$377 ),
+    .s_f(\s_f$373 ),
     .sat_dg(\sat_dg$494 ),
     .sat_term(\sat_term$462 ),
-    .va_c(\vb_c$88 ),
-    .va_f(\vb_f$85 ),
-    .vb_c(\va_c$66 ),
-    .vb_f(\va_f$62 )
+    .va_c(\vb_c$70 ),
+    .va_f(\vb_f$66 ),
+    .vb_c(\vb_c$80 ),
+    .vb_f(\vb_f$77 )
   );
-  \clln_paper_xor.edge8  edge8 (
-    .g(\g$110 ),
+  \clln_paper_xor.edge6  edge6 (
+    .g(\g$92 ),
     .g_next(\g_next$541 ),
-    .learn(learn),
-    .s_c(\s_c$387 ),
-    .s_f(\s_f$383 ),
+    .learn(control__learn),
+    .s_c(\s_c$378 ),
+    .s_f(\s_f$374 ),
     .sat_dg(\sat_dg$495 ),
     .sat_term(\sat_term$463 ),
-    .va_c(\va_c$106 ),
-    .va_f(\va_f$102 ),
-    .vb_c(\vb_c$108 ),
-    .vb_f(\vb_f$104 )
+    .va_c(\vb_c$80 ),
+    .va_f(\vb_f$77 ),
+    .vb_c(\vb_c$90 ),
+    .vb_f(\vb_f$87 )
   );
-  \clln_paper_xor.edge9  edge9 (
-    .g(\g$120 ),
+  \clln_paper_xor.edge7  edge7 (
+    .g(\g$100 ),
     .g_next(\g_next$542 ),
-    .learn(learn),
-    .s_c(\s_c$399 ),
-    .s_f(\s_f$395 ),
+    .learn(control__learn),
+    .s_c(\s_c$366 ),
+    .s_f(\s_f$362 ),
     .sat_dg(\sat_dg$496 ),
     .sat_term(\sat_term$464 ),
-    .va_c(\vb_c$108 ),
-    .va_f(\vb_f$104 ),
-    .vb_c(\vb_c$118 ),
-    .vb_f(\vb_f$115 )
+    .va_c(\vb_c$90 ),
+    .va_f(\vb_f$87 ),
+    .vb_c(\va_c$68 ),
+    .vb_f(\va_f$64 )
+  );
+  \clln_paper_xor.edge8  edge8 (
+    .g(\g$112 ),
+    .g_next(\g_next$543 ),
+    .learn(control__learn),
+    .s_c(\s_c$389 ),
+    .s_f(\s_f$385 ),
+    .sat_dg(\sat_dg$497 ),
+    .sat_term(\sat_term$465 ),
+    .va_c(\va_c$108 ),
+    .va_f(\va_f$104 ),
+    .vb_c(\vb_c$110 ),
+    .vb_f(\vb_f$106 )
+  );
+  \clln_paper_xor.edge9  edge9 (
+    .g(\g$122 ),
+    .g_next(\g_next$544 ),
+    .learn(control__learn),
+    .s_c(\s_c$401 ),
+    .s_f(\s_f$397 ),
+    .sat_dg(\sat_dg$498 ),
+    .sat_term(\sat_term$466 ),
+    .va_c(\vb_c$110 ),
+    .va_f(\vb_f$106 ),
+    .vb_c(\vb_c$120 ),
+    .vb_f(\vb_f$117 )
   );
   \clln_paper_xor.node0  node0 (
     .acc_c_exact(accc0),
@@ -2104,112 +2113,115 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   \clln_paper_xor.node1  node1 (
     .acc_c_exact(accc1),
     .acc_f_exact(accf1),
-    .flags(\flags$520 ),
+    .flags(\flags$522 ),
     .v_c(vb_c),
     .\v_c$20 (v_c_next),
     .v_f(vb_f),
-    .\v_f$9 (\v_f_next$566 )
+    .\v_f$9 (\v_f_next$568 )
   );
   \clln_paper_xor.node10  node10 (
     .acc_c_exact(accc10),
     .acc_f_exact(accf10),
-    .flags(\flags$527 ),
-    .v_c(\vb_c$118 ),
-    .v_f(\vb_f$115 ),
-    .\v_f$9 (\v_f_next$575 )
+    .flags(\flags$529 ),
+    .v_c(\vb_c$120 ),
+    .v_f(\vb_f$117 ),
+    .\v_f$9 (\v_f_next$577 )
   );
   \clln_paper_xor.node11  node11 (
     .acc_c_exact(accc11),
     .acc_f_exact(accf11),
-    .flags(\flags$528 ),
-    .v_c(\vb_c$128 ),
-    .\v_c$20 (\v_c_next$588 ),
-    .v_f(\vb_f$125 ),
-    .\v_f$9 (\v_f_next$576 )
+    .flags(\flags$530 ),
+    .v_c(\vb_c$130 ),
+    .\v_c$20 (\v_c_next$590 ),
+    .v_f(\vb_f$127 ),
+    .\v_f$9 (\v_f_next$578 )
   );
   \clln_paper_xor.node12  node12 (
     .acc_c_exact(accc12),
     .acc_f_exact(accf12),
-    .flags(\flags$529 ),
-    .v_c(\va_c$146 ),
-    .\v_c$20 (\v_c_next$589 ),
-    .v_f(\va_f$142 ),
-    .\v_f$9 (\v_f_next$577 )
+    .flags(\flags$531 ),
+    .v_c(\va_c$148 ),
+    .\v_c$20 (\v_c_next$591 ),
+    .v_f(\va_f$144 ),
+    .\v_f$9 (\v_f_next$579 )
   );
   \clln_paper_xor.node14  node14 (
     .acc_c_exact(accc14),
     .acc_f_exact(accf14),
-    .flags(\flags$530 ),
-    .v_c(\vb_c$158 ),
-    .\v_c$20 (\v_c_next$590 ),
-    .v_f(\vb_f$155 ),
-    .\v_f$9 (\v_f_next$579 )
+    .flags(\flags$532 ),
+    .v_c(\vb_c$160 ),
+    .\v_c$20 (\v_c_next$592 ),
+    .v_f(\vb_f$157 ),
+    .\v_f$9 (\v_f_next$581 )
   );
   \clln_paper_xor.node2  node2 (
     .acc_c_exact(accc2),
     .acc_f_exact(accf2),
-    .flags(\flags$521 ),
-    .v_c(\vb_c$38 ),
-    .\v_c$20 (\v_c_next$582 ),
-    .v_f(\vb_f$35 ),
-    .\v_f$9 (\v_f_next$567 )
+    .flags(\flags$523 ),
+    .v_c(\vb_c$40 ),
+    .\v_c$20 (\v_c_next$584 ),
+    .v_f(\vb_f$37 ),
+    .\v_f$9 (\v_f_next$569 )
   );
   \clln_paper_xor.node3  node3 (
     .acc_c_exact(accc3),
     .acc_f_exact(accf3),
-    .flags(\flags$522 ),
-    .v_c(\vb_c$48 ),
-    .\v_c$20 (\v_c_next$583 ),
-    .v_f(\vb_f$45 ),
-    .\v_f$9 (\v_f_next$568 )
+    .flags(\flags$524 ),
+    .v_c(\vb_c$50 ),
+    .\v_c$20 (\v_c_next$585 ),
+    .v_f(\vb_f$47 ),
+    .\v_f$9 (\v_f_next$570 )
   );
   \clln_paper_xor.node4  node4 (
     .acc_c_exact(accc4),
     .acc_f_exact(accf4),
-    .flags(\flags$523 ),
-    .v_c(\va_c$66 ),
-    .\v_c$20 (\v_c_next$584 ),
-    .v_f(\va_f$62 ),
-    .\v_f$9 (\v_f_next$569 )
+    .flags(\flags$525 ),
+    .v_c(\va_c$68 ),
+    .\v_c$20 (\v_c_next$586 ),
+    .v_f(\va_f$64 ),
+    .\v_f$9 (\v_f_next$571 )
   );
   \clln_paper_xor.node6  node6 (
     .acc_c_exact(accc6),
     .acc_f_exact(accf6),
-    .flags(\flags$524 ),
-    .v_c(\vb_c$78 ),
-    .\v_c$20 (\v_c_next$585 ),
-    .v_f(\vb_f$75 ),
-    .\v_f$9 (\v_f_next$571 )
+    .flags(\flags$526 ),
+    .v_c(\vb_c$80 ),
+    .\v_c$20 (\v_c_next$587 ),
+    .v_f(\vb_f$77 ),
+    .\v_f$9 (\v_f_next$573 )
   );
   \clln_paper_xor.node8  node8 (
     .acc_c_exact(accc8),
     .acc_f_exact(accf8),
-    .flags(\flags$525 ),
-    .v_c(\va_c$106 ),
-    .\v_c$20 (\v_c_next$586 ),
-    .v_f(\va_f$102 ),
-    .\v_f$9 (\v_f_next$573 )
+    .flags(\flags$527 ),
+    .v_c(\va_c$108 ),
+    .\v_c$20 (\v_c_next$588 ),
+    .v_f(\va_f$104 ),
+    .\v_f$9 (\v_f_next$575 )
   );
   \clln_paper_xor.node9  node9 (
     .acc_c_exact(accc9),
     .acc_f_exact(accf9),
-    .flags(\flags$526 ),
-    .v_c(\vb_c$108 ),
-    .\v_c$20 (\v_c_next$587 ),
-    .v_f(\vb_f$104 ),
-    .\v_f$9 (\v_f_next$574 )
+    .flags(\flags$528 ),
+    .v_c(\vb_c$110 ),
+    .\v_c$20 (\v_c_next$589 ),
+    .v_f(\vb_f$106 ),
+    .\v_f$9 (\v_f_next$576 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$319  = g;
-    if (run) begin
+    if (control__run) begin
       \$319  = g_next;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
-            \$319  = gate_data;
+            \$319  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$319  = 23'h1a30ff;
     end
     if (rst) begin
       \$319  = 23'h1a30ff;
@@ -2217,17 +2229,20 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = \g$40 ;
-    if (run) begin
-      \$320  = \g_next$534 ;
+    \$320  = \g$42 ;
+    if (control__run) begin
+      \$320  = \g_next$536 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
-            \$320  = gate_data;
+            \$320  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$320  = 23'h14510c;
     end
     if (rst) begin
       \$320  = 23'h14510c;
@@ -2235,19 +2250,22 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = \g$50 ;
-    if (run) begin
-      \$321  = \g_next$535 ;
+    \$321  = \g$52 ;
+    if (control__run) begin
+      \$321  = \g_next$537 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
             /* empty */;
         5'h02:
-            \$321  = gate_data;
+            \$321  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$321  = 23'h10a7d4;
     end
     if (rst) begin
       \$321  = 23'h10a7d4;
@@ -2255,12 +2273,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$322  = \g$58 ;
-    if (run) begin
-      \$322  = \g_next$536 ;
+    \$322  = \g$60 ;
+    if (control__run) begin
+      \$322  = \g_next$538 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2268,8 +2286,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h02:
             /* empty */;
         5'h03:
-            \$322  = gate_data;
+            \$322  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$322  = 23'h1043b2;
     end
     if (rst) begin
       \$322  = 23'h1043b2;
@@ -2277,12 +2298,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = \g$70 ;
-    if (run) begin
-      \$323  = \g_next$537 ;
+    \$323  = \g$72 ;
+    if (control__run) begin
+      \$323  = \g_next$539 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2292,8 +2313,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h03:
             /* empty */;
         5'h04:
-            \$323  = gate_data;
+            \$323  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$323  = 23'h1d0328;
     end
     if (rst) begin
       \$323  = 23'h1d0328;
@@ -2301,12 +2325,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$324  = \g$80 ;
-    if (run) begin
-      \$324  = \g_next$538 ;
+    \$324  = \g$82 ;
+    if (control__run) begin
+      \$324  = \g_next$540 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2318,8 +2342,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h04:
             /* empty */;
         5'h05:
-            \$324  = gate_data;
+            \$324  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$324  = 23'h1e9aa6;
     end
     if (rst) begin
       \$324  = 23'h1e9aa6;
@@ -2327,12 +2354,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$325  = \g$90 ;
-    if (run) begin
-      \$325  = \g_next$539 ;
+    \$325  = \g$92 ;
+    if (control__run) begin
+      \$325  = \g_next$541 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2346,8 +2373,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h05:
             /* empty */;
         5'h06:
-            \$325  = gate_data;
+            \$325  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$325  = 23'h19b4c8;
     end
     if (rst) begin
       \$325  = 23'h19b4c8;
@@ -2355,12 +2385,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$326  = \g$98 ;
-    if (run) begin
-      \$326  = \g_next$540 ;
+    \$326  = \g$100 ;
+    if (control__run) begin
+      \$326  = \g_next$542 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2376,8 +2406,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h06:
             /* empty */;
         5'h07:
-            \$326  = gate_data;
+            \$326  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$326  = 23'h1bac05;
     end
     if (rst) begin
       \$326  = 23'h1bac05;
@@ -2385,12 +2418,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = \g$110 ;
-    if (run) begin
-      \$327  = \g_next$541 ;
+    \$327  = \g$112 ;
+    if (control__run) begin
+      \$327  = \g_next$543 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2408,8 +2441,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h07:
             /* empty */;
         5'h08:
-            \$327  = gate_data;
+            \$327  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$327  = 23'h18b2b0;
     end
     if (rst) begin
       \$327  = 23'h18b2b0;
@@ -2417,12 +2453,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$328  = \g$120 ;
-    if (run) begin
-      \$328  = \g_next$542 ;
+    \$328  = \g$122 ;
+    if (control__run) begin
+      \$328  = \g_next$544 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2442,8 +2478,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h08:
             /* empty */;
         5'h09:
-            \$328  = gate_data;
+            \$328  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$328  = 23'h1ef60f;
     end
     if (rst) begin
       \$328  = 23'h1ef60f;
@@ -2451,12 +2490,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$329  = \g$130 ;
-    if (run) begin
-      \$329  = \g_next$543 ;
+    \$329  = \g$132 ;
+    if (control__run) begin
+      \$329  = \g_next$545 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2478,8 +2517,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h09:
             /* empty */;
         5'h0a:
-            \$329  = gate_data;
+            \$329  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$329  = 23'h1d0dbc;
     end
     if (rst) begin
       \$329  = 23'h1d0dbc;
@@ -2487,12 +2529,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$330  = \g$138 ;
-    if (run) begin
-      \$330  = \g_next$544 ;
+    \$330  = \g$140 ;
+    if (control__run) begin
+      \$330  = \g_next$546 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2516,8 +2558,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0a:
             /* empty */;
         5'h0b:
-            \$330  = gate_data;
+            \$330  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$330  = 23'h100b38;
     end
     if (rst) begin
       \$330  = 23'h100b38;
@@ -2525,12 +2570,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$331  = \g$150 ;
-    if (run) begin
-      \$331  = \g_next$545 ;
+    \$331  = \g$152 ;
+    if (control__run) begin
+      \$331  = \g_next$547 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2556,8 +2601,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0b:
             /* empty */;
         5'h0c:
-            \$331  = gate_data;
+            \$331  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$331  = 23'h1db7ee;
     end
     if (rst) begin
       \$331  = 23'h1db7ee;
@@ -2565,12 +2613,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$332  = \g$160 ;
-    if (run) begin
-      \$332  = \g_next$546 ;
+    \$332  = \g$162 ;
+    if (control__run) begin
+      \$332  = \g_next$548 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2598,8 +2646,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0c:
             /* empty */;
         5'h0d:
-            \$332  = gate_data;
+            \$332  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$332  = 23'h108991;
     end
     if (rst) begin
       \$332  = 23'h108991;
@@ -2607,12 +2658,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$333  = \g$170 ;
-    if (run) begin
-      \$333  = \g_next$547 ;
+    \$333  = \g$172 ;
+    if (control__run) begin
+      \$333  = \g_next$549 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2642,8 +2693,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0d:
             /* empty */;
         5'h0e:
-            \$333  = gate_data;
+            \$333  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$333  = 23'h1bacab;
     end
     if (rst) begin
       \$333  = 23'h1bacab;
@@ -2651,12 +2705,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$334  = \g$178 ;
-    if (run) begin
-      \$334  = \g_next$548 ;
+    \$334  = \g$180 ;
+    if (control__run) begin
+      \$334  = \g_next$550 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2688,8 +2742,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0e:
             /* empty */;
         5'h0f:
-            \$334  = gate_data;
+            \$334  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$334  = 23'h12cf7c;
     end
     if (rst) begin
       \$334  = 23'h12cf7c;
@@ -2697,12 +2754,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$335  = \g$186 ;
-    if (run) begin
-      \$335  = \g_next$549 ;
+    \$335  = \g$188 ;
+    if (control__run) begin
+      \$335  = \g_next$551 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2736,8 +2793,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h0f:
             /* empty */;
         5'h10:
-            \$335  = gate_data;
+            \$335  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$335  = 23'h1dcf95;
     end
     if (rst) begin
       \$335  = 23'h1dcf95;
@@ -2745,12 +2805,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$336  = \g$194 ;
-    if (run) begin
-      \$336  = \g_next$550 ;
+    \$336  = \g$196 ;
+    if (control__run) begin
+      \$336  = \g_next$552 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2786,8 +2846,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h10:
             /* empty */;
         5'h11:
-            \$336  = gate_data;
+            \$336  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$336  = 23'h18a9d3;
     end
     if (rst) begin
       \$336  = 23'h18a9d3;
@@ -2795,12 +2858,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$337  = \g$202 ;
-    if (run) begin
-      \$337  = \g_next$551 ;
+    \$337  = \g$204 ;
+    if (control__run) begin
+      \$337  = \g_next$553 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2838,8 +2901,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h11:
             /* empty */;
         5'h12:
-            \$337  = gate_data;
+            \$337  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$337  = 23'h14cb9f;
     end
     if (rst) begin
       \$337  = 23'h14cb9f;
@@ -2847,12 +2913,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$338  = \g$210 ;
-    if (run) begin
-      \$338  = \g_next$552 ;
+    \$338  = \g$212 ;
+    if (control__run) begin
+      \$338  = \g_next$554 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2892,8 +2958,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h12:
             /* empty */;
         5'h13:
-            \$338  = gate_data;
+            \$338  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$338  = 23'h16c354;
     end
     if (rst) begin
       \$338  = 23'h16c354;
@@ -2901,12 +2970,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$339  = \g$218 ;
-    if (run) begin
-      \$339  = \g_next$553 ;
+    \$339  = \g$220 ;
+    if (control__run) begin
+      \$339  = \g_next$555 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -2948,8 +3017,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h13:
             /* empty */;
         5'h14:
-            \$339  = gate_data;
+            \$339  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$339  = 23'h1073ff;
     end
     if (rst) begin
       \$339  = 23'h1073ff;
@@ -2957,12 +3029,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$340  = \g$226 ;
-    if (run) begin
-      \$340  = \g_next$554 ;
+    \$340  = \g$228 ;
+    if (control__run) begin
+      \$340  = \g_next$556 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3006,8 +3078,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h14:
             /* empty */;
         5'h15:
-            \$340  = gate_data;
+            \$340  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$340  = 23'h11fd10;
     end
     if (rst) begin
       \$340  = 23'h11fd10;
@@ -3015,12 +3090,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$341  = \g$234 ;
-    if (run) begin
-      \$341  = \g_next$555 ;
+    \$341  = \g$236 ;
+    if (control__run) begin
+      \$341  = \g_next$557 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3066,8 +3141,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h15:
             /* empty */;
         5'h16:
-            \$341  = gate_data;
+            \$341  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$341  = 23'h1abae1;
     end
     if (rst) begin
       \$341  = 23'h1abae1;
@@ -3075,12 +3153,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$342  = \g$242 ;
-    if (run) begin
-      \$342  = \g_next$556 ;
+    \$342  = \g$244 ;
+    if (control__run) begin
+      \$342  = \g_next$558 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3128,8 +3206,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h16:
             /* empty */;
         5'h17:
-            \$342  = gate_data;
+            \$342  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$342  = 23'h1a5ae3;
     end
     if (rst) begin
       \$342  = 23'h1a5ae3;
@@ -3137,12 +3218,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$343  = \g$250 ;
-    if (run) begin
-      \$343  = \g_next$557 ;
+    \$343  = \g$252 ;
+    if (control__run) begin
+      \$343  = \g_next$559 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3192,8 +3273,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h17:
             /* empty */;
         5'h18:
-            \$343  = gate_data;
+            \$343  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$343  = 23'h19d89e;
     end
     if (rst) begin
       \$343  = 23'h19d89e;
@@ -3201,12 +3285,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$344  = \g$258 ;
-    if (run) begin
-      \$344  = \g_next$558 ;
+    \$344  = \g$260 ;
+    if (control__run) begin
+      \$344  = \g_next$560 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3258,8 +3342,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h18:
             /* empty */;
         5'h19:
-            \$344  = gate_data;
+            \$344  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$344  = 23'h16238b;
     end
     if (rst) begin
       \$344  = 23'h16238b;
@@ -3267,12 +3354,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$345  = \g$266 ;
-    if (run) begin
-      \$345  = \g_next$559 ;
+    \$345  = \g$268 ;
+    if (control__run) begin
+      \$345  = \g_next$561 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3326,8 +3413,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h19:
             /* empty */;
         5'h1a:
-            \$345  = gate_data;
+            \$345  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$345  = 23'h1ff492;
     end
     if (rst) begin
       \$345  = 23'h1ff492;
@@ -3335,12 +3425,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$346  = \g$274 ;
-    if (run) begin
-      \$346  = \g_next$560 ;
+    \$346  = \g$276 ;
+    if (control__run) begin
+      \$346  = \g_next$562 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3396,8 +3486,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1a:
             /* empty */;
         5'h1b:
-            \$346  = gate_data;
+            \$346  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$346  = 23'h1fb180;
     end
     if (rst) begin
       \$346  = 23'h1fb180;
@@ -3405,12 +3498,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$347  = \g$282 ;
-    if (run) begin
-      \$347  = \g_next$561 ;
+    \$347  = \g$284 ;
+    if (control__run) begin
+      \$347  = \g_next$563 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3468,8 +3561,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1b:
             /* empty */;
         5'h1c:
-            \$347  = gate_data;
+            \$347  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$347  = 23'h1af7fb;
     end
     if (rst) begin
       \$347  = 23'h1af7fb;
@@ -3477,12 +3573,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$348  = \g$290 ;
-    if (run) begin
-      \$348  = \g_next$562 ;
+    \$348  = \g$292 ;
+    if (control__run) begin
+      \$348  = \g_next$564 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3542,8 +3638,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1c:
             /* empty */;
         5'h1d:
-            \$348  = gate_data;
+            \$348  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$348  = 23'h1a6848;
     end
     if (rst) begin
       \$348  = 23'h1a6848;
@@ -3551,12 +3650,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$349  = \g$298 ;
-    if (run) begin
-      \$349  = \g_next$563 ;
+    \$349  = \g$300 ;
+    if (control__run) begin
+      \$349  = \g_next$565 ;
     end
-    if (gate_we) begin
-      casez (gate_addr)
+    if (gate__we) begin
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3618,8 +3717,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1d:
             /* empty */;
         5'h1e:
-            \$349  = gate_data;
+            \$349  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$349  = 23'h1b03e1;
     end
     if (rst) begin
       \$349  = 23'h1b03e1;
@@ -3627,13 +3729,13 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$350  = \g$306 ;
-    if (run) begin
-      \$350  = \g_next$564 ;
+    \$350  = \g$308 ;
+    if (control__run) begin
+      \$350  = \g_next$566 ;
     end
-    if (gate_we) begin
+    if (gate__we) begin
       (* full_case = 32'd1 *)
-      casez (gate_addr)
+      casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
@@ -3697,8 +3799,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         5'h1e:
             /* empty */;
         5'h1f:
-            \$350  = gate_data;
+            \$350  = gate__data;
       endcase
+    end
+    if (control__clear) begin
+      \$350  = 23'h163906;
     end
     if (rst) begin
       \$350  = 23'h163906;
@@ -3707,8 +3812,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$351  = va_f;
-    if (tick_done) begin
+    if (control__tick_done) begin
       \$351  = v_f_next;
+    end
+    if (control__clear) begin
+      \$351  = 17'h00000;
     end
     if (rst) begin
       \$351  = 17'h00000;
@@ -3717,8 +3825,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$352  = vb_f;
-    if (tick_done) begin
-      \$352  = \v_f_next$566 ;
+    if (control__tick_done) begin
+      \$352  = \v_f_next$568 ;
+    end
+    if (control__clear) begin
+      \$352  = 17'h00000;
     end
     if (rst) begin
       \$352  = 17'h00000;
@@ -3726,9 +3837,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$353  = \vb_f$35 ;
-    if (tick_done) begin
-      \$353  = \v_f_next$567 ;
+    \$353  = \vb_f$37 ;
+    if (control__tick_done) begin
+      \$353  = \v_f_next$569 ;
+    end
+    if (control__clear) begin
+      \$353  = 17'h00000;
     end
     if (rst) begin
       \$353  = 17'h00000;
@@ -3736,9 +3850,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$354  = \vb_f$45 ;
-    if (tick_done) begin
-      \$354  = \v_f_next$568 ;
+    \$354  = \vb_f$47 ;
+    if (control__tick_done) begin
+      \$354  = \v_f_next$570 ;
+    end
+    if (control__clear) begin
+      \$354  = 17'h00000;
     end
     if (rst) begin
       \$354  = 17'h00000;
@@ -3746,9 +3863,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$355  = \va_f$62 ;
-    if (tick_done) begin
-      \$355  = \v_f_next$569 ;
+    \$355  = \va_f$64 ;
+    if (control__tick_done) begin
+      \$355  = \v_f_next$571 ;
+    end
+    if (control__clear) begin
+      \$355  = 17'h00000;
     end
     if (rst) begin
       \$355  = 17'h00000;
@@ -3756,9 +3876,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$356  = \vb_f$64 ;
-    if (tick_done) begin
+    \$356  = \vb_f$66 ;
+    if (control__tick_done) begin
       \$356  = drive2;
+    end
+    if (control__clear) begin
+      \$356  = 17'h00000;
     end
     if (rst) begin
       \$356  = 17'h00000;
@@ -3766,9 +3889,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$357  = \vb_f$75 ;
-    if (tick_done) begin
-      \$357  = \v_f_next$571 ;
+    \$357  = \vb_f$77 ;
+    if (control__tick_done) begin
+      \$357  = \v_f_next$573 ;
+    end
+    if (control__clear) begin
+      \$357  = 17'h00000;
     end
     if (rst) begin
       \$357  = 17'h00000;
@@ -3776,9 +3902,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$358  = \vb_f$85 ;
-    if (tick_done) begin
+    \$358  = \vb_f$87 ;
+    if (control__tick_done) begin
       \$358  = drive3;
+    end
+    if (control__clear) begin
+      \$358  = 17'h00000;
     end
     if (rst) begin
       \$358  = 17'h00000;
@@ -3786,9 +3915,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$359  = \va_f$102 ;
-    if (tick_done) begin
-      \$359  = \v_f_next$573 ;
+    \$359  = \va_f$104 ;
+    if (control__tick_done) begin
+      \$359  = \v_f_next$575 ;
+    end
+    if (control__clear) begin
+      \$359  = 17'h00000;
     end
     if (rst) begin
       \$359  = 17'h00000;
@@ -3796,9 +3928,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$360  = \vb_f$104 ;
-    if (tick_done) begin
-      \$360  = \v_f_next$574 ;
+    \$360  = \vb_f$106 ;
+    if (control__tick_done) begin
+      \$360  = \v_f_next$576 ;
+    end
+    if (control__clear) begin
+      \$360  = 17'h00000;
     end
     if (rst) begin
       \$360  = 17'h00000;
@@ -3806,9 +3941,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$361  = \vb_f$115 ;
-    if (tick_done) begin
-      \$361  = \v_f_next$575 ;
+    \$361  = \vb_f$117 ;
+    if (control__tick_done) begin
+      \$361  = \v_f_next$577 ;
+    end
+    if (control__clear) begin
+      \$361  = 17'h00000;
     end
     if (rst) begin
       \$361  = 17'h00000;
@@ -3816,9 +3954,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$362  = \vb_f$125 ;
-    if (tick_done) begin
-      \$362  = \v_f_next$576 ;
+    \$362  = \vb_f$127 ;
+    if (control__tick_done) begin
+      \$362  = \v_f_next$578 ;
+    end
+    if (control__clear) begin
+      \$362  = 17'h00000;
     end
     if (rst) begin
       \$362  = 17'h00000;
@@ -3826,9 +3967,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$363  = \va_f$142 ;
-    if (tick_done) begin
-      \$363  = \v_f_next$577 ;
+    \$363  = \va_f$144 ;
+    if (control__tick_done) begin
+      \$363  = \v_f_next$579 ;
+    end
+    if (control__clear) begin
+      \$363  = 17'h00000;
     end
     if (rst) begin
       \$363  = 17'h00000;
@@ -3836,9 +3980,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$364  = \vb_f$144 ;
-    if (tick_done) begin
+    \$364  = \vb_f$146 ;
+    if (control__tick_done) begin
       \$364  = drive1;
+    end
+    if (control__clear) begin
+      \$364  = 17'h00000;
     end
     if (rst) begin
       \$364  = 17'h00000;
@@ -3846,9 +3993,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$365  = \vb_f$155 ;
-    if (tick_done) begin
-      \$365  = \v_f_next$579 ;
+    \$365  = \vb_f$157 ;
+    if (control__tick_done) begin
+      \$365  = \v_f_next$581 ;
+    end
+    if (control__clear) begin
+      \$365  = 17'h00000;
     end
     if (rst) begin
       \$365  = 17'h00000;
@@ -3856,9 +4006,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$366  = \vb_f$165 ;
-    if (tick_done) begin
+    \$366  = \vb_f$167 ;
+    if (control__tick_done) begin
       \$366  = drive0;
+    end
+    if (control__clear) begin
+      \$366  = 17'h00000;
     end
     if (rst) begin
       \$366  = 17'h00000;
@@ -3867,8 +4020,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$367  = va_c;
-    if (tick_done) begin
+    if (control__tick_done) begin
       \$367  = \$135 [16:0];
+    end
+    if (control__clear) begin
+      \$367  = 17'h00000;
     end
     if (rst) begin
       \$367  = 17'h00000;
@@ -3877,8 +4033,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$368  = vb_c;
-    if (tick_done) begin
+    if (control__tick_done) begin
       \$368  = v_c_next;
+    end
+    if (control__clear) begin
+      \$368  = 17'h00000;
     end
     if (rst) begin
       \$368  = 17'h00000;
@@ -3886,9 +4045,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$369  = \vb_c$38 ;
-    if (tick_done) begin
-      \$369  = \v_c_next$582 ;
+    \$369  = \vb_c$40 ;
+    if (control__tick_done) begin
+      \$369  = \v_c_next$584 ;
+    end
+    if (control__clear) begin
+      \$369  = 17'h00000;
     end
     if (rst) begin
       \$369  = 17'h00000;
@@ -3896,9 +4058,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$370  = \vb_c$48 ;
-    if (tick_done) begin
-      \$370  = \v_c_next$583 ;
+    \$370  = \vb_c$50 ;
+    if (control__tick_done) begin
+      \$370  = \v_c_next$585 ;
+    end
+    if (control__clear) begin
+      \$370  = 17'h00000;
     end
     if (rst) begin
       \$370  = 17'h00000;
@@ -3906,9 +4071,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$371  = \va_c$66 ;
-    if (tick_done) begin
-      \$371  = \v_c_next$584 ;
+    \$371  = \va_c$68 ;
+    if (control__tick_done) begin
+      \$371  = \v_c_next$586 ;
+    end
+    if (control__clear) begin
+      \$371  = 17'h00000;
     end
     if (rst) begin
       \$371  = 17'h00000;
@@ -3916,9 +4084,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$372  = \vb_c$68 ;
-    if (tick_done) begin
+    \$372  = \vb_c$70 ;
+    if (control__tick_done) begin
       \$372  = drive2;
+    end
+    if (control__clear) begin
+      \$372  = 17'h00000;
     end
     if (rst) begin
       \$372  = 17'h00000;
@@ -3926,9 +4097,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$373  = \vb_c$78 ;
-    if (tick_done) begin
-      \$373  = \v_c_next$585 ;
+    \$373  = \vb_c$80 ;
+    if (control__tick_done) begin
+      \$373  = \v_c_next$587 ;
+    end
+    if (control__clear) begin
+      \$373  = 17'h00000;
     end
     if (rst) begin
       \$373  = 17'h00000;
@@ -3936,9 +4110,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$374  = \vb_c$88 ;
-    if (tick_done) begin
+    \$374  = \vb_c$90 ;
+    if (control__tick_done) begin
       \$374  = drive3;
+    end
+    if (control__clear) begin
+      \$374  = 17'h00000;
     end
     if (rst) begin
       \$374  = 17'h00000;
@@ -3946,9 +4123,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$375  = \va_c$106 ;
-    if (tick_done) begin
-      \$375  = \v_c_next$586 ;
+    \$375  = \va_c$108 ;
+    if (control__tick_done) begin
+      \$375  = \v_c_next$588 ;
+    end
+    if (control__clear) begin
+      \$375  = 17'h00000;
     end
     if (rst) begin
       \$375  = 17'h00000;
@@ -3956,9 +4136,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$376  = \vb_c$108 ;
-    if (tick_done) begin
-      \$376  = \v_c_next$587 ;
+    \$376  = \vb_c$110 ;
+    if (control__tick_done) begin
+      \$376  = \v_c_next$589 ;
+    end
+    if (control__clear) begin
+      \$376  = 17'h00000;
     end
     if (rst) begin
       \$376  = 17'h00000;
@@ -3966,9 +4149,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$377  = \vb_c$118 ;
-    if (tick_done) begin
+    \$377  = \vb_c$120 ;
+    if (control__tick_done) begin
       \$377  = \$121 [16:0];
+    end
+    if (control__clear) begin
+      \$377  = 17'h00000;
     end
     if (rst) begin
       \$377  = 17'h00000;
@@ -3976,9 +4162,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$378  = \vb_c$128 ;
-    if (tick_done) begin
-      \$378  = \v_c_next$588 ;
+    \$378  = \vb_c$130 ;
+    if (control__tick_done) begin
+      \$378  = \v_c_next$590 ;
+    end
+    if (control__clear) begin
+      \$378  = 17'h00000;
     end
     if (rst) begin
       \$378  = 17'h00000;
@@ -3986,9 +4175,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$379  = \va_c$146 ;
-    if (tick_done) begin
-      \$379  = \v_c_next$589 ;
+    \$379  = \va_c$148 ;
+    if (control__tick_done) begin
+      \$379  = \v_c_next$591 ;
+    end
+    if (control__clear) begin
+      \$379  = 17'h00000;
     end
     if (rst) begin
       \$379  = 17'h00000;
@@ -3996,9 +4188,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$380  = \vb_c$148 ;
-    if (tick_done) begin
+    \$380  = \vb_c$150 ;
+    if (control__tick_done) begin
       \$380  = drive1;
+    end
+    if (control__clear) begin
+      \$380  = 17'h00000;
     end
     if (rst) begin
       \$380  = 17'h00000;
@@ -4006,9 +4201,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$381  = \vb_c$158 ;
-    if (tick_done) begin
-      \$381  = \v_c_next$590 ;
+    \$381  = \vb_c$160 ;
+    if (control__tick_done) begin
+      \$381  = \v_c_next$592 ;
+    end
+    if (control__clear) begin
+      \$381  = 17'h00000;
     end
     if (rst) begin
       \$381  = 17'h00000;
@@ -4016,9 +4214,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$382  = \vb_c$168 ;
-    if (tick_done) begin
+    \$382  = \vb_c$170 ;
+    if (control__tick_done) begin
       \$382  = drive0;
+    end
+    if (control__clear) begin
+      \$382  = 17'h00000;
     end
     if (rst) begin
       \$382  = 17'h00000;
@@ -4026,11 +4227,14 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$383  = sat_flags;
-    if (run) begin
+    \$383  = status__sat_flags;
+    if (control__run) begin
       \$383  = \$286 ;
     end
-    if (clear_flags) begin
+    if (status__clear_flags) begin
+      \$383  = 5'h00;
+    end
+    if (control__clear) begin
       \$383  = 5'h00;
     end
     if (rst) begin
@@ -4039,9 +4243,12 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$384  = ticks;
-    if (tick_done) begin
+    \$384  = status__ticks;
+    if (control__tick_done) begin
       \$384  = \$287 [31:0];
+    end
+    if (control__clear) begin
+      \$384  = 32'd0;
     end
     if (rst) begin
       \$384  = 32'd0;
@@ -4050,11 +4257,14 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$385  = drive0;
-    if (sample_we) begin
-      casez (sample_addr)
+    if (control__sample_we) begin
+      casez (control__sample_addr)
         3'h0:
-            \$385  = sample_data;
+            \$385  = control__sample_data;
       endcase
+    end
+    if (control__clear) begin
+      \$385  = 17'h00000;
     end
     if (rst) begin
       \$385  = 17'h00000;
@@ -4063,13 +4273,16 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$386  = drive1;
-    if (sample_we) begin
-      casez (sample_addr)
+    if (control__sample_we) begin
+      casez (control__sample_addr)
         3'h0:
             /* empty */;
         3'h1:
-            \$386  = sample_data;
+            \$386  = control__sample_data;
       endcase
+    end
+    if (control__clear) begin
+      \$386  = 17'h00000;
     end
     if (rst) begin
       \$386  = 17'h00000;
@@ -4078,15 +4291,18 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$387  = drive2;
-    if (sample_we) begin
-      casez (sample_addr)
+    if (control__sample_we) begin
+      casez (control__sample_addr)
         3'h0:
             /* empty */;
         3'h1:
             /* empty */;
         3'h2:
-            \$387  = sample_data;
+            \$387  = control__sample_data;
       endcase
+    end
+    if (control__clear) begin
+      \$387  = 17'h01c29;
     end
     if (rst) begin
       \$387  = 17'h01c29;
@@ -4095,8 +4311,8 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$388  = drive3;
-    if (sample_we) begin
-      casez (sample_addr)
+    if (control__sample_we) begin
+      casez (control__sample_addr)
         3'h0:
             /* empty */;
         3'h1:
@@ -4104,8 +4320,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         3'h2:
             /* empty */;
         3'h3:
-            \$388  = sample_data;
+            \$388  = control__sample_data;
       endcase
+    end
+    if (control__clear) begin
+      \$388  = 17'h0547b;
     end
     if (rst) begin
       \$388  = 17'h0547b;
@@ -4114,8 +4333,8 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$389  = target0;
-    if (sample_we) begin
-      casez (sample_addr)
+    if (control__sample_we) begin
+      casez (control__sample_addr)
         3'h0:
             /* empty */;
         3'h1:
@@ -4125,8 +4344,11 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
         3'h3:
             /* empty */;
         3'h4:
-            \$389  = sample_data;
+            \$389  = control__sample_data;
       endcase
+    end
+    if (control__clear) begin
+      \$389  = 17'h00000;
     end
     if (rst) begin
       \$389  = 17'h00000;
@@ -4135,289 +4357,298 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$390  = \$318 ;
+    if (control__clear) begin
+      \$390  = 23'h000000;
+    end
     if (rst) begin
       \$390  = 23'h000000;
     end
   end
-  assign commit = tick_done;
+  assign commit = control__tick_done;
   assign vf0 = va_f;
   assign vf1 = vb_f;
   assign vc0 = va_c;
   assign vc1 = vb_c;
   assign g0 = g;
   assign vt = 17'h09eb8;
-  assign \learn$33  = learn;
-  assign \va_f$34  = vb_f;
-  assign vf2 = \vb_f$35 ;
-  assign \va_c$37  = vb_c;
-  assign vc2 = \vb_c$38 ;
-  assign g1 = \g$40 ;
-  assign \vt$42  = 17'h09eb8;
-  assign \learn$43  = learn;
-  assign \va_f$44  = \vb_f$35 ;
-  assign vf3 = \vb_f$45 ;
-  assign \va_c$47  = \vb_c$38 ;
-  assign vc3 = \vb_c$48 ;
-  assign g2 = \g$50 ;
-  assign \vt$52  = 17'h09eb8;
-  assign \learn$53  = learn;
-  assign \va_f$54  = \vb_f$45 ;
-  assign \vb_f$55  = va_f;
-  assign \va_c$56  = \vb_c$48 ;
-  assign \vb_c$57  = va_c;
-  assign g3 = \g$58 ;
-  assign \vt$60  = 17'h09eb8;
-  assign \learn$61  = learn;
-  assign vf4 = \va_f$62 ;
-  assign vf5 = \vb_f$64 ;
-  assign vc4 = \va_c$66 ;
-  assign vc5 = \vb_c$68 ;
-  assign g4 = \g$70 ;
-  assign \vt$72  = 17'h09eb8;
-  assign \learn$73  = learn;
-  assign \va_f$74  = \vb_f$64 ;
-  assign vf6 = \vb_f$75 ;
-  assign \va_c$77  = \vb_c$68 ;
-  assign vc6 = \vb_c$78 ;
-  assign g5 = \g$80 ;
-  assign \vt$82  = 17'h09eb8;
-  assign \learn$83  = learn;
-  assign \va_f$84  = \vb_f$75 ;
-  assign vf7 = \vb_f$85 ;
-  assign \va_c$87  = \vb_c$78 ;
-  assign vc7 = \vb_c$88 ;
-  assign g6 = \g$90 ;
-  assign \vt$92  = 17'h09eb8;
-  assign \learn$93  = learn;
-  assign \va_f$94  = \vb_f$85 ;
-  assign \vb_f$95  = \va_f$62 ;
-  assign \va_c$96  = \vb_c$88 ;
-  assign \vb_c$97  = \va_c$66 ;
-  assign g7 = \g$98 ;
-  assign \vt$100  = 17'h09eb8;
-  assign \learn$101  = learn;
-  assign vf8 = \va_f$102 ;
-  assign vf9 = \vb_f$104 ;
-  assign vc8 = \va_c$106 ;
-  assign vc9 = \vb_c$108 ;
-  assign g8 = \g$110 ;
-  assign \vt$112  = 17'h09eb8;
-  assign \learn$113  = learn;
-  assign \va_f$114  = \vb_f$104 ;
-  assign vf10 = \vb_f$115 ;
-  assign \va_c$117  = \vb_c$108 ;
-  assign vc10 = \vb_c$118 ;
-  assign g9 = \g$120 ;
-  assign \vt$122  = 17'h09eb8;
-  assign \learn$123  = learn;
-  assign \va_f$124  = \vb_f$115 ;
-  assign vf11 = \vb_f$125 ;
-  assign \va_c$127  = \vb_c$118 ;
-  assign vc11 = \vb_c$128 ;
-  assign g10 = \g$130 ;
-  assign \vt$132  = 17'h09eb8;
-  assign \learn$133  = learn;
-  assign \va_f$134  = \vb_f$125 ;
-  assign \vb_f$135  = \va_f$102 ;
-  assign \va_c$136  = \vb_c$128 ;
-  assign \vb_c$137  = \va_c$106 ;
-  assign g11 = \g$138 ;
-  assign \vt$140  = 17'h09eb8;
-  assign \learn$141  = learn;
-  assign vf12 = \va_f$142 ;
-  assign vf13 = \vb_f$144 ;
-  assign vc12 = \va_c$146 ;
-  assign vc13 = \vb_c$148 ;
-  assign g12 = \g$150 ;
-  assign \vt$152  = 17'h09eb8;
-  assign \learn$153  = learn;
-  assign \va_f$154  = \vb_f$144 ;
-  assign vf14 = \vb_f$155 ;
-  assign \va_c$157  = \vb_c$148 ;
-  assign vc14 = \vb_c$158 ;
-  assign g13 = \g$160 ;
-  assign \vt$162  = 17'h09eb8;
-  assign \learn$163  = learn;
-  assign \va_f$164  = \vb_f$155 ;
-  assign vf15 = \vb_f$165 ;
-  assign \va_c$167  = \vb_c$158 ;
-  assign vc15 = \vb_c$168 ;
-  assign g14 = \g$170 ;
-  assign \vt$172  = 17'h09eb8;
-  assign \learn$173  = learn;
-  assign \va_f$174  = \vb_f$165 ;
-  assign \vb_f$175  = \va_f$142 ;
-  assign \va_c$176  = \vb_c$168 ;
-  assign \vb_c$177  = \va_c$146 ;
-  assign g15 = \g$178 ;
-  assign \vt$180  = 17'h09eb8;
-  assign \learn$181  = learn;
-  assign \va_f$182  = va_f;
-  assign \vb_f$183  = \va_f$62 ;
-  assign \va_c$184  = va_c;
-  assign \vb_c$185  = \va_c$66 ;
-  assign g16 = \g$186 ;
-  assign \vt$188  = 17'h09eb8;
-  assign \learn$189  = learn;
-  assign \va_f$190  = vb_f;
-  assign \vb_f$191  = \vb_f$64 ;
-  assign \va_c$192  = vb_c;
-  assign \vb_c$193  = \vb_c$68 ;
-  assign g17 = \g$194 ;
-  assign \vt$196  = 17'h09eb8;
-  assign \learn$197  = learn;
-  assign \va_f$198  = \vb_f$35 ;
-  assign \vb_f$199  = \vb_f$75 ;
-  assign \va_c$200  = \vb_c$38 ;
-  assign \vb_c$201  = \vb_c$78 ;
-  assign g18 = \g$202 ;
-  assign \vt$204  = 17'h09eb8;
-  assign \learn$205  = learn;
-  assign \va_f$206  = \vb_f$45 ;
-  assign \vb_f$207  = \vb_f$85 ;
-  assign \va_c$208  = \vb_c$48 ;
-  assign \vb_c$209  = \vb_c$88 ;
-  assign g19 = \g$210 ;
-  assign \vt$212  = 17'h09eb8;
-  assign \learn$213  = learn;
-  assign \va_f$214  = \va_f$62 ;
-  assign \vb_f$215  = \va_f$102 ;
-  assign \va_c$216  = \va_c$66 ;
-  assign \vb_c$217  = \va_c$106 ;
-  assign g20 = \g$218 ;
-  assign \vt$220  = 17'h09eb8;
-  assign \learn$221  = learn;
-  assign \va_f$222  = \vb_f$64 ;
-  assign \vb_f$223  = \vb_f$104 ;
-  assign \va_c$224  = \vb_c$68 ;
-  assign \vb_c$225  = \vb_c$108 ;
-  assign g21 = \g$226 ;
-  assign \vt$228  = 17'h09eb8;
-  assign \learn$229  = learn;
-  assign \va_f$230  = \vb_f$75 ;
-  assign \vb_f$231  = \vb_f$115 ;
-  assign \va_c$232  = \vb_c$78 ;
-  assign \vb_c$233  = \vb_c$118 ;
-  assign g22 = \g$234 ;
-  assign \vt$236  = 17'h09eb8;
-  assign \learn$237  = learn;
-  assign \va_f$238  = \vb_f$85 ;
-  assign \vb_f$239  = \vb_f$125 ;
-  assign \va_c$240  = \vb_c$88 ;
-  assign \vb_c$241  = \vb_c$128 ;
-  assign g23 = \g$242 ;
-  assign \vt$244  = 17'h09eb8;
-  assign \learn$245  = learn;
-  assign \va_f$246  = \va_f$102 ;
-  assign \vb_f$247  = \va_f$142 ;
-  assign \va_c$248  = \va_c$106 ;
-  assign \vb_c$249  = \va_c$146 ;
-  assign g24 = \g$250 ;
-  assign \vt$252  = 17'h09eb8;
-  assign \learn$253  = learn;
-  assign \va_f$254  = \vb_f$104 ;
-  assign \vb_f$255  = \vb_f$144 ;
-  assign \va_c$256  = \vb_c$108 ;
-  assign \vb_c$257  = \vb_c$148 ;
-  assign g25 = \g$258 ;
-  assign \vt$260  = 17'h09eb8;
-  assign \learn$261  = learn;
-  assign \va_f$262  = \vb_f$115 ;
-  assign \vb_f$263  = \vb_f$155 ;
-  assign \va_c$264  = \vb_c$118 ;
-  assign \vb_c$265  = \vb_c$158 ;
-  assign g26 = \g$266 ;
-  assign \vt$268  = 17'h09eb8;
-  assign \learn$269  = learn;
-  assign \va_f$270  = \vb_f$125 ;
-  assign \vb_f$271  = \vb_f$165 ;
-  assign \va_c$272  = \vb_c$128 ;
-  assign \vb_c$273  = \vb_c$168 ;
-  assign g27 = \g$274 ;
-  assign \vt$276  = 17'h09eb8;
-  assign \learn$277  = learn;
-  assign \va_f$278  = \va_f$142 ;
-  assign \vb_f$279  = va_f;
-  assign \va_c$280  = \va_c$146 ;
-  assign \vb_c$281  = va_c;
-  assign g28 = \g$282 ;
-  assign \vt$284  = 17'h09eb8;
-  assign \learn$285  = learn;
-  assign \va_f$286  = \vb_f$144 ;
-  assign \vb_f$287  = vb_f;
-  assign \va_c$288  = \vb_c$148 ;
-  assign \vb_c$289  = vb_c;
-  assign g29 = \g$290 ;
-  assign \vt$292  = 17'h09eb8;
-  assign \learn$293  = learn;
-  assign \va_f$294  = \vb_f$155 ;
-  assign \vb_f$295  = \vb_f$35 ;
-  assign \va_c$296  = \vb_c$158 ;
-  assign \vb_c$297  = \vb_c$38 ;
-  assign g30 = \g$298 ;
-  assign \vt$300  = 17'h09eb8;
-  assign \learn$301  = learn;
-  assign \va_f$302  = \vb_f$165 ;
-  assign \vb_f$303  = \vb_f$45 ;
-  assign \va_c$304  = \vb_c$168 ;
-  assign \vb_c$305  = \vb_c$48 ;
-  assign g31 = \g$306 ;
-  assign \vt$308  = 17'h09eb8;
-  assign \learn$309  = learn;
+  assign learn = control__learn;
+  assign \va_f$36  = vb_f;
+  assign vf2 = \vb_f$37 ;
+  assign \va_c$39  = vb_c;
+  assign vc2 = \vb_c$40 ;
+  assign g1 = \g$42 ;
+  assign \vt$44  = 17'h09eb8;
+  assign \learn$45  = control__learn;
+  assign \va_f$46  = \vb_f$37 ;
+  assign vf3 = \vb_f$47 ;
+  assign \va_c$49  = \vb_c$40 ;
+  assign vc3 = \vb_c$50 ;
+  assign g2 = \g$52 ;
+  assign \vt$54  = 17'h09eb8;
+  assign \learn$55  = control__learn;
+  assign \va_f$56  = \vb_f$47 ;
+  assign \vb_f$57  = va_f;
+  assign \va_c$58  = \vb_c$50 ;
+  assign \vb_c$59  = va_c;
+  assign g3 = \g$60 ;
+  assign \vt$62  = 17'h09eb8;
+  assign \learn$63  = control__learn;
+  assign vf4 = \va_f$64 ;
+  assign vf5 = \vb_f$66 ;
+  assign vc4 = \va_c$68 ;
+  assign vc5 = \vb_c$70 ;
+  assign g4 = \g$72 ;
+  assign \vt$74  = 17'h09eb8;
+  assign \learn$75  = control__learn;
+  assign \va_f$76  = \vb_f$66 ;
+  assign vf6 = \vb_f$77 ;
+  assign \va_c$79  = \vb_c$70 ;
+  assign vc6 = \vb_c$80 ;
+  assign g5 = \g$82 ;
+  assign \vt$84  = 17'h09eb8;
+  assign \learn$85  = control__learn;
+  assign \va_f$86  = \vb_f$77 ;
+  assign vf7 = \vb_f$87 ;
+  assign \va_c$89  = \vb_c$80 ;
+  assign vc7 = \vb_c$90 ;
+  assign g6 = \g$92 ;
+  assign \vt$94  = 17'h09eb8;
+  assign \learn$95  = control__learn;
+  assign \va_f$96  = \vb_f$87 ;
+  assign \vb_f$97  = \va_f$64 ;
+  assign \va_c$98  = \vb_c$90 ;
+  assign \vb_c$99  = \va_c$68 ;
+  assign g7 = \g$100 ;
+  assign \vt$102  = 17'h09eb8;
+  assign \learn$103  = control__learn;
+  assign vf8 = \va_f$104 ;
+  assign vf9 = \vb_f$106 ;
+  assign vc8 = \va_c$108 ;
+  assign vc9 = \vb_c$110 ;
+  assign g8 = \g$112 ;
+  assign \vt$114  = 17'h09eb8;
+  assign \learn$115  = control__learn;
+  assign \va_f$116  = \vb_f$106 ;
+  assign vf10 = \vb_f$117 ;
+  assign \va_c$119  = \vb_c$110 ;
+  assign vc10 = \vb_c$120 ;
+  assign g9 = \g$122 ;
+  assign \vt$124  = 17'h09eb8;
+  assign \learn$125  = control__learn;
+  assign \va_f$126  = \vb_f$117 ;
+  assign vf11 = \vb_f$127 ;
+  assign \va_c$129  = \vb_c$120 ;
+  assign vc11 = \vb_c$130 ;
+  assign g10 = \g$132 ;
+  assign \vt$134  = 17'h09eb8;
+  assign \learn$135  = control__learn;
+  assign \va_f$136  = \vb_f$127 ;
+  assign \vb_f$137  = \va_f$104 ;
+  assign \va_c$138  = \vb_c$130 ;
+  assign \vb_c$139  = \va_c$108 ;
+  assign g11 = \g$140 ;
+  assign \vt$142  = 17'h09eb8;
+  assign \learn$143  = control__learn;
+  assign vf12 = \va_f$144 ;
+  assign vf13 = \vb_f$146 ;
+  assign vc12 = \va_c$148 ;
+  assign vc13 = \vb_c$150 ;
+  assign g12 = \g$152 ;
+  assign \vt$154  = 17'h09eb8;
+  assign \learn$155  = control__learn;
+  assign \va_f$156  = \vb_f$146 ;
+  assign vf14 = \vb_f$157 ;
+  assign \va_c$159  = \vb_c$150 ;
+  assign vc14 = \vb_c$160 ;
+  assign g13 = \g$162 ;
+  assign \vt$164  = 17'h09eb8;
+  assign \learn$165  = control__learn;
+  assign \va_f$166  = \vb_f$157 ;
+  assign vf15 = \vb_f$167 ;
+  assign \va_c$169  = \vb_c$160 ;
+  assign vc15 = \vb_c$170 ;
+  assign g14 = \g$172 ;
+  assign \vt$174  = 17'h09eb8;
+  assign \learn$175  = control__learn;
+  assign \va_f$176  = \vb_f$167 ;
+  assign \vb_f$177  = \va_f$144 ;
+  assign \va_c$178  = \vb_c$170 ;
+  assign \vb_c$179  = \va_c$148 ;
+  assign g15 = \g$180 ;
+  assign \vt$182  = 17'h09eb8;
+  assign \learn$183  = control__learn;
+  assign \va_f$184  = va_f;
+  assign \vb_f$185  = \va_f$64 ;
+  assign \va_c$186  = va_c;
+  assign \vb_c$187  = \va_c$68 ;
+  assign g16 = \g$188 ;
+  assign \vt$190  = 17'h09eb8;
+  assign \learn$191  = control__learn;
+  assign \va_f$192  = vb_f;
+  assign \vb_f$193  = \vb_f$66 ;
+  assign \va_c$194  = vb_c;
+  assign \vb_c$195  = \vb_c$70 ;
+  assign g17 = \g$196 ;
+  assign \vt$198  = 17'h09eb8;
+  assign \learn$199  = control__learn;
+  assign \va_f$200  = \vb_f$37 ;
+  assign \vb_f$201  = \vb_f$77 ;
+  assign \va_c$202  = \vb_c$40 ;
+  assign \vb_c$203  = \vb_c$80 ;
+  assign g18 = \g$204 ;
+  assign \vt$206  = 17'h09eb8;
+  assign \learn$207  = control__learn;
+  assign \va_f$208  = \vb_f$47 ;
+  assign \vb_f$209  = \vb_f$87 ;
+  assign \va_c$210  = \vb_c$50 ;
+  assign \vb_c$211  = \vb_c$90 ;
+  assign g19 = \g$212 ;
+  assign \vt$214  = 17'h09eb8;
+  assign \learn$215  = control__learn;
+  assign \va_f$216  = \va_f$64 ;
+  assign \vb_f$217  = \va_f$104 ;
+  assign \va_c$218  = \va_c$68 ;
+  assign \vb_c$219  = \va_c$108 ;
+  assign g20 = \g$220 ;
+  assign \vt$222  = 17'h09eb8;
+  assign \learn$223  = control__learn;
+  assign \va_f$224  = \vb_f$66 ;
+  assign \vb_f$225  = \vb_f$106 ;
+  assign \va_c$226  = \vb_c$70 ;
+  assign \vb_c$227  = \vb_c$110 ;
+  assign g21 = \g$228 ;
+  assign \vt$230  = 17'h09eb8;
+  assign \learn$231  = control__learn;
+  assign \va_f$232  = \vb_f$77 ;
+  assign \vb_f$233  = \vb_f$117 ;
+  assign \va_c$234  = \vb_c$80 ;
+  assign \vb_c$235  = \vb_c$120 ;
+  assign g22 = \g$236 ;
+  assign \vt$238  = 17'h09eb8;
+  assign \learn$239  = control__learn;
+  assign \va_f$240  = \vb_f$87 ;
+  assign \vb_f$241  = \vb_f$127 ;
+  assign \va_c$242  = \vb_c$90 ;
+  assign \vb_c$243  = \vb_c$130 ;
+  assign g23 = \g$244 ;
+  assign \vt$246  = 17'h09eb8;
+  assign \learn$247  = control__learn;
+  assign \va_f$248  = \va_f$104 ;
+  assign \vb_f$249  = \va_f$144 ;
+  assign \va_c$250  = \va_c$108 ;
+  assign \vb_c$251  = \va_c$148 ;
+  assign g24 = \g$252 ;
+  assign \vt$254  = 17'h09eb8;
+  assign \learn$255  = control__learn;
+  assign \va_f$256  = \vb_f$106 ;
+  assign \vb_f$257  = \vb_f$146 ;
+  assign \va_c$258  = \vb_c$110 ;
+  assign \vb_c$259  = \vb_c$150 ;
+  assign g25 = \g$260 ;
+  assign \vt$262  = 17'h09eb8;
+  assign \learn$263  = control__learn;
+  assign \va_f$264  = \vb_f$117 ;
+  assign \vb_f$265  = \vb_f$157 ;
+  assign \va_c$266  = \vb_c$120 ;
+  assign \vb_c$267  = \vb_c$160 ;
+  assign g26 = \g$268 ;
+  assign \vt$270  = 17'h09eb8;
+  assign \learn$271  = control__learn;
+  assign \va_f$272  = \vb_f$127 ;
+  assign \vb_f$273  = \vb_f$167 ;
+  assign \va_c$274  = \vb_c$130 ;
+  assign \vb_c$275  = \vb_c$170 ;
+  assign g27 = \g$276 ;
+  assign \vt$278  = 17'h09eb8;
+  assign \learn$279  = control__learn;
+  assign \va_f$280  = \va_f$144 ;
+  assign \vb_f$281  = va_f;
+  assign \va_c$282  = \va_c$148 ;
+  assign \vb_c$283  = va_c;
+  assign g28 = \g$284 ;
+  assign \vt$286  = 17'h09eb8;
+  assign \learn$287  = control__learn;
+  assign \va_f$288  = \vb_f$146 ;
+  assign \vb_f$289  = vb_f;
+  assign \va_c$290  = \vb_c$150 ;
+  assign \vb_c$291  = vb_c;
+  assign g29 = \g$292 ;
+  assign \vt$294  = 17'h09eb8;
+  assign \learn$295  = control__learn;
+  assign \va_f$296  = \vb_f$157 ;
+  assign \vb_f$297  = \vb_f$37 ;
+  assign \va_c$298  = \vb_c$160 ;
+  assign \vb_c$299  = \vb_c$40 ;
+  assign g30 = \g$300 ;
+  assign \vt$302  = 17'h09eb8;
+  assign \learn$303  = control__learn;
+  assign \va_f$304  = \vb_f$167 ;
+  assign \vb_f$305  = \vb_f$47 ;
+  assign \va_c$306  = \vb_c$170 ;
+  assign \vb_c$307  = \vb_c$50 ;
+  assign g31 = \g$308 ;
+  assign \vt$310  = 17'h09eb8;
+  assign \learn$311  = control__learn;
   assign v_f = va_f;
   assign v_c = va_c;
   assign acc_f = accf0;
   assign acc_c = accc0;
-  assign \v_f$332  = vb_f;
-  assign \v_c$333  = vb_c;
-  assign \acc_f$334  = accf1;
-  assign \acc_c$335  = accc1;
-  assign \v_f$344  = \vb_f$35 ;
-  assign \v_c$345  = \vb_c$38 ;
-  assign \acc_f$346  = accf2;
-  assign \acc_c$347  = accc2;
-  assign \v_f$354  = \vb_f$45 ;
-  assign \v_c$355  = \vb_c$48 ;
-  assign \acc_f$356  = accf3;
-  assign \acc_c$357  = accc3;
-  assign \v_f$366  = \va_f$62 ;
-  assign \v_c$367  = \va_c$66 ;
-  assign \acc_f$368  = accf4;
-  assign \acc_c$369  = accc4;
-  assign \v_f$378  = \vb_f$75 ;
-  assign \v_c$379  = \vb_c$78 ;
-  assign \acc_f$380  = accf6;
-  assign \acc_c$381  = accc6;
-  assign \v_f$390  = \va_f$102 ;
-  assign \v_c$391  = \va_c$106 ;
-  assign \acc_f$392  = accf8;
-  assign \acc_c$393  = accc8;
-  assign \v_f$402  = \vb_f$104 ;
-  assign \v_c$403  = \vb_c$108 ;
-  assign \acc_f$404  = accf9;
-  assign \acc_c$405  = accc9;
-  assign \v_f$412  = \vb_f$115 ;
-  assign \v_c$413  = \vb_c$118 ;
-  assign \acc_f$414  = accf10;
-  assign \acc_c$415  = accc10;
-  assign \v_f$422  = \vb_f$125 ;
-  assign \v_c$423  = \vb_c$128 ;
-  assign \acc_f$424  = accf11;
-  assign \acc_c$425  = accc11;
-  assign \v_f$432  = \va_f$142 ;
-  assign \v_c$433  = \va_c$146 ;
-  assign \acc_f$434  = accf12;
-  assign \acc_c$435  = accc12;
-  assign \v_f$442  = \vb_f$155 ;
-  assign \v_c$443  = \vb_c$158 ;
-  assign \acc_f$444  = accf14;
-  assign \acc_c$445  = accc14;
+  assign \v_f$334  = vb_f;
+  assign \v_c$335  = vb_c;
+  assign \acc_f$336  = accf1;
+  assign \acc_c$337  = accc1;
+  assign \v_f$346  = \vb_f$37 ;
+  assign \v_c$347  = \vb_c$40 ;
+  assign \acc_f$348  = accf2;
+  assign \acc_c$349  = accc2;
+  assign \v_f$356  = \vb_f$47 ;
+  assign \v_c$357  = \vb_c$50 ;
+  assign \acc_f$358  = accf3;
+  assign \acc_c$359  = accc3;
+  assign \v_f$368  = \va_f$64 ;
+  assign \v_c$369  = \va_c$68 ;
+  assign \acc_f$370  = accf4;
+  assign \acc_c$371  = accc4;
+  assign \v_f$380  = \vb_f$77 ;
+  assign \v_c$381  = \vb_c$80 ;
+  assign \acc_f$382  = accf6;
+  assign \acc_c$383  = accc6;
+  assign \v_f$392  = \va_f$104 ;
+  assign \v_c$393  = \va_c$108 ;
+  assign \acc_f$394  = accf8;
+  assign \acc_c$395  = accc8;
+  assign \v_f$404  = \vb_f$106 ;
+  assign \v_c$405  = \vb_c$110 ;
+  assign \acc_f$406  = accf9;
+  assign \acc_c$407  = accc9;
+  assign \v_f$414  = \vb_f$117 ;
+  assign \v_c$415  = \vb_c$120 ;
+  assign \acc_f$416  = accf10;
+  assign \acc_c$417  = accc10;
+  assign \v_f$424  = \vb_f$127 ;
+  assign \v_c$425  = \vb_c$130 ;
+  assign \acc_f$426  = accf11;
+  assign \acc_c$427  = accc11;
+  assign \v_f$434  = \va_f$144 ;
+  assign \v_c$435  = \va_c$148 ;
+  assign \acc_f$436  = accf12;
+  assign \acc_c$437  = accc12;
+  assign \v_f$444  = \vb_f$157 ;
+  assign \v_c$445  = \vb_c$160 ;
+  assign \acc_f$446  = accf14;
+  assign \acc_c$447  = accc14;
   assign half0 = \$113 [26:0];
   assign clamp0p = \$121 [16:0];
   assign clamp0m = \$135 [16:0];
-  assign \$signal  = ticks;
-  assign \$signal$532  = sat_flags;
-  assign \outputs[0]  = outputs;
+  assign \$signal  = status__ticks;
+  assign \$signal$534  = status__sat_flags;
+  assign control__busy = 1'h0;
+  assign \control__outputs[0]  = control__outputs;
+  assign \status__sat_flags.term  = status__sat_flags[0];
+  assign \status__sat_flags.acc  = status__sat_flags[1];
+  assign \status__sat_flags.dv  = status__sat_flags[2];
+  assign \status__sat_flags.v  = status__sat_flags[3];
+  assign \status__sat_flags.dg  = status__sat_flags[4];
   assign \v_free[0]  = v_free[16:0];
   assign \v_free[1]  = v_free[33:17];
   assign \v_free[2]  = v_free[50:34];
@@ -4482,71 +4713,71 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign \gates[29]  = gates[689:667];
   assign \gates[30]  = gates[712:690];
   assign \gates[31]  = gates[735:713];
-  assign gates[735:713] = \g$306 ;
-  assign gates[712:690] = \g$298 ;
-  assign gates[689:667] = \g$290 ;
-  assign gates[666:644] = \g$282 ;
-  assign gates[643:621] = \g$274 ;
-  assign gates[620:598] = \g$266 ;
-  assign gates[597:575] = \g$258 ;
-  assign gates[574:552] = \g$250 ;
-  assign gates[551:529] = \g$242 ;
-  assign gates[528:506] = \g$234 ;
-  assign gates[505:483] = \g$226 ;
-  assign gates[482:460] = \g$218 ;
-  assign gates[459:437] = \g$210 ;
-  assign gates[436:414] = \g$202 ;
-  assign gates[413:391] = \g$194 ;
-  assign gates[390:368] = \g$186 ;
-  assign gates[367:345] = \g$178 ;
-  assign gates[344:322] = \g$170 ;
-  assign gates[321:299] = \g$160 ;
-  assign gates[298:276] = \g$150 ;
-  assign gates[275:253] = \g$138 ;
-  assign gates[252:230] = \g$130 ;
-  assign gates[229:207] = \g$120 ;
-  assign gates[206:184] = \g$110 ;
-  assign gates[183:161] = \g$98 ;
-  assign gates[160:138] = \g$90 ;
-  assign gates[137:115] = \g$80 ;
-  assign gates[114:92] = \g$70 ;
-  assign gates[91:69] = \g$58 ;
-  assign gates[68:46] = \g$50 ;
-  assign gates[45:23] = \g$40 ;
+  assign gates[735:713] = \g$308 ;
+  assign gates[712:690] = \g$300 ;
+  assign gates[689:667] = \g$292 ;
+  assign gates[666:644] = \g$284 ;
+  assign gates[643:621] = \g$276 ;
+  assign gates[620:598] = \g$268 ;
+  assign gates[597:575] = \g$260 ;
+  assign gates[574:552] = \g$252 ;
+  assign gates[551:529] = \g$244 ;
+  assign gates[528:506] = \g$236 ;
+  assign gates[505:483] = \g$228 ;
+  assign gates[482:460] = \g$220 ;
+  assign gates[459:437] = \g$212 ;
+  assign gates[436:414] = \g$204 ;
+  assign gates[413:391] = \g$196 ;
+  assign gates[390:368] = \g$188 ;
+  assign gates[367:345] = \g$180 ;
+  assign gates[344:322] = \g$172 ;
+  assign gates[321:299] = \g$162 ;
+  assign gates[298:276] = \g$152 ;
+  assign gates[275:253] = \g$140 ;
+  assign gates[252:230] = \g$132 ;
+  assign gates[229:207] = \g$122 ;
+  assign gates[206:184] = \g$112 ;
+  assign gates[183:161] = \g$100 ;
+  assign gates[160:138] = \g$92 ;
+  assign gates[137:115] = \g$82 ;
+  assign gates[114:92] = \g$72 ;
+  assign gates[91:69] = \g$60 ;
+  assign gates[68:46] = \g$52 ;
+  assign gates[45:23] = \g$42 ;
   assign gates[22:0] = g;
-  assign v_clamped[271:255] = \vb_c$168 ;
-  assign v_clamped[254:238] = \vb_c$158 ;
-  assign v_clamped[237:221] = \vb_c$148 ;
-  assign v_clamped[220:204] = \va_c$146 ;
-  assign v_clamped[203:187] = \vb_c$128 ;
-  assign v_clamped[186:170] = \vb_c$118 ;
-  assign v_clamped[169:153] = \vb_c$108 ;
-  assign v_clamped[152:136] = \va_c$106 ;
-  assign v_clamped[135:119] = \vb_c$88 ;
-  assign v_clamped[118:102] = \vb_c$78 ;
-  assign v_clamped[101:85] = \vb_c$68 ;
-  assign v_clamped[84:68] = \va_c$66 ;
-  assign v_clamped[67:51] = \vb_c$48 ;
-  assign v_clamped[50:34] = \vb_c$38 ;
+  assign v_clamped[271:255] = \vb_c$170 ;
+  assign v_clamped[254:238] = \vb_c$160 ;
+  assign v_clamped[237:221] = \vb_c$150 ;
+  assign v_clamped[220:204] = \va_c$148 ;
+  assign v_clamped[203:187] = \vb_c$130 ;
+  assign v_clamped[186:170] = \vb_c$120 ;
+  assign v_clamped[169:153] = \vb_c$110 ;
+  assign v_clamped[152:136] = \va_c$108 ;
+  assign v_clamped[135:119] = \vb_c$90 ;
+  assign v_clamped[118:102] = \vb_c$80 ;
+  assign v_clamped[101:85] = \vb_c$70 ;
+  assign v_clamped[84:68] = \va_c$68 ;
+  assign v_clamped[67:51] = \vb_c$50 ;
+  assign v_clamped[50:34] = \vb_c$40 ;
   assign v_clamped[33:17] = vb_c;
   assign v_clamped[16:0] = va_c;
-  assign v_free[271:255] = \vb_f$165 ;
-  assign v_free[254:238] = \vb_f$155 ;
-  assign v_free[237:221] = \vb_f$144 ;
-  assign v_free[220:204] = \va_f$142 ;
-  assign v_free[203:187] = \vb_f$125 ;
-  assign v_free[186:170] = \vb_f$115 ;
-  assign v_free[169:153] = \vb_f$104 ;
-  assign v_free[152:136] = \va_f$102 ;
-  assign v_free[135:119] = \vb_f$85 ;
-  assign v_free[118:102] = \vb_f$75 ;
-  assign v_free[101:85] = \vb_f$64 ;
-  assign v_free[84:68] = \va_f$62 ;
-  assign v_free[67:51] = \vb_f$45 ;
-  assign v_free[50:34] = \vb_f$35 ;
+  assign v_free[271:255] = \vb_f$167 ;
+  assign v_free[254:238] = \vb_f$157 ;
+  assign v_free[237:221] = \vb_f$146 ;
+  assign v_free[220:204] = \va_f$144 ;
+  assign v_free[203:187] = \vb_f$127 ;
+  assign v_free[186:170] = \vb_f$117 ;
+  assign v_free[169:153] = \vb_f$106 ;
+  assign v_free[152:136] = \va_f$104 ;
+  assign v_free[135:119] = \vb_f$87 ;
+  assign v_free[118:102] = \vb_f$77 ;
+  assign v_free[101:85] = \vb_f$66 ;
+  assign v_free[84:68] = \va_f$64 ;
+  assign v_free[67:51] = \vb_f$47 ;
+  assign v_free[50:34] = \vb_f$37 ;
   assign v_free[33:17] = vb_f;
   assign v_free[16:0] = va_f;
-  assign tick_done = run;
+  assign control__tick_done = control__run;
   assign \$99  = { \$98 [18], \$98  };
   assign \$102  = { \$101 [18], \$101 , 2'h0 };
   assign \$106  = { \$105 , 3'h0 };
@@ -4554,70 +4785,70 @@ module clln_paper_xor(learn, sample_we, sample_addr, sample_data, gate_we, gate_
   assign \$113  = { \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28:9] };
   assign \$142  = sat_term;
   assign \$143  = sat_term;
-  assign \$144  = \sat_term$456 ;
-  assign \$146  = \sat_term$457 ;
-  assign \$148  = \sat_term$458 ;
-  assign \$150  = \sat_term$459 ;
-  assign \$152  = \sat_term$460 ;
-  assign \$154  = \sat_term$461 ;
-  assign \$156  = \sat_term$462 ;
-  assign \$158  = \sat_term$463 ;
-  assign \$160  = \sat_term$464 ;
-  assign \$162  = \sat_term$465 ;
-  assign \$164  = \sat_term$466 ;
-  assign \$166  = \sat_term$467 ;
-  assign \$168  = \sat_term$468 ;
-  assign \$170  = \sat_term$469 ;
-  assign \$172  = \sat_term$470 ;
-  assign \$174  = \sat_term$471 ;
-  assign \$176  = \sat_term$472 ;
-  assign \$178  = \sat_term$473 ;
-  assign \$180  = \sat_term$474 ;
-  assign \$182  = \sat_term$475 ;
-  assign \$184  = \sat_term$476 ;
-  assign \$186  = \sat_term$477 ;
-  assign \$188  = \sat_term$478 ;
-  assign \$190  = \sat_term$479 ;
-  assign \$192  = \sat_term$480 ;
-  assign \$194  = \sat_term$481 ;
-  assign \$196  = \sat_term$482 ;
-  assign \$198  = \sat_term$483 ;
-  assign \$200  = \sat_term$484 ;
-  assign \$202  = \sat_term$485 ;
-  assign \$204  = \sat_term$486 ;
+  assign \$144  = \sat_term$458 ;
+  assign \$146  = \sat_term$459 ;
+  assign \$148  = \sat_term$460 ;
+  assign \$150  = \sat_term$461 ;
+  assign \$152  = \sat_term$462 ;
+  assign \$154  = \sat_term$463 ;
+  assign \$156  = \sat_term$464 ;
+  assign \$158  = \sat_term$465 ;
+  assign \$160  = \sat_term$466 ;
+  assign \$162  = \sat_term$467 ;
+  assign \$164  = \sat_term$468 ;
+  assign \$166  = \sat_term$469 ;
+  assign \$168  = \sat_term$470 ;
+  assign \$170  = \sat_term$471 ;
+  assign \$172  = \sat_term$472 ;
+  assign \$174  = \sat_term$473 ;
+  assign \$176  = \sat_term$474 ;
+  assign \$178  = \sat_term$475 ;
+  assign \$180  = \sat_term$476 ;
+  assign \$182  = \sat_term$477 ;
+  assign \$184  = \sat_term$478 ;
+  assign \$186  = \sat_term$479 ;
+  assign \$188  = \sat_term$480 ;
+  assign \$190  = \sat_term$481 ;
+  assign \$192  = \sat_term$482 ;
+  assign \$194  = \sat_term$483 ;
+  assign \$196  = \sat_term$484 ;
+  assign \$198  = \sat_term$485 ;
+  assign \$200  = \sat_term$486 ;
+  assign \$202  = \sat_term$487 ;
+  assign \$204  = \sat_term$488 ;
   assign \$206  = sat_dg;
   assign \$207  = sat_dg;
-  assign \$208  = \sat_dg$488 ;
-  assign \$210  = \sat_dg$489 ;
-  assign \$212  = \sat_dg$490 ;
-  assign \$214  = \sat_dg$491 ;
-  assign \$216  = \sat_dg$492 ;
-  assign \$218  = \sat_dg$493 ;
-  assign \$220  = \sat_dg$494 ;
-  assign \$222  = \sat_dg$495 ;
-  assign \$224  = \sat_dg$496 ;
-  assign \$226  = \sat_dg$497 ;
-  assign \$228  = \sat_dg$498 ;
-  assign \$230  = \sat_dg$499 ;
-  assign \$232  = \sat_dg$500 ;
-  assign \$234  = \sat_dg$501 ;
-  assign \$236  = \sat_dg$502 ;
-  assign \$238  = \sat_dg$503 ;
-  assign \$240  = \sat_dg$504 ;
-  assign \$242  = \sat_dg$505 ;
-  assign \$244  = \sat_dg$506 ;
-  assign \$246  = \sat_dg$507 ;
-  assign \$248  = \sat_dg$508 ;
-  assign \$250  = \sat_dg$509 ;
-  assign \$252  = \sat_dg$510 ;
-  assign \$254  = \sat_dg$511 ;
-  assign \$256  = \sat_dg$512 ;
-  assign \$258  = \sat_dg$513 ;
-  assign \$260  = \sat_dg$514 ;
-  assign \$262  = \sat_dg$515 ;
-  assign \$264  = \sat_dg$516 ;
-  assign \$266  = \sat_dg$517 ;
-  assign \$268  = \sat_dg$518 ;
+  assign \$208  = \sat_dg$490 ;
+  assign \$210  = \sat_dg$491 ;
+  assign \$212  = \sat_dg$492 ;
+  assign \$214  = \sat_dg$493 ;
+  assign \$216  = \sat_dg$494 ;
+  assign \$218  = \sat_dg$495 ;
+  assign \$220  = \sat_dg$496 ;
+  assign \$222  = \sat_dg$497 ;
+  assign \$224  = \sat_dg$498 ;
+  assign \$226  = \sat_dg$499 ;
+  assign \$228  = \sat_dg$500 ;
+  assign \$230  = \sat_dg$501 ;
+  assign \$232  = \sat_dg$502 ;
+  assign \$234  = \sat_dg$503 ;
+  assign \$236  = \sat_dg$504 ;
+  assign \$238  = \sat_dg$505 ;
+  assign \$240  = \sat_dg$506 ;
+  assign \$242  = \sat_dg$507 ;
+  assign \$244  = \sat_dg$508 ;
+  assign \$246  = \sat_dg$509 ;
+  assign \$248  = \sat_dg$510 ;
+  assign \$250  = \sat_dg$511 ;
+  assign \$252  = \sat_dg$512 ;
+  assign \$254  = \sat_dg$513 ;
+  assign \$256  = \sat_dg$514 ;
+  assign \$258  = \sat_dg$515 ;
+  assign \$260  = \sat_dg$516 ;
+  assign \$262  = \sat_dg$517 ;
+  assign \$264  = \sat_dg$518 ;
+  assign \$266  = \sat_dg$519 ;
+  assign \$268  = \sat_dg$520 ;
   assign \$270  = flags;
   assign \$282  = clamp0p_sat;
   assign \$285  = \$284 ;

@@ -12,7 +12,9 @@ parameters in the ``CLLN_BENCH`` environment variable (JSON, see
   outputs, the tick counter and the saturation flags, at every tick (vectorised, after
   the run).
 
-The run has two parts: tick by tick (``run`` drops after every tick, or round of ticks of
+Ports are the Verilog names of the fabric's signature members (:data:`PORT`:
+``control__run``, ``gate__we``, ``status__ticks``, ...). The run has two parts: tick by
+tick (``run`` drops after every tick, or round of ticks of
 a pipelined fabric, and the state is read once ``busy`` is low), then free running: a
 few ticks back to back with ``run`` held high and ``learn`` switching between them, as
 the hardware runs, compared once at the end.
@@ -32,6 +34,21 @@ from .runner import ENV, load_bench_config
 from .stimulus import FREE_RUN, Stimulus, make_model, restore, unpack
 
 
+#: Verilog port of each signature member the bench drives or reads (the fabric's
+#: ``control``, ``gate`` and ``status`` members, flattened as Amaranth names them: the
+#: manifest's ``ports`` lists them with their ``member`` paths).
+PORT = {
+    "run": "control__run", "learn": "control__learn", "clear": "control__clear",
+    "sample_we": "control__sample_we", "sample_addr": "control__sample_addr",
+    "sample_data": "control__sample_data", "outputs": "control__outputs",
+    "busy": "control__busy",
+    "gate_we": "gate__we", "gate_addr": "gate__addr", "gate_data": "gate__data",
+    "gate_raddr": "gate__raddr", "gate_rdata": "gate__rdata",
+    "ticks": "status__ticks", "sat_flags": "status__sat_flags",
+    "clear_flags": "status__clear_flags",
+}
+
+
 class FabricDriver:
     """Drives the fabric's controller ports; one method call per transaction.
 
@@ -46,6 +63,7 @@ class FabricDriver:
     -----
     ``learn`` holds its value on a tick's first cycle only (the fabric samples it there)
     and the opposite one on the others, which a fabric that reads it later gets wrong.
+    Ports are named as in :data:`PORT` (``self.port("run")`` is ``control__run``).
     """
 
     def __init__(self, dut, info):
@@ -54,29 +72,32 @@ class FabricDriver:
         self.raw = {"v_free": [], "v_clamped": [], "gates": [], "outputs": [], "ticks": [],
                     "sat_flags": []}
 
+    def port(self, name):
+        """The DUT's handle of a signature member (a key of :data:`PORT`)."""
+        return getattr(self.dut, PORT[name])
+
     async def reset(self):
         d = self.dut
         for name in ("run", "learn", "sample_we", "gate_we", "clear_flags", "clear"):
-            if hasattr(d, name):                         # ``clear``: pipelined fabrics
-                getattr(d, name).value = 0
+            self.port(name).value = 0
         d.rst.value = 1
         for _ in range(2):
             await FallingEdge(d.clk)
         d.rst.value = 0
         await FallingEdge(d.clk)
-        while hasattr(d, "busy") and d.busy.value:        # the serial fabric clears its RAM
+        while self.port("busy").value:       # the serial fabric clears its RAM
             await FallingEdge(d.clk)
 
     async def write_sample(self, drive, target):
         """Write every drive register and target (the tick is paused meanwhile)."""
-        d = self.dut
-        d.run.value = 0
-        d.sample_we.value = 1
+        p = self.port
+        p("run").value = 0
+        p("sample_we").value = 1
         for addr, value in enumerate(list(drive) + list(target)):
-            d.sample_addr.value = addr
-            d.sample_data.value = int(value)
-            await FallingEdge(d.clk)
-        d.sample_we.value = 0
+            p("sample_addr").value = addr
+            p("sample_data").value = int(value)
+            await FallingEdge(self.dut.clk)
+        p("sample_we").value = 0
 
     async def write_gate(self, index, value):
         """Overwrite (restore) one gate; ``index`` is ``stream * E + edge``.
@@ -84,15 +105,15 @@ class FabricDriver:
         A pipelined fabric takes the write when that stream's slot comes round: ``busy``
         until then.
         """
-        d = self.dut
-        d.run.value = 0
-        d.gate_we.value = 1
-        d.gate_addr.value = int(index)
-        d.gate_data.value = int(value)
-        await FallingEdge(d.clk)
-        d.gate_we.value = 0
-        while self.info["streams"] > 1 and d.busy.value:   # until it reaches its stream
-            await FallingEdge(d.clk)
+        p = self.port
+        p("run").value = 0
+        p("gate_we").value = 1
+        p("gate_addr").value = int(index)
+        p("gate_data").value = int(value)
+        await FallingEdge(self.dut.clk)
+        p("gate_we").value = 0
+        while self.info["streams"] > 1 and p("busy").value:   # until it reaches its stream
+            await FallingEdge(self.dut.clk)
 
     async def tick(self, learn):
         """Run one tick (``cycles_per_tick`` cycles) with ``learn``.
@@ -101,39 +122,33 @@ class FabricDriver:
         call returns once ``busy`` is low, when every stream's tick has been written back.
         Other fabrics keep ``run`` high (the next call continues without a pause).
         """
-        d = self.dut
-        d.run.value = 1
+        self.port("run").value = 1
         await self.cycles(learn)
         if self.info["streams"] > 1:
             await self.drain()
 
     async def cycles(self, learn):
         """The cycles of one tick (``run`` high), ``learn`` valid on the first one only."""
-        d = self.dut
         for c in range(self.info["cycles_per_tick"]):
-            d.learn.value = int(learn) if c == 0 else int(not learn)
-            await FallingEdge(d.clk)
+            self.port("learn").value = int(learn) if c == 0 else int(not learn)
+            await FallingEdge(self.dut.clk)
 
     async def drain(self):
         """Drop ``run`` and wait until no tick is in flight (``busy`` low)."""
-        d = self.dut
-        d.run.value = 0
+        self.port("run").value = 0
         cycles = 0
-        while d.busy.value:
-            await FallingEdge(d.clk)
+        while self.port("busy").value:
+            await FallingEdge(self.dut.clk)
             cycles += 1
         self.drain_cycles = max(self.drain_cycles, cycles)
 
     async def free_run(self, learns):
         """Run ``len(learns)`` ticks back to back with ``run`` held high (as the hardware
         does), then stop and drain."""
-        d = self.dut
-        d.run.value = 1
+        self.port("run").value = 1
         for learn in learns:
             await self.cycles(learn)
-        d.run.value = 0
-        if hasattr(d, "busy"):
-            await self.drain()
+        await self.drain()
 
     async def sample(self):
         """Record the DUT's state as raw flat integers (decoded later).
@@ -141,7 +156,7 @@ class FabricDriver:
         A fabric without flat state ports (the serial one) is read through its
         registered read ports, one node and one edge per cycle, while paused.
         """
-        d, raw = self.dut, self.raw
+        d, raw, p = self.dut, self.raw, self.port
         if hasattr(d, "v_free"):
             for name in ("v_free", "v_clamped", "gates"):
                 raw[name].append(getattr(d, name).value.to_unsigned())
@@ -149,21 +164,20 @@ class FabricDriver:
             n, e = self.info["nodes"], self.info["edges"]
             wv, wg = self.info["widths"]["v"], self.info["widths"]["g"]
             flat = {"v_free": 0, "v_clamped": 0, "gates": 0}
-            d.run.value = 0
+            p("run").value = 0
             for i in range(max(n, e)):
                 d.node_raddr.value = min(i, n - 1)
-                d.gate_raddr.value = min(i, e - 1)
+                p("gate_raddr").value = min(i, e - 1)
                 await FallingEdge(d.clk)
                 if i < n:
                     flat["v_free"] |= d.v_free_rdata.value.to_unsigned() << (i * wv)
                     flat["v_clamped"] |= d.v_clamped_rdata.value.to_unsigned() << (i * wv)
                 if i < e:
-                    flat["gates"] |= d.gate_rdata.value.to_unsigned() << (i * wg)
+                    flat["gates"] |= p("gate_rdata").value.to_unsigned() << (i * wg)
             for name, value in flat.items():
                 raw[name].append(value)
-        raw["outputs"].append(d.outputs.value.to_unsigned())
-        raw["ticks"].append(d.ticks.value.to_unsigned())
-        raw["sat_flags"].append(d.sat_flags.value.to_unsigned())
+        for name in ("outputs", "ticks", "sat_flags"):
+            raw[name].append(p(name).value.to_unsigned())
 
 
 class ModelRun:
@@ -284,7 +298,7 @@ async def fabric_matches_golden_model(dut):
             await drv.write_sample(stim.drive[ex], stim.target[ex])
         await drv.tick(stim.learn[t])
         await drv.sample()
-    dut.run.value = 0
+    drv.port("run").value = 0
     if len(stim.free_learn):
         ex = stim.free_example
         await drv.write_sample(stim.drive[ex], stim.target[ex])
