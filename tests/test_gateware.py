@@ -7,13 +7,6 @@ import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module, Signal, signed, unsigned
 from amaranth.sim import DomainReset, Simulator
-from clln.gateware import fabric as fabric_mod
-from clln.gateware.export import generate, top_name
-from clln.gateware.fabric import make_fabric
-from clln.gateware.fabric.cells import product_operand_bits
-from clln.gateware.fabric.serial import serial_schedule
-from clln.sim.benches.stimulus import unpack
-from clln.sim.fixed import FixedPointModel
 from conftest import builtin_dict
 
 from clln import cli
@@ -21,6 +14,13 @@ from clln import config as config_mod
 from clln.errors import ConfigError
 from clln.flows import verify
 from clln.formats import Formats
+from clln.gateware import fabric as fabric_mod
+from clln.gateware.export import generate, top_name
+from clln.gateware.fabric import make_fabric
+from clln.gateware.fabric.cells import product_operand_bits
+from clln.gateware.fabric.serial import serial_schedule
+from clln.sim.benches.stimulus import unpack
+from clln.sim.fixed import FixedPointModel
 
 
 def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None):
@@ -96,8 +96,9 @@ def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
     """Run the fabric in amaranth.sim; return (dut states, model states, dut).
 
     A state row is ``v_free, v_clamped, gates, outputs`` (every stream's, stream after
-    stream), the sticky saturation flags (of all streams) and the tick counter, after every tick; then, after ``free`` more ticks run back to
-    back with ``run`` held high (``learn`` switching between them, and the opposite of
+    stream), the sticky saturation flags (of all streams) and the tick counter, after
+    every tick; then, after ``free`` more ticks run back to back with ``run`` held high
+    (``learn`` switching between them, and the opposite of
     its value on all but a tick's first cycle), a last row.
     """
     dut = make_fabric(cfg, mult_bits=mult_bits)
@@ -281,6 +282,24 @@ def design_multiplications(fabric):
     return list(found.values())
 
 
+def _simulate_products(m, a, b, out, pairs):
+    """Drive ``(a, b)`` through ``pairs`` in amaranth.sim; return the ``(x, y, out)``
+    where ``out != x * y``."""
+    bad = []
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            if ctx.get(out) != x * y:
+                bad.append((x, y, ctx.get(out)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return bad
+
+
 def test_split_mul_is_exact():
     """``split_mul`` is ``a * b`` for signed operands, with one multiplication of at most
     ``mult_bits x mult_bits`` bits."""
@@ -301,18 +320,7 @@ def test_split_mul_is_exact():
         pairs = [(x, y) for x in extremes(wa) for y in extremes(wb)]
         pairs += [(int(rng.integers(-(1 << (wa - 1)), 1 << (wa - 1))),
                    int(rng.integers(-(1 << (wb - 1)), 1 << (wb - 1)))) for _ in range(60)]
-        bad = []
-
-        async def bench(ctx):
-            for x, y in pairs:
-                ctx.set(a, x)
-                ctx.set(b, y)
-                if ctx.get(out) != x * y:
-                    bad.append((x, y, ctx.get(out)))
-
-        sim = Simulator(m)
-        sim.add_testbench(bench)
-        sim.run()
+        bad = _simulate_products(m, a, b, out, pairs)
         assert not bad, f"{wa} x {wb} bits, mult_bits {mult_bits}: (a, b, got) {bad[:5]}"
 
 
@@ -409,9 +417,8 @@ def test_amaranth_gate_restore_and_flags():
 
 def test_every_allowed_streams_count_has_its_cuts():
     """``[fabric] streams`` allows 1 .. MAX_STREAMS; the pipeline has a cut for each."""
-    from clln.gateware.fabric.streams import CUTS, pipeline_cuts
-
     from clln.config import MAX_STREAMS
+    from clln.gateware.fabric.streams import CUTS, pipeline_cuts
     assert [len(pipeline_cuts(c)) for c in range(1, MAX_STREAMS + 1)] == \
         list(range(MAX_STREAMS))
     assert len(CUTS) == MAX_STREAMS - 1

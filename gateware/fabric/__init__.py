@@ -1,4 +1,4 @@
-"""The clln fabric: a twin (free + clamped) transistor network in Amaranth (``clln.gateware.fabric``).
+"""The clln fabric: a twin (free + clamped) transistor network in Amaranth.
 
 - :mod:`.arith`: rounding, saturation, selection, adder trees and products;
 - :mod:`.cells`: the edge, gate and node steps of ``docs/semantics.md``;

@@ -67,7 +67,7 @@ def clamp_finish(m, f, outputs, vf, scaled, vc_next):
         Saturation of each clamped value.
     """
     clamp_flags = []
-    for k, ((p, mi), sc) in enumerate(zip(outputs, scaled)):
+    for k, ((p, mi), sc) in enumerate(zip(outputs, scaled, strict=True)):
         if mi < 0:
             nudge = round_shift(sc, f.eta_frac)
             vc_next[p], s = saturate(m, vf[p] + nudge, f.v_bits, f"clamp{k}")

@@ -274,7 +274,7 @@ class SerialFabric(Fabric):
         regs.results = [Signal(r.shape(), name=f"{tag}_r{i}") for i, r in enumerate(results)]
         with m.If(x.run):
             m.d.sync += [getattr(regs, k).eq(v) for k, v in values.items()]
-            m.d.sync += [r.eq(v) for r, v in zip(regs.results, results)]
+            m.d.sync += [r.eq(v) for r, v in zip(regs.results, results, strict=True)]
         return regs
 
     def _visit_fields(self, x):

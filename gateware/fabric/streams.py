@@ -158,7 +158,7 @@ class StreamFabric(Fabric):
         self._clear_and_wipe(m, ctx)
         self._issue(m, ctx)
         x = dict(zip(ctx.carry, (ctx.valid, ctx.learn, ctx.state.vf, ctx.state.vc,
-                                 ctx.state.g)))
+                                 ctx.state.g), strict=True))
         x = self._overdrive_stage(m, ctx, x)
         x = self._operand_stage(m, ctx, x)
         x = self._product_stage(m, ctx, x)
@@ -385,7 +385,7 @@ class StreamFabric(Fabric):
         """
         f = self.fmt
         sat, scaled = [], []
-        for key, acc, valid_copy in zip(ctx.acc_keys, x["acc"], x["valid_each"]):
+        for key, acc, valid_copy in zip(ctx.acc_keys, x["acc"], x["valid_each"], strict=True):
             sc, sat_acc = node_scale(m, f, Mux(valid_copy, acc, 0), f"{key[0]}{key[1]}")
             scaled.append(wire(m, sc, f"scaled{key[0]}{key[1]}"))
             sat.append(Mux(sat_acc, SAT_MASK["acc"], 0))
@@ -401,7 +401,7 @@ class StreamFabric(Fabric):
         clamped nodes through a multiplexer, the others by their steps of 0)."""
         f, N, E = self.fmt, self.n_nodes, self.n_edges
         v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
-        scaled = dict(zip(ctx.acc_keys, x["scaled"]))
+        scaled = dict(zip(ctx.acc_keys, x["scaled"], strict=True))
         sat, ticking = [], x["valid"]
         vf_next, vc_next = {}, {}
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
@@ -414,7 +414,7 @@ class StreamFabric(Fabric):
                 dv, sat_dv = node_round(m, f, scaled[tag, n], f"{tag}{n}")
                 v_next[n], fl = node_apply(m, f, v[n], dv, f"{tag}{n}")
                 sat.append(Mux(sat_dv, SAT_MASK["dv"], 0) | fl)
-        for n, value in zip(ctx.clamp_nodes, x["clamp"]):
+        for n, value in zip(ctx.clamp_nodes, x["clamp"], strict=True):
             vc_next[n] = Mux(ticking, value, x["vc"][n])
         vf_next = [wire(m, vf_next[n], f"vf_next{n}", v_shape) for n in range(N)]
         vc_next = [wire(m, vc_next[n], f"vc_next{n}", v_shape) for n in range(N)]
@@ -465,10 +465,10 @@ class StreamFabric(Fabric):
                    for e in range(self.n_edges)])
             with m.If(here):
                 m.d.sync += [reg.eq(output_value(state.vf, p, mi))
-                             for reg, (p, mi) in zip(regs, cfg.io.outputs)]
+                             for reg, (p, mi) in zip(regs, cfg.io.outputs, strict=True)]
                 for name in ("vf", "vc", "g"):
                     m.d.sync += [a.eq(b) for a, b in zip(getattr(copy, name),
-                                                         getattr(state, name))]
+                                                         getattr(state, name), strict=True)]
             out_values += regs
             mirror.append(copy)
         return out_values, mirror

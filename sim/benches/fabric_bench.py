@@ -33,7 +33,6 @@ from cocotb.utils import get_sim_time
 from .runner import ENV, load_bench_config
 from .stimulus import FREE_RUN, Stimulus, make_model, restore, unpack
 
-
 #: Verilog port of each signature member the bench drives or reads (the fabric's
 #: ``control``, ``gate`` and ``status`` members, flattened as Amaranth names them: the
 #: manifest's ``ports`` lists them with their ``member`` paths).

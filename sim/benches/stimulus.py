@@ -3,10 +3,10 @@
 import dataclasses
 
 import numpy as np
-from clln.sim.fixed import FixedPointModel, tick_constants
-from clln.sim.problem import Problem
 
 from clln.formats import Formats
+from clln.sim.fixed import FixedPointModel, tick_constants
+from clln.sim.problem import Problem
 
 #: Ticks an example stays applied before the bench moves to the next one.
 EXAMPLE_TICKS = 40
@@ -46,7 +46,7 @@ class Stimulus:
         Learning switch of every tick of the free-running part (``run`` stays high).
     """
 
-    def __init__(self, cfg, model, ticks, free_rounds=len(FREE_RUN)):
+    def __init__(self, cfg, model, ticks, free_rounds=None):
         fmt, p = model.formats, Problem.from_config(cfg)
         t = np.arange(ticks)
         self.ticks = ticks
@@ -64,7 +64,8 @@ class Stimulus:
             gate = fmt.gate_min_q + 2 * (fmt.gate_max_q - fmt.gate_min_q) // 3
             self.restores[ticks // 4] = ((ticks // 4 + 1) % p.n_edges, int(gate))
         self.free_example = int((self.example[-1] + 1) % p.n_examples) if ticks else 0
-        self.free_learn = np.resize(np.array(FREE_RUN, bool), free_rounds)
+        self.free_learn = np.resize(np.array(FREE_RUN, bool),
+                                     len(FREE_RUN) if free_rounds is None else free_rounds)
 
 
 def restore(model, index, value):
