@@ -343,6 +343,15 @@ def _u(fmt, payload, command):
     return struct.unpack(fmt, payload)
 
 
+MIN_DEFAULT_EXAMPLES = 16
+
+
+def default_max_examples(cfg):
+    """Dataset capacity of a system built without an explicit ``max_examples``: the
+    config's dataset size, at least :data:`MIN_DEFAULT_EXAMPLES`."""
+    return max(MIN_DEFAULT_EXAMPLES, len(cfg.task.x))
+
+
 @dataclass(frozen=True)
 class Identity:
     """Reply of IDENTIFY: what the bitstream was built for.

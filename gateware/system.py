@@ -25,7 +25,7 @@ class System(wiring.Component):
     divisor : int
         UART clock cycles per bit (>= 4).
     max_examples : int, optional
-        Dataset capacity; default the config's dataset size, at least 16.
+        Dataset capacity (default :func:`clln.protocol.default_max_examples`).
     seed : int, optional
         Seed of the fabric's reset gates (default ``learning.seed``).
     fmt : clln.formats.Formats, optional
@@ -53,7 +53,7 @@ class System(wiring.Component):
         self.mult_bits = mult_bits
         self.fmt = fmt if fmt is not None else Formats.from_config(cfg)
         self.divisor = divisor
-        self.max_examples = max_examples or max(16, len(cfg.task.x))
+        self.max_examples = max_examples or p.default_max_examples(cfg)
         self.seed = seed
         self.fifo_depth = fifo_depth
         self.identity = p.Identity.from_config(cfg, self.fmt, self.max_examples)

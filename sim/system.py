@@ -22,14 +22,9 @@ from clln.protocol import Command, FrameError, Mode, Order, Status
 
 from .fixed import FixedPointModel, run_ticks
 
-__all__ = ["SystemModel", "TwinModel", "default_max_examples"]
+__all__ = ["SystemModel", "TwinModel"]
 
 U64 = (1 << 64) - 1
-
-
-def default_max_examples(cfg):
-    """Dataset capacity of a system built without an explicit ``max_examples``."""
-    return max(16, len(cfg.task.x))
 
 
 class TwinModel(FixedPointModel):
@@ -78,7 +73,7 @@ class SystemModel:
     ----------
     cfg : clln.config.Config
     max_examples : int, optional
-        Dataset capacity (default :func:`default_max_examples`).
+        Dataset capacity (default :func:`clln.protocol.default_max_examples`).
     seed : int, optional
         Seed of the reset gates of stream 0 (default ``learning.seed``); stream s has
         those of ``seed + s`` (``cfg.fabric.streams`` streams).
@@ -95,7 +90,7 @@ class SystemModel:
 
     def __init__(self, cfg, max_examples=None, seed=None):
         self.cfg = cfg
-        self.max_examples = max_examples or default_max_examples(cfg)
+        self.max_examples = max_examples or p.default_max_examples(cfg)
         self.build_seed = cfg.learning.seed if seed is None else seed
         self.seeds = [self.build_seed + s for s in range(cfg.fabric.streams)]
         self.twin = TwinModel(cfg, self.seeds)

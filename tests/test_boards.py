@@ -161,6 +161,7 @@ def demo_factory(clk_hz):
     return BoardLinkDemo(clk_hz, identity())
 
 
+@pytest.mark.build
 def test_build_icebreaker():
     rep = build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker")
     assert rep.bitstream.exists() and rep.bitstream.stat().st_size > 100_000
@@ -169,6 +170,7 @@ def test_build_icebreaker():
     assert rep.bram == 2 and rep.dsp == 0          # COBS encoder buffer, receive FIFO
 
 
+@pytest.mark.build
 def test_build_places_and_routes_for_another_clock():
     """``pnr_clock_mhz``: nextpnr's constraint is the PLL's nearest to it, the PLL makes
     the clock, and the routed fmax is checked against the clock; ``pnr_seed`` is
@@ -188,11 +190,13 @@ def test_build_places_and_routes_for_another_clock():
         build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker-pnr-osc", pnr_clock_mhz=20)
 
 
+@pytest.mark.build
 def test_build_timing_failure_says_by_how_much():
     with pytest.raises(BuildError, match=r"timing failed: fmax [\d.]+ MHz is [\d.]+ MHz "):
         build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker-fast", clock_mhz=120)
 
 
+@pytest.mark.build
 @pytest.mark.parametrize("clock,plls", [(None, 0), (54, 1)])
 def test_build_tangnano9k(clock, plls):
     """Gowin through nextpnr-himbaechel: the block RAMs are placed (Amaranth's legacy
@@ -214,6 +218,7 @@ def test_build_slow_boards(board, clock):
     print(rep)
 
 
+@pytest.mark.build
 def test_keep_registers_stay_apart(tmp_path):
     """Register copies of one value marked ``keep`` (the pipelined fabric's fan-out
     copies, ``arith.replicas``) stay apart through ECP5 synthesis with

@@ -276,6 +276,7 @@ edge_units = 1
 """
 
 
+@pytest.mark.build
 def test_build_paper_xor_icebreaker(capsys):
     """The paper network's training system as an iCEBreaker bitstream (a few minutes).
 

@@ -142,7 +142,7 @@ def test_unreachable_single_ended_target(regression_dict, tmp_path):
 
 def test_cli_reports_bad_config_without_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text(open(config.resolve("paper-xor")).read().replace("eta = 0.3", "eta = 2.0"))
+    bad.write_text(config.resolve("paper-xor").read_text().replace("eta = 0.3", "eta = 2.0"))
     for args in (["train", str(bad)], ["train", str(tmp_path / "missing.toml")],
                  ["train", "no-such-builtin"], ["train", "paper-xor", "--epochs", "-3"],
                  ["train", "paper-xor", "--seeds", "5-2"], ["train", "paper-xor", "--model", "x"],

@@ -20,6 +20,8 @@ from clln.sim.fixed import FixedPointModel
 from clln.sim.system import SystemModel
 from clln.sim.training import train
 
+pytestmark = pytest.mark.sim
+
 
 @pytest.fixture(scope="module", params=[8, "serial", "streams:3"],
                 ids=["8-units", "serial", "3-streams"])

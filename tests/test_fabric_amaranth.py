@@ -1,77 +1,21 @@
-"""Gateware: the Amaranth fabric against the fixed-point model, export, cocotb benches."""
+"""The Amaranth fabric in amaranth.sim against the fixed-point model, tick for tick; its
+arithmetic parts and the serial fabric's schedule."""
 
 import collections
-import json
 
 import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module, Signal, signed, unsigned
 from amaranth.sim import DomainReset, Simulator
-from conftest import builtin_dict
+from fabric_configs import driven_pair_config, narrow_config, saturating_config
 
-from clln import cli
 from clln import config as config_mod
-from clln.errors import ConfigError
-from clln.flows import verify
 from clln.formats import Formats
 from clln.gateware import fabric as fabric_mod
-from clln.gateware.export import generate, top_name
 from clln.gateware.fabric import make_fabric
 from clln.gateware.fabric.cells import product_operand_bits
 from clln.gateware.fabric.serial import serial_schedule
-from clln.sim.benches.stimulus import unpack
 from clln.sim.fixed import FixedPointModel
-
-
-def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None):
-    """A random connected 9-node graph, one single-ended and one differential output.
-
-    ``extra_edges`` are added as given (e.g. an edge between two driven nodes); ``fixed``
-    is an optional ``[fixed]`` table.
-    """
-    rng = np.random.default_rng(seed)
-    n = 9
-    order = rng.permutation(n)
-    edges = {tuple(sorted((int(order[i]), int(order[rng.integers(i)])))) for i in range(1, n)}
-    while len(edges) < 16:
-        a, b = (int(v) for v in rng.choice(n, 2, replace=False))
-        edges.add((min(a, b), max(a, b)))
-    edges = [[a, b] if rng.random() < 0.5 else [b, a] for a, b in sorted(edges)]
-    edges += [list(e) for e in extra_edges]
-    (tmp_path / "data.csv").write_text(
-        "x1,x2,y1,y2\n0.0,0.45,0.2,-0.05\n0.45,0.1,0.3,0.08\n0.2,0.2,0.15,0.0\n")
-    data = {
-        "name": "random-graph",
-        "network": {"topology": "edges", "nodes": n, "edges": edges},
-        "device": {"vt": 0.62, "k": 8.5e-4},
-        "io": {"inputs": [0, 1], "rails": [[2, 0.0], [3, 0.45]], "outputs": [4, [5, 6]]},
-        "learning": {"eta": 0.5, "alpha": 20.0, "gate_init": [1.0, 2.5], "gate_min": 0.7,
-                     "gate_max": 4.0, "epochs": 1, "seed": 1},
-        "task": {"dataset": "data.csv"},
-        "schedule": {"settle_ticks": 30, "learn_ticks": 10, "kappa": 0.02},
-    }
-    if fixed:
-        data["fixed"] = dict(fixed)
-    return config_mod.parse(data, "<random>", tmp_path)
-
-
-def narrow_config():
-    """paper-xor with non-default (narrower, coarser) fixed-point widths."""
-    data = builtin_dict("paper-xor")
-    data["fixed"] = {"v_frac": 12, "v_bits": 15, "g_frac": 18, "g_bits": 22,
-                     "term_bits": 30, "acc_bits": 31, "dv_bits": 14, "dg_bits": 20,
-                     "kappa_bits": 5, "lr_bits": 6, "eta_frac": 6}
-    return config_mod.parse(data, "<narrow>")
-
-
-def saturating_config():
-    """paper-xor with widths so narrow that edge terms, node sums, node steps and gate
-    steps saturate within a few dozen ticks."""
-    data = builtin_dict("paper-xor")
-    data["fixed"] = {"v_frac": 12, "v_bits": 15, "g_frac": 18, "g_bits": 22, "term_bits": 24,
-                     "acc_bits": 25, "dv_bits": 7, "dg_bits": 12, "kappa_bits": 5,
-                     "lr_bits": 6, "eta_frac": 6}
-    return config_mod.parse(data, "<saturating>")
 
 
 async def read_state(ctx, dut):
@@ -167,7 +111,6 @@ def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
     return np.array(got), np.array(exp), dut
 
 
-# -- amaranth.sim unit checks ---------------------------------------------------------------
 
 @pytest.mark.parametrize("units", [0, 1, 5, 31, "serial", "streams:2", "streams:5", "streams:8"])
 def test_amaranth_fabric_matches_model(units):
@@ -547,83 +490,6 @@ def test_streams_fabric_clear_wipes_the_ring(streams, use_clear):
     sim.run()
 
 
-def test_unpack_signed_vectors():
-    values = np.array([[-3, 5, -(1 << 17), (1 << 17) - 1]])
-    raw = sum((int(v) & ((1 << 18) - 1)) << (18 * i) for i, v in enumerate(values[0]))
-    np.testing.assert_array_equal(unpack([raw, 0], 18, 4), np.vstack([values, [[0] * 4]]))
-
-
-# -- export -------------------------------------------------------------------------------
-
-def test_generate_writes_verilog_and_manifest(tmp_path):
-    cfg = config_mod.refold(config_mod.load("paper-xor"), 6)
-    out = generate(cfg, tmp_path / "hdl")
-    text = (tmp_path / "hdl" / "paper-xor.v").read_text()
-    assert f"module {top_name(cfg)}(" in text
-    info = json.loads((tmp_path / "hdl" / "manifest.json").read_text())
-    assert info == json.loads(json.dumps(out["info"]))
-    assert info["top"] == "clln_paper_xor"
-    assert (info["nodes"], info["edges"], info["edge_units"], info["cycles_per_tick"]) == \
-        (16, 32, 6, 6)
-    assert info["gate_read_latency"] == 1
-    assert info["ports"]["v_free"] == {"dir": "out", "width": 16 * 17,      # v_bits 17
-                                        "member": "v_free"}
-    assert info["ports"]["gates"] == {"dir": "out", "width": 32 * 23,       # g_bits 23
-                                       "member": "gates"}
-    assert info["ports"]["control__sample_addr"]["width"] == 3          # 4 drives + 1 target
-    assert info["ports"]["status__sat_flags"] == {"dir": "out", "width": 5,
-                                                  "member": "status.sat_flags"}
-    assert info["flags"] == {"term": 1, "acc": 2, "dv": 4, "v": 8, "dg": 16}
-    assert info["formats"]["kappa_mul"] * 2.0 ** -info["formats"]["kappa_shift"] == \
-        pytest.approx(cfg.schedule.kappa, rel=0.05)
-    assert info["formats"]["leak_q"] == 512
-    assert info["driven_nodes"] == [15, 13, 5, 7]
-
-
-def test_generate_streams_manifest(tmp_path):
-    cfg = config_mod.refold(config_mod.load("paper-xor"), "streams:2")
-    info = generate(cfg, tmp_path)["info"]
-    assert (info["streams"], info["seeds"], info["cycles_per_tick"]) == (2, [0, 1], 2)
-    assert info["gate_read_latency"] == 5
-    assert info["stream_gate_init"][0] == info["gate_init"]
-    assert info["stream_gate_init"][1] != info["gate_init"]
-    ports = info["ports"]
-    assert ports["control__busy"] == {"dir": "out", "width": 1, "member": "control.busy"}
-    assert ports["v_free"]["width"] == ports["v_clamped"]["width"] == 2 * 16 * 17
-    assert ports["gates"]["width"] == 2 * 32 * 23
-    assert ports["control__outputs"]["width"] == 2 * 18
-    assert ports["gate__addr"]["width"] == ports["gate__raddr"]["width"] == 6    # 64 gates
-    assert "busy" in (tmp_path / "paper-xor.v").read_text()
-    # a fabric of one network has no streams keys (tests/test_hdl_checked_in.py)
-
-
-def test_generate_flat_netlist(tmp_path):
-    cfg = config_mod.load("paper-regression")
-    out = generate(cfg, tmp_path, flat=True)
-    text = (tmp_path / "paper-regression.v").read_text()
-    assert text.count("\nmodule ") == 1 and "module clln_paper_regression(" in text
-    assert out["info"]["netlist"] == "flat"
-    assert out["info"]["ports"]["control__outputs"] == {"dir": "out", "width": 19,
-                                                       "member": "control.outputs"}
-
-
-def test_generate_refuses_unstable_kappa(tmp_path):
-    data = builtin_dict("paper-xor")
-    data["schedule"]["kappa"] = 0.5
-    cfg = config_mod.parse(data, "<unstable>")
-    with pytest.raises(ConfigError, match="kappa"):
-        generate(cfg, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-
-
-def driven_pair_config(tmp_path):
-    """The random graph plus an edge between two driven nodes, and that edge."""
-    base = random_graph_config(tmp_path)
-    have = {frozenset(e) for e in np.asarray(base.network.edges).tolist()}
-    pair = next((a, b) for a in base.driven_nodes() for b in base.driven_nodes()
-                if a < b and frozenset((a, b)) not in have)
-    return random_graph_config(tmp_path, extra_edges=[pair]), pair
-
 
 def test_serial_schedule_visits_every_edge_term_and_gate_once(tmp_path):
     cfg, pair = driven_pair_config(tmp_path)
@@ -648,136 +514,3 @@ def test_serial_schedule_visits_every_edge_term_and_gate_once(tmp_path):
     groups = [(v.node, v.net) for v in schedule if v.first]
     assert groups == [(v.node, v.net) for v in schedule if v.last]
     assert len(groups) == len(set(groups)) == 2 * len(set(n for n, _ in groups))
-
-
-# -- cocotb benches ------------------------------------------------------------------------
-
-def check(res, sim, ticks, n_values):
-    """A clean result; ``n_values``: node voltages, gates and outputs of every stream."""
-    assert res["sim"] == sim
-    assert res["ticks"] == ticks
-    assert res["free_rounds"] == 20                    # a last row after free running
-    assert res["compared"] == (ticks + 2) * (n_values + 2)
-    assert res["mismatches"] == 0, res["first_mismatch"]
-    assert res["first_mismatch"] is None
-
-
-@pytest.fixture(autouse=True)
-def quick_verilator_build(monkeypatch):
-    """Build Verilator models without C++ optimisation: the tests run few ticks."""
-    monkeypatch.setenv("CLLN_VERILATOR_OPT", "-O0")
-
-
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_paper_xor(sim, tmp_path):
-    res = verify(config_mod.load("paper-xor"), sim=sim, ticks=300, build_dir=tmp_path)
-    check(res, sim, 300, 16 * 2 + 32 + 1)
-    assert res["cycles_per_tick"] == 1
-
-
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_random_graph(sim, tmp_path):
-    cfg = random_graph_config(tmp_path)
-    res = verify(cfg, sim=sim, ticks=250, build_dir=tmp_path / "build", flat=False)
-    check(res, sim, 250, 9 * 2 + 16 + 2)
-
-
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_paper_regression(sim, tmp_path):
-    res = verify(config_mod.load("paper-regression"), sim=sim, ticks=300, build_dir=tmp_path,
-                 flat=False)
-    check(res, sim, 300, 16 * 2 + 32 + 1)
-
-
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_narrow_formats(sim, tmp_path):
-    res = verify(narrow_config(), sim=sim, ticks=300, build_dir=tmp_path, flat=False)
-    check(res, sim, 300, 16 * 2 + 32 + 1)
-
-
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_serial_random_graph(sim, tmp_path):
-    cfg = config_mod.refold(driven_pair_config(tmp_path)[0], "serial")
-    res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build", flat=sim == "icarus")
-    check(res, sim, 150, 9 * 2 + 17 + 2)
-    assert res["edge_units"] == 1
-    assert res["cycles_per_tick"] == len(serial_schedule(cfg)) + 4
-
-
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_streams_random_graph(sim, tmp_path):
-    # dg_bits 21: streams 1 and 2 saturate their gate steps at tick 13, stream 0 at 52,
-    # so the flags (ORed over the streams) differ from any single stream's.
-    cfg = config_mod.refold(random_graph_config(tmp_path, fixed={"dg_bits": 21}), "streams:3")
-    ticks = 150 if sim == "icarus" else 300
-    res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path / "build",
-                 flat=sim == "verilator")
-    check(res, sim, ticks, 3 * (9 * 2 + 16 + 2))
-    assert (res["streams"], res["seeds"], res["cycles_per_tick"]) == (3, [1, 2, 3], 3)
-    assert res["drain_cycles"] >= 2                    # busy covers the two pipeline stages
-    assert res["saturated"]
-    assert res["cycles"] >= ticks * 3
-
-
-@pytest.mark.parametrize("flat", [True, False])
-def test_cocotb_folded_icarus(flat, tmp_path):
-    cfg = config_mod.refold(config_mod.load("paper-xor"), 7)
-    res = verify(cfg, ticks=120, build_dir=tmp_path, flat=flat)
-    check(res, "icarus", 120, 16 * 2 + 32 + 1)
-    assert (res["edge_units"], res["cycles_per_tick"]) == (7, 5)
-    assert res["cycles"] >= 120 * 5
-    assert res["netlist"] == ("flat" if flat else "hierarchical")
-
-
-def test_cocotb_detects_broken_model(tmp_path):
-    res = verify(config_mod.load("paper-xor"), ticks=120, build_dir=tmp_path,
-                 patch={"lr_mul": 1}, flat=False)
-    assert res["mismatches"] > 0
-    first = res["first_mismatch"]
-    assert first["signal"].startswith("gates[")
-    assert first["expected"] != first["got"]
-    assert 1 <= first["tick"] <= 120
-
-
-# -- CLI ----------------------------------------------------------------------------------
-
-def test_cli_generate(tmp_path, capsys):
-    assert cli.main(["generate", "paper-regression", "-o", str(tmp_path)]) == 0
-    assert "1 cycle(s) per tick" in capsys.readouterr().out
-    assert (tmp_path / "paper-regression.v").stat().st_size > 10000
-    assert json.loads((tmp_path / "manifest.json").read_text())["edges"] == 32
-
-
-def test_cli_verify_json(tmp_path, capsys):
-    # a fabric of two streams (paper-xor networks of seeds 0 and 1)
-    toml = config_mod.resolve("paper-xor").read_text() + "\n[fabric]\nstreams = 2\n"
-    (tmp_path / "xor2.toml").write_text(toml)
-    code = cli.main(["verify", str(tmp_path / "xor2.toml"), "--ticks", "50", "--json",
-                     "--netlist", "hierarchical",
-                     "--build-dir", str(tmp_path / "build")])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0
-    assert (out["ticks"], out["mismatches"], out["first_mismatch"]) == (50, 0, None)
-    assert (out["streams"], out["seeds"], out["cycles_per_tick"]) == (2, [0, 1], 2)
-    assert out["compared"] == 52 * (2 * (16 * 2 + 32 + 1) + 2)
-
-
-def test_cli_verify_errors(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["verify", "paper-xor", "--ticks", "0"])
-    assert exit_info.value.code == 2
-    assert "--ticks: must be >= 1" in capsys.readouterr().err
-    assert cli.main(["generate", "no-such-config", "-o", "x"]) == 2
-    assert "no such file" in capsys.readouterr().err
-
-
-def test_bench_config_from_name_and_overrides():
-    from clln.sim.benches.runner import load_bench_config
-    spec = {"config": "paper-xor", "overrides": {"fabric.edge_units": 4,
-                                                 "schedule.kappa": 0.02},
-            "params": {"ticks": 7}}
-    bench = load_bench_config(json.dumps(spec))
-    assert bench["cfg"].fabric.edge_units == 4
-    assert bench["cfg"].schedule.kappa == 0.02
-    assert bench["cfg"].network.n_edges == 32
-    assert bench["params"] == {"ticks": 7}

@@ -1,0 +1,66 @@
+"""Configs shared by the gateware tests: a random graph, narrow and saturating formats."""
+
+import numpy as np
+from conftest import builtin_dict
+
+from clln import config as config_mod
+
+
+def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None):
+    """A random connected 9-node graph, one single-ended and one differential output.
+
+    ``extra_edges`` are added as given (e.g. an edge between two driven nodes); ``fixed``
+    is an optional ``[fixed]`` table.
+    """
+    rng = np.random.default_rng(seed)
+    n = 9
+    order = rng.permutation(n)
+    edges = {tuple(sorted((int(order[i]), int(order[rng.integers(i)])))) for i in range(1, n)}
+    while len(edges) < 16:
+        a, b = (int(v) for v in rng.choice(n, 2, replace=False))
+        edges.add((min(a, b), max(a, b)))
+    edges = [[a, b] if rng.random() < 0.5 else [b, a] for a, b in sorted(edges)]
+    edges += [list(e) for e in extra_edges]
+    (tmp_path / "data.csv").write_text(
+        "x1,x2,y1,y2\n0.0,0.45,0.2,-0.05\n0.45,0.1,0.3,0.08\n0.2,0.2,0.15,0.0\n")
+    data = {
+        "name": "random-graph",
+        "network": {"topology": "edges", "nodes": n, "edges": edges},
+        "device": {"vt": 0.62, "k": 8.5e-4},
+        "io": {"inputs": [0, 1], "rails": [[2, 0.0], [3, 0.45]], "outputs": [4, [5, 6]]},
+        "learning": {"eta": 0.5, "alpha": 20.0, "gate_init": [1.0, 2.5], "gate_min": 0.7,
+                     "gate_max": 4.0, "epochs": 1, "seed": 1},
+        "task": {"dataset": "data.csv"},
+        "schedule": {"settle_ticks": 30, "learn_ticks": 10, "kappa": 0.02},
+    }
+    if fixed:
+        data["fixed"] = dict(fixed)
+    return config_mod.parse(data, "<random>", tmp_path)
+
+
+def narrow_config():
+    """paper-xor with non-default (narrower, coarser) fixed-point widths."""
+    data = builtin_dict("paper-xor")
+    data["fixed"] = {"v_frac": 12, "v_bits": 15, "g_frac": 18, "g_bits": 22,
+                     "term_bits": 30, "acc_bits": 31, "dv_bits": 14, "dg_bits": 20,
+                     "kappa_bits": 5, "lr_bits": 6, "eta_frac": 6}
+    return config_mod.parse(data, "<narrow>")
+
+
+def saturating_config():
+    """paper-xor with widths so narrow that edge terms, node sums, node steps and gate
+    steps saturate within a few dozen ticks."""
+    data = builtin_dict("paper-xor")
+    data["fixed"] = {"v_frac": 12, "v_bits": 15, "g_frac": 18, "g_bits": 22, "term_bits": 24,
+                     "acc_bits": 25, "dv_bits": 7, "dg_bits": 12, "kappa_bits": 5,
+                     "lr_bits": 6, "eta_frac": 6}
+    return config_mod.parse(data, "<saturating>")
+
+
+def driven_pair_config(tmp_path):
+    """The random graph plus an edge between two driven nodes, and that edge."""
+    base = random_graph_config(tmp_path)
+    have = {frozenset(e) for e in np.asarray(base.network.edges).tolist()}
+    pair = next((a, b) for a in base.driven_nodes() for b in base.driven_nodes()
+                if a < b and frozenset((a, b)) not in have)
+    return random_graph_config(tmp_path, extra_edges=[pair]), pair

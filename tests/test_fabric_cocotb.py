@@ -1,0 +1,126 @@
+"""cocotb benches on Icarus and Verilator: the generated fabric equals the fixed-point
+model bit for bit (the tests build the Verilog, the bench takes it and the manifest)."""
+
+import json
+
+import numpy as np
+import pytest
+from fabric_configs import driven_pair_config, narrow_config, random_graph_config
+
+from clln import config as config_mod
+from clln.flows import verify
+from clln.gateware.fabric.serial import serial_schedule
+from clln.sim.benches.stimulus import unpack
+
+
+def test_unpack_signed_vectors():
+    values = np.array([[-3, 5, -(1 << 17), (1 << 17) - 1]])
+    raw = sum((int(v) & ((1 << 18) - 1)) << (18 * i) for i, v in enumerate(values[0]))
+    np.testing.assert_array_equal(unpack([raw, 0], 18, 4), np.vstack([values, [[0] * 4]]))
+
+
+def check(res, sim, ticks, n_values):
+    """A clean result; ``n_values``: node voltages, gates and outputs of every stream."""
+    assert res["sim"] == sim
+    assert res["ticks"] == ticks
+    assert res["free_rounds"] == 20                    # a last row after free running
+    assert res["compared"] == (ticks + 2) * (n_values + 2)
+    assert res["mismatches"] == 0, res["first_mismatch"]
+    assert res["first_mismatch"] is None
+
+
+@pytest.fixture(autouse=True)
+def quick_verilator_build(monkeypatch):
+    """Build Verilator models without C++ optimisation: the tests run few ticks."""
+    monkeypatch.setenv("CLLN_VERILATOR_OPT", "-O0")
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_paper_xor(sim, tmp_path):
+    res = verify(config_mod.load("paper-xor"), sim=sim, ticks=300, build_dir=tmp_path)
+    check(res, sim, 300, 16 * 2 + 32 + 1)
+    assert res["cycles_per_tick"] == 1
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_random_graph(sim, tmp_path):
+    cfg = random_graph_config(tmp_path)
+    res = verify(cfg, sim=sim, ticks=250, build_dir=tmp_path / "build", flat=False)
+    check(res, sim, 250, 9 * 2 + 16 + 2)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_paper_regression(sim, tmp_path):
+    res = verify(config_mod.load("paper-regression"), sim=sim, ticks=300, build_dir=tmp_path,
+                 flat=False)
+    check(res, sim, 300, 16 * 2 + 32 + 1)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_narrow_formats(sim, tmp_path):
+    res = verify(narrow_config(), sim=sim, ticks=300, build_dir=tmp_path, flat=False)
+    check(res, sim, 300, 16 * 2 + 32 + 1)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_serial_random_graph(sim, tmp_path):
+    cfg = config_mod.refold(driven_pair_config(tmp_path)[0], "serial")
+    res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build", flat=sim == "icarus")
+    check(res, sim, 150, 9 * 2 + 17 + 2)
+    assert res["edge_units"] == 1
+    assert res["cycles_per_tick"] == len(serial_schedule(cfg)) + 4
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_streams_random_graph(sim, tmp_path):
+    # dg_bits 21: streams 1 and 2 saturate their gate steps at tick 13, stream 0 at 52,
+    # so the flags (ORed over the streams) differ from any single stream's.
+    cfg = config_mod.refold(random_graph_config(tmp_path, fixed={"dg_bits": 21}), "streams:3")
+    ticks = 150 if sim == "icarus" else 300
+    res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path / "build",
+                 flat=sim == "verilator")
+    check(res, sim, ticks, 3 * (9 * 2 + 16 + 2))
+    assert (res["streams"], res["seeds"], res["cycles_per_tick"]) == (3, [1, 2, 3], 3)
+    assert res["drain_cycles"] >= 2                    # busy covers the two pipeline stages
+    assert res["saturated"]
+    assert res["cycles"] >= ticks * 3
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("flat", [True, False])
+def test_cocotb_folded_icarus(flat, tmp_path):
+    cfg = config_mod.refold(config_mod.load("paper-xor"), 7)
+    res = verify(cfg, ticks=120, build_dir=tmp_path, flat=flat)
+    check(res, "icarus", 120, 16 * 2 + 32 + 1)
+    assert (res["edge_units"], res["cycles_per_tick"]) == (7, 5)
+    assert res["cycles"] >= 120 * 5
+    assert res["netlist"] == ("flat" if flat else "hierarchical")
+
+
+@pytest.mark.sim
+def test_cocotb_detects_broken_model(tmp_path):
+    res = verify(config_mod.load("paper-xor"), ticks=120, build_dir=tmp_path,
+                 patch={"lr_mul": 1}, flat=False)
+    assert res["mismatches"] > 0
+    first = res["first_mismatch"]
+    assert first["signal"].startswith("gates[")
+    assert first["expected"] != first["got"]
+    assert 1 <= first["tick"] <= 120
+
+
+def test_bench_config_from_name_and_overrides():
+    from clln.sim.benches.runner import load_bench_config
+    spec = {"config": "paper-xor", "overrides": {"fabric.edge_units": 4,
+                                                 "schedule.kappa": 0.02},
+            "params": {"ticks": 7}}
+    bench = load_bench_config(json.dumps(spec))
+    assert bench["cfg"].fabric.edge_units == 4
+    assert bench["cfg"].schedule.kappa == 0.02
+    assert bench["cfg"].network.n_edges == 32
+    assert bench["params"] == {"ticks": 7}
