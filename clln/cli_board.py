@@ -1,5 +1,6 @@
 """CLI commands of the board layer: ``clln build`` and ``clln run``."""
 
+import dataclasses
 import json
 import sys
 import time
@@ -140,10 +141,9 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
         dev.wait_idle()
     dev.reset()                 # node voltages 0, as at the start of `clln train`
     dev.write_dataset(x, y)
-    sch = cfg.schedule
-    dev.write_schedule(p.ScheduleParams(sch.settle_ticks, sch.learn_ticks, epochs, n,
-                                        p.Order.LFSR if order == "lfsr" else p.Order.CYCLIC,
-                                        seed))
+    sched = p.ScheduleParams.from_config(
+        cfg, n, p.Order.LFSR if order == "lfsr" else p.Order.CYCLIC, seed)
+    dev.write_schedule(dataclasses.replace(sched, epochs=epochs))
     seeds = [seed + s for s in range(ident.streams)]
     n_edges, n_out = cfg.network.n_edges, len(cfg.io.outputs)
     dev.write_gates(np.concatenate([fmt.volts_to_g(cfg.learning.initial_gates(n_edges, s))

@@ -101,10 +101,21 @@ class Task:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Tick models: ticks per example with learning off, then on; node update scale (1/V)."""
+    """Tick models: how an example is presented and how nodes relax.
+
+    ``settle_ticks`` ticks with learning off (with ``settle = "still"`` at most that many:
+    the phase ends once no node moved by more than ``still_lsb`` voltage LSBs for
+    ``still_ticks`` consecutive ticks), then ``learn_ticks`` with learning on. ``relax``
+    is the node step: ``euler`` (``kappa`` (1/V) times the net current) or ``jacobi`` (the
+    net current over the power of two at or above the node's conductance, kept in a box).
+    """
     settle_ticks: int
     learn_ticks: int
     kappa: float
+    relax: str = "jacobi"
+    settle: str = "still"
+    still_ticks: int = 4
+    still_lsb: int = 1
 
 
 @dataclass(frozen=True)
@@ -412,9 +423,27 @@ def _task(t, io, base_dir):
     return Task(name, x, y, mse_target)
 
 
+#: Node steps and settle rules a ``[schedule]`` may name.
+RELAXATIONS = ("euler", "jacobi")
+SETTLE_RULES = ("fixed", "still")
+# TODO(issue 14): "jacobi" and "still" once every fabric implements them
+DEFAULT_RELAX, DEFAULT_SETTLE = "euler", "fixed"
+
+
+def _choice(t, name, default, allowed):
+    v = t.get(name, default)
+    if v not in allowed:
+        raise t.error(name, f"must be one of {', '.join(map(repr, allowed))}, got {v!r}")
+    return v
+
+
 def _schedule(t):
     s = Schedule(t.integer("settle_ticks", 600, lo=0), t.integer("learn_ticks", 50, lo=0),
-                 t.number("kappa", 0.025, lo=0.0, lo_open=True))
+                 t.number("kappa", 0.025, lo=0.0, lo_open=True),
+                 _choice(t, "relax", DEFAULT_RELAX, RELAXATIONS),
+                 _choice(t, "settle", DEFAULT_SETTLE, SETTLE_RULES),
+                 t.integer("still_ticks", 4, lo=1, hi=255), t.integer("still_lsb", 1, lo=0,
+                                                                       hi=255))
     if s.settle_ticks + s.learn_ticks == 0:
         raise t.error("settle_ticks", "an example needs at least one tick "
                       "(settle_ticks + learn_ticks >= 1)")

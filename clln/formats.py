@@ -56,6 +56,12 @@ class Formats:
     leak_q : int
         Leak across every edge, ``round(2 * gmin / k * 2**v_frac)``: an edge term gains
         ``leak_q * (Va - Vb)`` (0: no leak).
+    relax : str
+        Node step, ``euler`` or ``jacobi`` (``[schedule] relax``).
+    box_lo_q, box_hi_q : int
+        The box of the ``jacobi`` step in voltage LSBs (:func:`settle_box`).
+    still_lsb : int
+        A node that moves by more than this many LSBs in a tick is not still.
     """
     v_frac: int
     v_bits: int
@@ -75,6 +81,10 @@ class Formats:
     gate_min_q: int
     gate_max_q: int
     leak_q: int = 0
+    relax: str = "euler"
+    box_lo_q: int = 0
+    box_hi_q: int = 0
+    still_lsb: int = 1
 
     @classmethod
     def from_config(cls, cfg):
@@ -100,13 +110,14 @@ class Formats:
             np.full(cfg.network.n_edges, round(cfg.device.vt * 2 ** f.v_frac), np.int64),
             round(cfg.learning.gate_min * 2 ** f.g_frac),
             round(cfg.learning.gate_max * 2 ** f.g_frac),
-            round(edge_leak(cfg) * 2 ** f.v_frac))
+            round(edge_leak(cfg) * 2 ** f.v_frac), cfg.schedule.relax,
+            *settle_box(cfg), cfg.schedule.still_lsb)
         fmt._check(cfg)
         return fmt
 
     def _check(self, cfg):
         src = cfg.source
-        if self.kappa_shift < 1:
+        if self.relax == "euler" and self.kappa_shift < 1:
             raise ConfigError(src, "schedule.kappa", f"{cfg.schedule.kappa} is too large for a "
                               "right shift (must be below 2**(fixed.kappa_bits - 1))")
         if self.learn_shift < 1:
@@ -188,19 +199,38 @@ class Formats:
         return np.asarray(q) * 2.0 ** -self.g_frac
 
 
+def settle_box(cfg):
+    """Bounds ``(lo, hi)`` in voltage LSBs of the ``jacobi`` node step's box.
+
+    The box holds every voltage a network can hold: ``[v_min - m, v_max + m]`` with
+    ``m = eta (v_max - v_min)`` (a clamped output moves at most that far outside the
+    driven range), rounded outwards to whole LSBs and kept within ``v_bits``. By the
+    maximum principle no settled node lies outside it, so it never moves a fixed point.
+    """
+    io, f = cfg.io, cfg.fixed
+    margin = cfg.learning.eta * (io.v_max - io.v_min)
+    lo = math.floor((io.v_min - margin) * 2 ** f.v_frac)
+    hi = math.ceil((io.v_max + margin) * 2 ** f.v_frac)
+    limit = 1 << (f.v_bits - 1)
+    return max(lo, -limit), min(hi, limit - 1)
+
+
 def edge_leak(cfg):
     """Linear leak across every edge in units of K/2 (V): ``2 * gmin / k``."""
     return 2 * cfg.device.gmin / cfg.device.k
 
 
 def check_tick_stability(cfg, kappa):
-    """Refuse a node update scale that can make the explicit tick unstable.
+    """Refuse a node update scale that can make the explicit (``euler``) tick unstable;
+    the ``jacobi`` step needs no ``kappa``.
 
     The tick is an explicit Euler step of ``dV/dt = -kappa * J V``; by Gershgorin the
     eigenvalues of J are below twice the largest weighted degree, each edge weighing
     ``2 * (gate_max - vt - min(v_min, 0))`` plus the leak (V). Stability needs
     ``kappa * lambda < 2``.
     """
+    if cfg.schedule.relax != "euler":
+        return
     overdrive = cfg.learning.gate_max - cfg.device.vt - min(cfg.io.v_min, 0.0)
     lam = 2 * cfg.network.degrees().max() * (2 * max(overdrive, 0.0) + edge_leak(cfg))
     if kappa * lam >= 2:

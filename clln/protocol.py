@@ -21,7 +21,7 @@ from cobs import cobs
 
 from .errors import CllnError
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 DELIMITER = 0x00
 #: Largest payload of a request or a reply, bytes.
 MAX_PAYLOAD = 256
@@ -472,24 +472,38 @@ def unpack_write_dataset(payload, ident):
 
 @dataclass(frozen=True)
 class ScheduleParams:
-    """Payload of WRITE_SCHEDULE."""
+    """Payload of WRITE_SCHEDULE.
+
+    ``still_ticks`` > 0 ends a settle phase once that many consecutive ticks moved no node
+    by more than the bitstream's ``still_lsb`` (``settle_ticks`` is then the cap); 0 settles
+    for exactly ``settle_ticks``.
+    """
     settle_ticks: int
     learn_ticks: int
     epochs: int
     n_examples: int
     order: Order = Order.CYCLIC
     seed: int = 1
+    still_ticks: int = 0
 
-    FORMAT = ">IIIHBI"
+    FORMAT = ">IIIHBIB"
 
     def pack(self):
         return struct.pack(self.FORMAT, self.settle_ticks, self.learn_ticks, self.epochs,
-                           self.n_examples, self.order, self.seed)
+                           self.n_examples, self.order, self.seed, self.still_ticks)
+
+    @classmethod
+    def from_config(cls, cfg, n_examples, order=Order.CYCLIC, seed=None):
+        """The schedule of ``cfg`` (its ``[schedule]`` and ``learning.epochs``)."""
+        sch = cfg.schedule
+        return cls(sch.settle_ticks, sch.learn_ticks, cfg.learning.epochs, n_examples, order,
+                   cfg.learning.seed if seed is None else seed,
+                   sch.still_ticks if sch.settle == "still" else 0)
 
     @classmethod
     def unpack(cls, payload, ident):
         """Decode and validate against ``ident``."""
-        s, lt, ep, n, order, seed = _u(cls.FORMAT, payload, Command.WRITE_SCHEDULE)
+        s, lt, ep, n, order, seed, still = _u(cls.FORMAT, payload, Command.WRITE_SCHEDULE)
         if s + lt == 0:
             raise FrameError(Status.OUT_OF_RANGE, "settle_ticks + learn_ticks must be >= 1")
         if not 1 <= n <= ident.max_examples:
@@ -497,7 +511,7 @@ class ScheduleParams:
                              f"1..{ident.max_examples}")
         if order not in Order._value2member_map_:
             raise FrameError(Status.OUT_OF_RANGE, f"order {order}")
-        return cls(s, lt, ep, n, Order(order), seed)
+        return cls(s, lt, ep, n, Order(order), seed, still)
 
 
 def pack_range(first, count):

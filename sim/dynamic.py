@@ -1,41 +1,64 @@
 """Dynamic model: the tick semantics of the fixed-point model in float64, without rounding.
 
-Both networks are integrated by explicit Euler ticks (node capacitance folded into
-``kappa``), the clamp follows the free output every tick and learning is switched per
+Both networks are integrated tick by tick, by explicit Euler steps (node capacitance
+folded into ``kappa``) or by the normalised ``jacobi`` step, as ``[schedule] relax``
+says; the clamp follows the free output every tick and learning is switched per
 tick, exactly as in :mod:`sim.fixed`; constants are the config's own floats, not their
 quantised values. It shows how far discretisation alone departs from the quasi-static
 solution.
 """
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
-from clln.formats import edge_leak
+from clln.formats import edge_leak, settle_box
 
+from .fixed import RELAX_CODES
 from .ticks import TickModel
+
+
+@njit(cache=True, inline="always")
+def node_step(v, acc, cond, c):
+    """New voltage of a settling node: ``v + kappa acc`` (``euler``) or, for ``jacobi``,
+    ``v + acc / 2**s`` with ``2**s`` the power of two at or above the conductance (floored
+    at one voltage LSB, as in the fixed-point model), kept within the box."""
+    if c.relax == 0:
+        return v + c.kappa * acc
+    step = acc / 2.0 ** np.ceil(np.log2(max(cond, c.cond_floor)))
+    span = c.box_hi - c.box_lo
+    return min(max(v + min(max(step, -span), span), c.box_lo), c.box_hi)
 
 
 @njit(cache=True)
 def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minus, target,
-         kappa, lr, eta, gate_min, gate_max, leak, vf_new, vc_new, g_new, acc_f, acc_c):
+         c, vf_new, vc_new, g_new, acc_f, acc_c, cond_f, cond_c):
     """One synchronous float tick; reads state at t, writes state at t+1."""
     acc_f[:] = 0.0
     acc_c[:] = 0.0
+    cond_f[:] = 0.0
+    cond_c[:] = 0.0
     for e in range(len(edge_a)):
         a, b = edge_a[e], edge_b[e]
         ov = g[e] - vt[e]
         ua, ub = max(ov - vf[a], 0.0), max(ov - vf[b], 0.0)
-        s = (ub - ua) * (ub + ua) + leak * (vf[a] - vf[b])
+        s = (ub - ua) * (ub + ua) + c.leak * (vf[a] - vf[b])
         acc_f[a] -= s
         acc_f[b] += s
+        cond_f[a] += 2 * ua + c.leak
+        cond_f[b] += 2 * ub + c.leak
         ua, ub = max(ov - vc[a], 0.0), max(ov - vc[b], 0.0)
-        s = (ub - ua) * (ub + ua) + leak * (vc[a] - vc[b])
+        s = (ub - ua) * (ub + ua) + c.leak * (vc[a] - vc[b])
         acc_c[a] -= s
         acc_c[b] += s
+        cond_c[a] += 2 * ua + c.leak
+        cond_c[b] += 2 * ub + c.leak
         if learn:
             d_f = vf[a] - vf[b]
             d_c = vc[a] - vc[b]
-            g_new[e] = min(max(g[e] + lr * (d_f - d_c) * (d_f + d_c), gate_min), gate_max)
+            g_new[e] = min(max(g[e] + c.lr * (d_f - d_c) * (d_f + d_c), c.gate_min),
+                           c.gate_max)
         else:
             g_new[e] = g[e]
     for n in range(len(vf)):
@@ -43,43 +66,76 @@ def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minu
             vf_new[n] = drive[n]
             vc_new[n] = drive[n]
         else:
-            vf_new[n] = vf[n] + kappa * acc_f[n]
-            vc_new[n] = vc[n] + kappa * acc_c[n]
+            vf_new[n] = node_step(vf[n], acc_f[n], cond_f[n], c)
+            vc_new[n] = node_step(vc[n], acc_c[n], cond_c[n], c)
     for k in range(len(out_plus)):
         p, m = out_plus[k], out_minus[k]
         if m < 0:
-            vc_new[p] = vf[p] + eta * (target[k] - vf[p])
+            vc_new[p] = vf[p] + c.eta * (target[k] - vf[p])
         else:
-            half = 0.5 * eta * (target[k] - (vf[p] - vf[m]))
+            half = 0.5 * c.eta * (target[k] - (vf[p] - vf[m]))
             vc_new[p] = vf[p] + half
             vc_new[m] = vf[m] - half
 
 
 @njit(cache=True)
 def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_plus,
-              out_minus, target, kappa, lr, eta, gate_min, gate_max, leak):
-    """Run ``n_ticks`` float ticks on every seed (rows of ``vf, vc, g``) in place."""
+              out_minus, target, c, still_ticks, used):
+    """Run up to ``n_ticks`` float ticks on every seed (rows of ``vf, vc, g``) in place;
+    with ``still_ticks > 0`` each seed stops once no node moved by more than
+    ``c.still`` (V) for that many consecutive ticks. ``used[s]``: ticks seed s ran."""
     n_seeds, n = vf.shape
-    acc_f, acc_c = np.empty(n), np.empty(n)
+    acc_f, acc_c, cond_f, cond_c = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     for s in range(n_seeds):
         vf_a, vc_a, g_a = vf[s].copy(), vc[s].copy(), g[s].copy()
         vf_b, vc_b, g_b = np.empty_like(vf_a), np.empty_like(vc_a), np.empty_like(g_a)
-        for _ in range(n_ticks):
+        quiet, ticks = 0, 0
+        while ticks < n_ticks:
             tick(vf_a, vc_a, g_a, learn, edge_a, edge_b, vt, driven, drive, out_plus,
-                 out_minus, target, kappa, lr, eta, gate_min, gate_max, leak, vf_b, vc_b, g_b,
-                 acc_f, acc_c)
+                 out_minus, target, c, vf_b, vc_b, g_b, acc_f, acc_c, cond_f, cond_c)
+            ticks += 1
+            if still_ticks > 0:
+                if (np.max(np.abs(vf_b - vf_a)) > c.still
+                        or np.max(np.abs(vc_b - vc_a)) > c.still):
+                    quiet = 0
+                else:
+                    quiet += 1
             vf_a, vf_b = vf_b, vf_a
             vc_a, vc_b = vc_b, vc_a
             g_a, g_b = g_b, g_a
+            if still_ticks > 0 and quiet >= still_ticks:
+                break
         vf[s] = vf_a
         vc[s] = vc_a
         g[s] = g_a
+        used[s] = ticks
+
+
+#: Float constants of one tick, in the order the kernel takes them.
+FloatConstants = namedtuple("FloatConstants", [
+    "kappa", "lr", "eta", "gate_min", "gate_max", "leak", "relax", "box_lo", "box_hi",
+    "cond_floor", "still"])
+
+
+def float_constants(cfg):
+    """The :class:`FloatConstants` of a config: its own floats, not their quantised
+    values; the box, the conductance floor and the stillness threshold are the
+    fixed-point model's, in volts."""
+    lrn, sch, lsb = cfg.learning, cfg.schedule, 2.0 ** -cfg.fixed.v_frac
+    lo, hi = settle_box(cfg)
+    return FloatConstants(sch.kappa, lrn.alpha / (lrn.eta * max(sch.learn_ticks, 1)), lrn.eta,
+                          lrn.gate_min, lrn.gate_max, edge_leak(cfg),
+                          RELAX_CODES[sch.relax], lo * lsb, hi * lsb, lsb, sch.still_lsb * lsb)
 
 
 class DynamicModel(TickModel):
     """Float64 tick model for a batch of seeds; state is in volts."""
 
     name = "dynamic"
+
+    def __init__(self, cfg, seeds):
+        self._constants = float_constants(cfg)
+        super().__init__(cfg, seeds)
 
     @property
     def kappa(self):
@@ -98,10 +154,9 @@ class DynamicModel(TickModel):
     def gates_volts(self):
         return self.gates.copy()
 
-    def _kernel(self, n_ticks, example, learn):
-        p, lrn = self.problem, self.cfg.learning
-        lr = lrn.alpha / (lrn.eta * max(self.cfg.schedule.learn_ticks, 1))
+    def _kernel(self, n_ticks, example, learn, still_ticks, used):
+        p = self.problem
         run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
                   np.full(p.n_edges, self.cfg.device.vt), p.driven, self._drive[example],
-                  p.out_plus, p.out_minus, self._targets[example], self.kappa, lr, lrn.eta,
-                  lrn.gate_min, lrn.gate_max, edge_leak(self.cfg))
+                  p.out_plus, p.out_minus, self._targets[example], self._constants,
+                  still_ticks, used)

@@ -16,19 +16,22 @@ from clln.formats import SAT_ACC, SAT_DG, SAT_DV, SAT_TERM, SAT_V, Formats
 
 from .ticks import TickModel
 
+#: Node relaxations (``[schedule] relax``), by their code in :class:`TickConstants`.
+RELAX_CODES = {"euler": 0, "jacobi": 1}
+
 #: Integer constants of one tick, in the order the kernel takes them.
 TickConstants = namedtuple("TickConstants", [
     "gate_shift", "term_bits", "acc_bits", "dv_bits", "v_bits", "dg_bits", "kappa_mul",
     "node_shift", "lr_mul", "learn_shift", "eta_q", "eta_frac", "gate_min", "gate_max",
-    "leak_q"])
-
+    "leak_q", "relax", "box_lo", "box_hi", "still_lsb"])
 
 
 def tick_constants(fmt):
     """The :class:`TickConstants` of a :class:`~clln.formats.Formats`."""
     return TickConstants(fmt.gate_shift, fmt.term_bits, fmt.acc_bits, fmt.dv_bits, fmt.v_bits,
                          fmt.dg_bits, fmt.kappa_mul, fmt.node_shift, fmt.lr_mul, fmt.learn_shift,
-                         fmt.eta_q, fmt.eta_frac, fmt.gate_min_q, fmt.gate_max_q, fmt.leak_q)
+                         fmt.eta_q, fmt.eta_frac, fmt.gate_min_q, fmt.gate_max_q, fmt.leak_q,
+                         RELAX_CODES[fmt.relax], fmt.box_lo_q, fmt.box_hi_q, fmt.still_lsb)
 
 
 @njit(cache=True, inline="always")
@@ -60,25 +63,46 @@ def edge_term(overdrive, v_a, v_b, leak, bits):
 
 
 @njit(cache=True, inline="always")
-def node_update(v, acc, c):
-    """New voltage of a node that settles: ``v + kappa * acc``, rounded and saturated."""
+def conductance_shift(cond):
+    """The smallest ``s >= 0`` with ``2**s >= cond`` (``cond >= 0``; 0 for ``cond <= 1``)."""
+    s = 0
+    while (1 << s) < cond:
+        s += 1
+    return s
+
+
+@njit(cache=True, inline="always")
+def node_update(v, acc, cond, c):
+    """New voltage of a node that settles, and the saturation flags.
+
+    ``euler``: ``v + kappa * acc``, rounded and saturated. ``jacobi``: ``v + acc / 2**s``
+    with ``2**s`` the power of two at or above the node's conductance ``cond``, the step
+    and the result kept within the box ``[box_lo, box_hi]`` (the box is the rule, not an
+    overflow: no flag).
+    """
     acc, s1 = saturate(acc, c.acc_bits)
-    dv, s2 = saturate(round_shift(acc * c.kappa_mul, c.node_shift), c.dv_bits)
-    v_new, s3 = saturate(v + dv, c.v_bits)
-    return v_new, (SAT_ACC if s1 else 0) | (SAT_DV if s2 else 0) | (SAT_V if s3 else 0)
+    if c.relax == 0:
+        dv, s2 = saturate(round_shift(acc * c.kappa_mul, c.node_shift), c.dv_bits)
+        v_new, s3 = saturate(v + dv, c.v_bits)
+        return v_new, (SAT_ACC if s1 else 0) | (SAT_DV if s2 else 0) | (SAT_V if s3 else 0)
+    span = c.box_hi - c.box_lo
+    dv = min(max(round_shift(acc, conductance_shift(cond)), -span), span)
+    return min(max(v + dv, c.box_lo), c.box_hi), SAT_ACC if s1 else 0
 
 
 @njit(cache=True)
 def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minus, target,
-         c, vf_new, vc_new, g_new, acc_f, acc_c):
+         c, vf_new, vc_new, g_new, acc_f, acc_c, cond_f, cond_c):
     """One synchronous tick of one network pair; returns the saturation flags.
 
     Reads ``vf, vc, g`` (state at t), writes ``vf_new, vc_new, g_new`` (state at t+1).
-    ``acc_f, acc_c`` are scratch arrays of one entry per node.
+    ``acc_f, acc_c, cond_f, cond_c`` are scratch arrays of one entry per node.
     """
     flags = 0
     acc_f[:] = 0
     acc_c[:] = 0
+    cond_f[:] = 0
+    cond_c[:] = 0
     for e in range(len(edge_a)):
         a, b = edge_a[e], edge_b[e]
         ov = round_shift(g[e], c.gate_shift) - vt[e]
@@ -88,6 +112,12 @@ def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minu
         s, sat_c = edge_term(ov, vc[a], vc[b], c.leak_q, c.term_bits)
         acc_c[a] -= s
         acc_c[b] += s
+        if c.relax == 1:
+            # d(term)/dV at each end: 2 relu(ov - V) + leak
+            cond_f[a] += 2 * max(ov - vf[a], 0) + c.leak_q
+            cond_f[b] += 2 * max(ov - vf[b], 0) + c.leak_q
+            cond_c[a] += 2 * max(ov - vc[a], 0) + c.leak_q
+            cond_c[b] += 2 * max(ov - vc[b], 0) + c.leak_q
         if sat_f or sat_c:
             flags |= SAT_TERM
         if learn:
@@ -105,8 +135,8 @@ def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minu
             vf_new[n] = drive[n]
             vc_new[n] = drive[n]
         else:
-            vf_new[n], f1 = node_update(vf[n], acc_f[n], c)
-            vc_new[n], f2 = node_update(vc[n], acc_c[n], c)
+            vf_new[n], f1 = node_update(vf[n], acc_f[n], cond_f[n], c)
+            vc_new[n], f2 = node_update(vc[n], acc_c[n], cond_c[n], c)
             flags |= f1 | f2
     for k in range(len(out_plus)):
         p, m = out_plus[k], out_minus[k]
@@ -122,29 +152,57 @@ def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minu
     return flags
 
 
+@njit(cache=True, inline="always")
+def moved(old, new, lsb):
+    """Whether any node moved by more than ``lsb``."""
+    for n in range(len(old)):
+        if abs(new[n] - old[n]) > lsb:
+            return True
+    return False
+
+
 @njit(cache=True)
 def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_plus,
-              out_minus, target, c, flags):
-    """Run ``n_ticks`` ticks on every seed (rows of ``vf, vc, g``) in place.
+              out_minus, target, c, flags, still_ticks, joint, used):
+    """Run up to ``n_ticks`` ticks on every seed (rows of ``vf, vc, g``) in place.
 
-    ``flags[s]`` accumulates (OR) the saturation flags of seed s.
+    ``flags[s]`` accumulates (OR) the saturation flags of seed s; ``used[s]`` receives
+    the ticks seed s ran. With ``still_ticks = k > 0`` a seed stops after the tick that
+    makes k consecutive ticks in which no node of either network moved by more than
+    ``c.still_lsb`` (with ``joint``, every seed stops at the first tick after which all
+    seeds have such a run: the pipelined fabric's rule). ``still_ticks = 0``: exactly
+    ``n_ticks`` ticks.
     """
     n_seeds, n = vf.shape
-    acc_f = np.empty(n, np.int64)
-    acc_c = np.empty(n, np.int64)
-    for s in range(n_seeds):
-        # Ping-pong buffers: the state at t and t+1 swap roles every tick.
-        vf_a, vc_a, g_a = vf[s].copy(), vc[s].copy(), g[s].copy()
-        vf_b, vc_b, g_b = np.empty_like(vf_a), np.empty_like(vc_a), np.empty_like(g_a)
-        for _ in range(n_ticks):
-            flags[s] |= tick(vf_a, vc_a, g_a, learn, edge_a, edge_b, vt, driven, drive,
-                             out_plus, out_minus, target, c, vf_b, vc_b, g_b, acc_f, acc_c)
-            vf_a, vf_b = vf_b, vf_a
-            vc_a, vc_b = vc_b, vc_a
-            g_a, g_b = g_b, g_a
-        vf[s] = vf_a
-        vc[s] = vc_a
-        g[s] = g_a
+    acc_f, acc_c = np.empty(n, np.int64), np.empty(n, np.int64)
+    cond_f, cond_c = np.empty(n, np.int64), np.empty(n, np.int64)
+    vf_b, vc_b, g_b = np.empty_like(vf), np.empty_like(vc), np.empty_like(g)
+    quiet = np.zeros(n_seeds, np.int64)
+    done = np.zeros(n_seeds, np.bool_)
+    used[:] = 0
+    for _ in range(n_ticks):
+        for s in range(n_seeds):
+            if done[s]:
+                continue
+            flags[s] |= tick(vf[s], vc[s], g[s], learn, edge_a, edge_b, vt, driven, drive,
+                             out_plus, out_minus, target, c, vf_b[s], vc_b[s], g_b[s], acc_f,
+                             acc_c, cond_f, cond_c)
+            if still_ticks > 0:
+                if moved(vf[s], vf_b[s], c.still_lsb) or moved(vc[s], vc_b[s], c.still_lsb):
+                    quiet[s] = 0
+                else:
+                    quiet[s] += 1
+            vf[s], vc[s], g[s] = vf_b[s], vc_b[s], g_b[s]
+            used[s] += 1
+        if still_ticks > 0:
+            if joint:
+                if np.all(quiet >= still_ticks):
+                    break
+            else:
+                for s in range(n_seeds):
+                    done[s] = quiet[s] >= still_ticks
+                if np.all(done):
+                    break
 
 
 class FixedPointModel(TickModel):
@@ -173,8 +231,8 @@ class FixedPointModel(TickModel):
     def gates_volts(self):
         return self.formats.g_to_volts(self.gates)
 
-    def _kernel(self, n_ticks, example, learn):
+    def _kernel(self, n_ticks, example, learn, still_ticks, used):
         p = self.problem
         run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
                   self.formats.vt_q, p.driven, self._drive[example], p.out_plus, p.out_minus,
-                  self._targets[example], self.constants, self.flags)
+                  self._targets[example], self.constants, self.flags, still_ticks, False, used)

@@ -52,11 +52,12 @@ class TwinModel(FixedPointModel):
             self.drive[node] = int(fmt.volts_to_v(volts))
         self.target = np.zeros(len(cfg.io.outputs), np.int64)
 
-    def _kernel(self, n_ticks, example, learn):
+    def _kernel(self, n_ticks, example, learn, still_ticks, used):
+        # the streams settle together: the fabric stops when every stream is still
         pr = self.problem
         run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, pr.edge_a, pr.edge_b,
                   self.formats.vt_q, pr.driven, self.drive, pr.out_plus, pr.out_minus,
-                  self.target, self.constants, self.flags)
+                  self.target, self.constants, self.flags, still_ticks, True, used)
 
     def outputs_q(self):
         """Free outputs in voltage LSBs (``VF[p]`` or ``VF[p] - VF[m]``), int64
@@ -102,9 +103,7 @@ class SystemModel:
         n = min(len(cfg.task.x), self.max_examples)
         self.dataset[:n, :self.n_inputs] = fmt.volts_to_v(cfg.task.x)[:n]
         self.dataset[:n, self.n_inputs:] = fmt.volts_to_v(cfg.task.y)[:n]
-        sch = cfg.schedule
-        self.schedule = p.ScheduleParams(sch.settle_ticks, sch.learn_ticks, cfg.learning.epochs,
-                                         n, Order.CYCLIC, cfg.learning.seed)
+        self.schedule = p.ScheduleParams.from_config(cfg, n)
         self._reload_lfsr()
         self.outputs = np.zeros((self.max_examples, self.identity.n_output_values), np.int64)
         self.mode, self.epoch, self.example = Mode.IDLE, 0, 0
@@ -147,8 +146,6 @@ class SystemModel:
         if epochs == 0:
             return
         sch, tw = self.schedule, self.twin
-        settle = sch.settle_ticks if learn else sch.settle_ticks + sch.learn_ticks
-        lticks = sch.learn_ticks if learn else 0
         n_in = self.n_inputs
         for _ in range(epochs):
             err = [0] * len(self.seeds)
@@ -157,12 +154,12 @@ class SystemModel:
                 row = self.dataset[ex]
                 tw.drive[self.inputs] = row[:n_in]
                 tw.target[:] = row[n_in:]
-                if settle:
-                    tw.run(settle, 0, False)
+                # training observes after settling, evaluation after the whole example
+                tw.run(sch.settle_ticks, 0, False, still_ticks=sch.still_ticks)
+                if sch.settle_ticks and learn:
                     err = self._observe(ex, err)
-                    tw.run(lticks, 0, learn)
-                else:
-                    tw.run(lticks, 0, learn)
+                tw.run(sch.learn_ticks, 0, learn)
+                if not (sch.settle_ticks and learn):
                     err = self._observe(ex, err)
             self.error_sums = err
             self.epoch += 1

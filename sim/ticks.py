@@ -2,8 +2,9 @@
 
 A tick model holds, per seed, the node voltages of the free and the clamped network
 and the gates. :meth:`TickModel.run` advances them by whole ticks; the presentation
-schedule of ``[schedule]`` (settle ticks with learning off, then learning ticks) is
-built on it here. Subclasses supply the kernel and the number conversions.
+schedule of ``[schedule]`` (settle ticks with learning off, a fixed number or until the
+network is still, then learning ticks) is built on it here. Subclasses supply the kernel
+and the number conversions.
 """
 
 import numpy as np
@@ -31,7 +32,9 @@ class TickModel:
     flags : ndarray of int64 (seeds,)
         Sticky saturation flags: which values were clipped to their width (fixed point).
     ticks : int
-        Ticks run since construction.
+        Ticks run since construction (the most of any seed, per call).
+    example_ticks : list of ndarray (seeds,)
+        Ticks of every example presented (settle and learn), per seed.
     """
 
     name = ""
@@ -48,6 +51,7 @@ class TickModel:
         self.v_clamped = self.v_free.copy()
         self.flags = np.zeros(len(self.seeds), np.int64)
         self.ticks = 0
+        self.example_ticks = []
         self._drive = self.volts_to_state(p.drive)
         self._targets = self.volts_to_state(p.targets)
 
@@ -66,15 +70,27 @@ class TickModel:
     def gates_volts(self):
         raise NotImplementedError
 
-    def _kernel(self, n_ticks, example, learn):
+    def _kernel(self, n_ticks, example, learn, still_ticks, used):
+        """Run up to ``n_ticks`` ticks, or until still (``still_ticks > 0``); ``used``
+        (seeds,) receives the ticks each seed ran."""
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------
-    def run(self, n_ticks, example, learn):
-        """Advance every seed by ``n_ticks`` ticks with ``example`` applied."""
+    @property
+    def still_ticks(self):
+        """Consecutive still ticks that end a settle phase (0: ``settle = "fixed"``)."""
+        sch = self.cfg.schedule
+        return sch.still_ticks if sch.settle == "still" else 0
+
+    def run(self, n_ticks, example, learn, still_ticks=0):
+        """Advance every seed by ``n_ticks`` ticks with ``example`` applied; with
+        ``still_ticks = k > 0``, by at most ``n_ticks``, until k consecutive ticks moved
+        no node by more than ``still_lsb``. Returns the ticks run per seed (seeds,)."""
+        used = np.zeros(len(self.seeds), np.int64)
         if n_ticks > 0:
-            self._kernel(n_ticks, example, learn)
-            self.ticks += n_ticks
+            self._kernel(n_ticks, example, learn, still_ticks, used)
+            self.ticks += int(used.max())
+        return used
 
     def outputs(self):
         """Free-network outputs (seeds, outputs) in volts."""
@@ -89,22 +105,25 @@ class TickModel:
         the end of the example when there are no settle ticks (continuous learning).
         """
         sch = self.cfg.schedule
-        self.run(sch.settle_ticks, example, False)
+        used = self.run(sch.settle_ticks, example, False, still_ticks=self.still_ticks)
         observed = self.outputs() if sch.settle_ticks else None
-        self.run(sch.learn_ticks, example, learn)
+        used = used + self.run(sch.learn_ticks, example, learn)
+        self.example_ticks.append(used)
         return observed if observed is not None else self.outputs()
 
     def evaluate(self):
         """Free outputs (seeds, examples, outputs) of every example with learning off.
 
-        Each example runs ``settle_ticks + learn_ticks`` ticks; the node state is
-        restored afterwards, so evaluation leaves the training trajectory untouched.
+        Each example settles as in training, then runs its ``learn_ticks`` with learning
+        off; the node state is restored afterwards, so evaluation leaves the training
+        trajectory untouched.
         """
         saved = self.v_free.copy(), self.v_clamped.copy(), self.ticks, self.flags.copy()
-        ticks = self.cfg.schedule.settle_ticks + self.cfg.schedule.learn_ticks
+        sch = self.cfg.schedule
         outs = []
         for i in range(self.problem.n_examples):
-            self.run(ticks, i, False)
+            self.run(sch.settle_ticks, i, False, still_ticks=self.still_ticks)
+            self.run(sch.learn_ticks, i, False)
             outs.append(self.outputs())
         self.v_free, self.v_clamped, self.ticks, self.flags = saved
         return np.stack(outs, 1)

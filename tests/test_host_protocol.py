@@ -167,7 +167,7 @@ def test_payload_layouts_and_range_checks():
 def test_identity_and_status_with_streams(streams):
     ident = identity(streams)
     payload = ident.pack()
-    assert len(payload) == 26 and payload[-1] == streams and payload[0] == 2
+    assert len(payload) == 26 and payload[-1] == streams and payload[0] == p.PROTOCOL_VERSION == 3
     assert p.Identity.unpack(payload) == ident and ident.streams == streams
     assert (ident.n_edges, ident.n_gates) == (32, 32 * streams)
     assert (ident.n_outputs, ident.n_output_values) == (1, streams)
