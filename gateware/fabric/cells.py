@@ -3,7 +3,7 @@ and the combinational edge and node cells built from them."""
 
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, Value, signed
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -112,14 +112,87 @@ def overdrive(m, f, g, vt, name="ov"):
     return ov
 
 
-def edge_operands(m, f, ov, va, vb, tag):
-    """The factors of an edge term: ``(u_b - u_a, u_b + u_a, va - vb)`` (signals)."""
+def edge_ends(m, f, ov, va, vb, tag):
+    """``(u_a, u_b) = (relu(ov - va), relu(ov - vb))`` of one transistor (signals)."""
     u_shape = signed(max(len(ov), f.v_bits) + 1)
     ua, ub = Signal(u_shape, name=f"ua_{tag}"), Signal(u_shape, name=f"ub_{tag}")
     da, db = wire(m, ov - va, f"da_{tag}"), wire(m, ov - vb, f"db_{tag}")
     m.d.comb += [ua.eq(Mux(da < 0, 0, da)), ub.eq(Mux(db < 0, 0, db))]
+    return ua, ub
+
+
+def operands_from_ends(m, ua, ub, va, vb, tag):
+    """The factors of an edge term from its ends: ``(u_b - u_a, u_b + u_a, va - vb)``."""
     return (wire(m, ub - ua, f"udiff_{tag}"), wire(m, ub + ua, f"usum_{tag}"),
             wire(m, va - vb, f"vdiff_{tag}"))
+
+
+def edge_operands(m, f, ov, va, vb, tag):
+    """The factors of an edge term: ``(u_b - u_a, u_b + u_a, va - vb)`` (signals)."""
+    return operands_from_ends(m, *edge_ends(m, f, ov, va, vb, tag), va, vb, tag)
+
+
+def end_conductance(f, u):
+    """Conductance an edge gives one of its ends, ``2 u + leak_q`` (an expression of
+    :func:`end_conductance_bits` unsigned bits; ``u >= 0``)."""
+    return (u.as_unsigned() << 1) + f.leak_q
+
+
+def end_conductance_bits(f, ov_bits):
+    """Unsigned bits of :func:`end_conductance` for an overdrive of ``ov_bits``."""
+    u_max = (1 << max(ov_bits, f.v_bits)) - 1
+    return (2 * u_max + f.leak_q).bit_length()
+
+
+def conductance_shift(m, f, cond, tag):
+    """``s``, the smallest shift with ``2**s >= cond`` (0 for ``cond <= 1``): the bit
+    length of ``cond - 1``, a priority encoder (a signal)."""
+    below = wire(m, Mux(cond == 0, 0, cond - 1), f"cm1_{tag}", unsigned_of(cond))
+    s = Signal(range(len(below) + 1), name=f"shift_{tag}")
+    value = 0
+    for i in range(len(below)):
+        value = Mux(below[i], i + 1, value)
+    m.d.comb += s.eq(value)
+    return s
+
+
+def unsigned_of(value):
+    """Unsigned shape as wide as ``value``."""
+    return unsigned(len(Value.cast(value)))
+
+
+def jacobi_delta(m, f, acc, cond, tag):
+    """Step of a settling node under ``relax = jacobi``: ``round_shift(acc, s)`` with
+    ``2**s`` at or above the conductance ``cond``, kept within ``+-(box_hi - box_lo)``.
+
+    Returns
+    -------
+    (dv, flags) : (Signal, Value)
+        ``flags`` has the acc bit of the saturation flags (the box raises none).
+    """
+    a, clipped = saturate(m, acc, f.acc_bits, f"acc_{tag}")
+    s = conductance_shift(m, f, cond, tag)
+    half = (Value.cast(1) << s) >> 1
+    shifted = wire(m, (a + half) >> s, f"jshift_{tag}", signed(f.acc_bits + 1))
+    span = f.box_hi_q - f.box_lo_q
+    dv = Signal(signed(span.bit_length() + 1), name=f"dv_{tag}")
+    m.d.comb += dv.eq(Mux(shifted > span, span, Mux(shifted < -span, -span, shifted)))
+    return dv, sat_bits(acc=clipped)
+
+
+def jacobi_apply(m, f, v, dv, tag):
+    """``v + dv`` kept within the box ``[box_lo, box_hi]``, and its (empty) flags."""
+    total = wire(m, v + dv, f"vsum_{tag}")
+    vn = Signal(signed(f.v_bits), name=f"v_{tag}")
+    m.d.comb += vn.eq(Mux(total > f.box_hi_q, f.box_hi_q,
+                          Mux(total < f.box_lo_q, f.box_lo_q, total)))
+    return vn, sat_bits()
+
+
+def node_moved(m, f, old, new, tag):
+    """1 when a node moved by more than ``still_lsb`` in a tick (``|new - old|``)."""
+    d = wire(m, new - old, f"move_{tag}")
+    return wire(m, (d > f.still_lsb) | (d < -f.still_lsb), f"moved_{tag}", 1)
 
 
 def bounded_usum_bits(f):
@@ -270,16 +343,21 @@ def node_apply(m, f, v, dv, tag):
     return vn, sat_bits(v=s3)
 
 
-def node_step(m, f, v, acc, tag):
-    """New voltage of a settling node, ``v + kappa * acc`` rounded and saturated.
+def node_step(m, f, v, acc, tag, cond=None):
+    """New voltage of a settling node: ``v + kappa * acc`` rounded and saturated
+    (``euler``), or the ``jacobi`` step from its conductance ``cond`` (required then).
 
     Returns
     -------
     (v_next, flags) : (Signal, Value)
         ``flags`` has the acc, dv and v bits of the saturation flags.
     """
-    dv, flags_dv = node_delta(m, f, acc, tag)
-    vn, flags_v = node_apply(m, f, v, dv, tag)
+    if f.relax == "jacobi":
+        dv, flags_dv = jacobi_delta(m, f, acc, cond, tag)
+        vn, flags_v = jacobi_apply(m, f, v, dv, tag)
+    else:
+        dv, flags_dv = node_delta(m, f, acc, tag)
+        vn, flags_v = node_apply(m, f, v, dv, tag)
     return vn, flags_dv | flags_v
 
 

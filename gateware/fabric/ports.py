@@ -1,7 +1,7 @@
 """The fabric's seams: the signatures every fabric exposes, and its saturation flags.
 
 - :class:`ControlSignature`: run, learn, clear, the sample writes, and what a tick gives
-  back (``tick_done``, the free ``outputs``, ``busy``); the controller drives it.
+  back (``tick_done``, ``moved``, the free ``outputs``, ``busy``); the controller drives it.
 - :class:`GatePortSignature`: gate writes and a registered gate read; the command
   handler drives it.
 - :class:`StatusSignature`: tick count and sticky saturation flags, cleared on request.
@@ -43,6 +43,10 @@ TICKS_BITS = 32
 class ControlSignature(wiring.Signature):
     """Run, learn, clear and sample writes to a fabric; tick results back.
 
+    ``moved`` is valid with ``tick_done``: 1 when the tick that just committed moved some
+    node of either network (of any stream) by more than ``still_lsb`` LSBs
+    (``docs/semantics.md``, "Moving and still").
+
     Parameters
     ----------
     n_samples : int
@@ -63,6 +67,7 @@ class ControlSignature(wiring.Signature):
             "sample_addr": Out(range(max(n_samples, 2))),
             "sample_data": Out(signed(v_bits)),
             "tick_done": In(1),
+            "moved": In(1),
             "outputs": In(data.ArrayLayout(signed(v_bits + 1), n_outputs)),
             "busy": In(1),
         })
