@@ -37,6 +37,10 @@ def _seed_report(history, i, target):
         "gates_final": history.gates_final[i].tolist(),
         "mse_per_epoch": history.mse_curve[i].tolist(),
         "saturated": bool(history.saturated[i]),
+        "ticks_per_example": (None if history.ticks_per_example is None
+                              else float(history.ticks_per_example[i])),
+        "ticks_per_example_max": (None if history.ticks_per_example_max is None
+                                  else int(history.ticks_per_example_max[i])),
     }
 
 
@@ -81,6 +85,9 @@ def cmd_train(args):
             sat = "  (saturated)" if r["saturated"] else ""
             print(f"{r['seed']:>6} {r['mse_initial']:>12.3e} {r['mse_final']:>12.3e}  {mark}{sat}")
         print(f"{reached} of {len(seeds)} seed(s) reached the error target")
+        if history.example_ticks is not None:
+            print(f"ticks per example: mean {history.example_ticks.mean():.1f}, "
+                  f"max {history.example_ticks.max()}")
         if len(seeds) == 1:
             outs = np.array(reports[0]["outputs_final"])
             for i, (o, y) in enumerate(zip(outs, cfg.task.y, strict=True)):

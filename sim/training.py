@@ -48,6 +48,9 @@ class History:
         Wall time of the training loop (evaluations included).
     saturated : ndarray of bool (seeds,)
         A fixed-point value was clipped to its width at least once.
+    example_ticks : ndarray of int (seeds, epochs * examples) or None
+        Ticks (settle and learn) of every training presentation, per seed; None for the
+        quasi-static model, which has no ticks.
     """
     model: str
     seeds: list
@@ -59,6 +62,17 @@ class History:
     targets: np.ndarray
     seconds: float
     saturated: np.ndarray
+    example_ticks: np.ndarray = None
+
+    @property
+    def ticks_per_example(self):
+        """Mean ticks per training example, per seed (None without ticks)."""
+        return None if self.example_ticks is None else self.example_ticks.mean(axis=1)
+
+    @property
+    def ticks_per_example_max(self):
+        """Most ticks any training example took, per seed (None without ticks)."""
+        return None if self.example_ticks is None else self.example_ticks.max(axis=1)
 
     @property
     def epochs(self):
@@ -93,6 +107,7 @@ def train(model, epochs, progress=None):
     n_examples = model.problem.n_examples
     gates_initial = model.gates_volts()
     outputs_initial = model.evaluate()
+    presented = len(getattr(model, "example_ticks", ()))
     observed = np.empty((len(model.seeds), epochs, n_examples, targets.shape[1]))
     for epoch in range(epochs):
         for i in range(n_examples):
@@ -101,9 +116,11 @@ def train(model, epochs, progress=None):
             progress(1)
     outputs_final = model.evaluate()
     flags = getattr(model, "flags", np.zeros(len(model.seeds), np.int64))
+    ticks = getattr(model, "example_ticks", None)
+    ticks = None if ticks is None or epochs == 0 else np.stack(ticks[presented:], axis=1)
     return History(model.name, list(model.seeds), observed, outputs_initial, outputs_final,
                    gates_initial, model.gates_volts(), targets, time.perf_counter() - start,
-                   flags != 0)
+                   flags != 0, ticks)
 
 
 def mode_basis(x, n_modes=3):
