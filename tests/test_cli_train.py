@@ -35,6 +35,27 @@ def test_json_report_single_seed(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
 
 
+def test_json_reports_ticks_per_example(tmp_path):
+    """Euler with a fixed settle runs settle + learn ticks per example; jacobi until still
+    far fewer, at least still_ticks + learn; the quasi-static model has no ticks."""
+    base = config.resolve("paper-xor").read_text()
+    reports = {}
+    for relax, settle in (("euler", "fixed"), ("jacobi", "still")):
+        path = tmp_path / f"{relax}.toml"
+        path.write_text(base.replace("kappa = 0.05", f'kappa = 0.05\nrelax = "{relax}"\n'
+                                     f'settle = "{settle}"'))
+        r = run_clln("train", str(path), "--model", "fixed", "--epochs", "20", "--json")
+        assert r.returncode == 0, r.stderr
+        reports[relax] = json.loads(r.stdout)
+    assert reports["euler"]["ticks_per_example"] == 3001
+    assert reports["euler"]["ticks_per_example_max"] == 3001
+    fast = reports["jacobi"]
+    assert 4 + 1 <= fast["ticks_per_example"] < 300, fast["ticks_per_example"]
+    assert fast["ticks_per_example"] <= fast["ticks_per_example_max"] <= 3001
+    r = run_clln("train", "paper-xor", "--epochs", "2", "--json")
+    assert json.loads(r.stdout)["ticks_per_example"] is None
+
+
 def test_several_seeds_text_report(tmp_path):
     r = run_clln("train", "paper-regression", "--model", "fixed", "--epochs", "5",
                  "--seeds", "0-2", cwd=tmp_path)

@@ -52,6 +52,11 @@ def _expect(data, key, fragment):
     ("task", "dataset", "nope.csv", "task.dataset", "neither a built-in"),
     ("io", "rails", [[5, 0.11], [7, 0.9]], "io.rails", "outside the node range"),
     ("schedule", "kappa", 0.2, "schedule.kappa", "unstable"),
+    ("schedule", "relax", "gauss-seidel", "schedule.relax", "one of 'euler', 'jacobi'"),
+    ("schedule", "settle", 3, "schedule.settle", "one of 'fixed', 'still'"),
+    ("schedule", "still_ticks", 0, "schedule.still_ticks", ">= 1"),
+    ("schedule", "still_ticks", 256, "schedule.still_ticks", "<= 255"),
+    ("schedule", "still_lsb", -1, "schedule.still_lsb", ">= 0"),
     ("fixed", "g_frac", 8, "fixed.g_frac", ">= fixed.v_frac"),
     ("device", "k", -1.0, "device.k", "> 0.0"),
     ("fabric", "serial", 1, "fabric.serial", "true or false"),
@@ -70,6 +75,13 @@ def test_bad_values_are_named(xor_dict, section, key, value, where, fragment):
         assert info.value.key == where and fragment in info.value.why
         return
     _expect(xor_dict, where, fragment)
+
+
+def test_jacobi_needs_no_stable_kappa(xor_dict):
+    """A kappa that the euler step refuses is no concern of the jacobi step."""
+    from clln.sim.dynamic import DynamicModel
+    xor_dict["schedule"].update(kappa=0.2, relax="jacobi")
+    assert DynamicModel(config.parse(xor_dict, "net.toml"), [0]).cfg.schedule.relax == "jacobi"
 
 
 def test_serial_fabric_key(xor_dict):
