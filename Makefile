@@ -36,7 +36,11 @@ lint: setup
 	$(VENV)/bin/ruff check
 
 bench: setup
+	@command -v ngspice >/dev/null 2>&1 || { \
+	    echo "installing ngspice (apt)"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ngspice; }
 	$(PY) bench/golden_models.py
+	$(PY) bench/settling.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

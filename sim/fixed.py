@@ -162,6 +162,16 @@ def moved(old, new, lsb):
 
 
 @njit(cache=True)
+def seeds_moved(vf_old, vc_old, vf_new, vc_new, lsb):
+    """Whether a tick moved each seed (rows: seeds): some node of the free or the clamped
+    network changed by more than ``lsb`` (:func:`moved`, the rule of :func:`run_ticks`)."""
+    out = np.zeros(vf_old.shape[0], np.bool_)
+    for s in range(vf_old.shape[0]):
+        out[s] = moved(vf_old[s], vf_new[s], lsb) or moved(vc_old[s], vc_new[s], lsb)
+    return out
+
+
+@njit(cache=True)
 def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_plus,
               out_minus, target, c, flags, still_ticks, joint, used):
     """Run up to ``n_ticks`` ticks on every seed (rows of ``vf, vc, g``) in place.
@@ -206,11 +216,16 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_
 
 
 class FixedPointModel(TickModel):
-    """Fixed-point coupled learning for a batch of seeds; state is int64 in LSBs."""
+    """Fixed-point coupled learning for a batch of seeds; state is int64 in LSBs.
+
+    With ``joint``, the seeds settle together as the streams of one pipelined fabric do
+    (a settle phase ends when every seed is still); otherwise each on its own.
+    """
 
     name = "fixed"
 
-    def __init__(self, cfg, seeds):
+    def __init__(self, cfg, seeds, joint=False):
+        self.joint = joint
         self.formats = Formats.from_config(cfg)
         self.constants = tick_constants(self.formats)
         super().__init__(cfg, seeds)
@@ -235,4 +250,5 @@ class FixedPointModel(TickModel):
         p = self.problem
         run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
                   self.formats.vt_q, p.driven, self._drive[example], p.out_plus, p.out_minus,
-                  self._targets[example], self.constants, self.flags, still_ticks, False, used)
+                  self._targets[example], self.constants, self.flags, still_ticks, self.joint,
+                  used)
