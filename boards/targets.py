@@ -380,6 +380,27 @@ ECP5_CLASSIC_ABC = dict(
                        "synth_ecp5 -top top -run map_cells:")
 
 
+def _synth_options(t, board, classic_abc):
+    """Yosys options of a build: the target's, plus the classic ABC flow if asked."""
+    if not classic_abc:
+        return {"synth_opts": t.synth_opts}
+    if t.family != "ecp5":
+        raise BuildError(f"{board}: the classic ABC flow is for ECP5 only")
+    return {"synth_opts": f"{t.synth_opts} {ECP5_CLASSIC_ABC['synth_opts']}".strip(),
+            "script_after_synth": ECP5_CLASSIC_ABC["script_after_synth"]}
+
+
+def _nextpnr_options(t, name, router, placer, pnr_seed, pnr_clk):
+    """nextpnr options of a build (its report, router, placer, seed, clock)."""
+    opts = f"--report {name}.report.json --timing-allow-fail"
+    opts += f" --router {router}" if router else ""
+    opts += f" --placer {placer}" if placer else ""
+    opts += f" --seed {pnr_seed}" if pnr_seed is not None else ""
+    # Amaranth writes no clock constraint for Gowin
+    opts += f" --freq {pnr_clk}" if t.family == "gowin" else ""
+    return opts
+
+
 def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
           classic_abc=False, router=None, placer=None, pnr_clock_mhz=None, pnr_seed=None):
     """Build a bitstream of a design for a board with the YoWASP tools.
@@ -431,25 +452,15 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
     build_dir = Path(build_dir)
     report_file = build_dir / f"{name}.report.json"
     report_file.unlink(missing_ok=True)
-    synth = {"synth_opts": t.synth_opts}
-    if classic_abc:
-        if t.family != "ecp5":
-            raise BuildError(f"{board}: the classic ABC flow is for ECP5 only")
-        synth = {"synth_opts": f"{t.synth_opts} {ECP5_CLASSIC_ABC['synth_opts']}".strip(),
-                 "script_after_synth": ECP5_CLASSIC_ABC["script_after_synth"]}
+    synth = _synth_options(t, board, classic_abc)
     log = build_dir / f"{name}.tim"
     log.unlink(missing_ok=True)
     start = time.monotonic()
     with _tool_environment():
         plan = platform.build(_Top(t, design, clk, pnr_clk), name=name, do_build=False,
                               do_program=False, script_after_read=KEEP_REGISTERS, **synth,
-                           nextpnr_opts=f"--report {name}.report.json --timing-allow-fail"
-                                        + (f" --router {router}" if router else "")
-                                        + (f" --placer {placer}" if placer else "")
-                                        + (f" --seed {pnr_seed}" if pnr_seed is not None
-                                           else "")
-                                        # Amaranth writes no clock constraint for Gowin
-                                        + (f" --freq {pnr_clk}" if t.family == "gowin" else ""))
+                              nextpnr_opts=_nextpnr_options(t, name, router, placer, pnr_seed,
+                                                            pnr_clk))
         plan.extract(str(build_dir))
         run_build_script(build_dir, plan.script, log, board)
     seconds = time.monotonic() - start
