@@ -120,7 +120,7 @@ def test_link_demo_in_simulation():
     good = p.encode_request(7, Command.IDENTIFY)
     requests = [good, p.encode_request(8, Command.START), p.encode_request(9, 0x7E),
                 p.encode_request(10, Command.IDENTIFY, b"\x01"),
-                p.encode_request(11, Command.IDENTIFY, version=3),
+                p.encode_request(11, Command.IDENTIFY, version=p.PROTOCOL_VERSION + 1),
                 good[:3] + bytes([good[3] ^ 4]) + good[4:], good[:-3] + b"\x00",
                 b"\x02\x01\x00", p.encode_request(12, Command.IDENTIFY)]
     line = [1] * 20
