@@ -46,7 +46,9 @@ def manifest(cfg, fabric):
     formats = {}
     for fld in fields(Formats):
         value = getattr(fmt, fld.name)
-        formats[fld.name] = value.tolist() if hasattr(value, "tolist") else int(value)
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        formats[fld.name] = value if isinstance(value, (str, list)) else int(value)
     formats.update(node_shift=fmt.node_shift, learn_shift=fmt.learn_shift,
                    gate_shift=fmt.gate_shift)
     info = {

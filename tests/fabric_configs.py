@@ -6,11 +6,12 @@ from conftest import builtin_dict
 from clln import config as config_mod
 
 
-def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None):
+def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None, relax="euler",
+                        still_lsb=1):
     """A random connected 9-node graph, one single-ended and one differential output.
 
     ``extra_edges`` are added as given (e.g. an edge between two driven nodes); ``fixed``
-    is an optional ``[fixed]`` table.
+    is an optional ``[fixed]`` table; ``relax`` and ``still_lsb`` go to ``[schedule]``.
     """
     rng = np.random.default_rng(seed)
     n = 9
@@ -31,11 +32,26 @@ def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None):
         "learning": {"eta": 0.5, "alpha": 20.0, "gate_init": [1.0, 2.5], "gate_min": 0.7,
                      "gate_max": 4.0, "epochs": 1, "seed": 1},
         "task": {"dataset": "data.csv"},
-        "schedule": {"settle_ticks": 30, "learn_ticks": 10, "kappa": 0.02},
+        "schedule": {"settle_ticks": 30, "learn_ticks": 10, "kappa": 0.02, "relax": relax,
+                     "still_lsb": still_lsb},
     }
     if fixed:
         data["fixed"] = dict(fixed)
     return config_mod.parse(data, "<random>", tmp_path)
+
+
+def jacobi_xor_config(still_lsb=1):
+    """paper-xor with ``[schedule] relax = "jacobi"`` (the shift-Jacobi node step) and
+    ``still_lsb``."""
+    data = builtin_dict("paper-xor")
+    data["schedule"].update(relax="jacobi", still_lsb=still_lsb)
+    return config_mod.parse(data, "<jacobi-xor>")
+
+
+def jacobi_random_config(tmp_path, still_lsb=1):
+    """:func:`random_graph_config` (a single-ended and a differential output) with
+    ``[schedule] relax = "jacobi"`` and ``still_lsb``."""
+    return random_graph_config(tmp_path, relax="jacobi", still_lsb=still_lsb)
 
 
 def narrow_config():

@@ -4,9 +4,11 @@ import json
 
 import pytest
 from conftest import builtin_dict
+from fabric_configs import jacobi_xor_config
 
 from clln import config as config_mod
 from clln.errors import ConfigError
+from clln.formats import Formats
 from clln.gateware.export import generate, top_name
 
 
@@ -33,6 +35,24 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
         pytest.approx(cfg.schedule.kappa, rel=0.05)
     assert info["formats"]["leak_q"] == 512
     assert info["driven_nodes"] == [15, 13, 5, 7]
+    assert info["ports"]["control__tick_done"] == {"dir": "out", "width": 1,
+                                                   "member": "control.tick_done"}
+    assert info["ports"]["control__moved"] == {"dir": "out", "width": 1,
+                                               "member": "control.moved"}
+    assert (info["formats"]["relax"], info["formats"]["still_lsb"]) == ("euler", 1)
+    assert "control__moved" in text
+
+
+def test_generate_jacobi_manifest(tmp_path):
+    """A jacobi fabric's manifest has its node step, box and stillness threshold."""
+    cfg = jacobi_xor_config(still_lsb=16)
+    info = generate(cfg, tmp_path)["info"]
+    fmt = Formats.from_config(cfg)
+    formats = info["formats"]
+    assert (formats["relax"], formats["still_lsb"]) == ("jacobi", 16)
+    assert (formats["box_lo_q"], formats["box_hi_q"]) == (fmt.box_lo_q, fmt.box_hi_q)
+    assert formats["box_lo_q"] < 0 < formats["box_hi_q"]
+    assert info["ports"]["control__moved"]["dir"] == "out"
 
 
 def test_generate_streams_manifest(tmp_path):

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module, Signal, signed, unsigned
 from amaranth.sim import DomainReset, Simulator
-from fabric_configs import driven_pair_config, narrow_config, saturating_config
+from fabric_configs import (
+    driven_pair_config,
+    jacobi_random_config,
+    jacobi_xor_config,
+    narrow_config,
+    saturating_config,
+)
 
 from clln import config as config_mod
 from clln.formats import Formats
@@ -15,7 +21,8 @@ from clln.gateware import fabric as fabric_mod
 from clln.gateware.fabric import make_fabric
 from clln.gateware.fabric.cells import product_operand_bits
 from clln.gateware.fabric.serial import serial_schedule
-from clln.sim.fixed import FixedPointModel
+from clln.sim.fixed import FixedPointModel, seeds_moved
+from clln.sim.problem import Problem
 
 
 async def read_state(ctx, dut):
@@ -36,58 +43,86 @@ async def read_state(ctx, dut):
     return vf, vc, g
 
 
+class ModelSide:
+    """The fixed-point model of :func:`amaranth_run`: its state rows and, per tick, whether
+    the tick moved (any seed, either network: :func:`clln.sim.fixed.seeds_moved`)."""
+
+    def __init__(self, cfg, seeds):
+        self.model = FixedPointModel(cfg, seeds=seeds)
+        self.problem = Problem.from_config(cfg)
+        self.rows, self.moved = [], []
+
+    def tick(self, ex, learn):
+        model = self.model
+        before = model.v_free.copy(), model.v_clamped.copy()
+        model.run(1, ex, learn)
+        self.moved.append(bool(seeds_moved(*before, model.v_free, model.v_clamped,
+                                           model.constants.still_lsb).any()))
+
+    def record(self, ticks):
+        model, p = self.model, self.problem
+        vf = model.v_free
+        outputs = vf[:, p.out_plus] - np.where(p.out_minus >= 0, vf[:, p.out_minus], 0)
+        self.rows.append(np.concatenate([vf.ravel(), model.v_clamped.ravel(),
+                                         model.gates.ravel(), outputs.ravel(),
+                                         [np.bitwise_or.reduce(model.flags), ticks]]))
+
+
 def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
-    """Run the fabric in amaranth.sim; return (dut states, model states, dut).
+    """Run the fabric in amaranth.sim; return (dut states, model states, dut, moves).
 
     A state row is ``v_free, v_clamped, gates, outputs`` (every stream's, stream after
     stream), the sticky saturation flags (of all streams) and the tick counter, after
     every tick; then, after ``free`` more ticks run back to back with ``run`` held high
     (``learn`` switching between them, and the opposite of
-    its value on all but a tick's first cycle), a last row.
+    its value on all but a tick's first cycle), a last row. ``moves`` (ticks + free, 2)
+    has, for every tick (or round of ticks of the streams), ``control.moved`` in the
+    cycle of ``tick_done`` and the model's moved.
     """
     dut = make_fabric(cfg, mult_bits=mult_bits)
-    model = FixedPointModel(cfg, seeds=getattr(dut, "seeds", [cfg.learning.seed]))
-    fmt = model.formats
-    from clln.sim.problem import Problem
-    p = Problem.from_config(cfg)
+    ms = ModelSide(cfg, getattr(dut, "seeds", [cfg.learning.seed]))
+    fmt, p = ms.model.formats, ms.problem
     drive = fmt.volts_to_v(p.drive)[:, cfg.driven_nodes()]
     targets = fmt.volts_to_v(p.targets)
-    got, exp = [], []
+    got, got_moved = [], []
+
+    async def cycle(ctx):
+        """One clock cycle; records ``moved`` when a tick commits in it."""
+        if ctx.get(dut.control.tick_done):
+            got_moved.append(ctx.get(dut.control.moved))
+        await ctx.tick()
 
     async def write_sample(ctx, ex):
         ctx.set(dut.control.sample_we, 1)
         for addr, v in enumerate(list(drive[ex]) + list(targets[ex])):
             ctx.set(dut.control.sample_addr, addr)
             ctx.set(dut.control.sample_data, int(v))
-            await ctx.tick()
+            await cycle(ctx)
         ctx.set(dut.control.sample_we, 0)
-
-    plus, minus = p.out_plus, p.out_minus
 
     async def record(ctx, ticks):
         got.append(np.concatenate([*(await read_state(ctx, dut)), ctx.get(dut.control.outputs),
                                    [ctx.get(dut.status.sat_flags.as_value()),
                                     ctx.get(dut.status.ticks)]]))
-        vf = model.v_free
-        outputs = vf[:, plus] - np.where(minus >= 0, vf[:, minus], 0)
-        exp.append(np.concatenate([vf.ravel(), model.v_clamped.ravel(),
-                                   model.gates.ravel(), outputs.ravel(),
-                                   [np.bitwise_or.reduce(model.flags), ticks]]))
+        ms.record(ticks)
+
+    async def drain(ctx):
+        while ctx.get(dut.control.busy):      # serial: clearing; streams: ticks in flight
+            await cycle(ctx)
 
     async def bench(ctx):
-        while ctx.get(dut.control.busy):     # serial: clearing its RAM
-            await ctx.tick()
+        await drain(ctx)
         for t in range(ticks):
             ex, learn = (t // switch) % p.n_examples, (t // 3) % 2 == 1
             if t % switch == 0:
                 await write_sample(ctx, ex)
             ctx.set(dut.control.run, 1)
             ctx.set(dut.control.learn, learn)
-            await ctx.tick().repeat(dut.cycles_per_tick)
+            for _ in range(dut.cycles_per_tick):
+                await cycle(ctx)
             ctx.set(dut.control.run, 0)
-            while ctx.get(dut.control.busy):      # ticks still in the pipeline
-                await ctx.tick()
-            model.run(1, ex, learn)
+            await drain(ctx)
+            ms.tick(ex, learn)
             await record(ctx, t + 1)
         if free:
             ex = (ticks // switch + 1) % p.n_examples
@@ -97,19 +132,18 @@ def amaranth_run(cfg, ticks, switch=7, mult_bits=None, free=6):
                 learn = r % 3 != 0
                 for c in range(dut.cycles_per_tick):
                     ctx.set(dut.control.learn, learn if c == 0 else not learn)
-                    await ctx.tick()
-                model.run(1, ex, learn)
+                    await cycle(ctx)
+                ms.tick(ex, learn)
             ctx.set(dut.control.run, 0)
-            while ctx.get(dut.control.busy):
-                await ctx.tick()
+            await drain(ctx)
             await record(ctx, ticks + free)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return np.array(got), np.array(exp), dut
-
+    assert len(got_moved) == len(ms.moved), "one tick_done per tick (round of ticks)"
+    return np.array(got), np.array(ms.rows), dut, np.array([got_moved, ms.moved], int).T
 
 
 @pytest.mark.parametrize("units", [0, 1, 5, 31, "serial", "streams:2", "streams:5", "streams:8"])
@@ -117,7 +151,7 @@ def test_amaranth_fabric_matches_model(units):
     cfg = config_mod.refold(config_mod.load("paper-xor"), units)
     streams = int(units.split(":")[1]) if str(units).startswith("streams") else 1
     ticks = 30 if units else 60
-    got, exp, dut = amaranth_run(cfg, ticks)
+    got, exp, dut, moves = amaranth_run(cfg, ticks)
     # serial: 12 settling nodes x 2 networks x 4 edges, the 16 edges at the 4 driven
     # nodes are seen from one end only, plus three cycles to drain the pipeline and a commit
     if units == "serial":
@@ -130,11 +164,36 @@ def test_amaranth_fabric_matches_model(units):
     N, E = 16, 32
     assert got.shape == exp.shape and got.shape[1] == streams * (2 * N + E + 1) + 2
     np.testing.assert_array_equal(got, exp)
+    np.testing.assert_array_equal(moves[:, 0], moves[:, 1])
     assert got[-2, -1] == ticks and got[-1, -1] == ticks + 6
     gates = slice(2 * streams * N, streams * (2 * N + E))
     assert np.any(got[-1, gates] != got[0, gates])        # gates learned something
     g0 = got[0, gates].reshape(streams, E)
     assert len({tuple(g) for g in g0}) == streams          # every stream has its own seed
+
+
+#: Fabric kinds of the jacobi checks: parallel, one unit, folded, serial, pipelined.
+JACOBI_FOLDS = [0, 1, 5, "serial", "streams:3"]
+
+
+@pytest.mark.parametrize("fold", JACOBI_FOLDS)
+@pytest.mark.parametrize("name", ["paper-xor", "random-graph"])
+def test_amaranth_jacobi_matches_model(name, fold, tmp_path):
+    """``relax = "jacobi"``: every fabric gives the model's bits tick for tick, and
+    ``control.moved`` is the model's moved at every tick. With ``still_lsb = 128`` and
+    16 ticks per example both values occur (the nodes settle to within 128 LSBs a tick
+    about 12 ticks into an example)."""
+    base = (jacobi_xor_config(still_lsb=128) if name == "paper-xor"
+            else jacobi_random_config(tmp_path, still_lsb=128))
+    cfg = config_mod.refold(base, fold)
+    assert Formats.from_config(cfg).relax == "jacobi"
+    got, exp, dut, moves = amaranth_run(cfg, 40 if fold in (0, 5) else 24, switch=16)
+    np.testing.assert_array_equal(got, exp)
+    np.testing.assert_array_equal(moves[:, 0], moves[:, 1])
+    assert set(moves[:, 1]) == {0, 1}                  # still ticks and moving ones
+    assert got[-1, -1] == len(moves)
+    gates = slice(2 * dut.streams * dut.n_nodes, dut.streams * (2 * dut.n_nodes + dut.n_edges))
+    assert np.any(got[-1, gates] != got[0, gates])        # gates learned something
 
 
 @pytest.mark.parametrize("name, fold, mult_bits", [
@@ -147,9 +206,10 @@ def test_amaranth_split_products_match_model(name, fold, mult_bits):
                             fold)
     bits = product_operand_bits(Formats.from_config(cfg))
     assert max(bits["term"]) > mult_bits               # the edge terms are split
-    got, exp, dut = amaranth_run(cfg, 24, mult_bits=mult_bits)
+    got, exp, dut, moves = amaranth_run(cfg, 24, mult_bits=mult_bits)
     assert dut.mult_bits == mult_bits
     np.testing.assert_array_equal(got, exp)
+    np.testing.assert_array_equal(moves[:, 0], moves[:, 1])
     assert np.any(got[-1] != got[0])
     # two edge terms and a gate step per edge unit, each one multiplier block
     for mb in (mult_bits, None):
@@ -163,8 +223,9 @@ def test_amaranth_streams_saturation_flags_match_model():
     seven cuts, the flags after each tick are the model's (ORed over the streams)."""
     from clln.gateware.fabric.ports import SAT_MASK
     cfg = config_mod.refold(saturating_config(), "streams:8")
-    got, exp, dut = amaranth_run(cfg, 24, mult_bits=18)
+    got, exp, dut, moves = amaranth_run(cfg, 24, mult_bits=18)
     np.testing.assert_array_equal(got, exp)
+    np.testing.assert_array_equal(moves[:, 0], moves[:, 1])
     flags = [int(x) for x in got[:, -2]]
     assert flags[0] == 0 and flags[1] == SAT_MASK["term"] | SAT_MASK["dv"]
     assert flags[-1] == SAT_MASK["term"] | SAT_MASK["acc"] | SAT_MASK["dv"] | SAT_MASK["dg"]

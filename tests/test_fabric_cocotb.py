@@ -5,7 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from fabric_configs import driven_pair_config, narrow_config, random_graph_config
+from fabric_configs import (
+    driven_pair_config,
+    jacobi_random_config,
+    jacobi_xor_config,
+    narrow_config,
+    random_graph_config,
+)
 
 from clln import config as config_mod
 from clln.flows import verify
@@ -20,13 +26,19 @@ def test_unpack_signed_vectors():
 
 
 def check(res, sim, ticks, n_values):
-    """A clean result; ``n_values``: node voltages, gates and outputs of every stream."""
+    """A clean result; ``n_values``: node voltages, gates and outputs of every stream.
+
+    The rows of state (before tick 0, after every tick and after the free-running part)
+    have ``n_values`` plus the tick counter and the flags; ``moved`` is compared at every
+    tick of both parts."""
     assert res["sim"] == sim
     assert res["ticks"] == ticks
     assert res["free_rounds"] == 20                    # a last row after free running
-    assert res["compared"] == (ticks + 2) * (n_values + 2)
-    assert res["mismatches"] == 0, res["first_mismatch"]
+    assert res["reported_ticks"] == ticks + 20         # a tick_done per tick (round)
+    assert res["compared"] == (ticks + 2) * (n_values + 2) + ticks + 20
+    assert res["mismatches"] == 0, (res["first_mismatch"], res["by_signal"])
     assert res["first_mismatch"] is None
+    assert res["moved_ticks"] + res["quiet_ticks"] == ticks + 20
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +124,59 @@ def test_cocotb_detects_broken_model(tmp_path):
     assert first["signal"].startswith("gates[")
     assert first["expected"] != first["got"]
     assert 1 <= first["tick"] <= 120
+
+
+#: ``still_lsb`` of the jacobi benches: the stimulus then has ticks that move and still
+#: ones (with the default 1 LSB paper-xor's nodes never settle that far between examples).
+JACOBI_STILL_LSB = 16
+
+
+def check_moved_both_ways(res):
+    """The run had ticks that moved and still ones (the model's), all matched."""
+    assert res["moved_ticks"] > 0 and res["quiet_ticks"] > 0, res
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_jacobi_paper_xor(sim, tmp_path):
+    res = verify(jacobi_xor_config(JACOBI_STILL_LSB), sim=sim, ticks=300, build_dir=tmp_path)
+    check(res, sim, 300, 16 * 2 + 32 + 1)
+    check_moved_both_ways(res)
+    assert (res["cycles_per_tick"], res["netlist"]) == (1, "flat")
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_jacobi_random_graph(sim, tmp_path):
+    cfg = jacobi_random_config(tmp_path, JACOBI_STILL_LSB)
+    res = verify(cfg, sim=sim, ticks=250, build_dir=tmp_path / "build", flat=False)
+    check(res, sim, 250, 9 * 2 + 16 + 2)
+    check_moved_both_ways(res)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_jacobi_folded(sim, tmp_path):
+    cfg = config_mod.refold(jacobi_xor_config(JACOBI_STILL_LSB), 7)
+    res = verify(cfg, sim=sim, ticks=120, build_dir=tmp_path, flat=sim == "icarus")
+    check(res, sim, 120, 16 * 2 + 32 + 1)
+    check_moved_both_ways(res)
+    assert (res["edge_units"], res["cycles_per_tick"]) == (7, 5)
+
+
+@pytest.mark.sim
+def test_cocotb_detects_broken_stillness_rule(tmp_path):
+    """A model whose ``still_lsb`` is off (16 + 48 LSBs instead of 16) calls ticks still
+    that the fabric reports as moving: mismatches on ``moved`` only (the stillness rule
+    changes no state)."""
+    res = verify(jacobi_xor_config(JACOBI_STILL_LSB), ticks=120, build_dir=tmp_path,
+                 patch={"still_lsb": 48})
+    assert res["mismatches"] > 0
+    assert set(res["by_signal"]) == {"moved"}
+    first = res["first_mismatch"]
+    assert first["signal"] == "moved"
+    assert (first["expected"], first["got"]) == (0, 1)
+    assert 1 <= first["tick"] <= 140
 
 
 def test_bench_config_from_name_and_overrides():

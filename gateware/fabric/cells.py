@@ -3,7 +3,7 @@ and the combinational edge and node cells built from them."""
 
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -142,6 +142,43 @@ def end_conductance_bits(f, ov_bits):
     """Unsigned bits of :func:`end_conductance` for an overdrive of ``ov_bits``."""
     u_max = (1 << max(ov_bits, f.v_bits)) - 1
     return (2 * u_max + f.leak_q).bit_length()
+
+
+def edge_conductance_bits(f):
+    """Unsigned bits of the conductance an edge cell gives one of its ends
+    (:func:`end_conductance` of the cell's overdrive)."""
+    return end_conductance_bits(f, _overdrive_bits(f))
+
+
+def node_conductance_bits(f, degree):
+    """Unsigned bits of the exact sum of ``degree`` end conductances at a node."""
+    return edge_conductance_bits(f) + max(int(degree) - 1, 0).bit_length()
+
+
+def node_conductance(edges, n, conds):
+    """Sum of the conductances node ``n``'s edges give it (an expression).
+
+    Parameters
+    ----------
+    edges : sequence of (a, b)
+    n : int
+    conds : dict
+        Edge index -> ``(cond_a, cond_b)``, the conductance at each end; edges not in it
+        are left out.
+    """
+    return tree_sum([c for e, ends in conds.items() for end, c in zip(edges[e], ends,
+                                                                       strict=True)
+                     if end == n])
+
+
+def any_moved(m, f, old, new, tag="all"):
+    """1 when some node moved by more than ``still_lsb`` (:func:`node_moved` of every
+    pair of ``old[i]``, ``new[i]``, ORed)."""
+    flags = [node_moved(m, f, o, n, f"{tag}{i}") for i, (o, n) in
+             enumerate(zip(old, new, strict=True))]
+    out = Signal(name=f"moved_{tag}")
+    m.d.comb += out.eq(Cat(*flags).any() if flags else 0)
+    return out
 
 
 def conductance_shift(m, f, cond, tag):
@@ -353,6 +390,8 @@ def node_step(m, f, v, acc, tag, cond=None):
         ``flags`` has the acc, dv and v bits of the saturation flags.
     """
     if f.relax == "jacobi":
+        if cond is None:
+            raise ValueError("node_step: relax = jacobi needs the node's conductance (cond)")
         dv, flags_dv = jacobi_delta(m, f, acc, cond, tag)
         vn, flags_v = jacobi_apply(m, f, v, dv, tag)
     else:
@@ -371,25 +410,42 @@ class EdgeCell(wiring.Component):
     Notes
     -----
     ``s_f``/``s_c`` are the currents a -> b (``u_b**2 - u_a**2 + leak_q (va - vb)``) of
-    the free and the clamped transistor; ``g_next`` is the gate after this tick.
+    the free and the clamped transistor; ``g_next`` is the gate after this tick. With
+    ``fmt.relax == "jacobi"`` the cell also gives the conductance of each end,
+    ``cond_a_f``, ``cond_b_f``, ``cond_a_c``, ``cond_b_c`` (``2 u + leak_q``, unsigned,
+    :attr:`cond_bits` bits).
     """
 
     def __init__(self, fmt, mult_bits=None):
         self.fmt, self.mult_bits = fmt, mult_bits
         v, g = signed(fmt.v_bits), signed(fmt.g_bits)
-        super().__init__({
+        members = {
             "va_f": In(v), "vb_f": In(v), "va_c": In(v), "vb_c": In(v),
             "g": In(g), "vt": In(v), "learn": In(1),
             "s_f": Out(signed(fmt.term_bits)), "s_c": Out(signed(fmt.term_bits)),
             "g_next": Out(g), "sat_term": Out(1), "sat_dg": Out(1),
-        })
+        }
+        #: Bits of each end's conductance (``jacobi`` only).
+        self.cond_bits = edge_conductance_bits(fmt)
+        if fmt.relax == "jacobi":
+            members.update({f"cond_{end}_{tag}": Out(unsigned(self.cond_bits))
+                            for tag in ("f", "c") for end in ("a", "b")})
+        super().__init__(members)
 
     def elaborate(self, platform):
         f = self.fmt
         m = Module()
         ov = overdrive(m, f, self.g, self.vt)
-        s_f, sat_f = edge_term(m, f, ov, self.va_f, self.vb_f, "f", self.mult_bits)
-        s_c, sat_c = edge_term(m, f, ov, self.va_c, self.vb_c, "c", self.mult_bits)
+        nets = {"f": (self.va_f, self.vb_f), "c": (self.va_c, self.vb_c)}
+        terms = {}
+        for tag, (va, vb) in nets.items():
+            ua, ub = edge_ends(m, f, ov, va, vb, tag)
+            ops = operands_from_ends(m, ua, ub, va, vb, tag)
+            terms[tag] = edge_product(m, f, *ops, tag, self.mult_bits)
+            if f.relax == "jacobi":
+                m.d.comb += [getattr(self, f"cond_a_{tag}").eq(end_conductance(f, ua)),
+                             getattr(self, f"cond_b_{tag}").eq(end_conductance(f, ub))]
+        (s_f, sat_f), (s_c, sat_c) = terms["f"], terms["c"]
         g_next, dg_clipped = gate_step(m, f, self.g, self.va_f - self.vb_f,
                                        self.va_c - self.vb_c, mult_bits=self.mult_bits)
         m.d.comb += [
@@ -408,22 +464,33 @@ class NodeCell(wiring.Component):
     fmt : clln.formats.Formats
     acc_width : int
         Width of the exact sums of edge terms at this node.
+    cond_width : int, optional
+        Width of the exact sums of end conductances at this node (unsigned); with
+        ``fmt.relax == "jacobi"`` the cell has the inputs ``cond_f``, ``cond_c`` (required
+        then).
     """
 
-    def __init__(self, fmt, acc_width):
+    def __init__(self, fmt, acc_width, cond_width=None):
         self.fmt = fmt
         v = signed(fmt.v_bits)
-        super().__init__({
+        members = {
             "v_f": In(v), "v_c": In(v),
             "acc_f": In(signed(acc_width)), "acc_c": In(signed(acc_width)),
             "v_f_next": Out(v), "v_c_next": Out(v), "flags": Out(SatFlags.size),
-        })
+        }
+        if fmt.relax == "jacobi":
+            if cond_width is None:
+                raise ValueError("a jacobi node cell needs cond_width")
+            members.update(cond_f=In(unsigned(cond_width)), cond_c=In(unsigned(cond_width)))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        vf, flags_f = node_step(m, self.fmt, self.v_f, self.acc_f, "f")
-        vc, flags_c = node_step(m, self.fmt, self.v_c, self.acc_c, "c")
+        jacobi = self.fmt.relax == "jacobi"
+        vf, flags_f = node_step(m, self.fmt, self.v_f, self.acc_f, "f",
+                                self.cond_f if jacobi else None)
+        vc, flags_c = node_step(m, self.fmt, self.v_c, self.acc_c, "c",
+                                self.cond_c if jacobi else None)
         m.d.comb += [self.v_f_next.eq(vf), self.v_c_next.eq(vc),
                      self.flags.eq(flags_f | flags_c)]
         return m
-

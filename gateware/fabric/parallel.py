@@ -11,7 +11,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,9 +21,12 @@ from .arith import any_of, as_bit, mux_tree, select
 from .cells import (
     EdgeCell,
     NodeCell,
+    any_moved,
     clamp_errors,
     clamp_finish,
     clamp_scale,
+    node_conductance,
+    node_conductance_bits,
     node_sum,
     output_value,
 )
@@ -101,8 +104,11 @@ class Fabric(wiring.Component):
         self.drive_init = [int(fmt.volts_to_v(0.0)) for _ in cfg.io.inputs] + \
             [int(fmt.volts_to_v(v)) for _, v in cfg.io.rails]
         self.n_samples = len(self.driven_nodes) + self.n_outputs
-        degree = int(net.degrees().max())
+        degrees = net.degrees()
+        degree = int(degrees.max())
         self.acc_width = fmt.term_bits + max(1, math.ceil(math.log2(degree))) + 1
+        #: Width of each node's exact sum of end conductances (``jacobi``).
+        self.cond_widths = [node_conductance_bits(fmt, d) for d in degrees]
         super().__init__(self._members())
 
     def _members(self):
@@ -164,17 +170,18 @@ class Fabric(wiring.Component):
         out_values = [output_value(st.vf, p, mi) for p, mi in outputs]
         return clamp_flags, out_values
 
-    def _finish(self, m, st, commit, tick_flags, vf_next, vc_next, out_values):
+    def _finish(self, m, st, commit, tick_flags, vf_next, vc_next, out_values, moved=None):
         """Commit, sticky flags, controller writes and readback (shared by every fabric).
 
         ``tick_flags`` are ORed into the sticky flags on every running cycle; on
-        ``commit`` the node state takes ``vf_next``/``vc_next``.
+        ``commit`` the node state takes ``vf_next``/``vc_next``; ``moved`` drives
+        ``control.moved`` (see :meth:`_status_and_samples`).
         """
         N, E = self.n_nodes, self.n_edges
         with m.If(commit):
             m.d.sync += [st.vf[n].eq(vf_next[n]) for n in range(N)]
             m.d.sync += [st.vc[n].eq(vc_next[n]) for n in range(N)]
-        self._status_and_samples(m, st, commit, tick_flags, out_values)
+        self._status_and_samples(m, st, commit, tick_flags, out_values, moved=moved)
 
         # Controller writes (after the updates: a write wins).
         with m.If(self.gate.we):
@@ -189,11 +196,13 @@ class Fabric(wiring.Component):
         m.d.comb += [self.v_clamped[n].eq(st.vc[n]) for n in range(N)]
         m.d.comb += [self.gates[e].eq(st.g[e]) for e in range(E)]
 
-    def _status_and_samples(self, m, st, commit, tick_flags, out_values, run=None):
+    def _status_and_samples(self, m, st, commit, tick_flags, out_values, run=None,
+                            moved=None):
         """Sticky flags, tick counter, sample writes and the output/status ports.
 
         ``tick_flags`` are ORed into the sticky flags on every cycle of ``run`` (default
-        ``control.run``).
+        ``control.run``). ``moved`` (a 1-bit value, read in the cycles of ``commit``)
+        drives ``control.moved``; None leaves it to the caller.
         """
         ctl, status = self.control, self.status
         with m.If(ctl.run if run is None else run):
@@ -210,6 +219,8 @@ class Fabric(wiring.Component):
         m.d.comb += [ctl.outputs[k].eq(o) for k, o in enumerate(out_values)]
         m.d.comb += [status.ticks.eq(st.ticks), ctl.tick_done.eq(commit),
                      status.sat_flags.eq(st.flags), status.saturated.eq(st.flags.any())]
+        if moved is not None:
+            m.d.comb += ctl.moved.eq(moved)
 
     def elaborate(self, platform):
         m = Module()
@@ -223,7 +234,8 @@ class Fabric(wiring.Component):
         m.d.comb += tick_flags.eq(
             sat_bits(term=as_bit(any_of(term_flags)), dg=as_bit(any_of(dg_flags)))
             | Mux(seq.last, any_of(node_flags) | sat_bits(v=as_bit(any_of(clamp_flags))), 0))
-        self._finish(m, st, seq.commit, tick_flags, vf_next, vc_next, out_values)
+        moved = self._moved_flag(m, st, seq, vf_next, vc_next)
+        self._finish(m, st, seq.commit, tick_flags, vf_next, vc_next, out_values, moved)
         m.d.comb += self.control.busy.eq(0)          # a tick never outlasts ``run``
         # ``control.clear`` restores what the domain's reset does
         return ResetInserter({"sync": self.control.clear})(m)
@@ -304,14 +316,16 @@ class Fabric(wiring.Component):
                             m.d.sync += g[e].eq(cell.g_next)
 
     def _node_cells(self, m, st, seq, cells, edges):
-        """Node sums (this phase's signed edge terms plus the accumulators) and the node
-        cells; a driven node's next state is its drive register.
+        """Node sums (this phase's signed edge terms plus the accumulators), with
+        ``jacobi`` the sums of the end conductances likewise, and the node cells; a
+        driven node's next state is its drive register.
 
         Returns
         -------
         (vf_next, vc_next, node_flags)
         """
         f, N = self.fmt, self.n_nodes
+        jacobi = f.relax == "jacobi"
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
         node_flags = []
         vf_next, vc_next = list(st.vf), list(st.vc)
@@ -320,34 +334,66 @@ class Fabric(wiring.Component):
                 vf_next[n] = vc_next[n] = st.drive[driven_index[n]]
                 continue
             sums = [self._node_total(m, seq, cells, edges, n, tag) for tag in ("f", "c")]
-            cell = NodeCell(f, self.acc_width)
+            cell = NodeCell(f, self.acc_width, self.cond_widths[n] if jacobi else None)
             m.submodules[f"node{n}"] = cell
             m.d.comb += [cell.v_f.eq(st.vf[n]), cell.v_c.eq(st.vc[n]),
                          cell.acc_f.eq(sums[0]), cell.acc_c.eq(sums[1])]
+            if jacobi:
+                m.d.comb += [cell.cond_f.eq(self._node_cond(m, seq, cells, edges, n, "f")),
+                             cell.cond_c.eq(self._node_cond(m, seq, cells, edges, n, "c"))]
             vf_next[n], vc_next[n] = cell.v_f_next, cell.v_c_next
             node_flags.append(cell.flags)
         return vf_next, vc_next, node_flags
 
+    def _unit_edges(self, c):
+        """``{edge: unit}`` of the edges the units work on in phase ``c``."""
+        P = self.edge_units
+        return {c * P + u: u for u in range(P) if c * P + u < self.n_edges}
+
     def _node_total(self, m, seq, cells, edges, n, tag):
         """The sum of node ``n``'s edge terms of the tick so far in network ``tag`` ("f"
         or "c"): this phase's terms plus the accumulator of the earlier phases."""
-        E, P, C = self.n_edges, self.edge_units, self.cycles_per_tick
-
         def phase_sum(c):
-            return node_sum(edges, n, {c * P + u: cells[u].s_f if tag == "f" else cells[u].s_c
-                                       for u in range(P) if c * P + u < E})
+            return node_sum(edges, n, {e: cells[u].s_f if tag == "f" else cells[u].s_c
+                                       for e, u in self._unit_edges(c).items()})
 
-        total = Signal(signed(self.acc_width), name=f"acc{tag}{n}")
-        if C == 1:
+        return self._accumulate(m, seq, phase_sum, signed(self.acc_width),
+                                (f"acc{tag}{n}", f"part{tag}{n}", f"accq{tag}{n}"))
+
+    def _node_cond(self, m, seq, cells, edges, n, tag):
+        """The sum of the end conductances node ``n``'s edges give it in network ``tag``
+        (``jacobi``), of the tick so far: as :meth:`_node_total`."""
+        def phase_sum(c):
+            return node_conductance(edges, n, {
+                e: (getattr(cells[u], f"cond_a_{tag}"), getattr(cells[u], f"cond_b_{tag}"))
+                for e, u in self._unit_edges(c).items()})
+
+        return self._accumulate(m, seq, phase_sum, unsigned(self.cond_widths[n]),
+                                (f"cond{tag}{n}", f"cpart{tag}{n}", f"condq{tag}{n}"))
+
+    def _accumulate(self, m, seq, phase_sum, shape, names):
+        """``phase_sum(c)`` of this phase plus, in a folded fabric, a register of the
+        earlier phases' sums (cleared on the tick's last cycle); ``names`` are the
+        signals' (total, this phase's part, register)."""
+        total = Signal(shape, name=names[0])
+        if self.cycles_per_tick == 1:
             m.d.comb += total.eq(phase_sum(0))
         else:
-            part = Signal(signed(self.acc_width), name=f"part{tag}{n}")
-            acc = Signal(signed(self.acc_width), name=f"accq{tag}{n}")
-            m.d.comb += part.eq(select(seq.phase, {c: phase_sum(c) for c in range(C)}))
+            part, acc = Signal(shape, name=names[1]), Signal(shape, name=names[2])
+            m.d.comb += part.eq(select(seq.phase, {c: phase_sum(c)
+                                                   for c in range(self.cycles_per_tick)}))
             m.d.comb += total.eq(acc + part)
             with m.If(self.control.run):
                 m.d.sync += acc.eq(Mux(seq.last, 0, total))
         return total
+
+    def _moved_flag(self, m, st, seq, vf_next, vc_next):
+        """``control.moved``: on the tick's last cycle, 1 when some node of either network
+        (driven and clamped ones included) moves by more than ``still_lsb``."""
+        old, new = st.vf + st.vc, list(vf_next) + list(vc_next)
+        moved = Signal(name="moved")
+        m.d.comb += moved.eq(any_moved(m, self.fmt, old, new) & seq.last)
+        return moved
 
 
 def folded_shape(cfg):

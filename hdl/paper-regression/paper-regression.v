@@ -2,8 +2,8 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module clln_paper_regression(control__learn, control__clear, control__sample_we, control__sample_addr, control__sample_data, gate__we, gate__addr, gate__data, gate__raddr, status__clear_flags, clk, rst, control__tick_done, control__outputs, control__busy, gate__rdata, status__ticks, status__sat_flags, status__saturated, v_free, v_clamped
-, gates, control__run);
+module clln_paper_regression(control__learn, control__clear, control__sample_we, control__sample_addr, control__sample_data, gate__we, gate__addr, gate__data, gate__raddr, status__clear_flags, clk, rst, control__tick_done, control__moved, control__outputs, control__busy, gate__rdata, status__ticks, status__sat_flags, status__saturated, v_free
+, v_clamped, gates, control__run);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [40:0] \$1 ;
   wire [41:0] \$10 ;
@@ -191,129 +191,193 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   wire \$264 ;
   wire [4:0] \$265 ;
   wire [4:0] \$266 ;
-  wire [4:0] \$267 ;
-  wire [32:0] \$268 ;
-  wire [27:0] \$269 ;
+  wire \$267 ;
+  wire \$268 ;
+  wire \$269 ;
   wire [40:0] \$27 ;
-  wire [27:0] \$270 ;
-  wire [27:0] \$271 ;
-  wire [27:0] \$272 ;
-  wire [27:0] \$273 ;
-  wire [27:0] \$274 ;
-  wire [27:0] \$275 ;
-  wire [27:0] \$276 ;
-  wire [27:0] \$277 ;
-  wire [27:0] \$278 ;
-  wire [27:0] \$279 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire [41:0] \$28 ;
-  wire [27:0] \$280 ;
-  wire [27:0] \$281 ;
-  wire [27:0] \$282 ;
-  wire [27:0] \$283 ;
-  wire [27:0] \$284 ;
-  wire [27:0] \$285 ;
-  wire [27:0] \$286 ;
-  wire [27:0] \$287 ;
-  wire [27:0] \$288 ;
-  wire [27:0] \$289 ;
+  wire \$280 ;
+  wire \$281 ;
+  wire \$282 ;
+  wire \$283 ;
+  wire \$284 ;
+  wire \$285 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire [40:0] \$29 ;
-  wire [27:0] \$290 ;
-  wire [27:0] \$291 ;
-  wire [27:0] \$292 ;
-  wire [27:0] \$293 ;
-  wire [27:0] \$294 ;
-  wire [27:0] \$295 ;
-  wire [27:0] \$296 ;
-  wire [27:0] \$297 ;
-  wire [27:0] \$298 ;
-  wire [27:0] \$299 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire [40:0] \$3 ;
   wire [41:0] \$30 ;
-  reg [27:0] \$300 ;
-  reg [27:0] \$301 ;
-  reg [27:0] \$302 ;
-  reg [27:0] \$303 ;
-  reg [27:0] \$304 ;
-  reg [27:0] \$305 ;
-  reg [27:0] \$306 ;
-  reg [27:0] \$307 ;
-  reg [27:0] \$308 ;
-  reg [27:0] \$309 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [40:0] \$31 ;
-  reg [27:0] \$310 ;
-  reg [27:0] \$311 ;
-  reg [27:0] \$312 ;
-  reg [27:0] \$313 ;
-  reg [27:0] \$314 ;
-  reg [27:0] \$315 ;
-  reg [27:0] \$316 ;
-  reg [27:0] \$317 ;
-  reg [27:0] \$318 ;
-  reg [27:0] \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [41:0] \$32 ;
-  reg [27:0] \$320 ;
-  reg [27:0] \$321 ;
-  reg [27:0] \$322 ;
-  reg [27:0] \$323 ;
-  reg [27:0] \$324 ;
-  reg [27:0] \$325 ;
-  reg [27:0] \$326 ;
-  reg [27:0] \$327 ;
-  reg [27:0] \$328 ;
-  reg [27:0] \$329 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire [40:0] \$33 ;
-  reg [27:0] \$330 ;
-  reg [27:0] \$331 ;
-  reg [17:0] \$332 ;
-  reg [17:0] \$333 ;
-  reg [17:0] \$334 ;
-  reg [17:0] \$335 ;
-  reg [17:0] \$336 ;
-  reg [17:0] \$337 ;
-  reg [17:0] \$338 ;
-  reg [17:0] \$339 ;
+  wire \$330 ;
+  wire [4:0] \$331 ;
+  wire [32:0] \$332 ;
+  wire [27:0] \$333 ;
+  wire [27:0] \$334 ;
+  wire [27:0] \$335 ;
+  wire [27:0] \$336 ;
+  wire [27:0] \$337 ;
+  wire [27:0] \$338 ;
+  wire [27:0] \$339 ;
   wire [41:0] \$34 ;
-  reg [17:0] \$340 ;
-  reg [17:0] \$341 ;
-  reg [17:0] \$342 ;
-  reg [17:0] \$343 ;
-  reg [17:0] \$344 ;
-  reg [17:0] \$345 ;
-  reg [17:0] \$346 ;
-  reg [17:0] \$347 ;
-  reg [17:0] \$348 ;
-  reg [17:0] \$349 ;
+  wire [27:0] \$340 ;
+  wire [27:0] \$341 ;
+  wire [27:0] \$342 ;
+  wire [27:0] \$343 ;
+  wire [27:0] \$344 ;
+  wire [27:0] \$345 ;
+  wire [27:0] \$346 ;
+  wire [27:0] \$347 ;
+  wire [27:0] \$348 ;
+  wire [27:0] \$349 ;
   wire [40:0] \$35 ;
-  reg [17:0] \$350 ;
-  reg [17:0] \$351 ;
-  reg [17:0] \$352 ;
-  reg [17:0] \$353 ;
-  reg [17:0] \$354 ;
-  reg [17:0] \$355 ;
-  reg [17:0] \$356 ;
-  reg [17:0] \$357 ;
-  reg [17:0] \$358 ;
-  reg [17:0] \$359 ;
+  wire [27:0] \$350 ;
+  wire [27:0] \$351 ;
+  wire [27:0] \$352 ;
+  wire [27:0] \$353 ;
+  wire [27:0] \$354 ;
+  wire [27:0] \$355 ;
+  wire [27:0] \$356 ;
+  wire [27:0] \$357 ;
+  wire [27:0] \$358 ;
+  wire [27:0] \$359 ;
   wire [41:0] \$36 ;
-  reg [17:0] \$360 ;
-  reg [17:0] \$361 ;
-  reg [17:0] \$362 ;
-  reg [17:0] \$363 ;
-  reg [4:0] \$364 ;
-  reg [31:0] \$365 ;
-  reg [17:0] \$366 ;
-  reg [17:0] \$367 ;
-  reg [17:0] \$368 ;
-  reg [17:0] \$369 ;
+  wire [27:0] \$360 ;
+  wire [27:0] \$361 ;
+  wire [27:0] \$362 ;
+  wire [27:0] \$363 ;
+  reg [27:0] \$364 ;
+  reg [27:0] \$365 ;
+  reg [27:0] \$366 ;
+  reg [27:0] \$367 ;
+  reg [27:0] \$368 ;
+  reg [27:0] \$369 ;
   wire [40:0] \$37 ;
   reg [27:0] \$370 ;
+  reg [27:0] \$371 ;
+  reg [27:0] \$372 ;
+  reg [27:0] \$373 ;
+  reg [27:0] \$374 ;
+  reg [27:0] \$375 ;
+  reg [27:0] \$376 ;
+  reg [27:0] \$377 ;
+  reg [27:0] \$378 ;
+  reg [27:0] \$379 ;
   wire [41:0] \$38 ;
+  reg [27:0] \$380 ;
+  reg [27:0] \$381 ;
+  reg [27:0] \$382 ;
+  reg [27:0] \$383 ;
+  reg [27:0] \$384 ;
+  reg [27:0] \$385 ;
+  reg [27:0] \$386 ;
+  reg [27:0] \$387 ;
+  reg [27:0] \$388 ;
+  reg [27:0] \$389 ;
   wire [40:0] \$39 ;
+  reg [27:0] \$390 ;
+  reg [27:0] \$391 ;
+  reg [27:0] \$392 ;
+  reg [27:0] \$393 ;
+  reg [27:0] \$394 ;
+  reg [27:0] \$395 ;
+  reg [17:0] \$396 ;
+  reg [17:0] \$397 ;
+  reg [17:0] \$398 ;
+  reg [17:0] \$399 ;
   wire [41:0] \$4 ;
   wire [41:0] \$40 ;
+  reg [17:0] \$400 ;
+  reg [17:0] \$401 ;
+  reg [17:0] \$402 ;
+  reg [17:0] \$403 ;
+  reg [17:0] \$404 ;
+  reg [17:0] \$405 ;
+  reg [17:0] \$406 ;
+  reg [17:0] \$407 ;
+  reg [17:0] \$408 ;
+  reg [17:0] \$409 ;
   wire [40:0] \$41 ;
+  reg [17:0] \$410 ;
+  reg [17:0] \$411 ;
+  reg [17:0] \$412 ;
+  reg [17:0] \$413 ;
+  reg [17:0] \$414 ;
+  reg [17:0] \$415 ;
+  reg [17:0] \$416 ;
+  reg [17:0] \$417 ;
+  reg [17:0] \$418 ;
+  reg [17:0] \$419 ;
   wire [41:0] \$42 ;
+  reg [17:0] \$420 ;
+  reg [17:0] \$421 ;
+  reg [17:0] \$422 ;
+  reg [17:0] \$423 ;
+  reg [17:0] \$424 ;
+  reg [17:0] \$425 ;
+  reg [17:0] \$426 ;
+  reg [17:0] \$427 ;
+  reg [4:0] \$428 ;
+  reg [31:0] \$429 ;
   wire [40:0] \$43 ;
+  reg [17:0] \$430 ;
+  reg [17:0] \$431 ;
+  reg [17:0] \$432 ;
+  reg [17:0] \$433 ;
+  reg [27:0] \$434 ;
   wire [41:0] \$44 ;
   wire [40:0] \$45 ;
   wire [41:0] \$46 ;
@@ -378,33 +442,33 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   (* init = 32'd0 *)
   wire [31:0] \$signal ;
   (* init = 5'h00 *)
-  wire [4:0] \$signal$537 ;
+  wire [4:0] \$signal$632 ;
   wire [42:0] acc_c;
-  wire [42:0] \acc_c$337 ;
-  wire [42:0] \acc_c$349 ;
-  wire [42:0] \acc_c$359 ;
-  wire [42:0] \acc_c$371 ;
-  wire [42:0] \acc_c$383 ;
-  wire [42:0] \acc_c$395 ;
-  wire [42:0] \acc_c$407 ;
-  wire [42:0] \acc_c$417 ;
-  wire [42:0] \acc_c$427 ;
-  wire [42:0] \acc_c$437 ;
-  wire [42:0] \acc_c$445 ;
-  wire [42:0] \acc_c$453 ;
+  wire [42:0] \acc_c$338 ;
+  wire [42:0] \acc_c$350 ;
+  wire [42:0] \acc_c$360 ;
+  wire [42:0] \acc_c$372 ;
+  wire [42:0] \acc_c$384 ;
+  wire [42:0] \acc_c$396 ;
+  wire [42:0] \acc_c$408 ;
+  wire [42:0] \acc_c$418 ;
+  wire [42:0] \acc_c$428 ;
+  wire [42:0] \acc_c$438 ;
+  wire [42:0] \acc_c$446 ;
+  wire [42:0] \acc_c$454 ;
   wire [42:0] acc_f;
-  wire [42:0] \acc_f$336 ;
-  wire [42:0] \acc_f$348 ;
-  wire [42:0] \acc_f$358 ;
-  wire [42:0] \acc_f$370 ;
-  wire [42:0] \acc_f$382 ;
-  wire [42:0] \acc_f$394 ;
-  wire [42:0] \acc_f$406 ;
-  wire [42:0] \acc_f$416 ;
-  wire [42:0] \acc_f$426 ;
-  wire [42:0] \acc_f$436 ;
-  wire [42:0] \acc_f$444 ;
-  wire [42:0] \acc_f$452 ;
+  wire [42:0] \acc_f$337 ;
+  wire [42:0] \acc_f$349 ;
+  wire [42:0] \acc_f$359 ;
+  wire [42:0] \acc_f$371 ;
+  wire [42:0] \acc_f$383 ;
+  wire [42:0] \acc_f$395 ;
+  wire [42:0] \acc_f$407 ;
+  wire [42:0] \acc_f$417 ;
+  wire [42:0] \acc_f$427 ;
+  wire [42:0] \acc_f$437 ;
+  wire [42:0] \acc_f$445 ;
+  wire [42:0] \acc_f$453 ;
   wire [42:0] accc0;
   wire [42:0] accc1;
   wire [42:0] accc10;
@@ -443,6 +507,8 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   wire control__clear;
   input control__learn;
   wire control__learn;
+  output control__moved;
+  wire control__moved;
   output [18:0] control__outputs;
   wire [18:0] control__outputs;
   wire [18:0] \control__outputs[0] ;
@@ -460,7 +526,6 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   reg [17:0] drive1 = 18'h00000;
   reg [17:0] drive2 = 18'h07333;
   wire [4:0] flags;
-  wire [4:0] \flags$524 ;
   wire [4:0] \flags$525 ;
   wire [4:0] \flags$526 ;
   wire [4:0] \flags$527 ;
@@ -472,38 +537,39 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   wire [4:0] \flags$533 ;
   wire [4:0] \flags$534 ;
   wire [4:0] \flags$535 ;
+  wire [4:0] \flags$536 ;
   reg [27:0] g = 28'h13ef18b;
-  reg [27:0] \g$100  = 28'h14f869a;
-  reg [27:0] \g$112  = 28'h12e37b5;
-  reg [27:0] \g$122  = 28'h1745d6f;
-  reg [27:0] \g$132  = 28'h15f003f;
-  reg [27:0] \g$140  = 28'h0cd4a6e;
-  reg [27:0] \g$152  = 28'h1667265;
-  reg [27:0] \g$162  = 28'h0d2d18c;
-  reg [27:0] \g$172  = 28'h14f8de4;
-  reg [27:0] \g$180  = 28'h0ec4709;
-  reg [27:0] \g$188  = 28'h1677b4e;
-  reg [27:0] \g$196  = 28'h12dd471;
-  reg [27:0] \g$204  = 28'h1028225;
-  reg [27:0] \g$212  = 28'h1188ba9;
-  reg [27:0] \g$220  = 28'h0d1dff8;
-  reg [27:0] \g$228  = 28'h0e31252;
-  reg [27:0] \g$236  = 28'h144f9d4;
-  reg [27:0] \g$244  = 28'h140c6c0;
-  reg [27:0] \g$252  = 28'h13b13b7;
-  reg [27:0] \g$260  = 28'h1118e16;
-  reg [27:0] \g$268  = 28'h17f8001;
-  reg [27:0] \g$276  = 28'h17c90d1;
-  reg [27:0] \g$284  = 28'h147a62d;
-  reg [27:0] \g$292  = 28'h1415cc0;
-  reg [27:0] \g$300  = 28'h1482b6e;
-  reg [27:0] \g$308  = 28'h1127ea6;
-  reg [27:0] \g$42  = 28'h0fd2552;
-  reg [27:0] \g$52  = 28'h0d42478;
-  reg [27:0] \g$60  = 28'h0cfc302;
-  reg [27:0] \g$72  = 28'h15e89bc;
-  reg [27:0] \g$82  = 28'h1705da5;
-  reg [27:0] \g$92  = 28'h1398256;
+  reg [27:0] \g$101  = 28'h14f869a;
+  reg [27:0] \g$113  = 28'h12e37b5;
+  reg [27:0] \g$123  = 28'h1745d6f;
+  reg [27:0] \g$133  = 28'h15f003f;
+  reg [27:0] \g$141  = 28'h0cd4a6e;
+  reg [27:0] \g$153  = 28'h1667265;
+  reg [27:0] \g$163  = 28'h0d2d18c;
+  reg [27:0] \g$173  = 28'h14f8de4;
+  reg [27:0] \g$181  = 28'h0ec4709;
+  reg [27:0] \g$189  = 28'h1677b4e;
+  reg [27:0] \g$197  = 28'h12dd471;
+  reg [27:0] \g$205  = 28'h1028225;
+  reg [27:0] \g$213  = 28'h1188ba9;
+  reg [27:0] \g$221  = 28'h0d1dff8;
+  reg [27:0] \g$229  = 28'h0e31252;
+  reg [27:0] \g$237  = 28'h144f9d4;
+  reg [27:0] \g$245  = 28'h140c6c0;
+  reg [27:0] \g$253  = 28'h13b13b7;
+  reg [27:0] \g$261  = 28'h1118e16;
+  reg [27:0] \g$269  = 28'h17f8001;
+  reg [27:0] \g$277  = 28'h17c90d1;
+  reg [27:0] \g$285  = 28'h147a62d;
+  reg [27:0] \g$293  = 28'h1415cc0;
+  reg [27:0] \g$301  = 28'h1482b6e;
+  reg [27:0] \g$309  = 28'h1127ea6;
+  reg [27:0] \g$43  = 28'h0fd2552;
+  reg [27:0] \g$53  = 28'h0d42478;
+  reg [27:0] \g$61  = 28'h0cfc302;
+  reg [27:0] \g$73  = 28'h15e89bc;
+  reg [27:0] \g$83  = 28'h1705da5;
+  reg [27:0] \g$93  = 28'h1398256;
   (* init = 28'h13ef18b *)
   wire [27:0] g0;
   (* init = 28'h0fd2552 *)
@@ -569,37 +635,37 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   (* init = 28'h1745d6f *)
   wire [27:0] g9;
   wire [27:0] g_next;
-  wire [27:0] \g_next$539 ;
-  wire [27:0] \g_next$540 ;
-  wire [27:0] \g_next$541 ;
-  wire [27:0] \g_next$542 ;
-  wire [27:0] \g_next$543 ;
-  wire [27:0] \g_next$544 ;
-  wire [27:0] \g_next$545 ;
-  wire [27:0] \g_next$546 ;
-  wire [27:0] \g_next$547 ;
-  wire [27:0] \g_next$548 ;
-  wire [27:0] \g_next$549 ;
-  wire [27:0] \g_next$550 ;
-  wire [27:0] \g_next$551 ;
-  wire [27:0] \g_next$552 ;
-  wire [27:0] \g_next$553 ;
-  wire [27:0] \g_next$554 ;
-  wire [27:0] \g_next$555 ;
-  wire [27:0] \g_next$556 ;
-  wire [27:0] \g_next$557 ;
-  wire [27:0] \g_next$558 ;
-  wire [27:0] \g_next$559 ;
-  wire [27:0] \g_next$560 ;
-  wire [27:0] \g_next$561 ;
-  wire [27:0] \g_next$562 ;
-  wire [27:0] \g_next$563 ;
-  wire [27:0] \g_next$564 ;
-  wire [27:0] \g_next$565 ;
-  wire [27:0] \g_next$566 ;
-  wire [27:0] \g_next$567 ;
-  wire [27:0] \g_next$568 ;
-  wire [27:0] \g_next$569 ;
+  wire [27:0] \g_next$634 ;
+  wire [27:0] \g_next$635 ;
+  wire [27:0] \g_next$636 ;
+  wire [27:0] \g_next$637 ;
+  wire [27:0] \g_next$638 ;
+  wire [27:0] \g_next$639 ;
+  wire [27:0] \g_next$640 ;
+  wire [27:0] \g_next$641 ;
+  wire [27:0] \g_next$642 ;
+  wire [27:0] \g_next$643 ;
+  wire [27:0] \g_next$644 ;
+  wire [27:0] \g_next$645 ;
+  wire [27:0] \g_next$646 ;
+  wire [27:0] \g_next$647 ;
+  wire [27:0] \g_next$648 ;
+  wire [27:0] \g_next$649 ;
+  wire [27:0] \g_next$650 ;
+  wire [27:0] \g_next$651 ;
+  wire [27:0] \g_next$652 ;
+  wire [27:0] \g_next$653 ;
+  wire [27:0] \g_next$654 ;
+  wire [27:0] \g_next$655 ;
+  wire [27:0] \g_next$656 ;
+  wire [27:0] \g_next$657 ;
+  wire [27:0] \g_next$658 ;
+  wire [27:0] \g_next$659 ;
+  wire [27:0] \g_next$660 ;
+  wire [27:0] \g_next$661 ;
+  wire [27:0] \g_next$662 ;
+  wire [27:0] \g_next$663 ;
+  wire [27:0] \g_next$664 ;
   input [4:0] gate__addr;
   wire [4:0] gate__addr;
   input [27:0] gate__data;
@@ -645,105 +711,170 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   wire [27:0] \gates[8] ;
   wire [27:0] \gates[9] ;
   wire learn;
-  wire \learn$103 ;
-  wire \learn$115 ;
-  wire \learn$125 ;
-  wire \learn$135 ;
-  wire \learn$143 ;
-  wire \learn$155 ;
-  wire \learn$165 ;
-  wire \learn$175 ;
-  wire \learn$183 ;
-  wire \learn$191 ;
-  wire \learn$199 ;
-  wire \learn$207 ;
-  wire \learn$215 ;
-  wire \learn$223 ;
-  wire \learn$231 ;
-  wire \learn$239 ;
-  wire \learn$247 ;
-  wire \learn$255 ;
-  wire \learn$263 ;
-  wire \learn$271 ;
-  wire \learn$279 ;
-  wire \learn$287 ;
-  wire \learn$295 ;
-  wire \learn$303 ;
-  wire \learn$311 ;
-  wire \learn$45 ;
-  wire \learn$55 ;
-  wire \learn$63 ;
-  wire \learn$75 ;
-  wire \learn$85 ;
-  wire \learn$95 ;
+  wire \learn$104 ;
+  wire \learn$116 ;
+  wire \learn$126 ;
+  wire \learn$136 ;
+  wire \learn$144 ;
+  wire \learn$156 ;
+  wire \learn$166 ;
+  wire \learn$176 ;
+  wire \learn$184 ;
+  wire \learn$192 ;
+  wire \learn$200 ;
+  wire \learn$208 ;
+  wire \learn$216 ;
+  wire \learn$224 ;
+  wire \learn$232 ;
+  wire \learn$240 ;
+  wire \learn$248 ;
+  wire \learn$256 ;
+  wire \learn$264 ;
+  wire \learn$272 ;
+  wire \learn$280 ;
+  wire \learn$288 ;
+  wire \learn$296 ;
+  wire \learn$304 ;
+  wire \learn$312 ;
+  wire \learn$46 ;
+  wire \learn$56 ;
+  wire \learn$64 ;
+  wire \learn$76 ;
+  wire \learn$86 ;
+  wire \learn$96 ;
+  wire [18:0] move_all0;
+  wire [18:0] move_all1;
+  wire [18:0] move_all10;
+  wire [18:0] move_all11;
+  wire [18:0] move_all12;
+  wire [18:0] move_all13;
+  wire [18:0] move_all14;
+  wire [18:0] move_all15;
+  wire [18:0] move_all16;
+  wire [18:0] move_all17;
+  wire [18:0] move_all18;
+  wire [18:0] move_all19;
+  wire [18:0] move_all2;
+  wire [18:0] move_all20;
+  wire [18:0] move_all21;
+  wire [18:0] move_all22;
+  wire [18:0] move_all23;
+  wire [18:0] move_all24;
+  wire [18:0] move_all25;
+  wire [18:0] move_all26;
+  wire [18:0] move_all27;
+  wire [18:0] move_all28;
+  wire [18:0] move_all29;
+  wire [18:0] move_all3;
+  wire [18:0] move_all30;
+  wire [18:0] move_all31;
+  wire [18:0] move_all4;
+  wire [18:0] move_all5;
+  wire [18:0] move_all6;
+  wire [18:0] move_all7;
+  wire [18:0] move_all8;
+  wire [18:0] move_all9;
+  wire moved;
+  wire moved_all;
+  wire moved_all0;
+  wire moved_all1;
+  wire moved_all10;
+  wire moved_all11;
+  wire moved_all12;
+  wire moved_all13;
+  wire moved_all14;
+  wire moved_all15;
+  wire moved_all16;
+  wire moved_all17;
+  wire moved_all18;
+  wire moved_all19;
+  wire moved_all2;
+  wire moved_all20;
+  wire moved_all21;
+  wire moved_all22;
+  wire moved_all23;
+  wire moved_all24;
+  wire moved_all25;
+  wire moved_all26;
+  wire moved_all27;
+  wire moved_all28;
+  wire moved_all29;
+  wire moved_all3;
+  wire moved_all30;
+  wire moved_all31;
+  wire moved_all4;
+  wire moved_all5;
+  wire moved_all6;
+  wire moved_all7;
+  wire moved_all8;
+  wire moved_all9;
   input rst;
   wire rst;
   wire [39:0] s_c;
-  wire [39:0] \s_c$319 ;
   wire [39:0] \s_c$320 ;
   wire [39:0] \s_c$321 ;
-  wire [39:0] \s_c$331 ;
+  wire [39:0] \s_c$322 ;
   wire [39:0] \s_c$332 ;
   wire [39:0] \s_c$333 ;
-  wire [39:0] \s_c$343 ;
+  wire [39:0] \s_c$334 ;
   wire [39:0] \s_c$344 ;
   wire [39:0] \s_c$345 ;
-  wire [39:0] \s_c$354 ;
+  wire [39:0] \s_c$346 ;
   wire [39:0] \s_c$355 ;
-  wire [39:0] \s_c$365 ;
+  wire [39:0] \s_c$356 ;
   wire [39:0] \s_c$366 ;
   wire [39:0] \s_c$367 ;
-  wire [39:0] \s_c$377 ;
+  wire [39:0] \s_c$368 ;
   wire [39:0] \s_c$378 ;
   wire [39:0] \s_c$379 ;
-  wire [39:0] \s_c$389 ;
+  wire [39:0] \s_c$380 ;
   wire [39:0] \s_c$390 ;
   wire [39:0] \s_c$391 ;
-  wire [39:0] \s_c$401 ;
+  wire [39:0] \s_c$392 ;
   wire [39:0] \s_c$402 ;
   wire [39:0] \s_c$403 ;
-  wire [39:0] \s_c$412 ;
+  wire [39:0] \s_c$404 ;
   wire [39:0] \s_c$413 ;
-  wire [39:0] \s_c$422 ;
+  wire [39:0] \s_c$414 ;
   wire [39:0] \s_c$423 ;
-  wire [39:0] \s_c$432 ;
+  wire [39:0] \s_c$424 ;
   wire [39:0] \s_c$433 ;
-  wire [39:0] \s_c$441 ;
-  wire [39:0] \s_c$449 ;
+  wire [39:0] \s_c$434 ;
+  wire [39:0] \s_c$442 ;
+  wire [39:0] \s_c$450 ;
   wire [39:0] s_f;
-  wire [39:0] \s_f$314 ;
   wire [39:0] \s_f$315 ;
   wire [39:0] \s_f$316 ;
-  wire [39:0] \s_f$327 ;
+  wire [39:0] \s_f$317 ;
   wire [39:0] \s_f$328 ;
   wire [39:0] \s_f$329 ;
-  wire [39:0] \s_f$339 ;
+  wire [39:0] \s_f$330 ;
   wire [39:0] \s_f$340 ;
   wire [39:0] \s_f$341 ;
-  wire [39:0] \s_f$351 ;
+  wire [39:0] \s_f$342 ;
   wire [39:0] \s_f$352 ;
-  wire [39:0] \s_f$361 ;
+  wire [39:0] \s_f$353 ;
   wire [39:0] \s_f$362 ;
   wire [39:0] \s_f$363 ;
-  wire [39:0] \s_f$373 ;
+  wire [39:0] \s_f$364 ;
   wire [39:0] \s_f$374 ;
   wire [39:0] \s_f$375 ;
-  wire [39:0] \s_f$385 ;
+  wire [39:0] \s_f$376 ;
   wire [39:0] \s_f$386 ;
   wire [39:0] \s_f$387 ;
-  wire [39:0] \s_f$397 ;
+  wire [39:0] \s_f$388 ;
   wire [39:0] \s_f$398 ;
   wire [39:0] \s_f$399 ;
-  wire [39:0] \s_f$409 ;
+  wire [39:0] \s_f$400 ;
   wire [39:0] \s_f$410 ;
-  wire [39:0] \s_f$419 ;
+  wire [39:0] \s_f$411 ;
   wire [39:0] \s_f$420 ;
-  wire [39:0] \s_f$429 ;
+  wire [39:0] \s_f$421 ;
   wire [39:0] \s_f$430 ;
-  wire [39:0] \s_f$439 ;
-  wire [39:0] \s_f$447 ;
+  wire [39:0] \s_f$431 ;
+  wire [39:0] \s_f$440 ;
+  wire [39:0] \s_f$448 ;
   wire sat_dg;
-  wire \sat_dg$492 ;
   wire \sat_dg$493 ;
   wire \sat_dg$494 ;
   wire \sat_dg$495 ;
@@ -774,8 +905,8 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   wire \sat_dg$520 ;
   wire \sat_dg$521 ;
   wire \sat_dg$522 ;
+  wire \sat_dg$523 ;
   wire sat_term;
-  wire \sat_term$460 ;
   wire \sat_term$461 ;
   wire \sat_term$462 ;
   wire \sat_term$463 ;
@@ -806,6 +937,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   wire \sat_term$488 ;
   wire \sat_term$489 ;
   wire \sat_term$490 ;
+  wire \sat_term$491 ;
   input status__clear_flags;
   wire status__clear_flags;
   output [4:0] status__sat_flags;
@@ -824,41 +956,41 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   (* init = 18'h00000 *)
   wire [17:0] v_c;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$335 ;
+  wire [17:0] \v_c$336 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$347 ;
+  wire [17:0] \v_c$348 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$357 ;
+  wire [17:0] \v_c$358 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$369 ;
+  wire [17:0] \v_c$370 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$381 ;
+  wire [17:0] \v_c$382 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$393 ;
+  wire [17:0] \v_c$394 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$405 ;
+  wire [17:0] \v_c$406 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$415 ;
+  wire [17:0] \v_c$416 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$425 ;
+  wire [17:0] \v_c$426 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$435 ;
+  wire [17:0] \v_c$436 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$443 ;
+  wire [17:0] \v_c$444 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_c$451 ;
+  wire [17:0] \v_c$452 ;
   wire [17:0] v_c_next;
-  wire [17:0] \v_c_next$587 ;
-  wire [17:0] \v_c_next$588 ;
   wire [17:0] \v_c_next$589 ;
-  wire [17:0] \v_c_next$590 ;
-  wire [17:0] \v_c_next$591 ;
   wire [17:0] \v_c_next$592 ;
-  wire [17:0] \v_c_next$593 ;
-  wire [17:0] \v_c_next$594 ;
   wire [17:0] \v_c_next$595 ;
-  wire [17:0] \v_c_next$596 ;
-  wire [17:0] \v_c_next$597 ;
+  wire [17:0] \v_c_next$598 ;
+  wire [17:0] \v_c_next$603 ;
+  wire [17:0] \v_c_next$608 ;
+  wire [17:0] \v_c_next$611 ;
+  wire [17:0] \v_c_next$616 ;
+  wire [17:0] \v_c_next$619 ;
+  wire [17:0] \v_c_next$622 ;
+  wire [17:0] \v_c_next$625 ;
   output [287:0] v_clamped;
   wire [287:0] v_clamped;
   wire [17:0] \v_clamped[0] ;
@@ -880,42 +1012,42 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   (* init = 18'h00000 *)
   wire [17:0] v_f;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$334 ;
+  wire [17:0] \v_f$335 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$346 ;
+  wire [17:0] \v_f$347 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$356 ;
+  wire [17:0] \v_f$357 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$368 ;
+  wire [17:0] \v_f$369 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$380 ;
+  wire [17:0] \v_f$381 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$392 ;
+  wire [17:0] \v_f$393 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$404 ;
+  wire [17:0] \v_f$405 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$414 ;
+  wire [17:0] \v_f$415 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$424 ;
+  wire [17:0] \v_f$425 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$434 ;
+  wire [17:0] \v_f$435 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$442 ;
+  wire [17:0] \v_f$443 ;
   (* init = 18'h00000 *)
-  wire [17:0] \v_f$450 ;
+  wire [17:0] \v_f$451 ;
   wire [17:0] v_f_next;
+  wire [17:0] \v_f_next$541 ;
+  wire [17:0] \v_f_next$544 ;
+  wire [17:0] \v_f_next$547 ;
+  wire [17:0] \v_f_next$550 ;
+  wire [17:0] \v_f_next$556 ;
+  wire [17:0] \v_f_next$562 ;
+  wire [17:0] \v_f_next$565 ;
+  wire [17:0] \v_f_next$568 ;
   wire [17:0] \v_f_next$571 ;
-  wire [17:0] \v_f_next$572 ;
-  wire [17:0] \v_f_next$573 ;
   wire [17:0] \v_f_next$574 ;
-  wire [17:0] \v_f_next$576 ;
-  wire [17:0] \v_f_next$578 ;
-  wire [17:0] \v_f_next$579 ;
+  wire [17:0] \v_f_next$577 ;
   wire [17:0] \v_f_next$580 ;
-  wire [17:0] \v_f_next$581 ;
-  wire [17:0] \v_f_next$582 ;
-  wire [17:0] \v_f_next$583 ;
-  wire [17:0] \v_f_next$584 ;
   output [287:0] v_free;
   wire [287:0] v_free;
   wire [17:0] \v_free[0] ;
@@ -935,229 +1067,229 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   wire [17:0] \v_free[8] ;
   wire [17:0] \v_free[9] ;
   reg [17:0] va_c = 18'h00000;
-  reg [17:0] \va_c$108  = 18'h00000;
+  reg [17:0] \va_c$109  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$119 ;
+  wire [17:0] \va_c$120 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$129 ;
+  wire [17:0] \va_c$130 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$138 ;
-  reg [17:0] \va_c$148  = 18'h00000;
+  wire [17:0] \va_c$139 ;
+  reg [17:0] \va_c$149  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$159 ;
+  wire [17:0] \va_c$160 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$169 ;
+  wire [17:0] \va_c$170 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$178 ;
+  wire [17:0] \va_c$179 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$186 ;
+  wire [17:0] \va_c$187 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$194 ;
+  wire [17:0] \va_c$195 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$202 ;
+  wire [17:0] \va_c$203 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$210 ;
+  wire [17:0] \va_c$211 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$218 ;
+  wire [17:0] \va_c$219 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$226 ;
+  wire [17:0] \va_c$227 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$234 ;
+  wire [17:0] \va_c$235 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$242 ;
+  wire [17:0] \va_c$243 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$250 ;
+  wire [17:0] \va_c$251 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$258 ;
+  wire [17:0] \va_c$259 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$266 ;
+  wire [17:0] \va_c$267 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$274 ;
+  wire [17:0] \va_c$275 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$282 ;
+  wire [17:0] \va_c$283 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$290 ;
+  wire [17:0] \va_c$291 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$298 ;
+  wire [17:0] \va_c$299 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$306 ;
+  wire [17:0] \va_c$307 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$39 ;
+  wire [17:0] \va_c$40 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$49 ;
+  wire [17:0] \va_c$50 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$58 ;
-  reg [17:0] \va_c$68  = 18'h00000;
+  wire [17:0] \va_c$59 ;
+  reg [17:0] \va_c$69  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$79 ;
+  wire [17:0] \va_c$80 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$89 ;
+  wire [17:0] \va_c$90 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_c$98 ;
+  wire [17:0] \va_c$99 ;
   reg [17:0] va_f = 18'h00000;
-  reg [17:0] \va_f$104  = 18'h00000;
+  reg [17:0] \va_f$105  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$116 ;
+  wire [17:0] \va_f$117 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$126 ;
+  wire [17:0] \va_f$127 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$136 ;
-  reg [17:0] \va_f$144  = 18'h00000;
+  wire [17:0] \va_f$137 ;
+  reg [17:0] \va_f$145  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$156 ;
+  wire [17:0] \va_f$157 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$166 ;
+  wire [17:0] \va_f$167 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$176 ;
+  wire [17:0] \va_f$177 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$184 ;
+  wire [17:0] \va_f$185 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$192 ;
+  wire [17:0] \va_f$193 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$200 ;
+  wire [17:0] \va_f$201 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$208 ;
+  wire [17:0] \va_f$209 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$216 ;
+  wire [17:0] \va_f$217 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$224 ;
+  wire [17:0] \va_f$225 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$232 ;
+  wire [17:0] \va_f$233 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$240 ;
+  wire [17:0] \va_f$241 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$248 ;
+  wire [17:0] \va_f$249 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$256 ;
+  wire [17:0] \va_f$257 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$264 ;
+  wire [17:0] \va_f$265 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$272 ;
+  wire [17:0] \va_f$273 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$280 ;
+  wire [17:0] \va_f$281 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$288 ;
+  wire [17:0] \va_f$289 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$296 ;
+  wire [17:0] \va_f$297 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$304 ;
+  wire [17:0] \va_f$305 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$36 ;
+  wire [17:0] \va_f$37 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$46 ;
+  wire [17:0] \va_f$47 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$56 ;
-  reg [17:0] \va_f$64  = 18'h00000;
+  wire [17:0] \va_f$57 ;
+  reg [17:0] \va_f$65  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$76 ;
+  wire [17:0] \va_f$77 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$86 ;
+  wire [17:0] \va_f$87 ;
   (* init = 18'h00000 *)
-  wire [17:0] \va_f$96 ;
+  wire [17:0] \va_f$97 ;
   reg [17:0] vb_c = 18'h00000;
-  reg [17:0] \vb_c$110  = 18'h00000;
-  reg [17:0] \vb_c$120  = 18'h00000;
-  reg [17:0] \vb_c$130  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$139 ;
-  reg [17:0] \vb_c$150  = 18'h00000;
-  reg [17:0] \vb_c$160  = 18'h00000;
-  reg [17:0] \vb_c$170  = 18'h00000;
+  wire [17:0] \vb_c$100 ;
+  reg [17:0] \vb_c$111  = 18'h00000;
+  reg [17:0] \vb_c$121  = 18'h00000;
+  reg [17:0] \vb_c$131  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$179 ;
+  wire [17:0] \vb_c$140 ;
+  reg [17:0] \vb_c$151  = 18'h00000;
+  reg [17:0] \vb_c$161  = 18'h00000;
+  reg [17:0] \vb_c$171  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$187 ;
+  wire [17:0] \vb_c$180 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$195 ;
+  wire [17:0] \vb_c$188 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$203 ;
+  wire [17:0] \vb_c$196 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$211 ;
+  wire [17:0] \vb_c$204 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$219 ;
+  wire [17:0] \vb_c$212 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$227 ;
+  wire [17:0] \vb_c$220 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$235 ;
+  wire [17:0] \vb_c$228 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$243 ;
+  wire [17:0] \vb_c$236 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$251 ;
+  wire [17:0] \vb_c$244 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$259 ;
+  wire [17:0] \vb_c$252 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$267 ;
+  wire [17:0] \vb_c$260 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$275 ;
+  wire [17:0] \vb_c$268 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$283 ;
+  wire [17:0] \vb_c$276 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$291 ;
+  wire [17:0] \vb_c$284 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$299 ;
+  wire [17:0] \vb_c$292 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$307 ;
-  reg [17:0] \vb_c$40  = 18'h00000;
-  reg [17:0] \vb_c$50  = 18'h00000;
+  wire [17:0] \vb_c$300 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$59 ;
-  reg [17:0] \vb_c$70  = 18'h00000;
-  reg [17:0] \vb_c$80  = 18'h00000;
-  reg [17:0] \vb_c$90  = 18'h00000;
+  wire [17:0] \vb_c$308 ;
+  reg [17:0] \vb_c$41  = 18'h00000;
+  reg [17:0] \vb_c$51  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_c$99 ;
+  wire [17:0] \vb_c$60 ;
+  reg [17:0] \vb_c$71  = 18'h00000;
+  reg [17:0] \vb_c$81  = 18'h00000;
+  reg [17:0] \vb_c$91  = 18'h00000;
   reg [17:0] vb_f = 18'h00000;
-  reg [17:0] \vb_f$106  = 18'h00000;
-  reg [17:0] \vb_f$117  = 18'h00000;
-  reg [17:0] \vb_f$127  = 18'h00000;
+  reg [17:0] \vb_f$107  = 18'h00000;
+  reg [17:0] \vb_f$118  = 18'h00000;
+  reg [17:0] \vb_f$128  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$137 ;
-  reg [17:0] \vb_f$146  = 18'h00000;
-  reg [17:0] \vb_f$157  = 18'h00000;
-  reg [17:0] \vb_f$167  = 18'h00000;
+  wire [17:0] \vb_f$138 ;
+  reg [17:0] \vb_f$147  = 18'h00000;
+  reg [17:0] \vb_f$158  = 18'h00000;
+  reg [17:0] \vb_f$168  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$177 ;
+  wire [17:0] \vb_f$178 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$185 ;
+  wire [17:0] \vb_f$186 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$193 ;
+  wire [17:0] \vb_f$194 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$201 ;
+  wire [17:0] \vb_f$202 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$209 ;
+  wire [17:0] \vb_f$210 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$217 ;
+  wire [17:0] \vb_f$218 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$225 ;
+  wire [17:0] \vb_f$226 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$233 ;
+  wire [17:0] \vb_f$234 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$241 ;
+  wire [17:0] \vb_f$242 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$249 ;
+  wire [17:0] \vb_f$250 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$257 ;
+  wire [17:0] \vb_f$258 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$265 ;
+  wire [17:0] \vb_f$266 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$273 ;
+  wire [17:0] \vb_f$274 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$281 ;
+  wire [17:0] \vb_f$282 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$289 ;
+  wire [17:0] \vb_f$290 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$297 ;
+  wire [17:0] \vb_f$298 ;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$305 ;
-  reg [17:0] \vb_f$37  = 18'h00000;
-  reg [17:0] \vb_f$47  = 18'h00000;
+  wire [17:0] \vb_f$306 ;
+  reg [17:0] \vb_f$38  = 18'h00000;
+  reg [17:0] \vb_f$48  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$57 ;
-  reg [17:0] \vb_f$66  = 18'h00000;
-  reg [17:0] \vb_f$77  = 18'h00000;
-  reg [17:0] \vb_f$87  = 18'h00000;
+  wire [17:0] \vb_f$58 ;
+  reg [17:0] \vb_f$67  = 18'h00000;
+  reg [17:0] \vb_f$78  = 18'h00000;
+  reg [17:0] \vb_f$88  = 18'h00000;
   (* init = 18'h00000 *)
-  wire [17:0] \vb_f$97 ;
+  wire [17:0] \vb_f$98 ;
   (* init = 18'h00000 *)
   wire [17:0] vc0;
   (* init = 18'h00000 *)
@@ -1223,170 +1355,210 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   (* init = 18'h00000 *)
   wire [17:0] vf9;
   wire [17:0] vt;
-  wire [17:0] \vt$102 ;
-  wire [17:0] \vt$114 ;
-  wire [17:0] \vt$124 ;
-  wire [17:0] \vt$134 ;
-  wire [17:0] \vt$142 ;
-  wire [17:0] \vt$154 ;
-  wire [17:0] \vt$164 ;
-  wire [17:0] \vt$174 ;
-  wire [17:0] \vt$182 ;
-  wire [17:0] \vt$190 ;
-  wire [17:0] \vt$198 ;
-  wire [17:0] \vt$206 ;
-  wire [17:0] \vt$214 ;
-  wire [17:0] \vt$222 ;
-  wire [17:0] \vt$230 ;
-  wire [17:0] \vt$238 ;
-  wire [17:0] \vt$246 ;
-  wire [17:0] \vt$254 ;
-  wire [17:0] \vt$262 ;
-  wire [17:0] \vt$270 ;
-  wire [17:0] \vt$278 ;
-  wire [17:0] \vt$286 ;
-  wire [17:0] \vt$294 ;
-  wire [17:0] \vt$302 ;
-  wire [17:0] \vt$310 ;
-  wire [17:0] \vt$44 ;
-  wire [17:0] \vt$54 ;
-  wire [17:0] \vt$62 ;
-  wire [17:0] \vt$74 ;
-  wire [17:0] \vt$84 ;
-  wire [17:0] \vt$94 ;
+  wire [17:0] \vt$103 ;
+  wire [17:0] \vt$115 ;
+  wire [17:0] \vt$125 ;
+  wire [17:0] \vt$135 ;
+  wire [17:0] \vt$143 ;
+  wire [17:0] \vt$155 ;
+  wire [17:0] \vt$165 ;
+  wire [17:0] \vt$175 ;
+  wire [17:0] \vt$183 ;
+  wire [17:0] \vt$191 ;
+  wire [17:0] \vt$199 ;
+  wire [17:0] \vt$207 ;
+  wire [17:0] \vt$215 ;
+  wire [17:0] \vt$223 ;
+  wire [17:0] \vt$231 ;
+  wire [17:0] \vt$239 ;
+  wire [17:0] \vt$247 ;
+  wire [17:0] \vt$255 ;
+  wire [17:0] \vt$263 ;
+  wire [17:0] \vt$271 ;
+  wire [17:0] \vt$279 ;
+  wire [17:0] \vt$287 ;
+  wire [17:0] \vt$295 ;
+  wire [17:0] \vt$303 ;
+  wire [17:0] \vt$311 ;
+  wire [17:0] \vt$45 ;
+  wire [17:0] \vt$55 ;
+  wire [17:0] \vt$63 ;
+  wire [17:0] \vt$75 ;
+  wire [17:0] \vt$85 ;
+  wire [17:0] \vt$95 ;
+  always @(posedge clk)
+    \vb_c$51  <= \$415 ;
+  always @(posedge clk)
+    \va_c$69  <= \$416 ;
+  always @(posedge clk)
+    \vb_c$71  <= \$417 ;
+  always @(posedge clk)
+    \vb_c$81  <= \$418 ;
+  always @(posedge clk)
+    \vb_c$91  <= \$419 ;
+  always @(posedge clk)
+    \va_c$109  <= \$420 ;
+  always @(posedge clk)
+    \vb_c$111  <= \$421 ;
+  always @(posedge clk)
+    \vb_c$121  <= \$422 ;
+  always @(posedge clk)
+    \vb_c$131  <= \$423 ;
+  always @(posedge clk)
+    \va_c$149  <= \$424 ;
+  always @(posedge clk)
+    \vb_c$151  <= \$425 ;
+  always @(posedge clk)
+    \vb_c$161  <= \$426 ;
+  always @(posedge clk)
+    \vb_c$171  <= \$427 ;
+  always @(posedge clk)
+    status__sat_flags <= \$428 ;
+  always @(posedge clk)
+    status__ticks <= \$429 ;
+  always @(posedge clk)
+    drive0 <= \$430 ;
+  always @(posedge clk)
+    drive1 <= \$431 ;
+  always @(posedge clk)
+    drive2 <= \$432 ;
+  always @(posedge clk)
+    target0 <= \$433 ;
+  always @(posedge clk)
+    gate__rdata <= \$434 ;
   assign \$1  = - $signed(s_f);
-  assign \$2  = $signed(\$1 ) + $signed(\s_f$314 );
-  assign \$3  = - $signed(\s_f$315 );
-  assign \$4  = $signed(\$3 ) + $signed(\s_f$316 );
+  assign \$2  = $signed(\$1 ) + $signed(\s_f$315 );
+  assign \$3  = - $signed(\s_f$316 );
+  assign \$4  = $signed(\$3 ) + $signed(\s_f$317 );
   assign accf0 = $signed(\$2 ) + $signed(\$4 );
   assign \$5  = - $signed(s_c);
-  assign \$6  = $signed(\$5 ) + $signed(\s_c$319 );
-  assign \$7  = - $signed(\s_c$320 );
-  assign \$8  = $signed(\$7 ) + $signed(\s_c$321 );
+  assign \$6  = $signed(\$5 ) + $signed(\s_c$320 );
+  assign \$7  = - $signed(\s_c$321 );
+  assign \$8  = $signed(\$7 ) + $signed(\s_c$322 );
   assign accc0 = $signed(\$6 ) + $signed(\$8 );
-  assign \$9  = - $signed(\s_f$327 );
+  assign \$9  = - $signed(\s_f$328 );
   assign \$10  = $signed(s_f) + $signed(\$9 );
-  assign \$11  = - $signed(\s_f$328 );
-  assign \$12  = $signed(\$11 ) + $signed(\s_f$329 );
+  assign \$11  = - $signed(\s_f$329 );
+  assign \$12  = $signed(\$11 ) + $signed(\s_f$330 );
   assign accf1 = $signed(\$10 ) + $signed(\$12 );
-  assign \$13  = - $signed(\s_c$331 );
+  assign \$13  = - $signed(\s_c$332 );
   assign \$14  = $signed(s_c) + $signed(\$13 );
-  assign \$15  = - $signed(\s_c$332 );
-  assign \$16  = $signed(\$15 ) + $signed(\s_c$333 );
+  assign \$15  = - $signed(\s_c$333 );
+  assign \$16  = $signed(\$15 ) + $signed(\s_c$334 );
   assign accc1 = $signed(\$14 ) + $signed(\$16 );
-  assign \$17  = - $signed(\s_f$339 );
-  assign \$18  = $signed(\s_f$327 ) + $signed(\$17 );
-  assign \$19  = - $signed(\s_f$340 );
-  assign \$20  = $signed(\$19 ) + $signed(\s_f$341 );
+  assign \$17  = - $signed(\s_f$340 );
+  assign \$18  = $signed(\s_f$328 ) + $signed(\$17 );
+  assign \$19  = - $signed(\s_f$341 );
+  assign \$20  = $signed(\$19 ) + $signed(\s_f$342 );
   assign accf2 = $signed(\$18 ) + $signed(\$20 );
-  assign \$21  = - $signed(\s_c$343 );
-  assign \$22  = $signed(\s_c$331 ) + $signed(\$21 );
-  assign \$23  = - $signed(\s_c$344 );
-  assign \$24  = $signed(\$23 ) + $signed(\s_c$345 );
+  assign \$21  = - $signed(\s_c$344 );
+  assign \$22  = $signed(\s_c$332 ) + $signed(\$21 );
+  assign \$23  = - $signed(\s_c$345 );
+  assign \$24  = $signed(\$23 ) + $signed(\s_c$346 );
   assign accc2 = $signed(\$22 ) + $signed(\$24 );
-  assign \$25  = - $signed(\s_f$314 );
-  assign \$26  = $signed(\s_f$339 ) + $signed(\$25 );
-  assign \$27  = - $signed(\s_f$351 );
-  assign \$28  = $signed(\$27 ) + $signed(\s_f$352 );
+  assign \$25  = - $signed(\s_f$315 );
+  assign \$26  = $signed(\s_f$340 ) + $signed(\$25 );
+  assign \$27  = - $signed(\s_f$352 );
+  assign \$28  = $signed(\$27 ) + $signed(\s_f$353 );
   assign accf3 = $signed(\$26 ) + $signed(\$28 );
-  assign \$29  = - $signed(\s_c$319 );
-  assign \$30  = $signed(\s_c$343 ) + $signed(\$29 );
-  assign \$31  = - $signed(\s_c$354 );
-  assign \$32  = $signed(\$31 ) + $signed(\s_c$355 );
+  assign \$29  = - $signed(\s_c$320 );
+  assign \$30  = $signed(\s_c$344 ) + $signed(\$29 );
+  assign \$31  = - $signed(\s_c$355 );
+  assign \$32  = $signed(\$31 ) + $signed(\s_c$356 );
   assign accc3 = $signed(\$30 ) + $signed(\$32 );
-  assign \$33  = - $signed(\s_f$361 );
-  assign \$34  = $signed(\$33 ) + $signed(\s_f$362 );
-  assign \$35  = - $signed(\s_f$363 );
-  assign \$36  = $signed(\s_f$315 ) + $signed(\$35 );
+  assign \$33  = - $signed(\s_f$362 );
+  assign \$34  = $signed(\$33 ) + $signed(\s_f$363 );
+  assign \$35  = - $signed(\s_f$364 );
+  assign \$36  = $signed(\s_f$316 ) + $signed(\$35 );
   assign accf4 = $signed(\$34 ) + $signed(\$36 );
-  assign \$37  = - $signed(\s_c$365 );
-  assign \$38  = $signed(\$37 ) + $signed(\s_c$366 );
-  assign \$39  = - $signed(\s_c$367 );
-  assign \$40  = $signed(\s_c$320 ) + $signed(\$39 );
+  assign \$37  = - $signed(\s_c$366 );
+  assign \$38  = $signed(\$37 ) + $signed(\s_c$367 );
+  assign \$39  = - $signed(\s_c$368 );
+  assign \$40  = $signed(\s_c$321 ) + $signed(\$39 );
   assign accc4 = $signed(\$38 ) + $signed(\$40 );
-  assign \$41  = - $signed(\s_f$374 );
-  assign \$42  = $signed(\s_f$373 ) + $signed(\$41 );
-  assign \$43  = - $signed(\s_f$375 );
-  assign \$44  = $signed(\s_f$340 ) + $signed(\$43 );
+  assign \$41  = - $signed(\s_f$375 );
+  assign \$42  = $signed(\s_f$374 ) + $signed(\$41 );
+  assign \$43  = - $signed(\s_f$376 );
+  assign \$44  = $signed(\s_f$341 ) + $signed(\$43 );
   assign accf6 = $signed(\$42 ) + $signed(\$44 );
-  assign \$45  = - $signed(\s_c$378 );
-  assign \$46  = $signed(\s_c$377 ) + $signed(\$45 );
-  assign \$47  = - $signed(\s_c$379 );
-  assign \$48  = $signed(\s_c$344 ) + $signed(\$47 );
+  assign \$45  = - $signed(\s_c$379 );
+  assign \$46  = $signed(\s_c$378 ) + $signed(\$45 );
+  assign \$47  = - $signed(\s_c$380 );
+  assign \$48  = $signed(\s_c$345 ) + $signed(\$47 );
   assign accc6 = $signed(\$46 ) + $signed(\$48 );
-  assign \$49  = - $signed(\s_f$385 );
-  assign \$50  = $signed(\$49 ) + $signed(\s_f$386 );
-  assign \$51  = - $signed(\s_f$387 );
-  assign \$52  = $signed(\s_f$363 ) + $signed(\$51 );
+  assign \$49  = - $signed(\s_f$386 );
+  assign \$50  = $signed(\$49 ) + $signed(\s_f$387 );
+  assign \$51  = - $signed(\s_f$388 );
+  assign \$52  = $signed(\s_f$364 ) + $signed(\$51 );
   assign accf8 = $signed(\$50 ) + $signed(\$52 );
-  assign \$53  = - $signed(\s_c$389 );
-  assign \$54  = $signed(\$53 ) + $signed(\s_c$390 );
-  assign \$55  = - $signed(\s_c$391 );
-  assign \$56  = $signed(\s_c$367 ) + $signed(\$55 );
+  assign \$53  = - $signed(\s_c$390 );
+  assign \$54  = $signed(\$53 ) + $signed(\s_c$391 );
+  assign \$55  = - $signed(\s_c$392 );
+  assign \$56  = $signed(\s_c$368 ) + $signed(\$55 );
   assign accc8 = $signed(\$54 ) + $signed(\$56 );
-  assign \$57  = - $signed(\s_f$397 );
-  assign \$58  = $signed(\s_f$385 ) + $signed(\$57 );
-  assign \$59  = - $signed(\s_f$399 );
-  assign \$60  = $signed(\s_f$398 ) + $signed(\$59 );
+  assign \$57  = - $signed(\s_f$398 );
+  assign \$58  = $signed(\s_f$386 ) + $signed(\$57 );
+  assign \$59  = - $signed(\s_f$400 );
+  assign \$60  = $signed(\s_f$399 ) + $signed(\$59 );
   assign accf9 = $signed(\$58 ) + $signed(\$60 );
-  assign \$61  = - $signed(\s_c$401 );
-  assign \$62  = $signed(\s_c$389 ) + $signed(\$61 );
-  assign \$63  = - $signed(\s_c$403 );
-  assign \$64  = $signed(\s_c$402 ) + $signed(\$63 );
+  assign \$61  = - $signed(\s_c$402 );
+  assign \$62  = $signed(\s_c$390 ) + $signed(\$61 );
+  assign \$63  = - $signed(\s_c$404 );
+  assign \$64  = $signed(\s_c$403 ) + $signed(\$63 );
   assign accc9 = $signed(\$62 ) + $signed(\$64 );
-  assign \$65  = - $signed(\s_f$409 );
-  assign \$66  = $signed(\s_f$397 ) + $signed(\$65 );
-  assign \$67  = - $signed(\s_f$410 );
-  assign \$68  = $signed(\s_f$375 ) + $signed(\$67 );
+  assign \$65  = - $signed(\s_f$410 );
+  assign \$66  = $signed(\s_f$398 ) + $signed(\$65 );
+  assign \$67  = - $signed(\s_f$411 );
+  assign \$68  = $signed(\s_f$376 ) + $signed(\$67 );
   assign accf10 = $signed(\$66 ) + $signed(\$68 );
-  assign \$69  = - $signed(\s_c$412 );
-  assign \$70  = $signed(\s_c$401 ) + $signed(\$69 );
-  assign \$71  = - $signed(\s_c$413 );
-  assign \$72  = $signed(\s_c$379 ) + $signed(\$71 );
+  assign \$69  = - $signed(\s_c$413 );
+  assign \$70  = $signed(\s_c$402 ) + $signed(\$69 );
+  assign \$71  = - $signed(\s_c$414 );
+  assign \$72  = $signed(\s_c$380 ) + $signed(\$71 );
   assign accc10 = $signed(\$70 ) + $signed(\$72 );
-  assign \$73  = - $signed(\s_f$386 );
-  assign \$74  = $signed(\s_f$409 ) + $signed(\$73 );
-  assign \$75  = - $signed(\s_f$420 );
-  assign \$76  = $signed(\s_f$419 ) + $signed(\$75 );
+  assign \$73  = - $signed(\s_f$387 );
+  assign \$74  = $signed(\s_f$410 ) + $signed(\$73 );
+  assign \$75  = - $signed(\s_f$421 );
+  assign \$76  = $signed(\s_f$420 ) + $signed(\$75 );
   assign accf11 = $signed(\$74 ) + $signed(\$76 );
-  assign \$77  = - $signed(\s_c$390 );
-  assign \$78  = $signed(\s_c$412 ) + $signed(\$77 );
-  assign \$79  = - $signed(\s_c$423 );
-  assign \$80  = $signed(\s_c$422 ) + $signed(\$79 );
+  assign \$77  = - $signed(\s_c$391 );
+  assign \$78  = $signed(\s_c$413 ) + $signed(\$77 );
+  assign \$79  = - $signed(\s_c$424 );
+  assign \$80  = $signed(\s_c$423 ) + $signed(\$79 );
   assign accc11 = $signed(\$78 ) + $signed(\$80 );
-  assign \$81  = - $signed(\s_f$429 );
-  assign \$82  = $signed(\$81 ) + $signed(\s_f$430 );
-  assign \$83  = - $signed(\s_f$316 );
-  assign \$84  = $signed(\s_f$387 ) + $signed(\$83 );
+  assign \$81  = - $signed(\s_f$430 );
+  assign \$82  = $signed(\$81 ) + $signed(\s_f$431 );
+  assign \$83  = - $signed(\s_f$317 );
+  assign \$84  = $signed(\s_f$388 ) + $signed(\$83 );
   assign accf12 = $signed(\$82 ) + $signed(\$84 );
-  assign \$85  = - $signed(\s_c$432 );
-  assign \$86  = $signed(\$85 ) + $signed(\s_c$433 );
-  assign \$87  = - $signed(\s_c$321 );
-  assign \$88  = $signed(\s_c$391 ) + $signed(\$87 );
+  assign \$85  = - $signed(\s_c$433 );
+  assign \$86  = $signed(\$85 ) + $signed(\s_c$434 );
+  assign \$87  = - $signed(\s_c$322 );
+  assign \$88  = $signed(\s_c$392 ) + $signed(\$87 );
   assign accc12 = $signed(\$86 ) + $signed(\$88 );
-  assign \$89  = - $signed(\s_f$439 );
-  assign \$90  = $signed(\s_f$429 ) + $signed(\$89 );
-  assign \$91  = - $signed(\s_f$329 );
-  assign \$92  = $signed(\s_f$399 ) + $signed(\$91 );
+  assign \$89  = - $signed(\s_f$440 );
+  assign \$90  = $signed(\s_f$430 ) + $signed(\$89 );
+  assign \$91  = - $signed(\s_f$330 );
+  assign \$92  = $signed(\s_f$400 ) + $signed(\$91 );
   assign accf13 = $signed(\$90 ) + $signed(\$92 );
-  assign \$93  = - $signed(\s_c$441 );
-  assign \$94  = $signed(\s_c$432 ) + $signed(\$93 );
-  assign \$95  = - $signed(\s_c$333 );
-  assign \$96  = $signed(\s_c$403 ) + $signed(\$95 );
+  assign \$93  = - $signed(\s_c$442 );
+  assign \$94  = $signed(\s_c$433 ) + $signed(\$93 );
+  assign \$95  = - $signed(\s_c$334 );
+  assign \$96  = $signed(\s_c$404 ) + $signed(\$95 );
   assign accc13 = $signed(\$94 ) + $signed(\$96 );
-  assign \$97  = - $signed(\s_f$447 );
-  assign \$98  = $signed(\s_f$439 ) + $signed(\$97 );
-  assign \$99  = - $signed(\s_f$341 );
-  assign \$100  = $signed(\s_f$410 ) + $signed(\$99 );
+  assign \$97  = - $signed(\s_f$448 );
+  assign \$98  = $signed(\s_f$440 ) + $signed(\$97 );
+  assign \$99  = - $signed(\s_f$342 );
+  assign \$100  = $signed(\s_f$411 ) + $signed(\$99 );
   assign accf14 = $signed(\$98 ) + $signed(\$100 );
-  assign \$101  = - $signed(\s_c$449 );
-  assign \$102  = $signed(\s_c$441 ) + $signed(\$101 );
-  assign \$103  = - $signed(\s_c$345 );
-  assign \$104  = $signed(\s_c$413 ) + $signed(\$103 );
+  assign \$101  = - $signed(\s_c$450 );
+  assign \$102  = $signed(\s_c$442 ) + $signed(\$101 );
+  assign \$103  = - $signed(\s_c$346 );
+  assign \$104  = $signed(\s_c$414 ) + $signed(\$103 );
   assign accc14 = $signed(\$102 ) + $signed(\$104 );
-  assign \$105  = $signed(target0) - $signed(\vb_f$117 );
+  assign \$105  = $signed(target0) - $signed(\vb_f$118 );
   assign \$107  = $signed(\$106 ) + $signed(9'h080);
-  assign clamp0_exact = $signed(\vb_f$117 ) + $signed(\$108 );
+  assign clamp0_exact = $signed(\vb_f$118 ) + $signed(\$108 );
   assign \$109  = ~ clamp0_exact[35];
   assign \$110  = | clamp0_exact[35:17];
   assign \$111  = \$109  & \$110 ;
@@ -1464,196 +1636,285 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   assign \$246  = \$244  | \$245 ;
   assign \$248  = \$246  | \$247 ;
   assign \$250  = \$248  | \$249 ;
-  assign \$252  = \$251  | \flags$524 ;
-  assign \$253  = \$252  | \flags$525 ;
-  assign \$254  = \$253  | \flags$526 ;
-  assign \$255  = \$254  | \flags$527 ;
-  assign \$256  = \$255  | \flags$528 ;
-  assign \$257  = \$256  | \flags$529 ;
-  assign \$258  = \$257  | \flags$530 ;
-  assign \$259  = \$258  | \flags$531 ;
-  assign \$260  = \$259  | \flags$532 ;
-  assign \$261  = \$260  | \flags$533 ;
-  assign \$262  = \$261  | \flags$534 ;
-  assign \$263  = \$262  | \flags$535 ;
+  assign \$252  = \$251  | \flags$525 ;
+  assign \$253  = \$252  | \flags$526 ;
+  assign \$254  = \$253  | \flags$527 ;
+  assign \$255  = \$254  | \flags$528 ;
+  assign \$256  = \$255  | \flags$529 ;
+  assign \$257  = \$256  | \flags$530 ;
+  assign \$258  = \$257  | \flags$531 ;
+  assign \$259  = \$258  | \flags$532 ;
+  assign \$260  = \$259  | \flags$533 ;
+  assign \$261  = \$260  | \flags$534 ;
+  assign \$262  = \$261  | \flags$535 ;
+  assign \$263  = \$262  | \flags$536 ;
   assign \$265  = \$263  | { 1'h0, \$264 , 3'h0 };
   assign tick_flags = { \$250 , 3'h0, \$186  } | \$266 ;
+  assign move_all0 = $signed(v_f_next) - $signed(va_f);
+  assign \$267  = $signed(move_all0) > $signed(2'h1);
+  assign \$268  = $signed(move_all0) < $signed(1'h1);
+  assign moved_all0 = \$267  | \$268 ;
+  assign move_all1 = $signed(\v_f_next$541 ) - $signed(vb_f);
+  assign \$269  = $signed(move_all1) > $signed(2'h1);
+  assign \$270  = $signed(move_all1) < $signed(1'h1);
+  assign moved_all1 = \$269  | \$270 ;
+  assign move_all2 = $signed(\v_f_next$544 ) - $signed(\vb_f$38 );
+  assign \$271  = $signed(move_all2) > $signed(2'h1);
+  assign \$272  = $signed(move_all2) < $signed(1'h1);
+  assign moved_all2 = \$271  | \$272 ;
+  assign move_all3 = $signed(\v_f_next$547 ) - $signed(\vb_f$48 );
+  assign \$273  = $signed(move_all3) > $signed(2'h1);
+  assign \$274  = $signed(move_all3) < $signed(1'h1);
+  assign moved_all3 = \$273  | \$274 ;
+  assign move_all4 = $signed(\v_f_next$550 ) - $signed(\va_f$65 );
+  assign \$275  = $signed(move_all4) > $signed(2'h1);
+  assign \$276  = $signed(move_all4) < $signed(1'h1);
+  assign moved_all4 = \$275  | \$276 ;
+  assign move_all5 = $signed(drive1) - $signed(\vb_f$67 );
+  assign \$277  = $signed(move_all5) > $signed(2'h1);
+  assign \$278  = $signed(move_all5) < $signed(1'h1);
+  assign moved_all5 = \$277  | \$278 ;
+  assign move_all6 = $signed(\v_f_next$556 ) - $signed(\vb_f$78 );
+  assign \$279  = $signed(move_all6) > $signed(2'h1);
+  assign \$280  = $signed(move_all6) < $signed(1'h1);
+  assign moved_all6 = \$279  | \$280 ;
+  assign move_all7 = $signed(drive2) - $signed(\vb_f$88 );
+  assign \$281  = $signed(move_all7) > $signed(2'h1);
+  assign \$282  = $signed(move_all7) < $signed(1'h1);
+  assign moved_all7 = \$281  | \$282 ;
+  assign move_all8 = $signed(\v_f_next$562 ) - $signed(\va_f$105 );
+  assign \$283  = $signed(move_all8) > $signed(2'h1);
+  assign \$284  = $signed(move_all8) < $signed(1'h1);
+  assign moved_all8 = \$283  | \$284 ;
+  assign move_all9 = $signed(\v_f_next$565 ) - $signed(\vb_f$107 );
+  assign \$285  = $signed(move_all9) > $signed(2'h1);
+  assign \$286  = $signed(move_all9) < $signed(1'h1);
+  assign moved_all9 = \$285  | \$286 ;
+  assign move_all10 = $signed(\v_f_next$568 ) - $signed(\vb_f$118 );
+  assign \$287  = $signed(move_all10) > $signed(2'h1);
+  assign \$288  = $signed(move_all10) < $signed(1'h1);
+  assign moved_all10 = \$287  | \$288 ;
+  assign move_all11 = $signed(\v_f_next$571 ) - $signed(\vb_f$128 );
+  assign \$289  = $signed(move_all11) > $signed(2'h1);
+  assign \$290  = $signed(move_all11) < $signed(1'h1);
+  assign moved_all11 = \$289  | \$290 ;
+  assign move_all12 = $signed(\v_f_next$574 ) - $signed(\va_f$145 );
+  assign \$291  = $signed(move_all12) > $signed(2'h1);
+  assign \$292  = $signed(move_all12) < $signed(1'h1);
+  assign moved_all12 = \$291  | \$292 ;
+  assign move_all13 = $signed(\v_f_next$577 ) - $signed(\vb_f$147 );
+  assign \$293  = $signed(move_all13) > $signed(2'h1);
+  assign \$294  = $signed(move_all13) < $signed(1'h1);
+  assign moved_all13 = \$293  | \$294 ;
+  assign move_all14 = $signed(\v_f_next$580 ) - $signed(\vb_f$158 );
+  assign \$295  = $signed(move_all14) > $signed(2'h1);
+  assign \$296  = $signed(move_all14) < $signed(1'h1);
+  assign moved_all14 = \$295  | \$296 ;
+  assign move_all15 = $signed(drive0) - $signed(\vb_f$168 );
+  assign \$297  = $signed(move_all15) > $signed(2'h1);
+  assign \$298  = $signed(move_all15) < $signed(1'h1);
+  assign moved_all15 = \$297  | \$298 ;
+  assign move_all16 = $signed(v_c_next) - $signed(va_c);
+  assign \$299  = $signed(move_all16) > $signed(2'h1);
+  assign \$300  = $signed(move_all16) < $signed(1'h1);
+  assign moved_all16 = \$299  | \$300 ;
+  assign move_all17 = $signed(\v_c_next$589 ) - $signed(vb_c);
+  assign \$301  = $signed(move_all17) > $signed(2'h1);
+  assign \$302  = $signed(move_all17) < $signed(1'h1);
+  assign moved_all17 = \$301  | \$302 ;
+  assign move_all18 = $signed(\v_c_next$592 ) - $signed(\vb_c$41 );
+  assign \$303  = $signed(move_all18) > $signed(2'h1);
+  assign \$304  = $signed(move_all18) < $signed(1'h1);
+  assign moved_all18 = \$303  | \$304 ;
+  assign move_all19 = $signed(\v_c_next$595 ) - $signed(\vb_c$51 );
+  assign \$305  = $signed(move_all19) > $signed(2'h1);
+  assign \$306  = $signed(move_all19) < $signed(1'h1);
+  assign moved_all19 = \$305  | \$306 ;
+  assign move_all20 = $signed(\v_c_next$598 ) - $signed(\va_c$69 );
+  assign \$307  = $signed(move_all20) > $signed(2'h1);
+  assign \$308  = $signed(move_all20) < $signed(1'h1);
+  assign moved_all20 = \$307  | \$308 ;
+  assign move_all21 = $signed(drive1) - $signed(\vb_c$71 );
+  assign \$309  = $signed(move_all21) > $signed(2'h1);
+  assign \$310  = $signed(move_all21) < $signed(1'h1);
+  assign moved_all21 = \$309  | \$310 ;
+  assign move_all22 = $signed(\v_c_next$603 ) - $signed(\vb_c$81 );
+  assign \$311  = $signed(move_all22) > $signed(2'h1);
+  assign \$312  = $signed(move_all22) < $signed(1'h1);
+  assign moved_all22 = \$311  | \$312 ;
+  assign move_all23 = $signed(drive2) - $signed(\vb_c$91 );
+  assign \$313  = $signed(move_all23) > $signed(2'h1);
+  assign \$314  = $signed(move_all23) < $signed(1'h1);
+  assign moved_all23 = \$313  | \$314 ;
+  assign move_all24 = $signed(\v_c_next$608 ) - $signed(\va_c$109 );
+  assign \$315  = $signed(move_all24) > $signed(2'h1);
+  assign \$316  = $signed(move_all24) < $signed(1'h1);
+  assign moved_all24 = \$315  | \$316 ;
+  assign move_all25 = $signed(\v_c_next$611 ) - $signed(\vb_c$111 );
+  assign \$317  = $signed(move_all25) > $signed(2'h1);
+  assign \$318  = $signed(move_all25) < $signed(1'h1);
+  assign moved_all25 = \$317  | \$318 ;
+  assign move_all26 = $signed(\$116 [17:0]) - $signed(\vb_c$121 );
+  assign \$319  = $signed(move_all26) > $signed(2'h1);
+  assign \$320  = $signed(move_all26) < $signed(1'h1);
+  assign moved_all26 = \$319  | \$320 ;
+  assign move_all27 = $signed(\v_c_next$616 ) - $signed(\vb_c$131 );
+  assign \$321  = $signed(move_all27) > $signed(2'h1);
+  assign \$322  = $signed(move_all27) < $signed(1'h1);
+  assign moved_all27 = \$321  | \$322 ;
+  assign move_all28 = $signed(\v_c_next$619 ) - $signed(\va_c$149 );
+  assign \$323  = $signed(move_all28) > $signed(2'h1);
+  assign \$324  = $signed(move_all28) < $signed(1'h1);
+  assign moved_all28 = \$323  | \$324 ;
+  assign move_all29 = $signed(\v_c_next$622 ) - $signed(\vb_c$151 );
+  assign \$325  = $signed(move_all29) > $signed(2'h1);
+  assign \$326  = $signed(move_all29) < $signed(1'h1);
+  assign moved_all29 = \$325  | \$326 ;
+  assign move_all30 = $signed(\v_c_next$625 ) - $signed(\vb_c$161 );
+  assign \$327  = $signed(move_all30) > $signed(2'h1);
+  assign \$328  = $signed(move_all30) < $signed(1'h1);
+  assign moved_all30 = \$327  | \$328 ;
+  assign move_all31 = $signed(drive0) - $signed(\vb_c$171 );
+  assign \$329  = $signed(move_all31) > $signed(2'h1);
+  assign \$330  = $signed(move_all31) < $signed(1'h1);
+  assign moved_all31 = \$329  | \$330 ;
+  assign moved_all = | { moved_all31, moved_all30, moved_all29, moved_all28, moved_all27, moved_all26, moved_all25, moved_all24, moved_all23, moved_all22, moved_all21, moved_all20, moved_all19, moved_all18, moved_all17, moved_all16, moved_all15, moved_all14, moved_all13, moved_all12, moved_all11, moved_all10, moved_all9, moved_all8, moved_all7, moved_all6, moved_all5, moved_all4, moved_all3, moved_all2, moved_all1, moved_all0 };
   assign status__saturated = | status__sat_flags;
-  assign \$267  = status__sat_flags | tick_flags;
-  assign \$268  = status__ticks + 1'h1;
-  assign \$269  = gate__raddr[0] ? \g$308  : \g$300 ;
-  assign \$270  = gate__raddr[0] ? \g$292  : \g$284 ;
-  assign \$271  = gate__raddr[1] ? \$269  : \$270 ;
-  assign \$272  = gate__raddr[0] ? \g$276  : \g$268 ;
-  assign \$273  = gate__raddr[0] ? \g$260  : \g$252 ;
-  assign \$274  = gate__raddr[1] ? \$272  : \$273 ;
-  assign \$275  = gate__raddr[2] ? \$271  : \$274 ;
-  assign \$276  = gate__raddr[0] ? \g$244  : \g$236 ;
-  assign \$277  = gate__raddr[0] ? \g$228  : \g$220 ;
-  assign \$278  = gate__raddr[1] ? \$276  : \$277 ;
-  assign \$279  = gate__raddr[0] ? \g$212  : \g$204 ;
-  assign \$280  = gate__raddr[0] ? \g$196  : \g$188 ;
-  assign \$281  = gate__raddr[1] ? \$279  : \$280 ;
-  assign \$282  = gate__raddr[2] ? \$278  : \$281 ;
-  assign \$283  = gate__raddr[3] ? \$275  : \$282 ;
-  assign \$284  = gate__raddr[0] ? \g$180  : \g$172 ;
-  assign \$285  = gate__raddr[0] ? \g$162  : \g$152 ;
-  assign \$286  = gate__raddr[1] ? \$284  : \$285 ;
-  assign \$287  = gate__raddr[0] ? \g$140  : \g$132 ;
-  assign \$288  = gate__raddr[0] ? \g$122  : \g$112 ;
-  assign \$289  = gate__raddr[1] ? \$287  : \$288 ;
-  assign \$290  = gate__raddr[2] ? \$286  : \$289 ;
-  assign \$291  = gate__raddr[0] ? \g$100  : \g$92 ;
-  assign \$292  = gate__raddr[0] ? \g$82  : \g$72 ;
-  assign \$293  = gate__raddr[1] ? \$291  : \$292 ;
-  assign \$294  = gate__raddr[0] ? \g$60  : \g$52 ;
-  assign \$295  = gate__raddr[0] ? \g$42  : g;
-  assign \$296  = gate__raddr[1] ? \$294  : \$295 ;
-  assign \$297  = gate__raddr[2] ? \$293  : \$296 ;
-  assign \$298  = gate__raddr[3] ? \$290  : \$297 ;
-  assign \$299  = gate__raddr[4] ? \$283  : \$298 ;
+  assign \$331  = status__sat_flags | tick_flags;
+  assign \$332  = status__ticks + 1'h1;
+  assign \$333  = gate__raddr[0] ? \g$309  : \g$301 ;
+  assign \$334  = gate__raddr[0] ? \g$293  : \g$285 ;
+  assign \$335  = gate__raddr[1] ? \$333  : \$334 ;
+  assign \$336  = gate__raddr[0] ? \g$277  : \g$269 ;
+  assign \$337  = gate__raddr[0] ? \g$261  : \g$253 ;
+  assign \$338  = gate__raddr[1] ? \$336  : \$337 ;
+  assign \$339  = gate__raddr[2] ? \$335  : \$338 ;
+  assign \$340  = gate__raddr[0] ? \g$245  : \g$237 ;
+  assign \$341  = gate__raddr[0] ? \g$229  : \g$221 ;
+  assign \$342  = gate__raddr[1] ? \$340  : \$341 ;
+  assign \$343  = gate__raddr[0] ? \g$213  : \g$205 ;
+  assign \$344  = gate__raddr[0] ? \g$197  : \g$189 ;
+  assign \$345  = gate__raddr[1] ? \$343  : \$344 ;
+  assign \$346  = gate__raddr[2] ? \$342  : \$345 ;
+  assign \$347  = gate__raddr[3] ? \$339  : \$346 ;
+  assign \$348  = gate__raddr[0] ? \g$181  : \g$173 ;
+  assign \$349  = gate__raddr[0] ? \g$163  : \g$153 ;
+  assign \$350  = gate__raddr[1] ? \$348  : \$349 ;
+  assign \$351  = gate__raddr[0] ? \g$141  : \g$133 ;
+  assign \$352  = gate__raddr[0] ? \g$123  : \g$113 ;
+  assign \$353  = gate__raddr[1] ? \$351  : \$352 ;
+  assign \$354  = gate__raddr[2] ? \$350  : \$353 ;
+  assign \$355  = gate__raddr[0] ? \g$101  : \g$93 ;
+  assign \$356  = gate__raddr[0] ? \g$83  : \g$73 ;
+  assign \$357  = gate__raddr[1] ? \$355  : \$356 ;
+  assign \$358  = gate__raddr[0] ? \g$61  : \g$53 ;
+  assign \$359  = gate__raddr[0] ? \g$43  : g;
+  assign \$360  = gate__raddr[1] ? \$358  : \$359 ;
+  assign \$361  = gate__raddr[2] ? \$357  : \$360 ;
+  assign \$362  = gate__raddr[3] ? \$354  : \$361 ;
+  assign \$363  = gate__raddr[4] ? \$347  : \$362 ;
   always @(posedge clk)
-    g <= \$300 ;
+    g <= \$364 ;
   always @(posedge clk)
-    \g$42  <= \$301 ;
+    \g$43  <= \$365 ;
   always @(posedge clk)
-    \g$52  <= \$302 ;
+    \g$53  <= \$366 ;
   always @(posedge clk)
-    \g$60  <= \$303 ;
+    \g$61  <= \$367 ;
   always @(posedge clk)
-    \g$72  <= \$304 ;
+    \g$73  <= \$368 ;
   always @(posedge clk)
-    \g$82  <= \$305 ;
+    \g$83  <= \$369 ;
   always @(posedge clk)
-    \g$92  <= \$306 ;
+    \g$93  <= \$370 ;
   always @(posedge clk)
-    \g$100  <= \$307 ;
+    \g$101  <= \$371 ;
   always @(posedge clk)
-    \g$112  <= \$308 ;
+    \g$113  <= \$372 ;
   always @(posedge clk)
-    \g$122  <= \$309 ;
+    \g$123  <= \$373 ;
   always @(posedge clk)
-    \g$132  <= \$310 ;
+    \g$133  <= \$374 ;
   always @(posedge clk)
-    \g$140  <= \$311 ;
+    \g$141  <= \$375 ;
   always @(posedge clk)
-    \g$152  <= \$312 ;
+    \g$153  <= \$376 ;
   always @(posedge clk)
-    \g$162  <= \$313 ;
+    \g$163  <= \$377 ;
   always @(posedge clk)
-    \g$172  <= \$314 ;
+    \g$173  <= \$378 ;
   always @(posedge clk)
-    \g$180  <= \$315 ;
+    \g$181  <= \$379 ;
   always @(posedge clk)
-    \g$188  <= \$316 ;
+    \g$189  <= \$380 ;
   always @(posedge clk)
-    \g$196  <= \$317 ;
+    \g$197  <= \$381 ;
   always @(posedge clk)
-    \g$204  <= \$318 ;
+    \g$205  <= \$382 ;
   always @(posedge clk)
-    \g$212  <= \$319 ;
+    \g$213  <= \$383 ;
   always @(posedge clk)
-    \g$220  <= \$320 ;
+    \g$221  <= \$384 ;
   always @(posedge clk)
-    \g$228  <= \$321 ;
+    \g$229  <= \$385 ;
   always @(posedge clk)
-    \g$236  <= \$322 ;
+    \g$237  <= \$386 ;
   always @(posedge clk)
-    \g$244  <= \$323 ;
+    \g$245  <= \$387 ;
   always @(posedge clk)
-    \g$252  <= \$324 ;
+    \g$253  <= \$388 ;
   always @(posedge clk)
-    \g$260  <= \$325 ;
+    \g$261  <= \$389 ;
   always @(posedge clk)
-    \g$268  <= \$326 ;
+    \g$269  <= \$390 ;
   always @(posedge clk)
-    \g$276  <= \$327 ;
+    \g$277  <= \$391 ;
   always @(posedge clk)
-    \g$284  <= \$328 ;
+    \g$285  <= \$392 ;
   always @(posedge clk)
-    \g$292  <= \$329 ;
+    \g$293  <= \$393 ;
   always @(posedge clk)
-    \g$300  <= \$330 ;
+    \g$301  <= \$394 ;
   always @(posedge clk)
-    \g$308  <= \$331 ;
+    \g$309  <= \$395 ;
   always @(posedge clk)
-    va_f <= \$332 ;
+    va_f <= \$396 ;
   always @(posedge clk)
-    vb_f <= \$333 ;
+    vb_f <= \$397 ;
   always @(posedge clk)
-    \vb_f$37  <= \$334 ;
+    \vb_f$38  <= \$398 ;
   always @(posedge clk)
-    \vb_f$47  <= \$335 ;
+    \vb_f$48  <= \$399 ;
   always @(posedge clk)
-    \va_f$64  <= \$336 ;
+    \va_f$65  <= \$400 ;
   always @(posedge clk)
-    \vb_f$66  <= \$337 ;
+    \vb_f$67  <= \$401 ;
   always @(posedge clk)
-    \vb_f$77  <= \$338 ;
+    \vb_f$78  <= \$402 ;
   always @(posedge clk)
-    \vb_f$87  <= \$339 ;
+    \vb_f$88  <= \$403 ;
   always @(posedge clk)
-    \va_f$104  <= \$340 ;
+    \va_f$105  <= \$404 ;
   always @(posedge clk)
-    \vb_f$106  <= \$341 ;
+    \vb_f$107  <= \$405 ;
   always @(posedge clk)
-    \vb_f$117  <= \$342 ;
+    \vb_f$118  <= \$406 ;
   always @(posedge clk)
-    \vb_f$127  <= \$343 ;
+    \vb_f$128  <= \$407 ;
   always @(posedge clk)
-    \va_f$144  <= \$344 ;
+    \va_f$145  <= \$408 ;
   always @(posedge clk)
-    \vb_f$146  <= \$345 ;
+    \vb_f$147  <= \$409 ;
   always @(posedge clk)
-    \vb_f$157  <= \$346 ;
+    \vb_f$158  <= \$410 ;
   always @(posedge clk)
-    \vb_f$167  <= \$347 ;
+    \vb_f$168  <= \$411 ;
   always @(posedge clk)
-    va_c <= \$348 ;
+    va_c <= \$412 ;
   always @(posedge clk)
-    vb_c <= \$349 ;
+    vb_c <= \$413 ;
   always @(posedge clk)
-    \vb_c$40  <= \$350 ;
-  always @(posedge clk)
-    \vb_c$50  <= \$351 ;
-  always @(posedge clk)
-    \va_c$68  <= \$352 ;
-  always @(posedge clk)
-    \vb_c$70  <= \$353 ;
-  always @(posedge clk)
-    \vb_c$80  <= \$354 ;
-  always @(posedge clk)
-    \vb_c$90  <= \$355 ;
-  always @(posedge clk)
-    \va_c$108  <= \$356 ;
-  always @(posedge clk)
-    \vb_c$110  <= \$357 ;
-  always @(posedge clk)
-    \vb_c$120  <= \$358 ;
-  always @(posedge clk)
-    \vb_c$130  <= \$359 ;
-  always @(posedge clk)
-    \va_c$148  <= \$360 ;
-  always @(posedge clk)
-    \vb_c$150  <= \$361 ;
-  always @(posedge clk)
-    \vb_c$160  <= \$362 ;
-  always @(posedge clk)
-    \vb_c$170  <= \$363 ;
-  always @(posedge clk)
-    status__sat_flags <= \$364 ;
-  always @(posedge clk)
-    status__ticks <= \$365 ;
-  always @(posedge clk)
-    drive0 <= \$366 ;
-  always @(posedge clk)
-    drive1 <= \$367 ;
-  always @(posedge clk)
-    drive2 <= \$368 ;
-  always @(posedge clk)
-    target0 <= \$369 ;
-  always @(posedge clk)
-    gate__rdata <= \$370 ;
+    \vb_c$41  <= \$414 ;
   \clln_paper_regression.edge0  edge0 (
     .g(g),
     .g_next(g_next),
@@ -1668,407 +1929,407 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .vb_f(vb_f)
   );
   \clln_paper_regression.edge1  edge1 (
-    .g(\g$42 ),
-    .g_next(\g_next$539 ),
-    .learn(control__learn),
-    .s_c(\s_c$331 ),
-    .s_f(\s_f$327 ),
-    .sat_dg(\sat_dg$492 ),
-    .sat_term(\sat_term$460 ),
-    .va_c(vb_c),
-    .va_f(vb_f),
-    .vb_c(\vb_c$40 ),
-    .vb_f(\vb_f$37 )
-  );
-  \clln_paper_regression.edge10  edge10 (
-    .g(\g$132 ),
-    .g_next(\g_next$548 ),
-    .learn(control__learn),
-    .s_c(\s_c$412 ),
-    .s_f(\s_f$409 ),
-    .sat_dg(\sat_dg$501 ),
-    .sat_term(\sat_term$469 ),
-    .va_c(\vb_c$120 ),
-    .va_f(\vb_f$117 ),
-    .vb_c(\vb_c$130 ),
-    .vb_f(\vb_f$127 )
-  );
-  \clln_paper_regression.edge11  edge11 (
-    .g(\g$140 ),
-    .g_next(\g_next$549 ),
-    .learn(control__learn),
-    .s_c(\s_c$390 ),
-    .s_f(\s_f$386 ),
-    .sat_dg(\sat_dg$502 ),
-    .sat_term(\sat_term$470 ),
-    .va_c(\vb_c$130 ),
-    .va_f(\vb_f$127 ),
-    .vb_c(\va_c$108 ),
-    .vb_f(\va_f$104 )
-  );
-  \clln_paper_regression.edge12  edge12 (
-    .g(\g$152 ),
-    .g_next(\g_next$550 ),
-    .learn(control__learn),
-    .s_c(\s_c$432 ),
-    .s_f(\s_f$429 ),
-    .sat_dg(\sat_dg$503 ),
-    .sat_term(\sat_term$471 ),
-    .va_c(\va_c$148 ),
-    .va_f(\va_f$144 ),
-    .vb_c(\vb_c$150 ),
-    .vb_f(\vb_f$146 )
-  );
-  \clln_paper_regression.edge13  edge13 (
-    .g(\g$162 ),
-    .g_next(\g_next$551 ),
-    .learn(control__learn),
-    .s_c(\s_c$441 ),
-    .s_f(\s_f$439 ),
-    .sat_dg(\sat_dg$504 ),
-    .sat_term(\sat_term$472 ),
-    .va_c(\vb_c$150 ),
-    .va_f(\vb_f$146 ),
-    .vb_c(\vb_c$160 ),
-    .vb_f(\vb_f$157 )
-  );
-  \clln_paper_regression.edge14  edge14 (
-    .g(\g$172 ),
-    .g_next(\g_next$552 ),
-    .learn(control__learn),
-    .s_c(\s_c$449 ),
-    .s_f(\s_f$447 ),
-    .sat_dg(\sat_dg$505 ),
-    .sat_term(\sat_term$473 ),
-    .va_c(\vb_c$160 ),
-    .va_f(\vb_f$157 ),
-    .vb_c(\vb_c$170 ),
-    .vb_f(\vb_f$167 )
-  );
-  \clln_paper_regression.edge15  edge15 (
-    .g(\g$180 ),
-    .g_next(\g_next$553 ),
-    .learn(control__learn),
-    .s_c(\s_c$433 ),
-    .s_f(\s_f$430 ),
-    .sat_dg(\sat_dg$506 ),
-    .sat_term(\sat_term$474 ),
-    .va_c(\vb_c$170 ),
-    .va_f(\vb_f$167 ),
-    .vb_c(\va_c$148 ),
-    .vb_f(\va_f$144 )
-  );
-  \clln_paper_regression.edge16  edge16 (
-    .g(\g$188 ),
-    .g_next(\g_next$554 ),
-    .learn(control__learn),
-    .s_c(\s_c$320 ),
-    .s_f(\s_f$315 ),
-    .sat_dg(\sat_dg$507 ),
-    .sat_term(\sat_term$475 ),
-    .va_c(va_c),
-    .va_f(va_f),
-    .vb_c(\va_c$68 ),
-    .vb_f(\va_f$64 )
-  );
-  \clln_paper_regression.edge17  edge17 (
-    .g(\g$196 ),
-    .g_next(\g_next$555 ),
+    .g(\g$43 ),
+    .g_next(\g_next$634 ),
     .learn(control__learn),
     .s_c(\s_c$332 ),
     .s_f(\s_f$328 ),
-    .sat_dg(\sat_dg$508 ),
-    .sat_term(\sat_term$476 ),
-    .va_c(vb_c),
-    .va_f(vb_f),
-    .vb_c(\vb_c$70 ),
-    .vb_f(\vb_f$66 )
-  );
-  \clln_paper_regression.edge18  edge18 (
-    .g(\g$204 ),
-    .g_next(\g_next$556 ),
-    .learn(control__learn),
-    .s_c(\s_c$344 ),
-    .s_f(\s_f$340 ),
-    .sat_dg(\sat_dg$509 ),
-    .sat_term(\sat_term$477 ),
-    .va_c(\vb_c$40 ),
-    .va_f(\vb_f$37 ),
-    .vb_c(\vb_c$80 ),
-    .vb_f(\vb_f$77 )
-  );
-  \clln_paper_regression.edge19  edge19 (
-    .g(\g$212 ),
-    .g_next(\g_next$557 ),
-    .learn(control__learn),
-    .s_c(\s_c$354 ),
-    .s_f(\s_f$351 ),
-    .sat_dg(\sat_dg$510 ),
-    .sat_term(\sat_term$478 ),
-    .va_c(\vb_c$50 ),
-    .va_f(\vb_f$47 ),
-    .vb_c(\vb_c$90 ),
-    .vb_f(\vb_f$87 )
-  );
-  \clln_paper_regression.edge2  edge2 (
-    .g(\g$52 ),
-    .g_next(\g_next$540 ),
-    .learn(control__learn),
-    .s_c(\s_c$343 ),
-    .s_f(\s_f$339 ),
     .sat_dg(\sat_dg$493 ),
     .sat_term(\sat_term$461 ),
-    .va_c(\vb_c$40 ),
-    .va_f(\vb_f$37 ),
-    .vb_c(\vb_c$50 ),
-    .vb_f(\vb_f$47 )
+    .va_c(vb_c),
+    .va_f(vb_f),
+    .vb_c(\vb_c$41 ),
+    .vb_f(\vb_f$38 )
   );
-  \clln_paper_regression.edge20  edge20 (
-    .g(\g$220 ),
-    .g_next(\g_next$558 ),
-    .learn(control__learn),
-    .s_c(\s_c$367 ),
-    .s_f(\s_f$363 ),
-    .sat_dg(\sat_dg$511 ),
-    .sat_term(\sat_term$479 ),
-    .va_c(\va_c$68 ),
-    .va_f(\va_f$64 ),
-    .vb_c(\va_c$108 ),
-    .vb_f(\va_f$104 )
-  );
-  \clln_paper_regression.edge21  edge21 (
-    .g(\g$228 ),
-    .g_next(\g_next$559 ),
-    .learn(control__learn),
-    .s_c(\s_c$402 ),
-    .s_f(\s_f$398 ),
-    .sat_dg(\sat_dg$512 ),
-    .sat_term(\sat_term$480 ),
-    .va_c(\vb_c$70 ),
-    .va_f(\vb_f$66 ),
-    .vb_c(\vb_c$110 ),
-    .vb_f(\vb_f$106 )
-  );
-  \clln_paper_regression.edge22  edge22 (
-    .g(\g$236 ),
-    .g_next(\g_next$560 ),
-    .learn(control__learn),
-    .s_c(\s_c$379 ),
-    .s_f(\s_f$375 ),
-    .sat_dg(\sat_dg$513 ),
-    .sat_term(\sat_term$481 ),
-    .va_c(\vb_c$80 ),
-    .va_f(\vb_f$77 ),
-    .vb_c(\vb_c$120 ),
-    .vb_f(\vb_f$117 )
-  );
-  \clln_paper_regression.edge23  edge23 (
-    .g(\g$244 ),
-    .g_next(\g_next$561 ),
-    .learn(control__learn),
-    .s_c(\s_c$422 ),
-    .s_f(\s_f$419 ),
-    .sat_dg(\sat_dg$514 ),
-    .sat_term(\sat_term$482 ),
-    .va_c(\vb_c$90 ),
-    .va_f(\vb_f$87 ),
-    .vb_c(\vb_c$130 ),
-    .vb_f(\vb_f$127 )
-  );
-  \clln_paper_regression.edge24  edge24 (
-    .g(\g$252 ),
-    .g_next(\g_next$562 ),
-    .learn(control__learn),
-    .s_c(\s_c$391 ),
-    .s_f(\s_f$387 ),
-    .sat_dg(\sat_dg$515 ),
-    .sat_term(\sat_term$483 ),
-    .va_c(\va_c$108 ),
-    .va_f(\va_f$104 ),
-    .vb_c(\va_c$148 ),
-    .vb_f(\va_f$144 )
-  );
-  \clln_paper_regression.edge25  edge25 (
-    .g(\g$260 ),
-    .g_next(\g_next$563 ),
-    .learn(control__learn),
-    .s_c(\s_c$403 ),
-    .s_f(\s_f$399 ),
-    .sat_dg(\sat_dg$516 ),
-    .sat_term(\sat_term$484 ),
-    .va_c(\vb_c$110 ),
-    .va_f(\vb_f$106 ),
-    .vb_c(\vb_c$150 ),
-    .vb_f(\vb_f$146 )
-  );
-  \clln_paper_regression.edge26  edge26 (
-    .g(\g$268 ),
-    .g_next(\g_next$564 ),
+  \clln_paper_regression.edge10  edge10 (
+    .g(\g$133 ),
+    .g_next(\g_next$643 ),
     .learn(control__learn),
     .s_c(\s_c$413 ),
     .s_f(\s_f$410 ),
-    .sat_dg(\sat_dg$517 ),
-    .sat_term(\sat_term$485 ),
-    .va_c(\vb_c$120 ),
-    .va_f(\vb_f$117 ),
-    .vb_c(\vb_c$160 ),
-    .vb_f(\vb_f$157 )
+    .sat_dg(\sat_dg$502 ),
+    .sat_term(\sat_term$470 ),
+    .va_c(\vb_c$121 ),
+    .va_f(\vb_f$118 ),
+    .vb_c(\vb_c$131 ),
+    .vb_f(\vb_f$128 )
   );
-  \clln_paper_regression.edge27  edge27 (
-    .g(\g$276 ),
-    .g_next(\g_next$565 ),
+  \clln_paper_regression.edge11  edge11 (
+    .g(\g$141 ),
+    .g_next(\g_next$644 ),
     .learn(control__learn),
-    .s_c(\s_c$423 ),
-    .s_f(\s_f$420 ),
-    .sat_dg(\sat_dg$518 ),
-    .sat_term(\sat_term$486 ),
-    .va_c(\vb_c$130 ),
-    .va_f(\vb_f$127 ),
-    .vb_c(\vb_c$170 ),
-    .vb_f(\vb_f$167 )
+    .s_c(\s_c$391 ),
+    .s_f(\s_f$387 ),
+    .sat_dg(\sat_dg$503 ),
+    .sat_term(\sat_term$471 ),
+    .va_c(\vb_c$131 ),
+    .va_f(\vb_f$128 ),
+    .vb_c(\va_c$109 ),
+    .vb_f(\va_f$105 )
   );
-  \clln_paper_regression.edge28  edge28 (
-    .g(\g$284 ),
-    .g_next(\g_next$566 ),
+  \clln_paper_regression.edge12  edge12 (
+    .g(\g$153 ),
+    .g_next(\g_next$645 ),
+    .learn(control__learn),
+    .s_c(\s_c$433 ),
+    .s_f(\s_f$430 ),
+    .sat_dg(\sat_dg$504 ),
+    .sat_term(\sat_term$472 ),
+    .va_c(\va_c$149 ),
+    .va_f(\va_f$145 ),
+    .vb_c(\vb_c$151 ),
+    .vb_f(\vb_f$147 )
+  );
+  \clln_paper_regression.edge13  edge13 (
+    .g(\g$163 ),
+    .g_next(\g_next$646 ),
+    .learn(control__learn),
+    .s_c(\s_c$442 ),
+    .s_f(\s_f$440 ),
+    .sat_dg(\sat_dg$505 ),
+    .sat_term(\sat_term$473 ),
+    .va_c(\vb_c$151 ),
+    .va_f(\vb_f$147 ),
+    .vb_c(\vb_c$161 ),
+    .vb_f(\vb_f$158 )
+  );
+  \clln_paper_regression.edge14  edge14 (
+    .g(\g$173 ),
+    .g_next(\g_next$647 ),
+    .learn(control__learn),
+    .s_c(\s_c$450 ),
+    .s_f(\s_f$448 ),
+    .sat_dg(\sat_dg$506 ),
+    .sat_term(\sat_term$474 ),
+    .va_c(\vb_c$161 ),
+    .va_f(\vb_f$158 ),
+    .vb_c(\vb_c$171 ),
+    .vb_f(\vb_f$168 )
+  );
+  \clln_paper_regression.edge15  edge15 (
+    .g(\g$181 ),
+    .g_next(\g_next$648 ),
+    .learn(control__learn),
+    .s_c(\s_c$434 ),
+    .s_f(\s_f$431 ),
+    .sat_dg(\sat_dg$507 ),
+    .sat_term(\sat_term$475 ),
+    .va_c(\vb_c$171 ),
+    .va_f(\vb_f$168 ),
+    .vb_c(\va_c$149 ),
+    .vb_f(\va_f$145 )
+  );
+  \clln_paper_regression.edge16  edge16 (
+    .g(\g$189 ),
+    .g_next(\g_next$649 ),
     .learn(control__learn),
     .s_c(\s_c$321 ),
     .s_f(\s_f$316 ),
+    .sat_dg(\sat_dg$508 ),
+    .sat_term(\sat_term$476 ),
+    .va_c(va_c),
+    .va_f(va_f),
+    .vb_c(\va_c$69 ),
+    .vb_f(\va_f$65 )
+  );
+  \clln_paper_regression.edge17  edge17 (
+    .g(\g$197 ),
+    .g_next(\g_next$650 ),
+    .learn(control__learn),
+    .s_c(\s_c$333 ),
+    .s_f(\s_f$329 ),
+    .sat_dg(\sat_dg$509 ),
+    .sat_term(\sat_term$477 ),
+    .va_c(vb_c),
+    .va_f(vb_f),
+    .vb_c(\vb_c$71 ),
+    .vb_f(\vb_f$67 )
+  );
+  \clln_paper_regression.edge18  edge18 (
+    .g(\g$205 ),
+    .g_next(\g_next$651 ),
+    .learn(control__learn),
+    .s_c(\s_c$345 ),
+    .s_f(\s_f$341 ),
+    .sat_dg(\sat_dg$510 ),
+    .sat_term(\sat_term$478 ),
+    .va_c(\vb_c$41 ),
+    .va_f(\vb_f$38 ),
+    .vb_c(\vb_c$81 ),
+    .vb_f(\vb_f$78 )
+  );
+  \clln_paper_regression.edge19  edge19 (
+    .g(\g$213 ),
+    .g_next(\g_next$652 ),
+    .learn(control__learn),
+    .s_c(\s_c$355 ),
+    .s_f(\s_f$352 ),
+    .sat_dg(\sat_dg$511 ),
+    .sat_term(\sat_term$479 ),
+    .va_c(\vb_c$51 ),
+    .va_f(\vb_f$48 ),
+    .vb_c(\vb_c$91 ),
+    .vb_f(\vb_f$88 )
+  );
+  \clln_paper_regression.edge2  edge2 (
+    .g(\g$53 ),
+    .g_next(\g_next$635 ),
+    .learn(control__learn),
+    .s_c(\s_c$344 ),
+    .s_f(\s_f$340 ),
+    .sat_dg(\sat_dg$494 ),
+    .sat_term(\sat_term$462 ),
+    .va_c(\vb_c$41 ),
+    .va_f(\vb_f$38 ),
+    .vb_c(\vb_c$51 ),
+    .vb_f(\vb_f$48 )
+  );
+  \clln_paper_regression.edge20  edge20 (
+    .g(\g$221 ),
+    .g_next(\g_next$653 ),
+    .learn(control__learn),
+    .s_c(\s_c$368 ),
+    .s_f(\s_f$364 ),
+    .sat_dg(\sat_dg$512 ),
+    .sat_term(\sat_term$480 ),
+    .va_c(\va_c$69 ),
+    .va_f(\va_f$65 ),
+    .vb_c(\va_c$109 ),
+    .vb_f(\va_f$105 )
+  );
+  \clln_paper_regression.edge21  edge21 (
+    .g(\g$229 ),
+    .g_next(\g_next$654 ),
+    .learn(control__learn),
+    .s_c(\s_c$403 ),
+    .s_f(\s_f$399 ),
+    .sat_dg(\sat_dg$513 ),
+    .sat_term(\sat_term$481 ),
+    .va_c(\vb_c$71 ),
+    .va_f(\vb_f$67 ),
+    .vb_c(\vb_c$111 ),
+    .vb_f(\vb_f$107 )
+  );
+  \clln_paper_regression.edge22  edge22 (
+    .g(\g$237 ),
+    .g_next(\g_next$655 ),
+    .learn(control__learn),
+    .s_c(\s_c$380 ),
+    .s_f(\s_f$376 ),
+    .sat_dg(\sat_dg$514 ),
+    .sat_term(\sat_term$482 ),
+    .va_c(\vb_c$81 ),
+    .va_f(\vb_f$78 ),
+    .vb_c(\vb_c$121 ),
+    .vb_f(\vb_f$118 )
+  );
+  \clln_paper_regression.edge23  edge23 (
+    .g(\g$245 ),
+    .g_next(\g_next$656 ),
+    .learn(control__learn),
+    .s_c(\s_c$423 ),
+    .s_f(\s_f$420 ),
+    .sat_dg(\sat_dg$515 ),
+    .sat_term(\sat_term$483 ),
+    .va_c(\vb_c$91 ),
+    .va_f(\vb_f$88 ),
+    .vb_c(\vb_c$131 ),
+    .vb_f(\vb_f$128 )
+  );
+  \clln_paper_regression.edge24  edge24 (
+    .g(\g$253 ),
+    .g_next(\g_next$657 ),
+    .learn(control__learn),
+    .s_c(\s_c$392 ),
+    .s_f(\s_f$388 ),
+    .sat_dg(\sat_dg$516 ),
+    .sat_term(\sat_term$484 ),
+    .va_c(\va_c$109 ),
+    .va_f(\va_f$105 ),
+    .vb_c(\va_c$149 ),
+    .vb_f(\va_f$145 )
+  );
+  \clln_paper_regression.edge25  edge25 (
+    .g(\g$261 ),
+    .g_next(\g_next$658 ),
+    .learn(control__learn),
+    .s_c(\s_c$404 ),
+    .s_f(\s_f$400 ),
+    .sat_dg(\sat_dg$517 ),
+    .sat_term(\sat_term$485 ),
+    .va_c(\vb_c$111 ),
+    .va_f(\vb_f$107 ),
+    .vb_c(\vb_c$151 ),
+    .vb_f(\vb_f$147 )
+  );
+  \clln_paper_regression.edge26  edge26 (
+    .g(\g$269 ),
+    .g_next(\g_next$659 ),
+    .learn(control__learn),
+    .s_c(\s_c$414 ),
+    .s_f(\s_f$411 ),
+    .sat_dg(\sat_dg$518 ),
+    .sat_term(\sat_term$486 ),
+    .va_c(\vb_c$121 ),
+    .va_f(\vb_f$118 ),
+    .vb_c(\vb_c$161 ),
+    .vb_f(\vb_f$158 )
+  );
+  \clln_paper_regression.edge27  edge27 (
+    .g(\g$277 ),
+    .g_next(\g_next$660 ),
+    .learn(control__learn),
+    .s_c(\s_c$424 ),
+    .s_f(\s_f$421 ),
     .sat_dg(\sat_dg$519 ),
     .sat_term(\sat_term$487 ),
-    .va_c(\va_c$148 ),
-    .va_f(\va_f$144 ),
+    .va_c(\vb_c$131 ),
+    .va_f(\vb_f$128 ),
+    .vb_c(\vb_c$171 ),
+    .vb_f(\vb_f$168 )
+  );
+  \clln_paper_regression.edge28  edge28 (
+    .g(\g$285 ),
+    .g_next(\g_next$661 ),
+    .learn(control__learn),
+    .s_c(\s_c$322 ),
+    .s_f(\s_f$317 ),
+    .sat_dg(\sat_dg$520 ),
+    .sat_term(\sat_term$488 ),
+    .va_c(\va_c$149 ),
+    .va_f(\va_f$145 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_regression.edge29  edge29 (
-    .g(\g$292 ),
-    .g_next(\g_next$567 ),
+    .g(\g$293 ),
+    .g_next(\g_next$662 ),
     .learn(control__learn),
-    .s_c(\s_c$333 ),
-    .s_f(\s_f$329 ),
-    .sat_dg(\sat_dg$520 ),
-    .sat_term(\sat_term$488 ),
-    .va_c(\vb_c$150 ),
-    .va_f(\vb_f$146 ),
+    .s_c(\s_c$334 ),
+    .s_f(\s_f$330 ),
+    .sat_dg(\sat_dg$521 ),
+    .sat_term(\sat_term$489 ),
+    .va_c(\vb_c$151 ),
+    .va_f(\vb_f$147 ),
     .vb_c(vb_c),
     .vb_f(vb_f)
   );
   \clln_paper_regression.edge3  edge3 (
-    .g(\g$60 ),
-    .g_next(\g_next$541 ),
+    .g(\g$61 ),
+    .g_next(\g_next$636 ),
     .learn(control__learn),
-    .s_c(\s_c$319 ),
-    .s_f(\s_f$314 ),
-    .sat_dg(\sat_dg$494 ),
-    .sat_term(\sat_term$462 ),
-    .va_c(\vb_c$50 ),
-    .va_f(\vb_f$47 ),
+    .s_c(\s_c$320 ),
+    .s_f(\s_f$315 ),
+    .sat_dg(\sat_dg$495 ),
+    .sat_term(\sat_term$463 ),
+    .va_c(\vb_c$51 ),
+    .va_f(\vb_f$48 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_regression.edge30  edge30 (
-    .g(\g$300 ),
-    .g_next(\g_next$568 ),
+    .g(\g$301 ),
+    .g_next(\g_next$663 ),
     .learn(control__learn),
-    .s_c(\s_c$345 ),
-    .s_f(\s_f$341 ),
-    .sat_dg(\sat_dg$521 ),
-    .sat_term(\sat_term$489 ),
-    .va_c(\vb_c$160 ),
-    .va_f(\vb_f$157 ),
-    .vb_c(\vb_c$40 ),
-    .vb_f(\vb_f$37 )
-  );
-  \clln_paper_regression.edge31  edge31 (
-    .g(\g$308 ),
-    .g_next(\g_next$569 ),
-    .learn(control__learn),
-    .s_c(\s_c$355 ),
-    .s_f(\s_f$352 ),
+    .s_c(\s_c$346 ),
+    .s_f(\s_f$342 ),
     .sat_dg(\sat_dg$522 ),
     .sat_term(\sat_term$490 ),
-    .va_c(\vb_c$170 ),
-    .va_f(\vb_f$167 ),
-    .vb_c(\vb_c$50 ),
-    .vb_f(\vb_f$47 )
+    .va_c(\vb_c$161 ),
+    .va_f(\vb_f$158 ),
+    .vb_c(\vb_c$41 ),
+    .vb_f(\vb_f$38 )
+  );
+  \clln_paper_regression.edge31  edge31 (
+    .g(\g$309 ),
+    .g_next(\g_next$664 ),
+    .learn(control__learn),
+    .s_c(\s_c$356 ),
+    .s_f(\s_f$353 ),
+    .sat_dg(\sat_dg$523 ),
+    .sat_term(\sat_term$491 ),
+    .va_c(\vb_c$171 ),
+    .va_f(\vb_f$168 ),
+    .vb_c(\vb_c$51 ),
+    .vb_f(\vb_f$48 )
   );
   \clln_paper_regression.edge4  edge4 (
-    .g(\g$72 ),
-    .g_next(\g_next$542 ),
+    .g(\g$73 ),
+    .g_next(\g_next$637 ),
     .learn(control__learn),
-    .s_c(\s_c$365 ),
-    .s_f(\s_f$361 ),
-    .sat_dg(\sat_dg$495 ),
-    .sat_term(\sat_term$463 ),
-    .va_c(\va_c$68 ),
-    .va_f(\va_f$64 ),
-    .vb_c(\vb_c$70 ),
-    .vb_f(\vb_f$66 )
-  );
-  \clln_paper_regression.edge5  edge5 (
-    .g(\g$82 ),
-    .g_next(\g_next$543 ),
-    .learn(control__learn),
-    .s_c(\s_c$377 ),
-    .s_f(\s_f$373 ),
+    .s_c(\s_c$366 ),
+    .s_f(\s_f$362 ),
     .sat_dg(\sat_dg$496 ),
     .sat_term(\sat_term$464 ),
-    .va_c(\vb_c$70 ),
-    .va_f(\vb_f$66 ),
-    .vb_c(\vb_c$80 ),
-    .vb_f(\vb_f$77 )
+    .va_c(\va_c$69 ),
+    .va_f(\va_f$65 ),
+    .vb_c(\vb_c$71 ),
+    .vb_f(\vb_f$67 )
   );
-  \clln_paper_regression.edge6  edge6 (
-    .g(\g$92 ),
-    .g_next(\g_next$544 ),
+  \clln_paper_regression.edge5  edge5 (
+    .g(\g$83 ),
+    .g_next(\g_next$638 ),
     .learn(control__learn),
     .s_c(\s_c$378 ),
     .s_f(\s_f$374 ),
     .sat_dg(\sat_dg$497 ),
     .sat_term(\sat_term$465 ),
-    .va_c(\vb_c$80 ),
-    .va_f(\vb_f$77 ),
-    .vb_c(\vb_c$90 ),
-    .vb_f(\vb_f$87 )
+    .va_c(\vb_c$71 ),
+    .va_f(\vb_f$67 ),
+    .vb_c(\vb_c$81 ),
+    .vb_f(\vb_f$78 )
   );
-  \clln_paper_regression.edge7  edge7 (
-    .g(\g$100 ),
-    .g_next(\g_next$545 ),
+  \clln_paper_regression.edge6  edge6 (
+    .g(\g$93 ),
+    .g_next(\g_next$639 ),
     .learn(control__learn),
-    .s_c(\s_c$366 ),
-    .s_f(\s_f$362 ),
+    .s_c(\s_c$379 ),
+    .s_f(\s_f$375 ),
     .sat_dg(\sat_dg$498 ),
     .sat_term(\sat_term$466 ),
-    .va_c(\vb_c$90 ),
-    .va_f(\vb_f$87 ),
-    .vb_c(\va_c$68 ),
-    .vb_f(\va_f$64 )
+    .va_c(\vb_c$81 ),
+    .va_f(\vb_f$78 ),
+    .vb_c(\vb_c$91 ),
+    .vb_f(\vb_f$88 )
   );
-  \clln_paper_regression.edge8  edge8 (
-    .g(\g$112 ),
-    .g_next(\g_next$546 ),
+  \clln_paper_regression.edge7  edge7 (
+    .g(\g$101 ),
+    .g_next(\g_next$640 ),
     .learn(control__learn),
-    .s_c(\s_c$389 ),
-    .s_f(\s_f$385 ),
+    .s_c(\s_c$367 ),
+    .s_f(\s_f$363 ),
     .sat_dg(\sat_dg$499 ),
     .sat_term(\sat_term$467 ),
-    .va_c(\va_c$108 ),
-    .va_f(\va_f$104 ),
-    .vb_c(\vb_c$110 ),
-    .vb_f(\vb_f$106 )
+    .va_c(\vb_c$91 ),
+    .va_f(\vb_f$88 ),
+    .vb_c(\va_c$69 ),
+    .vb_f(\va_f$65 )
   );
-  \clln_paper_regression.edge9  edge9 (
-    .g(\g$122 ),
-    .g_next(\g_next$547 ),
+  \clln_paper_regression.edge8  edge8 (
+    .g(\g$113 ),
+    .g_next(\g_next$641 ),
     .learn(control__learn),
-    .s_c(\s_c$401 ),
-    .s_f(\s_f$397 ),
+    .s_c(\s_c$390 ),
+    .s_f(\s_f$386 ),
     .sat_dg(\sat_dg$500 ),
     .sat_term(\sat_term$468 ),
-    .va_c(\vb_c$110 ),
-    .va_f(\vb_f$106 ),
-    .vb_c(\vb_c$120 ),
-    .vb_f(\vb_f$117 )
+    .va_c(\va_c$109 ),
+    .va_f(\va_f$105 ),
+    .vb_c(\vb_c$111 ),
+    .vb_f(\vb_f$107 )
+  );
+  \clln_paper_regression.edge9  edge9 (
+    .g(\g$123 ),
+    .g_next(\g_next$642 ),
+    .learn(control__learn),
+    .s_c(\s_c$402 ),
+    .s_f(\s_f$398 ),
+    .sat_dg(\sat_dg$501 ),
+    .sat_term(\sat_term$469 ),
+    .va_c(\vb_c$111 ),
+    .va_f(\vb_f$107 ),
+    .vb_c(\vb_c$121 ),
+    .vb_f(\vb_f$118 )
   );
   \clln_paper_regression.node0  node0 (
     .acc_c_exact(accc0),
@@ -2082,155 +2343,440 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   \clln_paper_regression.node1  node1 (
     .acc_c_exact(accc1),
     .acc_f_exact(accf1),
-    .flags(\flags$524 ),
+    .flags(\flags$525 ),
     .v_c(vb_c),
-    .\v_c$20 (\v_c_next$587 ),
+    .\v_c$20 (\v_c_next$589 ),
     .v_f(vb_f),
-    .\v_f$9 (\v_f_next$571 )
+    .\v_f$9 (\v_f_next$541 )
   );
   \clln_paper_regression.node10  node10 (
     .acc_c_exact(accc10),
     .acc_f_exact(accf10),
-    .flags(\flags$531 ),
-    .v_c(\vb_c$120 ),
-    .v_f(\vb_f$117 ),
-    .\v_f$9 (\v_f_next$580 )
+    .flags(\flags$532 ),
+    .v_c(\vb_c$121 ),
+    .v_f(\vb_f$118 ),
+    .\v_f$9 (\v_f_next$568 )
   );
   \clln_paper_regression.node11  node11 (
     .acc_c_exact(accc11),
     .acc_f_exact(accf11),
-    .flags(\flags$532 ),
-    .v_c(\vb_c$130 ),
-    .\v_c$20 (\v_c_next$594 ),
-    .v_f(\vb_f$127 ),
-    .\v_f$9 (\v_f_next$581 )
+    .flags(\flags$533 ),
+    .v_c(\vb_c$131 ),
+    .\v_c$20 (\v_c_next$616 ),
+    .v_f(\vb_f$128 ),
+    .\v_f$9 (\v_f_next$571 )
   );
   \clln_paper_regression.node12  node12 (
     .acc_c_exact(accc12),
     .acc_f_exact(accf12),
-    .flags(\flags$533 ),
-    .v_c(\va_c$148 ),
-    .\v_c$20 (\v_c_next$595 ),
-    .v_f(\va_f$144 ),
-    .\v_f$9 (\v_f_next$582 )
+    .flags(\flags$534 ),
+    .v_c(\va_c$149 ),
+    .\v_c$20 (\v_c_next$619 ),
+    .v_f(\va_f$145 ),
+    .\v_f$9 (\v_f_next$574 )
   );
   \clln_paper_regression.node13  node13 (
     .acc_c_exact(accc13),
     .acc_f_exact(accf13),
-    .flags(\flags$534 ),
-    .v_c(\vb_c$150 ),
-    .\v_c$20 (\v_c_next$596 ),
-    .v_f(\vb_f$146 ),
-    .\v_f$9 (\v_f_next$583 )
+    .flags(\flags$535 ),
+    .v_c(\vb_c$151 ),
+    .\v_c$20 (\v_c_next$622 ),
+    .v_f(\vb_f$147 ),
+    .\v_f$9 (\v_f_next$577 )
   );
   \clln_paper_regression.node14  node14 (
     .acc_c_exact(accc14),
     .acc_f_exact(accf14),
-    .flags(\flags$535 ),
-    .v_c(\vb_c$160 ),
-    .\v_c$20 (\v_c_next$597 ),
-    .v_f(\vb_f$157 ),
-    .\v_f$9 (\v_f_next$584 )
+    .flags(\flags$536 ),
+    .v_c(\vb_c$161 ),
+    .\v_c$20 (\v_c_next$625 ),
+    .v_f(\vb_f$158 ),
+    .\v_f$9 (\v_f_next$580 )
   );
   \clln_paper_regression.node2  node2 (
     .acc_c_exact(accc2),
     .acc_f_exact(accf2),
-    .flags(\flags$525 ),
-    .v_c(\vb_c$40 ),
-    .\v_c$20 (\v_c_next$588 ),
-    .v_f(\vb_f$37 ),
-    .\v_f$9 (\v_f_next$572 )
+    .flags(\flags$526 ),
+    .v_c(\vb_c$41 ),
+    .\v_c$20 (\v_c_next$592 ),
+    .v_f(\vb_f$38 ),
+    .\v_f$9 (\v_f_next$544 )
   );
   \clln_paper_regression.node3  node3 (
     .acc_c_exact(accc3),
     .acc_f_exact(accf3),
-    .flags(\flags$526 ),
-    .v_c(\vb_c$50 ),
-    .\v_c$20 (\v_c_next$589 ),
-    .v_f(\vb_f$47 ),
-    .\v_f$9 (\v_f_next$573 )
+    .flags(\flags$527 ),
+    .v_c(\vb_c$51 ),
+    .\v_c$20 (\v_c_next$595 ),
+    .v_f(\vb_f$48 ),
+    .\v_f$9 (\v_f_next$547 )
   );
   \clln_paper_regression.node4  node4 (
     .acc_c_exact(accc4),
     .acc_f_exact(accf4),
-    .flags(\flags$527 ),
-    .v_c(\va_c$68 ),
-    .\v_c$20 (\v_c_next$590 ),
-    .v_f(\va_f$64 ),
-    .\v_f$9 (\v_f_next$574 )
+    .flags(\flags$528 ),
+    .v_c(\va_c$69 ),
+    .\v_c$20 (\v_c_next$598 ),
+    .v_f(\va_f$65 ),
+    .\v_f$9 (\v_f_next$550 )
   );
   \clln_paper_regression.node6  node6 (
     .acc_c_exact(accc6),
     .acc_f_exact(accf6),
-    .flags(\flags$528 ),
-    .v_c(\vb_c$80 ),
-    .\v_c$20 (\v_c_next$591 ),
-    .v_f(\vb_f$77 ),
-    .\v_f$9 (\v_f_next$576 )
+    .flags(\flags$529 ),
+    .v_c(\vb_c$81 ),
+    .\v_c$20 (\v_c_next$603 ),
+    .v_f(\vb_f$78 ),
+    .\v_f$9 (\v_f_next$556 )
   );
   \clln_paper_regression.node8  node8 (
     .acc_c_exact(accc8),
     .acc_f_exact(accf8),
-    .flags(\flags$529 ),
-    .v_c(\va_c$108 ),
-    .\v_c$20 (\v_c_next$592 ),
-    .v_f(\va_f$104 ),
-    .\v_f$9 (\v_f_next$578 )
+    .flags(\flags$530 ),
+    .v_c(\va_c$109 ),
+    .\v_c$20 (\v_c_next$608 ),
+    .v_f(\va_f$105 ),
+    .\v_f$9 (\v_f_next$562 )
   );
   \clln_paper_regression.node9  node9 (
     .acc_c_exact(accc9),
     .acc_f_exact(accf9),
-    .flags(\flags$530 ),
-    .v_c(\vb_c$110 ),
-    .\v_c$20 (\v_c_next$593 ),
-    .v_f(\vb_f$106 ),
-    .\v_f$9 (\v_f_next$579 )
+    .flags(\flags$531 ),
+    .v_c(\vb_c$111 ),
+    .\v_c$20 (\v_c_next$611 ),
+    .v_f(\vb_f$107 ),
+    .\v_f$9 (\v_f_next$565 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$300  = g;
-    if (control__run) begin
-      \$300  = g_next;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            \$300  = gate__data;
-      endcase
+    \$415  = \vb_c$51 ;
+    if (control__tick_done) begin
+      \$415  = \v_c_next$595 ;
     end
     if (control__clear) begin
-      \$300  = 28'h13ef18b;
+      \$415  = 18'h00000;
     end
     if (rst) begin
-      \$300  = 28'h13ef18b;
+      \$415  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$301  = \g$42 ;
+    \$416  = \va_c$69 ;
+    if (control__tick_done) begin
+      \$416  = \v_c_next$598 ;
+    end
+    if (control__clear) begin
+      \$416  = 18'h00000;
+    end
+    if (rst) begin
+      \$416  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$417  = \vb_c$71 ;
+    if (control__tick_done) begin
+      \$417  = drive1;
+    end
+    if (control__clear) begin
+      \$417  = 18'h00000;
+    end
+    if (rst) begin
+      \$417  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$418  = \vb_c$81 ;
+    if (control__tick_done) begin
+      \$418  = \v_c_next$603 ;
+    end
+    if (control__clear) begin
+      \$418  = 18'h00000;
+    end
+    if (rst) begin
+      \$418  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$419  = \vb_c$91 ;
+    if (control__tick_done) begin
+      \$419  = drive2;
+    end
+    if (control__clear) begin
+      \$419  = 18'h00000;
+    end
+    if (rst) begin
+      \$419  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$420  = \va_c$109 ;
+    if (control__tick_done) begin
+      \$420  = \v_c_next$608 ;
+    end
+    if (control__clear) begin
+      \$420  = 18'h00000;
+    end
+    if (rst) begin
+      \$420  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$421  = \vb_c$111 ;
+    if (control__tick_done) begin
+      \$421  = \v_c_next$611 ;
+    end
+    if (control__clear) begin
+      \$421  = 18'h00000;
+    end
+    if (rst) begin
+      \$421  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$422  = \vb_c$121 ;
+    if (control__tick_done) begin
+      \$422  = \$116 [17:0];
+    end
+    if (control__clear) begin
+      \$422  = 18'h00000;
+    end
+    if (rst) begin
+      \$422  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$423  = \vb_c$131 ;
+    if (control__tick_done) begin
+      \$423  = \v_c_next$616 ;
+    end
+    if (control__clear) begin
+      \$423  = 18'h00000;
+    end
+    if (rst) begin
+      \$423  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$424  = \va_c$149 ;
+    if (control__tick_done) begin
+      \$424  = \v_c_next$619 ;
+    end
+    if (control__clear) begin
+      \$424  = 18'h00000;
+    end
+    if (rst) begin
+      \$424  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$425  = \vb_c$151 ;
+    if (control__tick_done) begin
+      \$425  = \v_c_next$622 ;
+    end
+    if (control__clear) begin
+      \$425  = 18'h00000;
+    end
+    if (rst) begin
+      \$425  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$426  = \vb_c$161 ;
+    if (control__tick_done) begin
+      \$426  = \v_c_next$625 ;
+    end
+    if (control__clear) begin
+      \$426  = 18'h00000;
+    end
+    if (rst) begin
+      \$426  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$427  = \vb_c$171 ;
+    if (control__tick_done) begin
+      \$427  = drive0;
+    end
+    if (control__clear) begin
+      \$427  = 18'h00000;
+    end
+    if (rst) begin
+      \$427  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$428  = status__sat_flags;
     if (control__run) begin
-      \$301  = \g_next$539 ;
+      \$428  = \$331 ;
+    end
+    if (status__clear_flags) begin
+      \$428  = 5'h00;
+    end
+    if (control__clear) begin
+      \$428  = 5'h00;
+    end
+    if (rst) begin
+      \$428  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$429  = status__ticks;
+    if (control__tick_done) begin
+      \$429  = \$332 [31:0];
+    end
+    if (control__clear) begin
+      \$429  = 32'd0;
+    end
+    if (rst) begin
+      \$429  = 32'd0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$430  = drive0;
+    if (control__sample_we) begin
+      casez (control__sample_addr)
+        2'h0:
+            \$430  = control__sample_data;
+      endcase
+    end
+    if (control__clear) begin
+      \$430  = 18'h00000;
+    end
+    if (rst) begin
+      \$430  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$431  = drive1;
+    if (control__sample_we) begin
+      casez (control__sample_addr)
+        2'h0:
+            /* empty */;
+        2'h1:
+            \$431  = control__sample_data;
+      endcase
+    end
+    if (control__clear) begin
+      \$431  = 18'h00000;
+    end
+    if (rst) begin
+      \$431  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$432  = drive2;
+    if (control__sample_we) begin
+      casez (control__sample_addr)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            \$432  = control__sample_data;
+      endcase
+    end
+    if (control__clear) begin
+      \$432  = 18'h07333;
+    end
+    if (rst) begin
+      \$432  = 18'h07333;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$433  = target0;
+    if (control__sample_we) begin
+      (* full_case = 32'd1 *)
+      casez (control__sample_addr)
+        2'h0:
+            /* empty */;
+        2'h1:
+            /* empty */;
+        2'h2:
+            /* empty */;
+        2'h3:
+            \$433  = control__sample_data;
+      endcase
+    end
+    if (control__clear) begin
+      \$433  = 18'h00000;
+    end
+    if (rst) begin
+      \$433  = 18'h00000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$434  = \$363 ;
+    if (control__clear) begin
+      \$434  = 28'h0000000;
+    end
+    if (rst) begin
+      \$434  = 28'h0000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$364  = g;
+    if (control__run) begin
+      \$364  = g_next;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            \$364  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$364  = 28'h13ef18b;
+    end
+    if (rst) begin
+      \$364  = 28'h13ef18b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$365  = \g$43 ;
+    if (control__run) begin
+      \$365  = \g_next$634 ;
     end
     if (gate__we) begin
       casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
-            \$301  = gate__data;
+            \$365  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$301  = 28'h0fd2552;
+      \$365  = 28'h0fd2552;
     end
     if (rst) begin
-      \$301  = 28'h0fd2552;
+      \$365  = 28'h0fd2552;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$302  = \g$52 ;
+    \$366  = \g$53 ;
     if (control__run) begin
-      \$302  = \g_next$540 ;
+      \$366  = \g_next$635 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2239,21 +2785,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h01:
             /* empty */;
         5'h02:
-            \$302  = gate__data;
+            \$366  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$302  = 28'h0d42478;
+      \$366  = 28'h0d42478;
     end
     if (rst) begin
-      \$302  = 28'h0d42478;
+      \$366  = 28'h0d42478;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$303  = \g$60 ;
+    \$367  = \g$61 ;
     if (control__run) begin
-      \$303  = \g_next$541 ;
+      \$367  = \g_next$636 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2264,21 +2810,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h02:
             /* empty */;
         5'h03:
-            \$303  = gate__data;
+            \$367  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$303  = 28'h0cfc302;
+      \$367  = 28'h0cfc302;
     end
     if (rst) begin
-      \$303  = 28'h0cfc302;
+      \$367  = 28'h0cfc302;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$304  = \g$72 ;
+    \$368  = \g$73 ;
     if (control__run) begin
-      \$304  = \g_next$542 ;
+      \$368  = \g_next$637 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2291,21 +2837,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h03:
             /* empty */;
         5'h04:
-            \$304  = gate__data;
+            \$368  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$304  = 28'h15e89bc;
+      \$368  = 28'h15e89bc;
     end
     if (rst) begin
-      \$304  = 28'h15e89bc;
+      \$368  = 28'h15e89bc;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$305  = \g$82 ;
+    \$369  = \g$83 ;
     if (control__run) begin
-      \$305  = \g_next$543 ;
+      \$369  = \g_next$638 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2320,21 +2866,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h04:
             /* empty */;
         5'h05:
-            \$305  = gate__data;
+            \$369  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$305  = 28'h1705da5;
+      \$369  = 28'h1705da5;
     end
     if (rst) begin
-      \$305  = 28'h1705da5;
+      \$369  = 28'h1705da5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$306  = \g$92 ;
+    \$370  = \g$93 ;
     if (control__run) begin
-      \$306  = \g_next$544 ;
+      \$370  = \g_next$639 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2351,21 +2897,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h05:
             /* empty */;
         5'h06:
-            \$306  = gate__data;
+            \$370  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$306  = 28'h1398256;
+      \$370  = 28'h1398256;
     end
     if (rst) begin
-      \$306  = 28'h1398256;
+      \$370  = 28'h1398256;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$307  = \g$100 ;
+    \$371  = \g$101 ;
     if (control__run) begin
-      \$307  = \g_next$545 ;
+      \$371  = \g_next$640 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2384,21 +2930,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h06:
             /* empty */;
         5'h07:
-            \$307  = gate__data;
+            \$371  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$307  = 28'h14f869a;
+      \$371  = 28'h14f869a;
     end
     if (rst) begin
-      \$307  = 28'h14f869a;
+      \$371  = 28'h14f869a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$308  = \g$112 ;
+    \$372  = \g$113 ;
     if (control__run) begin
-      \$308  = \g_next$546 ;
+      \$372  = \g_next$641 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2419,21 +2965,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h07:
             /* empty */;
         5'h08:
-            \$308  = gate__data;
+            \$372  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$308  = 28'h12e37b5;
+      \$372  = 28'h12e37b5;
     end
     if (rst) begin
-      \$308  = 28'h12e37b5;
+      \$372  = 28'h12e37b5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$309  = \g$122 ;
+    \$373  = \g$123 ;
     if (control__run) begin
-      \$309  = \g_next$547 ;
+      \$373  = \g_next$642 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2456,21 +3002,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h08:
             /* empty */;
         5'h09:
-            \$309  = gate__data;
+            \$373  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$309  = 28'h1745d6f;
+      \$373  = 28'h1745d6f;
     end
     if (rst) begin
-      \$309  = 28'h1745d6f;
+      \$373  = 28'h1745d6f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$310  = \g$132 ;
+    \$374  = \g$133 ;
     if (control__run) begin
-      \$310  = \g_next$548 ;
+      \$374  = \g_next$643 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2495,21 +3041,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h09:
             /* empty */;
         5'h0a:
-            \$310  = gate__data;
+            \$374  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$310  = 28'h15f003f;
+      \$374  = 28'h15f003f;
     end
     if (rst) begin
-      \$310  = 28'h15f003f;
+      \$374  = 28'h15f003f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$311  = \g$140 ;
+    \$375  = \g$141 ;
     if (control__run) begin
-      \$311  = \g_next$549 ;
+      \$375  = \g_next$644 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2536,21 +3082,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0a:
             /* empty */;
         5'h0b:
-            \$311  = gate__data;
+            \$375  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$311  = 28'h0cd4a6e;
+      \$375  = 28'h0cd4a6e;
     end
     if (rst) begin
-      \$311  = 28'h0cd4a6e;
+      \$375  = 28'h0cd4a6e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$312  = \g$152 ;
+    \$376  = \g$153 ;
     if (control__run) begin
-      \$312  = \g_next$550 ;
+      \$376  = \g_next$645 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2579,21 +3125,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0b:
             /* empty */;
         5'h0c:
-            \$312  = gate__data;
+            \$376  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$312  = 28'h1667265;
+      \$376  = 28'h1667265;
     end
     if (rst) begin
-      \$312  = 28'h1667265;
+      \$376  = 28'h1667265;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$313  = \g$162 ;
+    \$377  = \g$163 ;
     if (control__run) begin
-      \$313  = \g_next$551 ;
+      \$377  = \g_next$646 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2624,21 +3170,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0c:
             /* empty */;
         5'h0d:
-            \$313  = gate__data;
+            \$377  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$313  = 28'h0d2d18c;
+      \$377  = 28'h0d2d18c;
     end
     if (rst) begin
-      \$313  = 28'h0d2d18c;
+      \$377  = 28'h0d2d18c;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$314  = \g$172 ;
+    \$378  = \g$173 ;
     if (control__run) begin
-      \$314  = \g_next$552 ;
+      \$378  = \g_next$647 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2671,21 +3217,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0d:
             /* empty */;
         5'h0e:
-            \$314  = gate__data;
+            \$378  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$314  = 28'h14f8de4;
+      \$378  = 28'h14f8de4;
     end
     if (rst) begin
-      \$314  = 28'h14f8de4;
+      \$378  = 28'h14f8de4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$315  = \g$180 ;
+    \$379  = \g$181 ;
     if (control__run) begin
-      \$315  = \g_next$553 ;
+      \$379  = \g_next$648 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2720,21 +3266,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0e:
             /* empty */;
         5'h0f:
-            \$315  = gate__data;
+            \$379  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$315  = 28'h0ec4709;
+      \$379  = 28'h0ec4709;
     end
     if (rst) begin
-      \$315  = 28'h0ec4709;
+      \$379  = 28'h0ec4709;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$316  = \g$188 ;
+    \$380  = \g$189 ;
     if (control__run) begin
-      \$316  = \g_next$554 ;
+      \$380  = \g_next$649 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2771,21 +3317,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0f:
             /* empty */;
         5'h10:
-            \$316  = gate__data;
+            \$380  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$316  = 28'h1677b4e;
+      \$380  = 28'h1677b4e;
     end
     if (rst) begin
-      \$316  = 28'h1677b4e;
+      \$380  = 28'h1677b4e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$317  = \g$196 ;
+    \$381  = \g$197 ;
     if (control__run) begin
-      \$317  = \g_next$555 ;
+      \$381  = \g_next$650 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2824,21 +3370,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h10:
             /* empty */;
         5'h11:
-            \$317  = gate__data;
+            \$381  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$317  = 28'h12dd471;
+      \$381  = 28'h12dd471;
     end
     if (rst) begin
-      \$317  = 28'h12dd471;
+      \$381  = 28'h12dd471;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$318  = \g$204 ;
+    \$382  = \g$205 ;
     if (control__run) begin
-      \$318  = \g_next$556 ;
+      \$382  = \g_next$651 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2879,21 +3425,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h11:
             /* empty */;
         5'h12:
-            \$318  = gate__data;
+            \$382  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$318  = 28'h1028225;
+      \$382  = 28'h1028225;
     end
     if (rst) begin
-      \$318  = 28'h1028225;
+      \$382  = 28'h1028225;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = \g$212 ;
+    \$383  = \g$213 ;
     if (control__run) begin
-      \$319  = \g_next$557 ;
+      \$383  = \g_next$652 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2936,21 +3482,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h12:
             /* empty */;
         5'h13:
-            \$319  = gate__data;
+            \$383  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$319  = 28'h1188ba9;
+      \$383  = 28'h1188ba9;
     end
     if (rst) begin
-      \$319  = 28'h1188ba9;
+      \$383  = 28'h1188ba9;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = \g$220 ;
+    \$384  = \g$221 ;
     if (control__run) begin
-      \$320  = \g_next$558 ;
+      \$384  = \g_next$653 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2995,21 +3541,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h13:
             /* empty */;
         5'h14:
-            \$320  = gate__data;
+            \$384  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$320  = 28'h0d1dff8;
+      \$384  = 28'h0d1dff8;
     end
     if (rst) begin
-      \$320  = 28'h0d1dff8;
+      \$384  = 28'h0d1dff8;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = \g$228 ;
+    \$385  = \g$229 ;
     if (control__run) begin
-      \$321  = \g_next$559 ;
+      \$385  = \g_next$654 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3056,21 +3602,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h14:
             /* empty */;
         5'h15:
-            \$321  = gate__data;
+            \$385  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$321  = 28'h0e31252;
+      \$385  = 28'h0e31252;
     end
     if (rst) begin
-      \$321  = 28'h0e31252;
+      \$385  = 28'h0e31252;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$322  = \g$236 ;
+    \$386  = \g$237 ;
     if (control__run) begin
-      \$322  = \g_next$560 ;
+      \$386  = \g_next$655 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3119,21 +3665,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h15:
             /* empty */;
         5'h16:
-            \$322  = gate__data;
+            \$386  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$322  = 28'h144f9d4;
+      \$386  = 28'h144f9d4;
     end
     if (rst) begin
-      \$322  = 28'h144f9d4;
+      \$386  = 28'h144f9d4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = \g$244 ;
+    \$387  = \g$245 ;
     if (control__run) begin
-      \$323  = \g_next$561 ;
+      \$387  = \g_next$656 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3184,21 +3730,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h16:
             /* empty */;
         5'h17:
-            \$323  = gate__data;
+            \$387  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$323  = 28'h140c6c0;
+      \$387  = 28'h140c6c0;
     end
     if (rst) begin
-      \$323  = 28'h140c6c0;
+      \$387  = 28'h140c6c0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$324  = \g$252 ;
+    \$388  = \g$253 ;
     if (control__run) begin
-      \$324  = \g_next$562 ;
+      \$388  = \g_next$657 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3251,21 +3797,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h17:
             /* empty */;
         5'h18:
-            \$324  = gate__data;
+            \$388  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$324  = 28'h13b13b7;
+      \$388  = 28'h13b13b7;
     end
     if (rst) begin
-      \$324  = 28'h13b13b7;
+      \$388  = 28'h13b13b7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$325  = \g$260 ;
+    \$389  = \g$261 ;
     if (control__run) begin
-      \$325  = \g_next$563 ;
+      \$389  = \g_next$658 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3320,21 +3866,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h18:
             /* empty */;
         5'h19:
-            \$325  = gate__data;
+            \$389  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$325  = 28'h1118e16;
+      \$389  = 28'h1118e16;
     end
     if (rst) begin
-      \$325  = 28'h1118e16;
+      \$389  = 28'h1118e16;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$326  = \g$268 ;
+    \$390  = \g$269 ;
     if (control__run) begin
-      \$326  = \g_next$564 ;
+      \$390  = \g_next$659 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3391,21 +3937,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h19:
             /* empty */;
         5'h1a:
-            \$326  = gate__data;
+            \$390  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$326  = 28'h17f8001;
+      \$390  = 28'h17f8001;
     end
     if (rst) begin
-      \$326  = 28'h17f8001;
+      \$390  = 28'h17f8001;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = \g$276 ;
+    \$391  = \g$277 ;
     if (control__run) begin
-      \$327  = \g_next$565 ;
+      \$391  = \g_next$660 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3464,21 +4010,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1a:
             /* empty */;
         5'h1b:
-            \$327  = gate__data;
+            \$391  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$327  = 28'h17c90d1;
+      \$391  = 28'h17c90d1;
     end
     if (rst) begin
-      \$327  = 28'h17c90d1;
+      \$391  = 28'h17c90d1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$328  = \g$284 ;
+    \$392  = \g$285 ;
     if (control__run) begin
-      \$328  = \g_next$566 ;
+      \$392  = \g_next$661 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3539,21 +4085,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1b:
             /* empty */;
         5'h1c:
-            \$328  = gate__data;
+            \$392  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$328  = 28'h147a62d;
+      \$392  = 28'h147a62d;
     end
     if (rst) begin
-      \$328  = 28'h147a62d;
+      \$392  = 28'h147a62d;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$329  = \g$292 ;
+    \$393  = \g$293 ;
     if (control__run) begin
-      \$329  = \g_next$567 ;
+      \$393  = \g_next$662 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3616,21 +4162,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1c:
             /* empty */;
         5'h1d:
-            \$329  = gate__data;
+            \$393  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$329  = 28'h1415cc0;
+      \$393  = 28'h1415cc0;
     end
     if (rst) begin
-      \$329  = 28'h1415cc0;
+      \$393  = 28'h1415cc0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$330  = \g$300 ;
+    \$394  = \g$301 ;
     if (control__run) begin
-      \$330  = \g_next$568 ;
+      \$394  = \g_next$663 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3695,21 +4241,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1d:
             /* empty */;
         5'h1e:
-            \$330  = gate__data;
+            \$394  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$330  = 28'h1482b6e;
+      \$394  = 28'h1482b6e;
     end
     if (rst) begin
-      \$330  = 28'h1482b6e;
+      \$394  = 28'h1482b6e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$331  = \g$308 ;
+    \$395  = \g$309 ;
     if (control__run) begin
-      \$331  = \g_next$569 ;
+      \$395  = \g_next$664 ;
     end
     if (gate__we) begin
       (* full_case = 32'd1 *)
@@ -3777,546 +4323,261 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1e:
             /* empty */;
         5'h1f:
-            \$331  = gate__data;
+            \$395  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$331  = 28'h1127ea6;
+      \$395  = 28'h1127ea6;
     end
     if (rst) begin
-      \$331  = 28'h1127ea6;
+      \$395  = 28'h1127ea6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$332  = va_f;
+    \$396  = va_f;
     if (control__tick_done) begin
-      \$332  = v_f_next;
+      \$396  = v_f_next;
     end
     if (control__clear) begin
-      \$332  = 18'h00000;
+      \$396  = 18'h00000;
     end
     if (rst) begin
-      \$332  = 18'h00000;
+      \$396  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$333  = vb_f;
+    \$397  = vb_f;
     if (control__tick_done) begin
-      \$333  = \v_f_next$571 ;
+      \$397  = \v_f_next$541 ;
     end
     if (control__clear) begin
-      \$333  = 18'h00000;
+      \$397  = 18'h00000;
     end
     if (rst) begin
-      \$333  = 18'h00000;
+      \$397  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$334  = \vb_f$37 ;
+    \$398  = \vb_f$38 ;
     if (control__tick_done) begin
-      \$334  = \v_f_next$572 ;
+      \$398  = \v_f_next$544 ;
     end
     if (control__clear) begin
-      \$334  = 18'h00000;
+      \$398  = 18'h00000;
     end
     if (rst) begin
-      \$334  = 18'h00000;
+      \$398  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$335  = \vb_f$47 ;
+    \$399  = \vb_f$48 ;
     if (control__tick_done) begin
-      \$335  = \v_f_next$573 ;
+      \$399  = \v_f_next$547 ;
     end
     if (control__clear) begin
-      \$335  = 18'h00000;
+      \$399  = 18'h00000;
     end
     if (rst) begin
-      \$335  = 18'h00000;
+      \$399  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$336  = \va_f$64 ;
+    \$400  = \va_f$65 ;
     if (control__tick_done) begin
-      \$336  = \v_f_next$574 ;
+      \$400  = \v_f_next$550 ;
     end
     if (control__clear) begin
-      \$336  = 18'h00000;
+      \$400  = 18'h00000;
     end
     if (rst) begin
-      \$336  = 18'h00000;
+      \$400  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$337  = \vb_f$66 ;
+    \$401  = \vb_f$67 ;
     if (control__tick_done) begin
-      \$337  = drive1;
+      \$401  = drive1;
     end
     if (control__clear) begin
-      \$337  = 18'h00000;
+      \$401  = 18'h00000;
     end
     if (rst) begin
-      \$337  = 18'h00000;
+      \$401  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$338  = \vb_f$77 ;
+    \$402  = \vb_f$78 ;
     if (control__tick_done) begin
-      \$338  = \v_f_next$576 ;
+      \$402  = \v_f_next$556 ;
     end
     if (control__clear) begin
-      \$338  = 18'h00000;
+      \$402  = 18'h00000;
     end
     if (rst) begin
-      \$338  = 18'h00000;
+      \$402  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$339  = \vb_f$87 ;
+    \$403  = \vb_f$88 ;
     if (control__tick_done) begin
-      \$339  = drive2;
+      \$403  = drive2;
     end
     if (control__clear) begin
-      \$339  = 18'h00000;
+      \$403  = 18'h00000;
     end
     if (rst) begin
-      \$339  = 18'h00000;
+      \$403  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$340  = \va_f$104 ;
+    \$404  = \va_f$105 ;
     if (control__tick_done) begin
-      \$340  = \v_f_next$578 ;
+      \$404  = \v_f_next$562 ;
     end
     if (control__clear) begin
-      \$340  = 18'h00000;
+      \$404  = 18'h00000;
     end
     if (rst) begin
-      \$340  = 18'h00000;
+      \$404  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$341  = \vb_f$106 ;
+    \$405  = \vb_f$107 ;
     if (control__tick_done) begin
-      \$341  = \v_f_next$579 ;
+      \$405  = \v_f_next$565 ;
     end
     if (control__clear) begin
-      \$341  = 18'h00000;
+      \$405  = 18'h00000;
     end
     if (rst) begin
-      \$341  = 18'h00000;
+      \$405  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$342  = \vb_f$117 ;
+    \$406  = \vb_f$118 ;
     if (control__tick_done) begin
-      \$342  = \v_f_next$580 ;
+      \$406  = \v_f_next$568 ;
     end
     if (control__clear) begin
-      \$342  = 18'h00000;
+      \$406  = 18'h00000;
     end
     if (rst) begin
-      \$342  = 18'h00000;
+      \$406  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$343  = \vb_f$127 ;
+    \$407  = \vb_f$128 ;
     if (control__tick_done) begin
-      \$343  = \v_f_next$581 ;
+      \$407  = \v_f_next$571 ;
     end
     if (control__clear) begin
-      \$343  = 18'h00000;
+      \$407  = 18'h00000;
     end
     if (rst) begin
-      \$343  = 18'h00000;
+      \$407  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$344  = \va_f$144 ;
+    \$408  = \va_f$145 ;
     if (control__tick_done) begin
-      \$344  = \v_f_next$582 ;
+      \$408  = \v_f_next$574 ;
     end
     if (control__clear) begin
-      \$344  = 18'h00000;
+      \$408  = 18'h00000;
     end
     if (rst) begin
-      \$344  = 18'h00000;
+      \$408  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$345  = \vb_f$146 ;
+    \$409  = \vb_f$147 ;
     if (control__tick_done) begin
-      \$345  = \v_f_next$583 ;
+      \$409  = \v_f_next$577 ;
     end
     if (control__clear) begin
-      \$345  = 18'h00000;
+      \$409  = 18'h00000;
     end
     if (rst) begin
-      \$345  = 18'h00000;
+      \$409  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$346  = \vb_f$157 ;
+    \$410  = \vb_f$158 ;
     if (control__tick_done) begin
-      \$346  = \v_f_next$584 ;
+      \$410  = \v_f_next$580 ;
     end
     if (control__clear) begin
-      \$346  = 18'h00000;
+      \$410  = 18'h00000;
     end
     if (rst) begin
-      \$346  = 18'h00000;
+      \$410  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$347  = \vb_f$167 ;
+    \$411  = \vb_f$168 ;
     if (control__tick_done) begin
-      \$347  = drive0;
+      \$411  = drive0;
     end
     if (control__clear) begin
-      \$347  = 18'h00000;
+      \$411  = 18'h00000;
     end
     if (rst) begin
-      \$347  = 18'h00000;
+      \$411  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$348  = va_c;
+    \$412  = va_c;
     if (control__tick_done) begin
-      \$348  = v_c_next;
+      \$412  = v_c_next;
     end
     if (control__clear) begin
-      \$348  = 18'h00000;
+      \$412  = 18'h00000;
     end
     if (rst) begin
-      \$348  = 18'h00000;
+      \$412  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$349  = vb_c;
+    \$413  = vb_c;
     if (control__tick_done) begin
-      \$349  = \v_c_next$587 ;
+      \$413  = \v_c_next$589 ;
     end
     if (control__clear) begin
-      \$349  = 18'h00000;
+      \$413  = 18'h00000;
     end
     if (rst) begin
-      \$349  = 18'h00000;
+      \$413  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$350  = \vb_c$40 ;
+    \$414  = \vb_c$41 ;
     if (control__tick_done) begin
-      \$350  = \v_c_next$588 ;
+      \$414  = \v_c_next$592 ;
     end
     if (control__clear) begin
-      \$350  = 18'h00000;
+      \$414  = 18'h00000;
     end
     if (rst) begin
-      \$350  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$351  = \vb_c$50 ;
-    if (control__tick_done) begin
-      \$351  = \v_c_next$589 ;
-    end
-    if (control__clear) begin
-      \$351  = 18'h00000;
-    end
-    if (rst) begin
-      \$351  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$352  = \va_c$68 ;
-    if (control__tick_done) begin
-      \$352  = \v_c_next$590 ;
-    end
-    if (control__clear) begin
-      \$352  = 18'h00000;
-    end
-    if (rst) begin
-      \$352  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$353  = \vb_c$70 ;
-    if (control__tick_done) begin
-      \$353  = drive1;
-    end
-    if (control__clear) begin
-      \$353  = 18'h00000;
-    end
-    if (rst) begin
-      \$353  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$354  = \vb_c$80 ;
-    if (control__tick_done) begin
-      \$354  = \v_c_next$591 ;
-    end
-    if (control__clear) begin
-      \$354  = 18'h00000;
-    end
-    if (rst) begin
-      \$354  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$355  = \vb_c$90 ;
-    if (control__tick_done) begin
-      \$355  = drive2;
-    end
-    if (control__clear) begin
-      \$355  = 18'h00000;
-    end
-    if (rst) begin
-      \$355  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$356  = \va_c$108 ;
-    if (control__tick_done) begin
-      \$356  = \v_c_next$592 ;
-    end
-    if (control__clear) begin
-      \$356  = 18'h00000;
-    end
-    if (rst) begin
-      \$356  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$357  = \vb_c$110 ;
-    if (control__tick_done) begin
-      \$357  = \v_c_next$593 ;
-    end
-    if (control__clear) begin
-      \$357  = 18'h00000;
-    end
-    if (rst) begin
-      \$357  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$358  = \vb_c$120 ;
-    if (control__tick_done) begin
-      \$358  = \$116 [17:0];
-    end
-    if (control__clear) begin
-      \$358  = 18'h00000;
-    end
-    if (rst) begin
-      \$358  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$359  = \vb_c$130 ;
-    if (control__tick_done) begin
-      \$359  = \v_c_next$594 ;
-    end
-    if (control__clear) begin
-      \$359  = 18'h00000;
-    end
-    if (rst) begin
-      \$359  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$360  = \va_c$148 ;
-    if (control__tick_done) begin
-      \$360  = \v_c_next$595 ;
-    end
-    if (control__clear) begin
-      \$360  = 18'h00000;
-    end
-    if (rst) begin
-      \$360  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$361  = \vb_c$150 ;
-    if (control__tick_done) begin
-      \$361  = \v_c_next$596 ;
-    end
-    if (control__clear) begin
-      \$361  = 18'h00000;
-    end
-    if (rst) begin
-      \$361  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$362  = \vb_c$160 ;
-    if (control__tick_done) begin
-      \$362  = \v_c_next$597 ;
-    end
-    if (control__clear) begin
-      \$362  = 18'h00000;
-    end
-    if (rst) begin
-      \$362  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$363  = \vb_c$170 ;
-    if (control__tick_done) begin
-      \$363  = drive0;
-    end
-    if (control__clear) begin
-      \$363  = 18'h00000;
-    end
-    if (rst) begin
-      \$363  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$364  = status__sat_flags;
-    if (control__run) begin
-      \$364  = \$267 ;
-    end
-    if (status__clear_flags) begin
-      \$364  = 5'h00;
-    end
-    if (control__clear) begin
-      \$364  = 5'h00;
-    end
-    if (rst) begin
-      \$364  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$365  = status__ticks;
-    if (control__tick_done) begin
-      \$365  = \$268 [31:0];
-    end
-    if (control__clear) begin
-      \$365  = 32'd0;
-    end
-    if (rst) begin
-      \$365  = 32'd0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$366  = drive0;
-    if (control__sample_we) begin
-      casez (control__sample_addr)
-        2'h0:
-            \$366  = control__sample_data;
-      endcase
-    end
-    if (control__clear) begin
-      \$366  = 18'h00000;
-    end
-    if (rst) begin
-      \$366  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$367  = drive1;
-    if (control__sample_we) begin
-      casez (control__sample_addr)
-        2'h0:
-            /* empty */;
-        2'h1:
-            \$367  = control__sample_data;
-      endcase
-    end
-    if (control__clear) begin
-      \$367  = 18'h00000;
-    end
-    if (rst) begin
-      \$367  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$368  = drive2;
-    if (control__sample_we) begin
-      casez (control__sample_addr)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            \$368  = control__sample_data;
-      endcase
-    end
-    if (control__clear) begin
-      \$368  = 18'h07333;
-    end
-    if (rst) begin
-      \$368  = 18'h07333;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$369  = target0;
-    if (control__sample_we) begin
-      (* full_case = 32'd1 *)
-      casez (control__sample_addr)
-        2'h0:
-            /* empty */;
-        2'h1:
-            /* empty */;
-        2'h2:
-            /* empty */;
-        2'h3:
-            \$369  = control__sample_data;
-      endcase
-    end
-    if (control__clear) begin
-      \$369  = 18'h00000;
-    end
-    if (rst) begin
-      \$369  = 18'h00000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$370  = \$299 ;
-    if (control__clear) begin
-      \$370  = 28'h0000000;
-    end
-    if (rst) begin
-      \$370  = 28'h0000000;
+      \$414  = 18'h00000;
     end
   end
   assign commit = control__tick_done;
@@ -4327,281 +4588,282 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   assign g0 = g;
   assign vt = 18'h09eb8;
   assign learn = control__learn;
-  assign \va_f$36  = vb_f;
-  assign vf2 = \vb_f$37 ;
-  assign \va_c$39  = vb_c;
-  assign vc2 = \vb_c$40 ;
-  assign g1 = \g$42 ;
-  assign \vt$44  = 18'h09eb8;
-  assign \learn$45  = control__learn;
-  assign \va_f$46  = \vb_f$37 ;
-  assign vf3 = \vb_f$47 ;
-  assign \va_c$49  = \vb_c$40 ;
-  assign vc3 = \vb_c$50 ;
-  assign g2 = \g$52 ;
-  assign \vt$54  = 18'h09eb8;
-  assign \learn$55  = control__learn;
-  assign \va_f$56  = \vb_f$47 ;
-  assign \vb_f$57  = va_f;
-  assign \va_c$58  = \vb_c$50 ;
-  assign \vb_c$59  = va_c;
-  assign g3 = \g$60 ;
-  assign \vt$62  = 18'h09eb8;
-  assign \learn$63  = control__learn;
-  assign vf4 = \va_f$64 ;
-  assign vf5 = \vb_f$66 ;
-  assign vc4 = \va_c$68 ;
-  assign vc5 = \vb_c$70 ;
-  assign g4 = \g$72 ;
-  assign \vt$74  = 18'h09eb8;
-  assign \learn$75  = control__learn;
-  assign \va_f$76  = \vb_f$66 ;
-  assign vf6 = \vb_f$77 ;
-  assign \va_c$79  = \vb_c$70 ;
-  assign vc6 = \vb_c$80 ;
-  assign g5 = \g$82 ;
-  assign \vt$84  = 18'h09eb8;
-  assign \learn$85  = control__learn;
-  assign \va_f$86  = \vb_f$77 ;
-  assign vf7 = \vb_f$87 ;
-  assign \va_c$89  = \vb_c$80 ;
-  assign vc7 = \vb_c$90 ;
-  assign g6 = \g$92 ;
-  assign \vt$94  = 18'h09eb8;
-  assign \learn$95  = control__learn;
-  assign \va_f$96  = \vb_f$87 ;
-  assign \vb_f$97  = \va_f$64 ;
-  assign \va_c$98  = \vb_c$90 ;
-  assign \vb_c$99  = \va_c$68 ;
-  assign g7 = \g$100 ;
-  assign \vt$102  = 18'h09eb8;
-  assign \learn$103  = control__learn;
-  assign vf8 = \va_f$104 ;
-  assign vf9 = \vb_f$106 ;
-  assign vc8 = \va_c$108 ;
-  assign vc9 = \vb_c$110 ;
-  assign g8 = \g$112 ;
-  assign \vt$114  = 18'h09eb8;
-  assign \learn$115  = control__learn;
-  assign \va_f$116  = \vb_f$106 ;
-  assign vf10 = \vb_f$117 ;
-  assign \va_c$119  = \vb_c$110 ;
-  assign vc10 = \vb_c$120 ;
-  assign g9 = \g$122 ;
-  assign \vt$124  = 18'h09eb8;
-  assign \learn$125  = control__learn;
-  assign \va_f$126  = \vb_f$117 ;
-  assign vf11 = \vb_f$127 ;
-  assign \va_c$129  = \vb_c$120 ;
-  assign vc11 = \vb_c$130 ;
-  assign g10 = \g$132 ;
-  assign \vt$134  = 18'h09eb8;
-  assign \learn$135  = control__learn;
-  assign \va_f$136  = \vb_f$127 ;
-  assign \vb_f$137  = \va_f$104 ;
-  assign \va_c$138  = \vb_c$130 ;
-  assign \vb_c$139  = \va_c$108 ;
-  assign g11 = \g$140 ;
-  assign \vt$142  = 18'h09eb8;
-  assign \learn$143  = control__learn;
-  assign vf12 = \va_f$144 ;
-  assign vf13 = \vb_f$146 ;
-  assign vc12 = \va_c$148 ;
-  assign vc13 = \vb_c$150 ;
-  assign g12 = \g$152 ;
-  assign \vt$154  = 18'h09eb8;
-  assign \learn$155  = control__learn;
-  assign \va_f$156  = \vb_f$146 ;
-  assign vf14 = \vb_f$157 ;
-  assign \va_c$159  = \vb_c$150 ;
-  assign vc14 = \vb_c$160 ;
-  assign g13 = \g$162 ;
-  assign \vt$164  = 18'h09eb8;
-  assign \learn$165  = control__learn;
-  assign \va_f$166  = \vb_f$157 ;
-  assign vf15 = \vb_f$167 ;
-  assign \va_c$169  = \vb_c$160 ;
-  assign vc15 = \vb_c$170 ;
-  assign g14 = \g$172 ;
-  assign \vt$174  = 18'h09eb8;
-  assign \learn$175  = control__learn;
-  assign \va_f$176  = \vb_f$167 ;
-  assign \vb_f$177  = \va_f$144 ;
-  assign \va_c$178  = \vb_c$170 ;
-  assign \vb_c$179  = \va_c$148 ;
-  assign g15 = \g$180 ;
-  assign \vt$182  = 18'h09eb8;
-  assign \learn$183  = control__learn;
-  assign \va_f$184  = va_f;
-  assign \vb_f$185  = \va_f$64 ;
-  assign \va_c$186  = va_c;
-  assign \vb_c$187  = \va_c$68 ;
-  assign g16 = \g$188 ;
-  assign \vt$190  = 18'h09eb8;
-  assign \learn$191  = control__learn;
-  assign \va_f$192  = vb_f;
-  assign \vb_f$193  = \vb_f$66 ;
-  assign \va_c$194  = vb_c;
-  assign \vb_c$195  = \vb_c$70 ;
-  assign g17 = \g$196 ;
-  assign \vt$198  = 18'h09eb8;
-  assign \learn$199  = control__learn;
-  assign \va_f$200  = \vb_f$37 ;
-  assign \vb_f$201  = \vb_f$77 ;
-  assign \va_c$202  = \vb_c$40 ;
-  assign \vb_c$203  = \vb_c$80 ;
-  assign g18 = \g$204 ;
-  assign \vt$206  = 18'h09eb8;
-  assign \learn$207  = control__learn;
-  assign \va_f$208  = \vb_f$47 ;
-  assign \vb_f$209  = \vb_f$87 ;
-  assign \va_c$210  = \vb_c$50 ;
-  assign \vb_c$211  = \vb_c$90 ;
-  assign g19 = \g$212 ;
-  assign \vt$214  = 18'h09eb8;
-  assign \learn$215  = control__learn;
-  assign \va_f$216  = \va_f$64 ;
-  assign \vb_f$217  = \va_f$104 ;
-  assign \va_c$218  = \va_c$68 ;
-  assign \vb_c$219  = \va_c$108 ;
-  assign g20 = \g$220 ;
-  assign \vt$222  = 18'h09eb8;
-  assign \learn$223  = control__learn;
-  assign \va_f$224  = \vb_f$66 ;
-  assign \vb_f$225  = \vb_f$106 ;
-  assign \va_c$226  = \vb_c$70 ;
-  assign \vb_c$227  = \vb_c$110 ;
-  assign g21 = \g$228 ;
-  assign \vt$230  = 18'h09eb8;
-  assign \learn$231  = control__learn;
-  assign \va_f$232  = \vb_f$77 ;
-  assign \vb_f$233  = \vb_f$117 ;
-  assign \va_c$234  = \vb_c$80 ;
-  assign \vb_c$235  = \vb_c$120 ;
-  assign g22 = \g$236 ;
-  assign \vt$238  = 18'h09eb8;
-  assign \learn$239  = control__learn;
-  assign \va_f$240  = \vb_f$87 ;
-  assign \vb_f$241  = \vb_f$127 ;
-  assign \va_c$242  = \vb_c$90 ;
-  assign \vb_c$243  = \vb_c$130 ;
-  assign g23 = \g$244 ;
-  assign \vt$246  = 18'h09eb8;
-  assign \learn$247  = control__learn;
-  assign \va_f$248  = \va_f$104 ;
-  assign \vb_f$249  = \va_f$144 ;
-  assign \va_c$250  = \va_c$108 ;
-  assign \vb_c$251  = \va_c$148 ;
-  assign g24 = \g$252 ;
-  assign \vt$254  = 18'h09eb8;
-  assign \learn$255  = control__learn;
-  assign \va_f$256  = \vb_f$106 ;
-  assign \vb_f$257  = \vb_f$146 ;
-  assign \va_c$258  = \vb_c$110 ;
-  assign \vb_c$259  = \vb_c$150 ;
-  assign g25 = \g$260 ;
-  assign \vt$262  = 18'h09eb8;
-  assign \learn$263  = control__learn;
-  assign \va_f$264  = \vb_f$117 ;
-  assign \vb_f$265  = \vb_f$157 ;
-  assign \va_c$266  = \vb_c$120 ;
-  assign \vb_c$267  = \vb_c$160 ;
-  assign g26 = \g$268 ;
-  assign \vt$270  = 18'h09eb8;
-  assign \learn$271  = control__learn;
-  assign \va_f$272  = \vb_f$127 ;
-  assign \vb_f$273  = \vb_f$167 ;
-  assign \va_c$274  = \vb_c$130 ;
-  assign \vb_c$275  = \vb_c$170 ;
-  assign g27 = \g$276 ;
-  assign \vt$278  = 18'h09eb8;
-  assign \learn$279  = control__learn;
-  assign \va_f$280  = \va_f$144 ;
-  assign \vb_f$281  = va_f;
-  assign \va_c$282  = \va_c$148 ;
-  assign \vb_c$283  = va_c;
-  assign g28 = \g$284 ;
-  assign \vt$286  = 18'h09eb8;
-  assign \learn$287  = control__learn;
-  assign \va_f$288  = \vb_f$146 ;
-  assign \vb_f$289  = vb_f;
-  assign \va_c$290  = \vb_c$150 ;
-  assign \vb_c$291  = vb_c;
-  assign g29 = \g$292 ;
-  assign \vt$294  = 18'h09eb8;
-  assign \learn$295  = control__learn;
-  assign \va_f$296  = \vb_f$157 ;
-  assign \vb_f$297  = \vb_f$37 ;
-  assign \va_c$298  = \vb_c$160 ;
-  assign \vb_c$299  = \vb_c$40 ;
-  assign g30 = \g$300 ;
-  assign \vt$302  = 18'h09eb8;
-  assign \learn$303  = control__learn;
-  assign \va_f$304  = \vb_f$167 ;
-  assign \vb_f$305  = \vb_f$47 ;
-  assign \va_c$306  = \vb_c$170 ;
-  assign \vb_c$307  = \vb_c$50 ;
-  assign g31 = \g$308 ;
-  assign \vt$310  = 18'h09eb8;
-  assign \learn$311  = control__learn;
+  assign \va_f$37  = vb_f;
+  assign vf2 = \vb_f$38 ;
+  assign \va_c$40  = vb_c;
+  assign vc2 = \vb_c$41 ;
+  assign g1 = \g$43 ;
+  assign \vt$45  = 18'h09eb8;
+  assign \learn$46  = control__learn;
+  assign \va_f$47  = \vb_f$38 ;
+  assign vf3 = \vb_f$48 ;
+  assign \va_c$50  = \vb_c$41 ;
+  assign vc3 = \vb_c$51 ;
+  assign g2 = \g$53 ;
+  assign \vt$55  = 18'h09eb8;
+  assign \learn$56  = control__learn;
+  assign \va_f$57  = \vb_f$48 ;
+  assign \vb_f$58  = va_f;
+  assign \va_c$59  = \vb_c$51 ;
+  assign \vb_c$60  = va_c;
+  assign g3 = \g$61 ;
+  assign \vt$63  = 18'h09eb8;
+  assign \learn$64  = control__learn;
+  assign vf4 = \va_f$65 ;
+  assign vf5 = \vb_f$67 ;
+  assign vc4 = \va_c$69 ;
+  assign vc5 = \vb_c$71 ;
+  assign g4 = \g$73 ;
+  assign \vt$75  = 18'h09eb8;
+  assign \learn$76  = control__learn;
+  assign \va_f$77  = \vb_f$67 ;
+  assign vf6 = \vb_f$78 ;
+  assign \va_c$80  = \vb_c$71 ;
+  assign vc6 = \vb_c$81 ;
+  assign g5 = \g$83 ;
+  assign \vt$85  = 18'h09eb8;
+  assign \learn$86  = control__learn;
+  assign \va_f$87  = \vb_f$78 ;
+  assign vf7 = \vb_f$88 ;
+  assign \va_c$90  = \vb_c$81 ;
+  assign vc7 = \vb_c$91 ;
+  assign g6 = \g$93 ;
+  assign \vt$95  = 18'h09eb8;
+  assign \learn$96  = control__learn;
+  assign \va_f$97  = \vb_f$88 ;
+  assign \vb_f$98  = \va_f$65 ;
+  assign \va_c$99  = \vb_c$91 ;
+  assign \vb_c$100  = \va_c$69 ;
+  assign g7 = \g$101 ;
+  assign \vt$103  = 18'h09eb8;
+  assign \learn$104  = control__learn;
+  assign vf8 = \va_f$105 ;
+  assign vf9 = \vb_f$107 ;
+  assign vc8 = \va_c$109 ;
+  assign vc9 = \vb_c$111 ;
+  assign g8 = \g$113 ;
+  assign \vt$115  = 18'h09eb8;
+  assign \learn$116  = control__learn;
+  assign \va_f$117  = \vb_f$107 ;
+  assign vf10 = \vb_f$118 ;
+  assign \va_c$120  = \vb_c$111 ;
+  assign vc10 = \vb_c$121 ;
+  assign g9 = \g$123 ;
+  assign \vt$125  = 18'h09eb8;
+  assign \learn$126  = control__learn;
+  assign \va_f$127  = \vb_f$118 ;
+  assign vf11 = \vb_f$128 ;
+  assign \va_c$130  = \vb_c$121 ;
+  assign vc11 = \vb_c$131 ;
+  assign g10 = \g$133 ;
+  assign \vt$135  = 18'h09eb8;
+  assign \learn$136  = control__learn;
+  assign \va_f$137  = \vb_f$128 ;
+  assign \vb_f$138  = \va_f$105 ;
+  assign \va_c$139  = \vb_c$131 ;
+  assign \vb_c$140  = \va_c$109 ;
+  assign g11 = \g$141 ;
+  assign \vt$143  = 18'h09eb8;
+  assign \learn$144  = control__learn;
+  assign vf12 = \va_f$145 ;
+  assign vf13 = \vb_f$147 ;
+  assign vc12 = \va_c$149 ;
+  assign vc13 = \vb_c$151 ;
+  assign g12 = \g$153 ;
+  assign \vt$155  = 18'h09eb8;
+  assign \learn$156  = control__learn;
+  assign \va_f$157  = \vb_f$147 ;
+  assign vf14 = \vb_f$158 ;
+  assign \va_c$160  = \vb_c$151 ;
+  assign vc14 = \vb_c$161 ;
+  assign g13 = \g$163 ;
+  assign \vt$165  = 18'h09eb8;
+  assign \learn$166  = control__learn;
+  assign \va_f$167  = \vb_f$158 ;
+  assign vf15 = \vb_f$168 ;
+  assign \va_c$170  = \vb_c$161 ;
+  assign vc15 = \vb_c$171 ;
+  assign g14 = \g$173 ;
+  assign \vt$175  = 18'h09eb8;
+  assign \learn$176  = control__learn;
+  assign \va_f$177  = \vb_f$168 ;
+  assign \vb_f$178  = \va_f$145 ;
+  assign \va_c$179  = \vb_c$171 ;
+  assign \vb_c$180  = \va_c$149 ;
+  assign g15 = \g$181 ;
+  assign \vt$183  = 18'h09eb8;
+  assign \learn$184  = control__learn;
+  assign \va_f$185  = va_f;
+  assign \vb_f$186  = \va_f$65 ;
+  assign \va_c$187  = va_c;
+  assign \vb_c$188  = \va_c$69 ;
+  assign g16 = \g$189 ;
+  assign \vt$191  = 18'h09eb8;
+  assign \learn$192  = control__learn;
+  assign \va_f$193  = vb_f;
+  assign \vb_f$194  = \vb_f$67 ;
+  assign \va_c$195  = vb_c;
+  assign \vb_c$196  = \vb_c$71 ;
+  assign g17 = \g$197 ;
+  assign \vt$199  = 18'h09eb8;
+  assign \learn$200  = control__learn;
+  assign \va_f$201  = \vb_f$38 ;
+  assign \vb_f$202  = \vb_f$78 ;
+  assign \va_c$203  = \vb_c$41 ;
+  assign \vb_c$204  = \vb_c$81 ;
+  assign g18 = \g$205 ;
+  assign \vt$207  = 18'h09eb8;
+  assign \learn$208  = control__learn;
+  assign \va_f$209  = \vb_f$48 ;
+  assign \vb_f$210  = \vb_f$88 ;
+  assign \va_c$211  = \vb_c$51 ;
+  assign \vb_c$212  = \vb_c$91 ;
+  assign g19 = \g$213 ;
+  assign \vt$215  = 18'h09eb8;
+  assign \learn$216  = control__learn;
+  assign \va_f$217  = \va_f$65 ;
+  assign \vb_f$218  = \va_f$105 ;
+  assign \va_c$219  = \va_c$69 ;
+  assign \vb_c$220  = \va_c$109 ;
+  assign g20 = \g$221 ;
+  assign \vt$223  = 18'h09eb8;
+  assign \learn$224  = control__learn;
+  assign \va_f$225  = \vb_f$67 ;
+  assign \vb_f$226  = \vb_f$107 ;
+  assign \va_c$227  = \vb_c$71 ;
+  assign \vb_c$228  = \vb_c$111 ;
+  assign g21 = \g$229 ;
+  assign \vt$231  = 18'h09eb8;
+  assign \learn$232  = control__learn;
+  assign \va_f$233  = \vb_f$78 ;
+  assign \vb_f$234  = \vb_f$118 ;
+  assign \va_c$235  = \vb_c$81 ;
+  assign \vb_c$236  = \vb_c$121 ;
+  assign g22 = \g$237 ;
+  assign \vt$239  = 18'h09eb8;
+  assign \learn$240  = control__learn;
+  assign \va_f$241  = \vb_f$88 ;
+  assign \vb_f$242  = \vb_f$128 ;
+  assign \va_c$243  = \vb_c$91 ;
+  assign \vb_c$244  = \vb_c$131 ;
+  assign g23 = \g$245 ;
+  assign \vt$247  = 18'h09eb8;
+  assign \learn$248  = control__learn;
+  assign \va_f$249  = \va_f$105 ;
+  assign \vb_f$250  = \va_f$145 ;
+  assign \va_c$251  = \va_c$109 ;
+  assign \vb_c$252  = \va_c$149 ;
+  assign g24 = \g$253 ;
+  assign \vt$255  = 18'h09eb8;
+  assign \learn$256  = control__learn;
+  assign \va_f$257  = \vb_f$107 ;
+  assign \vb_f$258  = \vb_f$147 ;
+  assign \va_c$259  = \vb_c$111 ;
+  assign \vb_c$260  = \vb_c$151 ;
+  assign g25 = \g$261 ;
+  assign \vt$263  = 18'h09eb8;
+  assign \learn$264  = control__learn;
+  assign \va_f$265  = \vb_f$118 ;
+  assign \vb_f$266  = \vb_f$158 ;
+  assign \va_c$267  = \vb_c$121 ;
+  assign \vb_c$268  = \vb_c$161 ;
+  assign g26 = \g$269 ;
+  assign \vt$271  = 18'h09eb8;
+  assign \learn$272  = control__learn;
+  assign \va_f$273  = \vb_f$128 ;
+  assign \vb_f$274  = \vb_f$168 ;
+  assign \va_c$275  = \vb_c$131 ;
+  assign \vb_c$276  = \vb_c$171 ;
+  assign g27 = \g$277 ;
+  assign \vt$279  = 18'h09eb8;
+  assign \learn$280  = control__learn;
+  assign \va_f$281  = \va_f$145 ;
+  assign \vb_f$282  = va_f;
+  assign \va_c$283  = \va_c$149 ;
+  assign \vb_c$284  = va_c;
+  assign g28 = \g$285 ;
+  assign \vt$287  = 18'h09eb8;
+  assign \learn$288  = control__learn;
+  assign \va_f$289  = \vb_f$147 ;
+  assign \vb_f$290  = vb_f;
+  assign \va_c$291  = \vb_c$151 ;
+  assign \vb_c$292  = vb_c;
+  assign g29 = \g$293 ;
+  assign \vt$295  = 18'h09eb8;
+  assign \learn$296  = control__learn;
+  assign \va_f$297  = \vb_f$158 ;
+  assign \vb_f$298  = \vb_f$38 ;
+  assign \va_c$299  = \vb_c$161 ;
+  assign \vb_c$300  = \vb_c$41 ;
+  assign g30 = \g$301 ;
+  assign \vt$303  = 18'h09eb8;
+  assign \learn$304  = control__learn;
+  assign \va_f$305  = \vb_f$168 ;
+  assign \vb_f$306  = \vb_f$48 ;
+  assign \va_c$307  = \vb_c$171 ;
+  assign \vb_c$308  = \vb_c$51 ;
+  assign g31 = \g$309 ;
+  assign \vt$311  = 18'h09eb8;
+  assign \learn$312  = control__learn;
   assign v_f = va_f;
   assign v_c = va_c;
   assign acc_f = accf0;
   assign acc_c = accc0;
-  assign \v_f$334  = vb_f;
-  assign \v_c$335  = vb_c;
-  assign \acc_f$336  = accf1;
-  assign \acc_c$337  = accc1;
-  assign \v_f$346  = \vb_f$37 ;
-  assign \v_c$347  = \vb_c$40 ;
-  assign \acc_f$348  = accf2;
-  assign \acc_c$349  = accc2;
-  assign \v_f$356  = \vb_f$47 ;
-  assign \v_c$357  = \vb_c$50 ;
-  assign \acc_f$358  = accf3;
-  assign \acc_c$359  = accc3;
-  assign \v_f$368  = \va_f$64 ;
-  assign \v_c$369  = \va_c$68 ;
-  assign \acc_f$370  = accf4;
-  assign \acc_c$371  = accc4;
-  assign \v_f$380  = \vb_f$77 ;
-  assign \v_c$381  = \vb_c$80 ;
-  assign \acc_f$382  = accf6;
-  assign \acc_c$383  = accc6;
-  assign \v_f$392  = \va_f$104 ;
-  assign \v_c$393  = \va_c$108 ;
-  assign \acc_f$394  = accf8;
-  assign \acc_c$395  = accc8;
-  assign \v_f$404  = \vb_f$106 ;
-  assign \v_c$405  = \vb_c$110 ;
-  assign \acc_f$406  = accf9;
-  assign \acc_c$407  = accc9;
-  assign \v_f$414  = \vb_f$117 ;
-  assign \v_c$415  = \vb_c$120 ;
-  assign \acc_f$416  = accf10;
-  assign \acc_c$417  = accc10;
-  assign \v_f$424  = \vb_f$127 ;
-  assign \v_c$425  = \vb_c$130 ;
-  assign \acc_f$426  = accf11;
-  assign \acc_c$427  = accc11;
-  assign \v_f$434  = \va_f$144 ;
-  assign \v_c$435  = \va_c$148 ;
-  assign \acc_f$436  = accf12;
-  assign \acc_c$437  = accc12;
-  assign \v_f$442  = \vb_f$146 ;
-  assign \v_c$443  = \vb_c$150 ;
-  assign \acc_f$444  = accf13;
-  assign \acc_c$445  = accc13;
-  assign \v_f$450  = \vb_f$157 ;
-  assign \v_c$451  = \vb_c$160 ;
-  assign \acc_f$452  = accf14;
-  assign \acc_c$453  = accc14;
+  assign \v_f$335  = vb_f;
+  assign \v_c$336  = vb_c;
+  assign \acc_f$337  = accf1;
+  assign \acc_c$338  = accc1;
+  assign \v_f$347  = \vb_f$38 ;
+  assign \v_c$348  = \vb_c$41 ;
+  assign \acc_f$349  = accf2;
+  assign \acc_c$350  = accc2;
+  assign \v_f$357  = \vb_f$48 ;
+  assign \v_c$358  = \vb_c$51 ;
+  assign \acc_f$359  = accf3;
+  assign \acc_c$360  = accc3;
+  assign \v_f$369  = \va_f$65 ;
+  assign \v_c$370  = \va_c$69 ;
+  assign \acc_f$371  = accf4;
+  assign \acc_c$372  = accc4;
+  assign \v_f$381  = \vb_f$78 ;
+  assign \v_c$382  = \vb_c$81 ;
+  assign \acc_f$383  = accf6;
+  assign \acc_c$384  = accc6;
+  assign \v_f$393  = \va_f$105 ;
+  assign \v_c$394  = \va_c$109 ;
+  assign \acc_f$395  = accf8;
+  assign \acc_c$396  = accc8;
+  assign \v_f$405  = \vb_f$107 ;
+  assign \v_c$406  = \vb_c$111 ;
+  assign \acc_f$407  = accf9;
+  assign \acc_c$408  = accc9;
+  assign \v_f$415  = \vb_f$118 ;
+  assign \v_c$416  = \vb_c$121 ;
+  assign \acc_f$417  = accf10;
+  assign \acc_c$418  = accc10;
+  assign \v_f$425  = \vb_f$128 ;
+  assign \v_c$426  = \vb_c$131 ;
+  assign \acc_f$427  = accf11;
+  assign \acc_c$428  = accc11;
+  assign \v_f$435  = \va_f$145 ;
+  assign \v_c$436  = \va_c$149 ;
+  assign \acc_f$437  = accf12;
+  assign \acc_c$438  = accc12;
+  assign \v_f$443  = \vb_f$147 ;
+  assign \v_c$444  = \vb_c$151 ;
+  assign \acc_f$445  = accf13;
+  assign \acc_c$446  = accc13;
+  assign \v_f$451  = \vb_f$158 ;
+  assign \v_c$452  = \vb_c$161 ;
+  assign \acc_f$453  = accf14;
+  assign \acc_c$454  = accc14;
   assign clamp0 = \$116 [17:0];
+  assign moved = control__moved;
   assign \$signal  = status__ticks;
-  assign \$signal$537  = status__sat_flags;
-  assign control__outputs = { \vb_f$117 [17], \vb_f$117  };
+  assign \$signal$632  = status__sat_flags;
+  assign control__outputs = { \vb_f$118 [17], \vb_f$118  };
   assign control__busy = 1'h0;
-  assign \control__outputs[0]  = { \vb_f$117 [17], \vb_f$117  };
+  assign \control__outputs[0]  = { \vb_f$118 [17], \vb_f$118  };
   assign \status__sat_flags.term  = status__sat_flags[0];
   assign \status__sat_flags.acc  = status__sat_flags[1];
   assign \status__sat_flags.dv  = status__sat_flags[2];
@@ -4671,68 +4933,68 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   assign \gates[29]  = gates[839:812];
   assign \gates[30]  = gates[867:840];
   assign \gates[31]  = gates[895:868];
-  assign gates[895:868] = \g$308 ;
-  assign gates[867:840] = \g$300 ;
-  assign gates[839:812] = \g$292 ;
-  assign gates[811:784] = \g$284 ;
-  assign gates[783:756] = \g$276 ;
-  assign gates[755:728] = \g$268 ;
-  assign gates[727:700] = \g$260 ;
-  assign gates[699:672] = \g$252 ;
-  assign gates[671:644] = \g$244 ;
-  assign gates[643:616] = \g$236 ;
-  assign gates[615:588] = \g$228 ;
-  assign gates[587:560] = \g$220 ;
-  assign gates[559:532] = \g$212 ;
-  assign gates[531:504] = \g$204 ;
-  assign gates[503:476] = \g$196 ;
-  assign gates[475:448] = \g$188 ;
-  assign gates[447:420] = \g$180 ;
-  assign gates[419:392] = \g$172 ;
-  assign gates[391:364] = \g$162 ;
-  assign gates[363:336] = \g$152 ;
-  assign gates[335:308] = \g$140 ;
-  assign gates[307:280] = \g$132 ;
-  assign gates[279:252] = \g$122 ;
-  assign gates[251:224] = \g$112 ;
-  assign gates[223:196] = \g$100 ;
-  assign gates[195:168] = \g$92 ;
-  assign gates[167:140] = \g$82 ;
-  assign gates[139:112] = \g$72 ;
-  assign gates[111:84] = \g$60 ;
-  assign gates[83:56] = \g$52 ;
-  assign gates[55:28] = \g$42 ;
+  assign gates[895:868] = \g$309 ;
+  assign gates[867:840] = \g$301 ;
+  assign gates[839:812] = \g$293 ;
+  assign gates[811:784] = \g$285 ;
+  assign gates[783:756] = \g$277 ;
+  assign gates[755:728] = \g$269 ;
+  assign gates[727:700] = \g$261 ;
+  assign gates[699:672] = \g$253 ;
+  assign gates[671:644] = \g$245 ;
+  assign gates[643:616] = \g$237 ;
+  assign gates[615:588] = \g$229 ;
+  assign gates[587:560] = \g$221 ;
+  assign gates[559:532] = \g$213 ;
+  assign gates[531:504] = \g$205 ;
+  assign gates[503:476] = \g$197 ;
+  assign gates[475:448] = \g$189 ;
+  assign gates[447:420] = \g$181 ;
+  assign gates[419:392] = \g$173 ;
+  assign gates[391:364] = \g$163 ;
+  assign gates[363:336] = \g$153 ;
+  assign gates[335:308] = \g$141 ;
+  assign gates[307:280] = \g$133 ;
+  assign gates[279:252] = \g$123 ;
+  assign gates[251:224] = \g$113 ;
+  assign gates[223:196] = \g$101 ;
+  assign gates[195:168] = \g$93 ;
+  assign gates[167:140] = \g$83 ;
+  assign gates[139:112] = \g$73 ;
+  assign gates[111:84] = \g$61 ;
+  assign gates[83:56] = \g$53 ;
+  assign gates[55:28] = \g$43 ;
   assign gates[27:0] = g;
-  assign v_clamped[287:270] = \vb_c$170 ;
-  assign v_clamped[269:252] = \vb_c$160 ;
-  assign v_clamped[251:234] = \vb_c$150 ;
-  assign v_clamped[233:216] = \va_c$148 ;
-  assign v_clamped[215:198] = \vb_c$130 ;
-  assign v_clamped[197:180] = \vb_c$120 ;
-  assign v_clamped[179:162] = \vb_c$110 ;
-  assign v_clamped[161:144] = \va_c$108 ;
-  assign v_clamped[143:126] = \vb_c$90 ;
-  assign v_clamped[125:108] = \vb_c$80 ;
-  assign v_clamped[107:90] = \vb_c$70 ;
-  assign v_clamped[89:72] = \va_c$68 ;
-  assign v_clamped[71:54] = \vb_c$50 ;
-  assign v_clamped[53:36] = \vb_c$40 ;
+  assign v_clamped[287:270] = \vb_c$171 ;
+  assign v_clamped[269:252] = \vb_c$161 ;
+  assign v_clamped[251:234] = \vb_c$151 ;
+  assign v_clamped[233:216] = \va_c$149 ;
+  assign v_clamped[215:198] = \vb_c$131 ;
+  assign v_clamped[197:180] = \vb_c$121 ;
+  assign v_clamped[179:162] = \vb_c$111 ;
+  assign v_clamped[161:144] = \va_c$109 ;
+  assign v_clamped[143:126] = \vb_c$91 ;
+  assign v_clamped[125:108] = \vb_c$81 ;
+  assign v_clamped[107:90] = \vb_c$71 ;
+  assign v_clamped[89:72] = \va_c$69 ;
+  assign v_clamped[71:54] = \vb_c$51 ;
+  assign v_clamped[53:36] = \vb_c$41 ;
   assign v_clamped[35:18] = vb_c;
   assign v_clamped[17:0] = va_c;
-  assign v_free[287:270] = \vb_f$167 ;
-  assign v_free[269:252] = \vb_f$157 ;
-  assign v_free[251:234] = \vb_f$146 ;
-  assign v_free[233:216] = \va_f$144 ;
-  assign v_free[215:198] = \vb_f$127 ;
-  assign v_free[197:180] = \vb_f$117 ;
-  assign v_free[179:162] = \vb_f$106 ;
-  assign v_free[161:144] = \va_f$104 ;
-  assign v_free[143:126] = \vb_f$87 ;
-  assign v_free[125:108] = \vb_f$77 ;
-  assign v_free[107:90] = \vb_f$66 ;
-  assign v_free[89:72] = \va_f$64 ;
-  assign v_free[71:54] = \vb_f$47 ;
-  assign v_free[53:36] = \vb_f$37 ;
+  assign v_free[287:270] = \vb_f$168 ;
+  assign v_free[269:252] = \vb_f$158 ;
+  assign v_free[251:234] = \vb_f$147 ;
+  assign v_free[233:216] = \va_f$145 ;
+  assign v_free[215:198] = \vb_f$128 ;
+  assign v_free[197:180] = \vb_f$118 ;
+  assign v_free[179:162] = \vb_f$107 ;
+  assign v_free[161:144] = \va_f$105 ;
+  assign v_free[143:126] = \vb_f$88 ;
+  assign v_free[125:108] = \vb_f$78 ;
+  assign v_free[107:90] = \vb_f$67 ;
+  assign v_free[89:72] = \va_f$65 ;
+  assign v_free[71:54] = \vb_f$48 ;
+  assign v_free[53:36] = \vb_f$38 ;
   assign v_free[35:18] = vb_f;
   assign v_free[17:0] = va_f;
   assign control__tick_done = control__run;
@@ -4740,73 +5002,74 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   assign \$108  = { \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34], \$107 [34:8] };
   assign \$123  = sat_term;
   assign \$124  = sat_term;
-  assign \$125  = \sat_term$460 ;
-  assign \$127  = \sat_term$461 ;
-  assign \$129  = \sat_term$462 ;
-  assign \$131  = \sat_term$463 ;
-  assign \$133  = \sat_term$464 ;
-  assign \$135  = \sat_term$465 ;
-  assign \$137  = \sat_term$466 ;
-  assign \$139  = \sat_term$467 ;
-  assign \$141  = \sat_term$468 ;
-  assign \$143  = \sat_term$469 ;
-  assign \$145  = \sat_term$470 ;
-  assign \$147  = \sat_term$471 ;
-  assign \$149  = \sat_term$472 ;
-  assign \$151  = \sat_term$473 ;
-  assign \$153  = \sat_term$474 ;
-  assign \$155  = \sat_term$475 ;
-  assign \$157  = \sat_term$476 ;
-  assign \$159  = \sat_term$477 ;
-  assign \$161  = \sat_term$478 ;
-  assign \$163  = \sat_term$479 ;
-  assign \$165  = \sat_term$480 ;
-  assign \$167  = \sat_term$481 ;
-  assign \$169  = \sat_term$482 ;
-  assign \$171  = \sat_term$483 ;
-  assign \$173  = \sat_term$484 ;
-  assign \$175  = \sat_term$485 ;
-  assign \$177  = \sat_term$486 ;
-  assign \$179  = \sat_term$487 ;
-  assign \$181  = \sat_term$488 ;
-  assign \$183  = \sat_term$489 ;
-  assign \$185  = \sat_term$490 ;
+  assign \$125  = \sat_term$461 ;
+  assign \$127  = \sat_term$462 ;
+  assign \$129  = \sat_term$463 ;
+  assign \$131  = \sat_term$464 ;
+  assign \$133  = \sat_term$465 ;
+  assign \$135  = \sat_term$466 ;
+  assign \$137  = \sat_term$467 ;
+  assign \$139  = \sat_term$468 ;
+  assign \$141  = \sat_term$469 ;
+  assign \$143  = \sat_term$470 ;
+  assign \$145  = \sat_term$471 ;
+  assign \$147  = \sat_term$472 ;
+  assign \$149  = \sat_term$473 ;
+  assign \$151  = \sat_term$474 ;
+  assign \$153  = \sat_term$475 ;
+  assign \$155  = \sat_term$476 ;
+  assign \$157  = \sat_term$477 ;
+  assign \$159  = \sat_term$478 ;
+  assign \$161  = \sat_term$479 ;
+  assign \$163  = \sat_term$480 ;
+  assign \$165  = \sat_term$481 ;
+  assign \$167  = \sat_term$482 ;
+  assign \$169  = \sat_term$483 ;
+  assign \$171  = \sat_term$484 ;
+  assign \$173  = \sat_term$485 ;
+  assign \$175  = \sat_term$486 ;
+  assign \$177  = \sat_term$487 ;
+  assign \$179  = \sat_term$488 ;
+  assign \$181  = \sat_term$489 ;
+  assign \$183  = \sat_term$490 ;
+  assign \$185  = \sat_term$491 ;
   assign \$187  = sat_dg;
   assign \$188  = sat_dg;
-  assign \$189  = \sat_dg$492 ;
-  assign \$191  = \sat_dg$493 ;
-  assign \$193  = \sat_dg$494 ;
-  assign \$195  = \sat_dg$495 ;
-  assign \$197  = \sat_dg$496 ;
-  assign \$199  = \sat_dg$497 ;
-  assign \$201  = \sat_dg$498 ;
-  assign \$203  = \sat_dg$499 ;
-  assign \$205  = \sat_dg$500 ;
-  assign \$207  = \sat_dg$501 ;
-  assign \$209  = \sat_dg$502 ;
-  assign \$211  = \sat_dg$503 ;
-  assign \$213  = \sat_dg$504 ;
-  assign \$215  = \sat_dg$505 ;
-  assign \$217  = \sat_dg$506 ;
-  assign \$219  = \sat_dg$507 ;
-  assign \$221  = \sat_dg$508 ;
-  assign \$223  = \sat_dg$509 ;
-  assign \$225  = \sat_dg$510 ;
-  assign \$227  = \sat_dg$511 ;
-  assign \$229  = \sat_dg$512 ;
-  assign \$231  = \sat_dg$513 ;
-  assign \$233  = \sat_dg$514 ;
-  assign \$235  = \sat_dg$515 ;
-  assign \$237  = \sat_dg$516 ;
-  assign \$239  = \sat_dg$517 ;
-  assign \$241  = \sat_dg$518 ;
-  assign \$243  = \sat_dg$519 ;
-  assign \$245  = \sat_dg$520 ;
-  assign \$247  = \sat_dg$521 ;
-  assign \$249  = \sat_dg$522 ;
+  assign \$189  = \sat_dg$493 ;
+  assign \$191  = \sat_dg$494 ;
+  assign \$193  = \sat_dg$495 ;
+  assign \$195  = \sat_dg$496 ;
+  assign \$197  = \sat_dg$497 ;
+  assign \$199  = \sat_dg$498 ;
+  assign \$201  = \sat_dg$499 ;
+  assign \$203  = \sat_dg$500 ;
+  assign \$205  = \sat_dg$501 ;
+  assign \$207  = \sat_dg$502 ;
+  assign \$209  = \sat_dg$503 ;
+  assign \$211  = \sat_dg$504 ;
+  assign \$213  = \sat_dg$505 ;
+  assign \$215  = \sat_dg$506 ;
+  assign \$217  = \sat_dg$507 ;
+  assign \$219  = \sat_dg$508 ;
+  assign \$221  = \sat_dg$509 ;
+  assign \$223  = \sat_dg$510 ;
+  assign \$225  = \sat_dg$511 ;
+  assign \$227  = \sat_dg$512 ;
+  assign \$229  = \sat_dg$513 ;
+  assign \$231  = \sat_dg$514 ;
+  assign \$233  = \sat_dg$515 ;
+  assign \$235  = \sat_dg$516 ;
+  assign \$237  = \sat_dg$517 ;
+  assign \$239  = \sat_dg$518 ;
+  assign \$241  = \sat_dg$519 ;
+  assign \$243  = \sat_dg$520 ;
+  assign \$245  = \sat_dg$521 ;
+  assign \$247  = \sat_dg$522 ;
+  assign \$249  = \sat_dg$523 ;
   assign \$251  = flags;
   assign \$264  = clamp0_sat;
   assign \$266  = \$265 ;
+  assign control__moved = moved_all;
 endmodule
 
 (* generator = "Amaranth" *)

@@ -2,8 +2,8 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module clln_paper_xor(control__learn, control__clear, control__sample_we, control__sample_addr, control__sample_data, gate__we, gate__addr, gate__data, gate__raddr, status__clear_flags, clk, rst, control__tick_done, control__outputs, control__busy, gate__rdata, status__ticks, status__sat_flags, status__saturated, v_free, v_clamped
-, gates, control__run);
+module clln_paper_xor(control__learn, control__clear, control__sample_we, control__sample_addr, control__sample_data, gate__we, gate__addr, gate__data, gate__raddr, status__clear_flags, clk, rst, control__tick_done, control__moved, control__outputs, control__busy, gate__rdata, status__ticks, status__sat_flags, status__saturated, v_free
+, v_clamped, gates, control__run);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [35:0] \$1 ;
   wire [36:0] \$10 ;
@@ -212,130 +212,194 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \$283 ;
   wire [4:0] \$284 ;
   wire [4:0] \$285 ;
-  wire [4:0] \$286 ;
-  wire [32:0] \$287 ;
-  wire [22:0] \$288 ;
-  wire [22:0] \$289 ;
+  wire \$286 ;
+  wire \$287 ;
+  wire \$288 ;
+  wire \$289 ;
   wire [35:0] \$29 ;
-  wire [22:0] \$290 ;
-  wire [22:0] \$291 ;
-  wire [22:0] \$292 ;
-  wire [22:0] \$293 ;
-  wire [22:0] \$294 ;
-  wire [22:0] \$295 ;
-  wire [22:0] \$296 ;
-  wire [22:0] \$297 ;
-  wire [22:0] \$298 ;
-  wire [22:0] \$299 ;
+  wire \$290 ;
+  wire \$291 ;
+  wire \$292 ;
+  wire \$293 ;
+  wire \$294 ;
+  wire \$295 ;
+  wire \$296 ;
+  wire \$297 ;
+  wire \$298 ;
+  wire \$299 ;
   wire [35:0] \$3 ;
   wire [36:0] \$30 ;
-  wire [22:0] \$300 ;
-  wire [22:0] \$301 ;
-  wire [22:0] \$302 ;
-  wire [22:0] \$303 ;
-  wire [22:0] \$304 ;
-  wire [22:0] \$305 ;
-  wire [22:0] \$306 ;
-  wire [22:0] \$307 ;
-  wire [22:0] \$308 ;
-  wire [22:0] \$309 ;
+  wire \$300 ;
+  wire \$301 ;
+  wire \$302 ;
+  wire \$303 ;
+  wire \$304 ;
+  wire \$305 ;
+  wire \$306 ;
+  wire \$307 ;
+  wire \$308 ;
+  wire \$309 ;
   wire [35:0] \$31 ;
-  wire [22:0] \$310 ;
-  wire [22:0] \$311 ;
-  wire [22:0] \$312 ;
-  wire [22:0] \$313 ;
-  wire [22:0] \$314 ;
-  wire [22:0] \$315 ;
-  wire [22:0] \$316 ;
-  wire [22:0] \$317 ;
-  wire [22:0] \$318 ;
-  reg [22:0] \$319 ;
+  wire \$310 ;
+  wire \$311 ;
+  wire \$312 ;
+  wire \$313 ;
+  wire \$314 ;
+  wire \$315 ;
+  wire \$316 ;
+  wire \$317 ;
+  wire \$318 ;
+  wire \$319 ;
   wire [36:0] \$32 ;
-  reg [22:0] \$320 ;
-  reg [22:0] \$321 ;
-  reg [22:0] \$322 ;
-  reg [22:0] \$323 ;
-  reg [22:0] \$324 ;
-  reg [22:0] \$325 ;
-  reg [22:0] \$326 ;
-  reg [22:0] \$327 ;
-  reg [22:0] \$328 ;
-  reg [22:0] \$329 ;
+  wire \$320 ;
+  wire \$321 ;
+  wire \$322 ;
+  wire \$323 ;
+  wire \$324 ;
+  wire \$325 ;
+  wire \$326 ;
+  wire \$327 ;
+  wire \$328 ;
+  wire \$329 ;
   wire [35:0] \$33 ;
-  reg [22:0] \$330 ;
-  reg [22:0] \$331 ;
-  reg [22:0] \$332 ;
-  reg [22:0] \$333 ;
-  reg [22:0] \$334 ;
-  reg [22:0] \$335 ;
-  reg [22:0] \$336 ;
-  reg [22:0] \$337 ;
-  reg [22:0] \$338 ;
-  reg [22:0] \$339 ;
+  wire \$330 ;
+  wire \$331 ;
+  wire \$332 ;
+  wire \$333 ;
+  wire \$334 ;
+  wire \$335 ;
+  wire \$336 ;
+  wire \$337 ;
+  wire \$338 ;
+  wire \$339 ;
   wire [36:0] \$34 ;
-  reg [22:0] \$340 ;
-  reg [22:0] \$341 ;
-  reg [22:0] \$342 ;
-  reg [22:0] \$343 ;
-  reg [22:0] \$344 ;
-  reg [22:0] \$345 ;
-  reg [22:0] \$346 ;
-  reg [22:0] \$347 ;
-  reg [22:0] \$348 ;
-  reg [22:0] \$349 ;
+  wire \$340 ;
+  wire \$341 ;
+  wire \$342 ;
+  wire \$343 ;
+  wire \$344 ;
+  wire \$345 ;
+  wire \$346 ;
+  wire \$347 ;
+  wire \$348 ;
+  wire \$349 ;
   wire [35:0] \$35 ;
-  reg [22:0] \$350 ;
-  reg [16:0] \$351 ;
-  reg [16:0] \$352 ;
-  reg [16:0] \$353 ;
-  reg [16:0] \$354 ;
-  reg [16:0] \$355 ;
-  reg [16:0] \$356 ;
-  reg [16:0] \$357 ;
-  reg [16:0] \$358 ;
-  reg [16:0] \$359 ;
+  wire [4:0] \$350 ;
+  wire [32:0] \$351 ;
+  wire [22:0] \$352 ;
+  wire [22:0] \$353 ;
+  wire [22:0] \$354 ;
+  wire [22:0] \$355 ;
+  wire [22:0] \$356 ;
+  wire [22:0] \$357 ;
+  wire [22:0] \$358 ;
+  wire [22:0] \$359 ;
   wire [36:0] \$36 ;
-  reg [16:0] \$360 ;
-  reg [16:0] \$361 ;
-  reg [16:0] \$362 ;
-  reg [16:0] \$363 ;
-  reg [16:0] \$364 ;
-  reg [16:0] \$365 ;
-  reg [16:0] \$366 ;
-  reg [16:0] \$367 ;
-  reg [16:0] \$368 ;
-  reg [16:0] \$369 ;
+  wire [22:0] \$360 ;
+  wire [22:0] \$361 ;
+  wire [22:0] \$362 ;
+  wire [22:0] \$363 ;
+  wire [22:0] \$364 ;
+  wire [22:0] \$365 ;
+  wire [22:0] \$366 ;
+  wire [22:0] \$367 ;
+  wire [22:0] \$368 ;
+  wire [22:0] \$369 ;
   wire [35:0] \$37 ;
-  reg [16:0] \$370 ;
-  reg [16:0] \$371 ;
-  reg [16:0] \$372 ;
-  reg [16:0] \$373 ;
-  reg [16:0] \$374 ;
-  reg [16:0] \$375 ;
-  reg [16:0] \$376 ;
-  reg [16:0] \$377 ;
-  reg [16:0] \$378 ;
-  reg [16:0] \$379 ;
+  wire [22:0] \$370 ;
+  wire [22:0] \$371 ;
+  wire [22:0] \$372 ;
+  wire [22:0] \$373 ;
+  wire [22:0] \$374 ;
+  wire [22:0] \$375 ;
+  wire [22:0] \$376 ;
+  wire [22:0] \$377 ;
+  wire [22:0] \$378 ;
+  wire [22:0] \$379 ;
   wire [36:0] \$38 ;
-  reg [16:0] \$380 ;
-  reg [16:0] \$381 ;
-  reg [16:0] \$382 ;
-  reg [4:0] \$383 ;
-  reg [31:0] \$384 ;
-  reg [16:0] \$385 ;
-  reg [16:0] \$386 ;
-  reg [16:0] \$387 ;
-  reg [16:0] \$388 ;
-  reg [16:0] \$389 ;
+  wire [22:0] \$380 ;
+  wire [22:0] \$381 ;
+  wire [22:0] \$382 ;
+  reg [22:0] \$383 ;
+  reg [22:0] \$384 ;
+  reg [22:0] \$385 ;
+  reg [22:0] \$386 ;
+  reg [22:0] \$387 ;
+  reg [22:0] \$388 ;
+  reg [22:0] \$389 ;
   wire [35:0] \$39 ;
   reg [22:0] \$390 ;
+  reg [22:0] \$391 ;
+  reg [22:0] \$392 ;
+  reg [22:0] \$393 ;
+  reg [22:0] \$394 ;
+  reg [22:0] \$395 ;
+  reg [22:0] \$396 ;
+  reg [22:0] \$397 ;
+  reg [22:0] \$398 ;
+  reg [22:0] \$399 ;
   wire [36:0] \$4 ;
   wire [36:0] \$40 ;
+  reg [22:0] \$400 ;
+  reg [22:0] \$401 ;
+  reg [22:0] \$402 ;
+  reg [22:0] \$403 ;
+  reg [22:0] \$404 ;
+  reg [22:0] \$405 ;
+  reg [22:0] \$406 ;
+  reg [22:0] \$407 ;
+  reg [22:0] \$408 ;
+  reg [22:0] \$409 ;
   wire [35:0] \$41 ;
+  reg [22:0] \$410 ;
+  reg [22:0] \$411 ;
+  reg [22:0] \$412 ;
+  reg [22:0] \$413 ;
+  reg [22:0] \$414 ;
+  reg [16:0] \$415 ;
+  reg [16:0] \$416 ;
+  reg [16:0] \$417 ;
+  reg [16:0] \$418 ;
+  reg [16:0] \$419 ;
   wire [36:0] \$42 ;
+  reg [16:0] \$420 ;
+  reg [16:0] \$421 ;
+  reg [16:0] \$422 ;
+  reg [16:0] \$423 ;
+  reg [16:0] \$424 ;
+  reg [16:0] \$425 ;
+  reg [16:0] \$426 ;
+  reg [16:0] \$427 ;
+  reg [16:0] \$428 ;
+  reg [16:0] \$429 ;
   wire [35:0] \$43 ;
+  reg [16:0] \$430 ;
+  reg [16:0] \$431 ;
+  reg [16:0] \$432 ;
+  reg [16:0] \$433 ;
+  reg [16:0] \$434 ;
+  reg [16:0] \$435 ;
+  reg [16:0] \$436 ;
+  reg [16:0] \$437 ;
+  reg [16:0] \$438 ;
+  reg [16:0] \$439 ;
   wire [36:0] \$44 ;
+  reg [16:0] \$440 ;
+  reg [16:0] \$441 ;
+  reg [16:0] \$442 ;
+  reg [16:0] \$443 ;
+  reg [16:0] \$444 ;
+  reg [16:0] \$445 ;
+  reg [16:0] \$446 ;
+  reg [4:0] \$447 ;
+  reg [31:0] \$448 ;
+  reg [16:0] \$449 ;
   wire [35:0] \$45 ;
+  reg [16:0] \$450 ;
+  reg [16:0] \$451 ;
+  reg [16:0] \$452 ;
+  reg [16:0] \$453 ;
+  reg [22:0] \$454 ;
   wire [36:0] \$46 ;
   wire [35:0] \$47 ;
   wire [36:0] \$48 ;
@@ -398,31 +462,31 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   (* init = 32'd0 *)
   wire [31:0] \$signal ;
   (* init = 5'h00 *)
-  wire [4:0] \$signal$534 ;
+  wire [4:0] \$signal$627 ;
   wire [37:0] acc_c;
-  wire [37:0] \acc_c$337 ;
-  wire [37:0] \acc_c$349 ;
-  wire [37:0] \acc_c$359 ;
-  wire [37:0] \acc_c$371 ;
-  wire [37:0] \acc_c$383 ;
-  wire [37:0] \acc_c$395 ;
-  wire [37:0] \acc_c$407 ;
-  wire [37:0] \acc_c$417 ;
-  wire [37:0] \acc_c$427 ;
-  wire [37:0] \acc_c$437 ;
-  wire [37:0] \acc_c$447 ;
+  wire [37:0] \acc_c$338 ;
+  wire [37:0] \acc_c$350 ;
+  wire [37:0] \acc_c$360 ;
+  wire [37:0] \acc_c$372 ;
+  wire [37:0] \acc_c$384 ;
+  wire [37:0] \acc_c$396 ;
+  wire [37:0] \acc_c$408 ;
+  wire [37:0] \acc_c$418 ;
+  wire [37:0] \acc_c$428 ;
+  wire [37:0] \acc_c$438 ;
+  wire [37:0] \acc_c$448 ;
   wire [37:0] acc_f;
-  wire [37:0] \acc_f$336 ;
-  wire [37:0] \acc_f$348 ;
-  wire [37:0] \acc_f$358 ;
-  wire [37:0] \acc_f$370 ;
-  wire [37:0] \acc_f$382 ;
-  wire [37:0] \acc_f$394 ;
-  wire [37:0] \acc_f$406 ;
-  wire [37:0] \acc_f$416 ;
-  wire [37:0] \acc_f$426 ;
-  wire [37:0] \acc_f$436 ;
-  wire [37:0] \acc_f$446 ;
+  wire [37:0] \acc_f$337 ;
+  wire [37:0] \acc_f$349 ;
+  wire [37:0] \acc_f$359 ;
+  wire [37:0] \acc_f$371 ;
+  wire [37:0] \acc_f$383 ;
+  wire [37:0] \acc_f$395 ;
+  wire [37:0] \acc_f$407 ;
+  wire [37:0] \acc_f$417 ;
+  wire [37:0] \acc_f$427 ;
+  wire [37:0] \acc_f$437 ;
+  wire [37:0] \acc_f$447 ;
   wire [37:0] accc0;
   wire [37:0] accc1;
   wire [37:0] accc10;
@@ -462,6 +526,8 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire control__clear;
   input control__learn;
   wire control__learn;
+  output control__moved;
+  wire control__moved;
   output [17:0] control__outputs;
   wire [17:0] control__outputs;
   wire [17:0] \control__outputs[0] ;
@@ -480,7 +546,6 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   reg [16:0] drive2 = 17'h01c29;
   reg [16:0] drive3 = 17'h0547b;
   wire [4:0] flags;
-  wire [4:0] \flags$522 ;
   wire [4:0] \flags$523 ;
   wire [4:0] \flags$524 ;
   wire [4:0] \flags$525 ;
@@ -491,38 +556,39 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire [4:0] \flags$530 ;
   wire [4:0] \flags$531 ;
   wire [4:0] \flags$532 ;
+  wire [4:0] \flags$533 ;
   reg [22:0] g = 23'h1a30ff;
-  reg [22:0] \g$100  = 23'h1bac05;
-  reg [22:0] \g$112  = 23'h18b2b0;
-  reg [22:0] \g$122  = 23'h1ef60f;
-  reg [22:0] \g$132  = 23'h1d0dbc;
-  reg [22:0] \g$140  = 23'h100b38;
-  reg [22:0] \g$152  = 23'h1db7ee;
-  reg [22:0] \g$162  = 23'h108991;
-  reg [22:0] \g$172  = 23'h1bacab;
-  reg [22:0] \g$180  = 23'h12cf7c;
-  reg [22:0] \g$188  = 23'h1dcf95;
-  reg [22:0] \g$196  = 23'h18a9d3;
-  reg [22:0] \g$204  = 23'h14cb9f;
-  reg [22:0] \g$212  = 23'h16c354;
-  reg [22:0] \g$220  = 23'h1073ff;
-  reg [22:0] \g$228  = 23'h11fd10;
-  reg [22:0] \g$236  = 23'h1abae1;
-  reg [22:0] \g$244  = 23'h1a5ae3;
-  reg [22:0] \g$252  = 23'h19d89e;
-  reg [22:0] \g$260  = 23'h16238b;
-  reg [22:0] \g$268  = 23'h1ff492;
-  reg [22:0] \g$276  = 23'h1fb180;
-  reg [22:0] \g$284  = 23'h1af7fb;
-  reg [22:0] \g$292  = 23'h1a6848;
-  reg [22:0] \g$300  = 23'h1b03e1;
-  reg [22:0] \g$308  = 23'h163906;
-  reg [22:0] \g$42  = 23'h14510c;
-  reg [22:0] \g$52  = 23'h10a7d4;
-  reg [22:0] \g$60  = 23'h1043b2;
-  reg [22:0] \g$72  = 23'h1d0328;
-  reg [22:0] \g$82  = 23'h1e9aa6;
-  reg [22:0] \g$92  = 23'h19b4c8;
+  reg [22:0] \g$101  = 23'h1bac05;
+  reg [22:0] \g$113  = 23'h18b2b0;
+  reg [22:0] \g$123  = 23'h1ef60f;
+  reg [22:0] \g$133  = 23'h1d0dbc;
+  reg [22:0] \g$141  = 23'h100b38;
+  reg [22:0] \g$153  = 23'h1db7ee;
+  reg [22:0] \g$163  = 23'h108991;
+  reg [22:0] \g$173  = 23'h1bacab;
+  reg [22:0] \g$181  = 23'h12cf7c;
+  reg [22:0] \g$189  = 23'h1dcf95;
+  reg [22:0] \g$197  = 23'h18a9d3;
+  reg [22:0] \g$205  = 23'h14cb9f;
+  reg [22:0] \g$213  = 23'h16c354;
+  reg [22:0] \g$221  = 23'h1073ff;
+  reg [22:0] \g$229  = 23'h11fd10;
+  reg [22:0] \g$237  = 23'h1abae1;
+  reg [22:0] \g$245  = 23'h1a5ae3;
+  reg [22:0] \g$253  = 23'h19d89e;
+  reg [22:0] \g$261  = 23'h16238b;
+  reg [22:0] \g$269  = 23'h1ff492;
+  reg [22:0] \g$277  = 23'h1fb180;
+  reg [22:0] \g$285  = 23'h1af7fb;
+  reg [22:0] \g$293  = 23'h1a6848;
+  reg [22:0] \g$301  = 23'h1b03e1;
+  reg [22:0] \g$309  = 23'h163906;
+  reg [22:0] \g$43  = 23'h14510c;
+  reg [22:0] \g$53  = 23'h10a7d4;
+  reg [22:0] \g$61  = 23'h1043b2;
+  reg [22:0] \g$73  = 23'h1d0328;
+  reg [22:0] \g$83  = 23'h1e9aa6;
+  reg [22:0] \g$93  = 23'h19b4c8;
   (* init = 23'h1a30ff *)
   wire [22:0] g0;
   (* init = 23'h14510c *)
@@ -588,37 +654,37 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   (* init = 23'h1ef60f *)
   wire [22:0] g9;
   wire [22:0] g_next;
-  wire [22:0] \g_next$536 ;
-  wire [22:0] \g_next$537 ;
-  wire [22:0] \g_next$538 ;
-  wire [22:0] \g_next$539 ;
-  wire [22:0] \g_next$540 ;
-  wire [22:0] \g_next$541 ;
-  wire [22:0] \g_next$542 ;
-  wire [22:0] \g_next$543 ;
-  wire [22:0] \g_next$544 ;
-  wire [22:0] \g_next$545 ;
-  wire [22:0] \g_next$546 ;
-  wire [22:0] \g_next$547 ;
-  wire [22:0] \g_next$548 ;
-  wire [22:0] \g_next$549 ;
-  wire [22:0] \g_next$550 ;
-  wire [22:0] \g_next$551 ;
-  wire [22:0] \g_next$552 ;
-  wire [22:0] \g_next$553 ;
-  wire [22:0] \g_next$554 ;
-  wire [22:0] \g_next$555 ;
-  wire [22:0] \g_next$556 ;
-  wire [22:0] \g_next$557 ;
-  wire [22:0] \g_next$558 ;
-  wire [22:0] \g_next$559 ;
-  wire [22:0] \g_next$560 ;
-  wire [22:0] \g_next$561 ;
-  wire [22:0] \g_next$562 ;
-  wire [22:0] \g_next$563 ;
-  wire [22:0] \g_next$564 ;
-  wire [22:0] \g_next$565 ;
-  wire [22:0] \g_next$566 ;
+  wire [22:0] \g_next$629 ;
+  wire [22:0] \g_next$630 ;
+  wire [22:0] \g_next$631 ;
+  wire [22:0] \g_next$632 ;
+  wire [22:0] \g_next$633 ;
+  wire [22:0] \g_next$634 ;
+  wire [22:0] \g_next$635 ;
+  wire [22:0] \g_next$636 ;
+  wire [22:0] \g_next$637 ;
+  wire [22:0] \g_next$638 ;
+  wire [22:0] \g_next$639 ;
+  wire [22:0] \g_next$640 ;
+  wire [22:0] \g_next$641 ;
+  wire [22:0] \g_next$642 ;
+  wire [22:0] \g_next$643 ;
+  wire [22:0] \g_next$644 ;
+  wire [22:0] \g_next$645 ;
+  wire [22:0] \g_next$646 ;
+  wire [22:0] \g_next$647 ;
+  wire [22:0] \g_next$648 ;
+  wire [22:0] \g_next$649 ;
+  wire [22:0] \g_next$650 ;
+  wire [22:0] \g_next$651 ;
+  wire [22:0] \g_next$652 ;
+  wire [22:0] \g_next$653 ;
+  wire [22:0] \g_next$654 ;
+  wire [22:0] \g_next$655 ;
+  wire [22:0] \g_next$656 ;
+  wire [22:0] \g_next$657 ;
+  wire [22:0] \g_next$658 ;
+  wire [22:0] \g_next$659 ;
   input [4:0] gate__addr;
   wire [4:0] gate__addr;
   input [22:0] gate__data;
@@ -665,105 +731,170 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire [22:0] \gates[9] ;
   wire [26:0] half0;
   wire learn;
-  wire \learn$103 ;
-  wire \learn$115 ;
-  wire \learn$125 ;
-  wire \learn$135 ;
-  wire \learn$143 ;
-  wire \learn$155 ;
-  wire \learn$165 ;
-  wire \learn$175 ;
-  wire \learn$183 ;
-  wire \learn$191 ;
-  wire \learn$199 ;
-  wire \learn$207 ;
-  wire \learn$215 ;
-  wire \learn$223 ;
-  wire \learn$231 ;
-  wire \learn$239 ;
-  wire \learn$247 ;
-  wire \learn$255 ;
-  wire \learn$263 ;
-  wire \learn$271 ;
-  wire \learn$279 ;
-  wire \learn$287 ;
-  wire \learn$295 ;
-  wire \learn$303 ;
-  wire \learn$311 ;
-  wire \learn$45 ;
-  wire \learn$55 ;
-  wire \learn$63 ;
-  wire \learn$75 ;
-  wire \learn$85 ;
-  wire \learn$95 ;
+  wire \learn$104 ;
+  wire \learn$116 ;
+  wire \learn$126 ;
+  wire \learn$136 ;
+  wire \learn$144 ;
+  wire \learn$156 ;
+  wire \learn$166 ;
+  wire \learn$176 ;
+  wire \learn$184 ;
+  wire \learn$192 ;
+  wire \learn$200 ;
+  wire \learn$208 ;
+  wire \learn$216 ;
+  wire \learn$224 ;
+  wire \learn$232 ;
+  wire \learn$240 ;
+  wire \learn$248 ;
+  wire \learn$256 ;
+  wire \learn$264 ;
+  wire \learn$272 ;
+  wire \learn$280 ;
+  wire \learn$288 ;
+  wire \learn$296 ;
+  wire \learn$304 ;
+  wire \learn$312 ;
+  wire \learn$46 ;
+  wire \learn$56 ;
+  wire \learn$64 ;
+  wire \learn$76 ;
+  wire \learn$86 ;
+  wire \learn$96 ;
+  wire [17:0] move_all0;
+  wire [17:0] move_all1;
+  wire [17:0] move_all10;
+  wire [17:0] move_all11;
+  wire [17:0] move_all12;
+  wire [17:0] move_all13;
+  wire [17:0] move_all14;
+  wire [17:0] move_all15;
+  wire [17:0] move_all16;
+  wire [17:0] move_all17;
+  wire [17:0] move_all18;
+  wire [17:0] move_all19;
+  wire [17:0] move_all2;
+  wire [17:0] move_all20;
+  wire [17:0] move_all21;
+  wire [17:0] move_all22;
+  wire [17:0] move_all23;
+  wire [17:0] move_all24;
+  wire [17:0] move_all25;
+  wire [17:0] move_all26;
+  wire [17:0] move_all27;
+  wire [17:0] move_all28;
+  wire [17:0] move_all29;
+  wire [17:0] move_all3;
+  wire [17:0] move_all30;
+  wire [17:0] move_all31;
+  wire [17:0] move_all4;
+  wire [17:0] move_all5;
+  wire [17:0] move_all6;
+  wire [17:0] move_all7;
+  wire [17:0] move_all8;
+  wire [17:0] move_all9;
+  wire moved;
+  wire moved_all;
+  wire moved_all0;
+  wire moved_all1;
+  wire moved_all10;
+  wire moved_all11;
+  wire moved_all12;
+  wire moved_all13;
+  wire moved_all14;
+  wire moved_all15;
+  wire moved_all16;
+  wire moved_all17;
+  wire moved_all18;
+  wire moved_all19;
+  wire moved_all2;
+  wire moved_all20;
+  wire moved_all21;
+  wire moved_all22;
+  wire moved_all23;
+  wire moved_all24;
+  wire moved_all25;
+  wire moved_all26;
+  wire moved_all27;
+  wire moved_all28;
+  wire moved_all29;
+  wire moved_all3;
+  wire moved_all30;
+  wire moved_all31;
+  wire moved_all4;
+  wire moved_all5;
+  wire moved_all6;
+  wire moved_all7;
+  wire moved_all8;
+  wire moved_all9;
   input rst;
   wire rst;
   wire [34:0] s_c;
-  wire [34:0] \s_c$319 ;
   wire [34:0] \s_c$320 ;
   wire [34:0] \s_c$321 ;
-  wire [34:0] \s_c$331 ;
+  wire [34:0] \s_c$322 ;
   wire [34:0] \s_c$332 ;
   wire [34:0] \s_c$333 ;
-  wire [34:0] \s_c$343 ;
+  wire [34:0] \s_c$334 ;
   wire [34:0] \s_c$344 ;
   wire [34:0] \s_c$345 ;
-  wire [34:0] \s_c$354 ;
+  wire [34:0] \s_c$346 ;
   wire [34:0] \s_c$355 ;
-  wire [34:0] \s_c$365 ;
+  wire [34:0] \s_c$356 ;
   wire [34:0] \s_c$366 ;
   wire [34:0] \s_c$367 ;
-  wire [34:0] \s_c$377 ;
+  wire [34:0] \s_c$368 ;
   wire [34:0] \s_c$378 ;
   wire [34:0] \s_c$379 ;
-  wire [34:0] \s_c$389 ;
+  wire [34:0] \s_c$380 ;
   wire [34:0] \s_c$390 ;
   wire [34:0] \s_c$391 ;
-  wire [34:0] \s_c$401 ;
+  wire [34:0] \s_c$392 ;
   wire [34:0] \s_c$402 ;
   wire [34:0] \s_c$403 ;
-  wire [34:0] \s_c$412 ;
+  wire [34:0] \s_c$404 ;
   wire [34:0] \s_c$413 ;
-  wire [34:0] \s_c$422 ;
+  wire [34:0] \s_c$414 ;
   wire [34:0] \s_c$423 ;
-  wire [34:0] \s_c$432 ;
+  wire [34:0] \s_c$424 ;
   wire [34:0] \s_c$433 ;
-  wire [34:0] \s_c$442 ;
+  wire [34:0] \s_c$434 ;
   wire [34:0] \s_c$443 ;
+  wire [34:0] \s_c$444 ;
   wire [34:0] s_f;
-  wire [34:0] \s_f$314 ;
   wire [34:0] \s_f$315 ;
   wire [34:0] \s_f$316 ;
-  wire [34:0] \s_f$327 ;
+  wire [34:0] \s_f$317 ;
   wire [34:0] \s_f$328 ;
   wire [34:0] \s_f$329 ;
-  wire [34:0] \s_f$339 ;
+  wire [34:0] \s_f$330 ;
   wire [34:0] \s_f$340 ;
   wire [34:0] \s_f$341 ;
-  wire [34:0] \s_f$351 ;
+  wire [34:0] \s_f$342 ;
   wire [34:0] \s_f$352 ;
-  wire [34:0] \s_f$361 ;
+  wire [34:0] \s_f$353 ;
   wire [34:0] \s_f$362 ;
   wire [34:0] \s_f$363 ;
-  wire [34:0] \s_f$373 ;
+  wire [34:0] \s_f$364 ;
   wire [34:0] \s_f$374 ;
   wire [34:0] \s_f$375 ;
-  wire [34:0] \s_f$385 ;
+  wire [34:0] \s_f$376 ;
   wire [34:0] \s_f$386 ;
   wire [34:0] \s_f$387 ;
-  wire [34:0] \s_f$397 ;
+  wire [34:0] \s_f$388 ;
   wire [34:0] \s_f$398 ;
   wire [34:0] \s_f$399 ;
-  wire [34:0] \s_f$409 ;
+  wire [34:0] \s_f$400 ;
   wire [34:0] \s_f$410 ;
-  wire [34:0] \s_f$419 ;
+  wire [34:0] \s_f$411 ;
   wire [34:0] \s_f$420 ;
-  wire [34:0] \s_f$429 ;
+  wire [34:0] \s_f$421 ;
   wire [34:0] \s_f$430 ;
-  wire [34:0] \s_f$439 ;
+  wire [34:0] \s_f$431 ;
   wire [34:0] \s_f$440 ;
+  wire [34:0] \s_f$441 ;
   wire sat_dg;
-  wire \sat_dg$490 ;
   wire \sat_dg$491 ;
   wire \sat_dg$492 ;
   wire \sat_dg$493 ;
@@ -794,8 +925,8 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \sat_dg$518 ;
   wire \sat_dg$519 ;
   wire \sat_dg$520 ;
+  wire \sat_dg$521 ;
   wire sat_term;
-  wire \sat_term$458 ;
   wire \sat_term$459 ;
   wire \sat_term$460 ;
   wire \sat_term$461 ;
@@ -826,6 +957,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \sat_term$486 ;
   wire \sat_term$487 ;
   wire \sat_term$488 ;
+  wire \sat_term$489 ;
   input status__clear_flags;
   wire status__clear_flags;
   output [4:0] status__sat_flags;
@@ -844,37 +976,37 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   (* init = 17'h00000 *)
   wire [16:0] v_c;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$335 ;
+  wire [16:0] \v_c$336 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$347 ;
+  wire [16:0] \v_c$348 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$357 ;
+  wire [16:0] \v_c$358 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$369 ;
+  wire [16:0] \v_c$370 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$381 ;
+  wire [16:0] \v_c$382 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$393 ;
+  wire [16:0] \v_c$394 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$405 ;
+  wire [16:0] \v_c$406 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$415 ;
+  wire [16:0] \v_c$416 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$425 ;
+  wire [16:0] \v_c$426 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$435 ;
+  wire [16:0] \v_c$436 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$445 ;
+  wire [16:0] \v_c$446 ;
   wire [16:0] v_c_next;
-  wire [16:0] \v_c_next$584 ;
-  wire [16:0] \v_c_next$585 ;
-  wire [16:0] \v_c_next$586 ;
-  wire [16:0] \v_c_next$587 ;
   wire [16:0] \v_c_next$588 ;
-  wire [16:0] \v_c_next$589 ;
-  wire [16:0] \v_c_next$590 ;
   wire [16:0] \v_c_next$591 ;
-  wire [16:0] \v_c_next$592 ;
+  wire [16:0] \v_c_next$594 ;
+  wire [16:0] \v_c_next$599 ;
+  wire [16:0] \v_c_next$604 ;
+  wire [16:0] \v_c_next$607 ;
+  wire [16:0] \v_c_next$612 ;
+  wire [16:0] \v_c_next$615 ;
+  wire [16:0] \v_c_next$620 ;
   output [271:0] v_clamped;
   wire [271:0] v_clamped;
   wire [16:0] \v_clamped[0] ;
@@ -896,39 +1028,39 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   (* init = 17'h00000 *)
   wire [16:0] v_f;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$334 ;
+  wire [16:0] \v_f$335 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$346 ;
+  wire [16:0] \v_f$347 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$356 ;
+  wire [16:0] \v_f$357 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$368 ;
+  wire [16:0] \v_f$369 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$380 ;
+  wire [16:0] \v_f$381 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$392 ;
+  wire [16:0] \v_f$393 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$404 ;
+  wire [16:0] \v_f$405 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$414 ;
+  wire [16:0] \v_f$415 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$424 ;
+  wire [16:0] \v_f$425 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$434 ;
+  wire [16:0] \v_f$435 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$444 ;
+  wire [16:0] \v_f$445 ;
   wire [16:0] v_f_next;
+  wire [16:0] \v_f_next$538 ;
+  wire [16:0] \v_f_next$541 ;
+  wire [16:0] \v_f_next$544 ;
+  wire [16:0] \v_f_next$547 ;
+  wire [16:0] \v_f_next$553 ;
+  wire [16:0] \v_f_next$559 ;
+  wire [16:0] \v_f_next$562 ;
+  wire [16:0] \v_f_next$565 ;
   wire [16:0] \v_f_next$568 ;
-  wire [16:0] \v_f_next$569 ;
-  wire [16:0] \v_f_next$570 ;
   wire [16:0] \v_f_next$571 ;
-  wire [16:0] \v_f_next$573 ;
-  wire [16:0] \v_f_next$575 ;
-  wire [16:0] \v_f_next$576 ;
   wire [16:0] \v_f_next$577 ;
-  wire [16:0] \v_f_next$578 ;
-  wire [16:0] \v_f_next$579 ;
-  wire [16:0] \v_f_next$581 ;
   output [271:0] v_free;
   wire [271:0] v_free;
   wire [16:0] \v_free[0] ;
@@ -948,229 +1080,229 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire [16:0] \v_free[8] ;
   wire [16:0] \v_free[9] ;
   reg [16:0] va_c = 17'h00000;
-  reg [16:0] \va_c$108  = 17'h00000;
+  reg [16:0] \va_c$109  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$119 ;
+  wire [16:0] \va_c$120 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$129 ;
+  wire [16:0] \va_c$130 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$138 ;
-  reg [16:0] \va_c$148  = 17'h00000;
+  wire [16:0] \va_c$139 ;
+  reg [16:0] \va_c$149  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$159 ;
+  wire [16:0] \va_c$160 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$169 ;
+  wire [16:0] \va_c$170 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$178 ;
+  wire [16:0] \va_c$179 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$186 ;
+  wire [16:0] \va_c$187 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$194 ;
+  wire [16:0] \va_c$195 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$202 ;
+  wire [16:0] \va_c$203 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$210 ;
+  wire [16:0] \va_c$211 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$218 ;
+  wire [16:0] \va_c$219 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$226 ;
+  wire [16:0] \va_c$227 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$234 ;
+  wire [16:0] \va_c$235 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$242 ;
+  wire [16:0] \va_c$243 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$250 ;
+  wire [16:0] \va_c$251 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$258 ;
+  wire [16:0] \va_c$259 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$266 ;
+  wire [16:0] \va_c$267 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$274 ;
+  wire [16:0] \va_c$275 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$282 ;
+  wire [16:0] \va_c$283 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$290 ;
+  wire [16:0] \va_c$291 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$298 ;
+  wire [16:0] \va_c$299 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$306 ;
+  wire [16:0] \va_c$307 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$39 ;
+  wire [16:0] \va_c$40 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$49 ;
+  wire [16:0] \va_c$50 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$58 ;
-  reg [16:0] \va_c$68  = 17'h00000;
+  wire [16:0] \va_c$59 ;
+  reg [16:0] \va_c$69  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$79 ;
+  wire [16:0] \va_c$80 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$89 ;
+  wire [16:0] \va_c$90 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_c$98 ;
+  wire [16:0] \va_c$99 ;
   reg [16:0] va_f = 17'h00000;
-  reg [16:0] \va_f$104  = 17'h00000;
+  reg [16:0] \va_f$105  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$116 ;
+  wire [16:0] \va_f$117 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$126 ;
+  wire [16:0] \va_f$127 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$136 ;
-  reg [16:0] \va_f$144  = 17'h00000;
+  wire [16:0] \va_f$137 ;
+  reg [16:0] \va_f$145  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$156 ;
+  wire [16:0] \va_f$157 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$166 ;
+  wire [16:0] \va_f$167 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$176 ;
+  wire [16:0] \va_f$177 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$184 ;
+  wire [16:0] \va_f$185 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$192 ;
+  wire [16:0] \va_f$193 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$200 ;
+  wire [16:0] \va_f$201 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$208 ;
+  wire [16:0] \va_f$209 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$216 ;
+  wire [16:0] \va_f$217 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$224 ;
+  wire [16:0] \va_f$225 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$232 ;
+  wire [16:0] \va_f$233 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$240 ;
+  wire [16:0] \va_f$241 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$248 ;
+  wire [16:0] \va_f$249 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$256 ;
+  wire [16:0] \va_f$257 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$264 ;
+  wire [16:0] \va_f$265 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$272 ;
+  wire [16:0] \va_f$273 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$280 ;
+  wire [16:0] \va_f$281 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$288 ;
+  wire [16:0] \va_f$289 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$296 ;
+  wire [16:0] \va_f$297 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$304 ;
+  wire [16:0] \va_f$305 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$36 ;
+  wire [16:0] \va_f$37 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$46 ;
+  wire [16:0] \va_f$47 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$56 ;
-  reg [16:0] \va_f$64  = 17'h00000;
+  wire [16:0] \va_f$57 ;
+  reg [16:0] \va_f$65  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$76 ;
+  wire [16:0] \va_f$77 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$86 ;
+  wire [16:0] \va_f$87 ;
   (* init = 17'h00000 *)
-  wire [16:0] \va_f$96 ;
+  wire [16:0] \va_f$97 ;
   reg [16:0] vb_c = 17'h00000;
-  reg [16:0] \vb_c$110  = 17'h00000;
-  reg [16:0] \vb_c$120  = 17'h00000;
-  reg [16:0] \vb_c$130  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$139 ;
-  reg [16:0] \vb_c$150  = 17'h00000;
-  reg [16:0] \vb_c$160  = 17'h00000;
-  reg [16:0] \vb_c$170  = 17'h00000;
+  wire [16:0] \vb_c$100 ;
+  reg [16:0] \vb_c$111  = 17'h00000;
+  reg [16:0] \vb_c$121  = 17'h00000;
+  reg [16:0] \vb_c$131  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$179 ;
+  wire [16:0] \vb_c$140 ;
+  reg [16:0] \vb_c$151  = 17'h00000;
+  reg [16:0] \vb_c$161  = 17'h00000;
+  reg [16:0] \vb_c$171  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$187 ;
+  wire [16:0] \vb_c$180 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$195 ;
+  wire [16:0] \vb_c$188 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$203 ;
+  wire [16:0] \vb_c$196 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$211 ;
+  wire [16:0] \vb_c$204 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$219 ;
+  wire [16:0] \vb_c$212 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$227 ;
+  wire [16:0] \vb_c$220 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$235 ;
+  wire [16:0] \vb_c$228 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$243 ;
+  wire [16:0] \vb_c$236 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$251 ;
+  wire [16:0] \vb_c$244 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$259 ;
+  wire [16:0] \vb_c$252 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$267 ;
+  wire [16:0] \vb_c$260 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$275 ;
+  wire [16:0] \vb_c$268 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$283 ;
+  wire [16:0] \vb_c$276 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$291 ;
+  wire [16:0] \vb_c$284 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$299 ;
+  wire [16:0] \vb_c$292 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$307 ;
-  reg [16:0] \vb_c$40  = 17'h00000;
-  reg [16:0] \vb_c$50  = 17'h00000;
+  wire [16:0] \vb_c$300 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$59 ;
-  reg [16:0] \vb_c$70  = 17'h00000;
-  reg [16:0] \vb_c$80  = 17'h00000;
-  reg [16:0] \vb_c$90  = 17'h00000;
+  wire [16:0] \vb_c$308 ;
+  reg [16:0] \vb_c$41  = 17'h00000;
+  reg [16:0] \vb_c$51  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_c$99 ;
+  wire [16:0] \vb_c$60 ;
+  reg [16:0] \vb_c$71  = 17'h00000;
+  reg [16:0] \vb_c$81  = 17'h00000;
+  reg [16:0] \vb_c$91  = 17'h00000;
   reg [16:0] vb_f = 17'h00000;
-  reg [16:0] \vb_f$106  = 17'h00000;
-  reg [16:0] \vb_f$117  = 17'h00000;
-  reg [16:0] \vb_f$127  = 17'h00000;
+  reg [16:0] \vb_f$107  = 17'h00000;
+  reg [16:0] \vb_f$118  = 17'h00000;
+  reg [16:0] \vb_f$128  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$137 ;
-  reg [16:0] \vb_f$146  = 17'h00000;
-  reg [16:0] \vb_f$157  = 17'h00000;
-  reg [16:0] \vb_f$167  = 17'h00000;
+  wire [16:0] \vb_f$138 ;
+  reg [16:0] \vb_f$147  = 17'h00000;
+  reg [16:0] \vb_f$158  = 17'h00000;
+  reg [16:0] \vb_f$168  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$177 ;
+  wire [16:0] \vb_f$178 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$185 ;
+  wire [16:0] \vb_f$186 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$193 ;
+  wire [16:0] \vb_f$194 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$201 ;
+  wire [16:0] \vb_f$202 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$209 ;
+  wire [16:0] \vb_f$210 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$217 ;
+  wire [16:0] \vb_f$218 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$225 ;
+  wire [16:0] \vb_f$226 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$233 ;
+  wire [16:0] \vb_f$234 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$241 ;
+  wire [16:0] \vb_f$242 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$249 ;
+  wire [16:0] \vb_f$250 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$257 ;
+  wire [16:0] \vb_f$258 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$265 ;
+  wire [16:0] \vb_f$266 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$273 ;
+  wire [16:0] \vb_f$274 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$281 ;
+  wire [16:0] \vb_f$282 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$289 ;
+  wire [16:0] \vb_f$290 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$297 ;
+  wire [16:0] \vb_f$298 ;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$305 ;
-  reg [16:0] \vb_f$37  = 17'h00000;
-  reg [16:0] \vb_f$47  = 17'h00000;
+  wire [16:0] \vb_f$306 ;
+  reg [16:0] \vb_f$38  = 17'h00000;
+  reg [16:0] \vb_f$48  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$57 ;
-  reg [16:0] \vb_f$66  = 17'h00000;
-  reg [16:0] \vb_f$77  = 17'h00000;
-  reg [16:0] \vb_f$87  = 17'h00000;
+  wire [16:0] \vb_f$58 ;
+  reg [16:0] \vb_f$67  = 17'h00000;
+  reg [16:0] \vb_f$78  = 17'h00000;
+  reg [16:0] \vb_f$88  = 17'h00000;
   (* init = 17'h00000 *)
-  wire [16:0] \vb_f$97 ;
+  wire [16:0] \vb_f$98 ;
   (* init = 17'h00000 *)
   wire [16:0] vc0;
   (* init = 17'h00000 *)
@@ -1236,170 +1368,252 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   (* init = 17'h00000 *)
   wire [16:0] vf9;
   wire [16:0] vt;
-  wire [16:0] \vt$102 ;
-  wire [16:0] \vt$114 ;
-  wire [16:0] \vt$124 ;
-  wire [16:0] \vt$134 ;
-  wire [16:0] \vt$142 ;
-  wire [16:0] \vt$154 ;
-  wire [16:0] \vt$164 ;
-  wire [16:0] \vt$174 ;
-  wire [16:0] \vt$182 ;
-  wire [16:0] \vt$190 ;
-  wire [16:0] \vt$198 ;
-  wire [16:0] \vt$206 ;
-  wire [16:0] \vt$214 ;
-  wire [16:0] \vt$222 ;
-  wire [16:0] \vt$230 ;
-  wire [16:0] \vt$238 ;
-  wire [16:0] \vt$246 ;
-  wire [16:0] \vt$254 ;
-  wire [16:0] \vt$262 ;
-  wire [16:0] \vt$270 ;
-  wire [16:0] \vt$278 ;
-  wire [16:0] \vt$286 ;
-  wire [16:0] \vt$294 ;
-  wire [16:0] \vt$302 ;
-  wire [16:0] \vt$310 ;
-  wire [16:0] \vt$44 ;
-  wire [16:0] \vt$54 ;
-  wire [16:0] \vt$62 ;
-  wire [16:0] \vt$74 ;
-  wire [16:0] \vt$84 ;
-  wire [16:0] \vt$94 ;
+  wire [16:0] \vt$103 ;
+  wire [16:0] \vt$115 ;
+  wire [16:0] \vt$125 ;
+  wire [16:0] \vt$135 ;
+  wire [16:0] \vt$143 ;
+  wire [16:0] \vt$155 ;
+  wire [16:0] \vt$165 ;
+  wire [16:0] \vt$175 ;
+  wire [16:0] \vt$183 ;
+  wire [16:0] \vt$191 ;
+  wire [16:0] \vt$199 ;
+  wire [16:0] \vt$207 ;
+  wire [16:0] \vt$215 ;
+  wire [16:0] \vt$223 ;
+  wire [16:0] \vt$231 ;
+  wire [16:0] \vt$239 ;
+  wire [16:0] \vt$247 ;
+  wire [16:0] \vt$255 ;
+  wire [16:0] \vt$263 ;
+  wire [16:0] \vt$271 ;
+  wire [16:0] \vt$279 ;
+  wire [16:0] \vt$287 ;
+  wire [16:0] \vt$295 ;
+  wire [16:0] \vt$303 ;
+  wire [16:0] \vt$311 ;
+  wire [16:0] \vt$45 ;
+  wire [16:0] \vt$55 ;
+  wire [16:0] \vt$63 ;
+  wire [16:0] \vt$75 ;
+  wire [16:0] \vt$85 ;
+  wire [16:0] \vt$95 ;
+  always @(posedge clk)
+    \g$309  <= \$414 ;
+  always @(posedge clk)
+    va_f <= \$415 ;
+  always @(posedge clk)
+    vb_f <= \$416 ;
+  always @(posedge clk)
+    \vb_f$38  <= \$417 ;
+  always @(posedge clk)
+    \vb_f$48  <= \$418 ;
+  always @(posedge clk)
+    \va_f$65  <= \$419 ;
+  always @(posedge clk)
+    \vb_f$67  <= \$420 ;
+  always @(posedge clk)
+    \vb_f$78  <= \$421 ;
+  always @(posedge clk)
+    \vb_f$88  <= \$422 ;
+  always @(posedge clk)
+    \va_f$105  <= \$423 ;
+  always @(posedge clk)
+    \vb_f$107  <= \$424 ;
+  always @(posedge clk)
+    \vb_f$118  <= \$425 ;
+  always @(posedge clk)
+    \vb_f$128  <= \$426 ;
+  always @(posedge clk)
+    \va_f$145  <= \$427 ;
+  always @(posedge clk)
+    \vb_f$147  <= \$428 ;
+  always @(posedge clk)
+    \vb_f$158  <= \$429 ;
+  always @(posedge clk)
+    \vb_f$168  <= \$430 ;
+  always @(posedge clk)
+    va_c <= \$431 ;
+  always @(posedge clk)
+    vb_c <= \$432 ;
+  always @(posedge clk)
+    \vb_c$41  <= \$433 ;
+  always @(posedge clk)
+    \vb_c$51  <= \$434 ;
+  always @(posedge clk)
+    \va_c$69  <= \$435 ;
+  always @(posedge clk)
+    \vb_c$71  <= \$436 ;
+  always @(posedge clk)
+    \vb_c$81  <= \$437 ;
+  always @(posedge clk)
+    \vb_c$91  <= \$438 ;
+  always @(posedge clk)
+    \va_c$109  <= \$439 ;
+  always @(posedge clk)
+    \vb_c$111  <= \$440 ;
+  always @(posedge clk)
+    \vb_c$121  <= \$441 ;
+  always @(posedge clk)
+    \vb_c$131  <= \$442 ;
+  always @(posedge clk)
+    \va_c$149  <= \$443 ;
+  always @(posedge clk)
+    \vb_c$151  <= \$444 ;
+  always @(posedge clk)
+    \vb_c$161  <= \$445 ;
+  always @(posedge clk)
+    \vb_c$171  <= \$446 ;
+  always @(posedge clk)
+    status__sat_flags <= \$447 ;
+  always @(posedge clk)
+    status__ticks <= \$448 ;
+  always @(posedge clk)
+    drive0 <= \$449 ;
+  always @(posedge clk)
+    drive1 <= \$450 ;
+  always @(posedge clk)
+    drive2 <= \$451 ;
+  always @(posedge clk)
+    drive3 <= \$452 ;
+  always @(posedge clk)
+    target0 <= \$453 ;
+  always @(posedge clk)
+    gate__rdata <= \$454 ;
   assign \$1  = - $signed(s_f);
-  assign \$2  = $signed(\$1 ) + $signed(\s_f$314 );
-  assign \$3  = - $signed(\s_f$315 );
-  assign \$4  = $signed(\$3 ) + $signed(\s_f$316 );
+  assign \$2  = $signed(\$1 ) + $signed(\s_f$315 );
+  assign \$3  = - $signed(\s_f$316 );
+  assign \$4  = $signed(\$3 ) + $signed(\s_f$317 );
   assign accf0 = $signed(\$2 ) + $signed(\$4 );
   assign \$5  = - $signed(s_c);
-  assign \$6  = $signed(\$5 ) + $signed(\s_c$319 );
-  assign \$7  = - $signed(\s_c$320 );
-  assign \$8  = $signed(\$7 ) + $signed(\s_c$321 );
+  assign \$6  = $signed(\$5 ) + $signed(\s_c$320 );
+  assign \$7  = - $signed(\s_c$321 );
+  assign \$8  = $signed(\$7 ) + $signed(\s_c$322 );
   assign accc0 = $signed(\$6 ) + $signed(\$8 );
-  assign \$9  = - $signed(\s_f$327 );
+  assign \$9  = - $signed(\s_f$328 );
   assign \$10  = $signed(s_f) + $signed(\$9 );
-  assign \$11  = - $signed(\s_f$328 );
-  assign \$12  = $signed(\$11 ) + $signed(\s_f$329 );
+  assign \$11  = - $signed(\s_f$329 );
+  assign \$12  = $signed(\$11 ) + $signed(\s_f$330 );
   assign accf1 = $signed(\$10 ) + $signed(\$12 );
-  assign \$13  = - $signed(\s_c$331 );
+  assign \$13  = - $signed(\s_c$332 );
   assign \$14  = $signed(s_c) + $signed(\$13 );
-  assign \$15  = - $signed(\s_c$332 );
-  assign \$16  = $signed(\$15 ) + $signed(\s_c$333 );
+  assign \$15  = - $signed(\s_c$333 );
+  assign \$16  = $signed(\$15 ) + $signed(\s_c$334 );
   assign accc1 = $signed(\$14 ) + $signed(\$16 );
-  assign \$17  = - $signed(\s_f$339 );
-  assign \$18  = $signed(\s_f$327 ) + $signed(\$17 );
-  assign \$19  = - $signed(\s_f$340 );
-  assign \$20  = $signed(\$19 ) + $signed(\s_f$341 );
+  assign \$17  = - $signed(\s_f$340 );
+  assign \$18  = $signed(\s_f$328 ) + $signed(\$17 );
+  assign \$19  = - $signed(\s_f$341 );
+  assign \$20  = $signed(\$19 ) + $signed(\s_f$342 );
   assign accf2 = $signed(\$18 ) + $signed(\$20 );
-  assign \$21  = - $signed(\s_c$343 );
-  assign \$22  = $signed(\s_c$331 ) + $signed(\$21 );
-  assign \$23  = - $signed(\s_c$344 );
-  assign \$24  = $signed(\$23 ) + $signed(\s_c$345 );
+  assign \$21  = - $signed(\s_c$344 );
+  assign \$22  = $signed(\s_c$332 ) + $signed(\$21 );
+  assign \$23  = - $signed(\s_c$345 );
+  assign \$24  = $signed(\$23 ) + $signed(\s_c$346 );
   assign accc2 = $signed(\$22 ) + $signed(\$24 );
-  assign \$25  = - $signed(\s_f$314 );
-  assign \$26  = $signed(\s_f$339 ) + $signed(\$25 );
-  assign \$27  = - $signed(\s_f$351 );
-  assign \$28  = $signed(\$27 ) + $signed(\s_f$352 );
+  assign \$25  = - $signed(\s_f$315 );
+  assign \$26  = $signed(\s_f$340 ) + $signed(\$25 );
+  assign \$27  = - $signed(\s_f$352 );
+  assign \$28  = $signed(\$27 ) + $signed(\s_f$353 );
   assign accf3 = $signed(\$26 ) + $signed(\$28 );
-  assign \$29  = - $signed(\s_c$319 );
-  assign \$30  = $signed(\s_c$343 ) + $signed(\$29 );
-  assign \$31  = - $signed(\s_c$354 );
-  assign \$32  = $signed(\$31 ) + $signed(\s_c$355 );
+  assign \$29  = - $signed(\s_c$320 );
+  assign \$30  = $signed(\s_c$344 ) + $signed(\$29 );
+  assign \$31  = - $signed(\s_c$355 );
+  assign \$32  = $signed(\$31 ) + $signed(\s_c$356 );
   assign accc3 = $signed(\$30 ) + $signed(\$32 );
-  assign \$33  = - $signed(\s_f$361 );
-  assign \$34  = $signed(\$33 ) + $signed(\s_f$362 );
-  assign \$35  = - $signed(\s_f$363 );
-  assign \$36  = $signed(\s_f$315 ) + $signed(\$35 );
+  assign \$33  = - $signed(\s_f$362 );
+  assign \$34  = $signed(\$33 ) + $signed(\s_f$363 );
+  assign \$35  = - $signed(\s_f$364 );
+  assign \$36  = $signed(\s_f$316 ) + $signed(\$35 );
   assign accf4 = $signed(\$34 ) + $signed(\$36 );
-  assign \$37  = - $signed(\s_c$365 );
-  assign \$38  = $signed(\$37 ) + $signed(\s_c$366 );
-  assign \$39  = - $signed(\s_c$367 );
-  assign \$40  = $signed(\s_c$320 ) + $signed(\$39 );
+  assign \$37  = - $signed(\s_c$366 );
+  assign \$38  = $signed(\$37 ) + $signed(\s_c$367 );
+  assign \$39  = - $signed(\s_c$368 );
+  assign \$40  = $signed(\s_c$321 ) + $signed(\$39 );
   assign accc4 = $signed(\$38 ) + $signed(\$40 );
-  assign \$41  = - $signed(\s_f$374 );
-  assign \$42  = $signed(\s_f$373 ) + $signed(\$41 );
-  assign \$43  = - $signed(\s_f$375 );
-  assign \$44  = $signed(\s_f$340 ) + $signed(\$43 );
+  assign \$41  = - $signed(\s_f$375 );
+  assign \$42  = $signed(\s_f$374 ) + $signed(\$41 );
+  assign \$43  = - $signed(\s_f$376 );
+  assign \$44  = $signed(\s_f$341 ) + $signed(\$43 );
   assign accf6 = $signed(\$42 ) + $signed(\$44 );
-  assign \$45  = - $signed(\s_c$378 );
-  assign \$46  = $signed(\s_c$377 ) + $signed(\$45 );
-  assign \$47  = - $signed(\s_c$379 );
-  assign \$48  = $signed(\s_c$344 ) + $signed(\$47 );
+  assign \$45  = - $signed(\s_c$379 );
+  assign \$46  = $signed(\s_c$378 ) + $signed(\$45 );
+  assign \$47  = - $signed(\s_c$380 );
+  assign \$48  = $signed(\s_c$345 ) + $signed(\$47 );
   assign accc6 = $signed(\$46 ) + $signed(\$48 );
-  assign \$49  = - $signed(\s_f$385 );
-  assign \$50  = $signed(\$49 ) + $signed(\s_f$386 );
-  assign \$51  = - $signed(\s_f$387 );
-  assign \$52  = $signed(\s_f$363 ) + $signed(\$51 );
+  assign \$49  = - $signed(\s_f$386 );
+  assign \$50  = $signed(\$49 ) + $signed(\s_f$387 );
+  assign \$51  = - $signed(\s_f$388 );
+  assign \$52  = $signed(\s_f$364 ) + $signed(\$51 );
   assign accf8 = $signed(\$50 ) + $signed(\$52 );
-  assign \$53  = - $signed(\s_c$389 );
-  assign \$54  = $signed(\$53 ) + $signed(\s_c$390 );
-  assign \$55  = - $signed(\s_c$391 );
-  assign \$56  = $signed(\s_c$367 ) + $signed(\$55 );
+  assign \$53  = - $signed(\s_c$390 );
+  assign \$54  = $signed(\$53 ) + $signed(\s_c$391 );
+  assign \$55  = - $signed(\s_c$392 );
+  assign \$56  = $signed(\s_c$368 ) + $signed(\$55 );
   assign accc8 = $signed(\$54 ) + $signed(\$56 );
-  assign \$57  = - $signed(\s_f$397 );
-  assign \$58  = $signed(\s_f$385 ) + $signed(\$57 );
-  assign \$59  = - $signed(\s_f$399 );
-  assign \$60  = $signed(\s_f$398 ) + $signed(\$59 );
+  assign \$57  = - $signed(\s_f$398 );
+  assign \$58  = $signed(\s_f$386 ) + $signed(\$57 );
+  assign \$59  = - $signed(\s_f$400 );
+  assign \$60  = $signed(\s_f$399 ) + $signed(\$59 );
   assign accf9 = $signed(\$58 ) + $signed(\$60 );
-  assign \$61  = - $signed(\s_c$401 );
-  assign \$62  = $signed(\s_c$389 ) + $signed(\$61 );
-  assign \$63  = - $signed(\s_c$403 );
-  assign \$64  = $signed(\s_c$402 ) + $signed(\$63 );
+  assign \$61  = - $signed(\s_c$402 );
+  assign \$62  = $signed(\s_c$390 ) + $signed(\$61 );
+  assign \$63  = - $signed(\s_c$404 );
+  assign \$64  = $signed(\s_c$403 ) + $signed(\$63 );
   assign accc9 = $signed(\$62 ) + $signed(\$64 );
-  assign \$65  = - $signed(\s_f$409 );
-  assign \$66  = $signed(\s_f$397 ) + $signed(\$65 );
-  assign \$67  = - $signed(\s_f$410 );
-  assign \$68  = $signed(\s_f$375 ) + $signed(\$67 );
+  assign \$65  = - $signed(\s_f$410 );
+  assign \$66  = $signed(\s_f$398 ) + $signed(\$65 );
+  assign \$67  = - $signed(\s_f$411 );
+  assign \$68  = $signed(\s_f$376 ) + $signed(\$67 );
   assign accf10 = $signed(\$66 ) + $signed(\$68 );
-  assign \$69  = - $signed(\s_c$412 );
-  assign \$70  = $signed(\s_c$401 ) + $signed(\$69 );
-  assign \$71  = - $signed(\s_c$413 );
-  assign \$72  = $signed(\s_c$379 ) + $signed(\$71 );
+  assign \$69  = - $signed(\s_c$413 );
+  assign \$70  = $signed(\s_c$402 ) + $signed(\$69 );
+  assign \$71  = - $signed(\s_c$414 );
+  assign \$72  = $signed(\s_c$380 ) + $signed(\$71 );
   assign accc10 = $signed(\$70 ) + $signed(\$72 );
-  assign \$73  = - $signed(\s_f$386 );
-  assign \$74  = $signed(\s_f$409 ) + $signed(\$73 );
-  assign \$75  = - $signed(\s_f$420 );
-  assign \$76  = $signed(\s_f$419 ) + $signed(\$75 );
+  assign \$73  = - $signed(\s_f$387 );
+  assign \$74  = $signed(\s_f$410 ) + $signed(\$73 );
+  assign \$75  = - $signed(\s_f$421 );
+  assign \$76  = $signed(\s_f$420 ) + $signed(\$75 );
   assign accf11 = $signed(\$74 ) + $signed(\$76 );
-  assign \$77  = - $signed(\s_c$390 );
-  assign \$78  = $signed(\s_c$412 ) + $signed(\$77 );
-  assign \$79  = - $signed(\s_c$423 );
-  assign \$80  = $signed(\s_c$422 ) + $signed(\$79 );
+  assign \$77  = - $signed(\s_c$391 );
+  assign \$78  = $signed(\s_c$413 ) + $signed(\$77 );
+  assign \$79  = - $signed(\s_c$424 );
+  assign \$80  = $signed(\s_c$423 ) + $signed(\$79 );
   assign accc11 = $signed(\$78 ) + $signed(\$80 );
-  assign \$81  = - $signed(\s_f$429 );
-  assign \$82  = $signed(\$81 ) + $signed(\s_f$430 );
-  assign \$83  = - $signed(\s_f$316 );
-  assign \$84  = $signed(\s_f$387 ) + $signed(\$83 );
+  assign \$81  = - $signed(\s_f$430 );
+  assign \$82  = $signed(\$81 ) + $signed(\s_f$431 );
+  assign \$83  = - $signed(\s_f$317 );
+  assign \$84  = $signed(\s_f$388 ) + $signed(\$83 );
   assign accf12 = $signed(\$82 ) + $signed(\$84 );
-  assign \$85  = - $signed(\s_c$432 );
-  assign \$86  = $signed(\$85 ) + $signed(\s_c$433 );
-  assign \$87  = - $signed(\s_c$321 );
-  assign \$88  = $signed(\s_c$391 ) + $signed(\$87 );
+  assign \$85  = - $signed(\s_c$433 );
+  assign \$86  = $signed(\$85 ) + $signed(\s_c$434 );
+  assign \$87  = - $signed(\s_c$322 );
+  assign \$88  = $signed(\s_c$392 ) + $signed(\$87 );
   assign accc12 = $signed(\$86 ) + $signed(\$88 );
-  assign \$89  = - $signed(\s_f$440 );
-  assign \$90  = $signed(\s_f$439 ) + $signed(\$89 );
-  assign \$91  = - $signed(\s_f$341 );
-  assign \$92  = $signed(\s_f$410 ) + $signed(\$91 );
+  assign \$89  = - $signed(\s_f$441 );
+  assign \$90  = $signed(\s_f$440 ) + $signed(\$89 );
+  assign \$91  = - $signed(\s_f$342 );
+  assign \$92  = $signed(\s_f$411 ) + $signed(\$91 );
   assign accf14 = $signed(\$90 ) + $signed(\$92 );
-  assign \$93  = - $signed(\s_c$443 );
-  assign \$94  = $signed(\s_c$442 ) + $signed(\$93 );
-  assign \$95  = - $signed(\s_c$345 );
-  assign \$96  = $signed(\s_c$413 ) + $signed(\$95 );
+  assign \$93  = - $signed(\s_c$444 );
+  assign \$94  = $signed(\s_c$443 ) + $signed(\$93 );
+  assign \$95  = - $signed(\s_c$346 );
+  assign \$96  = $signed(\s_c$414 ) + $signed(\$95 );
   assign accc14 = $signed(\$94 ) + $signed(\$96 );
-  assign \$97  = $signed(\vb_f$117 ) - $signed(va_f);
+  assign \$97  = $signed(\vb_f$118 ) - $signed(va_f);
   assign \$98  = $signed(target0) - $signed(\$97 );
-  assign \$100  = $signed(\vb_f$117 ) - $signed(va_f);
+  assign \$100  = $signed(\vb_f$118 ) - $signed(va_f);
   assign \$101  = $signed(target0) - $signed(\$100 );
   assign \$103  = $signed(\$99 ) + $signed(\$102 );
-  assign \$104  = $signed(\vb_f$117 ) - $signed(va_f);
+  assign \$104  = $signed(\vb_f$118 ) - $signed(va_f);
   assign \$105  = $signed(target0) - $signed(\$104 );
-  assign \$107  = $signed(\vb_f$117 ) - $signed(va_f);
+  assign \$107  = $signed(\vb_f$118 ) - $signed(va_f);
   assign \$108  = $signed(target0) - $signed(\$107 );
   assign \$110  = $signed(\$106 ) + $signed(\$109 );
   assign \$111  = $signed(\$103 ) + $signed(\$110 );
   assign \$112  = $signed(\$111 ) + $signed(10'h100);
-  assign clamp0p_exact = $signed(\vb_f$117 ) + $signed(\$113 [26:0]);
+  assign clamp0p_exact = $signed(\vb_f$118 ) + $signed(\$113 [26:0]);
   assign \$114  = ~ clamp0p_exact[27];
   assign \$115  = | clamp0p_exact[27:16];
   assign \$116  = \$114  & \$115 ;
@@ -1493,199 +1707,246 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign \$265  = \$263  | \$264 ;
   assign \$267  = \$265  | \$266 ;
   assign \$269  = \$267  | \$268 ;
-  assign \$271  = \$270  | \flags$522 ;
-  assign \$272  = \$271  | \flags$523 ;
-  assign \$273  = \$272  | \flags$524 ;
-  assign \$274  = \$273  | \flags$525 ;
-  assign \$275  = \$274  | \flags$526 ;
-  assign \$276  = \$275  | \flags$527 ;
-  assign \$277  = \$276  | \flags$528 ;
-  assign \$278  = \$277  | \flags$529 ;
-  assign \$279  = \$278  | \flags$530 ;
-  assign \$280  = \$279  | \flags$531 ;
-  assign \$281  = \$280  | \flags$532 ;
+  assign \$271  = \$270  | \flags$523 ;
+  assign \$272  = \$271  | \flags$524 ;
+  assign \$273  = \$272  | \flags$525 ;
+  assign \$274  = \$273  | \flags$526 ;
+  assign \$275  = \$274  | \flags$527 ;
+  assign \$276  = \$275  | \flags$528 ;
+  assign \$277  = \$276  | \flags$529 ;
+  assign \$278  = \$277  | \flags$530 ;
+  assign \$279  = \$278  | \flags$531 ;
+  assign \$280  = \$279  | \flags$532 ;
+  assign \$281  = \$280  | \flags$533 ;
   assign \$283  = \$282  | clamp0m_sat;
   assign \$284  = \$281  | { 1'h0, \$283 , 3'h0 };
   assign tick_flags = { \$269 , 3'h0, \$205  } | \$285 ;
-  assign control__outputs = $signed(\vb_f$117 ) - $signed(va_f);
+  assign move_all0 = $signed(v_f_next) - $signed(va_f);
+  assign \$286  = $signed(move_all0) > $signed(2'h1);
+  assign \$287  = $signed(move_all0) < $signed(1'h1);
+  assign moved_all0 = \$286  | \$287 ;
+  assign move_all1 = $signed(\v_f_next$538 ) - $signed(vb_f);
+  assign \$288  = $signed(move_all1) > $signed(2'h1);
+  assign \$289  = $signed(move_all1) < $signed(1'h1);
+  assign moved_all1 = \$288  | \$289 ;
+  assign move_all2 = $signed(\v_f_next$541 ) - $signed(\vb_f$38 );
+  assign \$290  = $signed(move_all2) > $signed(2'h1);
+  assign \$291  = $signed(move_all2) < $signed(1'h1);
+  assign moved_all2 = \$290  | \$291 ;
+  assign move_all3 = $signed(\v_f_next$544 ) - $signed(\vb_f$48 );
+  assign \$292  = $signed(move_all3) > $signed(2'h1);
+  assign \$293  = $signed(move_all3) < $signed(1'h1);
+  assign moved_all3 = \$292  | \$293 ;
+  assign move_all4 = $signed(\v_f_next$547 ) - $signed(\va_f$65 );
+  assign \$294  = $signed(move_all4) > $signed(2'h1);
+  assign \$295  = $signed(move_all4) < $signed(1'h1);
+  assign moved_all4 = \$294  | \$295 ;
+  assign move_all5 = $signed(drive2) - $signed(\vb_f$67 );
+  assign \$296  = $signed(move_all5) > $signed(2'h1);
+  assign \$297  = $signed(move_all5) < $signed(1'h1);
+  assign moved_all5 = \$296  | \$297 ;
+  assign move_all6 = $signed(\v_f_next$553 ) - $signed(\vb_f$78 );
+  assign \$298  = $signed(move_all6) > $signed(2'h1);
+  assign \$299  = $signed(move_all6) < $signed(1'h1);
+  assign moved_all6 = \$298  | \$299 ;
+  assign move_all7 = $signed(drive3) - $signed(\vb_f$88 );
+  assign \$300  = $signed(move_all7) > $signed(2'h1);
+  assign \$301  = $signed(move_all7) < $signed(1'h1);
+  assign moved_all7 = \$300  | \$301 ;
+  assign move_all8 = $signed(\v_f_next$559 ) - $signed(\va_f$105 );
+  assign \$302  = $signed(move_all8) > $signed(2'h1);
+  assign \$303  = $signed(move_all8) < $signed(1'h1);
+  assign moved_all8 = \$302  | \$303 ;
+  assign move_all9 = $signed(\v_f_next$562 ) - $signed(\vb_f$107 );
+  assign \$304  = $signed(move_all9) > $signed(2'h1);
+  assign \$305  = $signed(move_all9) < $signed(1'h1);
+  assign moved_all9 = \$304  | \$305 ;
+  assign move_all10 = $signed(\v_f_next$565 ) - $signed(\vb_f$118 );
+  assign \$306  = $signed(move_all10) > $signed(2'h1);
+  assign \$307  = $signed(move_all10) < $signed(1'h1);
+  assign moved_all10 = \$306  | \$307 ;
+  assign move_all11 = $signed(\v_f_next$568 ) - $signed(\vb_f$128 );
+  assign \$308  = $signed(move_all11) > $signed(2'h1);
+  assign \$309  = $signed(move_all11) < $signed(1'h1);
+  assign moved_all11 = \$308  | \$309 ;
+  assign move_all12 = $signed(\v_f_next$571 ) - $signed(\va_f$145 );
+  assign \$310  = $signed(move_all12) > $signed(2'h1);
+  assign \$311  = $signed(move_all12) < $signed(1'h1);
+  assign moved_all12 = \$310  | \$311 ;
+  assign move_all13 = $signed(drive1) - $signed(\vb_f$147 );
+  assign \$312  = $signed(move_all13) > $signed(2'h1);
+  assign \$313  = $signed(move_all13) < $signed(1'h1);
+  assign moved_all13 = \$312  | \$313 ;
+  assign move_all14 = $signed(\v_f_next$577 ) - $signed(\vb_f$158 );
+  assign \$314  = $signed(move_all14) > $signed(2'h1);
+  assign \$315  = $signed(move_all14) < $signed(1'h1);
+  assign moved_all14 = \$314  | \$315 ;
+  assign move_all15 = $signed(drive0) - $signed(\vb_f$168 );
+  assign \$316  = $signed(move_all15) > $signed(2'h1);
+  assign \$317  = $signed(move_all15) < $signed(1'h1);
+  assign moved_all15 = \$316  | \$317 ;
+  assign move_all16 = $signed(\$135 [16:0]) - $signed(va_c);
+  assign \$318  = $signed(move_all16) > $signed(2'h1);
+  assign \$319  = $signed(move_all16) < $signed(1'h1);
+  assign moved_all16 = \$318  | \$319 ;
+  assign move_all17 = $signed(v_c_next) - $signed(vb_c);
+  assign \$320  = $signed(move_all17) > $signed(2'h1);
+  assign \$321  = $signed(move_all17) < $signed(1'h1);
+  assign moved_all17 = \$320  | \$321 ;
+  assign move_all18 = $signed(\v_c_next$588 ) - $signed(\vb_c$41 );
+  assign \$322  = $signed(move_all18) > $signed(2'h1);
+  assign \$323  = $signed(move_all18) < $signed(1'h1);
+  assign moved_all18 = \$322  | \$323 ;
+  assign move_all19 = $signed(\v_c_next$591 ) - $signed(\vb_c$51 );
+  assign \$324  = $signed(move_all19) > $signed(2'h1);
+  assign \$325  = $signed(move_all19) < $signed(1'h1);
+  assign moved_all19 = \$324  | \$325 ;
+  assign move_all20 = $signed(\v_c_next$594 ) - $signed(\va_c$69 );
+  assign \$326  = $signed(move_all20) > $signed(2'h1);
+  assign \$327  = $signed(move_all20) < $signed(1'h1);
+  assign moved_all20 = \$326  | \$327 ;
+  assign move_all21 = $signed(drive2) - $signed(\vb_c$71 );
+  assign \$328  = $signed(move_all21) > $signed(2'h1);
+  assign \$329  = $signed(move_all21) < $signed(1'h1);
+  assign moved_all21 = \$328  | \$329 ;
+  assign move_all22 = $signed(\v_c_next$599 ) - $signed(\vb_c$81 );
+  assign \$330  = $signed(move_all22) > $signed(2'h1);
+  assign \$331  = $signed(move_all22) < $signed(1'h1);
+  assign moved_all22 = \$330  | \$331 ;
+  assign move_all23 = $signed(drive3) - $signed(\vb_c$91 );
+  assign \$332  = $signed(move_all23) > $signed(2'h1);
+  assign \$333  = $signed(move_all23) < $signed(1'h1);
+  assign moved_all23 = \$332  | \$333 ;
+  assign move_all24 = $signed(\v_c_next$604 ) - $signed(\va_c$109 );
+  assign \$334  = $signed(move_all24) > $signed(2'h1);
+  assign \$335  = $signed(move_all24) < $signed(1'h1);
+  assign moved_all24 = \$334  | \$335 ;
+  assign move_all25 = $signed(\v_c_next$607 ) - $signed(\vb_c$111 );
+  assign \$336  = $signed(move_all25) > $signed(2'h1);
+  assign \$337  = $signed(move_all25) < $signed(1'h1);
+  assign moved_all25 = \$336  | \$337 ;
+  assign move_all26 = $signed(\$121 [16:0]) - $signed(\vb_c$121 );
+  assign \$338  = $signed(move_all26) > $signed(2'h1);
+  assign \$339  = $signed(move_all26) < $signed(1'h1);
+  assign moved_all26 = \$338  | \$339 ;
+  assign move_all27 = $signed(\v_c_next$612 ) - $signed(\vb_c$131 );
+  assign \$340  = $signed(move_all27) > $signed(2'h1);
+  assign \$341  = $signed(move_all27) < $signed(1'h1);
+  assign moved_all27 = \$340  | \$341 ;
+  assign move_all28 = $signed(\v_c_next$615 ) - $signed(\va_c$149 );
+  assign \$342  = $signed(move_all28) > $signed(2'h1);
+  assign \$343  = $signed(move_all28) < $signed(1'h1);
+  assign moved_all28 = \$342  | \$343 ;
+  assign move_all29 = $signed(drive1) - $signed(\vb_c$151 );
+  assign \$344  = $signed(move_all29) > $signed(2'h1);
+  assign \$345  = $signed(move_all29) < $signed(1'h1);
+  assign moved_all29 = \$344  | \$345 ;
+  assign move_all30 = $signed(\v_c_next$620 ) - $signed(\vb_c$161 );
+  assign \$346  = $signed(move_all30) > $signed(2'h1);
+  assign \$347  = $signed(move_all30) < $signed(1'h1);
+  assign moved_all30 = \$346  | \$347 ;
+  assign move_all31 = $signed(drive0) - $signed(\vb_c$171 );
+  assign \$348  = $signed(move_all31) > $signed(2'h1);
+  assign \$349  = $signed(move_all31) < $signed(1'h1);
+  assign moved_all31 = \$348  | \$349 ;
+  assign moved_all = | { moved_all31, moved_all30, moved_all29, moved_all28, moved_all27, moved_all26, moved_all25, moved_all24, moved_all23, moved_all22, moved_all21, moved_all20, moved_all19, moved_all18, moved_all17, moved_all16, moved_all15, moved_all14, moved_all13, moved_all12, moved_all11, moved_all10, moved_all9, moved_all8, moved_all7, moved_all6, moved_all5, moved_all4, moved_all3, moved_all2, moved_all1, moved_all0 };
+  assign control__outputs = $signed(\vb_f$118 ) - $signed(va_f);
   assign status__saturated = | status__sat_flags;
-  assign \$286  = status__sat_flags | tick_flags;
-  assign \$287  = status__ticks + 1'h1;
-  assign \$288  = gate__raddr[0] ? \g$308  : \g$300 ;
-  assign \$289  = gate__raddr[0] ? \g$292  : \g$284 ;
-  assign \$290  = gate__raddr[1] ? \$288  : \$289 ;
-  assign \$291  = gate__raddr[0] ? \g$276  : \g$268 ;
-  assign \$292  = gate__raddr[0] ? \g$260  : \g$252 ;
-  assign \$293  = gate__raddr[1] ? \$291  : \$292 ;
-  assign \$294  = gate__raddr[2] ? \$290  : \$293 ;
-  assign \$295  = gate__raddr[0] ? \g$244  : \g$236 ;
-  assign \$296  = gate__raddr[0] ? \g$228  : \g$220 ;
-  assign \$297  = gate__raddr[1] ? \$295  : \$296 ;
-  assign \$298  = gate__raddr[0] ? \g$212  : \g$204 ;
-  assign \$299  = gate__raddr[0] ? \g$196  : \g$188 ;
-  assign \$300  = gate__raddr[1] ? \$298  : \$299 ;
-  assign \$301  = gate__raddr[2] ? \$297  : \$300 ;
-  assign \$302  = gate__raddr[3] ? \$294  : \$301 ;
-  assign \$303  = gate__raddr[0] ? \g$180  : \g$172 ;
-  assign \$304  = gate__raddr[0] ? \g$162  : \g$152 ;
-  assign \$305  = gate__raddr[1] ? \$303  : \$304 ;
-  assign \$306  = gate__raddr[0] ? \g$140  : \g$132 ;
-  assign \$307  = gate__raddr[0] ? \g$122  : \g$112 ;
-  assign \$308  = gate__raddr[1] ? \$306  : \$307 ;
-  assign \$309  = gate__raddr[2] ? \$305  : \$308 ;
-  assign \$310  = gate__raddr[0] ? \g$100  : \g$92 ;
-  assign \$311  = gate__raddr[0] ? \g$82  : \g$72 ;
-  assign \$312  = gate__raddr[1] ? \$310  : \$311 ;
-  assign \$313  = gate__raddr[0] ? \g$60  : \g$52 ;
-  assign \$314  = gate__raddr[0] ? \g$42  : g;
-  assign \$315  = gate__raddr[1] ? \$313  : \$314 ;
-  assign \$316  = gate__raddr[2] ? \$312  : \$315 ;
-  assign \$317  = gate__raddr[3] ? \$309  : \$316 ;
-  assign \$318  = gate__raddr[4] ? \$302  : \$317 ;
+  assign \$350  = status__sat_flags | tick_flags;
+  assign \$351  = status__ticks + 1'h1;
+  assign \$352  = gate__raddr[0] ? \g$309  : \g$301 ;
+  assign \$353  = gate__raddr[0] ? \g$293  : \g$285 ;
+  assign \$354  = gate__raddr[1] ? \$352  : \$353 ;
+  assign \$355  = gate__raddr[0] ? \g$277  : \g$269 ;
+  assign \$356  = gate__raddr[0] ? \g$261  : \g$253 ;
+  assign \$357  = gate__raddr[1] ? \$355  : \$356 ;
+  assign \$358  = gate__raddr[2] ? \$354  : \$357 ;
+  assign \$359  = gate__raddr[0] ? \g$245  : \g$237 ;
+  assign \$360  = gate__raddr[0] ? \g$229  : \g$221 ;
+  assign \$361  = gate__raddr[1] ? \$359  : \$360 ;
+  assign \$362  = gate__raddr[0] ? \g$213  : \g$205 ;
+  assign \$363  = gate__raddr[0] ? \g$197  : \g$189 ;
+  assign \$364  = gate__raddr[1] ? \$362  : \$363 ;
+  assign \$365  = gate__raddr[2] ? \$361  : \$364 ;
+  assign \$366  = gate__raddr[3] ? \$358  : \$365 ;
+  assign \$367  = gate__raddr[0] ? \g$181  : \g$173 ;
+  assign \$368  = gate__raddr[0] ? \g$163  : \g$153 ;
+  assign \$369  = gate__raddr[1] ? \$367  : \$368 ;
+  assign \$370  = gate__raddr[0] ? \g$141  : \g$133 ;
+  assign \$371  = gate__raddr[0] ? \g$123  : \g$113 ;
+  assign \$372  = gate__raddr[1] ? \$370  : \$371 ;
+  assign \$373  = gate__raddr[2] ? \$369  : \$372 ;
+  assign \$374  = gate__raddr[0] ? \g$101  : \g$93 ;
+  assign \$375  = gate__raddr[0] ? \g$83  : \g$73 ;
+  assign \$376  = gate__raddr[1] ? \$374  : \$375 ;
+  assign \$377  = gate__raddr[0] ? \g$61  : \g$53 ;
+  assign \$378  = gate__raddr[0] ? \g$43  : g;
+  assign \$379  = gate__raddr[1] ? \$377  : \$378 ;
+  assign \$380  = gate__raddr[2] ? \$376  : \$379 ;
+  assign \$381  = gate__raddr[3] ? \$373  : \$380 ;
+  assign \$382  = gate__raddr[4] ? \$366  : \$381 ;
   always @(posedge clk)
-    g <= \$319 ;
+    g <= \$383 ;
   always @(posedge clk)
-    \g$42  <= \$320 ;
+    \g$43  <= \$384 ;
   always @(posedge clk)
-    \g$52  <= \$321 ;
+    \g$53  <= \$385 ;
   always @(posedge clk)
-    \g$60  <= \$322 ;
+    \g$61  <= \$386 ;
   always @(posedge clk)
-    \g$72  <= \$323 ;
+    \g$73  <= \$387 ;
   always @(posedge clk)
-    \g$82  <= \$324 ;
+    \g$83  <= \$388 ;
   always @(posedge clk)
-    \g$92  <= \$325 ;
+    \g$93  <= \$389 ;
   always @(posedge clk)
-    \g$100  <= \$326 ;
+    \g$101  <= \$390 ;
   always @(posedge clk)
-    \g$112  <= \$327 ;
+    \g$113  <= \$391 ;
   always @(posedge clk)
-    \g$122  <= \$328 ;
+    \g$123  <= \$392 ;
   always @(posedge clk)
-    \g$132  <= \$329 ;
+    \g$133  <= \$393 ;
   always @(posedge clk)
-    \g$140  <= \$330 ;
+    \g$141  <= \$394 ;
   always @(posedge clk)
-    \g$152  <= \$331 ;
+    \g$153  <= \$395 ;
   always @(posedge clk)
-    \g$162  <= \$332 ;
+    \g$163  <= \$396 ;
   always @(posedge clk)
-    \g$172  <= \$333 ;
+    \g$173  <= \$397 ;
   always @(posedge clk)
-    \g$180  <= \$334 ;
+    \g$181  <= \$398 ;
   always @(posedge clk)
-    \g$188  <= \$335 ;
+    \g$189  <= \$399 ;
   always @(posedge clk)
-    \g$196  <= \$336 ;
+    \g$197  <= \$400 ;
   always @(posedge clk)
-    \g$204  <= \$337 ;
+    \g$205  <= \$401 ;
   always @(posedge clk)
-    \g$212  <= \$338 ;
+    \g$213  <= \$402 ;
   always @(posedge clk)
-    \g$220  <= \$339 ;
+    \g$221  <= \$403 ;
   always @(posedge clk)
-    \g$228  <= \$340 ;
+    \g$229  <= \$404 ;
   always @(posedge clk)
-    \g$236  <= \$341 ;
+    \g$237  <= \$405 ;
   always @(posedge clk)
-    \g$244  <= \$342 ;
+    \g$245  <= \$406 ;
   always @(posedge clk)
-    \g$252  <= \$343 ;
+    \g$253  <= \$407 ;
   always @(posedge clk)
-    \g$260  <= \$344 ;
+    \g$261  <= \$408 ;
   always @(posedge clk)
-    \g$268  <= \$345 ;
+    \g$269  <= \$409 ;
   always @(posedge clk)
-    \g$276  <= \$346 ;
+    \g$277  <= \$410 ;
   always @(posedge clk)
-    \g$284  <= \$347 ;
+    \g$285  <= \$411 ;
   always @(posedge clk)
-    \g$292  <= \$348 ;
+    \g$293  <= \$412 ;
   always @(posedge clk)
-    \g$300  <= \$349 ;
-  always @(posedge clk)
-    \g$308  <= \$350 ;
-  always @(posedge clk)
-    va_f <= \$351 ;
-  always @(posedge clk)
-    vb_f <= \$352 ;
-  always @(posedge clk)
-    \vb_f$37  <= \$353 ;
-  always @(posedge clk)
-    \vb_f$47  <= \$354 ;
-  always @(posedge clk)
-    \va_f$64  <= \$355 ;
-  always @(posedge clk)
-    \vb_f$66  <= \$356 ;
-  always @(posedge clk)
-    \vb_f$77  <= \$357 ;
-  always @(posedge clk)
-    \vb_f$87  <= \$358 ;
-  always @(posedge clk)
-    \va_f$104  <= \$359 ;
-  always @(posedge clk)
-    \vb_f$106  <= \$360 ;
-  always @(posedge clk)
-    \vb_f$117  <= \$361 ;
-  always @(posedge clk)
-    \vb_f$127  <= \$362 ;
-  always @(posedge clk)
-    \va_f$144  <= \$363 ;
-  always @(posedge clk)
-    \vb_f$146  <= \$364 ;
-  always @(posedge clk)
-    \vb_f$157  <= \$365 ;
-  always @(posedge clk)
-    \vb_f$167  <= \$366 ;
-  always @(posedge clk)
-    va_c <= \$367 ;
-  always @(posedge clk)
-    vb_c <= \$368 ;
-  always @(posedge clk)
-    \vb_c$40  <= \$369 ;
-  always @(posedge clk)
-    \vb_c$50  <= \$370 ;
-  always @(posedge clk)
-    \va_c$68  <= \$371 ;
-  always @(posedge clk)
-    \vb_c$70  <= \$372 ;
-  always @(posedge clk)
-    \vb_c$80  <= \$373 ;
-  always @(posedge clk)
-    \vb_c$90  <= \$374 ;
-  always @(posedge clk)
-    \va_c$108  <= \$375 ;
-  always @(posedge clk)
-    \vb_c$110  <= \$376 ;
-  always @(posedge clk)
-    \vb_c$120  <= \$377 ;
-  always @(posedge clk)
-    \vb_c$130  <= \$378 ;
-  always @(posedge clk)
-    \va_c$148  <= \$379 ;
-  always @(posedge clk)
-    \vb_c$150  <= \$380 ;
-  always @(posedge clk)
-    \vb_c$160  <= \$381 ;
-  always @(posedge clk)
-    \vb_c$170  <= \$382 ;
-  always @(posedge clk)
-    status__sat_flags <= \$383 ;
-  always @(posedge clk)
-    status__ticks <= \$384 ;
-  always @(posedge clk)
-    drive0 <= \$385 ;
-  always @(posedge clk)
-    drive1 <= \$386 ;
-  always @(posedge clk)
-    drive2 <= \$387 ;
-  always @(posedge clk)
-    drive3 <= \$388 ;
-  always @(posedge clk)
-    target0 <= \$389 ;
-  always @(posedge clk)
-    gate__rdata <= \$390 ;
+    \g$301  <= \$413 ;
   \clln_paper_xor.edge0  edge0 (
     .g(g),
     .g_next(g_next),
@@ -1700,407 +1961,407 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .vb_f(vb_f)
   );
   \clln_paper_xor.edge1  edge1 (
-    .g(\g$42 ),
-    .g_next(\g_next$536 ),
+    .g(\g$43 ),
+    .g_next(\g_next$629 ),
     .learn(control__learn),
-    .s_c(\s_c$331 ),
-    .s_f(\s_f$327 ),
-    .sat_dg(\sat_dg$490 ),
-    .sat_term(\sat_term$458 ),
+    .s_c(\s_c$332 ),
+    .s_f(\s_f$328 ),
+    .sat_dg(\sat_dg$491 ),
+    .sat_term(\sat_term$459 ),
     .va_c(vb_c),
     .va_f(vb_f),
-    .vb_c(\vb_c$40 ),
-    .vb_f(\vb_f$37 )
+    .vb_c(\vb_c$41 ),
+    .vb_f(\vb_f$38 )
   );
   \clln_paper_xor.edge10  edge10 (
-    .g(\g$132 ),
-    .g_next(\g_next$545 ),
+    .g(\g$133 ),
+    .g_next(\g_next$638 ),
     .learn(control__learn),
-    .s_c(\s_c$412 ),
-    .s_f(\s_f$409 ),
-    .sat_dg(\sat_dg$499 ),
-    .sat_term(\sat_term$467 ),
-    .va_c(\vb_c$120 ),
-    .va_f(\vb_f$117 ),
-    .vb_c(\vb_c$130 ),
-    .vb_f(\vb_f$127 )
-  );
-  \clln_paper_xor.edge11  edge11 (
-    .g(\g$140 ),
-    .g_next(\g_next$546 ),
-    .learn(control__learn),
-    .s_c(\s_c$390 ),
-    .s_f(\s_f$386 ),
+    .s_c(\s_c$413 ),
+    .s_f(\s_f$410 ),
     .sat_dg(\sat_dg$500 ),
     .sat_term(\sat_term$468 ),
-    .va_c(\vb_c$130 ),
-    .va_f(\vb_f$127 ),
-    .vb_c(\va_c$108 ),
-    .vb_f(\va_f$104 )
+    .va_c(\vb_c$121 ),
+    .va_f(\vb_f$118 ),
+    .vb_c(\vb_c$131 ),
+    .vb_f(\vb_f$128 )
   );
-  \clln_paper_xor.edge12  edge12 (
-    .g(\g$152 ),
-    .g_next(\g_next$547 ),
+  \clln_paper_xor.edge11  edge11 (
+    .g(\g$141 ),
+    .g_next(\g_next$639 ),
     .learn(control__learn),
-    .s_c(\s_c$432 ),
-    .s_f(\s_f$429 ),
+    .s_c(\s_c$391 ),
+    .s_f(\s_f$387 ),
     .sat_dg(\sat_dg$501 ),
     .sat_term(\sat_term$469 ),
-    .va_c(\va_c$148 ),
-    .va_f(\va_f$144 ),
-    .vb_c(\vb_c$150 ),
-    .vb_f(\vb_f$146 )
+    .va_c(\vb_c$131 ),
+    .va_f(\vb_f$128 ),
+    .vb_c(\va_c$109 ),
+    .vb_f(\va_f$105 )
   );
-  \clln_paper_xor.edge13  edge13 (
-    .g(\g$162 ),
-    .g_next(\g_next$548 ),
+  \clln_paper_xor.edge12  edge12 (
+    .g(\g$153 ),
+    .g_next(\g_next$640 ),
     .learn(control__learn),
-    .s_c(\s_c$442 ),
-    .s_f(\s_f$439 ),
+    .s_c(\s_c$433 ),
+    .s_f(\s_f$430 ),
     .sat_dg(\sat_dg$502 ),
     .sat_term(\sat_term$470 ),
-    .va_c(\vb_c$150 ),
-    .va_f(\vb_f$146 ),
-    .vb_c(\vb_c$160 ),
-    .vb_f(\vb_f$157 )
+    .va_c(\va_c$149 ),
+    .va_f(\va_f$145 ),
+    .vb_c(\vb_c$151 ),
+    .vb_f(\vb_f$147 )
   );
-  \clln_paper_xor.edge14  edge14 (
-    .g(\g$172 ),
-    .g_next(\g_next$549 ),
+  \clln_paper_xor.edge13  edge13 (
+    .g(\g$163 ),
+    .g_next(\g_next$641 ),
     .learn(control__learn),
     .s_c(\s_c$443 ),
     .s_f(\s_f$440 ),
     .sat_dg(\sat_dg$503 ),
     .sat_term(\sat_term$471 ),
-    .va_c(\vb_c$160 ),
-    .va_f(\vb_f$157 ),
-    .vb_c(\vb_c$170 ),
-    .vb_f(\vb_f$167 )
+    .va_c(\vb_c$151 ),
+    .va_f(\vb_f$147 ),
+    .vb_c(\vb_c$161 ),
+    .vb_f(\vb_f$158 )
   );
-  \clln_paper_xor.edge15  edge15 (
-    .g(\g$180 ),
-    .g_next(\g_next$550 ),
+  \clln_paper_xor.edge14  edge14 (
+    .g(\g$173 ),
+    .g_next(\g_next$642 ),
     .learn(control__learn),
-    .s_c(\s_c$433 ),
-    .s_f(\s_f$430 ),
+    .s_c(\s_c$444 ),
+    .s_f(\s_f$441 ),
     .sat_dg(\sat_dg$504 ),
     .sat_term(\sat_term$472 ),
-    .va_c(\vb_c$170 ),
-    .va_f(\vb_f$167 ),
-    .vb_c(\va_c$148 ),
-    .vb_f(\va_f$144 )
+    .va_c(\vb_c$161 ),
+    .va_f(\vb_f$158 ),
+    .vb_c(\vb_c$171 ),
+    .vb_f(\vb_f$168 )
   );
-  \clln_paper_xor.edge16  edge16 (
-    .g(\g$188 ),
-    .g_next(\g_next$551 ),
+  \clln_paper_xor.edge15  edge15 (
+    .g(\g$181 ),
+    .g_next(\g_next$643 ),
     .learn(control__learn),
-    .s_c(\s_c$320 ),
-    .s_f(\s_f$315 ),
+    .s_c(\s_c$434 ),
+    .s_f(\s_f$431 ),
     .sat_dg(\sat_dg$505 ),
     .sat_term(\sat_term$473 ),
-    .va_c(va_c),
-    .va_f(va_f),
-    .vb_c(\va_c$68 ),
-    .vb_f(\va_f$64 )
+    .va_c(\vb_c$171 ),
+    .va_f(\vb_f$168 ),
+    .vb_c(\va_c$149 ),
+    .vb_f(\va_f$145 )
   );
-  \clln_paper_xor.edge17  edge17 (
-    .g(\g$196 ),
-    .g_next(\g_next$552 ),
-    .learn(control__learn),
-    .s_c(\s_c$332 ),
-    .s_f(\s_f$328 ),
-    .sat_dg(\sat_dg$506 ),
-    .sat_term(\sat_term$474 ),
-    .va_c(vb_c),
-    .va_f(vb_f),
-    .vb_c(\vb_c$70 ),
-    .vb_f(\vb_f$66 )
-  );
-  \clln_paper_xor.edge18  edge18 (
-    .g(\g$204 ),
-    .g_next(\g_next$553 ),
-    .learn(control__learn),
-    .s_c(\s_c$344 ),
-    .s_f(\s_f$340 ),
-    .sat_dg(\sat_dg$507 ),
-    .sat_term(\sat_term$475 ),
-    .va_c(\vb_c$40 ),
-    .va_f(\vb_f$37 ),
-    .vb_c(\vb_c$80 ),
-    .vb_f(\vb_f$77 )
-  );
-  \clln_paper_xor.edge19  edge19 (
-    .g(\g$212 ),
-    .g_next(\g_next$554 ),
-    .learn(control__learn),
-    .s_c(\s_c$354 ),
-    .s_f(\s_f$351 ),
-    .sat_dg(\sat_dg$508 ),
-    .sat_term(\sat_term$476 ),
-    .va_c(\vb_c$50 ),
-    .va_f(\vb_f$47 ),
-    .vb_c(\vb_c$90 ),
-    .vb_f(\vb_f$87 )
-  );
-  \clln_paper_xor.edge2  edge2 (
-    .g(\g$52 ),
-    .g_next(\g_next$537 ),
-    .learn(control__learn),
-    .s_c(\s_c$343 ),
-    .s_f(\s_f$339 ),
-    .sat_dg(\sat_dg$491 ),
-    .sat_term(\sat_term$459 ),
-    .va_c(\vb_c$40 ),
-    .va_f(\vb_f$37 ),
-    .vb_c(\vb_c$50 ),
-    .vb_f(\vb_f$47 )
-  );
-  \clln_paper_xor.edge20  edge20 (
-    .g(\g$220 ),
-    .g_next(\g_next$555 ),
-    .learn(control__learn),
-    .s_c(\s_c$367 ),
-    .s_f(\s_f$363 ),
-    .sat_dg(\sat_dg$509 ),
-    .sat_term(\sat_term$477 ),
-    .va_c(\va_c$68 ),
-    .va_f(\va_f$64 ),
-    .vb_c(\va_c$108 ),
-    .vb_f(\va_f$104 )
-  );
-  \clln_paper_xor.edge21  edge21 (
-    .g(\g$228 ),
-    .g_next(\g_next$556 ),
-    .learn(control__learn),
-    .s_c(\s_c$402 ),
-    .s_f(\s_f$398 ),
-    .sat_dg(\sat_dg$510 ),
-    .sat_term(\sat_term$478 ),
-    .va_c(\vb_c$70 ),
-    .va_f(\vb_f$66 ),
-    .vb_c(\vb_c$110 ),
-    .vb_f(\vb_f$106 )
-  );
-  \clln_paper_xor.edge22  edge22 (
-    .g(\g$236 ),
-    .g_next(\g_next$557 ),
-    .learn(control__learn),
-    .s_c(\s_c$379 ),
-    .s_f(\s_f$375 ),
-    .sat_dg(\sat_dg$511 ),
-    .sat_term(\sat_term$479 ),
-    .va_c(\vb_c$80 ),
-    .va_f(\vb_f$77 ),
-    .vb_c(\vb_c$120 ),
-    .vb_f(\vb_f$117 )
-  );
-  \clln_paper_xor.edge23  edge23 (
-    .g(\g$244 ),
-    .g_next(\g_next$558 ),
-    .learn(control__learn),
-    .s_c(\s_c$422 ),
-    .s_f(\s_f$419 ),
-    .sat_dg(\sat_dg$512 ),
-    .sat_term(\sat_term$480 ),
-    .va_c(\vb_c$90 ),
-    .va_f(\vb_f$87 ),
-    .vb_c(\vb_c$130 ),
-    .vb_f(\vb_f$127 )
-  );
-  \clln_paper_xor.edge24  edge24 (
-    .g(\g$252 ),
-    .g_next(\g_next$559 ),
-    .learn(control__learn),
-    .s_c(\s_c$391 ),
-    .s_f(\s_f$387 ),
-    .sat_dg(\sat_dg$513 ),
-    .sat_term(\sat_term$481 ),
-    .va_c(\va_c$108 ),
-    .va_f(\va_f$104 ),
-    .vb_c(\va_c$148 ),
-    .vb_f(\va_f$144 )
-  );
-  \clln_paper_xor.edge25  edge25 (
-    .g(\g$260 ),
-    .g_next(\g_next$560 ),
-    .learn(control__learn),
-    .s_c(\s_c$403 ),
-    .s_f(\s_f$399 ),
-    .sat_dg(\sat_dg$514 ),
-    .sat_term(\sat_term$482 ),
-    .va_c(\vb_c$110 ),
-    .va_f(\vb_f$106 ),
-    .vb_c(\vb_c$150 ),
-    .vb_f(\vb_f$146 )
-  );
-  \clln_paper_xor.edge26  edge26 (
-    .g(\g$268 ),
-    .g_next(\g_next$561 ),
-    .learn(control__learn),
-    .s_c(\s_c$413 ),
-    .s_f(\s_f$410 ),
-    .sat_dg(\sat_dg$515 ),
-    .sat_term(\sat_term$483 ),
-    .va_c(\vb_c$120 ),
-    .va_f(\vb_f$117 ),
-    .vb_c(\vb_c$160 ),
-    .vb_f(\vb_f$157 )
-  );
-  \clln_paper_xor.edge27  edge27 (
-    .g(\g$276 ),
-    .g_next(\g_next$562 ),
-    .learn(control__learn),
-    .s_c(\s_c$423 ),
-    .s_f(\s_f$420 ),
-    .sat_dg(\sat_dg$516 ),
-    .sat_term(\sat_term$484 ),
-    .va_c(\vb_c$130 ),
-    .va_f(\vb_f$127 ),
-    .vb_c(\vb_c$170 ),
-    .vb_f(\vb_f$167 )
-  );
-  \clln_paper_xor.edge28  edge28 (
-    .g(\g$284 ),
-    .g_next(\g_next$563 ),
+  \clln_paper_xor.edge16  edge16 (
+    .g(\g$189 ),
+    .g_next(\g_next$644 ),
     .learn(control__learn),
     .s_c(\s_c$321 ),
     .s_f(\s_f$316 ),
+    .sat_dg(\sat_dg$506 ),
+    .sat_term(\sat_term$474 ),
+    .va_c(va_c),
+    .va_f(va_f),
+    .vb_c(\va_c$69 ),
+    .vb_f(\va_f$65 )
+  );
+  \clln_paper_xor.edge17  edge17 (
+    .g(\g$197 ),
+    .g_next(\g_next$645 ),
+    .learn(control__learn),
+    .s_c(\s_c$333 ),
+    .s_f(\s_f$329 ),
+    .sat_dg(\sat_dg$507 ),
+    .sat_term(\sat_term$475 ),
+    .va_c(vb_c),
+    .va_f(vb_f),
+    .vb_c(\vb_c$71 ),
+    .vb_f(\vb_f$67 )
+  );
+  \clln_paper_xor.edge18  edge18 (
+    .g(\g$205 ),
+    .g_next(\g_next$646 ),
+    .learn(control__learn),
+    .s_c(\s_c$345 ),
+    .s_f(\s_f$341 ),
+    .sat_dg(\sat_dg$508 ),
+    .sat_term(\sat_term$476 ),
+    .va_c(\vb_c$41 ),
+    .va_f(\vb_f$38 ),
+    .vb_c(\vb_c$81 ),
+    .vb_f(\vb_f$78 )
+  );
+  \clln_paper_xor.edge19  edge19 (
+    .g(\g$213 ),
+    .g_next(\g_next$647 ),
+    .learn(control__learn),
+    .s_c(\s_c$355 ),
+    .s_f(\s_f$352 ),
+    .sat_dg(\sat_dg$509 ),
+    .sat_term(\sat_term$477 ),
+    .va_c(\vb_c$51 ),
+    .va_f(\vb_f$48 ),
+    .vb_c(\vb_c$91 ),
+    .vb_f(\vb_f$88 )
+  );
+  \clln_paper_xor.edge2  edge2 (
+    .g(\g$53 ),
+    .g_next(\g_next$630 ),
+    .learn(control__learn),
+    .s_c(\s_c$344 ),
+    .s_f(\s_f$340 ),
+    .sat_dg(\sat_dg$492 ),
+    .sat_term(\sat_term$460 ),
+    .va_c(\vb_c$41 ),
+    .va_f(\vb_f$38 ),
+    .vb_c(\vb_c$51 ),
+    .vb_f(\vb_f$48 )
+  );
+  \clln_paper_xor.edge20  edge20 (
+    .g(\g$221 ),
+    .g_next(\g_next$648 ),
+    .learn(control__learn),
+    .s_c(\s_c$368 ),
+    .s_f(\s_f$364 ),
+    .sat_dg(\sat_dg$510 ),
+    .sat_term(\sat_term$478 ),
+    .va_c(\va_c$69 ),
+    .va_f(\va_f$65 ),
+    .vb_c(\va_c$109 ),
+    .vb_f(\va_f$105 )
+  );
+  \clln_paper_xor.edge21  edge21 (
+    .g(\g$229 ),
+    .g_next(\g_next$649 ),
+    .learn(control__learn),
+    .s_c(\s_c$403 ),
+    .s_f(\s_f$399 ),
+    .sat_dg(\sat_dg$511 ),
+    .sat_term(\sat_term$479 ),
+    .va_c(\vb_c$71 ),
+    .va_f(\vb_f$67 ),
+    .vb_c(\vb_c$111 ),
+    .vb_f(\vb_f$107 )
+  );
+  \clln_paper_xor.edge22  edge22 (
+    .g(\g$237 ),
+    .g_next(\g_next$650 ),
+    .learn(control__learn),
+    .s_c(\s_c$380 ),
+    .s_f(\s_f$376 ),
+    .sat_dg(\sat_dg$512 ),
+    .sat_term(\sat_term$480 ),
+    .va_c(\vb_c$81 ),
+    .va_f(\vb_f$78 ),
+    .vb_c(\vb_c$121 ),
+    .vb_f(\vb_f$118 )
+  );
+  \clln_paper_xor.edge23  edge23 (
+    .g(\g$245 ),
+    .g_next(\g_next$651 ),
+    .learn(control__learn),
+    .s_c(\s_c$423 ),
+    .s_f(\s_f$420 ),
+    .sat_dg(\sat_dg$513 ),
+    .sat_term(\sat_term$481 ),
+    .va_c(\vb_c$91 ),
+    .va_f(\vb_f$88 ),
+    .vb_c(\vb_c$131 ),
+    .vb_f(\vb_f$128 )
+  );
+  \clln_paper_xor.edge24  edge24 (
+    .g(\g$253 ),
+    .g_next(\g_next$652 ),
+    .learn(control__learn),
+    .s_c(\s_c$392 ),
+    .s_f(\s_f$388 ),
+    .sat_dg(\sat_dg$514 ),
+    .sat_term(\sat_term$482 ),
+    .va_c(\va_c$109 ),
+    .va_f(\va_f$105 ),
+    .vb_c(\va_c$149 ),
+    .vb_f(\va_f$145 )
+  );
+  \clln_paper_xor.edge25  edge25 (
+    .g(\g$261 ),
+    .g_next(\g_next$653 ),
+    .learn(control__learn),
+    .s_c(\s_c$404 ),
+    .s_f(\s_f$400 ),
+    .sat_dg(\sat_dg$515 ),
+    .sat_term(\sat_term$483 ),
+    .va_c(\vb_c$111 ),
+    .va_f(\vb_f$107 ),
+    .vb_c(\vb_c$151 ),
+    .vb_f(\vb_f$147 )
+  );
+  \clln_paper_xor.edge26  edge26 (
+    .g(\g$269 ),
+    .g_next(\g_next$654 ),
+    .learn(control__learn),
+    .s_c(\s_c$414 ),
+    .s_f(\s_f$411 ),
+    .sat_dg(\sat_dg$516 ),
+    .sat_term(\sat_term$484 ),
+    .va_c(\vb_c$121 ),
+    .va_f(\vb_f$118 ),
+    .vb_c(\vb_c$161 ),
+    .vb_f(\vb_f$158 )
+  );
+  \clln_paper_xor.edge27  edge27 (
+    .g(\g$277 ),
+    .g_next(\g_next$655 ),
+    .learn(control__learn),
+    .s_c(\s_c$424 ),
+    .s_f(\s_f$421 ),
     .sat_dg(\sat_dg$517 ),
     .sat_term(\sat_term$485 ),
-    .va_c(\va_c$148 ),
-    .va_f(\va_f$144 ),
+    .va_c(\vb_c$131 ),
+    .va_f(\vb_f$128 ),
+    .vb_c(\vb_c$171 ),
+    .vb_f(\vb_f$168 )
+  );
+  \clln_paper_xor.edge28  edge28 (
+    .g(\g$285 ),
+    .g_next(\g_next$656 ),
+    .learn(control__learn),
+    .s_c(\s_c$322 ),
+    .s_f(\s_f$317 ),
+    .sat_dg(\sat_dg$518 ),
+    .sat_term(\sat_term$486 ),
+    .va_c(\va_c$149 ),
+    .va_f(\va_f$145 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_xor.edge29  edge29 (
-    .g(\g$292 ),
-    .g_next(\g_next$564 ),
+    .g(\g$293 ),
+    .g_next(\g_next$657 ),
     .learn(control__learn),
-    .s_c(\s_c$333 ),
-    .s_f(\s_f$329 ),
-    .sat_dg(\sat_dg$518 ),
-    .sat_term(\sat_term$486 ),
-    .va_c(\vb_c$150 ),
-    .va_f(\vb_f$146 ),
+    .s_c(\s_c$334 ),
+    .s_f(\s_f$330 ),
+    .sat_dg(\sat_dg$519 ),
+    .sat_term(\sat_term$487 ),
+    .va_c(\vb_c$151 ),
+    .va_f(\vb_f$147 ),
     .vb_c(vb_c),
     .vb_f(vb_f)
   );
   \clln_paper_xor.edge3  edge3 (
-    .g(\g$60 ),
-    .g_next(\g_next$538 ),
+    .g(\g$61 ),
+    .g_next(\g_next$631 ),
     .learn(control__learn),
-    .s_c(\s_c$319 ),
-    .s_f(\s_f$314 ),
-    .sat_dg(\sat_dg$492 ),
-    .sat_term(\sat_term$460 ),
-    .va_c(\vb_c$50 ),
-    .va_f(\vb_f$47 ),
+    .s_c(\s_c$320 ),
+    .s_f(\s_f$315 ),
+    .sat_dg(\sat_dg$493 ),
+    .sat_term(\sat_term$461 ),
+    .va_c(\vb_c$51 ),
+    .va_f(\vb_f$48 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_xor.edge30  edge30 (
-    .g(\g$300 ),
-    .g_next(\g_next$565 ),
+    .g(\g$301 ),
+    .g_next(\g_next$658 ),
     .learn(control__learn),
-    .s_c(\s_c$345 ),
-    .s_f(\s_f$341 ),
-    .sat_dg(\sat_dg$519 ),
-    .sat_term(\sat_term$487 ),
-    .va_c(\vb_c$160 ),
-    .va_f(\vb_f$157 ),
-    .vb_c(\vb_c$40 ),
-    .vb_f(\vb_f$37 )
-  );
-  \clln_paper_xor.edge31  edge31 (
-    .g(\g$308 ),
-    .g_next(\g_next$566 ),
-    .learn(control__learn),
-    .s_c(\s_c$355 ),
-    .s_f(\s_f$352 ),
+    .s_c(\s_c$346 ),
+    .s_f(\s_f$342 ),
     .sat_dg(\sat_dg$520 ),
     .sat_term(\sat_term$488 ),
-    .va_c(\vb_c$170 ),
-    .va_f(\vb_f$167 ),
-    .vb_c(\vb_c$50 ),
-    .vb_f(\vb_f$47 )
+    .va_c(\vb_c$161 ),
+    .va_f(\vb_f$158 ),
+    .vb_c(\vb_c$41 ),
+    .vb_f(\vb_f$38 )
+  );
+  \clln_paper_xor.edge31  edge31 (
+    .g(\g$309 ),
+    .g_next(\g_next$659 ),
+    .learn(control__learn),
+    .s_c(\s_c$356 ),
+    .s_f(\s_f$353 ),
+    .sat_dg(\sat_dg$521 ),
+    .sat_term(\sat_term$489 ),
+    .va_c(\vb_c$171 ),
+    .va_f(\vb_f$168 ),
+    .vb_c(\vb_c$51 ),
+    .vb_f(\vb_f$48 )
   );
   \clln_paper_xor.edge4  edge4 (
-    .g(\g$72 ),
-    .g_next(\g_next$539 ),
+    .g(\g$73 ),
+    .g_next(\g_next$632 ),
     .learn(control__learn),
-    .s_c(\s_c$365 ),
-    .s_f(\s_f$361 ),
-    .sat_dg(\sat_dg$493 ),
-    .sat_term(\sat_term$461 ),
-    .va_c(\va_c$68 ),
-    .va_f(\va_f$64 ),
-    .vb_c(\vb_c$70 ),
-    .vb_f(\vb_f$66 )
-  );
-  \clln_paper_xor.edge5  edge5 (
-    .g(\g$82 ),
-    .g_next(\g_next$540 ),
-    .learn(control__learn),
-    .s_c(\s_c$377 ),
-    .s_f(\s_f$373 ),
+    .s_c(\s_c$366 ),
+    .s_f(\s_f$362 ),
     .sat_dg(\sat_dg$494 ),
     .sat_term(\sat_term$462 ),
-    .va_c(\vb_c$70 ),
-    .va_f(\vb_f$66 ),
-    .vb_c(\vb_c$80 ),
-    .vb_f(\vb_f$77 )
+    .va_c(\va_c$69 ),
+    .va_f(\va_f$65 ),
+    .vb_c(\vb_c$71 ),
+    .vb_f(\vb_f$67 )
   );
-  \clln_paper_xor.edge6  edge6 (
-    .g(\g$92 ),
-    .g_next(\g_next$541 ),
+  \clln_paper_xor.edge5  edge5 (
+    .g(\g$83 ),
+    .g_next(\g_next$633 ),
     .learn(control__learn),
     .s_c(\s_c$378 ),
     .s_f(\s_f$374 ),
     .sat_dg(\sat_dg$495 ),
     .sat_term(\sat_term$463 ),
-    .va_c(\vb_c$80 ),
-    .va_f(\vb_f$77 ),
-    .vb_c(\vb_c$90 ),
-    .vb_f(\vb_f$87 )
+    .va_c(\vb_c$71 ),
+    .va_f(\vb_f$67 ),
+    .vb_c(\vb_c$81 ),
+    .vb_f(\vb_f$78 )
   );
-  \clln_paper_xor.edge7  edge7 (
-    .g(\g$100 ),
-    .g_next(\g_next$542 ),
+  \clln_paper_xor.edge6  edge6 (
+    .g(\g$93 ),
+    .g_next(\g_next$634 ),
     .learn(control__learn),
-    .s_c(\s_c$366 ),
-    .s_f(\s_f$362 ),
+    .s_c(\s_c$379 ),
+    .s_f(\s_f$375 ),
     .sat_dg(\sat_dg$496 ),
     .sat_term(\sat_term$464 ),
-    .va_c(\vb_c$90 ),
-    .va_f(\vb_f$87 ),
-    .vb_c(\va_c$68 ),
-    .vb_f(\va_f$64 )
+    .va_c(\vb_c$81 ),
+    .va_f(\vb_f$78 ),
+    .vb_c(\vb_c$91 ),
+    .vb_f(\vb_f$88 )
   );
-  \clln_paper_xor.edge8  edge8 (
-    .g(\g$112 ),
-    .g_next(\g_next$543 ),
+  \clln_paper_xor.edge7  edge7 (
+    .g(\g$101 ),
+    .g_next(\g_next$635 ),
     .learn(control__learn),
-    .s_c(\s_c$389 ),
-    .s_f(\s_f$385 ),
+    .s_c(\s_c$367 ),
+    .s_f(\s_f$363 ),
     .sat_dg(\sat_dg$497 ),
     .sat_term(\sat_term$465 ),
-    .va_c(\va_c$108 ),
-    .va_f(\va_f$104 ),
-    .vb_c(\vb_c$110 ),
-    .vb_f(\vb_f$106 )
+    .va_c(\vb_c$91 ),
+    .va_f(\vb_f$88 ),
+    .vb_c(\va_c$69 ),
+    .vb_f(\va_f$65 )
   );
-  \clln_paper_xor.edge9  edge9 (
-    .g(\g$122 ),
-    .g_next(\g_next$544 ),
+  \clln_paper_xor.edge8  edge8 (
+    .g(\g$113 ),
+    .g_next(\g_next$636 ),
     .learn(control__learn),
-    .s_c(\s_c$401 ),
-    .s_f(\s_f$397 ),
+    .s_c(\s_c$390 ),
+    .s_f(\s_f$386 ),
     .sat_dg(\sat_dg$498 ),
     .sat_term(\sat_term$466 ),
-    .va_c(\vb_c$110 ),
-    .va_f(\vb_f$106 ),
-    .vb_c(\vb_c$120 ),
-    .vb_f(\vb_f$117 )
+    .va_c(\va_c$109 ),
+    .va_f(\va_f$105 ),
+    .vb_c(\vb_c$111 ),
+    .vb_f(\vb_f$107 )
+  );
+  \clln_paper_xor.edge9  edge9 (
+    .g(\g$123 ),
+    .g_next(\g_next$637 ),
+    .learn(control__learn),
+    .s_c(\s_c$402 ),
+    .s_f(\s_f$398 ),
+    .sat_dg(\sat_dg$499 ),
+    .sat_term(\sat_term$467 ),
+    .va_c(\vb_c$111 ),
+    .va_f(\vb_f$107 ),
+    .vb_c(\vb_c$121 ),
+    .vb_f(\vb_f$118 )
   );
   \clln_paper_xor.node0  node0 (
     .acc_c_exact(accc0),
@@ -2113,1625 +2374,106 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   \clln_paper_xor.node1  node1 (
     .acc_c_exact(accc1),
     .acc_f_exact(accf1),
-    .flags(\flags$522 ),
+    .flags(\flags$523 ),
     .v_c(vb_c),
     .\v_c$20 (v_c_next),
     .v_f(vb_f),
-    .\v_f$9 (\v_f_next$568 )
+    .\v_f$9 (\v_f_next$538 )
   );
   \clln_paper_xor.node10  node10 (
     .acc_c_exact(accc10),
     .acc_f_exact(accf10),
-    .flags(\flags$529 ),
-    .v_c(\vb_c$120 ),
-    .v_f(\vb_f$117 ),
-    .\v_f$9 (\v_f_next$577 )
+    .flags(\flags$530 ),
+    .v_c(\vb_c$121 ),
+    .v_f(\vb_f$118 ),
+    .\v_f$9 (\v_f_next$565 )
   );
   \clln_paper_xor.node11  node11 (
     .acc_c_exact(accc11),
     .acc_f_exact(accf11),
-    .flags(\flags$530 ),
-    .v_c(\vb_c$130 ),
-    .\v_c$20 (\v_c_next$590 ),
-    .v_f(\vb_f$127 ),
-    .\v_f$9 (\v_f_next$578 )
+    .flags(\flags$531 ),
+    .v_c(\vb_c$131 ),
+    .\v_c$20 (\v_c_next$612 ),
+    .v_f(\vb_f$128 ),
+    .\v_f$9 (\v_f_next$568 )
   );
   \clln_paper_xor.node12  node12 (
     .acc_c_exact(accc12),
     .acc_f_exact(accf12),
-    .flags(\flags$531 ),
-    .v_c(\va_c$148 ),
-    .\v_c$20 (\v_c_next$591 ),
-    .v_f(\va_f$144 ),
-    .\v_f$9 (\v_f_next$579 )
+    .flags(\flags$532 ),
+    .v_c(\va_c$149 ),
+    .\v_c$20 (\v_c_next$615 ),
+    .v_f(\va_f$145 ),
+    .\v_f$9 (\v_f_next$571 )
   );
   \clln_paper_xor.node14  node14 (
     .acc_c_exact(accc14),
     .acc_f_exact(accf14),
-    .flags(\flags$532 ),
-    .v_c(\vb_c$160 ),
-    .\v_c$20 (\v_c_next$592 ),
-    .v_f(\vb_f$157 ),
-    .\v_f$9 (\v_f_next$581 )
+    .flags(\flags$533 ),
+    .v_c(\vb_c$161 ),
+    .\v_c$20 (\v_c_next$620 ),
+    .v_f(\vb_f$158 ),
+    .\v_f$9 (\v_f_next$577 )
   );
   \clln_paper_xor.node2  node2 (
     .acc_c_exact(accc2),
     .acc_f_exact(accf2),
-    .flags(\flags$523 ),
-    .v_c(\vb_c$40 ),
-    .\v_c$20 (\v_c_next$584 ),
-    .v_f(\vb_f$37 ),
-    .\v_f$9 (\v_f_next$569 )
+    .flags(\flags$524 ),
+    .v_c(\vb_c$41 ),
+    .\v_c$20 (\v_c_next$588 ),
+    .v_f(\vb_f$38 ),
+    .\v_f$9 (\v_f_next$541 )
   );
   \clln_paper_xor.node3  node3 (
     .acc_c_exact(accc3),
     .acc_f_exact(accf3),
-    .flags(\flags$524 ),
-    .v_c(\vb_c$50 ),
-    .\v_c$20 (\v_c_next$585 ),
-    .v_f(\vb_f$47 ),
-    .\v_f$9 (\v_f_next$570 )
+    .flags(\flags$525 ),
+    .v_c(\vb_c$51 ),
+    .\v_c$20 (\v_c_next$591 ),
+    .v_f(\vb_f$48 ),
+    .\v_f$9 (\v_f_next$544 )
   );
   \clln_paper_xor.node4  node4 (
     .acc_c_exact(accc4),
     .acc_f_exact(accf4),
-    .flags(\flags$525 ),
-    .v_c(\va_c$68 ),
-    .\v_c$20 (\v_c_next$586 ),
-    .v_f(\va_f$64 ),
-    .\v_f$9 (\v_f_next$571 )
+    .flags(\flags$526 ),
+    .v_c(\va_c$69 ),
+    .\v_c$20 (\v_c_next$594 ),
+    .v_f(\va_f$65 ),
+    .\v_f$9 (\v_f_next$547 )
   );
   \clln_paper_xor.node6  node6 (
     .acc_c_exact(accc6),
     .acc_f_exact(accf6),
-    .flags(\flags$526 ),
-    .v_c(\vb_c$80 ),
-    .\v_c$20 (\v_c_next$587 ),
-    .v_f(\vb_f$77 ),
-    .\v_f$9 (\v_f_next$573 )
+    .flags(\flags$527 ),
+    .v_c(\vb_c$81 ),
+    .\v_c$20 (\v_c_next$599 ),
+    .v_f(\vb_f$78 ),
+    .\v_f$9 (\v_f_next$553 )
   );
   \clln_paper_xor.node8  node8 (
     .acc_c_exact(accc8),
     .acc_f_exact(accf8),
-    .flags(\flags$527 ),
-    .v_c(\va_c$108 ),
-    .\v_c$20 (\v_c_next$588 ),
-    .v_f(\va_f$104 ),
-    .\v_f$9 (\v_f_next$575 )
+    .flags(\flags$528 ),
+    .v_c(\va_c$109 ),
+    .\v_c$20 (\v_c_next$604 ),
+    .v_f(\va_f$105 ),
+    .\v_f$9 (\v_f_next$559 )
   );
   \clln_paper_xor.node9  node9 (
     .acc_c_exact(accc9),
     .acc_f_exact(accf9),
-    .flags(\flags$528 ),
-    .v_c(\vb_c$110 ),
-    .\v_c$20 (\v_c_next$589 ),
-    .v_f(\vb_f$106 ),
-    .\v_f$9 (\v_f_next$576 )
+    .flags(\flags$529 ),
+    .v_c(\vb_c$111 ),
+    .\v_c$20 (\v_c_next$607 ),
+    .v_f(\vb_f$107 ),
+    .\v_f$9 (\v_f_next$562 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$319  = g;
+    \$414  = \g$309 ;
     if (control__run) begin
-      \$319  = g_next;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            \$319  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$319  = 23'h1a30ff;
-    end
-    if (rst) begin
-      \$319  = 23'h1a30ff;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$320  = \g$42 ;
-    if (control__run) begin
-      \$320  = \g_next$536 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            \$320  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$320  = 23'h14510c;
-    end
-    if (rst) begin
-      \$320  = 23'h14510c;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$321  = \g$52 ;
-    if (control__run) begin
-      \$321  = \g_next$537 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            \$321  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$321  = 23'h10a7d4;
-    end
-    if (rst) begin
-      \$321  = 23'h10a7d4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$322  = \g$60 ;
-    if (control__run) begin
-      \$322  = \g_next$538 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            \$322  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$322  = 23'h1043b2;
-    end
-    if (rst) begin
-      \$322  = 23'h1043b2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$323  = \g$72 ;
-    if (control__run) begin
-      \$323  = \g_next$539 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            \$323  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$323  = 23'h1d0328;
-    end
-    if (rst) begin
-      \$323  = 23'h1d0328;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$324  = \g$82 ;
-    if (control__run) begin
-      \$324  = \g_next$540 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            \$324  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$324  = 23'h1e9aa6;
-    end
-    if (rst) begin
-      \$324  = 23'h1e9aa6;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$325  = \g$92 ;
-    if (control__run) begin
-      \$325  = \g_next$541 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            \$325  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$325  = 23'h19b4c8;
-    end
-    if (rst) begin
-      \$325  = 23'h19b4c8;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$326  = \g$100 ;
-    if (control__run) begin
-      \$326  = \g_next$542 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            \$326  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$326  = 23'h1bac05;
-    end
-    if (rst) begin
-      \$326  = 23'h1bac05;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$327  = \g$112 ;
-    if (control__run) begin
-      \$327  = \g_next$543 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            \$327  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$327  = 23'h18b2b0;
-    end
-    if (rst) begin
-      \$327  = 23'h18b2b0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$328  = \g$122 ;
-    if (control__run) begin
-      \$328  = \g_next$544 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            \$328  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$328  = 23'h1ef60f;
-    end
-    if (rst) begin
-      \$328  = 23'h1ef60f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$329  = \g$132 ;
-    if (control__run) begin
-      \$329  = \g_next$545 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            \$329  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$329  = 23'h1d0dbc;
-    end
-    if (rst) begin
-      \$329  = 23'h1d0dbc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$330  = \g$140 ;
-    if (control__run) begin
-      \$330  = \g_next$546 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            \$330  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$330  = 23'h100b38;
-    end
-    if (rst) begin
-      \$330  = 23'h100b38;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$331  = \g$152 ;
-    if (control__run) begin
-      \$331  = \g_next$547 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            \$331  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$331  = 23'h1db7ee;
-    end
-    if (rst) begin
-      \$331  = 23'h1db7ee;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$332  = \g$162 ;
-    if (control__run) begin
-      \$332  = \g_next$548 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            \$332  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$332  = 23'h108991;
-    end
-    if (rst) begin
-      \$332  = 23'h108991;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$333  = \g$172 ;
-    if (control__run) begin
-      \$333  = \g_next$549 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            \$333  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$333  = 23'h1bacab;
-    end
-    if (rst) begin
-      \$333  = 23'h1bacab;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$334  = \g$180 ;
-    if (control__run) begin
-      \$334  = \g_next$550 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            \$334  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$334  = 23'h12cf7c;
-    end
-    if (rst) begin
-      \$334  = 23'h12cf7c;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$335  = \g$188 ;
-    if (control__run) begin
-      \$335  = \g_next$551 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            \$335  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$335  = 23'h1dcf95;
-    end
-    if (rst) begin
-      \$335  = 23'h1dcf95;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$336  = \g$196 ;
-    if (control__run) begin
-      \$336  = \g_next$552 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            \$336  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$336  = 23'h18a9d3;
-    end
-    if (rst) begin
-      \$336  = 23'h18a9d3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$337  = \g$204 ;
-    if (control__run) begin
-      \$337  = \g_next$553 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            \$337  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$337  = 23'h14cb9f;
-    end
-    if (rst) begin
-      \$337  = 23'h14cb9f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$338  = \g$212 ;
-    if (control__run) begin
-      \$338  = \g_next$554 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            \$338  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$338  = 23'h16c354;
-    end
-    if (rst) begin
-      \$338  = 23'h16c354;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$339  = \g$220 ;
-    if (control__run) begin
-      \$339  = \g_next$555 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            \$339  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$339  = 23'h1073ff;
-    end
-    if (rst) begin
-      \$339  = 23'h1073ff;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$340  = \g$228 ;
-    if (control__run) begin
-      \$340  = \g_next$556 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            \$340  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$340  = 23'h11fd10;
-    end
-    if (rst) begin
-      \$340  = 23'h11fd10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$341  = \g$236 ;
-    if (control__run) begin
-      \$341  = \g_next$557 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            \$341  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$341  = 23'h1abae1;
-    end
-    if (rst) begin
-      \$341  = 23'h1abae1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$342  = \g$244 ;
-    if (control__run) begin
-      \$342  = \g_next$558 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            \$342  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$342  = 23'h1a5ae3;
-    end
-    if (rst) begin
-      \$342  = 23'h1a5ae3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$343  = \g$252 ;
-    if (control__run) begin
-      \$343  = \g_next$559 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            \$343  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$343  = 23'h19d89e;
-    end
-    if (rst) begin
-      \$343  = 23'h19d89e;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$344  = \g$260 ;
-    if (control__run) begin
-      \$344  = \g_next$560 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            \$344  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$344  = 23'h16238b;
-    end
-    if (rst) begin
-      \$344  = 23'h16238b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$345  = \g$268 ;
-    if (control__run) begin
-      \$345  = \g_next$561 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            \$345  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$345  = 23'h1ff492;
-    end
-    if (rst) begin
-      \$345  = 23'h1ff492;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$346  = \g$276 ;
-    if (control__run) begin
-      \$346  = \g_next$562 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            /* empty */;
-        5'h1b:
-            \$346  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$346  = 23'h1fb180;
-    end
-    if (rst) begin
-      \$346  = 23'h1fb180;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$347  = \g$284 ;
-    if (control__run) begin
-      \$347  = \g_next$563 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            /* empty */;
-        5'h1b:
-            /* empty */;
-        5'h1c:
-            \$347  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$347  = 23'h1af7fb;
-    end
-    if (rst) begin
-      \$347  = 23'h1af7fb;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$348  = \g$292 ;
-    if (control__run) begin
-      \$348  = \g_next$564 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            /* empty */;
-        5'h1b:
-            /* empty */;
-        5'h1c:
-            /* empty */;
-        5'h1d:
-            \$348  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$348  = 23'h1a6848;
-    end
-    if (rst) begin
-      \$348  = 23'h1a6848;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$349  = \g$300 ;
-    if (control__run) begin
-      \$349  = \g_next$565 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            /* empty */;
-        5'h1b:
-            /* empty */;
-        5'h1c:
-            /* empty */;
-        5'h1d:
-            /* empty */;
-        5'h1e:
-            \$349  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$349  = 23'h1b03e1;
-    end
-    if (rst) begin
-      \$349  = 23'h1b03e1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$350  = \g$308 ;
-    if (control__run) begin
-      \$350  = \g_next$566 ;
+      \$414  = \g_next$659 ;
     end
     if (gate__we) begin
       (* full_case = 32'd1 *)
@@ -3799,498 +2541,498 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h1e:
             /* empty */;
         5'h1f:
-            \$350  = gate__data;
+            \$414  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$350  = 23'h163906;
+      \$414  = 23'h163906;
     end
     if (rst) begin
-      \$350  = 23'h163906;
+      \$414  = 23'h163906;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$351  = va_f;
+    \$415  = va_f;
     if (control__tick_done) begin
-      \$351  = v_f_next;
+      \$415  = v_f_next;
     end
     if (control__clear) begin
-      \$351  = 17'h00000;
+      \$415  = 17'h00000;
     end
     if (rst) begin
-      \$351  = 17'h00000;
+      \$415  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$352  = vb_f;
+    \$416  = vb_f;
     if (control__tick_done) begin
-      \$352  = \v_f_next$568 ;
+      \$416  = \v_f_next$538 ;
     end
     if (control__clear) begin
-      \$352  = 17'h00000;
+      \$416  = 17'h00000;
     end
     if (rst) begin
-      \$352  = 17'h00000;
+      \$416  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$353  = \vb_f$37 ;
+    \$417  = \vb_f$38 ;
     if (control__tick_done) begin
-      \$353  = \v_f_next$569 ;
+      \$417  = \v_f_next$541 ;
     end
     if (control__clear) begin
-      \$353  = 17'h00000;
+      \$417  = 17'h00000;
     end
     if (rst) begin
-      \$353  = 17'h00000;
+      \$417  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$354  = \vb_f$47 ;
+    \$418  = \vb_f$48 ;
     if (control__tick_done) begin
-      \$354  = \v_f_next$570 ;
+      \$418  = \v_f_next$544 ;
     end
     if (control__clear) begin
-      \$354  = 17'h00000;
+      \$418  = 17'h00000;
     end
     if (rst) begin
-      \$354  = 17'h00000;
+      \$418  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$355  = \va_f$64 ;
+    \$419  = \va_f$65 ;
     if (control__tick_done) begin
-      \$355  = \v_f_next$571 ;
+      \$419  = \v_f_next$547 ;
     end
     if (control__clear) begin
-      \$355  = 17'h00000;
+      \$419  = 17'h00000;
     end
     if (rst) begin
-      \$355  = 17'h00000;
+      \$419  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$356  = \vb_f$66 ;
+    \$420  = \vb_f$67 ;
     if (control__tick_done) begin
-      \$356  = drive2;
+      \$420  = drive2;
     end
     if (control__clear) begin
-      \$356  = 17'h00000;
+      \$420  = 17'h00000;
     end
     if (rst) begin
-      \$356  = 17'h00000;
+      \$420  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$357  = \vb_f$77 ;
+    \$421  = \vb_f$78 ;
     if (control__tick_done) begin
-      \$357  = \v_f_next$573 ;
+      \$421  = \v_f_next$553 ;
     end
     if (control__clear) begin
-      \$357  = 17'h00000;
+      \$421  = 17'h00000;
     end
     if (rst) begin
-      \$357  = 17'h00000;
+      \$421  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$358  = \vb_f$87 ;
+    \$422  = \vb_f$88 ;
     if (control__tick_done) begin
-      \$358  = drive3;
+      \$422  = drive3;
     end
     if (control__clear) begin
-      \$358  = 17'h00000;
+      \$422  = 17'h00000;
     end
     if (rst) begin
-      \$358  = 17'h00000;
+      \$422  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$359  = \va_f$104 ;
+    \$423  = \va_f$105 ;
     if (control__tick_done) begin
-      \$359  = \v_f_next$575 ;
+      \$423  = \v_f_next$559 ;
     end
     if (control__clear) begin
-      \$359  = 17'h00000;
+      \$423  = 17'h00000;
     end
     if (rst) begin
-      \$359  = 17'h00000;
+      \$423  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$360  = \vb_f$106 ;
+    \$424  = \vb_f$107 ;
     if (control__tick_done) begin
-      \$360  = \v_f_next$576 ;
+      \$424  = \v_f_next$562 ;
     end
     if (control__clear) begin
-      \$360  = 17'h00000;
+      \$424  = 17'h00000;
     end
     if (rst) begin
-      \$360  = 17'h00000;
+      \$424  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$361  = \vb_f$117 ;
+    \$425  = \vb_f$118 ;
     if (control__tick_done) begin
-      \$361  = \v_f_next$577 ;
+      \$425  = \v_f_next$565 ;
     end
     if (control__clear) begin
-      \$361  = 17'h00000;
+      \$425  = 17'h00000;
     end
     if (rst) begin
-      \$361  = 17'h00000;
+      \$425  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$362  = \vb_f$127 ;
+    \$426  = \vb_f$128 ;
     if (control__tick_done) begin
-      \$362  = \v_f_next$578 ;
+      \$426  = \v_f_next$568 ;
     end
     if (control__clear) begin
-      \$362  = 17'h00000;
+      \$426  = 17'h00000;
     end
     if (rst) begin
-      \$362  = 17'h00000;
+      \$426  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$363  = \va_f$144 ;
+    \$427  = \va_f$145 ;
     if (control__tick_done) begin
-      \$363  = \v_f_next$579 ;
+      \$427  = \v_f_next$571 ;
     end
     if (control__clear) begin
-      \$363  = 17'h00000;
+      \$427  = 17'h00000;
     end
     if (rst) begin
-      \$363  = 17'h00000;
+      \$427  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$364  = \vb_f$146 ;
+    \$428  = \vb_f$147 ;
     if (control__tick_done) begin
-      \$364  = drive1;
+      \$428  = drive1;
     end
     if (control__clear) begin
-      \$364  = 17'h00000;
+      \$428  = 17'h00000;
     end
     if (rst) begin
-      \$364  = 17'h00000;
+      \$428  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$365  = \vb_f$157 ;
+    \$429  = \vb_f$158 ;
     if (control__tick_done) begin
-      \$365  = \v_f_next$581 ;
+      \$429  = \v_f_next$577 ;
     end
     if (control__clear) begin
-      \$365  = 17'h00000;
+      \$429  = 17'h00000;
     end
     if (rst) begin
-      \$365  = 17'h00000;
+      \$429  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$366  = \vb_f$167 ;
+    \$430  = \vb_f$168 ;
     if (control__tick_done) begin
-      \$366  = drive0;
+      \$430  = drive0;
     end
     if (control__clear) begin
-      \$366  = 17'h00000;
+      \$430  = 17'h00000;
     end
     if (rst) begin
-      \$366  = 17'h00000;
+      \$430  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$367  = va_c;
+    \$431  = va_c;
     if (control__tick_done) begin
-      \$367  = \$135 [16:0];
+      \$431  = \$135 [16:0];
     end
     if (control__clear) begin
-      \$367  = 17'h00000;
+      \$431  = 17'h00000;
     end
     if (rst) begin
-      \$367  = 17'h00000;
+      \$431  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$368  = vb_c;
+    \$432  = vb_c;
     if (control__tick_done) begin
-      \$368  = v_c_next;
+      \$432  = v_c_next;
     end
     if (control__clear) begin
-      \$368  = 17'h00000;
+      \$432  = 17'h00000;
     end
     if (rst) begin
-      \$368  = 17'h00000;
+      \$432  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$369  = \vb_c$40 ;
+    \$433  = \vb_c$41 ;
     if (control__tick_done) begin
-      \$369  = \v_c_next$584 ;
+      \$433  = \v_c_next$588 ;
     end
     if (control__clear) begin
-      \$369  = 17'h00000;
+      \$433  = 17'h00000;
     end
     if (rst) begin
-      \$369  = 17'h00000;
+      \$433  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$370  = \vb_c$50 ;
+    \$434  = \vb_c$51 ;
     if (control__tick_done) begin
-      \$370  = \v_c_next$585 ;
+      \$434  = \v_c_next$591 ;
     end
     if (control__clear) begin
-      \$370  = 17'h00000;
+      \$434  = 17'h00000;
     end
     if (rst) begin
-      \$370  = 17'h00000;
+      \$434  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$371  = \va_c$68 ;
+    \$435  = \va_c$69 ;
     if (control__tick_done) begin
-      \$371  = \v_c_next$586 ;
+      \$435  = \v_c_next$594 ;
     end
     if (control__clear) begin
-      \$371  = 17'h00000;
+      \$435  = 17'h00000;
     end
     if (rst) begin
-      \$371  = 17'h00000;
+      \$435  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$372  = \vb_c$70 ;
+    \$436  = \vb_c$71 ;
     if (control__tick_done) begin
-      \$372  = drive2;
+      \$436  = drive2;
     end
     if (control__clear) begin
-      \$372  = 17'h00000;
+      \$436  = 17'h00000;
     end
     if (rst) begin
-      \$372  = 17'h00000;
+      \$436  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$373  = \vb_c$80 ;
+    \$437  = \vb_c$81 ;
     if (control__tick_done) begin
-      \$373  = \v_c_next$587 ;
+      \$437  = \v_c_next$599 ;
     end
     if (control__clear) begin
-      \$373  = 17'h00000;
+      \$437  = 17'h00000;
     end
     if (rst) begin
-      \$373  = 17'h00000;
+      \$437  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$374  = \vb_c$90 ;
+    \$438  = \vb_c$91 ;
     if (control__tick_done) begin
-      \$374  = drive3;
+      \$438  = drive3;
     end
     if (control__clear) begin
-      \$374  = 17'h00000;
+      \$438  = 17'h00000;
     end
     if (rst) begin
-      \$374  = 17'h00000;
+      \$438  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$375  = \va_c$108 ;
+    \$439  = \va_c$109 ;
     if (control__tick_done) begin
-      \$375  = \v_c_next$588 ;
+      \$439  = \v_c_next$604 ;
     end
     if (control__clear) begin
-      \$375  = 17'h00000;
+      \$439  = 17'h00000;
     end
     if (rst) begin
-      \$375  = 17'h00000;
+      \$439  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$376  = \vb_c$110 ;
+    \$440  = \vb_c$111 ;
     if (control__tick_done) begin
-      \$376  = \v_c_next$589 ;
+      \$440  = \v_c_next$607 ;
     end
     if (control__clear) begin
-      \$376  = 17'h00000;
+      \$440  = 17'h00000;
     end
     if (rst) begin
-      \$376  = 17'h00000;
+      \$440  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$377  = \vb_c$120 ;
+    \$441  = \vb_c$121 ;
     if (control__tick_done) begin
-      \$377  = \$121 [16:0];
+      \$441  = \$121 [16:0];
     end
     if (control__clear) begin
-      \$377  = 17'h00000;
+      \$441  = 17'h00000;
     end
     if (rst) begin
-      \$377  = 17'h00000;
+      \$441  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$378  = \vb_c$130 ;
+    \$442  = \vb_c$131 ;
     if (control__tick_done) begin
-      \$378  = \v_c_next$590 ;
+      \$442  = \v_c_next$612 ;
     end
     if (control__clear) begin
-      \$378  = 17'h00000;
+      \$442  = 17'h00000;
     end
     if (rst) begin
-      \$378  = 17'h00000;
+      \$442  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$379  = \va_c$148 ;
+    \$443  = \va_c$149 ;
     if (control__tick_done) begin
-      \$379  = \v_c_next$591 ;
+      \$443  = \v_c_next$615 ;
     end
     if (control__clear) begin
-      \$379  = 17'h00000;
+      \$443  = 17'h00000;
     end
     if (rst) begin
-      \$379  = 17'h00000;
+      \$443  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$380  = \vb_c$150 ;
+    \$444  = \vb_c$151 ;
     if (control__tick_done) begin
-      \$380  = drive1;
+      \$444  = drive1;
     end
     if (control__clear) begin
-      \$380  = 17'h00000;
+      \$444  = 17'h00000;
     end
     if (rst) begin
-      \$380  = 17'h00000;
+      \$444  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$381  = \vb_c$160 ;
+    \$445  = \vb_c$161 ;
     if (control__tick_done) begin
-      \$381  = \v_c_next$592 ;
+      \$445  = \v_c_next$620 ;
     end
     if (control__clear) begin
-      \$381  = 17'h00000;
+      \$445  = 17'h00000;
     end
     if (rst) begin
-      \$381  = 17'h00000;
+      \$445  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$382  = \vb_c$170 ;
+    \$446  = \vb_c$171 ;
     if (control__tick_done) begin
-      \$382  = drive0;
+      \$446  = drive0;
     end
     if (control__clear) begin
-      \$382  = 17'h00000;
+      \$446  = 17'h00000;
     end
     if (rst) begin
-      \$382  = 17'h00000;
+      \$446  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$383  = status__sat_flags;
+    \$447  = status__sat_flags;
     if (control__run) begin
-      \$383  = \$286 ;
+      \$447  = \$350 ;
     end
     if (status__clear_flags) begin
-      \$383  = 5'h00;
+      \$447  = 5'h00;
     end
     if (control__clear) begin
-      \$383  = 5'h00;
+      \$447  = 5'h00;
     end
     if (rst) begin
-      \$383  = 5'h00;
+      \$447  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$384  = status__ticks;
+    \$448  = status__ticks;
     if (control__tick_done) begin
-      \$384  = \$287 [31:0];
+      \$448  = \$351 [31:0];
     end
     if (control__clear) begin
-      \$384  = 32'd0;
+      \$448  = 32'd0;
     end
     if (rst) begin
-      \$384  = 32'd0;
+      \$448  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$385  = drive0;
+    \$449  = drive0;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
-            \$385  = control__sample_data;
+            \$449  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$385  = 17'h00000;
+      \$449  = 17'h00000;
     end
     if (rst) begin
-      \$385  = 17'h00000;
+      \$449  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$386  = drive1;
+    \$450  = drive1;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
             /* empty */;
         3'h1:
-            \$386  = control__sample_data;
+            \$450  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$386  = 17'h00000;
+      \$450  = 17'h00000;
     end
     if (rst) begin
-      \$386  = 17'h00000;
+      \$450  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$387  = drive2;
+    \$451  = drive2;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
@@ -4298,19 +3040,19 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         3'h1:
             /* empty */;
         3'h2:
-            \$387  = control__sample_data;
+            \$451  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$387  = 17'h01c29;
+      \$451  = 17'h01c29;
     end
     if (rst) begin
-      \$387  = 17'h01c29;
+      \$451  = 17'h01c29;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$388  = drive3;
+    \$452  = drive3;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
@@ -4320,19 +3062,19 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         3'h2:
             /* empty */;
         3'h3:
-            \$388  = control__sample_data;
+            \$452  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$388  = 17'h0547b;
+      \$452  = 17'h0547b;
     end
     if (rst) begin
-      \$388  = 17'h0547b;
+      \$452  = 17'h0547b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$389  = target0;
+    \$453  = target0;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
@@ -4344,24 +3086,1543 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         3'h3:
             /* empty */;
         3'h4:
-            \$389  = control__sample_data;
+            \$453  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$389  = 17'h00000;
+      \$453  = 17'h00000;
     end
     if (rst) begin
-      \$389  = 17'h00000;
+      \$453  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$390  = \$318 ;
+    \$454  = \$382 ;
     if (control__clear) begin
-      \$390  = 23'h000000;
+      \$454  = 23'h000000;
     end
     if (rst) begin
-      \$390  = 23'h000000;
+      \$454  = 23'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$383  = g;
+    if (control__run) begin
+      \$383  = g_next;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            \$383  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$383  = 23'h1a30ff;
+    end
+    if (rst) begin
+      \$383  = 23'h1a30ff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$384  = \g$43 ;
+    if (control__run) begin
+      \$384  = \g_next$629 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            \$384  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$384  = 23'h14510c;
+    end
+    if (rst) begin
+      \$384  = 23'h14510c;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$385  = \g$53 ;
+    if (control__run) begin
+      \$385  = \g_next$630 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            \$385  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$385  = 23'h10a7d4;
+    end
+    if (rst) begin
+      \$385  = 23'h10a7d4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$386  = \g$61 ;
+    if (control__run) begin
+      \$386  = \g_next$631 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            \$386  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$386  = 23'h1043b2;
+    end
+    if (rst) begin
+      \$386  = 23'h1043b2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$387  = \g$73 ;
+    if (control__run) begin
+      \$387  = \g_next$632 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            \$387  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$387  = 23'h1d0328;
+    end
+    if (rst) begin
+      \$387  = 23'h1d0328;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$388  = \g$83 ;
+    if (control__run) begin
+      \$388  = \g_next$633 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            \$388  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$388  = 23'h1e9aa6;
+    end
+    if (rst) begin
+      \$388  = 23'h1e9aa6;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$389  = \g$93 ;
+    if (control__run) begin
+      \$389  = \g_next$634 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            \$389  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$389  = 23'h19b4c8;
+    end
+    if (rst) begin
+      \$389  = 23'h19b4c8;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$390  = \g$101 ;
+    if (control__run) begin
+      \$390  = \g_next$635 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            \$390  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$390  = 23'h1bac05;
+    end
+    if (rst) begin
+      \$390  = 23'h1bac05;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$391  = \g$113 ;
+    if (control__run) begin
+      \$391  = \g_next$636 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            \$391  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$391  = 23'h18b2b0;
+    end
+    if (rst) begin
+      \$391  = 23'h18b2b0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$392  = \g$123 ;
+    if (control__run) begin
+      \$392  = \g_next$637 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            \$392  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$392  = 23'h1ef60f;
+    end
+    if (rst) begin
+      \$392  = 23'h1ef60f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$393  = \g$133 ;
+    if (control__run) begin
+      \$393  = \g_next$638 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            \$393  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$393  = 23'h1d0dbc;
+    end
+    if (rst) begin
+      \$393  = 23'h1d0dbc;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$394  = \g$141 ;
+    if (control__run) begin
+      \$394  = \g_next$639 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            \$394  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$394  = 23'h100b38;
+    end
+    if (rst) begin
+      \$394  = 23'h100b38;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$395  = \g$153 ;
+    if (control__run) begin
+      \$395  = \g_next$640 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            \$395  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$395  = 23'h1db7ee;
+    end
+    if (rst) begin
+      \$395  = 23'h1db7ee;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$396  = \g$163 ;
+    if (control__run) begin
+      \$396  = \g_next$641 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            \$396  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$396  = 23'h108991;
+    end
+    if (rst) begin
+      \$396  = 23'h108991;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$397  = \g$173 ;
+    if (control__run) begin
+      \$397  = \g_next$642 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            \$397  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$397  = 23'h1bacab;
+    end
+    if (rst) begin
+      \$397  = 23'h1bacab;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$398  = \g$181 ;
+    if (control__run) begin
+      \$398  = \g_next$643 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            \$398  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$398  = 23'h12cf7c;
+    end
+    if (rst) begin
+      \$398  = 23'h12cf7c;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$399  = \g$189 ;
+    if (control__run) begin
+      \$399  = \g_next$644 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            \$399  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$399  = 23'h1dcf95;
+    end
+    if (rst) begin
+      \$399  = 23'h1dcf95;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$400  = \g$197 ;
+    if (control__run) begin
+      \$400  = \g_next$645 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            \$400  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$400  = 23'h18a9d3;
+    end
+    if (rst) begin
+      \$400  = 23'h18a9d3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$401  = \g$205 ;
+    if (control__run) begin
+      \$401  = \g_next$646 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            \$401  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$401  = 23'h14cb9f;
+    end
+    if (rst) begin
+      \$401  = 23'h14cb9f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$402  = \g$213 ;
+    if (control__run) begin
+      \$402  = \g_next$647 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            \$402  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$402  = 23'h16c354;
+    end
+    if (rst) begin
+      \$402  = 23'h16c354;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$403  = \g$221 ;
+    if (control__run) begin
+      \$403  = \g_next$648 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            \$403  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$403  = 23'h1073ff;
+    end
+    if (rst) begin
+      \$403  = 23'h1073ff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$404  = \g$229 ;
+    if (control__run) begin
+      \$404  = \g_next$649 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            \$404  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$404  = 23'h11fd10;
+    end
+    if (rst) begin
+      \$404  = 23'h11fd10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$405  = \g$237 ;
+    if (control__run) begin
+      \$405  = \g_next$650 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            \$405  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$405  = 23'h1abae1;
+    end
+    if (rst) begin
+      \$405  = 23'h1abae1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$406  = \g$245 ;
+    if (control__run) begin
+      \$406  = \g_next$651 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            \$406  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$406  = 23'h1a5ae3;
+    end
+    if (rst) begin
+      \$406  = 23'h1a5ae3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$407  = \g$253 ;
+    if (control__run) begin
+      \$407  = \g_next$652 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            \$407  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$407  = 23'h19d89e;
+    end
+    if (rst) begin
+      \$407  = 23'h19d89e;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$408  = \g$261 ;
+    if (control__run) begin
+      \$408  = \g_next$653 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            \$408  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$408  = 23'h16238b;
+    end
+    if (rst) begin
+      \$408  = 23'h16238b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$409  = \g$269 ;
+    if (control__run) begin
+      \$409  = \g_next$654 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            \$409  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$409  = 23'h1ff492;
+    end
+    if (rst) begin
+      \$409  = 23'h1ff492;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$410  = \g$277 ;
+    if (control__run) begin
+      \$410  = \g_next$655 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            /* empty */;
+        5'h1b:
+            \$410  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$410  = 23'h1fb180;
+    end
+    if (rst) begin
+      \$410  = 23'h1fb180;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$411  = \g$285 ;
+    if (control__run) begin
+      \$411  = \g_next$656 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            /* empty */;
+        5'h1b:
+            /* empty */;
+        5'h1c:
+            \$411  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$411  = 23'h1af7fb;
+    end
+    if (rst) begin
+      \$411  = 23'h1af7fb;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$412  = \g$293 ;
+    if (control__run) begin
+      \$412  = \g_next$657 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            /* empty */;
+        5'h1b:
+            /* empty */;
+        5'h1c:
+            /* empty */;
+        5'h1d:
+            \$412  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$412  = 23'h1a6848;
+    end
+    if (rst) begin
+      \$412  = 23'h1a6848;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$413  = \g$301 ;
+    if (control__run) begin
+      \$413  = \g_next$658 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            /* empty */;
+        5'h1b:
+            /* empty */;
+        5'h1c:
+            /* empty */;
+        5'h1d:
+            /* empty */;
+        5'h1e:
+            \$413  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$413  = 23'h1b03e1;
+    end
+    if (rst) begin
+      \$413  = 23'h1b03e1;
     end
   end
   assign commit = control__tick_done;
@@ -4372,276 +4633,277 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign g0 = g;
   assign vt = 17'h09eb8;
   assign learn = control__learn;
-  assign \va_f$36  = vb_f;
-  assign vf2 = \vb_f$37 ;
-  assign \va_c$39  = vb_c;
-  assign vc2 = \vb_c$40 ;
-  assign g1 = \g$42 ;
-  assign \vt$44  = 17'h09eb8;
-  assign \learn$45  = control__learn;
-  assign \va_f$46  = \vb_f$37 ;
-  assign vf3 = \vb_f$47 ;
-  assign \va_c$49  = \vb_c$40 ;
-  assign vc3 = \vb_c$50 ;
-  assign g2 = \g$52 ;
-  assign \vt$54  = 17'h09eb8;
-  assign \learn$55  = control__learn;
-  assign \va_f$56  = \vb_f$47 ;
-  assign \vb_f$57  = va_f;
-  assign \va_c$58  = \vb_c$50 ;
-  assign \vb_c$59  = va_c;
-  assign g3 = \g$60 ;
-  assign \vt$62  = 17'h09eb8;
-  assign \learn$63  = control__learn;
-  assign vf4 = \va_f$64 ;
-  assign vf5 = \vb_f$66 ;
-  assign vc4 = \va_c$68 ;
-  assign vc5 = \vb_c$70 ;
-  assign g4 = \g$72 ;
-  assign \vt$74  = 17'h09eb8;
-  assign \learn$75  = control__learn;
-  assign \va_f$76  = \vb_f$66 ;
-  assign vf6 = \vb_f$77 ;
-  assign \va_c$79  = \vb_c$70 ;
-  assign vc6 = \vb_c$80 ;
-  assign g5 = \g$82 ;
-  assign \vt$84  = 17'h09eb8;
-  assign \learn$85  = control__learn;
-  assign \va_f$86  = \vb_f$77 ;
-  assign vf7 = \vb_f$87 ;
-  assign \va_c$89  = \vb_c$80 ;
-  assign vc7 = \vb_c$90 ;
-  assign g6 = \g$92 ;
-  assign \vt$94  = 17'h09eb8;
-  assign \learn$95  = control__learn;
-  assign \va_f$96  = \vb_f$87 ;
-  assign \vb_f$97  = \va_f$64 ;
-  assign \va_c$98  = \vb_c$90 ;
-  assign \vb_c$99  = \va_c$68 ;
-  assign g7 = \g$100 ;
-  assign \vt$102  = 17'h09eb8;
-  assign \learn$103  = control__learn;
-  assign vf8 = \va_f$104 ;
-  assign vf9 = \vb_f$106 ;
-  assign vc8 = \va_c$108 ;
-  assign vc9 = \vb_c$110 ;
-  assign g8 = \g$112 ;
-  assign \vt$114  = 17'h09eb8;
-  assign \learn$115  = control__learn;
-  assign \va_f$116  = \vb_f$106 ;
-  assign vf10 = \vb_f$117 ;
-  assign \va_c$119  = \vb_c$110 ;
-  assign vc10 = \vb_c$120 ;
-  assign g9 = \g$122 ;
-  assign \vt$124  = 17'h09eb8;
-  assign \learn$125  = control__learn;
-  assign \va_f$126  = \vb_f$117 ;
-  assign vf11 = \vb_f$127 ;
-  assign \va_c$129  = \vb_c$120 ;
-  assign vc11 = \vb_c$130 ;
-  assign g10 = \g$132 ;
-  assign \vt$134  = 17'h09eb8;
-  assign \learn$135  = control__learn;
-  assign \va_f$136  = \vb_f$127 ;
-  assign \vb_f$137  = \va_f$104 ;
-  assign \va_c$138  = \vb_c$130 ;
-  assign \vb_c$139  = \va_c$108 ;
-  assign g11 = \g$140 ;
-  assign \vt$142  = 17'h09eb8;
-  assign \learn$143  = control__learn;
-  assign vf12 = \va_f$144 ;
-  assign vf13 = \vb_f$146 ;
-  assign vc12 = \va_c$148 ;
-  assign vc13 = \vb_c$150 ;
-  assign g12 = \g$152 ;
-  assign \vt$154  = 17'h09eb8;
-  assign \learn$155  = control__learn;
-  assign \va_f$156  = \vb_f$146 ;
-  assign vf14 = \vb_f$157 ;
-  assign \va_c$159  = \vb_c$150 ;
-  assign vc14 = \vb_c$160 ;
-  assign g13 = \g$162 ;
-  assign \vt$164  = 17'h09eb8;
-  assign \learn$165  = control__learn;
-  assign \va_f$166  = \vb_f$157 ;
-  assign vf15 = \vb_f$167 ;
-  assign \va_c$169  = \vb_c$160 ;
-  assign vc15 = \vb_c$170 ;
-  assign g14 = \g$172 ;
-  assign \vt$174  = 17'h09eb8;
-  assign \learn$175  = control__learn;
-  assign \va_f$176  = \vb_f$167 ;
-  assign \vb_f$177  = \va_f$144 ;
-  assign \va_c$178  = \vb_c$170 ;
-  assign \vb_c$179  = \va_c$148 ;
-  assign g15 = \g$180 ;
-  assign \vt$182  = 17'h09eb8;
-  assign \learn$183  = control__learn;
-  assign \va_f$184  = va_f;
-  assign \vb_f$185  = \va_f$64 ;
-  assign \va_c$186  = va_c;
-  assign \vb_c$187  = \va_c$68 ;
-  assign g16 = \g$188 ;
-  assign \vt$190  = 17'h09eb8;
-  assign \learn$191  = control__learn;
-  assign \va_f$192  = vb_f;
-  assign \vb_f$193  = \vb_f$66 ;
-  assign \va_c$194  = vb_c;
-  assign \vb_c$195  = \vb_c$70 ;
-  assign g17 = \g$196 ;
-  assign \vt$198  = 17'h09eb8;
-  assign \learn$199  = control__learn;
-  assign \va_f$200  = \vb_f$37 ;
-  assign \vb_f$201  = \vb_f$77 ;
-  assign \va_c$202  = \vb_c$40 ;
-  assign \vb_c$203  = \vb_c$80 ;
-  assign g18 = \g$204 ;
-  assign \vt$206  = 17'h09eb8;
-  assign \learn$207  = control__learn;
-  assign \va_f$208  = \vb_f$47 ;
-  assign \vb_f$209  = \vb_f$87 ;
-  assign \va_c$210  = \vb_c$50 ;
-  assign \vb_c$211  = \vb_c$90 ;
-  assign g19 = \g$212 ;
-  assign \vt$214  = 17'h09eb8;
-  assign \learn$215  = control__learn;
-  assign \va_f$216  = \va_f$64 ;
-  assign \vb_f$217  = \va_f$104 ;
-  assign \va_c$218  = \va_c$68 ;
-  assign \vb_c$219  = \va_c$108 ;
-  assign g20 = \g$220 ;
-  assign \vt$222  = 17'h09eb8;
-  assign \learn$223  = control__learn;
-  assign \va_f$224  = \vb_f$66 ;
-  assign \vb_f$225  = \vb_f$106 ;
-  assign \va_c$226  = \vb_c$70 ;
-  assign \vb_c$227  = \vb_c$110 ;
-  assign g21 = \g$228 ;
-  assign \vt$230  = 17'h09eb8;
-  assign \learn$231  = control__learn;
-  assign \va_f$232  = \vb_f$77 ;
-  assign \vb_f$233  = \vb_f$117 ;
-  assign \va_c$234  = \vb_c$80 ;
-  assign \vb_c$235  = \vb_c$120 ;
-  assign g22 = \g$236 ;
-  assign \vt$238  = 17'h09eb8;
-  assign \learn$239  = control__learn;
-  assign \va_f$240  = \vb_f$87 ;
-  assign \vb_f$241  = \vb_f$127 ;
-  assign \va_c$242  = \vb_c$90 ;
-  assign \vb_c$243  = \vb_c$130 ;
-  assign g23 = \g$244 ;
-  assign \vt$246  = 17'h09eb8;
-  assign \learn$247  = control__learn;
-  assign \va_f$248  = \va_f$104 ;
-  assign \vb_f$249  = \va_f$144 ;
-  assign \va_c$250  = \va_c$108 ;
-  assign \vb_c$251  = \va_c$148 ;
-  assign g24 = \g$252 ;
-  assign \vt$254  = 17'h09eb8;
-  assign \learn$255  = control__learn;
-  assign \va_f$256  = \vb_f$106 ;
-  assign \vb_f$257  = \vb_f$146 ;
-  assign \va_c$258  = \vb_c$110 ;
-  assign \vb_c$259  = \vb_c$150 ;
-  assign g25 = \g$260 ;
-  assign \vt$262  = 17'h09eb8;
-  assign \learn$263  = control__learn;
-  assign \va_f$264  = \vb_f$117 ;
-  assign \vb_f$265  = \vb_f$157 ;
-  assign \va_c$266  = \vb_c$120 ;
-  assign \vb_c$267  = \vb_c$160 ;
-  assign g26 = \g$268 ;
-  assign \vt$270  = 17'h09eb8;
-  assign \learn$271  = control__learn;
-  assign \va_f$272  = \vb_f$127 ;
-  assign \vb_f$273  = \vb_f$167 ;
-  assign \va_c$274  = \vb_c$130 ;
-  assign \vb_c$275  = \vb_c$170 ;
-  assign g27 = \g$276 ;
-  assign \vt$278  = 17'h09eb8;
-  assign \learn$279  = control__learn;
-  assign \va_f$280  = \va_f$144 ;
-  assign \vb_f$281  = va_f;
-  assign \va_c$282  = \va_c$148 ;
-  assign \vb_c$283  = va_c;
-  assign g28 = \g$284 ;
-  assign \vt$286  = 17'h09eb8;
-  assign \learn$287  = control__learn;
-  assign \va_f$288  = \vb_f$146 ;
-  assign \vb_f$289  = vb_f;
-  assign \va_c$290  = \vb_c$150 ;
-  assign \vb_c$291  = vb_c;
-  assign g29 = \g$292 ;
-  assign \vt$294  = 17'h09eb8;
-  assign \learn$295  = control__learn;
-  assign \va_f$296  = \vb_f$157 ;
-  assign \vb_f$297  = \vb_f$37 ;
-  assign \va_c$298  = \vb_c$160 ;
-  assign \vb_c$299  = \vb_c$40 ;
-  assign g30 = \g$300 ;
-  assign \vt$302  = 17'h09eb8;
-  assign \learn$303  = control__learn;
-  assign \va_f$304  = \vb_f$167 ;
-  assign \vb_f$305  = \vb_f$47 ;
-  assign \va_c$306  = \vb_c$170 ;
-  assign \vb_c$307  = \vb_c$50 ;
-  assign g31 = \g$308 ;
-  assign \vt$310  = 17'h09eb8;
-  assign \learn$311  = control__learn;
+  assign \va_f$37  = vb_f;
+  assign vf2 = \vb_f$38 ;
+  assign \va_c$40  = vb_c;
+  assign vc2 = \vb_c$41 ;
+  assign g1 = \g$43 ;
+  assign \vt$45  = 17'h09eb8;
+  assign \learn$46  = control__learn;
+  assign \va_f$47  = \vb_f$38 ;
+  assign vf3 = \vb_f$48 ;
+  assign \va_c$50  = \vb_c$41 ;
+  assign vc3 = \vb_c$51 ;
+  assign g2 = \g$53 ;
+  assign \vt$55  = 17'h09eb8;
+  assign \learn$56  = control__learn;
+  assign \va_f$57  = \vb_f$48 ;
+  assign \vb_f$58  = va_f;
+  assign \va_c$59  = \vb_c$51 ;
+  assign \vb_c$60  = va_c;
+  assign g3 = \g$61 ;
+  assign \vt$63  = 17'h09eb8;
+  assign \learn$64  = control__learn;
+  assign vf4 = \va_f$65 ;
+  assign vf5 = \vb_f$67 ;
+  assign vc4 = \va_c$69 ;
+  assign vc5 = \vb_c$71 ;
+  assign g4 = \g$73 ;
+  assign \vt$75  = 17'h09eb8;
+  assign \learn$76  = control__learn;
+  assign \va_f$77  = \vb_f$67 ;
+  assign vf6 = \vb_f$78 ;
+  assign \va_c$80  = \vb_c$71 ;
+  assign vc6 = \vb_c$81 ;
+  assign g5 = \g$83 ;
+  assign \vt$85  = 17'h09eb8;
+  assign \learn$86  = control__learn;
+  assign \va_f$87  = \vb_f$78 ;
+  assign vf7 = \vb_f$88 ;
+  assign \va_c$90  = \vb_c$81 ;
+  assign vc7 = \vb_c$91 ;
+  assign g6 = \g$93 ;
+  assign \vt$95  = 17'h09eb8;
+  assign \learn$96  = control__learn;
+  assign \va_f$97  = \vb_f$88 ;
+  assign \vb_f$98  = \va_f$65 ;
+  assign \va_c$99  = \vb_c$91 ;
+  assign \vb_c$100  = \va_c$69 ;
+  assign g7 = \g$101 ;
+  assign \vt$103  = 17'h09eb8;
+  assign \learn$104  = control__learn;
+  assign vf8 = \va_f$105 ;
+  assign vf9 = \vb_f$107 ;
+  assign vc8 = \va_c$109 ;
+  assign vc9 = \vb_c$111 ;
+  assign g8 = \g$113 ;
+  assign \vt$115  = 17'h09eb8;
+  assign \learn$116  = control__learn;
+  assign \va_f$117  = \vb_f$107 ;
+  assign vf10 = \vb_f$118 ;
+  assign \va_c$120  = \vb_c$111 ;
+  assign vc10 = \vb_c$121 ;
+  assign g9 = \g$123 ;
+  assign \vt$125  = 17'h09eb8;
+  assign \learn$126  = control__learn;
+  assign \va_f$127  = \vb_f$118 ;
+  assign vf11 = \vb_f$128 ;
+  assign \va_c$130  = \vb_c$121 ;
+  assign vc11 = \vb_c$131 ;
+  assign g10 = \g$133 ;
+  assign \vt$135  = 17'h09eb8;
+  assign \learn$136  = control__learn;
+  assign \va_f$137  = \vb_f$128 ;
+  assign \vb_f$138  = \va_f$105 ;
+  assign \va_c$139  = \vb_c$131 ;
+  assign \vb_c$140  = \va_c$109 ;
+  assign g11 = \g$141 ;
+  assign \vt$143  = 17'h09eb8;
+  assign \learn$144  = control__learn;
+  assign vf12 = \va_f$145 ;
+  assign vf13 = \vb_f$147 ;
+  assign vc12 = \va_c$149 ;
+  assign vc13 = \vb_c$151 ;
+  assign g12 = \g$153 ;
+  assign \vt$155  = 17'h09eb8;
+  assign \learn$156  = control__learn;
+  assign \va_f$157  = \vb_f$147 ;
+  assign vf14 = \vb_f$158 ;
+  assign \va_c$160  = \vb_c$151 ;
+  assign vc14 = \vb_c$161 ;
+  assign g13 = \g$163 ;
+  assign \vt$165  = 17'h09eb8;
+  assign \learn$166  = control__learn;
+  assign \va_f$167  = \vb_f$158 ;
+  assign vf15 = \vb_f$168 ;
+  assign \va_c$170  = \vb_c$161 ;
+  assign vc15 = \vb_c$171 ;
+  assign g14 = \g$173 ;
+  assign \vt$175  = 17'h09eb8;
+  assign \learn$176  = control__learn;
+  assign \va_f$177  = \vb_f$168 ;
+  assign \vb_f$178  = \va_f$145 ;
+  assign \va_c$179  = \vb_c$171 ;
+  assign \vb_c$180  = \va_c$149 ;
+  assign g15 = \g$181 ;
+  assign \vt$183  = 17'h09eb8;
+  assign \learn$184  = control__learn;
+  assign \va_f$185  = va_f;
+  assign \vb_f$186  = \va_f$65 ;
+  assign \va_c$187  = va_c;
+  assign \vb_c$188  = \va_c$69 ;
+  assign g16 = \g$189 ;
+  assign \vt$191  = 17'h09eb8;
+  assign \learn$192  = control__learn;
+  assign \va_f$193  = vb_f;
+  assign \vb_f$194  = \vb_f$67 ;
+  assign \va_c$195  = vb_c;
+  assign \vb_c$196  = \vb_c$71 ;
+  assign g17 = \g$197 ;
+  assign \vt$199  = 17'h09eb8;
+  assign \learn$200  = control__learn;
+  assign \va_f$201  = \vb_f$38 ;
+  assign \vb_f$202  = \vb_f$78 ;
+  assign \va_c$203  = \vb_c$41 ;
+  assign \vb_c$204  = \vb_c$81 ;
+  assign g18 = \g$205 ;
+  assign \vt$207  = 17'h09eb8;
+  assign \learn$208  = control__learn;
+  assign \va_f$209  = \vb_f$48 ;
+  assign \vb_f$210  = \vb_f$88 ;
+  assign \va_c$211  = \vb_c$51 ;
+  assign \vb_c$212  = \vb_c$91 ;
+  assign g19 = \g$213 ;
+  assign \vt$215  = 17'h09eb8;
+  assign \learn$216  = control__learn;
+  assign \va_f$217  = \va_f$65 ;
+  assign \vb_f$218  = \va_f$105 ;
+  assign \va_c$219  = \va_c$69 ;
+  assign \vb_c$220  = \va_c$109 ;
+  assign g20 = \g$221 ;
+  assign \vt$223  = 17'h09eb8;
+  assign \learn$224  = control__learn;
+  assign \va_f$225  = \vb_f$67 ;
+  assign \vb_f$226  = \vb_f$107 ;
+  assign \va_c$227  = \vb_c$71 ;
+  assign \vb_c$228  = \vb_c$111 ;
+  assign g21 = \g$229 ;
+  assign \vt$231  = 17'h09eb8;
+  assign \learn$232  = control__learn;
+  assign \va_f$233  = \vb_f$78 ;
+  assign \vb_f$234  = \vb_f$118 ;
+  assign \va_c$235  = \vb_c$81 ;
+  assign \vb_c$236  = \vb_c$121 ;
+  assign g22 = \g$237 ;
+  assign \vt$239  = 17'h09eb8;
+  assign \learn$240  = control__learn;
+  assign \va_f$241  = \vb_f$88 ;
+  assign \vb_f$242  = \vb_f$128 ;
+  assign \va_c$243  = \vb_c$91 ;
+  assign \vb_c$244  = \vb_c$131 ;
+  assign g23 = \g$245 ;
+  assign \vt$247  = 17'h09eb8;
+  assign \learn$248  = control__learn;
+  assign \va_f$249  = \va_f$105 ;
+  assign \vb_f$250  = \va_f$145 ;
+  assign \va_c$251  = \va_c$109 ;
+  assign \vb_c$252  = \va_c$149 ;
+  assign g24 = \g$253 ;
+  assign \vt$255  = 17'h09eb8;
+  assign \learn$256  = control__learn;
+  assign \va_f$257  = \vb_f$107 ;
+  assign \vb_f$258  = \vb_f$147 ;
+  assign \va_c$259  = \vb_c$111 ;
+  assign \vb_c$260  = \vb_c$151 ;
+  assign g25 = \g$261 ;
+  assign \vt$263  = 17'h09eb8;
+  assign \learn$264  = control__learn;
+  assign \va_f$265  = \vb_f$118 ;
+  assign \vb_f$266  = \vb_f$158 ;
+  assign \va_c$267  = \vb_c$121 ;
+  assign \vb_c$268  = \vb_c$161 ;
+  assign g26 = \g$269 ;
+  assign \vt$271  = 17'h09eb8;
+  assign \learn$272  = control__learn;
+  assign \va_f$273  = \vb_f$128 ;
+  assign \vb_f$274  = \vb_f$168 ;
+  assign \va_c$275  = \vb_c$131 ;
+  assign \vb_c$276  = \vb_c$171 ;
+  assign g27 = \g$277 ;
+  assign \vt$279  = 17'h09eb8;
+  assign \learn$280  = control__learn;
+  assign \va_f$281  = \va_f$145 ;
+  assign \vb_f$282  = va_f;
+  assign \va_c$283  = \va_c$149 ;
+  assign \vb_c$284  = va_c;
+  assign g28 = \g$285 ;
+  assign \vt$287  = 17'h09eb8;
+  assign \learn$288  = control__learn;
+  assign \va_f$289  = \vb_f$147 ;
+  assign \vb_f$290  = vb_f;
+  assign \va_c$291  = \vb_c$151 ;
+  assign \vb_c$292  = vb_c;
+  assign g29 = \g$293 ;
+  assign \vt$295  = 17'h09eb8;
+  assign \learn$296  = control__learn;
+  assign \va_f$297  = \vb_f$158 ;
+  assign \vb_f$298  = \vb_f$38 ;
+  assign \va_c$299  = \vb_c$161 ;
+  assign \vb_c$300  = \vb_c$41 ;
+  assign g30 = \g$301 ;
+  assign \vt$303  = 17'h09eb8;
+  assign \learn$304  = control__learn;
+  assign \va_f$305  = \vb_f$168 ;
+  assign \vb_f$306  = \vb_f$48 ;
+  assign \va_c$307  = \vb_c$171 ;
+  assign \vb_c$308  = \vb_c$51 ;
+  assign g31 = \g$309 ;
+  assign \vt$311  = 17'h09eb8;
+  assign \learn$312  = control__learn;
   assign v_f = va_f;
   assign v_c = va_c;
   assign acc_f = accf0;
   assign acc_c = accc0;
-  assign \v_f$334  = vb_f;
-  assign \v_c$335  = vb_c;
-  assign \acc_f$336  = accf1;
-  assign \acc_c$337  = accc1;
-  assign \v_f$346  = \vb_f$37 ;
-  assign \v_c$347  = \vb_c$40 ;
-  assign \acc_f$348  = accf2;
-  assign \acc_c$349  = accc2;
-  assign \v_f$356  = \vb_f$47 ;
-  assign \v_c$357  = \vb_c$50 ;
-  assign \acc_f$358  = accf3;
-  assign \acc_c$359  = accc3;
-  assign \v_f$368  = \va_f$64 ;
-  assign \v_c$369  = \va_c$68 ;
-  assign \acc_f$370  = accf4;
-  assign \acc_c$371  = accc4;
-  assign \v_f$380  = \vb_f$77 ;
-  assign \v_c$381  = \vb_c$80 ;
-  assign \acc_f$382  = accf6;
-  assign \acc_c$383  = accc6;
-  assign \v_f$392  = \va_f$104 ;
-  assign \v_c$393  = \va_c$108 ;
-  assign \acc_f$394  = accf8;
-  assign \acc_c$395  = accc8;
-  assign \v_f$404  = \vb_f$106 ;
-  assign \v_c$405  = \vb_c$110 ;
-  assign \acc_f$406  = accf9;
-  assign \acc_c$407  = accc9;
-  assign \v_f$414  = \vb_f$117 ;
-  assign \v_c$415  = \vb_c$120 ;
-  assign \acc_f$416  = accf10;
-  assign \acc_c$417  = accc10;
-  assign \v_f$424  = \vb_f$127 ;
-  assign \v_c$425  = \vb_c$130 ;
-  assign \acc_f$426  = accf11;
-  assign \acc_c$427  = accc11;
-  assign \v_f$434  = \va_f$144 ;
-  assign \v_c$435  = \va_c$148 ;
-  assign \acc_f$436  = accf12;
-  assign \acc_c$437  = accc12;
-  assign \v_f$444  = \vb_f$157 ;
-  assign \v_c$445  = \vb_c$160 ;
-  assign \acc_f$446  = accf14;
-  assign \acc_c$447  = accc14;
+  assign \v_f$335  = vb_f;
+  assign \v_c$336  = vb_c;
+  assign \acc_f$337  = accf1;
+  assign \acc_c$338  = accc1;
+  assign \v_f$347  = \vb_f$38 ;
+  assign \v_c$348  = \vb_c$41 ;
+  assign \acc_f$349  = accf2;
+  assign \acc_c$350  = accc2;
+  assign \v_f$357  = \vb_f$48 ;
+  assign \v_c$358  = \vb_c$51 ;
+  assign \acc_f$359  = accf3;
+  assign \acc_c$360  = accc3;
+  assign \v_f$369  = \va_f$65 ;
+  assign \v_c$370  = \va_c$69 ;
+  assign \acc_f$371  = accf4;
+  assign \acc_c$372  = accc4;
+  assign \v_f$381  = \vb_f$78 ;
+  assign \v_c$382  = \vb_c$81 ;
+  assign \acc_f$383  = accf6;
+  assign \acc_c$384  = accc6;
+  assign \v_f$393  = \va_f$105 ;
+  assign \v_c$394  = \va_c$109 ;
+  assign \acc_f$395  = accf8;
+  assign \acc_c$396  = accc8;
+  assign \v_f$405  = \vb_f$107 ;
+  assign \v_c$406  = \vb_c$111 ;
+  assign \acc_f$407  = accf9;
+  assign \acc_c$408  = accc9;
+  assign \v_f$415  = \vb_f$118 ;
+  assign \v_c$416  = \vb_c$121 ;
+  assign \acc_f$417  = accf10;
+  assign \acc_c$418  = accc10;
+  assign \v_f$425  = \vb_f$128 ;
+  assign \v_c$426  = \vb_c$131 ;
+  assign \acc_f$427  = accf11;
+  assign \acc_c$428  = accc11;
+  assign \v_f$435  = \va_f$145 ;
+  assign \v_c$436  = \va_c$149 ;
+  assign \acc_f$437  = accf12;
+  assign \acc_c$438  = accc12;
+  assign \v_f$445  = \vb_f$158 ;
+  assign \v_c$446  = \vb_c$161 ;
+  assign \acc_f$447  = accf14;
+  assign \acc_c$448  = accc14;
   assign half0 = \$113 [26:0];
   assign clamp0p = \$121 [16:0];
   assign clamp0m = \$135 [16:0];
+  assign moved = control__moved;
   assign \$signal  = status__ticks;
-  assign \$signal$534  = status__sat_flags;
+  assign \$signal$627  = status__sat_flags;
   assign control__busy = 1'h0;
   assign \control__outputs[0]  = control__outputs;
   assign \status__sat_flags.term  = status__sat_flags[0];
@@ -4713,68 +4975,68 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign \gates[29]  = gates[689:667];
   assign \gates[30]  = gates[712:690];
   assign \gates[31]  = gates[735:713];
-  assign gates[735:713] = \g$308 ;
-  assign gates[712:690] = \g$300 ;
-  assign gates[689:667] = \g$292 ;
-  assign gates[666:644] = \g$284 ;
-  assign gates[643:621] = \g$276 ;
-  assign gates[620:598] = \g$268 ;
-  assign gates[597:575] = \g$260 ;
-  assign gates[574:552] = \g$252 ;
-  assign gates[551:529] = \g$244 ;
-  assign gates[528:506] = \g$236 ;
-  assign gates[505:483] = \g$228 ;
-  assign gates[482:460] = \g$220 ;
-  assign gates[459:437] = \g$212 ;
-  assign gates[436:414] = \g$204 ;
-  assign gates[413:391] = \g$196 ;
-  assign gates[390:368] = \g$188 ;
-  assign gates[367:345] = \g$180 ;
-  assign gates[344:322] = \g$172 ;
-  assign gates[321:299] = \g$162 ;
-  assign gates[298:276] = \g$152 ;
-  assign gates[275:253] = \g$140 ;
-  assign gates[252:230] = \g$132 ;
-  assign gates[229:207] = \g$122 ;
-  assign gates[206:184] = \g$112 ;
-  assign gates[183:161] = \g$100 ;
-  assign gates[160:138] = \g$92 ;
-  assign gates[137:115] = \g$82 ;
-  assign gates[114:92] = \g$72 ;
-  assign gates[91:69] = \g$60 ;
-  assign gates[68:46] = \g$52 ;
-  assign gates[45:23] = \g$42 ;
+  assign gates[735:713] = \g$309 ;
+  assign gates[712:690] = \g$301 ;
+  assign gates[689:667] = \g$293 ;
+  assign gates[666:644] = \g$285 ;
+  assign gates[643:621] = \g$277 ;
+  assign gates[620:598] = \g$269 ;
+  assign gates[597:575] = \g$261 ;
+  assign gates[574:552] = \g$253 ;
+  assign gates[551:529] = \g$245 ;
+  assign gates[528:506] = \g$237 ;
+  assign gates[505:483] = \g$229 ;
+  assign gates[482:460] = \g$221 ;
+  assign gates[459:437] = \g$213 ;
+  assign gates[436:414] = \g$205 ;
+  assign gates[413:391] = \g$197 ;
+  assign gates[390:368] = \g$189 ;
+  assign gates[367:345] = \g$181 ;
+  assign gates[344:322] = \g$173 ;
+  assign gates[321:299] = \g$163 ;
+  assign gates[298:276] = \g$153 ;
+  assign gates[275:253] = \g$141 ;
+  assign gates[252:230] = \g$133 ;
+  assign gates[229:207] = \g$123 ;
+  assign gates[206:184] = \g$113 ;
+  assign gates[183:161] = \g$101 ;
+  assign gates[160:138] = \g$93 ;
+  assign gates[137:115] = \g$83 ;
+  assign gates[114:92] = \g$73 ;
+  assign gates[91:69] = \g$61 ;
+  assign gates[68:46] = \g$53 ;
+  assign gates[45:23] = \g$43 ;
   assign gates[22:0] = g;
-  assign v_clamped[271:255] = \vb_c$170 ;
-  assign v_clamped[254:238] = \vb_c$160 ;
-  assign v_clamped[237:221] = \vb_c$150 ;
-  assign v_clamped[220:204] = \va_c$148 ;
-  assign v_clamped[203:187] = \vb_c$130 ;
-  assign v_clamped[186:170] = \vb_c$120 ;
-  assign v_clamped[169:153] = \vb_c$110 ;
-  assign v_clamped[152:136] = \va_c$108 ;
-  assign v_clamped[135:119] = \vb_c$90 ;
-  assign v_clamped[118:102] = \vb_c$80 ;
-  assign v_clamped[101:85] = \vb_c$70 ;
-  assign v_clamped[84:68] = \va_c$68 ;
-  assign v_clamped[67:51] = \vb_c$50 ;
-  assign v_clamped[50:34] = \vb_c$40 ;
+  assign v_clamped[271:255] = \vb_c$171 ;
+  assign v_clamped[254:238] = \vb_c$161 ;
+  assign v_clamped[237:221] = \vb_c$151 ;
+  assign v_clamped[220:204] = \va_c$149 ;
+  assign v_clamped[203:187] = \vb_c$131 ;
+  assign v_clamped[186:170] = \vb_c$121 ;
+  assign v_clamped[169:153] = \vb_c$111 ;
+  assign v_clamped[152:136] = \va_c$109 ;
+  assign v_clamped[135:119] = \vb_c$91 ;
+  assign v_clamped[118:102] = \vb_c$81 ;
+  assign v_clamped[101:85] = \vb_c$71 ;
+  assign v_clamped[84:68] = \va_c$69 ;
+  assign v_clamped[67:51] = \vb_c$51 ;
+  assign v_clamped[50:34] = \vb_c$41 ;
   assign v_clamped[33:17] = vb_c;
   assign v_clamped[16:0] = va_c;
-  assign v_free[271:255] = \vb_f$167 ;
-  assign v_free[254:238] = \vb_f$157 ;
-  assign v_free[237:221] = \vb_f$146 ;
-  assign v_free[220:204] = \va_f$144 ;
-  assign v_free[203:187] = \vb_f$127 ;
-  assign v_free[186:170] = \vb_f$117 ;
-  assign v_free[169:153] = \vb_f$106 ;
-  assign v_free[152:136] = \va_f$104 ;
-  assign v_free[135:119] = \vb_f$87 ;
-  assign v_free[118:102] = \vb_f$77 ;
-  assign v_free[101:85] = \vb_f$66 ;
-  assign v_free[84:68] = \va_f$64 ;
-  assign v_free[67:51] = \vb_f$47 ;
-  assign v_free[50:34] = \vb_f$37 ;
+  assign v_free[271:255] = \vb_f$168 ;
+  assign v_free[254:238] = \vb_f$158 ;
+  assign v_free[237:221] = \vb_f$147 ;
+  assign v_free[220:204] = \va_f$145 ;
+  assign v_free[203:187] = \vb_f$128 ;
+  assign v_free[186:170] = \vb_f$118 ;
+  assign v_free[169:153] = \vb_f$107 ;
+  assign v_free[152:136] = \va_f$105 ;
+  assign v_free[135:119] = \vb_f$88 ;
+  assign v_free[118:102] = \vb_f$78 ;
+  assign v_free[101:85] = \vb_f$67 ;
+  assign v_free[84:68] = \va_f$65 ;
+  assign v_free[67:51] = \vb_f$48 ;
+  assign v_free[50:34] = \vb_f$38 ;
   assign v_free[33:17] = vb_f;
   assign v_free[16:0] = va_f;
   assign control__tick_done = control__run;
@@ -4785,73 +5047,74 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign \$113  = { \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28:9] };
   assign \$142  = sat_term;
   assign \$143  = sat_term;
-  assign \$144  = \sat_term$458 ;
-  assign \$146  = \sat_term$459 ;
-  assign \$148  = \sat_term$460 ;
-  assign \$150  = \sat_term$461 ;
-  assign \$152  = \sat_term$462 ;
-  assign \$154  = \sat_term$463 ;
-  assign \$156  = \sat_term$464 ;
-  assign \$158  = \sat_term$465 ;
-  assign \$160  = \sat_term$466 ;
-  assign \$162  = \sat_term$467 ;
-  assign \$164  = \sat_term$468 ;
-  assign \$166  = \sat_term$469 ;
-  assign \$168  = \sat_term$470 ;
-  assign \$170  = \sat_term$471 ;
-  assign \$172  = \sat_term$472 ;
-  assign \$174  = \sat_term$473 ;
-  assign \$176  = \sat_term$474 ;
-  assign \$178  = \sat_term$475 ;
-  assign \$180  = \sat_term$476 ;
-  assign \$182  = \sat_term$477 ;
-  assign \$184  = \sat_term$478 ;
-  assign \$186  = \sat_term$479 ;
-  assign \$188  = \sat_term$480 ;
-  assign \$190  = \sat_term$481 ;
-  assign \$192  = \sat_term$482 ;
-  assign \$194  = \sat_term$483 ;
-  assign \$196  = \sat_term$484 ;
-  assign \$198  = \sat_term$485 ;
-  assign \$200  = \sat_term$486 ;
-  assign \$202  = \sat_term$487 ;
-  assign \$204  = \sat_term$488 ;
+  assign \$144  = \sat_term$459 ;
+  assign \$146  = \sat_term$460 ;
+  assign \$148  = \sat_term$461 ;
+  assign \$150  = \sat_term$462 ;
+  assign \$152  = \sat_term$463 ;
+  assign \$154  = \sat_term$464 ;
+  assign \$156  = \sat_term$465 ;
+  assign \$158  = \sat_term$466 ;
+  assign \$160  = \sat_term$467 ;
+  assign \$162  = \sat_term$468 ;
+  assign \$164  = \sat_term$469 ;
+  assign \$166  = \sat_term$470 ;
+  assign \$168  = \sat_term$471 ;
+  assign \$170  = \sat_term$472 ;
+  assign \$172  = \sat_term$473 ;
+  assign \$174  = \sat_term$474 ;
+  assign \$176  = \sat_term$475 ;
+  assign \$178  = \sat_term$476 ;
+  assign \$180  = \sat_term$477 ;
+  assign \$182  = \sat_term$478 ;
+  assign \$184  = \sat_term$479 ;
+  assign \$186  = \sat_term$480 ;
+  assign \$188  = \sat_term$481 ;
+  assign \$190  = \sat_term$482 ;
+  assign \$192  = \sat_term$483 ;
+  assign \$194  = \sat_term$484 ;
+  assign \$196  = \sat_term$485 ;
+  assign \$198  = \sat_term$486 ;
+  assign \$200  = \sat_term$487 ;
+  assign \$202  = \sat_term$488 ;
+  assign \$204  = \sat_term$489 ;
   assign \$206  = sat_dg;
   assign \$207  = sat_dg;
-  assign \$208  = \sat_dg$490 ;
-  assign \$210  = \sat_dg$491 ;
-  assign \$212  = \sat_dg$492 ;
-  assign \$214  = \sat_dg$493 ;
-  assign \$216  = \sat_dg$494 ;
-  assign \$218  = \sat_dg$495 ;
-  assign \$220  = \sat_dg$496 ;
-  assign \$222  = \sat_dg$497 ;
-  assign \$224  = \sat_dg$498 ;
-  assign \$226  = \sat_dg$499 ;
-  assign \$228  = \sat_dg$500 ;
-  assign \$230  = \sat_dg$501 ;
-  assign \$232  = \sat_dg$502 ;
-  assign \$234  = \sat_dg$503 ;
-  assign \$236  = \sat_dg$504 ;
-  assign \$238  = \sat_dg$505 ;
-  assign \$240  = \sat_dg$506 ;
-  assign \$242  = \sat_dg$507 ;
-  assign \$244  = \sat_dg$508 ;
-  assign \$246  = \sat_dg$509 ;
-  assign \$248  = \sat_dg$510 ;
-  assign \$250  = \sat_dg$511 ;
-  assign \$252  = \sat_dg$512 ;
-  assign \$254  = \sat_dg$513 ;
-  assign \$256  = \sat_dg$514 ;
-  assign \$258  = \sat_dg$515 ;
-  assign \$260  = \sat_dg$516 ;
-  assign \$262  = \sat_dg$517 ;
-  assign \$264  = \sat_dg$518 ;
-  assign \$266  = \sat_dg$519 ;
-  assign \$268  = \sat_dg$520 ;
+  assign \$208  = \sat_dg$491 ;
+  assign \$210  = \sat_dg$492 ;
+  assign \$212  = \sat_dg$493 ;
+  assign \$214  = \sat_dg$494 ;
+  assign \$216  = \sat_dg$495 ;
+  assign \$218  = \sat_dg$496 ;
+  assign \$220  = \sat_dg$497 ;
+  assign \$222  = \sat_dg$498 ;
+  assign \$224  = \sat_dg$499 ;
+  assign \$226  = \sat_dg$500 ;
+  assign \$228  = \sat_dg$501 ;
+  assign \$230  = \sat_dg$502 ;
+  assign \$232  = \sat_dg$503 ;
+  assign \$234  = \sat_dg$504 ;
+  assign \$236  = \sat_dg$505 ;
+  assign \$238  = \sat_dg$506 ;
+  assign \$240  = \sat_dg$507 ;
+  assign \$242  = \sat_dg$508 ;
+  assign \$244  = \sat_dg$509 ;
+  assign \$246  = \sat_dg$510 ;
+  assign \$248  = \sat_dg$511 ;
+  assign \$250  = \sat_dg$512 ;
+  assign \$252  = \sat_dg$513 ;
+  assign \$254  = \sat_dg$514 ;
+  assign \$256  = \sat_dg$515 ;
+  assign \$258  = \sat_dg$516 ;
+  assign \$260  = \sat_dg$517 ;
+  assign \$262  = \sat_dg$518 ;
+  assign \$264  = \sat_dg$519 ;
+  assign \$266  = \sat_dg$520 ;
+  assign \$268  = \sat_dg$521 ;
   assign \$270  = flags;
   assign \$282  = clamp0p_sat;
   assign \$285  = \$284 ;
+  assign control__moved = moved_all;
 endmodule
 
 (* generator = "Amaranth" *)

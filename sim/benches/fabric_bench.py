@@ -9,8 +9,13 @@ parameters in the ``CLLN_BENCH`` environment variable (JSON, see
 - :class:`ModelRun` runs the same stimulus on :class:`~clln.sim.fixed.FixedPointModel`
   (one seed per stream of a pipelined fabric);
 - :class:`Checker` compares every node voltage of both networks, every gate, the free
-  outputs, the tick counter and the saturation flags, at every tick (vectorised, after
-  the run).
+  outputs, the tick counter and the saturation flags, at every tick, and ``moved`` of
+  every tick (vectorised, after the run).
+
+``moved`` is read by :class:`MovedMonitor` in every cycle in which ``tick_done`` is high
+(a tick, or a round of ticks of a pipelined fabric, commits), through the tick-by-tick
+and the free-running part alike; the model's is :func:`clln.sim.fixed.seeds_moved` of its
+states before and after each tick, ORed over the streams.
 
 Ports are the Verilog names of the fabric's signature members (:data:`PORT`:
 ``control__run``, ``gate__we``, ``status__ticks``, ...). The run has two parts: tick by
@@ -27,8 +32,10 @@ import time
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge
+from cocotb.triggers import FallingEdge, ReadOnly
 from cocotb.utils import get_sim_time
+
+from clln.sim.fixed import seeds_moved
 
 from .runner import ENV, load_bench_config
 from .stimulus import FREE_RUN, Stimulus, make_model, restore, unpack
@@ -40,7 +47,7 @@ PORT = {
     "run": "control__run", "learn": "control__learn", "clear": "control__clear",
     "sample_we": "control__sample_we", "sample_addr": "control__sample_addr",
     "sample_data": "control__sample_data", "outputs": "control__outputs",
-    "busy": "control__busy",
+    "busy": "control__busy", "tick_done": "control__tick_done", "moved": "control__moved",
     "gate_we": "gate__we", "gate_addr": "gate__addr", "gate_data": "gate__data",
     "gate_raddr": "gate__raddr", "gate_rdata": "gate__rdata",
     "ticks": "status__ticks", "sat_flags": "status__sat_flags",
@@ -179,6 +186,35 @@ class FabricDriver:
             raw[name].append(p(name).value.to_unsigned())
 
 
+class MovedMonitor:
+    """Records ``moved`` in every cycle of ``tick_done``: once per committed tick (a round
+    of ticks of a pipelined fabric), whoever drives the fabric meanwhile.
+
+    Each cycle is read after the falling edge, once the driver's inputs of that cycle
+    have settled (``ReadOnly``), so the values are those the next rising edge commits.
+    """
+
+    def __init__(self, dut, port):
+        self.dut, self.port = dut, port
+        self.moved = []
+        self._task = None
+
+    def start(self):
+        self._task = cocotb.start_soon(self._watch())
+
+    def stop(self):
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _watch(self):
+        tick_done, moved = self.port("tick_done"), self.port("moved")
+        while True:
+            await FallingEdge(self.dut.clk)
+            await ReadOnly()
+            if tick_done.value == 1:
+                self.moved.append(int(moved.value))
+
+
 class ModelRun:
     """The golden model driven by the same :class:`Stimulus` as the DUT.
 
@@ -192,6 +228,9 @@ class ModelRun:
         after every tick, and (a last row when there is a free-running part) after it.
     labels : ndarray of int (rows,)
         The tick count of every row.
+    moved : ndarray of int (ticks + free rounds,)
+        Whether each tick (of the tick-by-tick part, then of the free-running one)
+        moved some node of either network of some stream by more than ``still_lsb``.
     """
 
     def __init__(self, model, stim, outputs):
@@ -211,18 +250,27 @@ class ModelRun:
             exp["ticks"].append(ticks)
             exp["sat_flags"].append(int(np.bitwise_or.reduce(model.flags)))
 
+        moved = []
+
+        def tick(example, learn):
+            before = model.v_free.copy(), model.v_clamped.copy()
+            model.run(1, int(example), bool(learn))
+            moved.append(int(seeds_moved(*before, model.v_free, model.v_clamped,
+                                         model.constants.still_lsb).any()))
+
         record(0)
         for t in range(stim.ticks):
             if t in stim.restores:
                 restore(model, *stim.restores[t])
-            model.run(1, int(stim.example[t]), bool(stim.learn[t]))
+            tick(stim.example[t], stim.learn[t])
             record(t + 1)
         for learn in stim.free_learn:
-            model.run(1, stim.free_example, bool(learn))
+            tick(stim.free_example, learn)
         if len(stim.free_learn):
             record(stim.ticks + len(stim.free_learn))
         self.expected = {k: np.array(v, np.int64) for k, v in exp.items()}
         self.labels = self.expected["ticks"].copy()
+        self.moved = np.array(moved, np.int64)
 
 
 class Checker:
@@ -240,9 +288,11 @@ class Checker:
         self.sizes = sizes or {}
 
     def report(self):
-        """``compared``, ``mismatches`` and ``first_mismatch`` (or None)."""
+        """``compared``, ``mismatches``, ``first_mismatch`` (or None) and ``by_signal``
+        (mismatches of each compared vector that has some)."""
         compared = mismatches = 0
         first = None
+        by_signal = {}
         for name, exp in self.expected.items():
             got = self.got[name]
             if got.shape != exp.shape:
@@ -252,6 +302,7 @@ class Checker:
             compared += bad.size
             mismatches += int(bad.sum())
             if bad.any():
+                by_signal[name] = int(bad.sum())
                 t, i = np.argwhere(bad)[0]
                 signal = f"{name}[{i}]" if exp.ndim > 1 else name
                 cand = {"tick": int(self.labels[t]), "signal": signal,
@@ -261,7 +312,28 @@ class Checker:
                                                        divmod(i, self.sizes[name]))
                 if first is None or cand["tick"] < first["tick"]:
                     first = cand
-        return {"compared": compared, "mismatches": mismatches, "first_mismatch": first}
+        return {"compared": compared, "mismatches": mismatches, "first_mismatch": first,
+                "by_signal": by_signal}
+
+
+def merge_reports(*reports):
+    """One :meth:`Checker.report` of several: counts added, the earliest first mismatch."""
+    firsts = [r["first_mismatch"] for r in reports if r["first_mismatch"] is not None]
+    return {"compared": sum(r["compared"] for r in reports),
+            "mismatches": sum(r["mismatches"] for r in reports),
+            "first_mismatch": min(firsts, key=lambda f: f["tick"]) if firsts else None,
+            "by_signal": {k: v for r in reports for k, v in r["by_signal"].items()}}
+
+
+def moved_report(expected, got):
+    """:meth:`Checker.report` of the ``moved`` flags, one per tick (labelled 1, 2, ...):
+    a tick the DUT did not report counts as a mismatch (``got`` -1), one it reported
+    beyond the expected ones is left to the tick counter's comparison."""
+    seen = np.full(len(expected), -1, np.int64)
+    n = min(len(expected), len(got))
+    seen[:n] = np.asarray(got, np.int64)[:n]
+    return Checker({"moved": expected}, {"moved": seen},
+                   np.arange(1, len(expected) + 1)).report()
 
 
 @cocotb.test()
@@ -285,6 +357,8 @@ async def fabric_matches_golden_model(dut):
     Clock(dut.clk, 10, unit="ns").start(start_high=False)
     drv = FabricDriver(dut, info)
     await drv.reset()
+    monitor = MovedMonitor(dut, drv.port)
+    monitor.start()
     t0 = time.perf_counter()
     cycles0 = get_sim_time(unit="ns")
     await drv.write_sample(stim.drive[stim.example[0]], stim.target[stim.example[0]])
@@ -303,6 +377,7 @@ async def fabric_matches_golden_model(dut):
         await drv.write_sample(stim.drive[ex], stim.target[ex])
         await drv.free_run(stim.free_learn)
         await drv.sample()
+    monitor.stop()
     seconds = time.perf_counter() - t0
     cycles = (get_sim_time(unit="ns") - cycles0) / 10
 
@@ -315,8 +390,13 @@ async def fabric_matches_golden_model(dut):
         "ticks": np.array(drv.raw["ticks"], np.int64),
         "sat_flags": np.array(drv.raw["sat_flags"], np.int64),
     }
-    result = Checker(expected, got, model_run.labels,
-                     {"v_free": n, "v_clamped": n, "gates": e, "outputs": k}).report()
+    result = merge_reports(
+        Checker(expected, got, model_run.labels,
+                {"v_free": n, "v_clamped": n, "gates": e, "outputs": k}).report(),
+        moved_report(model_run.moved, monitor.moved))
+    result.update(moved_ticks=int(model_run.moved.sum()),
+                  quiet_ticks=int(len(model_run.moved) - model_run.moved.sum()),
+                  reported_ticks=len(monitor.moved))
     result.update(ticks=stim.ticks, free_rounds=len(stim.free_learn), streams=streams,
                   seeds=[int(x) for x in model.seeds], drain_cycles=drv.drain_cycles,
                   cycles=int(cycles), seconds=seconds,

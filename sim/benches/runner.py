@@ -127,7 +127,10 @@ def run_fabric_bench(cfg, fabric, build_dir, sim="icarus", ticks=300, waves=Fals
         got``, and ``stream``, ``element`` for a fabric of several streams; or None),
         ``free_rounds``, ``streams``, ``seeds``, and ``cycles``, ``ticks_per_s``,
         ``cycles_per_s``, ``cycles_per_tick``, ``edge_units``, ``build_seconds``,
-        ``saturated``, ``netlist``, ``build_dir``.
+        ``saturated``, ``netlist``, ``build_dir``; ``moved`` is compared at every tick
+        (``moved_ticks``, ``quiet_ticks``: the model's ticks that moved or not;
+        ``reported_ticks``: the DUT's ``tick_done`` cycles), and ``by_signal`` counts the
+        mismatches of each compared vector that has some.
 
     Raises
     ------
@@ -164,6 +167,8 @@ def run_fabric_bench(cfg, fabric, build_dir, sim="icarus", ticks=300, waves=Fals
             "cycles_per_s": res["cycles_per_s"], "cycles_per_tick": info["cycles_per_tick"],
             "edge_units": info["edge_units"], "build_seconds": build_seconds,
             "saturated": res["saturated"], "netlist": info["netlist"],
+            "moved_ticks": res["moved_ticks"], "quiet_ticks": res["quiet_ticks"],
+            "reported_ticks": res["reported_ticks"], "by_signal": res["by_signal"],
             "build_dir": str(build)}
 
 
