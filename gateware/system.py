@@ -8,6 +8,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from clln import protocol as p
+from clln.errors import ConfigError
 from clln.formats import Formats
 
 from .controller import Controller
@@ -49,6 +50,10 @@ class System(wiring.Component):
 
     def __init__(self, cfg, divisor, max_examples=None, seed=None, fmt=None, fifo_depth=512,
                  mult_bits=None):
+        if cfg.schedule.settle != "fixed":
+            raise ConfigError(cfg.source, "schedule.settle", f"{cfg.schedule.settle!r} is not "
+                              "implemented in the board controller yet (issue 14); use "
+                              "settle = \"fixed\" on a board")
         self.cfg = cfg
         self.mult_bits = mult_bits
         self.fmt = fmt if fmt is not None else Formats.from_config(cfg)

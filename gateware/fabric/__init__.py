@@ -10,6 +10,8 @@ The package imports only the config and the number formats, never golden models 
 board code.
 """
 
+from clln.errors import ConfigError
+
 from .parallel import Fabric, folded_shape
 from .serial import SerialFabric, serial_cycles_per_tick
 from .streams import StreamFabric
@@ -32,9 +34,18 @@ def fabric_shape(cfg):
 def make_fabric(cfg, fmt=None, seed=None, mult_bits=None):
     """The fabric ``cfg`` asks for: :class:`Fabric`, the serial one (``[fabric] serial``)
     or the pipelined one of several networks (``[fabric] streams``)."""
-    if cfg.fabric.streams > 1:
-        return StreamFabric(cfg, fmt, seed, mult_bits)
-    if cfg.fabric.serial:
-        return SerialFabric(cfg, fmt, seed, mult_bits)
-    return Fabric(cfg, fmt, seed, mult_bits)
+    kind = (StreamFabric if cfg.fabric.streams > 1 else SerialFabric if cfg.fabric.serial
+            else Fabric)
+    check_relaxation(cfg, kind)
+    return kind(cfg, fmt, seed, mult_bits)
+
+
+def check_relaxation(cfg, kind):
+    """Refuse a ``[schedule] relax`` that the fabric ``kind`` does not implement (its
+    ``RELAXATIONS``; a fabric that names none has only ``euler``)."""
+    relax = cfg.schedule.relax
+    if relax not in getattr(kind, "RELAXATIONS", ("euler",)):
+        raise ConfigError(cfg.source, "schedule.relax", f"{relax!r} is not implemented in "
+                          f"the {kind.__name__} yet (issue 14); use relax = \"euler\" or the "
+                          "parallel fabric")
 

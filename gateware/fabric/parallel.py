@@ -4,7 +4,9 @@ One tick of ``docs/semantics.md`` per ``cycles_per_tick`` clock cycles while ``r
 high. With ``[fabric] edge_units = 0`` every edge has its own cell and a tick takes one
 cycle; with ``edge_units = P`` the P edge cells take turns over ``ceil(E / P)`` cycles,
 node accumulators collect the edge terms, and the node state commits on the last cycle
-of the tick (so the bits are the same as the parallel fabric's).
+of the tick (so the bits are the same as the parallel fabric's). With ``[schedule] relax =
+"jacobi"`` the edge cells also give both ends of their edge its conductance, which the
+nodes sum (and accumulate) as they do the edge terms, for the shift-Jacobi node step.
 """
 
 import math
@@ -73,8 +75,10 @@ class Fabric(wiring.Component):
       first cycle); ``clear``, restore the power-up state (as the domain's reset does);
       ``sample_we/addr/data``, write a drive value (addresses ``0 .. D-1``, in
       ``cfg.driven_nodes()`` order) or a target (addresses ``D .. D+K-1``), read when
-      the tick commits; ``tick_done``, high in the cycle a tick commits; ``outputs``,
-      the free outputs (``VF[p]`` or ``VF[p] - VF[m]``); ``busy`` (0 here);
+      the tick commits; ``tick_done``, high in the cycle a tick commits; ``moved``, in
+      that cycle, 1 when the tick moves some node of either network (driven and clamped
+      ones included) by more than ``still_lsb``; ``outputs``, the free outputs
+      (``VF[p]`` or ``VF[p] - VF[m]``); ``busy`` (0 here);
     - ``gate`` (:class:`~.ports.GatePortSignature`): ``we/addr/data`` overwrite a gate
       (wins over a same-cycle update); ``rdata`` is the gate at ``raddr`` one cycle
       earlier (a registered read, as from block RAM);
@@ -89,6 +93,9 @@ class Fabric(wiring.Component):
     streams = 1
     #: Cycles from a ``gate.raddr`` to its gate on ``gate.rdata``.
     gate_read_latency = 1
+
+    #: The ``[schedule] relax`` values this fabric implements.
+    RELAXATIONS = ("euler", "jacobi")
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         self.cfg = cfg

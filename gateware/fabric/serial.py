@@ -114,6 +114,9 @@ class SerialFabric(Fabric):
     (``control.clear`` starts it again, as a reset does).
     """
 
+    #: The ``[schedule] relax`` values this fabric implements.
+    RELAXATIONS = ("euler",)
+
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         super().__init__(cfg, fmt, seed, mult_bits)
         self.schedule = serial_schedule(cfg)

@@ -129,6 +129,9 @@ class StreamFabric(Fabric):
       cycles (``busy`` from the cycle after ``clear`` until the turn is done).
     """
 
+    #: The ``[schedule] relax`` values this fabric implements.
+    RELAXATIONS = ("euler",)
+
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         self.streams = cfg.fabric.streams
         self.cuts = pipeline_cuts(self.streams)
