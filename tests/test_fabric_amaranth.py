@@ -173,17 +173,27 @@ def test_amaranth_fabric_matches_model(units):
     assert len({tuple(g) for g in g0}) == streams          # every stream has its own seed
 
 
-#: Fabric kinds of the jacobi checks: parallel, one unit, folded.
-JACOBI_FOLDS = [0, 1, 5]
+#: Fabric kinds of the jacobi checks: parallel, one unit, folded (15 units: a last phase
+#: with fewer edges than units, on 32 edges and on 16), serial, pipelined.
+JACOBI_FOLDS = [0, 1, 5, 15, "serial", "streams:3"]
 
 
-@pytest.mark.parametrize("fold", ["serial", "streams:3"])
-def test_fabrics_without_jacobi_refuse_it(fold):
-    """The serial and pipelined fabrics do not implement ``relax = "jacobi"`` yet: they
-    refuse it by name instead of computing euler bits."""
-    cfg = config_mod.refold(jacobi_xor_config(), fold)
-    with pytest.raises(ConfigError, match="schedule.relax.*not implemented"):
-        make_fabric(cfg)
+def test_fabric_without_jacobi_refuses_it():
+    """A fabric that does not list ``jacobi`` in its ``RELAXATIONS`` (or names none)
+    refuses it by name instead of computing euler bits; euler it takes."""
+    from clln.gateware.fabric import check_relaxation
+
+    class EulerOnly(fabric_mod.Fabric):
+        RELAXATIONS = ("euler",)
+
+    class Unnamed:
+        pass
+
+    for kind in (EulerOnly, Unnamed):
+        with pytest.raises(ConfigError, match="schedule.relax.*not implemented"):
+            check_relaxation(jacobi_xor_config(), kind)
+        check_relaxation(config_mod.load("paper-xor"), kind)
+    check_relaxation(jacobi_xor_config(), fabric_mod.Fabric)
 
 
 @pytest.mark.parametrize("fold", JACOBI_FOLDS)
