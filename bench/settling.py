@@ -96,7 +96,7 @@ def steady_state_lsb(cfg, scheme, seeds=range(5), ticks=20000):
 def joint_ticks(cfg, streams):
     """Mean ticks per example of ``streams`` seeds settling jointly (jacobi, still)."""
     cfg = with_scheme(cfg, "jacobi")
-    model = FixedPointModel(cfg, list(range(streams)), joint=True)
+    model = FixedPointModel(cfg, list(range(streams)), joint=True, lag=1)
     h = train(model, cfg.learning.epochs)
     return float(h.example_ticks.mean())
 

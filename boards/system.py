@@ -27,6 +27,7 @@ class BoardSystem(wiring.Component):
     ----------
     cfg : clln.config.Config
     clk_hz : float
+        The clock (the PLL's achieved frequency): the UART divisor and IDENTIFY's clock.
     baud : int
     max_examples : int, optional
     mult_bits : int, optional
@@ -36,7 +37,7 @@ class BoardSystem(wiring.Component):
 
     def __init__(self, cfg, clk_hz, baud=115200, max_examples=None, mult_bits=None):
         self.system = System(cfg, p.uart_divisor(clk_hz, baud), max_examples=max_examples,
-                             mult_bits=mult_bits)
+                             mult_bits=mult_bits, clock_hz=clk_hz)
         super().__init__({})
 
     def elaborate(self, platform):

@@ -121,8 +121,11 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
         ``streams``: per stream a dict of ``seed``, ``error_sums`` (per epoch, LSB^2),
         ``mse_per_epoch`` (V^2), ``gates`` (LSBs), ``outputs`` (LSBs,
         [example][output]), ``eval_error_sum`` and ``mse_final`` (inference pass); the
-        same keys of stream 0 at the top level; and ``status`` (the last
-        :class:`~clln.host.protocol.DeviceStatus`).
+        same keys of stream 0 at the top level; ``status`` (the last
+        :class:`~clln.host.protocol.DeviceStatus`); ``cycles``, the clock cycles of every
+        run (the training epochs and the inference pass, each counted by the device from
+        its start), and ``clock_hz``, the clock the device reports in IDENTIFY (0: not
+        known).
     """
     from . import protocol as p
     from .formats import Formats
@@ -149,22 +152,25 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
     dev.write_gates(np.concatenate([fmt.volts_to_g(cfg.learning.initial_gates(n_edges, s))
                                     for s in seeds]))
     scale = 2.0 ** (-2 * fmt.v_frac) / (n * n_out)
-    sums = []
+    sums, cycles = [], 0
     for e in range(epochs):
         dev.run_epochs(1, True)
         st = dev.wait_idle(timeout=3600, poll=0.01)
         sums.append(st.error_sums)
+        cycles += st.cycles
         if progress:
             progress(e + 1, st.error_sum * scale)
     gates = dev.read_gates().reshape(len(seeds), n_edges)
     dev.run_epochs(1, False)
     st = dev.wait_idle(timeout=3600, poll=0.01)
+    cycles += st.cycles
     outputs = dev.read_outputs(0, n).reshape(n, len(seeds), n_out)
     streams = [{"seed": sd, "error_sums": [e[s] for e in sums],
                 "mse_per_epoch": [e[s] * scale for e in sums], "gates": gates[s],
                 "outputs": outputs[:, s], "eval_error_sum": st.error_sums[s],
                 "mse_final": st.error_sums[s] * scale} for s, sd in enumerate(seeds)]
-    return dict(streams[0], streams=streams, status=st)
+    return dict(streams[0], streams=streams, status=st, cycles=cycles,
+                clock_hz=ident.clock_hz)
 
 
 def _plot(path, cfg, res, fmt):
@@ -233,6 +239,8 @@ def cmd_run(args):
         transport.close()
     seconds = time.monotonic() - t1
     st = res["status"]
+    clock_hz = _clock_hz(res, args)
+    board_seconds = res["cycles"] / clock_hz if clock_hz else None
     streams = [{"seed": r["seed"], "mse_per_epoch": r["mse_per_epoch"],
                 "error_sums": r["error_sums"], "mse_final": r["mse_final"],
                 "outputs_final": fmt.v_to_volts(r["outputs"]).tolist(),
@@ -254,31 +262,57 @@ def cmd_run(args):
            "targets": cfg.task.y.tolist(), "saturated": bool(st.saturation),
            "ticks": st.ticks, "seconds": seconds, "setup_seconds": setup,
            "ticks_per_second": st.ticks / seconds if seconds else None,
+           "cycles": res["cycles"], "clock_hz": clock_hz or None,
+           "board_seconds": board_seconds,
            "checkpoint": str(ckpt), "streams": streams}
     if args.json:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
     else:
-        # one column per stream, in seed order
-        seeds = ", ".join(str(r["seed"]) for r in streams)
-        print(f"{cfg.name}: {epochs} epochs on {out['device']} in {seconds:.1f} s "
-              f"({st.ticks} ticks), seed{'s' if len(streams) > 1 else ''} {seeds}, "
-              f"{args.order} order")
-        for e in range(epochs):
-            if e < 5 or e == epochs - 1 or (e + 1) % max(1, epochs // 10) == 0:
-                mses = " ".join(f"{r['mse_per_epoch'][e]:.3e}" for r in streams)
-                print(f"  epoch {e + 1:>6}: mse {mses} V^2")
-        mses = " ".join(f"{r['mse_final']:.3e}" for r in streams)
-        print(f"final (inference pass): mse {mses} V^2"
-              + ("  (saturated)" if st.saturation else ""))
-        for i, y in enumerate(cfg.task.y):
-            outs = " ".join(np.array2string(np.array(r["outputs_final"][i]), precision=4)
-                            for r in streams)
-            print(f"  example {i}: output {outs} V, "
-                  f"target {np.array2string(y, precision=4)} V")
-        print(f"gates saved to {ckpt}" + (f"; plot written to {args.plot}" if args.plot
-                                           else ""))
+        _print_run(out, cfg, args)
     return 0
+
+
+def _print_run(out, cfg, args):
+    """The text report of ``clln run``: ``out`` is its JSON object."""
+    streams, epochs = out["streams"], out["epochs"]
+    # one column per stream, in seed order
+    seeds = ", ".join(str(r["seed"]) for r in streams)
+    print(f"{cfg.name}: {epochs} epochs on {out['device']} in {out['seconds']:.1f} s "
+          f"({out['ticks']} ticks), seed{'s' if len(streams) > 1 else ''} {seeds}, "
+          f"{args.order} order")
+    print("  " + _board_time(out["cycles"], out["clock_hz"], out["board_seconds"]))
+    for e in range(epochs):
+        if e < 5 or e == epochs - 1 or (e + 1) % max(1, epochs // 10) == 0:
+            mses = " ".join(f"{r['mse_per_epoch'][e]:.3e}" for r in streams)
+            print(f"  epoch {e + 1:>6}: mse {mses} V^2")
+    mses = " ".join(f"{r['mse_final']:.3e}" for r in streams)
+    print(f"final (inference pass): mse {mses} V^2"
+          + ("  (saturated)" if out["saturated"] else ""))
+    for i, y in enumerate(cfg.task.y):
+        outs = " ".join(np.array2string(np.array(r["outputs_final"][i]), precision=4)
+                        for r in streams)
+        print(f"  example {i}: output {outs} V, "
+              f"target {np.array2string(y, precision=4)} V")
+    print(f"gates saved to {out['checkpoint']}" + (f"; plot written to {args.plot}"
+                                                   if args.plot else ""))
+
+
+def _clock_hz(res, args):
+    """The device's clock (Hz) from its IDENTIFY, else, for the simulated board, the
+    bench's clock; 0 when not known."""
+    if res["clock_hz"] or not args.sim:
+        return res["clock_hz"]
+    from .flows import SIM_CLOCK_HZ
+    return SIM_CLOCK_HZ
+
+
+def _board_time(cycles, clock_hz, board_seconds):
+    """The text line of the time the device itself spent in the runs."""
+    if not clock_hz:
+        return f"board time: {cycles} cycles (the device reports no clock)"
+    return (f"board time: {board_seconds:.4g} s ({cycles} cycles at "
+            f"{clock_hz / 1e6:g} MHz)")
 
 
 def add_parsers(sub):

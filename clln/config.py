@@ -148,6 +148,13 @@ class FabricFold:
     serial: bool = False
     streams: int = 1
 
+    @property
+    def still_lag(self):
+        """Ticks by which the fabric reports whether a tick moved (``docs/semantics.md``,
+        "Moving and still"): 1 for the pipelined fabric, whose round of ticks is still in
+        the pipeline when the next one starts, else 0."""
+        return 1 if self.streams > 1 else 0
+
 
 @dataclass(frozen=True)
 class Config:

@@ -10,10 +10,14 @@ from pathlib import Path
 
 from .formats import Formats, check_tick_stability
 from .gateware.export import generate, generate_system
-from .sim.benches.board import SimBoardTransport
+from .sim.benches.board import PERIOD_NS, SimBoardTransport
 from .sim.benches.runner import check_bench_args, run_fabric_bench
 
-__all__ = ["verify", "sim_board"]
+__all__ = ["verify", "sim_board", "SIM_CLOCK_HZ"]
+
+#: The simulated board's clock (its bench's period): what turns the cycles of a run on
+#: the simulated board into (simulated) seconds. Its IDENTIFY reports no clock (0).
+SIM_CLOCK_HZ = round(1e9 / PERIOD_NS)
 
 
 def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None, seed=None,
@@ -64,6 +68,8 @@ def sim_board(cfg, build_dir=None, seed=None, opt=None, divisor=4, max_examples=
         As for :class:`~clln.gateware.system.System`.
     opt : str, optional
         C++ optimisation of the Verilated model (``-O0`` builds faster, runs ~5x slower).
+
+    The simulated clock is :data:`SIM_CLOCK_HZ`.
     """
     build = Path(build_dir) if build_dir else Path("build/simboard") / cfg.name
     system = generate_system(cfg, build / "hdl", divisor=divisor, max_examples=max_examples,

@@ -21,7 +21,7 @@ from cobs import cobs
 
 from .errors import CllnError
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 DELIMITER = 0x00
 #: Largest payload of a request or a reply, bytes.
 MAX_PAYLOAD = 256
@@ -358,7 +358,9 @@ class Identity:
 
     ``n_edges`` and ``n_outputs`` are those of one network; the fabric holds ``streams``
     networks, so the gate table has :attr:`n_gates` entries and an example
-    :attr:`n_output_values` recorded outputs, both stream-major.
+    :attr:`n_output_values` recorded outputs, both stream-major. ``clock_hz`` is the clock
+    the bitstream was built for (Hz, rounded; 0: not known, e.g. a simulation), which
+    turns READ_STATUS' cycle counter into seconds.
     """
     protocol_version: int
     config_hash: int
@@ -374,8 +376,9 @@ class Identity:
     gate_min_q: int
     gate_max_q: int
     streams: int
+    clock_hz: int = 0
 
-    FORMAT = ">BIBBBBHHBBHiiB"
+    FORMAT = ">BIBBBBHHBBHiiBI"
 
     def pack(self):
         return struct.pack(self.FORMAT, *(getattr(self, f) for f in self.__dataclass_fields__))
@@ -404,16 +407,18 @@ class Identity:
         return self.n_outputs * self.streams
 
     @classmethod
-    def from_config(cls, cfg, fmt, max_examples):
-        """The identity a bitstream built from ``cfg`` and ``fmt`` must report."""
+    def from_config(cls, cfg, fmt, max_examples, clock_hz=0):
+        """The identity a bitstream built from ``cfg`` and ``fmt`` for a clock of
+        ``clock_hz`` (0: not known) must report."""
         return cls(PROTOCOL_VERSION, config_hash(cfg), fmt.v_bits, fmt.v_frac, fmt.g_bits,
                    fmt.g_frac, cfg.network.n_nodes, cfg.network.n_edges, len(cfg.io.inputs),
                    len(cfg.io.outputs), max_examples, fmt.gate_min_q, fmt.gate_max_q,
-                   cfg.fabric.streams)
+                   cfg.fabric.streams, round(clock_hz))
 
 
 def config_hash(cfg):
-    """32-bit hash of what a bitstream depends on: graph, I/O, device, learning, widths.
+    """32-bit hash of what a bitstream depends on: graph, I/O, device, learning, widths,
+    the node step (``relax``) and the still rule's ``still_lsb``.
 
     The fabric's folding (``[fabric]``) is left out: every fold computes the same bits, so
     a bitstream whose fold was chosen by ``clln build`` serves the config it was built from.
@@ -428,6 +433,9 @@ def config_hash(cfg):
         "gate_min": cfg.learning.gate_min, "gate_max": cfg.learning.gate_max,
         "kappa": cfg.schedule.kappa, "learn_ticks": cfg.schedule.learn_ticks,
         "fixed": {k: getattr(cfg.fixed, k) for k in cfg.fixed.__dataclass_fields__},
+        # baked into the fabric as well: the leak, the node step and its box, the still rule
+        "gmin": cfg.device.gmin, "k": cfg.device.k, "v_range": [cfg.io.v_min, cfg.io.v_max],
+        "relax": cfg.schedule.relax, "still_lsb": cfg.schedule.still_lsb,
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
@@ -584,6 +592,13 @@ class DeviceStatus:
         Last epoch error sum of each stream (LSB^2, saturating at 2**64 - 1).
     saturation : int
         Sticky saturation flags, OR of all streams.
+    cycles : int
+        Clock cycles of the current (or last) run: counted from START / RUN_EPOCHS while
+        the controller runs, frozen when the run ends, 0 after reset or RESET. The golden
+        model (``clln.sim.system``) counts no cycles and reports 0.
+
+    The payload is mode, epoch, example, ticks, cycles, the error sums, the flags
+    (:meth:`format`); ``cycles`` is the dataclass's last field so that it may be left out.
     """
     mode: Mode
     epoch: int
@@ -591,11 +606,12 @@ class DeviceStatus:
     ticks: int
     error_sums: tuple
     saturation: int
+    cycles: int = 0
 
     @staticmethod
     def format(streams):
         """``struct`` format of the payload for ``streams`` networks."""
-        return ">BIHQ" + "Q" * streams + "B"
+        return ">BIHQQ" + "Q" * streams + "B"
 
     @property
     def error_sum(self):
@@ -604,16 +620,17 @@ class DeviceStatus:
 
     def pack(self):
         return struct.pack(self.format(len(self.error_sums)), self.mode, self.epoch,
-                           self.example, self.ticks, *self.error_sums, self.saturation)
+                           self.example, self.ticks, self.cycles, *self.error_sums,
+                           self.saturation)
 
     @classmethod
     def unpack(cls, payload, streams=1):
         """Decode a READ_STATUS payload of a fabric of ``streams`` networks."""
-        mode, epoch, example, ticks, *sums, sat = _u(cls.format(streams), payload,
-                                                     Command.READ_STATUS)
+        mode, epoch, example, ticks, cycles, *sums, sat = _u(cls.format(streams), payload,
+                                                             Command.READ_STATUS)
         if mode not in Mode._value2member_map_:
             raise FrameError(Status.OUT_OF_RANGE, f"mode {mode}")
-        return cls(Mode(mode), epoch, example, ticks, tuple(sums), sat)
+        return cls(Mode(mode), epoch, example, ticks, tuple(sums), sat, cycles)
 
 
 #: Exact payload lengths of the fixed-size requests.

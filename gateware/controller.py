@@ -2,7 +2,8 @@
 
 It holds the dataset in block RAM and runs the presentation schedule of
 ``docs/semantics.md`` on a :class:`~clln.gateware.fabric.Fabric` (settle ticks with
-learning off, then learning ticks), in cyclic or LFSR order, for N epochs or until
+learning off, for a fixed count or until the fabric is still, then learning ticks), in
+cyclic or LFSR order, for N epochs or until
 stopped; it sums the squared output errors per epoch and records the free outputs of
 every example. Its golden model is :class:`clln.sim.system.SystemModel`
 (``docs/controller.md``).
@@ -49,7 +50,8 @@ class CommandSignature(wiring.Signature):
     Dataset writes (``ds_*``), schedule writes (``sched_*`` latched by ``sched_we``),
     ``start`` (with ``start_epochs`` and ``start_learn``), ``stop``, ``clear``, the
     outputs memory read port (``out_*``, one cycle of latency); back: ``busy``, the run
-    state and the schedule registers (see :class:`Controller`).
+    state (``ticks``, ``cycles`` of the run, ...) and the schedule registers (see
+    :class:`Controller`).
 
     Parameters
     ----------
@@ -73,13 +75,14 @@ class CommandSignature(wiring.Signature):
             "ds_data": Out(signed(v_bits)),
             "sched_we": Out(1), "sched_settle": Out(32), "sched_learn": Out(32),
             "sched_epochs": Out(32), "sched_n": Out(16), "sched_order": Out(1),
-            "sched_seed": Out(32),
+            "sched_seed": Out(32), "sched_still": Out(8),
             "start": Out(1), "start_epochs": Out(32), "start_learn": Out(1), "stop": Out(1),
             "clear": Out(1),
             "out_example": Out(ex_shape), "out_index": Out(range(max(n_values, 2))),
             "out_data": In(signed(v_bits + 1)),
             "busy": In(1), "mode": In(2), "epoch": In(32), "example": In(ex_shape),
-            "ticks": In(64), "error_sum": In(data.ArrayLayout(error_bits, streams)),
+            "ticks": In(64), "cycles": In(64),
+            "error_sum": In(data.ArrayLayout(error_bits, streams)),
             "settle": In(32), "learn_ticks": In(32), "epochs": In(32),
         })
 
@@ -118,11 +121,15 @@ class Controller(wiring.Component):
         schedule writes (``sched_*`` latched by ``sched_we``, which also reloads the LFSR
         from the seed: ``sched_seed`` is read bit by bit until ``busy`` falls;
         ``sched_n`` must be ``1 .. max_examples`` and ``sched_settle + sched_learn >= 1``,
-        as the command handler checks), ``start`` (with ``start_epochs``, 0 = until
-        stopped, and ``start_learn``), ``stop`` (honoured at the next tick boundary),
-        ``clear`` (idle only: pulses ``fabric.clear``, clears the tick counter, epoch,
-        example, error sums and outputs memory and reloads the LFSR), the outputs memory
-        read port (``out_*``, one cycle of latency) and status.
+        as the command handler checks; ``sched_still`` > 0 ends a settle phase after that
+        many consecutive ticks without ``fabric.moved``, ``sched_settle`` being the cap;
+        a pipelined fabric reports ``moved`` a tick late, ``cfg.fabric.still_lag``),
+        ``start`` (with ``start_epochs``, 0 = until stopped, and ``start_learn``; clears
+        ``cycles``, which then counts the cycles of the run and stays when it ends),
+        ``stop`` (honoured at the next tick boundary), ``clear`` (idle only: pulses
+        ``fabric.clear``, clears the tick and cycle counters, epoch, example, error sums
+        and outputs memory and reloads the LFSR), the outputs memory read port (``out_*``,
+        one cycle of latency) and status.
     fabric : Out(ControlSignature(...))
         To the fabric (``sample_data`` is valid only with ``sample_we``).
 
@@ -175,6 +182,7 @@ class Controller(wiring.Component):
         self._schedule_registers(m, s)
         self._lfsr_order(m, s)
         self._run_state(m, s)
+        self._counters(m, s)
         self._dataset_reads(m, s)
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
@@ -227,6 +235,7 @@ class Controller(wiring.Component):
         s.settle = Signal(32, init=sch.settle_ticks, name="settle")
         s.learn_t = Signal(32, init=sch.learn_ticks, name="learn_t")
         s.epochs = Signal(32, init=cfg.learning.epochs, name="epochs")
+        s.still = Signal(8, init=sch.still_ticks if sch.settle == "still" else 0, name="still")
         s.n_ex = Signal(range(self.max_examples + 1), init=self.default_n, name="n_ex")
         s.order = Signal(name="order")
         s.widths = lfsr_widths(self.max_examples)
@@ -265,8 +274,9 @@ class Controller(wiring.Component):
         s.ex = Signal(ex_shape, name="ex")              # example being presented
         s.ex_count = Signal(ex_shape, name="ex_count")  # examples done in this epoch
         s.j = Signal(range(self.row + 1), name="j")
-        # An example's ticks come in two phases, settle_ticks then learn_ticks (learning on
-        # when training; inference runs both with learning off, then observes).
+        # An example's ticks come in two phases, the settle phase (settle_ticks, or until
+        # still, at most settle_ticks) then learn_ticks (learning on when training;
+        # inference runs both with learning off, then observes).
         s.elapsed = Signal(32, name="elapsed")          # ticks done in this phase
         # the phase's length minus 1, set with ``learn_phase``: ``phase_end`` is then an
         # equality, with no adder in front of it (-1 for a phase of 0 ticks: never ends,
@@ -275,7 +285,6 @@ class Controller(wiring.Component):
         s.learn_phase = Signal(name="learn_phase")
         s.observed = Signal(name="observed")
         s.stop_req = Signal(name="stop_req")
-        s.ticks = Signal(64, name="ticks")
         # per stream: the epoch's error so far, the last epoch's
         s.err_acc = [Signal(self.error_bits, name=f"err_acc{i}") for i in range(C)]
         s.last_err = [Signal(self.error_bits, name=f"last_err{i}") for i in range(C)]
@@ -289,19 +298,36 @@ class Controller(wiring.Component):
         s.mplier = Signal(s.mag_bits, name="mplier")
         s.out_q = Signal(signed(self.fmt.v_bits + 1), name="out_q")     # the output observed
 
-        m.d.comb += [cmd.mode.eq(s.mode), cmd.epoch.eq(s.epoch), cmd.example.eq(s.ex),
-                     cmd.ticks.eq(s.ticks)]
-        m.d.comb += [cmd.error_sum[i].eq(s.last_err[i]) for i in range(C)]
-
         s.starting = Signal(name="starting")
         s.epoch_done = Signal(name="epoch_done")
-        s.phase_end = Signal(name="phase_end")      # this tick ends the phase
-        m.d.comb += s.phase_end.eq(s.elapsed == s.phase_last)
-
-        with m.If(self.fabric.tick_done):
-            m.d.sync += s.ticks.eq(s.ticks + 1)
+        m.d.comb += [cmd.mode.eq(s.mode), cmd.epoch.eq(s.epoch), cmd.example.eq(s.ex)]
+        m.d.comb += [cmd.error_sum[i].eq(s.last_err[i]) for i in range(C)]
         with m.If(cmd.stop):
             m.d.sync += s.stop_req.eq(1)
+
+    def _counters(self, m, s):
+        """The tick and cycle counters, and the ends of a phase: its count, or still."""
+        cmd = self.command
+        s.ticks = Signal(64, name="ticks")
+        s.cycles = Signal(64, name="cycles")            # cycles of the current / last run
+        # consecutive ticks of this settle phase that moved no node (``_ticks`` counts them)
+        s.quiet = Signal(8, name="quiet")
+        # ``fabric.moved`` as it is about this phase's ticks: with a lag of 1 (pipelined
+        # fabric), at the phase's first tick_done it is about the tick before the phase
+        s.moved = Signal(name="moved")
+        lag = self.cfg.fabric.still_lag
+        m.d.comb += s.moved.eq(self.fabric.moved | ((s.elapsed == 0) if lag else 0))
+        s.phase_end = Signal(name="phase_end")          # this tick ends the phase's count
+        # this tick completes ``still`` quiet ticks: it ends a settle phase before its cap
+        s.still_end = Signal(name="still_end")
+        m.d.comb += [s.phase_end.eq(s.elapsed == s.phase_last),
+                     s.still_end.eq(~s.learn_phase & (s.still != 0) & ~s.moved &
+                                    (s.quiet + 1 == s.still)),
+                     cmd.ticks.eq(s.ticks), cmd.cycles.eq(s.cycles)]
+        with m.If(self.fabric.tick_done):
+            m.d.sync += s.ticks.eq(s.ticks + 1)
+        with m.If(s.mode != Mode.IDLE):               # frozen when the run ends
+            m.d.sync += s.cycles.eq(s.cycles + 1)
 
     def _dataset_reads(self, m, s):
         """Dataset reads: the row of the example while loading it, else the target of the
@@ -316,8 +342,9 @@ class Controller(wiring.Component):
 
     @staticmethod
     def _begin_phase(m, s, learning):
-        """Start a phase (``elapsed`` 0) of settle ticks or, ``learning``, of learn ticks."""
-        m.d.sync += [s.elapsed.eq(0), s.learn_phase.eq(learning),
+        """Start a phase (``elapsed`` 0, no quiet tick yet) of settle ticks or,
+        ``learning``, of learn ticks."""
+        m.d.sync += [s.elapsed.eq(0), s.quiet.eq(0), s.learn_phase.eq(learning),
                      s.phase_last.eq(Mux(learning, s.learn_t, s.settle) - 1)]
 
     @staticmethod
@@ -334,8 +361,8 @@ class Controller(wiring.Component):
         with m.If(cmd.sched_we):
             m.d.sync += [s.settle.eq(cmd.sched_settle), s.learn_t.eq(cmd.sched_learn),
                          s.epochs.eq(cmd.sched_epochs), s.n_ex.eq(cmd.sched_n),
-                         s.order.eq(cmd.sched_order), s.rem.eq(0), s.reseed.eq(1),
-                         s.steps.eq(32)]
+                         s.order.eq(cmd.sched_order), s.still.eq(cmd.sched_still),
+                         s.rem.eq(0), s.reseed.eq(1), s.steps.eq(32)]
             m.next = "SEED"
         with m.Elif(cmd.clear):
             m.d.comb += self.fabric.clear.eq(1)
@@ -395,15 +422,17 @@ class Controller(wiring.Component):
                 m.next = "TICKS"
 
     def _ticks(self, m, s):
-        """Run the phase's ticks; then the next phase, the observation or the end."""
+        """Run the phase's ticks (a settle phase until still, at most its count); then the
+        next phase, the observation or the end."""
         fab = self.fabric
         m.d.comb += [fab.run.eq(1), fab.learn.eq(s.learn_phase & s.training)]
         with m.If(fab.tick_done):
-            m.d.sync += s.elapsed.eq(s.elapsed + 1)
+            m.d.sync += [s.elapsed.eq(s.elapsed + 1),
+                         s.quiet.eq(Mux(s.moved, 0, s.quiet + 1))]
             with m.If(s.stop_req):
                 m.d.sync += s.mode.eq(Mode.IDLE)
                 m.next = "IDLE"
-            with m.Elif(s.phase_end):
+            with m.Elif(s.phase_end | s.still_end):
                 with m.If(~s.learn_phase & ~s.training & (s.learn_t != 0)):
                     # inference: the learn ticks follow, learning off
                     self._begin_phase(m, s, 1)
@@ -485,6 +514,6 @@ class Controller(wiring.Component):
         with m.If(clear):
             m.d.sync += [s.ticks.eq(0), s.ex.eq(0)] + [last.eq(0) for last in s.last_err]
         with m.If(clear | s.starting):
-            m.d.sync += s.epoch.eq(0)
+            m.d.sync += [s.epoch.eq(0), s.cycles.eq(0)]
         with m.If(clear | s.starting | s.epoch_done):
             m.d.sync += [acc.eq(0) for acc in s.err_acc]

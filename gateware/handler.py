@@ -142,7 +142,7 @@ class CommandHandler(wiring.Component):
         shares the registers of the payload's first bytes."""
         ctrl = self.ctrl
         s.status_fields = [(ctrl.mode, 1), (ctrl.epoch, 4), (ctrl.example, 2),
-                           (ctrl.ticks, 8),
+                           (ctrl.ticks, 8), (ctrl.cycles, 8),
                            *((ctrl.error_sum[i], 8) for i in range(self.command_signature.streams)),
                            (self.fabric_status.sat_flags.as_value(), 1)]
         s.snap_value = Cat(*(value for value, _ in s.status_fields))
@@ -212,6 +212,7 @@ class CommandHandler(wiring.Component):
             ctrl.sched_learn.eq(sched["learn_ticks"]),
             ctrl.sched_epochs.eq(sched["epochs"]), ctrl.sched_n.eq(sched["n_examples"]),
             ctrl.sched_order.eq(sched["order"]), ctrl.sched_seed.eq(sched["seed"]),
+            ctrl.sched_still.eq(sched["still_ticks"]),
             ctrl.start_epochs.eq(Mux(is_run, run["epochs"], ctrl.epochs)),
             ctrl.start_learn.eq(~is_run | run["learn"][0]),
             self.fabric_status.clear_flags.eq(0),
@@ -422,7 +423,7 @@ class CommandHandler(wiring.Component):
 
     def _reply_fixed(self, m, s):
         """IDENTIFY's constants or READ_STATUS' snapshot, a byte every 2 cycles."""
-        # The byte at idx is selected from up to 80 (with 8 streams' error sums) into a
+        # The byte at idx is selected from up to 88 (with 8 streams' error sums) into a
         # register, and offered the cycle after: 2 cycles a byte, and no long path from
         # idx through that selection into the link's CRC.
         idx = s.idx

@@ -8,7 +8,6 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from clln import protocol as p
-from clln.errors import ConfigError
 from clln.formats import Formats
 
 from .controller import Controller
@@ -34,6 +33,9 @@ class System(wiring.Component):
         Receive FIFO in bytes.
     mult_bits : int, optional
         Operand bits of the target's multiplier blocks (see ``make_fabric``).
+    clock_hz : float
+        The clock the system runs at, reported by IDENTIFY (rounded to Hz; 0: not known,
+        as in a simulation).
 
     Members
     -------
@@ -49,11 +51,7 @@ class System(wiring.Component):
     idle: Out(1)
 
     def __init__(self, cfg, divisor, max_examples=None, seed=None, fmt=None, fifo_depth=512,
-                 mult_bits=None):
-        if cfg.schedule.settle != "fixed":
-            raise ConfigError(cfg.source, "schedule.settle", f"{cfg.schedule.settle!r} is not "
-                              "implemented in the board controller yet (issue 14); use "
-                              "settle = \"fixed\" on a board")
+                 mult_bits=None, clock_hz=0):
         self.cfg = cfg
         self.mult_bits = mult_bits
         self.fmt = fmt if fmt is not None else Formats.from_config(cfg)
@@ -61,7 +59,7 @@ class System(wiring.Component):
         self.max_examples = max_examples or p.default_max_examples(cfg)
         self.seed = seed
         self.fifo_depth = fifo_depth
-        self.identity = p.Identity.from_config(cfg, self.fmt, self.max_examples)
+        self.identity = p.Identity.from_config(cfg, self.fmt, self.max_examples, clock_hz)
         super().__init__()
 
     def elaborate(self, platform):

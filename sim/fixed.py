@@ -171,17 +171,26 @@ def seeds_moved(vf_old, vc_old, vf_new, vc_new, lsb):
     return out
 
 
+def moved_as_reported(moved, lag):
+    """The ``moved`` a fabric reports with each ``tick_done``, from each tick's (ticks,):
+    with ``lag`` (``cfg.fabric.still_lag``) the tick that many before's, 0 before the
+    first (``docs/semantics.md``, "Moving and still")."""
+    moved = np.asarray(moved, np.int64)
+    return np.concatenate([np.zeros(min(lag, len(moved)), np.int64), moved[:len(moved) - lag]])
+
+
 @njit(cache=True)
 def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_plus,
-              out_minus, target, c, flags, still_ticks, joint, used):
+              out_minus, target, c, flags, still_ticks, joint, lag, used):
     """Run up to ``n_ticks`` ticks on every seed (rows of ``vf, vc, g``) in place.
 
     ``flags[s]`` accumulates (OR) the saturation flags of seed s; ``used[s]`` receives
     the ticks seed s ran. With ``still_ticks = k > 0`` a seed stops after the tick that
     makes k consecutive ticks in which no node of either network moved by more than
     ``c.still_lsb`` (with ``joint``, every seed stops at the first tick after which all
-    seeds have such a run: the pipelined fabric's rule). ``still_ticks = 0``: exactly
-    ``n_ticks`` ticks.
+    seeds have such a run: the pipelined fabric's rule). ``lag = 1`` judges the run on
+    the ticks before the last (a fabric that knows a tick's moves one tick late stops one
+    tick later). ``still_ticks = 0``: exactly ``n_ticks`` ticks.
     """
     n_seeds, n = vf.shape
     acc_f, acc_c = np.empty(n, np.int64), np.empty(n, np.int64)
@@ -189,8 +198,10 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_
     vf_b, vc_b, g_b = np.empty_like(vf), np.empty_like(vc), np.empty_like(g)
     quiet = np.zeros(n_seeds, np.int64)
     done = np.zeros(n_seeds, np.bool_)
+    judged = np.zeros(n_seeds, np.int64)
     used[:] = 0
     for _ in range(n_ticks):
+        judged[:] = quiet
         for s in range(n_seeds):
             if done[s]:
                 continue
@@ -205,12 +216,14 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_
             vf[s], vc[s], g[s] = vf_b[s], vc_b[s], g_b[s]
             used[s] += 1
         if still_ticks > 0:
+            if not lag:
+                judged[:] = quiet
             if joint:
-                if np.all(quiet >= still_ticks):
+                if np.all(judged >= still_ticks):
                     break
             else:
                 for s in range(n_seeds):
-                    done[s] = quiet[s] >= still_ticks
+                    done[s] = judged[s] >= still_ticks
                 if np.all(done):
                     break
 
@@ -219,13 +232,14 @@ class FixedPointModel(TickModel):
     """Fixed-point coupled learning for a batch of seeds; state is int64 in LSBs.
 
     With ``joint``, the seeds settle together as the streams of one pipelined fabric do
-    (a settle phase ends when every seed is still); otherwise each on its own.
+    (a settle phase ends when every seed is still); otherwise each on its own. ``lag``
+    (``cfg.fabric.still_lag`` for the fabric's rule) judges stillness that many ticks late.
     """
 
     name = "fixed"
 
-    def __init__(self, cfg, seeds, joint=False):
-        self.joint = joint
+    def __init__(self, cfg, seeds, joint=False, lag=0):
+        self.joint, self.lag = joint, lag
         self.formats = Formats.from_config(cfg)
         self.constants = tick_constants(self.formats)
         super().__init__(cfg, seeds)
@@ -251,4 +265,4 @@ class FixedPointModel(TickModel):
         run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
                   self.formats.vt_q, p.driven, self._drive[example], p.out_plus, p.out_minus,
                   self._targets[example], self.constants, self.flags, still_ticks, self.joint,
-                  used)
+                  self.lag, used)

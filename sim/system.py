@@ -13,6 +13,11 @@ one :class:`~clln.sim.fixed.FixedPointModel`; gates and recorded outputs are str
 Node state: the fabric has no node write port, so nothing ever restores node voltages.
 Every pass (training or inference) starts from the node state the previous pass left,
 unlike :meth:`clln.sim.ticks.TickModel.evaluate`, which restores it.
+
+Cycles: the model is tick-exact, not cycle-exact. READ_STATUS' cycle counter (the clock
+cycles of the last run) is always 0 here; a test compares every other field and checks
+the gateware's count on its own (at least the run's ticks times the fabric's cycles per
+tick, growing while it runs, frozen after).
 """
 
 import numpy as np
@@ -53,11 +58,13 @@ class TwinModel(FixedPointModel):
         self.target = np.zeros(len(cfg.io.outputs), np.int64)
 
     def _kernel(self, n_ticks, example, learn, still_ticks, used):
-        # the streams settle together: the fabric stops when every stream is still
+        # the streams settle together: the fabric stops when every stream is still (as it
+        # knows it, ``still_lag`` ticks late)
         pr = self.problem
         run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, pr.edge_a, pr.edge_b,
                   self.formats.vt_q, pr.driven, self.drive, pr.out_plus, pr.out_minus,
-                  self.target, self.constants, self.flags, still_ticks, True, used)
+                  self.target, self.constants, self.flags, still_ticks, True,
+                  self.cfg.fabric.still_lag, used)
 
     def outputs_q(self):
         """Free outputs in voltage LSBs (``VF[p]`` or ``VF[p] - VF[m]``), int64
@@ -78,6 +85,8 @@ class SystemModel:
     seed : int, optional
         Seed of the reset gates of stream 0 (default ``learning.seed``); stream s has
         those of ``seed + s`` (``cfg.fabric.streams`` streams).
+    clock_hz : float
+        The clock IDENTIFY reports (as ``System``'s; 0: not known).
 
     Attributes
     ----------
@@ -89,14 +98,14 @@ class SystemModel:
         Last epoch error sum of each stream (LSB^2, saturating at 2**64 - 1).
     """
 
-    def __init__(self, cfg, max_examples=None, seed=None):
+    def __init__(self, cfg, max_examples=None, seed=None, clock_hz=0):
         self.cfg = cfg
         self.max_examples = max_examples or p.default_max_examples(cfg)
         self.build_seed = cfg.learning.seed if seed is None else seed
         self.seeds = [self.build_seed + s for s in range(cfg.fabric.streams)]
         self.twin = TwinModel(cfg, self.seeds)
         fmt = self.fmt = self.twin.formats
-        self.identity = p.Identity.from_config(cfg, fmt, self.max_examples)
+        self.identity = p.Identity.from_config(cfg, fmt, self.max_examples, clock_hz)
         self.n_inputs, self.n_outputs = len(cfg.io.inputs), len(cfg.io.outputs)
         self.inputs = list(cfg.io.inputs)
         self.dataset = np.zeros((self.max_examples, self.n_inputs + self.n_outputs), np.int64)
@@ -137,6 +146,13 @@ class SystemModel:
 
     def run(self, epochs, learn):
         """Run ``epochs`` epochs (training if ``learn``, else inference) to completion.
+
+        Each example: the settle phase with learning off (``settle_ticks`` ticks, or with
+        the schedule's ``still_ticks > 0`` until that many consecutive ticks moved no node
+        of any stream, at most ``settle_ticks``), then ``learn_ticks`` ticks with learning
+        on (training) or off (inference). Training observes the outputs at the end of the
+        settle phase (at the end of the example without settle ticks), inference at the
+        end of the example.
 
         ``epochs = 0`` (until stopped) cannot be modelled: the model only enters the mode
         (and answers BUSY) until :meth:`stop`.
@@ -201,7 +217,8 @@ class SystemModel:
         return self.twin.gates.ravel()
 
     def status(self):
-        """The :class:`~clln.host.protocol.DeviceStatus` READ_STATUS reports."""
+        """The :class:`~clln.host.protocol.DeviceStatus` READ_STATUS reports (with
+        ``cycles`` 0: the model counts no clock cycles)."""
         return p.DeviceStatus(self.mode, self.epoch, self.example, self.twin.ticks,
                               tuple(self.error_sums), int(np.bitwise_or.reduce(self.twin.flags)))
 

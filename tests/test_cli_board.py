@@ -33,9 +33,26 @@ def short_xor(tmp_path):
     return path
 
 
-def model_device(monkeypatch, devices):
+class ClockedModel(SystemModel):
+    """The golden model with a clock (25 MHz in IDENTIFY) and a cycle counter of 7 cycles
+    per tick of the last run (the model itself counts none)."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg, clock_hz=25e6)
+        self.run_cycles = 0
+
+    def run(self, epochs, learn):
+        before = self.twin.ticks
+        super().run(epochs, learn)
+        self.run_cycles = 7 * (self.twin.ticks - before)
+
+    def status(self):
+        return dataclasses.replace(super().status(), cycles=self.run_cycles)
+
+
+def model_device(monkeypatch, devices, model_class=SystemModel):
     def open_device(cfg, args, seed):
-        model = SystemModel(devices.get("cfg", cfg))
+        model = model_class(devices.get("cfg", cfg))
         devices["model"] = model
         t = LoopbackTransport(model.respond)
         return Device(t), t
@@ -43,7 +60,7 @@ def model_device(monkeypatch, devices):
 
 
 def test_run_json_matches_clln_train(short_xor, tmp_path, monkeypatch, capsys):
-    model_device(monkeypatch, {})
+    model_device(monkeypatch, {}, ClockedModel)
     ckpt, plot = tmp_path / "gates.json", tmp_path / "run.png"
     assert board_cli(["run", str(short_xor), "--sim", "--epochs", "4", "--seed", "3",
                       "--json", "--checkpoint", str(ckpt), "--plot", str(plot)]) == 0
@@ -56,6 +73,9 @@ def test_run_json_matches_clln_train(short_xor, tmp_path, monkeypatch, capsys):
     assert len(run["mse_per_epoch"]) == 4
     np.testing.assert_allclose(run["mse_per_epoch"], ref["mse_per_epoch"], rtol=2e-3)
     assert run["ticks"] == 4 * 4 * 26 + 4 * 26
+    # the cycles of every run (4 epochs, the inference pass) at the clock of IDENTIFY
+    assert (run["cycles"], run["clock_hz"]) == (7 * run["ticks"], 25_000_000)
+    assert run["board_seconds"] == pytest.approx(7 * run["ticks"] / 25e6)
     assert json.loads(ckpt.read_text())["gates_final"] == ref["gates_final"]
     assert plot.stat().st_size > 10000
     assert run["streams"] == [{"seed": 3, **{k: run[k] for k in (
@@ -129,11 +149,30 @@ def test_run_refuses_another_bitstream(short_xor, monkeypatch, capsys):
 
 
 def test_run_text_output(short_xor, tmp_path, monkeypatch, capsys):
-    model_device(monkeypatch, {})
+    model_device(monkeypatch, {}, ClockedModel)
     assert board_cli(["run", str(short_xor), "--sim", "--epochs", "2",
                       "--checkpoint", str(tmp_path / "g.json"), "--order", "lfsr"]) == 0
     out = capsys.readouterr().out
     assert "2 epochs on sim" in out and "epoch      2: mse" in out and "example 3" in out
+    ticks = 3 * 4 * 26
+    assert f"board time: {7 * ticks / 25e6:.4g} s ({7 * ticks} cycles at 25 MHz)" in out
+
+
+def test_run_board_time_without_a_clock(short_xor, tmp_path, monkeypatch, capsys):
+    """A device whose IDENTIFY names no clock: on a port the board time is not known; on
+    the simulated board it is the bench's clock (the golden model counts 0 cycles)."""
+    from clln.flows import SIM_CLOCK_HZ
+    model_device(monkeypatch, {})
+    argv = ["run", str(short_xor), "--epochs", "1", "--checkpoint", str(tmp_path / "g.json")]
+    assert board_cli(argv + ["--port", "/dev/null", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert (run["cycles"], run["clock_hz"], run["board_seconds"]) == (0, None, None)
+    assert board_cli(argv + ["--port", "/dev/null"]) == 0
+    assert "board time: 0 cycles (the device reports no clock)" in capsys.readouterr().out
+    assert board_cli(argv + ["--sim", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert (run["cycles"], run["clock_hz"], run["board_seconds"]) == (0, SIM_CLOCK_HZ, 0.0)
+    assert SIM_CLOCK_HZ == 100_000_000
 
 
 # -- fold search (fake builds) -----------------------------------------------------------

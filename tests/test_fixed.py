@@ -227,11 +227,12 @@ def _jacobi_still(xor_dict, still_ticks=4, still_lsb=1):
     return config.parse(xor_dict)
 
 
-@pytest.mark.parametrize("joint", [False, True])
-def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint):
+@pytest.mark.parametrize("joint,lag", [(False, 0), (True, 0), (False, 1), (True, 1)])
+def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint, lag):
     """Run tick by tick and find where k consecutive ticks moved no node by more than
     ``still_lsb``; the kernel's settle phase must stop exactly there, in that state
-    (every seed on its own, or all at the first tick where all are still: ``joint``)."""
+    (every seed on its own, or all at the first tick where all are still: ``joint``;
+    with ``lag`` 1, one tick after that: the run is judged on the ticks before)."""
     cfg = _jacobi_still(xor_dict, still_ticks=3, still_lsb=2)
     seeds = [0, 1, 2]
     stepped, ruled = FixedPointModel(cfg, seeds), FixedPointModel(cfg, seeds)
@@ -240,7 +241,10 @@ def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint):
         stepped.v_free[:], stepped.v_clamped[:] = ruled.v_free, ruled.v_clamped
         quiet, stop = np.zeros(len(seeds), int), np.full(len(seeds), -1)
         states = [stepped.v_free.copy()]
+        judged = quiet
         for t in range(1, 400):
+            if lag:
+                judged = quiet
             before = stepped.v_free.copy(), stepped.v_clamped.copy()
             stepped.run(1, example, False)
             states.append(stepped.v_free.copy())
@@ -248,8 +252,10 @@ def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint):
                      and np.abs(stepped.v_clamped[s] - before[1][s]).max() <= 2
                      for s in range(len(seeds))]
             quiet = np.where(still, quiet + 1, 0)
+            if not lag:
+                judged = quiet
             for s in range(len(seeds)):
-                if stop[s] < 0 and (quiet[s] >= 3 if not joint else (quiet >= 3).all()):
+                if stop[s] < 0 and (judged[s] >= 3 if not joint else (judged >= 3).all()):
                     stop[s] = t
             if (stop >= 0).all():
                 break
@@ -258,7 +264,7 @@ def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint):
         run_ticks(ruled.v_free, ruled.v_clamped, ruled.gates, 400, False, p.edge_a, p.edge_b,
                   ruled.formats.vt_q, p.driven, ruled._drive[example], p.out_plus,
                   p.out_minus, ruled._targets[example], ruled.constants, ruled.flags, 3,
-                  joint, used)
+                  joint, lag, used)
         np.testing.assert_array_equal(used, stop)
         if joint:
             assert (stop == stop.max()).all()

@@ -12,11 +12,11 @@ from clln.protocol import Command, FrameError, Status
 from clln.sim import link as link_model
 
 
-def identity(streams=1):
+def identity(streams=1, clock_hz=0):
     cfg = config.load("paper-xor")
     if streams > 1:
         cfg = config.refold(cfg, f"streams:{streams}")
-    return p.Identity.from_config(cfg, formats.Formats.from_config(cfg), 64)
+    return p.Identity.from_config(cfg, formats.Formats.from_config(cfg), 64, clock_hz)
 
 
 def test_crc_and_cobs_known_values():
@@ -131,7 +131,7 @@ def test_frame_reader_back_to_back_and_garbage():
 def test_payload_layouts_and_range_checks():
     ident = identity()
     assert p.Identity.unpack(ident.pack()) == ident
-    assert ident.n_edges == ident.n_gates == 32 and len(ident.pack()) == 26
+    assert ident.n_edges == ident.n_gates == 32 and len(ident.pack()) == 30
     drives, targets = np.array([[1, -2], [3, 4]]), np.array([[5], [-6]])
     first, d, t = p.unpack_write_dataset(p.pack_write_dataset(7, drives, targets), ident)
     assert first == 7 and (d == drives).all() and (t == targets).all()
@@ -144,8 +144,13 @@ def test_payload_layouts_and_range_checks():
     with pytest.raises(FrameError) as e:
         p.unpack_write_dataset(p.pack_write_dataset(0, drives, targets)[:-1], ident)
     assert e.value.status == Status.BAD_LENGTH
-    sched = p.ScheduleParams(600, 50, 100, 4, p.Order.LFSR, 9)
+    sched = p.ScheduleParams(600, 50, 100, 4, p.Order.LFSR, 9, still_ticks=17)
+    assert len(sched.pack()) == p.REQUEST_LENGTHS[Command.WRITE_SCHEDULE] == 20
     assert p.ScheduleParams.unpack(sched.pack(), ident) == sched
+    assert sched.pack()[19] == 17 and p.SCHEDULE_FIELDS["still_ticks"] == (19, 1)
+    with pytest.raises(FrameError) as e:            # version 2's 19 bytes
+        p.ScheduleParams.unpack(sched.pack()[:19], ident)
+    assert e.value.status == Status.BAD_LENGTH
     for bad in [p.ScheduleParams(0, 0, 1, 4), p.ScheduleParams(1, 1, 1, 65)]:
         with pytest.raises(FrameError) as e:
             p.ScheduleParams.unpack(bad.pack(), ident)
@@ -158,16 +163,18 @@ def test_payload_layouts_and_range_checks():
     with pytest.raises(FrameError) as e:
         p.unpack_write_gates(p.pack_write_gates(0, [ident.gate_max_q + 1]), ident)
     assert e.value.status == Status.OUT_OF_RANGE
-    st = p.DeviceStatus(p.Mode.TRAINING, 3, 1, 2 ** 40, (12345,), 0b10010)
-    assert len(st.pack()) == 24 and p.DeviceStatus.unpack(st.pack()) == st
+    st = p.DeviceStatus(p.Mode.TRAINING, 3, 1, 2 ** 40, (12345,), 0b10010, 2 ** 50 + 3)
+    assert len(st.pack()) == 32 and p.DeviceStatus.unpack(st.pack()) == st
+    assert st.pack()[15:23] == (2 ** 50 + 3).to_bytes(8, "big")      # cycles after ticks
     assert p.unpack_run(p.pack_run(10, False)) == (10, False)
 
 
 @pytest.mark.parametrize("streams", [1, 3])
 def test_identity_and_status_with_streams(streams):
-    ident = identity(streams)
+    ident = identity(streams, clock_hz=57.24e6)
     payload = ident.pack()
-    assert len(payload) == 26 and payload[-1] == streams and payload[0] == p.PROTOCOL_VERSION == 3
+    assert len(payload) == 30 and payload[25] == streams and payload[0] == p.PROTOCOL_VERSION == 4
+    assert payload[26:] == (57_240_000).to_bytes(4, "big") and ident.clock_hz == 57_240_000
     assert p.Identity.unpack(payload) == ident and ident.streams == streams
     assert (ident.n_edges, ident.n_gates) == (32, 32 * streams)
     assert (ident.n_outputs, ident.n_output_values) == (1, streams)
@@ -175,13 +182,15 @@ def test_identity_and_status_with_streams(streams):
         p.Identity.unpack(payload[:-1])
     assert e.value.status == Status.BAD_LENGTH
     sums = tuple(range(7, 7 + streams))[:-1] + ((1 << 64) - 1,)
-    st = p.DeviceStatus(p.Mode.EVALUATING, 4, 2, 2 ** 33 + 5, sums, 0b01001)
+    st = p.DeviceStatus(p.Mode.EVALUATING, 4, 2, 2 ** 33 + 5, sums, 0b01001, (1 << 64) - 2)
     payload = st.pack()
-    assert len(payload) == 16 + 8 * streams
-    assert payload[15:15 + 8 * streams] == b"".join(v.to_bytes(8, "big") for v in sums)
+    assert len(payload) == 24 + 8 * streams
+    assert payload[7:23] == (2 ** 33 + 5).to_bytes(8, "big") + ((1 << 64) - 2).to_bytes(8, "big")
+    assert payload[23:23 + 8 * streams] == b"".join(v.to_bytes(8, "big") for v in sums)
     back = p.DeviceStatus.unpack(payload, streams)
     assert back == st and back.error_sums == sums and back.error_sum == sums[0]
     assert (back.mode, back.ticks, back.saturation) == (p.Mode.EVALUATING, 2 ** 33 + 5, 0b01001)
+    assert back.cycles == (1 << 64) - 2
     for wrong in {1, 2, 3} - {streams}:           # another stream count: another length
         with pytest.raises(FrameError) as e:
             p.DeviceStatus.unpack(payload, wrong)
@@ -274,7 +283,7 @@ class FakeDevice:
             return p.pack_values(self.outputs[first:first + n])
         if req.command == Command.READ_STATUS:
             sums = tuple(7 + s for s in range(self.ident.streams))
-            return p.DeviceStatus(p.Mode.IDLE, 5, 0, 99, sums, 0).pack()
+            return p.DeviceStatus(p.Mode.IDLE, 5, 0, 99, sums, 0, 12_345).pack()
         raise FrameError(Status.UNKNOWN_COMMAND)
 
 
@@ -287,7 +296,7 @@ def test_driver_round_trips_and_errors():
     dev.write_gates(gates)
     assert (dev.read_gates() == gates).all()
     st = dev.status()
-    assert st.ticks == 99 and st.error_sums == (7,) and st.error_sum == 7
+    assert st.ticks == 99 and st.error_sums == (7,) and st.error_sum == 7 and st.cycles == 12_345
     with pytest.raises(DeviceError) as e:
         dev.write_gates([ident.gate_max_q + 1], first=3)
     assert e.value.status == Status.OUT_OF_RANGE and "WRITE_GATES" in str(e.value)
@@ -314,6 +323,7 @@ def test_driver_with_streams():
     assert e.value.status == Status.OUT_OF_RANGE
     st = dev.status()
     assert st.error_sums == (7, 8, 9) and st.error_sum == 7 and st.ticks == 99
+    assert st.cycles == 12_345
     fake.requests.clear()
     out = dev.read_outputs(2, 30)                       # 21 examples of 3 values per reply
     assert out.shape == (30, 3)
@@ -353,3 +363,14 @@ def test_config_hash_ignores_the_fold_but_not_the_formats():
     assert {config_hash(dataclasses.replace(cfg, fabric=f)) for f in folds} == {config_hash(cfg)}
     narrow = dataclasses.replace(cfg, fixed=dataclasses.replace(cfg.fixed, g_bits=27))
     assert config_hash(narrow) != config_hash(cfg)
+    # the node step, the still rule's threshold and the leak are in the fabric too; the
+    # schedule's settle rule and counts are written at run time
+    sch = cfg.schedule
+    for changed in (dataclasses.replace(sch, relax="jacobi"),
+                    dataclasses.replace(sch, still_lsb=sch.still_lsb + 3)):
+        assert config_hash(dataclasses.replace(cfg, schedule=changed)) != config_hash(cfg)
+    leaky = dataclasses.replace(cfg, device=dataclasses.replace(cfg.device, gmin=2e-6))
+    assert config_hash(leaky) != config_hash(cfg)
+    for same in (dataclasses.replace(sch, settle="still", still_ticks=9),
+                 dataclasses.replace(sch, settle_ticks=7)):
+        assert config_hash(dataclasses.replace(cfg, schedule=same)) == config_hash(cfg)

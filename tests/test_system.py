@@ -1,10 +1,14 @@
 """The board system end to end: host driver -> simulated UART -> System (Verilator).
 
-One Verilator build (module fixture) of paper-xor with a short schedule and a folded
-fabric serves every test; the golden model ``clln.sim.system.SystemModel`` answers the
-same requests through a loopback transport.
+One Verilator build (module fixture) per fabric of paper-xor with a short schedule,
+settling until still (``settle = "still"``; a schedule with ``still_ticks`` 0 settles for
+the fixed count on the same bitstream), serves every test; the golden model
+``clln.sim.system.SystemModel`` answers the same requests through a loopback transport.
+It counts no clock cycles: READ_STATUS is compared with the cycles set to 0, and the
+gateware's count is checked against the ticks of each run.
 """
 
+import dataclasses
 import random
 import struct
 
@@ -14,6 +18,7 @@ from conftest import LEARN, SETTLE, small_xor
 
 from clln import protocol as p
 from clln.flows import sim_board
+from clln.gateware.fabric import fabric_shape
 from clln.host.driver import Device, DeviceError, LoopbackTransport
 from clln.protocol import Command, Status
 from clln.sim.fixed import FixedPointModel
@@ -22,14 +27,44 @@ from clln.sim.training import train
 
 pytestmark = pytest.mark.sim
 
+#: The node step of the simulated boards.
+RELAX = "euler"
+#: The cap of a settle phase that ends when still (4 quiet ticks of at most 4 LSBs).
+STILL_CAP, STILL_TICKS, STILL_LSB = 150, 4, 4
+
+
+def still_xor(fold):
+    """:func:`small_xor` settling until still, with node step :data:`RELAX`."""
+    cfg = small_xor(fold)
+    return dataclasses.replace(cfg, schedule=dataclasses.replace(
+        cfg.schedule, relax=RELAX, settle="still", still_ticks=STILL_TICKS,
+        still_lsb=STILL_LSB))
+
 
 @pytest.fixture(scope="module", params=[8, "serial", "streams:3"],
                 ids=["8-units", "serial", "3-streams"])
 def board(tmp_path_factory, request):
-    cfg = small_xor(request.param)
+    cfg = still_xor(request.param)
     tr = sim_board(cfg, build_dir=tmp_path_factory.mktemp("simboard"), opt="-O0")
     yield cfg, tr
     tr.close()
+
+
+def without_cycles(status):
+    """``status`` as the golden model reports it: no cycles counted."""
+    return dataclasses.replace(status, cycles=0)
+
+
+def check_cycles(cfg, statuses, ticks_before=0, n_examples=6):
+    """Each status ends a run (of ``n_examples`` an epoch): its cycles are at least the
+    run's ticks times the fabric's cycles per tick, and at most a few hundred cycles an
+    example more (loading and observing it)."""
+    cpt = fabric_shape(cfg)[1]
+    for st in statuses:
+        ticks = st.ticks - ticks_before
+        examples = st.epoch * n_examples
+        assert ticks * cpt <= st.cycles < ticks * cpt + 300 * examples, (st, cpt)
+        ticks_before = st.ticks
 
 
 def fresh(board):
@@ -55,8 +90,9 @@ def exchange(transport, raw, timeout=10.0):
     return bytes(out)
 
 
-def session(dev, cfg, seed, epochs, order, rng):
-    """What a host does; returns everything it read back."""
+def session(dev, cfg, seed, epochs, order, rng, still=0):
+    """What a host does (settling for SETTLE ticks, or until ``still`` quiet ticks, at
+    most STILL_CAP); returns everything it read back."""
     fmt = FixedPointModel(cfg, [0]).formats
     x = fmt.volts_to_v(cfg.task.x)
     y = fmt.volts_to_v(cfg.task.y)
@@ -64,7 +100,8 @@ def session(dev, cfg, seed, epochs, order, rng):
     extra_y = rng.integers(-3000, 3000, (2, y.shape[1]))
     dev.write_dataset(np.concatenate([x, extra_x]), np.concatenate([y, extra_y]))
     n = len(x) + 2
-    dev.write_schedule(p.ScheduleParams(SETTLE, LEARN, epochs, n, order, seed))
+    dev.write_schedule(p.ScheduleParams(STILL_CAP if still else SETTLE, LEARN, epochs, n,
+                                        order, seed, still))
     dev.write_gates(fmt.volts_to_g(cfg.learning.initial_gates(cfg.network.n_edges, seed)))
     rec = {"status": [], "gates": []}
     for _ in range(2):
@@ -78,16 +115,25 @@ def session(dev, cfg, seed, epochs, order, rng):
     return rec
 
 
-@pytest.mark.parametrize("order,seed", [(p.Order.LFSR, 77), (p.Order.CYCLIC, 4)])
-def test_driver_over_simulated_uart_matches_golden_model(board, order, seed):
+@pytest.mark.parametrize("order,seed,still", [(p.Order.LFSR, 77, 0), (p.Order.CYCLIC, 4, 0),
+                                              (p.Order.LFSR, 5, STILL_TICKS),
+                                              (p.Order.CYCLIC, 6, 1)])
+def test_driver_over_simulated_uart_matches_golden_model(board, order, seed, still):
+    """Gates, status (but for the cycles) and the outputs of the inference pass, example
+    by example; settling for SETTLE ticks, or until still, capped at STILL_CAP."""
     cfg, dev, model, mdev = fresh(board)
-    got = session(dev, cfg, seed, 2, order, np.random.default_rng(seed))
-    want = session(mdev, cfg, seed, 2, order, np.random.default_rng(seed))
+    got = session(dev, cfg, seed, 2, order, np.random.default_rng(seed), still)
+    want = session(mdev, cfg, seed, 2, order, np.random.default_rng(seed), still)
     for g, w in zip(got["gates"], want["gates"], strict=True):
         np.testing.assert_array_equal(g, w)
     np.testing.assert_array_equal(got["outputs"], want["outputs"])
-    assert got["status"] == want["status"]
-    assert got["status"][1].ticks == 2 * 2 * 6 * (SETTLE + LEARN)
+    assert [without_cycles(st) for st in got["status"]] == want["status"]
+    check_cycles(cfg, got["status"])
+    ticks = got["status"][1].ticks
+    if still:           # settle phases ended early (2 x 2 epochs of 6 examples)
+        assert 2 * 2 * 6 * (still + LEARN) < ticks < 2 * 2 * 6 * (STILL_CAP + LEARN)
+    else:
+        assert ticks == 2 * 2 * 6 * (SETTLE + LEARN)
     assert got["status"][0].error_sum > 0
     assert not np.array_equal(got["gates"][0], got["gates"][1])
 
@@ -214,7 +260,7 @@ def test_malformed_frames_get_error_replies_and_change_nothing(board):
             Status.OUT_OF_RANGE} <= statuses
     # same state: gates, status, and a training epoch from it
     np.testing.assert_array_equal(dev.read_gates(), mdev.read_gates())
-    assert dev.status() == mdev.status()
+    assert dev.status() == mdev.status()            # no run since RESET: 0 cycles
     for d in (dev, mdev):
         d.run_epochs(1, True)
     sg, sm = dev.wait_idle(poll=0.01), mdev.wait_idle()
@@ -226,6 +272,8 @@ def test_malformed_frames_get_error_replies_and_change_nothing(board):
 def test_busy_and_stop(board):
     cfg, dev, model, mdev = fresh(board)
     gates = dev.read_gates()
+    for d in (dev, mdev):
+        d.write_schedule(p.ScheduleParams(SETTLE, LEARN, 1, 4))
     dev.run_epochs(0, False)             # inference until stopped: gates stay
     st = dev.status()
     assert st.mode == p.Mode.EVALUATING
@@ -235,11 +283,17 @@ def test_busy_and_stop(board):
         with pytest.raises(DeviceError) as e:
             call()
         assert e.value.status == Status.BUSY
-    assert dev.status().ticks > st.ticks
+    running = dev.status()
+    assert running.ticks > st.ticks and running.cycles > st.cycles   # counting on
     dev.stop()
     st = dev.wait_idle(poll=0.01)
-    assert st.mode == p.Mode.IDLE
+    assert st.mode == p.Mode.IDLE and st.cycles >= running.cycles
+    assert st.cycles >= st.ticks * fabric_shape(cfg)[1]         # the run began at RESET
+    assert dev.status().cycles == st.cycles                       # frozen
     np.testing.assert_array_equal(dev.read_gates(), gates)
+    dev.run_epochs(1, False)                                      # a new run starts at 0
+    again = dev.wait_idle(poll=0.01)
+    check_cycles(cfg, [again], st.ticks, n_examples=4)
     dev.reset()
     assert dev.status() == model.status()           # RESET clears the counters
     np.testing.assert_array_equal(dev.read_gates(), model.gates)

@@ -2,6 +2,8 @@
 streams: each stream must be the single-network system of its seed, bit for bit."""
 
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import LEARN, SETTLE, small_xor, tiny_config
@@ -74,24 +76,80 @@ def test_streams_are_the_single_network_systems_of_their_seeds(order, seed):
     assert not np.array_equal(got["gates"][0][:E], got["gates"][0][E:2 * E])
 
 
-def test_streams_train_like_the_fixed_point_model():
-    """Cyclic training from reset: stream s is ``train(FixedPointModel(cfg, [10 + s]))``:
-    same gates, same final outputs, and error sums of its observed outputs."""
+def until_still(cfg, relax):
+    """``cfg`` settling until still (4 quiet ticks of at most 4 LSBs, capped at 200) with
+    node step ``relax``."""
+    return dataclasses.replace(cfg, schedule=dataclasses.replace(
+        cfg.schedule, settle_ticks=200, relax=relax, settle="still", still_ticks=4,
+        still_lsb=4))
+
+
+@pytest.mark.parametrize("relax,settle", [("euler", "fixed"), ("euler", "still"),
+                                          ("jacobi", "still")])
+def test_streams_train_like_the_fixed_point_model(relax, settle):
+    """Cyclic training from reset: the streams are ``train(FixedPointModel(cfg, [10, 11,
+    12], joint=True, lag=1))`` (with fixed settling: stream s is the model of seed 10 + s
+    alone): same gates, same final outputs (the inference pass settles, then runs the
+    learn ticks with learning off), error sums of its observed outputs, same ticks."""
     cfg, epochs = small_xor("streams:3"), 3
+    if settle == "still":
+        cfg = until_still(cfg, relax)
     model = SystemModel(cfg, seed=10)
+    assert model.schedule.still_ticks == (4 if settle == "still" else 0)
     model.run(epochs, True)
-    gates, sums = model.gates.reshape(3, E).copy(), list(model.error_sums)
+    gates, sums, ticks = model.gates.reshape(3, E).copy(), list(model.error_sums), \
+        model.twin.ticks
     model.run(1, False)
     fmt = model.fmt
     targets = fmt.volts_to_v(cfg.task.y)
+    joint = FixedPointModel(cfg, [10, 11, 12], joint=True, lag=cfg.fabric.still_lag)
+    assert joint.lag == 1
+    hist = train(joint, epochs)
+    assert ticks == joint.ticks
+    if settle == "still":       # the settle phases ended early (4 examples an epoch)
+        assert 4 * 4 * epochs < ticks < 4 * epochs * (200 + LEARN)
     for s in range(3):
-        fixed = FixedPointModel(cfg, [10 + s])
-        hist = train(fixed, epochs)
-        np.testing.assert_array_equal(gates[s], fixed.gates[0])
+        np.testing.assert_array_equal(gates[s], joint.gates[s])
         np.testing.assert_array_equal(fmt.v_to_volts(model.outputs[:4, s:s + 1]),
-                                      hist.outputs_final[0])
-        observed = np.round(hist.observed[0, -1] * 2 ** fmt.v_frac).astype(np.int64)
+                                      hist.outputs_final[s])
+        observed = np.round(hist.observed[s, -1] * 2 ** fmt.v_frac).astype(np.int64)
         assert sums[s] == int(((observed - targets) ** 2).sum()) > 0
+        if settle == "fixed":
+            alone = FixedPointModel(cfg, [10 + s])
+            train(alone, epochs)
+            np.testing.assert_array_equal(gates[s], alone.gates[0])
+
+
+def test_still_settle_phase_and_inference_pass_tick_by_tick():
+    """One stream settling until still: each example's settle phase ends where
+    ``run_ticks``' rule says, at the cap at the latest; training observes there, the
+    inference pass after the learn ticks run with learning off (gates unchanged)."""
+    cfg = until_still(small_xor(), "jacobi")
+    model = SystemModel(cfg)
+    ref = FixedPointModel(cfg, [cfg.learning.seed])
+    model.run(1, True)
+    lengths = []
+    for i in range(4):
+        used = ref.run(200, i, False, still_ticks=4)[0]
+        lengths.append(int(used))
+        observed = np.round(ref.outputs()[0] * 2 ** ref.formats.v_frac).astype(np.int64)
+        np.testing.assert_array_equal(model.outputs[i], observed)
+        ref.run(LEARN, i, True)
+    assert 4 < min(lengths) and max(lengths) < 200 and model.twin.ticks == ref.ticks
+    gates = model.gates.copy()
+    model.run(1, False)
+    np.testing.assert_array_equal(model.gates, gates)
+    for i in range(4):
+        ref.run(200, i, False, still_ticks=4)
+        ref.run(LEARN, i, False)
+        observed = np.round(ref.outputs()[0] * 2 ** ref.formats.v_frac).astype(np.int64)
+        np.testing.assert_array_equal(model.outputs[i], observed)
+    assert model.twin.ticks == ref.ticks
+    # a schedule written with still_ticks 0 settles for the whole count again
+    model.write_schedule(dataclasses.replace(model.schedule, still_ticks=0))
+    before = model.twin.ticks
+    model.run(1, True)
+    assert model.twin.ticks - before == 4 * (200 + LEARN)
 
 
 @pytest.mark.parametrize("streams", [1, 3])
@@ -137,11 +195,12 @@ def test_gate_table_outputs_status_and_reset(streams):
     model.twin.flags[-1] = SAT_V
     model.twin.flags[0] |= SAT_DG
     reply = ask(model, Command.READ_STATUS)
-    assert len(reply.payload) == 16 + 8 * streams
+    assert len(reply.payload) == 24 + 8 * streams
     st = p.DeviceStatus.unpack(reply.payload, streams)
     assert st == model.status()
     assert st.error_sums == tuple(model.error_sums) and all(st.error_sums)
     assert st.ticks == 4 * (SETTLE + LEARN) and st.saturation == SAT_V | SAT_DG
+    assert st.cycles == 0                           # the model counts no cycles
     # RESET: every stream back to its seed's gates, counters, sums and outputs cleared
     assert ask(model, Command.RESET).status == Status.OK
     np.testing.assert_array_equal(model.gates, initial)

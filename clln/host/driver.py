@@ -188,11 +188,14 @@ class Device:
 
     def reset(self):
         """Reset the fabric (node voltages 0, the bitstream's initial gates, flags and the
-        tick counter cleared) and the controller's counters; dataset and schedule stay."""
+        tick counter cleared) and the controller's counters (the cycle counter too);
+        dataset and schedule stay."""
         self.request(Command.RESET)
 
     def status(self):
-        """The :class:`~clln.host.protocol.DeviceStatus`."""
+        """The :class:`~clln.host.protocol.DeviceStatus` (``cycles``: the clock cycles of
+        the current or last run; seconds with :attr:`Identity.clock_hz
+        <clln.protocol.Identity>`)."""
         return p.DeviceStatus.unpack(self.request(Command.READ_STATUS),
                                      self.identity.streams)
 

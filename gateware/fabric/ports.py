@@ -45,7 +45,9 @@ class ControlSignature(wiring.Signature):
 
     ``moved`` is valid with ``tick_done``: 1 when the tick that just committed moved some
     node of either network (of any stream) by more than ``still_lsb`` LSBs
-    (``docs/semantics.md``, "Moving and still").
+    (``docs/semantics.md``, "Moving and still"). A pipelined fabric (``cfg.fabric.still_lag``
+    1) gives the round of ticks before's: the one whose ``tick_done`` it is is still in its
+    pipeline (0 before the first round after a reset).
 
     Parameters
     ----------

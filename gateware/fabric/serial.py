@@ -12,6 +12,13 @@ and the node unit (node update on a node's last term). After the last visit thre
 drain the pipeline and one commits the next state, the drives and the clamp, so a tick
 has the same bits as the parallel fabric's (``docs/semantics.md``).
 
+With ``[schedule] relax = "jacobi"`` each visit also gives the visited node the
+conductance of its end of the edge (``2 u + leak_q``, from the operands), summed beside
+the terms; the node unit takes the jacobi step from both sums. Every node unit write is
+compared with the node's voltage at t one cycle later (``moved``, off the node unit's
+path); the last write's comparison falls in the commit cycle, with the driven nodes'. So
+the cycles of a tick are the same for both node steps.
+
 Node voltages (two halves: the state at t and the next state, swapped on commit) and gates
 live in memories, which synthesis maps to block RAM; only the driven nodes and the free
 outputs are registers.
@@ -20,19 +27,23 @@ outputs are registers.
 from collections import namedtuple
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .arith import any_of, mux_tree, select
+from .arith import any_of, mux_tree, select, wire
 from .cells import (
-    edge_operands,
+    edge_ends,
     edge_product,
+    end_conductance,
+    end_conductance_bits,
     gate_apply,
     gate_operands,
     gate_product,
+    node_moved,
     node_step,
+    operands_from_ends,
     overdrive,
 )
 from .parallel import Fabric
@@ -111,15 +122,17 @@ class SerialFabric(Fabric):
     voltages and gates are kept in memories (block RAM). After a reset (and at start) the
     fabric clears them, one address per cycle (``max(2 * 2**ceil(log2 N), E) + 1``
     cycles), with ``control.busy`` high; ``control.run`` waits until it is done
-    (``control.clear`` starts it again, as a reset does).
+    (``control.clear`` starts it again, as a reset does). ``control.moved`` is given with
+    ``tick_done`` and held until the next tick commits.
     """
 
     #: The ``[schedule] relax`` values this fabric implements.
-    RELAXATIONS = ("euler",)
+    RELAXATIONS = ("euler", "jacobi")
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         super().__init__(cfg, fmt, seed, mult_bits)
         self.schedule = serial_schedule(cfg)
+        self.max_degree = int(cfg.network.degrees().max())
         self.edge_units = 1
         self.cycles_per_tick = len(self.schedule) + PIPELINE_CYCLES
 
@@ -138,6 +151,7 @@ class SerialFabric(Fabric):
         r = self._sum_stage(m, x, q)
         node_flags = self._node_stage(m, x, q, r)
         self._commit(m, x, q, r, node_flags)
+        self._moved(m, x)
         self._readback(m, x)
         # ``control.clear`` restores what the domain's reset does (and so clears the
         # memories again)
@@ -289,16 +303,23 @@ class SerialFabric(Fabric):
 
     def _operand_stage(self, m, x):
         """Stage 1, operands: the factors of one edge's term in one network and of its
-        gate step; returns the stage's registers."""
+        gate step (``jacobi``: and the conductance the edge gives the visited node, ``2 u
+        + leak_q`` of the node's own end); returns the stage's registers."""
         f, cur = self.fmt, x.cur
         vn_f, vo_f, vn_c, vo_c, g_e = self._engine_reads(m, x)
         vn = Signal(signed(f.v_bits))
         vo = Signal(signed(f.v_bits))
         m.d.comb += [vn.eq(Mux(cur.net, vn_c, vn_f)), vo.eq(Mux(cur.net, vo_c, vo_f))]
         ov = overdrive(m, f, g_e, cur.vt)
-        factors = (*edge_operands(m, f, ov, Mux(cur.plus, vo, vn), Mux(cur.plus, vn, vo), "x"),
+        va, vb = Mux(cur.plus, vo, vn), Mux(cur.plus, vn, vo)
+        ua, ub = edge_ends(m, f, ov, va, vb, "x")
+        factors = (*operands_from_ends(m, ua, ub, va, vb, "x"),
                    *gate_operands(m, f, Mux(cur.plus, vo_f - vn_f, vn_f - vo_f),
                                   Mux(cur.plus, vo_c - vn_c, vn_c - vo_c)))
+        if f.relax == "jacobi":
+            x.cond_bits = end_conductance_bits(f, len(ov))
+            factors += (wire(m, end_conductance(f, Mux(cur.plus, ub, ua)), "cond_x",
+                             unsigned(x.cond_bits)),)
         return self._stage_registers(m, x, "p", {
             "plus": cur.plus, "first": cur.first, "last": cur.last, "node": cur.node,
             "net": cur.net, "term": cur.term, "vn": vn, "gate": cur.gate & x.learn,
@@ -307,42 +328,53 @@ class SerialFabric(Fabric):
     def _product_stage(self, m, x, p):
         """Stage 2, products: the edge term and the gate step, and their saturation."""
         f = self.fmt
-        udiff, usum, vdiff, gminus, gplus = p.results
+        udiff, usum, vdiff, gminus, gplus = p.results[:5]
         s, s_clipped = edge_product(m, f, udiff, usum, vdiff, "x", self.mult_bits)
         dg, dg_clipped = gate_product(m, f, gminus, gplus, mult_bits=self.mult_bits)
         flags = Signal(SatFlags.size)
         m.d.comb += flags.eq(Mux(s_clipped & p.term, SAT_MASK["term"], 0)
                              | Mux(p.gate & dg_clipped, SAT_MASK["dg"], 0))
         q = self._stage_registers(m, x, "q", {k: getattr(p, k) for k in self._visit_fields(x)},
-                                  [s, dg, flags])
-        q.s, q.dg, q.flags = q.results
+                                  [s, dg, flags, *p.results[5:]])
+        q.s, q.dg, q.flags = q.results[:3]
+        q.cond = q.results[3] if len(q.results) > 3 else None
         return q
 
     def _sum_stage(self, m, x, q):
-        """Stage 3, sum: the running sum of the node's terms (the new gate is written by
-        :meth:`_commit`); returns the stage's registers."""
+        """Stage 3, sum: the running sum of the node's terms (``jacobi``: and of their
+        conductances; the new gate is written by :meth:`_commit`); returns the stage's
+        registers."""
         N, v_shape, acc_shape = self.n_nodes, signed(self.fmt.v_bits), signed(self.acc_width)
-        acc = Signal(acc_shape)
-        total = Signal(acc_shape)
-        m.d.comb += total.eq(Mux(q.first, 0, acc) + Mux(q.plus, q.s, -q.s))
-        with m.If(x.run):
-            m.d.sync += acc.eq(total)
         r = SimpleNamespace(last=Signal(name="r_last"), node=Signal(range(N), name="r_node"),
                             net=Signal(name="r_net"), vn=Signal(v_shape, name="r_vn"),
                             clamp=Signal(range(len(x.clamp_nodes) + 1), name="r_clamp"),
-                            total=Signal(acc_shape, name="r_total"))
+                            total=Signal(acc_shape, name="r_total"), cond=None)
+        sums = [(r.total, Mux(q.plus, q.s, -q.s))]
+        if q.cond is not None:
+            # a node's conductance: at most ``degree`` end conductances
+            r.cond = Signal(x.cond_bits + self.max_degree.bit_length(), name="r_cond")
+            sums.append((r.cond, q.cond))
+        for reg, term in sums:
+            acc = Signal.like(reg, name=f"{reg.name}_acc")
+            total = Signal.like(reg, name=f"{reg.name}_next")
+            m.d.comb += total.eq(Mux(q.first, 0, acc) + term)
+            with m.If(x.run):
+                m.d.sync += [acc.eq(total), reg.eq(total)]
         with m.If(x.run):
             m.d.sync += [r.last.eq(q.last), r.node.eq(q.node), r.net.eq(q.net),
-                         r.vn.eq(q.vn), r.clamp.eq(q.clamp), r.total.eq(total)]
+                         r.vn.eq(q.vn), r.clamp.eq(q.clamp)]
         return r
 
     def _node_stage(self, m, x, q, r):
         """Stage 4, node unit: after a node's last term, its new voltage (or the clamp)
         into the other half of the memory; the new gate; returns the node's flags."""
         f, E, busy, clear, bank = self.fmt, self.n_edges, x.busy, x.clear, x.bank
-        v_new, node_flags = node_step(m, f, r.vn, r.total, "x")
+        v_new, node_flags = node_step(m, f, r.vn, r.total, "x", cond=r.cond)
         clamped = select(r.clamp, {i + 1: x.clamp_values[n]
                                    for i, n in enumerate(x.clamp_nodes)})
+        # what the node unit writes (into the half of the network ``r.net``), for ``moved``
+        x.written = SimpleNamespace(en=x.run & r.last, old=r.vn,
+                                    new=Mux(r.clamp != 0, clamped, v_new))
         _, vf_wr = x.mems["vf"]
         _, vc_wr = x.mems["vc"]
         clearing_nodes = busy & (clear < x.node_depth)
@@ -381,6 +413,32 @@ class SerialFabric(Fabric):
         m.d.comb += tick_flags.eq(q.flags | Mux(r.last, node_flags, 0)
                                   | Mux(x.end & any_of(x.clamp_flags), SAT_MASK["v"], 0))
         self._status_and_samples(m, st, x.commit, tick_flags, x.out_values, x.run)
+
+    def _moved(self, m, x):
+        """``control.moved``: whether the tick moved a node by more than ``still_lsb``.
+
+        Each of the node unit's writes (a settling or clamped node of one network) is
+        registered and compared in the next cycle, off the node unit's path, and ORed into
+        ``moved_acc``; the last write of a tick is compared in its commit cycle, where the
+        driven nodes (their drives against their state at t) join. The flag is given with
+        ``tick_done`` and held until the next tick commits.
+        """
+        f, st, w = self.fmt, x.st, x.written
+        en_q = Signal(name="moved_en")
+        old_q = Signal(signed(f.v_bits), name="moved_old")
+        new_q = Signal(signed(f.v_bits), name="moved_new")
+        m.d.sync += [en_q.eq(w.en), old_q.eq(w.old), new_q.eq(w.new)]
+        written = wire(m, en_q & node_moved(m, f, old_q, new_q, "w"), "moved_written")
+        driven = any_of([node_moved(m, f, x.vd[i], st.drive[i], f"d{i}")
+                         for i in range(len(x.vd))])
+        moved_acc = Signal()
+        moved_q = Signal()
+        tick_moved = wire(m, moved_acc | written | driven, "tick_moved")
+        with m.If(x.commit):
+            m.d.sync += [moved_acc.eq(0), moved_q.eq(tick_moved)]
+        with m.Elif(written):
+            m.d.sync += moved_acc.eq(1)
+        m.d.comb += self.control.moved.eq(Mux(x.commit, tick_moved, moved_q))
 
     def _readback(self, m, x):
         """Readback of the state at t (registered reads, as the memories give them)."""

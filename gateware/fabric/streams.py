@@ -16,12 +16,20 @@ slots, one per stream, and turns by one slot every cycle whether ticks run or no
 slot with no tick passes its state unchanged; there is no bank of registers, no read
 multiplexer and no clock enable on the state. Gate writes and gate reads wait for
 their stream's slot to pass the state register.
+
+``[schedule] relax = "jacobi"`` spreads the node step over the same stages: each settling
+node's conductance beside the products (from the operands, which hold every end's ``u``),
+its shift beside the edge terms, the sum rounded and shifted in place of ``kappa * sum``,
+the step kept within the span and the voltage within the box in the last stage.
+``control.moved`` is the OR over the streams of a round's ticks (ORed as they are written
+back): a round's own once ``busy`` is low after it; at a round's ``tick_done`` (the
+cycle its last tick enters the pipeline) the round before's.
 """
 
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, Value, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
@@ -31,6 +39,7 @@ from .arith import (
     mux_tree,
     register,
     replicas,
+    saturate,
     split_mul,
     tree_sum,
     wire,
@@ -40,14 +49,18 @@ from .cells import (
     clamp_errors,
     clamp_finish,
     clamp_scale,
+    conductance_shift,
     edge_finish,
     edge_operands,
     edge_raw_product,
+    end_conductance_bits,
     gate_clamp,
     gate_operands,
     gate_round,
     gate_scale,
+    jacobi_apply,
     node_apply,
+    node_moved,
     node_round,
     node_scale,
     node_sum,
@@ -60,12 +73,13 @@ from .ports import SAT_MASK, SatFlags, sat_bits
 __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 
 #: Places a pipeline register can cut the tick, in the order they are used: after the
-#: edge terms (beside them, the gate steps times lr and the clamped outputs), after
-#: ``kappa * sum``, after the operands (beside them, the output errors), after the
-#: products (beside them, the errors times eta), after the node sums (beside them, the
-#: gate steps rounded), after the overdrives, after the new state (node steps rounded
-#: and applied, gates stepped). With all seven (8 streams) no stage has more than about
-#: two adders in a row.
+#: edge terms (beside them, the gate steps times lr and the clamped outputs; ``jacobi``:
+#: each node's shift), after ``kappa * sum`` (``jacobi``: the sum rounded and shifted),
+#: after the operands (beside them, the output errors), after the products (beside them,
+#: the errors times eta; ``jacobi``: the nodes' conductances), after the node sums
+#: (beside them, the gate steps rounded), after the overdrives, after the new state
+#: (node steps rounded and applied, gates stepped, and which nodes moved). With all
+#: seven (8 streams) no stage has more than about two adders in a row.
 CUTS = ("terms", "kappa", "operands", "products", "sums", "overdrive", "steps")
 #: The cuts in the order a tick passes them, after the state register.
 PIPELINE_ORDER = ("overdrive", "operands", "products", "terms", "sums", "kappa", "steps")
@@ -123,6 +137,9 @@ class StreamFabric(Fabric):
       cycles earlier: the address is registered, then split into stream and edge, then
       the stream's slot comes round, then its group's gate is selected.
     - ``sat_flags``: sticky flags of all streams together.
+    - ``moved``: whether some node of some stream moved by more than ``still_lsb`` in a
+      round; the round's once ``busy`` is low after it, the round before's at a round's
+      ``tick_done`` (a round's ticks are still in the pipeline then).
     - ``control.clear`` (as the domain's reset) restores every stream: registered twice, it
       restores the control registers and drops the ticks in flight; the ring has no
       reset, so each slot is wiped as it enters the state register over the next ``C``
@@ -130,7 +147,7 @@ class StreamFabric(Fabric):
     """
 
     #: The ``[schedule] relax`` values this fabric implements.
-    RELAXATIONS = ("euler",)
+    RELAXATIONS = ("euler", "jacobi")
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         self.streams = cfg.fabric.streams
@@ -141,6 +158,7 @@ class StreamFabric(Fabric):
         self.stream_gate_init = [self.fmt.volts_to_g(cfg.learning.initial_gates(self.n_edges, s))
                                  for s in self.seeds]
         self.edge_units, self.cycles_per_tick = self.n_edges, self.streams
+        self.max_degree = int(cfg.network.degrees().max())
         # the address is registered, then split, then the stream's slot comes round (C
         # cycles at most)
         self.gate_read_latency = self.streams + 3
@@ -160,7 +178,7 @@ class StreamFabric(Fabric):
         ctx = self._ring(m)
         self._clear_and_wipe(m, ctx)
         self._issue(m, ctx)
-        x = dict(zip(ctx.carry, (ctx.valid, ctx.learn, ctx.state.vf, ctx.state.vc,
+        x = dict(zip(ctx.carry, (ctx.valid, ctx.rend, ctx.learn, ctx.state.vf, ctx.state.vc,
                                  ctx.state.g), strict=True))
         x = self._overdrive_stage(m, ctx, x)
         x = self._operand_stage(m, ctx, x)
@@ -170,6 +188,7 @@ class StreamFabric(Fabric):
         x = self._kappa_stage(m, ctx, x)
         x = self._step_stage(m, ctx, x)
         wr = self._write_back(m, ctx, x)
+        moved_regs = self._round_moved(m, x)
         out_values, mirror = self._stream_copies(m, ctx)
         self._status_and_samples(m, ctx.io, ctx.tick_done, x["flags"] | any_of(x["sat"]),
                                  out_values, run=x["valid"])
@@ -184,7 +203,8 @@ class StreamFabric(Fabric):
         with m.If(ctx.clear):
             io = ctx.io
             resets = [ctx.count, ctx.learn_q, written, wr.accepted, wr.pending, wr.en,
-                      io.flags, io.ticks, *ctx.valids, *io.drive, *io.target, *out_values,
+                      io.flags, io.ticks, *ctx.valids, *moved_regs, *io.drive, *io.target,
+                      *out_values,
                       *(r for copy in mirror for r in copy.vf + copy.vc + copy.g)]
             m.d.sync += [r.eq(r.init) for r in resets]
         self._gate_reads(m, ctx)
@@ -208,8 +228,9 @@ class StreamFabric(Fabric):
             io=SimpleNamespace(**self._io_registers()),
             ring=[cut for cut in PIPELINE_ORDER if cut in self.cuts],
             valids=[],
-            # ``carry`` names what travels with a slot around the ring
-            carry=("valid", "learn", "vf", "vc", "g"))
+            # ``carry`` names what travels with a slot around the ring (``rend``: the
+            # round's last tick)
+            carry=("valid", "rend", "learn", "vf", "vc", "g"))
         ctx.state = SimpleNamespace(
             vf=[Signal(v_shape, name=f"state_vf{n}", reset_less=True) for n in range(N)],
             vc=[Signal(v_shape, name=f"state_vc{n}", reset_less=True) for n in range(N)],
@@ -258,7 +279,8 @@ class StreamFabric(Fabric):
             with m.If(first):
                 m.d.sync += ctx.learn_q.eq(ctl.learn)
         ctx.tick_done = Signal()
-        m.d.comb += ctx.tick_done.eq(ctx.valid & (count == C - 1))
+        ctx.rend = wire(m, count == C - 1, "round_end")
+        m.d.comb += ctx.tick_done.eq(ctx.valid & ctx.rend)
 
     def _stage(self, m, ctx, cut, values):
         """``values`` (a dict of values or lists of values), registered at ``cut`` (if the
@@ -295,6 +317,7 @@ class StreamFabric(Fabric):
         f = self.fmt
         ov = [overdrive(m, f, x["g"][e], int(f.vt_q[e]), name=f"ov{e}")
               for e in range(self.n_edges)]
+        ctx.ov_bits = len(ov[0]) if ov else f.v_bits
         return self._stage(m, ctx, "overdrive", {**self._keep(ctx, x), "ov": ov})
 
     def _operand_stage(self, m, ctx, x):
@@ -328,9 +351,34 @@ class StreamFabric(Fabric):
             "q": [split_mul(x["minus"][e], x["plus"][e], mb) for e in range(E)]}
         cl_scaled = [wire(m, clamp_scale(f, err), f"cl_scaled{k}")
                      for k, err in enumerate(x["cl_err"])]
+        if f.relax == "jacobi":
+            products["cond"] = self._conductances(m, ctx, x)
         return self._stage(m, ctx, "products", {
             **self._keep(ctx, x), **products, "vdiff_f": x["vdiff_f"],
             "vdiff_c": x["vdiff_c"], "cl_scaled": cl_scaled})
+
+    def _settling_keys(self):
+        """``(network, node)`` of every settling node's sums, in the order of the lists
+        that carry them (``acc``, ``cond``, ``shift``, ``scaled``, ``moved``)."""
+        settling = [n for n in range(self.n_nodes) if n not in self.driven_nodes]
+        return sorted((tag, n) for tag in ("f", "c") for n in settling)
+
+    def _conductances(self, m, ctx, x):
+        """``jacobi``: every settling node's conductance ``D = sum of 2 u + leak_q`` over
+        its edge ends, beside the products. The operands hold each end's ``u``:
+        ``2 u_b = usum + udiff`` and ``2 u_a = usum - udiff``, exactly; the leaks of the
+        node's edges are one constant."""
+        f = self.fmt
+        bits = end_conductance_bits(f, ctx.ov_bits) + self.max_degree.bit_length()
+        cond = []
+        for tag, n in self._settling_keys():
+            usum, udiff = x[f"usum_{tag}"], x[f"udiff_{tag}"]
+            ends = [usum[e] + udiff[e] for e, (_, b) in enumerate(ctx.edges) if b == n]
+            ends += [usum[e] - udiff[e] for e, (a, _) in enumerate(ctx.edges) if a == n]
+            leak = f.leak_q * len(ends)
+            cond.append(wire(m, tree_sum(ends + ([Const(leak)] if leak else [])),
+                             f"cond{tag}{n}", unsigned(bits)))
+        return cond
 
     def _term_stage(self, m, ctx, x):
         """Edge terms; the gate products times lr; the clamped outputs (``ctx.clamp_nodes``
@@ -350,11 +398,16 @@ class StreamFabric(Fabric):
         # stage, so no stage gathers bits from all over the datapath into one register
         sat = ([Mux(s, SAT_MASK["term"], 0) for s in term_sat]
                + [sat_bits(v=s) for s in clamp_flags])
-        x = self._stage(m, ctx, "terms", {
-            **self._keep(ctx, x), "flags": Const(0, SatFlags.size), "sat": sat, "s_f": s_f,
-            "s_c": s_c, "dg_scaled": dg_scaled, "clamp": [clamp[n] for n in ctx.clamp_nodes]})
+        values = {**self._keep(ctx, x), "flags": Const(0, SatFlags.size), "sat": sat,
+                  "s_f": s_f, "s_c": s_c, "dg_scaled": dg_scaled,
+                  "clamp": [clamp[n] for n in ctx.clamp_nodes]}
         ctx.carry += ("flags", "clamp")
-        return x
+        if f.relax == "jacobi":
+            # the shift of each node's jacobi step, from its conductance
+            values["shift"] = [conductance_shift(m, f, cond, f"{tag}{n}") for (tag, n), cond
+                               in zip(self._settling_keys(), x["cond"], strict=True)]
+            ctx.carry += ("shift",)
+        return self._stage(m, ctx, "terms", values)
 
     def _sum_stage(self, m, ctx, x):
         """Node sums (exact) of the settling nodes (keys ``ctx.acc_keys``); the gate steps
@@ -365,6 +418,7 @@ class StreamFabric(Fabric):
                                f"acc{tag}{n}", signed(self.acc_width))
                for tag in ("f", "c") for n in settling}
         ctx.acc_keys = sorted(acc)
+        assert ctx.acc_keys == self._settling_keys()
         dg, sat = [], []
         for e in range(E):
             d, sat_d = gate_round(m, f, x["dg_scaled"][e], f"dg{e}")
@@ -377,54 +431,111 @@ class StreamFabric(Fabric):
             "learning_each": [x["valid"] & x["learn"]] * E})
 
     def _kappa_stage(self, m, ctx, x):
-        """Node steps: ``kappa * acc`` (and the rounding constant); the gates stepped.
+        """Node steps: ``kappa * acc`` (and the rounding constant), or under ``jacobi``
+        ``sat(acc)`` rounded and shifted by the node's shift; the gates stepped.
 
         A slot with no tick takes sums and gate steps of 0, so that its state passes the
         last stage unchanged with no multiplexer there: the new voltage
-        ``v + round(kappa 0)`` is ``v``, the new gate ``clamp(g + 0)`` is ``g`` (gates
-        always are within their bounds). (The zeros come before the adders: zeros
+        ``v + round(kappa 0)`` is ``v`` (``jacobi``: ``v + round_shift(0, s)``, ``v``
+        within the box), the new gate ``clamp(g + 0)`` is ``g`` (gates always are within
+        their bounds). (The zeros come before the adders: zeros
         straight into a register would become its synchronous reset, a control signal
         that ECP5 slices share, which hampers their packing.)
         """
         f = self.fmt
         sat, scaled = [], []
-        for key, acc, valid_copy in zip(ctx.acc_keys, x["acc"], x["valid_each"], strict=True):
-            sc, sat_acc = node_scale(m, f, Mux(valid_copy, acc, 0), f"{key[0]}{key[1]}")
-            scaled.append(wire(m, sc, f"scaled{key[0]}{key[1]}"))
+        shifts = x["shift"] if f.relax == "jacobi" else [None] * len(ctx.acc_keys)
+        for (tag, n), acc, valid_copy, shift in zip(ctx.acc_keys, x["acc"], x["valid_each"],
+                                                    shifts, strict=True):
+            acc = Mux(valid_copy, acc, 0)
+            if f.relax == "jacobi":
+                # ``round_shift(sat(acc), s)``; the clip to the span follows in the last stage
+                a, sat_acc = saturate(m, acc, f.acc_bits, f"acc_{tag}{n}")
+                half = (Value.cast(1) << shift) >> 1
+                sc = wire(m, (a + half) >> shift, f"jshift_{tag}{n}", signed(f.acc_bits + 1))
+            else:
+                sc, sat_acc = node_scale(m, f, acc, f"{tag}{n}")
+            scaled.append(wire(m, sc, f"scaled{tag}{n}"))
             sat.append(Mux(sat_acc, SAT_MASK["acc"], 0))
         g_sum = [wire(m, x["g"][e] + Mux(x["learning_each"][e], x["dg"][e], 0), f"g_sum{e}")
                  for e in range(self.n_edges)]
+        kept = {k: v for k, v in self._keep(ctx, x).items() if k != "shift"}
         return self._stage(m, ctx, "kappa", {
-            **self._keep(ctx, x), "g": g_sum, "flags": x["flags"] | any_of(x["sat"]),
-            "sat": sat, "scaled": scaled})
+            **kept, "g": g_sum, "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
+            "scaled": scaled})
 
     def _step_stage(self, m, ctx, x):
         """The stream's new state: node steps rounded and applied, gates kept within their
         bounds; a slot with no tick (``valid`` low) keeps its state (the driven and
-        clamped nodes through a multiplexer, the others by their steps of 0)."""
+        clamped nodes through a multiplexer, the others by their steps of 0). Beside it,
+        whether each node moves by more than ``still_lsb`` (``moved``, one bit per node
+        and network: a driven node's once, as it is the same in both)."""
         f, N, E = self.fmt, self.n_nodes, self.n_edges
         v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
         scaled = dict(zip(ctx.acc_keys, x["scaled"], strict=True))
         sat, ticking = [], x["valid"]
-        vf_next, vc_next = {}, {}
-        driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
-        for n in range(N):
-            if n in driven_index:
-                vf_next[n] = Mux(ticking, ctx.io.drive[driven_index[n]], x["vf"][n])
-                vc_next[n] = Mux(ticking, ctx.io.drive[driven_index[n]], x["vc"][n])
-                continue
-            for tag, v, v_next in (("f", x["vf"], vf_next), ("c", x["vc"], vc_next)):
-                dv, sat_dv = node_round(m, f, scaled[tag, n], f"{tag}{n}")
-                v_next[n], fl = node_apply(m, f, v[n], dv, f"{tag}{n}")
-                sat.append(Mux(sat_dv, SAT_MASK["dv"], 0) | fl)
+        v_old = {"f": x["vf"], "c": x["vc"]}
+        v_next, moved = {}, {}
+        for i, n in enumerate(self.driven_nodes):
+            drive = ctx.io.drive[i]
+            v_next["f", n] = Mux(ticking, drive, x["vf"][n])
+            v_next["c", n] = Mux(ticking, drive, x["vc"][n])
+            moved["f", n] = node_moved(m, f, x["vf"][n], drive, f"f{n}")
+        for tag, n in ctx.acc_keys:
+            v_next[tag, n], moved[tag, n], fl = self._settling_step(
+                m, v_old[tag][n], scaled[tag, n], ticking, f"{tag}{n}")
+            sat.append(fl)
         for n, value in zip(ctx.clamp_nodes, x["clamp"], strict=True):
-            vc_next[n] = Mux(ticking, value, x["vc"][n])
-        vf_next = [wire(m, vf_next[n], f"vf_next{n}", v_shape) for n in range(N)]
-        vc_next = [wire(m, vc_next[n], f"vc_next{n}", v_shape) for n in range(N)]
+            v_next["c", n] = Mux(ticking, value, x["vc"][n])
+            moved["c", n] = node_moved(m, f, x["vc"][n], value, f"c{n}")
+        vf_next = [wire(m, v_next["f", n], f"vf_next{n}", v_shape) for n in range(N)]
+        vc_next = [wire(m, v_next["c", n], f"vc_next{n}", v_shape) for n in range(N)]
         g_next = [wire(m, gate_clamp(f, x["g"][e]), f"g_next{e}", g_shape) for e in range(E)]
         return self._stage(m, ctx, "steps", {
-            "valid": x["valid"], "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
-            "vf": vf_next, "vc": vc_next, "g": g_next})
+            "valid": x["valid"], "rend": x["rend"], "flags": x["flags"] | any_of(x["sat"]),
+            "sat": sat, "vf": vf_next, "vc": vc_next, "g": g_next,
+            "moved": [moved[key] for key in sorted(moved)]})
+
+    def _settling_step(self, m, v, scaled, ticking, tag):
+        """A settling node's new voltage from its ``scaled`` sum (``euler``: ``kappa *
+        acc`` plus the rounding constant; ``jacobi``: ``acc`` rounded and shifted), whether
+        it moves by more than ``still_lsb`` (:func:`step_moved`) and its saturation flags.
+
+        ``jacobi``: a slot with no tick steps by 0, which keeps a voltage within the box;
+        a box without 0 (the power-up and wiped voltage) takes a multiplexer on ``ticking``.
+        """
+        f = self.fmt
+        if f.relax == "jacobi":
+            span = f.box_hi_q - f.box_lo_q
+            dv = Signal(signed(span.bit_length() + 1), name=f"dv_{tag}")
+            m.d.comb += dv.eq(Mux(scaled > span, span, Mux(scaled < -span, -span, scaled)))
+            v_next, _ = jacobi_apply(m, f, v, dv, tag)
+            if not f.box_lo_q <= 0 <= f.box_hi_q:
+                v_next = Mux(ticking, v_next, v)
+            lo, hi, flags = f.box_lo_q, f.box_hi_q, 0
+        else:
+            dv, sat_dv = node_round(m, f, scaled, tag)
+            v_next, fl = node_apply(m, f, v, dv, tag)
+            lo, hi = -(1 << (f.v_bits - 1)), (1 << (f.v_bits - 1)) - 1
+            flags = Mux(sat_dv, SAT_MASK["dv"], 0) | fl
+        return v_next, step_moved(m, f, v, dv, lo, hi, tag), flags
+
+    def _round_moved(self, m, x):
+        """``control.moved``: the OR over the streams of their ticks' ``moved`` bits, per
+        round. As each tick is written back its bits are ORed into ``acc``; with the
+        round's last tick (``rend``) the OR goes to ``moved``, held until the next round's
+        last tick is in. So ``moved`` is a round's once ``busy`` is low after it, and at
+        the ``tick_done`` of a round it is the round before's (the last tick of that one
+        is written back in the cycle before, running back to back or not). Returns the
+        registers a clear restores."""
+        acc, moved = Signal(name="moved_acc"), Signal(name="moved_round")
+        tick_moved = wire(m, any_of(x["moved"]), "tick_moved")
+        with m.If(x["valid"]):
+            m.d.sync += acc.eq(Mux(x["rend"], 0, acc | tick_moved))
+            with m.If(x["rend"]):
+                m.d.sync += moved.eq(acc | tick_moved)
+        m.d.comb += self.control.moved.eq(moved)
+        return [acc, moved]
 
     def _write_back(self, m, ctx, x):
         """Back into the state register; a gate write waits for its stream's slot and
@@ -531,6 +642,20 @@ class StreamFabric(Fabric):
             m.d.sync += [wr.accepted.eq(1), wr.addr.eq(self.gate.addr),
                          wr.data.eq(gate_clamp(self.fmt, self.gate.data))]
         return wr
+
+
+def step_moved(m, f, v, dv, lo, hi, tag):
+    """Whether ``v -> min(max(v + dv, lo), hi)`` moves by more than ``still_lsb`` (1 bit),
+    as :func:`~.cells.node_moved` of the two, but with no subtraction after the new
+    value: unclipped the move is ``dv``; clipped, ``hi - v`` or ``lo - v``, compared from
+    ``v`` alone. The bit is ready when the new value is."""
+    lsb, total = f.still_lsb, wire(m, v + dv, f"mv_total_{tag}")
+
+    def far(bound):
+        return (v > bound + lsb) | (v < bound - lsb)
+
+    return wire(m, Mux(total > hi, far(hi), Mux(total < lo, far(lo), (dv > lsb) | (dv < -lsb))),
+                f"moves_{tag}", 1)
 
 
 def _next_stream(phase, k, streams):

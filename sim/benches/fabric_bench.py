@@ -15,7 +15,8 @@ parameters in the ``CLLN_BENCH`` environment variable (JSON, see
 ``moved`` is read by :class:`MovedMonitor` in every cycle in which ``tick_done`` is high
 (a tick, or a round of ticks of a pipelined fabric, commits), through the tick-by-tick
 and the free-running part alike; the model's is :func:`clln.sim.fixed.seeds_moved` of its
-states before and after each tick, ORed over the streams.
+states before and after each tick, ORed over the streams, and reported
+``cfg.fabric.still_lag`` ticks late (:func:`clln.sim.fixed.moved_as_reported`).
 
 Ports are the Verilog names of the fabric's signature members (:data:`PORT`:
 ``control__run``, ``gate__we``, ``status__ticks``, ...). The run has two parts: tick by
@@ -35,7 +36,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly
 from cocotb.utils import get_sim_time
 
-from clln.sim.fixed import seeds_moved
+from clln.sim.fixed import moved_as_reported, seeds_moved
 
 from .runner import ENV, load_bench_config
 from .stimulus import FREE_RUN, Stimulus, make_model, restore, unpack
@@ -393,7 +394,7 @@ async def fabric_matches_golden_model(dut):
     result = merge_reports(
         Checker(expected, got, model_run.labels,
                 {"v_free": n, "v_clamped": n, "gates": e, "outputs": k}).report(),
-        moved_report(model_run.moved, monitor.moved))
+        moved_report(moved_as_reported(model_run.moved, cfg.fabric.still_lag), monitor.moved))
     result.update(moved_ticks=int(model_run.moved.sum()),
                   quiet_ticks=int(len(model_run.moved) - model_run.moved.sum()),
                   reported_ticks=len(monitor.moved))
