@@ -18,6 +18,7 @@ from .errors import CllnError, ConfigError
 def cmd_build(args):
     """Build a bitstream of the training system for a board."""
     from .boards.system import build_fitting, build_system
+    from .flows import expected_board_time
     cfg = config_mod.load(args.config)
     if args.fabric is not None:
         cfg = config_mod.refold(cfg, args.fabric)
@@ -53,6 +54,7 @@ def cmd_build(args):
            "ticks_per_second": streams * rep.clock_mhz * 1e6 / cpt,
            "ticks_per_second_per_stream": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
            "attempts": [a.__dict__ for a in attempts]}
+    out.update(expected_board_time(cfg, cpt, rep.clock_mhz * 1e6))
     if args.program:
         _program(args.board, rep.bitstream)
         out["programmed"] = True
@@ -68,6 +70,11 @@ def cmd_build(args):
               f"cycle(s) per tick, {out['ticks_per_second']:.3g} ticks/s at "
               f"{rep.clock_mhz:g} MHz; fmax {rep.fmax_mhz:.1f} MHz; {rep.lut} LC, {rep.dsp} "
               f"DSP, {rep.bram} BRAM; {seconds:.0f} s)")
+        print(f"  expected: {out['ticks_per_example']:.1f} ticks per example (fixed-point "
+              f"model), {out['seconds_per_example'] * 1e6:.3g} us per example per network"
+              + (f", {out['seconds_per_example_all_streams'] * 1e6:.3g} us over the "
+                 f"{streams}" if streams > 1 else "")
+              + f"; {out['seconds_to_train']:.3g} s to train {cfg.learning.epochs} epochs")
     return 0
 
 

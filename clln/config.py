@@ -433,8 +433,9 @@ def _task(t, io, base_dir):
 #: Node steps and settle rules a ``[schedule]`` may name.
 RELAXATIONS = ("euler", "jacobi")
 SETTLE_RULES = ("fixed", "still")
-# TODO(issue 14): "jacobi" and "still" once every fabric implements them
-DEFAULT_RELAX, DEFAULT_SETTLE = "euler", "fixed"
+#: What a config that names none gets: the normalised step settles every valid network
+#: (no kappa to refuse), and stillness ends its settle phases early.
+DEFAULT_RELAX, DEFAULT_SETTLE = "jacobi", "still"
 
 
 def _choice(t, name, default, allowed):

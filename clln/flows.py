@@ -13,7 +13,7 @@ from .gateware.export import generate, generate_system
 from .sim.benches.board import PERIOD_NS, SimBoardTransport
 from .sim.benches.runner import check_bench_args, run_fabric_bench
 
-__all__ = ["verify", "sim_board", "SIM_CLOCK_HZ"]
+__all__ = ["verify", "sim_board", "SIM_CLOCK_HZ", "expected_board_time"]
 
 #: The simulated board's clock (its bench's period): what turns the cycles of a run on
 #: the simulated board into (simulated) seconds. Its IDENTIFY reports no clock (0).
@@ -75,3 +75,29 @@ def sim_board(cfg, build_dir=None, seed=None, opt=None, divisor=4, max_examples=
     system = generate_system(cfg, build / "hdl", divisor=divisor, max_examples=max_examples,
                              seed=seed)
     return SimBoardTransport(system, build_dir=build, opt=opt)
+
+
+def expected_board_time(cfg, cycles_per_tick, clock_hz):
+    """What a bitstream of ``cfg`` should take per example, from the ticks per example of
+    the fixed-point model (the bitstream's arithmetic, its streams' seeds settling jointly
+    as the fabric does) trained for ``cfg.learning.epochs`` epochs.
+
+    Returns
+    -------
+    dict
+        ``ticks_per_example`` (mean over the training run), ``seconds_per_example`` (one
+        network's example: ticks times ``cycles_per_tick`` over the clock),
+        ``seconds_per_example_all_streams`` (the same over the streams, which tick side by
+        side) and ``seconds_to_train`` (every epoch of every stream).
+    """
+    from .sim.fixed import FixedPointModel
+    from .sim.training import train
+
+    seeds = [cfg.learning.seed + s for s in range(cfg.fabric.streams)]
+    model = FixedPointModel(cfg, seeds, joint=True, lag=cfg.fabric.still_lag)
+    ticks = float(train(model, cfg.learning.epochs).example_ticks.mean())
+    per_example = ticks * cycles_per_tick / clock_hz
+    examples = cfg.learning.epochs * len(cfg.task.x)
+    return {"ticks_per_example": ticks, "seconds_per_example": per_example,
+            "seconds_per_example_all_streams": per_example / len(seeds),
+            "seconds_to_train": per_example * examples}

@@ -65,8 +65,10 @@ def narrow_config():
 
 def saturating_config():
     """paper-xor with widths so narrow that edge terms, node sums, node steps and gate
-    steps saturate within a few dozen ticks."""
+    steps saturate within a few dozen ticks (the euler step: the jacobi one clips its steps
+    to the box and raises no step flag)."""
     data = builtin_dict("paper-xor")
+    data["schedule"].update(relax="euler", settle="fixed", settle_ticks=3000)
     data["fixed"] = {"v_frac": 12, "v_bits": 15, "g_frac": 18, "g_bits": 22, "term_bits": 24,
                      "acc_bits": 25, "dv_bits": 7, "dg_bits": 12, "kappa_bits": 5,
                      "lr_bits": 6, "eta_frac": 6}

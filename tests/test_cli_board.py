@@ -26,8 +26,10 @@ def board_cli(argv):
 @pytest.fixture
 def short_xor(tmp_path):
     text = config_mod.resolve("paper-xor").read_text()
-    text = text.replace("settle_ticks = 3000", "settle_ticks = 25").replace(
-        'name = "paper-xor"', 'name = "short-xor"')
+    # a fixed settle phase of 25 ticks: streams then train as each seed alone
+    text = text.replace("settle_ticks = 1000", "settle_ticks = 25").replace(
+        'settle = "still"', 'settle = "fixed"').replace('name = "paper-xor"', 'name = "short-xor"')
+    assert "settle_ticks = 25" in text and 'settle = "fixed"' in text
     path = tmp_path / "short-xor.toml"
     path.write_text(text)
     return path
@@ -316,22 +318,30 @@ edge_units = 1
 
 
 @pytest.mark.build
-def test_build_paper_xor_icebreaker(capsys):
-    """The paper network's training system as an iCEBreaker bitstream (a few minutes).
+def test_build_serial_system_icebreaker(tmp_path, capsys):
+    """A training system with the serial fabric as an iCEBreaker bitstream (a few minutes):
+    it fits, meets timing at its clock, and reports the time per example the fixed-point
+    model's ticks per example give at that clock.
 
-    Without a ``[fabric]`` section the search skips the folds whose multipliers cannot fit
-    the 8 DSPs and builds the serial fabric; the build must meet timing at its clock.
+    (paper-xor itself no longer fits the iCE40UP5K with the jacobi node step and the
+    stillness flag: ``docs/boards.md``.)
     """
-    assert board_cli(["build", "paper-xor", "--board", "icebreaker", "--json",
-                      "--build-dir", "build/tests/system-paper-xor-icebreaker"]) == 0
+    (tmp_path / "tiny.csv").write_text("x1,y1\n0.0,0.05\n0.3,-0.04\n")
+    (tmp_path / "tiny.toml").write_text(TINY)
+    assert board_cli(["build", str(tmp_path / "tiny.toml"), "--board", "icebreaker",
+                      "--fabric", "serial", "--json",
+                      "--build-dir", "build/tests/system-tiny-icebreaker"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["serial"] and out["edge_units"] == 1 and out["cycles_per_tick"] == 100
+    cpt = out["cycles_per_tick"]
+    assert out["serial"] and out["edge_units"] == 1 and cpt > 7
     assert out["fmax_mhz"] >= out["clock_mhz"] >= 6
     assert out["lut"] <= 5280 and out["dsp"] <= 8 and 0 < out["bram"] <= 30
-    assert out["ticks_per_second"] == pytest.approx(out["clock_mhz"] * 1e6 / 100)
+    assert out["ticks_per_second"] == pytest.approx(out["clock_mhz"] * 1e6 / cpt)
+    assert 1 <= out["ticks_per_example"] <= 6 + 2        # settle_ticks 6 + learn_ticks 2
+    assert out["seconds_per_example"] == pytest.approx(
+        out["ticks_per_example"] * cpt / (out["clock_mhz"] * 1e6))
     bitstream = Path(out["bitstream"])
     assert bitstream.exists() and bitstream.stat().st_size > 100_000
-    assert [a["ok"] for a in out["attempts"]] == [False, True]   # 32 skipped, then serial
     print(json.dumps(out))
 
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import tomllib
 
 import numpy as np
 
@@ -40,10 +41,14 @@ def test_json_reports_ticks_per_example(tmp_path):
     far fewer, at least still_ticks + learn; the quasi-static model has no ticks."""
     base = config.resolve("paper-xor").read_text()
     reports = {}
-    for relax, settle in (("euler", "fixed"), ("jacobi", "still")):
+    # the shipped scheme (jacobi, until still, at most 1000) and euler for 3000 ticks
+    euler = base.replace('relax = "jacobi"', 'relax = "euler"').replace(
+        'settle = "still"', 'settle = "fixed"').replace("settle_ticks = 1000", "settle_ticks = 3000")
+    sch = tomllib.loads(euler)["schedule"]
+    assert (sch["relax"], sch["settle"], sch["settle_ticks"]) == ("euler", "fixed", 3000)
+    for relax, text in (("euler", euler), ("jacobi", base)):
         path = tmp_path / f"{relax}.toml"
-        path.write_text(base.replace("kappa = 0.05", f'kappa = 0.05\nrelax = "{relax}"\n'
-                                     f'settle = "{settle}"'))
+        path.write_text(text)
         r = run_clln("train", str(path), "--model", "fixed", "--epochs", "20", "--json")
         assert r.returncode == 0, r.stderr
         reports[relax] = json.loads(r.stdout)
@@ -51,7 +56,7 @@ def test_json_reports_ticks_per_example(tmp_path):
     assert reports["euler"]["ticks_per_example_max"] == 3001
     fast = reports["jacobi"]
     assert 4 + 1 <= fast["ticks_per_example"] < 300, fast["ticks_per_example"]
-    assert fast["ticks_per_example"] <= fast["ticks_per_example_max"] <= 3001
+    assert fast["ticks_per_example"] <= fast["ticks_per_example_max"] <= 1001
     r = run_clln("train", "paper-xor", "--epochs", "2", "--json")
     assert json.loads(r.stdout)["ticks_per_example"] is None
 

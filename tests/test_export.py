@@ -39,7 +39,8 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
                                                    "member": "control.tick_done"}
     assert info["ports"]["control__moved"] == {"dir": "out", "width": 1,
                                                "member": "control.moved"}
-    assert (info["formats"]["relax"], info["formats"]["still_lsb"]) == ("euler", 1)
+    assert (info["formats"]["relax"], info["formats"]["still_lsb"]) == ("jacobi", 1)
+    assert info["formats"]["box_lo_q"] < 0 < info["formats"]["box_hi_q"]
     assert "control__moved" in text
 
 
@@ -84,7 +85,7 @@ def test_generate_flat_netlist(tmp_path):
 
 def test_generate_refuses_unstable_kappa(tmp_path):
     data = builtin_dict("paper-xor")
-    data["schedule"]["kappa"] = 0.5
+    data["schedule"].update(kappa=0.5, relax="euler")
     cfg = config_mod.parse(data, "<unstable>")
     with pytest.raises(ConfigError, match="kappa"):
         generate(cfg, tmp_path / "out")

@@ -210,6 +210,7 @@ def test_fixed_steady_state_vs_quasistatic_in_lsb():
 
 def test_saturation_is_sticky_and_clips(xor_dict):
     xor_dict["fixed"] = {"dv_bits": 6}
+    xor_dict["schedule"]["relax"] = "euler"       # the jacobi step has no dv flag
     cfg = config.parse(xor_dict)
     model = FixedPointModel(cfg, [0])
     model.run(5, 1, False)

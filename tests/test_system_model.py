@@ -94,6 +94,9 @@ def test_streams_train_like_the_fixed_point_model(relax, settle):
     cfg, epochs = small_xor("streams:3"), 3
     if settle == "still":
         cfg = until_still(cfg, relax)
+    else:
+        cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(
+            cfg.schedule, relax=relax, settle=settle))
     model = SystemModel(cfg, seed=10)
     assert model.schedule.still_ticks == (4 if settle == "still" else 0)
     model.run(epochs, True)
@@ -229,3 +232,24 @@ def test_outputs_of_two_outputs_are_stream_major(tmp_path):
     np.testing.assert_array_equal(p.unpack_values(reply.payload).reshape(10, 6),
                                   model.outputs[1:11])
     assert ask(model, Command.READ_OUTPUTS, p.pack_range(0, 11)).status == Status.OUT_OF_RANGE
+
+
+@pytest.mark.parametrize("fold", [0, "streams:3"])
+def test_expected_board_time_counts_the_ticks_the_board_runs(fold):
+    """``clln build``'s expected time per example: the ticks per training example are
+    those the board's golden model runs in the same training (all streams settling
+    jointly, judged as late as the fabric knows), times the cycles per tick over the
+    clock."""
+    from clln.flows import expected_board_time
+    cfg = until_still(small_xor(fold), "jacobi")
+    cfg = dataclasses.replace(cfg, learning=dataclasses.replace(cfg.learning, epochs=3))
+    got = expected_board_time(cfg, 8, 50e6)
+    board = SystemModel(cfg)
+    board.run(3, True)
+    examples = 3 * len(cfg.task.x)
+    assert got["ticks_per_example"] == pytest.approx(board.twin.ticks / examples)
+    assert got["ticks_per_example"] < cfg.schedule.settle_ticks + LEARN   # ended early
+    assert got["seconds_per_example"] == pytest.approx(got["ticks_per_example"] * 8 / 50e6)
+    assert got["seconds_per_example_all_streams"] == pytest.approx(
+        got["seconds_per_example"] / cfg.fabric.streams)
+    assert got["seconds_to_train"] == pytest.approx(got["seconds_per_example"] * examples)

@@ -6,83 +6,83 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
 , v_clamped, gates, control__run);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire [35:0] \$1 ;
-  wire [36:0] \$10 ;
-  wire [17:0] \$100 ;
-  wire [18:0] \$101 ;
-  wire [21:0] \$102 ;
-  wire [22:0] \$103 ;
-  wire [17:0] \$104 ;
-  wire [18:0] \$105 ;
-  wire [21:0] \$106 ;
-  wire [17:0] \$107 ;
-  wire [18:0] \$108 ;
-  wire [25:0] \$109 ;
-  wire [35:0] \$11 ;
-  wire [26:0] \$110 ;
-  wire [27:0] \$111 ;
-  wire [28:0] \$112 ;
-  wire [28:0] \$113 ;
-  wire \$114 ;
-  wire \$115 ;
-  wire \$116 ;
-  wire \$117 ;
-  wire \$118 ;
-  wire \$119 ;
-  wire [36:0] \$12 ;
-  wire [27:0] \$120 ;
-  wire [27:0] \$121 ;
-  wire \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire \$126 ;
-  wire \$127 ;
-  wire \$128 ;
-  wire \$129 ;
+  wire [23:0] \$10 ;
+  wire [36:0] \$100 ;
+  wire [35:0] \$101 ;
+  wire [36:0] \$102 ;
+  wire [35:0] \$103 ;
+  wire [36:0] \$104 ;
+  wire [23:0] \$105 ;
+  wire [23:0] \$106 ;
+  wire [23:0] \$107 ;
+  wire [23:0] \$108 ;
+  wire [35:0] \$109 ;
+  wire [23:0] \$11 ;
+  wire [36:0] \$110 ;
+  wire [35:0] \$111 ;
+  wire [36:0] \$112 ;
+  wire [35:0] \$113 ;
+  wire [36:0] \$114 ;
+  wire [35:0] \$115 ;
+  wire [36:0] \$116 ;
+  wire [23:0] \$117 ;
+  wire [23:0] \$118 ;
+  wire [23:0] \$119 ;
+  wire [23:0] \$12 ;
+  wire [23:0] \$120 ;
+  wire [35:0] \$121 ;
+  wire [36:0] \$122 ;
+  wire [35:0] \$123 ;
+  wire [36:0] \$124 ;
+  wire [35:0] \$125 ;
+  wire [36:0] \$126 ;
+  wire [35:0] \$127 ;
+  wire [36:0] \$128 ;
+  wire [23:0] \$129 ;
   wire [35:0] \$13 ;
-  wire \$130 ;
-  wire \$131 ;
-  wire \$132 ;
-  wire \$133 ;
-  wire [27:0] \$134 ;
-  wire [27:0] \$135 ;
-  wire \$136 ;
-  wire \$137 ;
-  wire \$138 ;
-  wire \$139 ;
+  wire [23:0] \$130 ;
+  wire [23:0] \$131 ;
+  wire [23:0] \$132 ;
+  wire [35:0] \$133 ;
+  wire [36:0] \$134 ;
+  wire [35:0] \$135 ;
+  wire [36:0] \$136 ;
+  wire [35:0] \$137 ;
+  wire [36:0] \$138 ;
+  wire [35:0] \$139 ;
   wire [36:0] \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
-  wire \$144 ;
-  wire \$145 ;
-  wire \$146 ;
-  wire \$147 ;
-  wire \$148 ;
-  wire \$149 ;
+  wire [36:0] \$140 ;
+  wire [23:0] \$141 ;
+  wire [23:0] \$142 ;
+  wire [23:0] \$143 ;
+  wire [23:0] \$144 ;
+  wire [17:0] \$145 ;
+  wire [18:0] \$146 ;
+  wire [19:0] \$147 ;
+  wire [17:0] \$148 ;
+  wire [18:0] \$149 ;
   wire [35:0] \$15 ;
-  wire \$150 ;
-  wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [21:0] \$150 ;
+  wire [22:0] \$151 ;
+  wire [17:0] \$152 ;
+  wire [18:0] \$153 ;
+  wire [21:0] \$154 ;
+  wire [17:0] \$155 ;
+  wire [18:0] \$156 ;
+  wire [25:0] \$157 ;
+  wire [26:0] \$158 ;
+  wire [27:0] \$159 ;
   wire [36:0] \$16 ;
-  wire \$160 ;
-  wire \$161 ;
+  wire [28:0] \$160 ;
+  wire [28:0] \$161 ;
   wire \$162 ;
   wire \$163 ;
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
   wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [27:0] \$168 ;
+  wire [27:0] \$169 ;
   wire [35:0] \$17 ;
   wire \$170 ;
   wire \$171 ;
@@ -97,8 +97,8 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire [36:0] \$18 ;
   wire \$180 ;
   wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
+  wire [27:0] \$182 ;
+  wire [27:0] \$183 ;
   wire \$184 ;
   wire \$185 ;
   wire \$186 ;
@@ -128,7 +128,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \$207 ;
   wire \$208 ;
   wire \$209 ;
-  wire [35:0] \$21 ;
+  wire [23:0] \$21 ;
   wire \$210 ;
   wire \$211 ;
   wire \$212 ;
@@ -139,7 +139,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \$217 ;
   wire \$218 ;
   wire \$219 ;
-  wire [36:0] \$22 ;
+  wire [23:0] \$22 ;
   wire \$220 ;
   wire \$221 ;
   wire \$222 ;
@@ -150,7 +150,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \$227 ;
   wire \$228 ;
   wire \$229 ;
-  wire [35:0] \$23 ;
+  wire [23:0] \$23 ;
   wire \$230 ;
   wire \$231 ;
   wire \$232 ;
@@ -161,7 +161,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \$237 ;
   wire \$238 ;
   wire \$239 ;
-  wire [36:0] \$24 ;
+  wire [23:0] \$24 ;
   wire \$240 ;
   wire \$241 ;
   wire \$242 ;
@@ -195,23 +195,23 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \$268 ;
   wire \$269 ;
   wire [35:0] \$27 ;
-  wire [4:0] \$270 ;
-  wire [4:0] \$271 ;
-  wire [4:0] \$272 ;
-  wire [4:0] \$273 ;
-  wire [4:0] \$274 ;
-  wire [4:0] \$275 ;
-  wire [4:0] \$276 ;
-  wire [4:0] \$277 ;
-  wire [4:0] \$278 ;
-  wire [4:0] \$279 ;
+  wire \$270 ;
+  wire \$271 ;
+  wire \$272 ;
+  wire \$273 ;
+  wire \$274 ;
+  wire \$275 ;
+  wire \$276 ;
+  wire \$277 ;
+  wire \$278 ;
+  wire \$279 ;
   wire [36:0] \$28 ;
-  wire [4:0] \$280 ;
-  wire [4:0] \$281 ;
+  wire \$280 ;
+  wire \$281 ;
   wire \$282 ;
   wire \$283 ;
-  wire [4:0] \$284 ;
-  wire [4:0] \$285 ;
+  wire \$284 ;
+  wire \$285 ;
   wire \$286 ;
   wire \$287 ;
   wire \$288 ;
@@ -248,31 +248,31 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \$315 ;
   wire \$316 ;
   wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
+  wire [4:0] \$318 ;
+  wire [4:0] \$319 ;
   wire [36:0] \$32 ;
-  wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
-  wire [35:0] \$33 ;
+  wire [4:0] \$320 ;
+  wire [4:0] \$321 ;
+  wire [4:0] \$322 ;
+  wire [4:0] \$323 ;
+  wire [4:0] \$324 ;
+  wire [4:0] \$325 ;
+  wire [4:0] \$326 ;
+  wire [4:0] \$327 ;
+  wire [4:0] \$328 ;
+  wire [4:0] \$329 ;
+  wire [23:0] \$33 ;
   wire \$330 ;
   wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
+  wire [4:0] \$332 ;
+  wire [4:0] \$333 ;
   wire \$334 ;
   wire \$335 ;
   wire \$336 ;
   wire \$337 ;
   wire \$338 ;
   wire \$339 ;
-  wire [36:0] \$34 ;
+  wire [23:0] \$34 ;
   wire \$340 ;
   wire \$341 ;
   wire \$342 ;
@@ -283,140 +283,188 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \$347 ;
   wire \$348 ;
   wire \$349 ;
-  wire [35:0] \$35 ;
-  wire [4:0] \$350 ;
-  wire [32:0] \$351 ;
-  wire [22:0] \$352 ;
-  wire [22:0] \$353 ;
-  wire [22:0] \$354 ;
-  wire [22:0] \$355 ;
-  wire [22:0] \$356 ;
-  wire [22:0] \$357 ;
-  wire [22:0] \$358 ;
-  wire [22:0] \$359 ;
-  wire [36:0] \$36 ;
-  wire [22:0] \$360 ;
-  wire [22:0] \$361 ;
-  wire [22:0] \$362 ;
-  wire [22:0] \$363 ;
-  wire [22:0] \$364 ;
-  wire [22:0] \$365 ;
-  wire [22:0] \$366 ;
-  wire [22:0] \$367 ;
-  wire [22:0] \$368 ;
-  wire [22:0] \$369 ;
+  wire [23:0] \$35 ;
+  wire \$350 ;
+  wire \$351 ;
+  wire \$352 ;
+  wire \$353 ;
+  wire \$354 ;
+  wire \$355 ;
+  wire \$356 ;
+  wire \$357 ;
+  wire \$358 ;
+  wire \$359 ;
+  wire [23:0] \$36 ;
+  wire \$360 ;
+  wire \$361 ;
+  wire \$362 ;
+  wire \$363 ;
+  wire \$364 ;
+  wire \$365 ;
+  wire \$366 ;
+  wire \$367 ;
+  wire \$368 ;
+  wire \$369 ;
   wire [35:0] \$37 ;
-  wire [22:0] \$370 ;
-  wire [22:0] \$371 ;
-  wire [22:0] \$372 ;
-  wire [22:0] \$373 ;
-  wire [22:0] \$374 ;
-  wire [22:0] \$375 ;
-  wire [22:0] \$376 ;
-  wire [22:0] \$377 ;
-  wire [22:0] \$378 ;
-  wire [22:0] \$379 ;
+  wire \$370 ;
+  wire \$371 ;
+  wire \$372 ;
+  wire \$373 ;
+  wire \$374 ;
+  wire \$375 ;
+  wire \$376 ;
+  wire \$377 ;
+  wire \$378 ;
+  wire \$379 ;
   wire [36:0] \$38 ;
-  wire [22:0] \$380 ;
-  wire [22:0] \$381 ;
-  wire [22:0] \$382 ;
-  reg [22:0] \$383 ;
-  reg [22:0] \$384 ;
-  reg [22:0] \$385 ;
-  reg [22:0] \$386 ;
-  reg [22:0] \$387 ;
-  reg [22:0] \$388 ;
-  reg [22:0] \$389 ;
+  wire \$380 ;
+  wire \$381 ;
+  wire \$382 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire [35:0] \$39 ;
-  reg [22:0] \$390 ;
-  reg [22:0] \$391 ;
-  reg [22:0] \$392 ;
-  reg [22:0] \$393 ;
-  reg [22:0] \$394 ;
-  reg [22:0] \$395 ;
-  reg [22:0] \$396 ;
-  reg [22:0] \$397 ;
-  reg [22:0] \$398 ;
-  reg [22:0] \$399 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire [4:0] \$398 ;
+  wire [32:0] \$399 ;
   wire [36:0] \$4 ;
   wire [36:0] \$40 ;
-  reg [22:0] \$400 ;
-  reg [22:0] \$401 ;
-  reg [22:0] \$402 ;
-  reg [22:0] \$403 ;
-  reg [22:0] \$404 ;
-  reg [22:0] \$405 ;
-  reg [22:0] \$406 ;
-  reg [22:0] \$407 ;
-  reg [22:0] \$408 ;
-  reg [22:0] \$409 ;
+  wire [22:0] \$400 ;
+  wire [22:0] \$401 ;
+  wire [22:0] \$402 ;
+  wire [22:0] \$403 ;
+  wire [22:0] \$404 ;
+  wire [22:0] \$405 ;
+  wire [22:0] \$406 ;
+  wire [22:0] \$407 ;
+  wire [22:0] \$408 ;
+  wire [22:0] \$409 ;
   wire [35:0] \$41 ;
-  reg [22:0] \$410 ;
-  reg [22:0] \$411 ;
-  reg [22:0] \$412 ;
-  reg [22:0] \$413 ;
-  reg [22:0] \$414 ;
-  reg [16:0] \$415 ;
-  reg [16:0] \$416 ;
-  reg [16:0] \$417 ;
-  reg [16:0] \$418 ;
-  reg [16:0] \$419 ;
+  wire [22:0] \$410 ;
+  wire [22:0] \$411 ;
+  wire [22:0] \$412 ;
+  wire [22:0] \$413 ;
+  wire [22:0] \$414 ;
+  wire [22:0] \$415 ;
+  wire [22:0] \$416 ;
+  wire [22:0] \$417 ;
+  wire [22:0] \$418 ;
+  wire [22:0] \$419 ;
   wire [36:0] \$42 ;
-  reg [16:0] \$420 ;
-  reg [16:0] \$421 ;
-  reg [16:0] \$422 ;
-  reg [16:0] \$423 ;
-  reg [16:0] \$424 ;
-  reg [16:0] \$425 ;
-  reg [16:0] \$426 ;
-  reg [16:0] \$427 ;
-  reg [16:0] \$428 ;
-  reg [16:0] \$429 ;
+  wire [22:0] \$420 ;
+  wire [22:0] \$421 ;
+  wire [22:0] \$422 ;
+  wire [22:0] \$423 ;
+  wire [22:0] \$424 ;
+  wire [22:0] \$425 ;
+  wire [22:0] \$426 ;
+  wire [22:0] \$427 ;
+  wire [22:0] \$428 ;
+  wire [22:0] \$429 ;
   wire [35:0] \$43 ;
-  reg [16:0] \$430 ;
-  reg [16:0] \$431 ;
-  reg [16:0] \$432 ;
-  reg [16:0] \$433 ;
-  reg [16:0] \$434 ;
-  reg [16:0] \$435 ;
-  reg [16:0] \$436 ;
-  reg [16:0] \$437 ;
-  reg [16:0] \$438 ;
-  reg [16:0] \$439 ;
+  wire [22:0] \$430 ;
+  reg [22:0] \$431 ;
+  reg [22:0] \$432 ;
+  reg [22:0] \$433 ;
+  reg [22:0] \$434 ;
+  reg [22:0] \$435 ;
+  reg [22:0] \$436 ;
+  reg [22:0] \$437 ;
+  reg [22:0] \$438 ;
+  reg [22:0] \$439 ;
   wire [36:0] \$44 ;
-  reg [16:0] \$440 ;
-  reg [16:0] \$441 ;
-  reg [16:0] \$442 ;
-  reg [16:0] \$443 ;
-  reg [16:0] \$444 ;
-  reg [16:0] \$445 ;
-  reg [16:0] \$446 ;
-  reg [4:0] \$447 ;
-  reg [31:0] \$448 ;
-  reg [16:0] \$449 ;
-  wire [35:0] \$45 ;
-  reg [16:0] \$450 ;
-  reg [16:0] \$451 ;
-  reg [16:0] \$452 ;
-  reg [16:0] \$453 ;
+  reg [22:0] \$440 ;
+  reg [22:0] \$441 ;
+  reg [22:0] \$442 ;
+  reg [22:0] \$443 ;
+  reg [22:0] \$444 ;
+  reg [22:0] \$445 ;
+  reg [22:0] \$446 ;
+  reg [22:0] \$447 ;
+  reg [22:0] \$448 ;
+  reg [22:0] \$449 ;
+  wire [23:0] \$45 ;
+  reg [22:0] \$450 ;
+  reg [22:0] \$451 ;
+  reg [22:0] \$452 ;
+  reg [22:0] \$453 ;
   reg [22:0] \$454 ;
-  wire [36:0] \$46 ;
-  wire [35:0] \$47 ;
-  wire [36:0] \$48 ;
+  reg [22:0] \$455 ;
+  reg [22:0] \$456 ;
+  reg [22:0] \$457 ;
+  reg [22:0] \$458 ;
+  reg [22:0] \$459 ;
+  wire [23:0] \$46 ;
+  reg [22:0] \$460 ;
+  reg [22:0] \$461 ;
+  reg [22:0] \$462 ;
+  reg [16:0] \$463 ;
+  reg [16:0] \$464 ;
+  reg [16:0] \$465 ;
+  reg [16:0] \$466 ;
+  reg [16:0] \$467 ;
+  reg [16:0] \$468 ;
+  reg [16:0] \$469 ;
+  wire [23:0] \$47 ;
+  reg [16:0] \$470 ;
+  reg [16:0] \$471 ;
+  reg [16:0] \$472 ;
+  reg [16:0] \$473 ;
+  reg [16:0] \$474 ;
+  reg [16:0] \$475 ;
+  reg [16:0] \$476 ;
+  reg [16:0] \$477 ;
+  reg [16:0] \$478 ;
+  reg [16:0] \$479 ;
+  wire [23:0] \$48 ;
+  reg [16:0] \$480 ;
+  reg [16:0] \$481 ;
+  reg [16:0] \$482 ;
+  reg [16:0] \$483 ;
+  reg [16:0] \$484 ;
+  reg [16:0] \$485 ;
+  reg [16:0] \$486 ;
+  reg [16:0] \$487 ;
+  reg [16:0] \$488 ;
+  reg [16:0] \$489 ;
   wire [35:0] \$49 ;
+  reg [16:0] \$490 ;
+  reg [16:0] \$491 ;
+  reg [16:0] \$492 ;
+  reg [16:0] \$493 ;
+  reg [16:0] \$494 ;
+  reg [4:0] \$495 ;
+  reg [31:0] \$496 ;
+  reg [16:0] \$497 ;
+  reg [16:0] \$498 ;
+  reg [16:0] \$499 ;
   wire [35:0] \$5 ;
   wire [36:0] \$50 ;
+  reg [16:0] \$500 ;
+  reg [16:0] \$501 ;
+  reg [22:0] \$502 ;
   wire [35:0] \$51 ;
   wire [36:0] \$52 ;
   wire [35:0] \$53 ;
   wire [36:0] \$54 ;
   wire [35:0] \$55 ;
   wire [36:0] \$56 ;
-  wire [35:0] \$57 ;
-  wire [36:0] \$58 ;
-  wire [35:0] \$59 ;
+  wire [23:0] \$57 ;
+  wire [23:0] \$58 ;
+  wire [23:0] \$59 ;
   wire [36:0] \$6 ;
-  wire [36:0] \$60 ;
+  wire [23:0] \$60 ;
   wire [35:0] \$61 ;
   wire [36:0] \$62 ;
   wire [35:0] \$63 ;
@@ -425,11 +473,11 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire [36:0] \$66 ;
   wire [35:0] \$67 ;
   wire [36:0] \$68 ;
-  wire [35:0] \$69 ;
+  wire [23:0] \$69 ;
   wire [35:0] \$7 ;
-  wire [36:0] \$70 ;
-  wire [35:0] \$71 ;
-  wire [36:0] \$72 ;
+  wire [23:0] \$70 ;
+  wire [23:0] \$71 ;
+  wire [23:0] \$72 ;
   wire [35:0] \$73 ;
   wire [36:0] \$74 ;
   wire [35:0] \$75 ;
@@ -439,54 +487,54 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire [35:0] \$79 ;
   wire [36:0] \$8 ;
   wire [36:0] \$80 ;
-  wire [35:0] \$81 ;
-  wire [36:0] \$82 ;
-  wire [35:0] \$83 ;
-  wire [36:0] \$84 ;
+  wire [23:0] \$81 ;
+  wire [23:0] \$82 ;
+  wire [23:0] \$83 ;
+  wire [23:0] \$84 ;
   wire [35:0] \$85 ;
   wire [36:0] \$86 ;
   wire [35:0] \$87 ;
   wire [36:0] \$88 ;
   wire [35:0] \$89 ;
-  wire [35:0] \$9 ;
+  wire [23:0] \$9 ;
   wire [36:0] \$90 ;
   wire [35:0] \$91 ;
   wire [36:0] \$92 ;
-  wire [35:0] \$93 ;
-  wire [36:0] \$94 ;
-  wire [35:0] \$95 ;
-  wire [36:0] \$96 ;
-  wire [17:0] \$97 ;
-  wire [18:0] \$98 ;
-  wire [19:0] \$99 ;
+  wire [23:0] \$93 ;
+  wire [23:0] \$94 ;
+  wire [23:0] \$95 ;
+  wire [23:0] \$96 ;
+  wire [35:0] \$97 ;
+  wire [36:0] \$98 ;
+  wire [35:0] \$99 ;
   (* init = 32'd0 *)
   wire [31:0] \$signal ;
   (* init = 5'h00 *)
-  wire [4:0] \$signal$627 ;
+  wire [4:0] \$signal$771 ;
   wire [37:0] acc_c;
-  wire [37:0] \acc_c$338 ;
   wire [37:0] \acc_c$350 ;
-  wire [37:0] \acc_c$360 ;
-  wire [37:0] \acc_c$372 ;
-  wire [37:0] \acc_c$384 ;
+  wire [37:0] \acc_c$374 ;
   wire [37:0] \acc_c$396 ;
-  wire [37:0] \acc_c$408 ;
-  wire [37:0] \acc_c$418 ;
-  wire [37:0] \acc_c$428 ;
-  wire [37:0] \acc_c$438 ;
-  wire [37:0] \acc_c$448 ;
+  wire [37:0] \acc_c$420 ;
+  wire [37:0] \acc_c$444 ;
+  wire [37:0] \acc_c$468 ;
+  wire [37:0] \acc_c$492 ;
+  wire [37:0] \acc_c$514 ;
+  wire [37:0] \acc_c$536 ;
+  wire [37:0] \acc_c$558 ;
+  wire [37:0] \acc_c$580 ;
   wire [37:0] acc_f;
-  wire [37:0] \acc_f$337 ;
   wire [37:0] \acc_f$349 ;
-  wire [37:0] \acc_f$359 ;
-  wire [37:0] \acc_f$371 ;
-  wire [37:0] \acc_f$383 ;
+  wire [37:0] \acc_f$373 ;
   wire [37:0] \acc_f$395 ;
-  wire [37:0] \acc_f$407 ;
-  wire [37:0] \acc_f$417 ;
-  wire [37:0] \acc_f$427 ;
-  wire [37:0] \acc_f$437 ;
-  wire [37:0] \acc_f$447 ;
+  wire [37:0] \acc_f$419 ;
+  wire [37:0] \acc_f$443 ;
+  wire [37:0] \acc_f$467 ;
+  wire [37:0] \acc_f$491 ;
+  wire [37:0] \acc_f$513 ;
+  wire [37:0] \acc_f$535 ;
+  wire [37:0] \acc_f$557 ;
+  wire [37:0] \acc_f$579 ;
   wire [37:0] accc0;
   wire [37:0] accc1;
   wire [37:0] accc10;
@@ -520,6 +568,150 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   input clk;
   wire clk;
   wire commit;
+  wire [22:0] cond_a_c;
+  wire [22:0] \cond_a_c$335 ;
+  wire [22:0] \cond_a_c$358 ;
+  wire [22:0] \cond_a_c$359 ;
+  wire [22:0] \cond_a_c$382 ;
+  wire [22:0] \cond_a_c$383 ;
+  wire [22:0] \cond_a_c$404 ;
+  wire [22:0] \cond_a_c$405 ;
+  wire [22:0] \cond_a_c$427 ;
+  wire [22:0] \cond_a_c$430 ;
+  wire [22:0] \cond_a_c$452 ;
+  wire [22:0] \cond_a_c$454 ;
+  wire [22:0] \cond_a_c$475 ;
+  wire [22:0] \cond_a_c$478 ;
+  wire [22:0] \cond_a_c$500 ;
+  wire [22:0] \cond_a_c$502 ;
+  wire [22:0] \cond_a_c$522 ;
+  wire [22:0] \cond_a_c$524 ;
+  wire [22:0] \cond_a_c$544 ;
+  wire [22:0] \cond_a_c$546 ;
+  wire [22:0] \cond_a_c$565 ;
+  wire [22:0] \cond_a_c$568 ;
+  wire [22:0] \cond_a_c$588 ;
+  wire [22:0] \cond_a_c$590 ;
+  wire [22:0] cond_a_f;
+  wire [22:0] \cond_a_f$330 ;
+  wire [22:0] \cond_a_f$353 ;
+  wire [22:0] \cond_a_f$354 ;
+  wire [22:0] \cond_a_f$377 ;
+  wire [22:0] \cond_a_f$378 ;
+  wire [22:0] \cond_a_f$399 ;
+  wire [22:0] \cond_a_f$400 ;
+  wire [22:0] \cond_a_f$422 ;
+  wire [22:0] \cond_a_f$425 ;
+  wire [22:0] \cond_a_f$447 ;
+  wire [22:0] \cond_a_f$449 ;
+  wire [22:0] \cond_a_f$470 ;
+  wire [22:0] \cond_a_f$473 ;
+  wire [22:0] \cond_a_f$495 ;
+  wire [22:0] \cond_a_f$497 ;
+  wire [22:0] \cond_a_f$517 ;
+  wire [22:0] \cond_a_f$519 ;
+  wire [22:0] \cond_a_f$539 ;
+  wire [22:0] \cond_a_f$541 ;
+  wire [22:0] \cond_a_f$560 ;
+  wire [22:0] \cond_a_f$563 ;
+  wire [22:0] \cond_a_f$583 ;
+  wire [22:0] \cond_a_f$585 ;
+  wire [22:0] cond_b_c;
+  wire [22:0] \cond_b_c$336 ;
+  wire [22:0] \cond_b_c$357 ;
+  wire [22:0] \cond_b_c$360 ;
+  wire [22:0] \cond_b_c$381 ;
+  wire [22:0] \cond_b_c$384 ;
+  wire [22:0] \cond_b_c$403 ;
+  wire [22:0] \cond_b_c$406 ;
+  wire [22:0] \cond_b_c$428 ;
+  wire [22:0] \cond_b_c$429 ;
+  wire [22:0] \cond_b_c$451 ;
+  wire [22:0] \cond_b_c$453 ;
+  wire [22:0] \cond_b_c$476 ;
+  wire [22:0] \cond_b_c$477 ;
+  wire [22:0] \cond_b_c$499 ;
+  wire [22:0] \cond_b_c$501 ;
+  wire [22:0] \cond_b_c$521 ;
+  wire [22:0] \cond_b_c$523 ;
+  wire [22:0] \cond_b_c$543 ;
+  wire [22:0] \cond_b_c$545 ;
+  wire [22:0] \cond_b_c$566 ;
+  wire [22:0] \cond_b_c$567 ;
+  wire [22:0] \cond_b_c$587 ;
+  wire [22:0] \cond_b_c$589 ;
+  wire [22:0] cond_b_f;
+  wire [22:0] \cond_b_f$331 ;
+  wire [22:0] \cond_b_f$352 ;
+  wire [22:0] \cond_b_f$355 ;
+  wire [22:0] \cond_b_f$376 ;
+  wire [22:0] \cond_b_f$379 ;
+  wire [22:0] \cond_b_f$398 ;
+  wire [22:0] \cond_b_f$401 ;
+  wire [22:0] \cond_b_f$423 ;
+  wire [22:0] \cond_b_f$424 ;
+  wire [22:0] \cond_b_f$446 ;
+  wire [22:0] \cond_b_f$448 ;
+  wire [22:0] \cond_b_f$471 ;
+  wire [22:0] \cond_b_f$472 ;
+  wire [22:0] \cond_b_f$494 ;
+  wire [22:0] \cond_b_f$496 ;
+  wire [22:0] \cond_b_f$516 ;
+  wire [22:0] \cond_b_f$518 ;
+  wire [22:0] \cond_b_f$538 ;
+  wire [22:0] \cond_b_f$540 ;
+  wire [22:0] \cond_b_f$561 ;
+  wire [22:0] \cond_b_f$562 ;
+  wire [22:0] \cond_b_f$582 ;
+  wire [22:0] \cond_b_f$584 ;
+  wire [24:0] cond_c;
+  wire [24:0] \cond_c$362 ;
+  wire [24:0] \cond_c$386 ;
+  wire [24:0] \cond_c$408 ;
+  wire [24:0] \cond_c$432 ;
+  wire [24:0] \cond_c$456 ;
+  wire [24:0] \cond_c$480 ;
+  wire [24:0] \cond_c$504 ;
+  wire [24:0] \cond_c$526 ;
+  wire [24:0] \cond_c$548 ;
+  wire [24:0] \cond_c$570 ;
+  wire [24:0] \cond_c$592 ;
+  wire [24:0] cond_f;
+  wire [24:0] \cond_f$361 ;
+  wire [24:0] \cond_f$385 ;
+  wire [24:0] \cond_f$407 ;
+  wire [24:0] \cond_f$431 ;
+  wire [24:0] \cond_f$455 ;
+  wire [24:0] \cond_f$479 ;
+  wire [24:0] \cond_f$503 ;
+  wire [24:0] \cond_f$525 ;
+  wire [24:0] \cond_f$547 ;
+  wire [24:0] \cond_f$569 ;
+  wire [24:0] \cond_f$591 ;
+  wire [24:0] condc0;
+  wire [24:0] condc1;
+  wire [24:0] condc10;
+  wire [24:0] condc11;
+  wire [24:0] condc12;
+  wire [24:0] condc14;
+  wire [24:0] condc2;
+  wire [24:0] condc3;
+  wire [24:0] condc4;
+  wire [24:0] condc6;
+  wire [24:0] condc8;
+  wire [24:0] condc9;
+  wire [24:0] condf0;
+  wire [24:0] condf1;
+  wire [24:0] condf10;
+  wire [24:0] condf11;
+  wire [24:0] condf12;
+  wire [24:0] condf14;
+  wire [24:0] condf2;
+  wire [24:0] condf3;
+  wire [24:0] condf4;
+  wire [24:0] condf6;
+  wire [24:0] condf8;
+  wire [24:0] condf9;
   output control__busy;
   wire control__busy;
   input control__clear;
@@ -546,17 +738,17 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   reg [16:0] drive2 = 17'h01c29;
   reg [16:0] drive3 = 17'h0547b;
   wire [4:0] flags;
-  wire [4:0] \flags$523 ;
-  wire [4:0] \flags$524 ;
-  wire [4:0] \flags$525 ;
-  wire [4:0] \flags$526 ;
-  wire [4:0] \flags$527 ;
-  wire [4:0] \flags$528 ;
-  wire [4:0] \flags$529 ;
-  wire [4:0] \flags$530 ;
-  wire [4:0] \flags$531 ;
-  wire [4:0] \flags$532 ;
-  wire [4:0] \flags$533 ;
+  wire [4:0] \flags$667 ;
+  wire [4:0] \flags$668 ;
+  wire [4:0] \flags$669 ;
+  wire [4:0] \flags$670 ;
+  wire [4:0] \flags$671 ;
+  wire [4:0] \flags$672 ;
+  wire [4:0] \flags$673 ;
+  wire [4:0] \flags$674 ;
+  wire [4:0] \flags$675 ;
+  wire [4:0] \flags$676 ;
+  wire [4:0] \flags$677 ;
   reg [22:0] g = 23'h1a30ff;
   reg [22:0] \g$101  = 23'h1bac05;
   reg [22:0] \g$113  = 23'h18b2b0;
@@ -654,37 +846,37 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   (* init = 23'h1ef60f *)
   wire [22:0] g9;
   wire [22:0] g_next;
-  wire [22:0] \g_next$629 ;
-  wire [22:0] \g_next$630 ;
-  wire [22:0] \g_next$631 ;
-  wire [22:0] \g_next$632 ;
-  wire [22:0] \g_next$633 ;
-  wire [22:0] \g_next$634 ;
-  wire [22:0] \g_next$635 ;
-  wire [22:0] \g_next$636 ;
-  wire [22:0] \g_next$637 ;
-  wire [22:0] \g_next$638 ;
-  wire [22:0] \g_next$639 ;
-  wire [22:0] \g_next$640 ;
-  wire [22:0] \g_next$641 ;
-  wire [22:0] \g_next$642 ;
-  wire [22:0] \g_next$643 ;
-  wire [22:0] \g_next$644 ;
-  wire [22:0] \g_next$645 ;
-  wire [22:0] \g_next$646 ;
-  wire [22:0] \g_next$647 ;
-  wire [22:0] \g_next$648 ;
-  wire [22:0] \g_next$649 ;
-  wire [22:0] \g_next$650 ;
-  wire [22:0] \g_next$651 ;
-  wire [22:0] \g_next$652 ;
-  wire [22:0] \g_next$653 ;
-  wire [22:0] \g_next$654 ;
-  wire [22:0] \g_next$655 ;
-  wire [22:0] \g_next$656 ;
-  wire [22:0] \g_next$657 ;
-  wire [22:0] \g_next$658 ;
-  wire [22:0] \g_next$659 ;
+  wire [22:0] \g_next$773 ;
+  wire [22:0] \g_next$774 ;
+  wire [22:0] \g_next$775 ;
+  wire [22:0] \g_next$776 ;
+  wire [22:0] \g_next$777 ;
+  wire [22:0] \g_next$778 ;
+  wire [22:0] \g_next$779 ;
+  wire [22:0] \g_next$780 ;
+  wire [22:0] \g_next$781 ;
+  wire [22:0] \g_next$782 ;
+  wire [22:0] \g_next$783 ;
+  wire [22:0] \g_next$784 ;
+  wire [22:0] \g_next$785 ;
+  wire [22:0] \g_next$786 ;
+  wire [22:0] \g_next$787 ;
+  wire [22:0] \g_next$788 ;
+  wire [22:0] \g_next$789 ;
+  wire [22:0] \g_next$790 ;
+  wire [22:0] \g_next$791 ;
+  wire [22:0] \g_next$792 ;
+  wire [22:0] \g_next$793 ;
+  wire [22:0] \g_next$794 ;
+  wire [22:0] \g_next$795 ;
+  wire [22:0] \g_next$796 ;
+  wire [22:0] \g_next$797 ;
+  wire [22:0] \g_next$798 ;
+  wire [22:0] \g_next$799 ;
+  wire [22:0] \g_next$800 ;
+  wire [22:0] \g_next$801 ;
+  wire [22:0] \g_next$802 ;
+  wire [22:0] \g_next$803 ;
   input [4:0] gate__addr;
   wire [4:0] gate__addr;
   input [22:0] gate__data;
@@ -834,130 +1026,130 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire [34:0] \s_c$320 ;
   wire [34:0] \s_c$321 ;
   wire [34:0] \s_c$322 ;
-  wire [34:0] \s_c$332 ;
-  wire [34:0] \s_c$333 ;
-  wire [34:0] \s_c$334 ;
   wire [34:0] \s_c$344 ;
   wire [34:0] \s_c$345 ;
   wire [34:0] \s_c$346 ;
-  wire [34:0] \s_c$355 ;
-  wire [34:0] \s_c$356 ;
-  wire [34:0] \s_c$366 ;
-  wire [34:0] \s_c$367 ;
   wire [34:0] \s_c$368 ;
-  wire [34:0] \s_c$378 ;
-  wire [34:0] \s_c$379 ;
-  wire [34:0] \s_c$380 ;
-  wire [34:0] \s_c$390 ;
+  wire [34:0] \s_c$369 ;
+  wire [34:0] \s_c$370 ;
   wire [34:0] \s_c$391 ;
   wire [34:0] \s_c$392 ;
-  wire [34:0] \s_c$402 ;
-  wire [34:0] \s_c$403 ;
-  wire [34:0] \s_c$404 ;
-  wire [34:0] \s_c$413 ;
   wire [34:0] \s_c$414 ;
-  wire [34:0] \s_c$423 ;
-  wire [34:0] \s_c$424 ;
-  wire [34:0] \s_c$433 ;
-  wire [34:0] \s_c$434 ;
-  wire [34:0] \s_c$443 ;
-  wire [34:0] \s_c$444 ;
+  wire [34:0] \s_c$415 ;
+  wire [34:0] \s_c$416 ;
+  wire [34:0] \s_c$438 ;
+  wire [34:0] \s_c$439 ;
+  wire [34:0] \s_c$440 ;
+  wire [34:0] \s_c$462 ;
+  wire [34:0] \s_c$463 ;
+  wire [34:0] \s_c$464 ;
+  wire [34:0] \s_c$486 ;
+  wire [34:0] \s_c$487 ;
+  wire [34:0] \s_c$488 ;
+  wire [34:0] \s_c$509 ;
+  wire [34:0] \s_c$510 ;
+  wire [34:0] \s_c$531 ;
+  wire [34:0] \s_c$532 ;
+  wire [34:0] \s_c$553 ;
+  wire [34:0] \s_c$554 ;
+  wire [34:0] \s_c$575 ;
+  wire [34:0] \s_c$576 ;
   wire [34:0] s_f;
   wire [34:0] \s_f$315 ;
   wire [34:0] \s_f$316 ;
   wire [34:0] \s_f$317 ;
-  wire [34:0] \s_f$328 ;
-  wire [34:0] \s_f$329 ;
-  wire [34:0] \s_f$330 ;
   wire [34:0] \s_f$340 ;
   wire [34:0] \s_f$341 ;
   wire [34:0] \s_f$342 ;
-  wire [34:0] \s_f$352 ;
-  wire [34:0] \s_f$353 ;
-  wire [34:0] \s_f$362 ;
-  wire [34:0] \s_f$363 ;
   wire [34:0] \s_f$364 ;
-  wire [34:0] \s_f$374 ;
-  wire [34:0] \s_f$375 ;
-  wire [34:0] \s_f$376 ;
-  wire [34:0] \s_f$386 ;
-  wire [34:0] \s_f$387 ;
+  wire [34:0] \s_f$365 ;
+  wire [34:0] \s_f$366 ;
   wire [34:0] \s_f$388 ;
-  wire [34:0] \s_f$398 ;
-  wire [34:0] \s_f$399 ;
-  wire [34:0] \s_f$400 ;
+  wire [34:0] \s_f$389 ;
   wire [34:0] \s_f$410 ;
   wire [34:0] \s_f$411 ;
-  wire [34:0] \s_f$420 ;
-  wire [34:0] \s_f$421 ;
-  wire [34:0] \s_f$430 ;
-  wire [34:0] \s_f$431 ;
-  wire [34:0] \s_f$440 ;
-  wire [34:0] \s_f$441 ;
+  wire [34:0] \s_f$412 ;
+  wire [34:0] \s_f$434 ;
+  wire [34:0] \s_f$435 ;
+  wire [34:0] \s_f$436 ;
+  wire [34:0] \s_f$458 ;
+  wire [34:0] \s_f$459 ;
+  wire [34:0] \s_f$460 ;
+  wire [34:0] \s_f$482 ;
+  wire [34:0] \s_f$483 ;
+  wire [34:0] \s_f$484 ;
+  wire [34:0] \s_f$506 ;
+  wire [34:0] \s_f$507 ;
+  wire [34:0] \s_f$528 ;
+  wire [34:0] \s_f$529 ;
+  wire [34:0] \s_f$550 ;
+  wire [34:0] \s_f$551 ;
+  wire [34:0] \s_f$572 ;
+  wire [34:0] \s_f$573 ;
   wire sat_dg;
-  wire \sat_dg$491 ;
-  wire \sat_dg$492 ;
-  wire \sat_dg$493 ;
-  wire \sat_dg$494 ;
-  wire \sat_dg$495 ;
-  wire \sat_dg$496 ;
-  wire \sat_dg$497 ;
-  wire \sat_dg$498 ;
-  wire \sat_dg$499 ;
-  wire \sat_dg$500 ;
-  wire \sat_dg$501 ;
-  wire \sat_dg$502 ;
-  wire \sat_dg$503 ;
-  wire \sat_dg$504 ;
-  wire \sat_dg$505 ;
-  wire \sat_dg$506 ;
-  wire \sat_dg$507 ;
-  wire \sat_dg$508 ;
-  wire \sat_dg$509 ;
-  wire \sat_dg$510 ;
-  wire \sat_dg$511 ;
-  wire \sat_dg$512 ;
-  wire \sat_dg$513 ;
-  wire \sat_dg$514 ;
-  wire \sat_dg$515 ;
-  wire \sat_dg$516 ;
-  wire \sat_dg$517 ;
-  wire \sat_dg$518 ;
-  wire \sat_dg$519 ;
-  wire \sat_dg$520 ;
-  wire \sat_dg$521 ;
+  wire \sat_dg$635 ;
+  wire \sat_dg$636 ;
+  wire \sat_dg$637 ;
+  wire \sat_dg$638 ;
+  wire \sat_dg$639 ;
+  wire \sat_dg$640 ;
+  wire \sat_dg$641 ;
+  wire \sat_dg$642 ;
+  wire \sat_dg$643 ;
+  wire \sat_dg$644 ;
+  wire \sat_dg$645 ;
+  wire \sat_dg$646 ;
+  wire \sat_dg$647 ;
+  wire \sat_dg$648 ;
+  wire \sat_dg$649 ;
+  wire \sat_dg$650 ;
+  wire \sat_dg$651 ;
+  wire \sat_dg$652 ;
+  wire \sat_dg$653 ;
+  wire \sat_dg$654 ;
+  wire \sat_dg$655 ;
+  wire \sat_dg$656 ;
+  wire \sat_dg$657 ;
+  wire \sat_dg$658 ;
+  wire \sat_dg$659 ;
+  wire \sat_dg$660 ;
+  wire \sat_dg$661 ;
+  wire \sat_dg$662 ;
+  wire \sat_dg$663 ;
+  wire \sat_dg$664 ;
+  wire \sat_dg$665 ;
   wire sat_term;
-  wire \sat_term$459 ;
-  wire \sat_term$460 ;
-  wire \sat_term$461 ;
-  wire \sat_term$462 ;
-  wire \sat_term$463 ;
-  wire \sat_term$464 ;
-  wire \sat_term$465 ;
-  wire \sat_term$466 ;
-  wire \sat_term$467 ;
-  wire \sat_term$468 ;
-  wire \sat_term$469 ;
-  wire \sat_term$470 ;
-  wire \sat_term$471 ;
-  wire \sat_term$472 ;
-  wire \sat_term$473 ;
-  wire \sat_term$474 ;
-  wire \sat_term$475 ;
-  wire \sat_term$476 ;
-  wire \sat_term$477 ;
-  wire \sat_term$478 ;
-  wire \sat_term$479 ;
-  wire \sat_term$480 ;
-  wire \sat_term$481 ;
-  wire \sat_term$482 ;
-  wire \sat_term$483 ;
-  wire \sat_term$484 ;
-  wire \sat_term$485 ;
-  wire \sat_term$486 ;
-  wire \sat_term$487 ;
-  wire \sat_term$488 ;
-  wire \sat_term$489 ;
+  wire \sat_term$603 ;
+  wire \sat_term$604 ;
+  wire \sat_term$605 ;
+  wire \sat_term$606 ;
+  wire \sat_term$607 ;
+  wire \sat_term$608 ;
+  wire \sat_term$609 ;
+  wire \sat_term$610 ;
+  wire \sat_term$611 ;
+  wire \sat_term$612 ;
+  wire \sat_term$613 ;
+  wire \sat_term$614 ;
+  wire \sat_term$615 ;
+  wire \sat_term$616 ;
+  wire \sat_term$617 ;
+  wire \sat_term$618 ;
+  wire \sat_term$619 ;
+  wire \sat_term$620 ;
+  wire \sat_term$621 ;
+  wire \sat_term$622 ;
+  wire \sat_term$623 ;
+  wire \sat_term$624 ;
+  wire \sat_term$625 ;
+  wire \sat_term$626 ;
+  wire \sat_term$627 ;
+  wire \sat_term$628 ;
+  wire \sat_term$629 ;
+  wire \sat_term$630 ;
+  wire \sat_term$631 ;
+  wire \sat_term$632 ;
+  wire \sat_term$633 ;
   input status__clear_flags;
   wire status__clear_flags;
   output [4:0] status__sat_flags;
@@ -976,37 +1168,37 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   (* init = 17'h00000 *)
   wire [16:0] v_c;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$336 ;
-  (* init = 17'h00000 *)
   wire [16:0] \v_c$348 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$358 ;
-  (* init = 17'h00000 *)
-  wire [16:0] \v_c$370 ;
-  (* init = 17'h00000 *)
-  wire [16:0] \v_c$382 ;
+  wire [16:0] \v_c$372 ;
   (* init = 17'h00000 *)
   wire [16:0] \v_c$394 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$406 ;
+  wire [16:0] \v_c$418 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$416 ;
+  wire [16:0] \v_c$442 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$426 ;
+  wire [16:0] \v_c$466 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$436 ;
+  wire [16:0] \v_c$490 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_c$446 ;
+  wire [16:0] \v_c$512 ;
+  (* init = 17'h00000 *)
+  wire [16:0] \v_c$534 ;
+  (* init = 17'h00000 *)
+  wire [16:0] \v_c$556 ;
+  (* init = 17'h00000 *)
+  wire [16:0] \v_c$578 ;
   wire [16:0] v_c_next;
-  wire [16:0] \v_c_next$588 ;
-  wire [16:0] \v_c_next$591 ;
-  wire [16:0] \v_c_next$594 ;
-  wire [16:0] \v_c_next$599 ;
-  wire [16:0] \v_c_next$604 ;
-  wire [16:0] \v_c_next$607 ;
-  wire [16:0] \v_c_next$612 ;
-  wire [16:0] \v_c_next$615 ;
-  wire [16:0] \v_c_next$620 ;
+  wire [16:0] \v_c_next$732 ;
+  wire [16:0] \v_c_next$735 ;
+  wire [16:0] \v_c_next$738 ;
+  wire [16:0] \v_c_next$743 ;
+  wire [16:0] \v_c_next$748 ;
+  wire [16:0] \v_c_next$751 ;
+  wire [16:0] \v_c_next$756 ;
+  wire [16:0] \v_c_next$759 ;
+  wire [16:0] \v_c_next$764 ;
   output [271:0] v_clamped;
   wire [271:0] v_clamped;
   wire [16:0] \v_clamped[0] ;
@@ -1028,39 +1220,39 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   (* init = 17'h00000 *)
   wire [16:0] v_f;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$335 ;
-  (* init = 17'h00000 *)
   wire [16:0] \v_f$347 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$357 ;
-  (* init = 17'h00000 *)
-  wire [16:0] \v_f$369 ;
-  (* init = 17'h00000 *)
-  wire [16:0] \v_f$381 ;
+  wire [16:0] \v_f$371 ;
   (* init = 17'h00000 *)
   wire [16:0] \v_f$393 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$405 ;
+  wire [16:0] \v_f$417 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$415 ;
+  wire [16:0] \v_f$441 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$425 ;
+  wire [16:0] \v_f$465 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$435 ;
+  wire [16:0] \v_f$489 ;
   (* init = 17'h00000 *)
-  wire [16:0] \v_f$445 ;
+  wire [16:0] \v_f$511 ;
+  (* init = 17'h00000 *)
+  wire [16:0] \v_f$533 ;
+  (* init = 17'h00000 *)
+  wire [16:0] \v_f$555 ;
+  (* init = 17'h00000 *)
+  wire [16:0] \v_f$577 ;
   wire [16:0] v_f_next;
-  wire [16:0] \v_f_next$538 ;
-  wire [16:0] \v_f_next$541 ;
-  wire [16:0] \v_f_next$544 ;
-  wire [16:0] \v_f_next$547 ;
-  wire [16:0] \v_f_next$553 ;
-  wire [16:0] \v_f_next$559 ;
-  wire [16:0] \v_f_next$562 ;
-  wire [16:0] \v_f_next$565 ;
-  wire [16:0] \v_f_next$568 ;
-  wire [16:0] \v_f_next$571 ;
-  wire [16:0] \v_f_next$577 ;
+  wire [16:0] \v_f_next$682 ;
+  wire [16:0] \v_f_next$685 ;
+  wire [16:0] \v_f_next$688 ;
+  wire [16:0] \v_f_next$691 ;
+  wire [16:0] \v_f_next$697 ;
+  wire [16:0] \v_f_next$703 ;
+  wire [16:0] \v_f_next$706 ;
+  wire [16:0] \v_f_next$709 ;
+  wire [16:0] \v_f_next$712 ;
+  wire [16:0] \v_f_next$715 ;
+  wire [16:0] \v_f_next$721 ;
   output [271:0] v_free;
   wire [271:0] v_free;
   wire [16:0] \v_free[0] ;
@@ -1399,88 +1591,204 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire [16:0] \vt$75 ;
   wire [16:0] \vt$85 ;
   wire [16:0] \vt$95 ;
+  assign \$389  = $signed(move_all27) < $signed(1'h1);
+  assign moved_all27 = \$388  | \$389 ;
+  assign move_all28 = $signed(\v_c_next$759 ) - $signed(\va_c$149 );
+  assign \$390  = $signed(move_all28) > $signed(2'h1);
+  assign \$391  = $signed(move_all28) < $signed(1'h1);
+  assign moved_all28 = \$390  | \$391 ;
+  assign move_all29 = $signed(drive1) - $signed(\vb_c$151 );
+  assign \$392  = $signed(move_all29) > $signed(2'h1);
+  assign \$393  = $signed(move_all29) < $signed(1'h1);
+  assign moved_all29 = \$392  | \$393 ;
+  assign move_all30 = $signed(\v_c_next$764 ) - $signed(\vb_c$161 );
+  assign \$394  = $signed(move_all30) > $signed(2'h1);
+  assign \$395  = $signed(move_all30) < $signed(1'h1);
+  assign moved_all30 = \$394  | \$395 ;
+  assign move_all31 = $signed(drive0) - $signed(\vb_c$171 );
+  assign \$396  = $signed(move_all31) > $signed(2'h1);
+  assign \$397  = $signed(move_all31) < $signed(1'h1);
+  assign moved_all31 = \$396  | \$397 ;
+  assign moved_all = | { moved_all31, moved_all30, moved_all29, moved_all28, moved_all27, moved_all26, moved_all25, moved_all24, moved_all23, moved_all22, moved_all21, moved_all20, moved_all19, moved_all18, moved_all17, moved_all16, moved_all15, moved_all14, moved_all13, moved_all12, moved_all11, moved_all10, moved_all9, moved_all8, moved_all7, moved_all6, moved_all5, moved_all4, moved_all3, moved_all2, moved_all1, moved_all0 };
+  assign control__outputs = $signed(\vb_f$118 ) - $signed(va_f);
+  assign status__saturated = | status__sat_flags;
+  assign \$398  = status__sat_flags | tick_flags;
+  assign \$399  = status__ticks + 1'h1;
+  assign \$400  = gate__raddr[0] ? \g$309  : \g$301 ;
+  assign \$401  = gate__raddr[0] ? \g$293  : \g$285 ;
+  assign \$402  = gate__raddr[1] ? \$400  : \$401 ;
+  assign \$403  = gate__raddr[0] ? \g$277  : \g$269 ;
+  assign \$404  = gate__raddr[0] ? \g$261  : \g$253 ;
+  assign \$405  = gate__raddr[1] ? \$403  : \$404 ;
+  assign \$406  = gate__raddr[2] ? \$402  : \$405 ;
+  assign \$407  = gate__raddr[0] ? \g$245  : \g$237 ;
+  assign \$408  = gate__raddr[0] ? \g$229  : \g$221 ;
+  assign \$409  = gate__raddr[1] ? \$407  : \$408 ;
+  assign \$410  = gate__raddr[0] ? \g$213  : \g$205 ;
+  assign \$411  = gate__raddr[0] ? \g$197  : \g$189 ;
+  assign \$412  = gate__raddr[1] ? \$410  : \$411 ;
+  assign \$413  = gate__raddr[2] ? \$409  : \$412 ;
+  assign \$414  = gate__raddr[3] ? \$406  : \$413 ;
+  assign \$415  = gate__raddr[0] ? \g$181  : \g$173 ;
+  assign \$416  = gate__raddr[0] ? \g$163  : \g$153 ;
+  assign \$417  = gate__raddr[1] ? \$415  : \$416 ;
+  assign \$418  = gate__raddr[0] ? \g$141  : \g$133 ;
+  assign \$419  = gate__raddr[0] ? \g$123  : \g$113 ;
+  assign \$420  = gate__raddr[1] ? \$418  : \$419 ;
+  assign \$421  = gate__raddr[2] ? \$417  : \$420 ;
+  assign \$422  = gate__raddr[0] ? \g$101  : \g$93 ;
+  assign \$423  = gate__raddr[0] ? \g$83  : \g$73 ;
+  assign \$424  = gate__raddr[1] ? \$422  : \$423 ;
+  assign \$425  = gate__raddr[0] ? \g$61  : \g$53 ;
+  assign \$426  = gate__raddr[0] ? \g$43  : g;
+  assign \$427  = gate__raddr[1] ? \$425  : \$426 ;
+  assign \$428  = gate__raddr[2] ? \$424  : \$427 ;
+  assign \$429  = gate__raddr[3] ? \$421  : \$428 ;
+  assign \$430  = gate__raddr[4] ? \$414  : \$429 ;
   always @(posedge clk)
-    \g$309  <= \$414 ;
+    g <= \$431 ;
   always @(posedge clk)
-    va_f <= \$415 ;
+    \g$43  <= \$432 ;
   always @(posedge clk)
-    vb_f <= \$416 ;
+    \g$53  <= \$433 ;
   always @(posedge clk)
-    \vb_f$38  <= \$417 ;
+    \g$61  <= \$434 ;
   always @(posedge clk)
-    \vb_f$48  <= \$418 ;
+    \g$73  <= \$435 ;
   always @(posedge clk)
-    \va_f$65  <= \$419 ;
+    \g$83  <= \$436 ;
   always @(posedge clk)
-    \vb_f$67  <= \$420 ;
+    \g$93  <= \$437 ;
   always @(posedge clk)
-    \vb_f$78  <= \$421 ;
+    \g$101  <= \$438 ;
   always @(posedge clk)
-    \vb_f$88  <= \$422 ;
+    \g$113  <= \$439 ;
   always @(posedge clk)
-    \va_f$105  <= \$423 ;
+    \g$123  <= \$440 ;
   always @(posedge clk)
-    \vb_f$107  <= \$424 ;
+    \g$133  <= \$441 ;
   always @(posedge clk)
-    \vb_f$118  <= \$425 ;
+    \g$141  <= \$442 ;
   always @(posedge clk)
-    \vb_f$128  <= \$426 ;
+    \g$153  <= \$443 ;
   always @(posedge clk)
-    \va_f$145  <= \$427 ;
+    \g$163  <= \$444 ;
   always @(posedge clk)
-    \vb_f$147  <= \$428 ;
+    \g$173  <= \$445 ;
   always @(posedge clk)
-    \vb_f$158  <= \$429 ;
+    \g$181  <= \$446 ;
   always @(posedge clk)
-    \vb_f$168  <= \$430 ;
+    \g$189  <= \$447 ;
   always @(posedge clk)
-    va_c <= \$431 ;
+    \g$197  <= \$448 ;
   always @(posedge clk)
-    vb_c <= \$432 ;
+    \g$205  <= \$449 ;
   always @(posedge clk)
-    \vb_c$41  <= \$433 ;
+    \g$213  <= \$450 ;
   always @(posedge clk)
-    \vb_c$51  <= \$434 ;
+    \g$221  <= \$451 ;
   always @(posedge clk)
-    \va_c$69  <= \$435 ;
+    \g$229  <= \$452 ;
   always @(posedge clk)
-    \vb_c$71  <= \$436 ;
+    \g$237  <= \$453 ;
   always @(posedge clk)
-    \vb_c$81  <= \$437 ;
+    \g$245  <= \$454 ;
   always @(posedge clk)
-    \vb_c$91  <= \$438 ;
+    \g$253  <= \$455 ;
   always @(posedge clk)
-    \va_c$109  <= \$439 ;
+    \g$261  <= \$456 ;
   always @(posedge clk)
-    \vb_c$111  <= \$440 ;
+    \g$269  <= \$457 ;
   always @(posedge clk)
-    \vb_c$121  <= \$441 ;
+    \g$277  <= \$458 ;
   always @(posedge clk)
-    \vb_c$131  <= \$442 ;
+    \g$285  <= \$459 ;
   always @(posedge clk)
-    \va_c$149  <= \$443 ;
+    \g$293  <= \$460 ;
   always @(posedge clk)
-    \vb_c$151  <= \$444 ;
+    \g$301  <= \$461 ;
   always @(posedge clk)
-    \vb_c$161  <= \$445 ;
+    \g$309  <= \$462 ;
   always @(posedge clk)
-    \vb_c$171  <= \$446 ;
+    va_f <= \$463 ;
   always @(posedge clk)
-    status__sat_flags <= \$447 ;
+    vb_f <= \$464 ;
   always @(posedge clk)
-    status__ticks <= \$448 ;
+    \vb_f$38  <= \$465 ;
   always @(posedge clk)
-    drive0 <= \$449 ;
+    \vb_f$48  <= \$466 ;
   always @(posedge clk)
-    drive1 <= \$450 ;
+    \va_f$65  <= \$467 ;
   always @(posedge clk)
-    drive2 <= \$451 ;
+    \vb_f$67  <= \$468 ;
   always @(posedge clk)
-    drive3 <= \$452 ;
+    \vb_f$78  <= \$469 ;
   always @(posedge clk)
-    target0 <= \$453 ;
+    \vb_f$88  <= \$470 ;
   always @(posedge clk)
-    gate__rdata <= \$454 ;
+    \va_f$105  <= \$471 ;
+  always @(posedge clk)
+    \vb_f$107  <= \$472 ;
+  always @(posedge clk)
+    \vb_f$118  <= \$473 ;
+  always @(posedge clk)
+    \vb_f$128  <= \$474 ;
+  always @(posedge clk)
+    \va_f$145  <= \$475 ;
+  always @(posedge clk)
+    \vb_f$147  <= \$476 ;
+  always @(posedge clk)
+    \vb_f$158  <= \$477 ;
+  always @(posedge clk)
+    \vb_f$168  <= \$478 ;
+  always @(posedge clk)
+    va_c <= \$479 ;
+  always @(posedge clk)
+    vb_c <= \$480 ;
+  always @(posedge clk)
+    \vb_c$41  <= \$481 ;
+  always @(posedge clk)
+    \vb_c$51  <= \$482 ;
+  always @(posedge clk)
+    \va_c$69  <= \$483 ;
+  always @(posedge clk)
+    \vb_c$71  <= \$484 ;
+  always @(posedge clk)
+    \vb_c$81  <= \$485 ;
+  always @(posedge clk)
+    \vb_c$91  <= \$486 ;
+  always @(posedge clk)
+    \va_c$109  <= \$487 ;
+  always @(posedge clk)
+    \vb_c$111  <= \$488 ;
+  always @(posedge clk)
+    \vb_c$121  <= \$489 ;
+  always @(posedge clk)
+    \vb_c$131  <= \$490 ;
+  always @(posedge clk)
+    \va_c$149  <= \$491 ;
+  always @(posedge clk)
+    \vb_c$151  <= \$492 ;
+  always @(posedge clk)
+    \vb_c$161  <= \$493 ;
+  always @(posedge clk)
+    \vb_c$171  <= \$494 ;
+  always @(posedge clk)
+    status__sat_flags <= \$495 ;
+  always @(posedge clk)
+    status__ticks <= \$496 ;
+  always @(posedge clk)
+    drive0 <= \$497 ;
+  always @(posedge clk)
+    drive1 <= \$498 ;
+  always @(posedge clk)
+    drive2 <= \$499 ;
+  always @(posedge clk)
+    drive3 <= \$500 ;
+  always @(posedge clk)
+    target0 <= \$501 ;
+  always @(posedge clk)
+    gate__rdata <= \$502 ;
   assign \$1  = - $signed(s_f);
   assign \$2  = $signed(\$1 ) + $signed(\s_f$315 );
   assign \$3  = - $signed(\s_f$316 );
@@ -1491,184 +1799,232 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign \$7  = - $signed(\s_c$321 );
   assign \$8  = $signed(\$7 ) + $signed(\s_c$322 );
   assign accc0 = $signed(\$6 ) + $signed(\$8 );
-  assign \$9  = - $signed(\s_f$328 );
-  assign \$10  = $signed(s_f) + $signed(\$9 );
-  assign \$11  = - $signed(\s_f$329 );
-  assign \$12  = $signed(\$11 ) + $signed(\s_f$330 );
-  assign accf1 = $signed(\$10 ) + $signed(\$12 );
-  assign \$13  = - $signed(\s_c$332 );
-  assign \$14  = $signed(s_c) + $signed(\$13 );
-  assign \$15  = - $signed(\s_c$333 );
-  assign \$16  = $signed(\$15 ) + $signed(\s_c$334 );
-  assign accc1 = $signed(\$14 ) + $signed(\$16 );
-  assign \$17  = - $signed(\s_f$340 );
-  assign \$18  = $signed(\s_f$328 ) + $signed(\$17 );
-  assign \$19  = - $signed(\s_f$341 );
-  assign \$20  = $signed(\$19 ) + $signed(\s_f$342 );
-  assign accf2 = $signed(\$18 ) + $signed(\$20 );
-  assign \$21  = - $signed(\s_c$344 );
-  assign \$22  = $signed(\s_c$332 ) + $signed(\$21 );
-  assign \$23  = - $signed(\s_c$345 );
-  assign \$24  = $signed(\$23 ) + $signed(\s_c$346 );
-  assign accc2 = $signed(\$22 ) + $signed(\$24 );
-  assign \$25  = - $signed(\s_f$315 );
+  assign \$9  = cond_a_f + cond_b_f;
+  assign \$10  = \cond_a_f$330  + \cond_b_f$331 ;
+  assign condf0 = \$9  + \$10 ;
+  assign \$11  = cond_a_c + cond_b_c;
+  assign \$12  = \cond_a_c$335  + \cond_b_c$336 ;
+  assign condc0 = \$11  + \$12 ;
+  assign \$13  = - $signed(\s_f$340 );
+  assign \$14  = $signed(s_f) + $signed(\$13 );
+  assign \$15  = - $signed(\s_f$341 );
+  assign \$16  = $signed(\$15 ) + $signed(\s_f$342 );
+  assign accf1 = $signed(\$14 ) + $signed(\$16 );
+  assign \$17  = - $signed(\s_c$344 );
+  assign \$18  = $signed(s_c) + $signed(\$17 );
+  assign \$19  = - $signed(\s_c$345 );
+  assign \$20  = $signed(\$19 ) + $signed(\s_c$346 );
+  assign accc1 = $signed(\$18 ) + $signed(\$20 );
+  assign \$21  = \cond_b_f$352  + \cond_a_f$353 ;
+  assign \$22  = \cond_a_f$354  + \cond_b_f$355 ;
+  assign condf1 = \$21  + \$22 ;
+  assign \$23  = \cond_b_c$357  + \cond_a_c$358 ;
+  assign \$24  = \cond_a_c$359  + \cond_b_c$360 ;
+  assign condc1 = \$23  + \$24 ;
+  assign \$25  = - $signed(\s_f$364 );
   assign \$26  = $signed(\s_f$340 ) + $signed(\$25 );
-  assign \$27  = - $signed(\s_f$352 );
-  assign \$28  = $signed(\$27 ) + $signed(\s_f$353 );
-  assign accf3 = $signed(\$26 ) + $signed(\$28 );
-  assign \$29  = - $signed(\s_c$320 );
+  assign \$27  = - $signed(\s_f$365 );
+  assign \$28  = $signed(\$27 ) + $signed(\s_f$366 );
+  assign accf2 = $signed(\$26 ) + $signed(\$28 );
+  assign \$29  = - $signed(\s_c$368 );
   assign \$30  = $signed(\s_c$344 ) + $signed(\$29 );
-  assign \$31  = - $signed(\s_c$355 );
-  assign \$32  = $signed(\$31 ) + $signed(\s_c$356 );
-  assign accc3 = $signed(\$30 ) + $signed(\$32 );
-  assign \$33  = - $signed(\s_f$362 );
-  assign \$34  = $signed(\$33 ) + $signed(\s_f$363 );
-  assign \$35  = - $signed(\s_f$364 );
-  assign \$36  = $signed(\s_f$316 ) + $signed(\$35 );
-  assign accf4 = $signed(\$34 ) + $signed(\$36 );
-  assign \$37  = - $signed(\s_c$366 );
-  assign \$38  = $signed(\$37 ) + $signed(\s_c$367 );
-  assign \$39  = - $signed(\s_c$368 );
-  assign \$40  = $signed(\s_c$321 ) + $signed(\$39 );
-  assign accc4 = $signed(\$38 ) + $signed(\$40 );
-  assign \$41  = - $signed(\s_f$375 );
-  assign \$42  = $signed(\s_f$374 ) + $signed(\$41 );
-  assign \$43  = - $signed(\s_f$376 );
-  assign \$44  = $signed(\s_f$341 ) + $signed(\$43 );
-  assign accf6 = $signed(\$42 ) + $signed(\$44 );
-  assign \$45  = - $signed(\s_c$379 );
-  assign \$46  = $signed(\s_c$378 ) + $signed(\$45 );
-  assign \$47  = - $signed(\s_c$380 );
-  assign \$48  = $signed(\s_c$345 ) + $signed(\$47 );
-  assign accc6 = $signed(\$46 ) + $signed(\$48 );
-  assign \$49  = - $signed(\s_f$386 );
-  assign \$50  = $signed(\$49 ) + $signed(\s_f$387 );
-  assign \$51  = - $signed(\s_f$388 );
-  assign \$52  = $signed(\s_f$364 ) + $signed(\$51 );
-  assign accf8 = $signed(\$50 ) + $signed(\$52 );
-  assign \$53  = - $signed(\s_c$390 );
-  assign \$54  = $signed(\$53 ) + $signed(\s_c$391 );
-  assign \$55  = - $signed(\s_c$392 );
-  assign \$56  = $signed(\s_c$368 ) + $signed(\$55 );
-  assign accc8 = $signed(\$54 ) + $signed(\$56 );
-  assign \$57  = - $signed(\s_f$398 );
-  assign \$58  = $signed(\s_f$386 ) + $signed(\$57 );
-  assign \$59  = - $signed(\s_f$400 );
-  assign \$60  = $signed(\s_f$399 ) + $signed(\$59 );
-  assign accf9 = $signed(\$58 ) + $signed(\$60 );
-  assign \$61  = - $signed(\s_c$402 );
-  assign \$62  = $signed(\s_c$390 ) + $signed(\$61 );
-  assign \$63  = - $signed(\s_c$404 );
-  assign \$64  = $signed(\s_c$403 ) + $signed(\$63 );
-  assign accc9 = $signed(\$62 ) + $signed(\$64 );
-  assign \$65  = - $signed(\s_f$410 );
-  assign \$66  = $signed(\s_f$398 ) + $signed(\$65 );
-  assign \$67  = - $signed(\s_f$411 );
-  assign \$68  = $signed(\s_f$376 ) + $signed(\$67 );
-  assign accf10 = $signed(\$66 ) + $signed(\$68 );
-  assign \$69  = - $signed(\s_c$413 );
-  assign \$70  = $signed(\s_c$402 ) + $signed(\$69 );
-  assign \$71  = - $signed(\s_c$414 );
-  assign \$72  = $signed(\s_c$380 ) + $signed(\$71 );
-  assign accc10 = $signed(\$70 ) + $signed(\$72 );
-  assign \$73  = - $signed(\s_f$387 );
-  assign \$74  = $signed(\s_f$410 ) + $signed(\$73 );
-  assign \$75  = - $signed(\s_f$421 );
-  assign \$76  = $signed(\s_f$420 ) + $signed(\$75 );
-  assign accf11 = $signed(\$74 ) + $signed(\$76 );
-  assign \$77  = - $signed(\s_c$391 );
-  assign \$78  = $signed(\s_c$413 ) + $signed(\$77 );
-  assign \$79  = - $signed(\s_c$424 );
-  assign \$80  = $signed(\s_c$423 ) + $signed(\$79 );
-  assign accc11 = $signed(\$78 ) + $signed(\$80 );
-  assign \$81  = - $signed(\s_f$430 );
-  assign \$82  = $signed(\$81 ) + $signed(\s_f$431 );
-  assign \$83  = - $signed(\s_f$317 );
-  assign \$84  = $signed(\s_f$388 ) + $signed(\$83 );
-  assign accf12 = $signed(\$82 ) + $signed(\$84 );
-  assign \$85  = - $signed(\s_c$433 );
-  assign \$86  = $signed(\$85 ) + $signed(\s_c$434 );
-  assign \$87  = - $signed(\s_c$322 );
-  assign \$88  = $signed(\s_c$392 ) + $signed(\$87 );
-  assign accc12 = $signed(\$86 ) + $signed(\$88 );
-  assign \$89  = - $signed(\s_f$441 );
-  assign \$90  = $signed(\s_f$440 ) + $signed(\$89 );
-  assign \$91  = - $signed(\s_f$342 );
-  assign \$92  = $signed(\s_f$411 ) + $signed(\$91 );
-  assign accf14 = $signed(\$90 ) + $signed(\$92 );
-  assign \$93  = - $signed(\s_c$444 );
-  assign \$94  = $signed(\s_c$443 ) + $signed(\$93 );
-  assign \$95  = - $signed(\s_c$346 );
-  assign \$96  = $signed(\s_c$414 ) + $signed(\$95 );
-  assign accc14 = $signed(\$94 ) + $signed(\$96 );
-  assign \$97  = $signed(\vb_f$118 ) - $signed(va_f);
-  assign \$98  = $signed(target0) - $signed(\$97 );
-  assign \$100  = $signed(\vb_f$118 ) - $signed(va_f);
-  assign \$101  = $signed(target0) - $signed(\$100 );
-  assign \$103  = $signed(\$99 ) + $signed(\$102 );
-  assign \$104  = $signed(\vb_f$118 ) - $signed(va_f);
-  assign \$105  = $signed(target0) - $signed(\$104 );
-  assign \$107  = $signed(\vb_f$118 ) - $signed(va_f);
-  assign \$108  = $signed(target0) - $signed(\$107 );
-  assign \$110  = $signed(\$106 ) + $signed(\$109 );
-  assign \$111  = $signed(\$103 ) + $signed(\$110 );
-  assign \$112  = $signed(\$111 ) + $signed(10'h100);
-  assign clamp0p_exact = $signed(\vb_f$118 ) + $signed(\$113 [26:0]);
-  assign \$114  = ~ clamp0p_exact[27];
-  assign \$115  = | clamp0p_exact[27:16];
-  assign \$116  = \$114  & \$115 ;
-  assign \$117  = & clamp0p_exact[27:16];
-  assign \$118  = ~ \$117 ;
-  assign \$119  = clamp0p_exact[27] & \$118 ;
-  assign \$120  = \$119  ? 28'hfff0000 : clamp0p_exact;
-  assign \$121  = \$116  ? 28'h000ffff : \$120 ;
-  assign \$122  = ~ clamp0p_exact[27];
-  assign \$123  = | clamp0p_exact[27:16];
-  assign \$124  = \$122  & \$123 ;
-  assign \$125  = & clamp0p_exact[27:16];
-  assign \$126  = ~ \$125 ;
-  assign \$127  = clamp0p_exact[27] & \$126 ;
-  assign clamp0p_sat = \$124  | \$127 ;
-  assign clamp0m_exact = $signed(va_f) - $signed(\$113 [26:0]);
-  assign \$128  = ~ clamp0m_exact[27];
-  assign \$129  = | clamp0m_exact[27:16];
-  assign \$130  = \$128  & \$129 ;
-  assign \$131  = & clamp0m_exact[27:16];
-  assign \$132  = ~ \$131 ;
-  assign \$133  = clamp0m_exact[27] & \$132 ;
-  assign \$134  = \$133  ? 28'hfff0000 : clamp0m_exact;
-  assign \$135  = \$130  ? 28'h000ffff : \$134 ;
-  assign \$136  = ~ clamp0m_exact[27];
-  assign \$137  = | clamp0m_exact[27:16];
-  assign \$138  = \$136  & \$137 ;
-  assign \$139  = & clamp0m_exact[27:16];
-  assign \$140  = ~ \$139 ;
-  assign \$141  = clamp0m_exact[27] & \$140 ;
-  assign clamp0m_sat = \$138  | \$141 ;
-  assign \$145  = \$143  | \$144 ;
-  assign \$147  = \$145  | \$146 ;
-  assign \$149  = \$147  | \$148 ;
-  assign \$151  = \$149  | \$150 ;
-  assign \$153  = \$151  | \$152 ;
-  assign \$155  = \$153  | \$154 ;
-  assign \$157  = \$155  | \$156 ;
-  assign \$159  = \$157  | \$158 ;
-  assign \$161  = \$159  | \$160 ;
-  assign \$163  = \$161  | \$162 ;
-  assign \$165  = \$163  | \$164 ;
-  assign \$167  = \$165  | \$166 ;
-  assign \$169  = \$167  | \$168 ;
-  assign \$171  = \$169  | \$170 ;
-  assign \$173  = \$171  | \$172 ;
-  assign \$175  = \$173  | \$174 ;
-  assign \$177  = \$175  | \$176 ;
-  assign \$179  = \$177  | \$178 ;
-  assign \$181  = \$179  | \$180 ;
-  assign \$183  = \$181  | \$182 ;
-  assign \$185  = \$183  | \$184 ;
-  assign \$187  = \$185  | \$186 ;
-  assign \$189  = \$187  | \$188 ;
-  assign \$191  = \$189  | \$190 ;
+  assign \$31  = - $signed(\s_c$369 );
+  assign \$32  = $signed(\$31 ) + $signed(\s_c$370 );
+  assign accc2 = $signed(\$30 ) + $signed(\$32 );
+  assign \$33  = \cond_b_f$376  + \cond_a_f$377 ;
+  assign \$34  = \cond_a_f$378  + \cond_b_f$379 ;
+  assign condf2 = \$33  + \$34 ;
+  assign \$35  = \cond_b_c$381  + \cond_a_c$382 ;
+  assign \$36  = \cond_a_c$383  + \cond_b_c$384 ;
+  assign condc2 = \$35  + \$36 ;
+  assign \$37  = - $signed(\s_f$315 );
+  assign \$38  = $signed(\s_f$364 ) + $signed(\$37 );
+  assign \$39  = - $signed(\s_f$388 );
+  assign \$40  = $signed(\$39 ) + $signed(\s_f$389 );
+  assign accf3 = $signed(\$38 ) + $signed(\$40 );
+  assign \$41  = - $signed(\s_c$320 );
+  assign \$42  = $signed(\s_c$368 ) + $signed(\$41 );
+  assign \$43  = - $signed(\s_c$391 );
+  assign \$44  = $signed(\$43 ) + $signed(\s_c$392 );
+  assign accc3 = $signed(\$42 ) + $signed(\$44 );
+  assign \$45  = \cond_b_f$398  + \cond_a_f$399 ;
+  assign \$46  = \cond_a_f$400  + \cond_b_f$401 ;
+  assign condf3 = \$45  + \$46 ;
+  assign \$47  = \cond_b_c$403  + \cond_a_c$404 ;
+  assign \$48  = \cond_a_c$405  + \cond_b_c$406 ;
+  assign condc3 = \$47  + \$48 ;
+  assign \$49  = - $signed(\s_f$410 );
+  assign \$50  = $signed(\$49 ) + $signed(\s_f$411 );
+  assign \$51  = - $signed(\s_f$412 );
+  assign \$52  = $signed(\s_f$316 ) + $signed(\$51 );
+  assign accf4 = $signed(\$50 ) + $signed(\$52 );
+  assign \$53  = - $signed(\s_c$414 );
+  assign \$54  = $signed(\$53 ) + $signed(\s_c$415 );
+  assign \$55  = - $signed(\s_c$416 );
+  assign \$56  = $signed(\s_c$321 ) + $signed(\$55 );
+  assign accc4 = $signed(\$54 ) + $signed(\$56 );
+  assign \$57  = \cond_a_f$422  + \cond_b_f$423 ;
+  assign \$58  = \cond_b_f$424  + \cond_a_f$425 ;
+  assign condf4 = \$57  + \$58 ;
+  assign \$59  = \cond_a_c$427  + \cond_b_c$428 ;
+  assign \$60  = \cond_b_c$429  + \cond_a_c$430 ;
+  assign condc4 = \$59  + \$60 ;
+  assign \$61  = - $signed(\s_f$435 );
+  assign \$62  = $signed(\s_f$434 ) + $signed(\$61 );
+  assign \$63  = - $signed(\s_f$436 );
+  assign \$64  = $signed(\s_f$365 ) + $signed(\$63 );
+  assign accf6 = $signed(\$62 ) + $signed(\$64 );
+  assign \$65  = - $signed(\s_c$439 );
+  assign \$66  = $signed(\s_c$438 ) + $signed(\$65 );
+  assign \$67  = - $signed(\s_c$440 );
+  assign \$68  = $signed(\s_c$369 ) + $signed(\$67 );
+  assign accc6 = $signed(\$66 ) + $signed(\$68 );
+  assign \$69  = \cond_b_f$446  + \cond_a_f$447 ;
+  assign \$70  = \cond_b_f$448  + \cond_a_f$449 ;
+  assign condf6 = \$69  + \$70 ;
+  assign \$71  = \cond_b_c$451  + \cond_a_c$452 ;
+  assign \$72  = \cond_b_c$453  + \cond_a_c$454 ;
+  assign condc6 = \$71  + \$72 ;
+  assign \$73  = - $signed(\s_f$458 );
+  assign \$74  = $signed(\$73 ) + $signed(\s_f$459 );
+  assign \$75  = - $signed(\s_f$460 );
+  assign \$76  = $signed(\s_f$412 ) + $signed(\$75 );
+  assign accf8 = $signed(\$74 ) + $signed(\$76 );
+  assign \$77  = - $signed(\s_c$462 );
+  assign \$78  = $signed(\$77 ) + $signed(\s_c$463 );
+  assign \$79  = - $signed(\s_c$464 );
+  assign \$80  = $signed(\s_c$416 ) + $signed(\$79 );
+  assign accc8 = $signed(\$78 ) + $signed(\$80 );
+  assign \$81  = \cond_a_f$470  + \cond_b_f$471 ;
+  assign \$82  = \cond_b_f$472  + \cond_a_f$473 ;
+  assign condf8 = \$81  + \$82 ;
+  assign \$83  = \cond_a_c$475  + \cond_b_c$476 ;
+  assign \$84  = \cond_b_c$477  + \cond_a_c$478 ;
+  assign condc8 = \$83  + \$84 ;
+  assign \$85  = - $signed(\s_f$482 );
+  assign \$86  = $signed(\s_f$458 ) + $signed(\$85 );
+  assign \$87  = - $signed(\s_f$484 );
+  assign \$88  = $signed(\s_f$483 ) + $signed(\$87 );
+  assign accf9 = $signed(\$86 ) + $signed(\$88 );
+  assign \$89  = - $signed(\s_c$486 );
+  assign \$90  = $signed(\s_c$462 ) + $signed(\$89 );
+  assign \$91  = - $signed(\s_c$488 );
+  assign \$92  = $signed(\s_c$487 ) + $signed(\$91 );
+  assign accc9 = $signed(\$90 ) + $signed(\$92 );
+  assign \$93  = \cond_b_f$494  + \cond_a_f$495 ;
+  assign \$94  = \cond_b_f$496  + \cond_a_f$497 ;
+  assign condf9 = \$93  + \$94 ;
+  assign \$95  = \cond_b_c$499  + \cond_a_c$500 ;
+  assign \$96  = \cond_b_c$501  + \cond_a_c$502 ;
+  assign condc9 = \$95  + \$96 ;
+  assign \$97  = - $signed(\s_f$506 );
+  assign \$98  = $signed(\s_f$482 ) + $signed(\$97 );
+  assign \$99  = - $signed(\s_f$507 );
+  assign \$100  = $signed(\s_f$436 ) + $signed(\$99 );
+  assign accf10 = $signed(\$98 ) + $signed(\$100 );
+  assign \$101  = - $signed(\s_c$509 );
+  assign \$102  = $signed(\s_c$486 ) + $signed(\$101 );
+  assign \$103  = - $signed(\s_c$510 );
+  assign \$104  = $signed(\s_c$440 ) + $signed(\$103 );
+  assign accc10 = $signed(\$102 ) + $signed(\$104 );
+  assign \$105  = \cond_b_f$516  + \cond_a_f$517 ;
+  assign \$106  = \cond_b_f$518  + \cond_a_f$519 ;
+  assign condf10 = \$105  + \$106 ;
+  assign \$107  = \cond_b_c$521  + \cond_a_c$522 ;
+  assign \$108  = \cond_b_c$523  + \cond_a_c$524 ;
+  assign condc10 = \$107  + \$108 ;
+  assign \$109  = - $signed(\s_f$459 );
+  assign \$110  = $signed(\s_f$506 ) + $signed(\$109 );
+  assign \$111  = - $signed(\s_f$529 );
+  assign \$112  = $signed(\s_f$528 ) + $signed(\$111 );
+  assign accf11 = $signed(\$110 ) + $signed(\$112 );
+  assign \$113  = - $signed(\s_c$463 );
+  assign \$114  = $signed(\s_c$509 ) + $signed(\$113 );
+  assign \$115  = - $signed(\s_c$532 );
+  assign \$116  = $signed(\s_c$531 ) + $signed(\$115 );
+  assign accc11 = $signed(\$114 ) + $signed(\$116 );
+  assign \$117  = \cond_b_f$538  + \cond_a_f$539 ;
+  assign \$118  = \cond_b_f$540  + \cond_a_f$541 ;
+  assign condf11 = \$117  + \$118 ;
+  assign \$119  = \cond_b_c$543  + \cond_a_c$544 ;
+  assign \$120  = \cond_b_c$545  + \cond_a_c$546 ;
+  assign condc11 = \$119  + \$120 ;
+  assign \$121  = - $signed(\s_f$550 );
+  assign \$122  = $signed(\$121 ) + $signed(\s_f$551 );
+  assign \$123  = - $signed(\s_f$317 );
+  assign \$124  = $signed(\s_f$460 ) + $signed(\$123 );
+  assign accf12 = $signed(\$122 ) + $signed(\$124 );
+  assign \$125  = - $signed(\s_c$553 );
+  assign \$126  = $signed(\$125 ) + $signed(\s_c$554 );
+  assign \$127  = - $signed(\s_c$322 );
+  assign \$128  = $signed(\s_c$464 ) + $signed(\$127 );
+  assign accc12 = $signed(\$126 ) + $signed(\$128 );
+  assign \$129  = \cond_a_f$560  + \cond_b_f$561 ;
+  assign \$130  = \cond_b_f$562  + \cond_a_f$563 ;
+  assign condf12 = \$129  + \$130 ;
+  assign \$131  = \cond_a_c$565  + \cond_b_c$566 ;
+  assign \$132  = \cond_b_c$567  + \cond_a_c$568 ;
+  assign condc12 = \$131  + \$132 ;
+  assign \$133  = - $signed(\s_f$573 );
+  assign \$134  = $signed(\s_f$572 ) + $signed(\$133 );
+  assign \$135  = - $signed(\s_f$366 );
+  assign \$136  = $signed(\s_f$507 ) + $signed(\$135 );
+  assign accf14 = $signed(\$134 ) + $signed(\$136 );
+  assign \$137  = - $signed(\s_c$576 );
+  assign \$138  = $signed(\s_c$575 ) + $signed(\$137 );
+  assign \$139  = - $signed(\s_c$370 );
+  assign \$140  = $signed(\s_c$510 ) + $signed(\$139 );
+  assign accc14 = $signed(\$138 ) + $signed(\$140 );
+  assign \$141  = \cond_b_f$582  + \cond_a_f$583 ;
+  assign \$142  = \cond_b_f$584  + \cond_a_f$585 ;
+  assign condf14 = \$141  + \$142 ;
+  assign \$143  = \cond_b_c$587  + \cond_a_c$588 ;
+  assign \$144  = \cond_b_c$589  + \cond_a_c$590 ;
+  assign condc14 = \$143  + \$144 ;
+  assign \$145  = $signed(\vb_f$118 ) - $signed(va_f);
+  assign \$146  = $signed(target0) - $signed(\$145 );
+  assign \$148  = $signed(\vb_f$118 ) - $signed(va_f);
+  assign \$149  = $signed(target0) - $signed(\$148 );
+  assign \$151  = $signed(\$147 ) + $signed(\$150 );
+  assign \$152  = $signed(\vb_f$118 ) - $signed(va_f);
+  assign \$153  = $signed(target0) - $signed(\$152 );
+  assign \$155  = $signed(\vb_f$118 ) - $signed(va_f);
+  assign \$156  = $signed(target0) - $signed(\$155 );
+  assign \$158  = $signed(\$154 ) + $signed(\$157 );
+  assign \$159  = $signed(\$151 ) + $signed(\$158 );
+  assign \$160  = $signed(\$159 ) + $signed(10'h100);
+  assign clamp0p_exact = $signed(\vb_f$118 ) + $signed(\$161 [26:0]);
+  assign \$162  = ~ clamp0p_exact[27];
+  assign \$163  = | clamp0p_exact[27:16];
+  assign \$164  = \$162  & \$163 ;
+  assign \$165  = & clamp0p_exact[27:16];
+  assign \$166  = ~ \$165 ;
+  assign \$167  = clamp0p_exact[27] & \$166 ;
+  assign \$168  = \$167  ? 28'hfff0000 : clamp0p_exact;
+  assign \$169  = \$164  ? 28'h000ffff : \$168 ;
+  assign \$170  = ~ clamp0p_exact[27];
+  assign \$171  = | clamp0p_exact[27:16];
+  assign \$172  = \$170  & \$171 ;
+  assign \$173  = & clamp0p_exact[27:16];
+  assign \$174  = ~ \$173 ;
+  assign \$175  = clamp0p_exact[27] & \$174 ;
+  assign clamp0p_sat = \$172  | \$175 ;
+  assign clamp0m_exact = $signed(va_f) - $signed(\$161 [26:0]);
+  assign \$176  = ~ clamp0m_exact[27];
+  assign \$177  = | clamp0m_exact[27:16];
+  assign \$178  = \$176  & \$177 ;
+  assign \$179  = & clamp0m_exact[27:16];
+  assign \$180  = ~ \$179 ;
+  assign \$181  = clamp0m_exact[27] & \$180 ;
+  assign \$182  = \$181  ? 28'hfff0000 : clamp0m_exact;
+  assign \$183  = \$178  ? 28'h000ffff : \$182 ;
+  assign \$184  = ~ clamp0m_exact[27];
+  assign \$185  = | clamp0m_exact[27:16];
+  assign \$186  = \$184  & \$185 ;
+  assign \$187  = & clamp0m_exact[27:16];
+  assign \$188  = ~ \$187 ;
+  assign \$189  = clamp0m_exact[27] & \$188 ;
+  assign clamp0m_sat = \$186  | \$189 ;
   assign \$193  = \$191  | \$192 ;
   assign \$195  = \$193  | \$194 ;
   assign \$197  = \$195  | \$196 ;
@@ -1676,6 +2032,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign \$201  = \$199  | \$200 ;
   assign \$203  = \$201  | \$202 ;
   assign \$205  = \$203  | \$204 ;
+  assign \$207  = \$205  | \$206 ;
   assign \$209  = \$207  | \$208 ;
   assign \$211  = \$209  | \$210 ;
   assign \$213  = \$211  | \$212 ;
@@ -1699,7 +2056,6 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign \$249  = \$247  | \$248 ;
   assign \$251  = \$249  | \$250 ;
   assign \$253  = \$251  | \$252 ;
-  assign \$255  = \$253  | \$254 ;
   assign \$257  = \$255  | \$256 ;
   assign \$259  = \$257  | \$258 ;
   assign \$261  = \$259  | \$260 ;
@@ -1707,247 +2063,159 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign \$265  = \$263  | \$264 ;
   assign \$267  = \$265  | \$266 ;
   assign \$269  = \$267  | \$268 ;
-  assign \$271  = \$270  | \flags$523 ;
-  assign \$272  = \$271  | \flags$524 ;
-  assign \$273  = \$272  | \flags$525 ;
-  assign \$274  = \$273  | \flags$526 ;
-  assign \$275  = \$274  | \flags$527 ;
-  assign \$276  = \$275  | \flags$528 ;
-  assign \$277  = \$276  | \flags$529 ;
-  assign \$278  = \$277  | \flags$530 ;
-  assign \$279  = \$278  | \flags$531 ;
-  assign \$280  = \$279  | \flags$532 ;
-  assign \$281  = \$280  | \flags$533 ;
-  assign \$283  = \$282  | clamp0m_sat;
-  assign \$284  = \$281  | { 1'h0, \$283 , 3'h0 };
-  assign tick_flags = { \$269 , 3'h0, \$205  } | \$285 ;
+  assign \$271  = \$269  | \$270 ;
+  assign \$273  = \$271  | \$272 ;
+  assign \$275  = \$273  | \$274 ;
+  assign \$277  = \$275  | \$276 ;
+  assign \$279  = \$277  | \$278 ;
+  assign \$281  = \$279  | \$280 ;
+  assign \$283  = \$281  | \$282 ;
+  assign \$285  = \$283  | \$284 ;
+  assign \$287  = \$285  | \$286 ;
+  assign \$289  = \$287  | \$288 ;
+  assign \$291  = \$289  | \$290 ;
+  assign \$293  = \$291  | \$292 ;
+  assign \$295  = \$293  | \$294 ;
+  assign \$297  = \$295  | \$296 ;
+  assign \$299  = \$297  | \$298 ;
+  assign \$301  = \$299  | \$300 ;
+  assign \$303  = \$301  | \$302 ;
+  assign \$305  = \$303  | \$304 ;
+  assign \$307  = \$305  | \$306 ;
+  assign \$309  = \$307  | \$308 ;
+  assign \$311  = \$309  | \$310 ;
+  assign \$313  = \$311  | \$312 ;
+  assign \$315  = \$313  | \$314 ;
+  assign \$317  = \$315  | \$316 ;
+  assign \$319  = \$318  | \flags$667 ;
+  assign \$320  = \$319  | \flags$668 ;
+  assign \$321  = \$320  | \flags$669 ;
+  assign \$322  = \$321  | \flags$670 ;
+  assign \$323  = \$322  | \flags$671 ;
+  assign \$324  = \$323  | \flags$672 ;
+  assign \$325  = \$324  | \flags$673 ;
+  assign \$326  = \$325  | \flags$674 ;
+  assign \$327  = \$326  | \flags$675 ;
+  assign \$328  = \$327  | \flags$676 ;
+  assign \$329  = \$328  | \flags$677 ;
+  assign \$331  = \$330  | clamp0m_sat;
+  assign \$332  = \$329  | { 1'h0, \$331 , 3'h0 };
+  assign tick_flags = { \$317 , 3'h0, \$253  } | \$333 ;
   assign move_all0 = $signed(v_f_next) - $signed(va_f);
-  assign \$286  = $signed(move_all0) > $signed(2'h1);
-  assign \$287  = $signed(move_all0) < $signed(1'h1);
-  assign moved_all0 = \$286  | \$287 ;
-  assign move_all1 = $signed(\v_f_next$538 ) - $signed(vb_f);
-  assign \$288  = $signed(move_all1) > $signed(2'h1);
-  assign \$289  = $signed(move_all1) < $signed(1'h1);
-  assign moved_all1 = \$288  | \$289 ;
-  assign move_all2 = $signed(\v_f_next$541 ) - $signed(\vb_f$38 );
-  assign \$290  = $signed(move_all2) > $signed(2'h1);
-  assign \$291  = $signed(move_all2) < $signed(1'h1);
-  assign moved_all2 = \$290  | \$291 ;
-  assign move_all3 = $signed(\v_f_next$544 ) - $signed(\vb_f$48 );
-  assign \$292  = $signed(move_all3) > $signed(2'h1);
-  assign \$293  = $signed(move_all3) < $signed(1'h1);
-  assign moved_all3 = \$292  | \$293 ;
-  assign move_all4 = $signed(\v_f_next$547 ) - $signed(\va_f$65 );
-  assign \$294  = $signed(move_all4) > $signed(2'h1);
-  assign \$295  = $signed(move_all4) < $signed(1'h1);
-  assign moved_all4 = \$294  | \$295 ;
+  assign \$334  = $signed(move_all0) > $signed(2'h1);
+  assign \$335  = $signed(move_all0) < $signed(1'h1);
+  assign moved_all0 = \$334  | \$335 ;
+  assign move_all1 = $signed(\v_f_next$682 ) - $signed(vb_f);
+  assign \$336  = $signed(move_all1) > $signed(2'h1);
+  assign \$337  = $signed(move_all1) < $signed(1'h1);
+  assign moved_all1 = \$336  | \$337 ;
+  assign move_all2 = $signed(\v_f_next$685 ) - $signed(\vb_f$38 );
+  assign \$338  = $signed(move_all2) > $signed(2'h1);
+  assign \$339  = $signed(move_all2) < $signed(1'h1);
+  assign moved_all2 = \$338  | \$339 ;
+  assign move_all3 = $signed(\v_f_next$688 ) - $signed(\vb_f$48 );
+  assign \$340  = $signed(move_all3) > $signed(2'h1);
+  assign \$341  = $signed(move_all3) < $signed(1'h1);
+  assign moved_all3 = \$340  | \$341 ;
+  assign move_all4 = $signed(\v_f_next$691 ) - $signed(\va_f$65 );
+  assign \$342  = $signed(move_all4) > $signed(2'h1);
+  assign \$343  = $signed(move_all4) < $signed(1'h1);
+  assign moved_all4 = \$342  | \$343 ;
   assign move_all5 = $signed(drive2) - $signed(\vb_f$67 );
-  assign \$296  = $signed(move_all5) > $signed(2'h1);
-  assign \$297  = $signed(move_all5) < $signed(1'h1);
-  assign moved_all5 = \$296  | \$297 ;
-  assign move_all6 = $signed(\v_f_next$553 ) - $signed(\vb_f$78 );
-  assign \$298  = $signed(move_all6) > $signed(2'h1);
-  assign \$299  = $signed(move_all6) < $signed(1'h1);
-  assign moved_all6 = \$298  | \$299 ;
+  assign \$344  = $signed(move_all5) > $signed(2'h1);
+  assign \$345  = $signed(move_all5) < $signed(1'h1);
+  assign moved_all5 = \$344  | \$345 ;
+  assign move_all6 = $signed(\v_f_next$697 ) - $signed(\vb_f$78 );
+  assign \$346  = $signed(move_all6) > $signed(2'h1);
+  assign \$347  = $signed(move_all6) < $signed(1'h1);
+  assign moved_all6 = \$346  | \$347 ;
   assign move_all7 = $signed(drive3) - $signed(\vb_f$88 );
-  assign \$300  = $signed(move_all7) > $signed(2'h1);
-  assign \$301  = $signed(move_all7) < $signed(1'h1);
-  assign moved_all7 = \$300  | \$301 ;
-  assign move_all8 = $signed(\v_f_next$559 ) - $signed(\va_f$105 );
-  assign \$302  = $signed(move_all8) > $signed(2'h1);
-  assign \$303  = $signed(move_all8) < $signed(1'h1);
-  assign moved_all8 = \$302  | \$303 ;
-  assign move_all9 = $signed(\v_f_next$562 ) - $signed(\vb_f$107 );
-  assign \$304  = $signed(move_all9) > $signed(2'h1);
-  assign \$305  = $signed(move_all9) < $signed(1'h1);
-  assign moved_all9 = \$304  | \$305 ;
-  assign move_all10 = $signed(\v_f_next$565 ) - $signed(\vb_f$118 );
-  assign \$306  = $signed(move_all10) > $signed(2'h1);
-  assign \$307  = $signed(move_all10) < $signed(1'h1);
-  assign moved_all10 = \$306  | \$307 ;
-  assign move_all11 = $signed(\v_f_next$568 ) - $signed(\vb_f$128 );
-  assign \$308  = $signed(move_all11) > $signed(2'h1);
-  assign \$309  = $signed(move_all11) < $signed(1'h1);
-  assign moved_all11 = \$308  | \$309 ;
-  assign move_all12 = $signed(\v_f_next$571 ) - $signed(\va_f$145 );
-  assign \$310  = $signed(move_all12) > $signed(2'h1);
-  assign \$311  = $signed(move_all12) < $signed(1'h1);
-  assign moved_all12 = \$310  | \$311 ;
+  assign \$348  = $signed(move_all7) > $signed(2'h1);
+  assign \$349  = $signed(move_all7) < $signed(1'h1);
+  assign moved_all7 = \$348  | \$349 ;
+  assign move_all8 = $signed(\v_f_next$703 ) - $signed(\va_f$105 );
+  assign \$350  = $signed(move_all8) > $signed(2'h1);
+  assign \$351  = $signed(move_all8) < $signed(1'h1);
+  assign moved_all8 = \$350  | \$351 ;
+  assign move_all9 = $signed(\v_f_next$706 ) - $signed(\vb_f$107 );
+  assign \$352  = $signed(move_all9) > $signed(2'h1);
+  assign \$353  = $signed(move_all9) < $signed(1'h1);
+  assign moved_all9 = \$352  | \$353 ;
+  assign move_all10 = $signed(\v_f_next$709 ) - $signed(\vb_f$118 );
+  assign \$354  = $signed(move_all10) > $signed(2'h1);
+  assign \$355  = $signed(move_all10) < $signed(1'h1);
+  assign moved_all10 = \$354  | \$355 ;
+  assign move_all11 = $signed(\v_f_next$712 ) - $signed(\vb_f$128 );
+  assign \$356  = $signed(move_all11) > $signed(2'h1);
+  assign \$357  = $signed(move_all11) < $signed(1'h1);
+  assign moved_all11 = \$356  | \$357 ;
+  assign move_all12 = $signed(\v_f_next$715 ) - $signed(\va_f$145 );
+  assign \$358  = $signed(move_all12) > $signed(2'h1);
+  assign \$359  = $signed(move_all12) < $signed(1'h1);
+  assign moved_all12 = \$358  | \$359 ;
   assign move_all13 = $signed(drive1) - $signed(\vb_f$147 );
-  assign \$312  = $signed(move_all13) > $signed(2'h1);
-  assign \$313  = $signed(move_all13) < $signed(1'h1);
-  assign moved_all13 = \$312  | \$313 ;
-  assign move_all14 = $signed(\v_f_next$577 ) - $signed(\vb_f$158 );
-  assign \$314  = $signed(move_all14) > $signed(2'h1);
-  assign \$315  = $signed(move_all14) < $signed(1'h1);
-  assign moved_all14 = \$314  | \$315 ;
+  assign \$360  = $signed(move_all13) > $signed(2'h1);
+  assign \$361  = $signed(move_all13) < $signed(1'h1);
+  assign moved_all13 = \$360  | \$361 ;
+  assign move_all14 = $signed(\v_f_next$721 ) - $signed(\vb_f$158 );
+  assign \$362  = $signed(move_all14) > $signed(2'h1);
+  assign \$363  = $signed(move_all14) < $signed(1'h1);
+  assign moved_all14 = \$362  | \$363 ;
   assign move_all15 = $signed(drive0) - $signed(\vb_f$168 );
-  assign \$316  = $signed(move_all15) > $signed(2'h1);
-  assign \$317  = $signed(move_all15) < $signed(1'h1);
-  assign moved_all15 = \$316  | \$317 ;
-  assign move_all16 = $signed(\$135 [16:0]) - $signed(va_c);
-  assign \$318  = $signed(move_all16) > $signed(2'h1);
-  assign \$319  = $signed(move_all16) < $signed(1'h1);
-  assign moved_all16 = \$318  | \$319 ;
+  assign \$364  = $signed(move_all15) > $signed(2'h1);
+  assign \$365  = $signed(move_all15) < $signed(1'h1);
+  assign moved_all15 = \$364  | \$365 ;
+  assign move_all16 = $signed(\$183 [16:0]) - $signed(va_c);
+  assign \$366  = $signed(move_all16) > $signed(2'h1);
+  assign \$367  = $signed(move_all16) < $signed(1'h1);
+  assign moved_all16 = \$366  | \$367 ;
   assign move_all17 = $signed(v_c_next) - $signed(vb_c);
-  assign \$320  = $signed(move_all17) > $signed(2'h1);
-  assign \$321  = $signed(move_all17) < $signed(1'h1);
-  assign moved_all17 = \$320  | \$321 ;
-  assign move_all18 = $signed(\v_c_next$588 ) - $signed(\vb_c$41 );
-  assign \$322  = $signed(move_all18) > $signed(2'h1);
-  assign \$323  = $signed(move_all18) < $signed(1'h1);
-  assign moved_all18 = \$322  | \$323 ;
-  assign move_all19 = $signed(\v_c_next$591 ) - $signed(\vb_c$51 );
-  assign \$324  = $signed(move_all19) > $signed(2'h1);
-  assign \$325  = $signed(move_all19) < $signed(1'h1);
-  assign moved_all19 = \$324  | \$325 ;
-  assign move_all20 = $signed(\v_c_next$594 ) - $signed(\va_c$69 );
-  assign \$326  = $signed(move_all20) > $signed(2'h1);
-  assign \$327  = $signed(move_all20) < $signed(1'h1);
-  assign moved_all20 = \$326  | \$327 ;
+  assign \$368  = $signed(move_all17) > $signed(2'h1);
+  assign \$369  = $signed(move_all17) < $signed(1'h1);
+  assign moved_all17 = \$368  | \$369 ;
+  assign move_all18 = $signed(\v_c_next$732 ) - $signed(\vb_c$41 );
+  assign \$370  = $signed(move_all18) > $signed(2'h1);
+  assign \$371  = $signed(move_all18) < $signed(1'h1);
+  assign moved_all18 = \$370  | \$371 ;
+  assign move_all19 = $signed(\v_c_next$735 ) - $signed(\vb_c$51 );
+  assign \$372  = $signed(move_all19) > $signed(2'h1);
+  assign \$373  = $signed(move_all19) < $signed(1'h1);
+  assign moved_all19 = \$372  | \$373 ;
+  assign move_all20 = $signed(\v_c_next$738 ) - $signed(\va_c$69 );
+  assign \$374  = $signed(move_all20) > $signed(2'h1);
+  assign \$375  = $signed(move_all20) < $signed(1'h1);
+  assign moved_all20 = \$374  | \$375 ;
   assign move_all21 = $signed(drive2) - $signed(\vb_c$71 );
-  assign \$328  = $signed(move_all21) > $signed(2'h1);
-  assign \$329  = $signed(move_all21) < $signed(1'h1);
-  assign moved_all21 = \$328  | \$329 ;
-  assign move_all22 = $signed(\v_c_next$599 ) - $signed(\vb_c$81 );
-  assign \$330  = $signed(move_all22) > $signed(2'h1);
-  assign \$331  = $signed(move_all22) < $signed(1'h1);
-  assign moved_all22 = \$330  | \$331 ;
+  assign \$376  = $signed(move_all21) > $signed(2'h1);
+  assign \$377  = $signed(move_all21) < $signed(1'h1);
+  assign moved_all21 = \$376  | \$377 ;
+  assign move_all22 = $signed(\v_c_next$743 ) - $signed(\vb_c$81 );
+  assign \$378  = $signed(move_all22) > $signed(2'h1);
+  assign \$379  = $signed(move_all22) < $signed(1'h1);
+  assign moved_all22 = \$378  | \$379 ;
   assign move_all23 = $signed(drive3) - $signed(\vb_c$91 );
-  assign \$332  = $signed(move_all23) > $signed(2'h1);
-  assign \$333  = $signed(move_all23) < $signed(1'h1);
-  assign moved_all23 = \$332  | \$333 ;
-  assign move_all24 = $signed(\v_c_next$604 ) - $signed(\va_c$109 );
-  assign \$334  = $signed(move_all24) > $signed(2'h1);
-  assign \$335  = $signed(move_all24) < $signed(1'h1);
-  assign moved_all24 = \$334  | \$335 ;
-  assign move_all25 = $signed(\v_c_next$607 ) - $signed(\vb_c$111 );
-  assign \$336  = $signed(move_all25) > $signed(2'h1);
-  assign \$337  = $signed(move_all25) < $signed(1'h1);
-  assign moved_all25 = \$336  | \$337 ;
-  assign move_all26 = $signed(\$121 [16:0]) - $signed(\vb_c$121 );
-  assign \$338  = $signed(move_all26) > $signed(2'h1);
-  assign \$339  = $signed(move_all26) < $signed(1'h1);
-  assign moved_all26 = \$338  | \$339 ;
-  assign move_all27 = $signed(\v_c_next$612 ) - $signed(\vb_c$131 );
-  assign \$340  = $signed(move_all27) > $signed(2'h1);
-  assign \$341  = $signed(move_all27) < $signed(1'h1);
-  assign moved_all27 = \$340  | \$341 ;
-  assign move_all28 = $signed(\v_c_next$615 ) - $signed(\va_c$149 );
-  assign \$342  = $signed(move_all28) > $signed(2'h1);
-  assign \$343  = $signed(move_all28) < $signed(1'h1);
-  assign moved_all28 = \$342  | \$343 ;
-  assign move_all29 = $signed(drive1) - $signed(\vb_c$151 );
-  assign \$344  = $signed(move_all29) > $signed(2'h1);
-  assign \$345  = $signed(move_all29) < $signed(1'h1);
-  assign moved_all29 = \$344  | \$345 ;
-  assign move_all30 = $signed(\v_c_next$620 ) - $signed(\vb_c$161 );
-  assign \$346  = $signed(move_all30) > $signed(2'h1);
-  assign \$347  = $signed(move_all30) < $signed(1'h1);
-  assign moved_all30 = \$346  | \$347 ;
-  assign move_all31 = $signed(drive0) - $signed(\vb_c$171 );
-  assign \$348  = $signed(move_all31) > $signed(2'h1);
-  assign \$349  = $signed(move_all31) < $signed(1'h1);
-  assign moved_all31 = \$348  | \$349 ;
-  assign moved_all = | { moved_all31, moved_all30, moved_all29, moved_all28, moved_all27, moved_all26, moved_all25, moved_all24, moved_all23, moved_all22, moved_all21, moved_all20, moved_all19, moved_all18, moved_all17, moved_all16, moved_all15, moved_all14, moved_all13, moved_all12, moved_all11, moved_all10, moved_all9, moved_all8, moved_all7, moved_all6, moved_all5, moved_all4, moved_all3, moved_all2, moved_all1, moved_all0 };
-  assign control__outputs = $signed(\vb_f$118 ) - $signed(va_f);
-  assign status__saturated = | status__sat_flags;
-  assign \$350  = status__sat_flags | tick_flags;
-  assign \$351  = status__ticks + 1'h1;
-  assign \$352  = gate__raddr[0] ? \g$309  : \g$301 ;
-  assign \$353  = gate__raddr[0] ? \g$293  : \g$285 ;
-  assign \$354  = gate__raddr[1] ? \$352  : \$353 ;
-  assign \$355  = gate__raddr[0] ? \g$277  : \g$269 ;
-  assign \$356  = gate__raddr[0] ? \g$261  : \g$253 ;
-  assign \$357  = gate__raddr[1] ? \$355  : \$356 ;
-  assign \$358  = gate__raddr[2] ? \$354  : \$357 ;
-  assign \$359  = gate__raddr[0] ? \g$245  : \g$237 ;
-  assign \$360  = gate__raddr[0] ? \g$229  : \g$221 ;
-  assign \$361  = gate__raddr[1] ? \$359  : \$360 ;
-  assign \$362  = gate__raddr[0] ? \g$213  : \g$205 ;
-  assign \$363  = gate__raddr[0] ? \g$197  : \g$189 ;
-  assign \$364  = gate__raddr[1] ? \$362  : \$363 ;
-  assign \$365  = gate__raddr[2] ? \$361  : \$364 ;
-  assign \$366  = gate__raddr[3] ? \$358  : \$365 ;
-  assign \$367  = gate__raddr[0] ? \g$181  : \g$173 ;
-  assign \$368  = gate__raddr[0] ? \g$163  : \g$153 ;
-  assign \$369  = gate__raddr[1] ? \$367  : \$368 ;
-  assign \$370  = gate__raddr[0] ? \g$141  : \g$133 ;
-  assign \$371  = gate__raddr[0] ? \g$123  : \g$113 ;
-  assign \$372  = gate__raddr[1] ? \$370  : \$371 ;
-  assign \$373  = gate__raddr[2] ? \$369  : \$372 ;
-  assign \$374  = gate__raddr[0] ? \g$101  : \g$93 ;
-  assign \$375  = gate__raddr[0] ? \g$83  : \g$73 ;
-  assign \$376  = gate__raddr[1] ? \$374  : \$375 ;
-  assign \$377  = gate__raddr[0] ? \g$61  : \g$53 ;
-  assign \$378  = gate__raddr[0] ? \g$43  : g;
-  assign \$379  = gate__raddr[1] ? \$377  : \$378 ;
-  assign \$380  = gate__raddr[2] ? \$376  : \$379 ;
-  assign \$381  = gate__raddr[3] ? \$373  : \$380 ;
-  assign \$382  = gate__raddr[4] ? \$366  : \$381 ;
-  always @(posedge clk)
-    g <= \$383 ;
-  always @(posedge clk)
-    \g$43  <= \$384 ;
-  always @(posedge clk)
-    \g$53  <= \$385 ;
-  always @(posedge clk)
-    \g$61  <= \$386 ;
-  always @(posedge clk)
-    \g$73  <= \$387 ;
-  always @(posedge clk)
-    \g$83  <= \$388 ;
-  always @(posedge clk)
-    \g$93  <= \$389 ;
-  always @(posedge clk)
-    \g$101  <= \$390 ;
-  always @(posedge clk)
-    \g$113  <= \$391 ;
-  always @(posedge clk)
-    \g$123  <= \$392 ;
-  always @(posedge clk)
-    \g$133  <= \$393 ;
-  always @(posedge clk)
-    \g$141  <= \$394 ;
-  always @(posedge clk)
-    \g$153  <= \$395 ;
-  always @(posedge clk)
-    \g$163  <= \$396 ;
-  always @(posedge clk)
-    \g$173  <= \$397 ;
-  always @(posedge clk)
-    \g$181  <= \$398 ;
-  always @(posedge clk)
-    \g$189  <= \$399 ;
-  always @(posedge clk)
-    \g$197  <= \$400 ;
-  always @(posedge clk)
-    \g$205  <= \$401 ;
-  always @(posedge clk)
-    \g$213  <= \$402 ;
-  always @(posedge clk)
-    \g$221  <= \$403 ;
-  always @(posedge clk)
-    \g$229  <= \$404 ;
-  always @(posedge clk)
-    \g$237  <= \$405 ;
-  always @(posedge clk)
-    \g$245  <= \$406 ;
-  always @(posedge clk)
-    \g$253  <= \$407 ;
-  always @(posedge clk)
-    \g$261  <= \$408 ;
-  always @(posedge clk)
-    \g$269  <= \$409 ;
-  always @(posedge clk)
-    \g$277  <= \$410 ;
-  always @(posedge clk)
-    \g$285  <= \$411 ;
-  always @(posedge clk)
-    \g$293  <= \$412 ;
-  always @(posedge clk)
-    \g$301  <= \$413 ;
+  assign \$380  = $signed(move_all23) > $signed(2'h1);
+  assign \$381  = $signed(move_all23) < $signed(1'h1);
+  assign moved_all23 = \$380  | \$381 ;
+  assign move_all24 = $signed(\v_c_next$748 ) - $signed(\va_c$109 );
+  assign \$382  = $signed(move_all24) > $signed(2'h1);
+  assign \$383  = $signed(move_all24) < $signed(1'h1);
+  assign moved_all24 = \$382  | \$383 ;
+  assign move_all25 = $signed(\v_c_next$751 ) - $signed(\vb_c$111 );
+  assign \$384  = $signed(move_all25) > $signed(2'h1);
+  assign \$385  = $signed(move_all25) < $signed(1'h1);
+  assign moved_all25 = \$384  | \$385 ;
+  assign move_all26 = $signed(\$169 [16:0]) - $signed(\vb_c$121 );
+  assign \$386  = $signed(move_all26) > $signed(2'h1);
+  assign \$387  = $signed(move_all26) < $signed(1'h1);
+  assign moved_all26 = \$386  | \$387 ;
+  assign move_all27 = $signed(\v_c_next$756 ) - $signed(\vb_c$131 );
+  assign \$388  = $signed(move_all27) > $signed(2'h1);
   \clln_paper_xor.edge0  edge0 (
+    .cond_a_c(cond_a_c),
+    .cond_a_f(cond_a_f),
+    .cond_b_c(\cond_b_c$357 ),
+    .cond_b_f(\cond_b_f$352 ),
     .g(g),
     .g_next(g_next),
     .learn(control__learn),
@@ -1961,403 +2229,495 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .vb_f(vb_f)
   );
   \clln_paper_xor.edge1  edge1 (
+    .cond_a_c(\cond_a_c$358 ),
+    .cond_a_f(\cond_a_f$353 ),
+    .cond_b_c(\cond_b_c$381 ),
+    .cond_b_f(\cond_b_f$376 ),
     .g(\g$43 ),
-    .g_next(\g_next$629 ),
+    .g_next(\g_next$773 ),
     .learn(control__learn),
-    .s_c(\s_c$332 ),
-    .s_f(\s_f$328 ),
-    .sat_dg(\sat_dg$491 ),
-    .sat_term(\sat_term$459 ),
+    .s_c(\s_c$344 ),
+    .s_f(\s_f$340 ),
+    .sat_dg(\sat_dg$635 ),
+    .sat_term(\sat_term$603 ),
     .va_c(vb_c),
     .va_f(vb_f),
     .vb_c(\vb_c$41 ),
     .vb_f(\vb_f$38 )
   );
   \clln_paper_xor.edge10  edge10 (
+    .cond_a_c(\cond_a_c$522 ),
+    .cond_a_f(\cond_a_f$517 ),
+    .cond_b_c(\cond_b_c$543 ),
+    .cond_b_f(\cond_b_f$538 ),
     .g(\g$133 ),
-    .g_next(\g_next$638 ),
+    .g_next(\g_next$782 ),
     .learn(control__learn),
-    .s_c(\s_c$413 ),
-    .s_f(\s_f$410 ),
-    .sat_dg(\sat_dg$500 ),
-    .sat_term(\sat_term$468 ),
+    .s_c(\s_c$509 ),
+    .s_f(\s_f$506 ),
+    .sat_dg(\sat_dg$644 ),
+    .sat_term(\sat_term$612 ),
     .va_c(\vb_c$121 ),
     .va_f(\vb_f$118 ),
     .vb_c(\vb_c$131 ),
     .vb_f(\vb_f$128 )
   );
   \clln_paper_xor.edge11  edge11 (
+    .cond_a_c(\cond_a_c$544 ),
+    .cond_a_f(\cond_a_f$539 ),
+    .cond_b_c(\cond_b_c$476 ),
+    .cond_b_f(\cond_b_f$471 ),
     .g(\g$141 ),
-    .g_next(\g_next$639 ),
+    .g_next(\g_next$783 ),
     .learn(control__learn),
-    .s_c(\s_c$391 ),
-    .s_f(\s_f$387 ),
-    .sat_dg(\sat_dg$501 ),
-    .sat_term(\sat_term$469 ),
+    .s_c(\s_c$463 ),
+    .s_f(\s_f$459 ),
+    .sat_dg(\sat_dg$645 ),
+    .sat_term(\sat_term$613 ),
     .va_c(\vb_c$131 ),
     .va_f(\vb_f$128 ),
     .vb_c(\va_c$109 ),
     .vb_f(\va_f$105 )
   );
   \clln_paper_xor.edge12  edge12 (
+    .cond_a_c(\cond_a_c$565 ),
+    .cond_a_f(\cond_a_f$560 ),
     .g(\g$153 ),
-    .g_next(\g_next$640 ),
+    .g_next(\g_next$784 ),
     .learn(control__learn),
-    .s_c(\s_c$433 ),
-    .s_f(\s_f$430 ),
-    .sat_dg(\sat_dg$502 ),
-    .sat_term(\sat_term$470 ),
+    .s_c(\s_c$553 ),
+    .s_f(\s_f$550 ),
+    .sat_dg(\sat_dg$646 ),
+    .sat_term(\sat_term$614 ),
     .va_c(\va_c$149 ),
     .va_f(\va_f$145 ),
     .vb_c(\vb_c$151 ),
     .vb_f(\vb_f$147 )
   );
   \clln_paper_xor.edge13  edge13 (
+    .cond_b_c(\cond_b_c$587 ),
+    .cond_b_f(\cond_b_f$582 ),
     .g(\g$163 ),
-    .g_next(\g_next$641 ),
+    .g_next(\g_next$785 ),
     .learn(control__learn),
-    .s_c(\s_c$443 ),
-    .s_f(\s_f$440 ),
-    .sat_dg(\sat_dg$503 ),
-    .sat_term(\sat_term$471 ),
+    .s_c(\s_c$575 ),
+    .s_f(\s_f$572 ),
+    .sat_dg(\sat_dg$647 ),
+    .sat_term(\sat_term$615 ),
     .va_c(\vb_c$151 ),
     .va_f(\vb_f$147 ),
     .vb_c(\vb_c$161 ),
     .vb_f(\vb_f$158 )
   );
   \clln_paper_xor.edge14  edge14 (
+    .cond_a_c(\cond_a_c$588 ),
+    .cond_a_f(\cond_a_f$583 ),
     .g(\g$173 ),
-    .g_next(\g_next$642 ),
+    .g_next(\g_next$786 ),
     .learn(control__learn),
-    .s_c(\s_c$444 ),
-    .s_f(\s_f$441 ),
-    .sat_dg(\sat_dg$504 ),
-    .sat_term(\sat_term$472 ),
+    .s_c(\s_c$576 ),
+    .s_f(\s_f$573 ),
+    .sat_dg(\sat_dg$648 ),
+    .sat_term(\sat_term$616 ),
     .va_c(\vb_c$161 ),
     .va_f(\vb_f$158 ),
     .vb_c(\vb_c$171 ),
     .vb_f(\vb_f$168 )
   );
   \clln_paper_xor.edge15  edge15 (
+    .cond_b_c(\cond_b_c$566 ),
+    .cond_b_f(\cond_b_f$561 ),
     .g(\g$181 ),
-    .g_next(\g_next$643 ),
+    .g_next(\g_next$787 ),
     .learn(control__learn),
-    .s_c(\s_c$434 ),
-    .s_f(\s_f$431 ),
-    .sat_dg(\sat_dg$505 ),
-    .sat_term(\sat_term$473 ),
+    .s_c(\s_c$554 ),
+    .s_f(\s_f$551 ),
+    .sat_dg(\sat_dg$649 ),
+    .sat_term(\sat_term$617 ),
     .va_c(\vb_c$171 ),
     .va_f(\vb_f$168 ),
     .vb_c(\va_c$149 ),
     .vb_f(\va_f$145 )
   );
   \clln_paper_xor.edge16  edge16 (
+    .cond_a_c(\cond_a_c$335 ),
+    .cond_a_f(\cond_a_f$330 ),
+    .cond_b_c(\cond_b_c$429 ),
+    .cond_b_f(\cond_b_f$424 ),
     .g(\g$189 ),
-    .g_next(\g_next$644 ),
+    .g_next(\g_next$788 ),
     .learn(control__learn),
     .s_c(\s_c$321 ),
     .s_f(\s_f$316 ),
-    .sat_dg(\sat_dg$506 ),
-    .sat_term(\sat_term$474 ),
+    .sat_dg(\sat_dg$650 ),
+    .sat_term(\sat_term$618 ),
     .va_c(va_c),
     .va_f(va_f),
     .vb_c(\va_c$69 ),
     .vb_f(\va_f$65 )
   );
   \clln_paper_xor.edge17  edge17 (
+    .cond_a_c(\cond_a_c$359 ),
+    .cond_a_f(\cond_a_f$354 ),
     .g(\g$197 ),
-    .g_next(\g_next$645 ),
+    .g_next(\g_next$789 ),
     .learn(control__learn),
-    .s_c(\s_c$333 ),
-    .s_f(\s_f$329 ),
-    .sat_dg(\sat_dg$507 ),
-    .sat_term(\sat_term$475 ),
+    .s_c(\s_c$345 ),
+    .s_f(\s_f$341 ),
+    .sat_dg(\sat_dg$651 ),
+    .sat_term(\sat_term$619 ),
     .va_c(vb_c),
     .va_f(vb_f),
     .vb_c(\vb_c$71 ),
     .vb_f(\vb_f$67 )
   );
   \clln_paper_xor.edge18  edge18 (
+    .cond_a_c(\cond_a_c$383 ),
+    .cond_a_f(\cond_a_f$378 ),
+    .cond_b_c(\cond_b_c$453 ),
+    .cond_b_f(\cond_b_f$448 ),
     .g(\g$205 ),
-    .g_next(\g_next$646 ),
+    .g_next(\g_next$790 ),
     .learn(control__learn),
-    .s_c(\s_c$345 ),
-    .s_f(\s_f$341 ),
-    .sat_dg(\sat_dg$508 ),
-    .sat_term(\sat_term$476 ),
+    .s_c(\s_c$369 ),
+    .s_f(\s_f$365 ),
+    .sat_dg(\sat_dg$652 ),
+    .sat_term(\sat_term$620 ),
     .va_c(\vb_c$41 ),
     .va_f(\vb_f$38 ),
     .vb_c(\vb_c$81 ),
     .vb_f(\vb_f$78 )
   );
   \clln_paper_xor.edge19  edge19 (
+    .cond_a_c(\cond_a_c$405 ),
+    .cond_a_f(\cond_a_f$400 ),
     .g(\g$213 ),
-    .g_next(\g_next$647 ),
+    .g_next(\g_next$791 ),
     .learn(control__learn),
-    .s_c(\s_c$355 ),
-    .s_f(\s_f$352 ),
-    .sat_dg(\sat_dg$509 ),
-    .sat_term(\sat_term$477 ),
+    .s_c(\s_c$391 ),
+    .s_f(\s_f$388 ),
+    .sat_dg(\sat_dg$653 ),
+    .sat_term(\sat_term$621 ),
     .va_c(\vb_c$51 ),
     .va_f(\vb_f$48 ),
     .vb_c(\vb_c$91 ),
     .vb_f(\vb_f$88 )
   );
   \clln_paper_xor.edge2  edge2 (
+    .cond_a_c(\cond_a_c$382 ),
+    .cond_a_f(\cond_a_f$377 ),
+    .cond_b_c(\cond_b_c$403 ),
+    .cond_b_f(\cond_b_f$398 ),
     .g(\g$53 ),
-    .g_next(\g_next$630 ),
+    .g_next(\g_next$774 ),
     .learn(control__learn),
-    .s_c(\s_c$344 ),
-    .s_f(\s_f$340 ),
-    .sat_dg(\sat_dg$492 ),
-    .sat_term(\sat_term$460 ),
+    .s_c(\s_c$368 ),
+    .s_f(\s_f$364 ),
+    .sat_dg(\sat_dg$636 ),
+    .sat_term(\sat_term$604 ),
     .va_c(\vb_c$41 ),
     .va_f(\vb_f$38 ),
     .vb_c(\vb_c$51 ),
     .vb_f(\vb_f$48 )
   );
   \clln_paper_xor.edge20  edge20 (
+    .cond_a_c(\cond_a_c$430 ),
+    .cond_a_f(\cond_a_f$425 ),
+    .cond_b_c(\cond_b_c$477 ),
+    .cond_b_f(\cond_b_f$472 ),
     .g(\g$221 ),
-    .g_next(\g_next$648 ),
+    .g_next(\g_next$792 ),
     .learn(control__learn),
-    .s_c(\s_c$368 ),
-    .s_f(\s_f$364 ),
-    .sat_dg(\sat_dg$510 ),
-    .sat_term(\sat_term$478 ),
+    .s_c(\s_c$416 ),
+    .s_f(\s_f$412 ),
+    .sat_dg(\sat_dg$654 ),
+    .sat_term(\sat_term$622 ),
     .va_c(\va_c$69 ),
     .va_f(\va_f$65 ),
     .vb_c(\va_c$109 ),
     .vb_f(\va_f$105 )
   );
   \clln_paper_xor.edge21  edge21 (
+    .cond_b_c(\cond_b_c$501 ),
+    .cond_b_f(\cond_b_f$496 ),
     .g(\g$229 ),
-    .g_next(\g_next$649 ),
+    .g_next(\g_next$793 ),
     .learn(control__learn),
-    .s_c(\s_c$403 ),
-    .s_f(\s_f$399 ),
-    .sat_dg(\sat_dg$511 ),
-    .sat_term(\sat_term$479 ),
+    .s_c(\s_c$487 ),
+    .s_f(\s_f$483 ),
+    .sat_dg(\sat_dg$655 ),
+    .sat_term(\sat_term$623 ),
     .va_c(\vb_c$71 ),
     .va_f(\vb_f$67 ),
     .vb_c(\vb_c$111 ),
     .vb_f(\vb_f$107 )
   );
   \clln_paper_xor.edge22  edge22 (
+    .cond_a_c(\cond_a_c$454 ),
+    .cond_a_f(\cond_a_f$449 ),
+    .cond_b_c(\cond_b_c$523 ),
+    .cond_b_f(\cond_b_f$518 ),
     .g(\g$237 ),
-    .g_next(\g_next$650 ),
+    .g_next(\g_next$794 ),
     .learn(control__learn),
-    .s_c(\s_c$380 ),
-    .s_f(\s_f$376 ),
-    .sat_dg(\sat_dg$512 ),
-    .sat_term(\sat_term$480 ),
+    .s_c(\s_c$440 ),
+    .s_f(\s_f$436 ),
+    .sat_dg(\sat_dg$656 ),
+    .sat_term(\sat_term$624 ),
     .va_c(\vb_c$81 ),
     .va_f(\vb_f$78 ),
     .vb_c(\vb_c$121 ),
     .vb_f(\vb_f$118 )
   );
   \clln_paper_xor.edge23  edge23 (
+    .cond_b_c(\cond_b_c$545 ),
+    .cond_b_f(\cond_b_f$540 ),
     .g(\g$245 ),
-    .g_next(\g_next$651 ),
+    .g_next(\g_next$795 ),
     .learn(control__learn),
-    .s_c(\s_c$423 ),
-    .s_f(\s_f$420 ),
-    .sat_dg(\sat_dg$513 ),
-    .sat_term(\sat_term$481 ),
+    .s_c(\s_c$531 ),
+    .s_f(\s_f$528 ),
+    .sat_dg(\sat_dg$657 ),
+    .sat_term(\sat_term$625 ),
     .va_c(\vb_c$91 ),
     .va_f(\vb_f$88 ),
     .vb_c(\vb_c$131 ),
     .vb_f(\vb_f$128 )
   );
   \clln_paper_xor.edge24  edge24 (
+    .cond_a_c(\cond_a_c$478 ),
+    .cond_a_f(\cond_a_f$473 ),
+    .cond_b_c(\cond_b_c$567 ),
+    .cond_b_f(\cond_b_f$562 ),
     .g(\g$253 ),
-    .g_next(\g_next$652 ),
+    .g_next(\g_next$796 ),
     .learn(control__learn),
-    .s_c(\s_c$392 ),
-    .s_f(\s_f$388 ),
-    .sat_dg(\sat_dg$514 ),
-    .sat_term(\sat_term$482 ),
+    .s_c(\s_c$464 ),
+    .s_f(\s_f$460 ),
+    .sat_dg(\sat_dg$658 ),
+    .sat_term(\sat_term$626 ),
     .va_c(\va_c$109 ),
     .va_f(\va_f$105 ),
     .vb_c(\va_c$149 ),
     .vb_f(\va_f$145 )
   );
   \clln_paper_xor.edge25  edge25 (
+    .cond_a_c(\cond_a_c$502 ),
+    .cond_a_f(\cond_a_f$497 ),
     .g(\g$261 ),
-    .g_next(\g_next$653 ),
+    .g_next(\g_next$797 ),
     .learn(control__learn),
-    .s_c(\s_c$404 ),
-    .s_f(\s_f$400 ),
-    .sat_dg(\sat_dg$515 ),
-    .sat_term(\sat_term$483 ),
+    .s_c(\s_c$488 ),
+    .s_f(\s_f$484 ),
+    .sat_dg(\sat_dg$659 ),
+    .sat_term(\sat_term$627 ),
     .va_c(\vb_c$111 ),
     .va_f(\vb_f$107 ),
     .vb_c(\vb_c$151 ),
     .vb_f(\vb_f$147 )
   );
   \clln_paper_xor.edge26  edge26 (
+    .cond_a_c(\cond_a_c$524 ),
+    .cond_a_f(\cond_a_f$519 ),
+    .cond_b_c(\cond_b_c$589 ),
+    .cond_b_f(\cond_b_f$584 ),
     .g(\g$269 ),
-    .g_next(\g_next$654 ),
+    .g_next(\g_next$798 ),
     .learn(control__learn),
-    .s_c(\s_c$414 ),
-    .s_f(\s_f$411 ),
-    .sat_dg(\sat_dg$516 ),
-    .sat_term(\sat_term$484 ),
+    .s_c(\s_c$510 ),
+    .s_f(\s_f$507 ),
+    .sat_dg(\sat_dg$660 ),
+    .sat_term(\sat_term$628 ),
     .va_c(\vb_c$121 ),
     .va_f(\vb_f$118 ),
     .vb_c(\vb_c$161 ),
     .vb_f(\vb_f$158 )
   );
   \clln_paper_xor.edge27  edge27 (
+    .cond_a_c(\cond_a_c$546 ),
+    .cond_a_f(\cond_a_f$541 ),
     .g(\g$277 ),
-    .g_next(\g_next$655 ),
+    .g_next(\g_next$799 ),
     .learn(control__learn),
-    .s_c(\s_c$424 ),
-    .s_f(\s_f$421 ),
-    .sat_dg(\sat_dg$517 ),
-    .sat_term(\sat_term$485 ),
+    .s_c(\s_c$532 ),
+    .s_f(\s_f$529 ),
+    .sat_dg(\sat_dg$661 ),
+    .sat_term(\sat_term$629 ),
     .va_c(\vb_c$131 ),
     .va_f(\vb_f$128 ),
     .vb_c(\vb_c$171 ),
     .vb_f(\vb_f$168 )
   );
   \clln_paper_xor.edge28  edge28 (
+    .cond_a_c(\cond_a_c$568 ),
+    .cond_a_f(\cond_a_f$563 ),
+    .cond_b_c(\cond_b_c$336 ),
+    .cond_b_f(\cond_b_f$331 ),
     .g(\g$285 ),
-    .g_next(\g_next$656 ),
+    .g_next(\g_next$800 ),
     .learn(control__learn),
     .s_c(\s_c$322 ),
     .s_f(\s_f$317 ),
-    .sat_dg(\sat_dg$518 ),
-    .sat_term(\sat_term$486 ),
+    .sat_dg(\sat_dg$662 ),
+    .sat_term(\sat_term$630 ),
     .va_c(\va_c$149 ),
     .va_f(\va_f$145 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_xor.edge29  edge29 (
+    .cond_b_c(\cond_b_c$360 ),
+    .cond_b_f(\cond_b_f$355 ),
     .g(\g$293 ),
-    .g_next(\g_next$657 ),
+    .g_next(\g_next$801 ),
     .learn(control__learn),
-    .s_c(\s_c$334 ),
-    .s_f(\s_f$330 ),
-    .sat_dg(\sat_dg$519 ),
-    .sat_term(\sat_term$487 ),
+    .s_c(\s_c$346 ),
+    .s_f(\s_f$342 ),
+    .sat_dg(\sat_dg$663 ),
+    .sat_term(\sat_term$631 ),
     .va_c(\vb_c$151 ),
     .va_f(\vb_f$147 ),
     .vb_c(vb_c),
     .vb_f(vb_f)
   );
   \clln_paper_xor.edge3  edge3 (
+    .cond_a_c(\cond_a_c$404 ),
+    .cond_a_f(\cond_a_f$399 ),
+    .cond_b_c(cond_b_c),
+    .cond_b_f(cond_b_f),
     .g(\g$61 ),
-    .g_next(\g_next$631 ),
+    .g_next(\g_next$775 ),
     .learn(control__learn),
     .s_c(\s_c$320 ),
     .s_f(\s_f$315 ),
-    .sat_dg(\sat_dg$493 ),
-    .sat_term(\sat_term$461 ),
+    .sat_dg(\sat_dg$637 ),
+    .sat_term(\sat_term$605 ),
     .va_c(\vb_c$51 ),
     .va_f(\vb_f$48 ),
     .vb_c(va_c),
     .vb_f(va_f)
   );
   \clln_paper_xor.edge30  edge30 (
+    .cond_a_c(\cond_a_c$590 ),
+    .cond_a_f(\cond_a_f$585 ),
+    .cond_b_c(\cond_b_c$384 ),
+    .cond_b_f(\cond_b_f$379 ),
     .g(\g$301 ),
-    .g_next(\g_next$658 ),
+    .g_next(\g_next$802 ),
     .learn(control__learn),
-    .s_c(\s_c$346 ),
-    .s_f(\s_f$342 ),
-    .sat_dg(\sat_dg$520 ),
-    .sat_term(\sat_term$488 ),
+    .s_c(\s_c$370 ),
+    .s_f(\s_f$366 ),
+    .sat_dg(\sat_dg$664 ),
+    .sat_term(\sat_term$632 ),
     .va_c(\vb_c$161 ),
     .va_f(\vb_f$158 ),
     .vb_c(\vb_c$41 ),
     .vb_f(\vb_f$38 )
   );
   \clln_paper_xor.edge31  edge31 (
+    .cond_b_c(\cond_b_c$406 ),
+    .cond_b_f(\cond_b_f$401 ),
     .g(\g$309 ),
-    .g_next(\g_next$659 ),
+    .g_next(\g_next$803 ),
     .learn(control__learn),
-    .s_c(\s_c$356 ),
-    .s_f(\s_f$353 ),
-    .sat_dg(\sat_dg$521 ),
-    .sat_term(\sat_term$489 ),
+    .s_c(\s_c$392 ),
+    .s_f(\s_f$389 ),
+    .sat_dg(\sat_dg$665 ),
+    .sat_term(\sat_term$633 ),
     .va_c(\vb_c$171 ),
     .va_f(\vb_f$168 ),
     .vb_c(\vb_c$51 ),
     .vb_f(\vb_f$48 )
   );
   \clln_paper_xor.edge4  edge4 (
+    .cond_a_c(\cond_a_c$427 ),
+    .cond_a_f(\cond_a_f$422 ),
     .g(\g$73 ),
-    .g_next(\g_next$632 ),
+    .g_next(\g_next$776 ),
     .learn(control__learn),
-    .s_c(\s_c$366 ),
-    .s_f(\s_f$362 ),
-    .sat_dg(\sat_dg$494 ),
-    .sat_term(\sat_term$462 ),
+    .s_c(\s_c$414 ),
+    .s_f(\s_f$410 ),
+    .sat_dg(\sat_dg$638 ),
+    .sat_term(\sat_term$606 ),
     .va_c(\va_c$69 ),
     .va_f(\va_f$65 ),
     .vb_c(\vb_c$71 ),
     .vb_f(\vb_f$67 )
   );
   \clln_paper_xor.edge5  edge5 (
+    .cond_b_c(\cond_b_c$451 ),
+    .cond_b_f(\cond_b_f$446 ),
     .g(\g$83 ),
-    .g_next(\g_next$633 ),
+    .g_next(\g_next$777 ),
     .learn(control__learn),
-    .s_c(\s_c$378 ),
-    .s_f(\s_f$374 ),
-    .sat_dg(\sat_dg$495 ),
-    .sat_term(\sat_term$463 ),
+    .s_c(\s_c$438 ),
+    .s_f(\s_f$434 ),
+    .sat_dg(\sat_dg$639 ),
+    .sat_term(\sat_term$607 ),
     .va_c(\vb_c$71 ),
     .va_f(\vb_f$67 ),
     .vb_c(\vb_c$81 ),
     .vb_f(\vb_f$78 )
   );
   \clln_paper_xor.edge6  edge6 (
+    .cond_a_c(\cond_a_c$452 ),
+    .cond_a_f(\cond_a_f$447 ),
     .g(\g$93 ),
-    .g_next(\g_next$634 ),
+    .g_next(\g_next$778 ),
     .learn(control__learn),
-    .s_c(\s_c$379 ),
-    .s_f(\s_f$375 ),
-    .sat_dg(\sat_dg$496 ),
-    .sat_term(\sat_term$464 ),
+    .s_c(\s_c$439 ),
+    .s_f(\s_f$435 ),
+    .sat_dg(\sat_dg$640 ),
+    .sat_term(\sat_term$608 ),
     .va_c(\vb_c$81 ),
     .va_f(\vb_f$78 ),
     .vb_c(\vb_c$91 ),
     .vb_f(\vb_f$88 )
   );
   \clln_paper_xor.edge7  edge7 (
+    .cond_b_c(\cond_b_c$428 ),
+    .cond_b_f(\cond_b_f$423 ),
     .g(\g$101 ),
-    .g_next(\g_next$635 ),
+    .g_next(\g_next$779 ),
     .learn(control__learn),
-    .s_c(\s_c$367 ),
-    .s_f(\s_f$363 ),
-    .sat_dg(\sat_dg$497 ),
-    .sat_term(\sat_term$465 ),
+    .s_c(\s_c$415 ),
+    .s_f(\s_f$411 ),
+    .sat_dg(\sat_dg$641 ),
+    .sat_term(\sat_term$609 ),
     .va_c(\vb_c$91 ),
     .va_f(\vb_f$88 ),
     .vb_c(\va_c$69 ),
     .vb_f(\va_f$65 )
   );
   \clln_paper_xor.edge8  edge8 (
+    .cond_a_c(\cond_a_c$475 ),
+    .cond_a_f(\cond_a_f$470 ),
+    .cond_b_c(\cond_b_c$499 ),
+    .cond_b_f(\cond_b_f$494 ),
     .g(\g$113 ),
-    .g_next(\g_next$636 ),
+    .g_next(\g_next$780 ),
     .learn(control__learn),
-    .s_c(\s_c$390 ),
-    .s_f(\s_f$386 ),
-    .sat_dg(\sat_dg$498 ),
-    .sat_term(\sat_term$466 ),
+    .s_c(\s_c$462 ),
+    .s_f(\s_f$458 ),
+    .sat_dg(\sat_dg$642 ),
+    .sat_term(\sat_term$610 ),
     .va_c(\va_c$109 ),
     .va_f(\va_f$105 ),
     .vb_c(\vb_c$111 ),
     .vb_f(\vb_f$107 )
   );
   \clln_paper_xor.edge9  edge9 (
+    .cond_a_c(\cond_a_c$500 ),
+    .cond_a_f(\cond_a_f$495 ),
+    .cond_b_c(\cond_b_c$521 ),
+    .cond_b_f(\cond_b_f$516 ),
     .g(\g$123 ),
-    .g_next(\g_next$637 ),
+    .g_next(\g_next$781 ),
     .learn(control__learn),
-    .s_c(\s_c$402 ),
-    .s_f(\s_f$398 ),
-    .sat_dg(\sat_dg$499 ),
-    .sat_term(\sat_term$467 ),
+    .s_c(\s_c$486 ),
+    .s_f(\s_f$482 ),
+    .sat_dg(\sat_dg$643 ),
+    .sat_term(\sat_term$611 ),
     .va_c(\vb_c$111 ),
     .va_f(\vb_f$107 ),
     .vb_c(\vb_c$121 ),
@@ -2366,114 +2726,1657 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   \clln_paper_xor.node0  node0 (
     .acc_c_exact(accc0),
     .acc_f_exact(accf0),
+    .cond_c(condc0),
+    .cond_f(condf0),
     .flags(flags),
     .v_c(va_c),
     .v_f(va_f),
-    .\v_f$9 (v_f_next)
+    .\v_f$11 (v_f_next)
   );
   \clln_paper_xor.node1  node1 (
     .acc_c_exact(accc1),
     .acc_f_exact(accf1),
-    .flags(\flags$523 ),
+    .cond_c(condc1),
+    .cond_f(condf1),
+    .flags(\flags$667 ),
     .v_c(vb_c),
-    .\v_c$20 (v_c_next),
+    .\v_c$23 (v_c_next),
     .v_f(vb_f),
-    .\v_f$9 (\v_f_next$538 )
+    .\v_f$11 (\v_f_next$682 )
   );
   \clln_paper_xor.node10  node10 (
     .acc_c_exact(accc10),
     .acc_f_exact(accf10),
-    .flags(\flags$530 ),
+    .cond_c(condc10),
+    .cond_f(condf10),
+    .flags(\flags$674 ),
     .v_c(\vb_c$121 ),
     .v_f(\vb_f$118 ),
-    .\v_f$9 (\v_f_next$565 )
+    .\v_f$11 (\v_f_next$709 )
   );
   \clln_paper_xor.node11  node11 (
     .acc_c_exact(accc11),
     .acc_f_exact(accf11),
-    .flags(\flags$531 ),
+    .cond_c(condc11),
+    .cond_f(condf11),
+    .flags(\flags$675 ),
     .v_c(\vb_c$131 ),
-    .\v_c$20 (\v_c_next$612 ),
+    .\v_c$23 (\v_c_next$756 ),
     .v_f(\vb_f$128 ),
-    .\v_f$9 (\v_f_next$568 )
+    .\v_f$11 (\v_f_next$712 )
   );
   \clln_paper_xor.node12  node12 (
     .acc_c_exact(accc12),
     .acc_f_exact(accf12),
-    .flags(\flags$532 ),
+    .cond_c(condc12),
+    .cond_f(condf12),
+    .flags(\flags$676 ),
     .v_c(\va_c$149 ),
-    .\v_c$20 (\v_c_next$615 ),
+    .\v_c$23 (\v_c_next$759 ),
     .v_f(\va_f$145 ),
-    .\v_f$9 (\v_f_next$571 )
+    .\v_f$11 (\v_f_next$715 )
   );
   \clln_paper_xor.node14  node14 (
     .acc_c_exact(accc14),
     .acc_f_exact(accf14),
-    .flags(\flags$533 ),
+    .cond_c(condc14),
+    .cond_f(condf14),
+    .flags(\flags$677 ),
     .v_c(\vb_c$161 ),
-    .\v_c$20 (\v_c_next$620 ),
+    .\v_c$23 (\v_c_next$764 ),
     .v_f(\vb_f$158 ),
-    .\v_f$9 (\v_f_next$577 )
+    .\v_f$11 (\v_f_next$721 )
   );
   \clln_paper_xor.node2  node2 (
     .acc_c_exact(accc2),
     .acc_f_exact(accf2),
-    .flags(\flags$524 ),
+    .cond_c(condc2),
+    .cond_f(condf2),
+    .flags(\flags$668 ),
     .v_c(\vb_c$41 ),
-    .\v_c$20 (\v_c_next$588 ),
+    .\v_c$23 (\v_c_next$732 ),
     .v_f(\vb_f$38 ),
-    .\v_f$9 (\v_f_next$541 )
+    .\v_f$11 (\v_f_next$685 )
   );
   \clln_paper_xor.node3  node3 (
     .acc_c_exact(accc3),
     .acc_f_exact(accf3),
-    .flags(\flags$525 ),
+    .cond_c(condc3),
+    .cond_f(condf3),
+    .flags(\flags$669 ),
     .v_c(\vb_c$51 ),
-    .\v_c$20 (\v_c_next$591 ),
+    .\v_c$23 (\v_c_next$735 ),
     .v_f(\vb_f$48 ),
-    .\v_f$9 (\v_f_next$544 )
+    .\v_f$11 (\v_f_next$688 )
   );
   \clln_paper_xor.node4  node4 (
     .acc_c_exact(accc4),
     .acc_f_exact(accf4),
-    .flags(\flags$526 ),
+    .cond_c(condc4),
+    .cond_f(condf4),
+    .flags(\flags$670 ),
     .v_c(\va_c$69 ),
-    .\v_c$20 (\v_c_next$594 ),
+    .\v_c$23 (\v_c_next$738 ),
     .v_f(\va_f$65 ),
-    .\v_f$9 (\v_f_next$547 )
+    .\v_f$11 (\v_f_next$691 )
   );
   \clln_paper_xor.node6  node6 (
     .acc_c_exact(accc6),
     .acc_f_exact(accf6),
-    .flags(\flags$527 ),
+    .cond_c(condc6),
+    .cond_f(condf6),
+    .flags(\flags$671 ),
     .v_c(\vb_c$81 ),
-    .\v_c$20 (\v_c_next$599 ),
+    .\v_c$23 (\v_c_next$743 ),
     .v_f(\vb_f$78 ),
-    .\v_f$9 (\v_f_next$553 )
+    .\v_f$11 (\v_f_next$697 )
   );
   \clln_paper_xor.node8  node8 (
     .acc_c_exact(accc8),
     .acc_f_exact(accf8),
-    .flags(\flags$528 ),
+    .cond_c(condc8),
+    .cond_f(condf8),
+    .flags(\flags$672 ),
     .v_c(\va_c$109 ),
-    .\v_c$20 (\v_c_next$604 ),
+    .\v_c$23 (\v_c_next$748 ),
     .v_f(\va_f$105 ),
-    .\v_f$9 (\v_f_next$559 )
+    .\v_f$11 (\v_f_next$703 )
   );
   \clln_paper_xor.node9  node9 (
     .acc_c_exact(accc9),
     .acc_f_exact(accf9),
-    .flags(\flags$529 ),
+    .cond_c(condc9),
+    .cond_f(condf9),
+    .flags(\flags$673 ),
     .v_c(\vb_c$111 ),
-    .\v_c$20 (\v_c_next$607 ),
+    .\v_c$23 (\v_c_next$751 ),
     .v_f(\vb_f$107 ),
-    .\v_f$9 (\v_f_next$562 )
+    .\v_f$11 (\v_f_next$706 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$414  = \g$309 ;
+    \$431  = g;
     if (control__run) begin
-      \$414  = \g_next$659 ;
+      \$431  = g_next;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            \$431  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$431  = 23'h1a30ff;
+    end
+    if (rst) begin
+      \$431  = 23'h1a30ff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$432  = \g$43 ;
+    if (control__run) begin
+      \$432  = \g_next$773 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            \$432  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$432  = 23'h14510c;
+    end
+    if (rst) begin
+      \$432  = 23'h14510c;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$433  = \g$53 ;
+    if (control__run) begin
+      \$433  = \g_next$774 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            \$433  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$433  = 23'h10a7d4;
+    end
+    if (rst) begin
+      \$433  = 23'h10a7d4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$434  = \g$61 ;
+    if (control__run) begin
+      \$434  = \g_next$775 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            \$434  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$434  = 23'h1043b2;
+    end
+    if (rst) begin
+      \$434  = 23'h1043b2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$435  = \g$73 ;
+    if (control__run) begin
+      \$435  = \g_next$776 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            \$435  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$435  = 23'h1d0328;
+    end
+    if (rst) begin
+      \$435  = 23'h1d0328;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$436  = \g$83 ;
+    if (control__run) begin
+      \$436  = \g_next$777 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            \$436  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$436  = 23'h1e9aa6;
+    end
+    if (rst) begin
+      \$436  = 23'h1e9aa6;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$437  = \g$93 ;
+    if (control__run) begin
+      \$437  = \g_next$778 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            \$437  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$437  = 23'h19b4c8;
+    end
+    if (rst) begin
+      \$437  = 23'h19b4c8;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$438  = \g$101 ;
+    if (control__run) begin
+      \$438  = \g_next$779 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            \$438  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$438  = 23'h1bac05;
+    end
+    if (rst) begin
+      \$438  = 23'h1bac05;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$439  = \g$113 ;
+    if (control__run) begin
+      \$439  = \g_next$780 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            \$439  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$439  = 23'h18b2b0;
+    end
+    if (rst) begin
+      \$439  = 23'h18b2b0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$440  = \g$123 ;
+    if (control__run) begin
+      \$440  = \g_next$781 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            \$440  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$440  = 23'h1ef60f;
+    end
+    if (rst) begin
+      \$440  = 23'h1ef60f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$441  = \g$133 ;
+    if (control__run) begin
+      \$441  = \g_next$782 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            \$441  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$441  = 23'h1d0dbc;
+    end
+    if (rst) begin
+      \$441  = 23'h1d0dbc;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$442  = \g$141 ;
+    if (control__run) begin
+      \$442  = \g_next$783 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            \$442  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$442  = 23'h100b38;
+    end
+    if (rst) begin
+      \$442  = 23'h100b38;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$443  = \g$153 ;
+    if (control__run) begin
+      \$443  = \g_next$784 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            \$443  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$443  = 23'h1db7ee;
+    end
+    if (rst) begin
+      \$443  = 23'h1db7ee;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$444  = \g$163 ;
+    if (control__run) begin
+      \$444  = \g_next$785 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            \$444  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$444  = 23'h108991;
+    end
+    if (rst) begin
+      \$444  = 23'h108991;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$445  = \g$173 ;
+    if (control__run) begin
+      \$445  = \g_next$786 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            \$445  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$445  = 23'h1bacab;
+    end
+    if (rst) begin
+      \$445  = 23'h1bacab;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$446  = \g$181 ;
+    if (control__run) begin
+      \$446  = \g_next$787 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            \$446  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$446  = 23'h12cf7c;
+    end
+    if (rst) begin
+      \$446  = 23'h12cf7c;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$447  = \g$189 ;
+    if (control__run) begin
+      \$447  = \g_next$788 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            \$447  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$447  = 23'h1dcf95;
+    end
+    if (rst) begin
+      \$447  = 23'h1dcf95;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$448  = \g$197 ;
+    if (control__run) begin
+      \$448  = \g_next$789 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            \$448  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$448  = 23'h18a9d3;
+    end
+    if (rst) begin
+      \$448  = 23'h18a9d3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$449  = \g$205 ;
+    if (control__run) begin
+      \$449  = \g_next$790 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            \$449  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$449  = 23'h14cb9f;
+    end
+    if (rst) begin
+      \$449  = 23'h14cb9f;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$450  = \g$213 ;
+    if (control__run) begin
+      \$450  = \g_next$791 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            \$450  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$450  = 23'h16c354;
+    end
+    if (rst) begin
+      \$450  = 23'h16c354;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$451  = \g$221 ;
+    if (control__run) begin
+      \$451  = \g_next$792 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            \$451  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$451  = 23'h1073ff;
+    end
+    if (rst) begin
+      \$451  = 23'h1073ff;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$452  = \g$229 ;
+    if (control__run) begin
+      \$452  = \g_next$793 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            \$452  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$452  = 23'h11fd10;
+    end
+    if (rst) begin
+      \$452  = 23'h11fd10;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$453  = \g$237 ;
+    if (control__run) begin
+      \$453  = \g_next$794 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            \$453  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$453  = 23'h1abae1;
+    end
+    if (rst) begin
+      \$453  = 23'h1abae1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$454  = \g$245 ;
+    if (control__run) begin
+      \$454  = \g_next$795 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            \$454  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$454  = 23'h1a5ae3;
+    end
+    if (rst) begin
+      \$454  = 23'h1a5ae3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$455  = \g$253 ;
+    if (control__run) begin
+      \$455  = \g_next$796 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            \$455  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$455  = 23'h19d89e;
+    end
+    if (rst) begin
+      \$455  = 23'h19d89e;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$456  = \g$261 ;
+    if (control__run) begin
+      \$456  = \g_next$797 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            \$456  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$456  = 23'h16238b;
+    end
+    if (rst) begin
+      \$456  = 23'h16238b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$457  = \g$269 ;
+    if (control__run) begin
+      \$457  = \g_next$798 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            \$457  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$457  = 23'h1ff492;
+    end
+    if (rst) begin
+      \$457  = 23'h1ff492;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$458  = \g$277 ;
+    if (control__run) begin
+      \$458  = \g_next$799 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            /* empty */;
+        5'h1b:
+            \$458  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$458  = 23'h1fb180;
+    end
+    if (rst) begin
+      \$458  = 23'h1fb180;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$459  = \g$285 ;
+    if (control__run) begin
+      \$459  = \g_next$800 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            /* empty */;
+        5'h1b:
+            /* empty */;
+        5'h1c:
+            \$459  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$459  = 23'h1af7fb;
+    end
+    if (rst) begin
+      \$459  = 23'h1af7fb;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$460  = \g$293 ;
+    if (control__run) begin
+      \$460  = \g_next$801 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            /* empty */;
+        5'h1b:
+            /* empty */;
+        5'h1c:
+            /* empty */;
+        5'h1d:
+            \$460  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$460  = 23'h1a6848;
+    end
+    if (rst) begin
+      \$460  = 23'h1a6848;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$461  = \g$301 ;
+    if (control__run) begin
+      \$461  = \g_next$802 ;
+    end
+    if (gate__we) begin
+      casez (gate__addr)
+        5'h00:
+            /* empty */;
+        5'h01:
+            /* empty */;
+        5'h02:
+            /* empty */;
+        5'h03:
+            /* empty */;
+        5'h04:
+            /* empty */;
+        5'h05:
+            /* empty */;
+        5'h06:
+            /* empty */;
+        5'h07:
+            /* empty */;
+        5'h08:
+            /* empty */;
+        5'h09:
+            /* empty */;
+        5'h0a:
+            /* empty */;
+        5'h0b:
+            /* empty */;
+        5'h0c:
+            /* empty */;
+        5'h0d:
+            /* empty */;
+        5'h0e:
+            /* empty */;
+        5'h0f:
+            /* empty */;
+        5'h10:
+            /* empty */;
+        5'h11:
+            /* empty */;
+        5'h12:
+            /* empty */;
+        5'h13:
+            /* empty */;
+        5'h14:
+            /* empty */;
+        5'h15:
+            /* empty */;
+        5'h16:
+            /* empty */;
+        5'h17:
+            /* empty */;
+        5'h18:
+            /* empty */;
+        5'h19:
+            /* empty */;
+        5'h1a:
+            /* empty */;
+        5'h1b:
+            /* empty */;
+        5'h1c:
+            /* empty */;
+        5'h1d:
+            /* empty */;
+        5'h1e:
+            \$461  = gate__data;
+      endcase
+    end
+    if (control__clear) begin
+      \$461  = 23'h1b03e1;
+    end
+    if (rst) begin
+      \$461  = 23'h1b03e1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$462  = \g$309 ;
+    if (control__run) begin
+      \$462  = \g_next$803 ;
     end
     if (gate__we) begin
       (* full_case = 32'd1 *)
@@ -2541,498 +4444,498 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h1e:
             /* empty */;
         5'h1f:
-            \$414  = gate__data;
+            \$462  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$414  = 23'h163906;
+      \$462  = 23'h163906;
     end
     if (rst) begin
-      \$414  = 23'h163906;
+      \$462  = 23'h163906;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$415  = va_f;
+    \$463  = va_f;
     if (control__tick_done) begin
-      \$415  = v_f_next;
+      \$463  = v_f_next;
     end
     if (control__clear) begin
-      \$415  = 17'h00000;
+      \$463  = 17'h00000;
     end
     if (rst) begin
-      \$415  = 17'h00000;
+      \$463  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$416  = vb_f;
+    \$464  = vb_f;
     if (control__tick_done) begin
-      \$416  = \v_f_next$538 ;
+      \$464  = \v_f_next$682 ;
     end
     if (control__clear) begin
-      \$416  = 17'h00000;
+      \$464  = 17'h00000;
     end
     if (rst) begin
-      \$416  = 17'h00000;
+      \$464  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$417  = \vb_f$38 ;
+    \$465  = \vb_f$38 ;
     if (control__tick_done) begin
-      \$417  = \v_f_next$541 ;
+      \$465  = \v_f_next$685 ;
     end
     if (control__clear) begin
-      \$417  = 17'h00000;
+      \$465  = 17'h00000;
     end
     if (rst) begin
-      \$417  = 17'h00000;
+      \$465  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = \vb_f$48 ;
+    \$466  = \vb_f$48 ;
     if (control__tick_done) begin
-      \$418  = \v_f_next$544 ;
+      \$466  = \v_f_next$688 ;
     end
     if (control__clear) begin
-      \$418  = 17'h00000;
+      \$466  = 17'h00000;
     end
     if (rst) begin
-      \$418  = 17'h00000;
+      \$466  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$419  = \va_f$65 ;
+    \$467  = \va_f$65 ;
     if (control__tick_done) begin
-      \$419  = \v_f_next$547 ;
+      \$467  = \v_f_next$691 ;
     end
     if (control__clear) begin
-      \$419  = 17'h00000;
+      \$467  = 17'h00000;
     end
     if (rst) begin
-      \$419  = 17'h00000;
+      \$467  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = \vb_f$67 ;
+    \$468  = \vb_f$67 ;
     if (control__tick_done) begin
-      \$420  = drive2;
+      \$468  = drive2;
     end
     if (control__clear) begin
-      \$420  = 17'h00000;
+      \$468  = 17'h00000;
     end
     if (rst) begin
-      \$420  = 17'h00000;
+      \$468  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = \vb_f$78 ;
+    \$469  = \vb_f$78 ;
     if (control__tick_done) begin
-      \$421  = \v_f_next$553 ;
+      \$469  = \v_f_next$697 ;
     end
     if (control__clear) begin
-      \$421  = 17'h00000;
+      \$469  = 17'h00000;
     end
     if (rst) begin
-      \$421  = 17'h00000;
+      \$469  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = \vb_f$88 ;
+    \$470  = \vb_f$88 ;
     if (control__tick_done) begin
-      \$422  = drive3;
+      \$470  = drive3;
     end
     if (control__clear) begin
-      \$422  = 17'h00000;
+      \$470  = 17'h00000;
     end
     if (rst) begin
-      \$422  = 17'h00000;
+      \$470  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$423  = \va_f$105 ;
+    \$471  = \va_f$105 ;
     if (control__tick_done) begin
-      \$423  = \v_f_next$559 ;
+      \$471  = \v_f_next$703 ;
     end
     if (control__clear) begin
-      \$423  = 17'h00000;
+      \$471  = 17'h00000;
     end
     if (rst) begin
-      \$423  = 17'h00000;
+      \$471  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = \vb_f$107 ;
+    \$472  = \vb_f$107 ;
     if (control__tick_done) begin
-      \$424  = \v_f_next$562 ;
+      \$472  = \v_f_next$706 ;
     end
     if (control__clear) begin
-      \$424  = 17'h00000;
+      \$472  = 17'h00000;
     end
     if (rst) begin
-      \$424  = 17'h00000;
+      \$472  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$425  = \vb_f$118 ;
+    \$473  = \vb_f$118 ;
     if (control__tick_done) begin
-      \$425  = \v_f_next$565 ;
+      \$473  = \v_f_next$709 ;
     end
     if (control__clear) begin
-      \$425  = 17'h00000;
+      \$473  = 17'h00000;
     end
     if (rst) begin
-      \$425  = 17'h00000;
+      \$473  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$426  = \vb_f$128 ;
+    \$474  = \vb_f$128 ;
     if (control__tick_done) begin
-      \$426  = \v_f_next$568 ;
+      \$474  = \v_f_next$712 ;
     end
     if (control__clear) begin
-      \$426  = 17'h00000;
+      \$474  = 17'h00000;
     end
     if (rst) begin
-      \$426  = 17'h00000;
+      \$474  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$427  = \va_f$145 ;
+    \$475  = \va_f$145 ;
     if (control__tick_done) begin
-      \$427  = \v_f_next$571 ;
+      \$475  = \v_f_next$715 ;
     end
     if (control__clear) begin
-      \$427  = 17'h00000;
+      \$475  = 17'h00000;
     end
     if (rst) begin
-      \$427  = 17'h00000;
+      \$475  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = \vb_f$147 ;
+    \$476  = \vb_f$147 ;
     if (control__tick_done) begin
-      \$428  = drive1;
+      \$476  = drive1;
     end
     if (control__clear) begin
-      \$428  = 17'h00000;
+      \$476  = 17'h00000;
     end
     if (rst) begin
-      \$428  = 17'h00000;
+      \$476  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$429  = \vb_f$158 ;
+    \$477  = \vb_f$158 ;
     if (control__tick_done) begin
-      \$429  = \v_f_next$577 ;
+      \$477  = \v_f_next$721 ;
     end
     if (control__clear) begin
-      \$429  = 17'h00000;
+      \$477  = 17'h00000;
     end
     if (rst) begin
-      \$429  = 17'h00000;
+      \$477  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = \vb_f$168 ;
+    \$478  = \vb_f$168 ;
     if (control__tick_done) begin
-      \$430  = drive0;
+      \$478  = drive0;
     end
     if (control__clear) begin
-      \$430  = 17'h00000;
+      \$478  = 17'h00000;
     end
     if (rst) begin
-      \$430  = 17'h00000;
+      \$478  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = va_c;
+    \$479  = va_c;
     if (control__tick_done) begin
-      \$431  = \$135 [16:0];
+      \$479  = \$183 [16:0];
     end
     if (control__clear) begin
-      \$431  = 17'h00000;
+      \$479  = 17'h00000;
     end
     if (rst) begin
-      \$431  = 17'h00000;
+      \$479  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = vb_c;
+    \$480  = vb_c;
     if (control__tick_done) begin
-      \$432  = v_c_next;
+      \$480  = v_c_next;
     end
     if (control__clear) begin
-      \$432  = 17'h00000;
+      \$480  = 17'h00000;
     end
     if (rst) begin
-      \$432  = 17'h00000;
+      \$480  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$433  = \vb_c$41 ;
+    \$481  = \vb_c$41 ;
     if (control__tick_done) begin
-      \$433  = \v_c_next$588 ;
+      \$481  = \v_c_next$732 ;
     end
     if (control__clear) begin
-      \$433  = 17'h00000;
+      \$481  = 17'h00000;
     end
     if (rst) begin
-      \$433  = 17'h00000;
+      \$481  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = \vb_c$51 ;
+    \$482  = \vb_c$51 ;
     if (control__tick_done) begin
-      \$434  = \v_c_next$591 ;
+      \$482  = \v_c_next$735 ;
     end
     if (control__clear) begin
-      \$434  = 17'h00000;
+      \$482  = 17'h00000;
     end
     if (rst) begin
-      \$434  = 17'h00000;
+      \$482  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$435  = \va_c$69 ;
+    \$483  = \va_c$69 ;
     if (control__tick_done) begin
-      \$435  = \v_c_next$594 ;
+      \$483  = \v_c_next$738 ;
     end
     if (control__clear) begin
-      \$435  = 17'h00000;
+      \$483  = 17'h00000;
     end
     if (rst) begin
-      \$435  = 17'h00000;
+      \$483  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$436  = \vb_c$71 ;
+    \$484  = \vb_c$71 ;
     if (control__tick_done) begin
-      \$436  = drive2;
+      \$484  = drive2;
     end
     if (control__clear) begin
-      \$436  = 17'h00000;
+      \$484  = 17'h00000;
     end
     if (rst) begin
-      \$436  = 17'h00000;
+      \$484  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$437  = \vb_c$81 ;
+    \$485  = \vb_c$81 ;
     if (control__tick_done) begin
-      \$437  = \v_c_next$599 ;
+      \$485  = \v_c_next$743 ;
     end
     if (control__clear) begin
-      \$437  = 17'h00000;
+      \$485  = 17'h00000;
     end
     if (rst) begin
-      \$437  = 17'h00000;
+      \$485  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = \vb_c$91 ;
+    \$486  = \vb_c$91 ;
     if (control__tick_done) begin
-      \$438  = drive3;
+      \$486  = drive3;
     end
     if (control__clear) begin
-      \$438  = 17'h00000;
+      \$486  = 17'h00000;
     end
     if (rst) begin
-      \$438  = 17'h00000;
+      \$486  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$439  = \va_c$109 ;
+    \$487  = \va_c$109 ;
     if (control__tick_done) begin
-      \$439  = \v_c_next$604 ;
+      \$487  = \v_c_next$748 ;
     end
     if (control__clear) begin
-      \$439  = 17'h00000;
+      \$487  = 17'h00000;
     end
     if (rst) begin
-      \$439  = 17'h00000;
+      \$487  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$440  = \vb_c$111 ;
+    \$488  = \vb_c$111 ;
     if (control__tick_done) begin
-      \$440  = \v_c_next$607 ;
+      \$488  = \v_c_next$751 ;
     end
     if (control__clear) begin
-      \$440  = 17'h00000;
+      \$488  = 17'h00000;
     end
     if (rst) begin
-      \$440  = 17'h00000;
+      \$488  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$441  = \vb_c$121 ;
+    \$489  = \vb_c$121 ;
     if (control__tick_done) begin
-      \$441  = \$121 [16:0];
+      \$489  = \$169 [16:0];
     end
     if (control__clear) begin
-      \$441  = 17'h00000;
+      \$489  = 17'h00000;
     end
     if (rst) begin
-      \$441  = 17'h00000;
+      \$489  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$442  = \vb_c$131 ;
+    \$490  = \vb_c$131 ;
     if (control__tick_done) begin
-      \$442  = \v_c_next$612 ;
+      \$490  = \v_c_next$756 ;
     end
     if (control__clear) begin
-      \$442  = 17'h00000;
+      \$490  = 17'h00000;
     end
     if (rst) begin
-      \$442  = 17'h00000;
+      \$490  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$443  = \va_c$149 ;
+    \$491  = \va_c$149 ;
     if (control__tick_done) begin
-      \$443  = \v_c_next$615 ;
+      \$491  = \v_c_next$759 ;
     end
     if (control__clear) begin
-      \$443  = 17'h00000;
+      \$491  = 17'h00000;
     end
     if (rst) begin
-      \$443  = 17'h00000;
+      \$491  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = \vb_c$151 ;
+    \$492  = \vb_c$151 ;
     if (control__tick_done) begin
-      \$444  = drive1;
+      \$492  = drive1;
     end
     if (control__clear) begin
-      \$444  = 17'h00000;
+      \$492  = 17'h00000;
     end
     if (rst) begin
-      \$444  = 17'h00000;
+      \$492  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$445  = \vb_c$161 ;
+    \$493  = \vb_c$161 ;
     if (control__tick_done) begin
-      \$445  = \v_c_next$620 ;
+      \$493  = \v_c_next$764 ;
     end
     if (control__clear) begin
-      \$445  = 17'h00000;
+      \$493  = 17'h00000;
     end
     if (rst) begin
-      \$445  = 17'h00000;
+      \$493  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = \vb_c$171 ;
+    \$494  = \vb_c$171 ;
     if (control__tick_done) begin
-      \$446  = drive0;
+      \$494  = drive0;
     end
     if (control__clear) begin
-      \$446  = 17'h00000;
+      \$494  = 17'h00000;
     end
     if (rst) begin
-      \$446  = 17'h00000;
+      \$494  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$447  = status__sat_flags;
+    \$495  = status__sat_flags;
     if (control__run) begin
-      \$447  = \$350 ;
+      \$495  = \$398 ;
     end
     if (status__clear_flags) begin
-      \$447  = 5'h00;
+      \$495  = 5'h00;
     end
     if (control__clear) begin
-      \$447  = 5'h00;
+      \$495  = 5'h00;
     end
     if (rst) begin
-      \$447  = 5'h00;
+      \$495  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = status__ticks;
+    \$496  = status__ticks;
     if (control__tick_done) begin
-      \$448  = \$351 [31:0];
+      \$496  = \$399 [31:0];
     end
     if (control__clear) begin
-      \$448  = 32'd0;
+      \$496  = 32'd0;
     end
     if (rst) begin
-      \$448  = 32'd0;
+      \$496  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$449  = drive0;
+    \$497  = drive0;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
-            \$449  = control__sample_data;
+            \$497  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$449  = 17'h00000;
+      \$497  = 17'h00000;
     end
     if (rst) begin
-      \$449  = 17'h00000;
+      \$497  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$450  = drive1;
+    \$498  = drive1;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
             /* empty */;
         3'h1:
-            \$450  = control__sample_data;
+            \$498  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$450  = 17'h00000;
+      \$498  = 17'h00000;
     end
     if (rst) begin
-      \$450  = 17'h00000;
+      \$498  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$451  = drive2;
+    \$499  = drive2;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
@@ -3040,19 +4943,19 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         3'h1:
             /* empty */;
         3'h2:
-            \$451  = control__sample_data;
+            \$499  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$451  = 17'h01c29;
+      \$499  = 17'h01c29;
     end
     if (rst) begin
-      \$451  = 17'h01c29;
+      \$499  = 17'h01c29;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$452  = drive3;
+    \$500  = drive3;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
@@ -3062,19 +4965,19 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         3'h2:
             /* empty */;
         3'h3:
-            \$452  = control__sample_data;
+            \$500  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$452  = 17'h0547b;
+      \$500  = 17'h0547b;
     end
     if (rst) begin
-      \$452  = 17'h0547b;
+      \$500  = 17'h0547b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$453  = target0;
+    \$501  = target0;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
@@ -3086,1543 +4989,24 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         3'h3:
             /* empty */;
         3'h4:
-            \$453  = control__sample_data;
+            \$501  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$453  = 17'h00000;
+      \$501  = 17'h00000;
     end
     if (rst) begin
-      \$453  = 17'h00000;
+      \$501  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$454  = \$382 ;
+    \$502  = \$430 ;
     if (control__clear) begin
-      \$454  = 23'h000000;
+      \$502  = 23'h000000;
     end
     if (rst) begin
-      \$454  = 23'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$383  = g;
-    if (control__run) begin
-      \$383  = g_next;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            \$383  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$383  = 23'h1a30ff;
-    end
-    if (rst) begin
-      \$383  = 23'h1a30ff;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$384  = \g$43 ;
-    if (control__run) begin
-      \$384  = \g_next$629 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            \$384  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$384  = 23'h14510c;
-    end
-    if (rst) begin
-      \$384  = 23'h14510c;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$385  = \g$53 ;
-    if (control__run) begin
-      \$385  = \g_next$630 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            \$385  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$385  = 23'h10a7d4;
-    end
-    if (rst) begin
-      \$385  = 23'h10a7d4;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$386  = \g$61 ;
-    if (control__run) begin
-      \$386  = \g_next$631 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            \$386  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$386  = 23'h1043b2;
-    end
-    if (rst) begin
-      \$386  = 23'h1043b2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$387  = \g$73 ;
-    if (control__run) begin
-      \$387  = \g_next$632 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            \$387  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$387  = 23'h1d0328;
-    end
-    if (rst) begin
-      \$387  = 23'h1d0328;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$388  = \g$83 ;
-    if (control__run) begin
-      \$388  = \g_next$633 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            \$388  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$388  = 23'h1e9aa6;
-    end
-    if (rst) begin
-      \$388  = 23'h1e9aa6;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$389  = \g$93 ;
-    if (control__run) begin
-      \$389  = \g_next$634 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            \$389  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$389  = 23'h19b4c8;
-    end
-    if (rst) begin
-      \$389  = 23'h19b4c8;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$390  = \g$101 ;
-    if (control__run) begin
-      \$390  = \g_next$635 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            \$390  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$390  = 23'h1bac05;
-    end
-    if (rst) begin
-      \$390  = 23'h1bac05;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$391  = \g$113 ;
-    if (control__run) begin
-      \$391  = \g_next$636 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            \$391  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$391  = 23'h18b2b0;
-    end
-    if (rst) begin
-      \$391  = 23'h18b2b0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$392  = \g$123 ;
-    if (control__run) begin
-      \$392  = \g_next$637 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            \$392  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$392  = 23'h1ef60f;
-    end
-    if (rst) begin
-      \$392  = 23'h1ef60f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$393  = \g$133 ;
-    if (control__run) begin
-      \$393  = \g_next$638 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            \$393  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$393  = 23'h1d0dbc;
-    end
-    if (rst) begin
-      \$393  = 23'h1d0dbc;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$394  = \g$141 ;
-    if (control__run) begin
-      \$394  = \g_next$639 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            \$394  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$394  = 23'h100b38;
-    end
-    if (rst) begin
-      \$394  = 23'h100b38;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$395  = \g$153 ;
-    if (control__run) begin
-      \$395  = \g_next$640 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            \$395  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$395  = 23'h1db7ee;
-    end
-    if (rst) begin
-      \$395  = 23'h1db7ee;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$396  = \g$163 ;
-    if (control__run) begin
-      \$396  = \g_next$641 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            \$396  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$396  = 23'h108991;
-    end
-    if (rst) begin
-      \$396  = 23'h108991;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$397  = \g$173 ;
-    if (control__run) begin
-      \$397  = \g_next$642 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            \$397  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$397  = 23'h1bacab;
-    end
-    if (rst) begin
-      \$397  = 23'h1bacab;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$398  = \g$181 ;
-    if (control__run) begin
-      \$398  = \g_next$643 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            \$398  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$398  = 23'h12cf7c;
-    end
-    if (rst) begin
-      \$398  = 23'h12cf7c;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$399  = \g$189 ;
-    if (control__run) begin
-      \$399  = \g_next$644 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            \$399  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$399  = 23'h1dcf95;
-    end
-    if (rst) begin
-      \$399  = 23'h1dcf95;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$400  = \g$197 ;
-    if (control__run) begin
-      \$400  = \g_next$645 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            \$400  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$400  = 23'h18a9d3;
-    end
-    if (rst) begin
-      \$400  = 23'h18a9d3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$401  = \g$205 ;
-    if (control__run) begin
-      \$401  = \g_next$646 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            \$401  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$401  = 23'h14cb9f;
-    end
-    if (rst) begin
-      \$401  = 23'h14cb9f;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$402  = \g$213 ;
-    if (control__run) begin
-      \$402  = \g_next$647 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            \$402  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$402  = 23'h16c354;
-    end
-    if (rst) begin
-      \$402  = 23'h16c354;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$403  = \g$221 ;
-    if (control__run) begin
-      \$403  = \g_next$648 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            \$403  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$403  = 23'h1073ff;
-    end
-    if (rst) begin
-      \$403  = 23'h1073ff;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$404  = \g$229 ;
-    if (control__run) begin
-      \$404  = \g_next$649 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            \$404  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$404  = 23'h11fd10;
-    end
-    if (rst) begin
-      \$404  = 23'h11fd10;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$405  = \g$237 ;
-    if (control__run) begin
-      \$405  = \g_next$650 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            \$405  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$405  = 23'h1abae1;
-    end
-    if (rst) begin
-      \$405  = 23'h1abae1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$406  = \g$245 ;
-    if (control__run) begin
-      \$406  = \g_next$651 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            \$406  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$406  = 23'h1a5ae3;
-    end
-    if (rst) begin
-      \$406  = 23'h1a5ae3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$407  = \g$253 ;
-    if (control__run) begin
-      \$407  = \g_next$652 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            \$407  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$407  = 23'h19d89e;
-    end
-    if (rst) begin
-      \$407  = 23'h19d89e;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$408  = \g$261 ;
-    if (control__run) begin
-      \$408  = \g_next$653 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            \$408  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$408  = 23'h16238b;
-    end
-    if (rst) begin
-      \$408  = 23'h16238b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$409  = \g$269 ;
-    if (control__run) begin
-      \$409  = \g_next$654 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            \$409  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$409  = 23'h1ff492;
-    end
-    if (rst) begin
-      \$409  = 23'h1ff492;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$410  = \g$277 ;
-    if (control__run) begin
-      \$410  = \g_next$655 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            /* empty */;
-        5'h1b:
-            \$410  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$410  = 23'h1fb180;
-    end
-    if (rst) begin
-      \$410  = 23'h1fb180;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$411  = \g$285 ;
-    if (control__run) begin
-      \$411  = \g_next$656 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            /* empty */;
-        5'h1b:
-            /* empty */;
-        5'h1c:
-            \$411  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$411  = 23'h1af7fb;
-    end
-    if (rst) begin
-      \$411  = 23'h1af7fb;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$412  = \g$293 ;
-    if (control__run) begin
-      \$412  = \g_next$657 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            /* empty */;
-        5'h1b:
-            /* empty */;
-        5'h1c:
-            /* empty */;
-        5'h1d:
-            \$412  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$412  = 23'h1a6848;
-    end
-    if (rst) begin
-      \$412  = 23'h1a6848;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$413  = \g$301 ;
-    if (control__run) begin
-      \$413  = \g_next$658 ;
-    end
-    if (gate__we) begin
-      casez (gate__addr)
-        5'h00:
-            /* empty */;
-        5'h01:
-            /* empty */;
-        5'h02:
-            /* empty */;
-        5'h03:
-            /* empty */;
-        5'h04:
-            /* empty */;
-        5'h05:
-            /* empty */;
-        5'h06:
-            /* empty */;
-        5'h07:
-            /* empty */;
-        5'h08:
-            /* empty */;
-        5'h09:
-            /* empty */;
-        5'h0a:
-            /* empty */;
-        5'h0b:
-            /* empty */;
-        5'h0c:
-            /* empty */;
-        5'h0d:
-            /* empty */;
-        5'h0e:
-            /* empty */;
-        5'h0f:
-            /* empty */;
-        5'h10:
-            /* empty */;
-        5'h11:
-            /* empty */;
-        5'h12:
-            /* empty */;
-        5'h13:
-            /* empty */;
-        5'h14:
-            /* empty */;
-        5'h15:
-            /* empty */;
-        5'h16:
-            /* empty */;
-        5'h17:
-            /* empty */;
-        5'h18:
-            /* empty */;
-        5'h19:
-            /* empty */;
-        5'h1a:
-            /* empty */;
-        5'h1b:
-            /* empty */;
-        5'h1c:
-            /* empty */;
-        5'h1d:
-            /* empty */;
-        5'h1e:
-            \$413  = gate__data;
-      endcase
-    end
-    if (control__clear) begin
-      \$413  = 23'h1b03e1;
-    end
-    if (rst) begin
-      \$413  = 23'h1b03e1;
+      \$502  = 23'h000000;
     end
   end
   assign commit = control__tick_done;
@@ -4854,56 +5238,80 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign v_c = va_c;
   assign acc_f = accf0;
   assign acc_c = accc0;
-  assign \v_f$335  = vb_f;
-  assign \v_c$336  = vb_c;
-  assign \acc_f$337  = accf1;
-  assign \acc_c$338  = accc1;
-  assign \v_f$347  = \vb_f$38 ;
-  assign \v_c$348  = \vb_c$41 ;
-  assign \acc_f$349  = accf2;
-  assign \acc_c$350  = accc2;
-  assign \v_f$357  = \vb_f$48 ;
-  assign \v_c$358  = \vb_c$51 ;
-  assign \acc_f$359  = accf3;
-  assign \acc_c$360  = accc3;
-  assign \v_f$369  = \va_f$65 ;
-  assign \v_c$370  = \va_c$69 ;
-  assign \acc_f$371  = accf4;
-  assign \acc_c$372  = accc4;
-  assign \v_f$381  = \vb_f$78 ;
-  assign \v_c$382  = \vb_c$81 ;
-  assign \acc_f$383  = accf6;
-  assign \acc_c$384  = accc6;
-  assign \v_f$393  = \va_f$105 ;
-  assign \v_c$394  = \va_c$109 ;
-  assign \acc_f$395  = accf8;
-  assign \acc_c$396  = accc8;
-  assign \v_f$405  = \vb_f$107 ;
-  assign \v_c$406  = \vb_c$111 ;
-  assign \acc_f$407  = accf9;
-  assign \acc_c$408  = accc9;
-  assign \v_f$415  = \vb_f$118 ;
-  assign \v_c$416  = \vb_c$121 ;
-  assign \acc_f$417  = accf10;
-  assign \acc_c$418  = accc10;
-  assign \v_f$425  = \vb_f$128 ;
-  assign \v_c$426  = \vb_c$131 ;
-  assign \acc_f$427  = accf11;
-  assign \acc_c$428  = accc11;
-  assign \v_f$435  = \va_f$145 ;
-  assign \v_c$436  = \va_c$149 ;
-  assign \acc_f$437  = accf12;
-  assign \acc_c$438  = accc12;
-  assign \v_f$445  = \vb_f$158 ;
-  assign \v_c$446  = \vb_c$161 ;
-  assign \acc_f$447  = accf14;
-  assign \acc_c$448  = accc14;
-  assign half0 = \$113 [26:0];
-  assign clamp0p = \$121 [16:0];
-  assign clamp0m = \$135 [16:0];
+  assign cond_f = condf0;
+  assign cond_c = condc0;
+  assign \v_f$347  = vb_f;
+  assign \v_c$348  = vb_c;
+  assign \acc_f$349  = accf1;
+  assign \acc_c$350  = accc1;
+  assign \cond_f$361  = condf1;
+  assign \cond_c$362  = condc1;
+  assign \v_f$371  = \vb_f$38 ;
+  assign \v_c$372  = \vb_c$41 ;
+  assign \acc_f$373  = accf2;
+  assign \acc_c$374  = accc2;
+  assign \cond_f$385  = condf2;
+  assign \cond_c$386  = condc2;
+  assign \v_f$393  = \vb_f$48 ;
+  assign \v_c$394  = \vb_c$51 ;
+  assign \acc_f$395  = accf3;
+  assign \acc_c$396  = accc3;
+  assign \cond_f$407  = condf3;
+  assign \cond_c$408  = condc3;
+  assign \v_f$417  = \va_f$65 ;
+  assign \v_c$418  = \va_c$69 ;
+  assign \acc_f$419  = accf4;
+  assign \acc_c$420  = accc4;
+  assign \cond_f$431  = condf4;
+  assign \cond_c$432  = condc4;
+  assign \v_f$441  = \vb_f$78 ;
+  assign \v_c$442  = \vb_c$81 ;
+  assign \acc_f$443  = accf6;
+  assign \acc_c$444  = accc6;
+  assign \cond_f$455  = condf6;
+  assign \cond_c$456  = condc6;
+  assign \v_f$465  = \va_f$105 ;
+  assign \v_c$466  = \va_c$109 ;
+  assign \acc_f$467  = accf8;
+  assign \acc_c$468  = accc8;
+  assign \cond_f$479  = condf8;
+  assign \cond_c$480  = condc8;
+  assign \v_f$489  = \vb_f$107 ;
+  assign \v_c$490  = \vb_c$111 ;
+  assign \acc_f$491  = accf9;
+  assign \acc_c$492  = accc9;
+  assign \cond_f$503  = condf9;
+  assign \cond_c$504  = condc9;
+  assign \v_f$511  = \vb_f$118 ;
+  assign \v_c$512  = \vb_c$121 ;
+  assign \acc_f$513  = accf10;
+  assign \acc_c$514  = accc10;
+  assign \cond_f$525  = condf10;
+  assign \cond_c$526  = condc10;
+  assign \v_f$533  = \vb_f$128 ;
+  assign \v_c$534  = \vb_c$131 ;
+  assign \acc_f$535  = accf11;
+  assign \acc_c$536  = accc11;
+  assign \cond_f$547  = condf11;
+  assign \cond_c$548  = condc11;
+  assign \v_f$555  = \va_f$145 ;
+  assign \v_c$556  = \va_c$149 ;
+  assign \acc_f$557  = accf12;
+  assign \acc_c$558  = accc12;
+  assign \cond_f$569  = condf12;
+  assign \cond_c$570  = condc12;
+  assign \v_f$577  = \vb_f$158 ;
+  assign \v_c$578  = \vb_c$161 ;
+  assign \acc_f$579  = accf14;
+  assign \acc_c$580  = accc14;
+  assign \cond_f$591  = condf14;
+  assign \cond_c$592  = condc14;
+  assign half0 = \$161 [26:0];
+  assign clamp0p = \$169 [16:0];
+  assign clamp0m = \$183 [16:0];
   assign moved = control__moved;
   assign \$signal  = status__ticks;
-  assign \$signal$627  = status__sat_flags;
+  assign \$signal$771  = status__sat_flags;
   assign control__busy = 1'h0;
   assign \control__outputs[0]  = control__outputs;
   assign \status__sat_flags.term  = status__sat_flags[0];
@@ -5040,85 +5448,85 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign v_free[33:17] = vb_f;
   assign v_free[16:0] = va_f;
   assign control__tick_done = control__run;
-  assign \$99  = { \$98 [18], \$98  };
-  assign \$102  = { \$101 [18], \$101 , 2'h0 };
-  assign \$106  = { \$105 , 3'h0 };
-  assign \$109  = { \$108 [18], \$108 , 6'h00 };
-  assign \$113  = { \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28], \$112 [28:9] };
-  assign \$142  = sat_term;
-  assign \$143  = sat_term;
-  assign \$144  = \sat_term$459 ;
-  assign \$146  = \sat_term$460 ;
-  assign \$148  = \sat_term$461 ;
-  assign \$150  = \sat_term$462 ;
-  assign \$152  = \sat_term$463 ;
-  assign \$154  = \sat_term$464 ;
-  assign \$156  = \sat_term$465 ;
-  assign \$158  = \sat_term$466 ;
-  assign \$160  = \sat_term$467 ;
-  assign \$162  = \sat_term$468 ;
-  assign \$164  = \sat_term$469 ;
-  assign \$166  = \sat_term$470 ;
-  assign \$168  = \sat_term$471 ;
-  assign \$170  = \sat_term$472 ;
-  assign \$172  = \sat_term$473 ;
-  assign \$174  = \sat_term$474 ;
-  assign \$176  = \sat_term$475 ;
-  assign \$178  = \sat_term$476 ;
-  assign \$180  = \sat_term$477 ;
-  assign \$182  = \sat_term$478 ;
-  assign \$184  = \sat_term$479 ;
-  assign \$186  = \sat_term$480 ;
-  assign \$188  = \sat_term$481 ;
-  assign \$190  = \sat_term$482 ;
-  assign \$192  = \sat_term$483 ;
-  assign \$194  = \sat_term$484 ;
-  assign \$196  = \sat_term$485 ;
-  assign \$198  = \sat_term$486 ;
-  assign \$200  = \sat_term$487 ;
-  assign \$202  = \sat_term$488 ;
-  assign \$204  = \sat_term$489 ;
-  assign \$206  = sat_dg;
-  assign \$207  = sat_dg;
-  assign \$208  = \sat_dg$491 ;
-  assign \$210  = \sat_dg$492 ;
-  assign \$212  = \sat_dg$493 ;
-  assign \$214  = \sat_dg$494 ;
-  assign \$216  = \sat_dg$495 ;
-  assign \$218  = \sat_dg$496 ;
-  assign \$220  = \sat_dg$497 ;
-  assign \$222  = \sat_dg$498 ;
-  assign \$224  = \sat_dg$499 ;
-  assign \$226  = \sat_dg$500 ;
-  assign \$228  = \sat_dg$501 ;
-  assign \$230  = \sat_dg$502 ;
-  assign \$232  = \sat_dg$503 ;
-  assign \$234  = \sat_dg$504 ;
-  assign \$236  = \sat_dg$505 ;
-  assign \$238  = \sat_dg$506 ;
-  assign \$240  = \sat_dg$507 ;
-  assign \$242  = \sat_dg$508 ;
-  assign \$244  = \sat_dg$509 ;
-  assign \$246  = \sat_dg$510 ;
-  assign \$248  = \sat_dg$511 ;
-  assign \$250  = \sat_dg$512 ;
-  assign \$252  = \sat_dg$513 ;
-  assign \$254  = \sat_dg$514 ;
-  assign \$256  = \sat_dg$515 ;
-  assign \$258  = \sat_dg$516 ;
-  assign \$260  = \sat_dg$517 ;
-  assign \$262  = \sat_dg$518 ;
-  assign \$264  = \sat_dg$519 ;
-  assign \$266  = \sat_dg$520 ;
-  assign \$268  = \sat_dg$521 ;
-  assign \$270  = flags;
-  assign \$282  = clamp0p_sat;
-  assign \$285  = \$284 ;
+  assign \$147  = { \$146 [18], \$146  };
+  assign \$150  = { \$149 [18], \$149 , 2'h0 };
+  assign \$154  = { \$153 , 3'h0 };
+  assign \$157  = { \$156 [18], \$156 , 6'h00 };
+  assign \$161  = { \$160 [28], \$160 [28], \$160 [28], \$160 [28], \$160 [28], \$160 [28], \$160 [28], \$160 [28], \$160 [28], \$160 [28:9] };
+  assign \$190  = sat_term;
+  assign \$191  = sat_term;
+  assign \$192  = \sat_term$603 ;
+  assign \$194  = \sat_term$604 ;
+  assign \$196  = \sat_term$605 ;
+  assign \$198  = \sat_term$606 ;
+  assign \$200  = \sat_term$607 ;
+  assign \$202  = \sat_term$608 ;
+  assign \$204  = \sat_term$609 ;
+  assign \$206  = \sat_term$610 ;
+  assign \$208  = \sat_term$611 ;
+  assign \$210  = \sat_term$612 ;
+  assign \$212  = \sat_term$613 ;
+  assign \$214  = \sat_term$614 ;
+  assign \$216  = \sat_term$615 ;
+  assign \$218  = \sat_term$616 ;
+  assign \$220  = \sat_term$617 ;
+  assign \$222  = \sat_term$618 ;
+  assign \$224  = \sat_term$619 ;
+  assign \$226  = \sat_term$620 ;
+  assign \$228  = \sat_term$621 ;
+  assign \$230  = \sat_term$622 ;
+  assign \$232  = \sat_term$623 ;
+  assign \$234  = \sat_term$624 ;
+  assign \$236  = \sat_term$625 ;
+  assign \$238  = \sat_term$626 ;
+  assign \$240  = \sat_term$627 ;
+  assign \$242  = \sat_term$628 ;
+  assign \$244  = \sat_term$629 ;
+  assign \$246  = \sat_term$630 ;
+  assign \$248  = \sat_term$631 ;
+  assign \$250  = \sat_term$632 ;
+  assign \$252  = \sat_term$633 ;
+  assign \$254  = sat_dg;
+  assign \$255  = sat_dg;
+  assign \$256  = \sat_dg$635 ;
+  assign \$258  = \sat_dg$636 ;
+  assign \$260  = \sat_dg$637 ;
+  assign \$262  = \sat_dg$638 ;
+  assign \$264  = \sat_dg$639 ;
+  assign \$266  = \sat_dg$640 ;
+  assign \$268  = \sat_dg$641 ;
+  assign \$270  = \sat_dg$642 ;
+  assign \$272  = \sat_dg$643 ;
+  assign \$274  = \sat_dg$644 ;
+  assign \$276  = \sat_dg$645 ;
+  assign \$278  = \sat_dg$646 ;
+  assign \$280  = \sat_dg$647 ;
+  assign \$282  = \sat_dg$648 ;
+  assign \$284  = \sat_dg$649 ;
+  assign \$286  = \sat_dg$650 ;
+  assign \$288  = \sat_dg$651 ;
+  assign \$290  = \sat_dg$652 ;
+  assign \$292  = \sat_dg$653 ;
+  assign \$294  = \sat_dg$654 ;
+  assign \$296  = \sat_dg$655 ;
+  assign \$298  = \sat_dg$656 ;
+  assign \$300  = \sat_dg$657 ;
+  assign \$302  = \sat_dg$658 ;
+  assign \$304  = \sat_dg$659 ;
+  assign \$306  = \sat_dg$660 ;
+  assign \$308  = \sat_dg$661 ;
+  assign \$310  = \sat_dg$662 ;
+  assign \$312  = \sat_dg$663 ;
+  assign \$314  = \sat_dg$664 ;
+  assign \$316  = \sat_dg$665 ;
+  assign \$318  = flags;
+  assign \$330  = clamp0p_sat;
+  assign \$333  = \$332 ;
   assign control__moved = moved_all;
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.edge0 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+module \clln_paper_xor.edge0 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
   wire [23:0] \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -5133,7292 +5541,8164 @@ module \clln_paper_xor.edge0 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f,
   wire [23:0] \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
   wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge1 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge10 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge11 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge12 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge13 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge14 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge15 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge16 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge17 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge18 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge19 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge2 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge20 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge21 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge22 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge23 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge24 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge25 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge26 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge27 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge28 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge29 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge3 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge30 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge31 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge4 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge5 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge6 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge7 (s_f, s_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge8 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.edge9 (s_f, s_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
-  wire [23:0] \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire [46:0] \$14 ;
-  wire [46:0] \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
-  wire [23:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire [45:0] \$24 ;
-  wire [32:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [24:0] \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [46:0] \$32 ;
-  wire [46:0] \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire [37:0] \$40 ;
-  wire [38:0] \$41 ;
-  wire [37:0] \$42 ;
-  wire [40:0] \$43 ;
-  wire [41:0] \$44 ;
-  wire [37:0] \$45 ;
-  wire [40:0] \$46 ;
-  wire [41:0] \$47 ;
-  wire [42:0] \$48 ;
-  wire \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [42:0] \$55 ;
-  wire [42:0] \$56 ;
-  wire \$57 ;
-  wire \$58 ;
-  wire \$59 ;
-  wire [45:0] \$6 ;
-  wire \$60 ;
-  wire \$61 ;
-  wire \$62 ;
-  wire \$63 ;
-  wire \$64 ;
-  wire [23:0] \$65 ;
-  wire [23:0] \$66 ;
-  wire [23:0] \$67 ;
-  wire [32:0] \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [21:0] da_c;
-  wire [21:0] da_f;
-  wire [21:0] db_c;
-  wire [21:0] db_f;
-  wire [21:0] dg;
-  wire [17:0] dg_dc;
-  wire [17:0] dg_df;
-  wire [42:0] dg_exact;
-  wire [18:0] dg_minus;
-  wire [18:0] dg_plus;
-  wire dg_sat;
-  wire [23:0] dg_sum;
-  input [22:0] g;
-  wire [22:0] g;
-  output [22:0] g_next;
-  wire [22:0] g_next;
-  input learn;
-  wire learn;
-  wire [20:0] ov;
-  output [34:0] s_c;
-  wire [34:0] s_c;
-  wire [34:0] \s_c$36 ;
-  wire [46:0] s_c_exact;
-  wire s_c_sat;
-  output [34:0] s_f;
-  wire [34:0] s_f;
-  wire [34:0] \s_f$35 ;
-  wire [46:0] s_f_exact;
-  wire s_f_sat;
-  output sat_dg;
-  wire sat_dg;
-  output sat_term;
-  wire sat_term;
-  wire [21:0] ua_c;
-  wire [21:0] ua_f;
-  wire [21:0] ub_c;
-  wire [21:0] ub_f;
-  wire [22:0] udiff_c;
-  wire [22:0] udiff_f;
-  wire [22:0] usum_c;
-  wire [22:0] usum_f;
-  input [16:0] va_c;
-  wire [16:0] va_c;
-  input [16:0] va_f;
-  wire [16:0] va_f;
-  input [16:0] vb_c;
-  wire [16:0] vb_c;
-  input [16:0] vb_f;
-  wire [16:0] vb_f;
-  wire [17:0] vdiff_c;
-  wire [17:0] vdiff_f;
-  wire [16:0] vt;
-  assign \$22  = $signed(da_c) < $signed(1'h0);
-  assign ua_c = \$22  ? 22'h000000 : da_c;
-  assign \$23  = $signed(db_c) < $signed(1'h0);
-  assign ub_c = \$23  ? 22'h000000 : db_c;
-  assign udiff_c = $signed(ub_c) - $signed(ua_c);
-  assign usum_c = $signed(ub_c) + $signed(ua_c);
-  assign vdiff_c = $signed(va_c) - $signed(vb_c);
-  assign \$24  = $signed(udiff_c) * $signed(usum_c);
-  assign s_c_exact = $signed(\$24 ) + $signed(\$25 );
-  assign \$26  = ~ s_c_exact[46];
-  assign \$27  = | s_c_exact[46:34];
-  assign \$28  = \$26  & \$27 ;
-  assign \$29  = & s_c_exact[46:34];
-  assign \$30  = ~ \$29 ;
-  assign \$31  = s_c_exact[46] & \$30 ;
-  assign \$32  = \$31  ? 47'h7ffc00000000 : s_c_exact;
-  assign \$33  = \$28  ? 47'h0003ffffffff : \$32 ;
-  assign \$34  = ~ s_c_exact[46];
-  assign \$35  = | s_c_exact[46:34];
-  assign \$36  = \$34  & \$35 ;
-  assign \$37  = & s_c_exact[46:34];
-  assign \$38  = ~ \$37 ;
-  assign \$39  = s_c_exact[46] & \$38 ;
-  assign s_c_sat = \$36  | \$39 ;
-  assign dg_df = $signed(va_f) - $signed(vb_f);
-  assign dg_dc = $signed(va_c) - $signed(vb_c);
-  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
-  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
-  assign \$40  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$42  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$44  = $signed(\$41 ) + $signed(\$43 );
-  assign \$45  = $signed(dg_minus) * $signed(dg_plus);
-  assign \$47  = $signed(\$46 ) + $signed(14'h1000);
-  assign \$48  = $signed(\$44 ) + $signed(\$47 );
-  assign \$49  = ~ dg_exact[42];
-  assign \$50  = | dg_exact[42:21];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & dg_exact[42:21];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = dg_exact[42] & \$53 ;
-  assign \$55  = \$54  ? 43'h7ffffe00000 : dg_exact;
-  assign \$56  = \$51  ? 43'h000001fffff : \$55 ;
-  assign \$57  = ~ dg_exact[42];
-  assign \$58  = | dg_exact[42:21];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & dg_exact[42:21];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = dg_exact[42] & \$61 ;
-  assign dg_sat = \$59  | \$62 ;
-  assign dg_sum = $signed(g) + $signed(\$56 [21:0]);
-  assign sat_term = s_f_sat | s_c_sat;
-  assign \$63  = $signed(dg_sum) < $signed(21'h0c0000);
-  assign \$64  = $signed(dg_sum) > $signed(23'h300000);
-  assign \$65  = \$64  ? 24'h300000 : dg_sum;
-  assign \$66  = \$63  ? 24'h0c0000 : \$65 ;
-  assign \$67  = learn ? \$66  : { g[22], g };
-  assign sat_dg = learn & dg_sat;
-  assign \$1  = $signed(g) + $signed(5'h08);
-  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
-  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
-  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
-  assign \$4  = $signed(da_f) < $signed(1'h0);
-  assign ua_f = \$4  ? 22'h000000 : da_f;
-  assign \$5  = $signed(db_f) < $signed(1'h0);
-  assign ub_f = \$5  ? 22'h000000 : db_f;
-  assign udiff_f = $signed(ub_f) - $signed(ua_f);
-  assign usum_f = $signed(ub_f) + $signed(ua_f);
-  assign vdiff_f = $signed(va_f) - $signed(vb_f);
-  assign \$6  = $signed(udiff_f) * $signed(usum_f);
-  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
-  assign \$8  = ~ s_f_exact[46];
-  assign \$9  = | s_f_exact[46:34];
-  assign \$10  = \$8  & \$9 ;
-  assign \$11  = & s_f_exact[46:34];
-  assign \$12  = ~ \$11 ;
-  assign \$13  = s_f_exact[46] & \$12 ;
-  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
-  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
-  assign \$16  = ~ s_f_exact[46];
-  assign \$17  = | s_f_exact[46:34];
-  assign \$18  = \$16  & \$17 ;
-  assign \$19  = & s_f_exact[46:34];
-  assign \$20  = ~ \$19 ;
-  assign \$21  = s_f_exact[46] & \$20 ;
-  assign s_f_sat = \$18  | \$21 ;
-  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
-  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
-  assign ov = \$3 [20:0];
-  assign vt = 17'h09eb8;
-  assign dg = \$56 [21:0];
-  assign \s_f$35  = \$15 [34:0];
-  assign \s_c$36  = \$33 [34:0];
-  assign s_f = \$15 [34:0];
-  assign s_c = \$33 [34:0];
-  assign g_next = \$67 [22:0];
-  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
-  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
-  assign \$25  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
-  assign \$41  = { \$40 [37], \$40  };
-  assign \$43  = { \$42 [37], \$42 , 2'h0 };
-  assign \$46  = { \$45 , 3'h0 };
-  assign dg_exact = { \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42], \$48 [42:13] };
-endmodule
-
-(* generator = "Amaranth" *)
-module \clln_paper_xor.node0 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exact);
-  wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
-  wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
-  wire \$3 ;
   wire \$30 ;
   wire \$31 ;
   wire \$32 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
+  wire \$41 ;
+  wire \$42 ;
   wire \$43 ;
-  wire \$44 ;
-  wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire \$49 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
   wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [45:0] \$6 ;
   wire \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
   wire \$69 ;
-  wire [37:0] \$7 ;
+  wire [32:0] \$7 ;
   wire \$70 ;
   wire \$71 ;
   wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
-  wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge1 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge10 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge11 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge12 (s_f, cond_a_f, s_c, cond_a_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  wire [22:0] cond_b_c;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_b_f = \$25 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge13 (s_f, cond_b_f, s_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  wire [22:0] cond_a_c;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_a_f = \$23 [22:0];
+  assign cond_a_c = \$45 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge14 (s_f, cond_a_f, s_c, cond_a_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  wire [22:0] cond_b_c;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_b_f = \$25 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge15 (s_f, cond_b_f, s_c, cond_b_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  wire [22:0] cond_a_c;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_a_f = \$23 [22:0];
+  assign cond_a_c = \$45 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge16 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge17 (s_f, cond_a_f, s_c, cond_a_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  wire [22:0] cond_b_c;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_b_f = \$25 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge18 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge19 (s_f, cond_a_f, s_c, cond_a_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  wire [22:0] cond_b_c;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_b_f = \$25 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge2 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge20 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge21 (s_f, cond_b_f, s_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  wire [22:0] cond_a_c;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_a_f = \$23 [22:0];
+  assign cond_a_c = \$45 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge22 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge23 (s_f, cond_b_f, s_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  wire [22:0] cond_a_c;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_a_f = \$23 [22:0];
+  assign cond_a_c = \$45 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge24 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge25 (s_f, cond_a_f, s_c, cond_a_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  wire [22:0] cond_b_c;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_b_f = \$25 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge26 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge27 (s_f, cond_a_f, s_c, cond_a_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  wire [22:0] cond_b_c;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_b_f = \$25 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge28 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge29 (s_f, cond_b_f, s_c, cond_b_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  wire [22:0] cond_a_c;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_a_f = \$23 [22:0];
+  assign cond_a_c = \$45 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge3 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge30 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge31 (s_f, cond_b_f, s_c, cond_b_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  wire [22:0] cond_a_c;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_a_f = \$23 [22:0];
+  assign cond_a_c = \$45 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge4 (s_f, cond_a_f, s_c, cond_a_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  wire [22:0] cond_b_c;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_b_f = \$25 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge5 (s_f, cond_b_f, s_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  wire [22:0] cond_a_c;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_a_f = \$23 [22:0];
+  assign cond_a_c = \$45 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge6 (s_f, cond_a_f, s_c, cond_a_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  wire [22:0] cond_b_c;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_b_f = \$25 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge7 (s_f, cond_b_f, s_c, cond_b_c, sat_term, g_next, sat_dg, g, vb_f, va_f, vb_c, va_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  wire [22:0] cond_a_c;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign cond_a_f = \$23 [22:0];
+  assign cond_a_c = \$45 [22:0];
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge8 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.edge9 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, cond_b_c, sat_term, g_next, sat_dg, g, va_f, vb_f, va_c, vb_c, learn);
+  wire [23:0] \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [46:0] \$14 ;
+  wire [46:0] \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
+  wire [23:0] \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  wire [22:0] \$22 ;
+  wire [23:0] \$23 ;
+  wire [22:0] \$24 ;
+  wire [23:0] \$25 ;
+  wire \$26 ;
+  wire \$27 ;
+  wire [45:0] \$28 ;
+  wire [32:0] \$29 ;
+  wire [24:0] \$3 ;
+  wire \$30 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [46:0] \$36 ;
+  wire [46:0] \$37 ;
+  wire \$38 ;
+  wire \$39 ;
+  wire \$4 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire [22:0] \$44 ;
+  wire [23:0] \$45 ;
+  wire [22:0] \$46 ;
+  wire [23:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire [38:0] \$49 ;
+  wire \$5 ;
+  wire [37:0] \$50 ;
+  wire [40:0] \$51 ;
+  wire [41:0] \$52 ;
+  wire [37:0] \$53 ;
+  wire [40:0] \$54 ;
+  wire [41:0] \$55 ;
+  wire [42:0] \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire \$59 ;
+  wire [45:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [42:0] \$63 ;
+  wire [42:0] \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire \$68 ;
+  wire \$69 ;
+  wire [32:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire [23:0] \$73 ;
+  wire [23:0] \$74 ;
+  wire [23:0] \$75 ;
+  wire \$8 ;
+  wire \$9 ;
+  output [22:0] cond_a_c;
+  wire [22:0] cond_a_c;
+  output [22:0] cond_a_f;
+  wire [22:0] cond_a_f;
+  output [22:0] cond_b_c;
+  wire [22:0] cond_b_c;
+  output [22:0] cond_b_f;
+  wire [22:0] cond_b_f;
+  wire [21:0] da_c;
+  wire [21:0] da_f;
+  wire [21:0] db_c;
+  wire [21:0] db_f;
+  wire [21:0] dg;
+  wire [17:0] dg_dc;
+  wire [17:0] dg_df;
+  wire [42:0] dg_exact;
+  wire [18:0] dg_minus;
+  wire [18:0] dg_plus;
+  wire dg_sat;
+  wire [23:0] dg_sum;
+  input [22:0] g;
+  wire [22:0] g;
+  output [22:0] g_next;
+  wire [22:0] g_next;
+  input learn;
+  wire learn;
+  wire [20:0] ov;
+  output [34:0] s_c;
+  wire [34:0] s_c;
+  wire [34:0] \s_c$40 ;
+  wire [46:0] s_c_exact;
+  wire s_c_sat;
+  output [34:0] s_f;
+  wire [34:0] s_f;
+  wire [34:0] \s_f$39 ;
+  wire [46:0] s_f_exact;
+  wire s_f_sat;
+  output sat_dg;
+  wire sat_dg;
+  output sat_term;
+  wire sat_term;
+  wire [21:0] ua_c;
+  wire [21:0] ua_f;
+  wire [21:0] ub_c;
+  wire [21:0] ub_f;
+  wire [22:0] udiff_c;
+  wire [22:0] udiff_f;
+  wire [22:0] usum_c;
+  wire [22:0] usum_f;
+  input [16:0] va_c;
+  wire [16:0] va_c;
+  input [16:0] va_f;
+  wire [16:0] va_f;
+  input [16:0] vb_c;
+  wire [16:0] vb_c;
+  input [16:0] vb_f;
+  wire [16:0] vb_f;
+  wire [17:0] vdiff_c;
+  wire [17:0] vdiff_f;
+  wire [16:0] vt;
+  assign \$17  = | s_f_exact[46:34];
+  assign \$18  = \$16  & \$17 ;
+  assign \$19  = & s_f_exact[46:34];
+  assign \$20  = ~ \$19 ;
+  assign \$21  = s_f_exact[46] & \$20 ;
+  assign s_f_sat = \$18  | \$21 ;
+  assign \$23  = \$22  + 10'h200;
+  assign \$25  = \$24  + 10'h200;
+  assign da_c = $signed(\$3 [20:0]) - $signed(va_c);
+  assign db_c = $signed(\$3 [20:0]) - $signed(vb_c);
+  assign \$26  = $signed(da_c) < $signed(1'h0);
+  assign ua_c = \$26  ? 22'h000000 : da_c;
+  assign \$27  = $signed(db_c) < $signed(1'h0);
+  assign ub_c = \$27  ? 22'h000000 : db_c;
+  assign udiff_c = $signed(ub_c) - $signed(ua_c);
+  assign usum_c = $signed(ub_c) + $signed(ua_c);
+  assign vdiff_c = $signed(va_c) - $signed(vb_c);
+  assign \$28  = $signed(udiff_c) * $signed(usum_c);
+  assign s_c_exact = $signed(\$28 ) + $signed(\$29 );
+  assign \$30  = ~ s_c_exact[46];
+  assign \$31  = | s_c_exact[46:34];
+  assign \$32  = \$30  & \$31 ;
+  assign \$33  = & s_c_exact[46:34];
+  assign \$34  = ~ \$33 ;
+  assign \$35  = s_c_exact[46] & \$34 ;
+  assign \$36  = \$35  ? 47'h7ffc00000000 : s_c_exact;
+  assign \$37  = \$32  ? 47'h0003ffffffff : \$36 ;
+  assign \$38  = ~ s_c_exact[46];
+  assign \$39  = | s_c_exact[46:34];
+  assign \$40  = \$38  & \$39 ;
+  assign \$41  = & s_c_exact[46:34];
+  assign \$42  = ~ \$41 ;
+  assign \$43  = s_c_exact[46] & \$42 ;
+  assign s_c_sat = \$40  | \$43 ;
+  assign \$45  = \$44  + 10'h200;
+  assign \$47  = \$46  + 10'h200;
+  assign dg_df = $signed(va_f) - $signed(vb_f);
+  assign dg_dc = $signed(va_c) - $signed(vb_c);
+  assign dg_minus = $signed(dg_df) - $signed(dg_dc);
+  assign dg_plus = $signed(dg_df) + $signed(dg_dc);
+  assign \$48  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$50  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$52  = $signed(\$49 ) + $signed(\$51 );
+  assign \$53  = $signed(dg_minus) * $signed(dg_plus);
+  assign \$55  = $signed(\$54 ) + $signed(14'h1000);
+  assign \$56  = $signed(\$52 ) + $signed(\$55 );
+  assign \$57  = ~ dg_exact[42];
+  assign \$58  = | dg_exact[42:21];
+  assign \$59  = \$57  & \$58 ;
+  assign \$60  = & dg_exact[42:21];
+  assign \$61  = ~ \$60 ;
+  assign \$62  = dg_exact[42] & \$61 ;
+  assign \$63  = \$62  ? 43'h7ffffe00000 : dg_exact;
+  assign \$64  = \$59  ? 43'h000001fffff : \$63 ;
+  assign \$65  = ~ dg_exact[42];
+  assign \$66  = | dg_exact[42:21];
+  assign \$67  = \$65  & \$66 ;
+  assign \$68  = & dg_exact[42:21];
+  assign \$69  = ~ \$68 ;
+  assign \$70  = dg_exact[42] & \$69 ;
+  assign dg_sat = \$67  | \$70 ;
+  assign dg_sum = $signed(g) + $signed(\$64 [21:0]);
+  assign sat_term = s_f_sat | s_c_sat;
+  assign \$71  = $signed(dg_sum) < $signed(21'h0c0000);
+  assign \$72  = $signed(dg_sum) > $signed(23'h300000);
+  assign \$73  = \$72  ? 24'h300000 : dg_sum;
+  assign \$74  = \$71  ? 24'h0c0000 : \$73 ;
+  assign \$75  = learn ? \$74  : { g[22], g };
+  assign sat_dg = learn & dg_sat;
+  assign \$1  = $signed(g) + $signed(5'h08);
+  assign \$3  = $signed(\$2 ) - $signed(17'h09eb8);
+  assign da_f = $signed(\$3 [20:0]) - $signed(va_f);
+  assign db_f = $signed(\$3 [20:0]) - $signed(vb_f);
+  assign \$4  = $signed(da_f) < $signed(1'h0);
+  assign ua_f = \$4  ? 22'h000000 : da_f;
+  assign \$5  = $signed(db_f) < $signed(1'h0);
+  assign ub_f = \$5  ? 22'h000000 : db_f;
+  assign udiff_f = $signed(ub_f) - $signed(ua_f);
+  assign usum_f = $signed(ub_f) + $signed(ua_f);
+  assign vdiff_f = $signed(va_f) - $signed(vb_f);
+  assign \$6  = $signed(udiff_f) * $signed(usum_f);
+  assign s_f_exact = $signed(\$6 ) + $signed(\$7 );
+  assign \$8  = ~ s_f_exact[46];
+  assign \$9  = | s_f_exact[46:34];
+  assign \$10  = \$8  & \$9 ;
+  assign \$11  = & s_f_exact[46:34];
+  assign \$12  = ~ \$11 ;
+  assign \$13  = s_f_exact[46] & \$12 ;
+  assign \$14  = \$13  ? 47'h7ffc00000000 : s_f_exact;
+  assign \$15  = \$10  ? 47'h0003ffffffff : \$14 ;
+  assign \$16  = ~ s_f_exact[46];
+  assign ov = \$3 [20:0];
+  assign vt = 17'h09eb8;
+  assign dg = \$64 [21:0];
+  assign \s_f$39  = \$15 [34:0];
+  assign \s_c$40  = \$37 [34:0];
+  assign s_f = \$15 [34:0];
+  assign cond_a_f = \$23 [22:0];
+  assign cond_b_f = \$25 [22:0];
+  assign s_c = \$37 [34:0];
+  assign cond_a_c = \$45 [22:0];
+  assign cond_b_c = \$47 [22:0];
+  assign g_next = \$75 [22:0];
+  assign \$2  = { \$1 [23], \$1 [23], \$1 [23], \$1 [23], \$1 [23:4] };
+  assign \$7  = { vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f[17], vdiff_f, 9'h000 };
+  assign \$22  = { ua_f, 1'h0 };
+  assign \$24  = { ub_f, 1'h0 };
+  assign \$29  = { vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c[17], vdiff_c, 9'h000 };
+  assign \$44  = { ua_c, 1'h0 };
+  assign \$46  = { ub_c, 1'h0 };
+  assign \$49  = { \$48 [37], \$48  };
+  assign \$51  = { \$50 [37], \$50 , 2'h0 };
+  assign \$54  = { \$53 , 3'h0 };
+  assign dg_exact = { \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42], \$56 [42:13] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \clln_paper_xor.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f, v_c, acc_f_exact);
+  wire \$1 ;
+  wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
+  wire \$2 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
+  wire \$3 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
+  wire \$4 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
+  wire \$45 ;
+  wire \$46 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
+  wire \$49 ;
+  wire \$5 ;
+  wire \$50 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
+  wire \$53 ;
+  wire \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
+  wire [37:0] \$59 ;
+  wire \$6 ;
+  wire [37:0] \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
+  wire [37:0] \$7 ;
+  wire \$70 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
+  wire [37:0] \$8 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
+  wire \$9 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -12427,27 +13707,32 @@ module \clln_paper_xor.node0 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exact
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -12462,215 +13747,230 @@ module \clln_paper_xor.node0 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exact
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node1 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -12679,28 +13979,33 @@ module \clln_paper_xor.node1 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -12715,215 +14020,230 @@ module \clln_paper_xor.node1 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node10 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node10 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -12932,27 +14252,32 @@ module \clln_paper_xor.node10 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exac
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -12967,215 +14292,230 @@ module \clln_paper_xor.node10 (acc_c_exact, \v_f$9 , flags, v_f, v_c, acc_f_exac
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node11 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -13184,28 +14524,33 @@ module \clln_paper_xor.node11 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, 
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -13220,215 +14565,230 @@ module \clln_paper_xor.node11 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, 
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node12 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -13437,28 +14797,33 @@ module \clln_paper_xor.node12 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, 
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -13473,215 +14838,230 @@ module \clln_paper_xor.node12 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, 
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node14 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -13690,28 +15070,33 @@ module \clln_paper_xor.node14 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, 
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -13726,215 +15111,230 @@ module \clln_paper_xor.node14 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, 
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node2 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -13943,28 +15343,33 @@ module \clln_paper_xor.node2 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -13979,215 +15384,230 @@ module \clln_paper_xor.node2 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node3 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -14196,28 +15616,33 @@ module \clln_paper_xor.node3 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -14232,215 +15657,230 @@ module \clln_paper_xor.node3 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node4 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -14449,28 +15889,33 @@ module \clln_paper_xor.node4 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -14485,215 +15930,230 @@ module \clln_paper_xor.node4 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node6 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -14702,28 +16162,33 @@ module \clln_paper_xor.node6 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -14738,215 +16203,230 @@ module \clln_paper_xor.node6 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node8 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -14955,28 +16435,33 @@ module \clln_paper_xor.node8 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -14991,215 +16476,230 @@ module \clln_paper_xor.node8 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node9 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire \$10 ;
+  wire [37:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire [17:0] \$103 ;
+  wire [17:0] \$104 ;
+  wire [4:0] \$105 ;
+  wire [4:0] \$106 ;
   wire \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  wire [37:0] \$15 ;
-  wire [39:0] \$16 ;
-  wire [40:0] \$17 ;
-  wire [39:0] \$18 ;
-  wire [40:0] \$19 ;
+  wire \$15 ;
+  wire [25:0] \$16 ;
+  wire [25:0] \$17 ;
+  wire \$18 ;
+  wire [1:0] \$19 ;
   wire \$2 ;
-  wire [41:0] \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  wire \$26 ;
-  wire [41:0] \$27 ;
-  wire [41:0] \$28 ;
-  wire \$29 ;
+  wire [1:0] \$20 ;
+  wire [2:0] \$21 ;
+  wire [2:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [2:0] \$24 ;
+  wire [3:0] \$25 ;
+  wire [3:0] \$26 ;
+  wire [3:0] \$27 ;
+  wire [3:0] \$28 ;
+  wire [3:0] \$29 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire \$32 ;
-  wire \$33 ;
-  wire \$34 ;
-  wire \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
+  wire [3:0] \$30 ;
+  wire [3:0] \$31 ;
+  wire [3:0] \$32 ;
+  wire [4:0] \$33 ;
+  wire [4:0] \$34 ;
+  wire [4:0] \$35 ;
+  wire [4:0] \$36 ;
+  wire [4:0] \$37 ;
+  wire [4:0] \$38 ;
+  wire [4:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
-  wire [17:0] \$41 ;
-  wire [17:0] \$42 ;
-  wire \$43 ;
-  wire \$44 ;
+  wire [4:0] \$40 ;
+  wire [4:0] \$41 ;
+  wire [31:0] \$42 ;
+  wire [31:0] \$43 ;
+  wire [37:0] \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [37:0] \$47 ;
+  wire [37:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$51 ;
-  wire \$52 ;
+  wire [17:0] \$51 ;
+  wire [17:0] \$52 ;
   wire \$53 ;
   wire \$54 ;
-  wire [37:0] \$55 ;
-  wire [37:0] \$56 ;
+  wire \$55 ;
+  wire \$56 ;
   wire \$57 ;
   wire \$58 ;
-  wire \$59 ;
+  wire [37:0] \$59 ;
   wire \$6 ;
-  wire \$60 ;
+  wire [37:0] \$60 ;
   wire \$61 ;
   wire \$62 ;
-  wire [37:0] \$63 ;
-  wire [39:0] \$64 ;
-  wire [40:0] \$65 ;
-  wire [39:0] \$66 ;
-  wire [40:0] \$67 ;
-  wire [41:0] \$68 ;
-  wire \$69 ;
+  wire \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire \$66 ;
+  wire \$67 ;
+  wire [25:0] \$68 ;
+  wire [25:0] \$69 ;
   wire [37:0] \$7 ;
   wire \$70 ;
-  wire \$71 ;
-  wire \$72 ;
-  wire \$73 ;
-  wire \$74 ;
-  wire [41:0] \$75 ;
-  wire [41:0] \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [1:0] \$71 ;
+  wire [1:0] \$72 ;
+  wire [2:0] \$73 ;
+  wire [2:0] \$74 ;
+  wire [2:0] \$75 ;
+  wire [2:0] \$76 ;
+  wire [3:0] \$77 ;
+  wire [3:0] \$78 ;
+  wire [3:0] \$79 ;
   wire [37:0] \$8 ;
-  wire \$80 ;
-  wire \$81 ;
-  wire \$82 ;
-  wire \$83 ;
-  wire \$84 ;
-  wire \$85 ;
-  wire \$86 ;
-  wire \$87 ;
-  wire \$88 ;
-  wire [17:0] \$89 ;
+  wire [3:0] \$80 ;
+  wire [3:0] \$81 ;
+  wire [3:0] \$82 ;
+  wire [3:0] \$83 ;
+  wire [3:0] \$84 ;
+  wire [4:0] \$85 ;
+  wire [4:0] \$86 ;
+  wire [4:0] \$87 ;
+  wire [4:0] \$88 ;
+  wire [4:0] \$89 ;
   wire \$9 ;
-  wire [17:0] \$90 ;
-  wire \$91 ;
-  wire \$92 ;
-  wire \$93 ;
-  wire \$94 ;
-  wire \$95 ;
-  wire \$96 ;
-  wire [4:0] \$97 ;
-  wire [4:0] \$98 ;
+  wire [4:0] \$90 ;
+  wire [4:0] \$91 ;
+  wire [4:0] \$92 ;
+  wire [4:0] \$93 ;
+  wire [31:0] \$94 ;
+  wire [31:0] \$95 ;
+  wire [37:0] \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire [37:0] \$99 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$13 ;
+  wire [36:0] \acc_c$14 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -15208,28 +16708,33 @@ module \clln_paper_xor.node9 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   input [37:0] acc_f_exact;
   wire [37:0] acc_f_exact;
   wire acc_f_sat;
+  wire [24:0] cm1_c;
+  wire [24:0] cm1_f;
+  input [24:0] cond_c;
+  wire [24:0] cond_c;
+  input [24:0] cond_f;
+  wire [24:0] cond_f;
   wire [16:0] dv_c;
-  wire [41:0] dv_c_exact;
-  wire dv_c_sat;
   wire [16:0] dv_f;
-  wire [41:0] dv_f_exact;
-  wire dv_f_sat;
   output [4:0] flags;
   wire [4:0] flags;
+  wire [37:0] jshift_c;
+  wire [37:0] jshift_f;
+  wire [4:0] shift_c;
+  wire [4:0] shift_f;
   input [16:0] v_c;
   wire [16:0] v_c;
-  output [16:0] \v_c$20 ;
-  wire [16:0] \v_c$20 ;
-  wire [17:0] v_c_exact;
+  output [16:0] \v_c$23 ;
+  wire [16:0] \v_c$23 ;
   wire [16:0] v_c_next;
-  wire v_c_sat;
   input [16:0] v_f;
   wire [16:0] v_f;
-  output [16:0] \v_f$9 ;
-  wire [16:0] \v_f$9 ;
-  wire [17:0] v_f_exact;
+  output [16:0] \v_f$11 ;
+  wire [16:0] \v_f$11 ;
   wire [16:0] v_f_next;
-  wire v_f_sat;
+  wire [17:0] vsum_c;
+  wire [17:0] vsum_f;
+  assign \$1  = ~ acc_f_exact[37];
   assign \$2  = | acc_f_exact[37:36];
   assign \$3  = \$1  & \$2 ;
   assign \$4  = & acc_f_exact[37:36];
@@ -15244,109 +16749,116 @@ module \clln_paper_xor.node9 (acc_c_exact, \v_f$9 , \v_c$20 , flags, v_f, v_c, a
   assign \$13  = ~ \$12 ;
   assign \$14  = acc_f_exact[37] & \$13 ;
   assign acc_f_sat = \$11  | \$14 ;
-  assign \$17  = $signed(\$15 ) + $signed(\$16 );
-  assign \$19  = $signed(\$18 ) + $signed(25'h0800000);
-  assign \$20  = $signed(\$17 ) + $signed(\$19 );
-  assign \$21  = ~ dv_f_exact[41];
-  assign \$22  = | dv_f_exact[41:16];
-  assign \$23  = \$21  & \$22 ;
-  assign \$24  = & dv_f_exact[41:16];
-  assign \$25  = ~ \$24 ;
-  assign \$26  = dv_f_exact[41] & \$25 ;
-  assign \$27  = \$26  ? 42'h3ffffff0000 : dv_f_exact;
-  assign \$28  = \$23  ? 42'h0000000ffff : \$27 ;
-  assign \$29  = ~ dv_f_exact[41];
-  assign \$30  = | dv_f_exact[41:16];
-  assign \$31  = \$29  & \$30 ;
-  assign \$32  = & dv_f_exact[41:16];
-  assign \$33  = ~ \$32 ;
-  assign \$34  = dv_f_exact[41] & \$33 ;
-  assign dv_f_sat = \$31  | \$34 ;
-  assign v_f_exact = $signed(v_f) + $signed(\$28 [16:0]);
-  assign \$35  = ~ v_f_exact[17];
-  assign \$36  = | v_f_exact[17:16];
-  assign \$37  = \$35  & \$36 ;
-  assign \$38  = & v_f_exact[17:16];
-  assign \$39  = ~ \$38 ;
-  assign \$40  = v_f_exact[17] & \$39 ;
-  assign \$41  = \$40  ? 18'h30000 : v_f_exact;
-  assign \$42  = \$37  ? 18'h0ffff : \$41 ;
-  assign \$43  = ~ v_f_exact[17];
-  assign \$44  = | v_f_exact[17:16];
-  assign \$45  = \$43  & \$44 ;
-  assign \$46  = & v_f_exact[17:16];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = v_f_exact[17] & \$47 ;
-  assign v_f_sat = \$45  | \$48 ;
-  assign \$49  = ~ acc_c_exact[37];
-  assign \$50  = | acc_c_exact[37:36];
-  assign \$51  = \$49  & \$50 ;
-  assign \$52  = & acc_c_exact[37:36];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = acc_c_exact[37] & \$53 ;
-  assign \$55  = \$54  ? 38'h3000000000 : acc_c_exact;
-  assign \$56  = \$51  ? 38'h0fffffffff : \$55 ;
-  assign \$57  = ~ acc_c_exact[37];
-  assign \$58  = | acc_c_exact[37:36];
-  assign \$59  = \$57  & \$58 ;
-  assign \$60  = & acc_c_exact[37:36];
-  assign \$61  = ~ \$60 ;
-  assign \$62  = acc_c_exact[37] & \$61 ;
-  assign acc_c_sat = \$59  | \$62 ;
-  assign \$65  = $signed(\$63 ) + $signed(\$64 );
-  assign \$67  = $signed(\$66 ) + $signed(25'h0800000);
-  assign \$68  = $signed(\$65 ) + $signed(\$67 );
-  assign \$69  = ~ dv_c_exact[41];
-  assign \$70  = | dv_c_exact[41:16];
-  assign \$71  = \$69  & \$70 ;
-  assign \$72  = & dv_c_exact[41:16];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = dv_c_exact[41] & \$73 ;
-  assign \$75  = \$74  ? 42'h3ffffff0000 : dv_c_exact;
-  assign \$76  = \$71  ? 42'h0000000ffff : \$75 ;
-  assign \$77  = ~ dv_c_exact[41];
-  assign \$78  = | dv_c_exact[41:16];
-  assign \$79  = \$77  & \$78 ;
-  assign \$80  = & dv_c_exact[41:16];
-  assign \$81  = ~ \$80 ;
-  assign \$82  = dv_c_exact[41] & \$81 ;
-  assign dv_c_sat = \$79  | \$82 ;
-  assign v_c_exact = $signed(v_c) + $signed(\$76 [16:0]);
-  assign \$83  = ~ v_c_exact[17];
-  assign \$84  = | v_c_exact[17:16];
-  assign \$85  = \$83  & \$84 ;
-  assign \$86  = & v_c_exact[17:16];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = v_c_exact[17] & \$87 ;
-  assign \$89  = \$88  ? 18'h30000 : v_c_exact;
-  assign \$90  = \$85  ? 18'h0ffff : \$89 ;
-  assign \$91  = ~ v_c_exact[17];
-  assign \$92  = | v_c_exact[17:16];
-  assign \$93  = \$91  & \$92 ;
-  assign \$94  = & v_c_exact[17:16];
-  assign \$95  = ~ \$94 ;
-  assign \$96  = v_c_exact[17] & \$95 ;
-  assign v_c_sat = \$93  | \$96 ;
-  assign \$97  = { 2'h0, dv_f_sat, acc_f_sat, 1'h0 } | { 1'h0, v_f_sat, 3'h0 };
-  assign \$98  = { 2'h0, dv_c_sat, acc_c_sat, 1'h0 } | { 1'h0, v_c_sat, 3'h0 };
-  assign flags = \$97  | \$98 ;
-  assign \$1  = ~ acc_f_exact[37];
+  assign \$15  = ! cond_f;
+  assign \$16  = cond_f - 1'h1;
+  assign \$17  = \$15  ? 26'h0000000 : \$16 ;
+  assign \$18  = \$17 [0] ? 1'h1 : 1'h0;
+  assign \$19  = \$17 [1] ? 2'h2 : { 1'h0, \$18  };
+  assign \$20  = \$17 [2] ? 2'h3 : \$19 ;
+  assign \$21  = \$17 [3] ? 3'h4 : { 1'h0, \$20  };
+  assign \$22  = \$17 [4] ? 3'h5 : \$21 ;
+  assign \$23  = \$17 [5] ? 3'h6 : \$22 ;
+  assign \$24  = \$17 [6] ? 3'h7 : \$23 ;
+  assign \$25  = \$17 [7] ? 4'h8 : { 1'h0, \$24  };
+  assign \$26  = \$17 [8] ? 4'h9 : \$25 ;
+  assign \$27  = \$17 [9] ? 4'ha : \$26 ;
+  assign \$28  = \$17 [10] ? 4'hb : \$27 ;
+  assign \$29  = \$17 [11] ? 4'hc : \$28 ;
+  assign \$30  = \$17 [12] ? 4'hd : \$29 ;
+  assign \$31  = \$17 [13] ? 4'he : \$30 ;
+  assign \$32  = \$17 [14] ? 4'hf : \$31 ;
+  assign \$33  = \$17 [15] ? 5'h10 : { 1'h0, \$32  };
+  assign \$34  = \$17 [16] ? 5'h11 : \$33 ;
+  assign \$35  = \$17 [17] ? 5'h12 : \$34 ;
+  assign \$36  = \$17 [18] ? 5'h13 : \$35 ;
+  assign \$37  = \$17 [19] ? 5'h14 : \$36 ;
+  assign \$38  = \$17 [20] ? 5'h15 : \$37 ;
+  assign \$39  = \$17 [21] ? 5'h16 : \$38 ;
+  assign \$40  = \$17 [22] ? 5'h17 : \$39 ;
+  assign \$41  = \$17 [23] ? 5'h18 : \$40 ;
+  assign shift_f = \$17 [24] ? 5'h19 : \$41 ;
+  assign \$42  = 1'h1 << shift_f;
+  assign \$44  = $signed(\$8 [36:0]) + $signed({ 1'h0, \$43  });
+  assign jshift_f = $signed(\$44 ) >>> shift_f;
+  assign \$45  = $signed(jshift_f) > $signed(17'h0b9a3);
+  assign \$46  = $signed(jshift_f) < $signed(17'h1465d);
+  assign \$47  = \$46  ? 38'h3fffff465d : jshift_f;
+  assign \$48  = \$45  ? 38'h000000b9a3 : \$47 ;
+  assign vsum_f = $signed(v_f) + $signed(\$48 [16:0]);
+  assign \$49  = $signed(vsum_f) > $signed(17'h096d4);
+  assign \$50  = $signed(vsum_f) < $signed(15'h5d31);
+  assign \$51  = \$50  ? 18'h3dd31 : vsum_f;
+  assign \$52  = \$49  ? 18'h096d4 : \$51 ;
+  assign \$53  = ~ acc_c_exact[37];
+  assign \$54  = | acc_c_exact[37:36];
+  assign \$55  = \$53  & \$54 ;
+  assign \$56  = & acc_c_exact[37:36];
+  assign \$57  = ~ \$56 ;
+  assign \$58  = acc_c_exact[37] & \$57 ;
+  assign \$59  = \$58  ? 38'h3000000000 : acc_c_exact;
+  assign \$60  = \$55  ? 38'h0fffffffff : \$59 ;
+  assign \$61  = ~ acc_c_exact[37];
+  assign \$62  = | acc_c_exact[37:36];
+  assign \$63  = \$61  & \$62 ;
+  assign \$64  = & acc_c_exact[37:36];
+  assign \$65  = ~ \$64 ;
+  assign \$66  = acc_c_exact[37] & \$65 ;
+  assign acc_c_sat = \$63  | \$66 ;
+  assign \$67  = ! cond_c;
+  assign \$68  = cond_c - 1'h1;
+  assign \$69  = \$67  ? 26'h0000000 : \$68 ;
+  assign \$70  = \$69 [0] ? 1'h1 : 1'h0;
+  assign \$71  = \$69 [1] ? 2'h2 : { 1'h0, \$70  };
+  assign \$72  = \$69 [2] ? 2'h3 : \$71 ;
+  assign \$73  = \$69 [3] ? 3'h4 : { 1'h0, \$72  };
+  assign \$74  = \$69 [4] ? 3'h5 : \$73 ;
+  assign \$75  = \$69 [5] ? 3'h6 : \$74 ;
+  assign \$76  = \$69 [6] ? 3'h7 : \$75 ;
+  assign \$77  = \$69 [7] ? 4'h8 : { 1'h0, \$76  };
+  assign \$78  = \$69 [8] ? 4'h9 : \$77 ;
+  assign \$79  = \$69 [9] ? 4'ha : \$78 ;
+  assign \$80  = \$69 [10] ? 4'hb : \$79 ;
+  assign \$81  = \$69 [11] ? 4'hc : \$80 ;
+  assign \$82  = \$69 [12] ? 4'hd : \$81 ;
+  assign \$83  = \$69 [13] ? 4'he : \$82 ;
+  assign \$84  = \$69 [14] ? 4'hf : \$83 ;
+  assign \$85  = \$69 [15] ? 5'h10 : { 1'h0, \$84  };
+  assign \$86  = \$69 [16] ? 5'h11 : \$85 ;
+  assign \$87  = \$69 [17] ? 5'h12 : \$86 ;
+  assign \$88  = \$69 [18] ? 5'h13 : \$87 ;
+  assign \$89  = \$69 [19] ? 5'h14 : \$88 ;
+  assign \$90  = \$69 [20] ? 5'h15 : \$89 ;
+  assign \$91  = \$69 [21] ? 5'h16 : \$90 ;
+  assign \$92  = \$69 [22] ? 5'h17 : \$91 ;
+  assign \$93  = \$69 [23] ? 5'h18 : \$92 ;
+  assign shift_c = \$69 [24] ? 5'h19 : \$93 ;
+  assign \$94  = 1'h1 << shift_c;
+  assign \$96  = $signed(\$60 [36:0]) + $signed({ 1'h0, \$95  });
+  assign jshift_c = $signed(\$96 ) >>> shift_c;
+  assign \$97  = $signed(jshift_c) > $signed(17'h0b9a3);
+  assign \$98  = $signed(jshift_c) < $signed(17'h1465d);
+  assign \$99  = \$98  ? 38'h3fffff465d : jshift_c;
+  assign \$100  = \$97  ? 38'h000000b9a3 : \$99 ;
+  assign vsum_c = $signed(v_c) + $signed(\$100 [16:0]);
+  assign \$101  = $signed(vsum_c) > $signed(17'h096d4);
+  assign \$102  = $signed(vsum_c) < $signed(15'h5d31);
+  assign \$103  = \$102  ? 18'h3dd31 : vsum_c;
+  assign \$104  = \$101  ? 18'h096d4 : \$103 ;
+  assign flags = \$105  | \$106 ;
   assign acc_f = acc_f_exact;
   assign \acc_f$2  = \$8 [36:0];
-  assign dv_f = \$28 [16:0];
+  assign cm1_f = \$17 [24:0];
+  assign dv_f = \$48 [16:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$13  = \$56 [36:0];
-  assign dv_c = \$76 [16:0];
-  assign v_f_next = \$42 [16:0];
-  assign v_c_next = \$90 [16:0];
-  assign \v_f$9  = \$42 [16:0];
-  assign \v_c$20  = \$90 [16:0];
-  assign \$15  = { \$8 [36], \$8 [36:0] };
-  assign \$16  = { \$8 [36], \$8 [36:0], 2'h0 };
-  assign \$18  = { \$8 [36:0], 3'h0 };
-  assign dv_f_exact = { \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41], \$20 [41:24] };
-  assign \$63  = { \$56 [36], \$56 [36:0] };
-  assign \$64  = { \$56 [36], \$56 [36:0], 2'h0 };
-  assign \$66  = { \$56 [36:0], 3'h0 };
-  assign dv_c_exact = { \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41], \$68 [41:24] };
+  assign \acc_c$14  = \$60 [36:0];
+  assign cm1_c = \$69 [24:0];
+  assign dv_c = \$100 [16:0];
+  assign v_f_next = \$52 [16:0];
+  assign v_c_next = \$104 [16:0];
+  assign \v_f$11  = \$52 [16:0];
+  assign \v_c$23  = \$104 [16:0];
+  assign \$43  = { 1'h0, \$42 [31:1] };
+  assign \$95  = { 1'h0, \$94 [31:1] };
+  assign \$105  = { 3'h0, acc_f_sat, 1'h0 };
+  assign \$106  = { 3'h0, acc_c_sat, 1'h0 };
 endmodule
