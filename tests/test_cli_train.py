@@ -43,7 +43,8 @@ def test_json_reports_ticks_per_example(tmp_path):
     reports = {}
     # the shipped scheme (jacobi, until still, at most 1000) and euler for 3000 ticks
     euler = base.replace('relax = "jacobi"', 'relax = "euler"').replace(
-        'settle = "still"', 'settle = "fixed"').replace("settle_ticks = 1000", "settle_ticks = 3000")
+        'settle = "still"', 'settle = "fixed"').replace("settle_ticks = 1000",
+                                                        "settle_ticks = 3000")
     sch = tomllib.loads(euler)["schedule"]
     assert (sch["relax"], sch["settle"], sch["settle_ticks"]) == ("euler", "fixed", 3000)
     for relax, text in (("euler", euler), ("jacobi", base)):
