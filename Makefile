@@ -22,11 +22,12 @@ demo: setup
 	$(VENV)/bin/clln train paper-xor
 	$(VENV)/bin/clln generate paper-xor -o build/demo/paper-xor
 	$(VENV)/bin/clln verify paper-xor --sim icarus --ticks 2000
-	$(VENV)/bin/clln build paper-xor --board icebreaker --build-dir build/demo/icebreaker
+	$(VENV)/bin/clln build paper-xor --board tangnano9k --build-dir build/demo/tangnano9k
 	$(VENV)/bin/clln run paper-xor --sim --fabric serial --epochs 20 --seed 1
 
+# two workers (CI has 2 cores); a module's simulated boards stay on one worker (loadgroup)
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 # no simulators, no board builds (tiers: markers in tests/conftest.py)
 test-fast: setup

@@ -46,13 +46,19 @@ from clln.sim.training import make_model, train  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SCHEMES = {"euler": ("euler", "fixed"), "jacobi": ("jacobi", "still")}
+#: The euler settle phase each shipped config had before the fast scheme (its cap now).
+EULER_SETTLE_TICKS = {"paper-xor": 3000, "paper-regression": 600}
 
 
 def with_scheme(cfg, scheme):
-    """``cfg`` with the relaxation and settle rule of ``scheme``."""
+    """``cfg`` with the relaxation and settle rule of ``scheme`` (``euler``: the settle
+    ticks of :data:`EULER_SETTLE_TICKS`, else the config's)."""
     relax, settle = SCHEMES[scheme]
+    ticks = cfg.schedule.settle_ticks
+    if scheme == "euler":
+        ticks = EULER_SETTLE_TICKS.get(cfg.name, ticks)
     return dataclasses.replace(cfg, schedule=dataclasses.replace(
-        cfg.schedule, relax=relax, settle=settle))
+        cfg.schedule, relax=relax, settle=settle, settle_ticks=ticks))
 
 
 def examples_per_run(cfg):

@@ -27,7 +27,11 @@ def test_cli_verify_json(tmp_path, capsys):
     assert code == 0
     assert (out["ticks"], out["mismatches"], out["first_mismatch"]) == (50, 0, None)
     assert (out["streams"], out["seeds"], out["cycles_per_tick"]) == (2, [0, 1], 2)
-    assert out["compared"] == 52 * (2 * (16 * 2 + 32 + 1) + 2)
+    # every value of both streams at every row (the 50 ticks, the start and the free
+    # run's end), and moved once per reported tick (the 50, then the free rounds)
+    moves = out["moved_ticks"] + out["quiet_ticks"]
+    assert moves == out["reported_ticks"] == 50 + out["free_rounds"]
+    assert out["compared"] == 52 * (2 * (16 * 2 + 32 + 1) + 2) + moves
 
 
 def test_cli_verify_errors(capsys):

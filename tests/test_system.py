@@ -25,7 +25,8 @@ from clln.sim.fixed import FixedPointModel
 from clln.sim.system import SystemModel
 from clln.sim.training import train
 
-pytestmark = pytest.mark.sim
+# one worker builds each simulated board once (make test: pytest-xdist, --dist loadgroup)
+pytestmark = [pytest.mark.sim, pytest.mark.xdist_group("simboard")]
 
 #: The node step of the simulated boards.
 RELAX = "euler"
