@@ -39,6 +39,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from clln import config  # noqa: E402
+from clln.flows import expected_board_time  # noqa: E402
 from clln.sim.fixed import FixedPointModel  # noqa: E402
 from clln.sim.problem import Problem  # noqa: E402
 from clln.sim.quasistatic import QuasiStaticModel  # noqa: E402
@@ -99,14 +100,6 @@ def steady_state_lsb(cfg, scheme, seeds=range(5), ticks=20000):
     return float(np.median(d)), float(d.max())
 
 
-def joint_ticks(cfg, streams):
-    """Mean ticks per example of ``streams`` seeds settling jointly (jacobi, still)."""
-    cfg = with_scheme(cfg, "jacobi")
-    model = FixedPointModel(cfg, list(range(streams)), joint=True, lag=1)
-    h = train(model, cfg.learning.epochs)
-    return float(h.example_ticks.mean())
-
-
 def spice_netlist(cfg, gates, drive, repeats):
     """A level-1 NMOS netlist of the free network at ``gates`` and ``drive`` (V), whose
     control block runs ``repeats`` operating points."""
@@ -151,8 +144,10 @@ def board_rows(cfg, builds, qs_per_example):
         if b.get("config") != cfg.name:
             continue
         streams = int(b.get("streams", 1))
-        ticks = joint_ticks(cfg, streams)
-        per_network = ticks * b["cycles_per_tick"] / (b["clock_mhz"] * 1e6)
+        board_cfg = config.refold(cfg, f"streams:{streams}") if streams > 1 else cfg
+        expected = expected_board_time(with_scheme(board_cfg, "jacobi"),
+                                       b["cycles_per_tick"], b["clock_mhz"] * 1e6)
+        ticks, per_network = expected["ticks_per_example"], expected["seconds_per_example"]
         fabric = ("serial" if b.get("serial") else f"streams:{streams}" if streams > 1
                   else f"{b['edge_units']} edge units")
         rows.append({"model": f"{b['board']} ({fabric}, {b['clock_mhz']:.1f} MHz)",
