@@ -31,7 +31,7 @@ test: setup
 
 # no simulators, no board builds (tiers: markers in tests/conftest.py)
 test-fast: setup
-	$(PY) -m pytest -m "not sim and not build and not slow_build"
+	$(PY) -m pytest -n 2 -m "not sim and not build and not slow_build"
 
 lint: setup
 	$(VENV)/bin/ruff check
