@@ -165,6 +165,30 @@ def test_cocotb_jacobi_folded(sim, tmp_path):
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_jacobi_serial(sim, tmp_path):
+    """The serial fabric's jacobi step and moved (a single and a differential output)."""
+    cfg = config_mod.refold(jacobi_random_config(tmp_path, JACOBI_STILL_LSB), "serial")
+    res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build", flat=sim == "icarus")
+    check(res, sim, 150, 9 * 2 + 16 + 2)
+    check_moved_both_ways(res)
+    assert res["cycles_per_tick"] == len(serial_schedule(cfg)) + 4
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_jacobi_streams(sim, tmp_path):
+    """The pipelined fabric's jacobi step, its moved reported a round late."""
+    # 255 LSBs: three streams together are still often enough within 150 ticks
+    cfg = config_mod.refold(jacobi_random_config(tmp_path, 255), "streams:3")
+    res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build",
+                 flat=sim == "verilator")
+    check(res, sim, 150, 3 * (9 * 2 + 16 + 2))
+    check_moved_both_ways(res)
+    assert (res["streams"], res["cycles_per_tick"]) == (3, 3)
+
+
+@pytest.mark.sim
 def test_cocotb_detects_broken_stillness_rule(tmp_path):
     """A model whose ``still_lsb`` is off (16 + 48 LSBs instead of 16) calls ticks still
     that the fabric reports as moving: mismatches on ``moved`` only (the stillness rule
