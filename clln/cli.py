@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from . import config as config_mod
-from .cli_common import progress_bar, whole_number
+from .cli_common import exit_on_termination, progress_bar, whole_number
 from .errors import CllnError, ConfigError
 from .sim.training import MODELS
 
@@ -127,7 +127,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with exit_on_termination():
+            return args.func(args)
     except CllnError as e:
         print(f"clln: error: {e}", file=sys.stderr)
         return 2

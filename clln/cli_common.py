@@ -1,7 +1,10 @@
 """Pieces every ``clln`` subcommand module shares: argument types and the progress bar."""
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 
 def whole_number(lo=0):
@@ -53,3 +56,24 @@ def positive_mhz(text, expected="MHz"):
     if not mhz > 0:
         raise argparse.ArgumentTypeError(f"must be > 0 MHz, got {text}")
     return mhz
+
+
+@contextlib.contextmanager
+def exit_on_termination():
+    """SIGTERM and SIGHUP end the program as ``SystemExit(128 + signal)`` within this
+    block, so that ``finally`` clauses run: the tools a build started (in a session of
+    their own, which a signal to clln does not reach) are stopped. Only in the main
+    thread (elsewhere Python cannot install handlers); the old handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

@@ -2,6 +2,7 @@
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -242,3 +243,23 @@ def test_keep_registers_stay_apart(tmp_path):
 
     assert flip_flops(f"{KEEP_REGISTERS};") == 4 + 4      # the copies and the outputs
     assert flip_flops("") == 1 + 4
+
+
+def test_build_tools_stop_when_clln_is_terminated(tmp_path):
+    """SIGTERM to clln (``timeout``, a job scheduler) ends it through ``finally`` too: the
+    tools' session is stopped and clln exits with 128 + 15."""
+    (tmp_path / "build_top.sh").write_text("sleep 2\ntouch finished\n")
+    program = ("import sys\nfrom clln.boards.targets import run_build_script\n"
+               "from clln.cli_common import exit_on_termination\n"
+               "with exit_on_termination():\n"
+               "    print('running', flush=True)\n"
+               f"    run_build_script({str(tmp_path)!r}, 'build_top', "
+               f"{str(tmp_path / 'top.tim')!r}, 'icebreaker', poll_seconds=0.1)\n")
+    with subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout.readline() == "running\n"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    time.sleep(2.5)                 # a script left running would have finished by now
+    assert not (tmp_path / "finished").exists()

@@ -42,13 +42,26 @@ def still_xor(fold):
         still_lsb=STILL_LSB))
 
 
+@pytest.fixture(scope="session")
+def built_boards(tmp_path_factory):
+    """The simulated boards built so far in this process, closed at its end: a worker
+    of pytest-xdist may tear a module's fixture down between its tests, and a board
+    takes a minute or two to build."""
+    boards = {}
+    yield boards, tmp_path_factory
+    for _, tr in boards.values():
+        tr.close()
+
+
 @pytest.fixture(scope="module", params=[8, "serial", "streams:3"],
                 ids=["8-units", "serial", "3-streams"])
-def board(tmp_path_factory, request):
-    cfg = still_xor(request.param)
-    tr = sim_board(cfg, build_dir=tmp_path_factory.mktemp("simboard"), opt="-O0")
-    yield cfg, tr
-    tr.close()
+def board(built_boards, request):
+    boards, factory = built_boards
+    if request.param not in boards:
+        cfg = still_xor(request.param)
+        boards[request.param] = cfg, sim_board(cfg, build_dir=factory.mktemp("simboard"),
+                                               opt="-O0")
+    return boards[request.param]
 
 
 def without_cycles(status):
