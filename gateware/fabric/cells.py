@@ -207,14 +207,25 @@ def jacobi_delta(m, f, acc, cond, tag):
     (dv, flags) : (Signal, Value)
         ``flags`` has the acc bit of the saturation flags (the box raises none).
     """
+    shifted, clipped = jacobi_shift(m, f, acc, conductance_shift(m, f, cond, tag), tag)
+    return jacobi_span(m, f, shifted, tag), sat_bits(acc=clipped)
+
+
+def jacobi_shift(m, f, acc, s, tag):
+    """``round_shift(sat(acc, acc_bits), s)`` (the first half of :func:`jacobi_delta`)
+    and whether ``acc`` saturated."""
     a, clipped = saturate(m, acc, f.acc_bits, f"acc_{tag}")
-    s = conductance_shift(m, f, cond, tag)
     half = (Value.cast(1) << s) >> 1
-    shifted = wire(m, (a + half) >> s, f"jshift_{tag}", signed(f.acc_bits + 1))
+    return wire(m, (a + half) >> s, f"jshift_{tag}", signed(f.acc_bits + 1)), clipped
+
+
+def jacobi_span(m, f, shifted, tag):
+    """``shifted`` kept within ``+-(box_hi - box_lo)`` (the second half of
+    :func:`jacobi_delta`)."""
     span = f.box_hi_q - f.box_lo_q
     dv = Signal(signed(span.bit_length() + 1), name=f"dv_{tag}")
     m.d.comb += dv.eq(Mux(shifted > span, span, Mux(shifted < -span, -span, shifted)))
-    return dv, sat_bits(acc=clipped)
+    return dv
 
 
 def jacobi_apply(m, f, v, dv, tag):

@@ -29,7 +29,7 @@ cycle its last tick enters the pipeline) the round before's.
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
@@ -39,7 +39,6 @@ from .arith import (
     mux_tree,
     register,
     replicas,
-    saturate,
     split_mul,
     tree_sum,
     wire,
@@ -59,6 +58,8 @@ from .cells import (
     gate_round,
     gate_scale,
     jacobi_apply,
+    jacobi_shift,
+    jacobi_span,
     node_apply,
     node_moved,
     node_round,
@@ -449,10 +450,8 @@ class StreamFabric(Fabric):
                                                     shifts, strict=True):
             acc = Mux(valid_copy, acc, 0)
             if f.relax == "jacobi":
-                # ``round_shift(sat(acc), s)``; the clip to the span follows in the last stage
-                a, sat_acc = saturate(m, acc, f.acc_bits, f"acc_{tag}{n}")
-                half = (Value.cast(1) << shift) >> 1
-                sc = wire(m, (a + half) >> shift, f"jshift_{tag}{n}", signed(f.acc_bits + 1))
+                # the clip to the span (``jacobi_span``) follows in the last stage
+                sc, sat_acc = jacobi_shift(m, f, acc, shift, f"{tag}{n}")
             else:
                 sc, sat_acc = node_scale(m, f, acc, f"{tag}{n}")
             scaled.append(wire(m, sc, f"scaled{tag}{n}"))
@@ -506,9 +505,7 @@ class StreamFabric(Fabric):
         """
         f = self.fmt
         if f.relax == "jacobi":
-            span = f.box_hi_q - f.box_lo_q
-            dv = Signal(signed(span.bit_length() + 1), name=f"dv_{tag}")
-            m.d.comb += dv.eq(Mux(scaled > span, span, Mux(scaled < -span, -span, scaled)))
+            dv = jacobi_span(m, f, scaled, tag)
             v_next, _ = jacobi_apply(m, f, v, dv, tag)
             if not f.box_lo_q <= 0 <= f.box_hi_q:
                 v_next = Mux(ticking, v_next, v)
