@@ -117,9 +117,10 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train)
 
-    from . import cli_board, cli_hdl
+    from . import cli_board, cli_hdl, cli_sweep
     cli_hdl.add_parsers(sub)
     cli_board.add_parsers(sub)
+    cli_sweep.add_parsers(sub)
     return parser
 
 
