@@ -157,6 +157,41 @@ class FabricFold:
 
 
 @dataclass(frozen=True)
+class Nonideal:
+    """Analog non-idealities (``[nonideal]``); every default is the ideal device.
+
+    Mismatch (``vt_sigma`` V, ``k_sigma`` relative, ``update_offset`` V^2) is drawn per
+    edge from ``mismatch_seed`` and damage (``dead_*``, ``stuck_*``) from ``damage_seed``
+    by :func:`clln.nonideal.draw`, the same for every seed of a run: they belong to the
+    chip, not to the initial gates. ``read_noise`` (V rms) comes from per-edge generators
+    seeded by ``noise_seed``; ``gate_leak`` is the fraction of ``gate - gate_rest`` a gate
+    loses per learning tick; ``dac_bits`` (0: ideal) quantises inputs and targets.
+    """
+    vt_sigma: float = 0.0
+    k_sigma: float = 0.0
+    twin_mismatch: bool = False
+    mismatch_seed: int = 0
+    update_offset: float = 0.0
+    read_noise: float = 0.0
+    noise_seed: int = 1
+    gate_leak: float = 0.0
+    gate_rest: float = None
+    dead_edges: tuple = ()
+    dead_fraction: float = 0.0
+    stuck_edges: tuple = ()
+    stuck_fraction: float = 0.0
+    damage_seed: int = 0
+    dac_bits: int = 0
+
+    @property
+    def ideal(self):
+        """No non-ideality at all (what a config without ``[nonideal]`` gets)."""
+        return (self.vt_sigma == self.k_sigma == self.update_offset == self.read_noise
+                == self.gate_leak == self.dead_fraction == self.stuck_fraction == 0
+                and not self.dead_edges and not self.stuck_edges and not self.dac_bits)
+
+
+@dataclass(frozen=True)
 class Config:
     """One network and its experiment."""
     name: str
@@ -170,6 +205,7 @@ class Config:
     fixed: Fixed
     fabric: FabricFold
     has_fabric: bool = False
+    nonideal: Nonideal = Nonideal()
 
     def driven_nodes(self):
         """All nodes held by a source (inputs, then rails)."""
@@ -391,7 +427,17 @@ def _learning(t, n_edges):
     return learning
 
 
-def _task(t, io, base_dir):
+def dac_quantise(volts, io, bits):
+    """Volts as a ``bits``-bit DAC spanning ``[io.v_min, io.v_max]`` produces them: the
+    nearest of ``2**bits`` levels, the grid extended beyond the range for differential
+    targets (``bits = 0``: unchanged)."""
+    if not bits:
+        return volts
+    step = (io.v_max - io.v_min) / (2 ** bits - 1)
+    return io.v_min + np.round((volts - io.v_min) / step) * step
+
+
+def _task(t, io, base_dir, dac_bits=0):
     name = t.get("dataset")
     if not isinstance(name, str) or not name:
         raise t.error("dataset", "must be a built-in name or a CSV path")
@@ -407,6 +453,7 @@ def _task(t, io, base_dir):
         raise t.error("dataset", f"{x.shape[1]} input columns for {len(io.inputs)} io.inputs")
     if y.shape[1] != len(io.outputs):
         raise t.error("dataset", f"{y.shape[1]} target columns for {len(io.outputs)} io.outputs")
+    x, y = dac_quantise(x, io, dac_bits), dac_quantise(y, io, dac_bits)
     bad = np.argwhere((x < io.v_min) | (x > io.v_max))
     if bad.size:
         i, j = bad[0]
@@ -457,6 +504,44 @@ def _schedule(t):
                       "(settle_ticks + learn_ticks >= 1)")
     t.finish()
     return s
+
+
+def _edge_list(t, name, n_edges):
+    raw = t.get(name, [])
+    if not isinstance(raw, list) or not all(isinstance(e, int) and not isinstance(e, bool)
+                                            for e in raw):
+        raise t.error(name, f"must be a list of edge indices, got {raw!r}")
+    bad = [e for e in raw if not 0 <= e < n_edges]
+    if bad:
+        raise t.error(name, f"edge {bad[0]} out of range 0..{n_edges - 1}")
+    if len(set(raw)) != len(raw):
+        raise t.error(name, "lists an edge twice")
+    return tuple(sorted(raw))
+
+
+def _nonideal(t, n_edges, learning):
+    seed = dict(lo=0, hi=2 ** 63 - 1)
+    rest = t.number("gate_rest", learning.gate_min)
+    if not learning.gate_min <= rest <= learning.gate_max:
+        raise t.error("gate_rest", f"{rest} V is outside [gate_min, gate_max] = "
+                      f"[{learning.gate_min}, {learning.gate_max}]")
+    n = Nonideal(
+        t.number("vt_sigma", 0.0, lo=0.0, hi=0.5), t.number("k_sigma", 0.0, lo=0.0, hi=0.25),
+        t.boolean("twin_mismatch", False), t.integer("mismatch_seed", 0, **seed),
+        t.number("update_offset", 0.0, lo=0.0, hi=1.0), t.number("read_noise", 0.0, lo=0.0,
+                                                                  hi=0.5),
+        t.integer("noise_seed", 1, **seed), t.number("gate_leak", 0.0, lo=0.0, hi=1.0,
+                                                     hi_open=True),
+        rest, _edge_list(t, "dead_edges", n_edges), t.number("dead_fraction", 0.0, lo=0.0,
+                                                             hi=1.0),
+        _edge_list(t, "stuck_edges", n_edges), t.number("stuck_fraction", 0.0, lo=0.0, hi=1.0),
+        t.integer("damage_seed", 0, **seed), t.integer("dac_bits", 0, lo=0, hi=24))
+    if n.dac_bits == 1:
+        raise t.error("dac_bits", "a DAC needs at least 2 bits (0: ideal)")
+    if n.dead_fraction + n.stuck_fraction > 1:
+        raise t.error("stuck_fraction", "dead_fraction + stuck_fraction must be <= 1")
+    t.finish()
+    return n
 
 
 def _fixed(t):
@@ -551,11 +636,12 @@ def parse(data, source="<config>", base_dir=Path(".")):
     device_t.finish()
     io = _io(root.table("io"), network.n_nodes)
     learning = _learning(root.table("learning"), network.n_edges)
-    task = _task(root.table("task"), io, Path(base_dir))
+    nonideal = _nonideal(root.table("nonideal", required=False), network.n_edges, learning)
+    task = _task(root.table("task"), io, Path(base_dir), nonideal.dac_bits)
     schedule = _schedule(root.table("schedule", required=False))
     fixed = _fixed(root.table("fixed", required=False))
     has_fabric = "fabric" in data
     fabric = _fabric(root.table("fabric", required=False), network.n_edges)
     root.finish()
     return Config(name, source, network, device, io, learning, task, schedule, fixed, fabric,
-                  has_fabric)
+                  has_fabric, nonideal)

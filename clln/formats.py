@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import nonideal as nonideal_draws
 from .errors import ConfigError
 
 #: The sticky saturation flags of one tick (``docs/semantics.md``), bit 0 first: an edge
@@ -17,6 +18,11 @@ from .errors import ConfigError
 SATURATION_FLAGS = ("term", "acc", "dv", "v", "dg")
 #: Bit masks of :data:`SATURATION_FLAGS`, as the fixed-point model returns them.
 SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = (1 << i for i in range(len(SATURATION_FLAGS)))
+
+#: Fractional bits of a transistor's relative gain (``k_sigma``): ``1.0`` is ``2**GAIN_FRAC``.
+GAIN_FRAC = 10
+#: Mantissa bits of the gate leak per learning tick and of the read-noise scale.
+DROOP_BITS = NOISE_BITS = 8
 
 
 def mantissa_shift(value, bits):
@@ -62,6 +68,21 @@ class Formats:
         The box of the ``jacobi`` step in voltage LSBs (:func:`settle_box`).
     still_lsb : int
         A node that moves by more than this many LSBs in a tick is not still.
+    vt_c_q : ndarray
+        Threshold of every clamped transistor (``vt_q`` is the free one's; equal unless
+        ``nonideal.twin_mismatch``).
+    k_f_q, k_c_q : ndarray
+        Relative gain of every free and clamped transistor, ``2**GAIN_FRAC`` = 1.
+    offset_q : ndarray
+        Learning-rule offset of every edge in units of ``2**-(2 v_frac)`` V^2.
+    live, frozen : ndarray of int64 (0 or 1)
+        Edges that conduct (not dead); edges whose gate never changes (dead or stuck).
+    droop_mul, droop_shift, rest_q : int
+        Gate leak per learning tick ``~= droop_mul * 2**-droop_shift`` toward ``rest_q``
+        (gate LSBs); ``droop_mul = 0``: no leak.
+    noise_mul, noise_shift : int
+        Voltage LSBs per unit of a read-noise sample ``~= noise_mul * 2**-noise_shift``
+        (``noise_mul = 0``: no noise).
     """
     v_frac: int
     v_bits: int
@@ -85,6 +106,17 @@ class Formats:
     box_lo_q: int = 0
     box_hi_q: int = 0
     still_lsb: int = 1
+    vt_c_q: np.ndarray = None
+    k_f_q: np.ndarray = None
+    k_c_q: np.ndarray = None
+    offset_q: np.ndarray = None
+    live: np.ndarray = None
+    frozen: np.ndarray = None
+    droop_mul: int = 0
+    droop_shift: int = 0
+    rest_q: int = 0
+    noise_mul: int = 0
+    noise_shift: int = 0
 
     @classmethod
     def from_config(cls, cfg):
@@ -96,6 +128,7 @@ class Formats:
             When a value does not fit its format or a shift would be negative.
         """
         f, src = cfg.fixed, cfg.source
+        imp = nonideal_draws.draw(cfg)
         kappa_mul, kappa_shift = mantissa_shift(cfg.schedule.kappa, f.kappa_bits)
         learn_ticks = max(cfg.schedule.learn_ticks, 1)
         lr = cfg.learning.alpha / (cfg.learning.eta * learn_ticks)
@@ -107,13 +140,36 @@ class Formats:
         fmt = cls(
             f.v_frac, f.v_bits, f.g_frac, f.g_bits, f.term_bits, f.acc_bits, f.dv_bits,
             f.dg_bits, kappa_mul, kappa_shift, lr_mul, lr_shift, eta_q, f.eta_frac,
-            np.full(cfg.network.n_edges, round(cfg.device.vt * 2 ** f.v_frac), np.int64),
+            _volts_q(imp.vt_free, f.v_frac),
             round(cfg.learning.gate_min * 2 ** f.g_frac),
             round(cfg.learning.gate_max * 2 ** f.g_frac),
             round(edge_leak(cfg) * 2 ** f.v_frac), cfg.schedule.relax,
-            *settle_box(cfg), cfg.schedule.still_lsb)
+            *settle_box(cfg), cfg.schedule.still_lsb, **_nonideal_constants(cfg, imp))
         fmt._check(cfg)
+        fmt._check_nonideal(cfg, imp)
         return fmt
+
+    def _check_nonideal(self, cfg, imp):
+        src = cfg.source
+        v_limit = 2 ** (self.v_bits - 1 - self.v_frac)
+        worst = max(np.max(np.abs(imp.vt_free)), np.max(np.abs(imp.vt_clamped)))
+        if worst >= v_limit:
+            raise ConfigError(src, "nonideal.vt_sigma", f"a drawn threshold of {worst:.4g} V "
+                              f"does not fit fixed.v_bits = {self.v_bits} with fixed.v_frac = "
+                              f"{self.v_frac} (range +-{v_limit} V)")
+        if self.droop_mul and self.droop_shift < 1:
+            raise ConfigError(src, "nonideal.gate_leak", f"{cfg.nonideal.gate_leak} per tick "
+                              "is too large for a right shift")
+        rms_lsb = cfg.nonideal.read_noise * np.sqrt(2.0) * 2 ** self.v_frac
+        if cfg.nonideal.read_noise and rms_lsb < 0.5:
+            raise ConfigError(src, "nonideal.read_noise", f"{cfg.nonideal.read_noise} V rms "
+                              f"on a drop is below half a voltage LSB (2**-{self.v_frac} V): "
+                              "raise fixed.v_frac or leave the noise out")
+        # (d_f - d_c)(d_f + d_c) + offset of a full-scale drop stays within the products
+        # the learning step multiplies (2 (v_bits + 2) bits).
+        if np.max(np.abs(self.offset_q), initial=0) >= 2 ** (2 * self.v_bits + 2):
+            raise ConfigError(src, "nonideal.update_offset", "a drawn offset does not fit "
+                              "the learning rule's product width (2 (fixed.v_bits + 2) bits)")
 
     def _check(self, cfg):
         src = cfg.source
@@ -197,6 +253,26 @@ class Formats:
 
     def g_to_volts(self, q):
         return np.asarray(q) * 2.0 ** -self.g_frac
+
+
+def _volts_q(volts, frac):
+    return np.round(np.asarray(volts) * 2.0 ** frac).astype(np.int64)
+
+
+def _nonideal_constants(cfg, imp):
+    """The keyword fields of :class:`Formats` that quantise :class:`clln.nonideal.Impairments`
+    and the leak and noise of ``cfg.nonideal``."""
+    f, ni = cfg.fixed, cfg.nonideal
+    droop = mantissa_shift(ni.gate_leak, DROOP_BITS) if ni.gate_leak else (0, 0)
+    scale = nonideal_draws.noise_scale(cfg) * 2 ** f.v_frac
+    noise = mantissa_shift(scale, NOISE_BITS) if scale else (0, 0)
+    return dict(vt_c_q=_volts_q(imp.vt_clamped, f.v_frac),
+                k_f_q=_volts_q(imp.k_free, GAIN_FRAC), k_c_q=_volts_q(imp.k_clamped, GAIN_FRAC),
+                offset_q=_volts_q(imp.offset, 2 * f.v_frac),
+                live=(~imp.dead).astype(np.int64), frozen=imp.frozen.astype(np.int64),
+                droop_mul=droop[0], droop_shift=droop[1],
+                rest_q=round(nonideal_draws.gate_rest(cfg) * 2 ** f.g_frac),
+                noise_mul=noise[0], noise_shift=noise[1])
 
 
 def settle_box(cfg):

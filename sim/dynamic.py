@@ -13,9 +13,11 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from clln import nonideal
 from clln.formats import edge_leak, settle_box
 
-from .fixed import RELAX_CODES
+from .fixed import RELAX_CODES, EdgeConstants
+from .noise import next_samples
 from .ticks import TickModel
 
 
@@ -31,33 +33,42 @@ def node_step(v, acc, cond, c):
     return min(max(v + min(max(step, -span), span), c.box_lo), c.box_hi)
 
 
+@njit(cache=True, inline="always")
+def edge_term(ov, v_a, v_b, leak, gain):
+    """``gain (relu(ov - vb)**2 - relu(ov - va)**2) + leak (va - vb)`` and the
+    conductances ``gain 2 relu(ov - V) + leak`` at ends a and b."""
+    ua, ub = max(ov - v_a, 0.0), max(ov - v_b, 0.0)
+    return (gain * (ub - ua) * (ub + ua) + leak * (v_a - v_b), 2 * gain * ua + leak,
+            2 * gain * ub + leak)
+
+
 @njit(cache=True)
-def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minus, target,
-         c, vf_new, vc_new, g_new, acc_f, acc_c, cond_f, cond_c):
-    """One synchronous float tick; reads state at t, writes state at t+1."""
+def tick(vf, vc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, out_plus,
+         out_minus, target, c, vf_new, vc_new, g_new, acc_f, acc_c, cond_f, cond_c):
+    """One synchronous float tick; reads state at t, writes state at t+1. ``x``: the
+    float :class:`~sim.fixed.EdgeConstants`; ``noise_f, noise_c``: this tick's read noise
+    on every edge's drops (V)."""
     acc_f[:] = 0.0
     acc_c[:] = 0.0
     cond_f[:] = 0.0
     cond_c[:] = 0.0
     for e in range(len(edge_a)):
         a, b = edge_a[e], edge_b[e]
-        ov = g[e] - vt[e]
-        ua, ub = max(ov - vf[a], 0.0), max(ov - vf[b], 0.0)
-        s = (ub - ua) * (ub + ua) + c.leak * (vf[a] - vf[b])
+        s, ca, cb = edge_term(g[e] - x.vt_f[e], vf[a], vf[b], c.leak, x.k_f[e] * x.live[e])
         acc_f[a] -= s
         acc_f[b] += s
-        cond_f[a] += 2 * ua + c.leak
-        cond_f[b] += 2 * ub + c.leak
-        ua, ub = max(ov - vc[a], 0.0), max(ov - vc[b], 0.0)
-        s = (ub - ua) * (ub + ua) + c.leak * (vc[a] - vc[b])
+        cond_f[a] += ca
+        cond_f[b] += cb
+        s, ca, cb = edge_term(g[e] - x.vt_c[e], vc[a], vc[b], c.leak, x.k_c[e] * x.live[e])
         acc_c[a] -= s
         acc_c[b] += s
-        cond_c[a] += 2 * ua + c.leak
-        cond_c[b] += 2 * ub + c.leak
-        if learn:
-            d_f = vf[a] - vf[b]
-            d_c = vc[a] - vc[b]
-            g_new[e] = min(max(g[e] + c.lr * (d_f - d_c) * (d_f + d_c), c.gate_min),
+        cond_c[a] += ca
+        cond_c[b] += cb
+        if learn and not x.frozen[e]:
+            d_f = vf[a] - vf[b] + noise_f[e]
+            d_c = vc[a] - vc[b] + noise_c[e]
+            dg = c.lr * ((d_f - d_c) * (d_f + d_c) + x.offset[e])
+            g_new[e] = min(max(g[e] + dg + c.droop * (c.rest - g[e]), c.gate_min),
                            c.gate_max)
         else:
             g_new[e] = g[e]
@@ -79,20 +90,33 @@ def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minu
 
 
 @njit(cache=True)
-def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_plus,
+def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_plus,
               out_minus, target, c, still_ticks, used):
     """Run up to ``n_ticks`` float ticks on every seed (rows of ``vf, vc, g``) in place;
     with ``still_ticks > 0`` each seed stops once no node moved by more than
-    ``c.still`` (V) for that many consecutive ticks. ``used[s]``: ticks seed s ran."""
+    ``c.still`` (V) for that many consecutive ticks. ``used[s]``: ticks seed s ran.
+    Learning ticks draw their read noise first, the same for every seed."""
     n_seeds, n = vf.shape
     acc_f, acc_c, cond_f, cond_c = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    n_edges = len(edge_a)
+    noisy = learn and c.noise > 0
+    rows = n_ticks if noisy else 1
+    noise_f, noise_c = np.zeros((rows, n_edges)), np.zeros((rows, n_edges))
+    if noisy:
+        drawn_f, drawn_c = np.empty(n_edges, np.int64), np.empty(n_edges, np.int64)
+        for t in range(n_ticks):
+            next_samples(x.noise, drawn_f, drawn_c)
+            noise_f[t] = drawn_f * c.noise
+            noise_c[t] = drawn_c * c.noise
     for s in range(n_seeds):
         vf_a, vc_a, g_a = vf[s].copy(), vc[s].copy(), g[s].copy()
         vf_b, vc_b, g_b = np.empty_like(vf_a), np.empty_like(vc_a), np.empty_like(g_a)
         quiet, ticks = 0, 0
         while ticks < n_ticks:
-            tick(vf_a, vc_a, g_a, learn, edge_a, edge_b, vt, driven, drive, out_plus,
-                 out_minus, target, c, vf_b, vc_b, g_b, acc_f, acc_c, cond_f, cond_c)
+            row = ticks if noisy else 0
+            tick(vf_a, vc_a, g_a, learn, edge_a, edge_b, x, noise_f[row], noise_c[row], driven,
+                 drive, out_plus, out_minus, target, c, vf_b, vc_b, g_b, acc_f, acc_c, cond_f,
+                 cond_c)
             ticks += 1
             if still_ticks > 0:
                 if (np.max(np.abs(vf_b - vf_a)) > c.still
@@ -114,7 +138,7 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_
 #: Float constants of one tick, in the order the kernel takes them.
 FloatConstants = namedtuple("FloatConstants", [
     "kappa", "lr", "eta", "gate_min", "gate_max", "leak", "relax", "box_lo", "box_hi",
-    "cond_floor", "still"])
+    "cond_floor", "still", "droop", "rest", "noise"])
 
 
 def float_constants(cfg):
@@ -125,7 +149,18 @@ def float_constants(cfg):
     lo, hi = settle_box(cfg)
     return FloatConstants(sch.kappa, lrn.alpha / (lrn.eta * max(sch.learn_ticks, 1)), lrn.eta,
                           lrn.gate_min, lrn.gate_max, edge_leak(cfg),
-                          RELAX_CODES[sch.relax], lo * lsb, hi * lsb, lsb, sch.still_lsb * lsb)
+                          RELAX_CODES[sch.relax], lo * lsb, hi * lsb, lsb, sch.still_lsb * lsb,
+                          cfg.nonideal.gate_leak, nonideal.gate_rest(cfg),
+                          nonideal.noise_scale(cfg))
+
+
+def float_edge_constants(cfg):
+    """The :class:`~sim.fixed.EdgeConstants` of a config in floats (volts, relative gains),
+    noise at its first state."""
+    imp = nonideal.draw(cfg)
+    return EdgeConstants(imp.vt_free, imp.vt_clamped, imp.k_free, imp.k_clamped, imp.offset,
+                         (~imp.dead).astype(np.float64), imp.frozen.astype(np.int64),
+                         nonideal.noise_states(cfg).astype(np.int64))
 
 
 class DynamicModel(TickModel):
@@ -135,6 +170,7 @@ class DynamicModel(TickModel):
 
     def __init__(self, cfg, seeds):
         self._constants = float_constants(cfg)
+        self.edges = float_edge_constants(cfg)
         super().__init__(cfg, seeds)
 
     @property
@@ -157,6 +193,6 @@ class DynamicModel(TickModel):
     def _kernel(self, n_ticks, example, learn, still_ticks, used):
         p = self.problem
         run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
-                  np.full(p.n_edges, self.cfg.device.vt), p.driven, self._drive[example],
+                  self.edges, p.driven, self._drive[example],
                   p.out_plus, p.out_minus, self._targets[example], self._constants,
                   still_ticks, used)

@@ -12,8 +12,10 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from clln.formats import SAT_ACC, SAT_DG, SAT_DV, SAT_TERM, SAT_V, Formats
+from clln.formats import GAIN_FRAC, SAT_ACC, SAT_DG, SAT_DV, SAT_TERM, SAT_V, Formats
+from clln.nonideal import noise_states
 
+from .noise import next_samples
 from .ticks import TickModel
 
 #: Node relaxations (``[schedule] relax``), by their code in :class:`TickConstants`.
@@ -23,7 +25,13 @@ RELAX_CODES = {"euler": 0, "jacobi": 1}
 TickConstants = namedtuple("TickConstants", [
     "gate_shift", "term_bits", "acc_bits", "dv_bits", "v_bits", "dg_bits", "kappa_mul",
     "node_shift", "lr_mul", "learn_shift", "eta_q", "eta_frac", "gate_min", "gate_max",
-    "leak_q", "relax", "box_lo", "box_hi", "still_lsb"])
+    "leak_q", "relax", "box_lo", "box_hi", "still_lsb", "droop_mul", "droop_shift",
+    "rest_q", "noise_mul", "noise_shift"])
+
+#: Per-edge constants of one chip (:mod:`clln.nonideal`, quantised by ``Formats``) and
+#: the state of its read-noise generators (advanced in place by every learning tick).
+EdgeConstants = namedtuple("EdgeConstants", [
+    "vt_f", "vt_c", "k_f", "k_c", "offset", "live", "frozen", "noise"])
 
 
 def tick_constants(fmt):
@@ -31,7 +39,15 @@ def tick_constants(fmt):
     return TickConstants(fmt.gate_shift, fmt.term_bits, fmt.acc_bits, fmt.dv_bits, fmt.v_bits,
                          fmt.dg_bits, fmt.kappa_mul, fmt.node_shift, fmt.lr_mul, fmt.learn_shift,
                          fmt.eta_q, fmt.eta_frac, fmt.gate_min_q, fmt.gate_max_q, fmt.leak_q,
-                         RELAX_CODES[fmt.relax], fmt.box_lo_q, fmt.box_hi_q, fmt.still_lsb)
+                         RELAX_CODES[fmt.relax], fmt.box_lo_q, fmt.box_hi_q, fmt.still_lsb,
+                         fmt.droop_mul, fmt.droop_shift, fmt.rest_q, fmt.noise_mul,
+                         fmt.noise_shift)
+
+
+def edge_constants(cfg, fmt):
+    """The :class:`EdgeConstants` of a config and its formats, noise at its first state."""
+    return EdgeConstants(fmt.vt_q, fmt.vt_c_q, fmt.k_f_q, fmt.k_c_q, fmt.offset_q, fmt.live,
+                         fmt.frozen, noise_states(cfg).astype(np.int64))
 
 
 @njit(cache=True, inline="always")
@@ -55,11 +71,30 @@ def saturate(x, bits):
 
 
 @njit(cache=True, inline="always")
-def edge_term(overdrive, v_a, v_b, leak, bits):
-    """``relu(ov - vb)**2 - relu(ov - va)**2 + leak (va - vb)``, saturated to ``bits``."""
+def edge_term(overdrive, v_a, v_b, leak, gain, bits):
+    """``gain (relu(ov - vb)**2 - relu(ov - va)**2) + leak (va - vb)``, saturated to
+    ``bits``; ``gain`` is relative, ``2**GAIN_FRAC`` = 1 (the product rounded back), 0 for
+    a dead edge."""
     u_a = max(overdrive - v_a, 0)
     u_b = max(overdrive - v_b, 0)
-    return saturate((u_b - u_a) * (u_b + u_a) + leak * (v_a - v_b), bits)
+    square = round_shift((u_b - u_a) * (u_b + u_a) * gain, GAIN_FRAC)
+    return saturate(square + leak * (v_a - v_b), bits)
+
+
+@njit(cache=True, inline="always")
+def end_conductance(overdrive, v, leak, gain):
+    """d(term)/dV at one end of an edge: ``gain 2 relu(ov - V)`` (rounded back) ``+ leak``."""
+    return round_shift(2 * max(overdrive - v, 0) * gain, GAIN_FRAC) + leak
+
+
+@njit(cache=True, inline="always")
+def gate_step(g, d_f, d_c, offset, c):
+    """New gate of a learning edge from its drops (noise included), and whether the step
+    saturated: ``g + dg + droop`` kept within the gate bounds."""
+    dg, sat = saturate(round_shift(((d_f - d_c) * (d_f + d_c) + offset) * c.lr_mul,
+                                   c.learn_shift), c.dg_bits)
+    droop = round_shift((c.rest_q - g) * c.droop_mul, c.droop_shift) if c.droop_mul else 0
+    return min(max(g + dg + droop, c.gate_min), c.gate_max), sat
 
 
 @njit(cache=True, inline="always")
@@ -91,11 +126,13 @@ def node_update(v, acc, cond, c):
 
 
 @njit(cache=True)
-def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minus, target,
-         c, vf_new, vc_new, g_new, acc_f, acc_c, cond_f, cond_c):
+def tick(vf, vc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, out_plus,
+         out_minus, target, c, vf_new, vc_new, g_new, acc_f, acc_c, cond_f, cond_c):
     """One synchronous tick of one network pair; returns the saturation flags.
 
     Reads ``vf, vc, g`` (state at t), writes ``vf_new, vc_new, g_new`` (state at t+1).
+    ``x`` are the :class:`EdgeConstants`; ``noise_f, noise_c`` the read noise of this
+    tick on every edge's drops (voltage LSBs; zeros without noise or learning).
     ``acc_f, acc_c, cond_f, cond_c`` are scratch arrays of one entry per node.
     """
     flags = 0
@@ -105,29 +142,27 @@ def tick(vf, vc, g, learn, edge_a, edge_b, vt, driven, drive, out_plus, out_minu
     cond_c[:] = 0
     for e in range(len(edge_a)):
         a, b = edge_a[e], edge_b[e]
-        ov = round_shift(g[e], c.gate_shift) - vt[e]
-        s, sat_f = edge_term(ov, vf[a], vf[b], c.leak_q, c.term_bits)
+        g_v = round_shift(g[e], c.gate_shift)
+        ov_f, ov_c = g_v - x.vt_f[e], g_v - x.vt_c[e]
+        k_f, k_c = x.k_f[e] * x.live[e], x.k_c[e] * x.live[e]
+        s, sat_f = edge_term(ov_f, vf[a], vf[b], c.leak_q, k_f, c.term_bits)
         acc_f[a] -= s
         acc_f[b] += s
-        s, sat_c = edge_term(ov, vc[a], vc[b], c.leak_q, c.term_bits)
+        s, sat_c = edge_term(ov_c, vc[a], vc[b], c.leak_q, k_c, c.term_bits)
         acc_c[a] -= s
         acc_c[b] += s
         if c.relax == 1:
-            # d(term)/dV at each end: 2 relu(ov - V) + leak
-            cond_f[a] += 2 * max(ov - vf[a], 0) + c.leak_q
-            cond_f[b] += 2 * max(ov - vf[b], 0) + c.leak_q
-            cond_c[a] += 2 * max(ov - vc[a], 0) + c.leak_q
-            cond_c[b] += 2 * max(ov - vc[b], 0) + c.leak_q
+            cond_f[a] += end_conductance(ov_f, vf[a], c.leak_q, k_f)
+            cond_f[b] += end_conductance(ov_f, vf[b], c.leak_q, k_f)
+            cond_c[a] += end_conductance(ov_c, vc[a], c.leak_q, k_c)
+            cond_c[b] += end_conductance(ov_c, vc[b], c.leak_q, k_c)
         if sat_f or sat_c:
             flags |= SAT_TERM
-        if learn:
-            d_f = vf[a] - vf[b]
-            d_c = vc[a] - vc[b]
-            dg, sat = saturate(round_shift((d_f - d_c) * (d_f + d_c) * c.lr_mul,
-                                           c.learn_shift), c.dg_bits)
+        if learn and not x.frozen[e]:
+            g_new[e], sat = gate_step(g[e], vf[a] - vf[b] + noise_f[e],
+                                      vc[a] - vc[b] + noise_c[e], x.offset[e], c)
             if sat:
                 flags |= SAT_DG
-            g_new[e] = min(max(g[e] + dg, c.gate_min), c.gate_max)
         else:
             g_new[e] = g[e]
     for n in range(len(vf)):
@@ -180,9 +215,13 @@ def moved_as_reported(moved, lag):
 
 
 @njit(cache=True)
-def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_plus,
+def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_plus,
               out_minus, target, c, flags, still_ticks, joint, lag, used):
     """Run up to ``n_ticks`` ticks on every seed (rows of ``vf, vc, g``) in place.
+
+    ``x`` are the :class:`EdgeConstants`; a learning tick advances their noise
+    generators once for all seeds (the noise is a function of the edge and the count of
+    learning ticks, the same in every stream).
 
     ``flags[s]`` accumulates (OR) the saturation flags of seed s; ``used[s]`` receives
     the ticks seed s ran. With ``still_ticks = k > 0`` a seed stops after the tick that
@@ -199,15 +238,21 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, vt, driven, drive, out_
     quiet = np.zeros(n_seeds, np.int64)
     done = np.zeros(n_seeds, np.bool_)
     judged = np.zeros(n_seeds, np.int64)
+    noise_f, noise_c = np.zeros(len(edge_a), np.int64), np.zeros(len(edge_a), np.int64)
     used[:] = 0
     for _ in range(n_ticks):
         judged[:] = quiet
+        if learn and c.noise_mul:
+            next_samples(x.noise, noise_f, noise_c)
+            for e in range(len(edge_a)):
+                noise_f[e] = round_shift(noise_f[e] * c.noise_mul, c.noise_shift)
+                noise_c[e] = round_shift(noise_c[e] * c.noise_mul, c.noise_shift)
         for s in range(n_seeds):
             if done[s]:
                 continue
-            flags[s] |= tick(vf[s], vc[s], g[s], learn, edge_a, edge_b, vt, driven, drive,
-                             out_plus, out_minus, target, c, vf_b[s], vc_b[s], g_b[s], acc_f,
-                             acc_c, cond_f, cond_c)
+            flags[s] |= tick(vf[s], vc[s], g[s], learn, edge_a, edge_b, x, noise_f, noise_c,
+                             driven, drive, out_plus, out_minus, target, c, vf_b[s], vc_b[s],
+                             g_b[s], acc_f, acc_c, cond_f, cond_c)
             if still_ticks > 0:
                 if moved(vf[s], vf_b[s], c.still_lsb) or moved(vc[s], vc_b[s], c.still_lsb):
                     quiet[s] = 0
@@ -242,6 +287,7 @@ class FixedPointModel(TickModel):
         self.joint, self.lag = joint, lag
         self.formats = Formats.from_config(cfg)
         self.constants = tick_constants(self.formats)
+        self.edges = edge_constants(cfg, self.formats)
         super().__init__(cfg, seeds)
 
     @property
@@ -263,6 +309,6 @@ class FixedPointModel(TickModel):
     def _kernel(self, n_ticks, example, learn, still_ticks, used):
         p = self.problem
         run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
-                  self.formats.vt_q, p.driven, self._drive[example], p.out_plus, p.out_minus,
+                  self.edges, p.driven, self._drive[example], p.out_plus, p.out_minus,
                   self._targets[example], self.constants, self.flags, still_ticks, self.joint,
                   self.lag, used)

@@ -6,11 +6,15 @@ law with the analytic Jacobian; learning follows the paper's locked-step protoco
 compiled with numba and loop over a batch of seeds.
 """
 
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
 
+from clln import nonideal
 from clln.errors import SolverError
 
+from .noise import next_samples
 from .problem import Problem
 
 #: Newton stops when no node moves by more than this (V).
@@ -62,7 +66,7 @@ def _held_range(v, held):
 
 
 @njit(cache=True)
-def _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac, with_jacobian):
+def _residual(v, gate, device, leak, edge_a, edge_b, held, res, jac, with_jacobian):
     """Net current into every free node (units of K/2) and, if asked, its Jacobian.
 
     Returns the squared norm of the residual over the free nodes.
@@ -72,15 +76,15 @@ def _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac, with_jacobian):
         jac[:, :] = 0.0
     for e in range(len(edge_a)):
         a, b = edge_a[e], edge_b[e]
-        ov = gate[e] - vt[e]
+        ov, gain = gate[e] - device[0, e], device[1, e]
         ua = max(ov - v[a], 0.0)
         ub = max(ov - v[b], 0.0)
-        s = ub * ub - ua * ua + leak * (v[a] - v[b])
+        s = gain * (ub * ub - ua * ua) + leak * (v[a] - v[b])
         res[a] -= s
         res[b] += s
         if with_jacobian:
-            ds_a = 2.0 * ua + leak
-            ds_b = -2.0 * ub - leak
+            ds_a = 2.0 * gain * ua + leak
+            ds_b = -2.0 * gain * ub - leak
             jac[a, a] -= ds_a
             jac[a, b] -= ds_b
             jac[b, a] += ds_a
@@ -97,14 +101,16 @@ def _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac, with_jacobian):
 
 
 @njit(cache=True)
-def _newton(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
+def _newton(v, gate, device, leak, edge_a, edge_b, held, jac, res):
     """Newton solve of one network in place; ``v`` holds the guess and the held values.
 
     Parameters
     ----------
     v : (nodes,) float
         Initial guess; held nodes keep their values.
-    gate, vt : (edges,) float
+    gate : (edges,) float
+    device : (2, edges) float
+        Threshold (V) and relative gain (0: a dead edge) of every edge's transistor.
         Gate voltage and threshold of every edge.
     leak : float
         Linear conductance across every edge, in units of K/2 (SPICE's gmin).
@@ -136,7 +142,7 @@ def _newton(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
     step = np.empty(n)
     scratch = np.empty(n)
     jac0 = np.empty((n, n))
-    norm = _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac0, True)
+    norm = _residual(v, gate, device, leak, edge_a, edge_b, held, res, jac0, True)
     lam = 0.0
     for it in range(NEWTON_MAX_ITER):
         worst = 0.0
@@ -164,7 +170,7 @@ def _newton(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
                 for i in range(n):
                     v[i] = trial[i]
                 return it + 1
-            trial_norm = _residual(trial, gate, vt, leak, edge_a, edge_b, held, scratch, jac,
+            trial_norm = _residual(trial, gate, device, leak, edge_a, edge_b, held, scratch, jac,
                                    False)
             if trial_norm < norm:
                 accepted = True
@@ -173,7 +179,7 @@ def _newton(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
         if accepted:
             for i in range(n):
                 v[i] = trial[i]
-            norm = _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac0, True)
+            norm = _residual(v, gate, device, leak, edge_a, edge_b, held, res, jac0, True)
             lam = 0.0 if lam < 1e-6 else lam * 0.25
         else:
             lam = max(4.0 * lam, 1e-6)
@@ -181,14 +187,14 @@ def _newton(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
 
 
 @njit(cache=True)
-def _relax(v, gate, vt, leak, edge_a, edge_b, held, res, jac, n_steps):
+def _relax(v, gate, device, leak, edge_a, edge_b, held, res, jac, n_steps):
     """Explicit relaxation ``V += dt * (net current in)``: slow, but always heads downhill.
 
     ``dt`` is set from the largest conductance so that each step is stable.
     """
     lo, hi = _held_range(v, held)
     for _ in range(n_steps):
-        _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac, True)
+        _residual(v, gate, device, leak, edge_a, edge_b, held, res, jac, True)
         diag = 1e-12
         for i in range(len(v)):
             diag = max(diag, -jac[i, i])
@@ -198,7 +204,7 @@ def _relax(v, gate, vt, leak, edge_a, edge_b, held, res, jac, n_steps):
 
 
 @njit(cache=True)
-def solve_network(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
+def solve_network(v, gate, device, leak, edge_a, edge_b, held, jac, res):
     """Steady state of one network, in place; ``v`` holds the guess and the held values.
 
     Newton (:func:`_newton`) first; if it fails, a few thousand relaxation steps bring
@@ -214,11 +220,11 @@ def solve_network(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
         acceptance), or -1 if the solve failed.
     """
     for _ in range(4):
-        it = _newton(v, gate, vt, leak, edge_a, edge_b, held, jac, res)
+        it = _newton(v, gate, device, leak, edge_a, edge_b, held, jac, res)
         if it >= 0:
             return it
-        _relax(v, gate, vt, leak, edge_a, edge_b, held, res, jac, 2000)
-    _residual(v, gate, vt, leak, edge_a, edge_b, held, res, jac, False)
+        _relax(v, gate, device, leak, edge_a, edge_b, held, res, jac, 2000)
+    _residual(v, gate, device, leak, edge_a, edge_b, held, res, jac, False)
     worst = 0.0
     for i in range(len(v)):
         worst = max(worst, abs(res[i]))
@@ -226,11 +232,11 @@ def solve_network(v, gate, vt, leak, edge_a, edge_b, held, jac, res):
 
 
 @njit(cache=True)
-def _present(gates, vt, leak, edge_a, edge_b, driven, clamped, drive, out_plus, out_minus,
+def _present(gates, x, leak, edge_a, edge_b, driven, clamped, drive, out_plus, out_minus,
              target, eta, rate, gate_min, gate_max, learn, warm_free, warm_clamped, observed):
     """Present one example to every seed: free solve, and if ``learn`` the update.
 
-    Returns the index of a seed whose solve failed, or -1.
+    ``x`` is a :class:`Chip`. Returns the index of a seed whose solve failed, or -1.
     """
     n_seeds, n = warm_free.shape
     jac = np.empty((n, n))
@@ -240,7 +246,7 @@ def _present(gates, vt, leak, edge_a, edge_b, driven, clamped, drive, out_plus, 
         for i in range(n):
             if driven[i]:
                 vf[i] = drive[i]
-        if solve_network(vf, gates[s], vt, leak, edge_a, edge_b, driven, jac, res) < 0:
+        if solve_network(vf, gates[s], x.free, leak, edge_a, edge_b, driven, jac, res) < 0:
             return s
         for k in range(len(out_plus)):
             p, m = out_plus[k], out_minus[k]
@@ -257,14 +263,25 @@ def _present(gates, vt, leak, edge_a, edge_b, driven, clamped, drive, out_plus, 
                 half = 0.5 * eta * (target[k] - observed[s, k])
                 vc[p] = vf[p] + half
                 vc[m] = vf[m] - half
-        if solve_network(vc, gates[s], vt, leak, edge_a, edge_b, clamped, jac, res) < 0:
+        if solve_network(vc, gates[s], x.clamped, leak, edge_a, edge_b, clamped, jac, res) < 0:
             return s
         for e in range(len(edge_a)):
-            df = vf[edge_a[e]] - vf[edge_b[e]]
-            dc = vc[edge_a[e]] - vc[edge_b[e]]
-            g = gates[s, e] + rate * (df * df - dc * dc)
+            if x.frozen[e]:
+                continue
+            df = vf[edge_a[e]] - vf[edge_b[e]] + x.noise_f[e]
+            dc = vc[edge_a[e]] - vc[edge_b[e]] + x.noise_c[e]
+            g = gates[s, e] + rate * (df * df - dc * dc + x.offset[e])
+            g += x.droop * (x.rest - gates[s, e])
             gates[s, e] = min(max(g, gate_min), gate_max)
     return -1
+
+
+#: One chip's non-idealities as the quasi-static kernels take them: ``free``, ``clamped``
+#: (2, edges) thresholds and gains (0 for dead edges), learning-rule ``offset`` (V^2),
+#: ``frozen`` gates, the gate ``droop`` per example toward ``rest``, and this example's
+#: read noise on every edge's drops (V).
+Chip = namedtuple("Chip", ["free", "clamped", "offset", "frozen", "droop", "rest", "noise_f",
+                           "noise_c"])
 
 
 class QuasiStaticModel:
@@ -285,7 +302,16 @@ class QuasiStaticModel:
         p = self.problem
         self.seeds = list(seeds)
         self.gates = np.stack([cfg.learning.initial_gates(p.n_edges, s) for s in self.seeds])
-        self.vt = np.full(p.n_edges, cfg.device.vt)
+        imp = nonideal.draw(cfg)
+        live = (~imp.dead).astype(np.float64)
+        # one update per example stands for learn_ticks learning ticks of the tick models
+        droop = 1.0 - (1.0 - cfg.nonideal.gate_leak) ** max(cfg.schedule.learn_ticks, 1)
+        zeros = np.zeros(p.n_edges)
+        self.chip = Chip(np.stack([imp.vt_free, imp.k_free * live]),
+                         np.stack([imp.vt_clamped, imp.k_clamped * live]), imp.offset,
+                         imp.frozen, droop, nonideal.gate_rest(cfg), zeros, zeros.copy())
+        self.noise = nonideal.noise_states(cfg).astype(np.int64)
+        self._noise_scale = nonideal.noise_scale(cfg)
         self.leak = 2 * cfg.device.gmin / cfg.device.k
         start = np.mean(p.drive[:, p.driven])
         shape = (p.n_examples, len(self.seeds), p.n_nodes)
@@ -302,8 +328,14 @@ class QuasiStaticModel:
         """
         p, cfg = self.problem, self.cfg
         observed = np.empty((len(self.seeds), len(p.out_plus)))
+        chip = self.chip
+        if learn and self._noise_scale:
+            drawn_f, drawn_c = np.empty(p.n_edges, np.int64), np.empty(p.n_edges, np.int64)
+            next_samples(self.noise, drawn_f, drawn_c)
+            chip = chip._replace(noise_f=drawn_f * self._noise_scale,
+                                 noise_c=drawn_c * self._noise_scale)
         failed = _present(
-            self.gates, self.vt, self.leak, p.edge_a, p.edge_b, p.driven, p.clamped,
+            self.gates, chip, self.leak, p.edge_a, p.edge_b, p.driven, p.clamped,
             p.drive[example], p.out_plus, p.out_minus, p.targets[example], cfg.learning.eta,
             cfg.learning.alpha / cfg.learning.eta, cfg.learning.gate_min, cfg.learning.gate_max,
             learn, self._warm_free[example], self._warm_clamped[example], observed)

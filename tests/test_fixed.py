@@ -20,29 +20,56 @@ def _sat(x, bits):
     return np.clip(x, -hi - 1, hi), (x > hi) | (x < -hi - 1)
 
 
-def reference_tick(fmt, p, vf, vc, g, learn, drive, target):
-    """docs/semantics.md written out again, in vectorised NumPy (an independent reading)."""
+def reference_noise(states, fmt):
+    """docs/semantics.md's read noise, in plain Python: advance every edge's xorshift32
+    twice (in place) and return the free and clamped drops' noise (voltage LSBs)."""
+    def step(x):
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        return x ^ ((x << 5) & 0xFFFFFFFF)
+
+    out = np.zeros((2, len(states)), np.int64)
+    for e in range(len(states)):
+        x = int(states[e])
+        for k in range(2):
+            x = step(x)
+            sample = sum((x >> (8 * i)) & 255 for i in range(4)) - 510
+            out[k, e] = _rs(sample * fmt.noise_mul, fmt.noise_shift)
+        states[e] = x
+    return out
+
+
+def reference_tick(fmt, p, vf, vc, g, learn, drive, target, noise=None):
+    """docs/semantics.md written out again, in vectorised NumPy (an independent reading).
+    ``noise``: (2, edges) read noise of this tick on the free and clamped drops."""
     a, b = p.edge_a, p.edge_b
     flags = 0
-    ov = _rs(g, fmt.gate_shift) - fmt.vt_q
+    g_v = _rs(g, fmt.gate_shift)
     accs, conds = [], []
-    for v in (vf, vc):
+    for v, vt, gain in ((vf, fmt.vt_q, fmt.k_f_q), (vc, fmt.vt_c_q, fmt.k_c_q)):
+        ov, gain = g_v - vt, gain * fmt.live
         ua, ub = np.maximum(ov - v[a], 0), np.maximum(ov - v[b], 0)
-        s, sat = _sat((ub - ua) * (ub + ua) + fmt.leak_q * (v[a] - v[b]), fmt.term_bits)
+        square = _rs((ub - ua) * (ub + ua) * gain, 10)
+        s, sat = _sat(square + fmt.leak_q * (v[a] - v[b]), fmt.term_bits)
         flags |= 1 if sat.any() else 0
         acc = np.zeros(len(v), np.int64)
         np.add.at(acc, b, s)
         np.add.at(acc, a, -s)
         accs.append(acc)
         cond = np.zeros(len(v), np.int64)
-        np.add.at(cond, a, 2 * ua + fmt.leak_q)
-        np.add.at(cond, b, 2 * ub + fmt.leak_q)
+        np.add.at(cond, a, _rs(2 * ua * gain, 10) + fmt.leak_q)
+        np.add.at(cond, b, _rs(2 * ub * gain, 10) + fmt.leak_q)
         conds.append(cond)
     if learn:
-        df, dc = vf[a] - vf[b], vc[a] - vc[b]
-        dg, sat = _sat(_rs((df - dc) * (df + dc) * fmt.lr_mul, fmt.learn_shift), fmt.dg_bits)
+        n_f, n_c = (0, 0) if noise is None else noise
+        df, dc = vf[a] - vf[b] + n_f, vc[a] - vc[b] + n_c
+        dg, sat = _sat(_rs(((df - dc) * (df + dc) + fmt.offset_q) * fmt.lr_mul,
+                           fmt.learn_shift), fmt.dg_bits)
+        droop = _rs((fmt.rest_q - g) * fmt.droop_mul, fmt.droop_shift) if fmt.droop_mul else 0
+        sat &= fmt.frozen == 0
         flags |= 16 if sat.any() else 0
-        g_new = np.clip(g + dg, fmt.gate_min_q, fmt.gate_max_q)
+        g_new = np.where(fmt.frozen, g, np.clip(g + dg + droop, fmt.gate_min_q,
+                                                fmt.gate_max_q))
     else:
         g_new = g.copy()
     new = []
@@ -93,12 +120,22 @@ def _random_graph_dict(xor_dict, rng):
     return xor_dict
 
 
+#: A chip with every non-ideality (docs/config.md, ``[nonideal]``).
+EVERY_NONIDEALITY = {"vt_sigma": 0.03, "k_sigma": 0.1, "twin_mismatch": True,
+                     "update_offset": 1e-4, "read_noise": 0.003, "gate_leak": 0.01,
+                     "gate_rest": 1.0, "dead_edges": [3], "stuck_fraction": 0.1,
+                     "dac_bits": 6}
+
+
 @pytest.mark.parametrize("relax", ["euler", "jacobi"])
-@pytest.mark.parametrize("case", ["paper-xor", "narrow", "random-graph"])
+@pytest.mark.parametrize("case", ["paper-xor", "narrow", "random-graph", "nonideal"])
 def test_kernel_equals_semantics_document(case, relax, xor_dict, tmp_path):
     rng = np.random.default_rng(7)
     xor_dict["schedule"]["relax"] = relax
     if case == "paper-xor":
+        cfg = config.parse(xor_dict)
+    elif case == "nonideal":
+        xor_dict["nonideal"] = EVERY_NONIDEALITY
         cfg = config.parse(xor_dict)
     elif case == "narrow":
         # Narrow widths so that every saturation path is exercised.
@@ -126,8 +163,11 @@ def test_kernel_equals_semantics_document(case, relax, xor_dict, tmp_path):
         g = rng.integers(fmt.gate_min_q, fmt.gate_max_q + 1, p.n_edges)
         example = trial % p.n_examples
         learn = bool(trial % 3)
+        noise = None
+        if learn and fmt.noise_mul:
+            noise = reference_noise(model.edges.noise.copy(), fmt)
         expected = reference_tick(fmt, p, vf, vc, g, learn, model._drive[example],
-                                  model._targets[example])
+                                  model._targets[example], noise)
         model.v_free[0], model.v_clamped[0], model.gates[0] = vf, vc, g
         model.flags[:] = 0
         model.run(1, example, learn)
@@ -263,7 +303,7 @@ def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint, lag):
         assert (stop > 3).all(), stop            # the new drives moved: not still at once
         used = np.zeros(len(seeds), np.int64)
         run_ticks(ruled.v_free, ruled.v_clamped, ruled.gates, 400, False, p.edge_a, p.edge_b,
-                  ruled.formats.vt_q, p.driven, ruled._drive[example], p.out_plus,
+                  ruled.edges, p.driven, ruled._drive[example], p.out_plus,
                   p.out_minus, ruled._targets[example], ruled.constants, ruled.flags, 3,
                   joint, lag, used)
         np.testing.assert_array_equal(used, stop)

@@ -22,12 +22,12 @@ def _bisect(f, lo, hi, n=200):
 @pytest.mark.parametrize("g1, g2", [(1.5, 1.0), (0.8, 3.0), (0.9, 0.95), (4.0, 0.7)])
 def test_one_free_node_matches_bisection(g1, g2):
     # 0 (held 0.05 V) --e0-- 1 (free) --e1-- 2 (held 0.40 V); solved by bisection on KCL.
-    vt = np.array([0.62, 0.62])
+    device = np.array([[0.62, 0.62], [1.0, 1.0]])          # thresholds, relative gains
     gate = np.array([g1, g2])
     edges = np.array([[0, 1], [1, 2]])
     v = np.array([0.05, 0.2, 0.40])
     held = np.array([True, False, True])
-    it = solve_network(v, gate, vt, 0.0, edges[:, 0], edges[:, 1], held, np.empty((3, 3)),
+    it = solve_network(v, gate, device, 0.0, edges[:, 0], edges[:, 1], held, np.empty((3, 3)),
                        np.empty(3))
     assert it > 0
 

@@ -37,6 +37,7 @@ def make_fabric(cfg, fmt=None, seed=None, mult_bits=None):
     kind = (StreamFabric if cfg.fabric.streams > 1 else SerialFabric if cfg.fabric.serial
             else Fabric)
     check_relaxation(cfg, kind)
+    check_nonideal(cfg)
     return kind(cfg, fmt, seed, mult_bits)
 
 
@@ -49,3 +50,24 @@ def check_relaxation(cfg, kind):
                           f"the {kind.__name__} yet (issue 14); use relax = \"euler\" or the "
                           "parallel fabric")
 
+
+
+#: ``[nonideal]`` keys the fabrics build in, as per-edge constants: thresholds of one
+#: transistor per edge (``vt_sigma`` without ``twin_mismatch``) and the DAC quantisation
+#: of the dataset (``dac_bits``), which only changes the data.
+GATEWARE_NONIDEAL = ("vt_sigma", "mismatch_seed", "dac_bits", "noise_seed", "damage_seed",
+                     "gate_rest")
+
+
+def check_nonideal(cfg):
+    """Refuse, before any HDL is written, a non-ideality the fabrics do not build in yet
+    (every one is in the golden models; ``docs/semantics.md``, "Non-idealities")."""
+    ni, defaults = cfg.nonideal, type(cfg.nonideal)()
+    for name in type(ni).__dataclass_fields__:
+        if name in GATEWARE_NONIDEAL or getattr(ni, name) == getattr(defaults, name):
+            continue
+        if name == "twin_mismatch" and not (ni.vt_sigma or ni.k_sigma):
+            continue
+        raise ConfigError(cfg.source, f"nonideal.{name}", "is in the golden models but not "
+                          "built into the gateware yet (issue 15); the fabrics take "
+                          "nonideal.vt_sigma and nonideal.dac_bits")
