@@ -255,6 +255,8 @@ class Point:
 
 def _blame(sweep, values, error):
     """The axis (and value) a config error is about, else the whole point."""
+    if isinstance(error, ConfigError) and error.source == sweep.source:
+        return error                              # already about the sweep file
     if isinstance(error, ConfigError):
         for key in values:
             if error.key == key or error.key.startswith(key + "."):
@@ -527,7 +529,7 @@ def run_dask(make_tasks_for, address, finished):
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
         futures = client.map(run_task, make_tasks_for(max(1, threads)), pure=False)
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=client.loop):
                 finished(future.result())
         finally:
             client.cancel(futures)
@@ -567,18 +569,22 @@ def result_rows(points, journalled):
             for p in points]
 
 
-def _cell(v):
-    """An axis value as a table cell: a scalar as it is, a list or table as JSON."""
-    return json.dumps(v) if isinstance(v, (list, dict)) else v
+def _column(values):
+    """An axis's values as table cells: as they are if they are all numbers, all
+    booleans or all strings, else each as JSON text (lists, tables, mixed kinds)."""
+    kinds = {"number" if _is_number(v) else type(v).__name__ for v in values}
+    if len(kinds) == 1 and kinds <= {"number", "bool", "str"}:
+        return list(values)
+    return [json.dumps(v) for v in values]
 
 
 def make_table(rows, keys):
     """The rows as a DataFrame: NaN for missing ticks, nullable integers for the most
-    ticks, lists and tables of axis values as JSON text."""
+    ticks, axis values of several kinds (lists, tables, ...) as JSON text."""
     import pandas as pd
     columns = ["point", *keys, *METRICS]
-    table = pd.DataFrame([[_cell(r[c]) if c in keys else r[c] for c in columns]
-                          for r in rows], columns=columns)
+    table = pd.DataFrame({c: _column([r[c] for r in rows]) if c in keys
+                          else [r[c] for r in rows] for c in columns}, columns=columns)
     table["ticks_per_example"] = table["ticks_per_example"].astype("float64")
     table["ticks_per_example_max"] = table["ticks_per_example_max"].astype("Int64")
     for c in ("reached", "saturated"):
