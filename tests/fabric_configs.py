@@ -1,5 +1,7 @@
 """Configs shared by the gateware tests: a random graph, narrow and saturating formats."""
 
+import dataclasses
+
 import numpy as np
 from conftest import builtin_dict
 
@@ -82,3 +84,10 @@ def driven_pair_config(tmp_path):
     pair = next((a, b) for a in base.driven_nodes() for b in base.driven_nodes()
                 if a < b and frozenset((a, b)) not in have)
     return random_graph_config(tmp_path, extra_edges=[pair]), pair
+
+
+def mismatched(cfg, vt_sigma=0.05, mismatch_seed=3):
+    """``cfg`` on a chip with per-edge threshold mismatch (``[nonideal] vt_sigma``), the
+    non-ideality every fabric builds in."""
+    ni = dataclasses.replace(cfg.nonideal, vt_sigma=vt_sigma, mismatch_seed=mismatch_seed)
+    return dataclasses.replace(cfg, nonideal=ni)

@@ -9,12 +9,14 @@ from fabric_configs import (
     driven_pair_config,
     jacobi_random_config,
     jacobi_xor_config,
+    mismatched,
     narrow_config,
     random_graph_config,
 )
 
 from clln import config as config_mod
 from clln.flows import verify
+from clln.formats import Formats
 from clln.gateware.fabric.serial import serial_schedule
 from clln.sim.benches.stimulus import unpack
 
@@ -186,6 +188,18 @@ def test_cocotb_jacobi_streams(sim, tmp_path):
     check(res, sim, 150, 3 * (9 * 2 + 16 + 2))
     check_moved_both_ways(res)
     assert (res["streams"], res["cycles_per_tick"]) == (3, 3)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("fold, sim", [(0, "verilator"), ("serial", "icarus"),
+                                       ("streams:2", "icarus")])
+def test_cocotb_threshold_mismatch(fold, sim, tmp_path):
+    """Per-edge thresholds (``[nonideal] vt_sigma``) in every kind of fabric."""
+    cfg = config_mod.refold(mismatched(jacobi_random_config(tmp_path, 255)), fold)
+    assert len(set(Formats.from_config(cfg).vt_q.tolist())) == cfg.network.n_edges
+    res = verify(cfg, sim=sim, ticks=120, build_dir=tmp_path / "build")
+    streams = cfg.fabric.streams
+    check(res, sim, 120, streams * (9 * 2 + 16 + 2))
 
 
 @pytest.mark.sim
