@@ -2,6 +2,7 @@
 :mod:`clln.sweep`, file format: ``docs/sweep.md``)."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -33,8 +34,9 @@ def cmd_sweep(args):
         if bar is not None:
             bar.close()
     if args.json:
-        json.dump({"points": len(result.rows), "ran": result.ran, "resumed": result.resumed,
-                   "out": str(out_dir), "rows": result.rows}, sys.stdout)
+        rows = [{k: _json_value(v) for k, v in r.items()} for r in result.rows]
+        json.dump({"points": len(rows), "ran": result.ran, "resumed": result.resumed,
+                   "out": str(out_dir), "rows": rows}, sys.stdout, allow_nan=False)
         sys.stdout.write("\n")
         return 0
     where = f"Dask at {args.scheduler}" if args.scheduler else "local"
@@ -45,6 +47,11 @@ def cmd_sweep(args):
     print(f"results: {out_dir / 'results.parquet'}, {out_dir / 'results.csv'}, "
           f"{out_dir / 'summary.png'}")
     return 0
+
+
+def _json_value(v):
+    """None for a NaN or infinite float (an error that diverged), which JSON cannot hold."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _print_summary(spec, table):

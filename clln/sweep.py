@@ -105,17 +105,18 @@ class Sweep:
         return config_mod.parse(self.point_data(values), str(self.config_path),
                                 self.config_path.parent)
 
-    def digest(self):
-        """SHA-256 (hex) of everything that decides the rows: the config's TOML and
-        dataset, the model, the epochs and the axes. A journal records it."""
-        base = config_mod.parse(copy.deepcopy(self.config_data), str(self.config_path),
-                                self.config_path.parent)
+    def digest(self, cfg=None):
+        """SHA-256 (hex) of everything that decides the rows: the config's TOML, the
+        dataset of ``cfg`` (default: the first point's config), the model, the epochs and
+        the axes. A journal records it."""
+        if cfg is None:
+            cfg = self.point_config(self.points()[0])
         h = hashlib.sha256()
         h.update(json.dumps({"format": JOURNAL_FORMAT, "config": self.config_data,
                              "model": self.model, "epochs": self.epochs,
                              "axes": [[k, list(v)] for k, v in self.axes]},
                             sort_keys=True, default=str).encode())
-        for array in (base.task.x, base.task.y):
+        for array in (cfg.task.x, cfg.task.y):
             h.update(array.astype(float).tobytes())
         return h.hexdigest()
 
@@ -526,7 +527,7 @@ def run_dask(make_tasks_for, address, finished):
     except (OSError, TimeoutError, ValueError) as e:
         raise SweepError(f"cannot reach the Dask scheduler at {address}: {e}") from None
     with client:
-        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+        threads = sum(client.nthreads().values())
         futures = client.map(run_task, make_tasks_for(max(1, threads)), pure=False)
         try:
             for future in as_completed(futures, loop=client.loop):
