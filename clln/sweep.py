@@ -326,10 +326,16 @@ class Task:
     mse_target: float
 
 
+#: Tasks per worker a sweep is split into, for the load to balance (points take unequal
+#: times) and the journal to advance; seed groups are split evenly to reach it.
+TASKS_PER_WORKER = 4
+
+
 def make_tasks(sweep, points, workers=1, group=True):
     """The tasks that run ``points``: with ``group``, points that differ only in
-    ``learning.seed`` share a task, split so that there are at least ``workers`` tasks
-    when there are that many points.
+    ``learning.seed`` share a task; with more than one worker the groups are split
+    evenly into tasks of at most ``len(points) / (TASKS_PER_WORKER * workers)`` points
+    (rounded up), so that the workers stay busy to the end.
 
     Returns
     -------
@@ -339,12 +345,11 @@ def make_tasks(sweep, points, workers=1, group=True):
     for p in points:
         rest = tuple((k, json.dumps(v, sort_keys=True)) for k, v in p.values.items()
                      if k != SEED_AXIS)
-        key = rest if group else (p.index,)
-        groups.setdefault(key, []).append(p)
-    pieces = max(1, math.ceil(workers / max(1, len(groups))))
+        groups.setdefault(rest if group else (p.index,), []).append(p)
+    most = len(points) if workers <= 1 else math.ceil(len(points) / (TASKS_PER_WORKER * workers))
     tasks = []
     for members in groups.values():
-        size = max(1, math.ceil(len(members) / pieces))
+        size = math.ceil(len(members) / math.ceil(len(members) / max(1, most)))
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
             first = chunk[0]

@@ -89,8 +89,14 @@ def test_grouped_seeds_give_the_same_rows(tmp_path, small_rows):
     points = sweep_mod.check_points(spec)
     tasks = sweep_mod.make_tasks(spec, points, workers=1)
     assert [(t.seeds, t.points) for t in tasks] == [((0, 1), (0, 1)), ((0, 1), (2, 3))]
-    # split so that every worker has a task
-    assert len(sweep_mod.make_tasks(spec, points, workers=4)) == 4
+    # split evenly for the load to balance: 60 points on 2 workers, 12 tasks of 5 seeds
+    assert len(sweep_mod.make_tasks(spec, points, workers=2)) == 4
+    big = sweep_mod.load_sweep(write_sweep(tmp_path, SMALL.replace("[0, 1]", str(
+        list(range(10)))).replace("[0.3, 0.5]", "[0.1, 0.2, 0.3, 0.5, 0.7, 1.0]"), "big.toml"))
+    tasks = sweep_mod.make_tasks(big, sweep_mod.check_points(big), workers=2)
+    assert [len(t.seeds) for t in tasks] == [5] * 12
+    assert sorted(i for t in tasks for i in t.points) == list(range(60))
+    assert tasks[1].seeds == (5, 6, 7, 8, 9) and tasks[1].points == (5, 6, 7, 8, 9)
     result = sweep_mod.run_sweep(spec, tmp_path / "out", workers=1)
     assert without_seconds(result.rows) == without_seconds(small_rows)
 
