@@ -157,6 +157,9 @@ class Formats:
             raise ConfigError(src, "nonideal.vt_sigma", f"a drawn threshold of {worst:.4g} V "
                               f"does not fit fixed.v_bits = {self.v_bits} with fixed.v_frac = "
                               f"{self.v_frac} (range +-{v_limit} V)")
+        if max(np.max(self.k_f_q), np.max(self.k_c_q)) >= 4 << GAIN_FRAC:
+            raise ConfigError(src, "nonideal.k_sigma", "a drawn gain of 4 or more does not "
+                              "fit the gain format")
         if self.droop_mul and self.droop_shift < 1:
             raise ConfigError(src, "nonideal.gate_leak", f"{cfg.nonideal.gate_leak} per tick "
                               "is too large for a right shift")
@@ -209,6 +212,34 @@ class Formats:
         if widest > 62:
             raise ConfigError(src, "fixed", f"intermediate products need {widest} bits; "
                               "the model computes in 62: narrow the widths")
+
+    @property
+    def twin_thresholds(self):
+        """Whether some clamped transistor's threshold differs from its free twin's."""
+        return bool(np.any(self.vt_c_q != self.vt_q))
+
+    @property
+    def has_gains(self):
+        """Whether some transistor's gain is not 1 (mismatch, or a dead edge's 0)."""
+        unit = 1 << GAIN_FRAC
+        return bool(np.any(self.k_f_q * self.live != unit) or np.any(self.k_c_q * self.live
+                                                                      != unit))
+
+    @property
+    def has_offsets(self):
+        return bool(np.any(self.offset_q))
+
+    @property
+    def has_frozen(self):
+        return bool(np.any(self.frozen))
+
+    @property
+    def noise_max(self):
+        """The largest read noise on a drop, in voltage LSBs (0: no noise)."""
+        if not self.noise_mul:
+            return 0
+        return (nonideal_draws.NOISE_MEAN * self.noise_mul
+                + (1 << self.noise_shift >> 1)) >> self.noise_shift
 
     @property
     def kappa(self):

@@ -9,11 +9,12 @@ from clln import config as config_mod
 
 
 def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None, relax="euler",
-                        still_lsb=1):
+                        still_lsb=1, nonideal=None):
     """A random connected 9-node graph, one single-ended and one differential output.
 
     ``extra_edges`` are added as given (e.g. an edge between two driven nodes); ``fixed``
-    is an optional ``[fixed]`` table; ``relax`` and ``still_lsb`` go to ``[schedule]``.
+    is an optional ``[fixed]`` table; ``relax`` and ``still_lsb`` go to ``[schedule]``;
+    ``nonideal`` is an optional ``[nonideal]`` table.
     """
     rng = np.random.default_rng(seed)
     n = 9
@@ -39,6 +40,8 @@ def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None, relax="eul
     }
     if fixed:
         data["fixed"] = dict(fixed)
+    if nonideal:
+        data["nonideal"] = dict(nonideal)
     return config_mod.parse(data, "<random>", tmp_path)
 
 
@@ -91,3 +94,17 @@ def mismatched(cfg, vt_sigma=0.05, mismatch_seed=3):
     non-ideality every fabric builds in."""
     ni = dataclasses.replace(cfg.nonideal, vt_sigma=vt_sigma, mismatch_seed=mismatch_seed)
     return dataclasses.replace(cfg, nonideal=ni)
+
+
+#: A chip with every non-ideality, strong enough to show in a short bench (a dead edge,
+#: a stuck one, twin mismatch, offsets, noise, a gate leak and a 6-bit DAC).
+EVERY_NONIDEALITY = {"vt_sigma": 0.03, "k_sigma": 0.1, "twin_mismatch": True,
+                     "update_offset": 1e-4, "read_noise": 0.003, "gate_leak": 0.01,
+                     "gate_rest": 1.0, "dead_edges": [3], "stuck_edges": [5], "dac_bits": 6}
+
+
+def nonideal_random_config(tmp_path, keys=None, still_lsb=255):
+    """:func:`jacobi_random_config` on a chip with ``keys`` of ``[nonideal]`` (default
+    :data:`EVERY_NONIDEALITY`)."""
+    return random_graph_config(tmp_path, relax="jacobi", still_lsb=still_lsb,
+                               nonideal=EVERY_NONIDEALITY if keys is None else keys)

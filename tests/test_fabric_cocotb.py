@@ -11,6 +11,7 @@ from fabric_configs import (
     jacobi_xor_config,
     mismatched,
     narrow_config,
+    nonideal_random_config,
     random_graph_config,
 )
 
@@ -200,6 +201,19 @@ def test_cocotb_threshold_mismatch(fold, sim, tmp_path):
     res = verify(cfg, sim=sim, ticks=120, build_dir=tmp_path / "build")
     streams = cfg.fabric.streams
     check(res, sim, 120, streams * (9 * 2 + 16 + 2))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("fold, sim", [(0, "icarus"), (0, "verilator"), (5, "icarus"),
+                                       (5, "verilator")])
+def test_cocotb_every_nonideality(fold, sim, tmp_path):
+    """Twin mismatch, gains, a dead and a stuck edge, offsets, read noise, a gate leak and
+    a DAC in the parallel and the folded fabric (its units share the noise by phase)."""
+    cfg = config_mod.refold(nonideal_random_config(tmp_path), fold)
+    fmt = Formats.from_config(cfg)
+    assert fmt.has_gains and fmt.twin_thresholds and fmt.noise_mul and fmt.droop_mul
+    res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build")
+    check(res, sim, 150, 9 * 2 + 16 + 2)
 
 
 @pytest.mark.sim

@@ -182,10 +182,10 @@ def test_read_noise_below_half_an_lsb_is_refused():
 def test_gateware_refuses_what_it_does_not_build(tmp_path, capsys):
     path = tmp_path / "ni.toml"
     text = (config.resolve("paper-xor").read_text()
-            + "\n[nonideal]\nvt_sigma = 0.02\nk_sigma = 0.05\n")
+            + "\n[fabric]\nserial = true\n[nonideal]\nvt_sigma = 0.02\nk_sigma = 0.05\n")
     path.write_text(text)
     out = tmp_path / "gen"
     assert main(["generate", str(path), "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "nonideal.k_sigma" in err and "Traceback" not in err
+    assert "nonideal.k_sigma" in err and "SerialFabric" in err and "Traceback" not in err
     assert not out.exists() or not any(out.iterdir())

@@ -34,10 +34,9 @@ def fabric_shape(cfg):
 def make_fabric(cfg, fmt=None, seed=None, mult_bits=None):
     """The fabric ``cfg`` asks for: :class:`Fabric`, the serial one (``[fabric] serial``)
     or the pipelined one of several networks (``[fabric] streams``)."""
-    kind = (StreamFabric if cfg.fabric.streams > 1 else SerialFabric if cfg.fabric.serial
-            else Fabric)
+    kind = fabric_kind(cfg)
     check_relaxation(cfg, kind)
-    check_nonideal(cfg)
+    check_nonideal(cfg, kind)
     return kind(cfg, fmt, seed, mult_bits)
 
 
@@ -52,22 +51,26 @@ def check_relaxation(cfg, kind):
 
 
 
-#: ``[nonideal]`` keys the fabrics build in, as per-edge constants: thresholds of one
-#: transistor per edge (``vt_sigma`` without ``twin_mismatch``) and the DAC quantisation
-#: of the dataset (``dac_bits``), which only changes the data.
-GATEWARE_NONIDEAL = ("vt_sigma", "mismatch_seed", "dac_bits", "noise_seed", "damage_seed",
-                     "gate_rest")
+def fabric_kind(cfg):
+    """The fabric class ``cfg`` asks for."""
+    return (StreamFabric if cfg.fabric.streams > 1 else SerialFabric if cfg.fabric.serial
+            else Fabric)
 
 
-def check_nonideal(cfg):
-    """Refuse, before any HDL is written, a non-ideality the fabrics do not build in yet
-    (every one is in the golden models; ``docs/semantics.md``, "Non-idealities")."""
+def check_nonideal(cfg, kind=None):
+    """Refuse, before any HDL is written, a non-ideality the fabric ``kind`` (default: the
+    one ``cfg`` asks for) does not build in yet: the keys of its ``NONIDEAL`` (every key
+    when it names none). Every one is in the golden models (``docs/semantics.md``)."""
+    kind = fabric_kind(cfg) if kind is None else kind
+    supported = getattr(kind, "NONIDEAL", None)
+    if supported is None:
+        return
     ni, defaults = cfg.nonideal, type(cfg.nonideal)()
     for name in type(ni).__dataclass_fields__:
-        if name in GATEWARE_NONIDEAL or getattr(ni, name) == getattr(defaults, name):
+        if name in supported or getattr(ni, name) == getattr(defaults, name):
             continue
         if name == "twin_mismatch" and not (ni.vt_sigma or ni.k_sigma):
             continue
-        raise ConfigError(cfg.source, f"nonideal.{name}", "is in the golden models but not "
-                          "built into the gateware yet (issue 15); the fabrics take "
-                          "nonideal.vt_sigma and nonideal.dac_bits")
+        raise ConfigError(cfg.source, f"nonideal.{name}", f"is not built into the "
+                          f"{kind.__name__} yet (issue 15; the parallel and folded fabric "
+                          f"have every non-ideality); this one takes {', '.join(supported)}")

@@ -3,9 +3,12 @@ and the combinational edge and node cells built from them."""
 
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from clln.formats import GAIN_FRAC
+from clln.nonideal import NOISE_MEAN
 
 from .arith import (
     const_mul,
@@ -17,6 +20,9 @@ from .arith import (
     wire,
 )
 from .ports import SatFlags, sat_bits
+
+#: The gain of an ideal transistor (``docs/semantics.md``: ``kX_q = 1024``).
+UNIT_GAIN = 1 << GAIN_FRAC
 
 
 def node_sum(edges, n, terms):
@@ -96,7 +102,68 @@ def product_operand_bits(f):
         and adds (:func:`const_mul`) and use no multiplier block.
     """
     u = max(_overdrive_bits(f), f.v_bits) + 1
-    return {"term": (u + 1, u + 1), "learn": (f.v_bits + 2, f.v_bits + 2)}
+    d = f.v_bits + 2 + (1 if f.noise_mul else 0)
+    return {"term": (u + 1, u + 1), "learn": (d, d)}
+
+
+def impairment_shapes(f):
+    """The per-edge constants of a non-ideal chip that an edge unit takes
+    (``docs/semantics.md``), name -> shape; only those the chip has: ``vt_c`` (twin
+    thresholds), ``k_f``, ``k_c`` (gains, 0 for dead edges), ``offset`` (learning-rule
+    offsets), ``frozen``."""
+    shapes = {}
+    if f.twin_thresholds:
+        shapes["vt_c"] = signed(f.v_bits)
+    if f.has_gains:
+        shapes["k_f"] = shapes["k_c"] = unsigned(max_gain(f).bit_length())
+    if f.has_offsets:
+        shapes["offset"] = signed(int(np.max(np.abs(f.offset_q))).bit_length() + 1)
+    if f.has_frozen:
+        shapes["frozen"] = unsigned(1)
+    return shapes
+
+
+def impairment_values(f, e):
+    """The constants of :func:`impairment_shapes` of edge ``e`` (name -> int)."""
+    values = {"vt_c": f.vt_c_q[e], "k_f": f.k_f_q[e] * f.live[e], "k_c": f.k_c_q[e] * f.live[e],
+              "offset": f.offset_q[e], "frozen": f.frozen[e]}
+    return {name: int(values[name]) for name in impairment_shapes(f)}
+
+
+def noise_bits(f):
+    """Signed bits of one drop's read noise (:func:`noise_from_word`)."""
+    return f.noise_max.bit_length() + 1
+
+
+def xorshift32(x):
+    """Marsaglia's xorshift32 step (shifts 13, 17, 5) of a 32-bit value (an expression)."""
+    x = Value.cast(x)[:32]
+    x = x ^ (x << 13)[:32]
+    x = x ^ (x >> 17)
+    return x ^ (x << 5)[:32]
+
+
+def noise_from_word(f, word):
+    """The read noise of one drop from a generator word: the word's four bytes summed,
+    minus their mean, times ``noise_mul``, rounded by ``noise_shift`` (an expression)."""
+    word = Value.cast(word)
+    total = tree_sum([word[8 * i:8 * i + 8] for i in range(4)]) - NOISE_MEAN
+    return const_mul(total, f.noise_mul, round_half(f.noise_shift)) >> f.noise_shift
+
+
+def noise_step(m, f, state, tag):
+    """One learning tick of an edge's read-noise generator (``docs/semantics.md``, "Read
+    noise"): its two words, and the noise on its free and clamped drop.
+
+    Returns
+    -------
+    (next_state, n_f, n_c) : (Signal, Signal, Signal)
+    """
+    w1 = wire(m, xorshift32(state), f"nw1_{tag}", unsigned(32))
+    w2 = wire(m, xorshift32(w1), f"nw2_{tag}", unsigned(32))
+    shape = signed(noise_bits(f))
+    return (w2, wire(m, noise_from_word(f, w1), f"nf_{tag}", shape),
+            wire(m, noise_from_word(f, w2), f"nc_{tag}", shape))
 
 
 def overdrive(m, f, g, vt, name="ov"):
@@ -132,16 +199,36 @@ def edge_operands(m, f, ov, va, vb, tag):
     return operands_from_ends(m, *edge_ends(m, f, ov, va, vb, tag), va, vb, tag)
 
 
-def end_conductance(f, u):
-    """Conductance an edge gives one of its ends, ``2 u + leak_q`` (an expression of
-    :func:`end_conductance_bits` unsigned bits; ``u >= 0``)."""
-    return (u.as_unsigned() << 1) + f.leak_q
+def end_conductance(f, u, gain=UNIT_GAIN):
+    """Conductance an edge gives one of its ends, ``round_shift(2 u gain, 10) + leak_q``
+    (an expression of :func:`end_conductance_bits` unsigned bits; ``u >= 0``; ``gain``
+    a constant or an unsigned value, see :func:`apply_gain`)."""
+    return apply_gain(u.as_unsigned() << 1, gain) + f.leak_q
 
 
 def end_conductance_bits(f, ov_bits):
     """Unsigned bits of :func:`end_conductance` for an overdrive of ``ov_bits``."""
     u_max = (1 << max(ov_bits, f.v_bits)) - 1
-    return (2 * u_max + f.leak_q).bit_length()
+    return ((2 * u_max * max_gain(f) + round_half(GAIN_FRAC) >> GAIN_FRAC)
+            + f.leak_q).bit_length()
+
+
+def max_gain(f):
+    """The largest relative gain of any transistor (``UNIT_GAIN`` = 1)."""
+    return max(int(np.max(f.k_f_q * f.live)), int(np.max(f.k_c_q * f.live)), 1)
+
+
+def apply_gain(x, gain):
+    """``round_shift(x * gain, GAIN_FRAC)``: a transistor's relative gain applied (an
+    expression). A constant gain costs nothing at 1 (``UNIT_GAIN``) or 0 (a dead edge) and
+    is shifts and adds otherwise; a gain that is a value (a folded unit's) is a product."""
+    if isinstance(gain, int):
+        if gain == UNIT_GAIN:
+            return x
+        if gain == 0:
+            return Const(0, 1)
+        return const_mul(x, gain, round_half(GAIN_FRAC)) >> GAIN_FRAC
+    return (x * gain + round_half(GAIN_FRAC)) >> GAIN_FRAC
 
 
 def edge_conductance_bits(f):
@@ -247,12 +334,14 @@ def bounded_usum_bits(f):
     """Signed bits that hold ``u_b + u_a`` while every gate is within ``[gate_min,
     gate_max]``: the overdrive is then at most ``gate_max - min(vt)`` and a node voltage
     at least ``-2**(v_bits - 1)`` LSBs."""
-    ov_max = round_shift(f.gate_max_q, f.gate_shift) - int(np.min(f.vt_q))
+    vt_min = min(int(np.min(f.vt_q)), int(np.min(f.vt_c_q)))
+    ov_max = round_shift(f.gate_max_q, f.gate_shift) - vt_min
     u_max = max(ov_max + (1 << (f.v_bits - 1)), 0)
     return (2 * u_max).bit_length() + 1
 
 
-def edge_product(m, f, udiff, usum, vdiff, tag, mult_bits=None, usum_bits=None):
+def edge_product(m, f, udiff, usum, vdiff, tag, mult_bits=None, usum_bits=None,
+                 gain=UNIT_GAIN):
     """``sat(udiff * usum + leak_q * vdiff, term_bits)``: the edge term from its factors
     (:func:`edge_raw_product` then :func:`edge_finish`).
 
@@ -261,7 +350,7 @@ def edge_product(m, f, udiff, usum, vdiff, tag, mult_bits=None, usum_bits=None):
     (value, clipped) : (Signal, Signal)
     """
     return edge_finish(m, f, edge_raw_product(udiff, usum, f, mult_bits, usum_bits), vdiff,
-                       tag)
+                       tag, gain)
 
 
 def edge_raw_product(udiff, usum, f, mult_bits=None, usum_bits=None):
@@ -280,9 +369,11 @@ def edge_raw_product(udiff, usum, f, mult_bits=None, usum_bits=None):
     return split_mul(udiff, usum, mult_bits)
 
 
-def edge_finish(m, f, product, vdiff, tag):
-    """``sat(product + leak_q * vdiff, term_bits)`` and whether it saturated."""
-    return saturate(m, product + const_mul(vdiff, f.leak_q), f.term_bits, f"s_{tag}")
+def edge_finish(m, f, product, vdiff, tag, gain=UNIT_GAIN):
+    """``sat(round_shift(product * gain, 10) + leak_q * vdiff, term_bits)`` and whether it
+    saturated (``gain``: see :func:`apply_gain`)."""
+    return saturate(m, apply_gain(product, gain) + const_mul(vdiff, f.leak_q), f.term_bits,
+                    f"s_{tag}")
 
 
 def edge_term(m, f, ov, va, vb, tag, mult_bits=None):
@@ -301,10 +392,14 @@ def gate_operands(m, f, d_f, d_c, tag="dg"):
     return wire(m, d_f - d_c, f"{tag}_minus"), wire(m, d_f + d_c, f"{tag}_plus")
 
 
-def gate_product(m, f, minus, plus, tag="dg", mult_bits=None):
-    """``sat(round_shift(minus * plus * lr_mul, learn_shift), dg_bits)`` and whether it
-    saturated (``mult_bits``: see :func:`split_mul`)."""
-    return gate_finish(m, f, split_mul(minus, plus, mult_bits), tag)
+def gate_product(m, f, minus, plus, tag="dg", mult_bits=None, offset=0):
+    """``sat(round_shift((minus * plus + offset) * lr_mul, learn_shift), dg_bits)`` and
+    whether it saturated (``mult_bits``: see :func:`split_mul`; ``offset``: the edge's
+    learning-rule offset, a constant or a value)."""
+    product = split_mul(minus, plus, mult_bits)
+    if not isinstance(offset, int) or offset:
+        product = product + offset
+    return gate_finish(m, f, product, tag)
 
 
 def gate_finish(m, f, product, tag="dg"):
@@ -325,7 +420,7 @@ def gate_round(m, f, scaled, tag="dg"):
     return saturate(m, scaled >> f.learn_shift, f.dg_bits, tag)
 
 
-def gate_delta(m, f, d_f, d_c, tag="dg", mult_bits=None):
+def gate_delta(m, f, d_f, d_c, tag="dg", mult_bits=None, offset=0):
     """Gate step of one learning tick from the free and clamped drops ``d_f``, ``d_c``.
 
     Returns
@@ -334,12 +429,17 @@ def gate_delta(m, f, d_f, d_c, tag="dg", mult_bits=None):
         ``sat(round_shift((d_f - d_c)(d_f + d_c) lr_mul, learn_shift), dg_bits)`` and
         whether it saturated.
     """
-    return gate_product(m, f, *gate_operands(m, f, d_f, d_c, tag), tag, mult_bits)
+    return gate_product(m, f, *gate_operands(m, f, d_f, d_c, tag), tag, mult_bits, offset)
 
 
 def gate_apply(m, f, g, dg, tag="dg"):
-    """``g + dg`` kept within ``[gate_min, gate_max]`` (the learning rule's bounds)."""
-    return gate_clamp(f, wire(m, g + dg, f"{tag}_sum"))
+    """``g + dg`` (plus the gate leak's droop toward ``rest_q``, if any) kept within
+    ``[gate_min, gate_max]`` (the learning rule's bounds)."""
+    total = g + dg
+    if f.droop_mul:
+        droop = const_mul(f.rest_q - g, f.droop_mul, round_half(f.droop_shift)) >> f.droop_shift
+        total = total + droop
+    return gate_clamp(f, wire(m, total, f"{tag}_sum"))
 
 
 def gate_clamp(f, g):
@@ -347,7 +447,7 @@ def gate_clamp(f, g):
     return Mux(g < f.gate_min_q, f.gate_min_q, Mux(g > f.gate_max_q, f.gate_max_q, g))
 
 
-def gate_step(m, f, g, d_f, d_c, tag="dg", mult_bits=None):
+def gate_step(m, f, g, d_f, d_c, tag="dg", mult_bits=None, offset=0):
     """Gate after one learning tick: :func:`gate_delta` then :func:`gate_apply`.
 
     Returns
@@ -355,7 +455,7 @@ def gate_step(m, f, g, d_f, d_c, tag="dg", mult_bits=None):
     (g_next, clipped) : (Value, Signal)
         The gate kept within ``[gate_min, gate_max]``; ``clipped`` when ``dg`` saturated.
     """
-    dg, clipped = gate_delta(m, f, d_f, d_c, tag, mult_bits)
+    dg, clipped = gate_delta(m, f, d_f, d_c, tag, mult_bits, offset)
     return gate_apply(m, f, g, dg, tag), clipped
 
 
@@ -435,7 +535,10 @@ class EdgeCell(wiring.Component):
             "g": In(g), "vt": In(v), "learn": In(1),
             "s_f": Out(signed(fmt.term_bits)), "s_c": Out(signed(fmt.term_bits)),
             "g_next": Out(g), "sat_term": Out(1), "sat_dg": Out(1),
+            **{name: In(shape) for name, shape in impairment_shapes(fmt).items()},
         }
+        if fmt.noise_mul:
+            members.update(n_f=In(signed(noise_bits(fmt))), n_c=In(signed(noise_bits(fmt))))
         #: Bits of each end's conductance (``jacobi`` only).
         self.cond_bits = edge_conductance_bits(fmt)
         if fmt.relax == "jacobi":
@@ -446,23 +549,30 @@ class EdgeCell(wiring.Component):
     def elaborate(self, platform):
         f = self.fmt
         m = Module()
-        ov = overdrive(m, f, self.g, self.vt)
-        nets = {"f": (self.va_f, self.vb_f), "c": (self.va_c, self.vb_c)}
+        ports = impairment_shapes(f)
+        ov_f = overdrive(m, f, self.g, self.vt)
+        ov_c = overdrive(m, f, self.g, self.vt_c, "ov_c") if "vt_c" in ports else ov_f
+        nets = {"f": (self.va_f, self.vb_f, ov_f), "c": (self.va_c, self.vb_c, ov_c)}
         terms = {}
-        for tag, (va, vb) in nets.items():
+        for tag, (va, vb, ov) in nets.items():
+            gain = getattr(self, f"k_{tag}") if "k_f" in ports else UNIT_GAIN
             ua, ub = edge_ends(m, f, ov, va, vb, tag)
             ops = operands_from_ends(m, ua, ub, va, vb, tag)
-            terms[tag] = edge_product(m, f, *ops, tag, self.mult_bits)
+            terms[tag] = edge_product(m, f, *ops, tag, self.mult_bits, gain=gain)
             if f.relax == "jacobi":
-                m.d.comb += [getattr(self, f"cond_a_{tag}").eq(end_conductance(f, ua)),
-                             getattr(self, f"cond_b_{tag}").eq(end_conductance(f, ub))]
+                m.d.comb += [getattr(self, f"cond_a_{tag}").eq(end_conductance(f, ua, gain)),
+                             getattr(self, f"cond_b_{tag}").eq(end_conductance(f, ub, gain))]
         (s_f, sat_f), (s_c, sat_c) = terms["f"], terms["c"]
-        g_next, dg_clipped = gate_step(m, f, self.g, self.va_f - self.vb_f,
-                                       self.va_c - self.vb_c, mult_bits=self.mult_bits)
+        d_f, d_c = self.va_f - self.vb_f, self.va_c - self.vb_c
+        if f.noise_mul:
+            d_f, d_c = d_f + self.n_f, d_c + self.n_c
+        g_next, dg_clipped = gate_step(m, f, self.g, d_f, d_c, mult_bits=self.mult_bits,
+                                       offset=self.offset if "offset" in ports else 0)
+        learning = self.learn & ~self.frozen if "frozen" in ports else self.learn
         m.d.comb += [
             self.s_f.eq(s_f), self.s_c.eq(s_c), self.sat_term.eq(sat_f | sat_c),
-            self.g_next.eq(Mux(self.learn, g_next, self.g)),
-            self.sat_dg.eq(self.learn & dg_clipped),
+            self.g_next.eq(Mux(learning, g_next, self.g)),
+            self.sat_dg.eq(learning & dg_clipped),
         ]
         return m
 

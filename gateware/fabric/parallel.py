@@ -18,6 +18,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from clln.formats import Formats
+from clln.nonideal import noise_states
 
 from .arith import any_of, as_bit, mux_tree, select
 from .cells import (
@@ -27,9 +28,11 @@ from .cells import (
     clamp_errors,
     clamp_finish,
     clamp_scale,
+    impairment_values,
     node_conductance,
     node_conductance_bits,
     node_sum,
+    noise_step,
     output_value,
 )
 from .ports import (
@@ -282,6 +285,7 @@ class Fabric(wiring.Component):
         """
         f, E, P, C = self.fmt, self.n_edges, self.edge_units, self.cycles_per_tick
         vf, vc, g = st.vf, st.vc, st.g
+        noise = self._noise(m, seq)
         cells = []
         term_flags, dg_flags = [], []
         for u in range(P):
@@ -298,6 +302,11 @@ class Fabric(wiring.Component):
                 (cell.va_c, lambda e: vc[edges[e][0]]), (cell.vb_c, lambda e: vc[edges[e][1]]),
                 (cell.g, lambda e: g[e]), (cell.vt, lambda e: int(f.vt_q[e])),
             ]
+            for name in impairment_values(f, 0):
+                sources.append((getattr(cell, name),
+                                lambda e, name=name: impairment_values(f, e)[name]))
+            if noise is not None:
+                sources += [(cell.n_f, lambda e: noise[e][0]), (cell.n_c, lambda e: noise[e][1])]
             for port, source in sources:
                 m.d.comb += port.eq(select(seq.phase, {c: source(e) for c, e in my_edges}))
             m.d.comb += cell.learn.eq(seq.learn)
@@ -310,6 +319,23 @@ class Fabric(wiring.Component):
             dg_flags.append(cell.sat_dg & valid)
             self._gate_updates(m, g, seq, cell, my_edges)
         return cells, term_flags, dg_flags
+
+    def _noise(self, m, seq):
+        """The per-edge read-noise generators (``docs/semantics.md``), None without noise:
+        state registers that advance when a learning tick commits, and each edge's noise
+        on its free and clamped drop during that tick (a list of pairs)."""
+        f = self.fmt
+        if not f.noise_mul:
+            return None
+        first = noise_states(self.cfg)
+        pairs = []
+        for e in range(self.n_edges):
+            state = Signal(32, name=f"noise{e}", init=int(first[e]))
+            nxt, n_f, n_c = noise_step(m, f, state, str(e))
+            with m.If(seq.commit & seq.learn):
+                m.d.sync += state.eq(nxt)
+            pairs.append((n_f, n_c))
+        return pairs
 
     def _gate_updates(self, m, g, seq, cell, my_edges):
         """Each running cycle, the gate of the cell's edge of this phase takes ``g_next``."""

@@ -126,6 +126,11 @@ class SerialFabric(Fabric):
     ``tick_done`` and held until the next tick commits.
     """
 
+    #: ``[nonideal]`` keys built in (the rest: issue 15): one threshold per edge, and
+    #: the DAC, which only changes the dataset.
+    NONIDEAL = ("vt_sigma", "mismatch_seed", "dac_bits", "noise_seed", "damage_seed",
+                "gate_rest")
+
     #: The ``[schedule] relax`` values this fabric implements.
     RELAXATIONS = ("euler", "jacobi")
 

@@ -147,6 +147,11 @@ class StreamFabric(Fabric):
       cycles (``busy`` from the cycle after ``clear`` until the turn is done).
     """
 
+    #: ``[nonideal]`` keys built in (the rest: issue 15): one threshold per edge, and
+    #: the DAC, which only changes the dataset.
+    NONIDEAL = ("vt_sigma", "mismatch_seed", "dac_bits", "noise_seed", "damage_seed",
+                "gate_rest")
+
     #: The ``[schedule] relax`` values this fabric implements.
     RELAXATIONS = ("euler", "jacobi")
 
