@@ -12,11 +12,15 @@ their seed as one vectorised model (the default), the same with one model per po
 (``--no-ungrouped`` leaves it out), and a ``dask.distributed.LocalCluster`` of
 ``--workers`` single-threaded worker processes (its start-up is timed apart). Every run
 writes to a fresh folder (nothing resumed); the kernels are compiled (and cached) before
-the first timing. Wall time includes starting the pool's processes.
+the first timing. Wall time includes starting the pool's processes (not the cluster's,
+timed apart); the workers' CPU time is that of the worker processes, summed (the wall
+time on a shared machine is longer than the CPU time over the workers; the load average
+in the heading tells how shared it was).
 """
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +44,15 @@ def write_spec(folder, args):
     return path
 
 
+def children_cpu():
+    """CPU seconds of this process's finished children (the pool's or the cluster's
+    worker processes, once they have ended)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(spec, out, **kwargs):
+    """Wall seconds, points that reached the target, rows."""
     start = time.perf_counter()
     result = sweep_mod.run_sweep(spec, out, **kwargs)
     seconds = time.perf_counter() - start
@@ -61,6 +73,7 @@ def main():
     parser.add_argument("--no-ungrouped", dest="ungrouped", action="store_false")
     args = parser.parse_args()
 
+    load0 = os.getloadavg()[0]
     train(make_model(config.load(args.config), args.model, [0]), 1)     # compile, cache
     with tempfile.TemporaryDirectory() as tmp:
         spec = sweep_mod.load_sweep(write_spec(tmp, args))
@@ -71,26 +84,31 @@ def main():
                          {"workers": args.workers, "group": False}))
         results = []
         for where, how, kwargs in runs:
-            results.append((where, how, "-", *timed(spec, Path(tmp) / where / how, **kwargs)))
+            cpu = children_cpu()
+            run = timed(spec, Path(tmp) / where / how, **kwargs)
+            results.append((where, how, "-", *run, children_cpu() - cpu))
         from dask.distributed import LocalCluster
-        start = time.perf_counter()
+        cpu, start = children_cpu(), time.perf_counter()
         with LocalCluster(n_workers=args.workers, threads_per_worker=1,
                           dashboard_address=None) as cluster:
             up = time.perf_counter() - start
-            results.append(("Dask LocalCluster", "seeds vectorised", f"{up:.1f} s",
-                            *timed(spec, Path(tmp) / "dask",
-                                   scheduler=cluster.scheduler_address)))
+            run = timed(spec, Path(tmp) / "dask", scheduler=cluster.scheduler_address)
+        results.append(("Dask LocalCluster", "seeds vectorised", f"{up:.1f} s", *run,
+                        children_cpu() - cpu))
     reference = [{k: v for k, v in r.items() if k != "seconds"} for r in results[0][5]]
     same = all([{k: v for k, v in r.items() if k != "seconds"} for r in res[5]] == reference
                for res in results)
+    load = os.getloadavg()[0]
     print(f"### {args.config}, {args.model} model: {len(args.values)} values of {args.axis} x "
           f"{args.seeds} seeds = {n} points, {epochs} epochs, {args.workers} workers "
-          f"({os.cpu_count()} cores)\n")
-    print("| where | points | cluster start-up | wall | points/s | reached target |")
-    print("|---|---|---|---|---|---|")
-    for where, how, up, seconds, reached, _ in results:
+          f"({os.cpu_count()} cores, load average {load0:.1f} at the start, {load:.1f} at "
+          "the end)\n")
+    print("| where | points | cluster start-up | wall | points/s | workers' CPU | "
+          "reached target |")
+    print("|---|---|---|---|---|---|---|")
+    for where, how, up, seconds, reached, _, cpu in results:
         print(f"| {where}, {how} | {n} | {up} | {seconds:.1f} s | {n / seconds:.2f} | "
-              f"{reached} of {n} |")
+              f"{cpu:.1f} s | {reached} of {n} |")
     print(f"\nrows identical (all columns but seconds) across the runs: {same}")
 
 
