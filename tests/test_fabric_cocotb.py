@@ -205,10 +205,12 @@ def test_cocotb_threshold_mismatch(fold, sim, tmp_path):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("fold, sim", [(0, "icarus"), (0, "verilator"), (5, "icarus"),
-                                       (5, "verilator")])
+                                       (5, "verilator"), ("serial", "icarus"),
+                                       ("serial", "verilator")])
 def test_cocotb_every_nonideality(fold, sim, tmp_path):
     """Twin mismatch, gains, a dead and a stuck edge, offsets, read noise, a gate leak and
-    a DAC in the parallel and the folded fabric (its units share the noise by phase)."""
+    a DAC in the parallel, the folded (its units share the noise by phase) and the serial
+    fabric (noise states in a memory)."""
     cfg = config_mod.refold(nonideal_random_config(tmp_path), fold)
     fmt = Formats.from_config(cfg)
     assert fmt.has_gains and fmt.twin_thresholds and fmt.noise_mul and fmt.droop_mul

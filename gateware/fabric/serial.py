@@ -32,8 +32,11 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from clln.nonideal import noise_states
+
 from .arith import any_of, mux_tree, select, wire
 from .cells import (
+    UNIT_GAIN,
     edge_ends,
     edge_product,
     end_conductance,
@@ -41,8 +44,11 @@ from .cells import (
     gate_apply,
     gate_operands,
     gate_product,
+    impairment_shapes,
+    max_gain,
     node_moved,
     node_step,
+    noise_step,
     operands_from_ends,
     overdrive,
 )
@@ -126,11 +132,6 @@ class SerialFabric(Fabric):
     ``tick_done`` and held until the next tick commits.
     """
 
-    #: ``[nonideal]`` keys built in (the rest: issue 15): one threshold per edge, and
-    #: the DAC, which only changes the dataset.
-    NONIDEAL = ("vt_sigma", "mismatch_seed", "dac_bits", "noise_seed", "damage_seed",
-                "gate_rest")
-
     #: The ``[schedule] relax`` values this fabric implements.
     RELAXATIONS = ("euler", "jacobi")
 
@@ -191,15 +192,45 @@ class SerialFabric(Fabric):
         layout = data.StructLayout({
             "node": range(N), "other": range(N), "edge": range(E), "net": 1, "plus": 1,
             "first": 1, "last": 1, "gate": 1, "term": 1, "vt": signed(f.v_bits),
-            "node_driven": 1, "other_driven": 1, "clamp": range(len(x.clamp_nodes) + 1)})
-        rows = [dict(v._asdict(), vt=int(f.vt_q[v.edge]), node_driven=int(v.node in x.driven),
+            "node_driven": 1, "other_driven": 1, "clamp": range(len(x.clamp_nodes) + 1),
+            **self._chip_fields()})
+        rows = [dict(v._asdict(), vt=int((f.vt_c_q if v.net else f.vt_q)[v.edge]),
+                     node_driven=int(v.node in x.driven),
                      other_driven=int(v.other in x.driven),
                      clamp=x.clamp_nodes.index(v.node) + 1
-                     if v.net and v.node in x.clamp_values else 0)
+                     if v.net and v.node in x.clamp_values else 0, **self._chip_row(v))
                 for v in self.schedule]
         idle = dict.fromkeys(layout.members, 0)
         rows += [idle] * PIPELINE_CYCLES            # drain the pipeline, then commit
         return layout, rows
+
+    def _chip_fields(self):
+        """Schedule fields of a non-ideal chip (``docs/semantics.md``): ``k``, the gain of
+        the visited network's transistor (0 on a dead edge); ``offset``, the edge's
+        learning-rule offset; ``noise``, the edge's last visit, which advances its noise
+        generator (``gate`` is then 0 on a frozen edge). Only those the chip needs."""
+        f, shapes = self.fmt, impairment_shapes(self.fmt)
+        fields = {}
+        if f.has_gains:
+            fields["k"] = unsigned(max_gain(f).bit_length())
+        if "offset" in shapes:
+            fields["offset"] = shapes["offset"]
+        if f.noise_mul:
+            fields["noise"] = 1
+        return fields
+
+    def _chip_row(self, v):
+        """The :meth:`_chip_fields` of visit ``v`` (a dict), and its ``gate`` bit."""
+        f, fields = self.fmt, self._chip_fields()
+        e = v.edge
+        row = {"gate": v.gate & (1 - int(f.frozen[e]))}
+        if "k" in fields:
+            row["k"] = int((f.k_c_q if v.net else f.k_f_q)[e] * f.live[e])
+        if "offset" in fields:
+            row["offset"] = int(f.offset_q[e])
+        if "noise" in fields:
+            row["noise"] = v.gate
+        return row
 
     def _sequencer(self, m, x):
         """The step through the schedule: ``cur`` is the visit in stage 1, ``pre`` the next
@@ -252,6 +283,13 @@ class SerialFabric(Fabric):
         m.submodules.gate_rom = gate_rom = Memory(shape=g_shape, depth=E, init=gate_init)
         x.rom_rd = gate_rom.read_port()
         m.d.comb += [x.rom_rd.addr.eq(x.clear), x.run.eq(self.control.run & ~x.busy)]
+        if f.noise_mul:
+            first = [int(s) for s in noise_states(self.cfg)]
+            x.mems["noise"] = (mem := Memory(shape=32, depth=E, init=first), mem.write_port())
+            m.submodules.noise_mem = mem
+            m.submodules.noise_rom = rom = Memory(shape=32, depth=E, init=first)
+            x.noise_rom = rom.read_port()
+            m.d.comb += x.noise_rom.addr.eq(x.clear)
 
     def _engine_reads(self, m, x):
         """The operands' memory reads: running, the engine reads ``pre``'s operands;
@@ -302,9 +340,10 @@ class SerialFabric(Fabric):
     def _visit_fields(self, x):
         """The fields of a visit the pipeline registers carry (name -> shape)."""
         N, E = self.n_nodes, self.n_edges
+        chip = {k: v for k, v in self._chip_fields().items() if k in ("k", "offset")}
         return {"plus": 1, "first": 1, "last": 1, "node": range(N), "net": 1, "term": 1,
                 "vn": signed(self.fmt.v_bits), "gate": 1, "edge": range(E),
-                "g": signed(self.fmt.g_bits), "clamp": range(len(x.clamp_nodes) + 1)}
+                "g": signed(self.fmt.g_bits), "clamp": range(len(x.clamp_nodes) + 1), **chip}
 
     def _operand_stage(self, m, x):
         """Stage 1, operands: the factors of one edge's term in one network and of its
@@ -318,24 +357,46 @@ class SerialFabric(Fabric):
         ov = overdrive(m, f, g_e, cur.vt)
         va, vb = Mux(cur.plus, vo, vn), Mux(cur.plus, vn, vo)
         ua, ub = edge_ends(m, f, ov, va, vb, "x")
-        factors = (*operands_from_ends(m, ua, ub, va, vb, "x"),
-                   *gate_operands(m, f, Mux(cur.plus, vo_f - vn_f, vn_f - vo_f),
-                                  Mux(cur.plus, vo_c - vn_c, vn_c - vo_c)))
+        d_f = Mux(cur.plus, vo_f - vn_f, vn_f - vo_f)
+        d_c = Mux(cur.plus, vo_c - vn_c, vn_c - vo_c)
+        if f.noise_mul:
+            n_f, n_c = self._noise(m, x)
+            d_f, d_c = d_f + n_f, d_c + n_c
+        factors = (*operands_from_ends(m, ua, ub, va, vb, "x"), *gate_operands(m, f, d_f, d_c))
+        gain = cur.k if f.has_gains else UNIT_GAIN
         if f.relax == "jacobi":
             x.cond_bits = end_conductance_bits(f, len(ov))
-            factors += (wire(m, end_conductance(f, Mux(cur.plus, ub, ua)), "cond_x",
+            factors += (wire(m, end_conductance(f, Mux(cur.plus, ub, ua), gain), "cond_x",
                              unsigned(x.cond_bits)),)
+        chip = {k: getattr(cur, k) for k in ("k", "offset") if k in self._chip_fields()}
         return self._stage_registers(m, x, "p", {
             "plus": cur.plus, "first": cur.first, "last": cur.last, "node": cur.node,
             "net": cur.net, "term": cur.term, "vn": vn, "gate": cur.gate & x.learn,
-            "edge": cur.edge, "g": g_e, "clamp": cur.clamp}, factors)
+            "edge": cur.edge, "g": g_e, "clamp": cur.clamp, **chip}, factors)
+
+    def _noise(self, m, x):
+        """The read noise of the visited edge's drops (free, clamped), from its generator's
+        state in a memory; an edge's last visit of a learning tick writes the advanced
+        state back (``docs/semantics.md``, "Read noise"), and a reset restores the first
+        states from a ROM, as it does the gates."""
+        mem, wr = x.mems["noise"]
+        rd = mem.read_port(transparent_for=(wr,))
+        m.d.comb += rd.addr.eq(Mux(x.run, x.pre.edge, x.cur.edge))
+        nxt, n_f, n_c = noise_step(m, self.fmt, rd.data, "x")
+        restoring = x.busy & (x.clear >= 1) & (x.clear <= self.n_edges)
+        m.d.comb += [wr.addr.eq(Mux(x.busy, x.clear - 1, x.cur.edge)),
+                     wr.data.eq(Mux(x.busy, x.noise_rom.data, nxt)),
+                     wr.en.eq(restoring | (x.run & x.cur.noise & x.learn))]
+        return n_f, n_c
 
     def _product_stage(self, m, x, p):
         """Stage 2, products: the edge term and the gate step, and their saturation."""
         f = self.fmt
         udiff, usum, vdiff, gminus, gplus = p.results[:5]
-        s, s_clipped = edge_product(m, f, udiff, usum, vdiff, "x", self.mult_bits)
-        dg, dg_clipped = gate_product(m, f, gminus, gplus, mult_bits=self.mult_bits)
+        s, s_clipped = edge_product(m, f, udiff, usum, vdiff, "x", self.mult_bits,
+                                    gain=p.k if f.has_gains else UNIT_GAIN)
+        dg, dg_clipped = gate_product(m, f, gminus, gplus, mult_bits=self.mult_bits,
+                                      offset=p.offset if f.has_offsets else 0)
         flags = Signal(SatFlags.size)
         m.d.comb += flags.eq(Mux(s_clipped & p.term, SAT_MASK["term"], 0)
                              | Mux(p.gate & dg_clipped, SAT_MASK["dg"], 0))
