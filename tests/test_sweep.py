@@ -277,3 +277,17 @@ def test_axes_reach_any_key_and_dotted_toml_keys_are_axes(tmp_path):
         "[1.0, 2.0]", "1.5"]
     assert copy.deepcopy(spec.config_data) == spec.config_data     # base left alone
     assert os.path.getsize(tmp_path / "out" / "summary.png") > 10000
+
+
+def test_non_idealities_are_axes_and_group_by_seed(tmp_path):
+    """A key of a section paper-xor leaves out (``[nonideal]``) is an axis; with read
+    noise and mismatch, seeds run as one model still give each seed's own rows."""
+    text = ('config = "paper-xor"\nmodel = "fixed"\nepochs = 10\n[axes]\n'
+            '"nonideal.read_noise" = [0.0, 0.002]\n"nonideal.vt_sigma" = [0.02]\n'
+            '"learning.seed" = [0, 1, 2]\n')
+    spec = sweep_mod.load_sweep(write_sweep(tmp_path, text))
+    grouped = sweep_mod.run_sweep(spec, tmp_path / "grouped", workers=1)
+    alone = sweep_mod.run_sweep(spec, tmp_path / "alone", workers=1, group=False)
+    assert without_seconds(grouped.rows) == without_seconds(alone.rows)
+    # the noise changes the run
+    assert grouped.rows[0]["mse_final"] != grouped.rows[3]["mse_final"]
