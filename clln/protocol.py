@@ -418,7 +418,8 @@ class Identity:
 
 def config_hash(cfg):
     """32-bit hash of what a bitstream depends on: graph, I/O, device, learning, widths,
-    the node step (``relax``) and the still rule's ``still_lsb``.
+    the node step (``relax``), the still rule's ``still_lsb`` and the chip's
+    non-idealities (``[nonideal]`` but ``dac_bits``).
 
     The fabric's folding (``[fabric]``) is left out: every fold computes the same bits, so
     a bitstream whose fold was chosen by ``clln build`` serves the config it was built from.
@@ -437,8 +438,26 @@ def config_hash(cfg):
         "gmin": cfg.device.gmin, "k": cfg.device.k, "v_range": [cfg.io.v_min, cfg.io.v_max],
         "relax": cfg.schedule.relax, "still_lsb": cfg.schedule.still_lsb,
     }
+    chip = _chip_keys(cfg.nonideal)
+    if chip:                      # an ideal chip keeps the hash it always had
+        doc["nonideal"] = chip
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def _chip_keys(ni):
+    """The ``[nonideal]`` keys a bitstream bakes in that differ from the ideal chip (a
+    dict): all but ``dac_bits``, which only changes the dataset the host sends, and
+    ``gate_rest`` without a gate leak."""
+    defaults = type(ni)()
+    keys = {}
+    for name in type(ni).__dataclass_fields__:
+        value = getattr(ni, name)
+        if name == "dac_bits" or (name == "gate_rest" and not ni.gate_leak):
+            continue
+        if value != getattr(defaults, name):
+            keys[name] = list(value) if isinstance(value, tuple) else value
+    return keys
 
 
 def _check_signed(values, bits, what):
