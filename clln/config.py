@@ -85,7 +85,7 @@ class Learning:
         init = self.gate_init
         if isinstance(init, float):
             return np.full(n_edges, init)
-        if isinstance(init, tuple):
+        if len(init) == 2 and n_edges != 2:          # [lo, hi], as ``_learning`` reads it
             return np.random.default_rng(seed).uniform(init[0], init[1], n_edges)
         return np.array(init, dtype=float)
 

@@ -177,3 +177,15 @@ def test_builtin_configs_load():
     for name in config.builtin_names():
         assert config.load(name).name == name
     assert builtin_dict("paper-xor")["name"] == "paper-xor"
+
+
+def test_per_edge_gate_init_is_used_as_given(xor_dict):
+    """One value per edge is the edges' gates, not a range (a 32-value list was once read
+    as ``[lo, hi]`` from its first two values)."""
+    values = [0.75 + 0.07 * i for i in range(32)]
+    xor_dict["learning"]["gate_init"] = values
+    cfg = config.parse(xor_dict)
+    np.testing.assert_array_equal(cfg.learning.initial_gates(32, 5), values)
+    xor_dict["learning"]["gate_init"] = [1.0, 2.0]
+    gates = config.parse(xor_dict).learning.initial_gates(32, 5)
+    assert len(set(gates.tolist())) == 32 and gates.min() >= 1.0 and gates.max() <= 2.0
