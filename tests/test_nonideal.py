@@ -211,3 +211,15 @@ def test_simulated_board_trains_the_nonideal_chip_like_the_fixed_model(tmp_path,
     assert dead.sum() == 3
     initial = config.load(path).learning.initial_gates(32, 0)
     np.testing.assert_allclose(np.array(board["gates_final"])[dead], initial[dead], atol=2 ** -20)
+
+
+def test_shipped_studies_are_valid_sweeps():
+    """Every sweep of studies/ (docs/robustness.md) loads and builds all its points."""
+    from pathlib import Path
+
+    from clln.sweep import check_points, load_sweep
+    files = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
+    assert len(files) >= 17
+    for path in files:
+        points = check_points(load_sweep(path))
+        assert len(points) >= 50 and {p.seed for p in points} == set(range(10)), path.name
