@@ -243,3 +243,20 @@ def test_bench_config_from_name_and_overrides():
     assert bench["cfg"].schedule.kappa == 0.02
     assert bench["cfg"].network.n_edges == 32
     assert bench["params"] == {"ticks": 7}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_cocotb_every_nonideality_streams(sim, tmp_path):
+    """Every non-ideality in the pipelined fabric: constant gains, twin thresholds,
+    offsets, frozen gates and the droop per edge cell; one read-noise bank shared by the
+    three streams, advanced once per learning round (the model's one draw per tick for
+    every seed)."""
+    cfg = config_mod.refold(nonideal_random_config(tmp_path), "streams:3")
+    fmt = Formats.from_config(cfg)
+    assert fmt.has_gains and fmt.twin_thresholds and fmt.noise_mul and fmt.droop_mul
+    assert fmt.has_offsets and fmt.has_frozen
+    res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build",
+                 flat=sim == "verilator")
+    check(res, sim, 150, 3 * (9 * 2 + 16 + 2))
+    assert (res["streams"], res["cycles_per_tick"]) == (3, 3)

@@ -33,17 +33,22 @@ from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed, u
 from amaranth.lib import data
 from amaranth.lib.wiring import Out
 
+from clln.nonideal import NOISE_MEAN, noise_states
+
 from .arith import (
     any_of,
     const_mul,
     mux_tree,
     register,
     replicas,
+    round_half,
     split_mul,
     tree_sum,
     wire,
 )
 from .cells import (
+    UNIT_GAIN,
+    apply_gain,
     bounded_usum_bits,
     clamp_errors,
     clamp_finish,
@@ -57,6 +62,7 @@ from .cells import (
     gate_operands,
     gate_round,
     gate_scale,
+    impairment_values,
     jacobi_apply,
     jacobi_shift,
     jacobi_span,
@@ -65,6 +71,8 @@ from .cells import (
     node_round,
     node_scale,
     node_sum,
+    noise_bits,
+    noise_step,
     output_value,
     overdrive,
 )
@@ -147,10 +155,9 @@ class StreamFabric(Fabric):
       cycles (``busy`` from the cycle after ``clear`` until the turn is done).
     """
 
-    #: ``[nonideal]`` keys built in (the rest: issue 15): one threshold per edge, and
-    #: the DAC, which only changes the dataset.
-    NONIDEAL = ("vt_sigma", "mismatch_seed", "dac_bits", "noise_seed", "damage_seed",
-                "gate_rest")
+    #: ``[nonideal]`` keys built in: every one (``check_nonideal``), as per-edge
+    #: constants and one read-noise bank that all streams share.
+    NONIDEAL = None
 
     #: The ``[schedule] relax`` values this fabric implements.
     RELAXATIONS = ("euler", "jacobi")
@@ -210,7 +217,7 @@ class StreamFabric(Fabric):
             io = ctx.io
             resets = [ctx.count, ctx.learn_q, written, wr.accepted, wr.pending, wr.en,
                       io.flags, io.ticks, *ctx.valids, *moved_regs, *io.drive, *io.target,
-                      *out_values,
+                      *out_values, *ctx.noise_regs,
                       *(r for copy in mirror for r in copy.vf + copy.vc + copy.g)]
             m.d.sync += [r.eq(r.init) for r in resets]
         self._gate_reads(m, ctx)
@@ -319,24 +326,33 @@ class StreamFabric(Fabric):
         return {k: x[k] for k in ctx.carry + names}
 
     def _overdrive_stage(self, m, ctx, x):
-        """Overdrives."""
+        """Overdrives (twin thresholds: the clamped transistors' too, ``ov_c``)."""
         f = self.fmt
         ov = [overdrive(m, f, x["g"][e], int(f.vt_q[e]), name=f"ov{e}")
               for e in range(self.n_edges)]
         ctx.ov_bits = len(ov[0]) if ov else f.v_bits
-        return self._stage(m, ctx, "overdrive", {**self._keep(ctx, x), "ov": ov})
+        values = {**self._keep(ctx, x), "ov": ov}
+        if f.twin_thresholds:
+            values["ov_c"] = [overdrive(m, f, x["g"][e], int(f.vt_c_q[e]), name=f"ov_c{e}")
+                              for e in range(self.n_edges)]
+        return self._stage(m, ctx, "overdrive", values)
 
     def _operand_stage(self, m, ctx, x):
         """Operands; beside them, the errors of the free outputs (the clamped outputs come
         from the free outputs at t; the clamp is spread over stages with time to spare)."""
         f = self.fmt
         udiff_f, usum_f, vdiff_f, udiff_c, usum_c, vdiff_c, minus, plus = ([] for _ in range(8))
+        ov_c = x.get("ov_c", x["ov"])
+        noise = self._noise_bank(m, ctx)
         for e, (a, b) in enumerate(ctx.edges):
-            for tag, v, ud, us, vd in (("f", x["vf"], udiff_f, usum_f, vdiff_f),
-                                       ("c", x["vc"], udiff_c, usum_c, vdiff_c)):
-                o1, o2, o3 = edge_operands(m, f, x["ov"][e], v[a], v[b], f"{tag}{e}")
+            for tag, v, ov, ud, us, vd in (("f", x["vf"], x["ov"], udiff_f, usum_f, vdiff_f),
+                                           ("c", x["vc"], ov_c, udiff_c, usum_c, vdiff_c)):
+                o1, o2, o3 = edge_operands(m, f, ov[e], v[a], v[b], f"{tag}{e}")
                 ud.append(o1), us.append(o2), vd.append(o3)
-            mi, pl = gate_operands(m, f, vdiff_f[e], vdiff_c[e], f"dg{e}")
+            d_f, d_c = vdiff_f[e], vdiff_c[e]
+            if noise[e] is not None:
+                d_f, d_c = d_f + noise[e][0], d_c + noise[e][1]
+            mi, pl = gate_operands(m, f, d_f, d_c, f"dg{e}")
             minus.append(mi), plus.append(pl)
         errors = [wire(m, err, f"cl_err{k}") for k, err in
                   enumerate(clamp_errors(self.cfg.io.outputs, ctx.io.target, x["vf"]))]
@@ -372,31 +388,38 @@ class StreamFabric(Fabric):
     def _conductances(self, m, ctx, x):
         """``jacobi``: every settling node's conductance ``D = sum of 2 u + leak_q`` over
         its edge ends, beside the products. The operands hold each end's ``u``:
-        ``2 u_b = usum + udiff`` and ``2 u_a = usum - udiff``, exactly; the leaks of the
-        node's edges are one constant."""
+        ``2 u_b = usum + udiff`` and ``2 u_a = usum - udiff``, exactly (times the edge's
+        constant gain, if not 1); the leaks of the node's edges are one constant."""
         f = self.fmt
         bits = end_conductance_bits(f, ctx.ov_bits) + self.max_degree.bit_length()
         cond = []
         for tag, n in self._settling_keys():
             usum, udiff = x[f"usum_{tag}"], x[f"udiff_{tag}"]
-            ends = [usum[e] + udiff[e] for e, (_, b) in enumerate(ctx.edges) if b == n]
-            ends += [usum[e] - udiff[e] for e, (a, _) in enumerate(ctx.edges) if a == n]
+            gain = [self._gain(e, tag) for e in range(self.n_edges)]
+            ends = [apply_gain(usum[e] + udiff[e], gain[e])
+                    for e, (_, b) in enumerate(ctx.edges) if b == n]
+            ends += [apply_gain(usum[e] - udiff[e], gain[e])
+                     for e, (a, _) in enumerate(ctx.edges) if a == n]
             leak = f.leak_q * len(ends)
             cond.append(wire(m, tree_sum(ends + ([Const(leak)] if leak else [])),
                              f"cond{tag}{n}", unsigned(bits)))
         return cond
 
     def _term_stage(self, m, ctx, x):
-        """Edge terms; the gate products times lr; the clamped outputs (``ctx.clamp_nodes``
-        in ``x["clamp"]``, which travels on with the ``flags``)."""
+        """Edge terms (times their constant gains); the gate products (plus the edge's
+        learning-rule offset) times lr, and the gate leak's droop; the clamped outputs
+        (``ctx.clamp_nodes`` in ``x["clamp"]``, which travels on with the ``flags``)."""
         f, E = self.fmt, self.n_edges
         s_f, s_c, term_sat = [], [], []
         for e in range(E):
-            t_f, sat_f = edge_finish(m, f, x["p_f"][e], x["vdiff_f"][e], f"f{e}")
-            t_c, sat_c = edge_finish(m, f, x["p_c"][e], x["vdiff_c"][e], f"c{e}")
+            t_f, sat_f = edge_finish(m, f, x["p_f"][e], x["vdiff_f"][e], f"f{e}",
+                                     self._gain(e, "f"))
+            t_c, sat_c = edge_finish(m, f, x["p_c"][e], x["vdiff_c"][e], f"c{e}",
+                                     self._gain(e, "c"))
             s_f.append(t_f), s_c.append(t_c)
             term_sat += [sat_f, sat_c]
-        dg_scaled = [wire(m, gate_scale(f, x["q"][e]), f"dg_scaled{e}") for e in range(E)]
+        dg_scaled = [wire(m, self._gate_scale(e, x["q"][e]), f"dg_scaled{e}")
+                     for e in range(E)]
         clamp = {}
         clamp_flags = clamp_finish(m, f, self.cfg.io.outputs, x["vf"], x["cl_scaled"], clamp)
         ctx.clamp_nodes = sorted(clamp)
@@ -407,6 +430,11 @@ class StreamFabric(Fabric):
         values = {**self._keep(ctx, x), "flags": Const(0, SatFlags.size), "sat": sat,
                   "s_f": s_f, "s_c": s_c, "dg_scaled": dg_scaled,
                   "clamp": [clamp[n] for n in ctx.clamp_nodes]}
+        if f.droop_mul:
+            # the gate leak's step toward rest_q, from the gate at t (the stage has time)
+            values["droop"] = [wire(m, const_mul(f.rest_q - x["g"][e], f.droop_mul,
+                                                 round_half(f.droop_shift)) >> f.droop_shift,
+                                    f"droop{e}") for e in range(E)]
         ctx.carry += ("flags", "clamp")
         if f.relax == "jacobi":
             # the shift of each node's jacobi step, from its conductance
@@ -415,9 +443,64 @@ class StreamFabric(Fabric):
             ctx.carry += ("shift",)
         return self._stage(m, ctx, "terms", values)
 
+    def _gain(self, e, tag):
+        """The constant relative gain (``UNIT_GAIN`` = 1, 0 when dead) of edge ``e``'s
+        transistor of network ``tag``."""
+        return impairment_values(self.fmt, e).get(f"k_{tag}", UNIT_GAIN)
+
+    def _gate_scale(self, e, q):
+        """:func:`~.cells.gate_scale` of edge ``e``'s gate product ``q`` plus its
+        learning-rule offset: ``(q + offset) lr_mul`` and the rounding constant, with
+        ``offset lr_mul`` folded into that constant (no adder more)."""
+        f = self.fmt
+        offset = int(f.offset_q[e])
+        if not offset:
+            return gate_scale(f, q)
+        return const_mul(q, f.lr_mul, offset * f.lr_mul + round_half(f.learn_shift))
+
+    def _noise_bank(self, m, ctx):
+        """The read noise on each edge's free and clamped drop (a list of pairs, None for
+        an edge without: no noise, or a frozen gate, which never uses it).
+
+        One bank of generators for all streams, as the model draws one pair per edge and
+        learning tick for every seed: registers hold the generator's state and the noise
+        of the current round (``docs/semantics.md``, "Read noise"; the first round's at
+        power-up), and take the next draw once the round's last tick, if it learns, has
+        left the stage of the operands (where each of a round's ticks adds the noise). The
+        next round's first tick comes at least a cycle later. The advance is known a cycle
+        ahead (from the issue: with no cut after the overdrives, as the round's second-last
+        tick issues) and held in a register per edge, kept apart. The clear and the
+        domain's reset restore the registers (``ctx.noise_regs``)."""
+        f, C, E = self.fmt, self.streams, self.n_edges
+        ctx.noise_regs = []
+        if not f.noise_mul:
+            return [None] * E
+        if "overdrive" in self.cuts:        # the operands a cycle after the issue
+            ahead = ctx.tick_done & ctx.learn
+        else:                               # the round's last tick issues next cycle
+            ahead = ctx.valid & (ctx.count == C - 2) & ctx.learn
+        first, shape, noise = noise_states(self.cfg), signed(noise_bits(f)), []
+        for e in range(E):
+            if f.frozen[e]:
+                noise.append(None)
+                continue
+            advance = Signal(name=f"noise_advance{e}", attrs={"keep": 1})
+            m.d.sync += advance.eq(ahead)
+            state, n_f, n_c = (Signal(sh, name=f"{name}{e}", init=value) for sh, name, value
+                               in zip((unsigned(32), shape, shape), ("noise", "noise_f",
+                                                                      "noise_c"),
+                                      _noise_draw(f, int(first[e])), strict=True))
+            with m.If(advance):
+                m.d.sync += [reg.eq(value) for reg, value
+                             in zip((state, n_f, n_c), noise_step(m, f, state, str(e)),
+                                    strict=True)]
+            ctx.noise_regs += [advance, state, n_f, n_c]
+            noise.append((n_f, n_c))
+        return noise
+
     def _sum_stage(self, m, ctx, x):
         """Node sums (exact) of the settling nodes (keys ``ctx.acc_keys``); the gate steps
-        rounded."""
+        rounded (plus the droop)."""
         f, E = self.fmt, self.n_edges
         settling = [n for n in range(self.n_nodes) if n not in self.driven_nodes]
         acc = {(tag, n): wire(m, node_sum(ctx.edges, n, dict(enumerate(x[f"s_{tag}"]))),
@@ -428,7 +511,11 @@ class StreamFabric(Fabric):
         dg, sat = [], []
         for e in range(E):
             d, sat_d = gate_round(m, f, x["dg_scaled"][e], f"dg{e}")
-            dg.append(d), sat.append(Mux(x["learn"] & sat_d, SAT_MASK["dg"], 0))
+            if f.droop_mul:
+                d = wire(m, d + x["droop"][e], f"dg_droop{e}")
+            dg.append(d)
+            if not f.frozen[e]:                 # a frozen gate does not learn
+                sat.append(Mux(x["learn"] & sat_d, SAT_MASK["dg"], 0))
         return self._stage(m, ctx, "sums", {
             **self._keep(ctx, x), "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
             "dg": dg, "acc": [acc[key] for key in ctx.acc_keys],
@@ -461,7 +548,8 @@ class StreamFabric(Fabric):
                 sc, sat_acc = node_scale(m, f, acc, f"{tag}{n}")
             scaled.append(wire(m, sc, f"scaled{tag}{n}"))
             sat.append(Mux(sat_acc, SAT_MASK["acc"], 0))
-        g_sum = [wire(m, x["g"][e] + Mux(x["learning_each"][e], x["dg"][e], 0), f"g_sum{e}")
+        g_sum = [x["g"][e] if f.frozen[e] else
+                 wire(m, x["g"][e] + Mux(x["learning_each"][e], x["dg"][e], 0), f"g_sum{e}")
                  for e in range(self.n_edges)]
         kept = {k: v for k, v in self._keep(ctx, x).items() if k != "shift"}
         return self._stage(m, ctx, "kappa", {
@@ -658,6 +746,23 @@ def step_moved(m, f, v, dv, lo, hi, tag):
 
     return wire(m, Mux(total > hi, far(hi), Mux(total < lo, far(lo), (dv > lsb) | (dv < -lsb))),
                 f"moves_{tag}", 1)
+
+
+def _noise_draw(f, state):
+    """One learning tick of an edge's read-noise generator from ``state`` (Python ints, as
+    :func:`~.cells.noise_step`): ``(next_state, n_f, n_c)``."""
+    def xorshift32(v):
+        v ^= (v << 13) & 0xFFFFFFFF
+        v ^= v >> 17
+        return v ^ (v << 5) & 0xFFFFFFFF
+
+    def noise(word):
+        total = sum(word >> 8 * i & 255 for i in range(4)) - NOISE_MEAN
+        return total * f.noise_mul + round_half(f.noise_shift) >> f.noise_shift
+
+    w1 = xorshift32(state)
+    w2 = xorshift32(w1)
+    return w2, noise(w1), noise(w2)
 
 
 def _next_stream(phase, k, streams):
