@@ -311,7 +311,9 @@ class QuasiStaticModel:
                          np.stack([imp.vt_clamped, imp.k_clamped * live]), imp.offset,
                          imp.frozen, droop, nonideal.gate_rest(cfg), zeros, zeros.copy())
         self.noise = nonideal.noise_states(cfg).astype(np.int64)
-        self._noise_scale = nonideal.noise_scale(cfg)
+        # the update stands for learn_ticks updates, each with its own noisy reading:
+        # their average reads with 1/sqrt(learn_ticks) of the noise
+        self._noise_scale = nonideal.noise_scale(cfg) / np.sqrt(max(cfg.schedule.learn_ticks, 1))
         self.leak = 2 * cfg.device.gmin / cfg.device.k
         start = np.mean(p.drive[:, p.driven])
         shape = (p.n_examples, len(self.seeds), p.n_nodes)
