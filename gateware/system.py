@@ -11,7 +11,7 @@ from clln import protocol as p
 from clln.formats import Formats
 
 from .controller import Controller
-from .fabric import check_nonideal, make_fabric
+from .fabric import make_fabric
 from .handler import CommandHandler
 from .link import HostLink
 
@@ -52,7 +52,6 @@ class System(wiring.Component):
 
     def __init__(self, cfg, divisor, max_examples=None, seed=None, fmt=None, fifo_depth=512,
                  mult_bits=None, clock_hz=0):
-        check_nonideal(cfg)
         self.cfg = cfg
         self.mult_bits = mult_bits
         self.fmt = fmt if fmt is not None else Formats.from_config(cfg)

@@ -36,7 +36,6 @@ def make_fabric(cfg, fmt=None, seed=None, mult_bits=None):
     or the pipelined one of several networks (``[fabric] streams``)."""
     kind = fabric_kind(cfg)
     check_relaxation(cfg, kind)
-    check_nonideal(cfg, kind)
     return kind(cfg, fmt, seed, mult_bits)
 
 
@@ -55,22 +54,3 @@ def fabric_kind(cfg):
     """The fabric class ``cfg`` asks for."""
     return (StreamFabric if cfg.fabric.streams > 1 else SerialFabric if cfg.fabric.serial
             else Fabric)
-
-
-def check_nonideal(cfg, kind=None):
-    """Refuse, before any HDL is written, a non-ideality the fabric ``kind`` (default: the
-    one ``cfg`` asks for) does not build in yet: the keys of its ``NONIDEAL`` (every key
-    when it names none). Every one is in the golden models (``docs/semantics.md``)."""
-    kind = fabric_kind(cfg) if kind is None else kind
-    supported = getattr(kind, "NONIDEAL", None)
-    if supported is None:
-        return
-    ni, defaults = cfg.nonideal, type(cfg.nonideal)()
-    for name in type(ni).__dataclass_fields__:
-        if name in supported or getattr(ni, name) == getattr(defaults, name):
-            continue
-        if name == "twin_mismatch" and not (ni.vt_sigma or ni.k_sigma):
-            continue
-        raise ConfigError(cfg.source, f"nonideal.{name}", f"is not built into the "
-                          f"{kind.__name__} yet (issue 15; the parallel and folded fabric "
-                          f"have every non-ideality); this one takes {', '.join(supported)}")

@@ -155,10 +155,6 @@ class StreamFabric(Fabric):
       cycles (``busy`` from the cycle after ``clear`` until the turn is done).
     """
 
-    #: ``[nonideal]`` keys built in: every one (``check_nonideal``), as per-edge
-    #: constants and one read-noise bank that all streams share.
-    NONIDEAL = None
-
     #: The ``[schedule] relax`` values this fabric implements.
     RELAXATIONS = ("euler", "jacobi")
 
