@@ -89,9 +89,11 @@ def plot(by_chip, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (label, _), rows in zip(CHIPS, by_chip, strict=True):
+    # the ideal chip last, on top, in black
+    for (label, _), rows in reversed(list(zip(CHIPS, by_chip, strict=True))):
         curve = np.median(np.stack([r["curve"] for r in rows]), axis=0)
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=label, lw=1)
+        style = {"color": "black", "lw": 1.5} if label == "ideal" else {"lw": 1, "alpha": 0.8}
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=label, **style)
     ax.set(xscale="log", yscale="log", xlabel="epoch",
            ylabel="MSE seen in training (V$^2$), median")
     ax.legend(fontsize=8)
