@@ -32,6 +32,7 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..memory import sync_read_port
 from .arith import any_of, mux_tree, select, wire
 from .cells import (
     edge_ends,
@@ -204,22 +205,25 @@ class SerialFabric(Fabric):
         layout, rows = self._schedule_rows(x)
         step = Signal(range(S))
         x.cur = cur = Signal(layout, init=rows[0])
-        pre = Signal(layout, init=rows[1 % S])
+        # ``pre`` comes from a ROM in block RAM, read at ``step`` for the visit after
+        # next; while the fabric is busy (after a reset) it reads the visit of step 1
+        rom = Memory(shape=layout, depth=S, init=[rows[(i + 2) % S] for i in range(S)])
+        m.submodules.schedule = rom
+        rom_rd = sync_read_port(m, rom, "schedule", enable=True)
+        pre = rom_rd.data
         x.pre, x.end = pre, step == S - 1
         learn_q = Signal()
         x.learn = Mux(step == 0, ctl.learn, learn_q)
         x.run = Signal()                            # ``run`` unless clearing (below)
         x.bank = Signal()                           # memory half that holds the state at t
         x.commit = Signal()
-        m.d.comb += x.commit.eq(x.run & x.end)
+        x.busy = Signal()
+        m.d.comb += [x.commit.eq(x.run & x.end), rom_rd.en.eq(x.run | x.busy),
+                     rom_rd.addr.eq(Mux(x.busy, S - 1, step))]
         with m.If(x.run):
             m.d.sync += [step.eq(Mux(x.end, 0, step + 1)), cur.eq(pre)]
             with m.If(step == 0):
                 m.d.sync += learn_q.eq(ctl.learn)
-            with m.Switch(step):
-                for i in range(S):
-                    with m.Case(i):
-                        m.d.sync += pre.eq(layout.const(rows[(i + 2) % S]))
 
     def _memories(self, m, x):
         """Node voltages at {bank, node}, gates at edge; the clearing after a reset."""
@@ -240,7 +244,6 @@ class SerialFabric(Fabric):
         x.node_depth = 2 << node_bits
         clear_len = max(x.node_depth, E)
         x.clear = Signal(range(clear_len + 2))
-        x.busy = Signal()
         m.d.comb += [x.busy.eq(x.clear != clear_len + 1), self.control.busy.eq(x.busy)]
         with m.If(x.busy):
             m.d.sync += x.clear.eq(x.clear + 1)
