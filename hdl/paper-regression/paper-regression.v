@@ -320,139 +320,299 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   wire \$380 ;
   wire \$381 ;
   wire \$382 ;
-  wire [4:0] \$383 ;
-  wire [32:0] \$384 ;
-  wire [27:0] \$385 ;
-  wire [27:0] \$386 ;
-  wire [27:0] \$387 ;
-  wire [27:0] \$388 ;
-  wire [27:0] \$389 ;
+  wire \$383 ;
+  wire \$384 ;
+  wire \$385 ;
+  wire \$386 ;
+  wire \$387 ;
+  wire \$388 ;
+  wire \$389 ;
   wire [40:0] \$39 ;
-  wire [27:0] \$390 ;
-  wire [27:0] \$391 ;
-  wire [27:0] \$392 ;
-  wire [27:0] \$393 ;
-  wire [27:0] \$394 ;
-  wire [27:0] \$395 ;
-  wire [27:0] \$396 ;
-  wire [27:0] \$397 ;
-  wire [27:0] \$398 ;
-  wire [27:0] \$399 ;
+  wire \$390 ;
+  wire \$391 ;
+  wire \$392 ;
+  wire \$393 ;
+  wire \$394 ;
+  wire \$395 ;
+  wire \$396 ;
+  wire \$397 ;
+  wire \$398 ;
+  wire \$399 ;
   wire [41:0] \$4 ;
   wire [41:0] \$40 ;
-  wire [27:0] \$400 ;
-  wire [27:0] \$401 ;
-  wire [27:0] \$402 ;
-  wire [27:0] \$403 ;
-  wire [27:0] \$404 ;
-  wire [27:0] \$405 ;
-  wire [27:0] \$406 ;
-  wire [27:0] \$407 ;
-  wire [27:0] \$408 ;
-  wire [27:0] \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire [40:0] \$41 ;
-  wire [27:0] \$410 ;
-  wire [27:0] \$411 ;
-  wire [27:0] \$412 ;
-  wire [27:0] \$413 ;
-  wire [27:0] \$414 ;
-  wire [27:0] \$415 ;
-  reg [27:0] \$416 ;
-  reg [27:0] \$417 ;
-  reg [27:0] \$418 ;
-  reg [27:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire [41:0] \$42 ;
-  reg [27:0] \$420 ;
-  reg [27:0] \$421 ;
-  reg [27:0] \$422 ;
-  reg [27:0] \$423 ;
-  reg [27:0] \$424 ;
-  reg [27:0] \$425 ;
-  reg [27:0] \$426 ;
-  reg [27:0] \$427 ;
-  reg [27:0] \$428 ;
-  reg [27:0] \$429 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire [40:0] \$43 ;
-  reg [27:0] \$430 ;
-  reg [27:0] \$431 ;
-  reg [27:0] \$432 ;
-  reg [27:0] \$433 ;
-  reg [27:0] \$434 ;
-  reg [27:0] \$435 ;
-  reg [27:0] \$436 ;
-  reg [27:0] \$437 ;
-  reg [27:0] \$438 ;
-  reg [27:0] \$439 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire [41:0] \$44 ;
-  reg [27:0] \$440 ;
-  reg [27:0] \$441 ;
-  reg [27:0] \$442 ;
-  reg [27:0] \$443 ;
-  reg [27:0] \$444 ;
-  reg [27:0] \$445 ;
-  reg [27:0] \$446 ;
-  reg [27:0] \$447 ;
-  reg [17:0] \$448 ;
-  reg [17:0] \$449 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire [23:0] \$45 ;
-  reg [17:0] \$450 ;
-  reg [17:0] \$451 ;
-  reg [17:0] \$452 ;
-  reg [17:0] \$453 ;
-  reg [17:0] \$454 ;
-  reg [17:0] \$455 ;
-  reg [17:0] \$456 ;
-  reg [17:0] \$457 ;
-  reg [17:0] \$458 ;
-  reg [17:0] \$459 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire [23:0] \$46 ;
-  reg [17:0] \$460 ;
-  reg [17:0] \$461 ;
-  reg [17:0] \$462 ;
-  reg [17:0] \$463 ;
-  reg [17:0] \$464 ;
-  reg [17:0] \$465 ;
-  reg [17:0] \$466 ;
-  reg [17:0] \$467 ;
-  reg [17:0] \$468 ;
-  reg [17:0] \$469 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire [23:0] \$47 ;
-  reg [17:0] \$470 ;
-  reg [17:0] \$471 ;
-  reg [17:0] \$472 ;
-  reg [17:0] \$473 ;
-  reg [17:0] \$474 ;
-  reg [17:0] \$475 ;
-  reg [17:0] \$476 ;
-  reg [17:0] \$477 ;
-  reg [17:0] \$478 ;
-  reg [17:0] \$479 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire [23:0] \$48 ;
-  reg [4:0] \$480 ;
-  reg [31:0] \$481 ;
-  reg [17:0] \$482 ;
-  reg [17:0] \$483 ;
-  reg [17:0] \$484 ;
-  reg [17:0] \$485 ;
-  reg [27:0] \$486 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire [40:0] \$49 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire [40:0] \$5 ;
   wire [41:0] \$50 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire [40:0] \$51 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire [41:0] \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire [40:0] \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire [41:0] \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire [4:0] \$543 ;
+  wire [32:0] \$544 ;
+  wire [27:0] \$545 ;
+  wire [27:0] \$546 ;
+  wire [27:0] \$547 ;
+  wire [27:0] \$548 ;
+  wire [27:0] \$549 ;
   wire [40:0] \$55 ;
+  wire [27:0] \$550 ;
+  wire [27:0] \$551 ;
+  wire [27:0] \$552 ;
+  wire [27:0] \$553 ;
+  wire [27:0] \$554 ;
+  wire [27:0] \$555 ;
+  wire [27:0] \$556 ;
+  wire [27:0] \$557 ;
+  wire [27:0] \$558 ;
+  wire [27:0] \$559 ;
   wire [41:0] \$56 ;
+  wire [27:0] \$560 ;
+  wire [27:0] \$561 ;
+  wire [27:0] \$562 ;
+  wire [27:0] \$563 ;
+  wire [27:0] \$564 ;
+  wire [27:0] \$565 ;
+  wire [27:0] \$566 ;
+  wire [27:0] \$567 ;
+  wire [27:0] \$568 ;
+  wire [27:0] \$569 ;
   wire [23:0] \$57 ;
+  wire [27:0] \$570 ;
+  wire [27:0] \$571 ;
+  wire [27:0] \$572 ;
+  wire [27:0] \$573 ;
+  wire [27:0] \$574 ;
+  wire [27:0] \$575 ;
+  reg [27:0] \$576 ;
+  reg [27:0] \$577 ;
+  reg [27:0] \$578 ;
+  reg [27:0] \$579 ;
   wire [23:0] \$58 ;
+  reg [27:0] \$580 ;
+  reg [27:0] \$581 ;
+  reg [27:0] \$582 ;
+  reg [27:0] \$583 ;
+  reg [27:0] \$584 ;
+  reg [27:0] \$585 ;
+  reg [27:0] \$586 ;
+  reg [27:0] \$587 ;
+  reg [27:0] \$588 ;
+  reg [27:0] \$589 ;
   wire [23:0] \$59 ;
+  reg [27:0] \$590 ;
+  reg [27:0] \$591 ;
+  reg [27:0] \$592 ;
+  reg [27:0] \$593 ;
+  reg [27:0] \$594 ;
+  reg [27:0] \$595 ;
+  reg [27:0] \$596 ;
+  reg [27:0] \$597 ;
+  reg [27:0] \$598 ;
+  reg [27:0] \$599 ;
   wire [41:0] \$6 ;
   wire [23:0] \$60 ;
+  reg [27:0] \$600 ;
+  reg [27:0] \$601 ;
+  reg [27:0] \$602 ;
+  reg [27:0] \$603 ;
+  reg [27:0] \$604 ;
+  reg [27:0] \$605 ;
+  reg [27:0] \$606 ;
+  reg [27:0] \$607 ;
+  reg [17:0] \$608 ;
+  reg [17:0] \$609 ;
   wire [40:0] \$61 ;
+  reg [17:0] \$610 ;
+  reg [17:0] \$611 ;
+  reg [17:0] \$612 ;
+  reg [17:0] \$613 ;
+  reg [17:0] \$614 ;
+  reg [17:0] \$615 ;
+  reg [17:0] \$616 ;
+  reg [17:0] \$617 ;
+  reg [17:0] \$618 ;
+  reg [17:0] \$619 ;
   wire [41:0] \$62 ;
+  reg [17:0] \$620 ;
+  reg [17:0] \$621 ;
+  reg [17:0] \$622 ;
+  reg [17:0] \$623 ;
+  reg [17:0] \$624 ;
+  reg [17:0] \$625 ;
+  reg [17:0] \$626 ;
+  reg [17:0] \$627 ;
+  reg [17:0] \$628 ;
+  reg [17:0] \$629 ;
   wire [40:0] \$63 ;
+  reg [17:0] \$630 ;
+  reg [17:0] \$631 ;
+  reg [17:0] \$632 ;
+  reg [17:0] \$633 ;
+  reg [17:0] \$634 ;
+  reg [17:0] \$635 ;
+  reg [17:0] \$636 ;
+  reg [17:0] \$637 ;
+  reg [17:0] \$638 ;
+  reg [17:0] \$639 ;
   wire [41:0] \$64 ;
+  reg [4:0] \$640 ;
+  reg [31:0] \$641 ;
+  reg [17:0] \$642 ;
+  reg [17:0] \$643 ;
+  reg [17:0] \$644 ;
+  reg [17:0] \$645 ;
+  reg [27:0] \$646 ;
   wire [40:0] \$65 ;
   wire [41:0] \$66 ;
   wire [40:0] \$67 ;
@@ -1594,173 +1754,487 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   wire [17:0] \vt$75 ;
   wire [17:0] \vt$85 ;
   wire [17:0] \vt$95 ;
-  assign \$391  = gate__raddr[2] ? \$387  : \$390 ;
-  assign \$392  = gate__raddr[0] ? \g$245  : \g$237 ;
-  assign \$393  = gate__raddr[0] ? \g$229  : \g$221 ;
-  assign \$394  = gate__raddr[1] ? \$392  : \$393 ;
-  assign \$395  = gate__raddr[0] ? \g$213  : \g$205 ;
-  assign \$396  = gate__raddr[0] ? \g$197  : \g$189 ;
-  assign \$397  = gate__raddr[1] ? \$395  : \$396 ;
-  assign \$398  = gate__raddr[2] ? \$394  : \$397 ;
-  assign \$399  = gate__raddr[3] ? \$391  : \$398 ;
-  assign \$400  = gate__raddr[0] ? \g$181  : \g$173 ;
-  assign \$401  = gate__raddr[0] ? \g$163  : \g$153 ;
-  assign \$402  = gate__raddr[1] ? \$400  : \$401 ;
-  assign \$403  = gate__raddr[0] ? \g$141  : \g$133 ;
-  assign \$404  = gate__raddr[0] ? \g$123  : \g$113 ;
-  assign \$405  = gate__raddr[1] ? \$403  : \$404 ;
-  assign \$406  = gate__raddr[2] ? \$402  : \$405 ;
-  assign \$407  = gate__raddr[0] ? \g$101  : \g$93 ;
-  assign \$408  = gate__raddr[0] ? \g$83  : \g$73 ;
-  assign \$409  = gate__raddr[1] ? \$407  : \$408 ;
-  assign \$410  = gate__raddr[0] ? \g$61  : \g$53 ;
-  assign \$411  = gate__raddr[0] ? \g$43  : g;
-  assign \$412  = gate__raddr[1] ? \$410  : \$411 ;
-  assign \$413  = gate__raddr[2] ? \$409  : \$412 ;
-  assign \$414  = gate__raddr[3] ? \$406  : \$413 ;
-  assign \$415  = gate__raddr[4] ? \$399  : \$414 ;
-  always @(posedge clk)
-    g <= \$416 ;
-  always @(posedge clk)
-    \g$43  <= \$417 ;
-  always @(posedge clk)
-    \g$53  <= \$418 ;
-  always @(posedge clk)
-    \g$61  <= \$419 ;
-  always @(posedge clk)
-    \g$73  <= \$420 ;
-  always @(posedge clk)
-    \g$83  <= \$421 ;
-  always @(posedge clk)
-    \g$93  <= \$422 ;
-  always @(posedge clk)
-    \g$101  <= \$423 ;
-  always @(posedge clk)
-    \g$113  <= \$424 ;
-  always @(posedge clk)
-    \g$123  <= \$425 ;
-  always @(posedge clk)
-    \g$133  <= \$426 ;
-  always @(posedge clk)
-    \g$141  <= \$427 ;
-  always @(posedge clk)
-    \g$153  <= \$428 ;
-  always @(posedge clk)
-    \g$163  <= \$429 ;
-  always @(posedge clk)
-    \g$173  <= \$430 ;
-  always @(posedge clk)
-    \g$181  <= \$431 ;
-  always @(posedge clk)
-    \g$189  <= \$432 ;
-  always @(posedge clk)
-    \g$197  <= \$433 ;
-  always @(posedge clk)
-    \g$205  <= \$434 ;
-  always @(posedge clk)
-    \g$213  <= \$435 ;
-  always @(posedge clk)
-    \g$221  <= \$436 ;
-  always @(posedge clk)
-    \g$229  <= \$437 ;
-  always @(posedge clk)
-    \g$237  <= \$438 ;
-  always @(posedge clk)
-    \g$245  <= \$439 ;
-  always @(posedge clk)
-    \g$253  <= \$440 ;
-  always @(posedge clk)
-    \g$261  <= \$441 ;
-  always @(posedge clk)
-    \g$269  <= \$442 ;
-  always @(posedge clk)
-    \g$277  <= \$443 ;
-  always @(posedge clk)
-    \g$285  <= \$444 ;
-  always @(posedge clk)
-    \g$293  <= \$445 ;
-  always @(posedge clk)
-    \g$301  <= \$446 ;
-  always @(posedge clk)
-    \g$309  <= \$447 ;
-  always @(posedge clk)
-    va_f <= \$448 ;
-  always @(posedge clk)
-    vb_f <= \$449 ;
-  always @(posedge clk)
-    \vb_f$38  <= \$450 ;
-  always @(posedge clk)
-    \vb_f$48  <= \$451 ;
-  always @(posedge clk)
-    \va_f$65  <= \$452 ;
-  always @(posedge clk)
-    \vb_f$67  <= \$453 ;
-  always @(posedge clk)
-    \vb_f$78  <= \$454 ;
-  always @(posedge clk)
-    \vb_f$88  <= \$455 ;
-  always @(posedge clk)
-    \va_f$105  <= \$456 ;
-  always @(posedge clk)
-    \vb_f$107  <= \$457 ;
-  always @(posedge clk)
-    \vb_f$118  <= \$458 ;
-  always @(posedge clk)
-    \vb_f$128  <= \$459 ;
-  always @(posedge clk)
-    \va_f$145  <= \$460 ;
-  always @(posedge clk)
-    \vb_f$147  <= \$461 ;
-  always @(posedge clk)
-    \vb_f$158  <= \$462 ;
-  always @(posedge clk)
-    \vb_f$168  <= \$463 ;
-  always @(posedge clk)
-    va_c <= \$464 ;
-  always @(posedge clk)
-    vb_c <= \$465 ;
-  always @(posedge clk)
-    \vb_c$41  <= \$466 ;
-  always @(posedge clk)
-    \vb_c$51  <= \$467 ;
-  always @(posedge clk)
-    \va_c$69  <= \$468 ;
-  always @(posedge clk)
-    \vb_c$71  <= \$469 ;
-  always @(posedge clk)
-    \vb_c$81  <= \$470 ;
-  always @(posedge clk)
-    \vb_c$91  <= \$471 ;
-  always @(posedge clk)
-    \va_c$109  <= \$472 ;
-  always @(posedge clk)
-    \vb_c$111  <= \$473 ;
-  always @(posedge clk)
-    \vb_c$121  <= \$474 ;
-  always @(posedge clk)
-    \vb_c$131  <= \$475 ;
-  always @(posedge clk)
-    \va_c$149  <= \$476 ;
-  always @(posedge clk)
-    \vb_c$151  <= \$477 ;
-  always @(posedge clk)
-    \vb_c$161  <= \$478 ;
-  always @(posedge clk)
-    \vb_c$171  <= \$479 ;
-  always @(posedge clk)
-    status__sat_flags <= \$480 ;
-  always @(posedge clk)
-    status__ticks <= \$481 ;
-  always @(posedge clk)
-    drive0 <= \$482 ;
-  always @(posedge clk)
-    drive1 <= \$483 ;
-  always @(posedge clk)
-    drive2 <= \$484 ;
-  always @(posedge clk)
-    target0 <= \$485 ;
-  always @(posedge clk)
-    gate__rdata <= \$486 ;
+  assign \$300  = \$298  | \$299 ;
+  assign \$302  = \$300  | \$301 ;
+  assign \$304  = \$303  | \flags$681 ;
+  assign \$305  = \$304  | \flags$682 ;
+  assign \$306  = \$305  | \flags$683 ;
+  assign \$307  = \$306  | \flags$684 ;
+  assign \$308  = \$307  | \flags$685 ;
+  assign \$309  = \$308  | \flags$686 ;
+  assign \$310  = \$309  | \flags$687 ;
+  assign \$311  = \$310  | \flags$688 ;
+  assign \$312  = \$311  | \flags$689 ;
+  assign \$313  = \$312  | \flags$690 ;
+  assign \$314  = \$313  | \flags$691 ;
+  assign \$315  = \$314  | \flags$692 ;
+  assign \$317  = \$315  | { 1'h0, \$316 , 3'h0 };
+  assign tick_flags = { \$302 , 3'h0, \$238  } | \$318 ;
+  assign move_all0 = $signed(v_f_next) - $signed(va_f);
+  assign \$319  = ! move_all0[18:1];
+  assign \$320  = move_all0[0] <= 1'h1;
+  assign \$321  = \$319  & \$320 ;
+  assign \$322  = & move_all0[18:1];
+  assign \$323  = move_all0[0] >= 1'h1;
+  assign \$324  = \$322  & \$323 ;
+  assign \$325  = \$321  | \$324 ;
+  assign moved_all0 = ~ \$325 ;
+  assign move_all1 = $signed(\v_f_next$697 ) - $signed(vb_f);
+  assign \$326  = ! move_all1[18:1];
+  assign \$327  = move_all1[0] <= 1'h1;
+  assign \$328  = \$326  & \$327 ;
+  assign \$329  = & move_all1[18:1];
+  assign \$330  = move_all1[0] >= 1'h1;
+  assign \$331  = \$329  & \$330 ;
+  assign \$332  = \$328  | \$331 ;
+  assign moved_all1 = ~ \$332 ;
+  assign move_all2 = $signed(\v_f_next$700 ) - $signed(\vb_f$38 );
+  assign \$333  = ! move_all2[18:1];
+  assign \$334  = move_all2[0] <= 1'h1;
+  assign \$335  = \$333  & \$334 ;
+  assign \$336  = & move_all2[18:1];
+  assign \$337  = move_all2[0] >= 1'h1;
+  assign \$338  = \$336  & \$337 ;
+  assign \$339  = \$335  | \$338 ;
+  assign moved_all2 = ~ \$339 ;
+  assign move_all3 = $signed(\v_f_next$703 ) - $signed(\vb_f$48 );
+  assign \$340  = ! move_all3[18:1];
+  assign \$341  = move_all3[0] <= 1'h1;
+  assign \$342  = \$340  & \$341 ;
+  assign \$343  = & move_all3[18:1];
+  assign \$344  = move_all3[0] >= 1'h1;
+  assign \$345  = \$343  & \$344 ;
+  assign \$346  = \$342  | \$345 ;
+  assign moved_all3 = ~ \$346 ;
+  assign move_all4 = $signed(\v_f_next$706 ) - $signed(\va_f$65 );
+  assign \$347  = ! move_all4[18:1];
+  assign \$348  = move_all4[0] <= 1'h1;
+  assign \$349  = \$347  & \$348 ;
+  assign \$350  = & move_all4[18:1];
+  assign \$351  = move_all4[0] >= 1'h1;
+  assign \$352  = \$350  & \$351 ;
+  assign \$353  = \$349  | \$352 ;
+  assign moved_all4 = ~ \$353 ;
+  assign move_all5 = $signed(drive1) - $signed(\vb_f$67 );
+  assign \$354  = ! move_all5[18:1];
+  assign \$355  = move_all5[0] <= 1'h1;
+  assign \$356  = \$354  & \$355 ;
+  assign \$357  = & move_all5[18:1];
+  assign \$358  = move_all5[0] >= 1'h1;
+  assign \$359  = \$357  & \$358 ;
+  assign \$360  = \$356  | \$359 ;
+  assign moved_all5 = ~ \$360 ;
+  assign move_all6 = $signed(\v_f_next$712 ) - $signed(\vb_f$78 );
+  assign \$361  = ! move_all6[18:1];
+  assign \$362  = move_all6[0] <= 1'h1;
+  assign \$363  = \$361  & \$362 ;
+  assign \$364  = & move_all6[18:1];
+  assign \$365  = move_all6[0] >= 1'h1;
+  assign \$366  = \$364  & \$365 ;
+  assign \$367  = \$363  | \$366 ;
+  assign moved_all6 = ~ \$367 ;
+  assign move_all7 = $signed(drive2) - $signed(\vb_f$88 );
+  assign \$368  = ! move_all7[18:1];
+  assign \$369  = move_all7[0] <= 1'h1;
+  assign \$370  = \$368  & \$369 ;
+  assign \$371  = & move_all7[18:1];
+  assign \$372  = move_all7[0] >= 1'h1;
+  assign \$373  = \$371  & \$372 ;
+  assign \$374  = \$370  | \$373 ;
+  assign moved_all7 = ~ \$374 ;
+  assign move_all8 = $signed(\v_f_next$718 ) - $signed(\va_f$105 );
+  assign \$375  = ! move_all8[18:1];
+  assign \$376  = move_all8[0] <= 1'h1;
+  assign \$377  = \$375  & \$376 ;
+  assign \$378  = & move_all8[18:1];
+  assign \$379  = move_all8[0] >= 1'h1;
+  assign \$380  = \$378  & \$379 ;
+  assign \$381  = \$377  | \$380 ;
+  assign moved_all8 = ~ \$381 ;
+  assign move_all9 = $signed(\v_f_next$721 ) - $signed(\vb_f$107 );
+  assign \$382  = ! move_all9[18:1];
+  assign \$383  = move_all9[0] <= 1'h1;
+  assign \$384  = \$382  & \$383 ;
+  assign \$385  = & move_all9[18:1];
+  assign \$386  = move_all9[0] >= 1'h1;
+  assign \$387  = \$385  & \$386 ;
+  assign \$388  = \$384  | \$387 ;
+  assign moved_all9 = ~ \$388 ;
+  assign move_all10 = $signed(\v_f_next$724 ) - $signed(\vb_f$118 );
+  assign \$389  = ! move_all10[18:1];
+  assign \$390  = move_all10[0] <= 1'h1;
+  assign \$391  = \$389  & \$390 ;
+  assign \$392  = & move_all10[18:1];
+  assign \$393  = move_all10[0] >= 1'h1;
+  assign \$394  = \$392  & \$393 ;
+  assign \$395  = \$391  | \$394 ;
+  assign moved_all10 = ~ \$395 ;
+  assign move_all11 = $signed(\v_f_next$727 ) - $signed(\vb_f$128 );
+  assign \$396  = ! move_all11[18:1];
+  assign \$397  = move_all11[0] <= 1'h1;
+  assign \$398  = \$396  & \$397 ;
+  assign \$399  = & move_all11[18:1];
+  assign \$400  = move_all11[0] >= 1'h1;
+  assign \$401  = \$399  & \$400 ;
+  assign \$402  = \$398  | \$401 ;
+  assign moved_all11 = ~ \$402 ;
+  assign move_all12 = $signed(\v_f_next$730 ) - $signed(\va_f$145 );
+  assign \$403  = ! move_all12[18:1];
+  assign \$404  = move_all12[0] <= 1'h1;
+  assign \$405  = \$403  & \$404 ;
+  assign \$406  = & move_all12[18:1];
+  assign \$407  = move_all12[0] >= 1'h1;
+  assign \$408  = \$406  & \$407 ;
+  assign \$409  = \$405  | \$408 ;
+  assign moved_all12 = ~ \$409 ;
+  assign move_all13 = $signed(\v_f_next$733 ) - $signed(\vb_f$147 );
+  assign \$410  = ! move_all13[18:1];
+  assign \$411  = move_all13[0] <= 1'h1;
+  assign \$412  = \$410  & \$411 ;
+  assign \$413  = & move_all13[18:1];
+  assign \$414  = move_all13[0] >= 1'h1;
+  assign \$415  = \$413  & \$414 ;
+  assign \$416  = \$412  | \$415 ;
+  assign moved_all13 = ~ \$416 ;
+  assign move_all14 = $signed(\v_f_next$736 ) - $signed(\vb_f$158 );
+  assign \$417  = ! move_all14[18:1];
+  assign \$418  = move_all14[0] <= 1'h1;
+  assign \$419  = \$417  & \$418 ;
+  assign \$420  = & move_all14[18:1];
+  assign \$421  = move_all14[0] >= 1'h1;
+  assign \$422  = \$420  & \$421 ;
+  assign \$423  = \$419  | \$422 ;
+  assign moved_all14 = ~ \$423 ;
+  assign move_all15 = $signed(drive0) - $signed(\vb_f$168 );
+  assign \$424  = ! move_all15[18:1];
+  assign \$425  = move_all15[0] <= 1'h1;
+  assign \$426  = \$424  & \$425 ;
+  assign \$427  = & move_all15[18:1];
+  assign \$428  = move_all15[0] >= 1'h1;
+  assign \$429  = \$427  & \$428 ;
+  assign \$430  = \$426  | \$429 ;
+  assign moved_all15 = ~ \$430 ;
+  assign move_all16 = $signed(v_c_next) - $signed(va_c);
+  assign \$431  = ! move_all16[18:1];
+  assign \$432  = move_all16[0] <= 1'h1;
+  assign \$433  = \$431  & \$432 ;
+  assign \$434  = & move_all16[18:1];
+  assign \$435  = move_all16[0] >= 1'h1;
+  assign \$436  = \$434  & \$435 ;
+  assign \$437  = \$433  | \$436 ;
+  assign moved_all16 = ~ \$437 ;
+  assign move_all17 = $signed(\v_c_next$745 ) - $signed(vb_c);
+  assign \$438  = ! move_all17[18:1];
+  assign \$439  = move_all17[0] <= 1'h1;
+  assign \$440  = \$438  & \$439 ;
+  assign \$441  = & move_all17[18:1];
+  assign \$442  = move_all17[0] >= 1'h1;
+  assign \$443  = \$441  & \$442 ;
+  assign \$444  = \$440  | \$443 ;
+  assign moved_all17 = ~ \$444 ;
+  assign move_all18 = $signed(\v_c_next$748 ) - $signed(\vb_c$41 );
+  assign \$445  = ! move_all18[18:1];
+  assign \$446  = move_all18[0] <= 1'h1;
+  assign \$447  = \$445  & \$446 ;
+  assign \$448  = & move_all18[18:1];
+  assign \$449  = move_all18[0] >= 1'h1;
+  assign \$450  = \$448  & \$449 ;
+  assign \$451  = \$447  | \$450 ;
+  assign moved_all18 = ~ \$451 ;
+  assign move_all19 = $signed(\v_c_next$751 ) - $signed(\vb_c$51 );
+  assign \$452  = ! move_all19[18:1];
+  assign \$453  = move_all19[0] <= 1'h1;
+  assign \$454  = \$452  & \$453 ;
+  assign \$455  = & move_all19[18:1];
+  assign \$456  = move_all19[0] >= 1'h1;
+  assign \$457  = \$455  & \$456 ;
+  assign \$458  = \$454  | \$457 ;
+  assign moved_all19 = ~ \$458 ;
+  assign move_all20 = $signed(\v_c_next$754 ) - $signed(\va_c$69 );
+  assign \$459  = ! move_all20[18:1];
+  assign \$460  = move_all20[0] <= 1'h1;
+  assign \$461  = \$459  & \$460 ;
+  assign \$462  = & move_all20[18:1];
+  assign \$463  = move_all20[0] >= 1'h1;
+  assign \$464  = \$462  & \$463 ;
+  assign \$465  = \$461  | \$464 ;
+  assign moved_all20 = ~ \$465 ;
+  assign move_all21 = $signed(drive1) - $signed(\vb_c$71 );
+  assign \$466  = ! move_all21[18:1];
+  assign \$467  = move_all21[0] <= 1'h1;
+  assign \$468  = \$466  & \$467 ;
+  assign \$469  = & move_all21[18:1];
+  assign \$470  = move_all21[0] >= 1'h1;
+  assign \$471  = \$469  & \$470 ;
+  assign \$472  = \$468  | \$471 ;
+  assign moved_all21 = ~ \$472 ;
+  assign move_all22 = $signed(\v_c_next$759 ) - $signed(\vb_c$81 );
+  assign \$473  = ! move_all22[18:1];
+  assign \$474  = move_all22[0] <= 1'h1;
+  assign \$475  = \$473  & \$474 ;
+  assign \$476  = & move_all22[18:1];
+  assign \$477  = move_all22[0] >= 1'h1;
+  assign \$478  = \$476  & \$477 ;
+  assign \$479  = \$475  | \$478 ;
+  assign moved_all22 = ~ \$479 ;
+  assign move_all23 = $signed(drive2) - $signed(\vb_c$91 );
+  assign \$480  = ! move_all23[18:1];
+  assign \$481  = move_all23[0] <= 1'h1;
+  assign \$482  = \$480  & \$481 ;
+  assign \$483  = & move_all23[18:1];
+  assign \$484  = move_all23[0] >= 1'h1;
+  assign \$485  = \$483  & \$484 ;
+  assign \$486  = \$482  | \$485 ;
+  assign moved_all23 = ~ \$486 ;
+  assign move_all24 = $signed(\v_c_next$764 ) - $signed(\va_c$109 );
+  assign \$487  = ! move_all24[18:1];
+  assign \$488  = move_all24[0] <= 1'h1;
+  assign \$489  = \$487  & \$488 ;
+  assign \$490  = & move_all24[18:1];
+  assign \$491  = move_all24[0] >= 1'h1;
+  assign \$492  = \$490  & \$491 ;
+  assign \$493  = \$489  | \$492 ;
+  assign moved_all24 = ~ \$493 ;
+  assign move_all25 = $signed(\v_c_next$767 ) - $signed(\vb_c$111 );
+  assign \$494  = ! move_all25[18:1];
+  assign \$495  = move_all25[0] <= 1'h1;
+  assign \$496  = \$494  & \$495 ;
+  assign \$497  = & move_all25[18:1];
+  assign \$498  = move_all25[0] >= 1'h1;
+  assign \$499  = \$497  & \$498 ;
+  assign \$500  = \$496  | \$499 ;
+  assign moved_all25 = ~ \$500 ;
+  assign move_all26 = $signed(\$168 [17:0]) - $signed(\vb_c$121 );
+  assign \$501  = ! move_all26[18:1];
+  assign \$502  = move_all26[0] <= 1'h1;
+  assign \$503  = \$501  & \$502 ;
+  assign \$504  = & move_all26[18:1];
+  assign \$505  = move_all26[0] >= 1'h1;
+  assign \$506  = \$504  & \$505 ;
+  assign \$507  = \$503  | \$506 ;
+  assign moved_all26 = ~ \$507 ;
+  assign move_all27 = $signed(\v_c_next$772 ) - $signed(\vb_c$131 );
+  assign \$508  = ! move_all27[18:1];
+  assign \$509  = move_all27[0] <= 1'h1;
+  assign \$510  = \$508  & \$509 ;
+  assign \$511  = & move_all27[18:1];
+  assign \$512  = move_all27[0] >= 1'h1;
+  assign \$513  = \$511  & \$512 ;
+  assign \$514  = \$510  | \$513 ;
+  assign moved_all27 = ~ \$514 ;
+  assign move_all28 = $signed(\v_c_next$775 ) - $signed(\va_c$149 );
+  assign \$515  = ! move_all28[18:1];
+  assign \$516  = move_all28[0] <= 1'h1;
+  assign \$517  = \$515  & \$516 ;
+  assign \$518  = & move_all28[18:1];
+  assign \$519  = move_all28[0] >= 1'h1;
+  assign \$520  = \$518  & \$519 ;
+  assign \$521  = \$517  | \$520 ;
+  assign moved_all28 = ~ \$521 ;
+  assign move_all29 = $signed(\v_c_next$778 ) - $signed(\vb_c$151 );
+  assign \$522  = ! move_all29[18:1];
+  assign \$523  = move_all29[0] <= 1'h1;
+  assign \$524  = \$522  & \$523 ;
+  assign \$525  = & move_all29[18:1];
+  assign \$526  = move_all29[0] >= 1'h1;
+  assign \$527  = \$525  & \$526 ;
+  assign \$528  = \$524  | \$527 ;
+  assign moved_all29 = ~ \$528 ;
+  assign move_all30 = $signed(\v_c_next$781 ) - $signed(\vb_c$161 );
+  assign \$529  = ! move_all30[18:1];
+  assign \$530  = move_all30[0] <= 1'h1;
+  assign \$531  = \$529  & \$530 ;
+  assign \$532  = & move_all30[18:1];
+  assign \$533  = move_all30[0] >= 1'h1;
+  assign \$534  = \$532  & \$533 ;
+  assign \$535  = \$531  | \$534 ;
+  assign moved_all30 = ~ \$535 ;
+  assign move_all31 = $signed(drive0) - $signed(\vb_c$171 );
+  assign \$536  = ! move_all31[18:1];
+  assign \$537  = move_all31[0] <= 1'h1;
+  assign \$538  = \$536  & \$537 ;
+  assign \$539  = & move_all31[18:1];
+  assign \$540  = move_all31[0] >= 1'h1;
+  assign \$541  = \$539  & \$540 ;
+  assign \$542  = \$538  | \$541 ;
+  assign moved_all31 = ~ \$542 ;
+  assign moved_all = | { moved_all31, moved_all30, moved_all29, moved_all28, moved_all27, moved_all26, moved_all25, moved_all24, moved_all23, moved_all22, moved_all21, moved_all20, moved_all19, moved_all18, moved_all17, moved_all16, moved_all15, moved_all14, moved_all13, moved_all12, moved_all11, moved_all10, moved_all9, moved_all8, moved_all7, moved_all6, moved_all5, moved_all4, moved_all3, moved_all2, moved_all1, moved_all0 };
+  assign status__saturated = | status__sat_flags;
+  assign \$543  = status__sat_flags | tick_flags;
+  assign \$544  = status__ticks + 1'h1;
+  assign \$545  = gate__raddr[0] ? \g$309  : \g$301 ;
+  assign \$546  = gate__raddr[0] ? \g$293  : \g$285 ;
+  assign \$547  = gate__raddr[1] ? \$545  : \$546 ;
+  assign \$548  = gate__raddr[0] ? \g$277  : \g$269 ;
+  assign \$549  = gate__raddr[0] ? \g$261  : \g$253 ;
+  assign \$550  = gate__raddr[1] ? \$548  : \$549 ;
+  assign \$551  = gate__raddr[2] ? \$547  : \$550 ;
+  assign \$552  = gate__raddr[0] ? \g$245  : \g$237 ;
+  assign \$553  = gate__raddr[0] ? \g$229  : \g$221 ;
+  assign \$554  = gate__raddr[1] ? \$552  : \$553 ;
+  assign \$555  = gate__raddr[0] ? \g$213  : \g$205 ;
+  assign \$556  = gate__raddr[0] ? \g$197  : \g$189 ;
+  assign \$557  = gate__raddr[1] ? \$555  : \$556 ;
+  assign \$558  = gate__raddr[2] ? \$554  : \$557 ;
+  assign \$559  = gate__raddr[3] ? \$551  : \$558 ;
+  assign \$560  = gate__raddr[0] ? \g$181  : \g$173 ;
+  assign \$561  = gate__raddr[0] ? \g$163  : \g$153 ;
+  assign \$562  = gate__raddr[1] ? \$560  : \$561 ;
+  assign \$563  = gate__raddr[0] ? \g$141  : \g$133 ;
+  assign \$564  = gate__raddr[0] ? \g$123  : \g$113 ;
+  assign \$565  = gate__raddr[1] ? \$563  : \$564 ;
+  assign \$566  = gate__raddr[2] ? \$562  : \$565 ;
+  assign \$567  = gate__raddr[0] ? \g$101  : \g$93 ;
+  assign \$568  = gate__raddr[0] ? \g$83  : \g$73 ;
+  assign \$569  = gate__raddr[1] ? \$567  : \$568 ;
+  assign \$570  = gate__raddr[0] ? \g$61  : \g$53 ;
+  assign \$571  = gate__raddr[0] ? \g$43  : g;
+  assign \$572  = gate__raddr[1] ? \$570  : \$571 ;
+  assign \$573  = gate__raddr[2] ? \$569  : \$572 ;
+  assign \$574  = gate__raddr[3] ? \$566  : \$573 ;
+  assign \$575  = gate__raddr[4] ? \$559  : \$574 ;
+  always @(posedge clk)
+    g <= \$576 ;
+  always @(posedge clk)
+    \g$43  <= \$577 ;
+  always @(posedge clk)
+    \g$53  <= \$578 ;
+  always @(posedge clk)
+    \g$61  <= \$579 ;
+  always @(posedge clk)
+    \g$73  <= \$580 ;
+  always @(posedge clk)
+    \g$83  <= \$581 ;
+  always @(posedge clk)
+    \g$93  <= \$582 ;
+  always @(posedge clk)
+    \g$101  <= \$583 ;
+  always @(posedge clk)
+    \g$113  <= \$584 ;
+  always @(posedge clk)
+    \g$123  <= \$585 ;
+  always @(posedge clk)
+    \g$133  <= \$586 ;
+  always @(posedge clk)
+    \g$141  <= \$587 ;
+  always @(posedge clk)
+    \g$153  <= \$588 ;
+  always @(posedge clk)
+    \g$163  <= \$589 ;
+  always @(posedge clk)
+    \g$173  <= \$590 ;
+  always @(posedge clk)
+    \g$181  <= \$591 ;
+  always @(posedge clk)
+    \g$189  <= \$592 ;
+  always @(posedge clk)
+    \g$197  <= \$593 ;
+  always @(posedge clk)
+    \g$205  <= \$594 ;
+  always @(posedge clk)
+    \g$213  <= \$595 ;
+  always @(posedge clk)
+    \g$221  <= \$596 ;
+  always @(posedge clk)
+    \g$229  <= \$597 ;
+  always @(posedge clk)
+    \g$237  <= \$598 ;
+  always @(posedge clk)
+    \g$245  <= \$599 ;
+  always @(posedge clk)
+    \g$253  <= \$600 ;
+  always @(posedge clk)
+    \g$261  <= \$601 ;
+  always @(posedge clk)
+    \g$269  <= \$602 ;
+  always @(posedge clk)
+    \g$277  <= \$603 ;
+  always @(posedge clk)
+    \g$285  <= \$604 ;
+  always @(posedge clk)
+    \g$293  <= \$605 ;
+  always @(posedge clk)
+    \g$301  <= \$606 ;
+  always @(posedge clk)
+    \g$309  <= \$607 ;
+  always @(posedge clk)
+    va_f <= \$608 ;
+  always @(posedge clk)
+    vb_f <= \$609 ;
+  always @(posedge clk)
+    \vb_f$38  <= \$610 ;
+  always @(posedge clk)
+    \vb_f$48  <= \$611 ;
+  always @(posedge clk)
+    \va_f$65  <= \$612 ;
+  always @(posedge clk)
+    \vb_f$67  <= \$613 ;
+  always @(posedge clk)
+    \vb_f$78  <= \$614 ;
+  always @(posedge clk)
+    \vb_f$88  <= \$615 ;
+  always @(posedge clk)
+    \va_f$105  <= \$616 ;
+  always @(posedge clk)
+    \vb_f$107  <= \$617 ;
+  always @(posedge clk)
+    \vb_f$118  <= \$618 ;
+  always @(posedge clk)
+    \vb_f$128  <= \$619 ;
+  always @(posedge clk)
+    \va_f$145  <= \$620 ;
+  always @(posedge clk)
+    \vb_f$147  <= \$621 ;
+  always @(posedge clk)
+    \vb_f$158  <= \$622 ;
+  always @(posedge clk)
+    \vb_f$168  <= \$623 ;
+  always @(posedge clk)
+    va_c <= \$624 ;
+  always @(posedge clk)
+    vb_c <= \$625 ;
+  always @(posedge clk)
+    \vb_c$41  <= \$626 ;
+  always @(posedge clk)
+    \vb_c$51  <= \$627 ;
+  always @(posedge clk)
+    \va_c$69  <= \$628 ;
+  always @(posedge clk)
+    \vb_c$71  <= \$629 ;
+  always @(posedge clk)
+    \vb_c$81  <= \$630 ;
+  always @(posedge clk)
+    \vb_c$91  <= \$631 ;
+  always @(posedge clk)
+    \va_c$109  <= \$632 ;
+  always @(posedge clk)
+    \vb_c$111  <= \$633 ;
+  always @(posedge clk)
+    \vb_c$121  <= \$634 ;
+  always @(posedge clk)
+    \vb_c$131  <= \$635 ;
+  always @(posedge clk)
+    \va_c$149  <= \$636 ;
+  always @(posedge clk)
+    \vb_c$151  <= \$637 ;
+  always @(posedge clk)
+    \vb_c$161  <= \$638 ;
+  always @(posedge clk)
+    \vb_c$171  <= \$639 ;
+  always @(posedge clk)
+    status__sat_flags <= \$640 ;
+  always @(posedge clk)
+    status__ticks <= \$641 ;
+  always @(posedge clk)
+    drive0 <= \$642 ;
+  always @(posedge clk)
+    drive1 <= \$643 ;
+  always @(posedge clk)
+    drive2 <= \$644 ;
+  always @(posedge clk)
+    target0 <= \$645 ;
+  always @(posedge clk)
+    gate__rdata <= \$646 ;
   assign \$1  = - $signed(s_f);
   assign \$2  = $signed(\$1 ) + $signed(\s_f$315 );
   assign \$3  = - $signed(\s_f$316 );
@@ -2047,160 +2521,6 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   assign \$294  = \$292  | \$293 ;
   assign \$296  = \$294  | \$295 ;
   assign \$298  = \$296  | \$297 ;
-  assign \$300  = \$298  | \$299 ;
-  assign \$302  = \$300  | \$301 ;
-  assign \$304  = \$303  | \flags$681 ;
-  assign \$305  = \$304  | \flags$682 ;
-  assign \$306  = \$305  | \flags$683 ;
-  assign \$307  = \$306  | \flags$684 ;
-  assign \$308  = \$307  | \flags$685 ;
-  assign \$309  = \$308  | \flags$686 ;
-  assign \$310  = \$309  | \flags$687 ;
-  assign \$311  = \$310  | \flags$688 ;
-  assign \$312  = \$311  | \flags$689 ;
-  assign \$313  = \$312  | \flags$690 ;
-  assign \$314  = \$313  | \flags$691 ;
-  assign \$315  = \$314  | \flags$692 ;
-  assign \$317  = \$315  | { 1'h0, \$316 , 3'h0 };
-  assign tick_flags = { \$302 , 3'h0, \$238  } | \$318 ;
-  assign move_all0 = $signed(v_f_next) - $signed(va_f);
-  assign \$319  = $signed(move_all0) > $signed(2'h1);
-  assign \$320  = $signed(move_all0) < $signed(1'h1);
-  assign moved_all0 = \$319  | \$320 ;
-  assign move_all1 = $signed(\v_f_next$697 ) - $signed(vb_f);
-  assign \$321  = $signed(move_all1) > $signed(2'h1);
-  assign \$322  = $signed(move_all1) < $signed(1'h1);
-  assign moved_all1 = \$321  | \$322 ;
-  assign move_all2 = $signed(\v_f_next$700 ) - $signed(\vb_f$38 );
-  assign \$323  = $signed(move_all2) > $signed(2'h1);
-  assign \$324  = $signed(move_all2) < $signed(1'h1);
-  assign moved_all2 = \$323  | \$324 ;
-  assign move_all3 = $signed(\v_f_next$703 ) - $signed(\vb_f$48 );
-  assign \$325  = $signed(move_all3) > $signed(2'h1);
-  assign \$326  = $signed(move_all3) < $signed(1'h1);
-  assign moved_all3 = \$325  | \$326 ;
-  assign move_all4 = $signed(\v_f_next$706 ) - $signed(\va_f$65 );
-  assign \$327  = $signed(move_all4) > $signed(2'h1);
-  assign \$328  = $signed(move_all4) < $signed(1'h1);
-  assign moved_all4 = \$327  | \$328 ;
-  assign move_all5 = $signed(drive1) - $signed(\vb_f$67 );
-  assign \$329  = $signed(move_all5) > $signed(2'h1);
-  assign \$330  = $signed(move_all5) < $signed(1'h1);
-  assign moved_all5 = \$329  | \$330 ;
-  assign move_all6 = $signed(\v_f_next$712 ) - $signed(\vb_f$78 );
-  assign \$331  = $signed(move_all6) > $signed(2'h1);
-  assign \$332  = $signed(move_all6) < $signed(1'h1);
-  assign moved_all6 = \$331  | \$332 ;
-  assign move_all7 = $signed(drive2) - $signed(\vb_f$88 );
-  assign \$333  = $signed(move_all7) > $signed(2'h1);
-  assign \$334  = $signed(move_all7) < $signed(1'h1);
-  assign moved_all7 = \$333  | \$334 ;
-  assign move_all8 = $signed(\v_f_next$718 ) - $signed(\va_f$105 );
-  assign \$335  = $signed(move_all8) > $signed(2'h1);
-  assign \$336  = $signed(move_all8) < $signed(1'h1);
-  assign moved_all8 = \$335  | \$336 ;
-  assign move_all9 = $signed(\v_f_next$721 ) - $signed(\vb_f$107 );
-  assign \$337  = $signed(move_all9) > $signed(2'h1);
-  assign \$338  = $signed(move_all9) < $signed(1'h1);
-  assign moved_all9 = \$337  | \$338 ;
-  assign move_all10 = $signed(\v_f_next$724 ) - $signed(\vb_f$118 );
-  assign \$339  = $signed(move_all10) > $signed(2'h1);
-  assign \$340  = $signed(move_all10) < $signed(1'h1);
-  assign moved_all10 = \$339  | \$340 ;
-  assign move_all11 = $signed(\v_f_next$727 ) - $signed(\vb_f$128 );
-  assign \$341  = $signed(move_all11) > $signed(2'h1);
-  assign \$342  = $signed(move_all11) < $signed(1'h1);
-  assign moved_all11 = \$341  | \$342 ;
-  assign move_all12 = $signed(\v_f_next$730 ) - $signed(\va_f$145 );
-  assign \$343  = $signed(move_all12) > $signed(2'h1);
-  assign \$344  = $signed(move_all12) < $signed(1'h1);
-  assign moved_all12 = \$343  | \$344 ;
-  assign move_all13 = $signed(\v_f_next$733 ) - $signed(\vb_f$147 );
-  assign \$345  = $signed(move_all13) > $signed(2'h1);
-  assign \$346  = $signed(move_all13) < $signed(1'h1);
-  assign moved_all13 = \$345  | \$346 ;
-  assign move_all14 = $signed(\v_f_next$736 ) - $signed(\vb_f$158 );
-  assign \$347  = $signed(move_all14) > $signed(2'h1);
-  assign \$348  = $signed(move_all14) < $signed(1'h1);
-  assign moved_all14 = \$347  | \$348 ;
-  assign move_all15 = $signed(drive0) - $signed(\vb_f$168 );
-  assign \$349  = $signed(move_all15) > $signed(2'h1);
-  assign \$350  = $signed(move_all15) < $signed(1'h1);
-  assign moved_all15 = \$349  | \$350 ;
-  assign move_all16 = $signed(v_c_next) - $signed(va_c);
-  assign \$351  = $signed(move_all16) > $signed(2'h1);
-  assign \$352  = $signed(move_all16) < $signed(1'h1);
-  assign moved_all16 = \$351  | \$352 ;
-  assign move_all17 = $signed(\v_c_next$745 ) - $signed(vb_c);
-  assign \$353  = $signed(move_all17) > $signed(2'h1);
-  assign \$354  = $signed(move_all17) < $signed(1'h1);
-  assign moved_all17 = \$353  | \$354 ;
-  assign move_all18 = $signed(\v_c_next$748 ) - $signed(\vb_c$41 );
-  assign \$355  = $signed(move_all18) > $signed(2'h1);
-  assign \$356  = $signed(move_all18) < $signed(1'h1);
-  assign moved_all18 = \$355  | \$356 ;
-  assign move_all19 = $signed(\v_c_next$751 ) - $signed(\vb_c$51 );
-  assign \$357  = $signed(move_all19) > $signed(2'h1);
-  assign \$358  = $signed(move_all19) < $signed(1'h1);
-  assign moved_all19 = \$357  | \$358 ;
-  assign move_all20 = $signed(\v_c_next$754 ) - $signed(\va_c$69 );
-  assign \$359  = $signed(move_all20) > $signed(2'h1);
-  assign \$360  = $signed(move_all20) < $signed(1'h1);
-  assign moved_all20 = \$359  | \$360 ;
-  assign move_all21 = $signed(drive1) - $signed(\vb_c$71 );
-  assign \$361  = $signed(move_all21) > $signed(2'h1);
-  assign \$362  = $signed(move_all21) < $signed(1'h1);
-  assign moved_all21 = \$361  | \$362 ;
-  assign move_all22 = $signed(\v_c_next$759 ) - $signed(\vb_c$81 );
-  assign \$363  = $signed(move_all22) > $signed(2'h1);
-  assign \$364  = $signed(move_all22) < $signed(1'h1);
-  assign moved_all22 = \$363  | \$364 ;
-  assign move_all23 = $signed(drive2) - $signed(\vb_c$91 );
-  assign \$365  = $signed(move_all23) > $signed(2'h1);
-  assign \$366  = $signed(move_all23) < $signed(1'h1);
-  assign moved_all23 = \$365  | \$366 ;
-  assign move_all24 = $signed(\v_c_next$764 ) - $signed(\va_c$109 );
-  assign \$367  = $signed(move_all24) > $signed(2'h1);
-  assign \$368  = $signed(move_all24) < $signed(1'h1);
-  assign moved_all24 = \$367  | \$368 ;
-  assign move_all25 = $signed(\v_c_next$767 ) - $signed(\vb_c$111 );
-  assign \$369  = $signed(move_all25) > $signed(2'h1);
-  assign \$370  = $signed(move_all25) < $signed(1'h1);
-  assign moved_all25 = \$369  | \$370 ;
-  assign move_all26 = $signed(\$168 [17:0]) - $signed(\vb_c$121 );
-  assign \$371  = $signed(move_all26) > $signed(2'h1);
-  assign \$372  = $signed(move_all26) < $signed(1'h1);
-  assign moved_all26 = \$371  | \$372 ;
-  assign move_all27 = $signed(\v_c_next$772 ) - $signed(\vb_c$131 );
-  assign \$373  = $signed(move_all27) > $signed(2'h1);
-  assign \$374  = $signed(move_all27) < $signed(1'h1);
-  assign moved_all27 = \$373  | \$374 ;
-  assign move_all28 = $signed(\v_c_next$775 ) - $signed(\va_c$149 );
-  assign \$375  = $signed(move_all28) > $signed(2'h1);
-  assign \$376  = $signed(move_all28) < $signed(1'h1);
-  assign moved_all28 = \$375  | \$376 ;
-  assign move_all29 = $signed(\v_c_next$778 ) - $signed(\vb_c$151 );
-  assign \$377  = $signed(move_all29) > $signed(2'h1);
-  assign \$378  = $signed(move_all29) < $signed(1'h1);
-  assign moved_all29 = \$377  | \$378 ;
-  assign move_all30 = $signed(\v_c_next$781 ) - $signed(\vb_c$161 );
-  assign \$379  = $signed(move_all30) > $signed(2'h1);
-  assign \$380  = $signed(move_all30) < $signed(1'h1);
-  assign moved_all30 = \$379  | \$380 ;
-  assign move_all31 = $signed(drive0) - $signed(\vb_c$171 );
-  assign \$381  = $signed(move_all31) > $signed(2'h1);
-  assign \$382  = $signed(move_all31) < $signed(1'h1);
-  assign moved_all31 = \$381  | \$382 ;
-  assign moved_all = | { moved_all31, moved_all30, moved_all29, moved_all28, moved_all27, moved_all26, moved_all25, moved_all24, moved_all23, moved_all22, moved_all21, moved_all20, moved_all19, moved_all18, moved_all17, moved_all16, moved_all15, moved_all14, moved_all13, moved_all12, moved_all11, moved_all10, moved_all9, moved_all8, moved_all7, moved_all6, moved_all5, moved_all4, moved_all3, moved_all2, moved_all1, moved_all0 };
-  assign status__saturated = | status__sat_flags;
-  assign \$383  = status__sat_flags | tick_flags;
-  assign \$384  = status__ticks + 1'h1;
-  assign \$385  = gate__raddr[0] ? \g$309  : \g$301 ;
-  assign \$386  = gate__raddr[0] ? \g$293  : \g$285 ;
-  assign \$387  = gate__raddr[1] ? \$385  : \$386 ;
-  assign \$388  = gate__raddr[0] ? \g$277  : \g$269 ;
-  assign \$389  = gate__raddr[0] ? \g$261  : \g$253 ;
-  assign \$390  = gate__raddr[1] ? \$388  : \$389 ;
   \clln_paper_regression.edge0  edge0 (
     .cond_a_c(cond_a_c),
     .cond_a_f(cond_a_f),
@@ -2865,49 +3185,49 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$416  = g;
+    \$576  = g;
     if (control__run) begin
-      \$416  = g_next;
+      \$576  = g_next;
     end
     if (gate__we) begin
       casez (gate__addr)
         5'h00:
-            \$416  = gate__data;
+            \$576  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$416  = 28'h13ef18b;
+      \$576  = 28'h13ef18b;
     end
     if (rst) begin
-      \$416  = 28'h13ef18b;
+      \$576  = 28'h13ef18b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$417  = \g$43 ;
+    \$577  = \g$43 ;
     if (control__run) begin
-      \$417  = \g_next$790 ;
+      \$577  = \g_next$790 ;
     end
     if (gate__we) begin
       casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
-            \$417  = gate__data;
+            \$577  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$417  = 28'h0fd2552;
+      \$577  = 28'h0fd2552;
     end
     if (rst) begin
-      \$417  = 28'h0fd2552;
+      \$577  = 28'h0fd2552;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$418  = \g$53 ;
+    \$578  = \g$53 ;
     if (control__run) begin
-      \$418  = \g_next$791 ;
+      \$578  = \g_next$791 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2916,21 +3236,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h01:
             /* empty */;
         5'h02:
-            \$418  = gate__data;
+            \$578  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$418  = 28'h0d42478;
+      \$578  = 28'h0d42478;
     end
     if (rst) begin
-      \$418  = 28'h0d42478;
+      \$578  = 28'h0d42478;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$419  = \g$61 ;
+    \$579  = \g$61 ;
     if (control__run) begin
-      \$419  = \g_next$792 ;
+      \$579  = \g_next$792 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2941,21 +3261,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h02:
             /* empty */;
         5'h03:
-            \$419  = gate__data;
+            \$579  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$419  = 28'h0cfc302;
+      \$579  = 28'h0cfc302;
     end
     if (rst) begin
-      \$419  = 28'h0cfc302;
+      \$579  = 28'h0cfc302;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$420  = \g$73 ;
+    \$580  = \g$73 ;
     if (control__run) begin
-      \$420  = \g_next$793 ;
+      \$580  = \g_next$793 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2968,21 +3288,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h03:
             /* empty */;
         5'h04:
-            \$420  = gate__data;
+            \$580  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$420  = 28'h15e89bc;
+      \$580  = 28'h15e89bc;
     end
     if (rst) begin
-      \$420  = 28'h15e89bc;
+      \$580  = 28'h15e89bc;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$421  = \g$83 ;
+    \$581  = \g$83 ;
     if (control__run) begin
-      \$421  = \g_next$794 ;
+      \$581  = \g_next$794 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2997,21 +3317,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h04:
             /* empty */;
         5'h05:
-            \$421  = gate__data;
+            \$581  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$421  = 28'h1705da5;
+      \$581  = 28'h1705da5;
     end
     if (rst) begin
-      \$421  = 28'h1705da5;
+      \$581  = 28'h1705da5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$422  = \g$93 ;
+    \$582  = \g$93 ;
     if (control__run) begin
-      \$422  = \g_next$795 ;
+      \$582  = \g_next$795 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3028,21 +3348,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h05:
             /* empty */;
         5'h06:
-            \$422  = gate__data;
+            \$582  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$422  = 28'h1398256;
+      \$582  = 28'h1398256;
     end
     if (rst) begin
-      \$422  = 28'h1398256;
+      \$582  = 28'h1398256;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$423  = \g$101 ;
+    \$583  = \g$101 ;
     if (control__run) begin
-      \$423  = \g_next$796 ;
+      \$583  = \g_next$796 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3061,21 +3381,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h06:
             /* empty */;
         5'h07:
-            \$423  = gate__data;
+            \$583  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$423  = 28'h14f869a;
+      \$583  = 28'h14f869a;
     end
     if (rst) begin
-      \$423  = 28'h14f869a;
+      \$583  = 28'h14f869a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$424  = \g$113 ;
+    \$584  = \g$113 ;
     if (control__run) begin
-      \$424  = \g_next$797 ;
+      \$584  = \g_next$797 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3096,21 +3416,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h07:
             /* empty */;
         5'h08:
-            \$424  = gate__data;
+            \$584  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$424  = 28'h12e37b5;
+      \$584  = 28'h12e37b5;
     end
     if (rst) begin
-      \$424  = 28'h12e37b5;
+      \$584  = 28'h12e37b5;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$425  = \g$123 ;
+    \$585  = \g$123 ;
     if (control__run) begin
-      \$425  = \g_next$798 ;
+      \$585  = \g_next$798 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3133,21 +3453,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h08:
             /* empty */;
         5'h09:
-            \$425  = gate__data;
+            \$585  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$425  = 28'h1745d6f;
+      \$585  = 28'h1745d6f;
     end
     if (rst) begin
-      \$425  = 28'h1745d6f;
+      \$585  = 28'h1745d6f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$426  = \g$133 ;
+    \$586  = \g$133 ;
     if (control__run) begin
-      \$426  = \g_next$799 ;
+      \$586  = \g_next$799 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3172,21 +3492,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h09:
             /* empty */;
         5'h0a:
-            \$426  = gate__data;
+            \$586  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$426  = 28'h15f003f;
+      \$586  = 28'h15f003f;
     end
     if (rst) begin
-      \$426  = 28'h15f003f;
+      \$586  = 28'h15f003f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$427  = \g$141 ;
+    \$587  = \g$141 ;
     if (control__run) begin
-      \$427  = \g_next$800 ;
+      \$587  = \g_next$800 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3213,21 +3533,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0a:
             /* empty */;
         5'h0b:
-            \$427  = gate__data;
+            \$587  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$427  = 28'h0cd4a6e;
+      \$587  = 28'h0cd4a6e;
     end
     if (rst) begin
-      \$427  = 28'h0cd4a6e;
+      \$587  = 28'h0cd4a6e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$428  = \g$153 ;
+    \$588  = \g$153 ;
     if (control__run) begin
-      \$428  = \g_next$801 ;
+      \$588  = \g_next$801 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3256,21 +3576,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0b:
             /* empty */;
         5'h0c:
-            \$428  = gate__data;
+            \$588  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$428  = 28'h1667265;
+      \$588  = 28'h1667265;
     end
     if (rst) begin
-      \$428  = 28'h1667265;
+      \$588  = 28'h1667265;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$429  = \g$163 ;
+    \$589  = \g$163 ;
     if (control__run) begin
-      \$429  = \g_next$802 ;
+      \$589  = \g_next$802 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3301,21 +3621,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0c:
             /* empty */;
         5'h0d:
-            \$429  = gate__data;
+            \$589  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$429  = 28'h0d2d18c;
+      \$589  = 28'h0d2d18c;
     end
     if (rst) begin
-      \$429  = 28'h0d2d18c;
+      \$589  = 28'h0d2d18c;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$430  = \g$173 ;
+    \$590  = \g$173 ;
     if (control__run) begin
-      \$430  = \g_next$803 ;
+      \$590  = \g_next$803 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3348,21 +3668,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0d:
             /* empty */;
         5'h0e:
-            \$430  = gate__data;
+            \$590  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$430  = 28'h14f8de4;
+      \$590  = 28'h14f8de4;
     end
     if (rst) begin
-      \$430  = 28'h14f8de4;
+      \$590  = 28'h14f8de4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = \g$181 ;
+    \$591  = \g$181 ;
     if (control__run) begin
-      \$431  = \g_next$804 ;
+      \$591  = \g_next$804 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3397,21 +3717,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0e:
             /* empty */;
         5'h0f:
-            \$431  = gate__data;
+            \$591  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$431  = 28'h0ec4709;
+      \$591  = 28'h0ec4709;
     end
     if (rst) begin
-      \$431  = 28'h0ec4709;
+      \$591  = 28'h0ec4709;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = \g$189 ;
+    \$592  = \g$189 ;
     if (control__run) begin
-      \$432  = \g_next$805 ;
+      \$592  = \g_next$805 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3448,21 +3768,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h0f:
             /* empty */;
         5'h10:
-            \$432  = gate__data;
+            \$592  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$432  = 28'h1677b4e;
+      \$592  = 28'h1677b4e;
     end
     if (rst) begin
-      \$432  = 28'h1677b4e;
+      \$592  = 28'h1677b4e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$433  = \g$197 ;
+    \$593  = \g$197 ;
     if (control__run) begin
-      \$433  = \g_next$806 ;
+      \$593  = \g_next$806 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3501,21 +3821,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h10:
             /* empty */;
         5'h11:
-            \$433  = gate__data;
+            \$593  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$433  = 28'h12dd471;
+      \$593  = 28'h12dd471;
     end
     if (rst) begin
-      \$433  = 28'h12dd471;
+      \$593  = 28'h12dd471;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = \g$205 ;
+    \$594  = \g$205 ;
     if (control__run) begin
-      \$434  = \g_next$807 ;
+      \$594  = \g_next$807 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3556,21 +3876,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h11:
             /* empty */;
         5'h12:
-            \$434  = gate__data;
+            \$594  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$434  = 28'h1028225;
+      \$594  = 28'h1028225;
     end
     if (rst) begin
-      \$434  = 28'h1028225;
+      \$594  = 28'h1028225;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$435  = \g$213 ;
+    \$595  = \g$213 ;
     if (control__run) begin
-      \$435  = \g_next$808 ;
+      \$595  = \g_next$808 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3613,21 +3933,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h12:
             /* empty */;
         5'h13:
-            \$435  = gate__data;
+            \$595  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$435  = 28'h1188ba9;
+      \$595  = 28'h1188ba9;
     end
     if (rst) begin
-      \$435  = 28'h1188ba9;
+      \$595  = 28'h1188ba9;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$436  = \g$221 ;
+    \$596  = \g$221 ;
     if (control__run) begin
-      \$436  = \g_next$809 ;
+      \$596  = \g_next$809 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3672,21 +3992,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h13:
             /* empty */;
         5'h14:
-            \$436  = gate__data;
+            \$596  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$436  = 28'h0d1dff8;
+      \$596  = 28'h0d1dff8;
     end
     if (rst) begin
-      \$436  = 28'h0d1dff8;
+      \$596  = 28'h0d1dff8;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$437  = \g$229 ;
+    \$597  = \g$229 ;
     if (control__run) begin
-      \$437  = \g_next$810 ;
+      \$597  = \g_next$810 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3733,21 +4053,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h14:
             /* empty */;
         5'h15:
-            \$437  = gate__data;
+            \$597  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$437  = 28'h0e31252;
+      \$597  = 28'h0e31252;
     end
     if (rst) begin
-      \$437  = 28'h0e31252;
+      \$597  = 28'h0e31252;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = \g$237 ;
+    \$598  = \g$237 ;
     if (control__run) begin
-      \$438  = \g_next$811 ;
+      \$598  = \g_next$811 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3796,21 +4116,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h15:
             /* empty */;
         5'h16:
-            \$438  = gate__data;
+            \$598  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$438  = 28'h144f9d4;
+      \$598  = 28'h144f9d4;
     end
     if (rst) begin
-      \$438  = 28'h144f9d4;
+      \$598  = 28'h144f9d4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$439  = \g$245 ;
+    \$599  = \g$245 ;
     if (control__run) begin
-      \$439  = \g_next$812 ;
+      \$599  = \g_next$812 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3861,21 +4181,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h16:
             /* empty */;
         5'h17:
-            \$439  = gate__data;
+            \$599  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$439  = 28'h140c6c0;
+      \$599  = 28'h140c6c0;
     end
     if (rst) begin
-      \$439  = 28'h140c6c0;
+      \$599  = 28'h140c6c0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$440  = \g$253 ;
+    \$600  = \g$253 ;
     if (control__run) begin
-      \$440  = \g_next$813 ;
+      \$600  = \g_next$813 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3928,21 +4248,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h17:
             /* empty */;
         5'h18:
-            \$440  = gate__data;
+            \$600  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$440  = 28'h13b13b7;
+      \$600  = 28'h13b13b7;
     end
     if (rst) begin
-      \$440  = 28'h13b13b7;
+      \$600  = 28'h13b13b7;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$441  = \g$261 ;
+    \$601  = \g$261 ;
     if (control__run) begin
-      \$441  = \g_next$814 ;
+      \$601  = \g_next$814 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3997,21 +4317,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h18:
             /* empty */;
         5'h19:
-            \$441  = gate__data;
+            \$601  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$441  = 28'h1118e16;
+      \$601  = 28'h1118e16;
     end
     if (rst) begin
-      \$441  = 28'h1118e16;
+      \$601  = 28'h1118e16;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$442  = \g$269 ;
+    \$602  = \g$269 ;
     if (control__run) begin
-      \$442  = \g_next$815 ;
+      \$602  = \g_next$815 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4068,21 +4388,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h19:
             /* empty */;
         5'h1a:
-            \$442  = gate__data;
+            \$602  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$442  = 28'h17f8001;
+      \$602  = 28'h17f8001;
     end
     if (rst) begin
-      \$442  = 28'h17f8001;
+      \$602  = 28'h17f8001;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$443  = \g$277 ;
+    \$603  = \g$277 ;
     if (control__run) begin
-      \$443  = \g_next$816 ;
+      \$603  = \g_next$816 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4141,21 +4461,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1a:
             /* empty */;
         5'h1b:
-            \$443  = gate__data;
+            \$603  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$443  = 28'h17c90d1;
+      \$603  = 28'h17c90d1;
     end
     if (rst) begin
-      \$443  = 28'h17c90d1;
+      \$603  = 28'h17c90d1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = \g$285 ;
+    \$604  = \g$285 ;
     if (control__run) begin
-      \$444  = \g_next$817 ;
+      \$604  = \g_next$817 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4216,21 +4536,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1b:
             /* empty */;
         5'h1c:
-            \$444  = gate__data;
+            \$604  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$444  = 28'h147a62d;
+      \$604  = 28'h147a62d;
     end
     if (rst) begin
-      \$444  = 28'h147a62d;
+      \$604  = 28'h147a62d;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$445  = \g$293 ;
+    \$605  = \g$293 ;
     if (control__run) begin
-      \$445  = \g_next$818 ;
+      \$605  = \g_next$818 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4293,21 +4613,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1c:
             /* empty */;
         5'h1d:
-            \$445  = gate__data;
+            \$605  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$445  = 28'h1415cc0;
+      \$605  = 28'h1415cc0;
     end
     if (rst) begin
-      \$445  = 28'h1415cc0;
+      \$605  = 28'h1415cc0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = \g$301 ;
+    \$606  = \g$301 ;
     if (control__run) begin
-      \$446  = \g_next$819 ;
+      \$606  = \g_next$819 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4372,21 +4692,21 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1d:
             /* empty */;
         5'h1e:
-            \$446  = gate__data;
+            \$606  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$446  = 28'h1482b6e;
+      \$606  = 28'h1482b6e;
     end
     if (rst) begin
-      \$446  = 28'h1482b6e;
+      \$606  = 28'h1482b6e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$447  = \g$309 ;
+    \$607  = \g$309 ;
     if (control__run) begin
-      \$447  = \g_next$820 ;
+      \$607  = \g_next$820 ;
     end
     if (gate__we) begin
       (* full_case = 32'd1 *)
@@ -4454,498 +4774,498 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         5'h1e:
             /* empty */;
         5'h1f:
-            \$447  = gate__data;
+            \$607  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$447  = 28'h1127ea6;
+      \$607  = 28'h1127ea6;
     end
     if (rst) begin
-      \$447  = 28'h1127ea6;
+      \$607  = 28'h1127ea6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = va_f;
+    \$608  = va_f;
     if (control__tick_done) begin
-      \$448  = v_f_next;
+      \$608  = v_f_next;
     end
     if (control__clear) begin
-      \$448  = 18'h00000;
+      \$608  = 18'h00000;
     end
     if (rst) begin
-      \$448  = 18'h00000;
+      \$608  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$449  = vb_f;
+    \$609  = vb_f;
     if (control__tick_done) begin
-      \$449  = \v_f_next$697 ;
+      \$609  = \v_f_next$697 ;
     end
     if (control__clear) begin
-      \$449  = 18'h00000;
+      \$609  = 18'h00000;
     end
     if (rst) begin
-      \$449  = 18'h00000;
+      \$609  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$450  = \vb_f$38 ;
+    \$610  = \vb_f$38 ;
     if (control__tick_done) begin
-      \$450  = \v_f_next$700 ;
+      \$610  = \v_f_next$700 ;
     end
     if (control__clear) begin
-      \$450  = 18'h00000;
+      \$610  = 18'h00000;
     end
     if (rst) begin
-      \$450  = 18'h00000;
+      \$610  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$451  = \vb_f$48 ;
+    \$611  = \vb_f$48 ;
     if (control__tick_done) begin
-      \$451  = \v_f_next$703 ;
+      \$611  = \v_f_next$703 ;
     end
     if (control__clear) begin
-      \$451  = 18'h00000;
+      \$611  = 18'h00000;
     end
     if (rst) begin
-      \$451  = 18'h00000;
+      \$611  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$452  = \va_f$65 ;
+    \$612  = \va_f$65 ;
     if (control__tick_done) begin
-      \$452  = \v_f_next$706 ;
+      \$612  = \v_f_next$706 ;
     end
     if (control__clear) begin
-      \$452  = 18'h00000;
+      \$612  = 18'h00000;
     end
     if (rst) begin
-      \$452  = 18'h00000;
+      \$612  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$453  = \vb_f$67 ;
+    \$613  = \vb_f$67 ;
     if (control__tick_done) begin
-      \$453  = drive1;
+      \$613  = drive1;
     end
     if (control__clear) begin
-      \$453  = 18'h00000;
+      \$613  = 18'h00000;
     end
     if (rst) begin
-      \$453  = 18'h00000;
+      \$613  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$454  = \vb_f$78 ;
+    \$614  = \vb_f$78 ;
     if (control__tick_done) begin
-      \$454  = \v_f_next$712 ;
+      \$614  = \v_f_next$712 ;
     end
     if (control__clear) begin
-      \$454  = 18'h00000;
+      \$614  = 18'h00000;
     end
     if (rst) begin
-      \$454  = 18'h00000;
+      \$614  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$455  = \vb_f$88 ;
+    \$615  = \vb_f$88 ;
     if (control__tick_done) begin
-      \$455  = drive2;
+      \$615  = drive2;
     end
     if (control__clear) begin
-      \$455  = 18'h00000;
+      \$615  = 18'h00000;
     end
     if (rst) begin
-      \$455  = 18'h00000;
+      \$615  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$456  = \va_f$105 ;
+    \$616  = \va_f$105 ;
     if (control__tick_done) begin
-      \$456  = \v_f_next$718 ;
+      \$616  = \v_f_next$718 ;
     end
     if (control__clear) begin
-      \$456  = 18'h00000;
+      \$616  = 18'h00000;
     end
     if (rst) begin
-      \$456  = 18'h00000;
+      \$616  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$457  = \vb_f$107 ;
+    \$617  = \vb_f$107 ;
     if (control__tick_done) begin
-      \$457  = \v_f_next$721 ;
+      \$617  = \v_f_next$721 ;
     end
     if (control__clear) begin
-      \$457  = 18'h00000;
+      \$617  = 18'h00000;
     end
     if (rst) begin
-      \$457  = 18'h00000;
+      \$617  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$458  = \vb_f$118 ;
+    \$618  = \vb_f$118 ;
     if (control__tick_done) begin
-      \$458  = \v_f_next$724 ;
+      \$618  = \v_f_next$724 ;
     end
     if (control__clear) begin
-      \$458  = 18'h00000;
+      \$618  = 18'h00000;
     end
     if (rst) begin
-      \$458  = 18'h00000;
+      \$618  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = \vb_f$128 ;
+    \$619  = \vb_f$128 ;
     if (control__tick_done) begin
-      \$459  = \v_f_next$727 ;
+      \$619  = \v_f_next$727 ;
     end
     if (control__clear) begin
-      \$459  = 18'h00000;
+      \$619  = 18'h00000;
     end
     if (rst) begin
-      \$459  = 18'h00000;
+      \$619  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = \va_f$145 ;
+    \$620  = \va_f$145 ;
     if (control__tick_done) begin
-      \$460  = \v_f_next$730 ;
+      \$620  = \v_f_next$730 ;
     end
     if (control__clear) begin
-      \$460  = 18'h00000;
+      \$620  = 18'h00000;
     end
     if (rst) begin
-      \$460  = 18'h00000;
+      \$620  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = \vb_f$147 ;
+    \$621  = \vb_f$147 ;
     if (control__tick_done) begin
-      \$461  = \v_f_next$733 ;
+      \$621  = \v_f_next$733 ;
     end
     if (control__clear) begin
-      \$461  = 18'h00000;
+      \$621  = 18'h00000;
     end
     if (rst) begin
-      \$461  = 18'h00000;
+      \$621  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$462  = \vb_f$158 ;
+    \$622  = \vb_f$158 ;
     if (control__tick_done) begin
-      \$462  = \v_f_next$736 ;
+      \$622  = \v_f_next$736 ;
     end
     if (control__clear) begin
-      \$462  = 18'h00000;
+      \$622  = 18'h00000;
     end
     if (rst) begin
-      \$462  = 18'h00000;
+      \$622  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = \vb_f$168 ;
+    \$623  = \vb_f$168 ;
     if (control__tick_done) begin
-      \$463  = drive0;
+      \$623  = drive0;
     end
     if (control__clear) begin
-      \$463  = 18'h00000;
+      \$623  = 18'h00000;
     end
     if (rst) begin
-      \$463  = 18'h00000;
+      \$623  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = va_c;
+    \$624  = va_c;
     if (control__tick_done) begin
-      \$464  = v_c_next;
+      \$624  = v_c_next;
     end
     if (control__clear) begin
-      \$464  = 18'h00000;
+      \$624  = 18'h00000;
     end
     if (rst) begin
-      \$464  = 18'h00000;
+      \$624  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = vb_c;
+    \$625  = vb_c;
     if (control__tick_done) begin
-      \$465  = \v_c_next$745 ;
+      \$625  = \v_c_next$745 ;
     end
     if (control__clear) begin
-      \$465  = 18'h00000;
+      \$625  = 18'h00000;
     end
     if (rst) begin
-      \$465  = 18'h00000;
+      \$625  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = \vb_c$41 ;
+    \$626  = \vb_c$41 ;
     if (control__tick_done) begin
-      \$466  = \v_c_next$748 ;
+      \$626  = \v_c_next$748 ;
     end
     if (control__clear) begin
-      \$466  = 18'h00000;
+      \$626  = 18'h00000;
     end
     if (rst) begin
-      \$466  = 18'h00000;
+      \$626  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = \vb_c$51 ;
+    \$627  = \vb_c$51 ;
     if (control__tick_done) begin
-      \$467  = \v_c_next$751 ;
+      \$627  = \v_c_next$751 ;
     end
     if (control__clear) begin
-      \$467  = 18'h00000;
+      \$627  = 18'h00000;
     end
     if (rst) begin
-      \$467  = 18'h00000;
+      \$627  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = \va_c$69 ;
+    \$628  = \va_c$69 ;
     if (control__tick_done) begin
-      \$468  = \v_c_next$754 ;
+      \$628  = \v_c_next$754 ;
     end
     if (control__clear) begin
-      \$468  = 18'h00000;
+      \$628  = 18'h00000;
     end
     if (rst) begin
-      \$468  = 18'h00000;
+      \$628  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = \vb_c$71 ;
+    \$629  = \vb_c$71 ;
     if (control__tick_done) begin
-      \$469  = drive1;
+      \$629  = drive1;
     end
     if (control__clear) begin
-      \$469  = 18'h00000;
+      \$629  = 18'h00000;
     end
     if (rst) begin
-      \$469  = 18'h00000;
+      \$629  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = \vb_c$81 ;
+    \$630  = \vb_c$81 ;
     if (control__tick_done) begin
-      \$470  = \v_c_next$759 ;
+      \$630  = \v_c_next$759 ;
     end
     if (control__clear) begin
-      \$470  = 18'h00000;
+      \$630  = 18'h00000;
     end
     if (rst) begin
-      \$470  = 18'h00000;
+      \$630  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = \vb_c$91 ;
+    \$631  = \vb_c$91 ;
     if (control__tick_done) begin
-      \$471  = drive2;
+      \$631  = drive2;
     end
     if (control__clear) begin
-      \$471  = 18'h00000;
+      \$631  = 18'h00000;
     end
     if (rst) begin
-      \$471  = 18'h00000;
+      \$631  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = \va_c$109 ;
+    \$632  = \va_c$109 ;
     if (control__tick_done) begin
-      \$472  = \v_c_next$764 ;
+      \$632  = \v_c_next$764 ;
     end
     if (control__clear) begin
-      \$472  = 18'h00000;
+      \$632  = 18'h00000;
     end
     if (rst) begin
-      \$472  = 18'h00000;
+      \$632  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = \vb_c$111 ;
+    \$633  = \vb_c$111 ;
     if (control__tick_done) begin
-      \$473  = \v_c_next$767 ;
+      \$633  = \v_c_next$767 ;
     end
     if (control__clear) begin
-      \$473  = 18'h00000;
+      \$633  = 18'h00000;
     end
     if (rst) begin
-      \$473  = 18'h00000;
+      \$633  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = \vb_c$121 ;
+    \$634  = \vb_c$121 ;
     if (control__tick_done) begin
-      \$474  = \$168 [17:0];
+      \$634  = \$168 [17:0];
     end
     if (control__clear) begin
-      \$474  = 18'h00000;
+      \$634  = 18'h00000;
     end
     if (rst) begin
-      \$474  = 18'h00000;
+      \$634  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = \vb_c$131 ;
+    \$635  = \vb_c$131 ;
     if (control__tick_done) begin
-      \$475  = \v_c_next$772 ;
+      \$635  = \v_c_next$772 ;
     end
     if (control__clear) begin
-      \$475  = 18'h00000;
+      \$635  = 18'h00000;
     end
     if (rst) begin
-      \$475  = 18'h00000;
+      \$635  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = \va_c$149 ;
+    \$636  = \va_c$149 ;
     if (control__tick_done) begin
-      \$476  = \v_c_next$775 ;
+      \$636  = \v_c_next$775 ;
     end
     if (control__clear) begin
-      \$476  = 18'h00000;
+      \$636  = 18'h00000;
     end
     if (rst) begin
-      \$476  = 18'h00000;
+      \$636  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = \vb_c$151 ;
+    \$637  = \vb_c$151 ;
     if (control__tick_done) begin
-      \$477  = \v_c_next$778 ;
+      \$637  = \v_c_next$778 ;
     end
     if (control__clear) begin
-      \$477  = 18'h00000;
+      \$637  = 18'h00000;
     end
     if (rst) begin
-      \$477  = 18'h00000;
+      \$637  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = \vb_c$161 ;
+    \$638  = \vb_c$161 ;
     if (control__tick_done) begin
-      \$478  = \v_c_next$781 ;
+      \$638  = \v_c_next$781 ;
     end
     if (control__clear) begin
-      \$478  = 18'h00000;
+      \$638  = 18'h00000;
     end
     if (rst) begin
-      \$478  = 18'h00000;
+      \$638  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = \vb_c$171 ;
+    \$639  = \vb_c$171 ;
     if (control__tick_done) begin
-      \$479  = drive0;
+      \$639  = drive0;
     end
     if (control__clear) begin
-      \$479  = 18'h00000;
+      \$639  = 18'h00000;
     end
     if (rst) begin
-      \$479  = 18'h00000;
+      \$639  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = status__sat_flags;
+    \$640  = status__sat_flags;
     if (control__run) begin
-      \$480  = \$383 ;
+      \$640  = \$543 ;
     end
     if (status__clear_flags) begin
-      \$480  = 5'h00;
+      \$640  = 5'h00;
     end
     if (control__clear) begin
-      \$480  = 5'h00;
+      \$640  = 5'h00;
     end
     if (rst) begin
-      \$480  = 5'h00;
+      \$640  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = status__ticks;
+    \$641  = status__ticks;
     if (control__tick_done) begin
-      \$481  = \$384 [31:0];
+      \$641  = \$544 [31:0];
     end
     if (control__clear) begin
-      \$481  = 32'd0;
+      \$641  = 32'd0;
     end
     if (rst) begin
-      \$481  = 32'd0;
+      \$641  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = drive0;
+    \$642  = drive0;
     if (control__sample_we) begin
       casez (control__sample_addr)
         2'h0:
-            \$482  = control__sample_data;
+            \$642  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$482  = 18'h00000;
+      \$642  = 18'h00000;
     end
     if (rst) begin
-      \$482  = 18'h00000;
+      \$642  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = drive1;
+    \$643  = drive1;
     if (control__sample_we) begin
       casez (control__sample_addr)
         2'h0:
             /* empty */;
         2'h1:
-            \$483  = control__sample_data;
+            \$643  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$483  = 18'h00000;
+      \$643  = 18'h00000;
     end
     if (rst) begin
-      \$483  = 18'h00000;
+      \$643  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = drive2;
+    \$644  = drive2;
     if (control__sample_we) begin
       casez (control__sample_addr)
         2'h0:
@@ -4953,19 +5273,19 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         2'h1:
             /* empty */;
         2'h2:
-            \$484  = control__sample_data;
+            \$644  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$484  = 18'h07333;
+      \$644  = 18'h07333;
     end
     if (rst) begin
-      \$484  = 18'h07333;
+      \$644  = 18'h07333;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = target0;
+    \$645  = target0;
     if (control__sample_we) begin
       (* full_case = 32'd1 *)
       casez (control__sample_addr)
@@ -4976,24 +5296,24 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
         2'h2:
             /* empty */;
         2'h3:
-            \$485  = control__sample_data;
+            \$645  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$485  = 18'h00000;
+      \$645  = 18'h00000;
     end
     if (rst) begin
-      \$485  = 18'h00000;
+      \$645  = 18'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = \$415 ;
+    \$646  = \$575 ;
     if (control__clear) begin
-      \$486  = 28'h0000000;
+      \$646  = 28'h0000000;
     end
     if (rst) begin
-      \$486  = 28'h0000000;
+      \$646  = 28'h0000000;
     end
   end
   assign commit = control__tick_done;

@@ -336,141 +336,301 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire \$395 ;
   wire \$396 ;
   wire \$397 ;
-  wire [4:0] \$398 ;
-  wire [32:0] \$399 ;
+  wire \$398 ;
+  wire \$399 ;
   wire [36:0] \$4 ;
   wire [36:0] \$40 ;
-  wire [22:0] \$400 ;
-  wire [22:0] \$401 ;
-  wire [22:0] \$402 ;
-  wire [22:0] \$403 ;
-  wire [22:0] \$404 ;
-  wire [22:0] \$405 ;
-  wire [22:0] \$406 ;
-  wire [22:0] \$407 ;
-  wire [22:0] \$408 ;
-  wire [22:0] \$409 ;
+  wire \$400 ;
+  wire \$401 ;
+  wire \$402 ;
+  wire \$403 ;
+  wire \$404 ;
+  wire \$405 ;
+  wire \$406 ;
+  wire \$407 ;
+  wire \$408 ;
+  wire \$409 ;
   wire [35:0] \$41 ;
-  wire [22:0] \$410 ;
-  wire [22:0] \$411 ;
-  wire [22:0] \$412 ;
-  wire [22:0] \$413 ;
-  wire [22:0] \$414 ;
-  wire [22:0] \$415 ;
-  wire [22:0] \$416 ;
-  wire [22:0] \$417 ;
-  wire [22:0] \$418 ;
-  wire [22:0] \$419 ;
+  wire \$410 ;
+  wire \$411 ;
+  wire \$412 ;
+  wire \$413 ;
+  wire \$414 ;
+  wire \$415 ;
+  wire \$416 ;
+  wire \$417 ;
+  wire \$418 ;
+  wire \$419 ;
   wire [36:0] \$42 ;
-  wire [22:0] \$420 ;
-  wire [22:0] \$421 ;
-  wire [22:0] \$422 ;
-  wire [22:0] \$423 ;
-  wire [22:0] \$424 ;
-  wire [22:0] \$425 ;
-  wire [22:0] \$426 ;
-  wire [22:0] \$427 ;
-  wire [22:0] \$428 ;
-  wire [22:0] \$429 ;
+  wire \$420 ;
+  wire \$421 ;
+  wire \$422 ;
+  wire \$423 ;
+  wire \$424 ;
+  wire \$425 ;
+  wire \$426 ;
+  wire \$427 ;
+  wire \$428 ;
+  wire \$429 ;
   wire [35:0] \$43 ;
-  wire [22:0] \$430 ;
-  reg [22:0] \$431 ;
-  reg [22:0] \$432 ;
-  reg [22:0] \$433 ;
-  reg [22:0] \$434 ;
-  reg [22:0] \$435 ;
-  reg [22:0] \$436 ;
-  reg [22:0] \$437 ;
-  reg [22:0] \$438 ;
-  reg [22:0] \$439 ;
+  wire \$430 ;
+  wire \$431 ;
+  wire \$432 ;
+  wire \$433 ;
+  wire \$434 ;
+  wire \$435 ;
+  wire \$436 ;
+  wire \$437 ;
+  wire \$438 ;
+  wire \$439 ;
   wire [36:0] \$44 ;
-  reg [22:0] \$440 ;
-  reg [22:0] \$441 ;
-  reg [22:0] \$442 ;
-  reg [22:0] \$443 ;
-  reg [22:0] \$444 ;
-  reg [22:0] \$445 ;
-  reg [22:0] \$446 ;
-  reg [22:0] \$447 ;
-  reg [22:0] \$448 ;
-  reg [22:0] \$449 ;
+  wire \$440 ;
+  wire \$441 ;
+  wire \$442 ;
+  wire \$443 ;
+  wire \$444 ;
+  wire \$445 ;
+  wire \$446 ;
+  wire \$447 ;
+  wire \$448 ;
+  wire \$449 ;
   wire [23:0] \$45 ;
-  reg [22:0] \$450 ;
-  reg [22:0] \$451 ;
-  reg [22:0] \$452 ;
-  reg [22:0] \$453 ;
-  reg [22:0] \$454 ;
-  reg [22:0] \$455 ;
-  reg [22:0] \$456 ;
-  reg [22:0] \$457 ;
-  reg [22:0] \$458 ;
-  reg [22:0] \$459 ;
+  wire \$450 ;
+  wire \$451 ;
+  wire \$452 ;
+  wire \$453 ;
+  wire \$454 ;
+  wire \$455 ;
+  wire \$456 ;
+  wire \$457 ;
+  wire \$458 ;
+  wire \$459 ;
   wire [23:0] \$46 ;
-  reg [22:0] \$460 ;
-  reg [22:0] \$461 ;
-  reg [22:0] \$462 ;
-  reg [16:0] \$463 ;
-  reg [16:0] \$464 ;
-  reg [16:0] \$465 ;
-  reg [16:0] \$466 ;
-  reg [16:0] \$467 ;
-  reg [16:0] \$468 ;
-  reg [16:0] \$469 ;
+  wire \$460 ;
+  wire \$461 ;
+  wire \$462 ;
+  wire \$463 ;
+  wire \$464 ;
+  wire \$465 ;
+  wire \$466 ;
+  wire \$467 ;
+  wire \$468 ;
+  wire \$469 ;
   wire [23:0] \$47 ;
-  reg [16:0] \$470 ;
-  reg [16:0] \$471 ;
-  reg [16:0] \$472 ;
-  reg [16:0] \$473 ;
-  reg [16:0] \$474 ;
-  reg [16:0] \$475 ;
-  reg [16:0] \$476 ;
-  reg [16:0] \$477 ;
-  reg [16:0] \$478 ;
-  reg [16:0] \$479 ;
+  wire \$470 ;
+  wire \$471 ;
+  wire \$472 ;
+  wire \$473 ;
+  wire \$474 ;
+  wire \$475 ;
+  wire \$476 ;
+  wire \$477 ;
+  wire \$478 ;
+  wire \$479 ;
   wire [23:0] \$48 ;
-  reg [16:0] \$480 ;
-  reg [16:0] \$481 ;
-  reg [16:0] \$482 ;
-  reg [16:0] \$483 ;
-  reg [16:0] \$484 ;
-  reg [16:0] \$485 ;
-  reg [16:0] \$486 ;
-  reg [16:0] \$487 ;
-  reg [16:0] \$488 ;
-  reg [16:0] \$489 ;
+  wire \$480 ;
+  wire \$481 ;
+  wire \$482 ;
+  wire \$483 ;
+  wire \$484 ;
+  wire \$485 ;
+  wire \$486 ;
+  wire \$487 ;
+  wire \$488 ;
+  wire \$489 ;
   wire [35:0] \$49 ;
-  reg [16:0] \$490 ;
-  reg [16:0] \$491 ;
-  reg [16:0] \$492 ;
-  reg [16:0] \$493 ;
-  reg [16:0] \$494 ;
-  reg [4:0] \$495 ;
-  reg [31:0] \$496 ;
-  reg [16:0] \$497 ;
-  reg [16:0] \$498 ;
-  reg [16:0] \$499 ;
+  wire \$490 ;
+  wire \$491 ;
+  wire \$492 ;
+  wire \$493 ;
+  wire \$494 ;
+  wire \$495 ;
+  wire \$496 ;
+  wire \$497 ;
+  wire \$498 ;
+  wire \$499 ;
   wire [35:0] \$5 ;
   wire [36:0] \$50 ;
-  reg [16:0] \$500 ;
-  reg [16:0] \$501 ;
-  reg [22:0] \$502 ;
+  wire \$500 ;
+  wire \$501 ;
+  wire \$502 ;
+  wire \$503 ;
+  wire \$504 ;
+  wire \$505 ;
+  wire \$506 ;
+  wire \$507 ;
+  wire \$508 ;
+  wire \$509 ;
   wire [35:0] \$51 ;
+  wire \$510 ;
+  wire \$511 ;
+  wire \$512 ;
+  wire \$513 ;
+  wire \$514 ;
+  wire \$515 ;
+  wire \$516 ;
+  wire \$517 ;
+  wire \$518 ;
+  wire \$519 ;
   wire [36:0] \$52 ;
+  wire \$520 ;
+  wire \$521 ;
+  wire \$522 ;
+  wire \$523 ;
+  wire \$524 ;
+  wire \$525 ;
+  wire \$526 ;
+  wire \$527 ;
+  wire \$528 ;
+  wire \$529 ;
   wire [35:0] \$53 ;
+  wire \$530 ;
+  wire \$531 ;
+  wire \$532 ;
+  wire \$533 ;
+  wire \$534 ;
+  wire \$535 ;
+  wire \$536 ;
+  wire \$537 ;
+  wire \$538 ;
+  wire \$539 ;
   wire [36:0] \$54 ;
+  wire \$540 ;
+  wire \$541 ;
+  wire \$542 ;
+  wire \$543 ;
+  wire \$544 ;
+  wire \$545 ;
+  wire \$546 ;
+  wire \$547 ;
+  wire \$548 ;
+  wire \$549 ;
   wire [35:0] \$55 ;
+  wire \$550 ;
+  wire \$551 ;
+  wire \$552 ;
+  wire \$553 ;
+  wire \$554 ;
+  wire \$555 ;
+  wire \$556 ;
+  wire \$557 ;
+  wire [4:0] \$558 ;
+  wire [32:0] \$559 ;
   wire [36:0] \$56 ;
+  wire [22:0] \$560 ;
+  wire [22:0] \$561 ;
+  wire [22:0] \$562 ;
+  wire [22:0] \$563 ;
+  wire [22:0] \$564 ;
+  wire [22:0] \$565 ;
+  wire [22:0] \$566 ;
+  wire [22:0] \$567 ;
+  wire [22:0] \$568 ;
+  wire [22:0] \$569 ;
   wire [23:0] \$57 ;
+  wire [22:0] \$570 ;
+  wire [22:0] \$571 ;
+  wire [22:0] \$572 ;
+  wire [22:0] \$573 ;
+  wire [22:0] \$574 ;
+  wire [22:0] \$575 ;
+  wire [22:0] \$576 ;
+  wire [22:0] \$577 ;
+  wire [22:0] \$578 ;
+  wire [22:0] \$579 ;
   wire [23:0] \$58 ;
+  wire [22:0] \$580 ;
+  wire [22:0] \$581 ;
+  wire [22:0] \$582 ;
+  wire [22:0] \$583 ;
+  wire [22:0] \$584 ;
+  wire [22:0] \$585 ;
+  wire [22:0] \$586 ;
+  wire [22:0] \$587 ;
+  wire [22:0] \$588 ;
+  wire [22:0] \$589 ;
   wire [23:0] \$59 ;
+  wire [22:0] \$590 ;
+  reg [22:0] \$591 ;
+  reg [22:0] \$592 ;
+  reg [22:0] \$593 ;
+  reg [22:0] \$594 ;
+  reg [22:0] \$595 ;
+  reg [22:0] \$596 ;
+  reg [22:0] \$597 ;
+  reg [22:0] \$598 ;
+  reg [22:0] \$599 ;
   wire [36:0] \$6 ;
   wire [23:0] \$60 ;
+  reg [22:0] \$600 ;
+  reg [22:0] \$601 ;
+  reg [22:0] \$602 ;
+  reg [22:0] \$603 ;
+  reg [22:0] \$604 ;
+  reg [22:0] \$605 ;
+  reg [22:0] \$606 ;
+  reg [22:0] \$607 ;
+  reg [22:0] \$608 ;
+  reg [22:0] \$609 ;
   wire [35:0] \$61 ;
+  reg [22:0] \$610 ;
+  reg [22:0] \$611 ;
+  reg [22:0] \$612 ;
+  reg [22:0] \$613 ;
+  reg [22:0] \$614 ;
+  reg [22:0] \$615 ;
+  reg [22:0] \$616 ;
+  reg [22:0] \$617 ;
+  reg [22:0] \$618 ;
+  reg [22:0] \$619 ;
   wire [36:0] \$62 ;
+  reg [22:0] \$620 ;
+  reg [22:0] \$621 ;
+  reg [22:0] \$622 ;
+  reg [16:0] \$623 ;
+  reg [16:0] \$624 ;
+  reg [16:0] \$625 ;
+  reg [16:0] \$626 ;
+  reg [16:0] \$627 ;
+  reg [16:0] \$628 ;
+  reg [16:0] \$629 ;
   wire [35:0] \$63 ;
+  reg [16:0] \$630 ;
+  reg [16:0] \$631 ;
+  reg [16:0] \$632 ;
+  reg [16:0] \$633 ;
+  reg [16:0] \$634 ;
+  reg [16:0] \$635 ;
+  reg [16:0] \$636 ;
+  reg [16:0] \$637 ;
+  reg [16:0] \$638 ;
+  reg [16:0] \$639 ;
   wire [36:0] \$64 ;
+  reg [16:0] \$640 ;
+  reg [16:0] \$641 ;
+  reg [16:0] \$642 ;
+  reg [16:0] \$643 ;
+  reg [16:0] \$644 ;
+  reg [16:0] \$645 ;
+  reg [16:0] \$646 ;
+  reg [16:0] \$647 ;
+  reg [16:0] \$648 ;
+  reg [16:0] \$649 ;
   wire [35:0] \$65 ;
+  reg [16:0] \$650 ;
+  reg [16:0] \$651 ;
+  reg [16:0] \$652 ;
+  reg [16:0] \$653 ;
+  reg [16:0] \$654 ;
+  reg [4:0] \$655 ;
+  reg [31:0] \$656 ;
+  reg [16:0] \$657 ;
+  reg [16:0] \$658 ;
+  reg [16:0] \$659 ;
   wire [36:0] \$66 ;
+  reg [16:0] \$660 ;
+  reg [16:0] \$661 ;
+  reg [22:0] \$662 ;
   wire [35:0] \$67 ;
   wire [36:0] \$68 ;
   wire [23:0] \$69 ;
@@ -1591,204 +1751,505 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   wire [16:0] \vt$75 ;
   wire [16:0] \vt$85 ;
   wire [16:0] \vt$95 ;
-  assign \$389  = $signed(move_all27) < $signed(1'h1);
-  assign moved_all27 = \$388  | \$389 ;
+  assign \$285  = \$283  | \$284 ;
+  assign \$287  = \$285  | \$286 ;
+  assign \$289  = \$287  | \$288 ;
+  assign \$291  = \$289  | \$290 ;
+  assign \$293  = \$291  | \$292 ;
+  assign \$295  = \$293  | \$294 ;
+  assign \$297  = \$295  | \$296 ;
+  assign \$299  = \$297  | \$298 ;
+  assign \$301  = \$299  | \$300 ;
+  assign \$303  = \$301  | \$302 ;
+  assign \$305  = \$303  | \$304 ;
+  assign \$307  = \$305  | \$306 ;
+  assign \$309  = \$307  | \$308 ;
+  assign \$311  = \$309  | \$310 ;
+  assign \$313  = \$311  | \$312 ;
+  assign \$315  = \$313  | \$314 ;
+  assign \$317  = \$315  | \$316 ;
+  assign \$319  = \$318  | \flags$667 ;
+  assign \$320  = \$319  | \flags$668 ;
+  assign \$321  = \$320  | \flags$669 ;
+  assign \$322  = \$321  | \flags$670 ;
+  assign \$323  = \$322  | \flags$671 ;
+  assign \$324  = \$323  | \flags$672 ;
+  assign \$325  = \$324  | \flags$673 ;
+  assign \$326  = \$325  | \flags$674 ;
+  assign \$327  = \$326  | \flags$675 ;
+  assign \$328  = \$327  | \flags$676 ;
+  assign \$329  = \$328  | \flags$677 ;
+  assign \$331  = \$330  | clamp0m_sat;
+  assign \$332  = \$329  | { 1'h0, \$331 , 3'h0 };
+  assign tick_flags = { \$317 , 3'h0, \$253  } | \$333 ;
+  assign move_all0 = $signed(v_f_next) - $signed(va_f);
+  assign \$334  = ! move_all0[17:1];
+  assign \$335  = move_all0[0] <= 1'h1;
+  assign \$336  = \$334  & \$335 ;
+  assign \$337  = & move_all0[17:1];
+  assign \$338  = move_all0[0] >= 1'h1;
+  assign \$339  = \$337  & \$338 ;
+  assign \$340  = \$336  | \$339 ;
+  assign moved_all0 = ~ \$340 ;
+  assign move_all1 = $signed(\v_f_next$682 ) - $signed(vb_f);
+  assign \$341  = ! move_all1[17:1];
+  assign \$342  = move_all1[0] <= 1'h1;
+  assign \$343  = \$341  & \$342 ;
+  assign \$344  = & move_all1[17:1];
+  assign \$345  = move_all1[0] >= 1'h1;
+  assign \$346  = \$344  & \$345 ;
+  assign \$347  = \$343  | \$346 ;
+  assign moved_all1 = ~ \$347 ;
+  assign move_all2 = $signed(\v_f_next$685 ) - $signed(\vb_f$38 );
+  assign \$348  = ! move_all2[17:1];
+  assign \$349  = move_all2[0] <= 1'h1;
+  assign \$350  = \$348  & \$349 ;
+  assign \$351  = & move_all2[17:1];
+  assign \$352  = move_all2[0] >= 1'h1;
+  assign \$353  = \$351  & \$352 ;
+  assign \$354  = \$350  | \$353 ;
+  assign moved_all2 = ~ \$354 ;
+  assign move_all3 = $signed(\v_f_next$688 ) - $signed(\vb_f$48 );
+  assign \$355  = ! move_all3[17:1];
+  assign \$356  = move_all3[0] <= 1'h1;
+  assign \$357  = \$355  & \$356 ;
+  assign \$358  = & move_all3[17:1];
+  assign \$359  = move_all3[0] >= 1'h1;
+  assign \$360  = \$358  & \$359 ;
+  assign \$361  = \$357  | \$360 ;
+  assign moved_all3 = ~ \$361 ;
+  assign move_all4 = $signed(\v_f_next$691 ) - $signed(\va_f$65 );
+  assign \$362  = ! move_all4[17:1];
+  assign \$363  = move_all4[0] <= 1'h1;
+  assign \$364  = \$362  & \$363 ;
+  assign \$365  = & move_all4[17:1];
+  assign \$366  = move_all4[0] >= 1'h1;
+  assign \$367  = \$365  & \$366 ;
+  assign \$368  = \$364  | \$367 ;
+  assign moved_all4 = ~ \$368 ;
+  assign move_all5 = $signed(drive2) - $signed(\vb_f$67 );
+  assign \$369  = ! move_all5[17:1];
+  assign \$370  = move_all5[0] <= 1'h1;
+  assign \$371  = \$369  & \$370 ;
+  assign \$372  = & move_all5[17:1];
+  assign \$373  = move_all5[0] >= 1'h1;
+  assign \$374  = \$372  & \$373 ;
+  assign \$375  = \$371  | \$374 ;
+  assign moved_all5 = ~ \$375 ;
+  assign move_all6 = $signed(\v_f_next$697 ) - $signed(\vb_f$78 );
+  assign \$376  = ! move_all6[17:1];
+  assign \$377  = move_all6[0] <= 1'h1;
+  assign \$378  = \$376  & \$377 ;
+  assign \$379  = & move_all6[17:1];
+  assign \$380  = move_all6[0] >= 1'h1;
+  assign \$381  = \$379  & \$380 ;
+  assign \$382  = \$378  | \$381 ;
+  assign moved_all6 = ~ \$382 ;
+  assign move_all7 = $signed(drive3) - $signed(\vb_f$88 );
+  assign \$383  = ! move_all7[17:1];
+  assign \$384  = move_all7[0] <= 1'h1;
+  assign \$385  = \$383  & \$384 ;
+  assign \$386  = & move_all7[17:1];
+  assign \$387  = move_all7[0] >= 1'h1;
+  assign \$388  = \$386  & \$387 ;
+  assign \$389  = \$385  | \$388 ;
+  assign moved_all7 = ~ \$389 ;
+  assign move_all8 = $signed(\v_f_next$703 ) - $signed(\va_f$105 );
+  assign \$390  = ! move_all8[17:1];
+  assign \$391  = move_all8[0] <= 1'h1;
+  assign \$392  = \$390  & \$391 ;
+  assign \$393  = & move_all8[17:1];
+  assign \$394  = move_all8[0] >= 1'h1;
+  assign \$395  = \$393  & \$394 ;
+  assign \$396  = \$392  | \$395 ;
+  assign moved_all8 = ~ \$396 ;
+  assign move_all9 = $signed(\v_f_next$706 ) - $signed(\vb_f$107 );
+  assign \$397  = ! move_all9[17:1];
+  assign \$398  = move_all9[0] <= 1'h1;
+  assign \$399  = \$397  & \$398 ;
+  assign \$400  = & move_all9[17:1];
+  assign \$401  = move_all9[0] >= 1'h1;
+  assign \$402  = \$400  & \$401 ;
+  assign \$403  = \$399  | \$402 ;
+  assign moved_all9 = ~ \$403 ;
+  assign move_all10 = $signed(\v_f_next$709 ) - $signed(\vb_f$118 );
+  assign \$404  = ! move_all10[17:1];
+  assign \$405  = move_all10[0] <= 1'h1;
+  assign \$406  = \$404  & \$405 ;
+  assign \$407  = & move_all10[17:1];
+  assign \$408  = move_all10[0] >= 1'h1;
+  assign \$409  = \$407  & \$408 ;
+  assign \$410  = \$406  | \$409 ;
+  assign moved_all10 = ~ \$410 ;
+  assign move_all11 = $signed(\v_f_next$712 ) - $signed(\vb_f$128 );
+  assign \$411  = ! move_all11[17:1];
+  assign \$412  = move_all11[0] <= 1'h1;
+  assign \$413  = \$411  & \$412 ;
+  assign \$414  = & move_all11[17:1];
+  assign \$415  = move_all11[0] >= 1'h1;
+  assign \$416  = \$414  & \$415 ;
+  assign \$417  = \$413  | \$416 ;
+  assign moved_all11 = ~ \$417 ;
+  assign move_all12 = $signed(\v_f_next$715 ) - $signed(\va_f$145 );
+  assign \$418  = ! move_all12[17:1];
+  assign \$419  = move_all12[0] <= 1'h1;
+  assign \$420  = \$418  & \$419 ;
+  assign \$421  = & move_all12[17:1];
+  assign \$422  = move_all12[0] >= 1'h1;
+  assign \$423  = \$421  & \$422 ;
+  assign \$424  = \$420  | \$423 ;
+  assign moved_all12 = ~ \$424 ;
+  assign move_all13 = $signed(drive1) - $signed(\vb_f$147 );
+  assign \$425  = ! move_all13[17:1];
+  assign \$426  = move_all13[0] <= 1'h1;
+  assign \$427  = \$425  & \$426 ;
+  assign \$428  = & move_all13[17:1];
+  assign \$429  = move_all13[0] >= 1'h1;
+  assign \$430  = \$428  & \$429 ;
+  assign \$431  = \$427  | \$430 ;
+  assign moved_all13 = ~ \$431 ;
+  assign move_all14 = $signed(\v_f_next$721 ) - $signed(\vb_f$158 );
+  assign \$432  = ! move_all14[17:1];
+  assign \$433  = move_all14[0] <= 1'h1;
+  assign \$434  = \$432  & \$433 ;
+  assign \$435  = & move_all14[17:1];
+  assign \$436  = move_all14[0] >= 1'h1;
+  assign \$437  = \$435  & \$436 ;
+  assign \$438  = \$434  | \$437 ;
+  assign moved_all14 = ~ \$438 ;
+  assign move_all15 = $signed(drive0) - $signed(\vb_f$168 );
+  assign \$439  = ! move_all15[17:1];
+  assign \$440  = move_all15[0] <= 1'h1;
+  assign \$441  = \$439  & \$440 ;
+  assign \$442  = & move_all15[17:1];
+  assign \$443  = move_all15[0] >= 1'h1;
+  assign \$444  = \$442  & \$443 ;
+  assign \$445  = \$441  | \$444 ;
+  assign moved_all15 = ~ \$445 ;
+  assign move_all16 = $signed(\$183 [16:0]) - $signed(va_c);
+  assign \$446  = ! move_all16[17:1];
+  assign \$447  = move_all16[0] <= 1'h1;
+  assign \$448  = \$446  & \$447 ;
+  assign \$449  = & move_all16[17:1];
+  assign \$450  = move_all16[0] >= 1'h1;
+  assign \$451  = \$449  & \$450 ;
+  assign \$452  = \$448  | \$451 ;
+  assign moved_all16 = ~ \$452 ;
+  assign move_all17 = $signed(v_c_next) - $signed(vb_c);
+  assign \$453  = ! move_all17[17:1];
+  assign \$454  = move_all17[0] <= 1'h1;
+  assign \$455  = \$453  & \$454 ;
+  assign \$456  = & move_all17[17:1];
+  assign \$457  = move_all17[0] >= 1'h1;
+  assign \$458  = \$456  & \$457 ;
+  assign \$459  = \$455  | \$458 ;
+  assign moved_all17 = ~ \$459 ;
+  assign move_all18 = $signed(\v_c_next$732 ) - $signed(\vb_c$41 );
+  assign \$460  = ! move_all18[17:1];
+  assign \$461  = move_all18[0] <= 1'h1;
+  assign \$462  = \$460  & \$461 ;
+  assign \$463  = & move_all18[17:1];
+  assign \$464  = move_all18[0] >= 1'h1;
+  assign \$465  = \$463  & \$464 ;
+  assign \$466  = \$462  | \$465 ;
+  assign moved_all18 = ~ \$466 ;
+  assign move_all19 = $signed(\v_c_next$735 ) - $signed(\vb_c$51 );
+  assign \$467  = ! move_all19[17:1];
+  assign \$468  = move_all19[0] <= 1'h1;
+  assign \$469  = \$467  & \$468 ;
+  assign \$470  = & move_all19[17:1];
+  assign \$471  = move_all19[0] >= 1'h1;
+  assign \$472  = \$470  & \$471 ;
+  assign \$473  = \$469  | \$472 ;
+  assign moved_all19 = ~ \$473 ;
+  assign move_all20 = $signed(\v_c_next$738 ) - $signed(\va_c$69 );
+  assign \$474  = ! move_all20[17:1];
+  assign \$475  = move_all20[0] <= 1'h1;
+  assign \$476  = \$474  & \$475 ;
+  assign \$477  = & move_all20[17:1];
+  assign \$478  = move_all20[0] >= 1'h1;
+  assign \$479  = \$477  & \$478 ;
+  assign \$480  = \$476  | \$479 ;
+  assign moved_all20 = ~ \$480 ;
+  assign move_all21 = $signed(drive2) - $signed(\vb_c$71 );
+  assign \$481  = ! move_all21[17:1];
+  assign \$482  = move_all21[0] <= 1'h1;
+  assign \$483  = \$481  & \$482 ;
+  assign \$484  = & move_all21[17:1];
+  assign \$485  = move_all21[0] >= 1'h1;
+  assign \$486  = \$484  & \$485 ;
+  assign \$487  = \$483  | \$486 ;
+  assign moved_all21 = ~ \$487 ;
+  assign move_all22 = $signed(\v_c_next$743 ) - $signed(\vb_c$81 );
+  assign \$488  = ! move_all22[17:1];
+  assign \$489  = move_all22[0] <= 1'h1;
+  assign \$490  = \$488  & \$489 ;
+  assign \$491  = & move_all22[17:1];
+  assign \$492  = move_all22[0] >= 1'h1;
+  assign \$493  = \$491  & \$492 ;
+  assign \$494  = \$490  | \$493 ;
+  assign moved_all22 = ~ \$494 ;
+  assign move_all23 = $signed(drive3) - $signed(\vb_c$91 );
+  assign \$495  = ! move_all23[17:1];
+  assign \$496  = move_all23[0] <= 1'h1;
+  assign \$497  = \$495  & \$496 ;
+  assign \$498  = & move_all23[17:1];
+  assign \$499  = move_all23[0] >= 1'h1;
+  assign \$500  = \$498  & \$499 ;
+  assign \$501  = \$497  | \$500 ;
+  assign moved_all23 = ~ \$501 ;
+  assign move_all24 = $signed(\v_c_next$748 ) - $signed(\va_c$109 );
+  assign \$502  = ! move_all24[17:1];
+  assign \$503  = move_all24[0] <= 1'h1;
+  assign \$504  = \$502  & \$503 ;
+  assign \$505  = & move_all24[17:1];
+  assign \$506  = move_all24[0] >= 1'h1;
+  assign \$507  = \$505  & \$506 ;
+  assign \$508  = \$504  | \$507 ;
+  assign moved_all24 = ~ \$508 ;
+  assign move_all25 = $signed(\v_c_next$751 ) - $signed(\vb_c$111 );
+  assign \$509  = ! move_all25[17:1];
+  assign \$510  = move_all25[0] <= 1'h1;
+  assign \$511  = \$509  & \$510 ;
+  assign \$512  = & move_all25[17:1];
+  assign \$513  = move_all25[0] >= 1'h1;
+  assign \$514  = \$512  & \$513 ;
+  assign \$515  = \$511  | \$514 ;
+  assign moved_all25 = ~ \$515 ;
+  assign move_all26 = $signed(\$169 [16:0]) - $signed(\vb_c$121 );
+  assign \$516  = ! move_all26[17:1];
+  assign \$517  = move_all26[0] <= 1'h1;
+  assign \$518  = \$516  & \$517 ;
+  assign \$519  = & move_all26[17:1];
+  assign \$520  = move_all26[0] >= 1'h1;
+  assign \$521  = \$519  & \$520 ;
+  assign \$522  = \$518  | \$521 ;
+  assign moved_all26 = ~ \$522 ;
+  assign move_all27 = $signed(\v_c_next$756 ) - $signed(\vb_c$131 );
+  assign \$523  = ! move_all27[17:1];
+  assign \$524  = move_all27[0] <= 1'h1;
+  assign \$525  = \$523  & \$524 ;
+  assign \$526  = & move_all27[17:1];
+  assign \$527  = move_all27[0] >= 1'h1;
+  assign \$528  = \$526  & \$527 ;
+  assign \$529  = \$525  | \$528 ;
+  assign moved_all27 = ~ \$529 ;
   assign move_all28 = $signed(\v_c_next$759 ) - $signed(\va_c$149 );
-  assign \$390  = $signed(move_all28) > $signed(2'h1);
-  assign \$391  = $signed(move_all28) < $signed(1'h1);
-  assign moved_all28 = \$390  | \$391 ;
+  assign \$530  = ! move_all28[17:1];
+  assign \$531  = move_all28[0] <= 1'h1;
+  assign \$532  = \$530  & \$531 ;
+  assign \$533  = & move_all28[17:1];
+  assign \$534  = move_all28[0] >= 1'h1;
+  assign \$535  = \$533  & \$534 ;
+  assign \$536  = \$532  | \$535 ;
+  assign moved_all28 = ~ \$536 ;
   assign move_all29 = $signed(drive1) - $signed(\vb_c$151 );
-  assign \$392  = $signed(move_all29) > $signed(2'h1);
-  assign \$393  = $signed(move_all29) < $signed(1'h1);
-  assign moved_all29 = \$392  | \$393 ;
+  assign \$537  = ! move_all29[17:1];
+  assign \$538  = move_all29[0] <= 1'h1;
+  assign \$539  = \$537  & \$538 ;
+  assign \$540  = & move_all29[17:1];
+  assign \$541  = move_all29[0] >= 1'h1;
+  assign \$542  = \$540  & \$541 ;
+  assign \$543  = \$539  | \$542 ;
+  assign moved_all29 = ~ \$543 ;
   assign move_all30 = $signed(\v_c_next$764 ) - $signed(\vb_c$161 );
-  assign \$394  = $signed(move_all30) > $signed(2'h1);
-  assign \$395  = $signed(move_all30) < $signed(1'h1);
-  assign moved_all30 = \$394  | \$395 ;
+  assign \$544  = ! move_all30[17:1];
+  assign \$545  = move_all30[0] <= 1'h1;
+  assign \$546  = \$544  & \$545 ;
+  assign \$547  = & move_all30[17:1];
+  assign \$548  = move_all30[0] >= 1'h1;
+  assign \$549  = \$547  & \$548 ;
+  assign \$550  = \$546  | \$549 ;
+  assign moved_all30 = ~ \$550 ;
   assign move_all31 = $signed(drive0) - $signed(\vb_c$171 );
-  assign \$396  = $signed(move_all31) > $signed(2'h1);
-  assign \$397  = $signed(move_all31) < $signed(1'h1);
-  assign moved_all31 = \$396  | \$397 ;
+  assign \$551  = ! move_all31[17:1];
+  assign \$552  = move_all31[0] <= 1'h1;
+  assign \$553  = \$551  & \$552 ;
+  assign \$554  = & move_all31[17:1];
+  assign \$555  = move_all31[0] >= 1'h1;
+  assign \$556  = \$554  & \$555 ;
+  assign \$557  = \$553  | \$556 ;
+  assign moved_all31 = ~ \$557 ;
   assign moved_all = | { moved_all31, moved_all30, moved_all29, moved_all28, moved_all27, moved_all26, moved_all25, moved_all24, moved_all23, moved_all22, moved_all21, moved_all20, moved_all19, moved_all18, moved_all17, moved_all16, moved_all15, moved_all14, moved_all13, moved_all12, moved_all11, moved_all10, moved_all9, moved_all8, moved_all7, moved_all6, moved_all5, moved_all4, moved_all3, moved_all2, moved_all1, moved_all0 };
   assign control__outputs = $signed(\vb_f$118 ) - $signed(va_f);
   assign status__saturated = | status__sat_flags;
-  assign \$398  = status__sat_flags | tick_flags;
-  assign \$399  = status__ticks + 1'h1;
-  assign \$400  = gate__raddr[0] ? \g$309  : \g$301 ;
-  assign \$401  = gate__raddr[0] ? \g$293  : \g$285 ;
-  assign \$402  = gate__raddr[1] ? \$400  : \$401 ;
-  assign \$403  = gate__raddr[0] ? \g$277  : \g$269 ;
-  assign \$404  = gate__raddr[0] ? \g$261  : \g$253 ;
-  assign \$405  = gate__raddr[1] ? \$403  : \$404 ;
-  assign \$406  = gate__raddr[2] ? \$402  : \$405 ;
-  assign \$407  = gate__raddr[0] ? \g$245  : \g$237 ;
-  assign \$408  = gate__raddr[0] ? \g$229  : \g$221 ;
-  assign \$409  = gate__raddr[1] ? \$407  : \$408 ;
-  assign \$410  = gate__raddr[0] ? \g$213  : \g$205 ;
-  assign \$411  = gate__raddr[0] ? \g$197  : \g$189 ;
-  assign \$412  = gate__raddr[1] ? \$410  : \$411 ;
-  assign \$413  = gate__raddr[2] ? \$409  : \$412 ;
-  assign \$414  = gate__raddr[3] ? \$406  : \$413 ;
-  assign \$415  = gate__raddr[0] ? \g$181  : \g$173 ;
-  assign \$416  = gate__raddr[0] ? \g$163  : \g$153 ;
-  assign \$417  = gate__raddr[1] ? \$415  : \$416 ;
-  assign \$418  = gate__raddr[0] ? \g$141  : \g$133 ;
-  assign \$419  = gate__raddr[0] ? \g$123  : \g$113 ;
-  assign \$420  = gate__raddr[1] ? \$418  : \$419 ;
-  assign \$421  = gate__raddr[2] ? \$417  : \$420 ;
-  assign \$422  = gate__raddr[0] ? \g$101  : \g$93 ;
-  assign \$423  = gate__raddr[0] ? \g$83  : \g$73 ;
-  assign \$424  = gate__raddr[1] ? \$422  : \$423 ;
-  assign \$425  = gate__raddr[0] ? \g$61  : \g$53 ;
-  assign \$426  = gate__raddr[0] ? \g$43  : g;
-  assign \$427  = gate__raddr[1] ? \$425  : \$426 ;
-  assign \$428  = gate__raddr[2] ? \$424  : \$427 ;
-  assign \$429  = gate__raddr[3] ? \$421  : \$428 ;
-  assign \$430  = gate__raddr[4] ? \$414  : \$429 ;
+  assign \$558  = status__sat_flags | tick_flags;
+  assign \$559  = status__ticks + 1'h1;
+  assign \$560  = gate__raddr[0] ? \g$309  : \g$301 ;
+  assign \$561  = gate__raddr[0] ? \g$293  : \g$285 ;
+  assign \$562  = gate__raddr[1] ? \$560  : \$561 ;
+  assign \$563  = gate__raddr[0] ? \g$277  : \g$269 ;
+  assign \$564  = gate__raddr[0] ? \g$261  : \g$253 ;
+  assign \$565  = gate__raddr[1] ? \$563  : \$564 ;
+  assign \$566  = gate__raddr[2] ? \$562  : \$565 ;
+  assign \$567  = gate__raddr[0] ? \g$245  : \g$237 ;
+  assign \$568  = gate__raddr[0] ? \g$229  : \g$221 ;
+  assign \$569  = gate__raddr[1] ? \$567  : \$568 ;
+  assign \$570  = gate__raddr[0] ? \g$213  : \g$205 ;
+  assign \$571  = gate__raddr[0] ? \g$197  : \g$189 ;
+  assign \$572  = gate__raddr[1] ? \$570  : \$571 ;
+  assign \$573  = gate__raddr[2] ? \$569  : \$572 ;
+  assign \$574  = gate__raddr[3] ? \$566  : \$573 ;
+  assign \$575  = gate__raddr[0] ? \g$181  : \g$173 ;
+  assign \$576  = gate__raddr[0] ? \g$163  : \g$153 ;
+  assign \$577  = gate__raddr[1] ? \$575  : \$576 ;
+  assign \$578  = gate__raddr[0] ? \g$141  : \g$133 ;
+  assign \$579  = gate__raddr[0] ? \g$123  : \g$113 ;
+  assign \$580  = gate__raddr[1] ? \$578  : \$579 ;
+  assign \$581  = gate__raddr[2] ? \$577  : \$580 ;
+  assign \$582  = gate__raddr[0] ? \g$101  : \g$93 ;
+  assign \$583  = gate__raddr[0] ? \g$83  : \g$73 ;
+  assign \$584  = gate__raddr[1] ? \$582  : \$583 ;
+  assign \$585  = gate__raddr[0] ? \g$61  : \g$53 ;
+  assign \$586  = gate__raddr[0] ? \g$43  : g;
+  assign \$587  = gate__raddr[1] ? \$585  : \$586 ;
+  assign \$588  = gate__raddr[2] ? \$584  : \$587 ;
+  assign \$589  = gate__raddr[3] ? \$581  : \$588 ;
+  assign \$590  = gate__raddr[4] ? \$574  : \$589 ;
   always @(posedge clk)
-    g <= \$431 ;
+    g <= \$591 ;
   always @(posedge clk)
-    \g$43  <= \$432 ;
+    \g$43  <= \$592 ;
   always @(posedge clk)
-    \g$53  <= \$433 ;
+    \g$53  <= \$593 ;
   always @(posedge clk)
-    \g$61  <= \$434 ;
+    \g$61  <= \$594 ;
   always @(posedge clk)
-    \g$73  <= \$435 ;
+    \g$73  <= \$595 ;
   always @(posedge clk)
-    \g$83  <= \$436 ;
+    \g$83  <= \$596 ;
   always @(posedge clk)
-    \g$93  <= \$437 ;
+    \g$93  <= \$597 ;
   always @(posedge clk)
-    \g$101  <= \$438 ;
+    \g$101  <= \$598 ;
   always @(posedge clk)
-    \g$113  <= \$439 ;
+    \g$113  <= \$599 ;
   always @(posedge clk)
-    \g$123  <= \$440 ;
+    \g$123  <= \$600 ;
   always @(posedge clk)
-    \g$133  <= \$441 ;
+    \g$133  <= \$601 ;
   always @(posedge clk)
-    \g$141  <= \$442 ;
+    \g$141  <= \$602 ;
   always @(posedge clk)
-    \g$153  <= \$443 ;
+    \g$153  <= \$603 ;
   always @(posedge clk)
-    \g$163  <= \$444 ;
+    \g$163  <= \$604 ;
   always @(posedge clk)
-    \g$173  <= \$445 ;
+    \g$173  <= \$605 ;
   always @(posedge clk)
-    \g$181  <= \$446 ;
+    \g$181  <= \$606 ;
   always @(posedge clk)
-    \g$189  <= \$447 ;
+    \g$189  <= \$607 ;
   always @(posedge clk)
-    \g$197  <= \$448 ;
+    \g$197  <= \$608 ;
   always @(posedge clk)
-    \g$205  <= \$449 ;
+    \g$205  <= \$609 ;
   always @(posedge clk)
-    \g$213  <= \$450 ;
+    \g$213  <= \$610 ;
   always @(posedge clk)
-    \g$221  <= \$451 ;
+    \g$221  <= \$611 ;
   always @(posedge clk)
-    \g$229  <= \$452 ;
+    \g$229  <= \$612 ;
   always @(posedge clk)
-    \g$237  <= \$453 ;
+    \g$237  <= \$613 ;
   always @(posedge clk)
-    \g$245  <= \$454 ;
+    \g$245  <= \$614 ;
   always @(posedge clk)
-    \g$253  <= \$455 ;
+    \g$253  <= \$615 ;
   always @(posedge clk)
-    \g$261  <= \$456 ;
+    \g$261  <= \$616 ;
   always @(posedge clk)
-    \g$269  <= \$457 ;
+    \g$269  <= \$617 ;
   always @(posedge clk)
-    \g$277  <= \$458 ;
+    \g$277  <= \$618 ;
   always @(posedge clk)
-    \g$285  <= \$459 ;
+    \g$285  <= \$619 ;
   always @(posedge clk)
-    \g$293  <= \$460 ;
+    \g$293  <= \$620 ;
   always @(posedge clk)
-    \g$301  <= \$461 ;
+    \g$301  <= \$621 ;
   always @(posedge clk)
-    \g$309  <= \$462 ;
+    \g$309  <= \$622 ;
   always @(posedge clk)
-    va_f <= \$463 ;
+    va_f <= \$623 ;
   always @(posedge clk)
-    vb_f <= \$464 ;
+    vb_f <= \$624 ;
   always @(posedge clk)
-    \vb_f$38  <= \$465 ;
+    \vb_f$38  <= \$625 ;
   always @(posedge clk)
-    \vb_f$48  <= \$466 ;
+    \vb_f$48  <= \$626 ;
   always @(posedge clk)
-    \va_f$65  <= \$467 ;
+    \va_f$65  <= \$627 ;
   always @(posedge clk)
-    \vb_f$67  <= \$468 ;
+    \vb_f$67  <= \$628 ;
   always @(posedge clk)
-    \vb_f$78  <= \$469 ;
+    \vb_f$78  <= \$629 ;
   always @(posedge clk)
-    \vb_f$88  <= \$470 ;
+    \vb_f$88  <= \$630 ;
   always @(posedge clk)
-    \va_f$105  <= \$471 ;
+    \va_f$105  <= \$631 ;
   always @(posedge clk)
-    \vb_f$107  <= \$472 ;
+    \vb_f$107  <= \$632 ;
   always @(posedge clk)
-    \vb_f$118  <= \$473 ;
+    \vb_f$118  <= \$633 ;
   always @(posedge clk)
-    \vb_f$128  <= \$474 ;
+    \vb_f$128  <= \$634 ;
   always @(posedge clk)
-    \va_f$145  <= \$475 ;
+    \va_f$145  <= \$635 ;
   always @(posedge clk)
-    \vb_f$147  <= \$476 ;
+    \vb_f$147  <= \$636 ;
   always @(posedge clk)
-    \vb_f$158  <= \$477 ;
+    \vb_f$158  <= \$637 ;
   always @(posedge clk)
-    \vb_f$168  <= \$478 ;
+    \vb_f$168  <= \$638 ;
   always @(posedge clk)
-    va_c <= \$479 ;
+    va_c <= \$639 ;
   always @(posedge clk)
-    vb_c <= \$480 ;
+    vb_c <= \$640 ;
   always @(posedge clk)
-    \vb_c$41  <= \$481 ;
+    \vb_c$41  <= \$641 ;
   always @(posedge clk)
-    \vb_c$51  <= \$482 ;
+    \vb_c$51  <= \$642 ;
   always @(posedge clk)
-    \va_c$69  <= \$483 ;
+    \va_c$69  <= \$643 ;
   always @(posedge clk)
-    \vb_c$71  <= \$484 ;
+    \vb_c$71  <= \$644 ;
   always @(posedge clk)
-    \vb_c$81  <= \$485 ;
+    \vb_c$81  <= \$645 ;
   always @(posedge clk)
-    \vb_c$91  <= \$486 ;
+    \vb_c$91  <= \$646 ;
   always @(posedge clk)
-    \va_c$109  <= \$487 ;
+    \va_c$109  <= \$647 ;
   always @(posedge clk)
-    \vb_c$111  <= \$488 ;
+    \vb_c$111  <= \$648 ;
   always @(posedge clk)
-    \vb_c$121  <= \$489 ;
+    \vb_c$121  <= \$649 ;
   always @(posedge clk)
-    \vb_c$131  <= \$490 ;
+    \vb_c$131  <= \$650 ;
   always @(posedge clk)
-    \va_c$149  <= \$491 ;
+    \va_c$149  <= \$651 ;
   always @(posedge clk)
-    \vb_c$151  <= \$492 ;
+    \vb_c$151  <= \$652 ;
   always @(posedge clk)
-    \vb_c$161  <= \$493 ;
+    \vb_c$161  <= \$653 ;
   always @(posedge clk)
-    \vb_c$171  <= \$494 ;
+    \vb_c$171  <= \$654 ;
   always @(posedge clk)
-    status__sat_flags <= \$495 ;
+    status__sat_flags <= \$655 ;
   always @(posedge clk)
-    status__ticks <= \$496 ;
+    status__ticks <= \$656 ;
   always @(posedge clk)
-    drive0 <= \$497 ;
+    drive0 <= \$657 ;
   always @(posedge clk)
-    drive1 <= \$498 ;
+    drive1 <= \$658 ;
   always @(posedge clk)
-    drive2 <= \$499 ;
+    drive2 <= \$659 ;
   always @(posedge clk)
-    drive3 <= \$500 ;
+    drive3 <= \$660 ;
   always @(posedge clk)
-    target0 <= \$501 ;
+    target0 <= \$661 ;
   always @(posedge clk)
-    gate__rdata <= \$502 ;
+    gate__rdata <= \$662 ;
   assign \$1  = - $signed(s_f);
   assign \$2  = $signed(\$1 ) + $signed(\s_f$315 );
   assign \$3  = - $signed(\s_f$316 );
@@ -2070,147 +2531,6 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   assign \$279  = \$277  | \$278 ;
   assign \$281  = \$279  | \$280 ;
   assign \$283  = \$281  | \$282 ;
-  assign \$285  = \$283  | \$284 ;
-  assign \$287  = \$285  | \$286 ;
-  assign \$289  = \$287  | \$288 ;
-  assign \$291  = \$289  | \$290 ;
-  assign \$293  = \$291  | \$292 ;
-  assign \$295  = \$293  | \$294 ;
-  assign \$297  = \$295  | \$296 ;
-  assign \$299  = \$297  | \$298 ;
-  assign \$301  = \$299  | \$300 ;
-  assign \$303  = \$301  | \$302 ;
-  assign \$305  = \$303  | \$304 ;
-  assign \$307  = \$305  | \$306 ;
-  assign \$309  = \$307  | \$308 ;
-  assign \$311  = \$309  | \$310 ;
-  assign \$313  = \$311  | \$312 ;
-  assign \$315  = \$313  | \$314 ;
-  assign \$317  = \$315  | \$316 ;
-  assign \$319  = \$318  | \flags$667 ;
-  assign \$320  = \$319  | \flags$668 ;
-  assign \$321  = \$320  | \flags$669 ;
-  assign \$322  = \$321  | \flags$670 ;
-  assign \$323  = \$322  | \flags$671 ;
-  assign \$324  = \$323  | \flags$672 ;
-  assign \$325  = \$324  | \flags$673 ;
-  assign \$326  = \$325  | \flags$674 ;
-  assign \$327  = \$326  | \flags$675 ;
-  assign \$328  = \$327  | \flags$676 ;
-  assign \$329  = \$328  | \flags$677 ;
-  assign \$331  = \$330  | clamp0m_sat;
-  assign \$332  = \$329  | { 1'h0, \$331 , 3'h0 };
-  assign tick_flags = { \$317 , 3'h0, \$253  } | \$333 ;
-  assign move_all0 = $signed(v_f_next) - $signed(va_f);
-  assign \$334  = $signed(move_all0) > $signed(2'h1);
-  assign \$335  = $signed(move_all0) < $signed(1'h1);
-  assign moved_all0 = \$334  | \$335 ;
-  assign move_all1 = $signed(\v_f_next$682 ) - $signed(vb_f);
-  assign \$336  = $signed(move_all1) > $signed(2'h1);
-  assign \$337  = $signed(move_all1) < $signed(1'h1);
-  assign moved_all1 = \$336  | \$337 ;
-  assign move_all2 = $signed(\v_f_next$685 ) - $signed(\vb_f$38 );
-  assign \$338  = $signed(move_all2) > $signed(2'h1);
-  assign \$339  = $signed(move_all2) < $signed(1'h1);
-  assign moved_all2 = \$338  | \$339 ;
-  assign move_all3 = $signed(\v_f_next$688 ) - $signed(\vb_f$48 );
-  assign \$340  = $signed(move_all3) > $signed(2'h1);
-  assign \$341  = $signed(move_all3) < $signed(1'h1);
-  assign moved_all3 = \$340  | \$341 ;
-  assign move_all4 = $signed(\v_f_next$691 ) - $signed(\va_f$65 );
-  assign \$342  = $signed(move_all4) > $signed(2'h1);
-  assign \$343  = $signed(move_all4) < $signed(1'h1);
-  assign moved_all4 = \$342  | \$343 ;
-  assign move_all5 = $signed(drive2) - $signed(\vb_f$67 );
-  assign \$344  = $signed(move_all5) > $signed(2'h1);
-  assign \$345  = $signed(move_all5) < $signed(1'h1);
-  assign moved_all5 = \$344  | \$345 ;
-  assign move_all6 = $signed(\v_f_next$697 ) - $signed(\vb_f$78 );
-  assign \$346  = $signed(move_all6) > $signed(2'h1);
-  assign \$347  = $signed(move_all6) < $signed(1'h1);
-  assign moved_all6 = \$346  | \$347 ;
-  assign move_all7 = $signed(drive3) - $signed(\vb_f$88 );
-  assign \$348  = $signed(move_all7) > $signed(2'h1);
-  assign \$349  = $signed(move_all7) < $signed(1'h1);
-  assign moved_all7 = \$348  | \$349 ;
-  assign move_all8 = $signed(\v_f_next$703 ) - $signed(\va_f$105 );
-  assign \$350  = $signed(move_all8) > $signed(2'h1);
-  assign \$351  = $signed(move_all8) < $signed(1'h1);
-  assign moved_all8 = \$350  | \$351 ;
-  assign move_all9 = $signed(\v_f_next$706 ) - $signed(\vb_f$107 );
-  assign \$352  = $signed(move_all9) > $signed(2'h1);
-  assign \$353  = $signed(move_all9) < $signed(1'h1);
-  assign moved_all9 = \$352  | \$353 ;
-  assign move_all10 = $signed(\v_f_next$709 ) - $signed(\vb_f$118 );
-  assign \$354  = $signed(move_all10) > $signed(2'h1);
-  assign \$355  = $signed(move_all10) < $signed(1'h1);
-  assign moved_all10 = \$354  | \$355 ;
-  assign move_all11 = $signed(\v_f_next$712 ) - $signed(\vb_f$128 );
-  assign \$356  = $signed(move_all11) > $signed(2'h1);
-  assign \$357  = $signed(move_all11) < $signed(1'h1);
-  assign moved_all11 = \$356  | \$357 ;
-  assign move_all12 = $signed(\v_f_next$715 ) - $signed(\va_f$145 );
-  assign \$358  = $signed(move_all12) > $signed(2'h1);
-  assign \$359  = $signed(move_all12) < $signed(1'h1);
-  assign moved_all12 = \$358  | \$359 ;
-  assign move_all13 = $signed(drive1) - $signed(\vb_f$147 );
-  assign \$360  = $signed(move_all13) > $signed(2'h1);
-  assign \$361  = $signed(move_all13) < $signed(1'h1);
-  assign moved_all13 = \$360  | \$361 ;
-  assign move_all14 = $signed(\v_f_next$721 ) - $signed(\vb_f$158 );
-  assign \$362  = $signed(move_all14) > $signed(2'h1);
-  assign \$363  = $signed(move_all14) < $signed(1'h1);
-  assign moved_all14 = \$362  | \$363 ;
-  assign move_all15 = $signed(drive0) - $signed(\vb_f$168 );
-  assign \$364  = $signed(move_all15) > $signed(2'h1);
-  assign \$365  = $signed(move_all15) < $signed(1'h1);
-  assign moved_all15 = \$364  | \$365 ;
-  assign move_all16 = $signed(\$183 [16:0]) - $signed(va_c);
-  assign \$366  = $signed(move_all16) > $signed(2'h1);
-  assign \$367  = $signed(move_all16) < $signed(1'h1);
-  assign moved_all16 = \$366  | \$367 ;
-  assign move_all17 = $signed(v_c_next) - $signed(vb_c);
-  assign \$368  = $signed(move_all17) > $signed(2'h1);
-  assign \$369  = $signed(move_all17) < $signed(1'h1);
-  assign moved_all17 = \$368  | \$369 ;
-  assign move_all18 = $signed(\v_c_next$732 ) - $signed(\vb_c$41 );
-  assign \$370  = $signed(move_all18) > $signed(2'h1);
-  assign \$371  = $signed(move_all18) < $signed(1'h1);
-  assign moved_all18 = \$370  | \$371 ;
-  assign move_all19 = $signed(\v_c_next$735 ) - $signed(\vb_c$51 );
-  assign \$372  = $signed(move_all19) > $signed(2'h1);
-  assign \$373  = $signed(move_all19) < $signed(1'h1);
-  assign moved_all19 = \$372  | \$373 ;
-  assign move_all20 = $signed(\v_c_next$738 ) - $signed(\va_c$69 );
-  assign \$374  = $signed(move_all20) > $signed(2'h1);
-  assign \$375  = $signed(move_all20) < $signed(1'h1);
-  assign moved_all20 = \$374  | \$375 ;
-  assign move_all21 = $signed(drive2) - $signed(\vb_c$71 );
-  assign \$376  = $signed(move_all21) > $signed(2'h1);
-  assign \$377  = $signed(move_all21) < $signed(1'h1);
-  assign moved_all21 = \$376  | \$377 ;
-  assign move_all22 = $signed(\v_c_next$743 ) - $signed(\vb_c$81 );
-  assign \$378  = $signed(move_all22) > $signed(2'h1);
-  assign \$379  = $signed(move_all22) < $signed(1'h1);
-  assign moved_all22 = \$378  | \$379 ;
-  assign move_all23 = $signed(drive3) - $signed(\vb_c$91 );
-  assign \$380  = $signed(move_all23) > $signed(2'h1);
-  assign \$381  = $signed(move_all23) < $signed(1'h1);
-  assign moved_all23 = \$380  | \$381 ;
-  assign move_all24 = $signed(\v_c_next$748 ) - $signed(\va_c$109 );
-  assign \$382  = $signed(move_all24) > $signed(2'h1);
-  assign \$383  = $signed(move_all24) < $signed(1'h1);
-  assign moved_all24 = \$382  | \$383 ;
-  assign move_all25 = $signed(\v_c_next$751 ) - $signed(\vb_c$111 );
-  assign \$384  = $signed(move_all25) > $signed(2'h1);
-  assign \$385  = $signed(move_all25) < $signed(1'h1);
-  assign moved_all25 = \$384  | \$385 ;
-  assign move_all26 = $signed(\$169 [16:0]) - $signed(\vb_c$121 );
-  assign \$386  = $signed(move_all26) > $signed(2'h1);
-  assign \$387  = $signed(move_all26) < $signed(1'h1);
-  assign moved_all26 = \$386  | \$387 ;
-  assign move_all27 = $signed(\v_c_next$756 ) - $signed(\vb_c$131 );
-  assign \$388  = $signed(move_all27) > $signed(2'h1);
   \clln_paper_xor.edge0  edge0 (
     .cond_a_c(cond_a_c),
     .cond_a_f(cond_a_f),
@@ -2855,49 +3175,49 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$431  = g;
+    \$591  = g;
     if (control__run) begin
-      \$431  = g_next;
+      \$591  = g_next;
     end
     if (gate__we) begin
       casez (gate__addr)
         5'h00:
-            \$431  = gate__data;
+            \$591  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$431  = 23'h1a30ff;
+      \$591  = 23'h1a30ff;
     end
     if (rst) begin
-      \$431  = 23'h1a30ff;
+      \$591  = 23'h1a30ff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$432  = \g$43 ;
+    \$592  = \g$43 ;
     if (control__run) begin
-      \$432  = \g_next$773 ;
+      \$592  = \g_next$773 ;
     end
     if (gate__we) begin
       casez (gate__addr)
         5'h00:
             /* empty */;
         5'h01:
-            \$432  = gate__data;
+            \$592  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$432  = 23'h14510c;
+      \$592  = 23'h14510c;
     end
     if (rst) begin
-      \$432  = 23'h14510c;
+      \$592  = 23'h14510c;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$433  = \g$53 ;
+    \$593  = \g$53 ;
     if (control__run) begin
-      \$433  = \g_next$774 ;
+      \$593  = \g_next$774 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2906,21 +3226,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h01:
             /* empty */;
         5'h02:
-            \$433  = gate__data;
+            \$593  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$433  = 23'h10a7d4;
+      \$593  = 23'h10a7d4;
     end
     if (rst) begin
-      \$433  = 23'h10a7d4;
+      \$593  = 23'h10a7d4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$434  = \g$61 ;
+    \$594  = \g$61 ;
     if (control__run) begin
-      \$434  = \g_next$775 ;
+      \$594  = \g_next$775 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2931,21 +3251,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h02:
             /* empty */;
         5'h03:
-            \$434  = gate__data;
+            \$594  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$434  = 23'h1043b2;
+      \$594  = 23'h1043b2;
     end
     if (rst) begin
-      \$434  = 23'h1043b2;
+      \$594  = 23'h1043b2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$435  = \g$73 ;
+    \$595  = \g$73 ;
     if (control__run) begin
-      \$435  = \g_next$776 ;
+      \$595  = \g_next$776 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2958,21 +3278,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h03:
             /* empty */;
         5'h04:
-            \$435  = gate__data;
+            \$595  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$435  = 23'h1d0328;
+      \$595  = 23'h1d0328;
     end
     if (rst) begin
-      \$435  = 23'h1d0328;
+      \$595  = 23'h1d0328;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$436  = \g$83 ;
+    \$596  = \g$83 ;
     if (control__run) begin
-      \$436  = \g_next$777 ;
+      \$596  = \g_next$777 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -2987,21 +3307,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h04:
             /* empty */;
         5'h05:
-            \$436  = gate__data;
+            \$596  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$436  = 23'h1e9aa6;
+      \$596  = 23'h1e9aa6;
     end
     if (rst) begin
-      \$436  = 23'h1e9aa6;
+      \$596  = 23'h1e9aa6;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$437  = \g$93 ;
+    \$597  = \g$93 ;
     if (control__run) begin
-      \$437  = \g_next$778 ;
+      \$597  = \g_next$778 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3018,21 +3338,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h05:
             /* empty */;
         5'h06:
-            \$437  = gate__data;
+            \$597  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$437  = 23'h19b4c8;
+      \$597  = 23'h19b4c8;
     end
     if (rst) begin
-      \$437  = 23'h19b4c8;
+      \$597  = 23'h19b4c8;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$438  = \g$101 ;
+    \$598  = \g$101 ;
     if (control__run) begin
-      \$438  = \g_next$779 ;
+      \$598  = \g_next$779 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3051,21 +3371,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h06:
             /* empty */;
         5'h07:
-            \$438  = gate__data;
+            \$598  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$438  = 23'h1bac05;
+      \$598  = 23'h1bac05;
     end
     if (rst) begin
-      \$438  = 23'h1bac05;
+      \$598  = 23'h1bac05;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$439  = \g$113 ;
+    \$599  = \g$113 ;
     if (control__run) begin
-      \$439  = \g_next$780 ;
+      \$599  = \g_next$780 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3086,21 +3406,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h07:
             /* empty */;
         5'h08:
-            \$439  = gate__data;
+            \$599  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$439  = 23'h18b2b0;
+      \$599  = 23'h18b2b0;
     end
     if (rst) begin
-      \$439  = 23'h18b2b0;
+      \$599  = 23'h18b2b0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$440  = \g$123 ;
+    \$600  = \g$123 ;
     if (control__run) begin
-      \$440  = \g_next$781 ;
+      \$600  = \g_next$781 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3123,21 +3443,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h08:
             /* empty */;
         5'h09:
-            \$440  = gate__data;
+            \$600  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$440  = 23'h1ef60f;
+      \$600  = 23'h1ef60f;
     end
     if (rst) begin
-      \$440  = 23'h1ef60f;
+      \$600  = 23'h1ef60f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$441  = \g$133 ;
+    \$601  = \g$133 ;
     if (control__run) begin
-      \$441  = \g_next$782 ;
+      \$601  = \g_next$782 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3162,21 +3482,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h09:
             /* empty */;
         5'h0a:
-            \$441  = gate__data;
+            \$601  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$441  = 23'h1d0dbc;
+      \$601  = 23'h1d0dbc;
     end
     if (rst) begin
-      \$441  = 23'h1d0dbc;
+      \$601  = 23'h1d0dbc;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$442  = \g$141 ;
+    \$602  = \g$141 ;
     if (control__run) begin
-      \$442  = \g_next$783 ;
+      \$602  = \g_next$783 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3203,21 +3523,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h0a:
             /* empty */;
         5'h0b:
-            \$442  = gate__data;
+            \$602  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$442  = 23'h100b38;
+      \$602  = 23'h100b38;
     end
     if (rst) begin
-      \$442  = 23'h100b38;
+      \$602  = 23'h100b38;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$443  = \g$153 ;
+    \$603  = \g$153 ;
     if (control__run) begin
-      \$443  = \g_next$784 ;
+      \$603  = \g_next$784 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3246,21 +3566,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h0b:
             /* empty */;
         5'h0c:
-            \$443  = gate__data;
+            \$603  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$443  = 23'h1db7ee;
+      \$603  = 23'h1db7ee;
     end
     if (rst) begin
-      \$443  = 23'h1db7ee;
+      \$603  = 23'h1db7ee;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$444  = \g$163 ;
+    \$604  = \g$163 ;
     if (control__run) begin
-      \$444  = \g_next$785 ;
+      \$604  = \g_next$785 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3291,21 +3611,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h0c:
             /* empty */;
         5'h0d:
-            \$444  = gate__data;
+            \$604  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$444  = 23'h108991;
+      \$604  = 23'h108991;
     end
     if (rst) begin
-      \$444  = 23'h108991;
+      \$604  = 23'h108991;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$445  = \g$173 ;
+    \$605  = \g$173 ;
     if (control__run) begin
-      \$445  = \g_next$786 ;
+      \$605  = \g_next$786 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3338,21 +3658,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h0d:
             /* empty */;
         5'h0e:
-            \$445  = gate__data;
+            \$605  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$445  = 23'h1bacab;
+      \$605  = 23'h1bacab;
     end
     if (rst) begin
-      \$445  = 23'h1bacab;
+      \$605  = 23'h1bacab;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$446  = \g$181 ;
+    \$606  = \g$181 ;
     if (control__run) begin
-      \$446  = \g_next$787 ;
+      \$606  = \g_next$787 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3387,21 +3707,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h0e:
             /* empty */;
         5'h0f:
-            \$446  = gate__data;
+            \$606  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$446  = 23'h12cf7c;
+      \$606  = 23'h12cf7c;
     end
     if (rst) begin
-      \$446  = 23'h12cf7c;
+      \$606  = 23'h12cf7c;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$447  = \g$189 ;
+    \$607  = \g$189 ;
     if (control__run) begin
-      \$447  = \g_next$788 ;
+      \$607  = \g_next$788 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3438,21 +3758,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h0f:
             /* empty */;
         5'h10:
-            \$447  = gate__data;
+            \$607  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$447  = 23'h1dcf95;
+      \$607  = 23'h1dcf95;
     end
     if (rst) begin
-      \$447  = 23'h1dcf95;
+      \$607  = 23'h1dcf95;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$448  = \g$197 ;
+    \$608  = \g$197 ;
     if (control__run) begin
-      \$448  = \g_next$789 ;
+      \$608  = \g_next$789 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3491,21 +3811,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h10:
             /* empty */;
         5'h11:
-            \$448  = gate__data;
+            \$608  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$448  = 23'h18a9d3;
+      \$608  = 23'h18a9d3;
     end
     if (rst) begin
-      \$448  = 23'h18a9d3;
+      \$608  = 23'h18a9d3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$449  = \g$205 ;
+    \$609  = \g$205 ;
     if (control__run) begin
-      \$449  = \g_next$790 ;
+      \$609  = \g_next$790 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3546,21 +3866,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h11:
             /* empty */;
         5'h12:
-            \$449  = gate__data;
+            \$609  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$449  = 23'h14cb9f;
+      \$609  = 23'h14cb9f;
     end
     if (rst) begin
-      \$449  = 23'h14cb9f;
+      \$609  = 23'h14cb9f;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$450  = \g$213 ;
+    \$610  = \g$213 ;
     if (control__run) begin
-      \$450  = \g_next$791 ;
+      \$610  = \g_next$791 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3603,21 +3923,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h12:
             /* empty */;
         5'h13:
-            \$450  = gate__data;
+            \$610  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$450  = 23'h16c354;
+      \$610  = 23'h16c354;
     end
     if (rst) begin
-      \$450  = 23'h16c354;
+      \$610  = 23'h16c354;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$451  = \g$221 ;
+    \$611  = \g$221 ;
     if (control__run) begin
-      \$451  = \g_next$792 ;
+      \$611  = \g_next$792 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3662,21 +3982,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h13:
             /* empty */;
         5'h14:
-            \$451  = gate__data;
+            \$611  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$451  = 23'h1073ff;
+      \$611  = 23'h1073ff;
     end
     if (rst) begin
-      \$451  = 23'h1073ff;
+      \$611  = 23'h1073ff;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$452  = \g$229 ;
+    \$612  = \g$229 ;
     if (control__run) begin
-      \$452  = \g_next$793 ;
+      \$612  = \g_next$793 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3723,21 +4043,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h14:
             /* empty */;
         5'h15:
-            \$452  = gate__data;
+            \$612  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$452  = 23'h11fd10;
+      \$612  = 23'h11fd10;
     end
     if (rst) begin
-      \$452  = 23'h11fd10;
+      \$612  = 23'h11fd10;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$453  = \g$237 ;
+    \$613  = \g$237 ;
     if (control__run) begin
-      \$453  = \g_next$794 ;
+      \$613  = \g_next$794 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3786,21 +4106,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h15:
             /* empty */;
         5'h16:
-            \$453  = gate__data;
+            \$613  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$453  = 23'h1abae1;
+      \$613  = 23'h1abae1;
     end
     if (rst) begin
-      \$453  = 23'h1abae1;
+      \$613  = 23'h1abae1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$454  = \g$245 ;
+    \$614  = \g$245 ;
     if (control__run) begin
-      \$454  = \g_next$795 ;
+      \$614  = \g_next$795 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3851,21 +4171,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h16:
             /* empty */;
         5'h17:
-            \$454  = gate__data;
+            \$614  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$454  = 23'h1a5ae3;
+      \$614  = 23'h1a5ae3;
     end
     if (rst) begin
-      \$454  = 23'h1a5ae3;
+      \$614  = 23'h1a5ae3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$455  = \g$253 ;
+    \$615  = \g$253 ;
     if (control__run) begin
-      \$455  = \g_next$796 ;
+      \$615  = \g_next$796 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3918,21 +4238,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h17:
             /* empty */;
         5'h18:
-            \$455  = gate__data;
+            \$615  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$455  = 23'h19d89e;
+      \$615  = 23'h19d89e;
     end
     if (rst) begin
-      \$455  = 23'h19d89e;
+      \$615  = 23'h19d89e;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$456  = \g$261 ;
+    \$616  = \g$261 ;
     if (control__run) begin
-      \$456  = \g_next$797 ;
+      \$616  = \g_next$797 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -3987,21 +4307,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h18:
             /* empty */;
         5'h19:
-            \$456  = gate__data;
+            \$616  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$456  = 23'h16238b;
+      \$616  = 23'h16238b;
     end
     if (rst) begin
-      \$456  = 23'h16238b;
+      \$616  = 23'h16238b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$457  = \g$269 ;
+    \$617  = \g$269 ;
     if (control__run) begin
-      \$457  = \g_next$798 ;
+      \$617  = \g_next$798 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4058,21 +4378,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h19:
             /* empty */;
         5'h1a:
-            \$457  = gate__data;
+            \$617  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$457  = 23'h1ff492;
+      \$617  = 23'h1ff492;
     end
     if (rst) begin
-      \$457  = 23'h1ff492;
+      \$617  = 23'h1ff492;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$458  = \g$277 ;
+    \$618  = \g$277 ;
     if (control__run) begin
-      \$458  = \g_next$799 ;
+      \$618  = \g_next$799 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4131,21 +4451,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h1a:
             /* empty */;
         5'h1b:
-            \$458  = gate__data;
+            \$618  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$458  = 23'h1fb180;
+      \$618  = 23'h1fb180;
     end
     if (rst) begin
-      \$458  = 23'h1fb180;
+      \$618  = 23'h1fb180;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$459  = \g$285 ;
+    \$619  = \g$285 ;
     if (control__run) begin
-      \$459  = \g_next$800 ;
+      \$619  = \g_next$800 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4206,21 +4526,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h1b:
             /* empty */;
         5'h1c:
-            \$459  = gate__data;
+            \$619  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$459  = 23'h1af7fb;
+      \$619  = 23'h1af7fb;
     end
     if (rst) begin
-      \$459  = 23'h1af7fb;
+      \$619  = 23'h1af7fb;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$460  = \g$293 ;
+    \$620  = \g$293 ;
     if (control__run) begin
-      \$460  = \g_next$801 ;
+      \$620  = \g_next$801 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4283,21 +4603,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h1c:
             /* empty */;
         5'h1d:
-            \$460  = gate__data;
+            \$620  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$460  = 23'h1a6848;
+      \$620  = 23'h1a6848;
     end
     if (rst) begin
-      \$460  = 23'h1a6848;
+      \$620  = 23'h1a6848;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$461  = \g$301 ;
+    \$621  = \g$301 ;
     if (control__run) begin
-      \$461  = \g_next$802 ;
+      \$621  = \g_next$802 ;
     end
     if (gate__we) begin
       casez (gate__addr)
@@ -4362,21 +4682,21 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h1d:
             /* empty */;
         5'h1e:
-            \$461  = gate__data;
+            \$621  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$461  = 23'h1b03e1;
+      \$621  = 23'h1b03e1;
     end
     if (rst) begin
-      \$461  = 23'h1b03e1;
+      \$621  = 23'h1b03e1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$462  = \g$309 ;
+    \$622  = \g$309 ;
     if (control__run) begin
-      \$462  = \g_next$803 ;
+      \$622  = \g_next$803 ;
     end
     if (gate__we) begin
       (* full_case = 32'd1 *)
@@ -4444,498 +4764,498 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         5'h1e:
             /* empty */;
         5'h1f:
-            \$462  = gate__data;
+            \$622  = gate__data;
       endcase
     end
     if (control__clear) begin
-      \$462  = 23'h163906;
+      \$622  = 23'h163906;
     end
     if (rst) begin
-      \$462  = 23'h163906;
+      \$622  = 23'h163906;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$463  = va_f;
+    \$623  = va_f;
     if (control__tick_done) begin
-      \$463  = v_f_next;
+      \$623  = v_f_next;
     end
     if (control__clear) begin
-      \$463  = 17'h00000;
+      \$623  = 17'h00000;
     end
     if (rst) begin
-      \$463  = 17'h00000;
+      \$623  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$464  = vb_f;
+    \$624  = vb_f;
     if (control__tick_done) begin
-      \$464  = \v_f_next$682 ;
+      \$624  = \v_f_next$682 ;
     end
     if (control__clear) begin
-      \$464  = 17'h00000;
+      \$624  = 17'h00000;
     end
     if (rst) begin
-      \$464  = 17'h00000;
+      \$624  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$465  = \vb_f$38 ;
+    \$625  = \vb_f$38 ;
     if (control__tick_done) begin
-      \$465  = \v_f_next$685 ;
+      \$625  = \v_f_next$685 ;
     end
     if (control__clear) begin
-      \$465  = 17'h00000;
+      \$625  = 17'h00000;
     end
     if (rst) begin
-      \$465  = 17'h00000;
+      \$625  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$466  = \vb_f$48 ;
+    \$626  = \vb_f$48 ;
     if (control__tick_done) begin
-      \$466  = \v_f_next$688 ;
+      \$626  = \v_f_next$688 ;
     end
     if (control__clear) begin
-      \$466  = 17'h00000;
+      \$626  = 17'h00000;
     end
     if (rst) begin
-      \$466  = 17'h00000;
+      \$626  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$467  = \va_f$65 ;
+    \$627  = \va_f$65 ;
     if (control__tick_done) begin
-      \$467  = \v_f_next$691 ;
+      \$627  = \v_f_next$691 ;
     end
     if (control__clear) begin
-      \$467  = 17'h00000;
+      \$627  = 17'h00000;
     end
     if (rst) begin
-      \$467  = 17'h00000;
+      \$627  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$468  = \vb_f$67 ;
+    \$628  = \vb_f$67 ;
     if (control__tick_done) begin
-      \$468  = drive2;
+      \$628  = drive2;
     end
     if (control__clear) begin
-      \$468  = 17'h00000;
+      \$628  = 17'h00000;
     end
     if (rst) begin
-      \$468  = 17'h00000;
+      \$628  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$469  = \vb_f$78 ;
+    \$629  = \vb_f$78 ;
     if (control__tick_done) begin
-      \$469  = \v_f_next$697 ;
+      \$629  = \v_f_next$697 ;
     end
     if (control__clear) begin
-      \$469  = 17'h00000;
+      \$629  = 17'h00000;
     end
     if (rst) begin
-      \$469  = 17'h00000;
+      \$629  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$470  = \vb_f$88 ;
+    \$630  = \vb_f$88 ;
     if (control__tick_done) begin
-      \$470  = drive3;
+      \$630  = drive3;
     end
     if (control__clear) begin
-      \$470  = 17'h00000;
+      \$630  = 17'h00000;
     end
     if (rst) begin
-      \$470  = 17'h00000;
+      \$630  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$471  = \va_f$105 ;
+    \$631  = \va_f$105 ;
     if (control__tick_done) begin
-      \$471  = \v_f_next$703 ;
+      \$631  = \v_f_next$703 ;
     end
     if (control__clear) begin
-      \$471  = 17'h00000;
+      \$631  = 17'h00000;
     end
     if (rst) begin
-      \$471  = 17'h00000;
+      \$631  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$472  = \vb_f$107 ;
+    \$632  = \vb_f$107 ;
     if (control__tick_done) begin
-      \$472  = \v_f_next$706 ;
+      \$632  = \v_f_next$706 ;
     end
     if (control__clear) begin
-      \$472  = 17'h00000;
+      \$632  = 17'h00000;
     end
     if (rst) begin
-      \$472  = 17'h00000;
+      \$632  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$473  = \vb_f$118 ;
+    \$633  = \vb_f$118 ;
     if (control__tick_done) begin
-      \$473  = \v_f_next$709 ;
+      \$633  = \v_f_next$709 ;
     end
     if (control__clear) begin
-      \$473  = 17'h00000;
+      \$633  = 17'h00000;
     end
     if (rst) begin
-      \$473  = 17'h00000;
+      \$633  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$474  = \vb_f$128 ;
+    \$634  = \vb_f$128 ;
     if (control__tick_done) begin
-      \$474  = \v_f_next$712 ;
+      \$634  = \v_f_next$712 ;
     end
     if (control__clear) begin
-      \$474  = 17'h00000;
+      \$634  = 17'h00000;
     end
     if (rst) begin
-      \$474  = 17'h00000;
+      \$634  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$475  = \va_f$145 ;
+    \$635  = \va_f$145 ;
     if (control__tick_done) begin
-      \$475  = \v_f_next$715 ;
+      \$635  = \v_f_next$715 ;
     end
     if (control__clear) begin
-      \$475  = 17'h00000;
+      \$635  = 17'h00000;
     end
     if (rst) begin
-      \$475  = 17'h00000;
+      \$635  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$476  = \vb_f$147 ;
+    \$636  = \vb_f$147 ;
     if (control__tick_done) begin
-      \$476  = drive1;
+      \$636  = drive1;
     end
     if (control__clear) begin
-      \$476  = 17'h00000;
+      \$636  = 17'h00000;
     end
     if (rst) begin
-      \$476  = 17'h00000;
+      \$636  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$477  = \vb_f$158 ;
+    \$637  = \vb_f$158 ;
     if (control__tick_done) begin
-      \$477  = \v_f_next$721 ;
+      \$637  = \v_f_next$721 ;
     end
     if (control__clear) begin
-      \$477  = 17'h00000;
+      \$637  = 17'h00000;
     end
     if (rst) begin
-      \$477  = 17'h00000;
+      \$637  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$478  = \vb_f$168 ;
+    \$638  = \vb_f$168 ;
     if (control__tick_done) begin
-      \$478  = drive0;
+      \$638  = drive0;
     end
     if (control__clear) begin
-      \$478  = 17'h00000;
+      \$638  = 17'h00000;
     end
     if (rst) begin
-      \$478  = 17'h00000;
+      \$638  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$479  = va_c;
+    \$639  = va_c;
     if (control__tick_done) begin
-      \$479  = \$183 [16:0];
+      \$639  = \$183 [16:0];
     end
     if (control__clear) begin
-      \$479  = 17'h00000;
+      \$639  = 17'h00000;
     end
     if (rst) begin
-      \$479  = 17'h00000;
+      \$639  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$480  = vb_c;
+    \$640  = vb_c;
     if (control__tick_done) begin
-      \$480  = v_c_next;
+      \$640  = v_c_next;
     end
     if (control__clear) begin
-      \$480  = 17'h00000;
+      \$640  = 17'h00000;
     end
     if (rst) begin
-      \$480  = 17'h00000;
+      \$640  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$481  = \vb_c$41 ;
+    \$641  = \vb_c$41 ;
     if (control__tick_done) begin
-      \$481  = \v_c_next$732 ;
+      \$641  = \v_c_next$732 ;
     end
     if (control__clear) begin
-      \$481  = 17'h00000;
+      \$641  = 17'h00000;
     end
     if (rst) begin
-      \$481  = 17'h00000;
+      \$641  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$482  = \vb_c$51 ;
+    \$642  = \vb_c$51 ;
     if (control__tick_done) begin
-      \$482  = \v_c_next$735 ;
+      \$642  = \v_c_next$735 ;
     end
     if (control__clear) begin
-      \$482  = 17'h00000;
+      \$642  = 17'h00000;
     end
     if (rst) begin
-      \$482  = 17'h00000;
+      \$642  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$483  = \va_c$69 ;
+    \$643  = \va_c$69 ;
     if (control__tick_done) begin
-      \$483  = \v_c_next$738 ;
+      \$643  = \v_c_next$738 ;
     end
     if (control__clear) begin
-      \$483  = 17'h00000;
+      \$643  = 17'h00000;
     end
     if (rst) begin
-      \$483  = 17'h00000;
+      \$643  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$484  = \vb_c$71 ;
+    \$644  = \vb_c$71 ;
     if (control__tick_done) begin
-      \$484  = drive2;
+      \$644  = drive2;
     end
     if (control__clear) begin
-      \$484  = 17'h00000;
+      \$644  = 17'h00000;
     end
     if (rst) begin
-      \$484  = 17'h00000;
+      \$644  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$485  = \vb_c$81 ;
+    \$645  = \vb_c$81 ;
     if (control__tick_done) begin
-      \$485  = \v_c_next$743 ;
+      \$645  = \v_c_next$743 ;
     end
     if (control__clear) begin
-      \$485  = 17'h00000;
+      \$645  = 17'h00000;
     end
     if (rst) begin
-      \$485  = 17'h00000;
+      \$645  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$486  = \vb_c$91 ;
+    \$646  = \vb_c$91 ;
     if (control__tick_done) begin
-      \$486  = drive3;
+      \$646  = drive3;
     end
     if (control__clear) begin
-      \$486  = 17'h00000;
+      \$646  = 17'h00000;
     end
     if (rst) begin
-      \$486  = 17'h00000;
+      \$646  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$487  = \va_c$109 ;
+    \$647  = \va_c$109 ;
     if (control__tick_done) begin
-      \$487  = \v_c_next$748 ;
+      \$647  = \v_c_next$748 ;
     end
     if (control__clear) begin
-      \$487  = 17'h00000;
+      \$647  = 17'h00000;
     end
     if (rst) begin
-      \$487  = 17'h00000;
+      \$647  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$488  = \vb_c$111 ;
+    \$648  = \vb_c$111 ;
     if (control__tick_done) begin
-      \$488  = \v_c_next$751 ;
+      \$648  = \v_c_next$751 ;
     end
     if (control__clear) begin
-      \$488  = 17'h00000;
+      \$648  = 17'h00000;
     end
     if (rst) begin
-      \$488  = 17'h00000;
+      \$648  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$489  = \vb_c$121 ;
+    \$649  = \vb_c$121 ;
     if (control__tick_done) begin
-      \$489  = \$169 [16:0];
+      \$649  = \$169 [16:0];
     end
     if (control__clear) begin
-      \$489  = 17'h00000;
+      \$649  = 17'h00000;
     end
     if (rst) begin
-      \$489  = 17'h00000;
+      \$649  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$490  = \vb_c$131 ;
+    \$650  = \vb_c$131 ;
     if (control__tick_done) begin
-      \$490  = \v_c_next$756 ;
+      \$650  = \v_c_next$756 ;
     end
     if (control__clear) begin
-      \$490  = 17'h00000;
+      \$650  = 17'h00000;
     end
     if (rst) begin
-      \$490  = 17'h00000;
+      \$650  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$491  = \va_c$149 ;
+    \$651  = \va_c$149 ;
     if (control__tick_done) begin
-      \$491  = \v_c_next$759 ;
+      \$651  = \v_c_next$759 ;
     end
     if (control__clear) begin
-      \$491  = 17'h00000;
+      \$651  = 17'h00000;
     end
     if (rst) begin
-      \$491  = 17'h00000;
+      \$651  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$492  = \vb_c$151 ;
+    \$652  = \vb_c$151 ;
     if (control__tick_done) begin
-      \$492  = drive1;
+      \$652  = drive1;
     end
     if (control__clear) begin
-      \$492  = 17'h00000;
+      \$652  = 17'h00000;
     end
     if (rst) begin
-      \$492  = 17'h00000;
+      \$652  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$493  = \vb_c$161 ;
+    \$653  = \vb_c$161 ;
     if (control__tick_done) begin
-      \$493  = \v_c_next$764 ;
+      \$653  = \v_c_next$764 ;
     end
     if (control__clear) begin
-      \$493  = 17'h00000;
+      \$653  = 17'h00000;
     end
     if (rst) begin
-      \$493  = 17'h00000;
+      \$653  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$494  = \vb_c$171 ;
+    \$654  = \vb_c$171 ;
     if (control__tick_done) begin
-      \$494  = drive0;
+      \$654  = drive0;
     end
     if (control__clear) begin
-      \$494  = 17'h00000;
+      \$654  = 17'h00000;
     end
     if (rst) begin
-      \$494  = 17'h00000;
+      \$654  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$495  = status__sat_flags;
+    \$655  = status__sat_flags;
     if (control__run) begin
-      \$495  = \$398 ;
+      \$655  = \$558 ;
     end
     if (status__clear_flags) begin
-      \$495  = 5'h00;
+      \$655  = 5'h00;
     end
     if (control__clear) begin
-      \$495  = 5'h00;
+      \$655  = 5'h00;
     end
     if (rst) begin
-      \$495  = 5'h00;
+      \$655  = 5'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$496  = status__ticks;
+    \$656  = status__ticks;
     if (control__tick_done) begin
-      \$496  = \$399 [31:0];
+      \$656  = \$559 [31:0];
     end
     if (control__clear) begin
-      \$496  = 32'd0;
+      \$656  = 32'd0;
     end
     if (rst) begin
-      \$496  = 32'd0;
+      \$656  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$497  = drive0;
+    \$657  = drive0;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
-            \$497  = control__sample_data;
+            \$657  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$497  = 17'h00000;
+      \$657  = 17'h00000;
     end
     if (rst) begin
-      \$497  = 17'h00000;
+      \$657  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$498  = drive1;
+    \$658  = drive1;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
             /* empty */;
         3'h1:
-            \$498  = control__sample_data;
+            \$658  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$498  = 17'h00000;
+      \$658  = 17'h00000;
     end
     if (rst) begin
-      \$498  = 17'h00000;
+      \$658  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$499  = drive2;
+    \$659  = drive2;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
@@ -4943,19 +5263,19 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         3'h1:
             /* empty */;
         3'h2:
-            \$499  = control__sample_data;
+            \$659  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$499  = 17'h01c29;
+      \$659  = 17'h01c29;
     end
     if (rst) begin
-      \$499  = 17'h01c29;
+      \$659  = 17'h01c29;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$500  = drive3;
+    \$660  = drive3;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
@@ -4965,19 +5285,19 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         3'h2:
             /* empty */;
         3'h3:
-            \$500  = control__sample_data;
+            \$660  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$500  = 17'h0547b;
+      \$660  = 17'h0547b;
     end
     if (rst) begin
-      \$500  = 17'h0547b;
+      \$660  = 17'h0547b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$501  = target0;
+    \$661  = target0;
     if (control__sample_we) begin
       casez (control__sample_addr)
         3'h0:
@@ -4989,24 +5309,24 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
         3'h3:
             /* empty */;
         3'h4:
-            \$501  = control__sample_data;
+            \$661  = control__sample_data;
       endcase
     end
     if (control__clear) begin
-      \$501  = 17'h00000;
+      \$661  = 17'h00000;
     end
     if (rst) begin
-      \$501  = 17'h00000;
+      \$661  = 17'h00000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$502  = \$430 ;
+    \$662  = \$590 ;
     if (control__clear) begin
-      \$502  = 23'h000000;
+      \$662  = 23'h000000;
     end
     if (rst) begin
-      \$502  = 23'h000000;
+      \$662  = 23'h000000;
     end
   end
   assign commit = control__tick_done;
