@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 from clln import protocol as p
 from clln.protocol import Command, Status
 
-from .fabric.arith import const_mul
+from .fabric.arith import above, below, const_mul
 from .fabric.ports import StatusSignature
 from .framing import Byte, Token
 from .memory import sync_read_port
@@ -370,8 +370,8 @@ class CommandHandler(wiring.Component):
         value_s = word.as_signed()
         is_ds = s.is_cmd[Command.WRITE_DATASET]
         fits_v = word[vb - 1:].all() | ~word[vb - 1:].any()     # signed(v_bits)
-        ok = Mux(is_ds, fits_v, (value_s >= self.identity.gate_min_q) &
-                 (value_s <= self.identity.gate_max_q))
+        ok = Mux(is_ds, fits_v, ~below(value_s, self.identity.gate_min_q) &
+                 ~above(value_s, self.identity.gate_max_q))
         done = s.wi + 1 == s.n_words
         with m.If(s.executing):
             # a pipelined fabric is busy until its last gate write has landed

@@ -116,6 +116,34 @@ def split_mul(a, b, mult_bits):
     return tree_sum(rows + [(a_hi * b_hi) << (ka + kb)])
 
 
+def above(x, c):
+    """``x > c`` for a value ``x`` and an integer ``c``, as gates rather than a
+    comparator: on iCE40 a comparator is a carry chain, a logic cell per bit with its
+    LUT unused; these gates pack about three bits to a LUT.
+
+    Signed ``x`` is compared as unsigned with its sign bit flipped (order-preserving
+    offset by ``2**(n - 1)``); then, from the least significant bit up, ``x[:i+1] >
+    c[:i+1]`` is ``x[i] & gt`` where ``c``'s bit is 1 and ``x[i] | gt`` where it is 0.
+    """
+    x = Value.cast(x)
+    n = len(x)
+    if x.shape().signed:
+        x, c = Cat(x[:-1], ~x[-1]), c + (1 << (n - 1))
+    if c < 0:
+        return Const(1, 1)
+    if c >= (1 << n) - 1:
+        return Const(0, 1)
+    gt = Const(0, 1)
+    for i in range(n):
+        gt = x[i] & gt if (c >> i) & 1 else x[i] | gt
+    return gt
+
+
+def below(x, c):
+    """``x < c`` for a value ``x`` and an integer ``c`` (gates: see :func:`above`)."""
+    return ~above(x, c - 1)
+
+
 def any_of(values):
     """OR of a list of 1-bit or 5-bit values (0 when empty)."""
     out = 0

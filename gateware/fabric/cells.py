@@ -8,6 +8,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import (
+    above,
+    below,
     const_mul,
     round_half,
     round_shift,
@@ -224,7 +226,8 @@ def jacobi_span(m, f, shifted, tag):
     :func:`jacobi_delta`)."""
     span = f.box_hi_q - f.box_lo_q
     dv = Signal(signed(span.bit_length() + 1), name=f"dv_{tag}")
-    m.d.comb += dv.eq(Mux(shifted > span, span, Mux(shifted < -span, -span, shifted)))
+    m.d.comb += dv.eq(Mux(above(shifted, span), span,
+                          Mux(below(shifted, -span), -span, shifted)))
     return dv
 
 
@@ -232,8 +235,8 @@ def jacobi_apply(m, f, v, dv, tag):
     """``v + dv`` kept within the box ``[box_lo, box_hi]``, and its (empty) flags."""
     total = wire(m, v + dv, f"vsum_{tag}")
     vn = Signal(signed(f.v_bits), name=f"v_{tag}")
-    m.d.comb += vn.eq(Mux(total > f.box_hi_q, f.box_hi_q,
-                          Mux(total < f.box_lo_q, f.box_lo_q, total)))
+    m.d.comb += vn.eq(Mux(above(total, f.box_hi_q), f.box_hi_q,
+                          Mux(below(total, f.box_lo_q), f.box_lo_q, total)))
     return vn, sat_bits()
 
 
@@ -358,7 +361,8 @@ def gate_apply(m, f, g, dg, tag="dg"):
 
 def gate_clamp(f, g):
     """``g`` kept within ``[gate_min, gate_max]`` (an expression)."""
-    return Mux(g < f.gate_min_q, f.gate_min_q, Mux(g > f.gate_max_q, f.gate_max_q, g))
+    return Mux(below(g, f.gate_min_q), f.gate_min_q,
+               Mux(above(g, f.gate_max_q), f.gate_max_q, g))
 
 
 def gate_step(m, f, g, d_f, d_c, tag="dg", mult_bits=None):
