@@ -248,7 +248,8 @@ class SerialFabric(Fabric):
         with m.If(x.busy):
             m.d.sync += x.clear.eq(x.clear + 1)
         m.submodules.gate_rom = gate_rom = Memory(shape=g_shape, depth=E, init=gate_init)
-        x.rom_rd = gate_rom.read_port()
+        gate_rom.attrs["rom_style"] = "block"       # yosys would make a small ROM of LUTs
+        x.rom_rd = sync_read_port(m, gate_rom, "gate_rom")       # block RAM: no reset
         m.d.comb += [x.rom_rd.addr.eq(x.clear), x.run.eq(self.control.run & ~x.busy)]
 
     def _engine_reads(self, m, x):
