@@ -256,11 +256,11 @@ class CommandHandler(wiring.Component):
                     m.d.sync += s.rid.eq(tok.data)
                 with m.Case(2):
                     m.d.sync += s.cmd.eq(tok.data)
-            with m.If((s.count >= REQUEST_HEADER) & (s.shifted != self.HEADER_BYTES)):
+            with m.If(~below(s.count, REQUEST_HEADER) & (s.shifted != self.HEADER_BYTES)):
                 self._shift_in(m, s, tok.data)
                 m.d.sync += s.shifted.eq(s.shifted + 1)
-            with m.If((s.count >= REQUEST_HEADER) &
-                      (s.count < REQUEST_HEADER + p.MAX_PAYLOAD)):
+            with m.If(~below(s.count, REQUEST_HEADER) &
+                      below(s.count, REQUEST_HEADER + p.MAX_PAYLOAD)):
                 m.d.comb += [s.bw.en.eq(1), s.bw.addr.eq(s.count - REQUEST_HEADER),
                              s.bw.data.eq(tok.data)]
             with m.If(s.count != p.MAX_REQUEST + 1):
@@ -271,6 +271,8 @@ class CommandHandler(wiring.Component):
         cs = self.command_signature
         maxex, K, E = cs.max_examples, cs.n_values, self.gate_signature.n_gates
         first, cnt, sched, run = s.first, s.cnt, s.sched, s.run
+        end = Signal(len(first) + 1, name="range_end")      # first + count
+        m.d.comb += end.eq(first + cnt)
 
         def payload_is(n):
             """The payload has n bytes (count includes the request's header bytes)."""
@@ -283,29 +285,29 @@ class CommandHandler(wiring.Component):
             with m.Case(Command.WRITE_DATASET):
                 m.d.comb += [bad_len.eq(~payload_is(
                                  RANGE_BYTES + const_mul(cnt, self.identity.example_bytes))),
-                             bad_range.eq((cnt == 0) | (first + cnt > maxex)),
+                             bad_range.eq((cnt == 0) | above(end, maxex)),
                              validate.eq(1)]
             with m.Case(Command.WRITE_SCHEDULE):
                 n = sched["n_examples"]
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.WRITE_SCHEDULE])),
                              bad_range.eq(((sched["settle_ticks"] == 0) &
                                            (sched["learn_ticks"] == 0)) |
-                                          (n == 0) | (n > maxex) | (sched["order"] > 1))]
+                                          (n == 0) | above(n, maxex) | above(sched["order"], 1))]
             with m.Case(Command.READ_GATES):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.READ_GATES])),
-                             bad_range.eq((cnt == 0) | (first + cnt > E) |
-                                          (cnt > p.MAX_PAYLOAD // 4))]
+                             bad_range.eq((cnt == 0) | above(end, E) |
+                                          above(cnt, p.MAX_PAYLOAD // 4))]
             with m.Case(Command.WRITE_GATES):
                 m.d.comb += [bad_len.eq(~payload_is(RANGE_BYTES + (cnt << 2))),
-                             bad_range.eq((cnt == 0) | (first + cnt > E)),
+                             bad_range.eq((cnt == 0) | above(end, E)),
                              validate.eq(1)]
             with m.Case(Command.RUN_EPOCHS):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.RUN_EPOCHS])),
-                             bad_range.eq(run["learn"] > 1)]
+                             bad_range.eq(above(run["learn"], 1))]
             with m.Case(Command.READ_OUTPUTS):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.READ_OUTPUTS])),
-                             bad_range.eq((cnt == 0) | (first + cnt > maxex) |
-                                          (const_mul(cnt, K) > p.MAX_PAYLOAD // 4))]
+                             bad_range.eq((cnt == 0) | above(end, maxex) |
+                                          above(const_mul(cnt, K), p.MAX_PAYLOAD // 4))]
 
     def _align(self, m, s):
         """Pad ``hold`` with zeros to ``HEADER_BYTES`` payload bytes: the fields are then
@@ -331,7 +333,7 @@ class CommandHandler(wiring.Component):
         validate, needs_idle = Signal(name="validate"), Signal(name="needs_idle")
         self._length_and_range_checks(m, s, bad_len, bad_range, validate)
         m.d.comb += needs_idle.eq(Cat(*(s.is_cmd[c] for c in sorted(p.IDLE_ONLY))).any())
-        known = (s.cmd >= min(Command)) & (s.cmd <= max(Command))
+        known = ~below(s.cmd, min(Command)) & ~above(s.cmd, max(Command))
         with m.If(s.status != Status.OK):
             m.d.sync += [s.rid.eq(0), s.cmd.eq(0)]
             m.next = "REPLY"

@@ -33,7 +33,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..memory import sync_read_port
-from .arith import any_of, mux_tree, select, wire
+from .arith import above, any_of, mux_tree, select, wire
 from .cells import (
     edge_ends,
     edge_product,
@@ -397,7 +397,7 @@ class SerialFabric(Fabric):
                         m.d.sync += x.vf_out_next[n].eq(v_new)
         _, g_wr = x.mems["g"]
         gate = self.gate
-        restoring = busy & (clear >= 1) & (clear <= E)      # the ROM read takes a cycle
+        restoring = busy & (clear != 0) & ~above(clear, E)      # the ROM read takes a cycle
         m.d.comb += [                                   # a controller write wins
             g_wr.addr.eq(Mux(gate.we, gate.addr, Mux(busy, clear - 1, q.edge))),
             g_wr.data.eq(Mux(gate.we, gate.data,
