@@ -319,22 +319,25 @@ edge_units = 1
 
 
 @pytest.mark.build
-def test_paper_xor_system_does_not_fit_icebreaker(capsys):
-    """paper-xor's training system no longer fits the iCE40UP5K (``docs/boards.md``: the
-    jacobi node step, the stillness flag and the cycle counter took it from 5,062 to
-    about 6,300 LC). The fold search skips the folds beyond the 8 DSPs, synthesises the
-    serial fabric and says plainly what it needs, with no bitstream (about a minute).
-    When a smaller control path makes it fit again, this test is to become the build
-    test it was (the successful iCEBreaker build path is ``test_boards``' link demo)."""
-    from clln.boards.targets import BuildError
+def test_paper_xor_system_fits_icebreaker_but_misses_12_mhz(capsys):
+    """paper-xor's training system (serial fabric, jacobi step, stillness flag, cycle
+    counter) fits the iCE40UP5K again (``docs/boards.md``: 5,240 of 5,280 logic cells;
+    it needed 6,271), but so full its routed fmax is 11.6 MHz, 3% below the oscillator's
+    12 MHz, and the PLL makes nothing below 16 MHz: the build places and routes, then says
+    so (about 5 minutes). When timing closes this is to become the build test (fmax >= 12,
+    ``seconds_per_example`` about 1.2 ms for seed 0)."""
+    from clln.boards.targets import BuildError, utilization_from_log
+    folder = "build/tests/system-paper-xor-icebreaker"
     with pytest.raises(BuildError) as info:
         board_cli(["build", "paper-xor", "--board", "icebreaker", "--json",
-                   "--build-dir", "build/tests/system-paper-xor-icebreaker"])
+                   "--build-dir", folder])
     message = str(info.value)
     assert "paper-xor does not fit icebreaker even as the serial fabric" in message
-    needed = int(re.search(r"ICESTORM_LC (\d+)/5280", message).group(1))
-    assert 5280 < needed < 7000
-    assert "about 384 multiplier blocks > 8" in message
+    assert "timing failed" in message and "about 384 multiplier blocks > 8" in message
+    assert 10 < float(re.search(r"fmax ([0-9.]+) MHz", message).group(1)) < 12
+    used, available = utilization_from_log(Path(folder) / "serial" / "top.tim")["ICESTORM_LC"]
+    assert 5000 < used <= available == 5280
+    assert (Path(folder) / "serial" / "top.bin").exists()      # placed and routed
 
 
 @pytest.mark.slow_build

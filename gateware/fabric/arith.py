@@ -119,11 +119,11 @@ def split_mul(a, b, mult_bits):
 def above(x, c):
     """``x > c`` for a value ``x`` and an integer ``c``, as gates rather than a
     comparator: on iCE40 a comparator is a carry chain, a logic cell per bit with its
-    LUT unused; these gates pack about three bits to a LUT.
+    LUT unused; these gates pack about two bits to a LUT.
 
     Signed ``x`` is compared as unsigned with its sign bit flipped (order-preserving
-    offset by ``2**(n - 1)``); then, from the least significant bit up, ``x[:i+1] >
-    c[:i+1]`` is ``x[i] & gt`` where ``c``'s bit is 1 and ``x[i] | gt`` where it is 0.
+    offset by ``2**(n - 1)``); then a balanced tree (depth log2 n, not n) of (greater,
+    equal) pairs of bit ranges: ``gt = gt_hi | (eq_hi & gt_lo)``, ``eq = eq_hi & eq_lo``.
     """
     x = Value.cast(x)
     n = len(x)
@@ -133,10 +133,16 @@ def above(x, c):
         return Const(1, 1)
     if c >= (1 << n) - 1:
         return Const(0, 1)
-    gt = Const(0, 1)
-    for i in range(n):
-        gt = x[i] & gt if (c >> i) & 1 else x[i] | gt
-    return gt
+
+    def gt_eq(lo, hi):
+        if hi - lo == 1:
+            bit = x[lo]
+            return (Const(0, 1), bit) if (c >> lo) & 1 else (bit, ~bit)
+        mid = (lo + hi + 1) // 2
+        (g_lo, e_lo), (g_hi, e_hi) = gt_eq(lo, mid), gt_eq(mid, hi)
+        return g_hi | (e_hi & g_lo), e_hi & e_lo
+
+    return gt_eq(0, n)[0]
 
 
 def below(x, c):

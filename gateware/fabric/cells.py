@@ -200,16 +200,19 @@ def unsigned_of(value):
     return unsigned(len(Value.cast(value)))
 
 
-def jacobi_delta(m, f, acc, cond, tag):
+def jacobi_delta(m, f, acc, cond, tag, shift=None):
     """Step of a settling node under ``relax = jacobi``: ``round_shift(acc, s)`` with
-    ``2**s`` at or above the conductance ``cond``, kept within ``+-(box_hi - box_lo)``.
+    ``2**s`` at or above the conductance ``cond``, kept within ``+-(box_hi - box_lo)``
+    (``shift``: s, already taken from the conductance by :func:`conductance_shift`).
 
     Returns
     -------
     (dv, flags) : (Signal, Value)
         ``flags`` has the acc bit of the saturation flags (the box raises none).
     """
-    shifted, clipped = jacobi_shift(m, f, acc, conductance_shift(m, f, cond, tag), tag)
+    if shift is None:
+        shift = conductance_shift(m, f, cond, tag)
+    shifted, clipped = jacobi_shift(m, f, acc, shift, tag)
     return jacobi_span(m, f, shifted, tag), sat_bits(acc=clipped)
 
 
@@ -409,9 +412,10 @@ def node_apply(m, f, v, dv, tag):
     return vn, sat_bits(v=s3)
 
 
-def node_step(m, f, v, acc, tag, cond=None):
+def node_step(m, f, v, acc, tag, cond=None, shift=None):
     """New voltage of a settling node: ``v + kappa * acc`` rounded and saturated
-    (``euler``), or the ``jacobi`` step from its conductance ``cond`` (required then).
+    (``euler``), or the ``jacobi`` step from its conductance ``cond`` (or from the shift
+    :func:`conductance_shift` takes from it; one of them required then).
 
     Returns
     -------
@@ -419,9 +423,9 @@ def node_step(m, f, v, acc, tag, cond=None):
         ``flags`` has the acc, dv and v bits of the saturation flags.
     """
     if f.relax == "jacobi":
-        if cond is None:
+        if cond is None and shift is None:
             raise ValueError("node_step: relax = jacobi needs the node's conductance (cond)")
-        dv, flags_dv = jacobi_delta(m, f, acc, cond, tag)
+        dv, flags_dv = jacobi_delta(m, f, acc, cond, tag, shift)
         vn, flags_v = jacobi_apply(m, f, v, dv, tag)
     else:
         dv, flags_dv = node_delta(m, f, acc, tag)

@@ -35,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 from ..memory import sync_read_port
 from .arith import above, any_of, mux_tree, select, wire
 from .cells import (
+    conductance_shift,
     edge_ends,
     edge_product,
     end_conductance,
@@ -352,18 +353,27 @@ class SerialFabric(Fabric):
         r = SimpleNamespace(last=Signal(name="r_last"), node=Signal(range(N), name="r_node"),
                             net=Signal(name="r_net"), vn=Signal(v_shape, name="r_vn"),
                             clamp=Signal(range(len(x.clamp_nodes) + 1), name="r_clamp"),
-                            total=Signal(acc_shape, name="r_total"), cond=None)
-        sums = [(r.total, Mux(q.plus, q.s, -q.s))]
+                            total=Signal(acc_shape, name="r_total"), shift=None)
+        sums = [("total", acc_shape, Mux(q.plus, q.s, -q.s))]
         if q.cond is not None:
             # a node's conductance: at most ``degree`` end conductances
-            r.cond = Signal(x.cond_bits + self.max_degree.bit_length(), name="r_cond")
-            sums.append((r.cond, q.cond))
-        for reg, term in sums:
-            acc = Signal.like(reg, name=f"{reg.name}_acc")
-            total = Signal.like(reg, name=f"{reg.name}_next")
+            sums.append(("cond", x.cond_bits + self.max_degree.bit_length(), q.cond))
+        totals = {}
+        for name, shape, term in sums:
+            acc = Signal(shape, name=f"r_{name}_acc")
+            totals[name] = total = Signal(shape, name=f"r_{name}_next")
             m.d.comb += total.eq(Mux(q.first, 0, acc) + term)
             with m.If(x.run):
-                m.d.sync += [acc.eq(total), reg.eq(total)]
+                m.d.sync += acc.eq(total)
+        with m.If(x.run):
+            m.d.sync += r.total.eq(totals["total"])
+        if q.cond is not None:
+            # the jacobi step's shift from the conductance, here rather than in the node
+            # unit (whose path it lengthened): registered beside the sum
+            shift = conductance_shift(m, self.fmt, totals["cond"], "x")
+            r.shift = Signal.like(shift, name="r_shift")
+            with m.If(x.run):
+                m.d.sync += r.shift.eq(shift)
         with m.If(x.run):
             m.d.sync += [r.last.eq(q.last), r.node.eq(q.node), r.net.eq(q.net),
                          r.vn.eq(q.vn), r.clamp.eq(q.clamp)]
@@ -373,7 +383,7 @@ class SerialFabric(Fabric):
         """Stage 4, node unit: after a node's last term, its new voltage (or the clamp)
         into the other half of the memory; the new gate; returns the node's flags."""
         f, E, busy, clear, bank = self.fmt, self.n_edges, x.busy, x.clear, x.bank
-        v_new, node_flags = node_step(m, f, r.vn, r.total, "x", cond=r.cond)
+        v_new, node_flags = node_step(m, f, r.vn, r.total, "x", shift=r.shift)
         clamped = select(r.clamp, {i + 1: x.clamp_values[n]
                                    for i, n in enumerate(x.clamp_nodes)})
         # what the node unit writes (into the half of the network ``r.net``), for ``moved``
