@@ -25,11 +25,12 @@ class Target:
     split_products: bool = False    # one block per product (gateware.fabric.arith.split_mul)
     programmer: tuple = ()  # command that loads a bitstream (its path appended)
     offered: bool = False   # offered by ``clln build`` (built and tested here)
+    pnr_seed: int | None = None     # nextpnr's seed when the build names none
 
 
 TARGETS = {t.name: t for t in [
-    Target("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 12.0, "-dsp",
-           5280, 8, 30, 16, programmer=("iceprog",), offered=True),
+    Target("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 12.0, "-dsp -dff",
+           5280, 8, 30, 16, programmer=("iceprog",), offered=True, pnr_seed=1),
     Target("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 25.0, "", 12288, 28, 56, 18, True,
            programmer=("openFPGALoader", "-b", "ulx3s")),
     Target("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "ecp5", 25.0, "", 24288, 28, 56, 18, True,

@@ -277,11 +277,11 @@ class Controller(wiring.Component):
         # An example's ticks come in two phases, the settle phase (settle_ticks, or until
         # still, at most settle_ticks) then learn_ticks (learning on when training;
         # inference runs both with learning off, then observes).
-        s.elapsed = Signal(32, name="elapsed")          # ticks done in this phase
-        # the phase's length minus 1, set with ``learn_phase``: ``phase_end`` is then an
-        # equality, with no adder in front of it (-1 for a phase of 0 ticks: never ends,
-        # as ``elapsed + 1 == 0`` never holds)
-        s.phase_last = Signal(signed(33), name="phase_last")
+        # ticks left in this phase, the current one included (its length when it begins:
+        # a phase has at least one tick, as the schedule's checks ensure); ``fresh``: no
+        # tick of it done yet
+        s.left = Signal(32, name="left")
+        s.fresh = Signal(name="fresh")
         s.learn_phase = Signal(name="learn_phase")
         s.observed = Signal(name="observed")
         s.stop_req = Signal(name="stop_req")
@@ -316,11 +316,11 @@ class Controller(wiring.Component):
         # fabric), at the phase's first tick_done it is about the tick before the phase
         s.moved = Signal(name="moved")
         lag = self.cfg.fabric.still_lag
-        m.d.comb += s.moved.eq(self.fabric.moved | ((s.elapsed == 0) if lag else 0))
+        m.d.comb += s.moved.eq(self.fabric.moved | (s.fresh if lag else 0))
         s.phase_end = Signal(name="phase_end")          # this tick ends the phase's count
         # this tick completes ``still`` quiet ticks: it ends a settle phase before its cap
         s.still_end = Signal(name="still_end")
-        m.d.comb += [s.phase_end.eq(s.elapsed == s.phase_last),
+        m.d.comb += [s.phase_end.eq(s.left == 1),
                      s.still_end.eq(~s.learn_phase & (s.still != 0) & ~s.moved &
                                     (s.quiet + 1 == s.still)),
                      cmd.ticks.eq(s.ticks), cmd.cycles.eq(s.cycles)]
@@ -342,10 +342,10 @@ class Controller(wiring.Component):
 
     @staticmethod
     def _begin_phase(m, s, learning):
-        """Start a phase (``elapsed`` 0, no quiet tick yet) of settle ticks or,
+        """Start a phase (all its ticks left, no quiet tick yet) of settle ticks or,
         ``learning``, of learn ticks."""
-        m.d.sync += [s.elapsed.eq(0), s.quiet.eq(0), s.learn_phase.eq(learning),
-                     s.phase_last.eq(Mux(learning, s.learn_t, s.settle) - 1)]
+        m.d.sync += [s.left.eq(Mux(learning, s.learn_t, s.settle)), s.fresh.eq(1),
+                     s.quiet.eq(0), s.learn_phase.eq(learning)]
 
     @staticmethod
     def _begin_example(m, s):
@@ -427,7 +427,7 @@ class Controller(wiring.Component):
         fab = self.fabric
         m.d.comb += [fab.run.eq(1), fab.learn.eq(s.learn_phase & s.training)]
         with m.If(fab.tick_done):
-            m.d.sync += [s.elapsed.eq(s.elapsed + 1),
+            m.d.sync += [s.left.eq(s.left - 1), s.fresh.eq(0),
                          s.quiet.eq(Mux(s.moved, 0, s.quiet + 1))]
             with m.If(s.stop_req):
                 m.d.sync += s.mode.eq(Mode.IDLE)
@@ -486,10 +486,11 @@ class Controller(wiring.Component):
         with m.Else():
             with m.If(s.mplier[0]):
                 total = Signal(self.error_bits + 1)
-                m.d.comb += total.eq(Array(s.err_acc)[s.si] + s.mcand)
+                acc = Array(s.err_acc)[s.si] if C > 1 else s.err_acc[0]
+                m.d.comb += total.eq(acc + s.mcand)
                 if self.error_bound >> 64:
                     total = Mux(total[64], (1 << 64) - 1, total[:64])
-                m.d.sync += Array(s.err_acc)[s.si].eq(total)
+                m.d.sync += acc.eq(total)
             m.d.sync += [s.mcand.eq(s.mcand << 1), s.mplier.eq(s.mplier >> 1)]
 
     def _end_example(self, m, s):

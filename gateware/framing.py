@@ -17,6 +17,8 @@ from amaranth.lib.wiring import In, Out
 
 from clln.protocol import CRC_INIT, CRC_POLY, MAX_REQUEST, MIN_REQUEST, Status
 
+from .fabric.arith import above, below
+
 #: A decoded frame byte (``end`` = 0), or the end of a frame (``end`` = 1, ``data`` = status).
 Token = data.StructLayout({"data": 8, "end": 1})
 #: A byte of an outgoing packet; ``last`` marks its final byte.
@@ -136,8 +138,8 @@ class CRCChecker(wiring.Component):
         with m.If(self.i.valid & self.i.ready):
             with m.If(tok.end):
                 status = Mux(tok.data != Status.OK, tok.data,
-                             Mux(count < self.min_length, Status.TRUNCATED,
-                                 Mux(count > self.max_length, Status.TOO_LONG,
+                             Mux(below(count, self.min_length), Status.TRUNCATED,
+                                 Mux(above(count, self.max_length), Status.TOO_LONG,
                                      Mux(crc.crc != 0, Status.BAD_CRC, Status.OK))))
                 out.put(data=status, end=1)
                 m.d.comb += crc.start.eq(1)
@@ -147,7 +149,7 @@ class CRCChecker(wiring.Component):
                 m.d.sync += [older.eq(newer), newer.eq(tok.data)]
                 with m.If(count != self.max_length + 1):
                     m.d.sync += count.eq(count + 1)
-                with m.If(count >= 2):
+                with m.If(~below(count, 2)):
                     out.put(data=older, end=0)
         return m
 

@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 from clln import protocol as p
 from clln.protocol import Command, Status
 
-from .fabric.arith import const_mul
+from .fabric.arith import above, below, const_mul
 from .fabric.ports import StatusSignature
 from .framing import Byte, Token
 from .memory import sync_read_port
@@ -97,6 +97,8 @@ class CommandHandler(wiring.Component):
         with m.FSM(name="cmd") as fsm:
             with m.State("RECV"):
                 self._receive(m, s)
+            with m.State("ALIGN"):
+                self._align(m, s)
             with m.State("CHECK"):
                 self._check(m, s)
             with m.State("WORDS"):
@@ -118,7 +120,7 @@ class CommandHandler(wiring.Component):
             with m.State("SEND"):
                 self._send_word(m, s)
             with m.State("DONE"):
-                m.d.sync += [s.count.eq(0), s.idx.eq(0)]
+                m.d.sync += [s.count.eq(0), s.idx.eq(0), s.shifted.eq(0)]
                 m.next = "RECV"
         m.d.comb += self.busy.eq(~fsm.ongoing("RECV") | (s.count != 0))
         return m
@@ -138,20 +140,42 @@ class CommandHandler(wiring.Component):
         s.is_cmd = {c: s.cmd == c for c in Command}
 
     def _status_snapshot(self, m, s):
-        """READ_STATUS has no payload: its snapshot, taken when the request is checked,
-        shares the registers of the payload's first bytes."""
+        """One shift register, ``hold``, for the request's first payload bytes and the
+        fixed replies: payload bytes shift in at its bottom byte (the first
+        ``HEADER_BYTES``, padded with zeros to that many in ALIGN, so that payload byte i
+        ends at byte ``HEADER_BYTES - 1 - i``); IDENTIFY's constants or READ_STATUS'
+        snapshot (taken when the request is checked) are loaded with their first byte at
+        the top, and shift out of its top byte."""
         ctrl = self.ctrl
-        s.status_fields = [(ctrl.mode, 1), (ctrl.epoch, 4), (ctrl.example, 2),
-                           (ctrl.ticks, 8), (ctrl.cycles, 8),
-                           *((ctrl.error_sum[i], 8) for i in range(self.command_signature.streams)),
-                           (self.fabric_status.sat_flags.as_value(), 1)]
-        s.snap_value = Cat(*(value for value, _ in s.status_fields))
-        s.hold = Signal(max(8 * self.HEADER_BYTES, len(s.snap_value)), name="hold")
-        s.hdr = [s.hold[8 * i:8 * i + 8] for i in range(self.HEADER_BYTES)]
-        s.status_bytes, at = [], 0
-        for value, n in s.status_fields:
-            s.status_bytes += big_endian(s.hold[at:at + len(value)], n)
-            at += len(value)
+        status_fields = [(ctrl.mode, 1), (ctrl.epoch, 4), (ctrl.example, 2),
+                         (ctrl.ticks, 8), (ctrl.cycles, 8),
+                         *((ctrl.error_sum[i], 8) for i in range(self.command_signature.streams)),
+                         (self.fabric_status.sat_flags.as_value(), 1)]
+        status_bytes = [b for value, n in status_fields for b in big_endian(value, n)]
+        s.ident_bytes = [Const(b, 8) for b in self.identity.pack()]
+        s.n_status, s.n_ident = len(status_bytes), len(s.ident_bytes)
+        n = max(self.HEADER_BYTES, s.n_status, s.n_ident)
+        s.hold = Signal(8 * n, name="hold")
+        s.hdr = [s.hold[8 * (self.HEADER_BYTES - 1 - i):8 * (self.HEADER_BYTES - i)]
+                 for i in range(self.HEADER_BYTES)]
+        s.shifted = Signal(range(self.HEADER_BYTES + 1), name="shifted")
+
+        def loaded(byte_values):
+            """``hold`` with these bytes, the first at the top."""
+            return Cat(Const(0, 8 * (n - len(byte_values))), *reversed(byte_values))
+
+        # one load and one shift for the whole register (its enable), from the states
+        s.load, s.shift, s.shift_byte = Signal(name="load"), Signal(name="shift"), Signal(8)
+        with m.If(s.load):
+            m.d.sync += s.hold.eq(Mux(s.is_cmd[Command.READ_STATUS], loaded(status_bytes),
+                                      loaded(s.ident_bytes)))
+        with m.Elif(s.shift):
+            m.d.sync += s.hold.eq(Cat(s.shift_byte, s.hold[:-8]))
+
+    @staticmethod
+    def _shift_in(m, s, byte):
+        """Shift ``byte`` into ``hold``'s bottom (its top byte leaves)."""
+        m.d.comb += [s.shift.eq(1), s.shift_byte.eq(byte)]
 
     def _payload_fields(self, m, s):
         """The payload's fields in the header registers, at the protocol's offsets."""
@@ -176,11 +200,7 @@ class CommandHandler(wiring.Component):
         s.col = Signal(range(max(W, K, 2)), name="col")
         s.last_col = Signal(name="last_col")
         s.executing = Signal(name="executing")
-        s.ident_bytes = list(self.identity.pack())
-        s.idx = Signal(range(max(len(s.ident_bytes), len(s.status_bytes)) + 1),
-                       name="idx")                                      # byte index
-        # FIXED's byte at idx, registered
-        s.fixed_byte, s.fixed_ready = Signal(8, name="fixed_byte"), Signal(name="fixed_ready")
+        s.idx = Signal(range(max(s.n_ident, s.n_status) + 1), name="idx")   # byte index
         with m.Switch(s.cmd):
             with m.Case(Command.WRITE_DATASET):
                 m.d.comb += [s.n_words.eq(const_mul(s.cnt, W)), s.last_col.eq(s.col == W - 1)]
@@ -222,12 +242,12 @@ class CommandHandler(wiring.Component):
 
     def _receive(self, m, s):
         """Take the request's tokens: header bytes, payload into the buffer (its first
-        bytes also into registers), then the end token with the frame's status."""
+        bytes also into ``hold``), then the end token with the frame's status."""
         tok = self.i.payload
         m.d.comb += self.i.ready.eq(1)
         with m.If(self.i.valid & tok.end):
             m.d.sync += s.status.eq(tok.data)     # a frame status: below 16
-            m.next = "CHECK"
+            m.next = "ALIGN"
         with m.Elif(self.i.valid):
             with m.Switch(s.count):
                 with m.Case(0):
@@ -236,11 +256,11 @@ class CommandHandler(wiring.Component):
                     m.d.sync += s.rid.eq(tok.data)
                 with m.Case(2):
                     m.d.sync += s.cmd.eq(tok.data)
-                for i in range(self.HEADER_BYTES):
-                    with m.Case(REQUEST_HEADER + i):
-                        m.d.sync += s.hdr[i].eq(tok.data)
-            with m.If((s.count >= REQUEST_HEADER) &
-                      (s.count < REQUEST_HEADER + p.MAX_PAYLOAD)):
+            with m.If(~below(s.count, REQUEST_HEADER) & (s.shifted != self.HEADER_BYTES)):
+                self._shift_in(m, s, tok.data)
+                m.d.sync += s.shifted.eq(s.shifted + 1)
+            with m.If(~below(s.count, REQUEST_HEADER) &
+                      below(s.count, REQUEST_HEADER + p.MAX_PAYLOAD)):
                 m.d.comb += [s.bw.en.eq(1), s.bw.addr.eq(s.count - REQUEST_HEADER),
                              s.bw.data.eq(tok.data)]
             with m.If(s.count != p.MAX_REQUEST + 1):
@@ -251,6 +271,8 @@ class CommandHandler(wiring.Component):
         cs = self.command_signature
         maxex, K, E = cs.max_examples, cs.n_values, self.gate_signature.n_gates
         first, cnt, sched, run = s.first, s.cnt, s.sched, s.run
+        end = Signal(len(first) + 1, name="range_end")      # first + count
+        m.d.comb += end.eq(first + cnt)
 
         def payload_is(n):
             """The payload has n bytes (count includes the request's header bytes)."""
@@ -263,37 +285,45 @@ class CommandHandler(wiring.Component):
             with m.Case(Command.WRITE_DATASET):
                 m.d.comb += [bad_len.eq(~payload_is(
                                  RANGE_BYTES + const_mul(cnt, self.identity.example_bytes))),
-                             bad_range.eq((cnt == 0) | (first + cnt > maxex)),
+                             bad_range.eq((cnt == 0) | above(end, maxex)),
                              validate.eq(1)]
             with m.Case(Command.WRITE_SCHEDULE):
                 n = sched["n_examples"]
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.WRITE_SCHEDULE])),
                              bad_range.eq(((sched["settle_ticks"] == 0) &
                                            (sched["learn_ticks"] == 0)) |
-                                          (n == 0) | (n > maxex) | (sched["order"] > 1))]
+                                          (n == 0) | above(n, maxex) | above(sched["order"], 1))]
             with m.Case(Command.READ_GATES):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.READ_GATES])),
-                             bad_range.eq((cnt == 0) | (first + cnt > E) |
-                                          (cnt > p.MAX_PAYLOAD // 4))]
+                             bad_range.eq((cnt == 0) | above(end, E) |
+                                          above(cnt, p.MAX_PAYLOAD // 4))]
             with m.Case(Command.WRITE_GATES):
                 m.d.comb += [bad_len.eq(~payload_is(RANGE_BYTES + (cnt << 2))),
-                             bad_range.eq((cnt == 0) | (first + cnt > E)),
+                             bad_range.eq((cnt == 0) | above(end, E)),
                              validate.eq(1)]
             with m.Case(Command.RUN_EPOCHS):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.RUN_EPOCHS])),
-                             bad_range.eq(run["learn"] > 1)]
+                             bad_range.eq(above(run["learn"], 1))]
             with m.Case(Command.READ_OUTPUTS):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.READ_OUTPUTS])),
-                             bad_range.eq((cnt == 0) | (first + cnt > maxex) |
-                                          (const_mul(cnt, K) > p.MAX_PAYLOAD // 4))]
+                             bad_range.eq((cnt == 0) | above(end, maxex) |
+                                          above(const_mul(cnt, K), p.MAX_PAYLOAD // 4))]
+
+    def _align(self, m, s):
+        """Pad ``hold`` with zeros to ``HEADER_BYTES`` payload bytes: the fields are then
+        at fixed places."""
+        with m.If(s.shifted != self.HEADER_BYTES):
+            self._shift_in(m, s, 0)
+            m.d.sync += s.shifted.eq(s.shifted + 1)
+        with m.Else():
+            m.next = "CHECK"
 
     def _check(self, m, s):
         """Check the request (frame status, version, command, length, range, busy); on
         to the values' check, the execution or the error reply."""
         self._rewind(m, s)
         m.d.sync += [s.idx.eq(0), s.executing.eq(0)]
-        with m.If(s.is_cmd[Command.READ_STATUS]):
-            m.d.sync += s.hold[:len(s.snap_value)].eq(s.snap_value)
+        m.d.comb += s.load.eq(s.is_cmd[Command.READ_STATUS] | s.is_cmd[Command.IDENTIFY])
 
         def reply(st):
             m.d.sync += s.status.eq(st)
@@ -303,7 +333,7 @@ class CommandHandler(wiring.Component):
         validate, needs_idle = Signal(name="validate"), Signal(name="needs_idle")
         self._length_and_range_checks(m, s, bad_len, bad_range, validate)
         m.d.comb += needs_idle.eq(Cat(*(s.is_cmd[c] for c in sorted(p.IDLE_ONLY))).any())
-        known = (s.cmd >= min(Command)) & (s.cmd <= max(Command))
+        known = ~below(s.cmd, min(Command)) & ~above(s.cmd, max(Command))
         with m.If(s.status != Status.OK):
             m.d.sync += [s.rid.eq(0), s.cmd.eq(0)]
             m.next = "REPLY"
@@ -342,8 +372,8 @@ class CommandHandler(wiring.Component):
         value_s = word.as_signed()
         is_ds = s.is_cmd[Command.WRITE_DATASET]
         fits_v = word[vb - 1:].all() | ~word[vb - 1:].any()     # signed(v_bits)
-        ok = Mux(is_ds, fits_v, (value_s >= self.identity.gate_min_q) &
-                 (value_s <= self.identity.gate_max_q))
+        ok = Mux(is_ds, fits_v, ~below(value_s, self.identity.gate_min_q) &
+                 ~above(value_s, self.identity.gate_max_q))
         done = s.wi + 1 == s.n_words
         with m.If(s.executing):
             # a pipelined fabric is busy until its last gate write has landed
@@ -422,23 +452,16 @@ class CommandHandler(wiring.Component):
                     m.next = "DONE"
 
     def _reply_fixed(self, m, s):
-        """IDENTIFY's constants or READ_STATUS' snapshot, a byte every 2 cycles."""
-        # The byte at idx is selected from up to 88 (with 8 streams' error sums) into a
-        # register, and offered the cycle after: 2 cycles a byte, and no long path from
-        # idx through that selection into the link's CRC.
+        """IDENTIFY's constants or READ_STATUS' snapshot, from ``hold``'s top byte (a
+        register: no path from idx into the link's CRC but ``last``)."""
         idx = s.idx
-        ib = Array(Const(b, 8) for b in s.ident_bytes)[idx]
-        sb = 0          # an OR of masked bytes takes fewer LUTs than an Array here
-        for i, b in enumerate(s.status_bytes):
-            sb = sb | Mux(idx == i, b, 0)
-        is_id = s.is_cmd[Command.IDENTIFY]
-        n = Mux(is_id, len(s.ident_bytes), len(s.status_bytes))
+        n = Mux(s.is_cmd[Command.IDENTIFY], s.n_ident, s.n_status)
         last = idx == n - 1
-        m.d.sync += [s.fixed_byte.eq(Mux(is_id, ib, sb)), s.fixed_ready.eq(1)]
-        m.d.comb += [self.o.valid.eq(s.fixed_ready), self.o.payload.data.eq(s.fixed_byte),
+        m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(s.hold[-8:]),
                      self.o.payload.last.eq(last)]
-        with m.If(self.o.ready & s.fixed_ready):
-            m.d.sync += [idx.eq(idx + 1), s.fixed_ready.eq(0)]
+        with m.If(self.o.ready):
+            self._shift_in(m, s, 0)
+            m.d.sync += idx.eq(idx + 1)
             with m.If(last):
                 m.next = "DONE"
 

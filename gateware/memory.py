@@ -8,11 +8,11 @@ __all__ = ["ReadPort", "sync_read_port"]
 class ReadPort:
     """``addr`` and one cycle later ``data``, like a synchronous read port."""
 
-    def __init__(self, addr, data):
-        self.addr, self.data = addr, data
+    def __init__(self, addr, data, en=None):
+        self.addr, self.data, self.en = addr, data, en
 
 
-def sync_read_port(m, memory, name):
+def sync_read_port(m, memory, name, enable=False):
     """A synchronous read port of ``memory`` that needs no read/write collision logic.
 
     A combinational port and a reset-less register, which yosys merges into the block
@@ -23,5 +23,10 @@ def sync_read_port(m, memory, name):
     memory.attrs["no_rw_check"] = 1
     port = memory.read_port(domain="comb")
     data = Signal.like(port.data, name=f"{name}_rdata", reset_less=True)
-    m.d.sync += data.eq(port.data)
-    return ReadPort(port.addr, data)
+    if not enable:
+        m.d.sync += data.eq(port.data)
+        return ReadPort(port.addr, data)
+    en = Signal(name=f"{name}_ren")
+    with m.If(en):
+        m.d.sync += data.eq(port.data)
+    return ReadPort(port.addr, data, en)

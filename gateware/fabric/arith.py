@@ -116,6 +116,40 @@ def split_mul(a, b, mult_bits):
     return tree_sum(rows + [(a_hi * b_hi) << (ka + kb)])
 
 
+def above(x, c):
+    """``x > c`` for a value ``x`` and an integer ``c``, as gates rather than a
+    comparator: on iCE40 a comparator is a carry chain, a logic cell per bit with its
+    LUT unused; these gates pack about two bits to a LUT.
+
+    Signed ``x`` is compared as unsigned with its sign bit flipped (order-preserving
+    offset by ``2**(n - 1)``); then a balanced tree (depth log2 n, not n) of (greater,
+    equal) pairs of bit ranges: ``gt = gt_hi | (eq_hi & gt_lo)``, ``eq = eq_hi & eq_lo``.
+    """
+    x = Value.cast(x)
+    n = len(x)
+    if x.shape().signed:
+        x, c = Cat(x[:-1], ~x[-1]), c + (1 << (n - 1))
+    if c < 0:
+        return Const(1, 1)
+    if c >= (1 << n) - 1:
+        return Const(0, 1)
+
+    def gt_eq(lo, hi):
+        if hi - lo == 1:
+            bit = x[lo]
+            return (Const(0, 1), bit) if (c >> lo) & 1 else (bit, ~bit)
+        mid = (lo + hi + 1) // 2
+        (g_lo, e_lo), (g_hi, e_hi) = gt_eq(lo, mid), gt_eq(mid, hi)
+        return g_hi | (e_hi & g_lo), e_hi & e_lo
+
+    return gt_eq(0, n)[0]
+
+
+def below(x, c):
+    """``x < c`` for a value ``x`` and an integer ``c`` (gates: see :func:`above`)."""
+    return ~above(x, c - 1)
+
+
 def any_of(values):
     """OR of a list of 1-bit or 5-bit values (0 when empty)."""
     out = 0

@@ -11,6 +11,8 @@ from clln.formats import GAIN_FRAC
 from clln.nonideal import NOISE_MEAN
 
 from .arith import (
+    above,
+    below,
     const_mul,
     round_half,
     round_shift,
@@ -285,16 +287,19 @@ def unsigned_of(value):
     return unsigned(len(Value.cast(value)))
 
 
-def jacobi_delta(m, f, acc, cond, tag):
+def jacobi_delta(m, f, acc, cond, tag, shift=None):
     """Step of a settling node under ``relax = jacobi``: ``round_shift(acc, s)`` with
-    ``2**s`` at or above the conductance ``cond``, kept within ``+-(box_hi - box_lo)``.
+    ``2**s`` at or above the conductance ``cond``, kept within ``+-(box_hi - box_lo)``
+    (``shift``: s, already taken from the conductance by :func:`conductance_shift`).
 
     Returns
     -------
     (dv, flags) : (Signal, Value)
         ``flags`` has the acc bit of the saturation flags (the box raises none).
     """
-    shifted, clipped = jacobi_shift(m, f, acc, conductance_shift(m, f, cond, tag), tag)
+    if shift is None:
+        shift = conductance_shift(m, f, cond, tag)
+    shifted, clipped = jacobi_shift(m, f, acc, shift, tag)
     return jacobi_span(m, f, shifted, tag), sat_bits(acc=clipped)
 
 
@@ -311,7 +316,8 @@ def jacobi_span(m, f, shifted, tag):
     :func:`jacobi_delta`)."""
     span = f.box_hi_q - f.box_lo_q
     dv = Signal(signed(span.bit_length() + 1), name=f"dv_{tag}")
-    m.d.comb += dv.eq(Mux(shifted > span, span, Mux(shifted < -span, -span, shifted)))
+    m.d.comb += dv.eq(Mux(above(shifted, span), span,
+                          Mux(below(shifted, -span), -span, shifted)))
     return dv
 
 
@@ -319,15 +325,29 @@ def jacobi_apply(m, f, v, dv, tag):
     """``v + dv`` kept within the box ``[box_lo, box_hi]``, and its (empty) flags."""
     total = wire(m, v + dv, f"vsum_{tag}")
     vn = Signal(signed(f.v_bits), name=f"v_{tag}")
-    m.d.comb += vn.eq(Mux(total > f.box_hi_q, f.box_hi_q,
-                          Mux(total < f.box_lo_q, f.box_lo_q, total)))
+    m.d.comb += vn.eq(Mux(above(total, f.box_hi_q), f.box_hi_q,
+                          Mux(below(total, f.box_lo_q), f.box_lo_q, total)))
     return vn, sat_bits()
 
 
 def node_moved(m, f, old, new, tag):
-    """1 when a node moved by more than ``still_lsb`` in a tick (``|new - old|``)."""
+    """1 when a node moved by more than ``still_lsb`` in a tick (``|new - old|``).
+
+    ``d = new - old`` is within ``+-L`` exactly when its bits above the lowest ``k =
+    bit_length(L)`` are all 0 and its low bits at most L, or all 1 and its low bits at
+    least ``2**k - L`` (``d`` is then those bits minus ``2**k``): two tests of equal bits
+    and a few low bits instead of two comparisons (each a carry chain on iCE40).
+    """
     d = wire(m, new - old, f"move_{tag}")
-    return wire(m, (d > f.still_lsb) | (d < -f.still_lsb), f"moved_{tag}", 1)
+    lsb = f.still_lsb
+    k = lsb.bit_length()
+    if k == 0:
+        still = d == 0
+    else:
+        hi, lo = d[k:], d[:k]
+        still = (((hi == 0) & (lo <= lsb)) |
+                 (hi.all() & (lo >= (1 << k) - lsb)))
+    return wire(m, ~still, f"moved_{tag}", 1)
 
 
 def bounded_usum_bits(f):
@@ -444,7 +464,8 @@ def gate_apply(m, f, g, dg, tag="dg"):
 
 def gate_clamp(f, g):
     """``g`` kept within ``[gate_min, gate_max]`` (an expression)."""
-    return Mux(g < f.gate_min_q, f.gate_min_q, Mux(g > f.gate_max_q, f.gate_max_q, g))
+    return Mux(below(g, f.gate_min_q), f.gate_min_q,
+               Mux(above(g, f.gate_max_q), f.gate_max_q, g))
 
 
 def gate_step(m, f, g, d_f, d_c, tag="dg", mult_bits=None, offset=0):
@@ -491,9 +512,10 @@ def node_apply(m, f, v, dv, tag):
     return vn, sat_bits(v=s3)
 
 
-def node_step(m, f, v, acc, tag, cond=None):
+def node_step(m, f, v, acc, tag, cond=None, shift=None):
     """New voltage of a settling node: ``v + kappa * acc`` rounded and saturated
-    (``euler``), or the ``jacobi`` step from its conductance ``cond`` (required then).
+    (``euler``), or the ``jacobi`` step from its conductance ``cond`` (or from the shift
+    :func:`conductance_shift` takes from it; one of them required then).
 
     Returns
     -------
@@ -501,9 +523,9 @@ def node_step(m, f, v, acc, tag, cond=None):
         ``flags`` has the acc, dv and v bits of the saturation flags.
     """
     if f.relax == "jacobi":
-        if cond is None:
+        if cond is None and shift is None:
             raise ValueError("node_step: relax = jacobi needs the node's conductance (cond)")
-        dv, flags_dv = jacobi_delta(m, f, acc, cond, tag)
+        dv, flags_dv = jacobi_delta(m, f, acc, cond, tag, shift)
         vn, flags_v = jacobi_apply(m, f, v, dv, tag)
     else:
         dv, flags_dv = node_delta(m, f, acc, tag)

@@ -34,9 +34,11 @@ from amaranth.lib.wiring import In, Out
 
 from clln.nonideal import noise_states
 
-from .arith import any_of, mux_tree, select, wire
+from ..memory import sync_read_port
+from .arith import above, any_of, mux_tree, select, wire
 from .cells import (
     UNIT_GAIN,
+    conductance_shift,
     edge_ends,
     edge_product,
     end_conductance,
@@ -240,22 +242,25 @@ class SerialFabric(Fabric):
         layout, rows = self._schedule_rows(x)
         step = Signal(range(S))
         x.cur = cur = Signal(layout, init=rows[0])
-        pre = Signal(layout, init=rows[1 % S])
+        # ``pre`` comes from a ROM in block RAM, read at ``step`` for the visit after
+        # next; while the fabric is busy (after a reset) it reads the visit of step 1
+        rom = Memory(shape=layout, depth=S, init=[rows[(i + 2) % S] for i in range(S)])
+        m.submodules.schedule = rom
+        rom_rd = sync_read_port(m, rom, "schedule", enable=True)
+        pre = rom_rd.data
         x.pre, x.end = pre, step == S - 1
         learn_q = Signal()
         x.learn = Mux(step == 0, ctl.learn, learn_q)
         x.run = Signal()                            # ``run`` unless clearing (below)
         x.bank = Signal()                           # memory half that holds the state at t
         x.commit = Signal()
-        m.d.comb += x.commit.eq(x.run & x.end)
+        x.busy = Signal()
+        m.d.comb += [x.commit.eq(x.run & x.end), rom_rd.en.eq(x.run | x.busy),
+                     rom_rd.addr.eq(Mux(x.busy, S - 1, step))]
         with m.If(x.run):
             m.d.sync += [step.eq(Mux(x.end, 0, step + 1)), cur.eq(pre)]
             with m.If(step == 0):
                 m.d.sync += learn_q.eq(ctl.learn)
-            with m.Switch(step):
-                for i in range(S):
-                    with m.Case(i):
-                        m.d.sync += pre.eq(layout.const(rows[(i + 2) % S]))
 
     def _memories(self, m, x):
         """Node voltages at {bank, node}, gates at edge; the clearing after a reset."""
@@ -276,12 +281,12 @@ class SerialFabric(Fabric):
         x.node_depth = 2 << node_bits
         clear_len = max(x.node_depth, E)
         x.clear = Signal(range(clear_len + 2))
-        x.busy = Signal()
         m.d.comb += [x.busy.eq(x.clear != clear_len + 1), self.control.busy.eq(x.busy)]
         with m.If(x.busy):
             m.d.sync += x.clear.eq(x.clear + 1)
         m.submodules.gate_rom = gate_rom = Memory(shape=g_shape, depth=E, init=gate_init)
-        x.rom_rd = gate_rom.read_port()
+        gate_rom.attrs["rom_style"] = "block"       # yosys would make a small ROM of LUTs
+        x.rom_rd = sync_read_port(m, gate_rom, "gate_rom")       # block RAM: no reset
         m.d.comb += [x.rom_rd.addr.eq(x.clear), x.run.eq(self.control.run & ~x.busy)]
         if f.noise_mul:
             first = [int(s) for s in noise_states(self.cfg)]
@@ -414,18 +419,27 @@ class SerialFabric(Fabric):
         r = SimpleNamespace(last=Signal(name="r_last"), node=Signal(range(N), name="r_node"),
                             net=Signal(name="r_net"), vn=Signal(v_shape, name="r_vn"),
                             clamp=Signal(range(len(x.clamp_nodes) + 1), name="r_clamp"),
-                            total=Signal(acc_shape, name="r_total"), cond=None)
-        sums = [(r.total, Mux(q.plus, q.s, -q.s))]
+                            total=Signal(acc_shape, name="r_total"), shift=None)
+        sums = [("total", acc_shape, Mux(q.plus, q.s, -q.s))]
         if q.cond is not None:
             # a node's conductance: at most ``degree`` end conductances
-            r.cond = Signal(x.cond_bits + self.max_degree.bit_length(), name="r_cond")
-            sums.append((r.cond, q.cond))
-        for reg, term in sums:
-            acc = Signal.like(reg, name=f"{reg.name}_acc")
-            total = Signal.like(reg, name=f"{reg.name}_next")
+            sums.append(("cond", x.cond_bits + self.max_degree.bit_length(), q.cond))
+        totals = {}
+        for name, shape, term in sums:
+            acc = Signal(shape, name=f"r_{name}_acc")
+            totals[name] = total = Signal(shape, name=f"r_{name}_next")
             m.d.comb += total.eq(Mux(q.first, 0, acc) + term)
             with m.If(x.run):
-                m.d.sync += [acc.eq(total), reg.eq(total)]
+                m.d.sync += acc.eq(total)
+        with m.If(x.run):
+            m.d.sync += r.total.eq(totals["total"])
+        if q.cond is not None:
+            # the jacobi step's shift from the conductance, here rather than in the node
+            # unit (whose path it lengthened): registered beside the sum
+            shift = conductance_shift(m, self.fmt, totals["cond"], "x")
+            r.shift = Signal.like(shift, name="r_shift")
+            with m.If(x.run):
+                m.d.sync += r.shift.eq(shift)
         with m.If(x.run):
             m.d.sync += [r.last.eq(q.last), r.node.eq(q.node), r.net.eq(q.net),
                          r.vn.eq(q.vn), r.clamp.eq(q.clamp)]
@@ -435,7 +449,7 @@ class SerialFabric(Fabric):
         """Stage 4, node unit: after a node's last term, its new voltage (or the clamp)
         into the other half of the memory; the new gate; returns the node's flags."""
         f, E, busy, clear, bank = self.fmt, self.n_edges, x.busy, x.clear, x.bank
-        v_new, node_flags = node_step(m, f, r.vn, r.total, "x", cond=r.cond)
+        v_new, node_flags = node_step(m, f, r.vn, r.total, "x", shift=r.shift)
         clamped = select(r.clamp, {i + 1: x.clamp_values[n]
                                    for i, n in enumerate(x.clamp_nodes)})
         # what the node unit writes (into the half of the network ``r.net``), for ``moved``
@@ -459,7 +473,7 @@ class SerialFabric(Fabric):
                         m.d.sync += x.vf_out_next[n].eq(v_new)
         _, g_wr = x.mems["g"]
         gate = self.gate
-        restoring = busy & (clear >= 1) & (clear <= E)      # the ROM read takes a cycle
+        restoring = busy & (clear != 0) & ~above(clear, E)      # the ROM read takes a cycle
         m.d.comb += [                                   # a controller write wins
             g_wr.addr.eq(Mux(gate.we, gate.addr, Mux(busy, clear - 1, q.edge))),
             g_wr.data.eq(Mux(gate.we, gate.data,
