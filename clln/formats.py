@@ -72,11 +72,12 @@ class Formats:
         Threshold of every clamped transistor (``vt_q`` is the free one's; equal unless
         ``nonideal.twin_mismatch``).
     k_f_q, k_c_q : ndarray
-        Relative gain of every free and clamped transistor, ``2**GAIN_FRAC`` = 1.
+        Relative gain of every free and clamped transistor, ``2**GAIN_FRAC`` = 1, 0 on a
+        dead edge.
     offset_q : ndarray
         Learning-rule offset of every edge in units of ``2**-(2 v_frac)`` V^2.
-    live, frozen : ndarray of int64 (0 or 1)
-        Edges that conduct (not dead); edges whose gate never changes (dead or stuck).
+    frozen : ndarray of int64 (0 or 1)
+        Edges whose gate never changes (dead or stuck).
     droop_mul, droop_shift, rest_q : int
         Gate leak per learning tick ``~= droop_mul * 2**-droop_shift`` toward ``rest_q``
         (gate LSBs); ``droop_mul = 0``: no leak.
@@ -110,7 +111,6 @@ class Formats:
     k_f_q: np.ndarray = None
     k_c_q: np.ndarray = None
     offset_q: np.ndarray = None
-    live: np.ndarray = None
     frozen: np.ndarray = None
     droop_mul: int = 0
     droop_shift: int = 0
@@ -222,8 +222,7 @@ class Formats:
     def has_gains(self):
         """Whether some transistor's gain is not 1 (mismatch, or a dead edge's 0)."""
         unit = 1 << GAIN_FRAC
-        return bool(np.any(self.k_f_q * self.live != unit) or np.any(self.k_c_q * self.live
-                                                                      != unit))
+        return bool(np.any(self.k_f_q != unit) or np.any(self.k_c_q != unit))
 
     @property
     def has_offsets(self):
@@ -300,7 +299,7 @@ def _nonideal_constants(cfg, imp):
     return dict(vt_c_q=_volts_q(imp.vt_clamped, f.v_frac),
                 k_f_q=_volts_q(imp.k_free, GAIN_FRAC), k_c_q=_volts_q(imp.k_clamped, GAIN_FRAC),
                 offset_q=_volts_q(imp.offset, 2 * f.v_frac),
-                live=(~imp.dead).astype(np.int64), frozen=imp.frozen.astype(np.int64),
+                frozen=imp.frozen.astype(np.int64),
                 droop_mul=droop[0], droop_shift=droop[1],
                 rest_q=round(nonideal_draws.gate_rest(cfg) * 2 ** f.g_frac),
                 noise_mul=noise[0], noise_shift=noise[1])

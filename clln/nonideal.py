@@ -29,7 +29,7 @@ class Impairments:
     vt_free, vt_clamped : ndarray of float
         Threshold of the free and of the clamped transistor (V).
     k_free, k_clamped : ndarray of float
-        Gain relative to ``device.k``.
+        Gain relative to ``device.k``; 0 on a dead edge (its transistors conduct nothing).
     offset : ndarray of float
         Bias added to ``dV_F^2 - dV_C^2`` by each edge's learning rule (V^2).
     dead : ndarray of bool
@@ -52,7 +52,7 @@ def draw(cfg):
     Five standard normals per edge are drawn from ``mismatch_seed`` in a fixed order
     (free threshold, clamped threshold, free gain, clamped gain, offset) whatever the
     sigmas, so changing one sigma never changes another draw; without ``twin_mismatch``
-    the clamped transistor takes the free one's values. Damage picks
+    the clamped transistor takes the free one's values. A dead edge's gains are 0. Damage picks
     ``round(fraction * edges)`` edges of one permutation drawn from ``damage_seed``: the
     first ones dead, the next ones stuck, joined with the listed edges (dead wins).
     """
@@ -71,6 +71,7 @@ def draw(cfg):
     dead = np.zeros(n_edges, bool)
     dead[perm[:n_dead]] = True
     dead[list(ni.dead_edges)] = True
+    k_free, k_clamped = np.where(dead, 0.0, k_free), np.where(dead, 0.0, k_clamped)
     stuck = np.zeros(n_edges, bool)
     stuck[perm[n_dead:n_dead + n_stuck]] = True
     stuck[list(ni.stuck_edges)] = True

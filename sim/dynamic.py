@@ -54,12 +54,12 @@ def tick(vf, vc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
     cond_c[:] = 0.0
     for e in range(len(edge_a)):
         a, b = edge_a[e], edge_b[e]
-        s, ca, cb = edge_term(g[e] - x.vt_f[e], vf[a], vf[b], c.leak, x.k_f[e] * x.live[e])
+        s, ca, cb = edge_term(g[e] - x.vt_f[e], vf[a], vf[b], c.leak, x.k_f[e])
         acc_f[a] -= s
         acc_f[b] += s
         cond_f[a] += ca
         cond_f[b] += cb
-        s, ca, cb = edge_term(g[e] - x.vt_c[e], vc[a], vc[b], c.leak, x.k_c[e] * x.live[e])
+        s, ca, cb = edge_term(g[e] - x.vt_c[e], vc[a], vc[b], c.leak, x.k_c[e])
         acc_c[a] -= s
         acc_c[b] += s
         cond_c[a] += ca
@@ -159,7 +159,7 @@ def float_edge_constants(cfg):
     noise at its first state."""
     imp = nonideal.draw(cfg)
     return EdgeConstants(imp.vt_free, imp.vt_clamped, imp.k_free, imp.k_clamped, imp.offset,
-                         (~imp.dead).astype(np.float64), imp.frozen.astype(np.int64),
+                         imp.frozen.astype(np.int64),
                          nonideal.noise_states(cfg).astype(np.int64))
 
 

@@ -31,7 +31,7 @@ TickConstants = namedtuple("TickConstants", [
 #: Per-edge constants of one chip (:mod:`clln.nonideal`, quantised by ``Formats``) and
 #: the state of its read-noise generators (advanced in place by every learning tick).
 EdgeConstants = namedtuple("EdgeConstants", [
-    "vt_f", "vt_c", "k_f", "k_c", "offset", "live", "frozen", "noise"])
+    "vt_f", "vt_c", "k_f", "k_c", "offset", "frozen", "noise"])
 
 
 def tick_constants(fmt):
@@ -46,8 +46,8 @@ def tick_constants(fmt):
 
 def edge_constants(cfg, fmt):
     """The :class:`EdgeConstants` of a config and its formats, noise at its first state."""
-    return EdgeConstants(fmt.vt_q, fmt.vt_c_q, fmt.k_f_q, fmt.k_c_q, fmt.offset_q, fmt.live,
-                         fmt.frozen, noise_states(cfg).astype(np.int64))
+    return EdgeConstants(fmt.vt_q, fmt.vt_c_q, fmt.k_f_q, fmt.k_c_q, fmt.offset_q, fmt.frozen,
+                         noise_states(cfg).astype(np.int64))
 
 
 @njit(cache=True, inline="always")
@@ -144,7 +144,7 @@ def tick(vf, vc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
         a, b = edge_a[e], edge_b[e]
         g_v = round_shift(g[e], c.gate_shift)
         ov_f, ov_c = g_v - x.vt_f[e], g_v - x.vt_c[e]
-        k_f, k_c = x.k_f[e] * x.live[e], x.k_c[e] * x.live[e]
+        k_f, k_c = x.k_f[e], x.k_c[e]
         s, sat_f = edge_term(ov_f, vf[a], vf[b], c.leak_q, k_f, c.term_bits)
         acc_f[a] -= s
         acc_f[b] += s

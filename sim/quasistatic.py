@@ -303,12 +303,11 @@ class QuasiStaticModel:
         self.seeds = list(seeds)
         self.gates = np.stack([cfg.learning.initial_gates(p.n_edges, s) for s in self.seeds])
         imp = nonideal.draw(cfg)
-        live = (~imp.dead).astype(np.float64)
         # one update per example stands for learn_ticks learning ticks of the tick models
         droop = 1.0 - (1.0 - cfg.nonideal.gate_leak) ** max(cfg.schedule.learn_ticks, 1)
         zeros = np.zeros(p.n_edges)
-        self.chip = Chip(np.stack([imp.vt_free, imp.k_free * live]),
-                         np.stack([imp.vt_clamped, imp.k_clamped * live]), imp.offset,
+        self.chip = Chip(np.stack([imp.vt_free, imp.k_free]),
+                         np.stack([imp.vt_clamped, imp.k_clamped]), imp.offset,
                          imp.frozen, droop, nonideal.gate_rest(cfg), zeros, zeros.copy())
         self.noise = nonideal.noise_states(cfg).astype(np.int64)
         # the update stands for learn_ticks updates, each with its own noisy reading:

@@ -27,12 +27,13 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from clln import config  # noqa: E402
-from clln.datasets import BUILTIN as BUILTIN_DATASETS  # noqa: E402
 from clln.sim.training import make_model, train  # noqa: E402
 
 
 def point_config(base, seed, dead_fraction=0.0, gates=None, epochs=None):
-    """The base config's TOML dict with a seed, dead edges and initial gates put in."""
+    """The base config's TOML dict (``base``: the dict and the config's folder, which a
+    CSV dataset is relative to) with a seed, dead edges and initial gates put in."""
+    base, folder = base
     data = copy.deepcopy(base)
     data["learning"]["seed"] = seed
     if epochs is not None:
@@ -41,7 +42,7 @@ def point_config(base, seed, dead_fraction=0.0, gates=None, epochs=None):
         data["learning"]["gate_init"] = [float(g) for g in gates]
     if dead_fraction:
         data["nonideal"] = {"dead_fraction": dead_fraction, "damage_seed": seed}
-    return config.parse(data, "<damage>", Path("."))
+    return config.parse(data, "<damage>", folder)
 
 
 def one_seed(job):
@@ -109,9 +110,7 @@ def main(argv=None):
     ap.add_argument("--plot", default="docs/robustness/damage.png")
     args = ap.parse_args(argv)
     path = config.resolve(args.config)
-    base = tomllib.loads(path.read_text())
-    if base["task"]["dataset"] not in BUILTIN_DATASETS:      # a CSV beside the config
-        base["task"]["dataset"] = str(path.parent / base["task"]["dataset"])
+    base = (tomllib.loads(path.read_text()), path.parent)
     jobs = [(base, s, args.model, args.cuts, args.retrain) for s in range(args.seeds)]
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(pool.map(one_seed, jobs))

@@ -41,11 +41,11 @@ CHIPS = [
 
 def run_chip(job):
     """One chip, one seed: the training curve of both halves and the gate motion."""
-    base, keys, seed, model, epochs = job
+    (base, folder), keys, seed, model, epochs = job
     data = copy.deepcopy(base)
     data["learning"]["seed"] = seed
     data["nonideal"] = dict(keys)
-    cfg = config.parse(data, "<drift>", Path("."))
+    cfg = config.parse(data, "<drift>", folder)
     m = make_model(cfg, model, [seed])
     first = train(m, epochs // 2)
     second = train(m, epochs - epochs // 2)
@@ -66,7 +66,8 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--plot", default="docs/robustness/drift.png")
     args = ap.parse_args(argv)
-    base = tomllib.loads(config.resolve(args.config).read_text())
+    path = config.resolve(args.config)
+    base = (tomllib.loads(path.read_text()), path.parent)   # a CSV dataset is relative to it
     jobs = [(base, keys, s, args.model, args.epochs) for _, keys in CHIPS
             for s in range(args.seeds)]
     with ProcessPoolExecutor(args.workers) as pool:

@@ -47,7 +47,7 @@ def reference_tick(fmt, p, vf, vc, g, learn, drive, target, noise=None):
     g_v = _rs(g, fmt.gate_shift)
     accs, conds = [], []
     for v, vt, gain in ((vf, fmt.vt_q, fmt.k_f_q), (vc, fmt.vt_c_q, fmt.k_c_q)):
-        ov, gain = g_v - vt, gain * fmt.live
+        ov = g_v - vt
         ua, ub = np.maximum(ov - v[a], 0), np.maximum(ov - v[b], 0)
         square = _rs((ub - ua) * (ub + ua) * gain, 10)
         s, sat = _sat(square + fmt.leak_q * (v[a] - v[b]), fmt.term_bits)

@@ -127,7 +127,7 @@ def impairment_shapes(f):
 
 def impairment_values(f, e):
     """The constants of :func:`impairment_shapes` of edge ``e`` (name -> int)."""
-    values = {"vt_c": f.vt_c_q[e], "k_f": f.k_f_q[e] * f.live[e], "k_c": f.k_c_q[e] * f.live[e],
+    values = {"vt_c": f.vt_c_q[e], "k_f": f.k_f_q[e], "k_c": f.k_c_q[e],
               "offset": f.offset_q[e], "frozen": f.frozen[e]}
     return {name: int(values[name]) for name in impairment_shapes(f)}
 
@@ -217,7 +217,7 @@ def end_conductance_bits(f, ov_bits):
 
 def max_gain(f):
     """The largest relative gain of any transistor (``UNIT_GAIN`` = 1)."""
-    return max(int(np.max(f.k_f_q * f.live)), int(np.max(f.k_c_q * f.live)), 1)
+    return max(int(np.max(f.k_f_q)), int(np.max(f.k_c_q)), 1)
 
 
 def apply_gain(x, gain):

@@ -227,7 +227,7 @@ class SerialFabric(Fabric):
         e = v.edge
         row = {"gate": v.gate & (1 - int(f.frozen[e]))}
         if "k" in fields:
-            row["k"] = int((f.k_c_q if v.net else f.k_f_q)[e] * f.live[e])
+            row["k"] = int((f.k_c_q if v.net else f.k_f_q)[e])
         if "offset" in fields:
             row["offset"] = int(f.offset_q[e])
         if "noise" in fields:
