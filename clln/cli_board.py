@@ -17,10 +17,11 @@ from .errors import CllnError, ConfigError
 
 def cmd_build(args):
     """Build a bitstream of the training system for a board."""
+    from .boards.plan import plan_build
     from .boards.system import build_fitting, build_system
     from .flows import expected_board_time
     cfg = config_mod.load(args.config)
-    if args.fabric is not None:
+    if args.fabric not in (None, "search"):
         cfg = config_mod.refold(cfg, args.fabric)
     build_dir = Path(args.build_dir or f"build/boards/{cfg.name}-{args.board}")
     if build_dir.is_absolute():
@@ -35,8 +36,16 @@ def cmd_build(args):
     if args.pnr_clock is not None and args.clock in (None, "max"):
         raise ConfigError("--pnr-clock", "", "needs --clock MHZ (the clock the "
                           "bitstream runs at)")
+    plan = None
+    if not cfg.has_fabric and args.fabric != "search":
+        plan = plan_build(cfg, args.board)
+        if log:
+            for reason in plan.reasons:
+                log(f"plan: {reason}")
+        cfg = config_mod.refold(cfg, plan.fabric)
+    clock = args.clock if args.clock is not None or plan is None else plan.clock_mhz
     if cfg.has_fabric:
-        rep, units, cpt = build_system(cfg, args.board, build_dir, args.clock, args.baud,
+        rep, units, cpt = build_system(cfg, args.board, build_dir, clock, args.baud,
                                        args.max_examples, args.pnr_clock, args.pnr_seed)
     else:
         rep, units, cpt, attempts = build_fitting(cfg, args.board, build_dir, args.clock,
@@ -53,7 +62,8 @@ def cmd_build(args):
            # every stream ticks once per cycles_per_tick cycles
            "ticks_per_second": streams * rep.clock_mhz * 1e6 / cpt,
            "ticks_per_second_per_stream": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
-           "attempts": [a.__dict__ for a in attempts]}
+           "attempts": [a.__dict__ for a in attempts],
+           "plan": plan.as_dict() if plan is not None else None}
     out.update(expected_board_time(cfg, cpt, rep.clock_mhz * 1e6))
     if args.program:
         _program(args.board, rep.bitstream)
@@ -322,12 +332,18 @@ def _board_time(cycles, clock_hz, board_seconds):
             f"{clock_hz / 1e6:g} MHz)")
 
 
+def build_fold_arg(text):
+    """``clln build --fabric``: a fold (:func:`~clln.cli_common.fold_arg`) or ``search``."""
+    return text if text == "search" else fold_arg(text)
+
+
 def add_parsers(sub):
     """Add ``build`` and ``run`` to the ``clln`` argument parser."""
     p = sub.add_parser("build", help="build a bitstream of the training system for a board",
                        description="Build CONFIG's training system (UART, command handler, "
                        "controller, fabric) for a board with the YoWASP tools. Without a "
-                       "[fabric] section the largest edge_units that fits is searched.")
+                       "[fabric] section or --fabric the fabric and clock are planned from "
+                       "estimates, and the plan is printed.")
     p.add_argument("config")
     p.add_argument("--board", choices=OFFERED, required=True)
     p.add_argument("--clock", type=clock_arg, metavar="MHZ",
@@ -344,9 +360,11 @@ def add_parsers(sub):
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--max-examples", type=whole_number(1),
                    help="dataset capacity (default: the dataset, at least 16)")
-    p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
-                   help="override [fabric]: edge units (0 = one per edge), 'serial' or "
-                   "'streams:C' (C networks pipelined)")
+    p.add_argument("--fabric", type=build_fold_arg, metavar="FOLD",
+                   help="override [fabric]: edge units (0 = one per edge), 'serial', "
+                   "'streams:C' (C networks pipelined) or 'search' (build folds until the "
+                   "largest that fits: can take hours); default: a plan from estimates "
+                   "(the serial fabric, docs/boards.md)")
     p.add_argument("--build-dir", metavar="DIR", help="default build/boards/<name>-<board>")
     p.add_argument("--program", action="store_true", help="program the board afterwards")
     p.add_argument("--json", action="store_true", help="print one JSON object")

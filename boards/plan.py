@@ -1,0 +1,161 @@
+"""What ``clln build`` builds when neither the config nor the flags name a fabric.
+
+The choice is made from estimates before any tool runs, so that a default build finishes
+in minutes and meets timing (``docs/boards.md``, "Default builds"). The estimates are
+measurements made in this repo (Yosys 0.70, nextpnr 0.11, the 2-core build machine):
+
+- the serial fabric's size against the number of edges, from ``bench/synthesis.py`` on
+  paper-xor and on 8 x 8 and 16 x 16 tori with its widths (:data:`SERIAL_FABRIC_LUT`);
+- the rest of the training system (UART, framing, command handler, controller), the
+  board build's total less the fabric's synthesis, for paper-xor (:data:`SYSTEM_LUT`);
+- the routed fmax and the build time of paper-xor's serial system (:data:`SERIAL_BUILD`).
+
+The faster fabrics are left to explicit flags, with the reason in the plan: the
+pipelined fabric of 8 networks takes about 16 minutes and routes at 50 MHz with some
+nextpnr seeds only; the fully parallel fabric spends about 20 minutes in Yosys for 32
+edges; a fold of P edge units is larger than the serial fabric at every P and did not
+route at 4 units.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+from ..config import refold
+from .catalog import TARGETS
+from .system import multiplier_blocks
+from .targets import BuildError
+
+__all__ = ["BuildPlan", "plan_build", "estimated_serial_luts"]
+
+#: Logic of the serial fabric alone (``bench/synthesis.py CONFIG --units serial``) at
+#: paper-xor's widths, by edges: LUT4 + 2 per carry cell (ECP5 CCU2C, two slices of
+#: logic) on ECP5, LUT4 on iCE40 (carries share the logic cell).
+SERIAL_FABRIC_LUT = {
+    "ecp5": ((32, 1294 + 2 * 515), (128, 2145 + 2 * 525), (512, 2392 + 2 * 528)),
+    "ice40": ((32, 2290), (128, 2832)),
+}
+
+#: Logic of the training system besides the fabric, from paper-xor's serial builds:
+#: ULX3S-85F 6,217 TRELLIS_COMB (at 40.6 MHz), iCEBreaker 5,240 ICESTORM_LC (``-dsp -dff``), Tang
+#: Nano 9K 7,178 LUT4 + ALU, less the fabric's synthesis (Gowin: ECP5's fabric figures,
+#: as Yosys reports no Gowin synthesis of the fabric alone here).
+SYSTEM_LUT = {"ecp5": 6217 - 2324, "ice40": 5240 - 2290, "gowin": 7178 - 2324}
+
+
+@dataclass(frozen=True)
+class SerialBuild:
+    """A measured build of paper-xor's serial system on one family."""
+    fmax_mhz: float          # routed fmax
+    minutes: float           # one place-and-route run, tools cached, 2 cores
+    clock: object            # the clock policy the plan asks for: None (oscillator) or "max"
+
+
+#: paper-xor's serial system, docs/boards.md: ECP5 fmax 44.0 MHz, 5.2 minutes for both
+#: builds of ``--clock max`` (the second at 40.6 MHz; the machine loaded); iCE40
+#: 12.12 MHz (nextpnr seed 1), about 4 minutes; Gowin 33.7 MHz, 5 to 12 minutes (loaded).
+SERIAL_BUILD = {
+    "ecp5": SerialBuild(44.0, 2.6, "max"),
+    "ice40": SerialBuild(12.12, 4.0, None),
+    "gowin": SerialBuild(33.7, 6.0, None),
+}
+
+#: Measured facts behind leaving the faster fabrics to explicit flags.
+NOT_BY_DEFAULT = {
+    "streams": "the pipelined fabric (--fabric streams:C) takes about 16 minutes to build "
+               "and, at 8 networks and 50 MHz, routes with some nextpnr seeds only "
+               "(--fabric streams:8 --clock 50 --pnr-clock 36 --pnr-seed 3 on the "
+               "ULX3S-85F, docs/boards.md)",
+    "parallel": "the fully parallel fabric (--fabric 0) spends about 20 minutes in Yosys "
+                "for 32 edges, and its one-cycle tick has not met a board clock here",
+    "folded": "a fold of P edge units (--fabric P) is larger than the serial fabric at "
+              "every P (one unit: 10,392 LUT4 on ECP5, serial 1,294) and did not route "
+              "at 4 units",
+}
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """The fabric and clock of a default build, and why.
+
+    Attributes
+    ----------
+    fabric : str
+        ``"serial"``.
+    clock_mhz : None or "max"
+        :func:`clln.boards.system.build_system`'s clock policy.
+    lut, dsp : int
+        Estimated logic and multiplier blocks of the whole system.
+    minutes : float
+        Estimated build time (both builds of ``"max"``).
+    reasons : list of str
+        The choice and what was left out, one sentence each.
+    """
+    fabric: str
+    clock_mhz: object
+    lut: int
+    dsp: int
+    minutes: float
+    reasons: list = field(default_factory=list)
+
+    def as_dict(self):
+        """The plan as JSON-ready values (``clln build --json``'s ``plan``)."""
+        return {"fabric": self.fabric, "clock": self.clock_mhz or "oscillator",
+                "estimated_lut": self.lut, "estimated_dsp": self.dsp,
+                "estimated_minutes": self.minutes, "reasons": list(self.reasons)}
+
+
+def _interpolate(points, x):
+    """Piecewise-linear through ``points`` ((x, y), ...), continued along the end segments."""
+    if len(points) == 1:
+        return points[0][1]
+    i = next((i for i in range(1, len(points) - 1) if x <= points[i][0]), len(points) - 1)
+    (x0, y0), (x1, y1) = points[i - 1], points[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def estimated_serial_luts(cfg, family):
+    """Estimated logic (LUT4, logic cells or LUT4 + ALU) of ``cfg``'s serial training
+    system on ``family``."""
+    points = SERIAL_FABRIC_LUT.get(family, SERIAL_FABRIC_LUT["ecp5"])
+    fabric = _interpolate(points, cfg.network.n_edges)
+    return int(math.ceil(SYSTEM_LUT[family] + fabric))
+
+
+def plan_build(cfg, board):
+    """The :class:`BuildPlan` of a default build of ``cfg`` (no ``[fabric]``) on ``board``.
+
+    Raises
+    ------
+    BuildError
+        When even the serial fabric is estimated not to fit, with the numbers.
+    """
+    t = TARGETS[board]
+    serial = refold(cfg, "serial")
+    lut = estimated_serial_luts(serial, t.family)
+    dsp = (multiplier_blocks(serial, "serial", t.mult_bits, t.split_products)
+           if t.mult_bits else 0)
+    over = []
+    if t.luts and lut > t.luts:
+        over.append(f"about {lut:,} logic cells > {t.luts:,}")
+    if t.dsps and dsp > t.dsps:
+        over.append(f"about {dsp} multiplier blocks > {t.dsps}")
+    if over:
+        raise BuildError(f"{cfg.name} ({cfg.network.n_edges} edges) is estimated not to fit "
+                        f"{board} even as the serial fabric: {', '.join(over)}; narrow the "
+                        f"[fixed] widths or choose a larger board")
+    measured = SERIAL_BUILD[t.family]
+    clock = measured.clock
+    builds = 2 if clock == "max" else 1
+    reasons = [f"serial fabric: about {lut:,} of {t.luts:,} logic cells and {dsp} of "
+               f"{t.dsps} multiplier blocks, about {measured.minutes * builds:.0f} min to "
+               f"build"]
+    if clock == "max":
+        reasons.append(f"clock: the {t.osc_mhz:g} MHz oscillator, then once more through "
+                       f"the PLL at 95% of the routed fmax (paper-xor's serial system: "
+                       f"{measured.fmax_mhz:g} MHz)")
+    else:
+        reasons.append(f"clock: the {t.osc_mhz:g} MHz oscillator (paper-xor's serial "
+                       f"system routes at {measured.fmax_mhz:g} MHz; a miss is rebuilt "
+                       f"once at 95% of the routed fmax)")
+    reasons += [f"not chosen: {why}" for why in NOT_BY_DEFAULT.values()]
+    return BuildPlan("serial", clock, lut, dsp, measured.minutes * builds, reasons)
