@@ -39,7 +39,7 @@ SERIAL_FABRIC_LUT = {
 #: ULX3S-85F 6,217 TRELLIS_COMB (at 40.6 MHz), iCEBreaker 5,240 ICESTORM_LC (``-dsp -dff``), Tang
 #: Nano 9K 7,178 LUT4 + ALU, less the fabric's synthesis (Gowin: ECP5's fabric figures,
 #: as Yosys reports no Gowin synthesis of the fabric alone here).
-SYSTEM_LUT = {"ecp5": 6217 - 2324, "ice40": 5240 - 2290, "gowin": 7178 - 2324}
+SYSTEM_LUT = {"ecp5": 6217 - 2324, "ice40": 5240 - 2290, "gowin": 6042 - 2324}
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,11 @@ class SerialBuild:
 
 #: paper-xor's serial system, docs/boards.md: ECP5 fmax 44.0 MHz, 5.2 minutes for both
 #: builds of ``--clock max`` (the second at 40.6 MHz; the machine loaded); iCE40
-#: 12.12 MHz (nextpnr seed 1), about 4 minutes; Gowin 33.7 MHz, 5 to 12 minutes (loaded).
+#: 12.12 MHz (nextpnr seed 1), about 4 minutes; Gowin 29.0 MHz, 8.8 minutes (load 8).
 SERIAL_BUILD = {
     "ecp5": SerialBuild(44.0, 2.6, "max"),
     "ice40": SerialBuild(12.12, 4.0, None),
-    "gowin": SerialBuild(33.7, 6.0, None),
+    "gowin": SerialBuild(29.0, 8.8, None),
 }
 
 #: Measured facts behind leaving the faster fabrics to explicit flags.

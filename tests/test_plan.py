@@ -33,7 +33,7 @@ def test_estimates_are_the_measurements_at_the_measured_sizes(tmp_path):
     # paper-xor's serial systems as built (docs/boards.md)
     assert estimated_serial_luts(cfg, "ice40") == 5240
     assert estimated_serial_luts(cfg, "ecp5") == 6217
-    assert estimated_serial_luts(cfg, "gowin") == 7178
+    assert estimated_serial_luts(cfg, "gowin") == 6042
     big = config_mod.load(torus_config(tmp_path, 8))
     measured = SERIAL_FABRIC_LUT["ecp5"][1]
     assert measured[0] == 128
