@@ -148,15 +148,17 @@ def test_cocotb_jacobi_paper_xor(sim, tmp_path):
     assert (res["cycles_per_tick"], res["netlist"]) == (1, "flat")
 
 
-#: ``[fixed] node_extra_bits`` of the benches with extra node state bits, and their ticks.
-EXTRA_BITS, EXTRA_TICKS = 3, 100
+#: ``[fixed] node_extra_bits`` of the benches with extra node state bits, their ticks and
+#: ``still_lsb`` (coarse: short runs then have still ticks too).
+EXTRA_BITS, EXTRA_TICKS, EXTRA_STILL_LSB = 3, 100, 128
 
 
 @pytest.mark.sim
 @pytest.mark.parametrize("sim, extra", [("icarus", 0), ("verilator", 0),
                                         ("icarus", EXTRA_BITS), ("verilator", EXTRA_BITS)])
 def test_cocotb_jacobi_random_graph(sim, extra, tmp_path):
-    cfg = jacobi_random_config(tmp_path, JACOBI_STILL_LSB, extra)
+    cfg = jacobi_random_config(tmp_path, EXTRA_STILL_LSB if extra else JACOBI_STILL_LSB,
+                               extra)
     ticks = EXTRA_TICKS if extra else 250
     res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path / "build", flat=False)
     check(res, sim, ticks, 9 * 2 + 16 + 2)
@@ -167,7 +169,8 @@ def test_cocotb_jacobi_random_graph(sim, extra, tmp_path):
 @pytest.mark.parametrize("sim, extra", [("icarus", 0), ("verilator", 0),
                                         ("icarus", EXTRA_BITS), ("verilator", EXTRA_BITS)])
 def test_cocotb_jacobi_folded(sim, extra, tmp_path):
-    cfg = config_mod.refold(jacobi_xor_config(JACOBI_STILL_LSB, extra), 7)
+    cfg = config_mod.refold(jacobi_xor_config(EXTRA_STILL_LSB if extra else JACOBI_STILL_LSB,
+                                              extra), 7)
     ticks = EXTRA_TICKS if extra else 120
     res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path, flat=sim == "icarus")
     check(res, sim, ticks, 16 * 2 + 32 + 1)
@@ -180,7 +183,8 @@ def test_cocotb_jacobi_folded(sim, extra, tmp_path):
                                         ("icarus", EXTRA_BITS), ("verilator", EXTRA_BITS)])
 def test_cocotb_jacobi_serial(sim, extra, tmp_path):
     """The serial fabric's jacobi step and moved (a single and a differential output)."""
-    cfg = config_mod.refold(jacobi_random_config(tmp_path, JACOBI_STILL_LSB, extra), "serial")
+    still_lsb = EXTRA_STILL_LSB if extra else JACOBI_STILL_LSB
+    cfg = config_mod.refold(jacobi_random_config(tmp_path, still_lsb, extra), "serial")
     ticks = EXTRA_TICKS if extra else 150
     res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path / "build",
                  flat=sim == "icarus")
