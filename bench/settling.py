@@ -3,7 +3,7 @@ ngspice and the boards; prints a markdown table and writes a PNG.
 
     python bench/settling.py [--seeds 10] [--configs paper-xor paper-regression]
                              [--builds bench/builds.json] [--png bench/settling.png]
-                             [--euler-seeds 2] [--repeats 3]
+                             [--euler-seeds 2] [--repeats 3] [--extra-bits 2 4]
 
 Every model trains the config's full schedule (``learning.epochs``) on one core.
 - quasistatic: the physics (free solve, clamped solve, update per example);
@@ -20,7 +20,8 @@ Every model trains the config's full schedule (``learning.epochs``) on one core.
 "To train" is the time per example times ``epochs x examples`` (for one seed; a board
 of S streams trains S seeds in that time). Ratios are against the quasi-static model of
 the same run. Steady state: |V_fixed - V_quasistatic| over every node at the trained
-quasi-static gates of seeds 0-4, in LSBs of 2^-16 V (median / worst), after 20000 ticks.
+quasi-static gates of seeds 0-4, in LSBs of 2^-16 V (median / worst), after 20000 ticks,
+for euler, and for jacobi with ``node_extra_bits`` F = 0, the config's and ``--extra-bits``.
 """
 
 import argparse
@@ -58,8 +59,15 @@ def with_scheme(cfg, scheme):
     ticks = cfg.schedule.settle_ticks
     if scheme == "euler":
         ticks = EULER_SETTLE_TICKS.get(cfg.name, ticks)
+        cfg = with_extra_bits(cfg, 0)           # extra node bits are jacobi's only
     return dataclasses.replace(cfg, schedule=dataclasses.replace(
         cfg.schedule, relax=relax, settle=settle, settle_ticks=ticks))
+
+
+def with_extra_bits(cfg, extra):
+    """``cfg`` with ``[fixed] node_extra_bits = extra``."""
+    return dataclasses.replace(cfg, fixed=dataclasses.replace(cfg.fixed,
+                                                              node_extra_bits=extra))
 
 
 def examples_per_run(cfg):
@@ -215,8 +223,12 @@ def bench_config(name, args, builds):
     qs = rows[0]["per_example"]
     rows += board_rows(cfg, builds, qs)
     text = table(cfg, rows, qs)
-    ss = {s: steady_state_lsb(cfg, s) for s in ("euler", "jacobi")}
-    text += "\n\nfixed-point steady state vs quasi-static (LSB of 2^-16 V, median / worst): " + \
+    ss = {"euler": steady_state_lsb(cfg, "euler")}
+    for extra in sorted({0, cfg.fixed.node_extra_bits, *args.extra_bits}):
+        ss[f"jacobi F={extra}"] = steady_state_lsb(with_extra_bits(cfg, extra), "jacobi")
+    text += ("\n\nfixed-point steady state vs quasi-static (LSB of 2^-16 V, median / worst; "
+             "F: `node_extra_bits`, the config's is "
+             f"{cfg.fixed.node_extra_bits}): ") + \
         ", ".join(f"{s} {m:.2f} / {w:.1f}" for s, (m, w) in ss.items())
     if spice is None:
         text += "\n\nngspice: not installed (`make bench` installs it)"
@@ -229,6 +241,9 @@ def main():
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--euler-seeds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--extra-bits", type=int, nargs="*", default=[],
+                        help="node_extra_bits to measure the jacobi steady state at too "
+                             "(always 0 and the config's)")
     parser.add_argument("--builds", type=Path, default=HERE / "builds.json")
     parser.add_argument("--png", type=Path, default=HERE / "settling.png")
     args = parser.parse_args()

@@ -132,7 +132,13 @@ class Fixed:
     kappa_bits: int = 4
     lr_bits: int = 4
     eta_frac: int = 8
+    #: Extra fraction bits of a settling node's state that the edges do not see
+    #: (``relax = "jacobi"`` only; 0: none).
+    node_extra_bits: int = 0
 
+
+#: Most extra fraction bits of a settling node's state (``[fixed] node_extra_bits``).
+MAX_NODE_EXTRA_BITS = 8
 
 #: Most networks a pipelined fabric interleaves (its pipeline has this many stages).
 MAX_STREAMS = 8
@@ -548,7 +554,10 @@ def _fixed(t):
     defaults = Fixed()
     values = {}
     for name in Fixed.__dataclass_fields__:
-        values[name] = t.integer(name, getattr(defaults, name), lo=1, hi=62)
+        if name == "node_extra_bits":
+            values[name] = t.integer(name, 0, lo=0, hi=MAX_NODE_EXTRA_BITS)
+        else:
+            values[name] = t.integer(name, getattr(defaults, name), lo=1, hi=62)
     f = Fixed(**values)
     if f.g_frac < f.v_frac:
         raise t.error("g_frac", f"must be >= fixed.v_frac ({f.v_frac}), got {f.g_frac}")
@@ -639,7 +648,11 @@ def parse(data, source="<config>", base_dir=Path(".")):
     nonideal = _nonideal(root.table("nonideal", required=False), network.n_edges, learning)
     task = _task(root.table("task"), io, Path(base_dir), nonideal.dac_bits)
     schedule = _schedule(root.table("schedule", required=False))
-    fixed = _fixed(root.table("fixed", required=False))
+    fixed_t = root.table("fixed", required=False)
+    fixed = _fixed(fixed_t)
+    if fixed.node_extra_bits and schedule.relax != "jacobi":
+        raise fixed_t.error("node_extra_bits", "extra node fraction bits need "
+                            f'schedule.relax = "jacobi", got {schedule.relax!r}')
     has_fabric = "fabric" in data
     fabric = _fabric(root.table("fabric", required=False), network.n_edges)
     root.finish()

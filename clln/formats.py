@@ -84,6 +84,9 @@ class Formats:
     noise_mul, noise_shift : int
         Voltage LSBs per unit of a read-noise sample ``~= noise_mul * 2**-noise_shift``
         (``noise_mul = 0``: no noise).
+    node_extra_bits : int
+        ``F``: a settling node's state ``H`` has ``v_frac + F`` fraction bits, of which
+        every reader sees ``V = H >> F`` (``[fixed] node_extra_bits``; 0: ``H = V``).
     """
     v_frac: int
     v_bits: int
@@ -117,6 +120,7 @@ class Formats:
     rest_q: int = 0
     noise_mul: int = 0
     noise_shift: int = 0
+    node_extra_bits: int = 0
 
     @classmethod
     def from_config(cls, cfg):
@@ -144,7 +148,8 @@ class Formats:
             round(cfg.learning.gate_min * 2 ** f.g_frac),
             round(cfg.learning.gate_max * 2 ** f.g_frac),
             round(edge_leak(cfg) * 2 ** f.v_frac), cfg.schedule.relax,
-            *settle_box(cfg), cfg.schedule.still_lsb, **_nonideal_constants(cfg, imp))
+            *settle_box(cfg), cfg.schedule.still_lsb, **_nonideal_constants(cfg, imp),
+            node_extra_bits=f.node_extra_bits)
         fmt._check(cfg)
         fmt._check_nonideal(cfg, imp)
         return fmt
@@ -208,7 +213,10 @@ class Formats:
         widest = max(self.term_bits, self.acc_bits + cfg.fixed.kappa_bits,
                      2 * (self.v_bits + 2) + cfg.fixed.lr_bits, self.g_bits + 1,
                      self.v_bits + self.eta_frac + 2,
-                     self.v_bits + 2 + max(self.leak_q, 1).bit_length())
+                     self.v_bits + 2 + max(self.leak_q, 1).bit_length(),
+                     # the jacobi step on the node state: sat(acc) << F, and H itself
+                     self.acc_bits + self.node_extra_bits + 1,
+                     self.v_bits + self.node_extra_bits + 1)
         if widest > 62:
             raise ConfigError(src, "fixed", f"intermediate products need {widest} bits; "
                               "the model computes in 62: narrow the widths")
@@ -268,6 +276,11 @@ class Formats:
     def gate_shift(self):
         """Right shift from a gate to a voltage (0 when both have the same LSB)."""
         return self.g_frac - self.v_frac
+
+    @property
+    def h_bits(self):
+        """Signed width of a node's state ``H`` (``v_bits + node_extra_bits``)."""
+        return self.v_bits + self.node_extra_bits
 
     def volts_to_v(self, volts):
         """Node voltages (V) to integers, rounded to nearest."""

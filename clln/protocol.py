@@ -433,7 +433,9 @@ def config_hash(cfg):
         "vt": cfg.device.vt, "eta": cfg.learning.eta, "alpha": cfg.learning.alpha,
         "gate_min": cfg.learning.gate_min, "gate_max": cfg.learning.gate_max,
         "kappa": cfg.schedule.kappa, "learn_ticks": cfg.schedule.learn_ticks,
-        "fixed": {k: getattr(cfg.fixed, k) for k in cfg.fixed.__dataclass_fields__},
+        # ``node_extra_bits`` only when used: a config without it keeps the hash it had
+        "fixed": {k: getattr(cfg.fixed, k) for k in cfg.fixed.__dataclass_fields__
+                  if k != "node_extra_bits" or cfg.fixed.node_extra_bits},
         # baked into the fabric as well: the leak, the node step and its box, the still rule
         "gmin": cfg.device.gmin, "k": cfg.device.k, "v_range": [cfg.io.v_min, cfg.io.v_max],
         "relax": cfg.schedule.relax, "still_lsb": cfg.schedule.still_lsb,

@@ -192,7 +192,7 @@ class DynamicModel(TickModel):
 
     def _kernel(self, n_ticks, example, learn, still_ticks, used):
         p = self.problem
-        run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
+        run_ticks(self.h_free, self.h_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
                   self.edges, p.driven, self._drive[example],
                   p.out_plus, p.out_minus, self._targets[example], self._constants,
                   still_ticks, used)

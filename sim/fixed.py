@@ -26,7 +26,7 @@ TickConstants = namedtuple("TickConstants", [
     "gate_shift", "term_bits", "acc_bits", "dv_bits", "v_bits", "dg_bits", "kappa_mul",
     "node_shift", "lr_mul", "learn_shift", "eta_q", "eta_frac", "gate_min", "gate_max",
     "leak_q", "relax", "box_lo", "box_hi", "still_lsb", "droop_mul", "droop_shift",
-    "rest_q", "noise_mul", "noise_shift"])
+    "rest_q", "noise_mul", "noise_shift", "extra"])
 
 #: Per-edge constants of one chip (:mod:`clln.nonideal`, quantised by ``Formats``) and
 #: the state of its read-noise generators (advanced in place by every learning tick).
@@ -41,7 +41,7 @@ def tick_constants(fmt):
                          fmt.eta_q, fmt.eta_frac, fmt.gate_min_q, fmt.gate_max_q, fmt.leak_q,
                          RELAX_CODES[fmt.relax], fmt.box_lo_q, fmt.box_hi_q, fmt.still_lsb,
                          fmt.droop_mul, fmt.droop_shift, fmt.rest_q, fmt.noise_mul,
-                         fmt.noise_shift)
+                         fmt.noise_shift, fmt.node_extra_bits)
 
 
 def edge_constants(cfg, fmt):
@@ -107,91 +107,100 @@ def conductance_shift(cond):
 
 
 @njit(cache=True, inline="always")
-def node_update(v, acc, cond, c):
-    """New voltage of a node that settles, and the saturation flags.
+def node_update(h, acc, cond, c):
+    """New state ``H`` of a node that settles, and the saturation flags.
 
-    ``euler``: ``v + kappa * acc``, rounded and saturated. ``jacobi``: ``v + acc / 2**s``
-    with ``2**s`` the power of two at or above the node's conductance ``cond``, the step
-    and the result kept within the box ``[box_lo, box_hi]`` (the box is the rule, not an
-    overflow: no flag).
+    ``euler``: ``v + kappa * acc``, rounded and saturated (``H = V`` there). ``jacobi``:
+    ``H + (acc << F) / 2**s`` with ``2**s`` the power of two at or above the node's
+    conductance ``cond``, the step and the result kept within the box ``[box_lo << F,
+    box_hi << F]`` (the box is the rule, not an overflow: no flag).
     """
     acc, s1 = saturate(acc, c.acc_bits)
     if c.relax == 0:
         dv, s2 = saturate(round_shift(acc * c.kappa_mul, c.node_shift), c.dv_bits)
-        v_new, s3 = saturate(v + dv, c.v_bits)
+        v_new, s3 = saturate(h + dv, c.v_bits)
         return v_new, (SAT_ACC if s1 else 0) | (SAT_DV if s2 else 0) | (SAT_V if s3 else 0)
-    span = c.box_hi - c.box_lo
-    dv = min(max(round_shift(acc, conductance_shift(cond)), -span), span)
-    return min(max(v + dv, c.box_lo), c.box_hi), SAT_ACC if s1 else 0
+    span = (c.box_hi - c.box_lo) << c.extra
+    dh = min(max(round_shift(acc << c.extra, conductance_shift(cond)), -span), span)
+    return min(max(h + dh, c.box_lo << c.extra), c.box_hi << c.extra), SAT_ACC if s1 else 0
 
 
 @njit(cache=True)
-def tick(vf, vc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, out_plus,
-         out_minus, target, c, vf_new, vc_new, g_new, acc_f, acc_c, cond_f, cond_c):
+def tick(hf, hc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, out_plus,
+         out_minus, target, c, hf_new, hc_new, g_new, acc_f, acc_c, cond_f, cond_c):
     """One synchronous tick of one network pair; returns the saturation flags.
 
-    Reads ``vf, vc, g`` (state at t), writes ``vf_new, vc_new, g_new`` (state at t+1).
+    Reads ``hf, hc, g`` (state at t), writes ``hf_new, hc_new, g_new`` (state at t+1).
+    ``hf, hc`` are the node states ``H`` (``V << F`` plus ``F = c.extra`` fraction bits);
+    everything but the node step reads ``V = H >> F``.
     ``x`` are the :class:`EdgeConstants`; ``noise_f, noise_c`` the read noise of this
     tick on every edge's drops (voltage LSBs; zeros without noise or learning).
     ``acc_f, acc_c, cond_f, cond_c`` are scratch arrays of one entry per node.
     """
     flags = 0
+    F = c.extra
     acc_f[:] = 0
     acc_c[:] = 0
     cond_f[:] = 0
     cond_c[:] = 0
     for e in range(len(edge_a)):
         a, b = edge_a[e], edge_b[e]
+        vf_a, vf_b, vc_a, vc_b = hf[a] >> F, hf[b] >> F, hc[a] >> F, hc[b] >> F
         g_v = round_shift(g[e], c.gate_shift)
         ov_f, ov_c = g_v - x.vt_f[e], g_v - x.vt_c[e]
         k_f, k_c = x.k_f[e], x.k_c[e]
-        s, sat_f = edge_term(ov_f, vf[a], vf[b], c.leak_q, k_f, c.term_bits)
+        s, sat_f = edge_term(ov_f, vf_a, vf_b, c.leak_q, k_f, c.term_bits)
         acc_f[a] -= s
         acc_f[b] += s
-        s, sat_c = edge_term(ov_c, vc[a], vc[b], c.leak_q, k_c, c.term_bits)
+        s, sat_c = edge_term(ov_c, vc_a, vc_b, c.leak_q, k_c, c.term_bits)
         acc_c[a] -= s
         acc_c[b] += s
         if c.relax == 1:
-            cond_f[a] += end_conductance(ov_f, vf[a], c.leak_q, k_f)
-            cond_f[b] += end_conductance(ov_f, vf[b], c.leak_q, k_f)
-            cond_c[a] += end_conductance(ov_c, vc[a], c.leak_q, k_c)
-            cond_c[b] += end_conductance(ov_c, vc[b], c.leak_q, k_c)
+            cond_f[a] += end_conductance(ov_f, vf_a, c.leak_q, k_f)
+            cond_f[b] += end_conductance(ov_f, vf_b, c.leak_q, k_f)
+            cond_c[a] += end_conductance(ov_c, vc_a, c.leak_q, k_c)
+            cond_c[b] += end_conductance(ov_c, vc_b, c.leak_q, k_c)
         if sat_f or sat_c:
             flags |= SAT_TERM
         if learn and not x.frozen[e]:
-            g_new[e], sat = gate_step(g[e], vf[a] - vf[b] + noise_f[e],
-                                      vc[a] - vc[b] + noise_c[e], x.offset[e], c)
+            g_new[e], sat = gate_step(g[e], vf_a - vf_b + noise_f[e],
+                                      vc_a - vc_b + noise_c[e], x.offset[e], c)
             if sat:
                 flags |= SAT_DG
         else:
             g_new[e] = g[e]
-    for n in range(len(vf)):
+    for n in range(len(hf)):
         if driven[n]:
-            vf_new[n] = drive[n]
-            vc_new[n] = drive[n]
+            hf_new[n] = drive[n] << F
+            hc_new[n] = drive[n] << F
         else:
-            vf_new[n], f1 = node_update(vf[n], acc_f[n], cond_f[n], c)
-            vc_new[n], f2 = node_update(vc[n], acc_c[n], cond_c[n], c)
+            hf_new[n], f1 = node_update(hf[n], acc_f[n], cond_f[n], c)
+            hc_new[n], f2 = node_update(hc[n], acc_c[n], cond_c[n], c)
             flags |= f1 | f2
     for k in range(len(out_plus)):
         p, m = out_plus[k], out_minus[k]
+        vp = hf[p] >> F
         if m < 0:
-            vc_new[p], sat = saturate(
-                vf[p] + round_shift(c.eta_q * (target[k] - vf[p]), c.eta_frac), c.v_bits)
+            vc_p, sat = saturate(vp + round_shift(c.eta_q * (target[k] - vp), c.eta_frac),
+                                 c.v_bits)
+            hc_new[p] = vc_p << F
             flags |= SAT_V if sat else 0
         else:
-            half = round_shift(c.eta_q * (target[k] - (vf[p] - vf[m])), c.eta_frac + 1)
-            vc_new[p], sat_p = saturate(vf[p] + half, c.v_bits)
-            vc_new[m], sat_m = saturate(vf[m] - half, c.v_bits)
+            vm = hf[m] >> F
+            half = round_shift(c.eta_q * (target[k] - (vp - vm)), c.eta_frac + 1)
+            vc_p, sat_p = saturate(vp + half, c.v_bits)
+            vc_m, sat_m = saturate(vm - half, c.v_bits)
+            hc_new[p], hc_new[m] = vc_p << F, vc_m << F
             flags |= SAT_V if sat_p or sat_m else 0
     return flags
 
 
 @njit(cache=True, inline="always")
-def moved(old, new, lsb):
-    """Whether any node moved by more than ``lsb``."""
+def moved(old, new, lsb, extra=0):
+    """Whether any node moved by more than ``lsb``: node states ``H`` judged on their
+    voltages ``V = H >> extra``."""
     for n in range(len(old)):
-        if abs(new[n] - old[n]) > lsb:
+        if abs((new[n] >> extra) - (old[n] >> extra)) > lsb:
             return True
     return False
 
@@ -217,7 +226,8 @@ def moved_as_reported(moved, lag):
 @njit(cache=True)
 def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_plus,
               out_minus, target, c, flags, still_ticks, joint, lag, used):
-    """Run up to ``n_ticks`` ticks on every seed (rows of ``vf, vc, g``) in place.
+    """Run up to ``n_ticks`` ticks on every seed (rows of ``vf, vc, g``) in place;
+    ``vf, vc`` are the node states ``H`` (:func:`tick`).
 
     ``x`` are the :class:`EdgeConstants`; a learning tick advances their noise
     generators once for all seeds (the noise is a function of the edge and the count of
@@ -254,7 +264,8 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_p
                              driven, drive, out_plus, out_minus, target, c, vf_b[s], vc_b[s],
                              g_b[s], acc_f, acc_c, cond_f, cond_c)
             if still_ticks > 0:
-                if moved(vf[s], vf_b[s], c.still_lsb) or moved(vc[s], vc_b[s], c.still_lsb):
+                if (moved(vf[s], vf_b[s], c.still_lsb, c.extra)
+                        or moved(vc[s], vc_b[s], c.still_lsb, c.extra)):
                     quiet[s] = 0
                 else:
                     quiet[s] += 1
@@ -286,6 +297,7 @@ class FixedPointModel(TickModel):
     def __init__(self, cfg, seeds, joint=False, lag=0):
         self.joint, self.lag = joint, lag
         self.formats = Formats.from_config(cfg)
+        self.node_extra_bits = self.formats.node_extra_bits
         self.constants = tick_constants(self.formats)
         self.edges = edge_constants(cfg, self.formats)
         super().__init__(cfg, seeds)
@@ -308,7 +320,7 @@ class FixedPointModel(TickModel):
 
     def _kernel(self, n_ticks, example, learn, still_ticks, used):
         p = self.problem
-        run_ticks(self.v_free, self.v_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
+        run_ticks(self.h_free, self.h_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
                   self.edges, p.driven, self._drive[example], p.out_plus, p.out_minus,
                   self._targets[example], self.constants, self.flags, still_ticks, self.joint,
                   self.lag, used)

@@ -25,8 +25,13 @@ class TickModel:
 
     Attributes
     ----------
+    h_free, h_clamped : ndarray (seeds, nodes)
+        The node state the kernel steps, in the model's own number type: the voltages
+        with ``node_extra_bits`` more fraction bits (fixed point; the voltages otherwise).
     v_free, v_clamped : ndarray (seeds, nodes)
-        Node voltages in the model's own number type.
+        Node voltages, ``H >> node_extra_bits`` (:attr:`h_free` itself when that is 0;
+        else read-only copies, and assigning one sets the state to the voltages with
+        zero extra bits).
     gates : ndarray (seeds, edges)
         Gates in the model's own number type.
     flags : ndarray of int64 (seeds,)
@@ -38,6 +43,8 @@ class TickModel:
     """
 
     name = ""
+    #: Extra fraction bits of the node state over the voltages (fixed point only).
+    node_extra_bits = 0
 
     def __init__(self, cfg, seeds):
         self.cfg = cfg
@@ -48,12 +55,40 @@ class TickModel:
         init = np.stack([cfg.learning.initial_gates(p.n_edges, s) for s in self.seeds])
         self.gates = self.gates_from_volts(init)
         self.v_free = self.volts_to_state(np.zeros((len(self.seeds), p.n_nodes)))
-        self.v_clamped = self.v_free.copy()
+        self.v_clamped = self.volts_to_state(np.zeros((len(self.seeds), p.n_nodes)))
         self.flags = np.zeros(len(self.seeds), np.int64)
         self.ticks = 0
         self.example_ticks = []
         self._drive = self.volts_to_state(p.drive)
         self._targets = self.volts_to_state(p.targets)
+
+    @property
+    def v_free(self):
+        return self._voltages(self.h_free)
+
+    @v_free.setter
+    def v_free(self, values):
+        self.h_free = self._state_of(values)
+
+    @property
+    def v_clamped(self):
+        return self._voltages(self.h_clamped)
+
+    @v_clamped.setter
+    def v_clamped(self, values):
+        self.h_clamped = self._state_of(values)
+
+    def _voltages(self, h):
+        if not self.node_extra_bits:
+            return h
+        v = h >> self.node_extra_bits
+        v.flags.writeable = False          # a copy: writing it would change nothing
+        return v
+
+    def _state_of(self, values):
+        if not self.node_extra_bits:
+            return values
+        return np.asarray(values, np.int64) << self.node_extra_bits
 
     # -- supplied by subclasses --------------------------------------------------------
     kappa = 0.0
@@ -118,12 +153,12 @@ class TickModel:
         off; the node state is restored afterwards, so evaluation leaves the training
         trajectory untouched.
         """
-        saved = self.v_free.copy(), self.v_clamped.copy(), self.ticks, self.flags.copy()
+        saved = self.h_free.copy(), self.h_clamped.copy(), self.ticks, self.flags.copy()
         sch = self.cfg.schedule
         outs = []
         for i in range(self.problem.n_examples):
             self.run(sch.settle_ticks, i, False, still_ticks=self.still_ticks)
             self.run(sch.learn_ticks, i, False)
             outs.append(self.outputs())
-        self.v_free, self.v_clamped, self.ticks, self.flags = saved
+        self.h_free, self.h_clamped, self.ticks, self.flags = saved
         return np.stack(outs, 1)

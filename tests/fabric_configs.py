@@ -45,18 +45,22 @@ def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None, relax="eul
     return config_mod.parse(data, "<random>", tmp_path)
 
 
-def jacobi_xor_config(still_lsb=1):
-    """paper-xor with ``[schedule] relax = "jacobi"`` (the shift-Jacobi node step) and
-    ``still_lsb``."""
+def jacobi_xor_config(still_lsb=1, extra=0):
+    """paper-xor with ``[schedule] relax = "jacobi"`` (the shift-Jacobi node step),
+    ``still_lsb`` and ``[fixed] node_extra_bits = extra``."""
     data = builtin_dict("paper-xor")
     data["schedule"].update(relax="jacobi", still_lsb=still_lsb)
+    if extra:
+        data["fixed"]["node_extra_bits"] = extra
     return config_mod.parse(data, "<jacobi-xor>")
 
 
-def jacobi_random_config(tmp_path, still_lsb=1):
+def jacobi_random_config(tmp_path, still_lsb=1, extra=0):
     """:func:`random_graph_config` (a single-ended and a differential output) with
-    ``[schedule] relax = "jacobi"`` and ``still_lsb``."""
-    return random_graph_config(tmp_path, relax="jacobi", still_lsb=still_lsb)
+    ``[schedule] relax = "jacobi"``, ``still_lsb`` and ``[fixed] node_extra_bits =
+    extra``."""
+    return random_graph_config(tmp_path, relax="jacobi", still_lsb=still_lsb,
+                               fixed={"node_extra_bits": extra} if extra else None)
 
 
 def narrow_config():

@@ -189,3 +189,13 @@ def test_per_edge_gate_init_is_used_as_given(xor_dict):
     xor_dict["learning"]["gate_init"] = [1.0, 2.0]
     gates = config.parse(xor_dict).learning.initial_gates(32, 5)
     assert len(set(gates.tolist())) == 32 and gates.min() >= 1.0 and gates.max() <= 2.0
+
+
+def test_node_extra_bits_need_jacobi(xor_dict):
+    xor_dict["fixed"]["node_extra_bits"] = 2
+    assert config.parse(xor_dict).fixed.node_extra_bits == 2
+    xor_dict["schedule"]["relax"] = "euler"
+    _expect(xor_dict, "fixed.node_extra_bits", 'need schedule.relax = "jacobi"')
+    xor_dict["schedule"]["relax"] = "jacobi"
+    xor_dict["fixed"]["node_extra_bits"] = 9
+    _expect(xor_dict, "fixed.node_extra_bits", "must be <= 8")

@@ -222,6 +222,19 @@ def test_amaranth_jacobi_matches_model(name, fold, tmp_path):
     assert np.any(got[-1, gates] != got[0, gates])        # gates learned something
 
 
+@pytest.mark.parametrize("fold", [0, 5, "serial", "streams:3"])
+def test_amaranth_node_extra_bits_match_model(fold, tmp_path):
+    """``[fixed] node_extra_bits``: every fabric keeps the node states with the model's
+    extra bits (seen through the voltages it reports, tick for tick) and judges moves on
+    the voltages as the model does."""
+    cfg = config_mod.refold(jacobi_random_config(tmp_path, still_lsb=128, extra=3), fold)
+    assert Formats.from_config(cfg).node_extra_bits == 3
+    got, exp, dut, moves = amaranth_run(cfg, 30, switch=12)
+    np.testing.assert_array_equal(got, exp)
+    np.testing.assert_array_equal(moves[:, 0], moves[:, 1])
+    assert set(moves[:, 1]) == {0, 1}
+
+
 @pytest.mark.parametrize("name, fold, mult_bits", [
     ("paper-xor", 0, 18), ("paper-xor", 0, 16), ("narrow", 0, 18), ("narrow", 0, 16),
     ("narrow", 5, 16), ("paper-xor", "streams:3", 16)])

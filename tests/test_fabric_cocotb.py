@@ -148,45 +148,59 @@ def test_cocotb_jacobi_paper_xor(sim, tmp_path):
     assert (res["cycles_per_tick"], res["netlist"]) == (1, "flat")
 
 
+#: ``[fixed] node_extra_bits`` of the benches with extra node state bits, their ticks and
+#: ``still_lsb`` (coarse: short runs then have still ticks too). One simulator per fabric
+#: (parallel and folded on Icarus, serial and streams on Verilator) keeps them cheap.
+EXTRA_BITS, EXTRA_TICKS, EXTRA_STILL_LSB = 3, 100, 128
+
+
 @pytest.mark.sim
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_jacobi_random_graph(sim, tmp_path):
-    cfg = jacobi_random_config(tmp_path, JACOBI_STILL_LSB)
-    res = verify(cfg, sim=sim, ticks=250, build_dir=tmp_path / "build", flat=False)
-    check(res, sim, 250, 9 * 2 + 16 + 2)
+@pytest.mark.parametrize("sim, extra", [("icarus", 0), ("verilator", 0), ("icarus", EXTRA_BITS)])
+def test_cocotb_jacobi_random_graph(sim, extra, tmp_path):
+    cfg = jacobi_random_config(tmp_path, EXTRA_STILL_LSB if extra else JACOBI_STILL_LSB,
+                               extra)
+    ticks = EXTRA_TICKS if extra else 250
+    res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path / "build", flat=False)
+    check(res, sim, ticks, 9 * 2 + 16 + 2)
     check_moved_both_ways(res)
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_jacobi_folded(sim, tmp_path):
-    cfg = config_mod.refold(jacobi_xor_config(JACOBI_STILL_LSB), 7)
-    res = verify(cfg, sim=sim, ticks=120, build_dir=tmp_path, flat=sim == "icarus")
-    check(res, sim, 120, 16 * 2 + 32 + 1)
+@pytest.mark.parametrize("sim, extra", [("icarus", 0), ("verilator", 0), ("icarus", EXTRA_BITS)])
+def test_cocotb_jacobi_folded(sim, extra, tmp_path):
+    cfg = config_mod.refold(jacobi_xor_config(EXTRA_STILL_LSB if extra else JACOBI_STILL_LSB,
+                                              extra), 7)
+    ticks = EXTRA_TICKS if extra else 120
+    res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path, flat=sim == "icarus")
+    check(res, sim, ticks, 16 * 2 + 32 + 1)
     check_moved_both_ways(res)
     assert (res["edge_units"], res["cycles_per_tick"]) == (7, 5)
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_jacobi_serial(sim, tmp_path):
+@pytest.mark.parametrize("sim, extra", [("icarus", 0), ("verilator", 0), ("verilator", EXTRA_BITS)])
+def test_cocotb_jacobi_serial(sim, extra, tmp_path):
     """The serial fabric's jacobi step and moved (a single and a differential output)."""
-    cfg = config_mod.refold(jacobi_random_config(tmp_path, JACOBI_STILL_LSB), "serial")
-    res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build", flat=sim == "icarus")
-    check(res, sim, 150, 9 * 2 + 16 + 2)
+    still_lsb = EXTRA_STILL_LSB if extra else JACOBI_STILL_LSB
+    cfg = config_mod.refold(jacobi_random_config(tmp_path, still_lsb, extra), "serial")
+    ticks = EXTRA_TICKS if extra else 150
+    res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path / "build",
+                 flat=sim == "icarus")
+    check(res, sim, ticks, 9 * 2 + 16 + 2)
     check_moved_both_ways(res)
     assert res["cycles_per_tick"] == len(serial_schedule(cfg)) + 4
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_cocotb_jacobi_streams(sim, tmp_path):
+@pytest.mark.parametrize("sim, extra", [("icarus", 0), ("verilator", 0), ("verilator", EXTRA_BITS)])
+def test_cocotb_jacobi_streams(sim, extra, tmp_path):
     """The pipelined fabric's jacobi step, its moved reported a round late."""
     # 255 LSBs: three streams together are still often enough within 150 ticks
-    cfg = config_mod.refold(jacobi_random_config(tmp_path, 255), "streams:3")
-    res = verify(cfg, sim=sim, ticks=150, build_dir=tmp_path / "build",
+    cfg = config_mod.refold(jacobi_random_config(tmp_path, 255, extra), "streams:3")
+    ticks = 150
+    res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path / "build",
                  flat=sim == "verilator")
-    check(res, sim, 150, 3 * (9 * 2 + 16 + 2))
+    check(res, sim, ticks, 3 * (9 * 2 + 16 + 2))
     check_moved_both_ways(res)
     assert (res["streams"], res["cycles_per_tick"]) == (3, 3)
 

@@ -1,5 +1,7 @@
 """The fixed-point model: equal to docs/semantics.md, close to the float and physics models."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -39,10 +41,14 @@ def reference_noise(states, fmt):
     return out
 
 
-def reference_tick(fmt, p, vf, vc, g, learn, drive, target, noise=None):
+def reference_tick(fmt, p, hf, hc, g, learn, drive, target, noise=None):
     """docs/semantics.md written out again, in vectorised NumPy (an independent reading).
-    ``noise``: (2, edges) read noise of this tick on the free and clamped drops."""
+    ``hf, hc``: the node states H (``node_extra_bits`` fraction bits below the voltages);
+    returns the new ones. ``noise``: (2, edges) read noise of this tick on the free and
+    clamped drops."""
     a, b = p.edge_a, p.edge_b
+    extra = fmt.node_extra_bits
+    vf, vc = hf // 2 ** extra, hc // 2 ** extra          # floor: the top bits
     flags = 0
     g_v = _rs(g, fmt.gate_shift)
     accs, conds = [], []
@@ -73,13 +79,15 @@ def reference_tick(fmt, p, vf, vc, g, learn, drive, target, noise=None):
     else:
         g_new = g.copy()
     new = []
-    for v, acc, cond in zip((vf, vc), accs, conds, strict=True):
+    scale = 2 ** extra
+    for v, h, acc, cond in zip((vf, vc), (hf, hc), accs, conds, strict=True):
         acc, s1 = _sat(acc, fmt.acc_bits)
         if fmt.relax == "jacobi":
             shift = np.array([int(d - 1).bit_length() if d > 1 else 0 for d in cond])
-            dv = np.array([_rs(int(x), int(k)) for x, k in zip(acc, shift, strict=True)])
-            span = fmt.box_hi_q - fmt.box_lo_q
-            vn = np.clip(v + np.clip(dv, -span, span), fmt.box_lo_q, fmt.box_hi_q)
+            dh = np.array([_rs(int(x) * scale, int(k)) for x, k in zip(acc, shift, strict=True)])
+            span = (fmt.box_hi_q - fmt.box_lo_q) * scale
+            vn = np.clip(h + np.clip(dh, -span, span), fmt.box_lo_q * scale,
+                         fmt.box_hi_q * scale)
             s2 = s3 = np.zeros(len(v), bool)
         else:
             dv, s2 = _sat(_rs(acc * fmt.kappa_mul, fmt.node_shift), fmt.dv_bits)
@@ -87,18 +95,18 @@ def reference_tick(fmt, p, vf, vc, g, learn, drive, target, noise=None):
         free = ~p.driven
         flags |= (2 if s1[free].any() else 0) | (4 if s2[free].any() else 0) | (
             8 if s3[free].any() else 0)
-        vn = np.where(p.driven, drive, vn)
+        vn = np.where(p.driven, drive * scale, vn)
         new.append(vn)
     vf_new, vc_new = new
     for k, (pl, mi) in enumerate(zip(p.out_plus, p.out_minus, strict=True)):
         if mi < 0:
             x, s = _sat(vf[pl] + _rs(fmt.eta_q * (target[k] - vf[pl]), fmt.eta_frac), fmt.v_bits)
-            vc_new[pl] = x
+            vc_new[pl] = x * scale
             flags |= 8 if s else 0
         else:
             half = _rs(fmt.eta_q * (target[k] - (vf[pl] - vf[mi])), fmt.eta_frac + 1)
             (x, s1), (y, s2) = _sat(vf[pl] + half, fmt.v_bits), _sat(vf[mi] - half, fmt.v_bits)
-            vc_new[pl], vc_new[mi] = x, y
+            vc_new[pl], vc_new[mi] = x * scale, y * scale
             flags |= 8 if s1 or s2 else 0
     return vf_new, vc_new, g_new, flags
 
@@ -127,9 +135,9 @@ EVERY_NONIDEALITY = {"vt_sigma": 0.03, "k_sigma": 0.1, "twin_mismatch": True,
                      "dac_bits": 6}
 
 
-@pytest.mark.parametrize("relax", ["euler", "jacobi"])
+@pytest.mark.parametrize("relax, extra", [("euler", 0), ("jacobi", 0), ("jacobi", 3)])
 @pytest.mark.parametrize("case", ["paper-xor", "narrow", "random-graph", "nonideal"])
-def test_kernel_equals_semantics_document(case, relax, xor_dict, tmp_path):
+def test_kernel_equals_semantics_document(case, relax, extra, xor_dict, tmp_path):
     rng = np.random.default_rng(7)
     xor_dict["schedule"]["relax"] = relax
     if case == "paper-xor":
@@ -147,8 +155,11 @@ def test_kernel_equals_semantics_document(case, relax, xor_dict, tmp_path):
     else:
         (tmp_path / "two.csv").write_text("x1,x2,y1,y2\n0.1,0.3,-0.05,0.2\n0.4,0.0,0.05,0.15\n")
         cfg = config.parse(_random_graph_dict(xor_dict, rng), str(tmp_path / "n.toml"), tmp_path)
+    if extra:
+        cfg = replace(cfg, fixed=replace(cfg.fixed, node_extra_bits=extra))
     model = FixedPointModel(cfg, [0])
     fmt, p = model.formats, model.problem
+    assert fmt.node_extra_bits == extra
     v_hi = 1 << (fmt.v_bits - 1)
     saw_flags = 0
     for trial in range(300):
@@ -161,18 +172,22 @@ def test_kernel_equals_semantics_document(case, relax, xor_dict, tmp_path):
             vf = rng.choice([-v_hi, v_hi - 1], p.n_nodes)
             vc = rng.choice([-v_hi, v_hi - 1], p.n_nodes)
         g = rng.integers(fmt.gate_min_q, fmt.gate_max_q + 1, p.n_edges)
+        # the extra state bits: any, below the voltage's (a driven node's are 0)
+        hf = (vf << extra) + rng.integers(0, 1 << extra, p.n_nodes) * ~p.driven
+        hc = (vc << extra) + rng.integers(0, 1 << extra, p.n_nodes) * ~p.driven
         example = trial % p.n_examples
         learn = bool(trial % 3)
         noise = None
         if learn and fmt.noise_mul:
             noise = reference_noise(model.edges.noise.copy(), fmt)
-        expected = reference_tick(fmt, p, vf, vc, g, learn, model._drive[example],
+        expected = reference_tick(fmt, p, hf, hc, g, learn, model._drive[example],
                                   model._targets[example], noise)
-        model.v_free[0], model.v_clamped[0], model.gates[0] = vf, vc, g
+        model.h_free[0], model.h_clamped[0], model.gates[0] = hf, hc, g
         model.flags[:] = 0
         model.run(1, example, learn)
-        np.testing.assert_array_equal(model.v_free[0], expected[0])
-        np.testing.assert_array_equal(model.v_clamped[0], expected[1])
+        np.testing.assert_array_equal(model.h_free[0], expected[0])
+        np.testing.assert_array_equal(model.h_clamped[0], expected[1])
+        np.testing.assert_array_equal(model.v_free[0], expected[0] >> extra)
         np.testing.assert_array_equal(model.gates[0], expected[2])
         assert model.flags[0] == expected[3]
         saw_flags |= expected[3]
@@ -262,24 +277,27 @@ def test_saturation_is_sticky_and_clips(xor_dict):
     assert step.size == 1
 
 
-def _jacobi_still(xor_dict, still_ticks=4, still_lsb=1):
+def _jacobi_still(xor_dict, still_ticks=4, still_lsb=1, extra=0):
     xor_dict["schedule"].update(relax="jacobi", settle="still", still_ticks=still_ticks,
                                 still_lsb=still_lsb)
+    xor_dict.setdefault("fixed", {})["node_extra_bits"] = extra
     return config.parse(xor_dict)
 
 
-@pytest.mark.parametrize("joint,lag", [(False, 0), (True, 0), (False, 1), (True, 1)])
-def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint, lag):
+@pytest.mark.parametrize("joint,lag,extra", [(False, 0, 0), (True, 0, 0), (False, 1, 0),
+                                             (True, 1, 0), (False, 0, 3)])
+def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint, lag, extra):
     """Run tick by tick and find where k consecutive ticks moved no node by more than
     ``still_lsb``; the kernel's settle phase must stop exactly there, in that state
     (every seed on its own, or all at the first tick where all are still: ``joint``;
-    with ``lag`` 1, one tick after that: the run is judged on the ticks before)."""
-    cfg = _jacobi_still(xor_dict, still_ticks=3, still_lsb=2)
+    with ``lag`` 1, one tick after that: the run is judged on the ticks before). With
+    ``extra`` node bits, moves are judged on the voltages, not the node state."""
+    cfg = _jacobi_still(xor_dict, still_ticks=3, still_lsb=2, extra=extra)
     seeds = [0, 1, 2]
     stepped, ruled = FixedPointModel(cfg, seeds), FixedPointModel(cfg, seeds)
     p = ruled.problem
     for example in (0, 1, 3):
-        stepped.v_free[:], stepped.v_clamped[:] = ruled.v_free, ruled.v_clamped
+        stepped.h_free[:], stepped.h_clamped[:] = ruled.h_free, ruled.h_clamped
         quiet, stop = np.zeros(len(seeds), int), np.full(len(seeds), -1)
         states = [stepped.v_free.copy()]
         judged = quiet
@@ -302,7 +320,7 @@ def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint, lag):
                 break
         assert (stop > 3).all(), stop            # the new drives moved: not still at once
         used = np.zeros(len(seeds), np.int64)
-        run_ticks(ruled.v_free, ruled.v_clamped, ruled.gates, 400, False, p.edge_a, p.edge_b,
+        run_ticks(ruled.h_free, ruled.h_clamped, ruled.gates, 400, False, p.edge_a, p.edge_b,
                   ruled.edges, p.driven, ruled._drive[example], p.out_plus,
                   p.out_minus, ruled._targets[example], ruled.constants, ruled.flags, 3,
                   joint, lag, used)

@@ -304,30 +304,58 @@ def jacobi_delta(m, f, acc, cond, tag, shift=None):
 
 
 def jacobi_shift(m, f, acc, s, tag):
-    """``round_shift(sat(acc, acc_bits), s)`` (the first half of :func:`jacobi_delta`)
-    and whether ``acc`` saturated."""
+    """``round_shift(sat(acc, acc_bits) << F, s)`` (the first half of
+    :func:`jacobi_delta`; ``F = node_extra_bits``) and whether ``acc`` saturated.
+
+    The shifter takes ``sat(acc)`` with F zero bits appended below (wires, no adder):
+    the same bits as shifting left by ``F - s`` or rounding right by ``s - F``, with one
+    shifter and one rounding adder for every s."""
     a, clipped = saturate(m, acc, f.acc_bits, f"acc_{tag}")
+    F = f.node_extra_bits
+    if F:
+        a = Value.cast(a) << F
     half = (Value.cast(1) << s) >> 1
-    return wire(m, (a + half) >> s, f"jshift_{tag}", signed(f.acc_bits + 1)), clipped
+    return wire(m, (a + half) >> s, f"jshift_{tag}", signed(f.acc_bits + 1 + F)), clipped
 
 
 def jacobi_span(m, f, shifted, tag):
-    """``shifted`` kept within ``+-(box_hi - box_lo)`` (the second half of
+    """``shifted`` kept within ``+-((box_hi - box_lo) << F)`` (the second half of
     :func:`jacobi_delta`)."""
-    span = f.box_hi_q - f.box_lo_q
+    span = (f.box_hi_q - f.box_lo_q) << f.node_extra_bits
     dv = Signal(signed(span.bit_length() + 1), name=f"dv_{tag}")
     m.d.comb += dv.eq(Mux(above(shifted, span), span,
                           Mux(below(shifted, -span), -span, shifted)))
     return dv
 
 
-def jacobi_apply(m, f, v, dv, tag):
-    """``v + dv`` kept within the box ``[box_lo, box_hi]``, and its (empty) flags."""
-    total = wire(m, v + dv, f"vsum_{tag}")
-    vn = Signal(signed(f.v_bits), name=f"v_{tag}")
-    m.d.comb += vn.eq(Mux(above(total, f.box_hi_q), f.box_hi_q,
-                          Mux(below(total, f.box_lo_q), f.box_lo_q, total)))
+def jacobi_apply(m, f, h, dh, tag):
+    """``h + dh`` kept within the box ``[box_lo << F, box_hi << F]`` (a node state of
+    :func:`node_state_shape`), and its (empty) flags."""
+    F = f.node_extra_bits
+    lo, hi = f.box_lo_q << F, f.box_hi_q << F
+    total = wire(m, h + dh, f"vsum_{tag}")
+    vn = Signal(node_state_shape(f), name=f"v_{tag}")
+    m.d.comb += vn.eq(Mux(above(total, hi), hi, Mux(below(total, lo), lo, total)))
     return vn, sat_bits()
+
+
+def node_state_shape(f):
+    """Shape of a node's state ``H``: ``v_bits + node_extra_bits`` signed bits."""
+    return signed(f.h_bits)
+
+
+def node_voltage(f, h):
+    """The voltage ``V = H >> node_extra_bits`` of a node state: its top ``v_bits`` bits
+    (a wire slice; ``h`` itself without extra bits)."""
+    F = f.node_extra_bits
+    return h if F == 0 else Value.cast(h)[F:].as_signed()
+
+
+def node_state(f, v):
+    """The node state ``H = V << node_extra_bits`` of a voltage (``v`` itself without
+    extra bits; zeros appended below otherwise)."""
+    F = f.node_extra_bits
+    return v if F == 0 else Value.cast(v) << F
 
 
 def node_moved(m, f, old, new, tag):
@@ -513,8 +541,9 @@ def node_apply(m, f, v, dv, tag):
 
 
 def node_step(m, f, v, acc, tag, cond=None, shift=None):
-    """New voltage of a settling node: ``v + kappa * acc`` rounded and saturated
-    (``euler``), or the ``jacobi`` step from its conductance ``cond`` (or from the shift
+    """New state of a settling node: ``v + kappa * acc`` rounded and saturated
+    (``euler``), or the ``jacobi`` step of its state ``H`` (``v``, with
+    ``node_extra_bits``) from its conductance ``cond`` (or from the shift
     :func:`conductance_shift` takes from it; one of them required then).
 
     Returns
@@ -615,7 +644,7 @@ class NodeCell(wiring.Component):
 
     def __init__(self, fmt, acc_width, cond_width=None):
         self.fmt = fmt
-        v = signed(fmt.v_bits)
+        v = node_state_shape(fmt)          # node states H (V with no extra bits)
         members = {
             "v_f": In(v), "v_c": In(v),
             "acc_f": In(signed(acc_width)), "acc_c": In(signed(acc_width)),

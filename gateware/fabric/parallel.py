@@ -31,7 +31,10 @@ from .cells import (
     impairment_values,
     node_conductance,
     node_conductance_bits,
+    node_state,
+    node_state_shape,
     node_sum,
+    node_voltage,
     noise_step,
     output_value,
 )
@@ -142,12 +145,16 @@ class Fabric(wiring.Component):
         }
 
     def _state(self, m):
-        """The state registers, plus those of :meth:`_io_registers`."""
+        """The state registers, plus those of :meth:`_io_registers`: node states ``hf``,
+        ``hc`` (with ``node_extra_bits``) and their voltages ``vf``, ``vc`` (the top bits,
+        the registers themselves without extra bits)."""
         f = self.fmt
         N, E = self.n_nodes, self.n_edges
+        hf = [Signal(node_state_shape(f), name=f"vf{n}") for n in range(N)]
+        hc = [Signal(node_state_shape(f), name=f"vc{n}") for n in range(N)]
         return SimpleNamespace(
-            vf=[Signal(signed(f.v_bits), name=f"vf{n}") for n in range(N)],
-            vc=[Signal(signed(f.v_bits), name=f"vc{n}") for n in range(N)],
+            hf=hf, hc=hc, vf=[node_voltage(f, h) for h in hf],
+            vc=[node_voltage(f, h) for h in hc],
             g=[Signal(signed(f.g_bits), name=f"g{e}", init=int(self.gate_init[e]))
                for e in range(E)],
             **self._io_registers())
@@ -166,7 +173,8 @@ class Fabric(wiring.Component):
         """Override the clamped outputs in ``vc_next`` from the free outputs at t.
 
         ``st.vf`` maps (at least) every output node to its free voltage at t, and
-        ``vc_next`` is a list or dict indexed by node.
+        ``vc_next`` is a list or dict indexed by node; it receives node states
+        (:func:`~.cells.node_state` of the clamped voltages).
 
         Returns
         -------
@@ -176,7 +184,10 @@ class Fabric(wiring.Component):
         outputs = self.cfg.io.outputs
         errors = clamp_errors(outputs, st.target, st.vf)
         scaled = [clamp_scale(self.fmt, err) for err in errors]
-        clamp_flags = clamp_finish(m, self.fmt, outputs, st.vf, scaled, vc_next)
+        clamped = {}
+        clamp_flags = clamp_finish(m, self.fmt, outputs, st.vf, scaled, clamped)
+        for n, value in clamped.items():
+            vc_next[n] = node_state(self.fmt, value)
         out_values = [output_value(st.vf, p, mi) for p, mi in outputs]
         return clamp_flags, out_values
 
@@ -184,13 +195,13 @@ class Fabric(wiring.Component):
         """Commit, sticky flags, controller writes and readback (shared by every fabric).
 
         ``tick_flags`` are ORed into the sticky flags on every running cycle; on
-        ``commit`` the node state takes ``vf_next``/``vc_next``; ``moved`` drives
+        ``commit`` the node states take ``vf_next``/``vc_next``; ``moved`` drives
         ``control.moved`` (see :meth:`_status_and_samples`).
         """
         N, E = self.n_nodes, self.n_edges
         with m.If(commit):
-            m.d.sync += [st.vf[n].eq(vf_next[n]) for n in range(N)]
-            m.d.sync += [st.vc[n].eq(vc_next[n]) for n in range(N)]
+            m.d.sync += [st.hf[n].eq(vf_next[n]) for n in range(N)]
+            m.d.sync += [st.hc[n].eq(vc_next[n]) for n in range(N)]
         self._status_and_samples(m, st, commit, tick_flags, out_values, moved=moved)
 
         # Controller writes (after the updates: a write wins).
@@ -356,20 +367,21 @@ class Fabric(wiring.Component):
         Returns
         -------
         (vf_next, vc_next, node_flags)
+            The next node states (``H``, with ``node_extra_bits``).
         """
         f, N = self.fmt, self.n_nodes
         jacobi = f.relax == "jacobi"
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
         node_flags = []
-        vf_next, vc_next = list(st.vf), list(st.vc)
+        vf_next, vc_next = list(st.hf), list(st.hc)
         for n in range(N):
             if n in driven_index:
-                vf_next[n] = vc_next[n] = st.drive[driven_index[n]]
+                vf_next[n] = vc_next[n] = node_state(f, st.drive[driven_index[n]])
                 continue
             sums = [self._node_total(m, seq, cells, edges, n, tag) for tag in ("f", "c")]
             cell = NodeCell(f, self.acc_width, self.cond_widths[n] if jacobi else None)
             m.submodules[f"node{n}"] = cell
-            m.d.comb += [cell.v_f.eq(st.vf[n]), cell.v_c.eq(st.vc[n]),
+            m.d.comb += [cell.v_f.eq(st.hf[n]), cell.v_c.eq(st.hc[n]),
                          cell.acc_f.eq(sums[0]), cell.acc_c.eq(sums[1])]
             if jacobi:
                 m.d.comb += [cell.cond_f.eq(self._node_cond(m, seq, cells, edges, n, "f")),
@@ -423,7 +435,8 @@ class Fabric(wiring.Component):
     def _moved_flag(self, m, st, seq, vf_next, vc_next):
         """``control.moved``: on the tick's last cycle, 1 when some node of either network
         (driven and clamped ones included) moves by more than ``still_lsb``."""
-        old, new = st.vf + st.vc, list(vf_next) + list(vc_next)
+        old = st.vf + st.vc
+        new = [node_voltage(self.fmt, h) for h in list(vf_next) + list(vc_next)]
         moved = Signal(name="moved")
         m.d.comb += moved.eq(any_moved(m, self.fmt, old, new) & seq.last)
         return moved

@@ -19,9 +19,10 @@ compared with the node's voltage at t one cycle later (``moved``, off the node u
 path); the last write's comparison falls in the commit cycle, with the driven nodes'. So
 the cycles of a tick are the same for both node steps.
 
-Node voltages (two halves: the state at t and the next state, swapped on commit) and gates
-live in memories, which synthesis maps to block RAM; only the driven nodes and the free
-outputs are registers.
+Node states (``H``: the voltages with ``node_extra_bits`` more fraction bits, of which the
+edges and every other reader take the top bits; two halves: the state at t and the next
+state, swapped on commit) and gates live in memories, which synthesis maps to block RAM;
+only the driven nodes and the free outputs are registers.
 """
 
 from collections import namedtuple
@@ -49,7 +50,10 @@ from .cells import (
     impairment_shapes,
     max_gain,
     node_moved,
+    node_state,
+    node_state_shape,
     node_step,
+    node_voltage,
     noise_step,
     operands_from_ends,
     overdrive,
@@ -265,7 +269,7 @@ class SerialFabric(Fabric):
     def _memories(self, m, x):
         """Node voltages at {bank, node}, gates at edge; the clearing after a reset."""
         f, N, E = self.fmt, self.n_nodes, self.n_edges
-        v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
+        v_shape, g_shape = node_state_shape(f), signed(f.g_bits)     # node states H
         node_bits = max(1, (N - 1).bit_length())
         gate_init = [int(v) for v in self.gate_init]
         x.mems = {}
@@ -304,9 +308,10 @@ class SerialFabric(Fabric):
         Returns
         -------
         (vn_f, vo_f, vn_c, vo_c, g_e)
-            The visit's node and other end in both networks, and the edge's gate.
+            The visit's node (its state H) and other end (its voltage) in both networks,
+            and the edge's gate.
         """
-        N, cur, pre = self.n_nodes, x.cur, x.pre
+        f, N, cur, pre = self.fmt, self.n_nodes, x.cur, x.pre
         at = SimpleNamespace(**{k: Mux(x.run, getattr(pre, k), getattr(cur, k))
                                 for k in ("node", "other", "edge")})
         read_bank = Mux(x.commit, ~x.bank, x.bank)
@@ -322,12 +327,13 @@ class SerialFabric(Fabric):
         vd_other = mux_tree(cur.other, x.vd_by_node)
 
         def node_value(name, addr, is_driven, from_register):
-            return Mux(is_driven, from_register, engine_read(name, Cat(addr, read_bank)))
+            return Mux(is_driven, node_state(f, from_register),
+                       engine_read(name, Cat(addr, read_bank)))
 
         vn_f = node_value("vf", at.node, cur.node_driven, vd_node)
-        vo_f = node_value("vf", at.other, cur.other_driven, vd_other)
+        vo_f = node_voltage(f, node_value("vf", at.other, cur.other_driven, vd_other))
         vn_c = node_value("vc", at.node, cur.node_driven, vd_node)
-        vo_c = node_value("vc", at.other, cur.other_driven, vd_other)
+        vo_c = node_voltage(f, node_value("vc", at.other, cur.other_driven, vd_other))
         return vn_f, vo_f, vn_c, vo_c, engine_read("g", at.edge)
 
     def _stage_registers(self, m, x, tag, values, results):
@@ -347,7 +353,7 @@ class SerialFabric(Fabric):
         N, E = self.n_nodes, self.n_edges
         chip = {k: v for k, v in self._chip_fields().items() if k in ("k", "offset")}
         return {"plus": 1, "first": 1, "last": 1, "node": range(N), "net": 1, "term": 1,
-                "vn": signed(self.fmt.v_bits), "gate": 1, "edge": range(E),
+                "vn": node_state_shape(self.fmt), "gate": 1, "edge": range(E),
                 "g": signed(self.fmt.g_bits), "clamp": range(len(x.clamp_nodes) + 1), **chip}
 
     def _operand_stage(self, m, x):
@@ -355,10 +361,11 @@ class SerialFabric(Fabric):
         gate step (``jacobi``: and the conductance the edge gives the visited node, ``2 u
         + leak_q`` of the node's own end); returns the stage's registers."""
         f, cur = self.fmt, x.cur
-        vn_f, vo_f, vn_c, vo_c, g_e = self._engine_reads(m, x)
-        vn = Signal(signed(f.v_bits))
+        hn_f, vo_f, hn_c, vo_c, g_e = self._engine_reads(m, x)
+        hn = Signal(node_state_shape(f))            # the visited node's state H
         vo = Signal(signed(f.v_bits))
-        m.d.comb += [vn.eq(Mux(cur.net, vn_c, vn_f)), vo.eq(Mux(cur.net, vo_c, vo_f))]
+        m.d.comb += [hn.eq(Mux(cur.net, hn_c, hn_f)), vo.eq(Mux(cur.net, vo_c, vo_f))]
+        vn, vn_f, vn_c = node_voltage(f, hn), node_voltage(f, hn_f), node_voltage(f, hn_c)
         ov = overdrive(m, f, g_e, cur.vt)
         va, vb = Mux(cur.plus, vo, vn), Mux(cur.plus, vn, vo)
         ua, ub = edge_ends(m, f, ov, va, vb, "x")
@@ -376,7 +383,7 @@ class SerialFabric(Fabric):
         chip = {k: getattr(cur, k) for k in ("k", "offset") if k in self._chip_fields()}
         return self._stage_registers(m, x, "p", {
             "plus": cur.plus, "first": cur.first, "last": cur.last, "node": cur.node,
-            "net": cur.net, "term": cur.term, "vn": vn, "gate": cur.gate & x.learn,
+            "net": cur.net, "term": cur.term, "vn": hn, "gate": cur.gate & x.learn,
             "edge": cur.edge, "g": g_e, "clamp": cur.clamp, **chip}, factors)
 
     def _noise(self, m, x):
@@ -415,7 +422,7 @@ class SerialFabric(Fabric):
         """Stage 3, sum: the running sum of the node's terms (``jacobi``: and of their
         conductances; the new gate is written by :meth:`_commit`); returns the stage's
         registers."""
-        N, v_shape, acc_shape = self.n_nodes, signed(self.fmt.v_bits), signed(self.acc_width)
+        N, v_shape, acc_shape = self.n_nodes, node_state_shape(self.fmt), signed(self.acc_width)
         r = SimpleNamespace(last=Signal(name="r_last"), node=Signal(range(N), name="r_node"),
                             net=Signal(name="r_net"), vn=Signal(v_shape, name="r_vn"),
                             clamp=Signal(range(len(x.clamp_nodes) + 1), name="r_clamp"),
@@ -452,9 +459,10 @@ class SerialFabric(Fabric):
         v_new, node_flags = node_step(m, f, r.vn, r.total, "x", shift=r.shift)
         clamped = select(r.clamp, {i + 1: x.clamp_values[n]
                                    for i, n in enumerate(x.clamp_nodes)})
-        # what the node unit writes (into the half of the network ``r.net``), for ``moved``
-        x.written = SimpleNamespace(en=x.run & r.last, old=r.vn,
-                                    new=Mux(r.clamp != 0, clamped, v_new))
+        # what the node unit writes (into the half of the network ``r.net``), for
+        # ``moved`` (judged on the voltages, the top bits of the states)
+        x.written = SimpleNamespace(en=x.run & r.last, old=node_voltage(f, r.vn),
+                                    new=node_voltage(f, Mux(r.clamp != 0, clamped, v_new)))
         _, vf_wr = x.mems["vf"]
         _, vc_wr = x.mems["vc"]
         clearing_nodes = busy & (clear < x.node_depth)
@@ -470,7 +478,7 @@ class SerialFabric(Fabric):
             with m.Switch(r.node):
                 for n in x.out_nodes:
                     with m.Case(n):
-                        m.d.sync += x.vf_out_next[n].eq(v_new)
+                        m.d.sync += x.vf_out_next[n].eq(node_voltage(f, v_new))
         _, g_wr = x.mems["g"]
         gate = self.gate
         restoring = busy & (clear != 0) & ~above(clear, E)      # the ROM read takes a cycle
@@ -533,4 +541,5 @@ class SerialFabric(Fabric):
             rd = mem.read_port(transparent_for=(wr,))
             m.d.comb += [rd.addr.eq(Cat(self.node_raddr, x.bank)),
                          out.eq(Mux(select(node_q, {n: 1 for n in x.driven}),
-                                    mux_tree(node_q, x.vd_by_node), rd.data))]
+                                    mux_tree(node_q, x.vd_by_node),
+                                    node_voltage(self.fmt, rd.data)))]

@@ -10,7 +10,9 @@ the pipeline and another's leaves it, so the fabric makes ``C`` ticks every ``C`
 at a clock about ``C`` times faster than the one-cycle tick's; each stream's bits are
 those of :class:`~.fabric.Fabric` (``docs/semantics.md``) for its seed.
 
-The state of every stream (node voltages of both networks, gates) lives in the ring
+The state of every stream (node states of both networks, the voltages with
+``node_extra_bits`` more fraction bits, which the edges read the top bits of; gates) lives
+in the ring
 itself: a state register closes the loop behind the last cut, so the ring holds ``C``
 slots, one per stream, and turns by one slot every cycle whether ticks run or not. A
 slot with no tick passes its state unchanged; there is no bank of registers, no read
@@ -70,7 +72,10 @@ from .cells import (
     node_moved,
     node_round,
     node_scale,
+    node_state,
+    node_state_shape,
     node_sum,
+    node_voltage,
     noise_bits,
     noise_step,
     output_value,
@@ -231,7 +236,7 @@ class StreamFabric(Fabric):
         reset net reaches the tens of thousands of flip-flops of the datapath.
         """
         f, C, N, E = self.fmt, self.streams, self.n_nodes, self.n_edges
-        v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
+        v_shape, g_shape = node_state_shape(f), signed(f.g_bits)    # node states H
         ctx = SimpleNamespace(
             edges=[tuple(int(v) for v in e) for e in np.asarray(self.cfg.network.edges)],
             io=SimpleNamespace(**self._io_registers()),
@@ -340,9 +345,10 @@ class StreamFabric(Fabric):
         udiff_f, usum_f, vdiff_f, udiff_c, usum_c, vdiff_c, minus, plus = ([] for _ in range(8))
         ov_c = x.get("ov_c", x["ov"])
         noise = self._noise_bank(m, ctx)
+        vf, vc = self._voltages(x["vf"]), self._voltages(x["vc"])
         for e, (a, b) in enumerate(ctx.edges):
-            for tag, v, ov, ud, us, vd in (("f", x["vf"], x["ov"], udiff_f, usum_f, vdiff_f),
-                                           ("c", x["vc"], ov_c, udiff_c, usum_c, vdiff_c)):
+            for tag, v, ov, ud, us, vd in (("f", vf, x["ov"], udiff_f, usum_f, vdiff_f),
+                                           ("c", vc, ov_c, udiff_c, usum_c, vdiff_c)):
                 o1, o2, o3 = edge_operands(m, f, ov[e], v[a], v[b], f"{tag}{e}")
                 ud.append(o1), us.append(o2), vd.append(o3)
             d_f, d_c = vdiff_f[e], vdiff_c[e]
@@ -351,7 +357,7 @@ class StreamFabric(Fabric):
             mi, pl = gate_operands(m, f, d_f, d_c, f"dg{e}")
             minus.append(mi), plus.append(pl)
         errors = [wire(m, err, f"cl_err{k}") for k, err in
-                  enumerate(clamp_errors(self.cfg.io.outputs, ctx.io.target, x["vf"]))]
+                  enumerate(clamp_errors(self.cfg.io.outputs, ctx.io.target, vf))]
         return self._stage(m, ctx, "operands", {
             **self._keep(ctx, x), "udiff_f": udiff_f, "usum_f": usum_f, "vdiff_f": vdiff_f,
             "udiff_c": udiff_c, "usum_c": usum_c, "vdiff_c": vdiff_c, "minus": minus,
@@ -417,7 +423,8 @@ class StreamFabric(Fabric):
         dg_scaled = [wire(m, self._gate_scale(e, x["q"][e]), f"dg_scaled{e}")
                      for e in range(E)]
         clamp = {}
-        clamp_flags = clamp_finish(m, f, self.cfg.io.outputs, x["vf"], x["cl_scaled"], clamp)
+        clamp_flags = clamp_finish(m, f, self.cfg.io.outputs, self._voltages(x["vf"]),
+                                   x["cl_scaled"], clamp)
         ctx.clamp_nodes = sorted(clamp)
         # saturation bits are registered one by one and ORed into ``flags`` by the next
         # stage, so no stage gathers bits from all over the datapath into one register
@@ -559,23 +566,23 @@ class StreamFabric(Fabric):
         whether each node moves by more than ``still_lsb`` (``moved``, one bit per node
         and network: a driven node's once, as it is the same in both)."""
         f, N, E = self.fmt, self.n_nodes, self.n_edges
-        v_shape, g_shape = signed(f.v_bits), signed(f.g_bits)
+        v_shape, g_shape = node_state_shape(f), signed(f.g_bits)
         scaled = dict(zip(ctx.acc_keys, x["scaled"], strict=True))
         sat, ticking = [], x["valid"]
         v_old = {"f": x["vf"], "c": x["vc"]}
         v_next, moved = {}, {}
         for i, n in enumerate(self.driven_nodes):
             drive = ctx.io.drive[i]
-            v_next["f", n] = Mux(ticking, drive, x["vf"][n])
-            v_next["c", n] = Mux(ticking, drive, x["vc"][n])
-            moved["f", n] = node_moved(m, f, x["vf"][n], drive, f"f{n}")
+            v_next["f", n] = Mux(ticking, node_state(f, drive), x["vf"][n])
+            v_next["c", n] = Mux(ticking, node_state(f, drive), x["vc"][n])
+            moved["f", n] = node_moved(m, f, node_voltage(f, x["vf"][n]), drive, f"f{n}")
         for tag, n in ctx.acc_keys:
             v_next[tag, n], moved[tag, n], fl = self._settling_step(
                 m, v_old[tag][n], scaled[tag, n], ticking, f"{tag}{n}")
             sat.append(fl)
         for n, value in zip(ctx.clamp_nodes, x["clamp"], strict=True):
-            v_next["c", n] = Mux(ticking, value, x["vc"][n])
-            moved["c", n] = node_moved(m, f, x["vc"][n], value, f"c{n}")
+            v_next["c", n] = Mux(ticking, node_state(f, value), x["vc"][n])
+            moved["c", n] = node_moved(m, f, node_voltage(f, x["vc"][n]), value, f"c{n}")
         vf_next = [wire(m, v_next["f", n], f"vf_next{n}", v_shape) for n in range(N)]
         vc_next = [wire(m, v_next["c", n], f"vc_next{n}", v_shape) for n in range(N)]
         g_next = [wire(m, gate_clamp(f, x["g"][e]), f"g_next{e}", g_shape) for e in range(E)]
@@ -585,9 +592,11 @@ class StreamFabric(Fabric):
             "moved": [moved[key] for key in sorted(moved)]})
 
     def _settling_step(self, m, v, scaled, ticking, tag):
-        """A settling node's new voltage from its ``scaled`` sum (``euler``: ``kappa *
-        acc`` plus the rounding constant; ``jacobi``: ``acc`` rounded and shifted), whether
-        it moves by more than ``still_lsb`` (:func:`step_moved`) and its saturation flags.
+        """A settling node's new state from its ``scaled`` sum (``euler``: ``kappa *
+        acc`` plus the rounding constant; ``jacobi``: ``acc << F`` rounded and shifted),
+        whether it moves by more than ``still_lsb`` (:func:`step_moved`; with
+        ``node_extra_bits`` the voltages, the states' top bits, compared) and its
+        saturation flags.
 
         ``jacobi``: a slot with no tick steps by 0, which keeps a voltage within the box;
         a box without 0 (the power-up and wiped voltage) takes a multiplexer on ``ticking``.
@@ -598,6 +607,9 @@ class StreamFabric(Fabric):
             v_next, _ = jacobi_apply(m, f, v, dv, tag)
             if not f.box_lo_q <= 0 <= f.box_hi_q:
                 v_next = Mux(ticking, v_next, v)
+            if f.node_extra_bits:
+                return v_next, node_moved(m, f, node_voltage(f, v), node_voltage(f, v_next),
+                                          tag), 0
             lo, hi, flags = f.box_lo_q, f.box_hi_q, 0
         else:
             dv, sat_dv = node_round(m, f, scaled, tag)
@@ -664,14 +676,19 @@ class StreamFabric(Fabric):
                 g=[Signal(g_shape, name=f"s{s}_g{e}", init=int(self.stream_gate_init[s][e]))
                    for e in range(self.n_edges)])
             with m.If(here):
-                m.d.sync += [reg.eq(output_value(state.vf, p, mi))
+                m.d.sync += [reg.eq(output_value(self._voltages(state.vf), p, mi))
                              for reg, (p, mi) in zip(regs, cfg.io.outputs, strict=True)]
-                for name in ("vf", "vc", "g"):
-                    m.d.sync += [a.eq(b) for a, b in zip(getattr(copy, name),
-                                                         getattr(state, name), strict=True)]
+                for name, values in (("vf", self._voltages(state.vf)),
+                                     ("vc", self._voltages(state.vc)), ("g", state.g)):
+                    m.d.sync += [a.eq(b) for a, b in zip(getattr(copy, name), values,
+                                                         strict=True)]
             out_values += regs
             mirror.append(copy)
         return out_values, mirror
+
+    def _voltages(self, states):
+        """The voltages of node states (their top bits: :func:`~.cells.node_voltage`)."""
+        return [node_voltage(self.fmt, h) for h in states]
 
     def _gate_reads(self, m, ctx):
         """Gate reads: the address registered, then split into stream and edge; each
