@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast test-slow lint bench clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,11 @@ test: setup
 
 # no simulators, no board builds (tiers: markers in tests/conftest.py)
 test-fast: setup
-	$(PY) -m pytest -n 2 -m "not sim and not build and not slow_build"
+	$(PY) -m pytest -n 2 -m "not sim and not build and not slow_build and not slow_sim"
+
+# everything, the ULX3S / Tang Nano 9K builds and the simulated-board soaks included
+test-slow: setup
+	CLLN_SLOW_BUILDS=1 CLLN_SLOW_SIMS=1 $(PY) -m pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(VENV)/bin/ruff check

@@ -68,9 +68,12 @@ def tiny_config(tmp_path, units=2, settle=6, learn=2, two_outputs=False):
 # -- test tiers: the one place they are chosen ------------------------------------------------
 # Each test that needs a tool carries its marker (pyproject.toml lists them): ``sim`` (cocotb
 # benches on Icarus / Verilator), ``build`` (yosys / nextpnr), ``slow_build`` (ULX3S and Tang
-# Nano 9K builds). ``make test-fast`` deselects all three; the hook below adds ``build`` to
-# every ``slow_build`` test and skips those unless CLLN_SLOW_BUILDS=1.
+# Nano 9K builds), ``slow_sim`` (soaks through the simulated board, minutes each). ``make
+# test-fast`` deselects all of them; the hook below adds ``build`` to every ``slow_build``
+# test and skips those unless CLLN_SLOW_BUILDS=1, and adds ``sim`` to every ``slow_sim``
+# test and skips those unless CLLN_SLOW_SIMS=1 (``make test-slow`` sets both).
 SLOW_BUILDS = os.environ.get("CLLN_SLOW_BUILDS") == "1"
+SLOW_SIMS = os.environ.get("CLLN_SLOW_SIMS") == "1"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -81,3 +84,9 @@ def pytest_collection_modifyitems(config, items):
             if not SLOW_BUILDS:
                 item.add_marker(pytest.mark.skip(reason="set CLLN_SLOW_BUILDS=1 for the "
                                                  "ULX3S / Tang Nano 9K builds"))
+        if item.get_closest_marker("slow_sim"):
+            if item.get_closest_marker("sim") is None:
+                item.add_marker(pytest.mark.sim)
+            if not SLOW_SIMS:
+                item.add_marker(pytest.mark.skip(reason="set CLLN_SLOW_SIMS=1 for the "
+                                                 "simulated-board soaks"))

@@ -166,8 +166,9 @@ def test_cyclic_training_equals_clln_train(board):
     np.testing.assert_allclose(res["mse_per_epoch"], hist.mse_curve[0], rtol=2e-3)
 
 
-def malformed_frames(ident, rng):
-    """(name, raw bytes) of requests every one of which must be refused."""
+def malformed_frames(ident, rng, n_random=60):
+    """(name, raw bytes) of requests every one of which must be refused, then
+    ``n_random`` valid requests randomly damaged (which may or may not be refused)."""
     def req(cmd, payload=b"", version=p.PROTOCOL_VERSION, rid=9):
         return p.encode_request(rid, cmd, payload, version)
 
@@ -224,7 +225,7 @@ def malformed_frames(ident, rng):
              req(Command.READ_GATES, p.pack_range(1, 5)), good,
              req(Command.WRITE_SCHEDULE, p.ScheduleParams(7, 1, 2, 3, p.Order.LFSR, 5).pack()),
              req(Command.WRITE_DATASET, p.pack_write_dataset(2, [[1, 2]], [[3]]))]
-    for i in range(60):
+    for i in range(n_random):
         raw = bytearray(rng.choice(valid)[:-1])
         for _ in range(rng.randint(1, 3)):
             kind = rng.random()
@@ -281,6 +282,53 @@ def test_malformed_frames_get_error_replies_and_change_nothing(board):
     assert (sg.epoch, sg.error_sums, sg.example) == (sm.epoch, sm.error_sums, sm.example)
     np.testing.assert_array_equal(dev.read_gates(), mdev.read_gates())
     np.testing.assert_array_equal(dev.read_outputs(0, 5), mdev.read_outputs(0, 5))
+
+
+@pytest.mark.slow_sim
+@pytest.mark.parametrize("board", [8], ids=["8-units"], indirect=True)
+def test_ten_thousand_damaged_frames_through_the_board(board):
+    """At least 10,000 damaged requests through the simulated UART: each reply byte for
+    byte the golden model's, and the state afterwards the same (slow tier: about a
+    minute on the 8-unit board)."""
+    cfg, dev, model, mdev = fresh(board)
+    ident = dev.identify()
+    fmt = FixedPointModel(cfg, [0]).formats
+    for d in (dev, mdev):
+        d.write_gates(fmt.volts_to_g(cfg.learning.initial_gates(cfg.network.n_edges, 5)))
+        d.write_dataset(fmt.volts_to_v(cfg.task.x), fmt.volts_to_v(cfg.task.y))
+    frames = malformed_frames(ident, random.Random(7), n_random=11_000)
+    assert len(frames) >= 10_000
+    for name, raw in frames:
+        assert exchange(dev.transport, raw) == model.respond(raw), name
+    np.testing.assert_array_equal(dev.read_gates(), mdev.read_gates())
+    assert without_cycles(dev.status()) == mdev.status()
+
+
+@pytest.mark.slow_sim
+@pytest.mark.parametrize("board", [8], ids=["8-units"], indirect=True)
+def test_ten_million_tick_soak(board):
+    """10^7 ticks of training on the simulated board against the golden model, compared
+    every 20,000 ticks: gates, epoch, error sums, outputs, and the sticky flags (slow tier;
+    minutes)."""
+    cfg, dev, model, mdev = fresh(board)
+    fmt = FixedPointModel(cfg, [0]).formats
+    n = len(cfg.task.x)
+    for d in (dev, mdev):
+        d.write_gates(fmt.volts_to_g(cfg.learning.initial_gates(cfg.network.n_edges, 11)))
+        d.write_dataset(fmt.volts_to_v(cfg.task.x), fmt.volts_to_v(cfg.task.y))
+        d.write_schedule(p.ScheduleParams(SETTLE, LEARN, 1, n, p.Order.LFSR, 13))
+    ticks_per_epoch = n * (SETTLE + LEARN)
+    epochs = 20_000 // ticks_per_epoch
+    done = 0
+    while done < 10_000_000:
+        for d in (dev, mdev):
+            d.run_epochs(epochs, True)
+        got, want = dev.wait_idle(timeout=600, poll=0.05), mdev.wait_idle()
+        assert without_cycles(got) == want, done
+        np.testing.assert_array_equal(dev.read_gates(), mdev.read_gates())
+        done = got.ticks
+    assert done >= 10_000_000
+    np.testing.assert_array_equal(dev.read_outputs(0, n), mdev.read_outputs(0, n))
 
 
 def test_busy_and_stop(board):
