@@ -120,7 +120,8 @@ def check_writable(path, flag):
     if path.is_dir():
         raise ConfigError(flag, "", f"cannot write {path}: it is a folder")
     if not folder.is_dir():
-        raise ConfigError(flag, "", f"cannot write {path}: folder {folder} does not exist")
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(flag, "", f"cannot write {path}: folder {folder} {why}")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
