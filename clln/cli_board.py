@@ -135,9 +135,8 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None, start=N
         Called after each epoch of this run with stream 0's error.
     start : clln.cli_resume.BoardState or None
         A checkpoint's state to continue from: its gates are written instead of the
-        seeds' and the LFSR goes on where its epoch left it; node voltages start from 0
-        and the read-noise generators from their first state (RESET: the fabric has no
-        node write port).
+        seeds'; node voltages start from 0 and the read-noise generators from their
+        first state (RESET: the fabric has no node write port).
     checkpoints : object or None
         ``due(epoch)`` and ``save(BoardState)``: the state is read and saved after the
         epochs it is due and after the last.
@@ -207,8 +206,11 @@ def _mse_scale(cfg, fmt):
 
 
 def _load_device(dev, cfg, fmt, epochs, seed, order, start):
-    """RESET the device, then write the dataset, the schedule (the LFSR where ``start``'s
-    epoch left it) and ``start``'s gates."""
+    """RESET the device, then write the dataset, the schedule and ``start``'s gates.
+
+    The LFSR is reloaded from ``seed``: every epoch visits the examples in one order (one
+    pass of the LFSR's cycle over the states of examples), so it goes on as after any
+    number of epochs."""
     from . import protocol as p
     if dev.status().mode != p.Mode.IDLE:
         dev.stop()
@@ -216,10 +218,8 @@ def _load_device(dev, cfg, fmt, epochs, seed, order, start):
     dev.reset()                 # node voltages 0, as at the start of `clln train`
     x, y = fmt.volts_to_v(cfg.task.x), fmt.volts_to_v(cfg.task.y)
     dev.write_dataset(x, y)
-    lfsr = order == "lfsr"
     sched = p.ScheduleParams.from_config(
-        cfg, len(x), p.Order.LFSR if lfsr else p.Order.CYCLIC,
-        p.lfsr_resume_seed(len(x), seed, start.epoch) if lfsr else seed)
+        cfg, len(x), p.Order.LFSR if order == "lfsr" else p.Order.CYCLIC, seed)
     dev.write_schedule(dataclasses.replace(sched, epochs=epochs))
     dev.write_gates(start.gates_q.ravel())
 

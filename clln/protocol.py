@@ -321,18 +321,6 @@ def lfsr_order(n_examples, seed, epochs):
     ``seed mod (2**w - 1) + 1``; each epoch takes the next states, skipping those above
     ``n_examples``, until every example was visited once; index = state - 1.
     """
-    return _lfsr_run(n_examples, seed, epochs)[0]
-
-
-def lfsr_resume_seed(n_examples, seed, epochs):
-    """The schedule seed whose LFSR starts where that of ``seed`` stands after ``epochs``
-    epochs: a run resumed with it visits the examples an uninterrupted run would have
-    (the start ``seed mod (2**w - 1) + 1`` of a state s is reached by the seed s - 1)."""
-    return _lfsr_run(n_examples, seed, epochs)[1] - 1
-
-
-def _lfsr_run(n_examples, seed, epochs):
-    """The example order of ``epochs`` LFSR epochs, and the LFSR's state after them."""
     w = max(2, n_examples.bit_length())
     state = seed % ((1 << w) - 1) + 1
     order = []
@@ -343,7 +331,7 @@ def _lfsr_run(n_examples, seed, epochs):
                 epoch.append(state - 1)
             state = lfsr_step(state, w)
         order.append(epoch)
-    return order, state
+    return order
 
 
 # --------------------------------------------------------------------------- payloads

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import serial
 
-from clln import checkpoint, cli, cli_board
+from clln import checkpoint, cli, cli_board, cli_common
 from clln import config as config_mod
 from clln import protocol as p
 from clln.host.driver import Device, LoopbackTransport
@@ -231,18 +231,26 @@ def test_output_paths_are_checked_before_training(tmp_path, monkeypatch, capsys)
         err = error_of(capsys, ["train", "paper-xor", "--epochs", "1", flag, path])
         assert err == f"clln: error: {flag}: cannot write {path}: " + (
             f"folder {path.parent} {why}" if why else "it is a folder")
+    class NoTemporaryFiles:
+        def TemporaryFile(self, dir):
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(cli_common, "tempfile", NoTemporaryFiles())
+    err = error_of(capsys, ["train", "paper-xor", "--plot", tmp_path / "p.png"])
+    assert err == f"clln: error: --plot: cannot write {tmp_path / 'p.png'}: Permission denied"
     for bad in ("-1", "x", "0s", "nans"):
         with pytest.raises(SystemExit):
             cli.main(["train", "paper-xor", "--checkpoint-every", bad])
         assert "expected N epochs, Ts seconds" in capsys.readouterr().err
 
 
-def test_lfsr_resume_seed_continues_the_order():
-    for n in (1, 4, 5, 16, 33):
-        for seed in (0, 5, 12345):
-            whole = p.lfsr_order(n, seed, 7)
-            for k in (0, 1, 3):
-                assert p.lfsr_order(n, p.lfsr_resume_seed(n, seed, k), 7 - k) == whole[k:]
+def test_lfsr_order_is_the_same_every_epoch():
+    """Why a resumed run reloads the LFSR from its seed: each epoch is one pass of the
+    LFSR's cycle over the states of examples, so every epoch visits them in one order."""
+    for n in (1, 2, 4, 5, 6, 16, 33, 1000):
+        for seed in (0, 3, 5, 12345):
+            order = p.lfsr_order(n, seed, 4)
+            assert order == [order[0]] * 4 and sorted(order[0]) == list(range(n))
 
 
 # -- clln run on the golden model of the board -------------------------------------------
@@ -260,7 +268,7 @@ class FailingLink(LoopbackTransport):
 
     def __init__(self, model, after, how):
         super().__init__(model.respond)
-        self.after, self.how, self.sent = after, how, 0
+        self.model, self.after, self.how, self.sent = model, after, how, 0
 
     def write(self, data):
         self.sent += 1
@@ -311,7 +319,7 @@ def resumed_as_promised(cfg, gates_q, seeds, epochs):
 
 def test_run_resumed_on_the_board_model(short_xor, tmp_path, monkeypatch, capsys):
     """2 + 3 epochs of a 2-stream board: the gates of the fixed-point model resumed by
-    the board's rule (nodes 0); the curve goes on; an LFSR run continues its order."""
+    the board's rule (nodes 0, not those of an uninterrupted run); the curve goes on."""
     model_board(monkeypatch)
     ckpt = tmp_path / "c.json"
     first = board_json(capsys, ["run", short_xor, "--sim", "--epochs", 2, "--seed", 4,
@@ -335,19 +343,26 @@ def test_run_resumed_on_the_board_model(short_xor, tmp_path, monkeypatch, capsys
     # what differs: the node voltages at the resume (0, not those epoch 2 left)
     assert resumed["gates_final"] != straight["gates_final"]
     assert resumed["error_sums"][:2] == straight["error_sums"][:2]
-    # LFSR order: the resumed run visits the examples the straight run would
+
+
+def test_run_resumed_in_lfsr_order(short_xor, tmp_path, monkeypatch, capsys):
+    """The resumed run trains in the LFSR order of its seed: the golden model's, from the
+    checkpoint's gates with nodes 0."""
+    links = model_board(monkeypatch)
     lfsr = tmp_path / "l.json"
-    board_json(capsys, ["run", short_xor, "--sim", "--epochs", 2, "--order", "lfsr",
-                        "--checkpoint", lfsr])
+    board_json(capsys, ["run", short_xor, "--sim", "--epochs", 2, "--order", "lfsr", "--seed",
+                        3, "--checkpoint", lfsr])
     gates = np.array([s["gates_q"] for s in json.loads(lfsr.read_text())["streams"]])
     resumed = board_json(capsys, ["run", short_xor, "--sim", "--epochs", 3, "--resume", lfsr])
-    model = SystemModel(cfg)
-    model.write_schedule(p.ScheduleParams.from_config(cfg, 4, p.Order.LFSR,
-                                                      p.lfsr_resume_seed(4, 0, 2)))
-    model.twin.gates[:] = gates
-    model.run(3, True)
-    assert resumed["order"] == "lfsr"
-    assert resumed["gates_final"] == model.fmt.g_to_volts(model.twin.gates[0]).tolist()
+    assert resumed["order"] == "lfsr" and links[1].model.schedule.order == p.Order.LFSR
+    cfg = config_mod.load(short_xor)
+    ref = SystemModel(cfg, seed=3)                  # RESET: nodes 0; the checkpoint's gates
+    ref.write_schedule(p.ScheduleParams.from_config(cfg, 4, p.Order.LFSR, 3))
+    ref.twin.gates[:] = gates
+    ref.run(3, True)
+    assert p.lfsr_order(4, 3, 1)[0] != [0, 1, 2, 3]          # not the cyclic order
+    assert [s["gates_final"] for s in resumed["streams"]] == ref.fmt.g_to_volts(
+        ref.twin.gates).tolist()
     err = "--order: cyclic differs from the checkpoint"
     with pytest.raises(config_mod.ConfigError, match=err):
         board_cli(["run", short_xor, "--sim", "--resume", lfsr, "--order", "cyclic"])
