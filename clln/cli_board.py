@@ -164,7 +164,11 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None, start=N
     from .cli_resume import BoardState
     from .formats import Formats
     fmt = Formats.from_config(cfg)
-    ident = dev.identify()
+    try:
+        ident = dev.identify()
+    except OSError as e:              # serial.SerialException: a port that fails at once
+        raise CllnError(f"the link failed at IDENTIFY ({type(e).__name__}: {e}); nothing "
+                        "was trained") from None
     want = p.config_hash(cfg)
     if ident.config_hash != want:
         raise CllnError(f"the device runs another config (hash {ident.config_hash:08x}, "
@@ -354,7 +358,11 @@ def _run_setup(args, cfg):
     ckpt = Path(args.checkpoint or args.resume or
                 f"build/checkpoints/{cfg.name}-seed{seed}.json")
     if not (args.checkpoint or args.resume):
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError("--checkpoint", "", f"cannot make the folder of {ckpt}: "
+                              f"{e.strerror or e}") from None
     check_writable(ckpt, "--checkpoint")
     if args.plot:
         check_writable(args.plot, "--plot")

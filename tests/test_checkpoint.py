@@ -412,6 +412,11 @@ def test_link_error_before_any_epoch_saves_nothing(short_xor, tmp_path, monkeypa
     assert err.startswith("clln: error: the link failed during loading the dataset, "
                           "schedule and gates (SerialException: ")
     assert err.endswith("; no epoch was trained, nothing saved\n") and not ckpt.exists()
+    model_board(monkeypatch, after=0)                   # a port that fails at once
+    assert cli.main(["run", str(short_xor), "--sim", "--checkpoint", str(ckpt), "--json"]) == 2
+    assert capsys.readouterr().err == ("clln: error: the link failed at IDENTIFY "
+                                       "(SerialException: write failed: [Errno 5] Input/output "
+                                       "error); nothing was trained\n")
 
 
 def test_run_results_printed_when_the_checkpoint_cannot_be_written(short_xor, tmp_path,
