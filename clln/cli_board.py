@@ -1,5 +1,6 @@
 """CLI commands of the board layer: ``clln build`` and ``clln run``."""
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -400,7 +401,8 @@ def cmd_run(args):
     finally:
         if bar is not None:
             bar.close()
-        transport.close()
+        with contextlib.suppress(OSError):      # a port whose cable was pulled
+            transport.close()
     seconds = time.monotonic() - t1
     out = _run_report(res, cfg, fmt, args, seconds, setup)
     out.update({"seed": seed, "order": order, "epochs_run": epochs,

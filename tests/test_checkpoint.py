@@ -278,6 +278,10 @@ class FailingLink(LoopbackTransport):
             return
         super().write(data)
 
+    def close(self):
+        if self.how == "pulled" and self.after is not None and self.sent > self.after:
+            raise serial.SerialException("close failed: [Errno 5] Input/output error")
+
 
 def model_board(monkeypatch, after=None, how="pulled"):
     """``clln run`` talks to :class:`SystemModel` over a :class:`FailingLink`."""
