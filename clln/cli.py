@@ -175,7 +175,7 @@ def build_parser():
                        help="train seeds A to B at once")
     p.add_argument("--plot", metavar="FILE", help="write a PNG of the run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_checkpoint_args(p, "none (with --resume: the resumed file)")
+    add_checkpoint_args(p, "none; with --resume: the resumed file")
     p.set_defaults(func=cmd_train)
 
     from . import cli_board, cli_hdl, cli_sweep
