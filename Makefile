@@ -47,6 +47,7 @@ bench: setup
 	$(PY) bench/golden_models.py
 	$(PY) bench/settling.py
 	$(PY) bench/sweep.py
+	$(PY) bench/checkpoint.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

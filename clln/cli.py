@@ -8,8 +8,16 @@ import sys
 import numpy as np
 
 from . import config as config_mod
-from .cli_common import exit_on_termination, progress_bar, whole_number
-from .errors import CllnError, ConfigError
+from .cli_common import (
+    add_checkpoint_args,
+    check_writable,
+    exit_on_termination,
+    progress_bar,
+    report_failures,
+    side_output,
+    whole_number,
+)
+from .errors import CllnError
 from .sim.training import MODELS
 
 
@@ -18,13 +26,6 @@ def _seed_range(text):
     if not m or int(m[1]) > int(m[2]):
         raise argparse.ArgumentTypeError(f"expected A-B with A <= B (e.g. 0-9), got {text!r}")
     return list(range(int(m[1]), int(m[2]) + 1))
-
-
-def _check_writable(path, flag):
-    from pathlib import Path
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise ConfigError(flag, "", f"cannot write {path}: folder {parent} does not exist")
 
 
 def _seed_report(history, i, target):
@@ -44,30 +45,70 @@ def _seed_report(history, i, target):
     }
 
 
-def cmd_train(args):
-    """Train a config with a golden model and report the result."""
-    from .sim.training import make_model, train
-    cfg = config_mod.load(args.config)
-    seeds = args.seeds if args.seeds is not None else [
-        args.seed if args.seed is not None else cfg.learning.seed]
-    epochs = args.epochs if args.epochs is not None else cfg.learning.epochs
-    model = make_model(cfg, args.model, seeds)
-    if args.plot:
-        _check_writable(args.plot, "--plot")
-    bar = progress_bar(epochs, not args.json, f"{cfg.name} ({args.model})")
+def _train_setup(args, cfg):
+    """Model name, seeds, epochs of this run, the checkpoint read for ``--resume`` (or
+    None) and the checkpoint file to write (or None)."""
+    from . import cli_resume
+    seeds = args.seeds if args.seeds is not None else (
+        [args.seed] if args.seed is not None else None)
+    saved = cli_resume.load_train(args.resume, cfg) if args.resume else None
+    if saved is None:
+        model = args.model or "quasistatic"
+        seeds = seeds or [cfg.learning.seed]
+        epochs = args.epochs if args.epochs is not None else cfg.learning.epochs
+    else:
+        model = cli_resume.agree(saved.path, "--model", args.model, saved.model)
+        seeds = cli_resume.agree(saved.path, "--seed/--seeds", seeds, saved.seeds)
+        epochs = (args.epochs if args.epochs is not None
+                  else saved.epochs_target - saved.epoch)
+    ckpt = args.checkpoint or args.resume
+    for path, flag in ((args.plot, "--plot"), (ckpt, "--checkpoint")):
+        if path:
+            check_writable(path, flag)
+    return model, seeds, epochs, saved, ckpt
+
+
+def _train_epochs(args, cfg, model_name, seeds, epochs, saved, ckpt):
+    """Train (continuing ``saved``), checkpointing as asked; the History and the
+    checkpoint writer."""
+    from . import cli_resume
+    from .sim.training import Training, make_model
+    model = make_model(cfg, model_name, seeds)
+    before = cli_resume.restore_training(saved, model) if saved else None
+    run = Training(model, before)
+    target = run.epochs + epochs
+    writer = cli_resume.CheckpointWriter(ckpt, args.checkpoint_every)
+    bar = progress_bar(epochs, not args.json, f"{cfg.name} ({model_name})")
     try:
-        history = train(model, epochs, bar.update if bar is not None else None)
+        for _ in range(epochs):
+            run.epoch()
+            if bar is not None:
+                bar.update(1)
+            if writer.due(run.epochs):
+                writer.write(cli_resume.train_doc(cfg, run, target))
     finally:
         if bar is not None:
             bar.close()
+    if writer.epoch != run.epochs:
+        writer.write(cli_resume.train_doc(cfg, run, target))   # before the evaluation
+    return run.finish(), writer
+
+
+def cmd_train(args):
+    """Train a config with a golden model and report the result."""
+    cfg = config_mod.load(args.config)
+    model_name, seeds, epochs, saved, ckpt = _train_setup(args, cfg)
+    history, writer = _train_epochs(args, cfg, model_name, seeds, epochs, saved, ckpt)
     target = cfg.task.mse_target
     reports = [_seed_report(history, i, target) for i in range(len(seeds))]
     reached = sum(r["reached_target"] for r in reports)
-    if args.plot:
-        from .plot import plot_training
-        plot_training(cfg, history, args.plot)
+    plot_failed = args.plot and side_output(lambda: _plot_training(cfg, history, args.plot),
+                                             args.plot)
+    start = saved.epoch if saved else 0
     if args.json:
-        out = {"config": cfg.name, "model": args.model, "epochs": epochs,
+        out = {"config": cfg.name, "model": model_name, "epochs": history.epochs,
+               "epochs_run": epochs, "resumed_from": saved.path if saved else None,
+               "resumed_at_epoch": start, "checkpoint": str(ckpt) if ckpt else None,
                "mse_target": target, "seconds": history.seconds, "targets": cfg.task.y.tolist()}
         if len(seeds) == 1:
             out.update(reports[0])
@@ -77,25 +118,41 @@ def cmd_train(args):
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(f"{cfg.name}: {args.model} model, {epochs} epochs, {len(seeds)} seed(s), "
-              f"{history.seconds:.2f} s")
-        print(f"{'seed':>6} {'mse_initial':>12} {'mse_final':>12}  target {target:g} V^2")
-        for r in reports:
-            mark = "reached" if r["reached_target"] else "missed"
-            sat = "  (saturated)" if r["saturated"] else ""
-            print(f"{r['seed']:>6} {r['mse_initial']:>12.3e} {r['mse_final']:>12.3e}  {mark}{sat}")
-        print(f"{reached} of {len(seeds)} seed(s) reached the error target")
-        if history.example_ticks is not None:
-            print(f"ticks per example: mean {history.example_ticks.mean():.1f}, "
-                  f"max {history.example_ticks.max()}")
-        if len(seeds) == 1:
-            outs = np.array(reports[0]["outputs_final"])
-            for i, (o, y) in enumerate(zip(outs, cfg.task.y, strict=True)):
-                print(f"  example {i}: output {np.array2string(o, precision=4)} V, "
-                      f"target {np.array2string(y, precision=4)} V")
-        if args.plot:
+        _print_training(cfg, model_name, history, reports, reached, start, saved)
+        if args.plot and not plot_failed:
             print(f"plot written to {args.plot}")
-    return 0
+        if ckpt and not writer.error:
+            print(f"checkpoint (epoch {history.epochs}) written to {ckpt}")
+    return report_failures([writer.error] if writer.error else [], plot_failed or [])
+
+
+def _plot_training(cfg, history, path):
+    from .plot import plot_training
+    plot_training(cfg, history, path)
+
+
+def _print_training(cfg, model_name, history, reports, reached, start, saved):
+    """The text report of ``clln train``."""
+    seeds = history.seeds
+    run = (f"{history.epochs} epochs" if not saved else
+           f"epochs {start + 1}-{history.epochs} (resumed from {saved.path} at epoch {start})")
+    print(f"{cfg.name}: {model_name} model, {run}, {len(seeds)} seed(s), "
+          f"{history.seconds:.2f} s")
+    target = cfg.task.mse_target
+    print(f"{'seed':>6} {'mse_initial':>12} {'mse_final':>12}  target {target:g} V^2")
+    for r in reports:
+        mark = "reached" if r["reached_target"] else "missed"
+        sat = "  (saturated)" if r["saturated"] else ""
+        print(f"{r['seed']:>6} {r['mse_initial']:>12.3e} {r['mse_final']:>12.3e}  {mark}{sat}")
+    print(f"{reached} of {len(seeds)} seed(s) reached the error target")
+    if history.example_ticks is not None:
+        print(f"ticks per example: mean {history.example_ticks.mean():.1f}, "
+              f"max {history.example_ticks.max()}")
+    if len(seeds) == 1:
+        outs = np.array(reports[0]["outputs_final"])
+        for i, (o, y) in enumerate(zip(outs, cfg.task.y, strict=True)):
+            print(f"  example {i}: output {np.array2string(o, precision=4)} V, "
+                  f"target {np.array2string(y, precision=4)} V")
 
 
 def build_parser():
@@ -107,14 +164,18 @@ def build_parser():
                        description="Train CONFIG (a TOML path or a built-in name: "
                        f"{', '.join(config_mod.builtin_names())}) with a golden model.")
     p.add_argument("config")
-    p.add_argument("--model", choices=MODELS, default="quasistatic")
-    p.add_argument("--epochs", type=whole_number(), help="override learning.epochs")
+    p.add_argument("--model", choices=MODELS, help="default quasistatic (with --resume: "
+                   "the checkpoint's)")
+    p.add_argument("--epochs", type=whole_number(), help="override learning.epochs (with "
+                   "--resume: epochs of this run, default those the checkpointed run "
+                   "had left)")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=whole_number(), help="override learning.seed")
     seeds.add_argument("--seeds", type=_seed_range, metavar="A-B",
                        help="train seeds A to B at once")
     p.add_argument("--plot", metavar="FILE", help="write a PNG of the run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_checkpoint_args(p, "none; with --resume: the resumed file")
     p.set_defaults(func=cmd_train)
 
     from . import cli_board, cli_hdl, cli_sweep

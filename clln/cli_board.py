@@ -1,5 +1,6 @@
 """CLI commands of the board layer: ``clln build`` and ``clln run``."""
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -10,7 +11,17 @@ import numpy as np
 
 from . import config as config_mod
 from .boards.catalog import OFFERED, TARGETS
-from .cli_common import clock_arg, fold_arg, positive_mhz, progress_bar, whole_number
+from .cli_common import (
+    add_checkpoint_args,
+    check_writable,
+    clock_arg,
+    fold_arg,
+    positive_mhz,
+    progress_bar,
+    report_failures,
+    side_output,
+    whole_number,
+)
 from .errors import CllnError, ConfigError
 
 # --------------------------------------------------------------------------- build
@@ -116,7 +127,8 @@ def _open_device(cfg, args, seed):
     return Device(transport, timeout=args.timeout), transport
 
 
-def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
+def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None, start=None,
+                  checkpoints=None):
     """Reset the device, load ``cfg``'s dataset, schedule and seeds' gates, train epoch by
     epoch, run one inference pass and read gates and outputs back.
 
@@ -125,69 +137,166 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None):
     dev : clln.host.driver.Device
     cfg : clln.config.Config
     epochs : int
+        Epochs of this run.
     seed : int
         LFSR seed, and initial gates ``learning.initial_gates(E, seed + s)`` of stream s
         (a device reports its number of streams in IDENTIFY).
     order : {"cyclic", "lfsr"}
     progress : callable(epoch, mse) or None
-        Called after each epoch with stream 0's error.
+        Called after each epoch of this run with stream 0's error.
+    start : clln.cli_resume.BoardState or None
+        A checkpoint's state to continue from: its gates are written instead of the
+        seeds'; node voltages start from 0 and the read-noise generators from their
+        first state (RESET: the fabric has no node write port).
+    checkpoints : object or None
+        ``due(epoch)`` and ``save(BoardState)``: the state is read and saved after the
+        epochs it is due and after the last.
 
     Returns
     -------
     dict
-        ``streams``: per stream a dict of ``seed``, ``error_sums`` (per epoch, LSB^2),
-        ``mse_per_epoch`` (V^2), ``gates`` (LSBs), ``outputs`` (LSBs,
-        [example][output]), ``eval_error_sum`` and ``mse_final`` (inference pass); the
-        same keys of stream 0 at the top level; ``status`` (the last
+        ``streams``: per stream a dict of ``seed``, ``error_sums`` (per epoch, LSB^2,
+        from the first epoch of ``start`` on), ``mse_per_epoch`` (V^2), ``gates`` (LSBs),
+        ``outputs`` (LSBs, [example][output]), ``eval_error_sum`` and ``mse_final``
+        (inference pass); the same keys of stream 0 at the top level; ``status`` (the last
         :class:`~clln.host.protocol.DeviceStatus`); ``cycles``, the clock cycles of every
-        run (the training epochs and the inference pass, each counted by the device from
-        its start), and ``clock_hz``, the clock the device reports in IDENTIFY (0: not
-        known).
+        run of this call (the training epochs and the inference pass, each counted by
+        the device from its start), ``clock_hz``, the clock the device reports in
+        IDENTIFY (0: not known), and ``board``, the :class:`~clln.cli_resume.BoardState`
+        after training.
+
+    Raises
+    ------
+    clln.errors.CllnError
+        A link error once loading began (a serial error, a timeout, a refused command):
+        its message names the epoch and says where the last good state was saved.
     """
     from . import protocol as p
+    from .cli_resume import BoardState
     from .formats import Formats
     fmt = Formats.from_config(cfg)
-    ident = dev.identify()
+    try:
+        ident = dev.identify()
+    except OSError as e:              # serial.SerialException: a port that fails at once
+        raise CllnError(f"the link failed at IDENTIFY ({type(e).__name__}: {e}); nothing "
+                        "was trained") from None
     want = p.config_hash(cfg)
     if ident.config_hash != want:
         raise CllnError(f"the device runs another config (hash {ident.config_hash:08x}, "
                         f"{cfg.name} has {want:08x}): build and load its bitstream first")
-    x, y = fmt.volts_to_v(cfg.task.x), fmt.volts_to_v(cfg.task.y)
-    n = len(x)
+    n = len(cfg.task.x)
     if n > ident.max_examples:
         raise CllnError(f"{n} examples do not fit the device's {ident.max_examples}")
+    seeds = [seed + s for s in range(ident.streams)]
+    if start is None:
+        start = BoardState(0, np.stack([fmt.volts_to_g(cfg.learning.initial_gates(
+            cfg.network.n_edges, s)) for s in seeds]), [])
+    elif len(start.gates_q) != len(seeds):
+        raise CllnError(f"the checkpoint holds {len(start.gates_q)} network(s), the device "
+                        f"trains {len(seeds)} at once (streams): use a bitstream with as many")
+    link = _Link(start, checkpoints)
+    try:
+        _load_device(dev, cfg, fmt, epochs, seed, order, start)
+        board, cycles = _train_epochs(dev, cfg, fmt, epochs, start, progress, link)
+        link.phase = f"the inference pass after epoch {board.epoch}"
+        dev.run_epochs(1, False)
+        st = dev.wait_idle(timeout=3600, poll=0.01)
+        outputs = dev.read_outputs(0, n).reshape(n, len(seeds), len(cfg.io.outputs))
+    except (CllnError, OSError) as e:     # serial.SerialException is an OSError
+        raise link.lost(e) from None
+    cycles += st.cycles
+    scale = _mse_scale(cfg, fmt)
+    streams = [{"seed": sd, "error_sums": [e[s] for e in board.error_sums],
+                "mse_per_epoch": [e[s] * scale for e in board.error_sums],
+                "gates": board.gates_q[s], "outputs": outputs[:, s],
+                "eval_error_sum": st.error_sums[s], "mse_final": st.error_sums[s] * scale}
+               for s, sd in enumerate(seeds)]
+    return dict(streams[0], streams=streams, status=st, cycles=cycles,
+                clock_hz=ident.clock_hz, board=board)
+
+
+def _mse_scale(cfg, fmt):
+    """From an on-chip error sum (LSB^2) to the mean squared error (V^2)."""
+    return 2.0 ** (-2 * fmt.v_frac) / (len(cfg.task.x) * len(cfg.io.outputs))
+
+
+def _load_device(dev, cfg, fmt, epochs, seed, order, start):
+    """RESET the device, then write the dataset, the schedule and ``start``'s gates.
+
+    The LFSR is reloaded from ``seed``: every epoch visits the examples in one order (one
+    pass of the LFSR's cycle over the states of examples), so it goes on as after any
+    number of epochs."""
+    from . import protocol as p
     if dev.status().mode != p.Mode.IDLE:
         dev.stop()
         dev.wait_idle()
     dev.reset()                 # node voltages 0, as at the start of `clln train`
+    x, y = fmt.volts_to_v(cfg.task.x), fmt.volts_to_v(cfg.task.y)
     dev.write_dataset(x, y)
     sched = p.ScheduleParams.from_config(
-        cfg, n, p.Order.LFSR if order == "lfsr" else p.Order.CYCLIC, seed)
+        cfg, len(x), p.Order.LFSR if order == "lfsr" else p.Order.CYCLIC, seed)
     dev.write_schedule(dataclasses.replace(sched, epochs=epochs))
-    seeds = [seed + s for s in range(ident.streams)]
-    n_edges, n_out = cfg.network.n_edges, len(cfg.io.outputs)
-    dev.write_gates(np.concatenate([fmt.volts_to_g(cfg.learning.initial_gates(n_edges, s))
-                                    for s in seeds]))
-    scale = 2.0 ** (-2 * fmt.v_frac) / (n * n_out)
-    sums, cycles = [], 0
-    for e in range(epochs):
+    dev.write_gates(start.gates_q.ravel())
+
+
+def _train_epochs(dev, cfg, fmt, epochs, start, progress, link):
+    """Train ``epochs`` epochs one by one from ``start``, reading the gates back (and
+    saving them) when a checkpoint is due and after the last; the state after training
+    and the cycles of the runs."""
+    from .cli_resume import BoardState
+    scale = _mse_scale(cfg, fmt)
+    sums, cycles, saturation = list(start.error_sums), 0, start.saturation
+    for e in range(start.epoch, start.epoch + epochs):
+        link.phase = f"epoch {e + 1}"
         dev.run_epochs(1, True)
         st = dev.wait_idle(timeout=3600, poll=0.01)
-        sums.append(st.error_sums)
+        sums.append(list(st.error_sums))
         cycles += st.cycles
+        saturation |= st.saturation
         if progress:
-            progress(e + 1, st.error_sum * scale)
-    gates = dev.read_gates().reshape(len(seeds), n_edges)
-    dev.run_epochs(1, False)
-    st = dev.wait_idle(timeout=3600, poll=0.01)
-    cycles += st.cycles
-    outputs = dev.read_outputs(0, n).reshape(n, len(seeds), n_out)
-    streams = [{"seed": sd, "error_sums": [e[s] for e in sums],
-                "mse_per_epoch": [e[s] * scale for e in sums], "gates": gates[s],
-                "outputs": outputs[:, s], "eval_error_sum": st.error_sums[s],
-                "mse_final": st.error_sums[s] * scale} for s, sd in enumerate(seeds)]
-    return dict(streams[0], streams=streams, status=st, cycles=cycles,
-                clock_hz=ident.clock_hz)
+            progress(e + 1 - start.epoch, st.error_sum * scale)
+        if e + 1 < start.epoch + epochs and link.due(e + 1):
+            link.save(BoardState(e + 1, dev.read_gates().reshape(start.gates_q.shape),
+                                 list(sums), start.cycles + cycles, saturation))
+    link.phase = f"reading the gates after epoch {start.epoch + epochs}"
+    board = BoardState(start.epoch + epochs, dev.read_gates().reshape(start.gates_q.shape),
+                       sums, start.cycles + cycles, saturation)
+    link.save(board)
+    return board, cycles
+
+
+class _Link:
+    """The last good state of a board run and where it stands, to name both when the
+    link fails."""
+
+    def __init__(self, start, checkpoints):
+        self.good, self.checkpoints = start, checkpoints
+        self.phase = "loading the dataset, schedule and gates"
+        self.first = start.epoch
+
+    def due(self, epoch):
+        return self.checkpoints is not None and self.checkpoints.due(epoch)
+
+    def save(self, board):
+        self.good = board
+        if self.checkpoints is not None:
+            self.checkpoints.save(board)
+
+    def lost(self, err):
+        """The CllnError that ends the run: what failed, during what, and what was
+        saved (the last good state is written if the checkpoint does not hold it)."""
+        why = " ".join(f"{type(err).__name__}: {err}".split())
+        msg = f"the link failed during {self.phase} ({why})"
+        ck = self.checkpoints
+        if self.good.epoch == 0 or ck is None:
+            return CllnError(f"{msg}; no epoch was trained, nothing saved")
+        if ck.saved_epoch != self.good.epoch:
+            ck.save(self.good)
+        if ck.saved_epoch != self.good.epoch:
+            return CllnError(f"{msg}; the state after epoch {self.good.epoch} could not be "
+                             f"saved: {ck.error}")
+        return CllnError(f"{msg}; the state after epoch {self.good.epoch} is saved in "
+                         f"{ck.path}: continue with --resume {ck.path}")
 
 
 def _plot(path, cfg, res, fmt):
@@ -218,6 +327,59 @@ def _plot(path, cfg, res, fmt):
     plt.close(fig)
 
 
+class _RunCheckpoints:
+    """The checkpoints of one ``clln run`` (what :func:`run_on_device` saves through)."""
+
+    def __init__(self, path, every, cfg, fmt, seed, order, epochs_target):
+        from .cli_resume import CheckpointWriter
+        self.writer = CheckpointWriter(path, every)
+        self.path, self.doc = path, (cfg, fmt, seed, order, epochs_target)
+
+    @property
+    def saved_epoch(self):
+        return self.writer.epoch
+
+    @property
+    def error(self):
+        return self.writer.error
+
+    def due(self, epoch):
+        return self.writer.due(epoch)
+
+    def save(self, board):
+        from .cli_resume import run_doc
+        cfg, fmt, seed, order, target = self.doc
+        self.writer.write(run_doc(cfg, fmt, seed, order, board, target))
+
+
+def _run_setup(args, cfg):
+    """Seed, order, epochs of this run, the checkpoint read for ``--resume`` (or None)
+    and the checkpoint file, after checking every output path."""
+    from . import cli_resume
+    saved = cli_resume.load_run(args.resume, cfg) if args.resume else None
+    if saved is None:
+        seed = args.seed if args.seed is not None else cfg.learning.seed
+        order = args.order or "cyclic"
+        epochs = args.epochs if args.epochs is not None else cfg.learning.epochs
+    else:
+        seed = cli_resume.agree(saved.path, "--seed", args.seed, saved.seed)
+        order = cli_resume.agree(saved.path, "--order", args.order, saved.order)
+        epochs = (args.epochs if args.epochs is not None
+                  else saved.epochs_target - saved.board.epoch)
+    ckpt = Path(args.checkpoint or args.resume or
+                f"build/checkpoints/{cfg.name}-seed{seed}.json")
+    if not (args.checkpoint or args.resume):
+        try:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError("--checkpoint", "", f"cannot make the folder of {ckpt}: "
+                              f"{e.strerror or e}") from None
+    check_writable(ckpt, "--checkpoint")
+    if args.plot:
+        check_writable(args.plot, "--plot")
+    return seed, order, epochs, saved, ckpt
+
+
 def cmd_run(args):
     """Train a config on a board (or the simulated board) and read the result back."""
     from .formats import Formats
@@ -228,15 +390,11 @@ def cmd_run(args):
                               "was built with)")
         cfg = config_mod.refold(cfg, args.fabric)
     fmt = Formats.from_config(cfg)
-    seed = args.seed if args.seed is not None else cfg.learning.seed
-    epochs = args.epochs if args.epochs is not None else cfg.learning.epochs
-    ckpt = Path(args.checkpoint or f"build/checkpoints/{cfg.name}-seed{seed}.json")
-    for path, flag in ((args.plot, "--plot"), (ckpt, "--checkpoint")):
-        if path and not Path(path).resolve().parent.is_dir():
-            if flag == "--checkpoint" and not args.checkpoint:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            else:
-                raise ConfigError(flag, "", f"cannot write {path}: its folder does not exist")
+    seed, order, epochs, saved, ckpt = _run_setup(args, cfg)
+    start = saved.board if saved else None
+    done = start.epoch if start else 0
+    checkpoints = _RunCheckpoints(ckpt, args.checkpoint_every, cfg, fmt, seed, order,
+                                  done + epochs)
     t0 = time.monotonic()
     dev, transport = _open_device(cfg, args, seed)
     setup = time.monotonic() - t0
@@ -249,55 +407,59 @@ def cmd_run(args):
 
     t1 = time.monotonic()
     try:
-        res = run_on_device(dev, cfg, epochs, seed, args.order, progress)
+        res = run_on_device(dev, cfg, epochs, seed, order, progress, start, checkpoints)
     finally:
         if bar is not None:
             bar.close()
-        transport.close()
+        with contextlib.suppress(OSError):      # a port whose cable was pulled
+            transport.close()
     seconds = time.monotonic() - t1
-    st = res["status"]
-    clock_hz = _clock_hz(res, args)
-    board_seconds = res["cycles"] / clock_hz if clock_hz else None
-    streams = [{"seed": r["seed"], "mse_per_epoch": r["mse_per_epoch"],
-                "error_sums": r["error_sums"], "mse_final": r["mse_final"],
-                "outputs_final": fmt.v_to_volts(r["outputs"]).tolist(),
-                "gates_final": fmt.g_to_volts(r["gates"]).tolist()} for r in res["streams"]]
-    gates = [{"seed": r["seed"], "gates_q": r["gates"].tolist(),
-              "gates_final": sr["gates_final"]}
-             for r, sr in zip(res["streams"], streams, strict=True)]
-    ckpt.write_text(json.dumps({"config": cfg.name, "seed": seed, "epochs": epochs,
-                                "gates_q": gates[0]["gates_q"],
-                                "gates_final": gates[0]["gates_final"],
-                                "streams": gates}) + "\n")
-    if args.plot:
-        _plot(args.plot, cfg, res, fmt)
-    out = {"config": cfg.name, "device": "sim" if args.sim else args.port, "epochs": epochs,
-           "seed": seed, "order": args.order, "mse_per_epoch": res["mse_per_epoch"],
-           "error_sums": res["error_sums"], "mse_final": res["mse_final"],
-           "outputs_final": streams[0]["outputs_final"],
-           "gates_final": streams[0]["gates_final"],
-           "targets": cfg.task.y.tolist(), "saturated": bool(st.saturation),
-           "ticks": st.ticks, "seconds": seconds, "setup_seconds": setup,
-           "ticks_per_second": st.ticks / seconds if seconds else None,
-           "cycles": res["cycles"], "clock_hz": clock_hz or None,
-           "board_seconds": board_seconds,
-           "checkpoint": str(ckpt), "streams": streams}
+    out = _run_report(res, cfg, fmt, args, seconds, setup)
+    out.update({"seed": seed, "order": order, "epochs_run": epochs,
+                "resumed_from": saved.path if saved else None, "resumed_at_epoch": done,
+                "checkpoint": str(ckpt)})
+    plot_failed = args.plot and side_output(lambda: _plot(args.plot, cfg, res, fmt), args.plot)
     if args.json:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
     else:
-        _print_run(out, cfg, args)
-    return 0
+        _print_run(out, cfg, args, saved_to=None if checkpoints.error else ckpt,
+                   plotted=args.plot and not plot_failed)
+    return report_failures([checkpoints.error] if checkpoints.error else [], plot_failed or [])
 
 
-def _print_run(out, cfg, args):
+def _run_report(res, cfg, fmt, args, seconds, setup):
+    """The JSON object of ``clln run`` (but for the run's settings)."""
+    st = res["status"]
+    clock_hz = _clock_hz(res, args)
+    streams = [{"seed": r["seed"], "mse_per_epoch": r["mse_per_epoch"],
+                "error_sums": r["error_sums"], "mse_final": r["mse_final"],
+                "outputs_final": fmt.v_to_volts(r["outputs"]).tolist(),
+                "gates_final": fmt.g_to_volts(r["gates"]).tolist()} for r in res["streams"]]
+    return {"config": cfg.name, "device": "sim" if args.sim else args.port,
+            "epochs": res["board"].epoch, "mse_per_epoch": res["mse_per_epoch"],
+            "error_sums": res["error_sums"], "mse_final": res["mse_final"],
+            "outputs_final": streams[0]["outputs_final"],
+            "gates_final": streams[0]["gates_final"],
+            "targets": cfg.task.y.tolist(),
+            "saturated": bool(st.saturation | res["board"].saturation),
+            "ticks": st.ticks, "seconds": seconds, "setup_seconds": setup,
+            "ticks_per_second": st.ticks / seconds if seconds else None,
+            "cycles": res["cycles"], "clock_hz": clock_hz or None,
+            "board_seconds": res["cycles"] / clock_hz if clock_hz else None,
+            "streams": streams}
+
+
+def _print_run(out, cfg, args, saved_to, plotted):
     """The text report of ``clln run``: ``out`` is its JSON object."""
-    streams, epochs = out["streams"], out["epochs"]
+    streams, epochs, done = out["streams"], out["epochs"], out["resumed_at_epoch"]
     # one column per stream, in seed order
     seeds = ", ".join(str(r["seed"]) for r in streams)
-    print(f"{cfg.name}: {epochs} epochs on {out['device']} in {out['seconds']:.1f} s "
+    run = (f"{epochs} epochs" if out["resumed_from"] is None else
+           f"epochs {done + 1}-{epochs} (resumed from {out['resumed_from']} at epoch {done})")
+    print(f"{cfg.name}: {run} on {out['device']} in {out['seconds']:.1f} s "
           f"({out['ticks']} ticks), seed{'s' if len(streams) > 1 else ''} {seeds}, "
-          f"{args.order} order")
+          f"{out['order']} order")
     print("  " + _board_time(out["cycles"], out["clock_hz"], out["board_seconds"]))
     for e in range(epochs):
         if e < 5 or e == epochs - 1 or (e + 1) % max(1, epochs // 10) == 0:
@@ -311,8 +473,10 @@ def _print_run(out, cfg, args):
                         for r in streams)
         print(f"  example {i}: output {outs} V, "
               f"target {np.array2string(y, precision=4)} V")
-    print(f"gates saved to {out['checkpoint']}" + (f"; plot written to {args.plot}"
-                                                   if args.plot else ""))
+    saved = [f"checkpoint (epoch {epochs}) saved to {saved_to}"] if saved_to else []
+    saved += [f"plot written to {args.plot}"] if plotted else []
+    if saved:
+        print("; ".join(saved))
 
 
 def _clock_hz(res, args):
@@ -379,10 +543,12 @@ def add_parsers(sub):
     dev = p.add_mutually_exclusive_group(required=True)
     dev.add_argument("--port", metavar="DEV", help="serial port of the board")
     dev.add_argument("--sim", action="store_true", help="simulate the board (Verilator)")
-    p.add_argument("--epochs", type=whole_number(), help="override learning.epochs")
+    p.add_argument("--epochs", type=whole_number(), help="override learning.epochs (with "
+                   "--resume: epochs of this run, default those the checkpointed run had left)")
     p.add_argument("--seed", type=whole_number(), help="override learning.seed (stream s "
                    "of a fabric of several networks starts from the gates of seed + s)")
-    p.add_argument("--order", choices=("cyclic", "lfsr"), default="cyclic")
+    p.add_argument("--order", choices=("cyclic", "lfsr"), help="example order (default "
+                   "cyclic; with --resume: the checkpoint's)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
@@ -390,8 +556,8 @@ def add_parsers(sub):
     p.add_argument("--build-dir", metavar="DIR", help="--sim build folder")
     p.add_argument("--sim-opt", default=None, help="C++ optimisation of the simulated "
                    "board (default -Os; -O0 builds faster and runs slower)")
-    p.add_argument("--checkpoint", metavar="FILE",
-                   help="gates JSON (default build/checkpoints/<name>-seed<S>.json)")
+    add_checkpoint_args(p, "build/checkpoints/<name>-seed<S>.json; with --resume: the "
+                        "resumed file")
     p.add_argument("--plot", metavar="FILE", help="write a PNG of the run")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_run)

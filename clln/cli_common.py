@@ -1,10 +1,15 @@
-"""Pieces every ``clln`` subcommand module shares: argument types and the progress bar."""
+"""Pieces every ``clln`` subcommand module shares: argument types, output checks and the
+progress bar."""
 
 import argparse
+import collections
 import contextlib
+import math
 import signal
 import sys
+import tempfile
 import threading
+from pathlib import Path
 
 
 def whole_number(lo=0):
@@ -77,3 +82,81 @@ def exit_on_termination():
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+#: How often ``--checkpoint-every`` writes: every ``epochs`` epochs or ``seconds`` of
+#: wall time (one of them; both None: only at the end of the run).
+Interval = collections.namedtuple("Interval", ["epochs", "seconds"])
+
+#: ``--checkpoint-every``'s default: at most once a minute, whatever the model's speed.
+DEFAULT_CHECKPOINT_EVERY = "60s"
+
+
+def checkpoint_interval(text):
+    """A ``--checkpoint-every`` value: ``N`` epochs, ``Ts`` seconds (``90s``), or ``0``
+    (only at the end)."""
+    try:
+        if text.endswith("s"):
+            seconds = float(text[:-1])
+            if not 0 < seconds < math.inf:
+                raise ValueError
+            return Interval(None, seconds)
+        epochs = int(text)
+        if epochs < 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N epochs, Ts seconds (e.g. 90s) or 0, "
+                                         f"got {text!r}") from None
+    return Interval(epochs or None, None)
+
+
+def check_writable(path, flag):
+    """Refuse, before any work, an output ``path`` that cannot be written: its folder
+    missing, not a folder or not writable (tried with a temporary file), or ``path``
+    itself a folder."""
+    from .errors import ConfigError
+    path = Path(path)
+    folder = path.resolve().parent
+    if path.is_dir():
+        raise ConfigError(flag, "", f"cannot write {path}: it is a folder")
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(flag, "", f"cannot write {path}: folder {folder} {why}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(flag, "", f"cannot write {path}: {e.strerror or e}") from None
+
+
+def add_checkpoint_args(parser, default):
+    """``--checkpoint``, ``--checkpoint-every`` and ``--resume`` (``clln train``, ``run``);
+    ``default`` says where the checkpoint goes without ``--checkpoint``."""
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help=f"write the run's checkpoint to FILE, atomically, at intervals "
+                        f"and at the end (default: {default})")
+    parser.add_argument("--checkpoint-every", type=checkpoint_interval, metavar="N|Ts",
+                        default=checkpoint_interval(DEFAULT_CHECKPOINT_EVERY),
+                        help="every N epochs, or every T seconds (e.g. 90s), or 0: only at "
+                        f"the end (default {DEFAULT_CHECKPOINT_EVERY})")
+    parser.add_argument("--resume", metavar="FILE",
+                        help="continue the run checkpointed in FILE (same config); --epochs "
+                        "then counts the epochs of this run")
+
+
+def side_output(write, path):
+    """Run ``write`` (a plot, a file beside the results); the reason it failed, if it
+    did, as a list of one message (the results are printed regardless)."""
+    try:
+        write()
+    except (OSError, ValueError, RuntimeError) as e:
+        return [f"cannot write {path}: {getattr(e, 'strerror', None) or e}"]
+    return []
+
+
+def report_failures(*failures):
+    """Exit status 2, each reason on stderr, if a side output failed; else 0."""
+    failed = [why for reasons in failures for why in reasons]
+    for why in failed:
+        print(f"clln: error: {why}", file=sys.stderr)
+    return 2 if failed else 0

@@ -16,6 +16,7 @@ from clln.errors import SolverError
 
 from .noise import next_samples
 from .problem import Problem
+from .state import restore
 
 #: Newton stops when no node moves by more than this (V).
 NEWTON_TOL = 1e-11
@@ -351,6 +352,22 @@ class QuasiStaticModel:
 
     def gates_volts(self):
         return self.gates.copy()
+
+    def state(self):
+        """Everything that carries over from one example to the next (copies): gates,
+        read-noise generators and the last solution of each example in both networks,
+        from which the next solve of that example starts (Newton stops within its
+        tolerance, so the start shows in the last bits). :meth:`load_state` of a model
+        of the same config and seeds continues bit for bit from it."""
+        return {k: v.copy() for k, v in self._state_arrays().items()}
+
+    def load_state(self, state):
+        """Continue from a :meth:`state` (ValueError if it does not fit this model)."""
+        restore(self._state_arrays(), state)
+
+    def _state_arrays(self):
+        return {"gates": self.gates, "noise": self.noise, "warm_free": self._warm_free,
+                "warm_clamped": self._warm_clamped}
 
     def free_state(self, example):
         """Node voltages (seeds, nodes) of the last free solve of ``example``."""

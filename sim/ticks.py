@@ -12,6 +12,7 @@ import numpy as np
 from clln.formats import check_tick_stability
 
 from .problem import Problem
+from .state import restore
 
 
 class TickModel:
@@ -111,6 +112,23 @@ class TickModel:
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------
+    def state(self):
+        """Everything that carries over from one example to the next (copies): gates,
+        node voltages of both networks (they are not reset between examples), the sticky
+        flags, the tick count and the read-noise generators. :meth:`load_state` of a model
+        of the same config and seeds continues bit for bit from it."""
+        arrays = {k: v.copy() for k, v in self._state_arrays().items()}
+        return dict(arrays, ticks=np.array(self.ticks, np.int64))
+
+    def load_state(self, state):
+        """Continue from a :meth:`state` (ValueError if it does not fit this model)."""
+        restore(dict(self._state_arrays(), ticks=np.zeros((), np.int64)), state)
+        self.ticks = int(state["ticks"])
+
+    def _state_arrays(self):
+        return {"gates": self.gates, "v_free": self.v_free, "v_clamped": self.v_clamped,
+                "flags": self.flags, "noise": self.edges.noise}
+
     @property
     def still_ticks(self):
         """Consecutive still ticks that end a settle phase (0: ``settle = "fixed"``)."""

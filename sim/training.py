@@ -102,25 +102,83 @@ def train(model, epochs, progress=None):
     progress : callable(int) or None
         Called with the number of epochs just finished.
     """
-    start = time.perf_counter()
-    targets = model.problem.targets
-    n_examples = model.problem.n_examples
-    gates_initial = model.gates_volts()
-    outputs_initial = model.evaluate()
-    presented = len(getattr(model, "example_ticks", ()))
-    observed = np.empty((len(model.seeds), epochs, n_examples, targets.shape[1]))
-    for epoch in range(epochs):
-        for i in range(n_examples):
-            observed[:, epoch, i] = model.present(i, True)
+    run = Training(model)
+    for _ in range(epochs):
+        run.epoch()
         if progress is not None:
             progress(1)
-    outputs_final = model.evaluate()
-    flags = getattr(model, "flags", np.zeros(len(model.seeds), np.int64))
-    ticks = getattr(model, "example_ticks", None)
-    ticks = None if ticks is None or epochs == 0 else np.stack(ticks[presented:], axis=1)
-    return History(model.name, list(model.seeds), observed, outputs_initial, outputs_final,
-                   gates_initial, model.gates_volts(), targets, time.perf_counter() - start,
-                   flags != 0, ticks)
+    return run.finish()
+
+
+class Training:
+    """A training run of :func:`train`, one epoch at a time, that a checkpoint can record
+    and a later run continue.
+
+    Parameters
+    ----------
+    model : a golden model
+    before : dict or None
+        The :meth:`record` of the run this one continues, whose :meth:`state
+        <clln.sim.ticks.TickModel.state>` ``model`` was given: its curve, ticks and
+        initial outputs and gates are carried over, and the model is not evaluated first
+        (which would move the quasi-static model's starting guesses). ``None``: a new run,
+        evaluated before its first epoch.
+
+    Attributes
+    ----------
+    epochs : int
+        Epochs trained, those of ``before`` included.
+    """
+
+    def __init__(self, model, before=None):
+        self.model = model
+        self._start = time.perf_counter()
+        if before is None:
+            before = {"gates_initial": model.gates_volts(), "outputs_initial": model.evaluate(),
+                      "observed": np.empty((len(model.seeds), 0, model.problem.n_examples,
+                                            model.problem.targets.shape[1])),
+                      "example_ticks": None}
+        self._before = before
+        self._observed = []
+        self._presented = len(getattr(model, "example_ticks", ()))
+        self.epochs = before["observed"].shape[1]
+
+    def epoch(self):
+        """Present every example once, learning."""
+        m = self.model
+        observed = np.empty((len(m.seeds), m.problem.n_examples, m.problem.targets.shape[1]))
+        for i in range(m.problem.n_examples):
+            observed[:, i] = m.present(i, True)
+        self._observed.append(observed)
+        self.epochs += 1
+
+    def record(self):
+        """What a later run needs besides the model's state (a dict of arrays):
+        ``observed`` (seeds, epochs, examples, outputs), ``example_ticks`` (seeds,
+        presentations; None without ticks), ``gates_initial``, ``outputs_initial``."""
+        b = self._before
+        observed = np.concatenate([b["observed"], np.stack(self._observed, 1)], 1) \
+            if self._observed else b["observed"]
+        ticks = getattr(self.model, "example_ticks", None)
+        if ticks is not None and len(ticks) > self._presented:
+            new = np.stack(ticks[self._presented:], axis=1)
+            ticks = new if b["example_ticks"] is None else np.concatenate(
+                [b["example_ticks"], new], 1)
+        else:
+            ticks = b["example_ticks"]
+        return {"observed": observed, "example_ticks": ticks,
+                "gates_initial": b["gates_initial"], "outputs_initial": b["outputs_initial"]}
+
+    def finish(self):
+        """Evaluate the trained model; the :class:`History` of every epoch (``seconds``:
+        this run's wall time)."""
+        rec = self.record()
+        m = self.model
+        outputs_final = m.evaluate()
+        flags = getattr(m, "flags", np.zeros(len(m.seeds), np.int64))
+        return History(m.name, list(m.seeds), rec["observed"], rec["outputs_initial"],
+                       outputs_final, rec["gates_initial"], m.gates_volts(), m.problem.targets,
+                       time.perf_counter() - self._start, flags != 0, rec["example_ticks"])
 
 
 def mode_basis(x, n_modes=3):

@@ -359,3 +359,83 @@ def test_busy_and_stop(board):
     dev.reset()
     assert dev.status() == model.status()           # RESET clears the counters
     np.testing.assert_array_equal(dev.read_gates(), model.gates)
+
+
+class Unclosed:
+    """A transport that ``clln run`` may close: the shared simulated board stays open."""
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def write(self, data):
+        self.transport.write(data)
+
+    def read(self, timeout):
+        return self.transport.read(timeout)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("board", [8], indirect=True)
+def test_clln_run_resumed_on_the_simulated_board(board, tmp_path, monkeypatch, capsys):
+    """``clln run --sim`` for 2 epochs with a checkpoint, then ``--resume`` for 1 more, on
+    the Verilated board (8 edge units; the UART's bytes take most of the time, and a
+    single stream has fewest): every gate, error sum and output of both runs is the
+    golden model's, and the resumed gates are the fixed-point model's continued by the
+    board's rule (the checkpoint's gates, node voltages 0): the fabric has no node write
+    port, so they differ from 3 epochs straight, whose nodes carry over. Streams:
+    ``tests/test_checkpoint.py`` on the golden model."""
+    import json
+
+    from clln import cli_board
+    from clln import config as config_mod
+    cfg, transport = board
+    text = config_mod.resolve("paper-xor").read_text()
+    for old, new in (('relax = "jacobi"', f'relax = "{RELAX}"'),
+                     ("still_lsb = 1", f"still_lsb = {STILL_LSB}"),
+                     ("settle_ticks = 1000", f"settle_ticks = {SETTLE}"),
+                     ("learn_ticks = 1 ", f"learn_ticks = {LEARN} ")):
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "still-xor.toml"
+    path.write_text(text + "\n[fabric]\nedge_units = 8\n")
+    assert p.config_hash(config_mod.load(path)) == p.config_hash(cfg)
+
+    def runs(open_device):
+        monkeypatch.setattr(cli_board, "_open_device", open_device)
+        ckpt = tmp_path / "c.json"
+        out = []
+        for flags in (["--epochs", "2", "--seed", "5", "--checkpoint", str(ckpt)],
+                      ["--epochs", "1", "--resume", str(ckpt)]):
+            assert cli_board.cmd_run(cli_board_args(path, flags)) == 0
+            out.append(json.loads(capsys.readouterr().out))
+        return out, json.loads(ckpt.read_text())
+
+    sim, sim_ckpt = runs(lambda c, a, s: (Device(transport, timeout=60), Unclosed(transport)))
+    model, model_ckpt = runs(lambda c, a, s: (Device(LoopbackTransport(SystemModel(c).respond)),
+                                              Unclosed(None)))
+    for got, want in zip(sim, model, strict=True):
+        for key in ("mse_per_epoch", "error_sums", "mse_final", "outputs_final", "gates_final",
+                    "streams", "epochs", "resumed_at_epoch", "saturated"):
+            assert got[key] == want[key], key
+    assert sim_ckpt["streams"] == model_ckpt["streams"] and sim_ckpt["epoch"] == 3
+    first, resumed = sim
+    assert resumed["error_sums"][:2] == first["error_sums"] and len(resumed["error_sums"]) == 3
+    fixed = FixedPointModel(cfg, [5])
+    fixed.gates[:] = [fixed.formats.volts_to_g(np.array(s["gates_final"]))
+                      for s in first["streams"]]            # the first run's checkpoint
+    hist = train(fixed, 1)
+    assert [s["gates_final"] for s in resumed["streams"]] == hist.gates_final.tolist()
+    straight = train(FixedPointModel(cfg, [5]), 3)
+    assert [s["gates_final"] for s in resumed["streams"]] != straight.gates_final.tolist()
+
+
+def cli_board_args(config, flags):
+    """The parsed arguments of ``clln run CONFIG --sim --json FLAGS``."""
+    import argparse
+
+    from clln import cli_board
+    parser = argparse.ArgumentParser(prog="clln")
+    cli_board.add_parsers(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["run", str(config), "--sim", "--json", *flags])
