@@ -65,7 +65,7 @@ def tick(vf, vc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
     cond_f[:] = 0.0
     cond_c[:] = 0.0
     for e in range(len(edge_a)):
-        a, b = edge_a[e], edge_b[e]
+        a, b = np.uint64(edge_a[e]), np.uint64(edge_b[e])   # no wraparound: faster
         s, ca, cb = edge_term(g[e] - x.vt_f[e], vf[a], vf[b], c.leak, x.k_f[e])
         acc_f[a] -= s
         acc_f[b] += s
