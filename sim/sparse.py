@@ -220,7 +220,7 @@ def factor(pattern, vals):
         for t1 in range(lo, hi):
             l_i, u_i = vals[m + 2 * t1 + 1], vals[m + 2 * t1]
             for t2 in range(t1 + 1, hi):
-                s = m + 2 * pair_slot[k]
+                s = np.uint64(m + 2 * pair_slot[k])   # unsigned: no wraparound check
                 vals[s] -= l_i * vals[m + 2 * t2]
                 vals[s + 1] -= vals[m + 2 * t2 + 1] * u_i
                 k += 1
