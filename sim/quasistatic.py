@@ -38,6 +38,7 @@ RESIDUAL_TOL = 1e-13
 #: over the dense one: above the lab's 4 x 4 torus (12 to 15 free nodes), which keeps the
 #: dense solve it was always solved with (``bench/scaling.py`` measures both).
 SPARSE_MIN_FREE = 16
+#: The ``solver`` choices of :class:`QuasiStaticModel` and :func:`linear_system`.
 SOLVERS = ("auto", "dense", "sparse")
 
 #: The linear solve of one network's Newton steps (:func:`linear_system`): dense LU with

@@ -101,10 +101,19 @@ def _components(adjacent, nodes):
 
 
 def nested_dissection(adjacent, nodes, leaf=DISSECTION_LEAF):
-    """Nested-dissection order of ``nodes``: each piece is split by a level of a
-    breadth-first search from a far node (the one that halves the piece, less its nodes
-    with no neighbour beyond it), the parts are ordered first, the separator last;
-    pieces of at most ``leaf`` nodes, or too round to split, by minimum degree."""
+    """Nested-dissection order of ``nodes``, each connected part of them on its own
+    (:func:`_dissect`)."""
+    order = []
+    for part in _components(adjacent, nodes):
+        order += _dissect(adjacent, part, leaf)
+    return order
+
+
+def _dissect(adjacent, nodes, leaf):
+    """Nested dissection of connected ``nodes``: split by a level of a breadth-first
+    search from a far node (the one that halves them, less its nodes with no neighbour
+    beyond it), the parts first, the separator last; at most ``leaf`` nodes, or too
+    round to split, by minimum degree."""
     if len(nodes) <= leaf:
         return minimum_degree(adjacent, nodes)
     inside = set(nodes)
@@ -120,11 +129,9 @@ def nested_dissection(adjacent, nodes, leaf=DISSECTION_LEAF):
     cut = min(max(int(np.searchsorted(counts, len(nodes) / 2)), 1), depth - 1)
     separator = [u for u in visit if level[u] == cut
                  and any(level.get(w) == cut + 1 for w in adjacent[u])]
-    rest = set(separator)
-    order = []
-    for part in _components(adjacent, [u for u in visit if u not in rest]):
-        order += nested_dissection(adjacent, part, leaf)
-    return order + separator
+    cut_off = set(separator)
+    rest = [u for u in visit if u not in cut_off]
+    return nested_dissection(adjacent, rest, leaf) + separator
 
 
 def fill(adjacent, order):
@@ -133,7 +140,7 @@ def fill(adjacent, order):
     return [_eliminate(graph, k) for k in order]
 
 
-def _updates(rows):
+def updates(rows):
     """Updates an elimination with these filled rows makes (pairs of later neighbours)."""
     return sum(len(r) * (len(r) - 1) // 2 for r in rows)
 
@@ -160,7 +167,7 @@ def analyse(n_nodes, edge_a, edge_b, held):
     candidates = []
     for order in (minimum_degree(adjacent, nodes), nested_dissection(adjacent, nodes)):
         rows = fill(adjacent, order)
-        candidates.append((_updates(rows), order, rows))
+        candidates.append((updates(rows), order, rows))
     _, order, rows = min(candidates, key=lambda c: c[0])
     position = np.full(n_nodes, -1, np.int64)
     position[order] = np.arange(len(order))
@@ -169,7 +176,7 @@ def analyse(n_nodes, edge_a, edge_b, held):
     index = np.empty(ptr[-1], np.int64)
     for p, row in enumerate(rows):
         index[ptr[p]:ptr[p + 1]] = np.sort(position[list(row)])
-    pair_slot = np.empty(_updates(rows), np.int32)
+    pair_slot = np.empty(updates(rows), np.int32)
     _pair_slots(ptr, index, pair_slot)
     return Pattern(np.array(order, np.int64), ptr, index, pair_slot,
                    _edge_entries(position, ptr, index, edge_a, edge_b))

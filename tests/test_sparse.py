@@ -47,12 +47,26 @@ def _held(cfg):
     return held
 
 
-@pytest.mark.parametrize("graph", sorted(GRAPHS))
+def _split_grid(data):
+    """A 12 x 12 grid whose middle column is held too: two free parts, each past
+    nested dissection's leaf size."""
+    cfg = config.parse(_lattice_dict(data, "grid", 12, 12))
+    held = _held(cfg)
+    held[6::12] = True
+    return cfg, held
+
+
+@pytest.mark.parametrize("graph", [*sorted(GRAPHS), "split"])
 def test_factor_and_solve_equal_a_dense_solve(graph, xor_dict):
-    cfg = config.parse(GRAPHS[graph](xor_dict))
+    if graph == "split":
+        cfg, held = _split_grid(xor_dict)
+    else:
+        cfg = config.parse(GRAPHS[graph](xor_dict))
+        held = _held(cfg)
     a, b = cfg.network.edges[:, 0], cfg.network.edges[:, 1]
-    held, n = _held(cfg), cfg.network.n_nodes
+    n = cfg.network.n_nodes
     pattern = sparse.analyse(n, a, b, held)
+    assert sorted(pattern.order) == np.flatnonzero(~held).tolist()
     # every update of the elimination lands on the column it updates
     for p in range(len(pattern.order)):
         row = pattern.index[pattern.ptr[p]:pattern.ptr[p + 1]]
@@ -89,12 +103,20 @@ def _pair_offset(pattern, p, t1):
     return before + t1 * m - t1 * (t1 + 1) // 2
 
 
+def test_nested_dissection_orders_every_part(xor_dict):
+    cfg, held = _split_grid(xor_dict)
+    free = ~held
+    adjacent = sparse.adjacency(cfg.network.n_nodes, cfg.network.edges.tolist(), free)
+    nodes = np.flatnonzero(free).tolist()
+    assert sorted(sparse.nested_dissection(adjacent, nodes)) == nodes
+
+
 def test_nested_dissection_beats_minimum_degree_on_a_torus(xor_dict):
     cfg = config.parse(_lattice_dict(xor_dict, "torus", 16, 16))
     free = ~_held(cfg)
     adjacent = sparse.adjacency(cfg.network.n_nodes, cfg.network.edges.tolist(), free)
     nodes = np.flatnonzero(free).tolist()
-    work = {name: sparse._updates(sparse.fill(adjacent, order(adjacent, nodes)))
+    work = {name: sparse.updates(sparse.fill(adjacent, order(adjacent, nodes)))
             for name, order in [("md", sparse.minimum_degree),
                                 ("nd", sparse.nested_dissection)]}
     assert work["nd"] < 0.9 * work["md"]
