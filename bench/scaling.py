@@ -61,41 +61,47 @@ def _epoch(model):
         model.present(i, True)
 
 
-def _timed(model, repeats, seconds):
-    """Seconds per example of whole epochs (median over ``repeats``, each at least
-    ``seconds`` long), and the examples each repeat ran."""
+def _repeats(model, repeats, seconds):
+    """Time ``repeats`` runs of whole epochs, each at least ``seconds`` long (one epoch,
+    timed first, sets how many). Returns per repeat (seconds, examples, ticks); ticks
+    are None for a model without them."""
     start = clock()
     _epoch(model)
     epochs = max(1, math.ceil(seconds / (clock() - start)))
-    per_example = []
+    runs = []
     for _ in range(repeats):
+        done = len(getattr(model, "example_ticks", ()))
         start = clock()
         for _ in range(epochs):
             _epoch(model)
-        per_example.append((clock() - start) / (epochs * model.problem.n_examples))
-    return statistics.median(per_example)
+        elapsed = clock() - start
+        ticks = getattr(model, "example_ticks", None)
+        ticks = None if ticks is None else [int(u[0]) for u in ticks[done:]]
+        runs.append((elapsed, epochs * model.problem.n_examples, ticks))
+    return runs
 
 
 def bench_quasistatic(cfg, solver, repeats, seconds):
+    """Seconds per training example (median)."""
     model = QuasiStaticModel(cfg, [0], solver=solver)
     _epoch(model)   # compile, warm start
     _epoch(model)
-    return _timed(model, repeats, seconds)
+    return statistics.median(t / n for t, n, _ in _repeats(model, repeats, seconds))
 
 
 def bench_ticks(cfg, name, repeats, seconds):
-    """Ticks per example, seconds per tick, edge-ticks per second, seconds per example."""
+    """Ticks per example (mean over the timed examples), and medians of seconds per tick,
+    edge-ticks per second and seconds per example."""
     model = make_model(cfg, name, [0])
     _epoch(model)   # compile, settle from 0 V
-    done = len(model.example_ticks)
-    per_example = _timed(model, repeats, seconds)
-    ticks = [int(u[0]) for u in model.example_ticks[done:]]
-    mean_ticks = statistics.fmean(ticks)
-    per_tick = per_example / mean_ticks
+    runs = _repeats(model, repeats, seconds)
+    ticks = [k for _, _, run in runs for k in run]
+    per_tick = statistics.median(t / sum(run) for t, _, run in runs)
     sch = cfg.schedule
-    return {"ticks": mean_ticks, "capped": max(ticks) >= sch.settle_ticks + sch.learn_ticks,
+    return {"ticks": statistics.fmean(ticks),
+            "capped": max(ticks) >= sch.settle_ticks + sch.learn_ticks,
             "per_tick": per_tick, "rate": cfg.network.n_edges / per_tick,
-            "per_example": per_example}
+            "per_example": statistics.median(t / n for t, n, _ in runs)}
 
 
 def _seconds(s):
