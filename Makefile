@@ -46,6 +46,7 @@ bench: setup
 	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ngspice; }
 	$(PY) bench/golden_models.py
 	$(PY) bench/settling.py
+	$(PY) bench/scaling.py
 	$(PY) bench/sweep.py
 	$(PY) bench/checkpoint.py
 

@@ -20,6 +20,18 @@ from .fixed import RELAX_CODES, EdgeConstants
 from .noise import next_samples
 from .ticks import TickModel
 
+#: The mantissa field of a float64.
+_MANTISSA = (1 << 52) - 1
+
+
+@njit(cache=True, inline="always")
+def power_of_two_at_or_above(x):
+    """The least power of two ``>= x``, exactly, for a positive normal float ``x``: its
+    exponent field, one up if any mantissa bit is set (no logarithm)."""
+    bits = np.float64(x).view(np.int64)
+    exponent = (bits >> 52) + (1 if bits & _MANTISSA else 0)
+    return np.int64(exponent << 52).view(np.float64)
+
 
 @njit(cache=True, inline="always")
 def node_step(v, acc, cond, c):
@@ -28,7 +40,7 @@ def node_step(v, acc, cond, c):
     at one voltage LSB, as in the fixed-point model), kept within the box."""
     if c.relax == 0:
         return v + c.kappa * acc
-    step = acc / 2.0 ** np.ceil(np.log2(max(cond, c.cond_floor)))
+    step = acc / power_of_two_at_or_above(max(cond, c.cond_floor))
     span = c.box_hi - c.box_lo
     return min(max(v + min(max(step, -span), span), c.box_lo), c.box_hi)
 
@@ -53,7 +65,7 @@ def tick(vf, vc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
     cond_f[:] = 0.0
     cond_c[:] = 0.0
     for e in range(len(edge_a)):
-        a, b = edge_a[e], edge_b[e]
+        a, b = np.uint64(edge_a[e]), np.uint64(edge_b[e])   # no wraparound: faster
         s, ca, cb = edge_term(g[e] - x.vt_f[e], vf[a], vf[b], c.leak, x.k_f[e])
         acc_f[a] -= s
         acc_f[b] += s

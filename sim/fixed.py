@@ -11,6 +11,7 @@ from collections import namedtuple
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from clln.formats import GAIN_FRAC, SAT_ACC, SAT_DG, SAT_DV, SAT_TERM, SAT_V, Formats
 from clln.nonideal import noise_states
@@ -71,20 +72,19 @@ def saturate(x, bits):
 
 
 @njit(cache=True, inline="always")
-def edge_term(overdrive, v_a, v_b, leak, gain, bits):
-    """``gain (relu(ov - vb)**2 - relu(ov - va)**2) + leak (va - vb)``, saturated to
-    ``bits``; ``gain`` is relative, ``2**GAIN_FRAC`` = 1 (the product rounded back), 0 for
-    a dead edge."""
-    u_a = max(overdrive - v_a, 0)
-    u_b = max(overdrive - v_b, 0)
+def edge_term(u_a, u_b, drop, leak, gain, bits):
+    """``gain (u_b**2 - u_a**2) + leak drop``, saturated to ``bits``, from the overdrives
+    ``u = relu(ov - V)`` at ends a and b and the drop ``va - vb``; ``gain`` is relative,
+    ``2**GAIN_FRAC`` = 1 (the product rounded back), 0 for a dead edge."""
     square = round_shift((u_b - u_a) * (u_b + u_a) * gain, GAIN_FRAC)
-    return saturate(square + leak * (v_a - v_b), bits)
+    return saturate(square + leak * drop, bits)
 
 
 @njit(cache=True, inline="always")
-def end_conductance(overdrive, v, leak, gain):
-    """d(term)/dV at one end of an edge: ``gain 2 relu(ov - V)`` (rounded back) ``+ leak``."""
-    return round_shift(2 * max(overdrive - v, 0) * gain, GAIN_FRAC) + leak
+def end_conductance(u, leak, gain):
+    """d(term)/dV at an end of overdrive ``u = relu(ov - V)``: ``gain 2 u`` (rounded
+    back) ``+ leak``."""
+    return round_shift(2 * u * gain, GAIN_FRAC) + leak
 
 
 @njit(cache=True, inline="always")
@@ -99,11 +99,11 @@ def gate_step(g, d_f, d_c, offset, c):
 
 @njit(cache=True, inline="always")
 def conductance_shift(cond):
-    """The smallest ``s >= 0`` with ``2**s >= cond`` (``cond >= 0``; 0 for ``cond <= 1``)."""
-    s = 0
-    while (1 << s) < cond:
-        s += 1
-    return s
+    """The smallest ``s >= 0`` with ``2**s >= cond`` (``cond >= 0``; 0 for ``cond <= 1``):
+    the bit length of ``cond - 1``."""
+    if cond <= 1:
+        return 0
+    return 64 - leading_zeros(np.int64(cond - 1))
 
 
 @njit(cache=True, inline="always")
@@ -144,27 +144,30 @@ def tick(hf, hc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
     cond_f[:] = 0
     cond_c[:] = 0
     for e in range(len(edge_a)):
-        a, b = edge_a[e], edge_b[e]
+        # unsigned node indices spare numba its negative-index wraparound (25% faster)
+        a, b = np.uint64(edge_a[e]), np.uint64(edge_b[e])
         vf_a, vf_b, vc_a, vc_b = hf[a] >> F, hf[b] >> F, hc[a] >> F, hc[b] >> F
         g_v = round_shift(g[e], c.gate_shift)
         ov_f, ov_c = g_v - x.vt_f[e], g_v - x.vt_c[e]
+        uf_a, uf_b = max(ov_f - vf_a, 0), max(ov_f - vf_b, 0)
+        uc_a, uc_b = max(ov_c - vc_a, 0), max(ov_c - vc_b, 0)
         k_f, k_c = x.k_f[e], x.k_c[e]
-        s, sat_f = edge_term(ov_f, vf_a, vf_b, c.leak_q, k_f, c.term_bits)
+        s, sat_f = edge_term(uf_a, uf_b, vf_a - vf_b, c.leak_q, k_f, c.term_bits)
         acc_f[a] -= s
         acc_f[b] += s
-        s, sat_c = edge_term(ov_c, vc_a, vc_b, c.leak_q, k_c, c.term_bits)
+        s, sat_c = edge_term(uc_a, uc_b, vc_a - vc_b, c.leak_q, k_c, c.term_bits)
         acc_c[a] -= s
         acc_c[b] += s
         if c.relax == 1:
-            cond_f[a] += end_conductance(ov_f, vf_a, c.leak_q, k_f)
-            cond_f[b] += end_conductance(ov_f, vf_b, c.leak_q, k_f)
-            cond_c[a] += end_conductance(ov_c, vc_a, c.leak_q, k_c)
-            cond_c[b] += end_conductance(ov_c, vc_b, c.leak_q, k_c)
+            cond_f[a] += end_conductance(uf_a, c.leak_q, k_f)
+            cond_f[b] += end_conductance(uf_b, c.leak_q, k_f)
+            cond_c[a] += end_conductance(uc_a, c.leak_q, k_c)
+            cond_c[b] += end_conductance(uc_b, c.leak_q, k_c)
         if sat_f or sat_c:
             flags |= SAT_TERM
         if learn and not x.frozen[e]:
-            g_new[e], sat = gate_step(g[e], vf_a - vf_b + noise_f[e],
-                                      vc_a - vc_b + noise_c[e], x.offset[e], c)
+            g_new[e], sat = gate_step(g[e], vf_a - vf_b + noise_f[e], vc_a - vc_b + noise_c[e],
+                                      x.offset[e], c)
             if sat:
                 flags |= SAT_DG
         else:

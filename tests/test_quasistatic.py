@@ -6,7 +6,7 @@ import pytest
 from clln import config
 from clln.errors import SolverError
 from clln.sim import physics
-from clln.sim.quasistatic import QuasiStaticModel, solve_network
+from clln.sim.quasistatic import QuasiStaticModel, linear_system, solve_network
 
 
 def _bisect(f, lo, hi, n=200):
@@ -27,8 +27,8 @@ def test_one_free_node_matches_bisection(g1, g2):
     edges = np.array([[0, 1], [1, 2]])
     v = np.array([0.05, 0.2, 0.40])
     held = np.array([True, False, True])
-    it = solve_network(v, gate, device, 0.0, edges[:, 0], edges[:, 1], held, np.empty((3, 3)),
-                       np.empty(3))
+    lin = linear_system("dense", 3, edges[:, 0], edges[:, 1], held)
+    it = solve_network(v, gate, device, 0.0, edges[:, 0], edges[:, 1], held, lin, np.empty(3))
     assert it > 0
 
     def kcl(x):
