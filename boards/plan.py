@@ -36,10 +36,10 @@ SERIAL_FABRIC_LUT = {
 }
 
 #: Logic of the training system besides the fabric, from paper-xor's serial builds:
-#: ULX3S-85F 6,217 TRELLIS_COMB (at 40.6 MHz), iCEBreaker 5,240 ICESTORM_LC (``-dsp -dff``), Tang
+#: ULX3S-85F 6,217 TRELLIS_COMB (at 40.6 MHz), iCEBreaker 5,275 ICESTORM_LC (``-dsp -dff``), Tang
 #: Nano 9K 7,178 LUT4 + ALU, less the fabric's synthesis (Gowin: ECP5's fabric figures,
 #: as Yosys reports no Gowin synthesis of the fabric alone here).
-SYSTEM_LUT = {"ecp5": 6217 - 2324, "ice40": 5240 - 2290, "gowin": 6042 - 2324}
+SYSTEM_LUT = {"ecp5": 6217 - 2324, "ice40": 5275 - 2290, "gowin": 6042 - 2324}
 
 
 @dataclass(frozen=True)

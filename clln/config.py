@@ -650,9 +650,6 @@ def parse(data, source="<config>", base_dir=Path(".")):
     schedule = _schedule(root.table("schedule", required=False))
     fixed_t = root.table("fixed", required=False)
     fixed = _fixed(fixed_t)
-    if fixed.node_extra_bits and schedule.relax != "jacobi":
-        raise fixed_t.error("node_extra_bits", "extra node fraction bits need "
-                            f'schedule.relax = "jacobi", got {schedule.relax!r}')
     has_fabric = "fabric" in data
     fabric = _fabric(root.table("fabric", required=False), network.n_edges)
     root.finish()

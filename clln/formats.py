@@ -149,7 +149,8 @@ class Formats:
             round(cfg.learning.gate_max * 2 ** f.g_frac),
             round(edge_leak(cfg) * 2 ** f.v_frac), cfg.schedule.relax,
             *settle_box(cfg), cfg.schedule.still_lsb, **_nonideal_constants(cfg, imp),
-            node_extra_bits=f.node_extra_bits)
+            # euler steps by whole LSBs: extra bits would stay 0, so they count for jacobi only
+            node_extra_bits=f.node_extra_bits if cfg.schedule.relax == "jacobi" else 0)
         fmt._check(cfg)
         fmt._check_nonideal(cfg, imp)
         return fmt

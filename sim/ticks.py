@@ -114,7 +114,7 @@ class TickModel:
     # -- shared ------------------------------------------------------------------------
     def state(self):
         """Everything that carries over from one example to the next (copies): gates,
-        node voltages of both networks (they are not reset between examples), the sticky
+        node states of both networks (they are not reset between examples), the sticky
         flags, the tick count and the read-noise generators. :meth:`load_state` of a model
         of the same config and seeds continues bit for bit from it."""
         arrays = {k: v.copy() for k, v in self._state_arrays().items()}
@@ -126,7 +126,8 @@ class TickModel:
         self.ticks = int(state["ticks"])
 
     def _state_arrays(self):
-        return {"gates": self.gates, "v_free": self.v_free, "v_clamped": self.v_clamped,
+        # the node states H (the voltages themselves without node_extra_bits)
+        return {"gates": self.gates, "h_free": self.h_free, "h_clamped": self.h_clamped,
                 "flags": self.flags, "noise": self.edges.noise}
 
     @property

@@ -191,11 +191,13 @@ def test_per_edge_gate_init_is_used_as_given(xor_dict):
     assert len(set(gates.tolist())) == 32 and gates.min() >= 1.0 and gates.max() <= 2.0
 
 
-def test_node_extra_bits_need_jacobi(xor_dict):
-    xor_dict["fixed"]["node_extra_bits"] = 2
-    assert config.parse(xor_dict).fixed.node_extra_bits == 2
-    xor_dict["schedule"]["relax"] = "euler"
-    _expect(xor_dict, "fixed.node_extra_bits", 'need schedule.relax = "jacobi"')
+def test_node_extra_bits_count_for_jacobi_only(xor_dict):
+    from clln.formats import Formats
+    xor_dict["fixed"]["node_extra_bits"] = 3
+    assert Formats.from_config(config.parse(xor_dict)).node_extra_bits == 3
+    xor_dict["schedule"]["relax"] = "euler"     # whole-LSB steps: the extra bits stay 0
+    cfg = config.parse(xor_dict)
+    assert cfg.fixed.node_extra_bits == 3 and Formats.from_config(cfg).node_extra_bits == 0
     xor_dict["schedule"]["relax"] = "jacobi"
     xor_dict["fixed"]["node_extra_bits"] = 9
     _expect(xor_dict, "fixed.node_extra_bits", "must be <= 8")

@@ -39,7 +39,8 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
                                                    "member": "control.tick_done"}
     assert info["ports"]["control__moved"] == {"dir": "out", "width": 1,
                                                "member": "control.moved"}
-    assert (info["formats"]["relax"], info["formats"]["still_lsb"]) == ("jacobi", 1)
+    assert (info["formats"]["relax"], info["formats"]["still_lsb"]) == ("jacobi", 2)
+    assert info["formats"]["node_extra_bits"] == 2
     assert info["formats"]["box_lo_q"] < 0 < info["formats"]["box_hi_q"]
     assert "control__moved" in text
 

@@ -155,8 +155,7 @@ def test_kernel_equals_semantics_document(case, relax, extra, xor_dict, tmp_path
     else:
         (tmp_path / "two.csv").write_text("x1,x2,y1,y2\n0.1,0.3,-0.05,0.2\n0.4,0.0,0.05,0.15\n")
         cfg = config.parse(_random_graph_dict(xor_dict, rng), str(tmp_path / "n.toml"), tmp_path)
-    if extra:
-        cfg = replace(cfg, fixed=replace(cfg.fixed, node_extra_bits=extra))
+    cfg = replace(cfg, fixed=replace(cfg.fixed, node_extra_bits=extra))
     model = FixedPointModel(cfg, [0])
     fmt, p = model.formats, model.problem
     assert fmt.node_extra_bits == extra

@@ -62,9 +62,10 @@ def test_points_are_the_product_in_order(small_rows):
         assert r["reached"] is (r["mse_final"] <= 1e-4)
         assert 4 < r["ticks_per_example"] <= r["ticks_per_example_max"] <= 1001
         assert r["saturated"] is False and r["seconds"] > 0
-    # eta changes the run, the seed changes the initial gates
+    # eta changes the run, the seed changes the initial gates (eta, the clamp's, moves the
+    # initial error a little only: the clamped network's stillness ends the settle phases)
     assert small_rows[0]["mse_final"] != small_rows[2]["mse_final"]
-    assert small_rows[0]["mse_initial"] == small_rows[2]["mse_initial"]
+    assert small_rows[0]["mse_initial"] == pytest.approx(small_rows[2]["mse_initial"], rel=1e-3)
     assert small_rows[0]["mse_initial"] != small_rows[1]["mse_initial"]
 
 
