@@ -154,6 +154,19 @@ def test_random_regular_graph_properties():
     assert not np.array_equal(a, config.random_regular(64, 4, 6))
 
 
+def test_random_regular_draws_again_until_connected(monkeypatch):
+    """A disconnected draw (two K4 for 8 nodes of degree 3) is drawn again; only
+    disconnected draws end in an error."""
+    two_k4 = {(a, b) for q in (0, 4) for a in range(q, q + 4) for b in range(a + 1, q + 4)}
+    cube = {(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1}
+    draws = [two_k4, cube]
+    monkeypatch.setattr(config, "_pairings", lambda n, d, rng: draws.pop(0))
+    assert {tuple(e) for e in config.random_regular(8, 3, 0).tolist()} == cube
+    monkeypatch.setattr(config, "_pairings", lambda n, d, rng: set(two_k4))
+    with pytest.raises(ValueError, match="none of 100 graphs drawn was connected"):
+        config.random_regular(8, 3, 0)
+
+
 @pytest.mark.parametrize("nodes, degree, fragment", [
     (9, 3, "nodes * degree must be even"),
     (8, 8, "between 1 and nodes - 1 = 7"),
