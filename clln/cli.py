@@ -42,7 +42,35 @@ def _seed_report(history, i, target):
                               else float(history.ticks_per_example[i])),
         "ticks_per_example_max": (None if history.ticks_per_example_max is None
                                   else int(history.ticks_per_example_max[i])),
+        "mse_test": _item(history.mse_test, i),
+        "accuracy": _item(history.accuracy, i),
+        "accuracy_train": _item(history.accuracy_train, i),
     }
+
+
+def _item(values, i):
+    """Seed ``i`` of a per-seed measure that may be None."""
+    return None if values is None else float(values[i])
+
+
+#: The text report lists each example's outputs up to this many training examples.
+MAX_EXAMPLES_SHOWN = 16
+
+
+def _print_split(task, reports):
+    """Test-set error and accuracies of the text report (MSE columns are the training
+    examples')."""
+    if task.n_test:
+        print(f"test set: {task.n_test} examples (test_fraction {task.test_fraction:g}, "
+              f"split_seed {task.split_seed}); training set: {len(task.y)}")
+    for r in reports:
+        parts = [f"mse_test {r['mse_test']:.3e}"] if r["mse_test"] is not None else []
+        if r["accuracy_train"] is not None:
+            parts.append(f"accuracy_train {r['accuracy_train']:.3f}")
+        if r["accuracy"] is not None:
+            parts.append(f"accuracy (test) {r['accuracy']:.3f}")
+        if parts:
+            print(f"{r['seed']:>6} " + ", ".join(parts))
 
 
 def _train_setup(args, cfg):
@@ -145,10 +173,11 @@ def _print_training(cfg, model_name, history, reports, reached, start, saved):
         sat = "  (saturated)" if r["saturated"] else ""
         print(f"{r['seed']:>6} {r['mse_initial']:>12.3e} {r['mse_final']:>12.3e}  {mark}{sat}")
     print(f"{reached} of {len(seeds)} seed(s) reached the error target")
+    _print_split(cfg.task, reports)
     if history.example_ticks is not None:
         print(f"ticks per example: mean {history.example_ticks.mean():.1f}, "
               f"max {history.example_ticks.max()}")
-    if len(seeds) == 1:
+    if len(seeds) == 1 and len(cfg.task.y) <= MAX_EXAMPLES_SHOWN:
         outs = np.array(reports[0]["outputs_final"])
         for i, (o, y) in enumerate(zip(outs, cfg.task.y, strict=True)):
             print(f"  example {i}: output {np.array2string(o, precision=4)} V, "

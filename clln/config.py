@@ -92,11 +92,33 @@ class Learning:
 
 @dataclass(frozen=True)
 class Task:
-    """The dataset: ``x`` (examples, inputs) and ``y`` (examples, outputs), volts."""
+    """The dataset, volts: ``x`` (examples, inputs) and ``y`` (examples, outputs) are the
+    training examples in the order training presents them; ``x_test`` and ``y_test`` the
+    examples held out by ``test_fraction`` (none by default). With ``classification``
+    there is one output per class, and an example's class is its largest target."""
     dataset: str
     x: np.ndarray = field(repr=False)
     y: np.ndarray = field(repr=False)
     mse_target: float = 1e-4
+    x_test: np.ndarray = field(default=None, repr=False)
+    y_test: np.ndarray = field(default=None, repr=False)
+    classification: bool = False
+    test_fraction: float = 0.0
+    split_seed: int = 0
+
+    @property
+    def n_test(self):
+        return 0 if self.x_test is None else len(self.x_test)
+
+    @property
+    def labels(self):
+        """Class of every training example (None unless ``classification``)."""
+        return self.y.argmax(axis=1) if self.classification else None
+
+    @property
+    def labels_test(self):
+        """Class of every test example (None unless ``classification``)."""
+        return self.y_test.argmax(axis=1) if self.classification else None
 
 
 @dataclass(frozen=True)
@@ -290,6 +312,68 @@ def _lattice(rows, cols, periodic):
     return np.concatenate([h, v]).astype(np.int64)
 
 
+#: Graphs ``random_regular`` draws before it gives up finding a connected one.
+RANDOM_REGULAR_TRIES = 100
+
+
+def _pairings(n_nodes, degree, rng):
+    """A uniformly drawn d-regular simple graph (stub pairing, restarted on a dead end);
+    edges as (a, b) with a < b. Used for ``degree <= (n_nodes - 1) / 2``."""
+    while True:
+        stubs = list(np.repeat(np.arange(n_nodes), degree))
+        edges = set()
+        while stubs:
+            for _ in range(100):
+                i, j = rng.integers(len(stubs)), rng.integers(len(stubs) - 1)
+                j += j >= i
+                a, b = sorted((int(stubs[i]), int(stubs[j])))
+                if a != b and (a, b) not in edges:
+                    break
+            else:
+                break                                   # dead end: start again
+            edges.add((a, b))
+            for k in sorted((i, j), reverse=True):
+                stubs[k] = stubs[-1]
+                stubs.pop()
+        if not stubs:
+            return edges
+
+
+def random_regular(n_nodes, degree, seed):
+    """Edges (E, 2) of a connected ``degree``-regular graph on ``n_nodes`` nodes drawn with
+    ``seed``: no self-loops, no repeated pairs, each edge (a, b) with a < b, sorted.
+
+    Degree 2 is a random cycle. A dense graph (degree above half the nodes) is the
+    complement of a sparse one, which is always connected.
+
+    Raises
+    ------
+    ValueError
+        Naming why no such graph exists, or that none of the draws was connected.
+    """
+    if not 1 <= degree < n_nodes:
+        raise ValueError(f"degree must be between 1 and nodes - 1 = {n_nodes - 1}, got {degree}")
+    if n_nodes * degree % 2:
+        raise ValueError(f"nodes * degree must be even (each edge has two ends), got "
+                         f"{n_nodes} * {degree}")
+    if degree == 1 and n_nodes > 2:
+        raise ValueError(f"a 1-regular graph on {n_nodes} nodes is never connected")
+    rng = np.random.default_rng(seed)
+    if degree == 2:
+        cycle = rng.permutation(n_nodes)
+        edges = np.stack([cycle, np.roll(cycle, -1)], axis=1)
+        return np.array(sorted(map(tuple, np.sort(edges, axis=1).tolist())), np.int64)
+    complement = degree > (n_nodes - 1) / 2
+    for _ in range(RANDOM_REGULAR_TRIES):
+        edges = _pairings(n_nodes, n_nodes - 1 - degree if complement else degree, rng)
+        if complement:
+            edges = {(a, b) for a in range(n_nodes) for b in range(a + 1, n_nodes)} - edges
+        edges = np.array(sorted(edges), np.int64).reshape(-1, 2)
+        if _connected(n_nodes, edges):
+            return edges
+    raise ValueError(f"none of {RANDOM_REGULAR_TRIES} graphs drawn was connected")
+
+
 def _connected(n_nodes, edges):
     parent = list(range(n_nodes))
 
@@ -334,8 +418,17 @@ def _network(t):
                 raise t.error("edges", f"edges {seen[k]} and {i} both join nodes {a} and {b}")
             seen[k] = i
         net = Network("edges", n, edges)
+    elif topology == "random-regular":
+        n, degree = t.integer("nodes", lo=2), t.integer("degree", lo=1)
+        try:
+            edges = random_regular(n, degree, t.integer("graph_seed", 0, lo=0, hi=2 ** 63 - 1))
+        except ValueError as e:
+            raise t.error("degree", f"no connected {degree}-regular graph on {n} nodes: {e}"
+                          ) from None
+        net = Network("random-regular", n, edges)
     else:
-        raise t.error("topology", f'must be "torus", "grid" or "edges", got {topology!r}')
+        raise t.error("topology", 'must be "torus", "grid", "edges" or "random-regular", '
+                      f"got {topology!r}")
     if not _connected(net.n_nodes, net.edges):
         raise t.error("topology", "the graph is not connected")
     t.finish()
@@ -479,8 +572,49 @@ def _task(t, io, base_dir, dac_bits=0):
                 raise t.error("dataset", f"example {i}, target y{j + 1} = {target} V cannot be "
                               f"reached: driven voltages bound that output to {span} V")
     mse_target = t.number("mse_target", 1e-4, lo=0.0, lo_open=True)
+    classification = _classification(t, name, y)
+    fraction = t.number("test_fraction", 0.0, lo=0.0, hi=1.0, hi_open=True)
+    seed = t.integer("split_seed", 0, lo=0, hi=2 ** 63 - 1)
+    train, test = _split(t, len(x), fraction, seed,
+                         y.argmax(axis=1) if classification else None)
     t.finish()
-    return Task(name, x, y, mse_target)
+    return Task(name, x[train], y[train], mse_target, x[test], y[test], classification,
+                fraction, seed)
+
+
+def _classification(t, name, y):
+    """``task.classification``: the built-in's kind by default; a classification task
+    needs one output per class and a single largest target in every example."""
+    value = t.boolean("classification", name in datasets.CLASSIFICATION)
+    if not value:
+        return False
+    if y.shape[1] < 2:
+        raise t.error("classification", f"needs one output per class (at least 2), "
+                      f"the dataset has {y.shape[1]}")
+    ties = np.flatnonzero(np.sum(y == y.max(axis=1, keepdims=True), axis=1) > 1)
+    if ties.size:
+        raise t.error("classification", f"example {ties[0]} has no single largest target "
+                      f"({y[ties[0]].tolist()}): its class is ambiguous")
+    return True
+
+
+def _split(t, n_examples, fraction, seed, labels):
+    """Training and test indices (the dataset's order kept without a test set)."""
+    if fraction == 0:
+        return np.arange(n_examples), np.arange(0)
+    train, test = datasets.split(n_examples, fraction, seed, labels)
+    if not test.size:
+        raise t.error("test_fraction", f"{fraction} of {n_examples} examples leaves no test "
+                      "example (0: no test set)")
+    if labels is not None:
+        empty = np.setdiff1d(labels, labels[train])
+        if empty.size:
+            raise t.error("test_fraction", f"{fraction} leaves class {empty[0]} no training "
+                          "example")
+    elif not train.size:
+        raise t.error("test_fraction", f"{fraction} of {n_examples} examples leaves no "
+                      "training example")
+    return train, test
 
 
 #: Node steps and settle rules a ``[schedule]`` may name.

@@ -4,6 +4,9 @@ import numpy as np
 
 from .errors import CllnError
 
+#: Examples up to which the outputs panel labels each with its inputs.
+MAX_LABELLED_EXAMPLES = 16
+
 
 def _gates_panel(ax, cfg, gates):
     import matplotlib as mpl
@@ -78,9 +81,12 @@ def plot_training(cfg, history, path, seed_index=0):
         for j in range(y.shape[1]):
             ax.plot(idx, y[:, j], "ko", ms=9, mfc="none", label="target" if j == 0 else None)
             ax.plot(idx, outs[:, j], "x", color=f"C{j + 1}", ms=9, label=f"output {j + 1}")
-        ax.set_xticks(idx, [", ".join(f"{v:.2f}" for v in row) for row in cfg.task.x],
-                      fontsize=7)
-        ax.set_xlabel("example inputs (V)")
+        if len(y) <= MAX_LABELLED_EXAMPLES:
+            ax.set_xticks(idx, [", ".join(f"{v:.2f}" for v in row) for row in cfg.task.x],
+                          fontsize=7)
+            ax.set_xlabel("example inputs (V)")
+        else:
+            ax.set_xlabel("training example")
     ax.set_ylabel("output (V)")
     ax.set_title(f"outputs after training (seed {history.seeds[seed_index]})")
     ax.legend(fontsize=7)

@@ -1,5 +1,6 @@
 """Training loop shared by every golden model, and the error measures it reports."""
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,31 @@ def mse(outputs, targets):
     return np.mean((outputs - targets) ** 2, axis=(-2, -1))
 
 
+def accuracy(outputs, labels):
+    """Fraction of examples whose largest output is their class.
+
+    ``outputs`` is (..., examples, outputs) and ``labels`` (examples,) the class of every
+    example, an index into the outputs; a tie goes to the first of the largest outputs.
+    """
+    return np.mean(np.argmax(outputs, axis=-1) == labels, axis=-1)
+
+
+def evaluate_on(model, x, y):
+    """Free outputs (seeds, examples, outputs) of a trained ``model`` on other examples.
+
+    A model of the same kind is built for the examples ``x``, ``y`` (volts) and given
+    ``model``'s gates and node state, then evaluated with learning off; ``model`` itself
+    is left untouched.
+    """
+    task = dataclasses.replace(model.cfg.task, x=x, y=y)
+    twin = make_model(dataclasses.replace(model.cfg, task=task), model.name, model.seeds)
+    for name in ("gates", "v_free", "v_clamped", "joint", "lag"):
+        if hasattr(model, name):
+            value = getattr(model, name)
+            setattr(twin, name, value.copy() if isinstance(value, np.ndarray) else value)
+    return twin.evaluate()
+
+
 @dataclass
 class History:
     """What a training run produced, per seed.
@@ -51,6 +77,11 @@ class History:
     example_ticks : ndarray of int (seeds, epochs * examples) or None
         Ticks (settle and learn) of every training presentation, per seed; None for the
         quasi-static model, which has no ticks.
+    outputs_test : ndarray (seeds, test examples, outputs) or None
+        Outputs on the config's test examples after training (V); None without a test set.
+    targets_test : ndarray (test examples, outputs) or None
+    classification : bool
+        One output per class: :attr:`accuracy` and :attr:`accuracy_train` are defined.
     """
     model: str
     seeds: list
@@ -63,6 +94,9 @@ class History:
     seconds: float
     saturated: np.ndarray
     example_ticks: np.ndarray = None
+    outputs_test: np.ndarray = None
+    targets_test: np.ndarray = None
+    classification: bool = False
 
     @property
     def ticks_per_example(self):
@@ -90,6 +124,26 @@ class History:
     @property
     def mse_final(self):
         return mse(self.outputs_final, self.targets)
+
+    @property
+    def mse_test(self):
+        """(seeds,): error on the test examples after training, or None without them."""
+        return None if self.outputs_test is None else mse(self.outputs_test, self.targets_test)
+
+    @property
+    def accuracy_train(self):
+        """(seeds,): accuracy on the training examples after training (classification)."""
+        if not self.classification:
+            return None
+        return accuracy(self.outputs_final, self.targets.argmax(axis=-1))
+
+    @property
+    def accuracy(self):
+        """(seeds,): accuracy on the test examples after training (classification with
+        a test set), else None."""
+        if not self.classification or self.outputs_test is None:
+            return None
+        return accuracy(self.outputs_test, self.targets_test.argmax(axis=-1))
 
 
 def train(model, epochs, progress=None):
@@ -175,10 +229,14 @@ class Training:
         rec = self.record()
         m = self.model
         outputs_final = m.evaluate()
+        task = m.cfg.task
+        outputs_test = evaluate_on(m, task.x_test, task.y_test) if task.n_test else None
         flags = getattr(m, "flags", np.zeros(len(m.seeds), np.int64))
         return History(m.name, list(m.seeds), rec["observed"], rec["outputs_initial"],
                        outputs_final, rec["gates_initial"], m.gates_volts(), m.problem.targets,
-                       time.perf_counter() - self._start, flags != 0, rec["example_ticks"])
+                       time.perf_counter() - self._start, flags != 0, rec["example_ticks"],
+                       outputs_test, task.y_test if task.n_test else None,
+                       task.classification)
 
 
 def mode_basis(x, n_modes=3):
