@@ -80,13 +80,13 @@ def cmd_build(args):
 
 def _program(board, bitstream):
     import shutil
-    import subprocess
 
+    from . import processes
     from .boards.targets import BuildError
     tool = list(TARGETS[board].programmer)
     if not shutil.which(tool[0]):
         raise BuildError(f"{tool[0]} is not installed: cannot program {board}")
-    res = subprocess.run(tool + [str(bitstream)])
+    res = processes.run(tool + [str(bitstream)])
     if res.returncode:
         raise BuildError(f"{tool[0]} failed with exit code {res.returncode}")
 

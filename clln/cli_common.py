@@ -61,19 +61,27 @@ def positive_mhz(text, expected="MHz"):
 @contextlib.contextmanager
 def exit_on_termination():
     """SIGTERM and SIGHUP end the program as ``SystemExit(128 + signal)`` within this
-    block, so that ``finally`` clauses run: the tools a build started (in a session of
-    their own, which a signal to clln does not reach) are stopped. Only in the main
-    thread (elsewhere Python cannot install handlers); the old handlers come back after."""
+    block (SIGINT as ``KeyboardInterrupt``, Python's own), so that ``finally`` clauses run;
+    on the way out, whatever the way, every tool still running (each in a process group
+    of its own, which a signal to clln does not reach) is stopped
+    (:func:`clln.processes.stop_all`). Only in the main thread (elsewhere Python cannot
+    install handlers, and the tools may be another thread's); the old handlers come back
+    after."""
+    from . import processes
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminate(signum, frame):
+        print(f"clln: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         raise SystemExit(128 + signum)
 
     old = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        try:
+            processes.stop_all()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
