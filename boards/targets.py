@@ -33,7 +33,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from .. import processes
 from ..environment import patched_environ
-from ..errors import CllnError
+from ..errors import CllnError, ConfigError
 from .catalog import TARGETS
 
 
@@ -248,6 +248,29 @@ def achieved_clock_mhz(board, clock_mhz=None):
     if t.family == "ecp5":
         return ecp5_pll_params(t.osc_mhz, clock_mhz)[3]
     return gowin_pll_params(t.osc_mhz, clock_mhz)[3]
+
+
+#: How far the PLL's nearest clock may lie from the clock asked for (relative).
+CLOCK_TOLERANCE = 0.02
+
+
+def check_clock(board, clock_mhz, flag="--clock"):
+    """Refuse a clock that the board's PLL cannot make within :data:`CLOCK_TOLERANCE`
+    (the build would otherwise run at the nearest one it makes, far from the request).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``flag`` and the nearest clock the PLL makes.
+    """
+    try:
+        got = achieved_clock_mhz(board, clock_mhz)
+    except BuildError as e:
+        raise ConfigError(flag, "", str(e)) from None
+    if abs(got - clock_mhz) > CLOCK_TOLERANCE * clock_mhz:
+        raise ConfigError(flag, "", f"{board} cannot run at {clock_mhz:g} MHz: the nearest "
+                          f"clock its PLL makes from the {target(board).osc_mhz:g} MHz "
+                          f"oscillator is {got:.4g} MHz")
 
 
 # --------------------------------------------------------------------------- build

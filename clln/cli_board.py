@@ -10,7 +10,17 @@ import numpy as np
 
 from . import config as config_mod
 from .boards.catalog import OFFERED, TARGETS
-from .cli_common import clock_arg, fold_arg, positive_mhz, progress_bar, whole_number
+from .cli_common import (
+    clock_arg,
+    fold_arg,
+    output_folder,
+    plot_arg,
+    positive_mhz,
+    positive_seconds,
+    progress_bar,
+    warn_learning,
+    whole_number,
+)
 from .errors import CllnError, ConfigError
 
 # --------------------------------------------------------------------------- build
@@ -21,7 +31,7 @@ def cmd_build(args):
     from .flows import expected_board_time
     cfg = config_mod.load(args.config)
     if args.fabric is not None:
-        cfg = config_mod.refold(cfg, args.fabric)
+        cfg = config_mod.refold(cfg, args.fabric, "--fabric")
     build_dir = Path(args.build_dir or f"build/boards/{cfg.name}-{args.board}")
     if build_dir.is_absolute():
         try:
@@ -29,12 +39,11 @@ def cmd_build(args):
         except ValueError:
             raise ConfigError("--build-dir", "", "must be inside the current folder (the "
                               "YoWASP tools cannot see other folders)") from None
+    _check_build_args(cfg, args)
+    output_folder(build_dir, "--build-dir")
     log = (lambda msg: print(msg, file=sys.stderr)) if not args.json else None
     t0 = time.monotonic()
     attempts = []
-    if args.pnr_clock is not None and args.clock in (None, "max"):
-        raise ConfigError("--pnr-clock", "", "needs --clock MHZ (the clock the "
-                          "bitstream runs at)")
     if cfg.has_fabric:
         rep, units, cpt = build_system(cfg, args.board, build_dir, args.clock, args.baud,
                                        args.max_examples, args.pnr_clock, args.pnr_seed)
@@ -76,6 +85,27 @@ def cmd_build(args):
                  f"{streams}" if streams > 1 else "")
               + f"; {out['seconds_to_train']:.3g} s to train {cfg.learning.epochs} epochs")
     return 0
+
+
+def _check_build_args(cfg, args):
+    """Refuse the flags of a build that cannot be made, before any work: a clock the
+    board's PLL cannot make, a baud rate the clock cannot divide, fields the protocol
+    cannot carry."""
+    from . import protocol as p
+    from .boards.targets import achieved_clock_mhz, check_clock
+    if args.pnr_clock is not None and args.clock in (None, "max"):
+        raise ConfigError("--pnr-clock", "", "needs --clock MHZ (the clock the "
+                          "bitstream runs at)")
+    if args.clock not in (None, "max"):
+        check_clock(args.board, args.clock, "--clock")
+    if args.pnr_clock is not None:
+        check_clock(args.board, args.pnr_clock, "--pnr-clock")
+    clock = None if args.clock == "max" else args.clock
+    try:
+        p.uart_divisor(achieved_clock_mhz(args.board, clock) * 1e6, args.baud)
+    except ValueError as e:
+        raise ConfigError("--baud", "", str(e)) from None
+    p.check_fields(cfg, args.max_examples or p.default_max_examples(cfg))
 
 
 def _program(board, bitstream):
@@ -216,7 +246,7 @@ def cmd_run(args):
         if not args.sim:
             raise ConfigError("--fabric", "", "only with --sim (a board runs the fabric it "
                               "was built with)")
-        cfg = config_mod.refold(cfg, args.fabric)
+        cfg = config_mod.refold(cfg, args.fabric, "--fabric")
     fmt = Formats.from_config(cfg)
     seed = args.seed if args.seed is not None else cfg.learning.seed
     epochs = args.epochs if args.epochs is not None else cfg.learning.epochs
@@ -227,6 +257,8 @@ def cmd_run(args):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             else:
                 raise ConfigError(flag, "", f"cannot write {path}: its folder does not exist")
+    if args.sim and args.build_dir:
+        output_folder(args.build_dir, "--build-dir")
     t0 = time.monotonic()
     dev, transport = _open_device(cfg, args, seed)
     setup = time.monotonic() - t0
@@ -251,7 +283,11 @@ def cmd_run(args):
     streams = [{"seed": r["seed"], "mse_per_epoch": r["mse_per_epoch"],
                 "error_sums": r["error_sums"], "mse_final": r["mse_final"],
                 "outputs_final": fmt.v_to_volts(r["outputs"]).tolist(),
-                "gates_final": fmt.g_to_volts(r["gates"]).tolist()} for r in res["streams"]]
+                "gates_final": fmt.g_to_volts(r["gates"]).tolist(),
+                **_learning_flags(r, fmt, epochs)} for r in res["streams"]]
+    warn_learning(cfg, [r["seed"] for r in streams], [r["gates_at_bounds"] for r in streams],
+                  [r["frozen"] for r in streams],
+                  "the on-chip error sum was the same in every epoch")
     gates = [{"seed": r["seed"], "gates_q": r["gates"].tolist(),
               "gates_final": sr["gates_final"]}
              for r, sr in zip(res["streams"], streams, strict=True)]
@@ -271,13 +307,22 @@ def cmd_run(args):
            "ticks_per_second": st.ticks / seconds if seconds else None,
            "cycles": res["cycles"], "clock_hz": clock_hz or None,
            "board_seconds": board_seconds,
-           "checkpoint": str(ckpt), "streams": streams}
+           "checkpoint": str(ckpt), "gates_at_bounds": streams[0]["gates_at_bounds"],
+           "frozen": streams[0]["frozen"], "streams": streams}
     if args.json:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
     else:
         _print_run(out, cfg, args)
     return 0
+
+
+def _learning_flags(stream, fmt, epochs):
+    """``gates_at_bounds`` (gates read back at a bound) and ``frozen`` (epochs ran, and
+    each epoch's error sum and the inference pass's are one value) of a stream."""
+    gates = np.asarray(stream["gates"])
+    return {"gates_at_bounds": int(((gates <= fmt.gate_min_q) | (gates >= fmt.gate_max_q)).sum()),
+            "frozen": epochs > 0 and len({*stream["error_sums"], stream["eval_error_sum"]}) == 1}
 
 
 def _print_run(out, cfg, args):
@@ -338,11 +383,11 @@ def add_parsers(sub):
                    help="place and route as a build at this clock would (nextpnr's timing "
                    "constraint); the bitstream runs at --clock, whose timing it must still "
                    "meet (for designs that route at a relaxed constraint only)")
-    p.add_argument("--pnr-seed", type=whole_number(0), metavar="N",
+    p.add_argument("--pnr-seed", type=whole_number(0, 2 ** 31 - 1), metavar="N",
                    help="nextpnr's random seed (placements differ by seed; each is "
                    "reproducible)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
-    p.add_argument("--max-examples", type=whole_number(1),
+    p.add_argument("--max-examples", type=whole_number(1, config_mod.MAX_EXAMPLES),
                    help="dataset capacity (default: the dataset, at least 16)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
                    help="override [fabric]: edge units (0 = one per edge), 'serial' or "
@@ -361,12 +406,15 @@ def add_parsers(sub):
     dev = p.add_mutually_exclusive_group(required=True)
     dev.add_argument("--port", metavar="DEV", help="serial port of the board")
     dev.add_argument("--sim", action="store_true", help="simulate the board (Verilator)")
-    p.add_argument("--epochs", type=whole_number(), help="override learning.epochs")
-    p.add_argument("--seed", type=whole_number(), help="override learning.seed (stream s "
+    p.add_argument("--epochs", type=whole_number(0, config_mod.MAX_EPOCHS),
+                   help="override learning.epochs")
+    p.add_argument("--seed", type=whole_number(0, config_mod.MAX_SEED),
+                   help="override learning.seed (stream s "
                    "of a fabric of several networks starts from the gates of seed + s)")
     p.add_argument("--order", choices=("cyclic", "lfsr"), default="cyclic")
     p.add_argument("--baud", type=whole_number(1), default=115200)
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")
+    p.add_argument("--timeout", type=positive_seconds, default=2.0,
+                   help="seconds per reply (serial)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
                    help="with --sim: the simulated board's fabric (edge units or 'serial')")
     p.add_argument("--build-dir", metavar="DIR", help="--sim build folder")
@@ -374,6 +422,7 @@ def add_parsers(sub):
                    "board (default -Os; -O0 builds faster and runs slower)")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="gates JSON (default build/checkpoints/<name>-seed<S>.json)")
-    p.add_argument("--plot", metavar="FILE", help="write a PNG of the run")
+    p.add_argument("--plot", metavar="FILE", type=plot_arg,
+                   help="write a plot of the run (PNG unless FILE names another format)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_run)

@@ -26,3 +26,14 @@ class ConfigError(CllnError):
 
 class SolverError(CllnError):
     """A golden model could not compute a result (e.g. Newton did not converge)."""
+
+
+def decode_utf8(raw, source, key):
+    """``raw`` bytes as UTF-8 text (TOML and CSV files must be UTF-8), else a
+    :class:`ConfigError` naming the line and the byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(source, key, f"line {line}: byte 0x{raw[e.start]:02x} is not "
+                          "UTF-8 (save the file as UTF-8)") from None

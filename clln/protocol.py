@@ -19,7 +19,7 @@ import crc as crc_lib
 import numpy as np
 from cobs import cobs
 
-from .errors import CllnError
+from .errors import CllnError, ConfigError
 
 PROTOCOL_VERSION = 4
 DELIMITER = 0x00
@@ -409,11 +409,42 @@ class Identity:
     @classmethod
     def from_config(cls, cfg, fmt, max_examples, clock_hz=0):
         """The identity a bitstream built from ``cfg`` and ``fmt`` for a clock of
-        ``clock_hz`` (0: not known) must report."""
+        ``clock_hz`` (0: not known) must report; :func:`check_fields` first."""
+        check_fields(cfg, max_examples)
         return cls(PROTOCOL_VERSION, config_hash(cfg), fmt.v_bits, fmt.v_frac, fmt.g_bits,
                    fmt.g_frac, cfg.network.n_nodes, cfg.network.n_edges, len(cfg.io.inputs),
                    len(cfg.io.outputs), max_examples, fmt.gate_min_q, fmt.gate_max_q,
                    cfg.fabric.streams, round(clock_hz))
+
+
+def check_fields(cfg, max_examples):
+    """Refuse a config whose numbers the link's fields cannot carry (``docs/protocol.md``,
+    "Limits"), naming the key: before a bitstream or a simulated board is built for it.
+
+    Raises
+    ------
+    ConfigError
+    """
+    n_in, n_out, streams = len(cfg.io.inputs), len(cfg.io.outputs), cfg.fabric.streams
+    limits = [
+        ("network", cfg.network.n_nodes, 0xFFFF, "nodes (IDENTIFY's n_nodes is u16)"),
+        ("fabric.streams", cfg.network.n_edges * streams, 0x10000,
+         "gates of all streams (a gate index is u16)"),
+        ("io.inputs", n_in + n_out, (MAX_PAYLOAD - 3) // 4,
+         "inputs and outputs (an example's i32 values must fit one WRITE_DATASET frame)"),
+        ("io.outputs", n_out * streams, MAX_PAYLOAD // 4,
+         "outputs of all streams (an example's outputs must fit one READ_OUTPUTS reply)"),
+        ("fixed.v_bits", cfg.fixed.v_bits, 32, "bits (voltages travel as i32)"),
+        ("fixed.g_bits", cfg.fixed.g_bits, 32, "bits (gates travel as i32)"),
+        ("--max-examples", max_examples, 0xFFFF, "examples (counted in u16)"),
+    ]
+    for key, value, most, what in limits:
+        if value > most:
+            source = key if key.startswith("--") else cfg.source
+            raise ConfigError(source, "" if key.startswith("--") else key,
+                              f"{value} {what}; the link protocol carries at most {most}")
+    if max_examples < 1:
+        raise ConfigError("--max-examples", "", f"must be >= 1, got {max_examples}")
 
 
 def config_hash(cfg):

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clln.errors import SolverError
+
 MODELS = ("quasistatic", "dynamic", "fixed")
 
 
@@ -91,6 +93,22 @@ class History:
     def mse_final(self):
         return mse(self.outputs_final, self.targets)
 
+    def gates_at_bounds(self, gate_min, gate_max, tol=0.0):
+        """Edges per seed whose final gate is within ``tol`` of ``gate_min`` or
+        ``gate_max`` (V)."""
+        g = self.gates_final
+        return ((g <= gate_min + tol) | (g >= gate_max - tol)).sum(axis=1)
+
+    def frozen(self, lsb):
+        """Per seed: training ran and moved no output by more than ``lsb`` (V) from its
+        value before training, in any epoch or in the final evaluation."""
+        if self.epochs == 0:
+            return np.zeros(len(self.seeds), bool)
+        start = self.outputs_initial[:, None]
+        moved = np.maximum(np.abs(self.observed - start).max(axis=(1, 2, 3)),
+                           np.abs(self.outputs_final - self.outputs_initial).max(axis=(1, 2)))
+        return moved <= lsb
+
 
 def train(model, epochs, progress=None):
     """Present the dataset ``epochs`` times in order, learning on every example.
@@ -112,9 +130,12 @@ def train(model, epochs, progress=None):
     for epoch in range(epochs):
         for i in range(n_examples):
             observed[:, epoch, i] = model.present(i, True)
+        _check_finite(model, observed[:, epoch], f"in epoch {epoch + 1}")
         if progress is not None:
             progress(1)
     outputs_final = model.evaluate()
+    _check_finite(model, outputs_final, "after training")
+    _check_finite(model, model.gates_volts(), "after training", "gates")
     flags = getattr(model, "flags", np.zeros(len(model.seeds), np.int64))
     ticks = getattr(model, "example_ticks", None)
     ticks = None if ticks is None or epochs == 0 else np.stack(ticks[presented:], axis=1)
@@ -123,13 +144,22 @@ def train(model, epochs, progress=None):
                    flags != 0, ticks)
 
 
+def _check_finite(model, values, when, what="outputs"):
+    """Refuse NaN or infinity: no result of a golden model may hold one."""
+    if not np.isfinite(values).all():
+        raise SolverError(f"the {model.name} model's {what} became NaN or infinite {when}: "
+                          "the config's values lie beyond what it can compute "
+                          "(docs/config.md gives the bounds)")
+
+
 def mode_basis(x, n_modes=3):
     """Orthonormal discrete polynomial modes (mean, slope, curvature, ...) over inputs ``x``.
 
-    Returns (n_modes, examples): rows are orthonormal with respect to the mean over
+    Returns (min(n_modes, examples), examples): rows are orthonormal with respect to the mean over
     examples, so a projection measures each mode's share of the RMS error.
     """
     x = np.asarray(x, dtype=float)
+    n_modes = min(n_modes, len(x))          # as many modes as examples at most
     t = (x - x.mean()) / (np.ptp(x) or 1.0)
     vander = np.vander(t, n_modes, increasing=True)
     q, r = np.linalg.qr(vander)
@@ -148,8 +178,9 @@ def mode_errors(history, x):
 
     Returns
     -------
-    ndarray (seeds, epochs, 3)
-        Projection of the first output's error on each mode (V).
+    ndarray (seeds, epochs, modes)
+        Projection of the first output's error on each mode (V): mean, slope and
+        curvature, or the first one or two with fewer examples.
     """
     basis = mode_basis(x)
     err = history.observed[..., 0] - history.targets[:, 0]
