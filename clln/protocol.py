@@ -9,13 +9,13 @@ parameters, LFSR taps, the identity and the config hash. The gateware, the golde
 models (``clln.sim.link``, ``clln.sim.system``) and the host driver all take them from here.
 """
 
+import binascii
 import enum
 import hashlib
 import json
 import struct
 from dataclasses import dataclass
 
-import crc as crc_lib
 import numpy as np
 from cobs import cobs
 
@@ -99,9 +99,6 @@ class FrameError(ProtocolError):
 
 #: CRC-16/CCITT-FALSE: polynomial, initial value (no reflection, no final XOR).
 CRC_POLY, CRC_INIT = 0x1021, 0xFFFF
-_CRC16 = crc_lib.Calculator(crc_lib.Configuration(
-    width=16, polynomial=CRC_POLY, init_value=CRC_INIT, final_xor_value=0,
-    reverse_input=False, reverse_output=False), optimized=True)
 
 
 def crc16_byte(crc, byte):
@@ -114,8 +111,10 @@ def crc16_byte(crc, byte):
 
 
 def crc16(data):
-    """CRC-16/CCITT-FALSE of ``data`` (0 over a frame with its CRC appended)."""
-    return _CRC16.checksum(bytes(data))
+    """CRC-16/CCITT-FALSE of ``data`` (0 over a frame with its CRC appended): the C code
+    of :func:`binascii.crc_hqx` (polynomial 0x1021, MSB first, no final XOR) from
+    :data:`CRC_INIT`."""
+    return binascii.crc_hqx(bytes(data), CRC_INIT)
 
 
 def cobs_encode(data):
