@@ -11,6 +11,7 @@ import numpy as np
 from . import config as config_mod
 from .cli_common import (
     check_run_size,
+    compile_notice,
     exit_on_termination,
     plot_arg,
     progress_bar,
@@ -73,7 +74,8 @@ def cmd_train(args):
     model = make_model(cfg, args.model, seeds)
     bar = progress_bar(epochs, not args.json, f"{cfg.name} ({args.model})")
     try:
-        history = train(model, epochs, bar.update if bar is not None else None)
+        with compile_notice(bar, f"the {args.model} model's"):
+            history = train(model, epochs, bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()

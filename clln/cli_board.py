@@ -12,6 +12,7 @@ from . import config as config_mod
 from .boards.catalog import OFFERED, TARGETS
 from .cli_common import (
     clock_arg,
+    compile_notice,
     fold_arg,
     output_folder,
     plot_arg,
@@ -52,6 +53,8 @@ def cmd_build(args):
                                                   args.baud, args.max_examples, log,
                                                   args.pnr_clock, args.pnr_seed)
     seconds = time.monotonic() - t0
+    with compile_notice(None, "the fixed model's"):
+        expected = expected_board_time(cfg, cpt, rep.clock_mhz * 1e6)
     streams = cfg.fabric.streams
     out = {"config": cfg.name, "board": args.board, "bitstream": str(rep.bitstream),
            "clock_mhz": rep.clock_mhz, "fmax_mhz": rep.fmax_mhz, "lut": rep.lut,
@@ -63,7 +66,7 @@ def cmd_build(args):
            "ticks_per_second": streams * rep.clock_mhz * 1e6 / cpt,
            "ticks_per_second_per_stream": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
            "attempts": [a.__dict__ for a in attempts]}
-    out.update(expected_board_time(cfg, cpt, rep.clock_mhz * 1e6))
+    out.update(expected)
     if args.program:
         _program(args.board, rep.bitstream)
         out["programmed"] = True

@@ -36,6 +36,29 @@ def progress_bar(total, enabled, desc):
                 mininterval=0.2)
 
 
+@contextlib.contextmanager
+def compile_notice(bar, what):
+    """Tell the user on stderr when ``what`` (``"the fixed model's"``) kernels compile,
+    as they do on a first run when ``make setup`` did not compile them, and keep the time
+    out of the progress ``bar``'s rate and ETA (:meth:`tqdm.tqdm.unpause`)."""
+    from .sim.kernels import compiling
+
+    def say(message):
+        if bar is not None:
+            bar.write(message, file=sys.stderr)
+        elif sys.stderr is not None:
+            print(message, file=sys.stderr)
+
+    def done(seconds):
+        say(f"clln: compiled in {seconds:.1f} s")
+        if bar is not None:
+            bar.unpause()
+
+    with compiling(lambda: say(f"clln: compiling {what} kernels (once; numba caches them "
+                               "for later runs) ..."), done):
+        yield
+
+
 def fold_arg(text):
     """A ``--fabric`` value: a whole number of edge units (0 = one per edge), ``serial``
     or ``streams:C`` (C interleaved networks, 1 to ``config.MAX_STREAMS``)."""
