@@ -86,7 +86,7 @@ def cmd_train(args):
     reports = [_seed_report(history, i, target, at_bounds, frozen) for i in range(len(seeds))]
     warn_learning(cfg, seeds, at_bounds, frozen,
                   f"in {epochs} epochs no output moved by more than 2**-{cfg.fixed.v_frac} V "
-                  "(fixed.v_frac)")
+                  "(fixed.v_frac)", ticks=args.model != "quasistatic")
     reached = sum(r["reached_target"] for r in reports)
     if args.plot:
         from .plot import plot_training

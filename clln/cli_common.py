@@ -150,10 +150,10 @@ def check_run_size(cfg, epochs, n_seeds, flag="--epochs"):
                           f"{values} recorded values; at most {MAX_RECORDED}")
 
 
-def warn_learning(cfg, seeds, at_bounds, frozen, frozen_sign):
+def warn_learning(cfg, seeds, at_bounds, frozen, frozen_sign, ticks=True):
     """Say on stderr which seeds ended with most gates at their bounds (``at_bounds``,
     per seed) and which were frozen (``frozen``, per seed; ``frozen_sign`` says how that
-    showed)."""
+    showed; ``ticks``: the nodes settle in ticks, not in one solve)."""
     n_edges = cfg.network.n_edges
     pinned = [s for s, n in zip(seeds, at_bounds, strict=True) if 2 * n > n_edges]
     if pinned:
@@ -164,9 +164,12 @@ def warn_learning(cfg, seeds, at_bounds, frozen, frozen_sign):
               f"{cfg.learning.alpha:g} may be too large", file=sys.stderr)
     stuck = [s for s, f in zip(seeds, frozen, strict=True) if f]
     if stuck:
-        why = (f"schedule.kappa {cfg.schedule.kappa:g} may be too small"
-               if cfg.schedule.relax == "euler" else
-               "schedule.settle_ticks may be too few")
+        if not ticks:
+            why = f"learning.alpha {cfg.learning.alpha:g} may be too small"
+        elif cfg.schedule.relax == "euler":
+            why = f"schedule.kappa {cfg.schedule.kappa:g} may be too small"
+        else:
+            why = "schedule.settle_ticks may be too few"
         print(f"clln: warning: {cfg.name}: {_seeds(stuck)}: the network is frozen "
               f"({frozen_sign}): {why}", file=sys.stderr)
 

@@ -284,3 +284,17 @@ def test_closed_or_broken_stdout(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("clln: error: standard output was closed before "
                                             "everything was written")
+
+
+def test_docs_state_the_bounds():
+    """docs/config.md's bounds and docs/protocol.md's stream count are the code's."""
+    from pathlib import Path
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    cfg_doc, proto_doc = (docs / "config.md").read_text(), (docs / "protocol.md").read_text()
+    for text in (f"2 to {config.MAX_NODES}", f"at most {config.MAX_EDGES}",
+                 f"1 to {config.MAX_EXAMPLES}", f"0 to {config.MAX_EPOCHS:,}",
+                 f"at most {config.MAX_SEEDS:,} at once",
+                 f"<= 2^{config.MAX_RECORDED.bit_length() - 1}", "0 to 2^32 - 1"):
+        assert text in cfg_doc, text
+    assert config.MAX_SEED == config.MAX_TICKS == 2 ** 32 - 1
+    assert f"`[fabric] streams = C` (1 to {config.MAX_STREAMS})" in proto_doc
