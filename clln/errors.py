@@ -5,6 +5,10 @@ class CllnError(Exception):
     """Base class for every error meant for the user rather than the developer."""
 
 
+#: Longest reason a ConfigError gives (characters).
+MAX_WHY = 400
+
+
 class ConfigError(CllnError):
     """A config file, a dataset or a CLI value is invalid.
 
@@ -19,6 +23,8 @@ class ConfigError(CllnError):
     """
 
     def __init__(self, source, key, why):
+        if len(why) > MAX_WHY:              # a value echoed back can be huge
+            why = why[:MAX_WHY - 3] + "..."
         self.source, self.key, self.why = str(source), key, why
         where = f"{self.source}: {key}" if key else self.source
         super().__init__(f"{where}: {why}")
