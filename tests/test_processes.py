@@ -80,6 +80,24 @@ def test_build_tools_end_with_clln(tmp_path, sig):
     assert (build / "top.incomplete").exists() and not (build / "top.bin").exists()
 
 
+@pytest.mark.sim
+def test_simulator_ends_with_a_killed_clln(tmp_path):
+    """``clln verify`` killed outright (SIGKILL) while Icarus' vvp runs under cocotb: 5 s
+    later nothing runs in its build folder."""
+    build = tmp_path / "verify"
+    with open(tmp_path / "stderr", "w") as err, subprocess.Popen(
+            CLLN + ["verify", "paper-xor", "--sim", "icarus", "--ticks", "1000000",
+                    "--build-dir", str(build)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+            stderr=err) as clln:
+        sims = wait_for(lambda: [c for _, c in inside(build) if c.startswith("vvp")], 120)
+        assert sims, (tmp_path / "stderr").read_text()
+        clln.kill()
+        killed = time.monotonic()
+        assert clln.wait(timeout=30) == -signal.SIGKILL
+    time.sleep(max(0.0, 5 - (time.monotonic() - killed)))
+    assert inside(build) == []
+
+
 def child(tmp_path, body):
     """A Python child that runs ``body`` (with ``processes`` imported) in ``tmp_path``,
     prints ``ready`` and waits."""
