@@ -194,7 +194,8 @@ def exit_on_termination():
         return
 
     def terminate(signum, frame):
-        print(f"clln: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        with contextlib.suppress(OSError, AttributeError):     # (a hung-up terminal)
+            print(f"clln: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         raise SystemExit(128 + signum)
 
     old = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
