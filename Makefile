@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+KERNELS := $(VENV)/.kernels
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test test-fast test-slow lint bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(KERNELS)
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v iverilog >/dev/null 2>&1 || { \
@@ -17,6 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[all,test]'
 	@touch $(STAMP)
+
+# compile the golden models' numba kernels into their cache now, not at the first run
+$(KERNELS): $(STAMP) $(wildcard sim/*.py)
+	$(PY) -m clln.sim.kernels
+	@touch $(KERNELS)
 
 demo: setup
 	$(VENV)/bin/clln train paper-xor

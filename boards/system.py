@@ -13,6 +13,7 @@ from amaranth.lib import io, wiring
 from clln import protocol as p
 
 from ..config import refold
+from ..errors import ConfigError
 from ..formats import Formats
 from ..gateware.fabric import fabric_shape
 from ..gateware.fabric.cells import product_operand_bits
@@ -36,7 +37,11 @@ class BoardSystem(wiring.Component):
     """
 
     def __init__(self, cfg, clk_hz, baud=115200, max_examples=None, mult_bits=None):
-        self.system = System(cfg, p.uart_divisor(clk_hz, baud), max_examples=max_examples,
+        try:
+            divisor = p.uart_divisor(clk_hz, baud)
+        except ValueError as e:
+            raise ConfigError("--baud", "", str(e)) from None
+        self.system = System(cfg, divisor, max_examples=max_examples,
                              mult_bits=mult_bits, clock_hz=clk_hz)
         super().__init__({})
 

@@ -6,12 +6,12 @@ with the YoWASP Yosys and nextpnr, and reads resource counts and fmax from nextp
 report.
 """
 
+import contextlib
 import importlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -31,8 +31,9 @@ from amaranth import (
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
+from .. import processes
 from ..environment import patched_environ
-from ..errors import CllnError
+from ..errors import CllnError, ConfigError
 from .catalog import TARGETS
 
 
@@ -249,6 +250,29 @@ def achieved_clock_mhz(board, clock_mhz=None):
     return gowin_pll_params(t.osc_mhz, clock_mhz)[3]
 
 
+#: How far the PLL's nearest clock may lie from the clock asked for (relative).
+CLOCK_TOLERANCE = 0.02
+
+
+def check_clock(board, clock_mhz, flag="--clock"):
+    """Refuse a clock that the board's PLL cannot make within :data:`CLOCK_TOLERANCE`
+    (the build would otherwise run at the nearest one it makes, far from the request).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``flag`` and the nearest clock the PLL makes.
+    """
+    try:
+        got = achieved_clock_mhz(board, clock_mhz)
+    except BuildError as e:
+        raise ConfigError(flag, "", str(e)) from None
+    if abs(got - clock_mhz) > CLOCK_TOLERANCE * clock_mhz:
+        raise ConfigError(flag, "", f"{board} cannot run at {clock_mhz:g} MHz: the nearest "
+                          f"clock its PLL makes from the {target(board).osc_mhz:g} MHz "
+                          f"oscillator is {got:.4g} MHz")
+
+
 # --------------------------------------------------------------------------- build
 
 def target(board):
@@ -337,8 +361,9 @@ def run_build_script(build_dir, script, log, board, poll_seconds=2.0):
     """
     windows = sys.platform.startswith("win32")
     command = ["cmd", "/c", f"call {script}.bat"] if windows else ["sh", f"{script}.sh"]
-    proc = subprocess.Popen(command, cwd=build_dir, start_new_session=not windows)
-    try:
+    # the tools run in a process group of their own, ended on any way out of this block
+    # (Ctrl-C, SIGTERM, SIGHUP) and by clln.processes' watchdog if clln is killed outright
+    with processes.started(command, cwd=build_dir) as proc:
         while True:
             try:
                 code = proc.wait(timeout=poll_seconds)
@@ -348,22 +373,32 @@ def run_build_script(build_dir, script, log, board, poll_seconds=2.0):
                 if over:
                     raise BuildError(f"{board}: does not fit: needs {', '.join(over)}") \
                         from None
-    finally:
-        # the tools run in a session of their own: stop them on any way out (Ctrl-C too)
-        if proc.poll() is None:
-            _stop(proc, windows)
     if code:
         tail = Path(log).read_text().splitlines()[-15:] if Path(log).exists() else []
         raise BuildError(f"{board} build failed: {script} exited with {code}\n"
                          + "\n".join(tail))
 
 
-def _stop(proc, windows):
-    if windows:
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True)
-    else:
-        os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait()
+#: Bitstream file suffix of each FPGA family.
+BITSTREAM_SUFFIX = {"ice40": "bin", "ecp5": "bit", "gowin": "fs"}
+#: A file ``<name>.incomplete`` in a build folder: its tools were started and did not
+#: finish (clln was stopped or killed); whatever they wrote there is partial.
+INCOMPLETE_SUFFIX = ".incomplete"
+
+
+@contextlib.contextmanager
+def marked_incomplete(marker, bitstream):
+    """Mark a build folder incomplete while its tools run: ``marker`` exists until they
+    finish; if they do not (an error, a signal), the partial ``bitstream`` is removed and
+    the marker stays (also when clln is killed outright and cannot remove anything)."""
+    marker.write_text("the build tools were started here and did not finish: the files "
+                      "of this folder are partial\n")
+    try:
+        yield
+    except BaseException:
+        bitstream.unlink(missing_ok=True)
+        raise
+    marker.unlink()
 
 
 #: Yosys commands after reading the design: a register whose signal has the ``keep``
@@ -458,6 +493,8 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
     synth = _synth_options(t, board, classic_abc)
     log = build_dir / f"{name}.tim"
     log.unlink(missing_ok=True)
+    bitstream = build_dir / f"{name}.{BITSTREAM_SUFFIX[t.family]}"
+    bitstream.unlink(missing_ok=True)       # no bitstream of an earlier build stands in
     start = time.monotonic()
     with _tool_environment():
         plan = platform.build(_Top(t, design, clk, pnr_clk), name=name, do_build=False,
@@ -465,12 +502,11 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
                               nextpnr_opts=_nextpnr_options(t, name, router, placer, pnr_seed,
                                                             pnr_clk))
         plan.extract(str(build_dir))
-        run_build_script(build_dir, plan.script, log, board)
+        with marked_incomplete(build_dir / f"{name}{INCOMPLETE_SUFFIX}", bitstream):
+            run_build_script(build_dir, plan.script, log, board)
     seconds = time.monotonic() - start
     fmax, lut, dsp, bram, util = parse_report(json.loads(report_file.read_text()), t.family)
-    ext = {"ice40": "bin", "ecp5": "bit", "gowin": "fs"}[t.family]
-    rep = BuildReport(board, build_dir / f"{name}.{ext}", clk, fmax, lut, dsp, bram,
-                      seconds, util)
+    rep = BuildReport(board, bitstream, clk, fmax, lut, dsp, bram, seconds, util)
     if not rep.bitstream.exists():
         raise BuildError(f"{board}: the build made no {rep.bitstream}")
     if fmax < clk:

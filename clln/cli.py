@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import re
 import sys
 
@@ -10,11 +11,15 @@ import numpy as np
 from . import config as config_mod
 from .cli_common import (
     add_checkpoint_args,
+    check_run_size,
     check_writable,
+    compile_notice,
     exit_on_termination,
+    plot_arg,
     progress_bar,
     report_failures,
     side_output,
+    warn_learning,
     whole_number,
 )
 from .errors import CllnError
@@ -22,13 +27,18 @@ from .sim.training import MODELS
 
 
 def _seed_range(text):
-    m = re.fullmatch(r"(\d+)-(\d+)", text)
+    m = re.fullmatch(r"([0-9]{1,20})-([0-9]{1,20})", text)
     if not m or int(m[1]) > int(m[2]):
-        raise argparse.ArgumentTypeError(f"expected A-B with A <= B (e.g. 0-9), got {text!r}")
-    return list(range(int(m[1]), int(m[2]) + 1))
+        raise argparse.ArgumentTypeError(f"expected A-B with A <= B (e.g. 0-9), got "
+                                         f"{text!r:.40}")
+    lo, hi = int(m[1]), int(m[2])
+    if hi > config_mod.MAX_SEED or hi - lo + 1 > config_mod.MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"at most {config_mod.MAX_SEEDS} seeds, each at "
+                                         f"most {config_mod.MAX_SEED}; got {text}")
+    return list(range(lo, hi + 1))
 
 
-def _seed_report(history, i, target):
+def _seed_report(history, i, target, at_bounds, frozen):
     return {
         "seed": history.seeds[i],
         "mse_initial": float(history.mse_initial[i]),
@@ -38,6 +48,8 @@ def _seed_report(history, i, target):
         "gates_final": history.gates_final[i].tolist(),
         "mse_per_epoch": history.mse_curve[i].tolist(),
         "saturated": bool(history.saturated[i]),
+        "gates_at_bounds": int(at_bounds[i]),
+        "frozen": bool(frozen[i]),
         "ticks_per_example": (None if history.ticks_per_example is None
                               else float(history.ticks_per_example[i])),
         "ticks_per_example_max": (None if history.ticks_per_example_max is None
@@ -89,6 +101,8 @@ def _train_setup(args, cfg):
         seeds = cli_resume.agree(saved.path, "--seed/--seeds", seeds, saved.seeds)
         epochs = (args.epochs if args.epochs is not None
                   else saved.epochs_target - saved.epoch)
+    check_run_size(cfg, epochs, len(seeds), "--epochs" if args.epochs is not None
+                   else f"{cfg.source}: learning.epochs")
     ckpt = args.checkpoint or args.resume
     for path, flag in ((args.plot, "--plot"), (ckpt, "--checkpoint")):
         if path:
@@ -108,12 +122,13 @@ def _train_epochs(args, cfg, model_name, seeds, epochs, saved, ckpt):
     writer = cli_resume.CheckpointWriter(ckpt, args.checkpoint_every)
     bar = progress_bar(epochs, not args.json, f"{cfg.name} ({model_name})")
     try:
-        for _ in range(epochs):
-            run.epoch()
-            if bar is not None:
-                bar.update(1)
-            if writer.due(run.epochs):
-                writer.write(cli_resume.train_doc(cfg, run, target))
+        with compile_notice(bar, f"the {model_name} model's"):
+            for _ in range(epochs):
+                run.epoch()
+                if bar is not None:
+                    bar.update(1)
+                if writer.due(run.epochs):
+                    writer.write(cli_resume.train_doc(cfg, run, target))
     finally:
         if bar is not None:
             bar.close()
@@ -128,7 +143,13 @@ def cmd_train(args):
     model_name, seeds, epochs, saved, ckpt = _train_setup(args, cfg)
     history, writer = _train_epochs(args, cfg, model_name, seeds, epochs, saved, ckpt)
     target = cfg.task.mse_target
-    reports = [_seed_report(history, i, target) for i in range(len(seeds))]
+    lrn = cfg.learning
+    at_bounds = history.gates_at_bounds(lrn.gate_min, lrn.gate_max, 2.0 ** -(cfg.fixed.g_frac + 1))
+    frozen = history.frozen(2.0 ** -cfg.fixed.v_frac)
+    reports = [_seed_report(history, i, target, at_bounds, frozen) for i in range(len(seeds))]
+    warn_learning(cfg, seeds, at_bounds, frozen,
+                  f"in {epochs} epochs no output moved by more than 2**-{cfg.fixed.v_frac} V "
+                  "(fixed.v_frac)", ticks=args.model != "quasistatic")
     reached = sum(r["reached_target"] for r in reports)
     plot_failed = args.plot and side_output(lambda: _plot_training(cfg, history, args.plot),
                                              args.plot)
@@ -195,14 +216,16 @@ def build_parser():
     p.add_argument("config")
     p.add_argument("--model", choices=MODELS, help="default quasistatic (with --resume: "
                    "the checkpoint's)")
-    p.add_argument("--epochs", type=whole_number(), help="override learning.epochs (with "
-                   "--resume: epochs of this run, default those the checkpointed run "
-                   "had left)")
+    p.add_argument("--epochs", type=whole_number(0, config_mod.MAX_EPOCHS),
+                   help="override learning.epochs (with --resume: epochs of this run, "
+                   "default those the checkpointed run had left)")
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=whole_number(), help="override learning.seed")
+    seeds.add_argument("--seed", type=whole_number(0, config_mod.MAX_SEED),
+                       help="override learning.seed")
     seeds.add_argument("--seeds", type=_seed_range, metavar="A-B",
                        help="train seeds A to B at once")
-    p.add_argument("--plot", metavar="FILE", help="write a PNG of the run")
+    p.add_argument("--plot", metavar="FILE", type=plot_arg,
+                   help="write a plot of the run (PNG unless FILE names another format)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_checkpoint_args(p, "none; with --resume: the resumed file")
     p.set_defaults(func=cmd_train)
@@ -217,6 +240,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if sys.stdout is None:                  # started with its standard output closed
+        print("clln: error: standard output is closed: nothing could be reported",
+              file=sys.stderr)
+        return 2
     try:
         with exit_on_termination():
             return args.func(args)
@@ -226,6 +253,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("clln: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of stdout went away; point stdout at nothing so that the flush at
+        # exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("clln: error: standard output was closed before everything was written",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

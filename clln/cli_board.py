@@ -15,11 +15,16 @@ from .cli_common import (
     add_checkpoint_args,
     check_writable,
     clock_arg,
+    compile_notice,
     fold_arg,
+    output_folder,
+    plot_arg,
     positive_mhz,
+    positive_seconds,
     progress_bar,
     report_failures,
     side_output,
+    warn_learning,
     whole_number,
 )
 from .errors import CllnError, ConfigError
@@ -33,7 +38,7 @@ def cmd_build(args):
     from .flows import expected_board_time
     cfg = config_mod.load(args.config)
     if args.fabric not in (None, "search"):
-        cfg = config_mod.refold(cfg, args.fabric)
+        cfg = config_mod.refold(cfg, args.fabric, "--fabric")
     build_dir = Path(args.build_dir or f"build/boards/{cfg.name}-{args.board}")
     if build_dir.is_absolute():
         try:
@@ -41,12 +46,10 @@ def cmd_build(args):
         except ValueError:
             raise ConfigError("--build-dir", "", "must be inside the current folder (the "
                               "YoWASP tools cannot see other folders)") from None
+    _check_build_args(cfg, args)
     log = (lambda msg: print(msg, file=sys.stderr)) if not args.json else None
     t0 = time.monotonic()
     attempts = []
-    if args.pnr_clock is not None and args.clock in (None, "max"):
-        raise ConfigError("--pnr-clock", "", "needs --clock MHZ (the clock the "
-                          "bitstream runs at)")
     plan = None
     if not cfg.has_fabric and args.fabric != "search":
         plan = plan_build(cfg, args.board)
@@ -55,6 +58,7 @@ def cmd_build(args):
                 log(f"plan: {reason}")
         cfg = config_mod.refold(cfg, plan.fabric)
     clock = args.clock if args.clock is not None or plan is None else plan.clock_mhz
+    output_folder(build_dir, "--build-dir")
     if cfg.has_fabric:
         rep, units, cpt = build_system(cfg, args.board, build_dir, clock, args.baud,
                                        args.max_examples, args.pnr_clock, args.pnr_seed)
@@ -63,6 +67,8 @@ def cmd_build(args):
                                                   args.baud, args.max_examples, log,
                                                   args.pnr_clock, args.pnr_seed)
     seconds = time.monotonic() - t0
+    with compile_notice(None, "the fixed model's"):
+        expected = expected_board_time(cfg, cpt, rep.clock_mhz * 1e6)
     streams = cfg.fabric.streams
     out = {"config": cfg.name, "board": args.board, "bitstream": str(rep.bitstream),
            "clock_mhz": rep.clock_mhz, "fmax_mhz": rep.fmax_mhz, "lut": rep.lut,
@@ -75,7 +81,7 @@ def cmd_build(args):
            "ticks_per_second_per_stream": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
            "attempts": [a.__dict__ for a in attempts],
            "plan": plan.as_dict() if plan is not None else None}
-    out.update(expected_board_time(cfg, cpt, rep.clock_mhz * 1e6))
+    out.update(expected)
     if args.program:
         _program(args.board, rep.bitstream)
         out["programmed"] = True
@@ -99,15 +105,36 @@ def cmd_build(args):
     return 0
 
 
+def _check_build_args(cfg, args):
+    """Refuse the flags of a build that cannot be made, before any work: a clock the
+    board's PLL cannot make, a baud rate the clock cannot divide, fields the protocol
+    cannot carry."""
+    from . import protocol as p
+    from .boards.targets import achieved_clock_mhz, check_clock
+    if args.pnr_clock is not None and args.clock in (None, "max"):
+        raise ConfigError("--pnr-clock", "", "needs --clock MHZ (the clock the "
+                          "bitstream runs at)")
+    if args.clock not in (None, "max"):
+        check_clock(args.board, args.clock, "--clock")
+    if args.pnr_clock is not None:
+        check_clock(args.board, args.pnr_clock, "--pnr-clock")
+    clock = None if args.clock == "max" else args.clock
+    try:
+        p.uart_divisor(achieved_clock_mhz(args.board, clock) * 1e6, args.baud)
+    except ValueError as e:
+        raise ConfigError("--baud", "", str(e)) from None
+    p.check_fields(cfg, args.max_examples or p.default_max_examples(cfg))
+
+
 def _program(board, bitstream):
     import shutil
-    import subprocess
 
+    from . import processes
     from .boards.targets import BuildError
     tool = list(TARGETS[board].programmer)
     if not shutil.which(tool[0]):
         raise BuildError(f"{tool[0]} is not installed: cannot program {board}")
-    res = subprocess.run(tool + [str(bitstream)])
+    res = processes.run(tool + [str(bitstream)])
     if res.returncode:
         raise BuildError(f"{tool[0]} failed with exit code {res.returncode}")
 
@@ -388,13 +415,15 @@ def cmd_run(args):
         if not args.sim:
             raise ConfigError("--fabric", "", "only with --sim (a board runs the fabric it "
                               "was built with)")
-        cfg = config_mod.refold(cfg, args.fabric)
+        cfg = config_mod.refold(cfg, args.fabric, "--fabric")
     fmt = Formats.from_config(cfg)
     seed, order, epochs, saved, ckpt = _run_setup(args, cfg)
     start = saved.board if saved else None
     done = start.epoch if start else 0
     checkpoints = _RunCheckpoints(ckpt, args.checkpoint_every, cfg, fmt, seed, order,
                                   done + epochs)
+    if args.sim and args.build_dir:
+        output_folder(args.build_dir, "--build-dir")
     t0 = time.monotonic()
     dev, transport = _open_device(cfg, args, seed)
     setup = time.monotonic() - t0
@@ -435,7 +464,11 @@ def _run_report(res, cfg, fmt, args, seconds, setup):
     streams = [{"seed": r["seed"], "mse_per_epoch": r["mse_per_epoch"],
                 "error_sums": r["error_sums"], "mse_final": r["mse_final"],
                 "outputs_final": fmt.v_to_volts(r["outputs"]).tolist(),
-                "gates_final": fmt.g_to_volts(r["gates"]).tolist()} for r in res["streams"]]
+                "gates_final": fmt.g_to_volts(r["gates"]).tolist(),
+                **_learning_flags(r, fmt)} for r in res["streams"]]
+    warn_learning(cfg, [r["seed"] for r in streams], [r["gates_at_bounds"] for r in streams],
+                  [r["frozen"] for r in streams],
+                  "the on-chip error sum was the same in every epoch")
     return {"config": cfg.name, "device": "sim" if args.sim else args.port,
             "epochs": res["board"].epoch, "mse_per_epoch": res["mse_per_epoch"],
             "error_sums": res["error_sums"], "mse_final": res["mse_final"],
@@ -447,7 +480,18 @@ def _run_report(res, cfg, fmt, args, seconds, setup):
             "ticks_per_second": st.ticks / seconds if seconds else None,
             "cycles": res["cycles"], "clock_hz": clock_hz or None,
             "board_seconds": res["cycles"] / clock_hz if clock_hz else None,
+            "gates_at_bounds": streams[0]["gates_at_bounds"], "frozen": streams[0]["frozen"],
             "streams": streams}
+
+
+def _learning_flags(stream, fmt):
+    """``gates_at_bounds`` (gates read back at a bound) and ``frozen`` (epochs ran, and
+    each epoch's error sum of this run and the inference pass's are one value) of a
+    stream."""
+    gates = np.asarray(stream["gates"])
+    sums = stream["error_sums"]
+    return {"gates_at_bounds": int(((gates <= fmt.gate_min_q) | (gates >= fmt.gate_max_q)).sum()),
+            "frozen": len(sums) > 0 and len({*sums, stream["eval_error_sum"]}) == 1}
 
 
 def _print_run(out, cfg, args, saved_to, plotted):
@@ -518,11 +562,11 @@ def add_parsers(sub):
                    help="place and route as a build at this clock would (nextpnr's timing "
                    "constraint); the bitstream runs at --clock, whose timing it must still "
                    "meet (for designs that route at a relaxed constraint only)")
-    p.add_argument("--pnr-seed", type=whole_number(0), metavar="N",
+    p.add_argument("--pnr-seed", type=whole_number(0, 2 ** 31 - 1), metavar="N",
                    help="nextpnr's random seed (placements differ by seed; each is "
                    "reproducible)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
-    p.add_argument("--max-examples", type=whole_number(1),
+    p.add_argument("--max-examples", type=whole_number(1, config_mod.MAX_EXAMPLES),
                    help="dataset capacity (default: the dataset, at least 16)")
     p.add_argument("--fabric", type=build_fold_arg, metavar="FOLD",
                    help="override [fabric]: edge units (0 = one per edge), 'serial', "
@@ -543,14 +587,17 @@ def add_parsers(sub):
     dev = p.add_mutually_exclusive_group(required=True)
     dev.add_argument("--port", metavar="DEV", help="serial port of the board")
     dev.add_argument("--sim", action="store_true", help="simulate the board (Verilator)")
-    p.add_argument("--epochs", type=whole_number(), help="override learning.epochs (with "
-                   "--resume: epochs of this run, default those the checkpointed run had left)")
-    p.add_argument("--seed", type=whole_number(), help="override learning.seed (stream s "
+    p.add_argument("--epochs", type=whole_number(0, config_mod.MAX_EPOCHS),
+                   help="override learning.epochs (with --resume: epochs of this run, "
+                   "default those the checkpointed run had left)")
+    p.add_argument("--seed", type=whole_number(0, config_mod.MAX_SEED),
+                   help="override learning.seed (stream s "
                    "of a fabric of several networks starts from the gates of seed + s)")
     p.add_argument("--order", choices=("cyclic", "lfsr"), help="example order (default "
                    "cyclic; with --resume: the checkpoint's)")
     p.add_argument("--baud", type=whole_number(1), default=115200)
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds per reply (serial)")
+    p.add_argument("--timeout", type=positive_seconds, default=2.0,
+                   help="seconds per reply (serial)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
                    help="with --sim: the simulated board's fabric (edge units or 'serial')")
     p.add_argument("--build-dir", metavar="DIR", help="--sim build folder")
@@ -558,6 +605,7 @@ def add_parsers(sub):
                    "board (default -Os; -O0 builds faster and runs slower)")
     add_checkpoint_args(p, "build/checkpoints/<name>-seed<S>.json; with --resume: the "
                         "resumed file")
-    p.add_argument("--plot", metavar="FILE", help="write a PNG of the run")
+    p.add_argument("--plot", metavar="FILE", type=plot_arg,
+                   help="write a plot of the run (PNG unless FILE names another format)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_run)

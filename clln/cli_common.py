@@ -5,6 +5,7 @@ import argparse
 import collections
 import contextlib
 import math
+import re
 import signal
 import sys
 import tempfile
@@ -12,36 +13,71 @@ import threading
 from pathlib import Path
 
 
-def whole_number(lo=0):
-    """An argparse type: an integer ``>= lo``; bad text becomes a usage error (exit 2)."""
+def whole_number(lo=0, hi=None):
+    """An argparse type: an integer in ``[lo, hi]``; bad text becomes a usage error (exit
+    2)."""
     def parse(text):
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r:.40}"
+                                             ) from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {v}")
         return v
     return parse
 
 
 def progress_bar(total, enabled, desc):
-    """A tqdm bar of ``total`` epochs on stderr, or None when disabled or empty."""
-    if not enabled or total == 0:
+    """A tqdm bar of ``total`` epochs on stderr, or None when disabled, empty or without a
+    stderr."""
+    if not enabled or total == 0 or sys.stderr is None:
         return None
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False,
                 mininterval=0.2)
 
 
+@contextlib.contextmanager
+def compile_notice(bar, what):
+    """Tell the user on stderr when ``what`` (``"the fixed model's"``) kernels compile,
+    as they do on a first run when ``make setup`` did not compile them, and keep the time
+    out of the progress ``bar``'s rate and ETA (:meth:`tqdm.tqdm.unpause`)."""
+    from .sim.kernels import compiling
+
+    def say(message):
+        if bar is not None:
+            bar.write(message, file=sys.stderr)
+        elif sys.stderr is not None:
+            print(message, file=sys.stderr)
+
+    def done(seconds):
+        say(f"clln: compiled in {seconds:.1f} s")
+        if bar is not None:
+            bar.unpause()
+
+    with compiling(lambda: say(f"clln: compiling {what} kernels (once; numba caches them "
+                               "for later runs) ..."), done):
+        yield
+
+
 def fold_arg(text):
     """A ``--fabric`` value: a whole number of edge units (0 = one per edge), ``serial``
-    or ``streams:C`` (C interleaved networks)."""
-    if text == "serial" or (text.startswith("streams:") and text[8:].isdigit()):
+    or ``streams:C`` (C interleaved networks, 1 to ``config.MAX_STREAMS``)."""
+    from .config import MAX_EDGES, MAX_STREAMS
+    streams = re.fullmatch(r"streams:([0-9]+)", text)
+    if streams:
+        if not 1 <= int(streams[1]) <= MAX_STREAMS:
+            raise argparse.ArgumentTypeError(f"streams:C needs C from 1 to {MAX_STREAMS}, "
+                                             f"got {text!r}")
         return text
-    if not text.isdigit():
+    if text == "serial":
+        return text
+    if not re.fullmatch(r"[0-9]+", text) or int(text) > MAX_EDGES:
         raise argparse.ArgumentTypeError(f"expected a number of edge units, 'serial' or "
-                                         f"'streams:C', got {text!r}")
+                                         f"'streams:C', got {text!r:.40}")
     return int(text)
 
 
@@ -53,35 +89,128 @@ def clock_arg(text):
 
 
 def positive_mhz(text, expected="MHz"):
-    """A frequency in MHz above 0."""
+    """A frequency in MHz, above 0 and finite."""
     try:
         mhz = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if not mhz > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 MHz, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r:.40}") from None
+    if not 0 < mhz < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number of MHz above 0, got {text}")
     return mhz
+
+
+def positive_seconds(text):
+    """A time in seconds, above 0 and at most a day."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r:.40}") from None
+    if not 0 < seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 86400 s, got {text}")
+    return seconds
+
+
+def plot_arg(text):
+    """A ``--plot`` file: a suffix matplotlib writes (``.png`` added when there is none),
+    so that a run is not refused its plot after the work is done."""
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+    path = Path(text)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in kinds:
+        raise argparse.ArgumentTypeError(f"cannot write {path.suffix!r:.20} plots (use "
+                                         f"{', '.join('.' + k for k in sorted(kinds))})")
+    return str(path)
+
+
+def output_folder(path, flag):
+    """Make the folder ``path`` (and its parents) for ``flag``'s output before any work,
+    or refuse it (:class:`~clln.errors.ConfigError`) if it cannot be made or written."""
+    import os
+    from pathlib import Path
+
+    from .errors import ConfigError
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(flag, "", f"cannot make folder {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(flag, "", f"cannot write into folder {path}")
+    return Path(path)
+
+
+def check_run_size(cfg, epochs, n_seeds, flag="--epochs"):
+    """Refuse a run that would record more than ``config.MAX_RECORDED`` outputs (seeds x
+    epochs x examples x outputs), before it starts."""
+    from .config import MAX_RECORDED
+    from .errors import ConfigError
+    values = n_seeds * epochs * len(cfg.task.x) * len(cfg.io.outputs)
+    if values > MAX_RECORDED:
+        raise ConfigError(flag, "", f"{n_seeds} seed(s) x {epochs} epochs x "
+                          f"{len(cfg.task.x)} examples x {len(cfg.io.outputs)} outputs = "
+                          f"{values} recorded values; at most {MAX_RECORDED}")
+
+
+def warn_learning(cfg, seeds, at_bounds, frozen, frozen_sign, ticks=True):
+    """Say on stderr which seeds ended with most gates at their bounds (``at_bounds``,
+    per seed) and which were frozen (``frozen``, per seed; ``frozen_sign`` says how that
+    showed; ``ticks``: the nodes settle in ticks, not in one solve)."""
+    n_edges = cfg.network.n_edges
+    pinned = [s for s, n in zip(seeds, at_bounds, strict=True) if 2 * n > n_edges]
+    if pinned:
+        worst = max(at_bounds)
+        print(f"clln: warning: {cfg.name}: {_seeds(pinned)}: up to {worst} of {n_edges} "
+              f"gates ended at their bounds (learning.gate_min {cfg.learning.gate_min:g} V, "
+              f"gate_max {cfg.learning.gate_max:g} V): learning.alpha "
+              f"{cfg.learning.alpha:g} may be too large", file=sys.stderr)
+    stuck = [s for s, f in zip(seeds, frozen, strict=True) if f]
+    if stuck:
+        if not ticks:
+            why = f"learning.alpha {cfg.learning.alpha:g} may be too small"
+        elif cfg.schedule.relax == "euler":
+            why = f"schedule.kappa {cfg.schedule.kappa:g} may be too small"
+        else:
+            why = "schedule.settle_ticks may be too few"
+        print(f"clln: warning: {cfg.name}: {_seeds(stuck)}: the network is frozen "
+              f"({frozen_sign}): {why}", file=sys.stderr)
+
+
+def _seeds(seeds):
+    shown = ", ".join(map(str, seeds[:10])) + (", ..." if len(seeds) > 10 else "")
+    return f"seed{'s' if len(seeds) > 1 else ''} {shown}"
 
 
 @contextlib.contextmanager
 def exit_on_termination():
     """SIGTERM and SIGHUP end the program as ``SystemExit(128 + signal)`` within this
-    block, so that ``finally`` clauses run: the tools a build started (in a session of
-    their own, which a signal to clln does not reach) are stopped. Only in the main
-    thread (elsewhere Python cannot install handlers); the old handlers come back after."""
+    block (SIGINT as ``KeyboardInterrupt``, Python's own), so that ``finally`` clauses run;
+    on the way out, whatever the way, every tool still running (each in a process group
+    of its own, which a signal to clln does not reach) is stopped
+    (:func:`clln.processes.stop_all`). Only in the main thread (elsewhere Python cannot
+    install handlers, and the tools may be another thread's); the old handlers come back
+    after."""
+    from . import processes
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminate(signum, frame):
+        with contextlib.suppress(OSError, AttributeError):     # (a hung-up terminal)
+            print(f"clln: stopped by {signal.Signals(signum).name}", file=sys.stderr)
         raise SystemExit(128 + signum)
 
     old = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+        try:
+            processes.stop_all()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
 
 #: How often ``--checkpoint-every`` writes: every ``epochs`` epochs or ``seconds`` of

@@ -4,13 +4,14 @@ import json
 import sys
 
 from . import config as config_mod
-from .cli_common import whole_number
+from .cli_common import output_folder, whole_number
 
 
 def cmd_generate(args):
     """Write the fabric's Verilog and manifest for a config."""
     from .gateware.export import generate
     cfg = config_mod.load(args.config)
+    output_folder(args.output, "-o")
     out = generate(cfg, args.output, flat=args.flat)
     info = out["info"]
     streams = f", {info['streams']} streams (seeds {info['seeds']})" if "streams" in info else ""
@@ -24,6 +25,8 @@ def cmd_verify(args):
     """Compare the fabric in a Verilog simulator with the fixed-point model."""
     from .flows import verify
     cfg = config_mod.load(args.config)
+    if args.build_dir:
+        output_folder(args.build_dir, "--build-dir")
     res = verify(cfg, sim=args.sim, ticks=args.ticks, waves=args.waves, build_dir=args.build_dir,
                  flat=args.netlist == "flat")
     if args.json:
@@ -63,7 +66,7 @@ def add_parsers(sub):
                        "every tick. Exits with 1 on a mismatch.")
     p.add_argument("config")
     p.add_argument("--sim", choices=("icarus", "verilator"), default="icarus")
-    p.add_argument("--ticks", type=whole_number(1), default=1000,
+    p.add_argument("--ticks", type=whole_number(1, 10 ** 9), default=1000,
                    help="ticks to run (default 1000)")
     p.add_argument("--waves", action="store_true", help="dump waveforms")
     p.add_argument("--netlist", choices=("flat", "hierarchical"), default="flat",

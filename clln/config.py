@@ -7,6 +7,7 @@ The config core imports neither the golden models nor the gateware.
 
 import dataclasses
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -15,10 +16,37 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets
-from .errors import ConfigError
+from .errors import ConfigError, decode_utf8
 
 #: Full scale of the paper's 8-bit DACs, volts: the default input range.
 PAPER_FULL_SCALE = 0.4532
+
+# Size bounds (docs/config.md), checked on load and by the CLI before any work starts.
+#: Nodes of a network: the quasi-static model's dense Jacobian of 4096 nodes takes 128 MiB.
+MAX_NODES = 4096
+#: Edges of a network (a 64 x 64 torus has 8192).
+MAX_EDGES = 16384
+#: Examples of a dataset: the link protocol counts them in 16 bits.
+MAX_EXAMPLES = 65535
+#: Epochs of a run (``learning.epochs``, ``--epochs``).
+MAX_EPOCHS = 10 ** 7
+#: Largest seed (``learning.seed``, ``--seed``, ``--seeds``): the protocol's u32.
+MAX_SEED = 2 ** 32 - 1
+#: Seeds trained at once (``--seeds A-B``).
+MAX_SEEDS = 10_000
+#: Ticks of a phase (``settle_ticks``, ``learn_ticks``): the protocol's u32.
+MAX_TICKS = 2 ** 32 - 1
+#: Outputs a run records (seeds x epochs x examples x outputs): 1 GiB of float64.
+MAX_RECORDED = 2 ** 27
+#: A config's ``name`` names files (``<name>.v``, ``build/boards/<name>-<board>``): a
+#: letter or digit, then letters, digits, ``.``, ``_``, ``+``, ``-``; at most 64.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+#: Bounds of the physical values (V, A/V^2, A/V, 1/V): beyond them the float models
+#: overflow or lose every digit, and no transistor network is described.
+VOLTS = 10.0
+GATE_VOLTS = 100.0
+MIN_ETA = 1e-6
+MIN_POSITIVE, MAX_POSITIVE = 1e-12, 1e9
 
 
 @dataclass(frozen=True)
@@ -240,6 +268,14 @@ class Config:
         return list(self.io.inputs) + [n for n, _ in self.io.rails]
 
 
+def finite(v):
+    """Whether a number is finite (an integer too large for a float is not)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 class _Table:
     """A TOML table being read: tracks which keys were used, names keys in errors."""
 
@@ -260,10 +296,15 @@ class _Table:
             return default
         return self.data[name]
 
-    def number(self, name, default=..., lo=None, hi=None, lo_open=False, hi_open=False):
+    def number(self, name, default=..., lo=None, hi=None, lo_open=False, hi_open=False,
+               least=None):
+        """A finite number in ``[lo, hi]`` (open ends as asked); with ``least``, either 0
+        or at least that much (a value closer to 0 underflows the models)."""
         v = self.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not finite(v):
             raise self.error(name, f"must be a finite number, got {v!r}")
+        if least is not None and v != 0 and abs(v) < least:
+            raise self.error(name, f"must be 0 or at least {least:g}, got {v}")
         if lo is not None and (v < lo or (lo_open and v == lo)):
             raise self.error(name, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
         if hi is not None and (v > hi or (hi_open and v == hi)):
@@ -392,34 +433,20 @@ def _network(t):
     topology = t.get("topology")
     if topology in ("torus", "grid"):
         lo = 3 if topology == "torus" else 1
-        rows, cols = t.integer("rows", lo=lo), t.integer("cols", lo=lo)
+        rows = t.integer("rows", lo=lo, hi=MAX_NODES)
+        cols = t.integer("cols", lo=lo, hi=MAX_NODES)
         if rows * cols < 2:
             raise t.error("rows", "a network needs at least two nodes")
+        if rows * cols > MAX_NODES:
+            raise t.error("rows", f"{rows} x {cols} = {rows * cols} nodes; at most "
+                          f"{MAX_NODES}")
         edges = _lattice(rows, cols, topology == "torus")
         net = Network(topology, rows * cols, edges, rows, cols)
     elif topology == "edges":
-        n = t.integer("nodes", lo=2)
-        raw = t.get("edges")
-        if (not isinstance(raw, list) or not raw or not all(
-                isinstance(e, list) and len(e) == 2 and all(
-                    isinstance(i, int) and not isinstance(i, bool) for i in e) for e in raw)):
-            raise t.error("edges", "must be a non-empty list of [a, b] node pairs")
-        edges = np.array(raw, dtype=np.int64)
-        bad = np.flatnonzero((edges < 0).any(1) | (edges >= n).any(1))
-        if bad.size:
-            raise t.error("edges", f"edge {bad[0]} {raw[bad[0]]}: node out of range 0..{n - 1}")
-        loops = np.flatnonzero(edges[:, 0] == edges[:, 1])
-        if loops.size:
-            raise t.error("edges", f"edge {loops[0]} {raw[loops[0]]} joins a node to itself")
-        seen = {}
-        for i, (a, b) in enumerate(edges.tolist()):
-            k = (min(a, b), max(a, b))
-            if k in seen:
-                raise t.error("edges", f"edges {seen[k]} and {i} both join nodes {a} and {b}")
-            seen[k] = i
-        net = Network("edges", n, edges)
+        n = t.integer("nodes", lo=2, hi=MAX_NODES)
+        net = Network("edges", n, _edge_pairs(t, n))
     elif topology == "random-regular":
-        n, degree = t.integer("nodes", lo=2), t.integer("degree", lo=1)
+        n, degree = t.integer("nodes", lo=2, hi=MAX_NODES), t.integer("degree", lo=1)
         try:
             edges = random_regular(n, degree, t.integer("graph_seed", 0, lo=0, hi=2 ** 63 - 1))
         except ValueError as e:
@@ -429,10 +456,47 @@ def _network(t):
     else:
         raise t.error("topology", 'must be "torus", "grid", "edges" or "random-regular", '
                       f"got {topology!r}")
+    if net.n_edges > MAX_EDGES:
+        raise t.error("topology", f"{net.n_edges} edges; at most {MAX_EDGES}")
     if not _connected(net.n_nodes, net.edges):
         raise t.error("topology", "the graph is not connected")
     t.finish()
     return net
+
+
+def _edge_pairs(t, n):
+    """The ``[[a, b], ...]`` of ``network.edges`` as an (E, 2) array, every pair checked
+    (in range, no loop, no duplicate) before any array is made of it."""
+    raw = t.get("edges")
+    if (not isinstance(raw, list) or not raw or not all(
+            isinstance(e, list) and len(e) == 2 and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in e) for e in raw)):
+        raise t.error("edges", "must be a non-empty list of [a, b] node pairs")
+    if len(raw) > MAX_EDGES:
+        raise t.error("edges", f"{len(raw)} edges; at most {MAX_EDGES}")
+    seen = {}
+    for i, (a, b) in enumerate(raw):
+        if not (0 <= a < n and 0 <= b < n):
+            raise t.error("edges", f"edge {i} {raw[i]}: node out of range 0..{n - 1}")
+        if a == b:
+            raise t.error("edges", f"edge {i} {raw[i]} joins a node to itself")
+        k = (min(a, b), max(a, b))
+        if k in seen:
+            raise t.error("edges", f"edges {seen[k]} and {i} both join nodes {a} and {b}")
+        seen[k] = i
+    return np.array(raw, dtype=np.int64)
+
+
+def _device(t):
+    device = DevicePhysics(t.number("vt", lo=-VOLTS, hi=VOLTS),
+                           t.number("k", lo=MIN_POSITIVE, hi=MAX_POSITIVE),
+                           t.number("gmin", 1e-10, lo=MIN_POSITIVE, hi=MAX_POSITIVE))
+    # the leak conducts like a transistor at 2 gmin / k volts of overdrive
+    if 2 * device.gmin / device.k > 1.0:
+        raise t.error("gmin", f"2 gmin / k = {2 * device.gmin / device.k:.3g} V: a leak "
+                      "above 1 V would outweigh every transistor")
+    t.finish()
+    return device
 
 
 def _node(t, name, value, n_nodes, where):
@@ -444,8 +508,8 @@ def _node(t, name, value, n_nodes, where):
 
 
 def _io(t, n_nodes):
-    v_min = t.number("v_min", 0.0)
-    v_max = t.number("v_max", PAPER_FULL_SCALE)
+    v_min = t.number("v_min", 0.0, lo=-VOLTS, hi=VOLTS)
+    v_max = t.number("v_max", PAPER_FULL_SCALE, lo=-VOLTS, hi=VOLTS)
     if v_min >= v_max:
         raise t.error("v_min", f"must be below io.v_max ({v_max}), got {v_min}")
     inputs = t.get("inputs")
@@ -492,17 +556,17 @@ def _io(t, n_nodes):
 
 
 def _learning(t, n_edges):
-    eta = t.number("eta", lo=0.0, hi=1.0, lo_open=True)
-    alpha = t.number("alpha", lo=0.0, lo_open=True)
-    gate_min = t.number("gate_min")
-    gate_max = t.number("gate_max")
+    eta = t.number("eta", lo=MIN_ETA, hi=1.0)
+    alpha = t.number("alpha", lo=MIN_POSITIVE, hi=MAX_POSITIVE)
+    gate_min = t.number("gate_min", lo=-GATE_VOLTS, hi=GATE_VOLTS)
+    gate_max = t.number("gate_max", lo=-GATE_VOLTS, hi=GATE_VOLTS)
     if gate_min >= gate_max:
         raise t.error("gate_min", f"must be below learning.gate_max ({gate_max}), got {gate_min}")
     raw = t.get("gate_init")
 
     def in_bounds(v, what):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise t.error("gate_init", f"{what} must be a number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not finite(v):
+            raise t.error("gate_init", f"{what} must be a number, got {v!r:.40}")
         if not gate_min <= v <= gate_max:
             raise t.error("gate_init", f"{what} {v} V is outside [gate_min, gate_max] = "
                           f"[{gate_min}, {gate_max}]")
@@ -521,7 +585,8 @@ def _learning(t, n_edges):
     else:
         gate_init = in_bounds(raw, "value")
     learning = Learning(eta, alpha, gate_init, gate_min, gate_max,
-                        t.integer("epochs", lo=0), t.integer("seed", 0, lo=0))
+                        t.integer("epochs", lo=0, hi=MAX_EPOCHS),
+                        t.integer("seed", 0, lo=0, hi=MAX_SEED))
     t.finish()
     return learning
 
@@ -547,7 +612,7 @@ def _task(t, io, base_dir, dac_bits=0):
         if not path.exists():
             raise t.error("dataset", f"{name!r} is neither a built-in dataset "
                           f"({', '.join(datasets.BUILTIN)}) nor an existing file ({path})")
-        x, y = datasets.load_csv(path, t.source, t.key("dataset"))
+        x, y = datasets.load_csv(path, t.source, t.key("dataset"), MAX_EXAMPLES)
     if x.shape[1] != len(io.inputs):
         raise t.error("dataset", f"{x.shape[1]} input columns for {len(io.inputs)} io.inputs")
     if y.shape[1] != len(io.outputs):
@@ -633,8 +698,9 @@ def _choice(t, name, default, allowed):
 
 
 def _schedule(t):
-    s = Schedule(t.integer("settle_ticks", 600, lo=0), t.integer("learn_ticks", 50, lo=0),
-                 t.number("kappa", 0.025, lo=0.0, lo_open=True),
+    s = Schedule(t.integer("settle_ticks", 600, lo=0, hi=MAX_TICKS),
+                 t.integer("learn_ticks", 50, lo=0, hi=MAX_TICKS),
+                 t.number("kappa", 0.025, lo=MIN_POSITIVE, hi=MAX_POSITIVE),
                  _choice(t, "relax", DEFAULT_RELAX, RELAXATIONS),
                  _choice(t, "settle", DEFAULT_SETTLE, SETTLE_RULES),
                  t.integer("still_ticks", 4, lo=1, hi=255), t.integer("still_lsb", 1, lo=0,
@@ -671,7 +737,7 @@ def _nonideal(t, n_edges, learning):
         t.number("update_offset", 0.0, lo=0.0, hi=1.0), t.number("read_noise", 0.0, lo=0.0,
                                                                   hi=0.5),
         t.integer("noise_seed", 1, **seed), t.number("gate_leak", 0.0, lo=0.0, hi=1.0,
-                                                     hi_open=True),
+                                                     hi_open=True, least=MIN_POSITIVE),
         rest, _edge_list(t, "dead_edges", n_edges), t.number("dead_fraction", 0.0, lo=0.0,
                                                              hi=1.0),
         _edge_list(t, "stuck_edges", n_edges), t.number("stuck_fraction", 0.0, lo=0.0, hi=1.0),
@@ -713,10 +779,11 @@ def _fabric(t, n_edges):
     return fab
 
 
-def refold(cfg, fold):
+def refold(cfg, fold, source=None):
     """``cfg`` with another fabric: ``fold`` is a number of edge units (0: one per edge),
     ``"serial"``, or ``"streams:C"`` (C interleaved networks). Folding never changes the
-    bits a fabric computes; streams add networks of the next seeds."""
+    bits a fabric computes; streams add networks of the next seeds. A bad fold is named
+    as coming from ``source`` (default the config's file)."""
     if fold == "serial":
         data = {"serial": True}
     elif isinstance(fold, str) and fold.startswith("streams:"):
@@ -724,7 +791,7 @@ def refold(cfg, fold):
         data = {"streams": int(count) if count.isdigit() else count}
     else:
         data = {"edge_units": fold}
-    fab = _fabric(_Table(data, cfg.source, "fabric"), cfg.network.n_edges)
+    fab = _fabric(_Table(data, source or cfg.source, "fabric"), cfg.network.n_edges)
     return dataclasses.replace(cfg, fabric=fab, has_fabric=True)
 
 
@@ -737,8 +804,12 @@ def builtin_names():
 def resolve(name_or_path):
     """Path of a config given as a file path or as a built-in name."""
     p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        return p
+    try:
+        if p.suffix == ".toml" or p.exists():
+            return p
+    except OSError as e:                # a name too long for a file name, say
+        raise ConfigError(f"{name_or_path:.80}", "", f"not a config file: {e.strerror}"
+                          ) from None
     builtin = resources.files("clln.configs") / f"{name_or_path}.toml"
     if builtin.is_file():
         return Path(str(builtin))
@@ -755,28 +826,37 @@ def load(name_or_path):
         For a missing file, bad TOML or any invalid value.
     """
     path = resolve(name_or_path)
+    data = read_toml(path)
+    return parse(data, str(path), path.parent)
+
+
+def read_toml(path, source=None, key=""):
+    """The TOML file ``path`` as a dict; unreadable, non-UTF-8, invalid or too deeply
+    nested TOML is a :class:`ConfigError` naming ``source`` (default ``path``) and ``key``.
+    """
+    source = path if source is None else source
     try:
-        text = path.read_text()
+        raw = Path(path).read_bytes()
     except OSError as e:
-        raise ConfigError(path, "", f"cannot read: {e.strerror}") from None
+        raise ConfigError(source, key, f"cannot read {path}: {e.strerror}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(decode_utf8(raw, path, ""))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "", f"not valid TOML: {e}") from None
-    return parse(data, str(path), path.parent)
+    except RecursionError:
+        raise ConfigError(path, "", "not valid TOML: arrays or tables nested too deeply"
+                          ) from None
 
 
 def parse(data, source="<config>", base_dir=Path(".")):
     """Validate a config already parsed from TOML into a dict."""
     root = _Table(data, source, "")
     name = root.get("name")
-    if not isinstance(name, str) or not name:
-        raise root.error("name", "must be a non-empty string")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise root.error("name", "must name files: a letter or digit, then letters, digits, "
+                         f"'.', '_', '+' or '-', at most 64 characters; got {name!r:.80}")
     network = _network(root.table("network"))
-    device_t = root.table("device")
-    device = DevicePhysics(device_t.number("vt"), device_t.number("k", lo=0.0, lo_open=True),
-                    device_t.number("gmin", 1e-10, lo=0.0, lo_open=True))
-    device_t.finish()
+    device = _device(root.table("device"))
     io = _io(root.table("io"), network.n_nodes)
     learning = _learning(root.table("learning"), network.n_edges)
     nonideal = _nonideal(root.table("nonideal", required=False), network.n_edges, learning)

@@ -8,12 +8,14 @@ levels.
 """
 
 import csv
+import io
 import math
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, decode_utf8
 
 #: Input levels of the paper's XOR task, volts.
 XOR_LOW, XOR_HIGH = 0.0, 0.45
@@ -95,8 +97,9 @@ BUILTIN = {"xor": _xor, "paper-regression": _regression, "iris": _iris,
 CLASSIFICATION = frozenset({"iris"})
 
 
-def load_csv(path, source, key):
-    """Read a CSV dataset: a header ``x1..xn, y1..ym`` then one example per row.
+def load_csv(path, source, key, max_examples=None):
+    """Read a CSV dataset: a header ``x1..xn, y1..ym`` then one example per row, UTF-8,
+    at most ``max_examples`` examples.
 
     Returns
     -------
@@ -109,10 +112,17 @@ def load_csv(path, source, key):
         Naming ``source``/``key`` and the row or column at fault.
     """
     try:
-        with open(path, newline="") as f:
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+        raw = Path(path).read_bytes()
     except OSError as e:
         raise ConfigError(source, key, f"cannot read dataset {path}: {e.strerror}") from None
+    text = decode_utf8(raw, source, f"{key} ({path})")
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
+    except csv.Error as e:
+        raise ConfigError(source, key, f"dataset {path}: not valid CSV: {e}") from None
+    if max_examples is not None and len(rows) - 1 > max_examples:
+        raise ConfigError(source, key, f"dataset {path} has {len(rows) - 1} examples; at "
+                          f"most {max_examples}")
     if not rows:
         raise ConfigError(source, key, f"dataset {path} is empty")
     header = [c.strip() for c in rows[0]]

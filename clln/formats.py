@@ -23,6 +23,8 @@ SAT_TERM, SAT_ACC, SAT_DV, SAT_V, SAT_DG = (1 << i for i in range(len(SATURATION
 GAIN_FRAC = 10
 #: Mantissa bits of the gate leak per learning tick and of the read-noise scale.
 DROOP_BITS = NOISE_BITS = 8
+#: Widest right shift of the fixed-point model (int64, ``sim.fixed.round_shift``).
+MAX_SHIFT = 62
 
 
 def mantissa_shift(value, bits):
@@ -210,6 +212,15 @@ class Formats:
             raise ConfigError(src, "fixed.g_frac", f"gate LSB 2**-{self.g_frac} V cannot hold "
                               f"the learning step {finest_step:.3g} V of a one-LSB error; "
                               "raise fixed.g_frac")
+        # a right shift of 63 or more bits is not defined on the model's int64
+        shifts = [("learning.alpha", self.learn_shift, True),
+                  ("schedule.kappa", self.node_shift, self.relax == "euler"),
+                  ("nonideal.gate_leak", self.droop_shift, self.droop_mul),
+                  ("nonideal.read_noise", self.noise_shift, self.noise_mul)]
+        for key, shift, used in shifts:
+            if used and shift > MAX_SHIFT:
+                raise ConfigError(src, key, f"too small for the fixed-point model: it takes a "
+                                  f"right shift of {shift} bits (at most {MAX_SHIFT})")
         # int64 safety of the golden model: widest products stay below 2**62.
         widest = max(self.term_bits, self.acc_bits + cfg.fixed.kappa_bits,
                      2 * (self.v_bits + 2) + cfg.fixed.lr_bits, self.g_bits + 1,

@@ -96,7 +96,7 @@ def plot_training(cfg, history, path, seed_index=0):
     if single_input:
         ax = axes[3]
         modes = np.abs(mode_errors(history, cfg.task.x[:, 0])[seed_index])
-        for k, label in enumerate(("mean", "slope", "curvature")):
+        for k, label in enumerate(("mean", "slope", "curvature")[:modes.shape[1]]):
             ax.semilogy(epochs, np.maximum(modes[:, k], 1e-16), label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel("|error projection| (V)")

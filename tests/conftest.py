@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import json
 import os
 import tomllib
 from importlib import resources
@@ -12,6 +13,30 @@ from clln import config as config_mod
 
 #: Settle and learn ticks of :func:`small_xor`'s short schedule.
 SETTLE, LEARN = 30, 2
+
+
+def toml_value(v):
+    """TOML text of a value: strings as JSON (a subset of TOML's basic strings)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, float):
+        return repr(v)                    # 1e+308, 5e-324, inf, nan are TOML floats
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    raise TypeError(f"no TOML for {v!r}")
+
+
+def toml_text(data, prefix=""):
+    """TOML text of a dict: plain keys first, then a ``[section]`` per table."""
+    plain = [f"{json.dumps(k)} = {toml_value(v)}\n" for k, v in data.items()
+             if not isinstance(v, dict)]
+    tables = [f"\n[{prefix}{json.dumps(k)}]\n" + toml_text(v, f"{prefix}{json.dumps(k)}.")
+              for k, v in data.items() if isinstance(v, dict)]
+    return "".join(plain) + "".join(tables)
 
 
 def builtin_dict(name):

@@ -166,6 +166,7 @@ def demo_factory(clk_hz):
 def test_build_icebreaker():
     rep = build(demo_factory, "icebreaker", f"{BUILD_ROOT}/icebreaker")
     assert rep.bitstream.exists() and rep.bitstream.stat().st_size > 100_000
+    assert not (rep.bitstream.parent / "top.incomplete").exists()    # the tools finished
     assert rep.clock_mhz == 12.0 and rep.fmax_mhz > 12.0
     assert 200 < rep.lut < TARGETS["icebreaker"].luts
     assert rep.bram == 2 and rep.dsp == 0          # COBS encoder buffer, receive FIFO

@@ -225,9 +225,10 @@ def test_output_paths_are_checked_before_training(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(clln.sim.training, "make_model", no_training)
     (tmp_path / "file").write_text("")
+    (tmp_path / "d.png").mkdir()            # (a --plot without a suffix gets .png)
     for flag, path, why in (("--checkpoint", tmp_path / "no" / "c.json", "does not exist"),
                             ("--checkpoint", tmp_path / "file" / "c.json", "is not a folder"),
-                            ("--plot", tmp_path, None)):
+                            ("--plot", tmp_path / "d.png", None)):
         err = error_of(capsys, ["train", "paper-xor", "--epochs", "1", flag, path])
         assert err == f"clln: error: {flag}: cannot write {path}: " + (
             f"folder {path.parent} {why}" if why else "it is a folder")

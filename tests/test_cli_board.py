@@ -81,7 +81,10 @@ def test_run_json_matches_clln_train(short_xor, tmp_path, monkeypatch, capsys):
     assert json.loads(ckpt.read_text())["gates_final"] == ref["gates_final"]
     assert plot.stat().st_size > 10000
     assert run["streams"] == [{"seed": 3, **{k: run[k] for k in (
-        "mse_per_epoch", "error_sums", "mse_final", "outputs_final", "gates_final")}}]
+        "mse_per_epoch", "error_sums", "mse_final", "outputs_final", "gates_final",
+        "gates_at_bounds", "frozen")}}]
+    assert run["gates_at_bounds"] == ref["gates_at_bounds"]
+    assert run["frozen"] is ref["frozen"] is False
 
 
 def test_run_with_streams_matches_clln_train_of_each_seed(short_xor, tmp_path, monkeypatch,
@@ -410,7 +413,8 @@ def test_fabric_flag_is_checked(capsys):
     with pytest.raises(SystemExit) as info:
         board_cli(["build", "paper-xor", "--board", "ulx3s-85f", "--clock", "50",
                    "--pnr-clock", "-3"])
-    assert info.value.code == 2 and "must be > 0 MHz, got -3" in capsys.readouterr().err
+    assert info.value.code == 2 and "finite number of MHz above 0, got -3" in \
+        capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         board_cli(["build", "paper-xor", "--board", "ulx3s-85f", "--pnr-seed", "x"])
     assert info.value.code == 2 and "expected a whole number, got 'x'" in \

@@ -20,7 +20,7 @@ from pathlib import Path
 from clln.errors import CllnError
 from clln.protocol import Identity, Transport
 
-from .runner import simulator_env
+from .runner import controlled_runner, simulator_env
 
 #: Environment variable that carries the bench's parameters (JSON).
 ENV = "CLLN_BOARD"
@@ -51,7 +51,6 @@ class SimBoardTransport(Transport):
     """
 
     def __init__(self, system, build_dir=None, opt=None, chunk=4096, start_timeout=120.0):
-        from cocotb_tools.runner import get_runner
         path = Path(system["verilog"]).resolve()
         info = json.loads(Path(system["manifest"]).read_text())
         top, divisor = info["top"], info["divisor"]
@@ -61,7 +60,7 @@ class SimBoardTransport(Transport):
         build.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         with simulator_env("verilator", opt=opt):
-            runner = get_runner("verilator")
+            runner = controlled_runner("verilator")
             try:
                 runner.build(sources=[path], hdl_toplevel=top, build_dir=build / "sim_build",
                              build_args=["-Wno-fatal"], always=True,

