@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 from clln import config  # noqa: E402
-from clln import sweep as sweep_mod  # noqa: E402
+from clln import sweeps as sweep_mod  # noqa: E402
 from clln.sim.training import make_model, train  # noqa: E402
 
 

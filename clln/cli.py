@@ -137,8 +137,18 @@ def _train_epochs(args, cfg, model_name, seeds, epochs, saved, ckpt):
     return run.finish(), writer
 
 
-def cmd_train(args):
-    """Train a config with a golden model and report the result."""
+class TrainRun:
+    """What ``clln train`` did, before it is printed: ``report`` (the ``--json`` object),
+    ``history`` (:class:`~clln.sim.training.History`), ``failures`` (why side outputs
+    could not be written) and what the text report needs."""
+
+    def __init__(self, report, history, failures, text):
+        self.report, self.history, self.failures, self._text = report, history, failures, text
+
+
+def train_run(args):
+    """``clln train``'s work for parsed (or :mod:`clln.api`-made) ``args``: a
+    :class:`TrainRun`."""
     cfg = config_mod.load(args.config)
     model_name, seeds, epochs, saved, ckpt = _train_setup(args, cfg)
     history, writer = _train_epochs(args, cfg, model_name, seeds, epochs, saved, ckpt)
@@ -149,30 +159,42 @@ def cmd_train(args):
     reports = [_seed_report(history, i, target, at_bounds, frozen) for i in range(len(seeds))]
     warn_learning(cfg, seeds, at_bounds, frozen,
                   f"in {epochs} epochs no output moved by more than 2**-{cfg.fixed.v_frac} V "
-                  "(fixed.v_frac)", ticks=args.model != "quasistatic")
+                  "(fixed.v_frac)", ticks=model_name != "quasistatic")
     reached = sum(r["reached_target"] for r in reports)
     plot_failed = args.plot and side_output(lambda: _plot_training(cfg, history, args.plot),
                                              args.plot)
     start = saved.epoch if saved else 0
+    out = {"config": cfg.name, "model": model_name, "epochs": history.epochs,
+           "epochs_run": epochs, "resumed_from": saved.path if saved else None,
+           "resumed_at_epoch": start, "checkpoint": str(ckpt) if ckpt else None,
+           "mse_target": target, "seconds": history.seconds, "targets": cfg.task.y.tolist()}
+    if len(seeds) == 1:
+        out.update(reports[0])
+    else:
+        out.update({k: [r[k] for r in reports] for k in reports[0]})
+        out["reached"] = reached
+    failures = ([writer.error] if writer.error else []) + (plot_failed or [])
+    text = dict(cfg=cfg, model_name=model_name, reports=reports, reached=reached,
+                start=start, saved=saved, plotted=bool(args.plot and not plot_failed),
+                ckpt=ckpt if ckpt and not writer.error else None)
+    return TrainRun(out, history, failures, text)
+
+
+def cmd_train(args):
+    """Train a config with a golden model and report the result."""
+    run = train_run(args)
     if args.json:
-        out = {"config": cfg.name, "model": model_name, "epochs": history.epochs,
-               "epochs_run": epochs, "resumed_from": saved.path if saved else None,
-               "resumed_at_epoch": start, "checkpoint": str(ckpt) if ckpt else None,
-               "mse_target": target, "seconds": history.seconds, "targets": cfg.task.y.tolist()}
-        if len(seeds) == 1:
-            out.update(reports[0])
-        else:
-            out.update({k: [r[k] for r in reports] for k in reports[0]})
-            out["reached"] = reached
-        json.dump(out, sys.stdout)
+        json.dump(run.report, sys.stdout)
         sys.stdout.write("\n")
     else:
-        _print_training(cfg, model_name, history, reports, reached, start, saved)
-        if args.plot and not plot_failed:
+        t = run._text
+        _print_training(t["cfg"], t["model_name"], run.history, t["reports"], t["reached"],
+                        t["start"], t["saved"])
+        if t["plotted"]:
             print(f"plot written to {args.plot}")
-        if ckpt and not writer.error:
-            print(f"checkpoint (epoch {history.epochs}) written to {ckpt}")
-    return report_failures([writer.error] if writer.error else [], plot_failed or [])
+        if t["ckpt"]:
+            print(f"checkpoint (epoch {run.history.epochs}) written to {t['ckpt']}")
+    return report_failures(run.failures)
 
 
 def _plot_training(cfg, history, path):

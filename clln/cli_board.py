@@ -31,8 +31,9 @@ from .errors import CllnError, ConfigError
 
 # --------------------------------------------------------------------------- build
 
-def cmd_build(args):
-    """Build a bitstream of the training system for a board."""
+def build_run(args):
+    """``clln build``'s work for parsed (or :mod:`clln.api`-made) ``args``: the ``--json``
+    object."""
     from .boards.plan import plan_build
     from .boards.system import build_fitting, build_system
     from .flows import expected_board_time
@@ -80,28 +81,36 @@ def cmd_build(args):
            "ticks_per_second": streams * rep.clock_mhz * 1e6 / cpt,
            "ticks_per_second_per_stream": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
            "attempts": [a.__dict__ for a in attempts],
-           "plan": plan.as_dict() if plan is not None else None}
+           "plan": plan.as_dict() if plan is not None else None,
+           "epochs": cfg.learning.epochs}
     out.update(expected)
     if args.program:
         _program(args.board, rep.bitstream)
         out["programmed"] = True
+    return out
+
+
+def cmd_build(args):
+    """Build a bitstream of the training system for a board."""
+    out = build_run(args)
     if args.json:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
-    else:
-        kind = "serial fabric" if out["serial"] else f"{units} edge units"
-        if streams > 1:
-            kind += (f", {streams} networks pipelined, "
-                     f"{out['ticks_per_second_per_stream']:.3g} ticks/s each")
-        print(f"{cfg.name} on {args.board}: {rep.bitstream} ({kind}, {cpt} "
-              f"cycle(s) per tick, {out['ticks_per_second']:.3g} ticks/s at "
-              f"{rep.clock_mhz:g} MHz; fmax {rep.fmax_mhz:.1f} MHz; {rep.lut} LC, {rep.dsp} "
-              f"DSP, {rep.bram} BRAM; {seconds:.0f} s)")
-        print(f"  expected: {out['ticks_per_example']:.1f} ticks per example (fixed-point "
-              f"model), {out['seconds_per_example'] * 1e6:.3g} us per example per network"
-              + (f", {out['seconds_per_example_all_streams'] * 1e6:.3g} us over the "
-                 f"{streams}" if streams > 1 else "")
-              + f"; {out['seconds_to_train']:.3g} s to train {cfg.learning.epochs} epochs")
+        return 0
+    streams = out["streams"]
+    kind = "serial fabric" if out["serial"] else f"{out['edge_units']} edge units"
+    if streams > 1:
+        kind += (f", {streams} networks pipelined, "
+                 f"{out['ticks_per_second_per_stream']:.3g} ticks/s each")
+    print(f"{out['config']} on {out['board']}: {out['bitstream']} ({kind}, "
+          f"{out['cycles_per_tick']} cycle(s) per tick, {out['ticks_per_second']:.3g} ticks/s "
+          f"at {out['clock_mhz']:g} MHz; fmax {out['fmax_mhz']:.1f} MHz; {out['lut']} LC, "
+          f"{out['dsp']} DSP, {out['bram']} BRAM; {out['seconds']:.0f} s)")
+    print(f"  expected: {out['ticks_per_example']:.1f} ticks per example (fixed-point "
+          f"model), {out['seconds_per_example'] * 1e6:.3g} us per example per network"
+          + (f", {out['seconds_per_example_all_streams'] * 1e6:.3g} us over the "
+             f"{streams}" if streams > 1 else "")
+          + f"; {out['seconds_to_train']:.3g} s to train {out['epochs']} epochs")
     return 0
 
 
@@ -407,8 +416,9 @@ def _run_setup(args, cfg):
     return seed, order, epochs, saved, ckpt
 
 
-def cmd_run(args):
-    """Train a config on a board (or the simulated board) and read the result back."""
+def device_run(args):
+    """``clln run``'s work for parsed (or :mod:`clln.api`-made) ``args``: the ``--json``
+    object, the side outputs that failed, and what the text report needs."""
     from .formats import Formats
     cfg = config_mod.load(args.config)
     if args.fabric is not None:
@@ -448,13 +458,20 @@ def cmd_run(args):
                 "resumed_from": saved.path if saved else None, "resumed_at_epoch": done,
                 "checkpoint": str(ckpt)})
     plot_failed = args.plot and side_output(lambda: _plot(args.plot, cfg, res, fmt), args.plot)
+    failures = ([checkpoints.error] if checkpoints.error else []) + (plot_failed or [])
+    return out, failures, dict(cfg=cfg, saved_to=None if checkpoints.error else ckpt,
+                               plotted=bool(args.plot and not plot_failed))
+
+
+def cmd_run(args):
+    """Train a config on a board (or the simulated board) and read the result back."""
+    out, failures, text = device_run(args)
     if args.json:
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
     else:
-        _print_run(out, cfg, args, saved_to=None if checkpoints.error else ckpt,
-                   plotted=args.plot and not plot_failed)
-    return report_failures([checkpoints.error] if checkpoints.error else [], plot_failed or [])
+        _print_run(out, text["cfg"], args, saved_to=text["saved_to"], plotted=text["plotted"])
+    return report_failures(failures)
 
 
 def _run_report(res, cfg, fmt, args, seconds, setup):

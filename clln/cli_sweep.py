@@ -11,7 +11,7 @@ from .cli_common import whole_number
 
 def cmd_sweep(args):
     """Run (or resume) a sweep file and report where its results are."""
-    from . import sweep as sweep_mod
+    from . import sweeps as sweep_mod
     spec = sweep_mod.load_sweep(args.sweep)
     out_dir = Path(args.out) if args.out else Path("sweeps") / Path(args.sweep).stem
     bar = None
@@ -56,7 +56,7 @@ def _json_value(v):
 
 def _print_summary(spec, table):
     """Success count and median final MSE per combination of the non-seed axes."""
-    from .sweep import SEED_AXIS
+    from .sweeps import SEED_AXIS
     keys = [k for k in spec.keys if k != SEED_AXIS]
     groups = table.groupby(keys, sort=False, dropna=False) if keys else [((), table)]
     for values, rows in groups:

@@ -818,13 +818,16 @@ def resolve(name_or_path):
 
 
 def load(name_or_path):
-    """Load and validate a config given as a path or a built-in name.
+    """Load and validate a config given as a path or a built-in name (a :class:`Config`
+    is returned as it is).
 
     Raises
     ------
     ConfigError
         For a missing file, bad TOML or any invalid value.
     """
+    if isinstance(name_or_path, Config):
+        return name_or_path
     path = resolve(name_or_path)
     data = read_toml(path)
     return parse(data, str(path), path.parent)

@@ -11,7 +11,7 @@ PACKAGES = {"clln.sim": "sim", "clln.gateware": "gateware", "clln.boards": "boar
 CORE = {"clln.config", "clln.formats", "clln.datasets", "clln.protocol", "clln.errors",
         "clln.environment", "clln.configs", "clln.nonideal", "clln.checkpoint",
         "clln.processes"}
-APP = {"clln", "clln.cli", "clln.plot", "clln.flows", "clln.sweep"}  # and clln.cli_*
+APP = {"clln", "clln.api", "clln.cli", "clln.plot", "clln.flows", "clln.sweeps"}  # and clln.cli_*
 #: Layer -> the layers it may import besides itself (the core imports no other layer).
 ALLOWED = {"core": set(), "sim": {"core"}, "gateware": {"core"}, "host": {"core"},
            "boards": {"core", "gateware"}}

@@ -217,7 +217,7 @@ def test_shipped_studies_are_valid_sweeps():
     """Every sweep of studies/ (docs/robustness.md) loads and builds all its points."""
     from pathlib import Path
 
-    from clln.sweep import check_points, load_sweep
+    from clln.sweeps import check_points, load_sweep
     files = sorted((Path(__file__).parent.parent / "studies").glob("*.toml"))
     assert len(files) >= 17
     for path in files:

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from clln import config
-from clln import sweep as sweep_mod
+from clln import sweeps as sweep_mod
 from clln.cli import main
 from clln.sim.training import make_model, train
 

@@ -332,7 +332,7 @@ def test_ten_million_tick_soak(soak_board):
     while done < 10_000_000:
         for d in (dev, mdev):
             d.run_epochs(epochs, True)
-        got, want = dev.wait_idle(timeout=600, poll=0.05), mdev.wait_idle()
+        got, want = dev.wait_idle(timeout=600, poll=1.0), mdev.wait_idle()
         assert without_cycles(got) == want, done
         np.testing.assert_array_equal(dev.read_gates(), mdev.read_gates())
         done = got.ticks
