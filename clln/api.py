@@ -51,11 +51,12 @@ def _options(command, config, values):
     actions = {a.dest: a for a in sub.choices[command]._actions if a.dest != "help"}
     ns = argparse.Namespace(**{dest: a.default for dest, a in actions.items()})
     ns.config = config
+    shown = sorted(set(actions) - {"config", "json"})   # the Network's config; reports returned
     for key, value in values.items():
         action = actions.get(key)
         if action is None or key == "config":
             raise ConfigError(command, key, f"not an option of clln {command}; options: "
-                              f"{', '.join(sorted(k for k in actions if k != 'config'))}")
+                              f"{', '.join(shown)}")
         if value is not None and action.type is not None and not isinstance(value, Path):
             try:
                 value = action.type(_flag_text(key, value))
