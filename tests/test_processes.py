@@ -54,6 +54,12 @@ def survivors(folder, after):
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
+def default_sigint():
+    """SIGINT as a terminal gives it: a pytest-xdist worker or a non-interactive shell may
+    run with SIGINT ignored, which children inherit (POSIX), and clln keeps that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.build
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                                  signal.SIGKILL], ids=lambda s: s.name)
@@ -66,7 +72,7 @@ def test_build_tools_end_with_clln(tmp_path, sig):
     with open(tmp_path / "stderr", "w") as err, subprocess.Popen(
             CLLN + ["build", "paper-xor", "--board", "icebreaker", "--fabric", "serial",
                     "--build-dir", "build"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-            stderr=err) as clln:
+            stderr=err, preexec_fn=default_sigint) as clln:
         tools = wait_for(lambda: [c for _, c in inside(build) if "yosys" in c], 120)
         assert tools, (tmp_path / "stderr").read_text()
         time.sleep(0.5)
