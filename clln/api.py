@@ -9,7 +9,8 @@ Each method takes the options of its command as keywords (``--checkpoint-every``
 ``checkpoint_every``) and checks them as the command line does; a bad value raises
 :class:`clln.errors.CllnError` with the command line's message. The command line parses
 its flags into the same options and calls the same code (``clln.cli.train_run``,
-``clln.cli_board.build_run`` and ``device_run``, ``clln.flows``), then prints.
+``clln.cli_hdl.generate_run`` and ``verify_run``, ``clln.cli_board.build_run`` and
+``device_run``), then prints.
 """
 
 import argparse
@@ -121,17 +122,17 @@ class Network:
     def generate(self, directory, flat=False):
         """Write the fabric's Verilog and manifest into ``directory`` (``clln generate``);
         returns the paths and the manifest's ``info``."""
-        from .cli_common import output_folder
-        from .gateware.export import generate
-        output_folder(directory, "directory")
-        return Result(generate(self.config, directory, flat=flat))
+        from .cli_hdl import generate_run
+        return Result(generate_run(_options("generate", self.config,
+                                            {"output": directory, "flat": flat}))[1])
 
     def verify(self, sim="icarus", ticks=1000, build_dir=None, flat=True):
         """Compare the fabric in a Verilog simulator with the fixed-point model, tick by
         tick (``clln verify``); the report has ``mismatches`` (0 when bit-exact)."""
-        from .flows import verify
-        _options("verify", self.config, {"sim": sim, "ticks": ticks})
-        return Result(verify(self.config, sim=sim, ticks=ticks, build_dir=build_dir, flat=flat))
+        from .cli_hdl import verify_run
+        netlist = "flat" if flat else "hierarchical"
+        return Result(verify_run(_options("verify", self.config, {
+            "sim": sim, "ticks": ticks, "build_dir": build_dir, "netlist": netlist}))[1])
 
     def build(self, board, **options):
         """Build a bitstream of the training system (``clln build``): ``board`` and the

@@ -7,12 +7,18 @@ from . import config as config_mod
 from .cli_common import output_folder, whole_number
 
 
-def cmd_generate(args):
-    """Write the fabric's Verilog and manifest for a config."""
+def generate_run(args):
+    """``clln generate``'s work for parsed (or :mod:`clln.api`-made) ``args``: the config
+    and what ``clln.gateware.export.generate`` wrote."""
     from .gateware.export import generate
     cfg = config_mod.load(args.config)
     output_folder(args.output, "-o")
-    out = generate(cfg, args.output, flat=args.flat)
+    return cfg, generate(cfg, args.output, flat=args.flat)
+
+
+def cmd_generate(args):
+    """Write the fabric's Verilog and manifest for a config."""
+    cfg, out = generate_run(args)
     info = out["info"]
     streams = f", {info['streams']} streams (seeds {info['seeds']})" if "streams" in info else ""
     print(f"{cfg.name}: wrote {out['verilog']} (top {info['top']}, {info['nodes']} nodes, "
@@ -21,14 +27,20 @@ def cmd_generate(args):
     return 0
 
 
-def cmd_verify(args):
-    """Compare the fabric in a Verilog simulator with the fixed-point model."""
+def verify_run(args):
+    """``clln verify``'s work for parsed (or :mod:`clln.api`-made) ``args``: the config and
+    the report of ``clln.flows.verify``."""
     from .flows import verify
     cfg = config_mod.load(args.config)
     if args.build_dir:
         output_folder(args.build_dir, "--build-dir")
-    res = verify(cfg, sim=args.sim, ticks=args.ticks, waves=args.waves, build_dir=args.build_dir,
-                 flat=args.netlist == "flat")
+    return cfg, verify(cfg, sim=args.sim, ticks=args.ticks, waves=args.waves,
+                       build_dir=args.build_dir, flat=args.netlist == "flat")
+
+
+def cmd_verify(args):
+    """Compare the fabric in a Verilog simulator with the fixed-point model."""
+    cfg, res = verify_run(args)
     if args.json:
         json.dump(res, sys.stdout)
         sys.stdout.write("\n")

@@ -101,17 +101,19 @@ SLOW_BUILDS = os.environ.get("CLLN_SLOW_BUILDS") == "1"
 SLOW_SIMS = os.environ.get("CLLN_SLOW_SIMS") == "1"
 
 
+#: Slow tier -> (the tier its tests also belong to, whether it runs, why it is skipped).
+SLOW_TIERS = {
+    "slow_build": ("build", SLOW_BUILDS, "set CLLN_SLOW_BUILDS=1 for the ULX3S / Tang Nano 9K "
+                   "builds"),
+    "slow_sim": ("sim", SLOW_SIMS, "set CLLN_SLOW_SIMS=1 for the simulated-board soaks"),
+}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.get_closest_marker("slow_build"):
-            if item.get_closest_marker("build") is None:
-                item.add_marker(pytest.mark.build)
-            if not SLOW_BUILDS:
-                item.add_marker(pytest.mark.skip(reason="set CLLN_SLOW_BUILDS=1 for the "
-                                                 "ULX3S / Tang Nano 9K builds"))
-        if item.get_closest_marker("slow_sim"):
-            if item.get_closest_marker("sim") is None:
-                item.add_marker(pytest.mark.sim)
-            if not SLOW_SIMS:
-                item.add_marker(pytest.mark.skip(reason="set CLLN_SLOW_SIMS=1 for the "
-                                                 "simulated-board soaks"))
+        for tier, (base, runs, skipped) in SLOW_TIERS.items():
+            if item.get_closest_marker(tier):
+                if item.get_closest_marker(base) is None:
+                    item.add_marker(getattr(pytest.mark, base))
+                if not runs:
+                    item.add_marker(pytest.mark.skip(reason=skipped))
