@@ -249,7 +249,7 @@ def test_amaranth_momentum_matches_model(name, fold, tmp_path):
     cfg = config_mod.refold(base, fold)
     fmt = Formats.from_config(cfg)
     assert (fmt.relax, fmt.momentum_shift, fmt.node_extra_bits) == ("momentum", 1, 3)
-    got, exp, dut, moves = amaranth_run(cfg, 34, switch=16)
+    got, exp, dut, moves = amaranth_run(cfg, 34 if fold in (0, 5) else 24, switch=16)
     np.testing.assert_array_equal(got, exp)
     np.testing.assert_array_equal(moves[:, 0], moves[:, 1])
     assert set(moves[:, 1]) == {0, 1}
