@@ -66,7 +66,7 @@ def random_gates_config(size, cap):
 
 def settle_runs(cfg, seeds, examples, cap):
     """Ticks until still and the error then (LSB, worst node) of every (seed, example),
-    each from a cold start."""
+    each from a cold start (``cfg``'s stillness rule)."""
     fixed = FixedPointModel(cfg, seeds)
     qs = QuasiStaticModel(cfg, seeds)
     qs.gates[:] = fixed.gates_volts()
@@ -75,7 +75,7 @@ def settle_runs(cfg, seeds, examples, cap):
     for ex in examples:
         fixed.v_free = np.zeros_like(fixed.v_free)
         fixed.v_clamped = np.zeros_like(fixed.v_clamped)
-        used = fixed.run(cap, ex, False, still_ticks=STILL_TICKS)
+        used = fixed.run(cap, ex, False, still_ticks=cfg.schedule.still_ticks)
         qs.present(ex, False)
         err = np.abs(fixed.state_to_volts(fixed.v_free) - qs.free_state(ex)) * lsb
         ticks += used.tolist()
@@ -93,8 +93,10 @@ def settling_table(args):
     schemes = [("euler", "euler", 0, 0), ("jacobi, F 0", "jacobi", 0, 0),
                ("jacobi, F 8", "jacobi", 8, 0), ("momentum, F 8, default b", "momentum", 8, 0)]
     schemes += [(f"momentum, F 8, b {b}", "momentum", 8, b) for b in args.shifts]
+    if args.schemes is not None:
+        schemes = [s for s in schemes if s[1] in args.schemes or s[0] in args.schemes]
     seeds, examples = list(range(args.seeds)), list(range(args.examples))
-    print(f"Settling from 0 V until still ({STILL_TICKS} ticks of <= {STILL_LSB} LSB, cap "
+    print(f"Settling from 0 V until still ({STILL_TICKS} ticks of <= {args.still_lsb} LSB, cap "
           f"{args.cap}), paper-xor's device on L x L tori, gates in [1, 2] V, seeds "
           f"{seeds}, examples {examples}; ticks: median (max); error at still: median / "
           "worst node (LSB)\n")
@@ -104,7 +106,8 @@ def settling_table(args):
     for label, relax, extra, shift in schemes:
         cells, got = [], []
         for size in args.sizes:
-            cfg = scheme_config(random_gates_config(size, args.cap), relax, extra, shift)
+            cfg = scheme_config(random_gates_config(size, args.cap), relax, extra, shift,
+                                args.still_lsb)
             ticks, errors = settle_runs(cfg, seeds, examples, args.cap)
             b = f", b {momentum_shift(cfg)}" if relax == "momentum" else ""
             capped = max(ticks) >= args.cap
@@ -114,7 +117,7 @@ def settling_table(args):
             if not capped:
                 got.append((size, med))
             print(f"  {label} {size}: {cells[-1]}", file=sys.stderr, flush=True)
-        p = slope(*zip(*got)) if len(got) >= 2 else math.nan
+        p = slope(*zip(*got, strict=True)) if len(got) >= 2 else math.nan
         print(f"| {label} | {' | '.join(cells)} | {p:.2f} |", flush=True)
 
 
@@ -147,6 +150,10 @@ def main():
     ap.add_argument("--examples", type=int, default=2)
     ap.add_argument("--cap", type=int, default=100000)
     ap.add_argument("--shifts", type=int, nargs="*", default=[])
+    ap.add_argument("--still-lsb", type=int, default=STILL_LSB,
+                    help="the stillness threshold of the settling table (LSB)")
+    ap.add_argument("--schemes", nargs="*", default=None,
+                    help="labels of the settling table's schemes to run (default: all)")
     ap.add_argument("--train-seeds", type=int, default=10)
     ap.add_argument("--no-train", action="store_true", help="settling table only")
     ap.add_argument("--no-settle", action="store_true", help="training table only")

@@ -196,6 +196,9 @@ MAX_NODE_EXTRA_BITS = 8
 #: ``node_extra_bits`` of a ``relax = "momentum"`` config that names none: the momentum
 #: step's sub-LSB moves and decays need them (docs/results.md, "Momentum").
 MOMENTUM_EXTRA_BITS = 8
+#: ``still_lsb`` of a ``relax = "momentum"`` config that names none: the heavy ball's
+#: limit cycles of quantisation move nodes by up to 2 LSB (docs/results.md, "Momentum").
+MOMENTUM_STILL_LSB = 2
 #: Largest ``[schedule] momentum_shift``: ``beta = 1 - 2**-30`` is 1 to float64's eye.
 MAX_MOMENTUM_SHIFT = 30
 
@@ -707,13 +710,14 @@ def _choice(t, name, default, allowed):
 
 
 def _schedule(t):
+    relax = _choice(t, "relax", DEFAULT_RELAX, RELAXATIONS)
     s = Schedule(t.integer("settle_ticks", 600, lo=0, hi=MAX_TICKS),
                  t.integer("learn_ticks", 50, lo=0, hi=MAX_TICKS),
-                 t.number("kappa", 0.025, lo=MIN_POSITIVE, hi=MAX_POSITIVE),
-                 _choice(t, "relax", DEFAULT_RELAX, RELAXATIONS),
+                 t.number("kappa", 0.025, lo=MIN_POSITIVE, hi=MAX_POSITIVE), relax,
                  _choice(t, "settle", DEFAULT_SETTLE, SETTLE_RULES),
-                 t.integer("still_ticks", 4, lo=1, hi=255), t.integer("still_lsb", 1, lo=0,
-                                                                       hi=255),
+                 t.integer("still_ticks", 4, lo=1, hi=255),
+                 t.integer("still_lsb", MOMENTUM_STILL_LSB if relax == "momentum" else 1,
+                           lo=0, hi=255),
                  # 0 (the key left out): the graph's default, clln.formats.momentum_shift
                  t.integer("momentum_shift", 0, lo=1, hi=MAX_MOMENTUM_SHIFT)
                  if "momentum_shift" in t.data else 0)

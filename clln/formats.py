@@ -383,11 +383,19 @@ def _hops_from(network, start):
     return hops
 
 
+#: Largest default ``momentum_shift``: from ``b = 6`` on, the heavy ball's limit cycles of
+#: quantisation move nodes by more than 2 LSB on 32x32 and 64x64 tori (docs/results.md,
+#: "Momentum"), so that they are never still.
+MAX_DEFAULT_MOMENTUM_SHIFT = 5
+
+
 def default_momentum_shift(network):
-    """``b`` of the ``momentum`` step for a graph that names none: ``floor(log2(d)) - 1``
-    for its :func:`graph_diameter` ``d``, at least 1 (``beta = 1 - 2/d`` to within a
-    factor 2 below: a slow mode of the graph spans its diameter)."""
-    return max(1, graph_diameter(network).bit_length() - 2)
+    """``b`` of the ``momentum`` step for a graph that names none: ``floor(3 k / 2) - 2``
+    for ``k = floor(log2(d))`` of its :func:`graph_diameter` ``d``, kept within ``[1,
+    MAX_DEFAULT_MOMENTUM_SHIFT]`` (1, 2, 4, 5 on 4x4 to 32x32 tori: measured,
+    docs/results.md, "Momentum")."""
+    k = graph_diameter(network).bit_length() - 1
+    return min(max(3 * k // 2 - 2, 1), MAX_DEFAULT_MOMENTUM_SHIFT)
 
 
 def momentum_shift(cfg):

@@ -345,6 +345,6 @@ class FixedPointModel(TickModel):
     def _kernel(self, n_ticks, example, learn, still_ticks, used):
         p = self.problem
         run_ticks(self.h_free, self.h_clamped, self.m_free, self.m_clamped, self.gates, n_ticks,
-                  learn, p.edge_a, p.edge_b, self.edges, p.driven, self._drive[example], p.out_plus, p.out_minus,
-                  self._targets[example], self.constants, self.flags, still_ticks, self.joint,
-                  self.lag, used)
+                  learn, p.edge_a, p.edge_b, self.edges, p.driven, self._drive[example],
+                  p.out_plus, p.out_minus, self._targets[example], self.constants, self.flags,
+                  still_ticks, self.joint, self.lag, used)

@@ -62,8 +62,8 @@ class TwinModel(FixedPointModel):
         # knows it, ``still_lag`` ticks late)
         pr = self.problem
         run_ticks(self.h_free, self.h_clamped, self.m_free, self.m_clamped, self.gates, n_ticks,
-                  learn, pr.edge_a, pr.edge_b, self.edges, pr.driven, self.drive, pr.out_plus, pr.out_minus,
-                  self.target, self.constants, self.flags, still_ticks, True,
+                  learn, pr.edge_a, pr.edge_b, self.edges, pr.driven, self.drive, pr.out_plus,
+                  pr.out_minus, self.target, self.constants, self.flags, still_ticks, True,
                   self.cfg.fabric.still_lag, used)
 
     def outputs_q(self):

@@ -353,8 +353,8 @@ def test_settle_until_still_stops_where_the_rule_says(xor_dict, joint, lag, extr
         assert (stop > 3).all(), stop            # the new drives moved: not still at once
         used = np.zeros(len(seeds), np.int64)
         run_ticks(ruled.h_free, ruled.h_clamped, ruled.m_free, ruled.m_clamped, ruled.gates,
-                  400, False, p.edge_a, p.edge_b, ruled.edges, p.driven, ruled._drive[example], p.out_plus,
-                  p.out_minus, ruled._targets[example], ruled.constants, ruled.flags, 3,
+                  400, False, p.edge_a, p.edge_b, ruled.edges, p.driven, ruled._drive[example],
+                  p.out_plus, p.out_minus, ruled._targets[example], ruled.constants, ruled.flags, 3,
                   joint, lag, used)
         np.testing.assert_array_equal(used, stop)
         if joint:
