@@ -7,9 +7,10 @@ momentum; prints markdown tables.
 Settling (the fixed-point model, one core): paper-xor's device and widths on an L x L
 torus (``bench/scaling.py``'s io), gates drawn uniformly in [1, 2] V per seed, every
 example settling from a cold start (all nodes at 0 V) until still (4 ticks in a row in
-which no node moves by more than 1 LSB; at most ``--cap`` ticks). Schemes: euler
-(paper-xor's kappa), jacobi with ``node_extra_bits`` 0 and 8, momentum with 8 extra bits
-and the graph's default ``momentum_shift`` (and each of ``--shifts``). Per scheme and L:
+which no node moves by more than ``still_lsb``; at most ``--cap`` ticks). Schemes: euler
+(paper-xor's kappa), jacobi with ``node_extra_bits`` 0 and 8 (still_lsb 1, and 2 with 8
+bits), momentum at its defaults (8 extra bits, still_lsb 2, the graph's
+``momentum_shift``), at still_lsb 1, and with each ``b`` of ``--shifts``. Per scheme and L:
 the ticks until still (median over seeds x examples; ``cap`` when some run never got
 still) and the error then against the quasi-static solution at the same (quantised)
 gates, in LSBs of 2^-16 V (median and worst node over the runs). The exponent p of
@@ -41,13 +42,13 @@ from clln.sim.fixed import FixedPointModel  # noqa: E402
 from clln.sim.quasistatic import QuasiStaticModel  # noqa: E402
 from clln.sim.training import train  # noqa: E402
 
-#: A run that moves no node by more than this for ``STILL_TICKS`` ticks is still.
-STILL_LSB, STILL_TICKS = 1, 4
+#: A run whose ticks move no node by more than ``still_lsb`` for this many ticks is still.
+STILL_TICKS = 4
 #: Training succeeds at this MSE (V^2).
 MSE_GOAL = 1e-4
 
 
-def scheme_config(cfg, relax, extra, shift=0, still_lsb=STILL_LSB):
+def scheme_config(cfg, relax, extra, shift=0, still_lsb=1):
     """``cfg`` with node step ``relax``, ``node_extra_bits = extra``, ``momentum_shift =
     shift`` (0: the graph's), settling until still."""
     sch = dataclasses.replace(cfg.schedule, relax=relax, settle="still",
@@ -89,25 +90,36 @@ def slope(sizes, ticks):
     return float(np.polyfit(x, y, 1)[0]) if len(sizes) >= 2 else math.nan
 
 
-def settling_table(args):
-    schemes = [("euler", "euler", 0, 0), ("jacobi, F 0", "jacobi", 0, 0),
-               ("jacobi, F 8", "jacobi", 8, 0), ("momentum, F 8, default b", "momentum", 8, 0)]
-    schemes += [(f"momentum, F 8, b {b}", "momentum", 8, b) for b in args.shifts]
+def settling_schemes(args):
+    """(label, relax, extra bits, momentum_shift, still_lsb) of the settling table."""
+    schemes = [("euler", "euler", 0, 0, 1), ("jacobi, F 0", "jacobi", 0, 0, 1),
+               ("jacobi, F 8", "jacobi", 8, 0, 1), ("jacobi, F 8, still_lsb 2", "jacobi", 8, 0, 2),
+               ("momentum (defaults: F 8, still_lsb 2, b from the graph)", "momentum", 8, 0, 2),
+               ("momentum, still_lsb 1", "momentum", 8, 0, 1)]
+    schemes += [(f"momentum, b {b}", "momentum", 8, b, 2) for b in args.shifts]
     if args.schemes is not None:
         schemes = [s for s in schemes if s[1] in args.schemes or s[0] in args.schemes]
+    if args.still_lsb is not None:
+        schemes = [(f"{s[0]} at still_lsb {args.still_lsb}", *s[1:4], args.still_lsb)
+                   for s in schemes]
+    return schemes
+
+
+def settling_table(args):
     seeds, examples = list(range(args.seeds)), list(range(args.examples))
-    print(f"Settling from 0 V until still ({STILL_TICKS} ticks of <= {args.still_lsb} LSB, cap "
-          f"{args.cap}), paper-xor's device on L x L tori, gates in [1, 2] V, seeds "
-          f"{seeds}, examples {examples}; ticks: median (max); error at still: median / "
-          "worst node (LSB)\n")
+    print(f"Settling from 0 V until still ({STILL_TICKS} ticks in a row that move no node by "
+          f"more than still_lsb; cap {args.cap}), paper-xor's device on L x L tori, gates "
+          f"in [1, 2] V, seeds {seeds}, examples {examples}. Each cell: ticks until still, "
+          "median (max) over the runs; the error then against the quasi-static solution, "
+          "median / worst run of the worst node (LSB of 2^-16 V); for momentum its b\n")
     head = " | ".join(f"{s}x{s}" for s in args.sizes)
     print(f"| scheme | {head} | p (ticks ~ L^p) |")
     print("|---|" + "---|" * len(args.sizes) + "---|")
-    for label, relax, extra, shift in schemes:
+    for label, relax, extra, shift, still_lsb in settling_schemes(args):
         cells, got = [], []
         for size in args.sizes:
             cfg = scheme_config(random_gates_config(size, args.cap), relax, extra, shift,
-                                args.still_lsb)
+                                still_lsb)
             ticks, errors = settle_runs(cfg, seeds, examples, args.cap)
             b = f", b {momentum_shift(cfg)}" if relax == "momentum" else ""
             capped = max(ticks) >= args.cap
@@ -150,8 +162,9 @@ def main():
     ap.add_argument("--examples", type=int, default=2)
     ap.add_argument("--cap", type=int, default=100000)
     ap.add_argument("--shifts", type=int, nargs="*", default=[])
-    ap.add_argument("--still-lsb", type=int, default=STILL_LSB,
-                    help="the stillness threshold of the settling table (LSB)")
+    ap.add_argument("--still-lsb", type=int, default=None,
+                    help="one stillness threshold (LSB) for every scheme of the settling "
+                    "table (default: each scheme's)")
     ap.add_argument("--schemes", nargs="*", default=None,
                     help="labels of the settling table's schemes to run (default: all)")
     ap.add_argument("--train-seeds", type=int, default=10)
