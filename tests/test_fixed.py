@@ -416,3 +416,29 @@ def test_momentum_gets_still_near_the_physics_on_a_torus(xor_dict, model):
     assert max(used["momentum"]) < 3000 and max(used["jacobi"]) < 3000, used
     assert 2 * max(used["momentum"]) < min(used["jacobi"]), used
     assert max(worst["momentum"]) <= 8, worst
+
+
+def test_momentum_state_carries_the_velocities(xor_dict):
+    """Under ``momentum`` a model's state has the velocities: a model loaded from it goes
+    on bit for bit (without them it would not), and an evaluation pass leaves them."""
+    xor_dict["schedule"].update(relax="momentum", momentum_shift=3)
+    cfg = config.parse(xor_dict)
+    first = FixedPointModel(cfg, [0, 1])
+    for i in (0, 1, 2):
+        first.present(i, True)
+    state = first.state()
+    assert {"m_free", "m_clamped"} <= set(state) and np.any(state["m_free"])
+    before = first.m_free.copy()
+    first.evaluate()
+    np.testing.assert_array_equal(first.m_free, before)
+    second, stale = FixedPointModel(cfg, [0, 1]), FixedPointModel(cfg, [0, 1])
+    second.load_state(state)
+    stale.load_state(state)
+    stale.m_free[:] = 0
+    for model in (first, second, stale):
+        model.run(5, 3, False)
+    np.testing.assert_array_equal(second.h_free, first.h_free)
+    np.testing.assert_array_equal(second.m_free, first.m_free)
+    assert np.any(stale.h_free != first.h_free)
+    xor_dict["schedule"]["relax"] = "jacobi"
+    assert "m_free" not in FixedPointModel(config.parse(xor_dict), [0]).state()
