@@ -25,9 +25,10 @@ its shift beside the edge terms, the sum rounded and shifted in place of ``kappa
 the step kept within the span and the voltage within the box in the last stage.
 ``relax = "momentum"`` adds each settling node's velocity to what the ring carries (none
 for a node clamped in the clamped network: its velocity is 0); the velocity is decayed
-beside the shift of the sum (in the stage of ``kappa``), and the last stage adds it to the
-step before the box, and takes the new velocity from the same comparisons as the new
-state (``hi - H``, ``lo - H`` or the step: a multiplexer, no subtraction after the box).
+beside the shift of the sum (in the stage of ``kappa``) and added to the state there, so
+the last stage adds only the step (as ``jacobi``'s) and takes the new velocity from the
+same comparisons as the new state (``hi - H``, ``lo - H`` or step plus decay: a
+multiplexer, no subtraction after the box).
 ``control.moved`` is the OR over the streams of a round's ticks (ORed as they are written
 back): a round's own once ``busy`` is low after it; at a round's ``tick_done`` (the
 cycle its last tick enters the pipeline) the round before's.
@@ -580,10 +581,14 @@ class StreamFabric(Fabric):
         values = {**kept, "g": g_sum, "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
                   "scaled": scaled}
         if f.relax == "momentum":
-            # the decayed velocities, 0 in a slot with no tick (as the sums)
-            values["decay"] = [momentum_decay(m, f, Mux(valid_of[key], vel, 0), f"{key[0]}"
-                                              f"{key[1]}")
-                               for key, vel in zip(ctx.vel_keys, x["m"], strict=True)]
+            # the decayed velocities, 0 in a slot with no tick (as the sums), and each
+            # added to its node's state: the last stage then adds only the step
+            states = {"f": x["vf"], "c": x["vc"]}
+            values["decay"], values["hdecay"] = [], []
+            for (tag, n), vel in zip(ctx.vel_keys, x["m"], strict=True):
+                decay = momentum_decay(m, f, Mux(valid_of[tag, n], vel, 0), f"{tag}{n}")
+                values["decay"].append(decay)
+                values["hdecay"].append(wire(m, states[tag][n] + decay, f"hdecay{tag}{n}"))
         return self._stage(m, ctx, "kappa", values)
 
     def _step_stage(self, m, ctx, x):
@@ -605,13 +610,14 @@ class StreamFabric(Fabric):
             moved["f", n] = node_moved(m, f, node_voltage(f, x["vf"][n]), drive, f"f{n}")
         vel = {}
         if f.relax == "momentum":
-            vel = {key: (v, d) for key, v, d in zip(ctx.vel_keys, x["m"], x["decay"],
-                                                    strict=True)}
+            vel = {key: (v, d, hd) for key, v, d, hd in zip(ctx.vel_keys, x["m"], x["decay"],
+                                                            x["hdecay"], strict=True)}
         m_next = {}
         for tag, n in ctx.acc_keys:
             if f.relax == "momentum":
+                h = v_old[tag][n]
                 v_next[tag, n], moved[tag, n], m_next[tag, n] = self._momentum_step(
-                    m, v_old[tag][n], scaled[tag, n], *vel.get((tag, n), (None, 0)), ticking,
+                    m, h, scaled[tag, n], *vel.get((tag, n), (None, 0, h)), ticking,
                     f"{tag}{n}")
                 continue
             v_next[tag, n], moved[tag, n], fl = self._settling_step(
@@ -630,18 +636,20 @@ class StreamFabric(Fabric):
             values["m"] = [m_next[key] for key in ctx.vel_keys]
         return self._stage(m, ctx, "steps", values)
 
-    def _momentum_step(self, m, h, scaled, vel, decay, ticking, tag):
-        """A settling node's new state under ``momentum``: its step (``scaled`` kept within
-        the span) plus its decayed velocity ``decay`` (0 for a clamped node, whose ``vel`` is
-        None), within the box; whether it moves by more than ``still_lsb`` (the voltages
+    def _momentum_step(self, m, h, scaled, vel, decay, hdecay, ticking, tag):
+        """A settling node's new state under ``momentum``: ``hdecay`` (its state plus its
+        decayed velocity ``decay``, from the stage of ``kappa``; ``h`` and 0 for a clamped
+        node, whose ``vel`` is None) plus its step (``scaled`` kept within the span),
+        within the box; whether it moves by more than ``still_lsb`` (the voltages
         compared); and its new velocity, ``H' - H`` from the comparisons that give ``H'``
-        (``hi - H``, ``lo - H`` or the step), kept in a slot with no tick (None for a
-        clamped node). A slot with no tick has a step and decay of 0."""
+        (``hi - H``, ``lo - H`` or step plus decay, an adder beside the state's), kept in a
+        slot with no tick (None for a clamped node). A slot with no tick has a step and
+        decay of 0."""
         f = self.fmt
         F = f.node_extra_bits
         lo, hi = f.box_lo_q << F, f.box_hi_q << F
-        step = wire(m, jacobi_span(m, f, scaled, tag) + decay, f"mstep_{tag}")
-        total = wire(m, h + step, f"vsum_{tag}")
+        dh = jacobi_span(m, f, scaled, tag)
+        total = wire(m, hdecay + dh, f"vsum_{tag}")
         over, under = above(total, hi), below(total, lo)
         h_next = Signal(node_state_shape(f), name=f"v_{tag}")
         m.d.comb += h_next.eq(Mux(over, hi, Mux(under, lo, total)))
@@ -650,7 +658,7 @@ class StreamFabric(Fabric):
         moved = node_moved(m, f, node_voltage(f, h), node_voltage(f, h_next), tag)
         if vel is None:
             return h_next, moved, None
-        move = Mux(over, hi - h, Mux(under, lo - h, step))
+        move = Mux(over, hi - h, Mux(under, lo - h, wire(m, decay + dh, f"mstep_{tag}")))
         return h_next, moved, wire(m, Mux(ticking, move, vel), f"m_next_{tag}",
                                    velocity_shape(f))
 
