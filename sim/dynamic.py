@@ -66,9 +66,8 @@ def tick(vf, vc, mf, mc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, 
          out_plus, out_minus, target, c, vf_new, vc_new, mf_new, mc_new, g_new, acc_f, acc_c,
          cond_f, cond_c):
     """One synchronous float tick; reads state at t (``mf, mc``: the node velocities of
-    ``momentum``), writes state at t+1. ``x``: the
-    float :class:`~sim.fixed.EdgeConstants`; ``noise_f, noise_c``: this tick's read noise
-    on every edge's drops (V)."""
+    ``momentum``), writes state at t+1. ``x``: the float :class:`~sim.fixed.EdgeConstants`;
+    ``noise_f, noise_c``: this tick's read noise on every edge's drops (V)."""
     acc_f[:] = 0.0
     acc_c[:] = 0.0
     cond_f[:] = 0.0
@@ -117,8 +116,7 @@ def tick(vf, vc, mf, mc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, 
 def run_ticks(vf, vc, mf, mc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_plus,
               out_minus, target, c, still_ticks, used):
     """Run up to ``n_ticks`` float ticks on every seed (rows of ``vf, vc, mf, mc, g``) in
-    place;
-    with ``still_ticks > 0`` each seed stops once no node moved by more than
+    place; with ``still_ticks > 0`` each seed stops once no node moved by more than
     ``c.still`` (V) for that many consecutive ticks. ``used[s]``: ticks seed s ran.
     Learning ticks draw their read noise first, the same for every seed."""
     n_seeds, n = vf.shape

@@ -342,7 +342,7 @@ def momentum_decay(m, f, vel, tag):
     wires, the constant a mux on the sign)."""
     vel = Value.cast(vel)
     b = f.momentum_shift
-    bias = Mux(vel > 0, (1 << b) - 1, 0)
+    bias = Mux(above(vel, 0), (1 << b) - 1, 0)
     return wire(m, vel - ((vel + bias) >> b), f"mdecay_{tag}", signed(f.m_bits + 1))
 
 
