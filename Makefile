@@ -53,6 +53,7 @@ bench: setup
 	$(PY) bench/golden_models.py
 	$(PY) bench/settling.py
 	$(PY) bench/scaling.py
+	$(PY) bench/momentum.py
 	$(PY) bench/sweep.py
 	$(PY) bench/checkpoint.py
 

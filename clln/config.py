@@ -156,8 +156,11 @@ class Schedule:
     ``settle_ticks`` ticks with learning off (with ``settle = "still"`` at most that many:
     the phase ends once no node moved by more than ``still_lsb`` voltage LSBs for
     ``still_ticks`` consecutive ticks), then ``learn_ticks`` with learning on. ``relax``
-    is the node step: ``euler`` (``kappa`` (1/V) times the net current) or ``jacobi`` (the
-    net current over the power of two at or above the node's conductance, kept in a box).
+    is the node step: ``euler`` (``kappa`` (1/V) times the net current), ``jacobi`` (the
+    net current over the power of two at or above the node's conductance, kept in a box)
+    or ``momentum`` (half that step plus the node's last move decayed by ``1 -
+    2**-momentum_shift``; ``momentum_shift = 0``: the graph's default,
+    :func:`clln.formats.momentum_shift`).
     """
     settle_ticks: int
     learn_ticks: int
@@ -166,6 +169,7 @@ class Schedule:
     settle: str = "still"
     still_ticks: int = 4
     still_lsb: int = 1
+    momentum_shift: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,12 +187,20 @@ class Fixed:
     lr_bits: int = 4
     eta_frac: int = 8
     #: Extra fraction bits of a settling node's state that the edges do not see
-    #: (``relax = "jacobi"`` only; 0: none).
+    #: (``relax = "jacobi"`` or ``"momentum"`` only; 0: none).
     node_extra_bits: int = 0
 
 
 #: Most extra fraction bits of a settling node's state (``[fixed] node_extra_bits``).
 MAX_NODE_EXTRA_BITS = 8
+#: ``node_extra_bits`` of a ``relax = "momentum"`` config that names none: the momentum
+#: step's sub-LSB moves and decays need them (docs/results.md, "Momentum").
+MOMENTUM_EXTRA_BITS = 8
+#: ``still_lsb`` of a ``relax = "momentum"`` config that names none: the heavy ball's
+#: limit cycles of quantisation move nodes by up to 2 LSB (docs/results.md, "Momentum").
+MOMENTUM_STILL_LSB = 2
+#: Largest ``[schedule] momentum_shift``: ``beta = 1 - 2**-30`` is 1 to float64's eye.
+MAX_MOMENTUM_SHIFT = 30
 
 #: Most networks a pipelined fabric interleaves (its pipeline has this many stages).
 MAX_STREAMS = 8
@@ -683,7 +695,7 @@ def _split(t, n_examples, fraction, seed, labels):
 
 
 #: Node steps and settle rules a ``[schedule]`` may name.
-RELAXATIONS = ("euler", "jacobi")
+RELAXATIONS = ("euler", "jacobi", "momentum")
 SETTLE_RULES = ("fixed", "still")
 #: What a config that names none gets: the normalised step settles every valid network
 #: (no kappa to refuse), and stillness ends its settle phases early.
@@ -698,13 +710,17 @@ def _choice(t, name, default, allowed):
 
 
 def _schedule(t):
+    relax = _choice(t, "relax", DEFAULT_RELAX, RELAXATIONS)
     s = Schedule(t.integer("settle_ticks", 600, lo=0, hi=MAX_TICKS),
                  t.integer("learn_ticks", 50, lo=0, hi=MAX_TICKS),
-                 t.number("kappa", 0.025, lo=MIN_POSITIVE, hi=MAX_POSITIVE),
-                 _choice(t, "relax", DEFAULT_RELAX, RELAXATIONS),
+                 t.number("kappa", 0.025, lo=MIN_POSITIVE, hi=MAX_POSITIVE), relax,
                  _choice(t, "settle", DEFAULT_SETTLE, SETTLE_RULES),
-                 t.integer("still_ticks", 4, lo=1, hi=255), t.integer("still_lsb", 1, lo=0,
-                                                                       hi=255))
+                 t.integer("still_ticks", 4, lo=1, hi=255),
+                 t.integer("still_lsb", MOMENTUM_STILL_LSB if relax == "momentum" else 1,
+                           lo=0, hi=255),
+                 # 0 (the key left out): the graph's default, clln.formats.momentum_shift
+                 t.integer("momentum_shift", 0, lo=1, hi=MAX_MOMENTUM_SHIFT)
+                 if "momentum_shift" in t.data else 0)
     if s.settle_ticks + s.learn_ticks == 0:
         raise t.error("settle_ticks", "an example needs at least one tick "
                       "(settle_ticks + learn_ticks >= 1)")
@@ -750,12 +766,13 @@ def _nonideal(t, n_edges, learning):
     return n
 
 
-def _fixed(t):
+def _fixed(t, relax):
     defaults = Fixed()
     values = {}
     for name in Fixed.__dataclass_fields__:
         if name == "node_extra_bits":
-            values[name] = t.integer(name, 0, lo=0, hi=MAX_NODE_EXTRA_BITS)
+            default = MOMENTUM_EXTRA_BITS if relax == "momentum" else 0
+            values[name] = t.integer(name, default, lo=0, hi=MAX_NODE_EXTRA_BITS)
         else:
             values[name] = t.integer(name, getattr(defaults, name), lo=1, hi=62)
     f = Fixed(**values)
@@ -866,7 +883,7 @@ def parse(data, source="<config>", base_dir=Path(".")):
     task = _task(root.table("task"), io, Path(base_dir), nonideal.dac_bits)
     schedule = _schedule(root.table("schedule", required=False))
     fixed_t = root.table("fixed", required=False)
-    fixed = _fixed(fixed_t)
+    fixed = _fixed(fixed_t, schedule.relax)
     has_fabric = "fabric" in data
     fabric = _fabric(root.table("fabric", required=False), network.n_edges)
     root.finish()

@@ -65,7 +65,7 @@ class Formats:
         Leak across every edge, ``round(2 * gmin / k * 2**v_frac)``: an edge term gains
         ``leak_q * (Va - Vb)`` (0: no leak).
     relax : str
-        Node step, ``euler`` or ``jacobi`` (``[schedule] relax``).
+        Node step, ``euler``, ``jacobi`` or ``momentum`` (``[schedule] relax``).
     box_lo_q, box_hi_q : int
         The box of the ``jacobi`` step in voltage LSBs (:func:`settle_box`).
     still_lsb : int
@@ -89,6 +89,9 @@ class Formats:
     node_extra_bits : int
         ``F``: a settling node's state ``H`` has ``v_frac + F`` fraction bits, of which
         every reader sees ``V = H >> F`` (``[fixed] node_extra_bits``; 0: ``H = V``).
+    momentum_shift : int
+        ``b`` of the ``momentum`` step, which keeps ``1 - 2**-b`` of a node's last move
+        (:func:`momentum_shift`; 0 under the other steps).
     """
     v_frac: int
     v_bits: int
@@ -123,6 +126,7 @@ class Formats:
     noise_mul: int = 0
     noise_shift: int = 0
     node_extra_bits: int = 0
+    momentum_shift: int = 0
 
     @classmethod
     def from_config(cls, cfg):
@@ -151,8 +155,9 @@ class Formats:
             round(cfg.learning.gate_max * 2 ** f.g_frac),
             round(edge_leak(cfg) * 2 ** f.v_frac), cfg.schedule.relax,
             *settle_box(cfg), cfg.schedule.still_lsb, **_nonideal_constants(cfg, imp),
-            # euler steps by whole LSBs: extra bits would stay 0, so they count for jacobi only
-            node_extra_bits=f.node_extra_bits if cfg.schedule.relax == "jacobi" else 0)
+            # euler steps by whole LSBs: extra bits would stay 0, so they count for the others
+            node_extra_bits=f.node_extra_bits if cfg.schedule.relax != "euler" else 0,
+            momentum_shift=momentum_shift(cfg))
         fmt._check(cfg)
         fmt._check_nonideal(cfg, imp)
         return fmt
@@ -228,7 +233,9 @@ class Formats:
                      self.v_bits + 2 + max(self.leak_q, 1).bit_length(),
                      # the jacobi step on the node state: sat(acc) << F, and H itself
                      self.acc_bits + self.node_extra_bits + 1,
-                     self.v_bits + self.node_extra_bits + 1)
+                     self.v_bits + self.node_extra_bits + 1,
+                     # momentum: H + beta M + dh, M of h_bits + 1 bits
+                     self.v_bits + self.node_extra_bits + 3)
         if widest > 62:
             raise ConfigError(src, "fixed", f"intermediate products need {widest} bits; "
                               "the model computes in 62: narrow the widths")
@@ -294,6 +301,12 @@ class Formats:
         """Signed width of a node's state ``H`` (``v_bits + node_extra_bits``)."""
         return self.v_bits + self.node_extra_bits
 
+    @property
+    def m_bits(self):
+        """Signed width of a node's velocity ``M = H' - H`` (``momentum``): ``h_bits + 1``
+        holds the difference of any two node states."""
+        return self.h_bits + 1
+
     def volts_to_v(self, volts):
         """Node voltages (V) to integers, rounded to nearest."""
         return np.round(np.asarray(volts) * 2.0 ** self.v_frac).astype(np.int64)
@@ -344,6 +357,53 @@ def settle_box(cfg):
     hi = math.ceil((io.v_max + margin) * 2 ** f.v_frac)
     limit = 1 << (f.v_bits - 1)
     return max(lo, -limit), min(hi, limit - 1)
+
+
+def graph_diameter(network):
+    """The double-sweep diameter of a connected graph: the eccentricity (hops, edges
+    taken either way) of the lowest-numbered node farthest from node 0. Exact on a
+    torus, a lattice or any graph whose nodes all look alike, a lower bound otherwise."""
+    far = _hops_from(network, 0)
+    return int(_hops_from(network, int(np.argmax(far))).max())
+
+
+def _hops_from(network, start):
+    """Hops from ``start`` to every node (breadth first; -1 for a node not reached)."""
+    a, b = network.edges[:, 0], network.edges[:, 1]
+    hops = np.full(network.n_nodes, -1, np.int64)
+    hops[start], frontier, level = 0, np.array([start]), 0
+    while frontier.size:
+        level += 1
+        seen = np.zeros(network.n_nodes, bool)
+        seen[frontier] = True
+        nxt = np.concatenate([b[seen[a]], a[seen[b]]])
+        nxt = np.unique(nxt[hops[nxt] < 0])
+        hops[nxt] = level
+        frontier = nxt
+    return hops
+
+
+#: Largest default ``momentum_shift``: from ``b = 6`` on, the heavy ball's limit cycles of
+#: quantisation move nodes by more than 2 LSB on 32x32 and 64x64 tori (docs/results.md,
+#: "Momentum"), so that they are never still.
+MAX_DEFAULT_MOMENTUM_SHIFT = 5
+
+
+def default_momentum_shift(network):
+    """``b`` of the ``momentum`` step for a graph that names none: ``floor(3 k / 2) - 2``
+    for ``k = floor(log2(d))`` of its :func:`graph_diameter` ``d``, kept within ``[1,
+    MAX_DEFAULT_MOMENTUM_SHIFT]`` (1, 2, 4, 5 on 4x4 to 32x32 tori: measured,
+    docs/results.md, "Momentum")."""
+    k = graph_diameter(network).bit_length() - 1
+    return min(max(3 * k // 2 - 2, 1), MAX_DEFAULT_MOMENTUM_SHIFT)
+
+
+def momentum_shift(cfg):
+    """``b`` of the ``momentum`` step, ``beta = 1 - 2**-b``: ``[schedule] momentum_shift``
+    or the graph's :func:`default_momentum_shift`; 0 under the other node steps."""
+    if cfg.schedule.relax != "momentum":
+        return 0
+    return cfg.schedule.momentum_shift or default_momentum_shift(cfg.network)
 
 
 def edge_leak(cfg):

@@ -20,6 +20,7 @@ import numpy as np
 from cobs import cobs
 
 from .errors import CllnError, ConfigError
+from .formats import momentum_shift
 
 PROTOCOL_VERSION = 4
 DELIMITER = 0x00
@@ -448,7 +449,8 @@ def check_fields(cfg, max_examples):
 
 def config_hash(cfg):
     """32-bit hash of what a bitstream depends on: graph, I/O, device, learning, widths,
-    the node step (``relax``), the still rule's ``still_lsb`` and the chip's
+    the node step (``relax``; ``momentum``: its ``momentum_shift``), the still rule's
+    ``still_lsb`` and the chip's
     non-idealities (``[nonideal]`` but ``dac_bits``).
 
     The fabric's folding (``[fabric]``) is left out: every fold computes the same bits, so
@@ -470,6 +472,8 @@ def config_hash(cfg):
         "gmin": cfg.device.gmin, "k": cfg.device.k, "v_range": [cfg.io.v_min, cfg.io.v_max],
         "relax": cfg.schedule.relax, "still_lsb": cfg.schedule.still_lsb,
     }
+    if cfg.schedule.relax == "momentum":        # its beta is baked in too
+        doc["momentum_shift"] = momentum_shift(cfg)
     chip = _chip_keys(cfg.nonideal)
     if chip:                      # an ideal chip keeps the hash it always had
         doc["nonideal"] = chip

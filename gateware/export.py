@@ -46,8 +46,8 @@ def manifest(cfg, fabric):
     formats = {}
     for fld in fields(Formats):
         value = getattr(fmt, fld.name)
-        if fld.name == "node_extra_bits" and not value:
-            continue                # a manifest without extra node bits stays as it was
+        if fld.name in ("node_extra_bits", "momentum_shift") and not value:
+            continue                # a manifest without them stays as it was
         if hasattr(value, "tolist"):
             value = value.tolist()
         formats[fld.name] = value if isinstance(value, (str, list)) else int(value)

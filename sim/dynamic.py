@@ -1,7 +1,8 @@
 """Dynamic model: the tick semantics of the fixed-point model in float64, without rounding.
 
 Both networks are integrated tick by tick, by explicit Euler steps (node capacitance
-folded into ``kappa``) or by the normalised ``jacobi`` step, as ``[schedule] relax``
+folded into ``kappa``), by the normalised ``jacobi`` step or by the heavy ball of
+``momentum`` (half that step plus ``beta`` times the last move), as ``[schedule] relax``
 says; the clamp follows the free output every tick and learning is switched per
 tick, exactly as in :mod:`sim.fixed`; constants are the config's own floats, not their
 quantised values. It shows how far discretisation alone departs from the quasi-static
@@ -14,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from clln import nonideal
-from clln.formats import edge_leak, settle_box
+from clln.formats import edge_leak, momentum_shift, settle_box
 
 from .fixed import RELAX_CODES, EdgeConstants
 from .noise import next_samples
@@ -34,15 +35,21 @@ def power_of_two_at_or_above(x):
 
 
 @njit(cache=True, inline="always")
-def node_step(v, acc, cond, c):
-    """New voltage of a settling node: ``v + kappa acc`` (``euler``) or, for ``jacobi``,
-    ``v + acc / 2**s`` with ``2**s`` the power of two at or above the conductance (floored
-    at one voltage LSB, as in the fixed-point model), kept within the box."""
+def node_step(v, m, acc, cond, c):
+    """New voltage and velocity of a settling node: ``v + kappa acc`` (``euler``) or, for
+    ``jacobi``, ``v + acc / 2**s`` with ``2**s`` the power of two at or above the
+    conductance (floored at one voltage LSB, as in the fixed-point model), kept within the
+    box; ``momentum``: ``v + beta m + acc / 2**(s+1)`` within the box, the new velocity
+    the move made (0 under the other steps)."""
     if c.relax == 0:
-        return v + c.kappa * acc
+        return v + c.kappa * acc, 0.0
     step = acc / power_of_two_at_or_above(max(cond, c.cond_floor))
     span = c.box_hi - c.box_lo
-    return min(max(v + min(max(step, -span), span), c.box_lo), c.box_hi)
+    if c.relax == 1:
+        return min(max(v + min(max(step, -span), span), c.box_lo), c.box_hi), 0.0
+    step = min(max(0.5 * step, -span), span) + c.beta * m
+    v_new = min(max(v + step, c.box_lo), c.box_hi)
+    return v_new, v_new - v
 
 
 @njit(cache=True, inline="always")
@@ -55,11 +62,12 @@ def edge_term(ov, v_a, v_b, leak, gain):
 
 
 @njit(cache=True)
-def tick(vf, vc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, out_plus,
-         out_minus, target, c, vf_new, vc_new, g_new, acc_f, acc_c, cond_f, cond_c):
-    """One synchronous float tick; reads state at t, writes state at t+1. ``x``: the
-    float :class:`~sim.fixed.EdgeConstants`; ``noise_f, noise_c``: this tick's read noise
-    on every edge's drops (V)."""
+def tick(vf, vc, mf, mc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive,
+         out_plus, out_minus, target, c, vf_new, vc_new, mf_new, mc_new, g_new, acc_f, acc_c,
+         cond_f, cond_c):
+    """One synchronous float tick; reads state at t (``mf, mc``: the node velocities of
+    ``momentum``), writes state at t+1. ``x``: the float :class:`~sim.fixed.EdgeConstants`;
+    ``noise_f, noise_c``: this tick's read noise on every edge's drops (V)."""
     acc_f[:] = 0.0
     acc_c[:] = 0.0
     cond_f[:] = 0.0
@@ -88,24 +96,27 @@ def tick(vf, vc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
         if driven[n]:
             vf_new[n] = drive[n]
             vc_new[n] = drive[n]
+            mf_new[n] = mc_new[n] = 0.0
         else:
-            vf_new[n] = node_step(vf[n], acc_f[n], cond_f[n], c)
-            vc_new[n] = node_step(vc[n], acc_c[n], cond_c[n], c)
+            vf_new[n], mf_new[n] = node_step(vf[n], mf[n], acc_f[n], cond_f[n], c)
+            vc_new[n], mc_new[n] = node_step(vc[n], mc[n], acc_c[n], cond_c[n], c)
     for k in range(len(out_plus)):
         p, m = out_plus[k], out_minus[k]
+        mc_new[p] = 0.0
         if m < 0:
             vc_new[p] = vf[p] + c.eta * (target[k] - vf[p])
         else:
             half = 0.5 * c.eta * (target[k] - (vf[p] - vf[m]))
             vc_new[p] = vf[p] + half
             vc_new[m] = vf[m] - half
+            mc_new[m] = 0.0
 
 
 @njit(cache=True)
-def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_plus,
+def run_ticks(vf, vc, mf, mc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_plus,
               out_minus, target, c, still_ticks, used):
-    """Run up to ``n_ticks`` float ticks on every seed (rows of ``vf, vc, g``) in place;
-    with ``still_ticks > 0`` each seed stops once no node moved by more than
+    """Run up to ``n_ticks`` float ticks on every seed (rows of ``vf, vc, mf, mc, g``) in
+    place; with ``still_ticks > 0`` each seed stops once no node moved by more than
     ``c.still`` (V) for that many consecutive ticks. ``used[s]``: ticks seed s ran.
     Learning ticks draw their read noise first, the same for every seed."""
     n_seeds, n = vf.shape
@@ -123,12 +134,14 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_p
     for s in range(n_seeds):
         vf_a, vc_a, g_a = vf[s].copy(), vc[s].copy(), g[s].copy()
         vf_b, vc_b, g_b = np.empty_like(vf_a), np.empty_like(vc_a), np.empty_like(g_a)
+        mf_a, mc_a = mf[s].copy(), mc[s].copy()
+        mf_b, mc_b = np.empty_like(mf_a), np.empty_like(mc_a)
         quiet, ticks = 0, 0
         while ticks < n_ticks:
             row = ticks if noisy else 0
-            tick(vf_a, vc_a, g_a, learn, edge_a, edge_b, x, noise_f[row], noise_c[row], driven,
-                 drive, out_plus, out_minus, target, c, vf_b, vc_b, g_b, acc_f, acc_c, cond_f,
-                 cond_c)
+            tick(vf_a, vc_a, mf_a, mc_a, g_a, learn, edge_a, edge_b, x, noise_f[row],
+                 noise_c[row], driven, drive, out_plus, out_minus, target, c, vf_b, vc_b, mf_b,
+                 mc_b, g_b, acc_f, acc_c, cond_f, cond_c)
             ticks += 1
             if still_ticks > 0:
                 if (np.max(np.abs(vf_b - vf_a)) > c.still
@@ -138,11 +151,15 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_p
                     quiet += 1
             vf_a, vf_b = vf_b, vf_a
             vc_a, vc_b = vc_b, vc_a
+            mf_a, mf_b = mf_b, mf_a
+            mc_a, mc_b = mc_b, mc_a
             g_a, g_b = g_b, g_a
             if still_ticks > 0 and quiet >= still_ticks:
                 break
         vf[s] = vf_a
         vc[s] = vc_a
+        mf[s] = mf_a
+        mc[s] = mc_a
         g[s] = g_a
         used[s] = ticks
 
@@ -150,20 +167,22 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_p
 #: Float constants of one tick, in the order the kernel takes them.
 FloatConstants = namedtuple("FloatConstants", [
     "kappa", "lr", "eta", "gate_min", "gate_max", "leak", "relax", "box_lo", "box_hi",
-    "cond_floor", "still", "droop", "rest", "noise"])
+    "cond_floor", "still", "droop", "rest", "noise", "beta"])
 
 
 def float_constants(cfg):
     """The :class:`FloatConstants` of a config: its own floats, not their quantised
     values; the box, the conductance floor and the stillness threshold are the
-    fixed-point model's, in volts."""
+    fixed-point model's, in volts; ``beta = 1 - 2**-momentum_shift`` (0 but under
+    ``momentum``)."""
     lrn, sch, lsb = cfg.learning, cfg.schedule, 2.0 ** -cfg.fixed.v_frac
     lo, hi = settle_box(cfg)
     return FloatConstants(sch.kappa, lrn.alpha / (lrn.eta * max(sch.learn_ticks, 1)), lrn.eta,
                           lrn.gate_min, lrn.gate_max, edge_leak(cfg),
                           RELAX_CODES[sch.relax], lo * lsb, hi * lsb, lsb, sch.still_lsb * lsb,
                           cfg.nonideal.gate_leak, nonideal.gate_rest(cfg),
-                          nonideal.noise_scale(cfg))
+                          nonideal.noise_scale(cfg),
+                          1.0 - 2.0 ** -momentum_shift(cfg) if sch.relax == "momentum" else 0.0)
 
 
 def float_edge_constants(cfg):
@@ -204,7 +223,7 @@ class DynamicModel(TickModel):
 
     def _kernel(self, n_ticks, example, learn, still_ticks, used):
         p = self.problem
-        run_ticks(self.h_free, self.h_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
-                  self.edges, p.driven, self._drive[example],
+        run_ticks(self.h_free, self.h_clamped, self.m_free, self.m_clamped, self.gates, n_ticks,
+                  learn, p.edge_a, p.edge_b, self.edges, p.driven, self._drive[example],
                   p.out_plus, p.out_minus, self._targets[example], self._constants,
                   still_ticks, used)

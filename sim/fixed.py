@@ -20,14 +20,14 @@ from .noise import next_samples
 from .ticks import TickModel
 
 #: Node relaxations (``[schedule] relax``), by their code in :class:`TickConstants`.
-RELAX_CODES = {"euler": 0, "jacobi": 1}
+RELAX_CODES = {"euler": 0, "jacobi": 1, "momentum": 2}
 
 #: Integer constants of one tick, in the order the kernel takes them.
 TickConstants = namedtuple("TickConstants", [
     "gate_shift", "term_bits", "acc_bits", "dv_bits", "v_bits", "dg_bits", "kappa_mul",
     "node_shift", "lr_mul", "learn_shift", "eta_q", "eta_frac", "gate_min", "gate_max",
     "leak_q", "relax", "box_lo", "box_hi", "still_lsb", "droop_mul", "droop_shift",
-    "rest_q", "noise_mul", "noise_shift", "extra"])
+    "rest_q", "noise_mul", "noise_shift", "extra", "momentum_shift"])
 
 #: Per-edge constants of one chip (:mod:`clln.nonideal`, quantised by ``Formats``) and
 #: the state of its read-noise generators (advanced in place by every learning tick).
@@ -42,7 +42,7 @@ def tick_constants(fmt):
                          fmt.eta_q, fmt.eta_frac, fmt.gate_min_q, fmt.gate_max_q, fmt.leak_q,
                          RELAX_CODES[fmt.relax], fmt.box_lo_q, fmt.box_hi_q, fmt.still_lsb,
                          fmt.droop_mul, fmt.droop_shift, fmt.rest_q, fmt.noise_mul,
-                         fmt.noise_shift, fmt.node_extra_bits)
+                         fmt.noise_shift, fmt.node_extra_bits, fmt.momentum_shift)
 
 
 def edge_constants(cfg, fmt):
@@ -107,30 +107,46 @@ def conductance_shift(cond):
 
 
 @njit(cache=True, inline="always")
-def node_update(h, acc, cond, c):
-    """New state ``H`` of a node that settles, and the saturation flags.
+def decayed(m, b):
+    """``(1 - 2**-b) m`` rounded toward zero: ``m`` less ``m / 2**b`` rounded away from
+    zero (``b >= 1``)."""
+    return m - ((m + ((1 << b) - 1 if m > 0 else 0)) >> b)
+
+
+@njit(cache=True, inline="always")
+def node_update(h, m, acc, cond, c):
+    """New state ``H`` and velocity ``M`` of a node that settles, and the saturation flags.
 
     ``euler``: ``v + kappa * acc``, rounded and saturated (``H = V`` there). ``jacobi``:
     ``H + (acc << F) / 2**s`` with ``2**s`` the power of two at or above the node's
     conductance ``cond``, the step and the result kept within the box ``[box_lo << F,
-    box_hi << F]`` (the box is the rule, not an overflow: no flag).
+    box_hi << F]`` (the box is the rule, not an overflow: no flag). ``momentum``: half
+    the jacobi step (``s + 1``) plus the velocity ``m`` decayed by :func:`decayed`, the
+    result kept within the box; the new velocity is the move made. ``M`` is 0 but under
+    ``momentum``.
     """
     acc, s1 = saturate(acc, c.acc_bits)
     if c.relax == 0:
         dv, s2 = saturate(round_shift(acc * c.kappa_mul, c.node_shift), c.dv_bits)
         v_new, s3 = saturate(h + dv, c.v_bits)
-        return v_new, (SAT_ACC if s1 else 0) | (SAT_DV if s2 else 0) | (SAT_V if s3 else 0)
+        return v_new, 0, (SAT_ACC if s1 else 0) | (SAT_DV if s2 else 0) | (SAT_V if s3 else 0)
     span = (c.box_hi - c.box_lo) << c.extra
-    dh = min(max(round_shift(acc << c.extra, conductance_shift(cond)), -span), span)
-    return min(max(h + dh, c.box_lo << c.extra), c.box_hi << c.extra), SAT_ACC if s1 else 0
+    shift = conductance_shift(cond) + (1 if c.relax == 2 else 0)
+    dh = min(max(round_shift(acc << c.extra, shift), -span), span)
+    if c.relax == 2:
+        dh += decayed(m, c.momentum_shift)
+    h_new = min(max(h + dh, c.box_lo << c.extra), c.box_hi << c.extra)
+    return h_new, (h_new - h if c.relax == 2 else 0), SAT_ACC if s1 else 0
 
 
 @njit(cache=True)
-def tick(hf, hc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, out_plus,
-         out_minus, target, c, hf_new, hc_new, g_new, acc_f, acc_c, cond_f, cond_c):
+def tick(hf, hc, mf, mc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive,
+         out_plus, out_minus, target, c, hf_new, hc_new, mf_new, mc_new, g_new, acc_f, acc_c,
+         cond_f, cond_c):
     """One synchronous tick of one network pair; returns the saturation flags.
 
-    Reads ``hf, hc, g`` (state at t), writes ``hf_new, hc_new, g_new`` (state at t+1).
+    Reads ``hf, hc, mf, mc, g`` (state at t), writes ``hf_new, hc_new, mf_new, mc_new,
+    g_new`` (state at t+1); ``mf, mc`` are the node velocities (``momentum``; 0 else).
     ``hf, hc`` are the node states ``H`` (``V << F`` plus ``F = c.extra`` fraction bits);
     everything but the node step reads ``V = H >> F``.
     ``x`` are the :class:`EdgeConstants`; ``noise_f, noise_c`` the read noise of this
@@ -158,7 +174,7 @@ def tick(hf, hc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
         s, sat_c = edge_term(uc_a, uc_b, vc_a - vc_b, c.leak_q, k_c, c.term_bits)
         acc_c[a] -= s
         acc_c[b] += s
-        if c.relax == 1:
+        if c.relax != 0:
             cond_f[a] += end_conductance(uf_a, c.leak_q, k_f)
             cond_f[b] += end_conductance(uf_b, c.leak_q, k_f)
             cond_c[a] += end_conductance(uc_a, c.leak_q, k_c)
@@ -176,9 +192,10 @@ def tick(hf, hc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
         if driven[n]:
             hf_new[n] = drive[n] << F
             hc_new[n] = drive[n] << F
+            mf_new[n] = mc_new[n] = 0
         else:
-            hf_new[n], f1 = node_update(hf[n], acc_f[n], cond_f[n], c)
-            hc_new[n], f2 = node_update(hc[n], acc_c[n], cond_c[n], c)
+            hf_new[n], mf_new[n], f1 = node_update(hf[n], mf[n], acc_f[n], cond_f[n], c)
+            hc_new[n], mc_new[n], f2 = node_update(hc[n], mc[n], acc_c[n], cond_c[n], c)
             flags |= f1 | f2
     for k in range(len(out_plus)):
         p, m = out_plus[k], out_minus[k]
@@ -186,7 +203,7 @@ def tick(hf, hc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
         if m < 0:
             vc_p, sat = saturate(vp + round_shift(c.eta_q * (target[k] - vp), c.eta_frac),
                                  c.v_bits)
-            hc_new[p] = vc_p << F
+            hc_new[p], mc_new[p] = vc_p << F, 0
             flags |= SAT_V if sat else 0
         else:
             vm = hf[m] >> F
@@ -194,6 +211,7 @@ def tick(hf, hc, g, learn, edge_a, edge_b, x, noise_f, noise_c, driven, drive, o
             vc_p, sat_p = saturate(vp + half, c.v_bits)
             vc_m, sat_m = saturate(vm - half, c.v_bits)
             hc_new[p], hc_new[m] = vc_p << F, vc_m << F
+            mc_new[p] = mc_new[m] = 0
             flags |= SAT_V if sat_p or sat_m else 0
     return flags
 
@@ -227,10 +245,10 @@ def moved_as_reported(moved, lag):
 
 
 @njit(cache=True)
-def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_plus,
+def run_ticks(vf, vc, mf, mc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_plus,
               out_minus, target, c, flags, still_ticks, joint, lag, used):
-    """Run up to ``n_ticks`` ticks on every seed (rows of ``vf, vc, g``) in place;
-    ``vf, vc`` are the node states ``H`` (:func:`tick`).
+    """Run up to ``n_ticks`` ticks on every seed (rows of ``vf, vc, mf, mc, g``) in place;
+    ``vf, vc`` are the node states ``H``, ``mf, mc`` their velocities (:func:`tick`).
 
     ``x`` are the :class:`EdgeConstants`; a learning tick advances their noise
     generators once for all seeds (the noise is a function of the edge and the count of
@@ -248,6 +266,7 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_p
     acc_f, acc_c = np.empty(n, np.int64), np.empty(n, np.int64)
     cond_f, cond_c = np.empty(n, np.int64), np.empty(n, np.int64)
     vf_b, vc_b, g_b = np.empty_like(vf), np.empty_like(vc), np.empty_like(g)
+    mf_b, mc_b = np.empty_like(mf), np.empty_like(mc)
     quiet = np.zeros(n_seeds, np.int64)
     done = np.zeros(n_seeds, np.bool_)
     judged = np.zeros(n_seeds, np.int64)
@@ -263,9 +282,10 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_p
         for s in range(n_seeds):
             if done[s]:
                 continue
-            flags[s] |= tick(vf[s], vc[s], g[s], learn, edge_a, edge_b, x, noise_f, noise_c,
-                             driven, drive, out_plus, out_minus, target, c, vf_b[s], vc_b[s],
-                             g_b[s], acc_f, acc_c, cond_f, cond_c)
+            flags[s] |= tick(vf[s], vc[s], mf[s], mc[s], g[s], learn, edge_a, edge_b, x,
+                             noise_f, noise_c, driven, drive, out_plus, out_minus, target, c,
+                             vf_b[s], vc_b[s], mf_b[s], mc_b[s], g_b[s], acc_f, acc_c, cond_f,
+                             cond_c)
             if still_ticks > 0:
                 if (moved(vf[s], vf_b[s], c.still_lsb, c.extra)
                         or moved(vc[s], vc_b[s], c.still_lsb, c.extra)):
@@ -273,6 +293,7 @@ def run_ticks(vf, vc, g, n_ticks, learn, edge_a, edge_b, x, driven, drive, out_p
                 else:
                     quiet[s] += 1
             vf[s], vc[s], g[s] = vf_b[s], vc_b[s], g_b[s]
+            mf[s], mc[s] = mf_b[s], mc_b[s]
             used[s] += 1
         if still_ticks > 0:
             if not lag:
@@ -323,7 +344,7 @@ class FixedPointModel(TickModel):
 
     def _kernel(self, n_ticks, example, learn, still_ticks, used):
         p = self.problem
-        run_ticks(self.h_free, self.h_clamped, self.gates, n_ticks, learn, p.edge_a, p.edge_b,
-                  self.edges, p.driven, self._drive[example], p.out_plus, p.out_minus,
-                  self._targets[example], self.constants, self.flags, still_ticks, self.joint,
-                  self.lag, used)
+        run_ticks(self.h_free, self.h_clamped, self.m_free, self.m_clamped, self.gates, n_ticks,
+                  learn, p.edge_a, p.edge_b, self.edges, p.driven, self._drive[example],
+                  p.out_plus, p.out_minus, self._targets[example], self.constants, self.flags,
+                  still_ticks, self.joint, self.lag, used)

@@ -55,7 +55,7 @@ def compiling(on_start, on_end):
 
 def warm_up():
     """Compile (or load) every kernel of every golden model, with the argument types of
-    every run: the three models on both built-in configs, both node steps, a non-ideal
+    every run: the three models on both built-in configs, the three node steps, a non-ideal
     chip (noise, mismatch, damage, leak) and several seeds settling jointly (the
     pipelined fabric's rule).
 
@@ -79,7 +79,9 @@ def warm_up():
     chip = config.parse(data, "<warm-up>")
     euler = dataclasses.replace(xor, schedule=dataclasses.replace(
         xor.schedule, relax="euler", settle="fixed", settle_ticks=50))
-    configs = [xor, config.load("paper-regression"), chip, euler]
+    momentum = dataclasses.replace(xor, schedule=dataclasses.replace(
+        xor.schedule, relax="momentum", settle_ticks=50))
+    configs = [xor, config.load("paper-regression"), chip, euler, momentum]
     compiled, start = [], time.perf_counter()
     with compiling(lambda: compiled.append(1), lambda seconds: None):
         for cfg in configs:

@@ -61,9 +61,9 @@ class TwinModel(FixedPointModel):
         # the streams settle together: the fabric stops when every stream is still (as it
         # knows it, ``still_lag`` ticks late)
         pr = self.problem
-        run_ticks(self.h_free, self.h_clamped, self.gates, n_ticks, learn, pr.edge_a, pr.edge_b,
-                  self.edges, pr.driven, self.drive, pr.out_plus, pr.out_minus,
-                  self.target, self.constants, self.flags, still_ticks, True,
+        run_ticks(self.h_free, self.h_clamped, self.m_free, self.m_clamped, self.gates, n_ticks,
+                  learn, pr.edge_a, pr.edge_b, self.edges, pr.driven, self.drive, pr.out_plus,
+                  pr.out_minus, self.target, self.constants, self.flags, still_ticks, True,
                   self.cfg.fabric.still_lag, used)
 
     def outputs_q(self):

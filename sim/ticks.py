@@ -33,6 +33,9 @@ class TickModel:
         Node voltages, ``H >> node_extra_bits`` (:attr:`h_free` itself when that is 0;
         else read-only copies, and assigning one sets the state to the voltages with
         zero extra bits).
+    m_free, m_clamped : ndarray (seeds, nodes)
+        The node velocities of ``relax = "momentum"`` (the last move of each settling
+        node's state; 0 for driven and clamped nodes and under the other node steps).
     gates : ndarray (seeds, edges)
         Gates in the model's own number type.
     flags : ndarray of int64 (seeds,)
@@ -70,6 +73,7 @@ class TickModel:
     @v_free.setter
     def v_free(self, values):
         self.h_free = self._state_of(values)
+        self.m_free = np.zeros_like(self.h_free)
 
     @property
     def v_clamped(self):
@@ -78,6 +82,7 @@ class TickModel:
     @v_clamped.setter
     def v_clamped(self, values):
         self.h_clamped = self._state_of(values)
+        self.m_clamped = np.zeros_like(self.h_clamped)
 
     def _voltages(self, h):
         if not self.node_extra_bits:
@@ -126,9 +131,13 @@ class TickModel:
         self.ticks = int(state["ticks"])
 
     def _state_arrays(self):
-        # the node states H (the voltages themselves without node_extra_bits)
-        return {"gates": self.gates, "h_free": self.h_free, "h_clamped": self.h_clamped,
-                "flags": self.flags, "noise": self.edges.noise}
+        # the node states H (the voltages themselves without node_extra_bits); their
+        # velocities only under momentum (the other steps' states keep the arrays they had)
+        arrays = {"gates": self.gates, "h_free": self.h_free, "h_clamped": self.h_clamped,
+                  "flags": self.flags, "noise": self.edges.noise}
+        if self.cfg.schedule.relax == "momentum":
+            arrays.update(m_free=self.m_free, m_clamped=self.m_clamped)
+        return arrays
 
     @property
     def still_ticks(self):
@@ -172,12 +181,13 @@ class TickModel:
         off; the node state is restored afterwards, so evaluation leaves the training
         trajectory untouched.
         """
-        saved = self.h_free.copy(), self.h_clamped.copy(), self.ticks, self.flags.copy()
+        saved = (self.h_free.copy(), self.h_clamped.copy(), self.m_free.copy(),
+                 self.m_clamped.copy(), self.ticks, self.flags.copy())
         sch = self.cfg.schedule
         outs = []
         for i in range(self.problem.n_examples):
             self.run(sch.settle_ticks, i, False, still_ticks=self.still_ticks)
             self.run(sch.learn_ticks, i, False)
             outs.append(self.outputs())
-        self.h_free, self.h_clamped, self.ticks, self.flags = saved
+        self.h_free, self.h_clamped, self.m_free, self.m_clamped, self.ticks, self.flags = saved
         return np.stack(outs, 1)

@@ -9,12 +9,13 @@ from clln import config as config_mod
 
 
 def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None, relax="euler",
-                        still_lsb=1, nonideal=None):
+                        still_lsb=1, nonideal=None, schedule=None):
     """A random connected 9-node graph, one single-ended and one differential output.
 
     ``extra_edges`` are added as given (e.g. an edge between two driven nodes); ``fixed``
     is an optional ``[fixed]`` table; ``relax`` and ``still_lsb`` go to ``[schedule]``;
-    ``nonideal`` is an optional ``[nonideal]`` table.
+    ``nonideal`` is an optional ``[nonideal]`` table; ``schedule`` more ``[schedule]``
+    keys.
     """
     rng = np.random.default_rng(seed)
     n = 9
@@ -36,7 +37,7 @@ def random_graph_config(tmp_path, seed=3, extra_edges=(), fixed=None, relax="eul
                      "gate_max": 4.0, "epochs": 1, "seed": 1},
         "task": {"dataset": "data.csv"},
         "schedule": {"settle_ticks": 30, "learn_ticks": 10, "kappa": 0.02, "relax": relax,
-                     "still_lsb": still_lsb},
+                     "still_lsb": still_lsb, **(schedule or {})},
     }
     if fixed:
         data["fixed"] = dict(fixed)
@@ -61,6 +62,24 @@ def jacobi_random_config(tmp_path, still_lsb=1, extra=0):
     extra``."""
     return random_graph_config(tmp_path, relax="jacobi", still_lsb=still_lsb,
                                fixed={"node_extra_bits": extra} if extra else None)
+
+
+def momentum_xor_config(still_lsb=1, extra=3, shift=2):
+    """paper-xor with ``[schedule] relax = "momentum"``, ``momentum_shift = shift``,
+    ``still_lsb`` and ``[fixed] node_extra_bits = extra``."""
+    data = builtin_dict("paper-xor")
+    data["schedule"].update(relax="momentum", still_lsb=still_lsb, momentum_shift=shift)
+    data["fixed"]["node_extra_bits"] = extra
+    return config_mod.parse(data, "<momentum-xor>")
+
+
+def momentum_random_config(tmp_path, still_lsb=1, extra=3, shift=2):
+    """:func:`random_graph_config` (a single-ended and a differential output) with
+    ``[schedule] relax = "momentum"``, ``momentum_shift = shift``, ``still_lsb`` and
+    ``[fixed] node_extra_bits = extra``."""
+    return random_graph_config(tmp_path, relax="momentum", still_lsb=still_lsb,
+                               fixed={"node_extra_bits": extra},
+                               schedule={"momentum_shift": shift})
 
 
 def narrow_config():

@@ -57,6 +57,9 @@ def _expect(data, key, fragment):
     ("schedule", "still_ticks", 0, "schedule.still_ticks", ">= 1"),
     ("schedule", "still_ticks", 256, "schedule.still_ticks", "<= 255"),
     ("schedule", "still_lsb", -1, "schedule.still_lsb", ">= 0"),
+    ("schedule", "momentum_shift", 0, "schedule.momentum_shift", ">= 1"),
+    ("schedule", "momentum_shift", 31, "schedule.momentum_shift", "<= 30"),
+    ("schedule", "momentum_shift", 2.5, "schedule.momentum_shift", "an integer"),
     ("fixed", "g_frac", 8, "fixed.g_frac", ">= fixed.v_frac"),
     ("device", "k", -1.0, "device.k", ">= 1e-12"),
     ("fabric", "serial", 1, "fabric.serial", "true or false"),
@@ -189,6 +192,38 @@ def test_per_edge_gate_init_is_used_as_given(xor_dict):
     xor_dict["learning"]["gate_init"] = [1.0, 2.0]
     gates = config.parse(xor_dict).learning.initial_gates(32, 5)
     assert len(set(gates.tolist())) == 32 and gates.min() >= 1.0 and gates.max() <= 2.0
+
+
+def test_momentum_defaults_come_from_the_graph(xor_dict):
+    """``relax = "momentum"`` with no more keys: ``node_extra_bits`` 8, ``still_lsb`` 2 and
+    ``momentum_shift`` from the graph's diameter (1 on the 4x4 torus, 4 on 16x16, capped
+    at 5); keys given win, and the other steps have no momentum shift."""
+    from clln.formats import Formats, graph_diameter, momentum_shift
+    xor_dict["schedule"] = {"relax": "momentum"}
+    xor_dict.pop("fixed")
+    cfg = config.parse(xor_dict)
+    assert (cfg.fixed.node_extra_bits, cfg.schedule.still_lsb) == (8, 2)
+    assert graph_diameter(cfg.network) == 4 and momentum_shift(cfg) == 1
+    fmt = Formats.from_config(cfg)
+    assert (fmt.momentum_shift, fmt.node_extra_bits, fmt.m_bits) == (1, 8, 18 + 8 + 1)
+    for size, shift in ((8, 2), (16, 4), (32, 5), (64, 5)):
+        xor_dict["network"] = {"topology": "torus", "rows": size, "cols": size}
+        assert momentum_shift(config.parse(xor_dict)) == shift, size
+    xor_dict["schedule"].update(momentum_shift=7, still_lsb=1)
+    xor_dict["fixed"] = {"node_extra_bits": 3}
+    cfg = config.parse(xor_dict)
+    assert (momentum_shift(cfg), cfg.schedule.still_lsb, cfg.fixed.node_extra_bits) == (7, 1, 3)
+    xor_dict["schedule"]["relax"] = "jacobi"
+    assert Formats.from_config(config.parse(xor_dict)).momentum_shift == 0
+
+
+def test_graph_diameter_by_double_sweep():
+    """The diameter of a path, a cycle and a lattice (exact for all three)."""
+    from clln.formats import graph_diameter
+    path = config.Network("edges", 6, np.array([[i, i + 1] for i in range(5)]))
+    cycle = config.Network("edges", 7, np.array([[i, (i + 1) % 7] for i in range(7)]))
+    grid = config.Network("grid", 12, config._lattice(3, 4, False), 3, 4)
+    assert [graph_diameter(n) for n in (path, cycle, grid)] == [5, 3, 5]
 
 
 def test_node_extra_bits_count_for_jacobi_only(xor_dict):

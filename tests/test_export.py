@@ -4,7 +4,7 @@ import json
 
 import pytest
 from conftest import builtin_dict
-from fabric_configs import jacobi_xor_config
+from fabric_configs import jacobi_xor_config, momentum_xor_config
 
 from clln import config as config_mod
 from clln.errors import ConfigError
@@ -55,6 +55,15 @@ def test_generate_jacobi_manifest(tmp_path):
     assert (formats["box_lo_q"], formats["box_hi_q"]) == (fmt.box_lo_q, fmt.box_hi_q)
     assert formats["box_lo_q"] < 0 < formats["box_hi_q"]
     assert info["ports"]["control__moved"]["dir"] == "out"
+    assert "momentum_shift" not in formats
+
+
+def test_generate_momentum_manifest(tmp_path):
+    """A momentum fabric's manifest has its node step, its b and its extra bits."""
+    info = generate(momentum_xor_config(extra=3, shift=2), tmp_path)["info"]
+    formats = info["formats"]
+    assert (formats["relax"], formats["momentum_shift"], formats["node_extra_bits"]) == (
+        "momentum", 2, 3)
 
 
 def test_generate_streams_manifest(tmp_path):

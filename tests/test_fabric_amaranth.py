@@ -12,6 +12,8 @@ from fabric_configs import (
     driven_pair_config,
     jacobi_random_config,
     jacobi_xor_config,
+    momentum_random_config,
+    momentum_xor_config,
     narrow_config,
     saturating_config,
 )
@@ -230,6 +232,27 @@ def test_amaranth_node_extra_bits_match_model(fold, tmp_path):
     cfg = config_mod.refold(jacobi_random_config(tmp_path, still_lsb=128, extra=3), fold)
     assert Formats.from_config(cfg).node_extra_bits == 3
     got, exp, dut, moves = amaranth_run(cfg, 30, switch=12)
+    np.testing.assert_array_equal(got, exp)
+    np.testing.assert_array_equal(moves[:, 0], moves[:, 1])
+    assert set(moves[:, 1]) == {0, 1}
+
+
+@pytest.mark.parametrize("name, fold", [("paper-xor", 0), ("random-graph", 5),
+                                        ("random-graph", "serial"),
+                                        ("random-graph", "streams:3")])
+def test_amaranth_momentum_matches_model(name, fold, tmp_path):
+    """``relax = "momentum"``: every fabric keeps the velocities as the model does (seen
+    through the voltages, tick for tick: a wrong velocity moves a node one tick later;
+    the random graph has a single-ended and a differential output, whose clamped nodes
+    have no velocity),
+    with ``momentum_shift`` 1 and 3 extra bits; ``still_lsb = 128`` and 16 ticks per
+    example give moving and still ticks (the last 2 or 3 of an example are still)."""
+    base = (momentum_xor_config(still_lsb=128, shift=1) if name == "paper-xor"
+            else momentum_random_config(tmp_path, still_lsb=128, shift=1))
+    cfg = config_mod.refold(base, fold)
+    fmt = Formats.from_config(cfg)
+    assert (fmt.relax, fmt.momentum_shift, fmt.node_extra_bits) == ("momentum", 1, 3)
+    got, exp, dut, moves = amaranth_run(cfg, 24, switch=16)
     np.testing.assert_array_equal(got, exp)
     np.testing.assert_array_equal(moves[:, 0], moves[:, 1])
     assert set(moves[:, 1]) == {0, 1}

@@ -10,6 +10,8 @@ from fabric_configs import (
     jacobi_random_config,
     jacobi_xor_config,
     mismatched,
+    momentum_random_config,
+    momentum_xor_config,
     narrow_config,
     nonideal_random_config,
     random_graph_config,
@@ -204,6 +206,35 @@ def test_cocotb_jacobi_streams(sim, extra, tmp_path):
     check(res, sim, ticks, 3 * (9 * 2 + 16 + 2))
     check_moved_both_ways(res)
     assert (res["streams"], res["cycles_per_tick"]) == (3, 3)
+
+
+#: The momentum benches: ``momentum_shift`` 1 and 3 extra bits (``still_lsb`` coarse, as
+#: the extra bits' benches: runs of 100 ticks then have still ticks too).
+MOMENTUM_SHIFT, MOMENTUM_TICKS = 1, 100
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("fold, sim", [(0, "icarus"), (7, "icarus"), ("serial", "icarus"),
+                                       ("streams:3", "icarus")])
+def test_cocotb_momentum(fold, sim, tmp_path):
+    """``relax = "momentum"`` in every kind of fabric, once each (on Icarus: a Verilator
+    build takes minutes here): the parallel one, the serial one (velocity memory) and the
+    pipelined one (velocities in the ring) on the random graph (a single and a
+    differential output), the folded one on paper-xor."""
+    if fold == 7:
+        cfg = momentum_xor_config(EXTRA_STILL_LSB, EXTRA_BITS, MOMENTUM_SHIFT)
+    else:
+        cfg = momentum_random_config(tmp_path, 255 if fold == "streams:3" else EXTRA_STILL_LSB,
+                                     EXTRA_BITS, MOMENTUM_SHIFT)
+    cfg = config_mod.refold(cfg, fold)
+    fmt = Formats.from_config(cfg)
+    assert (fmt.relax, fmt.momentum_shift, fmt.node_extra_bits) == ("momentum", 1, 3)
+    res = verify(cfg, sim=sim, ticks=MOMENTUM_TICKS, build_dir=tmp_path / "build",
+                 flat=sim == "icarus")
+    streams = cfg.fabric.streams
+    check(res, sim, MOMENTUM_TICKS, streams * (cfg.network.n_nodes * 2 + cfg.network.n_edges
+                                               + len(cfg.io.outputs)))
+    check_moved_both_ways(res)
 
 
 @pytest.mark.sim

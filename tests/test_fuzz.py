@@ -36,8 +36,8 @@ SPECIAL_FLOATS = [0.0, -0.0, 1e308, -1e308, 5e-324, 1e-300, 1e300, 1e-12, 1e9, 1
                   100.0, -10.0, float("inf"), float("nan")]
 SPECIAL_INTS = [0, 1, -1, 2, 3, 255, 256, 4096, 4097, 16384, 65535, 65536, 2 ** 31, 2 ** 32,
                 2 ** 32 - 1, 2 ** 63, 2 ** 64, 10 ** 400]
-WORDS = ["xor", "paper-regression", "euler", "jacobi", "still", "fixed", "torus", "grid",
-         "edges", "../escaped", "a" * 300, "", "d.csv", "nope.csv", "é", "\x00"]
+WORDS = ["xor", "paper-regression", "euler", "jacobi", "momentum", "still", "fixed", "torus",
+         "grid", "edges", "../escaped", "a" * 300, "", "d.csv", "nope.csv", "é", "\x00"]
 
 scalars = st.one_of(
     st.booleans(), st.sampled_from(SPECIAL_INTS), st.integers(-10 ** 6, 10 ** 6),
@@ -55,7 +55,7 @@ KEYS = {
     "learning": ["eta", "alpha", "gate_init", "gate_min", "gate_max", "epochs", "seed"],
     "task": ["dataset", "mse_target"],
     "schedule": ["settle_ticks", "learn_ticks", "kappa", "relax", "settle", "still_ticks",
-                 "still_lsb"],
+                 "still_lsb", "momentum_shift"],
     "fixed": list(config.Fixed.__dataclass_fields__),
     "fabric": ["edge_units", "serial", "streams"],
     "nonideal": list(config.Nonideal.__dataclass_fields__),
@@ -167,10 +167,11 @@ BOUNDED = {("device", "vt"): (-config.VOLTS, config.VOLTS),
 
 @st.composite
 def bounded_configs(draw):
-    """paper-xor (euler or jacobi) with 1 to 3 numeric keys anywhere within their bounds,
-    their ends included."""
+    """paper-xor (euler, jacobi or momentum) with 1 to 3 numeric keys anywhere within their
+    bounds, their ends included."""
     data = copy.deepcopy(builtin_dict("paper-xor"))
-    data["schedule"].update(settle_ticks=200, relax=draw(st.sampled_from(["jacobi", "euler"])))
+    data["schedule"].update(settle_ticks=200, relax=draw(st.sampled_from(["jacobi", "euler",
+                                                                          "momentum"])))
     for section, key in draw(st.lists(st.sampled_from(sorted(BOUNDED)), min_size=1,
                                       max_size=3, unique=True)):
         lo, hi = BOUNDED[section, key]

@@ -377,5 +377,10 @@ def test_config_hash_ignores_the_fold_but_not_the_formats():
     leaky = dataclasses.replace(cfg, device=dataclasses.replace(cfg.device, gmin=2e-6))
     assert config_hash(leaky) != config_hash(cfg)
     for same in (dataclasses.replace(sch, settle="fixed", still_ticks=9),
-                 dataclasses.replace(sch, settle_ticks=7)):
+                 dataclasses.replace(sch, settle_ticks=7),
+                 dataclasses.replace(sch, momentum_shift=3)):    # jacobi: no momentum
         assert config_hash(dataclasses.replace(cfg, schedule=same)) == config_hash(cfg)
+    # momentum's beta is baked in: its shift (given, or the graph's 1) is in the hash
+    hashes = {config_hash(dataclasses.replace(cfg, schedule=dataclasses.replace(
+        sch, relax="momentum", momentum_shift=b))) for b in (0, 1, 2)}
+    assert len(hashes) == 2 and config_hash(cfg) not in hashes

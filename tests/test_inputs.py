@@ -294,7 +294,8 @@ def test_docs_state_the_bounds():
     for text in (f"2 to {config.MAX_NODES}", f"at most {config.MAX_EDGES}",
                  f"1 to {config.MAX_EXAMPLES}", f"0 to {config.MAX_EPOCHS:,}",
                  f"at most {config.MAX_SEEDS:,} at once",
-                 f"<= 2^{config.MAX_RECORDED.bit_length() - 1}", "0 to 2^32 - 1"):
+                 f"<= 2^{config.MAX_RECORDED.bit_length() - 1}", "0 to 2^32 - 1",
+                 f"1 to {config.MAX_MOMENTUM_SHIFT} (`momentum` only"):
         assert text in cfg_doc, text
     assert config.MAX_SEED == config.MAX_TICKS == 2 ** 32 - 1
     assert f"`[fabric] streams = C` (1 to {config.MAX_STREAMS})" in proto_doc

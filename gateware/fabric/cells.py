@@ -270,14 +270,22 @@ def any_moved(m, f, old, new, tag="all"):
     return out
 
 
+def uses_conductance(f):
+    """Whether the node step divides by the node's conductance (``jacobi``,
+    ``momentum``): the edges then give their ends their conductances."""
+    return f.relax in ("jacobi", "momentum")
+
+
 def conductance_shift(m, f, cond, tag):
     """``s``, the smallest shift with ``2**s >= cond`` (0 for ``cond <= 1``): the bit
-    length of ``cond - 1``, a priority encoder (a signal)."""
+    length of ``cond - 1``, a priority encoder (a signal). ``momentum`` takes half the
+    step: ``s + 1`` (a constant in the encoder, no adder)."""
     below = wire(m, Mux(cond == 0, 0, cond - 1), f"cm1_{tag}", unsigned_of(cond))
-    s = Signal(range(len(below) + 1), name=f"shift_{tag}")
-    value = 0
+    half = 1 if f.relax == "momentum" else 0
+    s = Signal(range(len(below) + 1 + half), name=f"shift_{tag}")
+    value = half
     for i in range(len(below)):
-        value = Mux(below[i], i + 1, value)
+        value = Mux(below[i], i + 1 + half, value)
     m.d.comb += s.eq(value)
     return s
 
@@ -328,11 +336,26 @@ def jacobi_span(m, f, shifted, tag):
     return dv
 
 
-def jacobi_apply(m, f, h, dh, tag):
+def momentum_decay(m, f, vel, tag):
+    """``(1 - 2**-b) M`` rounded toward zero: ``M`` less ``M / 2**b`` rounded away from
+    zero, ``(M + (2**b - 1 if M > 0 else 0)) >> b`` (``b = momentum_shift``; the shift is
+    wires, the constant a mux on the sign)."""
+    vel = Value.cast(vel)
+    b = f.momentum_shift
+    bias = Mux(above(vel, 0), (1 << b) - 1, 0)
+    return wire(m, vel - ((vel + bias) >> b), f"mdecay_{tag}", signed(f.m_bits + 1))
+
+
+def jacobi_apply(m, f, h, dh, tag, vel=None):
     """``h + dh`` kept within the box ``[box_lo << F, box_hi << F]`` (a node state of
-    :func:`node_state_shape`), and its (empty) flags."""
+    :func:`node_state_shape`), and its (empty) flags; ``momentum`` adds the decayed
+    velocity ``vel`` (:func:`momentum_decay`) to the sum."""
     F = f.node_extra_bits
     lo, hi = f.box_lo_q << F, f.box_hi_q << F
+    if f.relax == "momentum":
+        if vel is None:
+            raise ValueError("jacobi_apply: relax = momentum needs the node's velocity")
+        dh = dh + momentum_decay(m, f, vel, tag)
     total = wire(m, h + dh, f"vsum_{tag}")
     vn = Signal(node_state_shape(f), name=f"v_{tag}")
     m.d.comb += vn.eq(Mux(above(total, hi), hi, Mux(below(total, lo), lo, total)))
@@ -342,6 +365,16 @@ def jacobi_apply(m, f, h, dh, tag):
 def node_state_shape(f):
     """Shape of a node's state ``H``: ``v_bits + node_extra_bits`` signed bits."""
     return signed(f.h_bits)
+
+
+def velocity_shape(f):
+    """Shape of a node's velocity ``M`` (``momentum``): ``h_bits + 1`` signed bits."""
+    return signed(f.m_bits)
+
+
+def node_velocity(m, f, h, h_next, tag):
+    """``M' = H' - H``, the move a ``momentum`` node step made (a signal)."""
+    return wire(m, h_next - h, f"vel_{tag}", velocity_shape(f))
 
 
 def node_voltage(f, h):
@@ -540,22 +573,24 @@ def node_apply(m, f, v, dv, tag):
     return vn, sat_bits(v=s3)
 
 
-def node_step(m, f, v, acc, tag, cond=None, shift=None):
+def node_step(m, f, v, acc, tag, cond=None, shift=None, vel=None):
     """New state of a settling node: ``v + kappa * acc`` rounded and saturated
     (``euler``), or the ``jacobi`` step of its state ``H`` (``v``, with
     ``node_extra_bits``) from its conductance ``cond`` (or from the shift
-    :func:`conductance_shift` takes from it; one of them required then).
+    :func:`conductance_shift` takes from it; one of them required then); ``momentum``:
+    the half step plus the decayed velocity ``vel`` (required then; the new velocity is
+    :func:`node_velocity`).
 
     Returns
     -------
     (v_next, flags) : (Signal, Value)
         ``flags`` has the acc, dv and v bits of the saturation flags.
     """
-    if f.relax == "jacobi":
+    if uses_conductance(f):
         if cond is None and shift is None:
-            raise ValueError("node_step: relax = jacobi needs the node's conductance (cond)")
+            raise ValueError(f"node_step: relax = {f.relax} needs the node's conductance")
         dv, flags_dv = jacobi_delta(m, f, acc, cond, tag, shift)
-        vn, flags_v = jacobi_apply(m, f, v, dv, tag)
+        vn, flags_v = jacobi_apply(m, f, v, dv, tag, vel)
     else:
         dv, flags_dv = node_delta(m, f, acc, tag)
         vn, flags_v = node_apply(m, f, v, dv, tag)
@@ -590,9 +625,9 @@ class EdgeCell(wiring.Component):
         }
         if fmt.noise_mul:
             members.update(n_f=In(signed(noise_bits(fmt))), n_c=In(signed(noise_bits(fmt))))
-        #: Bits of each end's conductance (``jacobi`` only).
+        #: Bits of each end's conductance (``jacobi``, ``momentum`` only).
         self.cond_bits = edge_conductance_bits(fmt)
-        if fmt.relax == "jacobi":
+        if uses_conductance(fmt):
             members.update({f"cond_{end}_{tag}": Out(unsigned(self.cond_bits))
                             for tag in ("f", "c") for end in ("a", "b")})
         super().__init__(members)
@@ -610,7 +645,7 @@ class EdgeCell(wiring.Component):
             ua, ub = edge_ends(m, f, ov, va, vb, tag)
             ops = operands_from_ends(m, ua, ub, va, vb, tag)
             terms[tag] = edge_product(m, f, *ops, tag, self.mult_bits, gain=gain)
-            if f.relax == "jacobi":
+            if uses_conductance(f):
                 m.d.comb += [getattr(self, f"cond_a_{tag}").eq(end_conductance(f, ua, gain)),
                              getattr(self, f"cond_b_{tag}").eq(end_conductance(f, ub, gain))]
         (s_f, sat_f), (s_c, sat_c) = terms["f"], terms["c"]
@@ -638,8 +673,9 @@ class NodeCell(wiring.Component):
         Width of the exact sums of edge terms at this node.
     cond_width : int, optional
         Width of the exact sums of end conductances at this node (unsigned); with
-        ``fmt.relax == "jacobi"`` the cell has the inputs ``cond_f``, ``cond_c`` (required
-        then).
+        ``fmt.relax`` ``jacobi`` or ``momentum`` the cell has the inputs ``cond_f``,
+        ``cond_c`` (required then). ``momentum`` adds the velocities ``m_f``, ``m_c`` and
+        their next values ``m_f_next``, ``m_c_next``.
     """
 
     def __init__(self, fmt, acc_width, cond_width=None):
@@ -650,19 +686,29 @@ class NodeCell(wiring.Component):
             "acc_f": In(signed(acc_width)), "acc_c": In(signed(acc_width)),
             "v_f_next": Out(v), "v_c_next": Out(v), "flags": Out(SatFlags.size),
         }
-        if fmt.relax == "jacobi":
+        if uses_conductance(fmt):
             if cond_width is None:
-                raise ValueError("a jacobi node cell needs cond_width")
+                raise ValueError(f"a {fmt.relax} node cell needs cond_width")
             members.update(cond_f=In(unsigned(cond_width)), cond_c=In(unsigned(cond_width)))
+        if fmt.relax == "momentum":
+            vel = velocity_shape(fmt)
+            members.update(m_f=In(vel), m_c=In(vel), m_f_next=Out(vel), m_c_next=Out(vel))
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        jacobi = self.fmt.relax == "jacobi"
-        vf, flags_f = node_step(m, self.fmt, self.v_f, self.acc_f, "f",
-                                self.cond_f if jacobi else None)
-        vc, flags_c = node_step(m, self.fmt, self.v_c, self.acc_c, "c",
-                                self.cond_c if jacobi else None)
-        m.d.comb += [self.v_f_next.eq(vf), self.v_c_next.eq(vc),
-                     self.flags.eq(flags_f | flags_c)]
+        f = self.fmt
+        flags = []
+        for tag in ("f", "c"):
+            h = getattr(self, f"v_{tag}")
+            cond = getattr(self, f"cond_{tag}") if uses_conductance(f) else None
+            vel = getattr(self, f"m_{tag}") if f.relax == "momentum" else None
+            h_next, net_flags = node_step(m, f, h, getattr(self, f"acc_{tag}"), tag, cond,
+                                          vel=vel)
+            m.d.comb += getattr(self, f"v_{tag}_next").eq(h_next)
+            if vel is not None:
+                m.d.comb += getattr(self, f"m_{tag}_next").eq(node_velocity(m, f, h, h_next,
+                                                                            tag))
+            flags.append(net_flags)
+        m.d.comb += self.flags.eq(flags[0] | flags[1])
         return m

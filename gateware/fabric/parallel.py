@@ -6,7 +6,8 @@ cycle; with ``edge_units = P`` the P edge cells take turns over ``ceil(E / P)`` 
 node accumulators collect the edge terms, and the node state commits on the last cycle
 of the tick (so the bits are the same as the parallel fabric's). With ``[schedule] relax =
 "jacobi"`` the edge cells also give both ends of their edge its conductance, which the
-nodes sum (and accumulate) as they do the edge terms, for the shift-Jacobi node step.
+nodes sum (and accumulate) as they do the edge terms, for the shift-Jacobi node step;
+``relax = "momentum"`` adds a velocity register beside every settling node's state.
 """
 
 import math
@@ -37,6 +38,8 @@ from .cells import (
     node_voltage,
     noise_step,
     output_value,
+    uses_conductance,
+    velocity_shape,
 )
 from .ports import (
     TICKS_BITS,
@@ -101,7 +104,7 @@ class Fabric(wiring.Component):
     gate_read_latency = 1
 
     #: The ``[schedule] relax`` values this fabric implements.
-    RELAXATIONS = ("euler", "jacobi")
+    RELAXATIONS = ("euler", "jacobi", "momentum")
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         self.cfg = cfg
@@ -120,7 +123,7 @@ class Fabric(wiring.Component):
         degrees = net.degrees()
         degree = int(degrees.max())
         self.acc_width = fmt.term_bits + max(1, math.ceil(math.log2(degree))) + 1
-        #: Width of each node's exact sum of end conductances (``jacobi``).
+        #: Width of each node's exact sum of end conductances (``jacobi``, ``momentum``).
         self.cond_widths = [node_conductance_bits(fmt, d) for d in degrees]
         super().__init__(self._members())
 
@@ -147,13 +150,23 @@ class Fabric(wiring.Component):
     def _state(self, m):
         """The state registers, plus those of :meth:`_io_registers`: node states ``hf``,
         ``hc`` (with ``node_extra_bits``) and their voltages ``vf``, ``vc`` (the top bits,
-        the registers themselves without extra bits)."""
+        the registers themselves without extra bits); under ``momentum`` the velocities
+        ``mf``, ``mc`` of the settling nodes (None where a node is driven, or clamped in
+        the clamped network: its velocity is 0)."""
         f = self.fmt
         N, E = self.n_nodes, self.n_edges
         hf = [Signal(node_state_shape(f), name=f"vf{n}") for n in range(N)]
         hc = [Signal(node_state_shape(f), name=f"vc{n}") for n in range(N)]
+        mf, mc = [None] * N, [None] * N
+        if f.relax == "momentum":
+            driven = set(self.driven_nodes)
+            clamped = {n for out in self.cfg.io.outputs for n in out if n >= 0}
+            mf = [None if n in driven else Signal(velocity_shape(f), name=f"mf{n}")
+                  for n in range(N)]
+            mc = [None if n in driven | clamped else Signal(velocity_shape(f), name=f"mc{n}")
+                  for n in range(N)]
         return SimpleNamespace(
-            hf=hf, hc=hc, vf=[node_voltage(f, h) for h in hf],
+            hf=hf, hc=hc, mf=mf, mc=mc, vf=[node_voltage(f, h) for h in hf],
             vc=[node_voltage(f, h) for h in hc],
             g=[Signal(signed(f.g_bits), name=f"g{e}", init=int(self.gate_init[e]))
                for e in range(E)],
@@ -362,7 +375,8 @@ class Fabric(wiring.Component):
     def _node_cells(self, m, st, seq, cells, edges):
         """Node sums (this phase's signed edge terms plus the accumulators), with
         ``jacobi`` the sums of the end conductances likewise, and the node cells; a
-        driven node's next state is its drive register.
+        driven node's next state is its drive register. Under ``momentum`` the
+        velocities commit here too.
 
         Returns
         -------
@@ -370,7 +384,7 @@ class Fabric(wiring.Component):
             The next node states (``H``, with ``node_extra_bits``).
         """
         f, N = self.fmt, self.n_nodes
-        jacobi = f.relax == "jacobi"
+        jacobi = uses_conductance(f)
         driven_index = {n: i for i, n in enumerate(self.driven_nodes)}
         node_flags = []
         vf_next, vc_next = list(st.hf), list(st.hc)
@@ -388,7 +402,21 @@ class Fabric(wiring.Component):
                              cell.cond_c.eq(self._node_cond(m, seq, cells, edges, n, "c"))]
             vf_next[n], vc_next[n] = cell.v_f_next, cell.v_c_next
             node_flags.append(cell.flags)
+            if f.relax == "momentum":
+                self._velocities(m, st, seq.commit, cell, n)
         return vf_next, vc_next, node_flags
+
+    @staticmethod
+    def _velocities(m, st, commit, cell, n):
+        """``momentum``: node ``n``'s velocity registers into its node cell, and the
+        cell's new velocities into them when the tick commits (a clamped node's stays 0)."""
+        for tag, regs in (("f", st.mf), ("c", st.mc)):
+            if regs[n] is None:
+                m.d.comb += getattr(cell, f"m_{tag}").eq(0)
+                continue
+            m.d.comb += getattr(cell, f"m_{tag}").eq(regs[n])
+            with m.If(commit):
+                m.d.sync += regs[n].eq(getattr(cell, f"m_{tag}_next"))
 
     def _unit_edges(self, c):
         """``{edge: unit}`` of the edges the units work on in phase ``c``."""
@@ -407,7 +435,7 @@ class Fabric(wiring.Component):
 
     def _node_cond(self, m, seq, cells, edges, n, tag):
         """The sum of the end conductances node ``n``'s edges give it in network ``tag``
-        (``jacobi``), of the tick so far: as :meth:`_node_total`."""
+        (``jacobi``, ``momentum``), of the tick so far: as :meth:`_node_total`."""
         def phase_sum(c):
             return node_conductance(edges, n, {
                 e: (getattr(cells[u], f"cond_a_{tag}"), getattr(cells[u], f"cond_b_{tag}"))

@@ -17,7 +17,10 @@ conductance of its end of the edge (``2 u + leak_q``, from the operands), summed
 the terms; the node unit takes the jacobi step from both sums. Every node unit write is
 compared with the node's voltage at t one cycle later (``moved``, off the node unit's
 path); the last write's comparison falls in the commit cycle, with the driven nodes'. So
-the cycles of a tick are the same for both node steps.
+the cycles of a tick are the same for both node steps. ``relax = "momentum"`` adds one
+memory, the velocities at {net, node} (one word per node and network, no second half:
+only the node's own visits read it, the first of them one tick after the last write),
+read with the node state and written by the node unit beside it.
 
 Node states (``H``: the voltages with ``node_extra_bits`` more fraction bits, of which the
 edges and every other reader take the top bits; two halves: the state at t and the next
@@ -53,10 +56,13 @@ from .cells import (
     node_state,
     node_state_shape,
     node_step,
+    node_velocity,
     node_voltage,
     noise_step,
     operands_from_ends,
     overdrive,
+    uses_conductance,
+    velocity_shape,
 )
 from .parallel import Fabric
 from .ports import SAT_MASK, SatFlags
@@ -139,7 +145,7 @@ class SerialFabric(Fabric):
     """
 
     #: The ``[schedule] relax`` values this fabric implements.
-    RELAXATIONS = ("euler", "jacobi")
+    RELAXATIONS = ("euler", "jacobi", "momentum")
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         super().__init__(cfg, fmt, seed, mult_bits)
@@ -273,9 +279,11 @@ class SerialFabric(Fabric):
         node_bits = max(1, (N - 1).bit_length())
         gate_init = [int(v) for v in self.gate_init]
         x.mems = {}
-        for name, shape, depth, init in (("vf", v_shape, 2 << node_bits, []),
-                                         ("vc", v_shape, 2 << node_bits, []),
-                                         ("g", g_shape, E, gate_init)):
+        memories = [("vf", v_shape, 2 << node_bits, []), ("vc", v_shape, 2 << node_bits, []),
+                    ("g", g_shape, E, gate_init)]
+        if f.relax == "momentum":              # velocities at {net, node}
+            memories.append(("m", velocity_shape(f), 2 << node_bits, []))
+        for name, shape, depth, init in memories:
             mem = Memory(shape=shape, depth=depth, init=init)
             m.submodules[f"{name}_mem"] = mem
             wr = mem.write_port()
@@ -307,9 +315,10 @@ class SerialFabric(Fabric):
 
         Returns
         -------
-        (vn_f, vo_f, vn_c, vo_c, g_e)
+        (vn_f, vo_f, vn_c, vo_c, g_e, vel)
             The visit's node (its state H) and other end (its voltage) in both networks,
-            and the edge's gate.
+            the edge's gate and (``momentum``; else None) the node's velocity in the
+            visited network.
         """
         f, N, cur, pre = self.fmt, self.n_nodes, x.cur, x.pre
         at = SimpleNamespace(**{k: Mux(x.run, getattr(pre, k), getattr(cur, k))
@@ -334,7 +343,10 @@ class SerialFabric(Fabric):
         vo_f = node_voltage(f, node_value("vf", at.other, cur.other_driven, vd_other))
         vn_c = node_value("vc", at.node, cur.node_driven, vd_node)
         vo_c = node_voltage(f, node_value("vc", at.other, cur.other_driven, vd_other))
-        return vn_f, vo_f, vn_c, vo_c, engine_read("g", at.edge)
+        vel = None
+        if f.relax == "momentum":
+            vel = engine_read("m", Cat(at.node, Mux(x.run, pre.net, cur.net)))
+        return vn_f, vo_f, vn_c, vo_c, engine_read("g", at.edge), vel
 
     def _stage_registers(self, m, x, tag, values, results):
         """Pipeline registers (they hold while ``run`` is low): what the later stages need
@@ -352,6 +364,8 @@ class SerialFabric(Fabric):
         """The fields of a visit the pipeline registers carry (name -> shape)."""
         N, E = self.n_nodes, self.n_edges
         chip = {k: v for k, v in self._chip_fields().items() if k in ("k", "offset")}
+        if self.fmt.relax == "momentum":
+            chip["vel"] = velocity_shape(self.fmt)
         return {"plus": 1, "first": 1, "last": 1, "node": range(N), "net": 1, "term": 1,
                 "vn": node_state_shape(self.fmt), "gate": 1, "edge": range(E),
                 "g": signed(self.fmt.g_bits), "clamp": range(len(x.clamp_nodes) + 1), **chip}
@@ -361,7 +375,7 @@ class SerialFabric(Fabric):
         gate step (``jacobi``: and the conductance the edge gives the visited node, ``2 u
         + leak_q`` of the node's own end); returns the stage's registers."""
         f, cur = self.fmt, x.cur
-        hn_f, vo_f, hn_c, vo_c, g_e = self._engine_reads(m, x)
+        hn_f, vo_f, hn_c, vo_c, g_e, vel = self._engine_reads(m, x)
         hn = Signal(node_state_shape(f))            # the visited node's state H
         vo = Signal(signed(f.v_bits))
         m.d.comb += [hn.eq(Mux(cur.net, hn_c, hn_f)), vo.eq(Mux(cur.net, vo_c, vo_f))]
@@ -376,11 +390,13 @@ class SerialFabric(Fabric):
             d_f, d_c = d_f + n_f, d_c + n_c
         factors = (*operands_from_ends(m, ua, ub, va, vb, "x"), *gate_operands(m, f, d_f, d_c))
         gain = cur.k if f.has_gains else UNIT_GAIN
-        if f.relax == "jacobi":
+        if uses_conductance(f):
             x.cond_bits = end_conductance_bits(f, len(ov))
             factors += (wire(m, end_conductance(f, Mux(cur.plus, ub, ua), gain), "cond_x",
                              unsigned(x.cond_bits)),)
         chip = {k: getattr(cur, k) for k in ("k", "offset") if k in self._chip_fields()}
+        if vel is not None:
+            chip["vel"] = vel
         return self._stage_registers(m, x, "p", {
             "plus": cur.plus, "first": cur.first, "last": cur.last, "node": cur.node,
             "net": cur.net, "term": cur.term, "vn": hn, "gate": cur.gate & x.learn,
@@ -426,7 +442,7 @@ class SerialFabric(Fabric):
         r = SimpleNamespace(last=Signal(name="r_last"), node=Signal(range(N), name="r_node"),
                             net=Signal(name="r_net"), vn=Signal(v_shape, name="r_vn"),
                             clamp=Signal(range(len(x.clamp_nodes) + 1), name="r_clamp"),
-                            total=Signal(acc_shape, name="r_total"), shift=None)
+                            total=Signal(acc_shape, name="r_total"), shift=None, vel=None)
         sums = [("total", acc_shape, Mux(q.plus, q.s, -q.s))]
         if q.cond is not None:
             # a node's conductance: at most ``degree`` end conductances
@@ -450,13 +466,17 @@ class SerialFabric(Fabric):
         with m.If(x.run):
             m.d.sync += [r.last.eq(q.last), r.node.eq(q.node), r.net.eq(q.net),
                          r.vn.eq(q.vn), r.clamp.eq(q.clamp)]
+        if self.fmt.relax == "momentum":
+            r.vel = Signal.like(q.vel, name="r_vel")
+            with m.If(x.run):
+                m.d.sync += r.vel.eq(q.vel)
         return r
 
     def _node_stage(self, m, x, q, r):
         """Stage 4, node unit: after a node's last term, its new voltage (or the clamp)
         into the other half of the memory; the new gate; returns the node's flags."""
         f, E, busy, clear, bank = self.fmt, self.n_edges, x.busy, x.clear, x.bank
-        v_new, node_flags = node_step(m, f, r.vn, r.total, "x", shift=r.shift)
+        v_new, node_flags = node_step(m, f, r.vn, r.total, "x", shift=r.shift, vel=r.vel)
         clamped = select(r.clamp, {i + 1: x.clamp_values[n]
                                    for i, n in enumerate(x.clamp_nodes)})
         # what the node unit writes (into the half of the network ``r.net``), for
@@ -474,6 +494,13 @@ class SerialFabric(Fabric):
             vc_wr.data.eq(Mux(busy, 0, Mux(r.clamp != 0, clamped, v_new))),
             vc_wr.en.eq(clearing_nodes | (x.run & r.last & r.net)),
         ]
+        if f.relax == "momentum":
+            # the move made (a clamped node's velocity stays 0), beside the new state
+            _, m_wr = x.mems["m"]
+            vel = Mux(r.clamp != 0, 0, node_velocity(m, f, r.vn, v_new, "x"))
+            m.d.comb += [m_wr.addr.eq(Mux(busy, clear, Cat(r.node, r.net))),
+                         m_wr.data.eq(Mux(busy, 0, vel)),
+                         m_wr.en.eq(clearing_nodes | (x.run & r.last))]
         with m.If(x.run & r.last & ~r.net):
             with m.Switch(r.node):
                 for n in x.out_nodes:

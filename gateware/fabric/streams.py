@@ -23,6 +23,12 @@ their stream's slot to pass the state register.
 node's conductance beside the products (from the operands, which hold every end's ``u``),
 its shift beside the edge terms, the sum rounded and shifted in place of ``kappa * sum``,
 the step kept within the span and the voltage within the box in the last stage.
+``relax = "momentum"`` adds each settling node's velocity to what the ring carries (none
+for a node clamped in the clamped network: its velocity is 0); the velocity is decayed
+beside the shift of the sum (in the stage of ``kappa``) and added to the state there, so
+the last stage adds only the step (as ``jacobi``'s) and takes the new velocity from the
+same comparisons as the new state (``hi - H``, ``lo - H`` or step plus decay: a
+multiplexer, no subtraction after the box).
 ``control.moved`` is the OR over the streams of a round's ticks (ORed as they are written
 back): a round's own once ``busy`` is low after it; at a round's ``tick_done`` (the
 cycle its last tick enters the pipeline) the round before's.
@@ -38,7 +44,9 @@ from amaranth.lib.wiring import Out
 from clln.nonideal import NOISE_MEAN, noise_states
 
 from .arith import (
+    above,
     any_of,
+    below,
     const_mul,
     mux_tree,
     register,
@@ -68,6 +76,7 @@ from .cells import (
     jacobi_apply,
     jacobi_shift,
     jacobi_span,
+    momentum_decay,
     node_apply,
     node_moved,
     node_round,
@@ -80,6 +89,8 @@ from .cells import (
     noise_step,
     output_value,
     overdrive,
+    uses_conductance,
+    velocity_shape,
 )
 from .parallel import Fabric
 from .ports import SAT_MASK, SatFlags, sat_bits
@@ -161,7 +172,7 @@ class StreamFabric(Fabric):
     """
 
     #: The ``[schedule] relax`` values this fabric implements.
-    RELAXATIONS = ("euler", "jacobi")
+    RELAXATIONS = ("euler", "jacobi", "momentum")
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         self.streams = cfg.fabric.streams
@@ -193,7 +204,8 @@ class StreamFabric(Fabric):
         self._clear_and_wipe(m, ctx)
         self._issue(m, ctx)
         x = dict(zip(ctx.carry, (ctx.valid, ctx.rend, ctx.learn, ctx.state.vf, ctx.state.vc,
-                                 ctx.state.g), strict=True))
+                                 ctx.state.g) + ((ctx.state.m,) if ctx.vel_keys else ()),
+                     strict=True))
         x = self._overdrive_stage(m, ctx, x)
         x = self._operand_stage(m, ctx, x)
         x = self._product_stage(m, ctx, x)
@@ -250,6 +262,15 @@ class StreamFabric(Fabric):
             vc=[Signal(v_shape, name=f"state_vc{n}", reset_less=True) for n in range(N)],
             g=[Signal(g_shape, name=f"state_g{e}", init=int(self.stream_gate_init[0][e]),
                       reset_less=True) for e in range(E)])
+        # ``momentum``: the velocities of ``ctx.vel_keys`` travel with the slot too
+        ctx.state.m, ctx.vel_keys = [], []
+        if f.relax == "momentum":
+            clamped = {n for out in self.cfg.io.outputs for n in out if n >= 0}
+            ctx.vel_keys = [(tag, n) for tag, n in self._settling_keys()
+                            if not (tag == "c" and n in clamped)]
+            ctx.state.m = [Signal(velocity_shape(f), name=f"state_m{tag}{n}", reset_less=True)
+                           for tag, n in ctx.vel_keys]
+            ctx.carry += ("m",)
         ctx.phase = Signal(range(C), reset_less=True)   # the stream in the state register
         m.d.sync += ctx.phase.eq(_next_stream(ctx.phase, 1, C))
         return ctx
@@ -375,7 +396,7 @@ class StreamFabric(Fabric):
             "q": [split_mul(x["minus"][e], x["plus"][e], mb) for e in range(E)]}
         cl_scaled = [wire(m, clamp_scale(f, err), f"cl_scaled{k}")
                      for k, err in enumerate(x["cl_err"])]
-        if f.relax == "jacobi":
+        if uses_conductance(f):
             products["cond"] = self._conductances(m, ctx, x)
         return self._stage(m, ctx, "products", {
             **self._keep(ctx, x), **products, "vdiff_f": x["vdiff_f"],
@@ -439,7 +460,7 @@ class StreamFabric(Fabric):
                                                  round_half(f.droop_shift)) >> f.droop_shift,
                                     f"droop{e}") for e in range(E)]
         ctx.carry += ("flags", "clamp")
-        if f.relax == "jacobi":
+        if uses_conductance(f):
             # the shift of each node's jacobi step, from its conductance
             values["shift"] = [conductance_shift(m, f, cond, f"{tag}{n}") for (tag, n), cond
                                in zip(self._settling_keys(), x["cond"], strict=True)]
@@ -540,11 +561,13 @@ class StreamFabric(Fabric):
         """
         f = self.fmt
         sat, scaled = [], []
-        shifts = x["shift"] if f.relax == "jacobi" else [None] * len(ctx.acc_keys)
+        shifts = x["shift"] if uses_conductance(f) else [None] * len(ctx.acc_keys)
+        valid_of = {}
         for (tag, n), acc, valid_copy, shift in zip(ctx.acc_keys, x["acc"], x["valid_each"],
                                                     shifts, strict=True):
+            valid_of[tag, n] = valid_copy
             acc = Mux(valid_copy, acc, 0)
-            if f.relax == "jacobi":
+            if uses_conductance(f):
                 # the clip to the span (``jacobi_span``) follows in the last stage
                 sc, sat_acc = jacobi_shift(m, f, acc, shift, f"{tag}{n}")
             else:
@@ -555,9 +578,18 @@ class StreamFabric(Fabric):
                  wire(m, x["g"][e] + Mux(x["learning_each"][e], x["dg"][e], 0), f"g_sum{e}")
                  for e in range(self.n_edges)]
         kept = {k: v for k, v in self._keep(ctx, x).items() if k != "shift"}
-        return self._stage(m, ctx, "kappa", {
-            **kept, "g": g_sum, "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
-            "scaled": scaled})
+        values = {**kept, "g": g_sum, "flags": x["flags"] | any_of(x["sat"]), "sat": sat,
+                  "scaled": scaled}
+        if f.relax == "momentum":
+            # the decayed velocities, 0 in a slot with no tick (as the sums), and each
+            # added to its node's state: the last stage then adds only the step
+            states = {"f": x["vf"], "c": x["vc"]}
+            values["decay"], values["hdecay"] = [], []
+            for (tag, n), vel in zip(ctx.vel_keys, x["m"], strict=True):
+                decay = momentum_decay(m, f, Mux(valid_of[tag, n], vel, 0), f"{tag}{n}")
+                values["decay"].append(decay)
+                values["hdecay"].append(wire(m, states[tag][n] + decay, f"hdecay{tag}{n}"))
+        return self._stage(m, ctx, "kappa", values)
 
     def _step_stage(self, m, ctx, x):
         """The stream's new state: node steps rounded and applied, gates kept within their
@@ -576,7 +608,18 @@ class StreamFabric(Fabric):
             v_next["f", n] = Mux(ticking, node_state(f, drive), x["vf"][n])
             v_next["c", n] = Mux(ticking, node_state(f, drive), x["vc"][n])
             moved["f", n] = node_moved(m, f, node_voltage(f, x["vf"][n]), drive, f"f{n}")
+        vel = {}
+        if f.relax == "momentum":
+            vel = {key: (v, d, hd) for key, v, d, hd in zip(ctx.vel_keys, x["m"], x["decay"],
+                                                            x["hdecay"], strict=True)}
+        m_next = {}
         for tag, n in ctx.acc_keys:
+            if f.relax == "momentum":
+                h = v_old[tag][n]
+                v_next[tag, n], moved[tag, n], m_next[tag, n] = self._momentum_step(
+                    m, h, scaled[tag, n], *vel.get((tag, n), (None, 0, h)), ticking,
+                    f"{tag}{n}")
+                continue
             v_next[tag, n], moved[tag, n], fl = self._settling_step(
                 m, v_old[tag][n], scaled[tag, n], ticking, f"{tag}{n}")
             sat.append(fl)
@@ -586,10 +629,38 @@ class StreamFabric(Fabric):
         vf_next = [wire(m, v_next["f", n], f"vf_next{n}", v_shape) for n in range(N)]
         vc_next = [wire(m, v_next["c", n], f"vc_next{n}", v_shape) for n in range(N)]
         g_next = [wire(m, gate_clamp(f, x["g"][e]), f"g_next{e}", g_shape) for e in range(E)]
-        return self._stage(m, ctx, "steps", {
-            "valid": x["valid"], "rend": x["rend"], "flags": x["flags"] | any_of(x["sat"]),
-            "sat": sat, "vf": vf_next, "vc": vc_next, "g": g_next,
-            "moved": [moved[key] for key in sorted(moved)]})
+        values = {"valid": x["valid"], "rend": x["rend"], "flags": x["flags"] | any_of(x["sat"]),
+                  "sat": sat, "vf": vf_next, "vc": vc_next, "g": g_next,
+                  "moved": [moved[key] for key in sorted(moved)]}
+        if f.relax == "momentum":
+            values["m"] = [m_next[key] for key in ctx.vel_keys]
+        return self._stage(m, ctx, "steps", values)
+
+    def _momentum_step(self, m, h, scaled, vel, decay, hdecay, ticking, tag):
+        """A settling node's new state under ``momentum``: ``hdecay`` (its state plus its
+        decayed velocity ``decay``, from the stage of ``kappa``; ``h`` and 0 for a clamped
+        node, whose ``vel`` is None) plus its step (``scaled`` kept within the span),
+        within the box; whether it moves by more than ``still_lsb`` (the voltages
+        compared); and its new velocity, ``H' - H`` from the comparisons that give ``H'``
+        (``hi - H``, ``lo - H`` or step plus decay, an adder beside the state's), kept in a
+        slot with no tick (None for a clamped node). A slot with no tick has a step and
+        decay of 0."""
+        f = self.fmt
+        F = f.node_extra_bits
+        lo, hi = f.box_lo_q << F, f.box_hi_q << F
+        dh = jacobi_span(m, f, scaled, tag)
+        total = wire(m, hdecay + dh, f"vsum_{tag}")
+        over, under = above(total, hi), below(total, lo)
+        h_next = Signal(node_state_shape(f), name=f"v_{tag}")
+        m.d.comb += h_next.eq(Mux(over, hi, Mux(under, lo, total)))
+        if not f.box_lo_q <= 0 <= f.box_hi_q:
+            h_next = Mux(ticking, h_next, h)
+        moved = node_moved(m, f, node_voltage(f, h), node_voltage(f, h_next), tag)
+        if vel is None:
+            return h_next, moved, None
+        move = Mux(over, hi - h, Mux(under, lo - h, wire(m, decay + dh, f"mstep_{tag}")))
+        return h_next, moved, wire(m, Mux(ticking, move, vel), f"m_next_{tag}",
+                                   velocity_shape(f))
 
     def _settling_step(self, m, v, scaled, ticking, tag):
         """A settling node's new state from its ``scaled`` sum (``euler``: ``kappa *
@@ -646,6 +717,9 @@ class StreamFabric(Fabric):
         entering = replicas(m, _next_stream(ctx.phase, 2, C), "entering", E, init=1 % C)
         m.d.sync += [state.vf[n].eq(Mux(ctx.wipe_v[n], 0, x["vf"][n])) for n in range(N)]
         m.d.sync += [state.vc[n].eq(Mux(ctx.wipe_v[n], 0, x["vc"][n])) for n in range(N)]
+        if ctx.vel_keys:
+            m.d.sync += [reg.eq(Mux(ctx.wipe_v[n], 0, value)) for reg, (_, n), value
+                         in zip(state.m, ctx.vel_keys, x["m"], strict=True)]
         m.d.sync += [state.g[e].eq(Mux(ctx.wipe_g[e],
                                        mux_tree(entering[e], [int(init[e]) for init
                                                               in self.stream_gate_init]),
