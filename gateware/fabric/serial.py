@@ -208,7 +208,13 @@ class SerialFabric(Fabric):
                      clamp=x.clamp_nodes.index(v.node) + 1
                      if v.net and v.node in x.clamp_values else 0, **self._chip_row(v))
                 for v in self.schedule]
-        idle = dict.fromkeys(layout.members, 0)
+        # The drain and commit rows do nothing (no term, gate, noise step or node write);
+        # their other fields repeat the last visit's, so that a field the same in every
+        # visit (e.g. ``vt`` on a uniform chip) is a constant column, which Yosys takes
+        # out of the ROM and its register.
+        idle = dict(rows[-1], first=0, last=0, gate=0, term=0)
+        if "noise" in layout.members:
+            idle["noise"] = 0
         rows += [idle] * PIPELINE_CYCLES            # drain the pipeline, then commit
         return layout, rows
 
