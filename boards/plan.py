@@ -54,11 +54,11 @@ SYSTEM_LUT = {"ecp5": 6217 - (2312 + 2 * 507), "ice40": 5275 - 2931,
               "gowin": 6042 - (2312 + 2 * 507)}
 
 #: Block RAMs of serial training systems as built, by edges: ULX3S-85F (DP16KD) paper-xor
-#: 5, smooth-xor on 8x8, 32x32 and 64x64 tori 12, 46 and 162 (``bench/builds.json``);
+#: 5, smooth-xor on 8x8, 16x16, 32x32 and 64x64 tori 12, 15, 46 and 162 (``bench/builds.json``);
 #: iCEBreaker (SB_RAM40_4K) paper-xor 24, smooth-xor-torus8 26 (packed, did not fit); Tang Nano 9K
 #: paper-xor 5 BSRAM, 18 Kbit blocks as ECP5's, whose counts it takes. Per edge: the node
 #: memories, the gates (with their reset ROM) and a schedule row per edge end and network.
-SERIAL_BRAM = {"ecp5": ((32, 5), (128, 12), (2048, 46), (8192, 162)),
+SERIAL_BRAM = {"ecp5": ((32, 5), (128, 12), (512, 15), (2048, 46), (8192, 162)),
                "ice40": ((32, 24), (128, 26))}
 SERIAL_BRAM["gowin"] = SERIAL_BRAM["ecp5"]
 
