@@ -260,7 +260,7 @@ def main():
     print(table(rows))
     print(f"\nquasi-static: the model picks sparse from {SPARSE_MIN_FREE} free nodes "
           "(4x4: dense); dense / sparse > 1 means sparse is faster")
-    print(f"\n### The serial fabric on the boards (builds: {args.builds})\n")
+    print(f"\n### The serial fabric on the boards (builds: {os.path.relpath(args.builds)})\n")
     print(board_table(rows, clocks))
     print("\nboard per example: the fixed model's ticks per example x the serial cycles per "
           "tick / the build's clock; P: edge units sharing the visits for that time per "
