@@ -19,11 +19,12 @@ one core; every model trains on it from its initial gates.
 - boards (second table): per torus, the serial fabric's cycles per tick on it
   (``serial_cycles_per_tick``: a visit per edge end per network, four to drain and
   commit) and, for every board with a serial build of an L x L torus in ``--builds`` (a
-  JSON list of ``clln build --json`` reports; ``config_file`` names a config that is not
-  built in), that build's clock: seconds per example = the fixed model's ticks per
-  example x cycles per tick / clock, beside the quasi-static (sparse) and fixed models'
-  CPU time and the ratios board / CPU; and the edge units P a fabric would need at that
-  clock for 250 us and 1 ms per example (``edge_units_for``).
+  JSON list of ``clln build --json`` reports; ``config_file``, a path from the
+  repository's root, names a config that is not built in), that build's clock: seconds
+  per example = the fixed model's ticks per example x cycles per tick / clock, beside
+  the quasi-static (sparse) and fixed models' CPU time and the ratios board / CPU; and
+  the edge units P a fabric would need at that clock for 250 us and 1 ms per example
+  (``edge_units_for``).
 Every timed repeat runs whole epochs (at least ``--seconds`` of them); the table gives
 medians over ``--repeats``. Times are this process's CPU time (one thread): the wall time
 on an idle machine, and not stretched by other processes on a shared one.
@@ -154,7 +155,8 @@ def torus_builds(builds):
     for b in builds:
         if not b.get("serial"):
             continue
-        net = config.load(b.get("config_file", b["config"])).network
+        name = b.get("config_file")
+        net = config.load(HERE.parent / name if name else b["config"]).network
         if net.topology != "torus" or net.rows != net.cols:
             continue
         key = (b["board"], net.rows)
