@@ -1,8 +1,9 @@
-"""Time per training example against network size: the golden models on L x L tori;
-prints a markdown table and writes a PNG.
+"""Time per training example against network size: the golden models on L x L tori and
+the serial fabric on the boards built; prints two markdown tables and writes a PNG.
 
     python bench/scaling.py [--sizes 4 8 16 32 64] [--dense-max 32] [--repeats 3]
                             [--settle-cap 100000] [--png bench/scaling.png]
+                            [--builds bench/builds.json]
 
 The network is paper-xor on an L x L torus (2 L^2 edges) with its inputs, rails and
 output where paper-xor has them on the 4 x 4 torus, scaled (L = 4 is paper-xor), seed 0,
@@ -15,12 +16,22 @@ one core; every model trains on it from its initial gates.
   settle cap raised to ``--settle-cap`` so that big lattices settle; after one warm-up
   epoch (which settles from 0 V), the ticks per example (mean over the timed examples,
   settle and learn), time per tick, edge-ticks per second and time per example.
+- boards (second table): per torus, the serial fabric's cycles per tick on it
+  (``serial_cycles_per_tick``: a visit per edge end per network, four to drain and
+  commit) and, for every board with a serial build of an L x L torus in ``--builds`` (a
+  JSON list of ``clln build --json`` reports; ``config_file``, a path from the
+  repository's root, names a config that is not built in), that build's clock: seconds
+  per example = the fixed model's ticks per example x cycles per tick / clock, beside
+  the quasi-static (sparse) and fixed models' CPU time and the ratios board / CPU; and
+  the edge units P a fabric would need at that clock for 250 us and 1 ms per example
+  (``edge_units_for``).
 Every timed repeat runs whole epochs (at least ``--seconds`` of them); the table gives
 medians over ``--repeats``. Times are this process's CPU time (one thread): the wall time
 on an idle machine, and not stretched by other processes on a shared one.
 """
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -32,6 +43,7 @@ from pathlib import Path
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 from clln import config  # noqa: E402
+from clln.gateware.fabric.serial import PIPELINE_CYCLES, serial_cycles_per_tick  # noqa: E402
 from clln.sim.quasistatic import SPARSE_MIN_FREE, QuasiStaticModel  # noqa: E402
 from clln.sim.training import make_model  # noqa: E402
 
@@ -132,6 +144,60 @@ def table(rows):
     return "\n".join(out)
 
 
+#: Per-example targets of issue 16 at 32x32 on the ULX3S-85F: the target and the bar.
+TARGETS = (250e-6, 1e-3)
+
+
+def torus_builds(builds):
+    """``{(board, L): clock MHz}`` of the serial builds of L x L tori in ``builds`` (the
+    fastest clock when a board has several)."""
+    clocks = {}
+    for b in builds:
+        if not b.get("serial"):
+            continue
+        name = b.get("config_file")
+        net = config.load(HERE.parent / name if name else b["config"]).network
+        if net.topology != "torus" or net.rows != net.cols:
+            continue
+        key = (b["board"], net.rows)
+        clocks[key] = max(clocks.get(key, 0.0), float(b["clock_mhz"]))
+    return clocks
+
+
+def edge_units_for(seconds, ticks, visits, clock_hz):
+    """Edge units P for ``seconds`` per example at ``ticks`` per example: a tick of
+    ``ceil(visits / P) + PIPELINE_CYCLES`` cycles (the serial schedule's ``visits`` shared
+    by P units, one pipeline); None when even one cycle per visit-group is too slow."""
+    cycles = seconds * clock_hz / ticks - PIPELINE_CYCLES
+    return math.ceil(visits / cycles) if cycles >= 1 else None
+
+
+def board_table(rows, clocks):
+    """The markdown table of the boards' serial builds against the CPU models."""
+    head = ["torus", "edges", "serial cycles per tick", "fixed: ticks per example",
+            "quasi-static sparse", "fixed", "board (clock)", "board per example",
+            "board / quasi-static", "board / fixed", "P for 250 us", "P for 1 ms"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ticks, cpt = r["fixed"]["ticks"], r["cycles_per_tick"]
+        common = [f"{r['size']}x{r['size']}", f"{r['edges']:,}", f"{cpt:,}", f"{ticks:.0f}",
+                  _seconds(r["sparse"]), _seconds(r["fixed"]["per_example"])]
+        boards = sorted((b, mhz) for (b, size), mhz in clocks.items() if size == r["size"])
+        for board, mhz in boards or [(None, None)]:
+            if board is None:
+                out.append("| " + " | ".join(common + ["no build"] + ["-"] * 5) + " |")
+                continue
+            per_example = ticks * cpt / (mhz * 1e6)
+            units = [edge_units_for(t, ticks, cpt - PIPELINE_CYCLES, mhz * 1e6)
+                     for t in TARGETS]
+            out.append("| " + " | ".join(common + [
+                f"{board} ({mhz:.2f} MHz)", _seconds(per_example),
+                f"{per_example / r['sparse']:.3g}x",
+                f"{per_example / r['fixed']['per_example']:.3g}x",
+                *("-" if u is None else f"{u:,}" for u in units)]) + " |")
+    return "\n".join(out)
+
+
 def plot(rows, path):
     """Time per example and edge-ticks per second against edges (log-log)."""
     import matplotlib
@@ -165,6 +231,7 @@ def bench_size(size, args):
                      if size <= args.dense_max else None)}
     for name in ("fixed", "dynamic"):
         row[name] = bench_ticks(cfg, name, args.repeats, args.seconds)
+    row["cycles_per_tick"] = serial_cycles_per_tick(config.refold(cfg, "serial"))
     return row
 
 
@@ -184,7 +251,9 @@ def main():
                         help="least duration of one timed repeat (whole epochs)")
     parser.add_argument("--settle-cap", type=int, default=100_000)
     parser.add_argument("--png", type=Path, default=HERE / "scaling.png")
+    parser.add_argument("--builds", type=Path, default=HERE / "builds.json")
     args = parser.parse_args()
+    clocks = torus_builds(json.loads(args.builds.read_text()) if args.builds.exists() else [])
     rows = []
     for size in args.sizes:
         rows.append(bench_size(size, args))
@@ -193,6 +262,11 @@ def main():
     print(table(rows))
     print(f"\nquasi-static: the model picks sparse from {SPARSE_MIN_FREE} free nodes "
           "(4x4: dense); dense / sparse > 1 means sparse is faster")
+    print(f"\n### The serial fabric on the boards (builds: {os.path.relpath(args.builds)})\n")
+    print(board_table(rows, clocks))
+    print("\nboard per example: the fixed model's ticks per example x the serial cycles per "
+          "tick / the build's clock; P: edge units sharing the visits for that time per "
+          "example at that clock (ceil(visits / P) + 4 cycles a tick)")
     plot(rows, args.png)
     print(f"plot: {args.png}")
 

@@ -5,9 +5,11 @@ in minutes and meets timing (``docs/boards.md``, "Default builds"). The estimate
 measurements made in this repo (Yosys 0.70, nextpnr 0.11, the 2-core build machine):
 
 - the serial fabric's size against the number of edges, from ``bench/synthesis.py`` on
-  paper-xor and on 8 x 8 and 16 x 16 tori with its widths (:data:`SERIAL_FABRIC_LUT`);
+  paper-xor and on L x L tori with its widths (:data:`SERIAL_FABRIC_LUT`);
 - the rest of the training system (UART, framing, command handler, controller), the
   board build's total less the fabric's synthesis, for paper-xor (:data:`SYSTEM_LUT`);
+- the block RAMs of serial builds against the number of edges (:data:`SERIAL_BRAM`):
+  on the big tori it is the memories, not the logic, that run out;
 - the routed fmax and the build time of paper-xor's serial system (:data:`SERIAL_BUILD`).
 
 The faster fabrics are left to explicit flags, with the reason in the plan: the
@@ -25,21 +27,40 @@ from .catalog import TARGETS
 from .system import multiplier_blocks
 from .targets import BuildError
 
-__all__ = ["BuildPlan", "plan_build", "estimated_serial_luts"]
+__all__ = ["BuildPlan", "plan_build", "estimated_serial_luts", "estimated_serial_brams"]
 
 #: Logic of the serial fabric alone (``bench/synthesis.py CONFIG --units serial``) at
-#: paper-xor's widths, by edges: LUT4 + 2 per carry cell (ECP5 CCU2C, two slices of
-#: logic) on ECP5, LUT4 on iCE40 (carries share the logic cell).
+#: paper-xor's widths, by edges (paper-xor, and ``bench/scaling.py``'s paper-xor on 8x8,
+#: 16x16 and 32x32 tori): LUT4 + 2 per carry cell (ECP5 CCU2C, two slices of logic) on
+#: ECP5, LUT4 on iCE40 (carries share the logic cell). One edge unit and the state in
+#: block RAM: it hardly grows with the graph. On iCE40 the fabric alone even shrinks
+#: (2,931 LUT4 at 32 edges, 2,886 at 128) while the packed system grows (5,275 -> 5,337
+#: logic cells for paper-xor's widths on an 8x8 torus, ``synth_ice40 -dsp -dff`` and
+#: ``nextpnr-ice40 --pack-only``), so its 128-edge point is that system's, less
+#: :data:`SYSTEM_LUT`.
 SERIAL_FABRIC_LUT = {
-    "ecp5": ((32, 1294 + 2 * 515), (128, 2145 + 2 * 525), (512, 2392 + 2 * 528)),
-    "ice40": ((32, 2290), (128, 2832)),
+    "ecp5": ((32, 2312 + 2 * 507), (128, 2138 + 2 * 510), (512, 2124 + 2 * 513),
+             (2048, 2450 + 2 * 516)),
+    "ice40": ((32, 2931), (128, 2931 + 5337 - 5275)),
 }
 
 #: Logic of the training system besides the fabric, from paper-xor's serial builds:
-#: ULX3S-85F 6,217 TRELLIS_COMB (at 40.6 MHz), iCEBreaker 5,275 ICESTORM_LC (``-dsp -dff``), Tang
-#: Nano 9K 7,178 LUT4 + ALU, less the fabric's synthesis (Gowin: ECP5's fabric figures,
-#: as Yosys reports no Gowin synthesis of the fabric alone here).
-SYSTEM_LUT = {"ecp5": 6217 - 2324, "ice40": 5275 - 2290, "gowin": 6042 - 2324}
+#: ULX3S-85F 6,217 TRELLIS_COMB (at 40.6 MHz; 6,514 at 40 MHz in a later build: placement
+#: varies by a few per cent), iCEBreaker 5,275 ICESTORM_LC (``-dsp -dff``), Tang Nano 9K
+#: 6,042 LUT4 + ALU, less the fabric's synthesis (Gowin: ECP5's fabric figures, as Yosys
+#: reports no Gowin synthesis of the fabric alone here). Checked against the ULX3S-85F's
+#: serial builds of smooth-xor on 32x32 and 64x64 tori: 6,505 and 7,353 TRELLIS_COMB.
+SYSTEM_LUT = {"ecp5": 6217 - (2312 + 2 * 507), "ice40": 5275 - 2931,
+              "gowin": 6042 - (2312 + 2 * 507)}
+
+#: Block RAMs of serial training systems as built, by edges: ULX3S-85F (DP16KD) paper-xor
+#: 5, smooth-xor on 8x8, 16x16, 32x32 and 64x64 tori 12, 15, 46 and 162 (``bench/builds.json``);
+#: iCEBreaker (SB_RAM40_4K) paper-xor 24, smooth-xor-torus8 26 (packed, did not fit); Tang Nano 9K
+#: paper-xor 5 BSRAM, 18 Kbit blocks as ECP5's, whose counts it takes. Per edge: the node
+#: memories, the gates (with their reset ROM) and a schedule row per edge end and network.
+SERIAL_BRAM = {"ecp5": ((32, 5), (128, 12), (512, 15), (2048, 46), (8192, 162)),
+               "ice40": ((32, 24), (128, 26))}
+SERIAL_BRAM["gowin"] = SERIAL_BRAM["ecp5"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +89,8 @@ NOT_BY_DEFAULT = {
     "parallel": "the fully parallel fabric (--fabric 0) spends about 20 minutes in Yosys "
                 "for 32 edges, and its one-cycle tick has not met a board clock here",
     "folded": "a fold of P edge units (--fabric P) is larger than the serial fabric at "
-              "every P (one unit: 10,392 LUT4 on ECP5, serial 1,294) and did not route "
-              "at 4 units",
+              "every P (one unit: 10,392 LUT4 on ECP5, serial 1,294 then, 2,312 now) and "
+              "did not route at 4 units",
 }
 
 
@@ -85,6 +106,8 @@ class BuildPlan:
         :func:`clln.boards.system.build_system`'s clock policy.
     lut, dsp : int
         Estimated logic and multiplier blocks of the whole system.
+    bram : int
+        Estimated block RAMs.
     minutes : float
         Estimated build time (both builds of ``"max"``).
     reasons : list of str
@@ -95,12 +118,14 @@ class BuildPlan:
     lut: int
     dsp: int
     minutes: float
+    bram: int = 0
     reasons: list = field(default_factory=list)
 
     def as_dict(self):
         """The plan as JSON-ready values (``clln build --json``'s ``plan``)."""
         return {"fabric": self.fabric, "clock": self.clock_mhz or "oscillator",
                 "estimated_lut": self.lut, "estimated_dsp": self.dsp,
+                "estimated_bram": self.bram,
                 "estimated_minutes": self.minutes, "reasons": list(self.reasons)}
 
 
@@ -111,6 +136,13 @@ def _interpolate(points, x):
     i = next((i for i in range(1, len(points) - 1) if x <= points[i][0]), len(points) - 1)
     (x0, y0), (x1, y1) = points[i - 1], points[i]
     return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def estimated_serial_brams(cfg, family):
+    """Estimated block RAMs of ``cfg``'s serial training system on ``family`` (linear in
+    the edges between and beyond the measured builds; the node memories' depth doubles
+    at each power of two of the nodes, so it is rough between the points)."""
+    return int(math.ceil(_interpolate(SERIAL_BRAM[family], cfg.network.n_edges)))
 
 
 def estimated_serial_luts(cfg, family):
@@ -134,11 +166,14 @@ def plan_build(cfg, board):
     lut = estimated_serial_luts(serial, t.family)
     dsp = (multiplier_blocks(serial, "serial", t.mult_bits, t.split_products)
            if t.mult_bits else 0)
+    bram = estimated_serial_brams(serial, t.family)
     over = []
     if t.luts and lut > t.luts:
         over.append(f"about {lut:,} logic cells > {t.luts:,}")
     if t.dsps and dsp > t.dsps:
         over.append(f"about {dsp} multiplier blocks > {t.dsps}")
+    if t.brams and bram > t.brams:
+        over.append(f"about {bram} block RAMs > {t.brams}")
     if over:
         raise BuildError(f"{cfg.name} ({cfg.network.n_edges} edges) is estimated not to fit "
                         f"{board} even as the serial fabric: {', '.join(over)}; narrow the "
@@ -146,9 +181,9 @@ def plan_build(cfg, board):
     measured = SERIAL_BUILD[t.family]
     clock = measured.clock
     builds = 2 if clock == "max" else 1
-    reasons = [f"serial fabric: about {lut:,} of {t.luts:,} logic cells and {dsp} of "
-               f"{t.dsps} multiplier blocks, about {measured.minutes * builds:.0f} min to "
-               f"build"]
+    reasons = [f"serial fabric: about {lut:,} of {t.luts:,} logic cells, {dsp} of "
+               f"{t.dsps} multiplier blocks and {bram} of {t.brams} block RAMs, about "
+               f"{measured.minutes * builds:.0f} min to build"]
     if clock == "max":
         reasons.append(f"clock: the {t.osc_mhz:g} MHz oscillator, then once more through "
                        f"the PLL at 95% of the routed fmax (paper-xor's serial system: "
@@ -158,4 +193,5 @@ def plan_build(cfg, board):
                        f"system routes at {measured.fmax_mhz:g} MHz; a miss is rebuilt "
                        f"once at 95% of the routed fmax)")
     reasons += [f"not chosen: {why}" for why in NOT_BY_DEFAULT.values()]
-    return BuildPlan("serial", clock, lut, dsp, measured.minutes * builds, reasons)
+    return BuildPlan("serial", clock, lut, dsp, measured.minutes * builds, bram=bram,
+                     reasons=reasons)

@@ -204,15 +204,23 @@ class SerialFabric(Fabric):
         layout = data.StructLayout({
             "node": range(N), "other": range(N), "edge": range(E), "net": 1, "plus": 1,
             "first": 1, "last": 1, "gate": 1, "term": 1, "vt": signed(f.v_bits),
-            "node_driven": 1, "other_driven": 1, "clamp": range(len(x.clamp_nodes) + 1),
+            "node_driven": 1, "other_driven": 1, "node_slot": range(max(len(x.vd), 1)),
+            "other_slot": range(max(len(x.vd), 1)), "clamp": range(len(x.clamp_nodes) + 1),
             **self._chip_fields()})
         rows = [dict(v._asdict(), vt=int((f.vt_c_q if v.net else f.vt_q)[v.edge]),
                      node_driven=int(v.node in x.driven),
                      other_driven=int(v.other in x.driven),
+                     node_slot=x.driven.get(v.node, 0), other_slot=x.driven.get(v.other, 0),
                      clamp=x.clamp_nodes.index(v.node) + 1
                      if v.net and v.node in x.clamp_values else 0, **self._chip_row(v))
                 for v in self.schedule]
-        idle = dict.fromkeys(layout.members, 0)
+        # The drain and commit rows do nothing (no term, gate, noise step or node write);
+        # their other fields repeat the last visit's, so that a field the same in every
+        # visit (e.g. ``vt`` on a uniform chip) is a constant column, which Yosys takes
+        # out of the ROM and its register.
+        idle = dict(rows[-1], first=0, last=0, gate=0, term=0)
+        if "noise" in layout.members:
+            idle["noise"] = 0
         rows += [idle] * PIPELINE_CYCLES            # drain the pipeline, then commit
         return layout, rows
 
@@ -320,7 +328,7 @@ class SerialFabric(Fabric):
             the edge's gate and (``momentum``; else None) the node's velocity in the
             visited network.
         """
-        f, N, cur, pre = self.fmt, self.n_nodes, x.cur, x.pre
+        f, cur, pre = self.fmt, x.cur, x.pre
         at = SimpleNamespace(**{k: Mux(x.run, getattr(pre, k), getattr(cur, k))
                                 for k in ("node", "other", "edge")})
         read_bank = Mux(x.commit, ~x.bank, x.bank)
@@ -331,9 +339,10 @@ class SerialFabric(Fabric):
             m.d.comb += port.addr.eq(addr)
             return port.data
 
-        x.vd_by_node = [x.vd[x.driven[n]] if n in x.driven else 0 for n in range(N)]
-        vd_node = mux_tree(cur.node, x.vd_by_node)
-        vd_other = mux_tree(cur.other, x.vd_by_node)
+        # a driven end's register, by its slot (from the ROM): a multiplexer of the few
+        # driven nodes, not of all N
+        vd_node = mux_tree(cur.node_slot, x.vd)
+        vd_other = mux_tree(cur.other_slot, x.vd)
 
         def node_value(name, addr, is_driven, from_register):
             return Mux(is_driven, node_state(f, from_register),
@@ -563,10 +572,12 @@ class SerialFabric(Fabric):
         m.d.comb += [g_rd.addr.eq(self.gate.raddr), self.gate.rdata.eq(g_rd.data)]
         node_q = Signal(range(max(N, 2)))
         m.d.sync += node_q.eq(self.node_raddr)
+        # the driven node's register by its slot: comparisons with the few driven nodes
+        # rather than a multiplexer of all N
+        driven_q = wire(m, any_of([node_q == n for n in x.driven]), "rb_driven")
+        vd_q = mux_tree(select(node_q, x.driven), x.vd)
         for name, out in (("vf", self.v_free_rdata), ("vc", self.v_clamped_rdata)):
             mem, wr = x.mems[name]
             rd = mem.read_port(transparent_for=(wr,))
             m.d.comb += [rd.addr.eq(Cat(self.node_raddr, x.bank)),
-                         out.eq(Mux(select(node_q, {n: 1 for n in x.driven}),
-                                    mux_tree(node_q, x.vd_by_node),
-                                    node_voltage(self.fmt, rd.data)))]
+                         out.eq(Mux(driven_q, vd_q, node_voltage(self.fmt, rd.data)))]
