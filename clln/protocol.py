@@ -21,7 +21,7 @@ from cobs import cobs
 
 from .errors import CllnError, ConfigError
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 DELIMITER = 0x00
 #: Largest payload of a request or a reply, bytes.
 MAX_PAYLOAD = 256
@@ -311,6 +311,14 @@ def lfsr_step(state, width):
     for t in LFSR_TAPS[width]:
         fb ^= (state >> (t - 1)) & 1
     return ((state << 1) | fb) & ((1 << width) - 1)
+
+
+def lfsr_seed_state(seed, stream, width):
+    """The state a width-bit LFSR starts from for ``stream`` of a schedule ``seed``:
+    ``(seed + stream) mod 2**32``, reduced mod ``2**width - 1``, plus 1 (stream s of a
+    fabric of several networks visits the examples as a single network given the seed
+    plus s does)."""
+    return (seed + stream) % (1 << 32) % ((1 << width) - 1) + 1
 
 
 def lfsr_order(n_examples, seed, epochs):
