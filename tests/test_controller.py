@@ -270,14 +270,15 @@ def test_still_ends_the_settle_phase(tmp_path, settle, learn, still, period):
 
 
 def test_lfsr_order_model_matches_protocol(tmp_path):
-    cfg = tiny_config(tmp_path)
+    """Stream s visits the examples in the order of LFSR seed 1234 + s."""
+    cfg = tiny_config(tmp_path, "streams:3")
     model = SystemModel(cfg, max_examples=8)
     model.write_schedule(p.ScheduleParams(2, 1, 4, 5, p.Order.LFSR, 1234))
-    seen = []
-    for _ in range(3):
-        seen.append([model._select(i) for i in range(5)])
-    assert seen == p.lfsr_order(5, 1234, 3)
-    assert sorted(seen[0]) == list(range(5)) and seen[0] != list(range(5))
+    for s, stream in enumerate(model.streams):
+        seen = [[model._select(stream, i) for i in range(5)] for _ in range(3)]
+        assert seen == p.lfsr_order(5, 1234 + s, 3)
+        assert sorted(seen[0]) == list(range(5)) and seen[0] != list(range(5))
+    assert p.lfsr_order(5, 1234, 1) != p.lfsr_order(5, 1235, 1)
 
 
 def without_cycles(reply):
