@@ -67,11 +67,18 @@ def main(argv=None):
     if measured:
         row += f" {np.mean(measured):.1f} | {np.mean(measured) / mhz:.2f} |"
     print(row)
-    slowest = alone.max()
-    print(f"\nA run of independent streams ends with its slowest stream: {slowest:.1f} "
-          f"ticks per example, {slowest * C / mhz:.2f} us per example per network, "
-          f"{slowest * C / mhz / C:.2f} us per example over the {C}; joint: "
-          f"{jm * C / mhz:.2f} and {jm / mhz:.2f}.")
+    examples = cfg.learning.epochs * len(cfg.task.x)
+    print(f"\n| schedule | ticks/example (mean) | us/example per network (mean) | "
+          f"ticks/example of the slowest stream | s to train the {C} seeds | "
+          f"us/example over the {C} |")
+    print("|---|---|---|---|---|---|")
+    for name, ticks in (("joint (protocol 4)", joint), ("independent (protocol 5)", alone)):
+        # a run ends with its slowest stream
+        run_s = ticks.max() * C / (mhz * 1e6) * examples
+        print(f"| {name} | {ticks.mean():.1f} | {ticks.mean() * C / mhz:.2f} | "
+              f"{ticks.max():.1f} | {run_s:.3f} | {run_s / examples / C * 1e6:.2f} |")
+    print(f"\nTicks of the fixed-point model times {C} cycles a tick (the gateware adds its "
+          "loads and observations: bench/stream_cycles.py).")
 
 
 if __name__ == "__main__":

@@ -128,7 +128,8 @@ class Controller(wiring.Component):
         ``sched_n`` must be ``1 .. max_examples`` and ``sched_settle + sched_learn >= 1``,
         as the command handler checks; ``sched_still`` > 0 ends a settle phase after that
         many consecutive ticks without ``fabric.moved``, ``sched_settle`` being the cap;
-        a pipelined fabric reports ``moved`` a tick late, ``cfg.fabric.still_lag``),
+        the pipelined fabric's joint port reports ``moved`` a tick late,
+        ``cfg.fabric.still_lag``; its lanes, with ``stream``, do not),
         ``start`` (with ``start_epochs``, 0 = until stopped, and ``start_learn``; clears
         ``cycles``, which then counts the cycles of the run and stays when it ends),
         ``stop`` (honoured at the next tick boundary), ``clear`` (idle only: pulses

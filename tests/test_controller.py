@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 from conftest import tiny_config
 
+from clln import config as config_mod
 from clln import protocol as p
 from clln.formats import Formats
 from clln.gateware.controller import Controller
@@ -434,3 +435,16 @@ def test_handler_writes_and_reads_every_gate_of_eight_streams(tmp_path):
     assert [r[3] for r in replies] == [p.Status.OK] * 3
     np.testing.assert_array_equal(p.unpack_values(replies[1][4:]), written)
     np.testing.assert_array_equal(p.unpack_values(replies[2][4:]), written[-3:])
+
+
+def test_streams_with_read_noise_are_refused(tmp_path):
+    """A board of several streams has no per-stream noise generators: refused, naming the
+    key (one network with read noise is built)."""
+    cfg = tiny_config(tmp_path, "streams:2")
+    noisy = dataclasses.replace(cfg, nonideal=dataclasses.replace(cfg.nonideal,
+                                                                  read_noise=1e-3))
+    fmt = Formats.from_config(noisy)
+    with pytest.raises(config_mod.ConfigError, match="nonideal.read_noise"):
+        make_controller(noisy, fmt, 8)
+    one = config_mod.refold(noisy, 0)
+    assert isinstance(make_controller(one, Formats.from_config(one), 8), Controller)
