@@ -644,9 +644,11 @@ class DeviceStatus:
     Attributes
     ----------
     mode : Mode
+        The run's while any stream runs.
     epoch, example : int
+        Stream 0's (each stream runs the schedule on its own).
     ticks : int
-        Ticks of each stream since reset or RESET (the streams tick together).
+        Ticks since reset or RESET (stream 0's).
     error_sums : tuple of int
         Last epoch error sum of each stream (LSB^2, saturating at 2**64 - 1).
     saturation : int

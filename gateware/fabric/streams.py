@@ -4,8 +4,9 @@ A tick of a fully parallel fabric is one long combinational loop (node voltages 
 edge terms -> node sums -> new voltages), which no register can cut without changing
 the dynamics. ``[fabric] streams = C`` instead cuts it with ``C - 1`` pipeline registers
 and fills the pipeline with ``C`` independent networks (streams), as C-slow retiming
-does: stream ``s`` starts from the gates of seed ``learning.seed + s``, and all streams see
-the same drives, targets and learning switch. Every clock cycle one stream's tick enters
+does: stream ``s`` starts from the gates of seed ``learning.seed + s`` and has its own
+drive and target registers, whose values its slot takes along from the issue. Every
+clock cycle one stream's tick enters
 the pipeline and another's leaves it, so the fabric makes ``C`` ticks every ``C`` cycles
 at a clock about ``C`` times faster than the one-cycle tick's; each stream's bits are
 those of :class:`~.fabric.Fabric` (``docs/semantics.md``) for its seed.
@@ -23,6 +24,9 @@ their stream's slot to pass the state register.
 node's conductance beside the products (from the operands, which hold every end's ``u``),
 its shift beside the edge terms, the sum rounded and shifted in place of ``kappa * sum``,
 the step kept within the span and the voltage within the box in the last stage.
+Ticks are issued by *lanes* (``lanes[s]``, one per stream: each stream on its own
+schedule, its ``tick_done`` and ``moved`` at its tick's write-back; what the board system
+uses) or in joint rounds (``control``: one tick of every stream, the benches' port).
 ``control.moved`` is the OR over the streams of a round's ticks (ORed as they are written
 back): a round's own once ``busy`` is low after it; at a round's ``tick_done`` (the
 cycle its last tick enters the pipeline) the round before's.
@@ -128,6 +132,12 @@ class StreamFabric(Fabric):
     The members are those of :class:`~.parallel.Fabric`, for ``C`` networks (``run``,
     ``busy`` ... are ``control``'s, ``sat_flags`` ``status``'s):
 
+    - ``lanes[s]`` (``ControlSignature`` of one network): the slot of stream s ticks as it
+      passes the state register while the lane's ``run`` is high (with its ``learn``),
+      unless a joint round runs; ``tick_done`` and ``moved`` (that tick's) in the cycle
+      its new state is written back; ``busy`` from the issue until ``outputs`` (its K)
+      hold the tick's state; sample writes write stream s's registers; ``clear`` as
+      ``control.clear``.
     - ``run``/``learn``: sampled when a round begins; a round issues one tick of every
       stream, one per cycle (beginning with whichever stream's slot is at the state
       register: the streams are independent, so the order is free), and always
