@@ -138,6 +138,10 @@ def test_streams_train_like_the_fixed_point_model(relax, settle):
         assert sums[s] == int(((observed - targets) ** 2).sum()) > 0
     if settle == "still":
         assert len(set(ticks)) > 1
+    else:                       # fixed settling: what the joint schedule (protocol 4) ran
+        joint = FixedPointModel(cfg, [10, 11, 12], joint=True, lag=1)
+        train(joint, epochs)
+        np.testing.assert_array_equal(gates, joint.gates)
 
 
 def test_still_settle_phase_and_inference_pass_tick_by_tick():
