@@ -18,7 +18,7 @@ from clln.protocol import Mode
 
 from .controller import CommandSignature, Controller
 
-__all__ = ["StreamController", "make_controller", "connect_controller"]
+__all__ = ["StreamController", "make_controller", "connect_controller", "check_streams"]
 
 #: What the command handler writes, passed on to every stream's controller alike (the
 #: seed is passed on plus the stream, the output index split into stream and output).
@@ -27,10 +27,22 @@ BROADCAST = ("ds_we", "ds_example", "ds_index", "ds_data", "sched_we", "sched_se
              "start_epochs", "start_learn", "stop", "clear", "out_example")
 
 
+def check_streams(cfg):
+    """Refuse what a board of several streams does not implement: read noise (each
+    stream would need its own noise generators)."""
+    if cfg.fabric.streams > 1 and cfg.nonideal.read_noise:
+        raise ConfigError(cfg.source, "nonideal.read_noise",
+                          "read noise is not implemented for a board of several streams "
+                          "(each stream would need its own noise generators); leave out "
+                          "read_noise or [fabric] streams")
+
+
 def make_controller(cfg, fmt, max_examples):
     """The controller of ``cfg``'s fabric: a :class:`StreamController` for a fabric of
-    several streams, else a :class:`~.controller.Controller`."""
+    several streams (:func:`check_streams` first), else a
+    :class:`~.controller.Controller`."""
     if cfg.fabric.streams > 1:
+        check_streams(cfg)
         return StreamController(cfg, fmt, max_examples)
     return Controller(cfg, fmt, max_examples)
 
@@ -73,11 +85,6 @@ class StreamController(wiring.Component):
     """
 
     def __init__(self, cfg, fmt, max_examples):
-        if cfg.nonideal.read_noise:
-            raise ConfigError(cfg.source, "nonideal.read_noise",
-                              "read noise is not implemented for a board of several streams "
-                              "(each stream would need its own noise generators); leave out "
-                              "read_noise or [fabric] streams")
         self.cfg, self.fmt, self.streams = cfg, fmt, cfg.fabric.streams
         self.n_outputs = len(cfg.io.outputs)
         self.controllers = [Controller(cfg, fmt, max_examples, stream=s)

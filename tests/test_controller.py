@@ -15,7 +15,7 @@ from clln import protocol as p
 from clln.formats import Formats
 from clln.gateware.controller import Controller
 from clln.gateware.fabric import fabric_shape, make_fabric
-from clln.gateware.stream_control import connect_controller, make_controller
+from clln.gateware.stream_control import check_streams, connect_controller, make_controller
 from clln.sim.system import SystemModel
 
 
@@ -443,8 +443,7 @@ def test_streams_with_read_noise_are_refused(tmp_path):
     cfg = tiny_config(tmp_path, "streams:2")
     noisy = dataclasses.replace(cfg, nonideal=dataclasses.replace(cfg.nonideal,
                                                                   read_noise=1e-3))
-    fmt = Formats.from_config(noisy)
     with pytest.raises(config_mod.ConfigError, match="nonideal.read_noise"):
-        make_controller(noisy, fmt, 8)
-    one = config_mod.refold(noisy, 0)
-    assert isinstance(make_controller(one, Formats.from_config(one), 8), Controller)
+        make_controller(noisy, Formats.from_config(noisy), 8)
+    check_streams(config_mod.refold(noisy, 0))          # one network: built
+    check_streams(cfg)                                  # no read noise: built
