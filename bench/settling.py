@@ -16,7 +16,7 @@ Every model trains the config's full schedule (``learning.epochs``) on one core.
   every edge), two operating points per example, timed inside one ngspice run;
 - boards: the builds recorded in ``--builds`` (a JSON list of ``clln build --json``
   reports: clock, cycles per tick, streams), each at the ticks per example the fixed
-  model measured for ``jacobi``/``still`` (streams settle jointly, as in the fabric).
+  model measured for ``jacobi``/``still`` (each stream on its own, as in the fabric).
 "To train" is the time per example times ``epochs x examples`` (for one seed; a board
 of S streams trains S seeds in that time). Ratios are against the quasi-static model of
 the same run. Steady state: |V_fixed - V_quasistatic| over every node at the trained

@@ -175,8 +175,9 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None, start=N
     epochs : int
         Epochs of this run.
     seed : int
-        LFSR seed, and initial gates ``learning.initial_gates(E, seed + s)`` of stream s
-        (a device reports its number of streams in IDENTIFY).
+        LFSR seed (stream s's order: seed + s), and initial gates
+        ``learning.initial_gates(E, seed + s)`` of stream s (a device reports its number of
+        streams in IDENTIFY).
     order : {"cyclic", "lfsr"}
     progress : callable(epoch, mse) or None
         Called after each epoch of this run with stream 0's error.
@@ -259,7 +260,8 @@ def _mse_scale(cfg, fmt):
 def _load_device(dev, cfg, fmt, epochs, seed, order, start):
     """RESET the device, then write the dataset, the schedule and ``start``'s gates.
 
-    The LFSR is reloaded from ``seed``: every epoch visits the examples in one order (one
+    The LFSR is reloaded from ``seed`` (stream s's from seed + s): every epoch visits the
+    examples in one order (one
     pass of the LFSR's cycle over the states of examples), so it goes on as after any
     number of epochs."""
     from . import protocol as p

@@ -22,7 +22,7 @@ from cobs import cobs
 from .errors import CllnError, ConfigError
 from .formats import momentum_shift
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 DELIMITER = 0x00
 #: Largest payload of a request or a reply, bytes.
 MAX_PAYLOAD = 256
@@ -312,6 +312,14 @@ def lfsr_step(state, width):
     for t in LFSR_TAPS[width]:
         fb ^= (state >> (t - 1)) & 1
     return ((state << 1) | fb) & ((1 << width) - 1)
+
+
+def lfsr_seed_state(seed, stream, width):
+    """The state a width-bit LFSR starts from for ``stream`` of a schedule ``seed``:
+    ``(seed + stream) mod 2**32``, reduced mod ``2**width - 1``, plus 1 (stream s of a
+    fabric of several networks visits the examples as a single network given the seed
+    plus s does)."""
+    return (seed + stream) % (1 << 32) % ((1 << width) - 1) + 1
 
 
 def lfsr_order(n_examples, seed, epochs):
@@ -640,9 +648,11 @@ class DeviceStatus:
     Attributes
     ----------
     mode : Mode
+        The run's while any stream runs.
     epoch, example : int
+        Stream 0's (each stream runs the schedule on its own).
     ticks : int
-        Ticks of each stream since reset or RESET (the streams tick together).
+        Ticks since reset or RESET (stream 0's).
     error_sums : tuple of int
         Last epoch error sum of each stream (LSB^2, saturating at 2**64 - 1).
     saturation : int

@@ -105,6 +105,11 @@ class Controller(wiring.Component):
     fmt : clln.formats.Formats
     max_examples : int
         Rows of the dataset memory (and of the outputs memory).
+    stream : int, optional
+        Make it the controller of stream ``stream`` alone of a pipelined fabric (its lane,
+        :class:`~.stream_control.StreamController`): one network's outputs and error sum,
+        the LFSR reset from ``learning.seed + stream``, and ``moved`` with no lag (a lane
+        reports it with its tick's write-back).
 
     Attributes
     ----------
@@ -123,7 +128,8 @@ class Controller(wiring.Component):
         ``sched_n`` must be ``1 .. max_examples`` and ``sched_settle + sched_learn >= 1``,
         as the command handler checks; ``sched_still`` > 0 ends a settle phase after that
         many consecutive ticks without ``fabric.moved``, ``sched_settle`` being the cap;
-        a pipelined fabric reports ``moved`` a tick late, ``cfg.fabric.still_lag``),
+        the pipelined fabric's joint port reports ``moved`` a tick late,
+        ``cfg.fabric.still_lag``; its lanes, with ``stream``, do not),
         ``start`` (with ``start_epochs``, 0 = until stopped, and ``start_learn``; clears
         ``cycles``, which then counts the cycles of the run and stays when it ends),
         ``stop`` (honoured at the next tick boundary), ``clear`` (idle only: pulses
@@ -137,13 +143,15 @@ class Controller(wiring.Component):
     the config's schedule.
     """
 
-    def __init__(self, cfg, fmt, max_examples):
+    def __init__(self, cfg, fmt, max_examples, stream=None):
         self.cfg, self.fmt = cfg, fmt
         self.max_examples = max_examples
         self.n_inputs = len(cfg.io.inputs)
         self.n_outputs = len(cfg.io.outputs)
         self.n_driven = len(cfg.driven_nodes())
-        self.streams = cfg.fabric.streams
+        self.streams = cfg.fabric.streams if stream is None else 1
+        self.seed_offset = stream or 0
+        self.still_lag = cfg.fabric.still_lag if stream is None else 0
         self.row = self.n_inputs + self.n_outputs
         self.row_stride = _pow2(self.row)
         self.out_stride = _pow2(self.streams * self.n_outputs)
@@ -241,7 +249,7 @@ class Controller(wiring.Component):
         s.widths = lfsr_widths(self.max_examples)
         s.wmax = s.widths[-1]
         w0 = max(2, self.default_n.bit_length())
-        seed0 = cfg.learning.seed
+        seed0 = (cfg.learning.seed + self.seed_offset) % (1 << 32)
         s.lfsr = Signal(s.wmax, init=seed0 % ((1 << w0) - 1) + 1, name="lfsr")
         # seed reduction: rem = seed mod (2^w - 1) by restoring division, kept for RESET
         s.rem = Signal(s.wmax, init=seed0 % ((1 << w0) - 1), name="rem")
@@ -315,8 +323,7 @@ class Controller(wiring.Component):
         # ``fabric.moved`` as it is about this phase's ticks: with a lag of 1 (pipelined
         # fabric), at the phase's first tick_done it is about the tick before the phase
         s.moved = Signal(name="moved")
-        lag = self.cfg.fabric.still_lag
-        m.d.comb += s.moved.eq(self.fabric.moved | (s.fresh if lag else 0))
+        m.d.comb += s.moved.eq(self.fabric.moved | (s.fresh if self.still_lag else 0))
         s.phase_end = Signal(name="phase_end")          # this tick ends the phase's count
         # this tick completes ``still`` quiet ticks: it ends a settle phase before its cap
         s.still_end = Signal(name="still_end")

@@ -10,10 +10,10 @@ from amaranth.lib.wiring import In, Out
 from clln import protocol as p
 from clln.formats import Formats
 
-from .controller import Controller
 from .fabric import make_fabric
 from .handler import CommandHandler
 from .link import HostLink
+from .stream_control import connect_controller, make_controller
 
 
 class System(wiring.Component):
@@ -66,7 +66,7 @@ class System(wiring.Component):
         m = Module()
         m.submodules.fabric = fab = make_fabric(self.cfg, self.fmt, seed=self.seed,
                                                 mult_bits=self.mult_bits)
-        m.submodules.ctrl = ctrl = Controller(self.cfg, self.fmt, self.max_examples)
+        m.submodules.ctrl = ctrl = make_controller(self.cfg, self.fmt, self.max_examples)
         m.submodules.handler = hnd = CommandHandler(
             self.identity, ctrl.command_signature, fab.gate.signature.flip(),
             fab.gate_read_latency)
@@ -74,7 +74,7 @@ class System(wiring.Component):
         wiring.connect(m, link.requests, hnd.i)
         wiring.connect(m, hnd.o, link.replies)
         wiring.connect(m, hnd.ctrl, ctrl.command)
-        wiring.connect(m, ctrl.fabric, fab.control)
+        connect_controller(m, ctrl, fab)
         wiring.connect(m, hnd.gates, fab.gate)
         wiring.connect(m, fab.status, hnd.fabric_status)
         m.d.comb += [link.rx.eq(self.rx), self.tx.eq(link.tx)]

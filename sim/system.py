@@ -6,9 +6,13 @@ keeps the controller's state: dataset, schedule, LFSR, error sums, recorded outp
 and a :class:`~clln.sim.fixed.FixedPointModel` for the fabric. It imports no gateware.
 
 Streams: a fabric built with ``[fabric] streams = C`` holds C networks, one per seed
-``seed .. seed + C - 1``, which share the dataset, the schedule and the drive and
-target registers and differ only by their gates. The model runs them as the C seeds of
-one :class:`~clln.sim.fixed.FixedPointModel`; gates and recorded outputs are stream-major.
+``seed .. seed + C - 1``, which share the dataset and the schedule and run it each on
+its own: stream s has its own drive and target registers, example order (the LFSR
+reloaded from the schedule's seed plus s), settle phases, learn ticks, observations and
+error sums, so that it is, bit for bit, the single-network system of seed ``seed + s``
+given the schedule seed plus s. A run ends when every stream has run its epochs. The
+model runs each stream as its own :class:`TwinModel`; gates and recorded outputs are
+stream-major.
 
 Node state: the fabric has no node write port, so nothing ever restores node voltages.
 Every pass (training or inference) starts from the node state the previous pass left,
@@ -33,14 +37,14 @@ U64 = (1 << 64) - 1
 
 
 class TwinModel(FixedPointModel):
-    """:class:`FixedPointModel` whose drive and target come from registers shared by all
-    its seeds (the streams of the fabric).
+    """:class:`FixedPointModel` of one network (one stream of the fabric) whose drive and
+    target come from its registers.
 
     Parameters
     ----------
     cfg : clln.config.Config
-    seeds : sequence of int
-        One network (stream) per seed.
+    seed : int
+        Seed of the network's initial gates.
 
     Attributes
     ----------
@@ -49,8 +53,8 @@ class TwinModel(FixedPointModel):
     target : ndarray of int64 (outputs,)
     """
 
-    def __init__(self, cfg, seeds):
-        super().__init__(cfg, seeds)
+    def __init__(self, cfg, seed):
+        super().__init__(cfg, [seed])
         fmt = self.formats
         self.drive = np.zeros(self.problem.n_nodes, np.int64)
         for node, volts in cfg.io.rails:
@@ -58,20 +62,28 @@ class TwinModel(FixedPointModel):
         self.target = np.zeros(len(cfg.io.outputs), np.int64)
 
     def _kernel(self, n_ticks, example, learn, still_ticks, used):
-        # the streams settle together: the fabric stops when every stream is still (as it
-        # knows it, ``still_lag`` ticks late)
         pr = self.problem
         run_ticks(self.h_free, self.h_clamped, self.m_free, self.m_clamped, self.gates, n_ticks,
                   learn, pr.edge_a, pr.edge_b, self.edges, pr.driven, self.drive, pr.out_plus,
-                  pr.out_minus, self.target, self.constants, self.flags, still_ticks, True,
-                  self.cfg.fabric.still_lag, used)
+                  pr.out_minus, self.target, self.constants, self.flags, still_ticks, False, 0,
+                  used)
 
     def outputs_q(self):
         """Free outputs in voltage LSBs (``VF[p]`` or ``VF[p] - VF[m]``), int64
-        (seeds, outputs)."""
-        pr, vf = self.problem, self.v_free
-        minus = np.where(pr.out_minus >= 0, vf[:, np.maximum(pr.out_minus, 0)], 0)
-        return vf[:, pr.out_plus] - minus
+        (outputs,)."""
+        pr, vf = self.problem, self.v_free[0]
+        minus = np.where(pr.out_minus >= 0, vf[np.maximum(pr.out_minus, 0)], 0)
+        return vf[pr.out_plus] - minus
+
+
+class _Stream:
+    """The controller state of one stream: its network, LFSR, example and epoch."""
+
+    def __init__(self, cfg, seed, offset):
+        self.twin = TwinModel(cfg, seed)
+        self.offset = offset                # the LFSR's seed is the schedule's plus this
+        self.lfsr = self.lfsr_width = 0
+        self.example = self.epoch = self.error_sum = 0
 
 
 class SystemModel:
@@ -103,8 +115,8 @@ class SystemModel:
         self.max_examples = max_examples or p.default_max_examples(cfg)
         self.build_seed = cfg.learning.seed if seed is None else seed
         self.seeds = [self.build_seed + s for s in range(cfg.fabric.streams)]
-        self.twin = TwinModel(cfg, self.seeds)
-        fmt = self.fmt = self.twin.formats
+        self.streams = [_Stream(cfg, sd, s) for s, sd in enumerate(self.seeds)]
+        fmt = self.fmt = self.streams[0].twin.formats
         self.identity = p.Identity.from_config(cfg, fmt, self.max_examples, clock_hz)
         self.n_inputs, self.n_outputs = len(cfg.io.inputs), len(cfg.io.outputs)
         self.inputs = list(cfg.io.inputs)
@@ -115,22 +127,48 @@ class SystemModel:
         self.schedule = p.ScheduleParams.from_config(cfg, n)
         self._reload_lfsr()
         self.outputs = np.zeros((self.max_examples, self.identity.n_output_values), np.int64)
-        self.mode, self.epoch, self.example = Mode.IDLE, 0, 0
-        self.error_sums = [0] * len(self.seeds)
+        self.mode = Mode.IDLE
         self._rx = bytearray()
+
+    @property
+    def twin(self):
+        """Stream 0's network (:class:`TwinModel`), the one READ_STATUS' ticks count."""
+        return self.streams[0].twin
+
+    @property
+    def twins(self):
+        """Every stream's network, in stream order."""
+        return [st.twin for st in self.streams]
+
+    @property
+    def epoch(self):
+        """Epochs stream 0 completed in the current or last run."""
+        return self.streams[0].epoch
+
+    @property
+    def example(self):
+        """The example stream 0 presents (or presented last)."""
+        return self.streams[0].example
+
+    @property
+    def error_sums(self):
+        """Last epoch error sum of each stream."""
+        return [st.error_sum for st in self.streams]
 
     # -- controller ---------------------------------------------------------------------
     def _reload_lfsr(self):
+        """Stream s's LFSR from ``(seed + s) mod 2**32`` (``protocol.lfsr_seed_state``)."""
         n = self.schedule.n_examples
-        self.lfsr_width = max(2, n.bit_length())
-        self.lfsr = self.schedule.seed % ((1 << self.lfsr_width) - 1) + 1
+        for st in self.streams:
+            st.lfsr_width = max(2, n.bit_length())
+            st.lfsr = p.lfsr_seed_state(self.schedule.seed, st.offset, st.lfsr_width)
 
-    def _select(self, ex_count):
+    def _select(self, st, ex_count):
         if self.schedule.order == Order.CYCLIC:
             return ex_count
         while True:
-            cur = self.lfsr
-            self.lfsr = p.lfsr_step(cur, self.lfsr_width)
+            cur = st.lfsr
+            st.lfsr = p.lfsr_step(cur, st.lfsr_width)
             if cur <= self.schedule.n_examples:
                 return cur - 1
 
@@ -140,69 +178,70 @@ class SystemModel:
         self.dataset[first:first + len(rows)] = rows
 
     def write_schedule(self, params):
-        """Latch a :class:`~clln.host.protocol.ScheduleParams` and reload the LFSR."""
+        """Latch a :class:`~clln.host.protocol.ScheduleParams` and reload the LFSRs."""
         self.schedule = params
         self._reload_lfsr()
 
     def run(self, epochs, learn):
-        """Run ``epochs`` epochs (training if ``learn``, else inference) to completion.
+        """Run ``epochs`` epochs (training if ``learn``, else inference) to completion, every
+        stream on its own (the run ends when the last stream has run its epochs).
 
-        Each example: the settle phase with learning off (``settle_ticks`` ticks, or with
-        the schedule's ``still_ticks > 0`` until that many consecutive ticks moved no node
-        of any stream, at most ``settle_ticks``), then ``learn_ticks`` ticks with learning
-        on (training) or off (inference). Training observes the outputs at the end of the
-        settle phase (at the end of the example without settle ticks), inference at the
-        end of the example.
+        Each example of a stream: the settle phase with learning off (``settle_ticks``
+        ticks, or with the schedule's ``still_ticks > 0`` until that many consecutive ticks
+        moved no node of that stream, at most ``settle_ticks``), then ``learn_ticks`` ticks
+        with learning on (training) or off (inference). Training observes the outputs at
+        the end of the settle phase (at the end of the example without settle ticks),
+        inference at the end of the example.
 
         ``epochs = 0`` (until stopped) cannot be modelled: the model only enters the mode
         (and answers BUSY) until :meth:`stop`.
         """
         self.mode = Mode.TRAINING if learn else Mode.EVALUATING
-        self.epoch = 0
+        for st in self.streams:
+            st.epoch = 0
         if epochs == 0:
             return
-        sch, tw = self.schedule, self.twin
-        n_in = self.n_inputs
-        for _ in range(epochs):
-            err = [0] * len(self.seeds)
-            for ex_count in range(sch.n_examples):
-                ex = self.example = self._select(ex_count)
-                row = self.dataset[ex]
-                tw.drive[self.inputs] = row[:n_in]
-                tw.target[:] = row[n_in:]
-                # training observes after settling, evaluation after the whole example
-                tw.run(sch.settle_ticks, 0, False, still_ticks=sch.still_ticks)
-                if sch.settle_ticks and learn:
-                    err = self._observe(ex, err)
-                tw.run(sch.learn_ticks, 0, learn)
-                if not (sch.settle_ticks and learn):
-                    err = self._observe(ex, err)
-            self.error_sums = err
-            self.epoch += 1
+        for s, st in enumerate(self.streams):
+            for _ in range(epochs):
+                self._epoch(s, st, learn)
         self.mode = Mode.IDLE
 
-    def _observe(self, ex, err):
-        """Record example ``ex``'s outputs; return the error sums ``err`` (one per stream)
-        with its squared errors added."""
-        out = self.twin.outputs_q()
-        self.outputs[ex] = out.ravel()
-        target = self.twin.target.tolist()
-        sums = []
-        for e, row in zip(err, out.tolist(), strict=True):
-            for o, t in zip(row, target, strict=True):
-                e = min(e + (o - t) ** 2, U64)
-            sums.append(e)
-        return sums
+    def _epoch(self, s, st, learn):
+        """One epoch of stream ``s`` (state ``st``)."""
+        sch, tw, n_in = self.schedule, st.twin, self.n_inputs
+        err = 0
+        for ex_count in range(sch.n_examples):
+            ex = st.example = self._select(st, ex_count)
+            row = self.dataset[ex]
+            tw.drive[self.inputs] = row[:n_in]
+            tw.target[:] = row[n_in:]
+            # training observes after settling, evaluation after the whole example
+            tw.run(sch.settle_ticks, 0, False, still_ticks=sch.still_ticks)
+            if sch.settle_ticks and learn:
+                err = self._observe(s, ex, err)
+            tw.run(sch.learn_ticks, 0, learn)
+            if not (sch.settle_ticks and learn):
+                err = self._observe(s, ex, err)
+        st.error_sum = err
+        st.epoch += 1
+
+    def _observe(self, s, ex, err):
+        """Record stream ``s``'s outputs of example ``ex``; return its error sum ``err``
+        with their squared errors added."""
+        tw, K = self.streams[s].twin, self.n_outputs
+        out = tw.outputs_q()
+        self.outputs[ex, s * K:(s + 1) * K] = out
+        for o, t in zip(out.tolist(), tw.target.tolist(), strict=True):
+            err = min(err + (o - t) ** 2, U64)
+        return err
 
     def stop(self):
         self.mode = Mode.IDLE
 
     def reset(self):
-        """RESET: a new fabric (bitstream's gates, nodes 0), counters and outputs cleared,
-        LFSR reloaded."""
-        self.twin = TwinModel(self.cfg, self.seeds)
-        self.epoch, self.example = 0, 0
-        self.error_sums = [0] * len(self.seeds)
+        """RESET: new networks (bitstream's gates, nodes 0), counters and outputs cleared,
+        LFSRs reloaded."""
+        self.streams = [_Stream(self.cfg, sd, s) for s, sd in enumerate(self.seeds)]
         self.outputs[:] = 0
         self._reload_lfsr()
 
@@ -214,13 +253,23 @@ class SystemModel:
     def gates(self):
         """Gates (gate LSBs) of all streams, int64 (streams * edges,), index
         ``s * n_edges + e``."""
-        return self.twin.gates.ravel()
+        return np.concatenate([tw.gates[0] for tw in self.twins])
+
+    def write_gates(self, first, gates):
+        """Gates ``first ..`` of the stream-major table (gate LSBs)."""
+        table = self.gates
+        table[first:first + len(gates)] = gates
+        E = self.twin.gates.shape[1]
+        for s, tw in enumerate(self.twins):
+            tw.gates[0] = table[s * E:(s + 1) * E]
 
     def status(self):
         """The :class:`~clln.host.protocol.DeviceStatus` READ_STATUS reports (with
-        ``cycles`` 0: the model counts no clock cycles)."""
+        ``cycles`` 0: the model counts no clock cycles): stream 0's epoch, example and
+        ticks, every stream's error sum, the OR of their flags."""
+        flags = int(np.bitwise_or.reduce([int(tw.flags[0]) for tw in self.twins]))
         return p.DeviceStatus(self.mode, self.epoch, self.example, self.twin.ticks,
-                              tuple(self.error_sums), int(np.bitwise_or.reduce(self.twin.flags)))
+                              tuple(self.error_sums), flags)
 
     # -- command handler ----------------------------------------------------------------
     def respond(self, data):
@@ -295,7 +344,7 @@ class SystemModel:
         if cmd == Command.WRITE_GATES:
             first, gates = p.unpack_write_gates(payload, ident)
             idle()
-            self.twin.gates.flat[first:first + len(gates)] = gates
+            self.write_gates(first, gates)
             return b""
         if cmd == Command.READ_GATES:
             first, count = p.unpack_range(payload, ident.n_gates, cmd)

@@ -363,11 +363,11 @@ def test_run_resumed_in_lfsr_order(short_xor, tmp_path, monkeypatch, capsys):
     cfg = config_mod.load(short_xor)
     ref = SystemModel(cfg, seed=3)                  # RESET: nodes 0; the checkpoint's gates
     ref.write_schedule(p.ScheduleParams.from_config(cfg, 4, p.Order.LFSR, 3))
-    ref.twin.gates[:] = gates
+    ref.write_gates(0, gates.ravel())
     ref.run(3, True)
     assert p.lfsr_order(4, 3, 1)[0] != [0, 1, 2, 3]          # not the cyclic order
     assert [s["gates_final"] for s in resumed["streams"]] == ref.fmt.g_to_volts(
-        ref.twin.gates).tolist()
+        ref.gates.reshape(len(gates), -1)).tolist()
     err = "--order: cyclic differs from the checkpoint"
     with pytest.raises(config_mod.ConfigError, match=err):
         board_cli(["run", short_xor, "--sim", "--resume", lfsr, "--order", "cyclic"])

@@ -10,10 +10,12 @@ from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 from conftest import tiny_config
 
+from clln import config as config_mod
 from clln import protocol as p
 from clln.formats import Formats
 from clln.gateware.controller import Controller
 from clln.gateware.fabric import fabric_shape, make_fabric
+from clln.gateware.stream_control import check_streams, connect_controller, make_controller
 from clln.sim.system import SystemModel
 
 
@@ -22,10 +24,10 @@ class Harness:
 
     def __init__(self, cfg, max_examples=8):
         self.fabric = make_fabric(cfg)
-        self.ctrl = Controller(cfg, self.fabric.fmt, max_examples)
+        self.ctrl = make_controller(cfg, self.fabric.fmt, max_examples)
         m = self.m = Module()
         m.submodules.fabric, m.submodules.ctrl = fab, ctrl = self.fabric, self.ctrl
-        wiring.connect(m, ctrl.fabric, fab.control)
+        connect_controller(m, ctrl, fab)
 
 
 def run_harness(h, script):
@@ -152,6 +154,9 @@ def test_controller_matches_model(tmp_path, units, order, settle, learn, k, stil
     assert tr["flags"] == int(np.bitwise_or.reduce(model.twin.flags))
     if still:       # some settle phases ended early, not all
         assert 3 * 7 * (3 + learn) < model.twin.ticks < 3 * 7 * (settle + learn)
+        # each stream on its own schedule: they settled for different numbers of ticks
+        ticks = [tw.ticks for tw in model.twins]
+        assert len(set(ticks)) == len(ticks)
     else:
         assert model.twin.ticks == 3 * 7 * (settle + learn)
     # the cycle counter counted the cycles of the run: a tick takes cycles_per_tick
@@ -266,14 +271,15 @@ def test_still_ends_the_settle_phase(tmp_path, settle, learn, still, period):
 
 
 def test_lfsr_order_model_matches_protocol(tmp_path):
-    cfg = tiny_config(tmp_path)
+    """Stream s visits the examples in the order of LFSR seed 1234 + s."""
+    cfg = tiny_config(tmp_path, "streams:3")
     model = SystemModel(cfg, max_examples=8)
     model.write_schedule(p.ScheduleParams(2, 1, 4, 5, p.Order.LFSR, 1234))
-    seen = []
-    for _ in range(3):
-        seen.append([model._select(i) for i in range(5)])
-    assert seen == p.lfsr_order(5, 1234, 3)
-    assert sorted(seen[0]) == list(range(5)) and seen[0] != list(range(5))
+    for s, stream in enumerate(model.streams):
+        seen = [[model._select(stream, i) for i in range(5)] for _ in range(3)]
+        assert seen == p.lfsr_order(5, 1234 + s, 3)
+        assert sorted(seen[0]) == list(range(5)) and seen[0] != list(range(5))
+    assert p.lfsr_order(5, 1234, 1) != p.lfsr_order(5, 1235, 1)
 
 
 def without_cycles(reply):
@@ -429,3 +435,15 @@ def test_handler_writes_and_reads_every_gate_of_eight_streams(tmp_path):
     assert [r[3] for r in replies] == [p.Status.OK] * 3
     np.testing.assert_array_equal(p.unpack_values(replies[1][4:]), written)
     np.testing.assert_array_equal(p.unpack_values(replies[2][4:]), written[-3:])
+
+
+def test_streams_with_read_noise_are_refused(tmp_path):
+    """A board of several streams has no per-stream noise generators: refused, naming the
+    key (one network with read noise is built)."""
+    cfg = tiny_config(tmp_path, "streams:2")
+    noisy = dataclasses.replace(cfg, nonideal=dataclasses.replace(cfg.nonideal,
+                                                                  read_noise=1e-3))
+    with pytest.raises(config_mod.ConfigError, match="nonideal.read_noise"):
+        make_controller(noisy, Formats.from_config(noisy), 8)
+    check_streams(config_mod.refold(noisy, 0))          # one network: built
+    check_streams(cfg)                                  # no read noise: built

@@ -178,7 +178,7 @@ def test_payload_layouts_and_range_checks():
 def test_identity_and_status_with_streams(streams):
     ident = identity(streams, clock_hz=57.24e6)
     payload = ident.pack()
-    assert len(payload) == 30 and payload[25] == streams and payload[0] == p.PROTOCOL_VERSION == 4
+    assert len(payload) == 30 and payload[25] == streams and payload[0] == p.PROTOCOL_VERSION == 5
     assert payload[26:] == (57_240_000).to_bytes(4, "big") and ident.clock_hz == 57_240_000
     assert p.Identity.unpack(payload) == ident and ident.streams == streams
     assert (ident.n_edges, ident.n_gates) == (32, 32 * streams)

@@ -146,6 +146,9 @@ def test_driver_over_simulated_uart_matches_golden_model(board, order, seed, sti
     ticks = got["status"][1].ticks
     if still:           # settle phases ended early (2 x 2 epochs of 6 examples)
         assert 2 * 2 * 6 * (still + LEARN) < ticks < 2 * 2 * 6 * (STILL_CAP + LEARN)
+        # streams on their own schedules: each settled for its own number of ticks
+        per_stream = [tw.ticks for tw in model.twins]
+        assert len(set(per_stream)) == len(per_stream)
     else:
         assert ticks == 2 * 2 * 6 * (SETTLE + LEARN)
     assert got["status"][0].error_sum > 0

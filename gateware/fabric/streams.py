@@ -4,8 +4,9 @@ A tick of a fully parallel fabric is one long combinational loop (node voltages 
 edge terms -> node sums -> new voltages), which no register can cut without changing
 the dynamics. ``[fabric] streams = C`` instead cuts it with ``C - 1`` pipeline registers
 and fills the pipeline with ``C`` independent networks (streams), as C-slow retiming
-does: stream ``s`` starts from the gates of seed ``learning.seed + s``, and all streams see
-the same drives, targets and learning switch. Every clock cycle one stream's tick enters
+does: stream ``s`` starts from the gates of seed ``learning.seed + s`` and has its own
+drive and target registers, whose values its slot takes along from the issue. Every
+clock cycle one stream's tick enters
 the pipeline and another's leaves it, so the fabric makes ``C`` ticks every ``C`` cycles
 at a clock about ``C`` times faster than the one-cycle tick's; each stream's bits are
 those of :class:`~.fabric.Fabric` (``docs/semantics.md``) for its seed.
@@ -29,6 +30,9 @@ beside the shift of the sum (in the stage of ``kappa``) and added to the state t
 the last stage adds only the step (as ``jacobi``'s) and takes the new velocity from the
 same comparisons as the new state (``hi - H``, ``lo - H`` or step plus decay: a
 multiplexer, no subtraction after the box).
+Ticks are issued by *lanes* (``lanes[s]``, one per stream: each stream on its own
+schedule, its ``tick_done`` and ``moved`` at its tick's write-back; what the board system
+uses) or in joint rounds (``control``: one tick of every stream, the benches' port).
 ``control.moved`` is the OR over the streams of a round's ticks (ORed as they are written
 back): a round's own once ``busy`` is low after it; at a round's ``tick_done`` (the
 cycle its last tick enters the pipeline) the round before's.
@@ -39,7 +43,7 @@ from types import SimpleNamespace
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from clln.nonideal import NOISE_MEAN, noise_states
 
@@ -93,7 +97,7 @@ from .cells import (
     velocity_shape,
 )
 from .parallel import Fabric
-from .ports import SAT_MASK, SatFlags, sat_bits
+from .ports import SAT_MASK, ControlSignature, SatFlags, sat_bits
 
 __all__ = ["StreamFabric", "CUTS", "pipeline_cuts"]
 
@@ -139,6 +143,12 @@ class StreamFabric(Fabric):
     The members are those of :class:`~.parallel.Fabric`, for ``C`` networks (``run``,
     ``busy`` ... are ``control``'s, ``sat_flags`` ``status``'s):
 
+    - ``lanes[s]`` (``ControlSignature`` of one network): the slot of stream s ticks as it
+      passes the state register while the lane's ``run`` is high (with its ``learn``),
+      unless a joint round runs; ``tick_done`` and ``moved`` (that tick's) in the cycle
+      its new state is written back; ``busy`` from the issue until ``outputs`` (its K)
+      hold the tick's state; sample writes write stream s's registers; ``clear`` as
+      ``control.clear``.
     - ``run``/``learn``: sampled when a round begins; a round issues one tick of every
       stream, one per cycle (beginning with whichever stream's slot is at the state
       register: the streams are independent, so the order is free), and always
@@ -193,6 +203,8 @@ class StreamFabric(Fabric):
         C, N, E = self.streams, self.n_nodes, self.n_edges
         return {
             **self._seam_members(),
+            "lanes": In(ControlSignature(self.n_samples, self.fmt.v_bits,
+                                         self.n_outputs)).array(C),
             "v_free": Out(data.ArrayLayout(v, C * N)),
             "v_clamped": Out(data.ArrayLayout(v, C * N)),
             "gates": Out(data.ArrayLayout(g, C * E)),
@@ -203,8 +215,9 @@ class StreamFabric(Fabric):
         ctx = self._ring(m)
         self._clear_and_wipe(m, ctx)
         self._issue(m, ctx)
-        x = dict(zip(ctx.carry, (ctx.valid, ctx.rend, ctx.learn, ctx.state.vf, ctx.state.vc,
-                                 ctx.state.g) + ((ctx.state.m,) if ctx.vel_keys else ()),
+        x = dict(zip(ctx.carry, (ctx.valid, ctx.rend, ctx.learn, ctx.slot_drive,
+                                 ctx.slot_target, ctx.state.vf, ctx.state.vc, ctx.state.g)
+                     + ((ctx.state.m,) if ctx.vel_keys else ()),
                      strict=True))
         x = self._overdrive_stage(m, ctx, x)
         x = self._operand_stage(m, ctx, x)
@@ -218,6 +231,7 @@ class StreamFabric(Fabric):
         out_values, mirror = self._stream_copies(m, ctx)
         self._status_and_samples(m, ctx.io, ctx.tick_done, x["flags"] | any_of(x["sat"]),
                                  out_values, run=x["valid"])
+        lane_regs = self._lanes(m, ctx, x, out_values)
         written = Signal()
         m.d.sync += written.eq(x["valid"] | wr.en.any() | ctx.wipe_g[0])
         m.d.comb += self.control.busy.eq(
@@ -229,7 +243,8 @@ class StreamFabric(Fabric):
         with m.If(ctx.clear):
             io = ctx.io
             resets = [ctx.count, ctx.learn_q, written, wr.accepted, wr.pending, wr.en,
-                      io.flags, io.ticks, *ctx.valids, *moved_regs, *io.drive, *io.target,
+                      io.flags, io.ticks, *ctx.valids, *moved_regs, *lane_regs,
+                      *(r for regs in ctx.drives + ctx.targets for r in regs),
                       *out_values, *ctx.noise_regs,
                       *(r for copy in mirror for r in copy.vf + copy.vc + copy.g)]
             m.d.sync += [r.eq(r.init) for r in resets]
@@ -255,8 +270,15 @@ class StreamFabric(Fabric):
             ring=[cut for cut in PIPELINE_ORDER if cut in self.cuts],
             valids=[],
             # ``carry`` names what travels with a slot around the ring (``rend``: the
-            # round's last tick)
-            carry=("valid", "rend", "learn", "vf", "vc", "g"))
+            # round's last tick; ``drive`` and ``target``: its stream's, taken at the issue)
+            carry=("valid", "rend", "learn", "drive", "target", "vf", "vc", "g"))
+        # each stream's drive and target registers (the joint sample writes write all)
+        io = self._io_registers()
+        ctx.drives = [[Signal.like(r, name=f"s{s}_{r.name}") for r in io["drive"]]
+                      for s in range(C)]
+        ctx.targets = [[Signal.like(r, name=f"s{s}_{r.name}") for r in io["target"]]
+                       for s in range(C)]
+        ctx.io.drive, ctx.io.target = [], []        # written by :meth:`_lanes` instead
         ctx.state = SimpleNamespace(
             vf=[Signal(v_shape, name=f"state_vf{n}", reset_less=True) for n in range(N)],
             vc=[Signal(v_shape, name=f"state_vc{n}", reset_less=True) for n in range(N)],
@@ -283,7 +305,7 @@ class StreamFabric(Fabric):
         # otherwise reach across the ring in the same cycle. The turn of the wipe begins
         # a cycle later, with the restore of the control registers (``clear``).
         clear_q = Signal(name="clear_q")
-        m.d.sync += clear_q.eq(self.control.clear)
+        m.d.sync += clear_q.eq(self.control.clear | any_of([lane.clear for lane in self.lanes]))
         ctx.clear = Signal(name="clear_qq")
         m.d.sync += ctx.clear.eq(clear_q)
         restart = wire(m, clear_q | ResetSignal(), "restart")
@@ -299,23 +321,34 @@ class StreamFabric(Fabric):
         ctx.wipe_g = replicas(m, ctx.wipe_next, "wipe_g", E)
 
     def _issue(self, m, ctx):
-        """Issue: a round takes C cycles, one tick of every stream, beginning with the
-        stream in the state register (the streams are independent: order is free)."""
-        C, ctl = self.streams, self.control
+        """Issue: a joint round (``control.run``) takes C cycles, one tick of every
+        stream, beginning with the stream in the state register (the streams are
+        independent: order is free); outside a round, the stream in the state register
+        ticks if its lane's ``run`` is high, with its lane's ``learn``. The slot takes its
+        stream's drive and target values along (``slot_drive``, ``slot_target``)."""
+        C, ctl, lanes = self.streams, self.control, self.lanes
         ctx.count = count = Signal(range(C))
         ctx.learn_q = Signal()
         first = count == 0
         ctx.valid = Signal()
         ctx.learn = Signal()
-        m.d.comb += [ctx.valid.eq(Mux(first, ctl.run & ~ctx.wipe_next, 1)),
-                     ctx.learn.eq(Mux(first, ctl.learn, ctx.learn_q))]
-        with m.If(ctx.valid):
+        ctx.joint = joint = Signal(name="joint_valid")
+        lane_run = mux_tree(ctx.phase, [lane.run for lane in lanes])
+        lane_learn = mux_tree(ctx.phase, [lane.learn for lane in lanes])
+        m.d.comb += [joint.eq(Mux(first, ctl.run & ~ctx.wipe_next, 1)),
+                     ctx.valid.eq(joint | (first & ~ctl.run & lane_run & ~ctx.wipe_next)),
+                     ctx.learn.eq(Mux(first, Mux(ctl.run, ctl.learn, lane_learn), ctx.learn_q))]
+        ctx.slot_drive = [wire(m, mux_tree(ctx.phase, [d[i] for d in ctx.drives]),
+                               f"slot_drive{i}") for i in range(len(ctx.drives[0]))]
+        ctx.slot_target = [wire(m, mux_tree(ctx.phase, [t[k] for t in ctx.targets]),
+                                f"slot_target{k}") for k in range(len(ctx.targets[0]))]
+        with m.If(joint):
             m.d.sync += count.eq(Mux(count == C - 1, 0, count + 1))
             with m.If(first):
                 m.d.sync += ctx.learn_q.eq(ctl.learn)
         ctx.tick_done = Signal()
         ctx.rend = wire(m, count == C - 1, "round_end")
-        m.d.comb += ctx.tick_done.eq(ctx.valid & ctx.rend)
+        m.d.comb += ctx.tick_done.eq(joint & ctx.rend)
 
     def _stage(self, m, ctx, cut, values):
         """``values`` (a dict of values or lists of values), registered at ``cut`` (if the
@@ -378,7 +411,8 @@ class StreamFabric(Fabric):
             mi, pl = gate_operands(m, f, d_f, d_c, f"dg{e}")
             minus.append(mi), plus.append(pl)
         errors = [wire(m, err, f"cl_err{k}") for k, err in
-                  enumerate(clamp_errors(self.cfg.io.outputs, ctx.io.target, vf))]
+                  enumerate(clamp_errors(self.cfg.io.outputs, x["target"], vf))]
+        ctx.carry = tuple(k for k in ctx.carry if k != "target")    # used up
         return self._stage(m, ctx, "operands", {
             **self._keep(ctx, x), "udiff_f": udiff_f, "usum_f": usum_f, "vdiff_f": vdiff_f,
             "udiff_c": udiff_c, "usum_c": usum_c, "vdiff_c": vdiff_c, "minus": minus,
@@ -502,7 +536,7 @@ class StreamFabric(Fabric):
         if "overdrive" in self.cuts:        # the operands a cycle after the issue
             ahead = ctx.tick_done & ctx.learn
         else:                               # the round's last tick issues next cycle
-            ahead = ctx.valid & (ctx.count == C - 2) & ctx.learn
+            ahead = ctx.joint & (ctx.count == C - 2) & ctx.learn
         first, shape, noise = noise_states(self.cfg), signed(noise_bits(f)), []
         for e in range(E):
             if f.frozen[e]:
@@ -604,7 +638,7 @@ class StreamFabric(Fabric):
         v_old = {"f": x["vf"], "c": x["vc"]}
         v_next, moved = {}, {}
         for i, n in enumerate(self.driven_nodes):
-            drive = ctx.io.drive[i]
+            drive = x["drive"][i]
             v_next["f", n] = Mux(ticking, node_state(f, drive), x["vf"][n])
             v_next["c", n] = Mux(ticking, node_state(f, drive), x["vc"][n])
             moved["f", n] = node_moved(m, f, node_voltage(f, x["vf"][n]), drive, f"f{n}")
@@ -705,6 +739,38 @@ class StreamFabric(Fabric):
                 m.d.sync += moved.eq(acc | tick_moved)
         m.d.comb += self.control.moved.eq(moved)
         return [acc, moved]
+
+    def _lanes(self, m, ctx, x, out_values):
+        """Each stream's lane: its sample writes (a joint write writes every stream's
+        register), its outputs, ``tick_done`` and ``moved`` in the cycle its tick's new
+        state is written back (the slot entering the state register holds stream
+        ``phase + 1``), ``busy`` from its tick's issue until the copies behind its
+        outputs hold the tick's state (or while the ring is wiped). Returns the registers
+        a clear restores."""
+        C, K, ctl = self.streams, self.n_outputs, self.control
+        tick_moved = wire(m, any_of(x["moved"]), "lane_moved")
+        pending = []
+        for s, lane in enumerate(self.lanes):
+            regs = ctx.drives[s] + ctx.targets[s]
+            addr = Mux(lane.sample_we, lane.sample_addr, ctl.sample_addr)
+            value = Mux(lane.sample_we, lane.sample_data, ctl.sample_data)
+            with m.If(lane.sample_we | ctl.sample_we):
+                with m.Switch(addr):
+                    for i, reg in enumerate(regs):
+                        with m.Case(i):
+                            m.d.sync += reg.eq(value)
+            here = ctx.phase == s
+            busy = Signal(name=f"s{s}_pending")
+            with m.If(ctx.valid & here):
+                m.d.sync += busy.eq(1)
+            with m.Elif(here):                  # its copies take the state it has now
+                m.d.sync += busy.eq(0)
+            pending.append(busy)
+            back = wire(m, x["valid"] & (ctx.phase == (s - 1) % C), f"s{s}_back")
+            m.d.comb += [lane.tick_done.eq(back), lane.moved.eq(tick_moved),
+                         lane.busy.eq(busy | ctx.wipe_next)]
+            m.d.comb += [lane.outputs[k].eq(out_values[s * K + k]) for k in range(K)]
+        return pending
 
     def _write_back(self, m, ctx, x):
         """Back into the state register; a gate write waits for its stream's slot and

@@ -87,6 +87,10 @@ class FabricDriver:
         d = self.dut
         for name in ("run", "learn", "sample_we", "gate_we", "clear_flags", "clear"):
             self.port(name).value = 0
+        # a pipelined fabric's per-stream lanes are not used here (the joint port is)
+        for s in range(self.info["streams"] if self.info["streams"] > 1 else 0):
+            for name in ("run", "learn", "sample_we", "clear"):
+                getattr(d, f"lanes__{s}__{name}").value = 0
         d.rst.value = 1
         for _ in range(2):
             await FallingEdge(d.clk)
