@@ -3048,7 +3048,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf0),
     .flags(flags),
     .v_c(va_c),
-    .\v_c$23 (v_c_next),
+    .\v_c$24 (v_c_next),
     .v_f(va_f),
     .\v_f$11 (v_f_next)
   );
@@ -3059,7 +3059,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf1),
     .flags(\flags$681 ),
     .v_c(vb_c),
-    .\v_c$23 (\v_c_next$745 ),
+    .\v_c$24 (\v_c_next$745 ),
     .v_f(vb_f),
     .\v_f$11 (\v_f_next$697 )
   );
@@ -3080,7 +3080,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf11),
     .flags(\flags$689 ),
     .v_c(\vb_c$131 ),
-    .\v_c$23 (\v_c_next$772 ),
+    .\v_c$24 (\v_c_next$772 ),
     .v_f(\vb_f$128 ),
     .\v_f$11 (\v_f_next$727 )
   );
@@ -3091,7 +3091,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf12),
     .flags(\flags$690 ),
     .v_c(\va_c$149 ),
-    .\v_c$23 (\v_c_next$775 ),
+    .\v_c$24 (\v_c_next$775 ),
     .v_f(\va_f$145 ),
     .\v_f$11 (\v_f_next$730 )
   );
@@ -3102,7 +3102,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf13),
     .flags(\flags$691 ),
     .v_c(\vb_c$151 ),
-    .\v_c$23 (\v_c_next$778 ),
+    .\v_c$24 (\v_c_next$778 ),
     .v_f(\vb_f$147 ),
     .\v_f$11 (\v_f_next$733 )
   );
@@ -3113,7 +3113,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf14),
     .flags(\flags$692 ),
     .v_c(\vb_c$161 ),
-    .\v_c$23 (\v_c_next$781 ),
+    .\v_c$24 (\v_c_next$781 ),
     .v_f(\vb_f$158 ),
     .\v_f$11 (\v_f_next$736 )
   );
@@ -3124,7 +3124,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf2),
     .flags(\flags$682 ),
     .v_c(\vb_c$41 ),
-    .\v_c$23 (\v_c_next$748 ),
+    .\v_c$24 (\v_c_next$748 ),
     .v_f(\vb_f$38 ),
     .\v_f$11 (\v_f_next$700 )
   );
@@ -3135,7 +3135,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf3),
     .flags(\flags$683 ),
     .v_c(\vb_c$51 ),
-    .\v_c$23 (\v_c_next$751 ),
+    .\v_c$24 (\v_c_next$751 ),
     .v_f(\vb_f$48 ),
     .\v_f$11 (\v_f_next$703 )
   );
@@ -3146,7 +3146,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf4),
     .flags(\flags$684 ),
     .v_c(\va_c$69 ),
-    .\v_c$23 (\v_c_next$754 ),
+    .\v_c$24 (\v_c_next$754 ),
     .v_f(\va_f$65 ),
     .\v_f$11 (\v_f_next$706 )
   );
@@ -3157,7 +3157,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf6),
     .flags(\flags$685 ),
     .v_c(\vb_c$81 ),
-    .\v_c$23 (\v_c_next$759 ),
+    .\v_c$24 (\v_c_next$759 ),
     .v_f(\vb_f$78 ),
     .\v_f$11 (\v_f_next$712 )
   );
@@ -3168,7 +3168,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf8),
     .flags(\flags$686 ),
     .v_c(\va_c$109 ),
-    .\v_c$23 (\v_c_next$764 ),
+    .\v_c$24 (\v_c_next$764 ),
     .v_f(\va_f$105 ),
     .\v_f$11 (\v_f_next$718 )
   );
@@ -3179,7 +3179,7 @@ module clln_paper_regression(control__learn, control__clear, control__sample_we,
     .cond_f(condf9),
     .flags(\flags$687 ),
     .v_c(\vb_c$111 ),
-    .\v_c$23 (\v_c_next$767 ),
+    .\v_c$24 (\v_c_next$767 ),
     .v_f(\vb_f$107 ),
     .\v_f$11 (\v_f_next$721 )
   );
@@ -43027,7 +43027,7 @@ module \clln_paper_regression.edge9 (s_f, cond_a_f, cond_b_f, s_c, cond_a_c, con
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -44941,7 +44941,7 @@ module \clln_paper_regression.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -44966,8 +44966,8 @@ module \clln_paper_regression.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -46663,14 +46663,14 @@ module \clln_paper_regression.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -46912,7 +46912,7 @@ module \clln_paper_regression.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -48826,7 +48826,7 @@ module \clln_paper_regression.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -48851,8 +48851,8 @@ module \clln_paper_regression.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -50548,14 +50548,14 @@ module \clln_paper_regression.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -52711,7 +52711,7 @@ module \clln_paper_regression.node10 (acc_c_exact, cond_f, cond_c, \v_f$11 , fla
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -52736,7 +52736,7 @@ module \clln_paper_regression.node10 (acc_c_exact, cond_f, cond_c, \v_f$11 , fla
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  wire [17:0] \v_c$23 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -54432,12 +54432,12 @@ module \clln_paper_regression.node10 (acc_c_exact, cond_f, cond_c, \v_f$11 , fla
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
-  assign v_f_next = \$955 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
@@ -54681,7 +54681,7 @@ module \clln_paper_regression.node10 (acc_c_exact, cond_f, cond_c, \v_f$11 , fla
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -56595,7 +56595,7 @@ module \clln_paper_regression.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -56620,8 +56620,8 @@ module \clln_paper_regression.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -58317,14 +58317,14 @@ module \clln_paper_regression.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -58566,7 +58566,7 @@ module \clln_paper_regression.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -60480,7 +60480,7 @@ module \clln_paper_regression.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -60505,8 +60505,8 @@ module \clln_paper_regression.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -62202,14 +62202,14 @@ module \clln_paper_regression.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -62451,7 +62451,7 @@ module \clln_paper_regression.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node13 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node13 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -64365,7 +64365,7 @@ module \clln_paper_regression.node13 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -64390,8 +64390,8 @@ module \clln_paper_regression.node13 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -66087,14 +66087,14 @@ module \clln_paper_regression.node13 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -66336,7 +66336,7 @@ module \clln_paper_regression.node13 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -68250,7 +68250,7 @@ module \clln_paper_regression.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -68275,8 +68275,8 @@ module \clln_paper_regression.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -69972,14 +69972,14 @@ module \clln_paper_regression.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -70221,7 +70221,7 @@ module \clln_paper_regression.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -72135,7 +72135,7 @@ module \clln_paper_regression.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -72160,8 +72160,8 @@ module \clln_paper_regression.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -73857,14 +73857,14 @@ module \clln_paper_regression.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -74106,7 +74106,7 @@ module \clln_paper_regression.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -76020,7 +76020,7 @@ module \clln_paper_regression.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -76045,8 +76045,8 @@ module \clln_paper_regression.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -77742,14 +77742,14 @@ module \clln_paper_regression.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -77991,7 +77991,7 @@ module \clln_paper_regression.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -79905,7 +79905,7 @@ module \clln_paper_regression.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -79930,8 +79930,8 @@ module \clln_paper_regression.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -81627,14 +81627,14 @@ module \clln_paper_regression.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -81876,7 +81876,7 @@ module \clln_paper_regression.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -83790,7 +83790,7 @@ module \clln_paper_regression.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -83815,8 +83815,8 @@ module \clln_paper_regression.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -85512,14 +85512,14 @@ module \clln_paper_regression.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -85761,7 +85761,7 @@ module \clln_paper_regression.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -87675,7 +87675,7 @@ module \clln_paper_regression.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -87700,8 +87700,8 @@ module \clln_paper_regression.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -89397,14 +89397,14 @@ module \clln_paper_regression.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;
@@ -89646,7 +89646,7 @@ module \clln_paper_regression.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_regression.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_regression.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -91560,7 +91560,7 @@ module \clln_paper_regression.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [31:0] \$998 ;
   wire [42:0] \$999 ;
   wire [42:0] acc_c;
-  wire [41:0] \acc_c$17 ;
+  wire [41:0] \acc_c$18 ;
   input [42:0] acc_c_exact;
   wire [42:0] acc_c_exact;
   wire acc_c_sat;
@@ -91585,8 +91585,8 @@ module \clln_paper_regression.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   wire [4:0] shift_f;
   input [17:0] v_c;
   wire [17:0] v_c;
-  output [17:0] \v_c$23 ;
-  wire [17:0] \v_c$23 ;
+  output [17:0] \v_c$24 ;
+  wire [17:0] \v_c$24 ;
   wire [17:0] v_c_next;
   input [17:0] v_f;
   wire [17:0] v_f;
@@ -93282,14 +93282,14 @@ module \clln_paper_regression.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c
   assign acc_f = acc_f_exact;
   assign \acc_f$5  = \$35 [41:0];
   assign dv_f = \$714 [17:0];
+  assign v_f_next = \$955 [17:0];
   assign cm1_c = \$958 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$990 [41:0];
+  assign \acc_c$18  = \$990 [41:0];
   assign dv_c = \$1669 [17:0];
-  assign v_f_next = \$955 [17:0];
   assign v_c_next = \$1910 [17:0];
   assign \v_f$11  = \$955 [17:0];
-  assign \v_c$23  = \$1910 [17:0];
+  assign \v_c$24  = \$1910 [17:0];
   assign \$43  = { 1'h0, \$42 [31:1] };
   assign \$48  = \$47 ;
   assign \$310  = 1'h0;

@@ -2952,7 +2952,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf1),
     .flags(\flags$667 ),
     .v_c(vc1),
-    .\v_c$23 (v_c_next),
+    .\v_c$24 (v_c_next),
     .v_f(vf1),
     .\v_f$11 (\v_f_next$682 )
   );
@@ -2973,7 +2973,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf11),
     .flags(\flags$675 ),
     .v_c(vc11),
-    .\v_c$23 (\v_c_next$756 ),
+    .\v_c$24 (\v_c_next$756 ),
     .v_f(vf11),
     .\v_f$11 (\v_f_next$712 )
   );
@@ -2984,7 +2984,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf12),
     .flags(\flags$676 ),
     .v_c(vc12),
-    .\v_c$23 (\v_c_next$759 ),
+    .\v_c$24 (\v_c_next$759 ),
     .v_f(vf12),
     .\v_f$11 (\v_f_next$715 )
   );
@@ -2995,7 +2995,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf14),
     .flags(\flags$677 ),
     .v_c(vc14),
-    .\v_c$23 (\v_c_next$764 ),
+    .\v_c$24 (\v_c_next$764 ),
     .v_f(vf14),
     .\v_f$11 (\v_f_next$721 )
   );
@@ -3006,7 +3006,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf2),
     .flags(\flags$668 ),
     .v_c(vc2),
-    .\v_c$23 (\v_c_next$732 ),
+    .\v_c$24 (\v_c_next$732 ),
     .v_f(vf2),
     .\v_f$11 (\v_f_next$685 )
   );
@@ -3017,7 +3017,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf3),
     .flags(\flags$669 ),
     .v_c(vc3),
-    .\v_c$23 (\v_c_next$735 ),
+    .\v_c$24 (\v_c_next$735 ),
     .v_f(vf3),
     .\v_f$11 (\v_f_next$688 )
   );
@@ -3028,7 +3028,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf4),
     .flags(\flags$670 ),
     .v_c(vc4),
-    .\v_c$23 (\v_c_next$738 ),
+    .\v_c$24 (\v_c_next$738 ),
     .v_f(vf4),
     .\v_f$11 (\v_f_next$691 )
   );
@@ -3039,7 +3039,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf6),
     .flags(\flags$671 ),
     .v_c(vc6),
-    .\v_c$23 (\v_c_next$743 ),
+    .\v_c$24 (\v_c_next$743 ),
     .v_f(vf6),
     .\v_f$11 (\v_f_next$697 )
   );
@@ -3050,7 +3050,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf8),
     .flags(\flags$672 ),
     .v_c(vc8),
-    .\v_c$23 (\v_c_next$748 ),
+    .\v_c$24 (\v_c_next$748 ),
     .v_f(vf8),
     .\v_f$11 (\v_f_next$703 )
   );
@@ -3061,7 +3061,7 @@ module clln_paper_xor(control__learn, control__clear, control__sample_we, contro
     .cond_f(condf9),
     .flags(\flags$673 ),
     .v_c(vc9),
-    .\v_c$23 (\v_c_next$751 ),
+    .\v_c$24 (\v_c_next$751 ),
     .v_f(vf9),
     .\v_f$11 (\v_f_next$706 )
   );
@@ -36920,7 +36920,7 @@ module \clln_paper_xor.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f,
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -36945,7 +36945,7 @@ module \clln_paper_xor.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f,
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  wire [18:0] \v_c$23 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -38600,13 +38600,13 @@ module \clln_paper_xor.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f,
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
-  assign v_f_next = \$923 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
@@ -38826,7 +38826,7 @@ module \clln_paper_xor.node0 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f,
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -40676,7 +40676,7 @@ module \clln_paper_xor.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -40701,8 +40701,8 @@ module \clln_paper_xor.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -42357,15 +42357,15 @@ module \clln_paper_xor.node1 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
@@ -44433,7 +44433,7 @@ module \clln_paper_xor.node10 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -44458,7 +44458,7 @@ module \clln_paper_xor.node10 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  wire [18:0] \v_c$23 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -46113,13 +46113,13 @@ module \clln_paper_xor.node10 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
-  assign v_f_next = \$923 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
@@ -46339,7 +46339,7 @@ module \clln_paper_xor.node10 (acc_c_exact, cond_f, cond_c, \v_f$11 , flags, v_f
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -48189,7 +48189,7 @@ module \clln_paper_xor.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -48214,8 +48214,8 @@ module \clln_paper_xor.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -49870,15 +49870,15 @@ module \clln_paper_xor.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
@@ -50096,7 +50096,7 @@ module \clln_paper_xor.node11 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -51946,7 +51946,7 @@ module \clln_paper_xor.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -51971,8 +51971,8 @@ module \clln_paper_xor.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -53627,15 +53627,15 @@ module \clln_paper_xor.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
@@ -53853,7 +53853,7 @@ module \clln_paper_xor.node12 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -55703,7 +55703,7 @@ module \clln_paper_xor.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -55728,8 +55728,8 @@ module \clln_paper_xor.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -57384,15 +57384,15 @@ module \clln_paper_xor.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
@@ -57610,7 +57610,7 @@ module \clln_paper_xor.node14 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , 
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -59460,7 +59460,7 @@ module \clln_paper_xor.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -59485,8 +59485,8 @@ module \clln_paper_xor.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -61141,15 +61141,15 @@ module \clln_paper_xor.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
@@ -61367,7 +61367,7 @@ module \clln_paper_xor.node2 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -63217,7 +63217,7 @@ module \clln_paper_xor.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -63242,8 +63242,8 @@ module \clln_paper_xor.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -64898,15 +64898,15 @@ module \clln_paper_xor.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
@@ -65124,7 +65124,7 @@ module \clln_paper_xor.node3 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -66974,7 +66974,7 @@ module \clln_paper_xor.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -66999,8 +66999,8 @@ module \clln_paper_xor.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -68655,15 +68655,15 @@ module \clln_paper_xor.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
@@ -68881,7 +68881,7 @@ module \clln_paper_xor.node4 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -70731,7 +70731,7 @@ module \clln_paper_xor.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -70756,8 +70756,8 @@ module \clln_paper_xor.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -72412,15 +72412,15 @@ module \clln_paper_xor.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
@@ -72638,7 +72638,7 @@ module \clln_paper_xor.node6 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -74488,7 +74488,7 @@ module \clln_paper_xor.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -74513,8 +74513,8 @@ module \clln_paper_xor.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -76169,15 +76169,15 @@ module \clln_paper_xor.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
@@ -76395,7 +76395,7 @@ module \clln_paper_xor.node8 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
 endmodule
 
 (* generator = "Amaranth" *)
-module \clln_paper_xor.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , flags, v_f, v_c, acc_f_exact);
+module \clln_paper_xor.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$24 , flags, v_f, v_c, acc_f_exact);
   wire \$1 ;
   wire [2:0] \$10 ;
   wire \$100 ;
@@ -78245,7 +78245,7 @@ module \clln_paper_xor.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire \$998 ;
   wire \$999 ;
   wire [37:0] acc_c;
-  wire [36:0] \acc_c$17 ;
+  wire [36:0] \acc_c$18 ;
   input [37:0] acc_c_exact;
   wire [37:0] acc_c_exact;
   wire acc_c_sat;
@@ -78270,8 +78270,8 @@ module \clln_paper_xor.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   wire [4:0] shift_f;
   input [18:0] v_c;
   wire [18:0] v_c;
-  output [18:0] \v_c$23 ;
-  wire [18:0] \v_c$23 ;
+  output [18:0] \v_c$24 ;
+  wire [18:0] \v_c$24 ;
   wire [18:0] v_c_next;
   input [18:0] v_f;
   wire [18:0] v_f;
@@ -79926,15 +79926,15 @@ module \clln_paper_xor.node9 (acc_c_exact, cond_f, cond_c, \v_f$11 , \v_c$23 , f
   assign \acc_f$5  = \$35 [36:0];
   assign jshift_f = \$46 [39:0];
   assign dv_f = \$667 [18:0];
+  assign v_f_next = \$923 [18:0];
   assign cm1_c = \$926 [24:0];
   assign acc_c = acc_c_exact;
-  assign \acc_c$17  = \$958 [36:0];
+  assign \acc_c$18  = \$958 [36:0];
   assign jshift_c = \$969 [39:0];
   assign dv_c = \$1590 [18:0];
-  assign v_f_next = \$923 [18:0];
   assign v_c_next = \$1846 [18:0];
   assign \v_f$11  = \$923 [18:0];
-  assign \v_c$23  = \$1846 [18:0];
+  assign \v_c$24  = \$1846 [18:0];
   assign \$42  = { \$35 [36], \$35 [36:0], 2'h0 };
   assign \$44  = { 1'h0, \$43 [31:1] };
   assign \$50  = \$49 ;
