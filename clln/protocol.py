@@ -464,8 +464,15 @@ def config_hash(cfg):
     The fabric's folding (``[fabric]``) is left out: every fold computes the same bits, so
     a bitstream whose fold was chosen by ``clln build`` serves the config it was built from.
 
-    The first four bytes (big-endian) of SHA-256 over a canonical JSON of those values.
+    The first four bytes (big-endian) of SHA-256 over a canonical JSON of those values
+    (:func:`hash_document`).
     """
+    text = json.dumps(hash_document(cfg), sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def hash_document(cfg):
+    """The values :func:`config_hash` hashes, by key (a dict)."""
     doc = {
         "nodes": cfg.network.n_nodes, "edges": np.asarray(cfg.network.edges).tolist(),
         "inputs": list(cfg.io.inputs), "rails": [list(r) for r in cfg.io.rails],
@@ -485,8 +492,7 @@ def config_hash(cfg):
     chip = _chip_keys(cfg.nonideal)
     if chip:                      # an ideal chip keeps the hash it always had
         doc["nonideal"] = chip
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+    return doc
 
 
 def _chip_keys(ni):

@@ -31,9 +31,13 @@ def fabric_shape(cfg):
     return folded_shape(cfg)
 
 
-def make_fabric(cfg, fmt=None, seed=None, mult_bits=None):
+def make_fabric(cfg, fmt=None, seed=None, mult_bits=None, capacity=None):
     """The fabric ``cfg`` asks for: :class:`Fabric`, the serial one (``[fabric] serial``)
-    or the pipelined one of several networks (``[fabric] streams``)."""
+    or the pipelined one of several networks (``[fabric] streams``); with a
+    ``capacity`` (``NODES:EDGES``), the serial fabric whose graph is loaded at run time."""
+    if capacity is not None:
+        check_relaxation(cfg, SerialFabric)
+        return SerialFabric(cfg, fmt, seed, mult_bits, capacity=capacity)
     kind = fabric_kind(cfg)
     check_relaxation(cfg, kind)
     return kind(cfg, fmt, seed, mult_bits)

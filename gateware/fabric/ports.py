@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from clln.formats import SATURATION_FLAGS
 
 __all__ = ["SatFlags", "SAT_MASK", "sat_bits", "TICKS_BITS", "ControlSignature",
-           "GatePortSignature", "StatusSignature"]
+           "GatePortSignature", "GraphPortSignature", "StatusSignature"]
 
 #: Sticky saturation flags (``docs/semantics.md``, names from
 #: :data:`clln.formats.SATURATION_FLAGS`): bit 0 ``term`` .. bit 4 ``dg``.
@@ -84,6 +84,44 @@ class ControlSignature(wiring.Signature):
 
     def __repr__(self):
         return f"ControlSignature({self.n_samples}, {self.v_bits}, {self.n_outputs})"
+
+
+class GraphPortSignature(wiring.Signature):
+    """The graph a capacity build loads (``docs/gateware.md``, "The graph loaded at run
+    time"), from the command handler's side: schedule rows (``row_we/addr/data``, a
+    packed row of :func:`clln.schedule.row_fields`), initial gates (``init_we/addr/data``,
+    restored on every clear) and the row count of a tick (``n_rows``, the drain and
+    commit rows included; held by the handler, which no fabric clear resets).
+
+    Parameters
+    ----------
+    depth : int
+        Rows of the schedule RAM.
+    row_bits : int
+    n_gates : int
+    g_bits : int
+    """
+
+    def __init__(self, depth, row_bits, n_gates, g_bits):
+        self.depth, self.row_bits, self.n_gates, self.g_bits = depth, row_bits, n_gates, g_bits
+        super().__init__({
+            "row_we": Out(1), "row_addr": Out(range(depth)), "row_data": Out(row_bits),
+            "init_we": Out(1), "init_addr": Out(range(max(n_gates, 2))),
+            "init_data": Out(signed(g_bits)), "n_rows": Out(range(depth + 1)),
+        })
+
+    def __eq__(self, other):
+        return (isinstance(other, GraphPortSignature) and
+                self._key() == other._key())
+
+    def _key(self):
+        return (self.depth, self.row_bits, self.n_gates, self.g_bits)
+
+    def __hash__(self):
+        return hash((GraphPortSignature, self._key()))
+
+    def __repr__(self):
+        return f"GraphPortSignature{self._key()}"
 
 
 class GatePortSignature(wiring.Signature):

@@ -28,7 +28,6 @@ state, swapped on commit) and gates live in memories, which synthesis maps to bl
 only the driven nodes and the free outputs are registers.
 """
 
-from collections import namedtuple
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed, unsigned
@@ -36,7 +35,18 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from clln.errors import ConfigError
 from clln.nonideal import noise_states
+from clln.schedule import (
+    PIPELINE_CYCLES,
+    Visit,
+    max_rows,
+    output_nodes,
+    parse_capacity,
+    row_fields,
+    schedule_rows,
+    serial_schedule,
+)
 
 from ..memory import sync_read_port
 from .arith import above, any_of, mux_tree, select, wire
@@ -65,61 +75,14 @@ from .cells import (
     velocity_shape,
 )
 from .parallel import Fabric
-from .ports import SAT_MASK, SatFlags
+from .ports import SAT_MASK, GraphPortSignature, SatFlags
 
 __all__ = ["SerialFabric", "Visit", "serial_schedule", "serial_cycles_per_tick"]
-
-#: One cycle of the serial schedule: accumulate the term of ``edge`` into ``node`` in
-#: network ``net`` (0 free, 1 clamped); ``other`` is the edge's other end, ``plus`` is 1
-#: when ``node`` is the edge's ``b`` end (the term counts positive). ``first``/``last``
-#: open and close a node's sum; ``gate`` updates the edge's gate (when learning); ``term``
-#: is 0 for a gate-only visit (an edge with no settling end).
-Visit = namedtuple("Visit", "node other edge net plus first last gate term")
-
-
-#: Cycles of a tick beyond its visits: three drain the pipeline, one commits.
-PIPELINE_CYCLES = 4
 
 
 def serial_cycles_per_tick(cfg):
     """Clock cycles of one tick of ``cfg``'s serial fabric."""
     return len(serial_schedule(cfg)) + PIPELINE_CYCLES
-
-
-def serial_schedule(cfg):
-    """The visits of one tick, in order (the drain and commit cycles are not listed).
-
-    Parameters
-    ----------
-    cfg : clln.config.Config
-
-    Returns
-    -------
-    list of Visit
-    """
-    edges = [tuple(int(x) for x in e) for e in cfg.network.edges]
-    driven = set(cfg.driven_nodes())
-    incident = {n: [] for n in range(cfg.network.n_nodes)}
-    for e, (a, b) in enumerate(edges):
-        incident[a].append(e)
-        incident[b].append(e)
-    visits = []
-    for n in range(cfg.network.n_nodes):
-        if n in driven:
-            continue
-        for net in (0, 1):
-            group = incident[n]
-            for i, e in enumerate(group):
-                a, b = edges[e]
-                visits.append(Visit(n, a if n == b else b, e, net, int(n == b), int(i == 0),
-                                    int(i == len(group) - 1), 0, 1))
-    last_visit = {v.edge: i for i, v in enumerate(visits)}
-    for i in last_visit.values():
-        visits[i] = visits[i]._replace(gate=1)
-    for e, (a, b) in enumerate(edges):
-        if e not in last_visit:                      # both ends driven: only the gate
-            visits.append(Visit(a, b, e, 0, 0, 0, 0, 1, 0))
-    return visits
 
 
 class SerialFabric(Fabric):
@@ -147,8 +110,13 @@ class SerialFabric(Fabric):
     #: The ``[schedule] relax`` values this fabric implements.
     RELAXATIONS = ("euler", "jacobi", "momentum")
 
-    def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
+    def __init__(self, cfg, fmt=None, seed=None, mult_bits=None, capacity=None):
+        self.capacity = None if capacity is None else parse_capacity(capacity)
         super().__init__(cfg, fmt, seed, mult_bits)
+        if self.capacity:
+            self._check_capacity(cfg)
+            pad = self.n_edges - len(self.gate_init)
+            self.gate_init = [int(g) for g in self.gate_init] + [0] * pad
         self.schedule = serial_schedule(cfg)
         self.max_degree = int(cfg.network.degrees().max())
         self.edge_units = 1
@@ -156,8 +124,30 @@ class SerialFabric(Fabric):
 
     def _members(self):
         v = signed(self.fmt.v_bits)
+        loadable = {}
+        if self.capacity:
+            # the memories and ports are sized for the capacity, not the config's graph
+            self.n_nodes, self.n_edges = self.capacity
+            self.row_fields = row_fields(self.capacity, self.fmt.v_bits,
+                                         len(self.driven_nodes), len(output_nodes(self.cfg)))
+            self.rows_depth = max_rows(self.capacity)
+            loadable["graph"] = In(GraphPortSignature(
+                self.rows_depth, sum(b for _, b, _ in self.row_fields), self.n_edges,
+                self.fmt.g_bits))
         return {**self._seam_members(), "node_raddr": In(range(max(self.n_nodes, 2))),
-                "v_free_rdata": Out(v), "v_clamped_rdata": Out(v)}
+                "v_free_rdata": Out(v), "v_clamped_rdata": Out(v), **loadable}
+
+    def _check_capacity(self, cfg):
+        """A capacity build: the config's graph fits it, on the ideal chip."""
+        cap, net = self.capacity, cfg.network
+        if net.n_nodes > cap.nodes or net.n_edges > cap.edges:
+            raise ConfigError(cfg.source, "", f"{net.n_nodes} nodes, {net.n_edges} edges > "
+                              f"capacity {cap.nodes}:{cap.edges}")
+        f = self.fmt
+        if f.has_gains or f.has_offsets or f.has_frozen or f.noise_mul or f.twin_thresholds \
+                or f.droop_mul:
+            raise ConfigError(cfg.source, "nonideal", "a capacity build (a graph loaded at "
+                              "run time) needs the ideal chip: leave out [nonideal]")
 
     def elaborate(self, platform):
         m = Module()
@@ -207,6 +197,10 @@ class SerialFabric(Fabric):
             "node_driven": 1, "other_driven": 1, "node_slot": range(max(len(x.vd), 1)),
             "other_slot": range(max(len(x.vd), 1)), "clamp": range(len(x.clamp_nodes) + 1),
             **self._chip_fields()})
+        if self.capacity:
+            layout = data.StructLayout({name: signed(b) if sgn else unsigned(b)
+                                        for name, b, sgn in self.row_fields})
+            return layout, schedule_rows(self.cfg, f)
         rows = [dict(v._asdict(), vt=int((f.vt_c_q if v.net else f.vt_q)[v.edge]),
                      node_driven=int(v.node in x.driven),
                      other_driven=int(v.other in x.driven),
@@ -258,27 +252,53 @@ class SerialFabric(Fabric):
         first step, ``run`` (driven by :meth:`_memories`), ``bank``, ``commit``."""
         S, ctl = self.cycles_per_tick, self.control
         layout, rows = self._schedule_rows(x)
-        step = Signal(range(S))
-        x.cur = cur = Signal(layout, init=rows[0])
-        # ``pre`` comes from a ROM in block RAM, read at ``step`` for the visit after
-        # next; while the fabric is busy (after a reset) it reads the visit of step 1
-        rom = Memory(shape=layout, depth=S, init=[rows[(i + 2) % S] for i in range(S)])
-        m.submodules.schedule = rom
-        rom_rd = sync_read_port(m, rom, "schedule", enable=True)
-        pre = rom_rd.data
-        x.pre, x.end = pre, step == S - 1
-        learn_q = Signal()
-        x.learn = Mux(step == 0, ctl.learn, learn_q)
         x.run = Signal()                            # ``run`` unless clearing (below)
         x.bank = Signal()                           # memory half that holds the state at t
         x.commit = Signal()
         x.busy = Signal()
-        m.d.comb += [x.commit.eq(x.run & x.end), rom_rd.en.eq(x.run | x.busy),
-                     rom_rd.addr.eq(Mux(x.busy, S - 1, step))]
+        if self.capacity:
+            step, rom_rd = self._loaded_schedule(m, x, layout, rows)
+        else:
+            step = Signal(range(S))
+            x.cur = Signal(layout, init=rows[0])
+            # ``pre`` comes from a ROM in block RAM, read at ``step`` for the visit after
+            # next; while the fabric is busy (after a reset) it reads the visit of step 1
+            rom = Memory(shape=layout, depth=S, init=[rows[(i + 2) % S] for i in range(S)])
+            m.submodules.schedule = rom
+            rom_rd = sync_read_port(m, rom, "schedule", enable=True)
+            x.end = step == S - 1
+        cur = x.cur
+        pre = x.pre = rom_rd.data
+        learn_q = Signal()
+        x.learn = Mux(step == 0, ctl.learn, learn_q)
+        m.d.comb += [x.commit.eq(x.run & x.end), rom_rd.en.eq(x.run | x.busy)]
+        if not self.capacity:
+            m.d.comb += rom_rd.addr.eq(Mux(x.busy, S - 1, step))
         with m.If(x.run):
             m.d.sync += [step.eq(Mux(x.end, 0, step + 1)), cur.eq(pre)]
             with m.If(step == 0):
                 m.d.sync += learn_q.eq(ctl.learn)
+
+    def _loaded_schedule(self, m, x, layout, rows):
+        """A capacity build's schedule: a RAM the handler writes (``graph``), row i at
+        address i, the config's rows at power-up; a tick is ``graph.n_rows`` rows. The
+        RAM is read at ``step + 2`` (mod ``n_rows``); while clearing, at 0 (whose row
+        becomes ``cur``, as no reset value can hold a loaded row) and then at 1."""
+        D, g = self.rows_depth, self.graph
+        step = Signal(range(D))
+        x.cur = Signal(layout, init=rows[0])
+        ram = Memory(shape=layout, depth=D, init=rows + [rows[-1]] * (D - len(rows)))
+        m.submodules.schedule = ram
+        wr = ram.write_port()
+        m.d.comb += [wr.addr.eq(g.row_addr), wr.data.eq(g.row_data), wr.en.eq(g.row_we)]
+        rd = sync_read_port(m, ram, "schedule", enable=True)
+        after_next = Signal(range(D + 2))
+        m.d.comb += after_next.eq(step + 2)
+        wrapped = Mux(after_next >= g.n_rows, after_next - g.n_rows, after_next)
+        x.clear_start = Signal()                    # the first cycle of a clear
+        m.d.comb += rd.addr.eq(Mux(x.busy, ~x.clear_start, wrapped))
+        x.end = step == g.n_rows - 1
+        return step, rd
 
     def _memories(self, m, x):
         """Node voltages at {bank, node}, gates at edge; the clearing after a reset."""
@@ -305,7 +325,15 @@ class SerialFabric(Fabric):
         with m.If(x.busy):
             m.d.sync += x.clear.eq(x.clear + 1)
         m.submodules.gate_rom = gate_rom = Memory(shape=g_shape, depth=E, init=gate_init)
-        gate_rom.attrs["rom_style"] = "block"       # yosys would make a small ROM of LUTs
+        if self.capacity:
+            # the initial gates of the loaded graph (a RAM), and the first row into ``cur``
+            init_wr, g = gate_rom.write_port(), self.graph
+            m.d.comb += [init_wr.addr.eq(g.init_addr), init_wr.data.eq(g.init_data),
+                         init_wr.en.eq(g.init_we), x.clear_start.eq(x.clear == 0)]
+            with m.If(x.busy & (x.clear == 1)):
+                m.d.sync += x.cur.eq(x.pre)
+        else:
+            gate_rom.attrs["rom_style"] = "block"   # yosys would make a small ROM of LUTs
         x.rom_rd = sync_read_port(m, gate_rom, "gate_rom")       # block RAM: no reset
         m.d.comb += [x.rom_rd.addr.eq(x.clear), x.run.eq(self.control.run & ~x.busy)]
         if f.noise_mul:

@@ -1,0 +1,189 @@
+"""The graph loaded at run time (``--capacity``): the core's rows and refusals, the
+capacity serial fabric in amaranth.sim loaded with other graphs against the fixed-point
+model, and the protocol's graph commands on the system model and the host driver."""
+
+import copy
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from conftest import builtin_dict
+from test_fabric_amaranth import ModelSide, read_state
+
+from clln import config as config_mod
+from clln import schedule as sch
+from clln.errors import ConfigError
+from clln.formats import Formats
+from clln.gateware.fabric import make_fabric
+from clln.sim.fixed import FixedPointModel
+
+CAPACITY = sch.Capacity(16, 32)
+
+
+def variant(name, network, io=None, **sections):
+    """paper-xor with another graph (and I/O nodes, and other keys by section)."""
+    data = copy.deepcopy(builtin_dict("paper-xor"))
+    data["name"], data["network"] = name, network
+    if io:
+        data["io"].update(io)
+    for section, keys in sections.items():
+        data[section] = {**data.get(section, {}), **keys}
+    return config_mod.parse(data, f"{name}.toml")
+
+
+def regular16():
+    """A random 4-regular graph on 16 nodes (32 edges), paper-xor's I/O."""
+    return variant("xor-regular", {"topology": "random-regular", "nodes": 16, "degree": 4,
+                                   "graph_seed": 3})
+
+
+def torus34():
+    """A 3x4 torus (12 nodes, 24 edges), its I/O on other node numbers than paper-xor's."""
+    return variant("xor-t34", {"topology": "torus", "rows": 3, "cols": 4},
+                   {"inputs": [11, 9], "rails": [[1, 0.11], [3, 0.33]], "outputs": [[6, 4]]})
+
+
+def loadable(cfg, base=None):
+    base = base or config_mod.load("paper-xor")
+    return sch.check_loadable(cfg, base, Formats.from_config(base), Formats.from_config(cfg),
+                              CAPACITY, int(base.network.degrees().max()))
+
+
+# ---------------------------------------------------------------------------- core
+
+def test_rows_pack_and_decode_to_the_graph():
+    cfg = config_mod.load("paper-xor")
+    fmt = Formats.from_config(cfg)
+    fields = sch.row_fields(CAPACITY, fmt.v_bits, 4, 2)
+    rows = sch.schedule_rows(cfg, fmt)
+    assert len(rows) == 12 * 2 * 4 + 4 <= sch.max_rows(CAPACITY)
+    assert sum(b for _, b, _ in fields) == 44 and sch.row_words(fields) == 2
+    for r in rows:
+        assert sch.unpack_row(sch.pack_row(r, fields), fields) == {k: r[k] for k, _, _ in fields}
+    edges, vt_q, vt_c_q = sch.graph_from_rows(rows)
+    np.testing.assert_array_equal(edges, cfg.network.edges)
+    assert set(vt_q) == set(vt_c_q) == {int(fmt.vt_q[0])}
+    # rows that are no graph's schedule: an edge seen with two pairs of ends
+    assert sch.graph_from_rows([*rows, dict(rows[0], node=rows[0]["node"] + 2)]) is None
+
+
+def test_relabel_places_the_io_and_keeps_every_bit():
+    other = torus34()
+    moved = loadable(other)
+    assert moved.io.inputs == (15, 13) and moved.io.outputs == ((10, 0),)
+    assert [n for n, _ in moved.io.rails] == [5, 7] and moved.network.n_nodes <= 16
+    # the same training, bit for bit: gates (by edge) and outputs
+    a, b = FixedPointModel(other, [0]), FixedPointModel(moved, [0])
+    for model in (a, b):
+        for ex in range(4):
+            model.run(40, ex, False)
+            model.run(2, ex, True)
+    np.testing.assert_array_equal(a.gates, b.gates)
+    assert a.gates.std() > 0 and (a.gates != FixedPointModel(other, [0]).gates).any()
+
+
+def test_refusals_name_the_numbers_and_the_key():
+    with pytest.raises(ConfigError, match=r"big.toml: 25 nodes, 50 edges > capacity 16:32"):
+        loadable(variant("big", {"topology": "torus", "rows": 5, "cols": 5}))
+    with pytest.raises(ConfigError, match=r"wide.toml: \[fixed\] v_bits 18 differs from "
+                                          r"the bitstream's 17"):
+        loadable(variant("wide", {"topology": "torus", "rows": 4, "cols": 4},
+                         fixed={"v_bits": 18}))
+    with pytest.raises(ConfigError, match=r"\[learning\] eta 0.5 differs .* 0.3"):
+        loadable(variant("eta", {"topology": "torus", "rows": 4, "cols": 4},
+                         learning={"eta": 0.5}))
+    base, other = config_mod.load("paper-xor"), regular16()
+    with pytest.raises(ConfigError, match=r"degree 4 > the bitstream's largest degree 3"):
+        sch.check_loadable(other, base, Formats.from_config(base), Formats.from_config(other),
+                           CAPACITY, 3)
+    with pytest.raises(ConfigError, match=r"expected NODES:EDGES"):
+        sch.parse_capacity("32x64")
+
+
+# ---------------------------------------------------------------------------- fabric
+
+def fabric_run(dut, loads, ticks=12, switch=4):
+    """Load each config of ``loads`` (relabeled) into the capacity fabric ``dut`` through
+    its graph port, clear, run ``ticks`` ticks; return per load (dut rows, model rows)."""
+    out = []
+
+    async def load(ctx, cfg):
+        fmt = Formats.from_config(cfg)
+        rows = sch.schedule_rows(cfg, fmt)
+        fields = sch.row_fields(CAPACITY, fmt.v_bits, len(cfg.driven_nodes()),
+                                len(sch.output_nodes(cfg)))
+        ctx.set(dut.graph.row_we, 1)
+        for i, r in enumerate(rows):
+            ctx.set(dut.graph.row_addr, i)
+            ctx.set(dut.graph.row_data, sch.pack_row(r, fields))
+            await ctx.tick()
+        ctx.set(dut.graph.row_we, 0)
+        ctx.set(dut.graph.init_we, 1)
+        for e, g in enumerate(fmt.volts_to_g(cfg.learning.initial_gates(cfg.network.n_edges,
+                                                                        cfg.learning.seed))):
+            ctx.set(dut.graph.init_addr, e)
+            ctx.set(dut.graph.init_data, int(g))
+            await ctx.tick()
+        ctx.set(dut.graph.init_we, 0)
+        ctx.set(dut.graph.n_rows, len(rows))
+        ctx.set(dut.control.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.control.clear, 0)
+
+    async def run(ctx, cfg):
+        ms = ModelSide(cfg, [cfg.learning.seed])
+        fmt, p = ms.model.formats, ms.problem
+        drive, targets = fmt.volts_to_v(p.drive)[:, cfg.driven_nodes()], fmt.volts_to_v(p.targets)
+        N, E = cfg.network.n_nodes, cfg.network.n_edges
+        got = []
+        for t in range(ticks):
+            while ctx.get(dut.control.busy):
+                await ctx.tick()
+            ex, learn = (t // switch) % p.n_examples, (t // 3) % 2 == 1
+            if t % switch == 0:
+                ctx.set(dut.control.sample_we, 1)
+                for addr, v in enumerate([*drive[ex], *targets[ex]]):
+                    ctx.set(dut.control.sample_addr, addr)
+                    ctx.set(dut.control.sample_data, int(v))
+                    await ctx.tick()
+                ctx.set(dut.control.sample_we, 0)
+            ctx.set(dut.control.run, 1)
+            ctx.set(dut.control.learn, learn)
+            ticked = False
+            while not ticked:
+                ticked = ctx.get(dut.control.tick_done)
+                await ctx.tick()
+            ctx.set(dut.control.run, 0)
+            ms.tick(ex, learn)
+            ms.record(t + 1)
+            vf, vc, g = await read_state(ctx, dut)
+            got.append(np.concatenate([vf[:N], vc[:N], g[:E], ctx.get(dut.control.outputs)]))
+        m_rows = [np.concatenate([r[:2 * N + E], r[2 * N + E:-2]]) for r in ms.rows]
+        out.append((np.array(got), np.array(m_rows)))
+
+    async def bench(ctx):
+        ctx.set(dut.graph.n_rows, dut.cycles_per_tick)      # the power-up graph's rows
+        await run(ctx, dut.cfg)
+        for cfg in loads:
+            await load(ctx, cfg)
+            await run(ctx, cfg)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def test_capacity_fabric_runs_loaded_graphs_bit_exact():
+    base = config_mod.refold(config_mod.load("paper-xor"), "serial")
+    dut = make_fabric(base, capacity=CAPACITY)
+    assert (dut.n_nodes, dut.n_edges, dut.rows_depth) == (16, 32, 132)
+    loads = [loadable(regular16()), loadable(torus34())]
+    results = fabric_run(dut, loads)
+    assert len(results) == 3
+    for got, exp in results:
+        assert got.shape == exp.shape
+        np.testing.assert_array_equal(got, exp)
+    # the graphs differ, so do their states
+    assert not np.array_equal(results[0][0][:, 32:], results[1][0][:, 32:])
