@@ -10,7 +10,7 @@ PACKAGES = {"clln.sim": "sim", "clln.gateware": "gateware", "clln.boards": "boar
             "clln": "clln"}
 CORE = {"clln.config", "clln.formats", "clln.datasets", "clln.protocol", "clln.errors",
         "clln.environment", "clln.configs", "clln.nonideal", "clln.checkpoint",
-        "clln.processes"}
+        "clln.processes", "clln.schedule"}
 APP = {"clln", "clln.api", "clln.cli", "clln.plot", "clln.flows", "clln.sweeps"}  # and clln.cli_*
 #: Layer -> the layers it may import besides itself (the core imports no other layer).
 ALLOWED = {"core": set(), "sim": {"core"}, "gateware": {"core"}, "host": {"core"},
