@@ -22,7 +22,7 @@ from cobs import cobs
 from .errors import CllnError, ConfigError
 from .formats import momentum_shift
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 DELIMITER = 0x00
 #: Largest payload of a request or a reply, bytes.
 MAX_PAYLOAD = 256
@@ -69,6 +69,15 @@ class Command(enum.IntEnum):
     READ_STATUS = 0x09
     READ_OUTPUTS = 0x0A
     RESET = 0x0B
+    WRITE_GRAPH = 0x0C
+    WRITE_INIT_GATES = 0x0D
+    COMMIT_GRAPH = 0x0E
+
+
+#: The commands of a capacity bitstream (a graph loaded at run time); a fixed-graph one
+#: answers them UNKNOWN_COMMAND.
+GRAPH_COMMANDS = frozenset({Command.WRITE_GRAPH, Command.WRITE_INIT_GATES,
+                            Command.COMMIT_GRAPH})
 
 
 class Order(enum.IntEnum):
@@ -368,7 +377,11 @@ class Identity:
     networks, so the gate table has :attr:`n_gates` entries and an example
     :attr:`n_output_values` recorded outputs, both stream-major. ``clock_hz`` is the clock
     the bitstream was built for (Hz, rounded; 0: not known, e.g. a simulation), which
-    turns READ_STATUS' cycle counter into seconds.
+    turns READ_STATUS' cycle counter into seconds. A capacity bitstream (a graph loaded
+    at run time, ``clln.schedule``) reports its capacity as ``n_nodes``/``n_edges``, the
+    rows of its schedule RAM (``graph_rows``; 0: a fixed graph), the largest node degree
+    its accumulators hold, the hash of what it fixes (``fixed_hash``,
+    :func:`clln.schedule.fixed_hash`) and, as ``config_hash``, that of the config loaded.
     """
     protocol_version: int
     config_hash: int
@@ -385,8 +398,11 @@ class Identity:
     gate_max_q: int
     streams: int
     clock_hz: int = 0
+    graph_rows: int = 0
+    max_degree: int = 0
+    fixed_hash: int = 0
 
-    FORMAT = ">BIBBBBHHBBHiiBI"
+    FORMAT = ">BIBBBBHHBBHiiBIHBI"
 
     def pack(self):
         return struct.pack(self.FORMAT, *(getattr(self, f) for f in self.__dataclass_fields__))
@@ -704,15 +720,20 @@ class DeviceStatus:
         return cls(Mode(mode), epoch, example, ticks, tuple(sums), sat, cycles)
 
 
+#: COMMIT_GRAPH's payload: the rows of a tick u16 (drain and commit rows included), the
+#: loaded config's hash u32.
+COMMIT_FORMAT = ">HI"
+
 #: Exact payload lengths of the fixed-size requests.
 REQUEST_LENGTHS = {Command.IDENTIFY: 0, Command.WRITE_SCHEDULE: struct.calcsize(
     ScheduleParams.FORMAT), Command.READ_GATES: 3, Command.START: 0, Command.STOP: 0,
-    Command.RUN_EPOCHS: 5, Command.READ_STATUS: 0, Command.READ_OUTPUTS: 3, Command.RESET: 0}
+    Command.RUN_EPOCHS: 5, Command.READ_STATUS: 0, Command.READ_OUTPUTS: 3, Command.RESET: 0,
+    Command.COMMIT_GRAPH: struct.calcsize(COMMIT_FORMAT)}
 
 #: Commands refused with BUSY unless the controller is idle (the handler and the golden
 #: model take them from here).
 IDLE_ONLY = frozenset({Command.WRITE_DATASET, Command.WRITE_SCHEDULE, Command.WRITE_GATES,
-                       Command.START, Command.RUN_EPOCHS, Command.RESET})
+                       Command.START, Command.RUN_EPOCHS, Command.RESET, *GRAPH_COMMANDS})
 
 #: The ``first`` u16, ``count`` u8 prefix of WRITE_DATASET, WRITE_GATES, READ_GATES and
 #: READ_OUTPUTS (:func:`pack_range`).
@@ -737,3 +758,43 @@ SCHEDULE_FIELDS = struct_fields(ScheduleParams.FORMAT, list(ScheduleParams.__dat
 RANGE_FIELDS = struct_fields(RANGE_FORMAT, ["first", "count"])
 #: Byte offset and size of ``epochs`` and ``learn`` in RUN_EPOCHS' payload.
 RUN_FIELDS = struct_fields(RUN_FORMAT, ["epochs", "learn"])
+#: Byte offset and size of ``n_rows`` and ``config_hash`` in COMMIT_GRAPH's payload.
+COMMIT_FIELDS = struct_fields(COMMIT_FORMAT, ["n_rows", "config_hash"])
+
+
+def pack_write_graph(first, words):
+    """Payload of WRITE_GRAPH: first row u16, count u8, then each row's u32 words (a
+    packed row of ``clln.schedule.row_fields``, most significant word first)."""
+    words = np.asarray(words, np.int64)
+    return struct.pack(">HB", first, len(words)) + b"".join(
+        struct.pack(f">{len(r)}I", *map(int, r)) for r in words)
+
+
+def unpack_write_graph(payload, ident, row_words):
+    """``(first, rows)`` of a WRITE_GRAPH payload (rows as unsigned integers)."""
+    if len(payload) < 3:
+        raise FrameError(Status.BAD_LENGTH, "WRITE_GRAPH needs at least 3 bytes")
+    first, count = struct.unpack(">HB", payload[:3])
+    if len(payload) != 3 + 4 * row_words * count:
+        raise FrameError(Status.BAD_LENGTH, f"{count} rows need {3 + 4 * row_words * count} "
+                         f"bytes, got {len(payload)}")
+    _block(first, count, ident.graph_rows, "rows")
+    words = struct.unpack(f">{row_words * count}I", payload[3:])
+    rows = [0] * count
+    for i, w in enumerate(words):
+        rows[i // row_words] = (rows[i // row_words] << 32) | w
+    return first, rows
+
+
+def pack_commit(n_rows, hash_value):
+    """Payload of COMMIT_GRAPH."""
+    return struct.pack(COMMIT_FORMAT, n_rows, hash_value)
+
+
+def unpack_commit(payload, ident, least):
+    """``(n_rows, config_hash)`` of COMMIT_GRAPH; ``least``: the fewest rows of a tick."""
+    n_rows, hash_value = _u(COMMIT_FORMAT, payload, Command.COMMIT_GRAPH)
+    if not least <= n_rows <= ident.graph_rows:
+        raise FrameError(Status.OUT_OF_RANGE, f"n_rows {n_rows} outside "
+                         f"{least}..{ident.graph_rows}")
+    return n_rows, hash_value

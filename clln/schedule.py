@@ -9,13 +9,16 @@ RAM and the host writes the rows of another network over the link (``docs/protoc
 - :func:`serial_schedule`, the visits of one tick of a config;
 - :func:`row_fields` and :func:`schedule_rows`, the loadable row layout and the rows (the
   four drain and commit rows included), :func:`pack_row` / :func:`unpack_row`;
-- :func:`relabel`: a bitstream's inputs, rails and outputs are at fixed node numbers, so
-  the host renames the nodes of the graph it loads to put its I/O on them (a renaming
-  changes no bit: every node takes the same step);
+- :func:`relabel`: a capacity bitstream has its inputs, rails and outputs at the first
+  node numbers (:func:`placement`), so the host renames the nodes of the graph it loads
+  (and the bitstream's own config) to put the I/O there (a renaming changes no bit:
+  every node takes the same step);
 - :func:`check_loadable`: a config beyond the capacity, or one that differs from the
   bitstream's config in something the bitstream fixes, is refused naming both values.
 """
 
+import hashlib
+import json
 from collections import namedtuple
 from dataclasses import replace
 
@@ -24,8 +27,9 @@ import numpy as np
 from .errors import ConfigError
 from .protocol import hash_document
 
-__all__ = ["Capacity", "PIPELINE_CYCLES", "Visit", "check_loadable", "fixed_part",
-           "graph_from_rows", "max_rows", "pack_row", "parse_capacity", "relabel",
+__all__ = ["Capacity", "PIPELINE_CYCLES", "Visit", "capacity_identity", "check_capacity",
+           "check_fixed", "check_loadable", "fixed_hash", "fixed_part", "graph_from_rows",
+           "max_rows", "output_nodes", "pack_row", "parse_capacity", "placement", "relabel",
            "row_fields", "row_words", "schedule_rows", "serial_schedule", "unpack_row"]
 
 #: One cycle of the serial schedule: accumulate the term of ``edge`` into ``node`` in
@@ -189,38 +193,33 @@ def graph_from_rows(rows):
 
 
 def _roles(cfg):
-    """Each I/O role of a config and its node: inputs, rails, output ends."""
-    roles = [(("input", k), n) for k, n in enumerate(cfg.io.inputs)]
-    roles += [(("rail", j), n) for j, (n, _) in enumerate(cfg.io.rails)]
-    for k, (plus, minus) in enumerate(cfg.io.outputs):
-        roles += [(("output+", k), plus), (("output-", k), minus)]
-    return roles
+    """The I/O nodes of a config in role order: inputs, rails, output ends (+, -)."""
+    nodes = list(cfg.io.inputs) + [n for n, _ in cfg.io.rails]
+    return nodes + [n for out in cfg.io.outputs for n in out]
 
 
-def relabel(cfg, base, nodes):
-    """``cfg`` with its nodes renamed so that its inputs, rails and outputs are at
-    ``base``'s nodes; its other nodes take the free numbers below ``nodes`` in order. The
-    edges keep their order (and so their gates).
+def placement(cfg):
+    """The node each I/O role of ``cfg`` takes in a capacity bitstream: the I/O nodes are
+    numbered first, 0, 1, ... in role order (inputs, rails, output ends; -1 for the
+    missing minus end of a single-ended output), a node in several roles once."""
+    placed = {}
+    for n in _roles(cfg):
+        if n >= 0 and n not in placed:
+            placed[n] = len(placed)
+    return [placed.get(n, -1) for n in _roles(cfg)], placed
 
-    Raises
-    ------
-    ConfigError
-        When the I/O cannot be placed so (one node in two roles in one config only).
+
+def relabel(cfg):
+    """``cfg`` with its nodes renamed for a capacity bitstream: its I/O nodes first
+    (:func:`placement`), then the others in order. The edges keep their order (and so
+    their gates); every node takes the same step, so no bit of a run changes. Idempotent.
     """
-    mine, theirs = _roles(cfg), dict(_roles(base))
-    rename = {}
-    for role, n in mine:
-        to = theirs[role]
-        if (n < 0) != (to < 0) or rename.setdefault(n, to) != to:
-            raise ConfigError(cfg.source, "io", f"{role[0]} {role[1]} is node {n}, the "
-                              f"bitstream's is node {to}: the I/O nodes cannot be placed")
-    if len(set(rename.values())) != len(rename):
-        raise ConfigError(cfg.source, "io", "two I/O roles share a node in the bitstream's "
-                          "config but not in this one")
-    rename.pop(-1, None)
-    free = iter(sorted(set(range(nodes)) - set(rename.values())))
-    perm = np.array([rename[n] if n in rename else next(free)
-                     for n in range(cfg.network.n_nodes)], np.int64)
+    _, placed = placement(cfg)
+    perm = np.empty(cfg.network.n_nodes, np.int64)
+    for n, to in placed.items():
+        perm[n] = to
+    others = [n for n in range(cfg.network.n_nodes) if n not in placed]
+    perm[others] = np.arange(len(placed), cfg.network.n_nodes)
 
     def io_node(n):
         return int(perm[n]) if n >= 0 else n
@@ -228,8 +227,7 @@ def relabel(cfg, base, nodes):
     io = replace(cfg.io, inputs=tuple(io_node(n) for n in cfg.io.inputs),
                  rails=tuple((io_node(n), v) for n, v in cfg.io.rails),
                  outputs=tuple((io_node(a), io_node(b)) for a, b in cfg.io.outputs))
-    net = replace(cfg.network, n_nodes=int(perm.max()) + 1, edges=perm[cfg.network.edges],
-                  rows=0, cols=0)
+    net = replace(cfg.network, topology="edges", edges=perm[cfg.network.edges], rows=0, cols=0)
     return replace(cfg, network=net, io=io)
 
 
@@ -256,11 +254,50 @@ def fixed_part(cfg, fmt):
     doc["[io] outputs (count)"] = len(cfg.io.outputs)
     doc["[io] outputs (differential)"] = [int(m >= 0) for _, m in cfg.io.outputs]
     doc["[io] rails (volts)"] = [float(v) for _, v in cfg.io.rails]
+    doc["[io] nodes (placed)"] = placement(cfg)[0]
     for name in type(fmt).__dataclass_fields__:
         value = getattr(fmt, name)
         if not isinstance(value, np.ndarray) and value is not None:
             doc[f"formats {name}"] = value
     return doc
+
+
+def fixed_hash(cfg, fmt):
+    """32-bit hash of :func:`fixed_part` (IDENTIFY's ``fixed_hash``)."""
+    text = json.dumps(fixed_part(cfg, fmt), sort_keys=True, separators=(",", ":"), default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+def check_fixed(cfg, mine, theirs):
+    """Refuse ``cfg`` when its :func:`fixed_part` ``mine`` differs from the bitstream's,
+    naming the first key that differs and both values."""
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) != theirs.get(key):
+            raise ConfigError(cfg.source, "", f"{key} {mine.get(key)} differs "
+                              f"from the bitstream's {theirs.get(key)}")
+
+
+def capacity_identity(ident, cfg, fmt, capacity, max_degree):
+    """The IDENTIFY of a capacity bitstream built from ``cfg`` (``ident``: the one of
+    its config): the capacity as ``n_nodes``/``n_edges``, ``graph_rows``, ``max_degree``
+    and ``fixed_hash``."""
+    return replace(ident, n_nodes=capacity.nodes, n_edges=capacity.edges,
+                   graph_rows=max_rows(capacity), max_degree=max_degree,
+                   fixed_hash=fixed_hash(cfg, fmt))
+
+
+def check_capacity(cfg, capacity, max_degree):
+    """Refuse a graph beyond ``capacity`` or a node degree above ``max_degree``."""
+    N, E = cfg.network.n_nodes, cfg.network.n_edges
+    if N > capacity.nodes or E > capacity.edges:
+        raise ConfigError(cfg.source, "", f"{N} nodes, {E} edges > capacity "
+                          f"{capacity.nodes}:{capacity.edges}")
+    degree = int(cfg.network.degrees().max())
+    if degree > max_degree:
+        raise ConfigError(cfg.source, "network", f"a node of degree {degree} > the "
+                          f"bitstream's largest degree {max_degree}")
+    if cfg.fabric.streams != 1:
+        raise ConfigError(cfg.source, "fabric.streams", "a loaded graph is one network")
 
 
 def check_loadable(cfg, base, base_fmt, fmt, capacity, max_degree):
@@ -273,19 +310,6 @@ def check_loadable(cfg, base, base_fmt, fmt, capacity, max_degree):
         Beyond the capacity ("40 nodes, 96 edges > capacity 32:64"), a degree above the
         bitstream's, or a fixed key that differs (naming both values).
     """
-    N, E = cfg.network.n_nodes, cfg.network.n_edges
-    if N > capacity.nodes or E > capacity.edges:
-        raise ConfigError(cfg.source, "", f"{N} nodes, {E} edges > capacity "
-                          f"{capacity.nodes}:{capacity.edges}")
-    degree = int(cfg.network.degrees().max())
-    if degree > max_degree:
-        raise ConfigError(cfg.source, "network", f"a node of degree {degree} > the "
-                          f"bitstream's largest degree {max_degree}")
-    if cfg.fabric.streams != 1:
-        raise ConfigError(cfg.source, "fabric.streams", "a loaded graph is one network")
-    mine, theirs = fixed_part(cfg, fmt), fixed_part(base, base_fmt)
-    for key in sorted(set(mine) | set(theirs)):
-        if mine.get(key) != theirs.get(key):
-            raise ConfigError(cfg.source, "", f"{key} {mine.get(key)} differs "
-                              f"from the bitstream's {theirs.get(key)}")
-    return relabel(cfg, base, capacity.nodes)
+    check_capacity(cfg, capacity, max_degree)
+    check_fixed(cfg, fixed_part(cfg, fmt), fixed_part(base, base_fmt))
+    return relabel(cfg)

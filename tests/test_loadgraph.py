@@ -70,8 +70,11 @@ def test_rows_pack_and_decode_to_the_graph():
 def test_relabel_places_the_io_and_keeps_every_bit():
     other = torus34()
     moved = loadable(other)
-    assert moved.io.inputs == (15, 13) and moved.io.outputs == ((10, 0),)
-    assert [n for n, _ in moved.io.rails] == [5, 7] and moved.network.n_nodes <= 16
+    assert moved.io.inputs == (0, 1) and moved.io.outputs == ((4, 5),)
+    assert [n for n, _ in moved.io.rails] == [2, 3] and moved.network.n_nodes == 12
+    again = sch.relabel(moved)
+    assert again.io == moved.io and (again.network.edges == moved.network.edges).all()
+    assert sch.placement(moved)[0] == [0, 1, 2, 3, 4, 5]
     # the same training, bit for bit: gates (by edge) and outputs
     a, b = FixedPointModel(other, [0]), FixedPointModel(moved, [0])
     for model in (a, b):

@@ -43,6 +43,7 @@ from clln.schedule import (
     max_rows,
     output_nodes,
     parse_capacity,
+    relabel,
     row_fields,
     schedule_rows,
     serial_schedule,
@@ -112,6 +113,8 @@ class SerialFabric(Fabric):
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None, capacity=None):
         self.capacity = None if capacity is None else parse_capacity(capacity)
+        if self.capacity:              # the I/O at the first nodes (``clln.schedule``)
+            cfg = relabel(cfg)
         super().__init__(cfg, fmt, seed, mult_bits)
         if self.capacity:
             self._check_capacity(cfg)
