@@ -164,7 +164,7 @@ def _open_device(cfg, args, seed):
 
 
 def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None, start=None,
-                  checkpoints=None):
+                  checkpoints=None, base=None):
     """Reset the device, load ``cfg``'s dataset, schedule and seeds' gates, train epoch by
     epoch, run one inference pass and read gates and outputs back.
 
@@ -188,6 +188,10 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None, start=N
     checkpoints : object or None
         ``due(epoch)`` and ``save(BoardState)``: the state is read and saved after the
         epochs it is due and after the last.
+    base : clln.config.Config or None
+        A capacity bitstream's own config, when known: a ``cfg`` that differs from it in
+        what the bitstream fixes is refused naming the key (else by the fixed hash).
+        On a capacity bitstream ``cfg``'s graph is loaded first (``Device.load_graph``).
 
     Returns
     -------
@@ -217,6 +221,13 @@ def run_on_device(dev, cfg, epochs, seed, order="cyclic", progress=None, start=N
     except OSError as e:              # serial.SerialException: a port that fails at once
         raise CllnError(f"the link failed at IDENTIFY ({type(e).__name__}: {e}); nothing "
                         "was trained") from None
+    if ident.graph_rows:        # a capacity bitstream: load cfg's graph unless loaded
+        try:
+            dev.load_graph(cfg, base)
+        except OSError as e:
+            raise CllnError(f"the link failed loading the graph ({e}); nothing was "
+                            "trained") from None
+        ident = dev.identify()
     want = p.config_hash(cfg)
     if ident.config_hash != want:
         raise CllnError(f"the device runs another config (hash {ident.config_hash:08x}, "
@@ -277,6 +288,11 @@ def _load_device(dev, cfg, fmt, epochs, seed, order, start):
     dev.write_gates(start.gates_q.ravel())
 
 
+def _read_gates(dev, start):
+    """The gates of the networks trained (a capacity bitstream holds more)."""
+    return dev.read_gates(0, start.gates_q.size).reshape(start.gates_q.shape)
+
+
 def _train_epochs(dev, cfg, fmt, epochs, start, progress, link):
     """Train ``epochs`` epochs one by one from ``start``, reading the gates back (and
     saving them) when a checkpoint is due and after the last; the state after training
@@ -294,11 +310,11 @@ def _train_epochs(dev, cfg, fmt, epochs, start, progress, link):
         if progress:
             progress(e + 1 - start.epoch, st.error_sum * scale)
         if e + 1 < start.epoch + epochs and link.due(e + 1):
-            link.save(BoardState(e + 1, dev.read_gates().reshape(start.gates_q.shape),
-                                 list(sums), start.cycles + cycles, saturation))
+            link.save(BoardState(e + 1, _read_gates(dev, start), list(sums),
+                                 start.cycles + cycles, saturation))
     link.phase = f"reading the gates after epoch {start.epoch + epochs}"
-    board = BoardState(start.epoch + epochs, dev.read_gates().reshape(start.gates_q.shape),
-                       sums, start.cycles + cycles, saturation)
+    board = BoardState(start.epoch + epochs, _read_gates(dev, start), sums,
+                       start.cycles + cycles, saturation)
     link.save(board)
     return board, cycles
 

@@ -24,12 +24,16 @@ the gateware's count on its own (at least the run's ticks times the fabric's cyc
 tick, growing while it runs, frozen after).
 """
 
+from dataclasses import replace
+
 import numpy as np
 
 from clln import protocol as p
+from clln import schedule as sch
+from clln.formats import Formats
 from clln.protocol import Command, FrameError, Mode, Order, Status
 
-from .fixed import FixedPointModel, run_ticks
+from .fixed import FixedPointModel, edge_constants, run_ticks
 
 __all__ = ["SystemModel", "TwinModel"]
 
@@ -53,8 +57,11 @@ class TwinModel(FixedPointModel):
     target : ndarray of int64 (outputs,)
     """
 
-    def __init__(self, cfg, seed):
+    def __init__(self, cfg, seed, vt=None):
         super().__init__(cfg, [seed])
+        if vt is not None:              # a loaded graph's thresholds, from its rows
+            self.formats = replace(self.formats, vt_q=vt[0], vt_c_q=vt[1])
+            self.edges = edge_constants(cfg, self.formats)
         fmt = self.formats
         self.drive = np.zeros(self.problem.n_nodes, np.int64)
         for node, volts in cfg.io.rails:
@@ -79,11 +86,64 @@ class TwinModel(FixedPointModel):
 class _Stream:
     """The controller state of one stream: its network, LFSR, example and epoch."""
 
-    def __init__(self, cfg, seed, offset):
-        self.twin = TwinModel(cfg, seed)
+    def __init__(self, cfg, seed, offset, graph=None):
+        if graph is None:
+            self.twin = TwinModel(cfg, seed)
+        else:                           # a capacity bitstream: the graph loaded
+            self.twin = TwinModel(graph.cfg, seed, graph.vt)
+            self.twin.gates[0] = graph.init[:graph.cfg.network.n_edges]
         self.offset = offset                # the LFSR's seed is the schedule's plus this
         self.lfsr = self.lfsr_width = 0
         self.example = self.epoch = self.error_sum = 0
+
+
+class _Graph:
+    """A capacity bitstream's graph (``clln.schedule``): the schedule RAM (packed rows),
+    the initial gates, the row count of a tick, and what the model runs: the config the
+    rows committed last decode to (:func:`clln.schedule.graph_from_rows`) and their
+    thresholds. ``spare``: the gates beyond the graph's edges (untouched by its ticks)."""
+
+    def __init__(self, cfg, fmt, capacity, seed):
+        self.capacity, self.base = capacity, cfg
+        self.n_driven, self.n_clamp = len(cfg.driven_nodes()), len(sch.output_nodes(cfg))
+        self.fields = sch.row_fields(capacity, fmt.v_bits, self.n_driven, self.n_clamp)
+        self.words = sch.row_words(self.fields)
+        packed = [sch.pack_row(r, self.fields) for r in sch.schedule_rows(cfg, fmt)]
+        self.ram = packed + [packed[-1]] * (sch.max_rows(capacity) - len(packed))
+        self.n_rows = len(packed)
+        E = cfg.network.n_edges
+        self.init = np.zeros(capacity.edges, np.int64)
+        self.init[:E] = fmt.volts_to_g(cfg.learning.initial_gates(E, seed))
+        self.spare = self.init.copy()
+        self.cfg, self.vt = cfg, (fmt.vt_q, fmt.vt_c_q)
+
+    def check_row(self, word):
+        """OUT_OF_RANGE for a row whose node, edge, slot or clamp index is beyond the
+        bitstream's (or whose unused top bits are set)."""
+        r, cap = sch.unpack_row(word, self.fields), self.capacity
+        limits = {"node": cap.nodes, "other": cap.nodes, "edge": cap.edges,
+                  "node_slot": max(self.n_driven, 1), "other_slot": max(self.n_driven, 1),
+                  "clamp": self.n_clamp + 1}
+        bad = [k for k, most in limits.items() if r[k] >= most]
+        if bad or word >> sum(b for _, b, _ in self.fields):
+            raise FrameError(Status.OUT_OF_RANGE, f"row field {(bad or ['unused bits'])[0]}")
+
+    def commit(self, n_rows):
+        """Decode rows ``0 .. n_rows - 1`` into the graph the model runs."""
+        rows = [sch.unpack_row(w, self.fields) for w in self.ram[:n_rows]]
+        graph = sch.graph_from_rows(rows)
+        if graph is not None:
+            edges, vt_q, vt_c_q = graph
+            net = replace(self.base.network, topology="edges", n_nodes=int(edges.max()) + 1,
+                          edges=edges, rows=0, cols=0)
+            cfg = replace(self.base, network=net)
+            fmt = replace(Formats.from_config(cfg), vt_q=vt_q, vt_c_q=vt_c_q)
+            if [{k: r[k] for k, _, _ in self.fields} for r in sch.schedule_rows(cfg, fmt)
+                    ] == rows:
+                self.cfg, self.vt, self.n_rows = cfg, (vt_q, vt_c_q), n_rows
+                return
+        # the gateware runs any rows; its model only those of a graph's schedule
+        raise FrameError(Status.OUT_OF_RANGE, "the rows are no graph's schedule")
 
 
 class SystemModel:
@@ -99,6 +159,10 @@ class SystemModel:
         those of ``seed + s`` (``cfg.fabric.streams`` streams).
     clock_hz : float
         The clock IDENTIFY reports (as ``System``'s; 0: not known).
+    capacity : clln.schedule.Capacity or str, optional
+        A capacity bitstream's (``NODES:EDGES``): ``cfg`` (its I/O placed first,
+        :func:`clln.schedule.relabel`) is the graph at power-up, and WRITE_GRAPH,
+        WRITE_INIT_GATES and COMMIT_GRAPH load another (one stream only).
 
     Attributes
     ----------
@@ -110,14 +174,24 @@ class SystemModel:
         Last epoch error sum of each stream (LSB^2, saturating at 2**64 - 1).
     """
 
-    def __init__(self, cfg, max_examples=None, seed=None, clock_hz=0):
-        self.cfg = cfg
+    def __init__(self, cfg, max_examples=None, seed=None, clock_hz=0, capacity=None):
+        original = cfg
         self.max_examples = max_examples or p.default_max_examples(cfg)
         self.build_seed = cfg.learning.seed if seed is None else seed
         self.seeds = [self.build_seed + s for s in range(cfg.fabric.streams)]
-        self.streams = [_Stream(cfg, sd, s) for s, sd in enumerate(self.seeds)]
+        self.graph = None
+        if capacity is not None:
+            capacity = sch.parse_capacity(capacity)
+            sch.check_capacity(cfg, capacity, int(cfg.network.degrees().max()))
+            cfg = sch.relabel(cfg)
+            self.graph = _Graph(cfg, Formats.from_config(cfg), capacity, self.build_seed)
+        self.cfg = cfg
+        self.streams = [_Stream(cfg, sd, s, self.graph) for s, sd in enumerate(self.seeds)]
         fmt = self.fmt = self.streams[0].twin.formats
-        self.identity = p.Identity.from_config(cfg, fmt, self.max_examples, clock_hz)
+        self.identity = p.Identity.from_config(original, fmt, self.max_examples, clock_hz)
+        if capacity is not None:
+            self.identity = sch.capacity_identity(self.identity, cfg, fmt, capacity,
+                                                  int(cfg.network.degrees().max()))
         self.n_inputs, self.n_outputs = len(cfg.io.inputs), len(cfg.io.outputs)
         self.inputs = list(cfg.io.inputs)
         self.dataset = np.zeros((self.max_examples, self.n_inputs + self.n_outputs), np.int64)
@@ -241,7 +315,9 @@ class SystemModel:
     def reset(self):
         """RESET: new networks (bitstream's gates, nodes 0), counters and outputs cleared,
         LFSRs reloaded."""
-        self.streams = [_Stream(self.cfg, sd, s) for s, sd in enumerate(self.seeds)]
+        self.streams = [_Stream(self.cfg, sd, s, self.graph) for s, sd in enumerate(self.seeds)]
+        if self.graph is not None:
+            self.graph.spare = self.graph.init.copy()
         self.outputs[:] = 0
         self._reload_lfsr()
 
@@ -252,8 +328,12 @@ class SystemModel:
     @property
     def gates(self):
         """Gates (gate LSBs) of all streams, int64 (streams * edges,), index
-        ``s * n_edges + e``."""
-        return np.concatenate([tw.gates[0] for tw in self.twins])
+        ``s * n_edges + e``; a capacity bitstream's: its capacity's edges, those beyond
+        the loaded graph's untouched by its ticks."""
+        table = np.concatenate([tw.gates[0] for tw in self.twins])
+        if self.graph is not None:
+            table = np.concatenate([table, self.graph.spare[len(table):]])
+        return table
 
     def write_gates(self, first, gates):
         """Gates ``first ..`` of the stream-major table (gate LSBs)."""
@@ -262,6 +342,8 @@ class SystemModel:
         E = self.twin.gates.shape[1]
         for s, tw in enumerate(self.twins):
             tw.gates[0] = table[s * E:(s + 1) * E]
+        if self.graph is not None:
+            self.graph.spare = table.copy()
 
     def status(self):
         """The :class:`~clln.host.protocol.DeviceStatus` READ_STATUS reports (with
@@ -346,6 +428,8 @@ class SystemModel:
             idle()
             self.write_gates(first, gates)
             return b""
+        if cmd in p.GRAPH_COMMANDS:
+            return self._graph_command(cmd, payload, idle)
         if cmd == Command.READ_GATES:
             first, count = p.unpack_range(payload, ident.n_gates, cmd)
             if count > p.MAX_PAYLOAD // 4:
@@ -357,3 +441,26 @@ class SystemModel:
                 raise FrameError(Status.OUT_OF_RANGE)
             return p.pack_values(self.outputs[first:first + count])
         raise FrameError(Status.UNKNOWN_COMMAND)  # pragma: no cover
+
+    def _graph_command(self, cmd, payload, idle):
+        """WRITE_GRAPH, WRITE_INIT_GATES, COMMIT_GRAPH (a capacity bitstream's)."""
+        graph, ident = self.graph, self.identity
+        if graph is None:
+            raise FrameError(Status.UNKNOWN_COMMAND)
+        if cmd == Command.WRITE_GRAPH:
+            first, rows = p.unpack_write_graph(payload, ident, graph.words)
+            for word in rows:
+                graph.check_row(word)
+            idle()
+            graph.ram[first:first + len(rows)] = rows
+        elif cmd == Command.WRITE_INIT_GATES:
+            first, gates = p.unpack_write_gates(payload, ident)
+            idle()
+            graph.init[first:first + len(gates)] = gates
+        else:
+            n_rows, hash_value = p.unpack_commit(payload, ident, sch.PIPELINE_CYCLES + 1)
+            idle()
+            graph.commit(n_rows)
+            self.identity = replace(ident, config_hash=hash_value)
+            self.reset()
+        return b""

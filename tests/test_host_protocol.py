@@ -136,7 +136,7 @@ def test_frame_reader_back_to_back_and_garbage():
 def test_payload_layouts_and_range_checks():
     ident = identity()
     assert p.Identity.unpack(ident.pack()) == ident
-    assert ident.n_edges == ident.n_gates == 32 and len(ident.pack()) == 30
+    assert ident.n_edges == ident.n_gates == 32 and len(ident.pack()) == 37
     drives, targets = np.array([[1, -2], [3, 4]]), np.array([[5], [-6]])
     first, d, t = p.unpack_write_dataset(p.pack_write_dataset(7, drives, targets), ident)
     assert first == 7 and (d == drives).all() and (t == targets).all()
@@ -178,8 +178,9 @@ def test_payload_layouts_and_range_checks():
 def test_identity_and_status_with_streams(streams):
     ident = identity(streams, clock_hz=57.24e6)
     payload = ident.pack()
-    assert len(payload) == 30 and payload[25] == streams and payload[0] == p.PROTOCOL_VERSION == 5
-    assert payload[26:] == (57_240_000).to_bytes(4, "big") and ident.clock_hz == 57_240_000
+    assert len(payload) == 37 and payload[25] == streams and payload[0] == p.PROTOCOL_VERSION == 6
+    assert payload[26:30] == (57_240_000).to_bytes(4, "big") and payload[30:] == bytes(7)
+    assert ident.clock_hz == 57_240_000
     assert p.Identity.unpack(payload) == ident and ident.streams == streams
     assert (ident.n_edges, ident.n_gates) == (32, 32 * streams)
     assert (ident.n_outputs, ident.n_output_values) == (1, streams)

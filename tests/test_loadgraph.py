@@ -3,6 +3,7 @@ capacity serial fabric in amaranth.sim loaded with other graphs against the fixe
 model, and the protocol's graph commands on the system model and the host driver."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,11 +12,16 @@ from conftest import builtin_dict
 from test_fabric_amaranth import ModelSide, read_state
 
 from clln import config as config_mod
+from clln import protocol as p
 from clln import schedule as sch
+from clln.cli_board import run_on_device
 from clln.errors import ConfigError
 from clln.formats import Formats
 from clln.gateware.fabric import make_fabric
+from clln.host.driver import Device, DeviceError, LoopbackTransport
 from clln.sim.fixed import FixedPointModel
+from clln.sim.system import SystemModel
+from clln.sim.training import train
 
 CAPACITY = sch.Capacity(16, 32)
 
@@ -190,3 +196,82 @@ def test_capacity_fabric_runs_loaded_graphs_bit_exact():
         np.testing.assert_array_equal(got, exp)
     # the graphs differ, so do their states
     assert not np.array_equal(results[0][0][:, 32:], results[1][0][:, 32:])
+
+
+# ---------------------------------------------------------------------------- protocol
+
+def short(cfg):
+    """``cfg`` with a short schedule and few epochs."""
+    return dataclasses.replace(cfg, schedule=dataclasses.replace(
+        cfg.schedule, settle_ticks=60, learn_ticks=2))
+
+
+def test_system_model_loads_graphs_and_trains_like_the_fixed_model():
+    """A capacity system model built from paper-xor, loaded over the link with two other
+    graphs in turn (``Device.load_graph`` through ``run_on_device``): each trains as
+    ``clln train X --model fixed`` does (gates, outputs, error sums); IDENTIFY reports
+    the loaded config's hash."""
+    base = short(config_mod.load("paper-xor"))
+    model = SystemModel(base, capacity="16:32")
+    dev = Device(LoopbackTransport(model.respond))
+    ident = dev.identify()
+    assert (ident.n_nodes, ident.n_edges, ident.graph_rows, ident.max_degree) == (16, 32, 132, 4)
+    assert ident.config_hash == p.config_hash(base)
+    for other in (short(regular16()), short(torus34())):
+        res = run_on_device(dev, other, 2, other.learning.seed, base=base)
+        assert dev.identify().config_hash == p.config_hash(other)
+        alone = FixedPointModel(other, [other.learning.seed])
+        hist = train(alone, 2)
+        np.testing.assert_array_equal(res["gates"], alone.gates[0])
+        np.testing.assert_array_equal(model.fmt.v_to_volts(res["outputs"][:, 0]),
+                                      hist.outputs_final[0][:, 0])
+        E = other.network.n_edges
+        assert len(res["gates"]) == E and (res["gates"] != model.graph.init[:E]).any()
+    # loaded already: nothing sent
+    assert not dev.load_graph(short(torus34()))
+
+
+def test_graph_commands_refused():
+    base = short(config_mod.load("paper-xor"))
+    model = SystemModel(base, capacity="20:32")
+    dev = Device(LoopbackTransport(model.respond))
+    ident = dev.identify()
+    fields = model.graph.fields
+    row = sch.schedule_rows(model.cfg, model.fmt)[0]
+
+    def write_row(word):
+        words = [[word >> 32, word & 0xFFFFFFFF]]
+        dev.request(p.Command.WRITE_GRAPH, p.pack_write_graph(0, words))
+
+    for bad in (sch.pack_row(dict(row, node=20), fields),
+                sch.pack_row(dict(row, clamp=3), fields), sch.pack_row(row, fields) | 1 << 63):
+        with pytest.raises(DeviceError, match="OUT_OF_RANGE"):
+            write_row(bad)
+    write_row(sch.pack_row(dict(row, node=19), fields))
+    for n_rows in (4, ident.graph_rows + 1):
+        with pytest.raises(DeviceError, match="OUT_OF_RANGE"):
+            dev.request(p.Command.COMMIT_GRAPH, p.pack_commit(n_rows, 1))
+    # 132 rows: no graph's schedule, which the model cannot follow (the gateware runs them)
+    with pytest.raises(DeviceError, match="OUT_OF_RANGE"):
+        dev.request(p.Command.COMMIT_GRAPH, p.pack_commit(ident.graph_rows, 1))
+    with pytest.raises(DeviceError, match="OUT_OF_RANGE"):
+        dev.request(p.Command.WRITE_GRAPH, p.pack_write_graph(ident.graph_rows, [[0, 0]]))
+    with pytest.raises(ConfigError, match=r"25 nodes, 50 edges > capacity 20:32"):
+        dev.load_graph(variant("big", {"topology": "torus", "rows": 5, "cols": 5}))
+    with pytest.raises(ConfigError, match=r"\[fixed\] v_bits 18 differs from the "
+                                          r"bitstream's 17"):
+        dev.load_graph(variant("wide", {"topology": "torus", "rows": 4, "cols": 4},
+                               fixed={"v_bits": 18}), base)
+    with pytest.raises(ConfigError, match=r"fixed hash"):
+        dev.load_graph(variant("wide", {"topology": "torus", "rows": 4, "cols": 4},
+                               fixed={"v_bits": 18}))
+    model.run(0, True)                  # running until stopped: BUSY
+    with pytest.raises(DeviceError, match="BUSY"):
+        dev.load_graph(short(torus34()))
+    model.stop()
+    # a fixed-graph bitstream knows no graph commands
+    fixed = Device(LoopbackTransport(SystemModel(base).respond))
+    with pytest.raises(DeviceError, match="UNKNOWN_COMMAND"):
+        fixed.request(p.Command.COMMIT_GRAPH, p.pack_commit(10, 1))
+    with pytest.raises(ConfigError, match=r"graph is fixed"):
+        fixed.load_graph(short(torus34()))

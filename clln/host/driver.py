@@ -5,6 +5,9 @@ import time
 import numpy as np
 
 from .. import protocol as p
+from .. import schedule as sch
+from ..errors import ConfigError
+from ..formats import Formats
 from ..protocol import Command, FrameError, ProtocolError, Status, Transport
 
 
@@ -173,6 +176,55 @@ class Device:
         per = (p.MAX_PAYLOAD - 3) // 4
         for i in range(0, len(gates), per):
             self.request(Command.WRITE_GATES, p.pack_write_gates(first + i, gates[i:i + per]))
+
+    def load_graph(self, cfg, base=None):
+        """Load ``cfg``'s graph into a capacity bitstream (``docs/protocol.md``, "Loading
+        a graph"): its schedule rows (its I/O placed first, ``clln.schedule.relabel``),
+        its initial gates (seed ``learning.seed``) and COMMIT_GRAPH with its config
+        hash, which resets the fabric. Nothing is sent when IDENTIFY already reports that
+        hash. Returns whether it loaded.
+
+        Raises
+        ------
+        ConfigError
+            A fixed-graph bitstream; a graph beyond the capacity or of a larger degree; a
+            config that differs in what the bitstream fixes (``base``, the bitstream's
+            config when known, names the key and both values; else the fixed hashes).
+        """
+        ident = self.identify()
+        if not ident.graph_rows:
+            raise ConfigError(cfg.source, "", "the bitstream's graph is fixed (built without "
+                              "--capacity): it runs only the config it was built from")
+        hash_value = p.config_hash(cfg)
+        if ident.config_hash == hash_value:
+            return False
+        fmt, cap = Formats.from_config(cfg), sch.Capacity(ident.n_nodes, ident.n_edges)
+        sch.check_capacity(cfg, cap, ident.max_degree)
+        if base is not None:
+            sch.check_fixed(cfg, sch.fixed_part(cfg, fmt),
+                            sch.fixed_part(base, Formats.from_config(base)))
+        mine = sch.fixed_hash(cfg, fmt)
+        if mine != ident.fixed_hash:
+            raise ConfigError(cfg.source, "", f"differs from the bitstream's config in what it "
+                              f"fixes (widths, constants, the task's shape, the I/O; fixed "
+                              f"hash {mine:#010x}, the bitstream's {ident.fixed_hash:#010x})")
+        placed = sch.relabel(cfg)
+        fields = sch.row_fields(cap, ident.v_bits, len(placed.driven_nodes()),
+                                len(sch.output_nodes(placed)))
+        W = sch.row_words(fields)
+        rows = [sch.pack_row(r, fields) for r in sch.schedule_rows(placed, fmt)]
+        words = [[(r >> (32 * (W - 1 - i))) & 0xFFFFFFFF for i in range(W)] for r in rows]
+        per = (p.MAX_PAYLOAD - 3) // (4 * W)
+        for i in range(0, len(words), per):
+            self.request(Command.WRITE_GRAPH, p.pack_write_graph(i, words[i:i + per]))
+        E = cfg.network.n_edges
+        gates = fmt.volts_to_g(cfg.learning.initial_gates(E, cfg.learning.seed))
+        for i in range(0, E, (p.MAX_PAYLOAD - 3) // 4):
+            chunk = gates[i:i + (p.MAX_PAYLOAD - 3) // 4]
+            self.request(Command.WRITE_INIT_GATES, p.pack_write_gates(i, chunk))
+        self.request(Command.COMMIT_GRAPH, p.pack_commit(len(rows), hash_value))
+        self._identity = None
+        return True
 
     def start(self):
         """Train for the scheduled number of epochs."""
