@@ -150,11 +150,14 @@ def _program(board, bitstream):
 
 # --------------------------------------------------------------------------- run
 
-def _open_device(cfg, args, seed):
+def _open_device(cfg, args, seed, base=None):
     from .host.driver import Device, SerialTransport
     if args.sim:
         from .flows import sim_board
-        transport = sim_board(cfg, build_dir=args.build_dir, seed=seed, opt=args.sim_opt)
+        capacity = getattr(args, "capacity", None)
+        built = base if capacity is not None and base is not None else cfg
+        transport = sim_board(built, build_dir=args.build_dir, seed=seed, opt=args.sim_opt,
+                              capacity=capacity)
         return Device(transport, timeout=60.0), transport
     try:
         transport = SerialTransport(args.port, args.baud)
@@ -445,6 +448,7 @@ def device_run(args):
                               "was built with)")
         cfg = config_mod.refold(cfg, args.fabric, "--fabric")
     fmt = Formats.from_config(cfg)
+    base = _capacity_args(args, cfg, fmt)
     seed, order, epochs, saved, ckpt = _run_setup(args, cfg)
     start = saved.board if saved else None
     done = start.epoch if start else 0
@@ -453,7 +457,7 @@ def device_run(args):
     if args.sim and args.build_dir:
         output_folder(args.build_dir, "--build-dir")
     t0 = time.monotonic()
-    dev, transport = _open_device(cfg, args, seed)
+    dev, transport = _open_device(cfg, args, seed, base)
     setup = time.monotonic() - t0
     bar = progress_bar(epochs, not args.json, f"{cfg.name} ({'sim' if args.sim else args.port})")
 
@@ -464,7 +468,8 @@ def device_run(args):
 
     t1 = time.monotonic()
     try:
-        res = run_on_device(dev, cfg, epochs, seed, order, progress, start, checkpoints)
+        res = run_on_device(dev, cfg, epochs, seed, order, progress, start, checkpoints,
+                            base)
     finally:
         if bar is not None:
             bar.close()
@@ -479,6 +484,28 @@ def device_run(args):
     failures = ([checkpoints.error] if checkpoints.error else []) + (plot_failed or [])
     return out, failures, dict(cfg=cfg, saved_to=None if checkpoints.error else ckpt,
                                plotted=bool(args.plot and not plot_failed))
+
+
+def _capacity_args(args, cfg, fmt):
+    """``--capacity`` and ``--base``: the bitstream's own config (None when not given),
+    after refusing, before any build, a ``cfg`` its capacity build cannot load."""
+    from . import schedule as sch
+    from .formats import Formats
+    capacity, base_name = getattr(args, "capacity", None), getattr(args, "base", None)
+    if capacity is not None and not args.sim:
+        raise ConfigError("--capacity", "", "only with --sim (a board runs the bitstream "
+                          "it was built with: clln build --capacity)")
+    if base_name is not None and capacity is None and args.sim:
+        raise ConfigError("--base", "", "with --sim only beside --capacity")
+    base = config_mod.load(base_name) if base_name is not None else None
+    if capacity is not None:
+        capacity = args.capacity = sch.parse_capacity(capacity)
+        built = base or cfg
+        bfmt = Formats.from_config(built)
+        sch.check_capacity(built, capacity, int(built.network.degrees().max()))
+        sch.check_loadable(cfg, built, bfmt, fmt, capacity,
+                           int(built.network.degrees().max()))
+    return base
 
 
 def cmd_run(args):
@@ -636,6 +663,14 @@ def add_parsers(sub):
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
                    help="with --sim: the simulated board's fabric (edge units or 'serial')")
     p.add_argument("--build-dir", metavar="DIR", help="--sim build folder")
+    p.add_argument("--capacity", metavar="NODES:EDGES",
+                   help="with --sim: simulate a board whose graph is loaded at run time, "
+                   "built for this many nodes and edges from --base (default CONFIG); "
+                   "CONFIG's graph is then loaded over the link (docs/protocol.md)")
+    p.add_argument("--base", metavar="CONFIG",
+                   help="the config a capacity bitstream was built from: with --sim "
+                   "--capacity the simulated board's; with --port names the key a CONFIG "
+                   "that differs in what the bitstream fixes differs in")
     p.add_argument("--sim-opt", default=None, help="C++ optimisation of the simulated "
                    "board (default -Os; -O0 builds faster and runs slower)")
     add_checkpoint_args(p, "build/checkpoints/<name>-seed<S>.json; with --resume: the "

@@ -59,14 +59,15 @@ def verify(cfg, sim="icarus", ticks=300, waves=False, build_dir=None, patch=None
     return res
 
 
-def sim_board(cfg, build_dir=None, seed=None, opt=None, divisor=4, max_examples=None):
+def sim_board(cfg, build_dir=None, seed=None, opt=None, divisor=4, max_examples=None,
+              capacity=None):
     """The board system of ``cfg`` Verilated, as a :class:`~clln.protocol.Transport`.
 
     Parameters
     ----------
     build_dir : str or Path, optional
         Default ``build/simboard/<name>``; the Verilog goes into its ``hdl`` folder.
-    seed, divisor, max_examples
+    seed, divisor, max_examples, capacity
         As for :class:`~clln.gateware.system.System`.
     opt : str, optional
         C++ optimisation of the Verilated model (``-O0`` builds faster, runs ~5x slower).
@@ -74,8 +75,12 @@ def sim_board(cfg, build_dir=None, seed=None, opt=None, divisor=4, max_examples=
     The simulated clock is :data:`SIM_CLOCK_HZ`.
     """
     build = Path(build_dir) if build_dir else Path("build/simboard") / cfg.name
+    if capacity is not None and not build_dir:
+        from .schedule import parse_capacity
+        cap = parse_capacity(capacity)
+        build = build.with_name(f"{cfg.name}-capacity-{cap.nodes}x{cap.edges}")
     system = generate_system(cfg, build / "hdl", divisor=divisor, max_examples=max_examples,
-                             seed=seed)
+                             seed=seed, capacity=capacity)
     return SimBoardTransport(system, build_dir=build, opt=opt)
 
 

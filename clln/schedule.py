@@ -30,7 +30,8 @@ from .protocol import hash_document
 __all__ = ["Capacity", "PIPELINE_CYCLES", "Visit", "capacity_identity", "check_capacity",
            "check_fixed", "check_loadable", "fixed_hash", "fixed_part", "graph_from_rows",
            "max_rows", "output_nodes", "pack_row", "parse_capacity", "placement", "relabel",
-           "row_fields", "row_words", "schedule_rows", "serial_schedule", "unpack_row"]
+           "row_fields", "row_limits", "row_words", "schedule_rows", "serial_schedule",
+           "unpack_row"]
 
 #: One cycle of the serial schedule: accumulate the term of ``edge`` into ``node`` in
 #: network ``net`` (0 free, 1 clamped); ``other`` is the edge's other end, ``plus`` is 1
@@ -121,6 +122,20 @@ def row_fields(capacity, v_bits, n_driven, n_clamp):
             ("node_slot", _bits(max(n_driven, 1)), False),
             ("other_slot", _bits(max(n_driven, 1)), False),
             ("clamp", _bits(n_clamp + 1), False)]
+
+
+def row_limits(fields, capacity, n_driven, n_clamp):
+    """The index fields of a row and their bounds: ``[(name, lo, bits, most)]``, a value
+    ``< most`` at bits ``lo .. lo + bits - 1`` (WRITE_GRAPH refuses others)."""
+    most = {"node": capacity.nodes, "other": capacity.nodes, "edge": capacity.edges,
+            "node_slot": max(n_driven, 1), "other_slot": max(n_driven, 1),
+            "clamp": n_clamp + 1}
+    out, lo = [], 0
+    for name, bits, _ in fields:
+        if name in most:
+            out.append((name, lo, bits, most[name]))
+        lo += bits
+    return out
 
 
 def row_words(fields):

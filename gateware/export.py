@@ -151,9 +151,10 @@ def generate(cfg, out_dir, seed=None, flat=False):
 SYSTEM_TOP = "clln_system"
 
 
-def generate_system(cfg, out_dir, divisor=4, max_examples=None, seed=None):
+def generate_system(cfg, out_dir, divisor=4, max_examples=None, seed=None, capacity=None):
     """Write ``clln_system.v`` and ``system.json`` (top, UART divisor, identity) for a
-    config's whole board system (:class:`~clln.gateware.system.System`) into ``out_dir``.
+    config's whole board system (:class:`~clln.gateware.system.System`; with a
+    ``capacity``, the one whose graph is loaded at run time) into ``out_dir``.
 
     Returns
     -------
@@ -164,7 +165,8 @@ def generate_system(cfg, out_dir, divisor=4, max_examples=None, seed=None):
     check_tick_stability(cfg, fmt.kappa)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    system = System(cfg, divisor, max_examples=max_examples, seed=seed, fmt=fmt)
+    system = System(cfg, divisor, max_examples=max_examples, seed=seed, fmt=fmt,
+                    capacity=capacity)
     v_path = out / f"{SYSTEM_TOP}.v"
     v_path.write_text(verilog.convert(system, name=SYSTEM_TOP, emit_src=False))
     info = {"config": cfg.name, "top": SYSTEM_TOP, "verilog": v_path.name,

@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from clln import protocol as p
 from clln.protocol import Command, Status
+from clln.schedule import PIPELINE_CYCLES
 
 from .fabric.arith import above, below, const_mul
 from .fabric.ports import StatusSignature
@@ -45,6 +46,15 @@ class CommandHandler(wiring.Component):
         The fabric's gate port.
     gate_read_latency : int
         Cycles from ``gates.raddr`` to ``gates.rdata`` (the fabric's).
+    graph : clln.gateware.fabric.ports.GraphPortSignature, optional
+        A capacity fabric's graph port: the handler then serves WRITE_GRAPH,
+        WRITE_INIT_GATES and COMMIT_GRAPH and holds the row count and the loaded config's
+        hash (IDENTIFY's), which no RESET clears.
+    row_limits : list of (lo, bits, most), optional
+        The row fields WRITE_GRAPH checks (``value < most`` at bits ``lo ..``), with
+        ``graph``.
+    n_rows : int
+        With ``graph``: the rows of a tick of the graph at power-up.
 
     Members
     -------
@@ -73,10 +83,15 @@ class CommandHandler(wiring.Component):
     #: Payload bytes kept in registers (the longest fixed payload, WRITE_SCHEDULE's).
     HEADER_BYTES = max(p.REQUEST_LENGTHS.values())
 
-    def __init__(self, identity, command, gates, gate_read_latency):
+    def __init__(self, identity, command, gates, gate_read_latency, graph=None,
+                 row_limits=(), n_rows=0):
         self.identity = identity
         self.command_signature, self.gate_signature = command, gates
         self.gate_read_latency = gate_read_latency
+        self.graph_signature, self.row_limits = graph, list(row_limits)
+        self.graph_init_rows = n_rows
+        #: u32 words of a WRITE_GRAPH row (1 without a graph port)
+        self.row_words = -(-graph.row_bits // 32) if graph else 1
         super().__init__({
             "i": In(stream.Signature(Token)),
             "o": Out(stream.Signature(Byte)),
@@ -84,6 +99,7 @@ class CommandHandler(wiring.Component):
             "ctrl": Out(command),
             "gates": Out(gates),
             "fabric_status": In(StatusSignature()),
+            **({"graph": Out(graph)} if graph else {}),
         })
 
     def elaborate(self, platform):
@@ -153,6 +169,12 @@ class CommandHandler(wiring.Component):
                          (self.fabric_status.sat_flags.as_value(), 1)]
         status_bytes = [b for value, n in status_fields for b in big_endian(value, n)]
         s.ident_bytes = [Const(b, 8) for b in self.identity.pack()]
+        if self.graph_signature:
+            # the loaded config's hash (IDENTIFY's bytes 1 .. 4), and the rows of a tick
+            s.hash = Signal(32, init=self.identity.config_hash, name="graph_hash")
+            s.n_rows = Signal(range(self.graph_signature.depth + 1), name="graph_rows",
+                              init=self.graph_init_rows)
+            s.ident_bytes[1:5] = big_endian(s.hash, 4)
         s.n_status, s.n_ident = len(status_bytes), len(s.ident_bytes)
         n = max(self.HEADER_BYTES, s.n_status, s.n_ident)
         s.hold = Signal(8 * n, name="hold")
@@ -186,6 +208,7 @@ class CommandHandler(wiring.Component):
         s.u = u
         s.first, s.cnt = (u(*p.RANGE_FIELDS[name]) for name in ("first", "count"))
         s.sched = {name: u(*at) for name, at in p.SCHEDULE_FIELDS.items()}
+        s.commit = {name: u(*at) for name, at in p.COMMIT_FIELDS.items()}
         s.run = {name: u(*at) for name, at in p.RUN_FIELDS.items()}
 
     def _word_loop(self, m, s):
@@ -193,11 +216,12 @@ class CommandHandler(wiring.Component):
         the row of example (or gate) pos."""
         W, K = self.command_signature.row, self.command_signature.n_values
         E, maxex = self.gate_signature.n_gates, self.command_signature.max_examples
+        R, D = self.row_words, self.graph_signature.depth if self.graph_signature else 0
         s.wi = Signal(range(p.MAX_PAYLOAD // 4 + 1), name="wi")
         s.n_words = Signal(range(p.MAX_PAYLOAD // 4 + 1), name="n_words")  # as checked: fits
         s.word = Signal(32, name="word")
-        s.pos = Signal(range(max(maxex, E, 2)), name="pos")
-        s.col = Signal(range(max(W, K, 2)), name="col")
+        s.pos = Signal(range(max(maxex, E, D, 2)), name="pos")
+        s.col = Signal(range(max(W, K, R, 2)), name="col")
         s.last_col = Signal(name="last_col")
         s.executing = Signal(name="executing")
         s.idx = Signal(range(max(s.n_ident, s.n_status) + 1), name="idx")   # byte index
@@ -206,6 +230,8 @@ class CommandHandler(wiring.Component):
                 m.d.comb += [s.n_words.eq(const_mul(s.cnt, W)), s.last_col.eq(s.col == W - 1)]
             with m.Case(Command.READ_OUTPUTS):
                 m.d.comb += [s.n_words.eq(const_mul(s.cnt, K)), s.last_col.eq(s.col == K - 1)]
+            with m.Case(Command.WRITE_GRAPH):
+                m.d.comb += [s.n_words.eq(const_mul(s.cnt, R)), s.last_col.eq(s.col == R - 1)]
             with m.Default():
                 m.d.comb += [s.n_words.eq(s.cnt), s.last_col.eq(1)]
 
@@ -237,6 +263,13 @@ class CommandHandler(wiring.Component):
             ctrl.start_learn.eq(~is_run | run["learn"][0]),
             self.fabric_status.clear_flags.eq(0),
         ]
+        if self.graph_signature:
+            g = self.graph
+            s.row = Signal(32 * self.row_words, name="graph_row")   # the row's words so far
+            s.full_row = Cat(s.word, s.row)[:32 * self.row_words]   # with the last word
+            m.d.comb += [g.row_addr.eq(s.pos), g.row_data.eq(s.full_row),
+                         g.init_addr.eq(s.pos), g.init_data.eq(s.word),
+                         g.n_rows.eq(s.n_rows)]
 
     # ---------------------------------------------------------------- receive and check
 
@@ -308,6 +341,24 @@ class CommandHandler(wiring.Component):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.READ_OUTPUTS])),
                              bad_range.eq((cnt == 0) | above(end, maxex) |
                                           above(const_mul(cnt, K), p.MAX_PAYLOAD // 4))]
+        if self.graph_signature:
+            self._graph_checks(m, s, end, payload_is, bad_len, bad_range, validate)
+
+    def _graph_checks(self, m, s, end, payload_is, bad_len, bad_range, validate):
+        """The graph commands' length and range checks."""
+        D, E, R = self.graph_signature.depth, self.gate_signature.n_gates, self.row_words
+        cnt, n_rows = s.cnt, s.commit["n_rows"]
+        with m.Switch(s.cmd):
+            with m.Case(Command.WRITE_GRAPH):
+                m.d.comb += [bad_len.eq(~payload_is(RANGE_BYTES + const_mul(cnt, 4 * R))),
+                             bad_range.eq((cnt == 0) | above(end, D)), validate.eq(1)]
+            with m.Case(Command.WRITE_INIT_GATES):
+                m.d.comb += [bad_len.eq(~payload_is(RANGE_BYTES + (cnt << 2))),
+                             bad_range.eq((cnt == 0) | above(end, E)), validate.eq(1)]
+            with m.Case(Command.COMMIT_GRAPH):
+                m.d.comb += [bad_len.eq(~payload_is(p.REQUEST_LENGTHS[Command.COMMIT_GRAPH])),
+                             bad_range.eq(below(n_rows, PIPELINE_CYCLES + 1) |
+                                          above(n_rows, D))]
 
     def _align(self, m, s):
         """Pad ``hold`` with zeros to ``HEADER_BYTES`` payload bytes: the fields are then
@@ -334,6 +385,8 @@ class CommandHandler(wiring.Component):
         self._length_and_range_checks(m, s, bad_len, bad_range, validate)
         m.d.comb += needs_idle.eq(Cat(*(s.is_cmd[c] for c in sorted(p.IDLE_ONLY))).any())
         known = ~below(s.cmd, min(Command)) & ~above(s.cmd, max(Command))
+        if not self.graph_signature:            # a fixed graph: no graph commands
+            known = known & below(s.cmd, min(p.GRAPH_COMMANDS))
         with m.If(s.status != Status.OK):
             m.d.sync += [s.rid.eq(0), s.cmd.eq(0)]
             m.next = "REPLY"
@@ -367,21 +420,33 @@ class CommandHandler(wiring.Component):
             m.next = "WORD"
 
     def _validate_or_write_word(self, m, s):
-        """WRITE_DATASET / WRITE_GATES: check the word (first pass) or write it."""
+        """WRITE_DATASET / WRITE_GATES (WRITE_GRAPH / WRITE_INIT_GATES): check the word
+        (first pass) or write it."""
         vb, word = self.command_signature.v_bits, s.word
         value_s = word.as_signed()
         is_ds = s.is_cmd[Command.WRITE_DATASET]
         fits_v = word[vb - 1:].all() | ~word[vb - 1:].any()     # signed(v_bits)
         ok = Mux(is_ds, fits_v, ~below(value_s, self.identity.gate_min_q) &
                  ~above(value_s, self.identity.gate_max_q))
+        no_wait = is_ds
+        if self.graph_signature:
+            is_row, is_init = s.is_cmd[Command.WRITE_GRAPH], s.is_cmd[Command.WRITE_INIT_GATES]
+            ok = Mux(is_row, ~s.last_col | self._row_ok(s), ok)
+            no_wait = is_ds | is_row | is_init
+            m.d.sync += s.row.eq(Cat(word, s.row[:-32]))    # shifted in on both passes
         done = s.wi + 1 == s.n_words
         with m.If(s.executing):
             # a pipelined fabric is busy until its last gate write has landed
-            with m.If(is_ds | ~self.ctrl.busy):
+            with m.If(no_wait | ~self.ctrl.busy):
                 m.d.sync += s.wi.eq(s.wi + 1)
                 self._next_column(m, s)
                 with m.If(is_ds):
                     m.d.comb += self.ctrl.ds_we.eq(1)
+                if self.graph_signature:
+                    with m.Elif(is_row):
+                        m.d.comb += self.graph.row_we.eq(s.last_col)
+                    with m.Elif(is_init):
+                        m.d.comb += self.graph.init_we.eq(1)
                 with m.Else():
                     m.d.comb += self.gates.we.eq(1)
                 with m.If(done):
@@ -402,7 +467,18 @@ class CommandHandler(wiring.Component):
                 m.next = "WORDS"
         with m.Else():
             m.d.sync += s.wi.eq(s.wi + 1)
+            if self.graph_signature:            # a row is checked on its last word
+                self._next_column(m, s)
             m.next = "WORDS"
+
+    def _row_ok(self, s):
+        """The row of WRITE_GRAPH (complete with its last word) has every index field
+        within its bound and its unused top bits 0."""
+        row, bits = s.full_row, self.graph_signature.row_bits
+        ok = [row[lo:lo + n] < most for lo, n, most in self.row_limits if most < 1 << n]
+        if len(row) > bits:
+            ok.append(~row[bits:].any())
+        return Cat(*ok).all() if ok else Const(1)
 
     def _execute(self, m, s):
         """The strobe of a command without values."""
@@ -417,6 +493,11 @@ class CommandHandler(wiring.Component):
                 m.d.comb += ctrl.stop.eq(1)
             with m.Case(Command.RESET):
                 m.d.comb += ctrl.clear.eq(1)
+            if self.graph_signature:
+                with m.Case(Command.COMMIT_GRAPH):     # the new graph, then a RESET
+                    m.d.sync += [s.n_rows.eq(s.commit["n_rows"]),
+                                 s.hash.eq(s.commit["config_hash"])]
+                    m.d.comb += ctrl.clear.eq(1)
         m.next = "WAIT"
 
     def _wait_until_landed(self, m, s):
@@ -424,7 +505,8 @@ class CommandHandler(wiring.Component):
         the last gate written: reply once idle again (a start makes it busy on purpose)."""
         is_cmd = s.is_cmd
         with m.If(~self.ctrl.busy | ~(is_cmd[Command.WRITE_SCHEDULE] |
-                                      is_cmd[Command.RESET] | is_cmd[Command.WRITE_GATES])):
+                                      is_cmd[Command.RESET] | is_cmd[Command.WRITE_GATES] |
+                                      is_cmd[Command.COMMIT_GRAPH])):
             m.next = "REPLY"
 
     # ---------------------------------------------------------------- reply

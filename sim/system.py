@@ -120,11 +120,10 @@ class _Graph:
     def check_row(self, word):
         """OUT_OF_RANGE for a row whose node, edge, slot or clamp index is beyond the
         bitstream's (or whose unused top bits are set)."""
-        r, cap = sch.unpack_row(word, self.fields), self.capacity
-        limits = {"node": cap.nodes, "other": cap.nodes, "edge": cap.edges,
-                  "node_slot": max(self.n_driven, 1), "other_slot": max(self.n_driven, 1),
-                  "clamp": self.n_clamp + 1}
-        bad = [k for k, most in limits.items() if r[k] >= most]
+        r = sch.unpack_row(word, self.fields)
+        bad = [k for k, _, _, most in sch.row_limits(self.fields, self.capacity,
+                                                      self.n_driven, self.n_clamp)
+               if r[k] >= most]
         if bad or word >> sum(b for _, b, _ in self.fields):
             raise FrameError(Status.OUT_OF_RANGE, f"row field {(bad or ['unused bits'])[0]}")
 

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from conftest import builtin_dict
+from conftest import LEARN, SETTLE, builtin_dict
 from test_fabric_amaranth import ModelSide, read_state
 
 from clln import config as config_mod
@@ -16,6 +16,7 @@ from clln import protocol as p
 from clln import schedule as sch
 from clln.cli_board import run_on_device
 from clln.errors import ConfigError
+from clln.flows import sim_board
 from clln.formats import Formats
 from clln.gateware.fabric import make_fabric
 from clln.host.driver import Device, DeviceError, LoopbackTransport
@@ -203,7 +204,7 @@ def test_capacity_fabric_runs_loaded_graphs_bit_exact():
 def short(cfg):
     """``cfg`` with a short schedule and few epochs."""
     return dataclasses.replace(cfg, schedule=dataclasses.replace(
-        cfg.schedule, settle_ticks=60, learn_ticks=2))
+        cfg.schedule, settle_ticks=SETTLE, learn_ticks=LEARN))
 
 
 def test_system_model_loads_graphs_and_trains_like_the_fixed_model():
@@ -275,3 +276,60 @@ def test_graph_commands_refused():
         fixed.request(p.Command.COMMIT_GRAPH, p.pack_commit(10, 1))
     with pytest.raises(ConfigError, match=r"graph is fixed"):
         fixed.load_graph(short(torus34()))
+
+
+# ---------------------------------------------------------------------------- Verilator
+
+@pytest.fixture(scope="module")
+def capacity_board(tmp_path_factory):
+    """paper-xor's board system for capacity 16:32, Verilated, and its golden model."""
+    base = short(config_mod.refold(config_mod.load("paper-xor"), "serial"))
+    tr = sim_board(base, build_dir=tmp_path_factory.mktemp("capacity"), opt="-O0",
+                   capacity="16:32")
+    yield base, tr
+    tr.close()
+
+
+@pytest.mark.sim
+def test_simulated_capacity_board_loads_graphs_like_its_model(capacity_board):
+    """The Verilated capacity board, loaded over the UART with two other graphs in turn,
+    answers as its golden model (gates, outputs, status but the cycles) and trains each
+    as ``clln train X --model fixed``; refusals byte for byte."""
+    base, tr = capacity_board
+    dev = Device(tr, timeout=30)
+    model = SystemModel(base, capacity="16:32")
+    mdev = Device(LoopbackTransport(model.respond))
+    assert dev.identify() == mdev.identify()
+    for other in (short(regular16()), short(torus34())):
+        got, want = (run_on_device(d, other, 2, 3, base=base) for d in (dev, mdev))
+        np.testing.assert_array_equal(got["gates"], want["gates"])
+        np.testing.assert_array_equal(got["outputs"], want["outputs"])
+        assert dataclasses.replace(got["status"], cycles=0) == want["status"]
+        assert dev.identify() == mdev.identify()
+        assert dev.identify().config_hash == p.config_hash(other)
+        alone = FixedPointModel(other, [3])
+        train(alone, 2)
+        np.testing.assert_array_equal(got["gates"], alone.gates[0])
+    row = sch.schedule_rows(model.cfg, model.fmt)[0]
+    word = sch.pack_row(row, model.graph.fields) | 1 << 63
+    for cmd, payload in ((p.Command.WRITE_GRAPH, p.pack_write_graph(0, [[word >> 32, 0]])),
+                         (p.Command.WRITE_GRAPH, p.pack_write_graph(132, [[0, 0]])),
+                         (p.Command.WRITE_GRAPH, p.pack_write_graph(0, [[0]])),
+                         (p.Command.WRITE_INIT_GATES, p.pack_write_gates(31, [0, 0])),
+                         (p.Command.WRITE_INIT_GATES, p.pack_write_gates(0, [1 << 30])),
+                         (p.Command.COMMIT_GRAPH, p.pack_commit(4, 0)),
+                         (p.Command.COMMIT_GRAPH, p.pack_commit(133, 0))):
+        frame = p.encode_request(7, cmd, payload)
+        assert tr_exchange(tr, frame) == model.respond(frame)
+        assert p.parse_reply(model.respond(frame)[:-1]).status != p.Status.OK
+
+
+def tr_exchange(transport, raw, timeout=10.0):
+    """Send raw bytes; the reply bytes up to and including the first delimiter."""
+    import time
+    transport.write(raw)
+    out, deadline = bytearray(), time.monotonic() + timeout
+    while p.DELIMITER not in out:
+        out += transport.read(max(0.0, deadline - time.monotonic()))
+        assert time.monotonic() < deadline, f"no reply to {raw.hex()}"
+    return bytes(out)
