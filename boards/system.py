@@ -34,15 +34,18 @@ class BoardSystem(wiring.Component):
     mult_bits : int, optional
         Operand bits of the board's multiplier blocks when each product is to take one
         (``gateware.fabric.arith.split_mul``).
+    capacity : clln.schedule.Capacity, optional
+        A bitstream whose graph is loaded at run time (``System``'s ``capacity``).
     """
 
-    def __init__(self, cfg, clk_hz, baud=115200, max_examples=None, mult_bits=None):
+    def __init__(self, cfg, clk_hz, baud=115200, max_examples=None, mult_bits=None,
+                 capacity=None):
         try:
             divisor = p.uart_divisor(clk_hz, baud)
         except ValueError as e:
             raise ConfigError("--baud", "", str(e)) from None
         self.system = System(cfg, divisor, max_examples=max_examples,
-                             mult_bits=mult_bits, clock_hz=clk_hz)
+                             mult_bits=mult_bits, clock_hz=clk_hz, capacity=capacity)
         super().__init__({})
 
     def elaborate(self, platform):
@@ -82,7 +85,7 @@ def _fits(rep, t):
 
 
 def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_examples=None,
-                 pnr_clock_mhz=None, pnr_seed=None):
+                 pnr_clock_mhz=None, pnr_seed=None, capacity=None):
     """Build ``cfg``'s system for ``board``.
 
     With ``clock_mhz`` None the board oscillator is tried first; if timing fails there
@@ -92,7 +95,8 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     with room to spare is also repeated there, in ``build_dir/max``; if that one fails,
     the oscillator's build stands. An explicit ``clock_mhz`` is built as given and must
     meet timing; with ``pnr_clock_mhz`` nextpnr places and routes for that clock instead,
-    with ``pnr_seed`` from that seed (``targets.build``).
+    with ``pnr_seed`` from that seed (``targets.build``). A ``capacity`` builds the
+    serial fabric whose graph is loaded at run time (``cfg``'s at power-up).
 
     Returns
     -------
@@ -115,7 +119,8 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
         raise BuildError("a place-and-route clock needs an explicit clock (MHz)")
 
     def go(clk, folder=build_dir):
-        return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples, mult_bits),
+        return build(lambda clk_hz: BoardSystem(cfg, clk_hz, baud, max_examples, mult_bits,
+                                                capacity),
                      board, folder, clock_mhz=clk, classic_abc=classic_abc,
                      router=router, placer=placer, pnr_clock_mhz=pnr_clock_mhz,
                      pnr_seed=pnr_seed)

@@ -38,9 +38,13 @@ def build_run(args):
     from .boards.system import build_fitting, build_system
     from .flows import expected_board_time
     cfg = config_mod.load(args.config)
+    capacity = _build_capacity(args, cfg)
+    if capacity is not None:
+        cfg = config_mod.refold(cfg, "serial")
     if args.fabric not in (None, "search"):
         cfg = config_mod.refold(cfg, args.fabric, "--fabric")
-    build_dir = Path(args.build_dir or f"build/boards/{cfg.name}-{args.board}")
+    build_dir = Path(args.build_dir or f"build/boards/{cfg.name}-{args.board}"
+                     + (f"-capacity-{capacity.nodes}x{capacity.edges}" if capacity else ""))
     if build_dir.is_absolute():
         try:
             build_dir = build_dir.relative_to(Path.cwd())
@@ -62,7 +66,8 @@ def build_run(args):
     output_folder(build_dir, "--build-dir")
     if cfg.has_fabric:
         rep, units, cpt = build_system(cfg, args.board, build_dir, clock, args.baud,
-                                       args.max_examples, args.pnr_clock, args.pnr_seed)
+                                       args.max_examples, args.pnr_clock, args.pnr_seed,
+                                       capacity)
     else:
         rep, units, cpt, attempts = build_fitting(cfg, args.board, build_dir, args.clock,
                                                   args.baud, args.max_examples, log,
@@ -82,12 +87,27 @@ def build_run(args):
            "ticks_per_second_per_stream": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
            "attempts": [a.__dict__ for a in attempts],
            "plan": plan.as_dict() if plan is not None else None,
-           "epochs": cfg.learning.epochs}
+           "epochs": cfg.learning.epochs,
+           "capacity": f"{capacity.nodes}:{capacity.edges}" if capacity else None}
     out.update(expected)
     if args.program:
         _program(args.board, rep.bitstream)
         out["programmed"] = True
     return out
+
+
+def _build_capacity(args, cfg):
+    """``clln build --capacity``: the :class:`~clln.schedule.Capacity` (or None), refused
+    beside another fabric than the serial one."""
+    from . import schedule as sch
+    if getattr(args, "capacity", None) is None:
+        return None
+    cap = sch.parse_capacity(args.capacity)
+    if args.fabric not in (None, "serial"):
+        raise ConfigError("--fabric", "", "a capacity build is the serial fabric: leave "
+                          "out --fabric")
+    sch.check_capacity(cfg, cap, int(cfg.network.degrees().max()))
+    return cap
 
 
 def cmd_build(args):
@@ -150,12 +170,13 @@ def _program(board, bitstream):
 
 # --------------------------------------------------------------------------- run
 
-def _open_device(cfg, args, seed, base=None):
+def _open_device(cfg, args, seed):
     from .host.driver import Device, SerialTransport
     if args.sim:
         from .flows import sim_board
         capacity = getattr(args, "capacity", None)
-        built = base if capacity is not None and base is not None else cfg
+        base = getattr(args, "base", None)
+        built = config_mod.load(base) if capacity is not None and base is not None else cfg
         transport = sim_board(built, build_dir=args.build_dir, seed=seed, opt=args.sim_opt,
                               capacity=capacity)
         return Device(transport, timeout=60.0), transport
@@ -457,7 +478,7 @@ def device_run(args):
     if args.sim and args.build_dir:
         output_folder(args.build_dir, "--build-dir")
     t0 = time.monotonic()
-    dev, transport = _open_device(cfg, args, seed, base)
+    dev, transport = _open_device(cfg, args, seed)
     setup = time.monotonic() - t0
     bar = progress_bar(epochs, not args.json, f"{cfg.name} ({'sim' if args.sim else args.port})")
 
@@ -635,6 +656,10 @@ def add_parsers(sub):
                    "'streams:C' (C networks pipelined) or 'search' (build folds until the "
                    "largest that fits: can take hours); default: a plan from estimates "
                    "(the serial fabric, docs/boards.md)")
+    p.add_argument("--capacity", metavar="NODES:EDGES",
+                   help="a bitstream whose graph is loaded at run time (the serial fabric): "
+                   "it runs any config of at most this many nodes and edges that agrees "
+                   "with CONFIG in what the bitstream fixes (docs/gateware.md)")
     p.add_argument("--build-dir", metavar="DIR", help="default build/boards/<name>-<board>")
     p.add_argument("--program", action="store_true", help="program the board afterwards")
     p.add_argument("--json", action="store_true", help="print one JSON object")
