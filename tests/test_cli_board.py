@@ -493,3 +493,34 @@ def test_clock_max_rebuilds_faster(monkeypatch, tmp_path, second_fails):
     assert calls == [(50, "d")] and pnr[-1] == (36, 3)   # placed and routed for 36 MHz
     with pytest.raises(BuildError, match="needs an explicit clock"):
         bs.build_system(cfg, "ulx3s-85f", tmp_path / "e", clock_mhz="max", pnr_clock_mhz=36)
+
+
+def test_run_loads_another_graph_on_a_capacity_board(short_xor, tmp_path, monkeypatch,
+                                                       capsys):
+    """``clln run OTHER --sim --capacity 16:32 --base short-xor`` on the capacity model
+    built from short-xor: OTHER (a random regular graph) is loaded over the link and
+    trains as ``clln train OTHER --model fixed``; a graph beyond the capacity is refused
+    before anything is built."""
+    base = config_mod.load(short_xor)
+    other = tmp_path / "other.toml"
+    other.write_text(short_xor.read_text().replace(
+        'topology = "torus"\nrows = 4\ncols = 4',
+        'topology = "random-regular"\nnodes = 16\ndegree = 4\ngraph_seed = 3').replace(
+        'name = "short-xor"', 'name = "other"'))
+    monkeypatch.setattr(cli_board, "_open_device", lambda cfg, args, seed: (
+        lambda t: (Device(t), t))(LoopbackTransport(
+            SystemModel(base, capacity=args.capacity).respond)))
+    assert board_cli(["run", str(other), "--sim", "--capacity", "16:32", "--base",
+                      str(short_xor), "--epochs", "2", "--json", "--checkpoint",
+                      str(tmp_path / "c.json")]) == 0
+    run = json.loads(capsys.readouterr().out)
+    assert cli.main(["train", str(other), "--model", "fixed", "--epochs", "2", "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    assert run["gates_final"] == ref["gates_final"] and len(ref["gates_final"]) == 32
+    assert run["outputs_final"] == ref["outputs_final"]
+    big = tmp_path / "big.toml"
+    big.write_text(short_xor.read_text().replace("rows = 4\ncols = 4", "rows = 5\ncols = 5"))
+    assert cli.main(["run", str(big), "--sim", "--capacity", "16:32"]) != 0
+    assert "25 nodes, 50 edges > capacity 16:32" in capsys.readouterr().err
+    assert cli.main(["run", str(other), "--port", "/dev/null", "--capacity", "16:32"]) != 0
+    assert "--capacity: only with --sim" in capsys.readouterr().err
