@@ -137,7 +137,8 @@ class Network:
     def build(self, board, **options):
         """Build a bitstream of the training system (``clln build``): ``board`` and the
         options ``fabric``, ``clock``, ``pnr_clock``, ``pnr_seed``, ``baud``,
-        ``max_examples``, ``build_dir``, ``program``. Returns its report."""
+        ``max_examples``, ``build_dir``, ``program``, ``capacity`` (``"NODES:EDGES"``: a
+        graph loaded at run time). Returns its report."""
         from .cli_board import build_run
         return Result(build_run(_options("build", self.config,
                                          dict(options, board=board, json=True))))
@@ -146,7 +147,8 @@ class Network:
         """Train on a board through ``port``, or on the simulated board with ``sim=True``
         (``clln run``): options ``epochs``, ``seed``, ``order``, ``baud``, ``timeout``,
         ``fabric`` (simulated board only), ``build_dir``, ``checkpoint``,
-        ``checkpoint_every``, ``resume``, ``plot``. Returns its report."""
+        ``checkpoint_every``, ``resume``, ``plot``, ``capacity`` (simulated board only)
+        and ``base`` (the capacity bitstream's config). Returns its report."""
         from .cli_board import device_run
         if (port is None) == (not sim):
             raise ConfigError("run", "port", "give a port or sim=True (one of them)")

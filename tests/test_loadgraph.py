@@ -112,7 +112,7 @@ def test_refusals_name_the_numbers_and_the_key():
 
 # ---------------------------------------------------------------------------- fabric
 
-def fabric_run(dut, loads, ticks=12, switch=4):
+def fabric_run(dut, loads, ticks=10, switch=4):
     """Load each config of ``loads`` (relabeled) into the capacity fabric ``dut`` through
     its graph port, clear, run ``ticks`` ticks; return per load (dut rows, model rows)."""
     out = []
