@@ -189,14 +189,15 @@ def test_capacity_fabric_runs_loaded_graphs_bit_exact():
     base = config_mod.refold(config_mod.load("paper-xor"), "serial")
     dut = make_fabric(base, capacity=CAPACITY)
     assert (dut.n_nodes, dut.n_edges, dut.rows_depth) == (16, 32, 132)
-    loads = [loadable(regular16()), loadable(torus34())]
-    results = fabric_run(dut, loads)
-    assert len(results) == 3
+    # a smaller graph with its I/O elsewhere (the Verilated test loads a regular one too)
+    results = fabric_run(dut, [loadable(torus34())])
+    assert len(results) == 2
     for got, exp in results:
         assert got.shape == exp.shape
         np.testing.assert_array_equal(got, exp)
-    # the graphs differ, so do their states
-    assert not np.array_equal(results[0][0][:, 32:], results[1][0][:, 32:])
+    # 12 nodes and 24 edges of the torus: free and clamped voltages, gates, the output
+    assert results[1][0].shape == (10, 2 * 12 + 24 + 1)
+    assert len(np.unique(results[1][0][:, 24:48])) > 24       # the gates learnt
 
 
 # ---------------------------------------------------------------------------- protocol
