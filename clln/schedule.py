@@ -43,6 +43,9 @@ Visit = namedtuple("Visit", "node other edge net plus first last gate term")
 #: Cycles of a tick beyond its visits: three drain the pipeline, one commits.
 PIPELINE_CYCLES = 4
 
+#: The most edges of a capacity (its ``4 E + 4`` schedule rows fit IDENTIFY's u16).
+MAX_EDGES = (0xFFFF - 4) // 4
+
 #: What a capacity bitstream holds: nodes and edges.
 Capacity = namedtuple("Capacity", "nodes edges")
 
@@ -91,8 +94,9 @@ def parse_capacity(text, source="--capacity"):
     if len(parts) != 2 or not all(s.strip().isdigit() for s in parts):
         raise ConfigError(source, "", f"expected NODES:EDGES (e.g. 32:64), got {text!r}")
     cap = Capacity(*(int(s) for s in parts))
-    if not (2 <= cap.nodes <= 0xFFFF and 1 <= cap.edges <= 0xFFFF):
-        raise ConfigError(source, "", f"{text}: nodes 2 to 65535, edges 1 to 65535")
+    if not (2 <= cap.nodes <= 0xFFFF and 1 <= cap.edges <= MAX_EDGES):
+        raise ConfigError(source, "", f"{text}: nodes 2 to 65535, edges 1 to {MAX_EDGES} "
+                          "(IDENTIFY's graph_rows, 4 edges + 4, is u16)")
     return cap
 
 

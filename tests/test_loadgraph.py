@@ -108,6 +108,9 @@ def test_refusals_name_the_numbers_and_the_key():
                            CAPACITY, 3)
     with pytest.raises(ConfigError, match=r"expected NODES:EDGES"):
         sch.parse_capacity("32x64")
+    with pytest.raises(ConfigError, match=r"edges 1 to 16382"):
+        sch.parse_capacity("32:16383")
+    assert sch.max_rows(sch.parse_capacity("32:16382")) == 0xFFFF - 3
 
 
 # ---------------------------------------------------------------------------- fabric
