@@ -64,9 +64,16 @@ def compile_notice(bar, what):
 
 
 def fold_arg(text):
-    """A ``--fabric`` value: a whole number of edge units (0 = one per edge), ``serial``
-    or ``streams:C`` (C interleaved networks, 1 to ``config.MAX_STREAMS``)."""
+    """A ``--fabric`` value: a whole number of edge units (0 = one per edge), ``serial``,
+    ``streams:C`` (C interleaved networks, 1 to ``config.MAX_STREAMS``) or ``banked:P``
+    (the block-RAM fabric with P edge units; P is checked against the edges later)."""
     from .config import MAX_EDGES, MAX_STREAMS
+    banked = re.fullmatch(r"banked:([0-9]+)", text)
+    if banked:
+        if not 1 <= int(banked[1]) <= MAX_EDGES:
+            raise argparse.ArgumentTypeError(f"banked:P needs P from 1 to the network's "
+                                             f"edges, got {text!r}")
+        return text
     streams = re.fullmatch(r"streams:([0-9]+)", text)
     if streams:
         if not 1 <= int(streams[1]) <= MAX_STREAMS:
@@ -76,8 +83,8 @@ def fold_arg(text):
     if text == "serial":
         return text
     if not re.fullmatch(r"[0-9]+", text) or int(text) > MAX_EDGES:
-        raise argparse.ArgumentTypeError(f"expected a number of edge units, 'serial' or "
-                                         f"'streams:C', got {text!r:.40}")
+        raise argparse.ArgumentTypeError(f"expected a number of edge units, 'serial', "
+                                         f"'streams:C' or 'banked:P', got {text!r:.40}")
     return int(text)
 
 
