@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 from amaranth.hdl import Module
+from amaranth.sim import Simulator
 from fabric_configs import (
     EVERY_NONIDEALITY,
     driven_pair_config,
@@ -15,13 +16,15 @@ from fabric_configs import (
     nonideal_random_config,
     saturating_config,
 )
-from test_fabric_amaranth import amaranth_run
+from test_fabric_amaranth import amaranth_run, read_state
 
 from clln import config as config_mod
 from clln.errors import ConfigError
 from clln.formats import Formats
 from clln.gateware.fabric import fabric_shape, make_fabric
 from clln.gateware.fabric.banked import BankedFabric, edge_partition
+from clln.sim.fixed import FixedPointModel
+from clln.sim.problem import Problem
 
 #: Every non-ideality but read noise, which the banked fabric refuses.
 NO_NOISE = {k: v for k, v in EVERY_NONIDEALITY.items() if k != "read_noise"}
@@ -126,3 +129,44 @@ def test_banked_config_and_refusals(tmp_path):
     noisy = config_mod.refold(nonideal_random_config(tmp_path), "banked:2")
     with pytest.raises(ConfigError, match="read noise is not implemented in the banked"):
         make_fabric(noisy)
+
+
+def test_banked_tick_pauses_while_run_is_low():
+    """``run`` low in the middle of a tick pauses it (every pipeline stage and memory
+    read holds): ticks with run dropped on a third of their cycles give the model's
+    bits."""
+    cfg = config_mod.refold(config_mod.load("paper-xor"), "banked:3")
+    dut = make_fabric(cfg)
+    model = FixedPointModel(cfg, seeds=[cfg.learning.seed])
+    fmt, p = model.formats, Problem.from_config(cfg)
+    drive = fmt.volts_to_v(p.drive)[1, cfg.driven_nodes()]
+    rng = np.random.default_rng(5)
+    got = []
+
+    async def bench(ctx):
+        while ctx.get(dut.control.busy):
+            await ctx.tick()
+        ctx.set(dut.control.sample_we, 1)
+        for addr, v in enumerate(list(drive) + list(fmt.volts_to_v(p.targets)[1])):
+            ctx.set(dut.control.sample_addr, addr)
+            ctx.set(dut.control.sample_data, int(v))
+            await ctx.tick()
+        ctx.set(dut.control.sample_we, 0)
+        for t in range(4):
+            ctx.set(dut.control.learn, t % 2)
+            done = 0
+            while not done:
+                ctx.set(dut.control.run, int(rng.random() > 0.35))
+                done = ctx.get(dut.control.tick_done)
+                await ctx.tick()
+            ctx.set(dut.control.run, 0)
+            got.append([v for part in await read_state(ctx, dut) for v in part])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    for t in range(4):
+        model.run(1, 1, t % 2 == 1)
+        np.testing.assert_array_equal(got[t], np.concatenate(
+            [model.v_free.ravel(), model.v_clamped.ravel(), model.gates.ravel()]))
