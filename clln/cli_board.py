@@ -620,7 +620,8 @@ def add_parsers(sub):
     p.add_argument("--timeout", type=positive_seconds, default=2.0,
                    help="seconds per reply (serial)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
-                   help="with --sim: the simulated board's fabric (edge units or 'serial')")
+                   help="with --sim: the simulated board's fabric (edge units, 'serial' or "
+                   "'banked:P')")
     p.add_argument("--build-dir", metavar="DIR", help="--sim build folder")
     p.add_argument("--sim-opt", default=None, help="C++ optimisation of the simulated "
                    "board (default -Os; -O0 builds faster and runs slower)")
