@@ -2,6 +2,7 @@
 fixed-point model, tick for tick; its config, schedule and refusals. The cocotb cases
 (Icarus, Verilator) are in test_fabric_cocotb.py."""
 
+import argparse
 import dataclasses
 
 import numpy as np
@@ -19,6 +20,7 @@ from fabric_configs import (
 from test_fabric_amaranth import amaranth_run, read_state
 
 from clln import config as config_mod
+from clln.cli_common import fold_arg
 from clln.errors import ConfigError
 from clln.formats import Formats
 from clln.gateware.fabric import fabric_shape, make_fabric
@@ -126,6 +128,11 @@ def test_banked_config_and_refusals(tmp_path):
         config_mod.refold(xor, "banked:33")
     with pytest.raises(ConfigError, match="fabric.banked.*edge_units = P"):
         config_mod.refold(xor, "banked:0")
+    assert fold_arg("banked:4") == "banked:4"
+    with pytest.raises(argparse.ArgumentTypeError, match="banked:P needs P from 1"):
+        fold_arg("banked:0")
+    with pytest.raises(argparse.ArgumentTypeError, match="'banked:P', got 'banked:x'"):
+        fold_arg("banked:x")
     noisy = config_mod.refold(nonideal_random_config(tmp_path), "banked:2")
     with pytest.raises(ConfigError, match="read noise is not implemented in the banked"):
         make_fabric(noisy)
