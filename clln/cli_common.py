@@ -68,18 +68,14 @@ def fold_arg(text):
     ``streams:C`` (C interleaved networks, 1 to ``config.MAX_STREAMS``) or ``banked:P``
     (the block-RAM fabric with P edge units; P is checked against the edges later)."""
     from .config import MAX_EDGES, MAX_STREAMS
-    banked = re.fullmatch(r"banked:([0-9]+)", text)
-    if banked:
-        if not 1 <= int(banked[1]) <= MAX_EDGES:
-            raise argparse.ArgumentTypeError(f"banked:P needs P from 1 to the network's "
-                                             f"edges, got {text!r}")
-        return text
-    streams = re.fullmatch(r"streams:([0-9]+)", text)
-    if streams:
-        if not 1 <= int(streams[1]) <= MAX_STREAMS:
-            raise argparse.ArgumentTypeError(f"streams:C needs C from 1 to {MAX_STREAMS}, "
-                                             f"got {text!r}")
-        return text
+    for kind, hi, what in (("banked", MAX_EDGES, "P from 1 to the network's edges"),
+                           ("streams", MAX_STREAMS, f"C from 1 to {MAX_STREAMS}")):
+        count = re.fullmatch(kind + r":([0-9]+)", text)
+        if count:
+            if not 1 <= int(count[1]) <= hi:
+                raise argparse.ArgumentTypeError(f"{kind}:{what[0]} needs {what}, "
+                                                 f"got {text!r}")
+            return text
     if text == "serial":
         return text
     if not re.fullmatch(r"[0-9]+", text) or int(text) > MAX_EDGES:

@@ -13,7 +13,7 @@ board code.
 
 from clln.errors import ConfigError
 
-from .banked import BankedFabric, banked_cycles_per_tick
+from .banked import BankedFabric, banked_cycles_per_tick, check_banked
 from .parallel import Fabric, folded_shape
 from .serial import SerialFabric, serial_cycles_per_tick
 from .streams import StreamFabric
@@ -41,6 +41,8 @@ def make_fabric(cfg, fmt=None, seed=None, mult_bits=None):
     (``[fabric] streams``)."""
     kind = fabric_kind(cfg)
     check_relaxation(cfg, kind)
+    if kind is BankedFabric:
+        check_banked(cfg)
     return kind(cfg, fmt, seed, mult_bits)
 
 

@@ -49,7 +49,7 @@ from .parallel import Fabric
 from .ports import SAT_MASK, SatFlags, sat_bits
 from .serial import SerialFabric
 
-__all__ = ["BankedFabric", "banked_cycles_per_tick", "edge_partition"]
+__all__ = ["BankedFabric", "banked_cycles_per_tick", "check_banked", "edge_partition"]
 
 #: Cycles of a tick beyond the edge pass and the node pass (see the module notes).
 EXTRA_CYCLES = 4
@@ -60,6 +60,19 @@ def banked_cycles_per_tick(cfg):
     ``ceil(E / P) + N_s + 4`` (``N_s``: the nodes that are not driven)."""
     P, E = cfg.fabric.edge_units, cfg.network.n_edges
     return -(-E // P) + cfg.network.n_nodes - len(cfg.driven_nodes()) + EXTRA_CYCLES
+
+
+def check_banked(cfg):
+    """Refuse what the banked fabric cannot build (before it is made: an elaboratable
+    that fails in its constructor is never used): edge units outside ``1 .. E``, read
+    noise."""
+    P, E = cfg.fabric.edge_units, cfg.network.n_edges
+    if not 1 <= P <= E:
+        raise ConfigError(cfg.source, "fabric.edge_units", f"the banked fabric needs 1 "
+                          f"to {E} edge units (the edges), got {P}")
+    if cfg.nonideal.read_noise:
+        raise ConfigError(cfg.source, "nonideal.read_noise", "read noise is not "
+                          "implemented in the banked fabric; use the serial fabric")
 
 
 def edge_partition(n_edges, units):
@@ -103,7 +116,8 @@ class BankedFabric(SerialFabric):
     The ports are the serial fabric's (:class:`~.serial.SerialFabric`): node voltages
     through ``node_raddr``, gates through ``gate.raddr`` (one cycle), ``busy`` while the
     memories are cleared after a reset (``max(2 * 2**ceil(log2 N), C) + 1`` cycles).
-    Read noise is not implemented (refused).
+    Read noise is not implemented (refused by :func:`check_banked`, which
+    :func:`~clln.gateware.fabric.make_fabric` calls).
     """
 
     RELAXATIONS = ("euler", "jacobi", "momentum")
@@ -111,15 +125,8 @@ class BankedFabric(SerialFabric):
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
         # the serial fabric's ports and registers, not its schedule
         Fabric.__init__(self, cfg, fmt, seed, mult_bits)
-        P, E = cfg.fabric.edge_units, self.n_edges
-        if not 1 <= P <= E:
-            raise ConfigError(cfg.source, "fabric.edge_units", f"the banked fabric needs 1 "
-                              f"to {E} edge units (the edges), got {P}")
-        if self.fmt.noise_mul:
-            raise ConfigError(cfg.source, "nonideal.read_noise", "read noise is not "
-                              "implemented in the banked fabric; use the serial fabric")
-        self.edge_units = P
-        self.slots, self.unit_edges = edge_partition(E, P)
+        self.edge_units = P = cfg.fabric.edge_units
+        self.slots, self.unit_edges = edge_partition(self.n_edges, P)
         driven = set(self.driven_nodes)
         self.settling = [n for n in range(self.n_nodes) if n not in driven]
         self.cycles_per_tick = banked_cycles_per_tick(cfg)
@@ -395,7 +402,8 @@ class BankedFabric(SerialFabric):
 
     def _finish_tick(self, m, x):
         """Gate writes (a controller write wins); commit: the other half becomes the
-        state, drives, free outputs; flags, ticks, samples and ``moved``."""
+        state, drives, free outputs; flags, ticks, samples and ``moved`` (the serial
+        fabric's: the node unit's writes compared a cycle later, the drives at commit)."""
         f, st, gate = self.fmt, x.st, self.gate
         unit_w, slot_w = divide_by(m, gate.addr, self.slots, self.n_edges, "gate_w")
         for u, (wr, slot, g_next, en) in enumerate(x.gate_writes):
@@ -413,22 +421,17 @@ class BankedFabric(SerialFabric):
         m.d.comb += tick_flags.eq(any_of(x.edge_flags) | x.node_flags
                                   | Mux(x.end & any_of(x.clamp_flags), SAT_MASK["v"], 0))
         self._status_and_samples(m, st, x.commit, tick_flags, x.out_values, x.run)
-        # moved: the node unit's writes compared a cycle later, the drives at commit
-        written = []
+        self._moved(m, x)
+
+    def _written_moved(self, m, x):
+        """Whether the node unit's writes of the cycle before (both networks) moved their
+        node: registered, then compared (the serial fabric's ``moved`` takes it)."""
+        f, written = self.fmt, []
         for i, (en, old, new) in enumerate(x.written):
             en_q, old_q, new_q = Signal(), Signal(old.shape()), Signal(new.shape())
             m.d.sync += [en_q.eq(en), old_q.eq(old), new_q.eq(new)]
             written.append(en_q & node_moved(m, f, old_q, new_q, f"w{i}"))
-        written = wire(m, any_of(written), "moved_written")
-        driven = any_of([node_moved(m, f, x.vd[i], st.drive[i], f"d{i}")
-                         for i in range(len(x.vd))])
-        moved_acc, moved_q = Signal(), Signal()
-        tick_moved = wire(m, moved_acc | written | driven, "tick_moved")
-        with m.If(x.commit):
-            m.d.sync += [moved_acc.eq(0), moved_q.eq(tick_moved)]
-        with m.Elif(written):
-            m.d.sync += moved_acc.eq(1)
-        m.d.comb += self.control.moved.eq(Mux(x.commit, tick_moved, moved_q))
+        return wire(m, any_of(written), "moved_written")
 
     def _readback(self, m, x):
         """Readback of the state at t: a node (both networks) and a gate, one cycle."""
