@@ -108,8 +108,10 @@ def build_system(cfg, board, build_dir, clock_mhz=None, baud=115200, max_example
     units, cpt = fabric_shape(cfg)
     t = target(board)
     mult_bits = t.mult_bits if t.split_products else None
-    # Yosys 0.70's ABC9 fails on the pipelined fabric (targets.ECP5_CLASSIC_ABC)
-    classic_abc = cfg.fabric.streams > 1 and t.family == "ecp5"
+    # Yosys 0.70's ABC9 fails on the pipelined and the banked fabric (the banked one:
+    # ``Assert GetSize(conn.first) == GetSize(conn.second)`` in its reintegration at
+    # smooth-xor-torus32, banked:4; targets.ECP5_CLASSIC_ABC)
+    classic_abc = (cfg.fabric.streams > 1 or cfg.fabric.banked) and t.family == "ecp5"
     # router2 routes the large pipelined builds where router1 stalls on congestion, and
     # after the electrostatic placer (static) better than after the default (heap)
     router = "router2" if classic_abc else None

@@ -81,7 +81,7 @@ def build_run(args):
            "dsp": rep.dsp, "bram": rep.bram, "edge_units": units, "cycles_per_tick": cpt,
            "serial": cfg.fabric.serial if cfg.has_fabric else any(a.serial and a.ok
                                                                   for a in attempts),
-           "streams": streams,
+           "streams": streams, "banked": bool(cfg.has_fabric and cfg.fabric.banked),
            # every stream ticks once per cycles_per_tick cycles
            "ticks_per_second": streams * rep.clock_mhz * 1e6 / cpt,
            "ticks_per_second_per_stream": rep.clock_mhz * 1e6 / cpt, "seconds": seconds,
@@ -118,7 +118,8 @@ def cmd_build(args):
         sys.stdout.write("\n")
         return 0
     streams = out["streams"]
-    kind = "serial fabric" if out["serial"] else f"{out['edge_units']} edge units"
+    kind = ("serial fabric" if out["serial"] else f"banked fabric, {out['edge_units']} edge "
+            "units" if out.get("banked") else f"{out['edge_units']} edge units")
     if streams > 1:
         kind += (f", {streams} networks pipelined, "
                  f"{out['ticks_per_second_per_stream']:.3g} ticks/s each")
@@ -653,7 +654,8 @@ def add_parsers(sub):
                    help="dataset capacity (default: the dataset, at least 16)")
     p.add_argument("--fabric", type=build_fold_arg, metavar="FOLD",
                    help="override [fabric]: edge units (0 = one per edge), 'serial', "
-                   "'streams:C' (C networks pipelined) or 'search' (build folds until the "
+                   "'streams:C' (C networks pipelined), 'banked:P' (block-RAM fabric, "
+                   "P edge units) or 'search' (build folds until the "
                    "largest that fits: can take hours); default: a plan from estimates "
                    "(the serial fabric, docs/boards.md)")
     p.add_argument("--capacity", metavar="NODES:EDGES",
@@ -686,7 +688,8 @@ def add_parsers(sub):
     p.add_argument("--timeout", type=positive_seconds, default=2.0,
                    help="seconds per reply (serial)")
     p.add_argument("--fabric", type=fold_arg, metavar="FOLD",
-                   help="with --sim: the simulated board's fabric (edge units or 'serial')")
+                   help="with --sim: the simulated board's fabric (edge units, 'serial' or "
+                   "'banked:P')")
     p.add_argument("--build-dir", metavar="DIR", help="--sim build folder")
     p.add_argument("--capacity", metavar="NODES:EDGES",
                    help="with --sim: simulate a board whose graph is loaded at run time, "

@@ -64,20 +64,23 @@ def compile_notice(bar, what):
 
 
 def fold_arg(text):
-    """A ``--fabric`` value: a whole number of edge units (0 = one per edge), ``serial``
-    or ``streams:C`` (C interleaved networks, 1 to ``config.MAX_STREAMS``)."""
+    """A ``--fabric`` value: a whole number of edge units (0 = one per edge), ``serial``,
+    ``streams:C`` (C interleaved networks, 1 to ``config.MAX_STREAMS``) or ``banked:P``
+    (the block-RAM fabric with P edge units; P is checked against the edges later)."""
     from .config import MAX_EDGES, MAX_STREAMS
-    streams = re.fullmatch(r"streams:([0-9]+)", text)
-    if streams:
-        if not 1 <= int(streams[1]) <= MAX_STREAMS:
-            raise argparse.ArgumentTypeError(f"streams:C needs C from 1 to {MAX_STREAMS}, "
-                                             f"got {text!r}")
-        return text
+    for kind, hi, what in (("banked", MAX_EDGES, "P from 1 to the network's edges"),
+                           ("streams", MAX_STREAMS, f"C from 1 to {MAX_STREAMS}")):
+        count = re.fullmatch(kind + r":([0-9]+)", text)
+        if count:
+            if not 1 <= int(count[1]) <= hi:
+                raise argparse.ArgumentTypeError(f"{kind}:{what[0]} needs {what}, "
+                                                 f"got {text!r}")
+            return text
     if text == "serial":
         return text
     if not re.fullmatch(r"[0-9]+", text) or int(text) > MAX_EDGES:
-        raise argparse.ArgumentTypeError(f"expected a number of edge units, 'serial' or "
-                                         f"'streams:C', got {text!r:.40}")
+        raise argparse.ArgumentTypeError(f"expected a number of edge units, 'serial', "
+                                         f"'streams:C' or 'banked:P', got {text!r:.40}")
     return int(text)
 
 

@@ -211,10 +211,12 @@ class FabricFold:
     """Gateware folding: ``edge_units`` of 0 means one unit per edge; ``serial`` folds the
     whole tick (edges and nodes) onto one edge unit and one node unit; ``streams`` > 1
     interleaves that many independent networks (seeds ``learning.seed`` and on) in a
-    pipelined, fully parallel fabric."""
+    pipelined, fully parallel fabric; ``banked`` (with ``edge_units = P``) keeps node
+    state, gates and node sums in block RAM and takes P edges a cycle."""
     edge_units: int = 0
     serial: bool = False
     streams: int = 1
+    banked: bool = False
 
     @property
     def still_lag(self):
@@ -792,17 +794,25 @@ def _fabric(t, n_edges):
     if fab.streams > 1 and (fab.serial or fab.edge_units):
         raise t.error("streams", "streams need the fully parallel fabric: leave out "
                       "edge_units and serial")
+    fab = dataclasses.replace(fab, banked=t.boolean("banked", False))
+    if fab.banked and (fab.serial or fab.streams > 1 or not fab.edge_units):
+        raise t.error("banked", f"the banked fabric takes edge_units = P edge units, 1 to "
+                      f"the {n_edges} edges (and no serial or streams)")
     t.finish()
     return fab
 
 
 def refold(cfg, fold, source=None):
     """``cfg`` with another fabric: ``fold`` is a number of edge units (0: one per edge),
-    ``"serial"``, or ``"streams:C"`` (C interleaved networks). Folding never changes the
-    bits a fabric computes; streams add networks of the next seeds. A bad fold is named
-    as coming from ``source`` (default the config's file)."""
+    ``"serial"``, ``"streams:C"`` (C interleaved networks) or ``"banked:P"`` (the
+    block-RAM fabric with P edge units). Folding never changes the bits a fabric
+    computes; streams add networks of the next seeds. A bad fold is named as coming from
+    ``source`` (default the config's file)."""
     if fold == "serial":
         data = {"serial": True}
+    elif isinstance(fold, str) and fold.startswith("banked:"):
+        count = fold.split(":", 1)[1]
+        data = {"banked": True, "edge_units": int(count) if count.isdigit() else count}
     elif isinstance(fold, str) and fold.startswith("streams:"):
         count = fold.split(":", 1)[1]
         data = {"streams": int(count) if count.isdigit() else count}

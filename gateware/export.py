@@ -64,6 +64,7 @@ def manifest(cfg, fabric):
                              "target": [len(fabric.driven_nodes), fabric.n_samples]},
         "edge_units": fabric.edge_units,
         "serial": bool(cfg.fabric.serial),
+        "banked": bool(cfg.fabric.banked),
         "cycles_per_tick": fabric.cycles_per_tick,
         "gate_read_latency": fabric.gate_read_latency,
         "gate_init": [int(v) for v in fabric.gate_init],

@@ -405,7 +405,8 @@ def test_fabric_flag_is_checked(capsys):
     with pytest.raises(SystemExit) as info:
         board_cli(["build", "paper-xor", "--board", "icebreaker", "--fabric", "many"])
     assert info.value.code == 2
-    assert "expected a number of edge units, 'serial' or 'streams:C'" in capsys.readouterr().err
+    assert ("expected a number of edge units, 'serial', 'streams:C' or 'banked:P'"
+            in capsys.readouterr().err)
     with pytest.raises(ConfigError, match="fabric.edge_units: must be <= 32, got 40"):
         board_cli(["build", "paper-xor", "--board", "icebreaker", "--fabric", "40"])
     with pytest.raises(ConfigError, match="--pnr-clock.*needs --clock MHZ"):

@@ -195,6 +195,26 @@ def test_cocotb_jacobi_serial(sim, extra, tmp_path):
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("sim, extra, units", [("icarus", EXTRA_BITS, 3),
+                                               ("verilator", 0, 5)])
+def test_cocotb_jacobi_banked(sim, extra, units, tmp_path):
+    """The banked fabric (``--fabric banked:P``) on the random graph with an edge between
+    two driven nodes: its jacobi step and moved (a single and a differential output),
+    state read through its ports."""
+    still_lsb = EXTRA_STILL_LSB if extra else JACOBI_STILL_LSB
+    pair = driven_pair_config(tmp_path)[1]
+    cfg = config_mod.refold(random_graph_config(
+        tmp_path, extra_edges=[pair], relax="jacobi", still_lsb=still_lsb,
+        fixed={"node_extra_bits": extra} if extra else None), f"banked:{units}")
+    ticks = EXTRA_TICKS if extra else 150
+    res = verify(cfg, sim=sim, ticks=ticks, build_dir=tmp_path / "build",
+                 flat=sim == "icarus")
+    check(res, sim, ticks, 9 * 2 + 17 + 2)
+    check_moved_both_ways(res)
+    assert (res["edge_units"], res["cycles_per_tick"]) == (units, -(-17 // units) + 5 + 4)
+
+
+@pytest.mark.sim
 @pytest.mark.parametrize("sim, extra", [("icarus", 0), ("verilator", EXTRA_BITS)])
 def test_cocotb_jacobi_streams(sim, extra, tmp_path):
     """The pipelined fabric's jacobi step, its moved reported a round late."""

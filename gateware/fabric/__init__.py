@@ -4,6 +4,7 @@
 - :mod:`.cells`: the edge, gate and node steps of ``docs/semantics.md``;
 - :mod:`.parallel`: the parallel and folded fabric (:class:`Fabric`), base of the others;
 - :mod:`.serial`: one edge term per cycle, state in block RAM;
+- :mod:`.banked`: P edge units, state, gates and node sums in block RAM;
 - :mod:`.streams`: every edge its own cell, the tick cut into a C-slow pipeline ring.
 
 The package imports only the config and the number formats, never golden models or
@@ -12,11 +13,12 @@ board code.
 
 from clln.errors import ConfigError
 
+from .banked import BankedFabric, banked_cycles_per_tick, check_banked
 from .parallel import Fabric, folded_shape
 from .serial import SerialFabric, serial_cycles_per_tick
 from .streams import StreamFabric
 
-__all__ = ["Fabric", "SerialFabric", "StreamFabric", "fabric_shape", "make_fabric"]
+__all__ = ["BankedFabric", "Fabric", "SerialFabric", "StreamFabric", "fabric_shape", "make_fabric"]
 
 
 def fabric_shape(cfg):
@@ -28,18 +30,23 @@ def fabric_shape(cfg):
         return cfg.network.n_edges, cfg.fabric.streams
     if cfg.fabric.serial:
         return 1, serial_cycles_per_tick(cfg)
+    if cfg.fabric.banked:
+        return cfg.fabric.edge_units, banked_cycles_per_tick(cfg)
     return folded_shape(cfg)
 
 
 def make_fabric(cfg, fmt=None, seed=None, mult_bits=None, capacity=None):
-    """The fabric ``cfg`` asks for: :class:`Fabric`, the serial one (``[fabric] serial``)
-    or the pipelined one of several networks (``[fabric] streams``); with a
-    ``capacity`` (``NODES:EDGES``), the serial fabric whose graph is loaded at run time."""
+    """The fabric ``cfg`` asks for: :class:`Fabric`, the serial one (``[fabric] serial``),
+    the banked one (``[fabric] banked``) or the pipelined one of several networks
+    (``[fabric] streams``); with a ``capacity`` (``NODES:EDGES``), the serial fabric whose
+    graph is loaded at run time."""
     if capacity is not None:
         check_relaxation(cfg, SerialFabric)
         return SerialFabric(cfg, fmt, seed, mult_bits, capacity=capacity)
     kind = fabric_kind(cfg)
     check_relaxation(cfg, kind)
+    if kind is BankedFabric:
+        check_banked(cfg)
     return kind(cfg, fmt, seed, mult_bits)
 
 
@@ -56,5 +63,7 @@ def check_relaxation(cfg, kind):
 
 def fabric_kind(cfg):
     """The fabric class ``cfg`` asks for."""
+    if cfg.fabric.banked:
+        return BankedFabric
     return (StreamFabric if cfg.fabric.streams > 1 else SerialFabric if cfg.fabric.serial
             else Fabric)

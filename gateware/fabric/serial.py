@@ -578,12 +578,8 @@ class SerialFabric(Fabric):
         driven nodes (their drives against their state at t) join. The flag is given with
         ``tick_done`` and held until the next tick commits.
         """
-        f, st, w = self.fmt, x.st, x.written
-        en_q = Signal(name="moved_en")
-        old_q = Signal(signed(f.v_bits), name="moved_old")
-        new_q = Signal(signed(f.v_bits), name="moved_new")
-        m.d.sync += [en_q.eq(w.en), old_q.eq(w.old), new_q.eq(w.new)]
-        written = wire(m, en_q & node_moved(m, f, old_q, new_q, "w"), "moved_written")
+        f, st = self.fmt, x.st
+        written = self._written_moved(m, x)
         driven = any_of([node_moved(m, f, x.vd[i], st.drive[i], f"d{i}")
                          for i in range(len(x.vd))])
         moved_acc = Signal()
@@ -594,6 +590,16 @@ class SerialFabric(Fabric):
         with m.Elif(written):
             m.d.sync += moved_acc.eq(1)
         m.d.comb += self.control.moved.eq(Mux(x.commit, tick_moved, moved_q))
+
+    def _written_moved(self, m, x):
+        """Whether the node unit's write of the cycle before moved its node (``x.written``
+        registered, then compared)."""
+        f, w = self.fmt, x.written
+        en_q = Signal(name="moved_en")
+        old_q = Signal(signed(f.v_bits), name="moved_old")
+        new_q = Signal(signed(f.v_bits), name="moved_new")
+        m.d.sync += [en_q.eq(w.en), old_q.eq(w.old), new_q.eq(w.new)]
+        return wire(m, en_q & node_moved(m, f, old_q, new_q, "w"), "moved_written")
 
     def _readback(self, m, x):
         """Readback of the state at t (registered reads, as the memories give them)."""
