@@ -35,7 +35,8 @@ class System(wiring.Component):
         Operand bits of the target's multiplier blocks (see ``make_fabric``).
     clock_hz : float
         The clock the system runs at, reported by IDENTIFY (rounded to Hz; 0: not known,
-        as in a simulation).
+        as in a simulation); the tick and cycle counters are ``protocol.counter_bits`` of
+        it wide.
 
     Members
     -------
@@ -66,7 +67,8 @@ class System(wiring.Component):
         m = Module()
         m.submodules.fabric = fab = make_fabric(self.cfg, self.fmt, seed=self.seed,
                                                 mult_bits=self.mult_bits)
-        m.submodules.ctrl = ctrl = make_controller(self.cfg, self.fmt, self.max_examples)
+        m.submodules.ctrl = ctrl = make_controller(self.cfg, self.fmt, self.max_examples,
+                                                   p.counter_bits(self.identity.clock_hz))
         m.submodules.handler = hnd = CommandHandler(
             self.identity, ctrl.command_signature, fab.gate.signature.flip(),
             fab.gate_read_latency)
