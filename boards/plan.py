@@ -75,10 +75,11 @@ class SerialBuild:
 
 #: paper-xor's serial system, docs/boards.md: ECP5 fmax 44.0 MHz, 5.2 minutes for both
 #: builds of ``--clock max`` (the second at 40.6 MHz; the machine loaded); iCE40
-#: 12.12 MHz (nextpnr seed 1), about 4 minutes; Gowin 29.0 MHz, 8.8 minutes (load 8).
+#: 12.06 MHz (nextpnr seed 5, the slimmer controller; smooth-xor-torus8 12.10 MHz),
+#: about 4 minutes; Gowin 29.0 MHz, 8.8 minutes (load 8).
 SERIAL_BUILD = {
     "ecp5": SerialBuild(44.0, 2.6, "max"),
-    "ice40": SerialBuild(12.12, 4.0, None),
+    "ice40": SerialBuild(12.06, 4.0, None),
     "gowin": SerialBuild(29.0, 8.8, None),
 }
 
