@@ -30,7 +30,7 @@ class Target:
 
 TARGETS = {t.name: t for t in [
     Target("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", 12.0, "-dsp -dff",
-           5280, 8, 30, 16, programmer=("iceprog",), offered=True, pnr_seed=1),
+           5280, 8, 30, 16, programmer=("iceprog",), offered=True, pnr_seed=5),
     Target("ulx3s-12f", "ulx3s:ULX3S_12F_Platform", "ecp5", 25.0, "", 12288, 28, 56, 18, True,
            programmer=("openFPGALoader", "-b", "ulx3s")),
     Target("ulx3s-25f", "ulx3s:ULX3S_25F_Platform", "ecp5", 25.0, "", 24288, 28, 56, 18, True,

@@ -36,8 +36,8 @@ __all__ = ["BuildPlan", "plan_build", "estimated_serial_luts", "estimated_serial
 #: block RAM: it hardly grows with the graph. On iCE40 the fabric alone even shrinks
 #: (2,931 LUT4 at 32 edges, 2,886 at 128) while the packed system grows (5,275 -> 5,337
 #: logic cells for paper-xor's widths on an 8x8 torus, ``synth_ice40 -dsp -dff`` and
-#: ``nextpnr-ice40 --pack-only``), so its 128-edge point is that system's, less
-#: :data:`SYSTEM_LUT`.
+#: ``nextpnr-ice40 --pack-only``, with the controller of then), so its 128-edge point is
+#: that growth on the 32-edge point.
 SERIAL_FABRIC_LUT = {
     "ecp5": ((32, 2312 + 2 * 507), (128, 2138 + 2 * 510), (512, 2124 + 2 * 513),
              (2048, 2450 + 2 * 516)),
@@ -46,11 +46,13 @@ SERIAL_FABRIC_LUT = {
 
 #: Logic of the training system besides the fabric, from paper-xor's serial builds:
 #: ULX3S-85F 6,217 TRELLIS_COMB (at 40.6 MHz; 6,514 at 40 MHz in a later build: placement
-#: varies by a few per cent), iCEBreaker 5,275 ICESTORM_LC (``-dsp -dff``), Tang Nano 9K
+#: varies by a few per cent), iCEBreaker 5,032 ICESTORM_LC (``-dsp -dff``; 5,275 before
+#: the controller's 16-bit phase and epoch counters and 40-bit tick and cycle counters,
+#: which took 243 cells off paper-xor and 228 off smooth-xor-torus8), Tang Nano 9K
 #: 6,042 LUT4 + ALU, less the fabric's synthesis (Gowin: ECP5's fabric figures, as Yosys
 #: reports no Gowin synthesis of the fabric alone here). Checked against the ULX3S-85F's
 #: serial builds of smooth-xor on 32x32 and 64x64 tori: 6,505 and 7,353 TRELLIS_COMB.
-SYSTEM_LUT = {"ecp5": 6217 - (2312 + 2 * 507), "ice40": 5275 - 2931,
+SYSTEM_LUT = {"ecp5": 6217 - (2312 + 2 * 507), "ice40": 5032 - 2931,
               "gowin": 6042 - (2312 + 2 * 507)}
 
 #: Block RAMs of serial training systems as built, by edges: ULX3S-85F (DP16KD) paper-xor
@@ -73,10 +75,11 @@ class SerialBuild:
 
 #: paper-xor's serial system, docs/boards.md: ECP5 fmax 44.0 MHz, 5.2 minutes for both
 #: builds of ``--clock max`` (the second at 40.6 MHz; the machine loaded); iCE40
-#: 12.12 MHz (nextpnr seed 1), about 4 minutes; Gowin 29.0 MHz, 8.8 minutes (load 8).
+#: 12.06 MHz (nextpnr seed 5, the slimmer controller; smooth-xor-torus8 12.10 MHz),
+#: about 4 minutes; Gowin 29.0 MHz, 8.8 minutes (load 8).
 SERIAL_BUILD = {
     "ecp5": SerialBuild(44.0, 2.6, "max"),
-    "ice40": SerialBuild(12.12, 4.0, None),
+    "ice40": SerialBuild(12.06, 4.0, None),
     "gowin": SerialBuild(29.0, 8.8, None),
 }
 

@@ -466,8 +466,10 @@ def build(elaboratable_factory, board, build_dir, clock_mhz=None, name="top",
     pnr_seed : int, optional
         nextpnr's random seed (``--seed``); its placements, and so whether a congested
         design routes, differ from seed to seed, and each is reproducible. Default the
-        target's ``pnr_seed`` (the iCEBreaker's 1: paper-xor's system, 99% full, routes
-        to 12.12 MHz there and to 11.61 MHz with nextpnr's default seed).
+        target's ``pnr_seed`` (the iCEBreaker's 5: with the slimmer controller paper-xor's
+        system routes to 12.06 MHz there, 11.67 / 11.82 MHz with seeds 1 / 2, and
+        smooth-xor-torus8's to 12.10 MHz, 11.59-11.80 MHz with seeds 1-4; before it,
+        seed 1 gave paper-xor 12.12 MHz and nextpnr's default 11.61).
 
     Returns
     -------

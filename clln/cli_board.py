@@ -309,7 +309,9 @@ def _load_device(dev, cfg, fmt, epochs, seed, order, start):
     dev.write_dataset(x, y)
     sched = p.ScheduleParams.from_config(
         cfg, len(x), p.Order.LFSR if order == "lfsr" else p.Order.CYCLIC, seed)
-    dev.write_schedule(dataclasses.replace(sched, epochs=epochs))
+    # the epochs run one RUN_EPOCHS at a time (_train_epochs); the schedule's count is
+    # what a START would run, at most the device's limit
+    dev.write_schedule(dataclasses.replace(sched, epochs=min(epochs, p.MAX_RUN_EPOCHS)))
     dev.write_gates(start.gates_q.ravel())
 
 

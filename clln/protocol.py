@@ -13,6 +13,7 @@ import binascii
 import enum
 import hashlib
 import json
+import math
 import struct
 from dataclasses import dataclass
 
@@ -33,6 +34,15 @@ CRC_BYTES = 2
 MIN_REQUEST = REQUEST_HEADER + CRC_BYTES
 MAX_REQUEST = REQUEST_HEADER + MAX_PAYLOAD + CRC_BYTES
 MIN_REPLY = REPLY_HEADER + CRC_BYTES
+#: The longest phase (``settle_ticks``, ``learn_ticks``) a WRITE_SCHEDULE may ask for, and
+#: the most epochs a WRITE_SCHEDULE or RUN_EPOCHS may ask for (0: until STOP): the
+#: controller counts them in 16 bits (the iCEBreaker's logic cells, ``docs/boards.md``),
+#: although the fields are u32; beyond them the request is refused with OUT_OF_RANGE.
+MAX_PHASE_TICKS = 2 ** 16 - 1
+MAX_RUN_EPOCHS = 2 ** 16 - 1
+#: The tick and cycle counters of a bitstream built for a known clock wrap no sooner
+#: than this (:func:`counter_bits`).
+COUNTER_WRAP_SECONDS = 86400
 MAX_REPLY = REPLY_HEADER + MAX_PAYLOAD + CRC_BYTES
 
 
@@ -461,6 +471,10 @@ def check_fields(cfg, max_examples):
         ("fixed.v_bits", cfg.fixed.v_bits, 32, "bits (voltages travel as i32)"),
         ("fixed.g_bits", cfg.fixed.g_bits, 32, "bits (gates travel as i32)"),
         ("--max-examples", max_examples, 0xFFFF, "examples (counted in u16)"),
+        ("schedule.settle_ticks", cfg.schedule.settle_ticks, MAX_PHASE_TICKS,
+         "ticks (the controller counts a phase in 16 bits)"),
+        ("schedule.learn_ticks", cfg.schedule.learn_ticks, MAX_PHASE_TICKS,
+         "ticks (the controller counts a phase in 16 bits)"),
     ]
     for key, value, most, what in limits:
         if value > most:
@@ -469,6 +483,26 @@ def check_fields(cfg, max_examples):
                               f"{value} {what}; the link protocol carries at most {most}")
     if max_examples < 1:
         raise ConfigError("--max-examples", "", f"must be >= 1, got {max_examples}")
+
+
+def counter_bits(clock_hz):
+    """Width of the tick and cycle counters of a bitstream built for ``clock_hz``: the
+    fewest bits that count :data:`COUNTER_WRAP_SECONDS` of cycles (40 at 12 MHz: they wrap
+    after 2**40 cycles, 25.4 hours; the tick counter, at least one cycle a tick, later
+    still); 64 when the clock is not known (0, a simulation). READ_STATUS carries them
+    zero-extended to u64 and counts modulo ``2**counter_bits``."""
+    if not clock_hz:
+        return 64
+    return min(64, math.ceil(clock_hz * COUNTER_WRAP_SECONDS).bit_length())
+
+
+def schedule_limits(settle_ticks, learn_ticks, epochs):
+    """What exceeds :data:`MAX_PHASE_TICKS` or :data:`MAX_RUN_EPOCHS` (``"settle_ticks
+    70000 > 65535"``, ...), an empty list when nothing does."""
+    return [f"{name} {value} > {most}" for name, value, most in
+            (("settle_ticks", settle_ticks, MAX_PHASE_TICKS),
+             ("learn_ticks", learn_ticks, MAX_PHASE_TICKS), ("epochs", epochs, MAX_RUN_EPOCHS))
+            if value > most]
 
 
 def config_hash(cfg):
@@ -587,9 +621,11 @@ class ScheduleParams:
 
     @classmethod
     def from_config(cls, cfg, n_examples, order=Order.CYCLIC, seed=None):
-        """The schedule of ``cfg`` (its ``[schedule]`` and ``learning.epochs``)."""
+        """The schedule of ``cfg`` (its ``[schedule]`` and ``learning.epochs``, at most
+        :data:`MAX_RUN_EPOCHS`: more are run one RUN_EPOCHS at a time)."""
         sch = cfg.schedule
-        return cls(sch.settle_ticks, sch.learn_ticks, cfg.learning.epochs, n_examples, order,
+        return cls(sch.settle_ticks, sch.learn_ticks, min(cfg.learning.epochs, MAX_RUN_EPOCHS),
+                   n_examples, order,
                    cfg.learning.seed if seed is None else seed,
                    sch.still_ticks if sch.settle == "still" else 0)
 
@@ -604,7 +640,14 @@ class ScheduleParams:
                              f"1..{ident.max_examples}")
         if order not in Order._value2member_map_:
             raise FrameError(Status.OUT_OF_RANGE, f"order {order}")
+        over = schedule_limits(s, lt, ep)
+        if over:
+            raise FrameError(Status.OUT_OF_RANGE, ", ".join(over))
         return cls(s, lt, ep, n, Order(order), seed, still)
+
+    def beyond_limits(self):
+        """What of this schedule a device refuses (:func:`schedule_limits`)."""
+        return schedule_limits(self.settle_ticks, self.learn_ticks, self.epochs)
 
 
 def pack_range(first, count):
@@ -660,6 +703,8 @@ def unpack_run(payload):
     epochs, learn = _u(">IB", payload, Command.RUN_EPOCHS)
     if learn > 1:
         raise FrameError(Status.OUT_OF_RANGE, f"learn flag {learn}")
+    if epochs > MAX_RUN_EPOCHS:
+        raise FrameError(Status.OUT_OF_RANGE, f"epochs {epochs} > {MAX_RUN_EPOCHS}")
     return epochs, bool(learn)
 
 

@@ -22,7 +22,12 @@ from clln.protocol import Mode
 from .fabric.ports import ControlSignature
 from .memory import sync_read_port
 
-__all__ = ["CommandSignature", "Controller", "lfsr_widths"]
+__all__ = ["CommandSignature", "Controller", "lfsr_widths", "PHASE_BITS", "EPOCH_BITS"]
+
+#: Bits of the phase (settle, learn ticks) and epoch counters; the command port's fields
+#: are wider (the protocol's u32), the handler refuses what these cannot hold.
+PHASE_BITS = p.MAX_PHASE_TICKS.bit_length()
+EPOCH_BITS = p.MAX_RUN_EPOCHS.bit_length()
 
 
 def _pow2(n):
@@ -105,6 +110,8 @@ class Controller(wiring.Component):
     fmt : clln.formats.Formats
     max_examples : int
         Rows of the dataset memory (and of the outputs memory).
+    counter_bits : int
+        Width of the tick and cycle counters (``protocol.counter_bits``; they wrap).
     stream : int, optional
         Make it the controller of stream ``stream`` alone of a pipelined fabric (its lane,
         :class:`~.stream_control.StreamController`): one network's outputs and error sum,
@@ -143,8 +150,9 @@ class Controller(wiring.Component):
     the config's schedule.
     """
 
-    def __init__(self, cfg, fmt, max_examples, stream=None):
+    def __init__(self, cfg, fmt, max_examples, stream=None, counter_bits=64):
         self.cfg, self.fmt = cfg, fmt
+        self.counter_bits = counter_bits
         self.max_examples = max_examples
         self.n_inputs = len(cfg.io.inputs)
         self.n_outputs = len(cfg.io.outputs)
@@ -240,9 +248,11 @@ class Controller(wiring.Component):
         """Schedule registers (reset: the config's schedule) and the seed's reduction."""
         cfg = self.cfg
         sch = cfg.schedule
-        s.settle = Signal(32, init=sch.settle_ticks, name="settle")
-        s.learn_t = Signal(32, init=sch.learn_ticks, name="learn_t")
-        s.epochs = Signal(32, init=cfg.learning.epochs, name="epochs")
+        # counted in PHASE_BITS and EPOCH_BITS: the handler refuses more (protocol.MAX_*)
+        s.settle = Signal(PHASE_BITS, init=sch.settle_ticks, name="settle")
+        s.learn_t = Signal(PHASE_BITS, init=sch.learn_ticks, name="learn_t")
+        s.epochs = Signal(EPOCH_BITS, init=min(cfg.learning.epochs, p.MAX_RUN_EPOCHS),
+                          name="epochs")
         s.still = Signal(8, init=sch.still_ticks if sch.settle == "still" else 0, name="still")
         s.n_ex = Signal(range(self.max_examples + 1), init=self.default_n, name="n_ex")
         s.order = Signal(name="order")
@@ -277,8 +287,8 @@ class Controller(wiring.Component):
         ex_shape = range(max(self.max_examples, 2))
         s.mode = Signal(2, name="mode")
         s.training = s.mode == Mode.TRAINING
-        s.epoch = Signal(32, name="epoch")
-        s.run_epochs = Signal(32, name="run_epochs")
+        s.epoch = Signal(EPOCH_BITS, name="epoch")         # wraps in runs until STOP
+        s.run_epochs = Signal(EPOCH_BITS, name="run_epochs")
         s.ex = Signal(ex_shape, name="ex")              # example being presented
         s.ex_count = Signal(ex_shape, name="ex_count")  # examples done in this epoch
         s.j = Signal(range(self.row + 1), name="j")
@@ -288,7 +298,7 @@ class Controller(wiring.Component):
         # ticks left in this phase, the current one included (its length when it begins:
         # a phase has at least one tick, as the schedule's checks ensure); ``fresh``: no
         # tick of it done yet
-        s.left = Signal(32, name="left")
+        s.left = Signal(PHASE_BITS, name="left")
         s.fresh = Signal(name="fresh")
         s.learn_phase = Signal(name="learn_phase")
         s.observed = Signal(name="observed")
@@ -316,8 +326,9 @@ class Controller(wiring.Component):
     def _counters(self, m, s):
         """The tick and cycle counters, and the ends of a phase: its count, or still."""
         cmd = self.command
-        s.ticks = Signal(64, name="ticks")
-        s.cycles = Signal(64, name="cycles")            # cycles of the current / last run
+        s.ticks = Signal(self.counter_bits, name="ticks")
+        # cycles of the current / last run
+        s.cycles = Signal(self.counter_bits, name="cycles")
         # consecutive ticks of this settle phase that moved no node (``_ticks`` counts them)
         s.quiet = Signal(8, name="quiet")
         # ``fabric.moved`` as it is about this phase's ticks: with a lag of 1 (pipelined

@@ -325,7 +325,10 @@ class CommandHandler(wiring.Component):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.WRITE_SCHEDULE])),
                              bad_range.eq(((sched["settle_ticks"] == 0) &
                                            (sched["learn_ticks"] == 0)) |
-                                          (n == 0) | above(n, maxex) | above(sched["order"], 1))]
+                                          (n == 0) | above(n, maxex) | above(sched["order"], 1) |
+                                          above(sched["settle_ticks"], p.MAX_PHASE_TICKS) |
+                                          above(sched["learn_ticks"], p.MAX_PHASE_TICKS) |
+                                          above(sched["epochs"], p.MAX_RUN_EPOCHS))]
             with m.Case(Command.READ_GATES):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.READ_GATES])),
                              bad_range.eq((cnt == 0) | above(end, E) |
@@ -336,7 +339,8 @@ class CommandHandler(wiring.Component):
                              validate.eq(1)]
             with m.Case(Command.RUN_EPOCHS):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.RUN_EPOCHS])),
-                             bad_range.eq(above(run["learn"], 1))]
+                             bad_range.eq(above(run["learn"], 1) |
+                                          above(run["epochs"], p.MAX_RUN_EPOCHS))]
             with m.Case(Command.READ_OUTPUTS):
                 m.d.comb += [bad_len.eq(~payload_is(fixed[Command.READ_OUTPUTS])),
                              bad_range.eq((cnt == 0) | above(end, maxex) |

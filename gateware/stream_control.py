@@ -37,14 +37,14 @@ def check_streams(cfg):
                           "read_noise or [fabric] streams")
 
 
-def make_controller(cfg, fmt, max_examples):
+def make_controller(cfg, fmt, max_examples, counter_bits=64):
     """The controller of ``cfg``'s fabric: a :class:`StreamController` for a fabric of
     several streams (:func:`check_streams` first), else a
-    :class:`~.controller.Controller`."""
+    :class:`~.controller.Controller`; tick and cycle counters of ``counter_bits``."""
     if cfg.fabric.streams > 1:
         check_streams(cfg)
-        return StreamController(cfg, fmt, max_examples)
-    return Controller(cfg, fmt, max_examples)
+        return StreamController(cfg, fmt, max_examples, counter_bits)
+    return Controller(cfg, fmt, max_examples, counter_bits=counter_bits)
 
 
 def connect_controller(m, ctrl, fabric):
@@ -66,6 +66,8 @@ class StreamController(wiring.Component):
         With ``[fabric] streams = C > 1``.
     fmt : clln.formats.Formats
     max_examples : int
+    counter_bits : int
+        Width of the tick and cycle counters (``protocol.counter_bits``).
 
     Members
     -------
@@ -84,10 +86,12 @@ class StreamController(wiring.Component):
         The fabric's ``control.busy`` (gate writes, the wipe after a clear).
     """
 
-    def __init__(self, cfg, fmt, max_examples):
+    def __init__(self, cfg, fmt, max_examples, counter_bits=64):
         self.cfg, self.fmt, self.streams = cfg, fmt, cfg.fabric.streams
         self.n_outputs = len(cfg.io.outputs)
-        self.controllers = [Controller(cfg, fmt, max_examples, stream=s)
+        self.counter_bits = counter_bits
+        self.controllers = [Controller(cfg, fmt, max_examples, stream=s,
+                                       counter_bits=counter_bits)
                             for s in range(self.streams)]
         first = self.controllers[0]
         self.error_bits, self.max_examples = first.error_bits, max_examples
@@ -130,7 +134,7 @@ class StreamController(wiring.Component):
         busy = self.fabric_busy
         for ctrl in self.controllers:
             busy = busy | ctrl.command.busy
-        cycles = Signal(64, name="cycles")
+        cycles = Signal(self.counter_bits, name="cycles")
         with m.If(cmd.mode != Mode.IDLE):
             m.d.sync += cycles.eq(cycles + 1)
         with m.If(cmd.start | cmd.clear):

@@ -36,7 +36,8 @@ class System(wiring.Component):
         Operand bits of the target's multiplier blocks (see ``make_fabric``).
     clock_hz : float
         The clock the system runs at, reported by IDENTIFY (rounded to Hz; 0: not known,
-        as in a simulation).
+        as in a simulation); the tick and cycle counters are ``protocol.counter_bits`` of
+        it wide.
     capacity : clln.schedule.Capacity or str, optional
         ``NODES:EDGES``: the serial fabric whose graph the host loads at run time
         (``docs/gateware.md``, "The graph loaded at run time"); ``cfg`` (its I/O placed
@@ -81,7 +82,8 @@ class System(wiring.Component):
         m.submodules.fabric = fab = make_fabric(self.cfg, self.fmt, seed=self.seed,
                                                 mult_bits=self.mult_bits,
                                                 capacity=self.capacity)
-        m.submodules.ctrl = ctrl = make_controller(self.cfg, self.fmt, self.max_examples)
+        m.submodules.ctrl = ctrl = make_controller(self.cfg, self.fmt, self.max_examples,
+                                                   p.counter_bits(self.identity.clock_hz))
         graph = {}
         if self.capacity:
             cfg = self.cfg

@@ -191,6 +191,8 @@ class SystemModel:
         if capacity is not None:
             self.identity = sch.capacity_identity(self.identity, cfg, fmt, capacity,
                                                   int(cfg.network.degrees().max()))
+        # the tick counter wraps as the gateware's (protocol.counter_bits)
+        self.tick_mask = (1 << p.counter_bits(self.identity.clock_hz)) - 1
         self.n_inputs, self.n_outputs = len(cfg.io.inputs), len(cfg.io.outputs)
         self.inputs = list(cfg.io.inputs)
         self.dataset = np.zeros((self.max_examples, self.n_inputs + self.n_outputs), np.int64)
@@ -349,8 +351,8 @@ class SystemModel:
         ``cycles`` 0: the model counts no clock cycles): stream 0's epoch, example and
         ticks, every stream's error sum, the OR of their flags."""
         flags = int(np.bitwise_or.reduce([int(tw.flags[0]) for tw in self.twins]))
-        return p.DeviceStatus(self.mode, self.epoch, self.example, self.twin.ticks,
-                              tuple(self.error_sums), flags)
+        return p.DeviceStatus(self.mode, self.epoch, self.example,
+                              self.twin.ticks & self.tick_mask, tuple(self.error_sums), flags)
 
     # -- command handler ----------------------------------------------------------------
     def respond(self, data):

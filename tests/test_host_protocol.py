@@ -1,5 +1,6 @@
 """Host protocol: CRC, COBS, frames, payloads, malformed input, and the driver."""
 
+import dataclasses
 import functools
 import random
 
@@ -385,3 +386,48 @@ def test_config_hash_ignores_the_fold_but_not_the_formats():
     hashes = {config_hash(dataclasses.replace(cfg, schedule=dataclasses.replace(
         sch, relax="momentum", momentum_shift=b))) for b in (0, 1, 2)}
     assert len(hashes) == 2 and config_hash(cfg) not in hashes
+
+
+def test_schedule_limits_and_counter_widths():
+    """Phases and epochs beyond the controller's 16-bit counters are refused by the
+    model (OUT_OF_RANGE) and by the driver before sending; the counters' width follows
+    the clock, and the model's tick counter wraps at it."""
+    ident = identity()
+    top = p.ScheduleParams(p.MAX_PHASE_TICKS, p.MAX_PHASE_TICKS, p.MAX_RUN_EPOCHS, 4)
+    assert p.ScheduleParams.unpack(top.pack(), ident) == top and top.beyond_limits() == []
+    for bad, named in [((65536, 1, 1), "settle_ticks 65536 > 65535"),
+                       ((1, 2 ** 32 - 1, 1), "learn_ticks 4294967295 > 65535"),
+                       ((1, 1, 65536), "epochs 65536 > 65535")]:
+        sched = p.ScheduleParams(*bad, 4)
+        assert sched.beyond_limits() == [named]
+        with pytest.raises(FrameError) as e:
+            p.ScheduleParams.unpack(sched.pack(), ident)
+        assert e.value.status == Status.OUT_OF_RANGE and named in str(e.value)
+    assert p.unpack_run(p.pack_run(p.MAX_RUN_EPOCHS)) == (p.MAX_RUN_EPOCHS, True)
+    with pytest.raises(FrameError) as e:
+        p.unpack_run(p.pack_run(p.MAX_RUN_EPOCHS + 1))
+    assert e.value.status == Status.OUT_OF_RANGE
+    sent = []
+    dev = Device(LoopbackTransport(lambda data: sent.append(data) or b""), timeout=0.05)
+    with pytest.raises(DeviceError) as e:
+        dev.write_schedule(p.ScheduleParams(70_000, 1, 1, 4))
+    assert e.value.status == Status.OUT_OF_RANGE and "settle_ticks 70000 > 65535" in str(e.value)
+    with pytest.raises(DeviceError) as e:
+        dev.run_epochs(100_000)
+    assert e.value.status == Status.OUT_OF_RANGE and "RUN_EPOCHS" in str(e.value)
+    assert sent == []                                   # nothing went over the link
+    # a config whose phases the controller cannot count is refused before any build
+    cfg = config.load("paper-xor")
+    cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule,
+                                                                settle_ticks=70_000))
+    with pytest.raises(config.ConfigError, match="schedule.settle_ticks.*70000 ticks"):
+        p.check_fields(cfg, 16)
+    # 1 day of cycles: 40 bits at 12 MHz (2**40 cycles = 25.4 h), 42 at 50 MHz
+    assert p.counter_bits(0) == 64 and p.counter_bits(12e6) == 40
+    assert p.counter_bits(50e6) == 42 and p.counter_bits(2e9) == 48
+    assert 2 ** 39 / 12e6 < p.COUNTER_WRAP_SECONDS <= 2 ** 40 / 12e6
+    from clln.sim.system import SystemModel
+    model = SystemModel(config.load("paper-xor"), clock_hz=12e6)
+    model.twin.ticks = 2 ** 40 + 5
+    assert model.status().ticks == 5
+    assert SystemModel(config.load("paper-xor")).tick_mask == 2 ** 64 - 1

@@ -222,6 +222,14 @@ def malformed_frames(ident, rng, n_random=60):
                                p.ScheduleParams(3, 1, 1, ident.max_examples + 1).pack())),
         ("schedule order", req(Command.WRITE_SCHEDULE, struct.pack(">IIIHBI", 3, 1, 1, 4, 2, 0))),
         ("run learn 2", req(Command.RUN_EPOCHS, struct.pack(">IB", 1, 2))),
+        # the controller counts phases and epochs in 16 bits (protocol.MAX_*)
+        ("schedule settle big", req(Command.WRITE_SCHEDULE, p.ScheduleParams(
+            p.MAX_PHASE_TICKS + 1, 1, 1, 4).pack())),
+        ("schedule learn big", req(Command.WRITE_SCHEDULE, p.ScheduleParams(
+            3, 1 << 31, 1, 4).pack())),
+        ("schedule epochs big", req(Command.WRITE_SCHEDULE, p.ScheduleParams(
+            3, 1, p.MAX_RUN_EPOCHS + 1, 4).pack())),
+        ("run epochs big", req(Command.RUN_EPOCHS, p.pack_run(p.MAX_RUN_EPOCHS + 1))),
     ]
     # random damage to valid requests (never a start or a run: they would take long)
     valid = [req(Command.WRITE_GATES, p.pack_write_gates(2, [ident.gate_min_q + 99] * 3)),

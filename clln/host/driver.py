@@ -157,7 +157,13 @@ class Device:
                 first + i, drives[i:i + per], targets[i:i + per]))
 
     def write_schedule(self, params):
-        """Write a :class:`~clln.host.protocol.ScheduleParams`."""
+        """Write a :class:`~clln.host.protocol.ScheduleParams`; one beyond the protocol's
+        limits (``ScheduleParams.beyond_limits``) is refused here, unsent, as the device
+        would refuse it (DeviceError OUT_OF_RANGE)."""
+        over = params.beyond_limits()
+        if over:
+            raise DeviceError(Status.OUT_OF_RANGE, Command.WRITE_SCHEDULE,
+                              f"not sent: {', '.join(over)}")
         self.request(Command.WRITE_SCHEDULE, params.pack())
 
     def read_gates(self, first=0, count=None):
@@ -235,7 +241,11 @@ class Device:
         self.request(Command.STOP)
 
     def run_epochs(self, epochs, learn=True):
-        """Run ``epochs`` epochs, learning (``learn``) or evaluating."""
+        """Run ``epochs`` epochs (at most ``protocol.MAX_RUN_EPOCHS``, else refused
+        unsent: DeviceError OUT_OF_RANGE), learning (``learn``) or evaluating."""
+        if epochs > p.MAX_RUN_EPOCHS:
+            raise DeviceError(Status.OUT_OF_RANGE, Command.RUN_EPOCHS,
+                              f"not sent: epochs {epochs} > {p.MAX_RUN_EPOCHS}")
         self.request(Command.RUN_EPOCHS, p.pack_run(epochs, learn))
 
     def reset(self):
