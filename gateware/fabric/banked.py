@@ -123,7 +123,8 @@ class BankedFabric(SerialFabric):
     RELAXATIONS = ("euler", "jacobi", "momentum")
 
     def __init__(self, cfg, fmt=None, seed=None, mult_bits=None):
-        # the serial fabric's ports and registers, not its schedule
+        # the serial fabric's ports and registers, not its schedule; no loaded graph
+        self.capacity = None
         Fabric.__init__(self, cfg, fmt, seed, mult_bits)
         self.edge_units = P = cfg.fabric.edge_units
         self.slots, self.unit_edges = edge_partition(self.n_edges, P)
